@@ -1,0 +1,56 @@
+# voxwire: every target creates or reuses the project's own virtualenv (.venv).
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BUF := tools/node_modules/.bin/buf
+STAMP := $(VENV)/.installed
+
+.PHONY: run test venv stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11+) on PATH" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+$(BUF): tools/package.json tools/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "need npm (Node.js) to install the buf CLI" >&2; exit 1; }
+	cd tools && npm ci --silent --no-audit --no-fund
+	@touch $@
+
+run: $(STAMP)
+	$(PY) -m localstack
+
+test: $(STAMP) check-contract lint
+	$(PY) -m pytest
+
+# The contract gate: lint, breaking-change check against the released v1 image, fresh stubs.
+check-contract: buf-lint buf-breaking check-stubs
+
+buf-lint: $(BUF)
+	$(BUF) lint
+
+buf-breaking: $(BUF)
+	$(BUF) breaking --against protos/voxwire-v1.binpb
+
+stubs: $(STAMP)
+	$(PY) -m tools.gen_stubs
+
+check-stubs: $(STAMP)
+	$(PY) -m tools.gen_stubs --check
+
+# Deliberately releasing a new contract image: only when a new version is cut.
+release-contract: $(BUF)
+	$(BUF) build -o protos/voxwire-v1.binpb
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.overhead
+
+clean:
+	rm -rf $(VENV) tools/node_modules .pytest_cache

@@ -1,0 +1,69 @@
+"""Run the inference adapter: ``python -m inference_adapter --triton-url 127.0.0.1:8001``.
+
+SIGINT / SIGTERM start a drain (NOT_SERVING, no new streams, open streams get the grace
+period), then the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from inference_adapter.config import AdapterConfig
+from inference_adapter.server import AdapterServer
+
+
+def parse_args(argv: list[str] | None = None) -> AdapterConfig:
+    parser = argparse.ArgumentParser(prog="python -m inference_adapter", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML file with AdapterConfig keys")
+    parser.add_argument("--listen", help="host:port to serve on (default 127.0.0.1:50051)")
+    parser.add_argument(
+        "--triton-url",
+        action="append",
+        dest="triton_urls",
+        help="Triton gRPC host:port (repeat per replica)",
+    )
+    parser.add_argument("--max-streams-per-replica", type=int)
+    parser.add_argument("--telemetry", choices=["none", "console", "otlp", "prometheus"])
+    parser.add_argument("--otlp-endpoint")
+    parser.add_argument("--prometheus-port", type=int)
+    parser.add_argument("--drain-grace-seconds", type=float)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = AdapterConfig.from_toml(args.config) if args.config else AdapterConfig()
+    return config.with_overrides(
+        listen=args.listen,
+        triton_urls=tuple(args.triton_urls) if args.triton_urls else None,
+        max_streams_per_replica=args.max_streams_per_replica,
+        telemetry=args.telemetry,
+        otlp_endpoint=args.otlp_endpoint,
+        prometheus_port=args.prometheus_port,
+        drain_grace_seconds=args.drain_grace_seconds,
+    )
+
+
+async def serve(config: AdapterConfig) -> None:
+    server = AdapterServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(serve(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Audio for the adapter: pure codecs (PCM16, f32, G.711) and the streaming resampler."""
+
+from __future__ import annotations
+
+from inference_adapter.audio.codecs import (
+    AudioDecodeError,
+    Encoding,
+    PcmFormat,
+    decode,
+    encode,
+    float32_to_int16,
+    int16_to_float32,
+)
+from inference_adapter.audio.resample import StreamResampler
+
+__all__ = [
+    "AudioDecodeError",
+    "Encoding",
+    "PcmFormat",
+    "StreamResampler",
+    "decode",
+    "encode",
+    "float32_to_int16",
+    "int16_to_float32",
+]

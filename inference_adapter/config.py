@@ -1,0 +1,80 @@
+"""Adapter configuration: where Triton is, the stream limits, telemetry.
+
+Values come from command-line flags (``python -m inference_adapter --help``) or from a TOML
+file with the same keys (``--config adapter.toml``); flags win. Everything has a default that
+works against a local Triton on 127.0.0.1:8001.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Limits every client sees (and reads from Capabilities)."""
+
+    max_contexts_per_stream: int = 8
+    max_chunk_bytes: int = 64 * 1024
+    max_stream_seconds: float = 3600.0
+    idle_timeout_seconds: float = 30.0
+    max_pending_text_bytes: int = 16 * 1024
+    # Unanswered model requests per stream before the adapter stops reading from the client
+    # (backpressure through HTTP/2 flow control instead of an unbounded queue).
+    max_inflight_requests: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterConfig:
+    listen: str = "127.0.0.1:50051"
+    # Triton gRPC endpoints (KServe v2), one per replica.
+    triton_urls: tuple[str, ...] = ("127.0.0.1:8001",)
+    # Streams (STT streams + TTS contexts) one replica may hold; beyond it: OVERLOADED.
+    max_streams_per_replica: int = 64
+    # Channels per replica that the adapter spreads its Triton streams over.
+    channels_per_replica: int = 2
+    # Readiness poll of each replica, and the deadline of each poll.
+    health_interval_seconds: float = 0.25
+    health_timeout_seconds: float = 0.5
+    # How long a model may take to answer a request before its replica is deemed failed.
+    model_response_timeout_seconds: float = 10.0
+    # How long a RESOURCE_EXHAUSTED client should wait before retrying.
+    overload_retry_seconds: float = 1.0
+    # Grace period of a drain: streams may finish for this long after a stop is requested.
+    drain_grace_seconds: float = 10.0
+    default_stt_model: str = ""
+    default_tts_model: str = ""
+    # "none" (default, no cost), "console", "otlp" or "prometheus".
+    telemetry: str = "none"
+    otlp_endpoint: str = "http://127.0.0.1:4317"
+    prometheus_port: int = 9464
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_toml(cls, path: Path) -> AdapterConfig:
+        """Read a TOML file. Raises ValueError on unknown keys (a typo must not pass silently)."""
+        data = tomllib.loads(path.read_text())
+        return cls.from_mapping(data)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> AdapterConfig:
+        data = dict(data)
+        limits_data = data.pop("limits", {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        unknown_limits = set(limits_data) - {f.name for f in fields(Limits)}
+        if unknown or unknown_limits:
+            raise ValueError(f"unknown configuration keys: {sorted(unknown | unknown_limits)}")
+        if "triton_urls" in data:
+            data["triton_urls"] = tuple(data["triton_urls"])
+        return cls(**data, limits=Limits(**limits_data))
+
+    def with_overrides(self, **overrides: Any) -> AdapterConfig:
+        limit_overrides = overrides.pop("limits", None)
+        cfg = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        if limit_overrides:
+            cfg = replace(cfg, limits=replace(cfg.limits, **limit_overrides))
+        return cfg

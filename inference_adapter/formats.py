@@ -1,0 +1,57 @@
+"""Which client audio formats the adapter accepts and produces (contract: audio.proto)."""
+
+from __future__ import annotations
+
+from inference_adapter.audio.codecs import Encoding, PcmFormat
+from inference_adapter.errors import UnsupportedEncoding, UnsupportedSampleRate, Violation
+from voxwire.v1 import audio_pb2
+
+# Rates the server converts to and from every model's native rate with soxr.
+PCM_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+# ITU-T G.711 is defined at 8 kHz only.
+G711_RATES = (8000,)
+
+ENCODINGS: dict[int, Encoding] = {
+    audio_pb2.AUDIO_ENCODING_PCM_S16LE: Encoding.PCM_S16LE,
+    audio_pb2.AUDIO_ENCODING_PCM_F32LE: Encoding.PCM_F32LE,
+    audio_pb2.AUDIO_ENCODING_MULAW: Encoding.MULAW,
+    audio_pb2.AUDIO_ENCODING_ALAW: Encoding.ALAW,
+}
+PROTO_ENCODINGS = {enc: value for value, enc in ENCODINGS.items()}
+
+
+def rates_for(encoding: Encoding) -> tuple[int, ...]:
+    return G711_RATES if encoding in (Encoding.MULAW, Encoding.ALAW) else PCM_RATES
+
+
+def resolve_format(fmt: audio_pb2.AudioFormat, field: str, *, max_channels: int) -> PcmFormat:
+    """The PcmFormat of a client's AudioFormat.
+
+    Raises UnsupportedEncoding, UnsupportedSampleRate (also for a bad channel count).
+    """
+    encoding = ENCODINGS.get(fmt.encoding)
+    if encoding is None:
+        name = (
+            audio_pb2.AudioEncoding.Name(fmt.encoding)
+            if fmt.encoding in (audio_pb2.AudioEncoding.values())
+            else str(fmt.encoding)
+        )
+        raise UnsupportedEncoding(
+            f"{field}.encoding {name} is not supported; use one of "
+            + ", ".join(audio_pb2.AudioEncoding.Name(v) for v in ENCODINGS),
+            violations=[Violation(f"{field}.encoding", "unsupported encoding")],
+        )
+    rates = rates_for(encoding)
+    if fmt.sample_rate_hz not in rates:
+        raise UnsupportedSampleRate(
+            f"{field}.sample_rate_hz {fmt.sample_rate_hz} is not supported for "
+            f"{encoding.value}; use one of {list(rates)}",
+            violations=[Violation(f"{field}.sample_rate_hz", f"must be one of {list(rates)}")],
+        )
+    channels = fmt.channels or 1
+    if channels > max_channels:
+        raise UnsupportedSampleRate(
+            f"{field}.channels {channels} is not supported; at most {max_channels}",
+            violations=[Violation(f"{field}.channels", f"must be 1..{max_channels}")],
+        )
+    return PcmFormat(encoding, fmt.sample_rate_hz, channels)

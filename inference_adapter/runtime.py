@@ -1,0 +1,52 @@
+"""What every servicer shares: configuration, replicas, telemetry and the drain state."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+
+from inference_adapter.config import AdapterConfig
+from inference_adapter.errors import Draining
+from inference_adapter.telemetry import Telemetry
+from inference_adapter.triton.replicas import ReplicaPool
+
+
+@dataclass(eq=False)
+class Runtime:
+    config: AdapterConfig
+    pool: ReplicaPool
+    telemetry: Telemetry
+    # Set when a drain starts: new streams are refused.
+    draining: bool = False
+    # Set when the drain's grace is over: open streams end with DRAINING.
+    drain_expired: asyncio.Event = field(default_factory=asyncio.Event)
+    active_streams: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def new_session_id(self) -> str:
+        return secrets.token_hex(8)
+
+    @staticmethod
+    def new_sequence_id() -> int:
+        """A Triton sequence id; random 63-bit, so several adapters can share a Triton."""
+        return secrets.randbits(63) | 1
+
+    def admit(self) -> None:
+        """Count a new stream in. Raises Draining once a drain has begun."""
+        if self.draining:
+            raise Draining("server is draining; retry on another instance")
+        self.active_streams += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.active_streams -= 1
+        if self.active_streams == 0:
+            self.idle.set()
+
+    async def wait_drain_expired(self) -> Draining:
+        await self.drain_expired.wait()
+        return Draining("server drain grace period is over; retry on another instance")

@@ -1,0 +1,114 @@
+"""Build, start and drain the adapter's grpc.aio server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from inference_adapter.capabilities import CapabilitiesService
+from inference_adapter.config import AdapterConfig
+from inference_adapter.health import HealthReporter
+from inference_adapter.runtime import Runtime
+from inference_adapter.stt.service import TranscriptionService
+from inference_adapter.telemetry import Telemetry
+from inference_adapter.triton.replicas import ReplicaPool
+from inference_adapter.tts.service import SynthesisService
+from voxwire.v1 import (
+    capabilities_pb2,
+    capabilities_pb2_grpc,
+    synthesis_pb2,
+    synthesis_pb2_grpc,
+    transcription_pb2,
+    transcription_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+# Time streams get to end with DRAINING before the server aborts what is left.
+_ABORT_MARGIN_S = 0.5
+
+
+class AdapterServer:
+    """The adapter: ``await start()`` returns the bound port; ``await stop()`` drains."""
+
+    def __init__(self, config: AdapterConfig) -> None:
+        self.config = config
+        self.pool = ReplicaPool(config)
+        self.telemetry = Telemetry(config)
+        self.runtime = Runtime(config=config, pool=self.pool, telemetry=self.telemetry)
+        self.health = HealthReporter(self.pool)
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                # Clients may ping every 10 s while streams are open (keepalive), not faster.
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        self.port = 0
+        self._stopped = False
+
+    async def start(self) -> int:
+        """Connect to the replicas, register the services, bind. Returns the port.
+
+        Raises RuntimeError when the listen address cannot be bound.
+        """
+        await self.pool.start()
+        await self.health.update()
+        transcription_pb2_grpc.add_TranscriptionServicer_to_server(
+            TranscriptionService(self.runtime), self.server
+        )
+        synthesis_pb2_grpc.add_SynthesisServicer_to_server(
+            SynthesisService(self.runtime), self.server
+        )
+        capabilities_pb2_grpc.add_CapabilitiesServicer_to_server(
+            CapabilitiesService(self.runtime), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
+        reflection.enable_server_reflection(
+            (
+                transcription_pb2.DESCRIPTOR.services_by_name["Transcription"].full_name,
+                synthesis_pb2.DESCRIPTOR.services_by_name["Synthesis"].full_name,
+                capabilities_pb2.DESCRIPTOR.services_by_name["Capabilities"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(self.config.listen)
+        if not self.port:
+            raise RuntimeError(f"cannot listen on {self.config.listen}")
+        await self.server.start()
+        log.info("voxwire inference adapter listening on port %d", self.port)
+        return self.port
+
+    @property
+    def address(self) -> str:
+        host = self.config.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING, refuse new streams, let open ones finish within ``grace``,
+        end the rest with DRAINING, then stop."""
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.config.drain_grace_seconds if grace is None else grace
+        self.runtime.draining = True
+        await self.health.drain()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.runtime.idle.wait(), max(0.0, grace - _ABORT_MARGIN_S))
+        self.runtime.drain_expired.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.runtime.idle.wait(), _ABORT_MARGIN_S)
+        await self.server.stop(_ABORT_MARGIN_S)
+        await self.pool.close()
+        self.telemetry.shutdown()
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()

@@ -1,0 +1,404 @@
+"""TranscriptionSession: the sans-I/O core of one StreamingTranscribe stream.
+
+Rules (docs/contract.md, docs/design/spine.md):
+- The servicer resolves the first message (the config) and creates the session; from then on
+  every client message goes through ``receive`` and every model response through
+  ``model_response``. Neither does I/O: they return what to send, or raise a VoxwireError.
+- States and the client messages each accepts are the table ``_ACCEPTS``; anything else is an
+  error (a second config is CONFIG_ALREADY_SET, the rest INVALID_MESSAGE).
+- Requests to the model are answered in order (one Triton sequence); the session keeps their
+  kinds in a FIFO, so the final response of the END request is known to end the stream.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inference_adapter import errors
+from inference_adapter.audio.codecs import AudioDecodeError, decode, float32_to_int16
+from inference_adapter.audio.resample import StreamResampler
+from inference_adapter.config import Limits
+from inference_adapter.stt.config import (
+    ResolvedTranscriptionConfig,
+    endpointing_dict,
+    vocabulary_list,
+)
+from inference_adapter.timings import Clock, StageClock
+from inference_adapter.triton.tensors import ModelResponse
+from voxwire.v1 import errors_pb2, transcription_pb2
+
+Response = transcription_pb2.StreamingTranscribeResponse
+_EMPTY = np.zeros(0, dtype=np.int16)
+
+
+class State(enum.Enum):
+    STREAMING = "streaming"  # audio and controls flow
+    CLOSING = "closing"  # END sent; waiting for its answer
+    DONE = "done"  # summary produced
+
+
+_ACCEPTS: dict[State, frozenset[str]] = {
+    State.STREAMING: frozenset({"audio", "finalize", "keep_alive", "update_config", "close"}),
+    State.CLOSING: frozenset({"keep_alive"}),
+    State.DONE: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """One request of the stream's Triton sequence (the servicer adds the sequence id)."""
+
+    audio: np.ndarray
+    control: dict[str, Any] | None = None
+    start: bool = False
+    end: bool = False
+
+
+@dataclass(slots=True)
+class Actions:
+    to_model: list[ModelRequest] = field(default_factory=list)
+    to_client: list[Response] = field(default_factory=list)
+
+
+def _outcomes(items: list[dict[str, Any]]) -> list[transcription_pb2.VocabularyOutcome]:
+    status = {
+        "added": transcription_pb2.VocabularyOutcome.STATUS_ADDED,
+        "known": transcription_pb2.VocabularyOutcome.STATUS_KNOWN,
+        "rejected": transcription_pb2.VocabularyOutcome.STATUS_REJECTED,
+    }
+    return [
+        transcription_pb2.VocabularyOutcome(
+            phrase=str(item.get("phrase", "")),
+            status=status.get(item.get("status", ""), 0),
+            detail=str(item.get("detail", "")),
+        )
+        for item in items
+    ]
+
+
+class TranscriptionSession:
+    def __init__(
+        self,
+        config: ResolvedTranscriptionConfig,
+        limits: Limits,
+        *,
+        session_id: str,
+        replica: str = "",
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.session_id = session_id
+        self.state = State.STREAMING
+        self._limits = limits
+        self._clock = clock
+        self._fmt = config.input_format
+        self._resampler = StreamResampler(self._fmt.sample_rate_hz, config.model.sample_rate_hz)
+        self.timings = StageClock(clock=clock, replica=replica)
+        self._utterance = StageClock(clock=clock, replica=replica)
+        self._frames_in = 0  # client frames received
+        self._pending: deque[tuple[str, float]] = deque()  # (kind, sent_at) per request
+        self._finalize_ids: dict[str, tuple[str, int]] = {}  # internal id -> (client id, audio ms)
+        self._update_ids: dict[str, str] = {}
+        self._next_id = 0
+        self._last_answer_at = 0.0
+        self.utterances = 0
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def inflight(self) -> int:
+        """Model requests not yet fully answered."""
+        return len(self._pending)
+
+    @property
+    def done(self) -> bool:
+        return self.state is State.DONE
+
+    @property
+    def audio_ms(self) -> int:
+        return self._frames_in * 1000 // self._fmt.sample_rate_hz
+
+    # -- client side --------------------------------------------------------------------------
+
+    def start(self) -> ModelRequest:
+        """The START request: the config, no audio."""
+        return self._request(_EMPTY, self.config.model_control(), kind="start", start=True)
+
+    def receive(self, msg: transcription_pb2.StreamingTranscribeRequest) -> Actions:
+        """Handle one client message. Raises a VoxwireError for a protocol or input error."""
+        t0 = self._clock()
+        kind = msg.WhichOneof("request")
+        if kind is None:
+            raise errors.InvalidMessage(
+                "empty StreamingTranscribeRequest (no field of the oneof set)"
+            )
+        if kind not in _ACCEPTS[self.state]:
+            if kind == "config":
+                raise errors.ConfigAlreadySet("config may only be the first message of a stream")
+            raise errors.InvalidMessage(
+                f"{kind} is not accepted while the stream is {self.state.value}"
+            )
+        actions = Actions()
+        decode_s = 0.0
+        if kind == "audio":
+            decode_s = self._audio(msg.audio, t0, actions)
+        elif kind == "finalize":
+            self._next_id += 1
+            internal = f"f{self._next_id}"
+            client_id = msg.finalize.finalize_id or internal
+            self._finalize_ids[internal] = (client_id, self.audio_ms)
+            actions.to_model.append(self._request(_EMPTY, {"finalize": internal}, kind="finalize"))
+        elif kind == "update_config":
+            self._update(msg.update_config, actions)
+        elif kind == "close":
+            actions.to_model.append(self._close())
+        self._charge("decode", decode_s)
+        self._charge("receive", self._clock() - t0 - decode_s)
+        return actions
+
+    def half_close(self) -> Actions:
+        """The client half-closed: same as an explicit close (once)."""
+        if self.state is State.STREAMING:
+            return Actions(to_model=[self._close()])
+        return Actions()
+
+    def cancel_request(self) -> ModelRequest:
+        """END + cancel: frees the model's sequence slot without producing results."""
+        return ModelRequest(_EMPTY, {"cancel": True}, end=True)
+
+    def _audio(self, data: bytes, now: float, actions: Actions) -> float:
+        if len(data) > self._limits.max_chunk_bytes:
+            raise errors.ChunkTooLarge(
+                f"audio chunk of {len(data)} bytes exceeds max_chunk_bytes "
+                f"{self._limits.max_chunk_bytes}"
+            )
+        if not data:
+            return 0.0
+        t0 = self._clock()
+        try:
+            frames = self._fmt.frames_in(len(data))
+            samples = decode(data, self._fmt)
+        except AudioDecodeError as exc:
+            raise errors.MisalignedAudio(str(exc)) from exc
+        pcm = float32_to_int16(self._resampler.process(samples))
+        decode_s = self._clock() - t0
+        self._frames_in += frames
+        self.timings.mark_input(now)
+        self._utterance.mark_input(now)
+        if pcm.size:
+            actions.to_model.append(self._request(pcm, None, kind="audio"))
+        return decode_s
+
+    def _update(
+        self, update: transcription_pb2.UpdateTranscriptionConfig, actions: Actions
+    ) -> None:
+        self._next_id += 1
+        internal = f"c{self._next_id}"
+        client_id = update.update_id or internal
+        model = self.config.model
+        endpointing, bad = endpointing_dict(update.endpointing, "update_config.endpointing", model)
+        vocabulary, more = vocabulary_list(update.vocabulary, "update_config.vocabulary", model)
+        bad += more
+        if bad:
+            # Rejected here, before the model: the client learns why at once.
+            error = errors.InvalidConfig(
+                "update rejected: " + "; ".join(f"{v.field} {v.description}" for v in bad),
+                violations=bad,
+            )
+            actions.to_client.append(
+                Response(
+                    update_config_ack=transcription_pb2.UpdateConfigAck(
+                        update_id=client_id, accepted=False, error=error.to_proto()
+                    )
+                )
+            )
+            return
+        self._update_ids[internal] = client_id
+        control = {
+            "update_config": {
+                "id": internal,
+                "endpointing": endpointing,
+                "vocabulary": list(vocabulary),
+            }
+        }
+        actions.to_model.append(self._request(_EMPTY, control, kind="update"))
+
+    def _close(self) -> ModelRequest:
+        self.state = State.CLOSING
+        tail = float32_to_int16(self._resampler.flush())
+        return self._request(tail, None, kind="end", end=True)
+
+    def _request(
+        self,
+        audio: np.ndarray,
+        control: dict[str, Any] | None,
+        *,
+        kind: str,
+        start: bool = False,
+        end: bool = False,
+    ) -> ModelRequest:
+        self._pending.append((kind, self._clock()))
+        self.timings.model_requests += 1
+        self._utterance.model_requests += 1
+        return ModelRequest(audio, control, start=start, end=end)
+
+    # -- model side ---------------------------------------------------------------------------
+
+    def model_response(self, resp: ModelResponse) -> list[Response]:
+        """Translate one model response. Raises the VoxwireError a model `error` event names,
+        or ModelError when the model answers more requests than were sent."""
+        now = self._clock()
+        self._charge_us("compute", resp.compute_us)
+        self.timings.model_responses += 1
+        self._utterance.model_responses += 1
+        out: list[Response] = []
+        for event in resp.events:
+            msg = self._event(event, now)
+            if msg is not None:
+                out.append(msg)
+        if resp.final:
+            if not self._pending:
+                raise errors.ModelError("model answered a request that was never sent")
+            kind, sent_at = self._pending.popleft()
+            # Queueing + transport = the request's time at Triton minus the compute the model
+            # reported. Requests of a sequence are served in order, so a request's time starts
+            # when it was sent or when the one before it was answered, whichever is later
+            # (pipelined requests are not counted twice).
+            began = max(sent_at, self._last_answer_at)
+            self._last_answer_at = now
+            self._charge_us("triton", round((now - began) * 1e6) - resp.compute_us)
+            if kind == "end":
+                self.state = State.DONE
+                out.append(self.summary(now))
+        self._charge("encode", self._clock() - now)
+        return out
+
+    def _event(self, event: dict[str, Any], now: float) -> Response | None:
+        etype = event.get("type")
+        utterance_id = f"u{event.get('utterance', 0)}"
+        if etype == "ready":
+            return Response(
+                started=transcription_pb2.TranscriptionStarted(
+                    session_id=self.session_id,
+                    request_id=self.config.request_id,
+                    model=self.config.model.name,
+                    model_sample_rate_hz=self.config.model.sample_rate_hz,
+                    vocabulary=_outcomes(event.get("vocabulary", [])),
+                )
+            )
+        if etype == "speech_started":
+            return Response(
+                speech_started=transcription_pb2.SpeechStarted(
+                    utterance_id=utterance_id, at_ms=self._ms(event.get("at_ms"))
+                )
+            )
+        if etype == "interim":
+            if not self.config.interim_results:
+                return None
+            self._first_response(now)
+            return Response(result=self._result(event, utterance_id, final=False))
+        if etype == "final":
+            self._first_response(now)
+            result = self._result(event, utterance_id, final=True)
+            result.timings.CopyFrom(self._utterance.to_proto(now))
+            self.utterances += 1
+            self._utterance = StageClock(clock=self._clock, replica=self.timings.replica)
+            return Response(result=result)
+        if etype == "utterance_end":
+            return Response(
+                utterance_end=transcription_pb2.UtteranceEnd(
+                    utterance_id=utterance_id, at_ms=self._ms(event.get("at_ms"))
+                )
+            )
+        if etype == "finalize_ack":
+            client_id, audio_ms = self._finalize_ids.pop(str(event.get("id")), ("", self.audio_ms))
+            return Response(
+                finalize_ack=transcription_pb2.FinalizeAck(finalize_id=client_id, audio_ms=audio_ms)
+            )
+        if etype == "config_ack":
+            return self._config_ack(event)
+        if etype == "error":
+            raise errors.error_for_reason(
+                str(event.get("reason", "")), str(event.get("message", ""))
+            )
+        raise errors.ModelError(f"model sent an unknown event type {etype!r}")
+
+    def _config_ack(self, event: dict[str, Any]) -> Response:
+        client_id = self._update_ids.pop(str(event.get("id")), str(event.get("id", "")))
+        ack = transcription_pb2.UpdateConfigAck(
+            update_id=client_id,
+            accepted=bool(event.get("accepted")),
+            vocabulary=_outcomes(event.get("vocabulary", [])),
+        )
+        if not ack.accepted:
+            reason = str(event.get("reason") or "INVALID_CONFIG")
+            if f"ERROR_REASON_{reason}" not in errors_pb2.ErrorReason.keys():
+                reason = "INVALID_CONFIG"
+            ack.error.CopyFrom(
+                errors.error_for_reason(reason, str(event.get("message", ""))).to_proto()
+            )
+        return Response(update_config_ack=ack)
+
+    def _result(
+        self, event: dict[str, Any], utterance_id: str, *, final: bool
+    ) -> transcription_pb2.TranscriptResult:
+        result = transcription_pb2.TranscriptResult(
+            utterance_id=utterance_id,
+            is_final=final,
+            transcript=str(event.get("text", "")),
+            start_ms=self._ms(event.get("start_ms")),
+            end_ms=self._ms(event.get("end_ms")),
+        )
+        if final:
+            result.confidence = float(event.get("confidence", 0.0))
+            result.from_finalize = bool(event.get("from_finalize", False))
+            if self.config.word_timestamps:
+                for w in event.get("words", []):
+                    result.words.add(
+                        word=str(w.get("word", "")),
+                        start_ms=self._ms(w.get("start_ms")),
+                        end_ms=self._ms(w.get("end_ms")),
+                        confidence=float(w.get("confidence", 0.0)),
+                    )
+        return result
+
+    def _ms(self, value: Any) -> int:
+        """A model time, clamped to the audio actually received (never past it)."""
+        try:
+            ms = int(value)
+        except (TypeError, ValueError):
+            return 0
+        return max(0, min(ms, self.audio_ms))
+
+    def summary(self, now: float | None = None) -> Response:
+        return Response(
+            summary=transcription_pb2.TranscriptionSummary(
+                session_id=self.session_id,
+                audio_ms=self.audio_ms,
+                utterances=self.utterances,
+                timings=self.timings.to_proto(now),
+            )
+        )
+
+    # -- timings ------------------------------------------------------------------------------
+
+    def charge_send(self, seconds: float) -> None:
+        self._charge("send", seconds)
+
+    def _first_response(self, now: float) -> None:
+        self.timings.mark_first_response(now)
+        self._utterance.mark_first_response(now)
+
+    def _charge(self, stage: str, seconds: float) -> None:
+        self.timings.add(stage, seconds)
+        self._utterance.add(stage, seconds)
+
+    def _charge_us(self, stage: str, micros: int) -> None:
+        self.timings.add_us(stage, micros)
+        self._utterance.add_us(stage, micros)

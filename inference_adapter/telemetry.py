@@ -1,0 +1,129 @@
+"""OpenTelemetry for the adapter: a span per stream, stage metrics, W3C trace context.
+
+The exporter is chosen by configuration:
+- ``none`` (default): no-op tracer and meter providers; the hot path pays a few attribute
+  look-ups and nothing else.
+- ``console``: spans and metrics printed to stdout (development).
+- ``otlp``: OTLP/gRPC to ``otlp_endpoint`` (needs the ``otlp`` extra).
+- ``prometheus``: a scrape endpoint on 127.0.0.1:``prometheus_port``.
+
+W3C trace context (``traceparent``/``tracestate``) is read from the incoming gRPC metadata and
+written into the metadata of the ModelStreamInfer call, so a Triton started with
+``--trace-config mode=opentelemetry`` continues the same trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.propagators.textmap import DefaultGetter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from inference_adapter.config import AdapterConfig
+from inference_adapter.timings import STAGES
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_GETTER = DefaultGetter()
+
+
+class Telemetry:
+    def __init__(self, config: AdapterConfig) -> None:
+        self._shutdown: list[Any] = []
+        tracer_provider, meter_provider = self._providers(config)
+        self.tracer = tracer_provider.get_tracer("voxwire.inference_adapter")
+        meter = meter_provider.get_meter("voxwire.inference_adapter")
+        self.active_streams = meter.create_up_down_counter(
+            "voxwire.streams.active", description="Open streams by service, model and replica"
+        )
+        self.stage_latency = meter.create_histogram(
+            "voxwire.stage.duration", unit="ms", description="Time per stage, per utterance/context"
+        )
+        self.errors = meter.create_counter("voxwire.errors", description="Errors by reason")
+        self.enabled = config.telemetry != "none"
+
+    def _providers(self, config: AdapterConfig) -> tuple[Any, Any]:
+        mode = config.telemetry
+        if mode == "none":
+            return trace.NoOpTracerProvider(), metrics.NoOpMeterProvider()
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        resource = Resource.create({"service.name": "voxwire-inference-adapter"})
+        tracer_provider = TracerProvider(resource=resource)
+        readers: list[Any] = []
+        if mode == "console":
+            from opentelemetry.sdk.metrics.export import (
+                ConsoleMetricExporter,
+                PeriodicExportingMetricReader,
+            )
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), 10_000))
+        elif mode == "otlp":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+            tracer_provider.add_span_processor(
+                BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint, insecure=True))
+            )
+            readers.append(
+                PeriodicExportingMetricReader(
+                    OTLPMetricExporter(endpoint=config.otlp_endpoint, insecure=True)
+                )
+            )
+        elif mode == "prometheus":
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            from prometheus_client import start_http_server
+
+            start_http_server(config.prometheus_port, addr="127.0.0.1")
+            readers.append(PrometheusMetricReader())
+        else:
+            raise ValueError(f"unknown telemetry mode {mode!r} (none, console, otlp, prometheus)")
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        self._shutdown += [tracer_provider, meter_provider]
+        return tracer_provider, meter_provider
+
+    def shutdown(self) -> None:
+        for provider in self._shutdown:
+            provider.shutdown()
+
+    @contextlib.contextmanager
+    def stream_span(
+        self, name: str, invocation_metadata: Sequence[tuple[str, Any]] | None
+    ) -> Iterator[trace.Span]:
+        """A span for one stream, child of the caller's W3C trace context if it sent one."""
+        carrier = {k: v for k, v in (invocation_metadata or ()) if isinstance(v, str)}
+        parent = _PROPAGATOR.extract(carrier, getter=_GETTER)
+        token = otel_context.attach(parent)
+        try:
+            with self.tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER) as span:
+                yield span
+        finally:
+            otel_context.detach(token)
+
+    def outgoing_metadata(self, span: trace.Span) -> list[tuple[str, str]]:
+        """traceparent/tracestate for the call to Triton (empty when tracing is off)."""
+        if not span.get_span_context().is_valid:
+            return []
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+        return list(carrier.items())
+
+    def record_stages(self, timings: Any, attributes: dict[str, str]) -> None:
+        """Histogram points for one utterance / context (a StageTimings message)."""
+        if not self.enabled:
+            return
+        for stage, fld in STAGES.items():
+            self.stage_latency.record(getattr(timings, fld) / 1000, {**attributes, "stage": stage})
+        if timings.HasField("first_response_us"):
+            self.stage_latency.record(
+                timings.first_response_us / 1000, {**attributes, "stage": "first"}
+            )

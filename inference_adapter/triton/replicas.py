@@ -1,0 +1,258 @@
+"""Triton replicas: readiness polling, least-loaded routing and admission control.
+
+Each replica is one Triton server reached over a small pool of grpc.aio channels. A poller asks
+every replica ``ServerReady`` and ``RepositoryIndex(ready=True)`` each ``health_interval`` (with a
+deadline), so a replica that dies or hangs stops receiving streams within one interval and the
+streams it holds fail with a retryable BACKEND_UNAVAILABLE at once (their leases are failed);
+a replica that becomes ready again is used again.
+
+Admission is a count, never a queue: a replica holds at most ``max_streams_per_replica`` model
+streams (an STT stream or a TTS context), and an STT model at most its sequence-batcher slots;
+when no ready replica has room, ``acquire`` raises Overloaded with a retry delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from inference_adapter.config import AdapterConfig
+from inference_adapter.errors import BackendUnavailable, Overloaded, UnknownModel
+from inference_adapter.triton.catalog import ModelInfo, model_info
+
+log = logging.getLogger(__name__)
+
+# Large enough for a long TTS unit's audio in one response.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    # Separate subchannels per channel, so the pool really spreads streams over connections.
+    ("grpc.use_local_subchannel_pool", 1),
+]
+
+
+class Lease:
+    """A stream's hold on one replica slot. Release exactly once (``release`` is idempotent)."""
+
+    def __init__(self, replica: Replica, model: ModelInfo) -> None:
+        self.replica = replica
+        self.model = model
+        self.failed = asyncio.Event()
+        self.error: BackendUnavailable | None = None
+        self._released = False
+
+    def fail(self, error: BackendUnavailable) -> None:
+        if self.error is None:
+            self.error = error
+            self.failed.set()
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.replica.release(self)
+
+    async def wait_failed(self) -> BackendUnavailable:
+        await self.failed.wait()
+        assert self.error is not None
+        return self.error
+
+
+@dataclass(eq=False)
+class Replica:
+    index: int
+    url: str
+    channels: list[grpc.aio.Channel]
+    stubs: list[service_pb2_grpc.GRPCInferenceServiceStub]
+    ready: bool = False
+    ready_models: frozenset[str] = frozenset()
+    models: dict[str, ModelInfo] = field(default_factory=dict)
+    # Model names whose config was read (voxwire or not), so it is read once.
+    seen: set[str] = field(default_factory=set)
+    leases: set[Lease] = field(default_factory=set)
+    per_model: dict[str, int] = field(default_factory=dict)
+    _rr: itertools.count = field(default_factory=itertools.count)
+
+    @property
+    def name(self) -> str:
+        return f"r{self.index}@{self.url}"
+
+    @property
+    def active(self) -> int:
+        return len(self.leases)
+
+    def stub(self) -> service_pb2_grpc.GRPCInferenceServiceStub:
+        return self.stubs[next(self._rr) % len(self.stubs)]
+
+    def release(self, lease: Lease) -> None:
+        if lease in self.leases:
+            self.leases.discard(lease)
+            self.per_model[lease.model.name] -= 1
+
+    def fail_all(self, why: str) -> None:
+        for lease in list(self.leases):
+            lease.fail(BackendUnavailable(f"model server {self.name} failed: {why}"))
+
+
+class ReplicaPool:
+    """All replicas, their readiness and their load."""
+
+    def __init__(self, config: AdapterConfig) -> None:
+        self._config = config
+        self.replicas: list[Replica] = []
+        self._poller: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._wake = asyncio.Event()
+
+    async def start(self) -> None:
+        for i, url in enumerate(self._config.triton_urls):
+            channels = [
+                grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS)
+                for _ in range(max(1, self._config.channels_per_replica))
+            ]
+            stubs = [service_pb2_grpc.GRPCInferenceServiceStub(ch) for ch in channels]
+            self.replicas.append(Replica(index=i, url=url, channels=channels, stubs=stubs))
+        await self.poll_once()
+        self._poller = asyncio.create_task(self._poll_forever(), name="replica-poller")
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        for replica in self.replicas:
+            replica.fail_all("adapter shutting down")
+            for ch in replica.channels:
+                await ch.close()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Called (synchronously) whenever a replica's readiness or model set changes."""
+        self._listeners.append(callback)
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def catalog(self) -> dict[str, ModelInfo]:
+        """Every voxwire model known on any replica (ready or not)."""
+        out: dict[str, ModelInfo] = {}
+        for replica in self.replicas:
+            for name, info in replica.models.items():
+                out.setdefault(name, info)
+        return out
+
+    def ready_replicas(self, model: str) -> list[Replica]:
+        return [r for r in self.replicas if r.ready and model in r.ready_models]
+
+    def acquire(self, model: str) -> Lease:
+        """Take a slot for one model stream on the least-loaded ready replica.
+
+        Raises UnknownModel (no replica knows it), BackendUnavailable (none has it ready) or
+        Overloaded (all that have it are full).
+        """
+        info = self.catalog().get(model)
+        if info is None:
+            raise UnknownModel(f"no model named {model!r}")
+        candidates = self.ready_replicas(model)
+        if not candidates:
+            raise BackendUnavailable(f"model {model!r} is not ready on any model server")
+        limit = self._config.max_streams_per_replica
+        slots = info.sequence_slots or limit
+        open_ = [
+            r
+            for r in candidates
+            if r.active < limit and r.per_model.get(model, 0) < min(limit, slots)
+        ]
+        if not open_:
+            raise Overloaded(
+                f"all {len(candidates)} model server(s) for {model!r} are at their stream limit",
+                retry_delay=datetime.timedelta(seconds=self._config.overload_retry_seconds),
+            )
+        replica = min(open_, key=lambda r: (r.active, r.index))
+        lease = Lease(replica, replica.models.get(model, info))
+        replica.leases.add(lease)
+        replica.per_model[model] = replica.per_model.get(model, 0) + 1
+        return lease
+
+    def report_failure(self, replica: Replica, why: str) -> None:
+        """A stream saw its replica fail: stop routing to it now and re-check at once."""
+        if replica.ready:
+            log.warning("replica %s failed: %s", replica.name, why)
+            replica.ready = False
+            replica.fail_all(why)
+            self._notify()
+        self._wake.set()
+
+    # -- readiness --------------------------------------------------------------------------
+
+    async def _poll_forever(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._config.health_interval_seconds)
+            self._wake.clear()
+            try:
+                await self.poll_once()
+            except Exception:  # the poller must outlive any single bad answer
+                log.exception("replica poll failed")
+
+    async def poll_once(self) -> None:
+        results = await asyncio.gather(
+            *(self._probe(r) for r in self.replicas), return_exceptions=True
+        )
+        changed = False
+        for replica, result in zip(self.replicas, results, strict=True):
+            if isinstance(result, BaseException):
+                ready, models = False, frozenset[str]()
+                why = f"readiness probe failed: {result}"
+            else:
+                ready, models = result
+                why = "not ready"
+            if ready and models:
+                await self._learn_models(replica, models)
+            if ready != replica.ready or models != replica.ready_models:
+                changed = True
+                if replica.ready and not ready:
+                    log.warning("replica %s is not ready: %s", replica.name, why)
+                    replica.fail_all(why)
+                replica.ready, replica.ready_models = ready, models
+                # A model that went away on a live replica fails its streams too.
+                for lease in list(replica.leases):
+                    if lease.model.name not in models:
+                        lease.fail(BackendUnavailable(f"model {lease.model.name} unloaded"))
+        if changed:
+            self._notify()
+
+    async def _probe(self, replica: Replica) -> tuple[bool, frozenset[str]]:
+        timeout = self._config.health_timeout_seconds
+        stub = replica.stubs[0]
+        ready = await stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=timeout)
+        if not ready.ready:
+            return False, frozenset()
+        index = await stub.RepositoryIndex(
+            service_pb2.RepositoryIndexRequest(ready=True), timeout=timeout
+        )
+        return True, frozenset(m.name for m in index.models if m.state == "READY")
+
+    async def _learn_models(self, replica: Replica, ready: frozenset[str]) -> None:
+        for name in ready - replica.seen:
+            try:
+                resp = await replica.stubs[0].ModelConfig(
+                    service_pb2.ModelConfigRequest(name=name),
+                    timeout=self._config.health_timeout_seconds * 4,
+                )
+                info = model_info(resp.config)
+            except (grpc.aio.AioRpcError, ValueError) as exc:
+                log.warning("cannot read config of %s on %s: %s", name, replica.name, exc)
+                continue
+            replica.seen.add(name)
+            if info is not None:
+                replica.models[name] = info
+
+    def _notify(self) -> None:
+        for callback in self._listeners:
+            callback()

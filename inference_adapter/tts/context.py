@@ -1,0 +1,282 @@
+"""SynthesisContext: the sans-I/O state of one TTS context (one utterance).
+
+States and what moves them (the table ``_ACCEPTS`` lists the client messages each state
+takes; any other message fails the context with INVALID_MESSAGE):
+
+    OPEN     --append/flush-->  OPEN      (complete sentences become units at once)
+    OPEN     --close-->         CLOSING   (the rest becomes the last unit)
+    CLOSING  --last unit done-> DONE      (ContextDone)
+    OPEN|CLOSING --cancel-->    CANCELLED (ContextCancelled; nothing after it)
+    OPEN|CLOSING --error-->     FAILED    (ContextError; nothing after it)
+
+Units are synthesized one at a time, in order. A flush is acknowledged after the audio of every
+unit queued before it has been emitted (the resampler's tail included, so the ack really
+follows all of that audio).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference_adapter import errors
+from inference_adapter.audio.codecs import encode, int16_to_float32
+from inference_adapter.audio.resample import StreamResampler
+from inference_adapter.config import Limits
+from inference_adapter.timings import Clock, StageClock
+from inference_adapter.triton.tensors import ModelResponse
+from inference_adapter.tts.config import ResolvedSynthesisConfig
+from inference_adapter.tts.text import split_ready
+from voxwire.v1 import synthesis_pb2
+
+Response = synthesis_pb2.StreamingSynthesizeResponse
+
+
+class CtxState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+_ACCEPTS: dict[CtxState, frozenset[str]] = {
+    CtxState.OPEN: frozenset({"append", "flush", "close", "cancel"}),
+    CtxState.CLOSING: frozenset({"cancel"}),
+}
+FINISHED = frozenset({CtxState.DONE, CtxState.CANCELLED, CtxState.FAILED})
+
+
+@dataclass(slots=True)
+class Unit:
+    index: int
+    text: str
+    flush_ids: list[str] = field(default_factory=list)
+
+
+class SynthesisContext:
+    def __init__(
+        self,
+        key: int,
+        context_id: str,
+        config: ResolvedSynthesisConfig,
+        limits: Limits,
+        *,
+        replica: str = "",
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.key = key
+        self.context_id = context_id
+        self.config = config
+        self.state = CtxState.OPEN
+        self._limits = limits
+        self._clock = clock
+        self.timings = StageClock(clock=clock, replica=replica)
+        self._buffer = ""
+        self._queued: deque[Unit] = deque()
+        self.inflight: Unit | None = None
+        self._unit_sent_at = 0.0
+        self._units = 0
+        self.last_sequence = 0
+        self._out_frames = 0
+        self._model_frames = 0
+        self._unit_model_start = 0
+        self._last_word_end = 0
+        self._new_resampler()
+
+    # -- client side --------------------------------------------------------------------------
+
+    def accepts(self, kind: str) -> bool:
+        return kind in _ACCEPTS.get(self.state, frozenset())
+
+    @property
+    def pending_text_bytes(self) -> int:
+        return len(self._buffer.encode()) + sum(len(u.text.encode()) for u in self._queued)
+
+    def append(self, text: str, now: float) -> None:
+        """Raises TextTooLarge when the unsynthesized text would exceed the limit."""
+        if len(text.encode()) + self.pending_text_bytes > self._limits.max_pending_text_bytes:
+            raise errors.TextTooLarge(
+                f"context {self.context_id!r} would hold more than max_pending_text_bytes "
+                f"{self._limits.max_pending_text_bytes} of unsynthesized text"
+            )
+        self.timings.mark_input(now)
+        self._buffer += text
+        if not self.config.ssml:  # an SSML document is only complete at a flush or close
+            units, self._buffer = split_ready(self._buffer)
+            for text_unit in units:
+                self._enqueue(text_unit)
+
+    def flush(self, flush_id: str) -> list[Response]:
+        self._cut_rest()
+        target = self._queued[-1] if self._queued else self.inflight
+        if target is not None:
+            target.flush_ids.append(flush_id)
+            return []
+        # Nothing queued or in flight: all audio so far is out, save the resampler's tail.
+        return [*self._drain_resampler(), self._flush_ack(flush_id)]
+
+    def close(self) -> list[Response]:
+        self._cut_rest()
+        self.state = CtxState.CLOSING
+        return self._finish_if_idle()
+
+    def cancel(self) -> Response:
+        self.state = CtxState.CANCELLED
+        self._queued.clear()
+        self.inflight = None
+        return Response(
+            context_id=self.context_id,
+            cancelled=synthesis_pb2.ContextCancelled(last_sequence_number=self.last_sequence),
+        )
+
+    def fail(self, error: errors.VoxwireError) -> Response:
+        self.state = CtxState.FAILED
+        self._queued.clear()
+        self.inflight = None
+        return Response(
+            context_id=self.context_id,
+            error=synthesis_pb2.ContextError(
+                error=error.to_proto(), last_sequence_number=self.last_sequence
+            ),
+        )
+
+    def _cut_rest(self) -> None:
+        if self._buffer.strip():
+            self._enqueue(self._buffer)
+        self._buffer = ""
+
+    def _enqueue(self, text: str) -> None:
+        self._units += 1
+        self._queued.append(Unit(self._units, text))
+
+    # -- model side ---------------------------------------------------------------------------
+
+    def next_unit(self) -> Unit | None:
+        """The unit to submit now, if none is in flight."""
+        if self.inflight is not None or not self._queued or self.state in FINISHED:
+            return None
+        self.inflight = self._queued.popleft()
+        self._unit_sent_at = self._clock()
+        self._unit_model_start = self._model_frames
+        self.timings.model_requests += 1
+        return self.inflight
+
+    def model_response(self, resp: ModelResponse) -> list[Response]:
+        """Audio, words and acks for one model response. Raises the VoxwireError of a model
+        `error` event."""
+        if self.state in FINISHED or self.inflight is None:
+            return []  # late response of a cancelled or failed context: dropped by design
+        now = self._clock()
+        self.timings.model_responses += 1
+        self.timings.add_us("compute", resp.compute_us)
+        out: list[Response] = []
+        for event in resp.events:
+            if event.get("type") == "error":
+                raise errors.error_for_reason(
+                    str(event.get("reason", "")), str(event.get("message", ""))
+                )
+            if event.get("type") == "words" and self.config.word_timestamps:
+                words = self._words(event.get("words", []))
+                if words is not None:
+                    out.append(words)
+        t0 = self._clock()
+        if resp.audio is not None and resp.audio.size:
+            self._model_frames += int(resp.audio.size)
+            out.extend(self._emit(self._resampler.process(int16_to_float32(resp.audio))))
+        if resp.final:
+            unit = self.inflight
+            self.inflight = None
+            rtt_us = round((now - self._unit_sent_at) * 1e6)
+            self.timings.add_us("triton", rtt_us - resp.compute_us)
+            if unit.flush_ids:
+                out.extend(self._drain_resampler())
+                out.extend(self._flush_ack(fid) for fid in unit.flush_ids)
+            out.extend(self._finish_if_idle())
+        self.timings.add("encode", self._clock() - t0)
+        return out
+
+    def _words(self, words: list[dict[str, Any]]) -> Response | None:
+        rate = self.config.model.sample_rate_hz
+        base_ms = self._unit_model_start * 1000 // rate
+        msg = synthesis_pb2.WordTimestamps()
+        for w in words:
+            start = base_ms + int(w.get("start_ms", 0))
+            end = base_ms + int(w.get("end_ms", 0))
+            # Monotonic across units even if a model's estimate overlaps the previous word.
+            start = max(start, self._last_word_end)
+            end = max(end, start)
+            self._last_word_end = end
+            msg.words.add(word=str(w.get("word", "")), start_ms=start, end_ms=end)
+        if not msg.words:
+            return None
+        return Response(context_id=self.context_id, words=msg)
+
+    def _emit(self, samples: Any) -> list[Response]:
+        if not samples.size:
+            return []
+        rate = self.config.output_format.sample_rate_hz
+        start_ms = self._out_frames * 1000 // rate
+        self._out_frames += int(samples.size)
+        end_ms = self._out_frames * 1000 // rate
+        self.last_sequence += 1
+        if self.last_sequence == 1:
+            self.timings.mark_first_response(self._clock())
+        return [
+            Response(
+                context_id=self.context_id,
+                audio=synthesis_pb2.AudioChunk(
+                    sequence_number=self.last_sequence,
+                    audio=encode(samples, self.config.output_format.encoding),
+                    start_ms=start_ms,
+                    duration_ms=end_ms - start_ms,
+                ),
+            )
+        ]
+
+    def _drain_resampler(self) -> list[Response]:
+        out = self._emit(self._resampler.flush())
+        self._new_resampler()
+        return out
+
+    def _new_resampler(self) -> None:
+        self._resampler = StreamResampler(
+            self.config.model.sample_rate_hz, self.config.output_format.sample_rate_hz
+        )
+
+    def _flush_ack(self, flush_id: str) -> Response:
+        return Response(
+            context_id=self.context_id,
+            flush_ack=synthesis_pb2.FlushAck(
+                flush_id=flush_id, last_sequence_number=self.last_sequence
+            ),
+        )
+
+    def _finish_if_idle(self) -> list[Response]:
+        if self.state is not CtxState.CLOSING or self.inflight is not None or self._queued:
+            return []
+        out = self._drain_resampler()
+        self.state = CtxState.DONE
+        rate = self.config.output_format.sample_rate_hz
+        out.append(
+            Response(
+                context_id=self.context_id,
+                done=synthesis_pb2.ContextDone(
+                    last_sequence_number=self.last_sequence,
+                    audio_ms=self._out_frames * 1000 // rate,
+                    timings=self.timings.to_proto(),
+                ),
+            )
+        )
+        return out
+
+    @property
+    def audio_ms(self) -> int:
+        return self._out_frames * 1000 // self.config.output_format.sample_rate_hz
+
+    @property
+    def busy(self) -> bool:
+        return self.inflight is not None or bool(self._queued)

@@ -1,0 +1,566 @@
+"""Streaming recognition on pocketsphinx: one ``RecognitionSession`` per Triton sequence.
+
+Sans-I/O core of the ``stt_pocketsphinx`` model (``model.py`` is the thin Triton adapter): a
+session takes audio and controls and returns voxwire STT events (``docs/design/spine.md``,
+"STT models"). Nothing here knows about Triton, so it runs the same in any process.
+
+Pipeline per session::
+
+    PCM16 --(exact 30 ms frames)--> Endpointer (VAD) --speech frames--> Decoder --> events
+
+Times are milliseconds of audio since the sequence start, counted in samples, never wall clock.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from pocketsphinx import Decoder, Endpointer, Vad
+
+Event = dict[str, Any]
+
+FRAMES_PER_SECOND = 100  # pocketsphinx's default -frate: seg() frame indices are 10 ms apart
+BYTES_PER_SAMPLE = 2
+MAX_VOCABULARY = 500
+# Initial cepstral mean (CMN) of a new decoder: the -cmninit that the en-us acoustic model
+# shipped with in pocketsphinx 5prealpha. The 5.x default ("40,3,-1,0,...") made the first
+# utterance of every fresh decoder worse on our flite test sentences (2/5 exact vs 3/5).
+DEFAULT_CMN_INIT = "41.00,-5.29,-0.12,5.09,2.48,-4.07,-1.37,-1.78,-5.08,-2.05,-6.45,-1.42,1.17"
+# CI phones of the bundled en-us acoustic model (its mdef, without SIL/filler phones): a
+# pronunciation with any other phone would make Decoder.add_word fail after the LM changed.
+ARPABET_PHONES = frozenset(
+    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
+    "UH UW V W Y Z ZH".split()
+)
+_ALTERNATE_SUFFIX = re.compile(r"\(\d+\)$")  # cmudict alternative pronunciations: "read(2)"
+_VAD_MODES = (Vad.LOOSE, Vad.MEDIUM_LOOSE, Vad.MEDIUM_STRICT, Vad.STRICT)
+
+
+class SessionError(Exception):
+    """A request the session rejects; ``reason`` is a voxwire error reason string."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def error_event(reason: str, message: str) -> Event:
+    return {"type": "error", "reason": reason, "message": message}
+
+
+def _invalid(message: str) -> SessionError:
+    return SessionError("INVALID_CONFIG", message)
+
+
+def _bool(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise _invalid(f"{key} must be a boolean")
+    return value
+
+
+def _int(body: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _invalid(f"{key} must be an integer in [{low}, {high}]")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Endpointing:
+    enabled: bool = True
+    silence_ms: int = 500  # becomes the Endpointer window: trailing silence that ends speech
+    vad_aggressiveness: int = 0  # 0..3 = Vad.LOOSE .. Vad.STRICT
+
+    def patched(self, body: Any) -> Endpointing:
+        """This setting with the keys present in ``body`` replaced (absent = unchanged)."""
+        if not isinstance(body, dict):
+            raise _invalid("endpointing must be an object")
+        unknown = set(body) - {"enabled", "silence_ms", "vad_aggressiveness"}
+        if unknown:
+            raise _invalid(f"unknown endpointing keys: {sorted(unknown)}")
+        return replace(
+            self,
+            enabled=_bool(body, "enabled", self.enabled),
+            # The Endpointer needs a window of at least a few 30 ms frames.
+            silence_ms=_int(body, "silence_ms", self.silence_ms, 100, 5000),
+            vad_aggressiveness=_int(body, "vad_aggressiveness", self.vad_aggressiveness, 0, 3),
+        )
+
+    def endpointer(self, sample_rate: int) -> Endpointer:
+        return Endpointer(
+            window=self.silence_ms / 1000.0,
+            vad_mode=_VAD_MODES[self.vad_aggressiveness],
+            sample_rate=sample_rate,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VocabularyEntry:
+    phrase: str
+    boost: float | None
+    pronunciation: str | None
+
+
+def parse_vocabulary(body: Any) -> tuple[VocabularyEntry, ...]:
+    """Validate the structure of a vocabulary list (per-entry problems become statuses later)."""
+    if not isinstance(body, list):
+        raise _invalid("vocabulary must be a list")
+    if len(body) > MAX_VOCABULARY:
+        raise _invalid(f"vocabulary has more than {MAX_VOCABULARY} entries")
+    entries = []
+    for index, item in enumerate(body):
+        if not isinstance(item, dict) or not isinstance(item.get("phrase"), str):
+            raise _invalid(f"vocabulary[{index}] needs a string phrase")
+        boost = item.get("boost")
+        if boost is not None and (
+            isinstance(boost, bool) or not isinstance(boost, int | float) or not 0 <= boost <= 20
+        ):
+            raise _invalid(f"vocabulary[{index}].boost must be a number in [0, 20]")
+        pronunciation = item.get("pronunciation")
+        if pronunciation is not None and not isinstance(pronunciation, str):
+            raise _invalid(f"vocabulary[{index}].pronunciation must be a string")
+        entries.append(VocabularyEntry(item["phrase"], boost, pronunciation or None))
+    return tuple(entries)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    interim_results: bool = False
+    word_timestamps: bool = True
+    endpointing: Endpointing = Endpointing()
+    vocabulary: tuple[VocabularyEntry, ...] = ()
+
+
+def language_supported(tag: Any, languages: tuple[str, ...]) -> bool:
+    """BCP-47 match, case-insensitive: an exact tag, or a bare primary language ("en")."""
+    if not isinstance(tag, str):
+        return False
+    wanted = tag.lower()
+    return any(wanted in (have.lower(), have.lower().split("-")[0]) for have in languages)
+
+
+def parse_session_config(body: Any, languages: tuple[str, ...]) -> SessionConfig:
+    """The START request's ``config`` object; absent keys take the model defaults.
+
+    Raises:
+        SessionError: INVALID_CONFIG for a wrong type, range or unsupported language.
+    """
+    if body is None:
+        return SessionConfig()
+    if not isinstance(body, dict):
+        raise _invalid("config must be an object")
+    language = body.get("language")
+    if language is not None and not language_supported(language, languages):
+        raise _invalid(f"language {language!r} is not supported (have {', '.join(languages)})")
+    return SessionConfig(
+        interim_results=_bool(body, "interim_results", False),
+        word_timestamps=_bool(body, "word_timestamps", True),
+        endpointing=Endpointing().patched(body.get("endpointing") or {}),
+        vocabulary=parse_vocabulary(body.get("vocabulary") or []),
+    )
+
+
+def boost_to_weight(boost: float | None) -> float:
+    """LM unigram weight for an added word: ``boost`` b multiplies its probability by 10^(b/5).
+
+    NGramModel.add_word's weight is the word's probability relative to an average unigram
+    (1.0 = average), so b=0 is neutral, b=5 is x10 and b=20 is x10^4.
+    """
+    return 10.0 ** ((boost or 0.0) / 5.0)
+
+
+class PooledDecoder:
+    """A pocketsphinx Decoder plus what the pool must know about it."""
+
+    def __init__(self, sample_rate: int, cmn_init: str) -> None:
+        # Creating a Decoder loads the acoustic model, LM and dictionary (~0.4 s, ~40 MB).
+        self.decoder = Decoder(samprate=sample_rate, cmninit=cmn_init, loglevel="ERROR")
+        self.custom_words = False  # dictionary/LM changed: never hand it to another sequence
+        self.cold = True  # has not decoded audio yet: may take the pool's CMN estimate
+
+
+class DecoderPool:
+    """Reuses decoders across sequences of one model instance (one process, one thread).
+
+    It also keeps the latest cepstral mean (CMN) seen on this instance. Pocketsphinx adapts
+    the mean live, so a fresh decoder recognises its first utterance worse than later ones
+    (measured on flite speech: "please call me back" -> "please tell me that" with the generic
+    prior, exact after a few utterances); a new decoder starts from the recent estimate.
+    """
+
+    def __init__(
+        self, sample_rate: int, prewarm: int, max_idle: int, cmn_init: str = DEFAULT_CMN_INIT
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.cmn_init = cmn_init
+        self._max_idle = max(max_idle, prewarm)  # each idle decoder holds ~40 MB
+        self.cmn_prior: str | None = None
+        self._idle = [PooledDecoder(sample_rate, cmn_init) for _ in range(prewarm)]
+
+    def acquire(self) -> PooledDecoder:
+        if self._idle:
+            return self._idle.pop()
+        return PooledDecoder(self.sample_rate, self.cmn_init)
+
+    def release(self, pooled: PooledDecoder, healthy: bool = True) -> None:
+        if healthy and not pooled.custom_words and len(self._idle) < self._max_idle:
+            self._idle.append(pooled)
+
+
+def _clean_word(token: str) -> str | None:
+    """A lexical word from a pocketsphinx token, or None for fillers (<s>, <sil>, [NOISE])."""
+    if not token or token[0] in "<[" or token.startswith("++"):
+        return None
+    return _ALTERNATE_SUFFIX.sub("", token)
+
+
+class VocabularyPlan:
+    """Statuses for a vocabulary list, and the words to add (applied at an utterance boundary).
+
+    Pocketsphinx 5 can add unknown words with a pronunciation and a unigram weight; it exposes
+    no way to raise the probability of a word that is already in the LM.
+    """
+
+    def __init__(self, decoder: Decoder, entries: tuple[VocabularyEntry, ...]) -> None:
+        self.statuses: list[Event] = []
+        self.additions: list[tuple[str, str, float]] = []
+        planned: set[str] = set()
+        for entry in entries:
+            status, detail = self._plan(decoder, entry, planned)
+            self.statuses.append({"phrase": entry.phrase, "status": status, "detail": detail})
+
+    def _plan(self, decoder: Decoder, entry: VocabularyEntry, planned: set[str]) -> tuple[str, str]:
+        words = entry.phrase.lower().split()
+        if not words:
+            return "rejected", "empty phrase"
+        unknown = [w for w in words if w not in planned and decoder.lookup_word(w) is None]
+        if not unknown:
+            if entry.boost:
+                return "known", "already in the dictionary; this engine cannot boost known words"
+            return "known", "already in the dictionary"
+        if entry.pronunciation is None:
+            return "rejected", f"unknown word(s) {', '.join(unknown)} and no pronunciation given"
+        if len(words) > 1:
+            return "rejected", "a pronunciation can only be given for a single word"
+        # Stress digits (AH0, EY1) are cmudict notation; the acoustic model's phones have none.
+        phones = [re.sub(r"[0-2]$", "", p) for p in entry.pronunciation.upper().split()]
+        bad = [p for p in phones if p not in ARPABET_PHONES]
+        if not phones or bad:
+            return "rejected", f"not ARPABET phones of this model: {' '.join(bad) or '(none)'}"
+        planned.add(words[0])
+        self.additions.append((words[0], " ".join(phones), boost_to_weight(entry.boost)))
+        weight = boost_to_weight(entry.boost)
+        return "added", f"added with LM unigram weight {weight:g}"
+
+    def apply(self, pooled: PooledDecoder) -> None:
+        """Add the planned words; never call while the decoder is inside an utterance."""
+        decoder = pooled.decoder
+        for index, (word, phones, weight) in enumerate(self.additions):
+            pooled.custom_words = True
+            # The LM entry goes first so it carries our weight; Decoder.add_word then finds the
+            # word in the LM (it would otherwise add it with weight 1.0). Only the last addition
+            # rebuilds the search (~0.1 s each time).
+            decoder.get_lm().add_word(word, weight)
+            decoder.add_word(word, phones, index == len(self.additions) - 1)
+
+
+class RecognitionSession:
+    """One Triton sequence: audio in, STT events out (see the module docstring).
+
+    Utterances: with endpointing on, the Endpointer opens an utterance when speech starts and
+    closes it when ``silence_ms`` of non-speech follows; finalize/END close it early. With
+    endpointing off, the first audio opens an utterance and only finalize/END close it.
+    """
+
+    def __init__(self, pool: DecoderPool, config: SessionConfig) -> None:
+        self._pool = pool
+        self._rate = pool.sample_rate
+        self._config = config
+        self._pooled = pool.acquire()
+        self._decoder = self._pooled.decoder
+        self._samples_in = 0  # every sample received: the clock of all event times
+        self._utterance = 0
+        # Endpointer state: the next frame fed maps to sample ``_ep_fed``; the next speech frame
+        # it returns (it returns them ``silence_ms`` late) maps to sample ``_ep_out``.
+        self._endpointing = config.endpointing
+        self._pending_endpointing: Endpointing | None = None
+        self._endpointer: Endpointer | None = None
+        self._remainder = b""  # < one frame: the Endpointer takes exact frame_bytes only
+        self._ep_origin = 0  # sample offset of the current Endpointer's first frame
+        self._ep_fed = 0
+        self._ep_out = 0
+        # Decoder utterance state.
+        self._in_utterance = False
+        self._utt_start = 0
+        self._utt_samples = 0
+        self._to_decode: list[bytes] = []
+        self._last_interim = ""
+        self._pending_vocabulary: VocabularyPlan | None = None
+        self._new_endpointer(config.endpointing, origin=0)
+
+    # -- public API: each call returns the events to send for that request ----------------
+    def start(self) -> list[Event]:
+        plan = VocabularyPlan(self._decoder, self._config.vocabulary)
+        plan.apply(self._pooled)
+        return [{"type": "ready", "vocabulary": plan.statuses}]
+
+    def feed(self, audio: np.ndarray) -> list[Event]:
+        events: list[Event] = []
+        if audio.size == 0:
+            return events
+        data = audio.astype("<i2", copy=False).tobytes()
+        self._samples_in += audio.size
+        if self._endpointer is None:
+            self._feed_without_endpointer(data, events)
+        else:
+            self._feed_endpointer(data, events)
+        self._flush_decoder()
+        self._maybe_interim(events)
+        return events
+
+    def finalize(self, finalize_id: str) -> list[Event]:
+        events = self._flush(from_finalize=True)
+        events.append(
+            {"type": "finalize_ack", "id": finalize_id, "audio_ms": self._ms(self._samples_in)}
+        )
+        return events
+
+    def update_config(self, body: Any) -> list[Event]:
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise SessionError("INVALID_MESSAGE", "update_config needs an object with a string id")
+        ack: Event = {"type": "config_ack", "id": body["id"], "accepted": True, "vocabulary": []}
+        try:
+            endpointing = self._endpointing
+            if "endpointing" in body:
+                endpointing = endpointing.patched(body["endpointing"])
+            plan = None
+            if "vocabulary" in body:
+                plan = VocabularyPlan(self._decoder, parse_vocabulary(body["vocabulary"]))
+        except SessionError as exc:
+            ack.update(accepted=False, reason=exc.reason, message=exc.message)
+            return [ack]
+        if plan is not None:
+            ack["vocabulary"] = plan.statuses
+            self._pending_vocabulary = plan
+        if endpointing != self._endpointing:
+            self._pending_endpointing = endpointing
+        events: list[Event] = []
+        self._at_boundary(events)
+        return [*events, ack]
+
+    def end(self) -> list[Event]:
+        """END: pending speech becomes a final result; the session is then closed."""
+        events = self._flush(from_finalize=False)
+        self.close()
+        return events
+
+    def close(self, healthy: bool = True) -> None:
+        if self._pooled is None:
+            return
+        if self._in_utterance:
+            self._decoder.end_utt()
+            self._in_utterance = False
+        self._pool.release(self._pooled, healthy)
+        self._pooled = None  # type: ignore[assignment]
+
+    # -- endpointer --------------------------------------------------------------------------
+    def _feed_endpointer(self, data: bytes, events: list[Event]) -> None:
+        assert self._endpointer is not None
+        endpointer = self._endpointer
+        frame_bytes = endpointer.frame_bytes
+        buffer = self._remainder + data
+        usable = len(buffer) - len(buffer) % frame_bytes
+        self._remainder = buffer[usable:]
+        for offset in range(0, usable, frame_bytes):
+            was_speech = endpointer.in_speech
+            speech = endpointer.process(buffer[offset : offset + frame_bytes])
+            self._ep_fed += frame_bytes // BYTES_PER_SAMPLE
+            if speech is not None:
+                self._on_speech(speech, was_speech, events)
+            if self._endpointer is not endpointer:  # swapped at a boundary inside _on_speech
+                rest = buffer[offset + frame_bytes : usable] + self._remainder
+                self._remainder = b""
+                if self._endpointer is None:
+                    self._feed_without_endpointer(rest, events)
+                else:
+                    self._feed_endpointer(rest, events)
+                return
+
+    def _feed_without_endpointer(self, data: bytes, events: list[Event]) -> None:
+        if data:
+            if not self._in_utterance:
+                start = self._samples_in - len(data) // BYTES_PER_SAMPLE
+                self._open_utterance(start, events, announce=False)
+            self._to_decode.append(data)
+
+    def _on_speech(self, speech: bytes, was_speech: bool, events: list[Event]) -> None:
+        endpointer = self._endpointer
+        assert endpointer is not None
+        if not was_speech:
+            # The first speech frame returned is the one at speech_start (seconds since this
+            # Endpointer's first frame); later ones follow contiguously.
+            self._ep_out = self._ep_origin + round(endpointer.speech_start * self._rate)
+        if not self._in_utterance:
+            self._open_utterance(self._ep_out, events, announce=not was_speech)
+        self._to_decode.append(speech)
+        self._ep_out += len(speech) // BYTES_PER_SAMPLE
+        if not endpointer.in_speech:
+            end_at = self._ep_origin + round(endpointer.speech_end * self._rate)
+            utterance = self._utterance
+            self._close_utterance(events, from_finalize=False)
+            events.append(
+                {"type": "utterance_end", "utterance": utterance, "at_ms": self._ms(end_at)}
+            )
+            self._at_boundary(events)
+
+    def _new_endpointer(self, endpointing: Endpointing, origin: int) -> None:
+        """Replace the Endpointer; ``origin`` is the sample its first frame will be."""
+        self._endpointing = endpointing
+        self._endpointer = endpointing.endpointer(self._rate) if endpointing.enabled else None
+        self._ep_origin = self._ep_fed = origin
+
+    def _at_boundary(self, events: list[Event]) -> None:
+        """Apply deferred config once no utterance is open and the VAD is not in speech.
+
+        Exception: turning endpointing on while it is off applies at once (with it off, an
+        utterance only ends on finalize/END, so waiting could mean waiting forever).
+        """
+        endpointer = self._endpointer
+        pending = self._pending_endpointing
+        if pending is not None and endpointer is None and not self._remainder:
+            self._new_endpointer(pending, origin=self._samples_in)
+            self._pending_endpointing = pending = None
+        if self._in_utterance or (endpointer is not None and endpointer.in_speech):
+            return
+        if self._pending_vocabulary is not None:
+            self._pending_vocabulary.apply(self._pooled)
+            self._pending_vocabulary = None
+        if pending is not None:
+            # Frames fed so far belong to the old Endpointer; the remainder goes to the new one.
+            origin = self._ep_fed if endpointer is not None else self._samples_in
+            self._new_endpointer(pending, origin=origin)
+            self._pending_endpointing = None
+
+    # -- decoder -------------------------------------------------------------------------------
+    def _open_utterance(self, start_sample: int, events: list[Event], announce: bool) -> None:
+        pooled = self._pooled
+        if pooled.cold and self._pool.cmn_prior is not None:
+            self._decoder.set_cmn(self._pool.cmn_prior)
+            pooled.cold = False
+        self._decoder.start_utt()
+        self._in_utterance = True
+        self._utt_start = start_sample
+        self._utt_samples = 0
+        self._last_interim = ""
+        if announce:
+            events.append(
+                {
+                    "type": "speech_started",
+                    "utterance": self._utterance,
+                    "at_ms": self._ms(start_sample),
+                }
+            )
+
+    def _flush_decoder(self) -> None:
+        if not self._to_decode:
+            return
+        data = b"".join(self._to_decode)
+        self._to_decode.clear()
+        self._decoder.process_raw(data, False, False)
+        self._utt_samples += len(data) // BYTES_PER_SAMPLE
+
+    def _close_utterance(self, events: list[Event], from_finalize: bool) -> None:
+        self._flush_decoder()
+        decoder = self._decoder
+        decoder.end_utt()
+        self._in_utterance = False
+        self._pooled.cold = False
+        self._pool.cmn_prior = decoder.get_cmn()
+        final = self._final_event(from_finalize)
+        if final is not None:
+            events.append(final)
+        self._utterance += 1
+
+    def _final_event(self, from_finalize: bool) -> Event | None:
+        utt_end = self._utt_start + self._utt_samples
+        words: list[Event] = []
+        for segment in self._decoder.seg():
+            word = _clean_word(segment.word)
+            if word is None:
+                continue
+            start = self._utt_start + segment.start_frame * self._rate // FRAMES_PER_SECOND
+            end = self._utt_start + (segment.end_frame + 1) * self._rate // FRAMES_PER_SECOND
+            words.append(
+                {
+                    "word": word,
+                    "start_ms": self._ms(start),
+                    "end_ms": self._ms(min(end, utt_end)),
+                    "confidence": round(min(max(float(segment.prob), 0.0), 1.0), 4),
+                }
+            )
+        if not words:
+            return None
+        return {
+            "type": "final",
+            "utterance": self._utterance,
+            "text": " ".join(w["word"] for w in words),
+            "start_ms": self._ms(self._utt_start),
+            "end_ms": self._ms(utt_end),
+            "confidence": round(sum(w["confidence"] for w in words) / len(words), 4),
+            "words": words if self._config.word_timestamps else [],
+            "from_finalize": from_finalize,
+        }
+
+    def _maybe_interim(self, events: list[Event]) -> None:
+        if not (self._config.interim_results and self._in_utterance):
+            return
+        hypothesis = self._decoder.hyp()
+        if hypothesis is None:
+            return
+        words = [w for w in (_clean_word(t) for t in hypothesis.hypstr.split()) if w]
+        text = " ".join(words)
+        if text and text != self._last_interim:
+            self._last_interim = text
+            events.append(
+                {
+                    "type": "interim",
+                    "utterance": self._utterance,
+                    "text": text,
+                    "start_ms": self._ms(self._utt_start),
+                    "end_ms": self._ms(self._utt_start + self._utt_samples),
+                }
+            )
+
+    def _flush(self, from_finalize: bool) -> list[Event]:
+        """finalize/END: everything received so far goes into a final result now."""
+        events: list[Event] = []
+        endpointer = self._endpointer
+        cut_speech = endpointer is not None and endpointer.in_speech
+        if cut_speech:
+            assert endpointer is not None
+            # end_stream hands back the speech the Endpointer still holds (its window) plus
+            # the sub-frame remainder; a fresh Endpointer then takes the audio that follows.
+            # pocketsphinx 5.1 raises IndexError on an empty buffer here, so an empty
+            # remainder is sent as one zero sample (0.06 ms of silence).
+            speech = endpointer.end_stream(self._remainder or b"\x00\x00")
+            self._remainder = b""
+            if speech:
+                if not self._in_utterance:
+                    self._open_utterance(self._ep_out, events, announce=False)
+                self._to_decode.append(speech)
+        # Not in speech: the remainder stays for the Endpointer so its clock stays exact.
+        if self._in_utterance:
+            self._close_utterance(events, from_finalize)
+        self._to_decode.clear()
+        if cut_speech:
+            self._new_endpointer(self._endpointing, origin=self._samples_in)
+        self._at_boundary(events)
+        return events
+
+    def _ms(self, samples: int) -> int:
+        return samples * 1000 // self._rate

@@ -1,0 +1,154 @@
+"""StreamResampler tests: output length, chunk-boundary continuity, passthrough, lifecycle."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import soxr  # type: ignore[import-untyped]
+
+from inference_adapter.audio.resample import StreamResampler
+
+RATES = [8000, 16000, 22050, 24000, 44100, 48000]
+
+
+def _sine(freq_hz: float, rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+def _feed_in_chunks(
+    resampler: StreamResampler, x: np.ndarray, rng: np.random.Generator, max_chunk: int
+) -> tuple[np.ndarray, list[int]]:
+    """Feed random-sized chunks (1..max_chunk, including empty ones); return output and the
+    output indices where one process()/flush() result ends and the next begins."""
+    outputs: list[np.ndarray] = []
+    start = 0
+    while start < x.size:
+        size = int(rng.integers(0, max_chunk + 1))
+        outputs.append(resampler.process(x[start : start + size]))
+        start += size
+    outputs.append(resampler.flush())
+    boundaries = np.cumsum([o.size for o in outputs])[:-1].tolist()
+    return np.concatenate(outputs), boundaries
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), list(itertools.product(RATES, RATES)))
+def test_output_length_is_n_times_ratio_after_flush(in_rate: int, out_rate: int) -> None:
+    rng = np.random.default_rng(in_rate * 7 + out_rate)
+    n = 10007  # prime: never a whole number of soxr blocks
+    x = rng.uniform(-0.5, 0.5, n).astype(np.float32)
+    resampler = StreamResampler(in_rate, out_rate)
+    y, _ = _feed_in_chunks(resampler, x, rng, max_chunk=1500)
+    expected = n * out_rate / in_rate
+    assert abs(y.size - expected) <= 1
+    assert y.dtype == np.float32
+    assert resampler.frames_in == n
+    assert resampler.frames_out == y.size
+
+
+@pytest.mark.parametrize(
+    ("in_rate", "out_rate"),
+    [(8000, 16000), (16000, 8000), (48000, 16000), (16000, 24000), (44100, 16000), (22050, 48000)],
+)
+def test_chunked_equals_one_shot_with_no_boundary_spike(in_rate: int, out_rate: int) -> None:
+    rng = np.random.default_rng(in_rate + out_rate)
+    freq = 440.0
+    x = _sine(freq, in_rate, 1.0)
+    chunked, boundaries = _feed_in_chunks(StreamResampler(in_rate, out_rate), x, rng, 700)
+    one_shot = soxr.resample(x, in_rate, out_rate, quality="HQ")
+    assert chunked.size == one_shot.size
+    # soxr's streaming state makes chunking invisible; allow float noise only.
+    np.testing.assert_allclose(chunked, one_shot, rtol=0, atol=1e-6)
+
+    # The same signal, synthesised at the output rate, is what we should have got.
+    ideal = _sine(freq, out_rate, 1.0)[: chunked.size]
+    edge = out_rate // 50  # skip 20 ms at each end: the hard start/stop of the sine rings
+    inner = slice(edge, chunked.size - edge)
+    assert np.abs(chunked[inner] - ideal[inner]).max() < 1e-3
+
+    # No click: the first difference at every chunk boundary stays within the sine's own
+    # largest step, 2 * A * sin(pi f / fs), plus a little filter ripple.
+    step_bound = 2 * 0.5 * np.sin(np.pi * freq / out_rate) * 1.01 + 1e-4
+    diff = np.abs(np.diff(chunked))
+    inner_boundaries = [b for b in boundaries if edge < b < chunked.size - edge]
+    assert inner_boundaries, "chunking produced no interior boundaries"
+    assert diff[np.array(inner_boundaries) - 1].max() <= step_bound
+    assert diff[inner].max() <= step_bound
+
+
+def test_stop_band_is_attenuated_when_downsampling() -> None:
+    # 6 kHz is above the 4 kHz Nyquist limit of 8 kHz: the anti-aliasing filter removes it.
+    tone = _sine(6000.0, 48000, 1.0)
+    resampler = StreamResampler(48000, 8000)
+    y = np.concatenate([resampler.process(tone), resampler.flush()])
+    assert np.sqrt(np.mean(y[800:-800] ** 2)) < 1e-3
+    # A 1 kHz tone passes at full level (RMS of a 0.5 sine is 0.354).
+    resampler = StreamResampler(48000, 8000)
+    y = np.concatenate([resampler.process(_sine(1000.0, 48000, 1.0)), resampler.flush()])
+    assert np.sqrt(np.mean(y[800:-800] ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=1e-3)
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_equal_rates_are_a_passthrough(rate: int) -> None:
+    resampler = StreamResampler(rate, rate)
+    assert resampler.is_passthrough
+    x = _sine(300.0, rate, 0.1)
+    y = resampler.process(x)
+    assert y is x  # no copy, no delay
+    assert resampler.pending_out_frames == 0.0
+    assert resampler.flush().size == 0
+    assert resampler.frames_in == resampler.frames_out == x.size
+
+
+def test_soxr_holds_output_back_and_reports_it() -> None:
+    # soxr processes in blocks: 20 ms in at 8 kHz gives nothing out at first, and
+    # pending_out_frames says how much is held. flush() releases all of it.
+    resampler = StreamResampler(8000, 16000)
+    first = resampler.process(np.zeros(160, dtype=np.float32))
+    assert first.size < 320
+    assert resampler.pending_out_frames > 0
+    tail = resampler.flush()
+    assert first.size + tail.size == 320
+    assert resampler.pending_out_frames == 0.0
+
+
+def test_process_after_flush_raises_and_flush_is_idempotent() -> None:
+    resampler = StreamResampler(16000, 8000)
+    resampler.process(np.zeros(1000, dtype=np.float32))
+    assert resampler.flush().size > 0
+    assert resampler.is_flushed
+    assert resampler.flush().size == 0
+    with pytest.raises(RuntimeError, match="after flush"):
+        resampler.process(np.zeros(10, dtype=np.float32))
+    passthrough = StreamResampler(16000, 16000)
+    passthrough.flush()
+    with pytest.raises(RuntimeError):
+        passthrough.process(np.zeros(10, dtype=np.float32))
+
+
+def test_non_contiguous_input_is_accepted() -> None:
+    x = _sine(440.0, 32000, 0.5)
+    strided = StreamResampler(16000, 8000)
+    y1 = np.concatenate([strided.process(x[::2]), strided.flush()])
+    contiguous = StreamResampler(16000, 8000)
+    y2 = np.concatenate([contiguous.process(np.ascontiguousarray(x[::2])), contiguous.flush()])
+    np.testing.assert_array_equal(y1, y2)
+
+
+def test_bad_arguments_raise() -> None:
+    with pytest.raises(ValueError):
+        StreamResampler(0, 16000)
+    with pytest.raises(ValueError):
+        StreamResampler(16000, 8000.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        StreamResampler(16000, 8000, quality="best")  # type: ignore[arg-type]
+    resampler = StreamResampler(16000, 8000)
+    with pytest.raises(TypeError):
+        resampler.process(np.zeros(10, dtype=np.float64))  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        resampler.process(np.zeros((10, 2), dtype=np.float32))
+    assert resampler.in_rate_hz == 16000 and resampler.out_rate_hz == 8000
+    assert resampler.quality == "HQ"
+    assert "16000 -> 8000" in repr(resampler)

@@ -1,0 +1,351 @@
+"""StreamingSynthesize through the adapter, against the real Triton and eSpeak NG."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+import pytest
+
+from inference_adapter.audio.codecs import Encoding, PcmFormat, decode
+from inference_adapter.timings import parse_server_timing
+from localstack.client import StreamOutcome, collect, write_all
+from tests.helpers.status import from_trailers
+from voxwire.v1 import audio_pb2, errors_pb2, synthesis_pb2, synthesis_pb2_grpc
+
+Req = synthesis_pb2.StreamingSynthesizeRequest
+MODEL = "tts_espeak"
+NATIVE = 22050
+LONG_TEXT = (
+    "This is a fairly long sentence that keeps eSpeak busy for a while, so that the first "
+    "chunk of audio can leave long before the last one has been synthesized, and then some "
+    "more words follow to make quite sure of it"
+)
+
+
+def out_format(encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, rate=24000) -> audio_pb2.AudioFormat:
+    return audio_pb2.AudioFormat(encoding=encoding, sample_rate_hz=rate)
+
+
+def open_(cid: str, **kw) -> Req:
+    kw.setdefault("model", MODEL)
+    kw.setdefault("output_format", out_format())
+    kw.setdefault("word_timestamps", True)
+    return Req(context_id=cid, open=synthesis_pb2.SynthesisContextConfig(**kw))
+
+
+def append(cid: str, text: str) -> Req:
+    return Req(context_id=cid, append=synthesis_pb2.AppendText(text=text))
+
+
+def flush(cid: str, fid: str) -> Req:
+    return Req(context_id=cid, flush=synthesis_pb2.Flush(flush_id=fid))
+
+
+def close(cid: str) -> Req:
+    return Req(context_id=cid, close=synthesis_pb2.CloseContext())
+
+
+def cancel(cid: str) -> Req:
+    return Req(context_id=cid, cancel=synthesis_pb2.Cancel())
+
+
+async def run(channel, messages, *, pace_s: float = 0.0) -> StreamOutcome:
+    stub = synthesis_pb2_grpc.SynthesisStub(channel)
+    call = stub.StreamingSynthesize(timeout=60)
+    writer = asyncio.create_task(write_all(call, messages, pace_s=pace_s))
+    out = await collect(call)
+    await writer
+    return out
+
+
+def for_context(out: StreamOutcome, cid: str) -> list:
+    return [r for r in out.responses if r.context_id == cid]
+
+
+def kinds(responses) -> list[str]:
+    return [r.WhichOneof("response") for r in responses]
+
+
+def reason(resp) -> str:
+    return errors_pb2.ErrorReason.Name(resp.error.error.reason).removeprefix("ERROR_REASON_")
+
+
+def audio_of(responses) -> bytes:
+    return b"".join(r.audio.audio for r in responses if r.HasField("audio"))
+
+
+def check_chunks(responses) -> None:
+    chunks = [r.audio for r in responses if r.HasField("audio")]
+    assert [c.sequence_number for c in chunks] == list(range(1, len(chunks) + 1))
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        assert b.start_ms == a.start_ms + a.duration_ms  # chunks tile exactly
+
+
+# -- contexts -------------------------------------------------------------------------------
+
+
+async def test_interleaved_contexts_each_complete_in_order(channel):
+    messages = [
+        open_("a"),
+        open_("b", voice="en-gb-x-rp"),
+        append("a", "Good morning. "),
+        append("b", "Your order has shipped. "),
+        append("a", "How can I help you today?"),
+        append("b", "It arrives on Tuesday."),
+        close("b"),
+        close("a"),
+    ]
+    out = await run(channel, messages)
+    assert out.code == grpc.StatusCode.OK, out.details
+    for cid in ("a", "b"):
+        mine = for_context(out, cid)
+        assert kinds(mine)[0] == "opened" and kinds(mine)[-1] == "done"
+        check_chunks(mine)
+        done = mine[-1].done
+        assert done.last_sequence_number == len([r for r in mine if r.HasField("audio")])
+        assert done.audio_ms == len(audio_of(mine)) // 48  # 24 kHz PCM16
+        assert done.timings.compute_us > 0 and done.timings.model_requests == 2
+    assert out.responses[-1].HasField("summary")
+    assert out.responses[-1].summary.contexts == 2
+
+
+async def test_flush_is_acknowledged_after_its_audio(channel):
+    out = await run(
+        channel,
+        [
+            open_("a"),
+            append("a", "no full stop here"),
+            flush("a", "f-1"),
+            append("a", "more"),
+            close("a"),
+        ],
+    )
+    mine = for_context(out, "a")
+    at = kinds(mine).index("flush_ack")
+    ack = mine[at].flush_ack
+    before = [r.audio for r in mine[:at] if r.HasField("audio")]
+    assert (
+        ack.flush_id == "f-1" and before and ack.last_sequence_number == before[-1].sequence_number
+    )
+    assert (
+        kinds(mine)[-1] == "done" and mine[-1].done.last_sequence_number > ack.last_sequence_number
+    )
+
+
+async def test_cancel_ack_guarantees_no_frame_after_it(channel):
+    stub = synthesis_pb2_grpc.SynthesisStub(channel)
+    call = stub.StreamingSynthesize(timeout=60)
+    await call.write(open_("long"))
+    await call.write(open_("other"))
+    await call.write(append("long", " ".join(["Sentence number one goes on and on."] * 30)))
+    responses = []
+    async for r in call:  # wait for the first audio of "long", then cancel it
+        responses.append(r)
+        if r.context_id == "long" and r.HasField("audio"):
+            break
+    await call.write(cancel("long"))
+    await call.write(append("other", "Still here. "))
+    await call.write(close("other"))
+    await call.done_writing()
+    async for r in call:
+        responses.append(r)
+    assert await call.code() == grpc.StatusCode.OK
+    mine = [r for r in responses if r.context_id == "long"]
+    at = kinds(mine).index("cancelled")
+    assert at == len(mine) - 1  # nothing for the context after the ack
+    sent = [r.audio.sequence_number for r in mine if r.HasField("audio")]
+    assert mine[at].cancelled.last_sequence_number == sent[-1]
+    other = [r for r in responses if r.context_id == "other"]
+    assert kinds(other)[-1] == "done" and audio_of(other)
+
+
+async def test_pronunciation_entries_change_the_audio(channel):
+    text = "Say tomato."
+    plain = await run(channel, [open_("a"), append("a", text), close("a")])
+    entry = synthesis_pb2.PronunciationEntry(
+        grapheme="tomato", phonemes="t@m'A:toU", alphabet=synthesis_pb2.PHONEME_ALPHABET_ESPEAK
+    )
+    custom = await run(channel, [open_("a", pronunciations=[entry]), append("a", text), close("a")])
+    assert plain.code == custom.code == grpc.StatusCode.OK
+    a, b = audio_of(plain.responses), audio_of(custom.responses)
+    assert a and b and a != b
+    words = [w.word for r in custom.of("words") for w in r.words]
+    assert "tomato" in [w.lower().strip(".") for w in words]  # timestamps keep the written word
+
+
+async def test_word_timestamps_are_monotonic_and_inside_the_audio(channel):
+    out = await run(channel, [open_("a"), append("a", "One two three. Four five six."), close("a")])
+    words = [w for r in out.of("words") for w in r.words]
+    assert [w.word.strip(".").lower() for w in words] == [
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+    ]
+    audio_ms = out.of("done")[0].audio_ms
+    previous = 0
+    for w in words:
+        assert previous <= w.start_ms <= w.end_ms <= audio_ms
+        previous = w.end_ms
+
+
+async def test_first_audio_leaves_before_synthesis_is_done(channel):
+    out = await run(channel, [open_("a"), append("a", LONG_TEXT), close("a")])
+    timings = out.of("done")[0].timings
+    # Time from the text to the first chunk sent is shorter than the model's compute for
+    # the text: the first chunk left while eSpeak was still synthesizing.
+    assert timings.model_requests == 1
+    assert timings.first_response_us < timings.compute_us, timings
+
+
+# -- SSML -------------------------------------------------------------------------------------
+
+
+async def test_valid_ssml_is_spoken(channel):
+    doc = '<speak>Hello <break time="200ms"/> <emphasis>world</emphasis>.</speak>'
+    out = await run(
+        channel,
+        [open_("a", text_format=synthesis_pb2.TEXT_FORMAT_SSML), append("a", doc), close("a")],
+    )
+    assert kinds(out.responses)[-2] == "done" and audio_of(out.responses)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "<speak>unclosed <emphasis>tag</speak>",
+        "<speak><audio src='x.wav'/>hi</speak>",
+        '<speak><break time="forever"/></speak>',
+        "plain text, no markup",
+        '<!DOCTYPE x [<!ENTITY a "b">]><speak>&a;</speak>',
+    ],
+)
+async def test_invalid_ssml_fails_the_context_and_speaks_nothing(channel, doc):
+    out = await run(
+        channel,
+        [
+            open_("bad", text_format=synthesis_pb2.TEXT_FORMAT_SSML),
+            open_("good"),
+            append("bad", doc),
+            flush("bad", "f"),
+            append("good", "Fine."),
+            close("good"),
+        ],
+    )
+    bad = for_context(out, "bad")
+    assert kinds(bad) == ["opened", "error"] and reason(bad[-1]) == "SSML_INVALID"
+    assert bad[-1].error.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert kinds(for_context(out, "good"))[-1] == "done"
+    assert out.code == grpc.StatusCode.OK
+
+
+# -- formats ----------------------------------------------------------------------------------
+# eSpeak's output varies by a few samples from one synthesis to the next (it keeps state), so
+# the signal checks use bench_tts: a 440 Hz tone at 24 kHz, 0.3 of full scale, 300 ms per word,
+# phase-continuous within a request. Every output format must be that tone, sample for sample.
+
+ENCODINGS = {
+    audio_pb2.AUDIO_ENCODING_PCM_S16LE: Encoding.PCM_S16LE,
+    audio_pb2.AUDIO_ENCODING_PCM_F32LE: Encoding.PCM_F32LE,
+    audio_pb2.AUDIO_ENCODING_MULAW: Encoding.MULAW,
+    audio_pb2.AUDIO_ENCODING_ALAW: Encoding.ALAW,
+}
+TONE_WORDS = "one two three four five"  # 5 words: 1.5 s of tone
+G711 = (audio_pb2.AUDIO_ENCODING_MULAW, audio_pb2.AUDIO_ENCODING_ALAW)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "rate"),
+    [
+        (audio_pb2.AUDIO_ENCODING_PCM_S16LE, r)
+        for r in (8000, 11025, 16000, 22050, 24000, 44100, 48000)
+    ]
+    + [(audio_pb2.AUDIO_ENCODING_PCM_F32LE, r) for r in (12000, 32000, 48000)]
+    + [(e, 8000) for e in G711],
+)
+async def test_every_output_format_carries_the_exact_signal(channel, encoding, rate):
+    out = await run(
+        channel,
+        [
+            open_("t", model="bench_tts", output_format=out_format(encoding, rate)),
+            append("t", TONE_WORDS),
+            close("t"),
+        ],
+    )
+    assert out.code == grpc.StatusCode.OK, out.details
+    mine = for_context(out, "t")
+    check_chunks(mine)
+    assert len([r for r in mine if r.HasField("audio")]) > 5  # many chunk boundaries to cross
+    x = decode(audio_of(mine), PcmFormat(ENCODINGS[encoding], rate))
+    assert abs(len(x) - 1.5 * rate) <= 1  # resampled length = n x out / in
+    assert mine[-1].done.audio_ms == 1500
+    t = np.arange(len(x)) / rate
+    ideal = 0.3 * np.sin(2 * np.pi * 440 * t)
+    core = slice(int(0.02 * rate), len(x) - int(0.02 * rate))  # skip the tone's hard edges
+    err = np.abs(x[core] - ideal[core])
+    if encoding in G711:
+        # G.711 quantizes logarithmically: error within about 1/32 of the sample, plus a floor.
+        assert np.all(err <= np.abs(ideal[core]) / 32 + 4e-3), float(err.max())
+    else:
+        # A click at any chunk boundary would be far above this.
+        assert err.max() < 2e-3, float(err.max())
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+async def test_context_errors_have_reasons_and_the_stream_goes_on(channel):
+    bad_alphabet = synthesis_pb2.PronunciationEntry(
+        grapheme="x", phonemes="eks", alphabet=synthesis_pb2.PHONEME_ALPHABET_IPA
+    )
+    messages = [
+        append("early", "text before open"),
+        flush("ghost", "f"),
+        open_("a"),
+        open_("a"),  # a duplicate open fails context "a": the client lost track of it
+        append("a", "so this is text for a context that is not open"),
+        open_("v", voice="klingon"),
+        open_("p", pronunciations=[bad_alphabet]),
+        open_("m", model="nope"),
+        open_("r", output_format=out_format(audio_pb2.AUDIO_ENCODING_MULAW, 16000)),
+        open_("b"),
+        open_("c"),
+        open_("d"),
+        open_("e"),
+        open_("f"),  # b, c, d, e are open: a fifth is one too many (limit 4 in the tests)
+        append("b", "x" * 32_001),
+        open_("z"),
+        append("z", "Still working."),
+        close("z"),
+    ]
+    out = await run(channel, messages)
+    assert out.code == grpc.StatusCode.OK, out.details
+    errors: dict[str, list[str]] = {}
+    for r in out.responses:
+        if r.HasField("error"):
+            errors.setdefault(r.context_id, []).append(reason(r))
+    assert errors == {
+        "early": ["CONTEXT_NOT_OPEN"],
+        "ghost": ["UNKNOWN_CONTEXT"],
+        "a": ["CONTEXT_ALREADY_OPEN", "CONTEXT_NOT_OPEN"],
+        "v": ["INVALID_CONFIG"],
+        "p": ["INVALID_PRONUNCIATION"],
+        "m": ["UNKNOWN_MODEL"],
+        "r": ["UNSUPPORTED_SAMPLE_RATE"],
+        "f": ["TOO_MANY_CONTEXTS"],
+        "b": ["CHUNK_TOO_LARGE"],
+    }
+    assert kinds(for_context(out, "z"))[-1] == "done"
+
+
+async def test_stream_level_error_has_status_reason_and_trailers(channel):
+    out = await run(channel, [Req(append=synthesis_pb2.AppendText(text="no context id"))])
+    err = from_trailers(out.trailers)
+    assert (out.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_MESSAGE")
+    assert "total" in parse_server_timing(out.server_timing)
+    ok = await run(channel, [open_("a"), append("a", "Hi."), close("a")])
+    assert ok.timings.model_requests == 1 and ok.timings.compute_us > 0

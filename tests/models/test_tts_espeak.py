@@ -1,0 +1,214 @@
+"""tts_espeak through a real Triton: streaming audio, word timings, pronunciations, SSML."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from tests.models.triton_io import (
+    Event,
+    ModelResponse,
+    ModelStream,
+    audio_of,
+    events_of,
+    tts_request,
+)
+
+MODEL = "tts_espeak"
+RATE_HZ = 22050
+
+
+async def synthesize(
+    channel: grpc.aio.Channel, text: str, config: dict[str, Any] | None = None
+) -> tuple[list[ModelResponse], float]:
+    """All responses of one request, and the monotonic time the request was sent."""
+    stream = ModelStream(channel)
+    try:
+        sent_at = time.monotonic()
+        responses = await stream.request(
+            tts_request(MODEL, text, {"voice": "en-us", **(config or {})})
+        )
+    finally:
+        await stream.close()
+    return responses, sent_at
+
+
+def words_of(responses: list[ModelResponse]) -> list[Event]:
+    return [w for e in events_of(responses, "words") for w in e["words"]]
+
+
+def single_error(responses: list[ModelResponse]) -> Event:
+    """The request failed cleanly: one final response, one error event, no audio at all."""
+    assert len(responses) == 1 and responses[0].final, responses
+    assert audio_of(responses).size == 0
+    (error,) = responses[0].events
+    assert error["type"] == "error", error
+    return error
+
+
+def assert_words_match(text: str, words: list[Event], audio_ms: int) -> None:
+    assert words
+    previous = None
+    for word in words:
+        assert text[word["text_offset"] : word["text_offset"] + word["text_length"]] == word["word"]
+        assert 0 <= word["start_ms"] <= word["end_ms"] <= audio_ms, word
+        if previous is not None:
+            assert word["start_ms"] >= previous["start_ms"]
+            assert word["text_offset"] >= previous["text_offset"] + previous["text_length"]
+        previous = word
+
+
+async def test_streams_audio_words_and_done(channel: grpc.aio.Channel) -> None:
+    text = "Hello there, this is voxwire speaking. The second sentence follows."
+    responses, _ = await synthesize(channel, text)
+    assert [r.final for r in responses] == [False] * (len(responses) - 1) + [True]
+    audio = audio_of(responses)
+    assert sum(r.audio.size > 0 for r in responses) >= 5  # ~100 ms per response, not one blob
+    assert all(r.compute_us is not None for r in responses)
+    (done,) = events_of(responses, "done")
+    assert responses[-1].events[-1] == done and done["samples"] == audio.size
+    assert 2.0 < audio.size / RATE_HZ < 8.0 and np.abs(audio).max() > 1000
+    words = words_of(responses)
+    assert_words_match(text, words, audio.size * 1000 // RATE_HZ)
+    expected = "Hello there this is voxwire speaking The second sentence follows".split()
+    assert [w["word"] for w in words] == expected
+
+
+async def test_first_audio_leaves_long_before_synthesis_ends(channel: grpc.aio.Channel) -> None:
+    sentence = "The quick brown fox jumps over the lazy dog while the band plays on. "
+    text = sentence * 55  # ~3.8 kB, about four minutes of audio
+    assert len(text.encode()) <= 4096
+    responses, sent_at = await synthesize(channel, text)
+    first_audio = next(r for r in responses if r.audio.size)
+    (done,) = events_of(responses, "done")
+    first_s = first_audio.received_at - sent_at
+    total_s = responses[-1].received_at - sent_at
+    print(
+        f"first audio after {first_s * 1000:.1f} ms (model compute {first_audio.compute_us} us), "
+        f"all {len(responses)} responses after {total_s * 1000:.1f} ms, "
+        f"synth_us {done['synth_us']}, audio {done['samples'] / RATE_HZ:.1f} s"
+    )
+    assert first_audio.compute_us < done["synth_us"] / 20  # the model sent it early...
+    assert first_s < total_s / 5  # ...and the client got it early
+    assert done["samples"] / RATE_HZ > 120
+
+
+async def test_pronunciation_entry_changes_the_audio(channel: grpc.aio.Channel) -> None:
+    text = "I say Tomato, you say tomato."
+    plain, _ = await synthesize(channel, text)
+    entry = {"grapheme": "tomato", "phonemes": "t@m'A:toU", "alphabet": "espeak"}
+    custom, _ = await synthesize(channel, text, {"pronunciations": [entry]})
+    a, b = audio_of(plain), audio_of(custom)
+    assert a.size != b.size or not np.array_equal(a, b)
+    words = words_of(custom)
+    assert_words_match(text, words, b.size * 1000 // RATE_HZ)
+    # Offsets refer to the client's text, not to the rewritten [[phoneme]] text.
+    assert [w["word"] for w in words if w["word"].lower() == "tomato"] == ["Tomato", "tomato"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"grapheme": "tomato", "phonemes": "t@m'A:toU", "alphabet": "ipa"},
+        {"grapheme": "tomato", "phonemes": "t@]]m<x>", "alphabet": "espeak"},
+        {"grapheme": "", "phonemes": "t@m'A:toU", "alphabet": "espeak"},
+    ],
+)
+async def test_invalid_pronunciation_is_an_error(
+    channel: grpc.aio.Channel, entry: dict[str, str]
+) -> None:
+    responses, _ = await synthesize(channel, "tomato", {"pronunciations": [entry]})
+    assert single_error(responses)["reason"] == "INVALID_PRONUNCIATION"
+
+
+SSML_VALID = (
+    '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">'
+    '<p><s>Call <say-as interpret-as="digits">123</say-as> now.</s>'
+    '<s>Visit the <sub alias="World Wide Web">WWW</sub> &amp; relax.</s></p>'
+    '<break time="{pause}"/>'
+    '<prosody rate="150%" pitch="+10%" volume="-6dB">'
+    'Fast <emphasis level="strong">words</emphasis>.</prosody>'
+    '<phoneme alphabet="x-espeak" ph="h@l\'oU">hullo</phoneme>'
+    "</speak>"
+)
+
+
+async def test_valid_ssml_is_spoken_with_offsets_into_the_document(
+    channel: grpc.aio.Channel,
+) -> None:
+    short_doc = SSML_VALID.replace("{pause}", "10ms")
+    long_doc = SSML_VALID.replace("{pause}", "1500ms")
+    short, _ = await synthesize(channel, short_doc, {"text_format": "ssml"})
+    paused, _ = await synthesize(channel, long_doc, {"text_format": "ssml"})
+    assert not events_of(short, "error") and events_of(short, "done")
+    pause_samples = audio_of(paused).size - audio_of(short).size
+    # eSpeak merges the <break> with the paragraph pause it makes anyway: ~1 s more, not 1.5.
+    assert 0.8 * RATE_HZ < pause_samples < 1.8 * RATE_HZ
+    words = words_of(short)
+    assert_words_match(short_doc, words, audio_of(short).size * 1000 // RATE_HZ)
+    spoken = [w["word"] for w in words]
+    assert {"Call", "123", "WWW", "relax", "Fast", "words", "hullo"} <= set(spoken), spoken
+    assert spoken.count("WWW") == 1  # the alias's three words are one word of the document
+
+
+SSML_INVALID = {
+    "malformed": ("<speak>Hello <s>world</speak>", "malformed XML"),
+    "unknown element": ('<speak>Hi <audio src="x.wav"/></speak>', "<audio>"),
+    "unknown attribute": ('<speak><prosody speed="fast">Hi</prosody></speak>', "speed"),
+    "bad value": ('<speak><prosody rate="warp9">Hi</prosody></speak>', "rate"),
+    "break too long": ('<speak>Hi <break time="30s"/></speak>', "time"),
+    "wrong root": ("<p>Hello</p>", "<speak>"),
+    "doctype": ('<!DOCTYPE speak [<!ENTITY boom "x">]><speak>&boom;</speak>', "DTD"),
+    "nested p": ("<speak><p><p>Hi</p></p></speak>", "<p>"),
+    "missing alias": ("<speak><sub>WWW</sub></speak>", "alias"),
+    "ipa phoneme": ('<speak><phoneme alphabet="ipa" ph="x">a</phoneme></speak>', "alphabet"),
+    "markup in text-only": (
+        '<speak><say-as interpret-as="digits"><s>1</s></say-as></speak>',
+        "<s>",
+    ),
+    "instruction": ('<?xml-stylesheet href="a"?><speak>Hi</speak>', "processing instruction"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SSML_INVALID))
+async def test_invalid_ssml_is_an_error_without_audio(channel: grpc.aio.Channel, case: str) -> None:
+    document, needle = SSML_INVALID[case]
+    responses, _ = await synthesize(channel, document, {"text_format": "ssml"})
+    error = single_error(responses)
+    assert error["reason"] == "SSML_INVALID"
+    assert needle in error["message"], error["message"]
+    if case not in ("doctype",):
+        assert "line 1" in error["message"], error["message"]
+
+
+async def test_empty_text_is_done_without_audio(channel: grpc.aio.Channel) -> None:
+    responses, _ = await synthesize(channel, "  \n ")
+    assert len(responses) == 1 and responses[0].final
+    assert responses[0].events == [{"type": "done", "samples": 0, "synth_us": 0}]
+
+
+@pytest.mark.parametrize(
+    ("text", "config", "reason"),
+    [
+        ("word " * 1000, {}, "TEXT_TOO_LARGE"),
+        ("hello", {"voice": "klingon"}, "INVALID_CONFIG"),
+        ("hello", {"language": "fr-FR"}, "INVALID_CONFIG"),
+        ("hello", {"text_format": "markdown"}, "INVALID_CONFIG"),
+    ],
+)
+async def test_request_errors(
+    channel: grpc.aio.Channel, text: str, config: dict[str, Any], reason: str
+) -> None:
+    responses, _ = await synthesize(channel, text, config)
+    assert single_error(responses)["reason"] == reason
+
+
+async def test_language_picks_a_voice(channel: grpc.aio.Channel) -> None:
+    us, _ = await synthesize(channel, "Schedule a tomato.", {"voice": None, "language": "en-US"})
+    gb, _ = await synthesize(channel, "Schedule a tomato.", {"voice": None, "language": "en-GB"})
+    assert events_of(us, "done") and events_of(gb, "done")
+    assert not np.array_equal(audio_of(us), audio_of(gb))
