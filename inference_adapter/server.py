@@ -36,10 +36,10 @@ _ABORT_MARGIN_S = 0.5
 class AdapterServer:
     """The adapter: ``await start()`` returns the bound port; ``await stop()`` drains."""
 
-    def __init__(self, config: AdapterConfig) -> None:
+    def __init__(self, config: AdapterConfig, *, telemetry: Telemetry | None = None) -> None:
         self.config = config
         self.pool = ReplicaPool(config)
-        self.telemetry = Telemetry(config)
+        self.telemetry = telemetry or Telemetry(config)
         self.runtime = Runtime(config=config, pool=self.pool, telemetry=self.telemetry)
         self.health = HealthReporter(self.pool)
         self.server = grpc.aio.server(

@@ -31,9 +31,19 @@ _GETTER = DefaultGetter()
 
 
 class Telemetry:
-    def __init__(self, config: AdapterConfig) -> None:
+    def __init__(
+        self,
+        config: AdapterConfig,
+        *,
+        tracer_provider: Any | None = None,
+        meter_provider: Any | None = None,
+    ) -> None:
+        """Providers passed in (an embedding application's, or a test's) win over the config."""
         self._shutdown: list[Any] = []
-        tracer_provider, meter_provider = self._providers(config)
+        if tracer_provider is None or meter_provider is None:
+            configured = self._providers(config)
+            tracer_provider = tracer_provider or configured[0]
+            meter_provider = meter_provider or configured[1]
         self.tracer = tracer_provider.get_tracer("voxwire.inference_adapter")
         meter = meter_provider.get_meter("voxwire.inference_adapter")
         self.active_streams = meter.create_up_down_counter(
@@ -43,7 +53,7 @@ class Telemetry:
             "voxwire.stage.duration", unit="ms", description="Time per stage, per utterance/context"
         )
         self.errors = meter.create_counter("voxwire.errors", description="Errors by reason")
-        self.enabled = config.telemetry != "none"
+        self.enabled = not isinstance(meter_provider, metrics.NoOpMeterProvider)
 
     def _providers(self, config: AdapterConfig) -> tuple[Any, Any]:
         mode = config.telemetry

@@ -73,9 +73,11 @@ class _TranscriptionStream:
         attrs: dict[str, str] = {"service": "stt"}
         try:
             reader = IdleReader(requests, self.rt.config.limits.idle_timeout_seconds)
+            # Read the config before refusing a stream (e.g. DRAINING): a grpcio aio client
+            # whose write races the server's status reports INTERNAL instead (grpc/grpc#36066).
+            first = await reader.next()
             self.rt.admit()
             admitted = True
-            first = await reader.next()
             if first is None or first.WhichOneof("request") != "config":
                 raise errors.ConfigRequired("the first message of a stream must be its config")
             cfg = resolve(

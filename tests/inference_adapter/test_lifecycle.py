@@ -1,0 +1,139 @@
+"""Drain, maximum stream duration, and telemetry (spans, trace context, metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from inference_adapter.config import AdapterConfig, Limits
+from inference_adapter.server import AdapterServer
+from inference_adapter.telemetry import Telemetry
+from localstack.client import StreamOutcome, collect, transcribe, write_all
+from tests.helpers.status import from_trailers
+from voxwire.v1 import audio_pb2, transcription_pb2, transcription_pb2_grpc
+
+PCM16 = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000)
+SILENCE_3S = np.zeros(48000, dtype="<i2").tobytes()
+
+
+def config_msg(model: str) -> transcription_pb2.StreamingTranscribeRequest:
+    return transcription_pb2.StreamingTranscribeRequest(
+        config=transcription_pb2.TranscriptionConfig(model=model, audio_format=PCM16)
+    )
+
+
+async def run(channel, messages) -> StreamOutcome:
+    call = transcription_pb2_grpc.TranscriptionStub(channel).StreamingTranscribe(timeout=10)
+    writer = asyncio.create_task(write_all(call, messages))
+    out = await collect(call)
+    await writer
+    return out
+
+
+def config(triton, **kw) -> AdapterConfig:
+    return AdapterConfig(listen="127.0.0.1:0", triton_urls=(triton.grpc_url,), **kw)
+
+
+async def test_drain_refuses_new_streams_lets_short_ones_finish_and_ends_the_rest(triton):
+    server = AdapterServer(config(triton))
+    await server.start()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        short = asyncio.create_task(
+            transcribe(channel, SILENCE_3S[:9600], PCM16, model="bench_stt", realtime=True)
+        )
+        long = asyncio.create_task(
+            transcribe(channel, SILENCE_3S, PCM16, model="bench_stt", realtime=True)
+        )
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        stopping = asyncio.create_task(server.stop(grace=1.5))
+        await asyncio.sleep(0.1)
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        refused = await run(channel, [config_msg("bench_stt")])
+        err = from_trailers(refused.trailers)
+        assert (refused.code, err.reason, err.retryable) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "DRAINING",
+            True,
+        )
+        ok = await short
+        assert ok.code == grpc.StatusCode.OK and ok.responses[-1].HasField("summary")
+        cut = await long
+        elapsed = time.monotonic() - t0
+        err = from_trailers(cut.trailers)
+        assert (cut.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "DRAINING")
+        assert 0.9 < elapsed < 1.5  # at grace minus the abort margin
+        await stopping
+
+
+async def test_max_stream_duration_finalizes_then_fails(triton):
+    server = AdapterServer(config(triton, limits=Limits(max_stream_seconds=1.0)))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            out = await transcribe(channel, SILENCE_3S, PCM16, model="bench_stt", realtime=True)
+        err = from_trailers(out.trailers)
+        assert (out.code, err.reason, err.retryable) == (
+            grpc.StatusCode.OUT_OF_RANGE,
+            "STREAM_TOO_LONG",
+            True,
+        )
+        finals = [r for r in out.of("result") if r.is_final]
+        assert finals and 800 <= finals[-1].end_ms <= 1200  # pending audio was finalized first
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_stream_span_continues_the_callers_trace_and_metrics_are_recorded(triton):
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry(
+        AdapterConfig(),
+        tracer_provider=tracer_provider,
+        meter_provider=MeterProvider(metric_readers=[reader]),
+    )
+    server = AdapterServer(config(triton), telemetry=telemetry)
+    await server.start()
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    metadata = (("traceparent", f"00-{trace_id}-{parent_id}-01"),)
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            ok = await transcribe(
+                channel, SILENCE_3S[:16000], PCM16, model="bench_stt", metadata=metadata
+            )
+            bad = await transcribe(channel, b"\x00", PCM16, model="bench_stt")
+        assert ok.code == grpc.StatusCode.OK and bad.code == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await server.stop(grace=0.5)
+    stream_spans = [s for s in spans.get_finished_spans() if s.name == "voxwire.stt.stream"]
+    traced = [s for s in stream_spans if format(s.context.trace_id, "032x") == trace_id]
+    assert len(traced) == 1 and format(traced[0].parent.span_id, "016x") == parent_id
+    assert traced[0].attributes["model"] == "bench_stt"
+    failed = [s for s in stream_spans if s.attributes.get("voxwire.error.reason")]
+    assert failed[0].attributes["voxwire.error.reason"] == "MISALIGNED_AUDIO"
+    # The trace context that goes to Triton continues the trace with the stream's span as parent.
+    with telemetry.stream_span("probe", metadata) as span:
+        outgoing = dict(telemetry.outgoing_metadata(span))
+    _, out_trace, out_parent, _ = outgoing["traceparent"].split("-")
+    assert out_trace == trace_id and out_parent == format(span.get_span_context().span_id, "016x")
+
+    points = {}
+    for metric in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics:
+        points[metric.name] = list(metric.data.data_points)
+    stages = {p.attributes["stage"] for p in points["voxwire.stage.duration"]}
+    assert {"decode", "triton", "compute", "send"} <= stages
+    assert [p.attributes["reason"] for p in points["voxwire.errors"]] == ["MISALIGNED_AUDIO"]
+    assert all(p.value == 0 for p in points["voxwire.streams.active"])  # all closed again
