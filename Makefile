@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 
 $(BUF): tools/package.json tools/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "need npm (Node.js) to install the buf CLI" >&2; exit 1; }
-	cd tools && npm ci --silent --no-audit --no-fund
+	# npm install, not npm ci: the lock holds only the platform packages the registry serves.
+	cd tools && npm install --silent --no-audit --no-fund
 	@touch $@
 
 run: $(STAMP)
@@ -48,6 +49,8 @@ release-contract: $(BUF)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.overhead

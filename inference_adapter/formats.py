@@ -11,7 +11,7 @@ PCM_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 # ITU-T G.711 is defined at 8 kHz only.
 G711_RATES = (8000,)
 
-ENCODINGS: dict[int, Encoding] = {
+ENCODINGS: dict[audio_pb2.AudioEncoding.ValueType, Encoding] = {
     audio_pb2.AUDIO_ENCODING_PCM_S16LE: Encoding.PCM_S16LE,
     audio_pb2.AUDIO_ENCODING_PCM_F32LE: Encoding.PCM_F32LE,
     audio_pb2.AUDIO_ENCODING_MULAW: Encoding.MULAW,
@@ -31,11 +31,8 @@ def resolve_format(fmt: audio_pb2.AudioFormat, field: str, *, max_channels: int)
     """
     encoding = ENCODINGS.get(fmt.encoding)
     if encoding is None:
-        name = (
-            audio_pb2.AudioEncoding.Name(fmt.encoding)
-            if fmt.encoding in (audio_pb2.AudioEncoding.values())
-            else str(fmt.encoding)
-        )
+        known = fmt.encoding in audio_pb2.AudioEncoding.values()
+        name = audio_pb2.AudioEncoding.Name(fmt.encoding) if known else str(int(fmt.encoding))
         raise UnsupportedEncoding(
             f"{field}.encoding {name} is not supported; use one of "
             + ", ".join(audio_pb2.AudioEncoding.Name(v) for v in ENCODINGS),

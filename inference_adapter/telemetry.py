@@ -127,10 +127,16 @@ class Telemetry:
         _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
         return list(carrier.items())
 
-    def record_stages(self, timings: Any, attributes: dict[str, str]) -> None:
-        """Histogram points for one utterance / context (a StageTimings message)."""
+    def record_stages(
+        self, timings: Any, attributes: dict[str, str], *, span: trace.Span | None, event: str
+    ) -> None:
+        """One utterance / context done (a StageTimings message): histogram points, and a span
+        event on the stream's span carrying every stage in microseconds."""
         if not self.enabled:
             return
+        if span is not None and span.is_recording():
+            stages = {f"voxwire.{stage}_us": getattr(timings, fld) for stage, fld in STAGES.items()}
+            span.add_event(event, {**stages, "voxwire.total_us": timings.total_us})
         for stage, fld in STAGES.items():
             self.stage_latency.record(getattr(timings, fld) / 1000, {**attributes, "stage": stage})
         if timings.HasField("first_response_us"):

@@ -32,7 +32,7 @@ from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
-import soxr  # type: ignore[import-untyped]  # python-soxr ships no stubs
+import soxr
 
 __all__ = ["Quality", "StreamResampler"]
 

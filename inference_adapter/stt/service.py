@@ -12,8 +12,10 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import cast
 
 import grpc
+from opentelemetry import trace
 
 from inference_adapter import errors
 from inference_adapter.boundary import IdleReader, Outbox, abort, as_voxwire, finish
@@ -36,7 +38,7 @@ class TranscriptionService(transcription_pb2_grpc.TranscriptionServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
 
-    async def StreamingTranscribe(
+    async def StreamingTranscribe(  # type: ignore[override]  # writes via context.write
         self,
         request_iterator: AsyncIterator[transcription_pb2.StreamingTranscribeRequest],
         context: grpc.aio.ServicerContext,
@@ -56,7 +58,7 @@ class _TranscriptionStream:
         self.session: TranscriptionSession | None = None
         self.model: ModelStream | None = None
         self.sequence_id = rt.new_sequence_id()
-        self.span = None
+        self.span: trace.Span | None = None
         self._room = asyncio.Event()  # set while the session may send more model requests
         self._room.set()
         self._outbox = Outbox(context, self._charge_send)
@@ -150,7 +152,7 @@ class _TranscriptionStream:
                     await self._too_long(client, model)
                 for task in done:
                     if task in (lost, drained):
-                        raise task.result()
+                        raise cast(errors.VoxwireError, task.result())
                     task.result()  # re-raise a pump's or the writer's error
             model.result()
         except errors.VoxwireError:
@@ -215,7 +217,12 @@ class _TranscriptionStream:
             resp = await self.model.receive(timeout if session.inflight else None)
             for response in session.model_response(resp):
                 if response.HasField("result") and response.result.is_final:
-                    self.rt.telemetry.record_stages(response.result.timings, {"service": "stt"})
+                    self.rt.telemetry.record_stages(
+                        response.result.timings,
+                        {"service": "stt"},
+                        span=self.span,
+                        event="voxwire.utterance",
+                    )
                 self._outbox.put(response)
             if session.inflight < self.rt.config.limits.max_inflight_requests:
                 self._room.set()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from inference_adapter import errors
-from inference_adapter.audio.codecs import AudioDecodeError, decode, float32_to_int16
+from inference_adapter.audio.codecs import AudioDecodeError, Encoding, decode, float32_to_int16
 from inference_adapter.audio.resample import StreamResampler
 from inference_adapter.config import Limits
 from inference_adapter.stt.config import (
@@ -75,7 +75,9 @@ def _outcomes(items: list[dict[str, Any]]) -> list[transcription_pb2.VocabularyO
     return [
         transcription_pb2.VocabularyOutcome(
             phrase=str(item.get("phrase", "")),
-            status=status.get(item.get("status", ""), 0),
+            status=status.get(
+                item.get("status", ""), transcription_pb2.VocabularyOutcome.STATUS_UNSPECIFIED
+            ),
             detail=str(item.get("detail", "")),
         )
         for item in items
@@ -99,6 +101,11 @@ class TranscriptionSession:
         self._clock = clock
         self._fmt = config.input_format
         self._resampler = StreamResampler(self._fmt.sample_rate_hz, config.model.sample_rate_hz)
+        self._native_pcm = (
+            self._fmt.encoding is Encoding.PCM_S16LE
+            and self._fmt.channels == 1
+            and self._resampler.is_passthrough
+        )
         self.timings = StageClock(clock=clock, replica=replica)
         self._utterance = StageClock(clock=clock, replica=replica)
         self._frames_in = 0  # client frames received
@@ -107,6 +114,7 @@ class TranscriptionSession:
         self._update_ids: dict[str, str] = {}
         self._next_id = 0
         self._last_answer_at = 0.0
+        self._last_sent_at = clock()
         self.utterances = 0
 
     # -- properties ---------------------------------------------------------------------------
@@ -153,9 +161,17 @@ class TranscriptionSession:
             internal = f"f{self._next_id}"
             client_id = msg.finalize.finalize_id or internal
             self._finalize_ids[internal] = (client_id, self.audio_ms)
-            actions.to_model.append(self._request(_EMPTY, {"finalize": internal}, kind="finalize"))
+            # The resampler holds back a few ms; the finalize covers them too.
+            actions.to_model.append(
+                self._request(self._drain_resampler(), {"finalize": internal}, kind="finalize")
+            )
         elif kind == "update_config":
             self._update(msg.update_config, actions)
+        elif kind == "keep_alive" and self.state is State.STREAMING:
+            # A client that only sends KeepAlive must not lose its Triton sequence to
+            # max_sequence_idle_microseconds: touch the sequence well before that.
+            if t0 - self._last_sent_at > self.config.model.sequence_idle_s / 4:
+                actions.to_model.append(self._request(_EMPTY, None, kind="keepalive"))
         elif kind == "close":
             actions.to_model.append(self._close())
         self._charge("decode", decode_s)
@@ -183,10 +199,13 @@ class TranscriptionSession:
         t0 = self._clock()
         try:
             frames = self._fmt.frames_in(len(data))
-            samples = decode(data, self._fmt)
+            if self._native_pcm:
+                # Already the model's format: no float round trip on the hot path.
+                pcm = np.frombuffer(data, dtype="<i2")
+            else:
+                pcm = float32_to_int16(self._resampler.process(decode(data, self._fmt)))
         except AudioDecodeError as exc:
             raise errors.MisalignedAudio(str(exc)) from exc
-        pcm = float32_to_int16(self._resampler.process(samples))
         decode_s = self._clock() - t0
         self._frames_in += frames
         self.timings.mark_input(now)
@@ -231,8 +250,17 @@ class TranscriptionSession:
 
     def _close(self) -> ModelRequest:
         self.state = State.CLOSING
+        return self._request(self._drain_resampler(), None, kind="end", end=True)
+
+    def _drain_resampler(self) -> np.ndarray:
+        """The resampler's held-back tail; a fresh resampler continues after it."""
+        if self._resampler.is_passthrough:
+            return _EMPTY
         tail = float32_to_int16(self._resampler.flush())
-        return self._request(tail, None, kind="end", end=True)
+        self._resampler = StreamResampler(
+            self._fmt.sample_rate_hz, self.config.model.sample_rate_hz
+        )
+        return tail
 
     def _request(
         self,
@@ -243,7 +271,8 @@ class TranscriptionSession:
         start: bool = False,
         end: bool = False,
     ) -> ModelRequest:
-        self._pending.append((kind, self._clock()))
+        self._last_sent_at = self._clock()
+        self._pending.append((kind, self._last_sent_at))
         self.timings.model_requests += 1
         self._utterance.model_requests += 1
         return ModelRequest(audio, control, start=start, end=end)

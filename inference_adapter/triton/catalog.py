@@ -40,6 +40,8 @@ class ModelInfo:
     batched: bool
     # Sequences one replica can hold at once (sequence batcher slots), 0 when not sequenced.
     sequence_slots: int
+    # Triton drops a sequence that sends nothing for this long (max_sequence_idle_microseconds).
+    sequence_idle_s: float = 1.0
 
     def supports(self, feature: str) -> bool:
         return feature in self.features
@@ -69,8 +71,11 @@ def model_info(config: model_config_pb2.ModelConfig) -> ModelInfo | None:
         raise ValueError(f"model {config.name}: unknown voxwire.features {sorted(unknown)}")
     instances = sum(max(1, g.count) for g in config.instance_group) or 1
     slots = 0
+    idle_s = 1.0
     if config.HasField("sequence_batching"):
         batching = config.sequence_batching
+        # Triton's default when unset (or 0) is 1 s.
+        idle_s = (batching.max_sequence_idle_microseconds or 1_000_000) / 1e6
         if batching.HasField("oldest"):
             # "oldest" holds max_candidate_sequences live sequences per instance.
             slots = instances * max(1, batching.oldest.max_candidate_sequences)
@@ -87,4 +92,5 @@ def model_info(config: model_config_pb2.ModelConfig) -> ModelInfo | None:
         benchmark=params.get("voxwire.benchmark", "false").lower() == "true",
         batched=config.max_batch_size > 0,
         sequence_slots=slots,
+        sequence_idle_s=idle_s,
     )

@@ -12,8 +12,10 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import grpc
+from opentelemetry import trace
 
 from inference_adapter import errors
 from inference_adapter.boundary import IdleReader, Outbox, abort, as_voxwire, finish
@@ -33,7 +35,7 @@ class SynthesisService(synthesis_pb2_grpc.SynthesisServicer):
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
 
-    async def StreamingSynthesize(
+    async def StreamingSynthesize(  # type: ignore[override]  # writes via context.write
         self,
         request_iterator: AsyncIterator[synthesis_pb2.StreamingSynthesizeRequest],
         context: grpc.aio.ServicerContext,
@@ -52,7 +54,7 @@ class _ModelSide:
 
 
 class _SynthesisStream:
-    def __init__(self, rt: Runtime, context: grpc.aio.ServicerContext, span: object) -> None:
+    def __init__(self, rt: Runtime, context: grpc.aio.ServicerContext, span: trace.Span) -> None:
         self.rt = rt
         self.context = context
         self.span = span
@@ -111,7 +113,7 @@ class _SynthesisStream:
                     )
                 for task in done:
                     if task is drained or task is self._failure:
-                        raise task.result()
+                        raise cast(errors.VoxwireError, task.result())
                     task.result()  # re-raise the client pump's or the writer's error
         except errors.VoxwireError:
             await self._flush_outbox(writer, 1.0)  # what was decided still reaches the client
@@ -162,7 +164,7 @@ class _SynthesisStream:
             stream = ModelStream(
                 self.rt.pool,
                 lease,
-                metadata=self.rt.telemetry.outgoing_metadata(self.span),  # type: ignore[arg-type]
+                metadata=self.rt.telemetry.outgoing_metadata(self.span),
                 response_timeout=self.rt.config.model_response_timeout_seconds,
             )
             side = _ModelSide(lease, stream)
@@ -176,12 +178,17 @@ class _SynthesisStream:
         for ctx in actions.finished:
             self._close_side(ctx.key)
             if ctx.state is CtxState.DONE:
-                self.rt.telemetry.record_stages(ctx.timings.to_proto(), {"service": "tts"})
+                self.rt.telemetry.record_stages(
+                    ctx.timings.to_proto(),
+                    {"service": "tts"},
+                    span=self.span,
+                    event="voxwire.context",
+                )
         if self.session.done:
             self._done.set()
         for ctx, unit in actions.submit:
-            side = self.sides.get(ctx.key)
-            if side is None:
+            submit_side = self.sides.get(ctx.key)
+            if submit_side is None:
                 continue
             request = tts_request(
                 ctx.config.model.name,
@@ -190,7 +197,7 @@ class _SynthesisStream:
                 request_id=f"{ctx.context_id}/{unit.index}",
             )
             try:
-                await side.stream.send(request)
+                await submit_side.stream.send(request)
             except errors.VoxwireError as exc:
                 await self._execute(self.session.context_failed(ctx, exc))
 

@@ -122,6 +122,8 @@ async def test_stream_span_continues_the_callers_trace_and_metrics_are_recorded(
     traced = [s for s in stream_spans if format(s.context.trace_id, "032x") == trace_id]
     assert len(traced) == 1 and format(traced[0].parent.span_id, "016x") == parent_id
     assert traced[0].attributes["model"] == "bench_stt"
+    (utterance,) = [e for e in traced[0].events if e.name == "voxwire.utterance"]
+    assert utterance.attributes["voxwire.compute_us"] > 0  # stages ride on the stream's span
     failed = [s for s in stream_spans if s.attributes.get("voxwire.error.reason")]
     assert failed[0].attributes["voxwire.error.reason"] == "MISALIGNED_AUDIO"
     # The trace context that goes to Triton continues the trace with the stream's span as parent.

@@ -295,3 +295,35 @@ async def test_client_cancel_frees_the_triton_sequence_slot_at_once(pool_adapter
         print(f"new sequence on the freed slot answered in {ms:.1f} ms (idle: {idle_ms:.1f} ms)")
         assert freed[0] - baseline < 0.1, (freed[0], baseline)
         await holders[1].finish()
+
+
+async def test_health_watch_follows_the_replicas(tmp_path):
+    triton = TritonServer(one_slot_repository(tmp_path), log_path=tmp_path / "triton.log")
+    server = AdapterServer(
+        AdapterConfig(
+            listen="127.0.0.1:0",
+            triton_urls=(triton.grpc_url,),  # not started yet
+            health_interval_seconds=0.2,
+        )
+    )
+    await server.start()
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            watch = stub.Watch(
+                health_pb2.HealthCheckRequest(service="voxwire.v1.Synthesis"), timeout=60
+            )
+            seen = [(await asyncio.wait_for(watch.read(), 5)).status]
+            await triton.start()
+            seen.append((await asyncio.wait_for(watch.read(), 5)).status)
+            triton.kill()
+            seen.append((await asyncio.wait_for(watch.read(), 5)).status)
+            watch.cancel()
+        assert seen == [not_serving, serving, not_serving]
+    finally:
+        await server.stop(grace=0.5)
+        await triton.stop()

@@ -11,7 +11,7 @@ from inference_adapter.stt.config import resolve
 from inference_adapter.stt.session import State, TranscriptionSession
 from inference_adapter.triton.catalog import ModelInfo, ModelKind
 from inference_adapter.triton.tensors import ModelResponse
-from voxwire.v1 import audio_pb2, transcription_pb2
+from voxwire.v1 import audio_pb2, stream_pb2, transcription_pb2
 
 MODEL = ModelInfo(
     name="stt_test",
@@ -150,3 +150,27 @@ def test_times_never_exceed_received_audio():
         )
     )
     assert final.result.end_ms == 100 and final.result.words[0].end_ms == 100
+
+
+def test_finalize_carries_the_resampler_tail():
+    s = session(encoding=audio_pb2.AUDIO_ENCODING_MULAW, rate=8000)
+    s.start()
+    sent = 0
+    for _ in range(3):
+        sent += sum(r.audio.size for r in s.receive(Req(audio=b"\xff" * 800)).to_model)
+    assert sent < 4800  # soxr holds some back...
+    (fin,) = s.receive(Req(finalize=transcription_pb2.Finalize())).to_model
+    assert abs(sent + fin.audio.size - 4800) <= 2  # ...and the finalize request carries it
+
+
+def test_keepalive_touches_the_triton_sequence_before_it_idles_out():
+    now = [0.0]
+    resolved = resolve(config(), {MODEL.name: MODEL}, Limits(), request_id="r")
+    s = TranscriptionSession(resolved, Limits(), session_id="s", clock=lambda: now[0])
+    s.start()
+    keep = Req(keep_alive=stream_pb2.KeepAlive())
+    now[0] = 0.2
+    assert s.receive(keep).to_model == []  # MODEL's sequence idle is 1 s: a quarter is 0.25 s
+    now[0] = 0.3
+    (touch,) = s.receive(keep).to_model
+    assert touch.audio.size == 0 and touch.control is None and not touch.end
