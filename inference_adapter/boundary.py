@@ -52,6 +52,7 @@ class Outbox:
         self._room = asyncio.Event()
         self._room.set()
         self._closed = False
+        self._writer: asyncio.Task[None]
 
     def put(self, message: Any) -> None:
         self._queue.append(message)
@@ -66,6 +67,24 @@ class Outbox:
         """No more responses: ``run`` returns once the queue is written."""
         self._closed = True
         self._ready.set()
+
+    def start(self) -> asyncio.Task[None]:
+        """Start the writer task (it ends when a write fails, or after ``close`` and flushing)."""
+        self._writer = asyncio.create_task(self.run(), name="outbox-writer")
+        return self._writer
+
+    async def flush(self, within_s: float, *, strict: bool = False) -> None:
+        """Close, and wait up to ``within_s`` for the queue to be written. With ``strict``,
+        a failed or late flush raises; without, it is given up silently (the stream is
+        failing anyway and only a status is left to send)."""
+        self.close()
+        try:
+            await asyncio.wait_for(self._writer, within_s)
+        except Exception:
+            if strict:
+                raise
+        finally:
+            self._writer.cancel()
 
     async def run(self) -> None:
         """The writer loop; raises when a write fails (the client went away)."""

@@ -78,6 +78,12 @@ class VoxwireError(Exception):
         self.violations = tuple(violations)
         self.retry_delay = retry_delay
 
+    @classmethod
+    def of(cls, what: str, violations: Sequence[Violation]) -> VoxwireError:
+        """One error of this class naming every violation."""
+        listed = "; ".join(f"{v.field} {v.description}" for v in violations)
+        return cls(f"{what}: {listed}", violations=violations)
+
     def to_rpc_status(self) -> status_pb2.Status:
         """The google.rpc.Status with ErrorInfo, and RetryInfo / BadRequest where they apply."""
         details = [

@@ -147,10 +147,7 @@ def resolve(
     vocabulary, more = vocabulary_list(config.vocabulary, "config.vocabulary", model)
     bad += more
     if bad:
-        raise InvalidConfig(
-            "invalid config: " + "; ".join(f"{v.field} {v.description}" for v in bad),
-            violations=bad,
-        )
+        raise InvalidConfig.of("invalid config", bad)
     return ResolvedTranscriptionConfig(
         model=model,
         input_format=fmt,

@@ -136,7 +136,7 @@ class _TranscriptionStream:
         deadline = time.monotonic() + limits.max_stream_seconds
         client = asyncio.create_task(self._client_pump(reader), name="stt-client")
         model = asyncio.create_task(self._model_pump(), name="stt-model")
-        writer = asyncio.create_task(self._outbox.run(), name="stt-writer")
+        writer = self._outbox.start()
         lost = asyncio.create_task(lease.wait_failed(), name="stt-lease")
         drained = asyncio.create_task(self.rt.wait_drain_expired(), name="stt-drain")
         tasks = {client, model, writer, lost, drained}
@@ -157,26 +157,14 @@ class _TranscriptionStream:
             model.result()
         except errors.VoxwireError:
             # Results decided before the failure still reach the client, then the status.
-            await self._flush_outbox(writer, 1.0)
+            await self._outbox.flush(1.0)
             raise
         finally:
             for task in tasks - {writer}:
                 task.cancel()
             await asyncio.gather(*(tasks - {writer}), return_exceptions=True)
         # The summary is queued: write everything before the trailers go out.
-        await self._flush_outbox(writer, limits.idle_timeout_seconds, strict=True)
-
-    async def _flush_outbox(
-        self, writer: asyncio.Task[None], within_s: float, *, strict: bool = False
-    ) -> None:
-        self._outbox.close()
-        try:
-            await asyncio.wait_for(writer, within_s)
-        except Exception:
-            if strict:
-                raise
-        finally:
-            writer.cancel()
+        await self._outbox.flush(limits.idle_timeout_seconds, strict=True)
 
     async def _too_long(self, client: asyncio.Task[None], model: asyncio.Task[None]) -> None:
         """Maximum duration reached: stop reading, flush pending audio into results, fail."""

@@ -226,10 +226,7 @@ class TranscriptionSession:
         bad += more
         if bad:
             # Rejected here, before the model: the client learns why at once.
-            error = errors.InvalidConfig(
-                "update rejected: " + "; ".join(f"{v.field} {v.description}" for v in bad),
-                violations=bad,
-            )
+            error = errors.InvalidConfig.of("update rejected", bad)
             actions.to_client.append(
                 Response(
                     update_config_ack=transcription_pb2.UpdateConfigAck(

@@ -99,16 +99,10 @@ def resolve(
         bad.append(Violation("open.text_format", f"model {model.name} does not support SSML"))
     pronunciations, pron_bad = _pronunciations(config.pronunciations, model)
     if pron_bad and not bad:
-        raise InvalidPronunciation(
-            "invalid pronunciation: " + "; ".join(f"{v.field} {v.description}" for v in pron_bad),
-            violations=pron_bad,
-        )
+        raise InvalidPronunciation.of("invalid pronunciation", pron_bad)
     bad += pron_bad
     if bad:
-        raise InvalidConfig(
-            "invalid context config: " + "; ".join(f"{v.field} {v.description}" for v in bad),
-            violations=bad,
-        )
+        raise InvalidConfig.of("invalid context config", bad)
     return ResolvedSynthesisConfig(
         model=model,
         voice=voice,

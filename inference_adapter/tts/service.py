@@ -95,7 +95,7 @@ class _SynthesisStream:
         limits = self.rt.config.limits
         deadline = time.monotonic() + limits.max_stream_seconds
         client = asyncio.create_task(self._client_pump(requests), name="tts-client")
-        writer = asyncio.create_task(self._outbox.run(), name="tts-writer")
+        writer = self._outbox.start()
         drained = asyncio.create_task(self.rt.wait_drain_expired(), name="tts-drain")
         finished = asyncio.create_task(self._done.wait(), name="tts-done")
         tasks = {client, writer, drained, finished}
@@ -116,26 +116,14 @@ class _SynthesisStream:
                         raise cast(errors.VoxwireError, task.result())
                     task.result()  # re-raise the client pump's or the writer's error
         except errors.VoxwireError:
-            await self._flush_outbox(writer, 1.0)  # what was decided still reaches the client
+            await self._outbox.flush(1.0)  # what was decided still reaches the client
             raise
         finally:
             for task in tasks - {writer}:
                 task.cancel()
             await asyncio.gather(*(tasks - {writer}), return_exceptions=True)
         self._outbox.put(self.session.summary())
-        await self._flush_outbox(writer, limits.idle_timeout_seconds, strict=True)
-
-    async def _flush_outbox(
-        self, writer: asyncio.Task[None], within_s: float, *, strict: bool = False
-    ) -> None:
-        self._outbox.close()
-        try:
-            await asyncio.wait_for(writer, within_s)
-        except Exception:
-            if strict:
-                raise
-        finally:
-            writer.cancel()
+        await self._outbox.flush(limits.idle_timeout_seconds, strict=True)
 
     async def _client_pump(
         self, requests: AsyncIterator[synthesis_pb2.StreamingSynthesizeRequest]
