@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import urllib.request
 
 import grpc
 import numpy as np
@@ -139,3 +141,24 @@ async def test_stream_span_continues_the_callers_trace_and_metrics_are_recorded(
     assert {"decode", "triton", "compute", "send"} <= stages
     assert [p.attributes["reason"] for p in points["voxwire.errors"]] == ["MISALIGNED_AUDIO"]
     assert all(p.value == 0 for p in points["voxwire.streams.active"])  # all closed again
+
+
+async def test_prometheus_scrape_endpoint_serves_stream_metrics(triton, unused_tcp_port):
+    telemetry = Telemetry(AdapterConfig(telemetry="prometheus", prometheus_port=unused_tcp_port))
+    server = AdapterServer(config(triton), telemetry=telemetry)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            ok = await transcribe(channel, SILENCE_3S[:16000], PCM16, model="bench_stt")
+        assert ok.code == grpc.StatusCode.OK
+        url = f"http://127.0.0.1:{unused_tcp_port}/metrics"
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(url, timeout=5).read().decode()
+        )
+    finally:
+        await server.stop(grace=0.5)
+    compute = re.search(
+        r'voxwire_stage_duration_milliseconds_count\{[^}]*stage="compute"\} (\S+)', body
+    )
+    assert compute and float(compute.group(1)) >= 1, body[-2000:]
+    assert re.search(r"voxwire_streams_active\{", body)
