@@ -113,7 +113,9 @@ class IdleReader:
     async def next(self) -> Any | None:
         """The next message, or None at half-close. Raises IdleTimeout."""
         try:
-            return await asyncio.wait_for(anext(self._it), self._timeout)
+            # asyncio.timeout, not wait_for: no extra task per message on the hot path.
+            async with asyncio.timeout(self._timeout):
+                return await anext(self._it)
         except StopAsyncIteration:
             return None
         except TimeoutError as exc:
