@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import itertools
 import json
 import math
 import os
@@ -41,6 +42,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2_grpc
 
+from benchmarks.echo_server import ECHO_METHOD
 from inference_adapter.triton.tensors import parse_response, stt_request, tts_request
 from localstack.triton import TritonServer, default_model_repository
 from voxwire.v1 import audio_pb2, synthesis_pb2, synthesis_pb2_grpc
@@ -50,13 +52,13 @@ from voxwire.v1 import transcription_pb2_grpc as stt_grpc
 CHUNK_S = 0.1
 RATE_HZ = 16_000
 WARMUP_S = 1.0
+IDLE_S = 5.0  # background CPU of the idle servers is measured over this long
 STEP_TIMEOUT_S = 10.0  # any single read or write
 OPEN_TIMEOUT_S = 30.0  # opening or closing one stream, one TTS request, a server start
 CALL_TIMEOUT_S = 600.0  # gRPC deadline of every benchmark call
 STT_MODEL, TTS_MODEL = "bench_stt", "bench_tts"
 TTS_TEXT = "The quick brown fox jumps over the lazy dog."
 TTS_CONFIG = {"voice": "tone", "language": "en-US", "text_format": "plain"}
-ECHO_SERVICE, ECHO_METHOD = "voxwire.bench.Echo", "Echo"
 PCM = np.random.default_rng(7).integers(-2000, 2000, RATE_HZ // 10).astype("<i2")
 PCM_BYTES = PCM.tobytes()  # 3200 bytes: 100 ms
 EMPTY = np.zeros(0, dtype=np.int16)
@@ -83,11 +85,7 @@ class Stream:
 
     def __init__(self, call: Any) -> None:
         self.call = call
-        self.answered = 0
-
-    def next_answer(self) -> int:
-        self.answered += 1
-        return self.answered - 1
+        self.answers = itertools.count()  # answers of an in-order stream: chunk 0, 1, ...
 
     async def open(self) -> None: ...
     async def send(self) -> None: ...
@@ -105,7 +103,7 @@ class Stream:
 class EchoStream(Stream):
     def __init__(self, channel: grpc.aio.Channel) -> None:
         # No serializers given: bytes go out and come back as they are.
-        super().__init__(channel.stream_stream(f"/{ECHO_SERVICE}/{ECHO_METHOD}")())
+        super().__init__(channel.stream_stream(ECHO_METHOD)())
 
     async def open(self) -> None:
         await _write(self.call, b"hello")
@@ -116,7 +114,7 @@ class EchoStream(Stream):
         await _write(self.call, PCM_BYTES)
 
     async def receive(self) -> int | None:
-        return None if await _read(self.call) is None else self.next_answer()
+        return None if await _read(self.call) is None else next(self.answers)
 
 
 class TritonStream(Stream):
@@ -145,7 +143,7 @@ class TritonStream(Stream):
     async def receive(self) -> int | None:
         if (message := await _read(self.call)) is None:
             return None
-        return self.next_answer() if parse_response(message).final else -1
+        return next(self.answers) if parse_response(message).final else -1
 
     async def close(self) -> None:
         await self._request(EMPTY, end=True)
@@ -203,16 +201,30 @@ def process_tree(pid: int) -> list[int]:
 
 
 def cpu_snapshot(procs: dict[str, Pids]) -> dict[str, float]:
-    """CPU seconds (utime + stime) per named process group, and of this client."""
-    out: dict[str, float] = {}
+    """CPU seconds (utime + stime) per named process group and of this client; "_busy" and
+    "_steal": the machine's (/proc/stat; user+nice+system+irq+softirq, and steal)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    busy = (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) * _TICK_S
+    out = {"_busy": busy, "_steal": ticks[7] * _TICK_S, "_wall": time.monotonic()}
     for name, pids in procs.items():
         out[name] = 0.0
         for pid in pids():
             with contextlib.suppress(OSError):
                 fields = _stat(pid)
                 out[name] += (int(fields[11]) + int(fields[12])) * _TICK_S
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    out["client"] = usage.ru_utime + usage.ru_stime
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    out["client"] = own.ru_utime + own.ru_stime
+    return out
+
+
+def usage(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """CPU µs per message per process group; in % of the machine: its busy and steal time,
+    and "_other", busy time not spent by the processes measured (other load: noise)."""
+    ours = {k: after[k] - before[k] for k in before if k[0] != "_"}
+    out = {k: seconds * 1e6 / max(n, 1) for k, seconds in ours.items()}
+    cores = (after["_wall"] - before["_wall"]) * (os.cpu_count() or 1) / 100
+    out |= {k: (after[k] - before[k]) / cores for k in ("_busy", "_steal")}
+    out["_other"] = out["_busy"] - sum(ours.values()) / cores
     return out
 
 
@@ -239,7 +251,7 @@ class Measured:
     stats: Stats
     ms: list[float]
     messages: int  # messages (STT chunks, TTS requests) during the CPU window
-    cpu_us: dict[str, float]  # CPU µs per message, per process group
+    cpu_us: dict[str, float]  # CPU µs per message per process group; _busy, _steal in %
 
 
 async def _pace(stream: Stream, sent: list[float], got: list[float], start_at: float) -> None:
@@ -272,11 +284,11 @@ async def _pace(stream: Stream, sent: list[float], got: list[float], start_at: f
 
 
 async def run_stt(
-    make: Callable[[int], Stream], streams: int, seconds: float, procs: dict[str, Pids]
+    make: Callable[[], Stream], streams: int, seconds: float, procs: dict[str, Pids]
 ) -> Measured:
     """Open ``streams`` streams, pace them for ``seconds``, close them."""
     n = round(seconds / CHUNK_S)
-    all_streams = [make(i) for i in range(streams)]
+    all_streams = [make() for _ in range(streams)]
     sent = [[math.nan] * n for _ in all_streams]
     got = [[math.nan] * n for _ in all_streams]
     opened = await asyncio.gather(
@@ -284,9 +296,10 @@ async def run_stt(
     )
     errors = [f"open: {o!r}" for o in opened if isinstance(o, BaseException)]
     live = [i for i, o in enumerate(opened) if not isinstance(o, BaseException)]
-    start = time.monotonic() + 0.2
+    start = time.monotonic() + 0.2  # each stream starts at a random offset within 100 ms
+    starts = {i: start + random.uniform(0, CHUNK_S) for i in live}
     before = cpu_snapshot(procs)
-    pacing = [_pace(all_streams[i], sent[i], got[i], start + random.uniform(0, 0.1)) for i in live]
+    pacing = [_pace(all_streams[i], sent[i], got[i], starts[i]) for i in live]
     paced = await asyncio.wait_for(
         asyncio.gather(*pacing, return_exceptions=True), seconds + 2 * OPEN_TIMEOUT_S
     )
@@ -306,8 +319,8 @@ async def run_stt(
     ]
     ms = [(g - s) * 1000 for s, g in pairs if not math.isnan(g)]
     messages = sum(1 for ss in sent for s in ss if not math.isnan(s))
-    cpu = {k: (after[k] - before[k]) * 1e6 / max(messages, 1) for k in before}
-    return Measured(Stats.of(ms, len(pairs) - len(ms), errors), ms, messages, cpu)
+    stats = Stats.of(ms, len(pairs) - len(ms), errors)
+    return Measured(stats, ms, messages, usage(before, after, messages))
 
 
 async def tts_direct(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> float:
@@ -374,22 +387,10 @@ async def run_tts(
     after = cpu_snapshot(procs)
     ms = [r for r in results if not math.isnan(r)]
     n = per_worker * streams
-    cpu = {k: (after[k] - before[k]) * 1e6 / n for k in before}
-    return Measured(Stats.of(ms, len(results) - len(ms), errors), ms, n, cpu)
+    return Measured(Stats.of(ms, len(results) - len(ms), errors), ms, n, usage(before, after, n))
 
 
 # -- server processes -------------------------------------------------------------------------
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 15)
-        except TimeoutError:
-            proc.kill()
-            await asyncio.wait_for(proc.wait(), 5)
 
 
 @contextlib.asynccontextmanager
@@ -409,7 +410,13 @@ async def server_process(
             line = await asyncio.wait_for(proc.stdout.readline(), OPEN_TIMEOUT_S)
         yield proc, line.decode().strip()
     finally:
-        await _stop(proc)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), 5)
 
 
 async def wait_serving(address: str, proc: asyncio.subprocess.Process, services: list[str]) -> None:
@@ -417,37 +424,16 @@ async def wait_serving(address: str, proc: asyncio.subprocess.Process, services:
     deadline = time.monotonic() + OPEN_TIMEOUT_S
     async with grpc.aio.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        for service in services:
-            while True:
-                if proc.returncode is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the adapter did not serve {service} in time")
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    request = health_pb2.HealthCheckRequest(service=service)
-                    reply = await health.Check(request, timeout=1.0)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                await asyncio.sleep(0.2)
-
-
-async def serve_echo() -> None:
-    """The echo floor's server, run by the benchmark in its own process; prints its port."""
-
-    async def echo(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
-        async for message in requests:
-            await context.write(message)
-
-    server = grpc.aio.server()
-    handler = grpc.stream_stream_rpc_method_handler(echo)  # no (de)serializers: raw bytes
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(ECHO_SERVICE, {ECHO_METHOD: handler}),)
-    )
-    port = server.add_insecure_port(f"{LOOPBACK}:0")
-    await server.start()
-    print(port, flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await server.stop(1.0)
+        while services:
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the adapter did not serve {services} in time")
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                request = health_pb2.HealthCheckRequest(service=services[0])
+                reply = await health.Check(request, timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    services = services[1:]
+                    continue
+            await asyncio.sleep(0.2)
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -465,13 +451,8 @@ def table(title: str, rows: dict[str, Stats], diffs: list[tuple[str, str]]) -> s
         lines.append(f"| {name} | " + " | ".join(map(str, cells)) + " |")
     for a, b in diffs:
         x, y = rows[a], rows[b]
-        cells = [
-            "",
-            f"**{x.p50 - y.p50:+.2f}**",
-            f"{x.p90 - y.p90:+.2f}",
-            f"**{x.p99 - y.p99:+.2f}**",
-        ]
-        lines.append(f"| *{a} − {b}* | " + " | ".join(cells) + " | | |")
+        d50, d90, d99 = x.p50 - y.p50, x.p90 - y.p90, x.p99 - y.p99
+        lines.append(f"| *{a} − {b}* | | **{d50:+.2f}** | {d90:+.2f} | **{d99:+.2f}** | | |")
     errors = [e for s in rows.values() for e in s.errors]
     if errors:
         lines += ["", f"{len(errors)} errors; first: `{errors[0][:300]}`"]
@@ -481,25 +462,31 @@ def table(title: str, rows: dict[str, Stats], diffs: list[tuple[str, str]]) -> s
 def cpu_table(rows: list[tuple[str, Measured]]) -> str:
     names = ["echo server", "triton", "adapter", "client"]
     lines = [
-        "### CPU time per message (µs, utime + stime over the paced phase)",
+        "### CPU time per message (µs; utime + stime over the measured phase)",
         "",
-        "| scenario | messages | " + " | ".join(names) + " |",
-        "|---|---:|" + "---:|" * len(names),
+        "| scenario | messages | " + " | ".join(names) + " | machine busy | other load | steal |",
+        "|---|---:|" + "---:|" * (len(names) + 3),
     ]
     for label, m in rows:
         cells = [f"{m.cpu_us[n]:.0f}" if n in m.cpu_us else "" for n in names]
-        lines.append(f"| {label} | {m.messages} | " + " | ".join(cells) + " |")
-    lines.append(f"\n(/proc counts CPU in {_TICK_S * 1000:.0f} ms ticks: few messages, coarse.)")
+        cells += [f"{m.cpu_us[k]:.0f} %" for k in ("_busy", "_other")]
+        cells.append(f"{m.cpu_us['_steal']:.1f} %")
+        lines.append(f"| {label} | {m.messages or '-'} | " + " | ".join(cells) + " |")
+    lines.append(
+        "\nThe idle row is CPU µs per second with no load. Machine busy, other load (busy time "
+        "of processes outside the row, e.g. an idle server or another job: noise) and steal are "
+        f"% of all cores. /proc counts CPU in {_TICK_S * 1000:.0f} ms ticks, so rows with few "
+        "messages are coarse."
+    )
     return "\n".join(lines) + "\n"
 
 
 # -- the run ----------------------------------------------------------------------------------
 
 
-async def main(args: argparse.Namespace) -> None:
-    random.seed(args.seed)
+def _header(args: argparse.Namespace) -> list[str]:
     cmd = shlex.join(["python", "-m", "benchmarks.overhead", *sys.argv[1:]])
-    header = [
+    return [
         "## voxwire overhead benchmark",
         "",
         f"- command: `{cmd}`",
@@ -512,76 +499,86 @@ async def main(args: argparse.Namespace) -> None:
         "share the same cores",
         "",
     ]
+
+
+async def main(args: argparse.Namespace) -> None:
+    random.seed(args.seed)
+    header = _header(args)
     out: list[str] = []
-    raw: dict[str, Any] = {"header": header, "runs": []}
-    cpu_rows: list[tuple[str, Measured]] = []
+    runs: list[tuple[str, Measured]] = []
     workdir = Path(tempfile.mkdtemp(prefix="voxwire-bench-"))
     print(f"logs under {workdir}; starting Triton", file=sys.stderr, flush=True)
     triton = TritonServer(default_model_repository(), models=[STT_MODEL, TTS_MODEL])
     await triton.start()
-    adapter_args = ["inference_adapter", "--listen", f"{LOOPBACK}:{_free_port()}"]
-    adapter_args += ["--triton-url", triton.grpc_url, "--log-level", "WARNING"]
+    listen = f"{LOOPBACK}:{_free_port()}"
     # The default limit (64 streams per replica) would answer OVERLOADED at 100 streams.
-    adapter_args += ["--max-streams-per-replica", "512", "--drain-grace-seconds", "2"]
-    echo_args = ["benchmarks.overhead", "--serve-echo"]
+    limits = ["--max-streams-per-replica", "512", "--drain-grace-seconds", "2"]
+    adapter = ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url, *limits]
+    echo = ["benchmarks.echo_server"]
     try:
         async with (
-            server_process(echo_args, workdir / "echo.log", True) as (echo_proc, echo_port),
-            server_process(adapter_args, workdir / "adapter.log") as (adapter_proc, _),
+            server_process(echo, workdir / "echo.log", True) as (echo_proc, echo_port),
+            server_process(adapter, workdir / "adapter.log") as (adapter_proc, _),
             grpc.aio.insecure_channel(f"{LOOPBACK}:{echo_port}") as echo_channel,
             grpc.aio.insecure_channel(triton.grpc_url) as triton_channel,
-            grpc.aio.insecure_channel(adapter_args[2]) as adapter_channel,
+            grpc.aio.insecure_channel(listen) as adapter_channel,
         ):
             services = ["voxwire.v1.Transcription", "voxwire.v1.Synthesis"]
-            await wait_serving(adapter_args[2], adapter_proc, services)
+            await wait_serving(listen, adapter_proc, services)
             triton_pids: Pids = lambda: process_tree(triton.pid or 0)  # noqa: E731
             procs: dict[str, dict[str, Pids]] = {
                 "echo": {"echo server": lambda: [echo_proc.pid]},
                 "direct": {"triton": triton_pids},
                 "adapter": {"adapter": lambda: [adapter_proc.pid], "triton": triton_pids},
             }
+            before = cpu_snapshot(procs["echo"] | procs["adapter"])
+            await asyncio.sleep(IDLE_S)
+            idle = usage(before, cpu_snapshot(procs["echo"] | procs["adapter"]), round(IDLE_S))
+            runs.append(("idle, per second", Measured(Stats.of([], 0, []), [], 0, idle)))
+
+            async def measure(label: str, run: Awaitable[Measured]) -> Stats:
+                print(label, file=sys.stderr, flush=True)
+                runs.append((label, await run))
+                return runs[-1][1].stats
+
             stub = service_pb2_grpc.GRPCInferenceServiceStub(triton_channel)
-            base = random.getrandbits(40) << 20  # Triton sequence ids of this run
-            stt: dict[str, Callable[[int], Stream]] = {
-                "echo": lambda i: EchoStream(echo_channel),
-                "direct": lambda i: TritonStream(stub, base + i + 1),
-                "adapter": lambda i: AdapterStream(adapter_channel),
+            sequence_ids = itertools.count(random.getrandbits(40) << 20)
+            stt: dict[str, Callable[[], Stream]] = {
+                "echo (floor)": lambda: EchoStream(echo_channel),
+                "Triton direct": lambda: TritonStream(stub, next(sequence_ids)),
+                "adapter": lambda: AdapterStream(adapter_channel),
             }
-            names = {"echo": "echo (floor)", "direct": "Triton direct", "adapter": "adapter"}
+            kinds = dict(zip(stt, procs, strict=True))  # path -> the processes it runs
             for n in args.streams:
-                rows: dict[str, Stats] = {}
-                for key, make in stt.items():
-                    label = f"STT {names[key]}, {n} streams"
-                    print(label, file=sys.stderr, flush=True)
-                    measured = await run_stt(make, n, args.seconds, procs[key])
-                    base += n + 1
-                    rows[names[key]] = measured.stats
-                    cpu_rows.append((label, measured))
-                    raw["runs"].append({"label": label, **asdict(measured)})
+                rows = {
+                    path: await measure(
+                        f"STT {path}, {n} streams",
+                        run_stt(make, n, args.seconds, procs[kinds[path]]),
+                    )
+                    for path, make in stt.items()
+                }
                 title = f"STT, {n} paced stream{'s' * (n > 1)}: latency per 100 ms chunk (ms)"
                 pairs = [("adapter", "Triton direct"), ("Triton direct", "echo (floor)")]
                 out.append(table(title, rows, pairs))
             tts: dict[str, Callable[[], Awaitable[float]]] = {
-                "direct": lambda: tts_direct(stub),
+                "Triton direct": lambda: tts_direct(stub),
                 "adapter": lambda: tts_adapter(adapter_channel),
             }
             for n in args.tts_streams:
-                rows = {}
-                for key, once in tts.items():
-                    label = f"TTS {names[key]}, {n} concurrent (per request)"
-                    print(label, file=sys.stderr, flush=True)
-                    measured = await run_tts(once, n, args.tts_requests, procs[key])
-                    rows[names[key]] = measured.stats
-                    cpu_rows.append((label, measured))
-                    raw["runs"].append({"label": label, **asdict(measured)})
-                title = (
-                    f"TTS time to first audio, {n} concurrent, {args.tts_requests} requests (ms)"
-                )
-                out.append(table(title, rows, [("adapter", "Triton direct")]))
+                rows = {
+                    path: await measure(
+                        f"TTS {path}, {n} concurrent (per request)",
+                        run_tts(once, n, args.tts_requests, procs[kinds[path]]),
+                    )
+                    for path, once in tts.items()
+                }
+                title = f"TTS time to first audio, {n} concurrent, {args.tts_requests} requests"
+                out.append(table(title + " (ms)", rows, [("adapter", "Triton direct")]))
     finally:
         await triton.stop()
-    print("\n".join([*header, *out, cpu_table(cpu_rows)]))
+    print("\n".join([*header, *out, cpu_table(runs)]))
     if args.json:
+        raw = {"header": header, "runs": [{"label": k, **asdict(m)} for k, m in runs]}
         await asyncio.to_thread(Path(args.json).write_text, json.dumps(raw, indent=1))
     shutil.rmtree(workdir, ignore_errors=True)  # kept when the run failed
 
@@ -604,10 +601,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tts-requests", type=int, default=40, help="TTS requests per level")
     parser.add_argument("--json", help="also write the raw figures (every latency) here")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    ARGS = parse_args()
-    asyncio.run(serve_echo() if ARGS.serve_echo else main(ARGS))
+    asyncio.run(main(parse_args()))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference_adapter import errors
-from inference_adapter.audio.codecs import encode, int16_to_float32
+from inference_adapter.audio.codecs import Encoding, encode, int16_to_float32
 from inference_adapter.audio.resample import StreamResampler
 from inference_adapter.config import Limits
 from inference_adapter.timings import Clock, StageClock
@@ -86,6 +86,11 @@ class SynthesisContext:
         self._unit_model_start = 0
         self._last_word_end = 0
         self._new_resampler()
+        out_fmt = config.output_format
+        self._native_pcm = (
+            out_fmt.encoding is Encoding.PCM_S16LE
+            and out_fmt.sample_rate_hz == config.model.sample_rate_hz
+        )
 
     # -- client side --------------------------------------------------------------------------
 
@@ -186,7 +191,16 @@ class SynthesisContext:
         t0 = self._clock()
         if resp.audio is not None and resp.audio.size:
             self._model_frames += int(resp.audio.size)
-            out.extend(self._emit(self._resampler.process(int16_to_float32(resp.audio))))
+            if self._native_pcm:
+                # Already the requested format: no float round trip on the hot path.
+                out.extend(
+                    self._emit(resp.audio.size, resp.audio.astype("<i2", copy=False).tobytes())
+                )
+            else:
+                samples = self._resampler.process(int16_to_float32(resp.audio))
+                out.extend(
+                    self._emit(samples.size, encode(samples, self.config.output_format.encoding))
+                )
         if resp.final:
             unit = self.inflight
             self.inflight = None
@@ -215,12 +229,12 @@ class SynthesisContext:
             return None
         return Response(context_id=self.context_id, words=msg)
 
-    def _emit(self, samples: Any) -> list[Response]:
-        if not samples.size:
+    def _emit(self, frames: int, payload: bytes) -> list[Response]:
+        if not frames:
             return []
         rate = self.config.output_format.sample_rate_hz
         start_ms = self._out_frames * 1000 // rate
-        self._out_frames += int(samples.size)
+        self._out_frames += frames
         end_ms = self._out_frames * 1000 // rate
         self.last_sequence += 1
         if self.last_sequence == 1:
@@ -230,7 +244,7 @@ class SynthesisContext:
                 context_id=self.context_id,
                 audio=synthesis_pb2.AudioChunk(
                     sequence_number=self.last_sequence,
-                    audio=encode(samples, self.config.output_format.encoding),
+                    audio=payload,
                     start_ms=start_ms,
                     duration_ms=end_ms - start_ms,
                 ),
@@ -238,9 +252,11 @@ class SynthesisContext:
         ]
 
     def _drain_resampler(self) -> list[Response]:
-        out = self._emit(self._resampler.flush())
+        if self._resampler.is_passthrough:
+            return []
+        tail = self._resampler.flush()
         self._new_resampler()
-        return out
+        return self._emit(tail.size, encode(tail, self.config.output_format.encoding))
 
     def _new_resampler(self) -> None:
         self._resampler = StreamResampler(
