@@ -1,7 +1,7 @@
 """Stage timings: accumulate where a stream's time goes, and render it for the wire.
 
 A ``StageClock`` sums microseconds per stage on the monotonic clock. Sessions keep one for the
-whole stream and one for the current utterance / context, and ``charge`` both at once. The
+whole stream and one per utterance (STT) or context (TTS). The
 wire forms are the ``voxwire.v1.StageTimings`` message (in-band and in the ``-bin`` trailer)
 and an HTTP Server-Timing header value (W3C Server Timing, ``name;dur=<ms>``).
 """
@@ -9,7 +9,7 @@ and an HTTP Server-Timing header value (W3C Server Timing, ``name;dur=<ms>``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from voxwire.v1 import timings_pb2
@@ -74,11 +74,6 @@ class StageClock:
         if self.first_response_us is not None:
             msg.first_response_us = self.first_response_us
         return msg
-
-
-def charge(clocks: Iterable[StageClock], stage: str, seconds: float) -> None:
-    for c in clocks:
-        c.add(stage, seconds)
 
 
 def server_timing(msg: timings_pb2.StageTimings) -> str:
