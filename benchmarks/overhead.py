@@ -511,8 +511,7 @@ async def main(args: argparse.Namespace) -> None:
     triton = TritonServer(default_model_repository(), models=[STT_MODEL, TTS_MODEL])
     await triton.start()
     listen = f"{LOOPBACK}:{_free_port()}"
-    # The default limit (64 streams per replica) would answer OVERLOADED at 100 streams.
-    limits = ["--max-streams-per-replica", "512", "--drain-grace-seconds", "2"]
+    limits = ["--drain-grace-seconds", "2"]
     adapter = ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url, *limits]
     echo = ["benchmarks.echo_server"]
     try:

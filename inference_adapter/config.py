@@ -32,8 +32,9 @@ class AdapterConfig:
     listen: str = "127.0.0.1:50051"
     # Triton gRPC endpoints (KServe v2), one per replica.
     triton_urls: tuple[str, ...] = ("127.0.0.1:8001",)
-    # Streams (STT streams + TTS contexts) one replica may hold; beyond it: OVERLOADED.
-    max_streams_per_replica: int = 64
+    # Streams (STT streams + TTS contexts) one replica may hold; beyond it: OVERLOADED. An STT
+    # model's sequence slots cap its streams further (read from its config).
+    max_streams_per_replica: int = 256
     # Channels per replica that the adapter spreads its Triton streams over.
     channels_per_replica: int = 2
     # Readiness poll of each replica, and the deadline of each poll.

@@ -40,6 +40,7 @@ class Telemetry:
     ) -> None:
         """Providers passed in (an embedding application's, or a test's) win over the config."""
         self._shutdown: list[Any] = []
+        self._scrape_server: Any = None
         if tracer_provider is None or meter_provider is None:
             configured = self._providers(config)
             tracer_provider = tracer_provider or configured[0]
@@ -93,7 +94,8 @@ class Telemetry:
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
             from prometheus_client import start_http_server
 
-            start_http_server(config.prometheus_port, addr="127.0.0.1")
+            httpd, _thread = start_http_server(config.prometheus_port, addr="127.0.0.1")
+            self._scrape_server = httpd
             readers.append(PrometheusMetricReader())
         else:
             raise ValueError(f"unknown telemetry mode {mode!r} (none, console, otlp, prometheus)")
@@ -104,6 +106,10 @@ class Telemetry:
     def shutdown(self) -> None:
         for provider in self._shutdown:
             provider.shutdown()
+        if self._scrape_server is not None:
+            # prometheus_client serves from a daemon thread: stop it and free the port.
+            self._scrape_server.shutdown()
+            self._scrape_server.server_close()
 
     @contextlib.contextmanager
     def stream_span(

@@ -64,6 +64,7 @@ class _SynthesisStream:
             session_id=rt.new_session_id(),
         )
         self.sides: dict[int, _ModelSide] = {}
+        self._admitted = False
         self._outbox = Outbox(context, self.session.charge_send)
         self._done = asyncio.Event()
         self._failure: asyncio.Future[errors.VoxwireError] = (
@@ -71,10 +72,7 @@ class _SynthesisStream:
         )
 
     async def run(self, requests: AsyncIterator[synthesis_pb2.StreamingSynthesizeRequest]) -> None:
-        admitted = False
         try:
-            self.rt.admit()
-            admitted = True
             await self._serve(requests)
             finish(self.context, self.session.timings.to_proto())
         except asyncio.CancelledError:
@@ -86,7 +84,7 @@ class _SynthesisStream:
         finally:
             for key in list(self.sides):
                 self._close_side(key)
-            if admitted:
+            if self._admitted:
                 self.rt.leave()
 
     async def _serve(
@@ -136,6 +134,11 @@ class _SynthesisStream:
                 if self.session.busy:
                     continue  # the client is waiting for audio, not idle
                 raise
+            if not self._admitted:
+                # Admitted on its first message, not before: refusing a stream (DRAINING)
+                # before reading races a grpcio aio client's write (grpc/grpc#36066).
+                self.rt.admit()
+                self._admitted = True
             actions = self.session.half_close() if msg is None else self.session.receive(msg)
             await self._execute(actions)
             if msg is None:

@@ -21,7 +21,14 @@ from inference_adapter.server import AdapterServer
 from inference_adapter.telemetry import Telemetry
 from localstack.client import StreamOutcome, collect, transcribe, write_all
 from tests.helpers.status import from_trailers
-from voxwire.v1 import audio_pb2, transcription_pb2, transcription_pb2_grpc
+from voxwire.v1 import (
+    audio_pb2,
+    stream_pb2,
+    synthesis_pb2,
+    synthesis_pb2_grpc,
+    transcription_pb2,
+    transcription_pb2_grpc,
+)
 
 PCM16 = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000)
 SILENCE_3S = np.zeros(48000, dtype="<i2").tobytes()
@@ -69,6 +76,10 @@ async def test_drain_refuses_new_streams_lets_short_ones_finish_and_ends_the_res
             "DRAINING",
             True,
         )
+        keep = synthesis_pb2.StreamingSynthesizeRequest(keep_alive=stream_pb2.KeepAlive())
+        synth = synthesis_pb2_grpc.SynthesisStub(channel)
+        refused_tts = await collect(synth.StreamingSynthesize(iter([keep]), timeout=10))
+        assert from_trailers(refused_tts.trailers).reason == "DRAINING"
         ok = await short
         assert ok.code == grpc.StatusCode.OK and ok.responses[-1].HasField("summary")
         cut = await long
