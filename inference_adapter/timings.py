@@ -1,9 +1,9 @@
 """Stage timings: accumulate where a stream's time goes, and render it for the wire.
 
 A ``StageClock`` sums microseconds per stage on the monotonic clock. Sessions keep one for the
-whole stream and one per utterance (STT) or context (TTS). The
-wire forms are the ``voxwire.v1.StageTimings`` message (in-band and in the ``-bin`` trailer)
-and an HTTP Server-Timing header value (W3C Server Timing, ``name;dur=<ms>``).
+whole stream and one per utterance (STT) or context (TTS). The wire forms are the
+``voxwire.v1.StageTimings`` message (in-band and in the ``-bin`` trailer) and an HTTP
+Server-Timing header value (W3C Server Timing, ``name;dur=<ms>``).
 """
 
 from __future__ import annotations

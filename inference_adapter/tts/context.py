@@ -86,10 +86,9 @@ class SynthesisContext:
         self._unit_model_start = 0
         self._last_word_end = 0
         self._new_resampler()
-        out_fmt = config.output_format
+        # Same rate and PCM16 out: model audio goes to the client as it is.
         self._native_pcm = (
-            out_fmt.encoding is Encoding.PCM_S16LE
-            and out_fmt.sample_rate_hz == config.model.sample_rate_hz
+            config.output_format.encoding is Encoding.PCM_S16LE and self._resampler.is_passthrough
         )
 
     # -- client side --------------------------------------------------------------------------
