@@ -1,38 +1,53 @@
-"""Speech with known text for STT tests: CMU Flite (voice slt) rendered on the fly."""
+"""Speech with known text for STT tests: the committed flite fixtures of tests/fixtures/speech."""
 
 from __future__ import annotations
 
 import functools
-import shutil
-import subprocess
-import tempfile
-import wave
+import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soxr
 
+from tests.helpers.wavio import read_wav
+
 RATE_HZ = 16000
-FLITE = shutil.which("flite")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 
 
 @functools.cache
-def flite_speech(text: str, rate_hz: int = RATE_HZ) -> np.ndarray:
-    """``text`` spoken by flite's slt voice as int16 mono at ``rate_hz`` (cached per text)."""
-    if FLITE is None:
-        pytest.skip("flite is not installed (apt-get install flite)")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "speech.wav"
-        subprocess.run(
-            [FLITE, "-voice", "slt", "-t", text, "-o", str(path)], check=True, timeout=30
+def _fixture_names() -> dict[str, str]:
+    """text -> WAV file name, from transcripts.json."""
+    transcripts: dict[str, str] = json.loads((FIXTURES / "transcripts.json").read_text())
+    by_text = {text: name for name, text in transcripts.items()}
+    assert len(by_text) == len(transcripts), "two fixtures share one text"
+    return by_text
+
+
+@functools.cache
+def spoken(text: str, rate_hz: int = RATE_HZ) -> np.ndarray:
+    """``text`` spoken by flite's slt voice as read-only int16 mono at ``rate_hz`` (cached).
+
+    The audio is the committed fixture whose transcripts.json text is ``text``, exactly what
+    ``flite -voice slt`` renders (16 kHz, untrimmed); other rates are resampled with soxr.
+
+    Raises:
+        LookupError: no fixture has this text.
+    """
+    name = _fixture_names().get(text)
+    if name is None:
+        raise LookupError(
+            f"no speech fixture for {text!r} in {FIXTURES / 'transcripts.json'}: add it to"
+            " FIXTURES in tests/fixtures/speech/make_fixtures.py and run that script (needs"
+            " flite), then commit the new WAV and transcripts.json"
         )
-        with wave.open(str(path), "rb") as wav:
-            native = wav.getframerate()
-            samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    samples, native = read_wav(FIXTURES / name)
+    assert samples.ndim == 1, f"{name} is not mono"
     if native != rate_hz:
         samples = soxr.resample(samples, native, rate_hz)
-    return samples.astype(np.int16)
+    samples = samples.astype(np.int16)
+    samples.flags.writeable = False  # shared by every caller through the cache
+    return samples
 
 
 def silence(seconds: float, rate_hz: int = RATE_HZ) -> np.ndarray:

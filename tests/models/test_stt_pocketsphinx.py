@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 
 from tests.helpers.wer import word_error_rate
-from tests.models.speech import RATE_HZ, chunks, flite_speech, silence
+from tests.models.speech import RATE_HZ, chunks, silence, spoken
 from tests.models.triton_io import Event, SttSequence
 
 MODEL = "stt_pocketsphinx"
@@ -53,7 +53,7 @@ def assert_words_well_formed(final: Event, audio_ms: int) -> None:
 
 
 async def transcribe(channel: grpc.aio.Channel, text: str) -> tuple[list[Event], int]:
-    audio = np.concatenate([silence(0.3), flite_speech(text), silence(0.8)])
+    audio = np.concatenate([silence(0.3), spoken(text), silence(0.8)])
     sequence = new_sequence(channel)
     try:
         events = await sequence.start({"language": "en-US", "interim_results": False})
@@ -84,7 +84,7 @@ async def test_interim_results_come_before_the_final(channel: grpc.aio.Channel) 
     sequence = new_sequence(channel)
     try:
         await sequence.start({"interim_results": True, "endpointing": {"enabled": False}})
-        events = await stream_audio(sequence, flite_speech(text))
+        events = await stream_audio(sequence, spoken(text))
         assert not of_type(events, "final")  # endpointing off: nothing final before END
         events += await sequence.send(end=True)
     finally:
@@ -99,14 +99,14 @@ async def test_interim_results_come_before_the_final(channel: grpc.aio.Channel) 
 
 
 async def test_finalize_flushes_pending_audio_then_acks(channel: grpc.aio.Channel) -> None:
-    speech = flite_speech(SENTENCES[1])
+    speech = spoken(SENTENCES[1])
     sequence = new_sequence(channel)
     try:
         await sequence.start({"endpointing": {"enabled": False}})
         await stream_audio(sequence, speech)
         events = await sequence.send(control={"finalize": "f-1"})
         # After a finalize, the sequence goes on: a second utterance, flushed by END.
-        more = await stream_audio(sequence, flite_speech(SENTENCES[2]))
+        more = await stream_audio(sequence, spoken(SENTENCES[2]))
         last = await sequence.send(end=True)
     finally:
         await sequence.close()
@@ -134,7 +134,7 @@ async def test_finalize_without_speech_only_acks(channel: grpc.aio.Channel) -> N
 
 
 async def test_endpointing_splits_utterances_on_silence(channel: grpc.aio.Channel) -> None:
-    first, second = flite_speech(SENTENCES[0]), flite_speech(SENTENCES[2])
+    first, second = spoken(SENTENCES[0]), spoken(SENTENCES[2])
     audio = np.concatenate([silence(0.3), first, silence(1.0), second, silence(1.0)])
     sequence = new_sequence(channel)
     try:
@@ -160,7 +160,7 @@ async def test_endpointing_splits_utterances_on_silence(channel: grpc.aio.Channe
 
 
 async def test_update_config_acks_and_applies_endpointing(channel: grpc.aio.Channel) -> None:
-    speech = flite_speech(SENTENCES[0])
+    speech = spoken(SENTENCES[0])
     sequence = new_sequence(channel)
     try:
         await sequence.start({"endpointing": {"enabled": True}})
@@ -198,7 +198,7 @@ async def test_vocabulary_statuses_and_an_added_word_is_recognised(
         (ready,) = await sequence.start(
             {"vocabulary": vocabulary, "endpointing": {"enabled": False}}
         )
-        await stream_audio(sequence, flite_speech("please open voxwire settings now"))
+        await stream_audio(sequence, spoken("please open voxwire settings now"))
         (final,) = await sequence.send(end=True)
     finally:
         await sequence.close()
@@ -237,7 +237,7 @@ async def test_cancel_drops_the_sequence_silently(channel: grpc.aio.Channel) -> 
     sequence = new_sequence(channel)
     try:
         await sequence.start({"interim_results": True, "endpointing": {"enabled": False}})
-        await stream_audio(sequence, flite_speech(SENTENCES[1]))
+        await stream_audio(sequence, spoken(SENTENCES[1]))
         events = await sequence.send(control={"cancel": True}, end=True)
     finally:
         await sequence.close()
@@ -285,7 +285,7 @@ async def vad_timeline(channel: grpc.aio.Channel, audio: np.ndarray, chunk_ms: i
 async def test_chunk_size_does_not_change_the_timeline(channel: grpc.aio.Channel) -> None:
     # The Endpointer takes exact 30 ms frames; remainders carry over between requests, so
     # 7 ms (not a divisor of 30) and 250 ms chunks must give the 100 ms timeline exactly.
-    audio = np.concatenate([silence(0.5), flite_speech(SENTENCES[2]), silence(0.8)])
+    audio = np.concatenate([silence(0.5), spoken(SENTENCES[2]), silence(0.8)])
     timelines = [await vad_timeline(channel, audio, ms) for ms in (100, 7, 250)]
     assert [e["type"] for e in timelines[0]] == ["speech_started", "utterance_end"]
     assert 300 <= timelines[0][0]["at_ms"] <= 800, timelines[0]
