@@ -203,7 +203,8 @@ class _TranscriptionStream:
             # Backpressure: a client that does not read its results stops this pump.
             await self._outbox.wait_room()
             resp = await self.model.receive(timeout if session.inflight else None)
-            for response in session.model_response(resp):
+            responses = session.model_response(resp)
+            for response in responses:
                 if response.HasField("result") and response.result.is_final:
                     self.rt.telemetry.record_stages(
                         response.result.timings,
@@ -211,7 +212,9 @@ class _TranscriptionStream:
                         span=self.span,
                         event="voxwire.utterance",
                     )
-                self._outbox.put(response)
+            # Written from this task when the wire is free: a result reaches the client
+            # without waiting for the writer task's turn on the event loop.
+            await self._outbox.write_through(responses)
             if session.inflight < self.rt.config.limits.max_inflight_requests:
                 self._room.set()
 
