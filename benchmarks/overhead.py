@@ -5,6 +5,9 @@ paced at real time from a random offset within the first 100 ms, over three path
 (a) echo floor: a raw grpc.aio bidi echo (bytes in, same bytes out) in its own process;
 (b) Triton direct: one ``bench_stt`` sequence per ``ModelStreamInfer`` call; latency from
     writing a request to reading its response with ``triton_final_response``;
+(b') null proxy (floor): the same requests through ``benchmarks.null_proxy``, a uvloop
+    grpc.aio server that passes raw bytes to Triton and back: the least any Python adapter
+    does, so its distance from (b) is what a hop pair costs here;
 (c) adapter: ``voxwire.v1.Transcription/StreamingTranscribe`` on the adapter (its own process)
     in front of the same Triton; latency from writing a chunk to reading its interim result.
 The first second of each stream is warm-up. Also TTS time to first audio (``bench_tts``),
@@ -460,7 +463,7 @@ def table(title: str, rows: dict[str, Stats], diffs: list[tuple[str, str]]) -> s
 
 
 def cpu_table(rows: list[tuple[str, Measured]]) -> str:
-    names = ["echo server", "triton", "adapter", "client"]
+    names = ["echo server", "null proxy", "triton", "adapter", "client"]
     lines = [
         "### CPU time per message (µs; utime + stime over the measured phase)",
         "",
@@ -514,12 +517,15 @@ async def main(args: argparse.Namespace) -> None:
     limits = ["--drain-grace-seconds", "2"]
     adapter = ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url, *limits]
     echo = ["benchmarks.echo_server"]
+    proxy = ["benchmarks.null_proxy", triton.grpc_url]
     try:
         async with (
             server_process(echo, workdir / "echo.log", True) as (echo_proc, echo_port),
+            server_process(proxy, workdir / "proxy.log", True) as (proxy_proc, proxy_port),
             server_process(adapter, workdir / "adapter.log") as (adapter_proc, _),
             grpc.aio.insecure_channel(f"{LOOPBACK}:{echo_port}") as echo_channel,
             grpc.aio.insecure_channel(triton.grpc_url) as triton_channel,
+            grpc.aio.insecure_channel(f"{LOOPBACK}:{proxy_port}") as proxy_channel,
             grpc.aio.insecure_channel(listen) as adapter_channel,
         ):
             services = ["voxwire.v1.Transcription", "voxwire.v1.Synthesis"]
@@ -528,11 +534,13 @@ async def main(args: argparse.Namespace) -> None:
             procs: dict[str, dict[str, Pids]] = {
                 "echo": {"echo server": lambda: [echo_proc.pid]},
                 "direct": {"triton": triton_pids},
+                "proxy": {"null proxy": lambda: [proxy_proc.pid], "triton": triton_pids},
                 "adapter": {"adapter": lambda: [adapter_proc.pid], "triton": triton_pids},
             }
-            before = cpu_snapshot(procs["echo"] | procs["adapter"])
+            servers = procs["echo"] | procs["proxy"] | procs["adapter"]
+            before = cpu_snapshot(servers)
             await asyncio.sleep(IDLE_S)
-            idle = usage(before, cpu_snapshot(procs["echo"] | procs["adapter"]), round(IDLE_S))
+            idle = usage(before, cpu_snapshot(servers), round(IDLE_S))
             runs.append(("idle, per second", Measured(Stats.of([], 0, []), [], 0, idle)))
 
             async def measure(label: str, run: Awaitable[Measured]) -> Stats:
@@ -541,10 +549,12 @@ async def main(args: argparse.Namespace) -> None:
                 return runs[-1][1].stats
 
             stub = service_pb2_grpc.GRPCInferenceServiceStub(triton_channel)
+            proxy_stub = service_pb2_grpc.GRPCInferenceServiceStub(proxy_channel)
             sequence_ids = itertools.count(random.getrandbits(40) << 20)
             stt: dict[str, Callable[[], Stream]] = {
                 "echo (floor)": lambda: EchoStream(echo_channel),
                 "Triton direct": lambda: TritonStream(stub, next(sequence_ids)),
+                "null proxy (floor)": lambda: TritonStream(proxy_stub, next(sequence_ids)),
                 "adapter": lambda: AdapterStream(adapter_channel),
             }
             kinds = dict(zip(stt, procs, strict=True))  # path -> the processes it runs
@@ -557,7 +567,12 @@ async def main(args: argparse.Namespace) -> None:
                     for path, make in stt.items()
                 }
                 title = f"STT, {n} paced stream{'s' * (n > 1)}: latency per 100 ms chunk (ms)"
-                pairs = [("adapter", "Triton direct"), ("Triton direct", "echo (floor)")]
+                pairs = [
+                    ("adapter", "Triton direct"),
+                    ("null proxy (floor)", "Triton direct"),
+                    ("adapter", "null proxy (floor)"),
+                    ("Triton direct", "echo (floor)"),
+                ]
                 out.append(table(title, rows, pairs))
             tts: dict[str, Callable[[], Awaitable[float]]] = {
                 "Triton direct": lambda: tts_direct(stub),
