@@ -7,10 +7,11 @@ binds a free loopback port, prints it on stdout, and serves until SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import AsyncIterator
 
 import grpc
+
+from benchmarks.raw_server import serve_until_sigterm
 
 ECHO_SERVICE = "voxwire.bench.Echo"
 ECHO_METHOD = f"/{ECHO_SERVICE}/Echo"
@@ -22,18 +23,7 @@ async def echo(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
 
 
 async def serve() -> None:
-    server = grpc.aio.server()
-    handler = grpc.stream_stream_rpc_method_handler(echo)  # no (de)serializers: raw bytes
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(ECHO_SERVICE, {"Echo": handler}),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(port, flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await server.stop(1.0)
+    await serve_until_sigterm(ECHO_SERVICE, "Echo", echo)
 
 
 if __name__ == "__main__":

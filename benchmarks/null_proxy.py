@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 from collections.abc import AsyncIterator
 
 import grpc
 import uvloop
+
+from benchmarks.raw_server import serve_until_sigterm
 
 SERVICE = "inference.GRPCInferenceService"
 METHOD = f"/{SERVICE}/ModelStreamInfer"
@@ -48,20 +49,11 @@ async def serve(upstream: str) -> None:
             upward.cancel()
             call.cancel()
 
-    server = grpc.aio.server()
-    handler = grpc.stream_stream_rpc_method_handler(proxy)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {"ModelStreamInfer": handler}),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(port, flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await server.stop(1.0)
-    with contextlib.suppress(Exception):
-        await channel.close()
+    try:
+        await serve_until_sigterm(SERVICE, "ModelStreamInfer", proxy)
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
 
 
 if __name__ == "__main__":
