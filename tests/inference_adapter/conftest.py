@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest_asyncio
@@ -11,8 +10,6 @@ import pytest_asyncio
 from inference_adapter.config import AdapterConfig, Limits
 from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "speech"
 
 # Small limits so the limit tests need little data; everything else is the default.
 TEST_LIMITS = Limits(max_chunk_bytes=32_000, max_contexts_per_stream=4, idle_timeout_seconds=5.0)

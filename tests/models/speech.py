@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import functools
-import json
-from pathlib import Path
 
 import numpy as np
 import soxr
 
+from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
 from tests.helpers.wavio import read_wav
 
 RATE_HZ = 16000
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 
 
 @functools.cache
 def _fixture_names() -> dict[str, str]:
     """text -> WAV file name, from transcripts.json."""
-    transcripts: dict[str, str] = json.loads((FIXTURES / "transcripts.json").read_text())
-    by_text = {text: name for name, text in transcripts.items()}
-    assert len(by_text) == len(transcripts), "two fixtures share one text"
+    by_text = {text: name for name, text in TRANSCRIPTS.items()}
+    assert len(by_text) == len(TRANSCRIPTS), "two fixtures share one text"
     return by_text
 
 
@@ -37,11 +34,11 @@ def spoken(text: str, rate_hz: int = RATE_HZ) -> np.ndarray:
     name = _fixture_names().get(text)
     if name is None:
         raise LookupError(
-            f"no speech fixture for {text!r} in {FIXTURES / 'transcripts.json'}: add it to"
+            f"no speech fixture for {text!r} in {SPEECH_DIR / 'transcripts.json'}: add it to"
             " FIXTURES in tests/fixtures/speech/make_fixtures.py and run that script (needs"
             " flite), then commit the new WAV and transcripts.json"
         )
-    samples, native = read_wav(FIXTURES / name)
+    samples, native = read_wav(SPEECH_DIR / name)
     assert samples.ndim == 1, f"{name} is not mono"
     if native != rate_hz:
         samples = soxr.resample(samples, native, rate_hz)

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from inference_adapter.audio.codecs import Encoding, PcmFormat, decode
+from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS, WER_EXEMPT
 from tests.helpers.wavio import read_wav, write_wav
 from tests.helpers.wer import normalize_words, word_error_rate
 
-SPEECH = Path(__file__).resolve().parents[2] / "fixtures" / "speech"
-TRANSCRIPTS: dict[str, str] = json.loads((SPEECH / "transcripts.json").read_text())
-
 
 def test_every_wav_has_a_transcript_and_vice_versa() -> None:
-    assert sorted(TRANSCRIPTS) == sorted(p.name for p in SPEECH.glob("*.wav"))
+    assert sorted(TRANSCRIPTS) == sorted(p.name for p in SPEECH_DIR.glob("*.wav"))
     assert len(TRANSCRIPTS) == 9
-    exempt = json.loads((SPEECH / "wer_exempt.json").read_text())
-    assert set(exempt) <= set(TRANSCRIPTS) and all(exempt.values())
-    assert sum(p.stat().st_size for p in SPEECH.glob("*.wav")) < 1_000_000
+    assert set(WER_EXEMPT) <= set(TRANSCRIPTS) and all(WER_EXEMPT.values())
+    assert sum(p.stat().st_size for p in SPEECH_DIR.glob("*.wav")) < 1_000_000
 
 
 @pytest.mark.parametrize("name", sorted(TRANSCRIPTS))
 def test_fixture_format_and_text(name: str) -> None:
-    samples, rate = read_wav(SPEECH / name)
+    samples, rate = read_wav(SPEECH_DIR / name)
     assert rate == 16000 and samples.ndim == 1 and samples.dtype == np.int16
     seconds = samples.size / rate
     assert 2.0 <= seconds <= (6.0 if name == "two_sentences_gap.wav" else 4.0)
@@ -41,7 +37,7 @@ def test_fixture_format_and_text(name: str) -> None:
 
 
 def test_gap_fixture_has_one_and_a_half_seconds_of_silence() -> None:
-    samples, rate = read_wav(SPEECH / "two_sentences_gap.wav")
+    samples, rate = read_wav(SPEECH_DIR / "two_sentences_gap.wav")
     loud = np.abs(samples.astype(np.int32)) > 64
     edges = np.flatnonzero(np.diff(loud.astype(np.int8)))
     gaps = np.diff(edges)[1::2] / rate  # lengths of the quiet runs between loud runs
@@ -52,7 +48,7 @@ def test_gap_fixture_has_one_and_a_half_seconds_of_silence() -> None:
 
 def test_pocketsphinx_decodes_one_fixture_exactly() -> None:
     pocketsphinx = pytest.importorskip("pocketsphinx")
-    samples, rate = read_wav(SPEECH / "call_me_back.wav")
+    samples, rate = read_wav(SPEECH_DIR / "call_me_back.wav")
     decoder = pocketsphinx.Decoder(samprate=rate, loglevel="FATAL")
     decoder.start_utt()
     decoder.process_raw(samples.tobytes(), full_utt=True)
