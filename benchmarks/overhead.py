@@ -1,7 +1,7 @@
 """Per-message overhead of the inference adapter, measured side by side in one run.
 
 At each ``--streams`` level every stream sends 100 ms chunks of 16 kHz PCM16 (3200 bytes),
-paced at real time from a random offset within the first 100 ms, over three paths:
+paced at real time from a random offset within the first 100 ms, over four paths:
 (a) echo floor: a raw grpc.aio bidi echo (bytes in, same bytes out) in its own process;
 (b) Triton direct: one ``bench_stt`` sequence per ``ModelStreamInfer`` call; latency from
     writing a request to reading its response with ``triton_final_response``;
@@ -498,8 +498,8 @@ def _header(args: argparse.Namespace) -> list[str]:
         f"{platform.machine()}, nproc {os.cpu_count()}",
         f"- STT: {args.seconds:g} s per scenario, 100 ms chunks (3200 B) paced at real time, "
         f"the first {WARMUP_S:g} s of each stream skipped; latency per message in ms",
-        "- the load client is one asyncio process; it, the echo server, Triton and the adapter "
-        "share the same cores",
+        "- the load client is one asyncio process; it, the echo server, the null proxy, Triton "
+        "and the adapter share the same cores",
         "",
     ]
 

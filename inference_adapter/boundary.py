@@ -72,11 +72,9 @@ class Outbox:
         self._writer: asyncio.Task[None]
 
     def put(self, message: Any) -> None:
-        self._queue.append(message)
+        self._append(message)
         if not self._writing:  # else the task writing now takes it
             self._ready.set()
-        if len(self._queue) >= self._high_water:
-            self._room.clear()
 
     async def write_through(self, messages: Iterable[Any]) -> None:
         """Queue ``messages`` and write the queue in this task if no write is in flight.
@@ -86,10 +84,13 @@ class Outbox:
         if self._broken is not None:
             raise WriteInterrupted("an earlier write failed") from self._broken
         for message in messages:
-            self._queue.append(message)
+            self._append(message)
+        await self._drain()
+
+    def _append(self, message: Any) -> None:
+        self._queue.append(message)
         if len(self._queue) >= self._high_water:
             self._room.clear()
-        await self._drain()
 
     async def wait_room(self) -> None:
         await self._room.wait()
