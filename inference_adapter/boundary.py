@@ -16,8 +16,8 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from inference_adapter import errors
-from inference_adapter.timings import trailers
+from voxwire import errors
+from voxwire.timings import trailers
 from voxwire.v1 import timings_pb2
 
 log = logging.getLogger(__name__)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 
-from inference_adapter.formats import PROTO_ENCODINGS, rates_for
 from inference_adapter.runtime import Runtime
 from inference_adapter.stt.config import pick_model
 from inference_adapter.triton.catalog import ModelInfo, ModelKind
+from voxwire.audio.formats import PROTO_ENCODINGS, rates_for
 from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc, synthesis_pb2
 
 # SSML elements the TTS models accept (the tts_espeak subset; see docs/contract.md).

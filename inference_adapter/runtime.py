@@ -7,9 +7,9 @@ import secrets
 from dataclasses import dataclass, field
 
 from inference_adapter.config import AdapterConfig
-from inference_adapter.errors import Draining
 from inference_adapter.telemetry import Telemetry
 from inference_adapter.triton.replicas import ReplicaPool
+from voxwire.errors import Draining
 
 
 @dataclass(eq=False)

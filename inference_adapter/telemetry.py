@@ -24,7 +24,7 @@ from opentelemetry.propagators.textmap import DefaultGetter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from inference_adapter.config import AdapterConfig
-from inference_adapter.timings import STAGES
+from voxwire.timings import STAGES
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _GETTER = DefaultGetter()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from inference_adapter.timings import SERVER_TIMING_TRAILER, TIMINGS_TRAILER
+from voxwire.timings import SERVER_TIMING_TRAILER, TIMINGS_TRAILER
 from voxwire.v1 import (
     audio_pb2,
     synthesis_pb2,

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from inference_adapter.audio.codecs import PcmFormat
 from inference_adapter.config import Limits
-from inference_adapter.errors import InvalidConfig, UnknownModel, Violation
-from inference_adapter.formats import resolve_format
 from inference_adapter.triton.catalog import ModelInfo, ModelKind
+from voxwire.audio.codecs import PcmFormat
+from voxwire.audio.formats import resolve_format
+from voxwire.errors import InvalidConfig, UnknownModel, Violation
 from voxwire.v1 import transcription_pb2
 
 # Bounds that keep a configuration meaningful (and a model's VAD sane).

@@ -17,15 +17,15 @@ from typing import cast
 import grpc
 from opentelemetry import trace
 
-from inference_adapter import errors
 from inference_adapter.boundary import IdleReader, Outbox, abort, as_voxwire, finish
 from inference_adapter.runtime import Runtime
 from inference_adapter.stt.config import resolve
 from inference_adapter.stt.session import ModelRequest, TranscriptionSession
-from inference_adapter.timings import StageClock
 from inference_adapter.triton.replicas import Lease
 from inference_adapter.triton.stream import ModelStream
 from inference_adapter.triton.tensors import stt_request
+from voxwire import errors
+from voxwire.timings import StageClock
 from voxwire.v1 import transcription_pb2, transcription_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -20,17 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from inference_adapter import errors
-from inference_adapter.audio.codecs import AudioDecodeError, Encoding, decode, float32_to_int16
-from inference_adapter.audio.resample import StreamResampler
 from inference_adapter.config import Limits
 from inference_adapter.stt.config import (
     ResolvedTranscriptionConfig,
     endpointing_dict,
     vocabulary_list,
 )
-from inference_adapter.timings import Clock, StageClock
 from inference_adapter.triton.tensors import ModelResponse
+from voxwire import errors
+from voxwire.audio.codecs import AudioDecodeError, Encoding, decode, float32_to_int16
+from voxwire.audio.resample import StreamResampler
+from voxwire.timings import Clock, StageClock
 from voxwire.v1 import errors_pb2, transcription_pb2
 
 Response = transcription_pb2.StreamingTranscribeResponse

@@ -25,8 +25,8 @@ import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from inference_adapter.config import AdapterConfig
-from inference_adapter.errors import BackendUnavailable, Overloaded, UnknownModel
 from inference_adapter.triton.catalog import ModelInfo, model_info
+from voxwire.errors import BackendUnavailable, Overloaded, UnknownModel
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import grpc
 from tritonclient.grpc import service_pb2
 
-from inference_adapter.errors import BackendUnavailable
 from inference_adapter.triton.replicas import Lease, ReplicaPool
 from inference_adapter.triton.tensors import ModelResponse, parse_response
+from voxwire.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 

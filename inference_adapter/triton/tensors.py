@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import service_pb2
 
-from inference_adapter.errors import ModelError
+from voxwire.errors import ModelError
 
 _LEN = struct.Struct("<I")
 

@@ -22,14 +22,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference_adapter import errors
-from inference_adapter.audio.codecs import Encoding, encode, int16_to_float32
-from inference_adapter.audio.resample import StreamResampler
 from inference_adapter.config import Limits
-from inference_adapter.timings import Clock, StageClock
 from inference_adapter.triton.tensors import ModelResponse
 from inference_adapter.tts.config import ResolvedSynthesisConfig
 from inference_adapter.tts.text import split_ready
+from voxwire import errors
+from voxwire.audio.codecs import Encoding, encode, int16_to_float32
+from voxwire.audio.resample import StreamResampler
+from voxwire.timings import Clock, StageClock
 from voxwire.v1 import synthesis_pb2
 
 Response = synthesis_pb2.StreamingSynthesizeResponse

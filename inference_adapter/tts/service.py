@@ -17,7 +17,6 @@ from typing import cast
 import grpc
 from opentelemetry import trace
 
-from inference_adapter import errors
 from inference_adapter.boundary import IdleReader, Outbox, abort, as_voxwire, finish
 from inference_adapter.runtime import Runtime
 from inference_adapter.triton.replicas import Lease
@@ -26,6 +25,7 @@ from inference_adapter.triton.tensors import tts_request
 from inference_adapter.tts.config import resolve
 from inference_adapter.tts.context import CtxState, SynthesisContext
 from inference_adapter.tts.session import Actions, SynthesisSession
+from voxwire import errors
 from voxwire.v1 import synthesis_pb2, synthesis_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from inference_adapter import errors
 from inference_adapter.config import Limits
-from inference_adapter.timings import Clock, StageClock
 from inference_adapter.triton.tensors import ModelResponse
 from inference_adapter.tts.config import ResolvedSynthesisConfig
 from inference_adapter.tts.context import FINISHED, CtxState, SynthesisContext, Unit
+from voxwire import errors
+from voxwire.timings import Clock, StageClock
 from voxwire.v1 import synthesis_pb2
 
 Response = synthesis_pb2.StreamingSynthesizeResponse

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference_adapter import errors
 from inference_adapter.config import Limits
 from inference_adapter.stt.config import resolve
 from inference_adapter.stt.session import State, TranscriptionSession
 from inference_adapter.triton.catalog import ModelInfo, ModelKind
 from inference_adapter.triton.tensors import ModelResponse
+from voxwire import errors
 from voxwire.v1 import audio_pb2, stream_pb2, transcription_pb2
 
 MODEL = ModelInfo(

@@ -8,10 +8,10 @@ import grpc
 import numpy as np
 import pytest
 
-from inference_adapter.audio.codecs import Encoding, PcmFormat, decode
-from inference_adapter.timings import parse_server_timing
 from localstack.client import StreamOutcome, collect, write_all
 from tests.helpers.status import from_trailers
+from voxwire.audio.codecs import Encoding, PcmFormat, decode
+from voxwire.timings import parse_server_timing
 from voxwire.v1 import audio_pb2, errors_pb2, synthesis_pb2, synthesis_pb2_grpc
 
 Req = synthesis_pb2.StreamingSynthesizeRequest

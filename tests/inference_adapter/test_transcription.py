@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from grpc_status import rpc_status
 
-from inference_adapter.audio.codecs import Encoding, encode
-from inference_adapter.timings import parse_server_timing
 from localstack.client import StreamOutcome, collect, read_wav, transcribe, transcript, write_all
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS, WER_EXEMPT
 from tests.helpers.status import from_trailers, unpack
 from tests.helpers.wer import word_error_rate
+from voxwire.audio.codecs import Encoding, encode
+from voxwire.timings import parse_server_timing
 from voxwire.v1 import audio_pb2, stream_pb2, timings_pb2, transcription_pb2, transcription_pb2_grpc
 
 Req = transcription_pb2.StreamingTranscribeRequest

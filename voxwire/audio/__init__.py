@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inference_adapter.audio.codecs import (
+from voxwire.audio.codecs import (
     AudioDecodeError,
     Encoding,
     PcmFormat,
@@ -11,7 +11,7 @@ from inference_adapter.audio.codecs import (
     float32_to_int16,
     int16_to_float32,
 )
-from inference_adapter.audio.resample import StreamResampler
+from voxwire.audio.resample import StreamResampler
 
 __all__ = [
     "AudioDecodeError",

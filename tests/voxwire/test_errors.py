@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from inference_adapter import errors
+from voxwire import errors
 from voxwire.v1 import errors_pb2
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from inference_adapter.audio.codecs import (
+from voxwire.audio.codecs import (
     ALAW_DECODE_TABLE,
     ALAW_ENCODE_TABLE,
     MULAW_DECODE_TABLE,

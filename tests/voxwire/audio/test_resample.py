@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soxr  # type: ignore[import-untyped]
 
-from inference_adapter.audio.resample import StreamResampler
+from voxwire.audio.resample import StreamResampler
 
 RATES = [8000, 16000, 22050, 24000, 44100, 48000]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference_adapter.audio.codecs import Encoding, PcmFormat, decode
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS, WER_EXEMPT
 from tests.helpers.wavio import read_wav, write_wav
 from tests.helpers.wer import normalize_words, word_error_rate
+from voxwire.audio.codecs import Encoding, PcmFormat, decode
 
 
 def test_every_wav_has_a_transcript_and_vice_versa() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from inference_adapter.audio.codecs import Encoding, PcmFormat
-from inference_adapter.errors import UnsupportedEncoding, UnsupportedSampleRate, Violation
+from voxwire.audio.codecs import Encoding, PcmFormat
+from voxwire.errors import UnsupportedEncoding, UnsupportedSampleRate, Violation
 from voxwire.v1 import audio_pb2
 
 # Rates the server converts to and from every model's native rate with soxr.
