@@ -1,38 +1,50 @@
 """The voxwire error hierarchy: one class per stable reason, translated to a wire at one place.
 
-    VoxwireError
+    VoxwireError                        gRPC code            reason                  HTTP  WS
     ├── ClientError                     (the request is wrong; retrying it unchanged fails)
-    │   ├── ConfigRequired              INVALID_ARGUMENT     CONFIG_REQUIRED
-    │   ├── ConfigAlreadySet            FAILED_PRECONDITION  CONFIG_ALREADY_SET
-    │   ├── InvalidConfig               INVALID_ARGUMENT     INVALID_CONFIG (+ field violations)
-    │   ├── UnknownModel                NOT_FOUND            UNKNOWN_MODEL
-    │   ├── UnsupportedEncoding         INVALID_ARGUMENT     UNSUPPORTED_ENCODING
-    │   ├── UnsupportedSampleRate       INVALID_ARGUMENT     UNSUPPORTED_SAMPLE_RATE
-    │   ├── MisalignedAudio             INVALID_ARGUMENT     MISALIGNED_AUDIO
-    │   ├── ChunkTooLarge               INVALID_ARGUMENT     CHUNK_TOO_LARGE
-    │   ├── TextTooLarge                INVALID_ARGUMENT     TEXT_TOO_LARGE
-    │   ├── UnknownContext              NOT_FOUND            UNKNOWN_CONTEXT
-    │   ├── ContextNotOpen              FAILED_PRECONDITION  CONTEXT_NOT_OPEN
-    │   ├── ContextAlreadyOpen          ALREADY_EXISTS       CONTEXT_ALREADY_OPEN
-    │   ├── TooManyContexts             RESOURCE_EXHAUSTED   TOO_MANY_CONTEXTS
-    │   ├── SsmlInvalid                 INVALID_ARGUMENT     SSML_INVALID
-    │   ├── InvalidPronunciation        INVALID_ARGUMENT     INVALID_PRONUNCIATION
-    │   └── InvalidMessage              INVALID_ARGUMENT     INVALID_MESSAGE
+    │   ├── ConfigRequired              INVALID_ARGUMENT     CONFIG_REQUIRED         400   1008
+    │   ├── ConfigAlreadySet            FAILED_PRECONDITION  CONFIG_ALREADY_SET      400   1008
+    │   ├── InvalidConfig               INVALID_ARGUMENT     INVALID_CONFIG          400   1008
+    │   ├── UnknownModel                NOT_FOUND            UNKNOWN_MODEL           404   1008
+    │   ├── UnsupportedEncoding         INVALID_ARGUMENT     UNSUPPORTED_ENCODING    400   1003
+    │   ├── UnsupportedSampleRate       INVALID_ARGUMENT     UNSUPPORTED_SAMPLE_RATE 400   1003
+    │   ├── MisalignedAudio             INVALID_ARGUMENT     MISALIGNED_AUDIO        400   1007
+    │   ├── InvalidAudio                INVALID_ARGUMENT     INVALID_AUDIO           400   1007
+    │   ├── ChunkTooLarge               INVALID_ARGUMENT     CHUNK_TOO_LARGE         413   1009
+    │   ├── TextTooLarge                INVALID_ARGUMENT     TEXT_TOO_LARGE          413   1009
+    │   ├── BodyTooLarge                INVALID_ARGUMENT     BODY_TOO_LARGE          413   1009
+    │   ├── UnsupportedMediaType        INVALID_ARGUMENT     UNSUPPORTED_MEDIA_TYPE  415   1003
+    │   ├── UnknownContext              NOT_FOUND            UNKNOWN_CONTEXT         404   1008
+    │   ├── ContextNotOpen              FAILED_PRECONDITION  CONTEXT_NOT_OPEN        400   1008
+    │   ├── ContextAlreadyOpen          ALREADY_EXISTS       CONTEXT_ALREADY_OPEN    409   1008
+    │   ├── TooManyContexts             RESOURCE_EXHAUSTED   TOO_MANY_CONTEXTS       429   1008
+    │   ├── SsmlInvalid                 INVALID_ARGUMENT     SSML_INVALID            400   1008
+    │   ├── InvalidPronunciation        INVALID_ARGUMENT     INVALID_PRONUNCIATION   400   1008
+    │   ├── InvalidMessage              INVALID_ARGUMENT     INVALID_MESSAGE         400   1008
+    │   └── ResumeRejected              FAILED_PRECONDITION  RESUME_REJECTED         400   4011
+    ├── AccessError                     (credentials; the request never reaches a model)
+    │   ├── Unauthenticated             UNAUTHENTICATED      UNAUTHENTICATED         401   4001
+    │   ├── PermissionDenied            PERMISSION_DENIED    PERMISSION_DENIED       403   4003
+    │   └── RateLimited                 RESOURCE_EXHAUSTED   RATE_LIMITED (+Retry)   429   1013
     ├── StreamLimitError                (a limit of the stream was reached; a new stream works)
-    │   ├── IdleTimeout                 DEADLINE_EXCEEDED    IDLE_TIMEOUT
-    │   └── StreamTooLong               OUT_OF_RANGE         STREAM_TOO_LONG
+    │   ├── IdleTimeout                 DEADLINE_EXCEEDED    IDLE_TIMEOUT            408   4008
+    │   ├── StreamTooLong               OUT_OF_RANGE         STREAM_TOO_LONG         400   4009
+    │   └── SlowConsumer                RESOURCE_EXHAUSTED   SLOW_CONSUMER           429   4010
     └── ServerError                     (the server side failed or is busy)
-        ├── Overloaded                  RESOURCE_EXHAUSTED   OVERLOADED (+ RetryInfo)
-        ├── BackendUnavailable          UNAVAILABLE          BACKEND_UNAVAILABLE
-        ├── Draining                    UNAVAILABLE          DRAINING
-        ├── ModelError                  INTERNAL             MODEL_ERROR
-        └── InternalError               INTERNAL             INTERNAL
+        ├── Overloaded                  RESOURCE_EXHAUSTED   OVERLOADED (+Retry)     503   1013
+        ├── BackendUnavailable          UNAVAILABLE          BACKEND_UNAVAILABLE     503   1013
+        ├── Draining                    UNAVAILABLE          DRAINING                503   1012
+        ├── ModelError                  INTERNAL             MODEL_ERROR             500   1011
+        └── InternalError               INTERNAL             INTERNAL                500   1011
 
 Each class knows its gRPC status code, its stable reason (the ``voxwire.v1.ErrorReason`` value
-name without the ``ERROR_REASON_`` prefix), whether a retry can succeed, and the WebSocket close
-code the gateway uses (RFC 6455 section 7.4.1; 4000-4999 are application codes). Nothing in
-this module does I/O: ``to_rpc_status`` and ``to_proto`` build the wire forms, and the servicers
-call them at exactly one boundary each.
+name without the ``ERROR_REASON_`` prefix), whether a retry can succeed, the HTTP status an HTTP
+endpoint answers with, and the WebSocket close code (RFC 6455 section 7.4.1; 1012 is "service
+restart" from the IANA registry; 4000-4999 are application codes). HTTP statuses follow the
+google.rpc.Code mapping, except where HTTP has a more precise status (413, 415, 408) or where
+the error is the server's, not the client's (OVERLOADED is 503, not 429). Nothing in this module
+does I/O: ``to_rpc_status`` and ``to_proto`` build the wire forms, and each wire calls them at
+exactly one boundary. ``python -m voxwire.errors`` prints the table for the docs.
 """
 
 from __future__ import annotations
@@ -64,6 +76,7 @@ class VoxwireError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
     retryable: bool = False
+    http_status: int = 500
     ws_close_code: int = 1011  # RFC 6455 7.4.1: internal error
 
     def __init__(
@@ -140,82 +153,187 @@ class VoxwireError(Exception):
 
 class ClientError(VoxwireError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
     ws_close_code = 1008  # policy violation
 
 
 class ConfigRequired(ClientError):
+    """First message is not the config."""
+
     reason = "CONFIG_REQUIRED"
 
 
 class ConfigAlreadySet(ClientError):
+    """Config sent twice."""
+
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "CONFIG_ALREADY_SET"
 
 
 class InvalidConfig(ClientError):
+    """Bad fields (see violations)."""
+
     reason = "INVALID_CONFIG"
 
 
 class UnknownModel(ClientError):
+    """No model of that name and kind."""
+
     code = grpc.StatusCode.NOT_FOUND
     reason = "UNKNOWN_MODEL"
+    http_status = 404
 
 
 class UnsupportedEncoding(ClientError):
+    """Encoding not supported."""
+
     reason = "UNSUPPORTED_ENCODING"
     ws_close_code = 1003  # unsupported data
 
 
 class UnsupportedSampleRate(ClientError):
+    """Rate (or channel count) not supported."""
+
     reason = "UNSUPPORTED_SAMPLE_RATE"
     ws_close_code = 1003
 
 
 class MisalignedAudio(ClientError):
+    """Chunk not a whole number of frames."""
+
     reason = "MISALIGNED_AUDIO"
     ws_close_code = 1007  # invalid frame payload data
 
 
+class InvalidAudio(ClientError):
+    """Samples not valid for their encoding (NaN, infinity), or an undecodable audio file."""
+
+    reason = "INVALID_AUDIO"
+    ws_close_code = 1007
+
+
 class ChunkTooLarge(ClientError):
+    """Audio or text over `max_chunk_bytes`, or a WebSocket frame over the edge's limit."""
+
     reason = "CHUNK_TOO_LARGE"
     ws_close_code = 1009  # message too big
+    http_status = 413
 
 
 class TextTooLarge(ClientError):
+    """Unsynthesized text over `max_pending_text_bytes`, or a unit over the model's limit."""
+
     reason = "TEXT_TOO_LARGE"
+    ws_close_code = 1009
+    http_status = 413
+
+
+class BodyTooLarge(ClientError):
+    """An HTTP request body over the endpoint's limit."""
+
+    reason = "BODY_TOO_LARGE"
+    http_status = 413
     ws_close_code = 1009
 
 
+class UnsupportedMediaType(ClientError):
+    """An HTTP request body of a content type the endpoint does not take."""
+
+    reason = "UNSUPPORTED_MEDIA_TYPE"
+    http_status = 415
+    ws_close_code = 1003
+
+
 class UnknownContext(ClientError):
+    """Flush/cancel/close of a context that is not open."""
+
     code = grpc.StatusCode.NOT_FOUND
     reason = "UNKNOWN_CONTEXT"
+    http_status = 404
 
 
 class ContextNotOpen(ClientError):
+    """Text before the context's open."""
+
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "CONTEXT_NOT_OPEN"
 
 
 class ContextAlreadyOpen(ClientError):
+    """Open of an open context id."""
+
     code = grpc.StatusCode.ALREADY_EXISTS
     reason = "CONTEXT_ALREADY_OPEN"
+    http_status = 409
 
 
 class TooManyContexts(ClientError):
+    """More than `max_contexts_per_stream`."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "TOO_MANY_CONTEXTS"
+    http_status = 429
 
 
 class SsmlInvalid(ClientError):
+    """Malformed or unsupported SSML."""
+
     reason = "SSML_INVALID"
 
 
 class InvalidPronunciation(ClientError):
+    """Bad pronunciation entry."""
+
     reason = "INVALID_PRONUNCIATION"
 
 
 class InvalidMessage(ClientError):
+    """A message that is empty, does not parse, or is not valid in this state."""
+
     reason = "INVALID_MESSAGE"
+
+
+class ResumeRejected(ClientError):
+    """A resume token that is malformed, forged, expired, or past the resume window."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "RESUME_REJECTED"
+    ws_close_code = 4011  # application: the session cannot be resumed
+
+
+# -- credentials ----------------------------------------------------------------------------
+
+
+class AccessError(VoxwireError):
+    pass
+
+
+class Unauthenticated(AccessError):
+    """No credentials, or an unknown or revoked key, or an expired token."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+    http_status = 401
+    ws_close_code = 4001  # application: 4000 + the HTTP status's last digits
+
+
+class PermissionDenied(AccessError):
+    """Credentials that do not allow this request (origin, token scope)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+    http_status = 403
+    ws_close_code = 4003
+
+
+class RateLimited(AccessError):
+    """A per-key quota (concurrent or new sessions per minute) was reached."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
+    retryable = True
+    http_status = 429
+    ws_close_code = 1013  # try again later
 
 
 # -- a limit of the stream ------------------------------------------------------------------
@@ -226,67 +344,122 @@ class StreamLimitError(VoxwireError):
 
 
 class IdleTimeout(StreamLimitError):
+    """No message for `idle_timeout`."""
+
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     reason = "IDLE_TIMEOUT"
+    http_status = 408
     ws_close_code = 4008  # application: idle timeout
 
 
 class StreamTooLong(StreamLimitError):
+    """`max_stream_duration` reached (pending audio is finalized first)."""
+
     code = grpc.StatusCode.OUT_OF_RANGE
     reason = "STREAM_TOO_LONG"
+    http_status = 400
     ws_close_code = 4009  # application: maximum stream duration
+
+
+class SlowConsumer(StreamLimitError):
+    """The client left responses unread past `max_unread_response_bytes` or `write_timeout`."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "SLOW_CONSUMER"
+    http_status = 429
+    ws_close_code = 4010  # application: the client did not read in time
 
 
 # -- the server side ------------------------------------------------------------------------
 
 
 class ServerError(VoxwireError):
-    pass
+    http_status = 500
 
 
 class Overloaded(ServerError):
+    """Every replica is at its stream limit."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "OVERLOADED"
     retryable = True
+    http_status = 503
     ws_close_code = 1013  # try again later
 
 
 class BackendUnavailable(ServerError):
+    """The model server failed or vanished (within 1 s) and no other can take over."""
+
     code = grpc.StatusCode.UNAVAILABLE
     reason = "BACKEND_UNAVAILABLE"
     retryable = True
+    http_status = 503
     ws_close_code = 1013
 
 
 class Draining(ServerError):
+    """The server is shutting down."""
+
     code = grpc.StatusCode.UNAVAILABLE
     reason = "DRAINING"
     retryable = True
-    ws_close_code = 1001  # going away
+    http_status = 503
+    ws_close_code = 1012  # service restart (IANA WebSocket close code registry)
 
 
 class ModelError(ServerError):
+    """The model failed on valid input."""
+
     reason = "MODEL_ERROR"
 
 
 class InternalError(ServerError):
+    """A server fault."""
+
     reason = "INTERNAL"
 
 
 _BY_REASON: dict[str, type[VoxwireError]] = {}
 for _cls in list(globals().values()):
-    if isinstance(_cls, type) and issubclass(_cls, VoxwireError) and "reason" in _cls.__dict__:
+    if (
+        isinstance(_cls, type)
+        and issubclass(_cls, VoxwireError)
+        and _cls is not VoxwireError
+        and "reason" in _cls.__dict__
+    ):
         _BY_REASON[_cls.reason] = _cls
 
 
 def error_for_reason(reason: str, message: str) -> VoxwireError:
     """The error a model reported by reason string (an unknown reason becomes ModelError)."""
-    cls = _BY_REASON.get(reason, ModelError)
-    if cls is VoxwireError:
-        cls = ModelError
-    return cls(message)
+    return _BY_REASON.get(reason, ModelError)(message)
 
 
 def reasons() -> dict[str, type[VoxwireError]]:
     """Every reason with its class (for documentation and tests)."""
     return dict(_BY_REASON)
+
+
+def markdown_table() -> str:
+    """The error table of docs/contract.md, generated from the classes (one source)."""
+    rows = [
+        "| reason | gRPC code | retryable | HTTP | WS close | when |",
+        "|---|---|---|---|---|---|",
+    ]
+    for reason, cls in _BY_REASON.items():
+        retry = "yes + RetryInfo" if reason in _RETRY_INFO else ("yes" if cls.retryable else "no")
+        when = (cls.__doc__ or "").strip().rstrip(".")
+        when = when[0].lower() + when[1:] if when else ""
+        rows.append(
+            f"| `{reason}` | {cls.code.name} | {retry} | {cls.http_status} | "
+            f"{cls.ws_close_code} | {when} |"
+        )
+    return "\n".join(rows)
+
+
+# Reasons whose errors always carry a RetryInfo delay.
+_RETRY_INFO = frozenset({"OVERLOADED", "RATE_LIMITED"})
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -60,23 +60,69 @@ class GetCapabilitiesResponse(_message.Message):
 
     MODELS_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    SERVER_FEATURES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelCapabilities]: ...
     @_builtins.property
     def limits(self) -> Global___Limits: ...
+    @_builtins.property
+    def server_features(self) -> Global___ServerFeatures:
+        """Optional parts of the contract this server implements."""
+
     def __init__(
         self,
         *,
         models: _abc.Iterable[Global___ModelCapabilities] | None = ...,
         limits: Global___Limits | None = ...,
+        server_features: Global___ServerFeatures | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "server_features", b"server_features"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "models", b"models"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "models", b"models", "server_features", b"server_features"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCapabilitiesResponse: _TypeAlias = GetCapabilitiesResponse  # noqa: Y015
+
+@_typing.final
+class ServerFeatures(_message.Message):
+    """Optional parts of the contract. A client uses a feature only when its flag is set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_OFFSETS_FIELD_NUMBER: _builtins.int
+    STREAM_NOTICES_FIELD_NUMBER: _builtins.int
+    SYNTHESIS_OFFSETS_FIELD_NUMBER: _builtins.int
+    TRANSPARENT_FAILOVER_FIELD_NUMBER: _builtins.int
+    WORD_TEXT_OFFSETS_FIELD_NUMBER: _builtins.int
+    stream_offsets: _builtins.bool
+    """TranscriptionConfig.stream_offset_ms and first_utterance_index are honoured."""
+    stream_notices: _builtins.bool
+    """The server sends StreamNotice responses (failover, idle and duration warnings, drain)."""
+    synthesis_offsets: _builtins.bool
+    """SynthesisContextConfig.timeline_offset_ms and first_sequence_number are honoured."""
+    transparent_failover: _builtins.bool
+    """A model server failure mid-stream is hidden from the client (StreamNotice FAILOVER)
+    while another replica has the model.
+    """
+    word_text_offsets: _builtins.bool
+    """WordTimestamp.text_offset and text_length are set."""
+    def __init__(
+        self,
+        *,
+        stream_offsets: _builtins.bool = ...,
+        stream_notices: _builtins.bool = ...,
+        synthesis_offsets: _builtins.bool = ...,
+        transparent_failover: _builtins.bool = ...,
+        word_text_offsets: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stream_notices", b"stream_notices", "stream_offsets", b"stream_offsets", "synthesis_offsets", b"synthesis_offsets", "transparent_failover", b"transparent_failover", "word_text_offsets", b"word_text_offsets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServerFeatures: _TypeAlias = ServerFeatures  # noqa: Y015
 
 @_typing.final
 class ModelCapabilities(_message.Message):
@@ -93,6 +139,8 @@ class ModelCapabilities(_message.Message):
     BENCHMARK_FIELD_NUMBER: _builtins.int
     IS_DEFAULT_FIELD_NUMBER: _builtins.int
     READY_REPLICAS_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: Global___ModelKind.ValueType
     native_sample_rate_hz: _builtins.int
@@ -121,6 +169,14 @@ class ModelCapabilities(_message.Message):
     def voices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """TTS voices; the first is the default."""
 
+    @_builtins.property
+    def capacity(self) -> Global___Capacity:
+        """How many streams the server admits for this model, derived from the model's real capacity."""
+
+    @_builtins.property
+    def limits(self) -> Global___ModelLimits:
+        """Input limits of this model (beyond the server-wide Limits)."""
+
     def __init__(
         self,
         *,
@@ -135,14 +191,86 @@ class ModelCapabilities(_message.Message):
         benchmark: _builtins.bool = ...,
         is_default: _builtins.bool = ...,
         ready_replicas: _builtins.int = ...,
+        capacity: Global___Capacity | None = ...,
+        limits: Global___ModelLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["features", b"features"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "features", b"features", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "features", b"features", "input_formats", b"input_formats", "is_default", b"is_default", "kind", b"kind", "languages", b"languages", "name", b"name", "native_sample_rate_hz", b"native_sample_rate_hz", "output_formats", b"output_formats", "ready_replicas", b"ready_replicas", "voices", b"voices"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["benchmark", b"benchmark", "capacity", b"capacity", "features", b"features", "input_formats", b"input_formats", "is_default", b"is_default", "kind", b"kind", "languages", b"languages", "limits", b"limits", "name", b"name", "native_sample_rate_hz", b"native_sample_rate_hz", "output_formats", b"output_formats", "ready_replicas", b"ready_replicas", "voices", b"voices"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelCapabilities: _TypeAlias = ModelCapabilities  # noqa: Y015
+
+@_typing.final
+class Capacity(_message.Message):
+    """What one replica of a model can hold, as read from its model server configuration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_STREAMS_PER_REPLICA_FIELD_NUMBER: _builtins.int
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    SEQUENCE_SLOTS_FIELD_NUMBER: _builtins.int
+    MAX_STREAMS_FIELD_NUMBER: _builtins.int
+    max_streams_per_replica: _builtins.int
+    """STT streams or TTS contexts admitted per ready replica; beyond it, OVERLOADED."""
+    instances: _builtins.int
+    """Model instances per replica (each runs one request at a time unless `concurrency` says
+    otherwise).
+    """
+    concurrency: _builtins.int
+    """Requests one instance runs at once."""
+    sequence_slots: _builtins.int
+    """STT: live sequences one replica holds (sequence batcher slots); 0 when not sequenced."""
+    max_streams: _builtins.int
+    """Streams admitted across every ready replica now."""
+    def __init__(
+        self,
+        *,
+        max_streams_per_replica: _builtins.int = ...,
+        instances: _builtins.int = ...,
+        concurrency: _builtins.int = ...,
+        sequence_slots: _builtins.int = ...,
+        max_streams: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "instances", b"instances", "max_streams", b"max_streams", "max_streams_per_replica", b"max_streams_per_replica", "sequence_slots", b"sequence_slots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Capacity: _TypeAlias = Capacity  # noqa: Y015
+
+@_typing.final
+class ModelLimits(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_VOCABULARY_ENTRIES_FIELD_NUMBER: _builtins.int
+    MAX_PHRASE_CHARS_FIELD_NUMBER: _builtins.int
+    MAX_VOCABULARY_BOOST_FIELD_NUMBER: _builtins.int
+    MAX_UNIT_TEXT_BYTES_FIELD_NUMBER: _builtins.int
+    max_vocabulary_entries: _builtins.int
+    """STT vocabulary: entries per config or update, characters per phrase, largest boost."""
+    max_phrase_chars: _builtins.int
+    max_vocabulary_boost: _builtins.float
+    max_unit_text_bytes: _builtins.int
+    """TTS: the largest synthesis unit the model accepts, in UTF-8 bytes."""
+    def __init__(
+        self,
+        *,
+        max_vocabulary_entries: _builtins.int = ...,
+        max_phrase_chars: _builtins.int = ...,
+        max_vocabulary_boost: _builtins.float = ...,
+        max_unit_text_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_phrase_chars", b"max_phrase_chars", "max_unit_text_bytes", b"max_unit_text_bytes", "max_vocabulary_boost", b"max_vocabulary_boost", "max_vocabulary_entries", b"max_vocabulary_entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelLimits: _TypeAlias = ModelLimits  # noqa: Y015
 
 @_typing.final
 class FormatSupport(_message.Message):
@@ -229,16 +357,26 @@ class Limits(_message.Message):
     MAX_STREAM_DURATION_FIELD_NUMBER: _builtins.int
     IDLE_TIMEOUT_FIELD_NUMBER: _builtins.int
     MAX_PENDING_TEXT_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_UNREAD_RESPONSE_BYTES_FIELD_NUMBER: _builtins.int
+    WRITE_TIMEOUT_FIELD_NUMBER: _builtins.int
     max_contexts_per_stream: _builtins.int
     max_chunk_bytes: _builtins.int
     """Largest audio chunk or text message."""
     max_pending_text_bytes: _builtins.int
     """Text appended to one TTS context and not yet synthesized."""
+    max_unread_response_bytes: _builtins.int
+    """Responses the server holds for a client that does not read them, in bytes; beyond it the
+    stream fails with SLOW_CONSUMER.
+    """
     @_builtins.property
     def max_stream_duration(self) -> _duration_pb2.Duration: ...
     @_builtins.property
     def idle_timeout(self) -> _duration_pb2.Duration:
         """A stream with no message for this long fails with IDLE_TIMEOUT; KeepAlive resets it."""
+
+    @_builtins.property
+    def write_timeout(self) -> _duration_pb2.Duration:
+        """How long one response may wait on a client that does not read; beyond it SLOW_CONSUMER."""
 
     def __init__(
         self,
@@ -248,10 +386,12 @@ class Limits(_message.Message):
         max_stream_duration: _duration_pb2.Duration | None = ...,
         idle_timeout: _duration_pb2.Duration | None = ...,
         max_pending_text_bytes: _builtins.int = ...,
+        max_unread_response_bytes: _builtins.int = ...,
+        write_timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["idle_timeout", b"idle_timeout", "max_stream_duration", b"max_stream_duration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["idle_timeout", b"idle_timeout", "max_stream_duration", b"max_stream_duration", "write_timeout", b"write_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idle_timeout", b"idle_timeout", "max_chunk_bytes", b"max_chunk_bytes", "max_contexts_per_stream", b"max_contexts_per_stream", "max_pending_text_bytes", b"max_pending_text_bytes", "max_stream_duration", b"max_stream_duration"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idle_timeout", b"idle_timeout", "max_chunk_bytes", b"max_chunk_bytes", "max_contexts_per_stream", b"max_contexts_per_stream", "max_pending_text_bytes", b"max_pending_text_bytes", "max_stream_duration", b"max_stream_duration", "max_unread_response_bytes", b"max_unread_response_bytes", "write_timeout", b"write_timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -80,6 +80,36 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """An unexpected server fault."""
     ERROR_REASON_TEXT_TOO_LARGE: _ErrorReason.ValueType  # 23
     """The text of one synthesis request is larger than the model accepts."""
+    ERROR_REASON_SLOW_CONSUMER: _ErrorReason.ValueType  # 24
+    """The client did not read responses fast enough: unread responses exceeded the server's
+    buffer, or one write waited on the client longer than its deadline. Retry on a new stream
+    with a client that keeps reading.
+    """
+    ERROR_REASON_INVALID_AUDIO: _ErrorReason.ValueType  # 25
+    """Audio bytes are a whole number of frames but not valid samples of their encoding (NaN or
+    infinite PCM_F32LE samples), or an audio file cannot be decoded (a bad WAV header).
+    """
+    ERROR_REASON_UNAUTHENTICATED: _ErrorReason.ValueType  # 26
+    """No credentials, or credentials the server does not accept (unknown or revoked key, expired
+    or malformed token). The edge (gateway) answers HTTP 401.
+    """
+    ERROR_REASON_PERMISSION_DENIED: _ErrorReason.ValueType  # 27
+    """Valid credentials that do not allow this request (an origin that is not allowed, a token
+    scoped to another session). HTTP 403.
+    """
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 28
+    """A per-key quota was reached (concurrent sessions, new sessions per minute). Retry after
+    RetryInfo.retry_delay. HTTP 429.
+    """
+    ERROR_REASON_BODY_TOO_LARGE: _ErrorReason.ValueType  # 29
+    """A request body is larger than the server accepts. HTTP 413."""
+    ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: _ErrorReason.ValueType  # 30
+    """A request body's content type is not one the endpoint accepts. HTTP 415."""
+    ERROR_REASON_RESUME_REJECTED: _ErrorReason.ValueType  # 31
+    """A session cannot be resumed: its resume token is malformed, forged, expired, signed with a
+    key the server no longer has, or the acknowledged position is outside the resume window.
+    Start a new session.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable reasons. Clients branch on these, never on message text. New values may be added."""
@@ -131,6 +161,36 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 22
 """An unexpected server fault."""
 ERROR_REASON_TEXT_TOO_LARGE: ErrorReason.ValueType  # 23
 """The text of one synthesis request is larger than the model accepts."""
+ERROR_REASON_SLOW_CONSUMER: ErrorReason.ValueType  # 24
+"""The client did not read responses fast enough: unread responses exceeded the server's
+buffer, or one write waited on the client longer than its deadline. Retry on a new stream
+with a client that keeps reading.
+"""
+ERROR_REASON_INVALID_AUDIO: ErrorReason.ValueType  # 25
+"""Audio bytes are a whole number of frames but not valid samples of their encoding (NaN or
+infinite PCM_F32LE samples), or an audio file cannot be decoded (a bad WAV header).
+"""
+ERROR_REASON_UNAUTHENTICATED: ErrorReason.ValueType  # 26
+"""No credentials, or credentials the server does not accept (unknown or revoked key, expired
+or malformed token). The edge (gateway) answers HTTP 401.
+"""
+ERROR_REASON_PERMISSION_DENIED: ErrorReason.ValueType  # 27
+"""Valid credentials that do not allow this request (an origin that is not allowed, a token
+scoped to another session). HTTP 403.
+"""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 28
+"""A per-key quota was reached (concurrent sessions, new sessions per minute). Retry after
+RetryInfo.retry_delay. HTTP 429.
+"""
+ERROR_REASON_BODY_TOO_LARGE: ErrorReason.ValueType  # 29
+"""A request body is larger than the server accepts. HTTP 413."""
+ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: ErrorReason.ValueType  # 30
+"""A request body's content type is not one the endpoint accepts. HTTP 415."""
+ERROR_REASON_RESUME_REJECTED: ErrorReason.ValueType  # 31
+"""A session cannot be resumed: its resume token is malformed, forged, expired, signed with a
+key the server no longer has, or the acknowledged position is outside the resume window.
+Start a new session.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

@@ -4,7 +4,9 @@ isort:skip_file
 Stream control messages shared by the streaming services."""
 
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -34,3 +36,78 @@ class KeepAlive(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___KeepAlive: _TypeAlias = KeepAlive  # noqa: Y015
+
+@_typing.final
+class StreamNotice(_message.Message):
+    """Something the client should know that is not an error: the stream goes on. Servers that send
+    notices say so in Capabilities (ServerFeatures.stream_notices); clients must ignore kinds
+    they do not know.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[StreamNotice._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: StreamNotice._Kind.ValueType  # 0
+        KIND_FAILOVER: StreamNotice._Kind.ValueType  # 1
+        """The model server behind the stream failed and the stream moved to another one without
+        loss: STT audio since the last final result was replayed there, TTS contexts resumed
+        from their first unsent text. Offsets, utterance ids and sequence numbers continue.
+        """
+        KIND_IDLE_WARNING: StreamNotice._Kind.ValueType  # 2
+        """No client message for a while: the stream ends with IDLE_TIMEOUT after `remaining`
+        unless a message (KeepAlive counts) arrives.
+        """
+        KIND_DURATION_WARNING: StreamNotice._Kind.ValueType  # 3
+        """The stream ends with STREAM_TOO_LONG after `remaining` (Limits.max_stream_duration)."""
+        KIND_DRAINING: StreamNotice._Kind.ValueType  # 4
+        """The server is shutting down: finish within `remaining`, or continue on a new stream."""
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    KIND_UNSPECIFIED: StreamNotice.Kind.ValueType  # 0
+    KIND_FAILOVER: StreamNotice.Kind.ValueType  # 1
+    """The model server behind the stream failed and the stream moved to another one without
+    loss: STT audio since the last final result was replayed there, TTS contexts resumed
+    from their first unsent text. Offsets, utterance ids and sequence numbers continue.
+    """
+    KIND_IDLE_WARNING: StreamNotice.Kind.ValueType  # 2
+    """No client message for a while: the stream ends with IDLE_TIMEOUT after `remaining`
+    unless a message (KeepAlive counts) arrives.
+    """
+    KIND_DURATION_WARNING: StreamNotice.Kind.ValueType  # 3
+    """The stream ends with STREAM_TOO_LONG after `remaining` (Limits.max_stream_duration)."""
+    KIND_DRAINING: StreamNotice.Kind.ValueType  # 4
+    """The server is shutting down: finish within `remaining`, or continue on a new stream."""
+
+    KIND_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
+    kind: Global___StreamNotice.Kind.ValueType
+    message: _builtins.str
+    """Human-readable; not stable."""
+    replica: _builtins.str
+    """FAILOVER: the model server replica that now serves the stream."""
+    @_builtins.property
+    def remaining(self) -> _duration_pb2.Duration:
+        """Time left before the announced event (warnings and drain)."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___StreamNotice.Kind.ValueType = ...,
+        message: _builtins.str = ...,
+        remaining: _duration_pb2.Duration | None = ...,
+        replica: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["remaining", b"remaining"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "remaining", b"remaining", "replica", b"replica"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamNotice: _TypeAlias = StreamNotice  # noqa: Y015

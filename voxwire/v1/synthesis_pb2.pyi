@@ -142,6 +142,8 @@ class SynthesisContextConfig(_message.Message):
     PRONUNCIATIONS_FIELD_NUMBER: _builtins.int
     TEXT_FORMAT_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
+    TIMELINE_OFFSET_MS_FIELD_NUMBER: _builtins.int
+    FIRST_SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """A model of kind TTS, as listed by Capabilities. Empty selects the default TTS model."""
     voice: _builtins.str
@@ -151,6 +153,13 @@ class SynthesisContextConfig(_message.Message):
     text_format: Global___TextFormat.ValueType
     language: _builtins.str
     """BCP-47 language tag; empty selects the model's first language."""
+    timeline_offset_ms: _builtins.int
+    """Continuing an earlier context (resume after a fault): its audio timeline starts at this
+    offset (AudioChunk.start_ms, word timestamps, ContextDone.audio_ms count from it). Needs
+    ServerFeatures.synthesis_offsets.
+    """
+    first_sequence_number: _builtins.int
+    """Continuing an earlier context: the first AudioChunk's sequence number (0 means 1)."""
     @_builtins.property
     def output_format(self) -> _audio_pb2.AudioFormat:
         """Output encoding and rate; channels must be 0 or 1."""
@@ -169,10 +178,12 @@ class SynthesisContextConfig(_message.Message):
         pronunciations: _abc.Iterable[Global___PronunciationEntry] | None = ...,
         text_format: Global___TextFormat.ValueType = ...,
         language: _builtins.str = ...,
+        timeline_offset_ms: _builtins.int = ...,
+        first_sequence_number: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output_format", b"output_format"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["language", b"language", "model", b"model", "output_format", b"output_format", "pronunciations", b"pronunciations", "text_format", b"text_format", "voice", b"voice", "word_timestamps", b"word_timestamps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_sequence_number", b"first_sequence_number", "language", b"language", "model", b"model", "output_format", b"output_format", "pronunciations", b"pronunciations", "text_format", b"text_format", "timeline_offset_ms", b"timeline_offset_ms", "voice", b"voice", "word_timestamps", b"word_timestamps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -287,6 +298,7 @@ class StreamingSynthesizeResponse(_message.Message):
     DONE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    NOTICE_FIELD_NUMBER: _builtins.int
     context_id: _builtins.str
     @_builtins.property
     def opened(self) -> Global___ContextOpened: ...
@@ -306,6 +318,10 @@ class StreamingSynthesizeResponse(_message.Message):
     def summary(self) -> Global___SynthesisSummary:
         """Last response of the stream (context_id empty)."""
 
+    @_builtins.property
+    def notice(self) -> _stream_pb2.StreamNotice:
+        """Not an error; the stream or context goes on (failover, warnings). See StreamNotice."""
+
     def __init__(
         self,
         *,
@@ -318,12 +334,13 @@ class StreamingSynthesizeResponse(_message.Message):
         done: Global___ContextDone | None = ...,
         error: Global___ContextError | None = ...,
         summary: Global___SynthesisSummary | None = ...,
+        notice: _stream_pb2.StreamNotice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "cancelled", b"cancelled", "done", b"done", "error", b"error", "flush_ack", b"flush_ack", "opened", b"opened", "response", b"response", "summary", b"summary", "words", b"words"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "cancelled", b"cancelled", "done", b"done", "error", b"error", "flush_ack", b"flush_ack", "notice", b"notice", "opened", b"opened", "response", b"response", "summary", b"summary", "words", b"words"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "cancelled", b"cancelled", "context_id", b"context_id", "done", b"done", "error", b"error", "flush_ack", b"flush_ack", "opened", b"opened", "response", b"response", "summary", b"summary", "words", b"words"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "cancelled", b"cancelled", "context_id", b"context_id", "done", b"done", "error", b"error", "flush_ack", b"flush_ack", "notice", b"notice", "opened", b"opened", "response", b"response", "summary", b"summary", "words", b"words"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["opened", "audio", "words", "flush_ack", "cancelled", "done", "error", "summary"]  # noqa: Y015
+    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["opened", "audio", "words", "flush_ack", "cancelled", "done", "error", "summary", "notice"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
 
@@ -415,20 +432,30 @@ class WordTimestamp(_message.Message):
     WORD_FIELD_NUMBER: _builtins.int
     START_MS_FIELD_NUMBER: _builtins.int
     END_MS_FIELD_NUMBER: _builtins.int
+    TEXT_OFFSET_FIELD_NUMBER: _builtins.int
+    TEXT_LENGTH_FIELD_NUMBER: _builtins.int
     word: _builtins.str
     start_ms: _builtins.int
     """Offsets in ms from the start of the context's audio; monotonic across the context."""
     end_ms: _builtins.int
+    text_offset: _builtins.int
+    """Where the word is in the text appended to the context, in Unicode code points from the
+    first character of the context's first append (SSML: of the document text). Lets a client
+    know which text was spoken, e.g. to resend the rest after a fault.
+    """
+    text_length: _builtins.int
     def __init__(
         self,
         *,
         word: _builtins.str = ...,
         start_ms: _builtins.int = ...,
         end_ms: _builtins.int = ...,
+        text_offset: _builtins.int = ...,
+        text_length: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_ms", b"end_ms", "start_ms", b"start_ms", "word", b"word"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_ms", b"end_ms", "start_ms", b"start_ms", "text_length", b"text_length", "text_offset", b"text_offset", "word", b"word"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voxwire/v1/timings.proto\x12\nvoxwire.v1\"\x8a\x02\n\x0cStageTimings\x12\x12\n\nreceive_us\x18\x01 \x01(\x04\x12\x11\n\tdecode_us\x18\x02 \x01(\x04\x12\x11\n\ttriton_us\x18\x03 \x01(\x04\x12\x12\n\ncompute_us\x18\x04 \x01(\x04\x12\x11\n\tencode_us\x18\x05 \x01(\x04\x12\x0f\n\x07send_us\x18\x06 \x01(\x04\x12\x1e\n\x11\x66irst_response_us\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\x10\n\x08total_us\x18\x08 \x01(\x04\x12\x16\n\x0emodel_requests\x18\t \x01(\r\x12\x17\n\x0fmodel_responses\x18\n \x01(\r\x12\x0f\n\x07replica\x18\x0b \x01(\tB\x14\n\x12_first_response_usb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voxwire/v1/timings.proto\x12\nvoxwire.v1\"\xe9\x02\n\x0cStageTimings\x12\x12\n\nreceive_us\x18\x01 \x01(\x04\x12\x11\n\tdecode_us\x18\x02 \x01(\x04\x12\x11\n\ttriton_us\x18\x03 \x01(\x04\x12\x12\n\ncompute_us\x18\x04 \x01(\x04\x12\x11\n\tencode_us\x18\x05 \x01(\x04\x12\x0f\n\x07send_us\x18\x06 \x01(\x04\x12\x1e\n\x11\x66irst_response_us\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\x10\n\x08total_us\x18\x08 \x01(\x04\x12\x16\n\x0emodel_requests\x18\t \x01(\r\x12\x17\n\x0fmodel_responses\x18\n \x01(\r\x12\x0f\n\x07replica\x18\x0b \x01(\t\x12\x17\n\x0f\x65\x64ge_receive_us\x18\x0c \x01(\x04\x12\x15\n\redge_queue_us\x18\r \x01(\x04\x12\x17\n\x0f\x65\x64ge_connect_us\x18\x0e \x01(\x04\x12\x14\n\x0c\x65\x64ge_send_us\x18\x0f \x01(\x04\x42\x14\n\x12_first_response_usb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voxwire.v1.timings_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STAGETIMINGS']._serialized_start=41
-  _globals['_STAGETIMINGS']._serialized_end=307
+  _globals['_STAGETIMINGS']._serialized_end=402
 # @@protoc_insertion_point(module_scope)

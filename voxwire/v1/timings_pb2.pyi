@@ -40,6 +40,10 @@ class StageTimings(_message.Message):
     MODEL_REQUESTS_FIELD_NUMBER: _builtins.int
     MODEL_RESPONSES_FIELD_NUMBER: _builtins.int
     REPLICA_FIELD_NUMBER: _builtins.int
+    EDGE_RECEIVE_US_FIELD_NUMBER: _builtins.int
+    EDGE_QUEUE_US_FIELD_NUMBER: _builtins.int
+    EDGE_CONNECT_US_FIELD_NUMBER: _builtins.int
+    EDGE_SEND_US_FIELD_NUMBER: _builtins.int
     receive_us: _builtins.int
     """"receive": reading and validating client messages."""
     decode_us: _builtins.int
@@ -67,6 +71,19 @@ class StageTimings(_message.Message):
     model_responses: _builtins.int
     replica: _builtins.str
     """Which model server replica served the scope."""
+    edge_receive_us: _builtins.int
+    """Stages added by an edge (the gateway) in front of the inference server, zero when the
+    client talks to the inference server directly.
+    "edge-receive": reading, decoding and validating client frames (JSON, base64, audio files).
+    """
+    edge_queue_us: _builtins.int
+    """"edge-queue": time client input waited in the edge's buffers (e.g. audio sent while the
+    upstream stream was opening).
+    """
+    edge_connect_us: _builtins.int
+    """"edge-connect": opening upstream streams (first open and every resume or failover)."""
+    edge_send_us: _builtins.int
+    """"edge-send": encoding and writing responses to the client (includes flow-control waits)."""
     def __init__(
         self,
         *,
@@ -81,10 +98,14 @@ class StageTimings(_message.Message):
         model_requests: _builtins.int = ...,
         model_responses: _builtins.int = ...,
         replica: _builtins.str = ...,
+        edge_receive_us: _builtins.int = ...,
+        edge_queue_us: _builtins.int = ...,
+        edge_connect_us: _builtins.int = ...,
+        edge_send_us: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_first_response_us", b"_first_response_us", "first_response_us", b"first_response_us"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_first_response_us", b"_first_response_us", "compute_us", b"compute_us", "decode_us", b"decode_us", "encode_us", b"encode_us", "first_response_us", b"first_response_us", "model_requests", b"model_requests", "model_responses", b"model_responses", "receive_us", b"receive_us", "replica", b"replica", "send_us", b"send_us", "total_us", b"total_us", "triton_us", b"triton_us"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_first_response_us", b"_first_response_us", "compute_us", b"compute_us", "decode_us", b"decode_us", "edge_connect_us", b"edge_connect_us", "edge_queue_us", b"edge_queue_us", "edge_receive_us", b"edge_receive_us", "edge_send_us", b"edge_send_us", "encode_us", b"encode_us", "first_response_us", b"first_response_us", "model_requests", b"model_requests", "model_responses", b"model_responses", "receive_us", b"receive_us", "replica", b"replica", "send_us", b"send_us", "total_us", b"total_us", "triton_us", b"triton_us"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__first_response_us: _TypeAlias = _typing.Literal["first_response_us"]  # noqa: Y015
     _WhichOneofArgType__first_response_us: _TypeAlias = _typing.Literal["_first_response_us", b"_first_response_us"]  # noqa: Y015

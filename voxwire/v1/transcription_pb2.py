@@ -28,7 +28,7 @@ from voxwire.v1 import stream_pb2 as voxwire_dot_v1_dot_stream__pb2
 from voxwire.v1 import timings_pb2 as voxwire_dot_v1_dot_timings__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1evoxwire/v1/transcription.proto\x12\nvoxwire.v1\x1a\x16voxwire/v1/audio.proto\x1a\x17voxwire/v1/errors.proto\x1a\x17voxwire/v1/stream.proto\x1a\x18voxwire/v1/timings.proto\"\xac\x02\n\x1aStreamingTranscribeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voxwire.v1.TranscriptionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12(\n\x08\x66inalize\x18\x03 \x01(\x0b\x32\x14.voxwire.v1.FinalizeH\x00\x12+\n\nkeep_alive\x18\x04 \x01(\x0b\x32\x15.voxwire.v1.KeepAliveH\x00\x12>\n\rupdate_config\x18\x05 \x01(\x0b\x32%.voxwire.v1.UpdateTranscriptionConfigH\x00\x12(\n\x05\x63lose\x18\x06 \x01(\x0b\x32\x17.voxwire.v1.CloseStreamH\x00\x42\t\n\x07request\"\x90\x02\n\x13TranscriptionConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x0c\x61udio_format\x18\x02 \x01(\x0b\x32\x17.voxwire.v1.AudioFormat\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x17\n\x0finterim_results\x18\x04 \x01(\x08\x12\x17\n\x0fword_timestamps\x18\x05 \x01(\x08\x12\x32\n\x0b\x65ndpointing\x18\x06 \x01(\x0b\x32\x1d.voxwire.v1.EndpointingConfig\x12/\n\nvocabulary\x18\x07 \x03(\x0b\x32\x1b.voxwire.v1.VocabularyEntry\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"\x95\x01\n\x11\x45ndpointingConfig\x12\x14\n\x07\x65nabled\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x17\n\nsilence_ms\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x1f\n\x12vad_aggressiveness\x18\x03 \x01(\rH\x02\x88\x01\x01\x42\n\n\x08_enabledB\r\n\x0b_silence_msB\x15\n\x13_vad_aggressiveness\"V\n\x0fVocabularyEntry\x12\x0e\n\x06phrase\x18\x01 \x01(\t\x12\x12\n\x05\x62oost\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x15\n\rpronunciation\x18\x03 \x01(\tB\x08\n\x06_boost\"\x1f\n\x08\x46inalize\x12\x13\n\x0b\x66inalize_id\x18\x01 \x01(\t\"\x93\x01\n\x19UpdateTranscriptionConfig\x12\x11\n\tupdate_id\x18\x01 \x01(\t\x12\x32\n\x0b\x65ndpointing\x18\x02 \x01(\x0b\x32\x1d.voxwire.v1.EndpointingConfig\x12/\n\nvocabulary\x18\x03 \x03(\x0b\x32\x1b.voxwire.v1.VocabularyEntry\"\r\n\x0b\x43loseStream\"\x96\x03\n\x1bStreamingTranscribeResponse\x12\x33\n\x07started\x18\x01 \x01(\x0b\x32 .voxwire.v1.TranscriptionStartedH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.voxwire.v1.TranscriptResultH\x00\x12\x33\n\x0espeech_started\x18\x03 \x01(\x0b\x32\x19.voxwire.v1.SpeechStartedH\x00\x12\x31\n\rutterance_end\x18\x04 \x01(\x0b\x32\x18.voxwire.v1.UtteranceEndH\x00\x12/\n\x0c\x66inalize_ack\x18\x05 \x01(\x0b\x32\x17.voxwire.v1.FinalizeAckH\x00\x12\x38\n\x11update_config_ack\x18\x06 \x01(\x0b\x32\x1b.voxwire.v1.UpdateConfigAckH\x00\x12\x33\n\x07summary\x18\x07 \x01(\x0b\x32 .voxwire.v1.TranscriptionSummaryH\x00\x42\n\n\x08response\"\x9e\x01\n\x14TranscriptionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1c\n\x14model_sample_rate_hz\x18\x04 \x01(\r\x12\x31\n\nvocabulary\x18\x05 \x03(\x0b\x32\x1d.voxwire.v1.VocabularyOutcome\"\xe7\x01\n\x10TranscriptResult\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x10\n\x08is_final\x18\x02 \x01(\x08\x12\x12\n\ntranscript\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x02\x12\x10\n\x08start_ms\x18\x05 \x01(\r\x12\x0e\n\x06\x65nd_ms\x18\x06 \x01(\r\x12\x1f\n\x05words\x18\x07 \x03(\x0b\x32\x10.voxwire.v1.Word\x12\x15\n\rfrom_finalize\x18\x08 \x01(\x08\x12)\n\x07timings\x18\t \x01(\x0b\x32\x18.voxwire.v1.StageTimings\"l\n\x04Word\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\r\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\r\x12\x12\n\nconfidence\x18\x04 \x01(\x02\x12\x14\n\x07speaker\x18\x05 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_speaker\"4\n\rSpeechStarted\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\r\n\x05\x61t_ms\x18\x02 \x01(\r\"3\n\x0cUtteranceEnd\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\r\n\x05\x61t_ms\x18\x02 \x01(\r\"4\n\x0b\x46inalizeAck\x12\x13\n\x0b\x66inalize_id\x18\x01 \x01(\t\x12\x10\n\x08\x61udio_ms\x18\x02 \x01(\r\"\x8b\x01\n\x0fUpdateConfigAck\x12\x11\n\tupdate_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.voxwire.v1.Error\x12\x31\n\nvocabulary\x18\x04 \x03(\x0b\x32\x1d.voxwire.v1.VocabularyOutcome\"\xc4\x01\n\x11VocabularyOutcome\x12\x0e\n\x06phrase\x18\x01 \x01(\t\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.voxwire.v1.VocabularyOutcome.Status\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATUS_ADDED\x10\x01\x12\x10\n\x0cSTATUS_KNOWN\x10\x02\x12\x13\n\x0fSTATUS_REJECTED\x10\x03\"{\n\x14TranscriptionSummary\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61udio_ms\x18\x02 \x01(\r\x12\x12\n\nutterances\x18\x03 \x01(\r\x12)\n\x07timings\x18\x04 \x01(\x0b\x32\x18.voxwire.v1.StageTimings2{\n\rTranscription\x12j\n\x13StreamingTranscribe\x12&.voxwire.v1.StreamingTranscribeRequest\x1a\'.voxwire.v1.StreamingTranscribeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1evoxwire/v1/transcription.proto\x12\nvoxwire.v1\x1a\x16voxwire/v1/audio.proto\x1a\x17voxwire/v1/errors.proto\x1a\x17voxwire/v1/stream.proto\x1a\x18voxwire/v1/timings.proto\"\xac\x02\n\x1aStreamingTranscribeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voxwire.v1.TranscriptionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12(\n\x08\x66inalize\x18\x03 \x01(\x0b\x32\x14.voxwire.v1.FinalizeH\x00\x12+\n\nkeep_alive\x18\x04 \x01(\x0b\x32\x15.voxwire.v1.KeepAliveH\x00\x12>\n\rupdate_config\x18\x05 \x01(\x0b\x32%.voxwire.v1.UpdateTranscriptionConfigH\x00\x12(\n\x05\x63lose\x18\x06 \x01(\x0b\x32\x17.voxwire.v1.CloseStreamH\x00\x42\t\n\x07request\"\xc9\x02\n\x13TranscriptionConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12-\n\x0c\x61udio_format\x18\x02 \x01(\x0b\x32\x17.voxwire.v1.AudioFormat\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x17\n\x0finterim_results\x18\x04 \x01(\x08\x12\x17\n\x0fword_timestamps\x18\x05 \x01(\x08\x12\x32\n\x0b\x65ndpointing\x18\x06 \x01(\x0b\x32\x1d.voxwire.v1.EndpointingConfig\x12/\n\nvocabulary\x18\x07 \x03(\x0b\x32\x1b.voxwire.v1.VocabularyEntry\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x18\n\x10stream_offset_ms\x18\t \x01(\r\x12\x1d\n\x15\x66irst_utterance_index\x18\n \x01(\r\"\x95\x01\n\x11\x45ndpointingConfig\x12\x14\n\x07\x65nabled\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x17\n\nsilence_ms\x18\x02 \x01(\rH\x01\x88\x01\x01\x12\x1f\n\x12vad_aggressiveness\x18\x03 \x01(\rH\x02\x88\x01\x01\x42\n\n\x08_enabledB\r\n\x0b_silence_msB\x15\n\x13_vad_aggressiveness\"V\n\x0fVocabularyEntry\x12\x0e\n\x06phrase\x18\x01 \x01(\t\x12\x12\n\x05\x62oost\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x15\n\rpronunciation\x18\x03 \x01(\tB\x08\n\x06_boost\"\x1f\n\x08\x46inalize\x12\x13\n\x0b\x66inalize_id\x18\x01 \x01(\t\"\x93\x01\n\x19UpdateTranscriptionConfig\x12\x11\n\tupdate_id\x18\x01 \x01(\t\x12\x32\n\x0b\x65ndpointing\x18\x02 \x01(\x0b\x32\x1d.voxwire.v1.EndpointingConfig\x12/\n\nvocabulary\x18\x03 \x03(\x0b\x32\x1b.voxwire.v1.VocabularyEntry\"\r\n\x0b\x43loseStream\"\xc2\x03\n\x1bStreamingTranscribeResponse\x12\x33\n\x07started\x18\x01 \x01(\x0b\x32 .voxwire.v1.TranscriptionStartedH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.voxwire.v1.TranscriptResultH\x00\x12\x33\n\x0espeech_started\x18\x03 \x01(\x0b\x32\x19.voxwire.v1.SpeechStartedH\x00\x12\x31\n\rutterance_end\x18\x04 \x01(\x0b\x32\x18.voxwire.v1.UtteranceEndH\x00\x12/\n\x0c\x66inalize_ack\x18\x05 \x01(\x0b\x32\x17.voxwire.v1.FinalizeAckH\x00\x12\x38\n\x11update_config_ack\x18\x06 \x01(\x0b\x32\x1b.voxwire.v1.UpdateConfigAckH\x00\x12\x33\n\x07summary\x18\x07 \x01(\x0b\x32 .voxwire.v1.TranscriptionSummaryH\x00\x12*\n\x06notice\x18\x08 \x01(\x0b\x32\x18.voxwire.v1.StreamNoticeH\x00\x42\n\n\x08response\"\x9e\x01\n\x14TranscriptionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1c\n\x14model_sample_rate_hz\x18\x04 \x01(\r\x12\x31\n\nvocabulary\x18\x05 \x03(\x0b\x32\x1d.voxwire.v1.VocabularyOutcome\"\xe7\x01\n\x10TranscriptResult\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x10\n\x08is_final\x18\x02 \x01(\x08\x12\x12\n\ntranscript\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x02\x12\x10\n\x08start_ms\x18\x05 \x01(\r\x12\x0e\n\x06\x65nd_ms\x18\x06 \x01(\r\x12\x1f\n\x05words\x18\x07 \x03(\x0b\x32\x10.voxwire.v1.Word\x12\x15\n\rfrom_finalize\x18\x08 \x01(\x08\x12)\n\x07timings\x18\t \x01(\x0b\x32\x18.voxwire.v1.StageTimings\"l\n\x04Word\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\r\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\r\x12\x12\n\nconfidence\x18\x04 \x01(\x02\x12\x14\n\x07speaker\x18\x05 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_speaker\"4\n\rSpeechStarted\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\r\n\x05\x61t_ms\x18\x02 \x01(\r\"3\n\x0cUtteranceEnd\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\r\n\x05\x61t_ms\x18\x02 \x01(\r\"4\n\x0b\x46inalizeAck\x12\x13\n\x0b\x66inalize_id\x18\x01 \x01(\t\x12\x10\n\x08\x61udio_ms\x18\x02 \x01(\r\"\x8b\x01\n\x0fUpdateConfigAck\x12\x11\n\tupdate_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.voxwire.v1.Error\x12\x31\n\nvocabulary\x18\x04 \x03(\x0b\x32\x1d.voxwire.v1.VocabularyOutcome\"\xc4\x01\n\x11VocabularyOutcome\x12\x0e\n\x06phrase\x18\x01 \x01(\t\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.voxwire.v1.VocabularyOutcome.Status\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"Y\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATUS_ADDED\x10\x01\x12\x10\n\x0cSTATUS_KNOWN\x10\x02\x12\x13\n\x0fSTATUS_REJECTED\x10\x03\"{\n\x14TranscriptionSummary\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61udio_ms\x18\x02 \x01(\r\x12\x12\n\nutterances\x18\x03 \x01(\r\x12)\n\x07timings\x18\x04 \x01(\x0b\x32\x18.voxwire.v1.StageTimings2{\n\rTranscription\x12j\n\x13StreamingTranscribe\x12&.voxwire.v1.StreamingTranscribeRequest\x1a\'.voxwire.v1.StreamingTranscribeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,39 +38,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMINGTRANSCRIBEREQUEST']._serialized_start=147
   _globals['_STREAMINGTRANSCRIBEREQUEST']._serialized_end=447
   _globals['_TRANSCRIPTIONCONFIG']._serialized_start=450
-  _globals['_TRANSCRIPTIONCONFIG']._serialized_end=722
-  _globals['_ENDPOINTINGCONFIG']._serialized_start=725
-  _globals['_ENDPOINTINGCONFIG']._serialized_end=874
-  _globals['_VOCABULARYENTRY']._serialized_start=876
-  _globals['_VOCABULARYENTRY']._serialized_end=962
-  _globals['_FINALIZE']._serialized_start=964
-  _globals['_FINALIZE']._serialized_end=995
-  _globals['_UPDATETRANSCRIPTIONCONFIG']._serialized_start=998
-  _globals['_UPDATETRANSCRIPTIONCONFIG']._serialized_end=1145
-  _globals['_CLOSESTREAM']._serialized_start=1147
-  _globals['_CLOSESTREAM']._serialized_end=1160
-  _globals['_STREAMINGTRANSCRIBERESPONSE']._serialized_start=1163
-  _globals['_STREAMINGTRANSCRIBERESPONSE']._serialized_end=1569
-  _globals['_TRANSCRIPTIONSTARTED']._serialized_start=1572
-  _globals['_TRANSCRIPTIONSTARTED']._serialized_end=1730
-  _globals['_TRANSCRIPTRESULT']._serialized_start=1733
-  _globals['_TRANSCRIPTRESULT']._serialized_end=1964
-  _globals['_WORD']._serialized_start=1966
-  _globals['_WORD']._serialized_end=2074
-  _globals['_SPEECHSTARTED']._serialized_start=2076
-  _globals['_SPEECHSTARTED']._serialized_end=2128
-  _globals['_UTTERANCEEND']._serialized_start=2130
-  _globals['_UTTERANCEEND']._serialized_end=2181
-  _globals['_FINALIZEACK']._serialized_start=2183
-  _globals['_FINALIZEACK']._serialized_end=2235
-  _globals['_UPDATECONFIGACK']._serialized_start=2238
-  _globals['_UPDATECONFIGACK']._serialized_end=2377
-  _globals['_VOCABULARYOUTCOME']._serialized_start=2380
-  _globals['_VOCABULARYOUTCOME']._serialized_end=2576
-  _globals['_VOCABULARYOUTCOME_STATUS']._serialized_start=2487
-  _globals['_VOCABULARYOUTCOME_STATUS']._serialized_end=2576
-  _globals['_TRANSCRIPTIONSUMMARY']._serialized_start=2578
-  _globals['_TRANSCRIPTIONSUMMARY']._serialized_end=2701
-  _globals['_TRANSCRIPTION']._serialized_start=2703
-  _globals['_TRANSCRIPTION']._serialized_end=2826
+  _globals['_TRANSCRIPTIONCONFIG']._serialized_end=779
+  _globals['_ENDPOINTINGCONFIG']._serialized_start=782
+  _globals['_ENDPOINTINGCONFIG']._serialized_end=931
+  _globals['_VOCABULARYENTRY']._serialized_start=933
+  _globals['_VOCABULARYENTRY']._serialized_end=1019
+  _globals['_FINALIZE']._serialized_start=1021
+  _globals['_FINALIZE']._serialized_end=1052
+  _globals['_UPDATETRANSCRIPTIONCONFIG']._serialized_start=1055
+  _globals['_UPDATETRANSCRIPTIONCONFIG']._serialized_end=1202
+  _globals['_CLOSESTREAM']._serialized_start=1204
+  _globals['_CLOSESTREAM']._serialized_end=1217
+  _globals['_STREAMINGTRANSCRIBERESPONSE']._serialized_start=1220
+  _globals['_STREAMINGTRANSCRIBERESPONSE']._serialized_end=1670
+  _globals['_TRANSCRIPTIONSTARTED']._serialized_start=1673
+  _globals['_TRANSCRIPTIONSTARTED']._serialized_end=1831
+  _globals['_TRANSCRIPTRESULT']._serialized_start=1834
+  _globals['_TRANSCRIPTRESULT']._serialized_end=2065
+  _globals['_WORD']._serialized_start=2067
+  _globals['_WORD']._serialized_end=2175
+  _globals['_SPEECHSTARTED']._serialized_start=2177
+  _globals['_SPEECHSTARTED']._serialized_end=2229
+  _globals['_UTTERANCEEND']._serialized_start=2231
+  _globals['_UTTERANCEEND']._serialized_end=2282
+  _globals['_FINALIZEACK']._serialized_start=2284
+  _globals['_FINALIZEACK']._serialized_end=2336
+  _globals['_UPDATECONFIGACK']._serialized_start=2339
+  _globals['_UPDATECONFIGACK']._serialized_end=2478
+  _globals['_VOCABULARYOUTCOME']._serialized_start=2481
+  _globals['_VOCABULARYOUTCOME']._serialized_end=2677
+  _globals['_VOCABULARYOUTCOME_STATUS']._serialized_start=2588
+  _globals['_VOCABULARYOUTCOME_STATUS']._serialized_end=2677
+  _globals['_TRANSCRIPTIONSUMMARY']._serialized_start=2679
+  _globals['_TRANSCRIPTIONSUMMARY']._serialized_end=2802
+  _globals['_TRANSCRIPTION']._serialized_start=2804
+  _globals['_TRANSCRIPTION']._serialized_end=2927
 # @@protoc_insertion_point(module_scope)

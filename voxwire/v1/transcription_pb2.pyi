@@ -91,6 +91,8 @@ class TranscriptionConfig(_message.Message):
     ENDPOINTING_FIELD_NUMBER: _builtins.int
     VOCABULARY_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STREAM_OFFSET_MS_FIELD_NUMBER: _builtins.int
+    FIRST_UTTERANCE_INDEX_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """A model of kind STT, as listed by Capabilities. Empty selects the default STT model."""
     language: _builtins.str
@@ -101,6 +103,14 @@ class TranscriptionConfig(_message.Message):
     """Include per-word timings in final results."""
     request_id: _builtins.str
     """Echoed in TranscriptionStarted and in traces; generated when empty."""
+    stream_offset_ms: _builtins.int
+    """Continuing an earlier stream (resume after a fault): this stream's first audio byte is at
+    `stream_offset_ms` of the session's audio, so every offset the server reports (results,
+    words, events, acks, summary audio_ms) is shifted by it. Needs
+    ServerFeatures.stream_offsets.
+    """
+    first_utterance_index: _builtins.int
+    """Continuing an earlier stream: utterance ids continue from this index ("u<index>")."""
     @_builtins.property
     def audio_format(self) -> _audio_pb2.AudioFormat: ...
     @_builtins.property
@@ -122,10 +132,12 @@ class TranscriptionConfig(_message.Message):
         endpointing: Global___EndpointingConfig | None = ...,
         vocabulary: _abc.Iterable[Global___VocabularyEntry] | None = ...,
         request_id: _builtins.str = ...,
+        stream_offset_ms: _builtins.int = ...,
+        first_utterance_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio_format", b"audio_format", "endpointing", b"endpointing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_format", b"audio_format", "endpointing", b"endpointing", "interim_results", b"interim_results", "language", b"language", "model", b"model", "request_id", b"request_id", "vocabulary", b"vocabulary", "word_timestamps", b"word_timestamps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_format", b"audio_format", "endpointing", b"endpointing", "first_utterance_index", b"first_utterance_index", "interim_results", b"interim_results", "language", b"language", "model", b"model", "request_id", b"request_id", "stream_offset_ms", b"stream_offset_ms", "vocabulary", b"vocabulary", "word_timestamps", b"word_timestamps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -286,6 +298,7 @@ class StreamingTranscribeResponse(_message.Message):
     FINALIZE_ACK_FIELD_NUMBER: _builtins.int
     UPDATE_CONFIG_ACK_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    NOTICE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def started(self) -> Global___TranscriptionStarted:
         """First response: the configuration is accepted and the model is ready for audio."""
@@ -304,6 +317,10 @@ class StreamingTranscribeResponse(_message.Message):
     def summary(self) -> Global___TranscriptionSummary:
         """Last response of a stream that ends without error."""
 
+    @_builtins.property
+    def notice(self) -> _stream_pb2.StreamNotice:
+        """Not an error; the stream goes on (failover, warnings). See StreamNotice."""
+
     def __init__(
         self,
         *,
@@ -314,12 +331,13 @@ class StreamingTranscribeResponse(_message.Message):
         finalize_ack: Global___FinalizeAck | None = ...,
         update_config_ack: Global___UpdateConfigAck | None = ...,
         summary: Global___TranscriptionSummary | None = ...,
+        notice: _stream_pb2.StreamNotice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["finalize_ack", b"finalize_ack", "response", b"response", "result", b"result", "speech_started", b"speech_started", "started", b"started", "summary", b"summary", "update_config_ack", b"update_config_ack", "utterance_end", b"utterance_end"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finalize_ack", b"finalize_ack", "notice", b"notice", "response", b"response", "result", b"result", "speech_started", b"speech_started", "started", b"started", "summary", b"summary", "update_config_ack", b"update_config_ack", "utterance_end", b"utterance_end"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finalize_ack", b"finalize_ack", "response", b"response", "result", b"result", "speech_started", b"speech_started", "started", b"started", "summary", b"summary", "update_config_ack", b"update_config_ack", "utterance_end", b"utterance_end"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finalize_ack", b"finalize_ack", "notice", b"notice", "response", b"response", "result", b"result", "speech_started", b"speech_started", "started", b"started", "summary", b"summary", "update_config_ack", b"update_config_ack", "utterance_end", b"utterance_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["started", "result", "speech_started", "utterance_end", "finalize_ack", "update_config_ack", "summary"]  # noqa: Y015
+    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["started", "result", "speech_started", "utterance_end", "finalize_ack", "update_config_ack", "summary", "notice"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
 
