@@ -43,10 +43,12 @@ class IntervalLogWriter:
         if comment:
             writer.output_comment(comment)
         writer.output_log_format_version()
-        # hdrh's output_start_time formats the date wrongly; the reader only needs the number.
+        # hdrh's output_start_time formats the date wrongly, so both lines are written here, with
+        # the same number: the reader skips intervals that start before StartTime, and a
+        # rounding difference between the two would drop the first interval.
         when = datetime.datetime.fromtimestamp(base_epoch_s, datetime.UTC).isoformat()
-        out.write(f"#[StartTime: {base_epoch_s:.3f} (seconds since epoch), {when}]\n")
-        writer.output_base_time(base_epoch_s * 1000.0)
+        out.write(f"#[StartTime: {base_epoch_s:f} (seconds since epoch), {when}]\n")
+        out.write(f"#[BaseTime: {base_epoch_s:f} (seconds since epoch)]\n")
         writer.output_legend()
 
     def write(self, tag: str, histogram: HdrHistogram, start_epoch_s: float, end_epoch_s: float):
