@@ -77,7 +77,7 @@ def invert(curve: list[Segment], units: Iterator[float]) -> Iterator[float]:
     segments = iter(curve)
     segment = next(segments, None)
     for u in units:
-        while segment is not None and u > passed + segment.area:
+        while segment is not None and u >= passed + segment.area:
             passed += segment.area
             segment = next(segments, None)
         if segment is None:

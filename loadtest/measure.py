@@ -9,6 +9,8 @@ STT, chunk i of ``chunk_ms`` covers audio [i*chunk_ms, (i+1)*chunk_ms):
 - ``stt.message``: every result (interim or final) or echo, minus the intended send time of
   the chunk it answers: for a result, the chunk that holds its ``end_ms`` (the last audio it
   reflects); for an echo, the chunk it echoes.
+- ``stt.message_from_send``: the same, from when the chunk was actually written (no
+  correction: the difference is the generator's or the transport's delay in sending).
 - ``stt.first_result``: the first result, minus chunk 0's intended time.
 - ``stt.final``: each final result, minus the intended time of the chunk holding its end_ms
   (its latency after the end of the speech it covers).
@@ -35,12 +37,14 @@ class SttMeasure:
     chunk_ms: int
     warm_until: float = -math.inf  # inputs intended before this are not recorded
     intended: list[float] = field(default_factory=list)  # chunk i -> its due time
+    actual: list[float] = field(default_factory=list)  # chunk i -> when it was written
     finals: list[str] = field(default_factory=list)
     first_result: bool = False
 
-    def sent(self, due: float) -> None:
-        """The next chunk was sent; it was due at ``due``."""
+    def sent(self, due: float, actual: float | None = None) -> None:
+        """The next chunk was written at ``actual``; it was due at ``due``."""
         self.intended.append(due)
+        self.actual.append(due if actual is None else actual)
 
     def _chunk_for(self, end_ms: int) -> int | None:
         if not self.intended:
@@ -52,17 +56,24 @@ class SttMeasure:
         if due >= self.warm_until:
             self.recorder.record(metric, at - due)
 
+    def _message(self, at: float, index: int) -> None:
+        due = self.intended[index]
+        if due >= self.warm_until:
+            self.recorder.record("stt.message", at - due)
+            # The same latency without the correction, to show what the correction adds.
+            self.recorder.record("stt.message_from_send", at - self.actual[index])
+
     def on_event(self, event: Event) -> None:
         if isinstance(event, StartedEvent):
             self._latency("session.setup", event.at, self.intended_start)
         elif isinstance(event, Ack):
             if 0 <= event.index < len(self.intended):
-                self._latency("stt.message", event.at, self.intended[event.index])
+                self._message(event.at, event.index)
         elif isinstance(event, Result):
             index = self._chunk_for(event.end_ms)
             if index is None:
                 return
-            self._latency("stt.message", event.at, self.intended[index])
+            self._message(event.at, index)
             if not self.first_result:
                 self.first_result = True
                 self._latency("stt.first_result", event.at, self.intended[0])

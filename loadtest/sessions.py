@@ -104,7 +104,7 @@ async def stt_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
             if reader.done():
                 break
             rec.record("generator.lag", late)
-            measure.sent(schedule.due(i))
+            measure.sent(schedule.due(i), time.monotonic())
             await stream.send_audio(chunk)
             rec.count("stt.chunks")
         if not reader.done():
