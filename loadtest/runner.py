@@ -8,7 +8,9 @@ and stops any that outlive the scenario's hard limit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import shutil
@@ -24,7 +26,14 @@ from rich.table import Table
 
 from loadtest.merge import Merged, merge
 from loadtest.scenario import Scenario
-from loadtest.worker import GO_FILE, READY_FILE, WorkerSpec, worker_dir, worker_entry
+from loadtest.worker import (
+    GO_FILE,
+    READY_FILE,
+    WorkerSpec,
+    run_worker,
+    worker_dir,
+    worker_entry,
+)
 
 _READY_TIMEOUT_S = 90.0
 _START_DELAY_S = 0.5  # from go.json to the start epoch: every worker reads it in time
@@ -153,3 +162,18 @@ def run(
     if failure:
         raise RunError(failure)
     return merge([out_dir])
+
+
+async def run_inline(scenario: Scenario, out_dir: Path) -> Merged:
+    """One worker in the running event loop, no process, no live view: for embedding the tool
+    (and its tests). The output and the merge are those of ``run``. Raises RunError."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("worker-*"):
+        shutil.rmtree(old)
+    single = dataclasses.replace(scenario, limits=dataclasses.replace(scenario.limits, workers=1))
+    spec = WorkerSpec(single.to_dict(), 0, 1, str(out_dir), time.time() + 0.2)
+    try:
+        await run_worker(spec)
+    except Exception as exc:
+        raise RunError(f"the worker failed: {exc!r}") from exc
+    return await asyncio.to_thread(merge, [out_dir])

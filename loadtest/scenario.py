@@ -41,6 +41,9 @@ class TargetSpec:
     kind: str = "grpc"
     # host:port; the tool sends to this address and nowhere else (loopback by default).
     address: str = "127.0.0.1:50051"
+    # triton: where to read model configs when ``address`` serves only ModelStreamInfer (the
+    # null proxy); empty: ``address`` itself.
+    models_from: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +77,10 @@ class ArrivalSpec:
 
 @dataclass(frozen=True, slots=True)
 class LengthSpec:
-    """STT session length: whole speech files back to back until at least this long."""
+    """STT session length: ``files`` whole speech files (distribution "files", the default;
+    WER needs whole files), or files back to back cut at a drawn number of seconds."""
 
-    distribution: str = "files"  # files: exactly ``files`` files
+    distribution: str = "files"
     files: int = 1
     seconds: float = 10.0  # fixed
     low: float = 5.0  # uniform

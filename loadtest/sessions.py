@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from loadtest.scenario import Scenario
 from loadtest.speech import SpeechFile, chunk_audio, session_audio
 from loadtest.targets.base import SttOptions, SttStream, Target, TtsOptions, TtsStream
 from loadtest.wer import edit_distance, normalize_words
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -193,6 +196,8 @@ async def run_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     except Exception as exc:  # a target fault must not end the run: count it
         rec.count("sessions.failed")
         rec.error("CLIENT_ERROR", type(exc).__name__)
+        if rec.errors[f"CLIENT_ERROR/{type(exc).__name__}"] == 1:
+            log.warning("session failed in the client", exc_info=exc)
     finally:
         ctx.active -= 1
 

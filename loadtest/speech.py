@@ -67,20 +67,27 @@ def _json(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def session_audio(files: list[SpeechFile], first: int, files_wanted: int, seconds: float):
-    """Whole files back to back from ``files[first % n]`` until there are ``files_wanted`` of
-    them and at least ``seconds`` of audio. Returns SessionAudio."""
+def session_audio(
+    files: list[SpeechFile], first: int, files_wanted: int, seconds: float
+) -> SessionAudio:
+    """``files_wanted`` whole files from ``files[first % n]`` on (``seconds`` 0), or files back
+    to back cut at ``seconds``. Only whole files have a reference transcript (for WER)."""
     parts: list[SpeechFile] = []
     total = 0.0
     index = first
-    while len(parts) < max(1, files_wanted) or total < seconds:
+    while len(parts) < (files_wanted if seconds <= 0 else 1) or total < seconds:
         part = files[index % len(files)]
         parts.append(part)
         total += part.seconds
         index += 1
+    pcm = b"".join(p.pcm for p in parts)
     texts = [p.transcript for p in parts]
     reference = None if any(t is None for t in texts) else " ".join(t or "" for t in texts)
-    return SessionAudio(b"".join(p.pcm for p in parts), parts[0].rate_hz, reference)
+    if seconds > 0:
+        keep = round(seconds * parts[0].rate_hz) * 2
+        if keep < len(pcm):
+            pcm, reference = pcm[:keep], None  # a file cut short has no known transcript
+    return SessionAudio(pcm, parts[0].rate_hz, reference)
 
 
 def chunk_audio(pcm: bytes, rate_hz: int, chunk_ms: int) -> list[bytes]:

@@ -25,11 +25,13 @@ def make_target(spec: TargetSpec, *, stt_model: str, tts_model: str) -> Target:
     if spec.kind == "triton":
         from loadtest.targets.triton import TritonTarget
 
-        return TritonTarget(spec.address, stt_model=stt_model, tts_model=tts_model)
+        return TritonTarget(
+            spec.address, stt_model=stt_model, tts_model=tts_model, models_from=spec.models_from
+        )
     if spec.kind == "tritonclient":
         from loadtest.targets.tritonclient_stream import TritonClientTarget
 
-        return TritonClientTarget(spec.address, stt_model=stt_model)
+        return TritonClientTarget(spec.address, stt_model=stt_model, models_from=spec.models_from)
     if spec.kind == "echo":
         from loadtest.targets.echo import EchoTarget
 

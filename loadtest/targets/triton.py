@@ -10,6 +10,7 @@ model reported.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import itertools
@@ -136,6 +137,7 @@ class TritonTts:
         self._finished = False
         self._compute_us = 0
         self._pending: collections.deque[Event] = collections.deque()
+        self._wake = asyncio.Event()  # a context's call was opened, or the stream finished
 
     async def open_context(self, context_id: str) -> None:
         self._texts[context_id] = []
@@ -147,22 +149,27 @@ class TritonTts:
         text = " ".join(self._texts.pop(context_id))
         self._call = self._stub.ModelStreamInfer(timeout=self._options.deadline_s)
         self._context, self._position_ms = context_id, 0.0
+        self._wake.set()
         await _write(self._call, tts_request(self._model, text, self._config))
 
     async def finish(self) -> None:
         self._finished = True
+        self._wake.set()
 
     async def next_event(self) -> Event:
-        while not self._pending and self._call is not None:
-            message = await _read(self._call)
-            at = time.monotonic()
-            status = "" if message is not None else await _status(self._call)
-            self._on_response(at, message, status)
-        if self._pending:
-            return self._pending.popleft()
-        if self._finished:
-            return Ended(time.monotonic(), "OK", "", {"compute": self._compute_us})
-        raise RuntimeError("next_event with no context in flight")
+        while not self._pending:
+            if self._call is not None:
+                message = await _read(self._call)
+                at = time.monotonic()
+                status = "" if message is not None else await _status(self._call)
+                self._on_response(at, message, status)
+            elif self._finished:
+                return Ended(time.monotonic(), "OK", "", {"compute": self._compute_us})
+            else:
+                # Between contexts: nothing to read until the next one is sent.
+                self._wake.clear()
+                await self._wake.wait()
+        return self._pending.popleft()
 
     def _on_response(self, at: float, message: Any, status: str) -> None:
         if message is None:
@@ -196,8 +203,11 @@ class TritonTts:
 class TritonTarget:
     name = "triton"
 
-    def __init__(self, address: str, *, stt_model: str, tts_model: str) -> None:
+    def __init__(
+        self, address: str, *, stt_model: str, tts_model: str, models_from: str = ""
+    ) -> None:
         self.address = address
+        self._models_from = models_from or address
         self._names = {"stt": stt_model, "tts": tts_model}
         self._models: dict[str, ModelInfo] = {}
         self._channel: grpc.aio.Channel | None = None
@@ -208,9 +218,11 @@ class TritonTarget:
     async def start(self) -> None:
         self._channel = grpc.aio.insecure_channel(self.address, options=_OPTIONS)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
-        for kind, name in self._names.items():
-            if name:
-                self._models[kind] = await model_info(self._stub, name)
+        async with grpc.aio.insecure_channel(self._models_from) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            for kind, name in self._names.items():
+                if name:
+                    self._models[kind] = await model_info(stub, name)
 
     async def close(self) -> None:
         if self._channel is not None:

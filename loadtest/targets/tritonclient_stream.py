@@ -119,8 +119,9 @@ class TritonClientStt:
 class TritonClientTarget:
     name = "tritonclient"
 
-    def __init__(self, address: str, *, stt_model: str) -> None:
+    def __init__(self, address: str, *, stt_model: str, models_from: str = "") -> None:
         self.address = address
+        self._models_from = models_from or address
         self._stt_model = stt_model
         self._model: ModelInfo | None = None
         self._next_seq = 0
@@ -133,7 +134,7 @@ class TritonClientTarget:
         if not self._stt_model:
             raise TargetError("the tritonclient target needs stt.model")
         self._next_seq = random.getrandbits(40) << 20
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with grpc.aio.insecure_channel(self._models_from) as channel:
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             self._model = await model_info(stub, self._stt_model)
 

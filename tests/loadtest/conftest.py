@@ -20,7 +20,10 @@ from localstack.triton import TritonServer
 async def _server(*args: str) -> AsyncIterator[str]:
     """``python -m <args>``, which prints its port; yields 127.0.0.1:<port>."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", *args, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
     )
     try:

@@ -68,8 +68,9 @@ def test_burst_multiplies_the_rate_in_its_window() -> None:
 
 
 def test_burst_with_poisson_arrivals() -> None:
-    spec = ArrivalSpec(process="burst", rate=20.0, burst_factor=10.0, burst_at_s=10.0,
-                       burst_s=5.0, random=True)
+    spec = ArrivalSpec(
+        process="burst", rate=20.0, burst_factor=10.0, burst_at_s=10.0, burst_s=5.0, random=True
+    )
     offsets = np.array(arrival_offsets(spec, 30.0, seed=5))
     inside = ((offsets >= 10) & (offsets < 15)).sum()
     assert abs(inside - 1000) < 4 * np.sqrt(1000)

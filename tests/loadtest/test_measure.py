@@ -36,8 +36,9 @@ def test_acks_answer_their_own_chunk() -> None:
     rec, m = _measure()
     m.on_event(Ack(100.503, 0))
     m.on_event(Ack(101.001, 5))
-    assert sorted(v for v, _ in _values(rec, "stt.message")) == pytest.approx([1000, 3000],
-                                                                                rel=0.01)
+    assert sorted(v for v, _ in _values(rec, "stt.message")) == pytest.approx(
+        [1000, 3000], rel=0.01
+    )
 
 
 def test_warm_up_inputs_are_not_recorded() -> None:
@@ -49,5 +50,4 @@ def test_warm_up_inputs_are_not_recorded() -> None:
 
 def _values(rec: Recorder, metric: str) -> list[tuple[int, int]]:
     h = rec.total[metric]
-    return [(i.value_iterated_to, i.count_at_value_iterated_to)
-            for i in h.get_recorded_iterator()]
+    return [(i.value_iterated_to, i.count_at_value_iterated_to) for i in h.get_recorded_iterator()]

@@ -34,8 +34,16 @@ def write_worker(out: str, worker: int) -> None:
         rec.count("stt.chunks", len(values))
         rec.flush_interval(log, EPOCH + second, EPOCH + second + 1)
     (folder / "intervals.hlog").write_text(log.take())
-    summary = {"worker": worker, "count": 2, "start_epoch": EPOCH, "interval_s": 1.0,
-               "elapsed_s": 3.0, "cpu_s": 0.5, "counters": dict(rec.counters), "errors": {}}
+    summary = {
+        "worker": worker,
+        "count": 2,
+        "start_epoch": EPOCH,
+        "interval_s": 1.0,
+        "elapsed_s": 3.0,
+        "cpu_s": 0.5,
+        "counters": dict(rec.counters),
+        "errors": {},
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
 
 
@@ -75,7 +83,9 @@ def test_log_lines_carry_tags_and_times(tmp_path: Path) -> None:
     path.write_text(log.take())
     intervals = read_log(path)
     assert [(i.tag, i.start_epoch_s, i.end_epoch_s) for i in intervals] == [
-        ("a.b", EPOCH, EPOCH + 1), ("c", EPOCH, EPOCH + 1)]
+        ("a.b", EPOCH, EPOCH + 1),
+        ("c", EPOCH, EPOCH + 1),
+    ]
     # 3 significant digits: values come back within 0.1 %.
     assert abs(intervals[0].histogram.get_max_value() - 2000) <= 2
     assert abs(intervals[1].histogram.get_value_at_percentile(50) - 500_000) <= 500
@@ -86,9 +96,21 @@ def test_merge_command_combines_worker_folders(tmp_path: Path) -> None:
     for machine, worker in (("a", 0), ("b", 1)):
         write_worker(str(tmp_path / machine), worker)
     out = tmp_path / "merged"
-    subprocess.run([sys.executable, "-m", "loadtest", "merge", str(tmp_path / "a"),
-                    str(tmp_path / "b"), "--out", str(out)], check=True, timeout=60,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest",
+            "merge",
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
     result = json.loads((out / "result.json").read_text())
     assert result["metrics"]["stt.message"]["count"] == 3000
     assert result["run"]["workers"] == 2

@@ -22,8 +22,9 @@ def _binom_cdf(k: int, n: int, p: float) -> float:
     return float(1 - tail)
 
 
-@pytest.mark.parametrize(("n", "q", "c"), [(300, 0.99, 0.95), (1000, 0.99, 0.9),
-                                           (50, 0.5, 0.95), (4000, 0.999, 0.95)])
+@pytest.mark.parametrize(
+    ("n", "q", "c"), [(300, 0.99, 0.95), (1000, 0.99, 0.9), (50, 0.5, 0.95), (4000, 0.999, 0.95)]
+)
 def test_upper_rank_is_the_smallest_rank_with_the_coverage(n: int, q: float, c: float) -> None:
     k = upper_rank(n, q, c)
     assert k is not None
