@@ -95,6 +95,13 @@ class _Progress:
         return table
 
 
+def _clean(out_dir: Path) -> None:
+    """The folder is the run's own: output of an earlier run there would be merged into it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in [*out_dir.glob("worker-*"), out_dir / GO_FILE]:
+        shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+
+
 def _start(scenario: Scenario, out_dir: Path) -> list[multiprocessing.process.BaseProcess]:
     ctx = multiprocessing.get_context("spawn")
     procs: list[multiprocessing.process.BaseProcess] = []
@@ -132,10 +139,7 @@ def run(
 ) -> Merged:
     """Run ``scenario`` with its workers writing under ``out_dir``; return the merged output.
     Raises RunError when a worker fails."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # The folder is the run's own: output of an earlier run there would be merged into this one.
-    for old in [*out_dir.glob("worker-*"), out_dir / GO_FILE]:
-        shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+    _clean(out_dir)
     procs = _start(scenario, out_dir)
     try:
         _wait_ready(procs, out_dir)
@@ -167,9 +171,7 @@ def run(
 async def run_inline(scenario: Scenario, out_dir: Path) -> Merged:
     """One worker in the running event loop, no process, no live view: for embedding the tool
     (and its tests). The output and the merge are those of ``run``. Raises RunError."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("worker-*"):
-        shutil.rmtree(old)
+    await asyncio.to_thread(_clean, out_dir)
     single = dataclasses.replace(scenario, limits=dataclasses.replace(scenario.limits, workers=1))
     spec = WorkerSpec(single.to_dict(), 0, 1, str(out_dir), time.time() + 0.2)
     try:

@@ -39,7 +39,7 @@ async def test_pacing_does_not_drift_and_catches_up_after_a_stall() -> None:
         await sleep_until(schedule.due(i))
         sent.append(time.monotonic())
         if i == 20:
-            time.sleep(0.1)  # the sender stalls: messages 21-25 are due during it
+            time.sleep(0.1)  # noqa: ASYNC251 - the sender stalls: 21-25 fall due meanwhile
     errors = [t - schedule.due(i) for i, t in enumerate(sent)]
     # After the stall the overdue messages go at once, then the schedule is held again:
     # the last message is on time (no accumulated drift, as sleeping a period would give).
