@@ -6,7 +6,7 @@ BUF := tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
 .PHONY: run test venv stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench clean \
-	browser-deps loadtest-demo
+	browser-deps
 
 venv: $(STAMP)
 
@@ -67,7 +67,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.overhead
+	$(PY) -m benchmarks.record --write-md BENCHMARKS.md $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) tools/node_modules .pytest_cache
