@@ -54,14 +54,17 @@ async def _events(
             return event
 
 
-def _finish(rec: Recorder, ended: Ended) -> None:
+def _finish(rec: Recorder, ended: Ended, failed_contexts: int = 0) -> None:
+    """Count the session: ok only if the stream ended OK and no TTS context failed (a failed
+    context's error is recorded where it happened)."""
     if ended.stages_us:
         rec.stages(ended.stages_us)
-    if ended.ok:
+    if ended.ok and not failed_contexts:
         rec.count("sessions.ok")
     else:
         rec.count("sessions.failed")
-        rec.error(ended.status, ended.reason)
+        if not ended.ok:
+            rec.error(ended.status, ended.reason)
 
 
 async def _until(event: asyncio.Event, reader: asyncio.Task[Ended], timeout_s: float) -> bool:
@@ -173,7 +176,7 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     finally:
         reader.cancel()
         stream.cancel()
-    _finish(rec, ended)
+    _finish(rec, ended, sum(1 for c in contexts.values() if c.failed_reason))
 
 
 async def run_session(ctx: SessionContext, draw: SessionDraw, intended_start: float) -> None:

@@ -2,7 +2,8 @@
 
 Playwright's own browser download is not reachable here, so tests launch the system browser
 (``make browser-deps`` installs it with apt; /work/shared/notes/browser-tests.md). ``page``
-opens a page with console and page errors collected, for the test to assert on. Tests skip,
+opens a page with console and page errors collected, for the test to assert on
+(``async_page`` the same for async tests). Tests skip,
 saying why, where the browser or the playwright package is missing.
 """
 
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,3 +66,26 @@ def page(*args: str, timeout_ms: float = 15_000) -> Iterator[BrowserPage]:
             yield out
         finally:
             browser.close()
+
+
+@asynccontextmanager
+async def async_page(*args: str, timeout_ms: float = 15_000) -> AsyncIterator[BrowserPage]:
+    """``page`` for async tests (Playwright's async API on the running loop)."""
+    async_api = pytest.importorskip("playwright.async_api", reason="pip install playwright")
+    executable = chromium_path()
+    async with async_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=executable, args=["--no-sandbox", *args]
+        )
+        try:
+            tab = await browser.new_page()
+            tab.set_default_timeout(timeout_ms)
+            out = BrowserPage(tab)
+            tab.on(
+                "console",
+                lambda m: out.console_errors.append(m.text) if m.type == "error" else None,
+            )
+            tab.on("pageerror", lambda e: out.page_errors.append(str(e)))
+            yield out
+        finally:
+            await browser.close()
