@@ -27,7 +27,7 @@ from voxwire import errors
 from voxwire.audio.formats import resolve_format
 from voxwire.edge.v1 import session_pb2, stt_pb2
 from voxwire.replay import AudioReplayWindow
-from voxwire.timings import Clock
+from voxwire.timings import Clock, add_up
 from voxwire.v1 import stream_pb2, timings_pb2, transcription_pb2
 
 Request = transcription_pb2.StreamingTranscribeRequest
@@ -127,12 +127,11 @@ class SttEdgeSession:
         session_id: str,
         issue_token: TokenIssuer,
         clock: Clock = time.monotonic,
-        resumes: int = 0,
     ) -> None:
         self.limits = limits
         self.session_id = session_id
         self.state = State.AWAITING_START
-        self.resumes = resumes
+        self.resumes = 0
         self._issue_token = issue_token
         self._clock = clock
         self._started_at = clock()
@@ -164,13 +163,21 @@ class SttEdgeSession:
     # -- start ---------------------------------------------------------------------------------
 
     def start(
-        self, config: transcription_pb2.TranscriptionConfig, ack: stt_pb2.Ack | None = None
+        self,
+        config: transcription_pb2.TranscriptionConfig,
+        ack: stt_pb2.Ack | None = None,
+        *,
+        session_id: str = "",
+        resumes: int = 0,
     ) -> Actions:
         """The configuration arrived (query string, ``start``, or a verified resume token with
-        the client's last ``ack``). Raises InvalidConfig, UnsupportedEncoding,
-        UnsupportedSampleRate, ConfigAlreadySet."""
+        the client's last ``ack``; a resume keeps the token's ``session_id``). Raises
+        InvalidConfig, UnsupportedEncoding, UnsupportedSampleRate, ConfigAlreadySet."""
         if self.state is not State.AWAITING_START:
             raise errors.ConfigAlreadySet("the session already has its configuration")
+        if session_id:
+            self.session_id = session_id
+        self.resumes = resumes
         if not config.HasField("audio_format"):
             raise errors.InvalidConfig(
                 "config.audio_format is required",
@@ -212,7 +219,7 @@ class SttEdgeSession:
         kind = msg.WhichOneof("message")
         if kind is None:
             raise errors.InvalidMessage("empty message (no field of the oneof set)")
-        self._check(kind)
+        self.check(kind)
         self._last_client_at = self._clock()
         self._warned_idle = False
         if kind == "audio":
@@ -236,7 +243,7 @@ class SttEdgeSession:
     def client_audio(self, data: bytes) -> Actions:
         """A binary frame of audio. Raises ConfigRequired, ChunkTooLarge, MisalignedAudio,
         InvalidMessage."""
-        self._check("audio")
+        self.check("audio")
         assert self.window is not None
         self._last_client_at = now = self._clock()
         self._warned_idle = False
@@ -261,7 +268,8 @@ class SttEdgeSession:
             self._queued.append(now)
         return actions
 
-    def _check(self, kind: str) -> None:
+    def check(self, kind: str) -> None:
+        """Raises the error of a client message ``kind`` the current state does not take."""
         if kind in _ACCEPTS[self.state] and not (self._closing_requested and kind != "keep_alive"):
             return
         if kind == "start":
@@ -585,23 +593,7 @@ class SttEdgeSession:
 
     def timings(self) -> timings_pb2.StageTimings:
         """The session's whole breakdown: every upstream segment's stages plus the edge's."""
-        merged = timings_pb2.StageTimings()
-        for part in self._upstream_timings:
-            for name in (
-                "receive_us",
-                "decode_us",
-                "triton_us",
-                "compute_us",
-                "encode_us",
-                "send_us",
-            ):
-                setattr(merged, name, getattr(merged, name) + getattr(part, name))
-            merged.model_requests += part.model_requests
-            merged.model_responses += part.model_responses
-            if part.HasField("first_response_us") and not merged.HasField("first_response_us"):
-                merged.first_response_us = part.first_response_us
-            if part.replica:
-                merged.replica = part.replica
+        merged = add_up(self._upstream_timings)
         for name, value in self.edge.items():
             setattr(merged, name, value)
         merged.total_us = round((self._clock() - self._started_at) * 1e6)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.stt.session import SttEdgeSession, SttLimits, State
+from gateway.stt.session import State, SttEdgeSession, SttLimits
 from voxwire import errors
 from voxwire.edge.v1 import stt_pb2
 from voxwire.v1 import audio_pb2, transcription_pb2
