@@ -34,6 +34,8 @@ MAX_CREDENTIAL_LENGTH = 1024
 
 Credential = Literal["api_key", "browser_token"]
 # A plain mapping (case-insensitive or not), or the (name, value) pairs of ASGI / gRPC metadata.
+# Pass the pairs when a mapping folds repeated headers or raises on them (websockets' Headers:
+# ``raw_items()``), so that a repeated Authorization or Origin is seen and refused.
 Headers = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
 
 
