@@ -68,14 +68,14 @@ class SttRunner:
         pool: AdapterPool,
         *,
         on_start: StartHandler,
-        limits: RunnerLimits = RunnerLimits(),
+        limits: RunnerLimits | None = None,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.session = session
         self._port = port
         self._pool = pool
         self._on_start = on_start
-        self._limits = limits
+        self._limits = limits = limits or RunnerLimits()
         self._metadata = tuple(metadata)
         self._client_out: Outbox[str | bytes] = Outbox(
             self._send,

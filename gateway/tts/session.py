@@ -447,20 +447,36 @@ class TtsEdgeSession:
         ctx.queued_bytes += item.nbytes
 
     def upstream_failed(
-        self, key: int, error: errors.VoxwireError, timings: timings_pb2.StageTimings | None = None
+        self,
+        key: int,
+        error: errors.VoxwireError,
+        timings: timings_pb2.StageTimings | None = None,
+        *,
+        failover: bool = True,
     ) -> Actions:
+        """Context ``key``'s upstream call failed with ``error``; with ``failover`` False (no
+        adapter is left to try) the context ends with it."""
         ctx = self._by_key.get(key)
         if ctx is None:
             return Actions()
-        return self._failed(ctx, error, timings)
+        return self._failed(ctx, error, timings, failover=failover)
 
     def _failed(
-        self, ctx: EdgeContext, error: errors.VoxwireError, timings: timings_pb2.StageTimings | None
+        self,
+        ctx: EdgeContext,
+        error: errors.VoxwireError,
+        timings: timings_pb2.StageTimings | None,
+        *,
+        failover: bool = True,
     ) -> Actions:
         if timings is not None:
             self._timings.append(timings)
         actions = Actions()
-        if error.reason not in _FAILOVER_REASONS or ctx.failovers >= self.limits.max_failovers:
+        if (
+            not failover
+            or error.reason not in _FAILOVER_REASONS
+            or ctx.failovers >= self.limits.max_failovers
+        ):
             actions.extend(self._context_error(ctx.context_id, error))
             return actions
         # Reopen from the last word whose audio the client got; what is queued is dropped and
