@@ -12,8 +12,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from gateway.auth.config import AuthConfig
 from gateway.stt.runner import RunnerLimits
 from gateway.stt.session import SttLimits
+from gateway.tts.session import TtsLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +40,23 @@ class GatewayConfig:
     adapter_cert: str = ""
     adapter_key: str = ""
     stt: SttLimits = field(default_factory=SttLimits)
+    tts: TtsLimits = field(default_factory=TtsLimits)
     runner: RunnerLimits = field(default_factory=RunnerLimits)
+    # Keys file, token signing keys, limits of keys (the [auth] table); required to serve.
+    auth: AuthConfig | None = None
 
     @classmethod
     def from_toml(cls, path: Path) -> GatewayConfig:
         """Raises ValueError on unknown keys (a typo must not pass silently)."""
-        return cls.from_mapping(tomllib.loads(path.read_text()))
+        return cls.from_mapping(tomllib.loads(path.read_text()), base_dir=path.parent)
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> GatewayConfig:
+    def from_mapping(cls, data: dict[str, Any], base_dir: Path | None = None) -> GatewayConfig:
         data = dict(data)
-        nested = {"stt": SttLimits, "runner": RunnerLimits}
+        auth = data.pop("auth", None)
+        if auth is not None:
+            data["auth"] = AuthConfig.from_mapping(auth, base_dir)
+        nested = {"stt": SttLimits, "tts": TtsLimits, "runner": RunnerLimits}
         parts: dict[str, Any] = {}
         unknown: set[str] = set()
         for name, kind in nested.items():

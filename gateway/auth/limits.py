@@ -130,18 +130,29 @@ class SessionLimiter:
                 retry_delay=_delta(self._concurrency_retry_delay),
             )
         if new_session:
-            interval = WINDOW_S / limits.max_new_sessions_per_minute
-            tolerance = WINDOW_S - interval  # a full bucket: L sessions at once
-            wait = state.tat - tolerance - now
-            if wait > 0:
-                raise RateLimited(
-                    f"key {key_id} started {limits.max_new_sessions_per_minute} sessions "
-                    "within the last minute",
-                    retry_delay=_delta(wait),
-                )
-            state.tat = max(state.tat, now) + interval
+            self._take_new(key_id, state, limits, now)
         state.active += 1
         return SessionPermit(self, key_id, state)
+
+    def count_new(self, permit: SessionPermit, limits: KeyLimits) -> None:
+        """Count a session admitted with ``new_session=False`` as new after all (a WebSocket
+        is admitted at its upgrade, before its first message says whether it resumes).
+
+        Raises RateLimited (exact retry delay) when the key is out of new sessions this minute;
+        the permit is still held then (release it)."""
+        self._take_new(permit.key_id, permit._state, limits, self._clock())
+
+    def _take_new(self, key_id: str, state: _KeyState, limits: KeyLimits, now: float) -> None:
+        interval = WINDOW_S / limits.max_new_sessions_per_minute
+        tolerance = WINDOW_S - interval  # a full bucket: L sessions at once
+        wait = state.tat - tolerance - now
+        if wait > 0:
+            raise RateLimited(
+                f"key {key_id} started {limits.max_new_sessions_per_minute} sessions "
+                "within the last minute",
+                retry_delay=_delta(wait),
+            )
+        state.tat = max(state.tat, now) + interval
 
     def active_sessions(self, key_id: str) -> int:
         """How many permits of ``key_id`` are held now."""

@@ -122,9 +122,9 @@ class SttRunner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def drain(self) -> None:
-        """The gateway is shutting down (going_away now, close at the end of the grace)."""
-        self._execute(self.session.drain())
+    def drain(self, grace_s: float | None = None) -> None:
+        """The gateway is shutting down: going_away now, the close at the end of the grace."""
+        self._execute(self.session.drain(grace_s))
         self._wake.set()
 
     # -- executing decisions -------------------------------------------------------------------

@@ -575,14 +575,15 @@ class SttEdgeSession:
                 errors.StreamTooLong.ws_close_code, errors.StreamTooLong("maximum session duration")
             )
 
-    def drain(self) -> Actions:
+    def drain(self, grace_s: float | None = None) -> Actions:
         """The gateway is shutting down: going_away now, the close at the end of the grace."""
         if self.state is State.ENDED or self._drain_ends is not None:
             return Actions()
-        self._drain_ends = self._clock() + self.limits.drain_grace_s
+        grace_s = self.limits.drain_grace_s if grace_s is None else grace_s
+        self._drain_ends = self._clock() + grace_s
         token, _ = self._issue_token(self.config)
         away = session_pb2.GoingAway(reason="DRAINING", resume_token=token)
-        away.grace.FromMilliseconds(round(self.limits.drain_grace_s * 1000))
+        away.grace.FromMilliseconds(round(grace_s * 1000))
         return Actions(to_client=[Message(going_away=away)])
 
     # -- timings -------------------------------------------------------------------------------

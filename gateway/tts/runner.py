@@ -107,8 +107,9 @@ class TtsRunner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def drain(self) -> None:
-        self._execute(self.session.drain())
+    def drain(self, grace_s: float | None = None) -> None:
+        """The gateway is shutting down: going_away now, the close at the end of the grace."""
+        self._execute(self.session.drain(grace_s))
 
     # -- executing decisions -------------------------------------------------------------------
 
@@ -187,6 +188,11 @@ class TtsRunner:
             if not first or self.session.started:
                 raise errors.ConfigAlreadySet("start may only be the first message")
             return self._on_start(self.session, msg.start)
+        if not self.session.started:
+            # No start message: a new session with the default (query-string) options.
+            actions = self._on_start(self.session, tts_pb2.TtsStart())
+            actions.extend(self.session.client_message(msg))
+            return actions
         return self.session.client_message(msg)
 
     # -- upstream ------------------------------------------------------------------------------

@@ -649,13 +649,14 @@ class TtsEdgeSession:
             )
         return actions
 
-    def drain(self) -> Actions:
+    def drain(self, grace_s: float | None = None) -> Actions:
         if self.ended or self._drain_ends is not None:
             return Actions()
-        self._drain_ends = self._clock() + self.limits.drain_grace_s
+        grace_s = self.limits.drain_grace_s if grace_s is None else grace_s
+        self._drain_ends = self._clock() + grace_s
         token, _ = self._issue_token(self.options)
         away = session_pb2.GoingAway(reason="DRAINING", resume_token=token)
-        away.grace.FromMilliseconds(round(self.limits.drain_grace_s * 1000))
+        away.grace.FromMilliseconds(round(grace_s * 1000))
         return Actions(to_client=[Message(going_away=away)])
 
     def fail(self, error: errors.VoxwireError, *, event: bool = True) -> Actions:

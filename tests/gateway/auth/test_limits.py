@@ -190,3 +190,16 @@ def test_limits_must_be_positive():
     with pytest.raises(ValueError):
         KeyLimits(1, True)  # type: ignore[arg-type]
     assert retry_after_header(datetime.timedelta(milliseconds=1)) == "1"
+
+
+def test_a_session_admitted_before_its_kind_is_known_counts_as_new_later():
+    clock = ManualClock()
+    limiter = SessionLimiter(clock=clock)
+    limits = KeyLimits(max_concurrent_sessions=10, max_new_sessions_per_minute=2)
+    permits = [limiter.admit("k", limits, new_session=False) for _ in range(3)]
+    limiter.count_new(permits[0], limits)
+    limiter.count_new(permits[1], limits)
+    with pytest.raises(RateLimited) as caught:
+        limiter.count_new(permits[2], limits)
+    assert caught.value.retry_delay is not None and caught.value.retry_delay.total_seconds() > 0
+    assert limiter.active_sessions("k") == 3  # still held until released
