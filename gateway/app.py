@@ -18,6 +18,7 @@ from aiohttp.abc import AbstractAccessLogger
 from gateway.aiohttp_port import AiohttpPort
 from gateway.auth.authenticate import select_subprotocol
 from gateway.http import misc
+from gateway.http import stt as http_stt
 from gateway.http import tts as http_tts
 from gateway.sessions import Admission, stt_start, tts_start
 from gateway.state import GATEWAY, Gateway, upstream_metadata
@@ -53,13 +54,14 @@ class AccessLogger(AbstractAccessLogger):
 def build_app(
     gateway: Gateway, *, extra: Callable[[web.Application], None] | None = None
 ) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=gateway.config.max_upload_bytes)
     app[GATEWAY] = gateway
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/stt/stream", stt_stream)
     app.router.add_get("/v1/tts/stream", tts_stream)
     app.router.add_post("/v1/tts", http_tts.speak)
+    app.router.add_post("/v1/stt", http_stt.transcribe)
     app.router.add_post("/v1/auth/token", misc.token)
     app.router.add_get("/v1/capabilities", misc.capabilities)
     app.router.add_get("/v1/openapi.json", misc.openapi)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -24,6 +25,11 @@ class Gateway:
     auth: AuthServices
     registry: Registry
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    # Compressed uploads decoding now (POST /v1/stt; libsndfile threads are bounded).
+    decoders: threading.BoundedSemaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decoders = threading.BoundedSemaphore(self.config.max_decoders)
 
     def new_session_id(self) -> str:
         return secrets.token_hex(8)

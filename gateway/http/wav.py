@@ -45,6 +45,11 @@ def streaming_header(encoding: Encoding, rate: int, channels: int = 1) -> bytes:
     )
 
 
+class OtherWavFormat(InvalidAudio):
+    """A well-formed WAV whose samples the contract does not carry as they are (24-bit PCM,
+    8-bit unsigned, ...): a decoder (libsndfile) can still read it."""
+
+
 @dataclass(frozen=True, slots=True)
 class WavFormat:
     encoding: Encoding
@@ -59,6 +64,10 @@ class WavHeaderReader:
         self._buf = bytearray()
         self._max = max_header_bytes
         self.format: WavFormat | None = None
+
+    def buffered(self) -> bytes:
+        """What was fed and not yet returned (the header so far)."""
+        return bytes(self._buf)
 
     def feed(self, data: bytes) -> bytes:
         """Returns sample bytes once the header is complete (b"" before). Raises InvalidAudio."""
@@ -103,7 +112,7 @@ class WavHeaderReader:
         }
         encoding = by_tag.get((tag, bits))
         if encoding is None:
-            raise InvalidAudio(
+            raise OtherWavFormat(
                 f"WAV format tag {tag} with {bits}-bit samples is not supported; use 16-bit "
                 "PCM, 32-bit float, A-law or mu-law"
             )
