@@ -27,7 +27,7 @@ from loadtest.events import (
     Started,
 )
 from loadtest.targets.base import SttOptions, TtsOptions
-from voxwire.timings import STAGES, TIMINGS_TRAILER
+from voxwire.timings import EDGE_STAGES, STAGES, TIMINGS_TRAILER
 from voxwire.v1 import audio_pb2, errors_pb2, synthesis_pb2, synthesis_pb2_grpc, timings_pb2
 from voxwire.v1 import transcription_pb2 as stt_pb2
 from voxwire.v1 import transcription_pb2_grpc as stt_grpc
@@ -44,6 +44,8 @@ def stages_from_trailers(trailers: Any) -> dict[str, int]:
         return {}
     msg = timings_pb2.StageTimings.FromString(raw)
     out = {name: int(getattr(msg, fld)) for name, fld in STAGES.items()}
+    # An edge in front (the gateway) adds its own stages; absent (zero) for a bare adapter.
+    out |= {name: int(getattr(msg, fld)) for name, fld in EDGE_STAGES.items() if getattr(msg, fld)}
     if msg.HasField("first_response_us"):
         out["first"] = msg.first_response_us
     out["total"] = msg.total_us
