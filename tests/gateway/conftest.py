@@ -78,6 +78,7 @@ async def edge(
             adapters=(edge_adapter.address,),
             auth=auth,
             max_upload_bytes=4 * 1024 * 1024,
+            demo_page=True,
         )
     )
     await server.start()
