@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.auth.config import AuthConfig
-from gateway.stt.runner import RunnerLimits
+from gateway.runner import RunnerLimits
 from gateway.stt.session import SttLimits
 from gateway.tts.session import TtsLimits
 

@@ -15,13 +15,13 @@ window -> HTTP/2 to the adapter). Hard bounds turn into SLOW_CONSUMER.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.ports import ClientPort, Frame
+from gateway.runner import RunnerLimits, SessionRunner
 from gateway.stt.session import Actions, OpenUpstream, SttEdgeSession
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.upstream.pool import Adapter, AdapterPool
@@ -40,16 +40,6 @@ Response = transcription_pb2.StreamingTranscribeResponse
 StartHandler = Callable[[SttEdgeSession, stt_pb2.SttStart], Actions]
 
 
-@dataclass(frozen=True, slots=True)
-class RunnerLimits:
-    max_unsent_bytes: int = 1024 * 1024
-    client_high_water: int = 256 * 1024
-    write_timeout_s: float = 10.0
-    upstream_high_water: int = 256 * 1024
-    upstream_max_bytes: int = 4 * 1024 * 1024
-    close_flush_s: float = 2.0
-
-
 @dataclass(eq=False)
 class _Segment:
     """One upstream stream of the session."""
@@ -60,7 +50,7 @@ class _Segment:
     failed: bool = False
 
 
-class SttRunner:
+class SttRunner(SessionRunner[SttEdgeSession, Actions]):
     def __init__(
         self,
         session: SttEdgeSession,
@@ -71,63 +61,12 @@ class SttRunner:
         limits: RunnerLimits | None = None,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
-        self.session = session
-        self._port = port
+        super().__init__(session, port, limits)
         self._pool = pool
         self._on_start = on_start
-        self._limits = limits = limits or RunnerLimits()
         self._metadata = tuple(metadata)
-        self._client_out: Outbox[str | bytes] = Outbox(
-            self._send,
-            len,
-            max_bytes=limits.max_unsent_bytes,
-            high_water=limits.client_high_water,
-            write_timeout=limits.write_timeout_s,
-            on_sent=lambda s: session.charge("edge_send", s),
-        )
         self._segment: _Segment | None = None
         self._failed_adapters: list[Adapter] = []
-        self._close_code: int | None = None
-        self._wake = asyncio.Event()
-        self._ended = asyncio.Event()
-
-    # -- the whole session ---------------------------------------------------------------------
-
-    async def run(self, first: Actions | None = None) -> int:
-        """Serve the session until it closes; returns the close code sent (or the peer's)."""
-        writer = asyncio.create_task(self._client_out.run(), name="stt-client-writer")
-        reader = asyncio.create_task(self._read_client(), name="stt-client-reader")
-        timer = asyncio.create_task(self._timer(), name="stt-timer")
-        ended = asyncio.create_task(self._ended.wait(), name="stt-ended")
-        tasks = {writer, reader, timer, ended}
-        try:
-            if first is not None:
-                self._execute(first)
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if writer in done and writer.exception() is not None:
-                exc = writer.exception()
-                if isinstance(exc, errors.SlowConsumer):
-                    self._execute(self.session.fail(exc))
-                    self._close_code = exc.ws_close_code
-            if self._close_code is not None:
-                # Flush what was decided (the error event, the summary) before the close.
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self._limits.close_flush_s):
-                        await asyncio.shield(writer)
-                await self._port.close(self._close_code)
-            return self._close_code or 1006
-        finally:
-            self._stop_segment()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def drain(self, grace_s: float | None = None) -> None:
-        """The gateway is shutting down: going_away now, the close at the end of the grace."""
-        self._execute(self.session.drain(grace_s))
-        self._wake.set()
-
-    # -- executing decisions -------------------------------------------------------------------
 
     def _execute(self, actions: Actions) -> None:
         if actions.cancel_upstream:
@@ -142,27 +81,12 @@ class SttRunner:
                     self._segment.outbox.put(request)
             except (errors.SlowConsumer, OutboxBroken):
                 pass  # the segment's writer reports the failure
-        if actions.close is not None and self._close_code is None:
-            self._close_code = actions.close.code
-            self._client_out.close()
-            self._ended.set()
+        if actions.close is not None:
+            self._close(actions.close.code)
         self._wake.set()
 
-    def _put_client(self, item: str | bytes) -> None:
-        try:
-            self._client_out.put(item)
-        except errors.SlowConsumer as exc:
-            if self._close_code is None:
-                self._close_code = exc.ws_close_code
-                self._ended.set()
-        except OutboxBroken:
-            self._ended.set()
-
-    async def _send(self, item: str | bytes) -> None:
-        if isinstance(item, str):
-            await self._port.send_text(item)
-        else:
-            await self._port.send_bytes(item)
+    def _stop_upstream(self) -> None:
+        self._stop_segment()
 
     # -- the client ----------------------------------------------------------------------------
 
@@ -174,8 +98,7 @@ class SttRunner:
             frame = await self._port.receive()
             if frame.closed:
                 # The client went away: nothing to tell anyone; the upstream is cancelled.
-                self._close_code = self._close_code or frame.close_code or 1006
-                self._ended.set()
+                self._client_gone(frame.close_code)
                 return
             t0 = time.monotonic()
             try:
@@ -276,19 +199,3 @@ class SttRunner:
         for task in segment.tasks:
             if task is not current:
                 task.cancel()
-
-    # -- time ----------------------------------------------------------------------------------
-
-    async def _timer(self) -> None:
-        """Runs the session's timers (idle, duration, drain); any decision wakes it, since a
-        client message moves the idle deadline and a drain adds one."""
-        while True:
-            self._wake.clear()
-            delay = self.session.next_deadline() - time.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                continue
-            self._execute(self.session.on_time())
-            await asyncio.sleep(0)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.ports import ClientPort, Frame
-from gateway.stt.runner import RunnerLimits
+from gateway.runner import RunnerLimits, SessionRunner
 from gateway.tts.session import Actions, OpenContext, TtsEdgeSession
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.upstream.pool import Adapter, AdapterPool
@@ -45,7 +45,7 @@ class _Upstream:
     half_close: bool = False
 
 
-class TtsRunner:
+class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
     def __init__(
         self,
         session: TtsEdgeSession,
@@ -56,62 +56,13 @@ class TtsRunner:
         limits: RunnerLimits | None = None,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
-        self.session = session
-        self._port = port
+        super().__init__(session, port, limits)
         self._pool = pool
         self._on_start = on_start
-        self._limits = limits = limits or RunnerLimits()
         self._metadata = tuple(metadata)
-        self._client_out: Outbox[str | bytes] = Outbox(
-            self._send,
-            len,
-            max_bytes=limits.max_unsent_bytes,
-            high_water=limits.client_high_water,
-            write_timeout=limits.write_timeout_s,
-            on_sent=lambda s: session.charge("edge_send", s),
-        )
         self._upstreams: dict[int, _Upstream] = {}
         self._failed: dict[int, list[Adapter]] = {}
-        self._close_code: int | None = None
-        self._wake = asyncio.Event()
-        self._ended = asyncio.Event()
         self._first = True
-
-    async def run(self, first: Actions | None = None) -> int:
-        """Serve until the session closes; returns the close code sent (or the peer's)."""
-        writer = asyncio.create_task(self._client_out.run(), name="tts-client-writer")
-        reader = asyncio.create_task(self._read_client(), name="tts-client-reader")
-        timer = asyncio.create_task(self._timer(), name="tts-timer")
-        ended = asyncio.create_task(self._ended.wait(), name="tts-ended")
-        tasks = {writer, reader, timer, ended}
-        try:
-            if first is not None:
-                self._first = False
-                self._execute(first)
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if writer in done and isinstance(writer.exception(), errors.SlowConsumer):
-                exc = writer.exception()
-                assert isinstance(exc, errors.SlowConsumer)
-                self._execute(self.session.fail(exc))
-                self._close_code = exc.ws_close_code
-            if self._close_code is not None:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self._limits.close_flush_s):
-                        await asyncio.shield(writer)
-                await self._port.close(self._close_code)
-            return self._close_code or 1006
-        finally:
-            for key in list(self._upstreams):
-                self._stop(key)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def drain(self, grace_s: float | None = None) -> None:
-        """The gateway is shutting down: going_away now, the close at the end of the grace."""
-        self._execute(self.session.drain(grace_s))
-
-    # -- executing decisions -------------------------------------------------------------------
 
     def _execute(self, actions: Actions) -> None:
         for key in actions.cancel_upstream:
@@ -135,27 +86,13 @@ class TtsRunner:
                 upstream.room.set()
             else:
                 upstream.room.clear()
-        if actions.close is not None and self._close_code is None:
-            self._close_code = actions.close.code
-            self._client_out.close()
-            self._ended.set()
+        if actions.close is not None:
+            self._close(actions.close.code)
         self._wake.set()
 
-    def _put_client(self, item: str | bytes) -> None:
-        try:
-            self._client_out.put(item)
-        except errors.SlowConsumer as exc:
-            if self._close_code is None:
-                self._close_code = exc.ws_close_code
-                self._ended.set()
-        except OutboxBroken:
-            self._ended.set()
-
-    async def _send(self, item: str | bytes) -> None:
-        if isinstance(item, str):
-            await self._port.send_text(item)
-        else:
-            await self._port.send_bytes(item)
+    def _stop_upstream(self) -> None:
+        for key in list(self._upstreams):
+            self._stop(key)
 
     # -- the client ----------------------------------------------------------------------------
 
@@ -163,8 +100,7 @@ class TtsRunner:
         while self._close_code is None:
             frame = await self._port.receive()
             if frame.closed:
-                self._close_code = self._close_code or frame.close_code or 1006
-                self._ended.set()
+                self._client_gone(frame.close_code)
                 return
             t0 = time.monotonic()
             try:
@@ -271,17 +207,3 @@ class TtsRunner:
         for task in upstream.tasks:
             if task is not current:
                 task.cancel()
-
-    # -- time ----------------------------------------------------------------------------------
-
-    async def _timer(self) -> None:
-        while True:
-            self._wake.clear()
-            delay = self.session.next_deadline() - time.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                continue
-            self._execute(self.session.on_time())
-            await asyncio.sleep(0)
