@@ -1,0 +1,87 @@
+"""Helpers of the SDK tests: configs, fixture audio, collecting a session's events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from tests.helpers.speech_fixtures import SPEECH_DIR
+from tests.helpers.wavio import read_wav
+from voxwire.client import Resumed, TranscriptionEvent, TranscriptionSession
+from voxwire.edge.v1 import session_pb2
+from voxwire.v1 import audio_pb2, transcription_pb2
+
+FRAME_MS = 100
+
+
+def stt_config(rate: int = 16000) -> transcription_pb2.TranscriptionConfig:
+    return transcription_pb2.TranscriptionConfig(
+        model="stt_pocketsphinx",
+        audio_format=audio_pb2.AudioFormat(
+            encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=rate
+        ),
+        interim_results=True,
+        word_timestamps=True,
+    )
+
+
+def fixture_pcm(name: str) -> tuple[bytes, int]:
+    pcm, rate = read_wav(SPEECH_DIR / name)
+    return pcm.tobytes(), rate
+
+
+@dataclass
+class Run:
+    """What one session produced, in order."""
+
+    events: list[TranscriptionEvent] = field(default_factory=list)
+    summary: session_pb2.SessionSummary | None = None
+
+    @property
+    def finals(self) -> list[transcription_pb2.TranscriptResult]:
+        return [
+            e
+            for e in self.events
+            if isinstance(e, transcription_pb2.TranscriptResult) and e.is_final
+        ]
+
+    @property
+    def words(self) -> list[str]:
+        return " ".join(f.transcript for f in self.finals).split()
+
+    @property
+    def resumes(self) -> list[Resumed]:
+        return [e for e in self.events if isinstance(e, Resumed)]
+
+
+async def collect(session: TranscriptionSession, run: Run) -> None:
+    async for event in session.events():
+        run.events.append(event)
+
+
+async def stream(
+    session: TranscriptionSession,
+    audio: bytes,
+    rate: int,
+    *,
+    realtime: bool,
+    after_chunk: Callable[[int], Awaitable[None]] | None = None,
+) -> None:
+    """Send ``audio`` in 100 ms frames, at real time (paced on the monotonic clock) or as fast
+    as the session takes them; ``after_chunk(bytes sent)`` runs after each, and real time
+    resumes after whatever it waited for."""
+    step = rate * 2 * FRAME_MS // 1000
+    due = time.monotonic()
+    for pos in range(0, len(audio), step):
+        if realtime:
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            due += FRAME_MS / 1000
+        await session.send(audio[pos : pos + step])
+        if after_chunk is not None:
+            paused = time.monotonic()
+            await after_chunk(min(pos + step, len(audio)))
+            due += time.monotonic() - paused
