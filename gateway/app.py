@@ -10,24 +10,22 @@ same JSON error event (docs/design/edge.md, "Auth and limits").
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from gateway.aiohttp_port import AiohttpPort
-from gateway.auth import AuthServices
 from gateway.auth.authenticate import select_subprotocol
-from gateway.auth.limits import retry_after_header
-from gateway.config import GatewayConfig
-from gateway.sessions import Admission, Registry, stt_start, tts_start
+from gateway.http import misc
+from gateway.http import stt as http_stt
+from gateway.http import tts as http_tts
+from gateway.sessions import Admission, stt_start, tts_start
+from gateway.state import GATEWAY, Gateway, upstream_metadata
 from gateway.stt.runner import SttRunner
 from gateway.stt.session import SttEdgeSession
 from gateway.tts.runner import TtsRunner
 from gateway.tts.session import TtsEdgeSession
-from gateway.upstream.pool import AdapterPool
 from gateway.wire import query
 from gateway.wire.messages import encode
 from voxwire import errors
@@ -36,8 +34,6 @@ from voxwire.edge.v1 import stt_pb2, tts_pb2
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "voxwire.v1"
-# Trace context headers passed upstream (W3C Trace Context), so one trace spans the hops.
-_TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -55,31 +51,21 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
-@dataclass(eq=False)
-class Gateway:
-    """What every handler shares."""
-
-    config: GatewayConfig
-    pool: AdapterPool
-    auth: AuthServices
-    registry: Registry
-
-    def new_session_id(self) -> str:
-        return secrets.token_hex(8)
-
-
-GATEWAY = web.AppKey("gateway", Gateway)
-
-
 def build_app(
     gateway: Gateway, *, extra: Callable[[web.Application], None] | None = None
 ) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=gateway.config.max_upload_bytes)
     app[GATEWAY] = gateway
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/stt/stream", stt_stream)
     app.router.add_get("/v1/tts/stream", tts_stream)
+    app.router.add_post("/v1/tts", http_tts.speak)
+    app.router.add_post("/v1/stt", http_stt.transcribe)
+    app.router.add_post("/v1/auth/token", misc.token)
+    app.router.add_get("/v1/capabilities", misc.capabilities)
+    app.router.add_get("/v1/openapi.json", misc.openapi)
+    app.router.add_get("/metrics", misc.metrics)
     if extra is not None:
         extra(app)
     return app
@@ -100,23 +86,6 @@ async def readyz(request: web.Request) -> web.Response:
     if not gateway.pool.ready:
         return web.json_response({"status": "no adapter serving"}, status=503)
     return web.json_response({"status": "ready", "sessions": len(gateway.registry)})
-
-
-def error_response(error: errors.VoxwireError) -> web.Response:
-    """The HTTP form of an error: its status, the JSON error event, Retry-After when due."""
-    headers = {}
-    if error.retry_delay is not None:
-        headers["Retry-After"] = retry_after_header(error.retry_delay)
-    return web.Response(
-        status=error.http_status,
-        text=encode(stt_pb2.SttServerMessage(error=errors.to_event(error))),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def upstream_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
-    return tuple((k, request.headers[k]) for k in _TRACE_HEADERS if k in request.headers)
 
 
 async def _websocket(

@@ -31,6 +31,10 @@ class GatewayConfig:
     # itself. Frames between stt.max_frame_bytes and this get a CHUNK_TOO_LARGE event.
     hard_max_message_bytes: int = 1024 * 1024
     drain_grace_seconds: float = 20.0
+    # POST /v1/stt: the largest upload (413 beyond it), and compressed uploads decoding at once
+    # (libsndfile runs in threads; 503 OVERLOADED beyond it).
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_decoders: int = 4
     # How long to wait for a healthy adapter at start-up.
     startup_wait_seconds: float = 30.0
     tls_cert: str = ""

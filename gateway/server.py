@@ -17,12 +17,13 @@ from pathlib import Path
 import grpc
 from aiohttp import web
 
-from gateway.app import AccessLogger, Gateway, build_app
+from gateway.app import AccessLogger, build_app
 from gateway.auth import AuthServices
 from gateway.auth.keys import ReloadResult
 from gateway.auth.redaction import install_redaction
 from gateway.config import GatewayConfig
 from gateway.sessions import Registry
+from gateway.state import Gateway
 from gateway.upstream.pool import AdapterPool
 
 log = logging.getLogger(__name__)

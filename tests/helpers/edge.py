@@ -71,7 +71,12 @@ async def start_edge(
     )
     auth = auth_config(keys_file)
     server = GatewayServer(
-        GatewayConfig(listen="127.0.0.1:0", adapters=(edge_adapter.address,), auth=auth)
+        GatewayConfig(
+            listen="127.0.0.1:0",
+            adapters=(edge_adapter.address,),
+            auth=auth,
+            max_upload_bytes=4 * 1024 * 1024,
+        )
     )
     await server.start()
     try:
