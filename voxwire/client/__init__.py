@@ -12,17 +12,25 @@ Errors are the ``voxwire.errors`` classes (one hierarchy: ``retryable``, ``retry
 from __future__ import annotations
 
 from voxwire.client.backoff import Backoff
-from voxwire.client.connection import Credentials
+from voxwire.client.connection import Credentials, token_fetcher
 from voxwire.client.link import SessionClosed
 from voxwire.client.options import Resumed, SessionOptions
 from voxwire.client.stt import TranscriptionEvent, TranscriptionSession
+from voxwire.client.tts import SynthesisContext, SynthesisSession, SynthesisSessionEvent
+from voxwire.client.tts_state import ContextEvent, SynthesizedAudio
 
 __all__ = [
     "Backoff",
+    "ContextEvent",
     "Credentials",
     "Resumed",
     "SessionClosed",
     "SessionOptions",
+    "SynthesisContext",
+    "SynthesisSession",
+    "SynthesisSessionEvent",
+    "SynthesizedAudio",
     "TranscriptionEvent",
     "TranscriptionSession",
+    "token_fetcher",
 ]

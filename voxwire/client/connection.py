@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import aiohttp
 
 from voxwire import errors
+from voxwire.edge.messages import decode, encode
+from voxwire.edge.v1 import http_pb2, stt_pb2
 
 SUBPROTOCOL = "voxwire.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "voxwire.token."
@@ -29,6 +31,7 @@ RESUMABLE_CLOSES = frozenset({1006, 1012, 1013, 4009})
 _NOT_RESUMED = frozenset({"IDLE_TIMEOUT"})
 
 TokenProvider = Callable[[], Awaitable[str]]
+_MAX_BODY = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,62 @@ class Credentials:
         assert self.token_provider is not None
         token = await self.token_provider()
         return headers, (SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + token)
+
+
+def token_fetcher(
+    base_url: str,
+    api_key: str,
+    *,
+    origin: str | None = None,
+    ttl_s: int = 0,
+    timeout_s: float = 10.0,
+) -> TokenProvider:
+    """A ``token_provider`` that exchanges ``api_key`` for a fresh browser token at
+    ``POST {base_url}/v1/auth/token`` for every connection (the shape of a page's backend: the
+    key stays on the server, the page gets tokens). ``base_url`` may be ws(s):// or http(s)://;
+    ``origin`` is the page's origin, which the token is bound to.
+
+    The provider raises the error the gateway answered with (``voxwire.errors``), or
+    ConnectionLost when the gateway cannot be reached."""
+    http_base = base_url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    if origin:
+        headers["Origin"] = origin
+    body = encode(http_pb2.TokenRequest(ttl_seconds=ttl_s))
+
+    async def provide() -> str:
+        try:
+            async with asyncio.timeout(timeout_s), aiohttp.ClientSession() as http:
+                async with http.post(
+                    f"{http_base}/v1/auth/token", data=body, headers=headers
+                ) as response:
+                    text = await response.text()
+                    status = response.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ConnectionLost(f"{http_base}: {type(exc).__name__}: {exc}", None) from exc
+        if status != 200:
+            raise _http_error(status, text)
+        reply = decode(
+            text, http_pb2.TokenResponse, max_bytes=_MAX_BODY, ignore_unknown_fields=True
+        )
+        return reply.token
+
+    return provide
+
+
+def _http_error(status: int, text: str) -> errors.VoxwireError:
+    """The error of an HTTP error answer (its JSON error event, else the status alone)."""
+    try:
+        event = decode(
+            text, stt_pb2.SttServerMessage, max_bytes=_MAX_BODY, ignore_unknown_fields=True
+        )
+    except errors.VoxwireError:
+        event = stt_pb2.SttServerMessage()
+    if event.HasField("error"):
+        return errors.from_event(event.error)
+    if status >= 500 or status == 429:
+        return errors.BackendUnavailable(f"HTTP {status}")
+    return errors.InvalidMessage(f"HTTP {status}")
 
 
 class Endpoints:
@@ -98,7 +157,12 @@ async def open_socket(
     """The upgraded WebSocket. Raises ConnectionLost for what a reconnect may cure (refused,
     reset, timeout, a 5xx or 429 handshake), Unauthenticated / PermissionDenied for a 401 / 403
     handshake (a gateway answers auth errors after the upgrade; these come from proxies)."""
-    headers, protocols = await credentials.handshake()
+    try:
+        headers, protocols = await credentials.handshake()
+    except errors.VoxwireError as exc:
+        if resumable(exc):  # the token endpoint is busy or restarting: as a failed connect
+            raise ConnectionLost(f"token: {exc.reason}: {exc}", None) from exc
+        raise
     try:
         async with asyncio.timeout(timeout_s):
             return await http.ws_connect(
