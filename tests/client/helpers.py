@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from gateway.auth.keys import create_key
+from tests.helpers.edge import Edge
 from tests.helpers.speech_fixtures import SPEECH_DIR
 from tests.helpers.wavio import read_wav
-from voxwire.client import Resumed, TranscriptionEvent, TranscriptionSession
+from voxwire import errors
+from voxwire.client import Resumed, TranscriptionEvent, TranscriptionSession, token_fetcher
 from voxwire.edge.v1 import session_pb2
 from voxwire.v1 import audio_pb2, transcription_pb2
 
@@ -85,3 +89,26 @@ async def stream(
             paused = time.monotonic()
             await after_chunk(min(pos + step, len(audio)))
             due += time.monotonic() - paused
+
+
+ORIGIN = "https://app.example"
+
+
+async def key_with_origin(edge: Edge, origin: str) -> str:
+    """A new key that allows browser tokens from ``origin``, once the gateway has reloaded the
+    keys file (it looks every 2 s)."""
+    key, _ = await asyncio.to_thread(
+        create_key,
+        edge.keys_file,
+        name="browser",
+        now=datetime.datetime.now(datetime.UTC),
+        allowed_origins=(origin,),
+    )
+    fetch = token_fetcher(edge.ws, key, origin=origin)
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                await fetch()
+                return key
+            except errors.Unauthenticated:
+                await asyncio.sleep(0.2)
