@@ -12,46 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from inference_adapter.server import AdapterServer
+from tests.client.conftest import OPTIONS
 from tests.client.helpers import Run, collect, fixture_pcm, stream, stt_config
 from tests.helpers.edge import Edge
-from tests.helpers.gateway_process import GatewayProcess, start_gateway, write_config
+from tests.helpers.gateway_process import GatewayProcess
 from tests.helpers.speech_fixtures import TRANSCRIPTS
 from tests.helpers.wer import word_error_rate
-from voxwire.client import Backoff, SessionOptions, TranscriptionSession
+from voxwire.client import TranscriptionSession
 from voxwire.v1 import transcription_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 FIXTURE = "two_sentences_gap.wav"
 FAULT_AT_MS = 5000
-OPTIONS = SessionOptions(backoff=Backoff(base_s=0.05, cap_s=0.5, max_attempts=6))
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def gateways(
-    edge: Edge, edge_adapter: AdapterServer, tmp_path: Path
-) -> AsyncIterator[tuple[GatewayProcess, GatewayProcess]]:
-    config = write_config(tmp_path / "gateway.toml", edge, edge_adapter.address, drain_grace_s=1.0)
-    started = await asyncio.gather(
-        start_gateway(config, tmp_path / "a.log"),
-        start_gateway(config, tmp_path / "b.log"),
-        return_exceptions=True,
-    )
-    ready = [g for g in started if isinstance(g, GatewayProcess)]
-    try:
-        for outcome in started:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        yield ready[0], ready[1]
-    finally:
-        await asyncio.gather(*(g.stop() for g in ready))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
