@@ -77,14 +77,18 @@ def write_config(path: Path, edge: Edge, adapter: str, *, drain_grace_s: float) 
     return path
 
 
-async def start_gateway(config: Path, log_path: Path, *, timeout_s: float = 30.0) -> GatewayProcess:
-    """Start one gateway process and wait for its ready line. Raises RuntimeError (with its
-    log) if it exits or is not ready within ``timeout_s``."""
+async def start_gateway(
+    config: Path,
+    log_path: Path,
+    *,
+    command: tuple[str, ...] = (sys.executable, "-m", "gateway"),
+    timeout_s: float = 30.0,
+) -> GatewayProcess:
+    """Start one gateway process (``command``, then its arguments) and wait for its ready line.
+    Raises RuntimeError (with its log) if it exits or is not ready within ``timeout_s``."""
     log = log_path.open("wb")
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
+        *command,
         "--config",
         str(config),
         "--log-level",
