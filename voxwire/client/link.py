@@ -190,7 +190,7 @@ class ResumingLink(abc.ABC):
                 while not verdict.ended:
                     if verdict.failure is not None:
                         raise verdict.failure
-                    if self._lost_at is None:
+                    if self._lost_at is None:  # a connect that failed before any session
                         self._lost_at = time.monotonic()
                     if self._attempts == 0:
                         budget.reset()
@@ -258,6 +258,8 @@ class ResumingLink(abc.ABC):
         except (ConnectionError, aiohttp.ClientError) as exc:
             self._cause = f"{type(exc).__name__}: {exc}"
         finally:
+            if self._lost_at is None:
+                self._lost_at = time.monotonic()  # downtime counts from here (Resumed)
             async with self.write_lock:
                 self.live = None
             self.changed.set()

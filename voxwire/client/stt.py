@@ -135,7 +135,8 @@ class TranscriptionSession(ResumingLink):
         pos = 0
         async with asyncio.timeout(self.options.send_timeout_s):
             while pos < len(view):
-                step = min(self.state.max_piece_bytes, len(view) - pos)
+                # A piece never exceeds the window either, so it always fits after an ack.
+                step = min(self.state.max_piece_bytes, self.state.window_bytes, len(view) - pos)
                 await self.wait_until(lambda: self.state.room() >= step)  # noqa: B023
                 async with self.write_lock:
                     if self.live is None or self.state.room() < step:

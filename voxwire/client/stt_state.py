@@ -157,14 +157,18 @@ class SttClientState:
         fb = self.window.frame_bytes
         return max(fb, (self.limits.max_frame_bytes or DEFAULT_MAX_FRAME_BYTES) // fb * fb)
 
-    def room(self) -> int:
-        """Bytes of audio that may be sent now without holding more than the replay window
-        (the gateway's, at most ``max_replay_ms``) unacknowledged."""
+    @property
+    def window_bytes(self) -> int:
+        """The most unacknowledged audio held: the replay window (the gateway's, at most
+        ``max_replay_ms``), in whole frames (at least one)."""
         window_ms = self._max_replay_ms
         if self.limits.HasField("replay_window"):
             window_ms = min(window_ms, self.limits.replay_window.ToMilliseconds())
-        limit = self.window.frame_at(window_ms) * self.window.frame_bytes
-        return max(0, limit - self.window.held_bytes)
+        return max(1, self.window.frame_at(window_ms)) * self.window.frame_bytes
+
+    def room(self) -> int:
+        """Bytes of audio that may be sent now without exceeding ``window_bytes``."""
+        return max(0, self.window_bytes - self.window.held_bytes)
 
     # -- the client's side -------------------------------------------------------------------
 

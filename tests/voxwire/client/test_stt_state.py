@@ -228,3 +228,11 @@ def test_acks_only_move_forward():
     stale = ServerMessage(ack=stt_pb2.Ack(finalized_through_ms=300, next_utterance_index=1))
     state.receive(stale)
     assert (state.ack.finalized_through_ms, state.ack.next_utterance_index) == (800, 2)
+
+
+def test_the_window_bounds_a_piece_so_that_it_always_fits_after_an_ack():
+    state = SttClientState(config(), max_replay_ms=300)
+    state.connected()
+    state.receive(session(replay_window_ms=30_000))
+    assert state.window_bytes == 300 * MS
+    assert state.max_piece_bytes == 64 * 1024  # the frame limit is larger than the window
