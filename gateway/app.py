@@ -10,6 +10,7 @@ same JSON error event (docs/design/edge.md, "Auth and limits").
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -66,6 +67,8 @@ def build_app(
     app.router.add_get("/v1/capabilities", misc.capabilities)
     app.router.add_get("/v1/openapi.json", misc.openapi)
     app.router.add_get("/metrics", misc.metrics)
+    if gateway.config.demo_page:
+        app.router.add_static("/demo/", Path(__file__).parent / "static")
     if extra is not None:
         extra(app)
     return app

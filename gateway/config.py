@@ -34,6 +34,8 @@ class GatewayConfig:
     # POST /v1/stt: the largest upload (413 beyond it), and compressed uploads decoding at once
     # (libsndfile runs in threads; 503 OVERLOADED beyond it).
     max_upload_bytes: int = 200 * 1024 * 1024
+    # Serve the browser demo page at /demo/ (development; off by default).
+    demo_page: bool = False
     max_decoders: int = 4
     # How long to wait for a healthy adapter at start-up.
     startup_wait_seconds: float = 30.0

@@ -76,6 +76,7 @@ async def start_edge(
             adapters=(edge_adapter.address,),
             auth=auth,
             max_upload_bytes=4 * 1024 * 1024,
+            demo_page=True,
         )
     )
     await server.start()
