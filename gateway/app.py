@@ -10,8 +10,8 @@ same JSON error event (docs/design/edge.md, "Auth and limits").
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
