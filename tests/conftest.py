@@ -1,4 +1,5 @@
-"""Session-wide fixtures: one real Triton server (all models of model_repository/) per session."""
+"""Session-wide fixtures: one real Triton server (all models of model_repository/) per session,
+and the edge under test in front of it (an adapter and a gateway; tests/helpers/edge.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer, default_model_repository
+from tests.helpers.edge import Edge, start_edge, start_edge_adapter
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -21,3 +24,19 @@ async def triton(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Trit
         yield server
     finally:
         await server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def edge_adapter(triton: TritonServer) -> AsyncIterator[AdapterServer]:
+    """An adapter with default limits (tests/inference_adapter has its own, with small ones)."""
+    async for server in start_edge_adapter(triton):
+        yield server
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def edge(
+    edge_adapter: AdapterServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Edge]:
+    """A gateway (in this process) in front of ``edge_adapter``, with one key."""
+    async for server in start_edge(edge_adapter, tmp_path_factory):
+        yield server

@@ -116,6 +116,13 @@ class AudioReplayWindow:
 
         Raises ResumeRejected when that audio is no longer held (before the window's start or
         after its end)."""
+        return b"".join(self.pieces_since(ms))
+
+    def pieces_since(self, ms: int) -> list[bytes]:
+        """The same audio as ``audio_since``, cut where it was cut when appended (the first
+        piece starts at ``ms``), so a replay can repeat the original messages.
+
+        Raises ResumeRejected when that audio is no longer held."""
         frame = self.frame_at(ms)
         if frame < self._start_frame or frame > self._end_frame:
             raise ResumeRejected(
@@ -129,7 +136,7 @@ class AudioReplayWindow:
                 continue
             skip = max(0, frame - first) * self.frame_bytes
             parts.append(data[skip:] if skip else data)
-        return b"".join(parts)
+        return parts
 
     def _trim(self, frame: int) -> None:
         if frame <= self._start_frame:

@@ -2,10 +2,9 @@
 
 Subcommands live in modules named in ``SUBCOMMANDS``; each module has ``add_parser(subparsers)``
 which adds its parser and sets ``run`` (a function of the parsed arguments returning the exit
-status). Add ``transcribe``, ``speak``, ``gateway`` by adding their modules here. A subcommand
-imports what it needs (the gateway, the SDK) inside ``run``, so that ``voxwire --help`` and
-every other subcommand stay light, and the ``voxwire`` package never imports ``gateway`` at
-import time.
+status). A subcommand imports what it needs (the gateway, the SDK) inside ``run``, so that
+``voxwire --help`` and every other subcommand stay light, and the ``voxwire`` package never
+imports ``gateway`` at import time.
 """
 
 from __future__ import annotations
@@ -14,7 +13,12 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-SUBCOMMANDS: tuple[str, ...] = ("voxwire.cli.keys",)
+SUBCOMMANDS: tuple[str, ...] = (
+    "voxwire.cli.transcribe",
+    "voxwire.cli.speak",
+    "voxwire.cli.keys",
+    "voxwire.cli.gateway_command",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
