@@ -3,54 +3,114 @@
 1. Starts a real Triton (the ``tritonserver`` inside the nvidia-pytriton wheel) on
    127.0.0.1:8001 (HTTP 8000, metrics 8002) with every model in ``model_repository/``.
 2. Starts the inference adapter on 127.0.0.1:50051 in front of it.
-3. Transcribes the bundled sample through the adapter, and speaks a sentence into
-   ``out/hello.wav``, printing the texts and the stage timings.
-4. Keeps serving until Ctrl-C (or SIGTERM), then drains and stops both.
+3. Starts the gateway on 127.0.0.1:8080 (WebSocket, HTTP; the browser demo at /demo/), with a
+   development API key (kept in ``out/dev.key``; the keys file holds only its hash) and a
+   token signing key (``out/gateway-signing.key``) made on the first run.
+4. Proves the stack through the gateway over WebSocket with the SDK: transcribes the bundled
+   sample, speaks a sentence into ``out/hello.wav``, printing the texts and stage timings.
+5. Keeps serving until Ctrl-C (or SIGTERM), then drains and stops all three.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
+import os
+import secrets
 import signal
+import wave
 from pathlib import Path
 
-import grpc
-
+from gateway.auth.config import AuthConfig
+from gateway.auth.keys import KeyStore, create_key
+from gateway.auth.limits import KeyLimits
+from gateway.config import GatewayConfig
+from gateway.server import GatewayServer
 from inference_adapter.config import AdapterConfig
 from inference_adapter.server import AdapterServer
-from localstack.client import read_wav, synthesize, transcribe, transcript, write_wav
 from localstack.triton import TritonPorts, TritonServer, default_model_repository
-from voxwire.v1 import audio_pb2
+from voxwire.client import SynthesisSession, TranscriptionSession
+from voxwire.timings import server_timing
+from voxwire.v1 import audio_pb2, synthesis_pb2, transcription_pb2
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "call_me_back.wav"
 SENTENCE = "Hello from voxwire. This sentence was synthesized by eSpeak through Triton."
+TTS_RATE = 24_000
 
 
-async def demo(address: str, out_dir: Path) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        pcm, rate = read_wav(SAMPLE)
-        fmt = audio_pb2.AudioFormat(
-            encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=rate
+def _private(path: Path, text: str) -> None:
+    path.write_text(text)
+    os.chmod(path, 0o600)
+
+
+def dev_auth(out: Path) -> tuple[AuthConfig, str]:
+    """The development keys file, signing key and API key (made once, then reused)."""
+    keys_file = out / "voxwire-keys.toml"
+    key_path, signing_path = out / "dev.key", out / "gateway-signing.key"
+    if not signing_path.exists():
+        _private(signing_path, "hex:" + secrets.token_hex(32))
+    key = key_path.read_text().strip() if key_path.exists() else ""
+    try:
+        KeyStore(keys_file, KeyLimits(10, 60)).verify(key)
+    except Exception:
+        key, _ = create_key(
+            keys_file,
+            name="make-run",
+            now=datetime.datetime.now(datetime.UTC),
+            allowed_origins=["http://127.0.0.1:8080", "http://localhost:8080"],
         )
-        stt = await transcribe(channel, pcm, fmt, model="stt_pocketsphinx")
-        if stt.code != grpc.StatusCode.OK:
-            raise SystemExit(f"transcription failed: {stt.code.name} {stt.details}")
-        print(f"\n[stt] {SAMPLE.name}: {transcript(stt)!r}")
-        print(f"[stt] server-timing: {stt.server_timing}")
+        _private(key_path, key + "\n")
+    auth = AuthConfig(
+        keys_file=keys_file,
+        token_signing_keys={"dev": signing_path.read_text().strip()},
+        token_current_kid="dev",
+    )
+    return auth, key
 
-        tts = await synthesize(channel, SENTENCE, model="tts_espeak")
-        if tts.code != grpc.StatusCode.OK:
-            raise SystemExit(f"synthesis failed: {tts.code.name} {tts.details}")
-        audio = b"".join(chunk.audio for chunk in tts.of("audio"))
-        out = out_dir / "hello.wav"
-        write_wav(out, audio, 24000)
-        words = [w.word for ws in tts.of("words") for w in ws.words]
-        seconds, chunks = len(audio) / 48000, len(tts.of("audio"))
-        print(f"[tts] {SENTENCE!r} -> {out} ({seconds:.2f} s, {chunks} chunks)")
-        print(f"[tts] words: {' '.join(words)}")
-        print(f"[tts] server-timing: {tts.server_timing}\n")
+
+async def demo(url: str, key: str, out_dir: Path) -> None:
+    with wave.open(str(SAMPLE)) as wav:
+        rate, pcm = wav.getframerate(), wav.readframes(wav.getnframes())
+    config = transcription_pb2.TranscriptionConfig(
+        model="stt_pocketsphinx",
+        audio_format=audio_pb2.AudioFormat(
+            encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=rate
+        ),
+    )
+    finals: list[str] = []
+    async with await TranscriptionSession.connect([url], config, api_key=key) as stt:
+        step = rate // 10 * 2  # 100 ms frames
+        for pos in range(0, len(pcm), step):
+            await stt.send(pcm[pos : pos + step])
+        summary = await stt.close()
+        async for event in stt.events():
+            if isinstance(event, transcription_pb2.TranscriptResult) and event.is_final:
+                finals.append(event.transcript)
+    print(f"\n[stt] {SAMPLE.name} via {url}: {' '.join(finals)!r}")
+    print(f"[stt] server-timing: {server_timing(summary.timings)}")
+
+    fmt = audio_pb2.AudioFormat(
+        encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=TTS_RATE
+    )
+    context_config = synthesis_pb2.SynthesisContextConfig(
+        model="tts_espeak", output_format=fmt, word_timestamps=True
+    )
+    async with await SynthesisSession.connect([url], api_key=key, lead_ms=0) as tts:
+        context = await tts.open("hello", context_config)
+        await context.append(SENTENCE)
+        await context.close()
+        audio = await context.audio()
+        summary = await tts.close()
+    path = out_dir / "hello.wav"
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(TTS_RATE)
+        wav.writeframes(audio)
+    print(f"[tts] {SENTENCE!r} -> {path} ({len(audio) / (2 * TTS_RATE):.2f} s)")
+    print(f"[tts] server-timing: {server_timing(summary.timings)}\n")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -66,11 +126,23 @@ async def main(args: argparse.Namespace) -> None:
     )
     print(f"starting Triton on 127.0.0.1:{args.triton_grpc_port} (log: {log}) ...")
     await triton.start()
-    adapter = AdapterServer(AdapterConfig(listen=args.listen, triton_urls=(triton.grpc_url,)))
+    adapter = AdapterServer(AdapterConfig(listen=args.adapter, triton_urls=(triton.grpc_url,)))
+    auth, key = dev_auth(args.out)
+    gateway = GatewayServer(
+        GatewayConfig(
+            listen=args.listen, grpc_listen="", adapters=(args.adapter,), auth=auth, demo_page=True
+        )
+    )
     try:
         await adapter.start()
         print(f"inference adapter listening on {adapter.address}")
-        await demo(adapter.address, args.out)
+        await gateway.start()
+        ws = gateway.url.replace("http", "ws", 1)
+        print(f"gateway listening on {gateway.url}  (WebSocket {ws}/v1/stt/stream, /v1/tts/stream)")
+        print(f"development API key: {key}   (also in {args.out / 'dev.key'})")
+        await demo(ws, key, args.out)
+        key_file = args.out / "dev.key"
+        print(f"try:  VOXWIRE_API_KEY=$(cat {key_file}) .venv/bin/voxwire transcribe {SAMPLE}")
         print("serving; press Ctrl-C to stop")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -79,13 +151,15 @@ async def main(args: argparse.Namespace) -> None:
         await stop.wait()
         print("draining ...")
     finally:
+        await gateway.stop(grace=5.0)
         await adapter.stop(grace=5.0)
         await triton.stop()
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
-    parser.add_argument("--listen", default="127.0.0.1:50051")
+    parser.add_argument("--listen", default="127.0.0.1:8080", help="the gateway")
+    parser.add_argument("--adapter", default="127.0.0.1:50051", help="the adapter's address")
     parser.add_argument("--triton-grpc-port", type=int, default=8001)
     parser.add_argument("--out", type=Path, default=Path("out"))
     args = parser.parse_args()

@@ -133,6 +133,7 @@ class EdgeContext:
     text_base: int = 0
     failovers: int = 0
     upstream_at: float = 0.0  # last message written to the upstream call
+    open_at: float = 0.0  # when the current upstream call was asked for (edge_connect)
     opened_sent: bool = False
     timings: list[timings_pb2.StageTimings] = field(default_factory=list)
 
@@ -325,7 +326,7 @@ class TtsEdgeSession:
         ctx.sent_end_ms = config.timeline_offset_ms
         ctx.replay.audio_end_ms = config.timeline_offset_ms
         ctx.replay.last_sequence_number = ctx.last_sent_seq
-        ctx.upstream_at = self._clock()
+        ctx.upstream_at = ctx.open_at = self._clock()
         self.contexts[cid] = ctx
         self._by_key[ctx.key] = ctx
         self.contexts_total += 1
@@ -399,6 +400,7 @@ class TtsEdgeSession:
             return actions  # the context ended; late responses are dropped by design
         kind = resp.WhichOneof("response")
         if kind == "opened":
+            self.edge["edge_connect_us"] += round((self._clock() - ctx.open_at) * 1e6)
             if not ctx.opened_sent:
                 ctx.opened_sent = True
                 opened = tts_pb2.ContextOpened(context=resp.opened, handle=ctx.handle)
@@ -506,7 +508,7 @@ class TtsEdgeSession:
             Request(context_id=ctx.context_id, flush=synthesis_pb2.Flush(flush_id=f))
             for f in ctx.pending_flushes
         ]
-        ctx.upstream_at = self._clock()
+        ctx.upstream_at = ctx.open_at = self._clock()
         actions.open_upstream.append(OpenContext(ctx.key, tuple(requests), True))
         if ctx.state is CtxState.CLOSING:
             self._forward(ctx, Request(close=synthesis_pb2.CloseContext()), actions)
