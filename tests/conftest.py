@@ -1,13 +1,20 @@
-"""Session-wide fixtures: one real Triton server (all models of model_repository/) per session."""
+"""Session-wide fixtures: one real Triton server (all models of model_repository/) and one
+adapter in front of it per session, shared by the adapter's tests and the conformance kit's."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 import pytest_asyncio
 
+from inference_adapter.config import AdapterConfig, Limits
+from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer, default_model_repository
+
+# Small limits so the limit tests need little data; everything else is the default.
+TEST_LIMITS = Limits(max_chunk_bytes=32_000, max_contexts_per_stream=4, idle_timeout_seconds=5.0)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -21,3 +28,22 @@ async def triton(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Trit
         yield server
     finally:
         await server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def adapter(triton: TritonServer) -> AsyncIterator[AdapterServer]:
+    """The adapter under test, in front of the session's Triton."""
+    server = AdapterServer(
+        AdapterConfig(listen="127.0.0.1:0", triton_urls=(triton.grpc_url,), limits=TEST_LIMITS)
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=1.0)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def channel(adapter: AdapterServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(adapter.address) as ch:
+        yield ch
