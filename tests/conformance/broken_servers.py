@@ -7,6 +7,7 @@ grpc.aio servers on loopback, assembled as the example assembles itself.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,12 +38,15 @@ class Variant:
     extras: Callable[[grpc.aio.Server], Awaitable[None]] = ex.add_health_and_reflection
     idle_s: float = IDLE_S  # what the services enforce (Capabilities always says IDLE_S)
     synthesis_overrides: dict[str, Any] = field(default_factory=dict)
+    only: tuple[str, ...] = ()  # run only these cases (a variant that would disturb the rest)
 
     @property
     def scope(self) -> tuple[str, ...]:
         """Case id patterns worth running: a variant that changes only one streaming service's
         classes cannot change the other's behaviour (that code is the example's, which passes
         every case), so only its own cases and the service-wide ones are run."""
+        if self.only:
+            return self.only
         stt_changed = self.transcription is not ex.Transcription
         tts_changed = self.session is not ex.SynthesisStream or bool(self.synthesis_overrides)
         shared = (
@@ -210,6 +214,34 @@ class StartedTwice(ex.Transcription):
             model.restarted = True  # type: ignore[attr-defined]
             out.insert(0, self.started(model.config))  # type: ignore[attr-defined]
         return out
+
+
+class _PoisonableReader(ex.Reader):
+    poison: errors.VoxwireError | None = None
+
+    async def next(self) -> Any:
+        msg = await super().next()
+        if self.poison is not None:
+            raise self.poison
+        return msg
+
+
+class SpillsErrors(ex.Transcription):
+    """A stream's failure ends every other open stream too (at its next message)."""
+
+    def __init__(self, idle_s: float) -> None:
+        super().__init__(idle_s)
+        self.readers: weakref.WeakSet[_PoisonableReader] = weakref.WeakSet()
+
+    def reader(self, requests: AsyncIterator[bytes]) -> ex.Reader:
+        reader = _PoisonableReader(requests, self.request, self.idle_s)
+        self.readers.add(reader)
+        return reader
+
+    async def fail(self, context: Any, error: errors.VoxwireError, clock: StageClock) -> None:
+        for reader in self.readers:
+            reader.poison = errors.InternalError("another stream failed")
+        await super().fail(context, error, clock)
 
 
 class FinalizeAckFirst(ex.Transcription):
@@ -595,6 +627,13 @@ VARIANTS = [
         "started comes once, first",
         frozenset({"stt.order.started-first-summary-last", "stt.order.close-ends-the-stream"}),
         transcription=StartedTwice,
+    ),
+    Variant(
+        "errors-spill-over",
+        "a failing stream never affects another",
+        frozenset({"stt.errors.isolated"}),
+        transcription=SpillsErrors,
+        only=("stt.errors.isolated",),
     ),
     Variant(
         "finalize-ack-first",

@@ -24,7 +24,7 @@ from voxwire.conformance.runner import (
     load_cases,
     read_case_list,
 )
-from voxwire.conformance.trailer_checks import parse_server_timing
+from voxwire.conformance.stream_checks import parse_server_timing
 from voxwire.v1 import audio_pb2, capabilities_pb2
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"

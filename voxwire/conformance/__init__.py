@@ -9,7 +9,7 @@ only the contract's shared code (stubs, the error table, the trailer names), nev
     plan       a case's steps resolved into messages (pure)
     driver     one stream: send, record, read to the end
     expect     built-in expectations (status, rich error, context errors, acks)
-    stt_checks, tts_checks, trailer_checks   named property checks
+    stt_checks, tts_checks, stream_checks   named property checks
     probes     named procedures (Capabilities, health, reflection, every format)
     runner     run and judge cases (known-failing semantics)
     report     rich table and JSON

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from voxwire.conformance.plan import Plan, Send, Sleep, Wait
+from voxwire.conformance.plan import Gate, Plan, Send, Sleep, Wait
 from voxwire.v1 import synthesis_pb2, transcription_pb2
 
 METHODS = {
@@ -71,10 +71,6 @@ class Outcome:
             if mark <= index:
                 sent = max(sent, send.audio_ms)
         return sent
-
-    def mark_of(self, label_prefix: str) -> int | None:
-        """How many responses had arrived when the first message labelled so was sent."""
-        return next((m for m, s in self.marks if s.label.startswith(label_prefix)), None)
 
     @property
     def rpc_race(self) -> bool:
@@ -143,6 +139,11 @@ async def _write(
             return
         if isinstance(action, Sleep):
             await asyncio.sleep(max(0.0, min(action.seconds, deadline - time.monotonic())))
+        elif isinstance(action, Gate):
+            action.reached.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await action.go.wait()
         elif isinstance(action, Wait):
             if not await _wait_for(out, arrived, _matcher(action), last_mark, deadline):
                 out.missed_wait = action.kind + (f" for {action.context}" if action.context else "")

@@ -7,6 +7,7 @@ sent (the audio milliseconds before each message, the format of each context).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,7 +58,16 @@ class Sleep:
     seconds: float
 
 
-Action = Send | Wait | Sleep
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """A rendezvous with a probe (steps built in code only, never in case files): the stream
+    says it got here (``reached``), then waits for the probe's ``go``."""
+
+    reached: asyncio.Event
+    go: asyncio.Event
+
+
+Action = Send | Wait | Sleep | Gate
 
 
 @dataclass(slots=True)
@@ -78,11 +88,16 @@ class Plan:
         return [a for a in self.actions if isinstance(a, Send)]
 
 
-def build(case: Case, catalog: ServerCatalog, model: capabilities_pb2.ModelCapabilities) -> Plan:
-    """Resolve ``case``'s steps for ``model``. Raises Skip, or ValueError for a step the kit
-    cannot build (a case file error found late)."""
+def build(
+    case: Case,
+    catalog: ServerCatalog,
+    model: capabilities_pb2.ModelCapabilities,
+    gate: Gate | None = None,
+) -> Plan:
+    """Resolve ``case``'s steps for ``model`` (a ``gate`` step waits on ``gate``). Raises Skip,
+    or ValueError for a step the kit cannot build (a case file error found late)."""
     plan = Plan(case, model, catalog.limits(), list(catalog.caps.models))
-    builder = _Builder(plan, catalog, model)
+    builder = _Builder(plan, catalog, model, gate)
     for step in case.steps:
         builder.step(step)
     return plan
@@ -90,9 +105,14 @@ def build(case: Case, catalog: ServerCatalog, model: capabilities_pb2.ModelCapab
 
 class _Builder:
     def __init__(
-        self, plan: Plan, catalog: ServerCatalog, model: capabilities_pb2.ModelCapabilities
+        self,
+        plan: Plan,
+        catalog: ServerCatalog,
+        model: capabilities_pb2.ModelCapabilities,
+        gate: Gate | None,
     ) -> None:
         self.plan = plan
+        self.gate = gate
         self.catalog = catalog
         self.model = model
         self.kind = plan.case.kind
@@ -108,7 +128,11 @@ class _Builder:
                     self.plan.actions.append(Sleep(evaluate(step["sleep_ms"], self.names()) / 1000))
                 self.step(_substitute(step["step"], i))
             return
-        if "wait" in step:
+        if "gate" in step:
+            if self.gate is None:
+                raise ValueError("a gate step needs a gate")
+            self.plan.actions.append(self.gate)
+        elif "wait" in step:
             self.plan.actions.append(Wait(step["wait"], step.get("context")))
         elif "sleep_ms" in step:
             self.plan.actions.append(Sleep(evaluate(step["sleep_ms"], self.names()) / 1000))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from voxwire.conformance.casefile import Case, Expect
 from voxwire.conformance.catalog import ServerCatalog, advertised, encoding_name, every_format
+from voxwire.conformance.plan import Gate
+from voxwire.conformance.richstatus import contract_row
 from voxwire.conformance.verdict import Verdict, failed, passed
 from voxwire.v1 import capabilities_pb2
 
@@ -35,8 +37,10 @@ class ProbeContext:
     catalog: ServerCatalog | None
     case: Case
     model: capabilities_pb2.ModelCapabilities | None
-    # Runs a derived stream case (same machinery as file cases) and returns its verdict.
-    run_case: Callable[[Case, capabilities_pb2.ModelCapabilities], Awaitable[Verdict]]
+    # Runs a derived stream case (same machinery as file cases) and returns its verdict; the
+    # flag says whether it takes one of the run's slots (True) or runs at once (False); a
+    # "gate" step in it waits for the event.
+    run_case: Callable[..., Coroutine[Any, Any, Verdict]]
 
 
 Probe = Callable[[ProbeContext], Awaitable[Verdict]]
@@ -155,13 +159,13 @@ async def health_watch(ctx: ProbeContext) -> Verdict:
 async def reflection_services(ctx: ProbeContext) -> Verdict:
     """Reflection lists the contract's services and serves their descriptors."""
     stub = reflection_pb2_grpc.ServerReflectionStub(ctx.channel)
-    wanted = [*SERVICES.values(), CAPABILITIES, HEALTH]
+    streaming = [
+        name for kind, name in SERVICES.items() if ctx.catalog is None or ctx.catalog.models(kind)
+    ]
+    wanted = [*streaming, CAPABILITIES, HEALTH]
     requests = [
         reflection_pb2.ServerReflectionRequest(list_services=""),
-        *(
-            reflection_pb2.ServerReflectionRequest(file_containing_symbol=s)
-            for s in SERVICES.values()
-        ),
+        *(reflection_pb2.ServerReflectionRequest(file_containing_symbol=s) for s in streaming),
     ]
     listed: set[str] = set()
     declared: set[str] = set()
@@ -179,7 +183,7 @@ async def reflection_services(ctx: ProbeContext) -> Verdict:
     missing = [s for s in wanted if s not in listed]
     if missing:
         return failed(f"reflection does not list {', '.join(missing)}")
-    undeclared = [s for s in SERVICES.values() if s not in declared]
+    undeclared = [s for s in streaming if s not in declared]
     if undeclared:
         return failed(f"no file descriptor declares {', '.join(undeclared)}")
     return passed(f"lists {len(listed)} services incl. the contract's; descriptors served")
@@ -229,8 +233,92 @@ async def _each_format(
                 half_close="now",
             )
         )
-    verdicts = await asyncio.gather(*(ctx.run_case(c, ctx.model) for c in cases))
+    verdicts = await asyncio.gather(*(ctx.run_case(c, ctx.model, True) for c in cases))
     for fmt, verdict in zip(formats, verdicts, strict=True):
         if not verdict.ok:
             return failed(f"{fmt}: {verdict.evidence} ({len(formats)} advertised)")
     return passed(f"{ctx.model.name}: all {len(formats)} advertised formats work")
+
+
+@dataclass(frozen=True, slots=True)
+class _Isolation:
+    """A healthy stream, and streams that fail meanwhile (with their reason)."""
+
+    healthy: tuple[dict[str, Any], ...]
+    expect: Expect
+    failing: tuple[tuple[tuple[dict[str, Any], ...], str], ...]
+
+
+# docs/contract.md, Errors: "A failing stream never affects another".
+_ISOLATION = {
+    "transcription": _Isolation(
+        healthy=(
+            {"config": {}},
+            {"wait": "started"},
+            {"audio": {"source": "speech", "part": "head"}},
+            {"gate": True},
+            {"audio": {"source": "speech", "part": "tail"}},
+        ),
+        expect=Expect(last="summary"),
+        failing=(
+            (({"config": {"model": "no-such-model"}},), "UNKNOWN_MODEL"),
+            (({"config": {}}, {"empty": True}), "INVALID_MESSAGE"),
+            (({"audio": {"bytes": 320}},), "CONFIG_REQUIRED"),
+        ),
+    ),
+    "synthesis": _Isolation(
+        healthy=(
+            {"open": {}},
+            {"wait": "opened"},
+            {"append": "Hello there. "},
+            {"gate": True},
+            {"append": "How are you?"},
+            {"close": True},
+        ),
+        expect=Expect(done=("a",), last="summary"),
+        failing=(
+            (({"empty": True},), "INVALID_MESSAGE"),
+            (({"open": {}, "context": ""},), "INVALID_MESSAGE"),
+        ),
+    ),
+}
+
+
+@probe("stream_isolation")
+async def stream_isolation(ctx: ProbeContext) -> Verdict:
+    """A stream goes on, unaffected, while other streams fail around it."""
+    if ctx.model is None:
+        return failed("no model to probe")
+    plan = _ISOLATION[ctx.case.service]
+    base = dataclasses.replace(ctx.case, probe="")
+    healthy = dataclasses.replace(
+        base, id=f"{base.id}[healthy]", steps=plan.healthy, expect=plan.expect, half_close="now"
+    )
+    others = [
+        dataclasses.replace(
+            base,
+            id=f"{base.id}[{reason}]",
+            steps=steps,
+            expect=Expect(status=contract_row(reason).code.name, reason=reason),
+            half_close="settle",
+        )
+        for steps, reason in plan.failing
+        for _ in range(2)
+    ]
+    # Not through the run's slots: the point is that these streams overlap. The healthy stream
+    # is open and half sent when the others start, and sends the rest once they have all ended.
+    gate = Gate(asyncio.Event(), asyncio.Event())
+    healthy_run = asyncio.create_task(ctx.run_case(healthy, ctx.model, False, gate))
+    reached = asyncio.create_task(gate.reached.wait())
+    try:
+        await asyncio.wait(
+            {healthy_run, reached}, timeout=UNARY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        await asyncio.gather(*(ctx.run_case(c, ctx.model, False) for c in others))
+    finally:
+        reached.cancel()
+        gate.go.set()
+    verdict = await healthy_run
+    if not verdict.ok:
+        return failed(f"after {len(others)} streams failed, the healthy one: {verdict.evidence}")
+    return passed(f"a stream ended well after {len(others)} streams failed around it")

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 
 # Importing the check modules registers their properties.
-from voxwire.conformance import stt_checks, trailer_checks, tts_checks  # noqa: F401
+from voxwire.conformance import stream_checks, stt_checks, tts_checks  # noqa: F401
 from voxwire.conformance.casefile import (
     STREAM_SERVICES,
     Case,
@@ -33,7 +33,7 @@ from voxwire.conformance.driver import SETTLE_S, run_stream
 from voxwire.conformance.expect import evaluate
 from voxwire.conformance.expr import evaluate as evaluate_expr
 from voxwire.conformance.expr import names_in
-from voxwire.conformance.plan import Skip, build
+from voxwire.conformance.plan import Gate, Skip, build
 from voxwire.conformance.probes import PROBES, UNARY_TIMEOUT_S, ProbeContext
 from voxwire.conformance.verdict import PROPERTIES, Verdict, failed
 from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc
@@ -227,20 +227,32 @@ class _Run:
             return 0.0
         return self.catalog.limits()[case.waits] / 1000
 
-    async def _verdict(self, case: Case, model: capabilities_pb2.ModelCapabilities) -> Verdict:
-        verdict, _ = await self._stream(case, model)
+    async def _verdict(
+        self,
+        case: Case,
+        model: capabilities_pb2.ModelCapabilities,
+        slot: bool,
+        gate: Gate | None = None,
+    ) -> Verdict:
+        verdict, _ = await self._stream(case, model, slot, gate)
         return verdict
 
     async def _stream(
-        self, case: Case, model: capabilities_pb2.ModelCapabilities
+        self,
+        case: Case,
+        model: capabilities_pb2.ModelCapabilities,
+        slot: bool = True,
+        gate: Gate | None = None,
     ) -> tuple[Verdict, int]:
         assert self.catalog is not None
-        plan = build(case, self.catalog, model)
+        plan = build(case, self.catalog, model, gate)
         wait_s = self._wait_s(case)
         # A case that sits out a limit costs the server nothing meanwhile: it takes no slot.
-        slot = self.slots if not wait_s else contextlib.nullcontext()
-        for attempt in range(1, RACE_ATTEMPTS + 1):
-            async with slot:
+        slots = self.slots if slot and not wait_s else contextlib.nullcontext()
+        # A gated stream (a probe's rendezvous) happens once: it cannot be run again.
+        attempts = 1 if gate is not None else RACE_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            async with slots:
                 out = await run_stream(
                     self.channel,
                     plan,
@@ -250,7 +262,10 @@ class _Run:
             self.busy_s[case.id] = self.busy_s.get(case.id, 0.0) + out.elapsed_s
             if not out.rpc_race:
                 return evaluate(out, plan), attempt
-        return failed(f"every attempt ended INTERNAL after a failed write: {out.details}"), attempt
+        return failed(
+            "the server ended the stream while the kit was still writing, "
+            f"{attempt} time(s); its status is lost to grpc/grpc#36066 ({out.details})"
+        ), attempt
 
 
 def _values(expression: str, limits: dict[str, int]) -> str:

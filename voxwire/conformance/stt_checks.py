@@ -171,56 +171,6 @@ def summary_audio(out: Outcome, plan: Plan) -> Verdict:
     return passed(f"summary: {summary.audio_ms} ms received, {summary.utterances} utterances")
 
 
-@prop("started_model")
-def started_model(out: Outcome, plan: Plan) -> Verdict:
-    """started / opened names the model the config chose (the advertised default for an empty
-    name), its native rate as advertised, and (STT) echoes the request id."""
-    caps = {m.name: m for m in plan.catalog_models}
-    items: list[tuple[str | None, Any, Any]]
-    if plan.case.kind == "stt":
-        config = plan.stt_config
-        items = [(None, config, r) for _, r in out.of("started")]
-    else:
-        items = [
-            (cid, plan.contexts.get(cid), r)
-            for cid in plan.contexts
-            for _, r in out.of("opened", cid)
-        ]
-    if not items or items[0][1] is None:
-        return failed("no started/opened to check")
-    for cid, config, resp in items:
-        assert config is not None
-        wanted = config.model or _default_name(plan)
-        if resp.model != wanted:
-            return failed(f"{_what(cid)} names model {resp.model!r}, expected {wanted!r}")
-        native = caps[wanted].native_sample_rate_hz if wanted in caps else 0
-        if resp.model_sample_rate_hz != native:
-            return failed(
-                f"{_what(cid)} says native rate {resp.model_sample_rate_hz} Hz, "
-                f"Capabilities says {native} Hz"
-            )
-        if cid is None and config.request_id and resp.request_id != config.request_id:
-            return failed(f"started request_id {resp.request_id!r}, sent {config.request_id!r}")
-        if cid is not None:
-            voices = list(caps[wanted].voices) if wanted in caps else []
-            voice = config.voice or (voices[0] if voices else "")
-            if voice and resp.voice != voice:
-                return failed(f"opened {cid!r} voice {resp.voice!r}, expected {voice!r}")
-    return passed(f"{_what(items[0][0])}: model {items[0][2].model}, {native} Hz as advertised")
-
-
-def _what(cid: str | None) -> str:
-    return "started" if cid is None else f"opened {cid!r}"
-
-
-def _default_name(plan: Plan) -> str:
-    for model in plan.catalog_models:
-        kind = 1 if plan.case.kind == "stt" else 2
-        if model.kind == kind and model.is_default:
-            return model.name
-    return "(no model is advertised as default)"
-
-
 def _head(kinds: list[str]) -> str:
     return ", ".join(kinds[:4]) + (" ..." if len(kinds) > 4 else "")
 
