@@ -32,11 +32,13 @@ async def test_the_adapter_keeps_the_contract_but_its_known_failures(adapter: Ad
     bad = {r.case.id: f"{r.result}: {r.evidence}" for r in report.results if r.result in BAD}
     assert not bad
     skipped = {r.case.id: r.evidence for r in report.results if r.result == SKIP}
-    # The adapter's models have every feature; only refusals of a missing one, and the hour-long
-    # stream limit, have nothing to run on.
-    assert set(skipped) == {
+    # The adapter's models have every feature; only refusals of a missing one, the hour-long
+    # stream limit and (until the adapter advertises write_timeout) SLOW_CONSUMER have nothing
+    # to run on.
+    assert set(skipped) <= {
         "stt.config.lacking-interim-results",
         "stt.config.lacking-word-timestamps",
         "tts.config.lacking-word-timestamps",
         "stt.limits.stream-too-long",
+        "tts.limits.slow-consumer",
     }, skipped

@@ -1,18 +1,24 @@
 """Each check of the kit can fail: servers that break one promise each fail exactly the cases
-of that promise (tests/conformance/broken_servers.py), and nothing else (among the cases a
+of that promise (tests/conformance/broken/), and nothing else (among the cases a
 variant can affect: ``Variant.scope``)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from tests.conformance.broken_servers import VARIANTS, Variant, serve
+from examples import minimal_server as ex
+from tests.conformance.broken import VARIANTS, Variant, serve
+from tests.conformance.broken.server import IDLE_S
+from voxwire import errors
 from voxwire.conformance import Options, Report, load_cases, run_kit
 from voxwire.conformance.casefile import Case, select
 from voxwire.conformance.runner import FAIL, PASS, SKIP
+from voxwire.v1 import capabilities_pb2
+from voxwire.v1 import synthesis_pb2 as tts
 
 # Kit runs of several variants overlap (each run mostly waits on the idle cases); more at once
 # would starve the event loop that all of them share.
@@ -58,3 +64,58 @@ def test_every_property_and_probe_is_shown_able_to_fail(reports) -> None:
         c.probe for c in cases.values() if c.probe
     }
     assert used - shown == set()
+
+
+# -- SLOW_CONSUMER: the example does not advertise write_timeout, so its case needs servers of
+# its own: one that enforces what it advertises (the case passes) and one that only claims it.
+
+WRITE_TIMEOUT_S = 1.0
+
+
+def _advertises_write_timeout() -> capabilities_pb2.GetCapabilitiesResponse:
+    caps = ex.Capabilities(IDLE_S).response
+    caps.limits.write_timeout.FromMilliseconds(round(WRITE_TIMEOUT_S * 1000))
+    return caps
+
+
+async def _write_within_timeout(
+    self: ex.Synthesis, context: Any, session: ex.SynthesisStream, msg: Any
+) -> None:
+    try:
+        out = session.handle(msg)
+    except errors.VoxwireError as exc:
+        session.contexts.pop(msg.context_id, None)
+        error = tts.ContextError(error=exc.to_proto())
+        out = [tts.StreamingSynthesizeResponse(context_id=msg.context_id, error=error)]
+    for response in out:
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await context.write(response)
+        except TimeoutError:
+            raise errors.SlowConsumer("the client does not read") from None
+
+
+async def _slow_consumer_result(enforced: bool) -> str:
+    overrides = {"write_all": _write_within_timeout} if enforced else {}
+    variant = Variant(
+        "write-timeout",
+        "",
+        frozenset(),
+        capabilities=_advertises_write_timeout,
+        synthesis_overrides=overrides,
+    )
+    server, port = await serve(variant)
+    try:
+        cases = select(load_cases(), ["tts.limits.slow-consumer"])
+        report = await run_kit(Options(target=f"127.0.0.1:{port}"), cases)
+    finally:
+        await server.stop(0.2)
+    (result,) = report.results
+    return result.result
+
+
+async def test_slow_consumer_passes_only_where_write_timeout_is_enforced():
+    enforced, claimed = await asyncio.gather(
+        _slow_consumer_result(True), _slow_consumer_result(False)
+    )
+    assert (enforced, claimed) == (PASS, FAIL)

@@ -30,6 +30,7 @@ EXPECTED_SKIPS = {
     "tts.context.invalid-pronunciation": "no TTS model advertises pronunciation",
     "tts.context.unadvertised-alphabet": "no TTS model advertises pronunciation",
     "tts.config.lacking-word-timestamps": "every TTS model advertises word_timestamps",
+    "tts.limits.slow-consumer": "advertises no write_timeout_ms",
 }
 
 

@@ -36,11 +36,24 @@ LIMIT_NAMES = (
     "max_pending_text_bytes",
     "idle_timeout_ms",
     "max_stream_duration_ms",
+    "max_unread_response_bytes",
+    "write_timeout_ms",
 )
 EXPR_NAMES = frozenset((*LIMIT_NAMES, "frame"))
 
 # Step actions per service; every step has exactly one action key.
-_COMMON_ACTIONS = frozenset({"empty", "garbage", "wait", "sleep_ms", "repeat", "keep_alive"})
+_COMMON_ACTIONS = frozenset(
+    {
+        "empty",
+        "garbage",
+        "wait",
+        "sleep_ms",
+        "repeat",
+        "keep_alive",
+        "pause_reading",
+        "resume_reading",
+    }
+)
 ACTIONS = {
     "transcription": _COMMON_ACTIONS | {"config", "audio", "finalize", "update_config", "close"},
     "synthesis": _COMMON_ACTIONS | {"open", "append", "flush", "cancel", "close"},

@@ -136,6 +136,8 @@ class ServerCatalog:
             "max_pending_text_bytes": lim.max_pending_text_bytes,
             "idle_timeout_ms": lim.idle_timeout.ToMilliseconds(),
             "max_stream_duration_ms": lim.max_stream_duration.ToMilliseconds(),
+            "max_unread_response_bytes": lim.max_unread_response_bytes,
+            "write_timeout_ms": lim.write_timeout.ToMilliseconds(),
         }
 
 

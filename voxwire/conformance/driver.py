@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from voxwire.conformance.plan import Gate, Plan, Send, Sleep, Wait
+from voxwire.conformance.plan import Gate, Plan, Reading, Send, Sleep, Wait
 from voxwire.v1 import synthesis_pb2, transcription_pb2
 
 METHODS = {
@@ -102,10 +102,12 @@ async def run_stream(
     deadline = started + timeout_s
     call = method(timeout=timeout_s)
     out = Outcome()
-    arrived = asyncio.Event()
-    reader = asyncio.create_task(_read(call, out, arrived), name="conformance-reader")
+    arrived, reading = asyncio.Event(), asyncio.Event()
+    reading.set()
+    reader = asyncio.create_task(_read(call, out, arrived, reading), name="conformance-reader")
     try:
-        await _write(call, plan, out, arrived, deadline)
+        await _write(call, plan, out, (arrived, reading), deadline)
+        reading.set()  # whatever the steps did, the rest of the stream is read
         await _end(call, plan, reader, deadline, settle_s)
     finally:
         if not reader.done():
@@ -121,9 +123,14 @@ async def run_stream(
     return out
 
 
-async def _read(call: Any, out: Outcome, arrived: asyncio.Event) -> None:
+async def _read(call: Any, out: Outcome, arrived: asyncio.Event, reading: asyncio.Event) -> None:
+    """Read every response, pausing while ``reading`` is clear (a client that stops reading)."""
     with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
-        async for response in call:
+        while True:
+            await reading.wait()
+            response = await call.read()
+            if response is grpc.aio.EOF:
+                break
             out.responses.append(response)
             arrived.set()
     out.ended = True
@@ -131,19 +138,29 @@ async def _read(call: Any, out: Outcome, arrived: asyncio.Event) -> None:
 
 
 async def _write(
-    call: Any, plan: Plan, out: Outcome, arrived: asyncio.Event, deadline: float
+    call: Any,
+    plan: Plan,
+    out: Outcome,
+    events: tuple[asyncio.Event, asyncio.Event],
+    deadline: float,
 ) -> None:
+    arrived, reading = events
     last_mark = 0
     for action in plan.actions:
         if call.done():
             return
         if isinstance(action, Sleep):
             await asyncio.sleep(max(0.0, min(action.seconds, deadline - time.monotonic())))
+        elif isinstance(action, Reading):
+            if action.on:
+                reading.set()
+            else:
+                reading.clear()
         elif isinstance(action, Gate):
             action.reached.set()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    await action.go.wait()
+            if not await _hold(call, action, deadline):
+                out.write_failed = True
+                return
         elif isinstance(action, Wait):
             if not await _wait_for(out, arrived, _matcher(action), last_mark, deadline):
                 out.missed_wait = action.kind + (f" for {action.context}" if action.context else "")
@@ -156,6 +173,21 @@ async def _write(
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
                 out.write_failed = True
                 return
+
+
+async def _hold(call: Any, gate: Gate, deadline: float) -> bool:
+    """Wait for the gate's ``go`` (or the deadline), keeping the stream alive. False when a
+    write failed (the server ended the stream)."""
+    while not gate.go.is_set() and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(gate.every_s, max(0.0, deadline - time.monotonic()))):
+                await gate.go.wait()
+        if not gate.go.is_set() and gate.keep_alive is not None and not call.done():
+            try:
+                await call.write(gate.keep_alive)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+                return False
+    return True
 
 
 def _matcher(wait: Wait) -> Callable[[Any], bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,13 +62,23 @@ class Sleep:
 @dataclass(frozen=True, slots=True)
 class Gate:
     """A rendezvous with a probe (steps built in code only, never in case files): the stream
-    says it got here (``reached``), then waits for the probe's ``go``."""
+    says it got here (``reached``), then waits for the probe's ``go``, sending ``keep_alive``
+    every ``every_s`` meanwhile so that the wait is not idleness."""
 
     reached: asyncio.Event
     go: asyncio.Event
+    keep_alive: Message | None = None
+    every_s: float = 1.0
 
 
-Action = Send | Wait | Sleep | Gate
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Stop (``on`` false) or resume reading responses: a client that leaves them unread."""
+
+    on: bool
+
+
+Action = Send | Wait | Sleep | Gate | Reading
 
 
 @dataclass(slots=True)
@@ -131,9 +142,20 @@ class _Builder:
         if "gate" in step:
             if self.gate is None:
                 raise ValueError("a gate step needs a gate")
-            self.plan.actions.append(self.gate)
+            idle_ms = self.plan.limits["idle_timeout_ms"]
+            keep_alive = (
+                SttReq(keep_alive=stream_pb2.KeepAlive())
+                if self.kind == "stt"
+                else TtsReq(keep_alive=stream_pb2.KeepAlive())
+            )
+            every = min(1.0, idle_ms / 4000) if idle_ms else 1.0
+            self.plan.actions.append(
+                dataclasses.replace(self.gate, keep_alive=keep_alive, every_s=every)
+            )
         elif "wait" in step:
             self.plan.actions.append(Wait(step["wait"], step.get("context")))
+        elif "pause_reading" in step or "resume_reading" in step:
+            self.plan.actions.append(Reading("resume_reading" in step))
         elif "sleep_ms" in step:
             self.plan.actions.append(Sleep(evaluate(step["sleep_ms"], self.names()) / 1000))
         elif "garbage" in step:
