@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--slow", action="store_true", help="also run cases that wait out long limits")
     p.add_argument("--max-wait", type=float, default=10.0, help="longest limit waited out (s)")
     p.add_argument("--parallel", type=int, default=4, help="streams run at once")
+    p.add_argument("--timeout", type=float, default=20.0, help="deadline of one stream (s)")
     p.add_argument("--deadline", type=float, default=300.0, help="bound on the whole run (s)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     return p.parse_args(argv)
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         max_wait_s=args.max_wait,
         parallel=max(1, args.parallel),
         deadline_s=args.deadline,
+        case_timeout_s=args.timeout,
     )
     report = asyncio.run(run_kit(options, cases))
     print_report(report, console)

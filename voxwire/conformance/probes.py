@@ -76,11 +76,10 @@ async def capabilities_well_formed(ctx: ProbeContext) -> Verdict:
         if len(defaults) > 1:
             return failed(f"{len(defaults)} default models of one kind: {defaults}")
     limits = ctx.catalog.limits()
-    unset = [
-        k
-        for k in ("max_chunk_bytes", "max_contexts_per_stream", "idle_timeout_ms")
-        if not limits[k]
-    ]
+    wanted = ["max_chunk_bytes", "idle_timeout_ms"]
+    if ctx.catalog.models("tts"):
+        wanted += ["max_contexts_per_stream", "max_pending_text_bytes"]
+    unset = [k for k in wanted if not limits[k]]
     if unset:
         return failed(f"limits not advertised: {', '.join(unset)}")
     return passed(f"{len(names)} models ({', '.join(names)}), limits set")
