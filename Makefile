@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 BUF := tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench clean
+.PHONY: run test venv stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench clean \
+	browser-deps
 
 venv: $(STAMP)
 
@@ -25,8 +26,21 @@ $(BUF): tools/package.json tools/package-lock.json
 run: $(STAMP)
 	$(PY) -m localstack
 
-test: $(STAMP) check-contract lint
+test: $(STAMP) check-contract lint browser-deps
 	$(PY) -m pytest
+
+# Debian's Chromium for the real-browser tests (Playwright drives it; never `playwright
+# install`, whose download is not reachable). apt-get update runs once, only when the browser
+# is missing; where there is no apt (or no root), the browser tests skip and say why.
+CHROMIUM ?= /usr/bin/chromium
+browser-deps:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "browser-deps: no apt-get (or not root): browser tests will skip; install chromium to run them"; \
+	fi
 
 # The contract gate: lint, breaking-change check against the released v1 image, fresh stubs.
 check-contract: buf-lint buf-breaking check-stubs
@@ -53,7 +67,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.overhead
+	$(PY) -m benchmarks.record --write-md BENCHMARKS.md $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) tools/node_modules .pytest_cache

@@ -1,1 +1,2 @@
-"""Benchmarks of the voxwire stack (``python -m benchmarks.overhead``; results in BENCHMARKS.md)."""
+"""The performance record of the voxwire stack (``make bench``: ``python -m
+benchmarks.record``; results in BENCHMARKS.md)."""

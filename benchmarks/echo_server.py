@@ -1,6 +1,6 @@
-"""The echo floor of the overhead benchmark: a raw grpc.aio bidi echo, bytes in, same bytes out.
+"""The echo floor of the performance record: a raw grpc.aio bidi echo, bytes in, same bytes out.
 
-Run by ``benchmarks.overhead`` in its own process (``python -m benchmarks.echo_server``): it
+Run by ``benchmarks.record`` in its own process (``python -m benchmarks.echo_server``): it
 binds a free loopback port, prints it on stdout, and serves until SIGTERM.
 """
 

@@ -1,4 +1,4 @@
-"""The adapter floor of the overhead benchmark: the least a Python gRPC adapter can do.
+"""The adapter floor of the performance record: the least a Python gRPC adapter can do.
 
 A grpc.aio server on uvloop (as the adapter) that serves Triton's own
 ``inference.GRPCInferenceService/ModelStreamInfer`` and, per call, opens the same call to
@@ -8,7 +8,7 @@ Triton pays (client in, Triton out, Triton in, client out), so *null proxy − T
 what one Python hop pair costs on the machine, and *adapter − null proxy* is the adapter's own
 share. The benchmark client drives it with the same requests it sends to Triton directly.
 
-Run by ``benchmarks.overhead`` in its own process (``python -m benchmarks.null_proxy
+Run by ``benchmarks.record`` in its own process (``python -m benchmarks.null_proxy
 HOST:PORT``): it binds a free loopback port, prints it on stdout, and serves until SIGTERM.
 A benchmark instrument, not a component: it has none of the adapter's deadlines or errors.
 """

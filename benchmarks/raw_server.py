@@ -1,6 +1,6 @@
 """What the benchmark's helper servers share: a raw-bytes grpc.aio server run as a process.
 
-It binds a free loopback port, prints the port on stdout for ``benchmarks.overhead``, and
+It binds a free loopback port, prints the port on stdout for ``benchmarks.record``, and
 serves one bidi method without (de)serializers until SIGTERM.
 """
 

@@ -1,20 +1,16 @@
-"""Session-wide fixtures: one real Triton server (all models of model_repository/) and one
-adapter in front of it per session, shared by the adapter's tests and the conformance kit's."""
+"""Session-wide fixtures: one real Triton server (all models of model_repository/) per session,
+and the edge under test in front of it (an adapter and a gateway; tests/helpers/edge.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 import pytest_asyncio
 
-from inference_adapter.config import AdapterConfig, Limits
 from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer, default_model_repository
-
-# Small limits so the limit tests need little data; everything else is the default.
-TEST_LIMITS = Limits(max_chunk_bytes=32_000, max_contexts_per_stream=4, idle_timeout_seconds=5.0)
+from tests.helpers.edge import Edge, start_edge, start_edge_adapter
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -31,19 +27,16 @@ async def triton(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Trit
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def adapter(triton: TritonServer) -> AsyncIterator[AdapterServer]:
-    """The adapter under test, in front of the session's Triton."""
-    server = AdapterServer(
-        AdapterConfig(listen="127.0.0.1:0", triton_urls=(triton.grpc_url,), limits=TEST_LIMITS)
-    )
-    await server.start()
-    try:
+async def edge_adapter(triton: TritonServer) -> AsyncIterator[AdapterServer]:
+    """An adapter with default limits (tests/inference_adapter has its own, with small ones)."""
+    async for server in start_edge_adapter(triton):
         yield server
-    finally:
-        await server.stop(grace=1.0)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def channel(adapter: AdapterServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(adapter.address) as ch:
-        yield ch
+async def edge(
+    edge_adapter: AdapterServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Edge]:
+    """A gateway (in this process) in front of ``edge_adapter``, with one key."""
+    async for server in start_edge(edge_adapter, tmp_path_factory):
+        yield server

@@ -1,4 +1,4 @@
-"""Generate the Python stubs of the voxwire contract into ``voxwire/v1``.
+"""Generate the Python stubs of the voxwire contracts into ``voxwire/v1`` and ``voxwire/edge/v1``.
 
     python -m tools.gen_stubs           # regenerate
     python -m tools.gen_stubs --check   # fail if the committed stubs are stale
@@ -21,13 +21,16 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
-PACKAGE_DIR = Path("voxwire") / "v1"
+# One generated package per proto package: the inference contract and the edge's messages.
+PACKAGE_DIRS = (Path("voxwire") / "v1", Path("voxwire") / "edge" / "v1")
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
 def proto_files() -> list[str]:
     return sorted(
-        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto")
+        str(p.relative_to(PROTO_ROOT))
+        for package in PACKAGE_DIRS
+        for p in (PROTO_ROOT / package).glob("*.proto")
     )
 
 
@@ -55,35 +58,48 @@ def generated(directory: Path) -> set[str]:
     return {p.name for p in directory.iterdir() if p.name.endswith(GENERATED_SUFFIXES)}
 
 
+def stale_files(fresh_dir: Path, target: Path) -> list[str]:
+    fresh = generated(fresh_dir)
+    committed = generated(target) if target.exists() else set()
+    return sorted(
+        name
+        for name in fresh | committed
+        if name not in fresh
+        or name not in committed
+        or not filecmp.cmp(fresh_dir / name, target / name, shallow=False)
+    )
+
+
+def install(fresh_dir: Path, target: Path) -> int:
+    fresh = generated(fresh_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in generated(target) - fresh:
+        (target / name).unlink()
+    for name in sorted(fresh):
+        shutil.copyfile(fresh_dir / name, target / name)
+    return len(fresh)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args()
-    target = ROOT / PACKAGE_DIR
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
-        fresh_dir = Path(tmp) / PACKAGE_DIR
-        fresh = generated(fresh_dir)
         if args.check:
-            committed = generated(target) if target.exists() else set()
-            stale = sorted(
-                name
-                for name in fresh | committed
-                if name not in fresh
-                or name not in committed
-                or not filecmp.cmp(fresh_dir / name, target / name, shallow=False)
-            )
+            stale = [
+                str(package / name)
+                for package in PACKAGE_DIRS
+                for name in stale_files(Path(tmp) / package, ROOT / package)
+            ]
             if stale:
                 print("stale generated stubs (run `make stubs`):", *stale, sep="\n  ")
                 return 1
-            print(f"stubs up to date ({len(fresh)} files)")
+            print(f"stubs up to date ({len(PACKAGE_DIRS)} packages)")
             return 0
-        target.mkdir(parents=True, exist_ok=True)
-        for name in generated(target) - fresh:
-            (target / name).unlink()
-        for name in sorted(fresh):
-            shutil.copyfile(fresh_dir / name, target / name)
-        print(f"wrote {len(fresh)} files to {PACKAGE_DIR}")
+        for package in PACKAGE_DIRS:
+            count = install(Path(tmp) / package, ROOT / package)
+            print(f"wrote {count} files to {package}")
     return 0
 
 

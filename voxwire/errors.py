@@ -52,11 +52,13 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from voxwire.edge.v1 import session_pb2
 from voxwire.v1 import errors_pb2
 
 DOMAIN = "voxwire.v1"
@@ -438,6 +440,112 @@ def error_for_reason(reason: str, message: str) -> VoxwireError:
 def reasons() -> dict[str, type[VoxwireError]]:
     """Every reason with its class (for documentation and tests)."""
     return dict(_BY_REASON)
+
+
+# -- reading errors back from a wire (clients: the gateway, the SDK, the load tester) --------
+
+_DETAILS_KEY = "grpc-status-details-bin"
+# Without a reason in the details, what a bare gRPC code means to a client.
+_BY_CODE: dict[grpc.StatusCode, type[VoxwireError]] = {
+    grpc.StatusCode.UNAVAILABLE: BackendUnavailable,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidMessage,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
+}
+
+
+def from_status(status: status_pb2.Status) -> VoxwireError:
+    """The error a google.rpc.Status (with voxwire ErrorInfo) describes."""
+    code = _code(status.code)
+    reason, retryable, delay = "", None, None
+    violations: list[Violation] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.domain == DOMAIN:
+                reason = info.reason
+                retryable = info.metadata.get("retryable") == "true"
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            delay = retry.retry_delay.ToTimedelta()
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = [Violation(v.field, v.description) for v in bad.field_violations]
+    cls = _BY_REASON.get(reason) or _BY_CODE.get(code, InternalError)
+    error = cls(status.message, violations=violations, retry_delay=delay)
+    if retryable is not None and retryable != cls.retryable:
+        error.retryable = retryable  # the server's word wins over the class default
+    return error
+
+
+def from_grpc(
+    code: grpc.StatusCode, details: str | None, trailing_metadata: Sequence[tuple[str, Any]] = ()
+) -> VoxwireError:
+    """The error of a finished gRPC call (its code, details and trailers)."""
+    for key, value in trailing_metadata or ():
+        if key == _DETAILS_KEY and isinstance(value, bytes):
+            try:
+                return from_status(status_pb2.Status.FromString(value))
+            except Exception:  # a malformed trailer: fall back to the bare code
+                break
+    status = status_pb2.Status(code=code.value[0], message=details or code.name)
+    return from_status(status)
+
+
+def _code(number: int) -> grpc.StatusCode:
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def from_proto(error: errors_pb2.Error) -> VoxwireError:
+    """The error an in-band voxwire.v1.Error describes (e.g. a TTS ContextError)."""
+    name = errors_pb2.ErrorReason.Name(error.reason).removeprefix("ERROR_REASON_")
+    cls = _BY_REASON.get(name, InternalError)
+    delay = error.retry_delay.ToTimedelta() if error.HasField("retry_delay") else None
+    made = cls(
+        error.message,
+        violations=[Violation(v.field, v.description) for v in error.field_violations],
+        retry_delay=delay,
+    )
+    made.retryable = error.retryable
+    return made
+
+
+def to_event(error: VoxwireError) -> session_pb2.ErrorEvent:
+    """The edge's JSON error event for ``error`` (docs/design/edge.md, "Errors")."""
+    delay = error.retry_delay.total_seconds() if error.retry_delay is not None else 0.0
+    return session_pb2.ErrorEvent(
+        code=error.code.name,
+        reason=error.reason,
+        message=error.message,
+        retryable=error.retryable,
+        retry_after_ms=max(0, round(delay * 1000)),
+        field_violations=[
+            errors_pb2.FieldViolation(field=v.field, description=v.description)
+            for v in error.violations
+        ],
+        http_status=error.http_status,
+        close_code=error.ws_close_code,
+    )
+
+
+def from_event(event: session_pb2.ErrorEvent) -> VoxwireError:
+    """The error an edge error event describes (clients branch on the class)."""
+    cls = _BY_REASON.get(event.reason, InternalError)
+    delay = datetime.timedelta(milliseconds=event.retry_after_ms) if event.retry_after_ms else None
+    made = cls(
+        event.message,
+        violations=[Violation(v.field, v.description) for v in event.field_violations],
+        retry_delay=delay,
+    )
+    made.retryable = event.retryable
+    return made
 
 
 def markdown_table() -> str:

@@ -9,7 +9,7 @@ Server-Timing header value (W3C Server Timing, ``name;dur=<ms>``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from voxwire.v1 import timings_pb2
@@ -27,6 +27,14 @@ STAGES = {
     "compute": "compute_us",
     "encode": "encode_us",
     "send": "send_us",
+}
+# Stages an edge (the gateway) adds in front of the inference server; in Server-Timing only when
+# set, so a direct client of the adapter sees exactly the adapter's stages.
+EDGE_STAGES = {
+    "edge-receive": "edge_receive_us",
+    "edge-queue": "edge_queue_us",
+    "edge-connect": "edge_connect_us",
+    "edge-send": "edge_send_us",
 }
 
 
@@ -79,6 +87,11 @@ class StageClock:
 def server_timing(msg: timings_pb2.StageTimings) -> str:
     """Render as an HTTP Server-Timing value (durations in ms, W3C Server Timing section 3)."""
     parts = [f"{name};dur={getattr(msg, fld) / 1000:.3f}" for name, fld in STAGES.items()]
+    parts += [
+        f"{name};dur={getattr(msg, fld) / 1000:.3f}"
+        for name, fld in EDGE_STAGES.items()
+        if getattr(msg, fld)
+    ]
     if msg.HasField("first_response_us"):
         parts.append(f"first;dur={msg.first_response_us / 1000:.3f}")
     parts.append(f"total;dur={msg.total_us / 1000:.3f}")
@@ -99,4 +112,21 @@ def parse_server_timing(value: str) -> dict[str, float]:
             key, _, val = param.strip().partition("=")
             if key == "dur":
                 out[name] = float(val)
+    return out
+
+
+def add_up(parts: Iterable[timings_pb2.StageTimings]) -> timings_pb2.StageTimings:
+    """The breakdown of several scopes one after another (e.g. the upstream segments of an edge
+    session across failovers): stage sums and counts add up, the first ``first`` counts, the
+    last replica is kept. ``total_us`` is left for the caller (the scopes may overlap)."""
+    out = timings_pb2.StageTimings()
+    for part in parts:
+        for fld in (*STAGES.values(), *EDGE_STAGES.values()):
+            setattr(out, fld, getattr(out, fld) + getattr(part, fld))
+        out.model_requests += part.model_requests
+        out.model_responses += part.model_responses
+        if part.HasField("first_response_us") and not out.HasField("first_response_us"):
+            out.first_response_us = part.first_response_us
+        if part.replica:
+            out.replica = part.replica
     return out

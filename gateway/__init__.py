@@ -1,0 +1,1 @@
+"""voxwire gateway: the public WebSocket / HTTP / gRPC edge (docs/design/edge.md)."""

@@ -1,0 +1,69 @@
+"""Run the gateway: ``python -m gateway --config gateway.toml`` (or ``voxwire gateway``).
+
+SIGTERM / SIGINT start a drain: /readyz fails, new sessions are refused, open sessions get
+going_away with their resume token and the grace period, then the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from gateway.config import GatewayConfig
+from gateway.server import GatewayServer
+
+
+def parse_args(argv: list[str] | None = None) -> GatewayConfig:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML file with GatewayConfig keys")
+    parser.add_argument("--listen", help="host:port for WebSocket/HTTP (default 127.0.0.1:8080)")
+    parser.add_argument(
+        "--adapter", action="append", dest="adapters", help="adapter host:port (repeat)"
+    )
+    parser.add_argument("--drain-grace-seconds", type=float)
+    parser.add_argument("--tls-cert", help="PEM certificate chain for the edge")
+    parser.add_argument("--tls-key", help="PEM private key for the edge")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = GatewayConfig.from_toml(args.config) if args.config else GatewayConfig()
+    return config.with_overrides(
+        listen=args.listen,
+        adapters=tuple(args.adapters) if args.adapters else None,
+        drain_grace_seconds=args.drain_grace_seconds,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+
+
+async def serve(config: GatewayConfig) -> None:
+    server = GatewayServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"gateway ready on {server.url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(config))
+    else:
+        uvloop.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

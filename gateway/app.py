@@ -1,0 +1,209 @@
+"""The gateway's aiohttp application: routes, admission, the WebSocket handlers.
+
+Handlers are thin: they admit the request (credentials and per-key limits, the same for every
+endpoint), build a session and its runner, and wait. Errors found at a WebSocket upgrade are
+sent after the upgrade, as an ``error`` event and a close code, so that browsers (which cannot
+read a refused handshake's status) see them too; HTTP endpoints answer with the status and the
+same JSON error event (docs/design/edge.md, "Auth and limits").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from gateway.aiohttp_port import AiohttpPort
+from gateway.auth.authenticate import select_subprotocol
+from gateway.http import misc
+from gateway.http import stt as http_stt
+from gateway.http import tts as http_tts
+from gateway.sessions import Admission, stt_start, tts_start
+from gateway.state import GATEWAY, Gateway, upstream_metadata
+from gateway.stt.runner import SttRunner
+from gateway.stt.session import SttEdgeSession
+from gateway.tts.runner import TtsRunner
+from gateway.tts.session import TtsEdgeSession
+from gateway.wire import query
+from gateway.wire.messages import encode
+from voxwire import errors
+from voxwire.edge.v1 import stt_pb2, tts_pb2
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "voxwire.v1"
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Method, path (never the query string: it may carry what a client should not have put
+    there), status, time. Credentials never reach it (docs/design/edge.md)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %.3f',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            time,
+        )
+
+
+def build_app(
+    gateway: Gateway, *, extra: Callable[[web.Application], None] | None = None
+) -> web.Application:
+    app = web.Application(client_max_size=gateway.config.max_upload_bytes)
+    app[GATEWAY] = gateway
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/v1/stt/stream", stt_stream)
+    app.router.add_get("/v1/tts/stream", tts_stream)
+    app.router.add_post("/v1/tts", http_tts.speak)
+    app.router.add_post("/v1/stt", http_stt.transcribe)
+    app.router.add_post("/v1/auth/token", misc.token)
+    app.router.add_get("/v1/capabilities", misc.capabilities)
+    app.router.add_get("/v1/openapi.json", misc.openapi)
+    app.router.add_get("/metrics", misc.metrics)
+    if gateway.config.demo_page:
+        app.router.add_static("/demo/", Path(__file__).parent / "static")
+    if extra is not None:
+        extra(app)
+    return app
+
+
+def _gateway(request: web.Request) -> Gateway:
+    return request.app[GATEWAY]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    gateway = _gateway(request)
+    if gateway.registry.draining:
+        return web.json_response({"status": "draining"}, status=503)
+    if not gateway.pool.ready:
+        return web.json_response({"status": "no adapter serving"}, status=503)
+    return web.json_response({"status": "ready", "sessions": len(gateway.registry)})
+
+
+async def _websocket(
+    request: web.Request,
+    serve: Callable[[web.WebSocketResponse, Admission], Awaitable[None]],
+    error_message: Callable[[errors.VoxwireError], str],
+) -> web.WebSocketResponse:
+    """Upgrade, admit, serve; an admission error goes out as an event and a close code."""
+    gateway = _gateway(request)
+    offered = [
+        p.strip()
+        for h in request.headers.getall("Sec-WebSocket-Protocol", [])
+        for p in h.split(",")
+    ]
+    chosen = select_subprotocol(offered)
+    ws = web.WebSocketResponse(
+        protocols=(chosen,) if chosen else (),
+        heartbeat=gateway.config.ping_interval_seconds,
+        max_msg_size=gateway.config.hard_max_message_bytes,
+    )
+    await ws.prepare(request)
+    admission: Admission | None = None
+    try:
+        if gateway.registry.draining:
+            raise errors.Draining("the gateway is shutting down: connect to another one")
+        auth = gateway.auth.authenticator.authenticate_websocket(
+            list(request.headers.items()), offered
+        )
+        permit = gateway.auth.limiter.admit(
+            auth.principal.key_id, auth.principal.limits, new_session=False
+        )
+        admission = Admission(gateway.auth, auth.principal, permit)
+    except errors.VoxwireError as exc:
+        log.info("refused %s: %s", request.path, exc.reason)
+        await ws.send_str(error_message(exc))
+        await ws.close(code=exc.ws_close_code, message=exc.reason.encode())
+        return ws
+    try:
+        await serve(ws, admission)
+    finally:
+        admission.permit.release()
+    return ws
+
+
+async def stt_stream(request: web.Request) -> web.WebSocketResponse:
+    gateway = _gateway(request)
+
+    async def serve(ws: web.WebSocketResponse, admission: Admission) -> None:
+        session = SttEdgeSession(
+            gateway.config.stt,
+            session_id=gateway.new_session_id(),
+            issue_token=lambda cfg: issue(cfg.SerializeToString()),
+        )
+        issue = admission.issuer(
+            "stt", lambda: session.session_id, gateway.config.stt.max_session_s
+        )
+        runner = SttRunner(
+            session,
+            AiohttpPort(ws),
+            gateway.pool,
+            on_start=stt_start(admission),
+            limits=gateway.config.runner,
+            metadata=upstream_metadata(request),
+        )
+        first = None
+        try:
+            config = query.stt_config(request.query.items())
+            if config is not None:
+                admission.count_new()
+                first = session.start(config)
+        except errors.VoxwireError as exc:
+            first = session.fail(exc)
+        gateway.registry.add(runner)
+        try:
+            await runner.run(first)
+        finally:
+            gateway.registry.discard(runner)
+
+    return await _websocket(
+        request, serve, lambda e: encode(stt_pb2.SttServerMessage(error=errors.to_event(e)))
+    )
+
+
+async def tts_stream(request: web.Request) -> web.WebSocketResponse:
+    gateway = _gateway(request)
+
+    async def serve(ws: web.WebSocketResponse, admission: Admission) -> None:
+        session = TtsEdgeSession(
+            gateway.config.tts,
+            session_id=gateway.new_session_id(),
+            issue_token=lambda options: issue(options.SerializeToString()),
+        )
+        issue = admission.issuer(
+            "tts", lambda: session.session_id, gateway.config.tts.max_session_s
+        )
+        first = None
+        defaults = None
+        try:
+            defaults = query.tts_start(request.query.items())
+        except errors.VoxwireError as exc:
+            first = session.fail(exc)
+        runner = TtsRunner(
+            session,
+            AiohttpPort(ws),
+            gateway.pool,
+            on_start=tts_start(admission, defaults),
+            limits=gateway.config.runner,
+            metadata=upstream_metadata(request),
+        )
+        gateway.registry.add(runner)
+        try:
+            await runner.run(first)
+        finally:
+            gateway.registry.discard(runner)
+
+    return await _websocket(
+        request, serve, lambda e: encode(tts_pb2.TtsServerMessage(error=errors.to_event(e)))
+    )

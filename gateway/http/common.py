@@ -1,0 +1,64 @@
+"""What every HTTP endpoint shares: admission, error responses, the body reader with limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.auth import AuthServices, Principal, SessionPermit
+from gateway.auth.limits import retry_after_header
+from gateway.sessions import Registry
+from gateway.wire.messages import encode
+from voxwire import errors
+
+
+def error_response(error: errors.VoxwireError) -> web.Response:
+    """An error as an HTTP response: its status, ``{"error": <ErrorEvent>}``, Retry-After."""
+    headers = {}
+    if error.retry_delay is not None:
+        headers["Retry-After"] = retry_after_header(error.retry_delay)
+    # The same envelope as the WebSocket error message.
+    body = '{"error":' + encode(errors.to_event(error)) + "}"
+    return web.Response(
+        status=error.http_status, text=body, content_type="application/json", headers=headers
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAdmission:
+    principal: Principal
+    permit: SessionPermit
+
+
+def authenticate(request: web.Request, auth: AuthServices) -> Principal:
+    """Raises Unauthenticated or PermissionDenied."""
+    return auth.authenticator.authenticate_request(list(request.headers.items()))
+
+
+def admit(request: web.Request, auth: AuthServices, registry: Registry) -> HttpAdmission:
+    """Authenticate ``request`` and take a new session of its key (release the permit when
+    done). Raises Draining, Unauthenticated, PermissionDenied, RateLimited."""
+    if registry.draining:
+        raise errors.Draining("the gateway is shutting down: use another one")
+    principal = authenticate(request, auth)
+    return HttpAdmission(principal, auth.limiter.admit(principal.key_id, principal.limits))
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The whole (small) body, refusing more than ``max_bytes`` as it arrives.
+
+    Raises BodyTooLarge (413)."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise errors.BodyTooLarge(f"body of {request.content_length} bytes exceeds {max_bytes}")
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(16 * 1024):
+        data += chunk
+        if len(data) > max_bytes:
+            raise errors.BodyTooLarge(f"body exceeds {max_bytes} bytes")
+    return bytes(data)
+
+
+def media_type(request: web.Request) -> str:
+    """The Content-Type without parameters, lower case ("" when absent)."""
+    return request.content_type.lower() if request.headers.get("Content-Type") else ""

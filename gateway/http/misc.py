@@ -1,0 +1,68 @@
+"""The small endpoints: browser tokens, capabilities, the OpenAPI document, metrics."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from google.protobuf import json_format
+
+from gateway.http.common import authenticate, error_response, read_body
+from gateway.http.openapi import document
+from gateway.state import GATEWAY
+from gateway.wire.messages import decode, encode
+from voxwire import errors
+from voxwire.edge.v1 import http_pb2
+from voxwire.v1 import capabilities_pb2
+
+_CAPABILITIES_TIMEOUT_S = 2.0
+
+
+async def token(request: web.Request) -> web.Response:
+    """POST /v1/auth/token: an API key (server side) -> a short-lived token for a page."""
+    gateway = request.app[GATEWAY]
+    try:
+        principal = authenticate(request, gateway.auth)
+        if principal.credential != "api_key":
+            raise errors.PermissionDenied("a token can only be exchanged for an API key's token")
+        body = await read_body(request, 4096)
+        asked = decode(body, http_pb2.TokenRequest, max_bytes=4096) if body.strip() else None
+        issued = gateway.auth.authenticator.issue_browser_token(
+            principal, asked.ttl_seconds or None if asked is not None else None
+        )
+    except errors.VoxwireError as exc:
+        gateway.metrics.refused.labels(reason=exc.reason).inc()
+        return error_response(exc)
+    reply = http_pb2.TokenResponse(token=issued.token)
+    reply.expires_at.FromSeconds(int(issued.expires_at))
+    return web.Response(text=encode(reply), content_type="application/json")
+
+
+async def capabilities(request: web.Request) -> web.Response:
+    """GET /v1/capabilities: what the adapters serve (asked of one that serves)."""
+    gateway = request.app[GATEWAY]
+    try:
+        authenticate(request, gateway.auth)
+        lease = gateway.pool.choose()
+    except errors.VoxwireError as exc:
+        return error_response(exc)
+    try:
+        reply = await lease.adapter.capabilities().GetCapabilities(
+            capabilities_pb2.GetCapabilitiesRequest(), timeout=_CAPABILITIES_TIMEOUT_S
+        )
+    except Exception as exc:  # the adapter did not answer: the same as none serving
+        return error_response(errors.BackendUnavailable(f"capabilities: {type(exc).__name__}"))
+    finally:
+        lease.release()
+    return web.Response(
+        text=json.dumps(json_format.MessageToDict(reply)), content_type="application/json"
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[GATEWAY].metrics.render()
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")

@@ -1,0 +1,343 @@
+"""POST /v1/stt: a whole audio file in, a JSON transcript out; the body streams into the model.
+
+Content types: ``audio/wav`` (and its aliases), ``audio/flac``, ``audio/ogg``, ``audio/mpeg``
+(decoded by libsndfile, see gateway.http.upload), ``audio/basic`` (8 kHz mu-law), and raw
+samples (``application/octet-stream`` or ``audio/pcm``) with ``encoding``, ``sample_rate`` and
+``channels`` in the query string. Other query parameters: ``model``, ``language``,
+``word_timestamps``. The response is a ``TranscribeFileResponse`` with every final result and
+the whole stage breakdown, also in ``Server-Timing``.
+
+Limits: ``max_body_bytes`` (413 BODY_TOO_LARGE as soon as it is passed), a body that stalls for
+the idle timeout (408 IDLE_TIMEOUT), at most ``max_decoders`` compressed uploads decoding at
+once (503 OVERLOADED with Retry-After beyond it: the decoders are threads and are bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import threading
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.http.common import admit, error_response, media_type
+from gateway.http.upload import BodyPipe, FrameSplitter, decode_blocks
+from gateway.http.wav import OtherWavFormat, WavHeaderReader
+from gateway.state import GATEWAY, Gateway, upstream_metadata
+from gateway.upstream.call import UpstreamCall, UpstreamError
+from gateway.wire.messages import encode
+from gateway.wire.query import ENCODINGS
+from voxwire import errors
+from voxwire.audio.formats import PROTO_ENCODINGS
+from voxwire.edge.v1 import http_pb2
+from voxwire.timings import add_up, server_timing
+from voxwire.v1 import audio_pb2, timings_pb2, transcription_pb2
+
+Request = transcription_pb2.StreamingTranscribeRequest
+Response = transcription_pb2.StreamingTranscribeResponse
+
+_CHUNK_BYTES = 32 * 1024
+_WAV = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}
+_SNDFILE = {"audio/flac", "audio/x-flac", "audio/ogg", "audio/mpeg", "audio/mp3", "audio/opus"}
+_RAW = {"application/octet-stream", "audio/pcm"}
+_QUERY = {"model", "language", "word_timestamps", "encoding", "sample_rate", "channels"}
+
+
+def _config(query: dict[str, str]) -> transcription_pb2.TranscriptionConfig:
+    bad = [
+        errors.Violation(name[:40], "unknown query parameter")
+        for name in sorted(set(query) - _QUERY)
+    ]
+    config = transcription_pb2.TranscriptionConfig(
+        model=query.get("model", ""),
+        language=query.get("language", ""),
+        word_timestamps=query.get("word_timestamps", "").lower() in ("1", "true", "yes"),
+    )
+    if "encoding" in query:
+        encoding = ENCODINGS.get(query["encoding"].lower())
+        if encoding is None:
+            bad.append(errors.Violation("encoding", f"must be one of {', '.join(ENCODINGS)}"))
+        else:
+            config.audio_format.encoding = encoding
+    for name, attr in (("sample_rate", "sample_rate_hz"), ("channels", "channels")):
+        if name in query:
+            if query[name].isdigit():
+                setattr(config.audio_format, attr, int(query[name]))
+            else:
+                bad.append(errors.Violation(name, "must be a positive integer"))
+    if bad:
+        raise errors.InvalidConfig.of("invalid query string", bad)
+    return config
+
+
+async def _body(request: web.Request, idle_s: float, limit: int) -> AsyncIterator[bytes]:
+    """The body in chunks as it arrives; raises BodyTooLarge and IdleTimeout."""
+    total = 0
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise errors.IdleTimeout(f"the body stalled for {idle_s:g} s") from None
+        if not chunk:
+            return
+        total += len(chunk)
+        if total > limit:
+            raise errors.BodyTooLarge(f"body exceeds {limit} bytes")
+        yield chunk
+
+
+async def transcribe(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    started = time.monotonic()
+    try:
+        admission = admit(request, gateway.auth, gateway.registry)
+    except errors.VoxwireError as exc:
+        gateway.metrics.refused.labels(reason=exc.reason).inc()
+        return error_response(exc)
+    gateway.metrics.sessions_active.labels(kind="http_stt").inc()
+    try:
+        return await _transcribe(request, gateway, started)
+    except errors.VoxwireError as exc:
+        return error_response(exc)
+    finally:
+        gateway.metrics.sessions_active.labels(kind="http_stt").dec()
+        admission.permit.release()
+
+
+async def _transcribe(request: web.Request, gateway: Gateway, started: float) -> web.Response:
+    kind = media_type(request)
+    config = _config(dict(request.query))
+    if kind not in _WAV | _SNDFILE | _RAW | {"audio/basic"}:
+        raise errors.UnsupportedMediaType(
+            f"Content-Type {kind or '(none)'!r}: send audio/wav, audio/flac, audio/ogg, "
+            "audio/mpeg, audio/basic, or raw samples as application/octet-stream"
+        )
+    limit = gateway.config.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.BodyTooLarge(f"body of {request.content_length} bytes exceeds {limit}")
+    body = _body(request, gateway.config.stt.idle_timeout_s, limit)
+    if kind == "audio/basic":
+        config.audio_format.encoding = audio_pb2.AUDIO_ENCODING_MULAW
+        config.audio_format.sample_rate_hz = 8000
+    if kind in _RAW | {"audio/basic"}:
+        if not config.audio_format.encoding or not config.audio_format.sample_rate_hz:
+            raise errors.InvalidConfig(
+                "raw audio needs encoding and sample_rate in the query string",
+                violations=[errors.Violation("encoding", "required for raw audio")],
+            )
+        audio = _raw(body, config)
+    elif kind in _WAV:
+        audio = _wav(request, body, config, gateway.decoders)
+    else:
+        audio = _compressed(request, body, config, gateway.decoders)
+    return await _run(request, gateway, config, audio, started)
+
+
+async def _raw(
+    body: AsyncIterator[bytes], config: transcription_pb2.TranscriptionConfig
+) -> AsyncIterator[bytes]:
+    fmt = config.audio_format
+    width = {2: 4, 3: 1, 4: 1}.get(fmt.encoding, 2) * max(1, fmt.channels)
+    splitter = FrameSplitter(width)
+    async for chunk in body:
+        frames = splitter.feed(chunk)
+        if frames:
+            yield frames
+    splitter.finish()
+
+
+async def _wav(
+    request: web.Request,
+    body: AsyncIterator[bytes],
+    config: transcription_pb2.TranscriptionConfig,
+    decoders: threading.BoundedSemaphore,
+) -> AsyncIterator[bytes]:
+    """WAV of a contract encoding goes through as it is; other WAV (24-bit, ...) to libsndfile."""
+    reader = WavHeaderReader()
+    first = b""
+    async for chunk in body:
+        try:
+            first = reader.feed(chunk)
+        except OtherWavFormat:
+            async for pcm in _compressed(
+                request, _chain(reader.buffered() + chunk, body), config, decoders
+            ):
+                yield pcm
+            return
+        if reader.format is not None:
+            break
+    if reader.format is None:
+        raise errors.InvalidAudio("the WAV file ends inside its header")
+    fmt = config.audio_format
+    fmt.encoding = PROTO_ENCODINGS[reader.format.encoding]
+    fmt.sample_rate_hz = reader.format.rate
+    fmt.channels = reader.format.channels
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in body:
+            yield chunk
+
+    async for frames in _raw(rest(), config):
+        yield frames
+
+
+async def _compressed(
+    request: web.Request,
+    body: AsyncIterator[bytes],
+    config: transcription_pb2.TranscriptionConfig,
+    decoders: threading.BoundedSemaphore,
+) -> AsyncIterator[bytes]:
+    """libsndfile in a worker thread, fed through a BodyPipe; blocks come back by a bounded
+    queue (the thread waits when the model side is slower than the decoder)."""
+    if not decoders.acquire(blocking=False):
+        raise errors.Overloaded(
+            "every upload decoder is busy; retry shortly",
+            retry_delay=datetime.timedelta(seconds=1),
+        )
+    loop = asyncio.get_running_loop()
+    room = asyncio.Event()
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(room.set)
+
+    pipe = BodyPipe(request.content_length, wake)
+    blocks: asyncio.Queue[tuple[int, bytes] | BaseException | None] = asyncio.Queue()
+    credit = threading.Semaphore(8)  # blocks decoded but not yet taken
+    stop = threading.Event()
+
+    def decode() -> None:
+        try:
+            for fmt, pcm in decode_blocks(pipe):
+                while not credit.acquire(timeout=0.5):
+                    if stop.is_set():
+                        return
+                loop.call_soon_threadsafe(blocks.put_nowait, (fmt.rate, pcm))
+            loop.call_soon_threadsafe(blocks.put_nowait, None)
+        except BaseException as exc:  # handed to the event loop, which raises it
+            loop.call_soon_threadsafe(blocks.put_nowait, exc)
+
+    async def feed() -> None:
+        try:
+            async for chunk in body:
+                pipe.put(chunk)
+                while not pipe.room():  # the decoder is behind: stop reading the body
+                    room.clear()
+                    if not pipe.room():
+                        await room.wait()
+            pipe.end()
+        except BaseException as exc:
+            pipe.end(failure=str(exc))
+            await blocks.put(exc)
+
+    worker = loop.run_in_executor(None, decode)
+    feeder = asyncio.create_task(feed(), name="stt-upload-feed")
+    try:
+        configured = False
+        while True:
+            item = await blocks.get()
+            if item is None:
+                return
+            if isinstance(item, errors.VoxwireError):
+                raise item
+            if isinstance(item, BaseException):
+                raise errors.InvalidAudio(f"cannot decode the audio: {item}") from item
+            rate, pcm = item
+            credit.release()
+            if not configured:
+                fmt = config.audio_format
+                fmt.encoding, fmt.sample_rate_hz, fmt.channels = (
+                    audio_pb2.AUDIO_ENCODING_PCM_S16LE,
+                    rate,
+                    1,
+                )
+                configured = True
+            yield pcm
+    finally:
+        stop.set()
+        pipe.end("cancelled")
+        feeder.cancel()
+        with contextlib.suppress(BaseException):
+            await feeder
+        with contextlib.suppress(BaseException):
+            await worker
+        pipe.close()
+        decoders.release()
+
+
+async def _run(
+    request: web.Request,
+    gateway: Gateway,
+    config: transcription_pb2.TranscriptionConfig,
+    audio: AsyncIterator[bytes],
+    started: float,
+) -> web.Response:
+    """The first audio fixes the format; then the stream to the adapter, the body pumped in
+    while a reader collects the finals, then close and the summary."""
+    first = await anext(audio, b"")
+    lease = gateway.pool.choose()
+    call = lease.adapter.transcription().StreamingTranscribe(metadata=upstream_metadata(request))
+    upstream: UpstreamCall[Request, Response] = UpstreamCall(
+        gateway.pool, lease, call, write_timeout=gateway.config.runner.write_timeout_s
+    )
+    edge = timings_pb2.StageTimings()
+    finals: list[transcription_pb2.TranscriptResult] = []
+    summary: list[transcription_pb2.TranscriptionSummary] = []
+
+    async def collect() -> None:
+        while (msg := await upstream.read()) is not None:
+            kind = msg.WhichOneof("response")
+            if kind == "result" and msg.result.is_final:
+                finals.append(msg.result)
+            elif kind == "summary":
+                summary.append(msg.summary)
+            elif kind == "started":
+                edge.edge_connect_us = round((time.monotonic() - t_open) * 1e6)
+
+    t_open = time.monotonic()
+    reader = asyncio.create_task(collect(), name="stt-upload-results")
+    try:
+        await upstream.write(Request(config=config))
+        step = gateway.config.stt.max_frame_bytes
+        async for chunk in _chain(first, audio):
+            for pos in range(0, len(chunk), step):
+                await upstream.write(Request(audio=chunk[pos : pos + step]))
+        await upstream.write(Request(close=transcription_pb2.CloseStream()))
+        await upstream.done_writing()
+        await reader
+    except UpstreamError as exc:
+        raise exc.error from None
+    finally:
+        reader.cancel()
+        with contextlib.suppress(BaseException):
+            await reader
+        upstream.cancel()
+    if not summary:
+        raise errors.BackendUnavailable("the adapter ended the stream without its summary")
+    timings = add_up([summary[0].timings, edge])
+    timings.total_us = round((time.monotonic() - started) * 1e6)
+    reply = http_pb2.TranscribeFileResponse(
+        session_id=summary[0].session_id,
+        model=config.model,
+        transcript=" ".join(r.transcript for r in finals if r.transcript),
+        results=finals,
+        audio_ms=summary[0].audio_ms,
+        timings=timings,
+    )
+    return web.Response(
+        text=encode(reply),
+        content_type="application/json",
+        headers={"Server-Timing": server_timing(timings)},
+    )
+
+
+async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk

@@ -1,0 +1,243 @@
+"""POST /v1/tts: text in, audio streamed back as it is synthesized.
+
+The body is a ``SpeakRequest`` (JSON) or the text itself (``text/plain``, options in the query
+string). The response streams with chunked transfer as the model produces audio: WAV with a
+streaming header (the default), the bare samples (``container=raw``), mu-law as ``audio/basic``;
+with ``Accept: text/event-stream``, Server-Sent Events interleave ``audio`` (an AudioChunk, data
+in base64), ``words`` and a last ``done`` (or ``error``). Errors before the first byte are an
+HTTP status with the JSON error event; after it, SSE sends an ``error`` event and the audio
+forms end the connection without the final chunk (so no client mistakes a cut stream for a
+whole one). ``Server-Timing`` carries what is known at the first byte (edge-connect, first);
+the SSE ``done`` event carries the whole breakdown.
+
+Writes wait for the client (aiohttp drains), and the next upstream message is read only after
+the last one was written: a slow reader slows the upstream stream down through HTTP/2 flow
+control instead of growing a buffer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.http.common import admit, error_response, media_type, read_body
+from gateway.http.wav import streaming_header
+from gateway.state import GATEWAY, upstream_metadata
+from gateway.upstream.call import UpstreamCall, UpstreamError
+from gateway.wire.messages import decode, encode
+from gateway.wire.query import ENCODINGS
+from voxwire import errors
+from voxwire.audio.formats import ENCODINGS as PROTO_ENCODINGS
+from voxwire.edge.v1 import http_pb2
+from voxwire.timings import add_up
+from voxwire.v1 import audio_pb2, synthesis_pb2, timings_pb2
+
+Request = synthesis_pb2.StreamingSynthesizeRequest
+Response = synthesis_pb2.StreamingSynthesizeResponse
+
+MAX_BODY_BYTES = 64 * 1024
+DEFAULT_RATE_HZ = 24_000
+_CONTEXT = "http"
+_QUERY = {"model", "voice", "language", "encoding", "sample_rate", "container", "word_timestamps"}
+
+
+def speak_request(text_body: str, query: dict[str, str]) -> http_pb2.SpeakRequest:
+    """A SpeakRequest from a text/plain body and query options. Raises InvalidConfig."""
+    unknown = set(query) - _QUERY
+    if unknown:
+        raise errors.InvalidConfig.of(
+            "invalid query string",
+            [errors.Violation(name[:40], "unknown query parameter") for name in sorted(unknown)],
+        )
+    req = http_pb2.SpeakRequest(text=text_body)
+    cfg = req.config
+    cfg.model = query.get("model", "")
+    cfg.voice = query.get("voice", "")
+    cfg.language = query.get("language", "")
+    cfg.word_timestamps = query.get("word_timestamps", "").lower() in ("1", "true", "yes")
+    bad: list[errors.Violation] = []
+    if "encoding" in query:
+        encoding = ENCODINGS.get(query["encoding"].lower())
+        if encoding is None:
+            bad.append(errors.Violation("encoding", f"must be one of {', '.join(ENCODINGS)}"))
+        else:
+            cfg.output_format.encoding = encoding
+    if "sample_rate" in query:
+        if query["sample_rate"].isdigit():
+            cfg.output_format.sample_rate_hz = int(query["sample_rate"])
+        else:
+            bad.append(errors.Violation("sample_rate", "must be a positive integer"))
+    container = query.get("container", "wav").lower()
+    if container not in ("wav", "raw"):
+        bad.append(errors.Violation("container", "must be wav or raw"))
+    req.container = (
+        http_pb2.AUDIO_CONTAINER_RAW if container == "raw" else http_pb2.AUDIO_CONTAINER_WAV
+    )
+    if bad:
+        raise errors.InvalidConfig.of("invalid query string", bad)
+    return req
+
+
+def _defaults(req: http_pb2.SpeakRequest) -> None:
+    fmt = req.config.output_format
+    if not fmt.encoding:
+        fmt.encoding = audio_pb2.AUDIO_ENCODING_PCM_S16LE
+    if not fmt.sample_rate_hz:
+        fmt.sample_rate_hz = 8000 if fmt.encoding in (3, 4) else DEFAULT_RATE_HZ
+    if not req.text.strip():
+        raise errors.InvalidConfig(
+            "no text to speak", violations=[errors.Violation("text", "must not be empty")]
+        )
+
+
+@dataclass(slots=True)
+class _Out:
+    """How the response is written, decided from the request and its Accept header."""
+
+    sse: bool
+    content_type: str
+    header: bytes
+
+
+def _output(request: web.Request, req: http_pb2.SpeakRequest) -> _Out:
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        return _Out(True, "text/event-stream", b"")
+    fmt = req.config.output_format
+    encoding = PROTO_ENCODINGS[fmt.encoding]
+    if req.container == http_pb2.AUDIO_CONTAINER_RAW:
+        if fmt.encoding == audio_pb2.AUDIO_ENCODING_MULAW and fmt.sample_rate_hz == 8000:
+            return _Out(False, "audio/basic", b"")  # RFC 2046 4.3: 8 kHz mu-law
+        return _Out(False, "application/octet-stream", b"")
+    return _Out(False, "audio/wav", streaming_header(encoding, fmt.sample_rate_hz))
+
+
+async def speak(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    started = time.monotonic()
+    try:
+        admission = admit(request, gateway.auth, gateway.registry)
+    except errors.VoxwireError as exc:
+        gateway.metrics.refused.labels(reason=exc.reason).inc()
+        return error_response(exc)
+    gateway.metrics.sessions_active.labels(kind="http_tts").inc()
+    try:
+        return await _speak(request, started)
+    finally:
+        gateway.metrics.sessions_active.labels(kind="http_tts").dec()
+        admission.permit.release()
+
+
+async def _speak(request: web.Request, started: float) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    try:
+        kind = media_type(request)
+        body = await read_body(request, MAX_BODY_BYTES)
+        if kind == "application/json":
+            req = decode(body, http_pb2.SpeakRequest, max_bytes=MAX_BODY_BYTES)
+        elif kind in ("text/plain", ""):
+            req = speak_request(body.decode("utf-8", "replace"), dict(request.query))
+        else:
+            raise errors.UnsupportedMediaType(
+                f"Content-Type {kind!r}: send application/json or text/plain"
+            )
+        _defaults(req)
+        out = _output(request, req)
+        lease = gateway.pool.choose()
+    except errors.VoxwireError as exc:
+        return error_response(exc)
+    call = lease.adapter.synthesis().StreamingSynthesize(metadata=upstream_metadata(request))
+    upstream: UpstreamCall[Request, Response] = UpstreamCall(
+        gateway.pool, lease, call, write_timeout=gateway.config.runner.write_timeout_s
+    )
+    edge = timings_pb2.StageTimings(edge_receive_us=round((time.monotonic() - started) * 1e6))
+    try:
+        for message in (
+            Request(context_id=_CONTEXT, open=req.config),
+            Request(context_id=_CONTEXT, append=synthesis_pb2.AppendText(text=req.text)),
+            Request(context_id=_CONTEXT, close=synthesis_pb2.CloseContext()),
+        ):
+            await upstream.write(message)
+        await upstream.done_writing()
+        return await _relay(request, upstream, out, edge, started)
+    except UpstreamError as exc:
+        return error_response(exc.error)
+    finally:
+        upstream.cancel()
+
+
+async def _relay(
+    request: web.Request,
+    upstream: UpstreamCall[Request, Response],
+    out: _Out,
+    edge: timings_pb2.StageTimings,
+    started: float,
+) -> web.StreamResponse:
+    """Copy the upstream context to the response as it comes; see the module docstring."""
+    response: web.StreamResponse | None = None
+    opened_at = time.monotonic()
+    while True:
+        try:
+            msg = await upstream.read()
+        except UpstreamError as exc:
+            if response is None:
+                return error_response(exc.error)
+            if out.sse:
+                await response.write(
+                    _sse("error", '{"error":' + encode(errors.to_event(exc.error)) + "}")
+                )
+                return response
+            raise ConnectionAbortedError("the audio stream failed after it began") from exc
+        if msg is None:
+            raise ConnectionAbortedError("the upstream stream ended without done")
+        kind = msg.WhichOneof("response")
+        if kind == "opened":
+            edge.edge_connect_us = round((time.monotonic() - opened_at) * 1e6)
+            continue
+        if kind == "error":
+            error = errors.from_proto(msg.error.error)
+            if response is None:
+                return error_response(error)
+            if out.sse:
+                await response.write(
+                    _sse("error", '{"error":' + encode(errors.to_event(error)) + "}")
+                )
+                return response
+            raise ConnectionAbortedError(f"synthesis failed: {error.reason}")
+        if response is None:
+            first = round((time.monotonic() - started) * 1e6)
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": out.content_type,
+                    "Cache-Control": "no-store",
+                    "Server-Timing": f"edge-connect;dur={edge.edge_connect_us / 1000:.3f}, "
+                    f"first;dur={first / 1000:.3f}",
+                }
+            )
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            if out.header:
+                await response.write(out.header)
+        t0 = time.monotonic()
+        if kind == "audio":
+            if out.sse:
+                await response.write(_sse("audio", encode(msg.audio)))
+            else:
+                await response.write(msg.audio.audio)
+        elif kind == "words" and out.sse:
+            await response.write(_sse("words", encode(msg.words)))
+        elif kind == "done":
+            if out.sse:
+                total = add_up([msg.done.timings, edge])
+                total.total_us = round((time.monotonic() - started) * 1e6)
+                done = http_pb2.SpeakDone(done=msg.done, timings=total)
+                await response.write(_sse("done", encode(done)))
+            await response.write_eof()
+            return response
+        edge.edge_send_us += round((time.monotonic() - t0) * 1e6)
+
+
+def _sse(event: str, data: str) -> bytes:
+    """One Server-Sent Event (WHATWG HTML, "Server-sent events"): the JSON is one line."""
+    return f"event: {event}\ndata: {data}\n\n".encode()

@@ -1,0 +1,207 @@
+"""Turning an uploaded audio body into contract audio as it arrives (POST /v1/stt).
+
+Two paths, both streaming (the file is never held whole in memory):
+
+- Formats the contract carries as they are (raw PCM16 / f32 / G.711 with its format in the
+  query string, ``audio/basic``, and WAV of those encodings): ``FrameSplitter`` cuts the body
+  into whole frames; a WAV header is read first by ``gateway.http.wav.WavHeaderReader``. Pure,
+  on the event loop, no copies beyond the frame remainder.
+- Compressed or other containers (FLAC, Ogg Vorbis/Opus, MP3, WAV of other sample formats):
+  libsndfile (the ``soundfile`` wheel) decodes in a bounded pool of worker threads, reading the
+  body through ``BodyPipe``, a file object that blocks its reader until the bytes it asks for
+  have arrived. libsndfile seeks; the pipe keeps the head of the body (headers) and a window
+  behind the reader, and answers SEEK_END from Content-Length. FLAC and WAV decode as the body
+  arrives; Ogg and MP3 read their end before the first sample (to find the last page or an
+  ID3v1 tag), so they start when the upload is complete (measured: docs/edge.md). Without a
+  Content-Length a compressed upload is spooled first, to a temporary file, never to memory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxwire.audio.codecs import float32_to_int16, int16_to_float32
+from voxwire.audio.formats import PCM_RATES
+from voxwire.audio.resample import StreamResampler
+from voxwire.errors import InvalidAudio
+
+# Bytes kept behind the reader for libsndfile's backward seeks, and the head kept for its
+# header re-reads; a seek further back than that is refused (InvalidAudio).
+_WINDOW = 1024 * 1024
+_HEAD = 256 * 1024
+
+
+class FrameSplitter:
+    """Cuts a byte stream into whole frames of ``frame_bytes`` (keeps the remainder)."""
+
+    def __init__(self, frame_bytes: int) -> None:
+        self._frame = frame_bytes
+        self._rest = b""
+
+    def feed(self, data: bytes) -> bytes:
+        data = self._rest + data if self._rest else data
+        cut = len(data) - len(data) % self._frame
+        self._rest = data[cut:]
+        return data[:cut]
+
+    def finish(self) -> None:
+        """Raises InvalidAudio when the body ended in the middle of a frame."""
+        if self._rest:
+            raise InvalidAudio(
+                f"the audio ends with {len(self._rest)} bytes of an incomplete "
+                f"{self._frame}-byte frame"
+            )
+
+
+class BodyPipe(io.RawIOBase):
+    """A file object over an upload that is still arriving: ``read`` blocks (in the decoder's
+    worker thread) until the bytes are there or the body ended. Written from the event loop.
+
+    Memory: the first ``_HEAD`` bytes and a ``_WINDOW`` behind the furthest read; with no known
+    length (``size`` None) the whole body goes to a temporary file instead.
+    """
+
+    def __init__(self, size: int | None, on_room: Callable[[], None] | None = None) -> None:
+        """``on_room`` is called (from the reader's thread) when the writer may put again."""
+        super().__init__()
+        self._size = size
+        self._on_room = on_room
+        self._cond = threading.Condition()
+        self._head = bytearray()
+        self._buf = bytearray()  # bytes from _buf_start on
+        self._buf_start = 0
+        self._received = 0
+        self._pos = 0
+        self._ended = False
+        self._failed: str | None = None
+        self._spool = tempfile.TemporaryFile() if size is None else None
+
+    # -- the writer side (event loop; never blocks) --------------------------------------------
+
+    def put(self, data: bytes) -> None:
+        with self._cond:
+            if self._spool is not None:
+                self._spool.seek(0, os.SEEK_END)
+                self._spool.write(data)
+            else:
+                if len(self._head) < _HEAD:
+                    self._head += data[: _HEAD - len(self._head)]
+                self._buf += data
+            self._received += len(data)
+            self._cond.notify_all()
+
+    def end(self, failure: str | None = None) -> None:
+        with self._cond:
+            self._ended = True
+            self._failed = failure
+            if self._spool is not None:
+                self._size = self._received
+            self._cond.notify_all()
+
+    def room(self) -> bool:
+        """Whether the writer may put more now (the reader is not too far behind)."""
+        with self._cond:
+            return self._spool is not None or len(self._buf) < 2 * _WINDOW
+
+    # -- the reader side (libsndfile, in a worker thread) --------------------------------------
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END:
+            with self._cond:
+                while self._size is None and not self._ended:
+                    self._cond.wait()
+                offset += self._size if self._size is not None else self._received
+        elif whence == os.SEEK_CUR:
+            offset += self._pos
+        self._pos = max(0, offset)
+        return self._pos
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        want = len(buffer)
+        with self._cond:
+            while self._received < self._pos + want and not self._ended:
+                self._cond.wait()
+            if self._failed is not None:
+                raise OSError(self._failed)
+            data = self._slice(self._pos, min(self._received, self._pos + want))
+            self._pos += len(data)
+            self._trim()
+            room = self._spool is not None or len(self._buf) < 2 * _WINDOW
+        buffer[: len(data)] = data
+        if room and self._on_room is not None:
+            self._on_room()
+        return len(data)
+
+    def _slice(self, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        if self._spool is not None:
+            self._spool.seek(start)
+            return self._spool.read(end - start)
+        if end <= len(self._head):
+            return bytes(self._head[start:end])
+        if start < self._buf_start:
+            raise OSError(f"seek back to {start} is outside the kept window")
+        return bytes(self._buf[start - self._buf_start : end - self._buf_start])
+
+    def _trim(self) -> None:
+        drop = self._pos - _WINDOW - self._buf_start
+        if drop > 0 and self._spool is None:
+            del self._buf[:drop]
+            self._buf_start += drop
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+        super().close()
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedFormat:
+    rate: int
+    channels: int
+
+
+def decode_blocks(
+    pipe: BodyPipe, block_frames: int = 1600
+) -> Iterator[tuple[DecodedFormat, bytes]]:
+    """Decode with libsndfile (worker thread): mono PCM16 blocks at a contract rate.
+
+    Raises InvalidAudio when libsndfile cannot read the body."""
+    import soundfile  # the libsndfile binding; imported here so it loads only when needed
+
+    try:
+        sound = soundfile.SoundFile(pipe)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+        raise InvalidAudio(f"cannot decode the audio: {exc}") from None
+    with sound:
+        rate = sound.samplerate
+        out_rate = rate if rate in PCM_RATES else max(r for r in PCM_RATES if r <= 48000)
+        resampler = StreamResampler(rate, out_rate)
+        fmt = DecodedFormat(out_rate, 1)
+        try:
+            for block in sound.blocks(blocksize=block_frames, dtype="int16", always_2d=True):
+                mono = block.mean(axis=1).astype(np.int16) if block.shape[1] > 1 else block[:, 0]
+                if not resampler.is_passthrough:
+                    mono = float32_to_int16(resampler.process(int16_to_float32(mono)))
+                yield fmt, mono.astype("<i2").tobytes()
+        except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+            raise InvalidAudio(f"the audio is corrupt: {exc}") from None
+        if not resampler.is_passthrough:
+            yield fmt, float32_to_int16(resampler.flush()).astype("<i2").tobytes()

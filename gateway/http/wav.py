@@ -1,0 +1,123 @@
+"""WAV for streams: a header for audio of unknown length, and an incremental header reader.
+
+Writing: RIFF/WAVE with the RIFF and data sizes set to 0xFFFFFFFF, the convention for a WAV
+whose length is not known when its header goes out (what ffmpeg and sox write to pipes);
+players read to the end of the stream. Format tags from the RIFF WAVE specification
+(Microsoft, "Multimedia Programming Interface and Data Specifications 1.0"): 1 PCM, 3 IEEE
+float, 6 A-law, 7 mu-law (ITU-T G.711).
+
+Reading (``WavHeaderReader``): a pure, incremental parser fed the upload as it arrives. It
+reads RIFF/WAVE, the ``fmt `` chunk and skips other chunks up to ``data``; then the rest of the
+body is samples. It holds at most ``max_header_bytes`` (a header is small; a hostile upload
+must not make it buffer). Anything malformed raises InvalidAudio naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from voxwire.audio.codecs import Encoding
+from voxwire.errors import InvalidAudio
+
+FORMAT_TAGS = {Encoding.PCM_S16LE: 1, Encoding.PCM_F32LE: 3, Encoding.ALAW: 6, Encoding.MULAW: 7}
+_BITS = {Encoding.PCM_S16LE: 16, Encoding.PCM_F32LE: 32, Encoding.ALAW: 8, Encoding.MULAW: 8}
+_UNKNOWN = 0xFFFFFFFF
+_EXTENSIBLE = 0xFFFE
+
+
+def streaming_header(encoding: Encoding, rate: int, channels: int = 1) -> bytes:
+    """A 44-byte (PCM) or 46-byte (others: cbSize) header with unknown sizes."""
+    bits = _BITS[encoding]
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", FORMAT_TAGS[encoding], channels, rate, rate * block, block, bits)
+    if encoding is not Encoding.PCM_S16LE:
+        fmt += struct.pack("<H", 0)  # cbSize: non-PCM formats carry the extension size
+    return (
+        b"RIFF"
+        + struct.pack("<I", _UNKNOWN)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data"
+        + struct.pack("<I", _UNKNOWN)
+    )
+
+
+class OtherWavFormat(InvalidAudio):
+    """A well-formed WAV whose samples the contract does not carry as they are (24-bit PCM,
+    8-bit unsigned, ...): a decoder (libsndfile) can still read it."""
+
+
+@dataclass(frozen=True, slots=True)
+class WavFormat:
+    encoding: Encoding
+    rate: int
+    channels: int
+
+
+class WavHeaderReader:
+    """Feed bytes until ``format`` is set; ``feed`` then returns the first sample bytes."""
+
+    def __init__(self, max_header_bytes: int = 64 * 1024) -> None:
+        self._buf = bytearray()
+        self._max = max_header_bytes
+        self.format: WavFormat | None = None
+
+    def buffered(self) -> bytes:
+        """What was fed and not yet returned (the header so far)."""
+        return bytes(self._buf)
+
+    def feed(self, data: bytes) -> bytes:
+        """Returns sample bytes once the header is complete (b"" before). Raises InvalidAudio."""
+        if self.format is not None:
+            return data
+        self._buf += data
+        if len(self._buf) >= 12 and (self._buf[:4] != b"RIFF" or self._buf[8:12] != b"WAVE"):
+            raise InvalidAudio("not a WAV file (no RIFF/WAVE header)")
+        pos = 12
+        fmt: WavFormat | None = None
+        while len(self._buf) >= pos + 8:
+            chunk_id = bytes(self._buf[pos : pos + 4])
+            (size,) = struct.unpack_from("<I", self._buf, pos + 4)
+            body = pos + 8
+            if chunk_id == b"data":
+                if fmt is None:
+                    raise InvalidAudio("WAV data chunk before its fmt chunk")
+                self.format = fmt
+                rest = bytes(self._buf[body:])
+                self._buf.clear()
+                return rest
+            if len(self._buf) < body + size:
+                break
+            if chunk_id == b"fmt ":
+                fmt = self._fmt(bytes(self._buf[body : body + size]))
+            pos = body + size + (size & 1)  # chunks are word-aligned
+        if len(self._buf) > self._max:
+            raise InvalidAudio(f"WAV header longer than {self._max} bytes (no data chunk)")
+        return b""
+
+    def _fmt(self, body: bytes) -> WavFormat:
+        if len(body) < 16:
+            raise InvalidAudio(f"WAV fmt chunk of {len(body)} bytes (at least 16)")
+        tag, channels, rate, _, block, bits = struct.unpack_from("<HHIIHH", body)
+        if tag == _EXTENSIBLE and len(body) >= 26:
+            (tag,) = struct.unpack_from("<H", body, 24)  # the SubFormat GUID's first two bytes
+        by_tag = {
+            (1, 16): Encoding.PCM_S16LE,
+            (3, 32): Encoding.PCM_F32LE,
+            (6, 8): Encoding.ALAW,
+            (7, 8): Encoding.MULAW,
+        }
+        encoding = by_tag.get((tag, bits))
+        if encoding is None:
+            raise OtherWavFormat(
+                f"WAV format tag {tag} with {bits}-bit samples is not supported; use 16-bit "
+                "PCM, 32-bit float, A-law or mu-law"
+            )
+        if not 1 <= channels <= 2 or rate <= 0 or block != channels * bits // 8:
+            raise InvalidAudio(
+                f"inconsistent WAV fmt: {channels} channels, {rate} Hz, block {block}"
+            )
+        return WavFormat(encoding, rate, channels)

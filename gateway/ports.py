@@ -1,0 +1,43 @@
+"""What a session runner needs from a client connection, whatever the HTTP stack.
+
+The WebSocket adapter of the chosen stack implements ``ClientPort`` in a few lines (feed,
+collect, flush, as websockets' sans-I/O design puts it); the runners never see the stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One client message: text (a JSON message) or binary (audio); None data = closed."""
+
+    text: str | None = None
+    data: bytes | None = None
+    # Set when the connection ended; ``close_code`` is the peer's code (1006: no close frame).
+    closed: bool = False
+    close_code: int = 0
+    # Set when the stack refused the frame itself (e.g. text that is not UTF-8, RFC 6455 8.1):
+    # the reason, and the close code the protocol requires.
+    protocol_error: str = ""
+    protocol_close_code: int = 0
+
+
+class ClientPort(Protocol):
+    async def receive(self) -> Frame:
+        """The next frame (a closed Frame at the end; never raises for a closed peer)."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """Raises ConnectionError when the peer is gone."""
+        ...
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Raises ConnectionError when the peer is gone."""
+        ...
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close (idempotent); ``reason`` at most 123 bytes (RFC 6455 5.5.1)."""
+        ...

@@ -1,0 +1,126 @@
+"""Start, drain and stop the gateway process's servers.
+
+Drain (docs/design/edge.md, "Lifecycle"): ``/readyz`` fails at once and new sessions are
+refused with DRAINING; every open session gets ``going_away`` with its resume token; sessions
+that end within the grace end normally; the sessions left are closed with 1012 at its end (each
+session closes itself when its drain deadline passes); then the listeners stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+
+from gateway.app import AccessLogger, build_app
+from gateway.auth import AuthServices
+from gateway.auth.keys import ReloadResult
+from gateway.auth.redaction import install_redaction
+from gateway.config import GatewayConfig
+from gateway.sessions import Registry
+from gateway.state import Gateway
+from gateway.upstream.pool import AdapterPool
+
+log = logging.getLogger(__name__)
+
+
+def adapter_credentials(config: GatewayConfig) -> grpc.ChannelCredentials | None:
+    """TLS (optionally mTLS) to the adapters, when configured."""
+    if not config.adapter_ca:
+        return None
+    cert = Path(config.adapter_cert).read_bytes() if config.adapter_cert else None
+    key = Path(config.adapter_key).read_bytes() if config.adapter_key else None
+    return grpc.ssl_channel_credentials(Path(config.adapter_ca).read_bytes(), key, cert)
+
+
+class GatewayServer:
+    """``await start()`` returns the bound port; ``await stop()`` drains."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        if config.auth is None:
+            raise ValueError("the gateway needs an [auth] configuration (keys file, signing keys)")
+        self.config = config
+        self.auth = AuthServices.from_config(config.auth)
+        self.pool = AdapterPool(
+            config.adapters,
+            channels_per_adapter=config.channels_per_adapter,
+            credentials=adapter_credentials(config),
+        )
+        self.registry = Registry()
+        self.gateway = Gateway(config, self.pool, self.auth, self.registry)
+        self.app = build_app(self.gateway)
+        self._runner: web.AppRunner | None = None
+        self._reload: asyncio.Task[None] | None = None
+        self.port = 0
+        self._stopped = False
+
+    async def start(self) -> int:
+        """Connect to the adapters, wait for one to serve, listen. Returns the port.
+
+        Raises RuntimeError when no adapter serves within the start-up wait."""
+        install_redaction()
+        await self.pool.start()
+        if not await self.pool.wait_ready(self.config.startup_wait_seconds):
+            await self.pool.close()
+            raise RuntimeError(f"no adapter of {list(self.config.adapters)} is serving")
+        host, _, port = self.config.listen.rpartition(":")
+        self._runner = web.AppRunner(
+            self.app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host or "127.0.0.1", int(port), ssl_context=self._tls())
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self._reload = asyncio.create_task(self._reload_keys(), name="keys-reload")
+        log.info("voxwire gateway listening on %s:%d", host, self.port)
+        return self.port
+
+    @property
+    def url(self) -> str:
+        host = self.config.listen.rpartition(":")[0] or "127.0.0.1"
+        scheme = "https" if self.config.tls_cert else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    def _tls(self) -> ssl.SSLContext | None:
+        if not self.config.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
+        return context
+
+    async def _reload_keys(self) -> None:
+        assert self.config.auth is not None
+        while True:
+            await asyncio.sleep(self.config.auth.keys_reload_interval_s)
+            result = await asyncio.to_thread(self.auth.keys.reload_if_changed)
+            if result is ReloadResult.RELOADED:
+                log.info("keys file reloaded")
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Refuse new sessions, send going_away, wait for sessions within ``grace``."""
+        grace = self.config.drain_grace_seconds if grace is None else grace
+        self.registry.draining = True
+        for runner in list(self.registry.runners):
+            runner.drain(grace)
+        # Sessions close themselves at their drain deadline; this wait is only a backstop.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace + 2.0):
+                await self.registry.wait_empty()
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.drain(grace)
+        if self._reload is not None:
+            self._reload.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reload
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.pool.close()

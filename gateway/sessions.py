@@ -1,0 +1,143 @@
+"""Starting edge sessions: credentials, per-key limits, resume tokens, the registry for drains.
+
+The WebSocket handlers of both kinds go through here, so admission is the same everywhere:
+authenticate at the upgrade (a refused request never reaches an adapter), take a concurrent
+slot at once, and count a new session against the per-minute quota only when the first
+message shows it is not a resume (so every client of a draining gateway can resume at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.auth import AuthServices, Principal, SessionPermit
+from gateway.auth.tokens import SessionKind
+from gateway.stt import session as stt_session
+from gateway.stt.session import SttEdgeSession
+from gateway.tts import session as tts_session
+from gateway.tts.session import TtsEdgeSession
+from voxwire import errors
+from voxwire.edge.v1 import stt_pb2, tts_pb2
+from voxwire.v1 import transcription_pb2
+
+# How long a resume token stays valid beyond the session's maximum duration.
+RESUME_HORIZON_S = 15 * 60
+
+
+class Drainable(Protocol):
+    def drain(self, grace_s: float | None = None) -> None: ...
+
+
+@dataclass(eq=False)
+class Registry:
+    """The open sessions of this process (a drain tells each of them)."""
+
+    runners: set[Drainable] = field(default_factory=set)
+    draining: bool = False
+    _empty: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __len__(self) -> int:
+        return len(self.runners)
+
+    def add(self, runner: Drainable) -> None:
+        self.runners.add(runner)
+        self._empty.clear()
+
+    def discard(self, runner: Drainable) -> None:
+        self.runners.discard(runner)
+        if not self.runners:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        if self.runners:
+            await self._empty.wait()
+
+
+class Admission:
+    """One admitted WebSocket session: its principal, its slot, and how it starts."""
+
+    def __init__(self, auth: AuthServices, principal: Principal, permit: SessionPermit) -> None:
+        self._auth = auth
+        self.principal = principal
+        self.permit = permit
+        self.counted = False
+
+    def count_new(self) -> None:
+        """Raises RateLimited when the key is out of new sessions this minute."""
+        if not self.counted:
+            self._auth.limiter.count_new(self.permit, self.principal.limits)
+            self.counted = True
+
+    def issuer(
+        self, kind: SessionKind, session: Callable[[], str], ttl_s: float
+    ) -> Callable[[bytes], tuple[str, float]]:
+        """A token issuer for a session of ``kind`` (its id read when a token is made)."""
+
+        def issue(config: bytes) -> tuple[str, float]:
+            now = time.time()
+            issued = self._auth.resume_tokens.issue(
+                session_id=session(),
+                key_id=self.principal.key_id,
+                kind=kind,
+                config=config,
+                now=now,
+                ttl_s=int(ttl_s + RESUME_HORIZON_S),
+            )
+            return issued.token, float(issued.expires_at)
+
+        return issue
+
+    def verify(self, token: str, kind: SessionKind) -> tuple[str, bytes]:
+        """(session id, config bytes) of a resume token. Raises ResumeRejected."""
+        claims = self._auth.resume_tokens.verify(
+            token, key_id=self.principal.key_id, kind=kind, now=time.time()
+        )
+        return claims.session_id, claims.config
+
+
+def stt_start(
+    admission: Admission,
+) -> Callable[[SttEdgeSession, stt_pb2.SttStart], stt_session.Actions]:
+    """The handler of an STT ``start`` message: a new session, or a verified resume."""
+
+    def on_start(session: SttEdgeSession, start: stt_pb2.SttStart) -> stt_session.Actions:
+        if start.HasField("resume"):
+            if start.HasField("config"):
+                raise errors.InvalidMessage(
+                    "start.config with start.resume: a resumed session keeps its config"
+                )
+            session_id, raw = admission.verify(start.resume.resume_token, "stt")
+            config = transcription_pb2.TranscriptionConfig.FromString(raw)
+            return session.start(config, start.resume.ack, session_id=session_id, resumes=1)
+        admission.count_new()
+        return session.start(start.config)
+
+    return on_start
+
+
+def tts_start(
+    admission: Admission, defaults: tts_pb2.TtsStart | None = None
+) -> Callable[[TtsEdgeSession, tts_pb2.TtsStart], tts_session.Actions]:
+    """The handler of a TTS session's start (a ``start`` message, or the first other message):
+    a new session with the query string's options under the message's, or a verified resume."""
+
+    def on_start(session: TtsEdgeSession, start: tts_pb2.TtsStart) -> tts_session.Actions:
+        if start.HasField("resume"):
+            session_id, raw = admission.verify(start.resume.resume_token, "tts")
+            options = tts_pb2.TtsStart.FromString(raw)
+            # Options given now (a new lead, say) win over the token's.
+            options.MergeFrom(start)
+            options.ClearField("resume")
+            return session.start(options, session_id=session_id, resumes=1)
+        admission.count_new()
+        options = tts_pb2.TtsStart()
+        if defaults is not None:
+            options.CopyFrom(defaults)
+        options.MergeFrom(start)
+        return session.start(options)
+
+    return on_start

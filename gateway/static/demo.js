@@ -1,0 +1,92 @@
+// voxwire browser demo: microphone -> WS /v1/stt/stream -> words on the page.
+// Protocol: docs/edge.md. Audio goes as binary frames of PCM16 little-endian at 16 kHz;
+// the token goes in Sec-WebSocket-Protocol beside "voxwire.v1", never in the URL.
+"use strict";
+
+const RATE = 16000;
+const FRAME_MS = 100;
+
+// An AudioWorklet that hands 100 ms of mono float samples to the page at a time.
+const WORKLET = `
+class Tap extends AudioWorkletProcessor {
+  constructor() { super(); this.buf = new Float32Array(${RATE * FRAME_MS / 1000}); this.n = 0; }
+  process(inputs) {
+    const ch = inputs[0][0];
+    if (ch) for (let i = 0; i < ch.length; i++) {
+      this.buf[this.n++] = ch[i];
+      if (this.n === this.buf.length) { this.port.postMessage(this.buf.slice()); this.n = 0; }
+    }
+    return true;
+  }
+}
+registerProcessor("tap", Tap);`;
+
+const $ = (id) => document.getElementById(id);
+let socket = null, context = null, stream = null;
+
+function status(text, error = false) {
+  $("status").textContent = text;
+  $("status").className = error ? "error" : "";
+}
+
+function toPcm16(floats) {
+  const out = new DataView(new ArrayBuffer(floats.length * 2));
+  for (let i = 0; i < floats.length; i++) {
+    const s = Math.max(-1, Math.min(1, floats[i]));
+    out.setInt16(i * 2, s < 0 ? s * 0x8000 : s * 0x7fff, true);  // little-endian
+  }
+  return out.buffer;
+}
+
+function onMessage(event) {
+  const msg = JSON.parse(event.data);
+  if (msg.session) status(`session ${msg.session.sessionId}: listening`);
+  else if (msg.result) {
+    if (msg.result.isFinal) {
+      const p = document.createElement("p");
+      p.className = "final";
+      p.textContent = msg.result.transcript;
+      $("finals").appendChild(p);
+      $("interim").textContent = "";
+    } else {
+      $("interim").textContent = msg.result.transcript;
+    }
+  } else if (msg.error) {
+    status(`${msg.error.reason}: ${msg.error.message}`, true);
+  } else if (msg.summary) {
+    status(`done: ${msg.summary.audioMs} ms of audio`);
+  }
+}
+
+async function start() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (!token) { status("no token in the URL fragment (#token=...)", true); return; }
+  $("start").disabled = true;
+  stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
+  context = new AudioContext({ sampleRate: RATE });
+  const url = URL.createObjectURL(new Blob([WORKLET], { type: "text/javascript" }));
+  await context.audioWorklet.addModule(url);
+  const tap = new AudioWorkletNode(context, "tap");
+  context.createMediaStreamSource(stream).connect(tap);
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const query = `model=stt_pocketsphinx&encoding=pcm_s16le&sample_rate=${RATE}&interim_results=true`;
+  socket = new WebSocket(`${scheme}://${location.host}/v1/stt/stream?${query}`,
+                         ["voxwire.v1", `voxwire.token.${token}`]);
+  socket.binaryType = "arraybuffer";
+  socket.onmessage = onMessage;
+  socket.onclose = (e) => { status(`closed (${e.code})`, e.code !== 1000); $("stop").disabled = true; };
+  tap.port.onmessage = (e) => {
+    if (socket.readyState === WebSocket.OPEN) socket.send(toPcm16(e.data));
+  };
+  $("stop").disabled = false;
+}
+
+function stop() {
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ close: {} }));
+  if (stream) stream.getTracks().forEach((t) => t.stop());
+  if (context) context.close();
+  $("stop").disabled = true;
+}
+
+$("start").addEventListener("click", () => start().catch((e) => status(String(e), true)));
+$("stop").addEventListener("click", stop);

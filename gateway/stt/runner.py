@@ -1,0 +1,201 @@
+"""The I/O around one SttEdgeSession: the client connection, upstream streams, the clock.
+
+Tasks of one session, all owned here and all ended on every path: the client reader, the
+client writer (an ordered ``voxwire.outbox.Outbox``), the timer, and per upstream segment (the
+first stream, and one per failover) an upstream writer and an upstream reader. Readers feed the
+session; whatever it decides is queued synchronously (so the order it decided is the order on
+the wire) and written by the writers.
+
+Backpressure both ways: the client reader reads the next frame only when the current upstream
+segment's outbox is under its high-water mark (HTTP/2 flow control -> TCP to the client), and
+the upstream reader reads the next response only when the client outbox is (the client's TCP
+window -> HTTP/2 to the adapter). Hard bounds turn into SLOW_CONSUMER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.ports import ClientPort, Frame
+from gateway.runner import RunnerLimits, SessionRunner
+from gateway.stt.session import Actions, OpenUpstream, SttEdgeSession
+from gateway.upstream.call import UpstreamCall, UpstreamError
+from gateway.upstream.pool import Adapter, AdapterPool
+from gateway.wire.messages import decode, encode
+from voxwire import errors
+from voxwire.edge.v1 import stt_pb2
+from voxwire.outbox import Outbox, OutboxBroken
+from voxwire.v1 import transcription_pb2
+
+log = logging.getLogger(__name__)
+
+Request = transcription_pb2.StreamingTranscribeRequest
+Response = transcription_pb2.StreamingTranscribeResponse
+# Handles a client's ``start`` message (config and/or resume) for the runner: it verifies what
+# needs credentials and calls ``session.start``. Raises a VoxwireError.
+StartHandler = Callable[[SttEdgeSession, stt_pb2.SttStart], Actions]
+
+
+@dataclass(eq=False)
+class _Segment:
+    """One upstream stream of the session."""
+
+    call: UpstreamCall[Request, Response]
+    outbox: Outbox[Request]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    failed: bool = False
+
+
+class SttRunner(SessionRunner[SttEdgeSession, Actions]):
+    def __init__(
+        self,
+        session: SttEdgeSession,
+        port: ClientPort,
+        pool: AdapterPool,
+        *,
+        on_start: StartHandler,
+        limits: RunnerLimits | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(session, port, limits)
+        self._pool = pool
+        self._on_start = on_start
+        self._metadata = tuple(metadata)
+        self._segment: _Segment | None = None
+        self._failed_adapters: list[Adapter] = []
+
+    def _execute(self, actions: Actions) -> None:
+        if actions.cancel_upstream:
+            self._stop_segment(failed=True)
+        for message in actions.to_client:
+            self._put_client(encode(message))
+        if actions.open_upstream is not None:
+            self._open(actions.open_upstream)
+        if actions.to_upstream and self._segment is not None:
+            try:
+                for request in actions.to_upstream:
+                    self._segment.outbox.put(request)
+            except (errors.SlowConsumer, OutboxBroken):
+                pass  # the segment's writer reports the failure
+        if actions.close is not None:
+            self._close(actions.close.code)
+        self._wake.set()
+
+    def _stop_upstream(self) -> None:
+        self._stop_segment()
+
+    # -- the client ----------------------------------------------------------------------------
+
+    async def _read_client(self) -> None:
+        while self._close_code is None:
+            segment = self._segment
+            if segment is not None:
+                await segment.outbox.wait_room()
+            frame = await self._port.receive()
+            if frame.closed:
+                # The client went away: nothing to tell anyone; the upstream is cancelled.
+                self._client_gone(frame.close_code)
+                return
+            t0 = time.monotonic()
+            try:
+                actions = self._client_frame(frame)
+            except errors.VoxwireError as exc:
+                actions = self.session.fail(exc)
+                if frame.protocol_close_code:
+                    assert actions.close is not None
+                    actions.close = type(actions.close)(frame.protocol_close_code, exc)
+            self.session.charge("edge_receive", time.monotonic() - t0)
+            self._execute(actions)
+
+    def _client_frame(self, frame: Frame) -> Actions:
+        if frame.protocol_error:
+            raise errors.InvalidMessage(frame.protocol_error)
+        if frame.data is not None:
+            return self.session.client_audio(frame.data)
+        assert frame.text is not None
+        msg = decode(
+            frame.text, stt_pb2.SttClientMessage, max_bytes=self.session.limits.max_frame_bytes
+        )
+        if msg.WhichOneof("message") == "start":
+            self.session.check("start")
+            return self._on_start(self.session, msg.start)
+        return self.session.client_message(msg)
+
+    # -- upstream ------------------------------------------------------------------------------
+
+    def _open(self, order: OpenUpstream) -> None:
+        try:
+            lease = self._pool.choose(exclude=self._failed_adapters)
+        except errors.BackendUnavailable as exc:
+            if not order.failover or not self._failed_adapters:
+                self._execute(self.session.fail(exc))
+                return
+            # Every other adapter is gone too: try the ones that failed, once.
+            self._failed_adapters.clear()
+            try:
+                lease = self._pool.choose()
+            except errors.BackendUnavailable as again:
+                self._execute(self.session.fail(again))
+                return
+        call = lease.adapter.transcription().StreamingTranscribe(metadata=self._metadata)
+        upstream: UpstreamCall[Request, Response] = UpstreamCall(
+            self._pool, lease, call, write_timeout=self._limits.write_timeout_s
+        )
+        outbox: Outbox[Request] = Outbox(
+            upstream.write,
+            lambda r: r.ByteSize(),
+            max_bytes=self._limits.upstream_max_bytes,
+            high_water=self._limits.upstream_high_water,
+            write_timeout=self._limits.write_timeout_s,
+        )
+        segment = _Segment(upstream, outbox)
+        self._segment = segment
+        outbox.put(Request(config=order.config))
+        segment.tasks.append(asyncio.create_task(self._write_upstream(segment), name="stt-up-w"))
+        segment.tasks.append(asyncio.create_task(self._read_upstream(segment), name="stt-up-r"))
+
+    async def _write_upstream(self, segment: _Segment) -> None:
+        try:
+            await segment.outbox.run()
+        except UpstreamError as exc:
+            self._upstream_failed(segment, exc)
+        except errors.SlowConsumer:
+            self._upstream_failed(
+                segment,
+                UpstreamError(errors.BackendUnavailable("the adapter stopped taking audio"), None),
+            )
+
+    async def _read_upstream(self, segment: _Segment) -> None:
+        try:
+            while True:
+                await self._client_out.wait_room()
+                response = await segment.call.read()
+                if response is None:
+                    return  # ended OK (after the summary the session decided the close)
+                if segment is self._segment:
+                    self._execute(self.session.upstream_response(response))
+        except UpstreamError as exc:
+            self._upstream_failed(segment, exc)
+
+    def _upstream_failed(self, segment: _Segment, exc: UpstreamError) -> None:
+        if segment.failed or segment is not self._segment:
+            return
+        segment.failed = True
+        self._failed_adapters.append(segment.call.lease.adapter)
+        log.info("session %s: upstream failed: %r", self.session.session_id, exc.error)
+        self._execute(self.session.upstream_failed(exc.error, exc.timings))
+
+    def _stop_segment(self, *, failed: bool = False) -> None:
+        segment, self._segment = self._segment, None
+        if segment is None:
+            return
+        segment.failed = segment.failed or failed
+        segment.call.cancel()
+        current = asyncio.current_task()
+        for task in segment.tasks:
+            if task is not current:
+                task.cancel()

@@ -1,0 +1,608 @@
+"""SttEdgeSession: the sans-I/O core of one ``WS /v1/stt/stream`` session.
+
+Rules (docs/design/edge.md, "Session states", "Sessions that survive restarts"):
+- The socket adapter turns frames, upstream responses, upstream failures and the clock into
+  calls here; each returns ``Actions`` (messages for the client, requests for the upstream
+  stream, an upstream stream to open, a close). No I/O, no sockets, the clock is injected.
+- States and the client messages each takes are the table ``_ACCEPTS``; anything else is an
+  error of the session (``start`` twice is CONFIG_ALREADY_SET, the rest INVALID_MESSAGE).
+- Audio goes into the replay window first (``voxwire.replay.AudioReplayWindow``) and from there
+  upstream. While an upstream stream opens (OPENING, RECOVERING) audio and controls wait; when
+  the upstream says ``started``, everything from the upstream's base position on is written in
+  the order it arrived. The same path serves the first open and a failover.
+- The acknowledged position (``Ack``) is the maximum of the last final result's end and the
+  last finalize ack's audio position; it travels on the final or ack that moved it.
+- Unacknowledged audio near the replay window forces a final (an internal finalize whose ack
+  the client never sees).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from voxwire import errors
+from voxwire.audio.formats import resolve_format
+from voxwire.edge.v1 import session_pb2, stt_pb2
+from voxwire.replay import AudioReplayWindow
+from voxwire.timings import Clock, add_up
+from voxwire.v1 import stream_pb2, timings_pb2, transcription_pb2
+
+Request = transcription_pb2.StreamingTranscribeRequest
+Response = transcription_pb2.StreamingTranscribeResponse
+Message = stt_pb2.SttServerMessage
+# (token, expiry as seconds since the epoch) for a session's current config.
+TokenIssuer = Callable[[transcription_pb2.TranscriptionConfig], tuple[str, float]]
+
+_FORCED = "vx-forced-"  # prefix of the gateway's own finalize ids
+# Upstream failures a session survives by resuming on another adapter.
+_FAILOVER_REASONS = frozenset({"BACKEND_UNAVAILABLE", "DRAINING", "STREAM_TOO_LONG"})
+
+
+class State(enum.Enum):
+    AWAITING_START = "awaiting start"  # no config yet
+    OPENING = "opening"  # upstream stream opening; audio waits in the window
+    STREAMING = "streaming"
+    RECOVERING = "recovering"  # upstream lost; a new one opens (failover)
+    CLOSING = "closing"  # close sent upstream; waiting for the summary
+    HANDING_OVER = "handing over"  # maximum duration: finishing so the client resumes
+    ENDED = "ended"
+
+
+_ACCEPTS: dict[State, frozenset[str]] = {
+    State.AWAITING_START: frozenset({"start", "keep_alive"}),
+    State.OPENING: frozenset({"audio", "finalize", "keep_alive", "update_config", "close"}),
+    State.STREAMING: frozenset({"audio", "finalize", "keep_alive", "update_config", "close"}),
+    State.RECOVERING: frozenset({"audio", "finalize", "keep_alive", "update_config", "close"}),
+    State.CLOSING: frozenset({"keep_alive"}),
+    # Audio after the handover began stays in the client's replay buffer (it is not acked).
+    State.HANDING_OVER: frozenset({"audio", "keep_alive", "finalize", "update_config"}),
+    State.ENDED: frozenset(),
+}
+_WAITING = frozenset({State.OPENING, State.RECOVERING})
+
+
+@dataclass(frozen=True, slots=True)
+class SttLimits:
+    max_frame_bytes: int = 64 * 1024
+    idle_timeout_s: float = 30.0
+    idle_warning_s: float = 5.0
+    max_session_s: float = 3600.0
+    duration_warning_s: float = 60.0
+    replay_window_ms: int = 30_000
+    force_final_margin_ms: int = 5_000
+    # Upstream failures survived in a row without the position moving.
+    max_failovers: int = 3
+    drain_grace_s: float = 20.0
+
+    def to_proto(self) -> session_pb2.EdgeLimits:
+        limits = session_pb2.EdgeLimits(max_frame_bytes=self.max_frame_bytes)
+        limits.idle_timeout.FromMilliseconds(round(self.idle_timeout_s * 1000))
+        limits.idle_warning.FromMilliseconds(round(self.idle_warning_s * 1000))
+        limits.max_session_duration.FromMilliseconds(round(self.max_session_s * 1000))
+        limits.duration_warning.FromMilliseconds(round(self.duration_warning_s * 1000))
+        limits.replay_window.FromMilliseconds(self.replay_window_ms)
+        return limits
+
+
+@dataclass(frozen=True, slots=True)
+class OpenUpstream:
+    """Open an upstream stream with ``config`` (offsets set) and write it first."""
+
+    config: transcription_pb2.TranscriptionConfig
+    failover: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    error: errors.VoxwireError | None = None
+
+
+@dataclass(slots=True)
+class Actions:
+    to_client: list[Message] = field(default_factory=list)
+    to_upstream: list[Request] = field(default_factory=list)
+    open_upstream: OpenUpstream | None = None
+    # Stop the current upstream stream (cancel it) before anything else.
+    cancel_upstream: bool = False
+    close: Close | None = None
+
+
+@dataclass(slots=True)
+class _Control:
+    """A finalize or update waiting for its ack, with the audio position it follows."""
+
+    frame: int
+    request: Request
+
+
+class SttEdgeSession:
+    def __init__(
+        self,
+        limits: SttLimits,
+        *,
+        session_id: str,
+        issue_token: TokenIssuer,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.limits = limits
+        self.session_id = session_id
+        self.state = State.AWAITING_START
+        self.resumes = 0
+        self._issue_token = issue_token
+        self._clock = clock
+        self._started_at = clock()
+        self._last_client_at = self._started_at
+        self._warned_idle = False
+        self._warned_duration = False
+        self._drain_ends: float | None = None
+        self.config = transcription_pb2.TranscriptionConfig()
+        self.window: AudioReplayWindow | None = None
+        self.ack = stt_pb2.Ack()
+        self._upstream_base_ms = 0  # session position of the current upstream's first byte
+        self._written_frame = 0  # frames written to the current upstream (session position)
+        self._controls: list[_Control] = []  # sent or queued, not yet acknowledged
+        self._forced = 0
+        self._forced_pending = False
+        self._failovers = 0
+        self._opening_since = 0.0
+        self._queued: list[float] = []  # arrival times of audio waiting for the upstream
+        self._last_speech: str = ""
+        self._upstream_timings: list[timings_pb2.StageTimings] = []
+        self.edge = {
+            "edge_receive_us": 0,
+            "edge_queue_us": 0,
+            "edge_connect_us": 0,
+            "edge_send_us": 0,
+        }
+        self._closing_requested = False
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(
+        self,
+        config: transcription_pb2.TranscriptionConfig,
+        ack: stt_pb2.Ack | None = None,
+        *,
+        session_id: str = "",
+        resumes: int = 0,
+    ) -> Actions:
+        """The configuration arrived (query string, ``start``, or a verified resume token with
+        the client's last ``ack``; a resume keeps the token's ``session_id``). Raises
+        InvalidConfig, UnsupportedEncoding, UnsupportedSampleRate, ConfigAlreadySet."""
+        if self.state is not State.AWAITING_START:
+            raise errors.ConfigAlreadySet("the session already has its configuration")
+        if session_id:
+            self.session_id = session_id
+        self.resumes = resumes
+        if not config.HasField("audio_format"):
+            raise errors.InvalidConfig(
+                "config.audio_format is required",
+                violations=[errors.Violation("config.audio_format", "required")],
+            )
+        fmt = resolve_format(config.audio_format, "config.audio_format", max_channels=2)
+        self.config = transcription_pb2.TranscriptionConfig()
+        self.config.CopyFrom(config)
+        self.config.ClearField("stream_offset_ms")
+        self.config.ClearField("first_utterance_index")
+        if ack is not None:
+            self.ack.CopyFrom(ack)
+        base = self.ack.finalized_through_ms
+        self.window = AudioReplayWindow(
+            fmt.bytes_per_frame,
+            fmt.sample_rate_hz,
+            max_ms=self.limits.replay_window_ms * 2,
+            base_ms=base,
+        )
+        self._written_frame = self.window.frame_at(base)
+        token, expires = self._issue_token(self.config)
+        started = session_pb2.SessionStarted(
+            session_id=self.session_id,
+            resume_token=token,
+            limits=self.limits.to_proto(),
+            resumed=ack is not None,
+            resumes=self.resumes,
+        )
+        started.resume_expires_at.FromNanoseconds(round(expires * 1e9))
+        actions = Actions(to_client=[Message(session=started)])
+        self._open(actions, failover=False)
+        return actions
+
+    # -- client side ---------------------------------------------------------------------------
+
+    def client_message(self, msg: stt_pb2.SttClientMessage) -> Actions:
+        """One JSON control (``start`` is the adapter's: it needs the credentials). Raises a
+        VoxwireError for a protocol error of the client."""
+        kind = msg.WhichOneof("message")
+        if kind is None:
+            raise errors.InvalidMessage("empty message (no field of the oneof set)")
+        self.check(kind)
+        self._last_client_at = self._clock()
+        self._warned_idle = False
+        if kind == "audio":
+            return self.client_audio(msg.audio.data)
+        actions = Actions()
+        if kind == "keep_alive":
+            if self.state is State.STREAMING:
+                actions.to_upstream.append(Request(keep_alive=stream_pb2.KeepAlive()))
+        elif kind == "finalize":
+            self._control(Request(finalize=msg.finalize), actions)
+        elif kind == "update_config":
+            self._control(Request(update_config=msg.update_config), actions)
+        elif kind == "close":
+            # While an upstream opens, the close waits behind the audio before it (_on_started).
+            self._closing_requested = True
+            if self.state is State.STREAMING:
+                actions.to_upstream.append(Request(close=transcription_pb2.CloseStream()))
+                self.state = State.CLOSING
+        return actions
+
+    def client_audio(self, data: bytes) -> Actions:
+        """A binary frame of audio. Raises ConfigRequired, ChunkTooLarge, MisalignedAudio,
+        InvalidMessage."""
+        self.check("audio")
+        assert self.window is not None
+        self._last_client_at = now = self._clock()
+        self._warned_idle = False
+        if len(data) > self.limits.max_frame_bytes:
+            raise errors.ChunkTooLarge(
+                f"audio frame of {len(data)} bytes exceeds {self.limits.max_frame_bytes}"
+            )
+        if len(data) % self.window.frame_bytes:
+            raise errors.MisalignedAudio(
+                f"{len(data)} bytes is not a whole number of {self.window.frame_bytes}-byte frames"
+            )
+        actions = Actions()
+        if not data or self.state is State.HANDING_OVER:
+            return actions  # kept by the client until acknowledged: it is replayed on resume
+        self.window.append(data)
+        frames = len(data) // self.window.frame_bytes
+        if self.state is State.STREAMING:
+            actions.to_upstream.append(Request(audio=data))
+            self._written_frame += frames
+            self._maybe_force_final(actions)
+        else:
+            self._queued.append(now)
+        return actions
+
+    def check(self, kind: str) -> None:
+        """Raises the error of a client message ``kind`` the current state does not take."""
+        if kind in _ACCEPTS[self.state] and not (self._closing_requested and kind != "keep_alive"):
+            return
+        if kind == "start":
+            raise errors.ConfigAlreadySet("start may only be the first message of a session")
+        if self.state is State.AWAITING_START:
+            raise errors.ConfigRequired(
+                f"{kind} before the configuration: send start (or the config in the query "
+                "string) first"
+            )
+        state = "closing" if self._closing_requested else self.state.value
+        raise errors.InvalidMessage(f"{kind} is not accepted while the session is {state}")
+
+    def _control(self, request: Request, actions: Actions) -> None:
+        assert self.window is not None
+        control = _Control(self.window.frame_at(self.window.received_ms), request)
+        self._controls.append(control)
+        if self.state is State.STREAMING:
+            actions.to_upstream.append(request)
+
+    def _maybe_force_final(self, actions: Actions) -> None:
+        assert self.window is not None
+        limit = self.limits.replay_window_ms - self.limits.force_final_margin_ms
+        if self._forced_pending or self.window.unacked_ms < limit:
+            return
+        self._forced += 1
+        self._forced_pending = True
+        self._control(
+            Request(finalize=transcription_pb2.Finalize(finalize_id=f"{_FORCED}{self._forced}")),
+            actions,
+        )
+
+    # -- upstream side -------------------------------------------------------------------------
+
+    def _open(self, actions: Actions, *, failover: bool) -> None:
+        config = transcription_pb2.TranscriptionConfig()
+        config.CopyFrom(self.config)
+        config.stream_offset_ms = self.ack.finalized_through_ms
+        config.first_utterance_index = self.ack.next_utterance_index
+        self._upstream_base_ms = self.ack.finalized_through_ms
+        self._opening_since = self._clock()
+        self.state = State.RECOVERING if failover else State.OPENING
+        actions.open_upstream = OpenUpstream(config, failover)
+
+    def upstream_response(self, resp: Response) -> Actions:
+        """One response of the current upstream stream."""
+        kind = resp.WhichOneof("response")
+        actions = Actions()
+        if kind == "started":
+            self._on_started(resp, actions)
+        elif kind == "result":
+            self._on_result(resp.result, actions)
+        elif kind == "finalize_ack":
+            self._on_finalize_ack(resp.finalize_ack, actions)
+        elif kind == "update_config_ack":
+            control = self._settle(resp.update_config_ack.update_id, "update_config")
+            if control is not None and resp.update_config_ack.accepted:
+                self._fold_update(control.request.update_config)
+            actions.to_client.append(Message(update_config_ack=resp.update_config_ack))
+        elif kind == "speech_started":
+            # After a failover the replayed utterance starts again: say it once.
+            if resp.speech_started.utterance_id != self._last_speech:
+                self._last_speech = resp.speech_started.utterance_id
+                actions.to_client.append(Message(speech_started=resp.speech_started))
+        elif kind == "utterance_end":
+            actions.to_client.append(Message(utterance_end=resp.utterance_end))
+        elif kind == "notice":
+            actions.to_client.append(Message(notice=resp.notice))
+        elif kind == "summary":
+            self._on_summary(resp.summary, actions)
+        return actions
+
+    def _on_started(self, resp: Response, actions: Actions) -> None:
+        assert self.window is not None
+        was = self.state
+        self.edge["edge_connect_us"] += round((self._clock() - self._opening_since) * 1e6)
+        if was is State.RECOVERING:
+            notice = stream_pb2.StreamNotice(
+                kind=stream_pb2.StreamNotice.KIND_FAILOVER,
+                message=f"the session moved to another inference server; audio from "
+                f"{self._upstream_base_ms} ms was replayed",
+            )
+            actions.to_client.append(Message(notice=notice))
+        else:
+            actions.to_client.append(Message(started=resp.started))
+        self.state = State.STREAMING
+        self._flush_window(actions)
+        if self._closing_requested:
+            actions.to_upstream.append(Request(close=transcription_pb2.CloseStream()))
+            self.state = State.CLOSING
+
+    def _flush_window(self, actions: Actions) -> None:
+        """Write everything from the upstream's base on, controls at their positions."""
+        assert self.window is not None
+        now = self._clock()
+        for arrived in self._queued:
+            self.edge["edge_queue_us"] += round((now - arrived) * 1e6)
+        self._queued.clear()
+        audio = self.window.audio_since(self._upstream_base_ms)
+        frame = self.window.frame_at(self._upstream_base_ms)
+        step = max(
+            self.window.frame_bytes,
+            self.limits.max_frame_bytes // self.window.frame_bytes * self.window.frame_bytes,
+        )
+        controls = sorted(self._controls, key=lambda c: c.frame)
+        pos = 0
+        for control in controls:
+            upto = max(0, (control.frame - frame) * self.window.frame_bytes)
+            while pos < min(upto, len(audio)):
+                end = min(pos + step, upto, len(audio))
+                actions.to_upstream.append(Request(audio=audio[pos:end]))
+                pos = end
+            actions.to_upstream.append(control.request)
+        while pos < len(audio):
+            actions.to_upstream.append(Request(audio=audio[pos : pos + step]))
+            pos += step
+        self._written_frame = self.window.frame_at(self.window.received_ms)
+
+    def _on_result(self, result: transcription_pb2.TranscriptResult, actions: Actions) -> None:
+        msg = Message(result=result)
+        if result.is_final:
+            index = _utterance_index(result.utterance_id)
+            self._advance(result.end_ms, index + 1 if index is not None else None)
+            msg.ack.CopyFrom(self.ack)
+        actions.to_client.append(msg)
+
+    def _on_finalize_ack(self, ack: transcription_pb2.FinalizeAck, actions: Actions) -> None:
+        self._settle(ack.finalize_id, "finalize")
+        self._advance(ack.audio_ms, None)
+        if ack.finalize_id.startswith(_FORCED):
+            self._forced_pending = False
+            actions.to_client.append(Message(ack=self.ack))
+        else:
+            msg = Message(finalize_ack=ack)
+            msg.ack.CopyFrom(self.ack)
+            actions.to_client.append(msg)
+
+    def _advance(self, through_ms: int, next_index: int | None) -> None:
+        assert self.window is not None
+        if through_ms > self.ack.finalized_through_ms:
+            self.ack.finalized_through_ms = min(through_ms, self.window.received_ms)
+            self._failovers = 0  # progress: the failover budget is per stuck position
+        if next_index is not None and next_index > self.ack.next_utterance_index:
+            self.ack.next_utterance_index = next_index
+        self.window.ack(self.ack.finalized_through_ms)
+
+    def _settle(self, request_id: str, kind: str) -> _Control | None:
+        """The control ``request_id`` was answered: forget it (it is not resent on failover)."""
+        for i, control in enumerate(self._controls):
+            request = control.request
+            if request.WhichOneof("request") != kind:
+                continue
+            if kind == "finalize":
+                cid = request.finalize.finalize_id
+            else:
+                cid = request.update_config.update_id
+            if cid == request_id:
+                return self._controls.pop(i)
+        return None
+
+    def _fold_update(self, update: transcription_pb2.UpdateTranscriptionConfig) -> None:
+        """An accepted update becomes part of the config later upstream streams open with (a
+        failover, a resume token issued from now on); set endpointing fields replace, vocabulary
+        entries add (as the contract defines an update)."""
+        for fd, value in update.endpointing.ListFields():
+            setattr(self.config.endpointing, fd.name, value)
+        self.config.vocabulary.extend(update.vocabulary)
+
+    def _on_summary(
+        self, summary: transcription_pb2.TranscriptionSummary, actions: Actions
+    ) -> None:
+        self._upstream_timings.append(summary.timings)
+        if self.state is State.HANDING_OVER:
+            self.state = State.ENDED
+            actions.close = Close(
+                errors.StreamTooLong.ws_close_code,
+                errors.StreamTooLong("maximum session duration: continue with the resume token"),
+            )
+            return
+        self.state = State.ENDED
+        assert self.window is not None
+        actions.to_client.append(
+            Message(
+                summary=session_pb2.SessionSummary(
+                    session_id=self.session_id,
+                    timings=self.timings(),
+                    resumes=self.resumes,
+                    audio_ms=self.window.received_ms,
+                    utterances=self.ack.next_utterance_index,
+                )
+            )
+        )
+        actions.close = Close(1000)
+
+    def upstream_failed(
+        self, error: errors.VoxwireError, timings: timings_pb2.StageTimings | None = None
+    ) -> Actions:
+        """The upstream stream ended with ``error``: fail over, or end the session."""
+        if timings is not None:
+            self._upstream_timings.append(timings)
+        actions = Actions(cancel_upstream=True)
+        if self.state is State.ENDED:
+            return Actions()
+        can_move = (
+            error.reason in _FAILOVER_REASONS
+            and self.window is not None
+            and self.window.lossless
+            and self._failovers < self.limits.max_failovers
+            and self.state is not State.HANDING_OVER
+        )
+        if not can_move:
+            return self.fail(error)
+        self._failovers += 1
+        self.resumes += 1
+        self._open(actions, failover=True)
+        return actions
+
+    def fail(self, error: errors.VoxwireError) -> Actions:
+        """End the session with ``error`` (an error event, then the close)."""
+        if self.state is State.ENDED:
+            return Actions()
+        self.state = State.ENDED
+        return Actions(
+            to_client=[Message(error=errors.to_event(error))],
+            cancel_upstream=True,
+            close=Close(error.ws_close_code, error),
+        )
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        """When ``on_time`` should run next (monotonic seconds)."""
+        limits = self.limits
+        idle_at = self._last_client_at + limits.idle_timeout_s
+        times = [idle_at - (0 if self._warned_idle else limits.idle_warning_s)]
+        end = self._started_at + limits.max_session_s
+        times.append(end - (0 if self._warned_duration else limits.duration_warning_s))
+        if self._drain_ends is not None:
+            times.append(self._drain_ends)
+        return min(times)
+
+    def on_time(self) -> Actions:
+        now = self._clock()
+        limits = self.limits
+        actions = Actions()
+        if self.state is State.ENDED:
+            return actions
+        if self._drain_ends is not None and now >= self._drain_ends:
+            return self.fail(errors.Draining("the gateway is restarting: resume on another one"))
+        idle_at = self._last_client_at + limits.idle_timeout_s
+        if now >= idle_at:
+            return self.fail(
+                errors.IdleTimeout(
+                    f"no message for {limits.idle_timeout_s:g} s; send audio or keepAlive"
+                )
+            )
+        if not self._warned_idle and now >= idle_at - limits.idle_warning_s:
+            self._warned_idle = True
+            actions.to_client.append(
+                Message(
+                    notice=self._notice(
+                        stream_pb2.StreamNotice.KIND_IDLE_WARNING,
+                        idle_at - now,
+                        "no message from the client: the session ends unless one arrives",
+                    )
+                )
+            )
+        end = self._started_at + limits.max_session_s
+        if now >= end and self.state not in (State.HANDING_OVER, State.CLOSING):
+            self._hand_over(actions)
+        elif not self._warned_duration and now >= end - limits.duration_warning_s:
+            self._warned_duration = True
+            actions.to_client.append(
+                Message(
+                    notice=self._notice(
+                        stream_pb2.StreamNotice.KIND_DURATION_WARNING,
+                        end - now,
+                        "the session reaches its maximum duration and will be handed over",
+                    )
+                )
+            )
+        return actions
+
+    def _notice(
+        self, kind: stream_pb2.StreamNotice.Kind.ValueType, remaining_s: float, text: str
+    ) -> stream_pb2.StreamNotice:
+        notice = stream_pb2.StreamNotice(kind=kind, message=text)
+        notice.remaining.FromMilliseconds(max(0, round(remaining_s * 1000)))
+        return notice
+
+    def _hand_over(self, actions: Actions) -> None:
+        """Maximum duration: finalize what the upstream has, then close so the client resumes."""
+        token, _ = self._issue_token(self.config)
+        away = session_pb2.GoingAway(reason="STREAM_TOO_LONG", resume_token=token)
+        away.grace.FromMilliseconds(round(self.limits.drain_grace_s * 1000))
+        actions.to_client.append(Message(going_away=away))
+        if self.state is State.STREAMING:
+            actions.to_upstream.append(Request(close=transcription_pb2.CloseStream()))
+            self.state = State.HANDING_OVER
+        else:  # nothing upstream to finish: the client resumes from its ack
+            self.state = State.ENDED
+            actions.cancel_upstream = True
+            actions.close = Close(
+                errors.StreamTooLong.ws_close_code, errors.StreamTooLong("maximum session duration")
+            )
+
+    def drain(self, grace_s: float | None = None) -> Actions:
+        """The gateway is shutting down: going_away now, the close at the end of the grace."""
+        if self.state is State.ENDED or self._drain_ends is not None:
+            return Actions()
+        grace_s = self.limits.drain_grace_s if grace_s is None else grace_s
+        self._drain_ends = self._clock() + grace_s
+        token, _ = self._issue_token(self.config)
+        away = session_pb2.GoingAway(reason="DRAINING", resume_token=token)
+        away.grace.FromMilliseconds(round(grace_s * 1000))
+        return Actions(to_client=[Message(going_away=away)])
+
+    # -- timings -------------------------------------------------------------------------------
+
+    def charge(self, stage: str, seconds: float) -> None:
+        """Edge time spent by the adapter for this session (``edge_receive``, ``edge_send``)."""
+        self.edge[f"{stage}_us"] += max(0, round(seconds * 1e6))
+
+    def timings(self) -> timings_pb2.StageTimings:
+        """The session's whole breakdown: every upstream segment's stages plus the edge's."""
+        merged = add_up(self._upstream_timings)
+        for name, value in self.edge.items():
+            setattr(merged, name, value)
+        merged.total_us = round((self._clock() - self._started_at) * 1e6)
+        return merged
+
+
+def _utterance_index(utterance_id: str) -> int | None:
+    """The index of an id "u<n>" (the contract's form), or None for another form."""
+    if utterance_id.startswith("u") and utterance_id[1:].isdigit():
+        return int(utterance_id[1:])
+    return None

@@ -1,0 +1,209 @@
+"""The I/O around one TtsEdgeSession: the client connection, one upstream call per context.
+
+Tasks, all owned here and ended on every path: the client reader, the client writer (an
+ordered outbox of JSON text and binary audio frames), the timer (pacing, keepalives, idle,
+drain), and per context an upstream writer and reader. A context's reader reads its next
+response only while the session says the context's queue has room (``has_room``): a paced or
+unread context stops its own upstream, and HTTP/2 flow control carries that to the adapter and
+the model, without holding back other contexts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.ports import ClientPort, Frame
+from gateway.runner import RunnerLimits, SessionRunner
+from gateway.tts.session import Actions, OpenContext, TtsEdgeSession
+from gateway.upstream.call import UpstreamCall, UpstreamError
+from gateway.upstream.pool import Adapter, AdapterPool
+from gateway.wire.messages import decode, encode
+from voxwire import errors
+from voxwire.edge.v1 import tts_pb2
+from voxwire.outbox import Outbox, OutboxBroken
+from voxwire.v1 import synthesis_pb2
+
+log = logging.getLogger(__name__)
+
+Request = synthesis_pb2.StreamingSynthesizeRequest
+Response = synthesis_pb2.StreamingSynthesizeResponse
+StartHandler = Callable[[TtsEdgeSession, tts_pb2.TtsStart], Actions]
+
+
+@dataclass(eq=False)
+class _Upstream:
+    key: int
+    call: UpstreamCall[Request, Response]
+    outbox: Outbox[Request]
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    half_close: bool = False
+
+
+class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
+    def __init__(
+        self,
+        session: TtsEdgeSession,
+        port: ClientPort,
+        pool: AdapterPool,
+        *,
+        on_start: StartHandler,
+        limits: RunnerLimits | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(session, port, limits)
+        self._pool = pool
+        self._on_start = on_start
+        self._metadata = tuple(metadata)
+        self._upstreams: dict[int, _Upstream] = {}
+        self._failed: dict[int, list[Adapter]] = {}
+        self._first = True
+
+    def _execute(self, actions: Actions) -> None:
+        for key in actions.cancel_upstream:
+            self._stop(key)
+        for item in actions.to_client:
+            self._put_client(item if isinstance(item, bytes) else encode(item))
+        for order in actions.open_upstream:
+            self._open(order)
+        for key, request in actions.to_upstream:
+            upstream = self._upstreams.get(key)
+            if upstream is not None:
+                with contextlib.suppress(errors.SlowConsumer, OutboxBroken):
+                    upstream.outbox.put(request)
+        for key in actions.half_close:
+            upstream = self._upstreams.get(key)
+            if upstream is not None:
+                upstream.half_close = True
+                upstream.outbox.close()
+        for key, upstream in self._upstreams.items():
+            if self.session.has_room(key):
+                upstream.room.set()
+            else:
+                upstream.room.clear()
+        if actions.close is not None:
+            self._close(actions.close.code)
+        self._wake.set()
+
+    def _stop_upstream(self) -> None:
+        for key in list(self._upstreams):
+            self._stop(key)
+
+    # -- the client ----------------------------------------------------------------------------
+
+    async def _read_client(self) -> None:
+        while self._close_code is None:
+            frame = await self._port.receive()
+            if frame.closed:
+                self._client_gone(frame.close_code)
+                return
+            t0 = time.monotonic()
+            try:
+                actions = self._client_frame(frame)
+            except errors.VoxwireError as exc:
+                actions = self.session.fail(exc)
+            self.session.charge("edge_receive", time.monotonic() - t0)
+            self._execute(actions)
+
+    def _client_frame(self, frame: Frame) -> Actions:
+        if frame.protocol_error:
+            raise errors.InvalidMessage(frame.protocol_error)
+        if frame.data is not None:
+            raise errors.InvalidMessage("binary frames are not accepted on the TTS socket")
+        assert frame.text is not None
+        msg = decode(
+            frame.text, tts_pb2.TtsClientMessage, max_bytes=self.session.limits.max_frame_bytes
+        )
+        first, self._first = self._first, False
+        if msg.WhichOneof("message") == "start":
+            if not first or self.session.started:
+                raise errors.ConfigAlreadySet("start may only be the first message")
+            return self._on_start(self.session, msg.start)
+        if not self.session.started:
+            # No start message: a new session with the default (query-string) options.
+            actions = self._on_start(self.session, tts_pb2.TtsStart())
+            actions.extend(self.session.client_message(msg))
+            return actions
+        return self.session.client_message(msg)
+
+    # -- upstream ------------------------------------------------------------------------------
+
+    def _open(self, order: OpenContext) -> None:
+        failed = self._failed.setdefault(order.key, [])
+        try:
+            lease = self._pool.choose(exclude=failed)
+        except errors.BackendUnavailable as exc:
+            try:
+                lease = self._pool.choose()  # only failed ones are left: try them again
+            except errors.BackendUnavailable:
+                # Nothing is left to fail over to: the context ends with the error.
+                self._execute(self.session.upstream_failed(order.key, exc, failover=False))
+                return
+        call = lease.adapter.synthesis().StreamingSynthesize(metadata=self._metadata)
+        upstream_call: UpstreamCall[Request, Response] = UpstreamCall(
+            self._pool, lease, call, write_timeout=self._limits.write_timeout_s
+        )
+        outbox: Outbox[Request] = Outbox(
+            upstream_call.write,
+            lambda r: r.ByteSize(),
+            max_bytes=self._limits.upstream_max_bytes,
+            high_water=self._limits.upstream_high_water,
+            write_timeout=self._limits.write_timeout_s,
+        )
+        upstream = _Upstream(order.key, upstream_call, outbox)
+        upstream.room.set()
+        self._upstreams[order.key] = upstream
+        for request in order.requests:
+            outbox.put(request)
+        upstream.tasks.append(asyncio.create_task(self._write(upstream), name="tts-up-w"))
+        upstream.tasks.append(asyncio.create_task(self._read(upstream), name="tts-up-r"))
+
+    async def _write(self, upstream: _Upstream) -> None:
+        try:
+            await upstream.outbox.run()
+            if upstream.half_close:
+                await upstream.call.done_writing()
+        except UpstreamError as exc:
+            self._upstream_failed(upstream, exc)
+        except errors.SlowConsumer:
+            self._upstream_failed(
+                upstream,
+                UpstreamError(errors.BackendUnavailable("the adapter stopped taking text"), None),
+            )
+
+    async def _read(self, upstream: _Upstream) -> None:
+        try:
+            while True:
+                await upstream.room.wait()
+                await self._client_out.wait_room()
+                response = await upstream.call.read()
+                if response is None:
+                    return
+                if response.WhichOneof("response") == "summary":
+                    continue  # the session's own summary covers it (timings come with done)
+                if self._upstreams.get(upstream.key) is upstream:
+                    self._execute(self.session.upstream_response(upstream.key, response))
+        except UpstreamError as exc:
+            self._upstream_failed(upstream, exc)
+
+    def _upstream_failed(self, upstream: _Upstream, exc: UpstreamError) -> None:
+        if self._upstreams.get(upstream.key) is not upstream:
+            return
+        self._failed.setdefault(upstream.key, []).append(upstream.call.lease.adapter)
+        log.info("session %s: context upstream failed: %r", self.session.session_id, exc.error)
+        self._execute(self.session.upstream_failed(upstream.key, exc.error, exc.timings))
+
+    def _stop(self, key: int) -> None:
+        upstream = self._upstreams.pop(key, None)
+        if upstream is None:
+            return
+        upstream.call.cancel()
+        current = asyncio.current_task()
+        for task in upstream.tasks:
+            if task is not current:
+                task.cancel()

@@ -1,0 +1,693 @@
+"""TtsEdgeSession: the sans-I/O core of one ``WS /v1/tts/stream`` session (many contexts).
+
+Rules (docs/design/edge.md, "TTS messages", "Flow control"):
+- Each client context has its own upstream ``StreamingSynthesize`` call (keyed by a fresh
+  integer, so a reused context id never gets its predecessor's late responses): client
+  messages for a context go to its call at once, in order; the adapter keeps the context's
+  state.
+- Everything the upstream sends for a context waits in the context's pacing queue, in order:
+  an audio chunk leaves when its place in the timeline is due (``start <= played + lead``,
+  ``played`` being the real time since the context's first chunk left); any other message
+  leaves as soon as it reaches the head. So a flush ack or ``done`` never overtakes audio.
+- The gateway answers ``cancel`` and ``truncate`` itself, at once: it drops the queue, cancels
+  the upstream call and names the last chunk it sent; nothing for the context follows.
+- A context whose upstream fails with a retryable error is reopened on another adapter from the
+  last word whose audio was sent (``voxwire.replay.TextReplay``), its timeline and sequence
+  numbers continuing; the client gets a notice, not an error.
+- Errors that concern one context end only that context (``context_error``); the rest end the
+  session (``error``, then the close).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.wire.frames import pack
+from voxwire import errors
+from voxwire.edge.v1 import session_pb2, tts_pb2
+from voxwire.replay import TextReplay, WordMark
+from voxwire.timings import Clock, add_up
+from voxwire.v1 import stream_pb2, synthesis_pb2, timings_pb2
+
+Request = synthesis_pb2.StreamingSynthesizeRequest
+Response = synthesis_pb2.StreamingSynthesizeResponse
+Message = tts_pb2.TtsServerMessage
+# (token, expiry in seconds since the epoch) for the session's options.
+TokenIssuer = Callable[[tts_pb2.TtsStart], tuple[str, float]]
+
+MAX_CONTEXT_ID_BYTES = 128
+_FAILOVER_REASONS = frozenset({"BACKEND_UNAVAILABLE", "DRAINING", "STREAM_TOO_LONG"})
+
+
+class CtxState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # the client closed it; audio still flows
+    ENDED = "ended"  # done, cancelled, truncated or failed: nothing follows
+
+
+@dataclass(frozen=True, slots=True)
+class TtsLimits:
+    max_frame_bytes: int = 64 * 1024
+    max_contexts: int = 8
+    # Default lead of audio over real-time playback per context; 0 = as fast as the model.
+    lead_ms: int = 1000
+    # Queued audio beyond the lead before the context's upstream reading pauses.
+    queue_slack_ms: int = 1000
+    # Words kept per context for `truncated` (the heard words).
+    max_words: int = 10_000
+    idle_timeout_s: float = 30.0
+    idle_warning_s: float = 5.0
+    # An open context's upstream gets a keep_alive after this long without a message, so the
+    # adapter's idle timeout never ends a context the client still holds.
+    upstream_keepalive_s: float = 10.0
+    max_session_s: float = 3600.0
+    duration_warning_s: float = 60.0
+    max_failovers: int = 3
+    drain_grace_s: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class OpenContext:
+    key: int
+    requests: tuple[Request, ...]  # open first, then what the context needs to go on
+    failover: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    error: errors.VoxwireError | None = None
+
+
+@dataclass(slots=True)
+class Actions:
+    to_client: list[Message | bytes] = field(default_factory=list)
+    open_upstream: list[OpenContext] = field(default_factory=list)
+    to_upstream: list[tuple[int, Request]] = field(default_factory=list)
+    # Half-close these contexts' calls once what is queued for them is written: the context
+    # is closed, so the adapter ends the call with its summary after ``done``.
+    half_close: list[int] = field(default_factory=list)
+    cancel_upstream: list[int] = field(default_factory=list)
+    close: Close | None = None
+
+    def extend(self, other: Actions) -> None:
+        self.to_client += other.to_client
+        self.open_upstream += other.open_upstream
+        self.to_upstream += other.to_upstream
+        self.half_close += other.half_close
+        self.cancel_upstream += other.cancel_upstream
+        self.close = self.close or other.close
+
+
+@dataclass(slots=True)
+class _Item:
+    """One thing for the client, waiting its turn: an audio chunk or a message."""
+
+    chunk: synthesis_pb2.AudioChunk | None = None
+    message: Message | None = None
+    nbytes: int = 0
+
+
+@dataclass(eq=False)
+class EdgeContext:
+    key: int
+    context_id: str
+    handle: int
+    config: synthesis_pb2.SynthesisContextConfig
+    state: CtxState = CtxState.OPEN
+    queue: deque[_Item] = field(default_factory=deque)
+    queued_bytes: int = 0
+    bytes_per_ms: float = 48.0
+    first_sent_at: float | None = None
+    first_start_ms: int = 0
+    last_sent_seq: int = 0
+    sent_end_ms: int = 0
+    words: list[synthesis_pb2.WordTimestamp] = field(default_factory=list)
+    replay: TextReplay = field(default_factory=TextReplay)
+    pending_flushes: list[str] = field(default_factory=list)
+    # Text offsets of the current upstream call count from here (after a failover).
+    text_base: int = 0
+    failovers: int = 0
+    upstream_at: float = 0.0  # last message written to the upstream call
+    opened_sent: bool = False
+    timings: list[timings_pb2.StageTimings] = field(default_factory=list)
+
+
+class TtsEdgeSession:
+    def __init__(
+        self,
+        limits: TtsLimits,
+        *,
+        session_id: str,
+        issue_token: TokenIssuer,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.limits = limits
+        self.session_id = session_id
+        self.resumes = 0
+        self._issue_token = issue_token
+        self._clock = clock
+        self._started_at = clock()
+        # The idle timer runs from the last client message or the last audio sent, whichever is
+        # later: a client listening to audio is not idle (docs/contract.md, "Limits").
+        self._last_client_at = self._started_at
+        self._warned_idle = False
+        self._warned_duration = False
+        self._drain_ends: float | None = None
+        self.options = tts_pb2.TtsStart()
+        self.started = False
+        self.contexts: dict[str, EdgeContext] = {}  # open contexts by client id
+        self._by_key: dict[int, EdgeContext] = {}
+        self._next_key = 0
+        self.closing = False
+        self.ended = False
+        self.contexts_total = 0
+        self.audio_ms = 0
+        self._timings: list[timings_pb2.StageTimings] = []
+        self.edge = {
+            "edge_receive_us": 0,
+            "edge_queue_us": 0,
+            "edge_connect_us": 0,
+            "edge_send_us": 0,
+        }
+
+    @property
+    def lead_ms(self) -> int:
+        if self.options.HasField("lead"):
+            return round(self.options.lead.ToMilliseconds())
+        return self.limits.lead_ms
+
+    @property
+    def binary(self) -> bool:
+        return self.options.audio_delivery != tts_pb2.AUDIO_DELIVERY_JSON
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(
+        self, options: tts_pb2.TtsStart | None = None, *, session_id: str = "", resumes: int = 0
+    ) -> Actions:
+        """Session options (query string or ``start``; a verified resume keeps its session
+        id). Raises ConfigAlreadySet after the session has started."""
+        if self.started:
+            raise errors.ConfigAlreadySet("start may only be the first message of a session")
+        self.started = True
+        if options is not None:
+            self.options.CopyFrom(options)
+            self.options.ClearField("resume")
+        if session_id:
+            self.session_id = session_id
+        self.resumes = resumes
+        token, expires = self._issue_token(self.options)
+        started = session_pb2.SessionStarted(
+            session_id=self.session_id,
+            resume_token=token,
+            limits=self._limits_proto(),
+            resumed=bool(session_id),
+            resumes=resumes,
+        )
+        started.resume_expires_at.FromNanoseconds(round(expires * 1e9))
+        return Actions(to_client=[Message(session=started)])
+
+    def _limits_proto(self) -> session_pb2.EdgeLimits:
+        limits = session_pb2.EdgeLimits(max_frame_bytes=self.limits.max_frame_bytes)
+        limits.idle_timeout.FromMilliseconds(round(self.limits.idle_timeout_s * 1000))
+        limits.idle_warning.FromMilliseconds(round(self.limits.idle_warning_s * 1000))
+        limits.max_session_duration.FromMilliseconds(round(self.limits.max_session_s * 1000))
+        limits.duration_warning.FromMilliseconds(round(self.limits.duration_warning_s * 1000))
+        limits.tts_lead.FromMilliseconds(self.lead_ms)
+        return limits
+
+    # -- client side ---------------------------------------------------------------------------
+
+    def client_message(self, msg: tts_pb2.TtsClientMessage) -> Actions:
+        """One client message. Raises a VoxwireError only for what ends the session."""
+        kind = msg.WhichOneof("message")
+        if kind is None:
+            raise errors.InvalidMessage("empty message (no field of the oneof set)")
+        if kind == "start":
+            raise errors.ConfigAlreadySet("start may only be the first message of a session")
+        self._last_client_at = self._clock()
+        self._warned_idle = False
+        actions = Actions() if self.started else self.start()
+        if kind == "keep_alive":
+            for ctx in self.contexts.values():
+                actions.to_upstream.append((ctx.key, Request(keep_alive=stream_pb2.KeepAlive())))
+                ctx.upstream_at = self._last_client_at
+            return actions
+        if kind == "close_session":
+            self.closing = True
+            for ctx in list(self.contexts.values()):
+                if ctx.state is CtxState.OPEN:
+                    self._close_context(ctx, actions)
+            self._maybe_end(actions)
+            return actions
+        if self.closing:
+            raise errors.InvalidMessage("no context message may follow closeSession")
+        cid = msg.context_id
+        if not cid or len(cid.encode()) > MAX_CONTEXT_ID_BYTES:
+            raise errors.InvalidMessage(f"contextId must be 1..{MAX_CONTEXT_ID_BYTES} bytes")
+        try:
+            self._context_message(kind, msg, actions)
+        except errors.ClientError as exc:
+            actions.extend(self._context_error(cid, exc))
+        return actions
+
+    def _context_message(self, kind: str, msg: tts_pb2.TtsClientMessage, actions: Actions) -> None:
+        cid = msg.context_id
+        ctx = self.contexts.get(cid)
+        if kind == "open":
+            self._open(cid, msg.open, actions)
+            return
+        if ctx is None:
+            if kind == "append":
+                raise errors.ContextNotOpen(f"text for context {cid!r} before it was opened")
+            raise errors.UnknownContext(f"no open context {cid!r} on this session")
+        if ctx.state is not CtxState.OPEN and kind in ("append", "flush", "close"):
+            raise errors.InvalidMessage(f"{kind} after the context's close")
+        if kind == "append":
+            size = len(msg.append.text.encode())
+            if size > self.limits.max_frame_bytes:
+                raise errors.ChunkTooLarge(f"text of {size} bytes exceeds the frame limit")
+            ctx.replay.append(msg.append.text)
+            self._forward(ctx, Request(append=msg.append), actions)
+        elif kind == "flush":
+            ctx.pending_flushes.append(msg.flush.flush_id)
+            self._forward(ctx, Request(flush=msg.flush), actions)
+        elif kind == "close":
+            self._close_context(ctx, actions)
+        elif kind == "cancel":
+            self._end(
+                ctx,
+                Message(
+                    context_id=cid,
+                    cancelled=synthesis_pb2.ContextCancelled(
+                        last_sequence_number=ctx.last_sent_seq
+                    ),
+                ),
+                actions,
+            )
+        elif kind == "truncate":
+            played = msg.truncate.played_ms
+            heard = [w for w in ctx.words if w.end_ms <= played]
+            truncated = tts_pb2.Truncated(
+                played_ms=played, heard=heard, last_sequence_number=ctx.last_sent_seq
+            )
+            self._end(ctx, Message(context_id=cid, truncated=truncated), actions)
+
+    def _open(
+        self, cid: str, config: synthesis_pb2.SynthesisContextConfig, actions: Actions
+    ) -> None:
+        if cid in self.contexts:
+            raise errors.ContextAlreadyOpen(f"context {cid!r} is already open")
+        if len(self.contexts) >= self.limits.max_contexts:
+            raise errors.TooManyContexts(
+                f"a session may hold {self.limits.max_contexts} open contexts; close or cancel one"
+            )
+        if not config.HasField("output_format"):
+            raise errors.InvalidConfig(
+                "open.output_format is required",
+                violations=[errors.Violation("open.output_format", "required")],
+            )
+        self._next_key += 1
+        used = {c.handle for c in self.contexts.values()}
+        handle = next(h for h in range(1, 65536) if h not in used)
+        ctx = EdgeContext(self._next_key, cid, handle, synthesis_pb2.SynthesisContextConfig())
+        ctx.config.CopyFrom(config)
+        fmt = config.output_format
+        width = {2: 4, 3: 1, 4: 1}.get(fmt.encoding, 2)  # F32: 4, G.711: 1, PCM16: 2
+        ctx.bytes_per_ms = max(1.0, fmt.sample_rate_hz * width / 1000)
+        # A reopened context (the SDK's resume) continues its timeline and numbering.
+        ctx.last_sent_seq = max(0, config.first_sequence_number - 1)
+        ctx.sent_end_ms = config.timeline_offset_ms
+        ctx.replay.audio_end_ms = config.timeline_offset_ms
+        ctx.replay.last_sequence_number = ctx.last_sent_seq
+        ctx.upstream_at = self._clock()
+        self.contexts[cid] = ctx
+        self._by_key[ctx.key] = ctx
+        self.contexts_total += 1
+        actions.open_upstream.append(
+            OpenContext(ctx.key, (Request(context_id=cid, open=config),), False)
+        )
+
+    def _close_context(self, ctx: EdgeContext, actions: Actions) -> None:
+        ctx.state = CtxState.CLOSING
+        self._forward(ctx, Request(close=synthesis_pb2.CloseContext()), actions)
+        actions.half_close.append(ctx.key)
+
+    def _forward(self, ctx: EdgeContext, request: Request, actions: Actions) -> None:
+        request.context_id = ctx.context_id
+        ctx.upstream_at = self._clock()
+        actions.to_upstream.append((ctx.key, request))
+
+    def _end(self, ctx: EdgeContext, last: Message, actions: Actions) -> None:
+        """Cancel or truncate: drop the queue, stop the upstream, send ``last``; nothing after."""
+        self._retire(ctx, actions)
+        actions.to_client.append(last)
+        self._maybe_end(actions)
+
+    def _retire(self, ctx: EdgeContext, actions: Actions) -> None:
+        ctx.state = CtxState.ENDED
+        ctx.queue.clear()
+        ctx.queued_bytes = 0
+        self.audio_ms += max(0, ctx.sent_end_ms - ctx.config.timeline_offset_ms)
+        self._timings += ctx.timings
+        ctx.timings = []
+        if self.contexts.get(ctx.context_id) is ctx:
+            del self.contexts[ctx.context_id]
+        if self._by_key.pop(ctx.key, None) is not None:
+            actions.cancel_upstream.append(ctx.key)
+
+    def _context_error(self, cid: str, error: errors.VoxwireError) -> Actions:
+        actions = Actions()
+        ctx = self.contexts.get(cid)
+        last = 0
+        if ctx is not None:
+            last = ctx.last_sent_seq
+            self._retire(ctx, actions)
+        event = tts_pb2.ContextError(error=errors.to_event(error), last_sequence_number=last)
+        actions.to_client.append(Message(context_id=cid, context_error=event))
+        self._maybe_end(actions)
+        return actions
+
+    def _maybe_end(self, actions: Actions) -> None:
+        if self.closing and not self.contexts and not self.ended:
+            self.ended = True
+            actions.to_client.append(
+                Message(
+                    summary=session_pb2.SessionSummary(
+                        session_id=self.session_id,
+                        timings=self.timings(),
+                        resumes=self.resumes,
+                        audio_ms=self.audio_ms,
+                        contexts=self.contexts_total,
+                    )
+                )
+            )
+            actions.close = Close(1000)
+
+    # -- upstream side -------------------------------------------------------------------------
+
+    def upstream_response(self, key: int, resp: Response) -> Actions:
+        """One response of context ``key``'s upstream call."""
+        actions = Actions()
+        ctx = self._by_key.get(key)
+        if ctx is None:
+            return actions  # the context ended; late responses are dropped by design
+        kind = resp.WhichOneof("response")
+        if kind == "opened":
+            if not ctx.opened_sent:
+                ctx.opened_sent = True
+                opened = tts_pb2.ContextOpened(context=resp.opened, handle=ctx.handle)
+                actions.to_client.append(Message(context_id=ctx.context_id, opened=opened))
+            else:
+                actions.to_client.append(
+                    Message(
+                        context_id=ctx.context_id,
+                        notice=stream_pb2.StreamNotice(
+                            kind=stream_pb2.StreamNotice.KIND_FAILOVER,
+                            message="context resumed on another inference server from "
+                            f"{ctx.sent_end_ms} ms",
+                        ),
+                    )
+                )
+        elif kind == "audio":
+            self._enqueue(ctx, _Item(chunk=resp.audio, nbytes=len(resp.audio.audio)))
+        elif kind == "words":
+            for word in resp.words.words:
+                if word.text_length:
+                    word.text_offset += ctx.text_base
+                    ctx.replay.word(WordMark(word.text_offset, word.text_length, word.end_ms))
+                if len(ctx.words) < self.limits.max_words:
+                    ctx.words.append(word)
+            self._enqueue(ctx, _Item(message=Message(context_id=ctx.context_id, words=resp.words)))
+        elif kind == "flush_ack":
+            if resp.flush_ack.flush_id in ctx.pending_flushes:
+                ctx.pending_flushes.remove(resp.flush_ack.flush_id)
+            self._enqueue(
+                ctx, _Item(message=Message(context_id=ctx.context_id, flush_ack=resp.flush_ack))
+            )
+        elif kind == "done":
+            ctx.timings.append(resp.done.timings)
+            self._enqueue(ctx, _Item(message=Message(context_id=ctx.context_id, done=resp.done)))
+        elif kind == "error":
+            error = errors.from_proto(resp.error.error)
+            actions.extend(self._failed(ctx, error, None))
+            return actions
+        elif kind == "notice":
+            actions.to_client.append(Message(context_id=ctx.context_id, notice=resp.notice))
+        actions.extend(self.release(key))
+        return actions
+
+    def _enqueue(self, ctx: EdgeContext, item: _Item) -> None:
+        ctx.queue.append(item)
+        ctx.queued_bytes += item.nbytes
+
+    def upstream_failed(
+        self,
+        key: int,
+        error: errors.VoxwireError,
+        timings: timings_pb2.StageTimings | None = None,
+        *,
+        failover: bool = True,
+    ) -> Actions:
+        """Context ``key``'s upstream call failed with ``error``; with ``failover`` False (no
+        adapter is left to try) the context ends with it."""
+        ctx = self._by_key.get(key)
+        if ctx is None:
+            return Actions()
+        return self._failed(ctx, error, timings, failover=failover)
+
+    def _failed(
+        self,
+        ctx: EdgeContext,
+        error: errors.VoxwireError,
+        timings: timings_pb2.StageTimings | None,
+        *,
+        failover: bool = True,
+    ) -> Actions:
+        if timings is not None:
+            self._timings.append(timings)
+        actions = Actions()
+        if (
+            not failover
+            or error.reason not in _FAILOVER_REASONS
+            or ctx.failovers >= self.limits.max_failovers
+        ):
+            actions.extend(self._context_error(ctx.context_id, error))
+            return actions
+        # Reopen from the last word whose audio the client got; what is queued is dropped and
+        # comes again from the new call.
+        ctx.failovers += 1
+        self.resumes += 1
+        actions.cancel_upstream.append(ctx.key)
+        del self._by_key[ctx.key]
+        self._next_key += 1
+        ctx.key = self._next_key
+        self._by_key[ctx.key] = ctx
+        ctx.queue.clear()
+        ctx.queued_bytes = 0
+        point = ctx.replay.resume_point()
+        ctx.replay.resumed(point)
+        ctx.text_base = point.text_offset
+        config = synthesis_pb2.SynthesisContextConfig()
+        config.CopyFrom(ctx.config)
+        config.timeline_offset_ms = point.timeline_offset_ms
+        config.first_sequence_number = point.first_sequence_number
+        requests = [Request(context_id=ctx.context_id, open=config)]
+        if point.text:
+            requests.append(
+                Request(context_id=ctx.context_id, append=synthesis_pb2.AppendText(text=point.text))
+            )
+        requests += [
+            Request(context_id=ctx.context_id, flush=synthesis_pb2.Flush(flush_id=f))
+            for f in ctx.pending_flushes
+        ]
+        ctx.upstream_at = self._clock()
+        actions.open_upstream.append(OpenContext(ctx.key, tuple(requests), True))
+        if ctx.state is CtxState.CLOSING:
+            self._forward(ctx, Request(close=synthesis_pb2.CloseContext()), actions)
+            actions.half_close.append(ctx.key)
+        return actions
+
+    # -- pacing --------------------------------------------------------------------------------
+
+    def release(self, key: int) -> Actions:
+        """Send what is due of context ``key``'s queue now."""
+        actions = Actions()
+        ctx = self._by_key.get(key)
+        if ctx is None:
+            return actions
+        now = self._clock()
+        while ctx.queue:
+            item = ctx.queue[0]
+            if item.chunk is not None:
+                if not self._due(ctx, item.chunk, now):
+                    break
+                actions.to_client.append(self._audio_out(ctx, item.chunk, now))
+            else:
+                assert item.message is not None
+                actions.to_client.append(item.message)
+                if item.message.WhichOneof("message") == "done":
+                    ctx.queue.popleft()
+                    self._retire(ctx, actions)
+                    self._maybe_end(actions)
+                    return actions
+            ctx.queue.popleft()
+            ctx.queued_bytes -= item.nbytes
+        return actions
+
+    def _due(self, ctx: EdgeContext, chunk: synthesis_pb2.AudioChunk, now: float) -> bool:
+        lead = self.lead_ms
+        if lead <= 0 or ctx.first_sent_at is None:
+            return True
+        played_ms = (now - ctx.first_sent_at) * 1000
+        return chunk.start_ms - ctx.first_start_ms <= played_ms + lead
+
+    def _audio_out(
+        self, ctx: EdgeContext, chunk: synthesis_pb2.AudioChunk, now: float
+    ) -> Message | bytes:
+        self._last_client_at = max(self._last_client_at, now)
+        self._warned_idle = False
+        if ctx.first_sent_at is None:
+            ctx.first_sent_at = now
+            ctx.first_start_ms = chunk.start_ms
+        ctx.last_sent_seq = chunk.sequence_number
+        ctx.sent_end_ms = chunk.start_ms + chunk.duration_ms
+        ctx.replay.audio(chunk.sequence_number, chunk.start_ms, chunk.duration_ms)
+        if self.binary:
+            return pack(ctx.handle, chunk.sequence_number, chunk.start_ms, chunk.audio)
+        return Message(context_id=ctx.context_id, audio=chunk)
+
+    def has_room(self, key: int) -> bool:
+        """Whether context ``key``'s upstream may be read (its queue is under its bound)."""
+        ctx = self._by_key.get(key)
+        if ctx is None:
+            return True
+        bound = (self.lead_ms + self.limits.queue_slack_ms) * ctx.bytes_per_ms
+        return ctx.queued_bytes < max(bound, 64 * 1024)
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        limits = self.limits
+        idle_at = self._last_client_at + limits.idle_timeout_s
+        times = [idle_at - (0 if self._warned_idle else limits.idle_warning_s)]
+        end = self._started_at + limits.max_session_s
+        times.append(end - (0 if self._warned_duration else limits.duration_warning_s))
+        if self._drain_ends is not None:
+            times.append(self._drain_ends)
+        for ctx in self.contexts.values():
+            times.append(ctx.upstream_at + limits.upstream_keepalive_s)
+            if ctx.queue and ctx.queue[0].chunk is not None and ctx.first_sent_at is not None:
+                due = ctx.queue[0].chunk.start_ms - ctx.first_start_ms - self.lead_ms
+                times.append(ctx.first_sent_at + due / 1000)
+        return min(times)
+
+    def on_time(self) -> Actions:
+        now = self._clock()
+        limits = self.limits
+        actions = Actions()
+        if self.ended:
+            return actions
+        for ctx in list(self.contexts.values()):
+            actions.extend(self.release(ctx.key))
+            if now - ctx.upstream_at >= limits.upstream_keepalive_s and ctx.key in self._by_key:
+                self._forward(ctx, Request(keep_alive=stream_pb2.KeepAlive()), actions)
+        if self._drain_ends is not None and now >= self._drain_ends:
+            actions.extend(
+                self.fail(errors.Draining("the gateway is restarting: resume on another one"))
+            )
+            return actions
+        idle_at = self._last_client_at + limits.idle_timeout_s
+        if now >= idle_at:
+            actions.extend(
+                self.fail(
+                    errors.IdleTimeout(
+                        f"no message for {limits.idle_timeout_s:g} s; send keepAlive"
+                    )
+                )
+            )
+            return actions
+        elif not self._warned_idle and now >= idle_at - limits.idle_warning_s:
+            self._warned_idle = True
+            actions.to_client.append(
+                Message(
+                    notice=_notice(
+                        stream_pb2.StreamNotice.KIND_IDLE_WARNING,
+                        idle_at - now,
+                        "no message from the client: the session ends unless one arrives",
+                    )
+                )
+            )
+        end = self._started_at + limits.max_session_s
+        if now >= end:
+            token, _ = self._issue_token(self.options)
+            away = session_pb2.GoingAway(reason="STREAM_TOO_LONG", resume_token=token)
+            actions.to_client.append(Message(going_away=away))
+            actions.extend(
+                self.fail(
+                    errors.StreamTooLong(
+                        "maximum session duration: continue with the resume token"
+                    ),
+                    event=False,
+                )
+            )
+        elif not self._warned_duration and now >= end - limits.duration_warning_s:
+            self._warned_duration = True
+            actions.to_client.append(
+                Message(
+                    notice=_notice(
+                        stream_pb2.StreamNotice.KIND_DURATION_WARNING,
+                        end - now,
+                        "the session reaches its maximum duration",
+                    )
+                )
+            )
+        return actions
+
+    def drain(self, grace_s: float | None = None) -> Actions:
+        if self.ended or self._drain_ends is not None:
+            return Actions()
+        grace_s = self.limits.drain_grace_s if grace_s is None else grace_s
+        self._drain_ends = self._clock() + grace_s
+        token, _ = self._issue_token(self.options)
+        away = session_pb2.GoingAway(reason="DRAINING", resume_token=token)
+        away.grace.FromMilliseconds(round(grace_s * 1000))
+        return Actions(to_client=[Message(going_away=away)])
+
+    def fail(self, error: errors.VoxwireError, *, event: bool = True) -> Actions:
+        """End the session (every context's upstream cancelled), with an error event."""
+        actions = Actions()
+        if self.ended:
+            return actions
+        self.ended = True
+        for ctx in list(self.contexts.values()):
+            self._retire(ctx, actions)
+        if event:
+            actions.to_client.append(Message(error=errors.to_event(error)))
+        actions.close = Close(error.ws_close_code, error)
+        return actions
+
+    # -- timings -------------------------------------------------------------------------------
+
+    def charge(self, stage: str, seconds: float) -> None:
+        self.edge[f"{stage}_us"] += max(0, round(seconds * 1e6))
+
+    def timings(self) -> timings_pb2.StageTimings:
+        merged = add_up([*self._timings, *(t for c in self._by_key.values() for t in c.timings)])
+        for name, value in self.edge.items():
+            setattr(merged, name, value)
+        merged.total_us = round((self._clock() - self._started_at) * 1e6)
+        return merged
+
+
+def _notice(
+    kind: stream_pb2.StreamNotice.Kind.ValueType, remaining_s: float, text: str
+) -> stream_pb2.StreamNotice:
+    notice = stream_pb2.StreamNotice(kind=kind, message=text)
+    notice.remaining.FromMilliseconds(max(0, round(remaining_s * 1000)))
+    return notice

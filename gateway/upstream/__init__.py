@@ -1,0 +1,1 @@
+"""The adapters behind the gateway: channels, health, choice, one call."""

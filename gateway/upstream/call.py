@@ -1,0 +1,118 @@
+"""One ``voxwire.v1`` streaming call to an adapter, with its failures as voxwire errors.
+
+The gateway is a client of the contract: a call that ends with a status becomes the
+VoxwireError its rich details describe (``voxwire.errors.from_grpc``). A status without
+voxwire details (the adapter's process died, the connection broke) is a transport failure: it
+becomes BACKEND_UNAVAILABLE and tells the pool to stop choosing that adapter until its health
+watch says it serves again. Every stream ends with timing trailers, failed or not; they are
+returned with the failure so a session's breakdown covers every upstream segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from gateway.upstream.pool import AdapterPool, Lease
+from voxwire import errors
+from voxwire.timings import TIMINGS_TRAILER
+from voxwire.v1 import timings_pb2
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class UpstreamError(Exception):
+    """The call failed; ``error`` is what the client should learn, ``timings`` the segment's."""
+
+    def __init__(
+        self, error: errors.VoxwireError, timings: timings_pb2.StageTimings | None
+    ) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.timings = timings
+
+
+class UpstreamCall(Generic[Req, Resp]):
+    def __init__(self, pool: AdapterPool, lease: Lease, call: Any, *, write_timeout: float) -> None:
+        self._pool = pool
+        self.lease = lease
+        self._call = call
+        self._write_timeout = write_timeout
+
+    @property
+    def adapter(self) -> str:
+        return self.lease.adapter.address
+
+    async def write(self, request: Req) -> None:
+        """Raises UpstreamError (the call failed, or the adapter did not take the message in
+        ``write_timeout``: its HTTP/2 window stayed closed)."""
+        try:
+            async with asyncio.timeout(self._write_timeout):
+                await self._call.write(request)
+        except TimeoutError:
+            raise UpstreamError(
+                errors.BackendUnavailable(
+                    f"adapter {self.adapter} took no message for {self._write_timeout:g} s"
+                ),
+                None,
+            ) from None
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            raise await self._failure(exc) from exc
+
+    async def done_writing(self) -> None:
+        try:
+            async with asyncio.timeout(self._write_timeout):
+                await self._call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
+            pass  # the read side reports how the call ended
+
+    async def read(self) -> Resp | None:
+        """The next response, or None at the end of a call that ended OK. Raises
+        UpstreamError."""
+        try:
+            msg = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise await self._failure(exc) from exc
+        if msg is grpc.aio.EOF:
+            code = await self._call.code()
+            if code != grpc.StatusCode.OK:
+                raise await self._failure(None)
+            return None
+        return msg
+
+    def cancel(self) -> None:
+        self._call.cancel()
+        self.lease.release()
+
+    async def trailing_timings(self) -> timings_pb2.StageTimings | None:
+        for key, value in await self._call.trailing_metadata() or ():
+            if key == TIMINGS_TRAILER and isinstance(value, bytes):
+                try:
+                    return timings_pb2.StageTimings.FromString(value)
+                except Exception:
+                    return None
+        return None
+
+    async def _failure(self, exc: grpc.aio.AioRpcError | None) -> UpstreamError:
+        if exc is not None:
+            code, details, trailers = exc.code(), exc.details(), exc.trailing_metadata()
+        else:
+            code = await self._call.code()
+            details = await self._call.details()
+            trailers = await self._call.trailing_metadata()
+        trailers = tuple(trailers or ())
+        error = errors.from_grpc(code, details, trailers)
+        if not any(key == _DETAILS_KEY for key, _ in trailers):
+            # No voxwire details: the adapter did not decide this; its transport failed.
+            self._pool.report_failure(self.lease.adapter, f"{code.name}: {details}")
+            error = errors.BackendUnavailable(f"adapter {self.adapter}: {code.name}: {details}")
+        timings = None
+        for key, value in trailers:
+            if key == TIMINGS_TRAILER and isinstance(value, bytes):
+                timings = timings_pb2.StageTimings.FromString(value)
+        return UpstreamError(error, timings)

@@ -1,0 +1,175 @@
+"""The inference adapters behind the gateway: long-lived channels, health, least-loaded choice.
+
+Per adapter a few grpc.aio channels, opened once and shared by every session (many streams
+multiplexed per channel, never a channel per session). Health comes from the standard health
+service: one ``Watch`` stream per adapter on the overall service ("") keeps ``serving`` up to
+date; a broken watch (the adapter died or restarts) counts as not serving and is re-opened with
+a capped backoff. A session asks ``choose`` for the serving adapter with the fewest of this
+gateway's open streams; an adapter a session just failed on can be excluded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from voxwire.errors import BackendUnavailable
+from voxwire.v1 import capabilities_pb2_grpc, synthesis_pb2_grpc, transcription_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+_WATCH_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+# How long a client should wait before retrying when no adapter serves.
+NO_ADAPTER_RETRY = datetime.timedelta(seconds=1)
+
+_CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # Separate subchannels per channel, so streams really spread over the connections.
+    ("grpc.use_local_subchannel_pool", 1),
+    # Notice a dead adapter under an idle stream (the adapter allows pings every 10 s).
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
+@dataclass(eq=False)
+class Adapter:
+    address: str
+    channels: list[grpc.aio.Channel]
+    serving: bool = False
+    active: int = 0  # this gateway's open streams on it
+    _rr: itertools.count = field(default_factory=itertools.count)
+    _watch: asyncio.Task[None] | None = None
+
+    def channel(self) -> grpc.aio.Channel:
+        return self.channels[next(self._rr) % len(self.channels)]
+
+    def transcription(self) -> transcription_pb2_grpc.TranscriptionStub:
+        return transcription_pb2_grpc.TranscriptionStub(self.channel())
+
+    def synthesis(self) -> synthesis_pb2_grpc.SynthesisStub:
+        return synthesis_pb2_grpc.SynthesisStub(self.channel())
+
+    def capabilities(self) -> capabilities_pb2_grpc.CapabilitiesStub:
+        return capabilities_pb2_grpc.CapabilitiesStub(self.channel())
+
+
+class Lease:
+    """A session's stream on one adapter; ``release`` exactly once (idempotent)."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+        self._released = False
+        adapter.active += 1
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.adapter.active -= 1
+
+
+class AdapterPool:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        channels_per_adapter: int = 2,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError("at least one adapter address is needed")
+        self._addresses = tuple(addresses)
+        self._channels_per_adapter = max(1, channels_per_adapter)
+        self._credentials = credentials
+        self.adapters: list[Adapter] = []
+        self._listeners: list[Callable[[], None]] = []
+
+    async def start(self) -> None:
+        for address in self._addresses:
+            channels = [self._open(address) for _ in range(self._channels_per_adapter)]
+            adapter = Adapter(address, channels)
+            adapter._watch = asyncio.create_task(self._watch(adapter), name=f"watch {address}")
+            self.adapters.append(adapter)
+
+    async def wait_ready(self, within_s: float) -> bool:
+        """Wait until some adapter serves, up to ``within_s``; True if one does."""
+        deadline = asyncio.get_running_loop().time() + within_s
+        while not self.ready:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def _open(self, address: str) -> grpc.aio.Channel:
+        if self._credentials is not None:
+            return grpc.aio.secure_channel(address, self._credentials, options=_CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+
+    async def close(self) -> None:
+        for adapter in self.adapters:
+            if adapter._watch is not None:
+                adapter._watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await adapter._watch
+            for channel in adapter.channels:
+                await channel.close()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Called whenever an adapter starts or stops serving."""
+        self._listeners.append(callback)
+
+    @property
+    def ready(self) -> bool:
+        return any(a.serving for a in self.adapters)
+
+    def choose(self, exclude: Iterable[Adapter] = ()) -> Lease:
+        """A lease on the serving adapter with the fewest of our streams.
+
+        Raises BackendUnavailable (retryable, with a retry delay) when none serves."""
+        excluded = set(exclude)
+        serving = [a for a in self.adapters if a.serving and a not in excluded]
+        if not serving:
+            raise BackendUnavailable(
+                "no inference adapter is available", retry_delay=NO_ADAPTER_RETRY
+            )
+        return Lease(min(serving, key=lambda a: a.active))
+
+    def report_failure(self, adapter: Adapter, why: str) -> None:
+        """A stream saw its adapter's transport fail: stop choosing it until health says so."""
+        if adapter.serving:
+            log.warning("adapter %s failed: %s", adapter.address, why)
+            self._set(adapter, False)
+
+    def _set(self, adapter: Adapter, serving: bool) -> None:
+        if adapter.serving != serving:
+            adapter.serving = serving
+            for callback in self._listeners:
+                callback()
+
+    async def _watch(self, adapter: Adapter) -> None:
+        failures = 0  # consecutive watches that ended without an answer
+        while True:
+            stub = health_pb2_grpc.HealthStub(adapter.channels[0])
+            call = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+            try:
+                async for response in call:
+                    self._set(adapter, response.status == SERVING)
+                    failures = 0
+            except grpc.aio.AioRpcError as exc:
+                log.debug("health watch of %s ended: %s", adapter.address, exc.code().name)
+            finally:
+                call.cancel()
+            self._set(adapter, False)
+            await asyncio.sleep(_WATCH_BACKOFF_S[min(failures, len(_WATCH_BACKOFF_S) - 1)])
+            failures += 1

@@ -1,0 +1,1 @@
+"""The edge wire formats: JSON messages, query-string configs, binary audio frames."""

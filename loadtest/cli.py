@@ -1,0 +1,254 @@
+"""``voxwire-loadtest`` / ``python -m loadtest``: run, slo, merge, worker, report.
+
+    voxwire-loadtest run [SCENARIO.toml] [--target grpc --address 127.0.0.1:50051 ...]
+    voxwire-loadtest slo SCENARIO.toml          # highest rate/concurrency that holds the SLO
+    voxwire-loadtest merge DIR [DIR ...]        # interval logs of several machines -> one result
+    voxwire-loadtest worker SCENARIO.toml --count N --start-at EPOCH   # one Indexed Job pod
+    voxwire-loadtest report result.json         # re-render the HTML report
+
+Every run writes ``result.json``, ``result.csv`` and ``report.html`` under ``--out``. The tool
+sends only to the address it is given (loopback by default), and every run is bounded by
+``run.max_duration_s`` and ``run.max_streams``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from loadtest import report, results, runner, scenario, slo
+from loadtest.merge import MergeError, merge
+
+_OVERRIDES = {
+    # flag: (scenario key, type, help)
+    "name": ("name", str, "scenario name"),
+    "kind": ("kind", str, "stt, tts or mixed"),
+    "target": ("target.kind", str, "grpc, triton, tritonclient or echo"),
+    "address": ("target.address", str, "host:port of the target (default 127.0.0.1:50051)"),
+    "duration": ("run.duration_s", float, "seconds of arrivals"),
+    "max_duration": ("run.max_duration_s", float, "hard stop, seconds"),
+    "max_streams": ("run.max_streams", int, "concurrent sessions at most"),
+    "workers": ("run.workers", int, "worker processes"),
+    "seed": ("run.seed", int, "seed of every random draw"),
+    "warmup": ("run.warmup_s", float, "seconds not recorded at the start"),
+    "process": (
+        "arrivals.process",
+        str,
+        "poisson, constant, step, ramp, burst, trace, concurrency",
+    ),
+    "rate": ("arrivals.rate", float, "sessions per second"),
+    "to_rate": ("arrivals.to_rate", float, "ramp: final rate"),
+    "concurrency": ("arrivals.sessions", int, "fixed concurrency: sessions at once"),
+    "trace": ("arrivals.trace", Path, "arrival trace file"),
+    "chunk_ms": ("stt.chunk_ms", int, "STT chunk length (20, 100, 160 ...)"),
+    "stt_model": ("stt.model", str, "STT model"),
+    "tts_model": ("tts.model", str, "TTS model"),
+    "speech": ("stt.speech", Path, "folder of WAVs + transcripts.json"),
+}
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", nargs="?", type=Path, help="scenario TOML file")
+    for flag, (_, kind, text) in _OVERRIDES.items():
+        parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, help=text)
+    parser.add_argument(
+        "--slo",
+        action="append",
+        default=[],
+        metavar="METRIC:pNN<=MS",
+        help="an objective, e.g. stt.final:p99<=300 (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument("--quiet", action="store_true", help="no live progress")
+
+
+def load_scenario(args: argparse.Namespace) -> scenario.Scenario:
+    values = {key: getattr(args, flag) for flag, (key, _, _) in _OVERRIDES.items()}
+    if values.get("arrivals.sessions") is not None and values.get("arrivals.process") is None:
+        values["arrivals.process"] = "concurrency"
+    s = scenario.load(args.scenario, values)
+    if args.slo:
+        objectives = tuple(scenario.parse_objective(o) for o in args.slo)
+        s = dataclasses.replace(s, slo=dataclasses.replace(s.slo, objectives=objectives))
+    return s
+
+
+def _out_dir(args: argparse.Namespace, s: scenario.Scenario) -> Path:
+    if args.out is not None:
+        return Path(args.out)
+    return Path("out") / "loadtest" / f"{s.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    (out / "result.csv").write_text(results.to_csv(result))
+    (out / "report.html").write_text(report.render(result))
+
+
+def print_summary(result: dict[str, Any], out: Path) -> None:
+    console = Console()
+    table = Table(title=f"{result['scenario']['name']} (ms)")
+    cols = ["count", "p50", "p90", "p99", "p99.9", "max"]
+    for column in ["metric", *cols]:
+        table.add_column(column, justify="right")
+    for name, m in result["metrics"].items():
+        table.add_row(name, *(f"{m[c]:.2f}" if c != "count" else str(m[c]) for c in cols))
+    console.print(table)
+    s = result["sessions"]
+    console.print(
+        f"sessions {s['total']}: ok {s['ok']}, failed {s['failed']}, cut {s['cut']},"
+        f" refused {s['refused']}; errors {result['errors'] or 'none'}"
+    )
+    if result["wer"]["wer"] is not None:
+        console.print(f"WER {result['wer']['wer']:.3f} over {result['wer']['words']} words")
+    for warning in result["generator"]["warnings"]:
+        console.print(f"[red]warning:[/red] {warning}")
+    if result.get("slo"):
+        console.print(f"SLO {'held' if result['slo']['passed'] else 'missed'}")
+    console.print(f"wrote {out}/result.json, result.csv, report.html")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    s = load_scenario(args)
+    out = _out_dir(args, s)
+    merged = runner.run(s, out / "workers", live=not args.quiet)
+    extra = {"slo": slo.judge(merged, s.slo).to_dict()} if s.slo.objectives else {}
+    result = results.build(merged, s.to_dict(), extra)
+    write_outputs(result, out)
+    print_summary(result, out)
+    return 1 if extra and not extra["slo"]["passed"] else 0
+
+
+def cmd_slo(args: argparse.Namespace) -> int:
+    s = load_scenario(args)
+    if not s.slo.objectives:
+        raise scenario.ScenarioError("slo needs objectives ([slo] objectives or --slo)")
+    out = _out_dir(args, s)
+    best: dict[str, Any] = {}
+
+    def trial(level: float) -> slo.Verdict:
+        pooled = []
+        for repeat in range(s.search.repeats):
+            level_s = _at_level(s, level)
+            folder = out / f"level-{level:g}" / f"repeat-{repeat}"
+            pooled.append(folder)
+            runner.run(level_s, folder, live=not args.quiet)
+        merged = merge(pooled)
+        verdict = slo.judge(merged, s.slo)
+        if verdict.passed and level >= best.get("level", -1):
+            best.update(level=level, merged=merged, verdict=verdict)
+        return verdict
+
+    found = slo.search(trial, s.search)
+    extra: dict[str, Any] = {"search": found.to_dict()}
+    if "merged" in best:
+        extra["slo"] = best["verdict"].to_dict()
+        result = results.build(best["merged"], _at_level(s, best["level"]).to_dict(), extra)
+    else:
+        result = results.build(merge([out]), s.to_dict(), extra)
+    write_outputs(result, out)
+    print_summary(result, out)
+    Console().print(f"highest {s.search.over} holding the SLO: {found.best}")
+    return 0 if found.best is not None else 1
+
+
+def _at_level(s: scenario.Scenario, level: float) -> scenario.Scenario:
+    arrivals = s.arrivals
+    if s.search.over == "concurrency":
+        arrivals = dataclasses.replace(arrivals, process="concurrency", sessions=round(level))
+    else:
+        process = arrivals.process if arrivals.process != "concurrency" else "poisson"
+        arrivals = dataclasses.replace(arrivals, process=process, rate=level)
+    limits = dataclasses.replace(
+        s.limits,
+        duration_s=s.search.trial_s,
+        max_duration_s=max(s.limits.max_duration_s, s.search.trial_s * 2),
+    )
+    return dataclasses.replace(s, arrivals=arrivals, limits=limits)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    merged = merge(args.dirs)
+    s = scenario.load(args.scenario) if args.scenario else scenario.Scenario()
+    extra = {"slo": slo.judge(merged, s.slo).to_dict()} if s.slo.objectives else {}
+    result = results.build(merged, s.to_dict(), extra)
+    out = args.out or Path("out") / "loadtest" / "merged"
+    write_outputs(result, out)
+    print_summary(result, out)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from loadtest.worker import WorkerSpec, worker_entry
+
+    s = load_scenario(args)
+    index = (
+        args.index if args.index is not None else int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+    )
+    s = dataclasses.replace(s, limits=dataclasses.replace(s.limits, workers=args.count))
+    out = args.out or Path("out") / "loadtest" / "worker"
+    spec = WorkerSpec(s.to_dict(), index, args.count, str(out), args.start_at)
+    worker_entry(spec.to_json())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    result = json.loads(args.result.read_text())
+    out = args.out or args.result.with_name("report.html")
+    out.write_text(report.render(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="voxwire-loadtest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run a scenario")
+    _add_overrides(run_p)
+    slo_p = sub.add_parser("slo", help="search the highest level that holds the SLO")
+    _add_overrides(slo_p)
+    merge_p = sub.add_parser("merge", help="merge worker outputs (several machines)")
+    merge_p.add_argument("dirs", nargs="+", type=Path)
+    merge_p.add_argument("--scenario", type=Path, help="the scenario (for its SLO and name)")
+    merge_p.add_argument("--out", type=Path)
+    worker_p = sub.add_parser("worker", help="run one worker (a Kubernetes Indexed Job pod)")
+    _add_overrides(worker_p)
+    worker_p.add_argument("--index", type=int, help="default: $JOB_COMPLETION_INDEX")
+    worker_p.add_argument("--count", type=int, required=True, help="workers in all")
+    worker_p.add_argument(
+        "--start-at", type=float, required=True, help="start epoch (s) shared by every worker"
+    )
+    report_p = sub.add_parser("report", help="re-render report.html from result.json")
+    report_p.add_argument("result", type=Path)
+    report_p.add_argument("--out", type=Path)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    commands = {
+        "run": cmd_run,
+        "slo": cmd_slo,
+        "merge": cmd_merge,
+        "worker": cmd_worker,
+        "report": cmd_report,
+    }
+    try:
+        sys.exit(commands[args.command](args))
+    except (scenario.ScenarioError, runner.RunError, MergeError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        sys.exit(2)

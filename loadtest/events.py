@@ -1,0 +1,85 @@
+"""What a target reports while a stream runs: typed events, each stamped when it was received.
+
+Every event carries ``at``, the ``time.monotonic()`` reading taken as the message was read off
+the wire (in the target's own reader), so the session's measurements never include the time
+the event waited in the tool. ``Ended`` is always the last event of a stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """STT: the server has the configuration (voxwire ``started``, Triton's START answered)."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """STT: an interim or final result covering audio up to ``end_ms`` of the stream."""
+
+    at: float
+    is_final: bool
+    text: str
+    end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A response that answers audio message ``index`` (0-based) itself (the echo floor)."""
+
+    at: float
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContextOpened:
+    at: float
+    context_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """TTS: one audio chunk of a context, ``duration_ms`` long, starting at ``start_ms``."""
+
+    at: float
+    context_id: str
+    start_ms: float
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContextDone:
+    at: float
+    context_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContextFailed:
+    """TTS: one context ended with an error; the stream goes on."""
+
+    at: float
+    context_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The stream is over: its status (gRPC code name, ``OK`` on success), the voxwire error
+    reason if any, and the stage timings of the ``voxwire-timings-bin`` trailer in µs
+    (empty when the target has none)."""
+
+    at: float
+    status: str = "OK"
+    reason: str = ""
+    stages_us: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "OK"
+
+
+Event = Started | Result | Ack | ContextOpened | Audio | ContextDone | ContextFailed | Ended

@@ -1,0 +1,67 @@
+"""What one worker measured: HDR histograms per metric (whole run and current interval),
+counters, and errors by status and reason. In-memory and synchronous: the event loop records,
+a ticker flushes each interval to the worker's log.
+
+Metric names (docs/design/loadtest.md, "Measurement points") are dotted, e.g. ``stt.message``;
+stage timings are ``stage.<name>``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hdrh.histogram import HdrHistogram
+
+from loadtest.hdrlog import IntervalLogWriter, new_histogram, to_us
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.total: dict[str, HdrHistogram] = {}
+        self._interval: dict[str, HdrHistogram] = {}
+        self.counters: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+
+    def record(self, metric: str, seconds: float) -> None:
+        """One sample of ``metric``, a duration in seconds (stored as µs)."""
+        self.record_us(metric, to_us(seconds))
+
+    def record_us(self, metric: str, micros: int) -> None:
+        if metric not in self._interval:
+            self._interval[metric] = new_histogram()
+            self.total.setdefault(metric, new_histogram())
+        value = max(1, micros)
+        self._interval[metric].record_value(value)
+        self.total[metric].record_value(value)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n
+
+    def error(self, status: str, reason: str = "") -> None:
+        """A failed session or context, keyed ``STATUS/REASON``."""
+        self.errors[f"{status}/{reason}" if reason else status] += 1
+
+    def stages(self, stages_us: dict[str, int]) -> None:
+        """A stream's stage timings (the ``voxwire-timings-bin`` trailer), one sample each."""
+        for stage, micros in stages_us.items():
+            self.record_us(f"stage.{stage}", micros)
+            self.counters[f"stage_us.{stage}"] += micros
+
+    def flush_interval(self, log: IntervalLogWriter, start_epoch_s: float, end_epoch_s: float):
+        """Write the interval's histograms (those with samples) and start a new interval."""
+        for tag, histogram in self._interval.items():
+            if histogram.get_total_count():
+                log.write(tag, histogram, start_epoch_s, end_epoch_s)
+                histogram.reset()
+
+    def interval_percentile_ms(self, metric: str, percentile: float) -> float | None:
+        return _percentile_ms(self._interval.get(metric), percentile)
+
+    def percentile_ms(self, metric: str, percentile: float) -> float | None:
+        return _percentile_ms(self.total.get(metric), percentile)
+
+
+def _percentile_ms(h: HdrHistogram | None, percentile: float) -> float | None:
+    if h is None or not h.get_total_count():
+        return None
+    return float(h.get_value_at_percentile(percentile)) / 1000.0

@@ -1,0 +1,166 @@
+"""A merged run as a result: JSON (everything), CSV (one row per metric) and the numbers the
+report and the SLO judgement read.
+
+Latencies are ms; percentiles are of all samples of all workers (merged HDR histograms).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from loadtest.merge import Merged, per_interval, timeline_rows
+
+PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+# The generator is saturated when a worker's CPU use reaches this share of one core, or its
+# pacing wake-ups are this late at p99: then the numbers describe the tool, not the target.
+SATURATED_CPU = 0.9
+SATURATED_LAG_MS = 10.0
+MESSAGE_COUNTERS = ("stt.chunks", "tts.requests")
+
+
+def stats(h: HdrHistogram) -> dict[str, float]:
+    out: dict[str, float] = {"count": h.get_total_count()}
+    for p in PERCENTILES:
+        out[f"p{p:g}"] = h.get_value_at_percentile(p) / 1000.0
+    out["max"] = h.get_max_value() / 1000.0
+    out["mean"] = h.get_mean_value() / 1000.0
+    return out
+
+
+def cdf_points(h: HdrHistogram, steps: int = 80, nines: float = 4.0) -> list[list[float]]:
+    """[percentile, ms] pairs evenly spaced in "nines" (x = -log10(1 - p)), the HDR plot."""
+    points = []
+    for i in range(steps + 1):
+        p = 100.0 * (1 - 10 ** (-nines * i / steps))
+        points.append([round(p, 4), h.get_value_at_percentile(p) / 1000.0])
+    points.append([100.0, h.get_max_value() / 1000.0])
+    return points
+
+
+def generator_health(merged: Merged) -> tuple[dict[str, Any], list[str]]:
+    warnings = []
+    workers = {}
+    for index, cpu in merged.worker_cpu.items():
+        lag = merged.worker_lag_ms.get(index, [])
+        busy = cpu[1:-1] or cpu  # the first and last intervals are partial
+        workers[str(index)] = {
+            "cpu_mean": sum(busy) / len(busy) if busy else 0.0,
+            "cpu_max": max(busy, default=0.0),
+            "lag_p99_ms_max": max(lag, default=0.0),
+        }
+        saturated = sum(1 for c in busy if c >= SATURATED_CPU)
+        if saturated >= 2:
+            warnings.append(
+                f"worker {index} used >= {SATURATED_CPU:.0%} of a core in "
+                f"{saturated} intervals: the generator may be the bottleneck "
+                "(add workers)"
+            )
+        late = sum(1 for v in lag if v >= SATURATED_LAG_MS)
+        if late >= 2:
+            warnings.append(
+                f"worker {index}: pacing wake-ups up to {max(lag):.1f} ms late (p99) in {late} "
+                "intervals: the generator, or the machine, is falling behind"
+            )
+    return workers, warnings
+
+
+def stage_breakdown(merged: Merged) -> dict[str, dict[str, float]]:
+    """Per stage: its stats per stream (ms) and its share of the streams' summed stage time."""
+    stages = {
+        k.removeprefix("stage."): h for k, h in merged.totals.items() if k.startswith("stage.")
+    }
+    busy = sum(
+        v
+        for k, v in merged.counters.items()
+        if k.startswith("stage_us.") and k not in ("stage_us.total", "stage_us.first")
+    )
+    out = {}
+    for name, h in sorted(stages.items()):
+        row = stats(h)
+        if name not in ("total", "first"):
+            row["share"] = merged.counters.get(f"stage_us.{name}", 0) / busy if busy else 0.0
+        out[name] = row
+    return out
+
+
+def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None = None):
+    """The result document (a JSON-able dict)."""
+    c = merged.counters
+    messages = sum(c.get(k, 0) for k in MESSAGE_COUNTERS)
+    sessions = c.get("sessions.ok", 0) + c.get("sessions.failed", 0) + c.get("sessions.cut", 0)
+    workers, warnings = generator_health(merged)
+    words = c.get("wer.words", 0)
+    metrics = {k: stats(h) for k, h in sorted(merged.totals.items())}
+    timeline = timeline_rows(merged)
+    for metric in ("stt.message", "stt.final", "tts.first_audio", "session.setup"):
+        for bucket, h in per_interval(merged, metric).items():
+            row = next((r for r in timeline if round(r["t"] / merged.interval_s) == bucket), None)
+            if row is not None:
+                row[metric] = {
+                    "p50": h.get_value_at_percentile(50) / 1000,
+                    "p99": h.get_value_at_percentile(99) / 1000,
+                    "count": h.get_total_count(),
+                }
+    return {
+        "scenario": scenario,
+        "run": {
+            "start_epoch": merged.start_epoch,
+            "elapsed_s": merged.elapsed_s,
+            "workers": merged.workers,
+            "interval_s": merged.interval_s,
+        },
+        "sessions": {
+            "total": sessions,
+            "ok": c.get("sessions.ok", 0),
+            "failed": c.get("sessions.failed", 0),
+            "cut": c.get("sessions.cut", 0),
+            "refused": c.get("sessions.refused", 0),
+            "error_rate": (sessions - c.get("sessions.ok", 0)) / sessions if sessions else 0.0,
+        },
+        "errors": dict(merged.errors.most_common()),
+        "metrics": metrics,
+        "stages": stage_breakdown(merged),
+        "tts": {
+            "contexts": c.get("tts.contexts", 0),
+            "underruns": c.get("tts.underruns", 0),
+            "underrun_ms": c.get("tts.underrun_us", 0) / 1000.0,
+        },
+        "wer": {
+            "words": words,
+            "edits": c.get("wer.edits", 0),
+            "wer": c.get("wer.edits", 0) / words if words else None,
+        },
+        "generator": {
+            "workers": workers,
+            "cpu_s": merged.cpu_s,
+            "messages": messages,
+            "cpu_us_per_message": merged.cpu_s * 1e6 / messages if messages else None,
+            "warnings": warnings,
+        },
+        "counters": dict(sorted(c.items())),
+        "timeline": timeline,
+        "cdf": {k: cdf_points(h) for k, h in merged.totals.items() if not k.startswith("stage.")},
+        **(extra or {}),
+    }
+
+
+def to_csv(result: dict[str, Any]) -> str:
+    """One row per metric: count and percentiles in ms."""
+    columns = ["metric", "count", *(f"p{p:g}" for p in PERCENTILES), "max", "mean"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    for name, row in result["metrics"].items():
+        writer.writerow([name, *(_cell(row[c]) for c in columns[1:])])
+    return out.getvalue()
+
+
+def _cell(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "" if math.isnan(value) else f"{value:.3f}"

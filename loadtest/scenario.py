@@ -1,0 +1,313 @@
+"""A load-test scenario: what to drive, how sessions arrive, how long they last, and the bounds.
+
+Scenarios are TOML files (docs/design/loadtest.md, "Scenario file"); every key has a default,
+so the command line alone describes a run, and a flag given on the command line overrides the
+file. ``load`` validates everything up front and raises ``ScenarioError`` naming the key.
+Relative paths in a file (speech sets, arrival traces) are resolved from the file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TARGETS = ("grpc", "triton", "tritonclient", "echo")
+KINDS = ("stt", "tts", "mixed")
+PROCESSES = ("poisson", "constant", "step", "ramp", "burst", "trace", "concurrency")
+LENGTHS = ("files", "fixed", "uniform", "exponential", "lognormal")
+REPO = Path(__file__).resolve().parent.parent
+# The default speech set: the repository's committed fixtures (16 kHz PCM16 WAVs with
+# transcripts.json), referenced in place rather than copied into the package.
+DEFAULT_SPEECH = REPO / "tests" / "fixtures" / "speech"
+DEFAULT_TEXTS = (
+    "Thanks for calling. Your order has shipped and should arrive on Thursday.",
+    "I can help with that. Could you tell me the account number, please?",
+    "The quick brown fox jumps over the lazy dog.",
+)
+# Hard ceilings of the tool itself: no scenario may ask for more.
+CEILING_DURATION_S = 4 * 3600.0
+CEILING_STREAMS = 20_000
+
+
+class ScenarioError(ValueError):
+    """A scenario key is missing, of the wrong type, or out of range."""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    kind: str = "grpc"
+    # host:port; the tool sends to this address and nowhere else (loopback by default).
+    address: str = "127.0.0.1:50051"
+    # triton: where to read model configs when ``address`` serves only ModelStreamInfer (the
+    # null proxy); empty: ``address`` itself.
+    models_from: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    duration_s: float = 20.0  # arrivals stop after this long
+    max_duration_s: float = 120.0  # hard stop: sessions still open are cancelled and counted
+    max_streams: int = 1000  # concurrent sessions; an arrival beyond it is refused, not queued
+    max_sessions: int = 100_000
+    workers: int = 1
+    seed: int = 1
+    warmup_s: float = 0.0  # messages intended before this are not recorded
+    interval_s: float = 1.0  # interval histograms and progress lines
+    step_timeout_s: float = 30.0  # any single wait for the target
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivalSpec:
+    process: str = "concurrency"
+    rate: float = 1.0  # sessions per second (poisson, constant, step/burst base, ramp start)
+    to_rate: float = 1.0  # ramp end
+    steps: tuple[tuple[float, float], ...] = ()  # step: (from second, rate)
+    burst_factor: float = 10.0
+    burst_at_s: float = 5.0
+    burst_s: float = 5.0
+    random: bool = False  # step, ramp, burst: Poisson arrivals at the curve's rate
+    trace: Path | None = None  # trace: arrival offsets in seconds, one per line
+    trace_speed: float = 1.0
+    sessions: int = 1  # concurrency: sessions kept open at once
+    stagger_s: float = 0.1  # concurrency: slots start at uniform offsets within this
+
+
+@dataclass(frozen=True, slots=True)
+class LengthSpec:
+    """STT session length: ``files`` whole speech files (distribution "files", the default;
+    WER needs whole files), or files back to back cut at a drawn number of seconds."""
+
+    distribution: str = "files"
+    files: int = 1
+    seconds: float = 10.0  # fixed
+    low: float = 5.0  # uniform
+    high: float = 15.0
+    mean: float = 10.0  # exponential
+    median: float = 10.0  # lognormal
+    sigma: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class SttSpec:
+    model: str = ""
+    chunk_ms: int = 100
+    speech: Path = DEFAULT_SPEECH
+    interim_results: bool = True
+    await_started: bool = True  # audio is paced from `started`, not from the session's start
+    wer: bool = True
+    length: LengthSpec = field(default_factory=LengthSpec)
+
+
+@dataclass(frozen=True, slots=True)
+class TtsSpec:
+    model: str = ""
+    voice: str = ""
+    sample_rate_hz: int = 24000
+    texts: tuple[str, ...] = DEFAULT_TEXTS
+    turns: int = 1  # contexts per session, one after the other
+    turn_gap_s: float = 0.0
+    playout_delay_ms: float = 0.0  # jitter buffer before playback starts
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """``metric``'s ``percentile`` must be at most ``max_ms``."""
+
+    metric: str
+    percentile: float
+    max_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class SloSpec:
+    objectives: tuple[Objective, ...] = ()
+    max_error_rate: float = 0.001
+    max_underruns: int = 0
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSpec:
+    over: str = "rate"  # rate (open arrivals) or concurrency
+    low: float = 1.0
+    high: float = 100.0
+    tolerance: float = 1.0
+    repeats: int = 2
+    trial_s: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str = "adhoc"
+    kind: str = "stt"
+    stt_share: float = 0.5  # mixed: the share of sessions that are STT
+    target: TargetSpec = field(default_factory=TargetSpec)
+    limits: Limits = field(default_factory=Limits)
+    arrivals: ArrivalSpec = field(default_factory=ArrivalSpec)
+    stt: SttSpec = field(default_factory=SttSpec)
+    tts: TtsSpec = field(default_factory=TtsSpec)
+    slo: SloSpec = field(default_factory=SloSpec)
+    search: SearchSpec = field(default_factory=SearchSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scenario:
+        """The inverse of ``to_dict`` (how workers receive their scenario)."""
+        return _build(data, Path("."))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _section(cls: type, data: Any, where: str, base: Path, **nested: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ScenarioError(f"[{where}] must be a table")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ScenarioError(f"[{where}] unknown keys: {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key in nested or raw is None:
+            continue
+        default = getattr(cls(), key)
+        values[key] = _coerce(raw, default, f"{where}.{key}", base)
+    return cls(**values, **nested)
+
+
+def _coerce(raw: Any, default: Any, where: str, base: Path) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(raw, bool):
+            raise ScenarioError(f"{where} must be true or false")
+        return raw
+    if isinstance(default, int) and not isinstance(raw, bool) and isinstance(raw, int):
+        return raw
+    if isinstance(default, float) and isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    if isinstance(default, str) and isinstance(raw, str):
+        return raw
+    if (default is None or isinstance(default, Path)) and isinstance(raw, str):
+        path = Path(raw)
+        return path if path.is_absolute() else (base / path)
+    if isinstance(default, tuple) and isinstance(raw, list):
+        return tuple(tuple(x) if isinstance(x, list) else x for x in raw)
+    raise ScenarioError(f"{where}: {raw!r} is not a {type(default).__name__}")
+
+
+def _build(data: dict[str, Any], base: Path) -> Scenario:
+    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    known = {"name", "kind", "stt_share"}
+    if set(top) - known:
+        raise ScenarioError(f"unknown top-level keys: {', '.join(sorted(set(top) - known))}")
+    stt_data = dict(data.get("stt", {}))
+    length = _section(LengthSpec, stt_data.pop("length", {}), "stt.length", base)
+    slo_data = dict(data.get("slo", {}))
+    objectives = tuple(
+        _section(Objective, o, "slo.objectives", base, **_objective(o))
+        for o in slo_data.pop("objectives", [])
+    )
+    sections = {"target", "run", "limits", "arrivals", "stt", "tts", "slo", "search"}
+    unknown = set(data) - known - sections
+    if unknown:
+        raise ScenarioError(f"unknown sections: {', '.join(sorted(unknown))}")
+    scenario = Scenario(
+        name=str(top.get("name", "adhoc")),
+        kind=str(top.get("kind", "stt")),
+        stt_share=float(top.get("stt_share", 0.5)),
+        target=_section(TargetSpec, data.get("target", {}), "target", base),
+        limits=_section(Limits, data.get("run", data.get("limits", {})), "run", base),
+        arrivals=_section(ArrivalSpec, data.get("arrivals", {}), "arrivals", base),
+        stt=_section(SttSpec, stt_data, "stt", base, length=length),
+        tts=_section(TtsSpec, data.get("tts", {}), "tts", base),
+        slo=_section(SloSpec, slo_data, "slo", base, objectives=objectives),
+        search=_section(SearchSpec, data.get("search", {}), "search", base),
+    )
+    validate(scenario)
+    return scenario
+
+
+def _objective(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict) or not {"metric", "percentile", "max_ms"} <= set(raw):
+        raise ScenarioError("each slo.objectives entry needs metric, percentile and max_ms")
+    return {
+        "metric": str(raw["metric"]),
+        "percentile": float(raw["percentile"]),
+        "max_ms": float(raw["max_ms"]),
+    }
+
+
+def parse_objective(text: str) -> Objective:
+    """``stt.final:p99<=300`` -> Objective. Raises ScenarioError."""
+    try:
+        metric, rest = text.split(":", 1)
+        pct, limit = rest.split("<=", 1)
+        return Objective(metric.strip(), float(pct.strip().lstrip("p")), float(limit.strip()))
+    except ValueError as exc:
+        raise ScenarioError(f"objective {text!r}: expected METRIC:pNN<=MS") from exc
+
+
+def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read a scenario file (or the defaults), apply ``{"section.key": value}`` overrides,
+    validate. Raises ScenarioError (and OSError for an unreadable file)."""
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        data = tomllib.loads(path.read_text())
+        base = path.resolve().parent
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *parents, key = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[key] = str(value) if isinstance(value, Path) else value
+    return _build(data, base)
+
+
+def validate(s: Scenario) -> None:
+    """Raises ScenarioError for any value out of range."""
+    lim, arr = s.limits, s.arrivals
+    checks = [
+        (s.kind in KINDS, f"kind must be one of {KINDS}"),
+        (s.target.kind in TARGETS, f"target.kind must be one of {TARGETS}"),
+        (":" in s.target.address, "target.address must be host:port"),
+        (arr.process in PROCESSES, f"arrivals.process must be one of {PROCESSES}"),
+        (s.stt.length.distribution in LENGTHS, f"stt.length.distribution: one of {LENGTHS}"),
+        (
+            0 < lim.duration_s <= lim.max_duration_s <= CEILING_DURATION_S,
+            f"run: 0 < duration_s <= max_duration_s <= {CEILING_DURATION_S:g}",
+        ),
+        (0 < lim.max_streams <= CEILING_STREAMS, f"run.max_streams in 1..{CEILING_STREAMS}"),
+        (lim.max_sessions > 0, "run.max_sessions must be positive"),
+        (1 <= lim.workers <= 64, "run.workers in 1..64"),
+        (lim.interval_s > 0 and lim.step_timeout_s > 0, "run: interval_s, step_timeout_s > 0"),
+        (0 <= lim.warmup_s < lim.duration_s, "run.warmup_s must be below duration_s"),
+        (s.stt.chunk_ms > 0, "stt.chunk_ms must be positive"),
+        (0.0 <= s.stt_share <= 1.0, "stt_share in 0..1"),
+        (arr.rate > 0 and arr.to_rate >= 0, "arrivals: rate > 0, to_rate >= 0"),
+        (arr.sessions >= 1, "arrivals.sessions must be at least 1"),
+        (arr.process != "trace" or arr.trace is not None, "arrivals.trace: a file is needed"),
+        (s.tts.turns >= 1 and bool(s.tts.texts), "tts: turns >= 1 and some texts"),
+        (0 < s.slo.confidence < 1, "slo.confidence in (0, 1)"),
+        (s.search.over in ("rate", "concurrency"), "search.over: rate or concurrency"),
+        (0 < s.search.low < s.search.high, "search: 0 < low < high"),
+        (s.search.repeats >= 1 and s.search.tolerance > 0, "search: repeats >= 1, tolerance > 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ScenarioError(message)
+    if s.target.kind == "echo" and s.kind != "stt":
+        raise ScenarioError("the echo target carries STT audio only")
+    if s.target.kind == "tritonclient" and s.kind != "stt":
+        raise ScenarioError("the tritonclient target drives STT sequences only")

@@ -1,0 +1,212 @@
+"""Session drivers: one STT or TTS session against a target, paced, measured.
+
+The writer sends on the pacing schedule and never waits for answers; a reader task takes every
+event as the target delivers it and feeds the session's measurements (loadtest.measure). Every
+wait is bounded: each event by ``step_timeout_s``, the whole session by the run's hard stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from loadtest.arrivals import SessionDraw
+from loadtest.events import ContextDone, ContextFailed, ContextOpened, Ended, Event, Started
+from loadtest.measure import SttMeasure, TtsContextMeasure, setup_latency
+from loadtest.pacing import Schedule, sleep_until
+from loadtest.playback import Playback
+from loadtest.recorder import Recorder
+from loadtest.scenario import Scenario
+from loadtest.speech import SpeechFile, chunk_audio, session_audio
+from loadtest.targets.base import SttOptions, SttStream, Target, TtsOptions, TtsStream
+from loadtest.wer import edit_distance, normalize_words
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class SessionContext:
+    scenario: Scenario
+    target: Target
+    recorder: Recorder
+    speech: list[SpeechFile]
+    warm_until: float  # monotonic
+    hard_stop: float  # monotonic
+    active: int = 0
+
+
+async def _events(
+    stream: SttStream | TtsStream, timeout_s: float, on_event: Callable[[Event], None]
+) -> Ended:
+    """Read events until ``Ended``; a silent stream becomes ``Ended(TIMEOUT)``."""
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                event = await stream.next_event()
+        except TimeoutError:
+            return Ended(time.monotonic(), "TIMEOUT", "NO_EVENT")
+        on_event(event)
+        if isinstance(event, Ended):
+            return event
+
+
+def _finish(rec: Recorder, ended: Ended, failed_contexts: int = 0) -> None:
+    """Count the session: ok only if the stream ended OK and no TTS context failed (a failed
+    context's error is recorded where it happened)."""
+    if ended.stages_us:
+        rec.stages(ended.stages_us)
+    if ended.ok and not failed_contexts:
+        rec.count("sessions.ok")
+    else:
+        rec.count("sessions.failed")
+        if not ended.ok:
+            rec.error(ended.status, ended.reason)
+
+
+async def _until(event: asyncio.Event, reader: asyncio.Task[Ended], timeout_s: float) -> bool:
+    """Wait for ``event`` (True), or the reader's end or the timeout (False)."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter, reader}, timeout=timeout_s, return_when="FIRST_COMPLETED")
+    finally:
+        waiter.cancel()
+    return event.is_set()
+
+
+async def stt_session(ctx: SessionContext, draw: SessionDraw, intended_start: float) -> None:
+    s, rec = ctx.scenario, ctx.recorder
+    spec = s.stt
+    files = spec.length.files if spec.length.distribution == "files" else 0
+    audio = session_audio(ctx.speech, draw.first_file, files, draw.length_s)
+    chunks = chunk_audio(audio.pcm, audio.rate_hz, spec.chunk_ms)
+    options = SttOptions(
+        spec.model, audio.rate_hz, spec.interim_results, max(1.0, ctx.hard_stop - time.monotonic())
+    )
+    measure = SttMeasure(rec, intended_start, spec.chunk_ms, ctx.warm_until)
+    started = asyncio.Event()
+    started_at: list[float] = []
+
+    def on_event(event: Event) -> None:
+        measure.on_event(event)
+        if isinstance(event, Started) and not started.is_set():
+            started_at.append(event.at)
+            started.set()
+
+    stream = await ctx.target.open_stt(options)
+    reader = asyncio.create_task(_events(stream, s.limits.step_timeout_s, on_event))
+    try:
+        start = intended_start
+        if spec.await_started:
+            if not await _until(started, reader, s.limits.step_timeout_s):
+                stream.cancel()
+            start = started_at[0] if started_at else intended_start
+        schedule = Schedule(start, spec.chunk_ms / 1000.0)
+        for i, chunk in enumerate(chunks):
+            late = await sleep_until(schedule.due(i))
+            if reader.done():
+                break
+            rec.record("generator.lag", late)
+            measure.sent(schedule.due(i), time.monotonic())
+            await stream.send_audio(chunk)
+            rec.count("stt.chunks")
+        if not reader.done():
+            await stream.finish()
+        ended = await reader
+    finally:
+        reader.cancel()
+        stream.cancel()
+    _finish(rec, ended)
+    # WER only where the target transcribes (an echo returns no results).
+    if spec.wer and audio.reference is not None and ended.ok and measure.first_result:
+        reference = normalize_words(audio.reference)
+        rec.count("wer.words", len(reference))
+        rec.count("wer.edits", edit_distance(reference, normalize_words(" ".join(measure.finals))))
+
+
+async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: float) -> None:
+    s, rec = ctx.scenario, ctx.recorder
+    spec = s.tts
+    options = TtsOptions(
+        spec.model, spec.voice, spec.sample_rate_hz, max(1.0, ctx.hard_stop - time.monotonic())
+    )
+    contexts: dict[str, TtsContextMeasure] = {}
+    finished: dict[str, asyncio.Event] = {}
+    opened: list[float] = []
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, ContextOpened):
+            if not opened:
+                opened.append(event.at)
+                setup_latency(rec, event, intended_start, ctx.warm_until)
+            return
+        context = getattr(event, "context_id", None)
+        if context in contexts:
+            contexts[context].on_event(event)
+            if isinstance(event, ContextDone | ContextFailed):
+                finished[context].set()
+
+    stream = await ctx.target.open_tts(options)
+    reader = asyncio.create_task(_events(stream, s.limits.step_timeout_s, on_event))
+    try:
+        due = intended_start
+        for turn in range(spec.turns):
+            cid = f"t{turn}"
+            if turn and spec.turn_gap_s:
+                await sleep_until(due)
+            contexts[cid] = TtsContextMeasure(
+                rec, due, Playback(spec.playout_delay_ms / 1000), ctx.warm_until
+            )
+            finished[cid] = asyncio.Event()
+            await stream.open_context(cid)
+            await stream.append(cid, spec.texts[(draw.index + turn) % len(spec.texts)])
+            await stream.close_context(cid)
+            rec.count("tts.requests")
+            if not await _until(finished[cid], reader, s.limits.step_timeout_s):
+                break
+            if contexts[cid].failed_reason:
+                rec.error("CONTEXT", contexts[cid].failed_reason)
+            # The next turn: the listener has heard this one out (closed loop within a session).
+            due = time.monotonic() + spec.turn_gap_s
+        await stream.finish()
+        ended = await reader
+    finally:
+        reader.cancel()
+        stream.cancel()
+    _finish(rec, ended, sum(1 for c in contexts.values() if c.failed_reason))
+
+
+async def run_session(ctx: SessionContext, draw: SessionDraw, intended_start: float) -> None:
+    """One session, bounded by the hard stop; its failures are recorded, never raised."""
+    rec = ctx.recorder
+    rec.count("sessions.started")
+    ctx.active += 1
+    body: Callable[[], Awaitable[None]] = (
+        (lambda: stt_session(ctx, draw, intended_start))
+        if draw.kind == "stt"
+        else (lambda: tts_session(ctx, draw, intended_start))
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout_at(loop.time() + ctx.hard_stop - time.monotonic()):
+            await body()
+    except TimeoutError:
+        rec.count("sessions.cut")
+        rec.error("CUT", "MAX_DURATION")
+    except Exception as exc:  # a target fault must not end the run: count it
+        rec.count("sessions.failed")
+        rec.error("CLIENT_ERROR", type(exc).__name__)
+        if rec.errors[f"CLIENT_ERROR/{type(exc).__name__}"] == 1:
+            log.warning("session failed in the client", exc_info=exc)
+    finally:
+        ctx.active -= 1
+
+
+async def cancel_all(tasks: set[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,185 @@
+"""SLO verdicts with a stated confidence, and the search for the highest level that holds.
+
+A latency objective "pXX of METRIC <= L ms" holds at confidence c when a one-sided upper
+confidence bound of the pXX quantile is at most L. The bound is distribution-free (order
+statistics): with n samples, the number of samples below the true q-quantile is Binomial(n, q),
+so the k-th smallest sample is at or above the quantile with probability P(Bin(n, q) <= k-1);
+the bound is the smallest k for which that probability reaches c (Hahn and Meeker, *Statistical
+Intervals*, 1991, ch. 5). With too few samples no k qualifies and the objective fails as
+"not enough samples". The error rate is judged on its observed value, with its Wilson upper
+bound reported beside it (a bound of 0.1 % at 95 % would need about 3000 error-free sessions
+per level). Underruns are a count.
+
+The search bisects over arrival rate or concurrency: each probed level runs ``repeats`` trials,
+their histograms pooled, and one verdict is drawn from the pool. It assumes the verdict is
+monotone in the level; the path it took is part of the result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from loadtest.merge import Merged
+from loadtest.scenario import SearchSpec, SloSpec
+
+
+def _log_binom_pmf(k: int, n: int, p: float) -> float:
+    return (
+        math.lgamma(n + 1)
+        - math.lgamma(k + 1)
+        - math.lgamma(n - k + 1)
+        + k * math.log(p)
+        + (n - k) * math.log1p(-p)
+    )
+
+
+def upper_rank(n: int, q: float, confidence: float) -> int | None:
+    """The smallest rank k (1-based) with P(Bin(n, q) <= k - 1) >= confidence, or None if even
+    the largest sample is not a bound at that confidence."""
+    if n <= 0 or not 0 < q < 1:
+        return None
+    # Walk the upper tail: samples above the quantile are Bin(n, 1-q); k = n - above.
+    tail = 0.0  # P(Bin(n, q) > k - 1) accumulated from the top
+    for k in range(n, 0, -1):
+        # P(Bin(n, q) == k) moves from the "<= k-1" side to the tail as k decreases.
+        tail += math.exp(_log_binom_pmf(k, n, q))
+        if 1.0 - tail < confidence:
+            return k + 1 if k + 1 <= n else None
+        if n - k > 50 * (1 + n * (1 - q)):  # far beyond the tail's mass: stop early
+            break
+    return None
+
+
+def quantile_upper_bound_ms(h: HdrHistogram, percentile: float, confidence: float):
+    """(bound in ms or None, sample count)."""
+    n = h.get_total_count()
+    rank = upper_rank(n, percentile / 100.0, confidence)
+    if rank is None:
+        return None, n
+    return h.get_value_at_percentile(100.0 * rank / n) / 1000.0, n
+
+
+def wilson_upper(failures: int, n: int, confidence: float) -> float:
+    if n == 0:
+        return 1.0
+    z = NormalDist().inv_cdf(confidence)
+    p = failures / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return min(1.0, (centre + spread) / (1 + z * z / n))
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    passed: bool
+    observed: float | None
+    bound: float | None
+    limit: float
+    samples: int
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    passed: bool
+    confidence: float
+    checks: tuple[Check, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def judge(merged: Merged, slo: SloSpec) -> Verdict:
+    """The SLO verdict of one (pooled) run."""
+    checks = []
+    for o in slo.objectives:
+        h = merged.totals.get(o.metric)
+        name = f"{o.metric} p{o.percentile:g} <= {o.max_ms:g} ms"
+        if h is None or not h.get_total_count():
+            checks.append(Check(name, False, None, None, o.max_ms, 0, "no samples"))
+            continue
+        bound, n = quantile_upper_bound_ms(h, o.percentile, slo.confidence)
+        observed = h.get_value_at_percentile(o.percentile) / 1000.0
+        note = "" if bound is not None else "not enough samples for the bound"
+        checks.append(
+            Check(name, bound is not None and bound <= o.max_ms, observed, bound, o.max_ms, n, note)
+        )
+    c = merged.counters
+    sessions = c.get("sessions.ok", 0) + c.get("sessions.failed", 0) + c.get("sessions.cut", 0)
+    bad = sessions - c.get("sessions.ok", 0) + c.get("sessions.refused", 0)
+    total = sessions + c.get("sessions.refused", 0)
+    rate = bad / total if total else 1.0
+    checks.append(
+        Check(
+            f"error rate <= {slo.max_error_rate:.2%}",
+            total > 0 and rate <= slo.max_error_rate,
+            rate,
+            wilson_upper(bad, total, slo.confidence),
+            slo.max_error_rate,
+            total,
+            "judged on the observed rate; bound is Wilson's",
+        )
+    )
+    underruns = c.get("tts.underruns", 0)
+    checks.append(
+        Check(
+            f"underruns <= {slo.max_underruns}",
+            underruns <= slo.max_underruns,
+            float(underruns),
+            None,
+            float(slo.max_underruns),
+            c.get("tts.contexts", 0),
+        )
+    )
+    return Verdict(all(ch.passed for ch in checks), slo.confidence, tuple(checks))
+
+
+@dataclass(slots=True)
+class SearchResult:
+    best: float | None  # the highest level that held (None: not even the lowest)
+    over: str
+    path: list[dict[str, Any]] = field(default_factory=list)  # level, passed, checks
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "over": self.over, "path": self.path}
+
+
+def search(trial: Callable[[float], Verdict], spec: SearchSpec) -> SearchResult:
+    """Bisection for the highest level in [low, high] whose verdict holds, to within
+    ``tolerance``; ``trial(level)`` runs (and pools) the repeats of one level."""
+    integer = spec.over == "concurrency"
+    result = SearchResult(None, spec.over)
+
+    def probe(level: float) -> bool:
+        verdict = trial(level)
+        result.path.append(
+            {
+                "level": level,
+                "passed": verdict.passed,
+                "checks": [asdict(c) for c in verdict.checks],
+            }
+        )
+        return verdict.passed
+
+    low, high = (round(spec.low), round(spec.high)) if integer else (spec.low, spec.high)
+    if not probe(low):
+        return result
+    if probe(high):
+        result.best = high
+        return result
+    while high - low > max(spec.tolerance, 1 if integer else 0):
+        middle = (low + high) / 2
+        if integer:
+            middle = round(middle)
+            if middle in (low, high):
+                break
+        low, high = (middle, high) if probe(middle) else (low, middle)
+    result.best = low
+    return result

@@ -1,0 +1,81 @@
+"""The target interface: what the session drivers need from anything they load.
+
+A target is opened once per worker (channels, model discovery) and then opens streams. A stream
+sends audio or text when the driver says, and yields typed events (loadtest.events), each
+stamped with its receive time by the target's reader; ``Ended`` is always last and carries the
+status, the voxwire error reason and the stage timings. Sends never wait for answers, so the
+driver's schedule decides when input goes out. A new wire (the gateway's WebSocket) is a new
+module with these two classes; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from loadtest.events import Event
+
+
+class TargetError(Exception):
+    """The target cannot be used at all (unreachable at start, unknown model)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SttOptions:
+    model: str
+    rate_hz: int
+    interim_results: bool
+    deadline_s: float  # for the whole call
+
+
+@dataclass(frozen=True, slots=True)
+class TtsOptions:
+    model: str
+    voice: str
+    sample_rate_hz: int
+    deadline_s: float
+
+
+class SttStream(Protocol):
+    async def send_audio(self, pcm: bytes) -> None:
+        """Send one chunk now. Raises nothing for a stream the server already ended (the end
+        arrives as ``Ended``)."""
+
+    async def finish(self) -> None:
+        """No more audio: close the stream gracefully (pending audio becomes finals)."""
+
+    async def next_event(self) -> Event:
+        """The next event; ``Ended`` last. The caller bounds the wait (asyncio.timeout)."""
+
+    def cancel(self) -> None:
+        """Abandon the stream at once (idempotent)."""
+
+
+class TtsStream(Protocol):
+    async def open_context(self, context_id: str) -> None: ...
+
+    async def append(self, context_id: str, text: str) -> None: ...
+
+    async def close_context(self, context_id: str) -> None:
+        """No more text for the context: its audio is finished, then ``ContextDone``."""
+
+    async def finish(self) -> None:
+        """No more contexts: the stream ends after the open ones (then ``Ended``)."""
+
+    async def next_event(self) -> Event: ...
+
+    def cancel(self) -> None: ...
+
+
+class Target(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Connect and discover what is needed. Raises TargetError."""
+
+    async def close(self) -> None: ...
+
+    async def open_stt(self, options: SttOptions) -> SttStream:
+        """Open a stream and send its configuration (not waiting for an answer)."""
+
+    async def open_tts(self, options: TtsOptions) -> TtsStream: ...

@@ -1,0 +1,212 @@
+"""The ``grpc`` target: any server of the ``voxwire.v1`` contract (docs/contract.md).
+
+One grpc.aio channel per worker carries every stream. STT: ``StreamingTranscribe`` with the
+config first, audio messages, then ``close`` and a half-close. TTS: ``StreamingSynthesize``
+with one context per turn. The stream's end reads the status, the voxwire reason from the
+``grpc-status-details-bin`` trailer (google.rpc.Status with ErrorInfo) and the stage timings
+from ``voxwire-timings-bin``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from loadtest.events import (
+    Audio,
+    ContextDone,
+    ContextFailed,
+    ContextOpened,
+    Ended,
+    Event,
+    Result,
+    Started,
+)
+from loadtest.targets.base import SttOptions, TtsOptions
+from voxwire.timings import EDGE_STAGES, STAGES, TIMINGS_TRAILER
+from voxwire.v1 import audio_pb2, errors_pb2, synthesis_pb2, synthesis_pb2_grpc, timings_pb2
+from voxwire.v1 import transcription_pb2 as stt_pb2
+from voxwire.v1 import transcription_pb2_grpc as stt_grpc
+
+_DETAILS = "grpc-status-details-bin"
+_PCM16 = audio_pb2.AUDIO_ENCODING_PCM_S16LE
+_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+
+
+def stages_from_trailers(trailers: Any) -> dict[str, int]:
+    """The ``voxwire-timings-bin`` trailer as {stage: µs} (plus first and total)."""
+    raw = dict(trailers or ()).get(TIMINGS_TRAILER)
+    if not isinstance(raw, bytes):
+        return {}
+    msg = timings_pb2.StageTimings.FromString(raw)
+    out = {name: int(getattr(msg, fld)) for name, fld in STAGES.items()}
+    # An edge in front (the gateway) adds its own stages; absent (zero) for a bare adapter.
+    out |= {name: int(getattr(msg, fld)) for name, fld in EDGE_STAGES.items() if getattr(msg, fld)}
+    if msg.HasField("first_response_us"):
+        out["first"] = msg.first_response_us
+    out["total"] = msg.total_us
+    return out
+
+
+def reason_from_trailers(trailers: Any) -> str:
+    """The ErrorInfo reason of a failed call's rich status ('' when there is none)."""
+    raw = dict(trailers or ()).get(_DETAILS)
+    if not isinstance(raw, bytes):
+        return ""
+    with contextlib.suppress(Exception):
+        for detail in status_pb2.Status.FromString(raw).details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return str(info.reason)
+    return ""
+
+
+class _Call:
+    """A bidi call's common part: safe writes, and the end as an ``Ended`` event."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    async def write(self, message: Any) -> None:
+        # Writing after the server ended the call makes grpcio replace the server's status with
+        # INTERNAL (grpc/grpc#36066), so check first; the end arrives as Ended.
+        if self.call.done():
+            return
+        with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError):
+            await self.call.write(message)
+
+    async def done_writing(self) -> None:
+        if not self.call.done():
+            with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError):
+                await self.call.done_writing()
+
+    async def read(self) -> Any | None:
+        """The next message, or None at the end of the call (failed or not)."""
+        try:
+            message = await self.call.read()
+        except grpc.aio.AioRpcError:
+            return None
+        return None if message is grpc.aio.EOF else message
+
+    async def ended(self) -> Ended:
+        code = await self.call.code()
+        trailers = await self.call.trailing_metadata()
+        at = time.monotonic()
+        reason = "" if code == grpc.StatusCode.OK else reason_from_trailers(trailers)
+        return Ended(at, code.name, reason, stages_from_trailers(trailers))
+
+    def cancel(self) -> None:
+        self.call.cancel()
+
+
+class VoxwireStt(_Call):
+    async def send_audio(self, pcm: bytes) -> None:
+        await self.write(stt_pb2.StreamingTranscribeRequest(audio=pcm))
+
+    async def finish(self) -> None:
+        await self.write(stt_pb2.StreamingTranscribeRequest(close=stt_pb2.CloseStream()))
+        await self.done_writing()
+
+    async def next_event(self) -> Event:
+        while (message := await self.read()) is not None:
+            at = time.monotonic()
+            kind = message.WhichOneof("response")
+            if kind == "result":
+                r = message.result
+                return Result(at, r.is_final, r.transcript, r.end_ms)
+            if kind == "started":
+                return Started(at)
+        return await self.ended()
+
+
+class VoxwireTts(_Call):
+    def __init__(self, call: Any, options: TtsOptions) -> None:
+        super().__init__(call)
+        fmt = audio_pb2.AudioFormat(encoding=_PCM16, sample_rate_hz=options.sample_rate_hz)
+        self._config = synthesis_pb2.SynthesisContextConfig(
+            model=options.model, voice=options.voice, output_format=fmt
+        )
+
+    async def open_context(self, context_id: str) -> None:
+        request = synthesis_pb2.StreamingSynthesizeRequest
+        await self.write(request(context_id=context_id, open=self._config))
+
+    async def append(self, context_id: str, text: str) -> None:
+        append = synthesis_pb2.AppendText(text=text)
+        await self.write(
+            synthesis_pb2.StreamingSynthesizeRequest(context_id=context_id, append=append)
+        )
+
+    async def close_context(self, context_id: str) -> None:
+        close = synthesis_pb2.CloseContext()
+        await self.write(
+            synthesis_pb2.StreamingSynthesizeRequest(context_id=context_id, close=close)
+        )
+
+    async def finish(self) -> None:
+        await self.done_writing()
+
+    async def next_event(self) -> Event:
+        while (message := await self.read()) is not None:
+            at = time.monotonic()
+            kind, cid = message.WhichOneof("response"), message.context_id
+            if kind == "audio":
+                a = message.audio
+                return Audio(at, cid, float(a.start_ms), float(a.duration_ms))
+            if kind == "opened":
+                return ContextOpened(at, cid)
+            if kind == "done":
+                return ContextDone(at, cid)
+            if kind == "cancelled":
+                return ContextFailed(at, cid, "CANCELLED")
+            if kind == "error":
+                reason = message.error.error.reason
+                name = _reason_name(reason)
+                return ContextFailed(at, cid, name)
+        return await self.ended()
+
+
+def _reason_name(value: errors_pb2.ErrorReason.ValueType) -> str:
+    name = errors_pb2.ErrorReason.Name(value) if value else "UNSPECIFIED"
+    return name.removeprefix("ERROR_REASON_")
+
+
+class VoxwireTarget:
+    name = "grpc"
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel: grpc.aio.Channel | None = None
+
+    async def start(self) -> None:
+        self._channel = grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    def _ch(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            raise RuntimeError("target not started")
+        return self._channel
+
+    async def open_stt(self, options: SttOptions) -> VoxwireStt:
+        call = stt_grpc.TranscriptionStub(self._ch()).StreamingTranscribe(
+            timeout=options.deadline_s
+        )
+        fmt = audio_pb2.AudioFormat(encoding=_PCM16, sample_rate_hz=options.rate_hz, channels=1)
+        config = stt_pb2.TranscriptionConfig(
+            model=options.model, audio_format=fmt, interim_results=options.interim_results
+        )
+        stream = VoxwireStt(call)
+        await stream.write(stt_pb2.StreamingTranscribeRequest(config=config))
+        return stream
+
+    async def open_tts(self, options: TtsOptions) -> VoxwireTts:
+        stub = synthesis_pb2_grpc.SynthesisStub(self._ch())
+        return VoxwireTts(stub.StreamingSynthesize(timeout=options.deadline_s), options)

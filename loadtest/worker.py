@@ -1,0 +1,244 @@
+"""One load-generating process: one event loop (uvloop), its share of the sessions, its own
+interval log, progress lines and summary (docs/design/loadtest.md, "Workers and merge").
+
+Worker ``index`` of ``count`` takes every count-th arrival of the shared, seeded plan (or every
+count-th slot of a fixed concurrency) and 1/count of the stream and session limits. All workers
+start at one agreed epoch, so their interval logs line up; a Kubernetes Indexed Job runs the
+same code with ``JOB_COMPLETION_INDEX`` as the index.
+
+Files in ``<out>/worker-<index>/``: ``intervals.hlog`` (tagged HDR interval histograms),
+``progress.jsonl`` (one line per interval), ``summary.json`` (counters, errors, CPU), and
+``error.txt`` if the worker failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import resource
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtest.arrivals import arrival_offsets, draw_sessions, session_draws, shard
+from loadtest.hdrlog import IntervalLogWriter
+from loadtest.pacing import sleep_until
+from loadtest.recorder import Recorder
+from loadtest.scenario import Scenario
+from loadtest.sessions import SessionContext, cancel_all, run_session
+from loadtest.speech import load_speech
+from loadtest.targets import make_target
+
+GO_FILE = "go.json"
+READY_FILE = "ready"
+_GO_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    scenario: dict[str, Any]
+    index: int
+    count: int
+    out_dir: str
+    start_epoch: float | None = None  # None: wait for <out_dir>/go.json
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        return cls(**json.loads(text))
+
+
+def worker_dir(out_dir: Path, index: int) -> Path:
+    return out_dir / f"worker-{index:03d}"
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _wait_go(path: Path) -> float:
+    deadline = time.monotonic() + _GO_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            text = await asyncio.to_thread(path.read_text)
+            return float(json.loads(text)["start_epoch"])
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"no {path} within {_GO_TIMEOUT_S:g} s")
+
+
+class _Output:
+    """The worker's files; everything is formatted on the loop and written off it."""
+
+    def __init__(self, folder: Path, start_epoch: float, spec: WorkerSpec) -> None:
+        self.folder = folder
+        self.log = IntervalLogWriter(
+            start_epoch, f"voxwire loadtest worker {spec.index} of {spec.count}"
+        )
+        self.progress: list[str] = []
+
+    async def flush(self) -> None:
+        text = self.log.take()
+        lines, self.progress = "".join(self.progress), []
+        await asyncio.to_thread(_append, self.folder / "intervals.hlog", text)
+        await asyncio.to_thread(_append, self.folder / "progress.jsonl", lines)
+
+
+def _append(path: Path, text: str) -> None:
+    with path.open("a") as out:
+        out.write(text)
+
+
+async def _ticker(ctx: SessionContext, out: _Output, epoch: float, t0: float, every: float):
+    """Each interval: flush histograms, write a progress line."""
+    tick = 1
+    last_cpu, last_wall = _cpu_s(), time.monotonic()
+    while True:
+        await sleep_until(t0 + tick * every)
+        _tick(ctx, out, epoch, tick, every, last_cpu, last_wall)
+        last_cpu, last_wall = _cpu_s(), time.monotonic()
+        await out.flush()
+        tick += 1
+
+
+def _tick(
+    ctx: SessionContext,
+    out: _Output,
+    epoch: float,
+    tick: int,
+    every: float,
+    last_cpu: float,
+    last_wall: float,
+) -> None:
+    rec = ctx.recorder
+    start, end = epoch + (tick - 1) * every, epoch + tick * every
+    lag_p99 = rec.interval_percentile_ms("generator.lag", 99) or 0.0  # before the flush
+    cpu = (_cpu_s() - last_cpu) / max(1e-6, time.monotonic() - last_wall)
+    rec.flush_interval(out.log, start, end)
+    line = {
+        "t": round(end - epoch, 3),
+        "active": ctx.active,
+        "cpu": round(cpu, 3),
+        "lag_p99_ms": round(lag_p99, 3),
+        **rec.counters,
+    }
+    out.progress.append(json.dumps(line) + "\n")
+
+
+async def _open_loop(ctx: SessionContext, spec: WorkerSpec, t0: float) -> set[asyncio.Task[None]]:
+    s = ctx.scenario
+    offsets = arrival_offsets(s.arrivals, s.limits.duration_s, s.limits.seed)
+    draws = draw_sessions(s, len(offsets))
+    mine = shard(offsets, spec.index, spec.count)[: math.ceil(s.limits.max_sessions / spec.count)]
+    max_active = math.ceil(s.limits.max_streams / spec.count)
+    tasks: set[asyncio.Task[None]] = set()
+    for i, offset in mine:
+        due = t0 + offset
+        await sleep_until(due)
+        if ctx.active >= max_active:
+            # Refused, not queued: a queue here would hide the load the scenario asked for.
+            ctx.recorder.count("sessions.refused")
+            ctx.recorder.error("REFUSED", "MAX_STREAMS")
+            continue
+        task = asyncio.create_task(run_session(ctx, draws[i], due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    return tasks
+
+
+async def _slot(ctx: SessionContext, slot: int, t0: float, budget: list[int]) -> None:
+    s = ctx.scenario
+    rng = np.random.default_rng([s.limits.seed, slot, 1])
+    due = t0 + float(rng.uniform(0.0, s.arrivals.stagger_s))
+    for draw in session_draws(s, slot):
+        if due >= t0 + s.limits.duration_s or budget[0] <= 0:
+            return
+        budget[0] -= 1
+        await sleep_until(due)
+        await run_session(ctx, draw, due)
+        # Closed loop at the session level: the slot's next session starts when this one ends.
+        due = time.monotonic()
+
+
+async def _closed_loop(ctx: SessionContext, spec: WorkerSpec, t0: float) -> None:
+    s = ctx.scenario
+    slots = [i for i in range(s.arrivals.sessions) if i % spec.count == spec.index]
+    slots = slots[: math.ceil(s.limits.max_streams / spec.count)]
+    budget = [math.ceil(s.limits.max_sessions / spec.count)]
+    await asyncio.gather(*(_slot(ctx, i, t0, budget) for i in slots))
+
+
+async def run_worker(spec: WorkerSpec) -> None:
+    """Run one worker to its end; raises on set-up failures (the caller writes error.txt)."""
+    s = Scenario.from_dict(spec.scenario)
+    folder = worker_dir(Path(spec.out_dir), spec.index)
+    folder.mkdir(parents=True, exist_ok=True)
+    speech = await asyncio.to_thread(load_speech, s.stt.speech) if s.kind != "tts" else []
+    target = make_target(s.target, stt_model=s.stt.model, tts_model=s.tts.model)
+    await target.start()
+    try:
+        (folder / READY_FILE).touch()
+        epoch = spec.start_epoch or await _wait_go(Path(spec.out_dir) / GO_FILE)
+        t0 = time.monotonic() + (epoch - time.time())
+        ctx = SessionContext(
+            s, target, Recorder(), speech, t0 + s.limits.warmup_s, t0 + s.limits.max_duration_s
+        )
+        out = _Output(folder, epoch, spec)
+        cpu0 = _cpu_s()
+        ticker = asyncio.create_task(_ticker(ctx, out, epoch, t0, s.limits.interval_s))
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            await sleep_until(t0)
+            async with asyncio.timeout(max(0.0, ctx.hard_stop - time.monotonic()) + 5.0):
+                if s.arrivals.process == "concurrency":
+                    await _closed_loop(ctx, spec, t0)
+                else:
+                    tasks = await _open_loop(ctx, spec, t0)
+                    if tasks:
+                        await asyncio.wait(tasks)
+        finally:
+            await cancel_all(tasks)
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            elapsed = time.monotonic() - t0
+            tick = max(1, math.ceil(elapsed / s.limits.interval_s))
+            _tick(ctx, out, epoch, tick, s.limits.interval_s, cpu0, t0)
+            await out.flush()
+            summary = {
+                "worker": spec.index,
+                "count": spec.count,
+                "start_epoch": epoch,
+                "interval_s": s.limits.interval_s,
+                "elapsed_s": elapsed,
+                "cpu_s": _cpu_s() - cpu0,
+                "counters": dict(ctx.recorder.counters),
+                "errors": dict(ctx.recorder.errors),
+                "scenario": s.name,
+                "target": s.target.kind,
+            }
+            await asyncio.to_thread((folder / "summary.json").write_text, json.dumps(summary))
+    finally:
+        await target.close()
+
+
+def worker_entry(spec_json: str) -> None:
+    """A worker process's main: uvloop, run, and on failure leave the traceback in error.txt."""
+    import uvloop
+
+    spec = WorkerSpec.from_json(spec_json)
+    try:
+        uvloop.run(run_worker(spec))
+    except BaseException:
+        folder = worker_dir(Path(spec.out_dir), spec.index)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "error.txt").write_text(traceback.format_exc())
+        raise SystemExit(1) from None

@@ -1,0 +1,149 @@
+"""The ``voxwire`` console script's transcribe, speak and gateway commands, each run as a
+subprocess against the session's real gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from inference_adapter.server import AdapterServer
+from tests.client.helpers import assert_heard
+from tests.helpers.edge import Edge
+from tests.helpers.gateway_process import start_gateway, write_config
+from tests.helpers.speech_fixtures import SPEECH_DIR
+from tests.helpers.wavio import read_wav
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+VOXWIRE = str(Path(sys.executable).with_name("voxwire"))
+
+
+async def voxwire(
+    *args: str, key: str | None, stdin: bytes | None = None, timeout_s: float = 60.0
+) -> tuple[int, str, str]:
+    """Run the console script; (status, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if k != "VOXWIRE_API_KEY"}
+    if key is not None:
+        env["VOXWIRE_API_KEY"] = key
+    process = await asyncio.create_subprocess_exec(
+        VOXWIRE,
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await process.communicate(stdin)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_transcribe_prints_one_line_per_final_result(edge: Edge):
+    status, out, err = await voxwire(
+        "transcribe", str(SPEECH_DIR / "call_me_back.wav"), "--url", edge.ws, key=edge.key
+    )
+    assert status == 0, err
+    (line,) = out.splitlines()
+    assert_heard(line, "call_me_back.wav")
+
+
+async def test_transcribe_json_prints_every_event_in_the_wire_schema(edge: Edge):
+    status, out, err = await voxwire(
+        "transcribe", str(SPEECH_DIR / "pay_bill.wav"), "--json", "--url", edge.ws, key=edge.key
+    )
+    assert status == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert list(events[0]) == ["started"] and list(events[-1]) == ["summary"]
+    finals = [e["result"] for e in events if e.get("result", {}).get("isFinal")]
+    assert_heard(" ".join(f["transcript"] for f in finals), "pay_bill.wav")
+    assert finals[0]["words"]  # --json asks for word timings
+    assert any("result" in e and not e["result"].get("isFinal") for e in events)  # interims
+
+
+async def test_transcribe_reads_flac_and_raw_stdin(edge: Edge, tmp_path: Path):
+    pcm, rate = read_wav(SPEECH_DIR / "kitchen_lights.wav")
+    flac = tmp_path / "kitchen.flac"
+    soundfile.write(flac, pcm, rate)
+    status, out, err = await voxwire("transcribe", str(flac), "--url", edge.ws, key=edge.key)
+    assert status == 0, err
+    assert_heard(out.strip(), "kitchen_lights.wav")
+    status, out, err = await voxwire(
+        "transcribe", "-", "--rate", str(rate), "--url", edge.ws, key=edge.key, stdin=pcm.tobytes()
+    )
+    assert status == 0, err
+    assert_heard(out.strip(), "kitchen_lights.wav")
+
+
+async def test_transcribe_realtime_takes_the_audio_duration(edge: Edge):
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    status, out, err = await voxwire(
+        "transcribe", str(SPEECH_DIR / "pay_bill.wav"), "--realtime", "--url", edge.ws, key=edge.key
+    )
+    assert status == 0, err
+    assert loop.time() - began >= 2.0  # the file is 2.01 s long, sent at real time
+    assert_heard(out.strip(), "pay_bill.wav")
+
+
+async def test_errors_are_one_line_with_the_reason_and_status_1(edge: Edge):
+    status, out, err = await voxwire(
+        "transcribe", str(SPEECH_DIR / "pay_bill.wav"), "--url", edge.ws, key="vx_bad_" + "x" * 43
+    )
+    assert status == 1 and "UNAUTHENTICATED" in err and not out
+    status, _, err = await voxwire("transcribe", "x.wav", "--url", edge.ws, key=None)
+    assert status == 2 and "VOXWIRE_API_KEY" in err
+
+
+async def test_speak_writes_a_wav_of_the_spoken_text(edge: Edge, tmp_path: Path):
+    out_path = tmp_path / "hello.wav"
+    status, _, err = await voxwire(
+        "speak",
+        "Hello from the voxwire command line.",
+        "-o",
+        str(out_path),
+        "--rate",
+        "16000",
+        "--words",
+        "--url",
+        edge.ws,
+        key=edge.key,
+    )
+    assert status == 0, err
+    with wave.open(str(out_path)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    assert len(samples) > 16000  # over a second of speech
+    assert np.abs(samples).max() > 1000  # not silence
+    assert "voxwire" in err.lower()  # the word timings
+
+
+async def test_voxwire_gateway_runs_the_gateway_and_drains_on_sigterm(
+    edge: Edge, edge_adapter: AdapterServer, tmp_path: Path
+):
+    config = write_config(tmp_path / "gw.toml", edge, edge_adapter.address, drain_grace_s=1.0)
+    process = await start_gateway(config, tmp_path / "gw.log", command=(VOXWIRE, "gateway"))
+    try:
+        status, out, err = await voxwire(
+            "transcribe", str(SPEECH_DIR / "pay_bill.wav"), "--url", process.ws, key=edge.key
+        )
+        assert status == 0, err
+        assert_heard(out.strip(), "pay_bill.wav")
+        process.signal(signal.SIGTERM)
+        assert await process.wait(10.0) == 0
+    finally:
+        await process.stop()

@@ -1,0 +1,139 @@
+"""voxwire.client.TranscriptionSession against the real gateway, adapter and Triton."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.client.helpers import (
+    ORIGIN,
+    Run,
+    assert_heard,
+    collect,
+    fixture_pcm,
+    key_with_origin,
+    stream,
+    stt_config,
+)
+from tests.helpers.edge import Edge
+from voxwire import errors
+from voxwire.client import SessionOptions, TranscriptionSession, token_fetcher
+from voxwire.client.connection import Credentials
+from voxwire.v1 import transcription_pb2
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_a_file_is_transcribed_through_the_sdk(edge: Edge):
+    audio, rate = fixture_pcm("call_me_back.wav")
+    run = Run()
+    async with asyncio.timeout(30):
+        session = await TranscriptionSession.connect(edge.ws, stt_config(rate), api_key=edge.key)
+        reader = asyncio.create_task(collect(session, run))
+        await stream(session, audio, rate, realtime=False)
+        summary = await session.close()
+        await reader
+    assert_heard(run.words, "call_me_back.wav")
+    assert run.events[0].__class__ is transcription_pb2.TranscriptionStarted
+    assert run.events[-1] == summary
+    assert summary.audio_ms == len(audio) * 1000 // (rate * 2)
+    assert session.ack.finalized_through_ms > 0
+    assert session.state.window.held_bytes <= len(audio)
+
+
+async def test_finalize_and_update_config_are_answered_with_typed_acks(edge: Edge):
+    audio, rate = fixture_pcm("call_me_back.wav")
+    run = Run()
+    async with asyncio.timeout(30):
+        session = await TranscriptionSession.connect(edge.ws, stt_config(rate), api_key=edge.key)
+        reader = asyncio.create_task(collect(session, run))
+        await session.send(audio[: rate * 2])  # 1 s
+        finalize_id = await session.finalize()
+        update = transcription_pb2.UpdateTranscriptionConfig()
+        update.endpointing.silence_ms = 400
+        update_id = await session.update_config(update)
+        await session.send(audio[rate * 2 :])
+        await session.close()
+        await reader
+    acks = [e for e in run.events if isinstance(e, transcription_pb2.FinalizeAck)]
+    assert [a.finalize_id for a in acks] == [finalize_id] and acks[0].audio_ms == 1000
+    updates = [e for e in run.events if isinstance(e, transcription_pb2.UpdateConfigAck)]
+    assert [(u.update_id, u.accepted) for u in updates] == [(update_id, True)]
+    # The finalize cut the first second into its own final, acknowledged at 1000 ms.
+    assert run.finals[0].from_finalize and run.finals[0].end_ms <= 1000
+
+
+async def test_send_waits_when_the_replay_window_is_full_and_goes_on_after_an_ack(edge: Edge):
+    """With utterance ends off, nothing is acknowledged until a finalize: a 500 ms window
+    takes 500 ms of audio, then ``send`` waits (here: times out) instead of buffering."""
+    audio, rate = fixture_pcm("call_me_back.wav")
+    config = stt_config(rate)
+    config.endpointing.enabled = False
+    options = SessionOptions(max_replay_ms=500, send_timeout_s=1.0)
+    async with asyncio.timeout(30):
+        session = await TranscriptionSession.connect(
+            edge.ws, config, api_key=edge.key, options=options
+        )
+        run = Run()
+        acked = asyncio.Event()
+
+        async def watch() -> None:
+            async for event in session.events():
+                run.events.append(event)
+                if isinstance(event, transcription_pb2.FinalizeAck):
+                    acked.set()
+
+        reader = asyncio.create_task(watch())
+        await session.send(audio[:rate])  # 500 ms: fills the window
+        with pytest.raises(TimeoutError):
+            await session.send(audio[rate : rate * 2])
+        assert session.state.window.held_bytes == rate  # nothing beyond the window
+        await session.finalize()
+        await acked.wait()
+        assert session.state.room() == rate  # the ack emptied the window
+        await session.send(audio[rate : rate * 2])
+        summary = await session.close()
+        await reader
+    assert summary.audio_ms == 1000
+
+
+async def test_a_browser_token_from_the_token_endpoint_opens_a_session(edge: Edge):
+    key = await key_with_origin(edge, ORIGIN)
+    calls = 0
+    fetch = token_fetcher(edge.ws, key, origin=ORIGIN)
+
+    async def provider() -> str:
+        nonlocal calls
+        calls += 1
+        return await fetch()
+
+    audio, rate = fixture_pcm("pay_bill.wav")
+    run = Run()
+    async with asyncio.timeout(30):
+        session = await TranscriptionSession.connect(
+            edge.ws, stt_config(rate), token_provider=provider, origin=ORIGIN
+        )
+        reader = asyncio.create_task(collect(session, run))
+        await stream(session, audio, rate, realtime=False)
+        await session.close()
+        await reader
+    assert calls == 1
+    assert_heard(run.words, "pay_bill.wav")
+
+
+async def test_a_bad_key_raises_unauthenticated(edge: Edge):
+    with pytest.raises(errors.Unauthenticated):
+        async with asyncio.timeout(10):
+            await TranscriptionSession.connect(
+                edge.ws, stt_config(), api_key="vx_nosuchkey_" + "A" * 43
+            )
+
+
+async def test_a_forged_resume_token_raises_resume_rejected_and_starts_nothing(edge: Edge):
+    session = TranscriptionSession(edge.ws, stt_config(), Credentials(api_key=edge.key))
+    session.state.token = "forged.token"
+    with pytest.raises(errors.ResumeRejected):
+        async with asyncio.timeout(10):
+            await session._start()
+    assert session.state.session_id == ""  # no fresh session was opened behind our back

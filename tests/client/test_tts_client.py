@@ -1,0 +1,103 @@
+"""voxwire.client.SynthesisSession against the real gateway, adapter and eSpeak NG."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.helpers.edge import Edge
+from voxwire import errors
+from voxwire.client import ContextEvent, SynthesisSession, SynthesizedAudio
+from voxwire.edge.v1 import tts_pb2
+from voxwire.v1 import audio_pb2, synthesis_pb2
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+RATE = 22050
+TEXT = "Hello from the voxwire gateway. This is a second sentence to speak."
+
+
+def tts_config(model: str = "tts_espeak") -> synthesis_pb2.SynthesisContextConfig:
+    return synthesis_pb2.SynthesisContextConfig(
+        model=model,
+        word_timestamps=True,
+        output_format=audio_pb2.AudioFormat(
+            encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=RATE
+        ),
+    )
+
+
+async def speak(edge: Edge, text: str, **connect: object) -> list[ContextEvent]:
+    async with asyncio.timeout(30):
+        tts = await SynthesisSession.connect(edge.ws, api_key=edge.key, lead_ms=0, **connect)  # type: ignore[arg-type]
+        ctx = await tts.open("c1", tts_config())
+        await ctx.append(text)
+        flush_id = await ctx.flush()
+        await ctx.close()
+        events = [e async for e in ctx]
+        summary = await tts.close()
+    assert summary.contexts == 1
+    acks = [e for e in events if isinstance(e, synthesis_pb2.FlushAck)]
+    assert [a.flush_id for a in acks] == [flush_id]
+    return events
+
+
+def assert_tiles(chunks: list[SynthesizedAudio]) -> None:
+    assert [c.sequence_number for c in chunks] == list(range(1, len(chunks) + 1))
+    position = 0
+    for chunk in chunks:
+        assert abs(chunk.start_ms - position) <= 1, (chunk.start_ms, position)
+        assert abs(chunk.duration_ms - len(chunk.audio) * 1000 / (RATE * 2)) <= 1
+        position = chunk.start_ms + chunk.duration_ms
+
+
+@pytest.mark.parametrize("delivery", ["binary", "json"])
+async def test_a_context_speaks_in_tiling_chunks_then_done(edge: Edge, delivery: str):
+    events = await speak(edge, TEXT, audio_delivery=delivery)
+    assert isinstance(events[0], tts_pb2.ContextOpened)
+    assert isinstance(events[-1], synthesis_pb2.ContextDone)
+    chunks = [e for e in events if isinstance(e, SynthesizedAudio)]
+    assert_tiles(chunks)
+    done = events[-1]
+    assert done.last_sequence_number == len(chunks)
+    assert abs(done.audio_ms - sum(c.duration_ms for c in chunks)) <= len(chunks)
+    words = [
+        w.word.lower()
+        for e in events
+        if isinstance(e, synthesis_pb2.WordTimestamps)
+        for w in e.words
+    ]
+    assert "voxwire" in words and words[0] == "hello"
+
+
+async def test_cancel_ends_the_context_with_cancelled(edge: Edge):
+    async with asyncio.timeout(30):
+        tts = await SynthesisSession.connect(edge.ws, api_key=edge.key, lead_ms=200)
+        ctx = await tts.open("c1", tts_config())
+        await ctx.append(TEXT * 3)
+        await ctx.close()
+        events: list[ContextEvent] = []
+        async for event in ctx:
+            events.append(event)
+            if isinstance(event, SynthesizedAudio) and event.sequence_number == 3:
+                await ctx.cancel()
+        await tts.close()
+    cancelled = events[-1]
+    assert isinstance(cancelled, synthesis_pb2.ContextCancelled)
+    chunks = [e for e in events if isinstance(e, SynthesizedAudio)]
+    assert cancelled.last_sequence_number == chunks[-1].sequence_number
+
+
+async def test_a_context_error_raises_its_typed_error_and_the_session_goes_on(edge: Edge):
+    async with asyncio.timeout(30):
+        tts = await SynthesisSession.connect(edge.ws, api_key=edge.key, lead_ms=0)
+        bad = await tts.open("bad", tts_config(model="no_such_model"))
+        with pytest.raises(errors.UnknownModel):
+            async for _ in bad:
+                pass
+        good = await tts.open("good", tts_config())
+        await good.append("Still here.")
+        await good.close()
+        assert await good.audio()
+        await tts.close()

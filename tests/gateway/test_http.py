@@ -1,0 +1,135 @@
+"""The HTTP endpoints through real aiohttp connections into the real adapter and Triton."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import wave
+
+import aiohttp
+import pytest
+
+from gateway.auth.keys import create_key
+from tests.gateway.conftest import Edge
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+TEXT = "Hello from voxwire. This is a test of the speech endpoint."
+
+
+async def test_tts_wav_streams_a_playable_file_with_server_timing(edge: Edge):
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.server.url}/v1/tts?model=tts_espeak&sample_rate=16000"
+        async with http.post(url, data=TEXT, headers=edge.headers) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"] == "audio/wav"
+            assert resp.headers.get("Transfer-Encoding") == "chunked"
+            assert "first;dur=" in resp.headers["Server-Timing"]
+            body = await resp.read()
+    # Python's wave reads the streaming header (sizes 0xFFFFFFFF) by reading to the end.
+    pcm = body[44:]
+    assert body[:4] == b"RIFF" and body[8:12] == b"WAVE" and len(pcm) > 16000 * 2
+    with wave.open(io.BytesIO(body[:40] + len(pcm).to_bytes(4, "little") + pcm)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+
+
+async def test_tts_raw_mulaw_is_audio_basic(edge: Edge):
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.server.url}/v1/tts?encoding=mulaw&container=raw"
+        async with http.post(url, data="Call me back.", headers=edge.headers) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"] == "audio/basic"
+            body = await resp.read()
+    assert len(body) > 4000  # 8000 one-byte samples per second
+
+
+async def test_tts_sse_interleaves_audio_and_words_and_ends_with_done(edge: Edge):
+    request = {
+        "text": TEXT,
+        "config": {"model": "tts_espeak", "wordTimestamps": True},
+    }
+    headers = {**edge.headers, "Accept": "text/event-stream"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{edge.server.url}/v1/tts", json=request, headers=headers) as resp:
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            text = await resp.text()
+    events = [
+        (block.split("\n")[0].removeprefix("event: "), json.loads(block.split("\n")[1][6:]))
+        for block in text.strip().split("\n\n")
+    ]
+    names = [name for name, _ in events]
+    assert names[-1] == "done" and "audio" in names and "words" in names
+    done = events[-1][1]
+    assert int(done["timings"]["computeUs"]) > 0 and "edgeConnectUs" in done["timings"]
+    seqs = [body["sequenceNumber"] for name, body in events if name == "audio"]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "reason"),
+    [
+        ({"data": TEXT, "headers": {}}, 401, "UNAUTHENTICATED"),
+        ({"data": b"\x00" * 10, "content_type": "audio/wav"}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        ({"data": "x" * 70_000}, 413, "BODY_TOO_LARGE"),
+        ({"data": ""}, 400, "INVALID_CONFIG"),
+        ({"data": TEXT, "query": "?voice=nobody"}, 400, "INVALID_CONFIG"),
+        ({"data": TEXT, "query": "?volume=11"}, 400, "INVALID_CONFIG"),
+        ({"json": {"text": TEXT, "bogus": 1}}, 400, "INVALID_MESSAGE"),
+    ],
+)
+async def test_tts_bad_requests_get_their_status_and_reason(edge: Edge, kwargs, status, reason):
+    kwargs = dict(kwargs)
+    headers = kwargs.pop("headers", edge.headers)
+    query = kwargs.pop("query", "")
+    content_type = kwargs.pop("content_type", None)
+    if content_type:
+        headers = {**headers, "Content-Type": content_type}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{edge.server.url}/v1/tts{query}", headers=headers, **kwargs) as resp:
+            body = await resp.json()
+            assert (resp.status, body["error"]["reason"]) == (status, reason), body
+
+
+async def test_a_browser_token_opens_one_websocket_session_from_an_allowed_origin(edge: Edge):
+    origin = "https://app.example"
+    key, _ = create_key(
+        edge.keys_file,
+        name="browser",
+        now=datetime.datetime.now(datetime.UTC),
+        allowed_origins=[origin],
+    )
+    edge.server.auth.keys.reload_if_changed()
+    bearer = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{edge.server.url}/v1/auth/token", headers=bearer) as resp:
+            token = (await resp.json())["token"]
+        protocols = ("voxwire.v1", f"voxwire.token.{token}")
+        url = f"{edge.ws}/v1/tts/stream"
+        wrong = {"Origin": "https://evil.example"}
+        async with http.ws_connect(url, protocols=protocols, headers=wrong) as ws:
+            assert json.loads((await ws.receive()).data)["error"]["reason"] == "PERMISSION_DENIED"
+        async with http.post(f"{edge.server.url}/v1/auth/token", headers=bearer) as resp:
+            token = (await resp.json())["token"]
+        protocols = ("voxwire.v1", f"voxwire.token.{token}")
+        async with http.ws_connect(url, protocols=protocols, headers={"Origin": origin}) as ws:
+            assert ws.protocol == "voxwire.v1"  # the token is never echoed
+            await ws.send_str(json.dumps({"keepAlive": {}}))
+            assert "session" in json.loads((await ws.receive()).data)
+        # Single use: the same token again is refused.
+        async with http.ws_connect(url, protocols=protocols, headers={"Origin": origin}) as ws:
+            assert json.loads((await ws.receive()).data)["error"]["reason"] == "UNAUTHENTICATED"
+
+
+async def test_capabilities_openapi_and_metrics(edge: Edge):
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{edge.server.url}/v1/capabilities", headers=edge.headers) as resp:
+            models = {m["name"] for m in (await resp.json())["models"]}
+        assert {"stt_pocketsphinx", "tts_espeak"} <= models
+        async with http.get(f"{edge.server.url}/v1/openapi.json") as resp:
+            doc = await resp.json()
+        assert doc["openapi"].startswith("3.")
+        schema = doc["components"]["schemas"]["voxwire.edge.v1.TranscribeFileResponse"]
+        assert "results" in schema["properties"]
+        async with http.get(f"{edge.server.url}/metrics") as resp:
+            assert "voxwire_gateway_sessions_active" in await resp.text()
+        async with http.get(f"{edge.server.url}/readyz") as resp:
+            assert resp.status == 200

@@ -1,0 +1,279 @@
+"""SttEdgeSession without any network: feed events, check what it decides."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.stt.session import State, SttEdgeSession, SttLimits
+from voxwire import errors
+from voxwire.edge.v1 import stt_pb2
+from voxwire.v1 import audio_pb2, transcription_pb2
+
+Response = transcription_pb2.StreamingTranscribeResponse
+FRAME_MS = 100
+CHUNK = bytes(3200)  # 100 ms of 16 kHz PCM16
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def config() -> transcription_pb2.TranscriptionConfig:
+    return transcription_pb2.TranscriptionConfig(
+        model="m",
+        audio_format=audio_pb2.AudioFormat(
+            encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000
+        ),
+    )
+
+
+def new_session(clock: Clock | None = None, **limits: float) -> SttEdgeSession:
+    return SttEdgeSession(
+        SttLimits(**limits),  # type: ignore[arg-type]
+        session_id="s1",
+        issue_token=lambda cfg: (f"token-{cfg.model}", 2e9),
+        clock=clock or Clock(),
+    )
+
+
+def started() -> Response:
+    return Response(started=transcription_pb2.TranscriptionStarted(session_id="up", model="m"))
+
+
+def final(utterance: int, start: int, end: int, text: str = "hello") -> Response:
+    return Response(
+        result=transcription_pb2.TranscriptResult(
+            utterance_id=f"u{utterance}", is_final=True, transcript=text, start_ms=start, end_ms=end
+        )
+    )
+
+
+def audio_bytes(requests: list[transcription_pb2.StreamingTranscribeRequest]) -> bytes:
+    return b"".join(r.audio for r in requests if r.WhichOneof("request") == "audio")
+
+
+def test_audio_before_the_config_is_config_required():
+    session = new_session()
+    with pytest.raises(errors.ConfigRequired):
+        session.client_audio(CHUNK)
+    with pytest.raises(errors.ConfigRequired):
+        session.client_message(stt_pb2.SttClientMessage(finalize=transcription_pb2.Finalize()))
+
+
+def test_audio_sent_while_the_upstream_opens_is_written_once_it_starts():
+    session = new_session()
+    actions = session.start(config())
+    assert actions.to_client[0].session.resume_token == "token-m"
+    assert actions.open_upstream is not None and not actions.open_upstream.failover
+    assert actions.open_upstream.config.stream_offset_ms == 0
+    first = [bytes([i]) * 3200 for i in range(3)]
+    for chunk in first:
+        assert session.client_audio(chunk).to_upstream == []  # waits in the window
+    finalize = stt_pb2.SttClientMessage(finalize=transcription_pb2.Finalize(finalize_id="f1"))
+    session.client_message(finalize)
+    session.client_audio(b"\x09" * 3200)
+    actions = session.upstream_response(started())
+    assert actions.to_client[0].WhichOneof("message") == "started"
+    kinds = [r.WhichOneof("request") for r in actions.to_upstream]
+    # The finalize stays behind the three chunks it followed and before the fourth.
+    assert audio_bytes(actions.to_upstream[: kinds.index("finalize")]) == b"".join(first)
+    assert actions.to_upstream[-1].audio == b"\x09" * 3200
+    assert session.state is State.STREAMING
+    assert session.client_audio(CHUNK).to_upstream[0].audio == CHUNK
+
+
+def test_finals_and_finalize_acks_carry_the_ack():
+    session = new_session()
+    session.start(config())
+    session.upstream_response(started())
+    for _ in range(20):
+        session.client_audio(CHUNK)
+    msg = session.upstream_response(final(0, 200, 1300)).to_client[0]
+    assert (msg.ack.finalized_through_ms, msg.ack.next_utterance_index) == (1300, 1)
+    ack = Response(finalize_ack=transcription_pb2.FinalizeAck(finalize_id="f", audio_ms=2000))
+    msg = session.upstream_response(ack).to_client[0]
+    assert msg.WhichOneof("message") == "finalize_ack"
+    assert msg.ack.finalized_through_ms == 2000 and msg.ack.next_utterance_index == 1
+    assert session.window is not None and session.window.unacked_ms == 0
+
+
+def test_unacknowledged_audio_near_the_window_forces_a_final_the_client_never_sees():
+    session = new_session(replay_window_ms=3000, force_final_margin_ms=1000)
+    session.start(config())
+    session.upstream_response(started())
+    forced = []
+    for _ in range(25):
+        forced += [
+            r
+            for r in session.client_audio(CHUNK).to_upstream
+            if r.WhichOneof("request") == "finalize"
+        ]
+    assert len(forced) == 1  # one at 2 s, none again while it is pending
+    fid = forced[0].finalize.finalize_id
+    ack = Response(finalize_ack=transcription_pb2.FinalizeAck(finalize_id=fid, audio_ms=2000))
+    out = session.upstream_response(ack).to_client
+    assert len(out) == 1 and out[0].WhichOneof("message") is None
+    assert out[0].ack.finalized_through_ms == 2000
+
+
+def test_failover_replays_from_the_ack_with_offsets_and_says_so():
+    session = new_session()
+    session.start(config())
+    session.upstream_response(started())
+    sent = [bytes([i]) * 3200 for i in range(30)]
+    for chunk in sent:
+        session.client_audio(chunk)
+    session.upstream_response(final(0, 100, 1500))  # 1.5 s acknowledged, 2 utterances? no: 1
+    actions = session.upstream_failed(errors.BackendUnavailable("adapter died"))
+    assert actions.cancel_upstream and actions.open_upstream is not None
+    assert actions.open_upstream.failover
+    cfg = actions.open_upstream.config
+    assert (cfg.stream_offset_ms, cfg.first_utterance_index) == (1500, 1)
+    session.client_audio(b"\xff" * 3200)  # arrives during recovery
+    actions = session.upstream_response(started())
+    assert actions.to_client[0].notice.kind == actions.to_client[0].notice.KIND_FAILOVER
+    assert audio_bytes(actions.to_upstream) == b"".join(sent)[1500 * 32 :] + b"\xff" * 3200
+
+
+def test_a_repeated_speech_started_after_failover_is_said_once():
+    session = new_session()
+    session.start(config())
+    session.upstream_response(started())
+    speech = Response(speech_started=transcription_pb2.SpeechStarted(utterance_id="u0"))
+    assert session.upstream_response(speech).to_client
+    session.upstream_failed(errors.BackendUnavailable("x"))
+    session.upstream_response(started())
+    assert session.upstream_response(speech).to_client == []
+
+
+def test_non_retryable_upstream_error_ends_the_session_with_its_event_and_code():
+    session = new_session()
+    session.start(config())
+    actions = session.upstream_failed(errors.InvalidConfig("bad vocabulary"))
+    assert actions.to_client[0].error.reason == "INVALID_CONFIG"
+    assert actions.close is not None and actions.close.code == 1008
+
+
+def test_failovers_without_progress_are_bounded():
+    session = new_session(max_failovers=2)
+    session.start(config())
+    for _ in range(2):
+        assert session.upstream_failed(errors.BackendUnavailable("x")).open_upstream
+    actions = session.upstream_failed(errors.BackendUnavailable("x"))
+    assert actions.close is not None and actions.close.code == 1013
+
+
+def test_close_then_summary_ends_normally_and_merges_timings():
+    clock = Clock()
+    session = new_session(clock)
+    session.start(config())
+    clock.now += 0.25
+    session.upstream_response(started())
+    session.client_audio(CHUNK)
+    actions = session.client_message(
+        stt_pb2.SttClientMessage(close=transcription_pb2.CloseStream())
+    )
+    assert actions.to_upstream[-1].WhichOneof("request") == "close"
+    with pytest.raises(errors.InvalidMessage):
+        session.client_audio(CHUNK)
+    summary = Response(summary=transcription_pb2.TranscriptionSummary(audio_ms=100))
+    summary.summary.timings.compute_us = 1234
+    actions = session.upstream_response(summary)
+    assert actions.close is not None and actions.close.code == 1000
+    timings = actions.to_client[-1].summary.timings
+    assert timings.compute_us == 1234 and timings.edge_connect_us == 250_000
+
+
+def test_idle_warning_then_timeout():
+    clock = Clock()
+    session = new_session(clock, idle_timeout_s=10, idle_warning_s=3)
+    session.start(config())
+    session.upstream_response(started())
+    assert session.next_deadline() == pytest.approx(clock.now + 7)
+    clock.now += 7
+    notice = session.on_time().to_client[0].notice
+    assert notice.kind == notice.KIND_IDLE_WARNING and notice.remaining.seconds == 3
+    clock.now += 3
+    actions = session.on_time()
+    assert actions.to_client[0].error.reason == "IDLE_TIMEOUT"
+    assert actions.close is not None and actions.close.code == 4008
+
+
+def test_drain_sends_going_away_with_a_token_and_closes_1012_at_the_end_of_grace():
+    clock = Clock()
+    session = new_session(clock, drain_grace_s=5)
+    session.start(config())
+    session.upstream_response(started())
+    away = session.drain().to_client[0].going_away
+    assert away.reason == "DRAINING" and away.resume_token and away.grace.seconds == 5
+    clock.now += 5
+    actions = session.on_time()
+    assert actions.close is not None and actions.close.code == 1012
+
+
+def test_maximum_duration_hands_over_after_finalizing():
+    clock = Clock()
+    session = new_session(clock, max_session_s=60, duration_warning_s=10)
+    session.start(config())
+    session.upstream_response(started())
+    clock.now += 50
+    session.client_audio(CHUNK)
+    assert session.on_time().to_client[0].notice.kind == 3  # KIND_DURATION_WARNING
+    clock.now += 10
+    session.client_audio(CHUNK)
+    actions = session.on_time()
+    assert actions.to_client[0].going_away.reason == "STREAM_TOO_LONG"
+    assert actions.to_upstream[-1].WhichOneof("request") == "close"
+    # Audio after the handover began is not forwarded (the client replays it after resuming).
+    assert session.client_audio(CHUNK).to_upstream == []
+    end = session.upstream_response(
+        Response(summary=transcription_pb2.TranscriptionSummary(audio_ms=100))
+    )
+    assert end.close is not None and end.close.code == 4009
+
+
+def test_a_resumed_session_starts_at_the_ack():
+    session = new_session()
+    ack = stt_pb2.Ack(finalized_through_ms=4200, next_utterance_index=3)
+    actions = session.start(config(), ack)
+    assert actions.to_client[0].session.resumed
+    assert actions.open_upstream is not None
+    cfg = actions.open_upstream.config
+    assert (cfg.stream_offset_ms, cfg.first_utterance_index) == (4200, 3)
+    session.client_audio(CHUNK)
+    assert session.window is not None and session.window.received_ms == 4300
+
+
+def test_misaligned_and_oversized_audio():
+    session = new_session(max_frame_bytes=4000)
+    session.start(config())
+    with pytest.raises(errors.MisalignedAudio):
+        session.client_audio(b"\x00" * 3)
+    with pytest.raises(errors.ChunkTooLarge):
+        session.client_audio(bytes(4002))
+
+
+def test_accepted_updates_are_part_of_the_config_after_a_failover():
+    session = new_session()
+    session.start(config())
+    session.upstream_response(started())
+    update = transcription_pb2.UpdateTranscriptionConfig(
+        update_id="up1", vocabulary=[transcription_pb2.VocabularyEntry(phrase="voxwire")]
+    )
+    update.endpointing.silence_ms = 800
+    session.client_message(stt_pb2.SttClientMessage(update_config=update))
+    ack = Response(
+        update_config_ack=transcription_pb2.UpdateConfigAck(update_id="up1", accepted=True)
+    )
+    session.upstream_response(ack)
+    actions = session.upstream_failed(errors.BackendUnavailable("x"))
+    assert actions.open_upstream is not None
+    cfg = actions.open_upstream.config
+    assert cfg.endpointing.silence_ms == 800 and [v.phrase for v in cfg.vocabulary] == ["voxwire"]
+    # Nothing pending: the update is not sent again after the replay.
+    kinds = {r.WhichOneof("request") for r in session.upstream_response(started()).to_upstream}
+    assert "update_config" not in kinds

@@ -1,0 +1,81 @@
+"""WS /v1/stt/stream end to end: a real WebSocket into the gateway, the adapter and Triton."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+
+from tests.gateway.conftest import Edge
+from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
+from tests.helpers.wavio import read_wav
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+QUERY = "model=stt_pocketsphinx&encoding=pcm_s16le&sample_rate=16000&word_timestamps=true"
+
+
+async def transcribe(edge: Edge, name: str, *, query: str = QUERY) -> tuple[list[dict], int]:
+    """Stream a fixture in 100 ms frames (as fast as the socket takes them), close, and return
+    every JSON message and the close code."""
+    pcm, rate = read_wav(SPEECH_DIR / name)
+    audio = pcm.tobytes()
+    step = rate // 10 * 2
+    messages: list[dict] = []
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{edge.ws}/v1/stt/stream?{query}", headers=edge.headers) as ws:
+            for pos in range(0, len(audio), step):
+                await ws.send_bytes(audio[pos : pos + step])
+            await ws.send_str(json.dumps({"close": {}}))
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    messages.append(json.loads(msg.data))
+            return messages, ws.close_code or 0
+
+
+async def test_a_file_is_transcribed_through_the_gateway(edge: Edge):
+    messages, code = await transcribe(edge, "call_me_back.wav")
+    assert code == 1000
+    kinds = [next(k for k in m if k != "ack") if set(m) - {"ack"} else "ack" for m in messages]
+    assert kinds[0] == "session" and kinds[1] == "started" and kinds[-1] == "summary"
+    finals = [m for m in messages if m.get("result", {}).get("isFinal")]
+    words = " ".join(f["result"]["transcript"] for f in finals).split()
+    assert words == TRANSCRIPTS["call_me_back.wav"].split()
+    acks = [m["ack"]["finalizedThroughMs"] for m in messages if "ack" in m]
+    assert acks and acks == sorted(acks)
+    assert all("ack" in f for f in finals)
+    session = messages[0]["session"]
+    assert session["resumeToken"] and session["sessionId"]
+    timings = messages[-1]["summary"]["timings"]
+    assert int(timings["computeUs"]) > 0 and int(timings["edgeConnectUs"]) > 0
+
+
+async def test_a_missing_key_is_refused_after_the_upgrade_with_an_event(edge: Edge):
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{edge.ws}/v1/stt/stream?{QUERY}") as ws:
+            msg = await ws.receive()
+            event = json.loads(msg.data)["error"]
+            assert event["reason"] == "UNAUTHENTICATED" and event["closeCode"] == 4001
+            await ws.receive()
+            assert ws.close_code == 4001
+
+
+async def test_audio_before_the_config_is_config_required(edge: Edge):
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{edge.ws}/v1/stt/stream", headers=edge.headers) as ws:
+            await ws.send_bytes(bytes(3200))
+            msg = await ws.receive()
+            assert json.loads(msg.data)["error"]["reason"] == "CONFIG_REQUIRED"
+            await ws.receive()
+            assert ws.close_code == 1008
+
+
+async def test_an_unknown_query_parameter_is_invalid_config(edge: Edge):
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.ws}/v1/stt/stream?{QUERY}&encodng=mulaw"
+        async with http.ws_connect(url, headers=edge.headers) as ws:
+            msg = await ws.receive()
+            error = json.loads(msg.data)["error"]
+            assert error["reason"] == "INVALID_CONFIG"
+            assert error["fieldViolations"][0]["field"] == "encodng"

@@ -1,0 +1,211 @@
+"""TtsEdgeSession without any network: pacing, acks, cancel, truncate, failover."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.tts.session import TtsEdgeSession, TtsLimits
+from gateway.wire.frames import unpack
+from voxwire import errors
+from voxwire.edge.v1 import tts_pb2
+from voxwire.v1 import audio_pb2, synthesis_pb2
+
+Client = tts_pb2.TtsClientMessage
+Up = synthesis_pb2.StreamingSynthesizeResponse
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def new_session(clock: Clock, **limits: float) -> TtsEdgeSession:
+    return TtsEdgeSession(
+        TtsLimits(**limits),  # type: ignore[arg-type]
+        session_id="t1",
+        issue_token=lambda options: ("tok", 2e9),
+        clock=clock,
+    )
+
+
+def open_msg(cid: str = "c1") -> Client:
+    fmt = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=24000)
+    return Client(context_id=cid, open=synthesis_pb2.SynthesisContextConfig(output_format=fmt))
+
+
+def chunk(seq: int, start: int, ms: int = 100) -> Up:
+    audio = synthesis_pb2.AudioChunk(
+        sequence_number=seq, audio=bytes(48 * ms), start_ms=start, duration_ms=ms
+    )
+    return Up(context_id="c1", audio=audio)
+
+
+def opened_session(clock: Clock, **limits: float) -> tuple[TtsEdgeSession, int]:
+    session = new_session(clock, **limits)
+    actions = session.client_message(open_msg())
+    assert actions.to_client[0].WhichOneof("message") == "session"  # sent on the first message
+    key = actions.open_upstream[0].key
+    out = session.upstream_response(key, Up(context_id="c1", opened=synthesis_pb2.ContextOpened()))
+    assert out.to_client[0].opened.handle == 1
+    return session, key
+
+
+def test_audio_is_paced_to_the_lead_and_acks_never_overtake_it():
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=300)
+    sent: list[int] = []
+    for seq in range(1, 11):  # 1 s of audio arrives at once (a fast model)
+        for item in session.upstream_response(key, chunk(seq, (seq - 1) * 100)).to_client:
+            sent.append(unpack(item).sequence_number)  # type: ignore[arg-type]
+    flush = Up(
+        context_id="c1", flush_ack=synthesis_pb2.FlushAck(flush_id="f", last_sequence_number=10)
+    )
+    assert session.upstream_response(key, flush).to_client == []  # behind the audio
+    assert sent == [1, 2, 3, 4]  # starts 0..300 ms: up to the lead
+    clock.now += 0.25
+    released = session.on_time().to_client
+    assert [unpack(b).sequence_number for b in released] == [5, 6]  # type: ignore[arg-type]
+    clock.now += 1.0
+    released = session.on_time().to_client
+    assert released[-1].WhichOneof("message") == "flush_ack"  # type: ignore[union-attr]
+    assert len(released) == 5
+
+
+def test_lead_zero_sends_as_fast_as_the_model():
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=0)
+    assert all(
+        session.upstream_response(key, chunk(s, (s - 1) * 100)).to_client for s in range(1, 30)
+    )
+
+
+def test_cancel_names_the_last_chunk_sent_and_nothing_follows():
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=200)
+    for seq in range(1, 8):
+        session.upstream_response(key, chunk(seq, (seq - 1) * 100))
+    actions = session.client_message(Client(context_id="c1", cancel=synthesis_pb2.Cancel()))
+    assert actions.to_client[-1].cancelled.last_sequence_number == 3  # type: ignore[union-attr]
+    assert actions.cancel_upstream == [key]
+    assert session.upstream_response(key, chunk(8, 700)).to_client == []
+    clock.now += 5
+    assert session.on_time().to_client == []
+
+
+def test_truncate_returns_the_words_heard():
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=0)
+    words = synthesis_pb2.WordTimestamps(
+        words=[
+            synthesis_pb2.WordTimestamp(word="hello", start_ms=0, end_ms=300),
+            synthesis_pb2.WordTimestamp(word="there", start_ms=300, end_ms=700),
+        ]
+    )
+    session.upstream_response(key, Up(context_id="c1", words=words))
+    for seq in range(1, 9):
+        session.upstream_response(key, chunk(seq, (seq - 1) * 100))
+    actions = session.client_message(
+        Client(context_id="c1", truncate=tts_pb2.Truncate(played_ms=450))
+    )
+    truncated = actions.to_client[-1].truncated  # type: ignore[union-attr]
+    assert [w.word for w in truncated.heard] == ["hello"]
+    assert truncated.last_sequence_number == 8 and actions.cancel_upstream == [key]
+
+
+def test_failover_reopens_from_the_last_word_sent_with_offsets():
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=0)
+    text = "Hello there, how are you?"
+    session.client_message(Client(context_id="c1", append=synthesis_pb2.AppendText(text=text)))
+    words = synthesis_pb2.WordTimestamps(
+        words=[
+            synthesis_pb2.WordTimestamp(word="Hello", end_ms=300, text_offset=0, text_length=5),
+            synthesis_pb2.WordTimestamp(word="there", end_ms=650, text_offset=6, text_length=5),
+        ]
+    )
+    session.upstream_response(key, Up(context_id="c1", words=words))
+    for seq in range(1, 5):
+        session.upstream_response(key, chunk(seq, (seq - 1) * 100))
+    actions = session.upstream_failed(key, errors.BackendUnavailable("adapter died"))
+    assert actions.cancel_upstream == [key]
+    (reopen,) = actions.open_upstream
+    assert reopen.failover
+    config = reopen.requests[0].open
+    assert (config.timeline_offset_ms, config.first_sequence_number) == (400, 5)
+    assert reopen.requests[1].append.text == " there, how are you?"
+    out = session.upstream_response(
+        reopen.key, Up(context_id="c1", opened=synthesis_pb2.ContextOpened())
+    )
+    assert out.to_client[0].notice.kind == out.to_client[0].notice.KIND_FAILOVER  # type: ignore[union-attr]
+
+
+def test_context_errors_end_only_that_context():
+    clock = Clock()
+    session, _ = opened_session(clock)
+    actions = session.client_message(Client(context_id="zz", flush=synthesis_pb2.Flush()))
+    assert actions.to_client[0].context_error.error.reason == "UNKNOWN_CONTEXT"  # type: ignore[union-attr]
+    actions = session.client_message(open_msg("c1"))
+    assert actions.to_client[0].context_error.error.reason == "CONTEXT_ALREADY_OPEN"  # type: ignore[union-attr]
+    # As on the adapter: a bad message for a context ends that context, and only it.
+    assert actions.close is None and "c1" not in session.contexts
+    assert session.client_message(open_msg("c1")).open_upstream
+
+
+def test_too_many_contexts_and_handles_are_reused():
+    clock = Clock()
+    session = new_session(clock, max_contexts=2)
+    session.client_message(open_msg("a"))
+    session.client_message(open_msg("b"))
+    refused = session.client_message(open_msg("c"))
+    assert refused.to_client[0].context_error.error.reason == "TOO_MANY_CONTEXTS"  # type: ignore[union-attr]
+    session.client_message(Client(context_id="a", cancel=synthesis_pb2.Cancel()))
+    session.client_message(open_msg("c"))
+    assert session.contexts["c"].handle == 1
+
+
+def test_close_session_waits_for_done_then_summary():
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=0)
+    actions = session.client_message(Client(close_session=tts_pb2.CloseSession()))
+    assert actions.half_close == [key] and actions.close is None
+    session.upstream_response(key, chunk(1, 0))
+    done = Up(context_id="c1", done=synthesis_pb2.ContextDone(last_sequence_number=1, audio_ms=100))
+    actions = session.upstream_response(key, done)
+    kinds = [m.WhichOneof("message") for m in actions.to_client]  # type: ignore[union-attr]
+    assert kinds == ["done", "summary"]
+    assert actions.close is not None and actions.close.code == 1000
+    assert actions.to_client[-1].summary.audio_ms == 100  # type: ignore[union-attr]
+
+
+def test_json_delivery_sends_audio_messages():
+    clock = Clock()
+    session = new_session(clock)
+    session.start(tts_pb2.TtsStart(audio_delivery=tts_pb2.AUDIO_DELIVERY_JSON))
+    key = session.client_message(open_msg()).open_upstream[0].key
+    out = session.upstream_response(key, chunk(1, 0)).to_client
+    assert out[0].audio.sequence_number == 1  # type: ignore[union-attr]
+
+
+def test_a_listening_client_is_not_idle():
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=100, idle_timeout_s=3, idle_warning_s=1)
+    for seq in range(1, 60):
+        session.upstream_response(key, chunk(seq, (seq - 1) * 100))
+    for _ in range(50):  # 5 s of paced playback, no client message
+        clock.now += 0.1
+        assert session.on_time().close is None
+    clock.now += 10
+    assert session.on_time().close is None  # the rest of the audio goes out now
+    clock.now += 3
+    actions = session.on_time()
+    assert actions.close is not None and actions.close.code == 4008
+
+
+def test_start_after_a_message_is_refused():
+    clock = Clock()
+    session, _ = opened_session(clock)
+    with pytest.raises(errors.ConfigAlreadySet):
+        session.client_message(Client(start=tts_pb2.TtsStart()))

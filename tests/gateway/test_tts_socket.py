@@ -1,0 +1,101 @@
+"""WS /v1/tts/stream end to end: contexts, binary frames, pacing, cancel, through real eSpeak."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import aiohttp
+import pytest
+
+from gateway.wire.frames import unpack
+from tests.gateway.conftest import Edge
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+OPEN = {
+    "contextId": "c1",
+    "open": {
+        "model": "tts_espeak",
+        "outputFormat": {"encoding": "AUDIO_ENCODING_PCM_S16LE", "sampleRateHz": 22050},
+        "wordTimestamps": True,
+    },
+}
+TEXT = "Hello from the voxwire gateway. This is a second sentence to speak."
+
+
+async def test_a_context_speaks_with_tiling_binary_frames_and_done(edge: Edge):
+    frames, messages = [], []
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.ws}/v1/tts/stream?lead_ms=0"
+        async with http.ws_connect(url, headers=edge.headers) as ws:
+            await ws.send_str(json.dumps(OPEN))
+            await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": TEXT}}))
+            await ws.send_str(json.dumps({"contextId": "c1", "close": {}}))
+            await ws.send_str(json.dumps({"closeSession": {}}))
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    frames.append(unpack(msg.data))
+                elif msg.type is aiohttp.WSMsgType.TEXT:
+                    messages.append(json.loads(msg.data))
+            code = ws.close_code
+    assert code == 1000
+    kinds = [k for m in messages for k in m if k != "contextId"]
+    assert kinds[0] == "session" and kinds[1] == "opened" and kinds[-2:] == ["done", "summary"]
+    handle = next(m["opened"]["handle"] for m in messages if "opened" in m)
+    assert [f.sequence_number for f in frames] == list(range(1, len(frames) + 1))
+    assert all(f.handle == handle for f in frames)
+    position = 0
+    for frame in frames:  # tile: each chunk starts where the one before ended
+        assert abs(frame.start_ms - position) <= 1
+        position = frame.start_ms + len(frame.audio) * 1000 // (22050 * 2)
+    done = next(m["done"] for m in messages if "done" in m)
+    assert done["lastSequenceNumber"] == len(frames)
+    words = [w["word"] for m in messages if "words" in m for w in m["words"]["words"]]
+    assert "voxwire" in [w.lower() for w in words]
+
+
+async def test_paced_audio_runs_no_further_ahead_than_the_lead(edge: Edge):
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.ws}/v1/tts/stream?lead_ms=500"
+        async with http.ws_connect(url, headers=edge.headers) as ws:
+            await ws.send_str(json.dumps(OPEN))
+            await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": TEXT * 2}}))
+            await ws.send_str(json.dumps({"contextId": "c1", "close": {}}))
+            first_at = None
+            ahead = []
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    frame = unpack(msg.data)
+                    now = time.monotonic()
+                    first_at = first_at or now
+                    ahead.append(frame.start_ms - (now - first_at) * 1000)
+                elif "done" in json.loads(msg.data):
+                    break
+            await ws.close()
+    # The model is ~700x real time; unpaced, the last chunk would be seconds ahead.
+    assert max(ahead) <= 500 + 150
+    assert len(ahead) > 20
+
+
+async def test_cancel_is_answered_at_once_naming_the_last_chunk_sent(edge: Edge):
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.ws}/v1/tts/stream?lead_ms=300"
+        async with http.ws_connect(url, headers=edge.headers) as ws:
+            await ws.send_str(json.dumps(OPEN))
+            await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": TEXT * 3}}))
+            await ws.send_str(json.dumps({"contextId": "c1", "close": {}}))
+            last_seq = 0
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    last_seq = unpack(msg.data).sequence_number
+                    if last_seq == 3:
+                        await ws.send_str(json.dumps({"contextId": "c1", "cancel": {}}))
+                elif "cancelled" in (body := json.loads(msg.data)):
+                    assert body["cancelled"].get("lastSequenceNumber", 0) == last_seq
+                    break
+            # Nothing for the context follows the cancel ack.
+            await ws.send_str(json.dumps({"closeSession": {}}))
+            rest = [m async for m in ws]
+            assert not any(m.type is aiohttp.WSMsgType.BINARY for m in rest)
+            assert json.loads(rest[-1].data).get("summary") is not None

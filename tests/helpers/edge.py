@@ -1,0 +1,86 @@
+"""The gateway under test: a real GatewayServer in front of a real adapter and Triton.
+
+One adapter and one gateway per test session (the adapter here has default limits, separate
+from tests/inference_adapter's, which uses small ones). Keys live in a temporary keys file made
+with the same code as ``voxwire keys create``. The fixtures (``edge_adapter``, ``edge``) are in
+tests/conftest.py so that tests/gateway and tests/client share one instance of each.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.auth.config import AuthConfig
+from gateway.auth.keys import create_key
+from gateway.config import GatewayConfig
+from gateway.server import GatewayServer
+from inference_adapter.config import AdapterConfig
+from inference_adapter.server import AdapterServer
+from localstack.triton import TritonServer
+
+
+@dataclass(frozen=True)
+class Edge:
+    server: GatewayServer
+    key: str
+    keys_file: Path
+    auth: AuthConfig
+
+    @property
+    def ws(self) -> str:
+        return self.server.url.replace("http", "ws", 1)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def auth_config(keys_file: Path) -> AuthConfig:
+    return AuthConfig(
+        keys_file=keys_file,
+        token_signing_keys={"k1": "hex:" + secrets.token_hex(32)},
+        token_current_kid="k1",
+    )
+
+
+async def start_edge_adapter(triton: TritonServer) -> AsyncIterator[AdapterServer]:
+    server = AdapterServer(AdapterConfig(listen="127.0.0.1:0", triton_urls=(triton.grpc_url,)))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=1.0)
+
+
+async def start_edge(
+    edge_adapter: AdapterServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Edge]:
+    keys_file = tmp_path_factory.mktemp("keys") / "keys.toml"
+    key, _ = create_key(
+        keys_file,
+        name="tests",
+        now=datetime.datetime.now(datetime.UTC),
+        max_concurrent_sessions=500,
+        max_new_sessions_per_minute=10_000,
+    )
+    auth = auth_config(keys_file)
+    server = GatewayServer(
+        GatewayConfig(
+            listen="127.0.0.1:0",
+            adapters=(edge_adapter.address,),
+            auth=auth,
+            max_upload_bytes=4 * 1024 * 1024,
+            demo_page=True,
+        )
+    )
+    await server.start()
+    try:
+        yield Edge(server, key, keys_file, auth)
+    finally:
+        await server.stop(grace=1.0)

@@ -1,0 +1,118 @@
+"""Histograms recorded in several processes, written as HDR interval logs, merged exactly."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from loadtest.hdrlog import IntervalLogWriter, new_histogram, read_log
+from loadtest.merge import merge
+from loadtest.recorder import Recorder
+
+EPOCH = 1_790_000_000.0
+
+
+def _values(worker: int) -> list[list[int]]:
+    """Worker ``worker``'s samples (µs) for each of 3 one-second intervals."""
+    rng = np.random.default_rng(worker)
+    return [[int(v) + 1 for v in rng.lognormal(8 + worker, 1.0, 500)] for _ in range(3)]
+
+
+def write_worker(out: str, worker: int) -> None:
+    """In a spawned process: record, flush per interval, write the worker's files."""
+    folder = Path(out) / f"worker-{worker:03d}"
+    folder.mkdir(parents=True)
+    rec, log = Recorder(), IntervalLogWriter(EPOCH, f"worker {worker}")
+    for second, values in enumerate(_values(worker)):
+        for v in values:
+            rec.record_us("stt.message", v)
+        rec.count("stt.chunks", len(values))
+        rec.flush_interval(log, EPOCH + second, EPOCH + second + 1)
+    (folder / "intervals.hlog").write_text(log.take())
+    summary = {
+        "worker": worker,
+        "count": 2,
+        "start_epoch": EPOCH,
+        "interval_s": 1.0,
+        "elapsed_s": 3.0,
+        "cpu_s": 0.5,
+        "counters": dict(rec.counters),
+        "errors": {},
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_interval_logs_merge_across_processes_exactly(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=write_worker, args=(str(tmp_path), w)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    merged = merge([tmp_path])
+
+    expected = new_histogram()
+    for worker in range(2):
+        for values in _values(worker):
+            for v in values:
+                expected.record_value(v)
+    got = merged.totals["stt.message"]
+    assert got.get_total_count() == 3000 == expected.get_total_count()
+    for p in (50, 90, 99, 99.9, 100):
+        assert got.get_value_at_percentile(p) == expected.get_value_at_percentile(p)
+    # Intervals line up on the shared epoch: buckets 1, 2, 3 (by their end), 1000 samples each.
+    per = merged.intervals["stt.message"]
+    assert sorted(per) == [1, 2, 3]
+    assert all(h.get_total_count() == 1000 for h in per.values())
+    assert merged.counters["stt.chunks"] == 3000 and merged.workers == 2
+
+
+def test_log_lines_carry_tags_and_times(tmp_path: Path) -> None:
+    rec, log = Recorder(), IntervalLogWriter(EPOCH)
+    rec.record("a.b", 0.002)
+    rec.record("c", 0.5)
+    rec.flush_interval(log, EPOCH, EPOCH + 1)
+    rec.flush_interval(log, EPOCH + 1, EPOCH + 2)  # empty interval: nothing written
+    path = tmp_path / "x.hlog"
+    path.write_text(log.take())
+    intervals = read_log(path)
+    assert [(i.tag, i.start_epoch_s, i.end_epoch_s) for i in intervals] == [
+        ("a.b", EPOCH, EPOCH + 1),
+        ("c", EPOCH, EPOCH + 1),
+    ]
+    # 3 significant digits: values come back within 0.1 %.
+    assert abs(intervals[0].histogram.get_max_value() - 2000) <= 2
+    assert abs(intervals[1].histogram.get_value_at_percentile(50) - 500_000) <= 500
+
+
+def test_merge_command_combines_worker_folders(tmp_path: Path) -> None:
+    """`loadtest merge` over two "machines'" folders writes the result and the report."""
+    for machine, worker in (("a", 0), ("b", 1)):
+        write_worker(str(tmp_path / machine), worker)
+    out = tmp_path / "merged"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest",
+            "merge",
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    result = json.loads((out / "result.json").read_text())
+    assert result["metrics"]["stt.message"]["count"] == 3000
+    assert result["run"]["workers"] == 2
+    assert (out / "report.html").stat().st_size > 1000
+    assert (out / "result.csv").read_text().splitlines()[0].startswith("metric,count,p50")

@@ -1,0 +1,125 @@
+"""The report: JSON, CSV, and a self-contained HTML file that renders in headless Chromium
+from file:// with no console errors and no network."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from loadtest import report, results
+from loadtest.cli import write_outputs
+from loadtest.hdrlog import new_histogram
+from loadtest.merge import Merged
+from loadtest.scenario import Objective, Scenario, SloSpec
+from loadtest.slo import judge
+from tests.helpers.browser import page
+
+
+def _merged() -> Merged:
+    """Ten intervals of two latency metrics and stage timings, as a merge would give."""
+    rng = np.random.default_rng(1)
+    m = Merged(start_epoch=1_790_000_000.0, interval_s=1.0, workers=2, cpu_s=3.0, elapsed_s=10)
+    for bucket in range(1, 11):
+        for metric, mean in (
+            ("stt.message", 8_000),
+            ("stt.final", 40_000),
+            ("session.setup", 20_000),
+            ("tts.first_audio", 30_000),
+        ):
+            h = new_histogram()
+            for v in rng.exponential(mean * (1 + bucket / 10), 200):
+                h.record_value(max(1, int(v)))
+            m.add_histogram(metric, bucket, h)
+        m.timeline[bucket] = Counter({"active": 10 * bucket, "sessions.started": 5 * bucket})
+    for stage, mean in (("receive", 300), ("decode", 900), ("triton", 4000), ("total", 9e6)):
+        h = new_histogram()
+        for v in rng.exponential(mean, 50):
+            h.record_value(max(1, int(v)))
+        m.add_histogram(f"stage.{stage}", 10, h)
+        m.counters[f"stage_us.{stage}"] = int(mean * 50)
+    m.counters.update(
+        {
+            "sessions.ok": 49,
+            "sessions.failed": 1,
+            "stt.chunks": 5000,
+            "tts.contexts": 20,
+            "tts.underruns": 2,
+            "tts.underrun_us": 80_000,
+        }
+    )
+    m.errors.update({"UNAVAILABLE/BACKEND_UNAVAILABLE": 1})
+    m.worker_cpu = {0: [0.2, 0.3, 0.3], 1: [0.2, 0.25, 0.3]}
+    m.worker_lag_ms = {0: [0.5, 0.7, 0.4], 1: [0.6, 0.5, 0.5]}
+    return m
+
+
+def _result() -> dict:
+    merged = _merged()
+    slo = SloSpec(objectives=(Objective("stt.final", 99, 300),))
+    search = {
+        "best": 40,
+        "over": "concurrency",
+        "path": [
+            {"level": 10, "passed": True, "checks": []},
+            {"level": 80, "passed": False, "checks": []},
+            {"level": 45, "passed": False, "checks": []},
+            {"level": 27, "passed": True, "checks": []},
+            {"level": 36, "passed": True, "checks": []},
+            {"level": 40, "passed": True, "checks": []},
+        ],
+    }
+    extra = {"slo": judge(merged, slo).to_dict(), "search": search}
+    return results.build(merged, Scenario().to_dict(), extra)
+
+
+def test_result_json_and_csv_hold_the_percentiles(tmp_path: Path) -> None:
+    result = _result()
+    write_outputs(result, tmp_path)
+    loaded = json.loads((tmp_path / "result.json").read_text())
+    assert loaded["metrics"]["stt.message"]["count"] == 2000
+    assert loaded["sessions"]["error_rate"] == 0.02
+    assert loaded["stages"]["triton"]["share"] > loaded["stages"]["receive"]["share"]
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "result.csv").read_text())))
+    by_metric = {r["metric"]: r for r in rows}
+    assert float(by_metric["stt.final"]["p99"]) == round(loaded["metrics"]["stt.final"]["p99"], 3)
+    assert set(by_metric["stt.final"]) >= {"p50", "p90", "p95", "p99", "p99.9", "max"}
+
+
+def test_report_is_self_contained() -> None:
+    html = report.render(_result())
+    assert (
+        "<script" not in html
+        and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        and "https://" not in html
+    )
+
+
+def test_report_renders_its_plots_in_chromium(tmp_path: Path) -> None:
+    write_outputs(_result(), tmp_path)
+    with page() as browser:
+        requests: list[str] = []
+        browser.page.on("request", lambda r: requests.append(r.url))
+        browser.page.goto((tmp_path / "report.html").as_uri())
+        plots = browser.page.locator("svg.plot")
+        # Latency over time (4 metrics + active), CDF, stages, concurrency, search path.
+        assert plots.count() >= 9
+        for i in range(plots.count()):
+            box = plots.nth(i).bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 200
+            drawn = plots.nth(i).locator("path.series, rect.bar")
+            assert drawn.count() >= 1, f"plot {i} drew nothing"
+            first = drawn.first.bounding_box()
+            assert first is not None and (first["width"] > 0 or first["height"] > 0)
+        titles = browser.page.locator("svg.plot").evaluate_all(
+            "nodes => nodes.map(n => n.getAttribute('aria-label'))"
+        )
+        assert "latency by percentile" in titles and "search path" in titles
+        assert "mean time per stream by stage" in titles
+        assert browser.page.locator("text=SLO verdict").count() == 1
+        assert browser.errors == []
+        assert all(url.startswith("file://") for url in requests)

@@ -1,0 +1,56 @@
+"""Scenario files: defaults, overrides, validation, the shipped scenarios."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loadtest.scenario import REPO, Scenario, ScenarioError, load, parse_objective
+
+SCENARIOS = sorted((REPO / "loadtest" / "scenarios").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_shipped_scenarios_load(path: Path) -> None:
+    s = load(path)
+    assert s.name and s.limits.max_duration_s >= s.limits.duration_s
+    assert Scenario.from_dict(s.to_dict()) == s  # what workers receive is the same scenario
+
+
+def test_command_line_overrides_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'name = "x"\n[run]\nduration_s = 5\n[arrivals]\nprocess = "poisson"\n'
+        'rate = 3\n[stt]\nspeech = "speech"\n'
+    )
+    s = load(path, {"arrivals.rate": 7.0, "target.address": "127.0.0.1:9", "run.workers": None})
+    assert (s.arrivals.rate, s.target.address, s.limits.duration_s) == (7.0, "127.0.0.1:9", 5.0)
+    assert s.stt.speech == tmp_path / "speech"  # relative to the file
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[run]\nduration_s = 50\nmax_duration_s = 10\n", "max_duration_s"),
+        ("[run]\nmax_streams = 1000000\n", "max_streams"),
+        ('[arrivals]\nprocess = "zipf"\n', "arrivals.process"),
+        ('[target]\nkind = "http"\n', "target.kind"),
+        ("[run]\nwarp = 9\n", "unknown keys: warp"),
+        ('[stt]\nchunk_ms = "fast"\n', "stt.chunk_ms"),
+        ('kind = "tts"\n[target]\nkind = "echo"\n', "echo target"),
+    ],
+)
+def test_bad_values_are_refused(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ScenarioError, match=message):
+        load(path)
+
+
+def test_objective_syntax() -> None:
+    o = parse_objective("stt.final:p99<=300")
+    assert (o.metric, o.percentile, o.max_ms) == ("stt.final", 99.0, 300.0)
+    assert parse_objective("tts.first_audio:p99.9<=250").percentile == 99.9
+    with pytest.raises(ScenarioError):
+        parse_objective("p99 below 300")

@@ -1,0 +1,107 @@
+"""SLO verdicts and the bisection search, on known distributions (loadtest/slo.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from loadtest.hdrlog import new_histogram
+from loadtest.merge import Merged
+from loadtest.scenario import Objective, SearchSpec, SloSpec
+from loadtest.slo import judge, quantile_upper_bound_ms, search, upper_rank, wilson_upper
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """Exact, independent of the module: 1 - the upper tail, summed in exact fractions."""
+    from fractions import Fraction
+
+    fp = Fraction(p).limit_denominator(10**6)
+    tail = sum(math.comb(n, i) * fp**i * (1 - fp) ** (n - i) for i in range(k + 1, n + 1))
+    return float(1 - tail)
+
+
+@pytest.mark.parametrize(
+    ("n", "q", "c"), [(300, 0.99, 0.95), (1000, 0.99, 0.9), (50, 0.5, 0.95), (4000, 0.999, 0.95)]
+)
+def test_upper_rank_is_the_smallest_rank_with_the_coverage(n: int, q: float, c: float) -> None:
+    k = upper_rank(n, q, c)
+    assert k is not None
+    assert _binom_cdf(k - 1, n, q) >= c  # coverage: P(Bin(n, q) <= k - 1) >= c
+    assert _binom_cdf(k - 2, n, q) < c  # and k - 1 would not have it
+
+
+def test_too_few_samples_give_no_bound() -> None:
+    # 0.99^n >= 0.05 for n <= 298: even the maximum is not a 95 % bound on p99.
+    assert upper_rank(298, 0.99, 0.95) is None
+    assert upper_rank(299, 0.99, 0.95) == 299
+
+
+def test_bound_covers_the_true_quantile_at_the_stated_rate() -> None:
+    rng = np.random.default_rng(1)
+    true_p99_ms = -math.log(0.01) * 10.0  # exponential, mean 10 ms
+    covered = 0
+    for _ in range(200):
+        h = new_histogram()
+        for v in rng.exponential(10_000.0, 1000):
+            h.record_value(max(1, int(v)))
+        bound, _ = quantile_upper_bound_ms(h, 99.0, 0.9)
+        covered += bound is not None and bound >= true_p99_ms * 0.999
+    assert covered / 200 >= 0.84  # nominal 90 %, with room for 200 trials' noise
+
+
+def test_wilson_upper_bound() -> None:
+    assert wilson_upper(0, 3000, 0.95) < 0.001
+    assert wilson_upper(0, 1000, 0.95) > 0.001
+    assert wilson_upper(50, 1000, 0.95) == pytest.approx(0.0625, abs=0.003)
+
+
+def _merged(level: float, rng: np.random.Generator, n: int = 20_000) -> Merged:
+    """A run at ``level`` of a synthetic service: exponential latency whose mean grows like a
+    queue's, 10 / (1 - level / 200) ms, and one failed session in 10 000."""
+    merged = Merged()
+    h = merged.totals.setdefault("stt.final", new_histogram())
+    for v in rng.exponential(10_000.0 / (1 - level / 200.0), n):
+        h.record_value(max(1, int(v)))
+    merged.counters.update({"sessions.ok": 9999, "sessions.failed": 1})
+    return merged
+
+
+SLO = SloSpec(objectives=(Objective("stt.final", 99.0, 300.0),), max_error_rate=0.001)
+# p99 = mean * ln(100) = 300 ms  <=>  1 - L/200 = 10 ln(100) / 300
+KNEE = 200.0 * (1 - 10.0 * math.log(100) / 300.0)  # 169.3
+
+
+def test_judge_holds_below_the_knee_and_misses_above() -> None:
+    rng = np.random.default_rng(2)
+    assert judge(_merged(150, rng), SLO).passed
+    verdict = judge(_merged(185, rng), SLO)
+    assert not verdict.passed
+    assert [c.passed for c in verdict.checks] == [False, True, True]
+
+
+def test_search_finds_the_knee_of_a_known_curve() -> None:
+    rng = np.random.default_rng(3)
+    spec = SearchSpec(over="rate", low=10.0, high=199.0, tolerance=1.0)
+    result = search(lambda level: judge(_merged(level, rng), SLO), spec)
+    assert result.best is not None
+    # Within tolerance of the knee, and not above it beyond the sampling noise of 20 000.
+    assert KNEE - 6.0 <= result.best <= KNEE + 1.0
+    levels = [p["level"] for p in result.path]
+    assert levels[:2] == [10.0, 199.0] and len(levels) <= 12
+
+
+def test_search_over_concurrency_probes_integers() -> None:
+    rng = np.random.default_rng(4)
+    spec = SearchSpec(over="concurrency", low=1, high=199, tolerance=1)
+    result = search(lambda level: judge(_merged(level, rng), SLO), spec)
+    assert all(float(p["level"]).is_integer() for p in result.path)
+    assert result.best is not None and KNEE - 6 <= result.best <= KNEE + 1
+
+
+def test_search_reports_when_even_the_lowest_level_fails() -> None:
+    rng = np.random.default_rng(5)
+    spec = SearchSpec(over="rate", low=190.0, high=199.0)
+    result = search(lambda level: judge(_merged(level, rng), SLO), spec)
+    assert result.best is None and len(result.path) == 1

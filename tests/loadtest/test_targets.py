@@ -1,0 +1,125 @@
+"""One short real run through each target: the whole tool (pacing, targets, interval logs,
+merge, result) against real servers on loopback and the session's Triton. The echo run goes
+through spawned worker processes, as the command line does; the others run their worker in
+the test's event loop (``runner.run_inline``), which saves a process start each."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtest import results, runner
+from loadtest.scenario import ArrivalSpec, LengthSpec, Limits, Scenario, TargetSpec
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _scenario(target: str, address: str, kind: str = "stt", **stt: Any) -> Scenario:
+    base = Scenario()
+    length = LengthSpec(distribution="fixed", seconds=1.5, files=0)
+    return Scenario(
+        name=f"test-{target}-{kind}",
+        kind=kind,
+        stt_share=0.5,
+        target=TargetSpec(target, address),
+        limits=Limits(duration_s=2.0, max_duration_s=30.0, workers=1, step_timeout_s=20.0),
+        arrivals=ArrivalSpec(process="concurrency", sessions=3, stagger_s=0.1),
+        stt=dataclasses.replace(
+            base.stt,
+            **{"model": "bench_stt", "chunk_ms": 100, "wer": False, "length": length, **stt},
+        ),
+        tts=dataclasses.replace(base.tts, model="bench_tts", turns=2),
+    )
+
+
+async def _run(s: Scenario, tmp_path: Path, sessions: int = 3, spawn: bool = False):
+    if spawn:
+        merged = await asyncio.to_thread(runner.run, s, tmp_path / s.name, live=False)
+    else:
+        merged = await runner.run_inline(s, tmp_path / s.name)
+    result = results.build(merged, s.to_dict())
+    assert result["errors"] == {}, result["errors"]
+    assert result["sessions"]["ok"] >= sessions
+    return result
+
+
+def _paced(result: dict[str, Any], chunks_per_session: int = 15) -> None:
+    """Every 1.5 s session sent its 15 chunks, and every answer was measured once: one per
+    chunk (an interim or an echo) plus each final."""
+    m, chunks = result["metrics"]["stt.message"], result["counters"]["stt.chunks"]
+    finals = result["metrics"].get("stt.final", {"count": 0})["count"]
+    assert m["count"] == chunks + finals
+    assert chunks % chunks_per_session == 0 and chunks > 0
+    assert 0 < m["p50"] < 1000
+
+
+async def test_echo_floor(echo_address: str, tmp_path: Path) -> None:
+    s = _scenario("echo", echo_address)
+    s = dataclasses.replace(s, limits=dataclasses.replace(s.limits, workers=2))
+    result = await _run(s, tmp_path, spawn=True)
+    _paced(result)
+    assert result["run"]["workers"] == 2 and len(result["generator"]["workers"]) == 2
+    assert result["generator"]["cpu_us_per_message"] > 0
+
+
+async def test_triton_direct_stt_and_tts(triton: Any, tmp_path: Path) -> None:
+    result = await _run(_scenario("triton", triton.grpc_url, kind="mixed"), tmp_path)
+    counters = result["counters"]
+    assert counters.get("stt.chunks", 0) + counters.get("tts.requests", 0) > 0
+    if counters.get("stt.chunks"):
+        _paced(result)
+        assert result["metrics"]["stt.final"]["count"] >= 1
+        assert "compute" in result["stages"]  # COMPUTE_US summed per stream
+    if counters.get("tts.requests"):
+        assert result["metrics"]["tts.first_audio"]["count"] == counters["tts.contexts"]
+
+
+async def test_tritonclient_stream_client(triton: Any, tmp_path: Path) -> None:
+    result = await _run(_scenario("tritonclient", triton.grpc_url), tmp_path)
+    _paced(result)
+
+
+async def test_null_proxy(proxy_address: str, triton: Any, tmp_path: Path) -> None:
+    s = _scenario("triton", proxy_address)
+    # The proxy serves only ModelStreamInfer: model configs come from Triton itself.
+    s = dataclasses.replace(s, target=dataclasses.replace(s.target, models_from=triton.grpc_url))
+    result = await _run(s, tmp_path)
+    _paced(result)
+
+
+async def test_adapter_stt_and_tts_with_stage_timings(adapter_address: str, tmp_path: Path) -> None:
+    s = _scenario("grpc", adapter_address, kind="stt")
+    result = await _run(s, tmp_path)
+    _paced(result)
+    assert result["counters"]["stt.chunks"] == 15 * result["sessions"]["ok"]
+    # voxwire-timings-bin, one per stream, aggregated per stage.
+    assert {"receive", "decode", "triton", "compute", "send", "total"} <= set(result["stages"])
+    assert result["stages"]["total"]["count"] == result["sessions"]["ok"]
+    tts = await _run(
+        dataclasses.replace(_scenario("grpc", adapter_address, kind="tts"), name="test-grpc-tts"),
+        tmp_path,
+    )
+    assert tts["metrics"]["tts.first_audio"]["count"] == tts["tts"]["contexts"] > 0
+    assert tts["metrics"]["tts.chunk_gap"]["count"] > 0
+    assert tts["tts"]["underruns"] >= 0 and "session.setup" in tts["metrics"]
+
+
+async def test_adapter_with_the_real_model_and_word_error_rate(
+    adapter_address: str, tmp_path: Path
+) -> None:
+    s = _scenario(
+        "grpc",
+        adapter_address,
+        model="stt_pocketsphinx",
+        wer=True,
+        length=LengthSpec(distribution="files", files=1),
+    )
+    s = dataclasses.replace(s, arrivals=dataclasses.replace(s.arrivals, sessions=2))
+    result = await _run(s, tmp_path, sessions=2)
+    assert result["wer"]["words"] > 0
+    assert result["wer"]["wer"] <= 0.25  # the fixtures decode exactly alone; allow the rate
+    assert result["metrics"]["stt.final"]["count"] >= result["sessions"]["ok"]

@@ -1,0 +1,145 @@
+"""The replay windows: what is kept, what a resume gets, and the bounds."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from voxwire.errors import ResumeRejected
+from voxwire.replay import AudioReplayWindow, TextReplay, WordMark
+
+
+def pcm(frames: int, start: int = 0) -> bytes:
+    """PCM16 mono whose sample n is (start + n) mod 65536: every byte says where it came from."""
+    return b"".join(((start + n) & 0xFFFF).to_bytes(2, "little") for n in range(frames))
+
+
+def test_replay_from_the_ack_returns_exactly_the_audio_after_it():
+    window = AudioReplayWindow(2, 16000, max_ms=30_000)
+    sent = b""
+    for i in range(50):  # 50 chunks of 100 ms
+        chunk = pcm(1600, start=i * 1600)
+        window.append(chunk)
+        sent += chunk
+    assert window.received_ms == 5000
+    window.ack(4200)
+    assert window.start_ms == 4200 and window.unacked_ms == 800
+    assert window.audio_since(4200) == sent[4200 * 32 :]
+    assert window.held_bytes == 800 * 32
+    # A later position inside the window is fine too (a client acked further than the server).
+    assert window.audio_since(4900) == sent[4900 * 32 :]
+
+
+def test_random_chunks_and_acks_keep_the_exact_bytes():
+    rng = random.Random(4)
+    for rate in (8000, 11025, 16000, 22050, 44100, 48000):
+        frame_bytes = rng.choice((1, 2, 4, 8))
+        window = AudioReplayWindow(frame_bytes, rate, max_ms=10_000_000)
+        sent = bytearray()
+        acked = 0
+        for _ in range(200):
+            frames = rng.randrange(0, 3000)
+            chunk = bytes(rng.getrandbits(8) for _ in range(frames * frame_bytes))
+            window.append(chunk)
+            sent += chunk
+            if rng.random() < 0.3:
+                acked = rng.randrange(acked, window.received_ms + 1)
+                window.ack(acked)
+            start = rng.randrange(acked, window.received_ms + 1)
+            first = start * rate // 1000
+            assert window.audio_since(start) == bytes(sent[first * frame_bytes :]), (rate, start)
+
+
+def test_replay_from_before_the_window_or_past_the_end_is_refused():
+    window = AudioReplayWindow(2, 16000, max_ms=30_000)
+    window.append(pcm(16000))
+    window.ack(500)
+    with pytest.raises(ResumeRejected):
+        window.audio_since(400)
+    with pytest.raises(ResumeRejected):
+        window.audio_since(1001)
+    assert window.audio_since(1000) == b""
+
+
+def test_stale_ack_changes_nothing():
+    window = AudioReplayWindow(2, 16000, max_ms=30_000)
+    window.append(pcm(16000))
+    window.ack(600)
+    window.ack(300)
+    assert window.start_ms == 600
+
+
+def test_the_bound_drops_oldest_audio_and_says_the_window_is_no_longer_lossless():
+    window = AudioReplayWindow(2, 16000, max_ms=1000)
+    window.append(pcm(16000 * 3))  # 3 s into a 1 s window
+    assert window.held_bytes == 16000 * 2
+    assert not window.lossless
+    with pytest.raises(ResumeRejected):
+        window.audio_since(0)
+    window.ack(2500)  # an ack inside what is held makes it whole again
+    assert window.lossless
+
+
+def test_a_resumed_window_counts_from_its_base():
+    window = AudioReplayWindow(1, 8000, max_ms=30_000, base_ms=4200)
+    window.append(bytes(800))
+    assert (window.start_ms, window.received_ms) == (4200, 4300)
+    assert window.audio_since(4250) == bytes(400)
+
+
+def test_misaligned_audio_is_refused():
+    window = AudioReplayWindow(4, 16000, max_ms=1000)
+    with pytest.raises(ValueError):
+        window.append(b"\x00" * 6)
+
+
+# -- TTS ----------------------------------------------------------------------------------------
+
+
+def speak(replay: TextReplay, text: str, words: list[tuple[str, int, int]]) -> None:
+    """Words of ``text`` with (word, start_ms, end_ms); offsets found in ``text``."""
+    pos = 0
+    for word, _, end in words:
+        at = text.index(word, pos)
+        replay.word(WordMark(at, len(word), end))
+        pos = at + len(word)
+
+
+def test_resume_point_is_after_the_last_completely_received_word():
+    replay = TextReplay()
+    text = "Hello there, how are you today?"
+    replay.append(text)
+    speak(replay, text, [("Hello", 0, 300), ("there", 300, 650), ("how", 700, 900)])
+    replay.audio(1, 0, 400)
+    replay.audio(2, 400, 400)  # audio to 800 ms: "how" (ends 900) is not complete
+    point = replay.resume_point()
+    assert point.text == ", how are you today?"
+    assert point.text_offset == text.index(",")
+    assert (point.timeline_offset_ms, point.first_sequence_number) == (800, 3)
+
+
+def test_nothing_received_resumes_from_the_start():
+    replay = TextReplay()
+    replay.append("One. Two.")
+    point = replay.resume_point()
+    assert (point.text, point.text_offset, point.timeline_offset_ms) == ("One. Two.", 0, 0)
+    assert point.first_sequence_number == 1
+
+
+def test_words_of_a_resumed_stream_are_rebased_and_spoken_text_is_dropped():
+    replay = TextReplay()
+    text = "alpha beta gamma delta"
+    replay.append(text)
+    speak(replay, text, [("alpha", 0, 200), ("beta", 200, 400)])
+    replay.audio(1, 0, 450)
+    point = replay.resume_point()
+    assert point.text == " gamma delta"
+    replay.resumed(point)
+    # The new stream only saw " gamma delta": its offsets count from there.
+    replay.word(WordMark(1, 5, 700))
+    replay.audio(4, 450, 300)
+    again = replay.resume_point()
+    assert again.text == " delta"
+    assert again.text_offset == text.index(" delta")
+    assert (again.timeline_offset_ms, again.first_sequence_number) == (750, 5)

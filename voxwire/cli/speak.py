@@ -1,0 +1,103 @@
+"""``voxwire speak "TEXT" -o out.wav``: synthesize text through the gateway into a WAV file.
+
+The text (or stdin with ``-``) goes to one TTS context, spoken as fast as the model goes
+(lead 0); the audio is written as 16-bit PCM WAV at ``--rate``. On a terminal a progress line
+shows the audio received while it arrives. Word timings go to stderr with ``--words``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import wave
+from pathlib import Path
+from typing import Any
+
+from voxwire.cli.common import add_connection_arguments, api_key, fail, urls
+
+RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "speak",
+        help="synthesize text into a WAV file through the gateway",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("text", metavar="TEXT|-", help="the text, or - to read it from stdin")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the WAV file to write")
+    parser.add_argument("--model", default="", help="TTS model (default: the server's)")
+    parser.add_argument("--voice", default="", help="voice (default: the model's)")
+    parser.add_argument(
+        "--rate", type=int, default=22050, choices=RATES, help="output sample rate (Hz)"
+    )
+    parser.add_argument("--words", action="store_true", help="print word timings on stderr")
+    add_connection_arguments(parser)
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    key = api_key(args, "speak")
+    if key is None:
+        return 2
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if not text.strip():
+        print("voxwire speak: error: no text to speak", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_speak(args, key, text))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # every failure becomes one line and exit status 1
+        return fail("speak", exc)
+
+
+async def _speak(args: argparse.Namespace, key: str, text: str) -> int:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from voxwire.client import SynthesisSession, SynthesizedAudio
+    from voxwire.v1 import audio_pb2, synthesis_pb2
+
+    config = synthesis_pb2.SynthesisContextConfig(
+        model=args.model,
+        voice=args.voice,
+        word_timestamps=args.words,
+        output_format=audio_pb2.AudioFormat(
+            encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=args.rate
+        ),
+    )
+    console = Console(stderr=True)
+    parts: list[bytes] = []
+    session = await SynthesisSession.connect(urls(args), api_key=key, lead_ms=0)
+    async with session:
+        context = await session.open("speak", config)
+        await context.append(text)
+        await context.close()
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
+        ) as progress:
+            task = progress.add_task("waiting for audio", total=None)
+            async for event in context:
+                if isinstance(event, SynthesizedAudio):
+                    parts.append(event.audio)
+                    seconds = (event.start_ms + event.duration_ms) / 1000
+                    progress.update(task, description=f"{seconds:.1f} s of audio")
+                elif isinstance(event, synthesis_pb2.WordTimestamps):
+                    for word in event.words:
+                        print(f"{word.start_ms:>7} {word.end_ms:>7}  {word.word}", file=sys.stderr)
+        await session.close()
+    audio = b"".join(parts)
+    await asyncio.to_thread(_write_wav, args.output, audio, args.rate)
+    print(f"wrote {args.output} ({len(audio) / (2 * args.rate):.2f} s)", file=sys.stderr)
+    return 0
+
+
+def _write_wav(path: Path, pcm: bytes, rate: int) -> None:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm)

@@ -1,0 +1,292 @@
+"""ResumingLink: the connection loop both SDK sessions share (the I/O around their states).
+
+One task per session runs connections one after another: open a WebSocket to the current URL,
+write the session's first message (start or resume), read until the connection ends, and ask
+the session what the end means: the session ended, failed (raise), or goes on (wait with
+``voxwire.client.backoff``, move to the next URL, connect again). The session's own state
+machine decides; this loop only moves bytes and time.
+
+Writers (the application's ``send``, ``append``, ...) write under ``write_lock`` to ``live``,
+the connection whose session message has arrived and whose replay is written: a write never
+lands between a resume's first message and its replay. A write that fails is not retried here:
+what it carried is already in the session's replay state, and the reader sees the connection
+end.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from voxwire import errors
+from voxwire.client.backoff import RetryBudget
+from voxwire.client.connection import ConnectionLost, Credentials, Endpoints, open_socket
+from voxwire.client.options import Resumed, SessionOptions
+
+log = logging.getLogger(__name__)
+
+_CLOSE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How a connection ended, as the session reads it."""
+
+    ended: bool = False
+    failure: BaseException | None = None
+    retry_after_s: float = 0.0
+    hand_over: bool = False
+
+
+class SessionClosed(Exception):
+    """The session has ended (closed by the caller or by the server): nothing more goes out."""
+
+
+class ResumingLink(abc.ABC):
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        credentials: Credentials,
+        options: SessionOptions,
+    ) -> None:
+        self.options = options
+        self._endpoints = endpoints
+        self._credentials = credentials
+        self.live: aiohttp.ClientWebSocketResponse | None = None
+        self.write_lock = asyncio.Lock()
+        # Set on every change a waiting writer may care about (live, acks, the end).
+        self.changed = asyncio.Event()
+        self.failure: BaseException | None = None
+        self.finished = False
+        self.url = ""
+        self._first_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last_write = time.monotonic()
+        self._lost_at: float | None = None
+        self._attempts = 0
+        self._cause = ""
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what each session kind provides -------------------------------------------------------
+
+    @abc.abstractmethod
+    def _first_message(self) -> str:
+        """The JSON to write when a connection opens (start, or the resume)."""
+
+    @abc.abstractmethod
+    async def _on_message(
+        self, ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage
+    ) -> Verdict | None:
+        """One text or binary message of ``ws``; a verdict ends this connection. On the
+        session message, call ``replay_and_go_live``."""
+
+    @abc.abstractmethod
+    def _connection_lost(self, close_code: int | None) -> Verdict:
+        """What the end of a connection means (``close_code`` None: no close frame came)."""
+
+    @abc.abstractmethod
+    def _keepalive_message(self) -> str: ...
+
+    @abc.abstractmethod
+    def _finish(self, error: BaseException | None) -> None:
+        """The session is over (``error`` None: it ended normally): end the event streams."""
+
+    # -- life ----------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Run the loop; return when the first session is up. Raises the session's failure."""
+        self._task = asyncio.create_task(self._run(), name="voxwire-session")
+        await asyncio.wait([self._first_up, self._task], return_when=asyncio.FIRST_COMPLETED)
+        if self.failure is not None:
+            raise self.failure
+        if not self._first_up.done():
+            raise SessionClosed("the session ended before it started")
+
+    async def abort(self) -> None:
+        """Drop the connection at once, without a close (the gateway cancels the stream)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._end(SessionClosed("the session was aborted"))
+
+    async def wait_finished(self, timeout_s: float) -> None:
+        """Wait for the loop to end. Raises TimeoutError after ``timeout_s``."""
+        if self._task is not None:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._task)
+
+    def raise_if_over(self) -> None:
+        """Raises the session's failure, or SessionClosed once it has ended."""
+        if self.failure is not None:
+            raise self.failure
+        if self.finished:
+            raise SessionClosed("the session has ended")
+
+    async def wait_until(self, ready: Callable[[], bool]) -> None:
+        """Wait until a connection is live and ``ready()`` holds (no deadline of its own: the
+        caller sets one). Raises the session's failure, or SessionClosed."""
+        while True:
+            self.changed.clear()
+            self.raise_if_over()
+            if self.live is not None and ready():
+                return
+            await self.changed.wait()
+
+    async def write(self, data: str | bytes) -> None:
+        """Write on the live connection (hold ``write_lock``); nothing when there is none."""
+        ws = self.live
+        if ws is None:
+            return
+        try:
+            if isinstance(data, bytes):
+                await ws.send_bytes(data)
+            else:
+                await ws.send_str(data)
+            self._last_write = time.monotonic()
+        except (ConnectionError, aiohttp.ClientError):
+            pass  # the reader sees the connection end; the replay state holds what was sent
+
+    async def replay_and_go_live(
+        self, ws: aiohttp.ClientWebSocketResponse, replay: Callable[[], Sequence[str | bytes]]
+    ) -> Resumed | None:
+        """The session is up on ``ws``: write what ``replay()`` returns (made under the lock,
+        so no control slips between it and the writers) before any other writer, then let
+        writers in. Returns the resume to report, if connections were lost before."""
+        async with self.write_lock:
+            self.live = ws
+            for item in replay():
+                await self.write(item)
+        self.changed.set()
+        resumed = None
+        if self._lost_at is not None:
+            resumed = Resumed(
+                url=self.url,
+                downtime_s=time.monotonic() - self._lost_at,
+                attempts=self._attempts,
+                cause=self._cause,
+            )
+        self._lost_at = None
+        self._attempts = 0
+        if not self._first_up.done():
+            self._first_up.set_result(None)
+        return resumed
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        budget = RetryBudget(self.options.backoff)
+        keepalive = asyncio.create_task(self._keepalive(), name="voxwire-keepalive")
+        error: BaseException | None = None
+        try:
+            async with aiohttp.ClientSession() as http:
+                verdict = await self._connection(http)
+                while not verdict.ended:
+                    if verdict.failure is not None:
+                        raise verdict.failure
+                    if self._lost_at is None:  # a connect that failed before any session
+                        self._lost_at = time.monotonic()
+                    if self._attempts == 0:
+                        budget.reset()
+                    wait = budget.next_delay(time.monotonic(), verdict.retry_after_s)
+                    if wait is None:
+                        raise errors.BackendUnavailable(
+                            f"no gateway took the session back ({budget.attempt} attempts in "
+                            f"{time.monotonic() - self._lost_at:.1f} s; last: {self._cause})"
+                        )
+                    log.info("session lost (%s): reconnecting in %.3f s", self._cause, wait)
+                    await asyncio.sleep(wait)
+                    self._endpoints.advance()
+                    verdict = await self._connection(http)
+        except asyncio.CancelledError:
+            error = SessionClosed("the session was aborted")
+            raise
+        except Exception as exc:
+            error = exc
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+            self._end(error)
+
+    def _end(self, error: BaseException | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.live = None
+        if error is not None and not isinstance(error, SessionClosed):
+            self.failure = error
+        if not self._first_up.done():
+            self._first_up.set_result(None)
+        self._finish(error)
+        self.changed.set()
+
+    async def _connection(self, http: aiohttp.ClientSession) -> Verdict:
+        self.url = self._endpoints.current
+        self._attempts += 1
+        try:
+            ws = await open_socket(
+                http,
+                self.url,
+                self._credentials,
+                timeout_s=self.options.connect_timeout_s,
+                heartbeat_s=self.options.heartbeat_s,
+            )
+        except ConnectionLost as exc:
+            self._cause = str(exc)
+            return self._connection_lost(None)
+        verdict: Verdict | None = None
+        closed_by_us = False
+        try:
+            await ws.send_str(self._first_message())
+            deadline = time.monotonic() + self.options.connect_timeout_s
+            while verdict is None:
+                wait = None if self.live is ws else max(0.0, deadline - time.monotonic())
+                msg = await ws.receive(timeout=wait)
+                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    verdict = await self._on_message(ws, msg)
+                else:
+                    break
+        except TimeoutError:
+            self._cause = f"no session from {self.url} in {self.options.connect_timeout_s} s"
+        except (ConnectionError, aiohttp.ClientError) as exc:
+            self._cause = f"{type(exc).__name__}: {exc}"
+        finally:
+            if self._lost_at is None:
+                self._lost_at = time.monotonic()  # downtime counts from here (Resumed)
+            async with self.write_lock:
+                self.live = None
+            self.changed.set()
+            if not ws.closed:
+                closed_by_us = True
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                        await ws.close()
+        if verdict is not None and (verdict.ended or verdict.failure is not None):
+            return verdict
+        code = None if closed_by_us else ws.close_code
+        if verdict is not None and verdict.hand_over:
+            self._cause = "going_away"
+        elif not closed_by_us:
+            self._cause = f"close {ws.close_code}"
+        return self._connection_lost(code)
+
+    async def _keepalive(self) -> None:
+        period = self.options.keepalive_s
+        if period <= 0:
+            return
+        while True:
+            idle = time.monotonic() - self._last_write
+            if idle < period:
+                await asyncio.sleep(period - idle)
+                continue
+            async with self.write_lock:
+                if self.live is not None:
+                    await self.write(self._keepalive_message())
+            self._last_write = time.monotonic()

@@ -1,0 +1,277 @@
+"""SynthesisSession: multi-context streaming text-to-speech over ``WS /v1/tts/stream`` that
+survives gateway restarts, drains and dropped networks.
+
+    async with await SynthesisSession.connect(["ws://gw-a:8080", "ws://gw-b:8080"],
+                                              api_key=key) as tts:
+        ctx = await tts.open("greeting", config)
+        await ctx.append("Hello there. ")
+        await ctx.close()
+        async for event in ctx:            # ContextOpened, SynthesizedAudio, WordTimestamps,
+            ...                            # FlushAck, ..., ContextDone last
+        await tts.close()
+
+After a lost connection or a drain the session resumes on the next gateway: every unfinished
+context is reopened there with its timeline and sequence numbers continuing, and the text after
+the last word whose audio was received completely is sent again (docs/design/edge.md, "Resume
+(TTS)"). Context calls wait while the session resumes (up to ``send_timeout_s``).
+
+Failures raise ``voxwire.errors`` classes: a context's error ends its iterator with the
+error's class; a session error raises from every call and iterator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import Literal
+
+import aiohttp
+
+from voxwire import errors
+from voxwire.client.channel import EventChannel
+from voxwire.client.connection import Credentials, Endpoints, TokenProvider
+from voxwire.client.link import ResumingLink, SessionClosed, Verdict
+from voxwire.client.options import Resumed, SessionOptions
+from voxwire.client.tts_state import (
+    ContextEvent,
+    Message,
+    ServerMessage,
+    SessionEvent,
+    SynthesisClientState,
+    SynthesizedAudio,
+    TtsOutcome,
+)
+from voxwire.edge.frames import unpack
+from voxwire.edge.messages import decode, encode
+from voxwire.edge.v1 import session_pb2, tts_pb2
+from voxwire.v1 import stream_pb2, synthesis_pb2
+
+PATH = "/v1/tts/stream"
+MAX_SERVER_MESSAGE_BYTES = 4 * 1024 * 1024
+
+SynthesisSessionEvent = SessionEvent | Resumed
+
+
+class SynthesisContext:
+    """One context (utterance) of a session; iterate it for its events."""
+
+    def __init__(self, session: SynthesisSession, context_id: str, max_events: int) -> None:
+        self.context_id = context_id
+        self._session = session
+        self.events: EventChannel[ContextEvent] = EventChannel(max_events)
+
+    def __aiter__(self) -> AsyncIterator[ContextEvent]:
+        """Events until ``done``, ``cancelled`` or ``truncated`` (the last one); raises the
+        context's error (its ``voxwire.errors`` class) or the session's."""
+        return self.events
+
+    async def append(self, text: str) -> None:
+        """Raises InvalidMessage after ``close``, UnknownContext after the context ended,
+        the session's failure, SessionClosed, TimeoutError."""
+        await self._session._op(lambda s: s.append(self.context_id, text))
+
+    async def flush(self, flush_id: str = "") -> str:
+        """Synthesize what was appended; a FlushAck event follows its audio. Returns the id."""
+        flush_id = flush_id or f"fl-{uuid.uuid4().hex[:12]}"
+        await self._session._op(lambda s: s.flush(self.context_id, flush_id))
+        return flush_id
+
+    async def close(self) -> None:
+        """No more text: the rest is spoken, then ``done``."""
+        await self._session._op(lambda s: s.close_context(self.context_id))
+
+    async def cancel(self) -> None:
+        """Stop now; a ContextCancelled event ends the context."""
+        await self._session._op(lambda s: s.cancel(self.context_id))
+
+    async def truncate(self, played_ms: int) -> None:
+        """The listener heard ``played_ms`` of the context: the rest is cancelled and a
+        Truncated event (with the words heard) ends the context."""
+        await self._session._op(lambda s: s.truncate(self.context_id, played_ms))
+
+    async def audio(self) -> bytes:
+        """All the context's audio, until it ends (reads the events: use it or iterate)."""
+        parts = [e.audio async for e in self.events if isinstance(e, SynthesizedAudio)]
+        return b"".join(parts)
+
+
+class SynthesisSession(ResumingLink):
+    """Use ``await SynthesisSession.connect(...)``."""
+
+    def __init__(
+        self,
+        urls: Sequence[str] | str,
+        credentials: Credentials,
+        start: tts_pb2.TtsStart,
+        options: SessionOptions | None = None,
+    ) -> None:
+        options = options or SessionOptions()
+        super().__init__(Endpoints(urls, PATH), credentials, options)
+        self.state = SynthesisClientState(start)
+        self._events: EventChannel[SynthesisSessionEvent] = EventChannel(options.max_events)
+        self._contexts: dict[str, SynthesisContext] = {}
+        self._summary: session_pb2.SessionSummary | None = None
+
+    @classmethod
+    async def connect(
+        cls,
+        urls: Sequence[str] | str,
+        *,
+        api_key: str | None = None,
+        token_provider: TokenProvider | None = None,
+        origin: str | None = None,
+        lead_ms: int | None = None,
+        audio_delivery: Literal["binary", "json"] = "binary",
+        options: SessionOptions | None = None,
+    ) -> SynthesisSession:
+        """Open a session. ``lead_ms``: how far audio may run ahead of real-time playback per
+        context (None: the gateway's default; 0: as fast as the model).
+
+        Raises ValueError (credentials, URLs), the gateway's error (Unauthenticated, ...), or
+        BackendUnavailable when no gateway answered within the reconnect budget."""
+        start = tts_pb2.TtsStart(
+            audio_delivery=tts_pb2.AUDIO_DELIVERY_JSON
+            if audio_delivery == "json"
+            else tts_pb2.AUDIO_DELIVERY_BINARY
+        )
+        if lead_ms is not None:
+            start.lead.FromMilliseconds(lead_ms)
+        credentials = Credentials(api_key=api_key, token_provider=token_provider, origin=origin)
+        session = cls(urls, credentials, start, options)
+        await session._start()
+        return session
+
+    async def __aenter__(self) -> SynthesisSession:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.finished:
+            await self.abort()
+
+    @property
+    def session_id(self) -> str:
+        return self.state.session_id
+
+    def events(self) -> AsyncIterator[SynthesisSessionEvent]:
+        """Session-wide events: notices, ``Resumed``, the summary last."""
+        return self._events
+
+    async def open(
+        self, context_id: str, config: synthesis_pb2.SynthesisContextConfig
+    ) -> SynthesisContext:
+        """Open a context. Raises ContextAlreadyOpen, the session's failure, SessionClosed,
+        TimeoutError. The gateway's answer (ContextOpened, or the context's error) comes as
+        the context's first event."""
+        context = SynthesisContext(self, context_id, self.options.max_events)
+        await self._op(lambda s: s.open(context_id, config), context)
+        return context
+
+    async def close(self) -> session_pb2.SessionSummary:
+        """Close every context (their audio still comes: read it), then the summary. Raises
+        TimeoutError after ``close_timeout_s``, or the session's failure."""
+        if self._summary is not None:
+            return self._summary
+        if not self.state.closing:
+            await self._op(lambda s: s.close_session())
+        await self.wait_finished(self.options.close_timeout_s)
+        if self.failure is not None:
+            raise self.failure
+        if self._summary is None:
+            raise SessionClosed("the session ended without a summary")
+        return self._summary
+
+    async def _op(
+        self,
+        make: Callable[[SynthesisClientState], Message],
+        context: SynthesisContext | None = None,
+    ) -> None:
+        self.raise_if_over()
+        async with asyncio.timeout(self.options.send_timeout_s):
+            while True:
+                await self.wait_until(lambda: True)
+                async with self.write_lock:
+                    if self.live is None:
+                        continue
+                    msg = make(self.state)
+                    if context is not None:
+                        self._contexts[context.context_id] = context
+                    await self.write(encode(msg))
+                    return
+
+    # -- the link's hooks ----------------------------------------------------------------------
+
+    def _first_message(self) -> str:
+        return encode(self.state.connected())
+
+    def _keepalive_message(self) -> str:
+        return encode(Message(keep_alive=stream_pb2.KeepAlive()))
+
+    async def _on_message(
+        self, ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage
+    ) -> Verdict | None:
+        if msg.type is aiohttp.WSMsgType.BINARY:
+            try:
+                frame = unpack(msg.data)
+            except ValueError as exc:
+                raise errors.InvalidMessage(f"bad audio frame from the gateway: {exc}") from exc
+            outcome = self.state.binary_frame(frame)
+        else:
+            server = decode(
+                msg.data,
+                ServerMessage,
+                max_bytes=MAX_SERVER_MESSAGE_BYTES,
+                ignore_unknown_fields=True,
+            )
+            outcome = self.state.receive(server)
+            if server.WhichOneof("message") == "summary":
+                self._summary = server.summary
+        if outcome.session_up:
+            resumed_now = outcome.resumed
+
+            def replay() -> list[str | bytes]:
+                return [encode(m) for m in self.state.replay()] if resumed_now else []
+
+            resumed = await self.replay_and_go_live(ws, replay)
+            if resumed is not None and outcome.resumed:
+                await self._events.put(replace(resumed))
+        await self._deliver(outcome)
+        if outcome.session_ended:
+            return Verdict(ended=True)
+        if outcome.hand_over:
+            return Verdict(hand_over=True)
+        return None
+
+    async def _deliver(self, outcome: TtsOutcome) -> None:
+        for cid, event in outcome.events:
+            if not cid:
+                await self._events.put(event)  # type: ignore[arg-type]
+            elif (context := self._contexts.get(cid)) is not None:
+                await context.events.put(event)  # type: ignore[arg-type]
+        for cid, error in outcome.ended:
+            context = self._contexts.pop(cid, None)
+            if context is not None:
+                context.events.close(error)
+
+    def _connection_lost(self, close_code: int | None) -> Verdict:
+        outcome = self.state.connection_lost(close_code)
+        return Verdict(
+            ended=outcome.session_ended,
+            failure=outcome.failure,
+            retry_after_s=outcome.retry_after_s,
+            hand_over=outcome.hand_over,
+        )
+
+    def _finish(self, error: BaseException | None) -> None:
+        failure = None if isinstance(error, SessionClosed) else error
+        for context in self._contexts.values():
+            context.events.close(failure or SessionClosed("the session ended"))
+        self._contexts.clear()
+        self._events.close(failure)

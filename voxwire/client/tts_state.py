@@ -1,0 +1,352 @@
+"""SynthesisClientState: the sans-I/O core of one SDK synthesis session (many contexts, across
+its connections).
+
+Rules (docs/design/edge.md, "Resume (TTS)"):
+- Per context the state keeps a ``voxwire.replay.TextReplay``: the text appended and not yet
+  spoken, the words received (their text offsets and audio ends) and the audio received (last
+  sequence number, end of the timeline). Audio and words are recorded as they are received.
+- A new connection starts with ``start{audioDelivery, lead}``, and after the first session with
+  ``start{resume{token}}`` as well. When the gateway answers ``session`` on a resume, every
+  unfinished context is reopened with its config plus ``timeline_offset_ms`` (end of the audio
+  received) and ``first_sequence_number`` (last received + 1), then the text after the last
+  word whose audio was received completely, the flushes not yet acknowledged, and ``close`` if
+  the client had closed it; then ``closeSession`` if the client had sent it.
+- What a resumed context sends again is not passed on twice: its second ``opened``, a chunk
+  with a sequence number already received, a word whose text offset is before the end of the
+  last word passed on. Word offsets of a reopened context count from its resume point; they
+  are passed on as offsets into the whole context text.
+- ``goingAway`` hands the session over at once unless the client is closing it; errors and
+  closes are read as in the STT state (``connection.resumable`` / ``close_error``).
+
+Contexts: OPENING --opened--> OPEN --close--> CLOSING --done--> ENDED; cancel, truncate or a
+context error end any of them. Phases of the session are the STT state's table.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+
+from voxwire import errors
+from voxwire.client.connection import close_error, resumable
+from voxwire.client.stt_state import _TRANSITIONS, Phase
+from voxwire.edge.frames import AudioFrame
+from voxwire.edge.v1 import session_pb2, stt_pb2, tts_pb2
+from voxwire.replay import TextReplay, WordMark
+from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2
+
+log = logging.getLogger(__name__)
+
+Message = tts_pb2.TtsClientMessage
+ServerMessage = tts_pb2.TtsServerMessage
+_WIDTH = {audio_pb2.AUDIO_ENCODING_PCM_F32LE: 4, audio_pb2.AUDIO_ENCODING_MULAW: 1}
+_WIDTH[audio_pb2.AUDIO_ENCODING_ALAW] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesizedAudio:
+    """One chunk of a context's audio, in the context's output format."""
+
+    sequence_number: int
+    start_ms: int
+    duration_ms: int
+    audio: bytes
+
+
+ContextEvent = (
+    tts_pb2.ContextOpened
+    | SynthesizedAudio
+    | synthesis_pb2.WordTimestamps
+    | synthesis_pb2.FlushAck
+    | synthesis_pb2.ContextDone
+    | synthesis_pb2.ContextCancelled
+    | tts_pb2.Truncated
+    | stream_pb2.StreamNotice
+)
+SessionEvent = stream_pb2.StreamNotice | session_pb2.SessionSummary
+
+
+class CtxState(enum.Enum):
+    OPENING = "opening"
+    OPEN = "open"
+    CLOSING = "closing"  # the client closed it; audio still comes
+    ENDED = "ended"
+
+
+@dataclass(eq=False)
+class ClientContext:
+    context_id: str
+    config: synthesis_pb2.SynthesisContextConfig
+    state: CtxState = CtxState.OPENING
+    replay: TextReplay = field(default_factory=TextReplay)
+    pending_flushes: list[str] = field(default_factory=list)
+    closed_by_client: bool = False
+    handle: int = 0
+    reopened: bool = False  # reopened on a resumed connection: its `opened` is not news
+    opened_seen: bool = False
+    word_base: int = 0  # added to the current stream's word text offsets
+    reported_to: int = 0  # end (code points) of the last word passed on
+
+    @property
+    def bytes_per_ms(self) -> float:
+        fmt = self.config.output_format
+        width = _WIDTH.get(fmt.encoding, 2)
+        return max(1, fmt.sample_rate_hz) * width / 1000
+
+
+@dataclass(slots=True)
+class TtsOutcome:
+    """What the adapter does after one input."""
+
+    # (context id or "" for the session, event) in order.
+    events: list[tuple[str, ContextEvent | SessionEvent]] = field(default_factory=list)
+    # Contexts that ended (their streams close), with the context's error if it failed.
+    ended: list[tuple[str, errors.VoxwireError | None]] = field(default_factory=list)
+    session_up: bool = False
+    resumed: bool = False
+    hand_over: bool = False
+    retry_after_s: float = 0.0
+    failure: errors.VoxwireError | None = None
+    session_ended: bool = False
+
+
+class SynthesisClientState:
+    def __init__(self, start: tts_pb2.TtsStart) -> None:
+        self.start = tts_pb2.TtsStart()
+        self.start.CopyFrom(start)
+        self.phase = Phase.CONNECTING
+        self.token = ""
+        self.session_id = ""
+        self.closing = False
+        self.contexts: dict[str, ClientContext] = {}
+        self._handles: dict[int, ClientContext] = {}
+        self._retry_after_s: float | None = None
+        self._failure: errors.VoxwireError | None = None
+        self._hand_over = False
+
+    def _go(self, event: str) -> None:
+        try:
+            self.phase = _TRANSITIONS[self.phase][event]
+        except KeyError:
+            raise RuntimeError(f"{event} in phase {self.phase.value}") from None
+
+    # -- the client's side -------------------------------------------------------------------
+
+    def connected(self) -> Message:
+        self._go("connected")
+        self._retry_after_s = None
+        self._hand_over = False
+        self._handles.clear()
+        start = tts_pb2.TtsStart()
+        start.CopyFrom(self.start)
+        if self.token:
+            start.resume.CopyFrom(stt_pb2.Resume(resume_token=self.token))
+        return Message(start=start)
+
+    def open(self, context_id: str, config: synthesis_pb2.SynthesisContextConfig) -> Message:
+        """Raises ContextAlreadyOpen for an id whose context has not ended."""
+        ctx = self.contexts.get(context_id)
+        if ctx is not None and ctx.state is not CtxState.ENDED:
+            raise errors.ContextAlreadyOpen(f"context {context_id!r} is already open")
+        ctx = ClientContext(context_id, synthesis_pb2.SynthesisContextConfig())
+        ctx.config.CopyFrom(config)
+        self.contexts[context_id] = ctx
+        return Message(context_id=context_id, open=config)
+
+    def append(self, context_id: str, text: str) -> Message:
+        self._writable(context_id).replay.append(text)
+        return Message(context_id=context_id, append=synthesis_pb2.AppendText(text=text))
+
+    def flush(self, context_id: str, flush_id: str) -> Message:
+        self._writable(context_id).pending_flushes.append(flush_id)
+        return Message(context_id=context_id, flush=synthesis_pb2.Flush(flush_id=flush_id))
+
+    def close_context(self, context_id: str) -> Message:
+        ctx = self._writable(context_id)
+        ctx.closed_by_client = True
+        ctx.state = CtxState.CLOSING
+        return Message(context_id=context_id, close=synthesis_pb2.CloseContext())
+
+    def cancel(self, context_id: str) -> Message:
+        self._context(context_id)
+        return Message(context_id=context_id, cancel=synthesis_pb2.Cancel())
+
+    def truncate(self, context_id: str, played_ms: int) -> Message:
+        self._context(context_id)
+        return Message(context_id=context_id, truncate=tts_pb2.Truncate(played_ms=played_ms))
+
+    def close_session(self) -> Message:
+        self.closing = True
+        return Message(close_session=tts_pb2.CloseSession())
+
+    def _context(self, context_id: str) -> ClientContext:
+        ctx = self.contexts.get(context_id)
+        if ctx is None or ctx.state is CtxState.ENDED:
+            raise errors.UnknownContext(f"no open context {context_id!r}")
+        return ctx
+
+    def _writable(self, context_id: str) -> ClientContext:
+        ctx = self._context(context_id)
+        if ctx.closed_by_client:
+            raise errors.InvalidMessage(f"context {context_id!r} is closed: no more text")
+        return ctx
+
+    # -- the server's side -------------------------------------------------------------------
+
+    def receive(self, msg: ServerMessage) -> TtsOutcome:
+        out = TtsOutcome()
+        kind = msg.WhichOneof("message")
+        ctx = self.contexts.get(msg.context_id) if msg.context_id else None
+        if ctx is not None and ctx.state is CtxState.ENDED:
+            ctx = None  # late messages of an ended context are dropped by design
+        if kind == "session":
+            self._go("session")
+            out.resumed = bool(self.token)
+            self.token = msg.session.resume_token
+            self.session_id = msg.session.session_id
+            out.session_up = True
+        elif kind == "going_away":
+            self.token = msg.going_away.resume_token or self.token
+            if not self.closing:
+                self._hand_over = out.hand_over = True
+        elif kind == "error":
+            error = errors.from_event(msg.error)
+            log.info("error event %s (retryable: %s): %s", error.reason, error.retryable, error)
+            if resumable(error):
+                delay = error.retry_delay.total_seconds() if error.retry_delay else 0.0
+                self._retry_after_s = delay
+            else:
+                self._failure = error
+        elif kind == "summary":
+            self._go("summary")
+            out.events.append(("", msg.summary))
+            out.session_ended = True
+        elif kind == "notice" and ctx is None:
+            out.events.append(("", msg.notice))
+        elif ctx is not None:
+            self._context_message(ctx, kind, msg, out)
+        return out
+
+    def _context_message(
+        self, ctx: ClientContext, kind: str | None, msg: ServerMessage, out: TtsOutcome
+    ) -> None:
+        cid = ctx.context_id
+        if kind == "opened":
+            self._handles[msg.opened.handle] = ctx
+            ctx.handle = msg.opened.handle
+            if ctx.state is CtxState.OPENING:
+                ctx.state = CtxState.OPEN
+            if not ctx.opened_seen:
+                ctx.opened_seen = True
+                out.events.append((cid, msg.opened))
+        elif kind == "audio":
+            chunk = msg.audio
+            self._audio(
+                ctx, chunk.sequence_number, chunk.start_ms, chunk.duration_ms, chunk.audio, out
+            )
+        elif kind == "words":
+            words = self._words(ctx, msg.words)
+            if words.words:
+                out.events.append((cid, words))
+        elif kind == "flush_ack":
+            if msg.flush_ack.flush_id in ctx.pending_flushes:
+                ctx.pending_flushes.remove(msg.flush_ack.flush_id)
+                out.events.append((cid, msg.flush_ack))
+        elif kind in ("done", "cancelled", "truncated"):
+            ctx.state = CtxState.ENDED
+            out.events.append((cid, getattr(msg, kind)))
+            out.ended.append((cid, None))
+        elif kind == "context_error":
+            ctx.state = CtxState.ENDED
+            out.ended.append((cid, errors.from_event(msg.context_error.error)))
+        elif kind == "notice":
+            out.events.append((cid, msg.notice))
+
+    def binary_frame(self, frame: AudioFrame) -> TtsOutcome:
+        """A binary audio frame (``voxwire.edge.frames.unpack``)."""
+        out = TtsOutcome()
+        ctx = self._handles.get(frame.handle)
+        if ctx is not None and ctx.state is not CtxState.ENDED:
+            duration = round(len(frame.audio) / ctx.bytes_per_ms)
+            self._audio(ctx, frame.sequence_number, frame.start_ms, duration, frame.audio, out)
+        return out
+
+    def _audio(
+        self,
+        ctx: ClientContext,
+        sequence_number: int,
+        start_ms: int,
+        duration_ms: int,
+        audio: bytes,
+        out: TtsOutcome,
+    ) -> None:
+        if sequence_number <= ctx.replay.last_sequence_number:
+            return  # already received before a resume
+        ctx.replay.audio(sequence_number, start_ms, duration_ms)
+        out.events.append(
+            (ctx.context_id, SynthesizedAudio(sequence_number, start_ms, duration_ms, audio))
+        )
+
+    def _words(
+        self, ctx: ClientContext, words: synthesis_pb2.WordTimestamps
+    ) -> synthesis_pb2.WordTimestamps:
+        passed = synthesis_pb2.WordTimestamps()
+        for word in words.words:
+            if not word.text_length:
+                passed.words.append(word)  # a model without text offsets: nothing to track
+                continue
+            ctx.replay.word(WordMark(word.text_offset, word.text_length, word.end_ms))
+            offset = word.text_offset + ctx.word_base
+            if offset < ctx.reported_to:
+                continue  # spoken again after a resume; passed on already
+            ctx.reported_to = offset + word.text_length
+            copy = passed.words.add()
+            copy.CopyFrom(word)
+            copy.text_offset = offset
+        return passed
+
+    def replay(self) -> list[Message]:
+        """After a session message of a resumed connection: reopen every unfinished context
+        from its resume point, then ``closeSession`` if the client sent it."""
+        out: list[Message] = []
+        for ctx in self.contexts.values():
+            if ctx.state is CtxState.ENDED:
+                continue
+            point = ctx.replay.resume_point()
+            ctx.replay.resumed(point)
+            ctx.word_base = point.text_offset
+            config = synthesis_pb2.SynthesisContextConfig()
+            config.CopyFrom(ctx.config)
+            config.timeline_offset_ms = point.timeline_offset_ms
+            config.first_sequence_number = point.first_sequence_number
+            cid = ctx.context_id
+            out.append(Message(context_id=cid, open=config))
+            if point.text:
+                out.append(
+                    Message(context_id=cid, append=synthesis_pb2.AppendText(text=point.text))
+                )
+            out += [
+                Message(context_id=cid, flush=synthesis_pb2.Flush(flush_id=f))
+                for f in ctx.pending_flushes
+            ]
+            if ctx.closed_by_client:
+                out.append(Message(context_id=cid, close=synthesis_pb2.CloseContext()))
+        if self.closing:
+            out.append(Message(close_session=tts_pb2.CloseSession()))
+        return out
+
+    # -- the connection's end ------------------------------------------------------------------
+
+    def connection_lost(self, close_code: int | None) -> TtsOutcome:
+        if self.phase is Phase.ENDED:
+            return TtsOutcome(session_ended=True)
+        failure = self._failure
+        if failure is None and self._retry_after_s is None and not self._hand_over:
+            failure = close_error(close_code)
+        if failure is not None:
+            self._failure = failure
+            self.phase = Phase.FAILED
+            return TtsOutcome(failure=failure)
+        self._go("lost")
+        return TtsOutcome(retry_after_s=self._retry_after_s or 0.0, hand_over=self._hand_over)

@@ -1,0 +1,1 @@
+"""The edge (gateway) wire: messages of package voxwire.edge.v1."""

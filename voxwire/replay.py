@@ -1,0 +1,237 @@
+"""Replay windows: what a session must keep to continue elsewhere without losing or repeating.
+
+Shared by the three places that resume a stream (docs/design/edge.md, "Sessions that survive
+restarts"): the client SDK (after a disconnect, a drain or the maximum duration), the gateway
+(when an adapter fails) and the inference adapter (when a Triton replica fails).
+
+STT, ``AudioReplayWindow``: the audio sent since the acknowledged position. The position
+``finalized_through_ms`` says that all audio before it is reflected in final results the client
+has received, so a new upstream stream that starts there (with ``stream_offset_ms`` set to it)
+repeats nothing and loses nothing. Positions are milliseconds of session audio; audio is cut
+at frame ``floor(ms * rate / 1000)``, the frame that contains that millisecond, so at rates
+that do not divide evenly into milliseconds (11 025 Hz, ...) a replay starts up to one frame
+early, never late.
+
+TTS, ``TextReplay``: per context, the text appended and the words and audio received, so a
+context can be reopened with its timeline and sequence numbers continuing and the text after
+the last word whose audio was received completely.
+
+Both are pure (no I/O, no clock) and bounded: audio beyond ``max_ms`` unacknowledged, and text
+already spoken, is dropped; a window that had to drop unacknowledged audio says so
+(``lossless`` False), and ``audio_since`` raises ResumeRejected rather than replay with a gap.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from voxwire.errors import ResumeRejected
+
+
+class AudioReplayWindow:
+    """Audio of one STT session from its acknowledged position on.
+
+    ``frame_bytes`` is bytes per frame (bytes per sample x channels) and ``rate_hz`` frames per
+    second of the session's audio format; ``base_ms`` is the session position of the first
+    byte appended (non-zero after a resume).
+
+    Raises ValueError for a non-positive frame size or rate, or a negative ``max_ms``.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_end_frame",
+        "_max_frames",
+        "_start_frame",
+        "frame_bytes",
+        "lossless",
+        "rate_hz",
+    )
+
+    def __init__(self, frame_bytes: int, rate_hz: int, *, max_ms: int, base_ms: int = 0) -> None:
+        if frame_bytes <= 0 or rate_hz <= 0 or max_ms < 0:
+            raise ValueError("frame_bytes and rate_hz must be positive, max_ms not negative")
+        self.frame_bytes = frame_bytes
+        self.rate_hz = rate_hz
+        self._max_frames = self.frame_at(max_ms)
+        self._start_frame = self.frame_at(base_ms)  # first frame still held
+        self._end_frame = self._start_frame  # one past the last frame received
+        self._chunks: deque[tuple[int, bytes]] = deque()  # (first frame, whole frames)
+        self.lossless = True
+
+    # -- positions -------------------------------------------------------------------------
+
+    def frame_at(self, ms: int) -> int:
+        """The frame that contains millisecond ``ms`` of session audio."""
+        return ms * self.rate_hz // 1000
+
+    def ms_at(self, frame: int) -> int:
+        return frame * 1000 // self.rate_hz
+
+    @property
+    def received_ms(self) -> int:
+        """Session audio received so far, in ms (the position of the next byte)."""
+        return self.ms_at(self._end_frame)
+
+    @property
+    def start_ms(self) -> int:
+        """The earliest position a replay can start from."""
+        return self.ms_at(self._start_frame)
+
+    @property
+    def unacked_ms(self) -> int:
+        return self.ms_at(self._end_frame - self._start_frame)
+
+    @property
+    def held_bytes(self) -> int:
+        return (self._end_frame - self._start_frame) * self.frame_bytes
+
+    # -- changes -----------------------------------------------------------------------------
+
+    def append(self, audio: bytes) -> None:
+        """Keep ``audio`` (a whole number of frames). Raises ValueError otherwise."""
+        if len(audio) % self.frame_bytes:
+            raise ValueError(
+                f"{len(audio)} bytes is not a whole number of {self.frame_bytes}-byte frames"
+            )
+        if not audio:
+            return
+        self._chunks.append((self._end_frame, bytes(audio)))
+        self._end_frame += len(audio) // self.frame_bytes
+        if self._end_frame - self._start_frame > self._max_frames:
+            # Over the bound: the oldest unacknowledged audio goes, and a later replay from
+            # before the new start is refused instead of silently leaving a gap.
+            self.lossless = False
+            self._trim(self._end_frame - self._max_frames)
+
+    def ack(self, finalized_through_ms: int) -> None:
+        """Drop audio before the acknowledged position (a stale or repeated ack is a no-op)."""
+        self._trim(min(self.frame_at(finalized_through_ms), self._end_frame))
+        if self._start_frame >= self.frame_at(finalized_through_ms):
+            self.lossless = True  # everything unacknowledged is held again
+
+    def audio_since(self, ms: int) -> bytes:
+        """The audio from position ``ms`` to the end, for a replay.
+
+        Raises ResumeRejected when that audio is no longer held (before the window's start or
+        after its end)."""
+        return b"".join(self.pieces_since(ms))
+
+    def pieces_since(self, ms: int) -> list[bytes]:
+        """The same audio as ``audio_since``, cut where it was cut when appended (the first
+        piece starts at ``ms``), so a replay can repeat the original messages.
+
+        Raises ResumeRejected when that audio is no longer held."""
+        frame = self.frame_at(ms)
+        if frame < self._start_frame or frame > self._end_frame:
+            raise ResumeRejected(
+                f"cannot replay from {ms} ms: audio from {self.start_ms} to {self.received_ms} ms "
+                "is held"
+            )
+        parts = []
+        for first, data in self._chunks:
+            last = first + len(data) // self.frame_bytes
+            if last <= frame:
+                continue
+            skip = max(0, frame - first) * self.frame_bytes
+            parts.append(data[skip:] if skip else data)
+        return parts
+
+    def _trim(self, frame: int) -> None:
+        if frame <= self._start_frame:
+            return
+        while self._chunks:
+            first, data = self._chunks[0]
+            last = first + len(data) // self.frame_bytes
+            if last <= frame:
+                self._chunks.popleft()
+            elif first < frame:
+                self._chunks[0] = (frame, data[(frame - first) * self.frame_bytes :])
+                break
+            else:
+                break
+        self._start_frame = frame
+
+
+@dataclass(frozen=True, slots=True)
+class WordMark:
+    """Where a word is in the context's text (code points) and its audio (ms)."""
+
+    text_offset: int
+    text_length: int
+    end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """How to reopen a TTS context: the text still to speak and where its timeline goes on."""
+
+    text: str
+    # Position of ``text[0]`` in the context's whole text (for word text offsets).
+    text_offset: int
+    timeline_offset_ms: int
+    first_sequence_number: int
+
+
+@dataclass(slots=True)
+class TextReplay:
+    """The resumable state of one TTS context, as seen by whoever receives its audio.
+
+    Text offsets are Unicode code points from the first character of the context's first append
+    (the contract's ``WordTimestamp.text_offset``). Only text not yet spoken (after the last
+    complete word) is kept, so memory follows the unspoken text, not the context's length.
+    """
+
+    # Position of ``_text[0]`` in the whole context text.
+    _base: int = 0
+    _text: str = ""
+    # The end (code points) of the last word whose audio was received completely.
+    _spoken_to: int = 0
+    _pending: list[WordMark] = field(default_factory=list)  # words whose audio is not all in
+    audio_end_ms: int = 0  # end of the audio received, in the context's timeline
+    last_sequence_number: int = 0
+    # Word text offsets of the current stream count from here (non-zero after a resume, whose
+    # stream only saw the text from the resume point on).
+    _word_base: int = 0
+
+    def append(self, text: str) -> None:
+        self._text += text
+
+    def word(self, mark: WordMark) -> None:
+        """A word of the current stream (``text_offset`` as that stream reported it)."""
+        if self._word_base:
+            mark = WordMark(mark.text_offset + self._word_base, mark.text_length, mark.end_ms)
+        self._pending.append(mark)
+        self._advance()
+
+    def resumed(self, point: ResumePoint) -> None:
+        """The context was reopened from ``point``: its new stream numbers text from there."""
+        self._word_base = point.text_offset
+        self._pending.clear()
+
+    def audio(self, sequence_number: int, start_ms: int, duration_ms: int) -> None:
+        """A chunk arrived (or was sent to the listener)."""
+        self.last_sequence_number = max(self.last_sequence_number, sequence_number)
+        self.audio_end_ms = max(self.audio_end_ms, start_ms + duration_ms)
+        self._advance()
+
+    def _advance(self) -> None:
+        done = [w for w in self._pending if w.end_ms <= self.audio_end_ms]
+        if not done:
+            return
+        self._pending = [w for w in self._pending if w.end_ms > self.audio_end_ms]
+        self._spoken_to = max(self._spoken_to, *(w.text_offset + w.text_length for w in done))
+        cut = min(max(0, self._spoken_to - self._base), len(self._text))
+        self._text = self._text[cut:]
+        self._base += cut
+
+    def resume_point(self) -> ResumePoint:
+        """Reopen with this: the text after the last completely received word, the timeline at
+        the end of the audio received, and the next sequence number."""
+        return ResumePoint(
+            text=self._text,
+            text_offset=self._base,
+            timeline_offset_ms=self.audio_end_ms,
+            first_sequence_number=self.last_sequence_number + 1,
+        )
