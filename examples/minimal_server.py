@@ -1,0 +1,505 @@
+"""A minimal voxwire.v1 server on toy models: the starting point for serving a model of your own.
+
+It keeps every promise of docs/contract.md that applies to what it advertises, without Triton:
+- STT, ``BeepDetector``: each burst of sound (10 ms frames above an RMS threshold) becomes one
+  word, "beep", with honest timings; a burst ends after 300 ms of quiet, or at a finalize/close.
+- TTS, ``ToneVoice``: each word of text becomes 150 ms of a 440 Hz tone and 50 ms of silence.
+Both take and give PCM_S16LE, 16 kHz, mono only, and Capabilities says exactly that. Swap the two
+toy classes for your model, keep the rest, and check it with the conformance kit:
+
+    python examples/minimal_server.py --port 50051
+    python -m voxwire.conformance --target 127.0.0.1:50051
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from voxwire import errors
+from voxwire.errors import Violation
+from voxwire.timings import StageClock, trailers
+from voxwire.v1 import audio_pb2, capabilities_pb2, capabilities_pb2_grpc
+from voxwire.v1 import synthesis_pb2 as tts
+from voxwire.v1 import transcription_pb2 as stt
+
+# -- what the server offers: Capabilities must say exactly what the code below does ------------
+RATE = 16000
+PCM16 = audio_pb2.AUDIO_ENCODING_PCM_S16LE
+ONE_FORMAT = capabilities_pb2.FormatSupport(encoding=PCM16, sample_rates_hz=[RATE], max_channels=1)
+STT_MODEL = capabilities_pb2.ModelCapabilities(
+    name="toy_beep",
+    kind=capabilities_pb2.MODEL_KIND_STT,
+    languages=["en-US"],
+    input_formats=[ONE_FORMAT],
+    features=capabilities_pb2.Features(word_timestamps=True),
+    native_sample_rate_hz=RATE,
+    is_default=True,
+    ready_replicas=1,
+)
+TTS_MODEL = capabilities_pb2.ModelCapabilities(
+    name="toy_tone",
+    kind=capabilities_pb2.MODEL_KIND_TTS,
+    languages=["en-US"],
+    voices=["tone"],
+    output_formats=[ONE_FORMAT],
+    features=capabilities_pb2.Features(word_timestamps=True),
+    native_sample_rate_hz=RATE,
+    is_default=True,
+    ready_replicas=1,
+)
+SERVICES = ("voxwire.v1.Transcription", "voxwire.v1.Synthesis", "voxwire.v1.Capabilities")
+LIMITS = capabilities_pb2.Limits(
+    max_chunk_bytes=65536, max_contexts_per_stream=8, max_pending_text_bytes=16384
+)
+
+
+# -- the toy models: replace these two classes with yours ----------------------------------------
+class BeepDetector:
+    """Toy STT. ``feed`` and ``flush`` return final results; offsets are ms of audio received."""
+
+    FRAME, LOUD, GAP_MS = RATE // 100, 0.02, 300
+
+    def __init__(self, word_timestamps: bool) -> None:
+        self.word_timestamps = word_timestamps
+        self.received = 0  # samples received
+        self.pending = np.zeros(0)  # samples not yet in a whole 10 ms frame
+        self.ms = 0  # audio analysed (whole frames)
+        self.start: int | None = None  # where the open burst began
+        self.last_loud = 0  # where its last loud frame ended
+        self.utterances = 0
+
+    def feed(self, pcm: bytes) -> list[stt.TranscriptResult]:
+        samples = np.frombuffer(pcm, "<i2") / 32768.0
+        self.received += len(samples)
+        self.pending = np.concatenate([self.pending, samples])
+        results = []
+        while len(self.pending) >= self.FRAME:
+            frame, self.pending = self.pending[: self.FRAME], self.pending[self.FRAME :]
+            self.ms += 10
+            if np.sqrt(np.mean(frame**2)) > self.LOUD:
+                self.start = self.ms - 10 if self.start is None else self.start
+                self.last_loud = self.ms
+            elif self.start is not None and self.ms - self.last_loud >= self.GAP_MS:
+                results += self.flush(forced=False)
+        return results
+
+    def flush(self, forced: bool) -> list[stt.TranscriptResult]:
+        """The open burst as a final result (``forced``: by a finalize or the close)."""
+        if self.start is None:
+            return []
+        start, end, self.start = self.start, self.last_loud, None
+        self.utterances += 1
+        word = stt.Word(word="beep", start_ms=start, end_ms=end, confidence=1.0)
+        return [
+            stt.TranscriptResult(
+                utterance_id=f"u{self.utterances}",
+                is_final=True,
+                transcript="beep",
+                confidence=1.0,
+                start_ms=start,
+                end_ms=end,
+                from_finalize=forced,
+                words=[word] if self.word_timestamps else [],
+            )
+        ]
+
+
+class ToneVoice:
+    """Toy TTS: one 200 ms chunk (a 150 ms tone, then 50 ms of silence) per word."""
+
+    TONE_MS = 150
+    _t = np.arange(RATE * TONE_MS // 1000) / RATE
+    PCM = np.concatenate([0.3 * np.sin(2 * np.pi * 440 * _t), np.zeros(RATE // 20)]) * 32767
+    PCM_BYTES = PCM.astype("<i2").tobytes()
+
+    def speak(self, text: str) -> list[tuple[str, bytes]]:
+        return [(word, self.PCM_BYTES) for word in text.split()]
+
+
+# -- the contract around them ---------------------------------------------------------------------
+class Reader:
+    """Client messages, parsed here (so undecodable bytes are INVALID_MESSAGE, not a gRPC
+    INTERNAL); every wait is bounded by the idle timeout."""
+
+    def __init__(self, raw: AsyncIterator[bytes], message: Any, idle_s: float) -> None:
+        self.raw, self.message, self.idle_s = aiter(raw), message, idle_s
+
+    async def next(self) -> Any:
+        """The next message, or None at half-close. Raises IdleTimeout, InvalidMessage."""
+        try:
+            async with asyncio.timeout(self.idle_s):
+                data = await anext(self.raw)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise errors.IdleTimeout(f"no message for {self.idle_s:g} s") from None
+        try:
+            msg = self.message.FromString(data)
+        except DecodeError:
+            raise errors.InvalidMessage("the message does not parse") from None
+        if msg.WhichOneof("request") is None:
+            raise errors.InvalidMessage("empty message")
+        return msg
+
+
+def check_config(
+    name: str,
+    fmt: audio_pb2.AudioFormat,
+    language: str,
+    field: str,
+    model: capabilities_pb2.ModelCapabilities,
+    lacking: dict[str, bool],
+) -> None:
+    """Raises UnknownModel, UnsupportedEncoding, UnsupportedSampleRate or InvalidConfig (every
+    bad field at once; asking for a feature the model lacks is one, never silently dropped)."""
+    if name not in ("", model.name):
+        raise errors.UnknownModel(
+            f"no model {name!r}", violations=[Violation(f"{field}.model", model.name)]
+        )
+    where = f"{field}.{'audio' if field == 'config' else 'output'}_format"
+    if fmt.encoding != PCM16:
+        raise errors.UnsupportedEncoding(
+            "PCM_S16LE only", violations=[Violation(f"{where}.encoding", "PCM_S16LE")]
+        )
+    if fmt.sample_rate_hz != RATE:
+        raise errors.UnsupportedSampleRate(
+            "16 kHz only", violations=[Violation(f"{where}.sample_rate_hz", "16000")]
+        )
+    if fmt.channels > 1:
+        raise errors.UnsupportedSampleRate(
+            "mono only", violations=[Violation(f"{where}.channels", "1")]
+        )
+    bad = [
+        Violation(f"{field}.{name}", "not supported") for name, asked in lacking.items() if asked
+    ]
+    if language not in ("", "en-US"):
+        bad.append(Violation(f"{field}.language", "en-US only"))
+    if bad:
+        raise errors.InvalidConfig.of("invalid config", bad)
+
+
+class StreamService:
+    """What both streaming services share: reading with the idle timeout, and how a stream ends
+    (OK or not, with the timing trailers; contract: Errors, Timings)."""
+
+    request: Any = None  # the request message class
+
+    def __init__(self, idle_s: float) -> None:
+        self.idle_s = idle_s
+
+    def reader(self, requests: AsyncIterator[bytes]) -> Reader:
+        return Reader(requests, self.request, self.idle_s)
+
+    def finish(self, context: Any, clock: StageClock) -> None:
+        context.set_trailing_metadata(trailers(clock.to_proto()))
+
+    async def fail(self, context: Any, error: errors.VoxwireError, clock: StageClock) -> None:
+        """End the stream with the error's rich status and the timing trailers."""
+        details = ("grpc-status-details-bin", error.to_rpc_status().SerializeToString())
+        metadata = (details, *trailers(clock.to_proto()))
+        await context.abort(error.code, error.message, trailing_metadata=metadata)
+
+
+class Transcription(StreamService):
+    """voxwire.v1.Transcription: config, then audio and controls, then close (contract order)."""
+
+    request = stt.StreamingTranscribeRequest
+
+    async def stream(self, requests: AsyncIterator[bytes], context: Any) -> None:
+        clock, reader = StageClock(), self.reader(requests)
+        try:
+            first = await reader.next()
+            if first is None or first.WhichOneof("request") != "config":
+                raise errors.ConfigRequired("the first message must be the config")
+            model = self.start(first.config)
+            await context.write(self.started(first.config))
+            while (msg := await reader.next()) is not None and msg.WhichOneof("request") != "close":
+                for response in self.handle(msg, model):
+                    await context.write(response)
+            # close or half-close: pending audio becomes a final result, then the summary.
+            for result in model.flush(forced=True):
+                await context.write(stt.StreamingTranscribeResponse(result=result))
+            summary = stt.TranscriptionSummary(
+                audio_ms=model.received * 1000 // RATE,
+                utterances=model.utterances,
+                timings=clock.to_proto(),
+            )
+            await context.write(stt.StreamingTranscribeResponse(summary=summary))
+            self.finish(context, clock)
+        except errors.VoxwireError as exc:
+            await self.fail(context, exc, clock)
+
+    def start(self, config: stt.TranscriptionConfig) -> BeepDetector:
+        lacking = {
+            "interim_results": config.interim_results,
+            "endpointing": config.HasField("endpointing"),
+            "vocabulary": bool(config.vocabulary),
+        }
+        check_config(
+            config.model, config.audio_format, config.language, "config", STT_MODEL, lacking
+        )
+        return BeepDetector(config.word_timestamps)
+
+    def started(self, config: stt.TranscriptionConfig) -> stt.StreamingTranscribeResponse:
+        started = stt.TranscriptionStarted(
+            request_id=config.request_id, model=STT_MODEL.name, model_sample_rate_hz=RATE
+        )
+        return stt.StreamingTranscribeResponse(started=started)
+
+    def handle(self, msg: stt.StreamingTranscribeRequest, model: BeepDetector) -> list[Any]:
+        Resp, kind = stt.StreamingTranscribeResponse, msg.WhichOneof("request")
+        if kind == "config":
+            raise errors.ConfigAlreadySet("config was already sent")
+        if kind == "audio":
+            if len(msg.audio) > LIMITS.max_chunk_bytes:
+                raise errors.ChunkTooLarge(f"over {LIMITS.max_chunk_bytes} bytes")
+            if len(msg.audio) % 2:
+                raise errors.MisalignedAudio("PCM_S16LE needs whole 2-byte samples")
+            return [Resp(result=r) for r in model.feed(msg.audio)]
+        if kind == "finalize":  # results for every byte so far, then the ack
+            done = stt.FinalizeAck(
+                finalize_id=msg.finalize.finalize_id, audio_ms=model.received * 1000 // RATE
+            )
+            return [*(Resp(result=r) for r in model.flush(forced=True)), Resp(finalize_ack=done)]
+        if kind == "update_config":  # the toy has nothing to update: refuse, never ignore
+            update = msg.update_config
+            asked = {
+                "endpointing": update.HasField("endpointing"),
+                "vocabulary": bool(update.vocabulary),
+            }
+            bad = [
+                Violation(f"update_config.{name}", "not supported")
+                for name, on in asked.items()
+                if on
+            ]
+            ack = stt.UpdateConfigAck(update_id=update.update_id, accepted=not bad)
+            if bad:
+                ack.error.CopyFrom(errors.InvalidConfig.of("update rejected", bad).to_proto())
+            return [Resp(update_config_ack=ack)]
+        return []  # keep_alive: reading it reset the idle timer
+
+
+class SynthesisStream:
+    """One StreamingSynthesize stream: its contexts, each {text not yet spoken, seq, ms}."""
+
+    def __init__(self, voice: ToneVoice) -> None:
+        self.voice = voice
+        self.contexts: dict[str, dict[str, Any]] = {}
+        self.opened = 0
+
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        """Responses for one message. Raises the VoxwireError that ends its context."""
+        cid, kind, ctx = (
+            msg.context_id,
+            msg.WhichOneof("request"),
+            self.contexts.get(msg.context_id),
+        )
+        Resp = tts.StreamingSynthesizeResponse
+        if kind == "open":
+            if ctx is not None:
+                raise errors.ContextAlreadyOpen(f"{cid!r} is already open")
+            if len(self.contexts) >= LIMITS.max_contexts_per_stream:
+                raise errors.TooManyContexts(f"at most {LIMITS.max_contexts_per_stream} contexts")
+            return self.open(cid, msg.open)
+        if ctx is None:
+            error = errors.ContextNotOpen if kind == "append" else errors.UnknownContext
+            raise error(f"{cid!r} is not open")
+        if kind == "append":
+            size = len(msg.append.text.encode())
+            if size > LIMITS.max_chunk_bytes:
+                raise errors.ChunkTooLarge(f"over {LIMITS.max_chunk_bytes} bytes")
+            if size + len(ctx["text"].encode()) > LIMITS.max_pending_text_bytes:
+                raise errors.TextTooLarge(f"over {LIMITS.max_pending_text_bytes} unspoken bytes")
+            # Complete sentences are spoken at once; the rest waits for more text.
+            text = ctx["text"] + msg.append.text
+            match = re.match(r"(.*[.!?](?:\s|$))?(.*)", text, re.S)
+            ready, ctx["text"] = match.groups("") if match else ("", text)
+            return self.speak(cid, ctx, ready)
+        if kind == "cancel":  # nothing for the context follows the ack
+            del self.contexts[cid]
+            return [
+                Resp(
+                    context_id=cid, cancelled=tts.ContextCancelled(last_sequence_number=ctx["seq"])
+                )
+            ]
+        out = self.speak(cid, ctx, ctx["text"])  # flush or close: speak what is left
+        ctx["text"] = ""
+        if kind == "flush":
+            ack = tts.FlushAck(flush_id=msg.flush.flush_id, last_sequence_number=ctx["seq"])
+            return [*out, Resp(context_id=cid, flush_ack=ack)]
+        del self.contexts[cid]  # close
+        done = tts.ContextDone(last_sequence_number=ctx["seq"], audio_ms=ctx["ms"])
+        return [*out, Resp(context_id=cid, done=done)]
+
+    def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
+        lacking = {
+            "text_format": config.text_format == tts.TEXT_FORMAT_SSML,
+            "pronunciations": bool(config.pronunciations),
+            "voice": config.voice not in ("", "tone"),
+        }
+        check_config(
+            config.model, config.output_format, config.language, "open", TTS_MODEL, lacking
+        )
+        self.contexts[cid] = {"text": "", "seq": 0, "ms": 0, "words": config.word_timestamps}
+        self.opened += 1
+        opened = tts.ContextOpened(model=TTS_MODEL.name, voice="tone", model_sample_rate_hz=RATE)
+        return [tts.StreamingSynthesizeResponse(context_id=cid, opened=opened)]
+
+    def speak(self, cid: str, ctx: dict[str, Any], text: str) -> list[Any]:
+        out = []
+        for word, pcm in self.voice.speak(text):
+            duration = len(pcm) // 2 * 1000 // RATE  # chunks tile: each starts where the last ended
+            if ctx["words"]:
+                stamp = tts.WordTimestamp(
+                    word=word, start_ms=ctx["ms"], end_ms=ctx["ms"] + ToneVoice.TONE_MS
+                )
+                out.append(
+                    tts.StreamingSynthesizeResponse(
+                        context_id=cid, words=tts.WordTimestamps(words=[stamp])
+                    )
+                )
+            ctx["seq"] += 1
+            chunk = tts.AudioChunk(
+                sequence_number=ctx["seq"], audio=pcm, start_ms=ctx["ms"], duration_ms=duration
+            )
+            out.append(tts.StreamingSynthesizeResponse(context_id=cid, audio=chunk))
+            ctx["ms"] += duration
+        return out
+
+
+class Synthesis(StreamService):
+    """voxwire.v1.Synthesis: many contexts on one stream; a context error ends that context only."""
+
+    request = tts.StreamingSynthesizeRequest
+    session_class = SynthesisStream
+
+    async def stream(self, requests: AsyncIterator[bytes], context: Any) -> None:
+        clock, session, reader = (
+            StageClock(),
+            self.session_class(ToneVoice()),
+            self.reader(requests),
+        )
+        try:
+            while (msg := await reader.next()) is not None:
+                if msg.WhichOneof("request") == "keep_alive":
+                    continue
+                if not 1 <= len(msg.context_id.encode()) <= 128:
+                    raise errors.InvalidMessage("context_id must be 1..128 bytes")
+                await self.write_all(context, session, msg)
+            for cid in list(session.contexts):  # half-close: close every open context
+                await self.write_all(
+                    context,
+                    session,
+                    tts.StreamingSynthesizeRequest(context_id=cid, close=tts.CloseContext()),
+                )
+            summary = tts.SynthesisSummary(contexts=session.opened, timings=clock.to_proto())
+            await context.write(tts.StreamingSynthesizeResponse(summary=summary))
+            self.finish(context, clock)
+        except errors.VoxwireError as exc:
+            await self.fail(context, exc, clock)
+
+    async def write_all(self, context: Any, session: SynthesisStream, msg: Any) -> None:
+        try:
+            out = session.handle(msg)
+        except errors.VoxwireError as exc:  # a ContextError naming the context; the stream goes on
+            session.contexts.pop(msg.context_id, None)
+            out = [
+                tts.StreamingSynthesizeResponse(
+                    context_id=msg.context_id, error=tts.ContextError(error=exc.to_proto())
+                )
+            ]
+        for response in out:
+            await context.write(response)
+
+
+class Capabilities(capabilities_pb2_grpc.CapabilitiesServicer):
+    def __init__(self, idle_s: float) -> None:
+        self.response = capabilities_pb2.GetCapabilitiesResponse(
+            models=[STT_MODEL, TTS_MODEL], limits=LIMITS
+        )
+        self.response.limits.idle_timeout.FromMilliseconds(round(idle_s * 1000))
+
+    async def GetCapabilities(
+        self, request: Any, context: Any
+    ) -> capabilities_pb2.GetCapabilitiesResponse:
+        return self.response
+
+
+def streaming(service: str, method: str, handler: Any, response: Any) -> grpc.GenericRpcHandler:
+    # No request deserializer: the servicer parses (see Reader).
+    rpc = grpc.stream_stream_rpc_method_handler(
+        handler, response_serializer=response.SerializeToString
+    )
+    return grpc.method_handlers_generic_handler(service, {method: rpc})
+
+
+def add_services(
+    server: grpc.aio.Server,
+    transcription: Transcription,
+    synthesis: Synthesis,
+    capabilities: Capabilities,
+) -> None:
+    server.add_generic_rpc_handlers(
+        (
+            streaming(
+                "voxwire.v1.Transcription",
+                "StreamingTranscribe",
+                transcription.stream,
+                stt.StreamingTranscribeResponse,
+            ),
+            streaming(
+                "voxwire.v1.Synthesis",
+                "StreamingSynthesize",
+                synthesis.stream,
+                tts.StreamingSynthesizeResponse,
+            ),
+        )
+    )
+    capabilities_pb2_grpc.add_CapabilitiesServicer_to_server(capabilities, server)
+
+
+async def add_health_and_reflection(server: grpc.aio.Server) -> None:
+    checker = health.aio.HealthServicer()  # SERVING: the toy models are always ready
+    for name in ("", *SERVICES):
+        await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    reflection.enable_server_reflection(
+        (*SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
+    )
+
+
+async def build_server(port: int = 0, *, idle_s: float = 30.0) -> tuple[grpc.aio.Server, int]:
+    """Start the server on 127.0.0.1:``port`` (0: a free port); returns it and its port."""
+    server = grpc.aio.server()
+    add_services(server, Transcription(idle_s), Synthesis(idle_s), Capabilities(idle_s))
+    await add_health_and_reflection(server)
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server, port
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description="A minimal voxwire.v1 server on toy models.")
+    parser.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds")
+    args = parser.parse_args()
+    server, port = await build_server(args.port, idle_s=args.idle_timeout)
+    print(f"voxwire.v1 toy server on 127.0.0.1:{port}", flush=True)
+    try:
+        await server.wait_for_termination()
+    finally:
+        await server.stop(1.0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

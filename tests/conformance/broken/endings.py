@@ -1,0 +1,103 @@
+"""Variants of how a stream ends (both services): the rich status, the timing trailers, the
+parsing of what the client sent, and health and reflection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from examples import minimal_server as ex
+from voxwire import errors
+from voxwire.timings import SERVER_TIMING_TRAILER, StageClock, trailers
+from voxwire.v1 import synthesis_pb2 as tts
+
+
+class _RetryableConfigRequired(errors.ConfigRequired):
+    retryable = True
+
+
+class _ConfigAlreadySetWrongCode(errors.ConfigAlreadySet):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def fail_without_details(self: Any, context: Any, error: Any, clock: StageClock) -> None:
+    await context.abort(error.code, error.message, trailing_metadata=trailers(clock.to_proto()))
+
+
+async def fail_with(self: Any, context: Any, error: Any, clock: StageClock) -> None:
+    """The example's fail, after one change to the error."""
+    swap = {
+        errors.ConfigRequired: _RetryableConfigRequired,
+        errors.ConfigAlreadySet: _ConfigAlreadySetWrongCode,
+    }
+    if type(error) in swap and getattr(self, "swap_errors", False):
+        error = swap[type(error)](error.message, violations=error.violations)
+    if getattr(self, "strip_violations", False):
+        error = type(error)(error.message)
+    await ex.StreamService.fail(self, context, error, clock)
+
+
+def finish_without_binary_timings(self: Any, context: Any, clock: StageClock) -> None:
+    context.set_trailing_metadata(
+        tuple(t for t in trailers(clock.to_proto()) if t[0] == SERVER_TIMING_TRAILER)
+    )
+
+
+async def fail_with_disagreeing_timings(
+    self: Any, context: Any, error: Any, clock: StageClock
+) -> None:
+    timings = clock.to_proto()
+    details = ("grpc-status-details-bin", error.to_rpc_status().SerializeToString())
+    wrong = f"total;dur={timings.total_us / 1000 + 5:.3f}"  # 5 ms more than the binary form says
+    metadata = (
+        details,
+        ("voxwire-timings-bin", timings.SerializeToString()),
+        (SERVER_TIMING_TRAILER, wrong),
+    )
+    await context.abort(error.code, error.message, trailing_metadata=metadata)
+
+
+def both(name: str, attrs: dict[str, Any]) -> tuple[type[ex.Transcription], dict[str, Any]]:
+    """A Transcription subclass and Synthesis overrides that share ``attrs``."""
+    return type(name, (ex.Transcription,), attrs), attrs
+
+
+class _RaisingReader(ex.Reader):
+    async def next(self) -> Any:
+        try:
+            return await super().next()
+        except errors.InvalidMessage as exc:
+            if "parse" in exc.message:
+                raise ValueError("cannot parse") from exc  # escapes as a bare gRPC UNKNOWN
+            raise
+
+
+def raising_reader(self: Any, requests: AsyncIterator[bytes]) -> ex.Reader:
+    return _RaisingReader(requests, self.request, self.idle_s)
+
+
+class SilentViolations(ex.SynthesisStream):
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        try:
+            return super().handle(msg)
+        except errors.VoxwireError as exc:
+            raise type(exc)(exc.message) from exc  # the same error without its violations
+
+
+async def health_without_synthesis(server: grpc.aio.Server) -> None:
+    checker = health.aio.HealthServicer()
+    for name in ("", "voxwire.v1.Transcription", "voxwire.v1.Capabilities"):
+        await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    reflection.enable_server_reflection((*ex.SERVICES, "grpc.health.v1.Health"), server)
+
+
+async def no_reflection(server: grpc.aio.Server) -> None:
+    checker = health.aio.HealthServicer()
+    for name in ("", *ex.SERVICES):
+        await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)

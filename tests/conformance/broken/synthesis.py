@@ -1,0 +1,131 @@
+"""Synthesis variants: each SynthesisStream subclass breaks one promise of the contract's
+"Streaming synthesis" section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from examples import minimal_server as ex
+from tests.conformance.broken.server import IDLE_S
+from voxwire import errors
+from voxwire.v1 import capabilities_pb2
+from voxwire.v1 import synthesis_pb2 as tts
+
+Resp = tts.StreamingSynthesizeResponse
+
+
+class AudioAfterCancel(ex.SynthesisStream):
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        ctx = self.contexts.get(msg.context_id)
+        out = super().handle(msg)
+        if msg.WhichOneof("request") == "cancel" and ctx is not None:
+            ctx["seq"] += 1
+            chunk = tts.AudioChunk(
+                sequence_number=ctx["seq"],
+                audio=ex.ToneVoice.PCM_BYTES,
+                start_ms=ctx["ms"],
+                duration_ms=200,
+            )
+            out.append(Resp(context_id=msg.context_id, audio=chunk))
+        return out
+
+
+class OpenedTwice(ex.SynthesisStream):
+    def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
+        out = super().open(cid, config)
+        return [*out, *out]
+
+
+class TilingGap(ex.SynthesisStream):
+    def speak(self, cid: str, ctx: dict[str, Any], text: str) -> list[Any]:
+        out = []
+        for word in text.split():
+            out += super().speak(cid, ctx, word)
+            ctx["ms"] += 1  # the next chunk starts 1 ms after this one ended
+        return out
+
+
+class SequenceFromTwo(ex.SynthesisStream):
+    def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
+        out = super().open(cid, config)
+        self.contexts[cid]["seq"] = 1
+        return out
+
+
+class WordsOverlap(ex.SynthesisStream):
+    def speak(self, cid: str, ctx: dict[str, Any], text: str) -> list[Any]:
+        out = super().speak(cid, ctx, text)
+        for r in out:
+            if r.HasField("words"):
+                for w in r.words.words:
+                    w.start_ms = max(0, w.start_ms - 100)  # before the previous word ended
+        return out
+
+
+class FlushAckBeforeAudio(ex.SynthesisStream):
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        ctx = self.contexts.get(msg.context_id)
+        before = ctx["seq"] if ctx else 0
+        out = super().handle(msg)
+        acks = [r for r in out if r.HasField("flush_ack")]
+        for ack in acks:
+            ack.flush_ack.last_sequence_number = before
+        return [*acks, *(r for r in out if not r.HasField("flush_ack"))]
+
+
+class DoneAudioWrong(ex.SynthesisStream):
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        out = super().handle(msg)
+        for r in out:
+            if r.HasField("done"):
+                r.done.audio_ms += 100
+        return out
+
+
+class ManyContexts(ex.SynthesisStream):
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        if msg.WhichOneof("request") == "open" and msg.context_id not in self.contexts:
+            return self.open(msg.context_id, msg.open)  # no max_contexts_per_stream check
+        return super().handle(msg)
+
+
+class DropsLongText(ex.SynthesisStream):
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        if msg.WhichOneof("request") == "append":
+            size = len(msg.append.text.encode())
+            if ex.LIMITS.max_pending_text_bytes < size <= ex.LIMITS.max_chunk_bytes:
+                return []  # silently dropped instead of TEXT_TOO_LARGE
+        return super().handle(msg)
+
+
+class SpeaksInvalidSsml(ex.SynthesisStream):
+    """Advertises SSML; speaks the markup, then reports it invalid (audio for invalid SSML)."""
+
+    def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
+        ssml = config.text_format == tts.TEXT_FORMAT_SSML
+        config.text_format = tts.TEXT_FORMAT_PLAIN
+        out = super().open(cid, config)
+        self.contexts[cid]["ssml"] = ssml
+        return out
+
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        cid, ctx = msg.context_id, self.contexts.get(msg.context_id)
+        if ctx is not None and ctx["ssml"] and msg.WhichOneof("request") == "append":
+            spoken = self.speak(cid, ctx, msg.append.text)
+            del self.contexts[cid]
+            error = tts.ContextError(error=errors.SsmlInvalid("unsupported markup").to_proto())
+            return [*spoken, Resp(context_id=cid, error=error)]
+        return super().handle(msg)
+
+
+def with_ssml() -> capabilities_pb2.GetCapabilitiesResponse:
+    caps = ex.Capabilities(IDLE_S).response
+    caps.models[1].features.ssml = True
+    return caps
+
+
+async def context_error_ends_stream(
+    self: ex.Synthesis, context: Any, session: ex.SynthesisStream, msg: Any
+) -> None:
+    for response in session.handle(msg):  # a context's error escapes: the stream fails
+        await context.write(response)

@@ -1,0 +1,198 @@
+"""Transcription variants (and the Capabilities they pair with): each breaks one promise of
+the contract's "Streaming transcription" section, or one thing Capabilities says."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+from examples import minimal_server as ex
+from tests.conformance.broken.server import IDLE_S
+from voxwire import errors
+from voxwire.timings import StageClock
+from voxwire.v1 import capabilities_pb2
+from voxwire.v1 import synthesis_pb2 as tts
+from voxwire.v1 import transcription_pb2 as stt
+
+
+class StartedTwice(ex.Transcription):
+    def start(self, config: stt.TranscriptionConfig) -> ex.BeepDetector:
+        model = super().start(config)
+        model.config = config  # type: ignore[attr-defined]
+        return model
+
+    def handle(self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector) -> list[Any]:
+        out = super().handle(msg, model)
+        if msg.WhichOneof("request") == "audio" and not getattr(model, "restarted", False):
+            model.restarted = True  # type: ignore[attr-defined]
+            out.insert(0, self.started(model.config))  # type: ignore[attr-defined]
+        return out
+
+
+class _PoisonableReader(ex.Reader):
+    poison: errors.VoxwireError | None = None
+
+    async def next(self) -> Any:
+        msg = await super().next()
+        if self.poison is not None:
+            raise self.poison
+        return msg
+
+
+class SpillsErrors(ex.Transcription):
+    """A stream's failure ends every other open stream too (at its next message)."""
+
+    def __init__(self, idle_s: float) -> None:
+        super().__init__(idle_s)
+        self.readers: weakref.WeakSet[_PoisonableReader] = weakref.WeakSet()
+
+    def reader(self, requests: AsyncIterator[bytes]) -> ex.Reader:
+        reader = _PoisonableReader(requests, self.request, self.idle_s)
+        self.readers.add(reader)
+        return reader
+
+    async def fail(self, context: Any, error: errors.VoxwireError, clock: StageClock) -> None:
+        for reader in self.readers:
+            reader.poison = errors.InternalError("another stream failed")
+        await super().fail(context, error, clock)
+
+
+class FinalizeAckFirst(ex.Transcription):
+    def handle(self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector) -> list[Any]:
+        out = super().handle(msg, model)
+        acks = [r for r in out if r.HasField("finalize_ack")]
+        return [*acks, *(r for r in out if not r.HasField("finalize_ack"))]
+
+
+class _LateEnds(ex.BeepDetector):
+    def flush(self, forced: bool) -> list[stt.TranscriptResult]:
+        results = super().flush(forced)
+        for r in results:
+            r.end_ms += 5000  # beyond any audio received
+        return results
+
+
+class ResultBeyondAudio(ex.Transcription):
+    def start(self, config: stt.TranscriptionConfig) -> ex.BeepDetector:
+        super().start(config)
+        return _LateEnds(config.word_timestamps)
+
+
+class _WordPastResult(ex.BeepDetector):
+    def flush(self, forced: bool) -> list[stt.TranscriptResult]:
+        results = super().flush(forced)
+        for r in results:
+            for w in r.words:
+                w.end_ms = r.end_ms + 50
+        return results
+
+
+class WordOutsideResult(ex.Transcription):
+    def start(self, config: stt.TranscriptionConfig) -> ex.BeepDetector:
+        super().start(config)
+        return _WordPastResult(config.word_timestamps)
+
+
+class _CountsOneMore(ex.BeepDetector):
+    def __init__(self, word_timestamps: bool) -> None:
+        super().__init__(word_timestamps)
+        self.utterances = 1
+
+
+class UtterancesMiscounted(ex.Transcription):
+    def start(self, config: stt.TranscriptionConfig) -> ex.BeepDetector:
+        super().start(config)
+        return _CountsOneMore(config.word_timestamps)
+
+
+class _InterimAfterFinal(ex.BeepDetector):
+    def flush(self, forced: bool) -> list[stt.TranscriptResult]:
+        results = super().flush(forced)
+        return [*results, *(stt.TranscriptResult(utterance_id=r.utterance_id) for r in results)]
+
+
+class InterimAfterFinal(ex.Transcription):
+    def start(self, config: stt.TranscriptionConfig) -> ex.BeepDetector:
+        interim = config.interim_results
+        config.interim_results = False
+        super().start(config)
+        return (_InterimAfterFinal if interim else ex.BeepDetector)(config.word_timestamps)
+
+
+def with_interim() -> capabilities_pb2.GetCapabilitiesResponse:
+    caps = ex.Capabilities(IDLE_S).response
+    caps.models[0].features.interim_results = True
+    return caps
+
+
+class DropsInterimRequest(ex.Transcription):
+    def start(self, config: stt.TranscriptionConfig) -> ex.BeepDetector:
+        config.interim_results = False  # silently dropped instead of refused
+        return super().start(config)
+
+
+class AnyRate(ex.Transcription):
+    def start(self, config: stt.TranscriptionConfig) -> ex.BeepDetector:
+        config.audio_format.sample_rate_hz = ex.RATE
+        return super().start(config)
+
+
+class AnyRateSession(ex.SynthesisStream):
+    def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
+        config.output_format.sample_rate_hz = ex.RATE
+        return super().open(cid, config)
+
+
+class NoChunkLimit(ex.Transcription):
+    def handle(self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector) -> list[Any]:
+        if msg.WhichOneof("request") == "audio" and not len(msg.audio) % 2:
+            return [stt.StreamingTranscribeResponse(result=r) for r in model.feed(msg.audio)]
+        return super().handle(msg, model)
+
+
+class MisalignedAccepted(ex.Transcription):
+    def handle(self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector) -> list[Any]:
+        if msg.WhichOneof("request") == "audio" and len(msg.audio) % 2:
+            return []  # silently dropped instead of MISALIGNED_AUDIO
+        return super().handle(msg, model)
+
+
+class UpdatesIgnored(ex.Transcription):
+    def handle(self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector) -> list[Any]:
+        if msg.WhichOneof("request") == "update_config":
+            ack = stt.UpdateConfigAck(update_id=msg.update_config.update_id, accepted=True)
+            return [stt.StreamingTranscribeResponse(update_config_ack=ack)]
+        return super().handle(msg, model)
+
+
+class WrongNativeRate(ex.Transcription):
+    def started(self, config: stt.TranscriptionConfig) -> stt.StreamingTranscribeResponse:
+        out = super().started(config)
+        out.started.model_sample_rate_hz = 8000
+        return out
+
+
+class WrongNativeRateSession(ex.SynthesisStream):
+    def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
+        out = super().open(cid, config)
+        out[0].opened.model_sample_rate_hz = 8000
+        return out
+
+
+def no_default_stt() -> capabilities_pb2.GetCapabilitiesResponse:
+    caps = ex.Capabilities(IDLE_S).response
+    caps.models[0].is_default = False
+    return caps
+
+
+def tts_without_voices() -> capabilities_pb2.GetCapabilitiesResponse:
+    caps = ex.Capabilities(IDLE_S).response
+    del caps.models[1].voices[:]
+    return caps
+
+
+def overclaims_rates() -> capabilities_pb2.GetCapabilitiesResponse:
+    caps = ex.Capabilities(IDLE_S).response
+    caps.models[0].input_formats[0].sample_rates_hz.append(8000)
+    return caps

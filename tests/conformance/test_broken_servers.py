@@ -1,0 +1,121 @@
+"""Each check of the kit can fail: servers that break one promise each fail exactly the cases
+of that promise (tests/conformance/broken/), and nothing else (among the cases a
+variant can affect: ``Variant.scope``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from examples import minimal_server as ex
+from tests.conformance.broken import VARIANTS, Variant, serve
+from tests.conformance.broken.server import IDLE_S
+from voxwire import errors
+from voxwire.conformance import Options, Report, load_cases, run_kit
+from voxwire.conformance.casefile import Case, select
+from voxwire.conformance.runner import FAIL, PASS, SKIP
+from voxwire.v1 import capabilities_pb2
+from voxwire.v1 import synthesis_pb2 as tts
+
+# Kit runs of several variants overlap (each run mostly waits on the idle cases); more at once
+# would starve the event loop that all of them share.
+AT_ONCE = 12
+
+
+async def _run(variant: Variant, cases: list[Case], slots: asyncio.Semaphore) -> Report:
+    cases = select(cases, variant.scope)
+    async with slots:
+        server, port = await serve(variant)
+        try:
+            options = Options(target=f"127.0.0.1:{port}", deadline_s=60.0, settle_s=1.5)
+            return await run_kit(options, cases)
+        finally:
+            await server.stop(0.2)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def reports() -> dict[str, Report]:
+    cases, slots = load_cases(), asyncio.Semaphore(AT_ONCE)
+    results = await asyncio.gather(*(_run(v, cases, slots) for v in VARIANTS))
+    return {v.name: r for v, r in zip(VARIANTS, results, strict=True)}
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+async def test_a_broken_promise_fails_exactly_its_cases(variant: Variant, reports) -> None:
+    report = reports[variant.name]
+    failed = {r.case.id: r.evidence for r in report.results if r.result == FAIL}
+    unexpected = {k: v for k, v in failed.items() if k not in variant.expected}
+    missed = variant.expected - set(failed)
+    assert not unexpected and not missed, (variant.breaks, unexpected, missed)
+    assert all(r.result in (PASS, FAIL, SKIP) for r in report.results)
+    assert not report.ok
+
+
+def test_every_property_and_probe_is_shown_able_to_fail(reports) -> None:
+    # Each named check belongs to a case some broken variant fails.
+    cases = {c.id: c for c in load_cases()}
+    failing = set().union(*(v.expected for v in VARIANTS))
+    shown = {p for cid in failing for p in cases[cid].expect.properties}
+    shown |= {cases[cid].probe for cid in failing if cases[cid].probe}
+    used = {p for c in cases.values() for p in c.expect.properties} | {
+        c.probe for c in cases.values() if c.probe
+    }
+    assert used - shown == set()
+
+
+# -- SLOW_CONSUMER: the example does not advertise write_timeout, so its case needs servers of
+# its own: one that enforces what it advertises (the case passes) and one that only claims it.
+
+WRITE_TIMEOUT_S = 1.0
+
+
+def _advertises_write_timeout() -> capabilities_pb2.GetCapabilitiesResponse:
+    caps = ex.Capabilities(IDLE_S).response
+    caps.limits.write_timeout.FromMilliseconds(round(WRITE_TIMEOUT_S * 1000))
+    return caps
+
+
+async def _write_within_timeout(
+    self: ex.Synthesis, context: Any, session: ex.SynthesisStream, msg: Any
+) -> None:
+    try:
+        out = session.handle(msg)
+    except errors.VoxwireError as exc:
+        session.contexts.pop(msg.context_id, None)
+        error = tts.ContextError(error=exc.to_proto())
+        out = [tts.StreamingSynthesizeResponse(context_id=msg.context_id, error=error)]
+    for response in out:
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await context.write(response)
+        except TimeoutError:
+            raise errors.SlowConsumer("the client does not read") from None
+
+
+async def _slow_consumer_result(enforced: bool) -> str:
+    overrides = {"write_all": _write_within_timeout} if enforced else {}
+    variant = Variant(
+        "write-timeout",
+        "",
+        frozenset(),
+        capabilities=_advertises_write_timeout,
+        synthesis_overrides=overrides,
+    )
+    server, port = await serve(variant)
+    try:
+        cases = select(load_cases(), ["tts.limits.slow-consumer"])
+        report = await run_kit(Options(target=f"127.0.0.1:{port}"), cases)
+    finally:
+        await server.stop(0.2)
+    (result,) = report.results
+    return result.result
+
+
+async def test_slow_consumer_passes_only_where_write_timeout_is_enforced():
+    enforced, claimed = await asyncio.gather(
+        _slow_consumer_result(True), _slow_consumer_result(False)
+    )
+    assert (enforced, claimed) == (PASS, FAIL)

@@ -1,0 +1,179 @@
+"""The kit's pure parts: case files, expressions, model choice, rich errors, Server-Timing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import grpc
+import pytest
+
+from voxwire import errors
+from voxwire.conformance import richstatus
+from voxwire.conformance.casefile import CaseFileError, load, parse_case
+from voxwire.conformance.catalog import ServerCatalog, unadvertised_rate
+from voxwire.conformance.expr import ExprError, evaluate
+from voxwire.conformance.runner import (
+    FAIL,
+    FLAKY,
+    KNOWN_FAILING,
+    PASS,
+    UNEXPECTED_PASS,
+    CaseResult,
+    _judge,
+    load_cases,
+    read_case_list,
+)
+from voxwire.conformance.stream_checks import parse_server_timing
+from voxwire.v1 import audio_pb2, capabilities_pb2
+
+CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
+
+
+def test_bundled_cases_load_with_unique_ids_and_real_contract_sections():
+    cases = load_cases()
+    assert len(cases) > 80
+    assert len({c.id for c in cases}) == len(cases)
+    headings = set(re.findall(r"^#+ (.+)$", CONTRACT.read_text(), re.M))
+    assert {c.section for c in cases} <= headings
+
+
+BASE = {"id": "x", "promise": "p", "section": "Errors", "service": "transcription"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"steps": [{"config": {}}], "colour": "red"}, "unknown keys"),
+        ({"steps": [{"config": {}, "audio": "speech"}]}, "exactly one action"),
+        ({"steps": [{"open": {}}]}, "is not a transcription step"),
+        ({"steps": [{"audio": {"bytes": "max_chunk + 1"}}]}, "unknown names"),
+        ({"steps": [{"sleep_ms": "__import__('os')"}]}, "only integers"),
+        ({"steps": [{"config": {}}], "expect": {"reason": "NO_SUCH"}}, "not a reason"),
+        ({"steps": [{"config": {}}], "probe": "health_watch"}, "either steps or a probe"),
+        ({"steps": [{"config": {}}], "needs": ["telepathy"]}, "unknown feature"),
+        ({"steps": [{"config": {}}], "waits": "forever"}, "waits must name"),
+    ],
+)
+def test_malformed_cases_are_refused_with_a_reason(extra, message):
+    with pytest.raises(CaseFileError, match=message):
+        parse_case({**BASE, **extra}, source="t.toml")
+
+
+def test_unknown_property_and_duplicate_ids_are_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[case]]\nid = "a"\npromise = "p"\nsection = "Errors"\nservice = "transcription"\n'
+        'steps = [{ config = {} }]\nexpect = { properties = ["nope"] }\n'
+    )
+    with pytest.raises(CaseFileError, match="unknown property 'nope'"):
+        load_cases([path])
+    twice = tmp_path / "d.toml"
+    twice.write_text(path.read_text().replace('["nope"]', "[]") * 2)
+    with pytest.raises(CaseFileError, match="already in"):
+        load([twice])
+
+
+def test_an_expected_error_defaults_to_its_contract_code_and_a_settle_before_half_close():
+    case = parse_case({**BASE, "steps": [{"config": {}}], "expect": {"reason": "UNKNOWN_MODEL"}})
+    assert case.expect.status == "NOT_FOUND" and case.half_close == "settle"
+    ok = parse_case({**BASE, "steps": [{"config": {}}]})
+    assert ok.expect.status == "OK" and ok.half_close == "now"
+
+
+def test_expressions():
+    names = {"max_chunk_bytes": 65536, "frame": 4, "idle_timeout_ms": 5000}
+    assert evaluate("(max_chunk_bytes / frame + 1) * frame", names) == 65540
+    assert evaluate("idle_timeout_ms * 6 / 10", names) == 3000
+    assert evaluate("max_chunk_bytes > 1000", names) == 1
+    assert evaluate(7, names) == 7
+    for bad in ("frame.__class__", "open('x')", "nope + 1", "1 / 0"):
+        with pytest.raises(ExprError):
+            evaluate(bad, names)
+
+
+def _caps() -> capabilities_pb2.GetCapabilitiesResponse:
+    pcm = capabilities_pb2.FormatSupport(
+        encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE,
+        sample_rates_hz=[8000, 16000],
+        max_channels=1,
+    )
+    stt = capabilities_pb2.MODEL_KIND_STT
+    return capabilities_pb2.GetCapabilitiesResponse(
+        models=[
+            capabilities_pb2.ModelCapabilities(
+                name="bench",
+                kind=stt,
+                benchmark=True,
+                input_formats=[pcm],
+                features=capabilities_pb2.Features(interim_results=True),
+            ),
+            capabilities_pb2.ModelCapabilities(name="real", kind=stt, input_formats=[pcm]),
+            capabilities_pb2.ModelCapabilities(
+                name="main",
+                kind=stt,
+                is_default=True,
+                input_formats=[pcm],
+                features=capabilities_pb2.Features(word_timestamps=True),
+            ),
+        ]
+    )
+
+
+def test_model_choice_prefers_the_default_then_real_models_and_says_why_it_cannot():
+    catalog = ServerCatalog(_caps())
+    assert [m.name for m in catalog.models("stt")] == ["main", "real", "bench"]
+    assert catalog.pick("stt", ["interim_results"], [], []).name == "bench"  # type: ignore[union-attr]
+    assert catalog.pick("stt", [], ["word_timestamps"], []).name == "real"  # type: ignore[union-attr]
+    assert catalog.pick("stt", ["vocabulary"], [], []) == "no STT model advertises vocabulary"
+    assert catalog.pick("tts", [], [], []) == "the server offers no TTS model"
+    only = ServerCatalog(_caps(), ["bench", "main"])
+    assert [m.name for m in only.models("stt")] == ["bench", "main"]
+    assert unadvertised_rate(_caps().models[0], audio_pb2.AUDIO_ENCODING_PCM_S16LE) == 22050
+
+
+def test_rich_errors_are_judged_against_the_contract_table():
+    err = errors.InvalidConfig("bad", violations=[errors.Violation("config.language", "x")])
+    trailers = {"grpc-status-details-bin": err.to_rpc_status().SerializeToString()}
+    seen = richstatus.from_trailers(trailers)
+    assert isinstance(seen, richstatus.RichError)
+    assert richstatus.check_against_contract(seen, "INVALID_CONFIG", ("config.language",)) is None
+    assert "no field violation for config.voice" in str(
+        richstatus.check_against_contract(seen, "INVALID_CONFIG", ("config.voice",))
+    )
+    assert "reason INVALID_CONFIG, expected UNKNOWN_MODEL" in str(
+        richstatus.check_against_contract(seen, "UNKNOWN_MODEL")
+    )
+
+    class Lenient(errors.IdleTimeout):
+        retryable = False
+
+    status = Lenient("idle").to_rpc_status().SerializeToString()
+    seen = richstatus.from_trailers({"grpc-status-details-bin": status})
+    assert isinstance(seen, richstatus.RichError) and seen.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "the contract says true" in str(richstatus.check_against_contract(seen, "IDLE_TIMEOUT"))
+    overloaded = richstatus.from_proto(errors.Overloaded("busy").to_proto())
+    assert "without RetryInfo" in str(richstatus.check_against_contract(overloaded, "OVERLOADED"))
+    assert richstatus.from_trailers({}) == "no grpc-status-details-bin trailer"
+
+
+def test_server_timing_parsing_follows_the_w3c_syntax():
+    assert parse_server_timing("receive;dur=0.210, total;dur=2400.000") == {
+        "receive": 0.21,
+        "total": 2400.0,
+    }
+    assert parse_server_timing('db;desc="a, b";dur=3') != {}  # quoted values, any param order
+    assert isinstance(parse_server_timing("total=5"), str)
+    assert isinstance(parse_server_timing("total;dur=fast"), str)
+
+
+def test_known_failing_lists_and_their_verdicts(tmp_path):
+    listed = tmp_path / "known.txt"
+    listed.write_text("# why\nstt.a   # because\n\ntts.*\n")
+    assert read_case_list(listed) == ("stt.a", "tts.*")
+    case = parse_case({**BASE, "id": "tts.b", "steps": [{"config": {}}]})
+    assert _judge(CaseResult(case, FAIL, "e"), ("tts.*",)).result == KNOWN_FAILING
+    assert _judge(CaseResult(case, PASS, "e"), ("tts.*",)).result == UNEXPECTED_PASS
+    assert _judge(CaseResult(case, FAIL, "e"), ("stt.*",)).result == FAIL
+    assert _judge(CaseResult(case, FAIL, "e"), (), ("tts.b",)).result == FLAKY
+    assert _judge(CaseResult(case, PASS, "e"), (), ("tts.b",)).result == PASS

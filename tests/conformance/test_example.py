@@ -1,0 +1,125 @@
+"""The example server passes the kit, and the kit's command line works against it as a
+separate process (exit status, JSON, known-failing semantics)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from examples.minimal_server import build_server
+from voxwire.conformance import Options, run_kit
+from voxwire.conformance.__main__ import main
+from voxwire.conformance.runner import PASS, SKIP
+
+ROOT = Path(__file__).resolve().parents[2]
+# What the toy models lack, so the cases about it have nothing to run on.
+EXPECTED_SKIPS = {
+    "stt.results.interim-before-final": "no STT model advertises interim_results",
+    "stt.update-config.accepted": "no STT model advertises endpointing",
+    "stt.update-config.rejected": "no STT model advertises endpointing",
+    "stt.config.every-violation-at-once": "no STT model advertises endpointing",
+    "stt.config.lacking-word-timestamps": "every STT model advertises word_timestamps",
+    "stt.audio.nan-samples": "advertises PCM_F32LE",
+    "stt.limits.stream-too-long": "advertises no max_stream_duration_ms",
+    "tts.context.ssml-invalid": "no TTS model advertises ssml",
+    "tts.context.ssml-unsupported-element": "no TTS model advertises ssml",
+    "tts.context.invalid-pronunciation": "no TTS model advertises pronunciation",
+    "tts.context.unadvertised-alphabet": "no TTS model advertises pronunciation",
+    "tts.config.lacking-word-timestamps": "every TTS model advertises word_timestamps",
+    "tts.limits.slow-consumer": "advertises no write_timeout_ms",
+}
+
+
+async def test_the_example_server_passes_every_case_that_applies():
+    server, port = await build_server(0, idle_s=2.0)
+    try:
+        report = await run_kit(Options(target=f"127.0.0.1:{port}"))
+    finally:
+        await server.stop(0.5)
+    failed = {r.case.id: r.evidence for r in report.results if r.result not in (PASS, SKIP)}
+    assert not failed
+    skipped = {r.case.id: r.evidence for r in report.results if r.result == SKIP}
+    assert set(skipped) == set(EXPECTED_SKIPS)
+    for case_id, why in EXPECTED_SKIPS.items():
+        assert why in skipped[case_id]
+    assert report.ok and len(report.results) - len(skipped) >= 70
+
+
+async def _kit(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voxwire.conformance",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()
+
+
+@pytest.fixture
+async def example_process():
+    """examples/minimal_server.py as its own process on a free port; yields host:port."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "examples" / "minimal_server.py"),
+        "--port",
+        "0",
+        "--idle-timeout",
+        "2",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        yield line.rsplit(" ", 1)[-1].strip()
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_cli_exit_status_json_and_known_failing(example_process, tmp_path):
+    target, report = example_process, tmp_path / "report.json"
+    code, out = await _kit("--target", target, "--cases", "stt.config.*", "--json", str(report))
+    assert code == 0, out
+    data = json.loads(report.read_text())
+    assert data["ok"] and data["counts"]["pass"] >= 8
+    assert all(c["id"].startswith("stt.config.") for c in data["cases"])
+    assert "stt.config.required" in out and "conforms" in out
+
+    # A listed case that passes shrinks the list: the run fails until its line goes.
+    known = tmp_path / "known.txt"
+    known.write_text("stt.config.required  # fixed meanwhile\n")
+    code, out = await _kit(
+        "--target",
+        target,
+        "--cases",
+        "stt.config.required",
+        "--known-failing",
+        str(known),
+        "--json",
+        str(report),
+    )
+    assert code == 1, out
+    assert json.loads(report.read_text())["cases"][0]["result"] == "unexpected-pass"
+
+
+def test_cli_fails_when_the_target_does_not_answer(capsys):
+    # Nothing listens there: GetCapabilities fails, so no stream case can run: exit 1.
+    code = main(["--target", "127.0.0.1:1", "--cases", "stt.config.required", "--deadline", "20"])
+    assert code == 1
+    assert "GetCapabilities failed" in capsys.readouterr().out
+
+
+def test_cli_refuses_a_bad_case_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[case]]\nid = "x"\npromise = "p"\nsection = "s"\nservice = "nope"\n')
+    assert main(["--list", "--case-file", str(bad)]) == 2
+    assert "service must be one of" in capsys.readouterr().out

@@ -1,0 +1,80 @@
+"""``python -m voxwire.conformance --target host:port``: check a server against voxwire.v1.
+
+Exit status: 0 when every case passes, is skipped, or is a listed known failure or flaky case
+that failed; 1 when a case fails (or a known-failing case passes: shrink the list); 2 for bad
+arguments or case files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from voxwire.conformance.casefile import CaseFileError
+from voxwire.conformance.report import print_report, write_json
+from voxwire.conformance.runner import Options, load_cases, read_case_list, run_kit
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m voxwire.conformance",
+        description="Check a server that claims voxwire.v1 against every promise of the "
+        "contract (docs/contract.md).",
+    )
+    p.add_argument("--target", help="host:port of the server (plaintext gRPC)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.add_argument("--known-failing", type=Path, help="file of case ids not expected to pass yet")
+    p.add_argument("--known-flaky", type=Path, help="file of case ids whose failures do not count")
+    p.add_argument("--models", default="", help="comma-separated models to use, in this order")
+    p.add_argument("--cases", action="append", default=[], help="only case ids matching this glob")
+    p.add_argument("--case-file", action="append", type=Path, default=[], help="more case files")
+    p.add_argument("--slow", action="store_true", help="also run cases that wait out long limits")
+    p.add_argument("--max-wait", type=float, default=10.0, help="longest limit waited out (s)")
+    p.add_argument("--parallel", type=int, default=4, help="streams run at once")
+    p.add_argument("--timeout", type=float, default=20.0, help="deadline of one stream (s)")
+    p.add_argument("--deadline", type=float, default=300.0, help="bound on the whole run (s)")
+    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    try:
+        cases = load_cases(args.case_file, args.cases)
+        known = read_case_list(args.known_failing) if args.known_failing else ()
+        flaky = read_case_list(args.known_flaky) if args.known_flaky else ()
+    except (CaseFileError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    if args.list:
+        for case in cases:
+            console.print(f"{case.id:48} {case.section:28} {case.promise}", highlight=False)
+        return 0
+    if not args.target:
+        console.print("[red]--target host:port is required[/red]")
+        return 2
+    options = Options(
+        target=args.target,
+        models=tuple(m for m in args.models.split(",") if m),
+        known_failing=known,
+        known_flaky=flaky,
+        slow=args.slow,
+        max_wait_s=args.max_wait,
+        parallel=max(1, args.parallel),
+        deadline_s=args.deadline,
+        case_timeout_s=args.timeout,
+    )
+    report = asyncio.run(run_kit(options, cases))
+    print_report(report, console)
+    if args.json:
+        write_json(report, args.json)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

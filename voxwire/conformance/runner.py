@@ -1,0 +1,288 @@
+"""Runs the cases against a target and judges them (docs/design/conformance.md).
+
+``await run_kit(Options(target=...))`` returns a Report; the CLI (``__main__``) prints and
+writes it. Cases run concurrently up to ``parallel``; every call has a deadline and the whole
+run has one (a case still running then fails with "run deadline").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import fnmatch
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+# Importing the check modules registers their properties.
+from voxwire.conformance import stream_checks, stt_checks, tts_checks  # noqa: F401
+from voxwire.conformance.casefile import (
+    STREAM_SERVICES,
+    Case,
+    bundled_files,
+    check_names,
+    load,
+    select,
+)
+from voxwire.conformance.catalog import ServerCatalog, encoding_value, limit_names
+from voxwire.conformance.driver import SETTLE_S, run_stream
+from voxwire.conformance.expect import evaluate
+from voxwire.conformance.expr import evaluate as evaluate_expr
+from voxwire.conformance.expr import names_in
+from voxwire.conformance.plan import Gate, Skip, build
+from voxwire.conformance.probes import PROBES, UNARY_TIMEOUT_S, ProbeContext
+from voxwire.conformance.verdict import PROPERTIES, Verdict, failed
+from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc
+
+PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
+KNOWN_FAILING, UNEXPECTED_PASS, FLAKY = "known-failing", "unexpected-pass", "flaky"
+BAD = frozenset({FAIL, ERROR, UNEXPECTED_PASS})
+# grpc/grpc#36066 can replace a server's status with INTERNAL: run such a case again.
+RACE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    target: str
+    models: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    known_failing: tuple[str, ...] = ()  # case ids or globs
+    known_flaky: tuple[str, ...] = ()  # case ids or globs whose failures are not counted
+    case_files: tuple[Path, ...] = ()
+    slow: bool = False
+    max_wait_s: float = 10.0
+    case_timeout_s: float = 20.0  # a stream's deadline, unless its case sets timeout_s
+    settle_s: float = SETTLE_S  # how long a stream that should fail may take to end by itself
+    parallel: int = 4
+    deadline_s: float = 300.0
+
+
+@dataclass(slots=True)
+class CaseResult:
+    case: Case
+    result: str
+    evidence: str
+    model: str = ""
+    duration_s: float = 0.0
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class Report:
+    target: str
+    started_at: str
+    duration_s: float = 0.0
+    models: list[str] = field(default_factory=list)
+    results: list[CaseResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(r.result in BAD for r in self.results)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.results:
+            out[r.result] = out.get(r.result, 0) + 1
+        return out
+
+
+def load_cases(extra: Sequence[Path] = (), patterns: Sequence[str] = ()) -> list[Case]:
+    """The bundled cases plus ``extra`` files, filtered by ``patterns``. Raises CaseFileError."""
+    cases = load([*bundled_files(), *extra])
+    check_names(cases, PROPERTIES, PROBES)
+    return select(cases, patterns)
+
+
+def read_case_list(path: Path) -> tuple[str, ...]:
+    """Case ids (or globs) of a known-failing or known-flaky file, one per line; ``#`` starts
+    a comment. Raises OSError."""
+    ids = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            ids.append(entry)
+    return tuple(ids)
+
+
+async def run_kit(options: Options, cases: Sequence[Case] | None = None) -> Report:
+    """Run ``cases`` (default: the bundled ones, filtered) against ``options.target``."""
+    if cases is None:
+        cases = load_cases(options.case_files, options.patterns)
+    started = time.monotonic()
+    report = Report(
+        options.target, datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    )
+    async with grpc.aio.insecure_channel(options.target) as channel:
+        catalog = await _catalog(channel, options)
+        if catalog is not None:
+            report.models = [m.name for m in catalog.caps.models]
+        run = _Run(options, channel, catalog)
+        tasks = [asyncio.create_task(run.case(c), name=c.id) for c in cases]
+        done, pending = (
+            await asyncio.wait(tasks, timeout=options.deadline_s) if tasks else (set(), set())
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for case, task in zip(cases, tasks, strict=True):
+            if task in done and task.exception() is None:
+                result = task.result()
+            elif task in done:
+                exc = task.exception()
+                result = CaseResult(case, ERROR, f"the kit failed: {type(exc).__name__}: {exc}")
+            else:
+                result = CaseResult(case, FAIL, f"run deadline ({options.deadline_s:g} s) reached")
+            report.results.append(_judge(result, options.known_failing, options.known_flaky))
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+async def _catalog(channel: grpc.aio.Channel, options: Options) -> ServerCatalog | None:
+    stub = capabilities_pb2_grpc.CapabilitiesStub(channel)
+    try:
+        caps = await stub.GetCapabilities(
+            capabilities_pb2.GetCapabilitiesRequest(), timeout=UNARY_TIMEOUT_S
+        )
+    except grpc.aio.AioRpcError:
+        return None
+    return ServerCatalog(caps, options.models)
+
+
+def _judge(result: CaseResult, known: Sequence[str], flaky: Sequence[str] = ()) -> CaseResult:
+    listed = any(fnmatch.fnmatchcase(result.case.id, p) for p in known)
+    if result.result == FAIL and any(fnmatch.fnmatchcase(result.case.id, p) for p in flaky):
+        result.result = FLAKY  # reported, not counted: the server fails it only sometimes
+    elif listed and result.result in (FAIL, ERROR):
+        result.result = KNOWN_FAILING
+    elif listed and result.result == PASS:
+        result.result = UNEXPECTED_PASS
+        result.evidence = f"passes now: remove it from the known-failing list ({result.evidence})"
+    return result
+
+
+class _Run:
+    def __init__(
+        self, options: Options, channel: grpc.aio.Channel, catalog: ServerCatalog | None
+    ) -> None:
+        self.options = options
+        self.channel = channel
+        self.catalog = catalog
+        self.slots = asyncio.Semaphore(options.parallel)
+        self.busy_s: dict[str, float] = {}  # stream time per case (waiting for a slot excluded)
+
+    async def case(self, case: Case) -> CaseResult:
+        reason = self._skip_reason(case)
+        if reason:
+            return CaseResult(case, SKIP, reason)
+        model = None
+        if case.service in STREAM_SERVICES:
+            if self.catalog is None:
+                return CaseResult(case, FAIL, "GetCapabilities failed: no model to run on")
+            picked = self.catalog.pick(case.kind, case.needs, case.lacks, _encodings(case))
+            if isinstance(picked, str):
+                return CaseResult(case, SKIP, picked)
+            model = picked
+        try:
+            if case.probe:
+                t0 = time.monotonic()
+                ctx = ProbeContext(self.channel, self.catalog, case, model, self._verdict)
+                verdict, attempts = await PROBES[case.probe](ctx), 1
+                self.busy_s[case.id] = time.monotonic() - t0
+            else:
+                assert model is not None
+                verdict, attempts = await self._stream(case, model)
+        except Skip as exc:
+            return CaseResult(case, SKIP, str(exc), model.name if model else "")
+        result = PASS if verdict.ok else FAIL
+        name = model.name if model else ""
+        busy = self.busy_s.get(case.id, 0.0)
+        return CaseResult(case, result, verdict.evidence, name, busy, attempts)
+
+    def _skip_reason(self, case: Case) -> str:
+        if self.catalog is None:
+            return ""
+        limits = self.catalog.limits()
+        for name in case.limits:
+            if not limits[name]:
+                return f"the server advertises no {name}"
+        if case.waits:
+            wait_ms = limits[case.waits]
+            if not wait_ms:
+                return f"the server advertises no {case.waits}"
+            if wait_ms > self.options.max_wait_s * 1000 and not self.options.slow:
+                return (
+                    f"{case.waits} is {wait_ms / 1000:g} s, longer than --max-wait "
+                    f"{self.options.max_wait_s:g} s (run with --slow)"
+                )
+        if case.when and not evaluate_expr(case.when, limit_names(limits, None)):
+            return f"needs {case.when} ({_values(case.when, limits)})"
+        return ""
+
+    def _wait_s(self, case: Case) -> float:
+        if not case.waits or self.catalog is None:
+            return 0.0
+        return self.catalog.limits()[case.waits] / 1000
+
+    async def _verdict(
+        self,
+        case: Case,
+        model: capabilities_pb2.ModelCapabilities,
+        slot: bool,
+        gate: Gate | None = None,
+    ) -> Verdict:
+        verdict, _ = await self._stream(case, model, slot, gate)
+        return verdict
+
+    async def _stream(
+        self,
+        case: Case,
+        model: capabilities_pb2.ModelCapabilities,
+        slot: bool = True,
+        gate: Gate | None = None,
+    ) -> tuple[Verdict, int]:
+        assert self.catalog is not None
+        plan = build(case, self.catalog, model, gate)
+        wait_s = self._wait_s(case)
+        # A case that sits out a limit costs the server nothing meanwhile: it takes no slot.
+        slots = self.slots if slot and not wait_s else contextlib.nullcontext()
+        # A gated stream (a probe's rendezvous) happens once: it cannot be run again.
+        attempts = 1 if gate is not None else RACE_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            async with slots:
+                out = await run_stream(
+                    self.channel,
+                    plan,
+                    timeout_s=(case.timeout_s or self.options.case_timeout_s) + 2 * wait_s,
+                    # Sitting out a limit: the server's clock and ours drift apart under load.
+                    settle_s=max(self.options.settle_s, SETTLE_S) + 1.5 * wait_s
+                    if wait_s
+                    else self.options.settle_s,
+                )
+            self.busy_s[case.id] = self.busy_s.get(case.id, 0.0) + out.elapsed_s
+            if not out.rpc_race:
+                return evaluate(out, plan), attempt
+        return failed(
+            "the server ended the stream while the kit was still writing, "
+            f"{attempt} time(s); its status is lost to grpc/grpc#36066 ({out.details})"
+        ), attempt
+
+
+def _values(expression: str, limits: dict[str, int]) -> str:
+    return ", ".join(f"{n} = {limits[n]}" for n in sorted(names_in(expression)) if n in limits)
+
+
+def _encodings(case: Case) -> list[int]:
+    """Encodings a case names explicitly: the model must advertise them."""
+    out: list[int] = []
+    for step in case.steps:
+        for key, fmt_key in (("config", "audio_format"), ("open", "output_format")):
+            spec = step.get(key)
+            if isinstance(spec, dict):
+                name = spec.get(fmt_key, {}).get("encoding")
+                if name and name != "UNSPECIFIED":
+                    out.append(encoding_value(name))
+    return out

@@ -1,0 +1,88 @@
+"""Audio the kit sends: bundled speech, a tone, silence, NaN floats, in any contract format.
+
+``data/speech.wav`` is 2.0 s of synthetic speech ("i would like to pay my bill", CMU Flite,
+16 kHz mono PCM16; the same file as tests/fixtures/speech/pay_bill.wav). A real recognizer
+hears words in it; a toy energy detector hears one burst.
+"""
+
+from __future__ import annotations
+
+import functools
+import wave
+from importlib import resources
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from voxwire.audio.codecs import Encoding, encode
+from voxwire.conformance.catalog import Format
+from voxwire.v1 import audio_pb2
+
+SPEECH_RATE = 16000
+# "head" ends inside the speech (1.2 s of 2.0 s), so an utterance is open at that point.
+HEAD_FRACTION = 0.6
+_ENCODINGS: dict[int, Encoding] = {
+    audio_pb2.AUDIO_ENCODING_PCM_S16LE: Encoding.PCM_S16LE,
+    audio_pb2.AUDIO_ENCODING_PCM_F32LE: Encoding.PCM_F32LE,
+    audio_pb2.AUDIO_ENCODING_MULAW: Encoding.MULAW,
+    audio_pb2.AUDIO_ENCODING_ALAW: Encoding.ALAW,
+}
+Samples = npt.NDArray[np.float32]
+
+
+@functools.cache
+def speech() -> Samples:
+    """The bundled speech, float32 mono at 16 kHz."""
+    path = resources.files("voxwire.conformance") / "data" / "speech.wav"
+    with resources.as_file(path) as real, wave.open(str(real), "rb") as wav:
+        data = wav.readframes(wav.getnframes())
+    return (np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0).astype(np.float32)
+
+
+def source_samples(source: str, ms: int | None, part: str) -> Samples:
+    """Mono float32 samples at 16 kHz. Raises ValueError for an unknown source or part."""
+    if source == "speech":
+        x = speech()
+        cut = int(len(x) * HEAD_FRACTION)
+        if part == "head":
+            x = x[:cut]
+        elif part == "tail":
+            x = x[cut:]
+        elif part != "all":
+            raise ValueError(f"part must be head, tail or all, not {part!r}")
+        return x[: ms * SPEECH_RATE // 1000] if ms else x
+    n = (ms if ms is not None else 500) * SPEECH_RATE // 1000
+    if source == "tone":
+        t = np.arange(n, dtype=np.float32) / SPEECH_RATE
+        return (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+    if source in ("silence", "nan"):
+        return np.zeros(n, dtype=np.float32)
+    raise ValueError(f"unknown audio source {source!r}")
+
+
+def render(source: str, fmt: Format, *, ms: int | None = None, part: str = "all") -> bytes:
+    """``source`` as wire bytes in ``fmt``. Raises ValueError (also: NaN in a format that has
+    no NaN, i.e. anything but PCM_F32LE)."""
+    x = source_samples(source, ms, part)
+    if fmt.rate != SPEECH_RATE:
+        x = soxr.resample(x, SPEECH_RATE, fmt.rate).astype(np.float32)
+    if fmt.channels > 1:
+        x = np.repeat(x, fmt.channels)
+    if source == "nan":
+        if fmt.encoding != audio_pb2.AUDIO_ENCODING_PCM_F32LE:
+            raise ValueError("NaN samples exist only in PCM_F32LE")
+        return np.full(x.size, np.nan, dtype="<f4").tobytes()
+    encoding = _ENCODINGS.get(fmt.encoding)
+    if encoding is None:
+        return np.zeros(x.size, dtype="<i2").tobytes()  # an encoding the kit cannot make
+    return encode(x, encoding)
+
+
+def chunked(data: bytes, fmt: Format, chunk_ms: int, max_bytes: int = 0) -> list[bytes]:
+    """``data`` cut into messages of ``chunk_ms`` (whole frames each), none over ``max_bytes``
+    (the server's max_chunk_bytes; 0: no limit)."""
+    size = max(1, fmt.rate * chunk_ms // 1000) * fmt.bytes_per_frame
+    if max_bytes:
+        size = min(size, max(1, max_bytes // fmt.bytes_per_frame) * fmt.bytes_per_frame)
+    return [data[i : i + size] for i in range(0, len(data), size)]
