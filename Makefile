@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUF := tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench clean
+.PHONY: run test venv stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench bench-edge clean
 
 venv: $(STAMP)
 
@@ -54,6 +54,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.overhead
+
+# The gateway's HTTP/WebSocket stack candidates side by side (BENCHMARKS.md, "Edge stack choice").
+bench-edge: $(STAMP)
+	$(PY) -m benchmarks.edge_stack
 
 clean:
 	rm -rf $(VENV) tools/node_modules .pytest_cache
