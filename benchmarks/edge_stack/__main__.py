@@ -94,7 +94,10 @@ async def run_idle(
     for name in args.stacks:
         print(f"idle: {name}, {args.idle}", file=sys.stderr, flush=True)
         async with stack_server(name, upstream, args.heartbeat, logdir) as (port, pid):
-            idle[name] = await measure_idle(port, pid, args.idle, args.hold)
+            try:
+                idle[name] = await measure_idle(port, pid, args.idle, args.hold)
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                idle[name] = {"error": repr(exc)}  # e.g. could not open them in time
         if args.grpc_idle:
             print(f"idle with gRPC streams: {name}", file=sys.stderr, flush=True)
             async with stack_server(name, upstream, args.heartbeat, logdir) as (port, pid):
@@ -153,8 +156,18 @@ async def main(args: argparse.Namespace) -> None:
     nofile = raise_nofile()
     logdir = Path(tempfile.mkdtemp(prefix="voxwire-edge-"))
     print(f"logs under {logdir}", file=sys.stderr, flush=True)
-    out = ["### Edge stack benchmark", "", *_header(args, nofile)]
-    raw: dict[str, Any] = {"header": out[2:]}
+    header = _header(args, nofile)
+    raw: dict[str, Any] = {"header": header}
+    # Each part's tables are printed (and the JSON rewritten) as soon as it ends, so a part
+    # that fails later on a loaded machine does not lose the ones before it.
+    print("\n".join(["### Edge stack benchmark", "", *header]), flush=True)
+
+    async def emit(tables: list[str], **figures: Any) -> None:
+        print("\n".join(tables), flush=True)
+        raw.update(figures)
+        if args.json:
+            await asyncio.to_thread(Path(args.json).write_text, json.dumps(raw, indent=1))
+
     async with server_process(["benchmarks.echo_server"], logdir / "echo.log", True) as (
         echo_proc,
         echo_port,
@@ -162,26 +175,23 @@ async def main(args: argparse.Namespace) -> None:
         upstream = f"127.0.0.1:{echo_port}"
         if "latency" in args.parts:
             levels = await run_latency(args, upstream, echo_proc.pid, logdir)
-            out += [report.latency_table(n, rows, args.stacks) for n, rows in levels.items()]
-            out.append(report.cpu_table(levels))
-            raw["latency"] = {
+            tables = [report.latency_table(n, rows, args.stacks) for n, rows in levels.items()]
+            latency = {
                 str(n): {k: [asdict(m) for m in v] for k, v in rows.items()}
                 for n, rows in levels.items()
             }
+            await emit([*tables, report.cpu_table(levels)], latency=latency)
         if "idle" in args.parts:
             idle, with_grpc = await run_idle(args, upstream, logdir)
-            out += [
+            tables = [
                 report.idle_table(idle, with_grpc),
                 report.heartbeat_table(idle, args.heartbeat),
             ]
-            raw |= {"idle": idle, "idle_with_grpc": with_grpc}
+            await emit(tables, idle=idle, idle_with_grpc=with_grpc)
         if "checks" in args.parts:
             results = await run_checks(args, upstream, logdir)
-            out += [report.backpressure_table(results), report.http_table(results)]
-            raw["checks"] = results
-    print("\n".join(out))
-    if args.json:
-        await asyncio.to_thread(Path(args.json).write_text, json.dumps(raw, indent=1))
+            tables = [report.backpressure_table(results), report.http_table(results)]
+            await emit(tables, checks=results)
 
 
 def _ints(text: str) -> list[int]:
@@ -206,10 +216,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--grpc-idle", type=int, default=1000, help="idle sessions holding a gRPC stream (0: skip)"
     )
     parser.add_argument(
-        "--heartbeat", type=float, default=4.0, help="ping interval (s) in the idle part"
+        "--heartbeat", type=float, default=10.0, help="ping interval (s) in the idle part"
     )
     parser.add_argument(
-        "--hold", type=float, default=20.0, help="seconds the idle connections are held"
+        "--hold", type=float, default=30.0, help="seconds the idle connections are held"
     )
     parser.add_argument("--json", help="also write the raw figures (every latency) here")
     parser.add_argument("--seed", type=int, default=1)

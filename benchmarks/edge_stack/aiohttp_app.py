@@ -48,7 +48,8 @@ def make_app(channel: grpc.aio.Channel, heartbeat: float | None) -> web.Applicat
         upstream = common.UpstreamRelay(channel, ws.send_bytes) if "grpc" in request.query else None
         try:
             async for message in ws:
-                session.seen(message.data)
+                if message.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+                    session.seen(message.data)
         finally:
             probes.sessions.pop(session.session_id, None)
             if upstream is not None:

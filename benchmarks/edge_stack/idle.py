@@ -21,6 +21,7 @@ from benchmarks.edge_stack.common import TOKEN
 from benchmarks.overhead import cpu_snapshot
 
 OPEN_CONCURRENCY = 100
+OPEN_TIMEOUT_S = 600.0  # to open one step's connections (a loaded machine is slow)
 SETTLE_S = 2.0
 
 
@@ -79,7 +80,7 @@ async def open_idle(
         into.append(client)
 
     began = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), 300)
+    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), OPEN_TIMEOUT_S)
     return time.monotonic() - began
 
 
@@ -98,7 +99,11 @@ async def measure_idle(
             base = memory_kib(pid)
             out["base"] = base
             for total in steps:
-                took = await open_idle(session, url, total - len(clients), clients)
+                try:
+                    took = await open_idle(session, url, total - len(clients), clients)
+                except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                    out["error"] = f"{len(clients):,} of {total:,} opened: {exc!r}"
+                    return out
                 await asyncio.sleep(SETTLE_S)
                 now = memory_kib(pid)
                 per = {k: (now[k] - base[k]) / total for k in now}

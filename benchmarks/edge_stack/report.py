@@ -98,7 +98,7 @@ def cpu_table(levels: dict[int, dict[str, list[Measured]]]) -> str:
 
 
 def idle_table(idle: dict[str, dict[str, Any]], with_grpc: dict[str, dict[str, Any]]) -> str:
-    counts = sorted({s["connections"] for r in idle.values() for s in r["steps"]})
+    counts = sorted({s["connections"] for r in idle.values() for s in r.get("steps", [])})
     head = " | ".join(f"RSS / conn at {c:,}" for c in counts)
     lines = [
         "#### Server memory per idle authenticated WebSocket (KiB; (after − before) / connections)",
@@ -107,22 +107,28 @@ def idle_table(idle: dict[str, dict[str, Any]], with_grpc: dict[str, dict[str, A
         f"RSS / conn at {_grpc_count(with_grpc)} with a gRPC stream | open {counts[-1]:,} (s) |",
         "|---|---:|" + "---:|" * (len(counts) + 3),
     ]
+    notes = [f"- {stack}: {r['error']}" for stack, r in idle.items() if "error" in r]
     for stack, result in idle.items():
+        if "base" not in result:
+            continue
         steps = {s["connections"]: s for s in result["steps"]}
         cells = [f"{result['base']['rss'] / 1024:.0f}"]
         cells += [_f(steps[c]["per_conn_kib"]["rss"], 1) if c in steps else "" for c in counts]
         last = steps.get(counts[-1])
         cells.append(_f(last["per_conn_kib"]["uss"], 1) if last else "")
-        g = with_grpc.get(stack)
-        cells.append(_f(g["steps"][-1]["per_conn_kib"]["rss"], 1) if g else "")
+        g = with_grpc.get(stack, {}).get("steps")
+        cells.append(_f(g[-1]["per_conn_kib"]["rss"], 1) if g else "")
         cells.append(_f(last["open_s"], 1) if last else "")
         lines.append(f"| {stack} | " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "Not completed:", *notes]
     return "\n".join(lines) + "\n"
 
 
 def _grpc_count(with_grpc: dict[str, dict[str, Any]]) -> str:
     for result in with_grpc.values():
-        return f"{result['steps'][-1]['connections']:,}"
+        if result.get("steps"):
+            return f"{result['steps'][-1]['connections']:,}"
     return "-"
 
 
