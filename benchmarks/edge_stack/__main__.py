@@ -187,7 +187,7 @@ async def main(args: argparse.Namespace) -> None:
                 report.idle_table(idle, with_grpc),
                 report.heartbeat_table(idle, args.heartbeat),
             ]
-            await emit(tables, idle=idle, idle_with_grpc=with_grpc)
+            await emit(tables, idle=idle, idle_with_grpc=with_grpc, heartbeat=args.heartbeat)
         if "checks" in args.parts:
             results = await run_checks(args, upstream, logdir)
             tables = [report.backpressure_table(results), report.http_table(results)]
@@ -223,6 +223,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", help="also write the raw figures (every latency) here")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--render", metavar="JSON", help="only print the tables of a saved run")
     args = parser.parse_args(argv)
     args.parts = set(args.parts.split(","))
     args.stacks = [s for s in args.stacks.split(",") if s]
@@ -233,4 +234,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    uvloop.run(main(parse_args()))
+    arguments = parse_args()
+    if arguments.render:
+        print(report.render(arguments.render))
+    else:
+        uvloop.run(main(arguments))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,10 @@ def _pooled(runs: Sequence[Measured]) -> Stats:
 
 
 def _spread(values: list[float]) -> str:
-    return f"{_f(min(values))}–{_f(max(values))}" if values else ""
+    """min / median / max: on a shared machine the best round is the least disturbed."""
+    if not values:
+        return ""
+    return f"{_f(min(values))} / {_f(float(np.median(values)))} / {_f(max(values))}"
 
 
 def latency_table(streams: int, rows: dict[str, list[Measured]], stacks: list[str]) -> str:
@@ -34,7 +39,8 @@ def latency_table(streams: int, rows: dict[str, list[Measured]], stacks: list[st
     lines = [
         title,
         "",
-        "| path | rounds | count | p50 | p90 | p99 | max | p50 per round | p99 per round "
+        "| path | rounds | count | p50 | p90 | p99 | max | p50 per round (min / median / max) "
+        "| p99 per round (min / median / max) "
         "| lost / errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -91,8 +97,8 @@ def cpu_table(levels: dict[int, dict[str, list[Measured]]]) -> str:
             lines.append(f"| {label} | " + " | ".join(map(str, cells)) + " |")
     lines.append(
         "\nMachine busy and other load (busy time outside the processes measured: other jobs) "
-        "are % of all cores, averaged over rounds. /proc counts CPU in 10 ms ticks: at 1 stream "
-        "a round has ~90 messages, so read that level's CPU pooled, not per round."
+        "are % of all cores, averaged over rounds. /proc counts CPU in 10 ms ticks and a round "
+        "at 1 stream has only 10 messages per measured second: read that level pooled."
     )
     return "\n".join(lines) + "\n"
 
@@ -215,3 +221,30 @@ def http_table(checks: dict[str, dict[str, Any]]) -> str:
         ]
         lines.append(f"| {stack} | " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"
+
+
+def render(path: str) -> str:
+    """The tables of a run saved with ``--json``, without measuring again."""
+    raw = json.loads(Path(path).read_text())
+    out = ["### Edge stack benchmark", "", *raw["header"]]
+    if "latency" in raw:
+        levels = {
+            int(n): {label: [measured_of(m) for m in runs] for label, runs in rows.items()}
+            for n, rows in raw["latency"].items()
+        }
+        stacks = [
+            label[: -len(" relay")] for label in levels[min(levels)] if label.endswith(" relay")
+        ]
+        out += [latency_table(n, rows, stacks) for n, rows in levels.items()]
+        out.append(cpu_table(levels))
+    if "idle" in raw:
+        heartbeat = raw.get("heartbeat", 10.0)
+        out += [idle_table(raw["idle"], raw["idle_with_grpc"])]
+        out += [heartbeat_table(raw["idle"], heartbeat)]
+    if "checks" in raw:
+        out += [backpressure_table(raw["checks"]), http_table(raw["checks"])]
+    return "\n".join(out)
+
+
+def measured_of(saved: dict[str, Any]) -> Measured:
+    return Measured(Stats(**saved["stats"]), saved["ms"], saved["messages"], saved["cpu_us"])

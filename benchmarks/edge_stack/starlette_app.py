@@ -19,12 +19,29 @@ from benchmarks.edge_stack import common
 DISCONNECT = "websocket.disconnect"
 
 
-def make_app(channel: grpc.aio.Channel) -> Starlette:
-    probes = common.Probes()
+class Routes:
+    """The benchmark's routes (``benchmarks.edge_stack``) as Starlette endpoints."""
 
-    async def relay(websocket: WebSocket) -> None:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.probes = common.Probes()
+
+    def app(self) -> Starlette:
+        routes = [
+            WebSocketRoute("/relay", self.relay),
+            WebSocketRoute("/echo", self.echo),
+            WebSocketRoute("/idle", self.idle),
+            WebSocketRoute("/flood", self.flood),
+            WebSocketRoute("/sink", self.sink),
+            Route("/upload", self.upload, methods=["POST"]),
+            Route("/events", self.events),
+            Route("/stats", self.stats),
+        ]
+        return Starlette(routes=routes)
+
+    async def relay(self, websocket: WebSocket) -> None:
         await websocket.accept()
-        upstream = common.UpstreamRelay(channel, websocket.send_bytes)
+        upstream = common.UpstreamRelay(self.channel, websocket.send_bytes)
         try:
             while (message := await websocket.receive())["type"] != DISCONNECT:
                 if (data := message.get("bytes")) is not None:
@@ -33,69 +50,59 @@ def make_app(channel: grpc.aio.Channel) -> Starlette:
         finally:
             upstream.cancel()
 
-    async def echo(websocket: WebSocket) -> None:
+    async def echo(self, websocket: WebSocket) -> None:
         await websocket.accept()
         while (message := await websocket.receive())["type"] != DISCONNECT:
             if (data := message.get("bytes")) is not None:
                 await websocket.send_bytes(data)
 
-    async def idle(websocket: WebSocket) -> None:
+    async def idle(self, websocket: WebSocket) -> None:
         client = websocket.client.host if websocket.client else ""
         session = common.authenticate(websocket.headers.get("authorization"), client)
         if session is None:
             await websocket.close(code=1008)  # before accept: uvicorn answers HTTP 403
             return
         await websocket.accept()
-        probes.sessions[session.session_id] = session
-        grpc_stream = "grpc" in websocket.query_params
-        upstream = common.UpstreamRelay(channel, websocket.send_bytes) if grpc_stream else None
+        self.probes.sessions[session.session_id] = session
+        upstream = None
+        if "grpc" in websocket.query_params:
+            upstream = common.UpstreamRelay(self.channel, websocket.send_bytes)
         try:
             while (message := await websocket.receive())["type"] != DISCONNECT:
                 session.seen(message.get("bytes") or message.get("text") or b"")
         finally:
-            probes.sessions.pop(session.session_id, None)
+            self.probes.sessions.pop(session.session_id, None)
             if upstream is not None:
                 upstream.cancel()
 
-    async def flood(websocket: WebSocket) -> None:
+    async def flood(self, websocket: WebSocket) -> None:
         await websocket.accept()
-        await common.flood(websocket.send_bytes, probes.flood)
+        await common.flood(websocket.send_bytes, self.probes.flood)
 
-    async def sink(websocket: WebSocket) -> None:
+    async def sink(self, websocket: WebSocket) -> None:
         await websocket.accept()
         await asyncio.sleep(common.SINK_HOLD_S)
         while (await websocket.receive())["type"] != DISCONNECT:
             pass
 
-    async def upload(request: Request) -> Response:
+    async def upload(self, request: Request) -> Response:
         hold = "hold" in request.query_params
-        return JSONResponse(await common.consume(request.stream(), probes.upload, hold))
+        return JSONResponse(await common.consume(request.stream(), self.probes.upload, hold))
 
-    async def events(request: Request) -> Response:
-        return StreamingResponse(common.sse_events(probes.events), media_type="text/event-stream")
+    async def events(self, request: Request) -> Response:
+        events = common.sse_events(self.probes.events)
+        return StreamingResponse(events, media_type="text/event-stream")
 
-    async def stats(request: Request) -> Response:
-        return JSONResponse(probes.snapshot())
-
-    routes = [
-        WebSocketRoute("/relay", relay),
-        WebSocketRoute("/echo", echo),
-        WebSocketRoute("/idle", idle),
-        WebSocketRoute("/flood", flood),
-        WebSocketRoute("/sink", sink),
-        Route("/upload", upload, methods=["POST"]),
-        Route("/events", events),
-        Route("/stats", stats),
-    ]
-    return Starlette(routes=routes)
+    async def stats(self, request: Request) -> Response:
+        return JSONResponse(self.probes.snapshot())
 
 
 async def serve(
     sock: socket.socket, channel: grpc.aio.Channel, heartbeat: float | None, ws: str
 ) -> None:
-    """Serve until SIGTERM (uvicorn's own handler: graceful, 2 s)."""
+    """Serve on ``sock`` until SIGTERM (uvicorn's own handler: graceful, 2 s)."""
     config = uvicorn.Config(
-        make_app(channel),
+        Routes(channel).app(),
         loop="none",  # the caller runs us on uvloop
         http="httptools",
         ws=ws,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
 
 import aiohttp
@@ -83,7 +85,9 @@ async def test_chunked_upload_is_read_as_it_arrives(
     assert result["bytes"] == result["expected"]
 
 
-async def test_paced_run_and_its_report(servers: Servers, http: aiohttp.ClientSession) -> None:
+async def test_paced_run_and_its_report(
+    servers: Servers, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
     port, pid = servers["aiohttp"]
     url = f"http://127.0.0.1:{port}/relay"
     measured = await run_paced(lambda: WebSocketLink(http, url), 2, 1.5, {"stack": lambda: [pid]})
@@ -92,3 +96,8 @@ async def test_paced_run_and_its_report(servers: Servers, http: aiohttp.ClientSe
     assert 0 < measured.stats.p50 < 1000
     table = report.latency_table(2, {"aiohttp relay": [measured]}, ["aiohttp"])
     assert "| aiohttp relay | 1 | 10 |" in table
+    saved = tmp_path / "run.json"
+    saved.write_text(
+        json.dumps({"header": [], "latency": {"2": {"aiohttp relay": [asdict(measured)]}}})
+    )
+    assert "| aiohttp relay | 1 | 10 |" in report.render(str(saved))  # --render: the same tables
