@@ -6,7 +6,7 @@ BUF := tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
 .PHONY: run test venv stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench clean \
-	browser-deps
+	browser-deps bench-edge
 
 venv: $(STAMP)
 
@@ -68,6 +68,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.record --write-md BENCHMARKS.md $(BENCH_ARGS)
+
+# The gateway's HTTP/WebSocket stack candidates side by side (BENCHMARKS.md, "Edge stack choice").
+bench-edge: $(STAMP)
+	$(PY) -m benchmarks.edge_stack
 
 clean:
 	rm -rf $(VENV) tools/node_modules .pytest_cache

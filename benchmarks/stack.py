@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import resource
 import signal
 import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 OPEN_TIMEOUT_S = 30.0
@@ -90,9 +94,10 @@ def process_tree(pid: int) -> list[int]:
     return [pid, *(p for kid in kids for p in process_tree(int(kid)))]
 
 
-def cpu_snapshot(procs: dict[str, Pids]) -> dict[str, float]:
-    """CPU seconds (utime + stime) per named process group; "_busy" and "_steal": the
-    machine's (/proc/stat: user+nice+system+irq+softirq, and steal); "_wall": monotonic."""
+def cpu_snapshot(procs: dict[str, Pids], *, client: bool = False) -> dict[str, float]:
+    """CPU seconds (utime + stime) per named process group (and this process as "client" with
+    ``client``); "_busy" and "_steal": the machine's (/proc/stat: user+nice+system+irq+softirq,
+    and steal); "_wall": monotonic."""
     ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     busy = (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) * _TICK_S
     out = {"_busy": busy, "_steal": ticks[7] * _TICK_S, "_wall": time.monotonic()}
@@ -102,7 +107,41 @@ def cpu_snapshot(procs: dict[str, Pids]) -> dict[str, float]:
             with contextlib.suppress(OSError):
                 fields = _stat(pid)
                 out[name] += (int(fields[11]) + int(fields[12])) * _TICK_S
+    if client:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        out["client"] = own.ru_utime + own.ru_stime
     return out
+
+
+def usage(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """CPU µs per message per process group; in % of the machine: its busy and steal time,
+    and "_other", busy time not spent by the processes measured (other load: noise)."""
+    ours = {k: after[k] - before[k] for k in before if k[0] != "_"}
+    out = {k: seconds * 1e6 / max(n, 1) for k, seconds in ours.items()}
+    cores = (after["_wall"] - before["_wall"]) * (os.cpu_count() or 1) / 100
+    out |= {k: (after[k] - before[k]) / cores for k in ("_busy", "_steal")}
+    out["_other"] = out["_busy"] - sum(ours.values()) / cores
+    return out
+
+
+@dataclass
+class Stats:
+    """Percentiles of one latency sample (ms), with what was lost and the errors seen."""
+
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    lost: int
+    errors: list[str]
+
+    @classmethod
+    def of(cls, ms: list[float], lost: int, errors: list[str]) -> Stats:
+        if not ms:
+            return cls(0, math.nan, math.nan, math.nan, math.nan, lost, errors)
+        p50, p90, p99 = np.percentile(ms, [50, 90, 99]).tolist()
+        return cls(len(ms), p50, p90, p99, max(ms), lost, errors)
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
