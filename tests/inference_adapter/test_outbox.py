@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from inference_adapter.boundary import Outbox, WriteInterrupted
+from inference_adapter.outbox import Outbox, WriteInterrupted
 
 SERVICE, METHOD = "voxwire.test.Outbox", "Stream"
 PER_PRODUCER = 300
@@ -34,7 +34,7 @@ async def test_put_and_write_through_keep_the_decided_order_exactly_once():
 
     async def handler(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         outbox = Outbox(context, sent_seconds.append, high_water=4)
-        writer = outbox.start()
+        writer = asyncio.create_task(outbox.run())
 
         async def client_pump() -> None:  # acks: queued, never written from this task
             for i in range(PER_PRODUCER):
@@ -79,7 +79,7 @@ async def test_an_interrupted_write_breaks_the_outbox_and_nothing_hangs():
 
     async def handler(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         outbox = Outbox(context, lambda _: None)
-        outboxes.append((outbox, outbox.start()))
+        outboxes.append((outbox, asyncio.create_task(outbox.run())))
         try:
             async with asyncio.timeout(20):
                 for i in range(100_000):  # far more than flow control lets through
@@ -117,7 +117,7 @@ async def test_flush_ends_the_writer_after_a_write_through_in_flight(high_water)
 
     async def handler(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         outbox = Outbox(context, lambda _: None, high_water=high_water)
-        writer = outbox.start()
+        writer = asyncio.create_task(outbox.run())
         through = asyncio.create_task(outbox.write_through([b"a", b"b", b"c"]))
         await asyncio.sleep(0)  # the write-through holds the wire now
         outbox.put(b"d")  # queued behind it; the writer task must not write concurrently
