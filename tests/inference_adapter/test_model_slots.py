@@ -127,10 +127,11 @@ async def test_every_ending_frees_the_triton_sequence_slot(slots_adapter, varian
     assert await pending_requests(variants_triton.ports.metrics, TWO_SLOTS) == 0
 
 
-async def _paced(call, seconds: float) -> StreamOutcome:
+async def _paced(call, seconds: float, started: asyncio.Event) -> StreamOutcome:
     """Stream audio at real time for ``seconds``, half-close, collect the rest."""
     await call.write(config())
     await _started(call)
+    started.set()
     for _ in range(int(seconds * 10)):
         await call.write(TReq(audio=CHUNK))
         await asyncio.sleep(0.1)
@@ -174,9 +175,11 @@ async def test_a_stream_whose_model_times_out_fails_alone(slots_adapter, variant
         await held.start()
         async with grpc.aio.insecure_channel(slots_adapter.address) as channel:
             stub = transcription_pb2_grpc.TranscriptionStub(channel)
-            healthy = asyncio.create_task(_paced(stub.StreamingTranscribe(timeout=30), 5.0))
+            has_slot = asyncio.Event()
+            call = stub.StreamingTranscribe(timeout=30)
+            healthy = asyncio.create_task(_paced(call, 5.0, has_slot))
             speaking = asyncio.create_task(_speak(channel, 5.0))
-            await asyncio.sleep(0.5)  # the healthy stream has the free slot
+            await asyncio.wait_for(has_slot.wait(), 10)  # the healthy stream has the free slot
             started = time.monotonic()
             victim = await raw_stream(channel, TRANSCRIBE, [config().SerializeToString()])
             assert time.monotonic() - started >= RESPONSE_TIMEOUT_S
