@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from inference_adapter.boundary import add_stream_service
 from inference_adapter.capabilities import CapabilitiesService
 from inference_adapter.config import AdapterConfig
 from inference_adapter.health import HealthReporter
@@ -22,9 +23,7 @@ from voxwire.v1 import (
     capabilities_pb2,
     capabilities_pb2_grpc,
     synthesis_pb2,
-    synthesis_pb2_grpc,
     transcription_pb2,
-    transcription_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,10 @@ class AdapterServer:
         self.health = HealthReporter(self.pool)
         self.server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                # gRPC refuses larger messages itself, before buffering them (RESOURCE_EXHAUSTED,
+                # no ErrorInfo); smaller ones over the adapter's own limit are refused with
+                # CHUNK_TOO_LARGE, unparsed (boundary.ClientReader).
+                ("grpc.max_receive_message_length", config.max_receive_message_bytes),
                 # Clients may ping every 10 s while streams are open (keepalive), not faster.
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
@@ -60,11 +62,17 @@ class AdapterServer:
         """
         await self.pool.start()
         await self.health.update()
-        transcription_pb2_grpc.add_TranscriptionServicer_to_server(
-            TranscriptionService(self.runtime), self.server
+        # Streaming methods take raw request bytes: the stream runner checks their size and
+        # parses them, so a message that does not parse is INVALID_MESSAGE, not a server fault.
+        add_stream_service(
+            self.server,
+            transcription_pb2.DESCRIPTOR.services_by_name["Transcription"].full_name,
+            TranscriptionService(self.runtime).handlers(),
         )
-        synthesis_pb2_grpc.add_SynthesisServicer_to_server(
-            SynthesisService(self.runtime), self.server
+        add_stream_service(
+            self.server,
+            synthesis_pb2.DESCRIPTOR.services_by_name["Synthesis"].full_name,
+            SynthesisService(self.runtime).handlers(),
         )
         capabilities_pb2_grpc.add_CapabilitiesServicer_to_server(
             CapabilitiesService(self.runtime), self.server

@@ -28,7 +28,13 @@ from inference_adapter.stt.config import (
 )
 from inference_adapter.triton.tensors import ModelResponse
 from voxwire import errors
-from voxwire.audio.codecs import AudioDecodeError, Encoding, decode, float32_to_int16
+from voxwire.audio.codecs import (
+    AudioDecodeError,
+    Encoding,
+    InvalidSamples,
+    decode,
+    float32_to_int16,
+)
 from voxwire.audio.resample import StreamResampler
 from voxwire.timings import Clock, StageClock
 from voxwire.v1 import errors_pb2, transcription_pb2
@@ -39,13 +45,17 @@ _EMPTY = np.zeros(0, dtype=np.int16)
 
 class State(enum.Enum):
     STREAMING = "streaming"  # audio and controls flow
-    CLOSING = "closing"  # END sent; waiting for its answer
-    DONE = "done"  # summary produced
+    CLOSING = "closing"  # END sent; waiting for its answer (the client's input is over)
+    CANCELLING = "cancelling"  # END + cancel sent (the stream is failing or the client left)
+    DONE = "done"  # the sequence ended (summary produced, unless cancelled)
 
 
+# A close (or half-close) ends the client's input: the servicer reads nothing after it, so what a
+# client sends after its close never changes the outcome (docs/contract.md).
 _ACCEPTS: dict[State, frozenset[str]] = {
     State.STREAMING: frozenset({"audio", "finalize", "keep_alive", "update_config", "close"}),
-    State.CLOSING: frozenset({"keep_alive"}),
+    State.CLOSING: frozenset(),
+    State.CANCELLING: frozenset(),
     State.DONE: frozenset(),
 }
 
@@ -114,6 +124,7 @@ class TranscriptionSession:
         self._update_ids: dict[str, str] = {}
         self._next_id = 0
         self._last_answer_at = 0.0
+        self._request_compute_us = 0  # compute reported for the oldest unanswered request
         self._last_sent_at = clock()
         self.utterances = 0
 
@@ -123,6 +134,13 @@ class TranscriptionSession:
     def inflight(self) -> int:
         """Model requests not yet fully answered."""
         return len(self._pending)
+
+    def unanswered_since(self) -> float | None:
+        """When the oldest unanswered model request began to wait for its answer (it was sent,
+        or the one before it was answered, whichever is later); None when none is pending."""
+        if not self._pending:
+            return None
+        return max(self._pending[0][1], self._last_answer_at)
 
     @property
     def done(self) -> bool:
@@ -184,9 +202,21 @@ class TranscriptionSession:
             return Actions(to_model=[self._close()])
         return Actions()
 
-    def cancel_request(self) -> ModelRequest:
-        """END + cancel: frees the model's sequence slot without producing results."""
-        return ModelRequest(_EMPTY, {"cancel": True}, end=True)
+    def unsent(self, requests: list[ModelRequest]) -> None:
+        """The servicer could not send ``requests``, the last ones this session decided (the
+        stream is ending): they will never be answered, so they are no longer awaited."""
+        for _ in requests:
+            kind, _sent_at = self._pending.pop()
+            if kind == "end" and self.state is State.CLOSING:
+                self.state = State.STREAMING  # the sequence was not ended after all
+
+    def cancel(self) -> ModelRequest | None:
+        """END + cancel: frees the model's sequence slot without producing results. None when
+        the sequence already ended or its END is on the way (that END frees the slot)."""
+        if self.state is not State.STREAMING:
+            return None
+        self.state = State.CANCELLING
+        return self._request(_EMPTY, {"cancel": True}, kind="cancel", end=True)
 
     def _audio(self, data: bytes, now: float, actions: Actions) -> float:
         if len(data) > self._limits.max_chunk_bytes:
@@ -204,6 +234,8 @@ class TranscriptionSession:
                 pcm = np.frombuffer(data, dtype="<i2")
             else:
                 pcm = float32_to_int16(self._resampler.process(decode(data, self._fmt)))
+        except InvalidSamples as exc:
+            raise errors.InvalidAudio(str(exc)) from exc
         except AudioDecodeError as exc:
             raise errors.MisalignedAudio(str(exc)) from exc
         decode_s = self._clock() - t0
@@ -281,28 +313,42 @@ class TranscriptionSession:
         or ModelError when the model answers more requests than were sent."""
         now = self._clock()
         self._charge_us("compute", resp.compute_us)
+        self._request_compute_us += resp.compute_us
         self.timings.model_responses += 1
         self._utterance.model_responses += 1
         out: list[Response] = []
-        for event in resp.events:
-            msg = self._event(event, now)
-            if msg is not None:
-                out.append(msg)
+        error: errors.VoxwireError | None = None
+        if self.state is not State.CANCELLING:  # a cancelled sequence's events go nowhere
+            try:
+                for event in resp.events:
+                    msg = self._event(event, now)
+                    if msg is not None:
+                        out.append(msg)
+            except errors.VoxwireError as exc:
+                error = exc  # raised once the request's answer is counted
+            except (AttributeError, TypeError, ValueError) as exc:
+                error = errors.ModelError(f"model sent a malformed event ({exc})")
         if resp.final:
             if not self._pending:
                 raise errors.ModelError("model answered a request that was never sent")
             kind, sent_at = self._pending.popleft()
             # Queueing + transport = the request's time at Triton minus the compute the model
-            # reported. Requests of a sequence are served in order, so a request's time starts
-            # when it was sent or when the one before it was answered, whichever is later
+            # reported for it (every response of the request, so triton + compute is the round
+            # trip, never more). Requests of a sequence are served in order, so a request's time
+            # starts when it was sent or when the one before it was answered, whichever is later
             # (pipelined requests are not counted twice).
             began = max(sent_at, self._last_answer_at)
             self._last_answer_at = now
-            self._charge_us("triton", round((now - began) * 1e6) - resp.compute_us)
+            self._charge_us("triton", round((now - began) * 1e6) - self._request_compute_us)
+            self._request_compute_us = 0
             if kind == "end":
                 self.state = State.DONE
                 out.append(self.summary(now))
+            elif kind == "cancel":
+                self.state = State.DONE
         self._charge("encode", self._clock() - now)
+        if error is not None:
+            raise error
         return out
 
     def _event(self, event: dict[str, Any], now: float) -> Response | None:

@@ -54,6 +54,9 @@ FINISHED = frozenset({CtxState.DONE, CtxState.CANCELLED, CtxState.FAILED})
 class Unit:
     index: int
     text: str
+    # The Triton request id: made by the server (session, context key, unit), never from the
+    # client's context id, so ids cannot collide across streams nor carry client text into logs.
+    request_id: str
     flush_ids: list[str] = field(default_factory=list)
 
 
@@ -66,10 +69,12 @@ class SynthesisContext:
         limits: Limits,
         *,
         replica: str = "",
+        session_id: str = "",
         clock: Clock = time.monotonic,
     ) -> None:
         self.key = key
         self.context_id = context_id
+        self._request_prefix = f"{session_id}.{key}"
         self.config = config
         self.state = CtxState.OPEN
         self._limits = limits
@@ -79,6 +84,7 @@ class SynthesisContext:
         self._queued: deque[Unit] = deque()
         self.inflight: Unit | None = None
         self._unit_sent_at = 0.0
+        self._unit_compute_us = 0  # compute (and adapter work) of the unit in flight
         self._units = 0
         self.last_sequence = 0
         self._out_frames = 0
@@ -110,7 +116,10 @@ class SynthesisContext:
         self.timings.mark_input(now)
         self._buffer += text
         if not self.config.ssml:  # an SSML document is only complete at a flush or close
-            units, self._buffer = split_ready(self._buffer)
+            # A unit cut for length holds at most soft_limit + 1 characters, so at most 4 x
+            # that many bytes: never more than the model takes.
+            soft_limit = max(1, min(400, self.config.model.limits.max_unit_text_bytes // 4 - 1))
+            units, self._buffer = split_ready(self._buffer, soft_limit)
             for text_unit in units:
                 self._enqueue(text_unit)
 
@@ -154,8 +163,17 @@ class SynthesisContext:
         self._buffer = ""
 
     def _enqueue(self, text: str) -> None:
+        """Raises TextTooLarge for a unit over the model's limit (an SSML document, or text up
+        to a flush): refused here, before the model, as the model would refuse it."""
+        limit = self.config.model.limits.max_unit_text_bytes
+        size = len(text.encode())
+        if size > limit:
+            raise errors.TextTooLarge(
+                f"a synthesis unit of {size} bytes exceeds model {self.config.model.name}'s "
+                f"limit of {limit} bytes (flush more often, or split the SSML document)"
+            )
         self._units += 1
-        self._queued.append(Unit(self._units, text))
+        self._queued.append(Unit(self._units, text, f"{self._request_prefix}.{self._units}"))
 
     # -- model side ---------------------------------------------------------------------------
 
@@ -165,6 +183,7 @@ class SynthesisContext:
             return None
         self.inflight = self._queued.popleft()
         self._unit_sent_at = self._clock()
+        self._unit_compute_us = 0
         self._unit_model_start = self._model_frames
         self.timings.model_requests += 1
         return self.inflight
@@ -177,16 +196,8 @@ class SynthesisContext:
         now = self._clock()
         self.timings.model_responses += 1
         self.timings.add_us("compute", resp.compute_us)
-        out: list[Response] = []
-        for event in resp.events:
-            if event.get("type") == "error":
-                raise errors.error_for_reason(
-                    str(event.get("reason", "")), str(event.get("message", ""))
-                )
-            if event.get("type") == "words" and self.config.word_timestamps:
-                words = self._words(event.get("words", []))
-                if words is not None:
-                    out.append(words)
+        self._unit_compute_us += resp.compute_us
+        out = self._events(resp.events)
         t0 = self._clock()
         if resp.audio is not None and resp.audio.size:
             self._model_frames += int(resp.audio.size)
@@ -200,16 +211,43 @@ class SynthesisContext:
                 out.extend(
                     self._emit(samples.size, encode(samples, self.config.output_format.encoding))
                 )
+        encode_s = self._clock() - t0
+        self.timings.add("encode", encode_s)
         if resp.final:
             unit = self.inflight
             self.inflight = None
+            # The unit's round trip is split between stages that add up to it exactly: the
+            # compute the model reported for every response of the unit, the adapter's work on
+            # those responses while the unit was in flight (encode), and the rest, which is
+            # Triton's queueing and transport.
             rtt_us = round((now - self._unit_sent_at) * 1e6)
-            self.timings.add_us("triton", rtt_us - resp.compute_us)
+            self.timings.add_us("triton", rtt_us - self._unit_compute_us)
             if unit.flush_ids:
                 out.extend(self._drain_resampler())
                 out.extend(self._flush_ack(fid) for fid in unit.flush_ids)
             out.extend(self._finish_if_idle())
-        self.timings.add("encode", self._clock() - t0)
+        else:
+            # Encode time of a response before the last lies inside the round trip.
+            self._unit_compute_us += round(encode_s * 1e6)
+        return out
+
+    def _events(self, events: tuple[Any, ...]) -> list[Response]:
+        """Word timestamps of the model's events. Raises the VoxwireError of an ``error`` event,
+        ModelError for a malformed event (both fail this context only)."""
+        out: list[Response] = []
+        try:
+            for event in events:
+                etype = event.get("type")
+                if etype == "error":
+                    raise errors.error_for_reason(
+                        str(event.get("reason", "")), str(event.get("message", ""))
+                    )
+                if etype == "words" and self.config.word_timestamps:
+                    words = self._words(event.get("words", []))
+                    if words is not None:
+                        out.append(words)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise errors.ModelError(f"model sent a malformed event ({exc})") from exc
         return out
 
     def _words(self, words: list[dict[str, Any]]) -> Response | None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from inference_adapter.config import Limits
 from inference_adapter.stt.config import resolve
 from inference_adapter.stt.session import State, TranscriptionSession
-from inference_adapter.triton.catalog import ModelInfo, ModelKind
+from inference_adapter.triton.catalog import ModelInfo, ModelKind, ModelLimits
 from inference_adapter.triton.tensors import ModelResponse
 from voxwire import errors
 from voxwire.v1 import audio_pb2, stream_pb2, transcription_pb2
@@ -66,13 +68,68 @@ def test_audio_is_resampled_to_the_model_rate():
 
 
 @pytest.mark.parametrize(
-    ("data", "error"),
-    [(b"\x00" * 3, errors.MisalignedAudio), (b"\x00" * 8002, errors.ChunkTooLarge)],
+    ("encoding", "data", "error"),
+    [
+        (audio_pb2.AUDIO_ENCODING_PCM_S16LE, b"\x00" * 3, errors.MisalignedAudio),
+        (audio_pb2.AUDIO_ENCODING_PCM_S16LE, b"\x00" * 8002, errors.ChunkTooLarge),
+        (audio_pb2.AUDIO_ENCODING_PCM_F32LE, b"\x00" * 6, errors.MisalignedAudio),
+        # Well-formed float32 whose samples are not numbers: INVALID_AUDIO, not misaligned.
+        (
+            audio_pb2.AUDIO_ENCODING_PCM_F32LE,
+            np.array([0.1, np.nan], "<f4").tobytes(),
+            errors.InvalidAudio,
+        ),
+        (
+            audio_pb2.AUDIO_ENCODING_PCM_F32LE,
+            np.array([np.inf, 0], "<f4").tobytes(),
+            errors.InvalidAudio,
+        ),
+    ],
 )
-def test_bad_audio_is_a_specific_error(data, error):
-    s = session()
-    with pytest.raises(error):
+def test_bad_audio_is_a_specific_error(encoding, data, error):
+    s = session(encoding=encoding)
+    with pytest.raises(error) as raised:
         s.receive(Req(audio=data))
+    assert type(raised.value) is error
+
+
+def test_vocabulary_is_checked_against_the_models_own_limits():
+    limited = replace(
+        MODEL,
+        limits=ModelLimits(max_vocabulary_entries=2, max_phrase_chars=5, max_vocabulary_boost=20),
+    )
+    entries = [
+        transcription_pb2.VocabularyEntry(phrase="ok", boost=20),
+        transcription_pb2.VocabularyEntry(phrase="toolong", boost=50),
+        transcription_pb2.VocabularyEntry(phrase="fine", boost=-1),
+    ]
+    cfg = config(vocabulary=entries)
+    with pytest.raises(errors.InvalidConfig) as raised:
+        resolve(cfg, {MODEL.name: limited}, Limits(), request_id="r")
+    fields = {v.field for v in raised.value.violations}
+    assert fields == {
+        "config.vocabulary",  # 3 entries, the model takes 2
+        "config.vocabulary[1].phrase",
+        "config.vocabulary[1].boost",  # 50 > 20: the model's range, not another
+        "config.vocabulary[2].boost",
+    }
+
+
+def test_an_unsent_end_leaves_the_sequence_open_for_a_cancel():
+    # The stream ends while the client's END could not be sent: the session must not wait for
+    # an answer that will never come, and the END + cancel that frees the slot is still due.
+    s = session()
+    s.start()
+    end = s.half_close().to_model
+    s.unsent(end)
+    assert s.state is State.STREAMING and s.inflight == 1  # only the START is awaited
+    cancel = s.cancel()
+    assert cancel is not None and cancel.end and cancel.control == {"cancel": True}
+    assert s.cancel() is None  # once
+    s.model_response(answer({"type": "ready"}))
+    assert not s.done
+    assert s.model_response(answer({"type": "final", "text": "dropped"})) == []
+    assert s.done  # the cancel's answer ends the sequence, and nothing is sent on
 
 
 def test_second_config_and_empty_message():
