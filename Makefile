@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUF := tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench clean
+.PHONY: run test venv stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench fuzz clean
 
 venv: $(STAMP)
 
@@ -54,6 +54,16 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.overhead
+
+# Issue 8: the wire fuzzer against a real Triton and the adapter in its own process (report in
+# out/fuzz.json, figures in docs/fuzzing.md), then the session state machines with the long
+# hypothesis profile. FUZZ_ARGS overrides the run (e.g. FUZZ_ARGS="--cases 2000").
+FUZZ_ARGS ?= --cases 100000 --concurrency 64 --seed 8 --audio tests/fixtures/speech/kitchen_lights.wav \
+	--stt-models bench_stt --tts-models bench_tts --json out/fuzz.json --quiet
+fuzz: $(STAMP)
+	$(PY) -m tools.fuzz_stack -- $(FUZZ_ARGS)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -p no:cacheprovider -q --timeout 1800 \
+		tests/inference_adapter/test_stt_session_fuzz.py tests/inference_adapter/test_tts_session_fuzz.py
 
 clean:
 	rm -rf $(VENV) tools/node_modules .pytest_cache
