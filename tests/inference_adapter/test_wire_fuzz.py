@@ -54,8 +54,10 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Adapt
 async def _settled_tasks(baseline: int, within_s: float) -> int:
     """Tasks alive on this loop, once back at ``baseline`` or after ``within_s``."""
     deadline = time.monotonic() + within_s
-    while len(asyncio.all_tasks()) > baseline and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    while time.monotonic() < deadline:
+        if len(asyncio.all_tasks()) <= baseline:
+            break
+        await asyncio.sleep(0.2)  # polling a count: there is no event to wait for
     return len(asyncio.all_tasks())
 
 

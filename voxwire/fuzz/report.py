@@ -98,6 +98,7 @@ class Report:
                 "tts_models": list(plan.tts_models),
                 "valid_streams": sum(o.valid for o in outcomes),
                 "writes_failed": sum(o.write_failed for o in outcomes),
+                "triton_down_after_cases": opts.triton_down_at[0] if opts.triton_down_at else None,
             },
             verdicts={v: verdicts.get(v, 0) for v in VERDICTS},
             by_family={f: dict(c) for f, c in sorted(by_family.items())},
@@ -212,6 +213,9 @@ def _invariants(
     delta("adapter open streams (gauge), before -> after", before.streams, after.streams)
     delta("adapter asyncio tasks, before -> after", before.tasks, after.tasks)
     report.leaks["adapter"] = {"before": asdict(before), "after": asdict(after)}
+    if opts.triton_down_at is not None:
+        n, secs = opts.triton_down_at
+        out.append(Invariant("Triton stayed up", f"down after {n} cases ({secs:.0f} s)", False))
     if after.triton_ready is not None:
         out.append(
             Invariant("Triton alive after the run", str(after.triton_ready), after.triton_ready)

@@ -61,6 +61,8 @@ class Options:
     pid: int | None = None
     rss_slack_mb: float = 64.0
     progress: bool = True
+    # (cases done, seconds into the phase) when Triton was first seen down; set by the run.
+    triton_down_at: tuple[int, float] | None = None
 
 
 async def discover(channel: grpc.aio.Channel, opts: Options) -> Plan:
@@ -117,6 +119,7 @@ async def _run_many(
     it = iter(indices)
     peak_rss = [0]
     t0 = time.monotonic()
+    tick = 0
 
     async def worker(w: int) -> None:
         for index in it:
@@ -133,8 +136,14 @@ async def _run_many(
             )
 
     async def monitor() -> None:
+        nonlocal tick
         while True:
             await asyncio.sleep(2.0)
+            tick += 1
+            if opts.triton and opts.triton_down_at is None and tick % 5 == 0:
+                if not await probes.triton_ready(opts.triton):
+                    # The model server died under the load: everything after is moot.
+                    opts.triton_down_at = (indices.start + len(outcomes), time.monotonic() - t0)
             if opts.pid:
                 with contextlib.suppress(OSError):
                     peak_rss[0] = max(peak_rss[0], probes.rss_bytes(opts.pid))
