@@ -208,7 +208,9 @@ class SessionMachine(RuleBasedStateMachine):
     def answer(self, events: list[Any], split: int) -> None:
         """The head request's answer: ``split`` non-final responses, then the final one."""
         self.model.pending.popleft()
-        chunks = [events[i :: split + 1] for i in range(split + 1)] if events else [[]]
+        # Contiguous pieces, in order: a model's responses keep its event order.
+        step = -(-len(events) // (split + 1)) or 1
+        chunks = [events[i : i + step] for i in range(0, len(events), step)] or [[]]
         for i, chunk in enumerate(chunks):
             resp = ModelResponse(
                 events=tuple(chunk), compute_us=10, audio=None, final=i == len(chunks) - 1
@@ -246,6 +248,9 @@ class ProtocolMachine(SessionMachine):
     @precondition(lambda self: self.live and self.session.state.value == "streaming")
     @rule(ms=st.integers(1, 120), seed=st.integers(0, 2**16))
     def audio(self, ms: int, seed: int) -> None:
+        encoding, rate, channels = self.fmt
+        frame = channels * (4 if encoding == E.AUDIO_ENCODING_PCM_F32LE else 2)
+        ms = min(ms, LIMITS.max_chunk_bytes * 1000 // (rate * frame))  # a valid chunk size
         self.send(Req(audio=audio_bytes(self.fmt, ms, seed)))
 
     @precondition(lambda self: self.live and self.session.state.value == "streaming")

@@ -170,8 +170,8 @@ def classify(case: Case, out: Outcome) -> str:
     core_36066    INTERNAL "Internal error from Core" (or CANCELLED "Locally cancelled", the
                   call grpc.aio cancelled itself) after a client write failed because the server
                   had ended the call: the client library's bug, the server's status is unknown
-    client_ended  CANCELLED / DEADLINE_EXCEEDED the client itself caused (cancel, disconnect,
-                  its own deadline) without server details
+    client_ended  a status without a reason on a call the client cancelled or dropped, or
+                  DEADLINE_EXCEEDED from the client's own deadline
     no_reason     another non-OK status without an ErrorInfo reason
     disturbed     a valid stream that did not end OK or broke the contract
     ok            a valid stream that completed correctly, or a hostile one ended OK
@@ -187,13 +187,10 @@ def classify(case: Case, out: Outcome) -> str:
             return "core_36066"
     if out.code == "UNKNOWN" or out.reason == "INTERNAL":
         return "crash"
-    client_cut = case.ending in ("cancel", "disconnect", "wait")
-    if (
-        client_cut
-        and out.code in ("CANCELLED", "DEADLINE_EXCEEDED", "UNAVAILABLE")
-        and not out.reason
-    ):
-        return "client_ended"
+    if case.ending in ("cancel", "disconnect") and not out.reason:
+        return "client_ended"  # the client dropped the call: its status is a local one
+    if case.ending == "wait" and out.code == "DEADLINE_EXCEEDED" and not out.reason:
+        return "client_ended"  # the client's own deadline
     if case.valid:
         return "ok" if out.code == "OK" and not out.violations else "disturbed"
     if out.code == "OK":
