@@ -486,8 +486,8 @@ class TestMalformedModel(MalformedModelMachine.TestCase):
 
 
 @pytest.mark.xfail(
-    reason="issue 8 defect 4: PCM_F32LE audio with NaN/Inf is accepted (cast to garbage int16) "
-    "instead of failing with INVALID_AUDIO",
+    reason="issue 8 defect 4: PCM_F32LE audio with NaN/Inf fails with MISALIGNED_AUDIO "
+    "(every AudioDecodeError becomes MisalignedAudio) instead of INVALID_AUDIO",
     strict=True,
 )
 @given(

@@ -33,6 +33,11 @@ VERDICTS = (
     "disturbed",
 )
 _BAD = ("no_reason", "no_status", "crash", "disturbed")
+# Families whose every stream must be refused with one reason (docs/contract.md, Errors):
+# NaN/infinite samples are INVALID_AUDIO, a request that does not parse is INVALID_MESSAGE.
+EXPECTED_REASON = {"nan_audio": "INVALID_AUDIO", "bad_utf8": "INVALID_MESSAGE"}
+# Reasons that say the server could not take the stream at all: no verdict on the input then.
+_CAPACITY = {"BACKEND_UNAVAILABLE", "OVERLOADED", "DRAINING"}
 
 
 @dataclass
@@ -105,7 +110,18 @@ class Report:
             statuses=dict(statuses.most_common()),
             invariants=[],
         )
-        report.examples = _examples(opts, plan, outcomes)
+        wrong = [
+            o
+            for o in outcomes
+            if o.family in EXPECTED_REASON
+            and o.verdict not in ("core_36066", "client_ended")
+            and o.reason not in _CAPACITY
+            and o.reason != EXPECTED_REASON[o.family]
+        ]
+        report.meta["wrong_reason"] = dict(
+            Counter(f"{o.family}: {o.reason or o.code}" for o in wrong)
+        )
+        report.examples = _examples(opts, plan, outcomes, {o.index for o in wrong})
         report.invariants = _invariants(report, opts, before, after, slots)
         return report
 
@@ -152,14 +168,19 @@ class Report:
             )
 
 
-def _examples(opts: Options, plan: Plan, outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
-    """The smallest case (fewest messages, then fewest bytes) of each bad verdict and of each
-    crash / no-reason status, with the command that reproduces it alone."""
+def _examples(
+    opts: Options, plan: Plan, outcomes: list[Outcome], wrong: set[int]
+) -> dict[str, dict[str, Any]]:
+    """The smallest case (fewest messages, then fewest bytes) of each bad verdict, each wrong
+    reason and each crash / no-reason status, with the command that reproduces it alone."""
     best: dict[str, tuple[tuple[int, int], Case, Outcome]] = {}
     for o in outcomes:
-        if o.verdict not in (*_BAD, "core_36066"):
+        if o.index in wrong:
+            key = f"wrong reason: {o.family} {o.code} {o.reason or '-'}"
+        elif o.verdict in (*_BAD, "core_36066"):
+            key = f"{o.verdict}: {o.service} {o.code} {o.reason or '-'}"
+        else:
             continue
-        key = f"{o.verdict}: {o.service} {o.code} {o.reason or '-'}"
         case = make_case(opts.seed, o.index, plan)
         rank = (len(case.messages), case.size)
         if key not in best or rank < best[key][0]:
@@ -201,6 +222,16 @@ def _invariants(
             v["disturbed"] == 0,
         ),
     ]
+    wrong = sum(report.meta["wrong_reason"].values())
+    out.append(
+        Invariant(
+            "hostile streams refused with the contract's reason ("
+            + ", ".join(f"{f}: {r}" for f, r in EXPECTED_REASON.items())
+            + ")",
+            f"{wrong} wrong",
+            wrong == 0,
+        )
+    )
     if before is None or after is None:
         return out
 
@@ -253,3 +284,32 @@ def _invariants(
         for name, n in counts.items():
             out.append(Invariant(f"log lines: {name}", str(n), n == 0))
     return out
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The figures of a report's JSON as Markdown tables (for docs/fuzzing.md)."""
+    m = data["meta"]
+    lines = [
+        f"{m['cases']:,} cases against {m['target']}, {m['concurrency']} at a time, seed "
+        f"{m['seed']}: {m['seconds']} s ({m['cases_per_s']} cases/s), {m['valid_streams']:,} "
+        "valid streams beside the hostile ones.",
+        "",
+        "| family | " + " | ".join(VERDICTS) + " |",
+        "|---|" + "---:|" * len(VERDICTS),
+    ]
+    for family, counts in data["by_family"].items():
+        lines.append(f"| {family} | " + " | ".join(str(counts.get(v, "")) for v in VERDICTS) + " |")
+    lines.append("| **all** | " + " | ".join(f"**{data['verdicts'][v]}**" for v in VERDICTS) + " |")
+    lines += ["", "| status (code reason) | streams |", "|---|---:|"]
+    lines += [f"| {k} | {n:,} |" for k, n in data["statuses"].items()]
+    lines += ["", "| invariant | value | holds |", "|---|---|---|"]
+    for inv in data["invariants"]:
+        holds = {True: "yes", False: "**no**", None: "not measured"}[inv["ok"]]
+        lines.append(f"| {inv['name']} | {inv['value']} | {holds} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(markdown(json.loads(open(sys.argv[1]).read())))
