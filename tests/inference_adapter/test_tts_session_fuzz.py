@@ -109,7 +109,8 @@ class SessionMachine(RuleBasedStateMachine):
         self.model_frames: dict[int, int] = {}
         self.appended: dict[str, str] = {}  # context id -> text appended in its open scope
         self.answered: dict[str, str] = {}  # context id -> text of units fully answered
-        self.flush_marks: dict[tuple[str, str], str] = {}  # (cid, flush id) -> text before it
+        # (cid, flush id) -> text appended before each such flush, oldest first (ids repeat)
+        self.flush_marks: dict[tuple[str, str], list[str]] = {}
         self.summarized = False
 
     @property
@@ -123,7 +124,7 @@ class SessionMachine(RuleBasedStateMachine):
         if kind == "append" and cid in self.session.contexts:
             self.appended[cid] = self.appended.get(cid, "") + msg.append.text
         if kind == "flush":
-            self.flush_marks[(cid, msg.flush.flush_id)] = self.appended.get(cid, "")
+            self._mark_flush(cid, msg.flush.flush_id)
         try:
             actions = self.session.receive(msg)
         except errors.VoxwireError as exc:
@@ -141,6 +142,8 @@ class SessionMachine(RuleBasedStateMachine):
                 actions.to_client.insert(0, self.session.opened(ctx, "r0"))
                 self.appended[ctx.context_id] = ""
                 self.answered[ctx.context_id] = ""
+                for key in [k for k in self.flush_marks if k[0] == ctx.context_id]:
+                    del self.flush_marks[key]
             else:
                 overloaded = errors.Overloaded("full", retry_delay=datetime.timedelta(seconds=1))
                 actions.extend(self.session.context_failed(ctx, overloaded))
@@ -154,11 +157,17 @@ class SessionMachine(RuleBasedStateMachine):
             self.inflight[ctx.key] = (ctx, unit)
             self.model_frames[ctx.key] = 0
 
+    def _mark_flush(self, cid: str, flush_id: str) -> None:
+        if cid in self.session.contexts:
+            marks = self.flush_marks.setdefault((cid, flush_id), [])
+            marks.append(self.appended.get(cid, ""))
+
     def check_flush_ack(self, response: synthesis_pb2.StreamingSynthesizeResponse) -> None:
         if not response.HasField("flush_ack"):
             return
         cid = response.context_id
-        before = self.flush_marks.get((cid, response.flush_ack.flush_id), "")
+        marks = self.flush_marks.get((cid, response.flush_ack.flush_id)) or [""]
+        before = marks.pop(0)
         spoken = _nonspace(self.answered.get(cid, ""))
         assert len(spoken) >= len(_nonspace(before)), (
             f"FlushAck for {cid!r} before the audio of all text appended before the flush"
@@ -357,8 +366,7 @@ class HostileClientMachine(SessionMachine):
         if msg.WhichOneof("request") == "append" and msg.context_id in self.session.contexts:
             self.appended[msg.context_id] += msg.append.text
         if msg.WhichOneof("request") == "flush":
-            key = (msg.context_id, msg.flush.flush_id)
-            self.flush_marks[key] = self.appended.get(msg.context_id, "")
+            self._mark_flush(msg.context_id, msg.flush.flush_id)
         try:
             actions = self.session.receive(msg)
         except errors.VoxwireError as exc:
