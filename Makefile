@@ -60,10 +60,14 @@ bench: $(STAMP)
 # hypothesis profile. FUZZ_ARGS overrides the run (e.g. FUZZ_ARGS="--cases 2000").
 FUZZ_ARGS ?= --cases 100000 --concurrency 64 --seed 8 --audio tests/fixtures/speech/kitchen_lights.wav \
 	--stt-models bench_stt --tts-models bench_tts --json out/fuzz.json --quiet
+# Both parts run even when the first finds a broken invariant; the target fails if either did.
 fuzz: $(STAMP)
-	$(PY) -m tools.fuzz_stack -- $(FUZZ_ARGS)
+	@status=0; \
+	$(PY) -m tools.fuzz_stack -- $(FUZZ_ARGS) || status=$$?; \
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -p no:cacheprovider -q --timeout 1800 \
-		tests/inference_adapter/test_stt_session_fuzz.py tests/inference_adapter/test_tts_session_fuzz.py
+		tests/inference_adapter/test_stt_session_fuzz.py \
+		tests/inference_adapter/test_tts_session_fuzz.py || status=$$?; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) tools/node_modules .pytest_cache

@@ -1,10 +1,12 @@
 """The fuzz run's figures: verdict counts, statuses, the invariants, leaks, examples.
 
 The invariants (issue 8): 0 crashes, 0 streams without a status, every non-OK status with its
-reason, 0 valid streams disturbed, and afterwards nothing leaked (the adapter's open streams and
-tasks back at their baseline, no request pending in Triton, every sequence slot free), memory
-back near its start, and no "Task was destroyed" / "never retrieved" / traceback in the log.
-An invariant whose reading is not available (no metrics endpoint given) is skipped, and said so.
+reason (and its retryable flag), every server status with the timing trailers (docs/contract.md,
+Timings), the families with one right reason refused with it, 0 valid streams disturbed, and
+afterwards nothing leaked (the adapter's open streams and tasks back at their baseline, no
+request pending in Triton, every sequence slot free), memory back near its start, and no
+"Task was destroyed" / "never retrieved" / traceback in the log. An invariant whose reading is
+not available (no metrics endpoint given) is skipped, and said so.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ _BAD = ("no_reason", "no_status", "crash", "disturbed")
 EXPECTED_REASON = {"nan_audio": "INVALID_AUDIO", "bad_utf8": "INVALID_MESSAGE"}
 # Reasons that say the server could not take the stream at all: no verdict on the input then.
 _CAPACITY = {"BACKEND_UNAVAILABLE", "OVERLOADED", "DRAINING"}
+# Statuses the client library made up, not the server (so they carry no server trailers).
+_CLIENT_SIDE = ("client_ended", "core_36066", "no_status")
 
 
 @dataclass
@@ -122,7 +126,7 @@ class Report:
             Counter(f"{o.family}: {o.reason or o.code}" for o in wrong)
         )
         report.examples = _examples(opts, plan, outcomes, {o.index for o in wrong})
-        report.invariants = _invariants(report, opts, before, after, slots)
+        report.invariants = _invariants(report, outcomes, opts, before, after, slots)
         return report
 
     def to_json(self) -> str:
@@ -206,6 +210,7 @@ def _examples(
 
 def _invariants(
     report: Report,
+    outcomes: list[Outcome],
     opts: Options,
     before: Readings | None,
     after: Readings | None,
@@ -222,6 +227,17 @@ def _invariants(
             v["disturbed"] == 0,
         ),
     ]
+    served = [o for o in outcomes if o.got_status and o.verdict not in _CLIENT_SIDE]
+    bare = sum(not o.trailers for o in served)
+    out.append(
+        Invariant(
+            "server statuses with the timing trailers",
+            f"{len(served) - bare} of {len(served)}",
+            bare == 0,
+        )
+    )
+    unflagged = sum(bool(o.reason) and o.retryable not in ("true", "false") for o in outcomes)
+    out.append(Invariant("reasons with metadata.retryable", f"{unflagged} without", unflagged == 0))
     wrong = sum(report.meta["wrong_reason"].values())
     out.append(
         Invariant(
