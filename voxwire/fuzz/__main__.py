@@ -37,7 +37,7 @@ def _read_audio(path: Path) -> tuple[bytes, int]:
         return wav.readframes(wav.getnframes()), wav.getframerate()
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None]:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m voxwire.fuzz",
         description=__doc__,
@@ -85,6 +85,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None]:
     p.add_argument("--rss-slack-mb", type=float, default=64.0)
     p.add_argument("--json", type=Path, help="write the report here")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None]:
+    """The run's options and where to write the JSON report (argparse exits on bad flags)."""
+    p = _parser()
     a = p.parse_args(argv)
     unknown = set(a.families) - set(FAMILIES)
     if unknown:

@@ -216,6 +216,14 @@ def _invariants(
     after: Readings | None,
     slots: list[probes.SlotProbe],
 ) -> list[Invariant]:
+    """What every stream got, then (when there are readings) what the run left behind."""
+    out = _stream_invariants(report, outcomes)
+    if before is not None and after is not None:
+        out += _leak_invariants(report, opts, before, after, slots)
+    return out
+
+
+def _stream_invariants(report: Report, outcomes: list[Outcome]) -> list[Invariant]:
     v = report.verdicts
     out = [
         Invariant("crashes (UNKNOWN or reason INTERNAL)", str(v["crash"]), v["crash"] == 0),
@@ -248,8 +256,17 @@ def _invariants(
             wrong == 0,
         )
     )
-    if before is None or after is None:
-        return out
+    return out
+
+
+def _leak_invariants(
+    report: Report,
+    opts: Options,
+    before: Readings,
+    after: Readings,
+    slots: list[probes.SlotProbe],
+) -> list[Invariant]:
+    out: list[Invariant] = []
 
     def delta(name: str, b: float | None, a: float | None, slack: float = 0.0) -> None:
         if b is None or a is None:
