@@ -68,7 +68,9 @@ FORMATS = [
 ]
 # Known-defect tests fail fast without shrinking (shrinking a stateful failure takes minutes);
 # docs/fuzzing.md gives each one's minimal reproduction.
-NO_SHRINK = settings(phases=[Phase.explicit, Phase.reuse, Phase.generate])
+NO_SHRINK = settings(
+    phases=[Phase.explicit, Phase.reuse, Phase.generate], report_multiple_bugs=False
+)
 REASONS = {name.removeprefix("ERROR_REASON_") for name in errors_pb2.ErrorReason.keys()}
 
 
@@ -193,6 +195,8 @@ class SessionMachine(RuleBasedStateMachine):
             assert exc.reason in REASONS, f"{exc!r}: reason not in the ErrorReason enum"
             self.failed = exc
             return None
+        except Exception as exc:  # anything else would reach the client as INTERNAL
+            raise AssertionError(f"{fn.__name__} let {exc!r} out") from exc
 
     def send(self, msg: Req) -> None:
         self.oracle.request(msg)
@@ -480,6 +484,7 @@ TestHostileClient = HostileClientMachine.TestCase
     "ValueError/TypeError/AttributeError/OverflowError (INTERNAL + traceback, not MODEL_ERROR), "
     "and out-of-order or reversed result/word times and events after the summary are passed on",
     strict=True,
+    raises=AssertionError,
 )
 class TestMalformedModel(MalformedModelMachine.TestCase):
     settings = NO_SHRINK
@@ -489,6 +494,7 @@ class TestMalformedModel(MalformedModelMachine.TestCase):
     reason="issue 8 defect 4: PCM_F32LE audio with NaN/Inf fails with MISALIGNED_AUDIO "
     "(every AudioDecodeError becomes MisalignedAudio) instead of INVALID_AUDIO",
     strict=True,
+    raises=errors.MisalignedAudio,
 )
 @given(
     bad=st.sampled_from([math.nan, math.inf, -math.inf]),
@@ -510,6 +516,7 @@ def test_nan_or_infinite_float_audio_is_invalid_audio(bad: float, at: int, rate:
     reason="issue 8 defect 5: an update_config rejected by the session is answered before "
     "`started` (contract: started comes first)",
     strict=True,
+    raises=AssertionError,
 )
 @given(vad=st.integers(4, 2**32 - 1))
 def test_nothing_is_emitted_before_started(vad: int) -> None:
