@@ -6,7 +6,7 @@ BUF := tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
 .PHONY: run test venv lock stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench \
-	clean browser-deps bench-edge
+	clean browser-deps bench-edge fuzz
 
 venv: $(STAMP)
 
@@ -87,6 +87,20 @@ bench: $(STAMP)
 # The gateway's HTTP/WebSocket stack candidates side by side (BENCHMARKS.md, "Edge stack choice").
 bench-edge: $(STAMP)
 	$(PY) -m benchmarks.edge_stack
+
+# Issue 8: the wire fuzzer against a real Triton and the adapter in its own process (report in
+# out/fuzz.json, figures in docs/fuzzing.md), then the session state machines with the long
+# hypothesis profile. FUZZ_ARGS overrides the run (e.g. FUZZ_ARGS="--cases 2000").
+FUZZ_ARGS ?= --cases 100000 --concurrency 64 --seed 8 --audio tests/fixtures/speech/kitchen_lights.wav \
+	--stt-models bench_stt --tts-models bench_tts --json out/fuzz.json --quiet
+# Both parts run even when the first finds a broken invariant; the target fails if either did.
+fuzz: $(STAMP)
+	@status=0; \
+	$(PY) -m tools.fuzz_stack -- $(FUZZ_ARGS) || status=$$?; \
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -p no:cacheprovider -q --timeout 1800 \
+		tests/inference_adapter/test_stt_session_fuzz.py \
+		tests/inference_adapter/test_tts_session_fuzz.py || status=$$?; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) tools/node_modules .pytest_cache
