@@ -22,7 +22,6 @@ import datetime
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -470,12 +469,5 @@ TestProtocol = ProtocolMachine.TestCase
 TestHostileClient = HostileClientMachine.TestCase
 
 
-@pytest.mark.xfail(
-    reason="issue 8 defect 6: malformed word events from a TTS model escape "
-    "SynthesisSession.model_response as ValueError/TypeError/AttributeError/OverflowError "
-    "(the stream dies INTERNAL instead of that context failing with MODEL_ERROR)",
-    strict=True,
-    raises=AssertionError,
-)
 class TestMalformedModel(MalformedModelMachine.TestCase):
     settings = NO_SHRINK

@@ -67,16 +67,6 @@ async def _settled_tasks(baseline: int, within_s: float) -> int:
     return len(asyncio.all_tasks())
 
 
-@pytest.mark.xfail(
-    reason="issue 8 defects 1, 2, 4, 7-9: undecodable messages end INTERNAL with a traceback "
-    "(not INVALID_MESSAGE); NaN audio is MISALIGNED_AUDIO; a message over 4 MB gets grpc's "
-    "RESOURCE_EXHAUSTED without a "
-    "reason; streams leak pending tasks ('Task was destroyed but it is pending'); one failed "
-    "Triton call marks the replica down and valid streams fail BACKEND_UNAVAILABLE; "
-    "Triton itself may abort under the adapter's cancels",
-    strict=True,
-    raises=AssertionError,  # a broken fuzzer (any other exception) fails the test
-)
 async def test_short_wire_fuzz_run_keeps_every_invariant(stack: Stack) -> None:
     triton, adapter = stack.triton, stack.adapter
     audio, rate = _read_audio(SPEECH_DIR / "kitchen_lights.wav")

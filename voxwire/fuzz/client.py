@@ -172,6 +172,9 @@ def classify(case: Case, out: Outcome) -> str:
                   had ended the call: the client library's bug, the server's status is unknown
     client_ended  a status without a reason on a call the client cancelled or dropped, or
                   DEADLINE_EXCEEDED from the client's own deadline
+    grpc_limit    RESOURCE_EXHAUSTED "Received message larger than max": gRPC core refused a
+                  message over the server's receive limit before the server saw it (the
+                  contract documents this; the server cannot attach a reason to it)
     no_reason     another non-OK status without an ErrorInfo reason
     disturbed     a valid stream that did not end OK or broke the contract
     ok            a valid stream that completed correctly, or a hostile one ended OK
@@ -195,4 +198,10 @@ def classify(case: Case, out: Outcome) -> str:
         return "ok" if out.code == "OK" and not out.violations else "disturbed"
     if out.code == "OK":
         return "ok"
+    if (
+        not out.reason
+        and out.code == "RESOURCE_EXHAUSTED"
+        and "Received message larger than max" in (out.details or "")
+    ):
+        return "grpc_limit"
     return "rejected" if out.reason else "no_reason"

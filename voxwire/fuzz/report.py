@@ -29,6 +29,7 @@ VERDICTS = (
     "rejected",
     "client_ended",
     "core_36066",
+    "grpc_limit",
     "no_reason",
     "no_status",
     "crash",
@@ -41,7 +42,8 @@ EXPECTED_REASON = {"nan_audio": "INVALID_AUDIO", "bad_utf8": "INVALID_MESSAGE"}
 # Reasons that say the server could not take the stream at all: no verdict on the input then.
 _CAPACITY = {"BACKEND_UNAVAILABLE", "OVERLOADED", "DRAINING"}
 # Statuses the client library made up, not the server (so they carry no server trailers).
-_CLIENT_SIDE = ("client_ended", "core_36066", "no_status")
+# (grpc_limit: gRPC core's own refusal of an oversized message, never seen by the server.)
+_CLIENT_SIDE = ("client_ended", "core_36066", "grpc_limit", "no_status")
 
 
 @dataclass
