@@ -30,6 +30,9 @@ class ResolvedTranscriptionConfig:
     endpointing: dict[str, Any]
     vocabulary: tuple[dict[str, Any], ...]
     request_id: str
+    # Continuing an earlier stream: positions start here, utterance ids at this index.
+    stream_offset_ms: int = 0
+    first_utterance_index: int = 0
 
     def model_control(self) -> dict[str, Any]:
         """The START request's CONTROL object (docs/design/spine.md)."""
@@ -164,4 +167,6 @@ def resolve(
         endpointing=endpointing,
         vocabulary=vocabulary,
         request_id=config.request_id or request_id,
+        stream_offset_ms=config.stream_offset_ms,
+        first_utterance_index=config.first_utterance_index,
     )

@@ -127,6 +127,13 @@ class TranscriptionSession:
         self._request_compute_us = 0  # compute reported for the oldest unanswered request
         self._last_sent_at = clock()
         self.utterances = 0
+        # Continuing an earlier stream (docs/contract.md, "Resuming"): every reported position
+        # is shifted by the offset, utterance ids continue from the index.
+        self._offset_ms = config.stream_offset_ms
+        self._first_utterance = config.first_utterance_index
+        self._started = False  # `started` was emitted (nothing of the session's goes before it)
+        self._held: list[Response] = []  # decided before `started`, sent right after it
+        self._finalized: set[str] = set()  # utterance ids with a final result
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -148,7 +155,13 @@ class TranscriptionSession:
 
     @property
     def audio_ms(self) -> int:
+        """Audio received on this stream, in ms (positions add the stream offset)."""
         return self._frames_in * 1000 // self._fmt.sample_rate_hz
+
+    @property
+    def position_ms(self) -> int:
+        """The session position of the audio received so far: offset + audio_ms."""
+        return self._offset_ms + self.audio_ms
 
     # -- client side --------------------------------------------------------------------------
 
@@ -178,7 +191,7 @@ class TranscriptionSession:
             self._next_id += 1
             internal = f"f{self._next_id}"
             client_id = msg.finalize.finalize_id or internal
-            self._finalize_ids[internal] = (client_id, self.audio_ms)
+            self._finalize_ids[internal] = (client_id, self.position_ms)
             # The resampler holds back a few ms; the finalize covers them too.
             actions.to_model.append(
                 self._request(self._drain_resampler(), {"finalize": internal}, kind="finalize")
@@ -257,9 +270,10 @@ class TranscriptionSession:
         vocabulary, more = vocabulary_list(update.vocabulary, "update_config.vocabulary", model)
         bad += more
         if bad:
-            # Rejected here, before the model: the client learns why at once.
+            # Rejected here, before the model: the client learns why at once (right after
+            # `started` when the model has not answered the START yet).
             error = errors.InvalidConfig.of("update rejected", bad)
-            actions.to_client.append(
+            (actions.to_client if self._started else self._held).append(
                 Response(
                     update_config_ack=transcription_pb2.UpdateConfigAck(
                         update_id=client_id, accepted=False, error=error.to_proto()
@@ -318,16 +332,22 @@ class TranscriptionSession:
         self._utterance.model_responses += 1
         out: list[Response] = []
         error: errors.VoxwireError | None = None
-        if self.state is not State.CANCELLING:  # a cancelled sequence's events go nowhere
+        # A cancelled sequence's events go nowhere; nothing follows the summary.
+        if self.state not in (State.CANCELLING, State.DONE):
             try:
                 for event in resp.events:
+                    if not isinstance(event, dict):
+                        raise errors.ModelError(f"model sent a {type(event).__name__} event")
                     msg = self._event(event, now)
                     if msg is not None:
                         out.append(msg)
+                        if msg.HasField("started") and self._held:
+                            out += self._held  # what was decided while the START was pending
+                            self._held = []
             except errors.VoxwireError as exc:
                 error = exc  # raised once the request's answer is counted
-            except (AttributeError, TypeError, ValueError) as exc:
-                error = errors.ModelError(f"model sent a malformed event ({exc})")
+            except (AttributeError, TypeError, ValueError, OverflowError, KeyError) as exc:
+                error = errors.ModelError(f"model sent a malformed event ({type(exc).__name__})")
         if resp.final:
             if not self._pending:
                 raise errors.ModelError("model answered a request that was never sent")
@@ -353,8 +373,13 @@ class TranscriptionSession:
 
     def _event(self, event: dict[str, Any], now: float) -> Response | None:
         etype = event.get("type")
-        utterance_id = f"u{event.get('utterance', 0)}"
+        utterance_id = f"u{self._first_utterance + _index(event.get('utterance', 0))}"
+        if etype != "ready" and not self._started:
+            raise errors.ModelError(f"model sent {etype!r} before answering the START")
         if etype == "ready":
+            if self._started:
+                raise errors.ModelError("model answered the START twice")
+            self._started = True
             return Response(
                 started=transcription_pb2.TranscriptionStarted(
                     session_id=self.session_id,
@@ -370,6 +395,8 @@ class TranscriptionSession:
                     utterance_id=utterance_id, at_ms=self._ms(event.get("at_ms"))
                 )
             )
+        if etype in ("interim", "final") and utterance_id in self._finalized:
+            raise errors.ModelError(f"model sent a result for {utterance_id} after its final")
         if etype == "interim":
             if not self.config.interim_results:
                 return None
@@ -377,6 +404,7 @@ class TranscriptionSession:
             return Response(result=self._result(event, utterance_id, final=False))
         if etype == "final":
             self._first_response(now)
+            self._finalized.add(utterance_id)
             result = self._result(event, utterance_id, final=True)
             result.timings.CopyFrom(self._utterance.to_proto(now))
             self.utterances += 1
@@ -389,7 +417,9 @@ class TranscriptionSession:
                 )
             )
         if etype == "finalize_ack":
-            client_id, audio_ms = self._finalize_ids.pop(str(event.get("id")), ("", self.audio_ms))
+            if str(event.get("id")) not in self._finalize_ids:
+                raise errors.ModelError("model acknowledged a finalize that was never sent")
+            client_id, audio_ms = self._finalize_ids.pop(str(event.get("id")))
             return Response(
                 finalize_ack=transcription_pb2.FinalizeAck(finalize_id=client_id, audio_ms=audio_ms)
             )
@@ -402,7 +432,9 @@ class TranscriptionSession:
         raise errors.ModelError(f"model sent an unknown event type {etype!r}")
 
     def _config_ack(self, event: dict[str, Any]) -> Response:
-        client_id = self._update_ids.pop(str(event.get("id")), str(event.get("id", "")))
+        if str(event.get("id")) not in self._update_ids:
+            raise errors.ModelError("model acknowledged an update that was never sent")
+        client_id = self._update_ids.pop(str(event.get("id")))
         ack = transcription_pb2.UpdateConfigAck(
             update_id=client_id,
             accepted=bool(event.get("accepted")),
@@ -420,39 +452,48 @@ class TranscriptionSession:
     def _result(
         self, event: dict[str, Any], utterance_id: str, *, final: bool
     ) -> transcription_pb2.TranscriptResult:
+        end = self._ms(event.get("end_ms"))
+        start = min(self._ms(event.get("start_ms")), end)
         result = transcription_pb2.TranscriptResult(
             utterance_id=utterance_id,
             is_final=final,
             transcript=str(event.get("text", "")),
-            start_ms=self._ms(event.get("start_ms")),
-            end_ms=self._ms(event.get("end_ms")),
+            start_ms=start,
+            end_ms=end,
         )
         if final:
-            result.confidence = float(event.get("confidence", 0.0))
+            result.confidence = _unit(event.get("confidence", 0.0))
             result.from_finalize = bool(event.get("from_finalize", False))
             if self.config.word_timestamps:
+                last = start
                 for w in event.get("words", []):
+                    # The contract: word timings are monotonic and inside the result; a model
+                    # that overlaps or overshoots is clamped, never passed on.
+                    w_start = min(max(self._ms(w.get("start_ms")), last), end)
+                    w_end = min(max(self._ms(w.get("end_ms")), w_start), end)
                     result.words.add(
                         word=str(w.get("word", "")),
-                        start_ms=self._ms(w.get("start_ms")),
-                        end_ms=self._ms(w.get("end_ms")),
-                        confidence=float(w.get("confidence", 0.0)),
+                        start_ms=w_start,
+                        end_ms=w_end,
+                        confidence=_unit(w.get("confidence", 0.0)),
                     )
+                    last = w_end
         return result
 
     def _ms(self, value: Any) -> int:
-        """A model time, clamped to the audio actually received (never past it)."""
+        """A model time as a session position: clamped to the audio actually received (never
+        past it), then shifted by the stream offset."""
         try:
             ms = int(value)
-        except (TypeError, ValueError):
-            return 0
-        return max(0, min(ms, self.audio_ms))
+        except (TypeError, ValueError, OverflowError):
+            return self._offset_ms
+        return self._offset_ms + max(0, min(ms, self.audio_ms))
 
     def summary(self, now: float | None = None) -> Response:
         return Response(
             summary=transcription_pb2.TranscriptionSummary(
                 session_id=self.session_id,
-                audio_ms=self.audio_ms,
+                audio_ms=self.position_ms,
                 utterances=self.utterances,
                 timings=self.timings.to_proto(now),
             )
@@ -474,3 +515,19 @@ class TranscriptionSession:
     def _charge_us(self, stage: str, micros: int) -> None:
         self.timings.add_us(stage, micros)
         self._utterance.add_us(stage, micros)
+
+
+def _index(value: Any) -> int:
+    """A model's utterance number (a non-negative int). Raises ModelError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise errors.ModelError(f"model sent utterance {value!r}")
+    return value
+
+
+def _unit(value: Any) -> float:
+    """A confidence in [0, 1] (a model's NaN, infinity or junk becomes 0)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return min(1.0, max(0.0, number)) if number == number else 0.0

@@ -158,16 +158,46 @@ def test_finalize_ack_echoes_id_and_audio_offset():
     assert out[1].finalize_ack.finalize_id == "mine" and out[1].finalize_ack.audio_ms == 200
 
 
-def test_invalid_update_is_rejected_at_once_with_reason():
+def test_invalid_update_is_rejected_at_once_with_reason_but_never_before_started():
     s = session()
+    s.start()
     update = transcription_pb2.UpdateTranscriptionConfig(
         update_id="u1", endpointing=transcription_pb2.EndpointingConfig(vad_aggressiveness=9)
     )
-    actions = s.receive(Req(update_config=update))
-    assert actions.to_model == []
-    (ack,) = actions.to_client
+    early = s.receive(Req(update_config=update))
+    assert early.to_model == [] and early.to_client == []  # held: started comes first
+    started, ack = s.model_response(answer({"type": "ready"}))
+    assert started.HasField("started")
     assert not ack.update_config_ack.accepted
     assert ack.update_config_ack.error.field_violations[0].field.endswith("vad_aggressiveness")
+    (again,) = s.receive(Req(update_config=update)).to_client  # after started: at once
+    assert again.update_config_ack.update_id == "u1"
+
+
+def test_a_resumed_stream_reports_session_positions_and_continues_utterance_ids():
+    s = session(stream_offset_ms=4200, first_utterance_index=3, word_timestamps=True)
+    s.start()
+    s.model_response(answer({"type": "ready"}))
+    for _ in range(4):
+        s.receive(Req(audio=bytes(8000)))  # 4 x 250 ms
+    (final,) = s.model_response(
+        answer(
+            {
+                "type": "final",
+                "utterance": 0,
+                "text": "hi",
+                "start_ms": 100,
+                "end_ms": 900,
+                "words": [{"word": "hi", "start_ms": 100, "end_ms": 5000}],
+            }
+        )
+    )
+    result = final.result
+    assert (result.utterance_id, result.start_ms, result.end_ms) == ("u3", 4300, 5100)
+    assert (result.words[0].start_ms, result.words[0].end_ms) == (4300, 5100)  # clamped
+    s.receive(Req(finalize=transcription_pb2.Finalize(finalize_id="f")))
+    (ack,) = s.model_response(answer({"type": "finalize_ack", "id": "f1"}))
+    assert ack.finalize_ack.audio_ms == 5200
 
 
 def test_close_then_end_answer_gives_summary_and_done():

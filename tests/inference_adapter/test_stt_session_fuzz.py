@@ -480,13 +480,6 @@ TestProtocol = ProtocolMachine.TestCase
 TestHostileClient = HostileClientMachine.TestCase
 
 
-@pytest.mark.xfail(
-    reason="issue 8 defect 3: malformed model events escape the STT session as "
-    "ValueError/TypeError/AttributeError/OverflowError (INTERNAL + traceback, not MODEL_ERROR), "
-    "and out-of-order or reversed result/word times and events after the summary are passed on",
-    strict=True,
-    raises=AssertionError,
-)
 class TestMalformedModel(MalformedModelMachine.TestCase):
     settings = NO_SHRINK
 
@@ -507,12 +500,6 @@ def test_nan_or_infinite_float_audio_is_invalid_audio(bad: float, at: int, rate:
         session.receive(Req(audio=samples.tobytes()))
 
 
-@pytest.mark.xfail(
-    reason="issue 8 defect 5: an update_config rejected by the session is answered before "
-    "`started` (contract: started comes first)",
-    strict=True,
-    raises=AssertionError,
-)
 @given(vad=st.integers(4, 2**32 - 1))
 def test_nothing_is_emitted_before_started(vad: int) -> None:
     resolved = resolve(config_msg(FORMATS[0]), {MODEL.name: MODEL}, LIMITS, request_id="r")
