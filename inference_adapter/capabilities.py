@@ -10,6 +10,13 @@ from inference_adapter.triton.catalog import ModelInfo, ModelKind
 from voxwire.audio.formats import PROTO_ENCODINGS, rates_for
 from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc, synthesis_pb2
 
+# The optional parts of the contract this server implements (docs/contract.md, "Resuming").
+SERVER_FEATURES = capabilities_pb2.ServerFeatures(
+    stream_offsets=True,
+    synthesis_offsets=True,
+    word_text_offsets=True,
+)
+
 _KINDS = {
     ModelKind.STT: capabilities_pb2.MODEL_KIND_STT,
     ModelKind.TTS: capabilities_pb2.MODEL_KIND_TTS,
@@ -109,6 +116,7 @@ class CapabilitiesService(capabilities_pb2_grpc.CapabilitiesServicer):
                 max_pending_text_bytes=limits.max_pending_text_bytes,
                 max_unread_response_bytes=limits.max_unread_response_bytes,
             ),
+            server_features=SERVER_FEATURES,
         )
         response.limits.write_timeout.FromMilliseconds(round(limits.write_timeout_seconds * 1000))
         response.limits.max_stream_duration.FromMilliseconds(

@@ -30,6 +30,9 @@ class ResolvedSynthesisConfig:
     ssml: bool
     language: str
     pronunciations: tuple[dict[str, str], ...]
+    # Continuing an earlier context (resume): its timeline and numbering start here.
+    timeline_offset_ms: int = 0
+    first_sequence_number: int = 1
 
     def model_config(self) -> dict[str, Any]:
         """The CONFIG tensor of every request of the context (docs/design/spine.md)."""
@@ -113,4 +116,6 @@ def resolve(
         ssml=ssml,
         language=language,
         pronunciations=pronunciations,
+        timeline_offset_ms=config.timeline_offset_ms,
+        first_sequence_number=max(1, config.first_sequence_number),
     )

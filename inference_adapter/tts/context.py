@@ -58,6 +58,9 @@ class Unit:
     # client's context id, so ids cannot collide across streams nor carry client text into logs.
     request_id: str
     flush_ids: list[str] = field(default_factory=list)
+    # Where the unit starts in the context's text (code points from its first append): the
+    # model's word text offsets are within the unit, the client's within the context.
+    text_offset: int = 0
 
 
 class SynthesisContext:
@@ -86,7 +89,11 @@ class SynthesisContext:
         self._unit_sent_at = 0.0
         self._unit_compute_us = 0  # compute (and adapter work) of the unit in flight
         self._units = 0
-        self.last_sequence = 0
+        # A resumed context continues its numbering and timeline (docs/contract.md, Resuming).
+        self.last_sequence = config.first_sequence_number - 1
+        self._first_emitted = False
+        self._timeline_ms = config.timeline_offset_ms
+        self._buffer_offset = 0  # code points of the context's text before self._buffer
         self._out_frames = 0
         self._model_frames = 0
         self._unit_model_start = 0
@@ -119,9 +126,15 @@ class SynthesisContext:
             # A unit cut for length holds at most soft_limit + 1 characters, so at most 4 x
             # that many bytes: never more than the model takes.
             soft_limit = max(1, min(400, self.config.model.limits.max_unit_text_bytes // 4 - 1))
-            units, self._buffer = split_ready(self._buffer, soft_limit)
+            buffer = self._buffer
+            units, self._buffer = split_ready(buffer, soft_limit)
+            pos = 0
             for text_unit in units:
-                self._enqueue(text_unit)
+                found = buffer.find(text_unit, pos)  # units are pieces of the buffer, in order
+                pos = found if found >= 0 else pos
+                self._enqueue(text_unit, self._buffer_offset + pos)
+                pos += len(text_unit)
+            self._buffer_offset += len(buffer) - len(self._buffer)
 
     def flush(self, flush_id: str) -> list[Response]:
         self._cut_rest()
@@ -159,10 +172,11 @@ class SynthesisContext:
 
     def _cut_rest(self) -> None:
         if self._buffer.strip():
-            self._enqueue(self._buffer)
+            self._enqueue(self._buffer, self._buffer_offset)
+        self._buffer_offset += len(self._buffer)
         self._buffer = ""
 
-    def _enqueue(self, text: str) -> None:
+    def _enqueue(self, text: str, text_offset: int) -> None:
         """Raises TextTooLarge for a unit over the model's limit (an SSML document, or text up
         to a flush): refused here, before the model, as the model would refuse it."""
         limit = self.config.model.limits.max_unit_text_bytes
@@ -173,7 +187,8 @@ class SynthesisContext:
                 f"limit of {limit} bytes (flush more often, or split the SSML document)"
             )
         self._units += 1
-        self._queued.append(Unit(self._units, text, f"{self._request_prefix}.{self._units}"))
+        request_id = f"{self._request_prefix}.{self._units}"
+        self._queued.append(Unit(self._units, text, request_id, text_offset=text_offset))
 
     # -- model side ---------------------------------------------------------------------------
 
@@ -252,7 +267,8 @@ class SynthesisContext:
 
     def _words(self, words: list[dict[str, Any]]) -> Response | None:
         rate = self.config.model.sample_rate_hz
-        base_ms = self._unit_model_start * 1000 // rate
+        base_ms = self._timeline_ms + self._unit_model_start * 1000 // rate
+        unit_offset = self.inflight.text_offset if self.inflight is not None else 0
         msg = synthesis_pb2.WordTimestamps()
         for w in words:
             start = base_ms + int(w.get("start_ms", 0))
@@ -261,7 +277,11 @@ class SynthesisContext:
             start = max(start, self._last_word_end)
             end = max(end, start)
             self._last_word_end = end
-            msg.words.add(word=str(w.get("word", "")), start_ms=start, end_ms=end)
+            word = msg.words.add(word=str(w.get("word", "")), start_ms=start, end_ms=end)
+            length = int(w.get("text_length", 0))
+            if length > 0:
+                word.text_offset = unit_offset + max(0, int(w.get("text_offset", 0)))
+                word.text_length = length
         if not msg.words:
             return None
         return Response(context_id=self.context_id, words=msg)
@@ -270,11 +290,12 @@ class SynthesisContext:
         if not frames:
             return []
         rate = self.config.output_format.sample_rate_hz
-        start_ms = self._out_frames * 1000 // rate
+        start_ms = self._timeline_ms + self._out_frames * 1000 // rate
         self._out_frames += frames
-        end_ms = self._out_frames * 1000 // rate
+        end_ms = self._timeline_ms + self._out_frames * 1000 // rate
         self.last_sequence += 1
-        if self.last_sequence == 1:
+        if not self._first_emitted:
+            self._first_emitted = True
             self.timings.mark_first_response(self._clock())
         return [
             Response(
@@ -319,7 +340,7 @@ class SynthesisContext:
                 context_id=self.context_id,
                 done=synthesis_pb2.ContextDone(
                     last_sequence_number=self.last_sequence,
-                    audio_ms=self._out_frames * 1000 // rate,
+                    audio_ms=self._timeline_ms + self._out_frames * 1000 // rate,
                     timings=self.timings.to_proto(),
                 ),
             )

@@ -293,3 +293,25 @@ def test_units_respect_the_models_own_text_limit():
     s.receive(Req(context_id="ssml", append=synthesis_pb2.AppendText(text=doc)))
     out = s.receive(Req(context_id="ssml", flush=synthesis_pb2.Flush(flush_id="f"))).to_client
     assert [reason(r) for r in out] == ["TEXT_TOO_LARGE"] and out[0].context_id == "ssml"
+
+
+def test_a_resumed_context_continues_its_timeline_numbering_and_text_offsets():
+    s = new_session()
+    msg = open_msg("a")
+    msg.open.timeline_offset_ms = 5000
+    msg.open.first_sequence_number = 41
+    (ctx,) = s.receive(msg).open
+    s.opened(ctx, "r0")
+    s.receive(Req(context_id="a", append=synthesis_pb2.AppendText(text="Hi there. Bye now. ")))
+    one = [{"word": "there", "start_ms": 0, "end_ms": 90, "text_offset": 3, "text_length": 5}]
+    two = [{"word": "now", "start_ms": 0, "end_ms": 90, "text_offset": 4, "text_length": 3}]
+    first = s.model_response(ctx.key, audio_response(1600, final=True, words=one)).to_client
+    second = s.model_response(ctx.key, audio_response(1600, final=True, words=two)).to_client
+    chunks = [r.audio for r in first + second if r.HasField("audio")]
+    assert [(c.sequence_number, c.start_ms) for c in chunks] == [(41, 5000), (42, 5100)]
+    words = [w for r in first + second if r.HasField("words") for w in r.words.words]
+    text = "Hi there. Bye now. "
+    # Offsets are in the context's text: the second unit starts at "Bye".
+    assert [text[w.text_offset : w.text_offset + w.text_length] for w in words] == ["there", "now"]
+    assert [w.start_ms for w in words] == [5000, 5100]
+    s.receive(Req(context_id="a", close=synthesis_pb2.CloseContext()))
