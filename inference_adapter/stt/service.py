@@ -9,6 +9,14 @@ Ending early (a failure, or the client gone) must free the Triton sequence slot:
 written to the call before anything is cancelled (cancelling a task inside a call operation
 cancels the call, and Triton would keep the slot until its idle timeout), and the call is
 cancelled only once that END is answered or its budget is spent (``stop``).
+
+Failover (docs/contract.md, "Failover"): when the replica fails (its call breaks, or its
+readiness probe takes it out; never because one request is late), the model pump moves the
+stream to a new sequence on another replica that has the model. The session gives the requests
+that continue the stream (``TranscriptionSession.fail_over``); a replay task sends them while
+the pump already reads the new call, and the client pump sends nothing new until the replay is
+out (``_replayed``), so the new sequence gets its input in order. What the client pump decided
+before the move is in the replay and is not sent again (``_generation``).
 """
 
 from __future__ import annotations
@@ -25,13 +33,14 @@ from inference_adapter.boundary import stream_handler
 from inference_adapter.runtime import Runtime
 from inference_adapter.stream_runner import StreamRunner
 from inference_adapter.stt.config import resolve
+from inference_adapter.stt.replay import ReplayPolicy
 from inference_adapter.stt.session import ModelRequest, State, TranscriptionSession
 from inference_adapter.triton.replicas import Lease
 from inference_adapter.triton.stream import ModelStream, SendsStopped
 from inference_adapter.triton.tensors import stt_request
 from voxwire import errors
 from voxwire.timings import StageClock
-from voxwire.v1 import timings_pb2, transcription_pb2
+from voxwire.v1 import stream_pb2, timings_pb2, transcription_pb2
 
 Request = transcription_pb2.StreamingTranscribeRequest
 Response = transcription_pb2.StreamingTranscribeResponse
@@ -89,6 +98,11 @@ class TranscriptionStream:
         self._main: asyncio.Task[Any] | None = None
         self._client: asyncio.Task[None] | None = None
         self._attrs: dict[str, str] = {}
+        # Set while the client pump may send: cleared while a failover's replay goes out.
+        self._replayed = asyncio.Event()
+        self._replayed.set()
+        self._generation = 0  # the sequence the stream is on (one more per failover)
+        self._lease_watch: asyncio.Task[None] | None = None
 
     # -- StreamBody -----------------------------------------------------------------------------
 
@@ -103,6 +117,9 @@ class TranscriptionStream:
         if self.session is not None:
             self.session.charge_send(seconds)
 
+    def notice(self, notice: stream_pb2.StreamNotice) -> Response:
+        return Response(notice=notice)
+
     async def serve(self, stream: StreamRunner[Any], first: Request | None) -> None:
         """Start the sequence, then pump model responses until its END is answered."""
         self._stream = stream
@@ -116,23 +133,16 @@ class TranscriptionStream:
             default_model=self.rt.config.default_stt_model,
             request_id=self.rt.new_session_id(),
         )
-        self.lease = lease = self.rt.pool.acquire(cfg.model.name)
-        self._attrs = {"service": "stt", "model": cfg.model.name, "replica": lease.replica.name}
-        self.rt.telemetry.sequences.add(1, self._attrs)
+        lease = self.rt.pool.acquire(cfg.model.name)
         self.session = TranscriptionSession(
             cfg,
             self.rt.config.limits,
             session_id=self.rt.new_session_id(),
             replica=lease.replica.name,
+            replay=self._replay_policy(),
         )
+        self._take(lease)
         self.span.set_attributes({**self._attrs, "voxwire.session_id": self.session.session_id})
-        self.model = ModelStream(
-            self.rt.pool,
-            lease,
-            metadata=self.rt.telemetry.outgoing_metadata(self.span),
-            response_timeout=self.rt.config.model_response_timeout_seconds,
-        )
-        stream.spawn(self._watch_lease(lease), "lease")
         stream.spawn(self._watch_answers(self.session), "answers")
         await self._send_model([self.session.start()])
         self._client = stream.spawn(self._client_pump(stream), "client")
@@ -197,6 +207,8 @@ class TranscriptionStream:
             # Backpressure: stop reading while too many model requests are unanswered.
             await self._room.wait()
             msg = await stream.reader.next()
+            if not self._replayed.is_set():
+                await self._replayed.wait()  # a failover's replay goes first
             actions = session.half_close() if msg is None else session.receive(msg)
             for response in actions.to_client:
                 stream.outbox.put(response)
@@ -213,7 +225,11 @@ class TranscriptionStream:
             await stream.outbox.wait_room()
             # No deadline here: it would cancel the call, and with it the END that frees the
             # sequence slot. Overdue answers are _watch_answers' business.
-            resp = await model.receive(None)
+            try:
+                resp = await model.receive(None)
+            except errors.BackendUnavailable as exc:
+                model = self._fail_over(stream, model, exc)
+                continue
             responses = session.model_response(resp)
             for response in responses:
                 if response.HasField("result") and response.result.is_final:
@@ -229,8 +245,91 @@ class TranscriptionStream:
             if session.inflight < limit:
                 self._room.set()
 
-    async def _watch_lease(self, lease: Lease) -> None:
-        raise await lease.wait_failed()
+    async def _watch_lease(self, model: ModelStream) -> None:
+        error = await model.lease.wait_failed()
+        if not self._replay_policy().enabled:
+            raise error
+        # The probe took the replica out: end the call, so that the model pump (whatever it
+        # awaits on it) moves the stream (``_fail_over``) or fails it.
+        model.cancel()
+
+    # -- failover -------------------------------------------------------------------------------
+
+    def _replay_policy(self) -> ReplayPolicy:
+        cfg = self.rt.config
+        return ReplayPolicy(
+            window_ms=round(cfg.replay_window_seconds * 1000),
+            force_final_margin_ms=round(cfg.force_final_margin_seconds * 1000),
+            max_failovers=cfg.max_failovers,
+        )
+
+    def _take(self, lease: Lease) -> None:
+        """Serve the stream from ``lease``: a new call and a watcher of its replica."""
+        assert self._stream is not None and self.session is not None
+        self.lease = lease
+        self._attrs = {
+            "service": "stt",
+            "model": self.session.config.model.name,
+            "replica": lease.replica.name,
+        }
+        self.rt.telemetry.sequences.add(1, self._attrs)
+        self.model = ModelStream(
+            self.rt.pool,
+            lease,
+            metadata=self.rt.telemetry.outgoing_metadata(self.span),
+            response_timeout=self.rt.config.model_response_timeout_seconds,
+        )
+        if self._lease_watch is not None:
+            self._lease_watch.cancel()  # it watched the old replica
+        self._lease_watch = self._stream.spawn(self._watch_lease(self.model), "lease")
+
+    def _fail_over(
+        self, stream: StreamRunner[Request], old: ModelStream, error: errors.BackendUnavailable
+    ) -> ModelStream:
+        """Move the stream off ``old``'s failed replica: a new sequence on another replica,
+        the replay sent by a task of its own. Returns the new call. Raises ``error`` when the
+        replica did not fail (a late or refused request fails this stream alone), and
+        BackendUnavailable when the stream cannot move or no other replica can take it."""
+        assert self.session is not None
+        if old is not self.model or not (old.transport_failed or old.lease.error is not None):
+            raise error
+        if not self._replay_policy().enabled:
+            raise error
+        old.cancel()  # no END: the replica is gone or unreachable, and its sequence with it
+        model = self.session.config.model.name
+        try:
+            # Not the replica that just failed, whatever its probe says yet; the others only
+            # while their probe finds them ready.
+            lease = self.rt.pool.acquire(model, exclude=(old.lease.replica,))
+        except errors.VoxwireError as exc:
+            raise errors.BackendUnavailable(
+                f"{error.message}; no other model server can take the stream ({exc.message})",
+                retry_delay=exc.retry_delay,
+            ) from exc
+        try:
+            requests = self.session.fail_over(lease.replica.name)
+        except errors.BackendUnavailable:
+            lease.release()
+            raise
+        self.release()  # the old lease (and its call, cancelled above)
+        self.sequence_id = self.rt.new_sequence_id()
+        self._take(lease)
+        assert self.model is not None
+        self._generation += 1
+        self._replayed.clear()
+        self.rt.telemetry.failovers.add(1, {"service": "stt", "model": model})
+        stream.spawn(self._replay(self.model, requests), "replay")
+        return self.model
+
+    async def _replay(self, model: ModelStream, requests: list[ModelRequest]) -> None:
+        """Send a failover's requests, then let the client pump send again."""
+        try:
+            await self._send_to(model, requests)
+        except SendsStopped:
+            pass  # the stream is ending; the session no longer awaits what was not sent
+        finally:
+            if model is self.model:
+                self._replayed.set()
 
     async def _watch_answers(self, session: TranscriptionSession) -> None:
         """Fail the stream (alone: the replica may be fine, e.g. a START queued behind busy
@@ -262,14 +361,34 @@ class TranscriptionStream:
         )
 
     async def _send_model(self, requests: list[ModelRequest]) -> None:
-        """Raises BackendUnavailable, or SendsStopped when the stream is ending (the session
-        then no longer awaits what was not sent)."""
-        assert self.model is not None and self.session is not None
+        """Send what the session just decided to the stream's current call. Raises
+        BackendUnavailable, or SendsStopped when the stream is ending (the session then no
+        longer awaits what was not sent)."""
+        assert self.model is not None
+        await self._send_to(self.model, requests)
+
+    async def _send_to(self, model: ModelStream, requests: list[ModelRequest]) -> None:
+        """Send ``requests`` on ``model`` while it is the stream's call. A failover in between
+        ends this quietly: the session decided them before it, so its replay holds them; and
+        a broken call is the model pump's to fail over (it reads the same call)."""
+        assert self.session is not None
+        generation = self._generation
         for i, req in enumerate(requests):
+            if generation != self._generation:
+                return
             try:
-                await self.model.send(self._tensor(req))
+                await model.send(self._tensor(req))
             except SendsStopped:
-                self.session.unsent(requests[i:])
+                if generation == self._generation:
+                    self.session.unsent(requests[i:])
+                    raise
+                return
+            except errors.BackendUnavailable:
+                if generation != self._generation:
+                    return
+                if model.transport_failed and self._replay_policy().enabled:
+                    model.cancel()  # the model pump sees it and moves the stream
+                    return
                 raise
 
     async def _stop_client(self, model: ModelStream) -> bool:

@@ -51,6 +51,9 @@ class ModelStream:
         self._timeout = response_timeout
         self._call = lease.replica.stub().ModelStreamInfer(metadata=tuple(metadata))
         self.closed = False
+        # The transport to the replica failed under this call (not a late or refused request):
+        # the replica is gone or unreachable, and the stream may move to another one.
+        self.transport_failed = False
         # True while a task awaits a response: cancelling that task cancels the call.
         self.reading = False
         self._sending = 0
@@ -124,6 +127,9 @@ class ModelStream:
         finally:
             self.reading = False
         if msg is grpc.aio.EOF:
+            # Triton never ends a stream the client has not half-closed: its end is the
+            # server's (a shutdown), and the sequence went with it.
+            self.transport_failed = True
             raise self._failure(None, "model server ended the stream")
         return parse_response(msg)
 
@@ -158,6 +164,7 @@ class ModelStream:
         if isinstance(exc, grpc.aio.AioRpcError):
             why = f"{exc.code().name}: {exc.details()}"
             if exc.code() in _TRANSPORT_DOWN:
+                self.transport_failed = True
                 self._pool.probe_soon(replica, why)
         if self.lease.error is not None:
             return self.lease.error

@@ -4,6 +4,12 @@ One client stream; per open context one replica slot, one ModelStreamInfer call 
 that reads it (plus one that watches the slot's replica). Cancelling a context cancels its call,
 so Triton drops whatever it had in flight for it (TTS models keep no sequence state). The stream
 runner (``stream_runner.py``) owns every task and the ending; the main task reads the client.
+
+Failover (docs/contract.md, "Failover"): when a context's replica fails (its call breaks, or the
+readiness probe takes the replica out; never because one unit is late), the context gets a new
+call on another replica that has the model and its unit in flight is submitted there again
+(``SynthesisContext.resubmit``); the client gets a StreamNotice FAILOVER for the context. Only
+when no replica can take it does the context end with BACKEND_UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -23,10 +29,10 @@ from inference_adapter.triton.replicas import Lease
 from inference_adapter.triton.stream import ModelStream
 from inference_adapter.triton.tensors import tts_request
 from inference_adapter.tts.config import resolve
-from inference_adapter.tts.context import CtxState, SynthesisContext
+from inference_adapter.tts.context import FINISHED, CtxState, SynthesisContext
 from inference_adapter.tts.session import Actions, SynthesisSession
 from voxwire import errors
-from voxwire.v1 import synthesis_pb2, timings_pb2
+from voxwire.v1 import stream_pb2, synthesis_pb2, timings_pb2
 
 Request = synthesis_pb2.StreamingSynthesizeRequest
 Response = synthesis_pb2.StreamingSynthesizeResponse
@@ -110,6 +116,9 @@ class SynthesisStream:
     async def wind_up(self) -> None:
         return None  # contexts end with the stream's STREAM_TOO_LONG
 
+    def notice(self, notice: stream_pb2.StreamNotice) -> Response:
+        return Response(notice=notice)
+
     async def stop(self) -> None:
         self.release()  # cancelling a context's call is how Triton stops its synthesis
 
@@ -158,7 +167,7 @@ class SynthesisStream:
             try:
                 await side.stream.send(request)
             except errors.VoxwireError as exc:
-                await self._execute(self.session.context_failed(ctx, exc))
+                await self._failed(ctx, side, exc)
 
     def _open_side(self, ctx: SynthesisContext, lease: Lease) -> None:
         assert self._stream is not None
@@ -185,7 +194,7 @@ class SynthesisStream:
             try:
                 resp = await side.stream.receive(timeout if ctx.inflight is not None else None)
             except errors.VoxwireError as exc:  # this context's call failed: only it fails
-                await self._execute(self.session.context_failed(ctx, exc))
+                await self._failed(ctx, side, exc)
                 return
             await self._execute(self.session.model_response(ctx.key, resp))
 
@@ -194,7 +203,34 @@ class SynthesisStream:
         for task in side.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        await self._execute(self.session.context_failed(ctx, error))
+        await self._failed(ctx, side, error)
+
+    async def _failed(
+        self, ctx: SynthesisContext, side: _ModelSide, error: errors.VoxwireError
+    ) -> None:
+        """The model side of ``ctx`` failed with ``error``: move the context to another
+        replica when its replica failed, else (or when none can take it) end the context."""
+        if self.sides.get(ctx.key) is not side:
+            return  # that side was replaced or closed already
+        replica_failed = side.stream.transport_failed or side.lease.error is not None
+        cfg = self.rt.config
+        if not replica_failed or ctx.failovers >= cfg.max_failovers or ctx.state in FINISHED:
+            await self._execute(self.session.context_failed(ctx, error))
+            return
+        try:
+            # Not the replica that just failed, whatever its probe says yet.
+            lease = self.rt.pool.acquire(ctx.config.model.name, exclude=(side.lease.replica,))
+        except errors.VoxwireError as exc:
+            error = errors.BackendUnavailable(
+                f"{error.message}; no other model server can take the context ({exc.message})",
+                retry_delay=exc.retry_delay,
+            )
+            await self._execute(self.session.context_failed(ctx, error))
+            return
+        self._close_side(ctx.key)
+        self._open_side(ctx, lease)
+        self.rt.telemetry.failovers.add(1, {"service": "tts", "model": ctx.config.model.name})
+        await self._execute(self.session.failed_over(ctx, lease.replica.name))
 
     def _close_side(self, key: int) -> None:
         side = self.sides.pop(key, None)
