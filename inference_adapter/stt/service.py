@@ -22,6 +22,7 @@ before the move is in the replay and is not sent again (``_generation``).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -263,6 +264,9 @@ class TranscriptionStream:
             max_failovers=cfg.max_failovers,
         )
 
+    def _retry_delay(self) -> datetime.timedelta:
+        return datetime.timedelta(seconds=self.rt.config.overload_retry_seconds)
+
     def _take(self, lease: Lease) -> None:
         """Serve the stream from ``lease``: a new call and a watcher of its replica."""
         assert self._stream is not None and self.session is not None
@@ -304,7 +308,8 @@ class TranscriptionStream:
         except errors.VoxwireError as exc:
             raise errors.BackendUnavailable(
                 f"{error.message}; no other model server can take the stream ({exc.message})",
-                retry_delay=exc.retry_delay,
+                # Waiting helps: a replica that restarts is routed to again.
+                retry_delay=exc.retry_delay or self._retry_delay(),
             ) from exc
         try:
             requests = self.session.fail_over(lease.replica.name)

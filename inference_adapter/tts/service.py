@@ -15,6 +15,7 @@ when no replica can take it does the context end with BACKEND_UNAVAILABLE.
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,7 +224,8 @@ class SynthesisStream:
         except errors.VoxwireError as exc:
             error = errors.BackendUnavailable(
                 f"{error.message}; no other model server can take the context ({exc.message})",
-                retry_delay=exc.retry_delay,
+                # Waiting helps: a replica that restarts is routed to again.
+                retry_delay=exc.retry_delay or self._retry_delay(),
             )
             await self._execute(self.session.context_failed(ctx, error))
             return
@@ -231,6 +233,9 @@ class SynthesisStream:
         self._open_side(ctx, lease)
         self.rt.telemetry.failovers.add(1, {"service": "tts", "model": ctx.config.model.name})
         await self._execute(self.session.failed_over(ctx, lease.replica.name))
+
+    def _retry_delay(self) -> datetime.timedelta:
+        return datetime.timedelta(seconds=self.rt.config.overload_retry_seconds)
 
     def _close_side(self, key: int) -> None:
         side = self.sides.pop(key, None)

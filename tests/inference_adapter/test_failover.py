@@ -30,6 +30,8 @@ from tests.helpers.status import from_trailers
 from tests.helpers.triton_models import bench_tts_variant, copy_model
 from voxwire.v1 import (
     audio_pb2,
+    capabilities_pb2,
+    capabilities_pb2_grpc,
     errors_pb2,
     stream_pb2,
     synthesis_pb2,
@@ -203,6 +205,10 @@ async def stt_session(
 
 async def test_stt_stream_moves_to_the_surviving_replica_without_loss(both_ready, adapter, tritons):
     async with grpc.aio.insecure_channel(adapter.address) as channel:
+        caps = await capabilities_pb2_grpc.CapabilitiesStub(channel).GetCapabilities(
+            capabilities_pb2.GetCapabilitiesRequest(), timeout=5
+        )
+        assert caps.server_features.transparent_failover and caps.server_features.stream_notices
         reference = await stt_session(channel)
         kill = asyncio.Event()
         faulted = asyncio.create_task(stt_session(channel, kill))
@@ -348,9 +354,10 @@ async def test_with_no_replica_left_the_stream_fails_retryable(both_ready, adapt
         "BACKEND_UNAVAILABLE",
         True,
     )
+    assert error.retry_delay_s and error.retry_delay_s > 0  # a replica back is used again
     assert not run.of("summary")
     (context_error,) = tts_run.of("error")
-    assert context_error.error.retryable
+    assert context_error.error.retryable and context_error.error.HasField("retry_delay")
     assert context_error.error.reason == errors_pb2.ERROR_REASON_BACKEND_UNAVAILABLE
     print(f"no replica left: the STT stream failed {run.ended_at - killed_at:.3f} s after the kill")
     assert run.ended_at - killed_at < 3.0
