@@ -84,8 +84,9 @@ class StreamBody(Protocol[M_contra]):
 
     def timings(self) -> timings_pb2.StageTimings: ...
 
-    def notice(self, notice: stream_pb2.StreamNotice) -> Any:
-        """The stream's response that carries ``notice``."""
+    def notice(self, notice: stream_pb2.StreamNotice) -> Any | None:
+        """The stream's response that carries ``notice``, or None when the body holds it (an
+        STT stream sends nothing before ``started``)."""
         ...
 
     def release(self) -> None:
@@ -270,7 +271,9 @@ class StreamRunner(Generic[M]):
         """Queue a StreamNotice for the client."""
         notice = stream_pb2.StreamNotice(kind=kind, message=text)
         notice.remaining.FromMilliseconds(max(0, round(remaining_s * 1000)))
-        self.outbox.put(body.notice(notice))
+        response = body.notice(notice)
+        if response is not None:
+            self.outbox.put(response)
 
     async def _idle_watch(self, body: StreamBody[M]) -> None:
         """Idle is time the server waits for a client message while the client waits for

@@ -118,8 +118,10 @@ class TranscriptionStream:
         if self.session is not None:
             self.session.charge_send(seconds)
 
-    def notice(self, notice: stream_pb2.StreamNotice) -> Response:
-        return Response(notice=notice)
+    def notice(self, notice: stream_pb2.StreamNotice) -> Response | None:
+        if self.session is not None:
+            return self.session.notice(notice)  # held until `started`, which comes first
+        return Response(notice=notice)  # no config yet: nothing can precede it
 
     async def serve(self, stream: StreamRunner[Any], first: Request | None) -> None:
         """Start the sequence, then pump model responses until its END is answered."""

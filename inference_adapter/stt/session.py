@@ -274,6 +274,15 @@ class TranscriptionSession:
         kind = "end" if control.end else "finalize" if "finalize" in body else "update"
         return self._request(_EMPTY, control.control, kind=kind, end=control.end)
 
+    def notice(self, notice: stream_pb2.StreamNotice) -> Response | None:
+        """A notice for the client now, or None when it is held: nothing of the session's goes
+        before `started` (it follows it)."""
+        response = Response(notice=notice)
+        if not self._started:
+            self._held.append(response)
+            return None
+        return response
+
     def _moved(self) -> Response:
         """The new sequence answered its START: tell the client the stream moved."""
         replica, self._moved_to = self._moved_to, ""

@@ -209,3 +209,14 @@ def test_a_resampled_stream_replays_the_model_input_it_sent():
     _, *replay = s.fail_over("b")
     # Bit for bit what the model got after 200 ms (3200 samples at 16 kHz), not a re-resampling.
     assert audio_of(replay) == audio_of(sent)[3200 * 2 :]
+
+
+def test_a_notice_before_started_waits_for_it():
+    resolved = resolve(config(), {MODEL.name: MODEL}, Limits(), request_id="r")
+    s = TranscriptionSession(resolved, Limits(), session_id="s")
+    s.start()
+    draining = stream_pb2.StreamNotice(kind=stream_pb2.StreamNotice.KIND_DRAINING)
+    assert s.notice(draining) is None  # the contract: `started` comes first
+    out = s.model_response(answer({"type": "ready", "vocabulary": []}))
+    assert [r.WhichOneof("response") for r in out] == ["started", "notice"]
+    assert s.notice(draining).notice == draining
