@@ -231,7 +231,7 @@ class TranscriptionStream:
             try:
                 resp = await model.receive(None)
             except errors.BackendUnavailable as exc:
-                model = self._fail_over(stream, model, exc)
+                model = await self._fail_over(stream, model, exc)
                 continue
             responses = session.model_response(resp)
             for response in responses:
@@ -266,6 +266,12 @@ class TranscriptionStream:
             max_failovers=cfg.max_failovers,
         )
 
+    def _probe_verdict_s(self) -> float:
+        """How long the readiness probe may take to decide about a replica (a hung one is
+        out after two silent probes)."""
+        cfg = self.rt.config
+        return cfg.health_interval_seconds + 2 * cfg.health_timeout_seconds
+
     def _retry_delay(self) -> datetime.timedelta:
         return datetime.timedelta(seconds=self.rt.config.overload_retry_seconds)
 
@@ -289,17 +295,18 @@ class TranscriptionStream:
             self._lease_watch.cancel()  # it watched the old replica
         self._lease_watch = self._stream.spawn(self._watch_lease(self.model), "lease")
 
-    def _fail_over(
+    async def _fail_over(
         self, stream: StreamRunner[Request], old: ModelStream, error: errors.BackendUnavailable
     ) -> ModelStream:
         """Move the stream off ``old``'s failed replica: a new sequence on another replica,
-        the replay sent by a task of its own. Returns the new call. Raises ``error`` when the
-        replica did not fail (a late or refused request fails this stream alone), and
+        the replay sent by a task of its own. Returns the new call. Raises the call's failure
+        when the replica did not fail (a late request fails this stream alone), and
         BackendUnavailable when the stream cannot move or no other replica can take it."""
         assert self.session is not None
-        if old is not self.model or not (old.transport_failed or old.lease.error is not None):
+        error = old.failure or error
+        if old is not self.model or not self._replay_policy().enabled:
             raise error
-        if not self._replay_policy().enabled:
+        if not await old.replica_failed(self._probe_verdict_s()):
             raise error
         old.cancel()  # no END: the replica is gone or unreachable, and its sequence with it
         model = self.session.config.model.name
@@ -393,8 +400,10 @@ class TranscriptionStream:
             except errors.BackendUnavailable:
                 if generation != self._generation:
                     return
-                if model.transport_failed and self._replay_policy().enabled:
-                    model.cancel()  # the model pump sees it and moves the stream
+                if model.broken and self._replay_policy().enabled:
+                    # The model pump sees the call end and moves the stream (or fails it, if
+                    # the replica turns out fine).
+                    model.cancel()
                     return
                 raise
 

@@ -213,9 +213,15 @@ class SynthesisStream:
         replica when its replica failed, else (or when none can take it) end the context."""
         if self.sides.get(ctx.key) is not side:
             return  # that side was replaced or closed already
-        replica_failed = side.stream.transport_failed or side.lease.error is not None
         cfg = self.rt.config
-        if not replica_failed or ctx.failovers >= cfg.max_failovers or ctx.state in FINISHED:
+        error = side.stream.failure or error
+        moving = ctx.failovers < cfg.max_failovers and ctx.state not in FINISHED
+        verdict_s = cfg.health_interval_seconds + 2 * cfg.health_timeout_seconds
+        if moving and not await side.stream.replica_failed(verdict_s):
+            moving = False
+        if self.sides.get(ctx.key) is not side:
+            return  # replaced while the probe decided (the lease watcher moved it)
+        if not moving:
             await self._execute(self.session.context_failed(ctx, error))
             return
         try:

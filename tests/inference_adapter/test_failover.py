@@ -13,6 +13,8 @@ The Tritons are shared by the module; a test that kills one starts it again on t
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -203,7 +205,10 @@ async def stt_session(
     return run
 
 
-async def test_stt_stream_moves_to_the_surviving_replica_without_loss(both_ready, adapter, tritons):
+@pytest.mark.parametrize("failure", ["kill", "hang"])
+async def test_stt_stream_moves_to_the_surviving_replica_without_loss(
+    both_ready, adapter, tritons, failure
+):
     async with grpc.aio.insecure_channel(adapter.address) as channel:
         caps = await capabilities_pb2_grpc.CapabilitiesStub(channel).GetCapabilities(
             capabilities_pb2.GetCapabilitiesRequest(), timeout=5
@@ -215,8 +220,17 @@ async def test_stt_stream_moves_to_the_surviving_replica_without_loss(both_ready
         await asyncio.wait_for(kill.wait(), 20)
         victim = serving(adapter, tritons, "bench_stt")
         killed_at = time.monotonic()
-        victim.kill()
-        run = await faulted
+        if failure == "kill":
+            victim.kill()
+        else:
+            # Alive but silent: its call does not break; the readiness probe takes it out.
+            assert victim.pid is not None
+            os.kill(victim.pid, signal.SIGSTOP)
+        try:
+            run = await faulted
+        finally:
+            if failure == "hang":
+                os.kill(victim.pid, signal.SIGCONT)
     assert reference.code == run.code == grpc.StatusCode.OK, from_trailers(dict(run.trailers))
     (notice,) = run.of("notice")
     assert notice.kind == FAILOVER
@@ -240,7 +254,7 @@ async def test_stt_stream_moves_to_the_surviving_replica_without_loss(both_ready
     assert (summary.audio_ms, summary.utterances) == (2000, 2)
     assert [a.finalize_id for a in run.of("finalize_ack")] == ["f1"]
     notice_at = next(t for t, r in run.responses if r.HasField("notice"))
-    print(f"STT failover: kill -> FAILOVER notice from the survivor {notice_at - killed_at:.3f} s")
+    print(f"STT failover ({failure}): -> FAILOVER notice {notice_at - killed_at:.3f} s")
     assert notice_at - killed_at < 2.0
 
 
