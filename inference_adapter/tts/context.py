@@ -17,8 +17,9 @@ Failover (docs/contract.md, "Failover"): when the context's replica fails, ``res
 the unit in flight again, for a survivor. The model restarts it from its first sample, so the
 context drops the samples (and word timestamps) of that unit it already passed on and goes on
 from the first one it did not: the client gets every sample once, the timeline and sequence
-numbers continue, and the audio joins without a seam when the model is deterministic (eSpeak NG
-and the benchmark model are: the same text and voice give the same samples). Resubmitting only
+numbers continue, and the audio joins without a seam when the model is deterministic (the
+benchmark model is; eSpeak NG gives the same words and length within ~20 ms but not the same
+samples twice in one process: tests/models/test_tts_espeak.py). Resubmitting only
 the text after the last word sent would need no determinism but would restart mid-sentence with
 other prosody, and its audio would not continue the samples already heard.
 """

@@ -141,7 +141,9 @@ async def test_idle_and_duration_warnings_come_before_the_end(triton):
     limits = Limits(
         idle_timeout_seconds=1.5,
         idle_warning_seconds=1.0,
-        max_stream_seconds=2.5,
+        # The duration warning (at 2 s) comes after the idle ends (1.5 s): a silent stream gets
+        # its idle warning alone.
+        max_stream_seconds=3.0,
         duration_warning_seconds=1.0,
     )
     server = AdapterServer(config(triton, limits=limits))
@@ -158,7 +160,7 @@ async def test_idle_and_duration_warnings_come_before_the_end(triton):
             await silent.write(config_msg("bench_stt"))
             lively = stt.StreamingTranscribe(timeout=10)
             writer = asyncio.create_task(
-                write_all(lively, [config_msg("bench_stt"), *[keep] * 12], pace_s=0.25)
+                write_all(lively, [config_msg("bench_stt"), *[keep] * 16], pace_s=0.25)
             )
             quiet_tts = tts.StreamingSynthesize(timeout=10)
             await quiet_tts.write(
@@ -170,7 +172,7 @@ async def test_idle_and_duration_warnings_come_before_the_end(triton):
         await server.stop(grace=0.5)
     expected = [
         (notice.KIND_IDLE_WARNING, "IDLE_TIMEOUT", 1.5),
-        (notice.KIND_DURATION_WARNING, "STREAM_TOO_LONG", 2.5),
+        (notice.KIND_DURATION_WARNING, "STREAM_TOO_LONG", 3.0),
         (notice.KIND_IDLE_WARNING, "IDLE_TIMEOUT", 1.5),
     ]
     for (arrivals, out), (kind, reason, end_s) in zip(results, expected, strict=True):
