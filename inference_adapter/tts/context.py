@@ -98,6 +98,7 @@ class SynthesisContext:
         self._model_frames = 0
         self._unit_model_start = 0
         self._last_word_end = 0
+        self._unit_done = False  # the unit in flight's `done` event arrived
         self._new_resampler()
         # Same rate and PCM16 out: model audio goes to the client as it is.
         self._native_pcm = (
@@ -200,6 +201,7 @@ class SynthesisContext:
         self._unit_sent_at = self._clock()
         self._unit_compute_us = 0
         self._unit_model_start = self._model_frames
+        self._unit_done = False
         self.timings.model_requests += 1
         return self.inflight
 
@@ -229,6 +231,10 @@ class SynthesisContext:
         encode_s = self._clock() - t0
         self.timings.add("encode", encode_s)
         if resp.final:
+            if not self._unit_done:
+                # docs/contract.md: the last response of a request carries `done` (or `error`);
+                # without it nothing says the unit's audio is complete, so no ack may follow.
+                raise errors.ModelError("model ended a synthesis request without its done event")
             unit = self.inflight
             self.inflight = None
             # The unit's round trip is split between stages that add up to it exactly: the
@@ -257,12 +263,17 @@ class SynthesisContext:
                     raise errors.error_for_reason(
                         str(event.get("reason", "")), str(event.get("message", ""))
                     )
-                if etype == "words" and self.config.word_timestamps:
-                    words = self._words(event.get("words", []))
-                    if words is not None:
-                        out.append(words)
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise errors.ModelError(f"model sent a malformed event ({exc})") from exc
+                if etype == "words":
+                    if self.config.word_timestamps:
+                        words = self._words(event.get("words", []))
+                        if words is not None:
+                            out.append(words)
+                elif etype == "done":
+                    self._unit_done = True
+                else:
+                    raise errors.ModelError(f"model sent an unknown event type {etype!r}")
+        except (AttributeError, TypeError, ValueError, OverflowError, KeyError) as exc:
+            raise errors.ModelError(f"model sent a malformed event ({type(exc).__name__})") from exc
         return out
 
     def _words(self, words: list[dict[str, Any]]) -> Response | None:
