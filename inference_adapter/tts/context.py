@@ -215,6 +215,12 @@ class SynthesisContext:
         self.timings.add_us("compute", resp.compute_us)
         self._unit_compute_us += resp.compute_us
         out = self._events(resp.events)
+        if resp.final and not self._unit_done:
+            # docs/contract.md: the last response of a request carries `done` (or `error`);
+            # without it nothing says the unit's audio is complete, so no ack may follow.
+            # Checked before any audio is numbered: the context's error names the last chunk
+            # the client actually received.
+            raise errors.ModelError("model ended a synthesis request without its done event")
         t0 = self._clock()
         if resp.audio is not None and resp.audio.size:
             self._model_frames += int(resp.audio.size)
@@ -231,10 +237,6 @@ class SynthesisContext:
         encode_s = self._clock() - t0
         self.timings.add("encode", encode_s)
         if resp.final:
-            if not self._unit_done:
-                # docs/contract.md: the last response of a request carries `done` (or `error`);
-                # without it nothing says the unit's audio is complete, so no ack may follow.
-                raise errors.ModelError("model ended a synthesis request without its done event")
             unit = self.inflight
             self.inflight = None
             # The unit's round trip is split between stages that add up to it exactly: the

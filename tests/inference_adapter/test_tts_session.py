@@ -256,6 +256,22 @@ def test_a_unit_ended_without_done_fails_its_context_and_no_ack_follows():
     assert not any(r.HasField("flush_ack") for r in out)
 
 
+def test_a_unit_ended_without_done_names_the_last_chunk_the_client_got():
+    # Found by the session fuzzer: the final response's audio was numbered before the missing
+    # `done` failed the context, so the error named a chunk that was never sent.
+    s = new_session()
+    ctx = opened(s, "a")
+    s.receive(Req(context_id="a", append=synthesis_pb2.AppendText(text="Hi. ")))
+    with_audio = ModelResponse(
+        events=(), compute_us=10, audio=np.full(210, -5, dtype=np.int16), final=True
+    )
+    out = s.model_response(ctx.key, with_audio).to_client
+    errs = [r for r in out if r.HasField("error")]
+    assert [reason(r) for r in errs] == ["MODEL_ERROR"]
+    assert not any(r.HasField("audio") for r in out)
+    assert errs[0].error.last_sequence_number == 0
+
+
 def test_triton_request_ids_are_made_by_the_server():
     # The same client context id on two streams (and one meant for a log line): the Triton
     # request ids differ and carry none of the client's text.
