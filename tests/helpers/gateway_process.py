@@ -34,6 +34,10 @@ class GatewayProcess:
         return f"ws://127.0.0.1:{self.port}"
 
     @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def pid(self) -> int:
         return self.process.pid
 
