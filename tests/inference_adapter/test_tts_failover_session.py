@@ -116,3 +116,24 @@ def test_failovers_without_new_audio_are_counted_and_audio_resets_them():
     assert ctx.failovers == 2
     session.model_response(ctx.key, response(0, 1600, final=False))
     assert ctx.failovers == 0
+
+
+def test_a_resubmitted_unit_needs_its_own_done():
+    # The failed replica's `done` (sent before its answer broke) does not end the survivor's:
+    # a survivor that ends the unit without one fails the context, naming the last chunk sent.
+    session = new_session()
+    ctx = opened(session, "c")
+    session.receive(Req(context_id="c", append=synthesis_pb2.AppendText(text=TEXT)))
+    done = ModelResponse(
+        events=({"type": "done", "samples": 1600},),
+        compute_us=10,
+        audio=tone(0, 1600),
+        final=False,
+    )
+    sent = session.model_response(ctx.key, done).to_client
+    session.failed_over(ctx, "r1")
+    ended = ModelResponse(events=(), compute_us=10, audio=tone(0, 3200), final=True)
+    out = session.model_response(ctx.key, ended).to_client
+    (error,) = [r for r in out if r.HasField("error")]
+    assert error.error.last_sequence_number == len([r for r in sent if r.HasField("audio")])
+    assert not any(r.HasField("audio") for r in out)
