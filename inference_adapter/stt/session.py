@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from inference_adapter.config import Limits
+from inference_adapter.stt import results
 from inference_adapter.stt.config import (
     ResolvedTranscriptionConfig,
     endpointing_dict,
@@ -44,7 +45,7 @@ from voxwire.audio.codecs import (
 )
 from voxwire.audio.resample import StreamResampler
 from voxwire.timings import Clock, StageClock
-from voxwire.v1 import errors_pb2, stream_pb2, transcription_pb2
+from voxwire.v1 import stream_pb2, transcription_pb2
 
 Response = transcription_pb2.StreamingTranscribeResponse
 _EMPTY = np.zeros(0, dtype=np.int16)
@@ -81,24 +82,6 @@ class ModelRequest:
 class Actions:
     to_model: list[ModelRequest] = field(default_factory=list)
     to_client: list[Response] = field(default_factory=list)
-
-
-def _outcomes(items: list[dict[str, Any]]) -> list[transcription_pb2.VocabularyOutcome]:
-    status = {
-        "added": transcription_pb2.VocabularyOutcome.STATUS_ADDED,
-        "known": transcription_pb2.VocabularyOutcome.STATUS_KNOWN,
-        "rejected": transcription_pb2.VocabularyOutcome.STATUS_REJECTED,
-    }
-    return [
-        transcription_pb2.VocabularyOutcome(
-            phrase=str(item.get("phrase", "")),
-            status=status.get(
-                item.get("status", ""), transcription_pb2.VocabularyOutcome.STATUS_UNSPECIFIED
-            ),
-            detail=str(item.get("detail", "")),
-        )
-        for item in items
-    ]
 
 
 class TranscriptionSession:
@@ -466,7 +449,8 @@ class TranscriptionSession:
 
     def _event(self, event: dict[str, Any], now: float) -> Response | None:
         etype = event.get("type")
-        utterance_id = f"u{self._first_utterance + _index(event.get('utterance', 0))}"
+        index = self._first_utterance + results.utterance_index(event.get("utterance", 0))
+        utterance_id = f"u{index}"
         if etype != "ready" and not self._started:
             raise errors.ModelError(f"model sent {etype!r} before answering the START")
         if etype == "ready":
@@ -484,7 +468,7 @@ class TranscriptionSession:
                     request_id=self.config.request_id,
                     model=self.config.model.name,
                     model_sample_rate_hz=self.config.model.sample_rate_hz,
-                    vocabulary=_outcomes(event.get("vocabulary", [])),
+                    vocabulary=results.outcomes(event.get("vocabulary", [])),
                 )
             )
         if etype == "speech_started":
@@ -509,7 +493,7 @@ class TranscriptionSession:
             # failover starts there.
             self._replay.advance(
                 result.end_ms - self._offset_ms,
-                self._first_utterance + _index(event.get("utterance", 0)) + 1,
+                index + 1,
             )
             self.utterances += 1
             self._utterance = StageClock(clock=self._clock, replica=self.timings.replica)
@@ -555,50 +539,13 @@ class TranscriptionSession:
                 endpointing={**self.config.endpointing, **endpointing},
                 vocabulary=self.config.vocabulary + vocabulary,
             )
-        ack = transcription_pb2.UpdateConfigAck(
-            update_id=client_id,
-            accepted=bool(event.get("accepted")),
-            vocabulary=_outcomes(event.get("vocabulary", [])),
-        )
-        if not ack.accepted:
-            reason = str(event.get("reason") or "INVALID_CONFIG")
-            if f"ERROR_REASON_{reason}" not in errors_pb2.ErrorReason.keys():
-                reason = "INVALID_CONFIG"
-            ack.error.CopyFrom(
-                errors.error_for_reason(reason, str(event.get("message", ""))).to_proto()
-            )
-        return Response(update_config_ack=ack)
+        return Response(update_config_ack=results.update_ack(event, client_id))
 
     def _result(
         self, event: dict[str, Any], utterance_id: str, *, final: bool
     ) -> transcription_pb2.TranscriptResult:
-        end = self._ms(event.get("end_ms"))
-        start = min(self._ms(event.get("start_ms")), end)
-        result = transcription_pb2.TranscriptResult(
-            utterance_id=utterance_id,
-            is_final=final,
-            transcript=str(event.get("text", "")),
-            start_ms=start,
-            end_ms=end,
-        )
-        if final:
-            result.confidence = _unit(event.get("confidence", 0.0))
-            result.from_finalize = bool(event.get("from_finalize", False))
-            if self.config.word_timestamps:
-                last = start
-                for w in event.get("words", []):
-                    # The contract: word timings are monotonic and inside the result; a model
-                    # that overlaps or overshoots is clamped, never passed on.
-                    w_start = min(max(self._ms(w.get("start_ms")), last), end)
-                    w_end = min(max(self._ms(w.get("end_ms")), w_start), end)
-                    result.words.add(
-                        word=str(w.get("word", "")),
-                        start_ms=w_start,
-                        end_ms=w_end,
-                        confidence=_unit(w.get("confidence", 0.0)),
-                    )
-                    last = w_end
-        return result
+        words = self.config.word_timestamps
+        return results.transcript_result(event, utterance_id, self._ms, final=final, words=words)
 
     def _ms(self, value: Any) -> int:
         """A model time as a session position: clamped to the audio actually received (never
@@ -635,19 +582,3 @@ class TranscriptionSession:
     def _charge_us(self, stage: str, micros: int) -> None:
         self.timings.add_us(stage, micros)
         self._utterance.add_us(stage, micros)
-
-
-def _index(value: Any) -> int:
-    """A model's utterance number (a non-negative int). Raises ModelError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
-        raise errors.ModelError(f"model sent utterance {value!r}")
-    return value
-
-
-def _unit(value: Any) -> float:
-    """A confidence in [0, 1] (a model's NaN, infinity or junk becomes 0)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return min(1.0, max(0.0, number)) if number == number else 0.0
