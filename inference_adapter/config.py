@@ -91,6 +91,12 @@ class AdapterConfig:
     tls_client_ca: str = ""
     limits: Limits = field(default_factory=Limits)
 
+    @property
+    def probe_verdict_seconds(self) -> float:
+        """The longest the readiness probe takes to decide about a replica (a hung one is out
+        after two silent probes): how long a stream whose call broke waits for its verdict."""
+        return self.health_interval_seconds + 2 * self.health_timeout_seconds
+
     @classmethod
     def from_toml(cls, path: Path) -> AdapterConfig:
         """Read a TOML file. Raises ValueError on unknown keys (a typo must not pass silently)."""

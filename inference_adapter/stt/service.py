@@ -266,12 +266,6 @@ class TranscriptionStream:
             max_failovers=cfg.max_failovers,
         )
 
-    def _probe_verdict_s(self) -> float:
-        """How long the readiness probe may take to decide about a replica (a hung one is
-        out after two silent probes)."""
-        cfg = self.rt.config
-        return cfg.health_interval_seconds + 2 * cfg.health_timeout_seconds
-
     def _retry_delay(self) -> datetime.timedelta:
         return datetime.timedelta(seconds=self.rt.config.overload_retry_seconds)
 
@@ -306,7 +300,7 @@ class TranscriptionStream:
         error = old.failure or error
         if old is not self.model or not self._replay_policy().enabled:
             raise error
-        if not await old.replica_failed(self._probe_verdict_s()):
+        if not await old.replica_failed(self.rt.config.probe_verdict_seconds):
             raise error
         old.cancel()  # no END: the replica is gone or unreachable, and its sequence with it
         model = self.session.config.model.name

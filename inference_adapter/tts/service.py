@@ -216,8 +216,7 @@ class SynthesisStream:
         cfg = self.rt.config
         error = side.stream.failure or error
         moving = ctx.failovers < cfg.max_failovers and ctx.state not in FINISHED
-        verdict_s = cfg.health_interval_seconds + 2 * cfg.health_timeout_seconds
-        if moving and not await side.stream.replica_failed(verdict_s):
+        if moving and not await side.stream.replica_failed(cfg.probe_verdict_seconds):
             moving = False
         if self.sides.get(ctx.key) is not side:
             return  # replaced while the probe decided (the lease watcher moved it)
