@@ -4,12 +4,14 @@ Issue 8 ("CPU per message"): the adapter's CPU per message should come down to a
 null proxy's (the least any Python adapter in front of Triton does: raw bytes both ways). This
 starts one Triton (bench_stt), the null proxy and the adapter, then runs STT at ``--streams``
 paced streams (100 ms chunks) through each, interleaved (proxy, adapter, adapter, proxy, ...),
-and prints each run's server CPU per message and the ratio. With ``--py-spy FILE`` one extra
+and prints each run's server CPU per message and the ratio. ``--baseline REV`` adds the adapter
+of another git revision (a detached worktree of it) to the rotation, so a change to the hot
+path is weighed against what it replaces in the same run. With ``--py-spy FILE`` one extra
 adapter run is sampled by py-spy (``py-spy record --format raw``) and the functions with the most
 samples (own time and with callees) are printed, so a change to the hot path can be weighed.
 
     python -m benchmarks.adapter_profile [--streams 100] [--seconds 15] [--repeats 2]
-                                          [--py-spy out/bench/adapter.folded]
+                                          [--baseline REV] [--py-spy out/bench/adapter.folded]
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import collections
 import contextlib
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +61,38 @@ def top_functions(
     return own.most_common(n), inclusive.most_common(n), total
 
 
+async def _adapter(
+    stack: contextlib.AsyncExitStack,
+    label: str,
+    triton: TritonServer,
+    workdir: Path,
+    cwd: Path | None = None,
+) -> tuple[PathSpec, int]:
+    listen = f"{LOOPBACK}:{free_port()}"
+    argv = ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url]
+    log = workdir / f"{label.replace(' ', '_').replace('@', '')}.log"
+    proc, _ = await stack.enter_async_context(server_process(argv, log, cwd=cwd))
+    await wait_serving(listen, proc, ["voxwire.v1.Transcription"])
+    tri = lambda: process_tree(triton.pid or 0)  # noqa: E731
+    pid = proc.pid
+    return PathSpec(label, "grpc", listen, "", {"server": lambda: [pid], "triton": tri}), pid
+
+
+@contextlib.contextmanager
+def _revision(rev: str, workdir: Path) -> Iterator[Path]:
+    """A detached worktree of ``rev``, removed afterwards."""
+    tree = workdir / f"rev-{rev}"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], check=True)
+    try:
+        yield tree
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False)
+
+
 async def profile(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="voxwire-adapter-profile-"))
     triton = TritonServer(default_model_repository(), models=[STT_MODEL, TTS_MODEL])
     await triton.start()
-    listen = f"{LOOPBACK}:{free_port()}"
-    adapter_args = ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url]
     try:
         async with contextlib.AsyncExitStack() as stack:
             proxy_proc, proxy_port = await stack.enter_async_context(
@@ -70,10 +100,6 @@ async def profile(args: argparse.Namespace) -> None:
                     ["benchmarks.null_proxy", triton.grpc_url], workdir / "proxy.log", True
                 )
             )
-            adapter_proc, _ = await stack.enter_async_context(
-                server_process(adapter_args, workdir / "adapter.log")
-            )
-            await wait_serving(listen, adapter_proc, ["voxwire.v1.Transcription"])
             tri = lambda: process_tree(triton.pid or 0)  # noqa: E731
             proxy = PathSpec(
                 "null proxy (floor)",
@@ -82,13 +108,16 @@ async def profile(args: argparse.Namespace) -> None:
                 triton.grpc_url,
                 {"server": lambda: [proxy_proc.pid], "triton": tri},
             )
-            adapter = PathSpec(
-                "adapter", "grpc", listen, "", {"server": lambda: [adapter_proc.pid], "triton": tri}
-            )
-            cpu: dict[str, list[float]] = {"null proxy (floor)": [], "adapter": []}
+            adapter, adapter_pid = await _adapter(stack, "adapter", triton, workdir)
+            paths = [proxy, adapter]
+            if args.baseline:
+                tree = stack.enter_context(_revision(args.baseline, workdir))
+                base, _ = await _adapter(stack, f"adapter @{args.baseline}", triton, workdir, tree)
+                paths.append(base)
+            cpu: dict[str, list[float]] = {p.label: [] for p in paths}
             for repeat in range(args.repeats):
-                order = [proxy, adapter] if repeat % 2 == 0 else [adapter, proxy]
-                for path in order:
+                shift = repeat % len(paths)  # rotated each repeat: A B C, B C A, ...
+                for path in paths[shift:] + paths[:shift]:
                     _, row = await measure(path, "stt", args.streams, args.seconds, workdir)
                     us = row["server_cpu_us"]["server"]
                     cpu[path.label].append(us)
@@ -98,13 +127,14 @@ async def profile(args: argparse.Namespace) -> None:
                         f"errors {row['errors'] or 0}",
                         flush=True,
                     )
-            ratio = [a / p for a, p in zip(cpu["adapter"], cpu["null proxy (floor)"], strict=True)]
-            print(
-                f"adapter / null proxy CPU per message: {', '.join(f'{r:.2f}' for r in ratio)} "
-                f"(median {statistics.median(ratio):.2f})"
-            )
+            floor = cpu[proxy.label]
+            for path in paths[1:]:
+                ratio = [a / p for a, p in zip(cpu[path.label], floor, strict=True)]
+                each = ", ".join(f"{r:.2f}" for r in ratio)
+                median = statistics.median(ratio)
+                print(f"{path.label} / null proxy CPU per message: {each} (median {median:.2f})")
             if args.py_spy:
-                await _sample(args, adapter, adapter_proc.pid, workdir)
+                await _sample(args, adapter, adapter_pid, workdir)
     finally:
         await triton.stop()
 
@@ -133,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--baseline", help="also measure the adapter of this git revision")
     parser.add_argument("--py-spy", type=Path, help="also sample the adapter into this file")
     args: Any = parser.parse_args(argv)
     asyncio.run(profile(args))
