@@ -247,7 +247,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     triton_server = TritonServer(default_model_repository(), models=[MODEL], log_path=log_path)
     async with triton_server as triton:
-        adapter = AdapterServer(AdapterConfig(listen="127.0.0.1:0", triton_urls=(triton.grpc_url,)))
+        # Accuracy, not latency: a busy machine must not fail a stream (defaults 0.35 s / 10 s).
+        config = AdapterConfig(
+            listen="127.0.0.1:0",
+            triton_urls=(triton.grpc_url,),
+            health_timeout_seconds=2.0,
+            model_response_timeout_seconds=60.0,
+        )
+        adapter = AdapterServer(config)
         await adapter.start()
         try:
             passes = await measure(adapter.address, args.repeats)
