@@ -39,14 +39,21 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def server_process(
-    args: list[str], logfile: Path, port_on_stdout: bool = False
+    args: list[str], logfile: Path, port_on_stdout: bool = False, cwd: Path | None = None
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """``python -m <args>`` with its output in ``logfile``; yields (process, stdout's first
-    line when ``port_on_stdout``). SIGTERM (then SIGKILL) on exit."""
+    line when ``port_on_stdout``). SIGTERM (then SIGKILL) on exit. ``cwd``: run the code of
+    another checkout (``-m`` imports from the working directory first)."""
     with logfile.open("ab") as out:
         stdout = asyncio.subprocess.PIPE if port_on_stdout else out
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", *args, stdout=stdout, stderr=out, stdin=asyncio.subprocess.DEVNULL
+            sys.executable,
+            "-m",
+            *args,
+            stdout=stdout,
+            stderr=out,
+            stdin=asyncio.subprocess.DEVNULL,
+            cwd=cwd,
         )
     try:
         line = b""

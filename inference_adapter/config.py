@@ -70,6 +70,11 @@ class AdapterConfig:
     telemetry: str = "none"
     otlp_endpoint: str = "http://127.0.0.1:4317"
     prometheus_port: int = 9464
+    # TLS for the adapter's own port: PEM certificate chain and key. With a client CA, mTLS:
+    # only clients with a certificate that CA signed (the gateways) get a connection.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     limits: Limits = field(default_factory=Limits)
 
     @classmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -32,10 +34,36 @@ log = logging.getLogger(__name__)
 _ABORT_MARGIN_S = 0.5
 
 
-class AdapterServer:
-    """The adapter: ``await start()`` returns the bound port; ``await stop()`` drains."""
+def server_credentials(config: AdapterConfig) -> grpc.ServerCredentials | None:
+    """TLS for the adapter's port when a certificate is configured; with a client CA, clients
+    must present a certificate it signed (mTLS). Raises OSError when a file cannot be read,
+    ValueError for a client CA without a certificate."""
+    if not config.tls_cert:
+        if config.tls_client_ca:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mTLS is TLS first)")
+        return None
+    key = Path(config.tls_key or config.tls_cert).read_bytes()
+    client_ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, Path(config.tls_cert).read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
-    def __init__(self, config: AdapterConfig, *, telemetry: Telemetry | None = None) -> None:
+
+class AdapterServer:
+    """The adapter: ``await start()`` returns the bound port; ``await stop()`` drains.
+
+    ``interceptors`` are grpc.aio server interceptors (an embedding application's, a test's
+    call counter)."""
+
+    def __init__(
+        self,
+        config: AdapterConfig,
+        *,
+        telemetry: Telemetry | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
         self.config = config
         self.pool = ReplicaPool(config)
         self.telemetry = telemetry or Telemetry(config)
@@ -50,7 +78,8 @@ class AdapterServer:
                 # Clients may ping every 10 s while streams are open (keepalive), not faster.
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
-            ]
+            ],
+            interceptors=tuple(interceptors),
         )
         self.port = 0
         self._stopped = False
@@ -58,8 +87,10 @@ class AdapterServer:
     async def start(self) -> int:
         """Connect to the replicas, register the services, bind. Returns the port.
 
-        Raises RuntimeError when the listen address cannot be bound.
+        Raises RuntimeError when the listen address cannot be bound, OSError when a TLS file
+        cannot be read.
         """
+        credentials = server_credentials(self.config)  # before anything is started
         await self.pool.start()
         await self.health.update()
         # Streaming methods take raw request bytes: the stream runner checks their size and
@@ -88,7 +119,10 @@ class AdapterServer:
             ),
             self.server,
         )
-        self.port = self.server.add_insecure_port(self.config.listen)
+        if credentials is not None:
+            self.port = self.server.add_secure_port(self.config.listen, credentials)
+        else:
+            self.port = self.server.add_insecure_port(self.config.listen)
         if not self.port:
             raise RuntimeError(f"cannot listen on {self.config.listen}")
         await self.server.start()

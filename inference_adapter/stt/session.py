@@ -333,7 +333,8 @@ class TranscriptionSession:
         out: list[Response] = []
         error: errors.VoxwireError | None = None
         # A cancelled sequence's events go nowhere; nothing follows the summary.
-        if self.state not in (State.CANCELLING, State.DONE):
+        live = self.state not in (State.CANCELLING, State.DONE)
+        if live:
             try:
                 for event in resp.events:
                     if not isinstance(event, dict):
@@ -352,6 +353,8 @@ class TranscriptionSession:
             if not self._pending:
                 raise errors.ModelError("model answered a request that was never sent")
             kind, sent_at = self._pending.popleft()
+            if kind == "start" and live and not self._started and error is None:
+                error = errors.ModelError("model answered the START without its ready event")
             # Queueing + transport = the request's time at Triton minus the compute the model
             # reported for it (every response of the request, so triton + compute is the round
             # trip, never more). Requests of a sequence are served in order, so a request's time

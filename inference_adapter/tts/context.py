@@ -98,6 +98,7 @@ class SynthesisContext:
         self._model_frames = 0
         self._unit_model_start = 0
         self._last_word_end = 0
+        self._unit_done = False  # the unit in flight's `done` event arrived
         self._new_resampler()
         # Same rate and PCM16 out: model audio goes to the client as it is.
         self._native_pcm = (
@@ -200,6 +201,7 @@ class SynthesisContext:
         self._unit_sent_at = self._clock()
         self._unit_compute_us = 0
         self._unit_model_start = self._model_frames
+        self._unit_done = False
         self.timings.model_requests += 1
         return self.inflight
 
@@ -213,6 +215,12 @@ class SynthesisContext:
         self.timings.add_us("compute", resp.compute_us)
         self._unit_compute_us += resp.compute_us
         out = self._events(resp.events)
+        if resp.final and not self._unit_done:
+            # docs/contract.md: the last response of a request carries `done` (or `error`);
+            # without it nothing says the unit's audio is complete, so no ack may follow.
+            # Checked before any audio is numbered: the context's error names the last chunk
+            # the client actually received.
+            raise errors.ModelError("model ended a synthesis request without its done event")
         t0 = self._clock()
         if resp.audio is not None and resp.audio.size:
             self._model_frames += int(resp.audio.size)
@@ -257,12 +265,17 @@ class SynthesisContext:
                     raise errors.error_for_reason(
                         str(event.get("reason", "")), str(event.get("message", ""))
                     )
-                if etype == "words" and self.config.word_timestamps:
-                    words = self._words(event.get("words", []))
-                    if words is not None:
-                        out.append(words)
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise errors.ModelError(f"model sent a malformed event ({exc})") from exc
+                if etype == "words":
+                    if self.config.word_timestamps:
+                        words = self._words(event.get("words", []))
+                        if words is not None:
+                            out.append(words)
+                elif etype == "done":
+                    self._unit_done = True
+                else:
+                    raise errors.ModelError(f"model sent an unknown event type {etype!r}")
+        except (AttributeError, TypeError, ValueError, OverflowError, KeyError) as exc:
+            raise errors.ModelError(f"model sent a malformed event ({type(exc).__name__})") from exc
         return out
 
     def _words(self, words: list[dict[str, Any]]) -> Response | None:

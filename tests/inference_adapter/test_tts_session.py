@@ -192,8 +192,10 @@ def test_half_close_closes_every_context_and_ends_when_done():
 
 
 def response(compute_us: int, *, final: bool, events=()) -> ModelResponse:
+    """A model response; the last of a unit carries `done`, as the contract says."""
+    done = ({"type": "done", "samples": 160},) if final else ()
     return ModelResponse(
-        events=tuple(events),
+        events=(*events, *done),
         compute_us=compute_us,
         audio=np.full(160, 1000, dtype=np.int16),
         final=final,
@@ -241,6 +243,33 @@ def test_a_malformed_model_event_fails_only_its_context(event):
     assert out[-1].context_id == "a" and "a" not in s.contexts
     later = s.model_response(b.key, response(100, final=True)).to_client  # b goes on
     assert later[0].HasField("audio") and b.state.value == "open"
+
+
+def test_a_unit_ended_without_done_fails_its_context_and_no_ack_follows():
+    s = new_session()
+    ctx = opened(s, "a")
+    s.receive(Req(context_id="a", append=synthesis_pb2.AppendText(text="Hi. ")))
+    s.receive(Req(context_id="a", flush=synthesis_pb2.Flush(flush_id="f")))
+    bare = ModelResponse(events=(), compute_us=10, audio=None, final=True)
+    out = s.model_response(ctx.key, bare).to_client
+    assert [reason(r) for r in out if r.HasField("error")] == ["MODEL_ERROR"]
+    assert not any(r.HasField("flush_ack") for r in out)
+
+
+def test_a_unit_ended_without_done_names_the_last_chunk_the_client_got():
+    # Found by the session fuzzer: the final response's audio was numbered before the missing
+    # `done` failed the context, so the error named a chunk that was never sent.
+    s = new_session()
+    ctx = opened(s, "a")
+    s.receive(Req(context_id="a", append=synthesis_pb2.AppendText(text="Hi. ")))
+    with_audio = ModelResponse(
+        events=(), compute_us=10, audio=np.full(210, -5, dtype=np.int16), final=True
+    )
+    out = s.model_response(ctx.key, with_audio).to_client
+    errs = [r for r in out if r.HasField("error")]
+    assert [reason(r) for r in errs] == ["MODEL_ERROR"]
+    assert not any(r.HasField("audio") for r in out)
+    assert errs[0].error.last_sequence_number == 0
 
 
 def test_triton_request_ids_are_made_by_the_server():
