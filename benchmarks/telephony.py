@@ -12,10 +12,10 @@ accuracy acceptance test does; files in ``wer_exempt.json`` are left out. The ad
 
 Each repeat runs the three sets in an order rotated per repeat, and each set twice in a row:
 the model's decoders carry their cepstral mean (CMN) from one stream to the next, and
-pocketsphinx updates it only between utterances of these lengths, so the first pass of a set
-is decoded with the mean of the *other* band ("after a switch") and the second pass with its
-own ("same band"). The second pass is the steady state of a line that carries one kind of
-audio; the first is what a replica serving both kinds costs the first utterance after a switch.
+pocketsphinx updates it only between utterances, slowly, so a set's first pass starts from
+the mean of whatever ran before it (the table names it: after the other band, that is what a
+replica serving both kinds costs the first utterances after a switch) and its second pass
+from its own band's: the steady state of a line that carries one kind of audio.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ async def measure(address: str, repeats: int) -> dict[str, list[list[SetResult]]
     passes: dict[str, list[list[SetResult]]] = {"switched": [], "same_band": []}
     async with grpc.aio.insecure_channel(address) as channel:
         for repeat in range(repeats):
-            order = SETS[repeat % len(SETS) :] + SETS[: repeat % len(SETS)]
+            order = _order(repeat)
             done: dict[str, dict[str, SetResult]] = {key: {} for key in passes}
             for audio_set in order:
                 for key in passes:
@@ -155,6 +155,21 @@ async def measure(address: str, repeats: int) -> dict[str, list[list[SetResult]]
             for key, results in done.items():
                 passes[key].append([results[s.label] for s in SETS])
     return passes
+
+
+def _order(repeat: int) -> tuple[AudioSet, ...]:
+    """The sets in the order ``measure`` runs them in ``repeat`` (0-based)."""
+    shift = repeat % len(SETS)
+    return SETS[shift:] + SETS[:shift]
+
+
+def _before(repeat: int, label: str) -> str:
+    """What ran just before the first pass of set ``label`` in ``repeat``."""
+    order = [s.label for s in _order(repeat)]
+    at = order.index(label)
+    if at:
+        return order[at - 1]
+    return "a fresh Triton" if repeat == 0 else _order(repeat - 1)[-1].label
 
 
 def _cell(f: FileResult) -> str:
@@ -181,23 +196,27 @@ def render(result: dict[str, Any]) -> str:
         "another, through the adapter and Triton (`stt_pocketsphinx`, the bundled 16 kHz en-us "
         "model; 8 kHz streams are resampled to 16 kHz by the adapter)",
         "",
-        "Corpus WER per repeat; *same band*: the set's second pass in a row, *after a switch*: "
-        "its first, right after the other band's set (the rotation puts it after 16 kHz in "
-        "one repeat of three for 8 kHz sets):",
+        "Corpus WER per repeat; *first pass*: the set's first pass, after what the parentheses "
+        "name (the cepstral mean it starts from); *second pass*: the same set again right "
+        "after, the steady state of that band:",
         "",
         "| set | "
-        + " | ".join(f"same band, r{i + 1}" for i in range(len(rounds)))
+        + " | ".join(f"first pass, r{i + 1}" for i in range(len(rounds)))
         + " | "
-        + " | ".join(f"after a switch, r{i + 1}" for i in range(len(rounds)))
+        + " | ".join(f"second pass, r{i + 1}" for i in range(len(rounds)))
         + " |",
         "|---|" + "---|" * 2 * len(rounds),
     ]
     for i, audio_set in enumerate(first):
-        cells = [f"{r[i].wer:.3f}" for key in ("same_band", "switched") for r in passes[key]]
-        out.append(f"| {audio_set.label} | {' | '.join(cells)} |")
+        firsts = [
+            f"{r[i].wer:.3f} (after {_before(n, audio_set.label)})"
+            for n, r in enumerate(passes["switched"])
+        ]
+        seconds = [f"{r[i].wer:.3f}" for r in passes["same_band"]]
+        out.append(f"| {audio_set.label} | {' | '.join(firsts + seconds)} |")
     out += [
         "",
-        "Per file, same band, repeat 1 (hypothesis, WER):",
+        "Per file, second pass, repeat 1 (hypothesis, WER):",
         "",
         "| file | reference | " + " | ".join(s.label for s in first) + " |",
         "|---|---|" + "---|" * len(first),
