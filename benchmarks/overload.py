@@ -8,7 +8,7 @@ chunks paced at real time, and arrivals come at ``k x C / session_s`` per second
 offered concurrency is k x C (Little's law) for k in ``--levels`` (0.5, 1, 2, 3). A refused
 arrival is not retried: the offered load stays what the level says.
 
-Per level it reports what docs/contract.md promises under overload ("Overload and deadlines",
+Per level it reports what docs/contract.md promises under overload ("Limits and timeouts";
 issue 8): the admitted streams' per-message latency (``stt.message``, pooled percentiles and
 counts) and set-up latency, how many arrivals were refused with ``OVERLOADED``, how fast the
 refusal came (``session.rejected``: from the intended start to the end of the call), whether
