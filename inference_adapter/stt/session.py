@@ -110,7 +110,8 @@ class TranscriptionSession:
         self.timings = StageClock(clock=clock, replica=replica)
         self._utterance = StageClock(clock=clock, replica=replica)
         self._frames_in = 0  # client frames received
-        self._pending: deque[tuple[str, float]] = deque()  # (kind, sent_at) per request
+        # (kind, sent_at, finalize id or "") per request in flight, in order.
+        self._pending: deque[tuple[str, float, str]] = deque()
         # internal id -> (client id, or None for a forced final; client audio ms; model audio ms)
         self._finalize_ids: dict[str, tuple[str | None, int, int]] = {}
         # internal id -> (client id, endpointing, vocabulary): folded into the config if accepted
@@ -221,7 +222,7 @@ class TranscriptionSession:
         """The servicer could not send ``requests``, the last ones this session decided (the
         stream is ending): they will never be answered, so they are no longer awaited."""
         for _ in requests:
-            kind, _sent_at = self._pending.pop()
+            kind, _sent_at, _tag = self._pending.pop()
             if kind == "end" and self.state is State.CLOSING:
                 self.state = State.STREAMING  # the sequence was not ended after all
 
@@ -255,7 +256,8 @@ class TranscriptionSession:
     def _replayed_control(self, control: Control) -> ModelRequest:
         body = control.control or {}
         kind = "end" if control.end else "finalize" if "finalize" in body else "update"
-        return self._request(_EMPTY, control.control, kind=kind, end=control.end)
+        tag = str(body["finalize"]) if kind == "finalize" else ""
+        return self._request(_EMPTY, control.control, kind=kind, end=control.end, tag=tag)
 
     def notice(self, notice: stream_pb2.StreamNotice) -> Response | None:
         """A notice for the client now, or None when it is held: nothing of the session's goes
@@ -291,7 +293,7 @@ class TranscriptionSession:
         self._replay.audio(tail.tobytes())
         self._finalize_ids[internal] = (client_id, self.position_ms, self._replay.position_ms)
         self._replay.control(internal, Control({"finalize": internal}))
-        return self._request(tail, {"finalize": internal}, kind="finalize")
+        return self._request(tail, {"finalize": internal}, kind="finalize", tag=internal)
 
     def _audio(self, data: bytes, now: float, actions: Actions) -> float:
         if len(data) > self._limits.max_chunk_bytes:
@@ -386,9 +388,10 @@ class TranscriptionSession:
         kind: str,
         start: bool = False,
         end: bool = False,
+        tag: str = "",
     ) -> ModelRequest:
         self._last_sent_at = self._clock()
-        self._pending.append((kind, self._last_sent_at))
+        self._pending.append((kind, self._last_sent_at, tag))
         self.timings.model_requests += 1
         self._utterance.model_requests += 1
         return ModelRequest(audio, control, start=start, end=end)
@@ -425,9 +428,13 @@ class TranscriptionSession:
         if resp.final:
             if not self._pending:
                 raise errors.ModelError("model answered a request that was never sent")
-            kind, sent_at = self._pending.popleft()
+            kind, sent_at, tag = self._pending.popleft()
             if kind == "start" and live and not self._started and error is None:
                 error = errors.ModelError("model answered the START without its ready event")
+            if kind == "finalize" and live and error is None and tag in self._finalize_ids:
+                # docs/contract.md (model protocol): the answer to {"finalize": id} carries its
+                # finalize_ack; without it the client's finalize would never be acknowledged.
+                error = errors.ModelError("model answered a finalize without its finalize_ack")
             # Queueing + transport = the request's time at Triton minus the compute the model
             # reported for it (every response of the request, so triton + compute is the round
             # trip, never more). Requests of a sequence are served in order, so a request's time

@@ -133,13 +133,14 @@ def test_a_final_is_forced_before_the_window_fills_and_its_ack_is_not_sent():
     for i in range(7):
         actions = s.receive(Req(audio=chunk(i)))
         forced += [r for r in actions.to_model if r.control]
-    (request,) = forced  # at 700 ms of unacknowledged audio, once
+    (request,) = forced  # at 700 ms of unacknowledged audio, once: the last request
     internal = request.control["finalize"]
-    answer_all(s)
+    while s.inflight > 1:
+        s.model_response(answer())
     s.receive(Req(audio=chunk(7)))
     final = {"type": "final", "utterance": 0, "text": "x", "start_ms": 0, "end_ms": 700}
     ack = {"type": "finalize_ack", "id": internal, "audio_ms": 700}
-    out = s.model_response(answer(final, ack, final=False))
+    out = s.model_response(answer(final, ack))  # the finalize's answer carries its ack
     assert [r.WhichOneof("response") for r in out] == ["result"]  # the ack is the session's
     _, *replay = s.fail_over("b")
     assert audio_of(replay) == chunk(7)

@@ -158,6 +158,19 @@ def test_finalize_ack_echoes_id_and_audio_offset():
     assert out[1].finalize_ack.finalize_id == "mine" and out[1].finalize_ack.audio_ms == 200
 
 
+def test_a_finalize_answered_without_its_ack_is_a_model_error():
+    # Found by the session fuzzer (make fuzz): the client's finalize was never acknowledged
+    # and the next finalize's ack came in its place.
+    s = session()
+    s.start()
+    s.model_response(answer({"type": "ready"}))
+    s.receive(Req(audio=b"\x00\x00" * 3200))
+    s.receive(Req(finalize=transcription_pb2.Finalize(finalize_id="mine")))
+    s.model_response(answer())  # the audio request
+    with pytest.raises(errors.ModelError, match="without its finalize_ack"):
+        s.model_response(answer())  # the finalize request, answered without its ack
+
+
 def test_invalid_update_is_rejected_at_once_with_reason_but_never_before_started():
     s = session()
     s.start()
