@@ -1,0 +1,186 @@
+"""The gateway's hot path: its CPU per message against its null relay's, and a py-spy profile.
+
+Starts Triton (``bench_stt``), the adapter, a gateway and the null relay (each its own process,
+as in the record) and drives ``--streams`` paced STT streams (100 ms chunks) through the relay
+and the gateway in turn for ``--rounds`` interleaved rounds, printing each one's CPU per
+message (utime + stime from /proc over the run, divided by the chunks sent) and latency. With
+``--profile`` py-spy (``pip install py-spy``; it needs ptrace rights on the process) records
+the gateway during the last round: the collapsed stacks go to ``<out>/gateway.folded`` (for
+flame graph tools or speedscope), and the functions with the most samples, self and inclusive,
+are printed. This is how each hot-path fix in BENCHMARKS.md was measured.
+
+    python -m benchmarks.gateway_profile [--streams 100] [--seconds 10] [--rounds 2]
+        [--profile [--native]] [--out out/profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.gateway_stack import gateway_process, gateway_setup
+from benchmarks.record import PathSpec, scenario
+from benchmarks.stack import (
+    LOOPBACK,
+    cpu_delta,
+    cpu_snapshot,
+    free_port,
+    server_process,
+    wait_serving,
+)
+from loadtest import runner
+from loadtest.results import stats
+from localstack.triton import TritonServer, default_model_repository
+
+
+def summarize(folded: Path, top: int = 25) -> str:
+    """The frames with the most samples: self (the leaf) and inclusive (anywhere on the
+    stack, counted once per stack)."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in folded.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    lines = [f"{total} samples", "", "self:"]
+    lines += [f"{100 * n / total:6.2f}%  {f}" for f, n in own.most_common(top)]
+    lines += ["", "inclusive:"]
+    lines += [f"{100 * n / total:6.2f}%  {f}" for f, n in inclusive.most_common(top)]
+    return "\n".join(lines)
+
+
+async def _measure(
+    path: PathSpec, pid: int, streams: int, seconds: float, folder: Path
+) -> dict[str, float]:
+    s = scenario(path, "stt", streams, seconds)
+    procs = {"server": lambda: [pid]}
+    before = cpu_snapshot(procs)
+    merged = await asyncio.to_thread(runner.run, s, folder, live=False)
+    used = cpu_delta(before, cpu_snapshot(procs))
+    chunks = max(1, merged.counters.get("stt.chunks", 0))
+    h = stats(merged.totals["stt.message"])
+    return {
+        "cpu_us": used["server"] * 1e6 / chunks,
+        "p50": h["p50"],
+        "p99": h["p99"],
+        "busy": used["_busy"],
+        "errors": float(sum(merged.errors.values())),
+    }
+
+
+async def _spy(pid: int, seconds: float, folded: Path, native: bool) -> Any:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return await asyncio.create_subprocess_exec(
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "--rate",
+        "200",
+        *(["--native"] if native else ["--nonblocking"]),
+        "--duration",
+        str(int(seconds + 2)),
+        "--output",
+        str(folded),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="voxwire-profile-"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    triton = TritonServer(default_model_repository(), models=["bench_stt"])
+    await triton.start()
+    rows: list[tuple[str, dict[str, float]]] = []
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            listen = f"{LOOPBACK}:{free_port()}"
+            adapter, _ = await stack.enter_async_context(
+                server_process(
+                    ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url],
+                    work / "adapter.log",
+                )
+            )
+            await wait_serving(listen, adapter, ["voxwire.v1.Transcription"])
+            setup = gateway_setup(work / "gateway", [listen])
+            gateway, gateway_port = await stack.enter_async_context(
+                gateway_process(setup, work / "gateway.log")
+            )
+            relay, line = await stack.enter_async_context(
+                server_process(["benchmarks.null_relay", listen], work / "relay.log", True)
+            )
+            paths = [
+                (PathSpec("null relay", "null-relay", f"{LOOPBACK}:{line}", "", {}), relay),
+                (
+                    PathSpec("gateway", "gateway", f"{LOOPBACK}:{gateway_port}", "", {}, setup.key),
+                    gateway,
+                ),
+            ]
+            for round_ in range(args.rounds):
+                for path, proc in paths if round_ % 2 == 0 else paths[::-1]:
+                    spy = None
+                    last = round_ == args.rounds - 1 and path.label == "gateway"
+                    if args.profile and last:
+                        folded = args.out / "gateway.folded"
+                        spy = await _spy(proc.pid, args.seconds, folded, args.native)
+                    folder = work / f"{path.target}-{round_}"
+                    row = await _measure(path, proc.pid, args.streams, args.seconds, folder)
+                    rows.append((path.label, row))
+                    print(
+                        f"round {round_ + 1} {path.label}: {row['cpu_us']:.0f} µs CPU per "
+                        f"message, p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms, machine "
+                        f"busy {row['busy']:.0f} %, errors {row['errors']:.0f}",
+                        flush=True,
+                    )
+                    if spy is not None:
+                        async with asyncio.timeout(60):
+                            await spy.wait()
+    finally:
+        await triton.stop()
+    gw = [r["cpu_us"] for label, r in rows if label == "gateway"]
+    nr = [r["cpu_us"] for label, r in rows if label == "null relay"]
+    print(
+        f"gateway CPU per message {min(gw):.0f}–{max(gw):.0f} µs, null relay "
+        f"{min(nr):.0f}–{max(nr):.0f} µs: {sum(gw) / sum(nr):.2f}× ({args.rounds} rounds of "
+        f"{args.seconds:g} s, {args.streams} streams)"
+    )
+    if args.profile:
+        report = summarize(args.out / "gateway.folded")
+        print(report)
+        (args.out / "gateway.txt").write_text(report + "\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gateway_profile", description=__doc__
+    )
+    parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved relay/gateway rounds")
+    parser.add_argument("--profile", action="store_true", help="py-spy on the last gateway round")
+    parser.add_argument("--out", type=Path, default=Path("out/profile"))
+    parser.add_argument(
+        "--native", action="store_true", help="native frames too (C extensions, the collector)"
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
