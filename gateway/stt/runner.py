@@ -83,7 +83,7 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
                 pass  # the segment's writer reports the failure
         if actions.close is not None:
             self._close(actions.close.code)
-        self._wake.set()
+        self._rearm()
 
     def _stop_upstream(self) -> None:
         self._stop_segment()

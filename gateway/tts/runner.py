@@ -88,7 +88,7 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
                 upstream.room.clear()
         if actions.close is not None:
             self._close(actions.close.code)
-        self._wake.set()
+        self._rearm()
 
     def _stop_upstream(self) -> None:
         for key in list(self._upstreams):
