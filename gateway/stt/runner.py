@@ -142,8 +142,9 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
                 self._execute(self.session.fail(again))
                 return
         call = lease.adapter.transcription().StreamingTranscribe(metadata=self._metadata)
+        # The outbox bounds each write (SlowConsumer past write_timeout): no second deadline.
         upstream: UpstreamCall[Request, Response] = UpstreamCall(
-            self._pool, lease, call, write_timeout=self._limits.write_timeout_s
+            self._pool, lease, call, write_timeout=self._limits.write_timeout_s, timed_writes=False
         )
         outbox: Outbox[Request] = Outbox(
             upstream.write,

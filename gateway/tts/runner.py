@@ -145,8 +145,9 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
                 self._execute(self.session.upstream_failed(order.key, exc, failover=False))
                 return
         call = lease.adapter.synthesis().StreamingSynthesize(metadata=self._metadata)
+        # The outbox bounds each write (SlowConsumer past write_timeout): no second deadline.
         upstream_call: UpstreamCall[Request, Response] = UpstreamCall(
-            self._pool, lease, call, write_timeout=self._limits.write_timeout_s
+            self._pool, lease, call, write_timeout=self._limits.write_timeout_s, timed_writes=False
         )
         outbox: Outbox[Request] = Outbox(
             upstream_call.write,
