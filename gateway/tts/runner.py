@@ -180,8 +180,10 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
     async def _read(self, upstream: _Upstream) -> None:
         try:
             while True:
-                await upstream.room.wait()
-                await self._client_out.wait_room()
+                if not upstream.room.is_set():
+                    await upstream.room.wait()
+                if not self._client_out.has_room:
+                    await self._client_out.wait_room()
                 response = await upstream.call.read()
                 if response is None:
                     return
