@@ -10,7 +10,11 @@ flame graph tools or speedscope), and the functions with the most samples, self 
 are printed. This is how each hot-path fix in BENCHMARKS.md was measured.
 
     python -m benchmarks.gateway_profile [--streams 100] [--seconds 10] [--rounds 2]
-        [--profile [--native]] [--out out/profile]
+        [--profile [--native]] [--out out/profile] [--versions REV,REV,current]
+
+``--versions`` starts one gateway per git revision (its ``gateway`` and ``voxwire`` packages,
+extracted with ``git archive``) beside the null relay, and measures them interleaved: what each
+commit of a series bought, on the same machine in the same minutes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -103,64 +108,82 @@ async def _spy(pid: int, seconds: float, folded: Path, native: bool) -> Any:
     )
 
 
+def checkout(rev: str, into: Path) -> Path:
+    """The gateway and voxwire packages of commit ``rev`` under ``into`` (git archive), for a
+    gateway process of that version. Raises subprocess.CalledProcessError."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", rev, "gateway", "voxwire"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+async def _start(
+    stack: contextlib.AsyncExitStack, work: Path, versions: list[str]
+) -> list[tuple[PathSpec, Any]]:
+    """The adapter, the null relay and one gateway per version; the paths to measure."""
+    triton = TritonServer(default_model_repository(), models=["bench_stt"])
+    await triton.start()
+    stack.push_async_callback(triton.stop)
+    listen = f"{LOOPBACK}:{free_port()}"
+    adapter, _ = await stack.enter_async_context(
+        server_process(
+            ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url],
+            work / "adapter.log",
+        )
+    )
+    await wait_serving(listen, adapter, ["voxwire.v1.Transcription"])
+    relay, line = await stack.enter_async_context(
+        server_process(["benchmarks.null_relay", listen], work / "relay.log", True)
+    )
+    paths = [(PathSpec("null relay", "null-relay", f"{LOOPBACK}:{line}", "", {}), relay)]
+    setup = gateway_setup(work / "gateway", [listen])
+    for version in versions:
+        source = checkout(version, work / f"src-{version}") if version != "current" else None
+        proc, port = await stack.enter_async_context(
+            gateway_process(setup, work / f"gateway-{version}.log", source=source)
+        )
+        label = "gateway" if version == "current" else f"gateway@{version}"
+        paths.append((PathSpec(label, "gateway", f"{LOOPBACK}:{port}", "", {}, setup.key), proc))
+    return paths
+
+
 async def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="voxwire-profile-"))
     args.out.mkdir(parents=True, exist_ok=True)
-    triton = TritonServer(default_model_repository(), models=["bench_stt"])
-    await triton.start()
     rows: list[tuple[str, dict[str, float]]] = []
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            listen = f"{LOOPBACK}:{free_port()}"
-            adapter, _ = await stack.enter_async_context(
-                server_process(
-                    ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url],
-                    work / "adapter.log",
+    async with contextlib.AsyncExitStack() as stack:
+        paths = await _start(stack, work, args.versions)
+        for round_ in range(args.rounds):
+            # Rotated each round, so the machine's drift spreads over every path.
+            shift = round_ % len(paths)
+            for path, proc in paths[shift:] + paths[:shift]:
+                spy = None
+                if args.profile and round_ == args.rounds - 1 and path.label == "gateway":
+                    folded = args.out / "gateway.folded"
+                    spy = await _spy(proc.pid, args.seconds, folded, args.native)
+                folder = work / f"{path.label}-{round_}"
+                row = await _measure(path, proc.pid, args.streams, args.seconds, folder)
+                rows.append((path.label, row))
+                print(
+                    f"round {round_ + 1} {path.label}: {row['cpu_us']:.0f} µs CPU per "
+                    f"message, p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms, machine "
+                    f"busy {row['busy']:.0f} %, errors {row['errors']:.0f}",
+                    flush=True,
                 )
-            )
-            await wait_serving(listen, adapter, ["voxwire.v1.Transcription"])
-            setup = gateway_setup(work / "gateway", [listen])
-            gateway, gateway_port = await stack.enter_async_context(
-                gateway_process(setup, work / "gateway.log")
-            )
-            relay, line = await stack.enter_async_context(
-                server_process(["benchmarks.null_relay", listen], work / "relay.log", True)
-            )
-            paths = [
-                (PathSpec("null relay", "null-relay", f"{LOOPBACK}:{line}", "", {}), relay),
-                (
-                    PathSpec("gateway", "gateway", f"{LOOPBACK}:{gateway_port}", "", {}, setup.key),
-                    gateway,
-                ),
-            ]
-            for round_ in range(args.rounds):
-                for path, proc in paths if round_ % 2 == 0 else paths[::-1]:
-                    spy = None
-                    last = round_ == args.rounds - 1 and path.label == "gateway"
-                    if args.profile and last:
-                        folded = args.out / "gateway.folded"
-                        spy = await _spy(proc.pid, args.seconds, folded, args.native)
-                    folder = work / f"{path.target}-{round_}"
-                    row = await _measure(path, proc.pid, args.streams, args.seconds, folder)
-                    rows.append((path.label, row))
-                    print(
-                        f"round {round_ + 1} {path.label}: {row['cpu_us']:.0f} µs CPU per "
-                        f"message, p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms, machine "
-                        f"busy {row['busy']:.0f} %, errors {row['errors']:.0f}",
-                        flush=True,
-                    )
-                    if spy is not None:
-                        async with asyncio.timeout(60):
-                            await spy.wait()
-    finally:
-        await triton.stop()
-    gw = [r["cpu_us"] for label, r in rows if label == "gateway"]
-    nr = [r["cpu_us"] for label, r in rows if label == "null relay"]
-    print(
-        f"gateway CPU per message {min(gw):.0f}–{max(gw):.0f} µs, null relay "
-        f"{min(nr):.0f}–{max(nr):.0f} µs: {sum(gw) / sum(nr):.2f}× ({args.rounds} rounds of "
-        f"{args.seconds:g} s, {args.streams} streams)"
-    )
+                if spy is not None:
+                    async with asyncio.timeout(60):
+                        await spy.wait()
+    relay = sum(r["cpu_us"] for label, r in rows if label == "null relay") / args.rounds
+    print(f"\n{args.rounds} rounds of {args.seconds:g} s at {args.streams} streams:")
+    for label in dict.fromkeys(label for label, _ in rows):
+        cpu = [r["cpu_us"] for lb, r in rows if lb == label]
+        mean = sum(cpu) / len(cpu)
+        print(
+            f"  {label}: CPU per message {min(cpu):.0f}–{max(cpu):.0f} µs (mean {mean:.0f}), "
+            f"{mean / relay:.2f}× the null relay's"
+        )
     if args.profile:
         report = summarize(args.out / "gateway.folded")
         print(report)
@@ -174,6 +197,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved relay/gateway rounds")
+    parser.add_argument(
+        "--versions",
+        type=lambda text: [v for v in text.split(",") if v],
+        default=["current"],
+        help="gateways to compare: git revisions and/or 'current' (this checkout's files)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy on the last gateway round")
     parser.add_argument("--out", type=Path, default=Path("out/profile"))
     parser.add_argument(

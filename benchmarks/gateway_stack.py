@@ -79,12 +79,13 @@ def gateway_setup(
 
 @contextlib.asynccontextmanager
 async def gateway_process(
-    setup: GatewaySetup, logfile: Path, *, log_level: str = "WARNING"
+    setup: GatewaySetup, logfile: Path, *, log_level: str = "WARNING", source: Path | None = None
 ) -> AsyncIterator[tuple[Any, int]]:
-    """``python -m gateway --config ...``; yields (process, port) once it is ready. SIGTERM
-    (then SIGKILL) on exit. Raises RuntimeError when its ready line does not parse."""
+    """``python -m gateway --config ...`` (from the checkout at ``source``, else this one);
+    yields (process, port) once it is ready. SIGTERM (then SIGKILL) on exit. Raises
+    RuntimeError when its ready line does not parse."""
     args = ["gateway", "--config", str(setup.config), "--log-level", log_level]
-    async with server_process(args, logfile, port_on_stdout=True) as (proc, line):
+    async with server_process(args, logfile, True, cwd=source) as (proc, line):
         match = _READY.search(line)
         if match is None:
             raise RuntimeError(f"gateway not ready: {line!r} (log: {logfile})")

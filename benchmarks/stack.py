@@ -48,11 +48,11 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def server_process(
-    args: list[str], logfile: Path, port_on_stdout: bool = False
+    args: list[str], logfile: Path, port_on_stdout: bool = False, cwd: Path | None = None
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """``python -m <args>`` with its output in ``logfile`` and RLIMIT_NOFILE at its hard
-    limit; yields (process, stdout's first line when ``port_on_stdout``). SIGTERM (then
-    SIGKILL) on exit."""
+    limit, run in ``cwd`` (modules there come first: another checkout's code); yields
+    (process, stdout's first line when ``port_on_stdout``). SIGTERM (then SIGKILL) on exit."""
     with logfile.open("ab") as out:
         stdout = asyncio.subprocess.PIPE if port_on_stdout else out
         proc = await asyncio.create_subprocess_exec(
@@ -63,6 +63,7 @@ async def server_process(
             stderr=out,
             stdin=asyncio.subprocess.DEVNULL,
             preexec_fn=raise_nofile,
+            cwd=cwd,
         )
     try:
         line = b""
