@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 from pathlib import Path
@@ -44,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
 async def serve(config: GatewayConfig) -> None:
     server = GatewayServer(config)
     await server.start()
+    # What start-up made (modules, descriptors, config) lives as long as the process: move it
+    # out of the collector's generations, so the full collections that sessions' garbage
+    # triggers do not traverse it again each time (BENCHMARKS.md, "Gateway hot path").
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
