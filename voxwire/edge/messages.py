@@ -41,13 +41,14 @@ MAX_DEPTH = 32
 _MAX_ECHO = 200
 
 
+# One encoder for every message: json.dumps with non-default options builds a new
+# JSONEncoder per call, which cost more than the encoding of a small message itself.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(message: Message) -> str:
     """The canonical JSON of ``message``, compact (no spaces)."""
-    return json.dumps(
-        json_format.MessageToDict(message, preserving_proto_field_name=False),
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    return _ENCODER.encode(json_format.MessageToDict(message, preserving_proto_field_name=False))
 
 
 def decode(
