@@ -5,9 +5,10 @@ as in the record) and drives ``--streams`` paced STT streams (100 ms chunks) thr
 and the gateway in turn for ``--rounds`` interleaved rounds, printing each one's CPU per
 message (utime + stime from /proc over the run, divided by the chunks sent) and latency. With
 ``--profile`` py-spy (``pip install py-spy``; it needs ptrace rights on the process) records
-the gateway during the last round: the collapsed stacks go to ``<out>/gateway.folded`` (for
-flame graph tools or speedscope), and the functions with the most samples, self and inclusive,
-are printed. This is how each hot-path fix in BENCHMARKS.md was measured.
+the gateway and the relay during their last round: the collapsed stacks go to
+``<out>/gateway.folded`` and ``<out>/relay.folded`` (for flame graph tools or speedscope),
+and the functions with the most samples, self and inclusive, are printed. This is how each
+hot-path fix in BENCHMARKS.md was measured.
 
     python -m benchmarks.gateway_profile [--streams 100] [--seconds 10] [--rounds 2]
         [--profile [--native]] [--out out/profile] [--versions REV,REV,current]
@@ -43,6 +44,9 @@ from benchmarks.stack import (
 from loadtest import runner
 from loadtest.results import stats
 from localstack.triton import TritonServer, default_model_repository
+
+# py-spy records these paths' last round: path label -> file name.
+PROFILED = {"gateway": "gateway", "null relay": "relay"}
 
 
 def summarize(folded: Path, top: int = 25) -> str:
@@ -160,8 +164,8 @@ async def main(args: argparse.Namespace) -> None:
             shift = round_ % len(paths)
             for path, proc in paths[shift:] + paths[:shift]:
                 spy = None
-                if args.profile and round_ == args.rounds - 1 and path.label == "gateway":
-                    folded = args.out / "gateway.folded"
+                if args.profile and round_ == args.rounds - 1 and path.label in PROFILED:
+                    folded = args.out / f"{PROFILED[path.label]}.folded"
                     spy = await _spy(proc.pid, args.seconds, folded, args.native)
                 folder = work / f"{path.label}-{round_}"
                 row = await _measure(path, proc.pid, args.streams, args.seconds, folder)
@@ -185,9 +189,10 @@ async def main(args: argparse.Namespace) -> None:
             f"{mean / relay:.2f}× the null relay's"
         )
     if args.profile:
-        report = summarize(args.out / "gateway.folded")
-        print(report)
-        (args.out / "gateway.txt").write_text(report + "\n")
+        for name in PROFILED.values():
+            report = summarize(args.out / f"{name}.folded")
+            print(f"\n{name}: {report}")
+            (args.out / f"{name}.txt").write_text(report + "\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
