@@ -24,9 +24,17 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     parser.add_argument(
         "--adapter", action="append", dest="adapters", help="adapter host:port (repeat)"
     )
+    parser.add_argument(
+        "--grpc-listen", help="host:port of the gRPC front (default 127.0.0.1:8081; '' disables)"
+    )
     parser.add_argument("--drain-grace-seconds", type=float)
-    parser.add_argument("--tls-cert", help="PEM certificate chain for the edge")
+    parser.add_argument("--tls-cert", help="PEM certificate chain for the edge (HTTP, WS, gRPC)")
     parser.add_argument("--tls-key", help="PEM private key for the edge")
+    parser.add_argument("--adapter-ca", help="PEM CA that signed the adapters' certificates (TLS)")
+    parser.add_argument("--adapter-cert", help="PEM client certificate for the adapters (mTLS)")
+    parser.add_argument("--adapter-key", help="PEM private key of --adapter-cert")
+    parser.add_argument("--telemetry", choices=["none", "console", "otlp"], help="tracing")
+    parser.add_argument("--otlp-endpoint")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -36,9 +44,15 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     return config.with_overrides(
         listen=args.listen,
         adapters=tuple(args.adapters) if args.adapters else None,
+        grpc_listen=args.grpc_listen,
         drain_grace_seconds=args.drain_grace_seconds,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        adapter_ca=args.adapter_ca,
+        adapter_cert=args.adapter_cert,
+        adapter_key=args.adapter_key,
+        telemetry=args.telemetry,
+        otlp_endpoint=args.otlp_endpoint,
     )
 
 
@@ -58,7 +72,8 @@ async def serve(config: GatewayConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"gateway ready on {server.url}", flush=True)
+    grpc_front = f" (gRPC {server.grpc_address})" if server.grpc_address else ""
+    print(f"gateway ready on {server.url}{grpc_front}", flush=True)
     try:
         await stop.wait()
     finally:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
+from opentelemetry import trace
 
 from gateway.aiohttp_port import AiohttpPort
 from gateway.auth.authenticate import select_subprotocol
@@ -22,9 +24,10 @@ from gateway.http import misc
 from gateway.http import stt as http_stt
 from gateway.http import tts as http_tts
 from gateway.sessions import Admission, stt_start, tts_start
-from gateway.state import GATEWAY, Gateway, upstream_metadata
+from gateway.state import GATEWAY, UPSTREAM_TRACE, Gateway, upstream_metadata
 from gateway.stt.runner import SttRunner
 from gateway.stt.session import SttEdgeSession
+from gateway.telemetry import trace_carrier, upstream_trace_metadata
 from gateway.tts.runner import TtsRunner
 from gateway.tts.session import TtsEdgeSession
 from gateway.wire import query
@@ -52,10 +55,29 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
+@web.middleware
+async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A span per API request (a whole WebSocket session, an HTTP request), continuing the
+    client's ``traceparent``; its context goes upstream (``upstream_metadata``)."""
+    if not request.path.startswith("/v1/"):
+        return await handler(request)  # health, readiness, metrics: no trace
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    with request.app[GATEWAY].tracing.session_span(
+        f"{request.method} {route}",
+        trace_carrier(request.headers.items()),
+        {"http.request.method": request.method, "http.route": route},
+    ) as span:
+        request[UPSTREAM_TRACE] = upstream_trace_metadata()
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        return response
+
+
 def build_app(
     gateway: Gateway, *, extra: Callable[[web.Application], None] | None = None
 ) -> web.Application:
-    app = web.Application(client_max_size=gateway.config.max_upload_bytes)
+    app = web.Application(client_max_size=gateway.config.max_upload_bytes, middlewares=[traced])
     app[GATEWAY] = gateway
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -121,8 +143,11 @@ async def _websocket(
             auth.principal.key_id, auth.principal.limits, new_session=False
         )
         admission = Admission(gateway.auth, auth.principal, permit)
+        trace.get_current_span().set_attribute("voxwire.key_id", auth.principal.key_id)
     except errors.VoxwireError as exc:
         log.info("refused %s: %s", request.path, exc.reason)
+        gateway.metrics.refused.labels(reason=exc.reason).inc()
+        trace.get_current_span().set_attribute("voxwire.error.reason", exc.reason)
         await ws.send_str(error_message(exc))
         await ws.close(code=exc.ws_close_code, message=exc.reason.encode())
         return ws

@@ -39,12 +39,17 @@ class GatewayConfig:
     max_decoders: int = 4
     # How long to wait for a healthy adapter at start-up.
     startup_wait_seconds: float = 30.0
+    # TLS for the edge (WebSocket, HTTP and the gRPC front): PEM certificate chain and key.
     tls_cert: str = ""
     tls_key: str = ""
     # mTLS to the adapters: a CA to verify them, and a client certificate.
     adapter_ca: str = ""
     adapter_cert: str = ""
     adapter_key: str = ""
+    # Tracing (a span per session, W3C trace context to the adapters): "none" (default; the
+    # client's trace context still goes upstream), "console" or "otlp" (needs the otlp extra).
+    telemetry: str = "none"
+    otlp_endpoint: str = "http://127.0.0.1:4317"
     stt: SttLimits = field(default_factory=SttLimits)
     tts: TtsLimits = field(default_factory=TtsLimits)
     runner: RunnerLimits = field(default_factory=RunnerLimits)

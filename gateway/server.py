@@ -1,9 +1,10 @@
 """Start, drain and stop the gateway process's servers.
 
-Drain (docs/design/edge.md, "Lifecycle"): ``/readyz`` fails at once and new sessions are
-refused with DRAINING; every open session gets ``going_away`` with its resume token; sessions
-that end within the grace end normally; the sessions left are closed with 1012 at its end (each
-session closes itself when its drain deadline passes); then the listeners stop.
+Drain (docs/design/edge.md, "Lifecycle"): ``/readyz`` fails at once, the gRPC front's health
+turns NOT_SERVING, and new sessions and calls are refused with DRAINING; every open session gets
+``going_away`` with its resume token; sessions and calls that end within the grace end normally;
+the sessions left are closed with 1012 at its end and the gRPC calls left end with DRAINING
+(each closes itself when its drain deadline passes); then the listeners stop.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import ssl
 from pathlib import Path
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -22,15 +24,23 @@ from gateway.auth import AuthServices
 from gateway.auth.keys import ReloadResult
 from gateway.auth.redaction import install_redaction
 from gateway.config import GatewayConfig
+from gateway.grpc_front.server import GrpcFront
 from gateway.sessions import Registry
 from gateway.state import Gateway
+from gateway.telemetry import GatewayTracing
 from gateway.upstream.pool import AdapterPool
 
 log = logging.getLogger(__name__)
 
 
+# What the gRPC front's calls get to end once the drain's grace is over.
+_GRPC_STOP_GRACE_S = 1.0
+
+
 def adapter_credentials(config: GatewayConfig) -> grpc.ChannelCredentials | None:
-    """TLS (optionally mTLS) to the adapters, when configured."""
+    """TLS (optionally mTLS: with a client certificate) to the adapters, when configured.
+
+    Raises OSError when a file cannot be read."""
     if not config.adapter_ca:
         return None
     cert = Path(config.adapter_cert).read_bytes() if config.adapter_cert else None
@@ -39,9 +49,12 @@ def adapter_credentials(config: GatewayConfig) -> grpc.ChannelCredentials | None
 
 
 class GatewayServer:
-    """``await start()`` returns the bound port; ``await stop()`` drains."""
+    """``await start()`` returns the bound port; ``await stop()`` drains.
 
-    def __init__(self, config: GatewayConfig) -> None:
+    ``tracer_provider`` (a test's, an embedding application's) wins over ``config.telemetry``.
+    """
+
+    def __init__(self, config: GatewayConfig, *, tracer_provider: Any = None) -> None:
         if config.auth is None:
             raise ValueError("the gateway needs an [auth] configuration (keys file, signing keys)")
         self.config = config
@@ -52,8 +65,10 @@ class GatewayServer:
             credentials=adapter_credentials(config),
         )
         self.registry = Registry()
-        self.gateway = Gateway(config, self.pool, self.auth, self.registry)
+        self.tracing = GatewayTracing(config.telemetry, config.otlp_endpoint, tracer_provider)
+        self.gateway = Gateway(config, self.pool, self.auth, self.registry, tracing=self.tracing)
         self.app = build_app(self.gateway)
+        self.front = GrpcFront(self.gateway, config.grpc_listen) if config.grpc_listen else None
         self._runner: web.AppRunner | None = None
         self._reload: asyncio.Task[None] | None = None
         self.port = 0
@@ -62,7 +77,8 @@ class GatewayServer:
     async def start(self) -> int:
         """Connect to the adapters, wait for one to serve, listen. Returns the port.
 
-        Raises RuntimeError when no adapter serves within the start-up wait."""
+        Raises RuntimeError when no adapter serves within the start-up wait or the gRPC front
+        cannot bind, OSError when a TLS file cannot be read."""
         install_redaction()
         await self.pool.start()
         if not await self.pool.wait_ready(self.config.startup_wait_seconds):
@@ -76,9 +92,24 @@ class GatewayServer:
         site = web.TCPSite(self._runner, host or "127.0.0.1", int(port), ssl_context=self._tls())
         await site.start()
         self.port = self._runner.addresses[0][1]
+        if self.front is not None:
+            try:
+                await self.front.start()
+            except (RuntimeError, OSError):
+                await self._runner.cleanup()
+                await self.pool.close()
+                raise
         self._reload = asyncio.create_task(self._reload_keys(), name="keys-reload")
         log.info("voxwire gateway listening on %s:%d", host, self.port)
         return self.port
+
+    @property
+    def grpc_address(self) -> str:
+        """host:port of the gRPC front ("" when it is disabled)."""
+        if self.front is None:
+            return ""
+        host = self.config.grpc_listen.rpartition(":")[0] or "127.0.0.1"
+        return f"{host}:{self.front.port}"
 
     @property
     def url(self) -> str:
@@ -105,6 +136,8 @@ class GatewayServer:
         """Refuse new sessions, send going_away, wait for sessions within ``grace``."""
         grace = self.config.drain_grace_seconds if grace is None else grace
         self.registry.draining = True
+        if self.front is not None:
+            await self.front.drain()
         for runner in list(self.registry.runners):
             runner.drain(grace)
         # Sessions close themselves at their drain deadline; this wait is only a backstop.
@@ -121,6 +154,9 @@ class GatewayServer:
             self._reload.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reload
+        if self.front is not None:
+            await self.front.stop(_GRPC_STOP_GRACE_S)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.pool.close()
+        self.tracing.shutdown()

@@ -12,10 +12,8 @@ from gateway.auth import AuthServices
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.sessions import Registry
+from gateway.telemetry import GatewayTracing, trace_carrier
 from gateway.upstream.pool import AdapterPool
-
-# Trace context headers passed upstream (W3C Trace Context), so one trace spans the hops.
-_TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 @dataclass(eq=False)
@@ -25,6 +23,7 @@ class Gateway:
     auth: AuthServices
     registry: Registry
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    tracing: GatewayTracing = field(default_factory=GatewayTracing)
     # Compressed uploads decoding now (POST /v1/stt; libsndfile threads are bounded).
     decoders: threading.BoundedSemaphore = field(init=False)
 
@@ -36,8 +35,15 @@ class Gateway:
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
+# The W3C trace context of the request's session span (set by the tracing middleware).
+UPSTREAM_TRACE = web.RequestKey("upstream_trace", tuple[tuple[str, str], ...])
 
 
 def upstream_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
-    """The request's W3C trace context, for the upstream call's metadata."""
-    return tuple((k, request.headers[k]) for k in _TRACE_HEADERS if k in request.headers)
+    """The metadata of the request's upstream calls: the W3C trace context of its session
+    span, so the adapter's span is its child (or the client's own context, passed on as it
+    came, on a route the middleware does not trace)."""
+    traced = request.get(UPSTREAM_TRACE)
+    if traced is not None:
+        return traced
+    return tuple(trace_carrier(request.headers.items()).items())

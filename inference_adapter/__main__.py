@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
     parser.add_argument("--otlp-endpoint")
     parser.add_argument("--prometheus-port", type=int)
     parser.add_argument("--drain-grace-seconds", type=float)
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve over TLS")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", help="PEM CA of client certificates: require one (mTLS)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -45,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
         otlp_endpoint=args.otlp_endpoint,
         prometheus_port=args.prometheus_port,
         drain_grace_seconds=args.drain_grace_seconds,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
 
 

@@ -10,8 +10,12 @@ from inference_adapter.triton.catalog import ModelInfo, ModelKind
 from voxwire.audio.formats import PROTO_ENCODINGS, rates_for
 from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc, synthesis_pb2
 
-# SSML elements the TTS models accept (the tts_espeak subset; see docs/contract.md).
-SSML_ELEMENTS = ("speak", "p", "s", "break", "prosody", "emphasis", "say-as", "sub", "phoneme")
+# The optional parts of the contract this server implements (docs/contract.md, "Resuming").
+SERVER_FEATURES = capabilities_pb2.ServerFeatures(
+    stream_offsets=True,
+    synthesis_offsets=True,
+    word_text_offsets=True,
+)
 
 _KINDS = {
     ModelKind.STT: capabilities_pb2.MODEL_KIND_STT,
@@ -29,8 +33,9 @@ def _formats(max_channels: int) -> list[capabilities_pb2.FormatSupport]:
 
 
 def describe(
-    info: ModelInfo, *, ready_replicas: int, is_default: bool
+    info: ModelInfo, *, ready_replicas: int, is_default: bool, per_replica: int
 ) -> capabilities_pb2.ModelCapabilities:
+    """A model's capabilities; ``per_replica`` is what the pool admits per replica."""
     features = capabilities_pb2.Features(
         interim_results=info.supports("interim_results"),
         word_timestamps=info.supports("word_timestamps"),
@@ -43,7 +48,7 @@ def describe(
     if info.supports("pronunciation"):
         features.pronunciation_alphabets.append(synthesis_pb2.PHONEME_ALPHABET_ESPEAK)
     if info.supports("ssml"):
-        features.ssml_elements.extend(SSML_ELEMENTS)
+        features.ssml_elements.extend(info.ssml_elements)  # the model's own subset
     caps = capabilities_pb2.ModelCapabilities(
         name=info.name,
         kind=_KINDS[info.kind],
@@ -54,7 +59,21 @@ def describe(
         benchmark=info.benchmark,
         is_default=is_default,
         ready_replicas=ready_replicas,
+        capacity=capabilities_pb2.Capacity(
+            max_streams_per_replica=per_replica,
+            instances=info.instances,
+            concurrency=info.concurrency,
+            sequence_slots=info.sequence_slots,
+            max_streams=per_replica * ready_replicas,
+        ),
     )
+    limits = info.limits
+    if info.kind is ModelKind.STT:
+        caps.limits.max_vocabulary_entries = limits.max_vocabulary_entries
+        caps.limits.max_phrase_chars = limits.max_phrase_chars
+        caps.limits.max_vocabulary_boost = limits.max_vocabulary_boost
+    else:
+        caps.limits.max_unit_text_bytes = limits.max_unit_text_bytes
     if info.kind is ModelKind.STT:
         caps.input_formats.extend(_formats(max_channels=2))
     else:
@@ -87,6 +106,7 @@ class CapabilitiesService(capabilities_pb2_grpc.CapabilitiesServicer):
                     info,
                     ready_replicas=len(self._rt.pool.ready_replicas(info.name)),
                     is_default=info.name in defaults,
+                    per_replica=self._rt.pool.streams_per_replica(info),
                 )
                 for info in sorted(catalog.values(), key=lambda m: (m.kind.value, m.name))
             ],
@@ -94,8 +114,11 @@ class CapabilitiesService(capabilities_pb2_grpc.CapabilitiesServicer):
                 max_contexts_per_stream=limits.max_contexts_per_stream,
                 max_chunk_bytes=limits.max_chunk_bytes,
                 max_pending_text_bytes=limits.max_pending_text_bytes,
+                max_unread_response_bytes=limits.max_unread_response_bytes,
             ),
+            server_features=SERVER_FEATURES,
         )
+        response.limits.write_timeout.FromMilliseconds(round(limits.write_timeout_seconds * 1000))
         response.limits.max_stream_duration.FromMilliseconds(
             round(limits.max_stream_seconds * 1000)
         )

@@ -22,6 +22,11 @@ class Limits:
     max_stream_seconds: float = 3600.0
     idle_timeout_seconds: float = 30.0
     max_pending_text_bytes: int = 16 * 1024
+    # A client that leaves this much of its responses unread (serialized bytes queued at the
+    # server), or whose single write does not complete within write_timeout_seconds, fails
+    # with SLOW_CONSUMER: a stalled client must not hold a model slot indefinitely.
+    max_unread_response_bytes: int = 1024 * 1024
+    write_timeout_seconds: float = 10.0
     # Unanswered model requests per stream before the adapter stops reading from the client
     # (backpressure through HTTP/2 flow control instead of an unbounded queue).
     max_inflight_requests: int = 16
@@ -32,14 +37,27 @@ class AdapterConfig:
     listen: str = "127.0.0.1:50051"
     # Triton gRPC endpoints (KServe v2), one per replica.
     triton_urls: tuple[str, ...] = ("127.0.0.1:8001",)
-    # Streams (STT streams + TTS contexts) one replica may hold; beyond it: OVERLOADED. An STT
-    # model's sequence slots cap its streams further (read from its config).
+    # Streams (STT streams + TTS contexts) one replica may hold; beyond it: OVERLOADED. Each
+    # model's own capacity, read from its config, caps its streams further: an STT model's
+    # sequence slots; for a TTS model instances x concurrency x tts_oversubscription.
     max_streams_per_replica: int = 256
+    # TTS contexts admitted per model slot (instance x concurrency): a context occupies a slot
+    # only while one of its units synthesizes (faster than real time), and waits for text
+    # between units. See ModelInfo.streams_per_replica.
+    tts_oversubscription: int = 4
+    # gRPC's own limit on a received message (its default). Messages between the adapter's
+    # limit (max_chunk_bytes + 64 KiB) and this one are refused with CHUNK_TOO_LARGE without
+    # being parsed; gRPC refuses larger ones before buffering them, with RESOURCE_EXHAUSTED and
+    # no ErrorInfo (nothing in gRPC lets the server say more). Lower it to bound the memory a
+    # hostile message can take; the rich reason then stops there.
+    max_receive_message_bytes: int = 4 * 1024 * 1024
     # Channels per replica that the adapter spreads its Triton streams over.
     channels_per_replica: int = 2
-    # Readiness poll of each replica, and the deadline of each poll.
+    # Readiness poll of each replica, and the deadline of each poll. A refused connection
+    # takes a replica out at once, a hung one after two silent polls in a row: within
+    # interval + 2 x timeout (under a second).
     health_interval_seconds: float = 0.25
-    health_timeout_seconds: float = 0.5
+    health_timeout_seconds: float = 0.35
     # How long a model may take to answer a request before its replica is deemed failed.
     model_response_timeout_seconds: float = 10.0
     # How long a RESOURCE_EXHAUSTED client should wait before retrying.
@@ -52,6 +70,11 @@ class AdapterConfig:
     telemetry: str = "none"
     otlp_endpoint: str = "http://127.0.0.1:4317"
     prometheus_port: int = 9464
+    # TLS for the adapter's own port: PEM certificate chain and key. With a client CA, mTLS:
+    # only clients with a certificate that CA signed (the gateways) get a connection.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     limits: Limits = field(default_factory=Limits)
 
     @classmethod

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from inference_adapter.boundary import add_stream_service
 from inference_adapter.capabilities import CapabilitiesService
 from inference_adapter.config import AdapterConfig
 from inference_adapter.health import HealthReporter
@@ -22,9 +25,7 @@ from voxwire.v1 import (
     capabilities_pb2,
     capabilities_pb2_grpc,
     synthesis_pb2,
-    synthesis_pb2_grpc,
     transcription_pb2,
-    transcription_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,36 @@ log = logging.getLogger(__name__)
 _ABORT_MARGIN_S = 0.5
 
 
-class AdapterServer:
-    """The adapter: ``await start()`` returns the bound port; ``await stop()`` drains."""
+def server_credentials(config: AdapterConfig) -> grpc.ServerCredentials | None:
+    """TLS for the adapter's port when a certificate is configured; with a client CA, clients
+    must present a certificate it signed (mTLS). Raises OSError when a file cannot be read,
+    ValueError for a client CA without a certificate."""
+    if not config.tls_cert:
+        if config.tls_client_ca:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mTLS is TLS first)")
+        return None
+    key = Path(config.tls_key or config.tls_cert).read_bytes()
+    client_ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, Path(config.tls_cert).read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
-    def __init__(self, config: AdapterConfig, *, telemetry: Telemetry | None = None) -> None:
+
+class AdapterServer:
+    """The adapter: ``await start()`` returns the bound port; ``await stop()`` drains.
+
+    ``interceptors`` are grpc.aio server interceptors (an embedding application's, a test's
+    call counter)."""
+
+    def __init__(
+        self,
+        config: AdapterConfig,
+        *,
+        telemetry: Telemetry | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
         self.config = config
         self.pool = ReplicaPool(config)
         self.telemetry = telemetry or Telemetry(config)
@@ -44,11 +71,15 @@ class AdapterServer:
         self.health = HealthReporter(self.pool)
         self.server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                # gRPC refuses larger messages itself, before buffering them (RESOURCE_EXHAUSTED,
+                # no ErrorInfo); smaller ones over the adapter's own limit are refused with
+                # CHUNK_TOO_LARGE, unparsed (boundary.ClientReader).
+                ("grpc.max_receive_message_length", config.max_receive_message_bytes),
                 # Clients may ping every 10 s while streams are open (keepalive), not faster.
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
-            ]
+            ],
+            interceptors=tuple(interceptors),
         )
         self.port = 0
         self._stopped = False
@@ -56,15 +87,23 @@ class AdapterServer:
     async def start(self) -> int:
         """Connect to the replicas, register the services, bind. Returns the port.
 
-        Raises RuntimeError when the listen address cannot be bound.
+        Raises RuntimeError when the listen address cannot be bound, OSError when a TLS file
+        cannot be read.
         """
+        credentials = server_credentials(self.config)  # before anything is started
         await self.pool.start()
         await self.health.update()
-        transcription_pb2_grpc.add_TranscriptionServicer_to_server(
-            TranscriptionService(self.runtime), self.server
+        # Streaming methods take raw request bytes: the stream runner checks their size and
+        # parses them, so a message that does not parse is INVALID_MESSAGE, not a server fault.
+        add_stream_service(
+            self.server,
+            transcription_pb2.DESCRIPTOR.services_by_name["Transcription"].full_name,
+            TranscriptionService(self.runtime).handlers(),
         )
-        synthesis_pb2_grpc.add_SynthesisServicer_to_server(
-            SynthesisService(self.runtime), self.server
+        add_stream_service(
+            self.server,
+            synthesis_pb2.DESCRIPTOR.services_by_name["Synthesis"].full_name,
+            SynthesisService(self.runtime).handlers(),
         )
         capabilities_pb2_grpc.add_CapabilitiesServicer_to_server(
             CapabilitiesService(self.runtime), self.server
@@ -80,7 +119,10 @@ class AdapterServer:
             ),
             self.server,
         )
-        self.port = self.server.add_insecure_port(self.config.listen)
+        if credentials is not None:
+            self.port = self.server.add_secure_port(self.config.listen, credentials)
+        else:
+            self.port = self.server.add_insecure_port(self.config.listen)
         if not self.port:
             raise RuntimeError(f"cannot listen on {self.config.listen}")
         await self.server.start()

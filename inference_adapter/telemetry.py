@@ -48,7 +48,14 @@ class Telemetry:
         self.tracer = tracer_provider.get_tracer("voxwire.inference_adapter")
         meter = meter_provider.get_meter("voxwire.inference_adapter")
         self.active_streams = meter.create_up_down_counter(
-            "voxwire.streams.active", description="Open streams by service, model and replica"
+            "voxwire.streams.active", description="Open streams by service (stt, tts)"
+        )
+        # What holds a replica slot, so a leak on either side shows.
+        self.sequences = meter.create_up_down_counter(
+            "voxwire.sequences.active", description="Open STT model sequences by model and replica"
+        )
+        self.contexts = meter.create_up_down_counter(
+            "voxwire.contexts.active", description="Open TTS contexts by model and replica"
         )
         self.stage_latency = meter.create_histogram(
             "voxwire.stage.duration", unit="ms", description="Time per stage, per utterance/context"

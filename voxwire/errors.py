@@ -63,13 +63,35 @@ from voxwire.v1 import errors_pb2
 
 DOMAIN = "voxwire.v1"
 
+# What an error may echo back, in UTF-8 bytes. Messages and violations quote client input (a
+# model name, a phrase); uncapped, a 1 MB model name or 600 bad vocabulary entries make trailers
+# larger than a client accepts (grpc's default limit on received metadata is 8 KiB soft, 16 KiB
+# hard), and the client gets RESOURCE_EXHAUSTED without the reason. With these caps the status
+# detail stays under about 3 KiB whatever the input.
+MAX_MESSAGE_BYTES = 256
+MAX_FIELD_BYTES = 96
+MAX_DESCRIPTION_BYTES = 128
+MAX_VIOLATIONS = 8
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (on a character boundary), marked when cut."""
+    raw = text.encode("utf-8", errors="replace")
+    if len(raw) <= limit:
+        return text
+    return raw[: max(0, limit - 3)].decode("utf-8", errors="ignore") + "..."
+
 
 @dataclass(frozen=True, slots=True)
 class Violation:
-    """One invalid field, as in google.rpc.BadRequest.FieldViolation."""
+    """One invalid field, as in google.rpc.BadRequest.FieldViolation (both parts capped)."""
 
     field: str
     description: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field", clip(self.field, MAX_FIELD_BYTES))
+        object.__setattr__(self, "description", clip(self.description, MAX_DESCRIPTION_BYTES))
 
 
 class VoxwireError(Exception):
@@ -88,15 +110,24 @@ class VoxwireError(Exception):
         violations: Sequence[Violation] = (),
         retry_delay: datetime.timedelta | None = None,
     ) -> None:
+        violations = tuple(violations)
+        message = clip(message, MAX_MESSAGE_BYTES)
+        if len(violations) > MAX_VIOLATIONS:
+            # The first ones, and how many more: the client fixes those and learns the rest next.
+            more = len(violations) - MAX_VIOLATIONS
+            message = f"{message} ({more} more violations not listed)"
+            violations = violations[:MAX_VIOLATIONS]
         super().__init__(message)
         self.message = message
-        self.violations = tuple(violations)
+        self.violations = violations
         self.retry_delay = retry_delay
 
     @classmethod
     def of(cls, what: str, violations: Sequence[Violation]) -> VoxwireError:
-        """One error of this class naming every violation."""
-        listed = "; ".join(f"{v.field} {v.description}" for v in violations)
+        """One error of this class naming its violations (the first MAX_VIOLATIONS of them)."""
+        listed = "; ".join(f"{v.field} {v.description}" for v in violations[:2])
+        if len(violations) > 2:
+            listed += "; ..."
         return cls(f"{what}: {listed}", violations=violations)
 
     def to_rpc_status(self) -> status_pb2.Status:

@@ -13,12 +13,11 @@ from voxwire.audio.formats import resolve_format
 from voxwire.errors import InvalidConfig, UnknownModel, Violation
 from voxwire.v1 import transcription_pb2
 
-# Bounds that keep a configuration meaningful (and a model's VAD sane).
+# Bounds that keep a configuration meaningful (and a model's VAD sane). Vocabulary limits are
+# the model's own (ModelInfo.limits, read from its config.pbtxt): one source for the model, the
+# adapter and Capabilities.
 SILENCE_MS = (50, 10_000)
 VAD_LEVELS = (0, 3)
-MAX_VOCABULARY = 500
-MAX_PHRASE_CHARS = 100
-BOOST_RANGE = (0.0, 100.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +30,9 @@ class ResolvedTranscriptionConfig:
     endpointing: dict[str, Any]
     vocabulary: tuple[dict[str, Any], ...]
     request_id: str
+    # Continuing an earlier stream: positions start here, utterance ids at this index.
+    stream_offset_ms: int = 0
+    first_utterance_index: int = 0
 
     def model_control(self) -> dict[str, Any]:
         """The START request's CONTROL object (docs/design/spine.md)."""
@@ -97,20 +99,28 @@ def vocabulary_list(
 ) -> tuple[tuple[dict[str, Any], ...], list[Violation]]:
     out: list[dict[str, Any]] = []
     bad: list[Violation] = []
+    limits = model.limits
     if len(entries) and not model.supports("vocabulary"):
         bad.append(Violation(field, f"model {model.name} does not support vocabulary"))
-    if len(entries) > MAX_VOCABULARY:
-        bad.append(Violation(field, f"at most {MAX_VOCABULARY} entries"))
+    if len(entries) > limits.max_vocabulary_entries:
+        bad.append(Violation(field, f"at most {limits.max_vocabulary_entries} entries"))
     for i, entry in enumerate(entries):
         phrase = entry.phrase.strip()
-        if not phrase or len(phrase) > MAX_PHRASE_CHARS:
+        if not phrase or len(phrase) > limits.max_phrase_chars:
             bad.append(
-                Violation(f"{field}[{i}].phrase", f"must be 1..{MAX_PHRASE_CHARS} characters")
+                Violation(
+                    f"{field}[{i}].phrase", f"must be 1..{limits.max_phrase_chars} characters"
+                )
             )
         item: dict[str, Any] = {"phrase": phrase}
         if entry.HasField("boost"):
-            if not BOOST_RANGE[0] < entry.boost <= BOOST_RANGE[1]:
-                bad.append(Violation(f"{field}[{i}].boost", "must be in (0, 100]"))
+            # NaN fails both comparisons, so it is refused too.
+            if not 0.0 <= entry.boost <= limits.max_vocabulary_boost:
+                bad.append(
+                    Violation(
+                        f"{field}[{i}].boost", f"must be in [0, {limits.max_vocabulary_boost:g}]"
+                    )
+                )
             item["boost"] = entry.boost
         if entry.pronunciation.strip():
             item["pronunciation"] = entry.pronunciation.strip()
@@ -157,4 +167,6 @@ def resolve(
         endpointing=endpointing,
         vocabulary=vocabulary,
         request_id=config.request_id or request_id,
+        stream_offset_ms=config.stream_offset_ms,
+        first_utterance_index=config.first_utterance_index,
     )

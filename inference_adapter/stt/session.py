@@ -28,7 +28,13 @@ from inference_adapter.stt.config import (
 )
 from inference_adapter.triton.tensors import ModelResponse
 from voxwire import errors
-from voxwire.audio.codecs import AudioDecodeError, Encoding, decode, float32_to_int16
+from voxwire.audio.codecs import (
+    AudioDecodeError,
+    Encoding,
+    InvalidSamples,
+    decode,
+    float32_to_int16,
+)
 from voxwire.audio.resample import StreamResampler
 from voxwire.timings import Clock, StageClock
 from voxwire.v1 import errors_pb2, transcription_pb2
@@ -39,13 +45,17 @@ _EMPTY = np.zeros(0, dtype=np.int16)
 
 class State(enum.Enum):
     STREAMING = "streaming"  # audio and controls flow
-    CLOSING = "closing"  # END sent; waiting for its answer
-    DONE = "done"  # summary produced
+    CLOSING = "closing"  # END sent; waiting for its answer (the client's input is over)
+    CANCELLING = "cancelling"  # END + cancel sent (the stream is failing or the client left)
+    DONE = "done"  # the sequence ended (summary produced, unless cancelled)
 
 
+# A close (or half-close) ends the client's input: the servicer reads nothing after it, so what a
+# client sends after its close never changes the outcome (docs/contract.md).
 _ACCEPTS: dict[State, frozenset[str]] = {
     State.STREAMING: frozenset({"audio", "finalize", "keep_alive", "update_config", "close"}),
-    State.CLOSING: frozenset({"keep_alive"}),
+    State.CLOSING: frozenset(),
+    State.CANCELLING: frozenset(),
     State.DONE: frozenset(),
 }
 
@@ -114,8 +124,16 @@ class TranscriptionSession:
         self._update_ids: dict[str, str] = {}
         self._next_id = 0
         self._last_answer_at = 0.0
+        self._request_compute_us = 0  # compute reported for the oldest unanswered request
         self._last_sent_at = clock()
         self.utterances = 0
+        # Continuing an earlier stream (docs/contract.md, "Resuming"): every reported position
+        # is shifted by the offset, utterance ids continue from the index.
+        self._offset_ms = config.stream_offset_ms
+        self._first_utterance = config.first_utterance_index
+        self._started = False  # `started` was emitted (nothing of the session's goes before it)
+        self._held: list[Response] = []  # decided before `started`, sent right after it
+        self._finalized: set[str] = set()  # utterance ids with a final result
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -124,13 +142,26 @@ class TranscriptionSession:
         """Model requests not yet fully answered."""
         return len(self._pending)
 
+    def unanswered_since(self) -> float | None:
+        """When the oldest unanswered model request began to wait for its answer (it was sent,
+        or the one before it was answered, whichever is later); None when none is pending."""
+        if not self._pending:
+            return None
+        return max(self._pending[0][1], self._last_answer_at)
+
     @property
     def done(self) -> bool:
         return self.state is State.DONE
 
     @property
     def audio_ms(self) -> int:
+        """Audio received on this stream, in ms (positions add the stream offset)."""
         return self._frames_in * 1000 // self._fmt.sample_rate_hz
+
+    @property
+    def position_ms(self) -> int:
+        """The session position of the audio received so far: offset + audio_ms."""
+        return self._offset_ms + self.audio_ms
 
     # -- client side --------------------------------------------------------------------------
 
@@ -160,7 +191,7 @@ class TranscriptionSession:
             self._next_id += 1
             internal = f"f{self._next_id}"
             client_id = msg.finalize.finalize_id or internal
-            self._finalize_ids[internal] = (client_id, self.audio_ms)
+            self._finalize_ids[internal] = (client_id, self.position_ms)
             # The resampler holds back a few ms; the finalize covers them too.
             actions.to_model.append(
                 self._request(self._drain_resampler(), {"finalize": internal}, kind="finalize")
@@ -184,9 +215,21 @@ class TranscriptionSession:
             return Actions(to_model=[self._close()])
         return Actions()
 
-    def cancel_request(self) -> ModelRequest:
-        """END + cancel: frees the model's sequence slot without producing results."""
-        return ModelRequest(_EMPTY, {"cancel": True}, end=True)
+    def unsent(self, requests: list[ModelRequest]) -> None:
+        """The servicer could not send ``requests``, the last ones this session decided (the
+        stream is ending): they will never be answered, so they are no longer awaited."""
+        for _ in requests:
+            kind, _sent_at = self._pending.pop()
+            if kind == "end" and self.state is State.CLOSING:
+                self.state = State.STREAMING  # the sequence was not ended after all
+
+    def cancel(self) -> ModelRequest | None:
+        """END + cancel: frees the model's sequence slot without producing results. None when
+        the sequence already ended or its END is on the way (that END frees the slot)."""
+        if self.state is not State.STREAMING:
+            return None
+        self.state = State.CANCELLING
+        return self._request(_EMPTY, {"cancel": True}, kind="cancel", end=True)
 
     def _audio(self, data: bytes, now: float, actions: Actions) -> float:
         if len(data) > self._limits.max_chunk_bytes:
@@ -204,6 +247,8 @@ class TranscriptionSession:
                 pcm = np.frombuffer(data, dtype="<i2")
             else:
                 pcm = float32_to_int16(self._resampler.process(decode(data, self._fmt)))
+        except InvalidSamples as exc:
+            raise errors.InvalidAudio(str(exc)) from exc
         except AudioDecodeError as exc:
             raise errors.MisalignedAudio(str(exc)) from exc
         decode_s = self._clock() - t0
@@ -225,9 +270,10 @@ class TranscriptionSession:
         vocabulary, more = vocabulary_list(update.vocabulary, "update_config.vocabulary", model)
         bad += more
         if bad:
-            # Rejected here, before the model: the client learns why at once.
+            # Rejected here, before the model: the client learns why at once (right after
+            # `started` when the model has not answered the START yet).
             error = errors.InvalidConfig.of("update rejected", bad)
-            actions.to_client.append(
+            (actions.to_client if self._started else self._held).append(
                 Response(
                     update_config_ack=transcription_pb2.UpdateConfigAck(
                         update_id=client_id, accepted=False, error=error.to_proto()
@@ -281,34 +327,62 @@ class TranscriptionSession:
         or ModelError when the model answers more requests than were sent."""
         now = self._clock()
         self._charge_us("compute", resp.compute_us)
+        self._request_compute_us += resp.compute_us
         self.timings.model_responses += 1
         self._utterance.model_responses += 1
         out: list[Response] = []
-        for event in resp.events:
-            msg = self._event(event, now)
-            if msg is not None:
-                out.append(msg)
+        error: errors.VoxwireError | None = None
+        # A cancelled sequence's events go nowhere; nothing follows the summary.
+        live = self.state not in (State.CANCELLING, State.DONE)
+        if live:
+            try:
+                for event in resp.events:
+                    if not isinstance(event, dict):
+                        raise errors.ModelError(f"model sent a {type(event).__name__} event")
+                    msg = self._event(event, now)
+                    if msg is not None:
+                        out.append(msg)
+                        if msg.HasField("started") and self._held:
+                            out += self._held  # what was decided while the START was pending
+                            self._held = []
+            except errors.VoxwireError as exc:
+                error = exc  # raised once the request's answer is counted
+            except (AttributeError, TypeError, ValueError, OverflowError, KeyError) as exc:
+                error = errors.ModelError(f"model sent a malformed event ({type(exc).__name__})")
         if resp.final:
             if not self._pending:
                 raise errors.ModelError("model answered a request that was never sent")
             kind, sent_at = self._pending.popleft()
+            if kind == "start" and live and not self._started and error is None:
+                error = errors.ModelError("model answered the START without its ready event")
             # Queueing + transport = the request's time at Triton minus the compute the model
-            # reported. Requests of a sequence are served in order, so a request's time starts
-            # when it was sent or when the one before it was answered, whichever is later
+            # reported for it (every response of the request, so triton + compute is the round
+            # trip, never more). Requests of a sequence are served in order, so a request's time
+            # starts when it was sent or when the one before it was answered, whichever is later
             # (pipelined requests are not counted twice).
             began = max(sent_at, self._last_answer_at)
             self._last_answer_at = now
-            self._charge_us("triton", round((now - began) * 1e6) - resp.compute_us)
+            self._charge_us("triton", round((now - began) * 1e6) - self._request_compute_us)
+            self._request_compute_us = 0
             if kind == "end":
                 self.state = State.DONE
                 out.append(self.summary(now))
+            elif kind == "cancel":
+                self.state = State.DONE
         self._charge("encode", self._clock() - now)
+        if error is not None:
+            raise error
         return out
 
     def _event(self, event: dict[str, Any], now: float) -> Response | None:
         etype = event.get("type")
-        utterance_id = f"u{event.get('utterance', 0)}"
+        utterance_id = f"u{self._first_utterance + _index(event.get('utterance', 0))}"
+        if etype != "ready" and not self._started:
+            raise errors.ModelError(f"model sent {etype!r} before answering the START")
         if etype == "ready":
+            if self._started:
+                raise errors.ModelError("model answered the START twice")
+            self._started = True
             return Response(
                 started=transcription_pb2.TranscriptionStarted(
                     session_id=self.session_id,
@@ -324,6 +398,8 @@ class TranscriptionSession:
                     utterance_id=utterance_id, at_ms=self._ms(event.get("at_ms"))
                 )
             )
+        if etype in ("interim", "final") and utterance_id in self._finalized:
+            raise errors.ModelError(f"model sent a result for {utterance_id} after its final")
         if etype == "interim":
             if not self.config.interim_results:
                 return None
@@ -331,6 +407,7 @@ class TranscriptionSession:
             return Response(result=self._result(event, utterance_id, final=False))
         if etype == "final":
             self._first_response(now)
+            self._finalized.add(utterance_id)
             result = self._result(event, utterance_id, final=True)
             result.timings.CopyFrom(self._utterance.to_proto(now))
             self.utterances += 1
@@ -343,7 +420,9 @@ class TranscriptionSession:
                 )
             )
         if etype == "finalize_ack":
-            client_id, audio_ms = self._finalize_ids.pop(str(event.get("id")), ("", self.audio_ms))
+            if str(event.get("id")) not in self._finalize_ids:
+                raise errors.ModelError("model acknowledged a finalize that was never sent")
+            client_id, audio_ms = self._finalize_ids.pop(str(event.get("id")))
             return Response(
                 finalize_ack=transcription_pb2.FinalizeAck(finalize_id=client_id, audio_ms=audio_ms)
             )
@@ -356,7 +435,9 @@ class TranscriptionSession:
         raise errors.ModelError(f"model sent an unknown event type {etype!r}")
 
     def _config_ack(self, event: dict[str, Any]) -> Response:
-        client_id = self._update_ids.pop(str(event.get("id")), str(event.get("id", "")))
+        if str(event.get("id")) not in self._update_ids:
+            raise errors.ModelError("model acknowledged an update that was never sent")
+        client_id = self._update_ids.pop(str(event.get("id")))
         ack = transcription_pb2.UpdateConfigAck(
             update_id=client_id,
             accepted=bool(event.get("accepted")),
@@ -374,39 +455,48 @@ class TranscriptionSession:
     def _result(
         self, event: dict[str, Any], utterance_id: str, *, final: bool
     ) -> transcription_pb2.TranscriptResult:
+        end = self._ms(event.get("end_ms"))
+        start = min(self._ms(event.get("start_ms")), end)
         result = transcription_pb2.TranscriptResult(
             utterance_id=utterance_id,
             is_final=final,
             transcript=str(event.get("text", "")),
-            start_ms=self._ms(event.get("start_ms")),
-            end_ms=self._ms(event.get("end_ms")),
+            start_ms=start,
+            end_ms=end,
         )
         if final:
-            result.confidence = float(event.get("confidence", 0.0))
+            result.confidence = _unit(event.get("confidence", 0.0))
             result.from_finalize = bool(event.get("from_finalize", False))
             if self.config.word_timestamps:
+                last = start
                 for w in event.get("words", []):
+                    # The contract: word timings are monotonic and inside the result; a model
+                    # that overlaps or overshoots is clamped, never passed on.
+                    w_start = min(max(self._ms(w.get("start_ms")), last), end)
+                    w_end = min(max(self._ms(w.get("end_ms")), w_start), end)
                     result.words.add(
                         word=str(w.get("word", "")),
-                        start_ms=self._ms(w.get("start_ms")),
-                        end_ms=self._ms(w.get("end_ms")),
-                        confidence=float(w.get("confidence", 0.0)),
+                        start_ms=w_start,
+                        end_ms=w_end,
+                        confidence=_unit(w.get("confidence", 0.0)),
                     )
+                    last = w_end
         return result
 
     def _ms(self, value: Any) -> int:
-        """A model time, clamped to the audio actually received (never past it)."""
+        """A model time as a session position: clamped to the audio actually received (never
+        past it), then shifted by the stream offset."""
         try:
             ms = int(value)
-        except (TypeError, ValueError):
-            return 0
-        return max(0, min(ms, self.audio_ms))
+        except (TypeError, ValueError, OverflowError):
+            return self._offset_ms
+        return self._offset_ms + max(0, min(ms, self.audio_ms))
 
     def summary(self, now: float | None = None) -> Response:
         return Response(
             summary=transcription_pb2.TranscriptionSummary(
                 session_id=self.session_id,
-                audio_ms=self.audio_ms,
+                audio_ms=self.position_ms,
                 utterances=self.utterances,
                 timings=self.timings.to_proto(now),
             )
@@ -428,3 +518,19 @@ class TranscriptionSession:
     def _charge_us(self, stage: str, micros: int) -> None:
         self.timings.add_us(stage, micros)
         self._utterance.add_us(stage, micros)
+
+
+def _index(value: Any) -> int:
+    """A model's utterance number (a non-negative int). Raises ModelError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise errors.ModelError(f"model sent utterance {value!r}")
+    return value
+
+
+def _unit(value: Any) -> float:
+    """A confidence in [0, 1] (a model's NaN, infinity or junk becomes 0)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return min(1.0, max(0.0, number)) if number == number else 0.0

@@ -1,13 +1,19 @@
-"""What a voxwire model is, read from its Triton ``config.pbtxt`` parameters.
+"""What a voxwire model is, read from its Triton ``config.pbtxt``: kind, formats, limits, capacity.
 
-A model opts in with ``parameters { key: "voxwire.kind" ... }`` (docs/design/spine.md); models
-without it are ignored, so a Triton server may host other models too.
+A model opts in with ``parameters { key: "voxwire.kind" ... }`` (docs/contract.md, "Implementing
+a model on Triton"); models without it are ignored, so a Triton server may host other models too.
+
+The model's config is the one source of its input limits: the model reads the same
+``voxwire.max_*`` parameters from ``args["model_config"]`` that the adapter reads here, the
+adapter validates client input against them once, and Capabilities publishes them. Capacity
+(how many streams one replica admits) comes from the same config: instance count, sequence
+slots, the model's own concurrency and its queue policy.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tritonclient.grpc import model_config_pb2
 
@@ -28,6 +34,27 @@ FEATURES = (
 
 
 @dataclass(frozen=True, slots=True)
+class ModelLimits:
+    """Input limits a model declares (``voxwire.max_*`` parameters); the defaults apply to a
+    model that declares none."""
+
+    max_vocabulary_entries: int = 500
+    max_phrase_chars: int = 100
+    # A vocabulary boost is a number in [0, max_vocabulary_boost] (0 = no boost).
+    max_vocabulary_boost: float = 20.0
+    # The largest synthesis unit (one request) a TTS model takes, in UTF-8 bytes.
+    max_unit_text_bytes: int = 4096
+
+
+_LIMIT_PARAMETERS = {
+    "voxwire.max_vocabulary_entries": ("max_vocabulary_entries", int),
+    "voxwire.max_phrase_chars": ("max_phrase_chars", int),
+    "voxwire.max_vocabulary_boost": ("max_vocabulary_boost", float),
+    "voxwire.max_unit_text_bytes": ("max_unit_text_bytes", int),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class ModelInfo:
     name: str
     kind: ModelKind
@@ -42,13 +69,55 @@ class ModelInfo:
     sequence_slots: int
     # Triton drops a sequence that sends nothing for this long (max_sequence_idle_microseconds).
     sequence_idle_s: float = 1.0
+    # Model instances per replica, and requests one instance runs at once
+    # (voxwire.instance_concurrency; 1 unless the model's execute is a coroutine).
+    instances: int = 1
+    concurrency: int = 1
+    # Requests a replica queues beyond what its instances run (dynamic batching
+    # default_queue_policy.max_queue_size); 0 means no limit.
+    max_queue: int = 0
+    limits: ModelLimits = field(default_factory=ModelLimits)
+    # SSML elements the model accepts (voxwire.ssml_elements); empty without SSML.
+    ssml_elements: tuple[str, ...] = ()
 
     def supports(self, feature: str) -> bool:
         return feature in self.features
 
+    def streams_per_replica(self, cap: int, tts_oversubscription: int) -> int:
+        """Streams (STT) or contexts (TTS) one replica admits, at most ``cap``.
+
+        STT: one stream holds one sequence slot for its whole life, so the slots are the limit.
+        TTS: a context holds a model call for its whole life but occupies an instance only while
+        one of its units synthesizes (units are faster than real time, and a context waits for
+        text between them), so ``instances x concurrency`` slots are shared by
+        ``tts_oversubscription`` contexts each; never more than the model queues without
+        refusing (``instances x concurrency + max_queue``), since each context has at most one
+        request in flight.
+        """
+        if self.kind is ModelKind.STT:
+            return min(cap, self.sequence_slots or cap)
+        running = self.instances * self.concurrency
+        admitted = running * max(1, tts_oversubscription)
+        if self.max_queue:
+            admitted = min(admitted, running + self.max_queue)
+        return max(1, min(cap, admitted))
+
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _limits(name: str, params: dict[str, str]) -> ModelLimits:
+    values: dict[str, int | float] = {}
+    for key, (attr, kind) in _LIMIT_PARAMETERS.items():
+        if key in params:
+            try:
+                values[attr] = kind(params[key])
+            except ValueError as exc:
+                raise ValueError(f"model {name}: {key} is not a number: {exc}") from exc
+            if values[attr] <= 0:
+                raise ValueError(f"model {name}: {key} must be positive")
+    return ModelLimits(**values)  # type: ignore[arg-type]
 
 
 def model_info(config: model_config_pb2.ModelConfig) -> ModelInfo | None:
@@ -63,6 +132,7 @@ def model_info(config: model_config_pb2.ModelConfig) -> ModelInfo | None:
     try:
         model_kind = ModelKind(kind)
         rate = int(params["voxwire.sample_rate_hz"])
+        concurrency = int(params.get("voxwire.instance_concurrency", "1"))
     except (KeyError, ValueError) as exc:
         raise ValueError(f"model {config.name}: bad voxwire parameters: {exc}") from exc
     features = frozenset(_csv(params.get("voxwire.features", "")))
@@ -82,6 +152,9 @@ def model_info(config: model_config_pb2.ModelConfig) -> ModelInfo | None:
         else:
             # "direct" binds each sequence to one batch slot of one instance.
             slots = instances * max(1, config.max_batch_size)
+    max_queue = 0
+    if config.HasField("dynamic_batching"):
+        max_queue = config.dynamic_batching.default_queue_policy.max_queue_size
     return ModelInfo(
         name=config.name,
         kind=model_kind,
@@ -93,4 +166,9 @@ def model_info(config: model_config_pb2.ModelConfig) -> ModelInfo | None:
         batched=config.max_batch_size > 0,
         sequence_slots=slots,
         sequence_idle_s=idle_s,
+        instances=instances,
+        concurrency=max(1, concurrency),
+        max_queue=max_queue,
+        limits=_limits(config.name, params),
+        ssml_elements=_csv(params.get("voxwire.ssml_elements", "")) if "ssml" in features else (),
     )

@@ -6,9 +6,16 @@ deadline), so a replica that dies or hangs stops receiving streams within one in
 streams it holds fail with a retryable BACKEND_UNAVAILABLE at once (their leases are failed);
 a replica that becomes ready again is used again.
 
+Only a failed probe takes a replica out. A stream that sees its transport fail asks for a probe
+at once (``probe_soon``); a stream whose request times out or is refused fails alone. One bad
+request (a START queued behind exhausted sequence slots, a model error) must not fail every
+stream of a healthy replica, nor make it flap.
+
 Admission is a count, never a queue: a replica holds at most ``max_streams_per_replica`` model
-streams (an STT stream or a TTS context), and an STT model at most its sequence-batcher slots;
-when no ready replica has room, ``acquire`` raises Overloaded with a retry delay.
+streams (an STT stream or a TTS context), and each model at most what it can really serve, read
+from its config (``ModelInfo.streams_per_replica``: sequence slots for STT; instances x
+concurrency x ``tts_oversubscription`` for TTS); when no ready replica has room, ``acquire``
+raises Overloaded with a retry delay.
 """
 
 from __future__ import annotations
@@ -37,6 +44,25 @@ _CHANNEL_OPTIONS = [
     # Separate subchannels per channel, so the pool really spreads streams over connections.
     ("grpc.use_local_subchannel_pool", 1),
 ]
+
+
+# Probes in a row that must time out before a replica that answered before is taken out (a
+# refused or broken connection takes it out at once). With the default interval and deadline a
+# hung server is out within health_interval + 2 x health_timeout.
+_SILENT_PROBES_TO_FAIL = 2
+
+
+def _silent(exc: BaseException) -> bool:
+    """The probe got no answer in time (as opposed to a refused or broken connection)."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    return isinstance(exc, TimeoutError)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return repr(exc)
 
 
 class Lease:
@@ -78,6 +104,8 @@ class Replica:
     seen: set[str] = field(default_factory=set)
     leases: set[Lease] = field(default_factory=set)
     per_model: dict[str, int] = field(default_factory=dict)
+    # Readiness probes in a row that got no answer within their deadline.
+    silent_probes: int = 0
     _rr: itertools.count = field(default_factory=itertools.count)
 
     @property
@@ -162,11 +190,11 @@ class ReplicaPool:
         if not candidates:
             raise BackendUnavailable(f"model {model!r} is not ready on any model server")
         limit = self._config.max_streams_per_replica
-        slots = info.sequence_slots or limit
         open_ = [
             r
             for r in candidates
-            if r.active < limit and r.per_model.get(model, 0) < min(limit, slots)
+            if r.active < limit
+            and r.per_model.get(model, 0) < self.streams_per_replica(r.models.get(model, info))
         ]
         if not open_:
             raise Overloaded(
@@ -179,21 +207,26 @@ class ReplicaPool:
         replica.per_model[model] = replica.per_model.get(model, 0) + 1
         return lease
 
-    def report_failure(self, replica: Replica, why: str) -> None:
-        """A stream saw its replica fail: stop routing to it now and re-check at once."""
-        if replica.ready:
-            log.warning("replica %s failed: %s", replica.name, why)
-            replica.ready = False
-            replica.fail_all(why)
-            self._notify()
+    def streams_per_replica(self, info: ModelInfo) -> int:
+        """Streams (STT) or contexts (TTS) of ``info`` one replica admits."""
+        return info.streams_per_replica(
+            self._config.max_streams_per_replica, self._config.tts_oversubscription
+        )
+
+    def probe_soon(self, replica: Replica, why: str) -> None:
+        """A stream saw the transport to ``replica`` fail: probe every replica now. The probe,
+        not the stream, decides whether the replica is out (a dead server refuses at once)."""
+        log.info("replica %s: a stream failed (%s); probing now", replica.name, why)
         self._wake.set()
 
     # -- readiness --------------------------------------------------------------------------
 
     async def _poll_forever(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._config.health_interval_seconds)
+            # asyncio.timeout, not wait_for: no task per poll.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config.health_interval_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.poll_once()
@@ -207,9 +240,17 @@ class ReplicaPool:
         changed = False
         for replica, result in zip(self.replicas, results, strict=True):
             if isinstance(result, BaseException):
+                replica.silent_probes = replica.silent_probes + 1 if _silent(result) else 0
+                if 0 < replica.silent_probes < _SILENT_PROBES_TO_FAIL and replica.ready:
+                    # One probe past its deadline may be a loaded server, not a dead one:
+                    # probe again at once; a second silent probe in a row takes it out.
+                    log.info("replica %s: readiness probe timed out; probing again", replica.name)
+                    self._wake.set()
+                    continue
                 ready, models = False, frozenset[str]()
-                why = f"readiness probe failed: {result}"
+                why = f"readiness probe failed: {_describe(result)}"
             else:
+                replica.silent_probes = 0
                 ready, models = result
                 why = "not ready"
             if ready and models:
@@ -228,6 +269,7 @@ class ReplicaPool:
             self._notify()
 
     async def _probe(self, replica: Replica) -> tuple[bool, frozenset[str]]:
+        """(ready, ready models). Raises what the probe's RPCs raise."""
         timeout = self._config.health_timeout_seconds
         stub = replica.stubs[0]
         ready = await stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=timeout)

@@ -1,9 +1,16 @@
 """One ``ModelStreamInfer`` call to one replica, as an async object with deadlines.
 
 No threads, no callbacks: ``send`` writes a request, ``receive`` reads the next decoded
-response. Transport failures become BackendUnavailable (and tell the pool, which stops routing
-to the replica); in-band model errors become ModelError (KServe v2 streaming: errors arrive in
-``error_message`` and the stream stays open).
+response. In-band model errors become ModelError (KServe v2 streaming: errors arrive in
+``error_message`` and the stream stays open); a failed or silent call becomes
+BackendUnavailable for this stream only (a transport failure also asks the pool for a probe,
+which decides about the replica).
+
+Cancelling a task while it awaits ``send`` or ``receive`` cancels the whole call (grpc.aio
+cancels an RPC whose operation is cancelled), and so does a ``receive`` deadline. So a stream
+that must send a last request (STT: END, which frees the Triton sequence slot) reads without a
+deadline (it watches for overdue answers apart), stops its tasks through ``stop_sends`` and the
+``reading`` flag, sends the END with ``send_last``, and only then cancels anything.
 """
 
 from __future__ import annotations
@@ -21,13 +28,13 @@ from voxwire.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
-# Codes that mean the replica (or the way to it) is gone, not that one request was bad.
-_REPLICA_DOWN = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
-}
+# Codes of a call that mean the transport to the replica failed (the server or the way to it),
+# not that one request was bad: the pool probes the replica at once.
+_TRANSPORT_DOWN = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+class SendsStopped(Exception):
+    """The stream is ending: its tasks send nothing more (only ``send_last`` may)."""
 
 
 class ModelStream:
@@ -44,9 +51,23 @@ class ModelStream:
         self._timeout = response_timeout
         self._call = lease.replica.stub().ModelStreamInfer(metadata=tuple(metadata))
         self.closed = False
+        # True while a task awaits a response: cancelling that task cancels the call.
+        self.reading = False
+        self._sending = 0
+        self._sends_idle = asyncio.Event()
+        self._sends_idle.set()
+        self._sends_stopped = False
 
     async def send(self, request: service_pb2.ModelInferRequest) -> None:
-        """Write one request. Raises BackendUnavailable if the replica does not take it."""
+        """Write one request. Raises BackendUnavailable if the replica does not take it in time,
+        SendsStopped once ``stop_sends`` was called."""
+        if self._sends_stopped:
+            raise SendsStopped("the stream is ending")
+        await self._write(request)
+
+    async def _write(self, request: service_pb2.ModelInferRequest) -> None:
+        self._sending += 1
+        self._sends_idle.clear()
         try:
             # asyncio.timeout, not wait_for: no extra task per message on the hot path.
             async with asyncio.timeout(self._timeout):
@@ -54,9 +75,33 @@ class ModelStream:
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
             raise self._failure(exc) from exc
         except TimeoutError as exc:
-            raise self._failure(
-                exc, "model server did not accept a request in time", down=True
-            ) from exc
+            self.closed = True  # grpc.aio cancelled the call with the interrupted write
+            raise self._failure(exc, "model server did not accept a request in time") from exc
+        except asyncio.CancelledError:
+            raise self._cancelled_call() from None
+        finally:
+            self._sending -= 1
+            if not self._sending:
+                self._sends_idle.set()
+
+    async def stop_sends(self, within_s: float) -> bool:
+        """Refuse further ``send`` calls and wait (up to ``within_s``) for the one in flight.
+        Returns whether no send is in flight any more (its task may then be cancelled)."""
+        self._sends_stopped = True
+        try:
+            await asyncio.wait_for(self._sends_idle.wait(), within_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def send_last(self, request: service_pb2.ModelInferRequest, within_s: float) -> bool:
+        """Send the stream's last request (after ``stop_sends``), within ``within_s``.
+        Returns whether it was sent; never raises."""
+        try:
+            await asyncio.wait_for(self._write(request), within_s)
+        except (BackendUnavailable, TimeoutError):
+            return False
+        return True
 
     async def receive(self, within_s: float | None) -> ModelResponse:
         """Read the next response; ``within_s`` None waits as long as it takes.
@@ -64,14 +109,20 @@ class ModelStream:
         Raises BackendUnavailable (transport failure, stream ended, or no answer within
         ``within_s``) or ModelError (the model reported an error in-band).
         """
+        self.reading = True
         try:
             async with asyncio.timeout(within_s):
                 msg = await self._call.read()
         except grpc.aio.AioRpcError as exc:
             raise self._failure(exc) from exc
         except TimeoutError as exc:
+            self.closed = True  # grpc.aio cancelled the call with the interrupted read
             why = f"model server did not answer within {within_s:.1f} s"
-            raise self._failure(exc, why, down=True) from exc
+            raise self._failure(exc, why) from exc
+        except asyncio.CancelledError:
+            raise self._cancelled_call() from None
+        finally:
+            self.reading = False
         if msg is grpc.aio.EOF:
             raise self._failure(None, "model server ended the stream")
         return parse_response(msg)
@@ -87,18 +138,27 @@ class ModelStream:
     def cancel(self) -> None:
         """Cancel the call: Triton cancels everything in flight on it."""
         self.closed = True
+        self._sends_stopped = True
         self._call.cancel()
 
-    def _failure(
-        self, exc: BaseException | None, why: str = "", *, down: bool = False
-    ) -> BackendUnavailable:
-        """The error for the stream; ``down`` (or a transport code) also fails the replica."""
+    def _cancelled_call(self) -> BaseException:
+        """What an operation raises when it ends in CancelledError: this task's cancellation
+        goes on; otherwise grpc.aio reports a call that was cancelled before (it raises
+        CancelledError for every operation on a locally cancelled call)."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            return asyncio.CancelledError()
+        self.closed = True
+        return self._failure(None, "the model call was cancelled")
+
+    def _failure(self, exc: BaseException | None, why: str = "") -> BackendUnavailable:
+        """The error for this stream. A transport failure also has the pool probe the replica;
+        a timeout or a refused request concerns this stream alone."""
         replica = self.lease.replica
         if isinstance(exc, grpc.aio.AioRpcError):
             why = f"{exc.code().name}: {exc.details()}"
-            down = exc.code() in _REPLICA_DOWN
-        if down:
-            self._pool.report_failure(replica, why)
+            if exc.code() in _TRANSPORT_DOWN:
+                self._pool.probe_soon(replica, why)
         if self.lease.error is not None:
             return self.lease.error
         return BackendUnavailable(f"model server {replica.name}: {why}")

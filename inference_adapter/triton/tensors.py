@@ -16,9 +16,13 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import service_pb2
 
-from voxwire.errors import ModelError
+from voxwire.errors import BackendUnavailable, ModelError
 
 _LEN = struct.Struct("<I")
+# Triton's in-band error for a request of a sequence its sequence batcher does not know: the
+# server restarted, or the sequence idled out (max_sequence_idle_microseconds). The stream's
+# state is gone; a new stream can work, so it is retryable, not the client's fault.
+_UNKNOWN_SEQUENCE = "must specify the START flag on the first request of the sequence"
 
 
 def encode_bytes_tensor(items: Sequence[bytes]) -> bytes:
@@ -107,8 +111,14 @@ def tts_request(
 
 
 def parse_response(msg: service_pb2.ModelStreamInferResponse) -> ModelResponse:
-    """Decode one streamed response. Raises ModelError for an in-band Triton error."""
+    """Decode one streamed response. Raises ModelError for an in-band Triton error, or
+    BackendUnavailable when Triton no longer knows the request's sequence."""
     if msg.error_message:
+        if _UNKNOWN_SEQUENCE in msg.error_message:
+            raise BackendUnavailable(
+                "the model server no longer knows this stream's sequence "
+                "(it restarted, or the stream was idle too long)"
+            )
         raise ModelError(f"model server error: {msg.error_message}")
     resp = msg.infer_response
     final_param = resp.parameters.get("triton_final_response")

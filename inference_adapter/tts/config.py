@@ -30,6 +30,9 @@ class ResolvedSynthesisConfig:
     ssml: bool
     language: str
     pronunciations: tuple[dict[str, str], ...]
+    # Continuing an earlier context (resume): its timeline and numbering start here.
+    timeline_offset_ms: int = 0
+    first_sequence_number: int = 1
 
     def model_config(self) -> dict[str, Any]:
         """The CONFIG tensor of every request of the context (docs/design/spine.md)."""
@@ -47,8 +50,6 @@ def _pronunciations(
 ) -> tuple[tuple[dict[str, str], ...], list[Violation]]:
     out: list[dict[str, str]] = []
     bad: list[Violation] = []
-    if len(entries) and not model.supports("pronunciation"):
-        bad.append(Violation("open.pronunciations", f"model {model.name} does not support them"))
     if len(entries) > MAX_PRONUNCIATIONS:
         bad.append(Violation("open.pronunciations", f"at most {MAX_PRONUNCIATIONS} entries"))
     for i, entry in enumerate(entries):
@@ -97,6 +98,10 @@ def resolve(
     ssml = config.text_format == synthesis_pb2.TEXT_FORMAT_SSML
     if ssml and not model.supports("ssml"):
         bad.append(Violation("open.text_format", f"model {model.name} does not support SSML"))
+    if len(config.pronunciations) and not model.supports("pronunciation"):
+        # A feature the model lacks is a config violation (docs/contract.md), whatever the
+        # entries hold; INVALID_PRONUNCIATION is for bad entries on a model that takes them.
+        bad.append(Violation("open.pronunciations", f"model {model.name} does not support them"))
     pronunciations, pron_bad = _pronunciations(config.pronunciations, model)
     if pron_bad and not bad:
         raise InvalidPronunciation.of("invalid pronunciation", pron_bad)
@@ -111,4 +116,6 @@ def resolve(
         ssml=ssml,
         language=language,
         pronunciations=pronunciations,
+        timeline_offset_ms=config.timeline_offset_ms,
+        first_sequence_number=max(1, config.first_sequence_number),
     )

@@ -54,7 +54,13 @@ FINISHED = frozenset({CtxState.DONE, CtxState.CANCELLED, CtxState.FAILED})
 class Unit:
     index: int
     text: str
+    # The Triton request id: made by the server (session, context key, unit), never from the
+    # client's context id, so ids cannot collide across streams nor carry client text into logs.
+    request_id: str
     flush_ids: list[str] = field(default_factory=list)
+    # Where the unit starts in the context's text (code points from its first append): the
+    # model's word text offsets are within the unit, the client's within the context.
+    text_offset: int = 0
 
 
 class SynthesisContext:
@@ -66,10 +72,12 @@ class SynthesisContext:
         limits: Limits,
         *,
         replica: str = "",
+        session_id: str = "",
         clock: Clock = time.monotonic,
     ) -> None:
         self.key = key
         self.context_id = context_id
+        self._request_prefix = f"{session_id}.{key}"
         self.config = config
         self.state = CtxState.OPEN
         self._limits = limits
@@ -79,12 +87,18 @@ class SynthesisContext:
         self._queued: deque[Unit] = deque()
         self.inflight: Unit | None = None
         self._unit_sent_at = 0.0
+        self._unit_compute_us = 0  # compute (and adapter work) of the unit in flight
         self._units = 0
-        self.last_sequence = 0
+        # A resumed context continues its numbering and timeline (docs/contract.md, Resuming).
+        self.last_sequence = config.first_sequence_number - 1
+        self._first_emitted = False
+        self._timeline_ms = config.timeline_offset_ms
+        self._buffer_offset = 0  # code points of the context's text before self._buffer
         self._out_frames = 0
         self._model_frames = 0
         self._unit_model_start = 0
         self._last_word_end = 0
+        self._unit_done = False  # the unit in flight's `done` event arrived
         self._new_resampler()
         # Same rate and PCM16 out: model audio goes to the client as it is.
         self._native_pcm = (
@@ -110,9 +124,18 @@ class SynthesisContext:
         self.timings.mark_input(now)
         self._buffer += text
         if not self.config.ssml:  # an SSML document is only complete at a flush or close
-            units, self._buffer = split_ready(self._buffer)
+            # A unit cut for length holds at most soft_limit + 1 characters, so at most 4 x
+            # that many bytes: never more than the model takes.
+            soft_limit = max(1, min(400, self.config.model.limits.max_unit_text_bytes // 4 - 1))
+            buffer = self._buffer
+            units, self._buffer = split_ready(buffer, soft_limit)
+            pos = 0
             for text_unit in units:
-                self._enqueue(text_unit)
+                found = buffer.find(text_unit, pos)  # units are pieces of the buffer, in order
+                pos = found if found >= 0 else pos
+                self._enqueue(text_unit, self._buffer_offset + pos)
+                pos += len(text_unit)
+            self._buffer_offset += len(buffer) - len(self._buffer)
 
     def flush(self, flush_id: str) -> list[Response]:
         self._cut_rest()
@@ -150,12 +173,23 @@ class SynthesisContext:
 
     def _cut_rest(self) -> None:
         if self._buffer.strip():
-            self._enqueue(self._buffer)
+            self._enqueue(self._buffer, self._buffer_offset)
+        self._buffer_offset += len(self._buffer)
         self._buffer = ""
 
-    def _enqueue(self, text: str) -> None:
+    def _enqueue(self, text: str, text_offset: int) -> None:
+        """Raises TextTooLarge for a unit over the model's limit (an SSML document, or text up
+        to a flush): refused here, before the model, as the model would refuse it."""
+        limit = self.config.model.limits.max_unit_text_bytes
+        size = len(text.encode())
+        if size > limit:
+            raise errors.TextTooLarge(
+                f"a synthesis unit of {size} bytes exceeds model {self.config.model.name}'s "
+                f"limit of {limit} bytes (flush more often, or split the SSML document)"
+            )
         self._units += 1
-        self._queued.append(Unit(self._units, text))
+        request_id = f"{self._request_prefix}.{self._units}"
+        self._queued.append(Unit(self._units, text, request_id, text_offset=text_offset))
 
     # -- model side ---------------------------------------------------------------------------
 
@@ -165,7 +199,9 @@ class SynthesisContext:
             return None
         self.inflight = self._queued.popleft()
         self._unit_sent_at = self._clock()
+        self._unit_compute_us = 0
         self._unit_model_start = self._model_frames
+        self._unit_done = False
         self.timings.model_requests += 1
         return self.inflight
 
@@ -177,16 +213,14 @@ class SynthesisContext:
         now = self._clock()
         self.timings.model_responses += 1
         self.timings.add_us("compute", resp.compute_us)
-        out: list[Response] = []
-        for event in resp.events:
-            if event.get("type") == "error":
-                raise errors.error_for_reason(
-                    str(event.get("reason", "")), str(event.get("message", ""))
-                )
-            if event.get("type") == "words" and self.config.word_timestamps:
-                words = self._words(event.get("words", []))
-                if words is not None:
-                    out.append(words)
+        self._unit_compute_us += resp.compute_us
+        out = self._events(resp.events)
+        if resp.final and not self._unit_done:
+            # docs/contract.md: the last response of a request carries `done` (or `error`);
+            # without it nothing says the unit's audio is complete, so no ack may follow.
+            # Checked before any audio is numbered: the context's error names the last chunk
+            # the client actually received.
+            raise errors.ModelError("model ended a synthesis request without its done event")
         t0 = self._clock()
         if resp.audio is not None and resp.audio.size:
             self._model_frames += int(resp.audio.size)
@@ -200,21 +234,54 @@ class SynthesisContext:
                 out.extend(
                     self._emit(samples.size, encode(samples, self.config.output_format.encoding))
                 )
+        encode_s = self._clock() - t0
+        self.timings.add("encode", encode_s)
         if resp.final:
             unit = self.inflight
             self.inflight = None
+            # The unit's round trip is split between stages that add up to it exactly: the
+            # compute the model reported for every response of the unit, the adapter's work on
+            # those responses while the unit was in flight (encode), and the rest, which is
+            # Triton's queueing and transport.
             rtt_us = round((now - self._unit_sent_at) * 1e6)
-            self.timings.add_us("triton", rtt_us - resp.compute_us)
+            self.timings.add_us("triton", rtt_us - self._unit_compute_us)
             if unit.flush_ids:
                 out.extend(self._drain_resampler())
                 out.extend(self._flush_ack(fid) for fid in unit.flush_ids)
             out.extend(self._finish_if_idle())
-        self.timings.add("encode", self._clock() - t0)
+        else:
+            # Encode time of a response before the last lies inside the round trip.
+            self._unit_compute_us += round(encode_s * 1e6)
+        return out
+
+    def _events(self, events: tuple[Any, ...]) -> list[Response]:
+        """Word timestamps of the model's events. Raises the VoxwireError of an ``error`` event,
+        ModelError for a malformed event (both fail this context only)."""
+        out: list[Response] = []
+        try:
+            for event in events:
+                etype = event.get("type")
+                if etype == "error":
+                    raise errors.error_for_reason(
+                        str(event.get("reason", "")), str(event.get("message", ""))
+                    )
+                if etype == "words":
+                    if self.config.word_timestamps:
+                        words = self._words(event.get("words", []))
+                        if words is not None:
+                            out.append(words)
+                elif etype == "done":
+                    self._unit_done = True
+                else:
+                    raise errors.ModelError(f"model sent an unknown event type {etype!r}")
+        except (AttributeError, TypeError, ValueError, OverflowError, KeyError) as exc:
+            raise errors.ModelError(f"model sent a malformed event ({type(exc).__name__})") from exc
         return out
 
     def _words(self, words: list[dict[str, Any]]) -> Response | None:
         rate = self.config.model.sample_rate_hz
-        base_ms = self._unit_model_start * 1000 // rate
+        base_ms = self._timeline_ms + self._unit_model_start * 1000 // rate
+        unit_offset = self.inflight.text_offset if self.inflight is not None else 0
         msg = synthesis_pb2.WordTimestamps()
         for w in words:
             start = base_ms + int(w.get("start_ms", 0))
@@ -223,7 +290,11 @@ class SynthesisContext:
             start = max(start, self._last_word_end)
             end = max(end, start)
             self._last_word_end = end
-            msg.words.add(word=str(w.get("word", "")), start_ms=start, end_ms=end)
+            word = msg.words.add(word=str(w.get("word", "")), start_ms=start, end_ms=end)
+            length = int(w.get("text_length", 0))
+            if length > 0:
+                word.text_offset = unit_offset + max(0, int(w.get("text_offset", 0)))
+                word.text_length = length
         if not msg.words:
             return None
         return Response(context_id=self.context_id, words=msg)
@@ -232,11 +303,12 @@ class SynthesisContext:
         if not frames:
             return []
         rate = self.config.output_format.sample_rate_hz
-        start_ms = self._out_frames * 1000 // rate
+        start_ms = self._timeline_ms + self._out_frames * 1000 // rate
         self._out_frames += frames
-        end_ms = self._out_frames * 1000 // rate
+        end_ms = self._timeline_ms + self._out_frames * 1000 // rate
         self.last_sequence += 1
-        if self.last_sequence == 1:
+        if not self._first_emitted:
+            self._first_emitted = True
             self.timings.mark_first_response(self._clock())
         return [
             Response(
@@ -281,7 +353,7 @@ class SynthesisContext:
                 context_id=self.context_id,
                 done=synthesis_pb2.ContextDone(
                     last_sequence_number=self.last_sequence,
-                    audio_ms=self._out_frames * 1000 // rate,
+                    audio_ms=self._timeline_ms + self._out_frames * 1000 // rate,
                     timings=self.timings.to_proto(),
                 ),
             )

@@ -136,7 +136,14 @@ class SynthesisSession:
 
     def _open(self, cid: str, config: ResolvedSynthesisConfig, actions: Actions) -> None:
         self._next_key += 1
-        ctx = SynthesisContext(self._next_key, cid, config, self._limits, clock=self._clock)
+        ctx = SynthesisContext(
+            self._next_key,
+            cid,
+            config,
+            self._limits,
+            session_id=self.session_id,
+            clock=self._clock,
+        )
         self.contexts[cid] = ctx
         self._by_key[ctx.key] = ctx
         self.contexts_total += 1

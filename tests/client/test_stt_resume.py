@@ -155,7 +155,6 @@ def assert_same_timeline(run: Run, baseline: Run) -> None:
         assert abs(got.end_ms - want.end_ms) <= 60, (got, want)
 
 
-@pytest.mark.xfail(strict=True, reason="adapter stream offsets pending")
 async def test_sigterm_mid_utterance_resumes_on_the_other_gateway(
     edge: Edge, gateways: tuple[GatewayProcess, GatewayProcess], baseline: Run
 ):
@@ -175,7 +174,6 @@ async def test_sigterm_mid_utterance_resumes_on_the_other_gateway(
     )
 
 
-@pytest.mark.xfail(strict=True, reason="adapter stream offsets pending")
 async def test_sigkill_mid_utterance_resumes_from_the_last_ack(
     edge: Edge, gateways: tuple[GatewayProcess, GatewayProcess], baseline: Run
 ):

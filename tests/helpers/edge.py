@@ -73,6 +73,7 @@ async def start_edge(
     server = GatewayServer(
         GatewayConfig(
             listen="127.0.0.1:0",
+            grpc_listen="127.0.0.1:0",
             adapters=(edge_adapter.address,),
             auth=auth,
             max_upload_bytes=4 * 1024 * 1024,

@@ -19,7 +19,7 @@ import tomli_w
 
 from tests.helpers.edge import Edge
 
-_READY = re.compile(rb"gateway ready on http://([\d.]+):(\d+)")
+_READY = re.compile(rb"gateway ready on https?://([\d.]+):(\d+)(?: \(gRPC ([\d.]+:\d+)\))?")
 
 
 @dataclass(eq=False)
@@ -27,10 +27,15 @@ class GatewayProcess:
     process: asyncio.subprocess.Process
     port: int
     log_path: Path
+    grpc_address: str = ""  # host:port of its gRPC front ("" when disabled)
 
     @property
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -73,6 +78,7 @@ def write_config(
     {"idle_timeout_s": 3}}``)."""
     config: dict[str, object] = {
         "listen": "127.0.0.1:0",
+        "grpc_listen": "127.0.0.1:0",
         "adapters": [adapter],
         "drain_grace_seconds": drain_grace_s,
         "auth": {
@@ -93,6 +99,7 @@ async def start_gateway(
     *,
     command: tuple[str, ...] = (sys.executable, "-m", "gateway"),
     timeout_s: float = 30.0,
+    log_level: str = "WARNING",
 ) -> GatewayProcess:
     """Start one gateway process (``command``, then its arguments) and wait for its ready line.
     Raises RuntimeError (with its log) if it exits or is not ready within ``timeout_s``."""
@@ -102,7 +109,7 @@ async def start_gateway(
         "--config",
         str(config),
         "--log-level",
-        "WARNING",
+        log_level,
         stdout=asyncio.subprocess.PIPE,
         stderr=log,
     )
@@ -115,7 +122,8 @@ async def start_gateway(
                 if not line:
                     raise RuntimeError("exited before it was ready")
                 if match := _READY.search(line):
-                    return GatewayProcess(process, int(match.group(2)), log_path)
+                    grpc_address = (match.group(3) or b"").decode()
+                    return GatewayProcess(process, int(match.group(2)), log_path, grpc_address)
     except (TimeoutError, RuntimeError) as exc:
         if process.returncode is None:
             process.kill()

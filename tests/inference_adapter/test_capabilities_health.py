@@ -38,6 +38,25 @@ async def test_capabilities_are_typed_and_complete(channel):
     assert models["bench_stt"].benchmark and not models["bench_stt"].is_default
     assert all(m.ready_replicas == 1 for m in caps.models)
 
+    # Capacity and input limits come from each model's own config.pbtxt (one source).
+    def capacity(name: str) -> tuple[int, ...]:
+        c = models[name].capacity
+        return (c.instances, c.concurrency, c.sequence_slots, c.max_streams_per_replica)
+
+    assert capacity("stt_pocketsphinx") == (2, 1, 32, 32)  # 2 instances x 16 batch slots
+    assert capacity("bench_stt") == (1, 1, 256, 256)  # oldest: 256 candidate sequences
+    assert capacity("tts_espeak") == (2, 1, 0, 8)  # 2 instances x 1 x oversubscription 4
+    assert capacity("bench_tts") == (1, 64, 0, 256)  # async execute, capped at 256 per replica
+    assert all(m.capacity.max_streams == m.capacity.max_streams_per_replica for m in caps.models)
+    assert (stt.limits.max_vocabulary_entries, stt.limits.max_phrase_chars) == (500, 100)
+    assert stt.limits.max_vocabulary_boost == 20
+    assert tts.limits.max_unit_text_bytes == 4096
+    # Each TTS model states its own SSML subset; bench_tts takes none.
+    assert list(tts.features.ssml_elements) == [
+        "speak", "p", "s", "break", "prosody", "emphasis", "say-as", "sub", "phoneme"
+    ]  # fmt: skip
+    assert not models["bench_tts"].features.ssml_elements
+
     limits = caps.limits
     assert limits.max_chunk_bytes == TEST_LIMITS.max_chunk_bytes
     assert limits.max_contexts_per_stream == TEST_LIMITS.max_contexts_per_stream
@@ -45,6 +64,8 @@ async def test_capabilities_are_typed_and_complete(channel):
     assert (
         limits.max_stream_duration.ToTimedelta().total_seconds() == TEST_LIMITS.max_stream_seconds
     )
+    assert limits.max_unread_response_bytes == TEST_LIMITS.max_unread_response_bytes
+    assert limits.write_timeout.ToTimedelta().total_seconds() == TEST_LIMITS.write_timeout_seconds
 
 
 async def test_health_per_service(channel):

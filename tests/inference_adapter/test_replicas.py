@@ -85,7 +85,7 @@ async def pool_adapter(replicas) -> AsyncIterator[AdapterServer]:
         triton_urls=tuple(s.grpc_url for s in replicas),
         max_streams_per_replica=MAX_PER_REPLICA,
         health_interval_seconds=0.2,
-        health_timeout_seconds=0.4,
+        health_timeout_seconds=0.3,
     )
     server = AdapterServer(config)
     await server.start()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from inference_adapter.config import Limits
 from inference_adapter.stt.config import resolve
 from inference_adapter.stt.session import State, TranscriptionSession
-from inference_adapter.triton.catalog import ModelInfo, ModelKind
+from inference_adapter.triton.catalog import ModelInfo, ModelKind, ModelLimits
 from inference_adapter.triton.tensors import ModelResponse
 from voxwire import errors
 from voxwire.v1 import audio_pb2, stream_pb2, transcription_pb2
@@ -66,13 +68,68 @@ def test_audio_is_resampled_to_the_model_rate():
 
 
 @pytest.mark.parametrize(
-    ("data", "error"),
-    [(b"\x00" * 3, errors.MisalignedAudio), (b"\x00" * 8002, errors.ChunkTooLarge)],
+    ("encoding", "data", "error"),
+    [
+        (audio_pb2.AUDIO_ENCODING_PCM_S16LE, b"\x00" * 3, errors.MisalignedAudio),
+        (audio_pb2.AUDIO_ENCODING_PCM_S16LE, b"\x00" * 8002, errors.ChunkTooLarge),
+        (audio_pb2.AUDIO_ENCODING_PCM_F32LE, b"\x00" * 6, errors.MisalignedAudio),
+        # Well-formed float32 whose samples are not numbers: INVALID_AUDIO, not misaligned.
+        (
+            audio_pb2.AUDIO_ENCODING_PCM_F32LE,
+            np.array([0.1, np.nan], "<f4").tobytes(),
+            errors.InvalidAudio,
+        ),
+        (
+            audio_pb2.AUDIO_ENCODING_PCM_F32LE,
+            np.array([np.inf, 0], "<f4").tobytes(),
+            errors.InvalidAudio,
+        ),
+    ],
 )
-def test_bad_audio_is_a_specific_error(data, error):
-    s = session()
-    with pytest.raises(error):
+def test_bad_audio_is_a_specific_error(encoding, data, error):
+    s = session(encoding=encoding)
+    with pytest.raises(error) as raised:
         s.receive(Req(audio=data))
+    assert type(raised.value) is error
+
+
+def test_vocabulary_is_checked_against_the_models_own_limits():
+    limited = replace(
+        MODEL,
+        limits=ModelLimits(max_vocabulary_entries=2, max_phrase_chars=5, max_vocabulary_boost=20),
+    )
+    entries = [
+        transcription_pb2.VocabularyEntry(phrase="ok", boost=20),
+        transcription_pb2.VocabularyEntry(phrase="toolong", boost=50),
+        transcription_pb2.VocabularyEntry(phrase="fine", boost=-1),
+    ]
+    cfg = config(vocabulary=entries)
+    with pytest.raises(errors.InvalidConfig) as raised:
+        resolve(cfg, {MODEL.name: limited}, Limits(), request_id="r")
+    fields = {v.field for v in raised.value.violations}
+    assert fields == {
+        "config.vocabulary",  # 3 entries, the model takes 2
+        "config.vocabulary[1].phrase",
+        "config.vocabulary[1].boost",  # 50 > 20: the model's range, not another
+        "config.vocabulary[2].boost",
+    }
+
+
+def test_an_unsent_end_leaves_the_sequence_open_for_a_cancel():
+    # The stream ends while the client's END could not be sent: the session must not wait for
+    # an answer that will never come, and the END + cancel that frees the slot is still due.
+    s = session()
+    s.start()
+    end = s.half_close().to_model
+    s.unsent(end)
+    assert s.state is State.STREAMING and s.inflight == 1  # only the START is awaited
+    cancel = s.cancel()
+    assert cancel is not None and cancel.end and cancel.control == {"cancel": True}
+    assert s.cancel() is None  # once
+    s.model_response(answer({"type": "ready"}))
+    assert not s.done
+    assert s.model_response(answer({"type": "final", "text": "dropped"})) == []
+    assert s.done  # the cancel's answer ends the sequence, and nothing is sent on
 
 
 def test_second_config_and_empty_message():
@@ -101,16 +158,46 @@ def test_finalize_ack_echoes_id_and_audio_offset():
     assert out[1].finalize_ack.finalize_id == "mine" and out[1].finalize_ack.audio_ms == 200
 
 
-def test_invalid_update_is_rejected_at_once_with_reason():
+def test_invalid_update_is_rejected_at_once_with_reason_but_never_before_started():
     s = session()
+    s.start()
     update = transcription_pb2.UpdateTranscriptionConfig(
         update_id="u1", endpointing=transcription_pb2.EndpointingConfig(vad_aggressiveness=9)
     )
-    actions = s.receive(Req(update_config=update))
-    assert actions.to_model == []
-    (ack,) = actions.to_client
+    early = s.receive(Req(update_config=update))
+    assert early.to_model == [] and early.to_client == []  # held: started comes first
+    started, ack = s.model_response(answer({"type": "ready"}))
+    assert started.HasField("started")
     assert not ack.update_config_ack.accepted
     assert ack.update_config_ack.error.field_violations[0].field.endswith("vad_aggressiveness")
+    (again,) = s.receive(Req(update_config=update)).to_client  # after started: at once
+    assert again.update_config_ack.update_id == "u1"
+
+
+def test_a_resumed_stream_reports_session_positions_and_continues_utterance_ids():
+    s = session(stream_offset_ms=4200, first_utterance_index=3, word_timestamps=True)
+    s.start()
+    s.model_response(answer({"type": "ready"}))
+    for _ in range(4):
+        s.receive(Req(audio=bytes(8000)))  # 4 x 250 ms
+    (final,) = s.model_response(
+        answer(
+            {
+                "type": "final",
+                "utterance": 0,
+                "text": "hi",
+                "start_ms": 100,
+                "end_ms": 900,
+                "words": [{"word": "hi", "start_ms": 100, "end_ms": 5000}],
+            }
+        )
+    )
+    result = final.result
+    assert (result.utterance_id, result.start_ms, result.end_ms) == ("u3", 4300, 5100)
+    assert (result.words[0].start_ms, result.words[0].end_ms) == (4300, 5100)  # clamped
+    s.receive(Req(finalize=transcription_pb2.Finalize(finalize_id="f")))
+    (ack,) = s.model_response(answer({"type": "finalize_ack", "id": "f1"}))
+    assert ack.finalize_ack.audio_ms == 5200
 
 
 def test_close_then_end_answer_gives_summary_and_done():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from localstack.client import StreamOutcome, collect, write_all
+from tests.helpers.raw_calls import read_rest
 from tests.helpers.status import from_trailers
 from voxwire.audio.codecs import Encoding, PcmFormat, decode
 from voxwire.timings import parse_server_timing
@@ -340,6 +341,47 @@ async def test_context_errors_have_reasons_and_the_stream_goes_on(channel):
         "b": ["CHUNK_TOO_LARGE"],
     }
     assert kinds(for_context(out, "z"))[-1] == "done"
+
+
+async def test_contexts_are_admitted_by_the_models_capacity(channel, adapter):
+    # tts_espeak runs 2 instances of 1 synthesis each: 2 x 1 x tts_oversubscription 4 = 8
+    # contexts per replica (published in Capabilities), not the replica-wide 256 of before.
+    per_replica = 2 * 1 * adapter.config.tts_oversubscription
+    stub = synthesis_pb2_grpc.SynthesisStub(channel)
+    calls = [stub.StreamingSynthesize(timeout=30) for _ in range(3)]
+    opened, refused = 0, []
+    for i in range(per_replica + 1):
+        call = calls[i // 4]  # 4 contexts per stream at most (TEST_LIMITS)
+        await call.write(open_(f"c{i}"))
+        response = await call.read()
+        if response.HasField("opened"):
+            opened += 1
+        else:
+            refused.append(response)
+    for call in calls:
+        await call.done_writing()
+        await read_rest(call)
+    assert opened == per_replica
+    (overloaded,) = refused
+    assert reason(overloaded) == "OVERLOADED" and overloaded.error.error.retryable
+    assert overloaded.error.error.HasField("retry_delay")
+
+
+async def test_stage_timings_never_add_up_to_more_than_the_wall_time(channel):
+    # bench_tts answers a unit with many responses, each reporting its compute; before, the
+    # triton stage subtracted only the last one's, so compute was counted twice.
+    out = await run(
+        channel,
+        [
+            open_("t", model="bench_tts", word_timestamps=False),
+            append("t", "one two three four five six seven eight nine ten."),
+            close("t"),
+        ],
+    )
+    (done,) = out.of("done")
+    t = done.timings
+    assert t.model_responses > 10
+    assert t.triton_us + t.compute_us + t.encode_us <= t.total_us, t
 
 
 async def test_stream_level_error_has_status_reason_and_trailers(channel):

@@ -284,6 +284,19 @@ BAD_STREAMS = {
         "CHUNK_TOO_LARGE",
     ),
     "empty_message": ([config(), Req()], grpc.StatusCode.INVALID_ARGUMENT, "INVALID_MESSAGE"),
+    "nan_f32": (
+        [
+            config(audio_format=fmt(audio_pb2.AUDIO_ENCODING_PCM_F32LE)),
+            Req(audio=np.array([0.0, np.nan, 0.5, np.inf], dtype="<f4").tobytes()),
+        ],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_AUDIO",
+    ),
+    "boost_over_the_models_range": (
+        [config(vocabulary=[transcription_pb2.VocabularyEntry(phrase="voxwire", boost=50)])],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_CONFIG",
+    ),
     "bad_language": (
         [config(language="xx-XX")],
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -297,14 +310,18 @@ async def test_each_bad_input_has_its_reason_and_others_keep_streaming(channel):
     healthy = asyncio.create_task(
         transcribe(channel, fixture("pay_bill.wav"), fmt(), model="bench_stt", realtime=True)
     )
+    seen = {}
     for name, (messages, code, reason) in BAD_STREAMS.items():
         out = await run(channel, messages)
         assert out.code == code, (name, out.code, out.details)
-        err = from_trailers(out.trailers)
+        err = seen[name] = from_trailers(out.trailers)
         assert (err.code, err.reason, err.retryable) == (code, reason, False), name
         assert_timing_trailers(out)  # failed streams end with timings too
         if reason in ("INVALID_CONFIG", "UNSUPPORTED_SAMPLE_RATE"):
             assert err.violations, name
+    # The model's own boost range (its config), checked by the adapter field by field. Before,
+    # the adapter took 0..100 and the model refused over 20, with no field named.
+    assert seen["boost_over_the_models_range"].violations == ("config.vocabulary[0].boost",)
     ok = await healthy
     assert ok.code == grpc.StatusCode.OK and transcript(ok)
 

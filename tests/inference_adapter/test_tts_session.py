@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from inference_adapter.config import Limits
-from inference_adapter.triton.catalog import ModelInfo, ModelKind
+from inference_adapter.triton.catalog import ModelInfo, ModelKind, ModelLimits
 from inference_adapter.triton.tensors import ModelResponse
 from inference_adapter.tts.config import resolve
 from inference_adapter.tts.session import SynthesisSession
@@ -184,3 +186,161 @@ def test_half_close_closes_every_context_and_ends_when_done():
     out = s.model_response(ctx.key, audio_response(1600, final=True)).to_client
     assert out[-1].HasField("done") and out[-1].done.last_sequence_number == 1
     assert s.done and s.summary().summary.contexts == 1
+
+
+# -- issue 8 ----------------------------------------------------------------------------------
+
+
+def response(compute_us: int, *, final: bool, events=()) -> ModelResponse:
+    """A model response; the last of a unit carries `done`, as the contract says."""
+    done = ({"type": "done", "samples": 160},) if final else ()
+    return ModelResponse(
+        events=(*events, *done),
+        compute_us=compute_us,
+        audio=np.full(160, 1000, dtype=np.int16),
+        final=final,
+    )
+
+
+def test_triton_and_compute_add_up_to_the_round_trip():
+    # A unit sent at 0 ms is answered by three responses (at 10, 20, 30 ms), each reporting 8 ms
+    # of compute: the stages of the unit add up to its 30 ms round trip. (Before, triton was the
+    # round trip minus the last response's compute only: 22 + 24 = 46 ms in 30 ms of wall time.)
+    now = [0.0]
+    s = SynthesisSession(
+        Limits(),
+        lambda cfg: resolve(cfg, {MODEL.name: MODEL}),
+        session_id="s1",
+        clock=lambda: now[0],
+    )
+    ctx = opened(s, "a")
+    (submitted,) = s.receive(
+        Req(context_id="a", append=synthesis_pb2.AppendText(text="Hi. "))
+    ).submit
+    for at_ms, final in ((10, False), (20, False), (30, True)):
+        now[0] = at_ms / 1000
+        s.model_response(ctx.key, response(8000, final=final))
+    stages = ctx.timings.stages_us
+    assert stages["compute"] == 24_000
+    assert stages["triton"] + stages["compute"] + stages["encode"] == 30_000
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "words", "words": [{"word": "hi", "start_ms": "soon", "end_ms": 10}]},
+        {"type": "words", "words": ["not an object"]},
+        ["not", "an", "object"],
+    ],
+)
+def test_a_malformed_model_event_fails_only_its_context(event):
+    s = new_session()
+    a, b = opened(s, "a"), opened(s, "b")
+    for cid in ("a", "b"):
+        s.receive(Req(context_id=cid, append=synthesis_pb2.AppendText(text="Hi. ")))
+    out = s.model_response(a.key, response(100, final=False, events=[event])).to_client
+    assert [reason(r) for r in out if r.HasField("error")] == ["MODEL_ERROR"]
+    assert out[-1].context_id == "a" and "a" not in s.contexts
+    later = s.model_response(b.key, response(100, final=True)).to_client  # b goes on
+    assert later[0].HasField("audio") and b.state.value == "open"
+
+
+def test_a_unit_ended_without_done_fails_its_context_and_no_ack_follows():
+    s = new_session()
+    ctx = opened(s, "a")
+    s.receive(Req(context_id="a", append=synthesis_pb2.AppendText(text="Hi. ")))
+    s.receive(Req(context_id="a", flush=synthesis_pb2.Flush(flush_id="f")))
+    bare = ModelResponse(events=(), compute_us=10, audio=None, final=True)
+    out = s.model_response(ctx.key, bare).to_client
+    assert [reason(r) for r in out if r.HasField("error")] == ["MODEL_ERROR"]
+    assert not any(r.HasField("flush_ack") for r in out)
+
+
+def test_a_unit_ended_without_done_names_the_last_chunk_the_client_got():
+    # Found by the session fuzzer: the final response's audio was numbered before the missing
+    # `done` failed the context, so the error named a chunk that was never sent.
+    s = new_session()
+    ctx = opened(s, "a")
+    s.receive(Req(context_id="a", append=synthesis_pb2.AppendText(text="Hi. ")))
+    with_audio = ModelResponse(
+        events=(), compute_us=10, audio=np.full(210, -5, dtype=np.int16), final=True
+    )
+    out = s.model_response(ctx.key, with_audio).to_client
+    errs = [r for r in out if r.HasField("error")]
+    assert [reason(r) for r in errs] == ["MODEL_ERROR"]
+    assert not any(r.HasField("audio") for r in out)
+    assert errs[0].error.last_sequence_number == 0
+
+
+def test_triton_request_ids_are_made_by_the_server():
+    # The same client context id on two streams (and one meant for a log line): the Triton
+    # request ids differ and carry none of the client's text.
+    cid = "shared\nFAKE LOG LINE"
+    ids = []
+    for session_id in ("s1", "s2"):
+        s = SynthesisSession(
+            Limits(), lambda cfg: resolve(cfg, {MODEL.name: MODEL}), session_id=session_id
+        )
+        opened(s, cid)
+        actions = s.receive(
+            Req(context_id=cid, append=synthesis_pb2.AppendText(text="Hello there. "))
+        )
+        ids += [unit.request_id for _, unit in actions.submit]
+    assert len(set(ids)) == len(ids) == 2
+    assert all("shared" not in i and "\n" not in i for i in ids)
+
+
+def test_abbreviations_do_not_end_a_sentence():
+    text = "Dr. Smith met Mr. J. R. Jones at 5 p.m. today. See e.g. the U.S. rules. Then"
+    units, rest = split_ready(text)
+    assert units == [
+        "Dr. Smith met Mr. J. R. Jones at 5 p.m. today. ",
+        "See e.g. the U.S. rules. ",
+    ]
+    assert rest == "Then"
+    assert split_ready("It costs 3.5 dollars. Wait... what? Yes")[0] == [
+        "It costs 3.5 dollars. ",
+        "Wait... ",
+        "what? ",
+    ]
+
+
+def test_units_respect_the_models_own_text_limit():
+    small = replace(MODEL, limits=ModelLimits(max_unit_text_bytes=64))
+    s = SynthesisSession(Limits(), lambda cfg: resolve(cfg, {small.name: small}), session_id="s")
+    opened(s, "plain")
+    # Plain text without a sentence end is cut so that every unit fits the model.
+    actions = s.receive(Req(context_id="plain", append=synthesis_pb2.AppendText(text="word " * 40)))
+    assert actions.submit and all(len(u.text.encode()) <= 64 for _, u in actions.submit)
+    # An SSML document is one unit: over the model's limit, the context fails here, with
+    # TEXT_TOO_LARGE, instead of at the model.
+    ssml = open_msg("ssml")
+    ssml.open.text_format = synthesis_pb2.TEXT_FORMAT_SSML
+    (ctx,) = s.receive(ssml).open
+    s.opened(ctx, "r0")
+    doc = "<speak>" + "word " * 20 + "</speak>"
+    s.receive(Req(context_id="ssml", append=synthesis_pb2.AppendText(text=doc)))
+    out = s.receive(Req(context_id="ssml", flush=synthesis_pb2.Flush(flush_id="f"))).to_client
+    assert [reason(r) for r in out] == ["TEXT_TOO_LARGE"] and out[0].context_id == "ssml"
+
+
+def test_a_resumed_context_continues_its_timeline_numbering_and_text_offsets():
+    s = new_session()
+    msg = open_msg("a")
+    msg.open.timeline_offset_ms = 5000
+    msg.open.first_sequence_number = 41
+    (ctx,) = s.receive(msg).open
+    s.opened(ctx, "r0")
+    s.receive(Req(context_id="a", append=synthesis_pb2.AppendText(text="Hi there. Bye now. ")))
+    one = [{"word": "there", "start_ms": 0, "end_ms": 90, "text_offset": 3, "text_length": 5}]
+    two = [{"word": "now", "start_ms": 0, "end_ms": 90, "text_offset": 4, "text_length": 3}]
+    first = s.model_response(ctx.key, audio_response(1600, final=True, words=one)).to_client
+    second = s.model_response(ctx.key, audio_response(1600, final=True, words=two)).to_client
+    chunks = [r.audio for r in first + second if r.HasField("audio")]
+    assert [(c.sequence_number, c.start_ms) for c in chunks] == [(41, 5000), (42, 5100)]
+    words = [w for r in first + second if r.HasField("words") for w in r.words.words]
+    text = "Hi there. Bye now. "
+    # Offsets are in the context's text: the second unit starts at "Bye".
+    assert [text[w.text_offset : w.text_offset + w.text_length] for w in words] == ["there", "now"]
+    assert [w.start_ms for w in words] == [5000, 5100]
+    s.receive(Req(context_id="a", close=synthesis_pb2.CloseContext()))

@@ -252,7 +252,7 @@ async def test_invalid_requests_are_error_events(channel: grpc.aio.Channel) -> N
     try:
         (error,) = await bad_config.start({"language": "fr-FR"})
         assert error["type"] == "error" and error["reason"] == "INVALID_CONFIG"
-        # Triton knows the sequence, the model has no state for it: INVALID_MESSAGE.
+        # Triton knows the sequence, the model refused its START: INVALID_MESSAGE.
         (orphan,) = await bad_config.send(audio=silence(0.1))
         assert orphan["type"] == "error" and orphan["reason"] == "INVALID_MESSAGE"
         await good.start({})

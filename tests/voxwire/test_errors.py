@@ -44,3 +44,30 @@ def test_rich_status_and_in_band_forms_agree():
 def test_unknown_model_reported_reason_becomes_model_error():
     assert isinstance(errors.error_for_reason("NOT_A_REASON", "x"), errors.ModelError)
     assert isinstance(errors.error_for_reason("SSML_INVALID", "x"), errors.SsmlInvalid)
+
+
+def test_an_error_echoes_client_input_only_within_its_budget():
+    # A 1 MB model name and 600 bad vocabulary entries: the status detail stays small, so its
+    # trailer fits any client's metadata limit (before: echoed whole, over 16 KiB).
+    name = "m" * 1_000_000
+    unknown = errors.UnknownModel(
+        f"no stt model named {name!r}", violations=[errors.Violation("model", name)]
+    )
+    assert len(unknown.message.encode()) <= errors.MAX_MESSAGE_BYTES
+    assert len(unknown.violations[0].description.encode()) <= errors.MAX_DESCRIPTION_BYTES
+    many = [
+        errors.Violation(f"config.vocabulary[{i}].phrase", "must be 1..100 characters")
+        for i in range(600)
+    ]
+    invalid = errors.InvalidConfig.of("invalid config", many)
+    assert len(invalid.violations) == errors.MAX_VIOLATIONS
+    assert "(592 more violations not listed)" in invalid.message
+    for error in (unknown, invalid):
+        assert len(error.to_rpc_status().SerializeToString()) < 2048
+        assert len(error.to_proto().SerializeToString()) < 2048
+
+
+def test_clipping_keeps_whole_characters():
+    clipped = errors.clip("é" * 200, 11)  # 2 bytes each
+    assert clipped == "éééé..." and len(clipped.encode()) <= 11
+    assert errors.clip("short", 11) == "short"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from voxwire.audio.codecs import (
     AudioDecodeError,
     Encoding,
+    InvalidSamples,
     PcmFormat,
     decode,
     encode,
@@ -16,6 +17,7 @@ from voxwire.audio.resample import StreamResampler
 __all__ = [
     "AudioDecodeError",
     "Encoding",
+    "InvalidSamples",
     "PcmFormat",
     "StreamResampler",
     "decode",

@@ -9,6 +9,7 @@ Errors::
 
     ValueError
      +-- AudioDecodeError   malformed wire audio or an unsupported PcmFormat
+          +-- InvalidSamples   well-formed audio whose samples are not valid (NaN, infinity)
 
 ``encode`` raises plain ``ValueError``/``TypeError`` for bad arrays: those are programming
 errors inside the process, not bad client input.
@@ -32,6 +33,7 @@ import numpy.typing as npt
 __all__ = [
     "AudioDecodeError",
     "Encoding",
+    "InvalidSamples",
     "PcmFormat",
     "decode",
     "encode",
@@ -45,6 +47,10 @@ Int16Array = npt.NDArray[np.int16]
 
 class AudioDecodeError(ValueError):
     """Wire audio is malformed, or its declared format is not supported."""
+
+
+class InvalidSamples(AudioDecodeError):
+    """Wire audio of the right length whose samples are not valid for the encoding."""
 
 
 class Encoding(enum.Enum):
@@ -239,7 +245,8 @@ def decode(data: bytes | bytearray | memoryview, fmt: PcmFormat) -> Float32Array
 
     Raises:
         AudioDecodeError: the length is not a multiple of ``fmt.bytes_per_frame`` (for
-            example odd-length PCM16), or float32 input holds NaN or infinity.
+            example odd-length PCM16).
+        InvalidSamples: float32 input holds NaN or infinity.
     """
     frames = fmt.frames_in(len(data))
     encoding = fmt.encoding
@@ -248,7 +255,7 @@ def decode(data: bytes | bytearray | memoryview, fmt: PcmFormat) -> Float32Array
     elif encoding is Encoding.PCM_F32LE:
         raw = np.frombuffer(data, dtype="<f4")
         if not np.isfinite(raw).all():
-            raise AudioDecodeError("float32 audio contains NaN or infinity")
+            raise InvalidSamples("float32 audio contains NaN or infinity")
         samples = np.clip(raw, -1.0, 1.0).astype(np.float32, copy=False)
     else:
         samples = _DECODE_TO_FLOAT[encoding][np.frombuffer(data, dtype=np.uint8)]

@@ -131,7 +131,8 @@ class TritonPythonModel:
         if sequence is None:
             if end and control.get("cancel") is True:
                 return []
-            raise RequestError("INVALID_MESSAGE", f"sequence {corrid} has no START state")
+            # Lost (this instance restarted or evicted it): retryable, not the client's fault.
+            raise RequestError("BACKEND_UNAVAILABLE", f"sequence {corrid} is not known here")
         sequence.last_seen = time.monotonic()
         if control.get("cancel") is True:
             del self._sequences[corrid]

@@ -54,7 +54,7 @@ class TritonPythonModel:
         self._chunk = int(self._rate * int(params.get("chunk_ms", "100")) / 1000)
         self._word_samples = int(self._rate * int(params.get("word_ms", "300")) / 1000)
         self._tone_hz = float(params.get("tone_hz", "440"))
-        self._max_text_bytes = int(params.get("max_text_bytes", "4096"))
+        self._max_text_bytes = int(params["voxwire.max_unit_text_bytes"])
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def execute(self, requests: list[Any]) -> None:

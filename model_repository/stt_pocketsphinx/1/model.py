@@ -25,6 +25,7 @@ from stt_engine import (
     Event,
     RecognitionSession,
     SessionError,
+    VocabularyLimits,
     error_event,
     parse_session_config,
 )
@@ -106,6 +107,8 @@ class TritonPythonModel:
         self._languages = tuple(
             x.strip() for x in params["voxwire.languages"].split(",") if x.strip()
         )
+        # The same parameters the adapter validates against and publishes (one source).
+        self._limits = VocabularyLimits.from_parameters(params)
         idle_us = int(model_config["sequence_batching"].get("max_sequence_idle_microseconds", 0))
         # Triton frees an idle sequence's slot after this; we free its decoder a bit later.
         self._idle_s = max(idle_us / 1e6, 1.0) + 5.0
@@ -116,6 +119,9 @@ class TritonPythonModel:
             cmn_init=params.get("cmn_init", DEFAULT_CMN_INIT),
         )
         self._sequences: dict[int, _Sequence] = {}
+        # Sequences whose START was refused (bad config), until their END: a later request of
+        # one is the client's error, not a lost sequence.
+        self._refused: dict[int, float] = {}
         self._next_eviction = time.monotonic() + _EVICT_EVERY_S
 
     def execute(self, requests: list[Any]) -> None:
@@ -164,15 +170,27 @@ class TritonPythonModel:
         events: list[Event] = []
         if start:
             self._drop(corrid, healthy=True)  # a restarted sequence id starts from scratch
-            config = parse_session_config((control or {}).get("config"), self._languages)
+            self._refused.pop(corrid, None)
+            try:
+                config = parse_session_config(
+                    (control or {}).get("config"), self._languages, self._limits
+                )
+            except SessionError:
+                self._refused[corrid] = time.monotonic()
+                raise
             session = RecognitionSession(self._pool, config)
             self._sequences[corrid] = _Sequence(session)
             events += session.start()
         sequence = self._sequences.get(corrid)
         if sequence is None:
+            refused = self._refused.pop(corrid, None) if end else self._refused.get(corrid)
             if end and control and control.get("cancel"):
                 return []
-            raise SessionError("INVALID_MESSAGE", f"sequence {corrid} has no START state")
+            if refused is not None:
+                raise SessionError("INVALID_MESSAGE", f"sequence {corrid}: its START was refused")
+            # This instance lost the sequence (it restarted or evicted it): the stream's state
+            # is gone, but a new stream works, so it is not the client's fault.
+            raise SessionError("BACKEND_UNAVAILABLE", f"sequence {corrid} is not known here")
         sequence.last_seen = time.monotonic()
         if control and control.get("cancel"):
             self._drop(corrid, healthy=True)  # cancel: drop everything silently
@@ -201,3 +219,5 @@ class TritonPythonModel:
         stale = [c for c, s in self._sequences.items() if now - s.last_seen > self._idle_s]
         for corrid in stale:
             self._drop(corrid, healthy=True)
+        for corrid in [c for c, at in self._refused.items() if now - at > self._idle_s]:
+            del self._refused[corrid]

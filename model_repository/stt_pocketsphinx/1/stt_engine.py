@@ -24,7 +24,6 @@ Event = dict[str, Any]
 
 FRAMES_PER_SECOND = 100  # pocketsphinx's default -frate: seg() frame indices are 10 ms apart
 BYTES_PER_SAMPLE = 2
-MAX_VOCABULARY = 500
 # Initial cepstral mean (CMN) of a new decoder: the -cmninit that the en-us acoustic model
 # shipped with in pocketsphinx 5prealpha. The 5.x default ("40,3,-1,0,...") made the first
 # utterance of every fresh decoder worse on our flite test sentences (2/5 exact vs 3/5).
@@ -106,21 +105,45 @@ class VocabularyEntry:
     pronunciation: str | None
 
 
-def parse_vocabulary(body: Any) -> tuple[VocabularyEntry, ...]:
+@dataclass(frozen=True, slots=True)
+class VocabularyLimits:
+    """The model's vocabulary limits: its config's voxwire.max_* parameters, which the adapter
+    validates against and publishes too (one source)."""
+
+    max_entries: int = 500
+    max_phrase_chars: int = 100
+    max_boost: float = 20.0
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]) -> VocabularyLimits:
+        return cls(
+            max_entries=int(params.get("voxwire.max_vocabulary_entries", cls.max_entries)),
+            max_phrase_chars=int(params.get("voxwire.max_phrase_chars", cls.max_phrase_chars)),
+            max_boost=float(params.get("voxwire.max_vocabulary_boost", cls.max_boost)),
+        )
+
+
+def parse_vocabulary(body: Any, limits: VocabularyLimits) -> tuple[VocabularyEntry, ...]:
     """Validate the structure of a vocabulary list (per-entry problems become statuses later)."""
     if not isinstance(body, list):
         raise _invalid("vocabulary must be a list")
-    if len(body) > MAX_VOCABULARY:
-        raise _invalid(f"vocabulary has more than {MAX_VOCABULARY} entries")
+    if len(body) > limits.max_entries:
+        raise _invalid(f"vocabulary has more than {limits.max_entries} entries")
     entries = []
     for index, item in enumerate(body):
         if not isinstance(item, dict) or not isinstance(item.get("phrase"), str):
             raise _invalid(f"vocabulary[{index}] needs a string phrase")
+        if not 0 < len(item["phrase"].strip()) <= limits.max_phrase_chars:
+            raise _invalid(f"vocabulary[{index}].phrase must be 1..{limits.max_phrase_chars} chars")
         boost = item.get("boost")
         if boost is not None and (
-            isinstance(boost, bool) or not isinstance(boost, int | float) or not 0 <= boost <= 20
+            isinstance(boost, bool)
+            or not isinstance(boost, int | float)
+            or not 0 <= boost <= limits.max_boost
         ):
-            raise _invalid(f"vocabulary[{index}].boost must be a number in [0, 20]")
+            raise _invalid(
+                f"vocabulary[{index}].boost must be a number in [0, {limits.max_boost:g}]"
+            )
         pronunciation = item.get("pronunciation")
         if pronunciation is not None and not isinstance(pronunciation, str):
             raise _invalid(f"vocabulary[{index}].pronunciation must be a string")
@@ -134,6 +157,7 @@ class SessionConfig:
     word_timestamps: bool = True
     endpointing: Endpointing = Endpointing()
     vocabulary: tuple[VocabularyEntry, ...] = ()
+    limits: VocabularyLimits = VocabularyLimits()
 
 
 def language_supported(tag: Any, languages: tuple[str, ...]) -> bool:
@@ -144,14 +168,16 @@ def language_supported(tag: Any, languages: tuple[str, ...]) -> bool:
     return any(wanted in (have.lower(), have.lower().split("-")[0]) for have in languages)
 
 
-def parse_session_config(body: Any, languages: tuple[str, ...]) -> SessionConfig:
+def parse_session_config(
+    body: Any, languages: tuple[str, ...], limits: VocabularyLimits = VocabularyLimits()
+) -> SessionConfig:
     """The START request's ``config`` object; absent keys take the model defaults.
 
     Raises:
         SessionError: INVALID_CONFIG for a wrong type, range or unsupported language.
     """
     if body is None:
-        return SessionConfig()
+        return SessionConfig(limits=limits)
     if not isinstance(body, dict):
         raise _invalid("config must be an object")
     language = body.get("language")
@@ -161,7 +187,8 @@ def parse_session_config(body: Any, languages: tuple[str, ...]) -> SessionConfig
         interim_results=_bool(body, "interim_results", False),
         word_timestamps=_bool(body, "word_timestamps", True),
         endpointing=Endpointing().patched(body.get("endpointing") or {}),
-        vocabulary=parse_vocabulary(body.get("vocabulary") or []),
+        vocabulary=parse_vocabulary(body.get("vocabulary") or [], limits),
+        limits=limits,
     )
 
 
@@ -340,7 +367,8 @@ class RecognitionSession:
                 endpointing = endpointing.patched(body["endpointing"])
             plan = None
             if "vocabulary" in body:
-                plan = VocabularyPlan(self._decoder, parse_vocabulary(body["vocabulary"]))
+                vocabulary = parse_vocabulary(body["vocabulary"], self._config.limits)
+                plan = VocabularyPlan(self._decoder, vocabulary)
         except SessionError as exc:
             ack.update(accepted=False, reason=exc.reason, message=exc.message)
             return [ack]

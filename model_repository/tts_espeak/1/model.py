@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from espeak_ng import EspeakNG, WordMark
-from tts_ssml import ssml_text
+from tts_ssml import SSML_ELEMENTS, ssml_text
 from tts_text import MappedText, TextError, parse_pronunciations, plain_text
 
 Event = dict[str, Any]
@@ -139,7 +139,14 @@ class TritonPythonModel:
             (k.strip().lower(), v.strip())
             for k, v in (x.split(":", 1) for x in _csv(params["language_voices"]))
         )
-        self._max_text_bytes = int(params.get("max_text_bytes", "4096"))
+        # The config is the one source of the limits the adapter checks and publishes too.
+        self._max_text_bytes = int(params["voxwire.max_unit_text_bytes"])
+        self._ssml_elements = frozenset(_csv(params["voxwire.ssml_elements"]))
+        if "speak" not in self._ssml_elements or self._ssml_elements - SSML_ELEMENTS:
+            raise RuntimeError(
+                "voxwire.ssml_elements must include speak and only elements of "
+                f"{sorted(SSML_ELEMENTS)}"
+            )
         self._engine = EspeakNG(buffer_ms=int(params.get("buffer_ms", "100")))
         declared = int(params["voxwire.sample_rate_hz"])
         if self._engine.sample_rate != declared:
@@ -199,7 +206,7 @@ class TritonPythonModel:
         if not text.strip():
             return None
         mapped = (
-            ssml_text(text, pronunciations)
+            ssml_text(text, pronunciations, self._ssml_elements)
             if text_format == "ssml"
             else plain_text(text, pronunciations)
         )

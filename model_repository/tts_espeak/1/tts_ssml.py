@@ -51,6 +51,9 @@ _ATTRIBUTES: dict[str, frozenset[str]] = {
     "sub": frozenset({"alias"}),
     "phoneme": frozenset({"alphabet", "ph"}),
 }
+# Every element this module implements. A model may accept fewer (its voxwire.ssml_elements
+# parameter, which Capabilities publishes); never more.
+SSML_ELEMENTS = frozenset(_ATTRIBUTES)
 _REQUIRED = {"say-as": ("interpret-as",), "sub": ("alias",), "phoneme": ("alphabet", "ph")}
 _TEXT_ONLY = frozenset({"say-as", "sub", "phoneme"})
 _NOT_INSIDE = {"p": frozenset({"p", "s"}), "s": frozenset({"s"}), "speak": frozenset(_ATTRIBUTES)}
@@ -155,7 +158,8 @@ def _normalise(tag: str, name: str, value: str, where: str) -> str:
 class _TreeBuilder:
     """expat callbacks -> a validated _Element tree with source positions."""
 
-    def __init__(self, document: str) -> None:
+    def __init__(self, document: str, elements: frozenset[str] = SSML_ELEMENTS) -> None:
+        self._elements = elements
         self._raw = document.encode("utf-8")
         self._char_at = _byte_to_char_table(document)
         self._parser = expat.ParserCreate("UTF-8")
@@ -210,7 +214,7 @@ class _TreeBuilder:
     def _start(self, tag: str, attrs: dict[str, str]) -> None:
         self._close_text(self._parser.CurrentByteIndex)
         where = self._where()
-        if tag not in _ATTRIBUTES:
+        if tag not in _ATTRIBUTES or tag not in self._elements:
             raise _fail(where, f"unknown element <{tag}>")
         parent = self._stack[-1] if self._stack else None
         self._check_placement(tag, parent, where)
@@ -276,16 +280,21 @@ def _byte_to_char_table(document: str) -> list[int]:
     return table
 
 
-def parse_ssml(document: str) -> _Element:
-    """Validate ``document`` completely (nothing is spoken if this raises TextError)."""
+def parse_ssml(document: str, elements: frozenset[str] = SSML_ELEMENTS) -> _Element:
+    """Validate ``document`` completely, accepting only ``elements`` (nothing is spoken if
+    this raises TextError)."""
     if _DECLARATION.search(document):
         raise TextError("SSML_INVALID", "DTD and entity declarations are not allowed")
-    return _TreeBuilder(document).parse()
+    return _TreeBuilder(document, elements).parse()
 
 
-def ssml_text(document: str, pronunciations: tuple[Pronunciation, ...]) -> MappedText:
+def ssml_text(
+    document: str,
+    pronunciations: tuple[Pronunciation, ...],
+    elements: frozenset[str] = SSML_ELEMENTS,
+) -> MappedText:
     """Validated SSML rewritten for eSpeak (espeakSSML flag), mapped to ``document``."""
-    root = parse_ssml(document)
+    root = parse_ssml(document, elements)
     out = MappedText()
     out.flags |= ESPEAK_FLAG_SSML
     _emit(root, out, TextEmitter(out, pronunciations, ssml=True))

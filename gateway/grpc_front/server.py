@@ -1,0 +1,276 @@
+"""The gateway's gRPC front: the ``voxwire.v1`` services for server-side callers.
+
+A grpc.aio server in the gateway process (``GatewayConfig.grpc_listen``, default
+127.0.0.1:8081; empty disables it; TLS with the edge's certificate when one is configured)
+serves ``voxwire.v1.Transcription``, ``Synthesis`` and ``Capabilities`` behind the same auth
+as the WebSocket and HTTP endpoints, plus the standard health service and reflection.
+
+Every contract method is relayed as raw bytes (generic handlers with identity serializers,
+built from the contract's descriptors, so a method the contract adds is relayed without a
+change here); ``relay.py`` holds the relay itself. Before anything goes upstream, a call is
+admitted exactly like a WebSocket session (docs/design/edge.md, "Auth and limits"):
+draining -> DRAINING; credentials from the metadata (``authorization: Bearer <key>``, and an
+``origin`` if a caller sends one) -> UNAUTHENTICATED / PERMISSION_DENIED; a streaming call is
+a session of its key (one concurrent slot while it runs, one of the key's new sessions per
+minute) -> RESOURCE_EXHAUSTED with RetryInfo (RATE_LIMITED); no adapter serving ->
+BACKEND_UNAVAILABLE. ``GetCapabilities`` is authenticated but not a session, as
+``GET /v1/capabilities`` is not. A refused call never reaches an adapter.
+
+Health (``grpc.health.v1``): the overall status and each voxwire service are SERVING while an
+adapter serves and the gateway is not draining; a drain turns them NOT_SERVING for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from gateway.auth import Principal, SessionPermit
+from gateway.grpc_front.relay import Status, StreamRelay, unary
+from gateway.state import Gateway
+from gateway.telemetry import trace_carrier, upstream_trace_metadata
+from voxwire import errors
+from voxwire.v1 import capabilities_pb2, synthesis_pb2, transcription_pb2
+
+log = logging.getLogger(__name__)
+
+SERVICES: tuple[ServiceDescriptor, ...] = (
+    transcription_pb2.DESCRIPTOR.services_by_name["Transcription"],
+    synthesis_pb2.DESCRIPTOR.services_by_name["Synthesis"],
+    capabilities_pb2.DESCRIPTOR.services_by_name["Capabilities"],
+)
+# Methods that are not sessions (authenticated, not counted against the key's limits).
+CATALOG_METHODS = frozenset({"/voxwire.v1.Capabilities/GetCapabilities"})
+# How long a refused stream waits for the client's first message (or half-close) before its
+# status: a grpcio aio client whose write races the server's status reports INTERNAL instead
+# of the status (grpc/grpc#36066), as the adapter found (inference_adapter/stream_runner.py).
+REFUSAL_READ_S = 2.0
+# The largest message the front takes (gRPC's default; the adapter's own limit is the same).
+MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+Behavior = Callable[..., Coroutine[Any, Any, Any]]
+
+
+def server_credentials(cert: str, key: str) -> grpc.ServerCredentials:
+    """TLS for the front with the edge's certificate chain and key (PEM files).
+
+    Raises OSError when a file cannot be read."""
+    return grpc.ssl_server_credentials([(Path(key).read_bytes(), Path(cert).read_bytes())])
+
+
+class GrpcFront:
+    """``await start()`` returns the bound port; the gateway's drain reaches open calls through
+    its registry; ``await stop()`` ends the server."""
+
+    def __init__(self, gateway: Gateway, listen: str) -> None:
+        self._gateway = gateway
+        self._listen = listen
+        self.health = HealthServicer()
+        self.server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+        )
+        for service in SERVICES:
+            handlers = {m.name: self._handler(m) for m in service.methods}
+            self.server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+            )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (
+                *(s.full_name for s in SERVICES),
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+        )
+        self._health_update: asyncio.Task[None] | None = None
+        self._health_dirty = False
+        self.port = 0
+
+    async def start(self) -> int:
+        """Bind and serve. Raises RuntimeError when the address cannot be bound, OSError when
+        the TLS files cannot be read."""
+        config = self._gateway.config
+        if config.tls_cert:
+            credentials = server_credentials(config.tls_cert, config.tls_key or config.tls_cert)
+            self.port = self.server.add_secure_port(self._listen, credentials)
+        else:
+            self.port = self.server.add_insecure_port(self._listen)
+        if not self.port:
+            raise RuntimeError(f"the gRPC front cannot listen on {self._listen}")
+        self._gateway.pool.add_listener(self.update_health)
+        await self._set_health()
+        await self.server.start()
+        log.info("voxwire gateway gRPC front listening on port %d", self.port)
+        return self.port
+
+    async def stop(self, grace: float) -> None:
+        """Stop serving; calls still open after ``grace`` are cancelled."""
+        await self.drain()
+        await self.server.stop(grace)
+        if self._health_update is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_update
+
+    async def drain(self) -> None:
+        """The gateway drains: NOT_SERVING for good (load balancers stop sending calls)."""
+        await self.health.enter_graceful_shutdown()
+
+    def update_health(self) -> None:
+        """Called (synchronously) on every change of the adapters' health: update soon. A
+        change that lands while an update runs is picked up by its next turn."""
+        self._health_dirty = True
+        if self._health_update is None or self._health_update.done():
+            self._health_update = asyncio.get_running_loop().create_task(self._health_loop())
+
+    async def _health_loop(self) -> None:
+        while self._health_dirty:
+            self._health_dirty = False
+            await self._set_health()
+
+    async def _set_health(self) -> None:
+        # After a drain has begun the servicer ignores this (graceful shutdown is for good).
+        status = SERVING if self._gateway.pool.ready else NOT_SERVING
+        for name in ("", *(s.full_name for s in SERVICES)):
+            await self.health.set(name, status)
+
+    # -- the calls -------------------------------------------------------------------------------
+
+    def _handler(self, method: MethodDescriptor) -> grpc.RpcMethodHandler:
+        path = f"/{method.containing_service.full_name}/{method.name}"
+        if method.client_streaming and method.server_streaming:
+
+            async def stream(requests: AsyncIterator[bytes], context: Any) -> None:
+                await self._stream(path, requests, context)
+
+            return grpc.stream_stream_rpc_method_handler(stream)
+        if not method.client_streaming and not method.server_streaming:
+
+            async def call(request: bytes, context: Any) -> bytes | None:
+                return await self._unary(path, request, context)
+
+            return grpc.unary_unary_rpc_method_handler(call)
+        # voxwire.v1 has only bidi streams and unary calls; a new shape needs its relay.
+        raise NotImplementedError(f"{path}: no relay for this method's streaming shape")
+
+    def _admit(
+        self, path: str, context: grpc.aio.ServicerContext
+    ) -> tuple[Principal, SessionPermit | None]:
+        """Raises Draining, Unauthenticated, PermissionDenied, RateLimited."""
+        gateway = self._gateway
+        if gateway.registry.draining:
+            raise errors.Draining("the gateway is shutting down: call another one")
+        principal = gateway.auth.authenticator.authenticate_request(
+            context.invocation_metadata() or ()
+        )
+        if path in CATALOG_METHODS:
+            return principal, None
+        return principal, gateway.auth.limiter.admit(principal.key_id, principal.limits)
+
+    async def _stream(
+        self, path: str, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> None:
+        gateway = self._gateway
+        metadata = context.invocation_metadata() or ()
+        with gateway.tracing.session_span(
+            f"grpc {path}", trace_carrier(metadata), {"rpc.system": "grpc", "rpc.method": path}
+        ) as span:
+            permit: SessionPermit | None = None
+            try:
+                principal, permit = self._admit(path, context)
+                span.set_attribute("voxwire.key_id", principal.key_id)
+                lease = gateway.pool.choose()
+            except errors.VoxwireError as exc:
+                if permit is not None:
+                    permit.release()
+                span.set_attribute("voxwire.error.reason", exc.reason)
+                await self._refuse_stream(path, requests, context, exc)
+                return
+            relay = StreamRelay(
+                gateway.pool,
+                lease,
+                path,
+                context,
+                metadata=upstream_trace_metadata(),
+                write_timeout=gateway.config.runner.write_timeout_s,
+            )
+            started = time.monotonic()
+            status: Status | None = None
+            gateway.registry.add(relay)
+            gateway.metrics.sessions_active.labels(kind="grpc").inc()
+            try:
+                status = await relay.run(requests)
+                span.set_attribute("rpc.grpc.status_code", status.code.value[0])
+                status.apply(context)
+            finally:
+                lease.release()
+                if permit is not None:
+                    permit.release()
+                gateway.registry.discard(relay)
+                metrics = gateway.metrics
+                metrics.sessions_active.labels(kind="grpc").dec()
+                code = status.code.name if status is not None else "CANCELLED"
+                metrics.sessions_ended.labels(kind="grpc", code=code).inc()
+                metrics.session_seconds.labels(kind="grpc").observe(time.monotonic() - started)
+
+    async def _refuse_stream(
+        self,
+        path: str,
+        requests: AsyncIterator[bytes],
+        context: grpc.aio.ServicerContext,
+        error: errors.VoxwireError,
+    ) -> None:
+        log.info("refused %s: %s", path, error.reason)
+        self._gateway.metrics.refused.labels(reason=error.reason).inc()
+        # The client's first message (or half-close) is read, never passed on, before the
+        # status goes out (REFUSAL_READ_S); a client that sends nothing gets it at the bound.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(REFUSAL_READ_S):
+                await anext(aiter(requests))
+        Status.of(error).apply(context)
+
+    async def _unary(
+        self, path: str, request: bytes, context: grpc.aio.ServicerContext
+    ) -> bytes | None:
+        gateway = self._gateway
+        metadata = context.invocation_metadata() or ()
+        with gateway.tracing.session_span(
+            f"grpc {path}", trace_carrier(metadata), {"rpc.system": "grpc", "rpc.method": path}
+        ) as span:
+            permit: SessionPermit | None = None
+            try:
+                principal, permit = self._admit(path, context)
+                span.set_attribute("voxwire.key_id", principal.key_id)
+                lease = gateway.pool.choose()
+            except errors.VoxwireError as exc:
+                if permit is not None:
+                    permit.release()
+                log.info("refused %s: %s", path, exc.reason)
+                gateway.metrics.refused.labels(reason=exc.reason).inc()
+                span.set_attribute("voxwire.error.reason", exc.reason)
+                Status.of(exc).apply(context)
+                return None
+            try:
+                response, status = await unary(
+                    gateway.pool, lease, path, request, context, metadata=upstream_trace_metadata()
+                )
+            finally:
+                lease.release()
+                if permit is not None:
+                    permit.release()
+            span.set_attribute("rpc.grpc.status_code", status.code.value[0])
+            status.apply(context)
+            return response

@@ -1,0 +1,118 @@
+"""A TTS client that stops reading: the gateway's memory stays bounded and the session ends with
+SLOW_CONSUMER (docs/design/edge.md, "Flow control").
+
+The client is a raw WebSocket on wsproto over a small socket buffer, so "stops reading" really
+reaches TCP (aiohttp's or websockets' clients read the socket in their own loop). The text is
+long enough that its audio, at eSpeak's ~700x real time, would be tens of MB if the gateway
+buffered it; the gateway runs in its own process so its RSS is its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import tomllib
+from pathlib import Path
+
+import pytest
+import tomli_w
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+
+from tests.helpers.edge import Edge
+from tests.helpers.gateway_process import start_gateway, write_config
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SENTENCE = "This sentence is spoken again and again so the audio is much longer than any buffer. "
+RCVBUF = 16 * 1024
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def connect(
+    port: int, path: str, key: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, WSConnection]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    conn = WSConnection(ConnectionType.CLIENT)
+    headers = [(b"authorization", f"Bearer {key}".encode())]
+    writer.write(conn.send(Request(host=f"127.0.0.1:{port}", target=path, extra_headers=headers)))
+    async with asyncio.timeout(10):
+        while True:
+            data = await reader.read(65536)
+            assert data, "closed during the handshake"
+            conn.receive_data(data)
+            if any(isinstance(e, AcceptConnection) for e in conn.events()):
+                return reader, writer, conn
+
+
+async def test_a_client_that_stops_reading_costs_bounded_memory_and_gets_slow_consumer(
+    edge: Edge, edge_adapter, tmp_path: Path
+):
+    config = write_config(tmp_path / "gw.toml", edge, edge_adapter.address, drain_grace_s=1.0)
+    data = tomllib.loads(config.read_text())
+    data["runner"] = {
+        "write_timeout_s": 3.0,
+        "max_unsent_bytes": 256 * 1024,
+        "client_high_water": 64 * 1024,
+    }
+    config.write_text(tomli_w.dumps(data))
+    gateway = await start_gateway(config, tmp_path / "gw.log")
+    try:
+        reader, writer, conn = await connect(gateway.port, "/v1/tts/stream?lead_ms=0", edge.key)
+        before = rss_kib(gateway.pid)
+        open_msg = {
+            "contextId": "c1",
+            "open": {
+                "model": "tts_espeak",
+                "outputFormat": {"encoding": "AUDIO_ENCODING_PCM_S16LE", "sampleRateHz": 48000},
+            },
+        }
+        text = SENTENCE * (15_000 // len(SENTENCE))  # ~15 KB: ~25 min of audio, ~140 MB at 48 kHz
+        for msg in (
+            open_msg,
+            {"contextId": "c1", "append": {"text": text}},
+            {"contextId": "c1", "close": {}},
+        ):
+            writer.write(conn.send(TextMessage(data=json.dumps(msg))))
+        await writer.drain()
+        peak = before
+        for _ in range(16):  # 8 s without reading a byte
+            await asyncio.sleep(0.5)
+            peak = max(peak, rss_kib(gateway.pid))
+        # Now read everything: what the gateway had sent, then its end of the session.
+        events, closed_with = [], None
+        async with asyncio.timeout(30):
+            while closed_with is None:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                conn.receive_data(data)
+                for event in conn.events():
+                    if isinstance(event, TextMessage):
+                        events.append(json.loads(event.data))
+                    elif isinstance(event, CloseConnection):
+                        closed_with = event.code
+        writer.close()
+    finally:
+        await gateway.stop()
+    grown_kib = peak - before
+    print(f"\nslow reader: grew {grown_kib} KiB, closed {closed_with}, {len(events)} events")
+    assert grown_kib < 16 * 1024, f"the gateway grew {grown_kib} KiB for one unread session"
+    errors = [e["error"]["reason"] for e in events if "error" in e]
+    # The gateway ended the session for its slow consumer (we read to the end of the
+    # connection): never a normal end; its close code, when the close frame could still get
+    # through the full socket, is 4010, and an error event, if one got through, SLOW_CONSUMER.
+    assert not any("done" in e for e in events)
+    assert closed_with in (4010, None), closed_with
+    assert errors in ([], ["SLOW_CONSUMER"]), errors

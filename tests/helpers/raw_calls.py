@@ -1,0 +1,84 @@
+"""Streaming calls with raw request bytes, as a hostile or broken client makes them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from localstack.client import StreamOutcome, collect
+
+TRANSCRIBE = "/voxwire.v1.Transcription/StreamingTranscribe"
+SYNTHESIZE = "/voxwire.v1.Synthesis/StreamingSynthesize"
+
+
+@dataclass(frozen=True)
+class RawOutcome:
+    code: grpc.StatusCode
+    details: str
+    reason: str  # ErrorInfo.reason, "" without one
+    violations: int
+    trailer_bytes: int  # every trailer's key and value
+    responses: int
+
+
+def outcome_of(code, details, trailers, responses: int) -> RawOutcome:
+    reason, violations = "", 0
+    raw = dict(trailers).get("grpc-status-details-bin")
+    if raw:
+        for detail in status_pb2.Status.FromString(raw).details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations = len(bad.field_violations)
+    size = sum(len(k) + len(v) for k, v in trailers)
+    return RawOutcome(code, details or "", reason, violations, size, responses)
+
+
+async def raw_stream(
+    channel: grpc.aio.Channel,
+    method: str,
+    messages: Sequence[bytes],
+    *,
+    deadline_s: float = 10.0,
+    half_close: bool = True,
+) -> RawOutcome:
+    """Write ``messages`` as they are, then half-close (unless told not to); read to the end."""
+    call = channel.stream_stream(method)(timeout=deadline_s)
+
+    async def write() -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            for message in messages:
+                if call.done():
+                    return
+                await call.write(message)
+            if half_close and not call.done():
+                await call.done_writing()
+
+    writer = asyncio.create_task(write())
+    out = await collect(call)
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+    return outcome_of(out.code, out.details, tuple(out.trailers.items()), len(out.responses))
+
+
+async def read_rest(call: grpc.aio.StreamStreamCall) -> StreamOutcome:
+    """``collect`` for a call read with ``read()`` (grpc.aio allows one reading style per call)."""
+    out = StreamOutcome()
+    try:
+        while (response := await call.read()) is not grpc.aio.EOF:
+            out.responses.append(response)
+    except grpc.aio.AioRpcError:
+        pass
+    out.code = await call.code()
+    out.details = await call.details() or ""
+    out.trailers = dict(await call.trailing_metadata() or ())
+    return out

@@ -1,0 +1,98 @@
+"""A short run of the wire fuzzer (issue 8) against a real Triton and the adapter.
+
+300 reproducible streams (seed 8), 24 at a time, valid ones beside hostile ones, through
+``voxwire.fuzz`` exactly as ``make fuzz`` runs it, on the benchmark models. Own Triton and
+adapter (module scope): a run that brings Triton down must not take the session's Triton with
+it. Asserts the invariants of the issue: no crash, every stream a status, every non-OK status
+a reason, no valid stream disturbed, Triton alive with every sequence slot free and nothing
+pending, and on the adapter's side no open stream, lease or task left over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+
+from inference_adapter.config import AdapterConfig, Limits
+from inference_adapter.server import AdapterServer
+from localstack.triton import TritonServer, default_model_repository
+from tests.helpers.speech_fixtures import SPEECH_DIR
+from voxwire.fuzz.__main__ import _read_audio
+from voxwire.fuzz.report import Report
+from voxwire.fuzz.runner import Options, fuzz
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@dataclass(frozen=True)
+class Stack:
+    triton: TritonServer
+    adapter: AdapterServer
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    log = tmp_path_factory.mktemp("fuzz-triton") / "tritonserver.log"
+    triton = TritonServer(
+        default_model_repository(), models=["bench_stt", "bench_tts"], log_path=log
+    )
+    await triton.start(timeout=120.0)
+    adapter = AdapterServer(
+        AdapterConfig(
+            listen="127.0.0.1:0",
+            triton_urls=(triton.grpc_url,),
+            limits=Limits(idle_timeout_seconds=10.0),
+        )
+    )
+    await adapter.start()
+    try:
+        yield Stack(triton, adapter)
+    finally:
+        await adapter.stop(grace=1.0)
+        await triton.stop()
+
+
+async def _settled_tasks(baseline: int, within_s: float) -> int:
+    """Tasks alive on this loop, once back at ``baseline`` or after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if len(asyncio.all_tasks()) <= baseline:
+            break
+        await asyncio.sleep(0.2)  # polling a count: there is no event to wait for
+    return len(asyncio.all_tasks())
+
+
+async def test_short_wire_fuzz_run_keeps_every_invariant(stack: Stack) -> None:
+    triton, adapter = stack.triton, stack.adapter
+    audio, rate = _read_audio(SPEECH_DIR / "kitchen_lights.wav")
+    baseline_tasks = len(asyncio.all_tasks())
+    report: Report = await fuzz(
+        Options(
+            target=adapter.address,
+            cases=300,
+            concurrency=24,
+            seed=8,
+            stt_models=("bench_stt",),
+            tts_models=("bench_tts",),
+            audio=audio,
+            audio_rate_hz=rate,
+            status_timeout_s=20.0,
+            warmup=0,
+            settle_s=10.0,
+            triton=triton.grpc_url,
+            triton_metrics=f"127.0.0.1:{triton.ports.metrics}",
+            progress=False,
+        )
+    )
+    failed = [f"{i.name}: {i.value}" for i in report.invariants if i.ok is False]
+    assert report.meta["cases"] == 300
+    assert not failed, f"{failed}; examples: {report.examples}"
+    # The adapter's own books, read in-process: nothing open, nothing held, no task left.
+    assert adapter.runtime.active_streams == 0
+    assert sum(r.active for r in adapter.pool.replicas) == 0
+    assert await _settled_tasks(baseline_tasks, 10.0) <= baseline_tasks

@@ -1,0 +1,101 @@
+"""`make fuzz`: a real Triton, the adapter in its own process, and the wire fuzzer against both.
+
+Starts Triton (every model of model_repository/) via localstack.triton.TritonServer, the adapter
+(tools.fuzz_adapter) as a child process with its log in ``out/fuzz-adapter.log``, then runs
+``python -m voxwire.fuzz`` with every leak reading wired up: the adapter's Prometheus gauges,
+its PID (RSS), its log, Triton's gRPC port (sequence slot probe) and metrics port. Arguments
+after ``--`` go to the fuzzer. Exits with the fuzzer's code; everything started is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from localstack.triton import TritonServer, default_model_repository
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "out"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _read_if_there(path: Path) -> str:
+    return path.read_text().strip() if path.is_file() else ""
+
+
+async def _wait_file(path: Path, process: asyncio.subprocess.Process, within_s: float) -> str:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"the adapter exited with {process.returncode}")
+        text = await asyncio.to_thread(_read_if_there, path)
+        if text:
+            return text
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the adapter did not start within {within_s:g} s")
+
+
+async def run(fuzz_args: list[str]) -> int:
+    OUT.mkdir(exist_ok=True)
+    triton = TritonServer(default_model_repository(), log_path=OUT / "fuzz-triton.log")
+    await triton.start(timeout=180.0)
+    adapter_log = OUT / "fuzz-adapter.log"
+    port_file = OUT / "fuzz-adapter.port"
+    port_file.unlink(missing_ok=True)
+    metrics_port = _free_port()
+    adapter = None
+    try:
+        with adapter_log.open("wb") as log:
+            adapter = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tools.fuzz_adapter",
+                "--triton-url", triton.grpc_url,
+                "--port-file", str(port_file),
+                "--metrics-port", str(metrics_port),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT,
+            )  # fmt: skip
+        port = await _wait_file(port_file, adapter, 60.0)
+        fuzzer = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voxwire.fuzz",
+            "--target", f"127.0.0.1:{port}",
+            "--pid", str(adapter.pid),
+            "--adapter-metrics", f"127.0.0.1:{metrics_port}",
+            "--adapter-log", str(adapter_log),
+            "--triton", triton.grpc_url,
+            "--triton-metrics", f"127.0.0.1:{triton.ports.metrics}",
+            *fuzz_args,
+            cwd=ROOT,
+        )  # fmt: skip
+        return await fuzzer.wait()
+    finally:
+        if adapter is not None and adapter.returncode is None:
+            adapter.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(adapter.wait(), 15.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    adapter.kill()
+                await adapter.wait()
+        await triton.stop()
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] == ["--"]:
+        args = args[1:]
+    os.chdir(ROOT)
+    sys.exit(asyncio.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()
