@@ -142,9 +142,14 @@ async def _start(
         server_process(["benchmarks.null_relay", listen], work / "relay.log", True)
     )
     paths = [(PathSpec("null relay", "null-relay", f"{LOOPBACK}:{line}", "", {}), relay)]
-    setup = gateway_setup(work / "gateway", [listen])
     for version in versions:
         source = checkout(version, work / f"src-{version}") if version != "current" else None
+        # Revisions before the gRPC front refuse its key; later ones turn it off with "".
+        config = (source or Path.cwd()) / "gateway" / "config.py"
+        front = "grpc_listen" in config.read_text()
+        setup = gateway_setup(
+            work / "gateway", [listen], name=f"gateway-{version}", grpc_listen="" if front else None
+        )
         proc, port = await stack.enter_async_context(
             gateway_process(setup, work / f"gateway-{version}.log", source=source)
         )

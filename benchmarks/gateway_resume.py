@@ -1,4 +1,4 @@
-"""Time for SDK sessions to resume on a second gateway after the first one is sent SIGTERM.
+"""Time for SDK sessions to resume on a second gateway after the first one is stopped.
 
 Triton (``bench_stt``), the adapter and two gateway processes A and B (one keys file, one
 token signing key, drain grace ``--grace``), each its own process. ``--sessions`` SDK sessions
@@ -6,8 +6,9 @@ token signing key, drain grace ``--grace``), each its own process. ``--sessions`
 stream 100 ms chunks of 16 kHz PCM16 paced at real time on an absolute schedule, with a
 ``finalize`` every ``--finalize-every`` seconds (so acks move and a resume replays from the
 last one) and ``close`` at the end. First a run without a fault (the words each session must
-get), then the same run with SIGTERM to A at ``--fault-at`` seconds: A sends every session
-``goingAway``, the SDK hands over to B at once and replays from its ack.
+get), then the same run with ``--signal`` to A at ``--fault-at`` seconds. TERM (a restart):
+A sends every session ``goingAway``, the SDK hands over to B at once and replays from its ack.
+KILL (a crash): the connections end without a word, and the SDK reconnects to B.
 
 Per session, measured on the monotonic clock in this process:
 - *resume*: the SDK's ``Resumed.downtime_s``, from the moment the session was lost
@@ -19,7 +20,8 @@ fault (``bench_stt`` answers each utterance with the same fixed sentence, so the
 exact: a lost or repeated utterance changes the words), and no session failed.
 
     python -m benchmarks.gateway_resume [--sessions 100] [--seconds 8] [--fault-at 4]
-        [--grace 1] [--finalize-every 2] [--json out/bench/gateway_resume.json]
+        [--grace 1] [--finalize-every 2] [--signal TERM|KILL]
+        [--json out/bench/gateway_resume.json]
 """
 
 from __future__ import annotations
@@ -157,8 +159,7 @@ def summarize(baseline: list[SessionRun], faulted: list[SessionRun]) -> dict[str
         "problem_count": len(problems),
         "causes": sorted({r.resumes[0][1].cause for r in faulted if r.resumes}),
         "attempts_max": max((r.resumes[0][1].attempts for r in faulted if r.resumes), default=0),
-        # Until the adapter honours stream_offset_ms / first_utterance_index, ids after a
-        # resume start again at u0 (the words are still exact).
+        # The adapter numbers a resumed stream's utterances from first_utterance_index.
         "utterance_ids_equal": sum(
             1 for a, b in zip(baseline, faulted, strict=True) if a.utterance_ids == b.utterance_ids
         ),
@@ -193,8 +194,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             urls = [f"ws://{LOOPBACK}:{port_a}", f"ws://{LOOPBACK}:{port_b}"]
             print("run without a fault", file=sys.stderr)
             baseline = await run_all(urls, setup.key, args)
-            print(f"run with SIGTERM to A at {args.fault_at:g} s", file=sys.stderr)
-            faulted = await run_all(urls, setup.key, args, lambda: a.send_signal(signal.SIGTERM))
+            print(f"run with SIG{args.signal} to A at {args.fault_at:g} s", file=sys.stderr)
+            sig = signal.Signals[f"SIG{args.signal}"]
+            faulted = await run_all(urls, setup.key, args, lambda: a.send_signal(sig))
             async with asyncio.timeout(args.grace + 30):
                 header["gateway_a_exit"] = await a.wait()
     finally:
@@ -211,6 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=8.0, help="audio per session")
     parser.add_argument("--fault-at", type=float, default=4.0, help="SIGTERM to A, seconds in")
     parser.add_argument("--grace", type=float, default=1.0, help="A's drain grace, seconds")
+    parser.add_argument("--signal", choices=["TERM", "KILL"], default="TERM", help="to A")
     parser.add_argument("--finalize-every", type=float, default=2.0, help="0: never")
     parser.add_argument("--json", type=Path, default=Path("out/bench/gateway_resume.json"))
     return parser.parse_args(argv)

@@ -39,11 +39,15 @@ def gateway_setup(
     *,
     name: str = "gateway",
     max_sessions: int = 20_000,
+    grpc_listen: str | None = "",
     **overrides: Any,
 ) -> GatewaySetup:
     """Write ``<folder>/<name>.toml`` (listen on a free loopback port, ``adapters``, the
     ``overrides`` as top-level keys or tables) and a keys file with one key whose limits the
-    benchmarks never reach. Every call in one folder shares the keys file and signing key."""
+    benchmarks never reach. Every call in one folder shares the keys file and signing key.
+    The gRPC front is off (``grpc_listen = ""``: its default port is fixed, and two processes
+    of a run would collide); ``grpc_listen=None`` leaves the key out, for gateways of revisions
+    that predate the front."""
     folder.mkdir(parents=True, exist_ok=True)
     keys_file, secret_file, key_file = folder / "keys.toml", folder / "signing-key", folder / "key"
     if not key_file.exists():
@@ -67,6 +71,8 @@ def gateway_setup(
             "keys_reload_interval_s": 60.0,
         },
     }
+    if grpc_listen is not None:
+        config["grpc_listen"] = grpc_listen
     for key_name, value in overrides.items():
         if isinstance(value, dict):
             config.setdefault(key_name, {}).update(value)

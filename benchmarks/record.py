@@ -337,6 +337,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=Path("out/bench/record.json"))
     parser.add_argument("--write-md", type=Path, help="regenerate this file's record section")
+    parser.add_argument(
+        "--section", default="record", help="the section's marker name (a run of some paths)"
+    )
     return parser.parse_args(argv)
 
 
@@ -347,8 +350,8 @@ def cli() -> None:
     args.json.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.json}", file=sys.stderr)
     if args.write_md:
-        write_section(result, args.write_md)
-        print(f"regenerated the record section of {args.write_md}", file=sys.stderr)
+        write_section(result, args.write_md, args.section)
+        print(f"regenerated the {args.section} section of {args.write_md}", file=sys.stderr)
 
 
 if __name__ == "__main__":
