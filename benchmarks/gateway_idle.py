@@ -51,6 +51,7 @@ from voxwire.v1 import stream_pb2
 OPEN_CONCURRENCY = 100
 OPEN_TIMEOUT_S = 900.0  # one step's sessions, on a loaded machine
 SETTLE_S = 3.0
+STARTED_TIMEOUT_S = 300.0  # one session's started, while thousands open on a loaded machine
 KEEPALIVE = encode(stt_pb2.SttClientMessage(keep_alive=stream_pb2.KeepAlive()))
 STARTED_QUERY = "model=bench_stt&encoding=pcm_s16le&sample_rate=16000"
 
@@ -112,7 +113,7 @@ async def open_sessions(
             session.task = asyncio.create_task(session.listen())
             into.append(session)
             if started:
-                async with asyncio.timeout(60):
+                async with asyncio.timeout(STARTED_TIMEOUT_S):
                     await session.started.wait()
                 if session.closed:
                     raise RuntimeError(f"session closed at start: {session.errors}")

@@ -42,7 +42,15 @@ class HoldingTranscription(stt_grpc.TranscriptionServicer):
 
 
 async def serve() -> None:
-    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 100_000)])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_concurrent_streams", 100_000),
+            # The gateway's keepalive, as the real adapter allows it (inference_adapter/server.py);
+            # without these, gRPC core answers its pings with GOAWAY too_many_pings.
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+    )
     stt_grpc.add_TranscriptionServicer_to_server(HoldingTranscription(), server)
     status = health.aio.HealthServicer()
     await status.set("", health_pb2.HealthCheckResponse.SERVING)
