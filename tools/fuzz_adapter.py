@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
@@ -24,11 +25,33 @@ from inference_adapter.config import AdapterConfig
 from inference_adapter.server import AdapterServer
 
 TASKS = Gauge("voxwire_asyncio_tasks", "Tasks alive on the adapter's event loop")
+TASKS_BY_KIND = Gauge(
+    "voxwire_asyncio_tasks_by_kind",
+    "Tasks alive on the adapter's event loop by what they run (a leak names itself)",
+    ["kind"],
+)
+
+
+def _kind(task: asyncio.Task[object]) -> str:
+    """A task's name, or for an unnamed one ("Task-123") the coroutine it runs."""
+    name = task.get_name()
+    if name.startswith("Task-"):
+        return getattr(task.get_coro(), "__qualname__", "?")
+    return name
 
 
 async def _sample_tasks() -> None:
+    me = asyncio.current_task()
+    seen: set[str] = set()
     while True:
-        TASKS.set(len(asyncio.all_tasks()) - 1)  # not counting this sampler
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        TASKS.set(len(tasks))
+        kinds = collections.Counter(_kind(t) for t in tasks)
+        for kind in seen - kinds.keys():
+            TASKS_BY_KIND.labels(kind=kind).set(0)
+        for kind, n in kinds.items():
+            TASKS_BY_KIND.labels(kind=kind).set(n)
+        seen |= kinds.keys()
         await asyncio.sleep(0.5)
 
 

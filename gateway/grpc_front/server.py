@@ -40,6 +40,7 @@ from gateway.auth import Principal, SessionPermit
 from gateway.grpc_front.relay import Status, StreamRelay, unary
 from gateway.state import Gateway
 from gateway.telemetry import trace_carrier, upstream_trace_metadata
+from gateway.upstream.pool import Lease
 from voxwire import errors
 from voxwire.v1 import capabilities_pb2, synthesis_pb2, transcription_pb2
 
@@ -180,6 +181,22 @@ class GrpcFront:
             return principal, None
         return principal, gateway.auth.limiter.admit(principal.key_id, principal.limits)
 
+    def _admit_to_upstream(
+        self, path: str, context: grpc.aio.ServicerContext, span: Any
+    ) -> tuple[SessionPermit | None, Lease]:
+        """Auth, the key's limits and an adapter, for one call: (its permit, its upstream
+        lease). Raises the VoxwireError that refuses it (nothing is held then)."""
+        permit: SessionPermit | None = None
+        try:
+            principal, permit = self._admit(path, context)
+            span.set_attribute("voxwire.key_id", principal.key_id)
+            return permit, self._gateway.pool.choose()
+        except errors.VoxwireError as exc:
+            if permit is not None:
+                permit.release()
+            span.set_attribute("voxwire.error.reason", exc.reason)
+            raise
+
     async def _stream(
         self, path: str, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> None:
@@ -188,15 +205,9 @@ class GrpcFront:
         with gateway.tracing.session_span(
             f"grpc {path}", trace_carrier(metadata), {"rpc.system": "grpc", "rpc.method": path}
         ) as span:
-            permit: SessionPermit | None = None
             try:
-                principal, permit = self._admit(path, context)
-                span.set_attribute("voxwire.key_id", principal.key_id)
-                lease = gateway.pool.choose()
+                permit, lease = self._admit_to_upstream(path, context, span)
             except errors.VoxwireError as exc:
-                if permit is not None:
-                    permit.release()
-                span.set_attribute("voxwire.error.reason", exc.reason)
                 await self._refuse_stream(path, requests, context, exc)
                 return
             relay = StreamRelay(
@@ -250,17 +261,11 @@ class GrpcFront:
         with gateway.tracing.session_span(
             f"grpc {path}", trace_carrier(metadata), {"rpc.system": "grpc", "rpc.method": path}
         ) as span:
-            permit: SessionPermit | None = None
             try:
-                principal, permit = self._admit(path, context)
-                span.set_attribute("voxwire.key_id", principal.key_id)
-                lease = gateway.pool.choose()
+                permit, lease = self._admit_to_upstream(path, context, span)
             except errors.VoxwireError as exc:
-                if permit is not None:
-                    permit.release()
                 log.info("refused %s: %s", path, exc.reason)
                 gateway.metrics.refused.labels(reason=exc.reason).inc()
-                span.set_attribute("voxwire.error.reason", exc.reason)
                 Status.of(exc).apply(context)
                 return None
             try:

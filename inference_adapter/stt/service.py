@@ -7,8 +7,9 @@ session decides; this module only moves messages.
 
 Ending early (a failure, or the client gone) must free the Triton sequence slot: END + cancel is
 written to the call before anything is cancelled (cancelling a task inside a call operation
-cancels the call, and Triton would keep the slot until its idle timeout), and the call is
-cancelled only once that END is answered or its budget is spent (``stop``).
+cancels the call, and Triton would keep the slot until its idle timeout). Once that END is
+answered the call is half-closed and ended by Triton (``ModelStream.finish``); it is cancelled
+only when the END could not be sent or answered within its budget (``stop``).
 """
 
 from __future__ import annotations
@@ -137,6 +138,9 @@ class TranscriptionStream:
         await self._send_model([self.session.start()])
         self._client = stream.spawn(self._client_pump(stream), "client")
         await self._model_pump(stream)
+        # The sequence has ended (its END answered): end the call as a client that is done,
+        # not with a cancel (triton/stream.py).
+        await self.model.finish(END_ANSWER_BUDGET_S)
 
     async def wind_up(self) -> None:
         """Maximum duration: stop reading, turn pending audio into final results."""
@@ -176,7 +180,10 @@ class TranscriptionStream:
                 await asyncio.wait({main}, timeout=END_ANSWER_BUDGET_S)  # it reads the answer
             else:
                 await self._read_until_done(END_ANSWER_BUDGET_S)
-        model.cancel()
+        if session.done and (main is None or main.done()):
+            await model.finish(CANCEL_BUDGET_S)  # the END was answered: nothing to stop
+        else:
+            model.cancel()
 
     def release(self) -> None:
         if self.model is not None and not self.model.closed:

@@ -21,6 +21,7 @@ raises Overloaded with a retry delay.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import itertools
@@ -106,6 +107,9 @@ class Replica:
     per_model: dict[str, int] = field(default_factory=dict)
     # Readiness probes in a row that got no answer within their deadline.
     silent_probes: int = 0
+    # How this replica's ModelStreamInfer calls ended: half-closed and answered to the end
+    # ("finished"), or cancelled (an RST_STREAM to Triton). See ModelStream.finish.
+    calls_ended: collections.Counter[str] = field(default_factory=collections.Counter)
     _rr: itertools.count = field(default_factory=itertools.count)
 
     @property

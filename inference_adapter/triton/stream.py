@@ -11,6 +11,12 @@ cancels an RPC whose operation is cancelled), and so does a ``receive`` deadline
 that must send a last request (STT: END, which frees the Triton sequence slot) reads without a
 deadline (it watches for overdue answers apart), stops its tasks through ``stop_sends`` and the
 ``reading`` flag, sends the END with ``send_last``, and only then cancels anything.
+
+A call whose work is over ends with ``finish``: a half-close, then Triton ends the call itself
+(its status after the last response), like any client that is done. ``cancel`` (an RST_STREAM)
+is kept for work that must stop (a barge-in with audio in flight) and as the fallback when
+``finish`` runs out of time: Triton 2.51 crashes under storms of cancelled streaming calls
+(``tools/triton_cancel_storm.py``), and before ``finish`` every stream's end was a cancel.
 """
 
 from __future__ import annotations
@@ -135,11 +141,44 @@ class ModelStream:
             except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError):
                 pass
 
+    async def finish(self, within_s: float) -> bool:
+        """End a call whose work is over: half-close, then wait (up to ``within_s``) for Triton
+        to end it, reading what is left unless another task is reading. Cancels the call when
+        that does not happen in time. Returns whether the call ended without a cancel; never
+        raises."""
+        if self.closed:
+            return False
+        self.closed = True
+        self._sends_stopped = True
+        ended = False
+        try:
+            async with asyncio.timeout(within_s):
+                await self._call.done_writing()
+                if not self.reading:
+                    while await self._call.read() is not grpc.aio.EOF:
+                        pass  # answers nobody waits for any more
+                await self._call.code()  # the status: Triton has ended the call
+                ended = True
+        except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError):
+            pass
+        if ended:
+            self.lease.replica.calls_ended["finished"] += 1
+        else:
+            # A timeout inside a call operation has cancelled the call already (grpc.aio).
+            self.lease.replica.calls_ended["cancelled"] += 1
+            self._call.cancel()
+        return ended
+
     def cancel(self) -> None:
         """Cancel the call: Triton cancels everything in flight on it."""
         self.closed = True
         self._sends_stopped = True
-        self._call.cancel()
+        self._hard_cancel()
+
+    def _hard_cancel(self) -> None:
+        if not self._call.done():
+            self.lease.replica.calls_ended["cancelled"] += 1
+            self._call.cancel()
 
     def _cancelled_call(self) -> BaseException:
         """What an operation raises when it ends in CancelledError: this task's cancellation

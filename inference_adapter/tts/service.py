@@ -2,8 +2,10 @@
 
 One client stream; per open context one replica slot, one ModelStreamInfer call and one task
 that reads it (plus one that watches the slot's replica). Cancelling a context cancels its call,
-so Triton drops whatever it had in flight for it (TTS models keep no sequence state). The stream
-runner (``stream_runner.py``) owns every task and the ending; the main task reads the client.
+so Triton drops whatever it had in flight for it (TTS models keep no sequence state); a context
+that is done half-closes its call and lets Triton end it (``ModelStream.finish``: storms of
+cancelled calls crash Triton 2.51). The stream runner (``stream_runner.py``) owns every task and
+the ending; the main task reads the client.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from voxwire.v1 import synthesis_pb2, timings_pb2
 
 Request = synthesis_pb2.StreamingSynthesizeRequest
 Response = synthesis_pb2.StreamingSynthesizeResponse
+
+# Bound on Triton ending a done context's call after its half-close (it has nothing in flight,
+# so it answers at once); past it the call is cancelled.
+FINISH_BUDGET_S = 2.0
 
 
 class SynthesisService:
@@ -84,6 +90,7 @@ class SynthesisStream:
         self.sides: dict[int, _ModelSide] = {}
         self._done = asyncio.Event()
         self._stream: StreamRunner[Request] | None = None
+        self._finishing: set[asyncio.Task[Any]] = set()  # calls of done contexts ending
 
     # -- StreamBody -----------------------------------------------------------------------------
 
@@ -106,6 +113,8 @@ class SynthesisStream:
             msg = await stream.reader.next()
         await self._done.wait()
         stream.outbox.put(self.session.summary())
+        if self._finishing:  # bounded by FINISH_BUDGET_S each; the stream's end would cancel them
+            await asyncio.wait(set(self._finishing), timeout=FINISH_BUDGET_S)
 
     async def wind_up(self) -> None:
         return None  # contexts end with the stream's STREAM_TOO_LONG
@@ -135,7 +144,7 @@ class SynthesisStream:
         for response in actions.to_client:
             stream.outbox.put(response)
         for ctx in actions.finished:
-            self._close_side(ctx.key)
+            self._close_side(ctx.key, finish=ctx.state is CtxState.DONE)
             if ctx.state is CtxState.DONE:
                 self.rt.telemetry.record_stages(
                     ctx.timings.to_proto(),
@@ -185,6 +194,8 @@ class SynthesisStream:
             try:
                 resp = await side.stream.receive(timeout if ctx.inflight is not None else None)
             except errors.VoxwireError as exc:  # this context's call failed: only it fails
+                if self.sides.get(ctx.key) is not side:
+                    return  # the context is done and Triton ended its call (_close_side)
                 await self._execute(self.session.context_failed(ctx, exc))
                 return
             await self._execute(self.session.model_response(ctx.key, resp))
@@ -196,14 +207,26 @@ class SynthesisStream:
                 task.cancel()
         await self._execute(self.session.context_failed(ctx, error))
 
-    def _close_side(self, key: int) -> None:
+    def _close_side(self, key: int, *, finish: bool = False) -> None:
+        """Give back a context's slot and end its call: ``finish`` (the context is done,
+        nothing in flight) half-closes it and lets Triton end it; otherwise it is cancelled,
+        which stops what Triton has in flight for it."""
         side = self.sides.pop(key, None)
         if side is None:
             return
-        side.stream.cancel()
         side.lease.release()
         self.rt.telemetry.contexts.add(-1, side.attrs)
         current = asyncio.current_task()
+        pump = side.tasks[0] if side.tasks else None
+        if finish and self._stream is not None:
+            # The pump is left to read the call's end (cancelling it inside a read would cancel
+            # the call); it returns once it sees its side gone.
+            task = self._stream.spawn(side.stream.finish(FINISH_BUDGET_S), "context-finish")
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+        else:
+            side.stream.cancel()
+            pump = None
         for task in side.tasks:
-            if task is not current:
+            if task is not current and task is not pump:
                 task.cancel()

@@ -91,7 +91,8 @@ async def start_latency(url: str, model: str) -> float:
         )
         while not parse_response(await call.read()).final:
             pass
-        call.cancel()
+        await call.done_writing()  # Triton ends the call: no cancel (inference_adapter/triton)
+        await call.code()
         return elapsed
 
 

@@ -19,14 +19,13 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tritonclient.grpc import service_pb2_grpc
 
 from inference_adapter.config import AdapterConfig
 from inference_adapter.server import AdapterServer
-from inference_adapter.triton.tensors import parse_response, stt_request
 from localstack.client import StreamOutcome
 from localstack.triton import TritonServer, default_model_repository
 from tests.helpers.status import from_trailers
+from tests.helpers.triton_models import start_latency
 from voxwire.v1 import (
     audio_pb2,
     capabilities_pb2,
@@ -250,29 +249,6 @@ async def test_a_failed_replica_fails_its_streams_within_a_second(pool_adapter, 
         for s in back:
             await asyncio.wait_for(s.started(), 10)
         assert len({await replica_of(s) for s in back}) == 2
-
-
-async def start_latency(url: str, model: str) -> float:
-    """Seconds for Triton to answer a new sequence's START (it waits if no slot is free)."""
-    async with grpc.aio.insecure_channel(url) as ch:
-        call = service_pb2_grpc.GRPCInferenceServiceStub(ch).ModelStreamInfer(timeout=30)
-        seq = int.from_bytes(os.urandom(7), "big")
-        t0 = time.monotonic()
-        await call.write(
-            stt_request(
-                model, seq, np.zeros(0, np.int16), control={"config": {}}, start=True, batched=True
-            )
-        )
-        while not parse_response(await call.read()).final:
-            pass
-        elapsed = time.monotonic() - t0
-        await call.write(
-            stt_request(model, seq, np.zeros(0, np.int16), control={"cancel": True}, end=True)
-        )
-        while not parse_response(await call.read()).final:
-            pass
-        call.cancel()
-        return elapsed
 
 
 async def test_client_cancel_frees_the_triton_sequence_slot_at_once(pool_adapter, replicas):

@@ -12,7 +12,7 @@ import contextlib
 import datetime
 import fnmatch
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from voxwire.conformance.driver import SETTLE_S, run_stream
 from voxwire.conformance.expect import evaluate
 from voxwire.conformance.expr import evaluate as evaluate_expr
 from voxwire.conformance.expr import names_in
-from voxwire.conformance.plan import Gate, Skip, build
+from voxwire.conformance.plan import Gate, Reading, Skip, build
 from voxwire.conformance.probes import PROBES, UNARY_TIMEOUT_S, ProbeContext
 from voxwire.conformance.verdict import PROPERTIES, Verdict, failed
 from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc
@@ -252,9 +252,9 @@ class _Run:
         # A gated stream (a probe's rendezvous) happens once: it cannot be run again.
         attempts = 1 if gate is not None else RACE_ATTEMPTS
         for attempt in range(1, attempts + 1):
-            async with slots:
+            async with slots, self._channel_for(plan.actions) as channel:
                 out = await run_stream(
-                    self.channel,
+                    channel,
                     plan,
                     timeout_s=(case.timeout_s or self.options.case_timeout_s) + 2 * wait_s,
                     # Sitting out a limit: the server's clock and ours drift apart under load.
@@ -269,6 +269,20 @@ class _Run:
             "the server ended the stream while the kit was still writing, "
             f"{attempt} time(s); its status is lost to grpc/grpc#36066 ({out.details})"
         ), attempt
+
+    @contextlib.asynccontextmanager
+    async def _channel_for(self, actions: Sequence[object]) -> AsyncIterator[grpc.aio.Channel]:
+        """The shared channel, or for a client that stops reading a connection of its own whose
+        HTTP/2 flow-control window stays at 64 KiB: grpc's BDP probing would grow it to
+        megabytes, taking in (and buffering) what the client never reads, so a server's writes
+        would never wait (RFC 9113 section 5.2); and on the shared connection an unread stream
+        would hold the connection window the other cases need."""
+        if not any(isinstance(a, Reading) for a in actions):
+            yield self.channel
+            return
+        options = [("grpc.http2.bdp_probe", 0)]
+        async with grpc.aio.insecure_channel(self.options.target, options=options) as own:
+            yield own
 
 
 def _values(expression: str, limits: dict[str, int]) -> str:

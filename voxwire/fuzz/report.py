@@ -51,6 +51,8 @@ class Readings:
     at: float = 0.0
     streams: float | None = None
     tasks: float | None = None
+    # Tasks by what they run (voxwire_asyncio_tasks_by_kind), so that a leak names itself.
+    task_kinds: dict[str, float] | None = None
     rss: int | None = None
     peak_rss: int | None = None
     triton_pending: dict[str, float] | None = None
@@ -278,6 +280,17 @@ def _leak_invariants(
 
     delta("adapter open streams (gauge), before -> after", before.streams, after.streams)
     delta("adapter asyncio tasks, before -> after", before.tasks, after.tasks)
+    grew = before.tasks is not None and after.tasks is not None and after.tasks > before.tasks
+    if grew and before.task_kinds is not None and after.task_kinds is not None:
+        kinds_grown = {
+            kind: n - before.task_kinds.get(kind, 0)
+            for kind, n in sorted(after.task_kinds.items())
+            if n > before.task_kinds.get(kind, 0)
+        }
+        if kinds_grown:
+            named = ", ".join(f"{kind} +{n:g}" for kind, n in kinds_grown.items())
+            # What the failed count above consists of (grpc's own server tasks come and go).
+            out.append(Invariant("adapter tasks that grew, by kind", named, None))
     report.leaks["adapter"] = {"before": asdict(before), "after": asdict(after)}
     if opts.triton_down_at is not None:
         n, secs = opts.triton_down_at

@@ -36,6 +36,7 @@ _CHANNEL_OPTIONS = [
 # Adapter gauges the fuzzer understands (the adapter's OpenTelemetry names, Prometheus form).
 STREAMS_GAUGE = "voxwire_streams_active"
 TASKS_GAUGE = "voxwire_asyncio_tasks"
+TASKS_BY_KIND_GAUGE = "voxwire_asyncio_tasks_by_kind"
 
 
 @dataclass
@@ -97,6 +98,13 @@ async def read(opts: Options, plan: Plan) -> Readings:
             r.streams = probes.total(samples, STREAMS_GAUGE)
             if any(k.startswith(TASKS_GAUGE) for k in samples):
                 r.tasks = probes.total(samples, TASKS_GAUGE)
+            kinds = {
+                key.split('kind="', 1)[1].rsplit('"', 1)[0]: value
+                for key, value in samples.items()
+                if key.startswith(TASKS_BY_KIND_GAUGE + "{")
+            }
+            if kinds:
+                r.task_kinds = kinds
     if opts.pid:
         with contextlib.suppress(OSError):
             r.rss = probes.rss_bytes(opts.pid)
