@@ -6,7 +6,7 @@ BUF := tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
 .PHONY: run test venv lock stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench \
-	clean browser-deps bench-edge fuzz test-faults
+	clean browser-deps bench-edge fuzz bench-overload bench-telephony test-faults
 
 venv: $(STAMP)
 
@@ -88,6 +88,16 @@ bench: $(STAMP)
 # frames, an adapter restart); too heavy for `make test` on a loaded 2-core machine.
 test-faults: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -q -m faults tests/gateway/test_mixed_faults.py
+
+# Issue 8: latency, refusals and memory at 0.5x to 3x the adapter's capacity (BENCHMARKS.md,
+# "Overload"; ~10 min). OVERLOAD_ARGS overrides the run (e.g. OVERLOAD_ARGS="--repeats 1").
+bench-overload: $(STAMP)
+	$(PY) -m benchmarks.overload --write-md BENCHMARKS.md $(OVERLOAD_ARGS)
+
+# Issue 8: word error rate of the 8 kHz G.711 test set next to 16 kHz (BENCHMARKS.md,
+# "Telephony audio"; a few minutes).
+bench-telephony: $(STAMP)
+	$(PY) -m benchmarks.telephony --write-md BENCHMARKS.md $(TELEPHONY_ARGS)
 
 # The gateway's HTTP/WebSocket stack candidates side by side (BENCHMARKS.md, "Edge stack choice").
 bench-edge: $(STAMP)

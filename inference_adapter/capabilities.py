@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import grpc
 
+from inference_adapter.config import AdapterConfig
 from inference_adapter.runtime import Runtime
 from inference_adapter.stt.config import pick_model
 from inference_adapter.triton.catalog import ModelInfo, ModelKind
 from voxwire.audio.formats import PROTO_ENCODINGS, rates_for
 from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc, synthesis_pb2
 
-# The optional parts of the contract this server implements (docs/contract.md, "Resuming").
+# The optional parts of the contract this server implements (docs/contract.md, "Resuming",
+# "Notices", "Failover"); transparent_failover only while failover is on (server_features).
 SERVER_FEATURES = capabilities_pb2.ServerFeatures(
     stream_offsets=True,
     synthesis_offsets=True,
     word_text_offsets=True,
+    stream_notices=True,
+    transparent_failover=True,
 )
+
+
+def server_features(config: AdapterConfig) -> capabilities_pb2.ServerFeatures:
+    """What this server, so configured, offers: failover can be turned off
+    (``max_failovers`` 0)."""
+    features = capabilities_pb2.ServerFeatures()
+    features.CopyFrom(SERVER_FEATURES)
+    features.transparent_failover = config.max_failovers > 0 and config.replay_window_seconds > 0
+    return features
+
 
 _KINDS = {
     ModelKind.STT: capabilities_pb2.MODEL_KIND_STT,
@@ -116,7 +130,7 @@ class CapabilitiesService(capabilities_pb2_grpc.CapabilitiesServicer):
                 max_pending_text_bytes=limits.max_pending_text_bytes,
                 max_unread_response_bytes=limits.max_unread_response_bytes,
             ),
-            server_features=SERVER_FEATURES,
+            server_features=server_features(cfg),
         )
         response.limits.write_timeout.FromMilliseconds(round(limits.write_timeout_seconds * 1000))
         response.limits.max_stream_duration.FromMilliseconds(

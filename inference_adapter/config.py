@@ -21,6 +21,11 @@ class Limits:
     max_chunk_bytes: int = 64 * 1024
     max_stream_seconds: float = 3600.0
     idle_timeout_seconds: float = 30.0
+    # StreamNotice IDLE_WARNING / DURATION_WARNING this long before the idle close and the
+    # maximum duration (docs/contract.md, "Notices"); a warning not shorter than its limit, or
+    # 0, is never sent.
+    idle_warning_seconds: float = 5.0
+    duration_warning_seconds: float = 60.0
     max_pending_text_bytes: int = 16 * 1024
     # A client that leaves this much of its responses unread (serialized bytes queued at the
     # server), or whose single write does not complete within write_timeout_seconds, fails
@@ -60,6 +65,15 @@ class AdapterConfig:
     health_timeout_seconds: float = 0.35
     # How long a model may take to answer a request before its replica is deemed failed.
     model_response_timeout_seconds: float = 10.0
+    # Transparent failover (docs/contract.md, "Failover"): a stream (STT) or context (TTS)
+    # whose replica fails moves to another replica this many times in a row without progress
+    # (a new final result or acknowledged finalize; TTS: new audio); 0 turns failover off (the
+    # stream fails with BACKEND_UNAVAILABLE, as without it).
+    max_failovers: int = 3
+    # STT: the model audio kept per stream since its acknowledged position, for the replay on
+    # another replica; unacknowledged audio this close to the window forces a final result.
+    replay_window_seconds: float = 30.0
+    force_final_margin_seconds: float = 5.0
     # How long a RESOURCE_EXHAUSTED client should wait before retrying.
     overload_retry_seconds: float = 1.0
     # Grace period of a drain: streams may finish for this long after a stop is requested.
@@ -76,6 +90,12 @@ class AdapterConfig:
     tls_key: str = ""
     tls_client_ca: str = ""
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def probe_verdict_seconds(self) -> float:
+        """The longest the readiness probe takes to decide about a replica (a hung one is out
+        after two silent probes): how long a stream whose call broke waits for its verdict."""
+        return self.health_interval_seconds + 2 * self.health_timeout_seconds
 
     @classmethod
     def from_toml(cls, path: Path) -> AdapterConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from dataclasses import dataclass, field
 
 from inference_adapter.config import AdapterConfig
@@ -19,6 +20,10 @@ class Runtime:
     telemetry: Telemetry
     # Set when a drain starts: new streams are refused.
     draining: bool = False
+    # Set when a drain starts, with the time (monotonic) its grace ends: open streams get a
+    # StreamNotice DRAINING.
+    drain_started: asyncio.Event = field(default_factory=asyncio.Event)
+    drain_ends_at: float = 0.0
     # Set when the drain's grace is over: open streams end with DRAINING.
     drain_expired: asyncio.Event = field(default_factory=asyncio.Event)
     active_streams: int = 0
@@ -46,6 +51,17 @@ class Runtime:
         self.active_streams -= 1
         if self.active_streams == 0:
             self.idle.set()
+
+    def start_drain(self, grace_s: float) -> None:
+        """Refuse new streams from now on; open ones have ``grace_s`` to finish."""
+        self.draining = True
+        self.drain_ends_at = time.monotonic() + grace_s
+        self.drain_started.set()
+
+    async def wait_drain_started(self) -> float:
+        """Wait for a drain to begin; returns the seconds left of its grace."""
+        await self.drain_started.wait()
+        return max(0.0, self.drain_ends_at - time.monotonic())
 
     async def wait_drain_expired(self) -> Draining:
         await self.drain_expired.wait()

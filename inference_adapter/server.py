@@ -141,7 +141,7 @@ class AdapterServer:
             return
         self._stopped = True
         grace = self.config.drain_grace_seconds if grace is None else grace
-        self.runtime.draining = True
+        self.runtime.start_drain(grace)
         await self.health.drain()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.runtime.idle.wait(), max(0.0, grace - _ABORT_MARGIN_S))

@@ -13,7 +13,10 @@ stream needs and must get right once:
   (byte cap and write deadline, SLOW_CONSUMER), the idle timer (a timer, never a cancelled read:
   a cancelled ``anext()`` ends gRPC's request iterator as if the client had half-closed), the
   drain and the maximum duration;
-- the one boundary where any failure becomes a status: every stream ends with one.
+- the one boundary where any failure becomes a status: every stream ends with one;
+- the notices that warn of an end the client can still avoid (docs/contract.md, "Notices"):
+  IDLE_WARNING ``idle_warning_seconds`` before the idle close, DURATION_WARNING
+  ``duration_warning_seconds`` before the maximum duration, DRAINING when a drain begins.
 
 How a stream ends:
 
@@ -43,7 +46,7 @@ from inference_adapter.boundary import ClientReader, max_message_bytes, set_stat
 from inference_adapter.outbox import Outbox, WriteInterrupted
 from inference_adapter.runtime import Runtime
 from voxwire import errors
-from voxwire.v1 import timings_pb2
+from voxwire.v1 import stream_pb2, timings_pb2
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,11 @@ class StreamBody(Protocol[M_contra]):
         ...
 
     def timings(self) -> timings_pb2.StageTimings: ...
+
+    def notice(self, notice: stream_pb2.StreamNotice) -> Any | None:
+        """The stream's response that carries ``notice``, or None when the body holds it (an
+        STT stream sends nothing before ``started``)."""
+        ...
 
     def release(self) -> None:
         """Give back what the stream holds (leases, model calls). Idempotent."""
@@ -164,7 +172,7 @@ class StreamRunner(Generic[M]):
                 await self._open()
                 writer = self.spawn(self.outbox.run(), "writer")
                 self.spawn(self._idle_watch(body), "idle")
-                self.spawn(self._drain_watch(), "drain")
+                self.spawn(self._drain_watch(body), "drain")
                 main = self.spawn(self._main(body), "main")
                 await self._supervise(body, main)
                 await self.outbox.flush(self.rt.config.limits.idle_timeout_seconds, strict=True)
@@ -221,28 +229,59 @@ class StreamRunner(Generic[M]):
         await body.serve(self, first)
 
     async def _supervise(self, body: StreamBody[M], main: asyncio.Task[None]) -> None:
-        deadline = time.monotonic() + self.rt.config.limits.max_stream_seconds
+        limits = self.rt.config.limits
+        deadline = time.monotonic() + limits.max_stream_seconds
+        warn = _warning(limits.duration_warning_seconds, limits.max_stream_seconds)
         waiting: set[asyncio.Future[Any]] = {main, self.failure}
         while True:
+            now = time.monotonic()
+            until = deadline - warn - now if warn else deadline - now
             done, _ = await asyncio.wait(
-                waiting, timeout=deadline - time.monotonic(), return_when=asyncio.FIRST_COMPLETED
+                waiting, timeout=max(0.0, until), return_when=asyncio.FIRST_COMPLETED
             )
             if self.failure.done():
                 raise self.failure.result()
             if main in done:
                 main.result()
                 return
-            if not done:
-                await body.wind_up()
-                raise errors.StreamTooLong(
-                    "stream reached max_stream_duration "
-                    f"{self.rt.config.limits.max_stream_seconds:g} s"
+            if done:
+                continue
+            if warn:
+                remaining = deadline - time.monotonic()
+                self.notify(
+                    body,
+                    stream_pb2.StreamNotice.KIND_DURATION_WARNING,
+                    remaining,
+                    "the stream reaches max_stream_duration and ends with STREAM_TOO_LONG",
                 )
+                warn = 0.0
+                continue
+            await body.wind_up()
+            raise errors.StreamTooLong(
+                f"stream reached max_stream_duration {limits.max_stream_seconds:g} s"
+            )
+
+    def notify(
+        self,
+        body: StreamBody[M],
+        kind: stream_pb2.StreamNotice.Kind.ValueType,
+        remaining_s: float,
+        text: str,
+    ) -> None:
+        """Queue a StreamNotice for the client."""
+        notice = stream_pb2.StreamNotice(kind=kind, message=text)
+        notice.remaining.FromMilliseconds(max(0, round(remaining_s * 1000)))
+        response = body.notice(notice)
+        if response is not None:
+            self.outbox.put(response)
 
     async def _idle_watch(self, body: StreamBody[M]) -> None:
         """Idle is time the server waits for a client message while the client waits for
         nothing: a timer over the reads, never a deadline on one (see the module docstring)."""
-        timeout = self.rt.config.limits.idle_timeout_seconds
+        limits = self.rt.config.limits
+        timeout = limits.idle_timeout_seconds
+        warn = _warning(limits.idle_warning_seconds, timeout)
+        warned_for = -1.0  # the idle period (its start) already warned of
         while True:
             now = time.monotonic()
             if self.reader.waiting_since is None or body.busy():
@@ -252,9 +291,27 @@ class StreamRunner(Generic[M]):
             remaining = self._last_active + timeout - now
             if remaining <= 0:
                 raise errors.IdleTimeout(f"no message for {timeout:g} s; send audio or KeepAlive")
-            await asyncio.sleep(min(remaining, timeout / 4))
+            if warn and remaining <= warn and warned_for != self._last_active:
+                warned_for = self._last_active
+                self.notify(
+                    body,
+                    stream_pb2.StreamNotice.KIND_IDLE_WARNING,
+                    remaining,
+                    "no message from the client: the stream ends with IDLE_TIMEOUT unless one "
+                    "(KeepAlive counts) arrives",
+                )
+            until_warning = remaining - warn if warn and warned_for != self._last_active else 0.0
+            await asyncio.sleep(min(until_warning or remaining, timeout / 4))
 
-    async def _drain_watch(self) -> None:
+    async def _drain_watch(self, body: StreamBody[M]) -> None:
+        grace = await self.rt.wait_drain_started()
+        self.notify(
+            body,
+            stream_pb2.StreamNotice.KIND_DRAINING,
+            grace,
+            "the server is shutting down: finish within the remaining time, or continue on a "
+            "new stream",
+        )
         raise await self.rt.wait_drain_expired()
 
     def _classify(self, exc: BaseException) -> errors.VoxwireError:
@@ -281,3 +338,9 @@ class StreamRunner(Generic[M]):
         self.rt.telemetry.errors.add(1, {"service": self.service, "reason": error.reason})
         self.span.set_attribute("voxwire.error.reason", error.reason)
         return error
+
+
+def _warning(before_s: float, limit_s: float) -> float:
+    """How long before a limit its warning goes out; 0 (never) when it is not shorter than the
+    limit itself (a warning at the start would say nothing)."""
+    return before_s if 0 < before_s < limit_s else 0.0

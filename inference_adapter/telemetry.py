@@ -61,6 +61,10 @@ class Telemetry:
             "voxwire.stage.duration", unit="ms", description="Time per stage, per utterance/context"
         )
         self.errors = meter.create_counter("voxwire.errors", description="Errors by reason")
+        self.failovers = meter.create_counter(
+            "voxwire.failovers",
+            description="Streams (STT) and contexts (TTS) moved off a failed replica, by model",
+        )
         self.enabled = not isinstance(meter_provider, metrics.NoOpMeterProvider)
 
     def _providers(self, config: AdapterConfig) -> tuple[Any, Any]:

@@ -69,13 +69,15 @@ class ContextFailed:
 @dataclass(frozen=True, slots=True)
 class Ended:
     """The stream is over: its status (gRPC code name, ``OK`` on success), the voxwire error
-    reason if any, and the stage timings of the ``voxwire-timings-bin`` trailer in µs
-    (empty when the target has none)."""
+    reason if any, the stage timings of the ``voxwire-timings-bin`` trailer in µs (empty when
+    the target has none), and the retry delay a retryable refusal carried (``RetryInfo``, in
+    ms; None without one)."""
 
     at: float
     status: str = "OK"
     reason: str = ""
     stages_us: dict[str, int] = field(default_factory=dict)
+    retry_delay_ms: int | None = None
 
     @property
     def ok(self) -> bool:

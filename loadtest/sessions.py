@@ -54,9 +54,13 @@ async def _events(
             return event
 
 
-def _finish(rec: Recorder, ended: Ended, failed_contexts: int = 0) -> None:
+def _finish(
+    rec: Recorder, ended: Ended, failed_contexts: int = 0, rejected_since: float | None = None
+) -> None:
     """Count the session: ok only if the stream ended OK and no TTS context failed (a failed
-    context's error is recorded where it happened)."""
+    context's error is recorded where it happened). ``rejected_since``: the intended start of a
+    session the target ended before it started (None otherwise, or inside the warm-up): how
+    long the target took to reject it is ``session.rejected``."""
     if ended.stages_us:
         rec.stages(ended.stages_us)
     if ended.ok and not failed_contexts:
@@ -65,6 +69,14 @@ def _finish(rec: Recorder, ended: Ended, failed_contexts: int = 0) -> None:
         rec.count("sessions.failed")
         if not ended.ok:
             rec.error(ended.status, ended.reason)
+            if ended.retry_delay_ms is not None:
+                rec.count("sessions.retry_info")
+            if rejected_since is not None:
+                rec.record("session.rejected", ended.at - rejected_since)
+
+
+def _rejected_since(started: bool, intended_start: float, warm_until: float) -> float | None:
+    return None if started or intended_start < warm_until else intended_start
 
 
 async def _until(event: asyncio.Event, reader: asyncio.Task[Ended], timeout_s: float) -> bool:
@@ -119,7 +131,9 @@ async def stt_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     finally:
         reader.cancel()
         stream.cancel()
-    _finish(rec, ended)
+    _finish(
+        rec, ended, rejected_since=_rejected_since(bool(started_at), intended_start, ctx.warm_until)
+    )
     # WER only where the target transcribes (an echo returns no results).
     if spec.wer and audio.reference is not None and ended.ok and measure.first_result:
         reference = normalize_words(audio.reference)
@@ -176,7 +190,12 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     finally:
         reader.cancel()
         stream.cancel()
-    _finish(rec, ended, sum(1 for c in contexts.values() if c.failed_reason))
+    _finish(
+        rec,
+        ended,
+        sum(1 for c in contexts.values() if c.failed_reason),
+        _rejected_since(bool(opened), intended_start, ctx.warm_until),
+    )
 
 
 async def run_session(ctx: SessionContext, draw: SessionDraw, intended_start: float) -> None:

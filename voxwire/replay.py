@@ -24,9 +24,13 @@ already spoken, is dropped; a window that had to drop unacknowledged audio says 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from voxwire.errors import ResumeRejected
+
+Control = TypeVar("Control")
 
 
 class AudioReplayWindow:
@@ -137,6 +141,43 @@ class AudioReplayWindow:
             skip = max(0, frame - first) * self.frame_bytes
             parts.append(data[skip:] if skip else data)
         return parts
+
+    def replay_since(
+        self, ms: int, controls: Iterable[tuple[int, Control]]
+    ) -> list[bytes | Control]:
+        """What a new stream that starts at position ``ms`` must be sent, in order: the audio
+        from ``ms`` in its original pieces, and each control (a finalize, an update, the end)
+        placed after every byte before its frame. Controls at a frame before ``ms`` (their
+        audio is acknowledged already) come first, in their order; a piece is split where a
+        control falls inside it. Controls must not be ``bytes``.
+
+        Raises ResumeRejected when the audio from ``ms`` is no longer held."""
+        frame = self.frame_at(ms)
+        if frame < self._start_frame or frame > self._end_frame:
+            raise ResumeRejected(
+                f"cannot replay from {ms} ms: audio from {self.start_ms} to {self.received_ms} ms "
+                "is held"
+            )
+        ordered = sorted(controls, key=lambda c: c[0])  # stable: equal frames keep their order
+        out: list[bytes | Control] = []
+        i = 0
+        for first, data in self._chunks:
+            last = first + len(data) // self.frame_bytes
+            if last <= frame:
+                continue
+            cut = max(first, frame)
+            while i < len(ordered) and ordered[i][0] < last:
+                at = max(ordered[i][0], cut)
+                if at > cut:
+                    out.append(
+                        data[(cut - first) * self.frame_bytes : (at - first) * self.frame_bytes]
+                    )
+                    cut = at
+                out.append(ordered[i][1])
+                i += 1
+            out.append(data[(cut - first) * self.frame_bytes :] if cut > first else data)
+        out += [control for _, control in ordered[i:]]
+        return out
 
     def _trim(self, frame: int) -> None:
         if frame <= self._start_frame:

@@ -39,6 +39,10 @@ TokenIssuer = Callable[[transcription_pb2.TranscriptionConfig], tuple[str, float
 _FORCED = "vx-forced-"  # prefix of the gateway's own finalize ids
 # Upstream failures a session survives by resuming on another adapter.
 _FAILOVER_REASONS = frozenset({"BACKEND_UNAVAILABLE", "DRAINING", "STREAM_TOO_LONG"})
+# An adapter's notices the client gets: its replica failover. Its idle, duration and drain
+# warnings are about the upstream stream, which the gateway keeps alive or moves; the session's
+# own warnings come from the gateway (on_time, drain).
+_PASSED_NOTICES = frozenset({stream_pb2.StreamNotice.KIND_FAILOVER})
 
 
 class State(enum.Enum):
@@ -335,7 +339,7 @@ class SttEdgeSession:
                 actions.to_client.append(Message(speech_started=resp.speech_started))
         elif kind == "utterance_end":
             actions.to_client.append(Message(utterance_end=resp.utterance_end))
-        elif kind == "notice":
+        elif kind == "notice" and resp.notice.kind in _PASSED_NOTICES:
             actions.to_client.append(Message(notice=resp.notice))
         elif kind == "summary":
             self._on_summary(resp.summary, actions)

@@ -13,7 +13,10 @@ Rules (docs/design/edge.md, "TTS messages", "Flow control"):
   the upstream call and names the last chunk it sent; nothing for the context follows.
 - A context whose upstream fails with a retryable error is reopened on another adapter from the
   last word whose audio was sent (``voxwire.replay.TextReplay``), its timeline and sequence
-  numbers continuing; the client gets a notice, not an error.
+  numbers continuing; the client gets a notice, not an error. Each word timestamp reaches the
+  client once: a queued one whose audio is out is sent at the failover (it is not spoken
+  again), and one the new upstream repeats (sent before its audio was complete) is dropped, as
+  the SDK does after a resume.
 - Errors that concern one context end only that context (``context_error``); the rest end the
   session (``error``, then the close).
 """
@@ -41,6 +44,9 @@ TokenIssuer = Callable[[tts_pb2.TtsStart], tuple[str, float]]
 
 MAX_CONTEXT_ID_BYTES = 128
 _FAILOVER_REASONS = frozenset({"BACKEND_UNAVAILABLE", "DRAINING", "STREAM_TOO_LONG"})
+# An adapter's notices the client gets: a context's replica failover (the rest concern the
+# upstream call, which the gateway keeps alive or moves; see gateway/stt/session.py).
+_PASSED_NOTICES = frozenset({stream_pb2.StreamNotice.KIND_FAILOVER})
 
 
 class CtxState(enum.Enum):
@@ -127,6 +133,8 @@ class EdgeContext:
     last_sent_seq: int = 0
     sent_end_ms: int = 0
     words: list[synthesis_pb2.WordTimestamp] = field(default_factory=list)
+    # Text (code points) up to the end of the last word timestamp the client got.
+    words_through: int = 0
     replay: TextReplay = field(default_factory=TextReplay)
     pending_flushes: list[str] = field(default_factory=list)
     # Text offsets of the current upstream call count from here (after a failover).
@@ -419,13 +427,22 @@ class TtsEdgeSession:
         elif kind == "audio":
             self._enqueue(ctx, _Item(chunk=resp.audio, nbytes=len(resp.audio.audio)))
         elif kind == "words":
+            kept = []
             for word in resp.words.words:
                 if word.text_length:
-                    word.text_offset += ctx.text_base
+                    # TextReplay counts the stream's own offsets from the resume point itself.
                     ctx.replay.word(WordMark(word.text_offset, word.text_length, word.end_ms))
+                    word.text_offset += ctx.text_base
+                    if word.text_offset < ctx.words_through:
+                        continue  # sent before the failover, its audio then cut: not twice
+                kept.append(word)
                 if len(ctx.words) < self.limits.max_words:
                     ctx.words.append(word)
-            self._enqueue(ctx, _Item(message=Message(context_id=ctx.context_id, words=resp.words)))
+            if kept:
+                message = Message(
+                    context_id=ctx.context_id, words=synthesis_pb2.WordTimestamps(words=kept)
+                )
+                self._enqueue(ctx, _Item(message=message))
         elif kind == "flush_ack":
             if resp.flush_ack.flush_id in ctx.pending_flushes:
                 ctx.pending_flushes.remove(resp.flush_ack.flush_id)
@@ -439,7 +456,7 @@ class TtsEdgeSession:
             error = errors.from_proto(resp.error.error)
             actions.extend(self._failed(ctx, error, None))
             return actions
-        elif kind == "notice":
+        elif kind == "notice" and resp.notice.kind in _PASSED_NOTICES:
             actions.to_client.append(Message(context_id=ctx.context_id, notice=resp.notice))
         actions.extend(self.release(key))
         return actions
@@ -490,6 +507,7 @@ class TtsEdgeSession:
         self._next_key += 1
         ctx.key = self._next_key
         self._by_key[ctx.key] = ctx
+        self._settle_words(ctx, actions)
         ctx.queue.clear()
         ctx.queued_bytes = 0
         point = ctx.replay.resume_point()
@@ -515,6 +533,29 @@ class TtsEdgeSession:
             actions.half_close.append(ctx.key)
         return actions
 
+    def _settle_words(self, ctx: EdgeContext, actions: Actions) -> None:
+        """Before a failover drops the queue: queued word timestamps whose audio is out go to
+        the client now (those words are not spoken again); the rest are forgotten (they are)."""
+        spoken = [
+            word
+            for item in ctx.queue
+            if item.message is not None and item.message.WhichOneof("message") == "words"
+            for word in item.message.words.words
+            if word.end_ms <= ctx.sent_end_ms
+        ]
+        if spoken:
+            message = Message(
+                context_id=ctx.context_id, words=synthesis_pb2.WordTimestamps(words=spoken)
+            )
+            actions.to_client.append(message)
+            self._words_out(ctx, message)
+        ctx.words = [w for w in ctx.words if not w.text_length or w.text_offset < ctx.words_through]
+
+    def _words_out(self, ctx: EdgeContext, message: Message) -> None:
+        for word in message.words.words:
+            if word.text_length:
+                ctx.words_through = max(ctx.words_through, word.text_offset + word.text_length)
+
     # -- pacing --------------------------------------------------------------------------------
 
     def release(self, key: int) -> Actions:
@@ -533,6 +574,8 @@ class TtsEdgeSession:
             else:
                 assert item.message is not None
                 actions.to_client.append(item.message)
+                if item.message.WhichOneof("message") == "words":
+                    self._words_out(ctx, item.message)
                 if item.message.WhichOneof("message") == "done":
                     ctx.queue.popleft()
                     self._retire(ctx, actions)

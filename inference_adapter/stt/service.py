@@ -10,11 +10,21 @@ written to the call before anything is cancelled (cancelling a task inside a cal
 cancels the call, and Triton would keep the slot until its idle timeout). Once that END is
 answered the call is half-closed and ended by Triton (``ModelStream.finish``); it is cancelled
 only when the END could not be sent or answered within its budget (``stop``).
+
+Failover (docs/contract.md, "Failover"): when the replica fails (its call breaks, or its
+readiness probe takes it out; never because one request is late), the model pump moves the
+stream to a new sequence on another replica that has the model. The session gives the requests
+that continue the stream (``TranscriptionSession.fail_over``); a replay task sends them while
+the pump already reads the new call, and the client pump sends nothing new until the replay is
+out (``_replayed``), so the new sequence gets its input in order. What the client pump decided
+before the move is in the replay and is not sent again (``_generation``). The failed call is
+cancelled, never half-closed: its replica is gone, and its sequence with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,13 +36,14 @@ from inference_adapter.boundary import stream_handler
 from inference_adapter.runtime import Runtime
 from inference_adapter.stream_runner import StreamRunner
 from inference_adapter.stt.config import resolve
+from inference_adapter.stt.replay import ReplayPolicy
 from inference_adapter.stt.session import ModelRequest, State, TranscriptionSession
 from inference_adapter.triton.replicas import Lease
 from inference_adapter.triton.stream import ModelStream, SendsStopped
 from inference_adapter.triton.tensors import stt_request
 from voxwire import errors
 from voxwire.timings import StageClock
-from voxwire.v1 import timings_pb2, transcription_pb2
+from voxwire.v1 import stream_pb2, timings_pb2, transcription_pb2
 
 Request = transcription_pb2.StreamingTranscribeRequest
 Response = transcription_pb2.StreamingTranscribeResponse
@@ -90,6 +101,11 @@ class TranscriptionStream:
         self._main: asyncio.Task[Any] | None = None
         self._client: asyncio.Task[None] | None = None
         self._attrs: dict[str, str] = {}
+        # Set while the client pump may send: cleared while a failover's replay goes out.
+        self._replayed = asyncio.Event()
+        self._replayed.set()
+        self._generation = 0  # the sequence the stream is on (one more per failover)
+        self._lease_watch: asyncio.Task[None] | None = None
 
     # -- StreamBody -----------------------------------------------------------------------------
 
@@ -104,6 +120,11 @@ class TranscriptionStream:
         if self.session is not None:
             self.session.charge_send(seconds)
 
+    def notice(self, notice: stream_pb2.StreamNotice) -> Response | None:
+        if self.session is not None:
+            return self.session.notice(notice)  # held until `started`, which comes first
+        return Response(notice=notice)  # no config yet: nothing can precede it
+
     async def serve(self, stream: StreamRunner[Any], first: Request | None) -> None:
         """Start the sequence, then pump model responses until its END is answered."""
         self._stream = stream
@@ -117,29 +138,23 @@ class TranscriptionStream:
             default_model=self.rt.config.default_stt_model,
             request_id=self.rt.new_session_id(),
         )
-        self.lease = lease = self.rt.pool.acquire(cfg.model.name)
-        self._attrs = {"service": "stt", "model": cfg.model.name, "replica": lease.replica.name}
-        self.rt.telemetry.sequences.add(1, self._attrs)
+        lease = self.rt.pool.acquire(cfg.model.name)
         self.session = TranscriptionSession(
             cfg,
             self.rt.config.limits,
             session_id=self.rt.new_session_id(),
             replica=lease.replica.name,
+            replay=self._replay_policy(),
         )
+        self._take(lease)
         self.span.set_attributes({**self._attrs, "voxwire.session_id": self.session.session_id})
-        self.model = ModelStream(
-            self.rt.pool,
-            lease,
-            metadata=self.rt.telemetry.outgoing_metadata(self.span),
-            response_timeout=self.rt.config.model_response_timeout_seconds,
-        )
-        stream.spawn(self._watch_lease(lease), "lease")
         stream.spawn(self._watch_answers(self.session), "answers")
         await self._send_model([self.session.start()])
         self._client = stream.spawn(self._client_pump(stream), "client")
         await self._model_pump(stream)
         # The sequence has ended (its END answered): end the call as a client that is done,
-        # not with a cancel (triton/stream.py).
+        # not with a cancel (triton/stream.py). The call of the replica that serves it now.
+        assert self.model is not None  # set by _take, replaced by a failover, never unset
         await self.model.finish(END_ANSWER_BUDGET_S)
 
     async def wind_up(self) -> None:
@@ -204,6 +219,8 @@ class TranscriptionStream:
             # Backpressure: stop reading while too many model requests are unanswered.
             await self._room.wait()
             msg = await stream.reader.next()
+            if not self._replayed.is_set():
+                await self._replayed.wait()  # a failover's replay goes first
             actions = session.half_close() if msg is None else session.receive(msg)
             for response in actions.to_client:
                 stream.outbox.put(response)
@@ -220,7 +237,11 @@ class TranscriptionStream:
             await stream.outbox.wait_room()
             # No deadline here: it would cancel the call, and with it the END that frees the
             # sequence slot. Overdue answers are _watch_answers' business.
-            resp = await model.receive(None)
+            try:
+                resp = await model.receive(None)
+            except errors.BackendUnavailable as exc:
+                model = await self._fail_over(stream, model, exc)
+                continue
             responses = session.model_response(resp)
             for response in responses:
                 if response.HasField("result") and response.result.is_final:
@@ -236,8 +257,96 @@ class TranscriptionStream:
             if session.inflight < limit:
                 self._room.set()
 
-    async def _watch_lease(self, lease: Lease) -> None:
-        raise await lease.wait_failed()
+    async def _watch_lease(self, model: ModelStream) -> None:
+        error = await model.lease.wait_failed()
+        if not self._replay_policy().enabled:
+            raise error
+        # The probe took the replica out: end the call, so that the model pump (whatever it
+        # awaits on it) moves the stream (``_fail_over``) or fails it.
+        model.cancel()
+
+    # -- failover -------------------------------------------------------------------------------
+
+    def _replay_policy(self) -> ReplayPolicy:
+        cfg = self.rt.config
+        return ReplayPolicy(
+            window_ms=round(cfg.replay_window_seconds * 1000),
+            force_final_margin_ms=round(cfg.force_final_margin_seconds * 1000),
+            max_failovers=cfg.max_failovers,
+        )
+
+    def _retry_delay(self) -> datetime.timedelta:
+        return datetime.timedelta(seconds=self.rt.config.overload_retry_seconds)
+
+    def _take(self, lease: Lease) -> None:
+        """Serve the stream from ``lease``: a new call and a watcher of its replica."""
+        assert self._stream is not None and self.session is not None
+        self.lease = lease
+        self._attrs = {
+            "service": "stt",
+            "model": self.session.config.model.name,
+            "replica": lease.replica.name,
+        }
+        self.rt.telemetry.sequences.add(1, self._attrs)
+        self.model = ModelStream(
+            self.rt.pool,
+            lease,
+            metadata=self.rt.telemetry.outgoing_metadata(self.span),
+            response_timeout=self.rt.config.model_response_timeout_seconds,
+        )
+        if self._lease_watch is not None:
+            self._lease_watch.cancel()  # it watched the old replica
+        self._lease_watch = self._stream.spawn(self._watch_lease(self.model), "lease")
+
+    async def _fail_over(
+        self, stream: StreamRunner[Request], old: ModelStream, error: errors.BackendUnavailable
+    ) -> ModelStream:
+        """Move the stream off ``old``'s failed replica: a new sequence on another replica,
+        the replay sent by a task of its own. Returns the new call. Raises the call's failure
+        when the replica did not fail (a late request fails this stream alone), and
+        BackendUnavailable when the stream cannot move or no other replica can take it."""
+        assert self.session is not None
+        error = old.failure or error
+        if old is not self.model or not self._replay_policy().enabled:
+            raise error
+        if not await old.replica_failed(self.rt.config.probe_verdict_seconds):
+            raise error
+        old.cancel()  # no END: the replica is gone or unreachable, and its sequence with it
+        model = self.session.config.model.name
+        try:
+            # Not the replica that just failed, whatever its probe says yet; the others only
+            # while their probe finds them ready.
+            lease = self.rt.pool.acquire(model, exclude=(old.lease.replica,))
+        except errors.VoxwireError as exc:
+            raise errors.BackendUnavailable(
+                f"{error.message}; no other model server can take the stream ({exc.message})",
+                # Waiting helps: a replica that restarts is routed to again.
+                retry_delay=exc.retry_delay or self._retry_delay(),
+            ) from exc
+        try:
+            requests = self.session.fail_over(lease.replica.name)
+        except errors.BackendUnavailable:
+            lease.release()
+            raise
+        self.release()  # the old lease (and its call, cancelled above)
+        self.sequence_id = self.rt.new_sequence_id()
+        self._take(lease)
+        assert self.model is not None
+        self._generation += 1
+        self._replayed.clear()
+        self.rt.telemetry.failovers.add(1, {"service": "stt", "model": model})
+        stream.spawn(self._replay(self.model, requests), "replay")
+        return self.model
+
+    async def _replay(self, model: ModelStream, requests: list[ModelRequest]) -> None:
+        """Send a failover's requests, then let the client pump send again."""
+        try:
+            await self._send_to(model, requests)
+        except SendsStopped:
+            pass  # the stream is ending; the session no longer awaits what was not sent
+        finally:
+            if model is self.model:
+                self._replayed.set()
 
     async def _watch_answers(self, session: TranscriptionSession) -> None:
         """Fail the stream (alone: the replica may be fine, e.g. a START queued behind busy
@@ -269,14 +378,36 @@ class TranscriptionStream:
         )
 
     async def _send_model(self, requests: list[ModelRequest]) -> None:
-        """Raises BackendUnavailable, or SendsStopped when the stream is ending (the session
-        then no longer awaits what was not sent)."""
-        assert self.model is not None and self.session is not None
+        """Send what the session just decided to the stream's current call. Raises
+        BackendUnavailable, or SendsStopped when the stream is ending (the session then no
+        longer awaits what was not sent)."""
+        assert self.model is not None
+        await self._send_to(self.model, requests)
+
+    async def _send_to(self, model: ModelStream, requests: list[ModelRequest]) -> None:
+        """Send ``requests`` on ``model`` while it is the stream's call. A failover in between
+        ends this quietly: the session decided them before it, so its replay holds them; and
+        a broken call is the model pump's to fail over (it reads the same call)."""
+        assert self.session is not None
+        generation = self._generation
         for i, req in enumerate(requests):
+            if generation != self._generation:
+                return
             try:
-                await self.model.send(self._tensor(req))
+                await model.send(self._tensor(req))
             except SendsStopped:
-                self.session.unsent(requests[i:])
+                if generation == self._generation:
+                    self.session.unsent(requests[i:])
+                    raise
+                return
+            except errors.BackendUnavailable:
+                if generation != self._generation:
+                    return
+                if model.broken and self._replay_policy().enabled:
+                    # The model pump sees the call end and moves the stream (or fails it, if
+                    # the replica turns out fine).
+                    model.cancel()
+                    return
                 raise
 
     async def _stop_client(self, model: ModelStream) -> bool:

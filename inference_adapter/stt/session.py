@@ -8,6 +8,12 @@ Rules (docs/contract.md, docs/design/spine.md):
   error (a second config is CONFIG_ALREADY_SET, the rest INVALID_MESSAGE).
 - Requests to the model are answered in order (one Triton sequence); the session keeps their
   kinds in a FIFO, so the final response of the END request is known to end the stream.
+- When the stream's replica fails, ``fail_over`` gives the requests that continue it on a new
+  sequence elsewhere (``stt/replay.py``): the START with the current configuration, the model
+  input since the acknowledged position, the controls not yet answered. Positions and utterance
+  ids go on; the new sequence's ``ready`` becomes a StreamNotice FAILOVER, not a second
+  ``started``. Results of the utterance that was under way may repeat (speech_started,
+  interims); final results never do, as none covers audio before the acknowledged position.
 """
 
 from __future__ import annotations
@@ -15,17 +21,19 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from inference_adapter.config import Limits
+from inference_adapter.stt import results
 from inference_adapter.stt.config import (
     ResolvedTranscriptionConfig,
     endpointing_dict,
     vocabulary_list,
 )
+from inference_adapter.stt.replay import NO_FAILOVER, Control, ReplayPolicy, StreamReplay
 from inference_adapter.triton.tensors import ModelResponse
 from voxwire import errors
 from voxwire.audio.codecs import (
@@ -37,7 +45,7 @@ from voxwire.audio.codecs import (
 )
 from voxwire.audio.resample import StreamResampler
 from voxwire.timings import Clock, StageClock
-from voxwire.v1 import errors_pb2, transcription_pb2
+from voxwire.v1 import stream_pb2, transcription_pb2
 
 Response = transcription_pb2.StreamingTranscribeResponse
 _EMPTY = np.zeros(0, dtype=np.int16)
@@ -76,24 +84,6 @@ class Actions:
     to_client: list[Response] = field(default_factory=list)
 
 
-def _outcomes(items: list[dict[str, Any]]) -> list[transcription_pb2.VocabularyOutcome]:
-    status = {
-        "added": transcription_pb2.VocabularyOutcome.STATUS_ADDED,
-        "known": transcription_pb2.VocabularyOutcome.STATUS_KNOWN,
-        "rejected": transcription_pb2.VocabularyOutcome.STATUS_REJECTED,
-    }
-    return [
-        transcription_pb2.VocabularyOutcome(
-            phrase=str(item.get("phrase", "")),
-            status=status.get(
-                item.get("status", ""), transcription_pb2.VocabularyOutcome.STATUS_UNSPECIFIED
-            ),
-            detail=str(item.get("detail", "")),
-        )
-        for item in items
-    ]
-
-
 class TranscriptionSession:
     def __init__(
         self,
@@ -102,6 +92,7 @@ class TranscriptionSession:
         *,
         session_id: str,
         replica: str = "",
+        replay: ReplayPolicy = NO_FAILOVER,
         clock: Clock = time.monotonic,
     ) -> None:
         self.config = config
@@ -120,8 +111,10 @@ class TranscriptionSession:
         self._utterance = StageClock(clock=clock, replica=replica)
         self._frames_in = 0  # client frames received
         self._pending: deque[tuple[str, float]] = deque()  # (kind, sent_at) per request
-        self._finalize_ids: dict[str, tuple[str, int]] = {}  # internal id -> (client id, audio ms)
-        self._update_ids: dict[str, str] = {}
+        # internal id -> (client id, or None for a forced final; client audio ms; model audio ms)
+        self._finalize_ids: dict[str, tuple[str | None, int, int]] = {}
+        # internal id -> (client id, endpointing, vocabulary): folded into the config if accepted
+        self._update_ids: dict[str, tuple[str, dict[str, Any], tuple[dict[str, Any], ...]]] = {}
         self._next_id = 0
         self._last_answer_at = 0.0
         self._request_compute_us = 0  # compute reported for the oldest unanswered request
@@ -134,6 +127,17 @@ class TranscriptionSession:
         self._started = False  # `started` was emitted (nothing of the session's goes before it)
         self._held: list[Response] = []  # decided before `started`, sent right after it
         self._finalized: set[str] = set()  # utterance ids with a final result
+        # Failover (stt/replay.py): model times of the current sequence start at
+        # ``_model_base_ms`` of this stream's audio; ``_moved_to`` names the replica whose
+        # START is not answered yet.
+        self._replay = StreamReplay(
+            config.model.sample_rate_hz,
+            replay,
+            first_utterance=config.first_utterance_index,
+        )
+        self._model_base_ms = 0
+        self._moved_to = ""
+        self.failovers = 0
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -191,11 +195,9 @@ class TranscriptionSession:
             self._next_id += 1
             internal = f"f{self._next_id}"
             client_id = msg.finalize.finalize_id or internal
-            self._finalize_ids[internal] = (client_id, self.position_ms)
             # The resampler holds back a few ms; the finalize covers them too.
-            actions.to_model.append(
-                self._request(self._drain_resampler(), {"finalize": internal}, kind="finalize")
-            )
+            tail = self._drain_resampler()
+            actions.to_model.append(self._finalize(internal, client_id, tail))
         elif kind == "update_config":
             self._update(msg.update_config, actions)
         elif kind == "keep_alive" and self.state is State.STREAMING:
@@ -223,6 +225,59 @@ class TranscriptionSession:
             if kind == "end" and self.state is State.CLOSING:
                 self.state = State.STREAMING  # the sequence was not ended after all
 
+    def fail_over(self, replica: str) -> list[ModelRequest]:
+        """The stream's replica failed: the requests that continue the stream on a new
+        sequence on ``replica``. Those of the old sequence are no longer awaited.
+
+        Raises BackendUnavailable when the stream cannot move (failover off, the stream is
+        ending, too many failovers without progress, the window overflowed)."""
+        why = self._replay.why_not()
+        if self.state not in (State.STREAMING, State.CLOSING):
+            why = f"the stream is {self.state.value}"
+        if why:
+            raise errors.BackendUnavailable(
+                f"model server failed and the stream cannot move: {why}"
+            )
+        self._pending.clear()
+        self._request_compute_us = 0
+        self._last_answer_at = self._clock()
+        self._model_base_ms = self._replay.base_ms
+        self._first_utterance = self._replay.next_utterance
+        self._moved_to = replica
+        self.failovers += 1
+        self.timings.replica = self._utterance.replica = replica
+        start = self._request(_EMPTY, self.config.model_control(), kind="start", start=True)
+        return [start, *self._replay.replay(self._replayed_audio, self._replayed_control)]
+
+    def _replayed_audio(self, pcm16: bytes) -> ModelRequest:
+        return self._request(np.frombuffer(pcm16, dtype="<i2"), None, kind="audio")
+
+    def _replayed_control(self, control: Control) -> ModelRequest:
+        body = control.control or {}
+        kind = "end" if control.end else "finalize" if "finalize" in body else "update"
+        return self._request(_EMPTY, control.control, kind=kind, end=control.end)
+
+    def notice(self, notice: stream_pb2.StreamNotice) -> Response | None:
+        """A notice for the client now, or None when it is held: nothing of the session's goes
+        before `started` (it follows it)."""
+        response = Response(notice=notice)
+        if not self._started:
+            self._held.append(response)
+            return None
+        return response
+
+    def _moved(self) -> Response:
+        """The new sequence answered its START: tell the client the stream moved."""
+        replica, self._moved_to = self._moved_to, ""
+        return Response(
+            notice=stream_pb2.StreamNotice(
+                kind=stream_pb2.StreamNotice.KIND_FAILOVER,
+                message="the model server failed; the stream moved to another one and its "
+                f"audio from {self._offset_ms + self._model_base_ms} ms was replayed",
+                replica=replica,
+            )
+        )
+
     def cancel(self) -> ModelRequest | None:
         """END + cancel: frees the model's sequence slot without producing results. None when
         the sequence already ended or its END is on the way (that END frees the slot)."""
@@ -230,6 +285,13 @@ class TranscriptionSession:
             return None
         self.state = State.CANCELLING
         return self._request(_EMPTY, {"cancel": True}, kind="cancel", end=True)
+
+    def _finalize(self, internal: str, client_id: str | None, tail: np.ndarray) -> ModelRequest:
+        """A finalize request (``client_id`` None: a final forced by the replay window)."""
+        self._replay.audio(tail.tobytes())
+        self._finalize_ids[internal] = (client_id, self.position_ms, self._replay.position_ms)
+        self._replay.control(internal, Control({"finalize": internal}))
+        return self._request(tail, {"finalize": internal}, kind="finalize")
 
     def _audio(self, data: bytes, now: float, actions: Actions) -> float:
         if len(data) > self._limits.max_chunk_bytes:
@@ -256,7 +318,14 @@ class TranscriptionSession:
         self.timings.mark_input(now)
         self._utterance.mark_input(now)
         if pcm.size:
+            self._replay.audio(data if self._native_pcm else pcm.tobytes())
             actions.to_model.append(self._request(pcm, None, kind="audio"))
+            if self._replay.force_final_due():
+                # Unacknowledged audio nears the replay window: a final now keeps it bounded
+                # (its ack is the session's own, never sent to the client).
+                self._replay.forced_pending = True
+                self._next_id += 1
+                actions.to_model.append(self._finalize(f"x{self._next_id}", None, _EMPTY))
         return decode_s
 
     def _update(
@@ -281,7 +350,7 @@ class TranscriptionSession:
                 )
             )
             return
-        self._update_ids[internal] = client_id
+        self._update_ids[internal] = (client_id, endpointing, vocabulary)
         control = {
             "update_config": {
                 "id": internal,
@@ -289,11 +358,15 @@ class TranscriptionSession:
                 "vocabulary": list(vocabulary),
             }
         }
+        self._replay.control(internal, Control(control))
         actions.to_model.append(self._request(_EMPTY, control, kind="update"))
 
     def _close(self) -> ModelRequest:
         self.state = State.CLOSING
-        return self._request(self._drain_resampler(), None, kind="end", end=True)
+        tail = self._drain_resampler()
+        self._replay.audio(tail.tobytes())
+        self._replay.control("end", Control(None, end=True))
+        return self._request(tail, None, kind="end", end=True)
 
     def _drain_resampler(self) -> np.ndarray:
         """The resampler's held-back tail; a fresh resampler continues after it."""
@@ -376,20 +449,26 @@ class TranscriptionSession:
 
     def _event(self, event: dict[str, Any], now: float) -> Response | None:
         etype = event.get("type")
-        utterance_id = f"u{self._first_utterance + _index(event.get('utterance', 0))}"
+        index = self._first_utterance + results.utterance_index(event.get("utterance", 0))
+        utterance_id = f"u{index}"
         if etype != "ready" and not self._started:
             raise errors.ModelError(f"model sent {etype!r} before answering the START")
         if etype == "ready":
+            if self._moved_to and self._started:
+                return self._moved()  # the START of a failover: the stream goes on
             if self._started:
                 raise errors.ModelError("model answered the START twice")
             self._started = True
+            if self._moved_to:
+                # Moved before the first START was answered: `started` now, the notice after.
+                self._held.append(self._moved())
             return Response(
                 started=transcription_pb2.TranscriptionStarted(
                     session_id=self.session_id,
                     request_id=self.config.request_id,
                     model=self.config.model.name,
                     model_sample_rate_hz=self.config.model.sample_rate_hz,
-                    vocabulary=_outcomes(event.get("vocabulary", [])),
+                    vocabulary=results.outcomes(event.get("vocabulary", [])),
                 )
             )
         if etype == "speech_started":
@@ -410,6 +489,12 @@ class TranscriptionSession:
             self._finalized.add(utterance_id)
             result = self._result(event, utterance_id, final=True)
             result.timings.CopyFrom(self._utterance.to_proto(now))
+            # Everything before its end is in this final or an earlier one: the replay after a
+            # failover starts there.
+            self._replay.advance(
+                result.end_ms - self._offset_ms,
+                index + 1,
+            )
             self.utterances += 1
             self._utterance = StageClock(clock=self._clock, replica=self.timings.replica)
             return Response(result=result)
@@ -422,7 +507,13 @@ class TranscriptionSession:
         if etype == "finalize_ack":
             if str(event.get("id")) not in self._finalize_ids:
                 raise errors.ModelError("model acknowledged a finalize that was never sent")
-            client_id, audio_ms = self._finalize_ids.pop(str(event.get("id")))
+            internal = str(event.get("id"))
+            client_id, audio_ms, model_ms = self._finalize_ids.pop(internal)
+            self._replay.settle(internal)
+            self._replay.advance(model_ms)
+            if client_id is None:  # a forced final's ack is the session's own
+                self._replay.forced_pending = False
+                return None
             return Response(
                 finalize_ack=transcription_pb2.FinalizeAck(finalize_id=client_id, audio_ms=audio_ms)
             )
@@ -437,51 +528,24 @@ class TranscriptionSession:
     def _config_ack(self, event: dict[str, Any]) -> Response:
         if str(event.get("id")) not in self._update_ids:
             raise errors.ModelError("model acknowledged an update that was never sent")
-        client_id = self._update_ids.pop(str(event.get("id")))
-        ack = transcription_pb2.UpdateConfigAck(
-            update_id=client_id,
-            accepted=bool(event.get("accepted")),
-            vocabulary=_outcomes(event.get("vocabulary", [])),
-        )
-        if not ack.accepted:
-            reason = str(event.get("reason") or "INVALID_CONFIG")
-            if f"ERROR_REASON_{reason}" not in errors_pb2.ErrorReason.keys():
-                reason = "INVALID_CONFIG"
-            ack.error.CopyFrom(
-                errors.error_for_reason(reason, str(event.get("message", ""))).to_proto()
+        internal = str(event.get("id"))
+        client_id, endpointing, vocabulary = self._update_ids.pop(internal)
+        self._replay.settle(internal)
+        if event.get("accepted"):
+            # Part of the configuration from now on: a failover's START carries it (an update
+            # adds vocabulary and replaces the endpointing fields it sets).
+            self.config = replace(
+                self.config,
+                endpointing={**self.config.endpointing, **endpointing},
+                vocabulary=self.config.vocabulary + vocabulary,
             )
-        return Response(update_config_ack=ack)
+        return Response(update_config_ack=results.update_ack(event, client_id))
 
     def _result(
         self, event: dict[str, Any], utterance_id: str, *, final: bool
     ) -> transcription_pb2.TranscriptResult:
-        end = self._ms(event.get("end_ms"))
-        start = min(self._ms(event.get("start_ms")), end)
-        result = transcription_pb2.TranscriptResult(
-            utterance_id=utterance_id,
-            is_final=final,
-            transcript=str(event.get("text", "")),
-            start_ms=start,
-            end_ms=end,
-        )
-        if final:
-            result.confidence = _unit(event.get("confidence", 0.0))
-            result.from_finalize = bool(event.get("from_finalize", False))
-            if self.config.word_timestamps:
-                last = start
-                for w in event.get("words", []):
-                    # The contract: word timings are monotonic and inside the result; a model
-                    # that overlaps or overshoots is clamped, never passed on.
-                    w_start = min(max(self._ms(w.get("start_ms")), last), end)
-                    w_end = min(max(self._ms(w.get("end_ms")), w_start), end)
-                    result.words.add(
-                        word=str(w.get("word", "")),
-                        start_ms=w_start,
-                        end_ms=w_end,
-                        confidence=_unit(w.get("confidence", 0.0)),
-                    )
-                    last = w_end
-        return result
+        words = self.config.word_timestamps
+        return results.transcript_result(event, utterance_id, self._ms, final=final, words=words)
 
     def _ms(self, value: Any) -> int:
         """A model time as a session position: clamped to the audio actually received (never
@@ -489,8 +553,8 @@ class TranscriptionSession:
         try:
             ms = int(value)
         except (TypeError, ValueError, OverflowError):
-            return self._offset_ms
-        return self._offset_ms + max(0, min(ms, self.audio_ms))
+            return self._offset_ms + self._model_base_ms
+        return self._offset_ms + max(0, min(self._model_base_ms + ms, self.audio_ms))
 
     def summary(self, now: float | None = None) -> Response:
         return Response(
@@ -518,19 +582,3 @@ class TranscriptionSession:
     def _charge_us(self, stage: str, micros: int) -> None:
         self.timings.add_us(stage, micros)
         self._utterance.add_us(stage, micros)
-
-
-def _index(value: Any) -> int:
-    """A model's utterance number (a non-negative int). Raises ModelError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
-        raise errors.ModelError(f"model sent utterance {value!r}")
-    return value
-
-
-def _unit(value: Any) -> float:
-    """A confidence in [0, 1] (a model's NaN, infinity or junk becomes 0)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return min(1.0, max(0.0, number)) if number == number else 0.0

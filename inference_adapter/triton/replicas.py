@@ -26,7 +26,7 @@ import contextlib
 import datetime
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import grpc
@@ -181,8 +181,9 @@ class ReplicaPool:
     def ready_replicas(self, model: str) -> list[Replica]:
         return [r for r in self.replicas if r.ready and model in r.ready_models]
 
-    def acquire(self, model: str) -> Lease:
-        """Take a slot for one model stream on the least-loaded ready replica.
+    def acquire(self, model: str, *, exclude: Collection[Replica] = ()) -> Lease:
+        """Take a slot for one model stream on the least-loaded ready replica, other than
+        ``exclude`` (a failover leaves out the replica that just failed).
 
         Raises UnknownModel (no replica knows it), BackendUnavailable (none has it ready) or
         Overloaded (all that have it are full).
@@ -190,7 +191,7 @@ class ReplicaPool:
         info = self.catalog().get(model)
         if info is None:
             raise UnknownModel(f"no model named {model!r}")
-        candidates = self.ready_replicas(model)
+        candidates = [r for r in self.ready_replicas(model) if r not in exclude]
         if not candidates:
             raise BackendUnavailable(f"model {model!r} is not ready on any model server")
         limit = self._config.max_streams_per_replica

@@ -35,7 +35,8 @@ from voxwire.errors import BackendUnavailable
 log = logging.getLogger(__name__)
 
 # Codes of a call that mean the transport to the replica failed (the server or the way to it),
-# not that one request was bad: the pool probes the replica at once.
+# not that one request was bad: the stream may move to another replica at once. Any failure of
+# the call has the pool probe the replica at once; the probe decides whether it is out.
 _TRANSPORT_DOWN = frozenset({grpc.StatusCode.UNAVAILABLE})
 
 
@@ -57,6 +58,13 @@ class ModelStream:
         self._timeout = response_timeout
         self._call = lease.replica.stub().ModelStreamInfer(metadata=tuple(metadata))
         self.closed = False
+        # The transport to the replica failed under this call (not a late or refused request):
+        # the replica is gone or unreachable, and the stream may move to another one.
+        self.transport_failed = False
+        # The call ended under the stream, for whatever reason (transport or not); the first
+        # failure is kept, as later ones only say that the call is gone.
+        self.broken = False
+        self.failure: BackendUnavailable | None = None
         # True while a task awaits a response: cancelling that task cancels the call.
         self.reading = False
         self._sending = 0
@@ -130,6 +138,10 @@ class ModelStream:
         finally:
             self.reading = False
         if msg is grpc.aio.EOF:
+            if not self.closed:
+                # Triton never ends a stream the client has not half-closed (``finish``): its
+                # end is the server's (a shutdown), and the sequence went with it.
+                self.transport_failed = self.broken = True
             raise self._failure(None, "model server ended the stream")
         return parse_response(msg)
 
@@ -190,14 +202,39 @@ class ModelStream:
         self.closed = True
         return self._failure(None, "the model call was cancelled")
 
+    async def replica_failed(self, within_s: float) -> bool:
+        """Whether this call failed because its replica did (the stream may then move to
+        another): its transport failed, or the readiness probe took the replica out. A call
+        that broke without saying why (grpcio reports a write on a call whose server vanished
+        as INTERNAL "Internal error from Core") waits up to ``within_s`` for the probe, which
+        alone decides (docs/contract.md, "Health"); a late answer is never the replica's."""
+        if self.lease.error is not None or self.transport_failed:
+            return True
+        if not self.broken:
+            return False
+        try:
+            async with asyncio.timeout(within_s):
+                await self.lease.failed.wait()
+        except TimeoutError:
+            return False
+        return True
+
     def _failure(self, exc: BaseException | None, why: str = "") -> BackendUnavailable:
-        """The error for this stream. A transport failure also has the pool probe the replica;
-        a timeout or a refused request concerns this stream alone."""
+        """The error for this stream. A call that broke also has the pool probe the replica
+        (the probe decides whether it is out); a timeout concerns this stream alone."""
         replica = self.lease.replica
-        if isinstance(exc, grpc.aio.AioRpcError):
-            why = f"{exc.code().name}: {exc.details()}"
-            if exc.code() in _TRANSPORT_DOWN:
-                self._pool.probe_soon(replica, why)
+        if isinstance(exc, grpc.aio.AioRpcError | asyncio.InvalidStateError):
+            self.broken = True
+            if isinstance(exc, grpc.aio.AioRpcError):
+                why = f"{exc.code().name}: {exc.details()}"
+                self.transport_failed = self.transport_failed or exc.code() in _TRANSPORT_DOWN
+            else:
+                why = "the call had ended"
+            self._pool.probe_soon(replica, why)
         if self.lease.error is not None:
-            return self.lease.error
-        return BackendUnavailable(f"model server {replica.name}: {why}")
+            error = self.lease.error
+        else:
+            error = BackendUnavailable(f"model server {replica.name}: {why}")
+        if self.failure is None:
+            self.failure = error
+        return error

@@ -12,6 +12,16 @@ takes; any other message fails the context with INVALID_MESSAGE):
 Units are synthesized one at a time, in order. A flush is acknowledged after the audio of every
 unit queued before it has been emitted (the resampler's tail included, so the ack really
 follows all of that audio).
+
+Failover (docs/contract.md, "Failover"): when the context's replica fails, ``resubmit`` gives
+the unit in flight again, for a survivor. The model restarts it from its first sample, so the
+context drops the samples (and word timestamps) of that unit it already passed on and goes on
+from the first one it did not: the client gets every sample once, the timeline and sequence
+numbers continue, and the audio joins without a seam when the model is deterministic (the
+benchmark model is; eSpeak NG gives the same words and length within ~20 ms but not the same
+samples twice in one process: tests/models/test_tts_espeak.py). Resubmitting only
+the text after the last word sent would need no determinism but would restart mid-sentence with
+other prosody, and its audio would not continue the samples already heard.
 """
 
 from __future__ import annotations
@@ -99,6 +109,12 @@ class SynthesisContext:
         self._unit_model_start = 0
         self._last_word_end = 0
         self._unit_done = False  # the unit in flight's `done` event arrived
+        # Failover: model samples and words of the unit in flight already passed on, which its
+        # resubmission repeats and the context drops.
+        self._unit_words = 0
+        self._skip_samples = 0
+        self._skip_words = 0
+        self.failovers = 0  # in a row, without new audio
         self._new_resampler()
         # Same rate and PCM16 out: model audio goes to the client as it is.
         self._native_pcm = (
@@ -201,7 +217,20 @@ class SynthesisContext:
         self._unit_sent_at = self._clock()
         self._unit_compute_us = 0
         self._unit_model_start = self._model_frames
+        self._unit_words = 0
         self._unit_done = False
+        self.timings.model_requests += 1
+        return self.inflight
+
+    def resubmit(self) -> Unit | None:
+        """The context moves to another replica: the unit in flight (None if none), to submit
+        there. Its samples and words already passed on are dropped from the new answer."""
+        if self.inflight is None or self.state in FINISHED:
+            return None
+        self.failovers += 1
+        self._skip_samples = self._model_frames - self._unit_model_start
+        self._skip_words = self._unit_words
+        self._unit_done = False  # the survivor's answer must carry its own `done`
         self.timings.model_requests += 1
         return self.inflight
 
@@ -222,15 +251,20 @@ class SynthesisContext:
             # the client actually received.
             raise errors.ModelError("model ended a synthesis request without its done event")
         t0 = self._clock()
-        if resp.audio is not None and resp.audio.size:
-            self._model_frames += int(resp.audio.size)
+        audio = resp.audio
+        if audio is not None and self._skip_samples:
+            # A resubmitted unit: what the failed replica already gave is not sent again.
+            skip = min(self._skip_samples, int(audio.size))
+            self._skip_samples -= skip
+            audio = audio[skip:]
+        if audio is not None and audio.size:
+            self._model_frames += int(audio.size)
+            self.failovers = 0  # progress
             if self._native_pcm:
                 # Already the requested format: no float round trip on the hot path.
-                out.extend(
-                    self._emit(resp.audio.size, resp.audio.astype("<i2", copy=False).tobytes())
-                )
+                out.extend(self._emit(audio.size, audio.astype("<i2", copy=False).tobytes()))
             else:
-                samples = self._resampler.process(int16_to_float32(resp.audio))
+                samples = self._resampler.process(int16_to_float32(audio))
                 out.extend(
                     self._emit(samples.size, encode(samples, self.config.output_format.encoding))
                 )
@@ -239,6 +273,7 @@ class SynthesisContext:
         if resp.final:
             unit = self.inflight
             self.inflight = None
+            self._skip_samples = self._skip_words = 0
             # The unit's round trip is split between stages that add up to it exactly: the
             # compute the model reported for every response of the unit, the adapter's work on
             # those responses while the unit was in flight (encode), and the rest, which is
@@ -284,6 +319,10 @@ class SynthesisContext:
         unit_offset = self.inflight.text_offset if self.inflight is not None else 0
         msg = synthesis_pb2.WordTimestamps()
         for w in words:
+            if self._skip_words:
+                self._skip_words -= 1  # sent before the failover
+                continue
+            self._unit_words += 1
             start = base_ms + int(w.get("start_ms", 0))
             end = base_ms + int(w.get("end_ms", 0))
             # Monotonic across units even if a model's estimate overlaps the previous word.

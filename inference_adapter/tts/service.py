@@ -6,11 +6,18 @@ so Triton drops whatever it had in flight for it (TTS models keep no sequence st
 that is done half-closes its call and lets Triton end it (``ModelStream.finish``: storms of
 cancelled calls crash Triton 2.51). The stream runner (``stream_runner.py``) owns every task and
 the ending; the main task reads the client.
+
+Failover (docs/contract.md, "Failover"): when a context's replica fails (its call breaks, or the
+readiness probe takes the replica out; never because one unit is late), the context gets a new
+call on another replica that has the model and its unit in flight is submitted there again
+(``SynthesisContext.resubmit``); the client gets a StreamNotice FAILOVER for the context. Only
+when no replica can take it does the context end with BACKEND_UNAVAILABLE.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,10 +32,10 @@ from inference_adapter.triton.replicas import Lease
 from inference_adapter.triton.stream import ModelStream
 from inference_adapter.triton.tensors import tts_request
 from inference_adapter.tts.config import resolve
-from inference_adapter.tts.context import CtxState, SynthesisContext
+from inference_adapter.tts.context import FINISHED, CtxState, SynthesisContext
 from inference_adapter.tts.session import Actions, SynthesisSession
 from voxwire import errors
-from voxwire.v1 import synthesis_pb2, timings_pb2
+from voxwire.v1 import stream_pb2, synthesis_pb2, timings_pb2
 
 Request = synthesis_pb2.StreamingSynthesizeRequest
 Response = synthesis_pb2.StreamingSynthesizeResponse
@@ -119,6 +126,9 @@ class SynthesisStream:
     async def wind_up(self) -> None:
         return None  # contexts end with the stream's STREAM_TOO_LONG
 
+    def notice(self, notice: stream_pb2.StreamNotice) -> Response:
+        return Response(notice=notice)
+
     async def stop(self) -> None:
         self.release()  # cancelling a context's call is how Triton stops its synthesis
 
@@ -167,7 +177,7 @@ class SynthesisStream:
             try:
                 await side.stream.send(request)
             except errors.VoxwireError as exc:
-                await self._execute(self.session.context_failed(ctx, exc))
+                await self._failed(ctx, side, exc)
 
     def _open_side(self, ctx: SynthesisContext, lease: Lease) -> None:
         assert self._stream is not None
@@ -194,9 +204,7 @@ class SynthesisStream:
             try:
                 resp = await side.stream.receive(timeout if ctx.inflight is not None else None)
             except errors.VoxwireError as exc:  # this context's call failed: only it fails
-                if self.sides.get(ctx.key) is not side:
-                    return  # the context is done and Triton ended its call (_close_side)
-                await self._execute(self.session.context_failed(ctx, exc))
+                await self._failed(ctx, side, exc)  # returns if the side is gone (done)
                 return
             await self._execute(self.session.model_response(ctx.key, resp))
 
@@ -205,7 +213,43 @@ class SynthesisStream:
         for task in side.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        await self._execute(self.session.context_failed(ctx, error))
+        await self._failed(ctx, side, error)
+
+    async def _failed(
+        self, ctx: SynthesisContext, side: _ModelSide, error: errors.VoxwireError
+    ) -> None:
+        """The model side of ``ctx`` failed with ``error``: move the context to another
+        replica when its replica failed, else (or when none can take it) end the context."""
+        if self.sides.get(ctx.key) is not side:
+            return  # that side was replaced or closed already
+        cfg = self.rt.config
+        error = side.stream.failure or error
+        moving = ctx.failovers < cfg.max_failovers and ctx.state not in FINISHED
+        if moving and not await side.stream.replica_failed(cfg.probe_verdict_seconds):
+            moving = False
+        if self.sides.get(ctx.key) is not side:
+            return  # replaced while the probe decided (the lease watcher moved it)
+        if not moving:
+            await self._execute(self.session.context_failed(ctx, error))
+            return
+        try:
+            # Not the replica that just failed, whatever its probe says yet.
+            lease = self.rt.pool.acquire(ctx.config.model.name, exclude=(side.lease.replica,))
+        except errors.VoxwireError as exc:
+            error = errors.BackendUnavailable(
+                f"{error.message}; no other model server can take the context ({exc.message})",
+                # Waiting helps: a replica that restarts is routed to again.
+                retry_delay=exc.retry_delay or self._retry_delay(),
+            )
+            await self._execute(self.session.context_failed(ctx, error))
+            return
+        self._close_side(ctx.key)
+        self._open_side(ctx, lease)
+        self.rt.telemetry.failovers.add(1, {"service": "tts", "model": ctx.config.model.name})
+        await self._execute(self.session.failed_over(ctx, lease.replica.name))
+
+    def _retry_delay(self) -> datetime.timedelta:
+        return datetime.timedelta(seconds=self.rt.config.overload_retry_seconds)
 
     def _close_side(self, key: int, *, finish: bool = False) -> None:
         """Give back a context's slot and end its call: ``finish`` (the context is done,

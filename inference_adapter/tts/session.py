@@ -26,7 +26,7 @@ from inference_adapter.tts.config import ResolvedSynthesisConfig
 from inference_adapter.tts.context import FINISHED, CtxState, SynthesisContext, Unit
 from voxwire import errors
 from voxwire.timings import Clock, StageClock
-from voxwire.v1 import synthesis_pb2
+from voxwire.v1 import stream_pb2, synthesis_pb2
 
 Response = synthesis_pb2.StreamingSynthesizeResponse
 Resolver = Callable[[synthesis_pb2.SynthesisContextConfig], ResolvedSynthesisConfig]
@@ -167,6 +167,29 @@ class SynthesisSession:
         if self._by_key.get(ctx.key) is ctx and ctx.state not in FINISHED:
             actions.to_client.append(ctx.fail(error))
             self._retire(ctx, actions)
+        return actions
+
+    def failed_over(self, ctx: SynthesisContext, replica: str) -> Actions:
+        """The servicer moved the model side of ``ctx`` to ``replica`` (its replica failed):
+        a notice for the client, and the unit in flight again (``SynthesisContext.resubmit``)."""
+        actions = Actions()
+        if self._by_key.get(ctx.key) is not ctx or ctx.state in FINISHED:
+            return actions
+        ctx.timings.replica = replica
+        actions.to_client.append(
+            Response(
+                context_id=ctx.context_id,
+                notice=stream_pb2.StreamNotice(
+                    kind=stream_pb2.StreamNotice.KIND_FAILOVER,
+                    message="the model server failed; the context moved to another one and "
+                    f"goes on after sequence number {ctx.last_sequence}",
+                    replica=replica,
+                ),
+            )
+        )
+        unit = ctx.resubmit()
+        if unit is not None:
+            actions.submit.append((ctx, unit))
         return actions
 
     def half_close(self) -> Actions:

@@ -71,6 +71,20 @@ def reason_from_trailers(trailers: Any) -> str:
     return ""
 
 
+def retry_delay_from_trailers(trailers: Any) -> int | None:
+    """The RetryInfo delay (ms) of a failed call's rich status, None when it has none."""
+    raw = dict(trailers or ()).get(_DETAILS)
+    if not isinstance(raw, bytes):
+        return None
+    with contextlib.suppress(Exception):
+        for detail in status_pb2.Status.FromString(raw).details:
+            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                info = error_details_pb2.RetryInfo()
+                detail.Unpack(info)
+                return int(info.retry_delay.ToMilliseconds())
+    return None
+
+
 class _Call:
     """A bidi call's common part: safe writes, and the end as an ``Ended`` event."""
 
@@ -102,8 +116,15 @@ class _Call:
         code = await self.call.code()
         trailers = await self.call.trailing_metadata()
         at = time.monotonic()
-        reason = "" if code == grpc.StatusCode.OK else reason_from_trailers(trailers)
-        return Ended(at, code.name, reason, stages_from_trailers(trailers))
+        if code == grpc.StatusCode.OK:
+            return Ended(at, code.name, "", stages_from_trailers(trailers))
+        return Ended(
+            at,
+            code.name,
+            reason_from_trailers(trailers),
+            stages_from_trailers(trailers),
+            retry_delay_from_trailers(trailers),
+        )
 
     def cancel(self) -> None:
         self.call.cancel()

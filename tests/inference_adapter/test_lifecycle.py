@@ -9,6 +9,7 @@ import urllib.request
 
 import grpc
 import numpy as np
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -88,6 +89,11 @@ async def test_drain_refuses_new_streams_lets_short_ones_finish_and_ends_the_res
         err = from_trailers(cut.trailers)
         assert (cut.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "DRAINING")
         assert 0.9 < elapsed < 1.5  # at grace minus the abort margin
+        # Both streams were told when the drain began, and how long they had.
+        for out in (ok, cut):
+            (notice,) = out.of("notice")
+            assert notice.kind == stream_pb2.StreamNotice.KIND_DRAINING
+            assert 1.0 <= notice.remaining.ToMilliseconds() / 1000 <= 1.5
         await stopping
 
 
@@ -111,6 +117,74 @@ async def test_max_stream_duration_finalizes_then_fails(triton):
         assert 300 <= summary.audio_ms <= 1200
     finally:
         await server.stop(grace=0.5)
+
+
+async def timed(call: grpc.aio.StreamStreamCall) -> tuple[list[tuple[float, object]], object]:
+    """Every response with its arrival time (from now), then the status's arrival time and the
+    outcome."""
+    t0 = time.monotonic()
+    arrivals = []
+    out = StreamOutcome()
+    try:
+        async for response in call:
+            arrivals.append((time.monotonic() - t0, response))
+            out.responses.append(response)
+    except grpc.aio.AioRpcError:
+        pass
+    out.code = await call.code()
+    out.trailers = dict(await call.trailing_metadata() or ())
+    arrivals.append((time.monotonic() - t0, out))
+    return arrivals, out
+
+
+async def test_idle_and_duration_warnings_come_before_the_end(triton):
+    limits = Limits(
+        idle_timeout_seconds=1.5,
+        idle_warning_seconds=1.0,
+        # The duration warning (at 2 s) comes after the idle ends (1.5 s): a silent stream gets
+        # its idle warning alone.
+        max_stream_seconds=3.0,
+        duration_warning_seconds=1.0,
+    )
+    server = AdapterServer(config(triton, limits=limits))
+    await server.start()
+    notice = stream_pb2.StreamNotice
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stt = transcription_pb2_grpc.TranscriptionStub(channel)
+            tts = synthesis_pb2_grpc.SynthesisStub(channel)
+            keep = transcription_pb2.StreamingTranscribeRequest(keep_alive=stream_pb2.KeepAlive())
+            # A client that says nothing after its config; one that keeps the stream alive
+            # (it reaches the maximum duration); a TTS stream that says nothing.
+            silent = stt.StreamingTranscribe(timeout=10)
+            await silent.write(config_msg("bench_stt"))
+            lively = stt.StreamingTranscribe(timeout=10)
+            writer = asyncio.create_task(
+                write_all(lively, [config_msg("bench_stt"), *[keep] * 16], pace_s=0.25)
+            )
+            quiet_tts = tts.StreamingSynthesize(timeout=10)
+            await quiet_tts.write(
+                synthesis_pb2.StreamingSynthesizeRequest(keep_alive=keep.keep_alive)
+            )
+            results = await asyncio.gather(timed(silent), timed(lively), timed(quiet_tts))
+            writer.cancel()
+    finally:
+        await server.stop(grace=0.5)
+    expected = [
+        (notice.KIND_IDLE_WARNING, "IDLE_TIMEOUT", 1.5),
+        (notice.KIND_DURATION_WARNING, "STREAM_TOO_LONG", 3.0),
+        (notice.KIND_IDLE_WARNING, "IDLE_TIMEOUT", 1.5),
+    ]
+    for (arrivals, out), (kind, reason, end_s) in zip(results, expected, strict=True):
+        assert from_trailers(out.trailers).reason == reason
+        (warning,) = out.of("notice")
+        assert warning.kind == kind
+        warned_at = next(t for t, r in arrivals[:-1] if r.HasField("notice"))
+        ended_at = arrivals[-1][0]
+        # One second's warning (as configured), which the end then keeps to.
+        assert warning.remaining.ToMilliseconds() == pytest.approx(1000, abs=150)
+        assert ended_at - warned_at == pytest.approx(1.0, abs=0.4), (warned_at, ended_at)
+        assert ended_at == pytest.approx(end_s, abs=0.5)
 
 
 async def test_stream_span_continues_the_callers_trace_and_metrics_are_recorded(triton):

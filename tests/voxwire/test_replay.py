@@ -143,3 +143,36 @@ def test_words_of_a_resumed_stream_are_rebased_and_spoken_text_is_dropped():
     assert again.text == " delta"
     assert again.text_offset == text.index(" delta")
     assert (again.timeline_offset_ms, again.first_sequence_number) == (750, 5)
+
+
+def test_replay_since_puts_each_control_after_the_audio_before_it():
+    window = AudioReplayWindow(2, 1000, max_ms=60_000)  # 1 frame per ms: frames are ms
+    window.append(pcm(100, start=0))
+    window.append(pcm(100, start=100))
+    window.append(pcm(100, start=200))
+    window.ack(50)
+    controls = [(250, "inside"), (100, "boundary"), (20, "acked"), (300, "end"), (100, "next")]
+    out = window.replay_since(50, controls)
+    # A control before the start comes first; at a piece boundary it follows that piece; inside
+    # a piece, the piece is split there; the original cuts are kept otherwise.
+    assert out == [
+        "acked",
+        pcm(50, start=50),
+        "boundary",
+        "next",
+        pcm(100, start=100),
+        pcm(50, start=200),
+        "inside",
+        pcm(50, start=250),
+        "end",
+    ]
+    assert b"".join(x for x in out if isinstance(x, bytes)) == window.audio_since(50)
+    with pytest.raises(ResumeRejected):
+        window.replay_since(40, controls)
+
+
+def test_replay_since_the_end_is_the_controls_alone():
+    window = AudioReplayWindow(2, 16000, max_ms=1000)
+    window.append(pcm(1600))
+    window.ack(100)
+    assert window.replay_since(100, [(1600, "finalize")]) == ["finalize"]

@@ -1,0 +1,273 @@
+"""The gateway hides an adapter's death (issue 7; docs/design/edge.md, "Upstream failover
+inside the gateway"): two adapter processes on the session's Triton, a gateway in front of
+both, a real WebSocket client; the adapter that serves the session is SIGKILLed by PID
+mid-utterance (STT) or mid-context (TTS).
+
+The client must see a StreamNotice FAILOVER and no error, and get what a run without the fault
+gets: the same words (pocketsphinx may change one, never drop or repeat one: see
+tests/client/test_stt_resume.py, assert_same_words), final results continuous with ids
+continuing; TTS audio with sequence numbers and timeline continuing and every word once. With
+no adapter left: an error event BACKEND_UNAVAILABLE, retryable, with a retry delay, close 1013.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from gateway.auth.keys import create_key
+from gateway.config import GatewayConfig
+from gateway.server import GatewayServer
+from gateway.wire.frames import unpack
+from localstack.triton import TritonServer
+from tests.client.test_stt_resume import edit_ops
+from tests.helpers.adapter_process import AdapterProcess, start_adapter
+from tests.helpers.edge import auth_config
+from tests.helpers.speech_fixtures import SPEECH_DIR
+from tests.helpers.wavio import read_wav
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+FIXTURE = "two_sentences_gap.wav"  # the second sentence runs from 4.3 to 5.9 s
+FAULT_AT_MS = 5000
+STT_QUERY = "model=stt_pocketsphinx&encoding=pcm_s16le&sample_rate=16000&word_timestamps=true"
+TTS_TEXT = (
+    "Hello from the voxwire gateway. This is a second sentence to speak. "
+    "And here is a third one, somewhat longer than the others."
+)
+
+
+@dataclass
+class Fleet:
+    gateway: GatewayServer
+    key: str
+    adapters: list[AdapterProcess]
+
+    @property
+    def ws(self) -> str:
+        return self.gateway.url.replace("http", "ws", 1)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def serving(self) -> AdapterProcess:
+        """The adapter process that holds the gateway's one open upstream stream."""
+        (busy,) = [a for a in self.gateway.pool.adapters if a.active]
+        return next(p for p in self.adapters if p.address == busy.address)
+
+    async def all_serving(self) -> None:
+        for _ in range(100):
+            if all(a.serving for a in self.gateway.pool.adapters):
+                return
+            await asyncio.sleep(0.05)  # the gateway's health watch follows each adapter
+        raise AssertionError("the gateway does not see both adapters serving")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def fleet(triton: TritonServer, tmp_path: Path) -> AsyncIterator[Fleet]:
+    """Adapters A and B (processes, killed by the tests) and a gateway in front of both."""
+    started = await asyncio.gather(
+        *(start_adapter([triton.grpc_url], tmp_path / f"adapter-{n}.log") for n in "ab"),
+        return_exceptions=True,
+    )
+    adapters = [a for a in started if isinstance(a, AdapterProcess)]
+    gateway: GatewayServer | None = None
+    try:
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        key, _ = create_key(
+            tmp_path / "keys.toml", name="failover", now=datetime.datetime.now(datetime.UTC)
+        )
+        gateway = GatewayServer(
+            GatewayConfig(
+                listen="127.0.0.1:0",
+                adapters=tuple(a.address for a in adapters),
+                auth=auth_config(tmp_path / "keys.toml"),
+            )
+        )
+        await gateway.start()
+        fleet = Fleet(gateway, key, adapters)
+        await fleet.all_serving()
+        yield fleet
+    finally:
+        if gateway is not None:
+            await gateway.stop(grace=0.5)
+        await asyncio.gather(*(a.stop() for a in adapters))
+
+
+# -- STT -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SttRun:
+    messages: list[tuple[float, dict]] = field(default_factory=list)
+    close_code: int = 0
+    killed_at: float = 0.0
+
+    def of(self, kind: str) -> list[dict]:
+        return [m[kind] for _, m in self.messages if kind in m]
+
+    @property
+    def finals(self) -> list[dict]:
+        return [r for r in self.of("result") if r.get("isFinal")]
+
+    @property
+    def words(self) -> list[str]:
+        return " ".join(f.get("transcript", "") for f in self.finals).split()
+
+
+async def stt_session(fleet: Fleet, *, fault: bool = False, kill_all: bool = False) -> SttRun:
+    """Stream the fixture in 100 ms frames (as fast as the socket takes them), close, and read
+    every message. With ``fault``: at 5.0 s of audio (mid second sentence), once the first
+    utterance's final has come (its ack is where a failover replays from), SIGKILL the adapter
+    serving the session (``kill_all``: every adapter)."""
+    pcm, rate = read_wav(SPEECH_DIR / FIXTURE)
+    audio = pcm.tobytes()
+    step = rate // 10 * 2
+    run = SttRun()
+    first_final = asyncio.Event()
+    async with aiohttp.ClientSession() as http:
+        url = f"{fleet.ws}/v1/stt/stream?{STT_QUERY}"
+        async with http.ws_connect(url, headers=fleet.headers) as ws:
+
+            async def read() -> None:
+                async for msg in ws:
+                    if msg.type is aiohttp.WSMsgType.TEXT:
+                        message = json.loads(msg.data)
+                        run.messages.append((time.monotonic(), message))
+                        if message.get("result", {}).get("isFinal"):
+                            first_final.set()
+
+            reader = asyncio.create_task(read())
+            for pos in range(0, len(audio), step):
+                if fault and pos == FAULT_AT_MS * rate * 2 // 1000:
+                    async with asyncio.timeout(20):
+                        await first_final.wait()
+                    for victim in fleet.adapters if kill_all else [fleet.serving()]:
+                        victim.kill()
+                    run.killed_at = time.monotonic()
+                if ws.closed:
+                    break
+                await ws.send_bytes(audio[pos : pos + step])
+            if not ws.closed:
+                await ws.send_str(json.dumps({"close": {}}))
+            async with asyncio.timeout(30):
+                await reader
+            run.close_code = ws.close_code or 0
+    return run
+
+
+def assert_continuous(run: SttRun) -> None:
+    ids = [f["utteranceId"] for f in run.finals]
+    assert ids == [f"u{i}" for i in range(len(ids))], ids
+    end = 0
+    for final in run.finals:
+        start, stop = final.get("startMs", 0), final.get("endMs", 0)
+        assert end <= start <= stop, (end, start, stop)
+        end = stop
+    acks = [m["ack"].get("finalizedThroughMs", 0) for _, m in run.messages if "ack" in m]
+    assert acks == sorted(acks)
+
+
+async def test_stt_session_survives_the_sigkill_of_its_adapter(fleet: Fleet):
+    reference = await stt_session(fleet)
+    assert reference.close_code == 1000 and len(reference.finals) >= 2
+    await fleet.all_serving()
+    run = await stt_session(fleet, fault=True)
+    assert run.close_code == 1000, run.of("error")
+    assert not run.of("error")
+    (notice,) = run.of("notice")
+    assert notice["kind"] == "KIND_FAILOVER"
+    # No word lost, none repeated (pocketsphinx may decode one differently: see module doc).
+    ops = edit_ops(reference.words, run.words)
+    assert ops["insert"] == ops["delete"] == 0 and ops["substitute"] <= 1, (
+        reference.words,
+        run.words,
+    )
+    assert_continuous(run)
+    (summary,) = run.of("summary")
+    assert summary["resumes"] == 1
+    notice_at = next(t for t, m in run.messages if "notice" in m)
+    print(f"gateway STT failover: SIGKILL -> FAILOVER notice {notice_at - run.killed_at:.3f} s")
+    assert notice_at - run.killed_at < 3.0
+
+
+async def test_with_no_adapter_left_the_session_ends_with_a_retryable_error(fleet: Fleet):
+    run = await stt_session(fleet, fault=True, kill_all=True)
+    (error,) = run.of("error")
+    assert error["reason"] == "BACKEND_UNAVAILABLE" and error["retryable"] is True
+    assert error["retryAfterMs"] > 0 and error["closeCode"] == 1013
+    assert run.close_code == 1013
+    assert not run.of("summary")
+
+
+# -- TTS -----------------------------------------------------------------------------------------
+
+
+async def test_tts_context_survives_the_sigkill_of_its_adapter(fleet: Fleet):
+    frames, messages = [], []
+    notice_at = killed_at = 0.0
+    async with aiohttp.ClientSession() as http:
+        url = f"{fleet.ws}/v1/tts/stream?lead_ms=300"
+        async with http.ws_connect(url, headers=fleet.headers) as ws:
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "contextId": "c1",
+                        "open": {
+                            "model": "tts_espeak",
+                            "outputFormat": {
+                                "encoding": "AUDIO_ENCODING_PCM_S16LE",
+                                "sampleRateHz": 22050,
+                            },
+                            "wordTimestamps": True,
+                        },
+                    }
+                )
+            )
+            await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": TTS_TEXT}}))
+            # The context stays open (no close yet) so its upstream call is alive at the kill.
+            async with asyncio.timeout(30):
+                async for msg in ws:
+                    if msg.type is aiohttp.WSMsgType.BINARY:
+                        frames.append(unpack(msg.data))
+                        if len(frames) == 8:
+                            fleet.serving().kill()
+                            killed_at = time.monotonic()
+                        continue
+                    message = json.loads(msg.data)
+                    messages.append(message)
+                    if "notice" in message:
+                        notice_at = time.monotonic()
+                        await ws.send_str(json.dumps({"contextId": "c1", "close": {}}))
+                        await ws.send_str(json.dumps({"closeSession": {}}))
+            code = ws.close_code
+    assert code == 1000
+    assert not [m for m in messages if "error" in m or "contextError" in m], messages
+    (notice,) = [m["notice"] for m in messages if "notice" in m]
+    assert notice["kind"] == "KIND_FAILOVER"
+    assert [f.sequence_number for f in frames] == list(range(1, len(frames) + 1))
+    position = 0
+    for frame in frames:  # the timeline goes on across the failover, no chunk twice
+        assert abs(frame.start_ms - position) <= 1, (frame.start_ms, position)
+        position = frame.start_ms + len(frame.audio) * 1000 // (22050 * 2)
+    done = next(m["done"] for m in messages if "done" in m)
+    assert done["lastSequenceNumber"] == len(frames)
+    words = [w for m in messages if "words" in m for w in m["words"]["words"]]
+    assert [w["word"] for w in words] == TTS_TEXT.replace(",", "").replace(".", "").split(), words
+    for word in words:
+        offset = word.get("textOffset", 0)
+        assert TTS_TEXT[offset : offset + word["textLength"]] == word["word"]
+    print(f"gateway TTS failover: SIGKILL -> FAILOVER notice {notice_at - killed_at:.3f} s")
+    assert 0 < notice_at - killed_at < 3.0

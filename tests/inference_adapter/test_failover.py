@@ -1,0 +1,377 @@
+"""Transparent failover between Triton replicas (issue 8; docs/contract.md, "Failover").
+
+Two real Tritons with the benchmark models (exact output: a no-fault run is the reference,
+byte for byte) behind one adapter. A stream is served by one replica; that Triton is killed
+(SIGKILL) mid-utterance or mid-synthesis; the client must see a StreamNotice FAILOVER and no
+error, and get exactly what a run without the fault gets: the same final results (text, offsets,
+utterance ids, none twice), the same audio samples (sequence numbers and timeline continuous,
+no chunk twice). With no replica left, the retryable BACKEND_UNAVAILABLE.
+
+The Tritons are shared by the module; a test that kills one starts it again on the same ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from inference_adapter.config import AdapterConfig
+from inference_adapter.server import AdapterServer
+from localstack.triton import TritonServer
+from tests.helpers.status import from_trailers
+from tests.helpers.triton_models import bench_tts_variant, copy_model
+from voxwire.v1 import (
+    audio_pb2,
+    capabilities_pb2,
+    capabilities_pb2_grpc,
+    errors_pb2,
+    stream_pb2,
+    synthesis_pb2,
+    synthesis_pb2_grpc,
+    transcription_pb2,
+    transcription_pb2_grpc,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SttReq = transcription_pb2.StreamingTranscribeRequest
+TtsReq = synthesis_pb2.StreamingSynthesizeRequest
+FAILOVER = stream_pb2.StreamNotice.KIND_FAILOVER
+PCM16 = audio_pb2.AUDIO_ENCODING_PCM_S16LE
+CHUNK_MS = 100
+
+
+def repository(root: Path) -> Path:
+    repo = root / "models"
+    for name in ("bench_stt", "bench_tts"):
+        copy_model(repo, name)
+    bench_tts_variant(repo, "bench_tts_realtime", rtf=1.0)  # synthesis lasts as long as audio
+    return repo
+
+
+class Tritons(list[TritonServer]):
+    """The module's Tritons, and how to start one again where it was."""
+
+    def __init__(self, repo: Path, root: Path) -> None:
+        super().__init__(TritonServer(repo, log_path=root / f"triton{i}.log") for i in range(2))
+        self.repo = repo
+
+    async def revive(self) -> None:
+        """Start every killed Triton again on its ports."""
+        for i, server in enumerate(self):
+            if server.returncode is not None:
+                await server.stop()
+                self[i] = TritonServer(self.repo, ports=server.ports, log_path=server.log_path)
+                await self[i].start(timeout=120)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def tritons(tmp_path_factory) -> AsyncIterator[Tritons]:
+    root = tmp_path_factory.mktemp("failover")
+    servers = Tritons(repository(root), root)
+    await asyncio.gather(*(s.start(timeout=120) for s in servers))
+    try:
+        yield servers
+    finally:
+        await asyncio.gather(*(s.stop() for s in servers), return_exceptions=True)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def adapter(tritons) -> AsyncIterator[AdapterServer]:
+    server = AdapterServer(
+        AdapterConfig(
+            listen="127.0.0.1:0",
+            triton_urls=tuple(s.grpc_url for s in tritons),
+            health_interval_seconds=0.2,
+            health_timeout_seconds=0.5,
+        )
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=1.0)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def both_ready(tritons, adapter) -> AsyncIterator[None]:
+    """Both replicas up and ready at the adapter (a test before may have killed one)."""
+    await tritons.revive()
+    for _ in range(300):
+        if all(r.ready and "bench_stt" in r.ready_models for r in adapter.pool.replicas):
+            break
+        await asyncio.sleep(0.1)  # the adapter's probe runs every 0.2 s
+    else:
+        raise AssertionError("the adapter did not see both replicas ready within 30 s")
+    yield
+
+
+def serving(adapter: AdapterServer, tritons: list[TritonServer], model: str) -> TritonServer:
+    """The Triton whose replica holds the one open stream or context of ``model``."""
+    (replica,) = [
+        r for r in adapter.pool.replicas if any(le.model.name == model for le in r.leases)
+    ]
+    return next(t for t in tritons if t.grpc_url == replica.url)
+
+
+# -- STT -----------------------------------------------------------------------------------------
+
+
+def chunk(index: int) -> bytes:
+    return np.full(16 * CHUNK_MS, index, dtype="<i2").tobytes()
+
+
+@dataclass
+class SttRun:
+    responses: list[tuple[float, transcription_pb2.StreamingTranscribeResponse]] = field(
+        default_factory=list
+    )
+    code: grpc.StatusCode | None = None
+    trailers: tuple = ()
+    ended_at: float = 0.0
+
+    def of(self, kind: str) -> list:
+        return [getattr(r, kind) for _, r in self.responses if r.WhichOneof("response") == kind]
+
+    def finals(self) -> list[tuple[str, str, int, int, bool]]:
+        return [
+            (r.utterance_id, r.transcript, r.start_ms, r.end_ms, r.from_finalize)
+            for r in self.of("result")
+            if r.is_final
+        ]
+
+
+async def stt_session(
+    channel: grpc.aio.Channel, kill: asyncio.Event | None = None, *, fault_after: int = 15
+) -> SttRun:
+    """bench_stt, 100 ms chunks paced at real time: 10 chunks, a finalize (its ack awaited), 10
+    more; after ``fault_after`` chunks in all ``kill`` is set (the test kills the replica), then
+    the rest goes on at the same pace, and the stream closes. Writing stops if the call ends."""
+    call = transcription_pb2_grpc.TranscriptionStub(channel).StreamingTranscribe(timeout=60)
+    run = SttRun()
+    acked = asyncio.Event()
+
+    async def write() -> None:
+        await call.write(
+            SttReq(
+                config=transcription_pb2.TranscriptionConfig(
+                    model="bench_stt",
+                    interim_results=True,
+                    word_timestamps=True,
+                    audio_format=audio_pb2.AudioFormat(encoding=PCM16, sample_rate_hz=16000),
+                )
+            )
+        )
+        for i in range(20):
+            if i == 10:
+                await call.write(SttReq(finalize=transcription_pb2.Finalize(finalize_id="f1")))
+                async with asyncio.timeout(10):
+                    await acked.wait()
+            if i == fault_after and kill is not None:
+                kill.set()
+            if call.done():
+                return  # a write after the end turns the status into INTERNAL (grpc#36066)
+            await call.write(SttReq(audio=chunk(i)))
+            await asyncio.sleep(CHUNK_MS / 1000)
+        await call.done_writing()
+
+    writer = asyncio.create_task(write())
+    try:
+        async with asyncio.timeout(30):
+            async for response in call:
+                run.responses.append((time.monotonic(), response))
+                if response.HasField("finalize_ack"):
+                    acked.set()
+    except grpc.aio.AioRpcError:
+        pass
+    run.ended_at = time.monotonic()
+    run.code = await call.code()
+    run.trailers = tuple(await call.trailing_metadata() or ())
+    if run.code == grpc.StatusCode.OK:
+        await writer
+    else:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+    return run
+
+
+@pytest.mark.parametrize("failure", ["kill", "hang"])
+async def test_stt_stream_moves_to_the_surviving_replica_without_loss(
+    both_ready, adapter, tritons, failure
+):
+    async with grpc.aio.insecure_channel(adapter.address) as channel:
+        caps = await capabilities_pb2_grpc.CapabilitiesStub(channel).GetCapabilities(
+            capabilities_pb2.GetCapabilitiesRequest(), timeout=5
+        )
+        assert caps.server_features.transparent_failover and caps.server_features.stream_notices
+        reference = await stt_session(channel)
+        kill = asyncio.Event()
+        faulted = asyncio.create_task(stt_session(channel, kill))
+        await asyncio.wait_for(kill.wait(), 20)
+        victim = serving(adapter, tritons, "bench_stt")
+        killed_at = time.monotonic()
+        if failure == "kill":
+            victim.kill()
+        else:
+            # Alive but silent: its call does not break; the readiness probe takes it out.
+            assert victim.pid is not None
+            os.kill(victim.pid, signal.SIGSTOP)
+        try:
+            run = await faulted
+        finally:
+            if failure == "hang":
+                os.kill(victim.pid, signal.SIGCONT)
+    assert reference.code == run.code == grpc.StatusCode.OK, from_trailers(dict(run.trailers))
+    (notice,) = run.of("notice")
+    assert notice.kind == FAILOVER
+    survivor = next(r.name for r in adapter.pool.replicas if r.url != victim.grpc_url)
+    assert notice.replica == survivor
+    # The same final results, exactly: the finalize's (0-1000 ms) and the close's (1000-2000
+    # ms, whose first 500 ms were replayed on the survivor); none twice, ids continuing.
+    assert (
+        run.finals()
+        == reference.finals()
+        == [
+            ("u0", "the quick brown fox jumps over the lazy dog", 0, 1000, True),
+            ("u1", "the quick brown fox jumps over the lazy dog", 1000, 2000, False),
+        ]
+    )
+    words = [[(w.start_ms, w.end_ms) for w in r.words] for r in run.of("result") if r.is_final]
+    assert words == [
+        [(w.start_ms, w.end_ms) for w in r.words] for r in reference.of("result") if r.is_final
+    ]
+    (summary,) = run.of("summary")
+    assert (summary.audio_ms, summary.utterances) == (2000, 2)
+    assert [a.finalize_id for a in run.of("finalize_ack")] == ["f1"]
+    notice_at = next(t for t, r in run.responses if r.HasField("notice"))
+    print(f"STT failover ({failure}): -> FAILOVER notice {notice_at - killed_at:.3f} s")
+    assert notice_at - killed_at < 2.0
+
+
+# -- TTS -----------------------------------------------------------------------------------------
+
+TEXT = "one two three four five six seven eight nine ten. eleven twelve thirteen fourteen. "
+
+
+@dataclass
+class TtsRun:
+    responses: list[tuple[float, synthesis_pb2.StreamingSynthesizeResponse]] = field(
+        default_factory=list
+    )
+    code: grpc.StatusCode | None = None
+
+    def of(self, kind: str) -> list:
+        return [getattr(r, kind) for _, r in self.responses if r.WhichOneof("response") == kind]
+
+    def audio(self) -> bytes:
+        return b"".join(a.audio for a in self.of("audio"))
+
+
+async def tts_session(
+    channel: grpc.aio.Channel, kill: asyncio.Event | None = None, *, fault_at_ms: int = 1000
+) -> TtsRun:
+    """One bench_tts_realtime context (4.2 s of audio synthesized at real time); ``kill`` is set
+    once ``fault_at_ms`` of audio has arrived."""
+    call = synthesis_pb2_grpc.SynthesisStub(channel).StreamingSynthesize(timeout=60)
+    run = TtsRun()
+    config = synthesis_pb2.SynthesisContextConfig(
+        model="bench_tts_realtime",
+        word_timestamps=True,
+        output_format=audio_pb2.AudioFormat(encoding=PCM16, sample_rate_hz=24000),
+    )
+    await call.write(TtsReq(context_id="c", open=config))
+    await call.write(TtsReq(context_id="c", append=synthesis_pb2.AppendText(text=TEXT)))
+    await call.write(TtsReq(context_id="c", close=synthesis_pb2.CloseContext()))
+    await call.done_writing()
+    async with asyncio.timeout(30):
+        async for response in call:
+            run.responses.append((time.monotonic(), response))
+            audio = response.audio
+            if kill is not None and audio.start_ms + audio.duration_ms >= fault_at_ms:
+                kill.set()
+    run.code = await call.code()
+    return run
+
+
+async def test_tts_context_moves_to_the_surviving_replica_without_loss(
+    both_ready, adapter, tritons
+):
+    async with grpc.aio.insecure_channel(adapter.address) as channel:
+        reference = await tts_session(channel)
+        kill = asyncio.Event()
+        faulted = asyncio.create_task(tts_session(channel, kill))
+        await asyncio.wait_for(kill.wait(), 20)
+        victim = serving(adapter, tritons, "bench_tts_realtime")
+        killed_at = time.monotonic()
+        victim.kill()
+        run = await faulted
+    assert reference.code == run.code == grpc.StatusCode.OK
+    assert not run.of("error")
+    (notice,) = run.of("notice")
+    assert notice.kind == FAILOVER and notice.replica
+    # Every sample once, as without the fault; chunks numbered 1, 2, ... and tiling the
+    # timeline; the same words at the same times.
+    assert run.audio() == reference.audio()
+    chunks = run.of("audio")
+    assert [c.sequence_number for c in chunks] == list(range(1, len(chunks) + 1))
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        assert after.start_ms == before.start_ms + before.duration_ms
+    words = [(w.word, w.start_ms, w.end_ms) for ws in run.of("words") for w in ws.words]
+    assert words == [
+        (w.word, w.start_ms, w.end_ms) for ws in reference.of("words") for w in ws.words
+    ]
+    (done,) = run.of("done")
+    assert done.last_sequence_number == len(chunks) and done.audio_ms == 4200
+    index = next(i for i, (_, r) in enumerate(run.responses) if r.HasField("notice"))
+    notice_at = run.responses[index][0]
+    after = next(t for t, r in run.responses[index:] if r.HasField("audio"))
+    # The survivor synthesizes the unit from its start (at real time here) and the adapter
+    # drops what the client already has: new audio comes after that much re-synthesis.
+    resent_s = max(a.start_ms + a.duration_ms for _, r in run.responses[:index] for a in [r.audio])
+    resent_s /= 1000
+    print(
+        f"TTS failover: kill -> FAILOVER notice {notice_at - killed_at:.3f} s, -> next audio "
+        f"{after - killed_at:.3f} s ({resent_s:.1f} s of the unit re-synthesized at real time)"
+    )
+    assert notice_at - killed_at < 2.0
+    assert after - killed_at < 2.0 + resent_s
+
+
+# -- nothing left --------------------------------------------------------------------------------
+
+
+async def test_with_no_replica_left_the_stream_fails_retryable(both_ready, adapter, tritons):
+    async with grpc.aio.insecure_channel(adapter.address) as channel:
+        kill = asyncio.Event()
+        stt = asyncio.create_task(stt_session(channel, kill, fault_after=12))
+        tts_kill = asyncio.Event()
+        tts = asyncio.create_task(tts_session(channel, tts_kill))
+        await asyncio.wait_for(asyncio.gather(kill.wait(), tts_kill.wait()), 20)
+        killed_at = time.monotonic()
+        for server in tritons:
+            server.kill()
+        run = await stt
+        tts_run = await tts
+    error = from_trailers(dict(run.trailers))
+    assert (run.code, error.reason, error.retryable) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "BACKEND_UNAVAILABLE",
+        True,
+    )
+    assert error.retry_delay_s and error.retry_delay_s > 0  # a replica back is used again
+    assert not run.of("summary")
+    (context_error,) = tts_run.of("error")
+    assert context_error.error.retryable and context_error.error.HasField("retry_delay")
+    assert context_error.error.reason == errors_pb2.ERROR_REASON_BACKEND_UNAVAILABLE
+    print(f"no replica left: the STT stream failed {run.ended_at - killed_at:.3f} s after the kill")
+    assert run.ended_at - killed_at < 3.0

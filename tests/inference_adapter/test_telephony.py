@@ -1,0 +1,88 @@
+"""Telephony audio (issue 8): 8 kHz G.711 speech through the adapter and the real model.
+
+The phone-band test set (``tests/fixtures/speech/telephony``, ``make_telephony.py``) is the
+speech fixtures band-limited to 300-3400 Hz, at 8 kHz, in mu-law and A-law. Its word error rate
+beside the 16 kHz figure is in BENCHMARKS.md ("Telephony audio", ``make bench-telephony``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grpc
+import numpy as np
+import pytest
+
+from benchmarks.telephony import ALAW, MODEL, MULAW, WIDEBAND, AudioSet, measure_set
+from loadtest.wer import word_error_rate
+from localstack.client import read_wav, transcribe, transcript
+from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
+from voxwire.audio.codecs import Encoding, PcmFormat, decode, float32_to_int16
+
+# Three short files (6.7 s of speech, 21 words) keep this test to seconds; the whole set's WER
+# is BENCHMARKS.md's ("Telephony audio", ``make bench-telephony``). The model's decoders carry
+# their cepstral mean from stream to stream and move it only slowly, between utterances, so
+# 8 kHz utterances right after 16 kHz ones (as here: the suite's other STT tests run 16 kHz) are
+# decoded with the wrong band's mean. Measured on these three through the adapter: 0.67
+# (mu-law) on a fresh Triton, 0.05-0.42 after other streams; once the decoders have settled on
+# the phone band, 0.00-0.14. The same 8 kHz speech fed to the model unresampled (the control
+# below) measured 1.00. The bound sits between: it fails when the 8 kHz path is broken, not
+# when the first utterances after a band switch lose words.
+SHORT = ["delivery_address.wav", "kitchen_lights.wav", "pay_bill.wav"]
+MAX_WER_8K = 0.8
+
+
+def _share(samples: np.ndarray, rate: int, low: float, high: float) -> float:
+    """Energy in [low, high) Hz relative to the voice band's (300-3400 Hz)."""
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64))) ** 2
+    freq = np.fft.rfftfreq(samples.size, 1.0 / rate)
+
+    def band(lo: float, hi: float) -> float:
+        return float(spectrum[(freq >= lo) & (freq < hi)].sum())
+
+    return band(low, high) / band(300, 3400)
+
+
+@pytest.mark.parametrize("audio_set", [MULAW, ALAW], ids=lambda s: s.suffix)
+def test_the_phone_band_set_is_8khz_g711_of_the_same_speech(audio_set: AudioSet) -> None:
+    encoding = Encoding.MULAW if audio_set is MULAW else Encoding.ALAW
+    for name in TRANSCRIPTS:
+        wide, rate = read_wav(SPEECH_DIR / name)
+        source = np.frombuffer(wide, dtype="<i2") / 32768.0
+        narrow = decode(audio_set.audio(name), PcmFormat(encoding, 8000, 1))
+        assert rate == 16000 and narrow.size == source.size // 2, name
+        # The telephone channel's band edges (measured: below 150 Hz 1e-4 of the voice band,
+        # against 2e-2 to 1e-1 for a plain 8 kHz resample; 3450-3900 Hz a third of the
+        # source's share, against all of it).
+        assert _share(narrow, 8000, 0, 150) < 1e-3, name
+        assert _share(narrow, 8000, 3450, 3900) < 0.5 * _share(source, 16000, 3450, 3900), name
+
+
+@pytest.mark.parametrize("audio_set", [MULAW, ALAW], ids=lambda s: s.suffix)
+async def test_eight_khz_word_error_rate_is_bounded(channel, audio_set: AudioSet) -> None:
+    # One stream after another, as the 16 kHz acceptance test
+    # (test_transcription.py::test_fixture_speech_word_error_rate_is_at_most_15_percent);
+    # measure_set raises if a stream does not end OK.
+    result = await measure_set(channel, audio_set, SHORT)
+    print(f"{audio_set.label}: WER {result.wer:.3f} over {result.words} words")
+    assert result.wer <= MAX_WER_8K, [(f.name, f.hypothesis) for f in result.files]
+
+
+async def test_the_bound_fails_for_8khz_speech_the_adapter_would_not_resample(channel) -> None:
+    # The same mu-law speech, decoded to PCM16 and declared as 16 kHz: what the model would get
+    # if the adapter passed 8 kHz audio through unresampled (twice the speed, twice the pitch).
+    wrong = dataclasses.replace(WIDEBAND, label="8 kHz samples sent as 16 kHz")
+    transcripts = {}
+    for name in SHORT:
+        pcm = decode(MULAW.audio(name), PcmFormat(Encoding.MULAW, 8000, 1))
+        transcripts[name] = await transcribe(
+            channel, float32_to_int16(pcm).astype("<i2").tobytes(), wrong.format, model=MODEL
+        )
+    errors = words = 0.0
+    for name, out in transcripts.items():
+        assert out.code == grpc.StatusCode.OK, out.details
+        reference = TRANSCRIPTS[name]
+        errors += word_error_rate(reference, transcript(out)) * len(reference.split())
+        words += len(reference.split())
+    print(f"{wrong.label}: WER {errors / words:.3f} over {words:g} words")
+    assert errors / words > MAX_WER_8K + 0.1, [transcript(o) for o in transcripts.values()]
