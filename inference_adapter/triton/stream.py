@@ -156,8 +156,9 @@ class ModelStream:
     async def finish(self, within_s: float) -> bool:
         """End a call whose work is over: half-close, then wait (up to ``within_s``) for Triton
         to end it, reading what is left unless another task is reading. Cancels the call when
-        that does not happen in time. Returns whether the call ended without a cancel; never
-        raises."""
+        that does not happen in time, or when this task is cancelled meanwhile (a call left
+        neither ended nor cancelled would keep grpc.aio's task for it waiting on its status).
+        Returns whether the call ended without a cancel; raises only CancelledError."""
         if self.closed:
             return False
         self.closed = True
@@ -173,12 +174,13 @@ class ModelStream:
                 ended = True
         except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError):
             pass
-        if ended:
-            self.lease.replica.calls_ended["finished"] += 1
-        else:
-            # A timeout inside a call operation has cancelled the call already (grpc.aio).
-            self.lease.replica.calls_ended["cancelled"] += 1
-            self._call.cancel()
+        finally:
+            if ended:
+                self.lease.replica.calls_ended["finished"] += 1
+            else:
+                # A timeout inside a call operation has cancelled the call already (grpc.aio).
+                self.lease.replica.calls_ended["cancelled"] += 1
+                self._call.cancel()
         return ended
 
     def cancel(self) -> None:

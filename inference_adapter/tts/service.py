@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -251,6 +252,13 @@ class SynthesisStream:
     def _retry_delay(self) -> datetime.timedelta:
         return datetime.timedelta(seconds=self.rt.config.overload_retry_seconds)
 
+    def _finished(self, stream: ModelStream, task: asyncio.Task[Any]) -> None:
+        self._finishing.discard(task)
+        if task.cancelled():
+            # Cancelled (the stream ended) before it could end the call: a call left neither
+            # ended nor cancelled keeps grpc.aio's task for it waiting on its status.
+            stream.cancel()
+
     def _close_side(self, key: int, *, finish: bool = False) -> None:
         """Give back a context's slot and end its call: ``finish`` (the context is done,
         nothing in flight) half-closes it and lets Triton end it; otherwise it is cancelled,
@@ -267,7 +275,7 @@ class SynthesisStream:
             # the call); it returns once it sees its side gone.
             task = self._stream.spawn(side.stream.finish(FINISH_BUDGET_S), "context-finish")
             self._finishing.add(task)
-            task.add_done_callback(self._finishing.discard)
+            task.add_done_callback(functools.partial(self._finished, side.stream))
         else:
             side.stream.cancel()
             pump = None

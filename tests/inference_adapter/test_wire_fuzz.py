@@ -95,4 +95,5 @@ async def test_short_wire_fuzz_run_keeps_every_invariant(stack: Stack) -> None:
     # The adapter's own books, read in-process: nothing open, nothing held, no task left.
     assert adapter.runtime.active_streams == 0
     assert sum(r.active for r in adapter.pool.replicas) == 0
-    assert await _settled_tasks(baseline_tasks, 10.0) <= baseline_tasks
+    left = await _settled_tasks(baseline_tasks, 10.0)
+    assert left <= baseline_tasks, "\n".join(repr(t) for t in asyncio.all_tasks())
