@@ -8,8 +8,13 @@ worker) per run:
 - tritonclient: the same requests through tritonclient's thread-per-stream client;
 - null proxy (floor): Triton direct through benchmarks/null_proxy.py, the least any Python
   adapter in front of Triton adds;
-- adapter: voxwire.v1 through ``python -m inference_adapter`` to the same Triton.
-(The gateway's rows come with the gateway's WebSocket target.)
+- adapter: voxwire.v1 through ``python -m inference_adapter`` to the same Triton;
+- gateway null relay (floor): WebSocket in, the same bytes to the adapter over gRPC and back,
+  no parsing (benchmarks/null_relay.py; STT only), the least a gateway in front of the adapter
+  adds;
+- gateway: ``python -m gateway`` in front of the same adapter (the ``gateway`` target: JSON
+  results, the session, auth, acks; TTS with ``lead_ms=0``, as fast as the model, like the
+  adapter direct).
 
 Scenarios: STT at 1 and 100 streams (100 ms chunks of 16 kHz PCM16 paced at real time,
 ``bench_stt``; latency per message) and TTS at 1 and 20 concurrent (``bench_tts``; time to first
@@ -19,6 +24,7 @@ reports percentiles of all repeats' samples pooled (and how many samples), and t
 (min to max) of each repeat's own p50, p99 and CPU per message.
 
     python -m benchmarks.record [--seconds 20] [--repeats 3] [--json PATH] [--write-md FILE]
+        [--paths echo,triton,tritonclient,proxy,adapter,relay,gateway]
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from typing import Any
 
 import grpc
 
+from benchmarks.gateway_stack import gateway_process, gateway_setup
 from benchmarks.record_md import write_section
 from benchmarks.stack import (
     LOOPBACK,
@@ -59,6 +66,8 @@ from loadtest.scenario import ArrivalSpec, LengthSpec, Limits, Scenario, TargetS
 from localstack.triton import TritonServer, default_model_repository
 
 STT_MODEL, TTS_MODEL = "bench_stt", "bench_tts"
+RELAY, GATEWAY = "gateway null relay (floor)", "gateway"
+PATH_IDS = ("echo", "triton", "tritonclient", "proxy", "adapter", "relay", "gateway")
 METRIC = {"stt": "stt.message", "tts": "tts.first_audio"}
 MESSAGES = {"stt": "stt.chunks", "tts": "tts.requests"}
 
@@ -70,6 +79,9 @@ class PathSpec:
     address: str
     models_from: str
     servers: dict[str, Pids]  # process groups whose CPU the path costs
+    api_key: str = ""
+    lead_ms: int = -1
+    id: str = ""  # the name --paths selects it by
 
 
 def scenario(path: PathSpec, kind: str, level: int, seconds: float) -> Scenario:
@@ -81,7 +93,9 @@ def scenario(path: PathSpec, kind: str, level: int, seconds: float) -> Scenario:
     return Scenario(
         name=f"record-{kind}-{level}-{path.label}",
         kind=kind,
-        target=TargetSpec(path.target, path.address, path.models_from),
+        target=TargetSpec(
+            path.target, path.address, path.models_from, api_key=path.api_key, lead_ms=path.lead_ms
+        ),
         limits=Limits(
             duration_s=arrivals_s,
             max_duration_s=seconds * 3 + 30,
@@ -197,6 +211,26 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     print(f"logs and worker output under {workdir}; starting Triton", file=sys.stderr)
     triton = TritonServer(default_model_repository(), models=[STT_MODEL, TTS_MODEL])
     await triton.start()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            paths = await _servers(stack, triton, workdir)
+            chosen = {
+                kind: [p for p in kind_paths if p.id in args.paths]
+                for kind, kind_paths in paths.items()
+            }
+            levels = {"stt": args.streams, "tts": args.tts_streams}
+            levels = {k: v for k, v in levels.items() if v and chosen[k]}
+            rows = await record(chosen, levels, args, workdir)
+    finally:
+        await triton.stop()
+    header["load_average_after"] = os.getloadavg()
+    return {"header": header, "rows": rows}
+
+
+async def _servers(
+    stack: contextlib.AsyncExitStack, triton: TritonServer, workdir: Path
+) -> dict[str, list[PathSpec]]:
+    """Start every server process of the record; return the paths by kind (stt, tts)."""
     listen = f"{LOOPBACK}:{free_port()}"
     adapter = [
         "inference_adapter",
@@ -207,56 +241,82 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "--drain-grace-seconds",
         "2",
     ]
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            echo_proc, echo_port = await stack.enter_async_context(
-                server_process(["benchmarks.echo_server"], workdir / "echo.log", True)
-            )
-            proxy_proc, proxy_port = await stack.enter_async_context(
-                server_process(
-                    ["benchmarks.null_proxy", triton.grpc_url], workdir / "proxy.log", True
-                )
-            )
-            adapter_proc, _ = await stack.enter_async_context(
-                server_process(adapter, workdir / "adapter.log")
-            )
-            await wait_serving(
-                listen, adapter_proc, ["voxwire.v1.Transcription", "voxwire.v1.Synthesis"]
-            )
-            tri: Pids = lambda: process_tree(triton.pid or 0)  # noqa: E731
-            one: Callable[[Any], Pids] = lambda proc: lambda: [proc.pid]  # noqa: E731
-            t = triton.grpc_url
-            echo = PathSpec(
-                "echo (floor)",
-                "echo",
-                f"{LOOPBACK}:{echo_port}",
-                "",
-                {"echo server": one(echo_proc)},
-            )
-            direct = PathSpec("Triton direct", "triton", t, "", {"triton": tri})
-            tclient = PathSpec("tritonclient", "tritonclient", t, "", {"triton": tri})
-            proxy = PathSpec(
-                "null proxy (floor)",
-                "triton",
-                f"{LOOPBACK}:{proxy_port}",
-                t,
-                {"null proxy": one(proxy_proc), "triton": tri},
-            )
-            adapt = PathSpec(
-                "adapter", "grpc", listen, "", {"adapter": one(adapter_proc), "triton": tri}
-            )
-            paths = {"stt": [echo, direct, tclient, proxy, adapt], "tts": [direct, proxy, adapt]}
-            levels = {"stt": args.streams, "tts": args.tts_streams}
-            levels = {k: v for k, v in levels.items() if v}
-            rows = await record(paths, levels, args, workdir)
-    finally:
-        await triton.stop()
-    header["load_average_after"] = os.getloadavg()
-    return {"header": header, "rows": rows}
+    echo_proc, echo_port = await stack.enter_async_context(
+        server_process(["benchmarks.echo_server"], workdir / "echo.log", True)
+    )
+    proxy_proc, proxy_port = await stack.enter_async_context(
+        server_process(["benchmarks.null_proxy", triton.grpc_url], workdir / "proxy.log", True)
+    )
+    adapter_proc, _ = await stack.enter_async_context(
+        server_process(adapter, workdir / "adapter.log")
+    )
+    await wait_serving(listen, adapter_proc, ["voxwire.v1.Transcription", "voxwire.v1.Synthesis"])
+    relay_proc, relay_port = await stack.enter_async_context(
+        server_process(["benchmarks.null_relay", listen], workdir / "relay.log", True)
+    )
+    setup = gateway_setup(workdir / "gateway", [listen], drain_grace_seconds=2.0)
+    gateway_proc, gateway_port = await stack.enter_async_context(
+        gateway_process(setup, workdir / "gateway.log")
+    )
+    tri: Pids = lambda: process_tree(triton.pid or 0)  # noqa: E731
+    one: Callable[[Any], Pids] = lambda proc: lambda: [proc.pid]  # noqa: E731
+    t = triton.grpc_url
+    echo_address = f"{LOOPBACK}:{echo_port}"
+    echo = PathSpec(
+        "echo (floor)", "echo", echo_address, "", {"echo server": one(echo_proc)}, id="echo"
+    )
+    direct = PathSpec("Triton direct", "triton", t, "", {"triton": tri}, id="triton")
+    tclient = PathSpec("tritonclient", "tritonclient", t, "", {"triton": tri}, id="tritonclient")
+    proxy = PathSpec(
+        "null proxy (floor)",
+        "triton",
+        f"{LOOPBACK}:{proxy_port}",
+        t,
+        {"null proxy": one(proxy_proc), "triton": tri},
+        id="proxy",
+    )
+    adapt = PathSpec(
+        "adapter",
+        "grpc",
+        listen,
+        "",
+        {"adapter": one(adapter_proc), "triton": tri},
+        id="adapter",
+    )
+    relay = PathSpec(
+        RELAY,
+        "null-relay",
+        f"{LOOPBACK}:{relay_port}",
+        "",
+        {"null relay": one(relay_proc), "adapter": one(adapter_proc), "triton": tri},
+        id="relay",
+    )
+    gateway = PathSpec(
+        GATEWAY,
+        "gateway",
+        f"{LOOPBACK}:{gateway_port}",
+        "",
+        {"gateway": one(gateway_proc), "adapter": one(adapter_proc), "triton": tri},
+        api_key=setup.key,
+        lead_ms=0,
+        id="gateway",
+    )
+    return {
+        "stt": [echo, direct, tclient, proxy, adapt, relay, gateway],
+        "tts": [direct, proxy, adapt, gateway],
+    }
 
 
 def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part]
+
+
+def _names(text: str) -> list[str]:
+    names = [part for part in text.split(",") if part]
+    unknown = set(names) - set(PATH_IDS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown paths {sorted(unknown)}; known: {PATH_IDS}")
+    return names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -269,8 +329,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--streams", type=_ints, default=[1, 100], help="STT streams, e.g. 1,100")
     parser.add_argument("--tts-streams", type=_ints, default=[1, 20], help="TTS concurrency")
+    parser.add_argument(
+        "--paths",
+        type=_names,
+        default=list(PATH_IDS),
+        help=f"paths to run, of {','.join(PATH_IDS)} (default: all)",
+    )
     parser.add_argument("--json", type=Path, default=Path("out/bench/record.json"))
     parser.add_argument("--write-md", type=Path, help="regenerate this file's record section")
+    parser.add_argument(
+        "--section", default="record", help="the section's marker name (a run of some paths)"
+    )
     return parser.parse_args(argv)
 
 
@@ -281,8 +350,8 @@ def cli() -> None:
     args.json.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.json}", file=sys.stderr)
     if args.write_md:
-        write_section(result, args.write_md)
-        print(f"regenerated the record section of {args.write_md}", file=sys.stderr)
+        write_section(result, args.write_md, args.section)
+        print(f"regenerated the {args.section} section of {args.write_md}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,15 @@ _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 Pids = Callable[[], list[int]]
 
 
+def raise_nofile() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (servers and clients holding
+    thousands of sockets); returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
@@ -41,9 +50,9 @@ def free_port() -> int:
 async def server_process(
     args: list[str], logfile: Path, port_on_stdout: bool = False, cwd: Path | None = None
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """``python -m <args>`` with its output in ``logfile``; yields (process, stdout's first
-    line when ``port_on_stdout``). SIGTERM (then SIGKILL) on exit. ``cwd``: run the code of
-    another checkout (``-m`` imports from the working directory first)."""
+    """``python -m <args>`` with its output in ``logfile`` and RLIMIT_NOFILE at its hard
+    limit, run in ``cwd`` (modules there come first: another checkout's code); yields
+    (process, stdout's first line when ``port_on_stdout``). SIGTERM (then SIGKILL) on exit."""
     with logfile.open("ab") as out:
         stdout = asyncio.subprocess.PIPE if port_on_stdout else out
         proc = await asyncio.create_subprocess_exec(
@@ -53,6 +62,7 @@ async def server_process(
             stdout=stdout,
             stderr=out,
             stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=raise_nofile,
             cwd=cwd,
         )
     try:

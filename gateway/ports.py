@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~5 µs per frame
 class Frame:
     """One client message: text (a JSON message) or binary (audio); None data = closed."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -60,6 +61,7 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         )
         self._close_code: int | None = None
         self._wake = asyncio.Event()
+        self._timer_at = -math.inf  # the deadline the timer sleeps until (monotonic)
         self._ended = asyncio.Event()
 
     # -- what a runner adds ----------------------------------------------------------------------
@@ -112,6 +114,14 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         self._execute(self.session.drain(grace_s))
         self._wake.set()
 
+    def _rearm(self) -> None:
+        """Wake the timer only when the session's next deadline came before the one it sleeps
+        until. Most decisions move deadlines later (a client message pushes the idle deadline
+        back): the timer then wakes at the old one, finds nothing due and sleeps again, which
+        costs one wake-up per idle period instead of one per frame."""
+        if self.session.next_deadline() < self._timer_at:
+            self._wake.set()
+
     def _close(self, code: int) -> None:
         """The session decided to close: flush the client outbox, then close with ``code``."""
         if self._close_code is None:
@@ -142,11 +152,12 @@ class SessionRunner(abc.ABC, Generic[S, A]):
             await self._port.send_bytes(item)
 
     async def _timer(self) -> None:
-        """Runs the session's timers; any decision wakes it, since a client message moves the
-        idle deadline and a drain adds one."""
+        """Runs the session's timers; woken early (``_rearm``) when a decision brings the next
+        deadline forward (a drain, a TTS chunk due sooner)."""
         while True:
             self._wake.clear()
-            delay = self.session.next_deadline() - time.monotonic()
+            self._timer_at = self.session.next_deadline()
+            delay = self._timer_at - time.monotonic()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):

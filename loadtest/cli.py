@@ -32,8 +32,9 @@ _OVERRIDES = {
     # flag: (scenario key, type, help)
     "name": ("name", str, "scenario name"),
     "kind": ("kind", str, "stt, tts or mixed"),
-    "target": ("target.kind", str, "grpc, triton, tritonclient or echo"),
+    "target": ("target.kind", str, "grpc, triton, tritonclient, echo, gateway or null-relay"),
     "address": ("target.address", str, "host:port of the target (default 127.0.0.1:50051)"),
+    "api_key": ("target.api_key", str, "gateway: the API key (default: $VOXWIRE_API_KEY)"),
     "duration": ("run.duration_s", float, "seconds of arrivals"),
     "max_duration": ("run.max_duration_s", float, "hard stop, seconds"),
     "max_streams": ("run.max_streams", int, "concurrent sessions at most"),

@@ -89,7 +89,11 @@ def stage_breakdown(merged: Merged) -> dict[str, dict[str, float]]:
 
 
 def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None = None):
-    """The result document (a JSON-able dict)."""
+    """The result document (a JSON-able dict); a gateway API key in the scenario is
+    redacted."""
+    target = scenario.get("target")
+    if isinstance(target, dict) and target.get("api_key"):
+        scenario = {**scenario, "target": {**target, "api_key": "(redacted)"}}
     c = merged.counters
     messages = sum(c.get(k, 0) for k in MESSAGE_COUNTERS)
     sessions = c.get("sessions.ok", 0) + c.get("sessions.failed", 0) + c.get("sessions.cut", 0)

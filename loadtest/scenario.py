@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TARGETS = ("grpc", "triton", "tritonclient", "echo")
+TARGETS = ("grpc", "triton", "tritonclient", "echo", "gateway", "null-relay")
 KINDS = ("stt", "tts", "mixed")
 PROCESSES = ("poisson", "constant", "step", "ramp", "burst", "trace", "concurrency")
 LENGTHS = ("files", "fixed", "uniform", "exponential", "lognormal")
@@ -44,6 +44,11 @@ class TargetSpec:
     # triton: where to read model configs when ``address`` serves only ModelStreamInfer (the
     # null proxy); empty: ``address`` itself.
     models_from: str = ""
+    # gateway: the API key (empty: $VOXWIRE_API_KEY); never written into a result.
+    api_key: str = ""
+    # gateway TTS: how far audio may run ahead of real-time playback (query ``lead_ms``);
+    # -1: the gateway's default, 0: as fast as the model.
+    lead_ms: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,3 +316,5 @@ def validate(s: Scenario) -> None:
         raise ScenarioError("the echo target carries STT audio only")
     if s.target.kind == "tritonclient" and s.kind != "stt":
         raise ScenarioError("the tritonclient target drives STT sequences only")
+    if s.target.kind == "null-relay" and s.kind != "stt":
+        raise ScenarioError("the null-relay target carries STT only")

@@ -36,6 +36,8 @@ EDGE_STAGES = {
     "edge-connect": "edge_connect_us",
     "edge-send": "edge_send_us",
 }
+# Stage -> StageTimings field, as the gateway's sessions name them when they charge time.
+EDGE_KEYS = {field.removesuffix("_us"): field for field in EDGE_STAGES.values()}
 
 
 @dataclass(slots=True)

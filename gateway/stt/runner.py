@@ -44,8 +44,8 @@ StartHandler = Callable[[SttEdgeSession, stt_pb2.SttStart], Actions]
 class _Segment:
     """One upstream stream of the session."""
 
-    call: UpstreamCall[Request, Response]
-    outbox: Outbox[Request]
+    call: UpstreamCall[bytes, Response]
+    outbox: Outbox[bytes]  # serialized requests
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     failed: bool = False
 
@@ -78,12 +78,12 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
         if actions.to_upstream and self._segment is not None:
             try:
                 for request in actions.to_upstream:
-                    self._segment.outbox.put(request)
+                    self._segment.outbox.put(request.SerializeToString())
             except (errors.SlowConsumer, OutboxBroken):
                 pass  # the segment's writer reports the failure
         if actions.close is not None:
             self._close(actions.close.code)
-        self._wake.set()
+        self._rearm()
 
     def _stop_upstream(self) -> None:
         self._stop_segment()
@@ -93,7 +93,7 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
     async def _read_client(self) -> None:
         while self._close_code is None:
             segment = self._segment
-            if segment is not None:
+            if segment is not None and not segment.outbox.has_room:
                 await segment.outbox.wait_room()
             frame = await self._port.receive()
             if frame.closed:
@@ -141,20 +141,21 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
             except errors.BackendUnavailable as again:
                 self._execute(self.session.fail(again))
                 return
-        call = lease.adapter.transcription().StreamingTranscribe(metadata=self._metadata)
-        upstream: UpstreamCall[Request, Response] = UpstreamCall(
-            self._pool, lease, call, write_timeout=self._limits.write_timeout_s
+        call = lease.adapter.streaming_transcribe_serialized()(metadata=self._metadata)
+        # The outbox bounds each write (SlowConsumer past write_timeout): no second deadline.
+        upstream: UpstreamCall[bytes, Response] = UpstreamCall(
+            self._pool, lease, call, write_timeout=self._limits.write_timeout_s, timed_writes=False
         )
-        outbox: Outbox[Request] = Outbox(
+        outbox: Outbox[bytes] = Outbox(
             upstream.write,
-            lambda r: r.ByteSize(),
+            len,
             max_bytes=self._limits.upstream_max_bytes,
             high_water=self._limits.upstream_high_water,
             write_timeout=self._limits.write_timeout_s,
         )
         segment = _Segment(upstream, outbox)
         self._segment = segment
-        outbox.put(Request(config=order.config))
+        outbox.put(Request(config=order.config).SerializeToString())
         segment.tasks.append(asyncio.create_task(self._write_upstream(segment), name="stt-up-w"))
         segment.tasks.append(asyncio.create_task(self._read_upstream(segment), name="stt-up-r"))
 
@@ -172,7 +173,8 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
     async def _read_upstream(self, segment: _Segment) -> None:
         try:
             while True:
-                await self._client_out.wait_room()
+                if not self._client_out.has_room:
+                    await self._client_out.wait_room()
                 response = await segment.call.read()
                 if response is None:
                     return  # ended OK (after the summary the session decided the close)

@@ -27,7 +27,7 @@ from voxwire import errors
 from voxwire.audio.formats import resolve_format
 from voxwire.edge.v1 import session_pb2, stt_pb2
 from voxwire.replay import AudioReplayWindow
-from voxwire.timings import Clock, add_up
+from voxwire.timings import EDGE_KEYS, Clock, add_up
 from voxwire.v1 import stream_pb2, timings_pb2, transcription_pb2
 
 Request = transcription_pb2.StreamingTranscribeRequest
@@ -593,8 +593,9 @@ class SttEdgeSession:
     # -- timings -------------------------------------------------------------------------------
 
     def charge(self, stage: str, seconds: float) -> None:
-        """Edge time spent by the adapter for this session (``edge_receive``, ``edge_send``)."""
-        self.edge[f"{stage}_us"] += max(0, round(seconds * 1e6))
+        """Edge time spent by the gateway for this session (``edge_receive``, ``edge_send``)."""
+        if seconds > 0:
+            self.edge[EDGE_KEYS[stage]] += round(seconds * 1e6)
 
     def timings(self) -> timings_pb2.StageTimings:
         """The session's whole breakdown: every upstream segment's stages plus the edge's."""

@@ -88,7 +88,7 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
                 upstream.room.clear()
         if actions.close is not None:
             self._close(actions.close.code)
-        self._wake.set()
+        self._rearm()
 
     def _stop_upstream(self) -> None:
         for key in list(self._upstreams):
@@ -145,8 +145,9 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
                 self._execute(self.session.upstream_failed(order.key, exc, failover=False))
                 return
         call = lease.adapter.synthesis().StreamingSynthesize(metadata=self._metadata)
+        # The outbox bounds each write (SlowConsumer past write_timeout): no second deadline.
         upstream_call: UpstreamCall[Request, Response] = UpstreamCall(
-            self._pool, lease, call, write_timeout=self._limits.write_timeout_s
+            self._pool, lease, call, write_timeout=self._limits.write_timeout_s, timed_writes=False
         )
         outbox: Outbox[Request] = Outbox(
             upstream_call.write,
@@ -179,8 +180,10 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
     async def _read(self, upstream: _Upstream) -> None:
         try:
             while True:
-                await upstream.room.wait()
-                await self._client_out.wait_room()
+                if not upstream.room.is_set():
+                    await upstream.room.wait()
+                if not self._client_out.has_room:
+                    await self._client_out.wait_room()
                 response = await upstream.call.read()
                 if response is None:
                     return

@@ -33,7 +33,7 @@ from gateway.wire.frames import pack
 from voxwire import errors
 from voxwire.edge.v1 import session_pb2, tts_pb2
 from voxwire.replay import TextReplay, WordMark
-from voxwire.timings import Clock, add_up
+from voxwire.timings import EDGE_KEYS, Clock, add_up
 from voxwire.v1 import stream_pb2, synthesis_pb2, timings_pb2
 
 Request = synthesis_pb2.StreamingSynthesizeRequest
@@ -720,7 +720,9 @@ class TtsEdgeSession:
     # -- timings -------------------------------------------------------------------------------
 
     def charge(self, stage: str, seconds: float) -> None:
-        self.edge[f"{stage}_us"] += max(0, round(seconds * 1e6))
+        """Edge time spent by the gateway for this session (``edge_receive``, ``edge_send``)."""
+        if seconds > 0:
+            self.edge[EDGE_KEYS[stage]] += round(seconds * 1e6)
 
     def timings(self) -> timings_pb2.StageTimings:
         merged = add_up([*self._timings, *(t for c in self._by_key.values() for t in c.timings)])

@@ -38,11 +38,22 @@ class UpstreamError(Exception):
 
 
 class UpstreamCall(Generic[Req, Resp]):
-    def __init__(self, pool: AdapterPool, lease: Lease, call: Any, *, write_timeout: float) -> None:
+    def __init__(
+        self,
+        pool: AdapterPool,
+        lease: Lease,
+        call: Any,
+        *,
+        write_timeout: float,
+        timed_writes: bool = True,
+    ) -> None:
+        """``timed_writes`` False: ``write`` sets no deadline of its own, for a caller that
+        bounds every write already (``voxwire.outbox.Outbox``); ``done_writing`` keeps it."""
         self._pool = pool
         self.lease = lease
         self._call = call
         self._write_timeout = write_timeout
+        self._timed_writes = timed_writes
 
     @property
     def adapter(self) -> str:
@@ -52,6 +63,9 @@ class UpstreamCall(Generic[Req, Resp]):
         """Raises UpstreamError (the call failed, or the adapter did not take the message in
         ``write_timeout``: its HTTP/2 window stayed closed)."""
         try:
+            if not self._timed_writes:
+                await self._call.write(request)
+                return
             async with asyncio.timeout(self._write_timeout):
                 await self._call.write(request)
         except TimeoutError:

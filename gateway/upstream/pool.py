@@ -22,7 +22,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from voxwire.errors import BackendUnavailable
-from voxwire.v1 import capabilities_pb2_grpc, synthesis_pb2_grpc, transcription_pb2_grpc
+from voxwire.v1 import (
+    capabilities_pb2_grpc,
+    synthesis_pb2_grpc,
+    transcription_pb2,
+    transcription_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ _WATCH_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 # How long a client should wait before retrying when no adapter serves.
 NO_ADAPTER_RETRY = datetime.timedelta(seconds=1)
 
+STREAMING_TRANSCRIBE = "/voxwire.v1.Transcription/StreamingTranscribe"
 _CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     # Separate subchannels per channel, so streams really spread over the connections.
@@ -57,6 +63,15 @@ class Adapter:
 
     def transcription(self) -> transcription_pb2_grpc.TranscriptionStub:
         return transcription_pb2_grpc.TranscriptionStub(self.channel())
+
+    def streaming_transcribe_serialized(self) -> grpc.aio.StreamStreamMultiCallable:
+        """``StreamingTranscribe`` taking requests the caller serialized: a session's outbox
+        holds the bytes, so its size bound is their length and nothing is encoded twice."""
+        return self.channel().stream_stream(
+            STREAMING_TRANSCRIBE,
+            request_serializer=None,
+            response_deserializer=transcription_pb2.StreamingTranscribeResponse.FromString,
+        )
 
     def synthesis(self) -> synthesis_pb2_grpc.SynthesisStub:
         return synthesis_pb2_grpc.SynthesisStub(self.channel())

@@ -6,8 +6,9 @@
 - ``tritonclient``: Triton through tritonclient's own thread-per-stream client (a comparison
   path for the performance record).
 - ``echo``: a raw-bytes grpc.aio bidi echo, the floor of one Python gRPC hop.
-
-The gateway's WebSocket target will be one more module implementing ``targets.base``.
+- ``gateway``: the gateway's WebSockets (``/v1/stt/stream``, ``/v1/tts/stream``), aiohttp.
+- ``null-relay``: the gateway's floor (benchmarks/null_relay.py): protobuf frames over a
+  WebSocket, relayed as raw bytes to an adapter.
 """
 
 from __future__ import annotations
@@ -36,4 +37,12 @@ def make_target(spec: TargetSpec, *, stt_model: str, tts_model: str) -> Target:
         from loadtest.targets.echo import EchoTarget
 
         return EchoTarget(spec.address)
+    if spec.kind == "gateway":
+        from loadtest.targets.gateway import GatewayTarget
+
+        return GatewayTarget(spec.address, spec.api_key, lead_ms=spec.lead_ms)
+    if spec.kind == "null-relay":
+        from loadtest.targets.null_relay import NullRelayTarget
+
+        return NullRelayTarget(spec.address)
     raise ScenarioError(f"unknown target {spec.kind!r}")

@@ -42,7 +42,12 @@ def stages_from_trailers(trailers: Any) -> dict[str, int]:
     raw = dict(trailers or ()).get(TIMINGS_TRAILER)
     if not isinstance(raw, bytes):
         return {}
-    msg = timings_pb2.StageTimings.FromString(raw)
+    return stages_from_timings(timings_pb2.StageTimings.FromString(raw))
+
+
+def stages_from_timings(msg: timings_pb2.StageTimings) -> dict[str, int]:
+    """A StageTimings message (a trailer, or a gateway summary's ``timings``) as
+    {stage: µs}, plus first and total."""
     out = {name: int(getattr(msg, fld)) for name, fld in STAGES.items()}
     # An edge in front (the gateway) adds its own stages; absent (zero) for a bare adapter.
     out |= {name: int(getattr(msg, fld)) for name, fld in EDGE_STAGES.items() if getattr(msg, fld)}

@@ -66,8 +66,17 @@ class GatewayProcess:
                 await self.wait(5.0)
 
 
-def write_config(path: Path, edge: Edge, adapter: str, *, drain_grace_s: float) -> Path:
-    config = {
+def write_config(
+    path: Path,
+    edge: Edge,
+    adapter: str,
+    *,
+    drain_grace_s: float,
+    tables: dict[str, dict[str, object]] | None = None,
+) -> Path:
+    """A gateway config sharing ``edge``'s keys; ``tables`` adds settings (``{"stt":
+    {"idle_timeout_s": 3}}``)."""
+    config: dict[str, object] = {
         "listen": "127.0.0.1:0",
         "grpc_listen": "127.0.0.1:0",
         "adapters": [adapter],
@@ -79,6 +88,7 @@ def write_config(path: Path, edge: Edge, adapter: str, *, drain_grace_s: float) 
             "keys_reload_interval_s": 60.0,
         },
     }
+    config.update(tables or {})
     path.write_text(tomli_w.dumps(config))
     return path
 

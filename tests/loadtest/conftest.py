@@ -1,6 +1,7 @@
-"""Servers the load tester drives in its tests: the echo floor and the null proxy (their own
-processes, as in the performance record) and the adapter (in this process, on the session's
-Triton). Each starts once per session."""
+"""Servers the load tester drives in its tests: the echo floor, the null proxy and the null
+relay (their own processes, as in the performance record) and the adapter (in this process, on
+the session's Triton). Each starts once per session. The gateway target drives the session's
+``edge`` gateway (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,9 @@ async def adapter_address(triton: TritonServer) -> AsyncIterator[str]:
         yield server.address
     finally:
         await server.stop(grace=1.0)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def relay_address(adapter_address: str) -> AsyncIterator[str]:
+    async for address in _server("benchmarks.null_relay", adapter_address):
+        yield address

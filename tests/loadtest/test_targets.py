@@ -14,6 +14,7 @@ import pytest
 
 from loadtest import results, runner
 from loadtest.scenario import ArrivalSpec, LengthSpec, Limits, Scenario, TargetSpec
+from tests.helpers.edge import Edge
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -123,3 +124,38 @@ async def test_adapter_with_the_real_model_and_word_error_rate(
     assert result["wer"]["words"] > 0
     assert result["wer"]["wer"] <= 0.25  # the fixtures decode exactly alone; allow the rate
     assert result["metrics"]["stt.final"]["count"] >= result["sessions"]["ok"]
+
+
+async def test_gateway_stt_and_tts_with_edge_stage_timings(edge: Edge, tmp_path: Path) -> None:
+    address = edge.ws.removeprefix("ws://")
+    s = _scenario("gateway", address, kind="stt")
+    s = dataclasses.replace(s, target=dataclasses.replace(s.target, api_key=edge.key))
+    result = await _run(s, tmp_path)
+    _paced(result)
+    assert result["counters"]["stt.chunks"] == 15 * result["sessions"]["ok"]
+    assert result["metrics"]["stt.final"]["count"] >= result["sessions"]["ok"]
+    # The session summary's timings: the adapter's stages and the gateway's own.
+    stages = result["stages"]
+    assert {"receive", "triton", "send", "edge-receive", "edge-send", "total"} <= set(stages)
+    assert stages["total"]["count"] == result["sessions"]["ok"]
+    assert result["scenario"]["target"]["api_key"] == "(redacted)"
+    tts = dataclasses.replace(s, kind="tts", name="test-gateway-tts")
+    out = await _run(tts, tmp_path)
+    assert out["metrics"]["tts.first_audio"]["count"] == out["tts"]["contexts"] > 0
+    assert out["metrics"]["tts.chunk_gap"]["count"] > 0 and "session.setup" in out["metrics"]
+
+
+async def test_gateway_refuses_a_bad_key_as_an_error_event(edge: Edge, tmp_path: Path) -> None:
+    s = _scenario("gateway", edge.ws.removeprefix("ws://"), kind="stt")
+    s = dataclasses.replace(s, target=dataclasses.replace(s.target, api_key="vx_nope_nope"))
+    merged = await runner.run_inline(s, tmp_path / "bad-key")
+    result = results.build(merged, s.to_dict())
+    assert result["sessions"]["ok"] == 0
+    assert set(result["errors"]) == {"UNAUTHENTICATED/UNAUTHENTICATED"}, result["errors"]
+
+
+async def test_null_relay_floor(relay_address: str, tmp_path: Path) -> None:
+    result = await _run(_scenario("null-relay", relay_address), tmp_path)
+    _paced(result)
+    # The adapter's summary passes the relay untouched: its stages, no edge stages.
+    assert "triton" in result["stages"] and "edge-receive" not in result["stages"]

@@ -25,7 +25,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
+import math
+import struct
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -41,13 +45,111 @@ MAX_DEPTH = 32
 _MAX_ECHO = 200
 
 
+# One encoder for every message: json.dumps with non-default options builds a new
+# JSONEncoder per call, which cost more than the encoding of a small message itself.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(message: Message) -> str:
     """The canonical JSON of ``message``, compact (no spaces)."""
-    return json.dumps(
-        json_format.MessageToDict(message, preserving_proto_field_name=False),
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    return _ENCODER.encode(to_json_object(message))
+
+
+def to_json_object(message: Message) -> dict[str, Any]:
+    """``json_format.MessageToDict(message)`` (lowerCamelCase names, defaults omitted), built
+    from converters cached per field: the gateway encodes every result it sends, and
+    MessageToDict works out again on every call how to print each field. Well-known types
+    are printed by MessageToDict, and so is a whole message with a map or a closed enum (none
+    in the edge protocol); tests/gateway/wire/test_json_object.py holds the two equal over
+    every edge message filled at random."""
+    plan = _PLANS.get(message.DESCRIPTOR)
+    if plan is None:
+        plan = _plan(message.DESCRIPTOR)
+    if not plan:
+        return json_format.MessageToDict(message)
+    out: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        name, convert = plan[field.number]
+        out[name] = convert(value)
+    return out
+
+
+Converter = Callable[[Any], Any]
+# Per message type: field number -> (JSON name, converter); empty: print it with MessageToDict.
+_PLANS: dict[Any, dict[int, tuple[str, Converter]]] = {}  # by Descriptor
+_INT64 = frozenset({FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64})
+
+
+def _plan(descriptor: Any) -> dict[int, tuple[str, Converter]]:
+    plan: dict[int, tuple[str, Converter]] = {}
+    for field in descriptor.fields:
+        convert = _converter(field)
+        if convert is None:
+            plan = {}
+            break
+        plan[field.number] = (field.json_name, convert)
+    _PLANS[descriptor] = plan
+    return plan
+
+
+def _converter(field: FieldDescriptor) -> Converter | None:
+    """How to print a value of ``field``; None where only MessageToDict knows."""
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return None
+    element = _element(field)
+    if element is None or not field.is_repeated:
+        return element
+    return lambda values: [element(v) for v in values]
+
+
+def _element(field: FieldDescriptor) -> Converter | None:
+    cpp = field.cpp_type
+    if field.message_type is not None:
+        if field.message_type.full_name.startswith("google.protobuf."):
+            return json_format.MessageToDict  # Duration "1.5s", Timestamp RFC 3339, ...
+        return to_json_object
+    enum = field.enum_type
+    if enum is not None:
+        if enum.is_closed or enum.full_name == "google.protobuf.NullValue":
+            return None
+        names = {v.number: v.name for v in enum.values}
+        return lambda value: names.get(value, value)  # an unknown value of an open enum: int
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return lambda value: base64.b64encode(value).decode("ascii")
+    if cpp in _INT64:
+        return str  # 64-bit integers are strings in proto3 JSON
+    if cpp == FieldDescriptor.CPPTYPE_FLOAT:
+        return _float32
+    if cpp == FieldDescriptor.CPPTYPE_DOUBLE:
+        return _double
+    return _same
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _double(value: float) -> Any:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+_F32 = struct.Struct("<f")
+
+
+@functools.lru_cache(maxsize=4096)
+def _float32(value: float) -> Any:
+    """The shortest decimal that reads back as the same float32, as protobuf's JSON printer
+    gives it (0.9f is stored as 0.8999999761581421 and printed as 0.9). Cached: confidences
+    repeat."""
+    if not math.isfinite(value):
+        return _double(value)
+    for precision in range(6, 10):
+        rounded = float(f"{value:.{precision}g}")
+        if _F32.unpack(_F32.pack(rounded))[0] == value:
+            return rounded
+    return value
 
 
 def decode(

@@ -1,0 +1,225 @@
+"""The gateway's hot path: its CPU per message against its null relay's, and a py-spy profile.
+
+Starts Triton (``bench_stt``), the adapter, a gateway and the null relay (each its own process,
+as in the record) and drives ``--streams`` paced STT streams (100 ms chunks) through the relay
+and the gateway in turn for ``--rounds`` interleaved rounds, printing each one's CPU per
+message (utime + stime from /proc over the run, divided by the chunks sent) and latency. With
+``--profile`` py-spy (``pip install py-spy``; it needs ptrace rights on the process) records
+the gateway and the relay during their last round: the collapsed stacks go to
+``<out>/gateway.folded`` and ``<out>/relay.folded`` (for flame graph tools or speedscope),
+and the functions with the most samples, self and inclusive, are printed. This is how each
+hot-path fix in BENCHMARKS.md was measured.
+
+    python -m benchmarks.gateway_profile [--streams 100] [--seconds 10] [--rounds 2]
+        [--profile [--native]] [--out out/profile] [--versions REV,REV,current]
+
+``--versions`` starts one gateway per git revision (its ``gateway`` and ``voxwire`` packages,
+extracted with ``git archive``) beside the null relay, and measures them interleaved: what each
+commit of a series bought, on the same machine in the same minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.gateway_stack import gateway_process, gateway_setup
+from benchmarks.record import PathSpec, scenario
+from benchmarks.stack import (
+    LOOPBACK,
+    cpu_delta,
+    cpu_snapshot,
+    free_port,
+    server_process,
+    wait_serving,
+)
+from loadtest import runner
+from loadtest.results import stats
+from localstack.triton import TritonServer, default_model_repository
+
+# py-spy records these paths' last round: path label -> file name.
+PROFILED = {"gateway": "gateway", "null relay": "relay"}
+
+
+def summarize(folded: Path, top: int = 25) -> str:
+    """The frames with the most samples: self (the leaf) and inclusive (anywhere on the
+    stack, counted once per stack)."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in folded.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    lines = [f"{total} samples", "", "self:"]
+    lines += [f"{100 * n / total:6.2f}%  {f}" for f, n in own.most_common(top)]
+    lines += ["", "inclusive:"]
+    lines += [f"{100 * n / total:6.2f}%  {f}" for f, n in inclusive.most_common(top)]
+    return "\n".join(lines)
+
+
+async def _measure(
+    path: PathSpec, pid: int, streams: int, seconds: float, folder: Path
+) -> dict[str, float]:
+    s = scenario(path, "stt", streams, seconds)
+    procs = {"server": lambda: [pid]}
+    before = cpu_snapshot(procs)
+    merged = await asyncio.to_thread(runner.run, s, folder, live=False)
+    used = cpu_delta(before, cpu_snapshot(procs))
+    chunks = max(1, merged.counters.get("stt.chunks", 0))
+    h = stats(merged.totals["stt.message"])
+    return {
+        "cpu_us": used["server"] * 1e6 / chunks,
+        "p50": h["p50"],
+        "p99": h["p99"],
+        "busy": used["_busy"],
+        "errors": float(sum(merged.errors.values())),
+    }
+
+
+async def _spy(pid: int, seconds: float, folded: Path, native: bool) -> Any:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return await asyncio.create_subprocess_exec(
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "--rate",
+        "200",
+        *(["--native"] if native else ["--nonblocking"]),
+        "--duration",
+        str(int(seconds + 2)),
+        "--output",
+        str(folded),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The gateway and voxwire packages of commit ``rev`` under ``into`` (git archive), for a
+    gateway process of that version. Raises subprocess.CalledProcessError."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", rev, "gateway", "voxwire"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+async def _start(
+    stack: contextlib.AsyncExitStack, work: Path, versions: list[str]
+) -> list[tuple[PathSpec, Any]]:
+    """The adapter, the null relay and one gateway per version; the paths to measure."""
+    triton = TritonServer(default_model_repository(), models=["bench_stt"])
+    await triton.start()
+    stack.push_async_callback(triton.stop)
+    listen = f"{LOOPBACK}:{free_port()}"
+    adapter, _ = await stack.enter_async_context(
+        server_process(
+            ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url],
+            work / "adapter.log",
+        )
+    )
+    await wait_serving(listen, adapter, ["voxwire.v1.Transcription"])
+    relay, line = await stack.enter_async_context(
+        server_process(["benchmarks.null_relay", listen], work / "relay.log", True)
+    )
+    paths = [(PathSpec("null relay", "null-relay", f"{LOOPBACK}:{line}", "", {}), relay)]
+    for version in versions:
+        source = checkout(version, work / f"src-{version}") if version != "current" else None
+        # Revisions before the gRPC front refuse its key; later ones turn it off with "".
+        config = (source or Path.cwd()) / "gateway" / "config.py"
+        front = "grpc_listen" in config.read_text()
+        setup = gateway_setup(
+            work / "gateway", [listen], name=f"gateway-{version}", grpc_listen="" if front else None
+        )
+        proc, port = await stack.enter_async_context(
+            gateway_process(setup, work / f"gateway-{version}.log", source=source)
+        )
+        label = "gateway" if version == "current" else f"gateway@{version}"
+        paths.append((PathSpec(label, "gateway", f"{LOOPBACK}:{port}", "", {}, setup.key), proc))
+    return paths
+
+
+async def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="voxwire-profile-"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, dict[str, float]]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        paths = await _start(stack, work, args.versions)
+        for round_ in range(args.rounds):
+            # Rotated each round, so the machine's drift spreads over every path.
+            shift = round_ % len(paths)
+            for path, proc in paths[shift:] + paths[:shift]:
+                spy = None
+                if args.profile and round_ == args.rounds - 1 and path.label in PROFILED:
+                    folded = args.out / f"{PROFILED[path.label]}.folded"
+                    spy = await _spy(proc.pid, args.seconds, folded, args.native)
+                folder = work / f"{path.label}-{round_}"
+                row = await _measure(path, proc.pid, args.streams, args.seconds, folder)
+                rows.append((path.label, row))
+                print(
+                    f"round {round_ + 1} {path.label}: {row['cpu_us']:.0f} µs CPU per "
+                    f"message, p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms, machine "
+                    f"busy {row['busy']:.0f} %, errors {row['errors']:.0f}",
+                    flush=True,
+                )
+                if spy is not None:
+                    async with asyncio.timeout(60):
+                        await spy.wait()
+    relay = sum(r["cpu_us"] for label, r in rows if label == "null relay") / args.rounds
+    print(f"\n{args.rounds} rounds of {args.seconds:g} s at {args.streams} streams:")
+    for label in dict.fromkeys(label for label, _ in rows):
+        cpu = [r["cpu_us"] for lb, r in rows if lb == label]
+        mean = sum(cpu) / len(cpu)
+        print(
+            f"  {label}: CPU per message {min(cpu):.0f}–{max(cpu):.0f} µs (mean {mean:.0f}), "
+            f"{mean / relay:.2f}× the null relay's"
+        )
+    if args.profile:
+        for name in PROFILED.values():
+            report = summarize(args.out / f"{name}.folded")
+            print(f"\n{name}: {report}")
+            (args.out / f"{name}.txt").write_text(report + "\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gateway_profile", description=__doc__
+    )
+    parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved relay/gateway rounds")
+    parser.add_argument(
+        "--versions",
+        type=lambda text: [v for v in text.split(",") if v],
+        default=["current"],
+        help="gateways to compare: git revisions and/or 'current' (this checkout's files)",
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy on the last gateway round")
+    parser.add_argument("--out", type=Path, default=Path("out/profile"))
+    parser.add_argument(
+        "--native", action="store_true", help="native frames too (C extensions, the collector)"
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

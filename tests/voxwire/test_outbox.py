@@ -1,0 +1,106 @@
+"""voxwire.outbox: order, bounds and the write deadline (one watchdog timer per outbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from voxwire.errors import SlowConsumer
+from voxwire.outbox import Outbox, OutboxBroken
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def _outbox(write, *, timeout: float = 0.3) -> Outbox[bytes]:
+    return Outbox(write, len, max_bytes=100, high_water=50, write_timeout=timeout)
+
+
+async def test_messages_leave_in_order_and_room_follows_the_high_water_mark() -> None:
+    sent: list[bytes] = []
+    gate = asyncio.Event()
+
+    async def write(item: bytes) -> None:
+        await gate.wait()
+        sent.append(item)
+
+    box = _outbox(write)
+    writer = asyncio.create_task(box.run())
+    for i in range(5):
+        box.put(bytes([i]) * 10)
+    assert not box.has_room and box.queued_bytes == 50
+    with pytest.raises(SlowConsumer):
+        box.put(b"x" * 51)  # 101 bytes queued would pass max_bytes
+    gate.set()
+    async with asyncio.timeout(5):
+        await box.wait_room()
+    box.close()
+    async with asyncio.timeout(5):
+        await writer
+    assert sent == [bytes([i]) * 10 for i in range(5)] and box.has_room
+
+
+async def test_a_write_past_its_deadline_fails_with_slow_consumer() -> None:
+    async def write(item: bytes) -> None:
+        if item == b"stuck":
+            await asyncio.sleep(60)
+
+    box = _outbox(write, timeout=0.3)
+    writer = asyncio.create_task(box.run())
+    box.put(b"quick")
+    await asyncio.sleep(0.2)  # the watchdog is armed by the first write and is still pending
+    t0 = time.monotonic()
+    box.put(b"stuck")
+    with pytest.raises(SlowConsumer):
+        async with asyncio.timeout(5):
+            await writer
+    # Measured from the stuck write's own start, not from when the watchdog was armed.
+    assert 0.25 <= time.monotonic() - t0 < 1.5
+    with pytest.raises(OutboxBroken):
+        box.put(b"after")
+
+
+async def test_writes_within_the_deadline_never_time_out_however_many() -> None:
+    async def write(item: bytes) -> None:
+        await asyncio.sleep(0.01)
+
+    box = _outbox(write, timeout=0.1)
+    writer = asyncio.create_task(box.run())
+    for _ in range(40):  # 0.4 s of writes, four deadlines long, each write well within one
+        async with asyncio.timeout(5):
+            await box.wait_room()
+        box.put(b"x")
+        await asyncio.sleep(0.01)
+    box.close()
+    async with asyncio.timeout(5):
+        await writer
+    assert box.broken is None
+
+
+async def test_a_cancel_from_outside_stays_a_cancel() -> None:
+    async def write(item: bytes) -> None:
+        await asyncio.sleep(60)
+
+    box = _outbox(write, timeout=10.0)
+    writer = asyncio.create_task(box.run())
+    box.put(b"x")
+    await asyncio.sleep(0.05)
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    assert isinstance(box.broken, asyncio.CancelledError)
+
+
+async def test_a_failed_write_breaks_the_outbox() -> None:
+    async def write(item: bytes) -> None:
+        raise ConnectionError("peer gone")
+
+    box = _outbox(write)
+    writer = asyncio.create_task(box.run())
+    box.put(b"x")
+    with pytest.raises(ConnectionError):
+        async with asyncio.timeout(5):
+            await writer
+    with pytest.raises(OutboxBroken):
+        box.put(b"y")
