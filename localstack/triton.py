@@ -248,6 +248,10 @@ class TritonServer:
                     stderr=log,
                     env=_server_environment(server_root),
                     cwd=str(self._workdir),
+                    # Its own process group, with the Python backend's stub processes: a SIGKILL
+                    # (kill) reaches them too (after a SIGKILL of the server alone they lingered
+                    # as orphans).
+                    start_new_session=True,
                 )
             await self._wait_ready(models, time.monotonic() + timeout, timeout)
         except BaseException:
@@ -338,11 +342,12 @@ class TritonServer:
             self._workdir = None
 
     def kill(self) -> None:
-        """SIGKILL the server at once (for failover tests); its stub processes then exit too."""
+        """SIGKILL the server and its stub processes at once (for failover tests): the whole
+        process group it was started in."""
         process = self._process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
 
     async def __aenter__(self) -> TritonServer:
         await self.start()
