@@ -98,11 +98,11 @@ class ClientReader(Generic[M]):
 
 def stream_handler(
     behavior: Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Coroutine[Any, Any, None]],
-    response_serializer: Callable[[Any], bytes],
 ) -> grpc.RpcMethodHandler:
-    """A bidi-streaming method handler that receives raw request bytes."""
+    """A bidi-streaming method handler on raw bytes both ways: requests are parsed by the
+    stream (ClientReader), responses arrive serialized from its outbox."""
     return grpc.stream_stream_rpc_method_handler(
-        behavior, request_deserializer=None, response_serializer=response_serializer
+        behavior, request_deserializer=None, response_serializer=None
     )
 
 

@@ -39,9 +39,11 @@ import grpc
 from voxwire import errors
 
 
-def serialized_size(message: Any) -> int:
-    """Bytes ``message`` takes on the wire (a protobuf message, or raw bytes)."""
-    return len(message) if isinstance(message, bytes | bytearray) else int(message.ByteSize())
+def serialized(message: Any) -> bytes:
+    """``message`` as it goes on the wire (a protobuf message, or bytes already). Responses
+    are serialized once, here: the byte cap needs their size, and ByteSize costs as much as
+    serializing (upb encodes to measure), so the call's serializer is the identity."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
 
 
 class WriteInterrupted(Exception):
@@ -100,7 +102,8 @@ class Outbox:
     def _append(self, message: Any) -> bool:
         if self._sealed or self._broken is not None:
             return False
-        size = serialized_size(message)
+        message = serialized(message)
+        size = len(message)
         if self._bytes + size > self._max_bytes:
             self._break(
                 errors.SlowConsumer(

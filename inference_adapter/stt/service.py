@@ -60,11 +60,7 @@ class TranscriptionService:
         self._rt = runtime
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
-        return {
-            "StreamingTranscribe": stream_handler(
-                self.StreamingTranscribe, Response.SerializeToString
-            )
-        }
+        return {"StreamingTranscribe": stream_handler(self.StreamingTranscribe)}
 
     async def StreamingTranscribe(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext

@@ -51,11 +51,7 @@ class SynthesisService:
         self._rt = runtime
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
-        return {
-            "StreamingSynthesize": stream_handler(
-                self.StreamingSynthesize, Response.SerializeToString
-            )
-        }
+        return {"StreamingSynthesize": stream_handler(self.StreamingSynthesize)}
 
     async def StreamingSynthesize(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
