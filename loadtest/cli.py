@@ -144,7 +144,7 @@ def cmd_slo(args: argparse.Namespace) -> int:
             folder = out / f"level-{level:g}" / f"repeat-{repeat}"
             pooled.append(folder)
             runner.run(level_s, folder, live=not args.quiet)
-        merged = merge(pooled)
+        merged = merge(pooled, pool_runs=True)  # the repeats are runs of their own
         verdict = slo.judge(merged, s.slo)
         if verdict.passed and level >= best.get("level", -1):
             best.update(level=level, merged=merged, verdict=verdict)

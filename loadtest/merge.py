@@ -55,8 +55,12 @@ def worker_dirs(roots: list[Path]) -> list[Path]:
     return sorted(found)
 
 
-def merge(roots: list[Path]) -> Merged:
-    """Merge every worker under ``roots``. Raises MergeError (failed workers, mixed runs)."""
+def merge(roots: list[Path], *, pool_runs: bool = False) -> Merged:
+    """Merge every worker under ``roots``. Raises MergeError (failed workers, mixed runs).
+
+    ``pool_runs``: the roots are repeats of one trial (the SLO search's), run one after
+    another: their totals are pooled, and their intervals overlaid by time since each run's
+    own start (a run's intervals never line up with another's epoch)."""
     failed = [p for root in roots for p in root.rglob("error.txt")]
     if failed:
         raise MergeError(f"worker failed: {failed[0]}:\n{failed[0].read_text()[-2000:]}")
@@ -70,7 +74,9 @@ def merge(roots: list[Path]) -> Merged:
         epochs.add(round(float(summary["start_epoch"]), 3))
         out.start_epoch, out.interval_s = float(summary["start_epoch"]), summary["interval_s"]
         _add_worker(out, folder, summary)
-    if len(epochs) > 1:
+    if pool_runs:
+        out.start_epoch = min(epochs)
+    elif len(epochs) > 1:
         raise MergeError(f"workers of different runs (start epochs {sorted(epochs)})")
     return out
 

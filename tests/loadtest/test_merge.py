@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from loadtest.hdrlog import IntervalLogWriter, new_histogram, read_log
-from loadtest.merge import merge
+from loadtest.merge import MergeError, merge
 from loadtest.recorder import Recorder
 
 EPOCH = 1_790_000_000.0
@@ -116,3 +117,35 @@ def test_merge_command_combines_worker_folders(tmp_path: Path) -> None:
     assert result["run"]["workers"] == 2
     assert (out / "report.html").stat().st_size > 1000
     assert (out / "result.csv").read_text().splitlines()[0].startswith("metric,count,p50")
+
+
+def test_repeats_of_a_trial_pool_only_when_asked(tmp_path: Path) -> None:
+    # The SLO search runs each level's repeats one after another: runs of their own, whose
+    # epochs differ. Mixing runs by mistake is refused; pooling the repeats is asked for.
+    for repeat, epoch in enumerate((EPOCH, EPOCH + 30.0)):
+        folder = tmp_path / f"repeat-{repeat}" / "worker-000"
+        folder.mkdir(parents=True)
+        rec, log = Recorder(), IntervalLogWriter(epoch)
+        for v in range(1, 101):
+            rec.record_us("stt.message", v * (repeat + 1))
+        rec.count("stt.chunks", 100)
+        rec.flush_interval(log, epoch, epoch + 1)
+        (folder / "intervals.hlog").write_text(log.take())
+        summary = {
+            "worker": 0,
+            "count": 1,
+            "start_epoch": epoch,
+            "interval_s": 1.0,
+            "elapsed_s": 1.0,
+            "cpu_s": 0.1,
+            "counters": dict(rec.counters),
+            "errors": {},
+        }
+        (folder / "summary.json").write_text(json.dumps(summary))
+    roots = [tmp_path / "repeat-0", tmp_path / "repeat-1"]
+    with pytest.raises(MergeError, match="different runs"):
+        merge(roots)
+    pooled = merge(roots, pool_runs=True)
+    assert pooled.totals["stt.message"].get_total_count() == 200
+    assert pooled.counters["stt.chunks"] == 200 and pooled.workers == 2
+    assert sorted(pooled.intervals["stt.message"]) == [1]  # overlaid: 1 s after each start
