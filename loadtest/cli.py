@@ -156,7 +156,7 @@ def cmd_slo(args: argparse.Namespace) -> int:
         extra["slo"] = best["verdict"].to_dict()
         result = results.build(best["merged"], _at_level(s, best["level"]).to_dict(), extra)
     else:
-        result = results.build(merge([out]), s.to_dict(), extra)
+        result = results.build(merge([out], pool_runs=True), s.to_dict(), extra)
     write_outputs(result, out)
     print_summary(result, out)
     Console().print(f"highest {s.search.over} holding the SLO: {found.best}")
