@@ -343,11 +343,16 @@ class TritonServer:
 
     def kill(self) -> None:
         """SIGKILL the server and its stub processes at once (for failover tests): the whole
-        process group it was started in."""
+        process group it was started in. The shared-memory regions of its Python backend,
+        which a server that is killed cannot remove, are removed too."""
         process = self._process
         if process is not None:
+            regions = _shm_regions(process.pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
+            for name in regions:  # unlinking a mapped region is safe: it goes with the last map
+                with contextlib.suppress(OSError):
+                    os.unlink(f"/dev/shm/{name}")
 
     async def __aenter__(self) -> TritonServer:
         await self.start()
@@ -360,3 +365,22 @@ class TritonServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+_SHM_PREFIX = "triton_python_backend_shm_region_"
+
+
+def _shm_regions(pgid: int) -> set[str]:
+    """Names of the Python backend's shared-memory regions in use by process group ``pgid``
+    (each stub process is given its region's name on its command line); empty where /proc is
+    not readable."""
+    names: set[str] = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # Field 5 of /proc/<pid>/stat is the process group (after the ")" of the name).
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for arg in (proc / "cmdline").read_bytes().split(b"\0"):
+                if arg.startswith(_SHM_PREFIX.encode()) and b"/" not in arg:
+                    names.add(arg.decode())
+    return names
