@@ -128,9 +128,14 @@ class Replica:
             self.leases.discard(lease)
             self.per_model[lease.model.name] -= 1
 
-    def fail_all(self, why: str) -> None:
+    def fail_all(self, why: str, retry_delay: datetime.timedelta | None = None) -> None:
+        """Fail every lease, retryable after ``retry_delay`` when given (a replica that comes
+        back, or another one, takes the stream then)."""
         for lease in list(self.leases):
-            lease.fail(BackendUnavailable(f"model server {self.name} failed: {why}"))
+            error = BackendUnavailable(
+                f"model server {self.name} failed: {why}", retry_delay=retry_delay
+            )
+            lease.fail(error)
 
 
 class ReplicaPool:
@@ -264,7 +269,9 @@ class ReplicaPool:
                 changed = True
                 if replica.ready and not ready:
                     log.warning("replica %s is not ready: %s", replica.name, why)
-                    replica.fail_all(why)
+                    replica.fail_all(
+                        why, datetime.timedelta(seconds=self._config.overload_retry_seconds)
+                    )
                 replica.ready, replica.ready_models = ready, models
                 # A model that went away on a live replica fails its streams too.
                 for lease in list(replica.leases):

@@ -187,9 +187,6 @@ class ModelStream:
         """Cancel the call: Triton cancels everything in flight on it."""
         self.closed = True
         self._sends_stopped = True
-        self._hard_cancel()
-
-    def _hard_cancel(self) -> None:
         if not self._call.done():
             self.lease.replica.calls_ended["cancelled"] += 1
             self._call.cancel()

@@ -227,10 +227,6 @@ class SynthesisStream:
         if self.sides.get(ctx.key) is not side:
             return  # replaced while the probe decided (the lease watcher moved it)
         if not moving:
-            if isinstance(error, errors.BackendUnavailable) and error.retry_delay is None:
-                # Retryable, so say when: a replica that restarts is routed to again (the
-                # same delay as when no replica can take the context).
-                error = errors.BackendUnavailable(error.message, retry_delay=self._retry_delay())
             await self._execute(self.session.context_failed(ctx, error))
             return
         try:
