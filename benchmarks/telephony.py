@@ -10,12 +10,11 @@ accuracy acceptance test does; files in ``wer_exempt.json`` are left out. The ad
     python -m benchmarks.telephony [--repeats 2] [--json out/bench/telephony.json]
         [--write-md BENCHMARKS.md]
 
-Each repeat runs the three sets in an order rotated per repeat, and each set twice in a row:
-the model's decoders carry their cepstral mean (CMN) from one stream to the next, and
-pocketsphinx updates it only between utterances, slowly, so a set's first pass starts from
-the mean of whatever ran before it (the table names it: after the other band, that is what a
-replica serving both kinds costs the first utterances after a switch) and its second pass
-from its own band's: the steady state of a line that carries one kind of audio.
+Each repeat runs the three sets in an order rotated per repeat, and each set twice in a row.
+Until 2026-11-30 the model's pooled decoders carried their cepstral mean (CMN) from one stream
+to the next, so a set's first pass decoded against the other band's mean; now every sequence
+starts from its own band's prior (the adapter passes the client's rate; stt_engine.DecoderPool)
+and the two passes, and every order, must read the same: the table shows whether they do.
 """
 
 from __future__ import annotations

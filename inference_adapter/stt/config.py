@@ -43,6 +43,9 @@ class ResolvedTranscriptionConfig:
                 "word_timestamps": self.word_timestamps,
                 "endpointing": self.endpointing,
                 "vocabulary": list(self.vocabulary),
+                # The client's rate before resampling: a model may adapt to the audio's band
+                # (stt_pocketsphinx picks its starting cepstral mean by it).
+                "source_sample_rate_hz": self.input_format.sample_rate_hz,
             }
         }
 

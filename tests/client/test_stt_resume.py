@@ -90,10 +90,11 @@ def assert_same_words(run: Run, baseline: Run) -> None:
     """No word lost, none repeated: the word sequences align with no insertion or deletion.
 
     Up to two substitutions are tolerated, and only substitutions: pocketsphinx adapts its
-    cepstral mean live and the model shares the latest estimate across its pooled decoders
+    cepstral mean live, and a resumed stream goes on in a new model sequence whose decoder
+    starts from the band's prior rather than the mean the first one had adapted to
     (model_repository/stt_pocketsphinx/1/stt_engine.py, DecoderPool), so the same audio can
-    decode to a different word ("order" / "ardor") from run to run, with or without a fault.
-    A lost or repeated word is an insertion or a deletion, which this does not forgive."""
+    decode to a different word ("order" / "ardor") after a fault. A lost or repeated word is an
+    insertion or a deletion, which this does not forgive."""
     ops = edit_ops(baseline.words, run.words)
     assert ops["insert"] == 0 and ops["delete"] == 0, (baseline.words, run.words)
     assert ops["substitute"] <= 2, (baseline.words, run.words)

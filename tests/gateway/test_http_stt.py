@@ -5,19 +5,26 @@ from __future__ import annotations
 import io
 
 import aiohttp
+import grpc
 import numpy as np
 import pytest
 import soundfile
 
+from localstack.client import transcribe, transcript
 from tests.gateway.conftest import Edge
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
 from tests.helpers.wavio import read_wav
 from tests.helpers.wer import word_error_rate
 from voxwire.audio.codecs import Encoding, encode, int16_to_float32
+from voxwire.v1 import audio_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 NAME = "call_me_back.wav"
+
+PCM16_16K = audio_pb2.AudioFormat(
+    encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000, channels=1
+)
 
 
 async def post(edge: Edge, body: bytes, content_type: str, query: str = "") -> tuple[int, dict]:
@@ -39,8 +46,7 @@ def encoded(fmt: str, subtype: str) -> bytes:
 async def test_a_wav_upload_is_transcribed_with_timings(edge: Edge):
     status, body = await post(edge, (SPEECH_DIR / NAME).read_bytes(), "audio/wav")
     assert status == 200, body
-    # One word may differ: pocketsphinx's cepstral mean carries over between streams of an
-    # instance (see test_stt_socket.py).
+    # One word of slack: this checks the transport (see test_stt_socket.py).
     assert word_error_rate(TRANSCRIPTS[NAME], body["transcript"]) <= 0.125, body["transcript"]
     assert body["audioMs"] > 2000 and int(body["timings"]["computeUs"]) > 0
 
@@ -103,8 +109,8 @@ async def test_bad_uploads_get_their_status_and_reason(edge, body, media, query,
     assert (got, reply["error"]["reason"]) == (status, reason), reply
 
 
-async def test_the_body_streams_into_the_model_without_being_held_whole(edge: Edge):
-    # A 20 s upload, sent slowly in chunks: the adapter has results before the body ends.
+async def test_the_body_streams_into_the_model_without_being_held_whole(edge: Edge, edge_adapter):
+    # A 17 s upload, sent slowly in chunks: the adapter has results before the body ends.
     pcm, rate = read_wav(SPEECH_DIR / NAME)
     long = np.tile(pcm, 6).astype(np.int16)
     data = long.tobytes()
@@ -119,5 +125,14 @@ async def test_the_body_streams_into_the_model_without_being_held_whole(edge: Ed
         async with http.post(url, data=slow(), headers=headers) as resp:
             body = await resp.json()
     assert resp.status == 200, body
+    # The file six times over has no pause long enough to end an utterance: one 17 s utterance,
+    # over which pocketsphinx's live cepstral mean drifts from its prior toward this voice's
+    # and costs a few words (3 of 48 measured). Each model sequence starts from the same prior,
+    # so the same audio sent straight to the adapter must read the same, word for word: any
+    # byte the edge lost, reordered or repeated would show.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{edge_adapter.port}") as channel:
+        direct = await transcribe(channel, data, PCM16_16K, model="stt_pocketsphinx")
+    assert direct.code == grpc.StatusCode.OK, direct.details
+    assert body["transcript"] == transcript(direct)
     reference = " ".join([TRANSCRIPTS[NAME]] * 6)
-    assert word_error_rate(reference, body["transcript"]) <= 0.05, body["transcript"]
+    assert word_error_rate(reference, body["transcript"]) <= 0.25, body["transcript"]

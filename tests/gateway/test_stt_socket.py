@@ -42,9 +42,8 @@ async def test_a_file_is_transcribed_through_the_gateway(edge: Edge):
     assert kinds[0] == "session" and kinds[1] == "started" and kinds[-1] == "summary"
     finals = [m for m in messages if m.get("result", {}).get("isFinal")]
     words = " ".join(f["result"]["transcript"] for f in finals).split()
-    # pocketsphinx adapts its cepstral mean per model instance (model_repository/stt_pocketsphinx:
-    # a fresh decoder starts from the instance's recent estimate), so what earlier streams
-    # decoded can change one word ("call" -> "tell"); never more than that.
+    # One word of slack: this checks the transport, the model's accuracy has its own test
+    # (tests/inference_adapter/test_transcription.py); a lost chunk costs more than a word.
     assert word_error_rate(TRANSCRIPTS["call_me_back.wav"], " ".join(words)) <= 0.125, words
     acks = [m["ack"]["finalizedThroughMs"] for m in messages if "ack" in m]
     assert acks and acks == sorted(acks)

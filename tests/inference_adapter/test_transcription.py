@@ -54,8 +54,8 @@ def audio_msgs(pcm: bytes, chunk: int = 3200) -> list[Req]:
 
 
 async def test_fixture_speech_word_error_rate_is_at_most_15_percent(channel):
-    # One stream after another, as the acceptance measures it. (Concurrent cold
-    # decoders do worse: pocketsphinx adapts its cepstral mean per decoder; see BENCHMARKS.md.)
+    # One stream after another, as the acceptance measures it. Each sequence's decoder
+    # starts from the same cepstral-mean prior, so the order and concurrency do not matter.
     # Accuracy is measured on the files the stock model is meant to decode (not WER_EXEMPT).
     names = sorted(set(TRANSCRIPTS) - set(WER_EXEMPT))
     outcomes = [

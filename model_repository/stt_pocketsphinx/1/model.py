@@ -21,6 +21,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from stt_engine import (
     DEFAULT_CMN_INIT,
+    DEFAULT_CMN_INIT_NARROWBAND,
     DecoderPool,
     Event,
     RecognitionSession,
@@ -117,6 +118,7 @@ class TritonPythonModel:
             prewarm=int(params.get("prewarm_decoders", "1")),
             max_idle=int(params.get("max_idle_decoders", "4")),
             cmn_init=params.get("cmn_init", DEFAULT_CMN_INIT),
+            cmn_init_narrowband=params.get("cmn_init_narrowband", DEFAULT_CMN_INIT_NARROWBAND),
         )
         self._sequences: dict[int, _Sequence] = {}
         # Sequences whose START was refused (bad config), until their END: a later request of

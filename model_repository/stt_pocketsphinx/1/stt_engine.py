@@ -24,10 +24,17 @@ Event = dict[str, Any]
 
 FRAMES_PER_SECOND = 100  # pocketsphinx's default -frate: seg() frame indices are 10 ms apart
 BYTES_PER_SAMPLE = 2
-# Initial cepstral mean (CMN) of a new decoder: the -cmninit that the en-us acoustic model
-# shipped with in pocketsphinx 5prealpha. The 5.x default ("40,3,-1,0,...") made the first
-# utterance of every fresh decoder worse on our flite test sentences (2/5 exact vs 3/5).
-DEFAULT_CMN_INIT = "41.00,-5.29,-0.12,5.09,2.48,-4.07,-1.37,-1.78,-5.08,-2.05,-6.45,-1.42,1.17"
+# Starting cepstral means (pocketsphinx -cmninit) of a sequence's decoder, by the band of the
+# client's audio: config.pbtxt's cmn_init and cmn_init_narrowband, derived by
+# tools/calibrate_cmn.py from eSpeak NG speech (these defaults are its output).
+DEFAULT_CMN_INIT = "62.93,1.23,-2.29,23.12,-13.01,2.70,-6.22,-18.26,-2.02,-5.81,5.84,-2.44,-3.37"
+DEFAULT_CMN_INIT_NARROWBAND = (
+    "53.43,28.15,-42.81,46.28,-31.40,-6.94,3.70,-45.21,9.10,-19.76,-2.56,4.63,-21.48"
+)
+# Client audio below this rate is phone-band (8 kHz G.711 carries 300-3400 Hz): after the
+# adapter's resampling to 16 kHz its spectrum has nothing above 4 kHz. 11.025 and 12 kHz audio
+# decodes better from the wideband prior (WER 0.33 and 0.17 against 0.88 and 0.80).
+NARROWBAND_BELOW_HZ = 11025
 # CI phones of the bundled en-us acoustic model (its mdef, without SIL/filler phones): a
 # pronunciation with any other phone would make Decoder.add_word fail after the LM changed.
 ARPABET_PHONES = frozenset(
@@ -158,6 +165,12 @@ class SessionConfig:
     endpointing: Endpointing = Endpointing()
     vocabulary: tuple[VocabularyEntry, ...] = ()
     limits: VocabularyLimits = VocabularyLimits()
+    # The client's sample rate before the adapter resampled it (0: not said): picks the prior.
+    source_sample_rate_hz: int = 0
+
+    @property
+    def narrowband(self) -> bool:
+        return 0 < self.source_sample_rate_hz < NARROWBAND_BELOW_HZ
 
 
 def language_supported(tag: Any, languages: tuple[str, ...]) -> bool:
@@ -189,6 +202,7 @@ def parse_session_config(
         endpointing=Endpointing().patched(body.get("endpointing") or {}),
         vocabulary=parse_vocabulary(body.get("vocabulary") or [], limits),
         limits=limits,
+        source_sample_rate_hz=_int(body, "source_sample_rate_hz", 0, 0, 384_000),
     )
 
 
@@ -208,31 +222,41 @@ class PooledDecoder:
         # Creating a Decoder loads the acoustic model, LM and dictionary (~0.4 s, ~40 MB).
         self.decoder = Decoder(samprate=sample_rate, cmninit=cmn_init, loglevel="ERROR")
         self.custom_words = False  # dictionary/LM changed: never hand it to another sequence
-        self.cold = True  # has not decoded audio yet: may take the pool's CMN estimate
 
 
 class DecoderPool:
     """Reuses decoders across sequences of one model instance (one process, one thread).
 
-    It also keeps the latest cepstral mean (CMN) seen on this instance. Pocketsphinx adapts
-    the mean live, so a fresh decoder recognises its first utterance worse than later ones
-    (measured on flite speech: "please call me back" -> "please tell me that" with the generic
-    prior, exact after a few utterances); a new decoder starts from the recent estimate.
+    Pocketsphinx adapts its cepstral mean (CMN) live and slowly, so the first seconds of a
+    sequence decode against the decoder's starting mean. A reused decoder would start from the
+    mean of the previous sequence's line, making one caller's words depend on another's audio
+    (a 16 kHz stream after G.711 ones lost words); ``acquire`` resets it to the prior of the new
+    sequence's band instead. Within a sequence the mean keeps adapting across utterances.
     """
 
     def __init__(
-        self, sample_rate: int, prewarm: int, max_idle: int, cmn_init: str = DEFAULT_CMN_INIT
+        self,
+        sample_rate: int,
+        prewarm: int,
+        max_idle: int,
+        cmn_init: str = DEFAULT_CMN_INIT,
+        cmn_init_narrowband: str = DEFAULT_CMN_INIT_NARROWBAND,
     ) -> None:
         self.sample_rate = sample_rate
         self.cmn_init = cmn_init
+        self.cmn_init_narrowband = cmn_init_narrowband
         self._max_idle = max(max_idle, prewarm)  # each idle decoder holds ~40 MB
-        self.cmn_prior: str | None = None
         self._idle = [PooledDecoder(sample_rate, cmn_init) for _ in range(prewarm)]
 
-    def acquire(self) -> PooledDecoder:
-        if self._idle:
-            return self._idle.pop()
-        return PooledDecoder(self.sample_rate, self.cmn_init)
+    def acquire(self, narrowband: bool = False) -> PooledDecoder:
+        pooled = self._idle.pop() if self._idle else PooledDecoder(self.sample_rate, self.cmn_init)
+        # A new front end (~0.2 ms), not just set_cmn: the live CMN's running sums and the
+        # noise-removal filter's estimates also carry over (set_cmn alone left a fresh decoder
+        # and a reused one hearing "read on the" and "please call me" in the same audio).
+        decoder = pooled.decoder
+        decoder.config["cmninit"] = self.cmn_init_narrowband if narrowband else self.cmn_init
+        decoder.reinit_feat()
+        return pooled
 
     def release(self, pooled: PooledDecoder, healthy: bool = True) -> None:
         if healthy and not pooled.custom_words and len(self._idle) < self._max_idle:
@@ -308,7 +332,7 @@ class RecognitionSession:
         self._pool = pool
         self._rate = pool.sample_rate
         self._config = config
-        self._pooled = pool.acquire()
+        self._pooled = pool.acquire(config.narrowband)
         self._decoder = self._pooled.decoder
         self._samples_in = 0  # every sample received: the clock of all event times
         self._utterance = 0
@@ -476,10 +500,6 @@ class RecognitionSession:
 
     # -- decoder -------------------------------------------------------------------------------
     def _open_utterance(self, start_sample: int, events: list[Event], announce: bool) -> None:
-        pooled = self._pooled
-        if pooled.cold and self._pool.cmn_prior is not None:
-            self._decoder.set_cmn(self._pool.cmn_prior)
-            pooled.cold = False
         self._decoder.start_utt()
         self._in_utterance = True
         self._utt_start = start_sample
@@ -507,8 +527,6 @@ class RecognitionSession:
         decoder = self._decoder
         decoder.end_utt()
         self._in_utterance = False
-        self._pooled.cold = False
-        self._pool.cmn_prior = decoder.get_cmn()
         final = self._final_event(from_finalize)
         if final is not None:
             events.append(final)
