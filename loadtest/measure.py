@@ -40,6 +40,7 @@ class SttMeasure:
     actual: list[float] = field(default_factory=list)  # chunk i -> when it was written
     finals: list[str] = field(default_factory=list)
     first_result: bool = False
+    acks: int = 0  # echo answers recorded (an echo target answers every chunk once)
 
     def sent(self, due: float, actual: float | None = None) -> None:
         """The next chunk was written at ``actual``; it was due at ``due``."""
@@ -63,12 +64,18 @@ class SttMeasure:
             # The same latency without the correction, to show what the correction adds.
             self.recorder.record("stt.message_from_send", at - self.actual[index])
 
+    def unanswered(self) -> int:
+        """Recorded chunks an echo target never answered (the session ended or was cut first)."""
+        return sum(1 for due in self.intended if due >= self.warm_until) - self.acks
+
     def on_event(self, event: Event) -> None:
         if isinstance(event, StartedEvent):
             self._latency("session.setup", event.at, self.intended_start)
         elif isinstance(event, Ack):
             if 0 <= event.index < len(self.intended):
                 self._message(event.at, event.index)
+                if self.intended[event.index] >= self.warm_until:
+                    self.acks += 1
         elif isinstance(event, Result):
             index = self._chunk_for(event.end_ms)
             if index is None:

@@ -124,6 +124,8 @@ def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None
             "failed": c.get("sessions.failed", 0),
             "cut": c.get("sessions.cut", 0),
             "refused": c.get("sessions.refused", 0),
+            # Echo target only: chunks sent whose echo never came (their session ended first).
+            "unanswered_chunks": c.get("stt.unanswered", 0),
             "error_rate": (sessions - c.get("sessions.ok", 0)) / sessions if sessions else 0.0,
         },
         "errors": dict(merged.errors.most_common()),

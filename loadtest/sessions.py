@@ -123,14 +123,19 @@ async def stt_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
                 break
             rec.record("generator.lag", late)
             measure.sent(schedule.due(i), time.monotonic())
-            await stream.send_audio(chunk)
             rec.count("stt.chunks")
+            await stream.send_audio(chunk)
         if not reader.done():
             await stream.finish()
         ended = await reader
     finally:
         reader.cancel()
         stream.cancel()
+        # An echo answers every chunk: what it did not answer before the session ended (or was
+        # cut) is counted, so stt.message's count plus this is stt.chunks (nothing silently
+        # missing from the latency figures).
+        if ctx.scenario.target.kind == "echo" and (missing := measure.unanswered()):
+            rec.count("stt.unanswered", missing)
     _finish(
         rec, ended, rejected_since=_rejected_since(bool(started_at), intended_start, ctx.warm_until)
     )

@@ -29,15 +29,15 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import soxr  # type: ignore[import-untyped]
+import soxr
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "model_repository" / "stt_pocketsphinx" / "config.pbtxt"
 sys.path.insert(0, str(ROOT / "model_repository" / "tts_espeak" / "1"))
 sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "speech"))
 
-from espeak_ng import EspeakNG  # type: ignore[import-not-found]  # noqa: E402
-from make_telephony import phone_band  # type: ignore[import-not-found]  # noqa: E402
+from espeak_ng import EspeakNG  # noqa: E402
+from make_telephony import phone_band  # noqa: E402
 
 from voxwire.audio.codecs import Encoding, PcmFormat, decode, encode  # noqa: E402
 
@@ -66,7 +66,7 @@ def _pcm16(samples: npt.NDArray[np.floating]) -> npt.NDArray[np.int16]:
 
 def batch_mean(pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
     """pocketsphinx's cepstral mean over one whole utterance (``full_utt``: batch CMN)."""
-    from pocketsphinx import Decoder  # type: ignore[import-untyped]
+    from pocketsphinx import Decoder
 
     decoder = Decoder(samprate=RATE_HZ, loglevel="FATAL")
     decoder.start_utt()

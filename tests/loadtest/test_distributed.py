@@ -70,7 +70,15 @@ async def test_workers_of_two_machines_merge(echo_address: str, tmp_path: Path) 
     summaries = _summaries(tmp_path)
     assert sorted(s["worker"] for s in summaries) == [0, 1]
     assert all(s["counters"]["sessions.started"] >= 2 for s in summaries)
-    assert result["metrics"]["stt.message"]["count"] == result["counters"]["stt.chunks"]
+    # Every chunk sent has its echo latency recorded, or is counted as unanswered (a session
+    # that ended or was cut before its echo); those come with the session's error.
+    counters = result["counters"]
+    unanswered = counters.get("stt.unanswered", 0)
+    assert result["metrics"]["stt.message"]["count"] + unanswered == counters["stt.chunks"]
+    assert unanswered == 0 or counters.get("sessions.ok", 0) < counters["sessions.started"], (
+        counters,
+        result.get("errors"),
+    )
 
 
 def _summaries(folder: Path) -> list[dict]:
