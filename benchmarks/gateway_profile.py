@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.gateway_stack import gateway_process, gateway_setup
-from benchmarks.record import PathSpec, scenario
+from benchmarks.record import MESSAGES, METRIC, TTS_MODEL, PathSpec, scenario
 from benchmarks.stack import (
     LOOPBACK,
     cpu_delta,
@@ -73,17 +73,24 @@ def summarize(folded: Path, top: int = 25) -> str:
 
 
 async def _measure(
-    path: PathSpec, pid: int, streams: int, seconds: float, folder: Path
+    path: PathSpec,
+    pid: int,
+    adapter_pid: int,
+    kind: str,
+    streams: int,
+    seconds: float,
+    folder: Path,
 ) -> dict[str, float]:
-    s = scenario(path, "stt", streams, seconds)
-    procs = {"server": lambda: [pid]}
+    s = scenario(path, kind, streams, seconds)
+    procs = {"server": lambda: [pid], "adapter": lambda: [adapter_pid]}
     before = cpu_snapshot(procs)
     merged = await asyncio.to_thread(runner.run, s, folder, live=False)
     used = cpu_delta(before, cpu_snapshot(procs))
-    chunks = max(1, merged.counters.get("stt.chunks", 0))
-    h = stats(merged.totals["stt.message"])
+    messages = max(1, merged.counters.get(MESSAGES[kind], 0))
+    h = stats(merged.totals[METRIC[kind]])
     return {
-        "cpu_us": used["server"] * 1e6 / chunks,
+        "cpu_us": used["server"] * 1e6 / messages,
+        "adapter_cpu_us": used["adapter"] * 1e6 / messages,
         "p50": h["p50"],
         "p99": h["p99"],
         "busy": used["_busy"],
@@ -124,10 +131,10 @@ def checkout(rev: str, into: Path) -> Path:
 
 
 async def _start(
-    stack: contextlib.AsyncExitStack, work: Path, versions: list[str]
-) -> list[tuple[PathSpec, Any]]:
+    stack: contextlib.AsyncExitStack, work: Path, versions: list[str], kind: str
+) -> tuple[list[tuple[PathSpec, Any]], int]:
     """The adapter, the null relay and one gateway per version; the paths to measure."""
-    triton = TritonServer(default_model_repository(), models=["bench_stt"])
+    triton = TritonServer(default_model_repository(), models=["bench_stt", TTS_MODEL])
     await triton.start()
     stack.push_async_callback(triton.stop)
     listen = f"{LOOPBACK}:{free_port()}"
@@ -137,11 +144,14 @@ async def _start(
             work / "adapter.log",
         )
     )
-    await wait_serving(listen, adapter, ["voxwire.v1.Transcription"])
+    await wait_serving(listen, adapter, ["voxwire.v1.Transcription", "voxwire.v1.Synthesis"])
     relay, line = await stack.enter_async_context(
         server_process(["benchmarks.null_relay", listen], work / "relay.log", True)
     )
+    # The null relay carries STT only: TTS runs compare the gateway with the adapter's own CPU.
     paths = [(PathSpec("null relay", "null-relay", f"{LOOPBACK}:{line}", "", {}), relay)]
+    if kind == "tts":
+        paths = []
     for version in versions:
         source = checkout(version, work / f"src-{version}") if version != "current" else None
         # Revisions before the gRPC front refuse its key; later ones turn it off with "".
@@ -154,8 +164,10 @@ async def _start(
             gateway_process(setup, work / f"gateway-{version}.log", source=source)
         )
         label = "gateway" if version == "current" else f"gateway@{version}"
-        paths.append((PathSpec(label, "gateway", f"{LOOPBACK}:{port}", "", {}, setup.key), proc))
-    return paths
+        # lead_ms=0: TTS audio leaves as fast as the model makes it, as in the record.
+        spec = PathSpec(label, "gateway", f"{LOOPBACK}:{port}", "", {}, setup.key, lead_ms=0)
+        paths.append((spec, proc))
+    return paths, adapter.pid
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -163,7 +175,7 @@ async def main(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, dict[str, float]]] = []
     async with contextlib.AsyncExitStack() as stack:
-        paths = await _start(stack, work, args.versions)
+        paths, adapter_pid = await _start(stack, work, args.versions, args.kind)
         for round_ in range(args.rounds):
             # Rotated each round, so the machine's drift spreads over every path.
             shift = round_ % len(paths)
@@ -173,28 +185,35 @@ async def main(args: argparse.Namespace) -> None:
                     folded = args.out / f"{PROFILED[path.label]}.folded"
                     spy = await _spy(proc.pid, args.seconds, folded, args.native)
                 folder = work / f"{path.label}-{round_}"
-                row = await _measure(path, proc.pid, args.streams, args.seconds, folder)
+                row = await _measure(
+                    path, proc.pid, adapter_pid, args.kind, args.streams, args.seconds, folder
+                )
                 rows.append((path.label, row))
                 print(
                     f"round {round_ + 1} {path.label}: {row['cpu_us']:.0f} µs CPU per "
-                    f"message, p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms, machine "
-                    f"busy {row['busy']:.0f} %, errors {row['errors']:.0f}",
+                    f"message (adapter {row['adapter_cpu_us']:.0f}), p50 {row['p50']:.2f} ms, "
+                    f"p99 {row['p99']:.2f} ms, machine busy {row['busy']:.0f} %, "
+                    f"errors {row['errors']:.0f}",
                     flush=True,
                 )
                 if spy is not None:
                     async with asyncio.timeout(60):
                         await spy.wait()
     relay = sum(r["cpu_us"] for label, r in rows if label == "null relay") / args.rounds
+    if not relay:  # TTS: against the adapter's CPU for the same requests
+        relay = sum(r["adapter_cpu_us"] for _, r in rows) / len(rows)
     print(f"\n{args.rounds} rounds of {args.seconds:g} s at {args.streams} streams:")
     for label in dict.fromkeys(label for label, _ in rows):
         cpu = [r["cpu_us"] for lb, r in rows if lb == label]
         mean = sum(cpu) / len(cpu)
         print(
             f"  {label}: CPU per message {min(cpu):.0f}–{max(cpu):.0f} µs (mean {mean:.0f}), "
-            f"{mean / relay:.2f}× the null relay's"
+            f"{mean / relay:.2f}× the " + ("null relay's" if args.kind == "stt" else "adapter's")
         )
     if args.profile:
         for name in PROFILED.values():
+            if not (args.out / f"{name}.folded").exists():  # TTS runs have no relay
+                continue
             report = summarize(args.out / f"{name}.folded")
             print(f"\n{name}: {report}")
             (args.out / f"{name}.txt").write_text(report + "\n")
@@ -205,6 +224,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks.gateway_profile", description=__doc__
     )
     parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument(
+        "--kind",
+        choices=("stt", "tts"),
+        default="stt",
+        help="stt: paced streams, CPU per chunk; tts: one request per session in each slot, "
+        "CPU per request, latency = time to first audio",
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved relay/gateway rounds")
     parser.add_argument(
