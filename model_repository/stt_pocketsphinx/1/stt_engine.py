@@ -35,6 +35,19 @@ DEFAULT_CMN_INIT_NARROWBAND = (
 # adapter's resampling to 16 kHz its spectrum has nothing above 4 kHz. 11.025 and 12 kHz audio
 # decodes better from the wideband prior (WER 0.33 and 0.17 against 0.88 and 0.80).
 NARROWBAND_BELOW_HZ = 11025
+# Audio declared at a wideband rate may still be phone audio the client upsampled. The first
+# utterance's first BAND_PROBE_MS of speech are held back and measured before anything is
+# decoded: energy at 4.5-7.5 kHz relative to the voice band (300-3400 Hz), Hann-windowed,
+# measured 2.9e-4 to 6.1e-2 on the wideband fixtures and 1.4e-9 to 2.6e-7 on the same speech
+# through the phone channel, G.711 and soxr back to 16 kHz (tests/fixtures/speech); the
+# threshold sits between, on a log scale (a cruder client resampler that leaves images above
+# 4 kHz reads as wideband, as the declared rate says). A probe with no voice-band energy to
+# speak of waits for more audio, up to BAND_PROBE_MAX_MS; then, or when the utterance ends
+# first, the band stays wideband.
+BAND_PROBE_MS = 300
+BAND_PROBE_MAX_MS = 2000
+BAND_PROBE_MIN_POWER = 3.5e7  # per Hann frame of 512: a voice band at about -60 dBFS rms
+NARROWBAND_RATIO = 1e-5
 # CI phones of the bundled en-us acoustic model (its mdef, without SIL/filler phones): a
 # pronunciation with any other phone would make Decoder.add_word fail after the LM changed.
 ARPABET_PHONES = frozenset(
@@ -250,17 +263,42 @@ class DecoderPool:
 
     def acquire(self, narrowband: bool = False) -> PooledDecoder:
         pooled = self._idle.pop() if self._idle else PooledDecoder(self.sample_rate, self.cmn_init)
-        # A new front end (~0.2 ms), not just set_cmn: the live CMN's running sums and the
-        # noise-removal filter's estimates also carry over (set_cmn alone left a fresh decoder
-        # and a reused one hearing "read on the" and "please call me" in the same audio).
+        self.reset(pooled, narrowband)
+        return pooled
+
+    def reset(self, pooled: PooledDecoder, narrowband: bool) -> None:
+        """A new front end starting from the band's prior (~0.2 ms), not just set_cmn: the live
+        CMN's running sums and the noise-removal filter's estimates also carry over (set_cmn
+        alone left a fresh decoder and a reused one hearing "read on the" and "please call me"
+        in the same audio). Only between utterances."""
         decoder = pooled.decoder
         decoder.config["cmninit"] = self.cmn_init_narrowband if narrowband else self.cmn_init
         decoder.reinit_feat()
-        return pooled
 
     def release(self, pooled: PooledDecoder, healthy: bool = True) -> None:
         if healthy and not pooled.custom_words and len(self._idle) < self._max_idle:
             self._idle.append(pooled)
+
+
+_PROBE_FRAME = 512  # 32 ms at 16 kHz; Hann-windowed, hop of half a frame (Welch's method)
+_HANN = np.hanning(_PROBE_FRAME)
+
+
+def _band_powers(samples: np.ndarray) -> tuple[float, float, int]:
+    """Summed power at 300-3400 Hz and 4.5-7.5 kHz over Hann-windowed frames, and the frame
+    count. The window matters: a plain FFT of a segment leaks its voice-band energy into the
+    high band at about -30 dB through the segment's edges, which made upsampled phone audio
+    look wideband."""
+    hop = _PROBE_FRAME // 2
+    count = 1 + (samples.size - _PROBE_FRAME) // hop if samples.size >= _PROBE_FRAME else 0
+    if not count:
+        return 0.0, 0.0, 0
+    index = np.arange(_PROBE_FRAME)[None, :] + hop * np.arange(count)[:, None]
+    power = np.abs(np.fft.rfft(samples[index].astype(np.float64) * _HANN, axis=1)) ** 2
+    freq = np.fft.rfftfreq(_PROBE_FRAME, 1.0 / 16000)
+    voice = float(power[:, (freq >= 300) & (freq < 3400)].sum())
+    high = float(power[:, (freq >= 4500) & (freq < 7500)].sum())
+    return voice, high, count
 
 
 def _clean_word(token: str) -> str | None:
@@ -350,6 +388,9 @@ class RecognitionSession:
         self._utt_start = 0
         self._utt_samples = 0
         self._to_decode: list[bytes] = []
+        self._utt_started = False  # the decoder's start_utt waits for the first audio decoded
+        # Declared wideband on a wideband model: the band is measured on the first speech.
+        self._band_open = not config.narrowband and self._rate >= 16000
         self._last_interim = ""
         self._pending_vocabulary: VocabularyPlan | None = None
         self._new_endpointer(config.endpointing, origin=0)
@@ -414,9 +455,9 @@ class RecognitionSession:
     def close(self, healthy: bool = True) -> None:
         if self._pooled is None:
             return
-        if self._in_utterance:
+        if self._in_utterance and self._utt_started:
             self._decoder.end_utt()
-            self._in_utterance = False
+        self._in_utterance = False
         self._pool.release(self._pooled, healthy)
         self._pooled = None  # type: ignore[assignment]
 
@@ -500,7 +541,7 @@ class RecognitionSession:
 
     # -- decoder -------------------------------------------------------------------------------
     def _open_utterance(self, start_sample: int, events: list[Event], announce: bool) -> None:
-        self._decoder.start_utt()
+        self._utt_started = False
         self._in_utterance = True
         self._utt_start = start_sample
         self._utt_samples = 0
@@ -514,16 +555,38 @@ class RecognitionSession:
                 }
             )
 
-    def _flush_decoder(self) -> None:
-        if not self._to_decode:
+    def _flush_decoder(self, force: bool = False) -> None:
+        """Decode what is pending; ``force`` (the utterance ends) also ends a band probe."""
+        if not self._to_decode or (self._band_open and not self._probe_band(force)):
             return
+        self._start_utt()
         data = b"".join(self._to_decode)
         self._to_decode.clear()
         self._decoder.process_raw(data, False, False)
         self._utt_samples += len(data) // BYTES_PER_SAMPLE
 
+    def _start_utt(self) -> None:
+        if not self._utt_started:
+            self._decoder.start_utt()
+            self._utt_started = True
+
+    def _probe_band(self, force: bool) -> bool:
+        """Decide the band from the held speech (see BAND_PROBE_MS); True once decided."""
+        held = sum(len(b) for b in self._to_decode) // BYTES_PER_SAMPLE
+        if held < self._rate * BAND_PROBE_MS // 1000 and not force:
+            return False
+        voice, high, frames = _band_powers(np.frombuffer(b"".join(self._to_decode), dtype="<i2"))
+        faint = voice < BAND_PROBE_MIN_POWER * max(frames, 1)
+        if faint and not force and held < self._rate * BAND_PROBE_MAX_MS // 1000:
+            return False
+        self._band_open = False
+        if not faint and high < NARROWBAND_RATIO * voice:
+            self._pool.reset(self._pooled, narrowband=True)
+        return True
+
     def _close_utterance(self, events: list[Event], from_finalize: bool) -> None:
-        self._flush_decoder()
+        self._flush_decoder(force=True)
+        self._start_utt()  # an utterance with no audio decoded still ends (an empty final)
         decoder = self._decoder
         decoder.end_utt()
         self._in_utterance = False
@@ -563,7 +626,7 @@ class RecognitionSession:
         }
 
     def _maybe_interim(self, events: list[Event]) -> None:
-        if not (self._config.interim_results and self._in_utterance):
+        if not (self._config.interim_results and self._in_utterance and self._utt_started):
             return
         hypothesis = self._decoder.hyp()
         if hypothesis is None:
