@@ -284,7 +284,7 @@ _PROBE_FRAME = 512  # 32 ms at 16 kHz; Hann-windowed, hop of half a frame (Welch
 _HANN = np.hanning(_PROBE_FRAME)
 
 
-def _band_powers(samples: np.ndarray) -> tuple[float, float, int]:
+def _band_powers(samples: np.ndarray, rate: int) -> tuple[float, float, int]:
     """Summed power at 300-3400 Hz and 4.5-7.5 kHz over Hann-windowed frames, and the frame
     count. The window matters: a plain FFT of a segment leaks its voice-band energy into the
     high band at about -30 dB through the segment's edges, which made upsampled phone audio
@@ -295,7 +295,7 @@ def _band_powers(samples: np.ndarray) -> tuple[float, float, int]:
         return 0.0, 0.0, 0
     index = np.arange(_PROBE_FRAME)[None, :] + hop * np.arange(count)[:, None]
     power = np.abs(np.fft.rfft(samples[index].astype(np.float64) * _HANN, axis=1)) ** 2
-    freq = np.fft.rfftfreq(_PROBE_FRAME, 1.0 / 16000)
+    freq = np.fft.rfftfreq(_PROBE_FRAME, 1.0 / rate)
     voice = float(power[:, (freq >= 300) & (freq < 3400)].sum())
     high = float(power[:, (freq >= 4500) & (freq < 7500)].sum())
     return voice, high, count
@@ -575,7 +575,8 @@ class RecognitionSession:
         held = sum(len(b) for b in self._to_decode) // BYTES_PER_SAMPLE
         if held < self._rate * BAND_PROBE_MS // 1000 and not force:
             return False
-        voice, high, frames = _band_powers(np.frombuffer(b"".join(self._to_decode), dtype="<i2"))
+        held_audio = np.frombuffer(b"".join(self._to_decode), dtype="<i2")
+        voice, high, frames = _band_powers(held_audio, self._rate)
         faint = voice < BAND_PROBE_MIN_POWER * max(frames, 1)
         if faint and not force and held < self._rate * BAND_PROBE_MAX_MS // 1000:
             return False
