@@ -32,10 +32,9 @@ from typing import Any
 from benchmarks.record import STT_MODEL, TTS_MODEL, PathSpec, measure
 from benchmarks.stack import (
     LOOPBACK,
-    free_port,
+    adapter_process,
     process_tree,
     server_process,
-    wait_serving,
 )
 from localstack.triton import TritonServer, default_model_repository
 
@@ -68,11 +67,8 @@ async def _adapter(
     workdir: Path,
     cwd: Path | None = None,
 ) -> tuple[PathSpec, int]:
-    listen = f"{LOOPBACK}:{free_port()}"
-    argv = ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url]
     log = workdir / f"{label.replace(' ', '_').replace('@', '')}.log"
-    proc, _ = await stack.enter_async_context(server_process(argv, log, cwd=cwd))
-    await wait_serving(listen, proc, ["voxwire.v1.Transcription"])
+    proc, listen = await stack.enter_async_context(adapter_process(triton.grpc_url, log, cwd=cwd))
     tri = lambda: process_tree(triton.pid or 0)  # noqa: E731
     pid = proc.pid
     return PathSpec(label, "grpc", listen, "", {"server": lambda: [pid], "triton": tri}), pid

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.gateway_stack import gateway_process, gateway_setup
-from benchmarks.stack import LOOPBACK, free_port, server_process, wait_serving
+from benchmarks.stack import LOOPBACK, adapter_process
 from loadtest import cli
 from localstack.triton import TritonServer, default_model_repository
 
@@ -40,12 +40,9 @@ async def main(args: argparse.Namespace) -> None:
     await triton.start()
     try:
         async with contextlib.AsyncExitStack() as stack:
-            listen = f"{LOOPBACK}:{free_port()}"
-            argv = ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url]
-            adapter, _ = await stack.enter_async_context(
-                server_process(argv, workdir / "adapter.log")
+            adapter, listen = await stack.enter_async_context(
+                adapter_process(triton.grpc_url, workdir / "adapter.log")
             )
-            await wait_serving(listen, adapter, ["voxwire.v1.Transcription"])
             setup = gateway_setup(workdir / "gateway", [listen])
             _, port = await stack.enter_async_context(
                 gateway_process(setup, workdir / "gateway.log")

@@ -35,11 +35,10 @@ from benchmarks.gateway_stack import gateway_process, gateway_setup
 from benchmarks.record import MESSAGES, METRIC, TTS_MODEL, PathSpec, scenario
 from benchmarks.stack import (
     LOOPBACK,
+    adapter_process,
     cpu_delta,
     cpu_snapshot,
-    free_port,
     server_process,
-    wait_serving,
 )
 from loadtest import runner
 from loadtest.results import stats
@@ -137,14 +136,13 @@ async def _start(
     triton = TritonServer(default_model_repository(), models=["bench_stt", TTS_MODEL])
     await triton.start()
     stack.push_async_callback(triton.stop)
-    listen = f"{LOOPBACK}:{free_port()}"
-    adapter, _ = await stack.enter_async_context(
-        server_process(
-            ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url],
+    adapter, listen = await stack.enter_async_context(
+        adapter_process(
+            triton.grpc_url,
             work / "adapter.log",
+            services=("voxwire.v1.Transcription", "voxwire.v1.Synthesis"),
         )
     )
-    await wait_serving(listen, adapter, ["voxwire.v1.Transcription", "voxwire.v1.Synthesis"])
     relay, line = await stack.enter_async_context(
         server_process(["benchmarks.null_relay", listen], work / "relay.log", True)
     )

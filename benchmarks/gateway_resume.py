@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.gateway_stack import gateway_process, gateway_setup
-from benchmarks.stack import LOOPBACK, free_port, raise_nofile, server_process, wait_serving
+from benchmarks.stack import LOOPBACK, adapter_process, raise_nofile
 from localstack.triton import TritonServer, default_model_repository
 from voxwire.client import Resumed, TranscriptionSession
 from voxwire.v1 import audio_pb2, transcription_pb2
@@ -182,12 +182,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await triton.start()
     try:
         async with contextlib.AsyncExitStack() as stack:
-            listen = f"{LOOPBACK}:{free_port()}"
-            adapter = ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url]
-            proc, _ = await stack.enter_async_context(
-                server_process(adapter, workdir / "adapter.log")
+            proc, listen = await stack.enter_async_context(
+                adapter_process(triton.grpc_url, workdir / "adapter.log")
             )
-            await wait_serving(listen, proc, ["voxwire.v1.Transcription"])
             setup = gateway_setup(workdir / "gw", [listen], drain_grace_seconds=args.grace)
             a, port_a = await stack.enter_async_context(gateway_process(setup, workdir / "a.log"))
             _, port_b = await stack.enter_async_context(gateway_process(setup, workdir / "b.log"))

@@ -48,7 +48,7 @@ from typing import Any
 import grpc
 
 from benchmarks.overload_md import write_section
-from benchmarks.stack import LOOPBACK, free_port, server_process, wait_serving
+from benchmarks.stack import adapter_process
 from loadtest import runner
 from loadtest.hdrlog import new_histogram
 from loadtest.merge import Merged
@@ -195,14 +195,14 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Triton, the adapter with ``--capacity``, every level ``--repeats`` times, interleaved."""
     triton = TritonServer(default_model_repository(), models=[MODEL])
     await triton.start()
-    listen = f"{LOOPBACK}:{free_port()}"
-    adapter = ["inference_adapter", "--listen", listen, "--triton-url", triton.grpc_url]
-    adapter += ["--max-streams-per-replica", str(args.capacity), "--drain-grace-seconds", "2"]
+    options = ["--max-streams-per-replica", str(args.capacity), "--drain-grace-seconds", "2"]
     runs: dict[float, list[dict[str, Any]]] = {level: [] for level in args.levels}
     hists: dict[float, list[dict[str, Any]]] = {level: [] for level in args.levels}
     try:
-        async with server_process(adapter, workdir / "adapter.log") as (proc, _):
-            await wait_serving(listen, proc, ["voxwire.v1.Transcription"])
+        async with adapter_process(triton.grpc_url, workdir / "adapter.log", *options) as (
+            proc,
+            listen,
+        ):
             capacity = await published_capacity(listen)
             if capacity != args.capacity:
                 raise RuntimeError(f"GetCapabilities says {capacity}, not {args.capacity}")

@@ -80,6 +80,23 @@ async def server_process(
             await asyncio.wait_for(proc.wait(), 5)
 
 
+@contextlib.asynccontextmanager
+async def adapter_process(
+    triton_url: str,
+    logfile: Path,
+    *extra: str,
+    services: tuple[str, ...] = ("voxwire.v1.Transcription",),
+    cwd: Path | None = None,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """The adapter (``python -m inference_adapter`` with ``extra`` options) on a free loopback
+    port in front of ``triton_url``, once it serves ``services``; yields (process, address)."""
+    listen = f"{LOOPBACK}:{free_port()}"
+    argv = ["inference_adapter", "--listen", listen, "--triton-url", triton_url, *extra]
+    async with server_process(argv, logfile, cwd=cwd) as (proc, _):
+        await wait_serving(listen, proc, list(services))
+        yield proc, listen
+
+
 async def wait_serving(address: str, proc: asyncio.subprocess.Process, services: list[str]) -> None:
     """Poll grpc.health.v1 Check until every service is SERVING. Raises RuntimeError."""
     deadline = time.monotonic() + OPEN_TIMEOUT_S
