@@ -41,7 +41,10 @@ class Relay:
         self._heartbeat_s = heartbeat_s
 
     async def relay(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=self._heartbeat_s, max_msg_size=_MAX_MESSAGE_BYTES)
+        # No permessage-deflate, as the gateway by default: the same socket work.
+        ws = web.WebSocketResponse(
+            heartbeat=self._heartbeat_s, max_msg_size=_MAX_MESSAGE_BYTES, compress=False
+        )
         await ws.prepare(request)
         call = self._call()
 

@@ -129,6 +129,7 @@ async def _websocket(
     ws = web.WebSocketResponse(
         protocols=(chosen,) if chosen else (),
         heartbeat=gateway.config.ping_interval_seconds,
+        compress=gateway.config.websocket_compression,
         max_msg_size=gateway.config.hard_max_message_bytes,
     )
     await ws.prepare(request)

@@ -27,6 +27,10 @@ class GatewayConfig:
     channels_per_adapter: int = 2
     # WebSocket ping interval; a connection whose pong is missing for half of it is closed.
     ping_interval_seconds: float = 15.0
+    # permessage-deflate (RFC 7692) when the client offers it. Off by default: PCM audio barely
+    # compresses, deflate costs CPU on every frame both ways, and each compressing connection
+    # holds zlib state (BENCHMARKS.md, "WebSocket compression").
+    websocket_compression: bool = False
     # aiohttp's own cap on one WebSocket message: beyond it the stack closes with 1009 by
     # itself. Frames between stt.max_frame_bytes and this get a CHUNK_TOO_LARGE event.
     hard_max_message_bytes: int = 1024 * 1024

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from gateway.ports import ClientPort
 from voxwire import errors
 from voxwire.outbox import Outbox, OutboxBroken
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +63,12 @@ class SessionRunner(abc.ABC, Generic[S, A]):
             on_sent=lambda s: session.charge("edge_send", s),
         )
         self._close_code: int | None = None
-        self._wake = asyncio.Event()
-        self._timer_at = -math.inf  # the deadline the timer sleeps until (monotonic)
-        self._ended = asyncio.Event()
+        # The session's deadlines run on one loop timer (no task of their own: memory per idle
+        # session counts, BENCHMARKS.md "Memory per idle WebSocket"); ``_timer_at`` is the
+        # deadline it is set for (monotonic), infinite when none is.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- what a runner adds ----------------------------------------------------------------------
 
@@ -85,12 +91,11 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         kind = type(self).__name__
         writer = asyncio.create_task(self._client_out.run(), name=f"{kind}-client-writer")
         reader = asyncio.create_task(self._read_client(), name=f"{kind}-client-reader")
-        timer = asyncio.create_task(self._timer(), name=f"{kind}-timer")
-        ended = asyncio.create_task(self._ended.wait(), name=f"{kind}-ended")
-        tasks = {writer, reader, timer, ended}
+        tasks: set[asyncio.Future[None]] = {writer, reader, self._ended}
         try:
             if first is not None:
                 self._execute(first)
+            self._arm_timer()
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             exc = writer.exception() if writer in done else None
             if isinstance(exc, errors.SlowConsumer):
@@ -104,6 +109,10 @@ class SessionRunner(abc.ABC, Generic[S, A]):
                 await self._port.close(self._close_code)
             return self._close_code or 1006
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_at = -math.inf  # nothing re-arms it now
             self._stop_upstream()
             for task in tasks:
                 task.cancel()
@@ -112,26 +121,57 @@ class SessionRunner(abc.ABC, Generic[S, A]):
     def drain(self, grace_s: float | None = None) -> None:
         """The gateway is shutting down: going_away now, the close at the end of the grace."""
         self._execute(self.session.drain(grace_s))
-        self._wake.set()
 
     def _rearm(self) -> None:
-        """Wake the timer only when the session's next deadline came before the one it sleeps
-        until. Most decisions move deadlines later (a client message pushes the idle deadline
-        back): the timer then wakes at the old one, finds nothing due and sleeps again, which
+        """Move the timer only when the session's next deadline came before the one it is set
+        for. Most decisions move deadlines later (a client message pushes the idle deadline
+        back): the timer then fires at the old one, finds nothing due and is set again, which
         costs one wake-up per idle period instead of one per frame."""
         if self.session.next_deadline() < self._timer_at:
-            self._wake.set()
+            self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer_at == -math.inf:
+            return  # the run has ended
+        self._timer_at = at = self.session.next_deadline()
+        if at != math.inf:
+            delay = max(0.0, at - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        """The timer fired: run what is due (a due deadline's decisions), then set it for the
+        next one."""
+        self._timer = None
+        self._timer_at = math.inf
+        try:
+            if self.session.next_deadline() <= time.monotonic():
+                self._execute(self.session.on_time())
+        except Exception:
+            # A bug, not a client's doing: end this session (1011), keep serving the others.
+            log.exception("session timer failed")
+            self._close_code = self._close_code or 1011
+            self._set_ended()
+            return
+        if self._timer is None:
+            self._arm_timer()
 
     def _close(self, code: int) -> None:
         """The session decided to close: flush the client outbox, then close with ``code``."""
         if self._close_code is None:
             self._close_code = code
             self._client_out.close()
-            self._ended.set()
+            self._set_ended()
 
     def _client_gone(self, code: int) -> None:
         self._close_code = self._close_code or code or 1006
-        self._ended.set()
+        self._set_ended()
+
+    def _set_ended(self) -> None:
+        if not self._ended.done():
+            self._ended.set_result(None)
 
     # -- the client side -------------------------------------------------------------------------
 
@@ -141,27 +181,12 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         except errors.SlowConsumer as exc:
             if self._close_code is None:
                 self._close_code = exc.ws_close_code
-                self._ended.set()
+                self._set_ended()
         except OutboxBroken:
-            self._ended.set()
+            self._set_ended()
 
     async def _send(self, item: str | bytes) -> None:
         if isinstance(item, str):
             await self._port.send_text(item)
         else:
             await self._port.send_bytes(item)
-
-    async def _timer(self) -> None:
-        """Runs the session's timers; woken early (``_rearm``) when a decision brings the next
-        deadline forward (a drain, a TTS chunk due sooner)."""
-        while True:
-            self._wake.clear()
-            self._timer_at = self.session.next_deadline()
-            delay = self._timer_at - time.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
-                continue
-            self._execute(self.session.on_time())
-            await asyncio.sleep(0)

@@ -56,11 +56,15 @@ class Outbox(Generic[T]):
         self._high_water = high_water
         self._write_timeout = write_timeout
         self._on_sent = on_sent
-        self._queue: collections.deque[tuple[T, int]] = collections.deque()
+        # Memory per idle stream matters (the gateway holds thousands of idle sessions, each
+        # with two outboxes): no asyncio.Event (each holds a 64-slot deque, ~0.8 KiB) and no
+        # standing queue (an empty deque is ~0.6 KiB). The queue exists while it holds
+        # something; the writer and producers park on futures made when they wait.
+        self._queue: collections.deque[tuple[T, int]] | None = None
         self.queued_bytes = 0
-        self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._ready: asyncio.Future[None] | None = None  # the idle writer waits on it
+        self._room_waiters: list[asyncio.Future[None]] | None = None
+        self._has_room = True
         self._closed = False
         self.broken: BaseException | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -79,43 +83,70 @@ class Outbox(Generic[T]):
                 f"the peer left {self.queued_bytes + nbytes} bytes unread (limit "
                 f"{self._max_bytes}); read responses as they come"
             )
-        self._queue.append((item, nbytes))
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = collections.deque()
+        queue.append((item, nbytes))
         self.queued_bytes += nbytes
         if self.queued_bytes >= self._high_water:
-            self._room.clear()
-        self._ready.set()
+            self._has_room = False
+        self._wake_writer()
 
     @property
     def has_room(self) -> bool:
         """Whether the queue is under its high-water mark (``wait_room`` would not wait)."""
-        return self._room.is_set()
+        return self._has_room
 
     async def wait_room(self) -> None:
         """Return once the queue is under its high-water mark (backpressure for producers)."""
-        await self._room.wait()
+        if self._has_room:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._room_waiters is None:
+            self._room_waiters = []
+        self._room_waiters.append(waiter)
+        await waiter
 
     def close(self) -> None:
         """No more messages: ``run`` returns once the queue is written."""
         self._closed = True
-        self._ready.set()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        ready = self._ready
+        if ready is not None:
+            self._ready = None
+            if not ready.done():
+                ready.set_result(None)
+
+    def _room_again(self) -> None:
+        self._has_room = True
+        waiters, self._room_waiters = self._room_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def run(self) -> None:
         """The writer (run it as a task of its own). Raises SlowConsumer (a write over
         ``write_timeout``) or what the transport raised when a write failed."""
         self._writer = asyncio.current_task()
         try:
+            loop = asyncio.get_running_loop()
             while True:
-                await self._ready.wait()
-                self._ready.clear()
-                while self._queue:
-                    item, nbytes = self._queue[0]
+                queue = self._queue
+                while queue:
+                    item, nbytes = queue[0]
                     await self._write_one(item)
-                    self._queue.popleft()
+                    queue.popleft()
                     self.queued_bytes -= nbytes
-                    if self.queued_bytes < self._high_water:
-                        self._room.set()
+                    if not self._has_room and self.queued_bytes < self._high_water:
+                        self._room_again()
+                if queue is not None and queue is self._queue:
+                    self._queue = None  # drained: an idle outbox holds no deque
                 if self._closed:
                     return
+                ready = self._ready = loop.create_future()
+                await ready
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()

@@ -264,6 +264,7 @@ class GatewayTarget:
                 # The gateway pings; aiohttp answers them (autoping). No pings of our own.
                 heartbeat=None,
                 max_msg_size=_MAX_MESSAGE_BYTES,
+                compress=0,  # as the SDK: audio does not pay for deflate
             )
 
     async def open_stt(self, options: SttOptions) -> GatewayStt:

@@ -87,7 +87,9 @@ class NullRelayTarget:
         if self._http is None:
             raise RuntimeError("target not started")
         async with asyncio.timeout(_CONNECT_TIMEOUT_S):
-            ws = await self._http.ws_connect(f"ws://{self.address}{RELAY_PATH}", heartbeat=None)
+            ws = await self._http.ws_connect(
+                f"ws://{self.address}{RELAY_PATH}", heartbeat=None, compress=0
+            )
         stream = RelayStt(ws, self._closing)
         fmt = audio_pb2.AudioFormat(
             encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=options.rate_hz, channels=1

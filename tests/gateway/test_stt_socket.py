@@ -7,6 +7,9 @@ import json
 import aiohttp
 import pytest
 
+from gateway.config import GatewayConfig
+from gateway.server import GatewayServer
+from inference_adapter.server import AdapterServer
 from tests.gateway.conftest import Edge
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
 from tests.helpers.wavio import read_wav
@@ -82,3 +85,43 @@ async def test_an_unknown_query_parameter_is_invalid_config(edge: Edge):
             error = json.loads(msg.data)["error"]
             assert error["reason"] == "INVALID_CONFIG"
             assert error["fieldViolations"][0]["field"] == "encodng"
+
+
+async def test_permessage_deflate_is_declined_unless_configured(
+    edge: Edge, edge_adapter: AdapterServer
+):
+    """The client offers deflate (aiohttp does by default): the gateway declines it, since
+    speech PCM barely compresses; with ``websocket_compression`` on, it is negotiated and a
+    compressed session still transcribes."""
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.ws}/v1/stt/stream?{QUERY}"
+        async with http.ws_connect(url, headers=edge.headers, compress=15) as ws:
+            assert ws.compress == 0
+    server = GatewayServer(
+        GatewayConfig(
+            listen="127.0.0.1:0",
+            grpc_listen="",
+            adapters=(edge_adapter.address,),
+            auth=edge.auth,
+            websocket_compression=True,
+        )
+    )
+    await server.start()
+    try:
+        deflating = Edge(server, edge.key, edge.keys_file, edge.auth)
+        async with aiohttp.ClientSession() as http:
+            url = f"{deflating.ws}/v1/stt/stream?{QUERY}"
+            async with http.ws_connect(url, headers=edge.headers, compress=15) as ws:
+                assert ws.compress == 15
+        deflated, code = await transcribe(deflating, "call_me_back.wav")
+    finally:
+        await server.stop(grace=1.0)
+    plain, plain_code = await transcribe(edge, "call_me_back.wav")
+    assert code == plain_code == 1000
+    # Streams are isolated in the model, so the same audio gives the same words either way.
+    assert _final_words(deflated) == _final_words(plain) != []
+
+
+def _final_words(messages: list[dict]) -> list[str]:
+    finals = [m["result"] for m in messages if m.get("result", {}).get("isFinal")]
+    return " ".join(f["transcript"] for f in finals).split()

@@ -170,6 +170,9 @@ async def open_socket(
                 headers=headers,
                 protocols=protocols,
                 heartbeat=heartbeat_s,
+                # No permessage-deflate offer: 100 ms of speech PCM deflates by ~12 % for
+                # ~190 us of CPU (BENCHMARKS.md, "WebSocket compression").
+                compress=0,
                 max_msg_size=max_msg_size,
                 autoclose=True,
             )
