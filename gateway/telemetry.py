@@ -76,6 +76,9 @@ class GatewayTracing:
         self._owned = provider is None
         self._provider = provider if provider is not None else tracer_provider(mode, otlp_endpoint)
         self.tracer = self._provider.get_tracer("voxwire.gateway")
+        # No spans are recorded: a session holds no span and no context of its own (memory per
+        # idle session counts), only the client's trace context when it sent one.
+        self._noop = isinstance(self._provider, trace.NoOpTracerProvider)
 
     def shutdown(self) -> None:
         if self._owned and hasattr(self._provider, "shutdown"):
@@ -89,7 +92,18 @@ class GatewayTracing:
         attributes: Mapping[str, str | int] | None = None,
     ) -> Iterator[trace.Span]:
         """A SERVER span for one session, current while the block runs, child of the trace
-        context in ``carrier`` when it holds a valid one (else a new trace)."""
+        context in ``carrier`` when it holds a valid one (else a new trace). With no recording
+        provider, the client's context itself is current (what goes upstream is the same)."""
+        if self._noop:
+            if not carrier:
+                yield trace.INVALID_SPAN
+                return
+            token = otel_context.attach(_PROPAGATOR.extract(carrier))
+            try:
+                yield trace.get_current_span()
+            finally:
+                otel_context.detach(token)
+            return
         token = otel_context.attach(_PROPAGATOR.extract(carrier))
         try:
             with self.tracer.start_as_current_span(

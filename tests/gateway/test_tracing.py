@@ -15,6 +15,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
+from gateway.telemetry import GatewayTracing, upstream_trace_metadata
 from localstack.client import collect, write_all
 from tests.gateway.conftest import InstrumentedEdge
 from tests.helpers.front import bearer, stt_config, wait_until
@@ -130,3 +131,17 @@ async def test_a_grpc_call_is_one_trace(front: InstrumentedEdge, from_client: bo
 
 def bearer_header(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def test_without_tracing_the_clients_context_goes_upstream_unchanged() -> None:
+    """The default (``telemetry = "none"``): no span of the gateway's own, the client's
+    ``traceparent`` passed on as it came, and nothing made up when the client sent none."""
+    tracing = GatewayTracing("none")
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with tracing.session_span("GET /v1/stt/stream", {"traceparent": traceparent}) as span:
+        assert dict(upstream_trace_metadata()) == {"traceparent": traceparent}
+        assert not span.is_recording()
+    with tracing.session_span("GET /v1/stt/stream", {}) as span:
+        assert upstream_trace_metadata() == ()
+        assert not span.get_span_context().is_valid
+    assert upstream_trace_metadata() == ()  # nothing left current after the session
