@@ -220,7 +220,10 @@ class TranscriptionStream:
             actions = session.half_close() if msg is None else session.receive(msg)
             for response in actions.to_client:
                 stream.outbox.put(response)
-            await self._send_model(actions.to_model)
+            try:
+                await self._send_model(actions.to_model)
+            except SendsStopped:
+                return  # the stream is ending: whoever stopped the sends decides its status
             if session.inflight >= limit:
                 self._room.clear()
 
@@ -392,10 +395,15 @@ class TranscriptionStream:
             try:
                 await model.send(self._tensor(req))
             except SendsStopped:
-                if generation == self._generation:
-                    self.session.unsent(requests[i:])
-                    raise
-                return
+                if generation != self._generation:
+                    return
+                if model.closed and self._replay_policy().enabled:
+                    # The call was cancelled under the stream (its replica was taken out):
+                    # the model pump moves the stream, whose replay holds these requests, or
+                    # fails it. Not this task's to end.
+                    return
+                self.session.unsent(requests[i:])
+                raise
             except errors.BackendUnavailable:
                 if generation != self._generation:
                     return
