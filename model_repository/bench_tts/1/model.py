@@ -55,15 +55,14 @@ class TritonPythonModel:
         self._word_samples = int(self._rate * int(params.get("word_ms", "300")) / 1000)
         self._tone_hz = float(params.get("tone_hz", "440"))
         self._max_text_bytes = int(params["voxwire.max_unit_text_bytes"])
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def execute(self, requests: list[Any]) -> None:
-        loop = asyncio.get_running_loop()
-        for request in requests:
-            task = loop.create_task(self._serve(request))
-            self._tasks.add(task)  # hold a reference until done (RUF006)
-            task.add_done_callback(self._tasks.discard)
-        return None
+        # A decoupled model's async execute runs in the stub's background: the stub adds its
+        # future to a set after scheduling it, and removes it when done. An execute that only
+        # spawned tasks and returned could finish before the add (Triton 2.51's stub then logs
+        # "Cannot remove future from background; KeyError" and keeps the future for ever:
+        # 3,958 such lines in one fuzz run); this one ends when its requests are served.
+        await asyncio.gather(*(self._serve(request) for request in requests))
 
     async def _serve(self, request: Any) -> None:
         sender = request.get_response_sender()
