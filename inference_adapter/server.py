@@ -67,6 +67,7 @@ class AdapterServer:
         self.config = config
         self.pool = ReplicaPool(config)
         self.telemetry = telemetry or Telemetry(config)
+        self.telemetry.observe_triton_calls(self.pool)
         self.runtime = Runtime(config=config, pool=self.pool, telemetry=self.telemetry)
         self.health = HealthReporter(self.pool)
         self.server = grpc.aio.server(

@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.propagators.textmap import DefaultGetter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from inference_adapter.config import AdapterConfig
 from voxwire.timings import STAGES
+
+if TYPE_CHECKING:
+    from inference_adapter.triton.replicas import ReplicaPool
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _GETTER = DefaultGetter()
@@ -66,6 +70,24 @@ class Telemetry:
             description="Streams (STT) and contexts (TTS) moved off a failed replica, by model",
         )
         self.enabled = not isinstance(meter_provider, metrics.NoOpMeterProvider)
+        self._meter = meter
+
+    def observe_triton_calls(self, pool: ReplicaPool) -> None:
+        """``voxwire.triton.calls``: Triton calls ended, by replica and how (``finished``:
+        half-closed and ended by Triton; ``cancelled``: what Triton had in flight on it was
+        cancelled). Triton 2.51 can crash when many streaming calls are cancelled
+        (docs/fuzzing.md, defect 9), so the share of cancelled calls is worth watching."""
+
+        def observe(_options: CallbackOptions) -> Iterator[Observation]:
+            for replica in pool.replicas:
+                for how, count in replica.calls_ended.items():
+                    yield Observation(count, {"replica": replica.name, "ended": how})
+
+        self._meter.create_observable_counter(
+            "voxwire.triton.calls",
+            callbacks=[observe],
+            description="Triton calls ended, by replica and how (finished, cancelled)",
+        )
 
     def _providers(self, config: AdapterConfig) -> tuple[Any, Any]:
         mode = config.telemetry

@@ -231,6 +231,9 @@ async def test_stream_span_continues_the_callers_trace_and_metrics_are_recorded(
     assert {"decode", "triton", "compute", "send"} <= stages
     assert [p.attributes["reason"] for p in points["voxwire.errors"]] == ["MISALIGNED_AUDIO"]
     assert all(p.value == 0 for p in points["voxwire.streams.active"])  # all closed again
+    # Both streams' Triton calls ended, and the one that ended OK was half-closed, not cancelled.
+    ended = {p.attributes["ended"]: p.value for p in points["voxwire.triton.calls"]}
+    assert sum(ended.values()) == 2 and ended.get("finished", 0) >= 1, ended
 
 
 async def test_prometheus_scrape_endpoint_serves_stream_metrics(triton, unused_tcp_port):
