@@ -83,10 +83,20 @@ class Telemetry:
                 for how, count in replica.calls_ended.items():
                     yield Observation(count, {"replica": replica.name, "ended": how})
 
+        def observe_cancels(_options: CallbackOptions) -> Iterator[Observation]:
+            for replica in pool.replicas:
+                for why, count in replica.calls_cancelled.items():
+                    yield Observation(count, {"replica": replica.name, "why": why})
+
         self._meter.create_observable_counter(
             "voxwire.triton.calls",
             callbacks=[observe],
             description="Triton calls ended, by replica and how (finished, cancelled)",
+        )
+        self._meter.create_observable_counter(
+            "voxwire.triton.cancels",
+            callbacks=[observe_cancels],
+            description="Triton calls cancelled, by replica and why (the adapter's path)",
         )
 
     def _providers(self, config: AdapterConfig) -> tuple[Any, Any]:

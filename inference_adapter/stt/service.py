@@ -172,7 +172,7 @@ class TranscriptionStream:
         if model.lease.error is not None:
             # The replica failed: nothing would answer an END (a server that comes back has
             # lost its sequences), and the client gets its status within a second.
-            model.cancel()
+            model.cancel("replica_failed")
             return
         sends_idle = await self._stop_client(model)
         if not session.done and not model.closed:
@@ -180,7 +180,7 @@ class TranscriptionStream:
             if request is not None and not (
                 sends_idle and await model.send_last(self._tensor(request), CANCEL_BUDGET_S)
             ):
-                model.cancel()  # nothing that frees the slot could be sent
+                model.cancel("end_not_sent")  # nothing that frees the slot could be sent
                 return
             if main is not None and not main.done() and not model.reading:
                 # The main task is elsewhere (a client write): it would not read the answer,
@@ -194,11 +194,11 @@ class TranscriptionStream:
         if session.done and (main is None or main.done()):
             await model.finish(CANCEL_BUDGET_S)  # the END was answered: nothing to stop
         else:
-            model.cancel()
+            model.cancel("end_not_answered")
 
     def release(self) -> None:
         if self.model is not None and not self.model.closed:
-            self.model.cancel()
+            self.model.cancel("stream_released")
         if self.lease is not None:
             self.lease.release()
             self.lease = None
@@ -262,7 +262,7 @@ class TranscriptionStream:
             raise error
         # The probe took the replica out: end the call, so that the model pump (whatever it
         # awaits on it) moves the stream (``_fail_over``) or fails it.
-        model.cancel()
+        model.cancel("replica_failed")
 
     # -- failover -------------------------------------------------------------------------------
 
@@ -310,7 +310,8 @@ class TranscriptionStream:
             raise error
         if not await old.replica_failed(self.rt.config.probe_verdict_seconds):
             raise error
-        old.cancel()  # no END: the replica is gone or unreachable, and its sequence with it
+        # No END: the replica is gone or unreachable, and its sequence with it.
+        old.cancel("replica_failed")
         model = self.session.config.model.name
         try:
             # Not the replica that just failed, whatever its probe says yet; the others only
@@ -410,7 +411,7 @@ class TranscriptionStream:
                 if model.broken and self._replay_policy().enabled:
                     # The model pump sees the call end and moves the stream (or fails it, if
                     # the replica turns out fine).
-                    model.cancel()
+                    model.cancel("call_broken")
                     return
                 raise
 

@@ -110,6 +110,9 @@ class Replica:
     # How this replica's ModelStreamInfer calls ended: half-closed and answered to the end
     # ("finished"), or cancelled (an RST_STREAM to Triton). See ModelStream.finish.
     calls_ended: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Why the cancelled ones were cancelled (ModelStream.cancel's ``why``): which path to make
+    # end its calls without a cancel next (Triton 2.51 crashes under many, defect 9).
+    calls_cancelled: collections.Counter[str] = field(default_factory=collections.Counter)
     _rr: itertools.count = field(default_factory=itertools.count)
 
     @property

@@ -179,17 +179,22 @@ class ModelStream:
                 self.lease.replica.calls_ended["finished"] += 1
             else:
                 # A timeout inside a call operation has cancelled the call already (grpc.aio).
-                self.lease.replica.calls_ended["cancelled"] += 1
+                self._count_cancel("finish_not_ended")
                 self._call.cancel()
         return ended
 
-    def cancel(self) -> None:
-        """Cancel the call: Triton cancels everything in flight on it."""
+    def cancel(self, why: str) -> None:
+        """Cancel the call: Triton cancels everything in flight on it. ``why`` is counted
+        (``Replica.calls_cancelled``, the ``voxwire.triton.cancels`` metric)."""
         self.closed = True
         self._sends_stopped = True
         if not self._call.done():
-            self.lease.replica.calls_ended["cancelled"] += 1
+            self._count_cancel(why)
             self._call.cancel()
+
+    def _count_cancel(self, why: str) -> None:
+        self.lease.replica.calls_ended["cancelled"] += 1
+        self.lease.replica.calls_cancelled[why] += 1
 
     def _cancelled_call(self) -> BaseException:
         """What an operation raises when it ends in CancelledError: this task's cancellation

@@ -253,7 +253,7 @@ class SynthesisStream:
         if task.cancelled():
             # Cancelled (the stream ended) before it could end the call: a call left neither
             # ended nor cancelled keeps grpc.aio's task for it waiting on its status.
-            stream.cancel()
+            stream.cancel("finish_cancelled")
 
     def _close_side(self, key: int, *, finish: bool = False) -> None:
         """Give back a context's slot and end its call: ``finish`` (the context is done,
@@ -273,7 +273,7 @@ class SynthesisStream:
             self._finishing.add(task)
             task.add_done_callback(functools.partial(self._finished, side.stream))
         else:
-            side.stream.cancel()
+            side.stream.cancel("context_stopped")
             pump = None
         for task in side.tasks:
             if task is not current and task is not pump:

@@ -234,6 +234,8 @@ async def test_stream_span_continues_the_callers_trace_and_metrics_are_recorded(
     # Both streams' Triton calls ended, and the one that ended OK was half-closed, not cancelled.
     ended = {p.attributes["ended"]: p.value for p in points["voxwire.triton.calls"]}
     assert sum(ended.values()) == 2 and ended.get("finished", 0) >= 1, ended
+    why = {p.attributes["why"]: p.value for p in points.get("voxwire.triton.cancels", [])}
+    assert sum(why.values()) == ended.get("cancelled", 0), (why, ended)
 
 
 async def test_prometheus_scrape_endpoint_serves_stream_metrics(triton, unused_tcp_port):
