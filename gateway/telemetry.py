@@ -94,18 +94,14 @@ class GatewayTracing:
         """A SERVER span for one session, current while the block runs, child of the trace
         context in ``carrier`` when it holds a valid one (else a new trace). With no recording
         provider, the client's context itself is current (what goes upstream is the same)."""
-        if self._noop:
-            if not carrier:
-                yield trace.INVALID_SPAN
-                return
-            token = otel_context.attach(_PROPAGATOR.extract(carrier))
-            try:
-                yield trace.get_current_span()
-            finally:
-                otel_context.detach(token)
+        if self._noop and not carrier:
+            yield trace.INVALID_SPAN
             return
         token = otel_context.attach(_PROPAGATOR.extract(carrier))
         try:
+            if self._noop:
+                yield trace.get_current_span()
+                return
             with self.tracer.start_as_current_span(
                 name, kind=trace.SpanKind.SERVER, attributes=attributes
             ) as span:

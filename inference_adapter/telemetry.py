@@ -15,7 +15,7 @@ written into the metadata of the ModelStreamInfer call, so a Triton started with
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -78,24 +78,22 @@ class Telemetry:
         cancelled). Triton 2.51 can crash when many streaming calls are cancelled
         (docs/fuzzing.md, defect 9), so the share of cancelled calls is worth watching."""
 
-        def observe(_options: CallbackOptions) -> Iterator[Observation]:
-            for replica in pool.replicas:
-                for how, count in replica.calls_ended.items():
-                    yield Observation(count, {"replica": replica.name, "ended": how})
+        def per_replica(counts: str, label: str) -> Callable[[CallbackOptions], Iterator[Any]]:
+            def observe(_options: CallbackOptions) -> Iterator[Observation]:
+                for replica in pool.replicas:
+                    for key, count in getattr(replica, counts).items():
+                        yield Observation(count, {"replica": replica.name, label: key})
 
-        def observe_cancels(_options: CallbackOptions) -> Iterator[Observation]:
-            for replica in pool.replicas:
-                for why, count in replica.calls_cancelled.items():
-                    yield Observation(count, {"replica": replica.name, "why": why})
+            return observe
 
         self._meter.create_observable_counter(
             "voxwire.triton.calls",
-            callbacks=[observe],
+            callbacks=[per_replica("calls_ended", "ended")],
             description="Triton calls ended, by replica and how (finished, cancelled)",
         )
         self._meter.create_observable_counter(
             "voxwire.triton.cancels",
-            callbacks=[observe_cancels],
+            callbacks=[per_replica("calls_cancelled", "why")],
             description="Triton calls cancelled, by replica and why (the adapter's path)",
         )
 
