@@ -84,17 +84,31 @@ class _Output:
             start_epoch, f"voxwire loadtest worker {spec.index} of {spec.count}"
         )
         self.progress: list[str] = []
+        self._writing: asyncio.Future[None] | None = None
 
     async def flush(self) -> None:
+        """Write what was taken since the last flush, after every earlier write.
+
+        The write runs in a task of its own and the caller waits on it shielded: the ticker is
+        cancelled at the run's end, and a cancelled ``to_thread`` also cancels its executor job
+        if no thread has picked it up yet, which lost an interval already taken from the log.
+        Chained, the final flush's lines also never land before the ticker's."""
         text = self.log.take()
         lines, self.progress = "".join(self.progress), []
-        await asyncio.to_thread(_append, self.folder / "intervals.hlog", text)
-        await asyncio.to_thread(_append, self.folder / "progress.jsonl", lines)
+        self._writing = asyncio.ensure_future(self._write(self._writing, text, lines))
+        await asyncio.shield(self._writing)
+
+    async def _write(self, previous: asyncio.Future[None] | None, text: str, lines: str) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):  # its own flush raised it already
+                await previous
+        await asyncio.to_thread(_append, self.folder, text, lines)
 
 
-def _append(path: Path, text: str) -> None:
-    with path.open("a") as out:
-        out.write(text)
+def _append(folder: Path, text: str, lines: str) -> None:
+    for name, chunk in (("intervals.hlog", text), ("progress.jsonl", lines)):
+        with (folder / name).open("a") as out:
+            out.write(chunk)
 
 
 async def _ticker(ctx: SessionContext, out: _Output, epoch: float, t0: float, every: float):

@@ -149,3 +149,38 @@ def test_repeats_of_a_trial_pool_only_when_asked(tmp_path: Path) -> None:
     assert pooled.totals["stt.message"].get_total_count() == 200
     assert pooled.counters["stt.chunks"] == 200 and pooled.workers == 2
     assert sorted(pooled.intervals["stt.message"]) == [1]  # overlaid: 1 s after each start
+
+
+async def test_a_flush_cancelled_before_its_write_starts_loses_nothing(tmp_path: Path) -> None:
+    """The worker's ticker is cancelled at the run's end, possibly mid-flush. With the only
+    executor thread busy, its write is still queued when the cancel lands; the interval it took
+    must still reach the log, and before the final flush's."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from loadtest.worker import WorkerSpec, _Output
+
+    loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(executor)
+    out = _Output(tmp_path, EPOCH, WorkerSpec(index=0, count=1, scenario={}, out_dir=""))
+    rec, gate = Recorder(), threading.Event()
+    busy = loop.run_in_executor(None, gate.wait, 10.0)
+    for second in range(2):
+        rec.record_us("stt.message", 1000 + second)
+        rec.flush_interval(out.log, EPOCH + second, EPOCH + second + 1)
+        out.progress.append(json.dumps({"t": second + 1}) + "\n")
+        if second == 0:
+            ticker = asyncio.ensure_future(out.flush())
+            await asyncio.sleep(0.05)  # queued behind the busy thread
+            ticker.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await ticker
+            gate.set()
+    await asyncio.wait_for(out.flush(), 10)
+    await busy
+    intervals = read_log(tmp_path / "intervals.hlog")
+    assert [i.histogram.get_max_value() for i in intervals] == [1000, 1001]
+    lines = (tmp_path / "progress.jsonl").read_text().splitlines()
+    assert [json.loads(x)["t"] for x in lines] == [1, 2]
