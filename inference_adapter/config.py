@@ -74,6 +74,14 @@ class AdapterConfig:
     # another replica; unacknowledged audio this close to the window forces a final result.
     replay_window_seconds: float = 30.0
     force_final_margin_seconds: float = 5.0
+    # A TTS context that stops with a unit in flight (the client cancels it, or
+    # the stream ends): "drain" half-closes its Triton call, lets the unit finish and drops its
+    # audio, keeping the replica lease until then (at most ``tts_stop_drain_seconds``, then a
+    # cancel); "cancel" cancels the call, which stops the model at once (the fastest barge-in)
+    # but can crash Triton 2.51, the build the nvidia-pytriton wheel ships, under load
+    # (inference_adapter/triton/reaper.py). Choose "cancel" only with a Triton that has the fix.
+    tts_stop_in_flight: str = "drain"
+    tts_stop_drain_seconds: float = 10.0
     # How long a RESOURCE_EXHAUSTED client should wait before retrying.
     overload_retry_seconds: float = 1.0
     # Grace period of a drain: streams may finish for this long after a stop is requested.
@@ -112,6 +120,8 @@ class AdapterConfig:
         unknown_limits = set(limits_data) - {f.name for f in fields(Limits)}
         if unknown or unknown_limits:
             raise ValueError(f"unknown configuration keys: {sorted(unknown | unknown_limits)}")
+        if data.get("tts_stop_in_flight", "drain") not in ("drain", "cancel"):
+            raise ValueError('tts_stop_in_flight must be "drain" or "cancel"')
         if "triton_urls" in data:
             data["triton_urls"] = tuple(data["triton_urls"])
         return cls(**data, limits=Limits(**limits_data))

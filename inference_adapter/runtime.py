@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from inference_adapter.config import AdapterConfig
 from inference_adapter.telemetry import Telemetry
+from inference_adapter.triton.reaper import CallReaper
 from inference_adapter.triton.replicas import ReplicaPool
 from voxwire.errors import Draining
 
@@ -26,6 +27,8 @@ class Runtime:
     drain_ends_at: float = 0.0
     # Set when the drain's grace is over: open streams end with DRAINING.
     drain_expired: asyncio.Event = field(default_factory=asyncio.Event)
+    # Model calls still ending after their stream stopped wanting them (TTS drains).
+    calls: CallReaper = field(default_factory=CallReaper)
     active_streams: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -150,6 +150,7 @@ class AdapterServer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.runtime.idle.wait(), _ABORT_MARGIN_S)
         await self.server.stop(_ABORT_MARGIN_S)
+        await self.runtime.calls.close(_ABORT_MARGIN_S)  # drained TTS calls still ending
         await self.pool.close()
         self.telemetry.shutdown()
 

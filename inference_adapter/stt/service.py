@@ -149,9 +149,11 @@ class TranscriptionStream:
         self._client = stream.spawn(self._client_pump(stream), "client")
         await self._model_pump(stream)
         # The sequence has ended (its END answered): end the call as a client that is done,
-        # not with a cancel (triton/stream.py). The call of the replica that serves it now.
+        # not with a cancel (triton/stream.py). The call of the replica that serves it now. In
+        # a task of the adapter's: awaited here, a client that left meanwhile had this task
+        # cancelled inside it, which cancelled the call (143 of 8,000 fuzz cases).
         assert self.model is not None  # set by _take, replaced by a failover, never unset
-        await self.model.finish(END_ANSWER_BUDGET_S)
+        self.model.finish_in(self.rt.calls, END_ANSWER_BUDGET_S, why_not="stt_end_not_ended")
 
     async def wind_up(self) -> None:
         """Maximum duration: stop reading, turn pending audio into final results."""
@@ -192,7 +194,10 @@ class TranscriptionStream:
             else:
                 await self._read_until_done(END_ANSWER_BUDGET_S)
         if session.done and (main is None or main.done()):
-            await model.finish(CANCEL_BUDGET_S)  # the END was answered: nothing to stop
+            # The END was answered: nothing to stop. Triton ends the call after its half-close,
+            # in a task of the adapter's, so the client's status does not wait for it (a 0.1 s
+            # budget here cancelled 409 calls in an 8,000-case fuzz run).
+            model.finish_in(self.rt.calls, END_ANSWER_BUDGET_S, why_not="stt_stop_not_ended")
         else:
             model.cancel("end_not_answered")
 

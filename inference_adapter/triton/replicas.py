@@ -108,7 +108,8 @@ class Replica:
     # Readiness probes in a row that got no answer within their deadline.
     silent_probes: int = 0
     # How this replica's ModelStreamInfer calls ended: half-closed and answered to the end
-    # ("finished"), or cancelled (an RST_STREAM to Triton). See ModelStream.finish.
+    # ("finished"), cancelled (an RST_STREAM to Triton), or broken under a half-close
+    # ("failed": the replica or the way to it failed). See ModelStream.finish.
     calls_ended: collections.Counter[str] = field(default_factory=collections.Counter)
     # Why the cancelled ones were cancelled (ModelStream.cancel's ``why``): which path to make
     # end its calls without a cancel next (Triton 2.51 crashes under many, defect 9).

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import grpc
 from tritonclient.grpc import service_pb2
 
+from inference_adapter.triton.reaper import CallReaper
 from inference_adapter.triton.replicas import Lease, ReplicaPool
 from inference_adapter.triton.tensors import ModelResponse, parse_response
 from voxwire.errors import BackendUnavailable
@@ -67,6 +68,7 @@ class ModelStream:
         self.failure: BackendUnavailable | None = None
         # True while a task awaits a response: cancelling that task cancels the call.
         self.reading = False
+        self._read_over = asyncio.Event()  # set whenever a read ends (``finish`` takes over)
         self._sending = 0
         self._sends_idle = asyncio.Event()
         self._sends_idle.set()
@@ -137,6 +139,7 @@ class ModelStream:
             raise self._cancelled_call() from None
         finally:
             self.reading = False
+            self._read_over.set()
         if msg is grpc.aio.EOF:
             if not self.closed:
                 # Triton never ends a stream the client has not half-closed (``finish``): its
@@ -153,33 +156,62 @@ class ModelStream:
             except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError):
                 pass
 
-    async def finish(self, within_s: float) -> bool:
-        """End a call whose work is over: half-close, then wait (up to ``within_s``) for Triton
-        to end it, reading what is left unless another task is reading. Cancels the call when
-        that does not happen in time, or when this task is cancelled meanwhile (a call left
-        neither ended nor cancelled would keep grpc.aio's task for it waiting on its status).
-        Returns whether the call ended without a cancel; raises only CancelledError."""
+    async def finish(self, within_s: float, *, why_not: str = "finish_not_ended") -> bool:
+        """End a call: half-close, then wait (up to ``within_s``) for Triton to end it, reading
+        and dropping what is left. Work still in flight (a TTS unit of a stopped context) runs
+        to its end instead of being cancelled (``triton/reaper.py``).
+
+        A task in a read when this starts keeps it (cancelling it there would cancel the call):
+        its read returns with the next answer, and the caller must see to it that the task
+        reads no more (its context is gone); then this one reads the rest. Cancels the call,
+        counted as ``why_not``, when Triton has not ended it in time, or when this task is
+        cancelled meanwhile (a call left neither ended nor cancelled would keep grpc.aio's task
+        for it waiting on its status). Returns whether the call ended without a cancel; raises
+        only CancelledError."""
         if self.closed:
             return False
         self.closed = True
         self._sends_stopped = True
-        ended = False
+        return await self._finish(within_s, why_not)
+
+    def finish_in(
+        self, calls: CallReaper, within_s: float, *, why_not: str = "finish_not_ended"
+    ) -> asyncio.Task[bool] | None:
+        """``finish`` in a task of ``calls`` (the adapter's, not the stream's: it may outlive
+        the stream), the call taken at once so that nothing else ends or cancels it. None when
+        the call was closed already."""
+        if self.closed:
+            return None
+        self.closed = True
+        self._sends_stopped = True
+        return calls.spawn(self._finish(within_s, why_not), "finish")
+
+    async def _finish(self, within_s: float, why_not: str) -> bool:
+        ended = broke = False
         try:
             async with asyncio.timeout(within_s):
                 await self._call.done_writing()
-                if not self.reading:
-                    while await self._call.read() is not grpc.aio.EOF:
-                        pass  # answers nobody waits for any more
+                while True:
+                    if self.reading:
+                        self._read_over.clear()
+                        await self._read_over.wait()
+                        continue
+                    if await self._call.read() is grpc.aio.EOF:
+                        break  # anything read before is an answer nobody waits for any more
                 await self._call.code()  # the status: Triton has ended the call
                 ended = True
-        except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError):
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            broke = True  # ended under us (its replica failed): no cancel goes out
+        except TimeoutError:
             pass
         finally:
             if ended:
                 self.lease.replica.calls_ended["finished"] += 1
+            elif broke:
+                self.lease.replica.calls_ended["failed"] += 1
             else:
                 # A timeout inside a call operation has cancelled the call already (grpc.aio).
-                self._count_cancel("finish_not_ended")
+                self._count_cancel(why_not)
                 self._call.cancel()
         return ended
 

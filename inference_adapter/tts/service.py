@@ -1,11 +1,14 @@
 """voxwire.v1.Synthesis: the I/O around SynthesisSession.
 
 One client stream; per open context one replica slot, one ModelStreamInfer call and one task
-that reads it (plus one that watches the slot's replica). Cancelling a context cancels its call,
-so Triton drops whatever it had in flight for it (TTS models keep no sequence state); a context
-that is done half-closes its call and lets Triton end it (``ModelStream.finish``: storms of
-cancelled calls crash Triton 2.51). The stream runner (``stream_runner.py``) owns every task and
-the ending; the main task reads the client.
+that reads it (plus one that watches the slot's replica). A context that ends, for whatever
+reason, half-closes its call and lets Triton end it (``ModelStream.finish``); a unit still in
+flight (the client cancelled the context, or the stream ended) runs to its end and
+its audio is dropped, in a task of the adapter's (``triton/reaper.py``), because cancelled calls
+crash Triton 2.51. ``tts_stop_in_flight = "cancel"`` cancels such calls instead, for a Triton
+with the fix. A call whose replica failed is cancelled (there is nothing left to end). The
+stream runner (``stream_runner.py``) owns every other task and the ending; the main task reads
+the client.
 
 Failover (docs/contract.md, "Failover"): when a context's replica fails (its call breaks, or the
 readiness probe takes the replica out; never because one unit is late), the context gets a new
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,8 +44,13 @@ Request = synthesis_pb2.StreamingSynthesizeRequest
 Response = synthesis_pb2.StreamingSynthesizeResponse
 
 # Bound on Triton ending a done context's call after its half-close (it has nothing in flight,
-# so it answers at once); past it the call is cancelled.
+# so it answers at once); past it the call is cancelled. A stopped context with a unit in flight
+# gets ``tts_stop_drain_seconds`` instead.
 FINISH_BUDGET_S = 2.0
+# When the stream ends early: how long its model pumps get to leave the read they are in
+# (the next answer, or the call's end after its half-close) before the runner cancels them,
+# which would cancel their calls.
+STOP_HANDOVER_S = 1.0
 
 
 class SynthesisService:
@@ -94,7 +101,7 @@ class SynthesisStream:
         self.sides: dict[int, _ModelSide] = {}
         self._done = asyncio.Event()
         self._stream: StreamRunner[Request] | None = None
-        self._finishing: set[asyncio.Task[Any]] = set()  # calls of done contexts ending
+        self._pumps: set[asyncio.Task[Any]] = set()
 
     # -- StreamBody -----------------------------------------------------------------------------
 
@@ -117,8 +124,7 @@ class SynthesisStream:
             msg = await stream.reader.next()
         await self._done.wait()
         stream.outbox.put(self.session.summary())
-        if self._finishing:  # bounded by FINISH_BUDGET_S each; the stream's end would cancel them
-            await asyncio.wait(set(self._finishing), timeout=FINISH_BUDGET_S)
+        await self._pumps_out()  # those of contexts that stopped mid-unit may be in a read
 
     async def wind_up(self) -> None:
         return None  # contexts end with the stream's STREAM_TOO_LONG
@@ -127,11 +133,21 @@ class SynthesisStream:
         return Response(notice=notice)
 
     async def stop(self) -> None:
-        self.release()  # cancelling a context's call is how Triton stops its synthesis
+        """End every context's call (half-closed and drained by the adapter, see the module
+        doc), then let the model pumps leave their reads: the runner cancels the stream's tasks
+        next, and a task cancelled inside a read cancels its call."""
+        self.release()
+        await self._pumps_out()
+
+    async def _pumps_out(self) -> None:
+        """Wait (bounded) for the model pumps of ended contexts to leave their reads."""
+        pumps = [task for task in self._pumps if task is not asyncio.current_task()]
+        if pumps:
+            await asyncio.wait(pumps, timeout=STOP_HANDOVER_S)
 
     def release(self) -> None:
         for key in list(self.sides):
-            self._close_side(key)
+            self._close_side(key, cancel=self._stopping(CtxState.CANCELLED))
 
     # -- contexts -------------------------------------------------------------------------------
 
@@ -151,7 +167,7 @@ class SynthesisStream:
         for response in actions.to_client:
             stream.outbox.put(response)
         for ctx in actions.finished:
-            self._close_side(ctx.key, finish=ctx.state is CtxState.DONE)
+            self._close_side(ctx.key, cancel=self._stopping(ctx.state))
             if ctx.state is CtxState.DONE:
                 self.rt.telemetry.record_stages(
                     ctx.timings.to_proto(),
@@ -188,7 +204,10 @@ class SynthesisStream:
         side = _ModelSide(lease, model, attrs)
         self.sides[ctx.key] = side
         self.rt.telemetry.contexts.add(1, attrs)
-        side.tasks.append(self._stream.spawn(self._model_pump(ctx, side), "context-model"))
+        pump = self._stream.spawn(self._model_pump(ctx, side), "context-model")
+        self._pumps.add(pump)
+        pump.add_done_callback(self._pumps.discard)
+        side.tasks.append(pump)
         side.tasks.append(self._stream.spawn(self._watch(ctx, side), "context-lease"))
 
     async def _model_pump(self, ctx: SynthesisContext, side: _ModelSide) -> None:
@@ -198,11 +217,15 @@ class SynthesisStream:
         while self.sides.get(ctx.key) is side:
             # Backpressure: a client that does not read its audio stops synthesis reads.
             await outbox.wait_room()
+            if self.sides.get(ctx.key) is not side:
+                break  # ended while it waited for room
             try:
                 resp = await side.stream.receive(timeout if ctx.inflight is not None else None)
             except errors.VoxwireError as exc:  # this context's call failed: only it fails
                 await self._failed(ctx, side, exc)  # returns if the side is gone (done)
                 return
+            if self.sides.get(ctx.key) is not side:
+                break  # the context ended during the read: ``finish`` reads the rest and drops it
             await self._execute(self.session.model_response(ctx.key, resp))
 
     async def _watch(self, ctx: SynthesisContext, side: _ModelSide) -> None:
@@ -240,7 +263,7 @@ class SynthesisStream:
             )
             await self._execute(self.session.context_failed(ctx, error))
             return
-        self._close_side(ctx.key)
+        self._close_side(ctx.key, cancel="replica_failed")
         self._open_side(ctx, lease)
         self.rt.telemetry.failovers.add(1, {"service": "tts", "model": ctx.config.model.name})
         await self._execute(self.session.failed_over(ctx, lease.replica.name))
@@ -248,33 +271,41 @@ class SynthesisStream:
     def _retry_delay(self) -> datetime.timedelta:
         return datetime.timedelta(seconds=self.rt.config.overload_retry_seconds)
 
-    def _finished(self, stream: ModelStream, task: asyncio.Task[Any]) -> None:
-        self._finishing.discard(task)
-        if task.cancelled():
-            # Cancelled (the stream ended) before it could end the call: a call left neither
-            # ended nor cancelled keeps grpc.aio's task for it waiting on its status.
-            stream.cancel("finish_cancelled")
-
-    def _close_side(self, key: int, *, finish: bool = False) -> None:
-        """Give back a context's slot and end its call: ``finish`` (the context is done,
-        nothing in flight) half-closes it and lets Triton end it; otherwise it is cancelled,
-        which stops what Triton has in flight for it."""
+    def _close_side(self, key: int, *, cancel: str = "") -> None:
+        """End a context's model side: its call is half-closed and ended by Triton, with what
+        is in flight finishing and being dropped (``ModelStream.finish_in``); the lease goes
+        back when the call has ended. ``cancel`` (the reason, counted) cancels the call instead
+        and gives the lease back now: for a replica that failed, or by
+        ``tts_stop_in_flight = "cancel"``."""
         side = self.sides.pop(key, None)
         if side is None:
             return
-        side.lease.release()
         self.rt.telemetry.contexts.add(-1, side.attrs)
+        if not cancel and side.lease.error is not None:
+            cancel = "replica_failed"  # nothing would end the call
         current = asyncio.current_task()
         pump = side.tasks[0] if side.tasks else None
-        if finish and self._stream is not None:
-            # The pump is left to read the call's end (cancelling it inside a read would cancel
-            # the call); it returns once it sees its side gone.
-            task = self._stream.spawn(side.stream.finish(FINISH_BUDGET_S), "context-finish")
-            self._finishing.add(task)
-            task.add_done_callback(functools.partial(self._finished, side.stream))
-        else:
-            side.stream.cancel("context_stopped")
+        if cancel:
+            side.stream.cancel(cancel)
+            side.lease.release()
             pump = None
+        else:
+            # Not the stream's task: it may outlive the stream by a unit's synthesis. The pump
+            # is left to finish its read (cancelling it there would cancel the call); it reads
+            # no more once its side is gone.
+            # A unit in flight may take its synthesis to end; a done context's ends at once.
+            budget = max(FINISH_BUDGET_S, self.rt.config.tts_stop_drain_seconds)
+            ending = side.stream.finish_in(self.rt.calls, budget, why_not="tts_end_not_ended")
+            if ending is None:
+                side.lease.release()  # its call was closed already (a read timed out)
+            else:
+                ending.add_done_callback(lambda _: side.lease.release())
         for task in side.tasks:
             if task is not current and task is not pump:
                 task.cancel()
+
+    def _stopping(self, state: CtxState) -> str:
+        """The reason to cancel the call of a context ending in ``state``, or "" to end it."""
+        if state is CtxState.DONE or self.rt.config.tts_stop_in_flight != "cancel":
+            return ""
+        return "context_stopped"  # stops a unit in flight at once (the fastest barge-in)

@@ -8,6 +8,7 @@ Counted from the adapter's side (``Replica.calls_ended``) against the session's 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 
 import grpc
@@ -108,3 +109,105 @@ async def test_a_client_that_cancels_mid_stream_frees_the_sequence_without_a_can
         call.cancel()
     delta = await settle(adapter, before, 10)
     assert delta == Counter(finished=10), delta
+
+
+LONG_TEXT = " ".join(["This sentence goes on and on for a while."] * 20)  # ~3 s of bench_tts
+
+
+def tts_open(context: str) -> SReq:
+    fmt = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=24000)
+    return SReq(
+        context_id=context,
+        open=synthesis_pb2.SynthesisContextConfig(model="bench_tts", output_format=fmt),
+    )
+
+
+async def first_audio(call, context: str) -> list[synthesis_pb2.StreamingSynthesizeResponse]:
+    seen = []
+    async for r in call:
+        seen.append(r)
+        if r.context_id == context and r.HasField("audio"):
+            return seen
+    raise AssertionError(f"no audio for {context}: {seen}")
+
+
+def leases(adapter: AdapterServer) -> int:
+    return sum(r.active for r in adapter.pool.replicas)
+
+
+async def test_a_tts_context_stopped_mid_synthesis_drains_its_call_instead_of_cancelling(
+    adapter: AdapterServer, channel: grpc.aio.Channel
+):
+    # A cancel stops a context whose unit is in flight: the client's ack is at once,
+    # Triton's call is half-closed and its unit runs out (Triton 2.51 crashes under cancels).
+    before, held = ended(adapter), leases(adapter)
+    tts = synthesis_pb2_grpc.SynthesisStub(channel)
+    call = tts.StreamingSynthesize(timeout=60)
+    await call.write(tts_open("a"))
+    await call.write(SReq(context_id="a", append=synthesis_pb2.AppendText(text=LONG_TEXT)))
+    await first_audio(call, "a")
+    await call.write(SReq(context_id="a", cancel=synthesis_pb2.Cancel()))
+    await call.write(tts_open("b"))
+    await call.write(SReq(context_id="b", append=synthesis_pb2.AppendText(text="Hi there. ")))
+    await call.write(SReq(context_id="b", close=synthesis_pb2.CloseContext()))
+    await call.done_writing()
+    rest = [r async for r in call]
+    assert await call.code() == grpc.StatusCode.OK
+    a = [r.WhichOneof("response") for r in rest if r.context_id == "a"]
+    assert a[-1] == "cancelled" and "audio" not in a[a.index("cancelled") :]
+    assert [r.WhichOneof("response") for r in rest if r.context_id == "b"][-1] == "done"
+    delta = await settle(adapter, before, 2)
+    assert delta == Counter(finished=2), delta
+    assert await adapter.runtime.calls.wait(5.0)
+    assert leases(adapter) == held
+
+
+async def test_a_tts_client_gone_mid_synthesis_leaves_its_calls_to_end_without_a_cancel(
+    adapter: AdapterServer, channel: grpc.aio.Channel
+):
+    before, held = ended(adapter), leases(adapter)
+    tts = synthesis_pb2_grpc.SynthesisStub(channel)
+    calls = []
+    for _ in range(4):
+        call = tts.StreamingSynthesize(timeout=60)
+        for ctx in ("a", "b"):
+            await call.write(tts_open(ctx))
+            await call.write(SReq(context_id=ctx, append=synthesis_pb2.AppendText(text=LONG_TEXT)))
+        calls.append(call)
+    for call in calls:
+        await first_audio(call, "b")
+        call.cancel()
+    delta = await settle(adapter, before, 8)
+    assert delta == Counter(finished=8), delta
+    assert await adapter.runtime.calls.wait(5.0)
+    assert leases(adapter) == held
+
+
+async def test_with_tts_stop_in_flight_cancel_a_stopped_context_cancels_its_call(
+    adapter: AdapterServer, channel: grpc.aio.Channel
+):
+    # For a Triton with the cancellation fix: the fastest barge-in, the model stops at once.
+    config = adapter.runtime.config
+    adapter.runtime.config = dataclasses.replace(config, tts_stop_in_flight="cancel")
+    try:
+        before = ended(adapter)
+        cancels = Counter[str]()
+        for replica in adapter.pool.replicas:
+            cancels.update(replica.calls_cancelled)
+        tts = synthesis_pb2_grpc.SynthesisStub(channel)
+        call = tts.StreamingSynthesize(timeout=60)
+        await call.write(tts_open("a"))
+        await call.write(SReq(context_id="a", append=synthesis_pb2.AppendText(text=LONG_TEXT)))
+        await first_audio(call, "a")
+        await call.write(SReq(context_id="a", cancel=synthesis_pb2.Cancel()))
+        await call.done_writing()
+        [r async for r in call]
+        assert await call.code() == grpc.StatusCode.OK
+        delta = await settle(adapter, before, 1)
+        assert delta == Counter(cancelled=1), delta
+        after = Counter[str]()
+        for replica in adapter.pool.replicas:
+            after.update(replica.calls_cancelled)
+        assert after - cancels == Counter(context_stopped=1)
+    finally:
+        adapter.runtime.config = config

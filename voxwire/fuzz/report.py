@@ -56,6 +56,10 @@ class Readings:
     rss: int | None = None
     peak_rss: int | None = None
     triton_pending: dict[str, float] | None = None
+    # The adapter's Triton calls so far, by how each ended (voxwire.triton.calls), and its
+    # cancels by reason (voxwire.triton.cancels): cancels are what Triton 2.51 dies of.
+    triton_calls: dict[str, float] | None = None
+    triton_cancels: dict[str, float] | None = None
     log_size: int | None = None
     triton_ready: bool | None = None
 
@@ -292,6 +296,18 @@ def _leak_invariants(
             # What the failed count above consists of (grpc's own server tasks come and go).
             out.append(Invariant("adapter tasks that grew, by kind", named, None))
     report.leaks["adapter"] = {"before": asdict(before), "after": asdict(after)}
+    for name, b, a in (
+        ("adapter's Triton calls in the run, by end", before.triton_calls, after.triton_calls),
+        (
+            "adapter's Triton cancels in the run, by why",
+            before.triton_cancels,
+            after.triton_cancels,
+        ),
+    ):
+        if b is not None and a is not None:
+            grown = {k: v - b.get(k, 0) for k, v in sorted(a.items()) if v > b.get(k, 0)}
+            shown = ", ".join(f"{k} {v:g}" for k, v in grown.items()) or "none"
+            out.append(Invariant(name, shown, None))  # a figure, not a promise
     if opts.triton_down_at is not None:
         n, secs = opts.triton_down_at
         out.append(Invariant("Triton stayed up", f"down after {n} cases ({secs:.0f} s)", False))

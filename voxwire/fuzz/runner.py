@@ -37,6 +37,8 @@ _CHANNEL_OPTIONS = [
 STREAMS_GAUGE = "voxwire_streams_active"
 TASKS_GAUGE = "voxwire_asyncio_tasks"
 TASKS_BY_KIND_GAUGE = "voxwire_asyncio_tasks_by_kind"
+TRITON_CALLS = "voxwire_triton_calls_total"
+TRITON_CANCELS = "voxwire_triton_cancels_total"
 
 
 @dataclass
@@ -89,6 +91,16 @@ async def discover(channel: grpc.aio.Channel, opts: Options) -> Plan:
     )
 
 
+def _by_label(samples: dict[str, float], name: str, label: str) -> dict[str, float]:
+    """``name``'s samples summed by the value of ``label`` (over every other label)."""
+    out: dict[str, float] = {}
+    for key, value in samples.items():
+        if key.startswith(name + "{") and f'{label}="' in key:
+            which = key.split(f'{label}="', 1)[1].split('"', 1)[0]
+            out[which] = out.get(which, 0.0) + value
+    return out
+
+
 async def read(opts: Options, plan: Plan) -> Readings:
     """One reading of everything the options point at (what is not given stays None)."""
     r = Readings(at=time.monotonic())
@@ -105,6 +117,8 @@ async def read(opts: Options, plan: Plan) -> Readings:
             }
             if kinds:
                 r.task_kinds = kinds
+            r.triton_calls = _by_label(samples, TRITON_CALLS, "ended")
+            r.triton_cancels = _by_label(samples, TRITON_CANCELS, "why")
     if opts.pid:
         with contextlib.suppress(OSError):
             r.rss = probes.rss_bytes(opts.pid)
