@@ -6,7 +6,8 @@ BUF := tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
 .PHONY: run test venv lock stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench \
-	clean browser-deps bench-edge fuzz bench-overload bench-telephony test-faults
+	clean browser-deps bench-edge fuzz bench-overload bench-telephony test-faults \
+	bench-barge-in
 
 venv: $(STAMP)
 
@@ -98,6 +99,11 @@ bench-overload: $(STAMP)
 # "Telephony audio"; a few minutes).
 bench-telephony: $(STAMP)
 	$(PY) -m benchmarks.telephony --write-md BENCHMARKS.md $(TELEPHONY_ARGS)
+
+# Issue 8: a TTS barge-in's next context when the stopped one drains against when it is
+# cancelled, on real eSpeak (BENCHMARKS.md, "TTS barge-in"; ~2 min).
+bench-barge-in: $(STAMP)
+	$(PY) -m benchmarks.tts_barge_in $(BARGE_IN_ARGS)
 
 # The gateway's HTTP/WebSocket stack candidates side by side (BENCHMARKS.md, "Edge stack choice").
 bench-edge: $(STAMP)

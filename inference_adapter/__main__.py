@@ -31,6 +31,12 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
     parser.add_argument("--otlp-endpoint")
     parser.add_argument("--prometheus-port", type=int)
     parser.add_argument("--drain-grace-seconds", type=float)
+    parser.add_argument(
+        "--tts-stop-in-flight",
+        choices=["drain", "cancel"],
+        help="a stopped TTS context's unit in flight: run out and dropped (default), or cancelled"
+        " (only with a Triton that has the cancellation fix; see docs/contract.md)",
+    )
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve over TLS")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     parser.add_argument("--tls-client-ca", help="PEM CA of client certificates: require one (mTLS)")
@@ -48,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
         otlp_endpoint=args.otlp_endpoint,
         prometheus_port=args.prometheus_port,
         drain_grace_seconds=args.drain_grace_seconds,
+        tts_stop_in_flight=args.tts_stop_in_flight,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

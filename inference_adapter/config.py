@@ -74,10 +74,11 @@ class AdapterConfig:
     # another replica; unacknowledged audio this close to the window forces a final result.
     replay_window_seconds: float = 30.0
     force_final_margin_seconds: float = 5.0
-    # A TTS context that stops with a unit in flight (the client cancels it, or
-    # the stream ends): "drain" half-closes its Triton call, lets the unit finish and drops its
-    # audio, keeping the replica lease until then (at most ``tts_stop_drain_seconds``, then a
-    # cancel); "cancel" cancels the call, which stops the model at once (the fastest barge-in)
+    # A TTS context that stops with a unit in flight (the client cancels it, or the stream
+    # ends): "drain" half-closes its Triton call, lets the unit finish and drops its audio (at
+    # most ``tts_stop_drain_seconds``, then a cancel), which keeps a model instance busy that
+    # long (a barge-in's next context may wait for one: benchmarks/tts_barge_in.py); "cancel"
+    # cancels the call, which stops the model at once (the fastest barge-in)
     # but can crash Triton 2.51, the build the nvidia-pytriton wheel ships, under load
     # (inference_adapter/triton/reaper.py). Choose "cancel" only with a Triton that has the fix.
     tts_stop_in_flight: str = "drain"

@@ -10,9 +10,10 @@ half-closed instead, its unit finishes, and its output is read and dropped
 (``ModelStream.finish``). That can outlive the client's stream by up to a unit's synthesis, so
 the task that does it belongs to the adapter, not to the stream.
 
-Bounded: each such call keeps its replica lease until it ends (the model is still busy with
-it, so admission stays true to its capacity), and ``finish`` cancels it after its budget. On
-shutdown, what is left is cancelled.
+Bounded: the context's lease goes back at once (held, a barge-in's next context was refused
+OVERLOADED while the old unit ran out), so the calls running out are bounded apart, per replica
+and model, by as many as contexts are admitted (``ReplicaPool.may_drain``; past it, a cancel);
+``finish`` cancels a call after its budget. On shutdown, what is left is cancelled.
 """
 
 from __future__ import annotations

@@ -114,6 +114,9 @@ class Replica:
     # Why the cancelled ones were cancelled (ModelStream.cancel's ``why``): which path to make
     # end its calls without a cancel next (Triton 2.51 crashes under many, defect 9).
     calls_cancelled: collections.Counter[str] = field(default_factory=collections.Counter)
+    # TTS calls of stopped contexts whose unit is running out (their leases are back), by model:
+    # bounded by ``ReplicaPool.may_drain``.
+    draining: collections.Counter[str] = field(default_factory=collections.Counter)
     _rr: itertools.count = field(default_factory=itertools.count)
 
     @property
@@ -220,6 +223,14 @@ class ReplicaPool:
         replica.leases.add(lease)
         replica.per_model[model] = replica.per_model.get(model, 0) + 1
         return lease
+
+    def may_drain(self, lease: Lease) -> bool:
+        """Whether the call of ``lease``'s stopped TTS context may run its unit out with the
+        lease given back (``inference_adapter/triton/reaper.py``): at most as many such calls
+        per replica and model as contexts are admitted, so Triton's queue holds at most twice
+        what admission allows, whatever a client cancels."""
+        draining = lease.replica.draining[lease.model.name]
+        return draining < self.streams_per_replica(lease.model)
 
     def streams_per_replica(self, info: ModelInfo) -> int:
         """Streams (STT) or contexts (TTS) of ``info`` one replica admits."""

@@ -273,16 +273,18 @@ class SynthesisStream:
 
     def _close_side(self, key: int, *, cancel: str = "") -> None:
         """End a context's model side: its call is half-closed and ended by Triton, with what
-        is in flight finishing and being dropped (``ModelStream.finish_in``); the lease goes
-        back when the call has ended. ``cancel`` (the reason, counted) cancels the call instead
-        and gives the lease back now: for a replica that failed, or by
-        ``tts_stop_in_flight = "cancel"``."""
+        is in flight finishing and being dropped (``ModelStream.finish_in``), bounded per
+        replica by ``ReplicaPool.may_drain``. ``cancel`` (the reason, counted) cancels the call
+        instead: for a replica that failed, past that bound, or by
+        ``tts_stop_in_flight = "cancel"``. The lease goes back at once either way."""
         side = self.sides.pop(key, None)
         if side is None:
             return
         self.rt.telemetry.contexts.add(-1, side.attrs)
         if not cancel and side.lease.error is not None:
             cancel = "replica_failed"  # nothing would end the call
+        if not cancel and not self.rt.pool.may_drain(side.lease):
+            cancel = "drain_limit"  # a client cancelling faster than units run out
         current = asyncio.current_task()
         pump = side.tasks[0] if side.tasks else None
         if cancel:
@@ -294,12 +296,15 @@ class SynthesisStream:
             # is left to finish its read (cancelling it there would cancel the call); it reads
             # no more once its side is gone.
             # A unit in flight may take its synthesis to end; a done context's ends at once.
+            # The lease goes back now, as with a cancel: held, a barge-in's new context was
+            # refused OVERLOADED while the old unit ran out (benchmarks/tts_barge_in.py).
+            side.lease.release()
             budget = max(FINISH_BUDGET_S, self.rt.config.tts_stop_drain_seconds)
             ending = side.stream.finish_in(self.rt.calls, budget, why_not="tts_end_not_ended")
-            if ending is None:
-                side.lease.release()  # its call was closed already (a read timed out)
-            else:
-                ending.add_done_callback(lambda _: side.lease.release())
+            if ending is not None:
+                draining, model = side.lease.replica.draining, side.lease.model.name
+                draining[model] += 1
+                ending.add_done_callback(lambda _: draining.subtract((model,)))
         for task in side.tasks:
             if task is not current and task is not pump:
                 task.cancel()

@@ -160,6 +160,7 @@ async def test_a_tts_context_stopped_mid_synthesis_drains_its_call_instead_of_ca
     assert delta == Counter(finished=2), delta
     assert await adapter.runtime.calls.wait(5.0)
     assert leases(adapter) == held
+    assert all(n == 0 for r in adapter.pool.replicas for n in r.draining.values())
 
 
 async def test_a_tts_client_gone_mid_synthesis_leaves_its_calls_to_end_without_a_cancel(
@@ -211,3 +212,28 @@ async def test_with_tts_stop_in_flight_cancel_a_stopped_context_cancels_its_call
         assert after - cancels == Counter(context_stopped=1)
     finally:
         adapter.runtime.config = config
+
+
+async def test_past_the_drain_bound_a_stopped_context_is_cancelled_and_counted(
+    adapter: AdapterServer, channel: grpc.aio.Channel, monkeypatch
+):
+    # Calls running out have their leases back, so they are bounded apart (may_drain): a client
+    # cancelling faster than units run out cannot fill Triton's queue.
+    before = Counter[str]()
+    for replica in adapter.pool.replicas:
+        before.update(replica.calls_cancelled)
+    monkeypatch.setattr(adapter.pool, "may_drain", lambda lease: False)
+    tts = synthesis_pb2_grpc.SynthesisStub(channel)
+    call = tts.StreamingSynthesize(timeout=60)
+    await call.write(tts_open("a"))
+    await call.write(SReq(context_id="a", append=synthesis_pb2.AppendText(text=LONG_TEXT)))
+    await first_audio(call, "a")
+    await call.write(SReq(context_id="a", cancel=synthesis_pb2.Cancel()))
+    await call.done_writing()
+    [r async for r in call]
+    assert await call.code() == grpc.StatusCode.OK
+    after = Counter[str]()
+    for replica in adapter.pool.replicas:
+        after.update(replica.calls_cancelled)
+    assert after - before == Counter(drain_limit=1)
+    assert all(not r.draining[m] for r in adapter.pool.replicas for m in r.draining)
