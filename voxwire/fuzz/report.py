@@ -305,8 +305,8 @@ def _leak_invariants(
         ),
     ):
         if b is not None and a is not None:
-            grown = {k: v - b.get(k, 0) for k, v in sorted(a.items()) if v > b.get(k, 0)}
-            shown = ", ".join(f"{k} {v:g}" for k, v in grown.items()) or "none"
+            counted = {k: v - b.get(k, 0) for k, v in sorted(a.items()) if v > b.get(k, 0)}
+            shown = ", ".join(f"{k} {v:g}" for k, v in counted.items()) or "none"
             out.append(Invariant(name, shown, None))  # a figure, not a promise
     if opts.triton_down_at is not None:
         n, secs = opts.triton_down_at
