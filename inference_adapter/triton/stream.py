@@ -68,7 +68,8 @@ class ModelStream:
         self.failure: BackendUnavailable | None = None
         # True while a task awaits a response: cancelling that task cancels the call.
         self.reading = False
-        self._read_over = asyncio.Event()  # set whenever a read ends (``finish`` takes over)
+        # Made only while ``finish`` waits for another task's read to end (not per message).
+        self._read_over: asyncio.Future[None] | None = None
         self._sending = 0
         self._sends_idle = asyncio.Event()
         self._sends_idle.set()
@@ -139,7 +140,8 @@ class ModelStream:
             raise self._cancelled_call() from None
         finally:
             self.reading = False
-            self._read_over.set()
+            if self._read_over is not None and not self._read_over.done():
+                self._read_over.set_result(None)
         if msg is grpc.aio.EOF:
             if not self.closed:
                 # Triton never ends a stream the client has not half-closed (``finish``): its
@@ -193,8 +195,8 @@ class ModelStream:
                 await self._call.done_writing()
                 while True:
                     if self.reading:
-                        self._read_over.clear()
-                        await self._read_over.wait()
+                        self._read_over = asyncio.get_running_loop().create_future()
+                        await self._read_over
                         continue
                     if await self._call.read() is grpc.aio.EOF:
                         break  # anything read before is an answer nobody waits for any more

@@ -184,6 +184,26 @@ async def test_a_tts_client_gone_mid_synthesis_leaves_its_calls_to_end_without_a
     assert leases(adapter) == held
 
 
+def cancels(adapter: AdapterServer) -> Counter[str]:
+    """Cancelled Triton calls so far, by the adapter's reason."""
+    total: Counter[str] = Counter()
+    for replica in adapter.pool.replicas:
+        total.update(replica.calls_cancelled)
+    return total
+
+
+async def cancel_mid_synthesis(channel: grpc.aio.Channel) -> None:
+    """One stream: a long text, cancelled once its audio flows; the stream ends OK."""
+    call = synthesis_pb2_grpc.SynthesisStub(channel).StreamingSynthesize(timeout=60)
+    await call.write(tts_open("a"))
+    await call.write(SReq(context_id="a", append=synthesis_pb2.AppendText(text=LONG_TEXT)))
+    await first_audio(call, "a")
+    await call.write(SReq(context_id="a", cancel=synthesis_pb2.Cancel()))
+    await call.done_writing()
+    [r async for r in call]
+    assert await call.code() == grpc.StatusCode.OK
+
+
 async def test_with_tts_stop_in_flight_cancel_a_stopped_context_cancels_its_call(
     adapter: AdapterServer, channel: grpc.aio.Channel
 ):
@@ -191,25 +211,11 @@ async def test_with_tts_stop_in_flight_cancel_a_stopped_context_cancels_its_call
     config = adapter.runtime.config
     adapter.runtime.config = dataclasses.replace(config, tts_stop_in_flight="cancel")
     try:
-        before = ended(adapter)
-        cancels = Counter[str]()
-        for replica in adapter.pool.replicas:
-            cancels.update(replica.calls_cancelled)
-        tts = synthesis_pb2_grpc.SynthesisStub(channel)
-        call = tts.StreamingSynthesize(timeout=60)
-        await call.write(tts_open("a"))
-        await call.write(SReq(context_id="a", append=synthesis_pb2.AppendText(text=LONG_TEXT)))
-        await first_audio(call, "a")
-        await call.write(SReq(context_id="a", cancel=synthesis_pb2.Cancel()))
-        await call.done_writing()
-        [r async for r in call]
-        assert await call.code() == grpc.StatusCode.OK
+        before, cancelled = ended(adapter), cancels(adapter)
+        await cancel_mid_synthesis(channel)
         delta = await settle(adapter, before, 1)
         assert delta == Counter(cancelled=1), delta
-        after = Counter[str]()
-        for replica in adapter.pool.replicas:
-            after.update(replica.calls_cancelled)
-        assert after - cancels == Counter(context_stopped=1)
+        assert cancels(adapter) - cancelled == Counter(context_stopped=1)
     finally:
         adapter.runtime.config = config
 
@@ -219,21 +225,8 @@ async def test_past_the_drain_bound_a_stopped_context_is_cancelled_and_counted(
 ):
     # Calls running out have their leases back, so they are bounded apart (may_drain): a client
     # cancelling faster than units run out cannot fill Triton's queue.
-    before = Counter[str]()
-    for replica in adapter.pool.replicas:
-        before.update(replica.calls_cancelled)
+    cancelled = cancels(adapter)
     monkeypatch.setattr(adapter.pool, "may_drain", lambda lease: False)
-    tts = synthesis_pb2_grpc.SynthesisStub(channel)
-    call = tts.StreamingSynthesize(timeout=60)
-    await call.write(tts_open("a"))
-    await call.write(SReq(context_id="a", append=synthesis_pb2.AppendText(text=LONG_TEXT)))
-    await first_audio(call, "a")
-    await call.write(SReq(context_id="a", cancel=synthesis_pb2.Cancel()))
-    await call.done_writing()
-    [r async for r in call]
-    assert await call.code() == grpc.StatusCode.OK
-    after = Counter[str]()
-    for replica in adapter.pool.replicas:
-        after.update(replica.calls_cancelled)
-    assert after - before == Counter(drain_limit=1)
+    await cancel_mid_synthesis(channel)
+    assert cancels(adapter) - cancelled == Counter(drain_limit=1)
     assert all(not r.draining[m] for r in adapter.pool.replicas for m in r.draining)
