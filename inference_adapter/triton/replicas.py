@@ -28,6 +28,7 @@ import itertools
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -231,6 +232,12 @@ class ReplicaPool:
         what admission allows, whatever a client cancels."""
         draining = lease.replica.draining[lease.model.name]
         return draining < self.streams_per_replica(lease.model)
+
+    def count_drain(self, lease: Lease, ending: asyncio.Future[Any]) -> None:
+        """Count ``lease``'s call in ``may_drain``'s bound until ``ending`` is done."""
+        draining, model = lease.replica.draining, lease.model.name
+        draining[model] += 1
+        ending.add_done_callback(lambda _: draining.subtract((model,)))
 
     def streams_per_replica(self, info: ModelInfo) -> int:
         """Streams (STT) or contexts (TTS) of ``info`` one replica admits."""

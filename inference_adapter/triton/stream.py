@@ -12,7 +12,7 @@ that must send a last request (STT: END, which frees the Triton sequence slot) r
 deadline (it watches for overdue answers apart), stops its tasks through ``stop_sends`` and the
 ``reading`` flag, sends the END with ``send_last``, and only then cancels anything.
 
-A call whose work is over ends with ``finish``: a half-close, then Triton ends the call itself
+A call whose work is over ends with ``finish_in``: a half-close, then Triton ends the call itself
 (its status after the last response), like any client that is done. ``cancel`` (an RST_STREAM)
 is kept for work that must stop (a barge-in with audio in flight) and as the fallback when
 ``finish`` runs out of time: Triton 2.51 crashes under storms of cancelled streaming calls
@@ -158,30 +158,22 @@ class ModelStream:
             except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError):
                 pass
 
-    async def finish(self, within_s: float, *, why_not: str = "finish_not_ended") -> bool:
-        """End a call: half-close, then wait (up to ``within_s``) for Triton to end it, reading
-        and dropping what is left. Work still in flight (a TTS unit of a stopped context) runs
-        to its end instead of being cancelled (``triton/reaper.py``).
-
-        A task in a read when this starts keeps it (cancelling it there would cancel the call):
-        its read returns with the next answer, and the caller must see to it that the task
-        reads no more (its context is gone); then this one reads the rest. Cancels the call,
-        counted as ``why_not``, when Triton has not ended it in time, or when this task is
-        cancelled meanwhile (a call left neither ended nor cancelled would keep grpc.aio's task
-        for it waiting on its status). Returns whether the call ended without a cancel; raises
-        only CancelledError."""
-        if self.closed:
-            return False
-        self.closed = True
-        self._sends_stopped = True
-        return await self._finish(within_s, why_not)
-
     def finish_in(
         self, calls: CallReaper, within_s: float, *, why_not: str = "finish_not_ended"
     ) -> asyncio.Task[bool] | None:
-        """``finish`` in a task of ``calls`` (the adapter's, not the stream's: it may outlive
-        the stream), the call taken at once so that nothing else ends or cancels it. None when
-        the call was closed already."""
+        """End a call in a task of ``calls`` (the adapter's, not the stream's: it may outlive
+        the stream): half-close, then wait (up to ``within_s``) for Triton to end it, reading
+        and dropping what is left. Work still in flight (a TTS unit of a stopped context) runs
+        to its end instead of being cancelled (``triton/reaper.py``). The call is taken at once,
+        so nothing else ends or cancels it; None when it was closed already.
+
+        A task in a read when this starts keeps it (cancelling it there would cancel the call):
+        its read returns with the next answer, and the caller must see to it that the task
+        reads no more (its context is gone); then the ending task reads the rest. The call is
+        cancelled, counted as ``why_not``, when Triton has not ended it in time, or when the
+        ending task is cancelled (a call left neither ended nor cancelled would keep grpc.aio's
+        task for it waiting on its status). The task's result: whether the call ended without
+        a cancel."""
         if self.closed:
             return None
         self.closed = True

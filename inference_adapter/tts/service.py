@@ -2,7 +2,7 @@
 
 One client stream; per open context one replica slot, one ModelStreamInfer call and one task
 that reads it (plus one that watches the slot's replica). A context that ends, for whatever
-reason, half-closes its call and lets Triton end it (``ModelStream.finish``); a unit still in
+reason, half-closes its call and lets Triton end it (``ModelStream.finish_in``); a unit still in
 flight (the client cancelled the context, or the stream ended) runs to its end and
 its audio is dropped, in a task of the adapter's (``triton/reaper.py``), because cancelled calls
 crash Triton 2.51. ``tts_stop_in_flight = "cancel"`` cancels such calls instead, for a Triton
@@ -44,8 +44,8 @@ Request = synthesis_pb2.StreamingSynthesizeRequest
 Response = synthesis_pb2.StreamingSynthesizeResponse
 
 # Bound on Triton ending a done context's call after its half-close (it has nothing in flight,
-# so it answers at once); past it the call is cancelled. A stopped context with a unit in flight
-# gets ``tts_stop_drain_seconds`` instead.
+# so it answers at once); past it the call is cancelled. A context's call gets the larger of this
+# and ``tts_stop_drain_seconds``, as a stopped one's unit in flight runs out first.
 FINISH_BUDGET_S = 2.0
 # When the stream ends early: how long its model pumps get to leave the read they are in
 # (the next answer, or the call's end after its half-close) before the runner cancels them,
@@ -214,18 +214,18 @@ class SynthesisStream:
         assert self._stream is not None
         outbox = self._stream.outbox
         timeout = self.rt.config.model_response_timeout_seconds
-        while self.sides.get(ctx.key) is side:
+        while True:
             # Backpressure: a client that does not read its audio stops synthesis reads.
             await outbox.wait_room()
             if self.sides.get(ctx.key) is not side:
-                break  # ended while it waited for room
+                return  # the context ended (done, stopped, or moved to another replica)
             try:
                 resp = await side.stream.receive(timeout if ctx.inflight is not None else None)
             except errors.VoxwireError as exc:  # this context's call failed: only it fails
                 await self._failed(ctx, side, exc)  # returns if the side is gone (done)
                 return
             if self.sides.get(ctx.key) is not side:
-                break  # the context ended during the read: ``finish`` reads the rest and drops it
+                return  # it ended during the read: ``finish_in``'s task reads the rest, drops it
             await self._execute(self.session.model_response(ctx.key, resp))
 
     async def _watch(self, ctx: SynthesisContext, side: _ModelSide) -> None:
@@ -292,19 +292,16 @@ class SynthesisStream:
             side.lease.release()
             pump = None
         else:
-            # Not the stream's task: it may outlive the stream by a unit's synthesis. The pump
-            # is left to finish its read (cancelling it there would cancel the call); it reads
-            # no more once its side is gone.
-            # A unit in flight may take its synthesis to end; a done context's ends at once.
-            # The lease goes back now, as with a cancel: held, a barge-in's new context was
-            # refused OVERLOADED while the old unit ran out (benchmarks/tts_barge_in.py).
+            # In the adapter's task, not the stream's: a unit in flight may outlive the stream.
+            # The pump keeps its read (cancelling it there would cancel the call) and reads no
+            # more once its side is gone. The lease goes back now, as with a cancel: held, a
+            # barge-in's new context was refused OVERLOADED while the old unit ran out
+            # (benchmarks/tts_barge_in.py).
             side.lease.release()
             budget = max(FINISH_BUDGET_S, self.rt.config.tts_stop_drain_seconds)
             ending = side.stream.finish_in(self.rt.calls, budget, why_not="tts_end_not_ended")
             if ending is not None:
-                draining, model = side.lease.replica.draining, side.lease.model.name
-                draining[model] += 1
-                ending.add_done_callback(lambda _: draining.subtract((model,)))
+                self.rt.pool.count_drain(side.lease, ending)
         for task in side.tasks:
             if task is not current and task is not pump:
                 task.cancel()

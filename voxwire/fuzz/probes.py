@@ -70,6 +70,16 @@ def total(samples: dict[str, float], name: str, **labels: str) -> float:
     )
 
 
+def by_label(samples: dict[str, float], name: str, label: str) -> dict[str, float]:
+    """``name``'s samples summed by the value of ``label`` (over every other label)."""
+    out: dict[str, float] = {}
+    for key, value in samples.items():
+        if key.startswith(name + "{") and f'{label}="' in key:
+            which = key.split(f'{label}="', 1)[1].split('"', 1)[0]
+            out[which] = out.get(which, 0.0) + value
+    return out
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of ``pid`` (Linux). Raises OSError when the process is gone."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -91,16 +91,6 @@ async def discover(channel: grpc.aio.Channel, opts: Options) -> Plan:
     )
 
 
-def _by_label(samples: dict[str, float], name: str, label: str) -> dict[str, float]:
-    """``name``'s samples summed by the value of ``label`` (over every other label)."""
-    out: dict[str, float] = {}
-    for key, value in samples.items():
-        if key.startswith(name + "{") and f'{label}="' in key:
-            which = key.split(f'{label}="', 1)[1].split('"', 1)[0]
-            out[which] = out.get(which, 0.0) + value
-    return out
-
-
 async def read(opts: Options, plan: Plan) -> Readings:
     """One reading of everything the options point at (what is not given stays None)."""
     r = Readings(at=time.monotonic())
@@ -110,15 +100,11 @@ async def read(opts: Options, plan: Plan) -> Readings:
             r.streams = probes.total(samples, STREAMS_GAUGE)
             if any(k.startswith(TASKS_GAUGE) for k in samples):
                 r.tasks = probes.total(samples, TASKS_GAUGE)
-            kinds = {
-                key.split('kind="', 1)[1].rsplit('"', 1)[0]: value
-                for key, value in samples.items()
-                if key.startswith(TASKS_BY_KIND_GAUGE + "{")
-            }
+            kinds = probes.by_label(samples, TASKS_BY_KIND_GAUGE, "kind")
             if kinds:
                 r.task_kinds = kinds
-            r.triton_calls = _by_label(samples, TRITON_CALLS, "ended")
-            r.triton_cancels = _by_label(samples, TRITON_CANCELS, "why")
+            r.triton_calls = probes.by_label(samples, TRITON_CALLS, "ended")
+            r.triton_cancels = probes.by_label(samples, TRITON_CANCELS, "why")
     if opts.pid:
         with contextlib.suppress(OSError):
             r.rss = probes.rss_bytes(opts.pid)
