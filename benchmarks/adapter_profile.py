@@ -130,28 +130,36 @@ async def profile(args: argparse.Namespace) -> None:
                 median = statistics.median(ratio)
                 print(f"{path.label} / null proxy CPU per message: {each} (median {median:.2f})")
             if args.py_spy:
-                await _sample(args, adapter, adapter_pid, workdir)
+                await _sample(args, [(proxy, proxy_proc.pid), (adapter, adapter_pid)], workdir)
     finally:
         await triton.stop()
 
 
-async def _sample(args: argparse.Namespace, adapter: PathSpec, pid: int, workdir: Path) -> None:
+async def _sample(
+    args: argparse.Namespace, paths: list[tuple[PathSpec, int]], workdir: Path
+) -> None:
+    """One extra run of each of ``paths`` (the null proxy and the adapter), sampled by py-spy
+    into ``args.py_spy`` (the adapter) and beside it with ``.proxy`` (the floor): the same
+    sampler on both sides, so what the adapter adds shows as samples the proxy does not have."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     args.py_spy.parent.mkdir(parents=True, exist_ok=True)
-    proc = await asyncio.create_subprocess_exec(
-        spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
-        "--duration", str(int(args.seconds)), "--nonblocking", "-o", str(args.py_spy),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    await measure(adapter, "stt", args.streams, args.seconds, workdir)
-    await asyncio.wait_for(proc.wait(), args.seconds + 30)
-    own, inclusive, total = top_functions(args.py_spy)
-    print(f"\npy-spy: {total} samples of the adapter; own time:")
-    for name, count in own:
-        print(f"  {100 * count / total:5.1f} %  {name}")
-    print("with callees:")
-    for name, count in inclusive:
-        print(f"  {100 * count / total:5.1f} %  {name}")
+    for path, pid in paths:
+        out = args.py_spy if path.target == "grpc" else args.py_spy.with_suffix(".proxy.folded")
+        proc = await asyncio.create_subprocess_exec(
+            spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+            "--duration", str(int(args.seconds)), "--nonblocking", "-o", str(out),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        _, row = await measure(path, "stt", args.streams, args.seconds, workdir)
+        await asyncio.wait_for(proc.wait(), args.seconds + 30)
+        own, inclusive, total = top_functions(out)
+        per_msg = row["server_cpu_us"]["server"]
+        print(f"\npy-spy: {total} samples of {path.label} ({per_msg:.0f} us/msg); own time:")
+        for name, count in own:
+            print(f"  {100 * count / total:5.1f} %  {name}")
+        print("with callees:")
+        for name, count in inclusive:
+            print(f"  {100 * count / total:5.1f} %  {name}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -160,7 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--baseline", help="also measure the adapter of this git revision")
-    parser.add_argument("--py-spy", type=Path, help="also sample the adapter into this file")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="also sample the adapter into this file (the null proxy beside it, .proxy.folded)",
+    )
     args: Any = parser.parse_args(argv)
     asyncio.run(profile(args))
 

@@ -24,7 +24,11 @@ class GatewayConfig:
     # The voxwire.v1 gRPC front (same auth); empty disables it.
     grpc_listen: str = "127.0.0.1:8081"
     adapters: tuple[str, ...] = ("127.0.0.1:50051",)
-    channels_per_adapter: int = 2
+    # One HTTP/2 connection per adapter carries every stream: gRPC core coalesces the writes of
+    # many streams into one syscall, and the adapter reads one socket. Two cost the gateway 16 %
+    # more CPU per message at 30 streams (BENCHMARKS.md, "One channel per adapter"). More only
+    # behind a proxy that caps streams per connection (gRPC core itself sets no cap).
+    channels_per_adapter: int = 1
     # WebSocket ping interval; a connection whose pong is missing for half of it is closed.
     ping_interval_seconds: float = 15.0
     # permessage-deflate (RFC 7692) when the client offers it. Off by default: PCM audio barely

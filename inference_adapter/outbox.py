@@ -37,6 +37,7 @@ from typing import Any
 import grpc
 
 from voxwire import errors
+from voxwire.watchdog import Watchdog
 
 
 def serialized(message: Any) -> bytes:
@@ -66,6 +67,7 @@ class Outbox:
         self._on_failure = on_failure
         self._max_bytes = max_unread_bytes
         self._write_timeout = write_timeout
+        self._deadline = Watchdog(write_timeout)
         self._high_water = high_water
         self._queue: collections.deque[tuple[Any, int]] = collections.deque()
         self._bytes = 0  # serialized size of what is queued
@@ -172,8 +174,8 @@ class Outbox:
                 message, size = self._queue[0]
                 t0 = time.monotonic()
                 try:
-                    # asyncio.timeout, not wait_for: no extra task per message on the hot path.
-                    async with asyncio.timeout(self._write_timeout):
+                    # One watchdog timer per stream, not a timer per write (voxwire/watchdog.py).
+                    with self._deadline:
                         await self._context.write(message)
                 except TimeoutError:
                     self._break(

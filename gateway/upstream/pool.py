@@ -1,11 +1,11 @@
 """The inference adapters behind the gateway: long-lived channels, health, least-loaded choice.
 
-Per adapter a few grpc.aio channels, opened once and shared by every session (many streams
-multiplexed per channel, never a channel per session). Health comes from the standard health
-service: one ``Watch`` stream per adapter on the overall service ("") keeps ``serving`` up to
-date; a broken watch (the adapter died or restarts) counts as not serving and is re-opened with
-a capped backoff. A session asks ``choose`` for the serving adapter with the fewest of this
-gateway's open streams; an adapter a session just failed on can be excluded.
+Per adapter one grpc.aio channel (``channels_per_adapter``), opened once and shared by every
+session (many streams multiplexed per channel, never a channel per session). Health comes from the
+standard health service: one ``Watch`` stream per adapter on the overall service ("") keeps
+``serving`` up to date; a broken watch (the adapter died or restarts) counts as not serving and is
+re-opened with a capped backoff. A session asks ``choose`` for the serving adapter with the fewest
+of this gateway's open streams; an adapter a session just failed on can be excluded.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class AdapterPool:
         self,
         addresses: Sequence[str],
         *,
-        channels_per_adapter: int = 2,
+        channels_per_adapter: int = 1,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if not addresses:

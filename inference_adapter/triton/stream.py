@@ -32,6 +32,7 @@ from inference_adapter.triton.reaper import CallReaper
 from inference_adapter.triton.replicas import Lease, ReplicaPool
 from inference_adapter.triton.tensors import ModelResponse, parse_response
 from voxwire.errors import BackendUnavailable
+from voxwire.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class ModelStream:
         self._pool = pool
         self.lease = lease
         self._timeout = response_timeout
+        self._write_deadline = Watchdog(response_timeout)
         self._call = lease.replica.stub().ModelStreamInfer(metadata=tuple(metadata))
         self.closed = False
         # The transport to the replica failed under this call (not a late or refused request):
@@ -86,8 +88,8 @@ class ModelStream:
         self._sending += 1
         self._sends_idle.clear()
         try:
-            # asyncio.timeout, not wait_for: no extra task per message on the hot path.
-            async with asyncio.timeout(self._timeout):
+            # One watchdog timer per call, not a timer per write (voxwire/watchdog.py).
+            with self._write_deadline:
                 await self._call.write(request)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
             raise self._failure(exc) from exc
@@ -128,8 +130,11 @@ class ModelStream:
         """
         self.reading = True
         try:
-            async with asyncio.timeout(within_s):
+            if within_s is None:  # the hot path: no timer made and cancelled per message
                 msg = await self._call.read()
+            else:
+                async with asyncio.timeout(within_s):
+                    msg = await self._call.read()
         except grpc.aio.AioRpcError as exc:
             raise self._failure(exc) from exc
         except TimeoutError as exc:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from tritonclient.grpc import service_pb2
@@ -19,6 +18,8 @@ from tritonclient.grpc import service_pb2
 from voxwire.errors import BackendUnavailable, ModelError
 
 _LEN = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_FINAL = "triton_final_response"
 # Triton's in-band error for a request of a sequence its sequence batcher does not know: the
 # server restarted, or the sequence idled out (max_sequence_idle_microseconds). The stream's
 # state is gone; a new stream can work, so it is retryable, not the client's fault.
@@ -46,9 +47,10 @@ def decode_bytes_tensor(raw: bytes) -> list[bytes]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class ModelResponse:
-    """One response of a voxwire model, decoded."""
+class ModelResponse(NamedTuple):
+    """One response of a voxwire model, decoded. A NamedTuple, not a frozen dataclass: one is
+    made per model response, and a frozen dataclass's ``__init__`` (``object.__setattr__`` per
+    field) cost more than the rest of the decoding (``parse_response``)."""
 
     events: tuple[dict[str, Any], ...]
     compute_us: int
@@ -121,20 +123,26 @@ def parse_response(msg: service_pb2.ModelStreamInferResponse) -> ModelResponse:
             )
         raise ModelError(f"model server error: {msg.error_message}")
     resp = msg.infer_response
-    final_param = resp.parameters.get("triton_final_response")
-    final = bool(final_param.bool_param) if final_param is not None else True
+    params = resp.parameters
+    final = params[_FINAL].bool_param if _FINAL in params else True
     events: tuple[dict[str, Any], ...] = ()
     compute_us = 0
     audio = None
-    for tensor, raw in zip(resp.outputs, resp.raw_output_contents, strict=False):
-        if tensor.name == "EVENTS":
+    # This runs once per model response: the repeated fields are read once each (every access
+    # makes a wrapper), and a tensor without raw contents is ignored, as zip() would.
+    outputs, raws = resp.outputs, resp.raw_output_contents
+    for i in range(min(len(outputs), len(raws))):
+        name = outputs[i].name
+        if name == "EVENTS":
             try:
-                events = tuple(json.loads(item) for item in decode_bytes_tensor(raw))
-            except ValueError as exc:
+                # str, not bytes: json.loads(bytes) first guesses the encoding (UTF-8 here).
+                events = tuple([json.loads(item.decode()) for item in decode_bytes_tensor(raws[i])])
+            except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError both
                 raise ModelError(f"model sent malformed EVENTS: {exc}") from exc
-        elif tensor.name == "COMPUTE_US":
+        elif name == "COMPUTE_US":
+            raw = raws[i]
             if len(raw) >= 8:
-                compute_us = int(np.frombuffer(raw[:8], dtype="<u8")[0])
-        elif tensor.name == "AUDIO":
-            audio = np.frombuffer(raw, dtype="<i2")
-    return ModelResponse(events=events, compute_us=compute_us, audio=audio, final=final)
+                (compute_us,) = _U64.unpack_from(raw)
+        elif name == "AUDIO":
+            audio = np.frombuffer(raws[i], dtype="<i2")
+    return ModelResponse(events, compute_us, audio, final)
