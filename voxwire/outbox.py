@@ -12,9 +12,9 @@ Bounds (docs/contract.md, "Limits"; docs/design/edge.md, "Flow control"):
   so a peer that reads slowly slows the producer down (backpressure) long before the hard
   bound.
 - ``write_timeout``: one write that waits on the peer longer than this raises SlowConsumer.
-  One watchdog timer per outbox checks it (re-armed from the write in flight when it fires),
-  not a timeout per write: a stream writes tens of messages a second, and a timer handle
-  made and cancelled per write was a visible share of the gateway's CPU per message.
+  One watchdog timer per outbox checks it (``voxwire/watchdog.py``), not a timeout per write:
+  a stream writes tens of messages a second, and a timer handle made and cancelled per write
+  was a visible share of the gateway's CPU per message.
 
 A write that fails, is cancelled or times out breaks the outbox: nothing is written after it
 (the transport may still hold the interrupted message) and the writer task ends with the error.
@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from voxwire.errors import SlowConsumer
+from voxwire.watchdog import Watchdog
 
 T = TypeVar("T")
 
@@ -67,10 +68,7 @@ class Outbox(Generic[T]):
         self._has_room = True
         self._closed = False
         self.broken: BaseException | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._write_began: float | None = None  # monotonic start of the write in flight
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._timed_out = False
+        self._deadline = Watchdog(write_timeout)
 
     def put(self, item: T) -> None:
         """Queue ``item``. Raises SlowConsumer over ``max_bytes``, OutboxBroken after a failed
@@ -129,7 +127,6 @@ class Outbox(Generic[T]):
     async def run(self) -> None:
         """The writer (run it as a task of its own). Raises SlowConsumer (a write over
         ``write_timeout``) or what the transport raised when a write failed."""
-        self._writer = asyncio.current_task()
         try:
             loop = asyncio.get_running_loop()
             while True:
@@ -148,46 +145,20 @@ class Outbox(Generic[T]):
                 ready = self._ready = loop.create_future()
                 await ready
         finally:
-            if self._watchdog is not None:
-                self._watchdog.cancel()
-                self._watchdog = None
+            self._deadline.close()
 
     async def _write_one(self, item: T) -> None:
-        t0 = self._write_began = time.monotonic()
-        if self._watchdog is None:
-            self._watchdog = asyncio.get_running_loop().call_later(self._write_timeout, self._check)
+        t0 = time.monotonic()
         try:
-            await self._write(item)
-            if self._timed_out:  # the write swallowed the watchdog's cancel
-                raise asyncio.CancelledError
-        except asyncio.CancelledError as exc:
-            task = self._writer
-            if not self._timed_out or task is None or task.cancelling() > 1:
-                self.broken = exc
-                raise  # cancelled from outside (as well)
-            task.uncancel()
-            self.broken = TimeoutError()
+            with self._deadline:
+                await self._write(item)
+        except TimeoutError as exc:
+            self.broken = exc
             raise SlowConsumer(
                 f"one write waited on the peer for {self._write_timeout:g} s"
-            ) from self.broken
-        except BaseException as exc:
+            ) from exc
+        except BaseException as exc:  # CancelledError too: the write may be in flight
             self.broken = exc
             raise
-        finally:
-            self._write_began = None
         if self._on_sent is not None:
             self._on_sent(time.monotonic() - t0)
-
-    def _check(self) -> None:
-        """The watchdog: cancel the write in flight once it is ``write_timeout`` old, or wait
-        until it would be; idle, it stops (the next write arms it again)."""
-        self._watchdog = None
-        began = self._write_began
-        if began is None or self._writer is None:
-            return
-        left = began + self._write_timeout - time.monotonic()
-        if left > 0:
-            self._watchdog = asyncio.get_running_loop().call_later(left, self._check)
-            return
-        self._timed_out = True
-        self._writer.cancel()

@@ -22,18 +22,19 @@ from types import TracebackType
 
 
 class Watchdog:
-    __slots__ = ("_timeout", "_began", "_fired", "_timer")
+    __slots__ = ("_timeout", "_began", "_timer")
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
-        self._began: dict[asyncio.Task[object], tuple[float, int]] = {}
-        self._fired: set[asyncio.Task[object]] = set()
+        # Per await in flight: when it began, its task's cancel count then, whether we cancelled
+        # it. One dict and no more, so an idle owner (the gateway holds thousands) stays small.
+        self._began: dict[asyncio.Task[object], tuple[float, int, bool]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     def __enter__(self) -> None:
         task = asyncio.current_task()
         assert task is not None and task not in self._began, "one await per task at a time"
-        self._began[task] = (time.monotonic(), task.cancelling())
+        self._began[task] = (time.monotonic(), task.cancelling(), False)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._timeout, self._check)
 
@@ -45,10 +46,9 @@ class Watchdog:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        _, cancelling = self._began.pop(task)
-        if task not in self._fired:
+        _, cancelling, fired = self._began.pop(task)
+        if not fired:
             return
-        self._fired.discard(task)
         # Ours, unless the task was also cancelled from outside (then that cancel goes on), as
         # asyncio.Timeout decides. An await that swallowed our cancel and returned is late too.
         ours = task.uncancel() <= cancelling
@@ -61,11 +61,11 @@ class Watchdog:
             return  # idle: the next await arms the timer again
         now = time.monotonic()
         oldest = now
-        for task, (began, _) in self._began.items():
-            if task in self._fired:
+        for task, (began, cancelling, fired) in list(self._began.items()):
+            if fired:
                 continue
             if now - began >= self._timeout:
-                self._fired.add(task)
+                self._began[task] = (began, cancelling, True)
                 task.cancel()
             else:
                 oldest = min(oldest, began)
