@@ -29,7 +29,7 @@ from inference_adapter.config import AdapterConfig
 from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer
 from tests.helpers.status import from_trailers
-from tests.helpers.triton_models import bench_tts_variant, copy_model
+from tests.helpers.triton_models import bench_tts_variant, copy_model, start_latency
 from voxwire.v1 import (
     audio_pb2,
     capabilities_pb2,
@@ -113,6 +113,11 @@ async def both_ready(tritons, adapter) -> AsyncIterator[None]:
         await asyncio.sleep(0.1)  # the adapter's probe runs every 0.2 s
     else:
         raise AssertionError("the adapter did not see both replicas ready within 30 s")
+    # Ready is not answering: a Triton stopped and continued by the ``hang`` case may still be
+    # bringing its Python stubs back, and a START sent then waits past the adapter's 10 s. A
+    # real bench_stt START round trip on each proves both serve before a test counts on them.
+    for server in tritons:
+        await asyncio.wait_for(start_latency(server.grpc_url, "bench_stt"), 60)
     yield
 
 

@@ -92,15 +92,26 @@ async def test_bench_tts_tone_words_and_pacing(channel: grpc.aio.Channel) -> Non
     assert [w["word"] for w in words] == text.split()
     assert [w["start_ms"] for w in words] == list(range(0, 3000, 300))
     assert all(text[w["text_offset"] :].startswith(w["word"]) for w in words)
-    assert 0.1 < elapsed < 1.5  # 3 s of audio at rtf 0.05 = 150 ms of "synthesis"
+    # 3 s of audio at rtf 0.05 = 150 ms of "synthesis": paced (not instant); the upper bound
+    # only catches a model far off its rtf, with room for a busy CI machine.
+    assert 0.1 < elapsed < 5.0
 
 
 async def test_bench_tts_serves_requests_concurrently(channel: grpc.aio.Channel) -> None:
+    """One instance, yet requests overlap: each request's audio spans a time interval (first
+    to last response read), and a model serving one request at a time makes those intervals
+    disjoint. Asserted on the intervals, not on a wall-clock ratio that a busy CI machine can
+    push over any fixed line (it once measured 1.233 s against a 1.232 s limit)."""
     text = "one two three four five six seven eight nine ten"
     _, single = await bench_tts(channel, text)
     began = time.monotonic()
     results = await asyncio.gather(*(bench_tts(channel, text) for _ in range(20)))
     together = time.monotonic() - began
-    print(f"bench_tts: one request {single * 1000:.0f} ms, 20 concurrent {together * 1000:.0f} ms")
     assert all(audio_of(r).size == 72000 for r, _ in results)
-    assert together < 4 * single  # one instance, yet not 20x: requests overlap
+    spans = [(r[0].received_at, r[-1].received_at) for r, _ in results]
+    overlap = max(sum(a <= t <= b for a, b in spans) for t, _ in spans)
+    print(
+        f"bench_tts: one request {single * 1000:.0f} ms, 20 concurrent {together * 1000:.0f} ms,"
+        f" at most {overlap} of 20 producing audio at once"
+    )
+    assert overlap >= 10
