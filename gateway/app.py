@@ -26,6 +26,7 @@ from gateway.http import tts as http_tts
 from gateway.sessions import Admission, stt_start, tts_start
 from gateway.state import GATEWAY, UPSTREAM_TRACE, Gateway, upstream_metadata
 from gateway.stt.runner import SttRunner
+from gateway.stt.session import Actions as SttActions
 from gateway.stt.session import SttEdgeSession
 from gateway.telemetry import trace_carrier, upstream_trace_metadata
 from gateway.tts.runner import TtsRunner
@@ -159,6 +160,20 @@ async def _websocket(
     return ws
 
 
+def _stt_first(
+    request: web.Request, session: SttEdgeSession, admission: Admission
+) -> SttActions | None:
+    """The session's start from a config in the query string, if there is one."""
+    try:
+        config = query.stt_config(request.query.items())
+        if config is None:
+            return None
+        admission.count_new()
+        return session.start(config)
+    except errors.VoxwireError as exc:
+        return session.fail(exc)
+
+
 async def stt_stream(request: web.Request) -> web.WebSocketResponse:
     gateway = _gateway(request)
 
@@ -179,17 +194,11 @@ async def stt_stream(request: web.Request) -> web.WebSocketResponse:
             limits=gateway.config.runner,
             metadata=upstream_metadata(request),
         )
-        first = None
-        try:
-            config = query.stt_config(request.query.items())
-            if config is not None:
-                admission.count_new()
-                first = session.start(config)
-        except errors.VoxwireError as exc:
-            first = session.fail(exc)
         gateway.registry.add(runner)
         try:
-            await runner.run(first)
+            # The first decisions go straight into the run, which drops them once executed: no
+            # frame keeps them (or the config) for the session's life.
+            await runner.run(_stt_first(request, session, admission))
         finally:
             gateway.registry.discard(runner)
 

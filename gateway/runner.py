@@ -91,13 +91,19 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         kind = type(self).__name__
         writer = asyncio.create_task(self._client_out.run(), name=f"{kind}-client-writer")
         reader = asyncio.create_task(self._read_client(), name=f"{kind}-client-reader")
-        tasks: set[asyncio.Future[None]] = {writer, reader, self._ended}
+        # Either task's end ends the session as ``_set_ended`` does: one future and two
+        # callbacks, not asyncio.wait's waiter, callbacks and sets held for the session's life
+        # (BENCHMARKS.md, "Memory per idle WebSocket").
+        writer.add_done_callback(self._task_ended)
+        reader.add_done_callback(self._task_ended)
+        tasks = (writer, reader)
         try:
             if first is not None:
                 self._execute(first)
+                first = None  # held no longer than needed (memory per idle session)
             self._arm_timer()
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            exc = writer.exception() if writer in done else None
+            await self._ended
+            exc = writer.exception() if writer.done() and not writer.cancelled() else None
             if isinstance(exc, errors.SlowConsumer):
                 self._execute(self.session.fail(exc))
                 self._close_code = exc.ws_close_code
@@ -167,6 +173,9 @@ class SessionRunner(abc.ABC, Generic[S, A]):
 
     def _client_gone(self, code: int) -> None:
         self._close_code = self._close_code or code or 1006
+        self._set_ended()
+
+    def _task_ended(self, _task: asyncio.Task[None]) -> None:
         self._set_ended()
 
     def _set_ended(self) -> None:

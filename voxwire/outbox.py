@@ -140,6 +140,7 @@ class Outbox(Generic[T]):
                         self._room_again()
                 if queue is not None and queue is self._queue:
                     self._queue = None  # drained: an idle outbox holds no deque
+                queue = None  # nor does its parked writer's frame
                 if self._closed:
                     return
                 ready = self._ready = loop.create_future()

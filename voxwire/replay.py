@@ -61,7 +61,10 @@ class AudioReplayWindow:
         self._max_frames = self.frame_at(max_ms)
         self._start_frame = self.frame_at(base_ms)  # first frame still held
         self._end_frame = self._start_frame  # one past the last frame received
-        self._chunks: deque[tuple[int, bytes]] = deque()  # (first frame, whole frames)
+        # (first frame, whole frames), oldest first. None while nothing is held: an empty deque
+        # is ~0.7 KiB, and the gateway holds thousands of idle sessions (BENCHMARKS.md, "Memory
+        # per idle WebSocket").
+        self._chunks: deque[tuple[int, bytes]] | None = None
         self.lossless = True
 
     # -- positions -------------------------------------------------------------------------
@@ -101,7 +104,10 @@ class AudioReplayWindow:
             )
         if not audio:
             return
-        self._chunks.append((self._end_frame, bytes(audio)))
+        chunks = self._chunks
+        if chunks is None:
+            chunks = self._chunks = deque()
+        chunks.append((self._end_frame, bytes(audio)))
         self._end_frame += len(audio) // self.frame_bytes
         if self._end_frame - self._start_frame > self._max_frames:
             # Over the bound: the oldest unacknowledged audio goes, and a later replay from
@@ -134,7 +140,7 @@ class AudioReplayWindow:
                 "is held"
             )
         parts = []
-        for first, data in self._chunks:
+        for first, data in self._chunks or ():
             last = first + len(data) // self.frame_bytes
             if last <= frame:
                 continue
@@ -161,7 +167,7 @@ class AudioReplayWindow:
         ordered = sorted(controls, key=lambda c: c[0])  # stable: equal frames keep their order
         out: list[bytes | Control] = []
         i = 0
-        for first, data in self._chunks:
+        for first, data in self._chunks or ():
             last = first + len(data) // self.frame_bytes
             if last <= frame:
                 continue
@@ -182,16 +188,19 @@ class AudioReplayWindow:
     def _trim(self, frame: int) -> None:
         if frame <= self._start_frame:
             return
-        while self._chunks:
-            first, data = self._chunks[0]
+        chunks = self._chunks
+        while chunks:
+            first, data = chunks[0]
             last = first + len(data) // self.frame_bytes
             if last <= frame:
-                self._chunks.popleft()
+                chunks.popleft()
             elif first < frame:
-                self._chunks[0] = (frame, data[(frame - first) * self.frame_bytes :])
+                chunks[0] = (frame, data[(frame - first) * self.frame_bytes :])
                 break
             else:
                 break
+        if chunks is not None and not chunks:
+            self._chunks = None
         self._start_frame = frame
 
 

@@ -58,7 +58,10 @@ class Watchdog:
     def _check(self) -> None:
         self._timer = None
         if not self._began:
-            return  # idle: the next await arms the timer again
+            # Idle: the next await arms the timer again. A fresh dict, as an emptied one keeps
+            # the table it grew (an idle owner stays small).
+            self._began = {}
+            return
         now = time.monotonic()
         oldest = now
         for task, (began, cancelling, fired) in list(self._began.items()):

@@ -15,6 +15,7 @@ window -> HTTP/2 to the adapter). Hard bounds turn into SLOW_CONSUMER.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -156,19 +157,26 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
         segment = _Segment(upstream, outbox)
         self._segment = segment
         outbox.put(Request(config=order.config).SerializeToString())
-        segment.tasks.append(asyncio.create_task(self._write_upstream(segment), name="stt-up-w"))
+        # The outbox's writer is the task itself, its end read by a callback: no wrapping
+        # coroutine frame held for the session's life (BENCHMARKS.md, "Memory per idle
+        # WebSocket").
+        writer = asyncio.create_task(outbox.run(), name="stt-up-w")
+        writer.add_done_callback(functools.partial(self._writer_ended, segment))
+        segment.tasks.append(writer)
         segment.tasks.append(asyncio.create_task(self._read_upstream(segment), name="stt-up-r"))
 
-    async def _write_upstream(self, segment: _Segment) -> None:
-        try:
-            await segment.outbox.run()
-        except UpstreamError as exc:
+    def _writer_ended(self, segment: _Segment, writer: asyncio.Task[None]) -> None:
+        if writer.cancelled() or (exc := writer.exception()) is None:
+            return
+        if isinstance(exc, UpstreamError):
             self._upstream_failed(segment, exc)
-        except errors.SlowConsumer:
-            self._upstream_failed(
-                segment,
-                UpstreamError(errors.BackendUnavailable("the adapter stopped taking audio"), None),
-            )
+            return
+        if isinstance(exc, errors.SlowConsumer):
+            why = "the adapter stopped taking audio"
+        else:
+            log.error("session %s: upstream writer failed", self.session.session_id, exc_info=exc)
+            why = f"the upstream writer failed: {type(exc).__name__}"
+        self._upstream_failed(segment, UpstreamError(errors.BackendUnavailable(why), None))
 
     async def _read_upstream(self, segment: _Segment) -> None:
         try:
