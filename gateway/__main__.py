@@ -27,6 +27,12 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     parser.add_argument(
         "--grpc-listen", help="host:port of the gRPC front (default 127.0.0.1:8081; '' disables)"
     )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=None,
+        help="share the ports with other gateway processes (SO_REUSEPORT)",
+    )
     parser.add_argument("--drain-grace-seconds", type=float)
     parser.add_argument("--tls-cert", help="PEM certificate chain for the edge (HTTP, WS, gRPC)")
     parser.add_argument("--tls-key", help="PEM private key for the edge")
@@ -45,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
         listen=args.listen,
         adapters=tuple(args.adapters) if args.adapters else None,
         grpc_listen=args.grpc_listen,
+        reuse_port=args.reuse_port,
         drain_grace_seconds=args.drain_grace_seconds,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

@@ -24,6 +24,13 @@ class GatewayConfig:
     # The voxwire.v1 gRPC front (same auth); empty disables it.
     grpc_listen: str = "127.0.0.1:8081"
     adapters: tuple[str, ...] = ("127.0.0.1:50051",)
+    # SO_REUSEPORT on both listeners (WebSocket/HTTP and the gRPC front): several gateway
+    # processes share one port and the kernel spreads new connections over them, which is how
+    # the edge uses more than one core (one event loop per process). Off by default, so that a
+    # second process on a taken port fails at start instead of silently sharing it. With it on,
+    # a draining process closes its listener at once, so new connections and resumes go to the
+    # others. Per-key limits (concurrent sessions, sessions per minute) are counted per process.
+    reuse_port: bool = False
     # One HTTP/2 connection per adapter carries every stream: gRPC core coalesces the writes of
     # many streams into one syscall, and the adapter reads one socket. Two cost the gateway 16 %
     # more CPU per message at 30 streams (BENCHMARKS.md, "One channel per adapter"). More only

@@ -70,6 +70,7 @@ class GatewayServer:
         self.app = build_app(self.gateway)
         self.front = GrpcFront(self.gateway, config.grpc_listen) if config.grpc_listen else None
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._reload: asyncio.Task[None] | None = None
         self.port = 0
         self._stopped = False
@@ -89,8 +90,15 @@ class GatewayServer:
             self.app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host or "127.0.0.1", int(port), ssl_context=self._tls())
+        site = web.TCPSite(
+            self._runner,
+            host or "127.0.0.1",
+            int(port),
+            ssl_context=self._tls(),
+            reuse_port=self.config.reuse_port or None,
+        )
         await site.start()
+        self._site = site
         self.port = self._runner.addresses[0][1]
         if self.front is not None:
             try:
@@ -136,6 +144,12 @@ class GatewayServer:
         """Refuse new sessions, send going_away, wait for sessions within ``grace``."""
         grace = self.config.drain_grace_seconds if grace is None else grace
         self.registry.draining = True
+        if self.config.reuse_port and self._site is not None:
+            # Processes share the port: stop taking connections, so that new sessions and the
+            # resumes of this process's own sessions reach the others at once (its open
+            # connections stay). A lone process keeps listening and answers DRAINING instead.
+            site, self._site = self._site, None
+            await site.stop()
         if self.front is not None:
             await self.front.drain()
         for runner in list(self.registry.runners):

@@ -81,7 +81,12 @@ class GrpcFront:
         self._listen = listen
         self.health = HealthServicer()
         self.server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+            options=[
+                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                # gRPC core sets SO_REUSEPORT unless told not to: only when the gateway is
+                # configured to share its ports (GatewayConfig.reuse_port).
+                ("grpc.so_reuseport", int(gateway.config.reuse_port)),
+            ]
         )
         for service in SERVICES:
             handlers = {m.name: self._handler(m) for m in service.methods}
