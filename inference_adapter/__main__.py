@@ -26,6 +26,12 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
         dest="triton_urls",
         help="Triton gRPC host:port (repeat per replica)",
     )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=None,
+        help="share --listen with other adapter processes (SO_REUSEPORT)",
+    )
     parser.add_argument("--max-streams-per-replica", type=int)
     parser.add_argument("--telemetry", choices=["none", "console", "otlp", "prometheus"])
     parser.add_argument("--otlp-endpoint")
@@ -49,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
     return config.with_overrides(
         listen=args.listen,
         triton_urls=tuple(args.triton_urls) if args.triton_urls else None,
+        reuse_port=args.reuse_port,
         max_streams_per_replica=args.max_streams_per_replica,
         telemetry=args.telemetry,
         otlp_endpoint=args.otlp_endpoint,

@@ -40,6 +40,10 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class AdapterConfig:
     listen: str = "127.0.0.1:50051"
+    # SO_REUSEPORT: several adapter processes share ``listen`` and the kernel spreads new
+    # connections over them (one event loop, one core each). Off by default (gRPC core would set
+    # it), so that a second adapter on a taken port fails at start instead of silently sharing.
+    reuse_port: bool = False
     # Triton gRPC endpoints (KServe v2), one per replica.
     triton_urls: tuple[str, ...] = ("127.0.0.1:8001",)
     # Streams (STT streams + TTS contexts) one replica may hold; beyond it: OVERLOADED. Each

@@ -79,6 +79,8 @@ class AdapterServer:
                 # Clients may ping every 10 s while streams are open (keepalive), not faster.
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # Only when configured to share the port (AdapterConfig.reuse_port).
+                ("grpc.so_reuseport", int(config.reuse_port)),
             ],
             interceptors=tuple(interceptors),
         )
