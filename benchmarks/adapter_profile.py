@@ -147,7 +147,9 @@ async def _sample(
         out = args.py_spy if path.target == "grpc" else args.py_spy.with_suffix(".proxy.folded")
         proc = await asyncio.create_subprocess_exec(
             spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
-            "--duration", str(int(args.seconds)), "--nonblocking", "-o", str(out),
+            "--duration", str(int(args.seconds)), "-o", str(out),
+            # py-spy refuses --native with --nonblocking: native stacks pause the process.
+            *(["--native"] if args.native else ["--nonblocking"]),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         _, row = await measure(path, "stt", args.streams, args.seconds, workdir)
@@ -172,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
         "--py-spy",
         type=Path,
         help="also sample the adapter into this file (the null proxy beside it, .proxy.folded)",
+    )
+    parser.add_argument(
+        "--native", action="store_true", help="py-spy: native frames too (gRPC core, syscalls)"
     )
     args: Any = parser.parse_args(argv)
     asyncio.run(profile(args))

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 from pathlib import Path
 
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
+from voxwire.gc_policy import settle_after_startup
 
 
 def parse_args(argv: list[str] | None = None) -> GatewayConfig:
@@ -66,15 +66,7 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
 async def serve(config: GatewayConfig) -> None:
     server = GatewayServer(config)
     await server.start()
-    # What start-up made (modules, descriptors, config) lives as long as the process: move it
-    # out of the collector's generations, so the full collections that sessions' garbage
-    # triggers do not traverse it again each time. And collect the young generation every
-    # 10,000 allocations instead of 700: most of a session's garbage dies by reference count
-    # before a collection sees it, and a young generation padded with sessions' long-lived
-    # objects (replay windows) cost ~2 % of the CPU at 100 streams in collections
-    # (BENCHMARKS.md, "Gateway hot path").
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    settle_after_startup()  # voxwire/gc_policy.py
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from inference_adapter.config import AdapterConfig
 from inference_adapter.server import AdapterServer
+from voxwire.gc_policy import settle_after_startup
 
 
 def parse_args(argv: list[str] | None = None) -> AdapterConfig:
@@ -71,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
 async def serve(config: AdapterConfig) -> None:
     server = AdapterServer(config)
     await server.start()
+    settle_after_startup()  # voxwire/gc_policy.py
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
