@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import pytest
@@ -104,3 +105,26 @@ async def test_a_failed_write_breaks_the_outbox() -> None:
             await writer
     with pytest.raises(OutboxBroken):
         box.put(b"y")
+
+
+async def test_an_idle_outbox_holds_no_queue_not_even_in_its_parked_writer() -> None:
+    """Memory per idle stream (BENCHMARKS.md, "Memory per idle WebSocket"): once drained, the
+    queue is dropped by the outbox and by the writer's frame, which parks on a future."""
+    sent: list[bytes] = []
+
+    async def write(item: bytes) -> None:
+        sent.append(item)
+
+    box = _outbox(write)
+    writer = asyncio.create_task(box.run())
+    box.put(b"hello")
+    queue = box._queue
+    assert queue is not None
+    for _ in range(10):
+        await asyncio.sleep(0)  # the writer drains and parks
+    assert sent == [b"hello"] and box._queue is None
+    # Only this test's name and getrefcount's argument refer to it now.
+    assert sys.getrefcount(queue) == 2
+    box.close()
+    async with asyncio.timeout(5):
+        await writer

@@ -176,3 +176,15 @@ def test_replay_since_the_end_is_the_controls_alone():
     window.append(pcm(1600))
     window.ack(100)
     assert window.replay_since(100, [(1600, "finalize")]) == ["finalize"]
+
+
+def test_a_window_with_nothing_unacknowledged_holds_no_chunk_queue():
+    """Memory per idle session: the queue of chunks exists only while audio is held."""
+    window = AudioReplayWindow(2, 16000, max_ms=1000)
+    assert window._chunks is None and window.audio_since(0) == b""
+    window.append(b"\x01\x00" * 160)  # 10 ms
+    assert window._chunks is not None
+    window.ack(10)
+    assert window._chunks is None and window.audio_since(10) == b""
+    window.append(b"\x02\x00" * 16)
+    assert window.audio_since(10) == b"\x02\x00" * 16
