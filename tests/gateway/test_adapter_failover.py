@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import grpc
 import pytest
 import pytest_asyncio
 
@@ -33,7 +34,9 @@ from tests.client.test_stt_resume import edit_ops
 from tests.helpers.adapter_process import AdapterProcess, start_adapter
 from tests.helpers.edge import auth_config
 from tests.helpers.speech_fixtures import SPEECH_DIR
+from tests.helpers.status import from_trailers
 from tests.helpers.wavio import read_wav
+from voxwire.v1 import audio_pb2, transcription_pb2, transcription_pb2_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -92,6 +95,7 @@ async def fleet(triton: TritonServer, tmp_path: Path) -> AsyncIterator[Fleet]:
         gateway = GatewayServer(
             GatewayConfig(
                 listen="127.0.0.1:0",
+                grpc_listen="127.0.0.1:0",  # the gRPC front: the caller resumes itself
                 adapters=tuple(a.address for a in adapters),
                 auth=auth_config(tmp_path / "keys.toml"),
             )
@@ -201,6 +205,107 @@ async def test_stt_session_survives_the_sigkill_of_its_adapter(fleet: Fleet):
     notice_at = next(t for t, m in run.messages if "notice" in m)
     print(f"gateway STT failover: SIGKILL -> FAILOVER notice {notice_at - run.killed_at:.3f} s")
     assert notice_at - run.killed_at < 3.0
+
+
+# -- the gRPC front: no failover inside, the caller resumes with the contract's offsets ------
+
+
+async def front_call(
+    fleet: Fleet, config: transcription_pb2.TranscriptionConfig, audio: bytes, *, fault: bool
+) -> tuple[list[transcription_pb2.TranscriptResult], grpc.StatusCode, dict]:
+    """One StreamingTranscribe through the gateway's gRPC front: ``audio`` in 100 ms messages
+    (as fast as the call takes them), then the half-close. With ``fault``, as ``stt_session``:
+    at 5.0 s, once a final has come, SIGKILL the adapter serving the call."""
+    step = 16000 // 10 * 2
+    first_final = asyncio.Event()
+    finals: list[transcription_pb2.TranscriptResult] = []
+    metadata = (("authorization", f"Bearer {fleet.key}"),)
+    async with grpc.aio.insecure_channel(fleet.gateway.grpc_address) as channel:
+        call = transcription_pb2_grpc.TranscriptionStub(channel).StreamingTranscribe(
+            metadata=metadata, timeout=60
+        )
+
+        async def write() -> None:
+            await call.write(transcription_pb2.StreamingTranscribeRequest(config=config))
+            for pos in range(0, len(audio), step):
+                if fault and pos == FAULT_AT_MS * 16000 * 2 // 1000:
+                    async with asyncio.timeout(20):
+                        await first_final.wait()
+                    fleet.serving().kill()
+                if call.done():
+                    return  # a write after the end turns the status into INTERNAL (grpc#36066)
+                try:
+                    await call.write(
+                        transcription_pb2.StreamingTranscribeRequest(audio=audio[pos : pos + step])
+                    )
+                except grpc.aio.AioRpcError:
+                    return  # the call ended under the write: its status says how
+            if not call.done():
+                await call.done_writing()
+
+        writer = asyncio.create_task(write())
+        try:
+            async with asyncio.timeout(60):
+                async for response in call:
+                    if response.HasField("result") and response.result.is_final:
+                        finals.append(response.result)
+                        first_final.set()
+        except grpc.aio.AioRpcError:
+            pass
+        code = await call.code()
+        trailers = dict(await call.trailing_metadata() or ())
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+    return finals, code, trailers
+
+
+async def test_through_the_grpc_front_an_adapters_death_is_retryable_and_the_caller_resumes(
+    fleet: Fleet,
+):
+    """docs/design/edge.md, "Upstream failover inside the gateway": the gRPC front relays bytes
+    and holds no replay window, so a dead adapter ends the call with the retryable
+    BACKEND_UNAVAILABLE; a new call with ``stream_offset_ms`` and ``first_utterance_index``
+    from the last final continues the transcript: no word lost or repeated, offsets and ids
+    continuing."""
+    pcm, rate = read_wav(SPEECH_DIR / FIXTURE)
+    assert rate == 16000
+    audio = pcm.tobytes()
+    config = transcription_pb2.TranscriptionConfig(
+        model="stt_pocketsphinx",
+        word_timestamps=True,
+        audio_format=audio_pb2.AudioFormat(
+            encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=rate
+        ),
+    )
+    reference, code, _ = await front_call(fleet, config, audio, fault=False)
+    assert code == grpc.StatusCode.OK and len(reference) >= 2
+    await fleet.all_serving()
+
+    before, code, trailers = await front_call(fleet, config, audio, fault=True)
+    assert code == grpc.StatusCode.UNAVAILABLE, trailers
+    error = from_trailers(trailers)
+    assert error.reason == "BACKEND_UNAVAILABLE" and error.retryable, error
+    assert before, "the fault came after the first final"
+    through = before[-1].end_ms
+    resumed = transcription_pb2.TranscriptionConfig()
+    resumed.CopyFrom(config)
+    resumed.stream_offset_ms = through
+    resumed.first_utterance_index = int(before[-1].utterance_id.removeprefix("u")) + 1
+    after, code, trailers = await front_call(
+        fleet, resumed, audio[through * rate * 2 // 1000 :], fault=False
+    )
+    assert code == grpc.StatusCode.OK, trailers
+
+    finals = before + after
+    assert [f.utterance_id for f in finals] == [f"u{i}" for i in range(len(finals))]
+    end = 0
+    for final in finals:
+        assert end <= final.start_ms <= final.end_ms, (end, final.start_ms, final.end_ms)
+        end = final.end_ms
+    words = " ".join(f.transcript for f in finals).split()
+    want = " ".join(f.transcript for f in reference).split()
+    ops = edit_ops(want, words)
+    assert ops["insert"] == ops["delete"] == 0 and ops["substitute"] <= 1, (want, words)
 
 
 async def test_with_no_adapter_left_the_session_ends_with_a_retryable_error(fleet: Fleet):

@@ -270,7 +270,8 @@ async def test_audio_sent_while_the_probe_takes_a_replica_out_moves_with_the_str
     replica's leases fail, as ``poll_once`` fails them): the lease watcher cancels each call,
     and a client pump that sends on the cancelled call before the model pump has moved the
     stream must leave that audio to the replay, not fail the stream (the fuzz run saw INTERNAL
-    "SendsStopped" there, 3 streams in 15,000 cases). Every stream moves and ends OK."""
+    "SendsStopped" there, 3 streams in 15,000 cases). Every stream on it moves, and every
+    stream ends OK with all its audio."""
     streams, chunks = 8, 40
     moving = asyncio.Event()
 
@@ -306,13 +307,19 @@ async def test_audio_sent_while_the_probe_takes_a_replica_out_moves_with_the_str
             if sum(r.active for r in held) >= streams:
                 break
             await asyncio.sleep(0.05)
+        # One replica goes out, the one holding more streams; they move to the other. (Taking
+        # both out at once moved each replica's streams onto the other, whose calls had just
+        # been cancelled; 2 CI runs in ~5 then had a moved stream's START unanswered by that
+        # Triton for 10 s: see the stop note of 2026-12-01. A probe that fails takes out a
+        # replica that is down, not both of two healthy ones.)
+        victim = max(held, key=lambda r: r.active)
+        moved = victim.active
         moving.set()
-        await asyncio.sleep(0)  # the clients write again; their replicas go out under them
-        for replica in held:
-            replica.fail_all("readiness probe failed: taken out by the test")
+        await asyncio.sleep(0)  # the clients write again; their replica goes out under them
+        victim.fail_all("readiness probe failed: taken out by the test")
         results = await asyncio.gather(*runs)
     assert [code for code, _, _ in results] == [grpc.StatusCode.OK] * streams, results
-    assert all(notices >= 1 for _, notices, _ in results), results
+    assert moved >= streams // 2 and sum(n >= 1 for _, n, _ in results) == moved, results
     assert [audio_ms for _, _, audio_ms in results] == [chunks * CHUNK_MS] * streams, results
 
 
