@@ -113,9 +113,8 @@ async def both_ready(tritons, adapter) -> AsyncIterator[None]:
         await asyncio.sleep(0.1)  # the adapter's probe runs every 0.2 s
     else:
         raise AssertionError("the adapter did not see both replicas ready within 30 s")
-    # Ready is not answering: a Triton stopped and continued by the ``hang`` case may still be
-    # bringing its Python stubs back, and a START sent then waits past the adapter's 10 s. A
-    # real bench_stt START round trip on each proves both serve before a test counts on them.
+    # Ready is not answering: a real bench_stt START round trip on each (on a channel of its
+    # own) proves both serve before a test counts on them.
     for server in tritons:
         await asyncio.wait_for(start_latency(server.grpc_url, "bench_stt"), 60)
     yield
@@ -236,6 +235,14 @@ async def test_stt_stream_moves_to_the_surviving_replica_without_loss(
         finally:
             if failure == "hang":
                 os.kill(victim.pid, signal.SIGCONT)
+                # And replace it: a Triton stopped for seconds under live calls, then continued,
+                # is not the fresh, healthy replica the next tests assume. In a CI run of
+                # 2026-12-01 the next test's first START on it went unanswered for 10 s through
+                # the adapter's channels, just after a START on a new channel had been answered
+                # (and a CI run of 2026-11-30 failed that test the same way). The next test's
+                # ``both_ready`` starts it again on its ports.
+                victim.kill()
+                await victim.stop(grace=10)  # reaped, so that ``revive`` sees it gone
     assert reference.code == run.code == grpc.StatusCode.OK, from_trailers(dict(run.trailers))
     (notice,) = run.of("notice")
     assert notice.kind == FAILOVER
@@ -270,8 +277,7 @@ async def test_audio_sent_while_the_probe_takes_a_replica_out_moves_with_the_str
     replica's leases fail, as ``poll_once`` fails them): the lease watcher cancels each call,
     and a client pump that sends on the cancelled call before the model pump has moved the
     stream must leave that audio to the replay, not fail the stream (the fuzz run saw INTERNAL
-    "SendsStopped" there, 3 streams in 15,000 cases). Every stream on it moves, and every
-    stream ends OK with all its audio."""
+    "SendsStopped" there, 3 streams in 15,000 cases). Every stream moves and ends OK."""
     streams, chunks = 8, 40
     moving = asyncio.Event()
 
@@ -307,19 +313,13 @@ async def test_audio_sent_while_the_probe_takes_a_replica_out_moves_with_the_str
             if sum(r.active for r in held) >= streams:
                 break
             await asyncio.sleep(0.05)
-        # One replica goes out, the one holding more streams; they move to the other. (Taking
-        # both out at once moved each replica's streams onto the other, whose calls had just
-        # been cancelled; 2 CI runs in ~5 then had a moved stream's START unanswered by that
-        # Triton for 10 s: see the stop note of 2026-12-01. A probe that fails takes out a
-        # replica that is down, not both of two healthy ones.)
-        victim = max(held, key=lambda r: r.active)
-        moved = victim.active
         moving.set()
-        await asyncio.sleep(0)  # the clients write again; their replica goes out under them
-        victim.fail_all("readiness probe failed: taken out by the test")
+        await asyncio.sleep(0)  # the clients write again; their replicas go out under them
+        for replica in held:
+            replica.fail_all("readiness probe failed: taken out by the test")
         results = await asyncio.gather(*runs)
     assert [code for code, _, _ in results] == [grpc.StatusCode.OK] * streams, results
-    assert moved >= streams // 2 and sum(n >= 1 for _, n, _ in results) == moved, results
+    assert all(notices >= 1 for _, notices, _ in results), results
     assert [audio_ms for _, _, audio_ms in results] == [chunks * CHUNK_MS] * streams, results
 
 
