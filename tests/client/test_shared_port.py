@@ -23,20 +23,19 @@ import pytest
 import pytest_asyncio
 
 from inference_adapter.server import AdapterServer
-from tests.client.conftest import OPTIONS
-from tests.client.helpers import Run, fixture_pcm, stream, stt_config
+from tests.client.helpers import Run, fixture_pcm, stt_config
 from tests.client.test_stt_resume import (
-    FAULT_AT_MS,
     FIXTURE,
     assert_continuous,
     assert_same_timeline,
     assert_same_words,
     baseline,  # noqa: F401 (the fixture)
+    faulted_run,
 )
 from tests.helpers.edge import Edge
 from tests.helpers.gateway_process import GatewayProcess, start_gateway, write_config
 from voxwire.client import TranscriptionSession
-from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc, transcription_pb2
+from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -143,34 +142,16 @@ async def test_a_draining_process_hands_its_session_over_on_the_same_url(
     it closes its listener and sends going_away, and the SDK's resume through the same URL
     reaches the other process, with the words and timeline of a run without the fault."""
     a, b, port, _ = shared
-    audio, rate = fixture_pcm(FIXTURE)
-    run = Run()
-    first_final = asyncio.Event()
     signalled: list[GatewayProcess] = []
 
-    async def watch() -> None:
-        async for event in session.events():
-            run.events.append(event)
-            if isinstance(event, transcription_pb2.TranscriptResult) and event.is_final:
-                first_final.set()
+    async def holder() -> GatewayProcess:
+        held = await held_by((a, b), port)
+        (serving,) = [p for p in (a, b) if held[p.pid]]
+        signalled.append(serving)
+        return serving
 
-    async def fault(sent_bytes: int) -> None:
-        if sent_bytes == FAULT_AT_MS * rate * 2 // 1000:
-            async with asyncio.timeout(20):
-                await first_final.wait()
-            held = await held_by((a, b), port)
-            (serving,) = [p for p in (a, b) if held[p.pid]]
-            signalled.append(serving)
-            serving.signal(signal.SIGTERM)
-
-    async with asyncio.timeout(45):
-        session = await TranscriptionSession.connect(
-            a.ws, stt_config(rate), api_key=edge.key, options=OPTIONS
-        )
-        reader = asyncio.create_task(watch())
-        await stream(session, audio, rate, realtime=True, after_chunk=fault)
-        run.summary = await session.close()
-        await reader
+    # Both "URLs" are the one shared port.
+    run = await faulted_run(edge, a, b, signal.SIGTERM, pick=holder)
     (drained,) = signalled
     assert await drained.wait(10.0) == 0, drained.log()
     other = b if drained is a else a
@@ -179,6 +160,7 @@ async def test_a_draining_process_hands_its_session_over_on_the_same_url(
     assert resumed.cause == "going_away", run.resumes
     assert_same_words(run, baseline)
     assert run.summary is not None and run.summary.audio_ms == baseline.summary.audio_ms
+    audio, rate = fixture_pcm(FIXTURE)
     assert_continuous(run, len(audio) * 1000 // (rate * 2))
     assert_same_timeline(run, baseline)
     print(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 
 import pytest
 import pytest_asyncio
@@ -50,12 +51,18 @@ async def baseline(edge: Edge) -> Run:
 
 
 async def faulted_run(
-    edge: Edge, serving: GatewayProcess, other: GatewayProcess, sig: signal.Signals
+    edge: Edge,
+    serving: GatewayProcess,
+    other: GatewayProcess,
+    sig: signal.Signals,
+    *,
+    pick: Callable[[], Awaitable[GatewayProcess]] | None = None,
 ) -> Run:
     """Stream the fixture at real time to ``serving`` (then ``other``); at 5.0 s of audio (the
-    middle of the second sentence, 4.3 to 5.9 s) send ``sig`` to ``serving``. The stream
-    pauses there until the first utterance's final has come (on a loaded machine it can lag
-    the audio), so the fault always lands mid-utterance with an ack to resume from."""
+    middle of the second sentence, 4.3 to 5.9 s) send ``sig`` to ``serving`` (or to the
+    process ``pick`` names then). The stream pauses there until the first utterance's final
+    has come (on a loaded machine it can lag the audio), so the fault always lands
+    mid-utterance with an ack to resume from."""
     audio, rate = fixture_pcm(FIXTURE)
     run = Run()
     first_final = asyncio.Event()
@@ -71,7 +78,7 @@ async def faulted_run(
             async with asyncio.timeout(20):
                 await first_final.wait()
             faulted_after.append(len(run.finals))
-            serving.signal(sig)
+            (await pick() if pick is not None else serving).signal(sig)
 
     faulted_after: list[int] = []
     async with asyncio.timeout(45):

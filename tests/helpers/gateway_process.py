@@ -72,10 +72,10 @@ def write_config(
     adapter: str,
     *,
     drain_grace_s: float,
-    tables: dict[str, dict[str, object]] | None = None,
+    tables: dict[str, object] | None = None,
 ) -> Path:
-    """A gateway config sharing ``edge``'s keys; ``tables`` adds settings (``{"stt":
-    {"idle_timeout_s": 3}}``)."""
+    """A gateway config sharing ``edge``'s keys; ``tables`` adds settings, top-level keys or
+    tables (``{"reuse_port": True, "stt": {"idle_timeout_s": 3}}``)."""
     config: dict[str, object] = {
         "listen": "127.0.0.1:0",
         "grpc_listen": "127.0.0.1:0",
