@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,27 +72,33 @@ def summarize(folded: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-async def _measure(
+async def measure_path(
     path: PathSpec,
-    pid: int,
+    pids: Sequence[int],
     adapter_pid: int,
     kind: str,
     streams: int,
     seconds: float,
     folder: Path,
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    """One run of ``path``: the CPU per message of its server processes ``pids`` together (and
+    how it split between them), the adapter's, latency percentiles, errors."""
     s = scenario(path, kind, streams, seconds)
-    procs = {"server": lambda: [pid], "adapter": lambda: [adapter_pid]}
+    procs: dict[str, Any] = {f"s{i}": (lambda p=pid: [p]) for i, pid in enumerate(pids)}
+    procs["adapter"] = lambda: [adapter_pid]
     before = cpu_snapshot(procs)
     merged = await asyncio.to_thread(runner.run, s, folder, live=False)
     used = cpu_delta(before, cpu_snapshot(procs))
     messages = max(1, merged.counters.get(MESSAGES[kind], 0))
+    servers = [used[f"s{i}"] for i in range(len(pids))]
     h = stats(merged.totals[METRIC[kind]])
     return {
-        "cpu_us": used["server"] * 1e6 / messages,
+        "cpu_us": sum(servers) * 1e6 / messages,
+        "split": [cpu / max(sum(servers), 1e-9) for cpu in servers],
         "adapter_cpu_us": used["adapter"] * 1e6 / messages,
         "p50": h["p50"],
         "p99": h["p99"],
+        "samples": h["count"],
         "busy": used["_busy"],
         "errors": float(sum(merged.errors.values())),
     }
@@ -183,8 +190,8 @@ async def main(args: argparse.Namespace) -> None:
                     folded = args.out / f"{PROFILED[path.label]}.folded"
                     spy = await _spy(proc.pid, args.seconds, folded, args.native)
                 folder = work / f"{path.label}-{round_}"
-                row = await _measure(
-                    path, proc.pid, adapter_pid, args.kind, args.streams, args.seconds, folder
+                row = await measure_path(
+                    path, [proc.pid], adapter_pid, args.kind, args.streams, args.seconds, folder
                 )
                 rows.append((path.label, row))
                 print(

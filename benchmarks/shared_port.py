@@ -28,36 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.gateway_profile import measure_path
 from benchmarks.gateway_stack import gateway_process, gateway_setup
-from benchmarks.record import MESSAGES, METRIC, TTS_MODEL, PathSpec, scenario
-from benchmarks.stack import LOOPBACK, adapter_process, cpu_delta, cpu_snapshot, free_port
-from loadtest import runner
-from loadtest.results import stats
+from benchmarks.record import TTS_MODEL, PathSpec
+from benchmarks.stack import LOOPBACK, adapter_process, free_port
 from localstack.triton import TritonServer, default_model_repository
-
-
-async def _measure(
-    path: PathSpec, pids: list[int], adapter_pid: int, streams: int, seconds: float, folder: Path
-) -> dict[str, Any]:
-    s = scenario(path, "stt", streams, seconds)
-    procs: dict[str, Any] = {f"g{i}": (lambda p=pid: [p]) for i, pid in enumerate(pids)}
-    procs["adapter"] = lambda: [adapter_pid]
-    before = cpu_snapshot(procs)
-    merged = await asyncio.to_thread(runner.run, s, folder, live=False)
-    used = cpu_delta(before, cpu_snapshot(procs))
-    messages = max(1, merged.counters.get(MESSAGES["stt"], 0))
-    gateways = [used[f"g{i}"] for i in range(len(pids))]
-    h = stats(merged.totals[METRIC["stt"]])
-    return {
-        "cpu_us": sum(gateways) * 1e6 / messages,
-        "split": [g / max(sum(gateways), 1e-9) for g in gateways],
-        "adapter_cpu_us": used["adapter"] * 1e6 / messages,
-        "p50": h["p50"],
-        "p99": h["p99"],
-        "samples": h["count"],
-        "busy": used["_busy"],
-        "errors": float(sum(merged.errors.values())),
-    }
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,8 +76,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 shift = round_ % len(paths)
                 for path, path_pids in paths[shift:] + paths[:shift]:
                     folder = work / f"{path.label}-{streams}-{round_}".replace(" ", "_")
-                    row = await _measure(
-                        path, path_pids, adapter.pid, streams, args.seconds, folder
+                    row = await measure_path(
+                        path, path_pids, adapter.pid, "stt", streams, args.seconds, folder
                     )
                     row |= {"path": path.label, "streams": streams, "round": round_ + 1}
                     rows.append(row)

@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from tests.client.test_stt_resume import (
     baseline,  # noqa: F401 (the fixture)
     faulted_run,
 )
+from tests.helpers.adapter_process import free_port
 from tests.helpers.edge import Edge
 from tests.helpers.gateway_process import GatewayProcess, start_gateway, write_config
 from voxwire.client import TranscriptionSession
@@ -40,12 +40,6 @@ from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 _SOCKET = re.compile(r"socket:\[(\d+)\]")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def connections(pid: int, port: int) -> int:

@@ -53,7 +53,7 @@ class AdapterProcess:
                     await self.process.wait()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     # There is a short window before the adapter binds it; acceptable for tests (as in
     # localstack.triton).
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -66,7 +66,7 @@ async def start_adapter(
 ) -> AdapterProcess:
     """Start one adapter process and wait until it serves. Raises RuntimeError (with its log)
     if it exits or does not serve within ``timeout_s``."""
-    port = _free_port()
+    port = free_port()
     urls = [arg for url in triton_urls for arg in ("--triton-url", url)]
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(

@@ -4,21 +4,14 @@ silently take half its connections instead of failing."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from inference_adapter.config import AdapterConfig
 from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer
+from tests.helpers.adapter_process import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("reuse_port", [False, True])
