@@ -189,11 +189,16 @@ class StreamRunner(Generic[M]):
                 await self.outbox.flush(FAILED_FLUSH_S)  # what was decided still reaches the client
             set_status(self.context, error, body.timings())
         finally:
-            await self.end_tasks()
-            body.release()
-            if self._admitted:
-                self.rt.leave()
-                self.rt.telemetry.active_streams.add(-1, {"service": self.service})
+            try:
+                await self.end_tasks()
+            finally:
+                # Even when a cancel lands in that wait (a client that cancels as soon as it has
+                # the summary, as the gateway does): its tasks are cancelled already, and the
+                # stream's count and model slot must be given back whatever happens.
+                body.release()
+                if self._admitted:
+                    self.rt.leave()
+                    self.rt.telemetry.active_streams.add(-1, {"service": self.service})
 
     async def _open(self) -> None:
         """Send the initial metadata. Raises SlowConsumer when it is not taken in time, or what

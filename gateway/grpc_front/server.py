@@ -37,7 +37,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from gateway.auth import Principal, SessionPermit
-from gateway.grpc_front.relay import Status, StreamRelay, unary
+from gateway.grpc_front import stt_stream
+from gateway.grpc_front.relay import OPEN_TIMEOUT_S, Status, StreamRelay, unary
 from gateway.state import Gateway
 from gateway.telemetry import trace_carrier, upstream_trace_metadata
 from gateway.upstream.pool import Lease
@@ -210,6 +211,9 @@ class GrpcFront:
         with gateway.tracing.session_span(
             f"grpc {path}", trace_carrier(metadata), {"rpc.system": "grpc", "rpc.method": path}
         ) as span:
+            if path == stt_stream.METHOD:
+                await self._transcribe(requests, context, span)
+                return
             try:
                 permit, lease = self._admit_to_upstream(path, context, span)
             except errors.VoxwireError as exc:
@@ -236,11 +240,69 @@ class GrpcFront:
                 if permit is not None:
                     permit.release()
                 gateway.registry.discard(relay)
-                metrics = gateway.metrics
-                metrics.sessions_active.labels(kind="grpc").dec()
-                code = status.code.name if status is not None else "CANCELLED"
-                metrics.sessions_ended.labels(kind="grpc", code=code).inc()
-                metrics.session_seconds.labels(kind="grpc").observe(time.monotonic() - started)
+                self._count_end(status, started)
+
+    async def _transcribe(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext, span: Any
+    ) -> None:
+        """StreamingTranscribe: the WebSocket session's core and runner on the contract's
+        messages (``stt_stream.py``), so an adapter's death moves the call, as it moves a
+        WebSocket session, instead of ending it."""
+        gateway = self._gateway
+        path = stt_stream.METHOD
+        try:
+            principal, permit = self._admit(path, context)
+            span.set_attribute("voxwire.key_id", principal.key_id)
+        except errors.VoxwireError as exc:
+            span.set_attribute("voxwire.error.reason", exc.reason)
+            await self._refuse_stream(path, requests, context, exc)
+            return
+        assert permit is not None
+        runner = stt_stream.FrontSttRunner(
+            gateway.config.stt,
+            stt_stream.CallPort(requests, context),
+            gateway.pool,
+            session_id=gateway.new_session_id(),
+            runner_limits=gateway.config.runner,
+            metadata=upstream_trace_metadata(),
+        )
+        started = time.monotonic()
+        gateway.registry.add(runner)
+        gateway.metrics.sessions_active.labels(kind="grpc").inc()
+        status: Status | None = None
+        try:
+            # Headers first, so that a status can always follow a write cancelled in flight
+            # (relay.py: gRPC core refuses initial metadata twice and the call never ends).
+            try:
+                async with asyncio.timeout(OPEN_TIMEOUT_S):
+                    await context.send_initial_metadata(())
+            except TimeoutError:
+                status = Status.of(
+                    errors.SlowConsumer(
+                        f"the client took no response headers within {OPEN_TIMEOUT_S:g} s"
+                    )
+                )
+            else:
+                await runner.run()
+                # None: the run ended with no decision of the session's (the client's stream
+                # broke under the reader): a status for whoever still reads.
+                status = runner.status or Status.of(
+                    errors.InternalError("the call ended without a decision of its session")
+                )
+            span.set_attribute("rpc.grpc.status_code", status.code.value[0])
+            status.apply(context)
+        finally:
+            permit.release()
+            gateway.registry.discard(runner)
+            self._count_end(status, started)
+
+    def _count_end(self, status: Status | None, started: float) -> None:
+        """A streaming call ended with ``status`` (None: the client left)."""
+        metrics = self._gateway.metrics
+        metrics.sessions_active.labels(kind="grpc").dec()
+        code = status.code.name if status is not None else "CANCELLED"
+        metrics.sessions_ended.labels(kind="grpc", code=code).inc()
+        metrics.session_seconds.labels(kind="grpc").observe(time.monotonic() - started)
 
     async def _refuse_stream(
         self,

@@ -73,7 +73,9 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
         if actions.cancel_upstream:
             self._stop_segment(failed=True)
         for message in actions.to_client:
-            self._put_client(encode(message))
+            item = self._client_item(message)
+            if item is not None:
+                self._put_client(item)
         if actions.open_upstream is not None:
             self._open(actions.open_upstream)
         if actions.to_upstream and self._segment is not None:
@@ -88,6 +90,16 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
 
     def _stop_upstream(self) -> None:
         self._stop_segment()
+
+    def _upstream_timeout(self) -> float | None:
+        """The deadline of an upstream call: none for a WebSocket session (its own deadlines
+        end it); the gRPC front passes on what is left of its caller's."""
+        return None
+
+    def _client_item(self, message: stt_pb2.SttServerMessage) -> str | bytes | None:
+        """What goes on the client's wire for ``message`` (None: nothing). WebSocket: its
+        canonical JSON; the gRPC front's runner maps it to the contract's response."""
+        return encode(message)
 
     # -- the client ----------------------------------------------------------------------------
 
@@ -142,7 +154,9 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
             except errors.BackendUnavailable as again:
                 self._execute(self.session.fail(again))
                 return
-        call = lease.adapter.streaming_transcribe_serialized()(metadata=self._metadata)
+        call = lease.adapter.streaming_transcribe_serialized()(
+            metadata=self._metadata, timeout=self._upstream_timeout()
+        )
         # The outbox bounds each write (SlowConsumer past write_timeout): no second deadline.
         upstream: UpstreamCall[bytes, Response] = UpstreamCall(
             self._pool, lease, call, write_timeout=self._limits.write_timeout_s, timed_writes=False

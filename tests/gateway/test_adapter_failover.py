@@ -36,7 +36,13 @@ from tests.helpers.edge import auth_config
 from tests.helpers.speech_fixtures import SPEECH_DIR
 from tests.helpers.status import from_trailers
 from tests.helpers.wavio import read_wav
-from voxwire.v1 import audio_pb2, transcription_pb2, transcription_pb2_grpc
+from voxwire.v1 import (
+    audio_pb2,
+    stream_pb2,
+    timings_pb2,
+    transcription_pb2,
+    transcription_pb2_grpc,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -207,31 +213,50 @@ async def test_stt_session_survives_the_sigkill_of_its_adapter(fleet: Fleet):
     assert notice_at - run.killed_at < 3.0
 
 
-# -- the gRPC front: no failover inside, the caller resumes with the contract's offsets ------
+# -- the gRPC front: the same failover, on the contract's messages ---------------------------
+
+
+@dataclass
+class FrontRun:
+    responses: list[transcription_pb2.StreamingTranscribeResponse]
+    code: grpc.StatusCode
+    trailers: dict
+    killed_at: float = 0.0
+    notice_at: float = 0.0
+
+    def of(self, kind: str) -> list:
+        return [getattr(r, kind) for r in self.responses if r.WhichOneof("response") == kind]
+
+    @property
+    def finals(self) -> list[transcription_pb2.TranscriptResult]:
+        return [r for r in self.of("result") if r.is_final]
 
 
 async def front_call(
     fleet: Fleet, config: transcription_pb2.TranscriptionConfig, audio: bytes, *, fault: bool
-) -> tuple[list[transcription_pb2.TranscriptResult], grpc.StatusCode, dict]:
+) -> FrontRun:
     """One StreamingTranscribe through the gateway's gRPC front: ``audio`` in 100 ms messages
     (as fast as the call takes them), then the half-close. With ``fault``, as ``stt_session``:
     at 5.0 s, once a final has come, SIGKILL the adapter serving the call."""
     step = 16000 // 10 * 2
     first_final = asyncio.Event()
-    finals: list[transcription_pb2.TranscriptResult] = []
+    responses: list[transcription_pb2.StreamingTranscribeResponse] = []
     metadata = (("authorization", f"Bearer {fleet.key}"),)
+    killed_at = notice_at = 0.0
     async with grpc.aio.insecure_channel(fleet.gateway.grpc_address) as channel:
         call = transcription_pb2_grpc.TranscriptionStub(channel).StreamingTranscribe(
             metadata=metadata, timeout=60
         )
 
         async def write() -> None:
+            nonlocal killed_at
             await call.write(transcription_pb2.StreamingTranscribeRequest(config=config))
             for pos in range(0, len(audio), step):
                 if fault and pos == FAULT_AT_MS * 16000 * 2 // 1000:
                     async with asyncio.timeout(20):
                         await first_final.wait()
                     fleet.serving().kill()
+                    killed_at = time.monotonic()
                 if call.done():
                     return  # a write after the end turns the status into INTERNAL (grpc#36066)
                 try:
@@ -247,26 +272,25 @@ async def front_call(
         try:
             async with asyncio.timeout(60):
                 async for response in call:
+                    responses.append(response)
                     if response.HasField("result") and response.result.is_final:
-                        finals.append(response.result)
                         first_final.set()
+                    if response.HasField("notice") and not notice_at:
+                        notice_at = time.monotonic()
         except grpc.aio.AioRpcError:
             pass
         code = await call.code()
         trailers = dict(await call.trailing_metadata() or ())
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
-    return finals, code, trailers
+    return FrontRun(responses, code, trailers, killed_at, notice_at)
 
 
-async def test_through_the_grpc_front_an_adapters_death_is_retryable_and_the_caller_resumes(
-    fleet: Fleet,
-):
-    """docs/design/edge.md, "Upstream failover inside the gateway": the gRPC front relays bytes
-    and holds no replay window, so a dead adapter ends the call with the retryable
-    BACKEND_UNAVAILABLE; a new call with ``stream_offset_ms`` and ``first_utterance_index``
-    from the last final continues the transcript: no word lost or repeated, offsets and ids
-    continuing."""
+async def test_a_grpc_call_through_the_front_survives_the_sigkill_of_its_adapter(fleet: Fleet):
+    """docs/design/edge.md, "Upstream failover inside the gateway": the front runs
+    StreamingTranscribe on the WebSocket session's core, so the caller sees a FAILOVER notice
+    and no error: no word lost or repeated, ids and offsets continuing, one summary for the
+    whole call and the timing trailers of both upstream streams."""
     pcm, rate = read_wav(SPEECH_DIR / FIXTURE)
     assert rate == 16000
     audio = pcm.tobytes()
@@ -277,35 +301,66 @@ async def test_through_the_grpc_front_an_adapters_death_is_retryable_and_the_cal
             encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=rate
         ),
     )
-    reference, code, _ = await front_call(fleet, config, audio, fault=False)
-    assert code == grpc.StatusCode.OK and len(reference) >= 2
+    reference = await front_call(fleet, config, audio, fault=False)
+    assert reference.code == grpc.StatusCode.OK and len(reference.finals) >= 2
     await fleet.all_serving()
 
-    before, code, trailers = await front_call(fleet, config, audio, fault=True)
-    assert code == grpc.StatusCode.UNAVAILABLE, trailers
-    error = from_trailers(trailers)
-    assert error.reason == "BACKEND_UNAVAILABLE" and error.retryable, error
-    assert before, "the fault came after the first final"
-    through = before[-1].end_ms
-    resumed = transcription_pb2.TranscriptionConfig()
-    resumed.CopyFrom(config)
-    resumed.stream_offset_ms = through
-    resumed.first_utterance_index = int(before[-1].utterance_id.removeprefix("u")) + 1
-    after, code, trailers = await front_call(
-        fleet, resumed, audio[through * rate * 2 // 1000 :], fault=False
-    )
-    assert code == grpc.StatusCode.OK, trailers
-
-    finals = before + after
+    run = await front_call(fleet, config, audio, fault=True)
+    assert run.code == grpc.StatusCode.OK, from_trailers(run.trailers)
+    (notice,) = run.of("notice")
+    assert notice.kind == stream_pb2.StreamNotice.KIND_FAILOVER
+    assert len(run.of("started")) == 1  # the second upstream's is the notice
+    finals = run.finals
     assert [f.utterance_id for f in finals] == [f"u{i}" for i in range(len(finals))]
     end = 0
     for final in finals:
         assert end <= final.start_ms <= final.end_ms, (end, final.start_ms, final.end_ms)
         end = final.end_ms
     words = " ".join(f.transcript for f in finals).split()
-    want = " ".join(f.transcript for f in reference).split()
+    want = " ".join(f.transcript for f in reference.finals).split()
     ops = edit_ops(want, words)
     assert ops["insert"] == ops["delete"] == 0 and ops["substitute"] <= 1, (want, words)
+    (summary,) = run.of("summary")
+    (expected,) = reference.of("summary")
+    assert (summary.audio_ms, summary.utterances) == (expected.audio_ms, len(finals))
+    timings = timings_pb2.StageTimings.FromString(run.trailers["voxwire-timings-bin"])
+    assert timings.edge_connect_us > 0 and timings.total_us > 0
+    print(f"gRPC front failover: SIGKILL -> FAILOVER notice {run.notice_at - run.killed_at:.3f} s")
+    assert run.notice_at - run.killed_at < 3.0
+
+
+async def test_a_grpc_caller_continuing_with_the_contracts_offsets_gets_them_through_the_front(
+    fleet: Fleet,
+):
+    """A caller that continues an earlier call itself (``stream_offset_ms`` and
+    ``first_utterance_index`` from its last final): the front's session starts at that
+    position, so offsets and ids continue, and the summary counts this call's utterances."""
+    pcm, rate = read_wav(SPEECH_DIR / FIXTURE)
+    audio = pcm.tobytes()
+    config = transcription_pb2.TranscriptionConfig(
+        model="stt_pocketsphinx",
+        audio_format=audio_pb2.AudioFormat(
+            encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=rate
+        ),
+    )
+    whole = await front_call(fleet, config, audio, fault=False)
+    assert whole.code == grpc.StatusCode.OK and len(whole.finals) >= 2
+    first = whole.finals[0]
+    resumed = transcription_pb2.TranscriptionConfig()
+    resumed.CopyFrom(config)
+    resumed.stream_offset_ms = first.end_ms
+    resumed.first_utterance_index = 1
+    rest = await front_call(fleet, resumed, audio[first.end_ms * rate * 2 // 1000 :], fault=False)
+    assert rest.code == grpc.StatusCode.OK, from_trailers(rest.trailers)
+    assert rest.finals and rest.finals[0].utterance_id == "u1"
+    assert all(f.start_ms >= first.end_ms for f in rest.finals)
+    words = " ".join(f.transcript for f in [first, *rest.finals]).split()
+    want = " ".join(f.transcript for f in whole.finals).split()
+    ops = edit_ops(want, words)
+    assert ops["insert"] == ops["delete"] == 0 and ops["substitute"] <= 1, (want, words)
+    (summary,) = rest.of("summary")
+    (expected,) = whole.of("summary")
+    assert (summary.audio_ms, summary.utterances) == (expected.audio_ms, len(rest.finals))
 
 
 async def test_with_no_adapter_left_the_session_ends_with_a_retryable_error(fleet: Fleet):

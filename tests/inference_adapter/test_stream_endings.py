@@ -222,3 +222,30 @@ async def test_no_task_is_left_after_100_abrupt_disconnects(adapter: AdapterServ
     messages = [r.getMessage() for r in caplog.records]
     assert not [m for m in messages if "destroyed but it is pending" in m]
     assert not [m for m in messages if "exception was never retrieved" in m]
+
+
+async def _stt_cancel_at_the_end(address: str, delay_s: float) -> None:
+    async with grpc.aio.insecure_channel(address) as own:
+        call = transcription_pb2_grpc.TranscriptionStub(own).StreamingTranscribe(timeout=20)
+        await call.write(stt_config())
+        await call.write(TReq(audio=CHUNK))
+        await call.write(TReq(close=transcription_pb2.CloseStream()))  # no half-close
+        while not (await call.read()).HasField("summary"):
+            pass
+        await asyncio.sleep(delay_s)
+        call.cancel()  # as the gateway does once it has the summary: the status is not awaited
+
+
+async def test_a_cancel_as_the_stream_ends_still_gives_back_its_count_and_slot(
+    adapter: AdapterServer,
+):
+    """The client cancels just after the summary, while the stream's handler ends its tasks.
+    Before the fix, the cancel landing in that wait skipped the rest of the handler's cleanup:
+    the stream stayed counted active and its replica slot leased, for good (the gateway's gRPC
+    front hit it in about one run in three)."""
+    for i in range(60):
+        await _stt_cancel_at_the_end(adapter.address, (i % 6) * 0.001)
+    async with asyncio.timeout(2.0):
+        await adapter.runtime.idle.wait()  # set when no stream is counted active
+    assert adapter.runtime.active_streams == 0
+    assert all(r.active == 0 for r in adapter.pool.replicas)

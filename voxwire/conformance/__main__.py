@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from voxwire.conformance.casefile import CaseFileError
+from voxwire.conformance.headers import parse_header
 from voxwire.conformance.report import print_report, write_json
 from voxwire.conformance.runner import Options, load_cases, read_case_list, run_kit
 
@@ -38,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=20.0, help="deadline of one stream (s)")
     p.add_argument("--deadline", type=float, default=300.0, help="bound on the whole run (s)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help="'name: value' metadata on every call (repeatable), e.g. 'authorization: Bearer KEY'",
+    )
     return p.parse_args(argv)
 
 
@@ -58,8 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.target:
         console.print("[red]--target host:port is required[/red]")
         return 2
+    try:
+        extra = tuple(parse_header(h) for h in args.header)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
     options = Options(
         target=args.target,
+        headers=extra,
         models=tuple(m for m in args.models.split(",") if m),
         known_failing=known,
         known_flaky=flaky,

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 
 # Importing the check modules registers their properties.
-from voxwire.conformance import stream_checks, stt_checks, tts_checks  # noqa: F401
+from voxwire.conformance import headers, stream_checks, stt_checks, tts_checks  # noqa: F401
 from voxwire.conformance.casefile import (
     STREAM_SERVICES,
     Case,
@@ -59,6 +59,7 @@ class Options:
     settle_s: float = SETTLE_S  # how long a stream that should fail may take to end by itself
     parallel: int = 4
     deadline_s: float = 300.0
+    headers: tuple[tuple[str, str], ...] = ()  # metadata of every call (e.g. authorization)
 
 
 @dataclass(slots=True)
@@ -116,7 +117,7 @@ async def run_kit(options: Options, cases: Sequence[Case] | None = None) -> Repo
     report = Report(
         options.target, datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     )
-    async with grpc.aio.insecure_channel(options.target) as channel:
+    async with headers.channel(options.target, options.headers) as channel:
         catalog = await _catalog(channel, options)
         if catalog is not None:
             report.models = [m.name for m in catalog.caps.models]
@@ -281,7 +282,7 @@ class _Run:
             yield self.channel
             return
         options = [("grpc.http2.bdp_probe", 0)]
-        async with grpc.aio.insecure_channel(self.options.target, options=options) as own:
+        async with headers.channel(self.options.target, self.options.headers, options) as own:
             yield own
 
 

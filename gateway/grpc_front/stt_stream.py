@@ -1,0 +1,220 @@
+"""``StreamingTranscribe`` through the gRPC front, with the WebSocket session's failover.
+
+The front relays every other call as raw bytes (``relay.py``). This one it reads: the call is an
+``SttEdgeSession`` (the same sans-I/O core as ``WS /v1/stt/stream``) run by the same
+``SttRunner``, so the audio since the last final waits in the same replay window, and an
+adapter that dies under the call is replaced by another without the caller seeing an error
+(docs/design/edge.md, "Upstream failover inside the gateway"). Only the wire differs:
+
+- In: each ``StreamingTranscribeRequest`` becomes the session's message of the same name
+  (``config`` its start; ``stream_offset_ms`` / ``first_utterance_index``, a caller continuing
+  an earlier call, its acknowledged position); the half-close is ``close``.
+- Out: the session's messages become the contract's responses. What only the WebSocket has
+  (the session's resume token, going-away, the bare ack) is not sent: a gRPC caller continues
+  with the contract's own offsets. An adapter's failover reaches the caller as the
+  ``StreamNotice`` FAILOVER in place of a second ``started``.
+- The end: the summary (audio and utterances of the whole call, timings of every upstream
+  stream plus the gateway's stages), then OK with the timing trailers; or the session's error as
+  the call's status, with its rich details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from gateway.grpc_front.relay import Status
+from gateway.ports import Frame
+from gateway.runner import RunnerLimits
+from gateway.stt.runner import SttRunner
+from gateway.stt.session import Actions, State, SttEdgeSession, SttLimits
+from gateway.upstream.pool import AdapterPool
+from voxwire import errors
+from voxwire.edge.v1 import stt_pb2
+from voxwire.timings import trailers
+from voxwire.v1 import transcription_pb2
+
+Request = transcription_pb2.StreamingTranscribeRequest
+Response = transcription_pb2.StreamingTranscribeResponse
+METHOD = "/voxwire.v1.Transcription/StreamingTranscribe"
+
+# Contract messages that pass to the caller as they are (the same message types on both wires).
+_PASSED = frozenset(
+    {"started", "result", "speech_started", "utterance_end", "finalize_ack", "update_config_ack"}
+    | {"notice"}
+)
+
+
+class CallPort:
+    """``gateway.ports.ClientPort`` over one server call of the front (raw bytes both ways).
+    A request arrives as binary data; the half-close as a frame with no data; the session
+    decides the end, and the handler sets the status (``close`` sends nothing)."""
+
+    def __init__(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
+        self._requests = aiter(requests)
+        self._context = context
+        self._half_closed = False
+
+    async def receive(self) -> Frame:
+        if self._half_closed:
+            # Nothing more will come: wait for the session to end the call (its idle deadline
+            # bounds this, and the run cancels it).
+            await asyncio.get_running_loop().create_future()
+        try:
+            raw = await anext(self._requests)
+        except StopAsyncIteration:
+            self._half_closed = True
+            return Frame()
+        return Frame(data=raw)
+
+    def time_remaining(self) -> float | None:
+        """What is left of the caller's deadline (None: it set none)."""
+        return self._context.time_remaining()
+
+    async def send_text(self, text: str) -> None:
+        raise AssertionError("the gRPC front sends no text")  # _client_item gives bytes only
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._context.write(data)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        return None  # the call's status is set by the handler from ``FrontSttRunner.status``
+
+
+class FrontSttSession(SttEdgeSession):
+    """An STT edge session that keeps its last upstream summary (the contract's summary is
+    built from it). A subclass, so the WebSocket sessions hold nothing more (memory per idle
+    session, BENCHMARKS.md)."""
+
+    upstream_summary: transcription_pb2.TranscriptionSummary | None = None
+    first_index = 0
+
+    def _on_summary(self, summary: Any, actions: Actions) -> None:
+        self.upstream_summary = summary
+        super()._on_summary(summary, actions)
+
+
+class FrontSttRunner(SttRunner):
+    """The WebSocket session's runner with the contract's messages on the client side."""
+
+    def __init__(
+        self,
+        limits: SttLimits,
+        port: CallPort,
+        pool: AdapterPool,
+        *,
+        session_id: str,
+        runner_limits: RunnerLimits,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> None:
+        session = FrontSttSession(limits, session_id=session_id, issue_token=_no_token)
+        super().__init__(
+            session,
+            port,
+            pool,
+            on_start=_unused_start,
+            limits=runner_limits,
+            metadata=metadata,
+        )
+        self.session: FrontSttSession = session
+        self._port: CallPort = port
+        # How the call ends; None until the session decided (a client gone: no status to send).
+        self.status: Status | None = None
+
+    def _execute(self, actions: Actions) -> None:
+        close = actions.close
+        if close is not None and self.status is None:
+            # Every end carries the timing trailers, an error's too (as the adapter's do).
+            timed = trailers(self.session.timings())
+            if close.code == 1000:
+                self.status = Status(grpc.StatusCode.OK, "", timed)
+            else:
+                error = close.error or errors.InternalError("the gateway ended the call")
+                status = Status.of(error)
+                self.status = Status(status.code, status.details, status.trailers + timed)
+        super()._execute(actions)
+
+    def _upstream_timeout(self) -> float | None:
+        return self._port.time_remaining()
+
+    def _client_frame(self, frame: Frame) -> Actions:
+        session = self.session
+        if frame.data is None:  # the caller half-closed: a graceful end
+            if session.state is State.AWAITING_START:
+                raise errors.ConfigRequired("the call half-closed before its config")
+            try:
+                session.check("close")
+            except errors.InvalidMessage:
+                return Actions()  # closing already (an explicit close, or a hand-over)
+            return session.client_message(stt_pb2.SttClientMessage(close=_CLOSE))
+        if len(frame.data) > session.limits.max_frame_bytes + _ALLOWANCE:
+            raise errors.ChunkTooLarge(
+                f"a message of {len(frame.data)} bytes exceeds "
+                f"{session.limits.max_frame_bytes + _ALLOWANCE}"
+            )
+        try:
+            request = Request.FromString(frame.data)
+        except DecodeError:
+            raise errors.InvalidMessage(
+                f"a message of {len(frame.data)} bytes does not parse as a "
+                "StreamingTranscribeRequest"
+            ) from None
+        kind = request.WhichOneof("request")
+        if kind == "audio":
+            return session.client_audio(request.audio)
+        if kind == "config":
+            session.check("start")
+            config = request.config
+            # A caller continuing an earlier call: its position, as a resumed session's ack.
+            ack = None
+            if config.stream_offset_ms or config.first_utterance_index:
+                ack = stt_pb2.Ack(
+                    finalized_through_ms=config.stream_offset_ms,
+                    next_utterance_index=config.first_utterance_index,
+                )
+                session.first_index = config.first_utterance_index
+            return session.start(config, ack)
+        if kind is None:
+            raise errors.InvalidMessage("empty request (no field of the oneof set)")
+        message = stt_pb2.SttClientMessage()
+        getattr(message, kind).CopyFrom(getattr(request, kind))
+        return session.client_message(message)
+
+    def _client_item(self, message: stt_pb2.SttServerMessage) -> bytes | None:
+        kind = message.WhichOneof("message")
+        if kind in _PASSED:
+            response = Response()
+            getattr(response, kind).CopyFrom(getattr(message, kind))
+            return response.SerializeToString()
+        if kind == "summary":
+            return Response(summary=self._summary(message.summary)).SerializeToString()
+        # session (resume token), going_away, error (the status carries it), the bare ack.
+        return None
+
+    def _summary(self, edge: Any) -> transcription_pb2.TranscriptionSummary:
+        session = self.session
+        upstream = session.upstream_summary
+        return transcription_pb2.TranscriptionSummary(
+            session_id=upstream.session_id if upstream is not None else session.session_id,
+            audio_ms=edge.audio_ms,
+            utterances=max(0, edge.utterances - session.first_index),
+            timings=edge.timings,
+        )
+
+
+# Bytes a request may hold beyond the largest audio (a config's vocabulary): the adapter's
+# MESSAGE_ALLOWANCE_BYTES, so a request the adapter reads is one the front reads.
+_ALLOWANCE = 64 * 1024
+_CLOSE = transcription_pb2.CloseStream()
+
+
+def _no_token(config: transcription_pb2.TranscriptionConfig) -> tuple[str, float]:
+    return "", 0.0  # gRPC callers continue with the contract's offsets, not a token
+
+
+def _unused_start(session: SttEdgeSession, start: stt_pb2.SttStart) -> Actions:
+    raise AssertionError("the front starts sessions from the config request")
