@@ -39,6 +39,7 @@ from benchmarks.stack import (
     adapter_process,
     cpu_delta,
     cpu_snapshot,
+    free_port,
     server_process,
 )
 from loadtest import runner
@@ -137,9 +138,10 @@ def checkout(rev: str, into: Path) -> Path:
 
 
 async def _start(
-    stack: contextlib.AsyncExitStack, work: Path, versions: list[str], kind: str
+    stack: contextlib.AsyncExitStack, work: Path, versions: list[str], kind: str, front: bool
 ) -> tuple[list[tuple[PathSpec, Any]], int]:
-    """The adapter, the null relay and one gateway per version; the paths to measure."""
+    """The adapter, the null relay and one gateway per version; the paths to measure (each
+    gateway through its gRPC front with ``front``)."""
     triton = TritonServer(default_model_repository(), models=["bench_stt", TTS_MODEL])
     await triton.start()
     stack.push_async_callback(triton.stop)
@@ -161,16 +163,23 @@ async def _start(
         source = checkout(version, work / f"src-{version}") if version != "current" else None
         # Revisions before the gRPC front refuse its key; later ones turn it off with "".
         config = (source or Path.cwd()) / "gateway" / "config.py"
-        front = "grpc_listen" in config.read_text()
+        has_front = "grpc_listen" in config.read_text()
+        grpc_port = free_port() if front else 0
         setup = gateway_setup(
-            work / "gateway", [listen], name=f"gateway-{version}", grpc_listen="" if front else None
+            work / "gateway",
+            [listen],
+            name=f"gateway-{version}",
+            grpc_listen=(f"{LOOPBACK}:{grpc_port}" if front else "") if has_front else None,
         )
         proc, port = await stack.enter_async_context(
             gateway_process(setup, work / f"gateway-{version}.log", source=source)
         )
         label = "gateway" if version == "current" else f"gateway@{version}"
-        # lead_ms=0: TTS audio leaves as fast as the model makes it, as in the record.
-        spec = PathSpec(label, "gateway", f"{LOOPBACK}:{port}", "", {}, setup.key, lead_ms=0)
+        if front:
+            spec = PathSpec(label, "grpc", f"{LOOPBACK}:{grpc_port}", "", {}, setup.key)
+        else:
+            # lead_ms=0: TTS audio leaves as fast as the model makes it, as in the record.
+            spec = PathSpec(label, "gateway", f"{LOOPBACK}:{port}", "", {}, setup.key, lead_ms=0)
         paths.append((spec, proc))
     return paths, adapter.pid
 
@@ -180,7 +189,7 @@ async def main(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, dict[str, float]]] = []
     async with contextlib.AsyncExitStack() as stack:
-        paths, adapter_pid = await _start(stack, work, args.versions, args.kind)
+        paths, adapter_pid = await _start(stack, work, args.versions, args.kind, args.front)
         for round_ in range(args.rounds):
             # Rotated each round, so the machine's drift spreads over every path.
             shift = round_ % len(paths)
@@ -243,6 +252,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda text: [v for v in text.split(",") if v],
         default=["current"],
         help="gateways to compare: git revisions and/or 'current' (this checkout's files)",
+    )
+    parser.add_argument(
+        "--front",
+        action="store_true",
+        help="drive each gateway through its gRPC front (voxwire.v1 with the key), not WebSocket",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy on the last gateway round")
     parser.add_argument("--out", type=Path, default=Path("out/profile"))

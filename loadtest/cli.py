@@ -34,7 +34,11 @@ _OVERRIDES = {
     "kind": ("kind", str, "stt, tts or mixed"),
     "target": ("target.kind", str, "grpc, triton, tritonclient, echo, gateway or null-relay"),
     "address": ("target.address", str, "host:port of the target (default 127.0.0.1:50051)"),
-    "api_key": ("target.api_key", str, "gateway: the API key (default: $VOXWIRE_API_KEY)"),
+    "api_key": (
+        "target.api_key",
+        str,
+        "API key: gateway (default: $VOXWIRE_API_KEY); grpc, through a gateway's front",
+    ),
     "duration": ("run.duration_s", float, "seconds of arrivals"),
     "max_duration": ("run.max_duration_s", float, "hard stop, seconds"),
     "max_streams": ("run.max_streams", int, "concurrent sessions at most"),

@@ -22,7 +22,7 @@ def make_target(spec: TargetSpec, *, stt_model: str, tts_model: str) -> Target:
     if spec.kind == "grpc":
         from loadtest.targets.voxwire_grpc import VoxwireTarget
 
-        return VoxwireTarget(spec.address)
+        return VoxwireTarget(spec.address, spec.api_key)
     if spec.kind == "triton":
         from loadtest.targets.triton import TritonTarget
 

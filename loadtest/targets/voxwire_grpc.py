@@ -205,8 +205,10 @@ def _reason_name(value: errors_pb2.ErrorReason.ValueType) -> str:
 class VoxwireTarget:
     name = "grpc"
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, api_key: str = "") -> None:
         self.address = address
+        # A server behind auth (the gateway's gRPC front): the key goes on every call.
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._channel: grpc.aio.Channel | None = None
 
     async def start(self) -> None:
@@ -223,7 +225,7 @@ class VoxwireTarget:
 
     async def open_stt(self, options: SttOptions) -> VoxwireStt:
         call = stt_grpc.TranscriptionStub(self._ch()).StreamingTranscribe(
-            timeout=options.deadline_s
+            timeout=options.deadline_s, metadata=self._metadata
         )
         fmt = audio_pb2.AudioFormat(encoding=_PCM16, sample_rate_hz=options.rate_hz, channels=1)
         config = stt_pb2.TranscriptionConfig(
@@ -235,4 +237,5 @@ class VoxwireTarget:
 
     async def open_tts(self, options: TtsOptions) -> VoxwireTts:
         stub = synthesis_pb2_grpc.SynthesisStub(self._ch())
-        return VoxwireTts(stub.StreamingSynthesize(timeout=options.deadline_s), options)
+        call = stub.StreamingSynthesize(timeout=options.deadline_s, metadata=self._metadata)
+        return VoxwireTts(call, options)
