@@ -1,36 +1,20 @@
-"""One call of the gRPC front relayed to an adapter, as raw bytes both ways.
+"""The gRPC front's unary calls relayed to an adapter as raw bytes, and the statuses the
+front's calls end with.
 
-The front parses none of the contract's messages: requests go upstream as the bytes the client
-sent, responses come back as the bytes the adapter sent, and the adapter's status, details and
-trailers (its ``grpc-status-details-bin``, its timing trailers) reach the client unchanged. The
-adapter does the contract's checks; the gateway does what is its own: credentials, per-key
-limits, the choice of adapter, the drain, and a client that stops reading.
-
-A streaming call has two pumps. Up: each client message is written upstream before the next
-is read, so a slow adapter slows the client down through HTTP/2 flow control (no queue here);
-the client's half-close becomes the upstream half-close. Down: the adapter's initial metadata
-goes to the client first, before any message (so a status can always follow, even after a
-write that was cancelled in flight: gRPC core refuses a status batch that carries initial
-metadata a second time, and the call would never end; the adapter's issue 8 defect 0), then
-each response is written to the client within ``write_timeout`` (SLOW_CONSUMER beyond it),
-then the upstream status becomes the call's.
-
-Endings: the upstream call ends (its status passes on); the client cancels, disconnects or
-reaches its deadline (the handler is cancelled: the upstream call is cancelled at once, so the
-adapter frees its model sequence); the drain's grace ends (DRAINING, upstream cancelled); the
-client stops reading (SLOW_CONSUMER, upstream cancelled). A status without voxwire details on
-a transport failure (the adapter died, the connection broke) becomes BACKEND_UNAVAILABLE and
-the pool stops choosing that adapter until its health watch says it serves again.
+A unary call (``GetCapabilities``) is passed on unparsed: the request goes upstream as the
+bytes the client sent, the response comes back as the bytes the adapter sent, and the
+adapter's status, details and trailers reach the client unchanged. The streaming calls are
+sessions (``stt_stream.py``, ``tts_stream.py``). A status without voxwire details on a transport
+failure (the adapter died, the connection broke) becomes BACKEND_UNAVAILABLE, and the pool
+stops choosing that adapter until its health watch says it serves again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
@@ -42,8 +26,6 @@ log = logging.getLogger(__name__)
 DETAILS_KEY = "grpc-status-details-bin"
 # Deadline on the client taking the response headers (a client that opened a call and left).
 OPEN_TIMEOUT_S = 5.0
-# Bound on ending the pumps once the call is over.
-TASK_END_S = 1.0
 # Codes of an upstream status without voxwire details that mean the adapter's transport failed
 # (not the client's deadline or cancel, nor gRPC's own message-size refusal, which pass on).
 _TRANSPORT_CODES = frozenset(
@@ -92,102 +74,6 @@ def upstream_status(
         pool.report_failure(lease.adapter, f"{code.name}: {details}")
         return Status.of(errors.BackendUnavailable(where))
     return Status(code, details or "", trailers)
-
-
-class StreamRelay:
-    """One streaming call, client <-> adapter. ``drain`` makes it a ``Drainable`` of the
-    gateway's registry, so a drain reaches gRPC calls as it reaches WebSocket sessions."""
-
-    def __init__(
-        self,
-        pool: AdapterPool,
-        lease: Lease,
-        method: str,
-        context: grpc.aio.ServicerContext,
-        *,
-        metadata: Metadata,
-        write_timeout: float,
-    ) -> None:
-        self._pool = pool
-        self._lease = lease
-        self._method = method
-        self._context = context
-        self._metadata = tuple(metadata)
-        self._write_timeout = write_timeout
-        self._drain_over = asyncio.Event()
-        self._drain_timer: asyncio.TimerHandle | None = None
-
-    def drain(self, grace_s: float | None = None) -> None:
-        """The gateway is shutting down: the call may go on for ``grace_s``, then it ends with
-        DRAINING (gRPC has no going-away message; the client retries elsewhere)."""
-        if self._drain_timer is None:
-            loop = asyncio.get_running_loop()
-            self._drain_timer = loop.call_later(grace_s or 0.0, self._drain_over.set)
-
-    async def run(self, requests: AsyncIterator[bytes]) -> Status:
-        """Relay until the call ends; the status to end the client's call with. Raises
-        CancelledError when the client cancelled, disconnected or reached its deadline (the
-        upstream call is cancelled first)."""
-        call = self._lease.adapter.channel().stream_stream(
-            self._method, request_serializer=None, response_deserializer=None
-        )(metadata=self._metadata, timeout=self._context.time_remaining())
-        up = asyncio.create_task(self._pump_up(requests, call), name="grpc-front-up")
-        down = asyncio.create_task(self._pump_down(call), name="grpc-front-down")
-        drained = asyncio.create_task(self._drain_over.wait(), name="grpc-front-drain")
-        try:
-            await asyncio.wait({down, drained}, return_when=asyncio.FIRST_COMPLETED)
-            if down.done():
-                return down.result()
-            return Status.of(errors.Draining("the gateway is shutting down: call another one"))
-        finally:
-            # At once on every ending: a client gone, the grace over, or the call already done
-            # (then this does nothing); the adapter frees the stream's model sequence.
-            call.cancel()
-            if self._drain_timer is not None:
-                self._drain_timer.cancel()
-            tasks = (up, down, drained)
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks, timeout=TASK_END_S)
-
-    async def _pump_up(self, requests: AsyncIterator[bytes], call: Any) -> None:
-        try:
-            async for raw in requests:
-                await call.write(raw)
-            await call.done_writing()
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            return  # the upstream call ended: the down pump passes its status on
-
-    async def _pump_down(self, call: Any) -> Status:
-        # The adapter's headers (or, for a call that ends without any, the end of the call).
-        headers = await call.initial_metadata()
-        try:
-            async with asyncio.timeout(OPEN_TIMEOUT_S):
-                await self._context.send_initial_metadata(tuple(headers or ()))
-            while True:
-                try:
-                    message = await call.read()
-                except grpc.aio.AioRpcError as exc:
-                    return upstream_status(
-                        self._pool, self._lease, exc.code(), exc.details(), exc.trailing_metadata()
-                    )
-                if message is grpc.aio.EOF:
-                    break
-                async with asyncio.timeout(self._write_timeout):
-                    await self._context.write(message)
-        except TimeoutError:
-            return Status.of(
-                errors.SlowConsumer(
-                    f"the client took no response for {self._write_timeout:g} s: read faster"
-                )
-            )
-        return upstream_status(
-            self._pool,
-            self._lease,
-            await call.code(),
-            await call.details(),
-            await call.trailing_metadata(),
-        )
 
 
 async def unary(

@@ -37,8 +37,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from gateway.auth import Principal, SessionPermit
-from gateway.grpc_front import stt_stream
-from gateway.grpc_front.relay import OPEN_TIMEOUT_S, Status, StreamRelay, unary
+from gateway.grpc_front import stt_stream, tts_stream
+from gateway.grpc_front.call_port import CallPort
+from gateway.grpc_front.relay import OPEN_TIMEOUT_S, Status, unary
 from gateway.state import Gateway
 from gateway.telemetry import trace_carrier, upstream_trace_metadata
 from gateway.upstream.pool import Lease
@@ -158,7 +159,7 @@ class GrpcFront:
 
     def _handler(self, method: MethodDescriptor) -> grpc.RpcMethodHandler:
         path = f"/{method.containing_service.full_name}/{method.name}"
-        if method.client_streaming and method.server_streaming:
+        if path in (stt_stream.METHOD, tts_stream.METHOD):
 
             async def stream(requests: AsyncIterator[bytes], context: Any) -> None:
                 await self._stream(path, requests, context)
@@ -170,8 +171,8 @@ class GrpcFront:
                 return await self._unary(path, request, context)
 
             return grpc.unary_unary_rpc_method_handler(call)
-        # voxwire.v1 has only bidi streams and unary calls; a new shape needs its relay.
-        raise NotImplementedError(f"{path}: no relay for this method's streaming shape")
+        # voxwire.v1's two bidi streams are sessions here; a new streaming method needs its own.
+        raise NotImplementedError(f"{path}: the gRPC front has no session for this method")
 
     def _admit(
         self, path: str, context: grpc.aio.ServicerContext
@@ -211,45 +212,19 @@ class GrpcFront:
         with gateway.tracing.session_span(
             f"grpc {path}", trace_carrier(metadata), {"rpc.system": "grpc", "rpc.method": path}
         ) as span:
-            if path == stt_stream.METHOD:
-                await self._transcribe(requests, context, span)
-                return
-            try:
-                permit, lease = self._admit_to_upstream(path, context, span)
-            except errors.VoxwireError as exc:
-                await self._refuse_stream(path, requests, context, exc)
-                return
-            relay = StreamRelay(
-                gateway.pool,
-                lease,
-                path,
-                context,
-                metadata=upstream_trace_metadata(),
-                write_timeout=gateway.config.runner.write_timeout_s,
-            )
-            started = time.monotonic()
-            status: Status | None = None
-            gateway.registry.add(relay)
-            gateway.metrics.sessions_active.labels(kind="grpc").inc()
-            try:
-                status = await relay.run(requests)
-                span.set_attribute("rpc.grpc.status_code", status.code.value[0])
-                status.apply(context)
-            finally:
-                lease.release()
-                if permit is not None:
-                    permit.release()
-                gateway.registry.discard(relay)
-                self._count_end(status, started)
+            await self._session_call(path, requests, context, span)
 
-    async def _transcribe(
-        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext, span: Any
+    async def _session_call(
+        self,
+        path: str,
+        requests: AsyncIterator[bytes],
+        context: grpc.aio.ServicerContext,
+        span: Any,
     ) -> None:
-        """StreamingTranscribe: the WebSocket session's core and runner on the contract's
-        messages (``stt_stream.py``), so an adapter's death moves the call, as it moves a
-        WebSocket session, instead of ending it."""
+        """StreamingTranscribe and StreamingSynthesize: the WebSocket session's core and runner
+        on the contract's messages (``stt_stream.py``, ``tts_stream.py``), so an adapter's death
+        moves the call, as it moves a WebSocket session, instead of ending it."""
         gateway = self._gateway
-        path = stt_stream.METHOD
         try:
             principal, permit = self._admit(path, context)
             span.set_attribute("voxwire.key_id", principal.key_id)
@@ -258,14 +233,20 @@ class GrpcFront:
             await self._refuse_stream(path, requests, context, exc)
             return
         assert permit is not None
-        runner = stt_stream.FrontSttRunner(
-            gateway.config.stt,
-            stt_stream.CallPort(requests, context),
+        kind, limits = (
+            (stt_stream.FrontSttRunner, gateway.config.stt)
+            if path == stt_stream.METHOD
+            else (tts_stream.FrontTtsRunner, gateway.config.tts)
+        )
+        runner = kind(
+            limits,  # type: ignore[arg-type]
+            CallPort(requests, context),
             gateway.pool,
             session_id=gateway.new_session_id(),
             runner_limits=gateway.config.runner,
             metadata=upstream_trace_metadata(),
         )
+        first = runner.start()
         started = time.monotonic()
         gateway.registry.add(runner)
         gateway.metrics.sessions_active.labels(kind="grpc").inc()
@@ -283,7 +264,7 @@ class GrpcFront:
                     )
                 )
             else:
-                await runner.run()
+                await runner.run(first)  # type: ignore[arg-type]
                 # None: the run ended with no decision of the session's (the client's stream
                 # broke under the reader): a status for whoever still reads.
                 status = runner.status or Status.of(

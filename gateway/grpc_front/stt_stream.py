@@ -20,14 +20,9 @@ adapter that dies under the call is replaced by another without the caller seein
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-from google.protobuf.message import DecodeError
-
-from gateway.grpc_front.relay import Status
+from gateway.grpc_front.call_port import CallPort, FrontCall, no_token, parse_request
 from gateway.ports import Frame
 from gateway.runner import RunnerLimits
 from gateway.stt.runner import SttRunner
@@ -35,7 +30,6 @@ from gateway.stt.session import Actions, State, SttEdgeSession, SttLimits
 from gateway.upstream.pool import AdapterPool
 from voxwire import errors
 from voxwire.edge.v1 import stt_pb2
-from voxwire.timings import trailers
 from voxwire.v1 import transcription_pb2
 
 Request = transcription_pb2.StreamingTranscribeRequest
@@ -47,42 +41,6 @@ _PASSED = frozenset(
     {"started", "result", "speech_started", "utterance_end", "finalize_ack", "update_config_ack"}
     | {"notice"}
 )
-
-
-class CallPort:
-    """``gateway.ports.ClientPort`` over one server call of the front (raw bytes both ways).
-    A request arrives as binary data; the half-close as a frame with no data; the session
-    decides the end, and the handler sets the status (``close`` sends nothing)."""
-
-    def __init__(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
-        self._requests = aiter(requests)
-        self._context = context
-        self._half_closed = False
-
-    async def receive(self) -> Frame:
-        if self._half_closed:
-            # Nothing more will come: wait for the session to end the call (its idle deadline
-            # bounds this, and the run cancels it).
-            await asyncio.get_running_loop().create_future()
-        try:
-            raw = await anext(self._requests)
-        except StopAsyncIteration:
-            self._half_closed = True
-            return Frame()
-        return Frame(data=raw)
-
-    def time_remaining(self) -> float | None:
-        """What is left of the caller's deadline (None: it set none)."""
-        return self._context.time_remaining()
-
-    async def send_text(self, text: str) -> None:
-        raise AssertionError("the gRPC front sends no text")  # _client_item gives bytes only
-
-    async def send_bytes(self, data: bytes) -> None:
-        await self._context.write(data)
-
-    async def close(self, code: int, reason: str = "") -> None:
-        return None  # the call's status is set by the handler from ``FrontSttRunner.status``
 
 
 class FrontSttSession(SttEdgeSession):
@@ -98,7 +56,7 @@ class FrontSttSession(SttEdgeSession):
         super()._on_summary(summary, actions)
 
 
-class FrontSttRunner(SttRunner):
+class FrontSttRunner(FrontCall, SttRunner):
     """The WebSocket session's runner with the contract's messages on the client side."""
 
     def __init__(
@@ -111,35 +69,13 @@ class FrontSttRunner(SttRunner):
         runner_limits: RunnerLimits,
         metadata: tuple[tuple[str, str], ...],
     ) -> None:
-        session = FrontSttSession(limits, session_id=session_id, issue_token=_no_token)
-        super().__init__(
-            session,
-            port,
-            pool,
-            on_start=_unused_start,
-            limits=runner_limits,
-            metadata=metadata,
-        )
+        session = FrontSttSession(limits, session_id=session_id, issue_token=no_token)
+        super().__init__(session, port, pool, runner_limits=runner_limits, metadata=metadata)
         self.session: FrontSttSession = session
-        self._port: CallPort = port
-        # How the call ends; None until the session decided (a client gone: no status to send).
-        self.status: Status | None = None
 
-    def _execute(self, actions: Actions) -> None:
-        close = actions.close
-        if close is not None and self.status is None:
-            # Every end carries the timing trailers, an error's too (as the adapter's do).
-            timed = trailers(self.session.timings())
-            if close.code == 1000:
-                self.status = Status(grpc.StatusCode.OK, "", timed)
-            else:
-                error = close.error or errors.InternalError("the gateway ended the call")
-                status = Status.of(error)
-                self.status = Status(status.code, status.details, status.trailers + timed)
-        super()._execute(actions)
-
-    def _upstream_timeout(self) -> float | None:
-        return self._port.time_remaining()
+    def start(self) -> None:
+        """Nothing to decide before the caller's config (``FrontTtsRunner.start`` has)."""
+        return None
 
     def _client_frame(self, frame: Frame) -> Actions:
         session = self.session
@@ -151,18 +87,7 @@ class FrontSttRunner(SttRunner):
             except errors.InvalidMessage:
                 return Actions()  # closing already (an explicit close, or a hand-over)
             return session.client_message(stt_pb2.SttClientMessage(close=_CLOSE))
-        if len(frame.data) > session.limits.max_frame_bytes + _ALLOWANCE:
-            raise errors.ChunkTooLarge(
-                f"a message of {len(frame.data)} bytes exceeds "
-                f"{session.limits.max_frame_bytes + _ALLOWANCE}"
-            )
-        try:
-            request = Request.FromString(frame.data)
-        except DecodeError:
-            raise errors.InvalidMessage(
-                f"a message of {len(frame.data)} bytes does not parse as a "
-                "StreamingTranscribeRequest"
-            ) from None
+        request = parse_request(frame.data, Request, session.limits.max_frame_bytes)
         kind = request.WhichOneof("request")
         if kind == "audio":
             return session.client_audio(request.audio)
@@ -206,15 +131,4 @@ class FrontSttRunner(SttRunner):
         )
 
 
-# Bytes a request may hold beyond the largest audio (a config's vocabulary): the adapter's
-# MESSAGE_ALLOWANCE_BYTES, so a request the adapter reads is one the front reads.
-_ALLOWANCE = 64 * 1024
 _CLOSE = transcription_pb2.CloseStream()
-
-
-def _no_token(config: transcription_pb2.TranscriptionConfig) -> tuple[str, float]:
-    return "", 0.0  # gRPC callers continue with the contract's offsets, not a token
-
-
-def _unused_start(session: SttEdgeSession, start: stt_pb2.SttStart) -> Actions:
-    raise AssertionError("the front starts sessions from the config request")

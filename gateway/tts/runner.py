@@ -68,7 +68,9 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         for key in actions.cancel_upstream:
             self._stop(key)
         for item in actions.to_client:
-            self._put_client(item if isinstance(item, bytes) else encode(item))
+            out = self._client_item(item)
+            if out is not None:
+                self._put_client(out)
         for order in actions.open_upstream:
             self._open(order)
         for key, request in actions.to_upstream:
@@ -93,6 +95,17 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
     def _stop_upstream(self) -> None:
         for key in list(self._upstreams):
             self._stop(key)
+
+    def _client_item(self, item: tts_pb2.TtsServerMessage | bytes) -> str | bytes | None:
+        """What goes on the client's wire for ``item`` (None: nothing). WebSocket: binary
+        audio frames as they are, messages as canonical JSON; the gRPC front's runner maps
+        them to the contract's responses."""
+        return item if isinstance(item, bytes) else encode(item)
+
+    def _upstream_timeout(self) -> float | None:
+        """The deadline of an upstream call: none for a WebSocket session (its own deadlines
+        end it); the gRPC front passes on what is left of its caller's."""
+        return None
 
     # -- the client ----------------------------------------------------------------------------
 
@@ -144,7 +157,9 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
                 # Nothing is left to fail over to: the context ends with the error.
                 self._execute(self.session.upstream_failed(order.key, exc, failover=False))
                 return
-        call = lease.adapter.synthesis().StreamingSynthesize(metadata=self._metadata)
+        call = lease.adapter.synthesis().StreamingSynthesize(
+            metadata=self._metadata, timeout=self._upstream_timeout()
+        )
         # The outbox bounds each write (SlowConsumer past write_timeout): no second deadline.
         upstream_call: UpstreamCall[Request, Response] = UpstreamCall(
             self._pool, lease, call, write_timeout=self._limits.write_timeout_s, timed_writes=False

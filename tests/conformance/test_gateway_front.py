@@ -1,10 +1,10 @@
 """The conformance kit through the gateway's gRPC front (the session's ``edge``, in front of the
 session's ``edge_adapter``), with the caller's key in ``authorization`` (``--header``).
 
-The front runs StreamingTranscribe on the WebSocket session's core (so that an adapter's death
-moves the call), which means the gateway, not the adapter, now answers much of a bad STT stream
-itself: this proves it answers as the contract says, with the adapter's own known failures
-and nothing more.
+The front runs both streaming methods on the WebSocket sessions' cores (so that an adapter's
+death moves the call), which means the gateway, not the adapter, now answers much of a bad
+stream itself: this proves it answers as the contract says, with the adapter's own known
+failures and nothing more.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ async def test_the_gateways_grpc_front_keeps_the_contract(edge: Edge):
     report = await run_kit(options)
     bad = {r.case.id: f"{r.result}: {r.evidence}" for r in report.results if r.result in BAD}
     assert not bad
-    stt = [r for r in report.results if r.case.kind == "stt"]
-    # The STT cases ran through the front's own path (not skipped for a missing feature).
-    assert sum(r.result == PASS for r in stt) >= 30, [(r.case.id, r.result) for r in stt]
+    # The cases ran through the front's sessions (not skipped for a missing feature).
+    for kind in ("stt", "tts"):
+        ran = [r for r in report.results if r.case.kind == kind]
+        assert sum(r.result == PASS for r in ran) >= 30, [(r.case.id, r.result) for r in ran]
 
 
 def test_a_header_is_name_colon_value() -> None:

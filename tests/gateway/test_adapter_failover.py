@@ -13,6 +13,7 @@ no adapter left: an error event BACKEND_UNAVAILABLE, retryable, with a retry del
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import json
 import time
@@ -39,6 +40,8 @@ from tests.helpers.wavio import read_wav
 from voxwire.v1 import (
     audio_pb2,
     stream_pb2,
+    synthesis_pb2,
+    synthesis_pb2_grpc,
     timings_pb2,
     transcription_pb2,
     transcription_pb2_grpc,
@@ -430,4 +433,73 @@ async def test_tts_context_survives_the_sigkill_of_its_adapter(fleet: Fleet):
         offset = word.get("textOffset", 0)
         assert TTS_TEXT[offset : offset + word["textLength"]] == word["word"]
     print(f"gateway TTS failover: SIGKILL -> FAILOVER notice {notice_at - killed_at:.3f} s")
+    assert 0 < notice_at - killed_at < 3.0
+
+
+async def test_a_grpc_tts_context_through_the_front_survives_the_sigkill_of_its_adapter(
+    fleet: Fleet,
+):
+    """The same through the gRPC front (contract messages, audio as fast as the model goes):
+    the context is reopened on the other adapter from its last word sent, the caller sees a
+    FAILOVER notice and no error, sequence numbers and timeline continue, every word once."""
+    Req = synthesis_pb2.StreamingSynthesizeRequest
+    responses: list[synthesis_pb2.StreamingSynthesizeResponse] = []
+    notice_at = killed_at = 0.0
+    metadata = (("authorization", f"Bearer {fleet.key}"),)
+    async with grpc.aio.insecure_channel(fleet.gateway.grpc_address) as channel:
+        call = synthesis_pb2_grpc.SynthesisStub(channel).StreamingSynthesize(
+            metadata=metadata, timeout=60
+        )
+        await call.write(
+            Req(
+                context_id="c1",
+                open=synthesis_pb2.SynthesisContextConfig(
+                    model="tts_espeak",
+                    output_format=audio_pb2.AudioFormat(
+                        encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=22050
+                    ),
+                    word_timestamps=True,
+                ),
+            )
+        )
+        await call.write(Req(context_id="c1", append=synthesis_pb2.AppendText(text=TTS_TEXT)))
+        chunks = 0
+        async with asyncio.timeout(30):
+            while (response := await call.read()) is not grpc.aio.EOF:
+                responses.append(response)
+                kind = response.WhichOneof("response")
+                if kind == "audio":
+                    chunks += 1
+                    if chunks == 2:  # mid-text: the context's call is alive at the kill
+                        fleet.serving().kill()
+                        killed_at = time.monotonic()
+                elif kind == "notice":
+                    notice_at = time.monotonic()
+                    await call.write(Req(context_id="c1", close=synthesis_pb2.CloseContext()))
+                    await call.done_writing()
+        code = await call.code()
+        trailers = dict(await call.trailing_metadata() or ())
+    assert code == grpc.StatusCode.OK, from_trailers(trailers)
+    of = collections.defaultdict(list)
+    for response in responses:
+        of[response.WhichOneof("response")].append(response)
+    assert not of["error"], of["error"]
+    (notice,) = of["notice"]
+    assert notice.notice.kind == stream_pb2.StreamNotice.KIND_FAILOVER
+    assert len(of["opened"]) == 1  # the reopened context's is the notice
+    audio = [r.audio for r in of["audio"]]
+    assert [a.sequence_number for a in audio] == list(range(1, len(audio) + 1))
+    position = 0
+    for chunk in audio:  # the timeline goes on across the failover, no chunk twice
+        assert abs(chunk.start_ms - position) <= 1, (chunk.start_ms, position)
+        position = chunk.start_ms + len(chunk.audio) * 1000 // (22050 * 2)
+    (done,) = of["done"]
+    assert done.done.last_sequence_number == len(audio)
+    words = [w for r in of["words"] for w in r.words.words]
+    assert [w.word for w in words] == TTS_TEXT.replace(",", "").replace(".", "").split(), words
+    for word in words:
+        assert TTS_TEXT[word.text_offset : word.text_offset + word.text_length] == word.word
+    (summary,) = of["summary"]
+    assert summary.summary.contexts == 1 and summary.summary.audio_ms >= position - 1
+    print(f"gRPC front TTS failover: SIGKILL -> FAILOVER notice {notice_at - killed_at:.3f} s")
     assert 0 < notice_at - killed_at < 3.0

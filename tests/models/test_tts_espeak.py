@@ -102,6 +102,20 @@ async def test_streams_audio_words_and_done(channel: grpc.aio.Channel) -> None:
     assert [w["word"] for w in words] == expected
 
 
+async def test_a_word_espeak_speaks_joined_to_the_one_before_still_gets_its_timestamp(
+    channel: grpc.aio.Channel,
+) -> None:
+    # eSpeak NG marks "from the" as one word (on "from"): "the" shares its time, by length.
+    text = "Hello from the voxwire gateway. Put it on the table, then go."
+    responses, _ = await synthesize(channel, text)
+    words = words_of(responses)
+    assert_words_match(text, words, audio_of(responses).size * 1000 // RATE_HZ)
+    assert [w["word"] for w in words] == text.replace(",", "").replace(".", "").split()
+    joined = next(i for i, w in enumerate(words) if w["word"] == "the")
+    assert words[joined]["start_ms"] == words[joined - 1]["end_ms"]  # contiguous, not stacked
+    assert words[joined]["end_ms"] <= words[joined + 1]["start_ms"]
+
+
 async def test_first_audio_leaves_long_before_synthesis_ends(channel: grpc.aio.Channel) -> None:
     sentence = "The quick brown fox jumps over the lazy dog while the band plays on. "
     text = sentence * 55  # ~3.8 kB, about four minutes of audio

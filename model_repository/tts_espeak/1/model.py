@@ -12,6 +12,7 @@ first sample: an invalid request gets exactly one response, an ``error`` event a
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,11 @@ class SynthesisPlan:
     mapped: MappedText
     voice: str
     word_timestamps: bool
+    ssml: bool = False
+
+
+# A word of plain text: what a timestamp names (letters or digits, with inner ' and -).
+_WORD = re.compile(r"\w+(?:['’-]\w+)*")
 
 
 class WordTracker:
@@ -60,6 +66,12 @@ class WordTracker:
 
     A word ends where the next one starts (or at the end of the audio). Marks that map to the
     same original span (the words of an alias, the pieces of a [[phoneme]] block) are one word.
+
+    eSpeak NG marks no word for an unstressed word it speaks joined to the one before ("from
+    the" in "Hello from the gateway" is one mark, on "from"). In plain text such words get
+    their share of the marked word's time, by length, so that every word has a timestamp
+    (truncation reports the words heard from them, and failover counts them). In SSML the text
+    between two marks may be markup, so nothing is inferred there.
     """
 
     def __init__(self, plan: SynthesisPlan) -> None:
@@ -72,24 +84,39 @@ class WordTracker:
             return []
         if self._pending is not None and self._pending[:2] == span:
             return []
-        done = self.finish(mark.audio_ms)
+        done = self.finish(mark.audio_ms, upto=span[0])
         self._pending = (span[0], span[1], mark.audio_ms)
         return done
 
-    def finish(self, end_ms: int) -> list[Event]:
+    def finish(self, end_ms: int, upto: int | None = None) -> list[Event]:
+        """The pending word, ending at ``end_ms``, with the unmarked words after it and before
+        ``upto`` (the next mark's start; None: the end of the text)."""
         if self._pending is None:
             return []
         start, end, start_ms = self._pending
         self._pending = None
-        return [
-            {
-                "word": self._plan.original[start:end],
-                "start_ms": start_ms,
-                "end_ms": max(end_ms, start_ms),
-                "text_offset": start,
-                "text_length": end - start,
-            }
-        ]
+        end_ms = max(end_ms, start_ms)
+        spans = [(start, end)]
+        if not self._plan.ssml:
+            gap = self._plan.original[end:upto]
+            spans += [(end + m.start(), end + m.end()) for m in _WORD.finditer(gap)]
+        chars = sum(e - s for s, e in spans)
+        out: list[Event] = []
+        at, counted = start_ms, 0
+        for s, e in spans:
+            counted += e - s
+            until = start_ms + (end_ms - start_ms) * counted // chars
+            out.append(
+                {
+                    "word": self._plan.original[s:e],
+                    "start_ms": at,
+                    "end_ms": until,
+                    "text_offset": s,
+                    "text_length": e - s,
+                }
+            )
+            at = until
+        return out
 
 
 class StreamingSender:
@@ -210,7 +237,7 @@ class TritonPythonModel:
             if text_format == "ssml"
             else plain_text(text, pronunciations)
         )
-        return SynthesisPlan(text, mapped, voice, word_timestamps)
+        return SynthesisPlan(text, mapped, voice, word_timestamps, ssml=text_format == "ssml")
 
     def _voice(self, config: dict[str, Any]) -> str:
         """The named voice, else the language's voice, else the default voice."""

@@ -1,0 +1,135 @@
+"""What the front's session-backed calls (``stt_stream.py``, ``tts_stream.py``) share: the
+client port over a gRPC server call, and the call's status from the session's close.
+
+A session runner (``gateway/runner.py``) talks to its client through ``gateway.ports
+.ClientPort``; over WebSocket that is frames, here it is the call's raw request and response
+bytes. The session decides the end (a ``Close`` with its code and error); the handler sets the
+status the runner worked out from it, once ``run`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from gateway.grpc_front.relay import Status
+from gateway.ports import Frame
+from voxwire import errors
+from voxwire.timings import trailers
+from voxwire.v1 import timings_pb2
+
+# Bytes a request may hold beyond the largest frame (a config's vocabulary, a long text): the
+# adapter's MESSAGE_ALLOWANCE_BYTES, so a request the adapter reads is one the front reads.
+ALLOWANCE_BYTES = 64 * 1024
+
+M = TypeVar("M", bound=Message)
+
+
+class CallPort:
+    """``gateway.ports.ClientPort`` over one server call of the front (raw bytes both ways).
+    A request arrives as binary data; the half-close as a frame with no data; ``close`` sends
+    nothing (the handler sets the status)."""
+
+    def __init__(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
+        self._requests = aiter(requests)
+        self._context = context
+        self._half_closed = False
+
+    async def receive(self) -> Frame:
+        if self._half_closed:
+            # Nothing more will come: wait for the session to end the call (its idle deadline
+            # bounds this, and the run cancels it).
+            await asyncio.get_running_loop().create_future()
+        try:
+            raw = await anext(self._requests)
+        except StopAsyncIteration:
+            self._half_closed = True
+            return Frame()
+        return Frame(data=raw)
+
+    def time_remaining(self) -> float | None:
+        """What is left of the caller's deadline (None: it set none)."""
+        return self._context.time_remaining()
+
+    async def send_text(self, text: str) -> None:
+        raise AssertionError("the gRPC front sends no text")  # runners give it bytes only
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._context.write(data)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        return None
+
+
+def closing_status(
+    code: int, error: errors.VoxwireError | None, timings: timings_pb2.StageTimings
+) -> Status:
+    """The call's status for a session that closed with ``code`` (1000: OK) and ``error``;
+    every end carries the timing trailers, an error's too (as the adapter's do)."""
+    timed = trailers(timings)
+    if code == 1000:
+        return Status(grpc.StatusCode.OK, "", timed)
+    status = Status.of(error or errors.InternalError("the gateway ended the call"))
+    return Status(status.code, status.details, status.trailers + timed)
+
+
+def parse_request(data: bytes, message: type[M], max_frame_bytes: int) -> M:
+    """One request of a call: ``message`` parsed from ``data``. Raises ChunkTooLarge (over the
+    frame limit plus the allowance, unparsed) or InvalidMessage (does not parse)."""
+    if len(data) > max_frame_bytes + ALLOWANCE_BYTES:
+        raise errors.ChunkTooLarge(
+            f"a message of {len(data)} bytes exceeds {max_frame_bytes + ALLOWANCE_BYTES}"
+        )
+    try:
+        return message.FromString(data)
+    except DecodeError:
+        raise errors.InvalidMessage(
+            f"a message of {len(data)} bytes does not parse as a {message.DESCRIPTOR.name}"
+        ) from None
+
+
+class FrontCall:
+    """What a session runner needs to serve a call of the front (mixed in before the runner):
+    the status worked out from the session's close, and the caller's deadline on every upstream
+    call."""
+
+    session: Any
+    # How the call ends; None until the session decided (a client gone: no status to send).
+    status: Status | None = None
+
+    def __init__(
+        self,
+        session: Any,
+        port: CallPort,
+        pool: Any,
+        *,
+        runner_limits: Any,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> None:
+        # The runner's own start handler reads a WebSocket's start message: the front has none.
+        super().__init__(  # type: ignore[call-arg]
+            session, port, pool, on_start=_no_start, limits=runner_limits, metadata=metadata
+        )
+        self._call_port = port
+
+    def _execute(self, actions: Any) -> None:
+        close = actions.close
+        if close is not None and self.status is None:
+            self.status = closing_status(close.code, close.error, self.session.timings())
+        super()._execute(actions)  # type: ignore[misc]
+
+    def _upstream_timeout(self) -> float | None:
+        return self._call_port.time_remaining()
+
+
+def _no_start(session: Any, start: Any) -> Any:
+    raise AssertionError("a session of the front starts from its call's own messages")
+
+
+def no_token(config: Any) -> tuple[str, float]:
+    """The session's resume token: none (gRPC callers continue with the contract's offsets)."""
+    return "", 0.0
