@@ -31,8 +31,11 @@ def copy_model(repo: Path, name: str) -> Path:
     return target
 
 
-def bench_stt_variant(repo: Path, name: str, *, slots: int, idle_us: int = 120_000_000) -> None:
-    """bench_stt with the direct strategy and ``slots`` sequence slots (one instance)."""
+def bench_stt_variant(
+    repo: Path, name: str, *, slots: int, idle_us: int = 120_000_000, compute_ms: int = 0
+) -> None:
+    """bench_stt with the direct strategy and ``slots`` sequence slots (one instance); with
+    ``compute_ms``, that long per batch instead of the default."""
     target = repo / name
     shutil.copytree(repo / "bench_stt", target)
     config = (target / "config.pbtxt").read_text()
@@ -41,6 +44,13 @@ def bench_stt_variant(repo: Path, name: str, *, slots: int, idle_us: int = 120_0
     config = re.sub(
         r"max_sequence_idle_microseconds: \d+", f"max_sequence_idle_microseconds: {idle_us}", config
     )
+    if compute_ms:
+        config, n = re.subn(
+            r'key: "compute_ms" value: \{ string_value: "[0-9]+" \}',
+            f'key: "compute_ms" value: {{ string_value: "{compute_ms}" }}',
+            config,
+        )
+        assert n == 1, "bench_stt's compute_ms parameter moved"
     start = config.index("  oldest {")
     config = config[:start] + "  direct { }" + config[config.index("\n", start) :]
     (target / "config.pbtxt").write_text(config)
@@ -67,6 +77,7 @@ def variants_repository(root: Path) -> Path:
         copy_model(repo, name)
     bench_stt_variant(repo, "bench_stt_2slot", slots=2)
     bench_stt_variant(repo, "bench_stt_idle", slots=2, idle_us=300_000)
+    bench_stt_variant(repo, "bench_stt_slow", slots=2, compute_ms=900)
     bench_tts_variant(repo, "bench_tts_realtime", rtf=1.0)
     return repo
 

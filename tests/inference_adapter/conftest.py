@@ -45,8 +45,9 @@ async def channel(adapter: AdapterServer) -> AsyncIterator[grpc.aio.Channel]:
 async def variants_triton(tmp_path_factory) -> AsyncIterator[TritonServer]:
     """A second Triton, started by the first test that needs it, with test-only variants of the
     benchmark models: bench_stt_2slot (direct strategy, two sequence slots, 120 s idle timeout),
-    bench_stt_idle (forgets a sequence idle for 0.3 s), bench_tts_realtime (synthesizes at real
-    time). Same code as model_repository/, other config lines."""
+    bench_stt_idle (forgets a sequence idle for 0.3 s), bench_stt_slow (two slots, 0.9 s per
+    batch), bench_tts_realtime (synthesizes at real time). Same code as model_repository/,
+    other config lines."""
     root = tmp_path_factory.mktemp("variants")
     server = TritonServer(variants_repository(root), log_path=root / "triton.log")
     await server.start(timeout=120)

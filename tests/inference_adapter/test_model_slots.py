@@ -3,8 +3,9 @@
 Against the session's second Triton (``variants_triton``), with test-only variants of bench_stt
 (same code, another config): ``bench_stt_2slot`` has two sequence slots and a 120 s idle
 timeout, so a slot the adapter fails to free stays taken for the whole session;
-``bench_stt_idle`` forgets an idle sequence after 0.3 s. A slot is free when Triton answers a
-new sequence's START at once.
+``bench_stt_idle`` forgets an idle sequence after 0.3 s; ``bench_stt_slow`` has two slots and
+takes 0.9 s per batch. A slot is free when Triton answers a new sequence's START at once (within
+one batch).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest_asyncio
 
 from inference_adapter.config import AdapterConfig, Limits
 from inference_adapter.server import AdapterServer
+from inference_adapter.triton.stream import ModelStream
 from localstack.client import StreamOutcome
 from localstack.triton import TritonServer
 from tests.helpers.raw_calls import TRANSCRIBE, raw_stream, read_rest
@@ -37,6 +39,7 @@ TReq = transcription_pb2.StreamingTranscribeRequest
 SReq = synthesis_pb2.StreamingSynthesizeRequest
 TWO_SLOTS = "bench_stt_2slot"
 FORGETFUL = "bench_stt_idle"
+SLOW = "bench_stt_slow"
 CHUNK = np.zeros(1600, dtype="<i2").tobytes()  # 100 ms at 16 kHz
 RESPONSE_TIMEOUT_S = 2.0
 
@@ -100,14 +103,14 @@ async def end_a_stream(address: str, ending: str) -> grpc.StatusCode:
     return grpc.StatusCode.UNAVAILABLE  # "disconnect": the channel, and its connection, closed
 
 
-async def adapter_released(adapter: AdapterServer) -> None:
+async def adapter_released(adapter: AdapterServer, within_s: float = 2.0) -> None:
     """Wait until the adapter holds no replica slot (a stream the client cancelled ends at the
     adapter a moment after the client let go of it)."""
-    for _ in range(40):
+    for _ in range(round(within_s / 0.05)):
         if all(r.active == 0 for r in adapter.pool.replicas):
             return
         await asyncio.sleep(0.05)
-    raise AssertionError("the adapter still holds a replica slot after 2 s")
+    raise AssertionError(f"the adapter still holds a replica slot after {within_s:g} s")
 
 
 @pytest.mark.parametrize("ending", ["error", "cancel", "disconnect", "deadline"])
@@ -215,3 +218,37 @@ async def test_a_sequence_triton_forgot_is_retryable_backend_unavailable(slots_a
         "BACKEND_UNAVAILABLE",
         True,
     )
+
+
+async def test_a_stream_whose_end_is_answered_late_still_frees_its_slot(
+    slots_adapter, variants_triton, monkeypatch
+):
+    """A client that cancels with audio still queued on a slow model: the adapter sends the
+    END, waits END_ANSWER_BUDGET_S (2 s) for its answer, which comes later (three 0.9 s batches
+    are ahead of it), and cancels the call. Triton still frees the sequence: three such streams
+    on a two-slot model, then both slots take a new sequence within one batch."""
+    cancels: list[str] = []
+    original = ModelStream.cancel
+
+    def counted(self: ModelStream, why: str) -> None:
+        cancels.append(why)
+        original(self, why)
+
+    monkeypatch.setattr(ModelStream, "cancel", counted)
+    async with grpc.aio.insecure_channel(slots_adapter.address) as channel:
+        stub = transcription_pb2_grpc.TranscriptionStub(channel)
+        for _ in range(3):
+            call = stub.StreamingTranscribe(timeout=20)
+            await call.write(config(SLOW))
+            await _started(call)
+            for _ in range(3):
+                await call.write(TReq(audio=CHUNK))
+            call.cancel()
+            await adapter_released(slots_adapter, within_s=4.0)
+    assert "end_not_answered" in cancels, cancels  # the case this test is about happened
+    await asyncio.sleep(4 * 0.9)  # what Triton still had queued runs out
+    latencies = [
+        await asyncio.wait_for(start_latency(variants_triton.grpc_url, SLOW), 5) for _ in range(2)
+    ]
+    assert max(latencies) < 2 * 0.9, latencies
+    assert await pending_requests(variants_triton.ports.metrics, SLOW) == 0
