@@ -6,7 +6,7 @@ BUF := tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
 .PHONY: run test venv lock stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench \
-	clean browser-deps bench-edge fuzz bench-overload bench-telephony test-faults \
+	clean browser-deps bench-edge fuzz fuzz-front bench-overload bench-telephony test-faults \
 	bench-barge-in
 
 venv: $(STAMP)
@@ -122,6 +122,11 @@ fuzz: $(STAMP)
 		tests/inference_adapter/test_stt_session_fuzz.py \
 		tests/inference_adapter/test_tts_session_fuzz.py || status=$$?; \
 	exit $$status
+
+# The same wire fuzzer through a gateway's gRPC front (which parses every stream into the
+# WebSocket's sessions) in front of the adapter; FUZZ_ARGS as above.
+fuzz-front: $(STAMP)
+	$(PY) -m tools.fuzz_stack --through-gateway -- $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) tools/node_modules .pytest_cache

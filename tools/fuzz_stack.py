@@ -5,6 +5,12 @@ Starts Triton (every model of model_repository/) via localstack.triton.TritonSer
 ``python -m voxwire.fuzz`` with every leak reading wired up: the adapter's Prometheus gauges,
 its PID (RSS), its log, Triton's gRPC port (sequence slot probe) and metrics port. Arguments
 after ``--`` go to the fuzzer. Exits with the fuzzer's code; everything started is stopped.
+
+``--through-gateway`` (before ``--``) puts a gateway process in front of the adapter and fuzzes
+its gRPC front instead (with a key in ``authorization``): the front parses every stream into the
+WebSocket's sessions, so it is the gateway that meets the hostile input first. The adapter's and
+Triton's leak readings stay wired up (what the gateway passes on must leave nothing behind
+there either); RSS is the gateway's.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from localstack.triton import TritonServer, default_model_repository
@@ -46,7 +53,22 @@ async def _wait_file(path: Path, process: asyncio.subprocess.Process, within_s: 
     raise TimeoutError(f"the adapter did not start within {within_s:g} s")
 
 
-async def run(fuzz_args: list[str]) -> int:
+@contextlib.asynccontextmanager
+async def _gateway(adapter: str) -> AsyncIterator[tuple[int, str, int]]:
+    """A gateway process in front of ``adapter`` with its gRPC front on a free port:
+    (front port, API key, pid). Idle deadlines under the fuzzer's status timeout."""
+    from benchmarks.gateway_stack import gateway_process, gateway_setup
+
+    front = _free_port()
+    idle = {"idle_timeout_s": 10.0, "idle_warning_s": 2.0}
+    setup = gateway_setup(
+        OUT / "fuzz-gateway", [adapter], grpc_listen=f"127.0.0.1:{front}", stt=idle, tts=idle
+    )
+    async with gateway_process(setup, OUT / "fuzz-gateway.log") as (proc, _port):
+        yield front, setup.key, proc.pid
+
+
+async def run(fuzz_args: list[str], through_gateway: bool = False) -> int:
     OUT.mkdir(exist_ok=True)
     triton = TritonServer(default_model_repository(), log_path=OUT / "fuzz-triton.log")
     await triton.start(timeout=180.0)
@@ -65,18 +87,23 @@ async def run(fuzz_args: list[str]) -> int:
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT,
             )  # fmt: skip
         port = await _wait_file(port_file, adapter, 60.0)
-        fuzzer = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "voxwire.fuzz",
-            "--target", f"127.0.0.1:{port}",
-            "--pid", str(adapter.pid),
+        readings = [
             "--adapter-metrics", f"127.0.0.1:{metrics_port}",
             "--adapter-log", str(adapter_log),
             "--triton", triton.grpc_url,
             "--triton-metrics", f"127.0.0.1:{triton.ports.metrics}",
-            *fuzz_args,
-            cwd=ROOT,
-        )  # fmt: skip
-        return await fuzzer.wait()
+        ]  # fmt: skip
+        async with contextlib.AsyncExitStack() as stack:
+            target, pid, extra = f"127.0.0.1:{port}", adapter.pid, []
+            if through_gateway:
+                front, key, pid = await stack.enter_async_context(_gateway(target))
+                target, extra = f"127.0.0.1:{front}", ["--header", f"authorization: Bearer {key}"]
+            fuzzer = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "voxwire.fuzz",
+                "--target", target, "--pid", str(pid), *readings, *extra, *fuzz_args,
+                cwd=ROOT,
+            )  # fmt: skip
+            return await fuzzer.wait()
     finally:
         if adapter is not None and adapter.returncode is None:
             adapter.send_signal(signal.SIGTERM)
@@ -91,10 +118,13 @@ async def run(fuzz_args: list[str]) -> int:
 
 def main() -> None:
     args = sys.argv[1:]
+    through_gateway = args[:1] == ["--through-gateway"]
+    if through_gateway:
+        args = args[1:]
     if args[:1] == ["--"]:
         args = args[1:]
     os.chdir(ROOT)
-    sys.exit(asyncio.run(run(args)))
+    sys.exit(asyncio.run(run(args, through_gateway)))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from gateway.upstream.call import TRANSPORT_CODES
 from gateway.upstream.pool import AdapterPool, Lease
 from voxwire import errors
 
@@ -26,11 +27,6 @@ log = logging.getLogger(__name__)
 DETAILS_KEY = "grpc-status-details-bin"
 # Deadline on the client taking the response headers (a client that opened a call and left).
 OPEN_TIMEOUT_S = 5.0
-# Codes of an upstream status without voxwire details that mean the adapter's transport failed
-# (not the client's deadline or cancel, nor gRPC's own message-size refusal, which pass on).
-_TRANSPORT_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
-)
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -69,7 +65,7 @@ def upstream_status(
     """The status to pass on for an upstream call that ended with ``code``: unchanged, unless
     it is a transport failure without voxwire details (BACKEND_UNAVAILABLE; the pool is told)."""
     trailers = tuple(trailers or ())
-    if code in _TRANSPORT_CODES and not any(key == DETAILS_KEY for key, _ in trailers):
+    if code in TRANSPORT_CODES and not any(key == DETAILS_KEY for key, _ in trailers):
         where = f"adapter {lease.adapter.address}: {code.name}: {details}"
         pool.report_failure(lease.adapter, f"{code.name}: {details}")
         return Status.of(errors.BackendUnavailable(where))

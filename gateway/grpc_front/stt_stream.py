@@ -1,6 +1,6 @@
 """``StreamingTranscribe`` through the gRPC front, with the WebSocket session's failover.
 
-The front relays every other call as raw bytes (``relay.py``). This one it reads: the call is an
+The front reads this call (only unary ones are relayed as bytes, ``relay.py``): it is an
 ``SttEdgeSession`` (the same sans-I/O core as ``WS /v1/stt/stream``) run by the same
 ``SttRunner``, so the audio since the last final waits in the same replay window, and an
 adapter that dies under the call is replaced by another without the caller seeing an error
@@ -38,22 +38,17 @@ METHOD = "/voxwire.v1.Transcription/StreamingTranscribe"
 
 # Contract messages that pass to the caller as they are (the same message types on both wires).
 _PASSED = frozenset(
-    {"started", "result", "speech_started", "utterance_end", "finalize_ack", "update_config_ack"}
-    | {"notice"}
+    ("started", "result", "speech_started", "utterance_end", "finalize_ack")
+    + ("update_config_ack", "notice")
 )
 
 
 class FrontSttSession(SttEdgeSession):
-    """An STT edge session that keeps its last upstream summary (the contract's summary is
-    built from it). A subclass, so the WebSocket sessions hold nothing more (memory per idle
-    session, BENCHMARKS.md)."""
+    """An STT edge session that knows the first utterance index its caller asked for (the
+    summary counts the call's own utterances). A subclass, so the WebSocket sessions hold
+    nothing more (memory per idle session, BENCHMARKS.md)."""
 
-    upstream_summary: transcription_pb2.TranscriptionSummary | None = None
     first_index = 0
-
-    def _on_summary(self, summary: Any, actions: Actions) -> None:
-        self.upstream_summary = summary
-        super()._on_summary(summary, actions)
 
 
 class FrontSttRunner(FrontCall, SttRunner):
@@ -72,6 +67,7 @@ class FrontSttRunner(FrontCall, SttRunner):
         session = FrontSttSession(limits, session_id=session_id, issue_token=no_token)
         super().__init__(session, port, pool, runner_limits=runner_limits, metadata=metadata)
         self.session: FrontSttSession = session
+        self._stream_id = ""
 
     def start(self) -> None:
         """Nothing to decide before the caller's config (``FrontTtsRunner.start`` has)."""
@@ -111,6 +107,8 @@ class FrontSttRunner(FrontCall, SttRunner):
 
     def _client_item(self, message: stt_pb2.SttServerMessage) -> bytes | None:
         kind = message.WhichOneof("message")
+        if kind == "started":
+            self._stream_id = message.started.session_id
         if kind in _PASSED:
             response = Response()
             getattr(response, kind).CopyFrom(getattr(message, kind))
@@ -122,9 +120,9 @@ class FrontSttRunner(FrontCall, SttRunner):
 
     def _summary(self, edge: Any) -> transcription_pb2.TranscriptionSummary:
         session = self.session
-        upstream = session.upstream_summary
         return transcription_pb2.TranscriptionSummary(
-            session_id=upstream.session_id if upstream is not None else session.session_id,
+            # The id the caller got in ``started`` (a failover's upstream has another).
+            session_id=self._stream_id or session.session_id,
             audio_ms=edge.audio_ms,
             utterances=max(0, edge.utterances - session.first_index),
             timings=edge.timings,

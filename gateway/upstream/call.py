@@ -2,10 +2,11 @@
 
 The gateway is a client of the contract: a call that ends with a status becomes the
 VoxwireError its rich details describe (``voxwire.errors.from_grpc``). A status without
-voxwire details (the adapter's process died, the connection broke) is a transport failure: it
-becomes BACKEND_UNAVAILABLE and tells the pool to stop choosing that adapter until its health
-watch says it serves again. Every stream ends with timing trailers, failed or not; they are
-returned with the failure so a session's breakdown covers every upstream segment.
+voxwire details and with a transport code (the adapter's process died, the connection broke)
+is a transport failure: it becomes BACKEND_UNAVAILABLE and tells the pool to stop choosing that
+adapter until its health watch says it serves again. Every stream ends with timing trailers,
+failed or not; they are returned with the failure so a session's breakdown covers every
+upstream segment.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 _DETAILS_KEY = "grpc-status-details-bin"
+# Codes of a status without voxwire details that mean the adapter's transport failed (its
+# process died, the connection broke). Not the caller's deadline or cancel passed on upstream,
+# nor gRPC's own refusal of an oversized message: those end the call, not the adapter's turn in
+# the pool (one caller's deadline took a healthy adapter out, and every session with it, in a
+# fuzz run through the gRPC front).
+# What grpc.aio reports for a call whose write raced the server's status (grpc/grpc#36066).
+CORE_RACE_DETAILS = "Internal error from Core"
+TRANSPORT_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+)
 
 
 class UpstreamError(Exception):
@@ -75,8 +86,10 @@ class UpstreamCall(Generic[Req, Resp]):
                 ),
                 None,
             ) from None
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+        except grpc.aio.AioRpcError as exc:
             raise await self._failure(exc) from exc
+        except asyncio.InvalidStateError as exc:  # the call had ended: its status says how
+            raise await self._failure(None) from exc
 
     async def done_writing(self) -> None:
         try:
@@ -121,9 +134,15 @@ class UpstreamCall(Generic[Req, Resp]):
             trailers = await self._call.trailing_metadata()
         trailers = tuple(trailers or ())
         error = errors.from_grpc(code, details, trailers)
-        if not any(key == _DETAILS_KEY for key, _ in trailers):
-            # No voxwire details: the adapter did not decide this; its transport failed.
-            self._pool.report_failure(self.lease.adapter, f"{code.name}: {details}")
+        if code in TRANSPORT_CODES and not any(key == _DETAILS_KEY for key, _ in trailers):
+            # No voxwire details: the adapter did not decide this; its transport failed. Except
+            # a status grpc.aio lost: a write that races the adapter's status replaces it with
+            # INTERNAL "Internal error from Core" (grpc/grpc#36066), which says nothing about
+            # the adapter; its health watch, which sees a dead process at once, decides. (One
+            # such race took a healthy adapter out of the pool, and every session with it, in
+            # a fuzz run through the gRPC front.)
+            if not (code is grpc.StatusCode.INTERNAL and details == CORE_RACE_DETAILS):
+                self._pool.report_failure(self.lease.adapter, f"{code.name}: {details}")
             error = errors.BackendUnavailable(f"adapter {self.adapter}: {code.name}: {details}")
         timings = None
         for key, value in trailers:

@@ -13,8 +13,8 @@ import pytest
 
 from tests.conformance.test_adapter import KNOWN_FAILING, KNOWN_FLAKY, MODELS
 from tests.helpers.edge import Edge
+from voxwire.call_headers import parse_header
 from voxwire.conformance import Options, run_kit
-from voxwire.conformance.headers import parse_header
 from voxwire.conformance.runner import BAD, PASS, read_case_list
 
 

@@ -326,6 +326,7 @@ async def test_a_grpc_call_through_the_front_survives_the_sigkill_of_its_adapter
     (summary,) = run.of("summary")
     (expected,) = reference.of("summary")
     assert (summary.audio_ms, summary.utterances) == (expected.audio_ms, len(finals))
+    assert summary.session_id == run.of("started")[0].session_id  # not the second upstream's
     timings = timings_pb2.StageTimings.FromString(run.trailers["voxwire-timings-bin"])
     assert timings.edge_connect_us > 0 and timings.total_us > 0
     print(f"gRPC front failover: SIGKILL -> FAILOVER notice {run.notice_at - run.killed_at:.3f} s")

@@ -1,6 +1,7 @@
 """The gateway's gRPC front end to end: real grpc.aio clients -> the gateway -> the adapter ->
-Triton. What goes through is the adapter's own answer (raw bytes, status, trailers); what the
-front adds is auth, limits, the client's deadline and trace context, cancel and drain."""
+Triton. What comes back is the adapter's answer (its results, statuses and reasons, its stage
+timings within the gateway's); what the front adds is auth, limits, the client's deadline and
+trace context, cancel and drain, and failover (tests/gateway/test_adapter_failover.py)."""
 
 from __future__ import annotations
 
@@ -244,3 +245,22 @@ async def test_a_drain_refuses_new_calls_lets_short_ones_finish_and_ends_the_res
     finally:
         await server.stop()
     assert await wait_until(lambda: runtime.active_streams == before, 2.0)
+
+
+async def test_a_callers_deadline_ends_its_call_not_the_adapters_turn_in_the_pool(edge: Edge):
+    """The caller's deadline goes upstream, and the upstream call ends with DEADLINE_EXCEEDED
+    and no voxwire details: that is the caller's end, not the adapter's transport failing.
+    Before the fix the gateway took the adapter out of its pool for it, and every session after
+    got BACKEND_UNAVAILABLE until the health watch put it back (a fuzz run through the front)."""
+    async with grpc.aio.insecure_channel(edge.server.grpc_address) as channel:
+        stub = transcription_pb2_grpc.TranscriptionStub(channel)
+        for _ in range(3):
+            call = stub.StreamingTranscribe(metadata=bearer(edge.key), timeout=0.5)
+            await call.write(SttReq(config=stt_config()))
+            assert await call.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert all(adapter.serving for adapter in edge.server.pool.adapters)
+        pcm, _ = read_wav(SPEECH_DIR / "call_me_back.wav")
+        outcome = await transcribe(
+            channel, pcm.tobytes()[:32000], PCM16, model="bench_stt", metadata=bearer(edge.key)
+        )
+    assert outcome.code == grpc.StatusCode.OK, outcome.details

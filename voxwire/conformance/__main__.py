@@ -14,8 +14,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from voxwire.call_headers import parse_header
 from voxwire.conformance.casefile import CaseFileError
-from voxwire.conformance.headers import parse_header
 from voxwire.conformance.report import print_report, write_json
 from voxwire.conformance.runner import Options, load_cases, read_case_list, run_kit
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import grpc
 
 # Importing the check modules registers their properties.
-from voxwire.conformance import headers, stream_checks, stt_checks, tts_checks  # noqa: F401
+from voxwire import call_headers
+from voxwire.conformance import stream_checks, stt_checks, tts_checks  # noqa: F401
 from voxwire.conformance.casefile import (
     STREAM_SERVICES,
     Case,
@@ -117,7 +118,7 @@ async def run_kit(options: Options, cases: Sequence[Case] | None = None) -> Repo
     report = Report(
         options.target, datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     )
-    async with headers.channel(options.target, options.headers) as channel:
+    async with call_headers.channel(options.target, options.headers) as channel:
         catalog = await _catalog(channel, options)
         if catalog is not None:
             report.models = [m.name for m in catalog.caps.models]
@@ -282,7 +283,7 @@ class _Run:
             yield self.channel
             return
         options = [("grpc.http2.bdp_probe", 0)]
-        async with headers.channel(self.options.target, self.options.headers, options) as own:
+        async with call_headers.channel(self.options.target, self.options.headers, options) as own:
             yield own
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from voxwire.call_headers import parse_header
 from voxwire.fuzz.cases import FAMILIES
 from voxwire.fuzz.runner import Options, fuzz
 
@@ -85,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rss-slack-mb", type=float, default=64.0)
     p.add_argument("--json", type=Path, help="write the report here")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help="'name: value' metadata on every call (repeatable), e.g. 'authorization: Bearer KEY'",
+    )
     return p
 
 
@@ -96,6 +103,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None]:
     if unknown:
         p.error(f"unknown families: {sorted(unknown)}")
     audio, rate = _read_audio(a.audio) if a.audio else (b"", 16000)
+    try:
+        headers = tuple(parse_header(h) for h in a.header)
+    except ValueError as exc:
+        p.error(str(exc))
     opts = Options(
         target=a.target,
         cases=a.cases,
@@ -116,6 +127,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None]:
         adapter_log=a.adapter_log,
         pid=a.pid,
         rss_slack_mb=a.rss_slack_mb,
+        headers=headers,
         progress=not a.quiet,
     )
     return opts, a.json

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from voxwire import call_headers
 from voxwire.fuzz import probes
 from voxwire.fuzz.cases import FAMILIES, Plan, make_case, tone
 from voxwire.fuzz.client import Outcome, run_case
@@ -63,6 +64,7 @@ class Options:
     adapter_log: Path | None = None
     pid: int | None = None
     rss_slack_mb: float = 64.0
+    headers: tuple[tuple[str, str], ...] = ()  # metadata of every call (e.g. authorization)
     progress: bool = True
     # (cases done, seconds into the phase) when Triton was first seen down; set by the run.
     triton_down_at: tuple[int, float] | None = None
@@ -133,7 +135,7 @@ async def _run_many(
         for index in it:
             case = make_case(opts.seed, index, plan)
             if case.ending == "disconnect":
-                channel = grpc.aio.insecure_channel(opts.target, options=_CHANNEL_OPTIONS)
+                channel = call_headers.channel(opts.target, opts.headers, _CHANNEL_OPTIONS)
                 own = True
             else:
                 channel, own = channels[w % len(channels)], False
@@ -192,7 +194,7 @@ async def _settle(opts: Options, plan: Plan, baseline: Readings) -> Readings:
 async def fuzz(opts: Options) -> Report:
     """Run the whole fuzz session. Raises grpc.aio.AioRpcError when the target is down."""
     channels = [
-        grpc.aio.insecure_channel(opts.target, options=_CHANNEL_OPTIONS)
+        call_headers.channel(opts.target, opts.headers, _CHANNEL_OPTIONS)
         for _ in range(max(1, opts.channels))
     ]
     try:

@@ -1,5 +1,6 @@
-"""Metadata the kit adds to every call (``--header``): a server behind auth, such as the
-gateway's gRPC front (``authorization: Bearer ...``), is checked as its callers reach it.
+"""Metadata a tool adds to every call (``--header`` of the conformance kit and the fuzzer): a
+server behind auth, such as the gateway's gRPC front (``authorization: Bearer ...``), is
+checked as its callers reach it.
 
 grpc.aio client interceptors, one per call shape the kit makes, each prepending the headers to
 the call's own metadata. Without headers the kit adds no interceptor: calls are plain.
