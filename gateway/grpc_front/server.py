@@ -59,6 +59,9 @@ CATALOG_METHODS = frozenset({"/voxwire.v1.Capabilities/GetCapabilities"})
 # status: a grpcio aio client whose write races the server's status reports INTERNAL instead
 # of the status (grpc/grpc#36066), as the adapter found (inference_adapter/stream_runner.py).
 REFUSAL_READ_S = 2.0
+# How long a call whose session failed still reads (and drops) what its caller sends, before
+# the status goes out (CallPort.drain).
+ERROR_DRAIN_S = 0.5
 # The largest message the front takes (gRPC's default; the adapter's own limit is the same).
 MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -238,9 +241,10 @@ class GrpcFront:
             if path == stt_stream.METHOD
             else (tts_stream.FrontTtsRunner, gateway.config.tts)
         )
+        port = CallPort(requests, context)
         runner = kind(
             limits,  # type: ignore[arg-type]
-            CallPort(requests, context),
+            port,
             gateway.pool,
             session_id=gateway.new_session_id(),
             runner_limits=gateway.config.runner,
@@ -270,6 +274,8 @@ class GrpcFront:
                 status = runner.status or Status.of(
                     errors.InternalError("the call ended without a decision of its session")
                 )
+                if status.code is not grpc.StatusCode.OK:
+                    await port.drain(ERROR_DRAIN_S)
             span.set_attribute("rpc.grpc.status_code", status.code.value[0])
             status.apply(context)
         finally:

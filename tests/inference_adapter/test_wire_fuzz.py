@@ -11,16 +11,24 @@ pending, and on the adapter's side no open stream, lease or task left over.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from gateway.auth.keys import create_key
+from gateway.config import GatewayConfig
+from gateway.server import GatewayServer
+from gateway.stt.session import SttLimits
+from gateway.tts.session import TtsLimits
 from inference_adapter.config import AdapterConfig, Limits
 from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer, default_model_repository
+from tests.helpers.edge import auth_config
 from tests.helpers.speech_fixtures import SPEECH_DIR
 from voxwire.fuzz.__main__ import _read_audio
 from voxwire.fuzz.report import Report
@@ -97,3 +105,62 @@ async def test_short_wire_fuzz_run_keeps_every_invariant(stack: Stack) -> None:
     assert sum(r.active for r in adapter.pool.replicas) == 0
     left = await _settled_tasks(baseline_tasks, 10.0)
     assert left <= baseline_tasks, "\n".join(repr(t) for t in asyncio.all_tasks())
+
+
+async def test_short_wire_fuzz_run_through_the_gateways_front_keeps_every_invariant(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The same run through a gateway's gRPC front (``make fuzz-front`` in small), which parses
+    every stream into the WebSocket's sessions and so meets the hostile input first: the same
+    invariants, the adapter behind it left clean, and the gateway holding no session after."""
+    triton, adapter = stack.triton, stack.adapter
+    keys = tmp_path / "keys.toml"
+    key, _ = create_key(
+        keys,
+        name="fuzz",
+        now=datetime.datetime.now(datetime.UTC),
+        max_concurrent_sessions=1000,
+        max_new_sessions_per_minute=100_000,
+    )
+    idle = {"idle_timeout_s": 10.0, "idle_warning_s": 2.0}
+    gateway = GatewayServer(
+        GatewayConfig(
+            listen="127.0.0.1:0",
+            grpc_listen="127.0.0.1:0",
+            adapters=(adapter.address,),
+            auth=auth_config(keys),
+            stt=SttLimits(**idle),
+            tts=TtsLimits(**idle),
+        )
+    )
+    await gateway.start()
+    audio, rate = _read_audio(SPEECH_DIR / "kitchen_lights.wav")
+    try:
+        report: Report = await fuzz(
+            Options(
+                target=gateway.grpc_address,
+                cases=300,
+                concurrency=24,
+                seed=9,
+                stt_models=("bench_stt",),
+                tts_models=("bench_tts",),
+                audio=audio,
+                audio_rate_hz=rate,
+                status_timeout_s=20.0,
+                warmup=0,
+                settle_s=10.0,
+                triton=triton.grpc_url,
+                triton_metrics=f"127.0.0.1:{triton.ports.metrics}",
+                headers=(("authorization", f"Bearer {key}"),),
+                progress=False,
+            )
+        )
+        failed = [f"{i.name}: {i.value}" for i in report.invariants if i.ok is False]
+        assert not failed, f"{failed}; examples: {report.examples}"
+        assert all(a.serving for a in gateway.pool.adapters)  # no stream took the adapter out
+        async with asyncio.timeout(5):
+            await gateway.registry.wait_empty()
+    finally:
+        await gateway.stop(grace=1.0)
+    assert adapter.runtime.active_streams == 0
+    assert sum(r.active for r in adapter.pool.replicas) == 0
