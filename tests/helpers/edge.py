@@ -58,17 +58,23 @@ async def start_edge_adapter(triton: TritonServer) -> AsyncIterator[AdapterServe
         await server.stop(grace=1.0)
 
 
-async def start_edge(
-    edge_adapter: AdapterServer, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Edge]:
-    keys_file = tmp_path_factory.mktemp("keys") / "keys.toml"
+def roomy_key(keys_file: Path, name: str = "tests") -> str:
+    """A new key in ``keys_file`` whose limits no test reaches (500 sessions, 10,000 a minute)."""
     key, _ = create_key(
         keys_file,
-        name="tests",
+        name=name,
         now=datetime.datetime.now(datetime.UTC),
         max_concurrent_sessions=500,
         max_new_sessions_per_minute=10_000,
     )
+    return key
+
+
+async def start_edge(
+    edge_adapter: AdapterServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Edge]:
+    keys_file = tmp_path_factory.mktemp("keys") / "keys.toml"
+    key = roomy_key(keys_file)
     auth = auth_config(keys_file)
     server = GatewayServer(
         GatewayConfig(

@@ -11,7 +11,6 @@ pending, and on the adapter's side no open stream, lease or task left over.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from gateway.auth.keys import create_key
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
 from gateway.stt.session import SttLimits
@@ -28,7 +26,7 @@ from gateway.tts.session import TtsLimits
 from inference_adapter.config import AdapterConfig, Limits
 from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer, default_model_repository
-from tests.helpers.edge import auth_config
+from tests.helpers.edge import auth_config, roomy_key
 from tests.helpers.speech_fixtures import SPEECH_DIR
 from voxwire.fuzz.__main__ import _read_audio
 from voxwire.fuzz.report import Report
@@ -65,6 +63,30 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         await triton.stop()
 
 
+def short_run(
+    target: str, triton: TritonServer, *, seed: int, headers: tuple[tuple[str, str], ...] = ()
+) -> Options:
+    """300 streams, 24 at a time, on the benchmark models, with Triton's readings wired up."""
+    audio, rate = _read_audio(SPEECH_DIR / "kitchen_lights.wav")
+    return Options(
+        target=target,
+        cases=300,
+        concurrency=24,
+        seed=seed,
+        stt_models=("bench_stt",),
+        tts_models=("bench_tts",),
+        audio=audio,
+        audio_rate_hz=rate,
+        status_timeout_s=20.0,
+        warmup=0,
+        settle_s=10.0,
+        triton=triton.grpc_url,
+        triton_metrics=f"127.0.0.1:{triton.ports.metrics}",
+        headers=headers,
+        progress=False,
+    )
+
+
 async def _settled_tasks(baseline: int, within_s: float) -> int:
     """Tasks alive on this loop, once back at ``baseline`` or after ``within_s``."""
     deadline = time.monotonic() + within_s
@@ -77,26 +99,8 @@ async def _settled_tasks(baseline: int, within_s: float) -> int:
 
 async def test_short_wire_fuzz_run_keeps_every_invariant(stack: Stack) -> None:
     triton, adapter = stack.triton, stack.adapter
-    audio, rate = _read_audio(SPEECH_DIR / "kitchen_lights.wav")
     baseline_tasks = len(asyncio.all_tasks())
-    report: Report = await fuzz(
-        Options(
-            target=adapter.address,
-            cases=300,
-            concurrency=24,
-            seed=8,
-            stt_models=("bench_stt",),
-            tts_models=("bench_tts",),
-            audio=audio,
-            audio_rate_hz=rate,
-            status_timeout_s=20.0,
-            warmup=0,
-            settle_s=10.0,
-            triton=triton.grpc_url,
-            triton_metrics=f"127.0.0.1:{triton.ports.metrics}",
-            progress=False,
-        )
-    )
+    report: Report = await fuzz(short_run(adapter.address, triton, seed=8))
     failed = [f"{i.name}: {i.value}" for i in report.invariants if i.ok is False]
     assert report.meta["cases"] == 300
     assert not failed, f"{failed}; examples: {report.examples}"
@@ -115,13 +119,7 @@ async def test_short_wire_fuzz_run_through_the_gateways_front_keeps_every_invari
     invariants, the adapter behind it left clean, and the gateway holding no session after."""
     triton, adapter = stack.triton, stack.adapter
     keys = tmp_path / "keys.toml"
-    key, _ = create_key(
-        keys,
-        name="fuzz",
-        now=datetime.datetime.now(datetime.UTC),
-        max_concurrent_sessions=1000,
-        max_new_sessions_per_minute=100_000,
-    )
+    key = roomy_key(keys, "fuzz")
     idle = {"idle_timeout_s": 10.0, "idle_warning_s": 2.0}
     gateway = GatewayServer(
         GatewayConfig(
@@ -134,26 +132,10 @@ async def test_short_wire_fuzz_run_through_the_gateways_front_keeps_every_invari
         )
     )
     await gateway.start()
-    audio, rate = _read_audio(SPEECH_DIR / "kitchen_lights.wav")
     try:
+        headers = (("authorization", f"Bearer {key}"),)
         report: Report = await fuzz(
-            Options(
-                target=gateway.grpc_address,
-                cases=300,
-                concurrency=24,
-                seed=9,
-                stt_models=("bench_stt",),
-                tts_models=("bench_tts",),
-                audio=audio,
-                audio_rate_hz=rate,
-                status_timeout_s=20.0,
-                warmup=0,
-                settle_s=10.0,
-                triton=triton.grpc_url,
-                triton_metrics=f"127.0.0.1:{triton.ports.metrics}",
-                headers=(("authorization", f"Bearer {key}"),),
-                progress=False,
-            )
+            short_run(gateway.grpc_address, triton, seed=9, headers=headers)
         )
         failed = [f"{i.name}: {i.value}" for i in report.invariants if i.ok is False]
         assert not failed, f"{failed}; examples: {report.examples}"
