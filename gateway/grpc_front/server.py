@@ -256,8 +256,9 @@ class GrpcFront:
         gateway.metrics.sessions_active.labels(kind="grpc").inc()
         status: Status | None = None
         try:
-            # Headers first, so that a status can always follow a write cancelled in flight
-            # (relay.py: gRPC core refuses initial metadata twice and the call never ends).
+            # Headers first, so that a status can always follow a write cancelled in flight:
+            # gRPC core refuses a status batch that carries the initial metadata a second time,
+            # and the call would never end (issue 8, defect 0, in the adapter).
             try:
                 async with asyncio.timeout(OPEN_TIMEOUT_S):
                     await context.send_initial_metadata(())
