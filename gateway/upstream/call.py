@@ -144,6 +144,11 @@ class UpstreamCall(Generic[Req, Resp]):
             if not (code is grpc.StatusCode.INTERNAL and details == CORE_RACE_DETAILS):
                 self._pool.report_failure(self.lease.adapter, f"{code.name}: {details}")
             error = errors.BackendUnavailable(f"adapter {self.adapter}: {code.name}: {details}")
+        elif code is grpc.StatusCode.CANCELLED and not any(k == _DETAILS_KEY for k, _ in trailers):
+            # Cancelled by the adapter's side without saying why (its handler cancelled under
+            # a shutdown): the session may move, as for a transport failure, but the health
+            # watch alone decides whether the adapter serves.
+            error = errors.BackendUnavailable(f"adapter {self.adapter}: CANCELLED: {details}")
         timings = None
         for key, value in trailers:
             if key == TIMINGS_TRAILER and isinstance(value, bytes):
