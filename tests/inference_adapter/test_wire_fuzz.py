@@ -87,6 +87,15 @@ def short_run(
     )
 
 
+def _grpc_internal(task: asyncio.Task) -> bool:
+    """A task of grpc.aio's own (its servers' accept loops and call handlers, its clients'
+    request and status tasks), not one of the gateway's or the adapter's."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    name = getattr(task.get_coro(), "__qualname__", "")
+    where = code.co_filename if code is not None else ""
+    return "/grpc/" in where or "cygrpc" in where or name.startswith(("AioServer.", "_AioCall."))
+
+
 async def _settled_tasks(baseline: int, within_s: float) -> int:
     """Tasks alive on this loop, once back at ``baseline`` or after ``within_s``."""
     deadline = time.monotonic() + within_s
@@ -132,6 +141,7 @@ async def test_short_wire_fuzz_run_through_the_gateways_front_keeps_every_invari
         )
     )
     await gateway.start()
+    baseline_tasks = len([t for t in asyncio.all_tasks() if not _grpc_internal(t)])
     try:
         headers = (("authorization", f"Bearer {key}"),)
         report: Report = await fuzz(
@@ -142,6 +152,11 @@ async def test_short_wire_fuzz_run_through_the_gateways_front_keeps_every_invari
         assert all(a.serving for a in gateway.pool.adapters)  # no stream took the adapter out
         async with asyncio.timeout(5):
             await gateway.registry.wait_empty()
+        # No task of the gateway's calls left behind (a request read left in flight ends with
+        # its call); grpc.aio's own (its accept loops, the fuzzer's client calls) are not ours.
+        await _settled_tasks(baseline_tasks, 10.0)
+        ours = [t for t in asyncio.all_tasks() if not _grpc_internal(t)]
+        assert len(ours) <= baseline_tasks, "\n".join(repr(t) for t in ours)
     finally:
         await gateway.stop(grace=1.0)
     assert adapter.runtime.active_streams == 0
