@@ -5,9 +5,11 @@ A grpc.aio server in the gateway process (``GatewayConfig.grpc_listen``, default
 serves ``voxwire.v1.Transcription``, ``Synthesis`` and ``Capabilities`` behind the same auth
 as the WebSocket and HTTP endpoints, plus the standard health service and reflection.
 
-Every contract method is relayed as raw bytes (generic handlers with identity serializers,
-built from the contract's descriptors, so a method the contract adds is relayed without a
-change here); ``relay.py`` holds the relay itself. Before anything goes upstream, a call is
+The two streaming methods run as the WebSocket's sessions (``stt_stream.py``,
+``tts_stream.py``), so an adapter's death moves a call instead of ending it; the unary ones are
+relayed as raw bytes (``relay.py``; generic handlers with identity serializers, built from the
+contract's descriptors, so a unary method the contract adds is relayed without a change here,
+while a new streaming method needs its session). Before anything goes upstream, a call is
 admitted exactly like a WebSocket session (docs/design/edge.md, "Auth and limits"):
 draining -> DRAINING; credentials from the metadata (``authorization: Bearer <key>``, and an
 ``origin`` if a caller sends one) -> UNAUTHENTICATED / PERMISSION_DENIED; a streaming call is
