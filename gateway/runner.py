@@ -84,6 +84,11 @@ class SessionRunner(abc.ABC, Generic[S, A]):
     def _stop_upstream(self) -> None:
         """Cancel every upstream call of the session."""
 
+    def _upstream_timeout(self) -> float | None:
+        """The deadline of an upstream call: none for a WebSocket session (its own deadlines
+        end it); the gRPC front passes on what is left of its caller's."""
+        return None
+
     # -- the run ---------------------------------------------------------------------------------
 
     async def run(self, first: A | None = None) -> int:

@@ -32,6 +32,9 @@ def _with(details: grpc.aio.ClientCallDetails, headers: Headers) -> grpc.aio.Cli
     )
 
 
+# One class per call shape: grpc.aio files an interceptor under the first interface it
+# implements only (grpc/aio/_channel.py), so one class for all three would add no headers to
+# streams.
 class _Unary(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, headers: Headers) -> None:
         self._headers = headers

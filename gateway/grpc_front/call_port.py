@@ -67,7 +67,7 @@ class CallPort:
         writes race the status loses it to INTERNAL "Internal error from Core"
         (grpc/grpc#36066); through the front, which refuses bad input at once, 0.2 to 0.5 % of
         a fuzz run's hostile streams did, where the adapter, slower to refuse, had none."""
-        with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError, grpc.RpcError):
+        with contextlib.suppress(TimeoutError, grpc.RpcError):
             async with asyncio.timeout(within_s):
                 while not self.half_closed:
                     await self.receive()

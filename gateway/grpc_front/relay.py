@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from gateway.upstream.call import TRANSPORT_CODES
+from gateway.upstream.call import transport_failed
 from gateway.upstream.pool import AdapterPool, Lease
 from voxwire import errors
 
@@ -65,7 +65,7 @@ def upstream_status(
     """The status to pass on for an upstream call that ended with ``code``: unchanged, unless
     it is a transport failure without voxwire details (BACKEND_UNAVAILABLE; the pool is told)."""
     trailers = tuple(trailers or ())
-    if code in TRANSPORT_CODES and not any(key == DETAILS_KEY for key, _ in trailers):
+    if transport_failed(code, details, trailers):
         where = f"adapter {lease.adapter.address}: {code.name}: {details}"
         pool.report_failure(lease.adapter, f"{code.name}: {details}")
         return Status.of(errors.BackendUnavailable(where))

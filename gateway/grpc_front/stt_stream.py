@@ -43,14 +43,6 @@ _PASSED = frozenset(
 )
 
 
-class FrontSttSession(SttEdgeSession):
-    """An STT edge session that knows the first utterance index its caller asked for (the
-    summary counts the call's own utterances). A subclass, so the WebSocket sessions hold
-    nothing more (memory per idle session, BENCHMARKS.md)."""
-
-    first_index = 0
-
-
 class FrontSttRunner(FrontCall, SttRunner):
     """The WebSocket session's runner with the contract's messages on the client side."""
 
@@ -64,10 +56,10 @@ class FrontSttRunner(FrontCall, SttRunner):
         runner_limits: RunnerLimits,
         metadata: tuple[tuple[str, str], ...],
     ) -> None:
-        session = FrontSttSession(limits, session_id=session_id, issue_token=no_token)
+        session = SttEdgeSession(limits, session_id=session_id, issue_token=no_token)
         super().__init__(session, port, pool, runner_limits=runner_limits, metadata=metadata)
-        self.session: FrontSttSession = session
-        self._stream_id = ""
+        self._stream_id = ""  # the session id of the first upstream's ``started``
+        self._first_index = 0  # the caller's first_utterance_index
 
     def start(self) -> None:
         """Nothing to decide before the caller's config (``FrontTtsRunner.start`` has)."""
@@ -97,7 +89,7 @@ class FrontSttRunner(FrontCall, SttRunner):
                     finalized_through_ms=config.stream_offset_ms,
                     next_utterance_index=config.first_utterance_index,
                 )
-                session.first_index = config.first_utterance_index
+                self._first_index = config.first_utterance_index
             return session.start(config, ack)
         if kind is None:
             raise errors.InvalidMessage("empty request (no field of the oneof set)")
@@ -124,7 +116,7 @@ class FrontSttRunner(FrontCall, SttRunner):
             # The id the caller got in ``started`` (a failover's upstream has another).
             session_id=self._stream_id or session.session_id,
             audio_ms=edge.audio_ms,
-            utterances=max(0, edge.utterances - session.first_index),
+            utterances=max(0, edge.utterances - self._first_index),
             timings=edge.timings,
         )
 

@@ -91,11 +91,6 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
     def _stop_upstream(self) -> None:
         self._stop_segment()
 
-    def _upstream_timeout(self) -> float | None:
-        """The deadline of an upstream call: none for a WebSocket session (its own deadlines
-        end it); the gRPC front passes on what is left of its caller's."""
-        return None
-
     def _client_item(self, message: stt_pb2.SttServerMessage) -> str | bytes | None:
         """What goes on the client's wire for ``message`` (None: nothing). WebSocket: its
         canonical JSON; the gRPC front's runner maps it to the contract's response."""

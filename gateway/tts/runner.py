@@ -102,11 +102,6 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         them to the contract's responses."""
         return item if isinstance(item, bytes) else encode(item)
 
-    def _upstream_timeout(self) -> float | None:
-        """The deadline of an upstream call: none for a WebSocket session (its own deadlines
-        end it); the gRPC front passes on what is left of its caller's."""
-        return None
-
     # -- the client ----------------------------------------------------------------------------
 
     async def _read_client(self) -> None:

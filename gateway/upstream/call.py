@@ -12,6 +12,7 @@ upstream segment.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -30,11 +31,29 @@ _DETAILS_KEY = "grpc-status-details-bin"
 # nor gRPC's own refusal of an oversized message: those end the call, not the adapter's turn in
 # the pool (one caller's deadline took a healthy adapter out, and every session with it, in a
 # fuzz run through the gRPC front).
-# What grpc.aio reports for a call whose write raced the server's status (grpc/grpc#36066).
-CORE_RACE_DETAILS = "Internal error from Core"
-TRANSPORT_CODES = frozenset(
+_TRANSPORT_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 )
+# What grpc.aio reports for a call whose write raced the server's status (grpc/grpc#36066).
+_CORE_RACE_DETAILS = "Internal error from Core"
+
+
+def has_details(trailers: Sequence[tuple[str, Any]]) -> bool:
+    """Whether a status carries voxwire's rich details (the adapter decided it)."""
+    return any(key == _DETAILS_KEY for key, _ in trailers)
+
+
+def transport_failed(code: grpc.StatusCode, details: str | None, trailers: Sequence[Any]) -> bool:
+    """Whether a call's end says the adapter's transport failed, so that the pool stops choosing
+    it until its health watch says it serves. Not a status grpc.aio lost (a write that races the
+    adapter's status turns it into INTERNAL "Internal error from Core", which says nothing about
+    the adapter; one such race took a healthy adapter out, and every session with it, in a fuzz
+    run through the gRPC front): the health watch, which sees a dead process at once, decides."""
+    return (
+        code in _TRANSPORT_CODES
+        and not has_details(trailers)
+        and not (code is grpc.StatusCode.INTERNAL and details == _CORE_RACE_DETAILS)
+    )
 
 
 class UpstreamError(Exception):
@@ -134,21 +153,15 @@ class UpstreamCall(Generic[Req, Resp]):
             trailers = await self._call.trailing_metadata()
         trailers = tuple(trailers or ())
         error = errors.from_grpc(code, details, trailers)
-        if code in TRANSPORT_CODES and not any(key == _DETAILS_KEY for key, _ in trailers):
-            # No voxwire details: the adapter did not decide this; its transport failed. Except
-            # a status grpc.aio lost: a write that races the adapter's status replaces it with
-            # INTERNAL "Internal error from Core" (grpc/grpc#36066), which says nothing about
-            # the adapter; its health watch, which sees a dead process at once, decides. (One
-            # such race took a healthy adapter out of the pool, and every session with it, in
-            # a fuzz run through the gRPC front.)
-            if not (code is grpc.StatusCode.INTERNAL and details == CORE_RACE_DETAILS):
+        if not has_details(trailers) and (
+            code in _TRANSPORT_CODES or code is grpc.StatusCode.CANCELLED
+        ):
+            # The adapter did not decide this (its transport failed, or its side cancelled the
+            # call under a shutdown): the session may move to another adapter. Whether this one
+            # leaves the pool is ``transport_failed``'s to say.
+            if transport_failed(code, details, trailers):
                 self._pool.report_failure(self.lease.adapter, f"{code.name}: {details}")
             error = errors.BackendUnavailable(f"adapter {self.adapter}: {code.name}: {details}")
-        elif code is grpc.StatusCode.CANCELLED and not any(k == _DETAILS_KEY for k, _ in trailers):
-            # Cancelled by the adapter's side without saying why (its handler cancelled under
-            # a shutdown): the session may move, as for a transport failure, but the health
-            # watch alone decides whether the adapter serves.
-            error = errors.BackendUnavailable(f"adapter {self.adapter}: CANCELLED: {details}")
         timings = None
         for key, value in trailers:
             if key == TIMINGS_TRAILER and isinstance(value, bytes):
