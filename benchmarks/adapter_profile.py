@@ -106,6 +106,20 @@ async def profile(args: argparse.Namespace) -> None:
             )
             adapter, adapter_pid = await _adapter(stack, "adapter", triton, workdir)
             paths = [proxy, adapter]
+            if args.lean:
+                lean_proc, lean_port = await stack.enter_async_context(
+                    server_process(
+                        ["benchmarks.lean_adapter", triton.grpc_url], workdir / "lean.log", True
+                    )
+                )
+                lean = PathSpec(
+                    "lean (conversions)",
+                    "grpc",
+                    f"{LOOPBACK}:{lean_port}",
+                    "",
+                    {"server": lambda: [lean_proc.pid], "triton": tri},
+                )
+                paths.append(lean)
             if args.baseline:
                 tree = stack.enter_context(_revision(args.baseline, workdir))
                 base, _ = await _adapter(stack, f"adapter @{args.baseline}", triton, workdir, tree)
@@ -130,7 +144,10 @@ async def profile(args: argparse.Namespace) -> None:
                 median = statistics.median(ratio)
                 print(f"{path.label} / null proxy CPU per message: {each} (median {median:.2f})")
             if args.py_spy:
-                await _sample(args, [(proxy, proxy_proc.pid), (adapter, adapter_pid)], workdir)
+                sampled = [(proxy, proxy_proc.pid), (adapter, adapter_pid)]
+                if args.lean:
+                    sampled.append((lean, lean_proc.pid))
+                await _sample(args, sampled, workdir)
     finally:
         await triton.stop()
 
@@ -138,13 +155,20 @@ async def profile(args: argparse.Namespace) -> None:
 async def _sample(
     args: argparse.Namespace, paths: list[tuple[PathSpec, int]], workdir: Path
 ) -> None:
-    """One extra run of each of ``paths`` (the null proxy and the adapter), sampled by py-spy
-    into ``args.py_spy`` (the adapter) and beside it with ``.proxy`` (the floor): the same
+    """One extra run of each of ``paths`` (the null proxy, the adapter, the lean adapter), sampled
+    by py-spy into ``args.py_spy`` (the adapter) and beside it with ``.proxy`` (the floor) and
+    ``.lean``: the same
     sampler on both sides, so what the adapter adds shows as samples the proxy does not have."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     args.py_spy.parent.mkdir(parents=True, exist_ok=True)
     for path, pid in paths:
-        out = args.py_spy if path.target == "grpc" else args.py_spy.with_suffix(".proxy.folded")
+        out = (
+            args.py_spy
+            if path.label == "adapter"
+            else args.py_spy.with_suffix(
+                ".lean.folded" if path.target == "grpc" else ".proxy.folded"
+            )
+        )
         proc = await asyncio.create_subprocess_exec(
             spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
             "--duration", str(int(args.seconds)), "-o", str(out),
@@ -177,6 +201,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--native", action="store_true", help="py-spy: native frames too (gRPC core, syscalls)"
+    )
+    parser.add_argument(
+        "--lean",
+        action="store_true",
+        help="also measure benchmarks.lean_adapter: the adapter's conversions without its "
+        "scaffolding (the floor of the contract's own work)",
     )
     args: Any = parser.parse_args(argv)
     asyncio.run(profile(args))

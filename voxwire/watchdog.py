@@ -22,7 +22,7 @@ from types import TracebackType
 
 
 class Watchdog:
-    __slots__ = ("_timeout", "_began", "_timer")
+    __slots__ = ("_timeout", "_began", "_timer", "_loop")
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
@@ -30,13 +30,19 @@ class Watchdog:
         # it. One dict and no more, so an idle owner (the gateway holds thousands) stays small.
         self._began: dict[asyncio.Task[object], tuple[float, int, bool]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        # The owner's event loop, from its first await on: ``current_task(loop)`` skips the
+        # running-loop lookup, which on Python 3.11 makes a getpid() syscall each time.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __enter__(self) -> None:
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         assert task is not None and task not in self._began, "one await per task at a time"
         self._began[task] = (time.monotonic(), task.cancelling(), False)
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._timeout, self._check)
+            self._timer = loop.call_later(self._timeout, self._check)
 
     def __exit__(
         self,
@@ -44,7 +50,7 @@ class Watchdog:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)
         assert task is not None
         _, cancelling, fired = self._began.pop(task)
         if not fired:

@@ -54,6 +54,10 @@ class State(enum.Enum):
     HANDING_OVER = "handing over"  # maximum duration: finishing so the client resumes
     ENDED = "ended"
 
+    # Looked up in the state table once per message: identity hashing (members are singletons)
+    # in C, where Enum's own __hash__ is a Python call (hash of the name), twice as slow.
+    __hash__ = object.__hash__
+
 
 _ACCEPTS: dict[State, frozenset[str]] = {
     State.AWAITING_START: frozenset({"start", "keep_alive"}),

@@ -40,7 +40,7 @@ from inference_adapter.stt.replay import ReplayPolicy
 from inference_adapter.stt.session import ModelRequest, State, TranscriptionSession
 from inference_adapter.triton.replicas import Lease
 from inference_adapter.triton.stream import ModelStream, SendsStopped
-from inference_adapter.triton.tensors import stt_request
+from inference_adapter.triton.tensors import SequenceRequests
 from voxwire import errors
 from voxwire.timings import StageClock
 from voxwire.v1 import stream_pb2, timings_pb2, transcription_pb2
@@ -91,6 +91,7 @@ class TranscriptionStream:
         self.model: ModelStream | None = None
         self.lease: Lease | None = None
         self.sequence_id = rt.new_sequence_id()
+        self._requests: SequenceRequests | None = None  # of ``sequence_id``
         self._room = asyncio.Event()  # set while the session may send more model requests
         self._room.set()
         self._stream: StreamRunner[Request] | None = None
@@ -369,18 +370,15 @@ class TranscriptionStream:
 
     # -- Triton ---------------------------------------------------------------------------------
 
-    def _tensor(self, req: ModelRequest) -> Any:
-        assert self.session is not None
-        info = self.session.config.model
-        return stt_request(
-            info.name,
-            self.sequence_id,
-            req.audio,
-            control=req.control,
-            start=req.start,
-            end=req.end,
-            batched=info.batched,
-        )
+    def _tensor(self, req: ModelRequest) -> bytes:
+        """``req`` as a request of the stream's current sequence, serialized."""
+        encoder = self._requests
+        if encoder is None or encoder.sequence_id != self.sequence_id:  # new after a failover
+            assert self.session is not None
+            info = self.session.config.model
+            encoder = SequenceRequests(info.name, self.sequence_id, batched=info.batched)
+            self._requests = encoder
+        return encoder.encode(req.audio, req.control, start=req.start, end=req.end)
 
     async def _send_model(self, requests: list[ModelRequest]) -> None:
         """Send what the session just decided to the stream's current call. Raises

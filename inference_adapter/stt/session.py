@@ -22,7 +22,7 @@ import enum
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -57,6 +57,10 @@ class State(enum.Enum):
     CANCELLING = "cancelling"  # END + cancel sent (the stream is failing or the client left)
     DONE = "done"  # the sequence ended (summary produced, unless cancelled)
 
+    # Looked up in the state table once per message: identity hashing (members are singletons)
+    # in C, where Enum's own __hash__ is a Python call (hash of the name), twice as slow.
+    __hash__ = object.__hash__
+
 
 # A close (or half-close) ends the client's input: the servicer reads nothing after it, so what a
 # client sends after its close never changes the outcome (docs/contract.md).
@@ -68,9 +72,10 @@ _ACCEPTS: dict[State, frozenset[str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ModelRequest:
-    """One request of the stream's Triton sequence (the servicer adds the sequence id)."""
+class ModelRequest(NamedTuple):
+    """One request of the stream's Triton sequence (the servicer adds the sequence id). A
+    NamedTuple: one is made per audio chunk, and a frozen dataclass's ``__init__`` costs
+    several times as much."""
 
     audio: np.ndarray
     control: dict[str, Any] | None = None
@@ -490,11 +495,14 @@ class TranscriptionSession:
             if not self.config.interim_results:
                 return None
             self._first_response(now)
-            return Response(result=self._result(event, utterance_id, final=False))
+            response = Response()
+            self._result(event, utterance_id, final=False, into=response.result)
+            return response
         if etype == "final":
             self._first_response(now)
             self._finalized.add(utterance_id)
-            result = self._result(event, utterance_id, final=True)
+            response = Response()
+            result = self._result(event, utterance_id, final=True, into=response.result)
             result.timings.CopyFrom(self._utterance.to_proto(now))
             # Everything before its end is in this final or an earlier one: the replay after a
             # failover starts there.
@@ -504,7 +512,7 @@ class TranscriptionSession:
             )
             self.utterances += 1
             self._utterance = StageClock(clock=self._clock, replica=self.timings.replica)
-            return Response(result=result)
+            return response
         if etype == "utterance_end":
             return Response(
                 utterance_end=transcription_pb2.UtteranceEnd(
@@ -549,10 +557,17 @@ class TranscriptionSession:
         return Response(update_config_ack=results.update_ack(event, client_id))
 
     def _result(
-        self, event: dict[str, Any], utterance_id: str, *, final: bool
+        self,
+        event: dict[str, Any],
+        utterance_id: str,
+        *,
+        final: bool,
+        into: transcription_pb2.TranscriptResult,
     ) -> transcription_pb2.TranscriptResult:
         words = self.config.word_timestamps
-        return results.transcript_result(event, utterance_id, self._ms, final=final, words=words)
+        return results.transcript_result(
+            event, utterance_id, self._ms, final=final, words=words, into=into
+        )
 
     def _ms(self, value: Any) -> int:
         """A model time as a session position: clamped to the audio actually received (never
@@ -578,14 +593,21 @@ class TranscriptionSession:
     def charge_send(self, seconds: float) -> None:
         self._charge("send", seconds)
 
+    # These run several times per audio chunk: the clocks' totals are updated in place (the
+    # method calls and max() of StageClock.add cost more than the additions).
+
     def _first_response(self, now: float) -> None:
-        self.timings.mark_first_response(now)
-        self._utterance.mark_first_response(now)
+        if self._utterance.first_response_us is None:
+            self._utterance.mark_first_response(now)
+            self.timings.mark_first_response(now)
 
     def _charge(self, stage: str, seconds: float) -> None:
-        self.timings.add(stage, seconds)
-        self._utterance.add(stage, seconds)
+        micros = round(seconds * 1e6)
+        if micros > 0:
+            self.timings.stages_us[stage] += micros
+            self._utterance.stages_us[stage] += micros
 
     def _charge_us(self, stage: str, micros: int) -> None:
-        self.timings.add_us(stage, micros)
-        self._utterance.add_us(stage, micros)
+        if micros > 0:
+            self.timings.stages_us[stage] += micros
+            self._utterance.stages_us[stage] += micros

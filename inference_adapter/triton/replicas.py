@@ -35,6 +35,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from inference_adapter.config import AdapterConfig
 from inference_adapter.triton.catalog import ModelInfo, model_info
+from inference_adapter.triton.tensors import wire
 from voxwire.errors import BackendUnavailable, Overloaded, UnknownModel
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ _CHANNEL_OPTIONS = [
 # refused or broken connection takes it out at once). With the default interval and deadline a
 # hung server is out within health_interval + 2 x health_timeout.
 _SILENT_PROBES_TO_FAIL = 2
+_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 
 
 def _silent(exc: BaseException) -> bool:
@@ -119,6 +121,7 @@ class Replica:
     # bounded by ``ReplicaPool.may_drain``.
     draining: collections.Counter[str] = field(default_factory=collections.Counter)
     _rr: itertools.count = field(default_factory=itertools.count)
+    _stream_infer: list[grpc.aio.StreamStreamMultiCallable] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -130,6 +133,21 @@ class Replica:
 
     def stub(self) -> service_pb2_grpc.GRPCInferenceServiceStub:
         return self.stubs[next(self._rr) % len(self.stubs)]
+
+    def stream_infer(self, metadata: tuple[tuple[str, str], ...]) -> grpc.aio.StreamStreamCall:
+        """A new ModelStreamInfer call whose requests may arrive serialized
+        (``triton.tensors.wire``), on the next of the replica's channels."""
+        if not self._stream_infer:  # made once per channel: one per call cost 1-2 % CPU
+            self._stream_infer = [
+                channel.stream_stream(
+                    _STREAM_INFER,
+                    request_serializer=wire,
+                    response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
+                    _registered_method=True,
+                )
+                for channel in self.channels
+            ]
+        return self._stream_infer[next(self._rr) % len(self._stream_infer)](metadata=metadata)
 
     def release(self, lease: Lease) -> None:
         if lease in self.leases:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import grpc
 from tritonclient.grpc import service_pb2
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 # not that one request was bad: the stream may move to another replica at once. Any failure of
 # the call has the pool probe the replica at once; the probe decides whether it is out.
 _TRANSPORT_DOWN = frozenset({grpc.StatusCode.UNAVAILABLE})
+# A request as the call takes it: serialized already (``SequenceRequests``), or a message.
+Request: TypeAlias = "bytes | service_pb2.ModelInferRequest"
 
 
 class SendsStopped(Exception):
@@ -59,7 +62,7 @@ class ModelStream:
         self.lease = lease
         self._timeout = response_timeout
         self._write_deadline = Watchdog(response_timeout)
-        self._call = lease.replica.stub().ModelStreamInfer(metadata=tuple(metadata))
+        self._call = lease.replica.stream_infer(tuple(metadata))
         self.closed = False
         # The transport to the replica failed under this call (not a late or refused request):
         # the replica is gone or unreachable, and the stream may move to another one.
@@ -77,14 +80,14 @@ class ModelStream:
         self._sends_idle.set()
         self._sends_stopped = False
 
-    async def send(self, request: service_pb2.ModelInferRequest) -> None:
+    async def send(self, request: Request) -> None:
         """Write one request. Raises BackendUnavailable if the replica does not take it in time,
         SendsStopped once ``stop_sends`` was called."""
         if self._sends_stopped:
             raise SendsStopped("the stream is ending")
         await self._write(request)
 
-    async def _write(self, request: service_pb2.ModelInferRequest) -> None:
+    async def _write(self, request: Request) -> None:
         self._sending += 1
         self._sends_idle.clear()
         try:
@@ -113,7 +116,7 @@ class ModelStream:
             return False
         return True
 
-    async def send_last(self, request: service_pb2.ModelInferRequest, within_s: float) -> bool:
+    async def send_last(self, request: Request, within_s: float) -> bool:
         """Send the stream's last request (after ``stop_sends``), within ``within_s``.
         Returns whether it was sent; never raises."""
         try:

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from inference_adapter.triton.tensors import encode_bytes_tensor, parse_response
+from inference_adapter.triton.tensors import (
+    SequenceRequests,
+    encode_bytes_tensor,
+    parse_response,
+    stt_request,
+)
 from voxwire.errors import BackendUnavailable, ModelError
 
 
@@ -86,3 +91,32 @@ def test_in_band_errors():
     )
     with pytest.raises(BackendUnavailable, match="no longer knows"):
         parse_response(msg)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("samples", [0, 1, 127, 128, 1600, 16000, 40000])
+def test_a_sequences_serialized_audio_request_is_the_message_stt_request_builds(batched, samples):
+    # SequenceRequests joins the hot path's bytes by hand: they must parse to exactly what the
+    # message-built request is, for every shape (varints of one to three bytes).
+    pcm = (np.arange(samples) % 2000 - 1000).astype("<i2")
+    enc = SequenceRequests("bench_stt", 2**40 + 7, batched=batched)
+    for _ in range(2):  # the second from the per-shape cache
+        got = service_pb2.ModelInferRequest.FromString(enc.encode(pcm))
+        assert got == stt_request("bench_stt", 2**40 + 7, pcm, batched=batched)
+
+
+def test_a_sequences_other_requests_are_built_as_messages():
+    enc = SequenceRequests("m", 5, batched=True)
+    pcm = np.arange(10, dtype="<i2")
+    for kw in ({"start": True}, {"end": True}, {"control": {"finalize": "f1"}}):
+        got = service_pb2.ModelInferRequest.FromString(enc.encode(pcm, **kw))
+        assert got == stt_request("m", 5, pcm, batched=True, **kw)
+
+
+def test_events_decode_as_json_loads_would_whitespace_and_all():
+    for text, want in ((' {"type": "x"} ', {"type": "x"}), ('{"a":[1,2]}', {"a": [1, 2]})):
+        got = parse_response(response([("EVENTS", encode_bytes_tensor([text.encode()]))]))
+        assert got.events == (want,)
+    for bad in ('{"a": 1} x', "", '{"a": 1}{"b": 2}'):
+        with pytest.raises(ModelError, match="EVENTS"):
+            parse_response(response([("EVENTS", encode_bytes_tensor([bad.encode()]))]))
