@@ -138,10 +138,16 @@ def checkout(rev: str, into: Path) -> Path:
 
 
 async def _start(
-    stack: contextlib.AsyncExitStack, work: Path, versions: list[str], kind: str, front: bool
+    stack: contextlib.AsyncExitStack,
+    work: Path,
+    versions: list[str],
+    kind: str,
+    front: bool,
+    lean: bool = False,
 ) -> tuple[list[tuple[PathSpec, Any]], int]:
-    """The adapter, the null relay and one gateway per version; the paths to measure (each
-    gateway through its gRPC front with ``front``)."""
+    """The adapter, the null relay (and with ``lean`` benchmarks/lean_gateway.py) and one
+    gateway per version; the paths to measure (each gateway through its gRPC front with
+    ``front``)."""
     triton = TritonServer(default_model_repository(), models=["bench_stt", TTS_MODEL])
     await triton.start()
     stack.push_async_callback(triton.stop)
@@ -159,6 +165,11 @@ async def _start(
     paths = [(PathSpec("null relay", "null-relay", f"{LOOPBACK}:{line}", "", {}), relay)]
     if kind == "tts":
         paths = []
+    if lean and kind == "stt":
+        proc, line = await stack.enter_async_context(
+            server_process(["benchmarks.lean_gateway", listen], work / "lean.log", True)
+        )
+        paths.append((PathSpec("lean gateway", "gateway", f"{LOOPBACK}:{line}", "", {}, "-"), proc))
     for version in versions:
         source = checkout(version, work / f"src-{version}") if version != "current" else None
         # Revisions before the gRPC front refuse its key; later ones turn it off with "".
@@ -189,7 +200,9 @@ async def main(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, dict[str, float]]] = []
     async with contextlib.AsyncExitStack() as stack:
-        paths, adapter_pid = await _start(stack, work, args.versions, args.kind, args.front)
+        paths, adapter_pid = await _start(
+            stack, work, args.versions, args.kind, args.front, args.lean
+        )
         for round_ in range(args.rounds):
             # Rotated each round, so the machine's drift spreads over every path.
             shift = round_ % len(paths)
@@ -257,6 +270,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--front",
         action="store_true",
         help="drive each gateway through its gRPC front (voxwire.v1 with the key), not WebSocket",
+    )
+    parser.add_argument(
+        "--lean",
+        action="store_true",
+        help="also measure benchmarks.lean_gateway: the edge protocol's conversions without the "
+        "gateway's guarantees (STT)",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy on the last gateway round")
     parser.add_argument("--out", type=Path, default=Path("out/profile"))

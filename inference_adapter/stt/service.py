@@ -247,18 +247,21 @@ class TranscriptionStream:
             except errors.BackendUnavailable as exc:
                 model = await self._fail_over(stream, model, exc)
                 continue
+            utterances = session.utterances
             responses = session.model_response(resp)
-            for response in responses:
-                if response.HasField("result") and response.result.is_final:
-                    self.rt.telemetry.record_stages(
-                        response.result.timings,
-                        {"service": "stt"},
-                        span=self.span,
-                        event="voxwire.utterance",
-                    )
-            # Written from this task when the wire is free: a result reaches the client
-            # without waiting for the writer task's turn on the event loop.
-            await stream.outbox.write_through(responses)
+            if session.utterances != utterances:  # a final among them (not per interim)
+                for response in responses:
+                    if response.HasField("result") and response.result.is_final:
+                        self.rt.telemetry.record_stages(
+                            response.result.timings,
+                            {"service": "stt"},
+                            span=self.span,
+                            event="voxwire.utterance",
+                        )
+            if responses:  # every request's empty final answer brings none
+                # Written from this task when the wire is free: a result reaches the client
+                # without waiting for the writer task's turn on the event loop.
+                await stream.outbox.write_through(responses)
             if session.inflight < limit:
                 self._room.set()
 
