@@ -67,3 +67,15 @@ async def adapter_address(triton: TritonServer) -> AsyncIterator[str]:
 async def relay_address(adapter_address: str) -> AsyncIterator[str]:
     async for address in _server("benchmarks.null_relay", adapter_address):
         yield address
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def lean_adapter_address(triton: TritonServer) -> AsyncIterator[str]:
+    async for address in _server("benchmarks.lean_adapter", triton.grpc_url):
+        yield address
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def lean_gateway_address(adapter_address: str) -> AsyncIterator[str]:
+    async for address in _server("benchmarks.lean_gateway", adapter_address):
+        yield address

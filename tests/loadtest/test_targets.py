@@ -159,3 +159,21 @@ async def test_null_relay_floor(relay_address: str, tmp_path: Path) -> None:
     _paced(result)
     # The adapter's summary passes the relay untouched: its stages, no edge stages.
     assert "triton" in result["stages"] and "edge-receive" not in result["stages"]
+
+
+async def test_lean_adapter_floor(lean_adapter_address: str, tmp_path: Path) -> None:
+    # The contract's conversions alone (BENCHMARKS.md): the same client as the adapter's, and
+    # every chunk answered, so what it measures is the same work.
+    result = await _run(_scenario("grpc", lean_adapter_address, interim_results=True), tmp_path)
+    _paced(result)
+
+
+async def test_lean_gateway_floor(lean_gateway_address: str, tmp_path: Path) -> None:
+    # The edge protocol's conversions alone: the gateway's own client, and the adapter's
+    # summary arrives as the session's summary (its stages, no edge stages).
+    s = _scenario("gateway", lean_gateway_address, interim_results=True)
+    # The client needs a key to send; the instrument does not look at it.
+    s = dataclasses.replace(s, target=dataclasses.replace(s.target, api_key="not-checked"))
+    result = await _run(s, tmp_path)
+    _paced(result)
+    assert "triton" in result["stages"] and "edge-receive" not in result["stages"]
