@@ -12,6 +12,7 @@ samples (own time and with callees) are printed, so a change to the hot path can
 
     python -m benchmarks.adapter_profile [--streams 100] [--seconds 15] [--repeats 2]
                                           [--baseline REV] [--py-spy out/bench/adapter.folded]
+                                          [--native] [--lean]
 """
 
 from __future__ import annotations
@@ -155,10 +156,10 @@ async def profile(args: argparse.Namespace) -> None:
 async def _sample(
     args: argparse.Namespace, paths: list[tuple[PathSpec, int]], workdir: Path
 ) -> None:
-    """One extra run of each of ``paths`` (the null proxy, the adapter, the lean adapter), sampled
-    by py-spy into ``args.py_spy`` (the adapter) and beside it with ``.proxy`` (the floor) and
-    ``.lean``: the same
-    sampler on both sides, so what the adapter adds shows as samples the proxy does not have."""
+    """One extra run of each of ``paths`` (the null proxy, the adapter, the lean adapter),
+    sampled by py-spy into ``args.py_spy`` (the adapter) and beside it with ``.proxy`` (the
+    floor) and ``.lean``: the same sampler on every side, so what the adapter adds shows as
+    samples the others do not have."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     args.py_spy.parent.mkdir(parents=True, exist_ok=True)
     for path, pid in paths:

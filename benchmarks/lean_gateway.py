@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 
 import grpc
 import uvloop
 from aiohttp import WSMsgType, web
 
-from gateway.config import GatewayConfig
+from benchmarks.null_relay import serve_route
 from voxwire.edge.messages import encode
 from voxwire.edge.v1 import session_pb2, stt_pb2
 from voxwire.v1 import audio_pb2, transcription_pb2
@@ -107,23 +106,9 @@ class LeanStt:
 
 
 async def serve(adapter: str) -> None:
-    channel = grpc.aio.insecure_channel(
-        adapter, options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+    await serve_route(
+        adapter, PATH, lambda channel, heartbeat_s: LeanStt(channel, heartbeat_s).stream
     )
-    app = web.Application()
-    app.router.add_get(PATH, LeanStt(channel, GatewayConfig().ping_interval_seconds).stream)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(runner.addresses[0][1], flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        await channel.close()
 
 
 if __name__ == "__main__":

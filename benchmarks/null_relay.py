@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 
 import grpc
 import uvloop
@@ -73,12 +74,24 @@ class Relay:
         return ws
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 async def serve(adapter: str) -> None:
+    await serve_route(adapter, PATH, lambda channel, heartbeat_s: Relay(channel, heartbeat_s).relay)
+
+
+async def serve_route(
+    adapter: str, path: str, handler: Callable[[grpc.aio.Channel, float], Handler]
+) -> None:
+    """Serve one WebSocket route on aiohttp (``handler`` made from one long-lived channel to
+    the adapter and the gateway's default ping interval) until SIGTERM; the port goes to
+    stdout. Shared with benchmarks/lean_gateway.py."""
     channel = grpc.aio.insecure_channel(
         adapter, options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)]
     )
     app = web.Application()
-    app.router.add_get(PATH, Relay(channel, GatewayConfig().ping_interval_seconds).relay)
+    app.router.add_get(path, handler(channel, GatewayConfig().ping_interval_seconds))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -145,9 +145,9 @@ class SequenceRequests:
     A plain audio request (no control, neither START nor END) is what a stream sends once per
     chunk. Its bytes are joined from a prefix serialized once per sequence (model name and the
     sequence parameters) and the audio tensor, instead of a ``ModelInferRequest`` built and
-    serialized per chunk (4-5 us against under 1 us, BENCHMARKS.md, "The adapter's CPU per
-    message"). A protobuf parser reads fields in any order and the encoding is the one
-    ``SerializeToString`` gives (tests/inference_adapter/test_tensors.py compares them); every
+    serialized per chunk (5.3 us against 1.6 us for 100 ms of audio, BENCHMARKS.md, "The
+    adapter's CPU per message"). The bytes parse to exactly the message ``stt_request`` builds
+    (tests/inference_adapter/test_tensors.py compares them for every varint width); every
     other request is built by ``stt_request``.
     """
 
