@@ -34,7 +34,7 @@ from inference_adapter.stt.config import (
     vocabulary_list,
 )
 from inference_adapter.stt.replay import NO_FAILOVER, Control, ReplayPolicy, StreamReplay
-from inference_adapter.triton.tensors import ModelResponse
+from inference_adapter.triton.tensors import PCM16, ModelResponse
 from voxwire import errors
 from voxwire.audio.codecs import (
     AudioDecodeError,
@@ -256,7 +256,7 @@ class TranscriptionSession:
         return [start, *self._replay.replay(self._replayed_audio, self._replayed_control)]
 
     def _replayed_audio(self, pcm16: bytes) -> ModelRequest:
-        return self._request(np.frombuffer(pcm16, dtype="<i2"), None, kind="audio")
+        return self._request(np.frombuffer(pcm16, dtype=PCM16), None, kind="audio")
 
     def _replayed_control(self, control: Control) -> ModelRequest:
         body = control.control or {}
@@ -313,7 +313,7 @@ class TranscriptionSession:
             frames = self._fmt.frames_in(len(data))
             if self._native_pcm:
                 # Already the model's format: no float round trip on the hot path.
-                pcm = np.frombuffer(data, dtype="<i2")
+                pcm = np.frombuffer(data, dtype=PCM16)
             else:
                 pcm = float32_to_int16(self._resampler.process(decode(data, self._fmt)))
         except InvalidSamples as exc:
