@@ -280,6 +280,7 @@ async def test_audio_sent_while_the_probe_takes_a_replica_out_moves_with_the_str
     "SendsStopped" there, 3 streams in 15,000 cases). Every stream moves and ends OK."""
     streams, chunks = 8, 40
     moving = asyncio.Event()
+    started = 0
 
     async def one(channel: grpc.aio.Channel) -> tuple[grpc.StatusCode, int, int]:
         call = transcription_pb2_grpc.TranscriptionStub(channel).StreamingTranscribe(timeout=60)
@@ -287,8 +288,10 @@ async def test_audio_sent_while_the_probe_takes_a_replica_out_moves_with_the_str
             model="bench_stt",
             audio_format=audio_pb2.AudioFormat(encoding=PCM16, sample_rate_hz=16000),
         )
+        nonlocal started
         await call.write(SttReq(config=config))
         await call.read()  # started: the stream holds its replica
+        started += 1
         for i in range(chunks):
             if i == chunks // 4:
                 await moving.wait()
@@ -308,9 +311,12 @@ async def test_audio_sent_while_the_probe_takes_a_replica_out_moves_with_the_str
 
     async with grpc.aio.insecure_channel(adapter.address) as channel:
         runs = [asyncio.create_task(one(channel)) for _ in range(streams)]
-        for _ in range(100):
+        # Every stream started (its START answered) and writing audio, as the docstring
+        # says: holding a lease is not enough, a START still in flight is another case
+        # (tests/inference_adapter/test_stt_failover_session.py moves one).
+        for _ in range(200):
             held = [r for r in adapter.pool.replicas if r.active]
-            if sum(r.active for r in held) >= streams:
+            if started >= streams and sum(r.active for r in held) >= streams:
                 break
             await asyncio.sleep(0.05)
         moving.set()
