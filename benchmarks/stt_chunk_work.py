@@ -17,6 +17,7 @@ alternating runs (``--rounds``): this checkout and the one given with ``--agains
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -83,7 +84,11 @@ def measure() -> float:
         resolved = resolve(config, {model.name: model}, Limits(), request_id="r")
         s = TranscriptionSession(resolved, Limits(), session_id="s")
         stream: Any = TranscriptionStream.__new__(TranscriptionStream)
-        stream.session, stream.sequence_id, stream._requests = s, 1, None
+        stream.session, stream.sequence_id = s, 1
+        with contextlib.suppress(ImportError):  # a revision before the serialized requests
+            from inference_adapter.triton.tensors import SequenceRequests
+
+            stream._requests = SequenceRequests(model.name, 1, batched=model.batched)
         tensor = stream._tensor
         tensor(s.start())
         s.model_response(ModelResponse(({"type": "ready"},), 10, None, True))

@@ -43,7 +43,9 @@ from voxwire.watchdog import Watchdog
 def serialized(message: Any) -> bytes:
     """``message`` as it goes on the wire (a protobuf message, or bytes already). Responses
     are serialized once, here: the byte cap needs their size, and ByteSize costs as much as
-    serializing (upb encodes to measure), so the call's serializer is the identity."""
+    serializing (upb encodes to measure), so the call's serializer is the identity. Also the
+    serializer of the adapter's Triton calls (``Replica.stream_calls``), whose STT requests
+    arrive serialized already."""
     return message if isinstance(message, bytes) else message.SerializeToString()
 
 

@@ -91,7 +91,7 @@ class TranscriptionStream:
         self.model: ModelStream | None = None
         self.lease: Lease | None = None
         self.sequence_id = rt.new_sequence_id()
-        self._requests: SequenceRequests | None = None  # of ``sequence_id``
+        self._requests: SequenceRequests  # of ``sequence_id``, made with its call (``_take``)
         self._room = asyncio.Event()  # set while the session may send more model requests
         self._room.set()
         self._stream: StreamRunner[Request] | None = None
@@ -296,6 +296,8 @@ class TranscriptionStream:
             "replica": lease.replica.name,
         }
         self.rt.telemetry.sequences.add(1, self._attrs)
+        info = self.session.config.model
+        self._requests = SequenceRequests(info.name, self.sequence_id, batched=info.batched)
         self.model = ModelStream(
             self.rt.pool,
             lease,
@@ -375,13 +377,7 @@ class TranscriptionStream:
 
     def _tensor(self, req: ModelRequest) -> bytes:
         """``req`` as a request of the stream's current sequence, serialized."""
-        encoder = self._requests
-        if encoder is None or encoder.sequence_id != self.sequence_id:  # new after a failover
-            assert self.session is not None
-            info = self.session.config.model
-            encoder = SequenceRequests(info.name, self.sequence_id, batched=info.batched)
-            self._requests = encoder
-        return encoder.encode(req.audio, req.control, start=req.start, end=req.end)
+        return self._requests.encode(req.audio, req.control, start=req.start, end=req.end)
 
     async def _send_model(self, requests: list[ModelRequest]) -> None:
         """Send what the session just decided to the stream's current call. Raises

@@ -34,8 +34,8 @@ import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from inference_adapter.config import AdapterConfig
+from inference_adapter.outbox import serialized
 from inference_adapter.triton.catalog import ModelInfo, model_info
-from inference_adapter.triton.tensors import wire
 from voxwire.errors import BackendUnavailable, Overloaded, UnknownModel
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,10 @@ class Replica:
     # TTS calls of stopped contexts whose unit is running out (their leases are back), by model:
     # bounded by ``ReplicaPool.may_drain``.
     draining: collections.Counter[str] = field(default_factory=collections.Counter)
+    # ModelStreamInfer per channel, taking requests serialized already (``SequenceRequests``)
+    # or as messages (TTS units): made once, as one per call cost 1-2 % CPU.
+    stream_calls: list[grpc.aio.StreamStreamMultiCallable] = field(default_factory=list)
     _rr: itertools.count = field(default_factory=itertools.count)
-    _stream_infer: list[grpc.aio.StreamStreamMultiCallable] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -135,19 +137,8 @@ class Replica:
         return self.stubs[next(self._rr) % len(self.stubs)]
 
     def stream_infer(self, metadata: tuple[tuple[str, str], ...]) -> grpc.aio.StreamStreamCall:
-        """A new ModelStreamInfer call whose requests may arrive serialized
-        (``triton.tensors.wire``), on the next of the replica's channels."""
-        if not self._stream_infer:  # made once per channel: one per call cost 1-2 % CPU
-            self._stream_infer = [
-                channel.stream_stream(
-                    _STREAM_INFER,
-                    request_serializer=wire,
-                    response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
-                    _registered_method=True,
-                )
-                for channel in self.channels
-            ]
-        return self._stream_infer[next(self._rr) % len(self._stream_infer)](metadata=metadata)
+        """A new ModelStreamInfer call on the next of the replica's channels."""
+        return self.stream_calls[next(self._rr) % len(self.stream_calls)](metadata=metadata)
 
     def release(self, lease: Lease) -> None:
         if lease in self.leases:
@@ -181,7 +172,18 @@ class ReplicaPool:
                 for _ in range(max(1, self._config.channels_per_replica))
             ]
             stubs = [service_pb2_grpc.GRPCInferenceServiceStub(ch) for ch in channels]
-            self.replicas.append(Replica(index=i, url=url, channels=channels, stubs=stubs))
+            calls = [
+                ch.stream_stream(
+                    _STREAM_INFER,
+                    request_serializer=serialized,
+                    response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
+                    _registered_method=True,
+                )
+                for ch in channels
+            ]
+            self.replicas.append(
+                Replica(index=i, url=url, channels=channels, stubs=stubs, stream_calls=calls)
+            )
         await self.poll_once()
         self._poller = asyncio.create_task(self._poll_forever(), name="replica-poller")
 

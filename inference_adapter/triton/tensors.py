@@ -195,12 +195,6 @@ class SequenceRequests:
         return b"".join((self._prefix, tensor, bytes((_RAW_INPUT,)), _varint(len(raw)), raw))
 
 
-def wire(request: bytes | service_pb2.ModelInferRequest) -> bytes:
-    """The serializer of the adapter's ModelStreamInfer calls: requests arrive serialized
-    (``SequenceRequests``) or as messages (TTS units)."""
-    return request if isinstance(request, bytes) else request.SerializeToString()
-
-
 def tts_request(
     model: str, text: str, config: dict[str, Any], *, request_id: str = ""
 ) -> service_pb2.ModelInferRequest:
