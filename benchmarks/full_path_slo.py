@@ -8,6 +8,12 @@ concurrency) through the gateway's WebSocket, and with ``--also-adapter`` the sa
 against the adapter direct, so the two numbers sit side by side.
 
     python -m benchmarks.full_path_slo [--out out/bench/slo] [--also-adapter]
+
+``--cpus 0`` runs the whole stack (and the load generator) on the listed CPUs only: every
+process started inherits the affinity (sched_setaffinity(2)). Run with one CPU and with two,
+and the two results say how the path scales with cores on this machine
+(BENCHMARKS.md, "Scaling with cores"). ``--low/--high/--tolerance/--repeats/--trial`` narrow
+the scenario's search.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -26,15 +34,33 @@ from localstack.triton import TritonServer, default_model_repository
 SCENARIO = Path(__file__).resolve().parents[1] / "loadtest" / "scenarios" / "slo_stt_bench.toml"
 
 
-def _search(target: str, address: str, out: Path, key: str) -> int:
+_SEARCH_FLAGS = {
+    "low": "--search-low",
+    "high": "--search-high",
+    "tolerance": "--search-tolerance",
+    "repeats": "--search-repeats",
+    "trial": "--trial",
+}
+
+
+def _search(target: str, address: str, out: Path, key: str, args: argparse.Namespace) -> int:
     argv = ["slo", str(SCENARIO), "--target", target, "--address", address, "--quiet"]
     argv += ["--out", str(out / target)]
     if key:
         argv += ["--api-key", key]
+    for name, flag in _SEARCH_FLAGS.items():
+        if getattr(args, name) is not None:
+            argv += [flag, str(getattr(args, name))]
     return cli.cmd_slo(cli.parser().parse_args(argv))
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.cpus is not None:
+        os.sched_setaffinity(0, args.cpus)  # before any process starts: they all inherit it
+    cpus = sorted(os.sched_getaffinity(0))
+    print(f"full path SLO search on CPUs {cpus}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cpus.json").write_text(json.dumps({"cpus": cpus}))
     workdir = Path(tempfile.mkdtemp(prefix="voxwire-slo-"))
     triton = TritonServer(default_model_repository(), models=["bench_stt", "bench_tts"])
     await triton.start()
@@ -51,7 +77,7 @@ async def main(args: argparse.Namespace) -> None:
             if args.also_adapter:
                 searches.append(("grpc", listen, ""))
             for target, address, key in searches:
-                await asyncio.to_thread(_search, target, address, args.out, key)
+                await asyncio.to_thread(_search, target, address, args.out, key, args)
     finally:
         await triton.stop()
 
@@ -60,6 +86,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("out/bench/slo"))
     p.add_argument("--also-adapter", action="store_true", help="search the adapter direct too")
+    p.add_argument(
+        "--cpus",
+        type=lambda text: {int(c) for c in text.split(",")},
+        default=None,
+        help="run everything on these CPUs only, e.g. 0 or 0,1 (default: all)",
+    )
+    p.add_argument("--low", type=float, default=None, help="the search's lowest level")
+    p.add_argument("--high", type=float, default=None, help="the search's highest level")
+    p.add_argument("--tolerance", type=float, default=None, help="the search's resolution")
+    p.add_argument("--repeats", type=int, default=None, help="runs pooled per level")
+    p.add_argument("--trial", type=float, default=None, help="seconds per run of a level")
     return p.parse_args(argv)
 
 

@@ -38,15 +38,7 @@ import grpc
 
 from voxwire import errors
 from voxwire.watchdog import Watchdog
-
-
-def serialized(message: Any) -> bytes:
-    """``message`` as it goes on the wire (a protobuf message, or bytes already). Responses
-    are serialized once, here: the byte cap needs their size, and ByteSize costs as much as
-    serializing (upb encodes to measure), so the call's serializer is the identity. Also the
-    serializer of the adapter's Triton calls (``Replica.stream_calls``), whose STT requests
-    arrive serialized already."""
-    return message if isinstance(message, bytes) else message.SerializeToString()
+from voxwire.wire import serialized
 
 
 class WriteInterrupted(Exception):
@@ -106,6 +98,8 @@ class Outbox:
     def _append(self, message: Any) -> bool:
         if self._sealed or self._broken is not None:
             return False
+        # Serialized once, here: the byte cap needs the size, and ByteSize costs as much as
+        # serializing (upb encodes to measure), so the call's serializer is the identity.
         message = serialized(message)
         size = len(message)
         if self._bytes + size > self._max_bytes:

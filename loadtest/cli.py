@@ -58,6 +58,11 @@ _OVERRIDES = {
     "stt_model": ("stt.model", str, "STT model"),
     "tts_model": ("tts.model", str, "TTS model"),
     "speech": ("stt.speech", Path, "folder of WAVs + transcripts.json"),
+    "search_low": ("search.low", float, "slo: the lowest level tried"),
+    "search_high": ("search.high", float, "slo: the highest level tried"),
+    "search_tolerance": ("search.tolerance", float, "slo: stop when the bounds are this close"),
+    "search_repeats": ("search.repeats", int, "slo: runs pooled per level"),
+    "trial": ("search.trial_s", float, "slo: seconds of each run of a level"),
 }
 
 

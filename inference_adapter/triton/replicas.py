@@ -34,9 +34,9 @@ import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from inference_adapter.config import AdapterConfig
-from inference_adapter.outbox import serialized
 from inference_adapter.triton.catalog import ModelInfo, model_info
 from voxwire.errors import BackendUnavailable, Overloaded, UnknownModel
+from voxwire.wire import serialized
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,12 @@ class Replica:
     def stream_infer(self, metadata: tuple[tuple[str, str], ...]) -> grpc.aio.StreamStreamCall:
         """A new ModelStreamInfer call on the next of the replica's channels."""
         return self.stream_calls[next(self._rr) % len(self.stream_calls)](metadata=metadata)
+
+    def channel_states(self) -> str:
+        """Each channel's connectivity, for a log line about a call that went silent: a
+        channel stuck connecting (to a server that stopped, say) reads differently from a
+        connected one whose server keeps a request waiting."""
+        return ", ".join(ch.get_state(try_to_connect=False).name for ch in self.channels)
 
     def release(self, lease: Lease) -> None:
         if lease in self.leases:

@@ -143,6 +143,15 @@ class ModelStream:
         except TimeoutError as exc:
             self.closed = True  # grpc.aio cancelled the call with the interrupted read
             why = f"model server did not answer within {within_s:.1f} s"
+            # Say what the channels were doing (as the STT answer watcher does).
+            replica = self.lease.replica
+            log.warning(
+                "%s: no answer within %.1f s (%d streams held; channels: %s)",
+                replica.name,
+                within_s,
+                replica.active,
+                replica.channel_states(),
+            )
             raise self._failure(exc, why) from exc
         except asyncio.CancelledError:
             raise self._cancelled_call() from None

@@ -168,7 +168,7 @@ async def _speak(channel, seconds: float) -> StreamOutcome:
     return out
 
 
-async def test_a_stream_whose_model_times_out_fails_alone(slots_adapter, variants_triton):
+async def test_a_stream_whose_model_times_out_fails_alone(slots_adapter, variants_triton, caplog):
     # Another client of the same Triton holds one of the two slots; the adapter admits two
     # streams: the first gets the free slot, the second's START waits in Triton's queue until
     # the response timeout. Before the fix that timeout marked the whole replica failed: every
@@ -191,6 +191,12 @@ async def test_a_stream_whose_model_times_out_fails_alone(slots_adapter, variant
                 "BACKEND_UNAVAILABLE",
             )
             assert slots_adapter.pool.replicas[0].ready  # the replica was never taken out
+            # The log says what the replica's channels were doing: connected, so the request
+            # waited in Triton (here: behind its exhausted sequence slots).
+            (silent,) = [
+                r.getMessage() for r in caplog.records if "no answer within" in r.getMessage()
+            ]
+            assert "no answer within 2 s" in silent and "READY" in silent, silent
             ok, spoken = await healthy, await speaking
             assert ok.code == grpc.StatusCode.OK and ok.responses[-1].HasField("summary")
             assert spoken.code == grpc.StatusCode.OK and spoken.of("done")

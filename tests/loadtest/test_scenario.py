@@ -54,3 +54,22 @@ def test_objective_syntax() -> None:
     assert parse_objective("tts.first_audio:p99.9<=250").percentile == 99.9
     with pytest.raises(ScenarioError):
         parse_objective("p99 below 300")
+
+
+def test_search_flags_override_the_scenarios_search() -> None:
+    from loadtest import cli
+
+    path = REPO / "loadtest" / "scenarios" / "slo_stt_bench.toml"
+    args = cli.parser().parse_args(
+        ["slo", str(path), "--search-low", "4", "--search-high", "40", "--trial", "8"]
+        + ["--search-tolerance", "2", "--search-repeats", "1"]
+    )
+    search = cli.load_scenario(args).search
+    assert (search.low, search.high, search.tolerance, search.repeats, search.trial_s) == (
+        4,
+        40,
+        2,
+        1,
+        8,
+    )
+    assert search.over == "concurrency"  # what the file says, untouched

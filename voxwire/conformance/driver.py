@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
 
 from voxwire.conformance.plan import Gate, Plan, Reading, Send, Sleep, Wait
 from voxwire.v1 import synthesis_pb2, transcription_pb2
+from voxwire.wire import serialized
 
 METHODS = {
     "stt": "/voxwire.v1.Transcription/StreamingTranscribe",
@@ -82,10 +82,6 @@ class Outcome:
         )
 
 
-def _serialize(message: Message | bytes) -> bytes:
-    return message if isinstance(message, bytes) else message.SerializeToString()
-
-
 async def run_stream(
     channel: grpc.aio.Channel, plan: Plan, *, timeout_s: float, settle_s: float = SETTLE_S
 ) -> Outcome:
@@ -95,7 +91,7 @@ async def run_stream(
     kind = plan.case.kind
     method = channel.stream_stream(
         METHODS[kind],
-        request_serializer=_serialize,
+        request_serializer=serialized,
         response_deserializer=RESPONSES[kind].FromString,
     )
     started = time.monotonic()
