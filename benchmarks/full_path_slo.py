@@ -9,11 +9,12 @@ against the adapter direct, so the two numbers sit side by side.
 
     python -m benchmarks.full_path_slo [--out out/bench/slo] [--also-adapter]
 
-``--cpus 0`` runs the whole stack (and the load generator) on the listed CPUs only: every
-process started inherits the affinity (sched_setaffinity(2)). Run with one CPU and with two,
-and the two results say how the path scales with cores on this machine
-(BENCHMARKS.md, "Scaling with cores"). ``--low/--high/--tolerance/--repeats/--trial`` narrow
-the scenario's search.
+``--cpus 0`` runs the stack (Triton, the adapter, the gateway) on the listed CPUs only: every
+process started inherits the affinity (sched_setaffinity(2)); the load generator's workers run
+there too unless ``--generator-cpus`` gives them CPUs of their own (``--cpus 0
+--generator-cpus 1``: the whole path on one core, measured by a generator that does not take
+its CPU; BENCHMARKS.md, "Scaling with cores"). ``--low/--high/--tolerance/--repeats/--trial``
+narrow the scenario's search.
 """
 
 from __future__ import annotations
@@ -54,13 +55,21 @@ def _search(target: str, address: str, out: Path, key: str, args: argparse.Names
     return cli.cmd_slo(cli.parser().parse_args(argv))
 
 
+def _pin_process(cpus: set[int]) -> None:
+    """Pin every thread of this process (sched_setaffinity(2) sets one thread's, and the
+    search runs in an executor thread that may exist already)."""
+    for tid in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
 async def main(args: argparse.Namespace) -> None:
     if args.cpus is not None:
-        os.sched_setaffinity(0, args.cpus)  # before any process starts: they all inherit it
+        _pin_process(args.cpus)  # before any process starts: they all inherit it
     cpus = sorted(os.sched_getaffinity(0))
-    print(f"full path SLO search on CPUs {cpus}", flush=True)
+    generator = sorted(args.generator_cpus) if args.generator_cpus is not None else cpus
+    print(f"full path SLO search: the stack on CPUs {cpus}, the generator on {generator}")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cpus.json").write_text(json.dumps({"cpus": cpus}))
+    (args.out / "cpus.json").write_text(json.dumps({"stack": cpus, "generator": generator}))
     workdir = Path(tempfile.mkdtemp(prefix="voxwire-slo-"))
     triton = TritonServer(default_model_repository(), models=["bench_stt", "bench_tts"])
     await triton.start()
@@ -76,6 +85,10 @@ async def main(args: argparse.Namespace) -> None:
             searches = [("gateway", f"{LOOPBACK}:{port}", setup.key)]
             if args.also_adapter:
                 searches.append(("grpc", listen, ""))
+            if args.generator_cpus is not None:
+                # The servers are up (and keep the CPUs they started with); the generator's
+                # worker processes, spawned by the search, inherit this one.
+                _pin_process(args.generator_cpus)
             for target, address, key in searches:
                 await asyncio.to_thread(_search, target, address, args.out, key, args)
     finally:
@@ -91,6 +104,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda text: {int(c) for c in text.split(",")},
         default=None,
         help="run everything on these CPUs only, e.g. 0 or 0,1 (default: all)",
+    )
+    p.add_argument(
+        "--generator-cpus",
+        type=lambda text: {int(c) for c in text.split(",")},
+        default=None,
+        help="run the load generator on these CPUs (default: the stack's)",
     )
     p.add_argument("--low", type=float, default=None, help="the search's lowest level")
     p.add_argument("--high", type=float, default=None, help="the search's highest level")
