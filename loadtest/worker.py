@@ -117,8 +117,10 @@ async def _ticker(ctx: SessionContext, out: _Output, epoch: float, t0: float, ev
     last_cpu, last_wall = _cpu_s(), time.monotonic()
     while True:
         await sleep_until(t0 + tick * every)
-        _tick(ctx, out, epoch, tick, every, last_cpu, last_wall)
-        last_cpu, last_wall = _cpu_s(), time.monotonic()
+        # The next interval's CPU is counted from where this one's ends, before the flush: the
+        # flush's own work belongs to an interval too (measured from after it, a stall in
+        # it went unseen in the worker's CPU share).
+        last_cpu, last_wall = _tick(ctx, out, epoch, tick, every, last_cpu, last_wall)
         await out.flush()
         tick += 1
 
@@ -131,11 +133,14 @@ def _tick(
     every: float,
     last_cpu: float,
     last_wall: float,
-) -> None:
+) -> tuple[float, float]:
+    """Flush the interval and write its progress line; returns the CPU and wall time its
+    CPU share was measured to."""
     rec = ctx.recorder
     start, end = epoch + (tick - 1) * every, epoch + tick * every
     lag_p99 = rec.interval_percentile_ms("generator.lag", 99) or 0.0  # before the flush
-    cpu = (_cpu_s() - last_cpu) / max(1e-6, time.monotonic() - last_wall)
+    now_cpu, now_wall = _cpu_s(), time.monotonic()
+    cpu = (now_cpu - last_cpu) / max(1e-6, now_wall - last_wall)
     rec.flush_interval(out.log, start, end)
     line = {
         "t": round(end - epoch, 3),
@@ -145,6 +150,7 @@ def _tick(
         **rec.counters,
     }
     out.progress.append(json.dumps(line) + "\n")
+    return now_cpu, now_wall
 
 
 async def _open_loop(ctx: SessionContext, spec: WorkerSpec, t0: float) -> set[asyncio.Task[None]]:

@@ -213,3 +213,36 @@ async def test_a_flush_cancelled_before_its_write_starts_loses_nothing(tmp_path:
     assert [i.histogram.get_max_value() for i in intervals] == [1000, 1001]
     lines = (tmp_path / "progress.jsonl").read_text().splitlines()
     assert [json.loads(x)["t"] for x in lines] == [1, 2]
+
+
+async def test_the_interval_flush_counts_in_the_workers_cpu_share(tmp_path: Path, monkeypatch):
+    """Work done in the interval flush is in some interval's CPU share: the share was measured
+    from after the flush, so a stall in it (hdrh's reset, above) never showed."""
+    import asyncio
+    import json
+    import time
+
+    from loadtest import worker
+    from loadtest.scenario import Scenario
+    from loadtest.sessions import SessionContext
+
+    def busy_flush(self, log, start, end) -> None:  # 40 ms of this process's CPU per flush
+        until = time.process_time() + 0.04
+        while time.process_time() < until:
+            pass
+
+    monkeypatch.setattr(Recorder, "flush_interval", busy_flush)
+    now = time.monotonic()
+    ctx = SessionContext(Scenario(), None, Recorder(), [], now, now + 60)  # type: ignore[arg-type]
+    spec = worker.WorkerSpec(scenario={}, out_dir=str(tmp_path), index=0, count=1)
+    out = worker._Output(tmp_path, EPOCH, spec)
+    ticker = asyncio.create_task(worker._ticker(ctx, out, EPOCH, now, 0.1))
+    await asyncio.sleep(0.85)
+    ticker.cancel()
+    await asyncio.gather(ticker, return_exceptions=True)
+    await out.flush()
+    shares = [json.loads(line)["cpu"] for line in (tmp_path / "progress.jsonl").open()]
+    assert len(shares) >= 4, shares
+    # 40 ms of CPU per interval of at least 100 ms: each share after the first carries one
+    # flush's CPU (at most 0.4; above 0.1 even if a loaded machine doubles the intervals).
+    assert min(shares[1:]) > 0.1, shares
