@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -48,8 +47,6 @@ from voxwire.v1 import stream_pb2, timings_pb2, transcription_pb2
 
 Request = transcription_pb2.StreamingTranscribeRequest
 Response = transcription_pb2.StreamingTranscribeResponse
-
-log = logging.getLogger(__name__)
 
 # Bound on handing END + cancel to Triton when a stream ends early (issue: within 100 ms).
 CANCEL_BUDGET_S = 0.1
@@ -371,18 +368,7 @@ class TranscriptionStream:
             now = time.monotonic()
             if since is not None and now - since >= timeout:
                 if self.lease is not None:
-                    # Seen once per several CI runs and unexplained (a START unanswered,
-                    # tests/inference_adapter/test_failover.py): say what the channels were
-                    # doing, so that the next one can be told apart.
-                    replica = self.lease.replica
-                    log.warning(
-                        "%s: sequence %d: no answer within %g s (%d streams held; channels: %s)",
-                        replica.name,
-                        self.sequence_id,
-                        timeout,
-                        replica.active,
-                        replica.channel_states(),
-                    )
+                    self.lease.replica.warn_silent(f"sequence {self.sequence_id}", timeout)
                 raise errors.BackendUnavailable(
                     f"model server {self.lease.replica.name if self.lease else ''} did not "
                     f"answer within {timeout:g} s"

@@ -143,15 +143,8 @@ class ModelStream:
         except TimeoutError as exc:
             self.closed = True  # grpc.aio cancelled the call with the interrupted read
             why = f"model server did not answer within {within_s:.1f} s"
-            # Say what the channels were doing (as the STT answer watcher does).
-            replica = self.lease.replica
-            log.warning(
-                "%s: no answer within %.1f s (%d streams held; channels: %s)",
-                replica.name,
-                within_s,
-                replica.active,
-                replica.channel_states(),
-            )
+            assert within_s is not None  # only a read with a deadline times out
+            self.lease.replica.warn_silent("a model call", within_s)
             raise self._failure(exc, why) from exc
         except asyncio.CancelledError:
             raise self._cancelled_call() from None
