@@ -95,19 +95,23 @@ async def main(args: argparse.Namespace) -> None:
         await triton.stop()
 
 
+def _cpu_list(text: str) -> set[int]:
+    return {int(c) for c in text.split(",")}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("out/bench/slo"))
     p.add_argument("--also-adapter", action="store_true", help="search the adapter direct too")
     p.add_argument(
         "--cpus",
-        type=lambda text: {int(c) for c in text.split(",")},
+        type=_cpu_list,
         default=None,
         help="run everything on these CPUs only, e.g. 0 or 0,1 (default: all)",
     )
     p.add_argument(
         "--generator-cpus",
-        type=lambda text: {int(c) for c in text.split(",")},
+        type=_cpu_list,
         default=None,
         help="run the load generator on these CPUs (default: the stack's)",
     )
