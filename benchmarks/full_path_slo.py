@@ -1,4 +1,5 @@
-"""The most real-time STT streams the full path holds within its SLO (issue 9).
+"""The most real-time streams the full path holds within its SLO (issue 9): STT on the benchmark
+model by default, or the real models with ``--scenario``.
 
 Starts Triton (bench_stt, bench_tts), the adapter and the gateway, each its own process on
 loopback (the gateway with a key made for the run), and runs the load tester's SLO search
@@ -8,6 +9,12 @@ concurrency) through the gateway's WebSocket, and with ``--also-adapter`` the sa
 against the adapter direct, so the two numbers sit side by side.
 
     python -m benchmarks.full_path_slo [--out out/bench/slo] [--also-adapter]
+
+``--scenario`` runs another search, its Triton models the ones it names:
+``loadtest/scenarios/slo_stt_real.toml`` (pocketsphinx on the speech fixtures, with WER) and
+``slo_tts_real.toml`` (eSpeak NG: p99 time to first audio, playback underruns) measure the
+real models through the same path (BENCHMARKS.md, "The real models"). ``--adapter-config
+FILE`` starts the adapter with those AdapterConfig keys (its admission, for one).
 
 ``--cpus 0`` runs the stack (Triton, the adapter, the gateway) on the listed CPUs only: every
 process started inherits the affinity (sched_setaffinity(2)); the load generator's workers run
@@ -30,9 +37,18 @@ from pathlib import Path
 from benchmarks.gateway_stack import gateway_process, gateway_setup
 from benchmarks.stack import LOOPBACK, adapter_process
 from loadtest import cli
+from loadtest.scenario import Scenario, load
 from localstack.triton import TritonServer, default_model_repository
 
 SCENARIO = Path(__file__).resolve().parents[1] / "loadtest" / "scenarios" / "slo_stt_bench.toml"
+# Loaded beside the scenario's model: the gateway's capabilities list both kinds.
+BENCH_MODELS = ("bench_stt", "bench_tts")
+
+
+def triton_models(scenario: Scenario) -> list[str]:
+    """The models a search needs: the scenario's own, else the benchmark pair."""
+    named = [m for m in (scenario.stt.model, scenario.tts.model) if m]
+    return sorted(set(named) | set(BENCH_MODELS))
 
 
 _SEARCH_FLAGS = {
@@ -45,7 +61,7 @@ _SEARCH_FLAGS = {
 
 
 def _search(target: str, address: str, out: Path, key: str, args: argparse.Namespace) -> int:
-    argv = ["slo", str(SCENARIO), "--target", target, "--address", address, "--quiet"]
+    argv = ["slo", str(args.scenario), "--target", target, "--address", address, "--quiet"]
     argv += ["--out", str(out / target)]
     if key:
         argv += ["--api-key", key]
@@ -71,12 +87,15 @@ async def main(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cpus.json").write_text(json.dumps({"stack": cpus, "generator": generator}))
     workdir = Path(tempfile.mkdtemp(prefix="voxwire-slo-"))
-    triton = TritonServer(default_model_repository(), models=["bench_stt", "bench_tts"])
+    adapter_args = ["--config", str(args.adapter_config)] if args.adapter_config else []
+    models = triton_models(load(args.scenario))
+    print(f"scenario {args.scenario.name}, Triton models {models}")
+    triton = TritonServer(default_model_repository(), models=models)
     await triton.start()
     try:
         async with contextlib.AsyncExitStack() as stack:
             adapter, listen = await stack.enter_async_context(
-                adapter_process(triton.grpc_url, workdir / "adapter.log")
+                adapter_process(triton.grpc_url, workdir / "adapter.log", *adapter_args)
             )
             setup = gateway_setup(workdir / "gateway", [listen])
             _, port = await stack.enter_async_context(
@@ -102,6 +121,18 @@ def _cpu_list(text: str) -> set[int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("out/bench/slo"))
+    p.add_argument(
+        "--scenario",
+        type=Path,
+        default=SCENARIO,
+        help="the SLO scenario to search (default: slo_stt_bench.toml)",
+    )
+    p.add_argument(
+        "--adapter-config",
+        type=Path,
+        default=None,
+        help="a TOML file of AdapterConfig keys for the adapter (e.g. tts_oversubscription)",
+    )
     p.add_argument("--also-adapter", action="store_true", help="search the adapter direct too")
     p.add_argument(
         "--cpus",
