@@ -46,7 +46,7 @@ BENCH_MODELS = ("bench_stt", "bench_tts")
 
 
 def triton_models(scenario: Scenario) -> list[str]:
-    """The models a search needs: the scenario's own, else the benchmark pair."""
+    """The models a search needs: those its scenario names, and the benchmark pair."""
     named = [m for m in (scenario.stt.model, scenario.tts.model) if m]
     return sorted(set(named) | set(BENCH_MODELS))
 
