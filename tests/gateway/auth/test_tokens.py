@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import string
 
 import pytest
 
@@ -27,6 +28,7 @@ from voxwire.errors import (
 # RFC 6455 4.1: a subprotocol is an RFC 2616 token: tchar only, no separators or spaces.
 TCHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 NOW = 1_700_000_000.0
+B64URL = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
 
 
 def claims_of(token: str) -> dict:
@@ -88,8 +90,10 @@ def test_a_forged_browser_token_is_refused():
         base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode() + "." + mac
     )
     flipped = segment + "." + mac[:5] + ("A" if mac[5] != "A" else "B") + mac[6:]
-    # The same bytes, spelled differently: the MAC's last character carries 2 unused bits.
-    respelled = segment + "." + mac[:-1] + chr(ord(mac[-1]) ^ 1)
+    # The same bytes, spelled differently: the MAC's last character carries 2 unused bits,
+    # so its neighbour in the alphabet decodes alike. (Flipping the ASCII bit instead turned
+    # a final "A" into "@", a malformed token, in one run of 16.)
+    respelled = segment + "." + mac[:-1] + B64URL[B64URL.index(mac[-1]) ^ 1]
     other_secret = BrowserTokens(signer(secrets={"k1": b"\x09" * 32})).issue(
         "victim", origin=APP, now=NOW
     )
