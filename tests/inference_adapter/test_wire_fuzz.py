@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,14 +96,21 @@ def _grpc_internal(task: asyncio.Task) -> bool:
     return "/grpc/" in where or "cygrpc" in where or name.startswith(("AioServer.", "_AioCall."))
 
 
-async def _settled_tasks(baseline: int, within_s: float) -> int:
-    """Tasks alive on this loop, once back at ``baseline`` or after ``within_s``."""
+def _ours(task: asyncio.Task) -> bool:
+    return not _grpc_internal(task)
+
+
+async def _settled_tasks(
+    baseline: int, within_s: float, counted: Callable[[asyncio.Task], bool] = lambda _: True
+) -> list[asyncio.Task]:
+    """The ``counted`` tasks alive on this loop, once back at ``baseline`` or after
+    ``within_s`` (a transient one, a replica probe in flight, say, has its time to end)."""
     deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if len(asyncio.all_tasks()) <= baseline:
-            break
+    while True:
+        alive = [t for t in asyncio.all_tasks() if counted(t)]
+        if len(alive) <= baseline or time.monotonic() >= deadline:
+            return alive
         await asyncio.sleep(0.2)  # polling a count: there is no event to wait for
-    return len(asyncio.all_tasks())
 
 
 async def test_short_wire_fuzz_run_keeps_every_invariant(stack: Stack) -> None:
@@ -117,7 +124,7 @@ async def test_short_wire_fuzz_run_keeps_every_invariant(stack: Stack) -> None:
     assert adapter.runtime.active_streams == 0
     assert sum(r.active for r in adapter.pool.replicas) == 0
     left = await _settled_tasks(baseline_tasks, 10.0)
-    assert left <= baseline_tasks, "\n".join(repr(t) for t in asyncio.all_tasks())
+    assert len(left) <= baseline_tasks, "\n".join(repr(t) for t in left)
 
 
 async def test_short_wire_fuzz_run_through_the_gateways_front_keeps_every_invariant(
@@ -141,7 +148,7 @@ async def test_short_wire_fuzz_run_through_the_gateways_front_keeps_every_invari
         )
     )
     await gateway.start()
-    baseline_tasks = len([t for t in asyncio.all_tasks() if not _grpc_internal(t)])
+    baseline_tasks = len([t for t in asyncio.all_tasks() if _ours(t)])
     try:
         headers = (("authorization", f"Bearer {key}"),)
         report: Report = await fuzz(
@@ -154,8 +161,7 @@ async def test_short_wire_fuzz_run_through_the_gateways_front_keeps_every_invari
             await gateway.registry.wait_empty()
         # No task of the gateway's calls left behind (a request read left in flight ends with
         # its call); grpc.aio's own (its accept loops, the fuzzer's client calls) are not ours.
-        await _settled_tasks(baseline_tasks, 10.0)
-        ours = [t for t in asyncio.all_tasks() if not _grpc_internal(t)]
+        ours = await _settled_tasks(baseline_tasks, 10.0, _ours)
         assert len(ours) <= baseline_tasks, "\n".join(repr(t) for t in ours)
     finally:
         await gateway.stop(grace=1.0)
