@@ -61,8 +61,14 @@ class TtsLimits:
     max_contexts: int = 8
     # Default lead of audio over real-time playback per context; 0 = as fast as the model.
     lead_ms: int = 1000
-    # Queued audio beyond the lead before the context's upstream reading pauses.
+    # Queued audio beyond the lead that a context may always hold (its floor; at least
+    # 64 KiB) before its upstream reading pauses, whatever the other contexts hold.
     queue_slack_ms: int = 1000
+    # Past its floor, a context's upstream is still read while the session's queues together
+    # hold less than this: read to its end, a context gives the adapter back its admission
+    # place when synthesis ends, not when playback does (docs/design/edge.md, "Flow control").
+    # 0: each context reads only its floor.
+    read_ahead_bytes: int = 1024 * 1024
     # Words kept per context for `truncated` (the heard words).
     max_words: int = 10_000
     idle_timeout_s: float = 30.0
@@ -608,12 +614,19 @@ class TtsEdgeSession:
         return Message(context_id=ctx.context_id, audio=chunk)
 
     def has_room(self, key: int) -> bool:
-        """Whether context ``key``'s upstream may be read (its queue is under its bound)."""
+        """Whether context ``key``'s upstream may be read: its queue is under its floor, or
+        the session's queues under ``read_ahead_bytes`` (docs/design/edge.md, "Flow
+        control")."""
         ctx = self._by_key.get(key)
         if ctx is None:
             return True
-        bound = (self.lead_ms + self.limits.queue_slack_ms) * ctx.bytes_per_ms
-        return ctx.queued_bytes < max(bound, 64 * 1024)
+        floor = (self.lead_ms + self.limits.queue_slack_ms) * ctx.bytes_per_ms
+        if ctx.queued_bytes < max(floor, 64 * 1024):
+            return True
+        # Read-ahead: a context past its floor (paced audio well ahead of playback) is
+        # rare enough that summing the session's few queues here costs nothing per message.
+        queued = sum(c.queued_bytes for c in self._by_key.values())
+        return queued < self.limits.read_ahead_bytes
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -626,7 +639,8 @@ class TtsEdgeSession:
         if self._drain_ends is not None:
             times.append(self._drain_ends)
         for ctx in self.contexts.values():
-            times.append(ctx.upstream_at + limits.upstream_keepalive_s)
+            if ctx.state is CtxState.OPEN:
+                times.append(ctx.upstream_at + limits.upstream_keepalive_s)
             if ctx.queue and ctx.queue[0].chunk is not None and ctx.first_sent_at is not None:
                 due = ctx.queue[0].chunk.start_ms - ctx.first_start_ms - self.lead_ms
                 times.append(ctx.first_sent_at + due / 1000)
@@ -640,7 +654,13 @@ class TtsEdgeSession:
             return actions
         for ctx in list(self.contexts.values()):
             actions.extend(self.release(ctx.key))
-            if now - ctx.upstream_at >= limits.upstream_keepalive_s and ctx.key in self._by_key:
+            # A closing context's call is half-closed: it takes no more requests, and the
+            # adapter does not time out a context whose audio is still to come.
+            if (
+                ctx.state is CtxState.OPEN
+                and now - ctx.upstream_at >= limits.upstream_keepalive_s
+                and ctx.key in self._by_key
+            ):
                 self._forward(ctx, Request(keep_alive=stream_pb2.KeepAlive()), actions)
         if self._drain_ends is not None and now >= self._drain_ends:
             actions.extend(

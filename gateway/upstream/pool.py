@@ -46,6 +46,15 @@ _CHANNEL_OPTIONS = (
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # A fixed HTTP/2 window per call (gRPC's 64 KiB lookahead), not one grown by
+    # bandwidth-delay probing: a paced TTS context is read only as playback goes, and with
+    # probing the transport took megabytes of its audio the session never counted, then
+    # reopened the spent window only after megabytes were read, so the adapter's write waited
+    # past its write_timeout and the context failed SLOW_CONSUMER minutes into a long text
+    # (tests/gateway/test_tts_flow.py). The gateway's own read-ahead is the bound instead
+    # (docs/design/edge.md, "Flow control"). Loopback and in-cluster round trips are far
+    # too short for 64 KiB to limit throughput (BENCHMARKS.md).
+    ("grpc.http2.bdp_probe", 0),
 )
 
 

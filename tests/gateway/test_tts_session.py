@@ -82,6 +82,66 @@ def test_lead_zero_sends_as_fast_as_the_model():
     )
 
 
+def fill(session: TtsEdgeSession, key: int, cid: str = "c1", limit: int = 1000) -> int:
+    """Feed a fast model's 100 ms chunks to context ``key`` while the session lets its upstream
+    be read (the runner's rule); returns the chunks read."""
+    seq = 0
+    while session.has_room(key) and seq < limit:
+        seq += 1
+        response = chunk(seq, (seq - 1) * 100)
+        response.context_id = cid
+        session.upstream_response(key, response)
+    return seq
+
+
+def test_a_paced_context_is_read_ahead_to_the_session_budget():
+    # 24 kHz PCM16: 4,800 bytes per 100 ms chunk; lead 300 ms; 4 chunks go out at once.
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=300, read_ahead_bytes=200_000)
+    read = fill(session, key)
+    queued = session.contexts["c1"].queued_bytes
+    # Past the context's floor (lead + slack = 1.3 s: 64 KiB), up to the session's budget.
+    assert 200_000 <= queued < 200_000 + 4_800
+    assert read == 4 + queued // 4_800
+    # Playback frees room: 1 s later 10 chunks have gone out, and reading resumes.
+    clock.now += 1.0
+    assert len(session.on_time().to_client) == 10
+    assert session.has_room(key)
+
+
+def test_without_read_ahead_a_context_reads_only_its_floor():
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=300, read_ahead_bytes=0)
+    fill(session, key)
+    assert 65_536 <= session.contexts["c1"].queued_bytes < 65_536 + 4_800
+
+
+def test_a_context_under_its_floor_reads_whatever_the_others_hold():
+    clock = Clock()
+    session, first = opened_session(clock, lead_ms=300, read_ahead_bytes=200_000)
+    fill(session, first)
+    assert not session.has_room(first)  # the session's budget is spent
+    second = session.client_message(open_msg("c2")).open_upstream[0].key
+    session.upstream_response(second, Up(context_id="c2", opened=synthesis_pb2.ContextOpened()))
+    fill(session, second, "c2")
+    # The second context got its floor all the same, and no more.
+    assert 65_536 <= session.contexts["c2"].queued_bytes < 65_536 + 4_800
+
+
+def test_a_closing_context_gets_no_upstream_keepalive():
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=300, upstream_keepalive_s=2)
+    fill(session, key, limit=200)  # 20 s of audio, read ahead
+    actions = session.client_message(Client(context_id="c1", close=synthesis_pb2.CloseContext()))
+    assert actions.half_close == [key]
+    for _ in range(5):  # its half-closed call takes no more requests, and the timer never
+        clock.now = session.next_deadline()  # comes due in the past for it
+        assert session.on_time().to_upstream == []
+    opened = session.client_message(open_msg("c2")).open_upstream[0].key
+    clock.now += 2.5
+    assert [k for k, _ in session.on_time().to_upstream] == [opened]  # an open one does
+
+
 def test_cancel_names_the_last_chunk_sent_and_nothing_follows():
     clock = Clock()
     session, key = opened_session(clock, lead_ms=200)
