@@ -14,7 +14,9 @@ against the adapter direct, so the two numbers sit side by side.
 ``loadtest/scenarios/slo_stt_real.toml`` (pocketsphinx on the speech fixtures, with WER) and
 ``slo_tts_real.toml`` (eSpeak NG: p99 time to first audio, playback underruns) measure the
 real models through the same path (BENCHMARKS.md, "The real models"). ``--adapter-config
-FILE`` starts the adapter with those AdapterConfig keys (its admission, for one).
+FILE`` starts the adapter with those AdapterConfig keys (its admission, for one), and
+``--gateway-config FILE`` the gateway with those GatewayConfig keys and tables (``[tts]
+read_ahead_bytes``, for one).
 
 ``--cpus 0`` runs the stack (Triton, the adapter, the gateway) on the listed CPUs only: every
 process started inherits the affinity (sched_setaffinity(2)); the load generator's workers run
@@ -32,7 +34,9 @@ import contextlib
 import json
 import os
 import tempfile
+import tomllib
 from pathlib import Path
+from typing import Any
 
 from benchmarks.gateway_stack import gateway_process, gateway_setup
 from benchmarks.stack import LOOPBACK, adapter_process
@@ -58,6 +62,11 @@ _SEARCH_FLAGS = {
     "repeats": "--search-repeats",
     "trial": "--trial",
 }
+
+
+def gateway_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The gateway's configuration keys and tables from ``--gateway-config`` (none: {})."""
+    return tomllib.loads(args.gateway_config.read_text()) if args.gateway_config else {}
 
 
 def _search(target: str, address: str, out: Path, key: str, args: argparse.Namespace) -> int:
@@ -97,7 +106,7 @@ async def main(args: argparse.Namespace) -> None:
             adapter, listen = await stack.enter_async_context(
                 adapter_process(triton.grpc_url, workdir / "adapter.log", *adapter_args)
             )
-            setup = gateway_setup(workdir / "gateway", [listen])
+            setup = gateway_setup(workdir / "gateway", [listen], **gateway_overrides(args))
             _, port = await stack.enter_async_context(
                 gateway_process(setup, workdir / "gateway.log")
             )
@@ -132,6 +141,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="a TOML file of AdapterConfig keys for the adapter (e.g. tts_oversubscription)",
+    )
+    p.add_argument(
+        "--gateway-config",
+        type=Path,
+        default=None,
+        help="a TOML file of GatewayConfig keys and tables for the gateway (e.g. [tts])",
     )
     p.add_argument("--also-adapter", action="store_true", help="search the adapter direct too")
     p.add_argument(

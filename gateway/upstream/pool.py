@@ -52,8 +52,10 @@ _CHANNEL_OPTIONS = (
     # reopened the spent window only after megabytes were read, so the adapter's write waited
     # past its write_timeout and the context failed SLOW_CONSUMER minutes into a long text
     # (tests/gateway/test_tts_flow.py). The gateway's own read-ahead is the bound instead
-    # (docs/design/edge.md, "Flow control"). Loopback and in-cluster round trips are far
-    # too short for 64 KiB to limit throughput (BENCHMARKS.md).
+    # (docs/design/edge.md, "Flow control"). Not larger: a paced call's window reopens only
+    # once most of it is read, and the adapter's write waits that long: 2.4 s at most for
+    # 8 kHz audio with 64 KiB, 9.8 s with 256 KiB, against its 10 s write_timeout. The price
+    # is ~5 % of the gateway's CPU per TTS request read unpaced (BENCHMARKS.md).
     ("grpc.http2.bdp_probe", 0),
 )
 

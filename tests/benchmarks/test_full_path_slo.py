@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.full_path_slo import SCENARIO, parse_args, triton_models
+from benchmarks.full_path_slo import SCENARIO, gateway_overrides, parse_args, triton_models
+from benchmarks.gateway_stack import gateway_setup
+from gateway.config import GatewayConfig
 from loadtest.scenario import REPO, load
 from localstack.triton import default_model_repository
 
@@ -31,3 +33,12 @@ def test_a_real_model_search_loads_its_model(name: str, model: str) -> None:
 def test_slo_scenarios_name_models_in_the_repository(path: Path) -> None:
     for model in triton_models(load(path)):
         assert (default_model_repository() / model / "config.pbtxt").is_file(), model
+
+
+def test_a_gateway_config_file_reaches_the_gateways_configuration(tmp_path: Path) -> None:
+    (tmp_path / "gateway.toml").write_text("[tts]\nread_ahead_bytes = 0\n")
+    args = parse_args(["--gateway-config", str(tmp_path / "gateway.toml")])
+    setup = gateway_setup(tmp_path / "stack", ["127.0.0.1:50051"], **gateway_overrides(args))
+    config = GatewayConfig.from_toml(setup.config)
+    assert config.tts.read_ahead_bytes == 0 and config.adapters == ("127.0.0.1:50051",)
+    assert gateway_overrides(parse_args([])) == {}
