@@ -43,7 +43,7 @@ OPEN = {
         "outputFormat": {"encoding": "AUDIO_ENCODING_PCM_S16LE", "sampleRateHz": 22050},
     },
 }
-WRITE_TIMEOUT_S = 2.0
+WRITE_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Stack:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def stack(triton: TritonServer, edge: Edge) -> AsyncIterator[Stack]:
-    """An adapter whose writes time out after 2 s (so a stalled write shows in seconds, not
+    """An adapter whose writes time out after 3 s (so a stalled write shows in seconds, not
     minutes) and a gateway in front of it with ``edge``'s keys."""
     metrics = InMemoryMetricReader()
     telemetry = Telemetry(
@@ -143,7 +143,7 @@ async def test_a_context_longer_than_the_read_ahead_is_paced_end_to_end(stack: S
             await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": TEXT * 200}}))
             await ws.send_str(json.dumps({"contextId": "c1", "close": {}}))
             first_at, seqs, ahead = None, [], []
-            end_at = time.monotonic() + 3 * WRITE_TIMEOUT_S + 2
+            end_at = time.monotonic() + 2 * WRITE_TIMEOUT_S + 3
             while time.monotonic() < end_at:
                 msg = await ws.receive(timeout=5)
                 if msg.type is aiohttp.WSMsgType.BINARY:
