@@ -46,15 +46,23 @@ OPEN = {
 WRITE_TIMEOUT_S = 3.0
 
 
+def places(adapter: AdapterServer) -> int:
+    """The adapter's admission places held by eSpeak contexts."""
+    return sum(r.per_model.get("tts_espeak", 0) for r in adapter.pool.replicas)
+
+
+async def speak(ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
+    """Open context c1, give it ``text`` and close it: its audio follows."""
+    await ws.send_str(json.dumps(OPEN))
+    await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": text}}))
+    await ws.send_str(json.dumps({"contextId": "c1", "close": {}}))
+
+
 @dataclass
 class Stack:
     adapter: AdapterServer
     gateway: GatewayServer
     metrics: InMemoryMetricReader
-
-    def places(self) -> int:
-        """The adapter's admission places held by eSpeak contexts."""
-        return sum(r.per_model.get("tts_espeak", 0) for r in self.adapter.pool.replicas)
 
     def slow_consumers(self) -> int:
         data = self.metrics.get_metrics_data()
@@ -109,22 +117,17 @@ async def test_a_paced_context_gives_back_its_place_when_synthesis_ends(
     # About 14 s of audio (630 KB): within the session's read-ahead, so the gateway takes it
     # all as eSpeak makes it, and the adapter's place comes back then, not 2 s before the
     # end of playback (lead + slack, 64 KiB, plus what gRPC and the adapter hold: about 5 s).
-    def places() -> int:
-        return sum(r.per_model.get("tts_espeak", 0) for r in edge_adapter.pool.replicas)
-
-    before = places()
+    before = places(edge_adapter)
     async with aiohttp.ClientSession() as http:
         url = f"{edge.ws}/v1/tts/stream?lead_ms=300"
         async with http.ws_connect(url, headers=edge.headers) as ws:
-            await ws.send_str(json.dumps(OPEN))
-            await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": TEXT * 4}}))
-            await ws.send_str(json.dumps({"contextId": "c1", "close": {}}))
+            await speak(ws, TEXT * 4)
             first_at, freed_after_s = None, None
             while freed_after_s is None:
                 msg = await ws.receive(timeout=5)
                 if msg.type is aiohttp.WSMsgType.BINARY:
                     first_at = first_at or time.monotonic()
-                    if places() <= before:
+                    if places(edge_adapter) <= before:
                         freed_after_s = time.monotonic() - first_at
                     elif time.monotonic() - first_at > 4:
                         break
@@ -139,9 +142,7 @@ async def test_a_context_longer_than_the_read_ahead_is_paced_end_to_end(stack: S
     url = stack.gateway.url.replace("http", "ws", 1) + "/v1/tts/stream?lead_ms=300"
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(url, headers=edge.headers) as ws:
-            await ws.send_str(json.dumps(OPEN))
-            await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": TEXT * 200}}))
-            await ws.send_str(json.dumps({"contextId": "c1", "close": {}}))
+            await speak(ws, TEXT * 200)
             first_at, seqs, ahead = None, [], []
             end_at = time.monotonic() + 2 * WRITE_TIMEOUT_S + 3
             while time.monotonic() < end_at:
@@ -157,7 +158,7 @@ async def test_a_context_longer_than_the_read_ahead_is_paced_end_to_end(stack: S
                     body = json.loads(msg.data)
                     assert "contextError" not in body and "error" not in body, body
             assert stack.slow_consumers() == 0
-            assert stack.places() == 1  # still synthesizing: the rest waits for playback
+            assert places(stack.adapter) == 1  # still synthesizing: the rest waits for playback
             assert seqs == list(range(1, len(seqs) + 1)) and max(ahead) <= 300 + 150
             await ws.send_str(json.dumps({"contextId": "c1", "cancel": {}}))
             while True:
@@ -165,8 +166,8 @@ async def test_a_context_longer_than_the_read_ahead_is_paced_end_to_end(stack: S
                 if msg.type is aiohttp.WSMsgType.TEXT and "cancelled" in json.loads(msg.data):
                     break
     for _ in range(50):  # the cancel gives the place back
-        if stack.places() == 0:
+        if places(stack.adapter) == 0:
             break
         await asyncio.sleep(0.1)
-    assert stack.places() == 0
+    assert places(stack.adapter) == 0
     assert stack.slow_consumers() == 0
