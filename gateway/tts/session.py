@@ -623,8 +623,8 @@ class TtsEdgeSession:
         floor = (self.lead_ms + self.limits.queue_slack_ms) * ctx.bytes_per_ms
         if ctx.queued_bytes < max(floor, 64 * 1024):
             return True
-        # Read-ahead: a context past its floor (paced audio well ahead of playback) is
-        # rare enough that summing the session's few queues here costs nothing per message.
+        # Read-ahead. A session holds at most max_contexts queues: summing them here is
+        # cheaper than keeping a running total right on every path that changes one.
         queued = sum(c.queued_bytes for c in self._by_key.values())
         return queued < self.limits.read_ahead_bytes
 

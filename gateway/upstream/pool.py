@@ -50,12 +50,13 @@ _CHANNEL_OPTIONS = (
     # bandwidth-delay probing: a paced TTS context is read only as playback goes, and with
     # probing the transport took megabytes of its audio the session never counted, then
     # reopened the spent window only after megabytes were read, so the adapter's write waited
-    # past its write_timeout and the context failed SLOW_CONSUMER minutes into a long text
+    # past its write_timeout: a 12-minute text failed SLOW_CONSUMER 13 s after it opened
     # (tests/gateway/test_tts_flow.py). The gateway's own read-ahead is the bound instead
     # (docs/design/edge.md, "Flow control"). Not larger: a paced call's window reopens only
     # once most of it is read, and the adapter's write waits that long: 2.4 s at most for
     # 8 kHz audio with 64 KiB, 9.8 s with 256 KiB, against its 10 s write_timeout. The price
-    # is ~5 % of the gateway's CPU per TTS request read unpaced (BENCHMARKS.md).
+    # is 5-9 % more gateway CPU per TTS request read unpaced; STT's is unchanged (BENCHMARKS.md,
+    # "TTS flow control through the gateway").
     ("grpc.http2.bdp_probe", 0),
 )
 
