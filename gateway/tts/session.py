@@ -43,6 +43,11 @@ Message = tts_pb2.TtsServerMessage
 TokenIssuer = Callable[[tts_pb2.TtsStart], tuple[str, float]]
 
 MAX_CONTEXT_ID_BYTES = 128
+# A chunk due within this much counts as due: the timer wakes at the deadline next_deadline
+# gives, where float rounding of (now - first_sent_at) can leave the chunk 1e-11 ms short, and
+# asyncio may run a timer up to its clock's resolution early. Without it the timer would be
+# re-armed for the same instant until the clock moved on.
+_DUE_SLACK_MS = 1.0
 _FAILOVER_REASONS = frozenset({"BACKEND_UNAVAILABLE", "DRAINING", "STREAM_TOO_LONG"})
 # An adapter's notices the client gets: a context's replica failover (the rest concern the
 # upstream call, which the gateway keeps alive or moves; see gateway/stt/session.py).
@@ -596,7 +601,7 @@ class TtsEdgeSession:
         if lead <= 0 or ctx.first_sent_at is None:
             return True
         played_ms = (now - ctx.first_sent_at) * 1000
-        return chunk.start_ms - ctx.first_start_ms <= played_ms + lead
+        return chunk.start_ms - ctx.first_start_ms <= played_ms + lead + _DUE_SLACK_MS
 
     def _audio_out(
         self, ctx: EdgeContext, chunk: synthesis_pb2.AudioChunk, now: float

@@ -128,15 +128,29 @@ def test_a_context_under_its_floor_reads_whatever_the_others_hold():
     assert 65_536 <= session.contexts["c2"].queued_bytes < 65_536 + 4_800
 
 
+def test_the_timer_is_never_due_again_at_the_instant_it_woke():
+    # At the deadline next_deadline gives, float rounding could leave the chunk 1e-11 ms short
+    # of due: the timer was re-armed for the same instant (500.2 -> 500.2) until time moved.
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=300)
+    fill(session, key, limit=60)
+    for _ in range(40):
+        deadline = session.next_deadline()
+        assert deadline > clock.now
+        clock.now = deadline
+        assert session.on_time().to_client  # a chunk went out at each wake-up
+
+
 def test_a_closing_context_gets_no_upstream_keepalive():
     clock = Clock()
     session, key = opened_session(clock, lead_ms=300, upstream_keepalive_s=2)
     fill(session, key, limit=200)  # 20 s of audio, read ahead
     actions = session.client_message(Client(context_id="c1", close=synthesis_pb2.CloseContext()))
     assert actions.half_close == [key]
-    for _ in range(5):  # its half-closed call takes no more requests, and the timer never
-        clock.now = session.next_deadline()  # comes due in the past for it
+    for _ in range(4):  # its half-closed call takes no more requests
+        clock.now += 2.5
         assert session.on_time().to_upstream == []
+        assert session.next_deadline() > clock.now
     opened = session.client_message(open_msg("c2")).open_upstream[0].key
     clock.now += 2.5
     assert [k for k, _ in session.on_time().to_upstream] == [opened]  # an open one does
