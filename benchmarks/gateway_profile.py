@@ -144,6 +144,7 @@ async def _start(
     kind: str,
     front: bool,
     lean: bool = False,
+    lead_ms: int = 0,
 ) -> tuple[list[tuple[PathSpec, Any]], int]:
     """The adapter, the null relay (and with ``lean`` benchmarks/lean_gateway.py) and one
     gateway per version; the paths to measure (each gateway through its gRPC front with
@@ -189,8 +190,11 @@ async def _start(
         if front:
             spec = PathSpec(label, "grpc", f"{LOOPBACK}:{grpc_port}", "", {}, setup.key)
         else:
-            # lead_ms=0: TTS audio leaves as fast as the model makes it, as in the record.
-            spec = PathSpec(label, "gateway", f"{LOOPBACK}:{port}", "", {}, setup.key, lead_ms=0)
+            # lead_ms=0 (the default): TTS audio leaves as fast as the model makes it, as in
+            # the record; --lead-ms paces it as a voice agent's listener hears it.
+            spec = PathSpec(
+                label, "gateway", f"{LOOPBACK}:{port}", "", {}, setup.key, lead_ms=lead_ms
+            )
         paths.append((spec, proc))
     return paths, adapter.pid
 
@@ -201,7 +205,7 @@ async def main(args: argparse.Namespace) -> None:
     rows: list[tuple[str, dict[str, float]]] = []
     async with contextlib.AsyncExitStack() as stack:
         paths, adapter_pid = await _start(
-            stack, work, args.versions, args.kind, args.front, args.lean
+            stack, work, args.versions, args.kind, args.front, args.lean, args.lead_ms
         )
         for round_ in range(args.rounds):
             # Rotated each round, so the machine's drift spreads over every path.
@@ -265,6 +269,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda text: [v for v in text.split(",") if v],
         default=["current"],
         help="gateways to compare: git revisions and/or 'current' (this checkout's files)",
+    )
+    parser.add_argument(
+        "--lead-ms",
+        type=int,
+        default=0,
+        help="tts: the gateway's pacing lead (0: as fast as the model; -1: its default, 1 s)",
     )
     parser.add_argument(
         "--front",

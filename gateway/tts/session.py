@@ -24,6 +24,7 @@ Rules (docs/design/edge.md, "TTS messages", "Flow control"):
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,11 +44,12 @@ Message = tts_pb2.TtsServerMessage
 TokenIssuer = Callable[[tts_pb2.TtsStart], tuple[str, float]]
 
 MAX_CONTEXT_ID_BYTES = 128
-# A chunk due within this much counts as due: the timer wakes at the deadline next_deadline
-# gives, where float rounding of (now - first_sent_at) can leave the chunk 1e-11 ms short, and
-# asyncio may run a timer up to its clock's resolution early. Without it the timer would be
-# re-armed for the same instant until the clock moved on.
-_DUE_SLACK_MS = 1.0
+# A chunk due within this much counts as due: asyncio may run a timer up to its clock's
+# resolution before the deadline it was set for, and the timer would then be re-armed for the
+# same instant until the clock moved on.
+_DUE_SLACK_S = 0.001
+# A context's queue floor is never less than this (docs/design/edge.md, "Flow control").
+FLOOR_MIN_BYTES = 64 * 1024
 _FAILOVER_REASONS = frozenset({"BACKEND_UNAVAILABLE", "DRAINING", "STREAM_TOO_LONG"})
 # An adapter's notices the client gets: a context's replica failover (the rest concern the
 # upstream call, which the gateway keeps alive or moves; see gateway/stt/session.py).
@@ -597,11 +599,16 @@ class TtsEdgeSession:
         return actions
 
     def _due(self, ctx: EdgeContext, chunk: synthesis_pb2.AudioChunk, now: float) -> bool:
-        lead = self.lead_ms
-        if lead <= 0 or ctx.first_sent_at is None:
+        if self.lead_ms <= 0 or ctx.first_sent_at is None:
             return True
-        played_ms = (now - ctx.first_sent_at) * 1000
-        return chunk.start_ms - ctx.first_start_ms <= played_ms + lead + _DUE_SLACK_MS
+        return now + _DUE_SLACK_S >= self._due_at(ctx, chunk)
+
+    def _due_at(self, ctx: EdgeContext, chunk: synthesis_pb2.AudioChunk) -> float:
+        """When ``chunk`` may leave: its place in the context's timeline less the lead, on the
+        listener's playback clock (started when the context's first chunk left). ``_due`` and
+        ``next_deadline`` both ask here, so the timer never wakes to find the chunk not due."""
+        assert ctx.first_sent_at is not None
+        return ctx.first_sent_at + (chunk.start_ms - ctx.first_start_ms - self.lead_ms) / 1000
 
     def _audio_out(
         self, ctx: EdgeContext, chunk: synthesis_pb2.AudioChunk, now: float
@@ -626,7 +633,7 @@ class TtsEdgeSession:
         if ctx is None:
             return True
         floor = (self.lead_ms + self.limits.queue_slack_ms) * ctx.bytes_per_ms
-        if ctx.queued_bytes < max(floor, 64 * 1024):
+        if ctx.queued_bytes < max(floor, FLOOR_MIN_BYTES):
             return True
         # Read-ahead. A session holds at most max_contexts queues: summing them here is
         # cheaper than keeping a running total right on every path that changes one.
@@ -644,12 +651,18 @@ class TtsEdgeSession:
         if self._drain_ends is not None:
             times.append(self._drain_ends)
         for ctx in self.contexts.values():
-            if ctx.state is CtxState.OPEN:
-                times.append(ctx.upstream_at + limits.upstream_keepalive_s)
+            times.append(self._keepalive_at(ctx))
             if ctx.queue and ctx.queue[0].chunk is not None and ctx.first_sent_at is not None:
-                due = ctx.queue[0].chunk.start_ms - ctx.first_start_ms - self.lead_ms
-                times.append(ctx.first_sent_at + due / 1000)
+                times.append(self._due_at(ctx, ctx.queue[0].chunk))
         return min(times)
+
+    def _keepalive_at(self, ctx: EdgeContext) -> float:
+        """When an open context's upstream call needs a keep_alive. A closing context's never
+        does: its call is half-closed and takes no more requests, and the adapter does not
+        time out a context whose audio is still to come."""
+        if ctx.state is not CtxState.OPEN:
+            return math.inf
+        return ctx.upstream_at + self.limits.upstream_keepalive_s
 
     def on_time(self) -> Actions:
         now = self._clock()
@@ -659,13 +672,7 @@ class TtsEdgeSession:
             return actions
         for ctx in list(self.contexts.values()):
             actions.extend(self.release(ctx.key))
-            # A closing context's call is half-closed: it takes no more requests, and the
-            # adapter does not time out a context whose audio is still to come.
-            if (
-                ctx.state is CtxState.OPEN
-                and now - ctx.upstream_at >= limits.upstream_keepalive_s
-                and ctx.key in self._by_key
-            ):
+            if now >= self._keepalive_at(ctx) and ctx.key in self._by_key:
                 self._forward(ctx, Request(keep_alive=stream_pb2.KeepAlive()), actions)
         if self._drain_ends is not None and now >= self._drain_ends:
             actions.extend(

@@ -24,14 +24,13 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
-from gateway.config import GatewayConfig
-from gateway.server import GatewayServer
 from gateway.wire.frames import unpack
 from inference_adapter.config import AdapterConfig, Limits
 from inference_adapter.server import AdapterServer
 from inference_adapter.telemetry import Telemetry
 from localstack.triton import TritonServer
 from tests.gateway.conftest import Edge
+from tests.helpers.edge import start_edge
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -61,7 +60,7 @@ async def speak(ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
 @dataclass
 class Stack:
     adapter: AdapterServer
-    gateway: GatewayServer
+    edge: Edge  # a gateway in front of ``adapter``
     metrics: InMemoryMetricReader
 
     def slow_consumers(self) -> int:
@@ -80,9 +79,11 @@ class Stack:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def stack(triton: TritonServer, edge: Edge) -> AsyncIterator[Stack]:
+async def stack(
+    triton: TritonServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
     """An adapter whose writes time out after 3 s (so a stalled write shows in seconds, not
-    minutes) and a gateway in front of it with ``edge``'s keys."""
+    minutes) and a gateway in front of it."""
     metrics = InMemoryMetricReader()
     telemetry = Telemetry(
         AdapterConfig(),
@@ -98,16 +99,10 @@ async def stack(triton: TritonServer, edge: Edge) -> AsyncIterator[Stack]:
         telemetry=telemetry,
     )
     await adapter.start()
-    gateway = GatewayServer(
-        GatewayConfig(
-            listen="127.0.0.1:0", grpc_listen="", adapters=(adapter.address,), auth=edge.auth
-        )
-    )
-    await gateway.start()
     try:
-        yield Stack(adapter, gateway, metrics)
+        async for edge in start_edge(adapter, tmp_path_factory):
+            yield Stack(adapter, edge, metrics)
     finally:
-        await gateway.stop(grace=1.0)
         await adapter.stop(grace=1.0)
 
 
@@ -115,8 +110,8 @@ async def test_a_paced_context_gives_back_its_place_when_synthesis_ends(
     edge: Edge, edge_adapter: AdapterServer
 ):
     # About 14 s of audio (630 KB): within the session's read-ahead, so the gateway takes it
-    # all as eSpeak makes it, and the adapter's place comes back then, not 2 s before the
-    # end of playback (lead + slack, 64 KiB, plus what gRPC and the adapter hold: about 5 s).
+    # all as eSpeak makes it, and the adapter's place comes back then, not seconds into
+    # playback (read only its floor ahead, a 7 s context kept it until 1.95 s in).
     before = places(edge_adapter)
     async with aiohttp.ClientSession() as http:
         url = f"{edge.ws}/v1/tts/stream?lead_ms=300"
@@ -135,13 +130,13 @@ async def test_a_paced_context_gives_back_its_place_when_synthesis_ends(
     assert freed_after_s is not None and freed_after_s < 4, "the place is held through playback"
 
 
-async def test_a_context_longer_than_the_read_ahead_is_paced_end_to_end(stack: Stack, edge: Edge):
+async def test_a_context_longer_than_the_read_ahead_is_paced_end_to_end(stack: Stack):
     # About 12 minutes of audio (31 MB): past the session's 1 MiB read-ahead the gateway reads
     # the call only as playback goes, so synthesis waits for the listener, its writes never
     # wait long, and the context keeps its admission place.
-    url = stack.gateway.url.replace("http", "ws", 1) + "/v1/tts/stream?lead_ms=300"
+    url = f"{stack.edge.ws}/v1/tts/stream?lead_ms=300"
     async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(url, headers=edge.headers) as ws:
+        async with http.ws_connect(url, headers=stack.edge.headers) as ws:
             await speak(ws, TEXT * 200)
             first_at, seqs, ahead = None, [], []
             end_at = time.monotonic() + 2 * WRITE_TIMEOUT_S + 3

@@ -14,7 +14,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.tts.session import TtsEdgeSession, TtsLimits
+from gateway.tts.session import FLOOR_MIN_BYTES, TtsEdgeSession, TtsLimits
 from gateway.wire.frames import unpack
 from voxwire.edge.v1 import tts_pb2
 from voxwire.v1 import audio_pb2, synthesis_pb2
@@ -22,7 +22,6 @@ from voxwire.v1 import audio_pb2, synthesis_pb2
 Client = tts_pb2.TtsClientMessage
 Up = synthesis_pb2.StreamingSynthesizeResponse
 MAX_CHUNK_MS = 200
-FLOOR_MIN = 64 * 1024
 
 
 class Clock:
@@ -81,7 +80,7 @@ def test_the_queues_stay_bounded_and_paced_whatever_the_interleaving(
         handles[next(m.opened.handle for m in opened.to_client if not isinstance(m, bytes))] = i
         keys.append(key)
     bytes_per_ms = rate * 2 / 1000
-    floor = max((lead_ms + TtsLimits().queue_slack_ms) * bytes_per_ms, FLOOR_MIN)
+    floor = max((lead_ms + TtsLimits().queue_slack_ms) * bytes_per_ms, FLOOR_MIN_BYTES)
     bound = read_ahead + contexts * (floor + MAX_CHUNK_MS * bytes_per_ms)
     made = [0] * contexts  # chunks each context's model has produced
     made_ms = [0] * contexts
