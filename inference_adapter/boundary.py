@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -46,19 +46,22 @@ def max_message_bytes(max_chunk_bytes: int) -> int:
 class ClientReader(Generic[M]):
     """Reads raw client messages, checks their size, parses them.
 
-    Never cancel a ``next()`` in flight unless the stream is ending: gRPC's request iterator is
-    an async generator, and a cancelled ``anext()`` ends it as if the client had half-closed.
+    It reads with the call's ``read()``, not the handler's request iterator: the iterator is an
+    async generator made on first use, and a stream that ends before it is read left it never
+    awaited (a RuntimeWarning per such stream; one generator step per message less, too). Never
+    cancel a ``next()`` in flight unless the stream is ending: the receive operation stays
+    posted in gRPC core, so a second read would be refused and the message in flight lost.
     """
 
     def __init__(
         self,
-        requests: AsyncIterator[bytes],
+        read: Callable[[], Awaitable[Any]],
         parse: Callable[[bytes], M],
         *,
         max_bytes: int,
         on_message: Callable[[], None] = lambda: None,
     ) -> None:
-        self._it = aiter(requests)
+        self._read = read
         self._parse = parse
         self._max_bytes = max_bytes
         self._on_message = on_message
@@ -76,12 +79,12 @@ class ClientReader(Generic[M]):
             return None
         self.waiting_since = time.monotonic()
         try:
-            raw = await anext(self._it)
-        except StopAsyncIteration:
-            self.eof = True
-            return None
+            raw = await self._read()
         finally:
             self.waiting_since = None
+        if raw is grpc.aio.EOF:
+            self.eof = True
+            return None
         self._on_message()
         if len(raw) > self._max_bytes:
             raise errors.ChunkTooLarge(

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
@@ -99,7 +99,6 @@ class StreamRunner(Generic[M]):
         self,
         rt: Runtime,
         context: grpc.aio.ServicerContext,
-        requests: AsyncIterator[bytes],
         parse: Callable[[bytes], M],
         *,
         service: str,
@@ -121,7 +120,7 @@ class StreamRunner(Generic[M]):
             write_timeout=limits.write_timeout_seconds,
         )
         self.reader: ClientReader[M] = ClientReader(
-            requests,
+            context.read,
             parse,
             max_bytes=max_message_bytes(limits.max_chunk_bytes),
             on_message=self.touch,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import grpc
@@ -35,11 +34,12 @@ class CallPort:
     A request arrives as binary data; the half-close as a frame with no data; ``close`` sends
     nothing (the handler sets the status)."""
 
-    def __init__(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
-        self._requests = aiter(requests)
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        # Read with the call's ``read()``, never the handler's request iterator (an async
+        # generator, left never awaited by a call that ends before its first read).
         self._context = context
         self.half_closed = False
-        self._next: asyncio.Future[bytes] | None = None
+        self._next: asyncio.Future[Any] | None = None
 
     async def receive(self) -> Frame:
         if self.half_closed:
@@ -47,18 +47,18 @@ class CallPort:
             # bounds this, and the run cancels it).
             await asyncio.get_running_loop().create_future()
         if self._next is None:
-            self._next = asyncio.ensure_future(anext(self._requests))
+            self._next = asyncio.ensure_future(self._context.read())
             self._next.add_done_callback(_retrieved)
         try:
-            # Shielded: the run cancels its reader when the session ends, and a cancelled
-            # ``anext`` would close grpc.aio's request generator, leaving ``drain`` nothing.
+            # Shielded: the run cancels its reader when the session ends, and a cancelled read
+            # leaves its receive posted in gRPC core, so ``drain`` could read nothing more.
             raw = await asyncio.shield(self._next)
-        except StopAsyncIteration:
-            self.half_closed = True
-            return Frame()
         finally:
             if self._next is not None and self._next.done():
                 self._next = None
+        if raw is grpc.aio.EOF:
+            self.half_closed = True
+            return Frame()
         return Frame(data=raw)
 
     async def drain(self, within_s: float) -> None:
@@ -147,7 +147,7 @@ class FrontCall:
         return self._call_port.time_remaining()
 
 
-def _retrieved(future: asyncio.Future[bytes]) -> None:
+def _retrieved(future: asyncio.Future[Any]) -> None:
     """A read still in flight when the call ended ends with the call; nobody awaits it."""
     if not future.cancelled():
         future.exception()

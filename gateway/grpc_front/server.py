@@ -243,7 +243,7 @@ class GrpcFront:
             if path == stt_stream.METHOD
             else (tts_stream.FrontTtsRunner, gateway.config.tts)
         )
-        port = CallPort(requests, context)
+        port = CallPort(context)
         runner = kind(
             limits,  # type: ignore[arg-type]
             port,
@@ -307,7 +307,7 @@ class GrpcFront:
         # status goes out (REFUSAL_READ_S); a client that sends nothing gets it at the bound.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(REFUSAL_READ_S):
-                await anext(aiter(requests))
+                await context.read()
         Status.of(error).apply(context)
 
     async def _unary(

@@ -72,7 +72,6 @@ class TranscriptionService:
             runner = StreamRunner(
                 self._rt,
                 context,
-                requests,
                 Request.FromString,
                 service="stt",
                 span=span,

@@ -70,7 +70,6 @@ class SynthesisService:
             runner = StreamRunner(
                 self._rt,
                 context,
-                requests,
                 Request.FromString,
                 service="tts",
                 span=span,
