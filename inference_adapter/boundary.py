@@ -5,10 +5,10 @@ through the ``grpc-status-details-bin`` trailer, as grpcio-status does), where e
 failed or not, gets its timing trailers, and where client bytes become request messages.
 
 Requests arrive as raw bytes (the handlers are registered without a request deserializer, see
-``stream_handler``): gRPC would otherwise parse them inside the request iterator, where a
-message that does not parse escapes as a DecodeError the servicer cannot tell from a server
-fault. Here the size is checked before anything is parsed, and a message that does not parse is
-INVALID_MESSAGE like any other bad message.
+``stream_handler``) and read with the call's ``read()``: gRPC would otherwise parse them inside
+the read, where a message that does not parse escapes as a DecodeError the servicer cannot tell
+from a server fault. Here the size is checked before anything is parsed, and a message that does
+not parse is INVALID_MESSAGE like any other bad message.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class ClientReader(Generic[M]):
     async generator made on first use, and a stream that ends before it is read left it never
     awaited (a RuntimeWarning per such stream; one generator step per message less, too). Never
     cancel a ``next()`` in flight unless the stream is ending: the receive operation stays
-    posted in gRPC core, so a second read would be refused and the message in flight lost.
+    posted in gRPC core, so every later read is refused and returns EOF (as if the client had
+    half-closed), and the message in flight is lost.
     """
 
     def __init__(

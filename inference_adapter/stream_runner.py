@@ -11,7 +11,7 @@ stream needs and must get right once:
   ending; a task's failure is read (never "exception never retrieved") and fails the stream;
 - the client reader (size check before parsing, parse errors are INVALID_MESSAGE), the outbox
   (byte cap and write deadline, SLOW_CONSUMER), the idle timer (a timer, never a cancelled read:
-  a cancelled ``anext()`` ends gRPC's request iterator as if the client had half-closed), the
+  a cancelled read leaves its receive posted in gRPC core, and later reads return EOF), the
   drain and the maximum duration;
 - the one boundary where any failure becomes a status: every stream ends with one;
 - the notices that warn of an end the client can still avoid (docs/contract.md, "Notices"):

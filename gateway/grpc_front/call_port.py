@@ -51,7 +51,8 @@ class CallPort:
             self._next.add_done_callback(_retrieved)
         try:
             # Shielded: the run cancels its reader when the session ends, and a cancelled read
-            # leaves its receive posted in gRPC core, so ``drain`` could read nothing more.
+            # leaves its receive posted in gRPC core: later reads return EOF, and ``drain``
+            # would read nothing more.
             raw = await asyncio.shield(self._next)
         finally:
             if self._next is not None and self._next.done():
