@@ -20,6 +20,7 @@ import datetime
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -123,18 +124,27 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
     if kind == "audio/basic":
         config.audio_format.encoding = audio_pb2.AUDIO_ENCODING_MULAW
         config.audio_format.sample_rate_hz = 8000
+    upload = _Upload()
     if kind in _RAW | {"audio/basic"}:
-        if not config.audio_format.encoding or not config.audio_format.sample_rate_hz:
+        missing = [
+            errors.Violation(name, "required for raw audio")
+            for name, value in (
+                ("encoding", config.audio_format.encoding),
+                ("sample_rate", config.audio_format.sample_rate_hz),
+            )
+            if not value
+        ]
+        if missing:
             raise errors.InvalidConfig(
                 "raw audio needs encoding and sample_rate in the query string",
-                violations=[errors.Violation("encoding", "required for raw audio")],
+                violations=missing,
             )
         audio = _raw(body, config)
     elif kind in _WAV:
-        audio = _wav(request, body, config, gateway.decoders)
+        audio = _wav(request, body, config, gateway.decoders, upload)
     else:
         audio = _compressed(request, body, config, gateway.decoders)
-    return await _run(request, gateway, config, audio, started)
+    return await _run(request, gateway, config, audio, started, upload)
 
 
 async def _raw(
@@ -150,11 +160,19 @@ async def _raw(
     splitter.finish()
 
 
+@dataclass(slots=True)
+class _Upload:
+    """What the body's reading found out that the response reports."""
+
+    truncated: bool = False  # the body ended before the audio its header declares
+
+
 async def _wav(
     request: web.Request,
     body: AsyncIterator[bytes],
     config: transcription_pb2.TranscriptionConfig,
     decoders: threading.BoundedSemaphore,
+    upload: _Upload,
 ) -> AsyncIterator[bytes]:
     """WAV of a contract encoding goes through as it is; other WAV (24-bit, ...) to libsndfile."""
     reader = WavHeaderReader()
@@ -163,8 +181,9 @@ async def _wav(
         try:
             first = reader.feed(chunk)
         except OtherWavFormat:
+            # ``buffered`` holds every byte fed so far, this chunk's too.
             async for pcm in _compressed(
-                request, _chain(reader.buffered() + chunk, body), config, decoders
+                request, _chain(reader.buffered(), body), config, decoders
             ):
                 yield pcm
             return
@@ -176,14 +195,21 @@ async def _wav(
     fmt.encoding = PROTO_ENCODINGS[reader.format.encoding]
     fmt.sample_rate_hz = reader.format.rate
     fmt.channels = reader.format.channels
+    left = reader.data_bytes
 
-    async def rest() -> AsyncIterator[bytes]:
-        if first:
-            yield first
-        async for chunk in body:
-            yield chunk
+    async def samples() -> AsyncIterator[bytes]:
+        """The data chunk's bytes: chunks after it (LIST, ...) are read and dropped, never
+        played to the model as noise."""
+        nonlocal left
+        async for chunk in _chain(first, body):
+            if left is None:
+                yield chunk
+            elif left > 0:
+                yield chunk[:left]
+                left -= min(left, len(chunk))
+        upload.truncated = bool(left)
 
-    async for frames in _raw(rest(), config):
+    async for frames in _raw(samples(), config):
         yield frames
 
 
@@ -276,6 +302,7 @@ async def _run(
     config: transcription_pb2.TranscriptionConfig,
     audio: AsyncIterator[bytes],
     started: float,
+    upload: _Upload,
 ) -> web.Response:
     """The first audio fixes the format; then the stream to the adapter, the body pumped in
     while a reader collects the finals, then close and the summary."""
@@ -328,6 +355,7 @@ async def _run(
         results=finals,
         audio_ms=summary[0].audio_ms,
         timings=timings,
+        truncated=upload.truncated,
     )
     return web.Response(
         text=encode(reply),

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voxwire.audio.codecs import float32_to_int16, int16_to_float32
+from voxwire.audio.codecs import float32_to_int16
 from voxwire.audio.formats import PCM_RATES
 from voxwire.audio.resample import StreamResampler
-from voxwire.errors import InvalidAudio
+from voxwire.errors import InvalidAudio, MisalignedAudio
 
 # Bytes kept behind the reader for libsndfile's backward seeks, and the head kept for its
 # header re-reads; a seek further back than that is refused (InvalidAudio).
@@ -52,9 +52,9 @@ class FrameSplitter:
         return data[:cut]
 
     def finish(self) -> None:
-        """Raises InvalidAudio when the body ended in the middle of a frame."""
+        """Raises MisalignedAudio when the body ended in the middle of a frame."""
         if self._rest:
-            raise InvalidAudio(
+            raise MisalignedAudio(
                 f"the audio ends with {len(self._rest)} bytes of an incomplete "
                 f"{self._frame}-byte frame"
             )
@@ -111,6 +111,11 @@ class BodyPipe(io.RawIOBase):
             return self._spool is not None or len(self._buf) < 2 * _WINDOW
 
     # -- the reader side (libsndfile, in a worker thread) --------------------------------------
+
+    def __repr__(self) -> str:
+        # libsndfile's errors name the file by its repr ("Error opening <...>: Format not
+        # recognised."), and they reach the client.
+        return "the upload"
 
     def readable(self) -> bool:
         return True
@@ -196,11 +201,17 @@ def decode_blocks(
         resampler = StreamResampler(rate, out_rate)
         fmt = DecodedFormat(out_rate, 1)
         try:
-            for block in sound.blocks(blocksize=block_frames, dtype="int16", always_2d=True):
-                mono = block.mean(axis=1).astype(np.int16) if block.shape[1] > 1 else block[:, 0]
+            # float32 whatever the source: libsndfile scales integer samples into [-1, 1), but
+            # does not scale float samples to integers unless told (SFC_SET_SCALE_FLOAT_INT_READ,
+            # off by default), so reading float WAV, AIFF or FLAC-labelled float as int16 gave
+            # -1, 0 and 1: silence. int16 goes through float32 and back exactly (x / 32768).
+            for block in sound.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    raise InvalidAudio("the audio has NaN or infinite samples")
+                mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
                 if not resampler.is_passthrough:
-                    mono = float32_to_int16(resampler.process(int16_to_float32(mono)))
-                yield fmt, mono.astype("<i2").tobytes()
+                    mono = resampler.process(mono)
+                yield fmt, float32_to_int16(mono).astype("<i2").tobytes()
         except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
             raise InvalidAudio(f"the audio is corrupt: {exc}") from None
         if not resampler.is_passthrough:

@@ -7,9 +7,13 @@ players read to the end of the stream. Format tags from the RIFF WAVE specificat
 float, 6 A-law, 7 mu-law (ITU-T G.711).
 
 Reading (``WavHeaderReader``): a pure, incremental parser fed the upload as it arrives. It
-reads RIFF/WAVE, the ``fmt `` chunk and skips other chunks up to ``data``; then the rest of the
-body is samples. It holds at most ``max_header_bytes`` (a header is small; a hostile upload
-must not make it buffer). Anything malformed raises InvalidAudio naming what was wrong.
+reads RIFF/WAVE, the ``fmt `` chunk and skips other chunks up to ``data``; the samples are the
+data chunk's size (``data_bytes``; chunks after it, such as LIST, are not audio), or the rest of
+the body when the size is unknown (0 or 0xFFFFFFFF, as streaming writers leave it). It holds at
+most ``max_header_bytes`` (a header is small; a hostile upload must not make it buffer).
+Anything malformed raises InvalidAudio naming what was wrong; a well-formed WAV that is not
+passed on as it is (other sample formats, more than two channels, a rate the contract does not
+carry, RF64) raises ``OtherWavFormat``, and libsndfile decodes it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import struct
 from dataclasses import dataclass
 
 from voxwire.audio.codecs import Encoding
+from voxwire.audio.formats import rates_for
 from voxwire.errors import InvalidAudio
 
 FORMAT_TAGS = {Encoding.PCM_S16LE: 1, Encoding.PCM_F32LE: 3, Encoding.ALAW: 6, Encoding.MULAW: 7}
@@ -47,7 +52,8 @@ def streaming_header(encoding: Encoding, rate: int, channels: int = 1) -> bytes:
 
 class OtherWavFormat(InvalidAudio):
     """A well-formed WAV whose samples the contract does not carry as they are (24-bit PCM,
-    8-bit unsigned, ...): a decoder (libsndfile) can still read it."""
+    8-bit unsigned, three channels, 96 kHz, RF64, ...): a decoder (libsndfile) can still read
+    it, downmixing and resampling."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,9 @@ class WavHeaderReader:
         self._buf = bytearray()
         self._max = max_header_bytes
         self.format: WavFormat | None = None
+        # The data chunk's size in bytes, once it is read; None when the header leaves it
+        # unknown (the samples then run to the end of the body).
+        self.data_bytes: int | None = None
 
     def buffered(self) -> bytes:
         """What was fed and not yet returned (the header so far)."""
@@ -74,6 +83,8 @@ class WavHeaderReader:
         if self.format is not None:
             return data
         self._buf += data
+        if len(self._buf) >= 12 and self._buf[:4] == b"RF64" and self._buf[8:12] == b"WAVE":
+            raise OtherWavFormat("RF64 WAV (64-bit sizes)")
         if len(self._buf) >= 12 and (self._buf[:4] != b"RIFF" or self._buf[8:12] != b"WAVE"):
             raise InvalidAudio("not a WAV file (no RIFF/WAVE header)")
         pos = 12
@@ -86,6 +97,7 @@ class WavHeaderReader:
                 if fmt is None:
                     raise InvalidAudio("WAV data chunk before its fmt chunk")
                 self.format = fmt
+                self.data_bytes = None if size in (0, _UNKNOWN) else size
                 rest = bytes(self._buf[body:])
                 self._buf.clear()
                 return rest
@@ -116,8 +128,10 @@ class WavHeaderReader:
                 f"WAV format tag {tag} with {bits}-bit samples is not supported; use 16-bit "
                 "PCM, 32-bit float, A-law or mu-law"
             )
-        if not 1 <= channels <= 2 or rate <= 0 or block != channels * bits // 8:
+        if channels < 1 or rate <= 0 or block != channels * bits // 8:
             raise InvalidAudio(
                 f"inconsistent WAV fmt: {channels} channels, {rate} Hz, block {block}"
             )
+        if channels > 2 or rate not in rates_for(encoding):
+            raise OtherWavFormat(f"WAV of {channels} channels at {rate} Hz")
         return WavFormat(encoding, rate, channels)

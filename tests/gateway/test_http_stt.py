@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import struct
 
 import aiohttp
 import grpc
@@ -92,7 +94,7 @@ async def test_raw_mulaw_with_its_format_in_the_query(edge: Edge):
             "application/octet-stream",
             "?encoding=pcm_s16le&sample_rate=16000",
             400,
-            "INVALID_AUDIO",
+            "MISALIGNED_AUDIO",
         ),
         (
             b"\x00" * 100,
@@ -136,3 +138,141 @@ async def test_the_body_streams_into_the_model_without_being_held_whole(edge: Ed
     assert body["transcript"] == transcript(direct)
     reference = " ".join([TRANSCRIPTS[NAME]] * 6)
     assert word_error_rate(reference, body["transcript"]) <= 0.25, body["transcript"]
+
+
+def _sound(pcm: np.ndarray, rate: int, fmt: str, subtype: str) -> bytes:
+    out = io.BytesIO()
+    soundfile.write(out, pcm, rate, format=fmt, subtype=subtype)
+    return out.getvalue()
+
+
+def _speech() -> tuple[np.ndarray, int]:
+    pcm, rate = read_wav(SPEECH_DIR / NAME)
+    return pcm, rate
+
+
+def _heard(body: dict) -> None:
+    assert word_error_rate(TRANSCRIPTS[NAME], body.get("transcript", "")) <= 0.125, body
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "media"),
+    [
+        ("WAV", "FLOAT", "audio/wav"),
+        ("WAV", "DOUBLE", "audio/wav"),
+        ("AIFF", "FLOAT", "audio/flac"),
+    ],
+)
+async def test_float_audio_through_libsndfile_is_heard_not_silence(edge, fmt, subtype, media):
+    # libsndfile does not scale float samples to integers unless told: read as int16, every
+    # sample was -1, 0 or 1, and the upload got 200 with no transcript. (32-bit float WAV goes
+    # through as PCM_F32LE; 64-bit and float AIFF go to libsndfile.)
+    pcm, rate = _speech()
+    status, body = await post(edge, _sound(int16_to_float32(pcm), rate, fmt, subtype), media)
+    assert status == 200, body
+    _heard(body)
+
+
+async def test_float_audio_with_nan_through_libsndfile_is_refused(edge):
+    pcm, rate = _speech()
+    audio = int16_to_float32(pcm).astype(np.float64)
+    audio[1000] = np.nan
+    status, body = await post(edge, _sound(audio, rate, "WAV", "DOUBLE"), "audio/wav")
+    assert (status, body["error"]["reason"]) == (400, "INVALID_AUDIO"), body
+
+
+async def _post_in_chunks(edge: Edge, data: bytes, sizes: list[int], media: str):
+    """The body in pieces of ``sizes`` (then the rest), each on the wire before the next."""
+
+    async def pieces():
+        pos = 0
+        for size in sizes:
+            yield data[pos : pos + size]
+            pos += size
+            await asyncio.sleep(0.05)
+        yield data[pos:]
+
+    headers = {**edge.headers, "Content-Type": media}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{edge.server.url}/v1/stt", data=pieces(), headers=headers) as resp:
+            return resp.status, await resp.json()
+
+
+@pytest.mark.parametrize("sizes", [[100, 4096], [101, 4095], [30, 30]])
+async def test_other_wav_formats_split_anywhere_by_the_network_are_heard(edge, sizes):
+    # The first chunk of a WAV that goes to libsndfile was passed on twice (the header
+    # reader's buffer already held it): audio corrupted depending on how TCP split the body.
+    pcm, rate = _speech()
+    status, body = await _post_in_chunks(
+        edge, _sound(pcm, rate, "WAV", "PCM_24"), sizes, "audio/wav"
+    )
+    assert status == 200, body
+    _heard(body)
+
+
+def _with_trailing_list(wav: bytes) -> bytes:
+    """The WAV with a LIST chunk after its data (as editors write tags), RIFF size updated."""
+    info = b"INFOISFT" + struct.pack("<I", 14) + b"voxwire tests\x00"
+    chunk = b"LIST" + struct.pack("<I", len(info)) + info
+    out = bytearray(wav + chunk)
+    out[4:8] = struct.pack("<I", len(out) - 8)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+async def test_chunks_after_the_wav_data_are_not_played_as_audio(edge, channels):
+    # Everything after the data header was read as samples: a stereo file with a 26-byte LIST
+    # after its data was refused (an incomplete frame), a mono one played the tags as noise.
+    pcm, rate = _speech()
+    if channels == 2:
+        pcm = np.stack([pcm, pcm], axis=1)
+    wav = _with_trailing_list(_sound(pcm, rate, "WAV", "PCM_16"))
+    status, body = await post(edge, wav, "audio/wav")
+    assert status == 200, body
+    _heard(body)
+    assert not body.get("truncated"), body
+
+
+async def test_a_wav_cut_short_is_transcribed_and_reported_truncated(edge):
+    pcm, rate = _speech()
+    wav = _sound(pcm, rate, "WAV", "PCM_16")
+    cut = wav[: 44 + (len(wav) - 44) // 2 // 2 * 2]
+    status, body = await post(edge, cut, "audio/wav")
+    assert status == 200, body
+    assert body.get("truncated") is True, body
+    assert 0 < body["audioMs"] < 0.6 * len(pcm) * 1000 / rate, body
+    status, whole = await post(edge, wav, "audio/wav")
+    assert status == 200 and not whole.get("truncated"), whole
+
+
+@pytest.mark.parametrize(
+    ("channels", "rate_out", "fmt"),
+    [(3, 16000, "WAV"), (1, 96000, "WAV"), (1, 16000, "RF64")],
+)
+async def test_wav_the_contract_does_not_carry_as_it_is_is_decoded(edge, channels, rate_out, fmt):
+    # 16-bit WAV of three channels or at 96 kHz was refused (INVALID_AUDIO, or
+    # UNSUPPORTED_SAMPLE_RATE naming a config field the client never set) while the same
+    # audio as FLAC was downmixed and resampled; RF64 was "not a WAV file".
+    pcm, rate = _speech()
+    audio = int16_to_float32(pcm)
+    if rate_out != rate:
+        audio = np.interp(
+            np.arange(len(audio) * rate_out // rate) * rate / rate_out, np.arange(len(audio)), audio
+        ).astype(np.float32)
+    if channels > 1:
+        audio = np.stack([audio] * channels, axis=1)
+    status, body = await post(edge, _sound(audio, rate_out, fmt, "PCM_16"), "audio/wav")
+    assert status == 200, body
+    _heard(body)
+
+
+async def test_upload_errors_name_what_the_client_sent(edge):
+    status, body = await post(edge, b"not audio at all" * 100, "audio/flac")
+    assert (status, body["error"]["reason"]) == (400, "INVALID_AUDIO"), body
+    assert "object at 0x" not in body["error"]["message"], body
+    status, body = await post(
+        edge, b"\x00" * 100, "application/octet-stream", "?encoding=pcm_s16le"
+    )
+    assert (status, body["error"]["reason"]) == (400, "INVALID_CONFIG"), body
+    fields = [v["field"] for v in body["error"]["fieldViolations"]]
+    assert fields == ["sample_rate"], body

@@ -64,11 +64,16 @@ class TranscribeFileResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _builtins.int
     AUDIO_MS_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     model: _builtins.str
     transcript: _builtins.str
     """The final results' transcripts, joined by spaces."""
     audio_ms: _builtins.int
+    truncated: _builtins.bool
+    """The body ended before the audio its header declares (a WAV data chunk's size): the
+    transcript covers only the audio_ms that arrived.
+    """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_transcription_pb2.TranscriptResult]:
         """Final results, in order."""
@@ -84,10 +89,11 @@ class TranscribeFileResponse(_message.Message):
         results: _abc.Iterable[_transcription_pb2.TranscriptResult] | None = ...,
         audio_ms: _builtins.int = ...,
         timings: _timings_pb2.StageTimings | None = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_ms", b"audio_ms", "model", b"model", "results", b"results", "session_id", b"session_id", "timings", b"timings", "transcript", b"transcript"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_ms", b"audio_ms", "model", b"model", "results", b"results", "session_id", b"session_id", "timings", b"timings", "transcript", b"transcript", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
