@@ -23,6 +23,7 @@ from gateway.auth.authenticate import select_subprotocol
 from gateway.http import misc
 from gateway.http import stt as http_stt
 from gateway.http import tts as http_tts
+from gateway.metrics import close_code_label
 from gateway.sessions import Admission, stt_start, tts_start
 from gateway.state import GATEWAY, UPSTREAM_TRACE, Gateway, upstream_metadata
 from gateway.stt.runner import SttRunner
@@ -116,10 +117,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def _websocket(
     request: web.Request,
-    serve: Callable[[web.WebSocketResponse, Admission], Awaitable[None]],
+    kind: str,
+    serve: Callable[[web.WebSocketResponse, Admission], Awaitable[int]],
     error_message: Callable[[errors.VoxwireError], str],
 ) -> web.WebSocketResponse:
-    """Upgrade, admit, serve; an admission error goes out as an event and a close code."""
+    """Upgrade, admit, serve; an admission error goes out as an event and a close code.
+
+    An admitted session of ``kind`` is counted in the metrics while it runs, then by the close
+    code ``serve`` returns (the one sent, or the client's)."""
     gateway = _gateway(request)
     offered = [
         p.strip()
@@ -153,10 +158,14 @@ async def _websocket(
         await ws.send_str(error_message(exc))
         await ws.close(code=exc.ws_close_code, message=exc.reason.encode())
         return ws
+    opened = gateway.metrics.session_opened(kind)
+    # 1006 (no close frame) unless the run returns: a run cancelled as the server stops sent none.
+    code = 1006
     try:
-        await serve(ws, admission)
+        code = await serve(ws, admission)
     finally:
         admission.permit.release()
+        gateway.metrics.session_closed(kind, close_code_label(code), opened)
     return ws
 
 
@@ -177,7 +186,7 @@ def _stt_first(
 async def stt_stream(request: web.Request) -> web.WebSocketResponse:
     gateway = _gateway(request)
 
-    async def serve(ws: web.WebSocketResponse, admission: Admission) -> None:
+    async def serve(ws: web.WebSocketResponse, admission: Admission) -> int:
         session = SttEdgeSession(
             gateway.config.stt,
             session_id=gateway.new_session_id(),
@@ -193,24 +202,25 @@ async def stt_stream(request: web.Request) -> web.WebSocketResponse:
             on_start=stt_start(admission),
             limits=gateway.config.runner,
             metadata=upstream_metadata(request),
+            on_failover=gateway.metrics.failovers.labels(kind="stt").inc,
         )
         gateway.registry.add(runner)
         try:
             # The first decisions go straight into the run, which drops them once executed: no
             # frame keeps them (or the config) for the session's life.
-            await runner.run(_stt_first(request, session, admission))
+            return await runner.run(_stt_first(request, session, admission))
         finally:
             gateway.registry.discard(runner)
 
     return await _websocket(
-        request, serve, lambda e: encode(stt_pb2.SttServerMessage(error=errors.to_event(e)))
+        request, "stt", serve, lambda e: encode(stt_pb2.SttServerMessage(error=errors.to_event(e)))
     )
 
 
 async def tts_stream(request: web.Request) -> web.WebSocketResponse:
     gateway = _gateway(request)
 
-    async def serve(ws: web.WebSocketResponse, admission: Admission) -> None:
+    async def serve(ws: web.WebSocketResponse, admission: Admission) -> int:
         session = TtsEdgeSession(
             gateway.config.tts,
             session_id=gateway.new_session_id(),
@@ -232,13 +242,14 @@ async def tts_stream(request: web.Request) -> web.WebSocketResponse:
             on_start=tts_start(admission, defaults),
             limits=gateway.config.runner,
             metadata=upstream_metadata(request),
+            on_failover=gateway.metrics.failovers.labels(kind="tts").inc,
         )
         gateway.registry.add(runner)
         try:
-            await runner.run(first)
+            return await runner.run(first)
         finally:
             gateway.registry.discard(runner)
 
     return await _websocket(
-        request, serve, lambda e: encode(tts_pb2.TtsServerMessage(error=errors.to_event(e)))
+        request, "tts", serve, lambda e: encode(tts_pb2.TtsServerMessage(error=errors.to_event(e)))
     )

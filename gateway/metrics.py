@@ -6,7 +6,21 @@ points where the gateway decides: admission, the end of a session, a failover.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from voxwire import errors
+
+# WebSocket close codes that are label values as they are: RFC 6455's (1000-1015, the IANA
+# registry's) and the ones voxwire's errors close with. A client may close with any code from
+# 3000 to 4999; those are all "other", so that no client can grow the label set.
+_CLOSE_CODES = frozenset(range(1000, 1016)) | {e.ws_close_code for e in errors.reasons().values()}
+
+
+def close_code_label(code: int) -> str:
+    """The ``code`` label of a WebSocket session that ended with ``code``."""
+    return str(code) if code in _CLOSE_CODES else "other"
 
 
 class GatewayMetrics:
@@ -32,7 +46,9 @@ class GatewayMetrics:
         )
         self.failovers = Counter(
             "voxwire_gateway_failovers",
-            "Upstream streams moved to another adapter (the client saw a notice)",
+            # Counted when the new upstream is opened; the client's FAILOVER notice follows
+            # once it answers.
+            "Upstream streams (STT) and contexts (TTS) reopened after their adapter failed",
             ["kind"],
             registry=self.registry,
         )
@@ -43,6 +59,18 @@ class GatewayMetrics:
             buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
             registry=self.registry,
         )
+
+    def session_opened(self, kind: str) -> float:
+        """An admitted session of ``kind`` begins; returns its start for ``session_closed``."""
+        self.sessions_active.labels(kind=kind).inc()
+        return time.monotonic()
+
+    def session_closed(self, kind: str, code: str, opened: float) -> None:
+        """The session of ``kind`` that began at ``opened`` ended with ``code`` (a bounded
+        value: ``close_code_label``'s, a gRPC status code's name)."""
+        self.sessions_active.labels(kind=kind).dec()
+        self.sessions_ended.labels(kind=kind, code=code).inc()
+        self.session_seconds.labels(kind=kind).observe(time.monotonic() - opened)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

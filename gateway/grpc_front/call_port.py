@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -131,10 +132,17 @@ class FrontCall:
         *,
         runner_limits: Any,
         metadata: tuple[tuple[str, str], ...],
+        on_failover: Callable[[], None] | None = None,
     ) -> None:
         # The runner's own start handler reads a WebSocket's start message: the front has none.
         super().__init__(  # type: ignore[call-arg]
-            session, port, pool, on_start=_no_start, limits=runner_limits, metadata=metadata
+            session,
+            port,
+            pool,
+            on_start=_no_start,
+            limits=runner_limits,
+            metadata=metadata,
+            on_failover=on_failover,
         )
         self._call_port = port
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -251,11 +250,11 @@ class GrpcFront:
             session_id=gateway.new_session_id(),
             runner_limits=gateway.config.runner,
             metadata=upstream_trace_metadata(),
+            on_failover=gateway.metrics.failovers.labels(kind="grpc").inc,
         )
         first = runner.start()
-        started = time.monotonic()
         gateway.registry.add(runner)
-        gateway.metrics.sessions_active.labels(kind="grpc").inc()
+        opened = gateway.metrics.session_opened("grpc")
         status: Status | None = None
         try:
             # Headers first, so that a status can always follow a write cancelled in flight:
@@ -284,15 +283,9 @@ class GrpcFront:
         finally:
             permit.release()
             gateway.registry.discard(runner)
-            self._count_end(status, started)
-
-    def _count_end(self, status: Status | None, started: float) -> None:
-        """A streaming call ended with ``status`` (None: the client left)."""
-        metrics = self._gateway.metrics
-        metrics.sessions_active.labels(kind="grpc").dec()
-        code = status.code.name if status is not None else "CANCELLED"
-        metrics.sessions_ended.labels(kind="grpc", code=code).inc()
-        metrics.session_seconds.labels(kind="grpc").observe(time.monotonic() - started)
+            # None: the client left (there is no status of ours).
+            code = status.code.name if status is not None else "CANCELLED"
+            gateway.metrics.session_closed("grpc", code, opened)
 
     async def _refuse_stream(
         self,

@@ -20,6 +20,7 @@ adapter that dies under the call is replaced by another without the caller seein
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gateway.grpc_front.call_port import CallPort, FrontCall, no_token, parse_request
@@ -55,9 +56,17 @@ class FrontSttRunner(FrontCall, SttRunner):
         session_id: str,
         runner_limits: RunnerLimits,
         metadata: tuple[tuple[str, str], ...],
+        on_failover: Callable[[], None] | None = None,
     ) -> None:
         session = SttEdgeSession(limits, session_id=session_id, issue_token=no_token)
-        super().__init__(session, port, pool, runner_limits=runner_limits, metadata=metadata)
+        super().__init__(
+            session,
+            port,
+            pool,
+            runner_limits=runner_limits,
+            metadata=metadata,
+            on_failover=on_failover,
+        )
         self._stream_id = ""  # the session id of the first upstream's ``started``
         self._first_index = 0  # the caller's first_utterance_index
 

@@ -23,6 +23,8 @@ does, with the same default (8).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from google.protobuf.duration_pb2 import Duration
 
 from gateway.grpc_front.call_port import CallPort, FrontCall, no_token, parse_request
@@ -58,9 +60,17 @@ class FrontTtsRunner(FrontCall, TtsRunner):
         session_id: str,
         runner_limits: RunnerLimits,
         metadata: tuple[tuple[str, str], ...],
+        on_failover: Callable[[], None] | None = None,
     ) -> None:
         session = TtsEdgeSession(limits, session_id=session_id, issue_token=no_token)
-        super().__init__(session, port, pool, runner_limits=runner_limits, metadata=metadata)
+        super().__init__(
+            session,
+            port,
+            pool,
+            runner_limits=runner_limits,
+            metadata=metadata,
+            on_failover=on_failover,
+        )
 
     def start(self) -> Actions:
         """The session's start (its options fixed for gRPC): the run's first decisions."""

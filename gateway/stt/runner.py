@@ -61,11 +61,14 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
         on_start: StartHandler,
         limits: RunnerLimits | None = None,
         metadata: Sequence[tuple[str, str]] = (),
+        on_failover: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(session, port, limits)
         self._pool = pool
         self._on_start = on_start
         self._metadata = tuple(metadata)
+        # Called each time an upstream is reopened after its adapter failed (the metrics).
+        self._on_failover = on_failover
         self._segment: _Segment | None = None
         self._failed_adapters: list[Adapter] = []
 
@@ -149,6 +152,9 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
             except errors.BackendUnavailable as again:
                 self._execute(self.session.fail(again))
                 return
+        if order.failover and self._on_failover is not None:
+            # The stream has an adapter again: one failover (its notice follows the answer).
+            self._on_failover()
         call = lease.adapter.streaming_transcribe_serialized()(
             metadata=self._metadata, timeout=self._upstream_timeout()
         )

@@ -55,11 +55,14 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         on_start: StartHandler,
         limits: RunnerLimits | None = None,
         metadata: Sequence[tuple[str, str]] = (),
+        on_failover: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(session, port, limits)
         self._pool = pool
         self._on_start = on_start
         self._metadata = tuple(metadata)
+        # Called each time an upstream is reopened after its adapter failed (the metrics).
+        self._on_failover = on_failover
         self._upstreams: dict[int, _Upstream] = {}
         self._failed: dict[int, list[Adapter]] = {}
         self._first = True
@@ -152,6 +155,9 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
                 # Nothing is left to fail over to: the context ends with the error.
                 self._execute(self.session.upstream_failed(order.key, exc, failover=False))
                 return
+        if order.failover and self._on_failover is not None:
+            # The context has an adapter again: one failover (its notice follows the answer).
+            self._on_failover()
         call = lease.adapter.synthesis().StreamingSynthesize(
             metadata=self._metadata, timeout=self._upstream_timeout()
         )
