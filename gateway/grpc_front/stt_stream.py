@@ -84,6 +84,8 @@ class FrontSttRunner(FrontCall, SttRunner):
             except errors.InvalidMessage:
                 return Actions()  # closing already (an explicit close, or a hand-over)
             return session.client_message(stt_pb2.SttClientMessage(close=_CLOSE))
+        if session.input_ended:
+            return session.discard()  # after close: unread (docs/contract.md)
         request = parse_request(frame.data, Request, session.limits.max_frame_bytes)
         kind = request.WhichOneof("request")
         if kind == "audio":

@@ -221,9 +221,24 @@ class SttEdgeSession:
 
     # -- client side ---------------------------------------------------------------------------
 
+    @property
+    def input_ended(self) -> bool:
+        """The client sent ``close``: what it sends after is ``discard``ed unread."""
+        return self._closing_requested
+
+    def discard(self) -> Actions:
+        """A client message after ``close``. By the contract (docs/contract.md, "Streaming
+        transcription") it is discarded unread and never changes how the session ends, so the
+        outcome does not depend on timing; it does show that the client is still there."""
+        self._last_client_at = self._clock()
+        self._warned_idle = False
+        return Actions()
+
     def client_message(self, msg: stt_pb2.SttClientMessage) -> Actions:
         """One JSON control (``start`` is the adapter's: it needs the credentials). Raises a
         VoxwireError for a protocol error of the client."""
+        if self._closing_requested:
+            return self.discard()
         kind = msg.WhichOneof("message")
         if kind is None:
             raise errors.InvalidMessage("empty message (no field of the oneof set)")
@@ -251,6 +266,8 @@ class SttEdgeSession:
     def client_audio(self, data: bytes) -> Actions:
         """A binary frame of audio. Raises ConfigRequired, ChunkTooLarge, MisalignedAudio,
         InvalidMessage."""
+        if self._closing_requested:
+            return self.discard()
         self.check("audio")
         assert self.window is not None
         self._last_client_at = now = self._clock()

@@ -122,6 +122,8 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
             self._execute(actions)
 
     def _client_frame(self, frame: Frame) -> Actions:
+        if self.session.input_ended:
+            return self.session.discard()  # after closeSession: unread, whatever it is
         if frame.protocol_error:
             raise errors.InvalidMessage(frame.protocol_error)
         if frame.data is not None:

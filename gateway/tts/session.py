@@ -245,8 +245,23 @@ class TtsEdgeSession:
 
     # -- client side ---------------------------------------------------------------------------
 
+    @property
+    def input_ended(self) -> bool:
+        """The client sent ``closeSession``: what it sends after is ``discard``ed unread."""
+        return self.closing
+
+    def discard(self) -> Actions:
+        """A client message after ``closeSession``: discarded unread, as the contract discards
+        what follows a close, so a stray message never costs the open contexts their audio;
+        it does show that the client is still there."""
+        self._last_client_at = self._clock()
+        self._warned_idle = False
+        return Actions()
+
     def client_message(self, msg: tts_pb2.TtsClientMessage) -> Actions:
         """One client message. Raises a VoxwireError only for what ends the session."""
+        if self.closing:
+            return self.discard()
         kind = msg.WhichOneof("message")
         if kind is None:
             raise errors.InvalidMessage("empty message (no field of the oneof set)")
@@ -267,8 +282,6 @@ class TtsEdgeSession:
                     self._close_context(ctx, actions)
             self._maybe_end(actions)
             return actions
-        if self.closing:
-            raise errors.InvalidMessage("no context message may follow closeSession")
         cid = msg.context_id
         if not cid or len(cid.encode()) > MAX_CONTEXT_ID_BYTES:
             raise errors.InvalidMessage(f"contextId must be 1..{MAX_CONTEXT_ID_BYTES} bytes")

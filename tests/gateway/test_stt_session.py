@@ -178,8 +178,7 @@ def test_close_then_summary_ends_normally_and_merges_timings():
         stt_pb2.SttClientMessage(close=transcription_pb2.CloseStream())
     )
     assert actions.to_upstream[-1].WhichOneof("request") == "close"
-    with pytest.raises(errors.InvalidMessage):
-        session.client_audio(CHUNK)
+    assert not session.client_audio(CHUNK).to_upstream  # after close: discarded
     summary = Response(summary=transcription_pb2.TranscriptionSummary(audio_ms=100))
     summary.summary.timings.compute_us = 1234
     actions = session.upstream_response(summary)
@@ -277,3 +276,33 @@ def test_accepted_updates_are_part_of_the_config_after_a_failover():
     # Nothing pending: the update is not sent again after the replay.
     kinds = {r.WhichOneof("request") for r in session.upstream_response(started()).to_upstream}
     assert "update_config" not in kinds
+
+
+def test_what_follows_close_is_discarded_and_the_session_still_ends_with_its_results():
+    # docs/contract.md: messages after a close are discarded unread and never change how the
+    # stream ends. A stray finalize after close used to fail the session (INVALID_MESSAGE) and
+    # lose the final result and the summary it was waiting for.
+    clock = Clock()
+    session = new_session(clock)
+    session.start(config())
+    session.upstream_response(started())
+    session.client_audio(CHUNK)
+    closed = session.client_message(stt_pb2.SttClientMessage(close=transcription_pb2.CloseStream()))
+    assert [r.WhichOneof("request") for r in closed.to_upstream] == ["close"]
+    assert session.input_ended
+    clock.now += 5
+    stray = [
+        session.client_audio(CHUNK),
+        session.client_audio(b"\x01"),  # misaligned too: unread, so no error
+        session.client_message(stt_pb2.SttClientMessage(finalize=transcription_pb2.Finalize())),
+        session.client_message(stt_pb2.SttClientMessage(close=transcription_pb2.CloseStream())),
+        session.client_message(stt_pb2.SttClientMessage()),
+    ]
+    assert all(not a.to_upstream and not a.to_client and a.close is None for a in stray)
+    assert session.next_deadline() >= clock.now + 1  # the client is there: not idle
+    actions = session.upstream_response(final(0, 0, 100))
+    assert [m.WhichOneof("message") for m in actions.to_client] == ["result"]
+    summary = Response(summary=transcription_pb2.TranscriptionSummary(audio_ms=100, utterances=1))
+    actions = session.upstream_response(summary)
+    assert actions.close is not None and actions.close.code == 1000
+    assert actions.to_client[-1].summary.audio_ms == 100

@@ -20,9 +20,11 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 QUERY = "model=stt_pocketsphinx&encoding=pcm_s16le&sample_rate=16000&word_timestamps=true"
 
 
-async def transcribe(edge: Edge, name: str, *, query: str = QUERY) -> tuple[list[dict], int]:
-    """Stream a fixture in 100 ms frames (as fast as the socket takes them), close, and return
-    every JSON message and the close code."""
+async def transcribe(
+    edge: Edge, name: str, *, query: str = QUERY, after_close: tuple[str | bytes, ...] = ()
+) -> tuple[list[dict], int]:
+    """Stream a fixture in 100 ms frames (as fast as the socket takes them), close (then send
+    ``after_close``), and return every JSON message and the close code."""
     pcm, rate = read_wav(SPEECH_DIR / name)
     audio = pcm.tobytes()
     step = rate // 10 * 2
@@ -32,6 +34,8 @@ async def transcribe(edge: Edge, name: str, *, query: str = QUERY) -> tuple[list
             for pos in range(0, len(audio), step):
                 await ws.send_bytes(audio[pos : pos + step])
             await ws.send_str(json.dumps({"close": {}}))
+            for late in after_close:
+                await (ws.send_bytes(late) if isinstance(late, bytes) else ws.send_str(late))
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     messages.append(json.loads(msg.data))
@@ -55,6 +59,18 @@ async def test_a_file_is_transcribed_through_the_gateway(edge: Edge):
     assert session["resumeToken"] and session["sessionId"]
     timings = messages[-1]["summary"]["timings"]
     assert int(timings["computeUs"]) > 0 and int(timings["edgeConnectUs"]) > 0
+
+
+async def test_messages_after_close_are_discarded_and_the_results_still_come(edge: Edge):
+    # A stray message after close used to fail the session (1008, INVALID_MESSAGE) and lose
+    # the final result and the summary; like the contract's, the edge discards it unread.
+    late = (b"\x00" * 3200, b"\x01", '{"finalize": {}}', '{"close": {}}', "not json", '{"x": 1}')
+    messages, code = await transcribe(edge, "pay_bill.wav", after_close=late)
+    assert code == 1000, messages
+    assert not [m for m in messages if "error" in m], messages
+    finals = [m["result"]["transcript"] for m in messages if m.get("result", {}).get("isFinal")]
+    assert word_error_rate(TRANSCRIPTS["pay_bill.wav"], " ".join(finals)) <= 0.2, finals
+    assert "summary" in messages[-1]
 
 
 async def test_a_missing_key_is_refused_after_the_upgrade_with_an_event(edge: Edge):

@@ -283,3 +283,25 @@ def test_start_after_a_message_is_refused():
     session, _ = opened_session(clock)
     with pytest.raises(errors.ConfigAlreadySet):
         session.client_message(Client(start=tts_pb2.TtsStart()))
+
+
+def test_what_follows_close_session_is_discarded_and_the_context_still_finishes():
+    # A context message after closeSession used to fail the session (1008): the open
+    # contexts lost their audio, done and the summary. It is discarded unread now.
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=0)
+    session.client_message(Client(close_session=tts_pb2.CloseSession()))
+    assert session.input_ended
+    for stray in (
+        Client(context_id="c1", append=synthesis_pb2.AppendText(text="more")),
+        open_msg("c2"),
+        Client(close_session=tts_pb2.CloseSession()),
+        Client(),
+    ):
+        actions = session.client_message(stray)
+        assert not actions.to_client and not actions.to_upstream and actions.close is None
+    session.upstream_response(key, chunk(1, 0))
+    done = Up(context_id="c1", done=synthesis_pb2.ContextDone(last_sequence_number=1, audio_ms=100))
+    actions = session.upstream_response(key, done)
+    assert [m.WhichOneof("message") for m in actions.to_client] == ["done", "summary"]  # type: ignore[union-attr]
+    assert actions.close is not None and actions.close.code == 1000

@@ -55,6 +55,34 @@ async def test_a_context_speaks_with_tiling_binary_frames_and_done(edge: Edge):
     assert "voxwire" in [w.lower() for w in words]
 
 
+async def test_messages_after_close_session_are_discarded_and_the_context_finishes(edge: Edge):
+    # A context message after closeSession used to fail the session (1008): the open
+    # context lost its audio, done and the summary.
+    frames, messages = [], []
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(
+            f"{edge.ws}/v1/tts/stream?lead_ms=0", headers=edge.headers
+        ) as ws:
+            await ws.send_str(json.dumps(OPEN))
+            await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": TEXT}}))
+            await ws.send_str(json.dumps({"closeSession": {}}))
+            await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": "late"}}))
+            await ws.send_str(json.dumps({**OPEN, "contextId": "c2"}))
+            await ws.send_str("not json")
+            await ws.send_bytes(b"binary")
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    frames.append(unpack(msg.data))
+                elif msg.type is aiohttp.WSMsgType.TEXT:
+                    messages.append(json.loads(msg.data))
+            code = ws.close_code
+    assert code == 1000, messages
+    assert not [m for m in messages if "error" in m or "contextError" in m], messages
+    kinds = [k for m in messages for k in m if k != "contextId"]
+    assert kinds[-2:] == ["done", "summary"] and frames, kinds
+    assert {m.get("contextId") for m in messages if "opened" in m} == {"c1"}
+
+
 async def test_paced_audio_runs_no_further_ahead_than_the_lead(edge: Edge):
     async with aiohttp.ClientSession() as http:
         url = f"{edge.ws}/v1/tts/stream?lead_ms=500"

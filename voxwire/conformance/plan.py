@@ -127,6 +127,7 @@ class _Builder:
         self.catalog = catalog
         self.model = model
         self.kind = plan.case.kind
+        self.closed = False  # an STT close was sent: later audio is not the server's
 
     def names(self, fmt: Format | None = None) -> dict[str, int]:
         return limit_names(self.plan.limits, fmt or self.plan.stt_format)
@@ -193,6 +194,7 @@ class _Builder:
             self.send(SttReq(keep_alive=stream_pb2.KeepAlive()), "keep_alive")
         elif "close" in step:
             self.send(SttReq(close=transcription_pb2.CloseStream()), "close")
+            self.closed = True
 
     def stt_config(
         self, spec: Mapping[str, Any]
@@ -210,7 +212,7 @@ class _Builder:
         fmt = self.plan.stt_format or default_format(self.model)
         if "bytes" in spec:
             size = evaluate(spec["bytes"], self.names(fmt))
-            self.plan.audio_bytes += size
+            self.plan.audio_bytes += 0 if self.closed else size
             self.send(SttReq(audio=bytes(size)), f"audio {size} bytes")
             return
         ms = evaluate(spec["ms"], self.names(fmt)) if "ms" in spec else None
@@ -221,7 +223,8 @@ class _Builder:
             data, fmt, int(spec.get("chunk_ms", 200)), self.plan.limits["max_chunk_bytes"]
         )
         for chunk in chunks:
-            self.plan.audio_bytes += len(chunk)
+            # Audio after a close is discarded unread (docs/contract.md): not received.
+            self.plan.audio_bytes += 0 if self.closed else len(chunk)
             self.send(SttReq(audio=chunk), f"audio {spec.get('source', 'speech')}")
 
     # -- synthesis ---------------------------------------------------------------------------

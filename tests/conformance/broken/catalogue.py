@@ -37,6 +37,7 @@ from tests.conformance.broken.transcription import (
     InterimAfterFinal,
     MisalignedAccepted,
     NoChunkLimit,
+    RefusesAfterClose,
     ResultBeyondAudio,
     SpillsErrors,
     StartedTwice,
@@ -200,8 +201,20 @@ VARIANTS = [
     Variant(
         "started-twice",
         "started comes once, first",
-        frozenset({"stt.order.started-first-summary-last", "stt.order.close-ends-the-stream"}),
+        frozenset(
+            {
+                "stt.order.started-first-summary-last",
+                "stt.order.close-ends-the-stream",
+                "stt.order.after-close-discarded",
+            }
+        ),
         transcription=StartedTwice,
+    ),
+    Variant(
+        "refuses-after-close",
+        "messages after a close are discarded unread",
+        frozenset({"stt.order.after-close-discarded"}),
+        transcription=RefusesAfterClose,
     ),
     Variant(
         "errors-spill-over",
@@ -224,6 +237,7 @@ VARIANTS = [
                 "stt.results.within-audio-sent",
                 "stt.order.close-ends-the-stream",
                 "stt.finalize.ack-after-results",
+                "stt.order.after-close-discarded",
             }
         ),
         transcription=ResultBeyondAudio,
@@ -242,6 +256,7 @@ VARIANTS = [
                 "stt.results.summary-counts-audio",
                 "stt.limits.chunk-at-limit",
                 "stt.formats.every-advertised",
+                "stt.order.after-close-discarded",
             }
         ),
         transcription=UtterancesMiscounted,

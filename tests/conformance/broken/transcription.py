@@ -3,6 +3,7 @@ the contract's "Streaming transcription" section, or one thing Capabilities says
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -38,6 +39,29 @@ class _PoisonableReader(ex.Reader):
         if self.poison is not None:
             raise self.poison
         return msg
+
+
+class _RefusingReader(ex.Reader):
+    async def next(self) -> Any:
+        msg = await super().next()
+        if msg is not None and msg.WhichOneof("request") == "close":
+            # Reads on for a moment after the close, and refuses what follows it: the
+            # contract discards it unread, whatever it is.
+            try:
+                async with asyncio.timeout(0.3):
+                    late = await super().next()
+            except TimeoutError:
+                return msg
+            if late is not None:
+                raise errors.InvalidMessage(f"{late.WhichOneof('request')} after close")
+        return msg
+
+
+class RefusesAfterClose(ex.Transcription):
+    """Fails the stream (INVALID_MESSAGE) when a message follows the close."""
+
+    def reader(self, requests: AsyncIterator[bytes]) -> ex.Reader:
+        return _RefusingReader(requests, self.request, self.idle_s)
 
 
 class SpillsErrors(ex.Transcription):
