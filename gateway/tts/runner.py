@@ -43,6 +43,8 @@ class _Upstream:
     room: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     half_close: bool = False
+    # The adapters the context failed on before this call (its failovers skip them).
+    failed_before: tuple[Adapter, ...] = ()
 
 
 class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
@@ -64,10 +66,14 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         # Called each time an upstream is reopened after its adapter failed (the metrics).
         self._on_failover = on_failover
         self._upstreams: dict[int, _Upstream] = {}
-        self._failed: dict[int, list[Adapter]] = {}
         self._first = True
 
     def _execute(self, actions: Actions) -> None:
+        # A failover's new call skips the adapters its context failed on, read from the call
+        # it replaces before that call is stopped. (The session gives the reopened context a
+        # new key, so nothing is kept per key: a session opening contexts for hours holds no
+        # entry for each one.)
+        failed = {o.key: self._failed_on(o.replaces) for o in actions.open_upstream if o.failover}
         for key in actions.cancel_upstream:
             self._stop(key)
         for item in actions.to_client:
@@ -75,7 +81,7 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
             if out is not None:
                 self._put_client(out)
         for order in actions.open_upstream:
-            self._open(order)
+            self._open(order, failed.get(order.key, ()))
         for key, request in actions.to_upstream:
             upstream = self._upstreams.get(key)
             if upstream is not None:
@@ -146,10 +152,15 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
 
     # -- upstream ------------------------------------------------------------------------------
 
-    def _open(self, order: OpenContext) -> None:
-        failed = self._failed.setdefault(order.key, [])
+    def _failed_on(self, key: int) -> tuple[Adapter, ...]:
+        upstream = self._upstreams.get(key)
+        if upstream is None:
+            return ()
+        return (*upstream.failed_before, upstream.call.lease.adapter)
+
+    def _open(self, order: OpenContext, failed: tuple[Adapter, ...] = ()) -> None:
         try:
-            lease = self._pool.choose(exclude=failed)
+            lease = self._pool.choose(exclude=list(failed))
         except errors.BackendUnavailable as exc:
             try:
                 lease = self._pool.choose()  # only failed ones are left: try them again
@@ -174,7 +185,7 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
             high_water=self._limits.upstream_high_water,
             write_timeout=self._limits.write_timeout_s,
         )
-        upstream = _Upstream(order.key, upstream_call, outbox)
+        upstream = _Upstream(order.key, upstream_call, outbox, failed_before=failed)
         upstream.room.set()
         self._upstreams[order.key] = upstream
         for request in order.requests:
@@ -215,7 +226,6 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
     def _upstream_failed(self, upstream: _Upstream, exc: UpstreamError) -> None:
         if self._upstreams.get(upstream.key) is not upstream:
             return
-        self._failed.setdefault(upstream.key, []).append(upstream.call.lease.adapter)
         log.info("session %s: context upstream failed: %r", self.session.session_id, exc.error)
         self._execute(self.session.upstream_failed(upstream.key, exc.error, exc.timings))
 

@@ -94,6 +94,7 @@ class OpenContext:
     key: int
     requests: tuple[Request, ...]  # open first, then what the context needs to go on
     failover: bool
+    replaces: int = 0  # a failover's: the key of the call it replaces (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,6 +531,7 @@ class TtsEdgeSession:
         self.resumes += 1
         actions.cancel_upstream.append(ctx.key)
         del self._by_key[ctx.key]
+        replaces = ctx.key
         self._next_key += 1
         ctx.key = self._next_key
         self._by_key[ctx.key] = ctx
@@ -553,7 +555,7 @@ class TtsEdgeSession:
             for f in ctx.pending_flushes
         ]
         ctx.upstream_at = ctx.open_at = self._clock()
-        actions.open_upstream.append(OpenContext(ctx.key, tuple(requests), True))
+        actions.open_upstream.append(OpenContext(ctx.key, tuple(requests), True, replaces))
         if ctx.state is CtxState.CLOSING:
             self._forward(ctx, Request(close=synthesis_pb2.CloseContext()), actions)
             actions.half_close.append(ctx.key)
