@@ -68,6 +68,10 @@ class TtsLimits:
     max_contexts: int = 8
     # Default lead of audio over real-time playback per context; 0 = as fast as the model.
     lead_ms: int = 1000
+    # The largest lead a client may ask for: a context's floor (below) grows with its lead,
+    # so an unbounded lead would let one client make the gateway hold all of a long text's
+    # audio behind a slow reader.
+    max_lead_ms: int = 10_000
     # Queued audio beyond the lead that a context may always hold (its floor; at least
     # 64 KiB) before its upstream reading pauses, whatever the other contexts hold.
     queue_slack_ms: int = 1000
@@ -214,9 +218,17 @@ class TtsEdgeSession:
         self, options: tts_pb2.TtsStart | None = None, *, session_id: str = "", resumes: int = 0
     ) -> Actions:
         """Session options (query string or ``start``; a verified resume keeps its session
-        id). Raises ConfigAlreadySet after the session has started."""
+        id). Raises ConfigAlreadySet after the session has started, InvalidConfig for a lead
+        outside 0 to ``max_lead_ms``."""
         if self.started:
             raise errors.ConfigAlreadySet("start may only be the first message of a session")
+        if options is not None and options.HasField("lead"):
+            lead_ms = options.lead.ToMilliseconds()
+            if not 0 <= lead_ms <= self.limits.max_lead_ms:
+                raise errors.InvalidConfig.of(
+                    "invalid session options",
+                    [errors.Violation("lead", f"must be 0 to {self.limits.max_lead_ms} ms")],
+                )
         self.started = True
         if options is not None:
             self.options.CopyFrom(options)

@@ -305,3 +305,22 @@ def test_what_follows_close_session_is_discarded_and_the_context_still_finishes(
     actions = session.upstream_response(key, done)
     assert [m.WhichOneof("message") for m in actions.to_client] == ["done", "summary"]  # type: ignore[union-attr]
     assert actions.close is not None and actions.close.code == 1000
+
+
+@pytest.mark.parametrize("lead_s", [-5, 99_999_999, 10.001])
+def test_a_lead_outside_its_bounds_is_invalid_config(lead_s):
+    # A context's floor grows with its lead: "99999999s" let a slow reader make the gateway
+    # hold a long text's whole audio; "-5s" was taken as 0. Both are refused now.
+    start = tts_pb2.TtsStart()
+    start.lead.FromMilliseconds(round(lead_s * 1000))
+    with pytest.raises(errors.InvalidConfig) as raised:
+        new_session(Clock()).start(start)
+    assert raised.value.violations[0].field == "lead"
+
+
+def test_the_largest_lead_is_taken():
+    start = tts_pb2.TtsStart()
+    start.lead.FromMilliseconds(10_000)
+    session = new_session(Clock())
+    session.start(start)
+    assert session.lead_ms == 10_000
