@@ -10,6 +10,7 @@ from gateway.auth import AuthServices, Principal, SessionPermit
 from gateway.auth.limits import retry_after_header
 from gateway.sessions import Registry
 from gateway.wire.messages import encode
+from gateway.wire.query import parse_bool
 from voxwire import errors
 
 
@@ -62,3 +63,15 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
 def media_type(request: web.Request) -> str:
     """The Content-Type without parameters, lower case ("" when absent)."""
     return request.content_type.lower() if request.headers.get("Content-Type") else ""
+
+
+def query_flag(query: dict[str, str], name: str, bad: list[errors.Violation]) -> bool:
+    """A boolean query parameter, false when absent; a value that is not a boolean is a
+    violation (as on the WebSocket endpoints), never silently false."""
+    if name not in query:
+        return False
+    try:
+        return parse_bool(query[name])
+    except ValueError as exc:
+        bad.append(errors.Violation(name, str(exc)))
+        return False

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.http.common import admit, error_response, media_type
+from gateway.http.common import admit, error_response, media_type, query_flag
 from gateway.http.upload import BodyPipe, FrameSplitter, decode_blocks
 from gateway.http.wav import OtherWavFormat, WavHeaderReader
 from gateway.state import GATEWAY, Gateway, upstream_metadata
@@ -55,7 +55,7 @@ def _config(query: dict[str, str]) -> transcription_pb2.TranscriptionConfig:
     config = transcription_pb2.TranscriptionConfig(
         model=query.get("model", ""),
         language=query.get("language", ""),
-        word_timestamps=query.get("word_timestamps", "").lower() in ("1", "true", "yes"),
+        word_timestamps=query_flag(query, "word_timestamps", bad),
     )
     if "encoding" in query:
         encoding = ENCODINGS.get(query["encoding"].lower())
@@ -139,7 +139,11 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
                 "raw audio needs encoding and sample_rate in the query string",
                 violations=missing,
             )
-        audio = _raw(body, config)
+        audio = (
+            _basic(request, body, config, gateway.decoders)
+            if kind == "audio/basic"
+            else _raw(body, config)
+        )
     elif kind in _WAV:
         audio = _wav(request, body, config, gateway.decoders, upload)
     else:
@@ -158,6 +162,24 @@ async def _raw(
         if frames:
             yield frames
     splitter.finish()
+
+
+async def _basic(
+    request: web.Request,
+    body: AsyncIterator[bytes],
+    config: transcription_pb2.TranscriptionConfig,
+    decoders: threading.BoundedSemaphore,
+) -> AsyncIterator[bytes]:
+    """audio/basic: 8 kHz mu-law samples (RFC 2046), or a Sun/NeXT .au file, which is often
+    served as audio/basic: its header (".snd", then offset, format, rate, channels) would be
+    heard as noise, so such a body goes to libsndfile."""
+    first = await anext(body, b"")
+    if first[:4] == b".snd":
+        async for pcm in _compressed(request, _chain(first, body), config, decoders):
+            yield pcm
+        return
+    async for frames in _raw(_chain(first, body), config):
+        yield frames
 
 
 @dataclass(slots=True)

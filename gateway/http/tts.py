@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.http.common import admit, error_response, media_type, read_body
+from gateway.http.common import admit, error_response, media_type, query_flag, read_body
 from gateway.http.wav import streaming_header
 from gateway.state import GATEWAY, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
@@ -56,8 +56,8 @@ def speak_request(text_body: str, query: dict[str, str]) -> http_pb2.SpeakReques
     cfg.model = query.get("model", "")
     cfg.voice = query.get("voice", "")
     cfg.language = query.get("language", "")
-    cfg.word_timestamps = query.get("word_timestamps", "").lower() in ("1", "true", "yes")
     bad: list[errors.Violation] = []
+    cfg.word_timestamps = query_flag(query, "word_timestamps", bad)
     if "encoding" in query:
         encoding = ENCODINGS.get(query["encoding"].lower())
         if encoding is None:

@@ -28,7 +28,8 @@ ENCODINGS = {
 _MAX_VALUE_CHARS = 200
 
 
-def _bool(value: str) -> bool:
+def parse_bool(value: str) -> bool:
+    """A boolean query value: true/1/yes or false/0/no (any case). Raises ValueError."""
     lowered = value.lower()
     if lowered in ("true", "1", "yes"):
         return True
@@ -81,9 +82,9 @@ STT_PARAMS: dict[str, _Param] = {
     "sample_rate": _Param(_uint, _set_format("sample_rate_hz")),
     "channels": _Param(_uint, _set_format("channels")),
     "language": _Param(_text, _set("language")),
-    "interim_results": _Param(_bool, _set("interim_results")),
-    "word_timestamps": _Param(_bool, _set("word_timestamps")),
-    "endpointing": _Param(_bool, _set_endpointing("enabled")),
+    "interim_results": _Param(parse_bool, _set("interim_results")),
+    "word_timestamps": _Param(parse_bool, _set("word_timestamps")),
+    "endpointing": _Param(parse_bool, _set_endpointing("enabled")),
     "silence_ms": _Param(_uint, _set_endpointing("silence_ms")),
     "vad": _Param(_uint, _set_endpointing("vad_aggressiveness")),
     "request_id": _Param(_text, _set("request_id")),

@@ -73,6 +73,7 @@ async def test_tts_sse_interleaves_audio_and_words_and_ends_with_done(edge: Edge
         ({"data": ""}, 400, "INVALID_CONFIG"),
         ({"data": TEXT, "query": "?voice=nobody"}, 400, "INVALID_CONFIG"),
         ({"data": TEXT, "query": "?volume=11"}, 400, "INVALID_CONFIG"),
+        ({"data": TEXT, "query": "?word_timestamps=maybe"}, 400, "INVALID_CONFIG"),
         ({"json": {"text": TEXT, "bogus": 1}}, 400, "INVALID_MESSAGE"),
     ],
 )

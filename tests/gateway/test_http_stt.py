@@ -104,6 +104,7 @@ async def test_raw_mulaw_with_its_format_in_the_query(edge: Edge):
             "INVALID_CONFIG",
         ),
         (b"\x00" * 100, "audio/wav", "?bogus=1", 400, "INVALID_CONFIG"),
+        (b"\x00" * 100, "audio/wav", "?word_timestamps=maybe", 400, "INVALID_CONFIG"),
     ],
 )
 async def test_bad_uploads_get_their_status_and_reason(edge, body, media, query, status, reason):
@@ -276,3 +277,16 @@ async def test_upload_errors_name_what_the_client_sent(edge):
     assert (status, body["error"]["reason"]) == (400, "INVALID_CONFIG"), body
     fields = [v["field"] for v in body["error"]["fieldViolations"]]
     assert fields == ["sample_rate"], body
+
+
+async def test_an_au_file_sent_as_audio_basic_is_decoded_not_heard_as_noise(edge):
+    # .au files are served as audio/basic; their 24-byte header was decoded as mu-law.
+    pcm, rate = _speech()
+    au = _sound(pcm[::2].copy(), rate // 2, "AU", "ULAW")
+    assert au[:4] == b".snd"
+    status, body = await post(edge, au, "audio/basic")
+    assert status == 200, body
+    # Exactly the samples: the header read as mu-law added its 24 or more bytes (3 ms).
+    assert abs(body["audioMs"] - len(pcm[::2]) * 1000 / (rate // 2)) < 1, body
+    status, raw = await post(edge, au[struct.unpack(">I", au[4:8])[0] :], "audio/basic")
+    assert status == 200 and raw["transcript"] == body["transcript"], (raw, body)
