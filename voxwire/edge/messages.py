@@ -219,10 +219,23 @@ def _check_fields(data: dict[str, Any], descriptor: Any, path: str, lenient: boo
         repeated = field.is_repeated
         items = value if repeated and isinstance(value, list) else [value]
         for item in items:
-            if field.type == FieldDescriptor.TYPE_MESSAGE and isinstance(item, dict):
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                if item is None:
+                    continue  # proto3 JSON: null is the field's default (unset)
+                if not isinstance(item, dict):
+                    # ParseDict's own error for this names a field of the message that the
+                    # value's characters happened to spell ('Finalize has no field named "f"').
+                    raise InvalidMessage(
+                        f"{where} must be a JSON object, not {_json_type(item)}",
+                        violations=[Violation(where, "must be a JSON object")],
+                    )
                 _check_fields(item, field.message_type, f"{where}.", lenient)
             elif field.type == FieldDescriptor.TYPE_BYTES and isinstance(item, str):
                 _check_base64(item, where)
+
+
+def _json_type(value: Any) -> str:
+    return {str: "a string", bool: "a boolean", list: "an array"}.get(type(value), "a number")
 
 
 def _check_base64(value: str, where: str) -> None:

@@ -29,6 +29,12 @@ def test_round_trip_is_canonical_json():
         ('{"finalize": {"finalizeId": 5}}', errors.InvalidMessage, "does not match"),
         ('{"keepAlive": {}, "close": {}}', errors.InvalidMessage, "multiple"),
         ('{"audio": {"data": "!!!!"}}', errors.InvalidMessage, "base64"),
+        (
+            '{"finalize": "f1"}',
+            errors.InvalidMessage,
+            "finalize must be a JSON object, not a string",
+        ),
+        ('{"start": {"config": 5}}', errors.InvalidMessage, "start.config must be a JSON object"),
         (b'{"keepAlive": {"\xff": 1}}', errors.InvalidMessage, "UTF-8"),
         ("[" * 100_000 + "]" * 100_000, errors.ChunkTooLarge, "exceeds"),
         (
