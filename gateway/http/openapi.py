@@ -14,6 +14,8 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from gateway.wire.query import ENCODINGS
+from voxwire import errors as table
 from voxwire.edge.v1 import http_pb2, session_pb2
 from voxwire.v1 import capabilities_pb2
 
@@ -97,7 +99,12 @@ def document(server_url: str = "") -> dict[str, Any]:
         "description": "An error event (docs/contract.md table)",
         "content": _json(s.message(session_pb2.ErrorEvent.DESCRIPTOR)),
     }
-    errors = {str(code): error for code in (400, 401, 403, 408, 413, 415, 429, 503)}
+    # Every HTTP status the error table maps a reason to (voxwire/errors.py), so a status the
+    # server can answer is never missing here.
+    errors = {
+        str(code): error for code in sorted({e.http_status for e in table.reasons().values()})
+    }
+    encodings = {"type": "string", "enum": list(ENCODINGS)}
     audio_in = {
         media: {"schema": {"type": "string", "format": "binary"}}
         for media in (
@@ -119,10 +126,7 @@ def document(server_url: str = "") -> dict[str, Any]:
                         ("model", {"type": "string"}),
                         ("language", {"type": "string"}),
                         ("word_timestamps", {"type": "boolean"}),
-                        (
-                            "encoding",
-                            {"type": "string", "enum": ["pcm_s16le", "pcm_f32le", "mulaw", "alaw"]},
-                        ),
+                        ("encoding", encodings),
                         ("sample_rate", {"type": "integer"}),
                         ("channels", {"type": "integer"}),
                     )
@@ -140,6 +144,18 @@ def document(server_url: str = "") -> dict[str, Any]:
         "/v1/tts": {
             "post": {
                 "summary": "Speak text; audio streams back as it is synthesized",
+                "parameters": [
+                    {"name": n, "in": "query", "required": False, "schema": sch}
+                    for n, sch in (
+                        ("model", {"type": "string"}),
+                        ("voice", {"type": "string"}),
+                        ("language", {"type": "string"}),
+                        ("encoding", encodings),
+                        ("sample_rate", {"type": "integer"}),
+                        ("container", {"type": "string", "enum": ["wav", "raw"]}),
+                        ("word_timestamps", {"type": "boolean"}),
+                    )
+                ],
                 "requestBody": {
                     "required": True,
                     "content": {

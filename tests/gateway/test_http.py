@@ -11,6 +11,8 @@ import aiohttp
 import pytest
 
 from gateway.auth.keys import create_key
+from gateway.http import stt as http_stt
+from gateway.http import tts as http_tts
 from tests.gateway.conftest import Edge
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -130,6 +132,12 @@ async def test_capabilities_openapi_and_metrics(edge: Edge):
         assert doc["openapi"].startswith("3.")
         schema = doc["components"]["schemas"]["voxwire.edge.v1.TranscribeFileResponse"]
         assert "results" in schema["properties"]
+        # Every query parameter the handlers take is in the document, and every status the
+        # error table can answer (404 UNKNOWN_MODEL and 500 MODEL_ERROR were missing).
+        for path, taken in (("/v1/stt", http_stt._QUERY), ("/v1/tts", http_tts._QUERY)):
+            post = doc["paths"][path]["post"]
+            assert {p["name"] for p in post["parameters"]} == taken, path
+            assert {"400", "404", "413", "500", "503"} <= set(post["responses"]), path
         async with http.get(f"{edge.server.url}/metrics") as resp:
             assert "voxwire_gateway_sessions_active" in await resp.text()
         async with http.get(f"{edge.server.url}/readyz") as resp:
