@@ -67,7 +67,7 @@ class GatewayMetrics:
 
     def session_closed(self, kind: str, code: str, opened: float) -> None:
         """The session of ``kind`` that began at ``opened`` ended with ``code`` (a bounded
-        value: ``close_code_label``'s, a gRPC status code's name)."""
+        value: ``close_code_label``'s, a gRPC status code's name, an HTTP status, "aborted")."""
         self.sessions_active.labels(kind=kind).dec()
         self.sessions_ended.labels(kind=kind, code=code).inc()
         self.session_seconds.labels(kind=kind).observe(time.monotonic() - opened)

@@ -99,13 +99,17 @@ async def transcribe(request: web.Request) -> web.Response:
     except errors.VoxwireError as exc:
         gateway.metrics.refused.labels(reason=exc.reason).inc()
         return error_response(exc)
-    gateway.metrics.sessions_active.labels(kind="http_stt").inc()
+    opened = gateway.metrics.session_opened("http_stt")
+    code = "aborted"  # unless a response went out: the client left, or the server stopped
     try:
-        return await _transcribe(request, gateway, started)
-    except errors.VoxwireError as exc:
-        return error_response(exc)
+        try:
+            response = await _transcribe(request, gateway, started)
+        except errors.VoxwireError as exc:
+            response = error_response(exc)
+        code = str(response.status)
+        return response
     finally:
-        gateway.metrics.sessions_active.labels(kind="http_stt").dec()
+        gateway.metrics.session_closed("http_stt", code, opened)
         admission.permit.release()
 
 

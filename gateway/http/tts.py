@@ -121,11 +121,14 @@ async def speak(request: web.Request) -> web.StreamResponse:
     except errors.VoxwireError as exc:
         gateway.metrics.refused.labels(reason=exc.reason).inc()
         return error_response(exc)
-    gateway.metrics.sessions_active.labels(kind="http_tts").inc()
+    opened = gateway.metrics.session_opened("http_tts")
+    code = "aborted"  # unless a response went out: the client left, or the server stopped
     try:
-        return await _speak(request, started)
+        response = await _speak(request, started)
+        code = str(response.status)
+        return response
     finally:
-        gateway.metrics.sessions_active.labels(kind="http_tts").dec()
+        gateway.metrics.session_closed("http_tts", code, opened)
         admission.permit.release()
 
 

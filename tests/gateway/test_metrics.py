@@ -238,3 +238,24 @@ async def test_a_grpc_front_failover_is_counted(fleet: Fleet):  # noqa: F811
     after = await settled(url, "grpc", 0)
     assert after(FAILOVERS, kind="grpc") == before(FAILOVERS, kind="grpc") + 1
     assert_ended_once(before, after, "grpc", "OK")
+
+
+async def test_http_requests_are_counted_by_status_with_their_duration(edge: Edge):
+    wav = (SPEECH_DIR / "pay_bill.wav").read_bytes()
+    before = await scrape(edge.server.url)
+    async with aiohttp.ClientSession() as http:
+        for body, media, path, status in (
+            (wav, "audio/wav", "/v1/stt", 200),
+            (b"\x00" * 10, "text/html", "/v1/stt", 415),
+            (b"Hello there.", "text/plain", "/v1/tts", 200),
+        ):
+            headers = {**edge.headers, "Content-Type": media}
+            async with http.post(f"{edge.server.url}{path}", data=body, headers=headers) as resp:
+                await resp.read()
+                assert resp.status == status
+    after = await scrape(edge.server.url)
+    for kind, code in (("http_stt", "200"), ("http_stt", "415"), ("http_tts", "200")):
+        assert after(ENDED, kind=kind, code=code) - before(ENDED, kind=kind, code=code) == 1
+    assert after(SECONDS, kind="http_stt") - before(SECONDS, kind="http_stt") == 2
+    assert after(SECONDS_SUM, kind="http_tts") > before(SECONDS_SUM, kind="http_tts")
+    assert after(ACTIVE, kind="http_stt") == before(ACTIVE, kind="http_stt")
