@@ -26,13 +26,13 @@ from aiohttp import web
 
 from gateway.http.common import admit, error_response, media_type, query_flag
 from gateway.http.upload import BodyPipe, FrameSplitter, decode_blocks
-from gateway.http.wav import OtherWavFormat, WavHeaderReader
 from gateway.state import GATEWAY, Gateway, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import encode
 from gateway.wire.query import ENCODINGS
 from voxwire import errors
 from voxwire.audio.formats import PROTO_ENCODINGS
+from voxwire.audio.wav import OtherWavFormat, WavHeaderReader
 from voxwire.edge.v1 import http_pb2
 from voxwire.timings import add_up, server_timing
 from voxwire.v1 import audio_pb2, timings_pb2, transcription_pb2

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.http.common import admit, error_response, media_type, query_flag, read_body
-from gateway.http.wav import streaming_header
 from gateway.state import GATEWAY, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import decode, encode
 from gateway.wire.query import ENCODINGS
 from voxwire import errors
 from voxwire.audio.formats import ENCODINGS as PROTO_ENCODINGS
+from voxwire.audio.wav import streaming_header
 from voxwire.edge.v1 import http_pb2
 from voxwire.timings import add_up
 from voxwire.v1 import audio_pb2, synthesis_pb2, timings_pb2

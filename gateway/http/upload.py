@@ -4,7 +4,7 @@ Two paths, both streaming (the file is never held whole in memory):
 
 - Formats the contract carries as they are (raw PCM16 / f32 / G.711 with its format in the
   query string, ``audio/basic``, and WAV of those encodings): ``FrameSplitter`` cuts the body
-  into whole frames; a WAV header is read first by ``gateway.http.wav.WavHeaderReader``. Pure,
+  into whole frames; a WAV header is read first by ``voxwire.audio.wav.WavHeaderReader``. Pure,
   on the event loop, no copies beyond the frame remainder.
 - Compressed or other containers (FLAC, Ogg Vorbis/Opus, MP3, WAV of other sample formats):
   libsndfile (the ``soundfile`` wheel) decodes in a bounded pool of worker threads, reading the

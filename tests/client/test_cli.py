@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import wave
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 import soundfile
 
 from inference_adapter.server import AdapterServer
+from tests.client.cli_process import VOXWIRE, voxwire
 from tests.client.helpers import assert_heard
 from tests.helpers.edge import Edge
 from tests.helpers.gateway_process import start_gateway, write_config
@@ -23,34 +22,6 @@ from tests.helpers.speech_fixtures import SPEECH_DIR
 from tests.helpers.wavio import read_wav
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-VOXWIRE = str(Path(sys.executable).with_name("voxwire"))
-
-
-async def voxwire(
-    *args: str, key: str | None, stdin: bytes | None = None, timeout_s: float = 60.0
-) -> tuple[int, str, str]:
-    """Run the console script; (status, stdout, stderr)."""
-    env = {k: v for k, v in os.environ.items() if k != "VOXWIRE_API_KEY"}
-    if key is not None:
-        env["VOXWIRE_API_KEY"] = key
-    process = await asyncio.create_subprocess_exec(
-        VOXWIRE,
-        *args,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            out, err = await process.communicate(stdin)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_transcribe_prints_one_line_per_final_result(edge: Edge):
@@ -83,7 +54,16 @@ async def test_transcribe_reads_flac_and_raw_stdin(edge: Edge, tmp_path: Path):
     assert status == 0, err
     assert_heard(out.strip(), "kitchen_lights.wav")
     status, out, err = await voxwire(
-        "transcribe", "-", "--rate", str(rate), "--url", edge.ws, key=edge.key, stdin=pcm.tobytes()
+        "transcribe",
+        "-",
+        "--encoding",
+        "pcm_s16le",
+        "--rate",
+        str(rate),
+        "--url",
+        edge.ws,
+        key=edge.key,
+        stdin=pcm.tobytes(),
     )
     assert status == 0, err
     assert_heard(out.strip(), "kitchen_lights.wav")

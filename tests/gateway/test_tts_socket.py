@@ -24,6 +24,16 @@ OPEN = {
 TEXT = "Hello from the voxwire gateway. This is a second sentence to speak."
 
 
+async def read_to_close(ws: aiohttp.ClientWebSocketResponse, frames: list, messages: list) -> int:
+    """Every audio frame and JSON message until the server closes; its close code."""
+    async for msg in ws:
+        if msg.type is aiohttp.WSMsgType.BINARY:
+            frames.append(unpack(msg.data))
+        elif msg.type is aiohttp.WSMsgType.TEXT:
+            messages.append(json.loads(msg.data))
+    return ws.close_code or 0
+
+
 async def test_a_context_speaks_with_tiling_binary_frames_and_done(edge: Edge):
     frames, messages = [], []
     async with aiohttp.ClientSession() as http:
@@ -33,12 +43,7 @@ async def test_a_context_speaks_with_tiling_binary_frames_and_done(edge: Edge):
             await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": TEXT}}))
             await ws.send_str(json.dumps({"contextId": "c1", "close": {}}))
             await ws.send_str(json.dumps({"closeSession": {}}))
-            async for msg in ws:
-                if msg.type is aiohttp.WSMsgType.BINARY:
-                    frames.append(unpack(msg.data))
-                elif msg.type is aiohttp.WSMsgType.TEXT:
-                    messages.append(json.loads(msg.data))
-            code = ws.close_code
+            code = await read_to_close(ws, frames, messages)
     assert code == 1000
     kinds = [k for m in messages for k in m if k != "contextId"]
     assert kinds[0] == "session" and kinds[1] == "opened" and kinds[-2:] == ["done", "summary"]
@@ -70,12 +75,7 @@ async def test_messages_after_close_session_are_discarded_and_the_context_finish
             await ws.send_str(json.dumps({**OPEN, "contextId": "c2"}))
             await ws.send_str("not json")
             await ws.send_bytes(b"binary")
-            async for msg in ws:
-                if msg.type is aiohttp.WSMsgType.BINARY:
-                    frames.append(unpack(msg.data))
-                elif msg.type is aiohttp.WSMsgType.TEXT:
-                    messages.append(json.loads(msg.data))
-            code = ws.close_code
+            code = await read_to_close(ws, frames, messages)
     assert code == 1000, messages
     assert not [m for m in messages if "error" in m or "contextError" in m], messages
     kinds = [k for m in messages for k in m if k != "contextId"]

@@ -10,6 +10,16 @@ from typing import Any
 ENV_KEY = "VOXWIRE_API_KEY"
 ENV_URL = "VOXWIRE_URL"
 DEFAULT_URL = "ws://127.0.0.1:8080"
+CONNECT_TIMEOUT_S = 10.0
+
+
+class CliError(Exception):
+    """A failure the command explains in its own words (a path, a flag): printed as it is, with
+    no class name, and exit status ``status`` (2: the command line is wrong, as argparse)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def add_connection_arguments(parser: Any) -> None:
@@ -22,6 +32,15 @@ def add_connection_arguments(parser: Any) -> None:
         f"a reconnect). Default: ${ENV_URL}, else {DEFAULT_URL}",
     )
     parser.add_argument("--key", help=f"API key (default: ${ENV_KEY})")
+    parser.add_argument(
+        "--connect-timeout",
+        type=_positive_seconds,
+        default=CONNECT_TIMEOUT_S,
+        metavar="S",
+        help="give up when no gateway has taken the session after S seconds (default "
+        f"{CONNECT_TIMEOUT_S:g}); a refused connection is retried, all URLs in turn, for "
+        "6 s at most",
+    )
 
 
 def urls(args: argparse.Namespace) -> list[str]:
@@ -39,7 +58,21 @@ def api_key(args: argparse.Namespace, command: str) -> str | None:
 
 
 def fail(command: str, exc: BaseException) -> int:
-    """Report an error on stderr; exit status 1. A voxwire error shows its stable reason."""
+    """Report an error on stderr; return the exit status (1, or a CliError's own). A voxwire
+    error shows its stable reason; any other exception its class name."""
+    if isinstance(exc, CliError):
+        print(f"voxwire {command}: error: {exc}", file=sys.stderr)
+        return exc.status
     reason = getattr(exc, "reason", "") or type(exc).__name__
     print(f"voxwire {command}: error: {reason}: {exc}", file=sys.stderr)
     return 1
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
+    return value

@@ -3,6 +3,11 @@
 The text (or stdin with ``-``) goes to one TTS context, spoken as fast as the model goes
 (lead 0); the audio is written as 16-bit PCM WAV at ``--rate``. On a terminal a progress line
 shows the audio received while it arrives. Word timings go to stderr with ``--words``.
+
+The output file is opened before anything is synthesized (a path that cannot be written fails
+at once) and written when the audio is complete; a synthesis that fails leaves an existing file
+as it was. A first connect that reaches no gateway is given up on after ``--connect-timeout``
+seconds (default 10; refused connections within 6 s).
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import wave
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from voxwire.cli.common import add_connection_arguments, api_key, fail, urls
+from voxwire.cli.common import CliError, add_connection_arguments, api_key, fail, urls
+from voxwire.cli.wav_output import WavOutput
 
 RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
@@ -47,18 +53,29 @@ def _run(args: argparse.Namespace) -> int:
         print("voxwire speak: error: no text to speak", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_speak(args, key, text))
+        output = WavOutput.open(args.output)
+    except CliError as exc:
+        return fail("speak", exc)
+    try:
+        audio = asyncio.run(_speak(args, key, text))
+        output.write(audio, args.rate)  # after the loop: no blocking call on it
     except KeyboardInterrupt:
+        output.discard()
         return 130
     except Exception as exc:  # every failure becomes one line and exit status 1
+        output.discard()
         return fail("speak", exc)
+    print(f"wrote {args.output} ({len(audio) / (2 * args.rate):.2f} s)", file=sys.stderr)
+    return 0
 
 
-async def _speak(args: argparse.Namespace, key: str, text: str) -> int:
+async def _speak(args: argparse.Namespace, key: str, text: str) -> bytes:
+    """The synthesized audio (16-bit PCM at ``args.rate``)."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from voxwire.client import SynthesisSession, SynthesizedAudio
+    from voxwire.cli.connect import connect
+    from voxwire.client import SessionOptions, SynthesisSession, SynthesizedAudio
     from voxwire.v1 import audio_pb2, synthesis_pb2
 
     config = synthesis_pb2.SynthesisContextConfig(
@@ -71,7 +88,11 @@ async def _speak(args: argparse.Namespace, key: str, text: str) -> int:
     )
     console = Console(stderr=True)
     parts: list[bytes] = []
-    session = await SynthesisSession.connect(urls(args), api_key=key, lead_ms=0)
+
+    def open_session(options: SessionOptions) -> Awaitable[SynthesisSession]:
+        return SynthesisSession.connect(urls(args), api_key=key, lead_ms=0, options=options)
+
+    session = await connect(open_session, args)
     async with session:
         context = await session.open("speak", config)
         await context.append(text)
@@ -89,15 +110,4 @@ async def _speak(args: argparse.Namespace, key: str, text: str) -> int:
                     for word in event.words:
                         print(f"{word.start_ms:>7} {word.end_ms:>7}  {word.word}", file=sys.stderr)
         await session.close()
-    audio = b"".join(parts)
-    await asyncio.to_thread(_write_wav, args.output, audio, args.rate)
-    print(f"wrote {args.output} ({len(audio) / (2 * args.rate):.2f} s)", file=sys.stderr)
-    return 0
-
-
-def _write_wav(path: Path, pcm: bytes, rate: int) -> None:
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm)
+    return b"".join(parts)

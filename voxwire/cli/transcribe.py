@@ -1,4 +1,4 @@
-"""``voxwire transcribe FILE|-``: stream a file (WAV, FLAC, OGG, MP3) or raw stdin to the gateway.
+"""``voxwire transcribe FILE|-``: stream a file (WAV, FLAC, OGG, MP3) or stdin to the gateway.
 
 Audio goes out in 100 ms frames, at real time with ``--realtime`` (as a live source would) or
 as fast as the gateway takes it (the SDK's replay window and TCP pace it). On a terminal,
@@ -7,9 +7,14 @@ for files longer than a few seconds; otherwise (a pipe) only final results are p
 line. ``--json`` prints every event as one JSON object per line, in the wire's schema
 (``{"result": {...}}``, ``{"summary": {...}}``; the SDK's own ``{"resumed": {...}}``).
 
-Files are read with libsndfile (the soundfile wheel) in a worker thread, a block at a time, as
-16-bit PCM at their own rate (more than two channels are mixed down to mono). Raw stdin needs
-its format: ``--encoding`` and ``--rate``.
+Files are read with libsndfile (the soundfile wheel) in a worker thread, a block at a time, and
+sent as 16-bit PCM at their own rate (float files scaled, more than two channels mixed down to
+mono). Raw stdin needs its format: ``--encoding`` and ``--rate``; a WAV stream on stdin brings
+its own (16-bit PCM, 32-bit float, mu-law or A-law). stdin may be a pipe, a file or /dev/null.
+
+A first connect that reaches no gateway is given up on after ``--connect-timeout`` seconds
+(default 10; refused connections within 6 s). Errors are one line on stderr: exit
+status 2 for a command line that is wrong, 1 for anything else.
 """
 
 from __future__ import annotations
@@ -18,25 +23,23 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
-import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voxwire.cli.common import add_connection_arguments, api_key, fail, urls
+from voxwire.cli.source import FRAME_MS, SAMPLE_BYTES, Source
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from voxwire.client import TranscriptionEvent
+    from voxwire.client import SessionOptions, TranscriptionEvent, TranscriptionSession
     from voxwire.v1 import transcription_pb2
 
-FRAME_MS = 100
 PROGRESS_AFTER_S = 5.0  # files longer than this get a progress bar (on a terminal)
-ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw")
+ENCODINGS = tuple(SAMPLE_BYTES)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -46,10 +49,16 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("source", metavar="FILE|-", help="an audio file, or - for raw stdin")
-    parser.add_argument("--encoding", choices=ENCODINGS, default="pcm_s16le", help="stdin only")
-    parser.add_argument("--rate", type=int, default=16000, help="stdin only: samples per second")
-    parser.add_argument("--channels", type=int, default=1, choices=(1, 2), help="stdin only")
+    parser.add_argument("source", metavar="FILE|-", help="an audio file, or - for stdin")
+    parser.add_argument(
+        "--encoding", choices=ENCODINGS, help="raw stdin: the sample encoding (required)"
+    )
+    parser.add_argument(
+        "--rate", type=int, metavar="HZ", help="raw stdin: samples per second (required)"
+    )
+    parser.add_argument(
+        "--channels", type=int, choices=(1, 2), help="raw stdin: channels (default 1)"
+    )
     parser.add_argument("--model", default="", help="STT model (default: the server's)")
     parser.add_argument("--language", default="", help="BCP-47 tag (default: the model's)")
     parser.add_argument("--realtime", action="store_true", help="send at real time")
@@ -57,17 +66,6 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--no-interim", action="store_true", help="final results only")
     add_connection_arguments(parser)
     parser.set_defaults(run=_run)
-
-
-@dataclasses.dataclass
-class Source:
-    """Audio to send: its format and its frames; ``seconds`` None when not known (stdin)."""
-
-    encoding: str
-    rate: int
-    channels: int
-    seconds: float | None
-    chunks: AsyncIterator[bytes]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -78,29 +76,51 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(_transcribe(args, key))
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # every failure becomes one line and exit status 1
+    except Exception as exc:  # every failure becomes one line and a non-zero status
         return fail("transcribe", exc)
 
 
 async def _transcribe(args: argparse.Namespace, key: str) -> int:
-    from rich.console import Console
-
+    from voxwire.cli.audio_file import open_file
+    from voxwire.cli.connect import connect
+    from voxwire.cli.stdin_source import open_stdin
     from voxwire.client import TranscriptionSession
 
-    source = await (_stdin(args) if args.source == "-" else _file(Path(args.source)))
+    # The source first: a path or a format that is wrong fails before any connection.
+    source = await (open_stdin(args) if args.source == "-" else open_file(Path(args.source)))
+    try:
+        config = _config(args, source)
+
+        def open_session(options: SessionOptions) -> Awaitable[TranscriptionSession]:
+            return TranscriptionSession.connect(urls(args), config, api_key=key, options=options)
+
+        session = await connect(open_session, args)
+        sent = await _run_session(session, source, args)
+    finally:
+        await source.close()
+    if not sent:
+        print(f"voxwire transcribe: {source.name} held no audio", file=sys.stderr)
+    return 0
+
+
+async def _run_session(
+    session: TranscriptionSession, source: Source, args: argparse.Namespace
+) -> int:
+    """Send the source, print the events; returns the bytes of audio sent."""
+    from rich.console import Console
+
     console = Console(stderr=False, highlight=False)
-    session = await TranscriptionSession.connect(urls(args), _config(args, source), api_key=key)
     async with session:
         printer = asyncio.create_task(_print(session.events(), console, args, source))
         try:
-            await _send(session, source, args.realtime)
+            sent = await _send(session, source, args.realtime)
             await session.close()
         except BaseException:
             await session.abort()  # ends the event stream, so the printer ends too
             raise
         finally:
             await printer
-    return 0
+    return sent
 
 
 def _config(args: argparse.Namespace, source: Source) -> transcription_pb2.TranscriptionConfig:
@@ -118,8 +138,9 @@ def _config(args: argparse.Namespace, source: Source) -> transcription_pb2.Trans
     )
 
 
-async def _send(session: Any, source: Source, realtime: bool) -> None:
+async def _send(session: Any, source: Source, realtime: bool) -> int:
     due = time.monotonic()
+    sent = 0
     async for chunk in source.chunks:
         if realtime:
             delay = due - time.monotonic()
@@ -127,71 +148,8 @@ async def _send(session: Any, source: Source, realtime: bool) -> None:
                 await asyncio.sleep(delay)
             due += FRAME_MS / 1000
         await session.send(chunk)
-
-
-# -- sources -------------------------------------------------------------------------------------
-
-
-async def _file(path: Path) -> Source:
-    """Raises soundfile's error (LibsndfileError) for a file it cannot read."""
-    import soundfile
-
-    info = await asyncio.to_thread(soundfile.info, str(path))
-    channels = info.channels if info.channels <= 2 else 1
-    block = info.samplerate * FRAME_MS // 1000
-
-    async def chunks() -> AsyncIterator[bytes]:
-        handle = await asyncio.to_thread(soundfile.SoundFile, str(path))
-        try:
-            while True:
-                # About a second per read: few thread hops, little memory.
-                data = await asyncio.to_thread(handle.read, block * 10, "int16", True)
-                if not len(data):
-                    return
-                if info.channels > 2:
-                    data = data.mean(axis=1).astype("int16")
-                raw = data.tobytes()
-                step = block * 2 * channels
-                for pos in range(0, len(raw), step):
-                    yield raw[pos : pos + step]
-        finally:
-            await asyncio.to_thread(handle.close)
-
-    seconds = info.frames / info.samplerate if info.frames > 0 else None
-    return Source("pcm_s16le", info.samplerate, channels, seconds, chunks())
-
-
-async def _stdin(args: argparse.Namespace) -> Source:
-    width = {"pcm_s16le": 2, "pcm_f32le": 4}.get(args.encoding, 1) * args.channels
-    step = args.rate * FRAME_MS // 1000 * width
-    read = await _stdin_reader(step)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        pending = b""
-        while True:
-            data = await read()
-            if not data:
-                break
-            pending += data
-            whole = len(pending) - len(pending) % width
-            if whole:
-                yield pending[:whole]
-                pending = pending[whole:]
-        if pending:
-            raise ValueError(f"stdin ended inside a frame ({len(pending)} stray bytes)")
-
-    return Source(args.encoding, args.rate, args.channels, None, chunks())
-
-
-async def _stdin_reader(size: int) -> Callable[[], Awaitable[bytes]]:
-    """Reads of stdin without blocking the loop: a pipe through the loop, a file redirected to
-    stdin (which the loop cannot watch) in a worker thread."""
-    if stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):
-        return lambda: asyncio.to_thread(sys.stdin.buffer.read, size)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=size * 4)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-    return lambda: reader.read(size)
+        sent += len(chunk)
+    return sent
 
 
 # -- output --------------------------------------------------------------------------------------

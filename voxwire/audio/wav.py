@@ -1,5 +1,8 @@
 """WAV for streams: a header for audio of unknown length, and an incremental header reader.
 
+Shared by the gateway (``POST /v1/stt`` reads an upload's header as it arrives; ``POST /v1/tts``
+writes the streaming header) and the CLI (a WAV stream on stdin).
+
 Writing: RIFF/WAVE with the RIFF and data sizes set to 0xFFFFFFFF, the convention for a WAV
 whose length is not known when its header goes out (what ffmpeg and sox write to pipes);
 players read to the end of the stream. Format tags from the RIFF WAVE specification

@@ -1,0 +1,128 @@
+"""The ``voxwire`` console script's failures: one line naming what is wrong, a non-zero status,
+no traceback, and no wait that is not bounded. Each run is the console script as a
+subprocess; the session's real gateway where one is needed."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.client.cli_process import Outcome, run_voxwire
+from tests.helpers.edge import Edge
+from tests.helpers.speech_fixtures import SPEECH_DIR
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+PAY_BILL = str(SPEECH_DIR / "pay_bill.wav")
+
+
+def assert_one_clean_line(run: Outcome, status: int = 1) -> None:
+    assert run.status == status, run.err
+    assert run.out == ""
+    assert len(run.err.strip().splitlines()) == 1, run.err
+    for noise in ("Traceback", "Exception ignored", "LibsndfileError", "Errno"):
+        assert noise not in run.err, run.err
+
+
+# -- input files ---------------------------------------------------------------------------------
+
+
+async def test_a_missing_input_file_is_named(edge: Edge, tmp_path: Path):
+    missing = tmp_path / "nope.wav"
+    run = await run_voxwire("transcribe", str(missing), "--url", edge.ws, key=edge.key)
+    assert_one_clean_line(run)
+    assert f"{missing}: no such file" in run.err
+
+
+async def test_a_directory_as_input_is_named(edge: Edge, tmp_path: Path):
+    run = await run_voxwire("transcribe", str(tmp_path), "--url", edge.ws, key=edge.key)
+    assert_one_clean_line(run)
+    assert f"{tmp_path}: is a directory" in run.err
+
+
+async def test_a_file_that_is_not_audio_is_named(edge: Edge, tmp_path: Path):
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all\n")
+    run = await run_voxwire("transcribe", str(text), "--url", edge.ws, key=edge.key)
+    assert_one_clean_line(run)
+    assert f"{text}: not an audio file" in run.err
+
+
+# -- speak's output ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["/nonexistent/x.wav", "/proc/x.wav", "DIR"])
+async def test_speak_checks_its_output_before_synthesizing(tmp_path: Path, where: str):
+    output = str(tmp_path) if where == "DIR" else where
+    # No gateway listens on this URL: a failure about the output proves it came first.
+    run = await run_voxwire(
+        "speak", "Hello", "-o", output, "--url", f"ws://127.0.0.1:{_free_port()}", key="k"
+    )
+    assert_one_clean_line(run)
+    assert f"{output}: cannot write" in run.err
+    assert "gateway" not in run.err
+
+
+async def test_a_failed_speak_leaves_no_file_and_an_existing_one_as_it_was(tmp_path: Path):
+    url = f"ws://127.0.0.1:{_free_port()}"
+    new = tmp_path / "new.wav"
+    run = await run_voxwire("speak", "Hello", "-o", str(new), "--url", url, key="k")
+    assert run.status == 1 and "no gateway could be reached" in run.err, run.err
+    assert not new.exists()
+    old = tmp_path / "old.wav"
+    old.write_bytes(b"what was there before")
+    run = await run_voxwire("speak", "Hello", "-o", str(old), "--url", url, key="k")
+    assert run.status == 1, run.err
+    assert old.read_bytes() == b"what was there before"
+
+
+# -- unreachable gateways ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that takes TCP connections (the kernel's backlog) and never answers them."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server.getsockname()[1]
+
+
+async def test_a_first_connect_that_fails_says_no_gateway_could_be_reached():
+    urls = [f"ws://127.0.0.1:{_free_port()}", f"ws://127.0.0.1:{_free_port()}"]
+    run = await run_voxwire(
+        "transcribe", PAY_BILL, "--url", urls[0], "--url", urls[1], key="k", timeout_s=30
+    )
+    assert run.status == 1, run.err
+    assert len(run.err.strip().splitlines()) == 1, run.err
+    assert "no gateway could be reached" in run.err
+    assert all(url in run.err for url in urls)
+    assert "Connect call failed" in run.err  # the last error
+    assert "took the session back" not in run.err  # resume wording, on a first connect
+    assert run.seconds < 6.0 + 4.0  # the documented 6 s, and the interpreter starting up
+
+
+async def test_a_gateway_that_never_answers_is_given_up_on_after_connect_timeout(
+    silent_port: int,
+):
+    url = f"ws://127.0.0.1:{silent_port}"
+    began = asyncio.get_running_loop().time()
+    run = await run_voxwire(
+        "speak", "Hello", "-o", "/dev/null", "--url", url, "--connect-timeout", "2", key="k"
+    )
+    assert run.status == 1, run.err
+    assert "no gateway could be reached" in run.err and url in run.err
+    assert "2 s" in run.err
+    assert asyncio.get_running_loop().time() - began < 2.0 + 3.0

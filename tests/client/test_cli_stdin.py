@@ -1,0 +1,133 @@
+"""``voxwire transcribe -``: stdin as a pipe, a regular file or /dev/null, raw audio that must
+say its format, and a WAV stream that carries its own. Each run is the console script as a
+subprocess against the session's real gateway."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from tests.client.cli_process import run_voxwire
+from tests.client.helpers import assert_heard
+from tests.helpers.edge import Edge
+from tests.helpers.speech_fixtures import SPEECH_DIR
+from tests.helpers.wavio import read_wav
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+MULAW = SPEECH_DIR / "telephony" / "pay_bill.mulaw"  # headerless G.711 mu-law, 8 kHz
+MULAW_FLAGS = ("--encoding", "mulaw", "--rate", "8000")
+
+
+async def test_dev_null_on_stdin_ends_the_session_with_no_words(edge: Edge):
+    # epoll refuses /dev/null: the reader must not hand it to the event loop (it used to
+    # log a PermissionError and then wait forever).
+    run = await run_voxwire(
+        "transcribe", "-", *MULAW_FLAGS, "--url", edge.ws, key=edge.key, timeout_s=30
+    )
+    assert run.status == 0, run.err
+    assert run.out == ""
+    assert "Traceback" not in run.err and "stdin" in run.err  # says there was no audio
+
+
+async def test_dev_null_on_stdin_with_json_prints_started_and_summary(edge: Edge):
+    run = await run_voxwire(
+        "transcribe", "-", *MULAW_FLAGS, "--json", "--url", edge.ws, key=edge.key, timeout_s=30
+    )
+    assert run.status == 0, run.err
+    assert [line.split('"')[1] for line in run.out.splitlines()] == ["started", "summary"]
+
+
+async def test_a_regular_file_and_a_pipe_on_stdin_are_both_read(edge: Edge):
+    from_file = await run_voxwire(
+        "transcribe", "-", *MULAW_FLAGS, "--url", edge.ws, key=edge.key, stdin=MULAW
+    )
+    assert from_file.status == 0, from_file.err
+    assert_heard(from_file.out.strip(), "pay_bill.wav")
+    piped = await run_voxwire(
+        "transcribe", "-", *MULAW_FLAGS, "--url", edge.ws, key=edge.key, stdin=MULAW.read_bytes()
+    )
+    assert piped.status == 0, piped.err
+    assert piped.out == from_file.out
+
+
+@pytest.mark.parametrize("flags", [(), ("--rate", "8000"), ("--encoding", "mulaw")])
+async def test_raw_stdin_without_its_format_is_a_usage_error(edge: Edge, flags: tuple[str, ...]):
+    # Without the format the bytes used to be taken as 16 kHz pcm_s16le: garbage words.
+    run = await run_voxwire(
+        "transcribe", "-", *flags, "--url", edge.ws, key=edge.key, stdin=MULAW.read_bytes()
+    )
+    assert run.status == 2, run.err
+    assert run.out == ""
+    assert "--encoding" in run.err and "--rate" in run.err
+    assert "Traceback" not in run.err
+
+
+def _wav_bytes(subtype: str) -> bytes:
+    pcm, rate = read_wav(SPEECH_DIR / "pay_bill.wav")
+    buffer = io.BytesIO()
+    soundfile.write(buffer, pcm.astype(np.float32) / 32768, rate, format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+async def test_a_wav_on_stdin_brings_its_own_format(edge: Edge, subtype: str):
+    run = await run_voxwire(
+        "transcribe", "-", "--url", edge.ws, key=edge.key, stdin=_wav_bytes(subtype)
+    )
+    assert run.status == 0, run.err
+    assert_heard(run.out.strip(), "pay_bill.wav")
+
+
+async def test_a_mulaw_wav_on_stdin_brings_its_own_format(edge: Edge):
+    data = MULAW.read_bytes()
+    fmt = b"".join(
+        n.to_bytes(size, "little")
+        # WAVE_FORMAT_MULAW, mono, 8000 Hz, 8000 bytes/s, 1-byte frames, 8 bits, no extension
+        for n, size in ((7, 2), (1, 2), (8000, 4), (8000, 4), (1, 2), (8, 2), (0, 2))
+    )
+    body = b"WAVE" + b"fmt " + len(fmt).to_bytes(4, "little") + fmt
+    body += b"LIST" + (4).to_bytes(4, "little") + b"INFO"  # a chunk to skip before the data
+    body += b"data" + len(data).to_bytes(4, "little") + data
+    run = await run_voxwire(
+        "transcribe",
+        "-",
+        "--url",
+        edge.ws,
+        key=edge.key,
+        stdin=b"RIFF" + len(body).to_bytes(4, "little") + body,
+    )
+    assert run.status == 0, run.err
+    assert_heard(run.out.strip(), "pay_bill.wav")
+
+
+async def test_a_wav_on_stdin_whose_header_contradicts_the_flags_is_a_usage_error(edge: Edge):
+    run = await run_voxwire(
+        "transcribe",
+        "-",
+        "--rate",
+        "8000",
+        "--url",
+        edge.ws,
+        key=edge.key,
+        stdin=_wav_bytes("PCM_16"),
+    )
+    assert run.status == 2, run.err
+    assert "16000" in run.err and "8000" in run.err
+
+
+async def test_flac_on_stdin_is_refused_with_a_pointer_to_the_file_argument(
+    edge: Edge, tmp_path: Path
+):
+    pcm, rate = read_wav(SPEECH_DIR / "pay_bill.wav")
+    flac = tmp_path / "pay_bill.flac"
+    soundfile.write(flac, pcm, rate)
+    run = await run_voxwire(
+        "transcribe", "-", "--url", edge.ws, key=edge.key, stdin=flac.read_bytes()
+    )
+    assert run.status == 2, run.err
+    assert "FLAC" in run.err and "Traceback" not in run.err

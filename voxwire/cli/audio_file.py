@@ -1,0 +1,127 @@
+"""``voxwire transcribe FILE``: an audio file (WAV, FLAC, OGG, MP3, ...) read with libsndfile
+(the soundfile wheel) in a worker thread, a second at a time, sent as 16-bit PCM at its rate.
+
+Samples are read as float32 and converted here (``float32_to_int16``: scaled, rounded,
+clipped). Read as int16, libsndfile does not scale float samples (SFC_SET_SCALE_FLOAT_INT_READ
+is off by default): a float WAV in [-1, 1] would come out as -1, 0 and 1, silence. float32
+holds every 16- and 24-bit sample exactly, and the scale is 2**15 both ways, so an integer file
+is sent sample for sample. NaN or infinity has no PCM value: the file is refused where one
+appears. More than two channels are mixed down to mono (in float, so nothing overflows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from voxwire.cli.common import CliError
+from voxwire.cli.source import FRAME_MS, Source
+
+if TYPE_CHECKING:
+    import soundfile
+
+READ_FRAMES_MS = 1000  # per read in the worker thread: few thread hops, little memory
+
+
+async def open_file(path: Path) -> Source:
+    """The file's audio. Raises CliError for a file that is missing, a directory, unreadable
+    or not audio libsndfile knows (before anything is sent), and for NaN or infinity in its
+    samples (while they are read)."""
+    handle = await asyncio.to_thread(_open, path)
+    reader = _Reader(path, handle)
+    seconds = handle.frames / handle.samplerate if handle.frames > 0 else None
+    return Source(
+        name=str(path),
+        encoding="pcm_s16le",
+        rate=handle.samplerate,
+        channels=_sent_channels(handle.channels),
+        seconds=seconds,
+        chunks=reader.chunks(),
+        close=reader.close,
+    )
+
+
+def _open(path: Path) -> soundfile.SoundFile:
+    import soundfile
+
+    # The OS says what is wrong with the path in its own terms; libsndfile would answer
+    # "System error." for a missing file and "Format not recognised." for a directory.
+    # O_NONBLOCK: the check must not wait for the writer of a FIFO.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except PermissionError:
+        raise CliError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read: {(exc.strerror or str(exc)).lower()}") from None
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise CliError(f"{path}: is a directory, not an audio file")
+    finally:
+        os.close(fd)
+    try:
+        return soundfile.SoundFile(path)
+    except soundfile.LibsndfileError as exc:
+        raise CliError(f"{path}: not an audio file libsndfile reads ({exc.error_string})") from None
+
+
+def _sent_channels(channels: int) -> int:
+    """Mono and stereo go as they are; more channels are mixed down to mono."""
+    return channels if channels <= 2 else 1
+
+
+class _Reader:
+    """Reads in a worker thread. A read and ``close`` never overlap (the lock): a cancelled
+    session may close the file while a read it no longer waits for is still running."""
+
+    def __init__(self, path: Path, handle: soundfile.SoundFile) -> None:
+        self._path = path
+        self._handle = handle
+        self._lock = threading.Lock()
+        self._closed = False
+        self._position = 0  # frames read so far
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        rate = self._handle.samplerate
+        step = rate * FRAME_MS // 1000 * 2 * _sent_channels(self._handle.channels)
+        while True:
+            pcm = await asyncio.to_thread(self._read, rate * READ_FRAMES_MS // 1000)
+            if not pcm:
+                return
+            for pos in range(0, len(pcm), step):
+                yield pcm[pos : pos + step]
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _read(self, frames: int) -> bytes:
+        import numpy as np
+
+        from voxwire.audio.codecs import float32_to_int16
+
+        with self._lock:
+            if self._closed:
+                return b""
+            data = self._handle.read(frames, dtype="float32", always_2d=True)
+        finite = np.isfinite(data).all(axis=1)
+        if not finite.all():
+            at = (self._position + int(np.argmin(finite))) / self._handle.samplerate
+            raise CliError(
+                f"{self._path}: NaN or infinity at {at:.2f} s: the file holds no audio there"
+            )
+        self._position += len(data)
+        if data.shape[1] > 2:
+            data = data.mean(axis=1, keepdims=True, dtype=np.float32)
+        return float32_to_int16(data).tobytes()  # C order: samples interleaved by frame
+
+    def _close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._handle.close()

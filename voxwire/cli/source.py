@@ -1,0 +1,25 @@
+"""What ``voxwire transcribe`` sends: audio in a wire format, as frames of about 100 ms."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+FRAME_MS = 100
+# Bytes per sample of each wire encoding (voxwire.audio.codecs.Encoding names).
+SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
+
+
+@dataclasses.dataclass
+class Source:
+    """Audio to send: what it is called in messages, its format, its chunks (whole sample
+    frames, at most ``FRAME_MS`` each), and ``close`` to release what it holds, whether or
+    not the chunks were read to the end. ``seconds`` None: not known (stdin)."""
+
+    name: str
+    encoding: str
+    rate: int
+    channels: int
+    seconds: float | None
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]]

@@ -1,0 +1,118 @@
+"""``voxwire transcribe -``: audio on stdin, raw (its format from ``--encoding`` and ``--rate``)
+or a WAV stream (its format from its header).
+
+Raw bytes say nothing of their format, and a guess is worse than an error: mu-law taken as
+16-bit PCM is noise that the model turns into words. So raw stdin needs ``--encoding`` and
+``--rate`` (``--channels`` defaults to 1). The first bytes are looked at before that: a WAV
+header gives the format (flags, if given, must agree with it); the header of another
+container (FLAC, Ogg, MP3, ...) is refused with a pointer to the FILE argument, where
+libsndfile reads it. Empty stdin is a session with no audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator
+
+from voxwire.cli.common import CliError
+from voxwire.cli.source import FRAME_MS, SAMPLE_BYTES, Source
+from voxwire.cli.stdin_stream import StdinStream
+from voxwire.cli.wav_header import WavFormat, is_wav, read_wav_header
+
+NAME = "stdin"
+SNIFF_BYTES = 12
+RAW_NEEDS = (
+    "raw audio on stdin needs its format: --encoding and --rate (for example --encoding mulaw "
+    "--rate 8000); a WAV stream on stdin needs neither"
+)
+
+
+async def open_stdin(args: argparse.Namespace) -> Source:
+    """Raises CliError (status 2: the format is missing, or not one stdin can carry)."""
+    stream = await StdinStream.open()
+    try:
+        fmt = await _format(stream, args)
+    except BaseException:
+        await stream.close()
+        raise
+    return Source(
+        name=NAME,
+        encoding=fmt.encoding,
+        rate=fmt.rate,
+        channels=fmt.channels,
+        seconds=None,
+        chunks=_chunks(stream, fmt),
+        close=stream.close,
+    )
+
+
+async def _format(stream: StdinStream, args: argparse.Namespace) -> WavFormat:
+    raw_flags = args.encoding is not None and args.rate is not None
+    if not raw_flags and stream.is_terminal:
+        raise CliError(RAW_NEEDS, status=2)  # rather than wait for typing to be sniffed
+    head = await stream.read_exactly(SNIFF_BYTES)
+    stream.unread(head)
+    if is_wav(head):
+        fmt = await read_wav_header(stream.read, stream.unread, f"{NAME} (WAV)")
+        _check_flags(fmt, args)
+        return fmt
+    container = _container(head)
+    if container is not None:
+        raise CliError(
+            f"{NAME} holds {container}: give it as a FILE argument (read with libsndfile); "
+            "stdin takes a WAV stream, or raw audio with --encoding and --rate",
+            status=2,
+        )
+    if not raw_flags:
+        raise CliError(RAW_NEEDS, status=2)
+    return WavFormat(args.encoding, args.rate, args.channels or 1, None)
+
+
+def _check_flags(fmt: WavFormat, args: argparse.Namespace) -> None:
+    given = {"--encoding": args.encoding, "--rate": args.rate, "--channels": args.channels}
+    header = {"--encoding": fmt.encoding, "--rate": fmt.rate, "--channels": fmt.channels}
+    for flag, value in given.items():
+        if value is not None and value != header[flag]:
+            raise CliError(
+                f"{NAME} is a WAV of {fmt.describe()}, but {flag} says {value}: leave the "
+                "format flags out for a WAV stream",
+                status=2,
+            )
+
+
+def _container(head: bytes) -> str | None:
+    """The audio container that ``head`` opens, if one (other than WAV) is recognised. Only
+    signatures that raw audio cannot plausibly start with: no bare MP3 frame sync (0xFFEx),
+    which is common in mu-law and PCM."""
+    if head[:4] in (b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        return "a big-endian or RF64 WAV"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "AIFF"
+    signatures = {b"fLaC": "FLAC", b"OggS": "Ogg", b"ID3": "MP3", b".snd": "Sun AU", b"caff": "CAF"}
+    for signature, container in signatures.items():
+        if head.startswith(signature):
+            return container
+    return None
+
+
+async def _chunks(stream: StdinStream, fmt: WavFormat) -> AsyncIterator[bytes]:
+    """At most ``FRAME_MS`` of audio per chunk, as soon as it is read (no waiting for a whole
+    frame: a live source is not delayed), always whole sample frames."""
+    width = SAMPLE_BYTES[fmt.encoding] * fmt.channels
+    step = fmt.rate * FRAME_MS // 1000 * width
+    left = fmt.data_bytes
+    pending = b""
+    while left is None or left > 0:
+        size = step - len(pending)  # pending is less than one sample frame
+        data = await stream.read(size if left is None else min(size, left))
+        if not data:
+            break
+        if left is not None:
+            left -= len(data)
+        pending += data
+        whole = len(pending) - len(pending) % width
+        if whole:
+            yield pending[:whole]
+            pending = pending[whole:]
+    if pending:
+        raise CliError(f"{NAME} ended inside a sample frame ({len(pending)} stray bytes)")

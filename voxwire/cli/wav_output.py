@@ -1,0 +1,81 @@
+"""The WAV file ``voxwire speak`` writes: opened before synthesis, written after it.
+
+Opening first makes a path that cannot be written (no such directory, a directory, /proc, no
+permission) fail at once, not after the synthesis it would throw away. The file is not
+truncated until the audio is there: a synthesis that fails leaves a file that existed as it
+was, and removes one it created. The file object is handed to ``wave``, which then never
+opens a file itself (a ``wave.open`` of a path that fails leaves a half-built writer whose
+``__del__`` prints "Exception ignored ... AttributeError" on Python 3.11). Blocking calls: the
+caller runs these before and after the event loop, not on it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import wave
+from pathlib import Path
+from typing import BinaryIO
+
+from voxwire.cli.common import CliError
+
+
+class WavOutput:
+    def __init__(self, path: Path, file: BinaryIO, created: bool) -> None:
+        self.path = path
+        self._file = file
+        self._created = created
+
+    @classmethod
+    def open(cls, path: Path) -> WavOutput:
+        """Raises CliError when ``path`` cannot be written."""
+        flags = os.O_WRONLY | os.O_CLOEXEC
+        try:
+            try:
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+                created = True
+            except FileExistsError:
+                fd = os.open(path, flags)  # no O_TRUNC: kept as it is until the audio comes
+                created = False
+        except OSError as exc:
+            raise CliError(cannot_write(path, exc)) from None
+        return cls(path, os.fdopen(fd, "wb"), created)
+
+    def write(self, pcm: bytes, rate: int) -> None:
+        """Write ``pcm`` (16-bit mono) as the file's whole content. Raises CliError."""
+        try:
+            if stat.S_ISREG(os.fstat(self._file.fileno()).st_mode):
+                self._file.truncate(0)  # not a pipe or a device such as /dev/null
+            with wave.open(self._file, "wb") as wav:  # wave leaves a file object open
+                wav.setnchannels(1)
+                wav.setsampwidth(2)
+                wav.setframerate(rate)
+                # The length is known: the header is right the first time, never patched by
+                # seeking back, so a pipe (-o /dev/stdout) works too.
+                wav.setnframes(len(pcm) // 2)
+                wav.writeframes(pcm)
+            self._file.close()
+        except OSError as exc:
+            self.discard()
+            raise CliError(cannot_write(self.path, exc)) from None
+
+    def discard(self) -> None:
+        """No audio to write: close, and remove the file if it was created here."""
+        try:
+            self._file.close()
+        except OSError:
+            pass  # a close that fails to flush: the file goes (or stays as it was) anyway
+        if self._created:
+            self.path.unlink(missing_ok=True)
+            self._created = False
+
+
+def cannot_write(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ENOENT and not path.parent.is_dir():
+        reason = f"no such directory: {path.parent}"
+    elif exc.errno == errno.EISDIR:
+        reason = "is a directory"
+    else:
+        reason = (exc.strerror or str(exc)).lower()
+    return f"{path}: cannot write: {reason}"
