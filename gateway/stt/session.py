@@ -378,7 +378,12 @@ class SttEdgeSession:
             )
             actions.to_client.append(Message(notice=notice))
         else:
-            actions.to_client.append(Message(started=resp.started))
+            # One session id for the client: the session's own (its ``session`` message and
+            # its ``summary`` carry it), not the upstream stream's, which a failover or a
+            # resume replaces.
+            started = Message(started=resp.started)
+            started.started.session_id = self.session_id
+            actions.to_client.append(started)
         self.state = State.STREAMING
         self._flush_window(actions)
         if self._closing_requested:

@@ -57,6 +57,9 @@ async def test_a_file_is_transcribed_through_the_gateway(edge: Edge):
     assert all("ack" in f for f in finals)
     session = messages[0]["session"]
     assert session["resumeToken"] and session["sessionId"]
+    # One id for the client: started and the summary name the session, not the upstream.
+    assert messages[1]["started"]["sessionId"] == session["sessionId"]
+    assert messages[-1]["summary"]["sessionId"] == session["sessionId"]
     timings = messages[-1]["summary"]["timings"]
     assert int(timings["computeUs"]) > 0 and int(timings["edgeConnectUs"]) > 0
 
