@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxwire.audio.codecs import float32_to_int16
-from voxwire.audio.formats import PCM_RATES
+from voxwire.audio.formats import carried_rate
 from voxwire.audio.resample import StreamResampler
 from voxwire.errors import InvalidAudio, MisalignedAudio
 
@@ -197,7 +197,7 @@ def decode_blocks(
         raise InvalidAudio(f"cannot decode the audio: {exc}") from None
     with sound:
         rate = sound.samplerate
-        out_rate = rate if rate in PCM_RATES else max(r for r in PCM_RATES if r <= 48000)
+        out_rate = carried_rate(rate)
         resampler = StreamResampler(rate, out_rate)
         fmt = DecodedFormat(out_rate, 1)
         try:

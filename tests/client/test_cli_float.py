@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import soxr
 
 from tests.client.cli_process import run_voxwire
 from tests.helpers.edge import Edge
@@ -52,3 +53,19 @@ async def test_a_float_wav_with_nan_or_inf_is_refused(edge: Edge, tmp_path: Path
     assert run.status == 1, run.err
     assert f"{path}: " in run.err and "NaN or infinity" in run.err and "1.00 s" in run.err
     assert "Traceback" not in run.err
+
+
+@pytest.mark.parametrize(("rate_out", "channels"), [(96_000, 2), (10_000, 1)])
+async def test_a_file_at_a_rate_the_contract_does_not_carry_is_resampled(
+    edge: Edge, tmp_path: Path, rate_out: int, channels: int
+):
+    # Sent at its own rate, a 96 kHz file was refused by the gateway (UNSUPPORTED_SAMPLE_RATE);
+    # it goes at 48 kHz now (10 kHz at 11.025 kHz), as the gateway's own uploads do.
+    samples, rate = soundfile.read(SPEECH_DIR / "pay_bill.wav", dtype="float32")
+    audio = soxr.resample(samples, rate, rate_out)
+    path = tmp_path / f"pay_bill_{rate_out}.wav"
+    soundfile.write(path, np.stack([audio] * channels, axis=1), rate_out, subtype="PCM_16")
+    run = await run_voxwire("transcribe", str(path), "--url", edge.ws, key=edge.key)
+    assert run.status == 0, run.err
+    heard = run.out.strip().split()
+    assert len(set(heard) & set(TRANSCRIPTS["pay_bill.wav"].split())) >= 4, run.out

@@ -24,6 +24,15 @@ def rates_for(encoding: Encoding) -> tuple[int, ...]:
     return G711_RATES if encoding in (Encoding.MULAW, Encoding.ALAW) else PCM_RATES
 
 
+def carried_rate(rate: int) -> int:
+    """The PCM rate audio recorded at ``rate`` Hz is sent at: its own when the contract carries
+    it, else the lowest carried rate above it (nothing of the signal is lost: 6 kHz goes as
+    8 kHz), else the highest (96 kHz goes as 48 kHz)."""
+    if rate in PCM_RATES:
+        return rate
+    return min((r for r in PCM_RATES if r > rate), default=max(PCM_RATES))
+
+
 def resolve_format(fmt: audio_pb2.AudioFormat, field: str, *, max_channels: int) -> PcmFormat:
     """The PcmFormat of a client's AudioFormat.
 

@@ -7,6 +7,8 @@ is off by default): a float WAV in [-1, 1] would come out as -1, 0 and 1, silenc
 holds every 16- and 24-bit sample exactly, and the scale is 2**15 both ways, so an integer file
 is sent sample for sample. NaN or infinity has no PCM value: the file is refused where one
 appears. More than two channels are mixed down to mono (in float, so nothing overflows).
+A rate the contract does not carry (96 kHz, 6 kHz) is resampled (soxr) to the one it is sent
+at (``voxwire.audio.formats.carried_rate``, the gateway's rule for uploads), in mono.
 """
 
 from __future__ import annotations
@@ -32,14 +34,17 @@ async def open_file(path: Path) -> Source:
     """The file's audio. Raises CliError for a file that is missing, a directory, unreadable
     or not audio libsndfile knows (before anything is sent), and for NaN or infinity in its
     samples (while they are read)."""
+    from voxwire.audio.formats import carried_rate
+
     handle = await asyncio.to_thread(_open, path)
-    reader = _Reader(path, handle)
+    rate = carried_rate(handle.samplerate)
+    reader = _Reader(path, handle, rate)
     seconds = handle.frames / handle.samplerate if handle.frames > 0 else None
     return Source(
         name=str(path),
         encoding="pcm_s16le",
-        rate=handle.samplerate,
-        channels=_sent_channels(handle.channels),
+        rate=rate,
+        channels=reader.channels,
         seconds=seconds,
         chunks=reader.chunks(),
         close=reader.close,
@@ -80,19 +85,26 @@ class _Reader:
     """Reads in a worker thread. A read and ``close`` never overlap (the lock): a cancelled
     session may close the file while a read it no longer waits for is still running."""
 
-    def __init__(self, path: Path, handle: soundfile.SoundFile) -> None:
+    def __init__(self, path: Path, handle: soundfile.SoundFile, rate: int) -> None:
+        from voxwire.audio.resample import StreamResampler
+
         self._path = path
         self._handle = handle
         self._lock = threading.Lock()
         self._closed = False
         self._position = 0  # frames read so far
+        self._rate = rate  # sent at
+        self._resampler = (
+            None if rate == handle.samplerate else StreamResampler(handle.samplerate, rate)
+        )
+        self.channels = 1 if self._resampler else _sent_channels(handle.channels)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        rate = self._handle.samplerate
-        step = rate * FRAME_MS // 1000 * 2 * _sent_channels(self._handle.channels)
+        step = self._rate * FRAME_MS // 1000 * 2 * self.channels
+        frames = self._handle.samplerate * READ_FRAMES_MS // 1000
         while True:
-            pcm = await asyncio.to_thread(self._read, rate * READ_FRAMES_MS // 1000)
-            if not pcm:
+            pcm = await asyncio.to_thread(self._read, frames)
+            if pcm is None:
                 return
             for pos in range(0, len(pcm), step):
                 yield pcm[pos : pos + step]
@@ -100,15 +112,20 @@ class _Reader:
     async def close(self) -> None:
         await asyncio.to_thread(self._close)
 
-    def _read(self, frames: int) -> bytes:
+    def _read(self, frames: int) -> bytes | None:
+        """The next samples to send (maybe none yet, while soxr fills); None at the end."""
         import numpy as np
 
         from voxwire.audio.codecs import float32_to_int16
 
         with self._lock:
             if self._closed:
-                return b""
+                return None
             data = self._handle.read(frames, dtype="float32", always_2d=True)
+        if not len(data):
+            if self._resampler is not None and not self._resampler.is_flushed:
+                return float32_to_int16(self._resampler.flush()).tobytes()  # its last samples
+            return None
         finite = np.isfinite(data).all(axis=1)
         if not finite.all():
             at = (self._position + int(np.argmin(finite))) / self._handle.samplerate
@@ -116,6 +133,9 @@ class _Reader:
                 f"{self._path}: NaN or infinity at {at:.2f} s: the file holds no audio there"
             )
         self._position += len(data)
+        if self._resampler is not None:
+            mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+            return float32_to_int16(self._resampler.process(mono)).tobytes()
         if data.shape[1] > 2:
             data = data.mean(axis=1, keepdims=True, dtype=np.float32)
         return float32_to_int16(data).tobytes()  # C order: samples interleaved by frame
