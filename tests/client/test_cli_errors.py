@@ -126,3 +126,27 @@ async def test_a_gateway_that_never_answers_is_given_up_on_after_connect_timeout
     assert "no gateway could be reached" in run.err and url in run.err
     assert "2 s" in run.err
     assert asyncio.get_running_loop().time() - began < 2.0 + 3.0
+
+
+async def test_a_reader_that_goes_away_is_not_an_error(edge: Edge):
+    # `voxwire transcribe --json | head -1` printed "error: BrokenPipeError: ..." when head
+    # left: the reader's choice, not a failure to report.
+    import os
+    import shlex
+
+    from tests.client.cli_process import VOXWIRE
+
+    command = shlex.join(
+        [VOXWIRE, "transcribe", str(SPEECH_DIR / "pay_bill.wav"), "--json", "--url", edge.ws]
+    )
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        f"{command} | head -1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "VOXWIRE_API_KEY": edge.key},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert len(out.decode().splitlines()) == 1, out
+    assert not err.strip(), err.decode()

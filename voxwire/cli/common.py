@@ -60,6 +60,13 @@ def api_key(args: argparse.Namespace, command: str) -> str | None:
 def fail(command: str, exc: BaseException) -> int:
     """Report an error on stderr; return the exit status (1, or a CliError's own). A voxwire
     error shows its stable reason; any other exception its class name."""
+    if isinstance(exc, BrokenPipeError):
+        # Whoever read our output has gone (``voxwire transcribe --json | head``): not an
+        # error to report. stdout goes to /dev/null so the interpreter's own flush at exit
+        # does not fail again (Python docs, signal module, "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     if isinstance(exc, CliError):
         print(f"voxwire {command}: error: {exc}", file=sys.stderr)
         return exc.status
