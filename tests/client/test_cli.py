@@ -104,6 +104,8 @@ async def test_speak_writes_a_wav_of_the_spoken_text(edge: Edge, tmp_path: Path)
         key=edge.key,
     )
     assert status == 0, err
+    # stderr is a pipe here: the word lines and the summary, no empty line from the spinner.
+    assert "" not in err.splitlines() and err.splitlines()[-1].startswith("wrote "), err
     with wave.open(str(out_path)) as wav:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
         samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")

@@ -98,7 +98,13 @@ async def _speak(args: argparse.Namespace, key: str, text: str) -> bytes:
         await context.append(text)
         await context.close()
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            transient=True,
+            # Off the terminal (a log, a pipe) a spinner has nothing to show, and rich would
+            # still leave its last line behind, empty.
+            disable=not console.is_terminal,
         ) as progress:
             task = progress.add_task("waiting for audio", total=None)
             async for event in context:
