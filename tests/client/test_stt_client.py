@@ -137,3 +137,22 @@ async def test_a_forged_resume_token_raises_resume_rejected_and_starts_nothing(e
         async with asyncio.timeout(10):
             await session._start()
     assert session.state.session_id == ""  # no fresh session was opened behind our back
+
+
+async def test_a_first_connect_that_reaches_no_gateway_says_so():
+    # The budget-spent error was worded for a resume ("no gateway took the session back")
+    # even when no session had ever come up.
+    import socket
+
+    from voxwire.client import Backoff
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))  # a port nobody listens on (bound, never listening)
+        url = f"ws://127.0.0.1:{held.getsockname()[1]}"
+        options = SessionOptions(backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=3))
+        with pytest.raises(errors.BackendUnavailable) as raised:
+            await asyncio.wait_for(
+                TranscriptionSession.connect([url], stt_config(), api_key="k", options=options),
+                10,
+            )
+    assert str(raised.value).startswith("no gateway could be reached"), raised.value

@@ -196,8 +196,14 @@ class ResumingLink(abc.ABC):
                         budget.reset()
                     wait = budget.next_delay(time.monotonic(), verdict.retry_after_s)
                     if wait is None:
+                        # A session that never came up was not "taken back": say what it was.
+                        what = (
+                            "no gateway took the session back"
+                            if self._first_up.done()
+                            else "no gateway could be reached"
+                        )
                         raise errors.BackendUnavailable(
-                            f"no gateway took the session back ({budget.attempt} attempts in "
+                            f"{what} ({budget.attempt} attempts in "
                             f"{time.monotonic() - self._lost_at:.1f} s; last: {self._cause})"
                         )
                     log.info("session lost (%s): reconnecting in %.3f s", self._cause, wait)
