@@ -43,6 +43,8 @@ class Verdict:
     failure: BaseException | None = None
     retry_after_s: float = 0.0
     hand_over: bool = False
+    # The server's error event that came before the end (reason: message), if one did.
+    error: str = ""
 
 
 class SessionClosed(Exception):
@@ -281,7 +283,10 @@ class ResumingLink(abc.ABC):
             self._cause = "going_away"
         elif not closed_by_us:
             self._cause = f"close {ws.close_code}"
-        return self._connection_lost(code)
+        lost = self._connection_lost(code)
+        if lost.error:
+            self._cause += f" after {lost.error}"  # "close 1013 after OVERLOADED: ..."
+        return lost
 
     async def _keepalive(self) -> None:
         period = self.options.keepalive_s

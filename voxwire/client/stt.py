@@ -242,6 +242,7 @@ class TranscriptionSession(ResumingLink):
             failure=outcome.failure,
             retry_after_s=outcome.retry_after_s,
             hand_over=outcome.hand_over,
+            error=f"{e.reason}: {e}" if (e := self.state.last_error) is not None else "",
         )
 
     def _finish(self, error: BaseException | None) -> None:

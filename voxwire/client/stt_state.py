@@ -137,6 +137,9 @@ class SttClientState:
         self._ends_seen = -1
         self._retry_after_s: float | None = None
         self._failure: errors.VoxwireError | None = None
+        # The error event of the current connection, if one came: why it ends (the link's
+        # "last" cause, when reconnecting gives out).
+        self.last_error: errors.VoxwireError | None = None
         self._hand_over = False
 
     def _go(self, event: str) -> None:
@@ -176,6 +179,7 @@ class SttClientState:
         """A connection opened: its first message (a new session, or the resume)."""
         self._go("connected")
         self._retry_after_s = None
+        self.last_error = None
         self._hand_over = False
         if not self.token:
             return Message(start=stt_pb2.SttStart(config=self.config))
@@ -325,6 +329,7 @@ class SttClientState:
 
     def _on_error(self, error: errors.VoxwireError) -> None:
         log.info("error event %s (retryable: %s): %s", error.reason, error.retryable, error)
+        self.last_error = error
         if resumable(error):
             delay = error.retry_delay.total_seconds() if error.retry_delay else 0.0
             self._retry_after_s = delay

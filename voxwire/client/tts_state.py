@@ -123,6 +123,9 @@ class SynthesisClientState:
         self._handles: dict[int, ClientContext] = {}
         self._retry_after_s: float | None = None
         self._failure: errors.VoxwireError | None = None
+        # The error event of the current connection, if one came: why it ends (the link's
+        # "last" cause, when reconnecting gives out).
+        self.last_error: errors.VoxwireError | None = None
         self._hand_over = False
 
     def _go(self, event: str) -> None:
@@ -136,6 +139,7 @@ class SynthesisClientState:
     def connected(self) -> Message:
         self._go("connected")
         self._retry_after_s = None
+        self.last_error = None
         self._hand_over = False
         self._handles.clear()
         start = tts_pb2.TtsStart()
@@ -213,6 +217,7 @@ class SynthesisClientState:
         elif kind == "error":
             error = errors.from_event(msg.error)
             log.info("error event %s (retryable: %s): %s", error.reason, error.retryable, error)
+            self.last_error = error
             if resumable(error):
                 delay = error.retry_delay.total_seconds() if error.retry_delay else 0.0
                 self._retry_after_s = delay
