@@ -23,6 +23,7 @@ from gateway.auth.authenticate import select_subprotocol
 from gateway.http import misc
 from gateway.http import stt as http_stt
 from gateway.http import tts as http_tts
+from gateway.http.common import error_response
 from gateway.metrics import close_code_label
 from gateway.sessions import Admission, stt_start, tts_start
 from gateway.state import GATEWAY, UPSTREAM_TRACE, Gateway, upstream_metadata
@@ -76,10 +77,37 @@ async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
 
 
+@web.middleware
+async def routing_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A path the gateway does not serve, or a method its path does not take, answered like
+    every other error (``{"error": <ErrorEvent>}`` with a stable reason), not aiohttp's
+    "404: Not Found" text."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        response = error_response(
+            errors.MethodNotAllowed(
+                f"{request.method} is not allowed on {request.path[:200]}; allowed: {allowed}"
+            )
+        )
+        response.headers["Allow"] = allowed
+        return response
+    except web.HTTPNotFound:
+        return error_response(
+            errors.UnknownEndpoint(
+                f"no endpoint {request.method} {request.path[:200]}; the HTTP endpoints are "
+                "described at /v1/openapi.json"
+            )
+        )
+
+
 def build_app(
     gateway: Gateway, *, extra: Callable[[web.Application], None] | None = None
 ) -> web.Application:
-    app = web.Application(client_max_size=gateway.config.max_upload_bytes, middlewares=[traced])
+    app = web.Application(
+        client_max_size=gateway.config.max_upload_bytes, middlewares=[routing_errors, traced]
+    )
     app[GATEWAY] = gateway
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

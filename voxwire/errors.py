@@ -14,6 +14,8 @@
     │   ├── TextTooLarge                INVALID_ARGUMENT     TEXT_TOO_LARGE          413   1009
     │   ├── BodyTooLarge                INVALID_ARGUMENT     BODY_TOO_LARGE          413   1009
     │   ├── UnsupportedMediaType        INVALID_ARGUMENT     UNSUPPORTED_MEDIA_TYPE  415   1003
+    │   ├── UnknownEndpoint             NOT_FOUND            UNKNOWN_ENDPOINT        404   1008
+    │   ├── MethodNotAllowed            UNIMPLEMENTED        METHOD_NOT_ALLOWED      405   1008
     │   ├── UnknownContext              NOT_FOUND            UNKNOWN_CONTEXT         404   1008
     │   ├── ContextNotOpen              FAILED_PRECONDITION  CONTEXT_NOT_OPEN        400   1008
     │   ├── ContextAlreadyOpen          ALREADY_EXISTS       CONTEXT_ALREADY_OPEN    409   1008
@@ -275,6 +277,22 @@ class UnsupportedMediaType(ClientError):
     reason = "UNSUPPORTED_MEDIA_TYPE"
     http_status = 415
     ws_close_code = 1003
+
+
+class UnknownEndpoint(ClientError):
+    """An HTTP request for a path the server does not serve."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "UNKNOWN_ENDPOINT"
+    http_status = 404
+
+
+class MethodNotAllowed(ClientError):
+    """An HTTP request with a method its path does not take (Allow names those it takes)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "METHOD_NOT_ALLOWED"
+    http_status = 405
 
 
 class UnknownContext(ClientError):

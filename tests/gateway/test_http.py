@@ -142,3 +142,15 @@ async def test_capabilities_openapi_and_metrics(edge: Edge):
             assert "voxwire_gateway_sessions_active" in await resp.text()
         async with http.get(f"{edge.server.url}/readyz") as resp:
             assert resp.status == 200
+
+
+async def test_a_wrong_path_or_method_gets_an_error_event_not_plain_text(edge: Edge):
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{edge.server.url}/v1/stt/", headers=edge.headers) as resp:
+            body = await resp.json()
+            assert (resp.status, body["error"]["reason"]) == (404, "UNKNOWN_ENDPOINT"), body
+            assert "/v1/openapi.json" in body["error"]["message"]
+        async with http.get(f"{edge.server.url}/v1/tts", headers=edge.headers) as resp:
+            body = await resp.json()
+            assert (resp.status, body["error"]["reason"]) == (405, "METHOD_NOT_ALLOWED"), body
+            assert "POST" in resp.headers["Allow"]

@@ -110,6 +110,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     key the server no longer has, or the acknowledged position is outside the resume window.
     Start a new session.
     """
+    ERROR_REASON_UNKNOWN_ENDPOINT: _ErrorReason.ValueType  # 32
+    """An HTTP request for a path the server does not serve. HTTP 404."""
+    ERROR_REASON_METHOD_NOT_ALLOWED: _ErrorReason.ValueType  # 33
+    """An HTTP request with a method its path does not take. HTTP 405, with Allow."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable reasons. Clients branch on these, never on message text. New values may be added."""
@@ -191,6 +195,10 @@ ERROR_REASON_RESUME_REJECTED: ErrorReason.ValueType  # 31
 key the server no longer has, or the acknowledged position is outside the resume window.
 Start a new session.
 """
+ERROR_REASON_UNKNOWN_ENDPOINT: ErrorReason.ValueType  # 32
+"""An HTTP request for a path the server does not serve. HTTP 404."""
+ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 33
+"""An HTTP request with a method its path does not take. HTTP 405, with Allow."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
