@@ -265,3 +265,24 @@ async def test_an_sdk_refused_until_its_budget_runs_out_says_why(front: Instrume
         with pytest.raises(errors.BackendUnavailable) as raised:
             await TranscriptionSession.connect(front.ws, stt_config(), api_key=key, options=options)
     assert "close 1013 after RATE_LIMITED: " in str(raised.value), raised.value
+
+
+async def test_a_refusal_reaches_a_client_that_writes_its_audio_at_once(front: InstrumentedEdge):
+    # The front read the first message and set its status while such a client was still
+    # writing: grpcio then reported INTERNAL "Internal error from Core" (grpc/grpc#36066), 10 of
+    # 10 times for a missing key. It reads on to the half-close (bounded) before the status.
+    def requests():
+        yield transcription_pb2.StreamingTranscribeRequest(config=stt_config())
+        for _ in range(20):
+            yield transcription_pb2.StreamingTranscribeRequest(audio=bytes(3200))
+
+    codes = []
+    async with grpc.aio.insecure_channel(front.grpc) as channel:
+        stub = transcription_pb2_grpc.TranscriptionStub(channel)
+        for _ in range(5):
+            call = stub.StreamingTranscribe(requests(), timeout=10)
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                async for _response in call:
+                    pass
+            codes.append(await call.code())
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 5, codes
