@@ -136,7 +136,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = results.build(merged, s.to_dict(), extra)
     write_outputs(result, out)
     print_summary(result, out)
+    if failed_outright(result):
+        return 1
     return 1 if extra and not extra["slo"]["passed"] else 0
+
+
+def failed_outright(result: dict[str, Any]) -> bool:
+    """A run in which sessions were tried and none succeeded measured nothing of the target
+    but its refusals: say why, and exit 1 (with or without an SLO)."""
+    s = result["sessions"]
+    if s["ok"] or not s["failed"]:
+        return False
+    top = sorted(result["errors"].items(), key=lambda kv: -kv[1])[:3]
+    why = ", ".join(f"{reason} x{count}" for reason, count in top) or "no status"
+    print(
+        f"error: every session failed ({s['failed']} of {s['total']}): {why}; "
+        "is the target up at that address, and the key right?",
+        file=sys.stderr,
+    )
+    return True
 
 
 def cmd_slo(args: argparse.Namespace) -> int:

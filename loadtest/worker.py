@@ -178,14 +178,20 @@ async def _slot(ctx: SessionContext, slot: int, t0: float, budget: list[int]) ->
     s = ctx.scenario
     rng = np.random.default_rng([s.limits.seed, slot, 1])
     due = t0 + float(rng.uniform(0.0, s.arrivals.stagger_s))
+    failures = 0
     for draw in session_draws(s, slot):
         if due >= t0 + s.limits.duration_s or budget[0] <= 0:
             return
         budget[0] -= 1
         await sleep_until(due)
+        ok_before = ctx.recorder.counters.get("sessions.ok", 0)
         await run_session(ctx, draw, due)
-        # Closed loop at the session level: the slot's next session starts when this one ends.
-        due = time.monotonic()
+        # Closed loop at the session level: the slot's next session starts when this one ends,
+        # unless it failed. Then the slot waits, 0.1 s doubling to 2 s (reset by a success):
+        # a target that refuses every session (nothing listening, a wrong key) was hit
+        # thousands of times a second, with the generator's core spent on it.
+        failures = 0 if ctx.recorder.counters.get("sessions.ok", 0) > ok_before else failures + 1
+        due = time.monotonic() + (min(2.0, 0.1 * 2 ** (failures - 1)) if failures else 0.0)
 
 
 async def _closed_loop(ctx: SessionContext, spec: WorkerSpec, t0: float) -> None:

@@ -177,3 +177,28 @@ async def test_lean_gateway_floor(lean_gateway_address: str, tmp_path: Path) -> 
     result = await _run(s, tmp_path)
     _paced(result)
     assert "triton" in result["stages"] and "edge-receive" not in result["stages"]
+
+
+async def test_a_target_that_refuses_every_session_fails_the_run_without_hammering_it(
+    tmp_path: Path,
+) -> None:
+    # Nothing listens on the port: every session fails. The closed loop started the next one
+    # at once (2,262 sessions in 3 s, a core spent), and the command exited 0.
+    import socket
+
+    from loadtest import cli
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        address = f"127.0.0.1:{held.getsockname()[1]}"
+        s = dataclasses.replace(
+            _scenario("grpc", address),
+            arrivals=ArrivalSpec(process="concurrency", sessions=4, stagger_s=0.1),
+            limits=Limits(duration_s=3.0, max_duration_s=30.0, workers=1, step_timeout_s=5.0),
+        )
+        merged = await runner.run_inline(s, tmp_path / s.name)
+    result = results.build(merged, s.to_dict())
+    assert result["sessions"]["ok"] == 0 and result["sessions"]["failed"] > 0
+    # 4 slots backing off from 0.1 s to 2 s over 3 s: a few sessions each, not thousands.
+    assert result["sessions"]["total"] <= 4 * 6, result["sessions"]
+    assert cli.failed_outright(result)
