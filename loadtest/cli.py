@@ -231,7 +231,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    result = json.loads(args.result.read_text())
+    try:
+        result = json.loads(args.result.read_text())
+    except FileNotFoundError:
+        raise scenario.ScenarioError(f"{args.result}: no such result file") from None
+    except (OSError, ValueError) as exc:
+        raise scenario.ScenarioError(f"{args.result}: not a result.json: {exc}") from None
     out = args.out or args.result.with_name("report.html")
     out.write_text(report.render(result))
     print(f"wrote {out}")
@@ -278,5 +283,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.exit(commands[args.command](args))
     except (scenario.ScenarioError, runner.RunError, MergeError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        # Plain print: rich wraps a long line (a path) at the terminal's width.
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -263,11 +263,20 @@ def parse_objective(text: str) -> Objective:
 
 def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Scenario:
     """Read a scenario file (or the defaults), apply ``{"section.key": value}`` overrides,
-    validate. Raises ScenarioError (and OSError for an unreadable file)."""
+    validate. Raises ScenarioError, for an unreadable or malformed file too."""
     data: dict[str, Any] = {}
     base = Path.cwd()
     if path is not None:
-        data = tomllib.loads(path.read_text())
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ScenarioError(f"{path}: no such scenario file") from None
+        except IsADirectoryError:
+            raise ScenarioError(f"{path}: is a directory, not a scenario file") from None
+        except OSError as exc:
+            raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
         base = path.resolve().parent
     for dotted, value in (overrides or {}).items():
         if value is None:
@@ -277,7 +286,12 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Scenario
         for part in parents:
             node = node.setdefault(part, {})
         node[key] = str(value) if isinstance(value, Path) else value
-    return _build(data, base)
+    try:
+        return _build(data, base)
+    except ScenarioError:
+        raise
+    except (ValueError, TypeError) as exc:  # a value of the wrong type (stt_share = "x")
+        raise ScenarioError(f"{path or 'the scenario'}: {exc}") from None
 
 
 def validate(s: Scenario) -> None:
@@ -308,6 +322,7 @@ def validate(s: Scenario) -> None:
         (s.search.over in ("rate", "concurrency"), "search.over: rate or concurrency"),
         (0 < s.search.low < s.search.high, "search: 0 < low < high"),
         (s.search.repeats >= 1 and s.search.tolerance > 0, "search: repeats >= 1, tolerance > 0"),
+        (s.search.trial_s > 0, "search.trial_s (--trial) must be more than 0"),
     ]
     for ok, message in checks:
         if not ok:

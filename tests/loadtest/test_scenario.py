@@ -73,3 +73,26 @@ def test_search_flags_override_the_scenarios_search() -> None:
         8,
     )
     assert search.over == "concurrency"  # what the file says, untouched
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "needle"),
+    [
+        (None, ["run", "{path}"], "no such scenario file"),
+        ("name = \n", ["run", "{path}"], "not valid TOML"),
+        ('stt_share = "x"\n', ["run", "{path}"], "could not convert"),
+        (None, ["report", "{path}"], "no such result file"),
+        ("", ["slo", "{path}", "--trial", "-1"], "search.trial_s"),
+    ],
+)
+def test_a_users_mistake_is_one_line_and_exit_2(tmp_path, capsys, content, args, needle):
+    # Each of these printed a Python traceback (exit 1), or failed only inside a worker.
+    from loadtest import cli
+
+    path = tmp_path / "scenario.toml"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit) as exited:
+        cli.main([a.format(path=path) for a in args])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and needle in err and "Traceback" not in err, err
