@@ -111,15 +111,30 @@ async def test_cli_exit_status_json_and_known_failing(example_process, tmp_path)
     assert json.loads(report.read_text())["cases"][0]["result"] == "unexpected-pass"
 
 
-def test_cli_fails_when_the_target_does_not_answer(capsys):
-    # Nothing listens there: GetCapabilities fails, so no stream case can run: exit 1.
+def test_cli_says_once_when_no_server_answers(capsys):
+    # Nothing listens there. It printed 90 failures of "no model to run on" and exit 1, as a
+    # server that does not conform would get: now one line on stderr and exit 2.
     code = main(["--target", "127.0.0.1:1", "--cases", "stt.config.required", "--deadline", "20"])
-    assert code == 1
-    assert "GetCapabilities failed" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert code == 2 and not out
+    assert "cannot check 127.0.0.1:1: GetCapabilities failed: UNAVAILABLE" in err
+
+
+def test_cli_refuses_cases_that_match_nothing(capsys):
+    # A typo in --cases ran nothing and said "conforms", exit 0.
+    assert main(["--target", "127.0.0.1:1", "--cases", "nomatch.*"]) == 2
+    assert "no case matches --cases nomatch.*" in capsys.readouterr().err
+
+
+async def test_cli_refuses_models_the_server_does_not_serve(example_process):
+    # --models naming no model of the server skipped every case that needs one, "conforms".
+    code, out = await _kit("--target", example_process, "--models", "nosuchmodel")
+    assert code == 2, out
+    assert "--models names what" in out and "nosuchmodel" in out and "toy_beep" in out
 
 
 def test_cli_refuses_a_bad_case_file(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[case]]\nid = "x"\npromise = "p"\nsection = "s"\nservice = "nope"\n')
     assert main(["--list", "--case-file", str(bad)]) == 2
-    assert "service must be one of" in capsys.readouterr().out
+    assert "service must be one of" in capsys.readouterr().err

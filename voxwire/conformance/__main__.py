@@ -17,7 +17,7 @@ from rich.console import Console
 from voxwire.call_headers import parse_header
 from voxwire.conformance.casefile import CaseFileError
 from voxwire.conformance.report import print_report, write_json
-from voxwire.conformance.runner import Options, load_cases, read_case_list, run_kit
+from voxwire.conformance.runner import SKIP, Options, load_cases, read_case_list, run_kit
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,24 +51,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
+    errors = Console(stderr=True, soft_wrap=True)  # one line each, whatever the width
     try:
         cases = load_cases(args.case_file, args.cases)
         known = read_case_list(args.known_failing) if args.known_failing else ()
         flaky = read_case_list(args.known_flaky) if args.known_flaky else ()
     except (CaseFileError, OSError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        errors.print(f"[red]{exc}[/red]")
+        return 2
+    if not cases:
+        # A typo in a CI job's --cases must not pass as "conforms".
+        errors.print(f"[red]no case matches --cases {' '.join(args.cases)}[/red]")
         return 2
     if args.list:
         for case in cases:
             console.print(f"{case.id:48} {case.section:28} {case.promise}", highlight=False)
         return 0
     if not args.target:
-        console.print("[red]--target host:port is required[/red]")
+        errors.print("[red]--target host:port is required[/red]")
         return 2
     try:
         extra = tuple(parse_header(h) for h in args.header)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
+        errors.print(f"[red]{exc}[/red]")
         return 2
     options = Options(
         target=args.target,
@@ -83,10 +88,40 @@ def main(argv: list[str] | None = None) -> int:
         case_timeout_s=args.timeout,
     )
     report = asyncio.run(run_kit(options, cases))
-    print_report(report, console)
+    unusable = report.catalog_error.split(":", 1)[0] in _UNUSABLE
+    if not unusable:
+        print_report(report, console)
     if args.json:
         write_json(report, args.json)
+    if unusable:
+        # Not a verdict on a server: there is none to judge at that address (exit 2, not 1).
+        errors.print(
+            f"[red]cannot check {args.target}: GetCapabilities failed: {report.catalog_error}"
+            " (is a voxwire.v1 server listening there?)[/red]",
+            highlight=False,
+        )
+        return 2
+    unknown = [m for m in options.models if m not in report.models]
+    if unknown:
+        # A typo here skipped every case that needs a model and still "conformed".
+        errors.print(
+            f"[red]--models names what {args.target} does not serve: {', '.join(unknown)} "
+            f"(it serves {', '.join(report.models) or 'no model'})[/red]",
+            highlight=False,
+        )
+        return 2
+    checked = sum(1 for r in report.results if r.result not in (SKIP,))
+    if not checked:
+        errors.print(
+            f"[red]nothing was checked: every selected case was skipped "
+            f"({len(report.results)}; see the table for why)[/red]"
+        )
+        return 2
     return 0 if report.ok else 1
+
+
+# GetCapabilities failing so: nothing that speaks voxwire.v1 answers at the target.
+_UNUSABLE = frozenset({"UNAVAILABLE", "UNIMPLEMENTED", "DEADLINE_EXCEEDED"})
 
 
 if __name__ == "__main__":

@@ -80,6 +80,9 @@ class Report:
     duration_s: float = 0.0
     models: list[str] = field(default_factory=list)
     results: list[CaseResult] = field(default_factory=list)
+    # Why GetCapabilities failed, when it did ("UNAVAILABLE: ..."): every case then fails on
+    # it, and the command line says it once.
+    catalog_error: str = ""
 
     @property
     def ok(self) -> bool:
@@ -119,7 +122,7 @@ async def run_kit(options: Options, cases: Sequence[Case] | None = None) -> Repo
         options.target, datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     )
     async with call_headers.channel(options.target, options.headers) as channel:
-        catalog = await _catalog(channel, options)
+        catalog = await _catalog(channel, options, report)
         if catalog is not None:
             report.models = [m.name for m in catalog.caps.models]
         run = _Run(options, channel, catalog)
@@ -143,13 +146,16 @@ async def run_kit(options: Options, cases: Sequence[Case] | None = None) -> Repo
     return report
 
 
-async def _catalog(channel: grpc.aio.Channel, options: Options) -> ServerCatalog | None:
+async def _catalog(
+    channel: grpc.aio.Channel, options: Options, report: Report
+) -> ServerCatalog | None:
     stub = capabilities_pb2_grpc.CapabilitiesStub(channel)
     try:
         caps = await stub.GetCapabilities(
             capabilities_pb2.GetCapabilitiesRequest(), timeout=UNARY_TIMEOUT_S
         )
-    except grpc.aio.AioRpcError:
+    except grpc.aio.AioRpcError as exc:
+        report.catalog_error = f"{exc.code().name}: {exc.details()}"
         return None
     return ServerCatalog(caps, options.models)
 
