@@ -89,6 +89,7 @@ def load_scenario(args: argparse.Namespace) -> scenario.Scenario:
     if args.slo:
         objectives = tuple(scenario.parse_objective(o) for o in args.slo)
         s = dataclasses.replace(s, slo=dataclasses.replace(s.slo, objectives=objectives))
+        scenario.validate(s)  # here, not first in a worker
     return s
 
 

@@ -323,6 +323,15 @@ def validate(s: Scenario) -> None:
         (0 < s.search.low < s.search.high, "search: 0 < low < high"),
         (s.search.repeats >= 1 and s.search.tolerance > 0, "search: repeats >= 1, tolerance > 0"),
         (s.search.trial_s > 0, "search.trial_s (--trial) must be more than 0"),
+        (
+            all(0 < o.percentile <= 100 for o in s.slo.objectives),
+            "an SLO objective's percentile must be more than 0 and at most 100",
+        ),
+        (
+            arr.process != "concurrency" or arr.sessions <= lim.max_streams,
+            f"arrivals.sessions ({arr.sessions}, --concurrency) exceeds limits.max_streams "
+            f"({lim.max_streams}, --max-streams): the extra slots would never run",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -83,6 +83,8 @@ def test_search_flags_override_the_scenarios_search() -> None:
         ('stt_share = "x"\n', ["run", "{path}"], "could not convert"),
         (None, ["report", "{path}"], "no such result file"),
         ("", ["slo", "{path}", "--trial", "-1"], "search.trial_s"),
+        ("", ["run", "{path}", "--slo", "stt.final:p150<=300"], "percentile"),
+        ("", ["run", "{path}", "--concurrency", "5", "--max-streams", "2"], "max_streams"),
     ],
 )
 def test_a_users_mistake_is_one_line_and_exit_2(tmp_path, capsys, content, args, needle):
