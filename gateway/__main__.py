@@ -10,14 +10,24 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from pathlib import Path
 
-from gateway.config import GatewayConfig
+from gateway.auth.keys_file import KeysFileError
+from gateway.config import ConfigError, GatewayConfig
 from gateway.server import GatewayServer
 from voxwire.gc_policy import settle_after_startup
 
+# The exit status of a configuration that cannot be used (argparse's, for a bad command line).
+CONFIG_ERROR = 2
+
 
 def parse_args(argv: list[str] | None = None) -> GatewayConfig:
+    """The configuration from the command line and its --config file.
+
+    Raises:
+        ConfigError: the file cannot be used, a value is invalid, or [auth] is missing.
+    """
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     parser.add_argument("--config", type=Path, help="TOML file with GatewayConfig keys")
     parser.add_argument("--listen", help="host:port for WebSocket/HTTP (default 127.0.0.1:8080)")
@@ -46,7 +56,17 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = GatewayConfig.from_toml(args.config) if args.config else GatewayConfig()
+    if args.config is None:
+        raise ConfigError(
+            "no --config: the gateway needs a TOML file with an [auth] table (keys_file, "
+            "token_signing_keys, token_current_kid; see gateway/auth/config.py)"
+        )
+    config = GatewayConfig.from_toml(args.config)
+    if config.auth is None:
+        raise ConfigError(
+            f"{args.config}: [auth]: missing (keys_file, token_signing_keys, token_current_kid; "
+            "see gateway/auth/config.py)"
+        )
     return config.with_overrides(
         listen=args.listen,
         adapters=tuple(args.adapters) if args.adapters else None,
@@ -80,7 +100,21 @@ async def serve(config: GatewayConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_args(argv)
+    """Run the gateway until SIGTERM / SIGINT. A configuration that cannot be used (the file,
+    a value, the keys file it names) exits with status 2 and one line on stderr, no traceback:
+    an operator fixes the file, there is no bug to debug."""
+    try:
+        config = parse_args(argv)
+        _run(config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(CONFIG_ERROR)
+    except KeysFileError as exc:  # loaded at start: missing, unreadable or invalid
+        print(f"[auth] keys_file: {exc}", file=sys.stderr)
+        sys.exit(CONFIG_ERROR)
+
+
+def _run(config: GatewayConfig) -> None:
     try:
         import uvloop
     except ImportError:

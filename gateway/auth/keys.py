@@ -258,9 +258,14 @@ def create_key(
     entry. Only the hash is written.
 
     Raises:
-        ValueError: a limit that is not a positive integer, or an invalid origin.
-        KeysFileError: the file cannot be read or written, or holds an invalid entry.
+        ValueError: an empty name, a limit that is not a positive integer, or an invalid
+            origin.
+        KeysFileError: the path is a directory, the file cannot be read or written, or holds
+            an invalid entry.
     """
+    if not name.strip():
+        # The name is all that tells keys apart in `voxwire keys list`.
+        raise ValueError("a key needs a name (what it is for), not an empty one")
     entry: dict[str, Any] = {
         "hash": "",  # first in the table; set below, once the id is drawn under the lock
         "name": name,
@@ -276,6 +281,7 @@ def create_key(
                 raise ValueError(f"{field} must be a positive integer, not {value}")
             entry[field] = value
     entry["allowed_origins"] = list(normalize_allowed(allowed_origins))
+    _check_file_path(path)
     with keys_file.locked(path):
         document = _read_for_update(path)
         keys = document.setdefault("keys", {})
@@ -290,19 +296,36 @@ def create_key(
 def revoke_key(path: Path, key_id: str) -> tuple[ApiKey, bool]:
     """Mark a key revoked; return its entry and whether it was not revoked before.
 
+    ``key_id`` may also be the whole key (``vx_<id>_<secret>``): its id is taken. The id alone
+    names the entry, so the secret is not checked.
+
     Raises:
-        KeysFileError: no such key id, or the file cannot be read or written.
+        KeysFileError: no such key id, the path is a directory, or the file cannot be read or
+            written.
     """
+    whole = _KEY.fullmatch(key_id)
+    if whole is not None:
+        key_id = whole.group(1)
+    _check_file_path(path)
     with keys_file.locked(path):
         document = _read_for_update(path)
         entry = document.get("keys", {}).get(key_id)
         if entry is None:
-            raise KeysFileError(f"no key {key_id!r} in {path}")
+            raise KeysFileError(
+                f"no key {key_id!r} in {path} (give the key id that `voxwire keys list` shows)"
+            )
         before = _parse_entry(key_id, entry)
         if not before.revoked:
             entry["revoked"] = True
             keys_file.write_document(path, document)
     return _parse_entry(key_id, entry), not before.revoked
+
+
+def _check_file_path(path: Path) -> None:
+    """Refuse a directory before taking the lock: the lock is a sibling ``<path>.lock``, which
+    would otherwise be left next to a directory that can never be a keys file."""
+    if path.is_dir():
+        raise KeysFileError(f"keys file {path}: is a directory, not a file")
 
 
 def _read_for_update(path: Path) -> dict[str, Any]:

@@ -25,7 +25,9 @@ def add_parser(subparsers: Any) -> None:
     file_help = f"the keys file (default: ${ENV_KEYS_FILE}, else ./voxwire-keys.toml)"
 
     create = commands.add_parser("create", help="create a key and print it (once)")
-    create.add_argument("--name", required=True, help="what the key is for (shown by list)")
+    create.add_argument(
+        "--name", required=True, type=_name, help="what the key is for (shown by list)"
+    )
     create.add_argument("--file", type=Path, help=file_help)
     create.add_argument(
         "--max-concurrent",
@@ -57,7 +59,9 @@ def add_parser(subparsers: Any) -> None:
     revoke = commands.add_parser(
         "revoke", help="revoke a key (the gateway refuses it at its next reload)"
     )
-    revoke.add_argument("key_id", metavar="ID", help="the key id (vx_<ID>_...)")
+    revoke.add_argument(
+        "key_id", metavar="ID", help="the key id (vx_<ID>_...; the whole key works too)"
+    )
     revoke.add_argument("--file", type=Path, help=file_help)
     revoke.set_defaults(run=_revoke)
 
@@ -139,6 +143,14 @@ def _keys_file(args: argparse.Namespace) -> Path:
     from gateway.auth.config import DEFAULT_KEYS_FILE
 
     return Path(os.environ.get(ENV_KEYS_FILE) or DEFAULT_KEYS_FILE)
+
+
+def _name(text: str) -> str:
+    # The name is all that tells keys apart in `list`; an empty one is a slip (an unset
+    # shell variable, say).
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _positive(text: str) -> int:

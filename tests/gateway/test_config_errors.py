@@ -1,0 +1,154 @@
+"""A gateway configuration that cannot be used stops ``voxwire gateway`` (and ``python -m
+gateway``) at once: status 2, one line on stderr naming the file, the key and what is wrong,
+no traceback. Every value is checked at load time against its field's type and range, so that
+nothing invalid starts and breaks later (a drain with ``drain_grace_seconds = "soon"``). A valid
+file still starts a gateway that serves and drains."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tomllib
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import tomli_w
+
+from gateway.config import GatewayConfig
+from inference_adapter.server import AdapterServer
+from tests.helpers.edge import Edge
+from tests.helpers.gateway_process import start_gateway, write_config
+
+VOXWIRE = str(Path(sys.executable).with_name("voxwire"))
+SECRET = "hex:" + "ab" * 32
+# A valid [auth] table (its keys file is absent: the configuration fails before it is read).
+AUTH = (
+    '[auth]\nkeys_file = "keys.toml"\ntoken_current_kid = "a"\n'
+    f'token_signing_keys = {{ a = "{SECRET}" }}\n'
+)
+
+
+def run_gateway(
+    *args: str, cwd: Path, command: tuple[str, ...] = (VOXWIRE, "gateway")
+) -> subprocess.CompletedProcess[str]:
+    # A bounded run: a configuration error must stop the process before it waits for anything.
+    return subprocess.run(
+        [*command, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def assert_config_error(run: subprocess.CompletedProcess[str], *named: str) -> None:
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    for part in named:
+        assert part in lines[0], run.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ("nope = 1\n" + AUTH, ("unknown key", "nope")),
+        ("[stt]\nmax_frame = 1\n" + AUTH, ("unknown key", "[stt] max_frame")),
+        ("listen = [\n" + AUTH, ("not valid TOML", "line 2")),
+        ("stt = 5\n" + AUTH, ("stt: must be a table", "5")),
+        ("listen = 5\n" + AUTH, ("listen: must be a string", "5")),
+        ('listen = "8080"\n' + AUTH, ("listen: must be host:port",)),
+        ("adapters = []\n" + AUTH, ("adapters: must not be empty",)),
+        ('telemetry = "loud"\n' + AUTH, ("telemetry:", "loud")),
+        ('drain_grace_seconds = "soon"\n' + AUTH, ("drain_grace_seconds:", "'soon'")),
+        ("reuse_port = 1\n" + AUTH, ("reuse_port: must be true or false",)),
+        ("[stt]\nmax_frame_bytes = -5\n" + AUTH, ("[stt] max_frame_bytes: must be a positive",)),
+        ("[tts]\nmax_contexts = 0\n" + AUTH, ("[tts] max_contexts: must be a positive",)),
+        ("[tts]\nmax_words = 1.5\n" + AUTH, ("[tts] max_words: must be a positive integer",)),
+        ("[runner]\nwrite_timeout_s = nan\n" + AUTH, ("[runner] write_timeout_s:", "nan")),
+        ("[runner]\nclose_flush_s = -1\n" + AUTH, ("[runner] close_flush_s: must be a non-neg",)),
+        ("hard_max_message_bytes = 0\n", ("hard_max_message_bytes: must be a positive",)),
+        (AUTH + "browser_token_ttl_s = 'x'\n", ("[auth] browser_token_ttl_s:", "'x'")),
+        (AUTH.replace('"keys.toml"', "5"), ("[auth] keys_file: must be a string",)),
+        (AUTH.replace('current_kid = "a"', 'current_kid = "b"'), ("auth.token_current_kid",)),
+        ("auth = 5\n", ("auth: must be a table",)),
+        ('listen = "127.0.0.1:0"\n', ("[auth]", "missing")),
+    ],
+)
+def test_an_invalid_config_is_one_line_naming_file_and_key(
+    tmp_path: Path, body: str, named: tuple[str, ...]
+):
+    (tmp_path / "gateway.toml").write_text(body)
+    run = run_gateway("--config", "gateway.toml", cwd=tmp_path)
+    assert_config_error(run, "gateway.toml: ", *named)
+
+
+def test_python_m_gateway_reports_the_same_way(tmp_path: Path):
+    (tmp_path / "gateway.toml").write_text("[stt]\nmax_frame_bytes = -5\n" + AUTH)
+    run = run_gateway(
+        "--config", "gateway.toml", cwd=tmp_path, command=(sys.executable, "-m", "gateway")
+    )
+    assert_config_error(run, "gateway.toml: [stt] max_frame_bytes: must be a positive", "-5")
+
+
+def test_a_missing_config_file_is_named(tmp_path: Path):
+    run = run_gateway("--config", "absent.toml", cwd=tmp_path)
+    assert_config_error(run, "absent.toml", "cannot read")
+
+
+def test_no_config_at_all_asks_for_one(tmp_path: Path):
+    # The README's bare `voxwire gateway`: without [auth] the gateway cannot authenticate.
+    assert_config_error(run_gateway(cwd=tmp_path), "--config", "[auth]")
+
+
+def test_a_missing_keys_file_is_named(tmp_path: Path):
+    (tmp_path / "gateway.toml").write_text(AUTH)
+    run = run_gateway("--config", "gateway.toml", cwd=tmp_path)
+    assert_config_error(run, "[auth] keys_file", "keys.toml")
+
+
+def test_an_invalid_flag_value_is_named(tmp_path: Path):
+    (tmp_path / "gateway.toml").write_text(AUTH)
+    run = run_gateway("--config", "gateway.toml", "--drain-grace-seconds", "-1", cwd=tmp_path)
+    assert_config_error(run, "drain_grace_seconds: must be a non-negative number")
+
+
+def _defaults_as_toml(instance: Any) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for f in fields(instance):
+        value = getattr(instance, f.name)
+        if is_dataclass(value):
+            table[f.name] = _defaults_as_toml(value)
+        elif value is not None:
+            table[f.name] = list(value) if isinstance(value, tuple) else value
+    return table
+
+
+def test_every_default_passes_its_own_checks():
+    # The range rules must admit every default: the checks cover every field of every table.
+    text = tomli_w.dumps(_defaults_as_toml(GatewayConfig()))
+    assert GatewayConfig.from_mapping(tomllib.loads(text)) == GatewayConfig()
+
+
+async def test_a_valid_config_starts_serves_and_drains(
+    edge: Edge, edge_adapter: AdapterServer, tmp_path: Path
+):
+    # Integers for float fields and the zeros that have a meaning are valid.
+    tables = {
+        "ping_interval_seconds": 15,
+        "stt": {"max_failovers": 0, "idle_timeout_s": 20, "force_final_margin_ms": 0},
+        "tts": {"lead_ms": 0, "read_ahead_bytes": 0},
+        "runner": {"close_flush_s": 0},
+    }
+    config = write_config(
+        tmp_path / "gw.toml", edge, edge_adapter.address, drain_grace_s=1, tables=tables
+    )
+    process = await start_gateway(config, tmp_path / "gw.log", command=(VOXWIRE, "gateway"))
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{process.http}/readyz") as ready:
+            assert ready.status == 200
+        process.signal(signal.SIGTERM)
+        assert await process.wait(10.0) == 0, process.log()
+    finally:
+        await process.stop()
