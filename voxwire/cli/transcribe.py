@@ -8,9 +8,10 @@ line. ``--json`` prints every event as one JSON object per line, in the wire's s
 (``{"result": {...}}``, ``{"summary": {...}}``; the SDK's own ``{"resumed": {...}}``).
 
 Files are read with libsndfile (the soundfile wheel) in a worker thread, a block at a time, and
-sent as 16-bit PCM at their own rate (float files scaled, more than two channels mixed down to
-mono). Raw stdin needs its format: ``--encoding`` and ``--rate``; a WAV stream on stdin brings
-its own (16-bit PCM, 32-bit float, mu-law or A-law). stdin may be a pipe, a file or /dev/null.
+sent as 16-bit PCM at their own rate, or resampled to one the contract carries (float files
+scaled, more than two channels mixed down to mono). Raw stdin needs its format: ``--encoding``
+and ``--rate``; a WAV stream on stdin brings its own (16-bit PCM, 32-bit float, mu-law or
+A-law). stdin may be a pipe, a file or /dev/null.
 
 A first connect that reaches no gateway is given up on after ``--connect-timeout`` seconds
 (default 10; refused connections within 6 s). Errors are one line on stderr: exit
