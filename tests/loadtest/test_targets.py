@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,17 @@ async def test_a_target_that_refuses_every_session_fails_the_run_without_hammeri
     # 4 slots backing off from 0.1 s to 2 s over 3 s: a few sessions each, not thousands.
     assert result["sessions"]["total"] <= 4 * 6, result["sessions"]
     assert cli.failed_outright(result)
+
+
+async def test_a_slot_starts_no_session_that_would_run_past_the_duration(
+    echo_address: str, tmp_path: Path
+) -> None:
+    # 1.5 s sessions in a 2 s run: a slot's second session (from 1.5 s) would run alone to
+    # 3 s, outside the measured window. The README's 20 s run took 45 s that way.
+    s = _scenario("echo", echo_address)
+    began = time.monotonic()
+    merged = await runner.run_inline(s, tmp_path / s.name)
+    elapsed = time.monotonic() - began
+    result = results.build(merged, s.to_dict())
+    assert result["sessions"]["total"] == result["sessions"]["ok"] == 3, result["sessions"]
+    assert elapsed < 2.0 + 1.5, elapsed  # before: about 3 s of sessions, plus the set-up
