@@ -72,8 +72,12 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         # A failover's new call skips the adapters its context failed on, read from the call
         # it replaces before that call is stopped. (The session gives the reopened context a
         # new key, so nothing is kept per key: a session opening contexts for hours holds no
-        # entry for each one.)
-        failed = {o.key: self._failed_on(o.replaces) for o in actions.open_upstream if o.failover}
+        # entry for each one.) Built only when something opens: this runs for every chunk.
+        failed = (
+            {o.key: self._failed_on(o.replaces) for o in actions.open_upstream if o.failover}
+            if actions.open_upstream
+            else {}
+        )
         for key in actions.cancel_upstream:
             self._stop(key)
         for item in actions.to_client:
