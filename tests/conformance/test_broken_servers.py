@@ -5,7 +5,8 @@ variant can affect: ``Variant.scope``)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import weakref
+from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
@@ -119,3 +120,70 @@ async def test_slow_consumer_passes_only_where_write_timeout_is_enforced():
         _slow_consumer_result(True), _slow_consumer_result(False)
     )
     assert (enforced, claimed) == (PASS, FAIL)
+
+
+# -- capacity: a case that holds a model's whole capacity (Case.holds) is never failed by a
+# server that is merely full. The example admits any number of contexts; these hold as many
+# across the server as one stream may open, as tts_espeak does behind the adapter.
+
+
+class _Crowded(ex.SynthesisStream):
+    """Refuses an open OVERLOADED while the server's streams hold ``room`` contexts."""
+
+    live: ClassVar[weakref.WeakSet[_Crowded]]
+    room: ClassVar[int]
+
+    def __init__(self, voice: ex.ToneVoice) -> None:
+        super().__init__(voice)
+        self.live.add(self)
+
+    def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
+        if sum(len(s.contexts) for s in self.live) >= self.room:
+            raise errors.Overloaded(f"the server holds {self.room} contexts")
+        return super().open(cid, config)
+
+
+def _crowded(room: int) -> type[_Crowded]:
+    return type("Crowded", (_Crowded,), {"live": weakref.WeakSet(), "room": room})
+
+
+def _admits(max_streams: int) -> capabilities_pb2.GetCapabilitiesResponse:
+    caps = ex.Capabilities(IDLE_S).response
+    caps.models[1].capacity.max_streams = max_streams
+    return caps
+
+
+async def _capacity_run(
+    session: type[ex.SynthesisStream], admits: int, patterns: list[str]
+) -> dict[str, tuple[str, str]]:
+    variant = Variant(
+        "capacity", "", frozenset(), session=session, capabilities=lambda: _admits(admits)
+    )
+    server, port = await serve(variant)
+    try:
+        cases = select(load_cases(), patterns)
+        report = await run_kit(Options(target=f"127.0.0.1:{port}", settle_s=1.5), cases)
+    finally:
+        await server.stop(0.2)
+    return {r.case.id: (r.result, r.evidence) for r in report.results}
+
+
+async def test_a_case_holding_the_whole_capacity_runs_alone_and_a_full_server_is_inconclusive():
+    limit = ex.LIMITS.max_contexts_per_stream
+    too_many = "tts.limits.too-many-contexts"
+    # A case that sits out the idle timeout holds a context for 3 s: run beside it, the case
+    # that needs every context would meet OVERLOADED.
+    beside, full, small = await asyncio.gather(
+        _capacity_run(_crowded(limit), 0, [too_many, "tts.limits.keep-alive-resets-idle"]),
+        _capacity_run(_crowded(limit - 1), 0, [too_many]),
+        _capacity_run(ex.SynthesisStream, limit - 1, [too_many]),
+    )
+    assert beside == {
+        too_many: (PASS, beside[too_many][1]),
+        "tts.limits.keep-alive-resets-idle": (PASS, beside["tts.limits.keep-alive-resets-idle"][1]),
+    }, beside
+    result, evidence = full[too_many]
+    assert result == SKIP and evidence.startswith("inconclusive: the server answered OVERLOADED")
+    assert f"context 'c{limit}'" in evidence
+    result, evidence = small[too_many]
+    assert result == SKIP and f"the server admits {limit - 1}" in evidence, evidence

@@ -77,6 +77,7 @@ _CASE_KEYS = frozenset(
         "expect",
         "half_close",
         "when",
+        "holds",
     }
 )
 _EXPECT_KEYS = frozenset(
@@ -130,6 +131,10 @@ class Case:
     # itself; "settle": give the server time to end it (an error is expected), then half-close.
     half_close: str = "now"
     when: str = ""  # a condition over the limits, e.g. "max_chunk_bytes > max_pending_text_bytes"
+    # Streams (STT) or contexts (TTS) of its model the case holds at once, an expression over
+    # the limits: such a case runs alone, is skipped when the model advertises less capacity,
+    # and an OVERLOADED answer makes it inconclusive (retried, then skipped), never failed.
+    holds: str = ""
     source: str = ""
 
     @property
@@ -209,6 +214,18 @@ def parse_case(raw: Mapping[str, Any], *, source: str = "") -> Case:
         raise CaseFileError(f"{where}: when: {exc}") from exc
     if unknown:
         raise CaseFileError(f"{where}: when names unknown {sorted(unknown)}")
+    holds = raw.get("holds", "")
+    if holds:
+        if not isinstance(holds, str):
+            raise CaseFileError(f"{where}: holds must be an expression over the limits")
+        try:
+            unknown = names_in(holds) - EXPR_NAMES
+        except ExprError as exc:
+            raise CaseFileError(f"{where}: holds: {exc}") from exc
+        if unknown:
+            raise CaseFileError(f"{where}: holds names unknown {sorted(unknown)}")
+        if service not in STREAM_SERVICES:
+            raise CaseFileError(f"{where}: holds needs a streaming service")
     half_close = raw.get("half_close")
     if half_close is None:
         mode = "now" if expect.status == "OK" else "settle"
@@ -230,6 +247,7 @@ def parse_case(raw: Mapping[str, Any], *, source: str = "") -> Case:
         expect=expect,
         half_close=mode,
         when=when,
+        holds=holds,
         source=source,
     )
 

@@ -20,7 +20,7 @@ import grpc
 
 # Importing the check modules registers their properties.
 from voxwire import call_headers
-from voxwire.conformance import stream_checks, stt_checks, tts_checks  # noqa: F401
+from voxwire.conformance import richstatus, stream_checks, stt_checks, tts_checks  # noqa: F401
 from voxwire.conformance.casefile import (
     STREAM_SERVICES,
     Case,
@@ -30,7 +30,7 @@ from voxwire.conformance.casefile import (
     select,
 )
 from voxwire.conformance.catalog import ServerCatalog, encoding_value, limit_names
-from voxwire.conformance.driver import SETTLE_S, run_stream
+from voxwire.conformance.driver import SETTLE_S, Outcome, run_stream
 from voxwire.conformance.expect import evaluate
 from voxwire.conformance.expr import evaluate as evaluate_expr
 from voxwire.conformance.expr import names_in
@@ -44,6 +44,11 @@ KNOWN_FAILING, UNEXPECTED_PASS, FLAKY = "known-failing", "unexpected-pass", "fla
 BAD = frozenset({FAIL, ERROR, UNEXPECTED_PASS})
 # grpc/grpc#36066 can replace a server's status with INTERNAL: run such a case again.
 RACE_ATTEMPTS = 3
+# A case that holds a model's whole capacity (Case.holds) and meets OVERLOADED, say while the
+# server still frees what earlier cases held, runs again this often after the server's
+# RetryInfo delay (at least BUSY_PAUSE_S), then is inconclusive: skipped, never failed.
+BUSY_ATTEMPTS = 3
+BUSY_PAUSE_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +130,8 @@ async def run_kit(options: Options, cases: Sequence[Case] | None = None) -> Repo
         catalog = await _catalog(channel, options, report)
         if catalog is not None:
             report.models = [m.name for m in catalog.caps.models]
-        run = _Run(options, channel, catalog)
-        tasks = [asyncio.create_task(run.case(c), name=c.id) for c in cases]
+        run = _Run(options, channel, catalog, cases)
+        tasks = [asyncio.create_task(run.scheduled(c), name=c.id) for c in cases]
         done, pending = (
             await asyncio.wait(tasks, timeout=options.deadline_s) if tasks else (set(), set())
         )
@@ -174,13 +179,38 @@ def _judge(result: CaseResult, known: Sequence[str], flaky: Sequence[str] = ()) 
 
 class _Run:
     def __init__(
-        self, options: Options, channel: grpc.aio.Channel, catalog: ServerCatalog | None
+        self,
+        options: Options,
+        channel: grpc.aio.Channel,
+        catalog: ServerCatalog | None,
+        cases: Sequence[Case] = (),
     ) -> None:
         self.options = options
         self.channel = channel
         self.catalog = catalog
         self.slots = asyncio.Semaphore(options.parallel)
         self.busy_s: dict[str, float] = {}  # stream time per case (waiting for a slot excluded)
+        # Cases that hold a model's whole capacity (Case.holds) run after every other case has
+        # ended, one at a time: a case that sits out a limit takes no slot but may hold a
+        # context all the while.
+        self._others_left = sum(1 for c in cases if not c.holds)
+        self._others_done = asyncio.Event()
+        if not self._others_left:
+            self._others_done.set()
+        self._alone = asyncio.Lock()
+
+    async def scheduled(self, case: Case) -> CaseResult:
+        """``case``'s result, run when its turn comes."""
+        if case.holds:
+            await self._others_done.wait()
+            async with self._alone:
+                return await self.case(case)
+        try:
+            return await self.case(case)
+        finally:
+            self._others_left -= 1
+            if not self._others_left:
+                self._others_done.set()
 
     async def case(self, case: Case) -> CaseResult:
         reason = self._skip_reason(case)
@@ -194,6 +224,9 @@ class _Run:
             if isinstance(picked, str):
                 return CaseResult(case, SKIP, picked)
             model = picked
+            reason = self._capacity_skip(case, model)
+            if reason:
+                return CaseResult(case, SKIP, reason, model.name)
         try:
             if case.probe:
                 t0 = time.monotonic()
@@ -230,6 +263,20 @@ class _Run:
             return f"needs {case.when} ({_values(case.when, limits)})"
         return ""
 
+    def _capacity_skip(self, case: Case, model: capabilities_pb2.ModelCapabilities) -> str:
+        """Why a case that holds ``model``'s capacity cannot run on it ("" when it can)."""
+        if not case.holds or self.catalog is None:
+            return ""
+        need = evaluate_expr(case.holds, limit_names(self.catalog.limits(), None))
+        admits = model.capacity.max_streams  # 0: not advertised
+        if admits and admits < need:
+            unit = "contexts" if case.kind == "tts" else "streams"
+            return (
+                f"needs {need} {unit} of {model.name} at once ({case.holds}); "
+                f"the server admits {admits}"
+            )
+        return ""
+
     def _wait_s(self, case: Case) -> float:
         if not case.waits or self.catalog is None:
             return 0.0
@@ -259,7 +306,10 @@ class _Run:
         slots = self.slots if slot and not wait_s else contextlib.nullcontext()
         # A gated stream (a probe's rendezvous) happens once: it cannot be run again.
         attempts = 1 if gate is not None else RACE_ATTEMPTS
-        for attempt in range(1, attempts + 1):
+        busy = 0
+        attempt = 0
+        while attempt < attempts:
+            attempt += 1
             async with slots, self._channel_for(plan.actions) as channel:
                 out = await run_stream(
                     channel,
@@ -271,6 +321,17 @@ class _Run:
                     else self.options.settle_s,
                 )
             self.busy_s[case.id] = self.busy_s.get(case.id, 0.0) + out.elapsed_s
+            overloaded = _overloaded(out) if case.holds else None
+            if overloaded is not None:
+                busy += 1
+                if busy >= BUSY_ATTEMPTS:
+                    raise Skip(
+                        f"inconclusive: the server answered OVERLOADED {busy} times while the "
+                        f"case held {case.holds} ({overloaded[0]})"
+                    )
+                attempt -= 1  # a busy server is not a race: it does not use up an attempt
+                await asyncio.sleep(max(BUSY_PAUSE_S, overloaded[1]))
+                continue
             if not out.rpc_race:
                 return evaluate(out, plan), attempt
         return failed(
@@ -291,6 +352,21 @@ class _Run:
         options = [("grpc.http2.bdp_probe", 0)]
         async with call_headers.channel(self.options.target, self.options.headers, options) as own:
             yield own
+
+
+def _overloaded(out: Outcome) -> tuple[str, float] | None:
+    """(where, the server's retry delay in s) when the stream or one of its contexts was
+    refused OVERLOADED; None otherwise."""
+    found: list[tuple[str, richstatus.RichError | str]] = []
+    if out.code.name != "OK":
+        found.append(("the stream", richstatus.from_trailers(out.trailers)))
+    for index, error in out.of("error"):
+        cid = out.responses[index].context_id
+        found.append((f"context {cid!r}", richstatus.from_proto(error.error)))
+    for where, rich in found:
+        if isinstance(rich, richstatus.RichError) and rich.reason == "OVERLOADED":
+            return where, rich.retry_delay_s or 0.0
+    return None
 
 
 def _values(expression: str, limits: dict[str, int]) -> str:
