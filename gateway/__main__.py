@@ -18,8 +18,10 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.server import GatewayServer
 from voxwire.gc_policy import settle_after_startup
 
-# The exit status of a configuration that cannot be used (argparse's, for a bad command line).
+# Exit statuses: a configuration that cannot be used (argparse's, for a bad command line), and
+# a start that failed (no adapter serving, the port, a TLS file).
 CONFIG_ERROR = 2
+START_ERROR = 1
 
 
 def parse_args(argv: list[str] | None = None) -> GatewayConfig:
@@ -83,9 +85,16 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     )
 
 
+class StartError(Exception):
+    """The gateway could not start; the message says why, on one line."""
+
+
 async def serve(config: GatewayConfig) -> None:
     server = GatewayServer(config)
-    await server.start()
+    try:
+        await server.start()
+    except (RuntimeError, OSError) as exc:
+        raise StartError(_one_line(exc)) from exc
     settle_after_startup()  # voxwire/gc_policy.py
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -101,8 +110,10 @@ async def serve(config: GatewayConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the gateway until SIGTERM / SIGINT. A configuration that cannot be used (the file,
-    a value, the keys file it names) exits with status 2 and one line on stderr, no traceback:
-    an operator fixes the file, there is no bug to debug."""
+    a value, the keys file it names) exits with status 2, a start that fails (no adapter
+    serving within startup_wait_seconds, a port taken, a TLS file missing) with 1, each with
+    one line on stderr and no traceback: an operator fixes the file or the host, there is no
+    bug to debug."""
     try:
         config = parse_args(argv)
         _run(config)
@@ -112,6 +123,15 @@ def main(argv: list[str] | None = None) -> None:
     except KeysFileError as exc:  # loaded at start: missing, unreadable or invalid
         print(f"[auth] keys_file: {exc}", file=sys.stderr)
         sys.exit(CONFIG_ERROR)
+    except StartError as exc:
+        print(f"the gateway cannot start: {exc}", file=sys.stderr)
+        sys.exit(START_ERROR)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _run(config: GatewayConfig) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 from pathlib import Path
 from typing import Any
@@ -82,22 +83,37 @@ class GatewayServer:
         cannot bind, OSError when a TLS file cannot be read."""
         install_redaction()
         await self.pool.start()
+        # Said before the wait, so that a gateway started before its adapters does not look
+        # hung: it listens only once an adapter serves.
+        log.info(
+            "waiting up to %g s for an adapter of %s to serve",
+            self.config.startup_wait_seconds,
+            ", ".join(self.config.adapters),
+        )
         if not await self.pool.wait_ready(self.config.startup_wait_seconds):
             await self.pool.close()
-            raise RuntimeError(f"no adapter of {list(self.config.adapters)} is serving")
+            raise RuntimeError(
+                f"no adapter of {', '.join(self.config.adapters)} served within "
+                f"{self.config.startup_wait_seconds:g} s (startup_wait_seconds)"
+            )
         host, _, port = self.config.listen.rpartition(":")
         self._runner = web.AppRunner(
             self.app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            host or "127.0.0.1",
-            int(port),
-            ssl_context=self._tls(),
-            reuse_port=self.config.reuse_port or None,
-        )
-        await site.start()
+        try:
+            site = web.TCPSite(
+                self._runner,
+                host or "127.0.0.1",
+                int(port),
+                ssl_context=self._tls(),
+                reuse_port=self.config.reuse_port or None,
+            )
+            await site.start()
+        except OSError:
+            await self._runner.cleanup()
+            await self.pool.close()
+            raise
         self._site = site
         self.port = self._runner.addresses[0][1]
         if self.front is not None:
@@ -128,6 +144,10 @@ class GatewayServer:
     def _tls(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert:
             return None
+        for key, path in (("tls_cert", self.config.tls_cert), ("tls_key", self.config.tls_key)):
+            # ssl's own error names no file.
+            if path and not os.access(path, os.R_OK):
+                raise OSError(f"{key} {path}: no such file, or not readable")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
         return context

@@ -10,9 +10,10 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from pathlib import Path
 
-from inference_adapter.config import AdapterConfig
+from inference_adapter.config import TELEMETRY_MODES, AdapterConfig, ConfigError
 from inference_adapter.server import AdapterServer
 from voxwire.gc_policy import settle_after_startup
 
@@ -34,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
         help="share --listen with other adapter processes (SO_REUSEPORT)",
     )
     parser.add_argument("--max-streams-per-replica", type=int)
-    parser.add_argument("--telemetry", choices=["none", "console", "otlp", "prometheus"])
+    parser.add_argument("--telemetry", choices=TELEMETRY_MODES)
     parser.add_argument("--otlp-endpoint")
     parser.add_argument("--prometheus-port", type=int)
     parser.add_argument("--drain-grace-seconds", type=float)
@@ -69,9 +70,22 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
     )
 
 
+# Exit statuses: a configuration that cannot be used (argparse's, for a bad command line), and
+# a start that failed (the port, a TLS file).
+CONFIG_ERROR = 2
+START_ERROR = 1
+
+
+class StartError(Exception):
+    """The adapter could not start; the message says why, on one line."""
+
+
 async def serve(config: AdapterConfig) -> None:
     server = AdapterServer(config)
-    await server.start()
+    try:
+        await server.start()
+    except (RuntimeError, OSError) as exc:
+        raise StartError(_one_line(exc)) from exc
     settle_after_startup()  # voxwire/gc_policy.py
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -84,13 +98,34 @@ async def serve(config: AdapterConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_args(argv)
+    """Run the adapter until SIGTERM / SIGINT. A configuration that cannot be used exits with
+    status 2, a start that fails (the port is taken, a TLS file is missing) with 1, each with
+    one line on stderr and no traceback: an operator fixes the file or the host, there is no
+    bug to debug."""
+    try:
+        config = parse_args(argv)
+        _run(config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(CONFIG_ERROR)
+    except StartError as exc:
+        print(f"the adapter cannot start: {exc}", file=sys.stderr)
+        sys.exit(START_ERROR)
+
+
+def _run(config: AdapterConfig) -> None:
     try:
         import uvloop  # measured: about 10 % less CPU per message than asyncio's loop
     except ImportError:
         asyncio.run(serve(config))
     else:
         uvloop.run(serve(config))
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -2,15 +2,22 @@
 
 Values come from command-line flags (``python -m inference_adapter --help``) or from a TOML
 file with the same keys (``--config adapter.toml``); flags win. Everything has a default that
-works against a local Triton on 127.0.0.1:8001.
+works against a local Triton on 127.0.0.1:8001. Every value is checked when it is loaded
+(``voxwire.config_check``): a ``ConfigError`` names the file, the key and what is wrong.
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from voxwire.config_check import ConfigError, Rules, check_table, host_port, one_of, read_toml
+
+__all__ = ["TELEMETRY_MODES", "AdapterConfig", "ConfigError", "Limits"]
+
+TELEMETRY_MODES = ("none", "console", "otlp", "prometheus")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,28 +119,55 @@ class AdapterConfig:
 
     @classmethod
     def from_toml(cls, path: Path) -> AdapterConfig:
-        """Read a TOML file. Raises ValueError on unknown keys (a typo must not pass silently)."""
-        data = tomllib.loads(path.read_text())
-        return cls.from_mapping(data)
+        """Raises ConfigError (a ValueError) naming ``path`` and the key: the file cannot be
+        read or parsed, a key is unknown (a typo must not pass silently), a value has the
+        wrong type or is out of range."""
+        data = read_toml(path)
+        try:
+            return cls.from_mapping(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> AdapterConfig:
-        data = dict(data)
-        limits_data = data.pop("limits", {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        unknown_limits = set(limits_data) - {f.name for f in fields(Limits)}
-        if unknown or unknown_limits:
-            raise ValueError(f"unknown configuration keys: {sorted(unknown | unknown_limits)}")
-        if data.get("tts_stop_in_flight", "drain") not in ("drain", "cancel"):
-            raise ValueError('tts_stop_in_flight must be "drain" or "cancel"')
-        if "triton_urls" in data:
-            data["triton_urls"] = tuple(data["triton_urls"])
-        return cls(**data, limits=Limits(**limits_data))
+    def from_mapping(cls, data: Mapping[str, Any]) -> AdapterConfig:
+        """Raises ConfigError naming the key of an unknown key or an invalid value."""
+        values = check_table(cls, data, (), RULES)
+        if "limits" in values:
+            values["limits"] = Limits(**values["limits"])
+        return cls(**values)
 
     def with_overrides(self, **overrides: Any) -> AdapterConfig:
-        limit_overrides = overrides.pop("limits", None)
-        cfg = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """The command line's values over the file's (None: not given). Raises ConfigError
+        naming the key of an invalid value."""
+        limit_overrides = overrides.pop("limits", None) or {}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        cfg = replace(self, **check_table(type(self), given, (), RULES))
         if limit_overrides:
-            cfg = replace(cfg, limits=replace(cfg.limits, **limit_overrides))
+            checked = check_table(Limits, limit_overrides, ("limits",), RULES)
+            cfg = replace(cfg, limits=replace(cfg.limits, **checked))
         return cfg
+
+
+# Numbers must be positive, except where 0 has a meaning (the field's comment says which).
+_ZERO_ALLOWED: frozenset[tuple[type, str]] = frozenset(
+    {
+        (Limits, "idle_warning_seconds"),  # 0: no warning
+        (Limits, "duration_warning_seconds"),
+        (AdapterConfig, "max_failovers"),  # 0: failover off
+        (AdapterConfig, "force_final_margin_seconds"),  # a final at the window itself
+        (AdapterConfig, "tts_stop_drain_seconds"),  # 0: a stopped unit is cancelled at once
+        (AdapterConfig, "overload_retry_seconds"),  # retry at once
+        (AdapterConfig, "drain_grace_seconds"),  # end open streams at once
+    }
+)
+
+RULES = Rules(
+    zero_allowed=_ZERO_ALLOWED,
+    non_empty=frozenset({(AdapterConfig, "triton_urls")}),
+    strings={
+        (AdapterConfig, "listen"): host_port,
+        (AdapterConfig, "triton_urls"): host_port,
+        (AdapterConfig, "tts_stop_in_flight"): one_of("drain", "cancel"),
+        (AdapterConfig, "telemetry"): one_of(*TELEMETRY_MODES),
+    },
+)

@@ -122,12 +122,19 @@ class AdapterServer:
             ),
             self.server,
         )
-        if credentials is not None:
-            self.port = self.server.add_secure_port(self.config.listen, credentials)
-        else:
-            self.port = self.server.add_insecure_port(self.config.listen)
+        try:
+            if credentials is not None:
+                self.port = self.server.add_secure_port(self.config.listen, credentials)
+            else:
+                self.port = self.server.add_insecure_port(self.config.listen)
+        except RuntimeError:
+            self.port = 0  # gRPC's own message only says to turn on its debug log
         if not self.port:
-            raise RuntimeError(f"cannot listen on {self.config.listen}")
+            await self.pool.close()
+            raise RuntimeError(
+                f"cannot listen on {self.config.listen}: the port is taken (another adapter? "
+                "reuse_port shares it on purpose) or the host is not an address of this machine"
+            )
         await self.server.start()
         log.info("voxwire inference adapter listening on port %d", self.port)
         return self.port

@@ -116,13 +116,21 @@ class GrpcFront:
         """Bind and serve. Raises RuntimeError when the address cannot be bound, OSError when
         the TLS files cannot be read."""
         config = self._gateway.config
+        credentials = None
         if config.tls_cert:
             credentials = server_credentials(config.tls_cert, config.tls_key or config.tls_cert)
-            self.port = self.server.add_secure_port(self._listen, credentials)
-        else:
-            self.port = self.server.add_insecure_port(self._listen)
+        try:
+            if credentials is not None:
+                self.port = self.server.add_secure_port(self._listen, credentials)
+            else:
+                self.port = self.server.add_insecure_port(self._listen)
+        except RuntimeError:
+            self.port = 0  # gRPC's own message only says to turn on its debug log
         if not self.port:
-            raise RuntimeError(f"the gRPC front cannot listen on {self._listen}")
+            raise RuntimeError(
+                f"the gRPC front cannot listen on {self._listen} (grpc_listen): the port is "
+                "taken or the host is not an address of this machine"
+            )
         self._gateway.pool.add_listener(self.update_health)
         await self._set_health()
         await self.server.start()

@@ -2,11 +2,14 @@
 gateway``) at once: status 2, one line on stderr naming the file, the key and what is wrong,
 no traceback. Every value is checked at load time against its field's type and range, so that
 nothing invalid starts and breaks later (a drain with ``drain_grace_seconds = "soon"``). A valid
-file still starts a gateway that serves and drains."""
+file still starts a gateway that serves and drains. A start that fails for another reason (no
+adapter, a port taken, a TLS file missing) is status 1 and one line saying why."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import tomllib
@@ -152,3 +155,54 @@ async def test_a_valid_config_starts_serves_and_drains(
         assert await process.wait(10.0) == 0, process.log()
     finally:
         await process.stop()
+
+
+# -- a start that fails: status 1, one line saying why (the log lines before it stay) ---------
+
+
+def assert_start_error(run: subprocess.CompletedProcess[str], *named: str) -> None:
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("the gateway cannot start: "), run.stderr
+    for part in named:
+        assert part in last, run.stderr
+
+
+async def test_a_start_that_fails_is_one_line_saying_why(
+    edge: Edge, edge_adapter: AdapterServer, tmp_path: Path
+):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    starts = {
+        # Started before its adapters, a gateway waits for one, says so, then gives up.
+        "no-adapter": (
+            {"adapters": ["127.0.0.1:1"], "startup_wait_seconds": 1},
+            ("no adapter of 127.0.0.1:1 served within 1 s", "startup_wait_seconds"),
+        ),
+        "port": ({"listen": f"127.0.0.1:{port}"}, ("address already in use", str(port))),
+        "front-port": (
+            {"grpc_listen": f"127.0.0.1:{port}"},
+            (f"gRPC front cannot listen on 127.0.0.1:{port}", "grpc_listen"),
+        ),
+        "tls": ({"tls_cert": str(tmp_path / "absent.pem")}, ("tls_cert", "absent.pem")),
+    }
+    try:
+        for name, (tables, named) in starts.items():
+            config = write_config(
+                tmp_path / f"{name}.toml",
+                edge,
+                edge_adapter.address,
+                drain_grace_s=1,
+                tables=tables,
+            )
+            run = await asyncio.to_thread(
+                run_gateway, "--config", str(config), "--log-level", "INFO", cwd=tmp_path
+            )
+            assert_start_error(run, *named)
+            if name == "no-adapter":
+                assert "waiting up to 1 s for an adapter of 127.0.0.1:1" in run.stderr
+    finally:
+        taken.close()
