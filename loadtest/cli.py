@@ -58,17 +58,20 @@ _OVERRIDES = {
     "stt_model": ("stt.model", str, "STT model"),
     "tts_model": ("tts.model", str, "TTS model"),
     "speech": ("stt.speech", Path, "folder of WAVs + transcripts.json"),
-    "search_low": ("search.low", float, "slo: the lowest level tried"),
-    "search_high": ("search.high", float, "slo: the highest level tried"),
-    "search_tolerance": ("search.tolerance", float, "slo: stop when the bounds are this close"),
-    "search_repeats": ("search.repeats", int, "slo: runs pooled per level"),
-    "trial": ("search.trial_s", float, "slo: seconds of each run of a level"),
+    "search_low": ("search.low", float, "the lowest level tried"),
+    "search_high": ("search.high", float, "the highest level tried"),
+    "search_tolerance": ("search.tolerance", float, "stop when the bounds are this close"),
+    "search_repeats": ("search.repeats", int, "runs pooled per level"),
+    "trial": ("search.trial_s", float, "seconds of each run of a level"),
 }
 
 
-def _add_overrides(parser: argparse.ArgumentParser) -> None:
+def _add_overrides(parser: argparse.ArgumentParser, *, search: bool = False) -> None:
+    """The scenario flags; the SLO search's own (``search.*``) only where a search runs."""
     parser.add_argument("scenario", nargs="?", type=Path, help="scenario TOML file")
-    for flag, (_, kind, text) in _OVERRIDES.items():
+    for flag, (key, kind, text) in _OVERRIDES.items():
+        if key.startswith("search.") and not search:
+            continue
         parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, help=text)
     parser.add_argument(
         "--slo",
@@ -82,7 +85,7 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def load_scenario(args: argparse.Namespace) -> scenario.Scenario:
-    values = {key: getattr(args, flag) for flag, (key, _, _) in _OVERRIDES.items()}
+    values = {key: getattr(args, flag, None) for flag, (key, _, _) in _OVERRIDES.items()}
     if values.get("arrivals.sessions") is not None and values.get("arrivals.process") is None:
         values["arrivals.process"] = "concurrency"
     s = scenario.load(args.scenario, values)
@@ -254,7 +257,7 @@ def parser() -> argparse.ArgumentParser:
     run_p = sub.add_parser("run", help="run a scenario")
     _add_overrides(run_p)
     slo_p = sub.add_parser("slo", help="search the highest level that holds the SLO")
-    _add_overrides(slo_p)
+    _add_overrides(slo_p, search=True)
     merge_p = sub.add_parser("merge", help="merge worker outputs (several machines)")
     merge_p.add_argument("dirs", nargs="+", type=Path)
     merge_p.add_argument("--scenario", type=Path, help="the scenario (for its SLO and name)")

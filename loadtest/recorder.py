@@ -14,6 +14,26 @@ from hdrh.histogram import HdrHistogram
 
 from loadtest.hdrlog import IntervalLogWriter, new_histogram, to_us
 
+# Every latency the tool records (besides ``stage.<name>``): what an SLO objective may name.
+METRICS = (
+    "stt.message",  # a result after the chunk whose end it reflects was due
+    "stt.message_from_send",  # the same, from when that chunk was actually written
+    "stt.first_result",
+    "stt.final",
+    "tts.first_audio",
+    "tts.chunk_gap",
+    "tts.underrun",
+    "session.setup",
+    "session.rejected",
+    "generator.lag",
+)
+STAGE_PREFIX = "stage."
+
+
+def known_metric(name: str) -> bool:
+    """Whether ``name`` is a metric the tool records (``stage.<name>`` for any stage)."""
+    return name in METRICS or (name.startswith(STAGE_PREFIX) and len(name) > len(STAGE_PREFIX))
+
 
 class Recorder:
     def __init__(self) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtest.recorder import METRICS, STAGE_PREFIX, known_metric
+
 TARGETS = ("grpc", "triton", "tritonclient", "echo", "gateway", "null-relay")
 KINDS = ("stt", "tts", "mixed")
 PROCESSES = ("poisson", "constant", "step", "ramp", "burst", "trace", "concurrency")
@@ -336,6 +338,13 @@ def validate(s: Scenario) -> None:
     for ok, message in checks:
         if not ok:
             raise ScenarioError(message)
+    for o in s.slo.objectives:
+        # A misspelt metric would only show as "no samples" after the whole run.
+        if not known_metric(o.metric):
+            raise ScenarioError(
+                f"an SLO objective's metric {o.metric!r} is not one the tool records: "
+                f"{', '.join(METRICS)}, or {STAGE_PREFIX}<name> for a stage"
+            )
     if s.target.kind == "echo" and s.kind != "stt":
         raise ScenarioError("the echo target carries STT audio only")
     if s.target.kind == "tritonclient" and s.kind != "stt":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,15 @@ def test_search_flags_override_the_scenarios_search() -> None:
         ("", ["slo", "{path}", "--trial", "-1"], "search.trial_s"),
         ("", ["run", "{path}", "--slo", "stt.final:p150<=300"], "percentile"),
         ("", ["run", "{path}", "--concurrency", "5", "--max-streams", "2"], "max_streams"),
+        # A misspelt metric was only "no samples" in the verdict, after the whole run.
+        ("", ["run", "{path}", "--slo", "stt.finl:p99<=300"], "'stt.finl' is not one the tool"),
+        (
+            '[slo]\nobjectives = [{ metric = "tts.first_audo", percentile = 99, max_ms = 9 }]\n',
+            ["slo", "{path}"],
+            "first_audo",
+        ),
+        # The search's own flags belong to `slo`: `run` has no search.
+        ("", ["run", "{path}", "--trial", "3"], "unrecognized arguments: --trial"),
     ],
 )
 def test_a_users_mistake_is_one_line_and_exit_2(tmp_path, capsys, content, args, needle):
@@ -98,3 +108,14 @@ def test_a_users_mistake_is_one_line_and_exit_2(tmp_path, capsys, content, args,
         cli.main([a.format(path=path) for a in args])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and needle in err and "Traceback" not in err, err
+
+
+def test_every_metric_the_tool_records_is_one_an_objective_may_name() -> None:
+    # The names an objective is checked against are the names the measuring code records.
+    from loadtest.recorder import METRICS, known_metric
+
+    recorded = set()
+    for source in (REPO / "loadtest").rglob("*.py"):
+        recorded |= set(re.findall(r"\.record\(\s*\"([a-z_.]+)\"", source.read_text()))
+    assert recorded and recorded <= set(METRICS), recorded - set(METRICS)
+    assert known_metric("stage.triton") and not known_metric("stage.")
