@@ -10,18 +10,13 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 from pathlib import Path
 
 from gateway.auth.keys_file import KeysFileError
 from gateway.config import ConfigError, GatewayConfig
 from gateway.server import GatewayServer
 from voxwire.gc_policy import settle_after_startup
-
-# Exit statuses: a configuration that cannot be used (argparse's, for a bad command line), and
-# a start that failed (no adapter serving, the port, a TLS file).
-CONFIG_ERROR = 2
-START_ERROR = 1
+from voxwire.startup import StartError, run_or_exit
 
 
 def parse_args(argv: list[str] | None = None) -> GatewayConfig:
@@ -85,16 +80,12 @@ def parse_args(argv: list[str] | None = None) -> GatewayConfig:
     )
 
 
-class StartError(Exception):
-    """The gateway could not start; the message says why, on one line."""
-
-
 async def serve(config: GatewayConfig) -> None:
     server = GatewayServer(config)
     try:
         await server.start()
     except (RuntimeError, OSError) as exc:
-        raise StartError(_one_line(exc)) from exc
+        raise StartError.of(exc) from exc
     settle_after_startup()  # voxwire/gc_policy.py
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -114,24 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     serving within startup_wait_seconds, a port taken, a TLS file missing) with 1, each with
     one line on stderr and no traceback: an operator fixes the file or the host, there is no
     bug to debug."""
-    try:
-        config = parse_args(argv)
-        _run(config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(CONFIG_ERROR)
-    except KeysFileError as exc:  # loaded at start: missing, unreadable or invalid
-        print(f"[auth] keys_file: {exc}", file=sys.stderr)
-        sys.exit(CONFIG_ERROR)
-    except StartError as exc:
-        print(f"the gateway cannot start: {exc}", file=sys.stderr)
-        sys.exit(START_ERROR)
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.filename:
-        return f"{exc.filename}: {exc.strerror or exc}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    # The keys file is loaded at start: missing, unreadable or invalid, it is the config's fault.
+    errors = {ConfigError: "", KeysFileError: "[auth] keys_file: "}
+    run_or_exit("gateway", lambda: _run(parse_args(argv)), errors)
 
 
 def _run(config: GatewayConfig) -> None:

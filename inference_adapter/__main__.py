@@ -10,12 +10,12 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 from pathlib import Path
 
 from inference_adapter.config import TELEMETRY_MODES, AdapterConfig, ConfigError
 from inference_adapter.server import AdapterServer
 from voxwire.gc_policy import settle_after_startup
+from voxwire.startup import StartError, run_or_exit
 
 
 def parse_args(argv: list[str] | None = None) -> AdapterConfig:
@@ -70,22 +70,12 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
     )
 
 
-# Exit statuses: a configuration that cannot be used (argparse's, for a bad command line), and
-# a start that failed (the port, a TLS file).
-CONFIG_ERROR = 2
-START_ERROR = 1
-
-
-class StartError(Exception):
-    """The adapter could not start; the message says why, on one line."""
-
-
 async def serve(config: AdapterConfig) -> None:
     server = AdapterServer(config)
     try:
         await server.start()
     except (RuntimeError, OSError) as exc:
-        raise StartError(_one_line(exc)) from exc
+        raise StartError.of(exc) from exc
     settle_after_startup()  # voxwire/gc_policy.py
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -102,15 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     status 2, a start that fails (the port is taken, a TLS file is missing) with 1, each with
     one line on stderr and no traceback: an operator fixes the file or the host, there is no
     bug to debug."""
-    try:
-        config = parse_args(argv)
-        _run(config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(CONFIG_ERROR)
-    except StartError as exc:
-        print(f"the adapter cannot start: {exc}", file=sys.stderr)
-        sys.exit(START_ERROR)
+    run_or_exit("adapter", lambda: _run(parse_args(argv)), {ConfigError: ""})
 
 
 def _run(config: AdapterConfig) -> None:
@@ -120,12 +102,6 @@ def _run(config: AdapterConfig) -> None:
         asyncio.run(serve(config))
     else:
         uvloop.run(serve(config))
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.filename:
-        return f"{exc.filename}: {exc.strerror or exc}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 if __name__ == "__main__":

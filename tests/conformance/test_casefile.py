@@ -53,7 +53,7 @@ BASE = {"id": "x", "promise": "p", "section": "Errors", "service": "transcriptio
         ({"steps": [{"config": {}}], "probe": "health_watch"}, "either steps or a probe"),
         ({"steps": [{"config": {}}], "needs": ["telepathy"]}, "unknown feature"),
         ({"steps": [{"config": {}}], "waits": "forever"}, "waits must name"),
-        ({"steps": [{"config": {}}], "holds": "max_streams"}, "holds names unknown"),
+        ({"steps": [{"config": {}}], "holds": "max_streams"}, "holds: unknown names"),
         ({"steps": [{"config": {}}], "holds": 8}, "holds must be an expression"),
         ({"probe": "health_watch", "service": "health", "holds": "1"}, "holds needs a streaming"),
     ],

@@ -208,24 +208,11 @@ def parse_case(raw: Mapping[str, Any], *, source: str = "") -> Case:
         _check_step(step, service, f"{where}, step {i + 1}")
     expect = _parse_expect(raw.get("expect", {}), where)
     when = raw.get("when", "")
-    try:
-        unknown = names_in(when) - EXPR_NAMES if when else set()
-    except ExprError as exc:
-        raise CaseFileError(f"{where}: when: {exc}") from exc
-    if unknown:
-        raise CaseFileError(f"{where}: when names unknown {sorted(unknown)}")
+    _check_case_expr(when, "when", where)
     holds = raw.get("holds", "")
-    if holds:
-        if not isinstance(holds, str):
-            raise CaseFileError(f"{where}: holds must be an expression over the limits")
-        try:
-            unknown = names_in(holds) - EXPR_NAMES
-        except ExprError as exc:
-            raise CaseFileError(f"{where}: holds: {exc}") from exc
-        if unknown:
-            raise CaseFileError(f"{where}: holds names unknown {sorted(unknown)}")
-        if service not in STREAM_SERVICES:
-            raise CaseFileError(f"{where}: holds needs a streaming service")
+    _check_case_expr(holds, "holds", where)
+    if holds and service not in STREAM_SERVICES:
+        raise CaseFileError(f"{where}: holds needs a streaming service")
     half_close = raw.get("half_close")
     if half_close is None:
         mode = "now" if expect.status == "OK" else "settle"
@@ -303,12 +290,26 @@ def _check_step(step: Any, service: str, where: str) -> None:
             f"{where}: {action!r} is not a {service} step; known: {sorted(ACTIONS[service])}"
         )
     for value in _expressions(step):
-        try:
-            unknown = names_in(value) - EXPR_NAMES
-        except ExprError as exc:
-            raise CaseFileError(f"{where}: {exc}") from exc
-        if unknown:
-            raise CaseFileError(f"{where}: unknown names {sorted(unknown)} in {value!r}")
+        _check_names(value, where)
+
+
+def _check_case_expr(value: Any, key: str, where: str) -> None:
+    """A case-level expression over the limits (``when``, ``holds``); "" is none."""
+    if not value:
+        return
+    if not isinstance(value, str):
+        raise CaseFileError(f"{where}: {key} must be an expression over the limits")
+    _check_names(value, f"{where}: {key}")
+
+
+def _check_names(value: int | str, where: str) -> None:
+    """An expression that parses and names only limits (and ``frame``)."""
+    try:
+        unknown = names_in(value) - EXPR_NAMES
+    except ExprError as exc:
+        raise CaseFileError(f"{where}: {exc}") from exc
+    if unknown:
+        raise CaseFileError(f"{where}: unknown names {sorted(unknown)} in {value!r}")
 
 
 def _expressions(step: Mapping[str, Any]) -> list[int | str]:
