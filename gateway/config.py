@@ -21,7 +21,16 @@ from gateway.runner import RunnerLimits
 from gateway.stt.session import SttLimits
 from gateway.telemetry import MODES
 from gateway.tts.session import TtsLimits
-from voxwire.config_check import ConfigError, Rules, check_table, host_port, one_of, read_toml
+from voxwire.config_check import (
+    ConfigError,
+    Relation,
+    Rules,
+    check_relations,
+    check_table,
+    host_port,
+    one_of,
+    read_toml,
+)
 
 __all__ = ["ConfigError", "GatewayConfig"]
 
@@ -105,12 +114,16 @@ class GatewayConfig:
                 values["auth"] = AuthConfig.from_mapping(values["auth"], base_dir)
             except ValueError as exc:  # AuthConfig's own checks; their messages name the key
                 raise ConfigError(str(exc)) from None
-        return cls(**values)
+        config = cls(**values)
+        check_relations(config, RULES)
+        return config
 
     def with_overrides(self, **overrides: Any) -> GatewayConfig:
         """Raises ConfigError naming the key of an invalid value (None: not overridden)."""
         given = {k: v for k, v in overrides.items() if v is not None}
-        return replace(self, **check_table(type(self), given, (), RULES))
+        config = replace(self, **check_table(type(self), given, (), RULES))
+        check_relations(config, RULES)
+        return config
 
 
 # Numbers must be positive (a zero size, count or timeout would refuse everything, or, for
@@ -149,4 +162,46 @@ _STRING_RULES: dict[tuple[type, str], Callable[[str], str | None]] = {
     (GatewayConfig, "telemetry"): one_of(*MODES),
 }
 
-RULES = Rules(zero_allowed=_ZERO_ALLOWED, non_empty=_NON_EMPTY, strings=_STRING_RULES)
+# Values each valid alone that together would fail every session or break a promise.
+_RELATIONS = (
+    Relation(
+        "[runner] client_high_water",
+        lambda c: c.runner.client_high_water <= c.runner.max_unsent_bytes,
+        "must be at most [runner] max_unsent_bytes (the hard bound it warns before)",
+    ),
+    Relation(
+        "[runner] upstream_high_water",
+        lambda c: c.runner.upstream_high_water <= c.runner.upstream_max_bytes,
+        "must be at most [runner] upstream_max_bytes (the hard bound it warns before)",
+    ),
+    Relation(
+        "[stt] force_final_margin_ms",
+        lambda c: c.stt.force_final_margin_ms < c.stt.replay_window_ms,
+        "must be below [stt] replay_window_ms: the final is forced that long before the "
+        "window fills",
+    ),
+    Relation(
+        "[stt] max_frame_bytes",
+        lambda c: c.stt.max_frame_bytes <= c.hard_max_message_bytes,
+        "must be at most hard_max_message_bytes: a larger frame is cut by the WebSocket "
+        "stack (1009) before the session can answer CHUNK_TOO_LARGE",
+    ),
+    Relation(
+        "[tts] max_frame_bytes",
+        lambda c: c.tts.max_frame_bytes <= c.hard_max_message_bytes,
+        "must be at most hard_max_message_bytes: a larger frame is cut by the WebSocket "
+        "stack (1009) before the session can answer CHUNK_TOO_LARGE",
+    ),
+    Relation(
+        "[tts] lead_ms",
+        lambda c: c.tts.lead_ms <= c.tts.max_lead_ms,
+        "the default lead must be at most [tts] max_lead_ms, the most a client may ask for",
+    ),
+)
+
+RULES = Rules(
+    zero_allowed=_ZERO_ALLOWED,
+    non_empty=_NON_EMPTY,
+    strings=_STRING_RULES,
+    relations=_RELATIONS,
+)

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from voxwire.config_check import ConfigError, Rules, check_table, host_port, one_of, read_toml
+from voxwire.config_check import (
+    ConfigError,
+    Relation,
+    Rules,
+    check_relations,
+    check_table,
+    host_port,
+    one_of,
+    read_toml,
+)
 
 __all__ = ["TELEMETRY_MODES", "AdapterConfig", "ConfigError", "Limits"]
 
@@ -134,7 +143,9 @@ class AdapterConfig:
         values = check_table(cls, data, (), RULES)
         if "limits" in values:
             values["limits"] = Limits(**values["limits"])
-        return cls(**values)
+        config = cls(**values)
+        check_relations(config, RULES)
+        return config
 
     def with_overrides(self, **overrides: Any) -> AdapterConfig:
         """The command line's values over the file's (None: not given). Raises ConfigError
@@ -145,6 +156,7 @@ class AdapterConfig:
         if limit_overrides:
             checked = check_table(Limits, limit_overrides, ("limits",), RULES)
             cfg = replace(cfg, limits=replace(cfg.limits, **checked))
+        check_relations(cfg, RULES)
         return cfg
 
 
@@ -170,4 +182,12 @@ RULES = Rules(
         (AdapterConfig, "tts_stop_in_flight"): one_of("drain", "cancel"),
         (AdapterConfig, "telemetry"): one_of(*TELEMETRY_MODES),
     },
+    relations=(
+        Relation(
+            "force_final_margin_seconds",
+            lambda c: c.force_final_margin_seconds < c.replay_window_seconds,
+            "must be below replay_window_seconds: the final is forced that long before the "
+            "window fills",
+        ),
+    ),
 )

@@ -30,16 +30,37 @@ class ConfigError(ValueError):
     the key and what is wrong, on one line."""
 
 
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A rule between fields of the built configuration, e.g. a high-water mark at most its
+    hard bound: ``holds(config)`` is False when ``key`` (the path the file spells) is wrong
+    for ``why``."""
+
+    key: str
+    holds: Callable[[Any], bool]
+    why: str
+
+
 @dataclass(frozen=True)
 class Rules:
     """What a field's type does not say. Numbers must be positive (a zero size, count or
     timeout would refuse everything) except the fields in ``zero_allowed``, where 0 has a
     meaning; lists in ``non_empty`` must hold something; a string field in ``strings`` is
-    checked by its function (the problem, or None)."""
+    checked by its function (the problem, or None); ``relations`` between fields are checked
+    on the built configuration (``check_relations``): values each valid alone can still make
+    every session fail."""
 
     zero_allowed: frozenset[Owner] = frozenset()
     non_empty: frozenset[Owner] = frozenset()
     strings: Mapping[Owner, Callable[[str], str | None]] = field(default_factory=dict)
+    relations: tuple[Relation, ...] = ()
+
+
+def check_relations(config: Any, rules: Rules) -> None:
+    """Raises ConfigError for the first relation of ``rules`` that ``config`` breaks."""
+    for relation in rules.relations:
+        if not relation.holds(config):
+            raise ConfigError(f"{relation.key}: {relation.why}")
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -76,6 +76,25 @@ def assert_config_error(run: subprocess.CompletedProcess[str], *named: str) -> N
         (AUTH.replace('"keys.toml"', "5"), ("[auth] keys_file: must be a string",)),
         (AUTH.replace('current_kid = "a"', 'current_kid = "b"'), ("auth.token_current_kid",)),
         ("auth = 5\n", ("auth: must be a table",)),
+        # Each valid alone; together every session failed (the outbox refused its own bounds)
+        # or a promise broke (a frame cut 1009 instead of CHUNK_TOO_LARGE).
+        (
+            "[runner]\nclient_high_water = 2000000\n" + AUTH,
+            ("[runner] client_high_water: must be at most [runner] max_unsent_bytes",),
+        ),
+        (
+            "[runner]\nupstream_max_bytes = 1000\n" + AUTH,
+            ("[runner] upstream_high_water: must be at most [runner] upstream_max_bytes",),
+        ),
+        (
+            "[stt]\nreplay_window_ms = 4000\n" + AUTH,
+            ("[stt] force_final_margin_ms: must be below [stt] replay_window_ms",),
+        ),
+        (
+            "hard_max_message_bytes = 1000\n" + AUTH,
+            ("[stt] max_frame_bytes: must be at most hard_max_message_bytes",),
+        ),
+        ("[tts]\nlead_ms = 20000\n" + AUTH, ("[tts] lead_ms:", "max_lead_ms")),
         ('listen = "127.0.0.1:0"\n', ("[auth]", "missing")),
     ],
 )

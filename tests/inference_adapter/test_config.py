@@ -69,6 +69,7 @@ def test_flags_override_the_file(tmp_path: Path):
         ("reuse_port = 1\n", "reuse_port: must be true or false"),
         ("limits = 5\n", "limits: must be a table"),
         ("listen = [\n", "not valid TOML"),
+        ("replay_window_seconds = 4\n", "force_final_margin_seconds: must be below replay_win"),
     ],
 )
 def test_invalid_values_are_refused_naming_file_and_key(tmp_path: Path, text: str, named: str):
