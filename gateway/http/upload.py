@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voxwire.audio.codecs import float32_to_int16
+from voxwire.audio.codecs import downmix, float32_to_int16
 from voxwire.audio.formats import carried_rate
 from voxwire.audio.resample import StreamResampler
 from voxwire.errors import InvalidAudio, MisalignedAudio
@@ -208,7 +208,7 @@ def decode_blocks(
             for block in sound.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
                 if not np.isfinite(block).all():
                     raise InvalidAudio("the audio has NaN or infinite samples")
-                mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+                mono = downmix(block)
                 if not resampler.is_passthrough:
                     mono = resampler.process(mono)
                 yield fmt, float32_to_int16(mono).astype("<i2").tobytes()

@@ -149,6 +149,12 @@ def int16_to_float32(samples: Int16Array) -> Float32Array:
     return out
 
 
+def downmix(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Mono from ``frames`` (frames x channels, float32, as libsndfile reads them): the mean
+    of the channels, in float32 so that nothing overflows; one channel as it is."""
+    return frames.mean(axis=1, dtype=np.float32) if frames.shape[1] > 1 else frames[:, 0]
+
+
 def float32_to_int16(samples: npt.NDArray[np.floating[Any]]) -> Int16Array:
     """Convert float samples to int16: scale by 32768, round half to even, clip.
 

@@ -116,7 +116,7 @@ class _Reader:
         """The next samples to send (maybe none yet, while soxr fills); None at the end."""
         import numpy as np
 
-        from voxwire.audio.codecs import float32_to_int16
+        from voxwire.audio.codecs import downmix, float32_to_int16
 
         with self._lock:
             if self._closed:
@@ -134,8 +134,7 @@ class _Reader:
             )
         self._position += len(data)
         if self._resampler is not None:
-            mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-            return float32_to_int16(self._resampler.process(mono)).tobytes()
+            return float32_to_int16(self._resampler.process(downmix(data))).tobytes()
         if data.shape[1] > 2:
             data = data.mean(axis=1, keepdims=True, dtype=np.float32)
         return float32_to_int16(data).tobytes()  # C order: samples interleaved by frame
