@@ -48,13 +48,31 @@ def summary(out: Outcome) -> str:
                 rich.describe() if rich.code is out.code else f"{out.code.name} ({rich.describe()})"
             )
         return f"{out.code.name} ({rich})"
-    counts = Counter(out.kinds())
+    counts = Counter(labels(out))
     listed = ", ".join(f"{n} {k}" if n > 1 else k for k, n in counts.items())
     return f"OK: {listed or 'no responses'}"
 
 
+def labels(out: Outcome, context: str | None = None) -> list[str]:
+    """The response kinds, an in-band error with its reason and message ("error
+    UNSUPPORTED_SAMPLE_RATE: 22050 Hz only"): a bare "error" does not say what to fix."""
+    out_labels = []
+    for r in out.responses:
+        if context is not None and r.context_id != context:
+            continue
+        kind = r.WhichOneof("response")
+        if kind == "error":
+            rich = richstatus.from_proto(r.error.error)
+            message = r.error.error.message
+            kind = f"error {rich.reason or 'without reason'}" + (
+                f": {message[:80]}" if message else ""
+            )
+        out_labels.append(kind)
+    return out_labels
+
+
 def _seen(out: Outcome) -> str:
-    counts = Counter(out.kinds())
+    counts = Counter(labels(out))
     return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no responses"
 
 
@@ -107,7 +125,10 @@ def _context_errors(out: Outcome, plan: Plan) -> Verdict | None:
     for cid, reason in expect.context_errors.items():
         errors = out.of("error", cid)
         if len(errors) != 1:
-            return failed(f"{len(errors)} ContextError for {cid!r}, expected one {reason}")
+            return failed(
+                f"{len(errors)} ContextError for {cid!r}, expected one {reason} "
+                f"({', '.join(labels(out, cid)) or 'no responses'})"
+            )
         index, error = errors[0]
         rich = richstatus.from_proto(error.error)
         wanted = () if expect.reason else expect.violations
@@ -129,7 +150,8 @@ def _position(out: Outcome, cid: str, index: int) -> int:
 def _done(out: Outcome, plan: Plan) -> Verdict | None:
     for cid in plan.case.expect.done:
         if not out.of("done", cid):
-            return failed(f"context {cid!r} never got ContextDone ({', '.join(out.kinds(cid))})")
+            seen = ", ".join(labels(out, cid)) or "no responses"
+            return failed(f"context {cid!r} never got ContextDone ({seen})")
     return None
 
 
