@@ -290,7 +290,8 @@ class Transcription(StreamService):
 
 
 class SynthesisStream:
-    """One StreamingSynthesize stream: its contexts, each {text not yet spoken, seq, ms}."""
+    """One StreamingSynthesize stream: its contexts, each {text not yet spoken, seq, samples,
+    ms}."""
 
     def __init__(self, voice: ToneVoice) -> None:
         self.voice = voice
@@ -350,7 +351,13 @@ class SynthesisStream:
         check_config(
             config.model, config.output_format, config.language, "open", TTS_MODEL, lacking
         )
-        self.contexts[cid] = {"text": "", "seq": 0, "ms": 0, "words": config.word_timestamps}
+        self.contexts[cid] = {
+            "text": "",
+            "seq": 0,
+            "samples": 0,  # audio sent, in samples: the timeline's source
+            "ms": 0,
+            "words": config.word_timestamps,
+        }
         self.opened += 1
         opened = tts.ContextOpened(model=TTS_MODEL.name, voice="tone", model_sample_rate_hz=RATE)
         return [tts.StreamingSynthesizeResponse(context_id=cid, opened=opened)]
@@ -358,10 +365,15 @@ class SynthesisStream:
     def speak(self, cid: str, ctx: dict[str, Any], text: str) -> list[Any]:
         out = []
         for word, pcm in self.voice.speak(text):
-            duration = len(pcm) // 2 * 1000 // RATE  # chunks tile: each starts where the last ended
+            # The timeline counts samples, not rounded chunk durations: a chunk of 1001 samples
+            # is 62.5625 ms, and adding up 62s would fall behind the audio. Each chunk starts
+            # where the one before ended (they tile) and ends at its last sample's ms.
+            start = ctx["ms"]
+            ctx["samples"] += len(pcm) // 2
+            end = ctx["samples"] * 1000 // RATE
             if ctx["words"]:
                 stamp = tts.WordTimestamp(
-                    word=word, start_ms=ctx["ms"], end_ms=ctx["ms"] + ToneVoice.TONE_MS
+                    word=word, start_ms=start, end_ms=min(start + ToneVoice.TONE_MS, end)
                 )
                 out.append(
                     tts.StreamingSynthesizeResponse(
@@ -370,10 +382,10 @@ class SynthesisStream:
                 )
             ctx["seq"] += 1
             chunk = tts.AudioChunk(
-                sequence_number=ctx["seq"], audio=pcm, start_ms=ctx["ms"], duration_ms=duration
+                sequence_number=ctx["seq"], audio=pcm, start_ms=start, duration_ms=end - start
             )
             out.append(tts.StreamingSynthesizeResponse(context_id=cid, audio=chunk))
-            ctx["ms"] += duration
+            ctx["ms"] = end
         return out
 
 
@@ -382,11 +394,12 @@ class Synthesis(StreamService):
 
     request = tts.StreamingSynthesizeRequest
     session_class = SynthesisStream
+    voice_class = ToneVoice  # your synthesizer: one instance per stream
 
     async def stream(self, requests: AsyncIterator[bytes], context: Any) -> None:
         clock, session, reader = (
             StageClock(),
-            self.session_class(ToneVoice()),
+            self.session_class(self.voice_class()),
             self.reader(requests),
         )
         try:

@@ -8,11 +8,20 @@ import json
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
-from examples.minimal_server import build_server
-from voxwire.conformance import Options, run_kit
+from examples.minimal_server import (
+    Capabilities,
+    Synthesis,
+    ToneVoice,
+    Transcription,
+    add_services,
+    build_server,
+)
+from voxwire.conformance import Options, load_cases, run_kit
 from voxwire.conformance.__main__ import main
+from voxwire.conformance.casefile import select
 from voxwire.conformance.runner import PASS, SKIP
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,3 +147,30 @@ def test_cli_refuses_a_bad_case_file(tmp_path, capsys):
     bad.write_text('[[case]]\nid = "x"\npromise = "p"\nsection = "s"\nservice = "nope"\n')
     assert main(["--list", "--case-file", str(bad)]) == 2
     assert "service must be one of" in capsys.readouterr().err
+
+
+class _OddLengthVoice(ToneVoice):
+    """A voice whose chunks are not whole milliseconds (1001 samples at 16 kHz: 62.5625 ms),
+    as a real synthesizer's are."""
+
+    def speak(self, text: str) -> list[tuple[str, bytes]]:
+        return [(word, bytes(2 * 1001)) for word in text.split()]
+
+
+async def test_a_voice_whose_chunks_are_not_whole_ms_keeps_its_timeline():
+    # The example counted each chunk's duration in whole ms and added them up: with a voice
+    # of 1001-sample chunks the timeline fell behind the audio, 0.56 ms a chunk, and the kit
+    # failed tts.audio.tiling ("chunks say 1809 ms, their bytes hold 1815 ms").
+    class OddSynthesis(Synthesis):
+        voice_class = _OddLengthVoice
+
+    server = grpc.aio.server()
+    add_services(server, Transcription(2.0), OddSynthesis(2.0), Capabilities(2.0))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        cases = select(load_cases(), ["tts.audio.*", "tts.contexts.*", "tts.close.*"])
+        report = await run_kit(Options(target=f"127.0.0.1:{port}"), cases)
+    finally:
+        await server.stop(0.5)
+    assert {r.case.id: (r.result, r.evidence) for r in report.results if r.result != PASS} == {}
