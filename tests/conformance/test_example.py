@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
+from examples import minimal_server as ex
 from examples.minimal_server import (
     Capabilities,
     Synthesis,
@@ -23,6 +25,7 @@ from voxwire.conformance import Options, load_cases, run_kit
 from voxwire.conformance.__main__ import main
 from voxwire.conformance.casefile import select
 from voxwire.conformance.runner import PASS, SKIP
+from voxwire.v1 import audio_pb2, capabilities_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the toy models lack, so the cases about it have nothing to run on.
@@ -153,8 +156,8 @@ class _OddLengthVoice(ToneVoice):
     """A voice whose chunks are not whole milliseconds (1001 samples at 16 kHz: 62.5625 ms),
     as a real synthesizer's are."""
 
-    def speak(self, text: str) -> list[tuple[str, bytes]]:
-        return [(word, bytes(2 * 1001)) for word in text.split()]
+    def speak(self, text: str, rate: int = 16000) -> list[tuple[str, np.ndarray]]:
+        return [(word, np.zeros(1001 * rate // 16000)) for word in text.split()]
 
 
 async def test_a_voice_whose_chunks_are_not_whole_ms_keeps_its_timeline():
@@ -174,3 +177,50 @@ async def test_a_voice_whose_chunks_are_not_whole_ms_keeps_its_timeline():
     finally:
         await server.stop(0.5)
     assert {r.case.id: (r.result, r.evidence) for r in report.results if r.result != PASS} == {}
+
+
+async def test_step_one_advertising_other_formats_is_all_it_takes(monkeypatch):
+    # examples/README.md, step 1: "Change STT_MODEL / TTS_MODEL to say what your model does:
+    # if it takes 8 kHz mu-law, list that format". Doing only that failed 30 cases: the
+    # example's checks and audio handling said "PCM_S16LE only", "16 kHz only" whatever
+    # Capabilities said. Now the formats, languages and voices come from the two models.
+    fmt = capabilities_pb2.FormatSupport
+    pcm16, f32 = audio_pb2.AUDIO_ENCODING_PCM_S16LE, audio_pb2.AUDIO_ENCODING_PCM_F32LE
+    mulaw = audio_pb2.AUDIO_ENCODING_MULAW
+    stt_model = capabilities_pb2.ModelCapabilities()
+    stt_model.CopyFrom(ex.STT_MODEL)
+    del stt_model.input_formats[:]
+    stt_model.input_formats.extend(
+        [
+            fmt(encoding=mulaw, sample_rates_hz=[8000]),
+            fmt(encoding=pcm16, sample_rates_hz=[8000, 16000], max_channels=2),
+            fmt(encoding=f32, sample_rates_hz=[16000]),
+        ]
+    )
+    stt_model.native_sample_rate_hz = 8000
+    tts_model = capabilities_pb2.ModelCapabilities()
+    tts_model.CopyFrom(ex.TTS_MODEL)
+    del tts_model.output_formats[:]
+    tts_model.output_formats.extend(
+        [fmt(encoding=pcm16, sample_rates_hz=[24000]), fmt(encoding=mulaw, sample_rates_hz=[8000])]
+    )
+    tts_model.native_sample_rate_hz = 24000
+    tts_model.voices.append("low")
+    monkeypatch.setattr(ex, "STT_MODEL", stt_model)
+    monkeypatch.setattr(ex, "TTS_MODEL", tts_model)
+    server, port = await build_server(0, idle_s=2.0)
+    try:
+        report = await run_kit(Options(target=f"127.0.0.1:{port}"))
+    finally:
+        await server.stop(0.5)
+    results = {r.case.id: (r.result, r.evidence) for r in report.results}
+    assert {k: v for k, v in results.items() if v[0] not in (PASS, SKIP)} == {}
+    assert results["stt.formats.every-advertised"] == (
+        PASS,
+        "toy_beep: all 5 advertised formats work",
+    )
+    assert results["tts.formats.every-advertised"] == (
+        PASS,
+        "toy_tone: all 2 advertised formats work",
+    )
+    assert results["stt.audio.nan-samples"][0] == PASS  # PCM_F32LE is advertised now

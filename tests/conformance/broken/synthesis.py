@@ -22,7 +22,7 @@ class AudioAfterCancel(ex.SynthesisStream):
             ctx["seq"] += 1
             chunk = tts.AudioChunk(
                 sequence_number=ctx["seq"],
-                audio=ex.ToneVoice.PCM_BYTES,
+                audio=bytes(2 * ex.RATE // 5),  # 200 ms of PCM_S16LE
                 start_ms=ctx["ms"],
                 duration_ms=200,
             )
