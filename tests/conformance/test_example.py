@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import wave
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -24,7 +26,7 @@ from examples.minimal_server import (
 from voxwire.conformance import Options, load_cases, run_kit
 from voxwire.conformance.__main__ import main
 from voxwire.conformance.casefile import select
-from voxwire.conformance.runner import PASS, SKIP
+from voxwire.conformance.runner import FAIL, PASS, SKIP
 from voxwire.v1 import audio_pb2, capabilities_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,3 +226,59 @@ async def test_step_one_advertising_other_formats_is_all_it_takes(monkeypatch):
         "toy_tone: all 2 advertised formats work",
     )
     assert results["stt.audio.nan-samples"][0] == PASS  # PCM_F32LE is advertised now
+
+
+class _LoudOnly(ex.BeepDetector):
+    """A recognizer that hears nothing in the kit's speech (a keypad decoder, a wake word
+    model): only sound louder than the bundled recording counts."""
+
+    LOUD = 0.5
+
+
+class _LoudOnlyTranscription(Transcription):
+    def start(self, config: Any) -> ex.BeepDetector:
+        super().start(config)
+        return _LoudOnly(config.word_timestamps, config.audio_format.sample_rate_hz)
+
+
+def _loud_bursts(path: Path) -> Path:
+    """2 s at 16 kHz: a loud 440 Hz burst from 0.3 to 1.5 s (open at the 60 % cut, 1.2 s)."""
+    t = np.arange(32000) / 16000
+    x = np.where((t > 0.3) & (t < 1.5), 0.8 * np.sin(2 * np.pi * 440 * t), 0.0)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes((x * 32767).astype("<i2").tobytes())
+    return path
+
+
+async def test_speech_of_your_own_for_a_model_that_does_not_hear_the_kits(tmp_path):
+    # A keypad (DTMF) recognizer heard nothing in the kit's speech and failed six cases with
+    # "speech was sent, no final result came (0 results)": a conforming server, failed for
+    # what it recognises. The evidence now says so, and --speech gives it audio it hears.
+    server = grpc.aio.server()
+    add_services(server, _LoudOnlyTranscription(2.0), Synthesis(2.0), Capabilities(2.0))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    patterns = ["stt.results.*", "stt.finalize.ack-after-results", "stt.order.close-*"]
+    try:
+        cases = select(load_cases(), patterns)
+        target = f"127.0.0.1:{port}"
+        kit_speech, own = await asyncio.gather(
+            run_kit(Options(target=target), cases),
+            run_kit(Options(target=target, speech=_loud_bursts(tmp_path / "keys.wav")), cases),
+        )
+    finally:
+        await server.stop(0.5)
+    failed = {r.case.id: r.evidence for r in kit_speech.results if r.result == FAIL}
+    assert "stt.results.within-audio-sent" in failed
+    assert all("--speech" in evidence for evidence in failed.values()), failed
+    assert {r.case.id: r.evidence for r in own.results if r.result not in (PASS, SKIP)} == {}
+
+
+def test_cli_refuses_speech_that_is_not_a_wav_file(tmp_path, capsys):
+    bad = tmp_path / "speech.wav"
+    bad.write_text("not audio")
+    assert main(["--target", "127.0.0.1:1", "--speech", str(bad)]) == 2
+    assert "--speech" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from voxwire.call_headers import parse_header
 from voxwire.conformance.casefile import CaseFileError
 from voxwire.conformance.report import print_report, write_json
 from voxwire.conformance.runner import SKIP, Options, load_cases, read_case_list, run_kit
+from voxwire.conformance.signals import load_speech
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parallel", type=int, default=4, help="streams run at once")
     p.add_argument("--timeout", type=float, default=20.0, help="deadline of one stream (s)")
     p.add_argument("--deadline", type=float, default=300.0, help="bound on the whole run (s)")
+    p.add_argument(
+        "--speech",
+        type=Path,
+        help="a 16-bit PCM WAV file sent wherever a case sends speech, for a model that does "
+        "not recognise the kit's own (its speech should span 60%% of its length)",
+    )
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument(
         "--header",
@@ -72,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         extra = tuple(parse_header(h) for h in args.header)
+        if args.speech:
+            load_speech(args.speech)
     except ValueError as exc:
-        errors.print(f"[red]{exc}[/red]")
+        what = "--speech: " if args.speech and str(args.speech) in str(exc) else ""
+        errors.print(f"[red]{what}{exc}[/red]", highlight=False)
         return 2
     options = Options(
         target=args.target,
@@ -86,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         parallel=max(1, args.parallel),
         deadline_s=args.deadline,
         case_timeout_s=args.timeout,
+        speech=args.speech,
     )
     report = asyncio.run(run_kit(options, cases))
     unusable = report.catalog_error.split(":", 1)[0] in _UNUSABLE

@@ -20,7 +20,13 @@ import grpc
 
 # Importing the check modules registers their properties.
 from voxwire import call_headers
-from voxwire.conformance import richstatus, stream_checks, stt_checks, tts_checks  # noqa: F401
+from voxwire.conformance import (  # noqa: F401
+    richstatus,
+    signals,
+    stream_checks,
+    stt_checks,
+    tts_checks,
+)
 from voxwire.conformance.casefile import (
     STREAM_SERVICES,
     Case,
@@ -66,6 +72,7 @@ class Options:
     parallel: int = 4
     deadline_s: float = 300.0
     headers: tuple[tuple[str, str], ...] = ()  # metadata of every call (e.g. authorization)
+    speech: Path | None = None  # a WAV file sent as "speech" instead of the bundled one
 
 
 @dataclass(slots=True)
@@ -198,6 +205,8 @@ class _Run:
         if not self._others_left:
             self._others_done.set()
         self._alone = asyncio.Lock()
+        # Read once here; the CLI checks the file before the run (signals.load_speech).
+        self.speech = signals.load_speech(options.speech) if options.speech else None
 
     async def scheduled(self, case: Case) -> CaseResult:
         """``case``'s result, run when its turn comes."""
@@ -300,7 +309,7 @@ class _Run:
         gate: Gate | None = None,
     ) -> tuple[Verdict, int]:
         assert self.catalog is not None
-        plan = build(case, self.catalog, model, gate)
+        plan = build(case, self.catalog, model, gate, self.speech)
         wait_s = self._wait_s(case)
         # A case that sits out a limit costs the server nothing meanwhile: it takes no slot.
         slots = self.slots if slot and not wait_s else contextlib.nullcontext()
