@@ -282,3 +282,25 @@ def test_cli_refuses_speech_that_is_not_a_wav_file(tmp_path, capsys):
     bad.write_text("not audio")
     assert main(["--target", "127.0.0.1:1", "--speech", str(bad)]) == 2
     assert "--speech" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_known_failing_entry_that_names_no_case(tmp_path, capsys):
+    # A typo (or a case renamed since) in known.txt was ignored, exit 0: the entry could never
+    # shrink the list, and the case it meant was not listed at all.
+    known = tmp_path / "known.txt"
+    known.write_text("stt.config.requred  # typo\nstt.limits.*\n")
+    code = main(
+        ["--target", "127.0.0.1:1", "--cases", "stt.config.*", "--known-failing", str(known)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "stt.config.requred" in err and "stt.limits" not in err, err
+
+
+def test_cli_refuses_an_unwritable_json_path_before_the_run(tmp_path, capsys):
+    # --json into a path it cannot write ran every case, then ended in a traceback, exit 1
+    # (as if a case had failed).
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["--target", "127.0.0.1:1", "--json", str(blocker / "report.json")])
+    out, err = capsys.readouterr()
+    assert code == 2 and "--json" in err and not out, (out, err)

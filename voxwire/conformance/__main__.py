@@ -2,20 +2,23 @@
 
 Exit status: 0 when every case passes, is skipped, or is a listed known failure or flaky case
 that failed; 1 when a case fails (or a known-failing case passes: shrink the list); 2 for bad
-arguments or case files.
+arguments or case files (a known-failing or known-flaky entry that names no case, a --json
+path that cannot be written), or nothing to judge.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import fnmatch
+import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from voxwire.call_headers import parse_header
-from voxwire.conformance.casefile import CaseFileError
+from voxwire.conformance.casefile import CaseFileError, select
 from voxwire.conformance.report import print_report, write_json
 from voxwire.conformance.runner import SKIP, Options, load_cases, read_case_list, run_kit
 from voxwire.conformance.signals import load_speech
@@ -60,12 +63,24 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     errors = Console(stderr=True, soft_wrap=True)  # one line each, whatever the width
     try:
-        cases = load_cases(args.case_file, args.cases)
+        every = load_cases(args.case_file)
+        cases = select(every, args.cases)
         known = read_case_list(args.known_failing) if args.known_failing else ()
         flaky = read_case_list(args.known_flaky) if args.known_flaky else ()
     except (CaseFileError, OSError) as exc:
         errors.print(f"[red]{exc}[/red]")
         return 2
+    for flag, entries in (("--known-failing", known), ("--known-flaky", flaky)):
+        # A typo, or a case renamed since, would never match: the list could not shrink, and
+        # the case it meant would not be listed at all.
+        stale = [e for e in entries if not any(fnmatch.fnmatchcase(c.id, e) for c in every)]
+        if stale:
+            errors.print(
+                f"[red]{flag} names no case: {', '.join(stale)} (python -m voxwire.conformance "
+                "--list shows the ids)[/red]",
+                highlight=False,
+            )
+            return 2
     if not cases:
         # A typo in a CI job's --cases must not pass as "conforms".
         errors.print(f"[red]no case matches --cases {' '.join(args.cases)}[/red]")
@@ -76,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.target:
         errors.print("[red]--target host:port is required[/red]")
+        return 2
+    if args.json and not _writable(args.json):
+        # Found after the run, it was a traceback and exit 1, as if a case had failed.
+        errors.print(f"[red]--json {args.json}: cannot write there[/red]", highlight=False)
         return 2
     try:
         extra = tuple(parse_header(h) for h in args.header)
@@ -103,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     if not unusable:
         print_report(report, console)
     if args.json:
-        write_json(report, args.json)
+        try:
+            write_json(report, args.json)
+        except OSError as exc:
+            errors.print(f"[red]--json {args.json}: {exc}[/red]", highlight=False)
+            return 2
     if unusable:
         # Not a verdict on a server: there is none to judge at that address (exit 2, not 1).
         errors.print(
@@ -129,6 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     return 0 if report.ok else 1
+
+
+def _writable(path: Path) -> bool:
+    """Whether the report can be written at ``path`` (its folder is made if need be)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    if path.exists():
+        return path.is_file() and os.access(path, os.W_OK)
+    return os.access(path.parent, os.W_OK)
 
 
 # GetCapabilities failing so: nothing that speaks voxwire.v1 answers at the target.
