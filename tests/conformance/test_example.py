@@ -304,3 +304,25 @@ def test_cli_refuses_an_unwritable_json_path_before_the_run(tmp_path, capsys):
     code = main(["--target", "127.0.0.1:1", "--json", str(blocker / "report.json")])
     out, err = capsys.readouterr()
     assert code == 2 and "--json" in err and not out, (out, err)
+
+
+async def test_the_chunk_limit_is_checked_on_a_model_without_pcm16(monkeypatch):
+    # A model that takes 8 kHz mu-law only (what docs/contract.md asks phone audio to be
+    # sent as) skipped both chunk limit cases, "no fitting STT model advertises PCM_S16LE",
+    # though max_chunk_bytes holds for every encoding.
+    stt_model = capabilities_pb2.ModelCapabilities()
+    stt_model.CopyFrom(ex.STT_MODEL)
+    del stt_model.input_formats[:]
+    stt_model.input_formats.add(encoding=audio_pb2.AUDIO_ENCODING_MULAW, sample_rates_hz=[8000])
+    stt_model.native_sample_rate_hz = 8000
+    monkeypatch.setattr(ex, "STT_MODEL", stt_model)
+    server, port = await build_server(0, idle_s=2.0)
+    try:
+        cases = select(load_cases(), ["stt.limits.chunk-*"])
+        report = await run_kit(Options(target=f"127.0.0.1:{port}"), cases)
+    finally:
+        await server.stop(0.5)
+    assert {r.case.id: r.result for r in report.results} == {
+        "stt.limits.chunk-too-large": PASS,
+        "stt.limits.chunk-at-limit": PASS,
+    }, [(r.case.id, r.evidence) for r in report.results]
