@@ -98,6 +98,19 @@ class DropsLongText(ex.SynthesisStream):
         return super().handle(msg)
 
 
+class WaitsForTheClose(ex.SynthesisStream):
+    """Keeps appended text until a flush or the close, complete sentences too."""
+
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        ctx = self.contexts.get(msg.context_id)
+        if ctx is not None and msg.WhichOneof("request") == "append":
+            size = len(msg.append.text.encode()) + len(ctx["text"].encode())
+            if size <= ex.LIMITS.max_pending_text_bytes:
+                ctx["text"] += msg.append.text
+                return []
+        return super().handle(msg)
+
+
 class SpeaksInvalidSsml(ex.SynthesisStream):
     """Advertises SSML; speaks the markup, then reports it invalid (audio for invalid SSML)."""
 
