@@ -210,3 +210,22 @@ def test_evidence_names_the_reason_of_a_context_error():
     assert "error UNSUPPORTED_SAMPLE_RATE" in verdict.evidence, verdict.evidence
     assert "22050 Hz only" in verdict.evidence, verdict.evidence
     assert "UNSUPPORTED_SAMPLE_RATE" in expect.summary(out)
+
+
+def test_evidence_of_a_missed_wait_leads_with_it():
+    # A server that held text until the close got IDLE_TIMEOUT while the kit waited for
+    # audio; the evidence said "ended DEADLINE_EXCEEDED IDLE_TIMEOUT ..., expected OK", not
+    # that the audio the kit was waiting for never came.
+    case = {c.id: c for c in load_cases()}["tts.append.sentence-starts-at-once"]
+    Resp = synthesis_pb2.StreamingSynthesizeResponse
+    timeout = errors.IdleTimeout("no message for 2 s")
+    out = Outcome(
+        responses=[Resp(context_id="a", opened=synthesis_pb2.ContextOpened())],
+        code=grpc.StatusCode.DEADLINE_EXCEEDED,
+        details="no message for 2 s",
+        trailers={"grpc-status-details-bin": timeout.to_rpc_status().SerializeToString()},
+        missed_wait="audio",
+    )
+    evidence = expect.evaluate(out, Plan(case, None, {})).evidence
+    assert evidence.startswith("no audio came"), evidence
+    assert "IDLE_TIMEOUT" in evidence, evidence

@@ -1,6 +1,7 @@
 """The expectations every case can declare: status, rich error, first/last responses, context
-errors, finished contexts, update acks. Checked in that order; the first failure is the case's
-evidence. Property checks (verdict.PROPERTIES) follow.
+errors, finished contexts, update acks. Checked in that order, after the case's waits (a wait
+that never ended explains the rest); the first failure is the case's evidence. Property checks
+(verdict.PROPERTIES) follow.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from voxwire.conformance.verdict import PROPERTIES, Verdict, failed, passed
 def evaluate(out: Outcome, plan: Plan) -> Verdict:
     """The case's verdict on ``out``."""
     expect = plan.case.expect
+    # A wait that never ended is the cause of what follows it (the deadline, or the server's
+    # idle timeout while the kit waited), so it comes first.
     checks = (
+        _waits,
         _ended,
         _status,
-        _waits,
         _rich_error,
         _first_last,
         _context_errors,
@@ -92,7 +95,8 @@ def _status(out: Outcome, plan: Plan) -> Verdict | None:
 
 def _waits(out: Outcome, plan: Plan) -> Verdict | None:
     if out.missed_wait:
-        return failed(f"no {out.missed_wait} came (saw {_seen(out)})")
+        ended = "the kit's deadline ended it" if out.deadline_hit else f"it ended {summary(out)}"
+        return failed(f"no {out.missed_wait} came (saw {_seen(out)}; {ended})")
     return None
 
 
