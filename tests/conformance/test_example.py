@@ -326,3 +326,12 @@ async def test_the_chunk_limit_is_checked_on_a_model_without_pcm16(monkeypatch):
         "stt.limits.chunk-too-large": PASS,
         "stt.limits.chunk-at-limit": PASS,
     }, [(r.case.id, r.evidence) for r in report.results]
+
+
+def test_cli_list_is_one_line_per_case(capsys):
+    # Piped (no terminal), --list wrapped each case over two lines at 80 columns, so
+    # `--list | grep tts.limits` lost the promises and `| wc -l` counted twice the cases.
+    assert main(["--list", "--cases", "stt.limits.*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(select(load_cases(), ["stt.limits.*"])), lines
+    assert all(line.startswith("stt.limits.") for line in lines), lines

@@ -86,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         errors.print(f"[red]no case matches --cases {' '.join(args.cases)}[/red]")
         return 2
     if args.list:
+        # One line per case whatever the width, so that grep and wc work on it.
         for case in cases:
-            console.print(f"{case.id:48} {case.section:28} {case.promise}", highlight=False)
+            line = f"{case.id:48} {case.section:28} {case.promise}"
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
         return 0
     if not args.target:
         errors.print("[red]--target host:port is required[/red]")
