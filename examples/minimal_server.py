@@ -8,8 +8,8 @@ Both take and give PCM_S16LE, 16 kHz, mono only, and Capabilities says exactly t
 STT_MODEL and TTS_MODEL list is what the server accepts. Swap the two toy classes for your model,
 keep the rest, and check it with the conformance kit:
 
-    python examples/minimal_server.py --port 50051
-    python -m voxwire.conformance --target 127.0.0.1:50051
+    python examples/minimal_server.py --port 50071   # 50051 is make run's adapter
+    python -m voxwire.conformance --target 127.0.0.1:50071
 """
 
 from __future__ import annotations
@@ -543,7 +543,9 @@ async def build_server(port: int = 0, *, idle_s: float = 30.0) -> tuple[grpc.aio
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description="A minimal voxwire.v1 server on toy models.")
-    parser.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    parser.add_argument(
+        "--port", type=int, default=50071, help="0 picks a free port (50051 is make run's adapter)"
+    )
     parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds")
     args = parser.parse_args()
     server, port = await build_server(args.port, idle_s=args.idle_timeout)
