@@ -335,3 +335,14 @@ def test_cli_list_is_one_line_per_case(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(select(load_cases(), ["stt.limits.*"])), lines
     assert all(line.startswith("stt.limits.") for line in lines), lines
+
+
+def test_cli_json_says_nothing_was_checked_when_no_server_answers(tmp_path, capsys):
+    # Exit 2 said "not a verdict on a server", but the JSON for CI held every selected case
+    # as "fail" ("GetCapabilities failed: no model to run on") and not why.
+    report = tmp_path / "report.json"
+    code = main(["--target", "127.0.0.1:1", "--cases", "stt.config.*", "--json", str(report)])
+    data = json.loads(report.read_text())
+    assert code == 2 and not data["ok"]
+    assert data["error"].startswith("GetCapabilities failed: UNAVAILABLE"), data
+    assert data["counts"] == {} and data["cases"] == [], data

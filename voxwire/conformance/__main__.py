@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         speech=args.speech,
     )
     report = asyncio.run(run_kit(options, cases))
-    unusable = report.catalog_error.split(":", 1)[0] in _UNUSABLE
+    unusable = report.unreachable
     if not unusable:
         print_report(report, console)
     if args.json:
@@ -165,10 +165,6 @@ def _writable(path: Path) -> bool:
     if path.exists():
         return path.is_file() and os.access(path, os.W_OK)
     return os.access(path.parent, os.W_OK)
-
-
-# GetCapabilities failing so: nothing that speaks voxwire.v1 answers at the target.
-_UNUSABLE = frozenset({"UNAVAILABLE", "UNIMPLEMENTED", "DEADLINE_EXCEEDED"})
 
 
 if __name__ == "__main__":

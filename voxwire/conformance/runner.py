@@ -48,6 +48,8 @@ from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc
 PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
 KNOWN_FAILING, UNEXPECTED_PASS, FLAKY = "known-failing", "unexpected-pass", "flaky"
 BAD = frozenset({FAIL, ERROR, UNEXPECTED_PASS})
+# GetCapabilities failing so: nothing that speaks voxwire.v1 answers at the target.
+UNREACHABLE = frozenset({"UNAVAILABLE", "UNIMPLEMENTED", "DEADLINE_EXCEEDED"})
 # grpc/grpc#36066 can replace a server's status with INTERNAL: run such a case again.
 RACE_ATTEMPTS = 3
 # A case that holds a model's whole capacity (Case.holds) and meets OVERLOADED, say while the
@@ -98,7 +100,12 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not any(r.result in BAD for r in self.results)
+        return not self.unreachable and not any(r.result in BAD for r in self.results)
+
+    @property
+    def unreachable(self) -> bool:
+        """Nothing that speaks voxwire.v1 answered at the target: no verdict on a server."""
+        return self.catalog_error.split(":", 1)[0] in UNREACHABLE
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
