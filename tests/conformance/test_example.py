@@ -346,3 +346,14 @@ def test_cli_json_says_nothing_was_checked_when_no_server_answers(tmp_path, caps
     assert code == 2 and not data["ok"]
     assert data["error"].startswith("GetCapabilities failed: UNAVAILABLE"), data
     assert data["counts"] == {} and data["cases"] == [], data
+
+
+def test_cli_cases_takes_a_comma_separated_list_as_models_does(capsys):
+    # --models a,b is comma-separated; --cases 'stt.*,tts.*' matched nothing, exit 2.
+    assert main(["--list", "--cases", "stt.limits.chunk-*,tts.limits.chunk-*"]) == 0
+    ids = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert sorted(ids) == [
+        "stt.limits.chunk-at-limit",
+        "stt.limits.chunk-too-large",
+        "tts.limits.chunk-too-large",
+    ], ids

@@ -35,7 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--known-failing", type=Path, help="file of case ids not expected to pass yet")
     p.add_argument("--known-flaky", type=Path, help="file of case ids whose failures do not count")
     p.add_argument("--models", default="", help="comma-separated models to use, in this order")
-    p.add_argument("--cases", action="append", default=[], help="only case ids matching this glob")
+    p.add_argument(
+        "--cases",
+        action="append",
+        default=[],
+        help="only case ids matching these globs (comma-separated, repeatable)",
+    )
     p.add_argument("--case-file", action="append", type=Path, default=[], help="more case files")
     p.add_argument("--slow", action="store_true", help="also run cases that wait out long limits")
     p.add_argument("--max-wait", type=float, default=10.0, help="longest limit waited out (s)")
@@ -60,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Comma-separated like --models (case ids have no commas), and repeatable.
+    args.cases = [p.strip() for arg in args.cases for p in arg.split(",") if p.strip()]
     console = Console()
     errors = Console(stderr=True, soft_wrap=True)  # one line each, whatever the width
     try:
