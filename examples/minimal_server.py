@@ -163,12 +163,15 @@ def check_config(
     language: str,
     field: str,
     model: capabilities_pb2.ModelCapabilities,
-    lacking: dict[str, bool],
+    asked: dict[str, tuple[bool, str]],
+    voice: str = "",
 ) -> codecs.PcmFormat:
     """The stream's audio format, checked against what ``model`` advertises (Capabilities is
-    the one source: list a format there and it is accepted here). Raises UnknownModel,
-    UnsupportedEncoding, UnsupportedSampleRate or InvalidConfig (every bad field at once;
-    asking for a feature the model lacks is one, never silently dropped)."""
+    the one source: list a format there and it is accepted here). ``asked`` maps a config
+    field to (whether the client asked for it, the ``Features`` field that offers it). Raises
+    UnknownModel, UnsupportedEncoding, UnsupportedSampleRate or InvalidConfig (every bad field
+    at once; asking for a feature the model does not advertise is one, never silently
+    dropped)."""
     if name not in ("", model.name):
         raise errors.UnknownModel(
             f"no model {name!r}", violations=[Violation(f"{field}.model", model.name)]
@@ -196,10 +199,14 @@ def check_config(
             violations=[Violation(f"{where}.channels", f"at most {channels}")],
         )
     bad = [
-        Violation(f"{field}.{name}", "not supported") for name, asked in lacking.items() if asked
+        Violation(f"{field}.{name}", f"{model.name} does not advertise {feature}")
+        for name, (on, feature) in asked.items()
+        if on and not getattr(model.features, feature)
     ]
     if language not in ("", *model.languages):
         bad.append(Violation(f"{field}.language", f"one of {list(model.languages)}"))
+    if voice not in ("", *model.voices):
+        bad.append(Violation(f"{field}.voice", f"one of {list(model.voices)}"))
     if bad:
         raise errors.InvalidConfig.of("invalid config", bad)
     return codecs.PcmFormat(ENCODINGS[fmt.encoding], fmt.sample_rate_hz, fmt.channels or 1)
@@ -262,13 +269,14 @@ class Transcription(StreamService):
             await self.fail(context, exc, clock)
 
     def start(self, config: stt.TranscriptionConfig) -> BeepDetector:
-        lacking = {
-            "interim_results": config.interim_results,
-            "endpointing": config.HasField("endpointing"),
-            "vocabulary": bool(config.vocabulary),
+        asked = {  # config field: (asked for, the feature that Capabilities advertises)
+            "interim_results": (config.interim_results, "interim_results"),
+            "word_timestamps": (config.word_timestamps, "word_timestamps"),
+            "endpointing": (config.HasField("endpointing"), "endpointing"),
+            "vocabulary": (bool(config.vocabulary), "vocabulary"),
         }
         fmt = check_config(
-            config.model, config.audio_format, config.language, "config", STT_MODEL, lacking
+            config.model, config.audio_format, config.language, "config", STT_MODEL, asked
         )
         return BeepDetector(config.word_timestamps, fmt.sample_rate_hz)
 
@@ -374,13 +382,19 @@ class SynthesisStream:
         return [*out, Resp(context_id=cid, done=done)]
 
     def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
-        lacking = {
-            "text_format": config.text_format == tts.TEXT_FORMAT_SSML,
-            "pronunciations": bool(config.pronunciations),
-            "voice": config.voice not in ("", *TTS_MODEL.voices),
+        asked = {  # config field: (asked for, the feature that Capabilities advertises)
+            "text_format": (config.text_format == tts.TEXT_FORMAT_SSML, "ssml"),
+            "pronunciations": (bool(config.pronunciations), "pronunciation"),
+            "word_timestamps": (config.word_timestamps, "word_timestamps"),
         }
         fmt = check_config(
-            config.model, config.output_format, config.language, "open", TTS_MODEL, lacking
+            config.model,
+            config.output_format,
+            config.language,
+            "open",
+            TTS_MODEL,
+            asked,
+            voice=config.voice,
         )
         self.contexts[cid] = {
             "text": "",

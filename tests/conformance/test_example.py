@@ -357,3 +357,28 @@ def test_cli_cases_takes_a_comma_separated_list_as_models_does(capsys):
         "stt.limits.chunk-too-large",
         "tts.limits.chunk-too-large",
     ], ids
+
+
+async def test_features_the_models_do_not_advertise_are_refused(monkeypatch):
+    # Step 1 again: a model without word timestamps cleared features.word_timestamps, and the
+    # kit failed stt/tts.config.lacking-word-timestamps: the example's own list of what to
+    # refuse did not follow Capabilities, so a request for them was silently ignored.
+    stt_model, tts_model = (
+        capabilities_pb2.ModelCapabilities(),
+        capabilities_pb2.ModelCapabilities(),
+    )
+    stt_model.CopyFrom(ex.STT_MODEL)
+    tts_model.CopyFrom(ex.TTS_MODEL)
+    stt_model.features.word_timestamps = tts_model.features.word_timestamps = False
+    monkeypatch.setattr(ex, "STT_MODEL", stt_model)
+    monkeypatch.setattr(ex, "TTS_MODEL", tts_model)
+    server, port = await build_server(0, idle_s=2.0)
+    try:
+        cases = select(load_cases(), ["*.config.lacking-*"])
+        report = await run_kit(Options(target=f"127.0.0.1:{port}"), cases)
+    finally:
+        await server.stop(0.5)
+    results = {r.case.id: (r.result, r.evidence) for r in report.results}
+    assert results["stt.config.lacking-word-timestamps"][0] == PASS, results
+    assert results["tts.config.lacking-word-timestamps"][0] == PASS, results
+    assert all(result in (PASS, SKIP) for result, _ in results.values()), results
