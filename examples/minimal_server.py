@@ -4,11 +4,12 @@ It keeps every promise of docs/contract.md that applies to what it advertises, w
 - STT, ``BeepDetector``: each burst of sound (10 ms frames above an RMS threshold) becomes one
   word, "beep", with honest timings; a burst ends after 300 ms of quiet, or at a finalize/close.
 - TTS, ``ToneVoice``: each word of text becomes 150 ms of a 440 Hz tone and 50 ms of silence.
-Both take and give PCM_S16LE, 16 kHz, mono only, and Capabilities says exactly that. Swap the two
-toy classes for your model, keep the rest, and check it with the conformance kit:
+Both take and give PCM_S16LE, 16 kHz, mono only, and Capabilities says exactly that: what
+STT_MODEL and TTS_MODEL list is what the server accepts. Swap the two toy classes for your model,
+keep the rest, and check it with the conformance kit:
 
-    python examples/minimal_server.py --port 50051
-    python -m voxwire.conformance --target 127.0.0.1:50051
+    python examples/minimal_server.py --port 50071   # 50051 is make run's adapter
+    python -m voxwire.conformance --target 127.0.0.1:50071
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from voxwire import errors
+from voxwire.audio import codecs
+from voxwire.audio.formats import ENCODINGS
 from voxwire.errors import Violation
 from voxwire.timings import StageClock, trailers
 from voxwire.v1 import audio_pb2, capabilities_pb2, capabilities_pb2_grpc
@@ -65,12 +68,14 @@ LIMITS = capabilities_pb2.Limits(
 
 # -- the toy models: replace these two classes with yours ----------------------------------------
 class BeepDetector:
-    """Toy STT. ``feed`` and ``flush`` return final results; offsets are ms of audio received."""
+    """Toy STT. ``feed`` takes mono float samples at ``rate``; ``feed`` and ``flush`` return
+    final results; offsets are ms of audio received."""
 
-    FRAME, LOUD, GAP_MS = RATE // 100, 0.02, 300
+    LOUD, GAP_MS = 0.02, 300
 
-    def __init__(self, word_timestamps: bool) -> None:
+    def __init__(self, word_timestamps: bool, rate: int = RATE) -> None:
         self.word_timestamps = word_timestamps
+        self.rate, self.frame = rate, rate // 100  # 10 ms frames
         self.received = 0  # samples received
         self.pending = np.zeros(0)  # samples not yet in a whole 10 ms frame
         self.ms = 0  # audio analysed (whole frames)
@@ -78,13 +83,12 @@ class BeepDetector:
         self.last_loud = 0  # where its last loud frame ended
         self.utterances = 0
 
-    def feed(self, pcm: bytes) -> list[stt.TranscriptResult]:
-        samples = np.frombuffer(pcm, "<i2") / 32768.0
+    def feed(self, samples: np.ndarray) -> list[stt.TranscriptResult]:
         self.received += len(samples)
         self.pending = np.concatenate([self.pending, samples])
         results = []
-        while len(self.pending) >= self.FRAME:
-            frame, self.pending = self.pending[: self.FRAME], self.pending[self.FRAME :]
+        while len(self.pending) >= self.frame:
+            frame, self.pending = self.pending[: self.frame], self.pending[self.frame :]
             self.ms += 10
             if np.sqrt(np.mean(frame**2)) > self.LOUD:
                 self.start = self.ms - 10 if self.start is None else self.start
@@ -115,15 +119,16 @@ class BeepDetector:
 
 
 class ToneVoice:
-    """Toy TTS: one 200 ms chunk (a 150 ms tone, then 50 ms of silence) per word."""
+    """Toy TTS: one 200 ms chunk (a 150 ms tone, then 50 ms of silence) per word, as mono
+    float samples at ``rate`` (the toy makes any rate; a model with one native rate lists only
+    that rate, or resamples with ``voxwire.audio.resample.StreamResampler``)."""
 
     TONE_MS = 150
-    _t = np.arange(RATE * TONE_MS // 1000) / RATE
-    PCM = np.concatenate([0.3 * np.sin(2 * np.pi * 440 * _t), np.zeros(RATE // 20)]) * 32767
-    PCM_BYTES = PCM.astype("<i2").tobytes()
 
-    def speak(self, text: str) -> list[tuple[str, bytes]]:
-        return [(word, self.PCM_BYTES) for word in text.split()]
+    def speak(self, text: str, rate: int = RATE) -> list[tuple[str, np.ndarray]]:
+        t = np.arange(rate * self.TONE_MS // 1000) / rate
+        word = np.concatenate([0.3 * np.sin(2 * np.pi * 440 * t), np.zeros(rate // 20)])
+        return [(w, word) for w in text.split()]
 
 
 # -- the contract around them ---------------------------------------------------------------------
@@ -158,34 +163,53 @@ def check_config(
     language: str,
     field: str,
     model: capabilities_pb2.ModelCapabilities,
-    lacking: dict[str, bool],
-) -> None:
-    """Raises UnknownModel, UnsupportedEncoding, UnsupportedSampleRate or InvalidConfig (every
-    bad field at once; asking for a feature the model lacks is one, never silently dropped)."""
+    asked: dict[str, tuple[bool, str]],
+    voice: str = "",
+) -> codecs.PcmFormat:
+    """The stream's audio format, checked against what ``model`` advertises (Capabilities is
+    the one source: list a format there and it is accepted here). ``asked`` maps a config
+    field to (whether the client asked for it, the ``Features`` field that offers it). Raises
+    UnknownModel, UnsupportedEncoding, UnsupportedSampleRate or InvalidConfig (every bad field
+    at once; asking for a feature the model does not advertise is one, never silently
+    dropped)."""
     if name not in ("", model.name):
         raise errors.UnknownModel(
             f"no model {name!r}", violations=[Violation(f"{field}.model", model.name)]
         )
     where = f"{field}.{'audio' if field == 'config' else 'output'}_format"
-    if fmt.encoding != PCM16:
+    offered = [
+        f
+        for f in (model.input_formats if field == "config" else model.output_formats)
+        if f.encoding == fmt.encoding and f.encoding in ENCODINGS
+    ]
+    if not offered:
         raise errors.UnsupportedEncoding(
-            "PCM_S16LE only", violations=[Violation(f"{where}.encoding", "PCM_S16LE")]
+            f"{model.name} does not take this encoding",
+            violations=[Violation(f"{where}.encoding", "not advertised")],
         )
-    if fmt.sample_rate_hz != RATE:
+    rates = sorted({rate for f in offered for rate in f.sample_rates_hz})
+    if fmt.sample_rate_hz not in rates:
         raise errors.UnsupportedSampleRate(
-            "16 kHz only", violations=[Violation(f"{where}.sample_rate_hz", "16000")]
+            f"rates {rates} only", violations=[Violation(f"{where}.sample_rate_hz", str(rates))]
         )
-    if fmt.channels > 1:
+    channels = max(f.max_channels or 1 for f in offered)
+    if fmt.channels > channels:
         raise errors.UnsupportedSampleRate(
-            "mono only", violations=[Violation(f"{where}.channels", "1")]
+            f"at most {channels} channel(s)",
+            violations=[Violation(f"{where}.channels", f"at most {channels}")],
         )
     bad = [
-        Violation(f"{field}.{name}", "not supported") for name, asked in lacking.items() if asked
+        Violation(f"{field}.{name}", f"{model.name} does not advertise {feature}")
+        for name, (on, feature) in asked.items()
+        if on and not getattr(model.features, feature)
     ]
-    if language not in ("", "en-US"):
-        bad.append(Violation(f"{field}.language", "en-US only"))
+    if language not in ("", *model.languages):
+        bad.append(Violation(f"{field}.language", f"one of {list(model.languages)}"))
+    if voice not in ("", *model.voices):
+        bad.append(Violation(f"{field}.voice", f"one of {list(model.voices)}"))
     if bad:
         raise errors.InvalidConfig.of("invalid config", bad)
+    return codecs.PcmFormat(ENCODINGS[fmt.encoding], fmt.sample_rate_hz, fmt.channels or 1)
 
 
 class StreamService:
@@ -223,14 +247,19 @@ class Transcription(StreamService):
                 raise errors.ConfigRequired("the first message must be the config")
             model = self.start(first.config)
             await context.write(self.started(first.config))
+            fmt = codecs.PcmFormat(
+                ENCODINGS[first.config.audio_format.encoding],
+                first.config.audio_format.sample_rate_hz,
+                first.config.audio_format.channels or 1,
+            )
             while (msg := await reader.next()) is not None and msg.WhichOneof("request") != "close":
-                for response in self.handle(msg, model):
+                for response in self.handle(msg, model, fmt):
                     await context.write(response)
             # close or half-close: pending audio becomes a final result, then the summary.
             for result in model.flush(forced=True):
                 await context.write(stt.StreamingTranscribeResponse(result=result))
             summary = stt.TranscriptionSummary(
-                audio_ms=model.received * 1000 // RATE,
+                audio_ms=model.received * 1000 // model.rate,
                 utterances=model.utterances,
                 timings=clock.to_proto(),
             )
@@ -240,35 +269,45 @@ class Transcription(StreamService):
             await self.fail(context, exc, clock)
 
     def start(self, config: stt.TranscriptionConfig) -> BeepDetector:
-        lacking = {
-            "interim_results": config.interim_results,
-            "endpointing": config.HasField("endpointing"),
-            "vocabulary": bool(config.vocabulary),
+        asked = {  # config field: (asked for, the feature that Capabilities advertises)
+            "interim_results": (config.interim_results, "interim_results"),
+            "word_timestamps": (config.word_timestamps, "word_timestamps"),
+            "endpointing": (config.HasField("endpointing"), "endpointing"),
+            "vocabulary": (bool(config.vocabulary), "vocabulary"),
         }
-        check_config(
-            config.model, config.audio_format, config.language, "config", STT_MODEL, lacking
+        fmt = check_config(
+            config.model, config.audio_format, config.language, "config", STT_MODEL, asked
         )
-        return BeepDetector(config.word_timestamps)
+        return BeepDetector(config.word_timestamps, fmt.sample_rate_hz)
 
     def started(self, config: stt.TranscriptionConfig) -> stt.StreamingTranscribeResponse:
         started = stt.TranscriptionStarted(
-            request_id=config.request_id, model=STT_MODEL.name, model_sample_rate_hz=RATE
+            request_id=config.request_id,
+            model=STT_MODEL.name,
+            model_sample_rate_hz=STT_MODEL.native_sample_rate_hz,
         )
         return stt.StreamingTranscribeResponse(started=started)
 
-    def handle(self, msg: stt.StreamingTranscribeRequest, model: BeepDetector) -> list[Any]:
+    def handle(
+        self, msg: stt.StreamingTranscribeRequest, model: BeepDetector, fmt: codecs.PcmFormat
+    ) -> list[Any]:
+        """Responses for one message; ``fmt`` is the stream's audio format."""
         Resp, kind = stt.StreamingTranscribeResponse, msg.WhichOneof("request")
         if kind == "config":
             raise errors.ConfigAlreadySet("config was already sent")
         if kind == "audio":
             if len(msg.audio) > LIMITS.max_chunk_bytes:
                 raise errors.ChunkTooLarge(f"over {LIMITS.max_chunk_bytes} bytes")
-            if len(msg.audio) % 2:
-                raise errors.MisalignedAudio("PCM_S16LE needs whole 2-byte samples")
-            return [Resp(result=r) for r in model.feed(msg.audio)]
+            if len(msg.audio) % fmt.bytes_per_frame:
+                raise errors.MisalignedAudio(f"not whole {fmt.bytes_per_frame}-byte frames")
+            try:  # any advertised encoding to mono float samples (contract: Audio)
+                samples = codecs.decode(msg.audio, fmt)
+            except codecs.InvalidSamples as exc:
+                raise errors.InvalidAudio(str(exc)) from None
+            return [Resp(result=r) for r in model.feed(samples)]
         if kind == "finalize":  # results for every byte so far, then the ack
             done = stt.FinalizeAck(
-                finalize_id=msg.finalize.finalize_id, audio_ms=model.received * 1000 // RATE
+                finalize_id=msg.finalize.finalize_id, audio_ms=model.received * 1000 // model.rate
             )
             return [*(Resp(result=r) for r in model.flush(forced=True)), Resp(finalize_ack=done)]
         if kind == "update_config":  # the toy has nothing to update: refuse, never ignore
@@ -290,7 +329,8 @@ class Transcription(StreamService):
 
 
 class SynthesisStream:
-    """One StreamingSynthesize stream: its contexts, each {text not yet spoken, seq, ms}."""
+    """One StreamingSynthesize stream: its contexts, each {text not yet spoken, seq, samples,
+    ms}."""
 
     def __init__(self, voice: ToneVoice) -> None:
         self.voice = voice
@@ -342,26 +382,49 @@ class SynthesisStream:
         return [*out, Resp(context_id=cid, done=done)]
 
     def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
-        lacking = {
-            "text_format": config.text_format == tts.TEXT_FORMAT_SSML,
-            "pronunciations": bool(config.pronunciations),
-            "voice": config.voice not in ("", "tone"),
+        asked = {  # config field: (asked for, the feature that Capabilities advertises)
+            "text_format": (config.text_format == tts.TEXT_FORMAT_SSML, "ssml"),
+            "pronunciations": (bool(config.pronunciations), "pronunciation"),
+            "word_timestamps": (config.word_timestamps, "word_timestamps"),
         }
-        check_config(
-            config.model, config.output_format, config.language, "open", TTS_MODEL, lacking
+        fmt = check_config(
+            config.model,
+            config.output_format,
+            config.language,
+            "open",
+            TTS_MODEL,
+            asked,
+            voice=config.voice,
         )
-        self.contexts[cid] = {"text": "", "seq": 0, "ms": 0, "words": config.word_timestamps}
+        self.contexts[cid] = {
+            "text": "",
+            "seq": 0,
+            "samples": 0,  # audio sent, in samples: the timeline's source
+            "ms": 0,
+            "words": config.word_timestamps,
+            "format": fmt,
+        }
         self.opened += 1
-        opened = tts.ContextOpened(model=TTS_MODEL.name, voice="tone", model_sample_rate_hz=RATE)
+        opened = tts.ContextOpened(
+            model=TTS_MODEL.name,
+            voice=config.voice or TTS_MODEL.voices[0],
+            model_sample_rate_hz=TTS_MODEL.native_sample_rate_hz,
+        )
         return [tts.StreamingSynthesizeResponse(context_id=cid, opened=opened)]
 
     def speak(self, cid: str, ctx: dict[str, Any], text: str) -> list[Any]:
         out = []
-        for word, pcm in self.voice.speak(text):
-            duration = len(pcm) // 2 * 1000 // RATE  # chunks tile: each starts where the last ended
+        fmt = ctx["format"]
+        for word, samples in self.voice.speak(text, fmt.sample_rate_hz):
+            # The timeline counts samples, not rounded chunk durations: a chunk of 1001 samples
+            # is 62.5625 ms, and adding up 62s would fall behind the audio. Each chunk starts
+            # where the one before ended (they tile) and ends at its last sample's ms.
+            start = ctx["ms"]
+            ctx["samples"] += len(samples)
+            end = ctx["samples"] * 1000 // fmt.sample_rate_hz
             if ctx["words"]:
                 stamp = tts.WordTimestamp(
-                    word=word, start_ms=ctx["ms"], end_ms=ctx["ms"] + ToneVoice.TONE_MS
+                    word=word, start_ms=start, end_ms=min(start + ToneVoice.TONE_MS, end)
                 )
                 out.append(
                     tts.StreamingSynthesizeResponse(
@@ -370,10 +433,13 @@ class SynthesisStream:
                 )
             ctx["seq"] += 1
             chunk = tts.AudioChunk(
-                sequence_number=ctx["seq"], audio=pcm, start_ms=ctx["ms"], duration_ms=duration
+                sequence_number=ctx["seq"],
+                audio=codecs.encode(samples, fmt.encoding),  # the context's encoding
+                start_ms=start,
+                duration_ms=end - start,
             )
             out.append(tts.StreamingSynthesizeResponse(context_id=cid, audio=chunk))
-            ctx["ms"] += duration
+            ctx["ms"] = end
         return out
 
 
@@ -382,11 +448,12 @@ class Synthesis(StreamService):
 
     request = tts.StreamingSynthesizeRequest
     session_class = SynthesisStream
+    voice_class = ToneVoice  # your synthesizer: one instance per stream
 
     async def stream(self, requests: AsyncIterator[bytes], context: Any) -> None:
         clock, session, reader = (
             StageClock(),
-            self.session_class(ToneVoice()),
+            self.session_class(self.voice_class()),
             self.reader(requests),
         )
         try:
@@ -490,7 +557,9 @@ async def build_server(port: int = 0, *, idle_s: float = 30.0) -> tuple[grpc.aio
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description="A minimal voxwire.v1 server on toy models.")
-    parser.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    parser.add_argument(
+        "--port", type=int, default=50071, help="0 picks a free port (50051 is make run's adapter)"
+    )
     parser.add_argument("--idle-timeout", type=float, default=30.0, help="seconds")
     args = parser.parse_args()
     server, port = await build_server(args.port, idle_s=args.idle_timeout)

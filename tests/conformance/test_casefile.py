@@ -9,10 +9,12 @@ import grpc
 import pytest
 
 from voxwire import errors
-from voxwire.conformance import richstatus
+from voxwire.conformance import expect, richstatus
 from voxwire.conformance.casefile import CaseFileError, load, parse_case
 from voxwire.conformance.catalog import ServerCatalog, unadvertised_rate
+from voxwire.conformance.driver import Outcome
 from voxwire.conformance.expr import ExprError, evaluate
+from voxwire.conformance.plan import Plan
 from voxwire.conformance.runner import (
     FAIL,
     FLAKY,
@@ -25,7 +27,7 @@ from voxwire.conformance.runner import (
     read_case_list,
 )
 from voxwire.conformance.stream_checks import parse_server_timing
-from voxwire.v1 import audio_pb2, capabilities_pb2
+from voxwire.v1 import audio_pb2, capabilities_pb2, synthesis_pb2
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 
@@ -180,3 +182,50 @@ def test_known_failing_lists_and_their_verdicts(tmp_path):
     assert _judge(CaseResult(case, FAIL, "e"), ("stt.*",)).result == FAIL
     assert _judge(CaseResult(case, FAIL, "e"), (), ("tts.b",)).result == FLAKY
     assert _judge(CaseResult(case, PASS, "e"), (), ("tts.b",)).result == PASS
+
+
+def _refused_open_outcome() -> tuple[Outcome, Plan]:
+    """A TTS stream whose context 'a' was refused at open, then ended OK."""
+    case = {c.id: c for c in load_cases()}["tts.close.done-names-the-audio"]
+    error = errors.UnsupportedSampleRate(
+        "22050 Hz only", violations=[errors.Violation("open.output_format.sample_rate_hz", "")]
+    ).to_proto()
+    Resp = synthesis_pb2.StreamingSynthesizeResponse
+    out = Outcome(
+        responses=[
+            Resp(context_id="a", error=synthesis_pb2.ContextError(error=error)),
+            Resp(summary=synthesis_pb2.SynthesisSummary()),
+        ],
+        code=grpc.StatusCode.OK,
+    )
+    return out, Plan(case, None, {})
+
+
+def test_evidence_names_the_reason_of_a_context_error():
+    # An engineer whose server refused every open saw "context 'a' never got ContextDone
+    # (error, error, error)" on 30 cases, and had to guess which error it was.
+    out, plan = _refused_open_outcome()
+    verdict = expect.evaluate(out, plan)
+    assert not verdict.ok
+    assert "error UNSUPPORTED_SAMPLE_RATE" in verdict.evidence, verdict.evidence
+    assert "22050 Hz only" in verdict.evidence, verdict.evidence
+    assert "UNSUPPORTED_SAMPLE_RATE" in expect.summary(out)
+
+
+def test_evidence_of_a_missed_wait_leads_with_it():
+    # A server that held text until the close got IDLE_TIMEOUT while the kit waited for
+    # audio; the evidence said "ended DEADLINE_EXCEEDED IDLE_TIMEOUT ..., expected OK", not
+    # that the audio the kit was waiting for never came.
+    case = {c.id: c for c in load_cases()}["tts.append.sentence-starts-at-once"]
+    Resp = synthesis_pb2.StreamingSynthesizeResponse
+    timeout = errors.IdleTimeout("no message for 2 s")
+    out = Outcome(
+        responses=[Resp(context_id="a", opened=synthesis_pb2.ContextOpened())],
+        code=grpc.StatusCode.DEADLINE_EXCEEDED,
+        details="no message for 2 s",
+        trailers={"grpc-status-details-bin": timeout.to_rpc_status().SerializeToString()},
+        missed_wait="audio",
+    )
+    evidence = expect.evaluate(out, Plan(case, None, {})).evidence
+    assert evidence.startswith("no audio came"), evidence
+    assert "IDLE_TIMEOUT" in evidence, evidence

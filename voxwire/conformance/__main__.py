@@ -2,22 +2,26 @@
 
 Exit status: 0 when every case passes, is skipped, or is a listed known failure or flaky case
 that failed; 1 when a case fails (or a known-failing case passes: shrink the list); 2 for bad
-arguments or case files.
+arguments or case files (a known-failing or known-flaky entry that names no case, a --json
+path that cannot be written), or nothing to judge.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import fnmatch
+import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from voxwire.call_headers import parse_header
-from voxwire.conformance.casefile import CaseFileError
+from voxwire.conformance.casefile import CaseFileError, select
 from voxwire.conformance.report import print_report, write_json
 from voxwire.conformance.runner import SKIP, Options, load_cases, read_case_list, run_kit
+from voxwire.conformance.signals import load_speech
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,13 +35,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--known-failing", type=Path, help="file of case ids not expected to pass yet")
     p.add_argument("--known-flaky", type=Path, help="file of case ids whose failures do not count")
     p.add_argument("--models", default="", help="comma-separated models to use, in this order")
-    p.add_argument("--cases", action="append", default=[], help="only case ids matching this glob")
+    p.add_argument(
+        "--cases",
+        action="append",
+        default=[],
+        help="only case ids matching these globs (comma-separated, repeatable)",
+    )
     p.add_argument("--case-file", action="append", type=Path, default=[], help="more case files")
     p.add_argument("--slow", action="store_true", help="also run cases that wait out long limits")
     p.add_argument("--max-wait", type=float, default=10.0, help="longest limit waited out (s)")
     p.add_argument("--parallel", type=int, default=4, help="streams run at once")
     p.add_argument("--timeout", type=float, default=20.0, help="deadline of one stream (s)")
     p.add_argument("--deadline", type=float, default=300.0, help="bound on the whole run (s)")
+    p.add_argument(
+        "--speech",
+        type=Path,
+        help="a 16-bit PCM WAV file sent wherever a case sends speech, for a model that does "
+        "not recognise the kit's own (its speech should span 60%% of its length)",
+    )
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument(
         "--header",
@@ -50,30 +65,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Comma-separated like --models (case ids have no commas), and repeatable.
+    args.cases = [p.strip() for arg in args.cases for p in arg.split(",") if p.strip()]
     console = Console()
     errors = Console(stderr=True, soft_wrap=True)  # one line each, whatever the width
     try:
-        cases = load_cases(args.case_file, args.cases)
+        every = load_cases(args.case_file)
+        cases = select(every, args.cases)
         known = read_case_list(args.known_failing) if args.known_failing else ()
         flaky = read_case_list(args.known_flaky) if args.known_flaky else ()
     except (CaseFileError, OSError) as exc:
         errors.print(f"[red]{exc}[/red]")
         return 2
+    for flag, entries in (("--known-failing", known), ("--known-flaky", flaky)):
+        # A typo, or a case renamed since, would never match: the list could not shrink, and
+        # the case it meant would not be listed at all.
+        stale = [e for e in entries if not any(fnmatch.fnmatchcase(c.id, e) for c in every)]
+        if stale:
+            errors.print(
+                f"[red]{flag} names no case: {', '.join(stale)} (python -m voxwire.conformance "
+                "--list shows the ids)[/red]",
+                highlight=False,
+            )
+            return 2
     if not cases:
         # A typo in a CI job's --cases must not pass as "conforms".
         errors.print(f"[red]no case matches --cases {' '.join(args.cases)}[/red]")
         return 2
     if args.list:
+        # One line per case whatever the width, so that grep and wc work on it.
         for case in cases:
-            console.print(f"{case.id:48} {case.section:28} {case.promise}", highlight=False)
+            line = f"{case.id:48} {case.section:28} {case.promise}"
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
         return 0
     if not args.target:
         errors.print("[red]--target host:port is required[/red]")
         return 2
+    if args.json and not _writable(args.json):
+        # Found after the run, it was a traceback and exit 1, as if a case had failed.
+        errors.print(f"[red]--json {args.json}: cannot write there[/red]", highlight=False)
+        return 2
     try:
         extra = tuple(parse_header(h) for h in args.header)
+        if args.speech:
+            load_speech(args.speech)
     except ValueError as exc:
-        errors.print(f"[red]{exc}[/red]")
+        what = "--speech: " if args.speech and str(args.speech) in str(exc) else ""
+        errors.print(f"[red]{what}{exc}[/red]", highlight=False)
         return 2
     options = Options(
         target=args.target,
@@ -86,13 +124,18 @@ def main(argv: list[str] | None = None) -> int:
         parallel=max(1, args.parallel),
         deadline_s=args.deadline,
         case_timeout_s=args.timeout,
+        speech=args.speech,
     )
     report = asyncio.run(run_kit(options, cases))
-    unusable = report.catalog_error.split(":", 1)[0] in _UNUSABLE
+    unusable = report.unreachable
     if not unusable:
         print_report(report, console)
     if args.json:
-        write_json(report, args.json)
+        try:
+            write_json(report, args.json)
+        except OSError as exc:
+            errors.print(f"[red]--json {args.json}: {exc}[/red]", highlight=False)
+            return 2
     if unusable:
         # Not a verdict on a server: there is none to judge at that address (exit 2, not 1).
         errors.print(
@@ -120,8 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report.ok else 1
 
 
-# GetCapabilities failing so: nothing that speaks voxwire.v1 answers at the target.
-_UNUSABLE = frozenset({"UNAVAILABLE", "UNIMPLEMENTED", "DEADLINE_EXCEEDED"})
+def _writable(path: Path) -> bool:
+    """Whether the report can be written at ``path`` (its folder is made if need be)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    if path.exists():
+        return path.is_file() and os.access(path, os.W_OK)
+    return os.access(path.parent, os.W_OK)
 
 
 if __name__ == "__main__":

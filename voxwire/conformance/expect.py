@@ -1,6 +1,7 @@
 """The expectations every case can declare: status, rich error, first/last responses, context
-errors, finished contexts, update acks. Checked in that order; the first failure is the case's
-evidence. Property checks (verdict.PROPERTIES) follow.
+errors, finished contexts, update acks. Checked in that order, after the case's waits (a wait
+that never ended explains the rest); the first failure is the case's evidence. Property checks
+(verdict.PROPERTIES) follow.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from voxwire.conformance.verdict import PROPERTIES, Verdict, failed, passed
 def evaluate(out: Outcome, plan: Plan) -> Verdict:
     """The case's verdict on ``out``."""
     expect = plan.case.expect
+    # A wait that never ended is the cause of what follows it (the deadline, or the server's
+    # idle timeout while the kit waited), so it comes first.
     checks = (
+        _waits,
         _ended,
         _status,
-        _waits,
         _rich_error,
         _first_last,
         _context_errors,
@@ -48,13 +51,31 @@ def summary(out: Outcome) -> str:
                 rich.describe() if rich.code is out.code else f"{out.code.name} ({rich.describe()})"
             )
         return f"{out.code.name} ({rich})"
-    counts = Counter(out.kinds())
+    counts = Counter(labels(out))
     listed = ", ".join(f"{n} {k}" if n > 1 else k for k, n in counts.items())
     return f"OK: {listed or 'no responses'}"
 
 
+def labels(out: Outcome, context: str | None = None) -> list[str]:
+    """The response kinds, an in-band error with its reason and message ("error
+    UNSUPPORTED_SAMPLE_RATE: 22050 Hz only"): a bare "error" does not say what to fix."""
+    out_labels = []
+    for r in out.responses:
+        if context is not None and r.context_id != context:
+            continue
+        kind = r.WhichOneof("response")
+        if kind == "error":
+            rich = richstatus.from_proto(r.error.error)
+            message = r.error.error.message
+            kind = f"error {rich.reason or 'without reason'}" + (
+                f": {message[:80]}" if message else ""
+            )
+        out_labels.append(kind)
+    return out_labels
+
+
 def _seen(out: Outcome) -> str:
-    counts = Counter(out.kinds())
+    counts = Counter(labels(out))
     return ", ".join(f"{n} {k}" for k, n in counts.items()) or "no responses"
 
 
@@ -74,7 +95,8 @@ def _status(out: Outcome, plan: Plan) -> Verdict | None:
 
 def _waits(out: Outcome, plan: Plan) -> Verdict | None:
     if out.missed_wait:
-        return failed(f"no {out.missed_wait} came (saw {_seen(out)})")
+        ended = "the kit's deadline ended it" if out.deadline_hit else f"it ended {summary(out)}"
+        return failed(f"no {out.missed_wait} came (saw {_seen(out)}; {ended})")
     return None
 
 
@@ -107,7 +129,10 @@ def _context_errors(out: Outcome, plan: Plan) -> Verdict | None:
     for cid, reason in expect.context_errors.items():
         errors = out.of("error", cid)
         if len(errors) != 1:
-            return failed(f"{len(errors)} ContextError for {cid!r}, expected one {reason}")
+            return failed(
+                f"{len(errors)} ContextError for {cid!r}, expected one {reason} "
+                f"({', '.join(labels(out, cid)) or 'no responses'})"
+            )
         index, error = errors[0]
         rich = richstatus.from_proto(error.error)
         wanted = () if expect.reason else expect.violations
@@ -129,7 +154,8 @@ def _position(out: Outcome, cid: str, index: int) -> int:
 def _done(out: Outcome, plan: Plan) -> Verdict | None:
     for cid in plan.case.expect.done:
         if not out.of("done", cid):
-            return failed(f"context {cid!r} never got ContextDone ({', '.join(out.kinds(cid))})")
+            seen = ", ".join(labels(out, cid)) or "no responses"
+            return failed(f"context {cid!r} never got ContextDone ({seen})")
     return None
 
 

@@ -104,11 +104,13 @@ def build(
     catalog: ServerCatalog,
     model: capabilities_pb2.ModelCapabilities,
     gate: Gate | None = None,
+    speech: signals.Samples | None = None,
 ) -> Plan:
-    """Resolve ``case``'s steps for ``model`` (a ``gate`` step waits on ``gate``). Raises Skip,
-    or ValueError for a step the kit cannot build (a case file error found late)."""
+    """Resolve ``case``'s steps for ``model`` (a ``gate`` step waits on ``gate``; ``speech``
+    replaces the bundled speech). Raises Skip, or ValueError for a step the kit cannot build
+    (a case file error found late)."""
     plan = Plan(case, model, catalog.limits(), list(catalog.caps.models))
-    builder = _Builder(plan, catalog, model, gate)
+    builder = _Builder(plan, catalog, model, gate, speech)
     for step in case.steps:
         builder.step(step)
     return plan
@@ -121,9 +123,11 @@ class _Builder:
         catalog: ServerCatalog,
         model: capabilities_pb2.ModelCapabilities,
         gate: Gate | None,
+        speech: signals.Samples | None = None,
     ) -> None:
         self.plan = plan
         self.gate = gate
+        self.speech = speech
         self.catalog = catalog
         self.model = model
         self.kind = plan.case.kind
@@ -217,7 +221,11 @@ class _Builder:
             return
         ms = evaluate(spec["ms"], self.names(fmt)) if "ms" in spec else None
         data = signals.render(
-            spec.get("source", "speech"), fmt, ms=ms, part=spec.get("part", "all")
+            spec.get("source", "speech"),
+            fmt,
+            ms=ms,
+            part=spec.get("part", "all"),
+            own_speech=self.speech,
         )
         chunks = signals.chunked(
             data, fmt, int(spec.get("chunk_ms", 200)), self.plan.limits["max_chunk_bytes"]

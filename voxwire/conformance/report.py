@@ -48,28 +48,34 @@ def print_report(report: Report, console: Console | None = None) -> None:
 
 
 def to_json(report: Report) -> dict[str, Any]:
-    return {
+    """The report for CI. A target where nothing answers voxwire.v1 is no verdict on a server
+    (the CLI exits 2): "error" says why, and no case is listed as failed."""
+    checked = [] if report.unreachable else report.results
+    out: dict[str, Any] = {
         "target": report.target,
         "started_at": report.started_at,
         "duration_s": round(report.duration_s, 3),
         "ok": report.ok,
-        "counts": report.counts(),
+        "counts": {} if report.unreachable else report.counts(),
         "models": report.models,
-        "cases": [
-            {
-                "id": r.case.id,
-                "promise": r.case.promise,
-                "section": r.case.section,
-                "service": r.case.service,
-                "result": r.result,
-                "evidence": r.evidence,
-                "model": r.model,
-                "duration_s": round(r.duration_s, 3),
-                "attempts": r.attempts,
-            }
-            for r in report.results
-        ],
     }
+    if report.catalog_error:
+        out["error"] = f"GetCapabilities failed: {report.catalog_error}"
+    out["cases"] = [
+        {
+            "id": r.case.id,
+            "promise": r.case.promise,
+            "section": r.case.section,
+            "service": r.case.service,
+            "result": r.result,
+            "evidence": r.evidence,
+            "model": r.model,
+            "duration_s": round(r.duration_s, 3),
+            "attempts": r.attempts,
+        }
+        for r in checked
+    ]
+    return out
 
 
 def write_json(report: Report, path: Path) -> None:

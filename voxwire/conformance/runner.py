@@ -20,7 +20,13 @@ import grpc
 
 # Importing the check modules registers their properties.
 from voxwire import call_headers
-from voxwire.conformance import richstatus, stream_checks, stt_checks, tts_checks  # noqa: F401
+from voxwire.conformance import (  # noqa: F401
+    richstatus,
+    signals,
+    stream_checks,
+    stt_checks,
+    tts_checks,
+)
 from voxwire.conformance.casefile import (
     STREAM_SERVICES,
     Case,
@@ -42,6 +48,8 @@ from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc
 PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
 KNOWN_FAILING, UNEXPECTED_PASS, FLAKY = "known-failing", "unexpected-pass", "flaky"
 BAD = frozenset({FAIL, ERROR, UNEXPECTED_PASS})
+# GetCapabilities failing so: nothing that speaks voxwire.v1 answers at the target.
+UNREACHABLE = frozenset({"UNAVAILABLE", "UNIMPLEMENTED", "DEADLINE_EXCEEDED"})
 # grpc/grpc#36066 can replace a server's status with INTERNAL: run such a case again.
 RACE_ATTEMPTS = 3
 # A case that holds a model's whole capacity (Case.holds) and meets OVERLOADED, say while the
@@ -66,6 +74,7 @@ class Options:
     parallel: int = 4
     deadline_s: float = 300.0
     headers: tuple[tuple[str, str], ...] = ()  # metadata of every call (e.g. authorization)
+    speech: Path | None = None  # a WAV file sent as "speech" instead of the bundled one
 
 
 @dataclass(slots=True)
@@ -91,7 +100,12 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not any(r.result in BAD for r in self.results)
+        return not self.unreachable and not any(r.result in BAD for r in self.results)
+
+    @property
+    def unreachable(self) -> bool:
+        """Nothing that speaks voxwire.v1 answered at the target: no verdict on a server."""
+        return self.catalog_error.split(":", 1)[0] in UNREACHABLE
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -198,6 +212,8 @@ class _Run:
         if not self._others_left:
             self._others_done.set()
         self._alone = asyncio.Lock()
+        # Read once here; the CLI checks the file before the run (signals.load_speech).
+        self.speech = signals.load_speech(options.speech) if options.speech else None
 
     async def scheduled(self, case: Case) -> CaseResult:
         """``case``'s result, run when its turn comes."""
@@ -300,7 +316,7 @@ class _Run:
         gate: Gate | None = None,
     ) -> tuple[Verdict, int]:
         assert self.catalog is not None
-        plan = build(case, self.catalog, model, gate)
+        plan = build(case, self.catalog, model, gate, self.speech)
         wait_s = self._wait_s(case)
         # A case that sits out a limit costs the server nothing meanwhile: it takes no slot.
         slots = self.slots if slot and not wait_s else contextlib.nullcontext()

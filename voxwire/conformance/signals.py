@@ -2,7 +2,9 @@
 
 ``data/speech.wav`` is 2.0 s of synthetic speech ("i would like to pay my bill", CMU Flite,
 16 kHz mono PCM16; the same file as tests/fixtures/speech/pay_bill.wav). A real recognizer
-hears words in it; a toy energy detector hears one burst.
+hears words in it; a toy energy detector hears one burst. A model that hears nothing in it (a
+keypad decoder, a wake word model) conforms all the same: ``--speech FILE`` gives the kit audio
+of the server's own choosing (``load_speech``) wherever a case sends speech.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import functools
 import wave
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -40,10 +43,41 @@ def speech() -> Samples:
     return (np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0).astype(np.float32)
 
 
-def source_samples(source: str, ms: int | None, part: str) -> Samples:
-    """Mono float32 samples at 16 kHz. Raises ValueError for an unknown source or part."""
+# What a case that got no result at all says (the model may not hear the kit's speech).
+NOT_HEARD = (
+    'if the model does not recognise the kit\'s speech (2 s of "i would like to pay my bill"), '
+    "run the kit with --speech FILE.wav: audio it does recognise"
+)
+
+
+def load_speech(path: Path) -> Samples:
+    """A WAV file of 16-bit PCM (any rate, mono or stereo) as the kit's speech: float32 mono
+    at 16 kHz. Its speech should span 60 % of its length, where "head" ends (a finalize there
+    has an utterance open). Raises ValueError saying what is wrong with the file."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
+            data = wav.readframes(wav.getnframes())
+    except (OSError, EOFError, wave.Error) as exc:
+        raise ValueError(f"{path}: not a readable WAV file ({exc})") from None
+    if width != 2:
+        raise ValueError(f"{path}: {8 * width}-bit samples, the kit reads 16-bit PCM WAV")
+    x = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    x = x.reshape(-1, channels).mean(axis=1, dtype=np.float32) if channels > 1 else x
+    if not x.size:
+        raise ValueError(f"{path}: no audio")
+    if rate != SPEECH_RATE:
+        x = soxr.resample(x, rate, SPEECH_RATE).astype(np.float32)
+    return x
+
+
+def source_samples(
+    source: str, ms: int | None, part: str, own_speech: Samples | None = None
+) -> Samples:
+    """Mono float32 samples at 16 kHz (``own_speech``: the ``--speech`` audio, used for
+    "speech"). Raises ValueError for an unknown source or part."""
     if source == "speech":
-        x = speech()
+        x = speech() if own_speech is None else own_speech
         cut = int(len(x) * HEAD_FRACTION)
         if part == "head":
             x = x[:cut]
@@ -61,10 +95,17 @@ def source_samples(source: str, ms: int | None, part: str) -> Samples:
     raise ValueError(f"unknown audio source {source!r}")
 
 
-def render(source: str, fmt: Format, *, ms: int | None = None, part: str = "all") -> bytes:
+def render(
+    source: str,
+    fmt: Format,
+    *,
+    ms: int | None = None,
+    part: str = "all",
+    own_speech: Samples | None = None,
+) -> bytes:
     """``source`` as wire bytes in ``fmt``. Raises ValueError (also: NaN in a format that has
     no NaN, i.e. anything but PCM_F32LE)."""
-    x = source_samples(source, ms, part)
+    x = source_samples(source, ms, part, own_speech)
     if fmt.rate != SPEECH_RATE:
         x = soxr.resample(x, SPEECH_RATE, fmt.rate).astype(np.float32)
     if fmt.channels > 1:

@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from voxwire.conformance.driver import Outcome
+from voxwire.conformance.expect import summary
 from voxwire.conformance.plan import Plan
 from voxwire.conformance.verdict import Verdict, failed, passed, prop
 from voxwire.timings import SERVER_TIMING_TRAILER, STAGES, TIMINGS_TRAILER
@@ -87,7 +88,7 @@ def started_model(out: Outcome, plan: Plan) -> Verdict:
             for _, r in out.of("opened", cid)
         ]
     if not items or items[0][1] is None:
-        return failed("no started/opened to check")
+        return failed(f"no started/opened to check ({summary(out)})")
     for cid, config, resp in items:
         assert config is not None
         wanted = config.model or _default_name(plan)

@@ -11,6 +11,7 @@ from typing import Any
 
 from voxwire.conformance.driver import Outcome
 from voxwire.conformance.plan import Plan
+from voxwire.conformance.signals import NOT_HEARD
 from voxwire.conformance.verdict import Verdict, failed, passed, prop
 
 SLACK_MS = 1
@@ -53,7 +54,10 @@ def interim_before_final(out: Outcome, plan: Plan) -> Verdict:
     results = [r for _, r in _results(out)]
     interims = [r for r in results if not r.is_final]
     if not interims:
-        return failed(f"interim_results requested, no interim result in {len(results)} results")
+        hint = "" if results else f"; {NOT_HEARD}"
+        return failed(
+            f"interim_results requested, no interim result in {len(results)} results{hint}"
+        )
     finals = {r.utterance_id for r in results if r.is_final}
     seen_final: set[str] = set()
     for r in results:
@@ -72,7 +76,9 @@ def result_offsets(out: Outcome, plan: Plan) -> Verdict:
     """start_ms <= end_ms <= the audio sent when the result arrived."""
     results = _results(out)
     if not any(r.is_final for _, r in results):
-        return failed(f"speech was sent, no final result came ({len(results)} results)")
+        return failed(
+            f"speech was sent, no final result came ({len(results)} results); {NOT_HEARD}"
+        )
     for index, r in results:
         sent = out.audio_ms_before(index)
         if r.start_ms > r.end_ms:
@@ -94,7 +100,10 @@ def word_timings(out: Outcome, plan: Plan) -> Verdict:
     finals = [r for _, r in _results(out) if r.is_final]
     words = sum(len(r.words) for r in finals)
     if not words:
-        return failed(f"word_timestamps requested, {len(finals)} final results carry no words")
+        hint = "" if finals else f"; {NOT_HEARD}"
+        return failed(
+            f"word_timestamps requested, {len(finals)} final results carry no words{hint}"
+        )
     for r in finals:
         prev_start = prev_end = 0
         for w in r.words:
@@ -136,9 +145,10 @@ def finalize_ack(out: Outcome, plan: Plan) -> Verdict:
         before = [r for i, r in _results(out) if i < index and r.is_final]
         forced = [r for r in before if r.from_finalize]
         if plan.case.params.get("speech_at_finalize") and not forced:
+            hint = "" if _results(out) else f"; {NOT_HEARD}"
             return failed(
                 f"speech was pending at finalize {fid!r}, no final with from_finalize before "
-                f"its ack ({len(before)} finals before it)"
+                f"its ack ({len(before)} finals before it){hint}"
             )
         late = [
             r

@@ -25,6 +25,7 @@ from tests.conformance.broken.synthesis import (
     SequenceFromTwo,
     SpeaksInvalidSsml,
     TilingGap,
+    WaitsForTheClose,
     WordsOverlap,
     context_error_ends_stream,
     with_ssml,
@@ -184,6 +185,12 @@ VARIANTS = [
         "max_pending_text_bytes is enforced",
         frozenset({"tts.limits.pending-text"}),
         session=DropsLongText,
+    ),
+    Variant(
+        "waits-for-the-close",
+        "complete sentences start at once",
+        frozenset({"tts.append.sentence-starts-at-once", "tts.cancel.nothing-after"}),
+        session=WaitsForTheClose,
     ),
     Variant(
         "speaks-invalid-ssml",

@@ -22,7 +22,7 @@ class AudioAfterCancel(ex.SynthesisStream):
             ctx["seq"] += 1
             chunk = tts.AudioChunk(
                 sequence_number=ctx["seq"],
-                audio=ex.ToneVoice.PCM_BYTES,
+                audio=bytes(2 * ex.RATE // 5),  # 200 ms of PCM_S16LE
                 start_ms=ctx["ms"],
                 duration_ms=200,
             )
@@ -95,6 +95,19 @@ class DropsLongText(ex.SynthesisStream):
             size = len(msg.append.text.encode())
             if ex.LIMITS.max_pending_text_bytes < size <= ex.LIMITS.max_chunk_bytes:
                 return []  # silently dropped instead of TEXT_TOO_LARGE
+        return super().handle(msg)
+
+
+class WaitsForTheClose(ex.SynthesisStream):
+    """Keeps appended text until a flush or the close, complete sentences too."""
+
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        ctx = self.contexts.get(msg.context_id)
+        if ctx is not None and msg.WhichOneof("request") == "append":
+            size = len(msg.append.text.encode()) + len(ctx["text"].encode())
+            if size <= ex.LIMITS.max_pending_text_bytes:
+                ctx["text"] += msg.append.text
+                return []
         return super().handle(msg)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from examples import minimal_server as ex
 from tests.conformance.broken.server import IDLE_S
 from voxwire import errors
+from voxwire.audio.codecs import PcmFormat, decode
 from voxwire.timings import StageClock
 from voxwire.v1 import capabilities_pb2
 from voxwire.v1 import synthesis_pb2 as tts
@@ -23,8 +24,10 @@ class StartedTwice(ex.Transcription):
         model.config = config  # type: ignore[attr-defined]
         return model
 
-    def handle(self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector) -> list[Any]:
-        out = super().handle(msg, model)
+    def handle(
+        self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector, fmt: PcmFormat
+    ) -> list[Any]:
+        out = super().handle(msg, model, fmt)
         if msg.WhichOneof("request") == "audio" and not getattr(model, "restarted", False):
             model.restarted = True  # type: ignore[attr-defined]
             out.insert(0, self.started(model.config))  # type: ignore[attr-defined]
@@ -83,8 +86,10 @@ class SpillsErrors(ex.Transcription):
 
 
 class FinalizeAckFirst(ex.Transcription):
-    def handle(self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector) -> list[Any]:
-        out = super().handle(msg, model)
+    def handle(
+        self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector, fmt: PcmFormat
+    ) -> list[Any]:
+        out = super().handle(msg, model, fmt)
         acks = [r for r in out if r.HasField("finalize_ack")]
         return [*acks, *(r for r in out if not r.HasField("finalize_ack"))]
 
@@ -169,25 +174,32 @@ class AnyRateSession(ex.SynthesisStream):
 
 
 class NoChunkLimit(ex.Transcription):
-    def handle(self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector) -> list[Any]:
+    def handle(
+        self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector, fmt: PcmFormat
+    ) -> list[Any]:
         if msg.WhichOneof("request") == "audio" and not len(msg.audio) % 2:
-            return [stt.StreamingTranscribeResponse(result=r) for r in model.feed(msg.audio)]
-        return super().handle(msg, model)
+            samples = decode(msg.audio, fmt)
+            return [stt.StreamingTranscribeResponse(result=r) for r in model.feed(samples)]
+        return super().handle(msg, model, fmt)
 
 
 class MisalignedAccepted(ex.Transcription):
-    def handle(self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector) -> list[Any]:
+    def handle(
+        self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector, fmt: PcmFormat
+    ) -> list[Any]:
         if msg.WhichOneof("request") == "audio" and len(msg.audio) % 2:
             return []  # silently dropped instead of MISALIGNED_AUDIO
-        return super().handle(msg, model)
+        return super().handle(msg, model, fmt)
 
 
 class UpdatesIgnored(ex.Transcription):
-    def handle(self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector) -> list[Any]:
+    def handle(
+        self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector, fmt: PcmFormat
+    ) -> list[Any]:
         if msg.WhichOneof("request") == "update_config":
             ack = stt.UpdateConfigAck(update_id=msg.update_config.update_id, accepted=True)
             return [stt.StreamingTranscribeResponse(update_config_ack=ack)]
-        return super().handle(msg, model)
+        return super().handle(msg, model, fmt)
 
 
 class WrongNativeRate(ex.Transcription):
