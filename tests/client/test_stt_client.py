@@ -156,3 +156,33 @@ async def test_a_first_connect_that_reaches_no_gateway_says_so():
                 10,
             )
     assert str(raised.value).startswith("no gateway could be reached"), raised.value
+
+
+def _session_tasks() -> set[asyncio.Task[object]]:
+    names = ("voxwire-session", "voxwire-keepalive")
+    return {t for t in asyncio.all_tasks() if t.get_name() in names}
+
+
+async def test_a_cancelled_connect_leaves_no_session_running(edge: Edge):
+    # A caller that gives up on connect (wait_for, a cancelled task) never gets the session,
+    # yet its task went on: connected, it held one of the key's concurrent sessions with
+    # keepalives; unreached, it went on reconnecting.
+    import socket
+
+    before = _session_tasks()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        unreached = f"ws://127.0.0.1:{held.getsockname()[1]}"
+        for url in (edge.ws, unreached):
+            connecting = asyncio.create_task(
+                TranscriptionSession.connect(url, stt_config(), api_key=edge.key)
+            )
+            for _ in range(100):  # until the session's loop has started
+                if _session_tasks() - before:
+                    break
+                await asyncio.sleep(0)
+            connecting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await connecting
+            await asyncio.sleep(0.3)
+            assert _session_tasks() <= before, url

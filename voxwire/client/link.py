@@ -102,9 +102,17 @@ class ResumingLink(abc.ABC):
     # -- life ----------------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        """Run the loop; return when the first session is up. Raises the session's failure."""
+        """Run the loop; return when the first session is up. Raises the session's failure.
+
+        Cancelled (``asyncio.wait_for(connect(...), 2)``, a caller that gave up), it aborts the
+        loop: the caller never gets the session, so nothing else could ever end it, and it
+        would hold a gateway session (one of the key's concurrent ones) until the loop ends."""
         self._task = asyncio.create_task(self._run(), name="voxwire-session")
-        await asyncio.wait([self._first_up, self._task], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait([self._first_up, self._task], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await self.abort()
+            raise
         if self.failure is not None:
             raise self.failure
         if not self._first_up.done():
