@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -156,6 +157,27 @@ async def test_a_first_connect_that_reaches_no_gateway_says_so():
                 10,
             )
     assert str(raised.value).startswith("no gateway could be reached"), raised.value
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (lambda c: setattr(c, "model", "no_such_model"), errors.UnknownModel),
+        (lambda c: setattr(c, "language", "xx-YY"), errors.InvalidConfig),
+        (lambda c: setattr(c.endpointing, "silence_ms", 10**8), errors.InvalidConfig),
+    ],
+    ids=["model", "language", "endpointing"],
+)
+async def test_connect_raises_the_error_of_a_config_the_model_refuses(
+    edge: Edge, change: Callable[[transcription_pb2.TranscriptionConfig], None], error: type
+):
+    # connect returned on the gateway's session message, before the model judged the
+    # config: the error came from the first send or from close, as if the audio were wrong.
+    config = stt_config()
+    change(config)
+    with pytest.raises(error):
+        async with asyncio.timeout(10):
+            await TranscriptionSession.connect(edge.ws, config, api_key=edge.key)
 
 
 def _session_tasks() -> set[asyncio.Task[object]]:

@@ -52,6 +52,11 @@ class SessionClosed(Exception):
 
 
 class ResumingLink(abc.ABC):
+    # Whether the first session message makes ``connect`` return. A kind whose config is
+    # judged after it (STT: the model takes it or the gateway answers with the error) says
+    # False and calls ``session_ready`` when the config is taken.
+    ready_on_session = True
+
     def __init__(
         self,
         endpoints: Endpoints,
@@ -69,6 +74,7 @@ class ResumingLink(abc.ABC):
         self.finished = False
         self.url = ""
         self._first_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._was_up = False  # a session message has come (a reconnect is a resume)
         self._last_write = time.monotonic()
         self._lost_at: float | None = None
         self._attempts = 0
@@ -184,9 +190,15 @@ class ResumingLink(abc.ABC):
             )
         self._lost_at = None
         self._attempts = 0
+        self._was_up = True
+        if self.ready_on_session:
+            self.session_ready()
+        return resumed
+
+    def session_ready(self) -> None:
+        """The first session is ready for the caller: ``connect`` returns."""
         if not self._first_up.done():
             self._first_up.set_result(None)
-        return resumed
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -209,7 +221,7 @@ class ResumingLink(abc.ABC):
                         # A session that never came up was not "taken back": say what it was.
                         what = (
                             "no gateway took the session back"
-                            if self._first_up.done()
+                            if self._was_up
                             else "no gateway could be reached"
                         )
                         raise errors.BackendUnavailable(

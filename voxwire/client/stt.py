@@ -54,6 +54,11 @@ TranscriptionEvent = SttEvent | Resumed
 class TranscriptionSession(ResumingLink):
     """Use ``await TranscriptionSession.connect(...)``."""
 
+    # The gateway answers ``session`` before the model has judged the config: ``connect``
+    # waits for ``started`` (or the config's error), so that a wrong model, language or
+    # endpointing raises from ``connect`` as it promises, not from a later ``send``.
+    ready_on_session = False
+
     def __init__(
         self,
         urls: Sequence[str] | str,
@@ -78,7 +83,8 @@ class TranscriptionSession(ResumingLink):
         origin: str | None = None,
         options: SessionOptions | None = None,
     ) -> TranscriptionSession:
-        """Open the session on the first gateway that takes it.
+        """Open the session on the first gateway that takes it; returns when the model has
+        taken the config (the ``started`` event, the first of ``events()``).
 
         Raises ValueError (credentials, URLs), InvalidConfig / UnsupportedEncoding /
         UnsupportedSampleRate (the config's audio format), the error the gateway answered
@@ -225,6 +231,8 @@ class TranscriptionSession(ResumingLink):
             resumed = await self.replay_and_go_live(ws, replay)
             if resumed is not None and outcome.resumed:
                 await self._events.put(replace(resumed, replayed_ms=replayed))
+        if outcome.started:
+            self.session_ready()
         self.changed.set()  # an ack may have made room in the window
         for event in outcome.events:
             await self._events.put(event)
