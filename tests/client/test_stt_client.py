@@ -208,3 +208,22 @@ async def test_a_cancelled_connect_leaves_no_session_running(edge: Edge):
                 await connecting
             await asyncio.sleep(0.3)
             assert _session_tasks() <= before, url
+
+
+async def test_a_url_that_names_the_endpoint_works_and_a_wrong_path_says_what_is_wrong(
+    edge: Edge,
+):
+    # docs/edge.md writes ws://host:8080/v1/stt/stream; given that, the SDK added its path a
+    # second time and raised InvalidMessage "handshake answered 404" (nothing the caller sent
+    # was invalid).
+    audio, rate = fixture_pcm("pay_bill.wav")
+    async with asyncio.timeout(30):
+        session = await TranscriptionSession.connect(
+            edge.ws + "/v1/stt/stream/", stt_config(rate), api_key=edge.key
+        )
+        await session.send(audio[: rate * 2])
+        assert (await session.close()).audio_ms == 1000
+        with pytest.raises(errors.UnknownEndpoint, match="ws\\(s\\)://host:port"):
+            await TranscriptionSession.connect(
+                edge.ws + "/v1/tts/stream", stt_config(rate), api_key=edge.key
+            )
