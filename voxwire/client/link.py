@@ -78,7 +78,10 @@ class ResumingLink(abc.ABC):
         self._last_write = time.monotonic()
         self._lost_at: float | None = None
         self._attempts = 0
-        self._cause = ""
+        self._cause = ""  # why the last connection or attempt ended
+        # Why the session's connection was lost: what a Resumed reports, not the failed
+        # attempts (a gateway that is down too) that came between.
+        self._lost_cause = ""
         self._task: asyncio.Task[None] | None = None
 
     # -- what each session kind provides -------------------------------------------------------
@@ -186,9 +189,10 @@ class ResumingLink(abc.ABC):
                 url=self.url,
                 downtime_s=time.monotonic() - self._lost_at,
                 attempts=self._attempts,
-                cause=self._cause,
+                cause=self._lost_cause or self._cause,
             )
         self._lost_at = None
+        self._lost_cause = ""
         self._attempts = 0
         self._was_up = True
         if self.ready_on_session:
@@ -214,6 +218,7 @@ class ResumingLink(abc.ABC):
                         raise verdict.failure
                     if self._lost_at is None:  # a connect that failed before any session
                         self._lost_at = time.monotonic()
+                        self._lost_cause = self._cause
                     if self._attempts == 0:
                         budget.reset()
                     wait = budget.next_delay(time.monotonic(), verdict.retry_after_s)
@@ -286,7 +291,8 @@ class ResumingLink(abc.ABC):
         except (ConnectionError, aiohttp.ClientError) as exc:
             self._cause = f"{type(exc).__name__}: {exc}"
         finally:
-            if self._lost_at is None:
+            lost_now = self._lost_at is None  # this connection was the session's
+            if lost_now:
                 self._lost_at = time.monotonic()  # downtime counts from here (Resumed)
             async with self.write_lock:
                 self.live = None
@@ -306,6 +312,8 @@ class ResumingLink(abc.ABC):
         lost = self._connection_lost(code)
         if lost.error:
             self._cause += f" after {lost.error}"  # "close 1013 after OVERLOADED: ..."
+        if lost_now:
+            self._lost_cause = self._cause
         return lost
 
     async def _keepalive(self) -> None:
