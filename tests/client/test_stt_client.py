@@ -19,7 +19,7 @@ from tests.client.helpers import (
 )
 from tests.helpers.edge import Edge
 from voxwire import errors
-from voxwire.client import SessionOptions, TranscriptionSession, token_fetcher
+from voxwire.client import SessionClosed, SessionOptions, TranscriptionSession, token_fetcher
 from voxwire.client.connection import Credentials
 from voxwire.v1 import transcription_pb2
 
@@ -227,3 +227,32 @@ async def test_a_url_that_names_the_endpoint_works_and_a_wrong_path_says_what_is
             await TranscriptionSession.connect(
                 edge.ws + "/v1/tts/stream", stt_config(rate), api_key=edge.key
             )
+
+
+async def test_a_send_waiting_for_room_when_close_comes_raises_and_sends_nothing_after_it(
+    edge: Edge,
+):
+    # A microphone task's send waited for room in the window while another task closed the
+    # session: the ack of the close's final made room, the rest of the audio went out after
+    # the close (discarded by the gateway, unread), and send returned as if all had gone.
+    audio, rate = fixture_pcm("call_me_back.wav")
+    config = stt_config(rate)
+    config.endpointing.enabled = False  # nothing acknowledged before the finalize
+    options = SessionOptions(max_replay_ms=500, send_timeout_s=10.0)
+    async with asyncio.timeout(30):
+        session = await TranscriptionSession.connect(
+            edge.ws, config, api_key=edge.key, options=options
+        )
+        reader = asyncio.create_task(collect(session, Run()))
+        sending = asyncio.create_task(session.send(audio[: rate * 2]))  # 1 s: half fits
+        for _ in range(500):  # until the window is full (the first half written)
+            if not session.state.room():
+                break
+            await asyncio.sleep(0.01)
+        await session.finalize()
+        summary = await session.close()
+        with pytest.raises(SessionClosed, match="16000 of its 32000 bytes were sent"):
+            await sending
+        await reader
+    assert summary.audio_ms == 500
+    assert session.state.frames_sent == rate // 2  # nothing went out after the close

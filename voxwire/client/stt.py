@@ -130,7 +130,8 @@ class TranscriptionSession(ResumingLink):
         gateway's frame limit). Waits while the session resumes or its replay window is full.
 
         Raises MisalignedAudio, TimeoutError (no room within ``send_timeout_s``), the
-        session's failure, or SessionClosed after ``close``."""
+        session's failure, or SessionClosed after ``close`` (also when ``close`` came while
+        this send waited: what it had not written by then is not sent)."""
         if len(audio) % self.state.frame_bytes:
             raise errors.MisalignedAudio(
                 f"{len(audio)} bytes is not a whole number of {self.state.frame_bytes}-byte frames"
@@ -145,6 +146,13 @@ class TranscriptionSession(ResumingLink):
                 step = min(self.state.max_piece_bytes, self.state.window_bytes, len(view) - pos)
                 await self.wait_until(lambda: self.state.room() >= step)  # noqa: B023
                 async with self.write_lock:
+                    if self.state.closing:
+                        # A close from another task while this send waited for room: audio
+                        # after it would be discarded by the gateway unread, yet this send
+                        # would return as if it had gone.
+                        raise SessionClosed(
+                            f"close came during send: {pos} of its {len(view)} bytes were sent"
+                        )
                     if self.live is None or self.state.room() < step:
                         continue  # lost the race to another writer or a disconnect
                     piece = bytes(view[pos : pos + step])
