@@ -19,6 +19,7 @@ class Outcome:
     out: str
     err: str
     seconds: float
+    stdout: bytes = b""  # as written (``out`` is it decoded, for text)
 
 
 async def run_voxwire(
@@ -59,7 +60,13 @@ async def run_voxwire(
             process.kill()
             await process.wait()
     assert process.returncode is not None
-    return Outcome(process.returncode, out.decode(), err.decode(), time.monotonic() - began)
+    return Outcome(
+        process.returncode,
+        out.decode(errors="replace"),
+        err.decode(),
+        time.monotonic() - began,
+        out,
+    )
 
 
 async def voxwire(

@@ -114,6 +114,23 @@ async def test_speak_writes_a_wav_of_the_spoken_text(edge: Edge, tmp_path: Path)
     assert "voxwire" in err.lower()  # the word timings
 
 
+async def test_speak_to_dash_writes_the_wav_to_stdout(edge: Edge):
+    # -o - made a file named "-" in the working directory, and nothing reached the pipe.
+    import io
+
+    from tests.client.cli_process import run_voxwire
+
+    outcome = await run_voxwire(
+        "speak", "Hello there.", "-o", "-", "--rate", "16000", "--url", edge.ws, key=edge.key
+    )
+    assert outcome.status == 0, outcome.err
+    assert not await asyncio.to_thread(Path("-").exists)
+    assert outcome.err.splitlines()[-1].startswith("wrote stdout ("), outcome.err
+    with wave.open(io.BytesIO(outcome.stdout)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+        assert wav.getnframes() > 8000  # about a second of speech
+
+
 async def test_voxwire_gateway_runs_the_gateway_and_drains_on_sigterm(
     edge: Edge, edge_adapter: AdapterServer, tmp_path: Path
 ):

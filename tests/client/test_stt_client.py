@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -18,7 +19,7 @@ from tests.client.helpers import (
 )
 from tests.helpers.edge import Edge
 from voxwire import errors
-from voxwire.client import SessionOptions, TranscriptionSession, token_fetcher
+from voxwire.client import SessionClosed, SessionOptions, TranscriptionSession, token_fetcher
 from voxwire.client.connection import Credentials
 from voxwire.v1 import transcription_pb2
 
@@ -156,3 +157,102 @@ async def test_a_first_connect_that_reaches_no_gateway_says_so():
                 10,
             )
     assert str(raised.value).startswith("no gateway could be reached"), raised.value
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (lambda c: setattr(c, "model", "no_such_model"), errors.UnknownModel),
+        (lambda c: setattr(c, "language", "xx-YY"), errors.InvalidConfig),
+        (lambda c: setattr(c.endpointing, "silence_ms", 10**8), errors.InvalidConfig),
+    ],
+    ids=["model", "language", "endpointing"],
+)
+async def test_connect_raises_the_error_of_a_config_the_model_refuses(
+    edge: Edge, change: Callable[[transcription_pb2.TranscriptionConfig], None], error: type
+):
+    # connect returned on the gateway's session message, before the model judged the
+    # config: the error came from the first send or from close, as if the audio were wrong.
+    config = stt_config()
+    change(config)
+    with pytest.raises(error):
+        async with asyncio.timeout(10):
+            await TranscriptionSession.connect(edge.ws, config, api_key=edge.key)
+
+
+def _session_tasks() -> set[asyncio.Task[object]]:
+    names = ("voxwire-session", "voxwire-keepalive")
+    return {t for t in asyncio.all_tasks() if t.get_name() in names}
+
+
+async def test_a_cancelled_connect_leaves_no_session_running(edge: Edge):
+    # A caller that gives up on connect (wait_for, a cancelled task) never gets the session,
+    # yet its task went on: connected, it held one of the key's concurrent sessions with
+    # keepalives; unreached, it went on reconnecting.
+    import socket
+
+    before = _session_tasks()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        unreached = f"ws://127.0.0.1:{held.getsockname()[1]}"
+        for url in (edge.ws, unreached):
+            connecting = asyncio.create_task(
+                TranscriptionSession.connect(url, stt_config(), api_key=edge.key)
+            )
+            for _ in range(100):  # until the session's loop has started
+                if _session_tasks() - before:
+                    break
+                await asyncio.sleep(0)
+            connecting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await connecting
+            await asyncio.sleep(0.3)
+            assert _session_tasks() <= before, url
+
+
+async def test_a_url_that_names_the_endpoint_works_and_a_wrong_path_says_what_is_wrong(
+    edge: Edge,
+):
+    # docs/edge.md writes ws://host:8080/v1/stt/stream; given that, the SDK added its path a
+    # second time and raised InvalidMessage "handshake answered 404" (nothing the caller sent
+    # was invalid).
+    audio, rate = fixture_pcm("pay_bill.wav")
+    async with asyncio.timeout(30):
+        session = await TranscriptionSession.connect(
+            edge.ws + "/v1/stt/stream/", stt_config(rate), api_key=edge.key
+        )
+        await session.send(audio[: rate * 2])
+        assert (await session.close()).audio_ms == 1000
+        with pytest.raises(errors.UnknownEndpoint, match="ws\\(s\\)://host:port"):
+            await TranscriptionSession.connect(
+                edge.ws + "/v1/tts/stream", stt_config(rate), api_key=edge.key
+            )
+
+
+async def test_a_send_waiting_for_room_when_close_comes_raises_and_sends_nothing_after_it(
+    edge: Edge,
+):
+    # A microphone task's send waited for room in the window while another task closed the
+    # session: the ack of the close's final made room, the rest of the audio went out after
+    # the close (discarded by the gateway, unread), and send returned as if all had gone.
+    audio, rate = fixture_pcm("call_me_back.wav")
+    config = stt_config(rate)
+    config.endpointing.enabled = False  # nothing acknowledged before the finalize
+    options = SessionOptions(max_replay_ms=500, send_timeout_s=10.0)
+    async with asyncio.timeout(30):
+        session = await TranscriptionSession.connect(
+            edge.ws, config, api_key=edge.key, options=options
+        )
+        reader = asyncio.create_task(collect(session, Run()))
+        sending = asyncio.create_task(session.send(audio[: rate * 2]))  # 1 s: half fits
+        for _ in range(500):  # until the window is full (the first half written)
+            if not session.state.room():
+                break
+            await asyncio.sleep(0.01)
+        await session.finalize()
+        summary = await session.close()
+        with pytest.raises(SessionClosed, match="16000 of its 32000 bytes were sent"):
+            await sending
+        await reader
+    assert summary.audio_ms == 500
+    assert session.state.frames_sent == rate // 2  # nothing went out after the close

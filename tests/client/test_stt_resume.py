@@ -199,3 +199,32 @@ async def test_sigkill_mid_utterance_resumes_from_the_last_ack(
     print(
         f"SIGKILL: resumed in {resumed.downtime_s * 1000:.0f} ms, {resumed.replayed_ms} ms replayed"
     )
+
+
+async def test_resumed_names_what_ended_the_connection_not_a_failed_attempt_after_it(
+    edge: Edge, gateways: tuple[GatewayProcess, GatewayProcess]
+):
+    # With a URL that is down between the two, Resumed.cause was the refused attempt at it
+    # ("ws://...: ClientConnectorError ..."), not what its docs promise: what ended the
+    # connection ("close 1006").
+    import socket
+
+    a, b = gateways
+    audio, rate = fixture_pcm(FIXTURE)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        down = f"ws://127.0.0.1:{held.getsockname()[1]}"
+        async with asyncio.timeout(30):
+            session = await TranscriptionSession.connect(
+                [a.ws, down, b.ws], stt_config(rate), api_key=edge.key, options=OPTIONS
+            )
+            run = Run()
+            reader = asyncio.create_task(collect(session, run))
+            await session.send(audio[: rate * 2])
+            a.signal(signal.SIGKILL)
+            await session.send(audio[rate * 2 : rate * 4])
+            await session.close()
+            await reader
+    assert [(r.url.startswith(b.ws), r.attempts, r.cause) for r in run.resumes] == [
+        (True, 2, "close 1006")
+    ]

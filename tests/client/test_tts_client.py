@@ -101,3 +101,20 @@ async def test_a_context_error_raises_its_typed_error_and_the_session_goes_on(ed
         await good.close()
         assert await good.audio()
         await tts.close()
+
+
+@pytest.mark.parametrize("context_id", ["", "x" * 129, "é" * 65])
+async def test_a_context_id_out_of_bounds_is_refused_and_the_session_goes_on(
+    edge: Edge, context_id: str
+):
+    # The id went to the gateway, which refused it INVALID_MESSAGE for the whole session:
+    # every other context of the session failed with it.
+    async with asyncio.timeout(30):
+        tts = await SynthesisSession.connect(edge.ws, api_key=edge.key, lead_ms=0)
+        good = await tts.open("good", tts_config())
+        await good.append("Still here.")
+        with pytest.raises(errors.InvalidMessage, match="1 to 128 bytes"):
+            await tts.open(context_id, tts_config())
+        await good.close()
+        assert await good.audio()
+        assert (await tts.close()).contexts == 1

@@ -4,7 +4,8 @@ The text (or stdin with ``-``) goes to one TTS context, spoken as fast as the mo
 (lead 0); the audio is written as 16-bit PCM WAV at ``--rate``. On a terminal a progress line
 shows the audio received while it arrives. Word timings go to stderr with ``--words``.
 
-The output file is opened before anything is synthesized (a path that cannot be written fails
+``-o -`` writes the WAV to stdout (``voxwire speak "Hi." -o - | aplay``). The output file is
+opened before anything is synthesized (a path that cannot be written fails
 at once) and written when the audio is complete; a synthesis that fails leaves an existing file
 as it was. A first connect that reaches no gateway is given up on after ``--connect-timeout``
 seconds (default 10; refused connections within 6 s).
@@ -33,7 +34,9 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("text", metavar="TEXT|-", help="the text, or - to read it from stdin")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="the WAV file to write")
+    parser.add_argument(
+        "-o", "--output", type=Path, required=True, help="the WAV file to write; - for stdout"
+    )
     parser.add_argument("--model", default="", help="TTS model (default: the server's)")
     parser.add_argument("--voice", default="", help="voice (default: the model's)")
     parser.add_argument(
@@ -65,7 +68,8 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:  # every failure becomes one line and exit status 1
         output.discard()
         return fail("speak", exc)
-    print(f"wrote {args.output} ({len(audio) / (2 * args.rate):.2f} s)", file=sys.stderr)
+    where = "stdout" if str(args.output) == "-" else args.output
+    print(f"wrote {where} ({len(audio) / (2 * args.rate):.2f} s)", file=sys.stderr)
     return 0
 
 

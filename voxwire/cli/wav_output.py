@@ -29,7 +29,11 @@ class WavOutput:
 
     @classmethod
     def open(cls, path: Path) -> WavOutput:
-        """Raises CliError when ``path`` cannot be written."""
+        """``-`` is stdout (as ``-`` is stdin for the text). Raises CliError when ``path``
+        cannot be written."""
+        if str(path) == "-":
+            # Its own descriptor, so that closing the file object leaves fd 1 to Python.
+            return cls(path, os.fdopen(os.dup(1), "wb"), created=False)
         flags = os.O_WRONLY | os.O_CLOEXEC
         try:
             try:

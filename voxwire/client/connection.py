@@ -122,7 +122,9 @@ def _http_error(status: int, text: str) -> errors.VoxwireError:
 
 class Endpoints:
     """The gateway URLs of a session (``ws://host:port`` or ``wss://...``): the first is used
-    first, and every reconnect moves to the next, round robin.
+    first, and every reconnect moves to the next, round robin. A URL that already names the
+    session's endpoint (``ws://host:8080/v1/stt/stream``, as docs/edge.md writes it) is taken
+    as its gateway's: the path is not added twice.
 
     Raises ValueError for an empty list or a URL that is not ws(s)."""
 
@@ -133,7 +135,7 @@ class Endpoints:
         for url in urls:
             if not url.startswith(("ws://", "wss://")):
                 raise ValueError(f"{url!r}: a gateway URL starts with ws:// or wss://")
-        self.urls = [u.rstrip("/") for u in urls]
+        self.urls = [u.rstrip("/").removesuffix(path) for u in urls]
         self._path = path
         self._index = 0
 
@@ -156,7 +158,8 @@ async def open_socket(
 ) -> aiohttp.ClientWebSocketResponse:
     """The upgraded WebSocket. Raises ConnectionLost for what a reconnect may cure (refused,
     reset, timeout, a 5xx or 429 handshake), Unauthenticated / PermissionDenied for a 401 / 403
-    handshake (a gateway answers auth errors after the upgrade; these come from proxies)."""
+    handshake (a gateway answers auth errors after the upgrade; these come from proxies),
+    UnknownEndpoint for a 404 (a URL whose path is not a session endpoint)."""
     try:
         headers, protocols = await credentials.handshake()
     except errors.VoxwireError as exc:
@@ -183,6 +186,11 @@ async def open_socket(
             raise errors.PermissionDenied(f"{url}: handshake refused (403)") from exc
         if exc.status in (429,) or exc.status >= 500:
             raise ConnectionLost(f"{url}: handshake answered {exc.status}", None) from exc
+        if exc.status == 404:  # a base URL with a path of its own, or not a gateway at all
+            raise errors.UnknownEndpoint(
+                f"{url}: no such endpoint (404); a gateway URL is ws(s)://host:port, to which "
+                "the session adds its endpoint's path"
+            ) from exc
         raise errors.InvalidMessage(f"{url}: handshake answered {exc.status}") from exc
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise ConnectionLost(f"{url}: {type(exc).__name__}: {exc}", None) from exc

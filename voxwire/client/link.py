@@ -52,6 +52,11 @@ class SessionClosed(Exception):
 
 
 class ResumingLink(abc.ABC):
+    # Whether the first session message makes ``connect`` return. A kind whose config is
+    # judged after it (STT: the model takes it or the gateway answers with the error) says
+    # False and calls ``session_ready`` when the config is taken.
+    ready_on_session = True
+
     def __init__(
         self,
         endpoints: Endpoints,
@@ -69,10 +74,14 @@ class ResumingLink(abc.ABC):
         self.finished = False
         self.url = ""
         self._first_up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._was_up = False  # a session message has come (a reconnect is a resume)
         self._last_write = time.monotonic()
         self._lost_at: float | None = None
         self._attempts = 0
-        self._cause = ""
+        self._cause = ""  # why the last connection or attempt ended
+        # Why the session's connection was lost: what a Resumed reports, not the failed
+        # attempts (a gateway that is down too) that came between.
+        self._lost_cause = ""
         self._task: asyncio.Task[None] | None = None
 
     # -- what each session kind provides -------------------------------------------------------
@@ -102,9 +111,17 @@ class ResumingLink(abc.ABC):
     # -- life ----------------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        """Run the loop; return when the first session is up. Raises the session's failure."""
+        """Run the loop; return when the first session is up. Raises the session's failure.
+
+        Cancelled (``asyncio.wait_for(connect(...), 2)``, a caller that gave up), it aborts the
+        loop: the caller never gets the session, so nothing else could ever end it, and it
+        would hold a gateway session (one of the key's concurrent ones) until the loop ends."""
         self._task = asyncio.create_task(self._run(), name="voxwire-session")
-        await asyncio.wait([self._first_up, self._task], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait([self._first_up, self._task], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await self.abort()
+            raise
         if self.failure is not None:
             raise self.failure
         if not self._first_up.done():
@@ -172,13 +189,20 @@ class ResumingLink(abc.ABC):
                 url=self.url,
                 downtime_s=time.monotonic() - self._lost_at,
                 attempts=self._attempts,
-                cause=self._cause,
+                cause=self._lost_cause or self._cause,
             )
         self._lost_at = None
+        self._lost_cause = ""
         self._attempts = 0
+        self._was_up = True
+        if self.ready_on_session:
+            self.session_ready()
+        return resumed
+
+    def session_ready(self) -> None:
+        """The first session is ready for the caller: ``connect`` returns."""
         if not self._first_up.done():
             self._first_up.set_result(None)
-        return resumed
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -194,6 +218,7 @@ class ResumingLink(abc.ABC):
                         raise verdict.failure
                     if self._lost_at is None:  # a connect that failed before any session
                         self._lost_at = time.monotonic()
+                        self._lost_cause = self._cause
                     if self._attempts == 0:
                         budget.reset()
                     wait = budget.next_delay(time.monotonic(), verdict.retry_after_s)
@@ -201,7 +226,7 @@ class ResumingLink(abc.ABC):
                         # A session that never came up was not "taken back": say what it was.
                         what = (
                             "no gateway took the session back"
-                            if self._first_up.done()
+                            if self._was_up
                             else "no gateway could be reached"
                         )
                         raise errors.BackendUnavailable(
@@ -266,7 +291,8 @@ class ResumingLink(abc.ABC):
         except (ConnectionError, aiohttp.ClientError) as exc:
             self._cause = f"{type(exc).__name__}: {exc}"
         finally:
-            if self._lost_at is None:
+            lost_now = self._lost_at is None  # this connection was the session's
+            if lost_now:
                 self._lost_at = time.monotonic()  # downtime counts from here (Resumed)
             async with self.write_lock:
                 self.live = None
@@ -286,6 +312,8 @@ class ResumingLink(abc.ABC):
         lost = self._connection_lost(code)
         if lost.error:
             self._cause += f" after {lost.error}"  # "close 1013 after OVERLOADED: ..."
+        if lost_now:
+            self._lost_cause = self._cause
         return lost
 
     async def _keepalive(self) -> None:

@@ -54,6 +54,11 @@ TranscriptionEvent = SttEvent | Resumed
 class TranscriptionSession(ResumingLink):
     """Use ``await TranscriptionSession.connect(...)``."""
 
+    # The gateway answers ``session`` before the model has judged the config: ``connect``
+    # waits for ``started`` (or the config's error), so that a wrong model, language or
+    # endpointing raises from ``connect`` as it promises, not from a later ``send``.
+    ready_on_session = False
+
     def __init__(
         self,
         urls: Sequence[str] | str,
@@ -78,7 +83,8 @@ class TranscriptionSession(ResumingLink):
         origin: str | None = None,
         options: SessionOptions | None = None,
     ) -> TranscriptionSession:
-        """Open the session on the first gateway that takes it.
+        """Open the session on the first gateway that takes it; returns when the model has
+        taken the config (the ``started`` event, the first of ``events()``).
 
         Raises ValueError (credentials, URLs), InvalidConfig / UnsupportedEncoding /
         UnsupportedSampleRate (the config's audio format), the error the gateway answered
@@ -124,7 +130,8 @@ class TranscriptionSession(ResumingLink):
         gateway's frame limit). Waits while the session resumes or its replay window is full.
 
         Raises MisalignedAudio, TimeoutError (no room within ``send_timeout_s``), the
-        session's failure, or SessionClosed after ``close``."""
+        session's failure, or SessionClosed after ``close`` (also when ``close`` came while
+        this send waited: what it had not written by then is not sent)."""
         if len(audio) % self.state.frame_bytes:
             raise errors.MisalignedAudio(
                 f"{len(audio)} bytes is not a whole number of {self.state.frame_bytes}-byte frames"
@@ -139,6 +146,13 @@ class TranscriptionSession(ResumingLink):
                 step = min(self.state.max_piece_bytes, self.state.window_bytes, len(view) - pos)
                 await self.wait_until(lambda: self.state.room() >= step)  # noqa: B023
                 async with self.write_lock:
+                    if self.state.closing:
+                        # A close from another task while this send waited for room: audio
+                        # after it would be discarded by the gateway unread, yet this send
+                        # would return as if it had gone.
+                        raise SessionClosed(
+                            f"close came during send: {pos} of its {len(view)} bytes were sent"
+                        )
                     if self.live is None or self.state.room() < step:
                         continue  # lost the race to another writer or a disconnect
                     piece = bytes(view[pos : pos + step])
@@ -225,6 +239,8 @@ class TranscriptionSession(ResumingLink):
             resumed = await self.replay_and_go_live(ws, replay)
             if resumed is not None and outcome.resumed:
                 await self._events.put(replace(resumed, replayed_ms=replayed))
+        if outcome.started:
+            self.session_ready()
         self.changed.set()  # an ack may have made room in the window
         for event in outcome.events:
             await self._events.put(event)

@@ -94,6 +94,8 @@ class Outcome:
     # the session on a new connection (the adapter reports the resume).
     session_up: bool = False
     resumed: bool = False
+    # The first ``started``: the model took the session's config.
+    started: bool = False
     # Close this connection now and resume on the next gateway (going_away).
     hand_over: bool = False
     # The connection ended and the session goes on: wait at least this long (server's advice).
@@ -223,6 +225,7 @@ class SttClientState:
         elif kind == "started":
             if not self._started_seen:
                 self._started_seen = True
+                out.started = True
                 out.events.append(msg.started)
         elif kind == "result":
             out.events.append(msg.result)

@@ -167,9 +167,9 @@ class SynthesisSession(ResumingLink):
     async def open(
         self, context_id: str, config: synthesis_pb2.SynthesisContextConfig
     ) -> SynthesisContext:
-        """Open a context. Raises ContextAlreadyOpen, the session's failure, SessionClosed,
-        TimeoutError. The gateway's answer (ContextOpened, or the context's error) comes as
-        the context's first event."""
+        """Open a context. Raises InvalidMessage (an id not 1 to 128 bytes), ContextAlreadyOpen,
+        the session's failure, SessionClosed, TimeoutError. The gateway's answer
+        (ContextOpened, or the context's error) comes as the context's first event."""
         context = SynthesisContext(self, context_id, self.options.max_events)
         await self._op(lambda s: s.open(context_id, config), context)
         return context

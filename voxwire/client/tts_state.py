@@ -42,6 +42,9 @@ Message = tts_pb2.TtsClientMessage
 ServerMessage = tts_pb2.TtsServerMessage
 _WIDTH = {audio_pb2.AUDIO_ENCODING_PCM_F32LE: 4, audio_pb2.AUDIO_ENCODING_MULAW: 1}
 _WIDTH[audio_pb2.AUDIO_ENCODING_ALAW] = 1
+# A context id is 1 to 128 bytes (docs/contract.md, docs/edge.md). The gateway refuses any
+# other with INVALID_MESSAGE for the whole session, so it is checked here, before it is sent.
+MAX_CONTEXT_ID_BYTES = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +152,14 @@ class SynthesisClientState:
         return Message(start=start)
 
     def open(self, context_id: str, config: synthesis_pb2.SynthesisContextConfig) -> Message:
-        """Raises ContextAlreadyOpen for an id whose context has not ended."""
+        """Raises InvalidMessage for an id that is not 1 to 128 bytes, ContextAlreadyOpen for
+        an id whose context has not ended."""
+        if not 1 <= len(context_id.encode()) <= MAX_CONTEXT_ID_BYTES:
+            raise errors.InvalidMessage(
+                f"a context id is 1 to {MAX_CONTEXT_ID_BYTES} bytes of UTF-8, not "
+                f"{len(context_id.encode())}",
+                violations=[errors.Violation("contextId", f"1 to {MAX_CONTEXT_ID_BYTES} bytes")],
+            )
         ctx = self.contexts.get(context_id)
         if ctx is not None and ctx.state is not CtxState.ENDED:
             raise errors.ContextAlreadyOpen(f"context {context_id!r} is already open")
