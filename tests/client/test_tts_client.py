@@ -118,3 +118,50 @@ async def test_a_context_id_out_of_bounds_is_refused_and_the_session_goes_on(
         await good.close()
         assert await good.audio()
         assert (await tts.close()).contexts == 1
+
+
+async def test_truncate_ends_the_context_with_the_words_heard(edge: Edge):
+    async with asyncio.timeout(30):
+        tts = await SynthesisSession.connect(edge.ws, api_key=edge.key, lead_ms=300)
+        ctx = await tts.open("c1", tts_config())
+        await ctx.append(TEXT * 3)
+        await ctx.close()
+        events: list[ContextEvent] = []
+        async for event in ctx:
+            events.append(event)
+            if isinstance(event, SynthesizedAudio) and event.sequence_number == 12:
+                await ctx.truncate(900)
+        await tts.close()
+    truncated = events[-1]
+    assert isinstance(truncated, tts_pb2.Truncated) and truncated.played_ms == 900
+    # The gateway's heard words and the SDK's own rule for them agree.
+    assert [w.word for w in truncated.heard] == [w.word for w in ctx.heard(900)]
+    assert truncated.heard and all(w.end_ms <= 900 for w in truncated.heard)
+
+
+async def test_a_barge_in_after_done_stops_nothing_and_heard_says_what_was_heard(edge: Edge):
+    # Audio runs ahead of playback, so `done` comes while the last of it still plays: the
+    # agent's barge-in then finds the context ended. It raised UnknownContext.
+    async with asyncio.timeout(30):
+        tts = await SynthesisSession.connect(edge.ws, api_key=edge.key, lead_ms=0)
+        ctx = await tts.open("c1", tts_config())
+        await ctx.append(TEXT)
+        await ctx.close()
+        events = [e async for e in ctx]
+        assert isinstance(events[-1], synthesis_pb2.ContextDone)
+        await ctx.truncate(1500)
+        await ctx.cancel()
+        with pytest.raises(errors.InvalidMessage, match="played_ms"):
+            await ctx.truncate(-1)
+        with pytest.raises(errors.UnknownContext):
+            await ctx.append("more")  # text for an ended context is still a mistake
+        next_turn = await tts.open("c2", tts_config())
+        await next_turn.append("The session goes on.")
+        await next_turn.close()
+        assert await next_turn.audio()
+        summary = await tts.close()
+    words = [w for e in events if isinstance(e, synthesis_pb2.WordTimestamps) for w in e.words]
+    heard = ctx.heard(1500)
+    assert heard == [w for w in words if w.end_ms <= 1500] and 0 < len(heard) < len(words)
+    assert [w.word for w in ctx.heard(10**6)] == [w.word for w in words]
+    assert summary.contexts == 2

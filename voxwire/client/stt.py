@@ -119,8 +119,10 @@ class TranscriptionSession(ResumingLink):
         return self.state.ack
 
     def events(self) -> AsyncIterator[TranscriptionEvent]:
-        """Results, speech events, acks, notices, ``Resumed``, and the summary last. Ends
-        after the summary; raises the session's failure if it fails."""
+        """Results, speech events, FinalizeAck and UpdateConfigAck, notices, ``Resumed``, and
+        the summary last. Ends after the summary; raises the session's failure if it fails.
+        The acknowledged position is ``ack`` (it moves with final results; no event of its
+        own)."""
         return self._events
 
     # -- sending -------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ class SynthesisContext:
         self.context_id = context_id
         self._session = session
         self.events: EventChannel[ContextEvent] = EventChannel(max_events)
+        # Every word timing the context received, in order: what ``heard`` reads.
+        self.words: list[synthesis_pb2.WordTimestamp] = []
 
     def __aiter__(self) -> AsyncIterator[ContextEvent]:
         """Events until ``done``, ``cancelled`` or ``truncated`` (the last one); raises the
@@ -84,13 +86,24 @@ class SynthesisContext:
         await self._session._op(lambda s: s.close_context(self.context_id))
 
     async def cancel(self) -> None:
-        """Stop now; a ContextCancelled event ends the context."""
+        """Stop now; a ContextCancelled event ends the context. Once the context has ended
+        there is nothing left to stop: returns at once."""
         await self._session._op(lambda s: s.cancel(self.context_id))
 
     async def truncate(self, played_ms: int) -> None:
         """The listener heard ``played_ms`` of the context: the rest is cancelled and a
-        Truncated event (with the words heard) ends the context."""
+        Truncated event (with the words heard) ends the context.
+
+        A barge-in often comes after ``done``: audio runs ahead of playback (the session's
+        lead), so the context has ended while its last second still plays. Nothing is left to
+        stop then, and this returns at once; ``heard(played_ms)`` gives the words heard, as
+        Truncated would have. Raises InvalidMessage for a negative ``played_ms``."""
         await self._session._op(lambda s: s.truncate(self.context_id, played_ms))
+
+    def heard(self, played_ms: int) -> list[synthesis_pb2.WordTimestamp]:
+        """The words whose audio ended at or before ``played_ms`` of the context's timeline,
+        in order (the rule of Truncated.heard), from the word timings received so far."""
+        return [w for w in self.words if w.end_ms <= played_ms]
 
     async def audio(self) -> bytes:
         """All the context's audio, until it ends (reads the events: use it or iterate)."""
@@ -190,7 +203,7 @@ class SynthesisSession(ResumingLink):
 
     async def _op(
         self,
-        make: Callable[[SynthesisClientState], Message],
+        make: Callable[[SynthesisClientState], Message | None],
         context: SynthesisContext | None = None,
     ) -> None:
         self.raise_if_over()
@@ -201,6 +214,8 @@ class SynthesisSession(ResumingLink):
                     if self.live is None:
                         continue
                     msg = make(self.state)
+                    if msg is None:
+                        return  # nothing to send (a cancel of a context that has ended)
                     if context is not None:
                         self._contexts[context.context_id] = context
                     await self.write(encode(msg))
@@ -254,6 +269,8 @@ class SynthesisSession(ResumingLink):
             if not cid:
                 await self._events.put(event)  # type: ignore[arg-type]
             elif (context := self._contexts.get(cid)) is not None:
+                if isinstance(event, synthesis_pb2.WordTimestamps):
+                    context.words.extend(event.words)
                 await context.events.put(event)  # type: ignore[arg-type]
         for cid, error in outcome.ended:
             context = self._contexts.pop(cid, None)

@@ -182,13 +182,30 @@ class SynthesisClientState:
         ctx.state = CtxState.CLOSING
         return Message(context_id=context_id, close=synthesis_pb2.CloseContext())
 
-    def cancel(self, context_id: str) -> Message:
+    def cancel(self, context_id: str) -> Message | None:
+        """None when the context has already ended: nothing is left to stop."""
+        if self._ended(context_id):
+            return None
         self._context(context_id)
         return Message(context_id=context_id, cancel=synthesis_pb2.Cancel())
 
-    def truncate(self, context_id: str, played_ms: int) -> Message:
+    def truncate(self, context_id: str, played_ms: int) -> Message | None:
+        """None when the context has already ended (its ``done`` came before the listener
+        heard it all, as it does when audio runs ahead of playback): nothing is left to stop.
+        Raises InvalidMessage for a ``played_ms`` outside 0 to 2**32 - 1."""
+        if not 0 <= played_ms < 2**32:
+            raise errors.InvalidMessage(
+                f"played_ms is the audio heard, 0 or more ms, not {played_ms}",
+                violations=[errors.Violation("truncate.playedMs", "0 to 4294967295")],
+            )
+        if self._ended(context_id):
+            return None
         self._context(context_id)
         return Message(context_id=context_id, truncate=tts_pb2.Truncate(played_ms=played_ms))
+
+    def _ended(self, context_id: str) -> bool:
+        ctx = self.contexts.get(context_id)
+        return ctx is not None and ctx.state is CtxState.ENDED
 
     def close_session(self) -> Message:
         self.closing = True
