@@ -121,14 +121,18 @@ class BeepDetector:
 class ToneVoice:
     """Toy TTS: one 200 ms chunk (a 150 ms tone, then 50 ms of silence) per word, as mono
     float samples at ``rate`` (the toy makes any rate; a model with one native rate lists only
-    that rate, or resamples with ``voxwire.audio.resample.StreamResampler``)."""
+    that rate, or resamples with ``voxwire.audio.resample.StreamResampler``).
+
+    ``speak`` returns, per word, ``(word, samples)`` or ``(word, samples, voiced)``: ``voiced``
+    is how many of the samples are the word itself (the rest is the pause after it), which is
+    where its word timestamp ends; without it the word spans its whole chunk."""
 
     TONE_MS = 150
 
-    def speak(self, text: str, rate: int = RATE) -> list[tuple[str, np.ndarray]]:
+    def speak(self, text: str, rate: int = RATE) -> list[tuple[str, np.ndarray, int]]:
         t = np.arange(rate * self.TONE_MS // 1000) / rate
         word = np.concatenate([0.3 * np.sin(2 * np.pi * 440 * t), np.zeros(rate // 20)])
-        return [(w, word) for w in text.split()]
+        return [(w, word, len(t)) for w in text.split()]
 
 
 # -- the contract around them ---------------------------------------------------------------------
@@ -415,17 +419,18 @@ class SynthesisStream:
     def speak(self, cid: str, ctx: dict[str, Any], text: str) -> list[Any]:
         out = []
         fmt = ctx["format"]
-        for word, samples in self.voice.speak(text, fmt.sample_rate_hz):
+        for spoken in self.voice.speak(text, fmt.sample_rate_hz):
+            word, samples = spoken[0], spoken[1]
+            voiced = spoken[2] if len(spoken) > 2 else len(samples)
             # The timeline counts samples, not rounded chunk durations: a chunk of 1001 samples
             # is 62.5625 ms, and adding up 62s would fall behind the audio. Each chunk starts
             # where the one before ended (they tile) and ends at its last sample's ms.
             start = ctx["ms"]
+            word_end = (ctx["samples"] + voiced) * 1000 // fmt.sample_rate_hz
             ctx["samples"] += len(samples)
             end = ctx["samples"] * 1000 // fmt.sample_rate_hz
             if ctx["words"]:
-                stamp = tts.WordTimestamp(
-                    word=word, start_ms=start, end_ms=min(start + ToneVoice.TONE_MS, end)
-                )
+                stamp = tts.WordTimestamp(word=word, start_ms=start, end_ms=min(word_end, end))
                 out.append(
                     tts.StreamingSynthesizeResponse(
                         context_id=cid, words=tts.WordTimestamps(words=[stamp])

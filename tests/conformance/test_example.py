@@ -382,3 +382,24 @@ async def test_features_the_models_do_not_advertise_are_refused(monkeypatch):
     assert results["stt.config.lacking-word-timestamps"][0] == PASS, results
     assert results["tts.config.lacking-word-timestamps"][0] == PASS, results
     assert all(result in (PASS, SKIP) for result, _ in results.values()), results
+
+
+class _LongWordVoice(ToneVoice):
+    """Half-second chunks whose word is the first 400 ms (then a pause)."""
+
+    def speak(self, text: str, rate: int = 16000) -> list[tuple[str, np.ndarray, int]]:
+        return [(word, np.zeros(rate // 2), rate * 2 // 5) for word in text.split()]
+
+
+def test_a_words_timestamp_ends_where_its_voice_says_the_word_ends():
+    # The example ended every word 150 ms after its start (the tone voice's constant), whatever
+    # the voice: a 400 ms word was stamped 0-150.
+    stream = ex.SynthesisStream(_LongWordVoice())
+    fmt = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000)
+    config = ex.tts.SynthesisContextConfig(output_format=fmt, word_timestamps=True)
+    stream.open("a", config)
+    out = stream.speak("a", stream.contexts["a"], "two words")
+    stamps = [
+        (w.word, w.start_ms, w.end_ms) for r in out if r.HasField("words") for w in r.words.words
+    ]
+    assert stamps == [("two", 0, 400), ("words", 500, 900)]
