@@ -6,12 +6,13 @@ import re
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from voxwire import errors
-from voxwire.conformance import expect, richstatus
-from voxwire.conformance.casefile import CaseFileError, load, parse_case
-from voxwire.conformance.catalog import ServerCatalog, unadvertised_rate
+from voxwire.conformance import expect, richstatus, signals
+from voxwire.conformance.casefile import AUDIO_SOURCES, CaseFileError, load, parse_case
+from voxwire.conformance.catalog import Format, ServerCatalog, unadvertised_rate
 from voxwire.conformance.driver import Outcome
 from voxwire.conformance.expr import ExprError, evaluate
 from voxwire.conformance.plan import Plan
@@ -58,6 +59,9 @@ BASE = {"id": "x", "promise": "p", "section": "Errors", "service": "transcriptio
         ({"steps": [{"config": {}}], "holds": "max_streams"}, "holds: unknown names"),
         ({"steps": [{"config": {}}], "holds": 8}, "holds must be an expression"),
         ({"probe": "health_watch", "service": "health", "holds": "1"}, "holds needs a streaming"),
+        ({"steps": [{"audio": {"source": "infinity"}}]}, "audio source 'infinity'"),
+        ({"steps": [{"audio": "noise"}]}, "audio source 'noise'"),
+        ({"steps": [{"audio": {"source": "tone", "millis": 5}}]}, "unknown audio keys"),
     ],
 )
 def test_malformed_cases_are_refused_with_a_reason(extra, message):
@@ -229,3 +233,13 @@ def test_evidence_of_a_missed_wait_leads_with_it():
     evidence = expect.evaluate(out, Plan(case, None, {})).evidence
     assert evidence.startswith("no audio came"), evidence
     assert "IDLE_TIMEOUT" in evidence, evidence
+
+
+def test_float_sources_that_are_not_numbers_exist_in_pcm_f32le_only():
+    f32 = Format(audio_pb2.AUDIO_ENCODING_PCM_F32LE, 16000)
+    for source in AUDIO_SOURCES:
+        assert len(signals.render(source, f32, ms=10)) == 160 * 4
+    inf = np.frombuffer(signals.render("inf", f32, ms=10), dtype="<f4")
+    assert np.isinf(inf).all()
+    with pytest.raises(ValueError, match="inf samples exist only in PCM_F32LE"):
+        signals.render("inf", Format(audio_pb2.AUDIO_ENCODING_PCM_S16LE, 16000), ms=10)

@@ -40,6 +40,10 @@ LIMIT_NAMES = (
     "write_timeout_ms",
 )
 EXPR_NAMES = frozenset((*LIMIT_NAMES, "frame"))
+# What an audio step may send (signals.render): "nan" and "inf" are PCM_F32LE samples that are
+# not numbers.
+AUDIO_SOURCES = ("speech", "tone", "silence", "nan", "inf")
+_AUDIO_KEYS = frozenset({"source", "ms", "part", "chunk_ms", "bytes"})
 
 # Step actions per service; every step has exactly one action key.
 _COMMON_ACTIONS = frozenset(
@@ -291,6 +295,18 @@ def _check_step(step: Any, service: str, where: str) -> None:
         )
     for value in _expressions(step):
         _check_names(value, where)
+    _check_action(action, step[action], where)
+
+
+def _check_action(action: str, value: Any, where: str) -> None:
+    """The parts of an action's value that the kit would otherwise refuse only when it runs."""
+    if action == "audio":
+        spec = value if isinstance(value, Mapping) else {"source": value}
+        unknown = set(spec) - _AUDIO_KEYS
+        if unknown:
+            raise CaseFileError(f"{where}: unknown audio keys {sorted(unknown)}")
+        if spec.get("source", "speech") not in AUDIO_SOURCES:
+            raise CaseFileError(f"{where}: audio source {spec['source']!r}; known: {AUDIO_SOURCES}")
 
 
 def _check_case_expr(value: Any, key: str, where: str) -> None:

@@ -35,6 +35,7 @@ from tests.conformance.broken.transcription import (
     AnyRateSession,
     DropsInterimRequest,
     FinalizeAckFirst,
+    InfinityAccepted,
     InterimAfterFinal,
     MisalignedAccepted,
     NoChunkLimit,
@@ -50,6 +51,7 @@ from tests.conformance.broken.transcription import (
     no_default_stt,
     overclaims_rates,
     tts_without_voices,
+    with_float_audio,
     with_interim,
 )
 
@@ -381,6 +383,13 @@ VARIANTS = [
         frozenset({"stt.message.undecodable", "tts.message.undecodable"}),
         transcription=_UNPARSED,
         synthesis_overrides=_UNPARSED_TTS,
+    ),
+    Variant(
+        "accepts-infinite-samples",
+        "float samples must be numbers: infinity is INVALID_AUDIO",
+        frozenset({"stt.audio.infinite-samples"}),
+        transcription=InfinityAccepted,
+        capabilities=with_float_audio,
     ),
     Variant(
         "never-idle",
