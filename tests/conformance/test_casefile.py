@@ -8,9 +8,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from google.protobuf.message import DecodeError
 
 from voxwire import errors
-from voxwire.conformance import expect, richstatus, signals
+from voxwire.conformance import expect, plan, richstatus, signals
 from voxwire.conformance.casefile import AUDIO_SOURCES, CaseFileError, load, parse_case
 from voxwire.conformance.catalog import Format, ServerCatalog, unadvertised_rate
 from voxwire.conformance.driver import Outcome
@@ -28,7 +29,7 @@ from voxwire.conformance.runner import (
     read_case_list,
 )
 from voxwire.conformance.stream_checks import parse_server_timing
-from voxwire.v1 import audio_pb2, capabilities_pb2, synthesis_pb2
+from voxwire.v1 import audio_pb2, capabilities_pb2, synthesis_pb2, transcription_pb2
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 
@@ -62,6 +63,9 @@ BASE = {"id": "x", "promise": "p", "section": "Errors", "service": "transcriptio
         ({"steps": [{"audio": {"source": "infinity"}}]}, "audio source 'infinity'"),
         ({"steps": [{"audio": "noise"}]}, "audio source 'noise'"),
         ({"steps": [{"audio": {"source": "tone", "millis": 5}}]}, "unknown audio keys"),
+        ({"steps": [{"garbage": "xyz"}]}, "is not hex"),
+        ({"steps": [{"garbage": {"size": 3}}]}, "garbage is hex or"),
+        ({"steps": [{"garbage": {"bytes": "max_chunk + 1"}}]}, "unknown names"),
     ],
 )
 def test_malformed_cases_are_refused_with_a_reason(extra, message):
@@ -243,3 +247,20 @@ def test_float_sources_that_are_not_numbers_exist_in_pcm_f32le_only():
     assert np.isinf(inf).all()
     with pytest.raises(ValueError, match="inf samples exist only in PCM_F32LE"):
         signals.render("inf", Format(audio_pb2.AUDIO_ENCODING_PCM_S16LE, 16000), ms=10)
+
+
+def _built(*steps: dict) -> list:
+    caps = _caps()
+    caps.limits.max_chunk_bytes = 1000
+    main = next(m for m in caps.models if m.name == "main")
+    case = parse_case({**BASE, "steps": list(steps)})
+    return [s.message for s in plan.build(case, ServerCatalog(caps), main).sends]
+
+
+def test_garbage_of_a_size_never_parses():
+    (garbage,) = _built({"garbage": {"bytes": "max_chunk_bytes + 65537"}})
+    assert isinstance(garbage, bytes) and len(garbage) == 1000 + 65537
+    with pytest.raises(DecodeError):
+        transcription_pb2.StreamingTranscribeRequest.FromString(garbage)
+    with pytest.raises(DecodeError):
+        synthesis_pb2.StreamingSynthesizeRequest.FromString(garbage)

@@ -307,6 +307,15 @@ def _check_action(action: str, value: Any, where: str) -> None:
             raise CaseFileError(f"{where}: unknown audio keys {sorted(unknown)}")
         if spec.get("source", "speech") not in AUDIO_SOURCES:
             raise CaseFileError(f"{where}: audio source {spec['source']!r}; known: {AUDIO_SOURCES}")
+    elif action == "garbage":
+        if isinstance(value, Mapping):
+            if set(value) != {"bytes"}:
+                raise CaseFileError(f"{where}: garbage is hex or {{ bytes = size }}")
+        else:
+            try:
+                bytes.fromhex(value)
+            except (TypeError, ValueError):
+                raise CaseFileError(f"{where}: garbage {value!r} is not hex") from None
 
 
 def _check_case_expr(value: Any, key: str, where: str) -> None:
@@ -334,7 +343,7 @@ def _expressions(step: Mapping[str, Any]) -> list[int | str]:
     for key in ("sleep_ms", "repeat"):
         if key in step:
             out.append(step[key])
-    for key in ("audio", "append"):
+    for key in ("audio", "append", "garbage"):
         value = step.get(key)
         if isinstance(value, Mapping):
             out += [value[k] for k in ("bytes", "ms") if k in value]

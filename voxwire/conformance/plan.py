@@ -34,6 +34,8 @@ from voxwire.v1 import capabilities_pb2, stream_pb2, synthesis_pb2, transcriptio
 SttReq = transcription_pb2.StreamingTranscribeRequest
 TtsReq = synthesis_pb2.StreamingSynthesizeRequest
 DEFAULT_CONTEXT = "a"
+# A byte that starts a varint that never ends: bytes of it never parse as a message.
+UNPARSABLE = b"\xff"
 
 
 class Skip(Exception):
@@ -164,7 +166,12 @@ class _Builder:
         elif "sleep_ms" in step:
             self.plan.actions.append(Sleep(evaluate(step["sleep_ms"], self.names()) / 1000))
         elif "garbage" in step:
-            self.send(bytes.fromhex(step["garbage"]), "garbage")
+            spec = step["garbage"]
+            if isinstance(spec, Mapping):
+                size = evaluate(spec["bytes"], self.names())
+                self.send(UNPARSABLE * size, f"garbage {size} bytes")
+            else:
+                self.send(bytes.fromhex(spec), "garbage")
         elif "empty" in step:
             self.send(SttReq() if self.kind == "stt" else TtsReq(), "empty message")
         elif self.kind == "stt":

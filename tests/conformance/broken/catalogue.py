@@ -12,6 +12,7 @@ from tests.conformance.broken.endings import (
     finish_without_binary_timings,
     health_without_synthesis,
     no_reflection,
+    parsing_reader,
     raising_reader,
 )
 from tests.conformance.broken.server import Variant
@@ -59,6 +60,7 @@ _NO_DETAILS, _NO_DETAILS_TTS = both("NoDetails", {"fail": fail_without_details})
 _NO_TIMINGS, _NO_TIMINGS_TTS = both("NoTimings", {"finish": finish_without_binary_timings})
 _BAD_TIMINGS, _BAD_TIMINGS_TTS = both("BadTimings", {"fail": fail_with_disagreeing_timings})
 _UNPARSED, _UNPARSED_TTS = both("Unparsed", {"reader": raising_reader})
+_PARSES_FIRST, _PARSES_FIRST_TTS = both("ParsesFirst", {"reader": parsing_reader})
 _SWAPPED = type("Swapped", (ex.Transcription,), {"fail": fail_with, "swap_errors": True})
 _SILENT, _SILENT_TTS = both("Silent", {"fail": fail_with, "strip_violations": True})
 
@@ -81,6 +83,8 @@ STREAM_ERRORS = frozenset(
         "stt.limits.chunk-too-large",
         "stt.limits.idle-timeout",
         "stt.trailers.on-error",
+        "stt.limits.message-too-large",
+        "tts.limits.message-too-large",
         "tts.message.empty",
         "tts.message.no-context-id",
         "tts.message.undecodable",
@@ -383,6 +387,13 @@ VARIANTS = [
         frozenset({"stt.message.undecodable", "tts.message.undecodable"}),
         transcription=_UNPARSED,
         synthesis_overrides=_UNPARSED_TTS,
+    ),
+    Variant(
+        "parses-oversized-messages",
+        "a message over max_chunk_bytes + 64 KiB is refused unparsed",
+        frozenset({"stt.limits.message-too-large", "tts.limits.message-too-large"}),
+        transcription=_PARSES_FIRST,
+        synthesis_overrides=_PARSES_FIRST_TTS,
     ),
     Variant(
         "accepts-infinite-samples",

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -101,3 +102,16 @@ async def no_reflection(server: grpc.aio.Server) -> None:
     for name in ("", *ex.SERVICES):
         await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+
+
+class _ParsesFirst(ex.Reader):
+    def parse(self, data: bytes) -> Any:
+        try:
+            self.message.FromString(data)  # before the size check: the message is parsed
+        except DecodeError:
+            raise errors.InvalidMessage("the message does not parse") from None
+        return super().parse(data)
+
+
+def parsing_reader(self: Any, requests: AsyncIterator[bytes]) -> ex.Reader:
+    return _ParsesFirst(requests, self.request, self.idle_s)
