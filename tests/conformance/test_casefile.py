@@ -11,7 +11,7 @@ import pytest
 from google.protobuf.message import DecodeError
 
 from voxwire import errors
-from voxwire.conformance import expect, plan, richstatus, signals
+from voxwire.conformance import expect, plan, richstatus, signals, stream_checks
 from voxwire.conformance.casefile import AUDIO_SOURCES, CaseFileError, load, parse_case
 from voxwire.conformance.catalog import Format, ServerCatalog, unadvertised_rate
 from voxwire.conformance.driver import Outcome
@@ -66,6 +66,8 @@ BASE = {"id": "x", "promise": "p", "section": "Errors", "service": "transcriptio
         ({"steps": [{"garbage": "xyz"}]}, "is not hex"),
         ({"steps": [{"garbage": {"size": 3}}]}, "garbage is hex or"),
         ({"steps": [{"garbage": {"bytes": "max_chunk + 1"}}]}, "unknown names"),
+        ({"steps": [{"config": {"model": "@longest"}}]}, "unknown symbol '@longest'"),
+        ({"steps": [{"update_config": {"vocabulary": [{"phrase": "@x"}]}}]}, "unknown symbol"),
     ],
 )
 def test_malformed_cases_are_refused_with_a_reason(extra, message):
@@ -264,3 +266,25 @@ def test_garbage_of_a_size_never_parses():
         transcription_pb2.StreamingTranscribeRequest.FromString(garbage)
     with pytest.raises(DecodeError):
         synthesis_pb2.StreamingSynthesizeRequest.FromString(garbage)
+
+
+def test_long_input_is_two_kib_wherever_a_config_says_at_long():
+    step = {"config": {"model": "@long", "vocabulary": [{"phrase": "@long"}]}}
+    (sent,) = _built(step)
+    assert sent.config.model == plan.LONG_INPUT and len(plan.LONG_INPUT.encode()) == 2048
+    assert sent.config.vocabulary[0].phrase == plan.LONG_INPUT
+    assert step["config"]["model"] == "@long"  # the case's own data stays as loaded
+
+
+def test_the_kits_echo_caps_are_the_contracts():
+    assert (
+        stream_checks.MAX_MESSAGE_BYTES,
+        stream_checks.MAX_VIOLATIONS,
+        stream_checks.MAX_FIELD_BYTES,
+        stream_checks.MAX_DESCRIPTION_BYTES,
+    ) == (
+        errors.MAX_MESSAGE_BYTES,
+        errors.MAX_VIOLATIONS,
+        errors.MAX_FIELD_BYTES,
+        errors.MAX_DESCRIPTION_BYTES,
+    )

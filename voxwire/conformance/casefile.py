@@ -44,6 +44,11 @@ EXPR_NAMES = frozenset((*LIMIT_NAMES, "frame"))
 # not numbers.
 AUDIO_SOURCES = ("speech", "tone", "silence", "nan", "inf")
 _AUDIO_KEYS = frozenset({"source", "ms", "part", "chunk_ms", "bytes"})
+# Symbols a config (config, open, update_config) may hold as a value; plan.py resolves them.
+# "@long" is client input far over what an error may echo (errors.MAX_*): LONG_INPUT.
+SYMBOLS = frozenset(
+    {"@default", "@other-kind", "@unknown", "@advertised", "@unadvertised", "@long"}
+)
 
 # Step actions per service; every step has exactly one action key.
 _COMMON_ACTIONS = frozenset(
@@ -316,6 +321,21 @@ def _check_action(action: str, value: Any, where: str) -> None:
                 bytes.fromhex(value)
             except (TypeError, ValueError):
                 raise CaseFileError(f"{where}: garbage {value!r} is not hex") from None
+    elif action in ("config", "open", "update_config"):
+        for symbol in _symbols_in(value):
+            if symbol not in SYMBOLS:
+                raise CaseFileError(f"{where}: unknown symbol {symbol!r}; known: {sorted(SYMBOLS)}")
+
+
+def _symbols_in(value: Any) -> list[str]:
+    """The strings of a config value that start with "@" (symbols)."""
+    if isinstance(value, str):
+        return [value] if value.startswith("@") else []
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _symbols_in(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _symbols_in(v)]
+    return []
 
 
 def _check_case_expr(value: Any, key: str, where: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from examples import minimal_server as ex
 from tests.conformance.broken.endings import (
+    EchoesUncapped,
+    EchoesUncappedSession,
     SilentViolations,
     both,
     fail_with,
@@ -85,6 +87,8 @@ STREAM_ERRORS = frozenset(
         "stt.trailers.on-error",
         "stt.limits.message-too-large",
         "tts.limits.message-too-large",
+        "stt.errors.echo-capped-long-model",
+        "stt.errors.echo-capped-many-violations",
         "tts.message.empty",
         "tts.message.no-context-id",
         "tts.message.undecodable",
@@ -111,6 +115,7 @@ CONTEXT_ERRORS = frozenset(
         "tts.limits.too-many-contexts",
         "tts.limits.chunk-too-large",
         "tts.limits.pending-text",
+        "tts.errors.echo-capped",
     }
 )
 VIOLATIONS = frozenset(
@@ -127,6 +132,7 @@ VIOLATIONS = frozenset(
         "tts.config.unknown-language",
         "tts.config.lacking-ssml",
         "tts.config.lacking-pronunciation",
+        "stt.errors.echo-capped-many-violations",
     }
 )
 
@@ -394,6 +400,19 @@ VARIANTS = [
         frozenset({"stt.limits.message-too-large", "tts.limits.message-too-large"}),
         transcription=_PARSES_FIRST,
         synthesis_overrides=_PARSES_FIRST_TTS,
+    ),
+    Variant(
+        "errors-echo-uncapped",
+        "what an error echoes of the client's input is capped",
+        frozenset(
+            {
+                "stt.errors.echo-capped-long-model",
+                "stt.errors.echo-capped-many-violations",
+                "tts.errors.echo-capped",
+            }
+        ),
+        transcription=EchoesUncapped,
+        session=EchoesUncappedSession,
     ),
     Variant(
         "accepts-infinite-samples",

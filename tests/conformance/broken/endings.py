@@ -15,6 +15,7 @@ from examples import minimal_server as ex
 from voxwire import errors
 from voxwire.timings import SERVER_TIMING_TRAILER, StageClock, trailers
 from voxwire.v1 import synthesis_pb2 as tts
+from voxwire.v1 import transcription_pb2 as stt
 
 
 class _RetryableConfigRequired(errors.ConfigRequired):
@@ -115,3 +116,53 @@ class _ParsesFirst(ex.Reader):
 
 def parsing_reader(self: Any, requests: AsyncIterator[bytes]) -> ex.Reader:
     return _ParsesFirst(requests, self.request, self.idle_s)
+
+
+# What the uncapped variant echoes of a value in a description: past the cap of 128 bytes, within
+# what a client takes in trailers (so that the kit sees the error).
+_ECHO_BYTES = 300
+
+
+def _echo(value: str) -> str:
+    return value.encode()[:_ECHO_BYTES].decode(errors="ignore")
+
+
+def _uncapped(
+    error: errors.VoxwireError, model: str, values: dict[str, str], more: int = 0
+) -> errors.VoxwireError:
+    """``error`` echoing the client's input past every cap (VoxwireError caps what it is given,
+    so this is set afterwards): the model name in the message, the value of each field in its
+    violation's description, and ``more`` violations of vocabulary entries, all listed."""
+    violations = []
+    for violation in error.violations:
+        field = violation.field.rsplit(".", 1)[-1]
+        if values.get(field):
+            echo = _echo(values[field])
+            object.__setattr__(violation, "description", f"{echo!r} is not one of ours")
+        violations.append(violation)
+    for i in range(more):
+        violations.append(errors.Violation(f"config.vocabulary[{i}].phrase", "not supported"))
+    if model:
+        error.message = f"{error.message}: you sent {_echo(model)!r}"
+    error.violations = tuple(violations)
+    return error
+
+
+class EchoesUncapped(ex.Transcription):
+    """Errors of a config echo the client's model and language, and list every bad entry."""
+
+    def start(self, config: stt.TranscriptionConfig) -> ex.BeepDetector:
+        try:
+            return super().start(config)
+        except errors.VoxwireError as exc:
+            values = {"language": config.language}
+            raise _uncapped(exc, config.model, values, len(config.vocabulary)) from None
+
+
+class EchoesUncappedSession(ex.SynthesisStream):
+    def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
+        try:
+            return super().open(cid, config)
+        except errors.VoxwireError as exc:
+            values = {"voice": config.voice, "language": config.language}
+            raise _uncapped(exc, config.model, values) from None
