@@ -370,9 +370,10 @@ class SynthesisStream:
                 raise errors.ChunkTooLarge(f"over {LIMITS.max_chunk_bytes} bytes")
             if size + len(ctx["text"].encode()) > LIMITS.max_pending_text_bytes:
                 raise errors.TextTooLarge(f"over {LIMITS.max_pending_text_bytes} unspoken bytes")
-            # Complete sentences are spoken at once; the rest waits for more text.
+            # Complete sentences (up to ., ! or ? and a space, or a line break) are spoken at
+            # once; the rest waits for more text, a flush or the close.
             text = ctx["text"] + msg.append.text
-            match = re.match(r"(.*[.!?](?:\s|$))?(.*)", text, re.S)
+            match = re.match(r"(.*(?:[.!?]\s|\n))?(.*)", text, re.S)
             ready, ctx["text"] = match.groups("") if match else ("", text)
             return self.speak(cid, ctx, ready)
         if kind == "cancel":  # nothing for the context follows the ack

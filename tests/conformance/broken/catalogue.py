@@ -27,6 +27,7 @@ from tests.conformance.broken.synthesis import (
     OpenedTwice,
     SequenceFromTwo,
     SpeaksInvalidSsml,
+    SpeaksPartialText,
     TilingGap,
     WaitsForTheClose,
     WordsOverlap,
@@ -177,7 +178,7 @@ VARIANTS = [
     Variant(
         "flush-ack-before-audio",
         "a FlushAck follows the audio of the text before it",
-        frozenset({"tts.flush.ack-after-audio"}),
+        frozenset({"tts.flush.ack-after-audio", "tts.append.partial-sentence-waits"}),
         session=FlushAckBeforeAudio,
     ),
     Variant(
@@ -420,6 +421,12 @@ VARIANTS = [
         frozenset({"stt.audio.infinite-samples"}),
         transcription=InfinityAccepted,
         capabilities=with_float_audio,
+    ),
+    Variant(
+        "speaks-partial-text",
+        "text short of a sentence end waits for more text, a flush or the close",
+        frozenset({"tts.append.partial-sentence-waits"}),
+        session=SpeaksPartialText,
     ),
     Variant(
         "never-idle",
