@@ -64,6 +64,9 @@ SERVICES = ("voxwire.v1.Transcription", "voxwire.v1.Synthesis", "voxwire.v1.Capa
 LIMITS = capabilities_pb2.Limits(
     max_chunk_bytes=65536, max_contexts_per_stream=8, max_pending_text_bytes=16384
 )
+# The largest serialized message read: max_chunk_bytes + 64 KiB for the rest of the message (a
+# config); a larger one is refused unparsed, so parsing never costs more (contract: Limits).
+MAX_MESSAGE_BYTES = LIMITS.max_chunk_bytes + 64 * 1024
 
 
 # -- the toy models: replace these two classes with yours ----------------------------------------
@@ -137,14 +140,15 @@ class ToneVoice:
 
 # -- the contract around them ---------------------------------------------------------------------
 class Reader:
-    """Client messages, parsed here (so undecodable bytes are INVALID_MESSAGE, not a gRPC
-    INTERNAL); every wait is bounded by the idle timeout."""
+    """Client messages, size-checked and parsed here (so undecodable bytes are INVALID_MESSAGE,
+    not a gRPC INTERNAL); every wait is bounded by the idle timeout."""
 
     def __init__(self, raw: AsyncIterator[bytes], message: Any, idle_s: float) -> None:
         self.raw, self.message, self.idle_s = aiter(raw), message, idle_s
 
     async def next(self) -> Any:
-        """The next message, or None at half-close. Raises IdleTimeout, InvalidMessage."""
+        """The next message, or None at half-close. Raises IdleTimeout, ChunkTooLarge,
+        InvalidMessage."""
         try:
             async with asyncio.timeout(self.idle_s):
                 data = await anext(self.raw)
@@ -152,6 +156,12 @@ class Reader:
             return None
         except TimeoutError:
             raise errors.IdleTimeout(f"no message for {self.idle_s:g} s") from None
+        return self.parse(data)
+
+    def parse(self, data: bytes) -> Any:
+        """One message: refused unparsed when over MAX_MESSAGE_BYTES, then parsed."""
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise errors.ChunkTooLarge(f"a message of {len(data)} bytes, over {MAX_MESSAGE_BYTES}")
         try:
             msg = self.message.FromString(data)
         except DecodeError:
@@ -364,9 +374,10 @@ class SynthesisStream:
                 raise errors.ChunkTooLarge(f"over {LIMITS.max_chunk_bytes} bytes")
             if size + len(ctx["text"].encode()) > LIMITS.max_pending_text_bytes:
                 raise errors.TextTooLarge(f"over {LIMITS.max_pending_text_bytes} unspoken bytes")
-            # Complete sentences are spoken at once; the rest waits for more text.
+            # Complete sentences (up to ., ! or ? and a space, or a line break) are spoken at
+            # once; the rest waits for more text, a flush or the close.
             text = ctx["text"] + msg.append.text
-            match = re.match(r"(.*[.!?](?:\s|$))?(.*)", text, re.S)
+            match = re.match(r"(.*(?:[.!?]\s|\n))?(.*)", text, re.S)
             ready, ctx["text"] = match.groups("") if match else ("", text)
             return self.speak(cid, ctx, ready)
         if kind == "cancel":  # nothing for the context follows the ack

@@ -6,12 +6,14 @@ import re
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
+from google.protobuf.message import DecodeError
 
 from voxwire import errors
-from voxwire.conformance import expect, richstatus
-from voxwire.conformance.casefile import CaseFileError, load, parse_case
-from voxwire.conformance.catalog import ServerCatalog, unadvertised_rate
+from voxwire.conformance import expect, plan, richstatus, signals, stream_checks
+from voxwire.conformance.casefile import AUDIO_SOURCES, CaseFileError, load, parse_case
+from voxwire.conformance.catalog import Format, ServerCatalog, unadvertised_rate
 from voxwire.conformance.driver import Outcome
 from voxwire.conformance.expr import ExprError, evaluate
 from voxwire.conformance.plan import Plan
@@ -27,7 +29,7 @@ from voxwire.conformance.runner import (
     read_case_list,
 )
 from voxwire.conformance.stream_checks import parse_server_timing
-from voxwire.v1 import audio_pb2, capabilities_pb2, synthesis_pb2
+from voxwire.v1 import audio_pb2, capabilities_pb2, synthesis_pb2, transcription_pb2
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
 
@@ -58,6 +60,14 @@ BASE = {"id": "x", "promise": "p", "section": "Errors", "service": "transcriptio
         ({"steps": [{"config": {}}], "holds": "max_streams"}, "holds: unknown names"),
         ({"steps": [{"config": {}}], "holds": 8}, "holds must be an expression"),
         ({"probe": "health_watch", "service": "health", "holds": "1"}, "holds needs a streaming"),
+        ({"steps": [{"audio": {"source": "infinity"}}]}, "audio source 'infinity'"),
+        ({"steps": [{"audio": "noise"}]}, "audio source 'noise'"),
+        ({"steps": [{"audio": {"source": "tone", "millis": 5}}]}, "unknown audio keys"),
+        ({"steps": [{"garbage": "xyz"}]}, "is not hex"),
+        ({"steps": [{"garbage": {"size": 3}}]}, "garbage is hex or"),
+        ({"steps": [{"garbage": {"bytes": "max_chunk + 1"}}]}, "unknown names"),
+        ({"steps": [{"config": {"model": "@longest"}}]}, "unknown symbol '@longest'"),
+        ({"steps": [{"update_config": {"vocabulary": [{"phrase": "@x"}]}}]}, "unknown symbol"),
     ],
 )
 def test_malformed_cases_are_refused_with_a_reason(extra, message):
@@ -229,3 +239,52 @@ def test_evidence_of_a_missed_wait_leads_with_it():
     evidence = expect.evaluate(out, Plan(case, None, {})).evidence
     assert evidence.startswith("no audio came"), evidence
     assert "IDLE_TIMEOUT" in evidence, evidence
+
+
+def test_float_sources_that_are_not_numbers_exist_in_pcm_f32le_only():
+    f32 = Format(audio_pb2.AUDIO_ENCODING_PCM_F32LE, 16000)
+    for source in AUDIO_SOURCES:
+        assert len(signals.render(source, f32, ms=10)) == 160 * 4
+    inf = np.frombuffer(signals.render("inf", f32, ms=10), dtype="<f4")
+    assert np.isinf(inf).all()
+    with pytest.raises(ValueError, match="inf samples exist only in PCM_F32LE"):
+        signals.render("inf", Format(audio_pb2.AUDIO_ENCODING_PCM_S16LE, 16000), ms=10)
+
+
+def _built(*steps: dict) -> list:
+    caps = _caps()
+    caps.limits.max_chunk_bytes = 1000
+    main = next(m for m in caps.models if m.name == "main")
+    case = parse_case({**BASE, "steps": list(steps)})
+    return [s.message for s in plan.build(case, ServerCatalog(caps), main).sends]
+
+
+def test_garbage_of_a_size_never_parses():
+    (garbage,) = _built({"garbage": {"bytes": "max_chunk_bytes + 65537"}})
+    assert isinstance(garbage, bytes) and len(garbage) == 1000 + 65537
+    with pytest.raises(DecodeError):
+        transcription_pb2.StreamingTranscribeRequest.FromString(garbage)
+    with pytest.raises(DecodeError):
+        synthesis_pb2.StreamingSynthesizeRequest.FromString(garbage)
+
+
+def test_long_input_is_two_kib_wherever_a_config_says_at_long():
+    step = {"config": {"model": "@long", "vocabulary": [{"phrase": "@long"}]}}
+    (sent,) = _built(step)
+    assert sent.config.model == plan.LONG_INPUT and len(plan.LONG_INPUT.encode()) == 2048
+    assert sent.config.vocabulary[0].phrase == plan.LONG_INPUT
+    assert step["config"]["model"] == "@long"  # the case's own data stays as loaded
+
+
+def test_the_kits_echo_caps_are_the_contracts():
+    assert (
+        stream_checks.MAX_MESSAGE_BYTES,
+        stream_checks.MAX_VIOLATIONS,
+        stream_checks.MAX_FIELD_BYTES,
+        stream_checks.MAX_DESCRIPTION_BYTES,
+    ) == (
+        errors.MAX_MESSAGE_BYTES,
+        errors.MAX_VIOLATIONS,
+        errors.MAX_FIELD_BYTES,
+        errors.MAX_DESCRIPTION_BYTES,
+    )

@@ -40,6 +40,15 @@ LIMIT_NAMES = (
     "write_timeout_ms",
 )
 EXPR_NAMES = frozenset((*LIMIT_NAMES, "frame"))
+# What an audio step may send (signals.render): "nan" and "inf" are PCM_F32LE samples that are
+# not numbers.
+AUDIO_SOURCES = ("speech", "tone", "silence", "nan", "inf")
+_AUDIO_KEYS = frozenset({"source", "ms", "part", "chunk_ms", "bytes"})
+# Symbols a config (config, open, update_config) may hold as a value; plan.py resolves them.
+# "@long" is client input far over what an error may echo (errors.MAX_*): LONG_INPUT.
+SYMBOLS = frozenset(
+    {"@default", "@other-kind", "@unknown", "@advertised", "@unadvertised", "@long"}
+)
 
 # Step actions per service; every step has exactly one action key.
 _COMMON_ACTIONS = frozenset(
@@ -291,6 +300,42 @@ def _check_step(step: Any, service: str, where: str) -> None:
         )
     for value in _expressions(step):
         _check_names(value, where)
+    _check_action(action, step[action], where)
+
+
+def _check_action(action: str, value: Any, where: str) -> None:
+    """The parts of an action's value that the kit would otherwise refuse only when it runs."""
+    if action == "audio":
+        spec = value if isinstance(value, Mapping) else {"source": value}
+        unknown = set(spec) - _AUDIO_KEYS
+        if unknown:
+            raise CaseFileError(f"{where}: unknown audio keys {sorted(unknown)}")
+        if spec.get("source", "speech") not in AUDIO_SOURCES:
+            raise CaseFileError(f"{where}: audio source {spec['source']!r}; known: {AUDIO_SOURCES}")
+    elif action == "garbage":
+        if isinstance(value, Mapping):
+            if set(value) != {"bytes"}:
+                raise CaseFileError(f"{where}: garbage is hex or {{ bytes = size }}")
+        else:
+            try:
+                bytes.fromhex(value)
+            except (TypeError, ValueError):
+                raise CaseFileError(f"{where}: garbage {value!r} is not hex") from None
+    elif action in ("config", "open", "update_config"):
+        for symbol in _symbols_in(value):
+            if symbol not in SYMBOLS:
+                raise CaseFileError(f"{where}: unknown symbol {symbol!r}; known: {sorted(SYMBOLS)}")
+
+
+def _symbols_in(value: Any) -> list[str]:
+    """The strings of a config value that start with "@" (symbols)."""
+    if isinstance(value, str):
+        return [value] if value.startswith("@") else []
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _symbols_in(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _symbols_in(v)]
+    return []
 
 
 def _check_case_expr(value: Any, key: str, where: str) -> None:
@@ -318,7 +363,7 @@ def _expressions(step: Mapping[str, Any]) -> list[int | str]:
     for key in ("sleep_ms", "repeat"):
         if key in step:
             out.append(step[key])
-    for key in ("audio", "append"):
+    for key in ("audio", "append", "garbage"):
         value = step.get(key)
         if isinstance(value, Mapping):
             out += [value[k] for k in ("bytes", "ms") if k in value]

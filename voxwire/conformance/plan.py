@@ -34,6 +34,12 @@ from voxwire.v1 import capabilities_pb2, stream_pb2, synthesis_pb2, transcriptio
 SttReq = transcription_pb2.StreamingTranscribeRequest
 TtsReq = synthesis_pb2.StreamingSynthesizeRequest
 DEFAULT_CONTEXT = "a"
+# "@long" in a config: client input far over what an error may echo (docs/contract.md,
+# "Errors": a status message of at most 256 bytes, descriptions of at most 128), in two-byte
+# characters, so that a server that counts characters instead of bytes echoes too much.
+LONG_INPUT = "\u00fc" * 1024
+# A byte that starts a varint that never ends: bytes of it never parse as a message.
+UNPARSABLE = b"\xff"
 
 
 class Skip(Exception):
@@ -164,7 +170,12 @@ class _Builder:
         elif "sleep_ms" in step:
             self.plan.actions.append(Sleep(evaluate(step["sleep_ms"], self.names()) / 1000))
         elif "garbage" in step:
-            self.send(bytes.fromhex(step["garbage"]), "garbage")
+            spec = step["garbage"]
+            if isinstance(spec, Mapping):
+                size = evaluate(spec["bytes"], self.names())
+                self.send(UNPARSABLE * size, f"garbage {size} bytes")
+            else:
+                self.send(bytes.fromhex(spec), "garbage")
         elif "empty" in step:
             self.send(SttReq() if self.kind == "stt" else TtsReq(), "empty message")
         elif self.kind == "stt":
@@ -191,7 +202,7 @@ class _Builder:
             self.send(SttReq(finalize=fin), f"finalize {fin.finalize_id}")
         elif "update_config" in step:
             update = json_format.ParseDict(
-                step["update_config"], transcription_pb2.UpdateTranscriptionConfig()
+                _resolve_long(step["update_config"]), transcription_pb2.UpdateTranscriptionConfig()
             )
             self.send(SttReq(update_config=update), f"update_config {update.update_id}")
         elif "keep_alive" in step:
@@ -203,7 +214,7 @@ class _Builder:
     def stt_config(
         self, spec: Mapping[str, Any]
     ) -> tuple[transcription_pb2.TranscriptionConfig, Format]:
-        rest = copy.deepcopy(dict(spec))  # the case's own data stays as loaded
+        rest = _resolve_long(spec)  # a copy: the case's own data stays as loaded
         model = self.model_name(rest.pop("model", None))
         fmt = self.format(rest.pop("audio_format", {}))
         config = json_format.ParseDict(rest, transcription_pb2.TranscriptionConfig())
@@ -264,7 +275,7 @@ class _Builder:
             self.send(TtsReq(keep_alive=stream_pb2.KeepAlive()), "keep_alive")
 
     def tts_config(self, spec: Mapping[str, Any]) -> synthesis_pb2.SynthesisContextConfig:
-        rest = copy.deepcopy(dict(spec))  # the case's own data stays as loaded
+        rest = _resolve_long(spec)  # a copy: the case's own data stays as loaded
         model = self.model_name(rest.pop("model", None))
         fmt = self.format(rest.pop("output_format", {}))
         if rest.get("voice") == "@unknown":
@@ -334,6 +345,21 @@ class _Builder:
 
 def _format_of(proto: Any) -> Format:
     return Format(proto.encoding, proto.sample_rate_hz, proto.channels or 1)
+
+
+def _resolve_long(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a config ``spec`` with every "@long" replaced by LONG_INPUT."""
+
+    def resolve(value: Any) -> Any:
+        if value == "@long":
+            return LONG_INPUT
+        if isinstance(value, Mapping):
+            return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        return copy.deepcopy(value)
+
+    return dict(resolve(spec))
 
 
 def _substitute(value: Any, i: int) -> Any:

@@ -1,4 +1,5 @@
-"""Audio the kit sends: bundled speech, a tone, silence, NaN floats, in any contract format.
+"""Audio the kit sends: bundled speech, a tone, silence, NaN or infinite floats, in any contract
+format.
 
 ``data/speech.wav`` is 2.0 s of synthetic speech ("i would like to pay my bill", CMU Flite,
 16 kHz mono PCM16; the same file as tests/fixtures/speech/pay_bill.wav). A real recognizer
@@ -23,6 +24,8 @@ from voxwire.conformance.catalog import Format
 from voxwire.v1 import audio_pb2
 
 SPEECH_RATE = 16000
+# Sources of samples that are not numbers (casefile.AUDIO_SOURCES lists every source).
+_NOT_NUMBERS = {"nan": np.nan, "inf": np.inf}
 # "head" ends inside the speech (1.2 s of 2.0 s), so an utterance is open at that point.
 HEAD_FRACTION = 0.6
 _ENCODINGS: dict[int, Encoding] = {
@@ -90,7 +93,7 @@ def source_samples(
     if source == "tone":
         t = np.arange(n, dtype=np.float32) / SPEECH_RATE
         return (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
-    if source in ("silence", "nan"):
+    if source in ("silence", *_NOT_NUMBERS):
         return np.zeros(n, dtype=np.float32)
     raise ValueError(f"unknown audio source {source!r}")
 
@@ -103,17 +106,17 @@ def render(
     part: str = "all",
     own_speech: Samples | None = None,
 ) -> bytes:
-    """``source`` as wire bytes in ``fmt``. Raises ValueError (also: NaN in a format that has
-    no NaN, i.e. anything but PCM_F32LE)."""
+    """``source`` as wire bytes in ``fmt``. Raises ValueError (also: NaN or infinity in a
+    format that has neither, i.e. anything but PCM_F32LE)."""
     x = source_samples(source, ms, part, own_speech)
     if fmt.rate != SPEECH_RATE:
         x = soxr.resample(x, SPEECH_RATE, fmt.rate).astype(np.float32)
     if fmt.channels > 1:
         x = np.repeat(x, fmt.channels)
-    if source == "nan":
+    if source in _NOT_NUMBERS:
         if fmt.encoding != audio_pb2.AUDIO_ENCODING_PCM_F32LE:
-            raise ValueError("NaN samples exist only in PCM_F32LE")
-        return np.full(x.size, np.nan, dtype="<f4").tobytes()
+            raise ValueError(f"{source} samples exist only in PCM_F32LE")
+        return np.full(x.size, _NOT_NUMBERS[source], dtype="<f4").tobytes()
     encoding = _ENCODINGS.get(fmt.encoding)
     if encoding is None:
         return np.zeros(x.size, dtype="<i2").tobytes()  # an encoding the kit cannot make

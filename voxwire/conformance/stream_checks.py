@@ -1,5 +1,6 @@
 """Property checks that apply to both streaming services: the timing trailers every stream
-ends with, OK or not (docs/contract.md, "Timings"), and the model a stream says it runs."""
+ends with, OK or not (docs/contract.md, "Timings"), the model a stream says it runs, and how
+much of the client's input an error echoes (docs/contract.md, "Errors")."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import re
 from typing import Any
 
 from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 
 from voxwire.conformance.driver import Outcome
 from voxwire.conformance.expect import summary
 from voxwire.conformance.plan import Plan
+from voxwire.conformance.richstatus import DETAILS_TRAILER
 from voxwire.conformance.verdict import Verdict, failed, passed, prop
 from voxwire.timings import SERVER_TIMING_TRAILER, STAGES, TIMINGS_TRAILER
 from voxwire.v1 import timings_pb2
@@ -22,6 +25,8 @@ _METRIC = re.compile(rf"^\s*({_TOKEN})((?:\s*;\s*{_TOKEN}(?:\s*=\s*{_VALUE})?)*)
 _PARAM = re.compile(rf"\s*;\s*({_TOKEN})(?:\s*=\s*({_VALUE}))?")
 # The server-timing figures are the binary ones in ms; printed rounding may differ this much.
 _TOLERANCE_MS = 0.01
+# What an error may echo of the client's input (docs/contract.md, "Errors"), in UTF-8 bytes.
+MAX_MESSAGE_BYTES, MAX_VIOLATIONS, MAX_FIELD_BYTES, MAX_DESCRIPTION_BYTES = 256, 8, 96, 128
 
 
 def parse_server_timing(value: str) -> dict[str, float] | str:
@@ -120,3 +125,63 @@ def _default_name(plan: Plan) -> str:
         if model.kind == kind and model.is_default:
             return model.name
     return "(no model is advertised as default)"
+
+
+@prop("error_caps")
+def error_caps(out: Outcome, plan: Plan) -> Verdict:
+    """Every error of the stream echoes at most what the contract allows: its status message
+    (the gRPC status details, the google.rpc.Status message, an in-band Error's message) at most
+    256 bytes, at most 8 field violations, each field at most 96 bytes and each description at
+    most 128. There must be an error to check."""
+    errors: list[tuple[str, str, list[tuple[str, str]]]] = []  # (where, message, violations)
+    if out.code.name != "OK":
+        errors.append(("the gRPC status details", out.details, []))
+        raw = out.trailers.get(DETAILS_TRAILER)
+        if isinstance(raw, bytes):
+            try:
+                status = status_pb2.Status.FromString(raw)
+            except DecodeError as exc:
+                return failed(f"{DETAILS_TRAILER} is not a google.rpc.Status ({exc})")
+            violations = []
+            for detail in status.details:
+                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    bad = error_details_pb2.BadRequest()
+                    detail.Unpack(bad)
+                    violations += [(v.field, v.description) for v in bad.field_violations]
+            errors.append((DETAILS_TRAILER, status.message, violations))
+    for r in out.responses:  # in-band errors: a ContextError, a rejected update
+        kind = r.WhichOneof("response")
+        if kind == "error":
+            error, where = r.error.error, f"the ContextError of {r.context_id!r}"
+        elif kind == "update_config_ack" and not r.update_config_ack.accepted:
+            error, where = r.update_config_ack.error, "a rejected UpdateConfigAck"
+        else:
+            continue
+        pairs = [(v.field, v.description) for v in error.field_violations]
+        errors.append((where, error.message, pairs))
+    if not errors:
+        return failed(f"no error to check ({summary(out)})")
+    longest = 0
+    for where, message, violations in errors:
+        size = len(message.encode())
+        longest = max(longest, size)
+        if size > MAX_MESSAGE_BYTES:
+            return failed(f"{where}: a message of {size} bytes, at most {MAX_MESSAGE_BYTES}")
+        if len(violations) > MAX_VIOLATIONS:
+            return failed(f"{where}: {len(violations)} field violations, at most {MAX_VIOLATIONS}")
+        for field, description in violations:
+            if len(field.encode()) > MAX_FIELD_BYTES:
+                return failed(
+                    f"{where}: a field of {len(field.encode())} bytes ({field[:40]!r}...), "
+                    f"at most {MAX_FIELD_BYTES}"
+                )
+            if len(description.encode()) > MAX_DESCRIPTION_BYTES:
+                return failed(
+                    f"{where}: a description of {len(description.encode())} bytes for "
+                    f"{field[:40]!r}, at most {MAX_DESCRIPTION_BYTES}"
+                )
+    most = max(len(v) for _, _, v in errors)
+    return passed(
+        f"{len(errors)} error forms within the caps: longest message {longest} bytes, "
+        f"{most} field violations at most"
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from voxwire.conformance.driver import Outcome
+from voxwire.conformance.expect import summary
 from voxwire.conformance.plan import Plan
 from voxwire.conformance.verdict import Verdict, failed, passed, prop
 
@@ -252,6 +253,35 @@ def done_ack(out: Outcome, plan: Plan) -> Verdict:
     if not checked:
         return failed("no ContextDone to check")
     return passed(f"{checked} ContextDone name the last chunk and the audio ms")
+
+
+@prop("text_waits")
+def text_waits(out: Outcome, plan: Plan) -> Verdict:
+    """Text short of a sentence end waits: no audio for a context comes before the kit sent its
+    first flush or close (or half-closed), and audio comes after it."""
+    checked = []
+    for cid in plan.contexts:
+        ends = [
+            m
+            for m, s in out.marks
+            if s.context == cid and s.label.startswith((f"flush {cid} ", f"close {cid}"))
+        ]
+        until = ends[0] if ends else len(out.responses)
+        what = "flush or close" if ends else "half-close"
+        chunks = out.of("audio", cid)
+        early = [i for i, _ in chunks if i < until]
+        if early:
+            sent = [s.label for m, s in out.marks if s.context == cid and m <= early[0]]
+            return failed(
+                f"audio for {cid!r} before its {what}, after only {', '.join(sent)}: text short "
+                "of a sentence end was spoken"
+            )
+        if not chunks:
+            return failed(f"no audio for {cid!r} at all ({summary(out)})")
+        checked.append(f"{cid}: {len(chunks)} chunks, none before the {what}")
+    if not checked:
+        return failed("the case opened no context")
+    return passed("; ".join(checked))
 
 
 @prop("no_audio")

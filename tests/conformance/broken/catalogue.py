@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from examples import minimal_server as ex
 from tests.conformance.broken.endings import (
+    EchoesUncapped,
+    EchoesUncappedSession,
     SilentViolations,
     both,
     fail_with,
@@ -12,6 +14,7 @@ from tests.conformance.broken.endings import (
     finish_without_binary_timings,
     health_without_synthesis,
     no_reflection,
+    parsing_reader,
     raising_reader,
 )
 from tests.conformance.broken.server import Variant
@@ -24,6 +27,7 @@ from tests.conformance.broken.synthesis import (
     OpenedTwice,
     SequenceFromTwo,
     SpeaksInvalidSsml,
+    SpeaksPartialText,
     TilingGap,
     WaitsForTheClose,
     WordsOverlap,
@@ -35,6 +39,7 @@ from tests.conformance.broken.transcription import (
     AnyRateSession,
     DropsInterimRequest,
     FinalizeAckFirst,
+    InfinityAccepted,
     InterimAfterFinal,
     MisalignedAccepted,
     NoChunkLimit,
@@ -50,6 +55,7 @@ from tests.conformance.broken.transcription import (
     no_default_stt,
     overclaims_rates,
     tts_without_voices,
+    with_float_audio,
     with_interim,
 )
 
@@ -57,6 +63,7 @@ _NO_DETAILS, _NO_DETAILS_TTS = both("NoDetails", {"fail": fail_without_details})
 _NO_TIMINGS, _NO_TIMINGS_TTS = both("NoTimings", {"finish": finish_without_binary_timings})
 _BAD_TIMINGS, _BAD_TIMINGS_TTS = both("BadTimings", {"fail": fail_with_disagreeing_timings})
 _UNPARSED, _UNPARSED_TTS = both("Unparsed", {"reader": raising_reader})
+_PARSES_FIRST, _PARSES_FIRST_TTS = both("ParsesFirst", {"reader": parsing_reader})
 _SWAPPED = type("Swapped", (ex.Transcription,), {"fail": fail_with, "swap_errors": True})
 _SILENT, _SILENT_TTS = both("Silent", {"fail": fail_with, "strip_violations": True})
 
@@ -79,6 +86,10 @@ STREAM_ERRORS = frozenset(
         "stt.limits.chunk-too-large",
         "stt.limits.idle-timeout",
         "stt.trailers.on-error",
+        "stt.limits.message-too-large",
+        "tts.limits.message-too-large",
+        "stt.errors.echo-capped-long-model",
+        "stt.errors.echo-capped-many-violations",
         "tts.message.empty",
         "tts.message.no-context-id",
         "tts.message.undecodable",
@@ -105,6 +116,7 @@ CONTEXT_ERRORS = frozenset(
         "tts.limits.too-many-contexts",
         "tts.limits.chunk-too-large",
         "tts.limits.pending-text",
+        "tts.errors.echo-capped",
     }
 )
 VIOLATIONS = frozenset(
@@ -121,6 +133,7 @@ VIOLATIONS = frozenset(
         "tts.config.unknown-language",
         "tts.config.lacking-ssml",
         "tts.config.lacking-pronunciation",
+        "stt.errors.echo-capped-many-violations",
     }
 )
 
@@ -165,7 +178,7 @@ VARIANTS = [
     Variant(
         "flush-ack-before-audio",
         "a FlushAck follows the audio of the text before it",
-        frozenset({"tts.flush.ack-after-audio"}),
+        frozenset({"tts.flush.ack-after-audio", "tts.append.partial-sentence-waits"}),
         session=FlushAckBeforeAudio,
     ),
     Variant(
@@ -381,6 +394,39 @@ VARIANTS = [
         frozenset({"stt.message.undecodable", "tts.message.undecodable"}),
         transcription=_UNPARSED,
         synthesis_overrides=_UNPARSED_TTS,
+    ),
+    Variant(
+        "parses-oversized-messages",
+        "a message over max_chunk_bytes + 64 KiB is refused unparsed",
+        frozenset({"stt.limits.message-too-large", "tts.limits.message-too-large"}),
+        transcription=_PARSES_FIRST,
+        synthesis_overrides=_PARSES_FIRST_TTS,
+    ),
+    Variant(
+        "errors-echo-uncapped",
+        "what an error echoes of the client's input is capped",
+        frozenset(
+            {
+                "stt.errors.echo-capped-long-model",
+                "stt.errors.echo-capped-many-violations",
+                "tts.errors.echo-capped",
+            }
+        ),
+        transcription=EchoesUncapped,
+        session=EchoesUncappedSession,
+    ),
+    Variant(
+        "accepts-infinite-samples",
+        "float samples must be numbers: infinity is INVALID_AUDIO",
+        frozenset({"stt.audio.infinite-samples"}),
+        transcription=InfinityAccepted,
+        capabilities=with_float_audio,
+    ),
+    Variant(
+        "speaks-partial-text",
+        "text short of a sentence end waits for more text, a flush or the close",
+        frozenset({"tts.append.partial-sentence-waits"}),
+        session=SpeaksPartialText,
     ),
     Variant(
         "never-idle",

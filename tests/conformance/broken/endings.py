@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -14,6 +15,7 @@ from examples import minimal_server as ex
 from voxwire import errors
 from voxwire.timings import SERVER_TIMING_TRAILER, StageClock, trailers
 from voxwire.v1 import synthesis_pb2 as tts
+from voxwire.v1 import transcription_pb2 as stt
 
 
 class _RetryableConfigRequired(errors.ConfigRequired):
@@ -101,3 +103,66 @@ async def no_reflection(server: grpc.aio.Server) -> None:
     for name in ("", *ex.SERVICES):
         await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+
+
+class _ParsesFirst(ex.Reader):
+    def parse(self, data: bytes) -> Any:
+        try:
+            self.message.FromString(data)  # before the size check: the message is parsed
+        except DecodeError:
+            raise errors.InvalidMessage("the message does not parse") from None
+        return super().parse(data)
+
+
+def parsing_reader(self: Any, requests: AsyncIterator[bytes]) -> ex.Reader:
+    return _ParsesFirst(requests, self.request, self.idle_s)
+
+
+# What the uncapped variant echoes of a value in a description: past the cap of 128 bytes, within
+# what a client takes in trailers (so that the kit sees the error).
+_ECHO_BYTES = 300
+
+
+def _echo(value: str) -> str:
+    return value.encode()[:_ECHO_BYTES].decode(errors="ignore")
+
+
+def _uncapped(
+    error: errors.VoxwireError, model: str, values: dict[str, str], more: int = 0
+) -> errors.VoxwireError:
+    """``error`` echoing the client's input past every cap (VoxwireError caps what it is given,
+    so this is set afterwards): the model name in the message, the value of each field in its
+    violation's description, and ``more`` violations of vocabulary entries, all listed."""
+    violations = []
+    for violation in error.violations:
+        field = violation.field.rsplit(".", 1)[-1]
+        if values.get(field):
+            echo = _echo(values[field])
+            object.__setattr__(violation, "description", f"{echo!r} is not one of ours")
+        violations.append(violation)
+    for i in range(more):
+        violations.append(errors.Violation(f"config.vocabulary[{i}].phrase", "not supported"))
+    if model:
+        error.message = f"{error.message}: you sent {_echo(model)!r}"
+    error.violations = tuple(violations)
+    return error
+
+
+class EchoesUncapped(ex.Transcription):
+    """Errors of a config echo the client's model and language, and list every bad entry."""
+
+    def start(self, config: stt.TranscriptionConfig) -> ex.BeepDetector:
+        try:
+            return super().start(config)
+        except errors.VoxwireError as exc:
+            values = {"language": config.language}
+            raise _uncapped(exc, config.model, values, len(config.vocabulary)) from None
+
+
+class EchoesUncappedSession(ex.SynthesisStream):
+    def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
+        try:
+            return super().open(cid, config)
+        except errors.VoxwireError as exc:
+            values = {"voice": config.voice, "language": config.language}
+            raise _uncapped(exc, config.model, values) from None

@@ -142,3 +142,15 @@ async def context_error_ends_stream(
 ) -> None:
     for response in session.handle(msg):  # a context's error escapes: the stream fails
         await context.write(response)
+
+
+class SpeaksPartialText(ex.SynthesisStream):
+    """Speaks every append at once, sentence end or not."""
+
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        out = super().handle(msg)
+        ctx = self.contexts.get(msg.context_id)
+        if ctx is not None and msg.WhichOneof("request") == "append" and ctx["text"]:
+            out += self.speak(msg.context_id, ctx, ctx["text"])
+            ctx["text"] = ""
+        return out

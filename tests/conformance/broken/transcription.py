@@ -8,12 +8,14 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
+
 from examples import minimal_server as ex
 from tests.conformance.broken.server import IDLE_S
 from voxwire import errors
-from voxwire.audio.codecs import PcmFormat, decode
+from voxwire.audio.codecs import Encoding, PcmFormat, decode
 from voxwire.timings import StageClock
-from voxwire.v1 import capabilities_pb2
+from voxwire.v1 import audio_pb2, capabilities_pb2
 from voxwire.v1 import synthesis_pb2 as tts
 from voxwire.v1 import transcription_pb2 as stt
 
@@ -231,4 +233,36 @@ def tts_without_voices() -> capabilities_pb2.GetCapabilitiesResponse:
 def overclaims_rates() -> capabilities_pb2.GetCapabilitiesResponse:
     caps = ex.Capabilities(IDLE_S).response
     caps.models[0].input_formats[0].sample_rates_hz.append(8000)
+    return caps
+
+
+class InfinityAccepted(ex.Transcription):
+    """Takes PCM_F32LE too (with_float_audio); refuses NaN samples but takes infinite ones (as
+    silence)."""
+
+    def start(self, config: stt.TranscriptionConfig) -> ex.BeepDetector:
+        checked = stt.TranscriptionConfig()
+        checked.CopyFrom(config)
+        if checked.audio_format.encoding == audio_pb2.AUDIO_ENCODING_PCM_F32LE:
+            checked.audio_format.encoding = ex.PCM16  # the example checks its own formats
+        return super().start(checked)
+
+    def handle(
+        self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector, fmt: PcmFormat
+    ) -> list[Any]:
+        if msg.WhichOneof("request") == "audio" and fmt.encoding is Encoding.PCM_F32LE:
+            samples = np.frombuffer(msg.audio, dtype="<f4")
+            if not np.isnan(samples).any():
+                samples = np.where(np.isinf(samples), 0.0, samples).astype(np.float32)
+                return [stt.StreamingTranscribeResponse(result=r) for r in model.feed(samples)]
+        return super().handle(msg, model, fmt)
+
+
+def with_float_audio() -> capabilities_pb2.GetCapabilitiesResponse:
+    caps = ex.Capabilities(IDLE_S).response
+    caps.models[0].input_formats.append(
+        capabilities_pb2.FormatSupport(
+            encoding=audio_pb2.AUDIO_ENCODING_PCM_F32LE, sample_rates_hz=[ex.RATE], max_channels=1
+        )
+    )
     return caps
