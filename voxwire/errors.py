@@ -113,12 +113,14 @@ class VoxwireError(Exception):
         retry_delay: datetime.timedelta | None = None,
     ) -> None:
         violations = tuple(violations)
-        message = clip(message, MAX_MESSAGE_BYTES)
         if len(violations) > MAX_VIOLATIONS:
             # The first ones, and how many more: the client fixes those and learns the rest next.
-            more = len(violations) - MAX_VIOLATIONS
-            message = f"{message} ({more} more violations not listed)"
+            # The count survives the cap: the message is cut before it, not after.
+            more = f" ({len(violations) - MAX_VIOLATIONS} more violations not listed)"
+            message = clip(message, MAX_MESSAGE_BYTES - len(more)) + more
             violations = violations[:MAX_VIOLATIONS]
+        else:
+            message = clip(message, MAX_MESSAGE_BYTES)
         super().__init__(message)
         self.message = message
         self.violations = violations

@@ -67,6 +67,13 @@ def test_an_error_echoes_client_input_only_within_its_budget():
         assert len(error.to_proto().SerializeToString()) < 2048
 
 
+def test_a_long_message_with_many_violations_keeps_both_the_cap_and_the_count():
+    # The message was cut to 256 bytes, then the count added after it: 287 bytes.
+    error = errors.InvalidConfig("x" * 300, violations=[errors.Violation("f", "d")] * 10)
+    assert len(error.message.encode()) <= errors.MAX_MESSAGE_BYTES
+    assert error.message.endswith("... (2 more violations not listed)")
+
+
 def test_clipping_keeps_whole_characters():
     clipped = errors.clip("é" * 200, 11)  # 2 bytes each
     assert clipped == "éééé..." and len(clipped.encode()) <= 11
