@@ -341,6 +341,8 @@ async def _run(
     edge = timings_pb2.StageTimings()
     finals: list[transcription_pb2.TranscriptResult] = []
     summary: list[transcription_pb2.TranscriptionSummary] = []
+    # The model the adapter chose: the request's, or the default one when it named none.
+    model = [config.model]
 
     async def collect() -> None:
         while (msg := await upstream.read()) is not None:
@@ -351,6 +353,7 @@ async def _run(
                 summary.append(msg.summary)
             elif kind == "started":
                 edge.edge_connect_us = round((time.monotonic() - t_open) * 1e6)
+                model[0] = msg.started.model or model[0]
 
     t_open = time.monotonic()
     reader = asyncio.create_task(collect(), name="stt-upload-results")
@@ -376,7 +379,7 @@ async def _run(
     timings.total_us = round((time.monotonic() - started) * 1e6)
     reply = http_pb2.TranscribeFileResponse(
         session_id=summary[0].session_id,
-        model=config.model,
+        model=model[0],
         transcript=" ".join(r.transcript for r in finals if r.transcript),
         results=finals,
         audio_ms=summary[0].audio_ms,

@@ -51,6 +51,8 @@ async def test_a_wav_upload_is_transcribed_with_timings(edge: Edge):
     # One word of slack: this checks the transport (see test_stt_socket.py).
     assert word_error_rate(TRANSCRIPTS[NAME], body["transcript"]) <= 0.125, body["transcript"]
     assert body["audioMs"] > 2000 and int(body["timings"]["computeUs"]) > 0
+    # No model in the query: the response names the model the adapter chose (the default).
+    assert body["model"] == "stt_pocketsphinx", body
 
 
 @pytest.mark.parametrize(
