@@ -17,6 +17,7 @@ control instead of growing a buffer.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -232,13 +233,24 @@ async def _relay(
             await response.write(_sse("words", encode(msg.words)))
         elif kind == "done":
             if out.sse:
+                session_id = await _summary_session_id(upstream)
                 total = add_up([msg.done.timings, edge])
                 total.total_us = round((time.monotonic() - started) * 1e6)
-                done = http_pb2.SpeakDone(done=msg.done, timings=total)
+                done = http_pb2.SpeakDone(session_id=session_id, done=msg.done, timings=total)
                 await response.write(_sse("done", encode(done)))
             await response.write_eof()
             return response
         edge.edge_send_us += round((time.monotonic() - t0) * 1e6)
+
+
+async def _summary_session_id(upstream: UpstreamCall[Request, Response]) -> str:
+    """The session id of the upstream stream's summary, which follows the context's ``done``
+    (the request was half-closed after its one context); "" if the stream ends without one."""
+    with contextlib.suppress(UpstreamError):
+        while (msg := await upstream.read()) is not None:
+            if msg.WhichOneof("response") == "summary":
+                return msg.summary.session_id
+    return ""
 
 
 def _sse(event: str, data: str) -> bytes:

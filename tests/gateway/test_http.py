@@ -62,6 +62,8 @@ async def test_tts_sse_interleaves_audio_and_words_and_ends_with_done(edge: Edge
     assert names[-1] == "done" and "audio" in names and "words" in names
     done = events[-1][1]
     assert int(done["timings"]["computeUs"]) > 0 and "edgeConnectUs" in done["timings"]
+    # SpeakDone names the session, as POST /v1/stt's response does (to find it in logs).
+    assert done["sessionId"], done
     seqs = [body["sequenceNumber"] for name, body in events if name == "audio"]
     assert seqs == list(range(1, len(seqs) + 1))
 
