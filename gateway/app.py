@@ -261,6 +261,8 @@ async def tts_stream(request: web.Request) -> web.WebSocketResponse:
         defaults = None
         try:
             defaults = query.tts_start(request.query.items())
+            if defaults is not None:
+                session.check_options(defaults)
         except errors.VoxwireError as exc:
             first = session.fail(exc)
         runner = TtsRunner(

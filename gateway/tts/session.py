@@ -222,13 +222,8 @@ class TtsEdgeSession:
         outside 0 to ``max_lead_ms``."""
         if self.started:
             raise errors.ConfigAlreadySet("start may only be the first message of a session")
-        if options is not None and options.HasField("lead"):
-            lead_ms = options.lead.ToMilliseconds()
-            if not 0 <= lead_ms <= self.limits.max_lead_ms:
-                raise errors.InvalidConfig.of(
-                    "invalid session options",
-                    [errors.Violation("lead", f"must be 0 to {self.limits.max_lead_ms} ms")],
-                )
+        if options is not None:
+            self.check_options(options)
         self.started = True
         if options is not None:
             self.options.CopyFrom(options)
@@ -246,6 +241,18 @@ class TtsEdgeSession:
         )
         started.resume_expires_at.FromNanoseconds(round(expires * 1e9))
         return Actions(to_client=[Message(session=started)])
+
+    def check_options(self, options: tts_pb2.TtsStart) -> None:
+        """Raises InvalidConfig for a lead outside 0 to ``max_lead_ms``. Also called on the
+        query string's options at the upgrade, so that a bad one is refused at once rather
+        than when the client's first message starts the session."""
+        if options.HasField("lead"):
+            lead_ms = options.lead.ToMilliseconds()
+            if not 0 <= lead_ms <= self.limits.max_lead_ms:
+                raise errors.InvalidConfig.of(
+                    "invalid session options",
+                    [errors.Violation("lead", f"must be 0 to {self.limits.max_lead_ms} ms")],
+                )
 
     def _limits_proto(self) -> session_pb2.EdgeLimits:
         limits = session_pb2.EdgeLimits(max_frame_bytes=self.limits.max_frame_bytes)

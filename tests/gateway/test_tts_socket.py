@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -127,3 +128,15 @@ async def test_cancel_is_answered_at_once_naming_the_last_chunk_sent(edge: Edge)
             rest = [m async for m in ws]
             assert not any(m.type is aiohttp.WSMsgType.BINARY for m in rest)
             assert json.loads(rest[-1].data).get("summary") is not None
+
+
+@pytest.mark.parametrize("query", ["?lead_ms=20000", "?audio=xml"])
+async def test_bad_options_in_the_query_are_refused_at_the_upgrade(edge: Edge, query):
+    # A lead over max_lead_ms in the query string used to be refused only when the client sent
+    # its first message: a client waiting for "session" heard nothing until the idle timeout.
+    messages: list = []
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{edge.ws}/v1/tts/stream{query}", headers=edge.headers) as ws:
+            code = await asyncio.wait_for(read_to_close(ws, [], messages), 5)
+    assert code == 1008
+    assert [m["error"]["reason"] for m in messages] == ["INVALID_CONFIG"]
