@@ -134,7 +134,15 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
             frame.text, stt_pb2.SttClientMessage, max_bytes=self.session.limits.max_frame_bytes
         )
         if msg.WhichOneof("message") == "start":
-            self.session.check("start")
+            try:
+                self.session.check("start")
+            except errors.ConfigAlreadySet:
+                # The config may have come in the query string: then a first start is refused
+                # too, typically a resume sent to the URL of the session it continues.
+                raise errors.ConfigAlreadySet(
+                    "start after the session's configuration (the query string's or an "
+                    "earlier start); to resume, connect without the config in the query string"
+                ) from None
             return self._on_start(self.session, msg.start)
         return self.session.client_message(msg)
 

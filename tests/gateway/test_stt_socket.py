@@ -96,6 +96,21 @@ async def test_audio_before_the_config_is_config_required(edge: Edge):
             assert ws.close_code == 1008
 
 
+async def test_a_resume_on_a_url_with_the_config_says_to_drop_the_query(edge: Edge):
+    # Reconnecting to the same URL (config in the query string) to resume started a new
+    # session at the upgrade, so the start{resume} sent first was refused with "start may only
+    # be the first message of a session": true of neither what the client sent nor the fix.
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.ws}/v1/stt/stream?{QUERY}"
+        async with http.ws_connect(url, headers=edge.headers) as ws:
+            await ws.send_str(json.dumps({"start": {"resume": {"resumeToken": "t"}}}))
+            errors = [
+                json.loads(msg.data)["error"] async for msg in ws if "error" in json.loads(msg.data)
+            ]
+    assert ws.close_code == 1008 and [e["reason"] for e in errors] == ["CONFIG_ALREADY_SET"]
+    assert "query string" in errors[0]["message"], errors[0]["message"]
+
+
 async def test_an_unknown_query_parameter_is_invalid_config(edge: Edge):
     async with aiohttp.ClientSession() as http:
         url = f"{edge.ws}/v1/stt/stream?{QUERY}&encodng=mulaw"
