@@ -11,9 +11,22 @@ cut without one.
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.ports import Frame
+from voxwire.edge.v1 import session_pb2
+
+
+@functools.cache  # one message for every session (memory per idle session counts); read only
+def heartbeat_limits(ping_interval_s: float) -> session_pb2.EdgeLimits:
+    """What a client learns of the connection's keepalive in ``session.limits``: aiohttp pings
+    every ``ping_interval_s`` and closes a connection whose pong is missing for half of it."""
+    limits = session_pb2.EdgeLimits()
+    limits.ping_interval.FromMilliseconds(round(ping_interval_s * 1000))
+    limits.pong_timeout.FromMilliseconds(round(ping_interval_s * 500))
+    return limits
 
 
 class AiohttpPort:

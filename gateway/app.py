@@ -18,7 +18,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 from opentelemetry import trace
 
-from gateway.aiohttp_port import AiohttpPort
+from gateway.aiohttp_port import AiohttpPort, heartbeat_limits
 from gateway.auth.authenticate import select_subprotocol
 from gateway.http import misc
 from gateway.http import stt as http_stt
@@ -219,6 +219,7 @@ async def stt_stream(request: web.Request) -> web.WebSocketResponse:
             gateway.config.stt,
             session_id=gateway.new_session_id(),
             issue_token=lambda cfg: issue(cfg.SerializeToString()),
+            transport_limits=heartbeat_limits(gateway.config.ping_interval_seconds),
         )
         issue = admission.issuer(
             "stt", lambda: session.session_id, gateway.config.stt.max_session_s
@@ -253,6 +254,7 @@ async def tts_stream(request: web.Request) -> web.WebSocketResponse:
             gateway.config.tts,
             session_id=gateway.new_session_id(),
             issue_token=lambda options: issue(options.SerializeToString()),
+            transport_limits=heartbeat_limits(gateway.config.ping_interval_seconds),
         )
         issue = admission.issuer(
             "tts", lambda: session.session_id, gateway.config.tts.max_session_s

@@ -135,9 +135,13 @@ class SttEdgeSession:
         session_id: str,
         issue_token: TokenIssuer,
         clock: Clock = time.monotonic,
+        transport_limits: session_pb2.EdgeLimits | None = None,
     ) -> None:
         self.limits = limits
         self.session_id = session_id
+        # What the connection adds to ``session.limits`` (the WebSocket's ping and pong
+        # timeout); None on a transport without them (the gRPC front). Shared, not copied.
+        self._transport_limits = transport_limits
         self.state = State.AWAITING_START
         self.resumes = 0
         self._issue_token = issue_token
@@ -210,7 +214,7 @@ class SttEdgeSession:
         started = session_pb2.SessionStarted(
             session_id=self.session_id,
             resume_token=token,
-            limits=self.limits.to_proto(),
+            limits=self._limits_proto(),
             resumed=ack is not None,
             resumes=self.resumes,
         )
@@ -218,6 +222,12 @@ class SttEdgeSession:
         actions = Actions(to_client=[Message(session=started)])
         self._open(actions, failover=False)
         return actions
+
+    def _limits_proto(self) -> session_pb2.EdgeLimits:
+        limits = self.limits.to_proto()
+        if self._transport_limits is not None:
+            limits.MergeFrom(self._transport_limits)
+        return limits
 
     # -- client side ---------------------------------------------------------------------------
 

@@ -172,9 +172,13 @@ class TtsEdgeSession:
         session_id: str,
         issue_token: TokenIssuer,
         clock: Clock = time.monotonic,
+        transport_limits: session_pb2.EdgeLimits | None = None,
     ) -> None:
         self.limits = limits
         self.session_id = session_id
+        # What the connection adds to ``session.limits`` (the WebSocket's ping and pong
+        # timeout); None on a transport without them (the gRPC front). Shared, not copied.
+        self._transport_limits = transport_limits
         self.resumes = 0
         self._issue_token = issue_token
         self._clock = clock
@@ -261,6 +265,8 @@ class TtsEdgeSession:
         limits.max_session_duration.FromMilliseconds(round(self.limits.max_session_s * 1000))
         limits.duration_warning.FromMilliseconds(round(self.limits.duration_warning_s * 1000))
         limits.tts_lead.FromMilliseconds(self.lead_ms)
+        if self._transport_limits is not None:
+            limits.MergeFrom(self._transport_limits)
         return limits
 
     # -- client side ---------------------------------------------------------------------------

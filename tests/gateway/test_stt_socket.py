@@ -60,6 +60,12 @@ async def test_a_file_is_transcribed_through_the_gateway(edge: Edge):
     # One id for the client: started and the summary name the session, not the upstream.
     assert messages[1]["started"]["sessionId"] == session["sessionId"]
     assert messages[-1]["summary"]["sessionId"] == session["sessionId"]
+    # The keepalive docs/edge.md gives (15 s ping, 7.5 s pong): EdgeLimits had room for it,
+    # never filled.
+    assert (session["limits"]["pingInterval"], session["limits"]["pongTimeout"]) == (
+        "15s",
+        "7.500s",
+    )
     timings = messages[-1]["summary"]["timings"]
     assert int(timings["computeUs"]) > 0 and int(timings["edgeConnectUs"]) > 0
 

@@ -48,6 +48,12 @@ async def test_a_context_speaks_with_tiling_binary_frames_and_done(edge: Edge):
     assert code == 1000
     kinds = [k for m in messages for k in m if k != "contextId"]
     assert kinds[0] == "session" and kinds[1] == "opened" and kinds[-2:] == ["done", "summary"]
+    limits = messages[0]["session"]["limits"]
+    assert (limits["pingInterval"], limits["pongTimeout"], limits["ttsLead"]) == (
+        "15s",
+        "7.500s",
+        "0s",
+    )
     handle = next(m["opened"]["handle"] for m in messages if "opened" in m)
     assert [f.sequence_number for f in frames] == list(range(1, len(frames) + 1))
     assert all(f.handle == handle for f in frames)
