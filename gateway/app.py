@@ -193,7 +193,11 @@ async def _websocket(
         code = await serve(ws, admission)
     finally:
         admission.permit.release()
-        gateway.metrics.session_closed(kind, close_code_label(code), opened)
+        if admission.refused:
+            log.info("refused %s: %s", request.path, admission.refused)
+            gateway.metrics.session_refused(kind, admission.refused)
+        else:
+            gateway.metrics.session_closed(kind, close_code_label(code), opened)
     return ws
 
 

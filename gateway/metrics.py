@@ -72,5 +72,12 @@ class GatewayMetrics:
         self.sessions_ended.labels(kind=kind, code=code).inc()
         self.session_seconds.labels(kind=kind).observe(time.monotonic() - opened)
 
+    def session_refused(self, kind: str, reason: str) -> None:
+        """The WebSocket session of ``kind`` counted open at its upgrade was refused at its
+        start (a new session over the key's per-minute limit: a socket tells a new session
+        from a resume only by its first message): a refusal, like one at the upgrade."""
+        self.sessions_active.labels(kind=kind).dec()
+        self.refused.labels(reason=reason).inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.app import AccessLogger, build_app
 from gateway.auth import AuthServices
@@ -32,6 +33,30 @@ from gateway.telemetry import GatewayTracing
 from gateway.upstream.pool import AdapterPool
 
 log = logging.getLogger(__name__)
+
+
+class _BadRequestLines(logging.Filter):
+    """aiohttp's request handler logs a request its parser refused (a header with a NUL, a
+    line over its limit, a Content-Length that is not a number: what scanners send a public
+    port) with ``log_exception``, an ERROR and a traceback per request, though it answered it
+    400 as it should. The client's fault, and the gateway's log is not theirs to fill: such a
+    record becomes one INFO line. Every other error the handler logs stays as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and record.levelno >= logging.WARNING:
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            why = (exc.message.splitlines() or [""])[0].rstrip(":")[:200]
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "bad HTTP request from %s: %s (400)", (remote, why)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+# The logger of aiohttp's request handler for the gateway's server (aiohttp's own is
+# "aiohttp.server"): its errors, less the bad requests' tracebacks.
+_REQUEST_LOG = logging.getLogger("gateway.http.server")
+_REQUEST_LOG.addFilter(_BadRequestLines())
 
 
 # What the gRPC front's calls get to end once the drain's grace is over.
@@ -98,7 +123,11 @@ class GatewayServer:
             )
         host, _, port = self.config.listen.rpartition(":")
         self._runner = web.AppRunner(
-            self.app, access_log_class=AccessLogger, handle_signals=False, shutdown_timeout=1.0
+            self.app,
+            access_log_class=AccessLogger,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            logger=_REQUEST_LOG,
         )
         await self._runner.setup()
         try:

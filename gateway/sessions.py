@@ -65,11 +65,18 @@ class Admission:
         self.principal = principal
         self.permit = permit
         self.counted = False
+        # The reason the session was refused at its start ("" unless it was): a refusal, not
+        # a session, in the metrics and the log.
+        self.refused = ""
 
     def count_new(self) -> None:
         """Raises RateLimited when the key is out of new sessions this minute."""
         if not self.counted:
-            self._auth.limiter.count_new(self.permit, self.principal.limits)
+            try:
+                self._auth.limiter.count_new(self.permit, self.principal.limits)
+            except errors.RateLimited as exc:
+                self.refused = exc.reason
+                raise
             self.counted = True
 
     def issuer(

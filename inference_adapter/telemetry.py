@@ -75,8 +75,9 @@ class Telemetry:
     def observe_triton_calls(self, pool: ReplicaPool) -> None:
         """``voxwire.triton.calls``: Triton calls ended, by replica and how (``finished``:
         half-closed and ended by Triton; ``cancelled``: what Triton had in flight on it was
-        cancelled). Triton 2.51 can crash when many streaming calls are cancelled
-        (docs/fuzzing.md, defect 9), so the share of cancelled calls is worth watching."""
+        cancelled; ``failed``: broken under its half-close). Triton 2.51 can crash when many
+        streaming calls are cancelled (docs/fuzzing.md, defect 9), so the share of cancelled
+        calls is worth watching."""
 
         def per_replica(counts: str, label: str) -> Callable[[CallbackOptions], Iterator[Any]]:
             def observe(_options: CallbackOptions) -> Iterator[Observation]:
@@ -89,7 +90,7 @@ class Telemetry:
         self._meter.create_observable_counter(
             "voxwire.triton.calls",
             callbacks=[per_replica("calls_ended", "ended")],
-            description="Triton calls ended, by replica and how (finished, cancelled)",
+            description="Triton calls ended, by replica and how (finished, cancelled, failed)",
         )
         self._meter.create_observable_counter(
             "voxwire.triton.cancels",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -12,6 +13,21 @@ from gateway.sessions import Registry
 from gateway.wire.messages import encode
 from gateway.wire.query import parse_bool
 from voxwire import errors
+
+log = logging.getLogger(__name__)
+
+# What the access log shows for a request whose client left before its answer (nginx's "client
+# closed request"); nothing reaches the client.
+CLIENT_LEFT = 499
+
+
+def client_left(request: web.Request, exc: ConnectionResetError) -> web.Response:
+    """The client of ``request`` reset its connection (a body that stopped coming, audio that
+    could not be written): its business, not the gateway's error. One log line, and a response
+    for aiohttp, which finds the connection gone and only logs the access (an exception would
+    be logged as an ERROR with its traceback, one per vanished client)."""
+    log.info("%s %s: the client left (%s)", request.method, request.path, exc)
+    return web.Response(status=CLIENT_LEFT)
 
 
 def error_response(error: errors.VoxwireError) -> web.Response:

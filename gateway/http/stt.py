@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.http.common import admit, error_response, media_type, query_flag
+from gateway.http.common import admit, client_left, error_response, media_type, query_flag
 from gateway.http.upload import BodyPipe, FrameSplitter, decode_blocks
 from gateway.state import GATEWAY, Gateway, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
@@ -106,6 +106,8 @@ async def transcribe(request: web.Request) -> web.Response:
             response = await _transcribe(request, gateway, started)
         except errors.VoxwireError as exc:
             response = error_response(exc)
+        except ConnectionResetError as exc:  # the client left: counted "aborted"
+            return client_left(request, exc)
         code = str(response.status)
         return response
     finally:

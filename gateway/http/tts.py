@@ -23,7 +23,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.http.common import admit, error_response, media_type, query_flag, read_body
+from gateway.http.common import (
+    admit,
+    client_left,
+    error_response,
+    media_type,
+    query_flag,
+    read_body,
+)
 from gateway.state import GATEWAY, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import decode, encode
@@ -128,6 +135,8 @@ async def speak(request: web.Request) -> web.StreamResponse:
         response = await _speak(request, started)
         code = str(response.status)
         return response
+    except ConnectionResetError as exc:  # the client left: counted "aborted"
+        return client_left(request, exc)
     finally:
         gateway.metrics.session_closed("http_tts", code, opened)
         admission.permit.release()

@@ -174,13 +174,16 @@ class AdapterPool:
 
     def report_failure(self, adapter: Adapter, why: str) -> None:
         """A stream saw its adapter's transport fail: stop choosing it until health says so."""
-        if adapter.serving:
-            log.warning("adapter %s failed: %s", adapter.address, why)
-            self._set(adapter, False)
+        self._set(adapter, False, f"a stream failed: {why}")
 
-    def _set(self, adapter: Adapter, serving: bool) -> None:
+    def _set(self, adapter: Adapter, serving: bool, why: str = "") -> None:
+        """Each change is logged once: the line that explains a /readyz 503, and its end."""
         if adapter.serving != serving:
             adapter.serving = serving
+            if serving:
+                log.info("adapter %s is serving", adapter.address)
+            else:
+                log.warning("adapter %s is not serving: %s", adapter.address, why)
             for callback in self._listeners:
                 callback()
 
@@ -189,14 +192,17 @@ class AdapterPool:
         while True:
             stub = health_pb2_grpc.HealthStub(adapter.channels[0])
             call = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+            ended = "its health watch ended"
             try:
                 async for response in call:
-                    self._set(adapter, response.status == SERVING)
+                    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+                    self._set(adapter, response.status == SERVING, f"its health says {status}")
                     failures = 0
             except grpc.aio.AioRpcError as exc:
                 log.debug("health watch of %s ended: %s", adapter.address, exc.code().name)
+                ended = f"its health watch ended: {exc.code().name}"
             finally:
                 call.cancel()
-            self._set(adapter, False)
+            self._set(adapter, False, ended)
             await asyncio.sleep(_WATCH_BACKOFF_S[min(failures, len(_WATCH_BACKOFF_S) - 1)])
             failures += 1

@@ -333,6 +333,9 @@ class ReplicaPool:
                     replica.fail_all(
                         why, datetime.timedelta(seconds=self._config.overload_retry_seconds)
                     )
+                elif ready and not replica.ready:
+                    # At start, and after a loss: the line that ends the "not ready" one.
+                    log.info("replica %s is ready: %s", replica.name, ", ".join(sorted(models)))
                 replica.ready, replica.ready_models = ready, models
                 # A model that went away on a live replica fails its streams too.
                 for lease in list(replica.leases):

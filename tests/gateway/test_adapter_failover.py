@@ -16,6 +16,7 @@ import asyncio
 import collections
 import datetime
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import pytest_asyncio
 from gateway.auth.keys import create_key
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
+from gateway.upstream.pool import AdapterPool
 from gateway.wire.frames import unpack
 from localstack.triton import TritonServer
 from tests.client.test_stt_resume import edit_ops
@@ -504,3 +506,34 @@ async def test_a_grpc_tts_context_through_the_front_survives_the_sigkill_of_its_
     assert summary.summary.contexts == 1 and summary.summary.audio_ms >= position - 1
     print(f"gRPC front TTS failover: SIGKILL -> FAILOVER notice {notice_at - killed_at:.3f} s")
     assert 0 < notice_at - killed_at < 3.0
+
+
+# -- the log -------------------------------------------------------------------------------------
+
+
+async def test_an_adapter_that_stops_or_starts_serving_is_logged(fleet: Fleet, caplog):
+    # An operator saw /readyz answer 503 "no adapter serving" when the adapter's Triton went
+    # away (its health NOT_SERVING) or the adapter died with no stream open, and the gateway's
+    # log said nothing: only a stream that broke logged its adapter's failure.
+    caplog.set_level(logging.INFO, logger="gateway.upstream.pool")
+    victim = fleet.adapters[0]
+    pool = AdapterPool([victim.address])
+    await pool.start()
+    try:
+        assert await pool.wait_ready(10)
+        victim.kill()
+        fleets = [a for a in fleet.gateway.pool.adapters if a.address == victim.address]
+        for _ in range(100):
+            if not pool.ready and not any(a.serving for a in fleets):
+                break
+            await asyncio.sleep(0.05)
+        assert not pool.ready
+        await asyncio.sleep(0.5)  # a watch retried meanwhile logs nothing more
+    finally:
+        await pool.close()
+    lines = [r.getMessage() for r in caplog.records if victim.address in r.getMessage()]
+    served = [i for i, line in enumerate(lines) if line.endswith(" is serving")]
+    lost = [i for i, line in enumerate(lines) if " is not serving: " in line]
+    assert served and lost and served[0] < lost[0], lines
+    # Once per pool (this one and the fleet gateway's), not once per retry of a watch.
+    assert len(lost) == 2, lines

@@ -19,7 +19,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.gateway.conftest import Edge
+from tests.gateway.conftest import Edge, InstrumentedEdge
 from tests.gateway.test_adapter_failover import (
     FIXTURE,
     TTS_TEXT,
@@ -28,6 +28,8 @@ from tests.gateway.test_adapter_failover import (
     front_call,
     stt_session,
 )
+from tests.gateway.test_auth_end_to_end import every_wire
+from tests.helpers.edge_clients import http_tts
 from tests.helpers.front import bearer
 from tests.helpers.speech_fixtures import SPEECH_DIR
 from tests.helpers.wavio import read_wav
@@ -48,6 +50,7 @@ ENDED = "voxwire_gateway_sessions_ended_total"
 SECONDS = "voxwire_gateway_session_seconds_count"
 SECONDS_SUM = "voxwire_gateway_session_seconds_sum"
 FAILOVERS = "voxwire_gateway_failovers_total"
+REFUSED = "voxwire_gateway_refused_total"
 
 
 class Scrape:
@@ -259,3 +262,28 @@ async def test_http_requests_are_counted_by_status_with_their_duration(edge: Edg
     assert after(SECONDS, kind="http_stt") - before(SECONDS, kind="http_stt") == 2
     assert after(SECONDS_SUM, kind="http_tts") > before(SECONDS_SUM, kind="http_tts")
     assert after(ACTIVE, kind="http_stt") == before(ACTIVE, kind="http_stt")
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+async def test_a_new_session_over_the_per_minute_limit_is_refused_on_every_wire(
+    front: InstrumentedEdge,
+):
+    # A WebSocket learns whether a session is new (counted against the minute) or a resume only
+    # from its start: one refused there was counted as an STT/TTS session ended with 1013, not
+    # in voxwire_gateway_refused_total (where the same refusal over HTTP and gRPC is), and
+    # the log did not say "refused" for it.
+    key = front.new_key("metered", max_new_sessions_per_minute=1)
+    headers = {"Authorization": f"Bearer {key}"}
+    assert (await http_tts(front.url, headers)).admitted  # the minute's one session
+    before = await scrape(front.url)
+    attempts = await every_wire(front, headers)
+    assert {a.reason for a in attempts} == {"RATE_LIMITED"}, attempts
+    await settled(front.url, "tts", before(ACTIVE, kind="tts"))
+    after = await settled(front.url, "stt", before(ACTIVE, kind="stt"))
+    refused = after(REFUSED, reason="RATE_LIMITED") - before(REFUSED, reason="RATE_LIMITED")
+    assert refused == len(attempts)
+    for kind in ("stt", "tts"):
+        assert after(ENDED, kind=kind, code="1013") == before(ENDED, kind=kind, code="1013")
+        assert after(SECONDS, kind=kind) == before(SECONDS, kind=kind)

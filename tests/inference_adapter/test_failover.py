@@ -13,6 +13,7 @@ The Tritons are shared by the module; a test that kills one starts it again on t
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -446,3 +447,32 @@ async def test_with_no_replica_left_the_stream_fails_retryable(both_ready, adapt
     assert context_error.error.reason == errors_pb2.ERROR_REASON_BACKEND_UNAVAILABLE
     print(f"no replica left: the STT stream failed {run.ended_at - killed_at:.3f} s after the kill")
     assert run.ended_at - killed_at < 3.0
+
+
+async def test_a_replica_back_in_service_is_logged_like_its_loss(
+    both_ready, adapter, tritons, caplog
+):
+    # An operator read "replica ... is not ready" (WARNING) when a Triton hung, and then
+    # nothing: the log never said that it served again, nor when.
+    caplog.set_level(logging.INFO, logger="inference_adapter.triton.replicas")
+    victim = tritons[0]
+    (replica,) = [r for r in adapter.pool.replicas if r.url == victim.grpc_url]
+    os.kill(victim.pid, signal.SIGSTOP)
+    try:
+        for _ in range(100):
+            if not replica.ready:
+                break
+            await asyncio.sleep(0.05)
+        assert not replica.ready
+    finally:
+        os.kill(victim.pid, signal.SIGCONT)
+    for _ in range(200):
+        if replica.ready:
+            break
+        await asyncio.sleep(0.05)
+    assert replica.ready
+    lines = [r.getMessage() for r in caplog.records if replica.name in r.getMessage()]
+    lost = [i for i, line in enumerate(lines) if "is not ready" in line]
+    back = [i for i, line in enumerate(lines) if " is ready: " in line]
+    assert lost and back and back[-1] > lost[-1], lines
+    assert "bench_stt" in lines[back[-1]], lines

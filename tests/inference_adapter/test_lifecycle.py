@@ -257,6 +257,9 @@ async def test_prometheus_scrape_endpoint_serves_stream_metrics(triton, unused_t
     )
     assert compute and float(compute.group(1)) >= 1, body[-2000:]
     assert re.search(r"voxwire_streams_active\{", body)
+    # The HELP an operator reads names every value of the label (it lacked "failed").
+    (calls_help,) = re.findall(r"# HELP voxwire_triton_calls_total (.*)", body)
+    assert all(ended in calls_help for ended in ("finished", "cancelled", "failed")), calls_help
 
 
 def gauges(reader: InMemoryMetricReader) -> dict[str, dict[tuple, float]]:

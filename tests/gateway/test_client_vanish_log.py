@@ -1,0 +1,106 @@
+"""A client that vanishes from an HTTP request costs the gateway's log one line, not a traceback.
+
+A real gateway process (``python -m gateway`` at INFO, as operators run it) is given the three
+ways an HTTP client leaves half way: a ``POST /v1/stt`` whose body stops and whose connection is
+reset, and a ``POST /v1/tts`` (WAV, then SSE) reset after its first bytes of audio. The
+client's leaving is its business: the log says it in one line per request, with no ERROR and
+no traceback (one per vanished client would flood the log of a public edge), and the metrics
+count each as an ``aborted`` session whose gauge is back to zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from inference_adapter.server import AdapterServer
+from tests.gateway.conftest import Edge
+from tests.helpers.gateway_process import GatewayProcess, start_gateway, write_config
+from tests.helpers.speech_fixtures import SPEECH_DIR
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+LONG_TEXT = "This sentence keeps the synthesizer busy for a while longer. " * 20
+
+
+async def vanish(gateway: GatewayProcess, request: bytes, *, read: int) -> None:
+    """Send ``request`` raw, read ``read`` bytes of the answer (0: none), then reset."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(request)
+    await writer.drain()
+    if read:
+        await asyncio.wait_for(reader.readexactly(read), 10)
+    else:
+        await asyncio.sleep(0.5)  # the gateway is reading the body by now
+    writer.transport.abort()
+
+
+def post(path: str, key: str, headers: dict[str, str], body: bytes, length: int) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: gateway", f"Authorization: Bearer {key}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def samples(gateway: GatewayProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    async with aiohttp.ClientSession() as http, http.get(f"{gateway.http}/metrics") as resp:
+        text = await resp.text()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_a_vanished_http_client_is_one_log_line_and_an_aborted_session(
+    edge: Edge, edge_adapter: AdapterServer, tmp_path: Path
+):
+    config = write_config(tmp_path / "gw.toml", edge, edge_adapter.address, drain_grace_s=1)
+    log_path = tmp_path / "gw.log"
+    gateway = await start_gateway(config, log_path, log_level="INFO")
+    try:
+        wav = (SPEECH_DIR / "call_me_back.wav").read_bytes()
+        half = wav[: len(wav) // 2]
+        await vanish(
+            gateway,
+            post("/v1/stt", edge.key, {"Content-Type": "audio/wav"}, half, len(wav)),
+            read=0,
+        )
+        text = LONG_TEXT.encode()
+        for accept in ("audio/wav", "text/event-stream"):
+            headers = {"Content-Type": "text/plain", "Accept": accept}
+            request = post("/v1/tts?sample_rate=16000", edge.key, headers, text, len(text))
+            await vanish(gateway, request, read=200)
+        aborted = {}
+        for _ in range(50):
+            now = await samples(gateway)
+            aborted = {
+                kind: now.get(
+                    (
+                        "voxwire_gateway_sessions_ended_total",
+                        frozenset({("kind", kind), ("code", "aborted")}),
+                    ),
+                    0.0,
+                )
+                for kind in ("http_stt", "http_tts")
+            }
+            active = [
+                now.get(("voxwire_gateway_sessions_active", frozenset({("kind", k)})), 0.0)
+                for k in ("http_stt", "http_tts")
+            ]
+            if aborted == {"http_stt": 1.0, "http_tts": 2.0} and active == [0.0, 0.0]:
+                break
+            await asyncio.sleep(0.1)
+        assert aborted == {"http_stt": 1.0, "http_tts": 2.0}
+        assert active == [0.0, 0.0]
+    finally:
+        await gateway.stop()
+    log = log_path.read_text(errors="replace")
+    assert "Traceback" not in log, log
+    assert " ERROR " not in log, log
+    left = [line for line in log.splitlines() if "the client left" in line]
+    assert len(left) == 3, log
