@@ -21,6 +21,7 @@ from inference_adapter.stt.service import TranscriptionService
 from inference_adapter.telemetry import Telemetry
 from inference_adapter.triton.replicas import ReplicaPool
 from inference_adapter.tts.service import SynthesisService
+from voxwire.startup import add_grpc_port
 from voxwire.v1 import (
     capabilities_pb2,
     capabilities_pb2_grpc,
@@ -123,18 +124,10 @@ class AdapterServer:
             self.server,
         )
         try:
-            if credentials is not None:
-                self.port = self.server.add_secure_port(self.config.listen, credentials)
-            else:
-                self.port = self.server.add_insecure_port(self.config.listen)
+            self.port = add_grpc_port(self.server, self.config.listen, credentials)
         except RuntimeError:
-            self.port = 0  # gRPC's own message only says to turn on its debug log
-        if not self.port:
             await self.pool.close()
-            raise RuntimeError(
-                f"cannot listen on {self.config.listen}: the port is taken (another adapter? "
-                "reuse_port shares it on purpose) or the host is not an address of this machine"
-            )
+            raise
         await self.server.start()
         log.info("voxwire inference adapter listening on port %d", self.port)
         return self.port

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 
+import grpc
+
 CONFIG_ERROR = 2
 START_ERROR = 1
 
@@ -42,3 +44,31 @@ def run_or_exit(
         prefix = next(p for kind, p in config_errors.items() if isinstance(exc, kind))
         print(f"{prefix}{exc}", file=sys.stderr)
         sys.exit(CONFIG_ERROR)
+
+
+def add_grpc_port(
+    server: grpc.aio.Server,
+    address: str,
+    credentials: grpc.ServerCredentials | None,
+    *,
+    owner: str = "",
+    key: str = "",
+) -> int:
+    """Bind ``server`` to ``address`` (TLS with ``credentials``); returns the port. Raises
+    RuntimeError saying what is wrong, naming ``owner`` (who binds: "the gRPC front") and the
+    config ``key`` when given: gRPC's own error only says to turn on its debug log."""
+    try:
+        if credentials is not None:
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if not port:
+        who = f"{owner} " if owner else ""
+        which = f" ({key})" if key else ""
+        raise RuntimeError(
+            f"{who}cannot listen on {address}{which}: the port is taken (reuse_port shares one "
+            "on purpose) or the host is not an address of this machine"
+        )
+    return port

@@ -45,6 +45,7 @@ from gateway.state import Gateway
 from gateway.telemetry import trace_carrier, upstream_trace_metadata
 from gateway.upstream.pool import Lease
 from voxwire import errors
+from voxwire.startup import add_grpc_port
 from voxwire.v1 import capabilities_pb2, synthesis_pb2, transcription_pb2
 
 log = logging.getLogger(__name__)
@@ -119,18 +120,9 @@ class GrpcFront:
         credentials = None
         if config.tls_cert:
             credentials = server_credentials(config.tls_cert, config.tls_key or config.tls_cert)
-        try:
-            if credentials is not None:
-                self.port = self.server.add_secure_port(self._listen, credentials)
-            else:
-                self.port = self.server.add_insecure_port(self._listen)
-        except RuntimeError:
-            self.port = 0  # gRPC's own message only says to turn on its debug log
-        if not self.port:
-            raise RuntimeError(
-                f"the gRPC front cannot listen on {self._listen} (grpc_listen): the port is "
-                "taken or the host is not an address of this machine"
-            )
+        self.port = add_grpc_port(
+            self.server, self._listen, credentials, owner="the gRPC front", key="grpc_listen"
+        )
         self._gateway.pool.add_listener(self.update_health)
         await self._set_health()
         await self.server.start()
