@@ -322,10 +322,8 @@ class _Run:
         slots = self.slots if slot and not wait_s else contextlib.nullcontext()
         # A gated stream (a probe's rendezvous) happens once: it cannot be run again.
         attempts = 1 if gate is not None else RACE_ATTEMPTS
-        busy = 0
-        attempt = 0
-        while attempt < attempts:
-            attempt += 1
+        races = busy = 0  # streams lost to the race, and refused OVERLOADED (Case.holds)
+        while True:
             async with slots, self._channel_for(plan.actions) as channel:
                 out = await run_stream(
                     channel,
@@ -345,15 +343,16 @@ class _Run:
                         f"inconclusive: the server answered OVERLOADED {busy} times while the "
                         f"case held {case.holds} ({overloaded[0]})"
                     )
-                attempt -= 1  # a busy server is not a race: it does not use up an attempt
                 await asyncio.sleep(max(BUSY_PAUSE_S, overloaded[1]))
                 continue
             if not out.rpc_race:
-                return evaluate(out, plan), attempt
-        return failed(
-            "the server ended the stream while the kit was still writing, "
-            f"{attempt} time(s); its status is lost to grpc/grpc#36066 ({out.details})"
-        ), attempt
+                return evaluate(out, plan), races + 1
+            races += 1
+            if races >= attempts:
+                return failed(
+                    "the server ended the stream while the kit was still writing, "
+                    f"{races} time(s); its status is lost to grpc/grpc#36066 ({out.details})"
+                ), races
 
     @contextlib.asynccontextmanager
     async def _channel_for(self, actions: Sequence[object]) -> AsyncIterator[grpc.aio.Channel]:
