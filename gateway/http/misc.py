@@ -45,6 +45,9 @@ async def capabilities(request: web.Request) -> web.Response:
         authenticate(request, gateway.auth)
         lease = gateway.pool.choose()
     except errors.VoxwireError as exc:
+        # Refused before reaching an adapter (a bad key, none serving): counted as every other
+        # endpoint counts its refusals (gRPC GetCapabilities' among them).
+        gateway.metrics.refused.labels(reason=exc.reason).inc()
         return error_response(exc)
     try:
         reply = await lease.adapter.capabilities().GetCapabilities(

@@ -287,3 +287,23 @@ async def test_a_new_session_over_the_per_minute_limit_is_refused_on_every_wire(
     for kind in ("stt", "tts"):
         assert after(ENDED, kind=kind, code="1013") == before(ENDED, kind=kind, code="1013")
         assert after(SECONDS, kind=kind) == before(SECONDS, kind=kind)
+
+
+async def test_capabilities_refusals_are_counted_like_every_other_endpoints(edge: Edge):
+    # GET /v1/capabilities answered a missing or wrong key with 401 but did not count it in
+    # voxwire_gateway_refused_total, where every other endpoint's refusals are (gRPC
+    # GetCapabilities' among them): an operator watching refusals missed a client that
+    # polled capabilities with a bad key.
+    known = edge.key.split("_")[1]
+    url = f"{edge.server.url}/v1/capabilities"
+    before = await scrape(edge.server.url)
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"Authorization": f"Bearer vx_{known}_{'A' * 43}"}):
+            async with http.get(url, headers=headers) as resp:
+                assert resp.status == 401
+                assert json.loads(await resp.text())["error"]["reason"] == "UNAUTHENTICATED"
+        async with http.get(url, headers=edge.headers) as resp:
+            assert resp.status == 200  # an answer is not a refusal
+    after = await scrape(edge.server.url)
+    refused = after(REFUSED, reason="UNAUTHENTICATED") - before(REFUSED, reason="UNAUTHENTICATED")
+    assert refused == 2
