@@ -145,13 +145,23 @@ class AdapterServer:
         self._stopped = True
         grace = self.config.drain_grace_seconds if grace is None else grace
         self.runtime.start_drain(grace)
+        # No stream is admitted once the drain has begun: of these, those still open at the
+        # grace's end are cut, the others ended by themselves.
+        draining = self.runtime.active_streams
+        log.info("drain started: %d streams open, grace %g s", draining, grace)
         await self.health.drain()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.runtime.idle.wait(), max(0.0, grace - _ABORT_MARGIN_S))
+        cut = self.runtime.active_streams
         self.runtime.drain_expired.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.runtime.idle.wait(), _ABORT_MARGIN_S)
         await self.server.stop(_ABORT_MARGIN_S)
+        log.info(
+            "drain finished: %d streams ended by themselves, %d cut at the grace",
+            draining - cut,
+            cut,
+        )
         await self.runtime.calls.close(_ABORT_MARGIN_S)  # drained TTS calls still ending
         await self.pool.close()
         self.telemetry.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import urllib.request
@@ -54,7 +55,8 @@ def config(triton, **kw) -> AdapterConfig:
     return AdapterConfig(listen="127.0.0.1:0", triton_urls=(triton.grpc_url,), **kw)
 
 
-async def test_drain_refuses_new_streams_lets_short_ones_finish_and_ends_the_rest(triton):
+async def test_drain_refuses_new_streams_lets_short_ones_finish_and_ends_the_rest(triton, caplog):
+    caplog.set_level(logging.INFO, logger="inference_adapter.server")
     server = AdapterServer(config(triton))
     await server.start()
     async with grpc.aio.insecure_channel(server.address) as channel:
@@ -95,6 +97,10 @@ async def test_drain_refuses_new_streams_lets_short_ones_finish_and_ends_the_res
             assert notice.kind == stream_pb2.StreamNotice.KIND_DRAINING
             assert 1.0 <= notice.remaining.ToMilliseconds() / 1000 <= 1.5
         await stopping
+    # The operator's view of it: the drain's start and its outcome (the adapter said nothing).
+    said = [r.getMessage() for r in caplog.records if r.name == "inference_adapter.server"]
+    assert "drain started: 2 streams open, grace 1.5 s" in said, said
+    assert "drain finished: 1 streams ended by themselves, 1 cut at the grace" in said, said
 
 
 async def test_max_stream_duration_finalizes_then_fails(triton):
