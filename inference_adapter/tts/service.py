@@ -199,7 +199,9 @@ class SynthesisStream:
             metadata=self.rt.telemetry.outgoing_metadata(self.span),
             response_timeout=self.rt.config.model_response_timeout_seconds,
         )
-        attrs = {"model": ctx.config.model.name, "replica": lease.replica.name}
+        # The labels of voxwire.sequences.active (STT), "service" included: one query covers
+        # both kinds of replica slot.
+        attrs = {"service": "tts", "model": ctx.config.model.name, "replica": lease.replica.name}
         side = _ModelSide(lease, model, attrs)
         self.sides[ctx.key] = side
         self.rt.telemetry.contexts.add(1, attrs)

@@ -51,6 +51,10 @@ async def run(channel, messages) -> StreamOutcome:
     return out
 
 
+# The labels of the two gauges of what holds a replica slot: STT sequences, TTS contexts.
+SLOT_LABELS = {"service", "model", "replica"}
+
+
 def config(triton, **kw) -> AdapterConfig:
     return AdapterConfig(listen="127.0.0.1:0", triton_urls=(triton.grpc_url,), **kw)
 
@@ -237,6 +241,7 @@ async def test_stream_span_continues_the_callers_trace_and_metrics_are_recorded(
     assert {"decode", "triton", "compute", "send"} <= stages
     assert [p.attributes["reason"] for p in points["voxwire.errors"]] == ["MISALIGNED_AUDIO"]
     assert all(p.value == 0 for p in points["voxwire.streams.active"])  # all closed again
+    assert all(set(p.attributes) == SLOT_LABELS for p in points["voxwire.sequences.active"])
     # Both streams' Triton calls ended, and the one that ended OK was half-closed, not cancelled.
     ended = {p.attributes["ended"]: p.value for p in points["voxwire.triton.calls"]}
     assert sum(ended.values()) == 2 and ended.get("finished", 0) >= 1, ended
@@ -306,5 +311,9 @@ async def test_tts_streams_and_contexts_are_counted(triton):
     after = gauges(reader)
     assert during["voxwire.streams.active"][(("service", "tts"),)] == 1
     assert sum(during["voxwire.contexts.active"].values()) == 2
+    # The same labels as voxwire.sequences.active (contexts had no "service"): one query
+    # (sum by (service, model, replica)) covers both kinds of replica slot.
+    for labels in during["voxwire.contexts.active"]:
+        assert {k for k, _ in labels} == SLOT_LABELS and ("service", "tts") in labels, labels
     assert after["voxwire.streams.active"][(("service", "tts"),)] == 0
     assert sum(after["voxwire.contexts.active"].values()) == 0
