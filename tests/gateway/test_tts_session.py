@@ -254,6 +254,32 @@ def test_close_session_waits_for_done_then_summary():
     assert actions.to_client[-1].summary.audio_ms == 100  # type: ignore[union-attr]
 
 
+def test_after_a_resume_the_summary_counts_this_connection_only():
+    # What docs/edge.md ("Resume", TTS) promises of the summary of a resumed connection: the
+    # gateway knows nothing of the session's earlier connections (the token holds its options
+    # only), so audioMs is this connection's audio, from a reopened context's timelineOffsetMs
+    # on; contexts counts the reopened one; resumes is 1, not the number of reconnects.
+    clock = Clock()
+    session = new_session(clock, lead_ms=0)
+    session.start(tts_pb2.TtsStart(), session_id="t0", resumes=1)  # as sessions.tts_start does
+    reopen = open_msg()
+    reopen.open.timeline_offset_ms = 1000  # 1 s of this context came on the lost connection
+    reopen.open.first_sequence_number = 11
+    key = session.client_message(reopen).open_upstream[0].key
+    session.upstream_response(key, Up(context_id="c1", opened=synthesis_pb2.ContextOpened()))
+    session.client_message(Client(close_session=tts_pb2.CloseSession()))
+    first = session.upstream_response(key, chunk(11, 1000)).to_client[0]
+    assert unpack(first).start_ms == 1000  # type: ignore[arg-type]
+    done = Up(context_id="c1", done=synthesis_pb2.ContextDone(last_sequence_number=11))
+    summary = session.upstream_response(key, done).to_client[-1].summary  # type: ignore[union-attr]
+    assert (summary.session_id, summary.audio_ms, summary.contexts, summary.resumes) == (
+        "t0",
+        100,
+        1,
+        1,
+    )
+
+
 def test_json_delivery_sends_audio_messages():
     clock = Clock()
     session = new_session(clock)
