@@ -61,6 +61,9 @@ _REQUEST_LOG.addFilter(_BadRequestLines())
 
 # What the gRPC front's calls get to end once the drain's grace is over.
 _GRPC_STOP_GRACE_S = 1.0
+# How long after the grace the drain waits for sessions still closing (they close themselves at
+# their drain deadline: this is a backstop).
+_DRAIN_BACKSTOP_S = 2.0
 
 
 def adapter_credentials(config: GatewayConfig) -> grpc.ChannelCredentials | None:
@@ -193,6 +196,9 @@ class GatewayServer:
         """Refuse new sessions, send going_away, wait for sessions within ``grace``."""
         grace = self.config.drain_grace_seconds if grace is None else grace
         self.registry.draining = True
+        # What an operator watching a rollout wants to read (the adapter logs the same pair).
+        opened = len(self.registry)
+        log.info("drain started: %d sessions open, grace %g s", opened, grace)
         if self.config.reuse_port and self._site is not None:
             # Processes share the port: stop taking connections, so that new sessions and the
             # resumes of this process's own sessions reach the others at once (its open
@@ -203,10 +209,25 @@ class GatewayServer:
             await self.front.drain()
         for runner in list(self.registry.runners):
             runner.drain(grace)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.registry.wait_empty()
+        at_grace = len(self.registry)
         # Sessions close themselves at their drain deadline; this wait is only a backstop.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace + 2.0):
+            async with asyncio.timeout(_DRAIN_BACKSTOP_S):
                 await self.registry.wait_empty()
+        left = len(self.registry)
+        log.info(
+            "drain finished: %d sessions ended by themselves, %d closed at the grace "
+            "(DRAINING: their clients resume elsewhere)",
+            max(0, opened - at_grace),
+            at_grace - left,
+        )
+        if left:
+            log.warning(
+                "drain: %d sessions still open %g s after the grace", left, _DRAIN_BACKSTOP_S
+            )
 
     async def stop(self, grace: float | None = None) -> None:
         if self._stopped:

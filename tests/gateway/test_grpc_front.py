@@ -6,6 +6,7 @@ trace context, cancel and drain, and failover (tests/gateway/test_adapter_failov
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import grpc
 import pytest
@@ -196,8 +197,9 @@ async def test_the_clients_deadline_and_trace_context_go_upstream(front: Instrum
 
 
 async def test_a_drain_refuses_new_calls_lets_short_ones_finish_and_ends_the_rest(
-    front: InstrumentedEdge,
+    front: InstrumentedEdge, caplog: pytest.LogCaptureFixture
 ):
+    caplog.set_level(logging.INFO, logger="gateway.server")
     server = GatewayServer(
         GatewayConfig(
             listen="127.0.0.1:0",
@@ -245,6 +247,13 @@ async def test_a_drain_refuses_new_calls_lets_short_ones_finish_and_ends_the_res
     finally:
         await server.stop()
     assert await wait_until(lambda: runtime.active_streams == before, 2.0)
+    # The operator reads the drain in the log: its start, and how the open sessions ended.
+    drain = [r.getMessage() for r in caplog.records if r.getMessage().startswith("drain")]
+    assert drain[0] == f"drain started: 2 sessions open, grace {GRACE_S:g} s"
+    assert drain[-1] == (
+        "drain finished: 1 sessions ended by themselves, 1 closed at the grace "
+        "(DRAINING: their clients resume elsewhere)"
+    )
 
 
 async def test_a_callers_deadline_ends_its_call_not_the_adapters_turn_in_the_pool(edge: Edge):
