@@ -222,7 +222,7 @@ async def stt_stream(request: web.Request) -> web.WebSocketResponse:
         session = SttEdgeSession(
             gateway.config.stt,
             session_id=gateway.new_session_id(),
-            issue_token=lambda cfg: issue(cfg.SerializeToString()),
+            issue_token=lambda cfg: issue(cfg.SerializeToString(), session.resumes),
             transport_limits=heartbeat_limits(gateway.config.ping_interval_seconds),
         )
         issue = admission.issuer(
@@ -257,7 +257,7 @@ async def tts_stream(request: web.Request) -> web.WebSocketResponse:
         session = TtsEdgeSession(
             gateway.config.tts,
             session_id=gateway.new_session_id(),
-            issue_token=lambda options: issue(options.SerializeToString()),
+            issue_token=lambda options: issue(options.SerializeToString(), session.resumes),
             transport_limits=heartbeat_limits(gateway.config.ping_interval_seconds),
         )
         issue = admission.issuer(

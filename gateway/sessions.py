@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.auth import AuthServices, Principal, SessionPermit
-from gateway.auth.tokens import SessionKind
+from gateway.auth.tokens import ResumeClaims, SessionKind
 from gateway.stt import session as stt_session
 from gateway.stt.session import SttEdgeSession
 from gateway.tts import session as tts_session
@@ -81,10 +81,11 @@ class Admission:
 
     def issuer(
         self, kind: SessionKind, session: Callable[[], str], ttl_s: float
-    ) -> Callable[[bytes], tuple[str, float]]:
-        """A token issuer for a session of ``kind`` (its id read when a token is made)."""
+    ) -> Callable[[bytes, int], tuple[str, float]]:
+        """A token issuer for a session of ``kind`` (its id read when a token is made), given
+        the session's config and how many times it has resumed so far."""
 
-        def issue(config: bytes) -> tuple[str, float]:
+        def issue(config: bytes, resumes: int) -> tuple[str, float]:
             now = time.time()
             issued = self._auth.resume_tokens.issue(
                 session_id=session(),
@@ -93,17 +94,17 @@ class Admission:
                 config=config,
                 now=now,
                 ttl_s=int(ttl_s + RESUME_HORIZON_S),
+                resumes=resumes,
             )
             return issued.token, float(issued.expires_at)
 
         return issue
 
-    def verify(self, token: str, kind: SessionKind) -> tuple[str, bytes]:
-        """(session id, config bytes) of a resume token. Raises ResumeRejected."""
-        claims = self._auth.resume_tokens.verify(
+    def verify(self, token: str, kind: SessionKind) -> ResumeClaims:
+        """The claims of a resume token. Raises ResumeRejected."""
+        return self._auth.resume_tokens.verify(
             token, key_id=self.principal.key_id, kind=kind, now=time.time()
         )
-        return claims.session_id, claims.config
 
 
 def stt_start(
@@ -117,9 +118,14 @@ def stt_start(
                 raise errors.InvalidMessage(
                     "start.config with start.resume: a resumed session keeps its config"
                 )
-            session_id, raw = admission.verify(start.resume.resume_token, "stt")
-            config = transcription_pb2.TranscriptionConfig.FromString(raw)
-            return session.start(config, start.resume.ack, session_id=session_id, resumes=1)
+            claims = admission.verify(start.resume.resume_token, "stt")
+            config = transcription_pb2.TranscriptionConfig.FromString(claims.config)
+            return session.start(
+                config,
+                start.resume.ack,
+                session_id=claims.session_id,
+                resumes=claims.resumes + 1,
+            )
         admission.count_new()
         return session.start(start.config)
 
@@ -134,12 +140,12 @@ def tts_start(
 
     def on_start(session: TtsEdgeSession, start: tts_pb2.TtsStart) -> tts_session.Actions:
         if start.HasField("resume"):
-            session_id, raw = admission.verify(start.resume.resume_token, "tts")
-            options = tts_pb2.TtsStart.FromString(raw)
+            claims = admission.verify(start.resume.resume_token, "tts")
+            options = tts_pb2.TtsStart.FromString(claims.config)
             # Options given now (a new lead, say) win over the token's.
             options.MergeFrom(start)
             options.ClearField("resume")
-            return session.start(options, session_id=session_id, resumes=1)
+            return session.start(options, session_id=claims.session_id, resumes=claims.resumes + 1)
         admission.count_new()
         options = tts_pb2.TtsStart()
         if defaults is not None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from gateway.auth.config import AuthConfig
 from gateway.auth.keys import KeyStore, create_key
 from gateway.auth.limits import KeyLimits
+from gateway.auth.origins import origin_allowed
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
 from inference_adapter.config import AdapterConfig
@@ -45,21 +46,35 @@ def _private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def dev_auth(out: Path) -> tuple[AuthConfig, str]:
-    """The development keys file, signing key and API key (made once, then reused)."""
+def demo_origins(listen: str) -> list[str]:
+    """The origins a browser on this machine sends for the demo page of a gateway listening on
+    ``listen`` (``host:port``): its port on 127.0.0.1 and localhost, and on the host named."""
+    host, _, port = listen.rpartition(":")
+    hosts = ["127.0.0.1", "localhost"]
+    if host not in ("", "0.0.0.0", "[::]", *hosts):
+        hosts.append(host)
+    return [f"http://{h}:{port}" for h in hosts]
+
+
+def dev_auth(out: Path, origins: list[str]) -> tuple[AuthConfig, str]:
+    """The development keys file, signing key and API key (made once, then reused while it
+    allows ``origins``, the demo page's: a browser token is refused from any other)."""
     keys_file = out / "voxwire-keys.toml"
     key_path, signing_path = out / "dev.key", out / "gateway-signing.key"
     if not signing_path.exists():
         _private(signing_path, "hex:" + secrets.token_hex(32))
     key = key_path.read_text().strip() if key_path.exists() else ""
     try:
-        KeyStore(keys_file, KeyLimits(10, 60)).verify(key)
+        allowed = KeyStore(keys_file, KeyLimits(10, 60)).verify(key).allowed_origins
     except Exception:
+        allowed = None  # no key yet, or not one of this keys file
+    # A key made by a run on another --listen does not admit this run's demo page.
+    if allowed is None or not all(origin_allowed(o, allowed) for o in origins):
         key, _ = create_key(
             keys_file,
             name="make-run",
             now=datetime.datetime.now(datetime.UTC),
-            allowed_origins=["http://127.0.0.1:8080", "http://localhost:8080"],
+            allowed_origins=origins,
         )
         _private(key_path, key + "\n")
     auth = AuthConfig(
@@ -127,7 +142,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"starting Triton on 127.0.0.1:{args.triton_grpc_port} (log: {log}) ...")
     await triton.start()
     adapter = AdapterServer(AdapterConfig(listen=args.adapter, triton_urls=(triton.grpc_url,)))
-    auth, key = dev_auth(args.out)
+    auth, key = dev_auth(args.out, demo_origins(args.listen))
     gateway = GatewayServer(
         GatewayConfig(
             listen=args.listen, grpc_listen="", adapters=(args.adapter,), auth=auth, demo_page=True

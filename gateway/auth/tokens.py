@@ -21,7 +21,9 @@ processes):
 - browser: ``kid``, ``key`` (API key id), ``exp``, ``nonce`` (128 random bits), ``origin``
   (the normalized Origin of the request that asked for the token, if it sent one).
 - resume: ``kid``, ``sid`` (session id), ``key``, ``kind`` (``stt``/``tts``), ``cfg`` (the
-  session's serialized config, base64url; opaque here), ``iat``, ``exp``.
+  session's serialized config, base64url; opaque here), ``iat``, ``exp``, and ``n`` (how many
+  times the session has resumed so far; absent for none), so the count carries across
+  connections.
 """
 
 from __future__ import annotations
@@ -278,6 +280,7 @@ class ResumeClaims:
     config: bytes  # the session's serialized config, opaque here
     issued_at: int
     expires_at: int
+    resumes: int = 0  # resumes before the token was issued (SessionStarted.resumes)
 
 
 class ResumeTokens:
@@ -298,8 +301,10 @@ class ResumeTokens:
         config: bytes,
         now: float,
         ttl_s: int,
+        resumes: int = 0,
     ) -> IssuedToken:
-        """A resume token valid for ``ttl_s`` seconds from ``now``.
+        """A resume token valid for ``ttl_s`` seconds from ``now``, for a session resumed
+        ``resumes`` times so far.
 
         Raises:
             ValueError: an unknown kind, a non-positive TTL, or a token over MAX_TOKEN_LENGTH
@@ -316,6 +321,8 @@ class ResumeTokens:
             "iat": issued,
             "exp": issued + ttl_s,
         }
+        if resumes:
+            claims["n"] = resumes
         token = self._signer.sign(self.PURPOSE, claims)
         if len(token) > self.MAX_TOKEN_LENGTH:
             raise ValueError(f"resume token of {len(token)} characters (config too large)")
@@ -345,7 +352,7 @@ class ResumeTokens:
 
 def _resume_claims(claims: dict[str, Any]) -> ResumeClaims:
     sid, key, kind, cfg = (claims.get(k) for k in ("sid", "key", "kind", "cfg"))
-    iat, exp = claims.get("iat"), claims.get("exp")
+    iat, exp, resumes = claims.get("iat"), claims.get("exp"), claims.get("n", 0)
     if not (
         isinstance(sid, str)
         and isinstance(key, str)
@@ -353,13 +360,15 @@ def _resume_claims(claims: dict[str, Any]) -> ResumeClaims:
         and isinstance(cfg, str)
         and _is_int(iat)
         and _is_int(exp)
+        and _is_int(resumes)
+        and resumes >= 0
     ):
         raise TokenInvalid("malformed claims")
     try:
         config = _b64decode(cfg) if cfg else b""
     except ValueError as exc:
         raise TokenInvalid("malformed claims") from exc
-    return ResumeClaims(sid, key, kind, config, iat, exp)
+    return ResumeClaims(sid, key, kind, config, iat, exp, resumes)
 
 
 def _is_int(value: object) -> TypeGuard[int]:

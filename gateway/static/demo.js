@@ -23,6 +23,9 @@ registerProcessor("tap", Tap);`;
 
 const $ = (id) => document.getElementById(id);
 let socket = null, context = null, stream = null;
+// What the server said last before closing (its error, or the summary): the close code alone
+// would hide why a session ended, e.g. an expired token (docs/edge.md, "Authentication").
+let outcome = "";
 
 function status(text, error = false) {
   $("status").textContent = text;
@@ -52,9 +55,11 @@ function onMessage(event) {
       $("interim").textContent = msg.result.transcript;
     }
   } else if (msg.error) {
-    status(`${msg.error.reason}: ${msg.error.message}`, true);
+    outcome = `${msg.error.reason}: ${msg.error.message}`;
+    status(outcome, true);
   } else if (msg.summary) {
-    status(`done: ${msg.summary.audioMs} ms of audio`);
+    outcome = `done: ${msg.summary.audioMs} ms of audio`;
+    status(outcome);
   }
 }
 
@@ -74,17 +79,27 @@ async function start() {
                          ["voxwire.v1", `voxwire.token.${token}`]);
   socket.binaryType = "arraybuffer";
   socket.onmessage = onMessage;
-  socket.onclose = (e) => { status(`closed (${e.code})`, e.code !== 1000); $("stop").disabled = true; };
+  socket.onclose = (e) => {
+    release();  // whoever ended the session, the microphone goes off with it
+    status(outcome ? `${outcome} (closed ${e.code})` : `closed (${e.code})`, e.code !== 1000);
+    $("stop").disabled = true;
+  };
   tap.port.onmessage = (e) => {
     if (socket.readyState === WebSocket.OPEN) socket.send(toPcm16(e.data));
   };
   $("stop").disabled = false;
 }
 
+function release() {
+  if (stream) stream.getTracks().forEach((t) => t.stop());
+  // stop() and the socket's close both come here, and a second close() rejects
+  // (InvalidStateError; the state turns "closed" only once the first has resolved).
+  if (context && context.state !== "closed") context.close().catch(() => {});
+}
+
 function stop() {
   if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ close: {} }));
-  if (stream) stream.getTracks().forEach((t) => t.stop());
-  if (context) context.close();
+  release();
   $("stop").disabled = true;
 }
 

@@ -1,5 +1,6 @@
 """A real headless Chromium page streams a speech file through a fake microphone to the
-gateway with a short-lived token, and shows the words (gateway/static/demo.html)."""
+gateway with a short-lived token, and shows the words (gateway/static/demo.html); a page whose
+token is refused says why and lets go of the microphone."""
 
 from __future__ import annotations
 
@@ -65,3 +66,45 @@ async def test_a_page_transcribes_its_microphone_with_a_browser_token(edge: Edge
     assert "tomorrow morning at nine" in finals[1], finals
     assert browser.errors == [], browser.errors
     assert "error" not in status.lower()
+
+
+async def test_a_refused_page_says_why_and_releases_its_microphone(edge: Edge, tmp_path):
+    origin = edge.server.url
+    key, _ = create_key(
+        edge.keys_file,
+        name="refused-page",
+        now=datetime.datetime.now(datetime.UTC),
+        allowed_origins=[origin],
+    )
+    edge.server.auth.keys.reload_if_changed()
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with http.post(f"{origin}/v1/auth/token", headers=headers) as resp:
+            token = (await resp.json())["token"]
+        # Someone else redeems the token first (a second tab, a replay): the page's is refused.
+        async with http.ws_connect(
+            f"{edge.ws}/v1/tts/stream",
+            protocols=("voxwire.v1", f"voxwire.token.{token}"),
+            headers={"Origin": origin},
+        ) as ws:
+            await ws.send_str('{"keepAlive": {}}')
+            assert "session" in (await ws.receive_json(timeout=10))
+    microphone = (
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={SPEECH_DIR / NAME}",
+    )
+    async with async_page(*microphone, timeout_ms=30_000) as browser:
+        page = browser.page
+        await page.goto(f"{origin}/demo/demo.html#token={token}")
+        await page.click("#start")
+        await page.wait_for_function(
+            "document.querySelector('#status').textContent.includes('4001')"
+        )
+        status = await page.inner_text("#status")
+        tracks = await page.evaluate("stream.getTracks().map((t) => t.readyState)")
+        audio = await page.evaluate("context.state")
+    # The error event comes before the close (docs/edge.md): shown, not hidden by the code.
+    assert "UNAUTHENTICATED" in status and "already used" in status, status
+    assert tracks == ["ended"] and audio == "closed", (tracks, audio)
+    assert browser.errors == [], browser.errors

@@ -156,3 +156,18 @@ async def test_a_wrong_path_or_method_gets_an_error_event_not_plain_text(edge: E
             body = await resp.json()
             assert (resp.status, body["error"]["reason"]) == (405, "METHOD_NOT_ALLOWED"), body
             assert "POST" in resp.headers["Allow"]
+
+
+async def test_a_cors_preflight_is_refused_with_no_cors_headers(edge: Edge):
+    # docs/edge.md, "HTTP": the endpoints are for servers; a page on another origin uses the
+    # WebSockets with a browser token, so no origin is ever granted here.
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.options(f"{edge.server.url}/v1/tts", headers=preflight) as resp:
+            body = await resp.json()
+    assert (resp.status, body["error"]["reason"]) == (405, "METHOD_NOT_ALLOWED"), body
+    assert not [h for h in resp.headers if h.lower().startswith("access-control-")]

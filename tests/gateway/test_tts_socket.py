@@ -146,3 +146,44 @@ async def test_bad_options_in_the_query_are_refused_at_the_upgrade(edge: Edge, q
             code = await asyncio.wait_for(read_to_close(ws, [], messages), 5)
     assert code == 1008
     assert [m["error"]["reason"] for m in messages] == ["INVALID_CONFIG"]
+
+
+async def test_session_resumes_counts_every_resume_across_connections(edge: Edge):
+    # SessionStarted.resumes is "how many times the session has been resumed": each
+    # connection that resumes with the last token counts one more, not 1 each time.
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.ws}/v1/tts/stream"
+        async with http.ws_connect(url, headers=edge.headers) as ws:
+            await ws.send_str(json.dumps({"keepAlive": {}}))
+            session = (await ws.receive_json(timeout=10))["session"]
+        first = session["sessionId"]
+        counts = []
+        for _ in range(3):
+            async with http.ws_connect(url, headers=edge.headers) as ws:
+                resume = {"resume": {"resumeToken": session["resumeToken"]}}
+                await ws.send_str(json.dumps({"start": resume}))
+                session = (await ws.receive_json(timeout=10))["session"]
+            counts.append((session["sessionId"], session.get("resumes", 0)))
+    assert counts == [(first, 1), (first, 2), (first, 3)]
+
+
+async def test_a_barge_in_after_done_is_unknown_context_and_the_session_goes_on(edge: Edge):
+    # docs/edge.md, "Pacing, cancel, truncation": audio runs ahead of playback, so a truncate
+    # often comes after done; it stops nothing and is answered UNKNOWN_CONTEXT.
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.ws}/v1/tts/stream?lead_ms=0"
+        async with http.ws_connect(url, headers=edge.headers) as ws:
+            await ws.send_str(json.dumps(OPEN))
+            await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": "Hi there."}}))
+            await ws.send_str(json.dumps({"contextId": "c1", "close": {}}))
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT and "done" in json.loads(msg.data):
+                    break
+            await ws.send_str(json.dumps({"contextId": "c1", "truncate": {"playedMs": 300}}))
+            answer = await ws.receive_json(timeout=10)
+            await ws.send_str(json.dumps({"closeSession": {}}))
+            frames: list = []
+            messages: list = []
+            code = await read_to_close(ws, frames, messages)
+    assert answer["contextError"]["error"]["reason"] == "UNKNOWN_CONTEXT", answer
+    assert code == 1000 and "summary" in messages[-1], messages

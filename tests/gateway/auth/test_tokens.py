@@ -180,6 +180,17 @@ def test_a_resume_token_round_trips_its_claims():
     assert issued.expires_at_datetime().timestamp() == claims.expires_at
 
 
+def test_a_resume_token_carries_the_resumes_so_far():
+    tokens = ResumeTokens(signer())
+    fresh = tokens.issue(session_id="s", key_id="k", kind="stt", config=b"", now=NOW, ttl_s=60)
+    assert "n" not in claims_of(fresh.token)  # a session never resumed: no claim, no bytes
+    assert tokens.verify(fresh.token, key_id="k", kind="stt", now=NOW).resumes == 0
+    again = tokens.issue(
+        session_id="s", key_id="k", kind="stt", config=b"", now=NOW, ttl_s=60, resumes=2
+    )
+    assert tokens.verify(again.token, key_id="k", kind="stt", now=NOW).resumes == 2
+
+
 @pytest.mark.parametrize(
     ("key_id", "kind", "at", "why"),
     [
