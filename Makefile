@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test venv lock stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench \
 	clean browser-deps bench-edge fuzz fuzz-front bench-overload bench-telephony test-faults \
-	bench-barge-in
+	bench-barge-in bench-triton-client
 
 venv: $(STAMP)
 
@@ -104,6 +104,11 @@ bench-telephony: $(STAMP)
 # cancelled, on real eSpeak (BENCHMARKS.md, "TTS barge-in"; ~2 min).
 bench-barge-in: $(STAMP)
 	$(PY) -m benchmarks.tts_barge_in $(BARGE_IN_ARGS)
+
+# Issue 9: the adapter's Triton client against tritonclient's stream client and the grpc.aio
+# echo floor, 100 paced bench_stt streams (BENCHMARKS.md, "The adapter's Triton client"; ~5 min).
+bench-triton-client: $(STAMP)
+	$(PY) -m benchmarks.triton_client $(TRITON_CLIENT_ARGS)
 
 # The gateway's HTTP/WebSocket stack candidates side by side (BENCHMARKS.md, "Edge stack choice").
 bench-edge: $(STAMP)
