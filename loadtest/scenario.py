@@ -264,8 +264,9 @@ def parse_objective(text: str) -> Objective:
 
 
 def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Scenario:
-    """Read a scenario file (or the defaults), apply ``{"section.key": value}`` overrides,
-    validate. Raises ScenarioError, for an unreadable or malformed file too."""
+    """Read a scenario file (or the defaults), apply ``{"section.key": value}`` overrides (a
+    relative ``Path`` among them is from the working directory), validate. Raises
+    ScenarioError, for an unreadable or malformed file too."""
     data: dict[str, Any] = {}
     base = Path.cwd()
     if path is not None:
@@ -287,7 +288,9 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Scenario
         node = data
         for part in parents:
             node = node.setdefault(part, {})
-        node[key] = str(value) if isinstance(value, Path) else value
+        # A path on the command line is the user's, from where they are: only the file's own
+        # paths are resolved from its folder.
+        node[key] = str(value.absolute()) if isinstance(value, Path) else value
     try:
         return _build(data, base)
     except ScenarioError:

@@ -119,3 +119,19 @@ def test_every_metric_the_tool_records_is_one_an_objective_may_name() -> None:
         recorded |= set(re.findall(r"\.record\(\s*\"([a-z_.]+)\"", source.read_text()))
     assert recorded and recorded <= set(METRICS), recorded - set(METRICS)
     assert known_metric("stage.triton") and not known_metric("stage.")
+
+
+def test_a_path_given_on_the_command_line_is_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `run loadtest/scenarios/tts_bench.toml --trace loadtest/scenarios/arrivals_example.csv`
+    # looked for loadtest/scenarios/loadtest/scenarios/arrivals_example.csv: a flag's path was
+    # resolved from the scenario file's folder, as if the file had said it.
+    (tmp_path / "scenarios").mkdir()
+    path = tmp_path / "scenarios" / "s.toml"
+    path.write_text('[arrivals]\nprocess = "trace"\ntrace = "in_file.csv"\n')
+    monkeypatch.chdir(tmp_path)
+    s = load(path, {"stt.speech": Path("speech"), "arrivals.trace": Path("data/a.csv")})
+    assert s.stt.speech == tmp_path / "speech"
+    assert s.arrivals.trace == tmp_path / "data" / "a.csv"
+    assert load(path).arrivals.trace == tmp_path / "scenarios" / "in_file.csv"  # the file's own
