@@ -93,6 +93,7 @@ def load_scenario(args: argparse.Namespace) -> scenario.Scenario:
         objectives = tuple(scenario.parse_objective(o) for o in args.slo)
         s = dataclasses.replace(s, slo=dataclasses.replace(s.slo, objectives=objectives))
         scenario.validate(s)  # here, not first in a worker
+    scenario.check_files(s)
     return s
 
 

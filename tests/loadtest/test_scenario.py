@@ -93,6 +93,15 @@ def test_search_flags_override_the_scenarios_search() -> None:
             ["slo", "{path}"],
             "first_audo",
         ),
+        # Each of these was accepted and failed only in the worker: a traceback, or (a
+        # negative length) every session a CLIENT_ERROR/IndexError.
+        ('[arrivals]\nprocess = "step"\nsteps = [[1, 5]]\n', ["run", "{path}"], "steps"),
+        ('[arrivals]\nprocess = "step"\nsteps = [[0, "x"]]\n', ["run", "{path}"], "steps"),
+        ('[stt.length]\ndistribution = "fixed"\nseconds = -3\n', ["run", "{path}"], "seconds"),
+        ('[stt.length]\ndistribution = "uniform"\nlow = 9\nhigh = 3\n', ["run", "{path}"], "low"),
+        ('kind = "tts"\n[tts]\nsample_rate_hz = -5\n', ["run", "{path}"], "sample_rate_hz"),
+        ("", ["run", "{path}", "--process", "trace", "--trace", "nope.csv"], "no such file"),
+        ("", ["run", "{path}", "--speech", "/nonexistent/speech"], "not a folder"),
         # The search's own flags belong to `slo`: `run` has no search.
         ("", ["run", "{path}", "--trial", "3"], "unrecognized arguments: --trial"),
     ],
