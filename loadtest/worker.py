@@ -153,12 +153,18 @@ def _tick(
     return now_cpu, now_wall
 
 
+def share(limit: int, spec: WorkerSpec) -> int:
+    """This worker's part of a run-wide limit: the parts add up to the limit exactly. (Each
+    worker took ceil(limit / N), so N workers together ran up to N - 1 sessions past it.)"""
+    return limit // spec.count + (1 if spec.index < limit % spec.count else 0)
+
+
 async def _open_loop(ctx: SessionContext, spec: WorkerSpec, t0: float) -> set[asyncio.Task[None]]:
     s = ctx.scenario
     offsets = arrival_offsets(s.arrivals, s.limits.duration_s, s.limits.seed)
     draws = draw_sessions(s, len(offsets))
-    mine = shard(offsets, spec.index, spec.count)[: math.ceil(s.limits.max_sessions / spec.count)]
-    max_active = math.ceil(s.limits.max_streams / spec.count)
+    mine = shard(offsets, spec.index, spec.count)[: share(s.limits.max_sessions, spec)]
+    max_active = share(s.limits.max_streams, spec)
     tasks: set[asyncio.Task[None]] = set()
     for i, offset in mine:
         due = t0 + offset
@@ -204,8 +210,8 @@ async def _slot(ctx: SessionContext, slot: int, t0: float, budget: list[int]) ->
 async def _closed_loop(ctx: SessionContext, spec: WorkerSpec, t0: float) -> None:
     s = ctx.scenario
     slots = [i for i in range(s.arrivals.sessions) if i % spec.count == spec.index]
-    slots = slots[: math.ceil(s.limits.max_streams / spec.count)]
-    budget = [math.ceil(s.limits.max_sessions / spec.count)]
+    slots = slots[: share(s.limits.max_streams, spec)]
+    budget = [share(s.limits.max_sessions, spec)]
     await asyncio.gather(*(_slot(ctx, i, t0, budget) for i in slots))
 
 
