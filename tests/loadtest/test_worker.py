@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,28 @@ async def test_workers_together_keep_the_runs_limits(
         await cancel_all(tasks)
     assert started == 3
 
+
+async def test_arrivals_at_one_instant_are_refused_beyond_max_streams(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Arrivals already due (a trace's simultaneous starts, a loop running late) were admitted
+    # without the loop yielding, so no admitted session had counted itself active yet: ten
+    # arrivals at second 0 all ran under max_streams = 3.
+    async def held(ctx: SessionContext, draw: SessionDraw, due: float) -> None:
+        ctx.active += 1
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(worker, "run_session", held)
+    trace = tmp_path / "trace.csv"
+    trace.write_text("0\n" * 10)
+    s = Scenario(
+        limits=Limits(duration_s=1.0, max_streams=3),
+        arrivals=ArrivalSpec(process="trace", trace=trace),
+    )
+    ctx = _context(s)
+    tasks = await worker._open_loop(
+        ctx, worker.WorkerSpec(s.to_dict(), 0, 1, "-"), time.monotonic()
+    )
+    admitted = len(tasks)
+    await cancel_all(tasks)
+    assert admitted == 3 and ctx.recorder.counters["sessions.refused"] == 7
