@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import resource
+import signal
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -159,13 +160,16 @@ def share(limit: int, spec: WorkerSpec) -> int:
     return limit // spec.count + (1 if spec.index < limit % spec.count else 0)
 
 
-async def _open_loop(ctx: SessionContext, spec: WorkerSpec, t0: float) -> set[asyncio.Task[None]]:
+async def _open_loop(
+    ctx: SessionContext, spec: WorkerSpec, t0: float, tasks: set[asyncio.Task[None]]
+) -> None:
+    """Start this worker's arrivals as tasks in ``tasks`` (the caller's: a worker stopped
+    while arrivals still come cancels the sessions already started too)."""
     s = ctx.scenario
     offsets = arrival_offsets(s.arrivals, s.limits.duration_s, s.limits.seed)
     draws = draw_sessions(s, len(offsets))
     mine = shard(offsets, spec.index, spec.count)[: share(s.limits.max_sessions, spec)]
     max_active = share(s.limits.max_streams, spec)
-    tasks: set[asyncio.Task[None]] = set()
     for i, offset in mine:
         due = t0 + offset
         await sleep_until(due)
@@ -180,7 +184,6 @@ async def _open_loop(ctx: SessionContext, spec: WorkerSpec, t0: float) -> set[as
         task = asyncio.create_task(run_session(ctx, draws[i], due))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    return tasks
 
 
 async def _slot(ctx: SessionContext, slot: int, t0: float, budget: list[int]) -> None:
@@ -243,7 +246,7 @@ async def run_worker(spec: WorkerSpec) -> None:
                 if s.arrivals.process == "concurrency":
                     await _closed_loop(ctx, spec, t0)
                 else:
-                    tasks = await _open_loop(ctx, spec, t0)
+                    await _open_loop(ctx, spec, t0, tasks)
                     if tasks:
                         await asyncio.wait(tasks)
         finally:
@@ -272,13 +275,36 @@ async def run_worker(spec: WorkerSpec) -> None:
         await target.close()
 
 
+async def _run_until_stopped(spec: WorkerSpec) -> None:
+    """``run_worker``, ended early but cleanly by SIGINT (Ctrl-C) or SIGTERM (the parent's
+    stop, a pod's deletion): the sessions still open are cut and the summary is written, so
+    what was measured until then merges. A Ctrl-C left a traceback in every worker's error.txt,
+    and merge refuses a folder with one."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    stopping: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not stopping:  # Ctrl-C reaches the parent and its workers, then the parent's stop
+            stopping.append(signum)
+            task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        await run_worker(spec)
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+
+
 def worker_entry(spec_json: str) -> None:
     """A worker process's main: uvloop, run, and on failure leave the traceback in error.txt."""
     import uvloop
 
     spec = WorkerSpec.from_json(spec_json)
     try:
-        uvloop.run(run_worker(spec))
+        uvloop.run(_run_until_stopped(spec))
     except BaseException:
         folder = worker_dir(Path(spec.out_dir), spec.index)
         folder.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,8 @@ async def test_workers_together_keep_the_runs_limits(
     for index in range(2):
         ctx = _context(s)
         spec = worker.WorkerSpec(s.to_dict(), index, 2, "unused")
-        tasks = await worker._open_loop(ctx, spec, time.monotonic())
+        tasks: set[asyncio.Task[None]] = set()
+        await worker._open_loop(ctx, spec, time.monotonic(), tasks)
         started += len(tasks)  # the sessions it admitted, every one still open
         await cancel_all(tasks)
     assert started == 3
@@ -64,9 +65,8 @@ async def test_arrivals_at_one_instant_are_refused_beyond_max_streams(
         arrivals=ArrivalSpec(process="trace", trace=trace),
     )
     ctx = _context(s)
-    tasks = await worker._open_loop(
-        ctx, worker.WorkerSpec(s.to_dict(), 0, 1, "-"), time.monotonic()
-    )
+    tasks: set[asyncio.Task[None]] = set()
+    await worker._open_loop(ctx, worker.WorkerSpec(s.to_dict(), 0, 1, "-"), time.monotonic(), tasks)
     admitted = len(tasks)
     await cancel_all(tasks)
     assert admitted == 3 and ctx.recorder.counters["sessions.refused"] == 7
