@@ -28,6 +28,8 @@ from rich.table import Table
 from loadtest import report, results, runner, scenario, slo
 from loadtest.merge import MergeError, merge
 
+_INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
+
 _OVERRIDES = {
     # flag: (scenario key, type, help)
     "name": ("name", str, "scenario name"),
@@ -93,6 +95,7 @@ def load_scenario(args: argparse.Namespace) -> scenario.Scenario:
         objectives = tuple(scenario.parse_objective(o) for o in args.slo)
         s = dataclasses.replace(s, slo=dataclasses.replace(s.slo, objectives=objectives))
         scenario.validate(s)  # here, not first in a worker
+    scenario.check_files(s)
     return s
 
 
@@ -135,7 +138,17 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     s = load_scenario(args)
     out = _out_dir(args, s)
-    merged = runner.run(s, out / "workers", live=not args.quiet)
+    try:
+        merged = runner.run(s, out / "workers", live=not args.quiet)
+    except runner.RunInterrupted as stopped:
+        if stopped.merged is None:
+            raise
+        # What was measured until Ctrl-C is a result too (its open sessions counted CUT).
+        result = results.build(stopped.merged, s.to_dict(), {"interrupted": True})
+        write_outputs(result, out)
+        print_summary(result, out)
+        print("interrupted: the result holds what was measured until then", file=sys.stderr)
+        return _INTERRUPTED
     extra = {"slo": slo.judge(merged, s.slo).to_dict()} if s.slo.objectives else {}
     result = results.build(merged, s.to_dict(), extra)
     write_outputs(result, out)
@@ -290,3 +303,6 @@ def main(argv: list[str] | None = None) -> None:
         # Plain print: rich wraps a long line (a path) at the terminal's width.
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except (runner.RunInterrupted, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        sys.exit(_INTERRUPTED)

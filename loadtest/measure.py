@@ -101,6 +101,11 @@ class TtsContextMeasure:
     failed_reason: str = ""
 
     def on_event(self, event: Event) -> None:
+        if self.finished:
+            # A context ends once. A server that refused it still answers each request the
+            # client wrote before it heard (append, close) with an error of its own: counted,
+            # those made one refusal several contexts, and their reasons could replace its own.
+            return
         record = self.text_due >= self.warm_until
         if isinstance(event, Audio):
             if self.last_audio_at is None:

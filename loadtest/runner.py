@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from loadtest.merge import Merged, merge
+from loadtest.merge import Merged, MergeError, merge
 from loadtest.scenario import Scenario
 from loadtest.worker import (
     GO_FILE,
@@ -42,6 +42,15 @@ _EXIT_GRACE_S = 30.0
 
 class RunError(RuntimeError):
     """A worker failed to start or crashed (its traceback is in the message)."""
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C: the workers were stopped; ``merged`` is what they measured until then (None if
+    none had started its load)."""
+
+    def __init__(self, merged: Merged | None) -> None:
+        super().__init__("interrupted")
+        self.merged = merged
 
 
 @dataclass(slots=True)
@@ -138,9 +147,10 @@ def run(
     on_tick: Callable[[dict[int, dict[str, Any]]], None] | None = None,
 ) -> Merged:
     """Run ``scenario`` with its workers writing under ``out_dir``; return the merged output.
-    Raises RunError when a worker fails."""
+    Raises RunError when a worker fails, RunInterrupted (with what was measured) on Ctrl-C."""
     _clean(out_dir)
     procs = _start(scenario, out_dir)
+    interrupted = False
     try:
         _wait_ready(procs, out_dir)
         start = time.time() + _START_DELAY_S
@@ -156,12 +166,25 @@ def run(
                     view.update(progress.table(scenario, time.time() - start), refresh=True)
                 if on_tick is not None:
                     on_tick(progress.latest)
+    except KeyboardInterrupt:
+        # A terminal's Ctrl-C reaches the workers too, `kill -INT` this process alone does not:
+        # SIGTERM stops each the same way (sessions cut, summary written; a repeat is ignored).
+        interrupted = True
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
     finally:
         for proc in procs:
             proc.join(timeout=0.1 if proc.exitcode is not None else 5.0)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=5.0)
+    if interrupted:
+        try:
+            merged: Merged | None = merge([out_dir])
+        except MergeError:
+            merged = None  # stopped before any worker ran its load
+        raise RunInterrupted(merged)
     failure = _failure(out_dir)
     if failure:
         raise RunError(failure)

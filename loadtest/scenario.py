@@ -264,8 +264,9 @@ def parse_objective(text: str) -> Objective:
 
 
 def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Scenario:
-    """Read a scenario file (or the defaults), apply ``{"section.key": value}`` overrides,
-    validate. Raises ScenarioError, for an unreadable or malformed file too."""
+    """Read a scenario file (or the defaults), apply ``{"section.key": value}`` overrides (a
+    relative ``Path`` among them is from the working directory), validate. Raises
+    ScenarioError, for an unreadable or malformed file too."""
     data: dict[str, Any] = {}
     base = Path.cwd()
     if path is not None:
@@ -287,7 +288,9 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Scenario
         node = data
         for part in parents:
             node = node.setdefault(part, {})
-        node[key] = str(value) if isinstance(value, Path) else value
+        # A path on the command line is the user's, from where they are: only the file's own
+        # paths are resolved from its folder.
+        node[key] = str(value.absolute()) if isinstance(value, Path) else value
     try:
         return _build(data, base)
     except ScenarioError:
@@ -319,6 +322,10 @@ def validate(s: Scenario) -> None:
         (arr.rate > 0 and arr.to_rate >= 0, "arrivals: rate > 0, to_rate >= 0"),
         (arr.sessions >= 1, "arrivals.sessions must be at least 1"),
         (arr.process != "trace" or arr.trace is not None, "arrivals.trace: a file is needed"),
+        (arr.trace_speed > 0, "arrivals.trace_speed must be positive"),
+        (arr.process != "step" or _steps_ok(arr.steps), _STEPS),
+        (_length_ok(s.stt.length), f"stt.length: {_LENGTHS}"),
+        (s.tts.sample_rate_hz > 0, "tts.sample_rate_hz must be positive"),
         (s.tts.turns >= 1 and bool(s.tts.texts), "tts: turns >= 1 and some texts"),
         (0 < s.slo.confidence < 1, "slo.confidence in (0, 1)"),
         (s.search.over in ("rate", "concurrency"), "search.over: rate or concurrency"),
@@ -351,3 +358,42 @@ def validate(s: Scenario) -> None:
         raise ScenarioError("the tritonclient target drives STT sequences only")
     if s.target.kind == "null-relay" and s.kind != "stt":
         raise ScenarioError("the null-relay target carries STT only")
+
+
+def check_files(s: Scenario) -> None:
+    """The files a run reads, there before it starts (a worker found them missing only after
+    the target was connected, with a traceback). Raises ScenarioError."""
+    arr = s.arrivals
+    if arr.process == "trace" and arr.trace is not None and not arr.trace.is_file():
+        raise ScenarioError(f"arrivals.trace (--trace): no such file {arr.trace}")
+    if s.kind != "tts" and not s.stt.speech.is_dir():
+        raise ScenarioError(f"stt.speech (--speech): {s.stt.speech} is not a folder")
+
+
+# Values that were accepted here and failed only in a worker: a traceback, or every session a
+# CLIENT_ERROR (a negative length cut no audio at all).
+_STEPS = "arrivals.steps: [[0, rate], [second, rate], ...], ascending seconds, rates >= 0"
+_LENGTHS = "files >= 1, seconds > 0, 0 < low <= high, mean > 0, median > 0, sigma >= 0"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _steps_ok(steps: tuple[tuple[float, float], ...]) -> bool:
+    if not steps or not all(
+        isinstance(step, tuple) and len(step) == 2 and all(map(_number, step)) for step in steps
+    ):
+        return False
+    seconds = [t for t, _ in steps]
+    return seconds[0] == 0 and seconds == sorted(seconds) and all(r >= 0 for _, r in steps)
+
+
+def _length_ok(length: LengthSpec) -> bool:
+    return {
+        "files": length.files >= 1,
+        "fixed": length.seconds > 0,
+        "uniform": 0 < length.low <= length.high,
+        "exponential": length.mean > 0,
+        "lognormal": length.median > 0 and length.sigma >= 0,
+    }.get(length.distribution, True)

@@ -220,6 +220,11 @@ async def run_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     except TimeoutError:
         rec.count("sessions.cut")
         rec.error("CUT", "MAX_DURATION")
+    except asyncio.CancelledError:
+        # The worker was stopped (Ctrl-C, SIGTERM): the session is cut, not lost from the count.
+        rec.count("sessions.cut")
+        rec.error("CUT", "INTERRUPTED")
+        raise
     except Exception as exc:  # a target fault must not end the run: count it
         rec.count("sessions.failed")
         rec.error("CLIENT_ERROR", type(exc).__name__)

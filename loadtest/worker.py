@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import resource
+import signal
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -153,17 +154,29 @@ def _tick(
     return now_cpu, now_wall
 
 
-async def _open_loop(ctx: SessionContext, spec: WorkerSpec, t0: float) -> set[asyncio.Task[None]]:
+def share(limit: int, spec: WorkerSpec) -> int:
+    """This worker's part of a run-wide limit: the parts add up to the limit exactly. (Each
+    worker took ceil(limit / N), so N workers together ran up to N - 1 sessions past it.)"""
+    return limit // spec.count + (1 if spec.index < limit % spec.count else 0)
+
+
+async def _open_loop(
+    ctx: SessionContext, spec: WorkerSpec, t0: float, tasks: set[asyncio.Task[None]]
+) -> None:
+    """Start this worker's arrivals as tasks in ``tasks`` (the caller's: a worker stopped
+    while arrivals still come cancels the sessions already started too)."""
     s = ctx.scenario
     offsets = arrival_offsets(s.arrivals, s.limits.duration_s, s.limits.seed)
     draws = draw_sessions(s, len(offsets))
-    mine = shard(offsets, spec.index, spec.count)[: math.ceil(s.limits.max_sessions / spec.count)]
-    max_active = math.ceil(s.limits.max_streams / spec.count)
-    tasks: set[asyncio.Task[None]] = set()
+    mine = shard(offsets, spec.index, spec.count)[: share(s.limits.max_sessions, spec)]
+    max_active = share(s.limits.max_streams, spec)
     for i, offset in mine:
         due = t0 + offset
         await sleep_until(due)
-        if ctx.active >= max_active:
+        # The sessions admitted and not ended, not ctx.active: a session counts itself active
+        # only once it runs, and arrivals already due (simultaneous in a trace, or a late
+        # loop) are admitted without a yield, so all of them passed a check of ctx.active.
+        if len(tasks) >= max_active:
             # Refused, not queued: a queue here would hide the load the scenario asked for.
             ctx.recorder.count("sessions.refused")
             ctx.recorder.error("REFUSED", "MAX_STREAMS")
@@ -171,7 +184,6 @@ async def _open_loop(ctx: SessionContext, spec: WorkerSpec, t0: float) -> set[as
         task = asyncio.create_task(run_session(ctx, draws[i], due))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    return tasks
 
 
 async def _slot(ctx: SessionContext, slot: int, t0: float, budget: list[int]) -> None:
@@ -204,8 +216,8 @@ async def _slot(ctx: SessionContext, slot: int, t0: float, budget: list[int]) ->
 async def _closed_loop(ctx: SessionContext, spec: WorkerSpec, t0: float) -> None:
     s = ctx.scenario
     slots = [i for i in range(s.arrivals.sessions) if i % spec.count == spec.index]
-    slots = slots[: math.ceil(s.limits.max_streams / spec.count)]
-    budget = [math.ceil(s.limits.max_sessions / spec.count)]
+    slots = slots[: share(s.limits.max_streams, spec)]
+    budget = [share(s.limits.max_sessions, spec)]
     await asyncio.gather(*(_slot(ctx, i, t0, budget) for i in slots))
 
 
@@ -234,7 +246,7 @@ async def run_worker(spec: WorkerSpec) -> None:
                 if s.arrivals.process == "concurrency":
                     await _closed_loop(ctx, spec, t0)
                 else:
-                    tasks = await _open_loop(ctx, spec, t0)
+                    await _open_loop(ctx, spec, t0, tasks)
                     if tasks:
                         await asyncio.wait(tasks)
         finally:
@@ -263,13 +275,36 @@ async def run_worker(spec: WorkerSpec) -> None:
         await target.close()
 
 
+async def _run_until_stopped(spec: WorkerSpec) -> None:
+    """``run_worker``, ended early but cleanly by SIGINT (Ctrl-C) or SIGTERM (the parent's
+    stop, a pod's deletion): the sessions still open are cut and the summary is written, so
+    what was measured until then merges. A Ctrl-C left a traceback in every worker's error.txt,
+    and merge refuses a folder with one."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    stopping: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not stopping:  # Ctrl-C reaches the parent and its workers, then the parent's stop
+            stopping.append(signum)
+            task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        await run_worker(spec)
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+
+
 def worker_entry(spec_json: str) -> None:
     """A worker process's main: uvloop, run, and on failure leave the traceback in error.txt."""
     import uvloop
 
     spec = WorkerSpec.from_json(spec_json)
     try:
-        uvloop.run(run_worker(spec))
+        uvloop.run(_run_until_stopped(spec))
     except BaseException:
         folder = worker_dir(Path(spec.out_dir), spec.index)
         folder.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.events import Audio, ContextDone
+from loadtest.events import Audio, ContextDone, ContextFailed
 from loadtest.measure import TtsContextMeasure
 from loadtest.playback import Playback
 from loadtest.recorder import Recorder
@@ -52,3 +52,16 @@ def test_context_measure_records_first_audio_gaps_and_underruns() -> None:
     assert rec.counters["tts.underrun_us"] == pytest.approx(100_000, abs=1)
     assert rec.percentile_ms("tts.underrun", 100) == pytest.approx(100, rel=0.01)
     assert measure.finished
+
+
+def test_a_failed_context_counts_once_with_its_first_reason() -> None:
+    # A refused open is followed by an error for each request the client wrote before it heard
+    # (append: UNKNOWN_CONTEXT, close: CONTEXT_NOT_OPEN). Each counted the context again (314
+    # contexts from 252 requests on tts_espeak at 14 sessions) and the last one could replace
+    # the refusal as the reason the run reported.
+    rec = Recorder()
+    measure = TtsContextMeasure(rec, text_due=10.0, playback=Playback())
+    for at, reason in ((10.01, "OVERLOADED"), (10.02, "UNKNOWN_CONTEXT"), (10.03, "NOT_OPEN")):
+        measure.on_event(ContextFailed(at, "c", reason))
+    assert measure.failed_reason == "OVERLOADED"
+    assert rec.counters["tts.contexts"] == 1

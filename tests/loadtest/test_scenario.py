@@ -93,6 +93,15 @@ def test_search_flags_override_the_scenarios_search() -> None:
             ["slo", "{path}"],
             "first_audo",
         ),
+        # Each of these was accepted and failed only in the worker: a traceback, or (a
+        # negative length) every session a CLIENT_ERROR/IndexError.
+        ('[arrivals]\nprocess = "step"\nsteps = [[1, 5]]\n', ["run", "{path}"], "steps"),
+        ('[arrivals]\nprocess = "step"\nsteps = [[0, "x"]]\n', ["run", "{path}"], "steps"),
+        ('[stt.length]\ndistribution = "fixed"\nseconds = -3\n', ["run", "{path}"], "seconds"),
+        ('[stt.length]\ndistribution = "uniform"\nlow = 9\nhigh = 3\n', ["run", "{path}"], "low"),
+        ('kind = "tts"\n[tts]\nsample_rate_hz = -5\n', ["run", "{path}"], "sample_rate_hz"),
+        ("", ["run", "{path}", "--process", "trace", "--trace", "nope.csv"], "no such file"),
+        ("", ["run", "{path}", "--speech", "/nonexistent/speech"], "not a folder"),
         # The search's own flags belong to `slo`: `run` has no search.
         ("", ["run", "{path}", "--trial", "3"], "unrecognized arguments: --trial"),
     ],
@@ -119,3 +128,19 @@ def test_every_metric_the_tool_records_is_one_an_objective_may_name() -> None:
         recorded |= set(re.findall(r"\.record\(\s*\"([a-z_.]+)\"", source.read_text()))
     assert recorded and recorded <= set(METRICS), recorded - set(METRICS)
     assert known_metric("stage.triton") and not known_metric("stage.")
+
+
+def test_a_path_given_on_the_command_line_is_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `run loadtest/scenarios/tts_bench.toml --trace loadtest/scenarios/arrivals_example.csv`
+    # looked for loadtest/scenarios/loadtest/scenarios/arrivals_example.csv: a flag's path was
+    # resolved from the scenario file's folder, as if the file had said it.
+    (tmp_path / "scenarios").mkdir()
+    path = tmp_path / "scenarios" / "s.toml"
+    path.write_text('[arrivals]\nprocess = "trace"\ntrace = "in_file.csv"\n')
+    monkeypatch.chdir(tmp_path)
+    s = load(path, {"stt.speech": Path("speech"), "arrivals.trace": Path("data/a.csv")})
+    assert s.stt.speech == tmp_path / "speech"
+    assert s.arrivals.trace == tmp_path / "data" / "a.csv"
+    assert load(path).arrivals.trace == tmp_path / "scenarios" / "in_file.csv"  # the file's own

@@ -1,0 +1,80 @@
+"""A run as a user starts it from a terminal: the parent and its worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.parametrize("whom", ["group", "parent"])
+async def test_ctrl_c_stops_the_workers_and_keeps_what_they_measured(
+    echo_address: str, tmp_path: Path, whom: str
+) -> None:
+    # Ctrl-C printed a traceback and wrote no result, and each worker left its own traceback
+    # in an error.txt, so even `merge` of the folder refused what had been measured. A
+    # terminal's Ctrl-C signals the whole process group; `kill -INT` the parent alone.
+    out = tmp_path / "run"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "loadtest", "run", "--target", "echo", "--address", echo_address),
+        *("--concurrency", "4", "--workers", "2", "--duration", "20", "--quiet"),
+        *("--out", str(out)),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal gives a command
+    )
+    try:
+        progress = [out / "workers" / f"worker-{i:03d}" / "progress.jsonl" for i in range(2)]
+        for _ in range(300):  # both workers are under load (a line per second each)
+            if all(p.is_file() and p.read_text() for p in progress):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the run did not start")
+        if whom == "group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err, err.decode()
+    for _ in range(40):  # no worker outlived the run (multiprocessing's tracker exits last)
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail(f"processes of the run still alive: {_group(proc.pid)}")
+    assert not list(out.rglob("error.txt"))
+    result = json.loads((out / "result.json").read_text())
+    sessions = result["sessions"]
+    assert result["interrupted"] and result["metrics"]["stt.message"]["count"] > 0
+    assert sessions["cut"] == sessions["total"] == 4  # open at the interrupt, none lost
+    assert result["errors"] == {"CUT/INTERRUPTED": 4}
+
+
+def _group(pgid: int) -> list[str]:
+    return [
+        (p / "cmdline").read_text().replace("\0", " ")
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _pgid(p) == pgid
+    ]
+
+
+def _pgid(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
