@@ -80,7 +80,7 @@ def _add_overrides(parser: argparse.ArgumentParser, *, search: bool = False) -> 
         action="append",
         default=[],
         metavar="METRIC:pNN<=MS",
-        help="an objective, e.g. stt.final:p99<=300 (repeatable)",
+        help="an objective, e.g. stt.final:p99<=300 (repeatable; p100: the largest sample)",
     )
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--quiet", action="store_true", help="no live progress")

@@ -105,3 +105,20 @@ def test_search_reports_when_even_the_lowest_level_fails() -> None:
     spec = SearchSpec(over="rate", low=190.0, high=199.0)
     result = search(lambda level: judge(_merged(level, rng), SLO), spec)
     assert result.best is None and len(result.path) == 1
+
+
+def test_p100_is_judged_on_the_observed_maximum() -> None:
+    # `--slo 'stt.final:p100<=X'` was accepted and always failed as "not enough samples": no
+    # rank bounds the maximum. A user asking for p100 means "no sample above X".
+    merged = Merged()
+    h = merged.totals.setdefault("stt.final", new_histogram())
+    for ms in (120, 250, 280):
+        h.record_value(ms * 1000)
+    merged.counters.update({"sessions.ok": 3})
+    held = judge(merged, SloSpec(objectives=(Objective("stt.final", 100.0, 300.0),)))
+    check = held.checks[0]
+    assert held.passed and check.passed and check.samples == 3
+    assert check.observed == pytest.approx(280, rel=0.001) and "maximum" in check.note
+    missed = judge(merged, SloSpec(objectives=(Objective("stt.final", 100.0, 260.0),)))
+    assert not missed.passed and not missed.checks[0].passed
+    assert "not enough samples" not in missed.checks[0].note
