@@ -147,8 +147,16 @@ async def stt_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     _finish(
         rec, ended, rejected_since=_rejected_since(bool(started_at), intended_start, ctx.warm_until)
     )
-    # WER only where the target transcribes (an echo returns no results).
-    if spec.wer and audio.reference is not None and ended.ok and measure.first_result:
+    # WER only where the target transcribes (an echo returns no results), and only for a
+    # session that starts after the warm-up, as session.setup: the warm-up's inputs are
+    # measured by no metric, so its words (decoded on a cold target) must not count either.
+    if (
+        spec.wer
+        and audio.reference is not None
+        and ended.ok
+        and measure.first_result
+        and intended_start >= ctx.warm_until
+    ):
         reference = normalize_words(audio.reference)
         rec.count("wer.words", len(reference))
         rec.count("wer.edits", edit_distance(reference, normalize_words(" ".join(measure.finals))))
