@@ -178,6 +178,14 @@ def cmd_slo(args: argparse.Namespace) -> int:
     s = load_scenario(args)
     if not s.slo.objectives:
         raise scenario.ScenarioError("slo needs objectives ([slo] objectives or --slo)")
+    if s.search.trial_s <= s.limits.warmup_s:
+        # Each trial keeps the warm-up: one that ends with it records nothing, and every level
+        # would miss as "no samples" only after the whole search.
+        raise scenario.ScenarioError(
+            f"search.trial_s (--trial, {s.search.trial_s:g} s) must be longer than "
+            f"run.warmup_s (--warmup, {s.limits.warmup_s:g} s): a trial records nothing "
+            "before its warm-up ends"
+        )
     out = _out_dir(args, s)
     best: dict[str, Any] = {}
 

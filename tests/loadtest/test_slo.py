@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,22 @@ def test_p100_is_judged_on_the_observed_maximum() -> None:
     missed = judge(merged, SloSpec(objectives=(Objective("stt.final", 100.0, 260.0),)))
     assert not missed.passed and not missed.checks[0].passed
     assert "not enough samples" not in missed.checks[0].note
+
+
+def test_a_trial_no_longer_than_the_warm_up_is_refused_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each trial runs trial_s with the scenario's warm-up: a trial that ends before the warm-up
+    # does records nothing, and every level "missed" as "no samples" after the whole search.
+    from loadtest import cli, runner
+
+    def no_trial(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a trial ran")
+
+    monkeypatch.setattr(runner, "run", no_trial)
+    argv = ["slo", "--slo", "stt.final:p99<=300", "--warmup", "5", "--trial", "5"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*argv, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--trial" in err and "--warmup" in err, err
