@@ -162,10 +162,17 @@ def _generator(result: dict[str, Any]) -> str:
 def _slo(result: dict[str, Any]) -> str:
     out = ""
     verdict = result.get("slo")
+    search = result.get("search")
     if verdict:
         state = "ok" if verdict["passed"] else "fail"
+        # A search's figures are one level's: the best that held, or the lowest probed.
+        at = (
+            f" at {search['over']} {search['figures_at']}"
+            if search and "figures_at" in search
+            else ""
+        )
         out += (
-            f'<h2>SLO verdict: <span class="{state}">'
+            f'<h2>SLO verdict{html.escape(at)}: <span class="{state}">'
             f"{'held' if verdict['passed'] else 'missed'}</span> "
             f"(confidence {verdict['confidence']:.0%})</h2>"
         )
@@ -184,13 +191,18 @@ def _slo(result: dict[str, Any]) -> str:
                 for c in verdict["checks"]
             ],
         )
-    search = result.get("search")
     if search:
         path = search["path"]
         passed = [(i + 1.0, p["level"]) for i, p in enumerate(path) if p["passed"]]
         failed = [(i + 1.0, p["level"]) for i, p in enumerate(path) if not p["passed"]]
         trail = [(i + 1.0, p["level"]) for i, p in enumerate(path)]
-        out += f"<h2>SLO search over {html.escape(search['over'])}: best {search['best']}</h2>"
+        found = (
+            f"best {search['best']}"
+            if search["best"] is not None
+            else f'<span class="fail">no level held</span> (the lowest, '
+            f"{min((p['level'] for p in path), default='none')}, missed)"
+        )
+        out += f"<h2>SLO search over {html.escape(search['over'])}: {found}</h2>"
         out += line_chart(
             "search path",
             [("probe", trail), ("held", passed), ("missed", failed)],

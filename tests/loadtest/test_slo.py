@@ -142,3 +142,50 @@ def test_a_trial_no_longer_than_the_warm_up_is_refused_up_front(
     err = capsys.readouterr().err
     assert exited.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert "--trial" in err and "--warmup" in err, err
+
+
+def test_when_no_level_holds_the_result_is_the_lowest_levels_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With no level held, the result was a merge of every run under --out: other levels (here
+    # an earlier search's, in the same folder) pooled into one set of numbers, and no verdict
+    # said which level missed how.
+    import json
+
+    from loadtest import cli, runner
+
+    rng = np.random.default_rng(6)
+    runs: dict[Path, Merged] = {}
+    out = tmp_path / "search"
+    runs[out / "level-10" / "repeat-0"] = _merged(10, rng, 2000)  # an earlier search's
+
+    def run(s: object, folder: Path, **kwargs: object) -> Merged:
+        runs[folder] = _merged(s.arrivals.rate, rng, 2000)  # type: ignore[attr-defined]
+        return runs[folder]
+
+    def merge(roots: list[Path], **kwargs: object) -> Merged:
+        pooled = Merged()
+        for folder, m in runs.items():
+            if any(folder.is_relative_to(root) for root in roots):
+                for metric, h in m.totals.items():
+                    pooled.totals.setdefault(metric, new_histogram()).add(h)
+                pooled.counters.update(m.counters)
+        return pooled
+
+    monkeypatch.setattr(runner, "run", run)
+    monkeypatch.setattr(cli, "merge", merge)
+    argv = ["slo", "--slo", "stt.final:p99<=300", "--search-low", "190", "--search-high", "199"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*argv, "--search-repeats", "2", "--trial", "1", "--out", str(out), "--quiet"])
+    assert exited.value.code == 1
+    result = json.loads((out / "result.json").read_text())
+    assert result["search"]["best"] is None and result["search"]["figures_at"] == 190
+    assert result["scenario"]["arrivals"]["rate"] == 190
+    assert result["metrics"]["stt.final"]["count"] == 2 * 2000  # its two repeats, nothing else
+    verdict = result["slo"]
+    assert not verdict["passed"] and not verdict["checks"][0]["passed"]
+    # Level 190's p99: 10 / (1 - 190/200) ms x ln(100) = 921 ms.
+    assert verdict["checks"][0]["observed"] == pytest.approx(921, rel=0.15)
+    printed = capsys.readouterr().out
+    assert "no rate held the SLO" in printed and "stt.final p99 <= 300 ms" in printed, printed
+    assert "no level held" in (out / "report.html").read_text()
