@@ -150,8 +150,25 @@ def _generator(result: dict[str, Any]) -> str:
         [k, f"{v['cpu_mean']:.0%}", f"{v['cpu_max']:.0%}", v["lag_p99_ms_max"]]
         for k, v in g["workers"].items()
     ]
-    per = g["cpu_us_per_message"]
-    note = f"<p>Client CPU per message: {per:.0f} µs.</p>" if per else ""
+    per, counts = g["cpu_us_per_message"], g.get("message_counts", {})
+    note = ""
+    if per:
+        parts = [
+            f"{counts[k]} {label}"
+            for k, label in (
+                ("stt.chunks", "STT audio chunks sent"),
+                ("tts.chunks", "TTS audio chunks received"),
+            )
+            if counts.get(k)
+        ]
+        over = f": {' + '.join(parts)}" if parts else ""
+        note = (
+            f"<p>Client CPU per message: {per:.0f} µs ({g['cpu_s']:.2f} s of CPU over "
+            f"{g['messages']} messages{over})."
+        )
+        if g.get("cpu_us_per_tts_request"):
+            note += f" Client CPU per TTS request: {g['cpu_us_per_tts_request']:.0f} µs."
+        note += "</p>"
     return (
         "<h2>Generator</h2>"
         + note

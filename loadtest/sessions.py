@@ -182,6 +182,10 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
                 # OVERLOADED) was counted as a request the target never served.
                 taken.add(context)
                 rec.count("tts.requests")
+        if isinstance(event, Audio):
+            # Every chunk received, the warm-up's too (as stt.chunks counts every chunk sent):
+            # the messages the client's CPU, the whole run's, is divided by.
+            rec.count("tts.chunks")
         if isinstance(event, ContextOpened):
             if not opened:
                 opened.append(event.at)

@@ -132,3 +132,11 @@ async def test_word_error_rate_leaves_out_the_warm_up_as_the_latencies_do() -> N
     await stt_session(measured, draw, time.monotonic())
     counters = measured.recorder.counters
     assert (counters["wer.words"], counters["wer.edits"]) == (2, 1), counters
+
+
+async def test_every_tts_audio_chunk_received_is_counted_warm_up_included() -> None:
+    # The denominator of the client's CPU per message, which is the whole run's CPU: as
+    # stt.chunks counts every chunk sent, tts.chunks counts every chunk received.
+    ctx = _context(_Target(_ScriptedTts(chunks=4)), warm_until=time.monotonic() + 60, turns=2)
+    await tts_session(ctx, SessionDraw(0, "tts", 0.0, 0), time.monotonic())
+    assert ctx.recorder.counters["tts.chunks"] == 8, ctx.recorder.counters
