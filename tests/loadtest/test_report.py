@@ -140,3 +140,16 @@ def test_client_cpu_per_message_says_what_it_divides_by() -> None:
     m.counters["stt.chunks"] = 600
     mixed = results.build(m, Scenario(kind="mixed").to_dict())["generator"]
     assert mixed["cpu_us_per_message"] == 2_000 and mixed["cpu_us_per_tts_request"] is None
+
+
+def test_the_stage_bar_chart_labels_its_bars_and_nothing_else_on_x() -> None:
+    # Its x axis took the line chart's numeric ticks over [0, 1], all drawn at the axis'
+    # left end: stray labels 0, 0.2 ... 1 under the first bar.
+    import re
+
+    from loadtest import svg
+
+    chart = svg.bar_chart("mean time per stream by stage", [("decode", 0.9), ("triton", 4.0)], "ms")
+    below_axis = f'y="{svg.H - svg.PAD_B + 16}"'
+    labels = re.findall(rf"<text [^>]*{below_axis}[^>]*>([^<]*)</text>", chart)
+    assert labels == ["decode", "triton"], labels
