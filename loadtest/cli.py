@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -80,7 +81,7 @@ def _add_overrides(parser: argparse.ArgumentParser, *, search: bool = False) -> 
         action="append",
         default=[],
         metavar="METRIC:pNN<=MS",
-        help="an objective, e.g. stt.final:p99<=300 (repeatable)",
+        help="an objective, e.g. stt.final:p99<=300 (repeatable; p100: the largest sample)",
     )
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--quiet", action="store_true", help="no live progress")
@@ -178,8 +179,17 @@ def cmd_slo(args: argparse.Namespace) -> int:
     s = load_scenario(args)
     if not s.slo.objectives:
         raise scenario.ScenarioError("slo needs objectives ([slo] objectives or --slo)")
+    if s.search.trial_s <= s.limits.warmup_s:
+        # Each trial keeps the warm-up: one that ends with it records nothing, and every level
+        # would miss as "no samples" only after the whole search.
+        raise scenario.ScenarioError(
+            f"search.trial_s (--trial, {s.search.trial_s:g} s) must be longer than "
+            f"run.warmup_s (--warmup, {s.limits.warmup_s:g} s): a trial records nothing "
+            "before its warm-up ends"
+        )
     out = _out_dir(args, s)
     best: dict[str, Any] = {}
+    lowest: dict[str, Any] = {}
 
     def trial(level: float) -> slo.Verdict:
         pooled = []
@@ -192,19 +202,38 @@ def cmd_slo(args: argparse.Namespace) -> int:
         verdict = slo.judge(merged, s.slo)
         if verdict.passed and level >= best.get("level", -1):
             best.update(level=level, merged=merged, verdict=verdict)
+        if level <= lowest.get("level", math.inf):
+            lowest.update(level=level, merged=merged, verdict=verdict)
         return verdict
 
     found = slo.search(trial, s.search)
-    extra: dict[str, Any] = {"search": found.to_dict()}
-    if "merged" in best:
-        extra["slo"] = best["verdict"].to_dict()
-        result = results.build(best["merged"], _at_level(s, best["level"]).to_dict(), extra)
-    else:
-        result = results.build(merge([out], pool_runs=True), s.to_dict(), extra)
+    # The result holds one level's own figures: the best that held or, when none did, the
+    # lowest, which missed by least. (A merge of the whole folder pooled every level probed,
+    # and any earlier search's there, into numbers of no level at all.)
+    shown = best or lowest
+    extra = {
+        "search": {**found.to_dict(), "figures_at": shown["level"]},
+        "slo": shown["verdict"].to_dict(),
+    }
+    result = results.build(shown["merged"], _at_level(s, shown["level"]).to_dict(), extra)
     write_outputs(result, out)
     print_summary(result, out)
-    Console().print(f"highest {s.search.over} holding the SLO: {found.best}")
-    return 0 if found.best is not None else 1
+    over = s.search.over
+    if found.best is not None:
+        Console().print(f"highest {over} holding the SLO: {found.best}")
+        return 0
+    missed = "; ".join(_missed(c) for c in shown["verdict"].checks if not c.passed)
+    lowest_text = f"no {over} held the SLO: the lowest, {shown['level']:g}, missed {missed}"
+    Console().print(lowest_text, markup=False)
+    return 1
+
+
+def _missed(check: slo.Check) -> str:
+    """A failed check as a line says it: what, and by how much."""
+    seen = f"observed {check.observed:g}" if check.observed is not None else "no samples"
+    bound = f", upper bound {check.bound:g}" if check.bound is not None else ""
+    note = f" ({check.note})" if check.note and check.observed is not None else ""
+    return f"{check.name}: {seen}{bound}{note}"
 
 
 def _at_level(s: scenario.Scenario, level: float) -> scenario.Scenario:

@@ -85,3 +85,14 @@ class Ended:
 
 
 Event = Started | Result | Ack | ContextOpened | Audio | ContextDone | ContextFailed | Ended
+
+# The reason of a stream that never reached the target (nothing listening, the connection
+# refused, a name that does not resolve), whichever its wire: gRPC's status for it is
+# UNAVAILABLE, and a WebSocket target ends such a stream the same way, so that one cause is
+# one error key (``UNAVAILABLE/CONNECT_FAILED``) when targets are compared.
+CONNECT_FAILED = "CONNECT_FAILED"
+
+
+def connect_failed(at: float) -> Ended:
+    """The end of a stream that could not connect."""
+    return Ended(at, "UNAVAILABLE", CONNECT_FAILED)

@@ -150,8 +150,25 @@ def _generator(result: dict[str, Any]) -> str:
         [k, f"{v['cpu_mean']:.0%}", f"{v['cpu_max']:.0%}", v["lag_p99_ms_max"]]
         for k, v in g["workers"].items()
     ]
-    per = g["cpu_us_per_message"]
-    note = f"<p>Client CPU per message: {per:.0f} µs.</p>" if per else ""
+    per, counts = g["cpu_us_per_message"], g.get("message_counts", {})
+    note = ""
+    if per:
+        parts = [
+            f"{counts[k]} {label}"
+            for k, label in (
+                ("stt.chunks", "STT audio chunks sent"),
+                ("tts.chunks", "TTS audio chunks received"),
+            )
+            if counts.get(k)
+        ]
+        over = f": {' + '.join(parts)}" if parts else ""
+        note = (
+            f"<p>Client CPU per message: {per:.0f} µs ({g['cpu_s']:.2f} s of CPU over "
+            f"{g['messages']} messages{over})."
+        )
+        if g.get("cpu_us_per_tts_request"):
+            note += f" Client CPU per TTS request: {g['cpu_us_per_tts_request']:.0f} µs."
+        note += "</p>"
     return (
         "<h2>Generator</h2>"
         + note
@@ -162,10 +179,17 @@ def _generator(result: dict[str, Any]) -> str:
 def _slo(result: dict[str, Any]) -> str:
     out = ""
     verdict = result.get("slo")
+    search = result.get("search")
     if verdict:
         state = "ok" if verdict["passed"] else "fail"
+        # A search's figures are one level's: the best that held, or the lowest probed.
+        at = (
+            f" at {search['over']} {search['figures_at']}"
+            if search and "figures_at" in search
+            else ""
+        )
         out += (
-            f'<h2>SLO verdict: <span class="{state}">'
+            f'<h2>SLO verdict{html.escape(at)}: <span class="{state}">'
             f"{'held' if verdict['passed'] else 'missed'}</span> "
             f"(confidence {verdict['confidence']:.0%})</h2>"
         )
@@ -184,13 +208,18 @@ def _slo(result: dict[str, Any]) -> str:
                 for c in verdict["checks"]
             ],
         )
-    search = result.get("search")
     if search:
         path = search["path"]
         passed = [(i + 1.0, p["level"]) for i, p in enumerate(path) if p["passed"]]
         failed = [(i + 1.0, p["level"]) for i, p in enumerate(path) if not p["passed"]]
         trail = [(i + 1.0, p["level"]) for i, p in enumerate(path)]
-        out += f"<h2>SLO search over {html.escape(search['over'])}: best {search['best']}</h2>"
+        found = (
+            f"best {search['best']}"
+            if search["best"] is not None
+            else f'<span class="fail">no level held</span> (the lowest, '
+            f"{min((p['level'] for p in path), default='none')}, missed)"
+        )
+        out += f"<h2>SLO search over {html.escape(search['over'])}: {found}</h2>"
         out += line_chart(
             "search path",
             [("probe", trail), ("held", passed), ("missed", failed)],

@@ -20,7 +20,10 @@ PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 # pacing wake-ups are this late at p99: then the numbers describe the tool, not the target.
 SATURATED_CPU = 0.9
 SATURATED_LAG_MS = 10.0
-MESSAGE_COUNTERS = ("stt.chunks", "tts.requests")
+# The messages the client's CPU is divided by: the streams' audio messages, STT chunks sent and
+# TTS chunks received (a TTS request is answered by many chunks: divided by requests, the cost
+# per message of a TTS run was that many times too high).
+MESSAGE_COUNTERS = ("stt.chunks", "tts.chunks")
 
 
 def stats(h: HdrHistogram) -> dict[str, float]:
@@ -95,7 +98,8 @@ def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None
     if isinstance(target, dict) and target.get("api_key"):
         scenario = {**scenario, "target": {**target, "api_key": "(redacted)"}}
     c = merged.counters
-    messages = sum(c.get(k, 0) for k in MESSAGE_COUNTERS)
+    counts = {k: c.get(k, 0) for k in MESSAGE_COUNTERS}
+    messages, requests = sum(counts.values()), c.get("tts.requests", 0)
     sessions = c.get("sessions.ok", 0) + c.get("sessions.failed", 0) + c.get("sessions.cut", 0)
     workers, warnings = generator_health(merged)
     words = c.get("wer.words", 0)
@@ -145,7 +149,12 @@ def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None
             "workers": workers,
             "cpu_s": merged.cpu_s,
             "messages": messages,
+            "message_counts": counts,  # what cpu_us_per_message divides by
             "cpu_us_per_message": merged.cpu_s * 1e6 / messages if messages else None,
+            # Per TTS request only in a run of TTS alone: a mixed run's CPU is one sum of both.
+            "cpu_us_per_tts_request": (
+                merged.cpu_s * 1e6 / requests if requests and not counts["stt.chunks"] else None
+            ),
             "warnings": warnings,
         },
         "counters": dict(sorted(c.items())),

@@ -81,7 +81,7 @@ class _Progress:
                 "sessions.ok",
                 "sessions.failed",
                 "stt.chunks",
-                "tts.requests",
+                "tts.chunks",
             )
         }
         table = Table(
@@ -97,7 +97,7 @@ class _Progress:
             str(total["sessions.started"]),
             str(total["sessions.ok"]),
             str(total["sessions.failed"]),
-            str(total["stt.chunks"] + total["tts.requests"]),
+            str(total["stt.chunks"] + total["tts.chunks"]),  # results.MESSAGE_COUNTERS
             cpu,
             f"{lag:.1f} ms",
         )

@@ -15,7 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from loadtest.arrivals import SessionDraw
-from loadtest.events import ContextDone, ContextFailed, ContextOpened, Ended, Event, Started
+from loadtest.events import (
+    Audio,
+    ContextDone,
+    ContextFailed,
+    ContextOpened,
+    Ended,
+    Event,
+    Started,
+)
 from loadtest.measure import SttMeasure, TtsContextMeasure, setup_latency
 from loadtest.pacing import Schedule, sleep_until
 from loadtest.playback import Playback
@@ -139,8 +147,16 @@ async def stt_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     _finish(
         rec, ended, rejected_since=_rejected_since(bool(started_at), intended_start, ctx.warm_until)
     )
-    # WER only where the target transcribes (an echo returns no results).
-    if spec.wer and audio.reference is not None and ended.ok and measure.first_result:
+    # WER only where the target transcribes (an echo returns no results), and only for a
+    # session that starts after the warm-up, as session.setup: the warm-up's inputs are
+    # measured by no metric, so its words (decoded on a cold target) must not count either.
+    if (
+        spec.wer
+        and audio.reference is not None
+        and ended.ok
+        and measure.first_result
+        and intended_start >= ctx.warm_until
+    ):
         reference = normalize_words(audio.reference)
         rec.count("wer.words", len(reference))
         rec.count("wer.edits", edit_distance(reference, normalize_words(" ".join(measure.finals))))
@@ -155,14 +171,26 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     contexts: dict[str, TtsContextMeasure] = {}
     finished: dict[str, asyncio.Event] = {}
     opened: list[float] = []
+    taken: set[str] = set()
 
     def on_event(event: Event) -> None:
+        context = getattr(event, "context_id", None)
+        if isinstance(event, ContextOpened | Audio | ContextDone) and context in contexts:
+            if context not in taken:
+                # A request counts once the target takes it up (its context opened, or audio
+                # or done for it): a session or context refused before that (RATE_LIMITED,
+                # OVERLOADED) was counted as a request the target never served.
+                taken.add(context)
+                rec.count("tts.requests")
+        if isinstance(event, Audio):
+            # Every chunk received, the warm-up's too (as stt.chunks counts every chunk sent):
+            # the messages the client's CPU, the whole run's, is divided by.
+            rec.count("tts.chunks")
         if isinstance(event, ContextOpened):
             if not opened:
                 opened.append(event.at)
                 setup_latency(rec, event, intended_start, ctx.warm_until)
             return
-        context = getattr(event, "context_id", None)
         if context in contexts:
             contexts[context].on_event(event)
             if isinstance(event, ContextDone | ContextFailed):
@@ -183,7 +211,6 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
             await stream.open_context(cid)
             await stream.append(cid, spec.texts[(draw.index + turn) % len(spec.texts)])
             await stream.close_context(cid)
-            rec.count("tts.requests")
             if not await _until(finished[cid], reader, s.limits.step_timeout_s):
                 break
             if contexts[cid].failed_reason:

@@ -6,9 +6,10 @@ statistics): with n samples, the number of samples below the true q-quantile is 
 so the k-th smallest sample is at or above the quantile with probability P(Bin(n, q) <= k-1);
 the bound is the smallest k for which that probability reaches c (Hahn and Meeker, *Statistical
 Intervals*, 1991, ch. 5). With too few samples no k qualifies and the objective fails as
-"not enough samples". The error rate is judged on its observed value, with its Wilson upper
-bound reported beside it (a bound of 0.1 % at 95 % would need about 3000 error-free sessions
-per level). Underruns are a count.
+"not enough samples". p100 has no such bound at all (no sample bounds a true maximum): it is
+judged on the observed maximum, every sample within the limit, from one sample on. The error
+rate is judged on its observed value, with its Wilson upper bound reported beside it (a bound
+of 0.1 % at 95 % would need about 3000 error-free sessions per level). Underruns are a count.
 
 The search bisects over arrival rate or concurrency: each probed level runs ``repeats`` trials,
 their histograms pooled, and one verdict is drawn from the pool. It assumes the verdict is
@@ -105,8 +106,15 @@ def judge(merged: Merged, slo: SloSpec) -> Verdict:
         if h is None or not h.get_total_count():
             checks.append(Check(name, False, None, None, o.max_ms, 0, "no samples"))
             continue
-        bound, n = quantile_upper_bound_ms(h, o.percentile, slo.confidence)
         observed = h.get_value_at_percentile(o.percentile) / 1000.0
+        if o.percentile >= 100:
+            # No sample bounds the true maximum, at any confidence: p100 means "no sample
+            # above the limit", judged on the observed maximum (one sample is enough).
+            n = h.get_total_count()
+            note = "p100: the observed maximum, every sample judged; no confidence bound"
+            checks.append(Check(name, observed <= o.max_ms, observed, None, o.max_ms, n, note))
+            continue
+        bound, n = quantile_upper_bound_ms(h, o.percentile, slo.confidence)
         note = "" if bound is not None else "not enough samples for the bound"
         checks.append(
             Check(name, bound is not None and bound <= o.max_ms, observed, bound, o.max_ms, n, note)

@@ -90,7 +90,11 @@ def line_chart(
     return _frame(title, x_label, y_label, "".join(body))
 
 
-def _axes(sx, sy, x0: float, x1: float, y1: float, nines_x: bool) -> str:  # noqa: ANN001
+def _axes(  # noqa: ANN001
+    sx, sy, x0: float, x1: float, y1: float, nines_x: bool, *, x_ticks: bool = True
+) -> str:
+    """Both axes, y ticks from 0 to ``y1``; x ticks over [x0, x1] unless ``x_ticks`` is False
+    (a bar chart's bars are categories, labelled by the bars themselves)."""
     parts = [
         f'<g class="axes" stroke="#999" font-size="11">'
         f'<line x1="{PAD_L}" y1="{H - PAD_B}" x2="{W - PAD_R}" y2="{H - PAD_B}"/>'
@@ -103,11 +107,11 @@ def _axes(sx, sy, x0: float, x1: float, y1: float, nines_x: bool) -> str:  # noq
             f'<line x1="{PAD_L}" y1="{sy(y):.1f}" x2="{W - PAD_R}" y2="{sy(y):.1f}" '
             f'stroke="#eee"/>'
         )
-    xs = (
-        [(float(n), f"{100 - 100 / 10**n:g}") for n in range(int(x1) + 1)]
-        if nines_x
-        else [(x, _fmt(x)) for x in _ticks(x0, x1)]
-    )
+    xs: list[tuple[float, str]] = []
+    if x_ticks and nines_x:
+        xs = [(float(n), f"{100 - 100 / 10**n:g}") for n in range(int(x1) + 1)]
+    elif x_ticks:
+        xs = [(x, _fmt(x)) for x in _ticks(x0, x1)]
     for x, label in xs:
         if x0 <= x <= x1:
             parts.append(
@@ -133,7 +137,7 @@ def bar_chart(title: str, bars: list[tuple[str, float]], y_label: str) -> str:
     top = max(v for _, v in bars) * 1.1 or 1.0
     width = (W - PAD_L - PAD_R) / len(bars)
     sy = lambda y: H - PAD_B - y / top * (H - PAD_T - PAD_B)  # noqa: E731
-    body = [_axes(lambda x: PAD_L, sy, 0, 1, top, False)]
+    body = [_axes(lambda x: PAD_L, sy, 0, 1, top, False, x_ticks=False)]
     for i, (label, value) in enumerate(bars):
         x = PAD_L + i * width + width * 0.15
         body.append(

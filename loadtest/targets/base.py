@@ -10,10 +10,11 @@ module with these two classes; nothing else changes.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from loadtest.events import Event
+from loadtest.events import Ended, Event, connect_failed
 
 
 class TargetError(Exception):
@@ -65,6 +66,36 @@ class TtsStream(Protocol):
     async def next_event(self) -> Event: ...
 
     def cancel(self) -> None: ...
+
+
+class UnconnectedStream:
+    """An STT or TTS stream whose connection could not be made: it sends nothing and ends at
+    once with ``UNAVAILABLE/CONNECT_FAILED``, as a gRPC call to nothing listening does, so the
+    session driver counts it as any failed session (not as an exception of the client's)."""
+
+    def __init__(self) -> None:
+        self._ended: Ended = connect_failed(time.monotonic())
+
+    async def send_audio(self, pcm: bytes) -> None:
+        pass
+
+    async def open_context(self, context_id: str) -> None:
+        pass
+
+    async def append(self, context_id: str, text: str) -> None:
+        pass
+
+    async def close_context(self, context_id: str) -> None:
+        pass
+
+    async def finish(self) -> None:
+        pass
+
+    async def next_event(self) -> Event:
+        return self._ended
+
+    def cancel(self) -> None:
+        pass
 
 
 class Target(Protocol):

@@ -13,6 +13,7 @@ import grpc
 
 from loadtest.events import Ack, Ended, Event, Started
 from loadtest.targets.base import SttOptions, TtsOptions
+from loadtest.targets.voxwire_grpc import connect_reason
 
 # The method benchmarks/echo_server.py serves (ECHO_METHOD there).
 ECHO_METHOD = "/voxwire.bench.Echo/Echo"
@@ -40,7 +41,9 @@ class EchoStream:
         try:
             message = await self._call.read()
         except grpc.aio.AioRpcError as exc:
-            return Ended(time.monotonic(), exc.code().name)
+            return Ended(
+                time.monotonic(), exc.code().name, connect_reason(exc.code(), exc.details())
+            )
         at = time.monotonic()
         if message is grpc.aio.EOF:
             return Ended(at, (await self._call.code()).name)

@@ -41,7 +41,7 @@ from loadtest.events import (
     Result,
     Started,
 )
-from loadtest.targets.base import SttOptions, TargetError, TtsOptions
+from loadtest.targets.base import SttOptions, TargetError, TtsOptions, UnconnectedStream
 from loadtest.targets.voxwire_grpc import stages_from_timings
 from voxwire.edge import frames
 from voxwire.edge.messages import decode, encode
@@ -253,29 +253,36 @@ class GatewayTarget:
         if self._http is not None:
             await self._http.close()
 
-    async def _connect(self, path: str, query: dict[str, str]) -> aiohttp.ClientWebSocketResponse:
+    async def _connect(
+        self, path: str, query: dict[str, str]
+    ) -> aiohttp.ClientWebSocketResponse | None:
+        """The stream's WebSocket, or None when no connection could be made at all."""
         if self._http is None:
             raise RuntimeError("target not started")
         url = f"ws://{self.address}{path}?{urlencode(query)}"
-        async with asyncio.timeout(_CONNECT_TIMEOUT_S):
-            return await self._http.ws_connect(
-                url,
-                headers={"Authorization": f"Bearer {self._api_key}"},
-                # The gateway pings; aiohttp answers them (autoping). No pings of our own.
-                heartbeat=None,
-                max_msg_size=_MAX_MESSAGE_BYTES,
-                compress=0,  # as the SDK: audio does not pay for deflate
-            )
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                return await self._http.ws_connect(
+                    url,
+                    headers={"Authorization": f"Bearer {self._api_key}"},
+                    # The gateway pings; aiohttp answers them (autoping). No pings of our own.
+                    heartbeat=None,
+                    max_msg_size=_MAX_MESSAGE_BYTES,
+                    compress=0,  # as the SDK: audio does not pay for deflate
+                )
+        except aiohttp.ClientConnectorError:
+            return None  # the stream ends as UNAVAILABLE/CONNECT_FAILED, as a gRPC one would
 
-    async def open_stt(self, options: SttOptions) -> GatewayStt:
+    async def open_stt(self, options: SttOptions) -> GatewayStt | UnconnectedStream:
         query = {
             "model": options.model,
             "encoding": "pcm_s16le",
             "sample_rate": str(options.rate_hz),
             "interim_results": "true" if options.interim_results else "false",
         }
-        return GatewayStt(await self._connect("/v1/stt/stream", query), self._closing)
+        ws = await self._connect("/v1/stt/stream", query)
+        return GatewayStt(ws, self._closing) if ws is not None else UnconnectedStream()
 
-    async def open_tts(self, options: TtsOptions) -> GatewayTts:
+    async def open_tts(self, options: TtsOptions) -> GatewayTts | UnconnectedStream:
         ws = await self._connect("/v1/tts/stream", self._tts_query)
-        return GatewayTts(ws, self._closing, options)
+        return GatewayTts(ws, self._closing, options) if ws is not None else UnconnectedStream()

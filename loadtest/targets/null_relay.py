@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from loadtest.events import Ended, Event, Result, Started
-from loadtest.targets.base import SttOptions, TtsOptions
+from loadtest.targets.base import SttOptions, TtsOptions, UnconnectedStream
 from loadtest.targets.gateway import _CLOSED, _CONNECT_TIMEOUT_S, _Socket
 from loadtest.targets.voxwire_grpc import stages_from_timings
 from voxwire.v1 import audio_pb2
@@ -83,13 +83,16 @@ class NullRelayTarget:
         if self._http is not None:
             await self._http.close()
 
-    async def open_stt(self, options: SttOptions) -> RelayStt:
+    async def open_stt(self, options: SttOptions) -> RelayStt | UnconnectedStream:
         if self._http is None:
             raise RuntimeError("target not started")
-        async with asyncio.timeout(_CONNECT_TIMEOUT_S):
-            ws = await self._http.ws_connect(
-                f"ws://{self.address}{RELAY_PATH}", heartbeat=None, compress=0
-            )
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                ws = await self._http.ws_connect(
+                    f"ws://{self.address}{RELAY_PATH}", heartbeat=None, compress=0
+                )
+        except aiohttp.ClientConnectorError:
+            return UnconnectedStream()  # UNAVAILABLE/CONNECT_FAILED, as every target says it
         stream = RelayStt(ws, self._closing)
         fmt = audio_pb2.AudioFormat(
             encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=options.rate_hz, channels=1

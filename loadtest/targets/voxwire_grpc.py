@@ -17,6 +17,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from loadtest.events import (
+    CONNECT_FAILED,
     Audio,
     ContextDone,
     ContextFailed,
@@ -33,6 +34,10 @@ from voxwire.v1 import transcription_pb2 as stt_pb2
 from voxwire.v1 import transcription_pb2_grpc as stt_grpc
 
 _DETAILS = "grpc-status-details-bin"
+# How grpc core details a call that never reached a server: nothing listening or refused
+# ("failed to connect to all addresses; last error: ..."), or a name that does not resolve
+# ("DNS resolution failed ...", "errors resolving ..."). Its status is UNAVAILABLE either way.
+_NOT_CONNECTED = ("failed to connect to all addresses", "DNS resolution failed", "errors resolving")
 _PCM16 = audio_pb2.AUDIO_ENCODING_PCM_S16LE
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
 
@@ -68,6 +73,14 @@ def reason_from_trailers(trailers: Any) -> str:
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 return str(info.reason)
+    return ""
+
+
+def connect_reason(code: grpc.StatusCode, details: str | None) -> str:
+    """``CONNECT_FAILED`` for a call that could not connect, '' otherwise: the gRPC status
+    stays UNAVAILABLE, the reason is the one every target gives that cause."""
+    if code == grpc.StatusCode.UNAVAILABLE and (details or "").startswith(_NOT_CONNECTED):
+        return CONNECT_FAILED
     return ""
 
 
@@ -121,7 +134,7 @@ class _Call:
         return Ended(
             at,
             code.name,
-            reason_from_trailers(trailers),
+            reason_from_trailers(trailers) or connect_reason(code, await self.call.details()),
             stages_from_trailers(trailers),
             retry_delay_from_trailers(trailers),
         )

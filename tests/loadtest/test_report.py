@@ -123,3 +123,33 @@ def test_report_renders_its_plots_in_chromium(tmp_path: Path) -> None:
         assert browser.page.locator("text=SLO verdict").count() == 1
         assert browser.errors == []
         assert all(url.startswith("file://") for url in requests)
+
+
+def test_client_cpu_per_message_says_what_it_divides_by() -> None:
+    # A TTS request is answered by many audio chunks: CPU per "message" divided by requests
+    # was inflated by the chunks per request, and the report did not say what it divided by.
+    m = Merged(cpu_s=2.0, elapsed_s=10.0)
+    m.counters.update({"sessions.ok": 10, "tts.requests": 10, "tts.chunks": 400})
+    g = results.build(m, Scenario(kind="tts").to_dict())["generator"]
+    assert g["messages"] == 400 and g["message_counts"] == {"stt.chunks": 0, "tts.chunks": 400}
+    assert g["cpu_us_per_message"] == 5_000  # 2 s over 400 audio chunks
+    assert g["cpu_us_per_tts_request"] == 200_000  # and over 10 requests
+    html = report.render(results.build(m, Scenario(kind="tts").to_dict()))
+    assert "400 TTS audio chunks received" in html and "per TTS request: 200000 µs" in html
+    # In a mixed run the CPU of the two kinds is one sum: no per-request figure.
+    m.counters["stt.chunks"] = 600
+    mixed = results.build(m, Scenario(kind="mixed").to_dict())["generator"]
+    assert mixed["cpu_us_per_message"] == 2_000 and mixed["cpu_us_per_tts_request"] is None
+
+
+def test_the_stage_bar_chart_labels_its_bars_and_nothing_else_on_x() -> None:
+    # Its x axis took the line chart's numeric ticks over [0, 1], all drawn at the axis'
+    # left end: stray labels 0, 0.2 ... 1 under the first bar.
+    import re
+
+    from loadtest import svg
+
+    chart = svg.bar_chart("mean time per stream by stage", [("decode", 0.9), ("triton", 4.0)], "ms")
+    below_axis = f'y="{svg.H - svg.PAD_B + 16}"'
+    labels = re.findall(rf"<text [^>]*{below_axis}[^>]*>([^<]*)</text>", chart)
+    assert labels == ["decode", "triton"], labels

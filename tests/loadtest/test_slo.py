@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,86 @@ def test_search_reports_when_even_the_lowest_level_fails() -> None:
     spec = SearchSpec(over="rate", low=190.0, high=199.0)
     result = search(lambda level: judge(_merged(level, rng), SLO), spec)
     assert result.best is None and len(result.path) == 1
+
+
+def test_p100_is_judged_on_the_observed_maximum() -> None:
+    # `--slo 'stt.final:p100<=X'` was accepted and always failed as "not enough samples": no
+    # rank bounds the maximum. A user asking for p100 means "no sample above X".
+    merged = Merged()
+    h = merged.totals.setdefault("stt.final", new_histogram())
+    for ms in (120, 250, 280):
+        h.record_value(ms * 1000)
+    merged.counters.update({"sessions.ok": 3})
+    held = judge(merged, SloSpec(objectives=(Objective("stt.final", 100.0, 300.0),)))
+    check = held.checks[0]
+    assert held.passed and check.passed and check.samples == 3
+    assert check.observed == pytest.approx(280, rel=0.001) and "maximum" in check.note
+    missed = judge(merged, SloSpec(objectives=(Objective("stt.final", 100.0, 260.0),)))
+    assert not missed.passed and not missed.checks[0].passed
+    assert "not enough samples" not in missed.checks[0].note
+
+
+def test_a_trial_no_longer_than_the_warm_up_is_refused_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each trial runs trial_s with the scenario's warm-up: a trial that ends before the warm-up
+    # does records nothing, and every level "missed" as "no samples" after the whole search.
+    from loadtest import cli, runner
+
+    def no_trial(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a trial ran")
+
+    monkeypatch.setattr(runner, "run", no_trial)
+    argv = ["slo", "--slo", "stt.final:p99<=300", "--warmup", "5", "--trial", "5"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*argv, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--trial" in err and "--warmup" in err, err
+
+
+def test_when_no_level_holds_the_result_is_the_lowest_levels_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With no level held, the result was a merge of every run under --out: other levels (here
+    # an earlier search's, in the same folder) pooled into one set of numbers, and no verdict
+    # said which level missed how.
+    import json
+
+    from loadtest import cli, runner
+
+    rng = np.random.default_rng(6)
+    runs: dict[Path, Merged] = {}
+    out = tmp_path / "search"
+    runs[out / "level-10" / "repeat-0"] = _merged(10, rng, 2000)  # an earlier search's
+
+    def run(s: object, folder: Path, **kwargs: object) -> Merged:
+        runs[folder] = _merged(s.arrivals.rate, rng, 2000)  # type: ignore[attr-defined]
+        return runs[folder]
+
+    def merge(roots: list[Path], **kwargs: object) -> Merged:
+        pooled = Merged()
+        for folder, m in runs.items():
+            if any(folder.is_relative_to(root) for root in roots):
+                for metric, h in m.totals.items():
+                    pooled.totals.setdefault(metric, new_histogram()).add(h)
+                pooled.counters.update(m.counters)
+        return pooled
+
+    monkeypatch.setattr(runner, "run", run)
+    monkeypatch.setattr(cli, "merge", merge)
+    argv = ["slo", "--slo", "stt.final:p99<=300", "--search-low", "190", "--search-high", "199"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*argv, "--search-repeats", "2", "--trial", "1", "--out", str(out), "--quiet"])
+    assert exited.value.code == 1
+    result = json.loads((out / "result.json").read_text())
+    assert result["search"]["best"] is None and result["search"]["figures_at"] == 190
+    assert result["scenario"]["arrivals"]["rate"] == 190
+    assert result["metrics"]["stt.final"]["count"] == 2 * 2000  # its two repeats, nothing else
+    verdict = result["slo"]
+    assert not verdict["passed"] and not verdict["checks"][0]["passed"]
+    # Level 190's p99: 10 / (1 - 190/200) ms x ln(100) = 921 ms.
+    assert verdict["checks"][0]["observed"] == pytest.approx(921, rel=0.15)
+    printed = capsys.readouterr().out
+    assert "no rate held the SLO" in printed and "stt.final p99 <= 300 ms" in printed, printed
+    assert "no level held" in (out / "report.html").read_text()

@@ -217,3 +217,26 @@ async def test_a_slot_starts_no_session_that_would_run_past_the_duration(
     result = results.build(merged, s.to_dict())
     assert result["sessions"]["total"] == result["sessions"]["ok"] == 3, result["sessions"]
     assert elapsed < 2.0 + 1.5, elapsed  # before: about 3 s of sessions, plus the set-up
+
+
+@pytest.mark.parametrize("target", ["grpc", "echo", "gateway", "null-relay"])
+async def test_nothing_listening_is_one_reason_whatever_the_target(
+    target: str, tmp_path: Path
+) -> None:
+    # The gateway target reported CLIENT_ERROR/ClientConnectorError where the gRPC one
+    # reported UNAVAILABLE: a user comparing targets saw two failures for one cause.
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        address = f"127.0.0.1:{held.getsockname()[1]}"
+        s = dataclasses.replace(
+            _scenario(target, address),
+            target=TargetSpec(target, address, api_key="not-sent"),
+            arrivals=ArrivalSpec(process="concurrency", sessions=1),
+            limits=Limits(duration_s=0.5, max_duration_s=10.0, workers=1, step_timeout_s=5.0),
+        )
+        merged = await runner.run_inline(s, tmp_path / s.name)
+    result = results.build(merged, s.to_dict())
+    assert result["sessions"]["failed"] >= 1 and result["sessions"]["ok"] == 0
+    assert set(result["errors"]) == {"UNAVAILABLE/CONNECT_FAILED"}, result["errors"]
