@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 from voxwire import errors
 
@@ -26,6 +35,12 @@ def close_code_label(code: int) -> str:
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The process beside the sessions, as the adapter's scrape has it: resident memory and
+        # open descriptors against sessions_active is how an operator reads memory per session
+        # and spots leaked sockets; read from /proc at scrape time, nothing per message.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.sessions_active = Gauge(
             "voxwire_gateway_sessions_active",
             "Open edge sessions by kind (stt, tts, http_stt, http_tts, grpc)",

@@ -307,3 +307,20 @@ async def test_capabilities_refusals_are_counted_like_every_other_endpoints(edge
     after = await scrape(edge.server.url)
     refused = after(REFUSED, reason="UNAUTHENTICATED") - before(REFUSED, reason="UNAUTHENTICATED")
     assert refused == 2
+
+
+async def test_the_scrape_has_the_processs_memory_descriptors_and_collector(edge: Edge):
+    # An operator reads memory per session as resident memory against sessions_active, and a
+    # socket leak as open descriptors; the adapter's scrape had these and the gateway's did not.
+    import os
+    import resource
+
+    now = await scrape(edge.server.url)
+    rss = now("process_resident_memory_bytes")
+    assert 10 * 2**20 < rss < 8 * 2**30, rss  # this process (the test runs the gateway in it)
+    fds = now("process_open_fds")
+    assert 0 < fds <= len(os.listdir("/proc/self/fd")) + 64, fds
+    assert now("process_max_fds") == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert now("process_cpu_seconds_total") > 0
+    assert now("python_gc_collections_total", generation="0") >= 0
+    assert "python_info" in {name for name, _ in now.samples}
