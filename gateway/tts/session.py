@@ -146,6 +146,8 @@ class EdgeContext:
     queue: deque[_Item] = field(default_factory=deque)
     queued_bytes: int = 0
     bytes_per_ms: float = 48.0
+    # The listener's playback clock: when the chunk starting at ``first_start_ms`` left (the
+    # first chunk, or the first after the listener ran out of audio: ``_after_a_pause``).
     first_sent_at: float | None = None
     first_start_ms: int = 0
     last_sent_seq: int = 0
@@ -477,6 +479,8 @@ class TtsEdgeSession:
                     )
                 )
         elif kind == "audio":
+            if not ctx.queue and ctx.first_sent_at is not None:
+                self._after_a_pause(ctx, resp.audio)
             self._enqueue(ctx, _Item(chunk=resp.audio, nbytes=len(resp.audio.audio)))
         elif kind == "words":
             kept = []
@@ -645,10 +649,26 @@ class TtsEdgeSession:
 
     def _due_at(self, ctx: EdgeContext, chunk: synthesis_pb2.AudioChunk) -> float:
         """When ``chunk`` may leave: its place in the context's timeline less the lead, on the
-        listener's playback clock (started when the context's first chunk left). ``_due`` and
-        ``next_deadline`` both ask here, so the timer never wakes to find the chunk not due."""
+        listener's playback clock (started when the context's first chunk left, restarted by
+        ``_after_a_pause``). ``_due`` and ``next_deadline`` both ask here, so the timer never
+        wakes to find the chunk not due."""
+        return self._due_at_played(ctx, chunk.start_ms - self.lead_ms)
+
+    def _due_at_played(self, ctx: EdgeContext, timeline_ms: int) -> float:
+        """When the listener's playback reaches ``timeline_ms`` of the context."""
         assert ctx.first_sent_at is not None
-        return ctx.first_sent_at + (chunk.start_ms - ctx.first_start_ms - self.lead_ms) / 1000
+        return ctx.first_sent_at + (timeline_ms - ctx.first_start_ms) / 1000
+
+    def _after_a_pause(self, ctx: EdgeContext, chunk: synthesis_pb2.AudioChunk) -> None:
+        """Audio arriving to an empty queue after the listener has played all it was sent (the
+        next text, or the model, came slower than speech): a phone line or a jitter buffer
+        plays it when it comes, from where it stopped, so the playback clock restarts with it.
+        Kept on the first chunk's clock, all the audio that came during the pause would be
+        "due" and leave in one burst, that far ahead of the listener."""
+        now = self._clock()
+        if now > self._due_at_played(ctx, ctx.sent_end_ms):
+            ctx.first_sent_at = now
+            ctx.first_start_ms = chunk.start_ms
 
     def _audio_out(
         self, ctx: EdgeContext, chunk: synthesis_pb2.AudioChunk, now: float

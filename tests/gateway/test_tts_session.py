@@ -74,6 +74,27 @@ def test_audio_is_paced_to_the_lead_and_acks_never_overtake_it():
     assert len(released) == 5
 
 
+def test_after_the_listener_ran_out_of_audio_the_lead_counts_from_where_playback_resumed():
+    # A reply streamed in pieces: its next text comes 5 s later (an LLM's pause). The phone
+    # line played the 300 ms it had, then nothing; it plays the next audio when it comes, from
+    # where it stopped. Counted from the first chunk, that audio was all "due" at once: 1 s
+    # went out in one burst, 1 s ahead of the listener instead of the lead.
+    clock = Clock()
+    session, key = opened_session(clock, lead_ms=300)
+    for seq in range(1, 4):
+        assert session.upstream_response(key, chunk(seq, (seq - 1) * 100)).to_client
+    clock.now += 5.0
+    sent = [
+        unpack(item).sequence_number  # type: ignore[arg-type]
+        for seq in range(4, 14)
+        for item in session.upstream_response(key, chunk(seq, (seq - 1) * 100)).to_client
+    ]
+    assert sent == [4, 5, 6, 7]  # starts 300..600 ms: playback resumed at 300, plus the lead
+    clock.now += 0.25
+    released = session.on_time().to_client
+    assert [unpack(b).sequence_number for b in released] == [8, 9]  # type: ignore[arg-type]
+
+
 def test_lead_zero_sends_as_fast_as_the_model():
     clock = Clock()
     session, key = opened_session(clock, lead_ms=0)
