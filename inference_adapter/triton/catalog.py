@@ -77,6 +77,13 @@ class ModelInfo:
     # default_queue_policy.max_queue_size); 0 means no limit.
     max_queue: int = 0
     limits: ModelLimits = field(default_factory=ModelLimits)
+    # Streams (STT) or contexts (TTS) one instance serves at real time, as the model's author
+    # measured it (voxwire.max_streams_per_instance); 0: not declared. Triton's config says
+    # how many sequences a model *holds*, not how many it keeps up with: pocketsphinx holds
+    # 16 per instance and keeps up with 2 or 3 on this machine's cores (BENCHMARKS.md, "The
+    # real models"). Past it every stream falls behind together instead of the newest being
+    # refused.
+    streams_per_instance: int = 0
     # SSML elements the model accepts (voxwire.ssml_elements); empty without SSML.
     ssml_elements: tuple[str, ...] = ()
 
@@ -93,7 +100,11 @@ class ModelInfo:
         ``tts_oversubscription`` contexts each; never more than the model queues without
         refusing (``instances x concurrency + max_queue``), since each context has at most one
         request in flight.
+        Either way never more than ``instances x streams_per_instance`` when the model declares
+        what one instance keeps up with.
         """
+        if self.streams_per_instance:
+            cap = min(cap, self.instances * self.streams_per_instance)
         if self.kind is ModelKind.STT:
             return min(cap, self.sequence_slots or cap)
         running = self.instances * self.concurrency
@@ -133,6 +144,9 @@ def model_info(config: model_config_pb2.ModelConfig) -> ModelInfo | None:
         model_kind = ModelKind(kind)
         rate = int(params["voxwire.sample_rate_hz"])
         concurrency = int(params.get("voxwire.instance_concurrency", "1"))
+        per_instance = int(params.get("voxwire.max_streams_per_instance", "0"))
+        if "voxwire.max_streams_per_instance" in params and per_instance < 1:
+            raise ValueError("voxwire.max_streams_per_instance must be a positive integer")
     except (KeyError, ValueError) as exc:
         raise ValueError(f"model {config.name}: bad voxwire parameters: {exc}") from exc
     features = frozenset(_csv(params.get("voxwire.features", "")))
@@ -169,6 +183,7 @@ def model_info(config: model_config_pb2.ModelConfig) -> ModelInfo | None:
         instances=instances,
         concurrency=max(1, concurrency),
         max_queue=max_queue,
+        streams_per_instance=per_instance,
         limits=_limits(config.name, params),
         ssml_elements=_csv(params.get("voxwire.ssml_elements", "")) if "ssml" in features else (),
     )

@@ -14,7 +14,8 @@ stream of a healthy replica, nor make it flap.
 Admission is a count, never a queue: a replica holds at most ``max_streams_per_replica`` model
 streams (an STT stream or a TTS context), and each model at most what it can really serve, read
 from its config (``ModelInfo.streams_per_replica``: sequence slots for STT; instances x
-concurrency x ``tts_oversubscription`` for TTS); when no ready replica has room, ``acquire``
+concurrency x ``tts_oversubscription`` for TTS; never past instances x the model's declared
+``voxwire.max_streams_per_instance``); when no ready replica has room, ``acquire``
 raises Overloaded with a retry delay.
 """
 

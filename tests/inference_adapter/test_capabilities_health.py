@@ -43,7 +43,9 @@ async def test_capabilities_are_typed_and_complete(channel):
         c = models[name].capacity
         return (c.instances, c.concurrency, c.sequence_slots, c.max_streams_per_replica)
 
-    assert capacity("stt_pocketsphinx") == (2, 1, 32, 32)  # 2 instances x 16 batch slots
+    # 2 instances x 16 batch slots, of which each instance keeps up with 2 streams
+    # (voxwire.max_streams_per_instance)
+    assert capacity("stt_pocketsphinx") == (2, 1, 32, 4)
     assert capacity("bench_stt") == (1, 1, 256, 256)  # oldest: 256 candidate sequences
     assert capacity("tts_espeak") == (2, 1, 0, 8)  # 2 instances x 1 x oversubscription 4
     assert capacity("bench_tts") == (1, 64, 0, 256)  # async execute, capped at 256 per replica
