@@ -131,6 +131,7 @@ class GatewayServer:
             handle_signals=False,
             shutdown_timeout=1.0,
             logger=_REQUEST_LOG,
+            keepalive_timeout=self.config.keepalive_timeout_seconds,
         )
         await self._runner.setup()
         try:

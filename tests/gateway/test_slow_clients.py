@@ -1,0 +1,100 @@
+"""Clients that hold a connection without finishing their request (slowloris): the gateway lets
+go of them, authenticated or not, instead of keeping a socket (and up to ~2 MiB of buffered
+headers) for them as long as they like.
+
+A gateway of its own with a short ``keepalive_timeout_seconds`` (from the connect to a
+request's headers, and between requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from gateway.config import GatewayConfig
+from gateway.server import GatewayServer
+from gateway.stt.session import SttLimits
+from gateway.tts.session import TtsLimits
+from inference_adapter.server import AdapterServer
+from tests.gateway.conftest import Edge
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+KEEPALIVE_S = 1.0
+IDLE_S = 1.0
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def gateway(edge: Edge, edge_adapter: AdapterServer) -> AsyncIterator[GatewayServer]:
+    server = GatewayServer(
+        GatewayConfig(
+            listen="127.0.0.1:0",
+            grpc_listen="",
+            adapters=(edge_adapter.address,),
+            auth=edge.auth,
+            keepalive_timeout_seconds=KEEPALIVE_S,
+            stt=SttLimits(idle_timeout_s=IDLE_S, idle_warning_s=0.5),
+            tts=TtsLimits(idle_timeout_s=IDLE_S, idle_warning_s=0.5),
+        )
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=1.0)
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> tuple[float, bytes]:
+    """How long until the server closed the connection, and what it sent before."""
+    started = time.monotonic()
+    received = b""
+    async with asyncio.timeout(seconds):
+        while chunk := await reader.read(65536):
+            received += chunk
+    return time.monotonic() - started, received
+
+
+async def test_a_connection_that_sends_nothing_is_closed(gateway: GatewayServer):
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        waited, received = await closed_within(reader, KEEPALIVE_S + 3)
+    finally:
+        writer.close()
+    assert received == b"" and waited < KEEPALIVE_S + 2
+
+
+async def test_headers_that_never_end_are_cut_however_slowly_they_drip(gateway: GatewayServer):
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(b"GET /v1/stt/stream HTTP/1.1\r\nHost: x\r\n")
+
+    async def drip() -> None:
+        for _ in range(100):  # a header line a byte at a time, never its end
+            await asyncio.sleep(0.1)
+            writer.write(b"X")
+
+    dripping = asyncio.create_task(drip())
+    try:
+        waited, _ = await closed_within(reader, KEEPALIVE_S + 3)
+    finally:
+        dripping.cancel()
+        writer.close()
+    assert waited < KEEPALIVE_S + 2
+
+
+async def test_a_keep_alive_connection_is_closed_once_idle(gateway: GatewayServer):
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        waited, received = await closed_within(reader, KEEPALIVE_S + 3)
+    finally:
+        writer.close()
+    assert received.startswith(b"HTTP/1.1 200") and waited < KEEPALIVE_S + 2
+
+
+async def test_by_default_an_idle_connection_is_not_held_for_an_hour():
+    # aiohttp's own default (3630 s) would be; see GatewayConfig.keepalive_timeout_seconds.
+    assert GatewayConfig().keepalive_timeout_seconds <= 120
