@@ -2,13 +2,14 @@
 go of them, authenticated or not, instead of keeping a socket (and up to ~2 MiB of buffered
 headers) for them as long as they like.
 
-A gateway of its own with a short ``keepalive_timeout_seconds`` (from the connect to a
-request's headers, and between requests).
+A gateway of its own with short timeouts: ``keepalive_timeout_seconds`` (from the connect to a
+request's headers, and between requests) and the idle timeout that bounds a small body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -58,6 +59,20 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> tuple[f
     return time.monotonic() - started, received
 
 
+async def response_within(reader: asyncio.StreamReader, seconds: float) -> tuple[float, bytes]:
+    """How long until a whole response (its head and Content-Length body) came, and it."""
+    started = time.monotonic()
+    async with asyncio.timeout(seconds):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        body = await reader.readexactly(length)
+    return time.monotonic() - started, head + body
+
+
 async def test_a_connection_that_sends_nothing_is_closed(gateway: GatewayServer):
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     try:
@@ -93,6 +108,27 @@ async def test_a_keep_alive_connection_is_closed_once_idle(gateway: GatewayServe
     finally:
         writer.close()
     assert received.startswith(b"HTTP/1.1 200") and waited < KEEPALIVE_S + 2
+
+
+@pytest.mark.parametrize("path", ["/v1/auth/token", "/v1/tts"])
+async def test_a_small_body_that_stalls_is_408_and_frees_its_slot(
+    gateway: GatewayServer, edge: Edge, path: str
+):
+    key_id = edge.key.split("_")[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {edge.key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode()
+        )
+        waited, received = await response_within(reader, IDLE_S + 3)
+    finally:
+        writer.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), received
+    assert json.loads(body)["error"]["reason"] == "IDLE_TIMEOUT"
+    assert waited < IDLE_S + 2
+    assert gateway.auth.limiter.active_sessions(key_id) == 0
 
 
 async def test_by_default_an_idle_connection_is_not_held_for_an_hour():
