@@ -69,6 +69,7 @@ class GatewayConfig:
     # at a time, hold a socket and up to ~2 MiB of buffered headers for an hour without a key.
     # 75 s is nginx's keepalive_timeout, above the 60 s idle cut of common load balancers (a
     # proxy in front still closes first, so it never sends on a connection being closed).
+    # The gRPC front closes a connection with no call in progress after the same time.
     keepalive_timeout_seconds: float = 75.0
     # POST /v1/stt: the largest upload (413 beyond it), and compressed uploads decoding at once
     # (libsndfile runs in threads; 503 OVERLOADED beyond it).

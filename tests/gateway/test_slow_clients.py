@@ -34,7 +34,7 @@ async def gateway(edge: Edge, edge_adapter: AdapterServer) -> AsyncIterator[Gate
     server = GatewayServer(
         GatewayConfig(
             listen="127.0.0.1:0",
-            grpc_listen="",
+            grpc_listen="127.0.0.1:0",
             adapters=(edge_adapter.address,),
             auth=edge.auth,
             keepalive_timeout_seconds=KEEPALIVE_S,
@@ -129,6 +129,24 @@ async def test_a_small_body_that_stalls_is_408_and_frees_its_slot(
     assert json.loads(body)["error"]["reason"] == "IDLE_TIMEOUT"
     assert waited < IDLE_S + 2
     assert gateway.auth.limiter.active_sessions(key_id) == 0
+
+
+# RFC 9113 3.4: the client preface, an empty SETTINGS, and the ACK of the server's SETTINGS:
+# an HTTP/2 connection in good standing that opens no stream.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_SETTINGS = bytes.fromhex("000000040000000000")
+H2_SETTINGS_ACK = bytes.fromhex("000000040100000000")
+
+
+async def test_a_grpc_connection_that_makes_no_call_is_closed(gateway: GatewayServer):
+    port = int(gateway.grpc_address.rpartition(":")[2])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(H2_PREFACE + H2_SETTINGS + H2_SETTINGS_ACK)
+        waited, _ = await closed_within(reader, KEEPALIVE_S + 5)
+    finally:
+        writer.close()
+    assert waited < KEEPALIVE_S + 4
 
 
 async def test_by_default_an_idle_connection_is_not_held_for_an_hour():
