@@ -260,7 +260,7 @@ class GrpcFront:
             on_failover=gateway.metrics.failovers.labels(kind="grpc").inc,
         )
         first = runner.start()
-        gateway.registry.add(runner)
+        gateway.registry.add(runner, principal.key_id)
         opened = gateway.metrics.session_opened("grpc")
         status: Status | None = None
         try:
