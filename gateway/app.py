@@ -237,7 +237,7 @@ async def stt_stream(request: web.Request) -> web.WebSocketResponse:
             metadata=upstream_metadata(request),
             on_failover=gateway.metrics.failovers.labels(kind="stt").inc,
         )
-        gateway.registry.add(runner)
+        gateway.registry.add(runner, admission.principal.key_id)
         try:
             # The first decisions go straight into the run, which drops them once executed: no
             # frame keeps them (or the config) for the session's life.
@@ -280,7 +280,7 @@ async def tts_stream(request: web.Request) -> web.WebSocketResponse:
             metadata=upstream_metadata(request),
             on_failover=gateway.metrics.failovers.labels(kind="tts").inc,
         )
-        gateway.registry.add(runner)
+        gateway.registry.add(runner, admission.principal.key_id)
         try:
             return await runner.run(first)
         finally:

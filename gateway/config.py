@@ -63,6 +63,14 @@ class GatewayConfig:
     # itself. Frames between stt.max_frame_bytes and this get a CHUNK_TOO_LARGE event.
     hard_max_message_bytes: int = 1024 * 1024
     drain_grace_seconds: float = 20.0
+    # How long an HTTP connection may stay open with no request in progress: from the connect
+    # to its first request's complete headers, and between requests. aiohttp's own default
+    # (3630 s, meant to outlast a proxy's) let a client that sends nothing, or a header a byte
+    # at a time, hold a socket and up to ~2 MiB of buffered headers for an hour without a key.
+    # 75 s is nginx's keepalive_timeout, above the 60 s idle cut of common load balancers (a
+    # proxy in front still closes first, so it never sends on a connection being closed).
+    # The gRPC front closes a connection with no call in progress after the same time.
+    keepalive_timeout_seconds: float = 75.0
     # POST /v1/stt: the largest upload (413 beyond it), and compressed uploads decoding at once
     # (libsndfile runs in threads; 503 OVERLOADED beyond it).
     max_upload_bytes: int = 200 * 1024 * 1024

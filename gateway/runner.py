@@ -133,6 +133,10 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         """The gateway is shutting down: going_away now, the close at the end of the grace."""
         self._execute(self.session.drain(grace_s))
 
+    def end(self, error: errors.VoxwireError) -> None:
+        """End the session now with ``error`` (its event, then the close or the call's status)."""
+        self._execute(self.session.fail(error))
+
     def _rearm(self) -> None:
         """Move the timer only when the session's next deadline came before the one it is set
         for. Most decisions move deadlines later (a client message pushes the idle deadline

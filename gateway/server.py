@@ -131,6 +131,7 @@ class GatewayServer:
             handle_signals=False,
             shutdown_timeout=1.0,
             logger=_REQUEST_LOG,
+            keepalive_timeout=self.config.keepalive_timeout_seconds,
         )
         await self._runner.setup()
         try:
@@ -191,6 +192,23 @@ class GatewayServer:
             result = await asyncio.to_thread(self.auth.keys.reload_if_changed)
             if result is ReloadResult.RELOADED:
                 log.info("keys file reloaded")
+            # At every poll, not only after this loop's own reload: whoever reloaded the keys
+            # (reload_if_changed is public), the sessions follow them.
+            self._end_revoked_sessions()
+
+    def _end_revoked_sessions(self) -> None:
+        """Sessions open on a key the file now revokes (or no longer holds) end at once: a
+        leaked key's holder would otherwise keep them up to their maximum duration, and
+        revocation takes effect within one reload interval (docs/design/edge-auth.md)."""
+        keys = self.auth.keys
+
+        def revoked(key_id: str) -> bool:
+            record = keys.get(key_id)
+            return record is None or record.revoked
+
+        ended = self.registry.end_sessions_of(revoked)
+        if ended:
+            log.info("ended the open sessions of revoked API keys %s", ", ".join(sorted(ended)))
 
     async def drain(self, grace: float | None = None) -> None:
         """Refuse new sessions, send going_away, wait for sessions within ``grace``."""

@@ -30,27 +30,37 @@ RESUME_HORIZON_S = 15 * 60
 
 class Drainable(Protocol):
     def drain(self, grace_s: float | None = None) -> None: ...
+    def end(self, error: errors.VoxwireError) -> None: ...
 
 
 @dataclass(eq=False)
 class Registry:
-    """The open sessions of this process (a drain tells each of them)."""
+    """The open sessions of this process and the API key of each (a drain tells each of them;
+    a key's revocation ends its own)."""
 
-    runners: set[Drainable] = field(default_factory=set)
+    runners: dict[Drainable, str] = field(default_factory=dict)  # session -> its API key id
     draining: bool = False
     _empty: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __len__(self) -> int:
         return len(self.runners)
 
-    def add(self, runner: Drainable) -> None:
-        self.runners.add(runner)
+    def add(self, runner: Drainable, key_id: str) -> None:
+        self.runners[runner] = key_id
         self._empty.clear()
 
     def discard(self, runner: Drainable) -> None:
-        self.runners.discard(runner)
+        self.runners.pop(runner, None)
         if not self.runners:
             self._empty.set()
+
+    def end_sessions_of(self, revoked: Callable[[str], bool]) -> set[str]:
+        """End (UNAUTHENTICATED) every session whose key id is ``revoked``; returns those ids."""
+        ended = {key_id for key_id in self.runners.values() if revoked(key_id)}
+        for runner, key_id in list(self.runners.items()):
+            if key_id in ended:
+                runner.end(errors.Unauthenticated(f"API key {key_id} was revoked"))
+        return ended
 
     async def wait_empty(self) -> None:
         if self.runners:

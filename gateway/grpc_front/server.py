@@ -93,6 +93,13 @@ class GrpcFront:
                 # gRPC core sets SO_REUSEPORT unless told not to: only when the gateway is
                 # configured to share its ports (GatewayConfig.reuse_port).
                 ("grpc.so_reuseport", int(gateway.config.reuse_port)),
+                # A connection with no call in progress is closed (GOAWAY) after the edge's
+                # keepalive timeout: gRPC core's default is never, so a client with no key
+                # could hold sockets (~18 KiB each) for good by opening no stream.
+                (
+                    "grpc.max_connection_idle_ms",
+                    round(gateway.config.keepalive_timeout_seconds * 1000),
+                ),
             ]
         )
         for service in SERVICES:
@@ -253,7 +260,7 @@ class GrpcFront:
             on_failover=gateway.metrics.failovers.labels(kind="grpc").inc,
         )
         first = runner.start()
-        gateway.registry.add(runner)
+        gateway.registry.add(runner, principal.key_id)
         opened = gateway.metrics.session_opened("grpc")
         status: Status | None = None
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -62,17 +63,24 @@ def admit(request: web.Request, auth: AuthServices, registry: Registry) -> HttpA
     return HttpAdmission(principal, auth.limiter.admit(principal.key_id, principal.limits))
 
 
-async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    """The whole (small) body, refusing more than ``max_bytes`` as it arrives.
+async def read_body(request: web.Request, max_bytes: int, within_s: float) -> bytes:
+    """The whole (small) body, refusing more than ``max_bytes`` as it arrives, and a body not
+    all there within ``within_s`` (the idle timeout): a body of a few KiB that takes longer
+    has stalled, and one dripped a byte at a time would otherwise hold the connection (and
+    the key's session slot, for POST /v1/tts) for as long as its client likes.
 
-    Raises BodyTooLarge (413)."""
+    Raises BodyTooLarge (413), IdleTimeout (408)."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise errors.BodyTooLarge(f"body of {request.content_length} bytes exceeds {max_bytes}")
     data = bytearray()
-    async for chunk in request.content.iter_chunked(16 * 1024):
-        data += chunk
-        if len(data) > max_bytes:
-            raise errors.BodyTooLarge(f"body exceeds {max_bytes} bytes")
+    try:
+        async with asyncio.timeout(within_s):
+            async for chunk in request.content.iter_chunked(16 * 1024):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise errors.BodyTooLarge(f"body exceeds {max_bytes} bytes")
+    except TimeoutError:
+        raise errors.IdleTimeout(f"the body did not all come within {within_s:g} s") from None
     return bytes(data)
 
 

@@ -146,7 +146,7 @@ async def _speak(request: web.Request, started: float) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     try:
         kind = media_type(request)
-        body = await read_body(request, MAX_BODY_BYTES)
+        body = await read_body(request, MAX_BODY_BYTES, gateway.config.tts.idle_timeout_s)
         if kind == "application/json":
             req = decode(body, http_pb2.SpeakRequest, max_bytes=MAX_BODY_BYTES)
         elif kind in ("text/plain", ""):

@@ -10,7 +10,9 @@ record does not move across the refusals.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -122,6 +124,32 @@ async def test_a_revoked_key_is_refused_once_the_gateway_reloads_the_keys_file(
             protocols=("voxwire.v1", f"voxwire.token.{token}"),
         )
     assert_refused([*attempts, browser], "UNAUTHENTICATED", UNAUTHENTICATED)
+
+
+async def test_sessions_open_on_a_key_end_when_it_is_revoked(front: InstrumentedEdge):
+    """docs/design/edge-auth.md: revocation takes effect within one reload interval, for the
+    sessions already open too (a leaked key's holder keeps none of them)."""
+    key = front.new_key("revoked-while-open", allowed_origins=[APP])
+    headers = {"Authorization": f"Bearer {key}"}
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        ws = await stack.enter_async_context(
+            http.ws_connect(f"{front.ws}/v1/stt/stream?{STT_QUERY}", headers=headers)
+        )
+        assert "session" in json.loads((await ws.receive(timeout=10)).data)
+        channel = await stack.enter_async_context(grpc.aio.insecure_channel(front.grpc))
+        call = transcription_pb2_grpc.TranscriptionStub(channel).StreamingTranscribe(
+            metadata=bearer(key), timeout=20
+        )
+        await call.write(transcription_pb2.StreamingTranscribeRequest(config=stt_config()))
+        await call.read()  # started: the call is a session of the key now
+        revoke_key(front.keys_file, key_id(key))
+        async with asyncio.timeout(5):
+            messages = [json.loads(m.data) async for m in ws]  # "started", then the end
+            code = await call.code()
+        assert (messages[-1]["error"]["reason"], ws.close_code) == ("UNAUTHENTICATED", 4001)
+        assert code is grpc.StatusCode.UNAUTHENTICATED
+    assert front.gateway.auth.limiter.active_sessions(key_id(key)) == 0
 
 
 async def test_browser_tokens_expired_reused_or_from_the_wrong_origin(front: InstrumentedEdge):
