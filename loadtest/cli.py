@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -317,8 +318,20 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _stop_cleanly(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    if args.command in ("run", "slo"):
+        # SIGINT and SIGTERM both stop a run the way Ctrl-C does (the workers stopped, what they
+        # measured merged and written, exit 130). Set here, not left to Python's default:
+        # a job a non-interactive shell starts in the background inherits SIGINT *ignored*,
+        # and Python then never raises KeyboardInterrupt, so `kill -INT` did nothing; SIGTERM
+        # (timeout(1), a CI's stop) killed the parent and orphaned its workers.
+        signal.signal(signal.SIGINT, _stop_cleanly)
+        signal.signal(signal.SIGTERM, _stop_cleanly)
     commands = {
         "run": cmd_run,
         "slo": cmd_slo,

@@ -12,13 +12,26 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.parametrize("whom", ["group", "parent"])
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("whom", "signum", "background"),
+    [
+        ("group", signal.SIGINT, False),  # a terminal's Ctrl-C signals the process group
+        ("parent", signal.SIGINT, False),  # `kill -INT` the parent alone
+        # A script's background job starts with SIGINT ignored (POSIX shells do that), and
+        # Python then never raised KeyboardInterrupt: the run went on to its end (seen in CI).
+        ("parent", signal.SIGINT, True),
+        ("parent", signal.SIGTERM, False),  # timeout(1), a CI's stop: it orphaned the workers
+    ],
+)
 async def test_ctrl_c_stops_the_workers_and_keeps_what_they_measured(
-    echo_address: str, tmp_path: Path, whom: str
+    echo_address: str, tmp_path: Path, whom: str, signum: signal.Signals, background: bool
 ) -> None:
     # Ctrl-C printed a traceback and wrote no result, and each worker left its own traceback
-    # in an error.txt, so even `merge` of the folder refused what had been measured. A
-    # terminal's Ctrl-C signals the whole process group; `kill -INT` the parent alone.
+    # in an error.txt, so even `merge` of the folder refused what had been measured.
     out = tmp_path / "run"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -29,6 +42,7 @@ async def test_ctrl_c_stops_the_workers_and_keeps_what_they_measured(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # its own process group, as a terminal gives a command
+        preexec_fn=_ignore_sigint if background else None,
     )
     try:
         progress = [out / "workers" / f"worker-{i:03d}" / "progress.jsonl" for i in range(2)]
@@ -39,9 +53,9 @@ async def test_ctrl_c_stops_the_workers_and_keeps_what_they_measured(
         else:
             pytest.fail("the run did not start")
         if whom == "group":
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signum)
         else:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
         _, err = await asyncio.wait_for(proc.communicate(), 20)
     finally:
         if proc.returncode is None:
