@@ -21,9 +21,11 @@ from voxwire.v1 import audio_pb2, transcription_pb2
 FRAME_MS = 100
 
 
-def stt_config(rate: int = 16000) -> transcription_pb2.TranscriptionConfig:
+def stt_config(
+    rate: int = 16000, model: str = "stt_pocketsphinx"
+) -> transcription_pb2.TranscriptionConfig:
     return transcription_pb2.TranscriptionConfig(
-        model="stt_pocketsphinx",
+        model=model,
         audio_format=audio_pb2.AudioFormat(
             encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=rate
         ),
