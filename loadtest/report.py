@@ -217,7 +217,7 @@ def _slo(result: dict[str, Any]) -> str:
             f"best {search['best']}"
             if search["best"] is not None
             else f'<span class="fail">no level held</span> (the lowest, '
-            f"{min((p['level'] for p in path), default='none')}, missed)"
+            f"{search.get('figures_at', 'none')}, missed)"
         )
         out += f"<h2>SLO search over {html.escape(search['over'])}: {found}</h2>"
         out += line_chart(

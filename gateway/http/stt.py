@@ -344,9 +344,10 @@ async def _run(
     finals: list[transcription_pb2.TranscriptResult] = []
     summary: list[transcription_pb2.TranscriptionSummary] = []
     # The model the adapter chose: the request's, or the default one when it named none.
-    model = [config.model]
+    model = config.model
 
     async def collect() -> None:
+        nonlocal model
         while (msg := await upstream.read()) is not None:
             kind = msg.WhichOneof("response")
             if kind == "result" and msg.result.is_final:
@@ -355,7 +356,7 @@ async def _run(
                 summary.append(msg.summary)
             elif kind == "started":
                 edge.edge_connect_us = round((time.monotonic() - t_open) * 1e6)
-                model[0] = msg.started.model or model[0]
+                model = msg.started.model or model
 
     t_open = time.monotonic()
     reader = asyncio.create_task(collect(), name="stt-upload-results")
@@ -381,7 +382,7 @@ async def _run(
     timings.total_us = round((time.monotonic() - started) * 1e6)
     reply = http_pb2.TranscribeFileResponse(
         session_id=summary[0].session_id,
-        model=model[0],
+        model=model,
         transcript=" ".join(r.transcript for r in finals if r.transcript),
         results=finals,
         audio_ms=summary[0].audio_ms,

@@ -229,6 +229,24 @@ class GatewayTts(_Socket):
         return None
 
 
+async def ws_connect(
+    http: aiohttp.ClientSession, url: str, **options: Any
+) -> aiohttp.ClientWebSocketResponse | None:
+    """A stream's WebSocket, or None when no connection could be made at all: the stream then
+    ends as UNAVAILABLE/CONNECT_FAILED, as a gRPC one would (``UnconnectedStream``)."""
+    try:
+        async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+            return await http.ws_connect(
+                url,
+                # The server pings; aiohttp answers them (autoping). No pings of our own.
+                heartbeat=None,
+                compress=0,  # as the SDK: audio does not pay for deflate
+                **options,
+            )
+    except aiohttp.ClientConnectorError:
+        return None
+
+
 class GatewayTarget:
     name = "gateway"
 
@@ -259,19 +277,12 @@ class GatewayTarget:
         """The stream's WebSocket, or None when no connection could be made at all."""
         if self._http is None:
             raise RuntimeError("target not started")
-        url = f"ws://{self.address}{path}?{urlencode(query)}"
-        try:
-            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
-                return await self._http.ws_connect(
-                    url,
-                    headers={"Authorization": f"Bearer {self._api_key}"},
-                    # The gateway pings; aiohttp answers them (autoping). No pings of our own.
-                    heartbeat=None,
-                    max_msg_size=_MAX_MESSAGE_BYTES,
-                    compress=0,  # as the SDK: audio does not pay for deflate
-                )
-        except aiohttp.ClientConnectorError:
-            return None  # the stream ends as UNAVAILABLE/CONNECT_FAILED, as a gRPC one would
+        return await ws_connect(
+            self._http,
+            f"ws://{self.address}{path}?{urlencode(query)}",
+            headers={"Authorization": f"Bearer {self._api_key}"},
+            max_msg_size=_MAX_MESSAGE_BYTES,
+        )
 
     async def open_stt(self, options: SttOptions) -> GatewayStt | UnconnectedStream:
         query = {

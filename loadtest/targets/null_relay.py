@@ -19,7 +19,7 @@ import aiohttp
 
 from loadtest.events import Ended, Event, Result, Started
 from loadtest.targets.base import SttOptions, TtsOptions, UnconnectedStream
-from loadtest.targets.gateway import _CLOSED, _CONNECT_TIMEOUT_S, _Socket
+from loadtest.targets.gateway import _CLOSED, _Socket, ws_connect
 from loadtest.targets.voxwire_grpc import stages_from_timings
 from voxwire.v1 import audio_pb2
 from voxwire.v1 import transcription_pb2 as stt_pb2
@@ -86,12 +86,8 @@ class NullRelayTarget:
     async def open_stt(self, options: SttOptions) -> RelayStt | UnconnectedStream:
         if self._http is None:
             raise RuntimeError("target not started")
-        try:
-            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
-                ws = await self._http.ws_connect(
-                    f"ws://{self.address}{RELAY_PATH}", heartbeat=None, compress=0
-                )
-        except aiohttp.ClientConnectorError:
+        ws = await ws_connect(self._http, f"ws://{self.address}{RELAY_PATH}")
+        if ws is None:
             return UnconnectedStream()  # UNAVAILABLE/CONNECT_FAILED, as every target says it
         stream = RelayStt(ws, self._closing)
         fmt = audio_pb2.AudioFormat(
