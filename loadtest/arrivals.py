@@ -158,7 +158,11 @@ def session_draws(scenario: Scenario, stream: int) -> Iterator[SessionDraw]:
             kind = "stt" if rng.random() < scenario.stt_share else "tts"
         # Slots start at different files so that concurrent streams do not all say the same.
         first = stream * 7919 + index
-        yield SessionDraw(index, kind, draw_length(scenario.stt.length, rng), first)
+        # Drawn for every session (the stream of draws stays the same whatever the kinds), but
+        # a TTS session's length is its turns', not known ahead: 0, so that a closed loop's
+        # slot does not take stt.length for it and stop after one session.
+        length = draw_length(scenario.stt.length, rng)
+        yield SessionDraw(index, kind, length if kind == "stt" else 0.0, first)
         index += 1
 
 

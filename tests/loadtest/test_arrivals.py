@@ -116,3 +116,17 @@ def test_session_lengths_follow_the_distribution() -> None:
     scenario = dataclasses.replace(s, stt=dataclasses.replace(s.stt, length=lengths))
     values = np.array([d.length_s for d in draw_sessions(scenario, 4000)])
     assert values.mean() == pytest.approx(8.0, rel=0.06)
+
+
+def test_a_tts_sessions_length_is_not_stt_length() -> None:
+    # A closed loop's slot stops before a session that would run past the run's end, judged by
+    # its length: TTS sessions took stt.length's, so with a fixed length of the run's duration
+    # (as benchmarks.record sets it) each slot ran one TTS session and stopped.
+    s = Scenario()
+    fixed = dataclasses.replace(s.stt.length, distribution="fixed", seconds=10.0)
+    mixed = dataclasses.replace(
+        s, kind="mixed", stt_share=0.5, stt=dataclasses.replace(s.stt, length=fixed)
+    )
+    draws = draw_sessions(mixed, 200)
+    assert {d.length_s for d in draws if d.kind == "tts"} == {0.0}
+    assert {d.length_s for d in draws if d.kind == "stt"} == {10.0}
