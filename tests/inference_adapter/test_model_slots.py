@@ -103,6 +103,19 @@ async def end_a_stream(address: str, ending: str) -> grpc.StatusCode:
     return grpc.StatusCode.UNAVAILABLE  # "disconnect": the channel, and its connection, closed
 
 
+async def _queued(
+    metrics_port: int, model: str, *, within_s: float, at_least: float = 0, at_most: float = 1e9
+) -> None:
+    """Wait until Triton's pending request count for ``model`` is within the bounds."""
+    count = -1.0
+    for _ in range(round(within_s / 0.05)):
+        count = await pending_requests(metrics_port, model)
+        if at_least <= count <= at_most:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{model} has {count:g} requests pending after {within_s:g} s")
+
+
 async def adapter_released(adapter: AdapterServer, within_s: float = 2.0) -> None:
     """Wait until the adapter holds no replica slot (a stream the client cancelled ends at the
     adapter a moment after the client let go of it)."""
@@ -230,8 +243,8 @@ async def test_a_stream_whose_end_is_answered_late_still_frees_its_slot(
     slots_adapter, variants_triton, monkeypatch
 ):
     """A client that cancels with audio still queued on a slow model: the adapter sends the
-    END, waits END_ANSWER_BUDGET_S (2 s) for its answer, which comes later (three 0.9 s batches
-    are ahead of it), and cancels the call. Triton still frees the sequence: three such streams
+    END, waits END_ANSWER_BUDGET_S (2 s) for its answer, which comes later (at least three
+    0.9 s batches are ahead of it), and cancels the call. Triton still frees the sequence: three such streams
     on a two-slot model, then both slots take a new sequence within one batch."""
     cancels: list[str] = []
     original = ModelStream.cancel
@@ -247,12 +260,16 @@ async def test_a_stream_whose_end_is_answered_late_still_frees_its_slot(
             call = stub.StreamingTranscribe(timeout=20)
             await call.write(config(SLOW))
             await _started(call)
-            for _ in range(3):
+            for _ in range(4):
                 await call.write(TReq(audio=CHUNK))
+            # Cancel only once Triton holds three of them queued (2.7 s ahead of the END, more
+            # than its 2 s budget): on a busy machine the writes can otherwise still be on their
+            # way when the cancel lands, and the END is answered in time.
+            await _queued(variants_triton.ports.metrics, SLOW, at_least=3, within_s=10.0)
             call.cancel()
             await adapter_released(slots_adapter, within_s=4.0)
     assert "end_not_answered" in cancels, cancels  # the case this test is about happened
-    await asyncio.sleep(4 * 0.9)  # what Triton still had queued runs out
+    await _queued(variants_triton.ports.metrics, SLOW, at_most=0, within_s=20.0)
     latencies = [
         await asyncio.wait_for(start_latency(variants_triton.grpc_url, SLOW), 5) for _ in range(2)
     ]
