@@ -244,8 +244,9 @@ async def test_a_stream_whose_end_is_answered_late_still_frees_its_slot(
 ):
     """A client that cancels with audio still queued on a slow model: the adapter sends the
     END, waits END_ANSWER_BUDGET_S (2 s) for its answer, which comes later (at least three
-    0.9 s batches are ahead of it), and cancels the call. Triton still frees the sequence: three such streams
-    on a two-slot model, then both slots take a new sequence within one batch."""
+    0.9 s batches are ahead of it), and cancels the call. Triton still frees the sequence:
+    three such streams on a two-slot model, then both slots take a new sequence within one
+    batch."""
     cancels: list[str] = []
     original = ModelStream.cancel
 
