@@ -72,7 +72,7 @@ class AuthServices:
             signer,
             default_ttl_s=config.browser_token_ttl_s,
             max_ttl_s=config.browser_token_max_ttl_s,
-            nonce_capacity=config.browser_token_nonce_capacity,
+            nonces_per_key=config.browser_token_nonces_per_key,
         )
         return cls(
             keys=keys,

@@ -33,9 +33,13 @@ class AuthConfig:
     # request may ask for (POST /v1/auth/token, ttlSeconds), seconds.
     browser_token_ttl_s: int = 60
     browser_token_max_ttl_s: int = 300
-    # Used browser-token nonces remembered per process (single use); when full, redeeming
-    # is RATE_LIMITED until the oldest expires. ~100 bytes each.
-    browser_token_nonce_capacity: int = 65536
+    # Used browser-token nonces (single use) each API key may have remembered per process
+    # until their tokens expire: a key at its share has its own redemptions RATE_LIMITED until
+    # its oldest expires, and other keys are not affected (gateway/auth/tokens.py, NonceCache).
+    # 4096 is 4096 token sessions a minute per key with 60 s tokens. ~200 bytes each; memory
+    # is at most this many per key of the keys file. (Was browser_token_nonce_capacity, one
+    # bound shared by every key, which one key could fill.)
+    browser_token_nonces_per_key: int = 4096
     # Limits of keys whose entry sets none.
     default_max_concurrent_sessions: int = 10
     default_max_new_sessions_per_minute: int = 60
@@ -57,8 +61,8 @@ class AuthConfig:
         for name in ("keys_reload_interval_s", "concurrency_retry_delay_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"auth.{name} must be positive")
-        if self.browser_token_nonce_capacity < 1:
-            raise ValueError("auth.browser_token_nonce_capacity must be positive")
+        if self.browser_token_nonces_per_key < 1:
+            raise ValueError("auth.browser_token_nonces_per_key must be positive")
         self.default_limits()  # validates both defaults
 
     def default_limits(self) -> KeyLimits:
