@@ -54,11 +54,17 @@ def authenticate(request: web.Request, auth: AuthServices) -> Principal:
     return auth.authenticator.authenticate_request(list(request.headers.items()))
 
 
+def not_draining(registry: Registry) -> None:
+    """Raises Draining while the gateway drains: checked first, before the credentials, by
+    every endpoint that reaches an adapter (the gRPC front's calls do the same)."""
+    if registry.draining:
+        raise errors.Draining("the gateway is shutting down: use another one")
+
+
 def admit(request: web.Request, auth: AuthServices, registry: Registry) -> HttpAdmission:
     """Authenticate ``request`` and take a new session of its key (release the permit when
     done). Raises Draining, Unauthenticated, PermissionDenied, RateLimited."""
-    if registry.draining:
-        raise errors.Draining("the gateway is shutting down: use another one")
+    not_draining(registry)
     principal = authenticate(request, auth)
     return HttpAdmission(principal, auth.limiter.admit(principal.key_id, principal.limits))
 

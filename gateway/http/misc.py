@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 from google.protobuf import json_format
 
-from gateway.http.common import authenticate, error_response, read_body
+from gateway.http.common import authenticate, error_response, not_draining, read_body
 from gateway.http.openapi import document
 from gateway.state import GATEWAY
 from gateway.wire.messages import decode, encode
@@ -42,11 +42,15 @@ async def capabilities(request: web.Request) -> web.Response:
     """GET /v1/capabilities: what the adapters serve (asked of one that serves)."""
     gateway = request.app[GATEWAY]
     try:
+        # A draining gateway refuses it as it refuses sessions (and as the gRPC front refuses
+        # GetCapabilities): a client that asks before its session should ask where it will
+        # open it.
+        not_draining(gateway.registry)
         authenticate(request, gateway.auth)
         lease = gateway.pool.choose()
     except errors.VoxwireError as exc:
-        # Refused before reaching an adapter (a bad key, none serving): counted as every other
-        # endpoint counts its refusals (gRPC GetCapabilities' among them).
+        # Refused before reaching an adapter (draining, a bad key, none serving): counted as
+        # every other endpoint counts its refusals (gRPC GetCapabilities' among them).
         gateway.metrics.refused.labels(reason=exc.reason).inc()
         return error_response(exc)
     try:
