@@ -25,7 +25,7 @@ async def token(request: web.Request) -> web.Response:
         principal = authenticate(request, gateway.auth)
         if principal.credential != "api_key":
             raise errors.PermissionDenied("a token can only be exchanged for an API key's token")
-        body = await read_body(request, 4096, gateway.config.tts.idle_timeout_s)
+        body = await read_body(request, 4096, gateway.config.token_body_timeout_seconds)
         asked = decode(body, http_pb2.TokenRequest, max_bytes=4096) if body.strip() else None
         issued = gateway.auth.authenticator.issue_browser_token(
             principal, asked.ttl_seconds or None if asked is not None else None
