@@ -45,6 +45,11 @@ class AuthConfig:
     default_max_new_sessions_per_minute: int = 60
     # Retry delay announced at the concurrency limit (when a slot frees is unknown), seconds.
     concurrency_retry_delay_s: float = 1.0
+    # Capabilities requests (GET /v1/capabilities, gRPC GetCapabilities) per key per minute, a
+    # bucket of its own (gateway/auth/limits.py, CatalogLimiter); a key whose
+    # max_new_sessions_per_minute is higher may make that many, so a client that asks once
+    # per session never meets this limit first. Each request reaches an adapter.
+    capabilities_per_minute: int = 600
 
     def __post_init__(self) -> None:
         if not self.token_signing_keys:
@@ -61,6 +66,8 @@ class AuthConfig:
         for name in ("keys_reload_interval_s", "concurrency_retry_delay_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"auth.{name} must be positive")
+        if self.capabilities_per_minute < 1:
+            raise ValueError("auth.capabilities_per_minute must be positive")
         if self.browser_token_nonces_per_key < 1:
             raise ValueError("auth.browser_token_nonces_per_key must be positive")
         self.default_limits()  # validates both defaults

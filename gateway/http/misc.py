@@ -46,11 +46,15 @@ async def capabilities(request: web.Request) -> web.Response:
         # GetCapabilities): a client that asks before its session should ask where it will
         # open it.
         not_draining(gateway.registry)
-        authenticate(request, gateway.auth)
+        principal = authenticate(request, gateway.auth)
+        # Not a session (it holds nothing), but each request reaches an adapter: a bucket of
+        # its own per key (CatalogLimiter), as for gRPC GetCapabilities.
+        gateway.auth.catalog.admit(principal.key_id, principal.limits)
         lease = gateway.pool.choose()
     except errors.VoxwireError as exc:
-        # Refused before reaching an adapter (draining, a bad key, none serving): counted as
-        # every other endpoint counts its refusals (gRPC GetCapabilities' among them).
+        # Refused before reaching an adapter (draining, a bad key, over the key's rate, none
+        # serving): counted as every other endpoint counts its refusals (gRPC
+        # GetCapabilities' among them).
         gateway.metrics.refused.labels(reason=exc.reason).inc()
         return error_response(exc)
     try:
