@@ -71,6 +71,12 @@ class GatewayConfig:
     # proxy in front still closes first, so it never sends on a connection being closed).
     # The gRPC front closes a connection with no call in progress after the same time.
     keepalive_timeout_seconds: float = 75.0
+    # How long the whole body of POST /v1/auth/token (a few hundred bytes of JSON, usually
+    # none) may take to arrive once its headers are in: 408 IDLE_TIMEOUT beyond it, so a body
+    # dripped a byte at a time does not hold the connection. 10 s is far beyond what a few
+    # hundred bytes need on any link. The audio endpoints bound their bodies by their
+    # session's idle timeout instead ([stt] / [tts] idle_timeout_s: a stalled upload).
+    token_body_timeout_seconds: float = 10.0
     # POST /v1/stt: the largest upload (413 beyond it), and compressed uploads decoding at once
     # (libsndfile runs in threads; 503 OVERLOADED beyond it).
     max_upload_bytes: int = 200 * 1024 * 1024

@@ -10,7 +10,8 @@ off the hot path, e.g. from a timer every ``keys_reload_interval_s``).
     keys_file.py     the TOML file: atomic locked writes, change signature
     origins.py       RFC 6454 origins: normalize, match
     tokens.py        HMAC-SHA256 signer with kid rotation; BrowserTokens; ResumeTokens
-    limits.py        SessionLimiter: concurrent sessions (permits), new sessions per minute (GCRA)
+    limits.py        SessionLimiter: concurrent sessions (permits), new sessions per minute (GCRA);
+                     CatalogLimiter: capabilities requests per minute
     authenticate.py  Authenticator: headers + subprotocols + Origin -> Principal
     redaction.py     redact() and RedactingFilter: keys and tokens never reach a log
     config.py        AuthConfig, the [auth] settings
@@ -25,13 +26,14 @@ from dataclasses import dataclass
 from gateway.auth.authenticate import Authenticator, Principal, WebSocketAuth
 from gateway.auth.config import AuthConfig
 from gateway.auth.keys import KeyStore
-from gateway.auth.limits import KeyLimits, SessionLimiter, SessionPermit
+from gateway.auth.limits import CatalogLimiter, KeyLimits, SessionLimiter, SessionPermit
 from gateway.auth.tokens import BrowserTokens, ResumeTokens, TokenSigner
 
 __all__ = [
     "AuthConfig",
     "AuthServices",
     "Authenticator",
+    "CatalogLimiter",
     "KeyLimits",
     "KeyStore",
     "Principal",
@@ -49,6 +51,7 @@ class AuthServices:
     keys: KeyStore
     authenticator: Authenticator
     limiter: SessionLimiter
+    catalog: CatalogLimiter  # requests that are not sessions (capabilities)
     browser_tokens: BrowserTokens
     resume_tokens: ResumeTokens
 
@@ -60,7 +63,7 @@ class AuthServices:
         wall_clock: Callable[[], float] = time.time,
         monotonic_clock: Callable[[], float] = time.monotonic,
     ) -> AuthServices:
-        """Load the keys file and build the signer, token kinds, authenticator and limiter.
+        """Load the keys file and build the signer, token kinds, authenticator and limiters.
 
         Raises:
             KeysFileError: the keys file is missing or invalid.
@@ -72,13 +75,16 @@ class AuthServices:
             signer,
             default_ttl_s=config.browser_token_ttl_s,
             max_ttl_s=config.browser_token_max_ttl_s,
-            nonce_capacity=config.browser_token_nonce_capacity,
+            nonces_per_key=config.browser_token_nonces_per_key,
         )
         return cls(
             keys=keys,
             authenticator=Authenticator(keys, browser_tokens, wall_clock=wall_clock),
             limiter=SessionLimiter(
                 concurrency_retry_delay=config.concurrency_retry_delay_s, clock=monotonic_clock
+            ),
+            catalog=CatalogLimiter(
+                floor_per_minute=config.capabilities_per_minute, clock=monotonic_clock
             ),
             browser_tokens=browser_tokens,
             resume_tokens=ResumeTokens(signer),

@@ -126,7 +126,8 @@ class Authenticator:
                 expired or reused token, a token of a key since revoked.
             PermissionDenied: a token without an Origin, or an Origin the key does not allow
                 (or, for a token bound to an origin, another one).
-            RateLimited: this process holds too many unexpired used tokens (see NonceCache).
+            RateLimited: the token's key holds its share of unexpired used tokens in this
+                process (see NonceCache).
         """
         offered = offered_subprotocols(headers) if subprotocols is None else list(subprotocols)
         tokens = [p for p in offered if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)]

@@ -33,14 +33,23 @@ class AuthConfig:
     # request may ask for (POST /v1/auth/token, ttlSeconds), seconds.
     browser_token_ttl_s: int = 60
     browser_token_max_ttl_s: int = 300
-    # Used browser-token nonces remembered per process (single use); when full, redeeming
-    # is RATE_LIMITED until the oldest expires. ~100 bytes each.
-    browser_token_nonce_capacity: int = 65536
+    # Used browser-token nonces (single use) each API key may have remembered per process
+    # until their tokens expire: a key at its share has its own redemptions RATE_LIMITED until
+    # its oldest expires, and other keys are not affected (gateway/auth/tokens.py, NonceCache).
+    # 4096 is 4096 token sessions a minute per key with 60 s tokens. ~200 bytes each; memory
+    # is at most this many per key of the keys file. (Was browser_token_nonce_capacity, one
+    # bound shared by every key, which one key could fill.)
+    browser_token_nonces_per_key: int = 4096
     # Limits of keys whose entry sets none.
     default_max_concurrent_sessions: int = 10
     default_max_new_sessions_per_minute: int = 60
     # Retry delay announced at the concurrency limit (when a slot frees is unknown), seconds.
     concurrency_retry_delay_s: float = 1.0
+    # Capabilities requests (GET /v1/capabilities, gRPC GetCapabilities) per key per minute, a
+    # bucket of its own (gateway/auth/limits.py, CatalogLimiter); a key whose
+    # max_new_sessions_per_minute is higher may make that many, so a client that asks once
+    # per session never meets this limit first. Each request reaches an adapter.
+    capabilities_per_minute: int = 600
 
     def __post_init__(self) -> None:
         if not self.token_signing_keys:
@@ -57,8 +66,10 @@ class AuthConfig:
         for name in ("keys_reload_interval_s", "concurrency_retry_delay_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"auth.{name} must be positive")
-        if self.browser_token_nonce_capacity < 1:
-            raise ValueError("auth.browser_token_nonce_capacity must be positive")
+        if self.capabilities_per_minute < 1:
+            raise ValueError("auth.capabilities_per_minute must be positive")
+        if self.browser_token_nonces_per_key < 1:
+            raise ValueError("auth.browser_token_nonces_per_key must be positive")
         self.default_limits()  # validates both defaults
 
     def default_limits(self) -> KeyLimits:

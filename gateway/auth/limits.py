@@ -19,6 +19,9 @@ passes (the HTTP ``Retry-After`` rounds it up to whole seconds: ``retry_after_he
 At the concurrency limit no time can be promised (it depends on when other sessions end), so
 the error carries ``concurrency_retry_delay``, a configured hint.
 
+Requests that are not sessions (``GET /v1/capabilities``, gRPC ``GetCapabilities``) have a
+bucket of their own per key, the same GCRA with no concurrency count (``CatalogLimiter``).
+
 Memory: one ``_KeyState`` per key id with open sessions or an unrefilled bucket; the states of
 idle keys with full buckets are dropped (they equal a fresh state) whenever the table has
 doubled since the last sweep. Only authenticated key ids reach the limiter, so the table is
@@ -143,16 +146,14 @@ class SessionLimiter:
         self._take_new(permit.key_id, permit._state, limits, self._clock())
 
     def _take_new(self, key_id: str, state: _KeyState, limits: KeyLimits, now: float) -> None:
-        interval = WINDOW_S / limits.max_new_sessions_per_minute
-        tolerance = WINDOW_S - interval  # a full bucket: L sessions at once
-        wait = state.tat - tolerance - now
+        per_minute = limits.max_new_sessions_per_minute
+        wait = _bucket_wait(state.tat, per_minute, now)
         if wait > 0:
             raise RateLimited(
-                f"key {key_id} started {limits.max_new_sessions_per_minute} sessions "
-                "within the last minute",
+                f"key {key_id} started {per_minute} sessions within the last minute",
                 retry_delay=_delta(wait),
             )
-        state.tat = max(state.tat, now) + interval
+        state.tat = _bucket_taken(state.tat, per_minute, now)
 
     def active_sessions(self, key_id: str) -> int:
         """How many permits of ``key_id`` are held now."""
@@ -181,6 +182,76 @@ class SessionLimiter:
         if state.active == 0 and state.tat <= self._clock():
             if self._states.get(key_id) is state:
                 del self._states[key_id]
+
+
+class CatalogLimiter:
+    """Per-key rate of the requests that are not sessions: ``GET /v1/capabilities`` and the
+    gRPC front's ``GetCapabilities``. One GCRA bucket per key, as for new sessions, of
+    ``max(floor_per_minute, the key's max_new_sessions_per_minute)`` requests a minute.
+
+    Why a bucket of its own rather than the session limiter's: such a request holds nothing
+    (no concurrent slot to release), and taking one of the key's new sessions for it would
+    halve what a client that asks before each session may start. Why at least the key's
+    session rate: a client that asks once per session then never meets this limit before its
+    session limit, whatever its key allows; the floor (600 a minute by default) leaves room
+    for keys with small session limits and for a client's retries. Each request still reaches
+    an adapter, which is why there is a limit at all.
+
+    Memory: one number per key with an unrefilled bucket; a full bucket's entry is dropped
+    when the table has doubled since the last sweep (it equals a fresh one). Only
+    authenticated key ids reach it, so the keys file bounds the table too.
+    """
+
+    def __init__(
+        self, *, floor_per_minute: int = 600, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if floor_per_minute < 1:
+            raise ValueError("floor_per_minute must be positive")
+        self._floor = floor_per_minute
+        self._clock = clock
+        self._tats: dict[str, float] = {}  # key id -> GCRA theoretical arrival time
+        self._sweep_at = 64
+
+    def per_minute(self, limits: KeyLimits) -> int:
+        """How many catalog requests a minute a key with ``limits`` may make."""
+        return max(self._floor, limits.max_new_sessions_per_minute)
+
+    def admit(self, key_id: str, limits: KeyLimits) -> None:
+        """Count one catalog request of ``key_id``; nothing is counted when it is refused.
+
+        Raises:
+            RateLimited: the key made ``per_minute(limits)`` within the last minute (retry
+                delay: exact, from the bucket).
+        """
+        now = self._clock()
+        per_minute = self.per_minute(limits)
+        tat = self._tats.get(key_id, -math.inf)
+        wait = _bucket_wait(tat, per_minute, now)
+        if wait > 0:
+            raise RateLimited(
+                f"key {key_id} asked for capabilities {per_minute} times within the last minute",
+                retry_delay=_delta(wait),
+            )
+        if key_id not in self._tats and len(self._tats) >= self._sweep_at:
+            self._tats = {k: t for k, t in self._tats.items() if t > now}
+            self._sweep_at = max(64, 2 * len(self._tats))
+        self._tats[key_id] = _bucket_taken(tat, per_minute, now)
+
+    def tracked_keys(self) -> int:
+        """How many key states are held (for the memory bound's test)."""
+        return len(self._tats)
+
+
+def _bucket_wait(tat: float, per_minute: int, now: float) -> float:
+    """GCRA: seconds until a bucket of ``per_minute`` at ``tat`` holds one (<= 0: now)."""
+    interval = WINDOW_S / per_minute
+    tolerance = WINDOW_S - interval  # a full bucket: ``per_minute`` at once
+    return tat - tolerance - now
+
+
+def _bucket_taken(tat: float, per_minute: int, now: float) -> float:
+    """GCRA: the theoretical arrival time once one is taken at ``now``."""
+    return max(tat, now) + WINDOW_S / per_minute
 
 
 def retry_after_header(delay: datetime.timedelta) -> str:

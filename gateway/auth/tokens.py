@@ -158,8 +158,9 @@ class BrowserTokens:
     """Short-lived tokens a web page passes as a WebSocket subprotocol instead of the API key.
 
     A token opens one session: its nonce is remembered by this process until the token
-    expires (a bounded cache). Another gateway process does not know the nonce, so with N
-    processes a stolen token can open at most N sessions within its lifetime (60 s default).
+    expires, in a cache where each API key has a bounded share of its own (``NonceCache``).
+    Another gateway process does not know the nonce, so with N processes a stolen token can
+    open at most N sessions within its lifetime (60 s default).
     """
 
     PURPOSE = "browser/v1"
@@ -171,14 +172,14 @@ class BrowserTokens:
         *,
         default_ttl_s: int = 60,
         max_ttl_s: int = 300,
-        nonce_capacity: int = 65536,
+        nonces_per_key: int = 4096,
     ) -> None:
         if not 0 < default_ttl_s <= max_ttl_s:
             raise ValueError("browser token TTLs: 0 < default <= max")
         self._signer = signer
         self.default_ttl_s = default_ttl_s
         self.max_ttl_s = max_ttl_s
-        self._nonces = NonceCache(nonce_capacity)
+        self._nonces = NonceCache(nonces_per_key)
 
     def issue(
         self, key_id: str, *, origin: str | None, now: float, ttl_s: int | None = None
@@ -212,7 +213,8 @@ class BrowserTokens:
         Raises:
             Unauthenticated: malformed, forged, unknown kid, expired, or already used.
             PermissionDenied: issued for another origin than the request's.
-            RateLimited: this process holds ``nonce_capacity`` unexpired used tokens.
+            RateLimited: the token's key holds ``nonces_per_key`` unexpired used tokens in
+                this process (other keys' tokens are not affected).
         """
         try:
             claims = self._signer.open(self.PURPOSE, token, self.MAX_TOKEN_LENGTH)
@@ -226,48 +228,78 @@ class BrowserTokens:
             raise Unauthenticated("browser token expired")
         if bound is not None and (origin is None or _normalized(origin) != bound):
             raise PermissionDenied("browser token was issued for another origin")
-        if not self._nonces.consume(nonce, exp, now):
+        if not self._nonces.consume(key_id, nonce, exp, now):
             raise Unauthenticated("browser token already used")
         return key_id
 
 
 class NonceCache:
-    """Used nonces until their token's expiry: a dict plus a heap ordered by expiry.
+    """Used nonces until their token's expiry, each API key's in a bounded share of its own.
 
-    ``consume`` forgets expired nonces first, so memory follows the tokens still valid, and
-    is bounded by ``capacity`` in any case.
+    Why a share per key rather than one bound for the process: under a shared bound, one key
+    that redeems many tokens (its own, minted at will at ``POST /v1/auth/token``) fills the
+    cache, and every other key's valid tokens are refused until those nonces expire; forgetting
+    live nonces to make room instead would let a used token open a second session. Recording a
+    nonce only once the key's session limiter has admitted the session would not isolate the
+    keys either: a WebSocket takes its per-minute slot at its ``start``, after the upgrade that
+    redeems the token, so a client that upgrades and leaves spends nonces that no limit counts,
+    and the keys' limits added up can exceed any shared bound anyway. With a share each, a key
+    that fills its own is refused its own tokens (``RATE_LIMITED``), and no other key notices.
+
+    Memory: ``consume`` forgets the expired nonces of every key first, so it follows the tokens
+    still valid; at most ``per_key`` per key id, and key ids are signed claims, so only keys
+    this deployment issued tokens to reach here (the keys file bounds them). A dict entry and
+    two heap entries, ~200 bytes per nonce.
     """
 
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("nonce capacity must be positive")
-        self._capacity = capacity
-        self._expiry: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
+    def __init__(self, per_key: int) -> None:
+        if per_key < 1:
+            raise ValueError("nonces per key must be positive")
+        self._per_key = per_key
+        # (key id, nonce) -> expiry: the nonce is a claim like the key, so a pair is what a
+        # token's reuse repeats.
+        self._expiry: dict[tuple[str, str], float] = {}
+        self._heap: list[tuple[float, str, str]] = []  # (expiry, key id, nonce), every key's
+        self._by_key: dict[str, list[float]] = {}  # a heap of expiries per key with nonces
 
     def __len__(self) -> int:
         return len(self._expiry)
 
-    def consume(self, nonce: str, exp: float, now: float) -> bool:
-        """Record ``nonce`` (valid until ``exp``); False if it was already recorded.
+    def held(self, key_id: str) -> int:
+        """How many unexpired nonces of ``key_id`` are remembered (as of the last consume)."""
+        return len(self._by_key.get(key_id, ()))
+
+    def consume(self, key_id: str, nonce: str, exp: float, now: float) -> bool:
+        """Record ``nonce`` of a token of ``key_id`` (valid until ``exp``); False if it was
+        already recorded.
 
         Raises:
-            RateLimited: full of unexpired nonces (retry delay: until the first expires).
+            RateLimited: ``key_id`` holds ``per_key`` unexpired nonces (retry delay: until the
+                first of them expires).
         """
-        while self._heap and self._heap[0][0] <= now:
-            _, old = heapq.heappop(self._heap)
-            del self._expiry[old]
-        if nonce in self._expiry:
+        self._forget_expired(now)
+        if (key_id, nonce) in self._expiry:
             return False
-        if len(self._expiry) >= self._capacity:
-            wait = self._heap[0][0] - now
+        held = self._by_key.setdefault(key_id, [])
+        if len(held) >= self._per_key:
             raise RateLimited(
-                "too many browser tokens in use on this gateway process",
-                retry_delay=datetime.timedelta(seconds=math.ceil(wait)),
+                f"key {key_id} has {self._per_key} browser tokens in use on this gateway process",
+                retry_delay=datetime.timedelta(seconds=math.ceil(held[0] - now)),
             )
-        self._expiry[nonce] = exp
-        heapq.heappush(self._heap, (exp, nonce))
+        self._expiry[(key_id, nonce)] = exp
+        heapq.heappush(self._heap, (exp, key_id, nonce))
+        heapq.heappush(held, exp)
         return True
+
+    def _forget_expired(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            _, key_id, nonce = heapq.heappop(self._heap)
+            del self._expiry[(key_id, nonce)]
+            # The whole heap gives up expiries in order, so this one is its key's earliest.
+            held = self._by_key[key_id]
+            heapq.heappop(held)
+            if not held:
+                del self._by_key[key_id]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@ draining -> DRAINING; credentials from the metadata (``authorization: Bearer <ke
 a session of its key (one concurrent slot while it runs, one of the key's new sessions per
 minute) -> RESOURCE_EXHAUSTED with RetryInfo (RATE_LIMITED); no adapter serving ->
 BACKEND_UNAVAILABLE. ``GetCapabilities`` is authenticated but not a session, as
-``GET /v1/capabilities`` is not. A refused call never reaches an adapter.
+``GET /v1/capabilities`` is not: it takes one of the key's capabilities requests a minute
+(``CatalogLimiter``; RATE_LIMITED beyond). A refused call never reaches an adapter.
 
 Health (``grpc.health.v1``): the overall status and each voxwire service are SERVING while an
 adapter serves and the gateway is not draining; a drain turns them NOT_SERVING for good.
@@ -55,7 +56,8 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     synthesis_pb2.DESCRIPTOR.services_by_name["Synthesis"],
     capabilities_pb2.DESCRIPTOR.services_by_name["Capabilities"],
 )
-# Methods that are not sessions (authenticated, not counted against the key's limits).
+# Methods that are not sessions (authenticated, counted against the key's catalog rate, not
+# its sessions).
 CATALOG_METHODS = frozenset({"/voxwire.v1.Capabilities/GetCapabilities"})
 # How long a refused stream waits for the client's first message (or half-close) before its
 # status: a grpcio aio client whose write races the server's status reports INTERNAL instead
@@ -196,6 +198,7 @@ class GrpcFront:
             context.invocation_metadata() or ()
         )
         if path in CATALOG_METHODS:
+            gateway.auth.catalog.admit(principal.key_id, principal.limits)
             return principal, None
         return principal, gateway.auth.limiter.admit(principal.key_id, principal.limits)
 

@@ -54,20 +54,27 @@ def authenticate(request: web.Request, auth: AuthServices) -> Principal:
     return auth.authenticator.authenticate_request(list(request.headers.items()))
 
 
+def not_draining(registry: Registry) -> None:
+    """Raises Draining while the gateway drains: checked first, before the credentials, by
+    every endpoint that reaches an adapter (the gRPC front's calls do the same)."""
+    if registry.draining:
+        raise errors.Draining("the gateway is shutting down: use another one")
+
+
 def admit(request: web.Request, auth: AuthServices, registry: Registry) -> HttpAdmission:
     """Authenticate ``request`` and take a new session of its key (release the permit when
     done). Raises Draining, Unauthenticated, PermissionDenied, RateLimited."""
-    if registry.draining:
-        raise errors.Draining("the gateway is shutting down: use another one")
+    not_draining(registry)
     principal = authenticate(request, auth)
     return HttpAdmission(principal, auth.limiter.admit(principal.key_id, principal.limits))
 
 
 async def read_body(request: web.Request, max_bytes: int, within_s: float) -> bytes:
     """The whole (small) body, refusing more than ``max_bytes`` as it arrives, and a body not
-    all there within ``within_s`` (the idle timeout): a body of a few KiB that takes longer
-    has stalled, and one dripped a byte at a time would otherwise hold the connection (and
-    the key's session slot, for POST /v1/tts) for as long as its client likes.
+    all there within ``within_s`` (the endpoint's deadline: POST /v1/tts its session's idle
+    timeout, POST /v1/auth/token ``token_body_timeout_seconds``): a body of a few KiB that
+    takes longer has stalled, and one dripped a byte at a time would otherwise hold the
+    connection (and the key's session slot, for POST /v1/tts) for as long as its client likes.
 
     Raises BodyTooLarge (413), IdleTimeout (408)."""
     if request.content_length is not None and request.content_length > max_bytes:

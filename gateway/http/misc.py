@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 from google.protobuf import json_format
 
-from gateway.http.common import authenticate, error_response, read_body
+from gateway.http.common import authenticate, error_response, not_draining, read_body
 from gateway.http.openapi import document
 from gateway.state import GATEWAY
 from gateway.wire.messages import decode, encode
@@ -25,7 +25,7 @@ async def token(request: web.Request) -> web.Response:
         principal = authenticate(request, gateway.auth)
         if principal.credential != "api_key":
             raise errors.PermissionDenied("a token can only be exchanged for an API key's token")
-        body = await read_body(request, 4096, gateway.config.tts.idle_timeout_s)
+        body = await read_body(request, 4096, gateway.config.token_body_timeout_seconds)
         asked = decode(body, http_pb2.TokenRequest, max_bytes=4096) if body.strip() else None
         issued = gateway.auth.authenticator.issue_browser_token(
             principal, asked.ttl_seconds or None if asked is not None else None
@@ -42,11 +42,19 @@ async def capabilities(request: web.Request) -> web.Response:
     """GET /v1/capabilities: what the adapters serve (asked of one that serves)."""
     gateway = request.app[GATEWAY]
     try:
-        authenticate(request, gateway.auth)
+        # A draining gateway refuses it as it refuses sessions (and as the gRPC front refuses
+        # GetCapabilities): a client that asks before its session should ask where it will
+        # open it.
+        not_draining(gateway.registry)
+        principal = authenticate(request, gateway.auth)
+        # Not a session (it holds nothing), but each request reaches an adapter: a bucket of
+        # its own per key (CatalogLimiter), as for gRPC GetCapabilities.
+        gateway.auth.catalog.admit(principal.key_id, principal.limits)
         lease = gateway.pool.choose()
     except errors.VoxwireError as exc:
-        # Refused before reaching an adapter (a bad key, none serving): counted as every other
-        # endpoint counts its refusals (gRPC GetCapabilities' among them).
+        # Refused before reaching an adapter (draining, a bad key, over the key's rate, none
+        # serving): counted as every other endpoint counts its refusals (gRPC
+        # GetCapabilities' among them).
         gateway.metrics.refused.labels(reason=exc.reason).inc()
         return error_response(exc)
     try:

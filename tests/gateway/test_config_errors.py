@@ -72,6 +72,7 @@ def assert_config_error(run: subprocess.CompletedProcess[str], *named: str) -> N
         ("[runner]\nwrite_timeout_s = nan\n" + AUTH, ("[runner] write_timeout_s:", "nan")),
         ("[runner]\nclose_flush_s = -1\n" + AUTH, ("[runner] close_flush_s: must be a non-neg",)),
         ("hard_max_message_bytes = 0\n", ("hard_max_message_bytes: must be a positive",)),
+        ("token_body_timeout_seconds = 0\n", ("token_body_timeout_seconds: must be a positive",)),
         (AUTH + "browser_token_ttl_s = 'x'\n", ("[auth] browser_token_ttl_s:", "'x'")),
         (AUTH.replace('"keys.toml"', "5"), ("[auth] keys_file: must be a string",)),
         (AUTH.replace('current_kid = "a"', 'current_kid = "b"'), ("auth.token_current_kid",)),

@@ -1,4 +1,5 @@
-"""Per-key limits: permits released once on every path; the token bucket and its Retry-After."""
+"""Per-key limits: permits released once on every path; the token bucket and its Retry-After;
+the capabilities requests' bucket."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import datetime
 
 import pytest
 
-from gateway.auth.limits import KeyLimits, SessionLimiter, retry_after_header
+from gateway.auth.limits import CatalogLimiter, KeyLimits, SessionLimiter, retry_after_header
 from tests.gateway.auth.helpers import ManualClock
 from voxwire.errors import RateLimited
 
@@ -203,3 +204,53 @@ def test_a_session_admitted_before_its_kind_is_known_counts_as_new_later():
         limiter.count_new(permits[2], limits)
     assert caught.value.retry_delay is not None and caught.value.retry_delay.total_seconds() > 0
     assert limiter.active_sessions("k") == 3  # still held until released
+
+
+# -- capabilities requests (CatalogLimiter) ------------------------------------------------------
+
+
+def test_capabilities_requests_burst_then_the_exact_retry_delay_per_key():
+    clock = ManualClock()
+    catalog = CatalogLimiter(floor_per_minute=3, clock=clock)
+    limits = KeyLimits(max_concurrent_sessions=1, max_new_sessions_per_minute=1)
+    for _ in range(3):  # the floor: a key whose session rate is lower gets it
+        catalog.admit("a", limits)
+    with pytest.raises(RateLimited, match="capabilities 3 times") as refused:
+        catalog.admit("a", limits)
+    assert refused.value.retry_delay == datetime.timedelta(seconds=20)  # one refill: 60 / 3
+    catalog.admit("b", limits)  # another key has a bucket of its own
+    clock.advance(19.999)
+    with pytest.raises(RateLimited):  # refusals take nothing: still 1 ms to wait
+        catalog.admit("a", limits)
+    clock.advance(0.001)
+    catalog.admit("a", limits)
+
+
+def test_a_key_may_ask_at_least_as_often_as_it_may_start_sessions():
+    # A client that asks once per session meets its session limit first, whatever its key.
+    clock = ManualClock()
+    catalog = CatalogLimiter(floor_per_minute=3, clock=clock)
+    sessions = SessionLimiter(clock=clock)
+    limits = KeyLimits(max_concurrent_sessions=100, max_new_sessions_per_minute=50)
+    assert catalog.per_minute(limits) == 50
+    for _ in range(600):  # ten minutes of a client starting sessions as fast as it may
+        try:
+            sessions.admit("a", limits).release()
+        except RateLimited:
+            pass
+        else:
+            catalog.admit("a", limits)
+        clock.advance(1.0)
+    assert CatalogLimiter().per_minute(KeyLimits(10, 60)) == 600  # the default floor
+
+
+def test_the_capabilities_buckets_memory_stays_bounded_over_many_keys():
+    clock = ManualClock()
+    catalog = CatalogLimiter(floor_per_minute=60, clock=clock)
+    limits = KeyLimits(max_concurrent_sessions=1, max_new_sessions_per_minute=1)
+    for i in range(5000):
+        catalog.admit(f"key{i}", limits)
+        clock.advance(0.5)  # each key's bucket is full again 1 s after its request
+    assert catalog.tracked_keys() <= 128
+    with pytest.raises(ValueError):
+        CatalogLimiter(floor_per_minute=0)

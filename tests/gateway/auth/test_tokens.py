@@ -156,15 +156,49 @@ def test_used_nonces_are_forgotten_when_their_tokens_expire():
     assert len(tokens._nonces) == 1
 
 
-def test_a_full_nonce_cache_rate_limits_until_the_first_expires():
-    cache = NonceCache(capacity=2)
-    assert cache.consume("a", exp=NOW + 30, now=NOW)
-    assert cache.consume("b", exp=NOW + 50, now=NOW)
-    assert not cache.consume("a", exp=NOW + 30, now=NOW + 1)
+def test_a_full_share_rate_limits_its_key_until_its_first_nonce_expires():
+    cache = NonceCache(per_key=2)
+    assert cache.consume("k", "a", exp=NOW + 30, now=NOW)
+    assert cache.consume("k", "b", exp=NOW + 50, now=NOW)
+    assert not cache.consume("k", "a", exp=NOW + 30, now=NOW + 1)
     with pytest.raises(RateLimited) as full:
-        cache.consume("c", exp=NOW + 60, now=NOW + 10)
+        cache.consume("k", "c", exp=NOW + 60, now=NOW + 10)
     assert full.value.retry_delay is not None and full.value.retry_delay.total_seconds() == 20
-    assert cache.consume("c", exp=NOW + 60, now=NOW + 30)  # "a" expired and was dropped
+    assert cache.consume("k", "c", exp=NOW + 60, now=NOW + 30)  # "a" expired and was dropped
+
+
+def test_one_key_filling_its_share_leaves_other_keys_tokens_valid():
+    # One cache shared by every key: a key that redeemed its own tokens by the thousand got
+    # every other key's valid token refused RATE_LIMITED until its nonces expired.
+    tokens = BrowserTokens(signer(), nonces_per_key=3)
+    for _ in range(3):
+        tokens.redeem(tokens.issue("noisy", origin=None, now=NOW).token, origin=None, now=NOW)
+    with pytest.raises(RateLimited, match="key noisy"):
+        tokens.redeem(tokens.issue("noisy", origin=None, now=NOW).token, origin=None, now=NOW)
+    for _ in range(3):
+        quiet = tokens.issue("quiet", origin=None, now=NOW).token
+        assert tokens.redeem(quiet, origin=None, now=NOW) == "quiet"
+    # Replay protection holds for both: no live nonce was forgotten to make room.
+    with pytest.raises(Unauthenticated, match="already used"):
+        tokens.redeem(quiet, origin=None, now=NOW)
+    assert (tokens._nonces.held("noisy"), tokens._nonces.held("quiet")) == (3, 3)
+
+
+def test_the_same_nonce_under_another_key_is_another_token():
+    cache = NonceCache(per_key=4)
+    assert cache.consume("k1", "n", exp=NOW + 30, now=NOW)
+    assert cache.consume("k2", "n", exp=NOW + 30, now=NOW)
+    assert not cache.consume("k2", "n", exp=NOW + 30, now=NOW)
+
+
+def test_expired_nonces_of_every_key_are_forgotten():
+    cache = NonceCache(per_key=8)
+    for i, key in enumerate(("a", "b", "c")):
+        cache.consume(key, f"n{i}", exp=NOW + 10 + i, now=NOW)
+    cache.consume("d", "late", exp=NOW + 100, now=NOW)
+    cache.consume("d", "next", exp=NOW + 100, now=NOW + 20)
+    assert len(cache) == 2 and [cache.held(k) for k in "abcd"] == [0, 0, 0, 2]
+    assert cache._by_key.keys() == {"d"}
 
 
 def test_a_resume_token_round_trips_its_claims():
