@@ -53,7 +53,7 @@ def _summary(result: dict[str, Any]) -> str:
             "sessions ok / failed / cut / refused",
             f"{s['ok']} / {s['failed']} / {s['cut']} / {s['refused']}",
         ],
-        ["error rate", f"{s['error_rate']:.3%}"],
+        ["error rate", "-" if s["error_rate"] is None else f"{s['error_rate']:.3%}"],
     ]
     if result["wer"]["wer"] is not None:
         rows.append(["WER", f"{result['wer']['wer']:.3f} ({result['wer']['words']} words)"])

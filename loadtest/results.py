@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -24,6 +25,16 @@ SATURATED_LAG_MS = 10.0
 # TTS chunks received (a TTS request is answered by many chunks: divided by requests, the cost
 # per message of a TTS run was that many times too high).
 MESSAGE_COUNTERS = ("stt.chunks", "tts.chunks")
+
+
+def session_errors(counters: Mapping[str, int]) -> tuple[int, int]:
+    """(sessions that went wrong, sessions tried): a session refused at its start (OVERLOADED,
+    RATE_LIMITED, ...) went wrong like one that failed or was cut, since its caller got no
+    service. The result's ``error_rate`` and the SLO's error-rate check both read this, so the
+    report and the verdict cannot disagree on it."""
+    ok = counters.get("sessions.ok", 0)
+    bad = sum(counters.get(k, 0) for k in ("sessions.failed", "sessions.cut", "sessions.refused"))
+    return bad, ok + bad
 
 
 def stats(h: HdrHistogram) -> dict[str, float]:
@@ -101,6 +112,7 @@ def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None
     counts = {k: c.get(k, 0) for k in MESSAGE_COUNTERS}
     messages, requests = sum(counts.values()), c.get("tts.requests", 0)
     sessions = c.get("sessions.ok", 0) + c.get("sessions.failed", 0) + c.get("sessions.cut", 0)
+    bad, tried = session_errors(c)
     workers, warnings = generator_health(merged)
     words = c.get("wer.words", 0)
     metrics = {k: stats(h) for k, h in sorted(merged.totals.items())}
@@ -130,7 +142,8 @@ def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None
             "refused": c.get("sessions.refused", 0),
             # Echo target only: chunks sent whose echo never came (their session ended first).
             "unanswered_chunks": c.get("stt.unanswered", 0),
-            "error_rate": (sessions - c.get("sessions.ok", 0)) / sessions if sessions else 0.0,
+            # Refused sessions included (session_errors): the SLO's error rate. None: no session.
+            "error_rate": bad / tried if tried else None,
         },
         "errors": dict(merged.errors.most_common()),
         "metrics": metrics,

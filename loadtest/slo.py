@@ -27,6 +27,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from loadtest.merge import Merged
+from loadtest.results import session_errors
 from loadtest.scenario import SearchSpec, SloSpec
 
 
@@ -120,9 +121,7 @@ def judge(merged: Merged, slo: SloSpec) -> Verdict:
             Check(name, bound is not None and bound <= o.max_ms, observed, bound, o.max_ms, n, note)
         )
     c = merged.counters
-    sessions = c.get("sessions.ok", 0) + c.get("sessions.failed", 0) + c.get("sessions.cut", 0)
-    bad = sessions - c.get("sessions.ok", 0) + c.get("sessions.refused", 0)
-    total = sessions + c.get("sessions.refused", 0)
+    bad, total = session_errors(c)
     rate = bad / total if total else 1.0
     checks.append(
         Check(

@@ -189,3 +189,32 @@ def test_when_no_level_holds_the_result_is_the_lowest_levels_own(
     printed = capsys.readouterr().out
     assert "no rate held the SLO" in printed and "stt.final p99 <= 300 ms" in printed, printed
     assert "no level held" in (out / "report.html").read_text()
+
+
+def test_the_result_and_the_verdict_count_the_same_error_rate() -> None:
+    """A refused session is an error in both: the report's rate is the one the SLO judged."""
+    from loadtest import results
+    from loadtest.scenario import Scenario
+
+    merged = _merged(100, np.random.default_rng(3))
+    for name, count in (("ok", 96), ("failed", 1), ("cut", 1), ("refused", 2)):
+        merged.counters[f"sessions.{name}"] = count
+    verdict = judge(merged, SloSpec(objectives=(), max_error_rate=0.05))
+    (check,) = [c for c in verdict.checks if c.name.startswith("error rate")]
+    reported = results.build(merged, Scenario().to_dict(), {})["sessions"]
+    assert reported["error_rate"] == check.observed == pytest.approx(4 / 100)
+    assert check.passed and reported["refused"] == 2
+    merged.counters["sessions.refused"] = 6  # 8 of 104 now: over 5 %, failed, in both
+    verdict = judge(merged, SloSpec(objectives=(), max_error_rate=0.05))
+    (check,) = [c for c in verdict.checks if c.name.startswith("error rate")]
+    assert not check.passed
+    assert results.build(merged, Scenario().to_dict(), {})["sessions"]["error_rate"] == (
+        pytest.approx(8 / 104)
+    )
+
+
+def test_a_run_without_sessions_has_no_error_rate() -> None:
+    from loadtest import results
+    from loadtest.scenario import Scenario
+
+    assert results.build(Merged(), Scenario().to_dict(), {})["sessions"]["error_rate"] is None
