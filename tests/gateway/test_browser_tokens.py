@@ -17,10 +17,9 @@ import pytest
 import pytest_asyncio
 
 from gateway.auth.keys import create_key
-from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
 from inference_adapter.server import AdapterServer
-from tests.helpers.edge import auth_config
+from tests.helpers.edge import auth_config, running_gateway
 from tests.helpers.edge_clients import Attempt, websocket
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -37,19 +36,9 @@ def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def gateway(edge_adapter: AdapterServer, keys_file: Path) -> AsyncIterator[GatewayServer]:
     new_key(keys_file, "placeholder")  # the gateway does not start without a keys file
-    server = GatewayServer(
-        GatewayConfig(
-            listen="127.0.0.1:0",
-            grpc_listen="",
-            adapters=(edge_adapter.address,),
-            auth=replace(auth_config(keys_file), browser_token_nonces_per_key=SHARE),
-        )
-    )
-    await server.start()
-    try:
+    auth = replace(auth_config(keys_file), browser_token_nonces_per_key=SHARE)
+    async for server in running_gateway(edge_adapter.address, auth):
         yield server
-    finally:
-        await server.stop(grace=1.0)
 
 
 def new_key(keys_file: Path, name: str) -> str:

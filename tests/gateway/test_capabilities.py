@@ -26,7 +26,7 @@ from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
 from inference_adapter.server import AdapterServer
 from tests.gateway.conftest import Edge, InstrumentedEdge
-from tests.helpers.edge import auth_config
+from tests.helpers.edge import auth_config, running_gateway
 from tests.helpers.edge_clients import Attempt, http_tts
 from tests.helpers.front import bearer, rich_error
 from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc
@@ -45,19 +45,9 @@ def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def gateway(front: InstrumentedEdge, keys_file: Path) -> AsyncIterator[GatewayServer]:
     new_key(keys_file, "placeholder")  # the gateway does not start without a keys file
-    server = GatewayServer(
-        GatewayConfig(
-            listen="127.0.0.1:0",
-            grpc_listen="127.0.0.1:0",
-            adapters=(front.adapter.address,),
-            auth=replace(auth_config(keys_file), capabilities_per_minute=PER_MINUTE),
-        )
-    )
-    await server.start()
-    try:
+    auth = replace(auth_config(keys_file), capabilities_per_minute=PER_MINUTE)
+    async for server in running_gateway(front.adapter.address, auth, grpc_front=True):
         yield server
-    finally:
-        await server.stop(grace=1.0)
 
 
 def new_key(keys_file: Path, name: str) -> str:

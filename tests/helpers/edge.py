@@ -91,3 +91,23 @@ async def start_edge(
         yield Edge(server, key, keys_file, auth)
     finally:
         await server.stop(grace=1.0)
+
+
+async def running_gateway(
+    adapter: str, auth: AuthConfig, *, grpc_front: bool = False
+) -> AsyncIterator[GatewayServer]:
+    """A gateway of its own for a test module (``auth``'s settings are what it tests), in front
+    of ``adapter``; stopped with a second of grace. Use it as a module fixture's body."""
+    server = GatewayServer(
+        GatewayConfig(
+            listen="127.0.0.1:0",
+            grpc_listen="127.0.0.1:0" if grpc_front else "",
+            adapters=(adapter,),
+            auth=auth,
+        )
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=1.0)
