@@ -27,8 +27,8 @@ from gateway.server import GatewayServer
 from inference_adapter.server import AdapterServer
 from tests.gateway.conftest import Edge, InstrumentedEdge
 from tests.helpers.edge import auth_config, running_gateway
-from tests.helpers.edge_clients import Attempt, http_tts
-from tests.helpers.front import bearer, rich_error
+from tests.helpers.edge_clients import Attempt, grpc_refused, http_refused, http_tts
+from tests.helpers.front import bearer
 from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -65,19 +65,11 @@ async def http_capabilities(base: str, headers: Mapping[str, str]) -> Attempt:
     """GET /v1/capabilities; admitted when the adapters' models come back."""
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}/v1/capabilities", headers=dict(headers)) as resp:
-            body = await resp.json()
             if resp.status == 200:
+                body = await resp.json()
                 assert body["models"], body
                 return Attempt("http /v1/capabilities", True)
-            after = resp.headers.get("Retry-After")
-            return Attempt(
-                "http /v1/capabilities",
-                False,
-                body["error"]["reason"],
-                resp.status,
-                float(after) if after is not None else None,
-                body["error"].get("retryable", False),
-            )
+            return await http_refused("http /v1/capabilities", resp)
 
 
 async def grpc_capabilities(address: str, key: str) -> Attempt:
@@ -90,15 +82,7 @@ async def grpc_capabilities(address: str, key: str) -> Attempt:
             assert (await call).models
             return Attempt("grpc GetCapabilities", True)
         except grpc.aio.AioRpcError:
-            error = await rich_error(call)
-    return Attempt(
-        "grpc GetCapabilities",
-        False,
-        error.reason,
-        error.code.name,
-        error.retry_delay_s,
-        error.retryable,
-    )
+            return await grpc_refused("grpc GetCapabilities", call)
 
 
 def refused(server: GatewayServer, reason: str) -> float:

@@ -32,6 +32,26 @@ class Attempt:
     retryable: bool = False
 
 
+async def http_refused(wire: str, resp: aiohttp.ClientResponse) -> Attempt:
+    """The refusal an HTTP error answer carries: its JSON error event, status, Retry-After."""
+    event = (await resp.json())["error"]
+    after = resp.headers.get("Retry-After")
+    return Attempt(
+        wire,
+        False,
+        event["reason"],
+        resp.status,
+        float(after) if after is not None else None,
+        event.get("retryable", False),
+    )
+
+
+async def grpc_refused(wire: str, call: object) -> Attempt:
+    """The refusal a failed gRPC call's status carries (its google.rpc details)."""
+    error = await rich_error(call)
+    return Attempt(wire, False, error.reason, error.code.name, error.retry_delay_s, error.retryable)
+
+
 async def websocket(
     base: str,
     path: str,
@@ -75,16 +95,7 @@ async def http_tts(base: str, headers: Mapping[str, str]) -> Attempt:
             if resp.status == 200:
                 await resp.read()
                 return Attempt("http /v1/tts", True)
-            event = (await resp.json())["error"]
-            after = resp.headers.get("Retry-After")
-            return Attempt(
-                "http /v1/tts",
-                False,
-                event["reason"],
-                resp.status,
-                float(after) if after is not None else None,
-                event.get("retryable", False),
-            )
+            return await http_refused("http /v1/tts", resp)
 
 
 async def grpc_stt(address: str, metadata: Sequence[tuple[str, str]]) -> Attempt:
@@ -97,12 +108,4 @@ async def grpc_stt(address: str, metadata: Sequence[tuple[str, str]]) -> Attempt
         outcome = await collect(call)
         if outcome.code == grpc.StatusCode.OK:
             return Attempt("grpc StreamingTranscribe", True)
-        error = await rich_error(call)
-    return Attempt(
-        "grpc StreamingTranscribe",
-        False,
-        error.reason,
-        error.code.name,
-        error.retry_delay_s,
-        error.retryable,
-    )
+        return await grpc_refused("grpc StreamingTranscribe", call)
