@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test venv lock stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench \
 	clean browser-deps bench-edge fuzz fuzz-front bench-overload bench-telephony test-faults \
-	bench-barge-in bench-triton-client
+	bench-barge-in bench-triton-client bench-tts-turns
 
 venv: $(STAMP)
 
@@ -109,6 +109,11 @@ bench-barge-in: $(STAMP)
 # echo floor, 100 paced bench_stt streams (BENCHMARKS.md, "The adapter's Triton client"; ~5 min).
 bench-triton-client: $(STAMP)
 	$(PY) -m benchmarks.triton_client $(TRITON_CLIENT_ARGS)
+
+# Issue 7: a TTS turn's time to first audio through the gateway (a context per turn) against the
+# adapter direct, with a call per turn and with one call (BENCHMARKS.md, "TTS turns"; ~3 min).
+bench-tts-turns: $(STAMP)
+	$(PY) -m benchmarks.tts_turns $(TTS_TURNS_ARGS)
 
 # The gateway's HTTP/WebSocket stack candidates side by side (BENCHMARKS.md, "Edge stack choice").
 bench-edge: $(STAMP)
