@@ -371,3 +371,17 @@ def test_the_largest_lead_is_taken():
     session = new_session(Clock())
     session.start(start)
     assert session.lead_ms == 10_000
+
+
+def test_an_open_of_a_closed_context_still_speaking_ends_it_with_already_open():
+    """docs/edge.md: ``close`` ends a context's text, not the context; reopening its id before
+    its ``done`` is that context's error, and the session goes on."""
+    clock = Clock()
+    session, key = opened_session(clock)
+    session.client_message(Client(context_id="c1", close=synthesis_pb2.CloseContext()))
+    assert "c1" in session.contexts  # closed for text, still speaking
+    actions = session.client_message(open_msg("c1"))
+    assert actions.to_client[0].context_error.error.reason == "CONTEXT_ALREADY_OPEN"  # type: ignore[union-attr]
+    assert key in actions.cancel_upstream and actions.close is None
+    assert "c1" not in session.contexts
+    assert session.client_message(open_msg("c1")).open_upstream  # the id is free again
