@@ -92,44 +92,45 @@ def gateway_turns(ws: aiohttp.ClientWebSocketResponse, cfg: Any) -> Turn:
     return turn
 
 
+async def _grpc_turn(
+    call: Any, cid: str, cfg: Any, t0: float, *, own_call: bool
+) -> tuple[float, float]:
+    """One turn on ``call``: a call of its own (half-closed, read to its status) or the long
+    call every turn shares (read until this context's end)."""
+    opened = first = 0.0
+    for request in _requests(cid, cfg):
+        await call.write(request)
+    if own_call:
+        await call.done_writing()
+    while (resp := await call.read()) is not grpc.aio.EOF:
+        kind = resp.WhichOneof("response")
+        if kind == "opened":
+            opened = opened or time.monotonic() - t0
+        elif kind == "audio":
+            first = first or time.monotonic() - t0
+        elif kind in _ENDS and resp.context_id == cid:
+            if kind != "done" or not first:
+                raise RuntimeError(f"turn {cid} ended without audio: {resp}")
+            if not own_call:
+                return opened, first
+    if not own_call:
+        raise RuntimeError("the long call ended")
+    if await call.code() != grpc.StatusCode.OK or not first:
+        raise RuntimeError(f"turn {cid}: {await call.code()} {await call.details()}")
+    return opened, first
+
+
 def call_per_turn(stub: synthesis_pb2_grpc.SynthesisStub, cfg: Any) -> Turn:
     async def turn(cid: str) -> tuple[float, float]:
         t0 = time.monotonic()
-        opened = first = 0.0
-        call = stub.StreamingSynthesize()
-        for request in _requests(cid, cfg):
-            await call.write(request)
-        await call.done_writing()
-        while (resp := await call.read()) is not grpc.aio.EOF:
-            kind = resp.WhichOneof("response")
-            if kind == "opened":
-                opened = opened or time.monotonic() - t0
-            elif kind == "audio":
-                first = first or time.monotonic() - t0
-        if await call.code() != grpc.StatusCode.OK or not first:
-            raise RuntimeError(f"turn {cid}: {await call.code()} {await call.details()}")
-        return opened, first
+        return await _grpc_turn(stub.StreamingSynthesize(), cid, cfg, t0, own_call=True)
 
     return turn
 
 
 def one_call(call: Any, cfg: Any) -> Turn:
     async def turn(cid: str) -> tuple[float, float]:
-        t0 = time.monotonic()
-        opened = first = 0.0
-        for request in _requests(cid, cfg):
-            await call.write(request)
-        while (resp := await call.read()) is not grpc.aio.EOF:
-            kind = resp.WhichOneof("response")
-            if kind == "opened":
-                opened = opened or time.monotonic() - t0
-            elif kind == "audio":
-                first = first or time.monotonic() - t0
-            elif kind in _ENDS and resp.context_id == cid:
-                if kind != "done" or not first:
-                    raise RuntimeError(f"turn {cid} ended without audio: {resp}")
-                return opened, first
-        raise RuntimeError("the long call ended")
+        return await _grpc_turn(call, cid, cfg, time.monotonic(), own_call=False)
 
     return turn
 
