@@ -4,10 +4,13 @@ A voice agent speaks turn after turn: each turn opens a context, appends its tex
 and what the caller hears first is the turn's first audio. The gateway opens one upstream call
 per context (docs/design/edge.md: each context's flow control is its own HTTP/2 stream), so its
 turns pay a call set-up at the adapter that the record's TTS rows do not show on the adapter
-direct (the load tester's gRPC target keeps one call per session). This benchmark times a turn
-three ways, alternated turn by turn so the machine's drift falls on all three:
+direct (the load tester's gRPC target keeps one call per session); since the twelfth session
+the gateway opens the next context's call ahead (a spare call). This benchmark times a turn four
+ways, alternated turn by turn so the machine's drift falls on all of them:
 
 - ``gateway``: one WebSocket session, a context per turn (binary audio, ``lead_ms=0``);
+- ``gateway, no spare call``: the same through a second gateway process with
+  ``[tts] spare_call_max_age_s = 0`` (every context opens its call when it opens);
 - ``adapter, call per turn``: a new ``StreamingSynthesize`` call per context;
 - ``adapter, one call``: every context on one long call.
 
@@ -17,7 +20,7 @@ One turn at a time: latency of an idle stack, not load.
 
     python -m benchmarks.tts_turns [--turns 300] [--model bench_tts] [--json out/bench/turns.json]
 
-Starts its own Triton, adapter and gateway (each a process of its own, on loopback).
+Starts its own Triton, adapter and the two gateways (each a process of its own, on loopback).
 """
 
 from __future__ import annotations
@@ -40,7 +43,12 @@ from voxwire.edge.v1 import tts_pb2
 from voxwire.v1 import audio_pb2, synthesis_pb2, synthesis_pb2_grpc
 
 TEXT = "Hello there, how are you today."
-PATHS = ("gateway", "adapter, call per turn", "adapter, one call")
+# The gateways measured: label, config name, [tts] table. The second opens no call ahead, so
+# the two rows show what the spare call buys (gateway/tts/runner.py, "Spare call").
+GATEWAYS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("gateway", "gateway", {}),
+    ("gateway, no spare call", "gateway-no-spare", {"spare_call_max_age_s": 0}),
+)
 _R = synthesis_pb2.StreamingSynthesizeRequest
 _M = tts_pb2.TtsClientMessage
 _ENDS = ("done", "error", "cancelled")
@@ -136,38 +144,47 @@ def one_call(call: Any, cfg: Any) -> Turn:
 
 
 async def measure(
-    adapter: str, gateway_ws: str, api_key: str, *, turns: int, model: str = "bench_tts"
+    adapter: str,
+    gateways: dict[str, tuple[str, str]],
+    *,
+    turns: int,
+    model: str = "bench_tts",
 ) -> dict[str, list[tuple[float, float]]]:
-    """``turns`` turns on each path, alternated (the order rotates each turn); per path, the
-    (opened, first audio) seconds of every turn. Raises RuntimeError when a turn fails."""
+    """``turns`` turns on each path: every gateway of ``gateways`` (label -> (ws://host:port,
+    API key)), then the adapter with a call per turn and on one call, alternated (the order
+    rotates each turn); per path, the (opened, first audio) seconds of every turn. Raises
+    RuntimeError when a turn fails."""
     cfg = config(model)
-    results: dict[str, list[tuple[float, float]]] = {p: [] for p in PATHS}
     async with (
         aiohttp.ClientSession() as http,
         grpc.aio.insecure_channel(adapter) as channel,
     ):
-        ws = await http.ws_connect(
-            f"{gateway_ws}/v1/tts/stream?audio=binary&lead_ms=0",
-            headers={"Authorization": f"Bearer {api_key}"},
-            compress=0,
-        )
+        sockets = [
+            await http.ws_connect(
+                f"{url}/v1/tts/stream?audio=binary&lead_ms=0",
+                headers={"Authorization": f"Bearer {key}"},
+                compress=0,
+            )
+            for url, key in gateways.values()
+        ]
         stub = synthesis_pb2_grpc.SynthesisStub(channel)
         long_call = stub.StreamingSynthesize()
-        paths = {
-            "gateway": gateway_turns(ws, cfg),
-            "adapter, call per turn": call_per_turn(stub, cfg),
-            "adapter, one call": one_call(long_call, cfg),
-        }
+        paths = {label: gateway_turns(ws, cfg) for label, ws in zip(gateways, sockets, strict=True)}
+        paths["adapter, call per turn"] = call_per_turn(stub, cfg)
+        paths["adapter, one call"] = one_call(long_call, cfg)
+        names = list(paths)
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
         try:
             for i in range(turns):
-                for j in range(len(PATHS)):
-                    name = PATHS[(i + j) % len(PATHS)]
+                for j in range(len(names)):
+                    name = names[(i + j) % len(names)]
                     async with asyncio.timeout(TURN_TIMEOUT_S):
                         results[name].append(await paths[name](f"t{i}"))
                     await asyncio.sleep(0.02)  # the stack idle again before the next turn
         finally:
             long_call.cancel()
-            await ws.close()
+            for ws in sockets:
+                await ws.close()
     return results
 
 
@@ -204,13 +221,14 @@ async def run(args: argparse.Namespace) -> None:
                     triton.grpc_url, workdir / "adapter.log", services=("voxwire.v1.Synthesis",)
                 )
             )
-            setup = gateway_setup(workdir, [listen])
-            _, port = await stack.enter_async_context(
-                gateway_process(setup, workdir / "gateway.log")
-            )
-            results = await measure(
-                listen, f"ws://127.0.0.1:{port}", setup.key, turns=args.turns, model=args.model
-            )
+            gateways = {}
+            for label, name, tts in GATEWAYS:
+                setup = gateway_setup(workdir, [listen], name=name, tts=tts)
+                _, port = await stack.enter_async_context(
+                    gateway_process(setup, workdir / f"{name}.log")
+                )
+                gateways[label] = (f"ws://127.0.0.1:{port}", setup.key)
+            results = await measure(listen, gateways, turns=args.turns, model=args.model)
     finally:
         await triton.stop()
     for line in summary(results):

@@ -159,6 +159,7 @@ _ZERO_ALLOWED: frozenset[tuple[type, str]] = frozenset(
         (TtsLimits, "duration_warning_s"),
         (TtsLimits, "max_failovers"),
         (TtsLimits, "drain_grace_s"),
+        (TtsLimits, "spare_call_max_age_s"),  # 0: no upstream call opened ahead
         (RunnerLimits, "close_flush_s"),  # close without waiting for unsent frames
     }
 )

@@ -6,6 +6,14 @@ drain), and per context an upstream writer and reader. A context's reader reads 
 response only while the session says the context's queue has room (``has_room``): a paced or
 unread context stops its own upstream, and HTTP/2 flow control carries that to the adapter and
 the model, without holding back other contexts.
+
+Spare call: once a context has opened its call, the session opens the next context's call ahead
+(``[tts] spare_call_max_age_s``), so that a voice agent's next turn skips the call's set-up at
+the adapter. A spare carries no message, so the adapter does not admit it, and its idle timer
+ends it: it is taken only while younger than its maximum age, on an adapter still serving, not
+ended (grpc.aio learns a call's status without a read), and not for a failover (which must avoid
+the adapters the context failed on). Anything else discards it (cancelled); the session's end
+discards it too. Idle sessions never hold one: the first is opened with the first context.
 """
 
 from __future__ import annotations
@@ -16,12 +24,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.ports import ClientPort, Frame
 from gateway.runner import RunnerLimits, SessionRunner
 from gateway.tts.session import Actions, OpenContext, TtsEdgeSession
 from gateway.upstream.call import UpstreamCall, UpstreamError
-from gateway.upstream.pool import Adapter, AdapterPool
+from gateway.upstream.pool import Adapter, AdapterPool, Lease
 from gateway.wire.messages import decode, encode
 from voxwire import errors
 from voxwire.edge.v1 import tts_pb2
@@ -47,6 +56,20 @@ class _Upstream:
     failed_before: tuple[Adapter, ...] = ()
 
 
+@dataclass(eq=False, slots=True)
+class _Spare:
+    """An upstream call opened ahead for the session's next context. It holds no lease: the
+    adapter does not admit a call before its first message, and a spare must not count as
+    load where the pool picks the least-loaded adapter."""
+
+    adapter: Adapter
+    call: Any
+    opened_at: float
+
+    def discard(self) -> None:
+        self.call.cancel()
+
+
 class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
     def __init__(
         self,
@@ -67,6 +90,8 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         self._on_failover = on_failover
         self._upstreams: dict[int, _Upstream] = {}
         self._first = True
+        self._spare: _Spare | None = None
+        self._spares = session.limits.spare_call_max_age_s > 0
 
     def _execute(self, actions: Actions) -> None:
         # A failover's new call skips the adapters its context failed on, read from the call
@@ -108,6 +133,10 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
     def _stop_upstream(self) -> None:
         for key in list(self._upstreams):
             self._stop(key)
+        self._spares = False  # the session has ended: nothing more is opened ahead
+        if self._spare is not None:
+            self._spare.discard()
+            self._spare = None
 
     def _client_item(self, item: tts_pb2.TtsServerMessage | bytes) -> str | bytes | None:
         """What goes on the client's wire for ``item`` (None: nothing). WebSocket: binary
@@ -163,21 +192,23 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         return (*upstream.failed_before, upstream.call.lease.adapter)
 
     def _open(self, order: OpenContext, failed: tuple[Adapter, ...] = ()) -> None:
-        try:
-            lease = self._pool.choose(exclude=list(failed))
-        except errors.BackendUnavailable as exc:
+        spare = self._take_spare(order.failover)
+        if spare is not None:
+            lease, call = Lease(spare.adapter), spare.call
+        else:
             try:
-                lease = self._pool.choose()  # only failed ones are left: try them again
-            except errors.BackendUnavailable:
-                # Nothing is left to fail over to: the context ends with the error.
-                self._execute(self.session.upstream_failed(order.key, exc, failover=False))
-                return
-        if order.failover and self._on_failover is not None:
-            # The context has an adapter again: one failover (its notice follows the answer).
-            self._on_failover()
-        call = lease.adapter.synthesis().StreamingSynthesize(
-            metadata=self._metadata, timeout=self._upstream_timeout()
-        )
+                lease = self._pool.choose(exclude=list(failed))
+            except errors.BackendUnavailable as exc:
+                try:
+                    lease = self._pool.choose()  # only failed ones are left: try them again
+                except errors.BackendUnavailable:
+                    # Nothing is left to fail over to: the context ends with the error.
+                    self._execute(self.session.upstream_failed(order.key, exc, failover=False))
+                    return
+            if order.failover and self._on_failover is not None:
+                # The context has an adapter again: one failover (its notice follows the answer).
+                self._on_failover()
+            call = self._new_call(lease)
         # The outbox bounds each write (SlowConsumer past write_timeout): no second deadline.
         upstream_call: UpstreamCall[Request, Response] = UpstreamCall(
             self._pool, lease, call, write_timeout=self._limits.write_timeout_s, timed_writes=False
@@ -196,6 +227,44 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
             outbox.put(request)
         upstream.tasks.append(asyncio.create_task(self._write(upstream), name="tts-up-w"))
         upstream.tasks.append(asyncio.create_task(self._read(upstream), name="tts-up-r"))
+        self._open_spare()
+
+    def _new_call(self, lease: Lease) -> Any:
+        return lease.adapter.synthesis().StreamingSynthesize(
+            metadata=self._metadata, timeout=self._upstream_timeout()
+        )
+
+    def _take_spare(self, failover: bool) -> _Spare | None:
+        """The spare call, if it may serve the next context; else None (and it is discarded)."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        max_age = self.session.limits.spare_call_max_age_s
+        if (
+            failover
+            or not spare.adapter.serving
+            or spare.call.done()
+            or time.monotonic() - spare.opened_at > max_age
+        ):
+            spare.discard()
+            return None
+        return spare
+
+    def _open_spare(self) -> None:
+        """Open the next context's call ahead, unless there is one or the session is ending."""
+        if (
+            self._spare is not None
+            or not self._spares
+            or self.session.input_ended
+            or self._close_code is not None
+        ):
+            return
+        try:
+            lease = self._pool.choose()
+        except errors.BackendUnavailable:
+            return  # the next context finds out for itself
+        lease.release()  # chosen as a context would be; counted once it serves one
+        self._spare = _Spare(lease.adapter, self._new_call(lease), time.monotonic())
 
     async def _write(self, upstream: _Upstream) -> None:
         try:

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,16 +95,18 @@ async def start_edge(
 
 
 async def running_gateway(
-    adapter: str, auth: AuthConfig, *, grpc_front: bool = False
+    adapter: str, auth: AuthConfig, *, grpc_front: bool = False, **config: Any
 ) -> AsyncIterator[GatewayServer]:
-    """A gateway of its own for a test module (``auth``'s settings are what it tests), in front
-    of ``adapter``; stopped with a second of grace. Use it as a module fixture's body."""
+    """A gateway of its own for a test module (``auth``'s settings, or the other ``config``
+    fields given, are what it tests), in front of ``adapter``; stopped with a second of grace.
+    Use it as a module fixture's body."""
     server = GatewayServer(
         GatewayConfig(
             listen="127.0.0.1:0",
             grpc_listen="127.0.0.1:0" if grpc_front else "",
             adapters=(adapter,),
             auth=auth,
+            **config,
         )
     )
     await server.start()
