@@ -9,11 +9,12 @@ the model, without holding back other contexts.
 
 Spare call: once a context has opened its call, the session opens the next context's call ahead
 (``[tts] spare_call_max_age_s``), so that a voice agent's next turn skips the call's set-up at
-the adapter. A spare carries no message, so the adapter does not admit it, and its idle timer
-ends it: it is taken only while younger than its maximum age, on an adapter still serving, not
-ended (grpc.aio learns a call's status without a read), and not for a failover (which must avoid
-the adapters the context failed on). Anything else discards it (cancelled); the session's end
-discards it too. Idle sessions never hold one: the first is opened with the first context.
+the adapter. A spare carries no message, so the adapter does not admit it; it is cancelled at
+its maximum age (before the adapter's idle timeout would end it as an error), and taken only
+while younger than that, on an adapter still serving, not ended (grpc.aio learns a call's
+status without a read), and not for a failover (which must avoid the adapters the context
+failed on). Anything else discards it (cancelled); the session's end discards it too. Idle
+sessions never hold one: the first is opened with the first context.
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ class _Spare:
     adapter: Adapter
     call: Any
     opened_at: float
+    expiry: asyncio.TimerHandle | None = None
 
     def discard(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
         self.call.cancel()
 
 
@@ -264,7 +268,17 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         except errors.BackendUnavailable:
             return  # the next context finds out for itself
         lease.release()  # chosen as a context would be; counted once it serves one
-        self._spare = _Spare(lease.adapter, self._new_call(lease), time.monotonic())
+        spare = self._spare = _Spare(lease.adapter, self._new_call(lease), time.monotonic())
+        # Cancelled at its age, not left to the adapter's idle timeout: that would count an
+        # IDLE_TIMEOUT error at the adapter for every session quiet for half a minute.
+        spare.expiry = asyncio.get_running_loop().call_later(
+            self.session.limits.spare_call_max_age_s, self._expire, spare
+        )
+
+    def _expire(self, spare: _Spare) -> None:
+        if self._spare is spare:
+            self._spare = None
+            spare.discard()
 
     async def _write(self, upstream: _Upstream) -> None:
         try:

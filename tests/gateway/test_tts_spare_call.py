@@ -94,7 +94,7 @@ async def test_a_spare_past_its_age_is_not_taken(
     front: InstrumentedEdge, short_lived: tuple[GatewayServer, str]
 ) -> None:
     gateway, key = short_lived
-    calls = synthesis_calls(front)
+    calls, ended = synthesis_calls(front), finished_tts_streams(front)
     url = gateway.url.replace("http", "ws", 1) + "/v1/tts/stream?audio=binary&lead_ms=0"
     async with (
         aiohttp.ClientSession() as http,
@@ -102,7 +102,13 @@ async def test_a_spare_past_its_age_is_not_taken(
     ):
         assert await turn(ws, "t1") > 0
         assert synthesis_calls(front) - calls == 2
-        await asyncio.sleep(0.2)  # the spare is now older than its 0.05 s
+        # The spare is cancelled at its age, the session still open: t1's stream and the
+        # spare's end at the adapter (not at its idle timeout, 30 s, as an IDLE_TIMEOUT).
+        for _ in range(100):
+            if finished_tts_streams(front) - ended >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert finished_tts_streams(front) - ended == 2
         assert await turn(ws, "t2") > 0
         # Discarded, not taken: a call of its own for t2, and a new one ahead.
         assert synthesis_calls(front) - calls == 4
