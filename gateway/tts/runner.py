@@ -7,14 +7,16 @@ response only while the session says the context's queue has room (``has_room``)
 unread context stops its own upstream, and HTTP/2 flow control carries that to the adapter and
 the model, without holding back other contexts.
 
-Spare call: once a context has opened its call, the session opens the next context's call ahead
-(``[tts] spare_call_max_age_s``), so that a voice agent's next turn skips the call's set-up at
-the adapter. A spare carries no message, so the adapter does not admit it; it is cancelled at
-its maximum age (before the adapter's idle timeout would end it as an error), and taken only
-while younger than that, on an adapter still serving, not ended (grpc.aio learns a call's
-status without a read), and not for a failover (which must avoid the adapters the context
-failed on). Anything else discards it (cancelled); the session's end discards it too. Idle
-sessions never hold one: the first is opened with the first context.
+Spare call: when a context ends (and the client has not closed the session), the runner opens
+the next context's call ahead (``[tts] spare_call_max_age_s``), so that a voice agent's next
+turn skips the call's set-up at the adapter. A spare carries no message, so the adapter does
+not admit it; it is cancelled at its maximum age (before the adapter's idle timeout would end
+it as an error), and taken only while younger than that, on an adapter still serving, not ended
+(grpc.aio learns a call's status without a read), and not for a failover (which must avoid the
+adapters the context failed on). Anything else discards it (cancelled); the session's end
+discards it too. Idle sessions never hold one (the first is opened when the first context
+ends), and neither does a session whose client sends `closeSession` before its last context
+ends.
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
                 self._put_client(out)
         for order in actions.open_upstream:
             self._open(order, failed.get(order.key, ()))
+        if actions.cancel_upstream and not actions.open_upstream:
+            self._open_spare()  # a context ended and none opened: the next one's call, ahead
         for key, request in actions.to_upstream:
             upstream = self._upstreams.get(key)
             if upstream is not None:
@@ -231,7 +235,6 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
             outbox.put(request)
         upstream.tasks.append(asyncio.create_task(self._write(upstream), name="tts-up-w"))
         upstream.tasks.append(asyncio.create_task(self._read(upstream), name="tts-up-r"))
-        self._open_spare()
 
     def _new_call(self, lease: Lease) -> Any:
         return lease.adapter.synthesis().StreamingSynthesize(
