@@ -117,7 +117,7 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
                 self._put_client(out)
         for order in actions.open_upstream:
             self._open(order, failed.get(order.key, ()))
-        if actions.cancel_upstream and not actions.open_upstream:
+        if actions.cancel_upstream and not actions.open_upstream and actions.close is None:
             self._open_spare()  # a context ended and none opened: the next one's call, ahead
         for key, request in actions.to_upstream:
             upstream = self._upstreams.get(key)
