@@ -235,7 +235,7 @@ async def run(args: argparse.Namespace) -> None:
         print(line)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({k: v for k, v in results.items()}, indent=1))
+        args.json.write_text(json.dumps(results, indent=1))
 
 
 def main() -> None:

@@ -11,12 +11,11 @@ Spare call: when a context ends (and the client has not closed the session), the
 the next context's call ahead (``[tts] spare_call_max_age_s``), so that a voice agent's next
 turn skips the call's set-up at the adapter. A spare carries no message, so the adapter does
 not admit it; it is cancelled at its maximum age (before the adapter's idle timeout would end
-it as an error), and taken only while younger than that, on an adapter still serving, not ended
-(grpc.aio learns a call's status without a read), and not for a failover (which must avoid the
-adapters the context failed on). Anything else discards it (cancelled); the session's end
-discards it too. Idle sessions never hold one (the first is opened when the first context
-ends), and neither does a session whose client sends `closeSession` before its last context
-ends.
+it as an error), and taken only on an adapter still serving, not ended (grpc.aio learns a
+call's status without a read), and not for a failover (which must avoid the adapters the
+context failed on). Anything else discards it (cancelled); the session's end discards it too.
+Idle sessions never hold one (the first is opened when the first context ends), and neither
+does a session whose client sends `closeSession` before its last context ends.
 """
 
 from __future__ import annotations
@@ -67,12 +66,10 @@ class _Spare:
 
     adapter: Adapter
     call: Any
-    opened_at: float
-    expiry: asyncio.TimerHandle | None = None
+    expiry: asyncio.TimerHandle  # discards it at its maximum age: one that exists is younger
 
     def discard(self) -> None:
-        if self.expiry is not None:
-            self.expiry.cancel()
+        self.expiry.cancel()
         self.call.cancel()
 
 
@@ -204,19 +201,10 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         if spare is not None:
             lease, call = Lease(spare.adapter), spare.call
         else:
-            try:
-                lease = self._pool.choose(exclude=list(failed))
-            except errors.BackendUnavailable as exc:
-                try:
-                    lease = self._pool.choose()  # only failed ones are left: try them again
-                except errors.BackendUnavailable:
-                    # Nothing is left to fail over to: the context ends with the error.
-                    self._execute(self.session.upstream_failed(order.key, exc, failover=False))
-                    return
-            if order.failover and self._on_failover is not None:
-                # The context has an adapter again: one failover (its notice follows the answer).
-                self._on_failover()
-            call = self._new_call(lease)
+            chosen = self._choose(order, failed)
+            if chosen is None:
+                return
+            lease, call = chosen, self._new_call(chosen)
         # The outbox bounds each write (SlowConsumer past write_timeout): no second deadline.
         upstream_call: UpstreamCall[Request, Response] = UpstreamCall(
             self._pool, lease, call, write_timeout=self._limits.write_timeout_s, timed_writes=False
@@ -236,6 +224,23 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         upstream.tasks.append(asyncio.create_task(self._write(upstream), name="tts-up-w"))
         upstream.tasks.append(asyncio.create_task(self._read(upstream), name="tts-up-r"))
 
+    def _choose(self, order: OpenContext, failed: tuple[Adapter, ...]) -> Lease | None:
+        """A lease for ``order``'s new call, or None when no adapter is left (the context has
+        then ended with the error)."""
+        try:
+            lease = self._pool.choose(exclude=list(failed))
+        except errors.BackendUnavailable as exc:
+            try:
+                lease = self._pool.choose()  # only failed ones are left: try them again
+            except errors.BackendUnavailable:
+                # Nothing is left to fail over to: the context ends with the error.
+                self._execute(self.session.upstream_failed(order.key, exc, failover=False))
+                return None
+        if order.failover and self._on_failover is not None:
+            # The context has an adapter again: one failover (its notice follows the answer).
+            self._on_failover()
+        return lease
+
     def _new_call(self, lease: Lease) -> Any:
         return lease.adapter.synthesis().StreamingSynthesize(
             metadata=self._metadata, timeout=self._upstream_timeout()
@@ -246,15 +251,10 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         spare, self._spare = self._spare, None
         if spare is None:
             return None
-        max_age = self.session.limits.spare_call_max_age_s
-        if (
-            failover
-            or not spare.adapter.serving
-            or spare.call.done()
-            or time.monotonic() - spare.opened_at > max_age
-        ):
+        if failover or not spare.adapter.serving or spare.call.done():
             spare.discard()
             return None
+        spare.expiry.cancel()  # it serves a context now
         return spare
 
     def _open_spare(self) -> None:
@@ -271,16 +271,16 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         except errors.BackendUnavailable:
             return  # the next context finds out for itself
         lease.release()  # chosen as a context would be; counted once it serves one
-        spare = self._spare = _Spare(lease.adapter, self._new_call(lease), time.monotonic())
         # Cancelled at its age, not left to the adapter's idle timeout: that would count an
         # IDLE_TIMEOUT error at the adapter for every session quiet for half a minute.
-        spare.expiry = asyncio.get_running_loop().call_later(
-            self.session.limits.spare_call_max_age_s, self._expire, spare
+        expiry = asyncio.get_running_loop().call_later(
+            self.session.limits.spare_call_max_age_s, self._expire
         )
+        self._spare = _Spare(lease.adapter, self._new_call(lease), expiry)
 
-    def _expire(self, spare: _Spare) -> None:
-        if self._spare is spare:
-            self._spare = None
+    def _expire(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
             spare.discard()
 
     async def _write(self, upstream: _Upstream) -> None:

@@ -87,10 +87,10 @@ class TtsLimits:
     # An open context's upstream gets a keep_alive after this long without a message, so the
     # adapter's idle timeout never ends a context the client still holds.
     upstream_keepalive_s: float = 10.0
-    # After a context opens its upstream call, the session opens the next context's call
-    # ahead and keeps it this long at most (0: never): a turn then skips the call's set-up
-    # (about 1 ms, BENCHMARKS.md "TTS turns"). Keep it below the adapter's idle timeout minus
-    # its idle warning (30 - 5 s by default), after which the adapter warns and ends the call.
+    # When a context ends, the runner opens the next context's upstream call ahead and keeps
+    # it this long at most (0: never): a turn then skips the call's set-up (BENCHMARKS.md "TTS
+    # turns"). Keep it below the adapter's idle timeout minus its idle warning (30 - 5 s by
+    # default), after which the adapter warns and ends the call.
     spare_call_max_age_s: float = 10.0
     max_session_s: float = 3600.0
     duration_warning_s: float = 60.0
