@@ -13,6 +13,10 @@ hot-path fix in BENCHMARKS.md was measured.
     python -m benchmarks.gateway_profile [--streams 100] [--seconds 10] [--rounds 2]
         [--profile [--native]] [--out out/profile] [--versions REV,REV,current]
 
+``--syscalls`` runs ``strace -c`` on each path's last round and prints its syscalls per
+message (what each path asks of the kernel, whatever its CPU; the traced round's own CPU and
+latency are slowed by ptrace and do not count).
+
 ``--versions`` starts one gateway per git revision (its ``gateway`` and ``voxwire`` packages,
 extracted with ``git archive``) beside the null relay, and measures them interleaved: what each
 commit of a series bought, on the same machine in the same minutes.
@@ -25,6 +29,7 @@ import asyncio
 import collections
 import contextlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,7 +52,7 @@ from loadtest.results import stats
 from localstack.triton import TritonServer, default_model_repository
 
 # py-spy records these paths' last round: path label -> file name.
-PROFILED = {"gateway": "gateway", "null relay": "relay"}
+PROFILED = {"gateway": "gateway", "null relay": "relay", "lean gateway": "lean"}
 
 
 def summarize(folded: Path, top: int = 25) -> str:
@@ -102,6 +107,7 @@ async def measure_path(
         "samples": h["count"],
         "busy": used["_busy"],
         "errors": float(sum(merged.errors.values())),
+        "messages": float(messages),
     }
 
 
@@ -199,7 +205,30 @@ async def _start(
     return paths, adapter.pid
 
 
+async def _strace(pid: int, out: Path) -> Any:
+    """``strace -c -f`` on ``pid`` (every thread) until interrupted: the syscall counts of one
+    round. ptrace slows the traced process, so a traced round's CPU and latency do not count;
+    its syscalls per message do."""
+    return await asyncio.create_subprocess_exec(
+        *("strace", "-c", "-f", "-U", "name,calls,errors", "-o", str(out), "-p", str(pid)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+def syscall_counts(path: Path) -> dict[str, int]:
+    """The calls per syscall of an ``strace -c -U name,calls,errors`` summary."""
+    counts: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[1].isdigit() and fields[0] not in ("total", "syscall"):
+            counts[fields[0]] = int(fields[1])
+    return counts
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.syscalls and shutil.which("strace") is None:
+        raise SystemExit("--syscalls needs strace (apt-get install strace)")
     work = Path(tempfile.mkdtemp(prefix="voxwire-profile-"))
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, dict[str, float]]] = []
@@ -216,9 +245,27 @@ async def main(args: argparse.Namespace) -> None:
                     folded = args.out / f"{PROFILED[path.label]}.folded"
                     spy = await _spy(proc.pid, args.seconds, folded, args.native)
                 folder = work / f"{path.label}-{round_}"
+                tracer = None
+                if args.syscalls and round_ == args.rounds - 1:
+                    traced = args.out / f"{path.label.replace(' ', '-')}.strace"
+                    tracer = await _strace(proc.pid, traced)
+                    await asyncio.sleep(0.5)  # attached before the first stream
                 row = await measure_path(
                     path, [proc.pid], adapter_pid, args.kind, args.streams, args.seconds, folder
                 )
+                if tracer is not None:
+                    tracer.send_signal(signal.SIGINT)
+                    async with asyncio.timeout(30):
+                        await tracer.wait()
+                    counts = syscall_counts(traced)
+                    per = {k: v / row["messages"] for k, v in counts.items()}
+                    top = sorted(per.items(), key=lambda kv: -kv[1])[:8]
+                    print(
+                        f"  {path.label} (traced: its CPU and latency do not count): "
+                        f"{sum(per.values()):.2f} syscalls per message: "
+                        + ", ".join(f"{k} {v:.2f}" for k, v in top),
+                        flush=True,
+                    )
                 rows.append((path.label, row))
                 print(
                     f"round {round_ + 1} {path.label}: {row['cpu_us']:.0f} µs CPU per "
@@ -289,6 +336,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--profile", action="store_true", help="py-spy on the last gateway round")
     parser.add_argument("--out", type=Path, default=Path("out/profile"))
+    parser.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="strace -c each path's last round: syscalls per message (that round is slowed)",
+    )
     parser.add_argument(
         "--native", action="store_true", help="native frames too (C extensions, the collector)"
     )
