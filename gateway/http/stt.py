@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.http.common import admit, client_left, error_response, media_type, query_flag
-from gateway.http.upload import BodyPipe, FrameSplitter, decode_blocks
+from gateway.http.upload import BodyPipe, DecodeReport, FrameSplitter, decode_blocks
 from gateway.state import GATEWAY, Gateway, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import encode
@@ -146,14 +146,14 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
                 violations=missing,
             )
         audio = (
-            _basic(request, body, config, gateway.decoders)
+            _basic(request, body, config, gateway.decoders, upload)
             if kind == "audio/basic"
             else _raw(body, config)
         )
     elif kind in _WAV:
         audio = _wav(request, body, config, gateway.decoders, upload)
     else:
-        audio = _compressed(request, body, config, gateway.decoders)
+        audio = _compressed(request, body, config, gateway.decoders, upload)
     return await _run(request, gateway, config, audio, started, upload)
 
 
@@ -175,13 +175,14 @@ async def _basic(
     body: AsyncIterator[bytes],
     config: transcription_pb2.TranscriptionConfig,
     decoders: threading.BoundedSemaphore,
+    upload: _Upload,
 ) -> AsyncIterator[bytes]:
     """audio/basic: 8 kHz mu-law samples (RFC 2046), or a Sun/NeXT .au file, which is often
     served as audio/basic: its header (".snd", then offset, format, rate, channels) would be
     heard as noise, so such a body goes to libsndfile."""
     first = await anext(body, b"")
     if first[:4] == b".snd":
-        async for pcm in _compressed(request, _chain(first, body), config, decoders):
+        async for pcm in _compressed(request, _chain(first, body), config, decoders, upload):
             yield pcm
         return
     async for frames in _raw(_chain(first, body), config):
@@ -211,7 +212,7 @@ async def _wav(
         except OtherWavFormat:
             # ``buffered`` holds every byte fed so far, this chunk's too.
             async for pcm in _compressed(
-                request, _chain(reader.buffered(), body), config, decoders
+                request, _chain(reader.buffered(), body), config, decoders, upload
             ):
                 yield pcm
             return
@@ -246,6 +247,7 @@ async def _compressed(
     body: AsyncIterator[bytes],
     config: transcription_pb2.TranscriptionConfig,
     decoders: threading.BoundedSemaphore,
+    upload: _Upload,
 ) -> AsyncIterator[bytes]:
     """libsndfile in a worker thread, fed through a BodyPipe; blocks come back by a bounded
     queue (the thread waits when the model side is slower than the decoder)."""
@@ -265,9 +267,11 @@ async def _compressed(
     credit = threading.Semaphore(8)  # blocks decoded but not yet taken
     stop = threading.Event()
 
+    report = DecodeReport()
+
     def decode() -> None:
         try:
-            for fmt, pcm in decode_blocks(pipe):
+            for fmt, pcm in decode_blocks(pipe, report=report):
                 while not credit.acquire(timeout=0.5):
                     if stop.is_set():
                         return
@@ -296,6 +300,8 @@ async def _compressed(
         while True:
             item = await blocks.get()
             if item is None:
+                # Set by the decoder's thread before it queued the end.
+                upload.truncated = upload.truncated or report.truncated
                 return
             if isinstance(item, errors.VoxwireError):
                 raise item

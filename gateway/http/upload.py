@@ -105,6 +105,12 @@ class BodyPipe(io.RawIOBase):
                 self._size = self._received
             self._cond.notify_all()
 
+    def exhausted(self) -> bool:
+        """Whether the body ended whole (no failure) and the reader has read all of it: a
+        decoder that fails now stopped at the body's end, not inside it."""
+        with self._cond:
+            return self._ended and self._failed is None and self._pos >= self._received
+
     def room(self) -> bool:
         """Whether the writer may put more now (the reader is not too far behind)."""
         with self._cond:
@@ -183,12 +189,25 @@ class DecodedFormat:
     channels: int
 
 
+@dataclass(slots=True)
+class DecodeReport:
+    """What ``decode_blocks`` found out besides the audio (set before its generator ends)."""
+
+    # The body ended before the frames its header declares (a FLAC stream cut short): what
+    # was decoded up to the cut went out, and the upload is reported truncated.
+    truncated: bool = False
+
+
 def decode_blocks(
-    pipe: BodyPipe, block_frames: int = 1600
+    pipe: BodyPipe, block_frames: int = 1600, report: DecodeReport | None = None
 ) -> Iterator[tuple[DecodedFormat, bytes]]:
     """Decode with libsndfile (worker thread): mono PCM16 blocks at a contract rate.
 
-    Raises InvalidAudio when libsndfile cannot read the body."""
+    A decoder error once the whole body has been read, short of the frames the header
+    declares, is a file cut short (libFLAC loses sync in the last, incomplete frame): the
+    blocks decoded before it stand, and ``report.truncated`` is set, as for a WAV whose data
+    chunk is cut (``gateway/http/stt.py``). Raises InvalidAudio when libsndfile cannot read the
+    body, or fails inside it (corrupt audio)."""
     import soundfile  # the libsndfile binding; imported here so it loads only when needed
 
     try:
@@ -200,6 +219,7 @@ def decode_blocks(
         out_rate = carried_rate(rate)
         resampler = StreamResampler(rate, out_rate)
         fmt = DecodedFormat(out_rate, 1)
+        decoded = 0
         try:
             # float32 whatever the source: libsndfile scales integer samples into [-1, 1), but
             # does not scale float samples to integers unless told (SFC_SET_SCALE_FLOAT_INT_READ,
@@ -208,11 +228,14 @@ def decode_blocks(
             for block in sound.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
                 if not np.isfinite(block).all():
                     raise InvalidAudio("the audio has NaN or infinite samples")
+                decoded += len(block)
                 mono = downmix(block)
                 if not resampler.is_passthrough:
                     mono = resampler.process(mono)
                 yield fmt, float32_to_int16(mono).astype("<i2").tobytes()
         except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-            raise InvalidAudio(f"the audio is corrupt: {exc}") from None
+            if not (report is not None and 0 < decoded < sound.frames and pipe.exhausted()):
+                raise InvalidAudio(f"the audio is corrupt: {exc}") from None
+            report.truncated = True
         if not resampler.is_passthrough:
             yield fmt, float32_to_int16(resampler.flush()).astype("<i2").tobytes()

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import soundfile
 
 from tests.client.cli_process import Outcome, run_voxwire
 from tests.helpers.edge import Edge
@@ -50,6 +51,26 @@ async def test_a_file_that_is_not_audio_is_named(edge: Edge, tmp_path: Path):
     run = await run_voxwire("transcribe", str(text), "--url", edge.ws, key=edge.key)
     assert_one_clean_line(run)
     assert f"{text}: not an audio file" in run.err
+
+
+async def test_a_flac_cut_short_prints_what_was_heard_then_says_where_it_stopped(
+    edge: Edge, tmp_path: Path
+):
+    # The cut frame made libFLAC lose sync: the CLI died with "LibsndfileError: Error : flac
+    # decoder lost sync." and printed nothing, though the audio before the cut had decoded.
+    samples, rate = soundfile.read(SPEECH_DIR / "call_me_back.wav", dtype="int16")
+    whole = tmp_path / "whole.flac"
+    soundfile.write(whole, samples, rate)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 3 // 4])
+    run = await run_voxwire("transcribe", str(cut), "--url", edge.ws, key=edge.key)
+    assert run.status == 1, run.err
+    assert run.out.strip(), "the words before the cut are printed"
+    assert len(run.err.strip().splitlines()) == 1, run.err
+    assert f"{cut}: cannot decode past " in run.err and "cut short or damaged" in run.err
+    assert f"of {len(samples) / rate:.2f} s" in run.err
+    for noise in ("Traceback", "LibsndfileError"):
+        assert noise not in run.err, run.err
 
 
 # -- speak's output ------------------------------------------------------------------------------

@@ -248,6 +248,33 @@ async def test_a_wav_cut_short_is_transcribed_and_reported_truncated(edge):
     assert status == 200 and not whole.get("truncated"), whole
 
 
+async def test_a_flac_cut_short_is_transcribed_and_reported_truncated(edge):
+    # libFLAC loses sync in the cut frame at the body's end: that was a 400 INVALID_AUDIO
+    # ("the audio is corrupt"), the decoded audio before it thrown away, where a WAV cut the
+    # same way is transcribed and reported truncated.
+    pcm, rate = _speech()
+    flac = _sound(pcm, rate, "FLAC", "PCM_16")
+    status, body = await post(edge, flac[: len(flac) * 3 // 4], "audio/flac")
+    assert status == 200, body
+    assert body.get("truncated") is True, body
+    assert 0 < body["audioMs"] < 0.9 * len(pcm) * 1000 / rate, body
+    assert body["transcript"], body
+    status, whole = await post(edge, flac, "audio/flac")
+    assert status == 200 and not whole.get("truncated"), whole
+
+
+async def test_a_flac_corrupt_inside_is_still_refused(edge):
+    # Only a failure at the body's end is a cut: zeroed bytes in the middle of the stream
+    # (the decoder fails with most of the body unread) stay a 400.
+    pcm, rate = _speech()
+    flac = bytearray(_sound(pcm, rate, "FLAC", "PCM_16"))
+    middle = len(flac) // 3
+    flac[middle : middle + 400] = bytes(400)
+    status, body = await post(edge, bytes(flac), "audio/flac")
+    assert status == 400 and body["error"]["reason"] == "INVALID_AUDIO", body
+    assert "corrupt" in body["error"]["message"], body
+
+
 @pytest.mark.parametrize(
     ("channels", "rate_out", "fmt"),
     [(3, 16000, "WAV"), (1, 96000, "WAV"), (1, 16000, "RF64")],

@@ -6,7 +6,10 @@ clipped). Read as int16, libsndfile does not scale float samples (SFC_SET_SCALE_
 is off by default): a float WAV in [-1, 1] would come out as -1, 0 and 1, silence. float32
 holds every 16- and 24-bit sample exactly, and the scale is 2**15 both ways, so an integer file
 is sent sample for sample. NaN or infinity has no PCM value: the file is refused where one
-appears. More than two channels are mixed down to mono (in float, so nothing overflows).
+appears. A file that libsndfile cannot decode past some point (a FLAC cut short: its decoder
+loses sync in the cut frame; or one damaged inside) is sent up to that point, and the command
+says where it stopped and ends with status 1 after printing what was heard. More than two
+channels are mixed down to mono (in float, so nothing overflows).
 A rate the contract does not carry (96 kHz, 6 kHz) is resampled (soxr) to the one it is sent
 at (``voxwire.audio.formats.carried_rate``, the gateway's rule for uploads), in mono.
 """
@@ -48,6 +51,7 @@ async def open_file(path: Path) -> Source:
         seconds=seconds,
         chunks=reader.chunks(),
         close=reader.close,
+        stopped_early=lambda: reader.stopped_early,
     )
 
 
@@ -98,6 +102,7 @@ class _Reader:
             None if rate == handle.samplerate else StreamResampler(handle.samplerate, rate)
         )
         self.channels = 1 if self._resampler else _sent_channels(handle.channels)
+        self.stopped_early: str | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         step = self._rate * FRAME_MS // 1000 * 2 * self.channels
@@ -115,13 +120,25 @@ class _Reader:
     def _read(self, frames: int) -> bytes | None:
         """The next samples to send (maybe none yet, while soxr fills); None at the end."""
         import numpy as np
+        import soundfile
 
         from voxwire.audio.codecs import downmix, float32_to_int16
 
         with self._lock:
-            if self._closed:
+            if self._closed or self.stopped_early is not None:
                 return None
-            data = self._handle.read(frames, dtype="float32", always_2d=True)
+            try:
+                data = self._handle.read(frames, dtype="float32", always_2d=True)
+            except soundfile.LibsndfileError as exc:
+                if not self._position:
+                    raise CliError(f"{self._path}: cannot decode it ({exc.error_string})") from None
+                rate, total = self._handle.samplerate, self._handle.frames
+                self.stopped_early = (
+                    f"{self._path}: cannot decode past {self._position / rate:.2f} s of "
+                    f"{total / rate:.2f} s ({exc.error_string}): the file is cut short or "
+                    "damaged; what was heard before that is above"
+                )
+                data = np.zeros((0, self._handle.channels), dtype=np.float32)
         if not len(data):
             if self._resampler is not None and not self._resampler.is_flushed:
                 return float32_to_int16(self._resampler.flush()).tobytes()  # its last samples

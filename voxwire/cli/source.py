@@ -14,7 +14,10 @@ SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
 class Source:
     """Audio to send: what it is called in messages, its format, its chunks (whole sample
     frames, at most ``FRAME_MS`` each), and ``close`` to release what it holds, whether or
-    not the chunks were read to the end. ``seconds`` None: not known (stdin)."""
+    not the chunks were read to the end. ``seconds`` None: not known (stdin).
+
+    ``stopped_early`` says, once the chunks have ended, why they ended before the audio the
+    source declared (a file that cannot be decoded past a point), or None."""
 
     name: str
     encoding: str
@@ -23,3 +26,4 @@ class Source:
     seconds: float | None
     chunks: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]]
+    stopped_early: Callable[[], str | None] = lambda: None

@@ -99,6 +99,10 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
         sent = await _run_session(session, source, args)
     finally:
         await source.close()
+    stopped = source.stopped_early()
+    if stopped is not None:
+        print(f"voxwire transcribe: error: {stopped}", file=sys.stderr)
+        return 1
     if not sent:
         print(f"voxwire transcribe: {source.name} held no audio", file=sys.stderr)
     return 0

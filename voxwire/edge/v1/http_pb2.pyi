@@ -71,8 +71,8 @@ class TranscribeFileResponse(_message.Message):
     """The final results' transcripts, joined by spaces."""
     audio_ms: _builtins.int
     truncated: _builtins.bool
-    """The body ended before the audio its header declares (a WAV data chunk's size): the
-    transcript covers only the audio_ms that arrived.
+    """The body ended before the audio its header declares (a WAV data chunk's size, a FLAC
+    stream's sample count): the transcript covers only the audio_ms that arrived.
     """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[_transcription_pb2.TranscriptResult]:
