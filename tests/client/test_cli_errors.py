@@ -73,6 +73,28 @@ async def test_a_flac_cut_short_prints_what_was_heard_then_says_where_it_stopped
         assert noise not in run.err, run.err
 
 
+def _stopped_at(err: str) -> float:
+    return float(err.split("cannot decode past ", 1)[1].split(" s of ", 1)[0])
+
+
+async def test_a_flac_cut_inside_its_first_read_still_sends_what_decodes(
+    edge: Edge, tmp_path: Path
+):
+    # The CLI reads a second at a time, and libsndfile returns nothing of a read that fails:
+    # a file cut 0.7 s in was "cannot decode it" with nothing sent, where the gateway's upload
+    # path (100 ms blocks) transcribes the 0.7 s. The CLI reads such a second again in 100 ms
+    # blocks.
+    samples, rate = soundfile.read(SPEECH_DIR / "call_me_back.wav", dtype="int16")
+    whole = tmp_path / "whole.flac"
+    soundfile.write(whole, samples, rate)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 4])
+    run = await run_voxwire("transcribe", str(cut), "--url", edge.ws, key=edge.key)
+    assert run.status == 1, run.err
+    assert f"{cut}: cannot decode past " in run.err, run.err
+    assert 0.3 < _stopped_at(run.err) < 1.0, run.err
+
+
 # -- speak's output ------------------------------------------------------------------------------
 
 

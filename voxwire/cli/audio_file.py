@@ -17,6 +17,7 @@ at (``voxwire.audio.formats.carried_rate``, the gateway's rule for uploads), in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 import threading
@@ -28,6 +29,7 @@ from voxwire.cli.common import CliError
 from voxwire.cli.source import FRAME_MS, Source
 
 if TYPE_CHECKING:
+    import numpy as np
     import soundfile
 
 READ_FRAMES_MS = 1000  # per read in the worker thread: few thread hops, little memory
@@ -130,15 +132,16 @@ class _Reader:
             try:
                 data = self._handle.read(frames, dtype="float32", always_2d=True)
             except soundfile.LibsndfileError as exc:
-                if not self._position:
+                data = self._salvage()
+                if not self._position and not len(data):
                     raise CliError(f"{self._path}: cannot decode it ({exc.error_string})") from None
                 rate, total = self._handle.samplerate, self._handle.frames
                 self.stopped_early = (
-                    f"{self._path}: cannot decode past {self._position / rate:.2f} s of "
-                    f"{total / rate:.2f} s ({exc.error_string}): the file is cut short or "
-                    "damaged; what was heard before that is above"
+                    f"{self._path}: cannot decode past "
+                    f"{(self._position + len(data)) / rate:.2f} s of {total / rate:.2f} s "
+                    f"({exc.error_string}): the file is cut short or damaged; what was heard "
+                    "before that is above"
                 )
-                data = np.zeros((0, self._handle.channels), dtype=np.float32)
         if not len(data):
             if self._resampler is not None and not self._resampler.is_flushed:
                 return float32_to_int16(self._resampler.flush()).tobytes()  # its last samples
@@ -155,6 +158,23 @@ class _Reader:
         if data.shape[1] > 2:
             data = data.mean(axis=1, keepdims=True, dtype=np.float32)
         return float32_to_int16(data).tobytes()  # C order: samples interleaved by frame
+
+    def _salvage(self) -> np.ndarray:
+        """After a failed read: the frames from the last good position that still decode, read
+        again in blocks of 100 ms (libsndfile returns nothing of a read that fails, and a
+        second of audio is read at a time). Called with the lock held."""
+        import numpy as np
+        import soundfile
+
+        blocks = []
+        step = max(1, self._handle.samplerate // 10)
+        with contextlib.suppress(soundfile.LibsndfileError, RuntimeError):
+            self._handle.seek(self._position)
+            while len(block := self._handle.read(step, dtype="float32", always_2d=True)):
+                blocks.append(block)
+        if not blocks:
+            return np.zeros((0, self._handle.channels), dtype=np.float32)
+        return np.concatenate(blocks)
 
     def _close(self) -> None:
         with self._lock:
