@@ -53,22 +53,28 @@ async def test_a_file_that_is_not_audio_is_named(edge: Edge, tmp_path: Path):
     assert f"{text}: not an audio file" in run.err
 
 
+def _cut_flac(tmp_path: Path, fraction: float) -> tuple[Path, float]:
+    """call_me_back.wav as FLAC, its bytes cut at ``fraction``; and the whole's seconds."""
+    samples, rate = soundfile.read(SPEECH_DIR / "call_me_back.wav", dtype="int16")
+    whole = tmp_path / "whole.flac"
+    soundfile.write(whole, samples, rate)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * fraction)])
+    return cut, len(samples) / rate
+
+
 async def test_a_flac_cut_short_prints_what_was_heard_then_says_where_it_stopped(
     edge: Edge, tmp_path: Path
 ):
     # The cut frame made libFLAC lose sync: the CLI died with "LibsndfileError: Error : flac
     # decoder lost sync." and printed nothing, though the audio before the cut had decoded.
-    samples, rate = soundfile.read(SPEECH_DIR / "call_me_back.wav", dtype="int16")
-    whole = tmp_path / "whole.flac"
-    soundfile.write(whole, samples, rate)
-    cut = tmp_path / "cut.flac"
-    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 3 // 4])
+    cut, seconds = _cut_flac(tmp_path, 0.75)
     run = await run_voxwire("transcribe", str(cut), "--url", edge.ws, key=edge.key)
     assert run.status == 1, run.err
     assert run.out.strip(), "the words before the cut are printed"
     assert len(run.err.strip().splitlines()) == 1, run.err
     assert f"{cut}: cannot decode past " in run.err and "cut short or damaged" in run.err
-    assert f"of {len(samples) / rate:.2f} s" in run.err
+    assert f"of {seconds:.2f} s" in run.err
     for noise in ("Traceback", "LibsndfileError"):
         assert noise not in run.err, run.err
 
@@ -84,11 +90,7 @@ async def test_a_flac_cut_inside_its_first_read_still_sends_what_decodes(
     # a file cut 0.7 s in was "cannot decode it" with nothing sent, where the gateway's upload
     # path (100 ms blocks) transcribes the 0.7 s. The CLI reads such a second again in 100 ms
     # blocks.
-    samples, rate = soundfile.read(SPEECH_DIR / "call_me_back.wav", dtype="int16")
-    whole = tmp_path / "whole.flac"
-    soundfile.write(whole, samples, rate)
-    cut = tmp_path / "cut.flac"
-    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 4])
+    cut, _ = _cut_flac(tmp_path, 0.25)
     run = await run_voxwire("transcribe", str(cut), "--url", edge.ws, key=edge.key)
     assert run.status == 1, run.err
     assert f"{cut}: cannot decode past " in run.err, run.err
