@@ -212,7 +212,12 @@ async def _wav(
         except OtherWavFormat:
             # ``buffered`` holds every byte fed so far, this chunk's too.
             async for pcm in _compressed(
-                request, _chain(reader.buffered(), body), config, decoders, upload
+                request,
+                _chain(reader.buffered(), body),
+                config,
+                decoders,
+                upload,
+                expected_bytes=reader.data_end,
             ):
                 yield pcm
             return
@@ -248,9 +253,14 @@ async def _compressed(
     config: transcription_pb2.TranscriptionConfig,
     decoders: threading.BoundedSemaphore,
     upload: _Upload,
+    *,
+    expected_bytes: int | None = None,
 ) -> AsyncIterator[bytes]:
     """libsndfile in a worker thread, fed through a BodyPipe; blocks come back by a bounded
-    queue (the thread waits when the model side is slower than the decoder)."""
+    queue (the thread waits when the model side is slower than the decoder).
+
+    ``expected_bytes``: where the audio ends by its header (a WAV's data chunk), when known; a
+    body that ends before it is reported truncated (libsndfile decodes what is there)."""
     if not decoders.acquire(blocking=False):
         raise errors.Overloaded(
             "every upload decoder is busy; retry shortly",
@@ -280,9 +290,13 @@ async def _compressed(
         except BaseException as exc:  # handed to the event loop, which raises it
             loop.call_soon_threadsafe(blocks.put_nowait, exc)
 
+    received = 0
+
     async def feed() -> None:
+        nonlocal received
         try:
             async for chunk in body:
+                received += len(chunk)
                 pipe.put(chunk)
                 while not pipe.room():  # the decoder is behind: stop reading the body
                     room.clear()
@@ -301,7 +315,8 @@ async def _compressed(
             item = await blocks.get()
             if item is None:
                 # Set by the decoder's thread before it queued the end.
-                upload.truncated = upload.truncated or report.truncated
+                short = expected_bytes is not None and received < expected_bytes
+                upload.truncated = upload.truncated or report.truncated or short
                 return
             if isinstance(item, errors.VoxwireError):
                 raise item

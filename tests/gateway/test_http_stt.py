@@ -248,6 +248,19 @@ async def test_a_wav_cut_short_is_transcribed_and_reported_truncated(edge):
     assert status == 200 and not whole.get("truncated"), whole
 
 
+async def test_a_24_bit_wav_cut_short_is_reported_truncated_too(edge):
+    # WAV the contract does not carry goes to libsndfile, which shortens its frame count to
+    # what arrived without a word: the cut went unreported (truncated false).
+    pcm, rate = _speech()
+    wav = _sound(pcm, rate, "WAV", "PCM_24")
+    status, body = await post(edge, wav[: len(wav) // 2 // 3 * 3], "audio/wav")
+    assert status == 200, body
+    assert body.get("truncated") is True, body
+    assert 0 < body["audioMs"] < 0.6 * len(pcm) * 1000 / rate, body
+    status, whole = await post(edge, wav, "audio/wav")
+    assert status == 200 and not whole.get("truncated"), whole
+
+
 async def test_a_flac_cut_short_is_transcribed_and_reported_truncated(edge):
     # libFLAC loses sync in the cut frame at the body's end: that was a 400 INVALID_AUDIO
     # ("the audio is corrupt"), the decoded audio before it thrown away, where a WAV cut the

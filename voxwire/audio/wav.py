@@ -16,7 +16,9 @@ the body when the size is unknown (0 or 0xFFFFFFFF, as streaming writers leave i
 most ``max_header_bytes`` (a header is small; a hostile upload must not make it buffer).
 Anything malformed raises InvalidAudio naming what was wrong; a well-formed WAV that is not
 passed on as it is (other sample formats, more than two channels, a rate the contract does not
-carry, RF64) raises ``OtherWavFormat``, and libsndfile decodes it.
+carry, RF64) raises ``OtherWavFormat``, and libsndfile decodes it. Except for RF64 it is raised
+once the data chunk's header has been read, so ``data_end`` says where the samples end and the
+caller can tell a body cut short (libsndfile shortens its frame count without a word).
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ class WavHeaderReader:
         # The data chunk's size in bytes, once it is read; None when the header leaves it
         # unknown (the samples then run to the end of the body).
         self.data_bytes: int | None = None
+        # Where the data chunk's samples start in the stream (bytes fed before them).
+        self.data_offset: int | None = None
+        # A fmt that another decoder must read: raised once the data chunk's size is known
+        # (or the header ends without one), so the caller can tell a body cut short.
+        self._other: OtherWavFormat | None = None
 
     def buffered(self) -> bytes:
         """What was fed and not yet returned (the header so far)."""
@@ -97,21 +104,38 @@ class WavHeaderReader:
             (size,) = struct.unpack_from("<I", self._buf, pos + 4)
             body = pos + 8
             if chunk_id == b"data":
+                if self._other is not None:
+                    self.data_bytes = None if size in (0, _UNKNOWN) else size
+                    self.data_offset = body
+                    raise self._other
                 if fmt is None:
                     raise InvalidAudio("WAV data chunk before its fmt chunk")
                 self.format = fmt
                 self.data_bytes = None if size in (0, _UNKNOWN) else size
+                self.data_offset = body
                 rest = bytes(self._buf[body:])
                 self._buf.clear()
                 return rest
             if len(self._buf) < body + size:
                 break
             if chunk_id == b"fmt ":
-                fmt = self._fmt(bytes(self._buf[body : body + size]))
+                try:
+                    fmt = self._fmt(bytes(self._buf[body : body + size]))
+                except OtherWavFormat as exc:
+                    self._other = exc
             pos = body + size + (size & 1)  # chunks are word-aligned
         if len(self._buf) > self._max:
+            if self._other is not None:
+                raise self._other  # the other decoder may know this header better
             raise InvalidAudio(f"WAV header longer than {self._max} bytes (no data chunk)")
         return b""
+
+    @property
+    def data_end(self) -> int | None:
+        """Where the data chunk ends in the stream, when the header says (None: unknown)."""
+        if self.data_offset is None or self.data_bytes is None:
+            return None
+        return self.data_offset + self.data_bytes
 
     def _fmt(self, body: bytes) -> WavFormat:
         if len(body) < 16:
