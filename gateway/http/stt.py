@@ -19,7 +19,7 @@ import contextlib
 import datetime
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -158,8 +158,13 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
 
 
 async def _raw(
-    body: AsyncIterator[bytes], config: transcription_pb2.TranscriptionConfig
+    body: AsyncIterator[bytes],
+    config: transcription_pb2.TranscriptionConfig,
+    cut: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[bytes]:
+    """Whole frames of ``body``. Raises MisalignedAudio when it ends inside a frame, unless
+    ``cut()`` says the body was cut short (a WAV whose data chunk did not all arrive): then the
+    partial frame is the cut's, and is dropped."""
     fmt = config.audio_format
     width = {2: 4, 3: 1, 4: 1}.get(fmt.encoding, 2) * max(1, fmt.channels)
     splitter = FrameSplitter(width)
@@ -167,7 +172,8 @@ async def _raw(
         frames = splitter.feed(chunk)
         if frames:
             yield frames
-    splitter.finish()
+    if not cut():
+        splitter.finish()
 
 
 async def _basic(
@@ -243,7 +249,7 @@ async def _wav(
                 left -= min(left, len(chunk))
         upload.truncated = bool(left)
 
-    async for frames in _raw(samples(), config):
+    async for frames in _raw(samples(), config, cut=lambda: upload.truncated):
         yield frames
 
 
