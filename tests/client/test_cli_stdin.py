@@ -105,6 +105,45 @@ async def test_a_mulaw_wav_on_stdin_brings_its_own_format(edge: Edge):
     assert_heard(run.out.strip(), "pay_bill.wav")
 
 
+async def test_a_wav_on_stdin_cut_inside_a_sample_is_heard_up_to_the_cut(edge: Edge):
+    # It ended with "stdin ended inside a sample frame (1 stray bytes)", status 1, after
+    # sending everything but saying nothing of the cut.
+    wav = _wav_bytes("PCM_16")
+    run = await run_voxwire(
+        "transcribe", "-", "--url", edge.ws, key=edge.key, stdin=wav[: len(wav) * 9 // 10 | 1]
+    )
+    assert run.status == 1, run.err
+    assert run.out.strip(), "the words before the cut are printed"
+    assert len(run.err.strip().splitlines()) == 1, run.err
+    assert "stdin (WAV) ended " in run.err and "cut short" in run.err, run.err
+    assert "stray" not in run.err
+
+
+async def test_a_wav_stream_of_unknown_length_may_end_inside_a_sample(edge: Edge):
+    # A producer writing to a pipe leaves the sizes unknown (0xFFFFFFFF) and stops anywhere:
+    # the sample frame it split is dropped, nothing else is wrong.
+    wav = bytearray(_wav_bytes("PCM_16"))
+    wav[4:8] = wav[40:44] = b"\xff\xff\xff\xff"  # RIFF and data sizes: unknown
+    run = await run_voxwire(
+        "transcribe", "-", "--url", edge.ws, key=edge.key, stdin=bytes(wav) + b"\x01"
+    )
+    assert run.status == 0, run.err
+    assert_heard(run.out.strip(), "pay_bill.wav")
+
+
+async def test_raw_stdin_that_ends_inside_a_sample_is_refused(edge: Edge):
+    # Raw bytes out of step with their flags are often the wrong flags (mu-law as PCM16).
+    pcm, _ = read_wav(SPEECH_DIR / "pay_bill.wav")
+    run = await run_voxwire(
+        "transcribe",
+        *("-", "--encoding", "pcm_s16le", "--rate", "16000", "--url", edge.ws),
+        key=edge.key,
+        stdin=pcm.astype("<i2").tobytes() + b"\x01",
+    )
+    assert run.status == 1, run.err
+    assert "stdin ended inside a sample frame (1 stray bytes)" in run.err, run.err
+
+
 async def test_a_wav_on_stdin_whose_header_contradicts_the_flags_is_a_usage_error(edge: Edge):
     run = await run_voxwire(
         "transcribe",

@@ -7,6 +7,12 @@ Raw bytes say nothing of their format, and a guess is worse than an error: mu-la
 header gives the format (flags, if given, must agree with it); the header of another
 container (FLAC, Ogg, MP3, ...) is refused with a pointer to the FILE argument, where
 libsndfile reads it. Empty stdin is a session with no audio.
+
+A WAV stream that ends before its data chunk's declared size was cut short: what arrived is
+sent (less a sample frame the cut split), and the command says so after printing what was
+heard, status 1, as for a file. A WAV of unknown length (a producer writing to a pipe) ends
+where it ends: a split sample frame at its end is dropped. Raw stdin that ends inside a sample
+frame is refused: its format flags may be wrong (mu-law taken as 16-bit PCM).
 """
 
 from __future__ import annotations
@@ -31,22 +37,31 @@ async def open_stdin(args: argparse.Namespace) -> Source:
     """Raises CliError (status 2: the format is missing, or not one stdin can carry)."""
     stream = await StdinStream.open()
     try:
-        fmt = await _format(stream, args)
+        fmt, wav = await _format(stream, args)
     except BaseException:
         await stream.close()
         raise
+    ending = _Ending()
     return Source(
         name=NAME,
         encoding=fmt.encoding,
         rate=fmt.rate,
         channels=fmt.channels,
         seconds=None,
-        chunks=_chunks(stream, fmt),
+        chunks=_chunks(stream, fmt, wav, ending),
         close=stream.close,
+        stopped_early=lambda: ending.cut,
     )
 
 
-async def _format(stream: StdinStream, args: argparse.Namespace) -> WavFormat:
+class _Ending:
+    """How the chunks ended: ``cut`` says why before the audio the WAV header declares."""
+
+    cut: str | None = None
+
+
+async def _format(stream: StdinStream, args: argparse.Namespace) -> tuple[WavFormat, bool]:
+    """The format, and whether it came from a WAV header."""
     raw_flags = args.encoding is not None and args.rate is not None
     if not raw_flags and stream.is_terminal:
         raise CliError(RAW_NEEDS, status=2)  # rather than wait for typing to be sniffed
@@ -55,7 +70,7 @@ async def _format(stream: StdinStream, args: argparse.Namespace) -> WavFormat:
     if is_wav(head):
         fmt = await read_wav_header(stream.read, stream.unread, f"{NAME} (WAV)")
         _check_flags(fmt, args)
-        return fmt
+        return fmt, True
     container = _container(head)
     if container is not None:
         raise CliError(
@@ -65,7 +80,7 @@ async def _format(stream: StdinStream, args: argparse.Namespace) -> WavFormat:
         )
     if not raw_flags:
         raise CliError(RAW_NEEDS, status=2)
-    return WavFormat(args.encoding, args.rate, args.channels or 1, None)
+    return WavFormat(args.encoding, args.rate, args.channels or 1, None), False
 
 
 def _check_flags(fmt: WavFormat, args: argparse.Namespace) -> None:
@@ -95,9 +110,12 @@ def _container(head: bytes) -> str | None:
     return None
 
 
-async def _chunks(stream: StdinStream, fmt: WavFormat) -> AsyncIterator[bytes]:
+async def _chunks(
+    stream: StdinStream, fmt: WavFormat, wav: bool, ending: _Ending
+) -> AsyncIterator[bytes]:
     """At most ``FRAME_MS`` of audio per chunk, as soon as it is read (no waiting for a whole
-    frame: a live source is not delayed), always whole sample frames."""
+    frame: a live source is not delayed), always whole sample frames. Raises CliError for raw
+    audio that ends inside a sample frame."""
     width = SAMPLE_BYTES[fmt.encoding] * fmt.channels
     step = fmt.rate * FRAME_MS // 1000 * width
     left = fmt.data_bytes
@@ -114,5 +132,13 @@ async def _chunks(stream: StdinStream, fmt: WavFormat) -> AsyncIterator[bytes]:
         if whole:
             yield pending[:whole]
             pending = pending[whole:]
-    if pending:
+    if left:  # the WAV header's data size was not reached: the stream was cut
+        assert fmt.data_bytes is not None
+        sent = (fmt.data_bytes - left - len(pending)) // width / fmt.rate
+        ending.cut = (
+            f"{NAME} (WAV) ended {sent:.2f} s in, before the "
+            f"{fmt.data_bytes // width / fmt.rate:.2f} s its header declares: the stream was "
+            "cut short; what was heard before that is above"
+        )
+    elif pending and not wav:
         raise CliError(f"{NAME} ended inside a sample frame ({len(pending)} stray bytes)")
