@@ -296,13 +296,9 @@ async def _compressed(
         except BaseException as exc:  # handed to the event loop, which raises it
             loop.call_soon_threadsafe(blocks.put_nowait, exc)
 
-    received = 0
-
     async def feed() -> None:
-        nonlocal received
         try:
             async for chunk in body:
-                received += len(chunk)
                 pipe.put(chunk)
                 while not pipe.room():  # the decoder is behind: stop reading the body
                     room.clear()
@@ -320,9 +316,9 @@ async def _compressed(
         while True:
             item = await blocks.get()
             if item is None:
-                # Set by the decoder's thread before it queued the end.
-                short = expected_bytes is not None and received < expected_bytes
-                upload.truncated = upload.truncated or report.truncated or short
+                # ``report`` is set by the decoder's thread before it queued the end.
+                short = expected_bytes is not None and pipe.received < expected_bytes
+                upload.truncated = report.truncated or short
                 return
             if isinstance(item, errors.VoxwireError):
                 raise item

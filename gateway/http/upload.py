@@ -111,6 +111,12 @@ class BodyPipe(io.RawIOBase):
         with self._cond:
             return self._ended and self._failed is None and self._pos >= self._received
 
+    @property
+    def received(self) -> int:
+        """Bytes of the body put so far."""
+        with self._cond:
+            return self._received
+
     def room(self) -> bool:
         """Whether the writer may put more now (the reader is not too far behind)."""
         with self._cond:

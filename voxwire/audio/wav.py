@@ -104,15 +104,13 @@ class WavHeaderReader:
             (size,) = struct.unpack_from("<I", self._buf, pos + 4)
             body = pos + 8
             if chunk_id == b"data":
+                self.data_bytes = None if size in (0, _UNKNOWN) else size
+                self.data_offset = body
                 if self._other is not None:
-                    self.data_bytes = None if size in (0, _UNKNOWN) else size
-                    self.data_offset = body
                     raise self._other
                 if fmt is None:
                     raise InvalidAudio("WAV data chunk before its fmt chunk")
                 self.format = fmt
-                self.data_bytes = None if size in (0, _UNKNOWN) else size
-                self.data_offset = body
                 rest = bytes(self._buf[body:])
                 self._buf.clear()
                 return rest
