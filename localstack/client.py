@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from voxwire.stream_write import write_unless_ended
 from voxwire.timings import SERVER_TIMING_TRAILER, TIMINGS_TRAILER
 from voxwire.v1 import (
     audio_pb2,
@@ -130,17 +131,14 @@ async def write_all(
 ) -> None:
     """Write ``messages`` then half-close, stopping as soon as the call has ended.
 
-    Writing after the server ended the call makes grpcio's aio client replace the server's
-    status with INTERNAL "Internal error from Core" (grpc/grpc#36066), so check first.
+    The writes leave the server's status as it was sent when the server ends the call first
+    (``write_unless_ended``; a plain write racing it turns it into INTERNAL "Internal error
+    from Core", grpc/grpc#36066).
     """
     for i, message in enumerate(messages):
-        if call.done():
-            return
         if i and pace_s:
             await asyncio.sleep(pace_s)
-        try:
-            await call.write(message)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        if not await write_unless_ended(call, message):
             return
     if not call.done():
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):

@@ -19,6 +19,7 @@ import grpc
 
 from gateway.upstream.pool import AdapterPool, Lease
 from voxwire import errors
+from voxwire.stream_write import CORE_RACE_DETAILS, write_unless_ended
 from voxwire.timings import TIMINGS_TRAILER
 from voxwire.v1 import timings_pb2
 
@@ -34,8 +35,6 @@ _DETAILS_KEY = "grpc-status-details-bin"
 _TRANSPORT_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 )
-# What grpc.aio reports for a call whose write raced the server's status (grpc/grpc#36066).
-_CORE_RACE_DETAILS = "Internal error from Core"
 
 
 def has_details(trailers: Sequence[tuple[str, Any]]) -> bool:
@@ -52,7 +51,7 @@ def transport_failed(code: grpc.StatusCode, details: str | None, trailers: Seque
     return (
         code in _TRANSPORT_CODES
         and not has_details(trailers)
-        and not (code is grpc.StatusCode.INTERNAL and details == _CORE_RACE_DETAILS)
+        and not (code is grpc.StatusCode.INTERNAL and details == CORE_RACE_DETAILS)
     )
 
 
@@ -94,10 +93,10 @@ class UpstreamCall(Generic[Req, Resp]):
         ``write_timeout``: its HTTP/2 window stayed closed)."""
         try:
             if not self._timed_writes:
-                await self._call.write(request)
-                return
-            async with asyncio.timeout(self._write_timeout):
-                await self._call.write(request)
+                sent = await write_unless_ended(self._call, request)
+            else:
+                async with asyncio.timeout(self._write_timeout):
+                    sent = await write_unless_ended(self._call, request)
         except TimeoutError:
             raise UpstreamError(
                 errors.BackendUnavailable(
@@ -107,8 +106,10 @@ class UpstreamCall(Generic[Req, Resp]):
             ) from None
         except grpc.aio.AioRpcError as exc:
             raise await self._failure(exc) from exc
-        except asyncio.InvalidStateError as exc:  # the call had ended: its status says how
+        except asyncio.InvalidStateError as exc:  # half-closed already: its status says how
             raise await self._failure(None) from exc
+        if not sent:  # the call had ended: its status, as the adapter sent it, says how
+            raise await self._failure(None)
 
     async def done_writing(self) -> None:
         try:

@@ -28,6 +28,7 @@ from loadtest.events import (
     Started,
 )
 from loadtest.targets.base import SttOptions, TtsOptions
+from voxwire.stream_write import write_unless_ended
 from voxwire.timings import EDGE_STAGES, STAGES, TIMINGS_TRAILER
 from voxwire.v1 import audio_pb2, errors_pb2, synthesis_pb2, synthesis_pb2_grpc, timings_pb2
 from voxwire.v1 import transcription_pb2 as stt_pb2
@@ -105,12 +106,10 @@ class _Call:
         self.call = call
 
     async def write(self, message: Any) -> None:
-        # Writing after the server ended the call makes grpcio replace the server's status with
-        # INTERNAL (grpc/grpc#36066), so check first; the end arrives as Ended.
-        if self.call.done():
-            return
-        with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError):
-            await self.call.write(message)
+        # A plain write racing the server's status makes grpcio replace it with INTERNAL
+        # (grpc/grpc#36066); this one leaves it alone. The end arrives as Ended.
+        with contextlib.suppress(grpc.aio.UsageError, RuntimeError):
+            await write_unless_ended(self.call, message)
 
     async def done_writing(self) -> None:
         if not self.call.done():

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from voxwire.conformance.plan import Gate, Plan, Reading, Send, Sleep, Wait
+from voxwire.stream_write import CORE_RACE_DETAILS, write_unless_ended
 from voxwire.v1 import synthesis_pb2, transcription_pb2
 from voxwire.wire import serialized
 
@@ -74,11 +75,12 @@ class Outcome:
 
     @property
     def rpc_race(self) -> bool:
-        """grpc/grpc#36066: a write after the server's status replaced it with INTERNAL."""
+        """grpc/grpc#36066: a write after the server's status replaced it with INTERNAL (only
+        where ``write_unless_ended`` must fall back on ``call.write``, see voxwire.stream_write)."""
         return (
             self.write_failed
             and self.code is grpc.StatusCode.INTERNAL
-            and "Internal error from Core" in self.details
+            and CORE_RACE_DETAILS in self.details
         )
 
 
@@ -165,8 +167,10 @@ async def _write(
             last_mark = len(out.responses)
             out.marks.append((last_mark, action))
             try:
-                await call.write(action.message)
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+                sent = await write_unless_ended(call, action.message)
+            except (asyncio.InvalidStateError, grpc.aio.UsageError):
+                sent = False
+            if not sent:
                 out.write_failed = True
                 return
 
@@ -180,8 +184,9 @@ async def _hold(call: Any, gate: Gate, deadline: float) -> bool:
                 await gate.go.wait()
         if not gate.go.is_set() and gate.keep_alive is not None and not call.done():
             try:
-                await call.write(gate.keep_alive)
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+                if not await write_unless_ended(call, gate.keep_alive):
+                    return False
+            except (asyncio.InvalidStateError, grpc.aio.UsageError):
                 return False
     return True
 

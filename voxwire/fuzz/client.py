@@ -6,8 +6,10 @@ streams, which the contract oracle checks. Every wait has a deadline: a stream w
 not arrive within ``status_timeout_s`` is recorded as having none.
 
 grpc/grpc#36066: a grpc.aio client whose write fails because the server already ended the call
-may report INTERNAL "Internal error from Core" instead of the server's status. Such outcomes are
-told apart (``core_36066``) and never blamed on the server.
+may report INTERNAL "Internal error from Core" instead of the server's status. The client writes
+with ``voxwire.stream_write.write_unless_ended``, which keeps the server's status; what still
+looks like the race (a grpcio without the internals it uses, or the CANCELLED form) is told
+apart (``core_36066``) and never blamed on the server.
 """
 
 from __future__ import annotations
@@ -22,14 +24,17 @@ from google.rpc import error_details_pb2, status_pb2
 
 from voxwire.fuzz.cases import Case
 from voxwire.fuzz.oracle import SynthesisOracle, TranscriptionOracle
+from voxwire.stream_write import CORE_RACE_DETAILS, write_unless_ended
 from voxwire.v1 import synthesis_pb2, transcription_pb2
 
 DETAILS_KEY = "grpc-status-details-bin"
 TIMINGS_KEY = "voxwire-timings-bin"
-CORE_ERROR = "Internal error from Core"
 # What grpc.aio reports instead of the server's status when a client write races it
 # (grpc/grpc#36066): INTERNAL from the failed batch, or the call it cancelled itself.
-_RACE_STATUSES = {("INTERNAL", CORE_ERROR), ("CANCELLED", "Locally cancelled by application!")}
+_RACE_STATUSES = {
+    ("INTERNAL", CORE_RACE_DETAILS),
+    ("CANCELLED", "Locally cancelled by application!"),
+}
 
 
 @dataclass(slots=True)
@@ -73,7 +78,9 @@ async def _write_all(call: grpc.aio.StreamStreamCall, case: Case, out: Outcome) 
         for i, message in enumerate(case.messages):
             if cut and i == case.cut_after:
                 return True
-            await call.write(message)
+            if not await write_unless_ended(call, message):
+                out.write_failed = True  # the server ended the call: its status stands
+                return False
         if cut:
             return True
         if case.ending == "half_close":
