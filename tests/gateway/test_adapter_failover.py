@@ -39,6 +39,7 @@ from tests.helpers.edge import auth_config
 from tests.helpers.speech_fixtures import SPEECH_DIR
 from tests.helpers.status import from_trailers
 from tests.helpers.wavio import read_wav
+from voxwire.stream_write import write_unless_ended
 from voxwire.v1 import (
     audio_pb2,
     stream_pb2,
@@ -262,14 +263,10 @@ async def front_call(
                         await first_final.wait()
                     fleet.serving().kill()
                     killed_at = time.monotonic()
-                if call.done():
-                    return  # a write after the end turns the status into INTERNAL (grpc#36066)
-                try:
-                    await call.write(
-                        transcription_pb2.StreamingTranscribeRequest(audio=audio[pos : pos + step])
-                    )
-                except grpc.aio.AioRpcError:
-                    return  # the call ended under the write: its status says how
+                # A plain write racing the status would turn it into INTERNAL (grpc#36066).
+                chunk = transcription_pb2.StreamingTranscribeRequest(audio=audio[pos : pos + step])
+                if not await write_unless_ended(call, chunk):
+                    return  # the call ended: its status says how
             if not call.done():
                 await call.done_writing()
 

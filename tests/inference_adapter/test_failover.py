@@ -31,6 +31,7 @@ from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer
 from tests.helpers.status import from_trailers
 from tests.helpers.triton_models import bench_tts_variant, copy_model, start_latency
+from voxwire.stream_write import write_unless_ended
 from voxwire.v1 import (
     audio_pb2,
     capabilities_pb2,
@@ -184,9 +185,9 @@ async def stt_session(
                     await acked.wait()
             if i == fault_after and kill is not None:
                 kill.set()
-            if call.done():
-                return  # a write after the end turns the status into INTERNAL (grpc#36066)
-            await call.write(SttReq(audio=chunk(i)))
+            # A plain write racing the status would turn it into INTERNAL (grpc#36066).
+            if not await write_unless_ended(call, SttReq(audio=chunk(i))):
+                return  # the call ended: its status says how
             await asyncio.sleep(CHUNK_MS / 1000)
         await call.done_writing()
 

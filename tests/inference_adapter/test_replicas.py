@@ -26,6 +26,7 @@ from localstack.client import StreamOutcome
 from localstack.triton import TritonServer, default_model_repository
 from tests.helpers.status import from_trailers
 from tests.helpers.triton_models import start_latency
+from voxwire.stream_write import write_unless_ended
 from voxwire.v1 import (
     audio_pb2,
     capabilities_pb2,
@@ -130,18 +131,21 @@ class PacedStream:
         return out
 
     async def _write(self) -> None:
-        await self.call.write(
-            Req(
-                config=transcription_pb2.TranscriptionConfig(
-                    model=self.model,
-                    interim_results=True,
-                    audio_format=audio_pb2.AudioFormat(encoding=1, sample_rate_hz=16000),
-                )
+        # A plain write racing the adapter's status (an OVERLOADED refusal comes at once) would
+        # turn it into INTERNAL without trailers (grpc/grpc#36066; it failed the admission test
+        # once in CI).
+        config = Req(
+            config=transcription_pb2.TranscriptionConfig(
+                model=self.model,
+                interim_results=True,
+                audio_format=audio_pb2.AudioFormat(encoding=1, sample_rate_hz=16000),
             )
         )
+        if not await write_unless_ended(self.call, config):
+            return
         while not self.stop.is_set() and not self.call.done():
-            if not self.hold:
-                await self.call.write(Req(audio=CHUNK))
+            if not self.hold and not await write_unless_ended(self.call, Req(audio=CHUNK)):
+                return
             await asyncio.sleep(0.1)
         if not self.call.done():
             await self.call.done_writing()
