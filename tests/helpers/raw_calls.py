@@ -11,6 +11,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from localstack.client import StreamOutcome, collect
+from voxwire.stream_write import write_unless_ended
 
 TRANSCRIBE = "/voxwire.v1.Transcription/StreamingTranscribe"
 SYNTHESIZE = "/voxwire.v1.Synthesis/StreamingSynthesize"
@@ -55,11 +56,11 @@ async def raw_stream(
     call = channel.stream_stream(method)(timeout=deadline_s)
 
     async def write() -> None:
+        # A plain write racing the server's refusal would turn it into INTERNAL (grpc#36066).
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
             for message in messages:
-                if call.done():
+                if not await write_unless_ended(call, message):
                     return
-                await call.write(message)
             if half_close and not call.done():
                 await call.done_writing()
 

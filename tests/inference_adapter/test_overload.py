@@ -23,6 +23,7 @@ from inference_adapter.server import AdapterServer
 from localstack.client import StreamOutcome, collect
 from localstack.triton import TritonServer
 from tests.helpers.status import from_trailers
+from voxwire.stream_write import write_unless_ended
 from voxwire.v1 import audio_pb2, transcription_pb2, transcription_pb2_grpc
 
 Req = transcription_pb2.StreamingTranscribeRequest
@@ -71,11 +72,12 @@ async def offer(channel: grpc.aio.Channel, go: asyncio.Event) -> Offered:
     )
 
     async def write() -> None:
-        await call.write(Req(config=config))
+        # A plain write racing an OVERLOADED refusal would turn it into INTERNAL (grpc#36066).
+        if not await write_unless_ended(call, Req(config=config)):
+            return
         for _ in range(CHUNKS):
-            if call.done():
+            if not await write_unless_ended(call, Req(audio=CHUNK)):
                 return
-            await call.write(Req(audio=CHUNK))
             await asyncio.sleep(0.1)
         if not call.done():
             await call.done_writing()
