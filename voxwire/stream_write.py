@@ -13,7 +13,8 @@ the call has ended is answered ``False`` and leaves the status as the server sen
 into grpc.aio's call object (``_cython_call``, ``_metadata_sent``, ``_done_writing_flag``,
 ``_request_serializer``); where those are missing (another grpcio) it falls back to
 ``call.write``, whose race the callers still recognise by its INTERNAL "Internal error from
-Core" (``CORE_RACE_DETAILS``).
+Core" (``CORE_RACE_DETAILS``). tests/voxwire/test_stream_write.py fails on a grpcio where the
+fallback is taken, so an upgrade that moves those internals is noticed.
 """
 
 from __future__ import annotations
