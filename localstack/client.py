@@ -136,7 +136,7 @@ async def write_all(
     from Core", grpc/grpc#36066).
     """
     for i, message in enumerate(messages):
-        if i and pace_s:
+        if i and pace_s and not call.done():
             await asyncio.sleep(pace_s)
         if not await write_unless_ended(call, message):
             return
