@@ -53,6 +53,7 @@ async def server_process(
     """``python -m <args>`` with its output in ``logfile`` and RLIMIT_NOFILE at its hard
     limit, run in ``cwd`` (modules there come first: another checkout's code); yields
     (process, stdout's first line when ``port_on_stdout``). SIGTERM (then SIGKILL) on exit."""
+    raise_nofile()  # inherited; not a preexec_fn, unsafe once gRPC's threads exist
     with logfile.open("ab") as out:
         stdout = asyncio.subprocess.PIPE if port_on_stdout else out
         proc = await asyncio.create_subprocess_exec(
@@ -62,7 +63,6 @@ async def server_process(
             stdout=stdout,
             stderr=out,
             stdin=asyncio.subprocess.DEVNULL,
-            preexec_fn=raise_nofile,
             cwd=cwd,
         )
     try:

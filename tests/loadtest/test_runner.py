@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
-
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+# A POSIX shell starts a script's background job with SIGINT ignored, and SIG_IGN survives
+# exec. The shell does it here rather than a preexec_fn: code run between fork and exec in a
+# process with gRPC's threads crashed the child in gRPC's fork handlers (CI, 2026-12-02:
+# "Check failed: next_worker->state == KICKED"), and Python documents preexec_fn as unsafe
+# once threads exist.
+_BACKGROUND_JOB = ("/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh")
 
 
 @pytest.mark.parametrize(
@@ -35,6 +38,7 @@ async def test_ctrl_c_stops_the_workers_and_keeps_what_they_measured(
     # in an error.txt, so even `merge` of the folder refused what had been measured.
     out = tmp_path / "run"
     proc = await asyncio.create_subprocess_exec(
+        *(_BACKGROUND_JOB if background else ()),
         sys.executable,
         *("-m", "loadtest", "run", "--target", "echo", "--address", echo_address),
         *("--concurrency", "4", "--workers", "2", "--duration", "20", "--quiet"),
@@ -43,7 +47,6 @@ async def test_ctrl_c_stops_the_workers_and_keeps_what_they_measured(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # its own process group, as a terminal gives a command
-        preexec_fn=_ignore_sigint if background else None,
     )
     try:
         progress = [out / "workers" / f"worker-{i:03d}" / "progress.jsonl" for i in range(2)]
