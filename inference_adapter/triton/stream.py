@@ -33,6 +33,7 @@ from inference_adapter.triton.reaper import CallReaper
 from inference_adapter.triton.replicas import Lease, ReplicaPool
 from inference_adapter.triton.tensors import ModelResponse, parse_response
 from voxwire.errors import BackendUnavailable
+from voxwire.stream_write import write_unless_ended
 from voxwire.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,9 @@ class ModelStream:
         try:
             # One watchdog timer per call, not a timer per write (voxwire/watchdog.py).
             with self._write_deadline:
-                await self._call.write(request)
+                sent = await write_unless_ended(self._call, request)
+            if not sent:
+                raise await self._ended_under_write()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
             raise self._failure(exc) from exc
         except TimeoutError as exc:
@@ -105,6 +108,17 @@ class ModelStream:
             self._sending -= 1
             if not self._sending:
                 self._sends_idle.set()
+
+    async def _ended_under_write(self) -> BackendUnavailable:
+        """The failure of a call that ended before or while a request was sent, from its real
+        status: grpc.aio's own ``write`` would have replaced an UNAVAILABLE (the replica gone)
+        with INTERNAL "Internal error from Core" (grpc/grpc#36066, voxwire/stream_write.py),
+        and the stream would have waited for the readiness probe instead of moving at once."""
+        code = await self._call.code()
+        if code is grpc.StatusCode.OK:  # Triton never ends a stream the client has not closed
+            self.transport_failed = self.broken = True
+            return self._failure(None, "model server ended the stream")
+        return self._failure_status(code, await self._call.details())
 
     async def stop_sends(self, within_s: float) -> bool:
         """Refuse further ``send`` calls and wait (up to ``within_s``) for the one in flight.
@@ -245,9 +259,9 @@ class ModelStream:
     async def replica_failed(self, within_s: float) -> bool:
         """Whether this call failed because its replica did (the stream may then move to
         another): its transport failed, or the readiness probe took the replica out. A call
-        that broke without saying why (grpcio reports a write on a call whose server vanished
-        as INTERNAL "Internal error from Core") waits up to ``within_s`` for the probe, which
-        alone decides (docs/contract.md, "Health"); a late answer is never the replica's."""
+        that broke otherwise (an INTERNAL or other status: the replica may still serve) waits
+        up to ``within_s`` for the probe, which alone decides (docs/contract.md, "Health"); a
+        late answer is never the replica's."""
         if self.lease.error is not None or self.transport_failed:
             return True
         if not self.broken:
@@ -262,15 +276,24 @@ class ModelStream:
     def _failure(self, exc: BaseException | None, why: str = "") -> BackendUnavailable:
         """The error for this stream. A call that broke also has the pool probe the replica
         (the probe decides whether it is out); a timeout concerns this stream alone."""
-        replica = self.lease.replica
-        if isinstance(exc, grpc.aio.AioRpcError | asyncio.InvalidStateError):
+        if isinstance(exc, grpc.aio.AioRpcError):
+            return self._failure_status(exc.code(), exc.details())
+        if isinstance(exc, asyncio.InvalidStateError):
             self.broken = True
-            if isinstance(exc, grpc.aio.AioRpcError):
-                why = f"{exc.code().name}: {exc.details()}"
-                self.transport_failed = self.transport_failed or exc.code() in _TRANSPORT_DOWN
-            else:
-                why = "the call had ended"
-            self._pool.probe_soon(replica, why)
+            why = "the call had ended"
+            self._pool.probe_soon(self.lease.replica, why)
+        return self._error(why)
+
+    def _failure_status(self, code: grpc.StatusCode, details: str | None) -> BackendUnavailable:
+        """The error for a call that ended with ``code``: the pool probes the replica."""
+        self.broken = True
+        self.transport_failed = self.transport_failed or code in _TRANSPORT_DOWN
+        why = f"{code.name}: {details}"
+        self._pool.probe_soon(self.lease.replica, why)
+        return self._error(why)
+
+    def _error(self, why: str) -> BackendUnavailable:
+        replica = self.lease.replica
         if self.lease.error is not None:
             error = self.lease.error
         else:

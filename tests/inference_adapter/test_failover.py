@@ -13,6 +13,7 @@ The Tritons are shared by the module; a test that kills one starts it again on t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -25,12 +26,15 @@ import grpc
 import numpy as np
 import pytest
 import pytest_asyncio
+from tritonclient.grpc import service_pb2
 
 from inference_adapter.config import AdapterConfig
 from inference_adapter.server import AdapterServer
+from inference_adapter.triton.stream import ModelStream
 from localstack.triton import TritonServer
 from tests.helpers.status import from_trailers
 from tests.helpers.triton_models import bench_tts_variant, copy_model, start_latency
+from voxwire.errors import BackendUnavailable
 from voxwire.stream_write import write_unless_ended
 from voxwire.v1 import (
     audio_pb2,
@@ -418,6 +422,63 @@ async def test_tts_context_moves_to_the_surviving_replica_without_loss(
     )
     assert notice_at - killed_at < 2.0
     assert after - killed_at < 2.0 + resent_s
+
+
+# -- a replica dying under a write ----------------------------------------------------------------
+
+
+async def test_a_call_writing_when_its_replica_dies_sees_the_transport_failure(
+    both_ready, adapter, tritons
+):
+    # grpc.aio's own write, in flight when a call's transport fails, replaces the call's
+    # UNAVAILABLE with INTERNAL "Internal error from Core" (grpc/grpc#36066): the adapter then
+    # took a stream whose Triton was gone for one whose request broke, and waited for the
+    # readiness probe before moving it. Streams that write all the time, their Triton killed
+    # under them, make that race happen on nearly all: before the fix 44 of 48 (three kills of
+    # 16) ended INTERNAL and 4 "the call had ended", none UNAVAILABLE. Every one must learn that
+    # its transport failed, from the call itself.
+    victim = tritons[0]
+    pool = adapter.pool
+    others = [r for r in pool.replicas if r.url != victim.grpc_url]
+    streams = [
+        ModelStream(pool, pool.acquire("bench_stt", exclude=others), response_timeout=10)
+        for _ in range(16)
+    ]
+    # A request Triton answers in-band with an error (no such model) and keeps the call: the
+    # writes never wait on a model, and a large one keeps a write in flight most of the time.
+    request = service_pb2.ModelInferRequest(
+        model_name="no_such_model", raw_input_contents=[bytes(64 * 1024)]
+    )
+
+    async def write(stream: ModelStream) -> str:
+        try:
+            while True:
+                await stream.send(request)
+        except BackendUnavailable as exc:
+            return str(exc)
+
+    async def read(stream: ModelStream) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                await stream.receive(None)
+
+    writers = [asyncio.create_task(write(s)) for s in streams]
+    readers = [asyncio.create_task(read(s)) for s in streams]
+    try:
+        await asyncio.sleep(0.5)
+        victim.kill()
+        async with asyncio.timeout(20):
+            whys = await asyncio.gather(*writers)
+    finally:
+        for stream in streams:
+            stream.cancel("test")
+            stream.lease.release()
+        for task in writers + readers:
+            task.cancel()
+        await asyncio.gather(*writers, *readers, return_exceptions=True)
+    lost = [why for stream, why in zip(streams, whys, strict=True) if not stream.transport_failed]
+    assert not lost, lost
+    assert all("UNAVAILABLE" in why for why in whys), whys
 
 
 # -- nothing left --------------------------------------------------------------------------------
