@@ -439,7 +439,8 @@ async def test_a_call_writing_when_its_replica_dies_sees_the_transport_failure(
     # its transport failed, from the call itself.
     victim = tritons[0]
     pool = adapter.pool
-    others = [r for r in pool.replicas if r.url != victim.grpc_url]
+    (replica,) = [r for r in pool.replicas if r.url == victim.grpc_url]
+    others = [r for r in pool.replicas if r is not replica]
     streams = [
         ModelStream(pool, pool.acquire("bench_stt", exclude=others), response_timeout=10)
         for _ in range(16)
@@ -469,6 +470,16 @@ async def test_a_call_writing_when_its_replica_dies_sees_the_transport_failure(
         victim.kill()
         async with asyncio.timeout(20):
             whys = await asyncio.gather(*writers)
+        # The writers end within milliseconds of the kill. The next test's revive() starts
+        # again only a Triton whose exit has been seen, and its wait for readiness must not
+        # read the adapter's verdict from before the kill (CI, 2026-12-03: the next test found
+        # r0 "ready" and its port refused).
+        for _ in range(200):
+            if victim.returncode is not None and not replica.ready:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the killed Triton was not reaped, or the probe kept it, in 10 s")
     finally:
         for stream in streams:
             stream.cancel("test")
