@@ -176,6 +176,7 @@ class TritonServer:
         self._log_path = log_path
         self._extra_args = list(extra_args)
         self._process: asyncio.subprocess.Process | None = None
+        self._killed = False
 
     @property
     def ports(self) -> TritonPorts:
@@ -192,6 +193,13 @@ class TritonServer:
     @property
     def returncode(self) -> int | None:
         return self._process.returncode if self._process else None
+
+    @property
+    def killed(self) -> bool:
+        """Whether ``kill`` was called: true at once, while ``returncode`` stays None until
+        asyncio has reaped the process (a caller that restarts a killed server must not wait
+        for that, or miss a kill made just before)."""
+        return self._killed
 
     @property
     def log_path(self) -> Path | None:
@@ -347,6 +355,7 @@ class TritonServer:
         which a server that is killed cannot remove, are removed too."""
         process = self._process
         if process is not None:
+            self._killed = True
             regions = _shm_regions(process.pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)

@@ -73,10 +73,12 @@ class Tritons(list[TritonServer]):
         self.repo = repo
 
     async def revive(self) -> None:
-        """Start every killed Triton again on its ports."""
+        """Start every killed or exited Triton again on its ports. ``killed`` is read, not only
+        ``returncode``: a kill the event loop has not reaped yet still has no return code, and
+        the adapter may still call that replica ready (its probe runs every 0.2 s)."""
         for i, server in enumerate(self):
-            if server.returncode is not None:
-                await server.stop()
+            if server.killed or server.returncode is not None:
+                await server.stop()  # reaps it
                 self[i] = TritonServer(self.repo, ports=server.ports, log_path=server.log_path)
                 await self[i].start(timeout=120)
 
@@ -470,10 +472,11 @@ async def test_a_call_writing_when_its_replica_dies_sees_the_transport_failure(
         victim.kill()
         async with asyncio.timeout(20):
             whys = await asyncio.gather(*writers)
-        # The writers end within milliseconds of the kill. The next test's revive() starts
-        # again only a Triton whose exit has been seen, and its wait for readiness must not
-        # read the adapter's verdict from before the kill (CI, 2026-12-03: the next test found
-        # r0 "ready" and its port refused).
+        # The writers end within milliseconds of the kill; the test ends only once the kill is
+        # reaped and the probe has taken the replica out, so that the next test's readiness
+        # wait cannot read the adapter's verdict from before the kill (CI, 2026-12-03: the
+        # next test found r0 "ready" and its port refused; revive() now also restarts a
+        # Triton that is killed but not yet reaped).
         for _ in range(200):
             if victim.returncode is not None and not replica.ready:
                 break
