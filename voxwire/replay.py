@@ -94,6 +94,11 @@ class AudioReplayWindow:
     def held_bytes(self) -> int:
         return (self._end_frame - self._start_frame) * self.frame_bytes
 
+    @property
+    def max_bytes(self) -> int:
+        """The most it holds: beyond, the oldest unacknowledged audio goes (``lossless``)."""
+        return self._max_frames * self.frame_bytes
+
     # -- changes -----------------------------------------------------------------------------
 
     def append(self, audio: bytes) -> None:

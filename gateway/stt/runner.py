@@ -71,6 +71,8 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
         self._on_failover = on_failover
         self._segment: _Segment | None = None
         self._failed_adapters: list[Adapter] = []
+        # The client reader's wait while the session takes no audio (``takes_audio``).
+        self._audio_room: asyncio.Future[None] | None = None
 
     def _execute(self, actions: Actions) -> None:
         if actions.cancel_upstream:
@@ -89,6 +91,10 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
                 pass  # the segment's writer reports the failure
         if actions.close is not None:
             self._close(actions.close.code)
+        if self._audio_room is not None and self.session.takes_audio:
+            if not self._audio_room.done():
+                self._audio_room.set_result(None)
+            self._audio_room = None
         self._rearm()
 
     def _stop_upstream(self) -> None:
@@ -106,6 +112,12 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
             segment = self._segment
             if segment is not None and not segment.outbox.has_room:
                 await segment.outbox.wait_room()
+            if not self.session.takes_audio:
+                # Until the upstream starts (an ``_execute`` wakes it); the reader is cancelled
+                # when the session ends, so this wait ends with the session at the latest.
+                self._audio_room = asyncio.get_running_loop().create_future()
+                await self._audio_room
+                continue
             frame = await self._port.receive()
             if frame.closed:
                 # The client went away: nothing to tell anyone; the upstream is cancelled.

@@ -244,6 +244,20 @@ class SttEdgeSession:
         self._warned_idle = False
         return Actions()
 
+    @property
+    def takes_audio(self) -> bool:
+        """Whether the runner may read the client's next frame. While an upstream stream opens
+        (OPENING, RECOVERING) audio is only held in the replay window, which drops its oldest
+        audio past its bound; so while the window has no room for one more frame of the
+        largest size, the runner reads nothing and TCP holds the client back until the
+        upstream starts and takes the audio (or the session ends). A client that sent more
+        than the window right after the handshake lost its oldest audio, and the session hung
+        at the upstream's start (test_stt_session_props found it)."""
+        window = self.window
+        if self.state not in _WAITING or window is None:
+            return True
+        return window.held_bytes + self.limits.max_frame_bytes <= window.max_bytes
+
     def client_message(self, msg: stt_pb2.SttClientMessage) -> Actions:
         """One JSON control (``start`` is the adapter's: it needs the credentials). Raises a
         VoxwireError for a protocol error of the client."""
@@ -350,6 +364,8 @@ class SttEdgeSession:
 
     def upstream_response(self, resp: Response) -> Actions:
         """One response of the current upstream stream."""
+        if self.state is State.ENDED:
+            return Actions()  # nothing after the end, whatever the upstream still says
         kind = resp.WhichOneof("response")
         actions = Actions()
         if kind == "started":
@@ -399,6 +415,11 @@ class SttEdgeSession:
         if self._closing_requested:
             actions.to_upstream.append(Request(close=transcription_pb2.CloseStream()))
             self.state = State.CLOSING
+        else:
+            # Audio held while the upstream opened may have filled the window already: the
+            # forced final goes now, not at the client's next frame (which may be long coming,
+            # e.g. a client that waits for acks before sending more).
+            self._maybe_force_final(actions)
 
     def _flush_window(self, actions: Actions) -> None:
         """Write everything from the upstream's base on, controls at their positions."""
