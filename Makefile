@@ -130,7 +130,9 @@ fuzz: $(STAMP)
 	$(PY) -m tools.fuzz_stack -- $(FUZZ_ARGS) || status=$$?; \
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -p no:cacheprovider -q --timeout 1800 \
 		tests/inference_adapter/test_stt_session_fuzz.py \
-		tests/inference_adapter/test_tts_session_fuzz.py || status=$$?; \
+		tests/inference_adapter/test_tts_session_fuzz.py \
+		tests/gateway/test_stt_session_props.py tests/gateway/test_tts_session_props.py \
+		tests/client/test_stt_resume_props.py || status=$$?; \
 	exit $$status
 
 # The same wire fuzzer through a gateway's gRPC front (which parses every stream into the

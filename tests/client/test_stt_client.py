@@ -50,6 +50,8 @@ async def test_finalize_and_update_config_are_answered_with_typed_acks(edge: Edg
         session = await TranscriptionSession.connect(edge.ws, stt_config(rate), api_key=edge.key)
         reader = asyncio.create_task(collect(session, run))
         await session.send(audio[: rate * 2])  # 1 s
+        with pytest.raises(ValueError, match="reserved"):
+            await session.finalize("vx-forced-1")  # the gateway's own would swallow its ack
         finalize_id = await session.finalize()
         update = transcription_pb2.UpdateTranscriptionConfig()
         update.endpointing.silence_ms = 400
@@ -65,38 +67,48 @@ async def test_finalize_and_update_config_are_answered_with_typed_acks(edge: Edg
     assert run.finals[0].from_finalize and run.finals[0].end_ms <= 1000
 
 
-async def test_send_waits_when_the_replay_window_is_full_and_goes_on_after_an_ack(edge: Edge):
-    """With utterance ends off, nothing is acknowledged until a finalize: a 500 ms window
-    takes 500 ms of audio, then ``send`` waits (here: times out) instead of buffering."""
+async def test_a_window_smaller_than_the_gateways_stays_bounded_with_finals_the_sdk_forces(
+    edge: Edge,
+):
+    """With utterance ends off, nothing is acknowledged unless a final is forced, and the
+    gateway forces one only before its own (larger) window fills. A 500 ms client window:
+    ``send`` takes the whole file anyway, never holding more than 500 ms, because the SDK
+    finalizes by itself (at three quarters of its window, or when the next piece does not
+    fit); its acks are no events. Before, ``send`` waited for an ack that never came and
+    raised TimeoutError (test_stt_resume_props found it)."""
     audio, rate = fixture_pcm("call_me_back.wav")
     config = stt_config(rate)
     config.endpointing.enabled = False
-    options = SessionOptions(max_replay_ms=500, send_timeout_s=1.0)
+    window = rate  # bytes: 500 ms of PCM16
+    options = SessionOptions(max_replay_ms=500, send_timeout_s=5.0)
+    held: list[int] = []
     async with asyncio.timeout(30):
         session = await TranscriptionSession.connect(
             edge.ws, config, api_key=edge.key, options=options
         )
         run = Run()
-        acked = asyncio.Event()
+        reader = asyncio.create_task(collect(session, run))
 
         async def watch() -> None:
-            async for event in session.events():
-                run.events.append(event)
-                if isinstance(event, transcription_pb2.FinalizeAck):
-                    acked.set()
+            while True:
+                held.append(session.state.window.held_bytes)
+                await asyncio.sleep(0.002)
 
-        reader = asyncio.create_task(watch())
-        await session.send(audio[:rate])  # 500 ms: fills the window
-        with pytest.raises(TimeoutError):
-            await session.send(audio[rate : rate * 2])
-        assert session.state.window.held_bytes == rate  # nothing beyond the window
-        await session.finalize()
-        await acked.wait()
-        assert session.state.room() == rate  # the ack emptied the window
-        await session.send(audio[rate : rate * 2])
+        watcher = asyncio.create_task(watch())
+        for at in range(0, len(audio), window // 2):
+            await session.send(audio[at : at + window // 2])  # 250 ms pieces, no pacing
+        watcher.cancel()
         summary = await session.close()
         await reader
-    assert summary.audio_ms == 1000
+    assert session.state.window_bytes == window
+    assert max(held) <= window
+    assert not [e for e in run.events if isinstance(e, transcription_pb2.FinalizeAck)]
+    # Several finals, each forced but the close's (the model's own utterance ends are off).
+    assert len(run.finals) >= 3 and all(f.from_finalize for f in run.finals[:-1])
+    ends = [0] + [f.end_ms for f in run.finals]
+    assert all(f.start_ms >= end for f, end in zip(run.finals, ends, strict=False))
+    assert summary.audio_ms == len(audio) * 1000 // (rate * 2)
+    assert session.ack.finalized_through_ms >= summary.audio_ms - 20
 
 
 async def test_a_browser_token_from_the_token_endpoint_opens_a_session(edge: Edge):

@@ -2,9 +2,10 @@
 drains and time (hypothesis, stateful), driven as ``gateway/stt/runner.py`` drives it: a
 VoxwireError from a client frame becomes ``session.fail``, every ``Actions`` is carried out.
 
-The upstream here is a toy model written for this test (named so): it answers in order, makes
-a final of everything it has received when told to, acks finalizes and updates, and ends with a
-summary after ``close``. What it checks is the session, not a model.
+The upstream here is a toy model written for these tests (``tests.helpers.stt_toy``, named
+so): it answers in order, makes a final of everything it has received when told to, acks
+finalizes and updates, and ends with a summary after ``close``. What it checks is the session,
+not a model.
 
 Invariants (docs/design/edge.md, "Session states", "Sessions that survive restarts"):
 - nothing but a VoxwireError escapes a client frame; nothing escapes anything else;
@@ -34,14 +35,12 @@ from hypothesis.stateful import (
 )
 
 from gateway.stt.session import Actions, State, SttEdgeSession, SttLimits
+from tests.helpers.stt_toy import BYTES_PER_MS, Clock, Response, ToyUpstream
 from voxwire import errors
 from voxwire.edge.v1 import stt_pb2
 from voxwire.v1 import audio_pb2, transcription_pb2
 
-Request = transcription_pb2.StreamingTranscribeRequest
-Response = transcription_pb2.StreamingTranscribeResponse
 Client = stt_pb2.SttClientMessage
-BYTES_PER_MS = 32  # 16 kHz PCM16 mono
 LIMITS = SttLimits(
     max_frame_bytes=8192,
     idle_timeout_s=10.0,
@@ -54,75 +53,6 @@ LIMITS = SttLimits(
     drain_grace_s=3.0,
 )
 FORCE_AT_MS = LIMITS.replay_window_ms - LIMITS.force_final_margin_ms
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class ToyUpstream:
-    """A fake of the adapter's stream (the test's own): it remembers what it was sent."""
-
-    def __init__(self, config: transcription_pb2.TranscriptionConfig) -> None:
-        assert config.HasField("audio_format")
-        self.base_ms = config.stream_offset_ms
-        self.next_index = config.first_utterance_index
-        self.audio = bytearray()
-        self.final_through = self.base_ms  # the end of its last final
-        self.started = False
-        self.closed = False
-        self.ended = False
-        self.pending: list[Request] = []  # finalizes and updates not answered yet
-
-    @property
-    def position_ms(self) -> int:
-        return self.base_ms + len(self.audio) // BYTES_PER_MS
-
-    def write(self, request: Request) -> None:
-        assert not self.closed, f"a request after close: {request}"
-        kind = request.WhichOneof("request")
-        if kind == "audio":
-            self.audio += request.audio
-        elif kind in ("finalize", "update_config"):
-            self.pending.append(request)
-        elif kind == "close":
-            self.closed = True
-        else:
-            assert kind == "keep_alive", kind
-
-    def final(self) -> Response | None:
-        if self.position_ms <= self.final_through:
-            return None
-        result = transcription_pb2.TranscriptResult(
-            utterance_id=f"u{self.next_index}",
-            is_final=True,
-            transcript=f"words {self.next_index}",
-            start_ms=self.final_through,
-            end_ms=self.position_ms,
-        )
-        self.next_index += 1
-        self.final_through = self.position_ms
-        return Response(result=result)
-
-    def answer(self) -> Response | None:
-        """The oldest finalize or update, answered (a finalize makes its final first)."""
-        if not self.pending:
-            return None
-        request = self.pending.pop(0)
-        if request.WhichOneof("request") == "finalize":
-            self.final_through = self.position_ms
-            ack = transcription_pb2.FinalizeAck(
-                finalize_id=request.finalize.finalize_id, audio_ms=self.position_ms
-            )
-            return Response(finalize_ack=ack)
-        update = transcription_pb2.UpdateConfigAck(
-            update_id=request.update_config.update_id, accepted=True
-        )
-        return Response(update_config_ack=update)
 
 
 frames_ms = st.integers(0, 300)
@@ -293,7 +223,8 @@ class SessionMachine(RuleBasedStateMachine):
         elif what == "final":
             response = up.final()
         elif what == "answer":
-            response = up.answer()
+            for answer in up.answer():
+                self.carry_out(self.session.upstream_response(answer))
         elif what == "speech":
             response = Response(
                 speech_started=transcription_pb2.SpeechStarted(utterance_id=f"u{up.next_index}")

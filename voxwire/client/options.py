@@ -26,7 +26,8 @@ class SessionOptions:
     # How long ``close`` waits for the summary.
     close_timeout_s: float = 30.0
     # Unacknowledged STT audio held for a resume (the gateway's replay window, if smaller,
-    # wins): ``send`` waits when it is full.
+    # wins): ``send`` waits when it is full. Below the gateway's window, the SDK forces finals
+    # of its own so that the window empties (docs/design/edge.md, "The SDK's side").
     max_replay_ms: int = 60_000
     # Events held for a caller that does not read them; beyond it the socket is not read.
     max_events: int = 10_000

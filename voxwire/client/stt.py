@@ -10,10 +10,11 @@ gateway restarts, drains and dropped networks.
         summary = await stt.close()
 
 Memory is bounded: ``send`` keeps each piece of audio until an ``ack`` covers it (the gateway
-forces one before its replay window fills); when the window is full, or while the session is
-resuming on another gateway, ``send`` waits (up to ``SessionOptions.send_timeout_s``, then
-TimeoutError) instead of buffering more. Nothing is ever dropped: audio handed to ``send`` is
-either acknowledged or replayed.
+forces one before its replay window fills, and the SDK forces its own when
+``SessionOptions.max_replay_ms`` is the smaller window); when the window is full, or while the
+session is resuming on another gateway, ``send`` waits (up to
+``SessionOptions.send_timeout_s``, then TimeoutError) instead of buffering more. Nothing is
+ever dropped: audio handed to ``send`` is either acknowledged or replayed.
 
 Failures raise ``voxwire.errors`` classes: a non-retryable error event raises its class (from
 ``send``, ``close`` and the event iterator); a resume the gateway refuses raises
@@ -24,6 +25,7 @@ repeat words); a reconnect budget spent raises BackendUnavailable.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 PATH = "/v1/stt/stream"
 # Server messages are small; this bounds what one text frame may cost to parse.
 MAX_SERVER_MESSAGE_BYTES = 4 * 1024 * 1024
+# Finalize ids of the gateway's own (``vx-forced-``) and the SDK's (``vx-sdk-``).
+RESERVED_PREFIX = "vx-"
 
 TranscriptionEvent = SttEvent | Resumed
 
@@ -146,7 +150,7 @@ class TranscriptionSession(ResumingLink):
             while pos < len(view):
                 # A piece never exceeds the window either, so it always fits after an ack.
                 step = min(self.state.max_piece_bytes, self.state.window_bytes, len(view) - pos)
-                await self.wait_until(lambda: self.state.room() >= step)  # noqa: B023
+                await self.wait_until(functools.partial(self._may_go_on, step))
                 async with self.write_lock:
                     if self.state.closing:
                         # A close from another task while this send waited for room: audio
@@ -155,17 +159,28 @@ class TranscriptionSession(ResumingLink):
                         raise SessionClosed(
                             f"close came during send: {pos} of its {len(view)} bytes were sent"
                         )
+                    if (forced := self.state.forced_finalize(step)) is not None:
+                        await self.write(encode(forced))
                     if self.live is None or self.state.room() < step:
                         continue  # lost the race to another writer or a disconnect
                     piece = bytes(view[pos : pos + step])
                     self.state.audio_sent(piece)
                     pos += step
                     await self.write(piece)
+                    if (forced := self.state.forced_finalize()) is not None:
+                        await self.write(encode(forced))
+
+    def _may_go_on(self, step: int) -> bool:
+        """A waiting ``send`` may go on: room for ``step``, or a finalize of its own to send."""
+        return self.state.room() >= step or self.state.needs_forced_final(step)
 
     async def finalize(self, finalize_id: str = "") -> str:
         """Ask for pending audio as a final result now; the FinalizeAck event answers it.
-        Returns the finalize id (generated if empty). Raises the session's failure or
+        Returns the finalize id (generated if empty). Raises ValueError for an id with a
+        reserved prefix (``vx-``: the gateway's and the SDK's own), the session's failure or
         SessionClosed."""
+        if finalize_id.startswith(RESERVED_PREFIX):
+            raise ValueError(f"finalize ids beginning with {RESERVED_PREFIX!r} are reserved")
         finalize_id = finalize_id or f"f-{uuid.uuid4().hex[:12]}"
         await self._control(lambda: self.state.finalize(finalize_id))
         return finalize_id

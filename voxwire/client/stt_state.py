@@ -56,6 +56,8 @@ SttEvent = (
 )
 # Before the first session message: the gateway's default frame limit (SttLimits).
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024
+# The SDK's own finalizes (``forced_finalize``): their acks move the position, no event.
+SDK_FORCED_PREFIX = "vx-sdk-"
 
 
 class Phase(enum.Enum):
@@ -143,6 +145,8 @@ class SttClientState:
         # "last" cause, when reconnecting gives out).
         self.last_error: errors.VoxwireError | None = None
         self._hand_over = False
+        self._forced = 0
+        self._forced_pending = False
 
     def _go(self, event: str) -> None:
         try:
@@ -198,6 +202,30 @@ class SttClientState:
         self.window.append(audio)
         self.frames_sent += len(audio) // self.window.frame_bytes
 
+    def needs_forced_final(self, next_bytes: int = 0) -> bool:
+        """Whether the SDK finalizes by itself now (``forced_finalize``): the window is the
+        client's own bound (``max_replay_ms`` below the gateway's ``replayWindow``, or a
+        gateway that gave none), no such finalize is unanswered, and unacknowledged audio
+        has reached three quarters of the window or leaves no room for ``next_bytes``."""
+        if self.closing or self._forced_pending:
+            return False
+        if self.limits.HasField("replay_window"):
+            if self._max_replay_ms >= self.limits.replay_window.ToMilliseconds():
+                return False  # the gateway's window is the bound, and it forces in time
+        return self.window.held_bytes * 4 >= self.window_bytes * 3 or self.room() < next_bytes
+
+    def forced_finalize(self, next_bytes: int = 0) -> Message | None:
+        """A finalize of the SDK's own to send now, if ``needs_forced_final``. The gateway
+        forces finals only before its own window fills: without this, a client with a smaller
+        window and a stream with no pause (no natural final) waited in ``send`` for an ack
+        that never came (test_stt_resume_props found it). Its ack moves the position; it is
+        no event."""
+        if not self.needs_forced_final(next_bytes):
+            return None
+        self._forced += 1
+        self._forced_pending = True
+        return self.finalize(f"{SDK_FORCED_PREFIX}{self._forced}")
+
     def finalize(self, finalize_id: str) -> Message:
         msg = Message(finalize=transcription_pb2.Finalize(finalize_id=finalize_id))
         self._controls.append(_Control(self.frames_sent, msg, finalize_id))
@@ -241,7 +269,9 @@ class SttClientState:
                 out.events.append(msg.utterance_end)
         elif kind == "finalize_ack":
             self._settle(msg.finalize_ack.finalize_id, "finalize", True)
-            if msg.finalize_ack.finalize_id not in self._delivered_finalizes:
+            if msg.finalize_ack.finalize_id.startswith(SDK_FORCED_PREFIX):
+                self._forced_pending = False
+            elif msg.finalize_ack.finalize_id not in self._delivered_finalizes:
                 self._delivered_finalizes.add(msg.finalize_ack.finalize_id)
                 out.events.append(msg.finalize_ack)
         elif kind == "update_config_ack":
