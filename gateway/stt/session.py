@@ -276,6 +276,13 @@ class SttEdgeSession:
             if self.state is State.STREAMING:
                 actions.to_upstream.append(Request(keep_alive=stream_pb2.KeepAlive()))
         elif kind == "finalize":
+            if msg.finalize.finalize_id.startswith(_FORCED):
+                # The gateway's own finalizes are matched by id and their acks swallowed: a
+                # client's with that prefix would never be answered.
+                raise errors.InvalidMessage(
+                    f"finalize ids beginning with {_FORCED!r} are reserved for the gateway",
+                    violations=[errors.Violation("finalize.finalize_id", "reserved prefix")],
+                )
             self._control(Request(finalize=msg.finalize), actions)
         elif kind == "update_config":
             self._control(Request(update_config=msg.update_config), actions)

@@ -120,6 +120,19 @@ def test_unacknowledged_audio_near_the_window_forces_a_final_the_client_never_se
     assert out[0].ack.finalized_through_ms == 2000
 
 
+def test_a_client_finalize_with_the_gateways_own_prefix_is_refused():
+    """Its ack would be taken for the gateway's own forced final's and swallowed."""
+    session = new_session()
+    session.start(config())
+    session.upstream_response(started())
+    msg = stt_pb2.SttClientMessage(finalize=transcription_pb2.Finalize(finalize_id="vx-forced-1"))
+    with pytest.raises(errors.InvalidMessage) as caught:
+        session.client_message(msg)
+    assert caught.value.violations[0].field == "finalize.finalize_id"
+    ok = stt_pb2.SttClientMessage(finalize=transcription_pb2.Finalize(finalize_id="vx-1"))
+    assert [r.finalize.finalize_id for r in session.client_message(ok).to_upstream] == ["vx-1"]
+
+
 def test_failover_replays_from_the_ack_with_offsets_and_says_so():
     session = new_session()
     session.start(config())
