@@ -75,3 +75,47 @@ async def test_sigkill_mid_context_reopens_it_on_the_other_gateway(
     ends = [w.end_ms for w in words]
     assert ends == sorted(ends) and ends[-1] <= position
     print(f"TTS SIGKILL: resumed in {resumed.downtime_s * 1000:.0f} ms")
+
+
+async def test_a_barge_in_lost_with_the_gateway_is_not_undone_by_the_resume(
+    edge: Edge, gateways: tuple[GatewayProcess, GatewayProcess], origin_key: str
+):
+    """The cancel is written to a gateway that is stopped (SIGSTOP), then killed: neither it
+    nor its ``cancelled`` answer survives. The resume on the other gateway must not reopen the
+    cancelled context (its text would be spoken after the barge-in); it ends with
+    ContextCancelled, no audio after the cancel, while the other context is reopened and
+    finishes. Before, the SDK reopened both."""
+    a, b = gateways
+    fetch = token_fetcher(edge.ws, origin_key, origin=ORIGIN)
+    async with asyncio.timeout(40):
+        tts = await SynthesisSession.connect(
+            [a.ws, b.ws], token_provider=fetch, origin=ORIGIN, lead_ms=300, options=OPTIONS
+        )
+        barged = await tts.open("barged", tts_config())
+        await barged.append(TEXT)
+        await barged.close()
+        other = await tts.open("other", tts_config())
+        await other.append("One more short sentence.")
+        await other.close()
+        before: list[ContextEvent] = []
+        async for event in barged:
+            before.append(event)
+            if isinstance(event, SynthesizedAudio) and event.sequence_number == 4:
+                break
+        a.signal(signal.SIGSTOP)
+        await barged.cancel()  # into the stopped gateway's socket buffer
+        a.signal(signal.SIGKILL)
+        after = [event async for event in barged]
+        others = [event async for event in other]
+        await tts.close()
+    # What the gateway had sent before it stopped still arrives (the session's lead runs
+    # ahead of playback: 300 ms), then the end; before, the rest of the text, about 8 s.
+    assert isinstance(after[-1], synthesis_pb2.ContextCancelled), after[-1]
+    chunks = [e for e in before + after if isinstance(e, SynthesizedAudio)]
+    assert [c.sequence_number for c in chunks] == list(range(1, len(chunks) + 1))
+    late_ms = sum(e.duration_ms for e in after if isinstance(e, SynthesizedAudio))
+    assert late_ms <= 600, f"{late_ms} ms of audio after the cancel"
+    assert after[-1].last_sequence_number == chunks[-1].sequence_number
+    assert isinstance(others[-1], synthesis_pb2.ContextDone)
+    words = [w.word for w in spoken_words(others)]
+    assert words == ["One", "more", "short", "sentence"]

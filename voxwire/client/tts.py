@@ -218,6 +218,8 @@ class SynthesisSession(ResumingLink):
                         return  # nothing to send (a cancel of a context that has ended)
                     if context is not None:
                         self._contexts[context.context_id] = context
+                        # The state records the words as it passes them on: one list.
+                        context.words = self.state.contexts[context.context_id].words
                     await self.write(encode(msg))
                     return
 
@@ -250,13 +252,19 @@ class SynthesisSession(ResumingLink):
                 self._summary = server.summary
         if outcome.session_up:
             resumed_now = outcome.resumed
+            stopped = TtsOutcome()
 
             def replay() -> list[str | bytes]:
-                return [encode(m) for m in self.state.replay()] if resumed_now else []
+                nonlocal stopped
+                if not resumed_now:
+                    return []
+                messages, stopped = self.state.replay()
+                return [encode(m) for m in messages]
 
             resumed = await self.replay_and_go_live(ws, replay)
             if resumed is not None and outcome.resumed:
                 await self._events.put(replace(resumed))
+            await self._deliver(stopped)  # contexts stopped before the resume end now
         await self._deliver(outcome)
         if outcome.session_ended:
             return Verdict(ended=True)
@@ -269,8 +277,6 @@ class SynthesisSession(ResumingLink):
             if not cid:
                 await self._events.put(event)  # type: ignore[arg-type]
             elif (context := self._contexts.get(cid)) is not None:
-                if isinstance(event, synthesis_pb2.WordTimestamps):
-                    context.words.extend(event.words)
                 await context.events.put(event)  # type: ignore[arg-type]
         for cid, error in outcome.ended:
             context = self._contexts.pop(cid, None)

@@ -10,7 +10,9 @@ Rules (docs/design/edge.md, "Resume (TTS)"):
   unfinished context is reopened with its config plus ``timeline_offset_ms`` (end of the audio
   received) and ``first_sequence_number`` (last received + 1), then the text after the last
   word whose audio was received completely, the flushes not yet acknowledged, and ``close`` if
-  the client had closed it; then ``closeSession`` if the client had sent it.
+  the client had closed it; then ``closeSession`` if the client had sent it. A context the
+  client cancelled or truncated is not reopened: it ends there, with the event the gateway
+  would have sent.
 - What a resumed context sends again is not passed on twice: its second ``opened``, a chunk
   with a sequence number already received, a word whose text offset is before the end of the
   last word passed on. Word offsets of a reopened context count from its resume point; they
@@ -90,6 +92,11 @@ class ClientContext:
     opened_seen: bool = False
     word_base: int = 0  # added to the current stream's word text offsets
     reported_to: int = 0  # end (code points) of the last word passed on
+    # Every word passed on, in order (whole-context offsets): what a truncate heard.
+    words: list[synthesis_pb2.WordTimestamp] = field(default_factory=list)
+    # The cancel or truncate the client sent, until the context ends: a resume never reopens
+    # the context (it ends here, ``replay``).
+    stop: Message | None = None
 
     @property
     def bytes_per_ms(self) -> float:
@@ -186,8 +193,9 @@ class SynthesisClientState:
         """None when the context has already ended: nothing is left to stop."""
         if self._ended(context_id):
             return None
-        self._context(context_id)
-        return Message(context_id=context_id, cancel=synthesis_pb2.Cancel())
+        ctx = self._context(context_id)
+        ctx.stop = Message(context_id=context_id, cancel=synthesis_pb2.Cancel())
+        return ctx.stop
 
     def truncate(self, context_id: str, played_ms: int) -> Message | None:
         """None when the context has already ended (its ``done`` came before the listener
@@ -200,8 +208,9 @@ class SynthesisClientState:
             )
         if self._ended(context_id):
             return None
-        self._context(context_id)
-        return Message(context_id=context_id, truncate=tts_pb2.Truncate(played_ms=played_ms))
+        ctx = self._context(context_id)
+        ctx.stop = Message(context_id=context_id, truncate=tts_pb2.Truncate(played_ms=played_ms))
+        return ctx.stop
 
     def _ended(self, context_id: str) -> bool:
         ctx = self.contexts.get(context_id)
@@ -336,14 +345,23 @@ class SynthesisClientState:
             copy = passed.words.add()
             copy.CopyFrom(word)
             copy.text_offset = offset
+            ctx.words.append(copy)
         return passed
 
-    def replay(self) -> list[Message]:
+    def replay(self) -> tuple[list[Message], TtsOutcome]:
         """After a session message of a resumed connection: reopen every unfinished context
-        from its resume point, then ``closeSession`` if the client sent it."""
+        from its resume point, then ``closeSession`` if the client sent it. A context the
+        client cancelled or truncated is not reopened: it ends here, with the event the
+        gateway would have sent (returned in the outcome). Its stop may have died with the
+        old connection, or its answer did: reopened, the context would speak on after the
+        barge-in that stopped it (the zombie context of docs/design/edge.md)."""
         out: list[Message] = []
+        ended = TtsOutcome()
         for ctx in self.contexts.values():
             if ctx.state is CtxState.ENDED:
+                continue
+            if ctx.stop is not None:
+                self._end_stopped(ctx, ctx.stop, ended)
                 continue
             point = ctx.replay.resume_point()
             ctx.replay.resumed(point)
@@ -366,7 +384,21 @@ class SynthesisClientState:
                 out.append(Message(context_id=cid, close=synthesis_pb2.CloseContext()))
         if self.closing:
             out.append(Message(close_session=tts_pb2.CloseSession()))
-        return out
+        return out, ended
+
+    def _end_stopped(self, ctx: ClientContext, stop: Message, out: TtsOutcome) -> None:
+        ctx.state = CtxState.ENDED
+        last = ctx.replay.last_sequence_number
+        event: synthesis_pb2.ContextCancelled | tts_pb2.Truncated
+        if stop.WhichOneof("message") == "truncate":
+            played = stop.truncate.played_ms
+            event = tts_pb2.Truncated(played_ms=played, last_sequence_number=last)
+            # The rule of Truncated.heard: the words whose audio ended by then.
+            event.heard.extend(w for w in ctx.words if w.end_ms <= played)
+        else:
+            event = synthesis_pb2.ContextCancelled(last_sequence_number=last)
+        out.events.append((ctx.context_id, event))
+        out.ended.append((ctx.context_id, None))
 
     # -- the connection's end ------------------------------------------------------------------
 

@@ -62,7 +62,8 @@ def test_a_resume_reopens_the_context_after_the_last_word_heard_completely():
     assert again.start.resume.resume_token == "t1"
     out = state.receive(ServerMessage(session=session_pb2.SessionStarted(resume_token="t2")))
     assert out.session_up and out.resumed
-    replay = state.replay()
+    replay, stopped = state.replay()
+    assert not stopped.events and not stopped.ended
     assert [m.WhichOneof("message") for m in replay] == ["open", "append", "flush", "close"]
     assert replay[0].open.timeline_offset_ms == 500
     assert replay[0].open.first_sequence_number == 6
@@ -101,7 +102,7 @@ def test_ended_contexts_are_not_reopened_and_close_session_follows_the_contexts(
     state.connection_lost(1012)
     state.connected()
     state.receive(ServerMessage(session=session_pb2.SessionStarted(resume_token="t2")))
-    replay = state.replay()
+    replay, _ = state.replay()
     assert [(m.context_id, m.WhichOneof("message")) for m in replay] == [
         ("b", "open"),
         ("", "close_session"),
@@ -119,3 +120,45 @@ def test_a_context_error_ends_only_that_context_with_its_typed_error():
     ((cid, error),) = out.ended
     assert cid == "c1" and isinstance(error, errors.UnknownModel)
     assert state.connection_lost(1000).failure is not None  # no summary: not a normal end
+
+
+def test_a_context_cancelled_or_truncated_before_a_resume_is_not_reopened_and_ends_there():
+    """The stop (or its answer) died with the connection: reopened, the context would speak
+    on after the barge-in. It ends at the resume with the event the gateway would have sent;
+    an unstopped context is reopened as usual."""
+    state = SynthesisClientState(tts_pb2.TtsStart(audio_delivery=tts_pb2.AUDIO_DELIVERY_BINARY))
+    up(state)
+    for cid, handle in (("barged", 1), ("cut", 2), ("goes_on", 3)):
+        state.open(cid, config())
+        state.append(cid, TEXT)
+        state.receive(opened(cid, handle))
+        for n in range(4):
+            state.binary_frame(frame(handle, n + 1, n * 100, 100))
+    state.receive(words("cut", ("Hello", 0, 5, 300), ("there", 6, 5, 420)))
+    cancel = state.cancel("barged")
+    truncate = state.truncate("cut", 350)
+    assert cancel is not None and cancel.WhichOneof("message") == "cancel"
+    assert truncate is not None and truncate.truncate.played_ms == 350
+    state.connection_lost(1006)  # before `cancelled` and `truncated` came
+    state.connected()
+    state.receive(ServerMessage(session=session_pb2.SessionStarted(resume_token="t2")))
+    replay, stopped = state.replay()
+    assert [(m.context_id, m.WhichOneof("message")) for m in replay] == [
+        ("goes_on", "open"),
+        ("goes_on", "append"),
+    ]
+    events = dict(stopped.events)
+    assert events["barged"] == synthesis_pb2.ContextCancelled(last_sequence_number=4)
+    truncated = events["cut"]
+    assert isinstance(truncated, tts_pb2.Truncated)
+    assert truncated.played_ms == 350 and truncated.last_sequence_number == 4
+    assert [w.word for w in truncated.heard] == ["Hello"]  # "there" ended at 420 ms
+    assert stopped.ended == [("barged", None), ("cut", None)]
+    assert state.contexts["barged"].state is CtxState.ENDED
+    # Late messages of the old contexts are dropped; the next resume does not reopen them.
+    assert not state.binary_frame(frame(1, 5, 400, 100)).events
+    state.connection_lost(1006)
+    state.connected()
+    state.receive(ServerMessage(session=session_pb2.SessionStarted(resume_token="t3")))
+    replay, stopped = state.replay()
+    assert {m.context_id for m in replay} == {"goes_on"} and not stopped.events
