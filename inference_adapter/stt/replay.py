@@ -25,6 +25,7 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,9 @@ class ReplayPolicy:
     force_final_margin_ms: int = 0
     # Failovers in a row without progress (a new acknowledged position).
     max_failovers: int = 0
+    # The retry delay of the BACKEND_UNAVAILABLE a stream that cannot move ends with: as with
+    # no replica left, a wait helps (a replica that restarts is routed to again).
+    retry_after: datetime.timedelta | None = None
 
     @property
     def enabled(self) -> bool:

@@ -280,6 +280,7 @@ class TranscriptionStream:
             window_ms=round(cfg.replay_window_seconds * 1000),
             force_final_margin_ms=round(cfg.force_final_margin_seconds * 1000),
             max_failovers=cfg.max_failovers,
+            retry_after=self._retry_delay(),
         )
 
     def _retry_delay(self) -> datetime.timedelta:

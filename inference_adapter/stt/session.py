@@ -242,7 +242,8 @@ class TranscriptionSession:
             why = f"the stream is {self.state.value}"
         if why:
             raise errors.BackendUnavailable(
-                f"model server failed and the stream cannot move: {why}"
+                f"model server failed and the stream cannot move: {why}",
+                retry_delay=self._replay.policy.retry_after,
             )
         self._pending.clear()
         self._request_compute_us = 0

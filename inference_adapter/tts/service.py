@@ -251,6 +251,10 @@ class SynthesisStream:
         if self.sides.get(ctx.key) is not side:
             return  # replaced while the probe decided (the lease watcher moved it)
         if not moving:
+            if isinstance(error, errors.BackendUnavailable) and error.retry_delay is None:
+                # The bound of failovers hit (or a replica that is fine failed this call):
+                # retryable after a wait, as with no replica left (docs/contract.md, "Bounds").
+                error = errors.BackendUnavailable(error.message, retry_delay=self._retry_delay())
             await self._execute(self.session.context_failed(ctx, error))
             return
         try:
