@@ -160,6 +160,8 @@ class EdgeContext:
     words: list[synthesis_pb2.WordTimestamp] = field(default_factory=list)
     # Text (code points) up to the end of the last word timestamp the client got.
     words_through: int = 0
+    # Word timestamps at the queue's head whose audio is not all sent yet (``release``).
+    held_words: list[synthesis_pb2.WordTimestamp] = field(default_factory=list)
     replay: TextReplay = field(default_factory=TextReplay)
     pending_flushes: list[str] = field(default_factory=list)
     # Text offsets of the current upstream call count from here (after a failover).
@@ -421,6 +423,7 @@ class TtsEdgeSession:
         ctx.state = CtxState.ENDED
         ctx.queue.clear()
         ctx.queued_bytes = 0
+        ctx.held_words.clear()
         self.audio_ms += max(0, ctx.sent_end_ms - ctx.config.timeline_offset_ms)
         self._timings += ctx.timings
         ctx.timings = []
@@ -505,8 +508,9 @@ class TtsEdgeSession:
                 )
                 self._enqueue(ctx, _Item(message=message))
         elif kind == "flush_ack":
-            if resp.flush_ack.flush_id in ctx.pending_flushes:
-                ctx.pending_flushes.remove(resp.flush_ack.flush_id)
+            # Still pending until it leaves the queue (``release``): a failover drops the
+            # queue, and the new call must be asked again (test_tts_resume_props found an ack
+            # queued behind paced audio lost that way).
             self._enqueue(
                 ctx, _Item(message=Message(context_id=ctx.context_id, flush_ack=resp.flush_ack))
             )
@@ -598,13 +602,14 @@ class TtsEdgeSession:
     def _settle_words(self, ctx: EdgeContext, actions: Actions) -> None:
         """Before a failover drops the queue: queued word timestamps whose audio is out go to
         the client now (those words are not spoken again); the rest are forgotten (they are)."""
-        spoken = [
+        queued = [
             word
             for item in ctx.queue
             if item.message is not None and item.message.WhichOneof("message") == "words"
             for word in item.message.words.words
-            if word.end_ms <= ctx.sent_end_ms
         ]
+        spoken = [w for w in [*ctx.held_words, *queued] if w.end_ms <= ctx.sent_end_ms]
+        ctx.held_words.clear()
         if spoken:
             message = Message(
                 context_id=ctx.context_id, words=synthesis_pb2.WordTimestamps(words=spoken)
@@ -632,13 +637,24 @@ class TtsEdgeSession:
             if item.chunk is not None:
                 if not self._due(ctx, item.chunk, now):
                     break
+                chunk_end = item.chunk.start_ms + item.chunk.duration_ms
+                self._release_words(ctx, actions, chunk_end)  # just before their last audio
                 actions.to_client.append(self._audio_out(ctx, item.chunk, now))
             else:
                 assert item.message is not None
-                actions.to_client.append(item.message)
-                if item.message.WhichOneof("message") == "words":
-                    self._words_out(ctx, item.message)
-                if item.message.WhichOneof("message") == "done":
+                kind = item.message.WhichOneof("message")
+                if kind == "words":
+                    ctx.held_words.extend(item.message.words.words)
+                    self._release_words(ctx, actions, ctx.sent_end_ms)
+                else:
+                    if kind in ("flush_ack", "done"):
+                        self._release_words(ctx, actions, None)  # the text before is spoken
+                    if kind == "flush_ack" and item.message.flush_ack.flush_id in (
+                        pending := ctx.pending_flushes
+                    ):
+                        pending.remove(item.message.flush_ack.flush_id)
+                    actions.to_client.append(item.message)
+                if kind == "done":
                     ctx.queue.popleft()
                     self._retire(ctx, actions)
                     self._maybe_end(actions)
@@ -646,6 +662,33 @@ class TtsEdgeSession:
             ctx.queue.popleft()
             ctx.queued_bytes -= item.nbytes
         return actions
+
+    def _release_words(self, ctx: EdgeContext, actions: Actions, through_ms: int | None) -> None:
+        """Send the held word timestamps whose audio ends by ``through_ms`` (None: all of
+        them), in order: a word's timestamp goes out just before the chunk that completes its
+        audio, never earlier. So the gateway never has to fail over in the middle of a word
+        whose timestamp the client has: a failover re-speaks a word cut in the middle from its
+        start, later on the timeline than a timestamp sent earlier said, and the SDK, which
+        resumes from the last word whose audio it has, read that stale timestamp as the word
+        heard whole and skipped the rest of it (test_tts_resume_props found it). Not after
+        that chunk either: a connection lost between the two would leave the SDK with the
+        whole word's audio and no timestamp, and it would speak the word again."""
+        held = ctx.held_words
+        if not held:
+            return
+        n = len(held)
+        if through_ms is not None:
+            n = 0
+            while n < len(held) and held[n].end_ms <= through_ms:
+                n += 1
+            if not n:
+                return
+        message = Message(
+            context_id=ctx.context_id, words=synthesis_pb2.WordTimestamps(words=held[:n])
+        )
+        del held[:n]
+        actions.to_client.append(message)
+        self._words_out(ctx, message)
 
     def _due(self, ctx: EdgeContext, chunk: synthesis_pb2.AudioChunk, now: float) -> bool:
         if self.lead_ms <= 0 or ctx.first_sent_at is None:
