@@ -38,11 +38,12 @@ from hypothesis.stateful import (
     rule,
 )
 
-from gateway.stt.session import Actions, State, SttEdgeSession, SttLimits
+from gateway.stt.session import Actions, State, SttEdgeSession
+from tests.helpers.clock import Clock
 from tests.helpers.stt_toy import (
     BYTES_PER_MS,
+    LIMITS,
     STEP_MS,
-    Clock,
     Response,
     ToyUpstream,
     words,
@@ -55,17 +56,6 @@ from voxwire.v1 import audio_pb2, transcription_pb2
 
 Client = stt_pb2.SttClientMessage
 Server = stt_pb2.SttServerMessage
-LIMITS = SttLimits(
-    max_frame_bytes=8192,
-    idle_timeout_s=10.0,
-    idle_warning_s=2.0,
-    max_session_s=60.0,
-    duration_warning_s=5.0,
-    replay_window_ms=1000,
-    force_final_margin_ms=300,
-    max_failovers=2,
-    drain_grace_s=3.0,
-)
 FORMAT = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000)
 CONFIG = transcription_pb2.TranscriptionConfig(model="m", audio_format=FORMAT)
 # Errors that end a session for good (the client does not resume them).

@@ -39,7 +39,7 @@ from hypothesis.stateful import (
 )
 
 from gateway.tts.session import Actions, TtsEdgeSession, TtsLimits
-from tests.helpers.stt_toy import Clock
+from tests.helpers.clock import Clock
 from tests.helpers.tts_toy import PART_MS, PARTS, RATE, ToySynth, heard
 from voxwire import errors
 from voxwire.client.stt_state import Phase

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.stt.session import State, SttEdgeSession, SttLimits
+from tests.helpers.clock import Clock
 from voxwire import errors
 from voxwire.edge.v1 import stt_pb2
 from voxwire.v1 import audio_pb2, transcription_pb2
@@ -12,14 +13,6 @@ from voxwire.v1 import audio_pb2, transcription_pb2
 Response = transcription_pb2.StreamingTranscribeResponse
 FRAME_MS = 100
 CHUNK = bytes(3200)  # 100 ms of 16 kHz PCM16
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def config() -> transcription_pb2.TranscriptionConfig:

@@ -34,24 +34,14 @@ from hypothesis.stateful import (
     rule,
 )
 
-from gateway.stt.session import Actions, State, SttEdgeSession, SttLimits
-from tests.helpers.stt_toy import BYTES_PER_MS, Clock, Response, ToyUpstream
+from gateway.stt.session import Actions, State, SttEdgeSession
+from tests.helpers.clock import Clock
+from tests.helpers.stt_toy import BYTES_PER_MS, LIMITS, Response, ToyUpstream
 from voxwire import errors
 from voxwire.edge.v1 import stt_pb2
 from voxwire.v1 import audio_pb2, transcription_pb2
 
 Client = stt_pb2.SttClientMessage
-LIMITS = SttLimits(
-    max_frame_bytes=8192,
-    idle_timeout_s=10.0,
-    idle_warning_s=2.0,
-    max_session_s=60.0,
-    duration_warning_s=5.0,
-    replay_window_ms=1000,
-    force_final_margin_ms=300,
-    max_failovers=2,
-    drain_grace_s=3.0,
-)
 FORCE_AT_MS = LIMITS.replay_window_ms - LIMITS.force_final_margin_ms
 
 

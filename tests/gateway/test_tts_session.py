@@ -6,20 +6,13 @@ import pytest
 
 from gateway.tts.session import TtsEdgeSession, TtsLimits
 from gateway.wire.frames import unpack
+from tests.helpers.clock import Clock
 from voxwire import errors
 from voxwire.edge.v1 import tts_pb2
 from voxwire.v1 import audio_pb2, synthesis_pb2
 
 Client = tts_pb2.TtsClientMessage
 Up = synthesis_pb2.StreamingSynthesizeResponse
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def new_session(clock: Clock, **limits: float) -> TtsEdgeSession:
@@ -54,7 +47,7 @@ def opened_session(clock: Clock, **limits: float) -> tuple[TtsEdgeSession, int]:
 
 
 def test_audio_is_paced_to_the_lead_and_acks_never_overtake_it():
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=300)
     sent: list[int] = []
     for seq in range(1, 11):  # 1 s of audio arrives at once (a fast model)
@@ -79,7 +72,7 @@ def test_after_the_listener_ran_out_of_audio_the_lead_counts_from_where_playback
     # line played the 300 ms it had, then nothing; it plays the next audio when it comes, from
     # where it stopped. Counted from the first chunk, that audio was all "due" at once: 1 s
     # went out in one burst, 1 s ahead of the listener instead of the lead.
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=300)
     for seq in range(1, 4):
         assert session.upstream_response(key, chunk(seq, (seq - 1) * 100)).to_client
@@ -96,7 +89,7 @@ def test_after_the_listener_ran_out_of_audio_the_lead_counts_from_where_playback
 
 
 def test_lead_zero_sends_as_fast_as_the_model():
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=0)
     assert all(
         session.upstream_response(key, chunk(s, (s - 1) * 100)).to_client for s in range(1, 30)
@@ -117,7 +110,7 @@ def fill(session: TtsEdgeSession, key: int, cid: str = "c1", limit: int = 1000) 
 
 def test_a_paced_context_is_read_ahead_to_the_session_budget():
     # 24 kHz PCM16: 4,800 bytes per 100 ms chunk; lead 300 ms; 4 chunks go out at once.
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=300, read_ahead_bytes=200_000)
     read = fill(session, key)
     queued = session.contexts["c1"].queued_bytes
@@ -131,14 +124,14 @@ def test_a_paced_context_is_read_ahead_to_the_session_budget():
 
 
 def test_without_read_ahead_a_context_reads_only_its_floor():
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=300, read_ahead_bytes=0)
     fill(session, key)
     assert 65_536 <= session.contexts["c1"].queued_bytes < 65_536 + 4_800
 
 
 def test_a_context_under_its_floor_reads_whatever_the_others_hold():
-    clock = Clock()
+    clock = Clock(500.0)
     session, first = opened_session(clock, lead_ms=300, read_ahead_bytes=200_000)
     fill(session, first)
     assert not session.has_room(first)  # the session's budget is spent
@@ -152,7 +145,7 @@ def test_a_context_under_its_floor_reads_whatever_the_others_hold():
 def test_the_timer_is_never_due_again_at_the_instant_it_woke():
     # At the deadline next_deadline gives, float rounding could leave the chunk 1e-11 ms short
     # of due: the timer was re-armed for the same instant (500.2 -> 500.2) until time moved.
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=300)
     fill(session, key, limit=60)
     for _ in range(40):
@@ -163,7 +156,7 @@ def test_the_timer_is_never_due_again_at_the_instant_it_woke():
 
 
 def test_a_closing_context_gets_no_upstream_keepalive():
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=300, upstream_keepalive_s=2)
     fill(session, key, limit=200)  # 20 s of audio, read ahead
     actions = session.client_message(Client(context_id="c1", close=synthesis_pb2.CloseContext()))
@@ -178,7 +171,7 @@ def test_a_closing_context_gets_no_upstream_keepalive():
 
 
 def test_cancel_names_the_last_chunk_sent_and_nothing_follows():
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=200)
     for seq in range(1, 8):
         session.upstream_response(key, chunk(seq, (seq - 1) * 100))
@@ -191,7 +184,7 @@ def test_cancel_names_the_last_chunk_sent_and_nothing_follows():
 
 
 def test_truncate_returns_the_words_heard():
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=0)
     words = synthesis_pb2.WordTimestamps(
         words=[
@@ -211,7 +204,7 @@ def test_truncate_returns_the_words_heard():
 
 
 def test_failover_reopens_from_the_last_word_sent_with_offsets():
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=0)
     text = "Hello there, how are you?"
     session.client_message(Client(context_id="c1", append=synthesis_pb2.AppendText(text=text)))
@@ -238,7 +231,7 @@ def test_failover_reopens_from_the_last_word_sent_with_offsets():
 
 
 def test_context_errors_end_only_that_context():
-    clock = Clock()
+    clock = Clock(500.0)
     session, _ = opened_session(clock)
     actions = session.client_message(Client(context_id="zz", flush=synthesis_pb2.Flush()))
     assert actions.to_client[0].context_error.error.reason == "UNKNOWN_CONTEXT"  # type: ignore[union-attr]
@@ -250,7 +243,7 @@ def test_context_errors_end_only_that_context():
 
 
 def test_too_many_contexts_and_handles_are_reused():
-    clock = Clock()
+    clock = Clock(500.0)
     session = new_session(clock, max_contexts=2)
     session.client_message(open_msg("a"))
     session.client_message(open_msg("b"))
@@ -262,7 +255,7 @@ def test_too_many_contexts_and_handles_are_reused():
 
 
 def test_close_session_waits_for_done_then_summary():
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=0)
     actions = session.client_message(Client(close_session=tts_pb2.CloseSession()))
     assert actions.half_close == [key] and actions.close is None
@@ -280,7 +273,7 @@ def test_after_a_resume_the_summary_counts_this_connection_only():
     # gateway knows nothing of the session's earlier connections (the token holds its options
     # only), so audioMs is this connection's audio, from a reopened context's timelineOffsetMs
     # on; contexts counts the reopened one; resumes is 1, not the number of reconnects.
-    clock = Clock()
+    clock = Clock(500.0)
     session = new_session(clock, lead_ms=0)
     session.start(tts_pb2.TtsStart(), session_id="t0", resumes=1)  # as sessions.tts_start does
     reopen = open_msg()
@@ -302,7 +295,7 @@ def test_after_a_resume_the_summary_counts_this_connection_only():
 
 
 def test_json_delivery_sends_audio_messages():
-    clock = Clock()
+    clock = Clock(500.0)
     session = new_session(clock)
     session.start(tts_pb2.TtsStart(audio_delivery=tts_pb2.AUDIO_DELIVERY_JSON))
     key = session.client_message(open_msg()).open_upstream[0].key
@@ -311,7 +304,7 @@ def test_json_delivery_sends_audio_messages():
 
 
 def test_a_listening_client_is_not_idle():
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=100, idle_timeout_s=3, idle_warning_s=1)
     for seq in range(1, 60):
         session.upstream_response(key, chunk(seq, (seq - 1) * 100))
@@ -326,7 +319,7 @@ def test_a_listening_client_is_not_idle():
 
 
 def test_start_after_a_message_is_refused():
-    clock = Clock()
+    clock = Clock(500.0)
     session, _ = opened_session(clock)
     with pytest.raises(errors.ConfigAlreadySet):
         session.client_message(Client(start=tts_pb2.TtsStart()))
@@ -335,7 +328,7 @@ def test_start_after_a_message_is_refused():
 def test_what_follows_close_session_is_discarded_and_the_context_still_finishes():
     # A context message after closeSession used to fail the session (1008): the open
     # contexts lost their audio, done and the summary. It is discarded unread now.
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock, lead_ms=0)
     session.client_message(Client(close_session=tts_pb2.CloseSession()))
     assert session.input_ended
@@ -361,14 +354,14 @@ def test_a_lead_outside_its_bounds_is_invalid_config(lead_s):
     start = tts_pb2.TtsStart()
     start.lead.FromMilliseconds(round(lead_s * 1000))
     with pytest.raises(errors.InvalidConfig) as raised:
-        new_session(Clock()).start(start)
+        new_session(Clock(500.0)).start(start)
     assert raised.value.violations[0].field == "lead"
 
 
 def test_the_largest_lead_is_taken():
     start = tts_pb2.TtsStart()
     start.lead.FromMilliseconds(10_000)
-    session = new_session(Clock())
+    session = new_session(Clock(500.0))
     session.start(start)
     assert session.lead_ms == 10_000
 
@@ -376,7 +369,7 @@ def test_the_largest_lead_is_taken():
 def test_an_open_of_a_closed_context_still_speaking_ends_it_with_already_open():
     """docs/edge.md: ``close`` ends a context's text, not the context; reopening its id before
     its ``done`` is that context's error, and the session goes on."""
-    clock = Clock()
+    clock = Clock(500.0)
     session, key = opened_session(clock)
     session.client_message(Client(context_id="c1", close=synthesis_pb2.CloseContext()))
     assert "c1" in session.contexts  # closed for text, still speaking

@@ -16,20 +16,13 @@ from hypothesis import strategies as st
 
 from gateway.tts.session import FLOOR_MIN_BYTES, TtsEdgeSession, TtsLimits
 from gateway.wire.frames import unpack
+from tests.helpers.clock import Clock
 from voxwire.edge.v1 import tts_pb2
 from voxwire.v1 import audio_pb2, synthesis_pb2
 
 Client = tts_pb2.TtsClientMessage
 Up = synthesis_pb2.StreamingSynthesizeResponse
 MAX_CHUNK_MS = 200
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # A model that makes up to 40 chunks at once (it is faster than real time), and time passing

@@ -13,22 +13,27 @@ from __future__ import annotations
 
 import zlib
 
+from gateway.stt.session import SttLimits
 from voxwire.v1 import transcription_pb2
 
 Request = transcription_pb2.StreamingTranscribeRequest
 Response = transcription_pb2.StreamingTranscribeResponse
 BYTES_PER_MS = 32  # 16 kHz PCM16 mono
+# The gateway's limits in the property tests: a small window, so that runs reach it.
+LIMITS = SttLimits(
+    max_frame_bytes=8192,
+    idle_timeout_s=10.0,
+    idle_warning_s=2.0,
+    max_session_s=60.0,
+    duration_warning_s=5.0,
+    replay_window_ms=1000,
+    force_final_margin_ms=300,
+    max_failovers=2,
+    drain_grace_s=3.0,
+)
 # The toy decodes in 40 ms steps: a final (and a finalize's ack) ends at the last whole step, so
 # up to 39 ms stay unacknowledged after it, as with a real model's frames.
 STEP_MS = 40
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def words(audio: bytes) -> str:
