@@ -26,12 +26,9 @@ duplicated, offsets monotonic and continuous"):
 
 from __future__ import annotations
 
-from collections import deque
-
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -39,7 +36,7 @@ from hypothesis.stateful import (
 )
 
 from gateway.stt.session import Actions, State, SttEdgeSession
-from tests.helpers.clock import Clock
+from tests.helpers.resume_machine import Link, ResumeMachine
 from tests.helpers.stt_toy import (
     BYTES_PER_MS,
     LIMITS,
@@ -62,26 +59,18 @@ CONFIG = transcription_pb2.TranscriptionConfig(model="m", audio_format=FORMAT)
 FATAL = (errors.InternalError, errors.InvalidMessage)
 
 
-class Connection:
-    """One WebSocket and the gateway session behind it."""
-
+class Connection(Link):
     def __init__(self, session: SttEdgeSession) -> None:
-        self.session = session
-        self.to_gateway: deque[bytes | str] = deque()
-        self.to_client: deque[str | int] = deque()  # JSON text, or a close code
-        self.gateway_closed = False  # the gateway closed: it reads nothing more
+        super().__init__(session)
         self.upstream: ToyUpstream | None = None
 
 
-class ResumeMachine(RuleBasedStateMachine):
+class SttResumeMachine(ResumeMachine):
+    conn: Connection | None
+
     def __init__(self) -> None:
         super().__init__()
-        self.clock = Clock()
         self.state = SttClientState(CONFIG, max_replay_ms=LIMITS.replay_window_ms)
-        self.conn: Connection | None = None
-        self.live = False  # the SDK's ``live``: a session message came and its replay is written
-        self.claims: dict[str, tuple[bytes, str, int]] = {}  # token -> (config, id, resumes)
-        self.sessions = 0
         self.sent = bytearray()  # every byte of audio the application sent, in order
         self.counter = 0
         self.finals: list[transcription_pb2.TranscriptResult] = []
@@ -91,7 +80,6 @@ class ResumeMachine(RuleBasedStateMachine):
         self.updates_answered: list[str] = []
         self.started = 0
         self.summary = False
-        self.failure: errors.VoxwireError | BaseException | None = None
         self.fatal_injected = False
         self.idle_possible = False
         self.last_read_at = self.clock.now
@@ -99,20 +87,14 @@ class ResumeMachine(RuleBasedStateMachine):
     # -- the gateway side (gateway/stt/runner.py, gateway/sessions.py's start handler) --------
 
     def new_gateway_session(self) -> SttEdgeSession:
-        self.sessions += 1
-        holder: list[SttEdgeSession] = []
-
-        def issue(config: transcription_pb2.TranscriptionConfig) -> tuple[str, float]:
-            token = f"t{len(self.claims)}"
-            session = holder[0]
-            self.claims[token] = (config.SerializeToString(), session.session_id, session.resumes)
-            return token, 2e9
-
-        session = SttEdgeSession(
-            LIMITS, session_id=f"s{self.sessions}", issue_token=issue, clock=self.clock
+        return self.tokens.new_session(
+            lambda sid, issue: SttEdgeSession(
+                LIMITS,
+                session_id=sid,
+                issue_token=issue,  # type: ignore[arg-type]
+                clock=self.clock,
+            )
         )
-        holder.append(session)
-        return session
 
     def gateway_frame(self, conn: Connection, frame: bytes | str) -> Actions:
         session = conn.session
@@ -127,7 +109,7 @@ class ResumeMachine(RuleBasedStateMachine):
         start = msg.start
         if not start.HasField("resume"):
             return session.start(start.config)
-        config, session_id, resumes = self.claims[start.resume.resume_token]
+        config, session_id, resumes = self.tokens.claims[start.resume.resume_token]
         return session.start(
             transcription_pb2.TranscriptionConfig.FromString(config),
             start.resume.ack,
@@ -202,22 +184,6 @@ class ResumeMachine(RuleBasedStateMachine):
 
     # -- the client side (voxwire/client/stt.py and link.py) ----------------------------------
 
-    @property
-    def over(self) -> bool:
-        return self.state.phase in (Phase.ENDED, Phase.FAILED)
-
-    def write(self, item: bytes | Client) -> None:
-        """The SDK's ``write``: on the live connection, else nothing (the replay sends it)."""
-        if self.live and self.conn is not None:
-            self.conn.to_gateway.append(item if isinstance(item, bytes) else encode(item))
-
-    def lost(self, code: int | None) -> None:
-        self.conn = None
-        self.live = False
-        outcome = self.state.connection_lost(code)
-        if outcome.failure is not None:
-            self.failure = outcome.failure
-
     def client_reads(self) -> bool:
         conn = self.conn
         if conn is None or not conn.to_client:
@@ -281,39 +247,13 @@ class ResumeMachine(RuleBasedStateMachine):
 
     # -- rules: the network ------------------------------------------------------------------
 
-    @precondition(lambda self: self.state.phase is Phase.CONNECTING and self.conn is None)
-    @rule()
-    def connect(self) -> None:
-        self.conn = Connection(self.new_gateway_session())
-        self.conn.to_gateway.append(encode(self.state.connected()))
+    def new_link(self) -> Connection:
+        return Connection(self.new_gateway_session())
 
     @rule()
-    def deliver_to_gateway(self) -> None:
-        self.gateway_reads()
-
-    @rule(n=st.integers(1, 4))
-    def deliver_to_client(self, n: int) -> None:
-        for _ in range(n):
-            self.client_reads()
-
-    @rule(steps=st.integers(1, 30), final=st.booleans())
-    def progress(self, steps: int, final: bool) -> None:
-        """A stretch of calm: messages carried, requests answered, then perhaps a natural final
-        (so that most runs have acks to resume from)."""
-        for _ in range(steps):
-            if not self.step():
-                break
-        if final:
-            self.upstream_answers("final")
-
-    @precondition(lambda self: self.conn is not None)
-    @rule(code=st.sampled_from([None, 1006, "no", "no", "no"]))
-    def network_breaks(self, code: int | str | None) -> None:
-        """Everything in flight either way is lost (a gateway killed, a network gone)."""
-        if code == "no":
-            return
-        event("the connection broke")
-        self.lost(code if isinstance(code, int) else None)
+    def natural_final(self) -> None:
+        """The model ends an utterance (so that most runs have acks to resume from)."""
+        self.upstream_answers("final")
 
     @precondition(
         lambda self: self.conn is not None and self.conn.session.state is not State.AWAITING_START
@@ -435,11 +375,6 @@ class ResumeMachine(RuleBasedStateMachine):
             or any(self.upstream_answers(what) for what in ("started", "answer", "summary"))
         )
 
-    def settle(self, *, steps: int = 5000) -> None:
-        for _ in range(steps):
-            if not self.step():
-                return
-
     def teardown(self) -> None:
         if self.over:
             return
@@ -462,7 +397,7 @@ class ResumeMachine(RuleBasedStateMachine):
             self.a_failure_has_a_cause()
             return
         assert self.summary, f"no summary: phase {self.state.phase.value}"
-        event(f"ended with its summary after {self.sessions} connections")
+        event(f"ended with its summary after {self.tokens.sessions} connections")
         covered = self.finals[-1].end_ms if self.finals else 0
         heard = len(self.sent) // BYTES_PER_MS // STEP_MS * STEP_MS  # what the toy makes finals of
         assert covered == heard, (covered, len(self.sent))
@@ -470,9 +405,9 @@ class ResumeMachine(RuleBasedStateMachine):
         assert sorted(self.updates_answered) == sorted(self.updates_asked)
 
 
-ResumeMachine.TestCase.settings = settings(
+SttResumeMachine.TestCase.settings = settings(
     settings.default,
     max_examples=max(400, 4 * settings.default.max_examples),
     stateful_step_count=max(120, 2 * settings.default.stateful_step_count),
 )
-test_stt_resume_under_any_interleaving = ResumeMachine.TestCase
+test_stt_resume_under_any_interleaving = SttResumeMachine.TestCase

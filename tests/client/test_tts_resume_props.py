@@ -25,13 +25,11 @@ Invariants (docs/design/edge.md, "Resume (TTS)", "Upstream failover inside the g
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -39,7 +37,7 @@ from hypothesis.stateful import (
 )
 
 from gateway.tts.session import Actions, TtsEdgeSession, TtsLimits
-from tests.helpers.clock import Clock
+from tests.helpers.resume_machine import Link, ResumeMachine
 from tests.helpers.tts_toy import PART_MS, PARTS, RATE, ToySynth, heard
 from voxwire import errors
 from voxwire.client.stt_state import Phase
@@ -69,12 +67,9 @@ CONFIG = synthesis_pb2.SynthesisContextConfig(
 FATAL = (errors.InternalError, errors.InvalidMessage)
 
 
-class Connection:
+class Connection(Link):
     def __init__(self, session: TtsEdgeSession) -> None:
-        self.session = session
-        self.to_gateway: deque[str] = deque()
-        self.to_client: deque[str | bytes | int] = deque()  # JSON, a binary frame, a close
-        self.gateway_closed = False
+        super().__init__(session)
         self.calls: dict[int, ToySynth] = {}  # upstream calls by the session's key
 
 
@@ -95,21 +90,17 @@ class AppContext:
     fatal: bool = False  # a fatal fault was injected into one of its calls
 
 
-class TtsResumeMachine(RuleBasedStateMachine):
+class TtsResumeMachine(ResumeMachine):
+    conn: Connection | None
+
     def __init__(self) -> None:
         super().__init__()
-        self.clock = Clock()
         self.start = tts_pb2.TtsStart()
         self.state = SynthesisClientState(self.start)
-        self.conn: Connection | None = None
-        self.live = False
-        self.claims: dict[str, tuple[bytes, str, int]] = {}
-        self.sessions = 0
         self.contexts: dict[str, AppContext] = {}
         self.words = 0
         self.counter = 0
         self.summary = False
-        self.failure: BaseException | None = None
 
     @initialize(binary=st.booleans(), lead_ms=st.sampled_from([0, 0, 150]))
     def options(self, binary: bool, lead_ms: int) -> None:
@@ -129,20 +120,14 @@ class TtsResumeMachine(RuleBasedStateMachine):
     # -- the gateway side --------------------------------------------------------------------
 
     def new_gateway_session(self) -> TtsEdgeSession:
-        self.sessions += 1
-        holder: list[TtsEdgeSession] = []
-
-        def issue(options: tts_pb2.TtsStart) -> tuple[str, float]:
-            token = f"t{len(self.claims)}"
-            session = holder[0]
-            self.claims[token] = (options.SerializeToString(), session.session_id, session.resumes)
-            return token, 2e9
-
-        session = TtsEdgeSession(
-            LIMITS, session_id=f"s{self.sessions}", issue_token=issue, clock=self.clock
+        return self.tokens.new_session(
+            lambda sid, issue: TtsEdgeSession(
+                LIMITS,
+                session_id=sid,
+                issue_token=issue,  # type: ignore[arg-type]
+                clock=self.clock,
+            )
         )
-        holder.append(session)
-        return session
 
     def gateway_frame(self, conn: Connection, frame: str) -> Actions:
         session = conn.session
@@ -154,7 +139,7 @@ class TtsResumeMachine(RuleBasedStateMachine):
         start = msg.start
         if not start.HasField("resume"):
             return session.start(start)
-        config, session_id, resumes = self.claims[start.resume.resume_token]
+        config, session_id, resumes = self.tokens.claims[start.resume.resume_token]
         options = tts_pb2.TtsStart.FromString(config)
         options.MergeFrom(start)
         options.ClearField("resume")
@@ -225,21 +210,6 @@ class TtsResumeMachine(RuleBasedStateMachine):
                 self.carry_out(conn, conn.session.on_time())
 
     # -- the client side ---------------------------------------------------------------------
-
-    @property
-    def over(self) -> bool:
-        return self.state.phase in (Phase.ENDED, Phase.FAILED)
-
-    def write(self, msg: Client | None) -> None:
-        if msg is not None and self.live and self.conn is not None:
-            self.conn.to_gateway.append(encode(msg))
-
-    def lost(self, code: int | None) -> None:
-        self.conn = None
-        self.live = False
-        outcome = self.state.connection_lost(code)
-        if outcome.failure is not None:
-            self.failure = outcome.failure
 
     def client_reads(self) -> bool:
         conn = self.conn
@@ -323,40 +293,14 @@ class TtsResumeMachine(RuleBasedStateMachine):
 
     # -- rules: network, gateway, time --------------------------------------------------------
 
-    @precondition(lambda self: self.state.phase is Phase.CONNECTING and self.conn is None)
-    @rule()
-    def connect(self) -> None:
-        self.conn = Connection(self.new_gateway_session())
-        self.conn.to_gateway.append(encode(self.state.connected()))
+    def new_link(self) -> Connection:
+        return Connection(self.new_gateway_session())
 
-    @rule(n=st.integers(1, 4))
-    def deliver_to_gateway(self, n: int) -> None:
-        for _ in range(n):
-            self.gateway_reads()
-
-    @rule(n=st.integers(1, 6))
-    def deliver_to_client(self, n: int) -> None:
-        for _ in range(n):
-            self.client_reads()
-
-    @rule(steps=st.integers(1, 40))
-    def progress(self, steps: int) -> None:
-        """A stretch of calm: messages carried, words spoken, chunks paced out."""
-        for _ in range(steps):
-            if not self.step():
-                break
-
-    @precondition(lambda self: self.conn is not None)
-    @rule(code=st.sampled_from([None, 1006, "no", "no", "no"]))
-    def network_breaks(self, code: int | str | None) -> None:
-        if code == "no":
-            return
-        event("the connection broke")
+    def breaking(self) -> None:
         if any(app.parts and app.parts[-1][1] < PARTS - 1 for app in self.contexts.values()):
             event("the connection broke in the middle of a word")
         if any(app.parts for app in self.contexts.values()):
             event("the connection broke after audio")
-        self.lost(code if isinstance(code, int) else None)
 
     @precondition(lambda self: self.conn is not None and self.conn.session.started)
     @rule(now=st.sampled_from([False] * 4 + [True]))
@@ -514,7 +458,7 @@ class TtsResumeMachine(RuleBasedStateMachine):
                 break
         assert self.failure is None, self.failure
         assert self.summary, f"no summary: phase {self.state.phase.value}"
-        event(f"ended with its summary after {self.sessions} connections")
+        event(f"ended with its summary after {self.tokens.sessions} connections")
         for cid, app in self.contexts.items():
             assert app.ended is not None, f"{cid} never ended"
             if isinstance(app.ended, synthesis_pb2.ContextDone):
