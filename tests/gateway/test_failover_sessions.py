@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from gateway.stt.session import SttEdgeSession, SttLimits
 from gateway.tts.session import TtsEdgeSession
+from gateway.wire.frames import unpack
 from tests.gateway.test_stt_session import config, started
 from tests.gateway.test_tts_session import Clock, Up, chunk, opened_session
 from voxwire import errors
@@ -52,20 +53,39 @@ def fail_over(session: TtsEdgeSession, key: int) -> tuple[int, list, str]:
     return reopen.key, out, text
 
 
-def test_a_word_sent_before_its_audio_ended_is_not_sent_again():
+def test_a_word_cut_by_a_failover_is_sent_once_with_its_new_timing():
+    """A word's timestamp goes out just before the chunk that completes its audio: the model
+    sent "there" ahead, its audio was cut at 400 ms, and the failover speaks it again from
+    its start, ending later (700 ms, not 650): only that timestamp reaches the client. Sent
+    ahead, the stale one made the SDK's next resume skip the rest of the word
+    (tests/client/test_tts_resume_props.py)."""
     clock = Clock()
     session, key = opened_session(clock, lead_ms=0)
     session.client_message(Client(context_id="c1", append=synthesis_pb2.AppendText(text=TEXT)))
     got = session.upstream_response(key, words(("Hello", 300, 0, 5), ("there", 650, 6, 5)))
     got = list(got.to_client)
+    assert sent_words(got) == []  # no audio yet
     for seq in range(1, 5):  # audio to 400 ms: "there" is cut
         got += session.upstream_response(key, chunk(seq, (seq - 1) * 100)).to_client
+    assert sent_words(got) == [("Hello", 0)]
+    third = next(
+        i for i, m in enumerate(got) if isinstance(m, bytes) and unpack(m).sequence_number == 3
+    )
+    assert not isinstance(got[third - 1], bytes)  # "Hello" just before the chunk ending at 300
     key, out, text = fail_over(session, key)
     got += out
     assert text == " there, how are you?"  # its audio goes on from the word that was cut
-    # The new adapter speaks "there" again: its timestamp is not sent twice.
     got += session.upstream_response(key, words(("there", 700, 1, 5), ("how", 900, 8, 3))).to_client
+    for seq in range(5, 10):  # the new call's audio, 400 to 900 ms
+        got += session.upstream_response(key, chunk(seq, (seq - 1) * 100)).to_client
     assert sent_words(got) == [("Hello", 0), ("there", 6), ("how", 13)]
+    ends = [
+        w.end_ms
+        for m in got
+        if not isinstance(m, bytes) and m.HasField("words")
+        for w in m.words.words
+    ]
+    assert ends == [300, 700, 900]
 
 
 def test_a_queued_word_whose_audio_was_sent_still_reaches_the_client():
