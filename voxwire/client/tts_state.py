@@ -295,11 +295,11 @@ class SynthesisClientState:
                 ctx.pending_flushes.remove(msg.flush_ack.flush_id)
                 out.events.append((cid, msg.flush_ack))
         elif kind in ("done", "cancelled", "truncated"):
-            ctx.state = CtxState.ENDED
+            _finished(ctx)
             out.events.append((cid, getattr(msg, kind)))
             out.ended.append((cid, None))
         elif kind == "context_error":
-            ctx.state = CtxState.ENDED
+            _finished(ctx)
             out.ended.append((cid, errors.from_event(msg.context_error.error)))
         elif kind == "notice":
             out.events.append((cid, msg.notice))
@@ -387,7 +387,6 @@ class SynthesisClientState:
         return out, ended
 
     def _end_stopped(self, ctx: ClientContext, stop: Message, out: TtsOutcome) -> None:
-        ctx.state = CtxState.ENDED
         last = ctx.replay.last_sequence_number
         event: synthesis_pb2.ContextCancelled | tts_pb2.Truncated
         if stop.WhichOneof("message") == "truncate":
@@ -397,6 +396,7 @@ class SynthesisClientState:
             event.heard.extend(w for w in ctx.words if w.end_ms <= played)
         else:
             event = synthesis_pb2.ContextCancelled(last_sequence_number=last)
+        _finished(ctx)
         out.events.append((ctx.context_id, event))
         out.ended.append((ctx.context_id, None))
 
@@ -414,3 +414,11 @@ class SynthesisClientState:
             return TtsOutcome(failure=failure)
         self._go("lost")
         return TtsOutcome(retry_after_s=self._retry_after_s or 0.0, hand_over=self._hand_over)
+
+
+def _finished(ctx: ClientContext) -> None:
+    """``ctx`` ended. Its entry stays (late messages of an ended context are dropped by it), but
+    not its words: the application's context keeps its own reference to that list, and a
+    session of many turns would otherwise hold every turn's words."""
+    ctx.state = CtxState.ENDED
+    ctx.words = []

@@ -98,6 +98,7 @@ def test_ended_contexts_are_not_reopened_and_close_session_follows_the_contexts(
         ServerMessage(context_id="a", done=synthesis_pb2.ContextDone(last_sequence_number=0))
     )
     assert done.ended == [("a", None)] and state.contexts["a"].state is CtxState.ENDED
+    assert state.contexts["a"].words == []  # an ended context's entry holds no words
     state.close_session()
     state.connection_lost(1012)
     state.connected()
