@@ -258,9 +258,16 @@ async def test_prometheus_scrape_endpoint_serves_stream_metrics(triton, unused_t
             ok = await transcribe(channel, SILENCE_3S[:16000], PCM16, model="bench_stt")
         assert ok.code == grpc.StatusCode.OK
         url = f"http://127.0.0.1:{unused_tcp_port}/metrics"
-        body = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(url, timeout=5).read().decode()
-        )
+        # The stream's Triton call is counted when it has ended, which may be just after the
+        # client's status (a CI run scraped before it: no voxwire_triton_calls_total yet).
+        async with asyncio.timeout(5):
+            while True:
+                body = await asyncio.to_thread(
+                    lambda: urllib.request.urlopen(url, timeout=5).read().decode()
+                )
+                if "# HELP voxwire_triton_calls_total" in body:
+                    break
+                await asyncio.sleep(0.05)
     finally:
         await server.stop(grace=0.5)
     compute = re.search(
