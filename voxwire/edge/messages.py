@@ -9,7 +9,8 @@ libraries):
 2. UTF-8: RFC 8259 section 8.1 requires it -> InvalidMessage (the socket closes with 1007);
 3. JSON syntax, and an object at the top;
 4. nesting deeper than ``MAX_DEPTH`` -> InvalidMessage (json.loads alone would recurse until
-   RecursionError on a 64 KiB frame of brackets);
+   RecursionError on a 64 KiB frame of brackets); a lone surrogate escape (``"\\ud800"``) in
+   a name or a string -> InvalidMessage (protobuf would raise SystemError on it);
 5. the schema (``json_format.ParseDict``: unknown fields, wrong types, bad enum names, two
    members of a oneof), with the offending field in a violation;
 6. base64 in bytes fields, strictly (RFC 4648 section 3.3: non-alphabet characters are an
@@ -28,6 +29,7 @@ import binascii
 import functools
 import json
 import math
+import re
 import struct
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -176,6 +178,8 @@ def decode(
         raise InvalidMessage(f"not valid JSON: {_clip(str(exc))}") from None
     if not isinstance(data, dict):
         raise InvalidMessage(f"a message must be a JSON object, not {type(data).__name__}")
+    if _SURROGATE_ESCAPE.search(frame) is not None:
+        _check_scalar_values(data)
     if _depth(data) > MAX_DEPTH:
         raise InvalidMessage(f"JSON nested deeper than {MAX_DEPTH} levels")
     descriptor = message_type.DESCRIPTOR
@@ -186,6 +190,24 @@ def decode(
         )
     except (json_format.ParseError, ValueError, TypeError) as exc:
         raise InvalidMessage(f"does not match {descriptor.name}: {_clip(str(exc))}") from None
+
+
+# A \uD800-\uDFFF escape: json.loads joins a pair into one character but keeps a lone one as
+# a surrogate, which is no Unicode scalar value (RFC 8259 section 8.2: "unpredictable");
+# protobuf's upb cannot encode it and raises SystemError from deep inside ParseDict (and from
+# a field lookup by such a name). Searched only for the escape, so the common message pays a
+# regex scan and nothing more.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def _check_scalar_values(data: dict[str, Any]) -> None:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidMessage(
+            "a string holds an unpaired UTF-16 surrogate escape (\\uD800-\\uDFFF), which is "
+            "not a Unicode character (RFC 8259 section 8.2)"
+        ) from None
 
 
 def _depth(value: Any, level: int = 1) -> int:

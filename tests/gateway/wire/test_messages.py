@@ -11,6 +11,7 @@ from voxwire import errors
 from voxwire.edge.v1 import stt_pb2, tts_pb2
 
 Client = stt_pb2.SttClientMessage
+Tts = tts_pb2.TtsClientMessage
 
 
 def test_round_trip_is_canonical_json():
@@ -72,3 +73,26 @@ def test_snake_case_field_names_are_accepted_too():
         '{"context_id": "c1", "close_session": {}}', tts_pb2.TtsClientMessage, max_bytes=100
     )
     assert msg.context_id == "c1" and msg.WhichOneof("message") == "close_session"
+
+
+@pytest.mark.parametrize(
+    ("frame", "message_type"),
+    [
+        # A lone surrogate escape as a name, an enum name, a string (fuzzing found each: upb
+        # raised SystemError from ParseDict or from the field lookup, answered HTTP 500).
+        (r'{"\ud800": {}}', Client),
+        (r'{"finalize": {"finalizeId": "a\udfff"}}', Client),
+        (r'{"contextId": "c", "open": {"outputFormat": {"encoding": "\uD800"}}}', Tts),
+        (r'{"start": {"audioDelivery": "\udc00"}}', Tts),
+        (r'{"contextId": "c", "append": {"text": "hi \ud83d"}}', Tts),
+    ],
+)
+def test_a_lone_surrogate_escape_is_an_invalid_message(frame, message_type):
+    with pytest.raises(errors.InvalidMessage, match="surrogate"):
+        decode(frame, message_type, max_bytes=65536)
+
+
+def test_surrogate_pairs_and_escaped_backslashes_still_parse():
+    pair = decode(r'{"contextId": "c", "append": {"text": "\ud83d\ude00 \\ud800"}}', Tts,
+                  max_bytes=65536)  # fmt: skip
+    assert pair.append.text == "\U0001f600 \\ud800"
