@@ -37,6 +37,7 @@ from gateway.wire.messages import decode, encode
 from gateway.wire.query import ENCODINGS
 from voxwire import errors
 from voxwire.audio.formats import ENCODINGS as PROTO_ENCODINGS
+from voxwire.audio.formats import resolve_format
 from voxwire.audio.wav import streaming_header
 from voxwire.edge.v1 import http_pb2
 from voxwire.timings import add_up
@@ -94,6 +95,10 @@ def _defaults(req: http_pb2.SpeakRequest) -> None:
         fmt.encoding = audio_pb2.AUDIO_ENCODING_PCM_S16LE
     if not fmt.sample_rate_hz:
         fmt.sample_rate_hz = 8000 if fmt.encoding in (3, 4) else DEFAULT_RATE_HZ
+    # The adapter's own check (inference_adapter/tts/config.py), made here before anything is
+    # written: the response's status and its WAV header come from this format (an encoding
+    # number outside the enum was a KeyError there, answered 500).
+    resolve_format(fmt, "config.outputFormat", max_channels=1)
     if not req.text.strip():
         raise errors.InvalidConfig(
             "no text to speak", violations=[errors.Violation("text", "must not be empty")]
