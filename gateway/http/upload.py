@@ -81,6 +81,7 @@ class BodyPipe(io.RawIOBase):
         self._pos = 0
         self._ended = False
         self._failed: str | None = None
+        self.read_error: str | None = None
         self._spool = tempfile.TemporaryFile() if size is None else None
 
     # -- the writer side (event loop; never blocks) --------------------------------------------
@@ -150,13 +151,22 @@ class BodyPipe(io.RawIOBase):
         return self._pos
 
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        # Never raises: this runs inside libsndfile's read callback (soundfile's vio_read, a
+        # cffi callback), where an exception is printed to stderr as "Exception ignored" with
+        # its traceback and read as 0 bytes anyway. A body that failed is reported by its
+        # feeder (gateway/http/stt.py); a read outside the kept window is kept in
+        # ``read_error`` for ``decode_blocks``.
         want = len(buffer)
         with self._cond:
             while self._received < self._pos + want and not self._ended:
                 self._cond.wait()
             if self._failed is not None:
-                raise OSError(self._failed)
-            data = self._slice(self._pos, min(self._received, self._pos + want))
+                return 0
+            try:
+                data = self._slice(self._pos, min(self._received, self._pos + want))
+            except OSError as exc:
+                self.read_error = str(exc)
+                return 0
             self._pos += len(data)
             self._trim()
             room = self._spool is not None or len(self._buf) < 2 * _WINDOW
@@ -219,7 +229,7 @@ def decode_blocks(
     try:
         sound = soundfile.SoundFile(pipe)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-        raise InvalidAudio(f"cannot decode the audio: {exc}") from None
+        raise InvalidAudio(f"cannot decode the audio: {pipe.read_error or exc}") from None
     with sound:
         rate = sound.samplerate
         out_rate = carried_rate(rate)
@@ -241,7 +251,9 @@ def decode_blocks(
                 yield fmt, float32_to_int16(mono).astype("<i2").tobytes()
         except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
             if not (report is not None and 0 < decoded < sound.frames and pipe.exhausted()):
-                raise InvalidAudio(f"the audio is corrupt: {exc}") from None
+                raise InvalidAudio(f"the audio is corrupt: {pipe.read_error or exc}") from None
             report.truncated = True
+        if pipe.read_error is not None:
+            raise InvalidAudio(f"cannot decode the audio: {pipe.read_error}")
         if not resampler.is_passthrough:
             yield fmt, float32_to_int16(resampler.flush()).astype("<i2").tobytes()
