@@ -166,7 +166,13 @@ async def _websocket(
         compress=gateway.config.websocket_compression,
         max_msg_size=gateway.config.hard_max_message_bytes,
     )
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionError:
+        # The client left before the upgrade's answer was written: nobody to serve, and no
+        # fault of the gateway's (aiohttp would log it as an error with its traceback).
+        log.info("client left during the upgrade of %s", request.path)
+        return ws
     admission: Admission | None = None
     try:
         if gateway.registry.draining:

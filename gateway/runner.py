@@ -108,6 +108,16 @@ class SessionRunner(abc.ABC, Generic[S, A]):
                 first = None  # held no longer than needed (memory per idle session)
             self._arm_timer()
             await self._ended
+            failed = reader.exception() if reader.done() and not reader.cancelled() else None
+            if failed is not None and not isinstance(failed, OSError) and self._close_code is None:
+                # A defect, not the client's input (which the session refuses with a reason
+                # of its own): said in the log with its traceback and to the client as
+                # INTERNAL with close 1011, never a close with no event and no summary (the
+                # gather below would have swallowed it).
+                log.error("%s: reading the client failed", kind, exc_info=failed)
+                internal = errors.InternalError("the gateway failed on a client message")
+                self._execute(self.session.fail(internal))
+                self._close_code = internal.ws_close_code
             exc = writer.exception() if writer.done() and not writer.cancelled() else None
             if isinstance(exc, errors.SlowConsumer):
                 self._execute(self.session.fail(exc))

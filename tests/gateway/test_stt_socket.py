@@ -165,3 +165,32 @@ async def test_permessage_deflate_is_declined_unless_configured(
 def _final_words(messages: list[dict]) -> list[str]:
     finals = [m["result"] for m in messages if m.get("result", {}).get("isFinal")]
     return " ".join(f["transcript"] for f in finals).split()
+
+
+async def test_a_defect_reading_a_client_message_is_internal_and_logged(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    # Fault injection (the one way to reach this path on purpose): the message decoder raises
+    # what no client input should make it raise. Before, the reader task died silently (its
+    # exception swallowed when the run gathered its tasks) and the client got close 1000
+    # with no event and no summary: the edge fuzzer's "close 1000 without a summary".
+    import gateway.stt.runner
+
+    def broken_decode(*_args: object, **_kwargs: object) -> None:
+        raise SystemError("injected: a defect in the decoder")
+
+    monkeypatch.setattr(gateway.stt.runner, "decode", broken_decode)
+    query = "model=bench_stt&encoding=pcm_s16le&sample_rate=16000"
+    messages = []
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{edge.ws}/v1/stt/stream?{query}", headers=edge.headers) as ws:
+            await ws.send_bytes(bytes(3200))
+            await ws.send_str('{"keepAlive": {}}')
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    messages.append(json.loads(msg.data))
+            code = ws.close_code
+    assert "error" in messages[-1], messages
+    assert (messages[-1]["error"]["reason"], code) == ("INTERNAL", 1011)
+    failures = [r for r in caplog.records if "reading the client failed" in r.getMessage()]
+    assert failures and failures[0].exc_info is not None
