@@ -6,7 +6,7 @@ BUF := tools/node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
 .PHONY: run test venv lock stubs check-stubs buf-lint buf-breaking release-contract lint pytest bench \
-	clean browser-deps bench-edge fuzz fuzz-front bench-overload bench-telephony test-faults \
+	clean browser-deps bench-edge fuzz fuzz-front fuzz-edge bench-overload bench-telephony test-faults \
 	bench-barge-in bench-triton-client bench-tts-turns
 
 venv: $(STAMP)
@@ -139,6 +139,13 @@ fuzz: $(STAMP)
 # WebSocket's sessions) in front of the adapter; FUZZ_ARGS as above.
 fuzz-front: $(STAMP)
 	$(PY) -m tools.fuzz_stack --through-gateway -- $(FUZZ_ARGS)
+
+# The edge fuzzer against a gateway's WebSocket and HTTP endpoints (a real Triton, the adapter
+# and a gateway, each its own process; figures in docs/fuzzing.md). EDGE_FUZZ_ARGS overrides it.
+EDGE_FUZZ_ARGS ?= --cases 20000 --concurrency 48 --seed 8 --audio tests/fixtures/speech/kitchen_lights.wav \
+	--json out/fuzz-edge.json
+fuzz-edge: $(STAMP)
+	$(PY) -m tools.fuzz_stack --edge -- $(EDGE_FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) tools/node_modules .pytest_cache

@@ -11,6 +11,11 @@ its gRPC front instead (with a key in ``authorization``): the front parses every
 WebSocket's sessions, so it is the gateway that meets the hostile input first. The adapter's and
 Triton's leak readings stay wired up (what the gateway passes on must leave nothing behind
 there either); RSS is the gateway's.
+
+``--edge`` (before ``--``) puts a gateway in front of the adapter and runs the edge fuzzer
+(``python -m voxwire.fuzz.edge``) against its WebSocket and HTTP endpoints instead, with the
+gateway's PID and log (``out/fuzz-edge-gateway.log``); the arguments after ``--`` are the edge
+fuzzer's.
 """
 
 from __future__ import annotations
@@ -68,7 +73,19 @@ async def _gateway(adapter: str) -> AsyncIterator[tuple[int, str, int]]:
         yield front, setup.key, proc.pid
 
 
-async def run(fuzz_args: list[str], through_gateway: bool = False) -> int:
+@contextlib.asynccontextmanager
+async def _edge_gateway(adapter: str) -> AsyncIterator[tuple[int, str, int, Path]]:
+    """A gateway process in front of ``adapter``: (HTTP port, API key, pid, log file)."""
+    from benchmarks.gateway_stack import gateway_process, gateway_setup
+
+    idle = {"idle_timeout_s": 10.0, "idle_warning_s": 2.0}
+    setup = gateway_setup(OUT / "fuzz-edge", [adapter], stt=idle, tts=idle)
+    log = OUT / "fuzz-edge-gateway.log"
+    async with gateway_process(setup, log) as (proc, port):
+        yield port, setup.key, proc.pid, log
+
+
+async def run(fuzz_args: list[str], through_gateway: bool = False, edge: bool = False) -> int:
     OUT.mkdir(exist_ok=True)
     triton = TritonServer(default_model_repository(), log_path=OUT / "fuzz-triton.log")
     await triton.start(timeout=180.0)
@@ -95,6 +112,15 @@ async def run(fuzz_args: list[str], through_gateway: bool = False) -> int:
         ]  # fmt: skip
         async with contextlib.AsyncExitStack() as stack:
             target, pid, extra = f"127.0.0.1:{port}", adapter.pid, []
+            if edge:
+                http_port, key, pid, log = await stack.enter_async_context(_edge_gateway(target))
+                fuzzer = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "voxwire.fuzz.edge",
+                    "--target", f"http://127.0.0.1:{http_port}", "--key", key,
+                    "--pid", str(pid), "--log", str(log), *fuzz_args,
+                    cwd=ROOT,
+                )  # fmt: skip
+                return await fuzzer.wait()
             if through_gateway:
                 front, key, pid = await stack.enter_async_context(_gateway(target))
                 target, extra = f"127.0.0.1:{front}", ["--header", f"authorization: Bearer {key}"]
@@ -119,12 +145,13 @@ async def run(fuzz_args: list[str], through_gateway: bool = False) -> int:
 def main() -> None:
     args = sys.argv[1:]
     through_gateway = args[:1] == ["--through-gateway"]
-    if through_gateway:
+    edge = args[:1] == ["--edge"]
+    if through_gateway or edge:
         args = args[1:]
     if args[:1] == ["--"]:
         args = args[1:]
     os.chdir(ROOT)
-    sys.exit(asyncio.run(run(args, through_gateway)))
+    sys.exit(asyncio.run(run(args, through_gateway, edge)))
 
 
 if __name__ == "__main__":

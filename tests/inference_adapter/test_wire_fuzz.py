@@ -28,7 +28,7 @@ from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer, default_model_repository
 from tests.helpers.edge import auth_config, roomy_key
 from tests.helpers.speech_fixtures import SPEECH_DIR
-from voxwire.fuzz.__main__ import _read_audio
+from voxwire.fuzz.cases import read_audio
 from voxwire.fuzz.report import Report
 from voxwire.fuzz.runner import Options, fuzz
 
@@ -67,7 +67,7 @@ def short_run(
     target: str, triton: TritonServer, *, seed: int, headers: tuple[tuple[str, str], ...] = ()
 ) -> Options:
     """300 streams, 24 at a time, on the benchmark models, with Triton's readings wired up."""
-    audio, rate = _read_audio(SPEECH_DIR / "kitchen_lights.wav")
+    audio, rate = read_audio(SPEECH_DIR / "kitchen_lights.wav")
     return Options(
         target=target,
         cases=300,

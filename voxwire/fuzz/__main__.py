@@ -16,26 +16,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import wave
 from pathlib import Path
 
 import grpc
 
 from voxwire.call_headers import parse_header
-from voxwire.fuzz.cases import FAMILIES
+from voxwire.fuzz.cases import FAMILIES, read_audio
 from voxwire.fuzz.runner import Options, fuzz
 
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
-
-
-def _read_audio(path: Path) -> tuple[bytes, int]:
-    """PCM16 mono WAV -> (bytes, rate). Raises ValueError for other formats."""
-    with wave.open(str(path), "rb") as wav:
-        if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
-            raise ValueError(f"{path}: need 16-bit mono PCM")
-        return wav.readframes(wav.getnframes()), wav.getframerate()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None]:
     unknown = set(a.families) - set(FAMILIES)
     if unknown:
         p.error(f"unknown families: {sorted(unknown)}")
-    audio, rate = _read_audio(a.audio) if a.audio else (b"", 16000)
+    audio, rate = read_audio(a.audio) if a.audio else (b"", 16000)
     try:
         headers = tuple(parse_header(h) for h in a.header)
     except ValueError as exc:

@@ -26,7 +26,9 @@ Families (the ``family`` field; each hostile one starts from a valid stream and 
 from __future__ import annotations
 
 import random
+import wave
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -102,6 +104,15 @@ class Case:
     @property
     def size(self) -> int:
         return sum(len(m) for m in self.messages)
+
+
+def read_audio(path: Path) -> tuple[bytes, int]:
+    """PCM16 mono WAV -> (bytes, rate), the valid audio of a fuzz run (both fuzzers). Raises
+    ValueError for other formats."""
+    with wave.open(str(path), "rb") as wav:
+        if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
+            raise ValueError(f"{path}: need 16-bit mono PCM")
+        return wav.readframes(wav.getnframes()), wav.getframerate()
 
 
 def tone(rate_hz: int = 16000, seconds: float = 1.0) -> bytes:

@@ -1,0 +1,81 @@
+"""The edge fuzzer, a short run in ``make test``: hostile and valid WebSocket sessions and HTTP
+requests against the real gateway (adapter, Triton, benchmark models), checked by its oracle
+(voxwire/fuzz/edge/verdict.py), plus the gateway's own log: no error logged while it runs.
+The long runs are ``make fuzz-edge`` (docs/fuzzing.md, "The edge")."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from tests.gateway.conftest import Edge
+from voxwire.fuzz.cases import read_audio
+from voxwire.fuzz.edge.cases import FAMILIES, Case, Plan, Step, make_case
+from voxwire.fuzz.edge.client import Outcome
+from voxwire.fuzz.edge.runner import Options, fuzz
+from voxwire.fuzz.edge.verdict import BAD, judge
+
+SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech" / "kitchen_lights.wav"
+
+
+def _audio() -> tuple[bytes, int]:
+    return read_audio(SPEECH)
+
+
+def test_cases_are_a_pure_function_of_seed_and_index_and_cover_every_family():
+    audio, rate = _audio()
+    plan = Plan(audio=audio, audio_rate_hz=rate)
+    first = [make_case(5, i, plan) for i in range(400)]
+    assert first == [make_case(5, i, plan) for i in range(400)]
+    assert {c.family for c in first} == set(FAMILIES)
+    assert all(c.valid for c in first if c.family == "valid")
+
+
+def test_the_oracle_fails_what_breaks_a_promise():
+    case = Case(0, "schema", "stt", "x", steps=(Step("text", "{}"),))
+    # An error event whose close code is not the close's; a close other than 1000 with no
+    # event; close 1000 with no summary; no close at all; a reason that is not documented.
+    event = {"error": {"reason": "INVALID_MESSAGE", "closeCode": 1008}}
+    cases = [
+        (Outcome(case, True, 0, True, 1011, [event]), "mismatch"),
+        (Outcome(case, True, 0, True, 1008, [event]), "rejected"),
+        (Outcome(case, True, 0, True, 4000, [{"session": {}}]), "no_event"),
+        (Outcome(case, True, 0, True, 1000, [{"session": {}}]), "mismatch"),
+        (Outcome(case, True, 0, False, 0, []), "no_close"),
+        (
+            Outcome(case, True, 0, True, 1008, [{"error": {"reason": "OOPS", "closeCode": 1008}}]),
+            "crash",
+        ),
+    ]
+    for outcome, verdict in cases:
+        assert judge(outcome)[0] == verdict, (outcome, judge(outcome))
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_short_edge_fuzz_run_keeps_every_promise(
+    edge: Edge, caplog: pytest.LogCaptureFixture
+):
+    audio, rate = _audio()
+    caplog.set_level(logging.WARNING)
+    result = await fuzz(
+        Options(
+            target=edge.server.url,
+            key=edge.key,
+            cases=600,
+            concurrency=24,
+            seed=20261203,
+            audio=audio,
+            audio_rate_hz=rate,
+            deadline_s=30.0,
+        )
+    )
+    bad = {v: result.verdicts[v] for v in BAD if result.verdicts[v]}
+    assert not bad, (bad, result.examples)
+    assert result.passed, result.invariants
+    assert result.verdicts["ok"] > 100 and result.verdicts["rejected"] > 200, result.verdicts
+    errors_logged = [
+        f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR
+    ]
+    assert errors_logged == []

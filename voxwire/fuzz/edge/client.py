@@ -1,0 +1,183 @@
+"""Run one edge fuzz case over aiohttp and record what the server did.
+
+A WebSocket case: the handshake, then the case's steps as fast as the socket takes them, while
+a reader keeps every server message until the close (or ``deadline_s``). Sends that fail
+because the server already closed are expected (a hostile frame ends the session before the
+steps after it) and ignored. An HTTP case: one request, its status, its body (at most
+``_MAX_BODY`` kept) and whether the response ended within the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from voxwire.edge.frames import unpack
+from voxwire.fuzz.edge.cases import Case
+
+_MAX_BODY = 64 * 1024
+
+
+@dataclass
+class Outcome:
+    case: Case
+    connected: bool = False  # the upgrade succeeded (HTTP: a response came)
+    handshake_status: int = 0  # an HTTP status that refused the upgrade
+    closed: bool = False  # the server's close (HTTP: the body's end) came within the deadline
+    close_code: int = 0
+    # WebSocket: every JSON message, and the binary audio frames as {"_frame": (handle, seq)}.
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    not_json: int = 0  # text frames from the server that do not parse
+    reset: bool = False  # the connection ended with no close frame from the server
+    http_status: int = 0
+    http_body: bytes = b""
+    content_type: str = ""
+    seconds: float = 0.0
+    client_error: str = ""  # what failed on the client's side (never a verdict by itself)
+
+
+def _headers(case: Case, key: str) -> dict[str, str]:
+    return {
+        "key": {"Authorization": f"Bearer {key}"},
+        "none": {},
+        "wrong": {"Authorization": "Bearer vx_fuzz0000_" + "0" * 40},
+        "malformed": {"Authorization": "Basic " + "=" * 30},
+        "token": {},
+    }[case.auth]
+
+
+async def run_case(
+    http: aiohttp.ClientSession, base: str, key: str, case: Case, deadline_s: float
+) -> Outcome:
+    outcome = Outcome(case)
+    start = time.monotonic()
+    try:
+        async with asyncio.timeout(deadline_s):
+            if case.kind in ("stt", "tts"):
+                await _websocket(http, base, key, case, outcome)
+            else:
+                await _http(http, base, key, case, outcome)
+    except TimeoutError:
+        outcome.client_error = outcome.client_error or "deadline"
+    except (aiohttp.ClientError, OSError) as exc:
+        outcome.client_error = f"{type(exc).__name__}: {exc}"[:200]
+    outcome.seconds = time.monotonic() - start
+    return outcome
+
+
+async def _websocket(
+    http: aiohttp.ClientSession, base: str, key: str, case: Case, outcome: Outcome
+) -> None:
+    url = f"{base.replace('http', 'ws', 1)}{case.path}" + (f"?{case.query}" if case.query else "")
+    try:
+        ws = await http.ws_connect(
+            url,
+            headers=_headers(case, key),
+            protocols=case.protocols,
+            max_msg_size=16 * 1024 * 1024,
+            autoping=True,
+            autoclose=False,  # read the server's close ourselves: its code is the verdict
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        outcome.handshake_status = exc.status
+        outcome.closed = True
+        return
+    outcome.connected = True
+    reader = asyncio.create_task(_read(ws, outcome))
+    try:
+        for step in case.steps:
+            if reader.done():
+                break
+            if not await _send(ws, step):
+                break
+        await asyncio.shield(reader)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        if not ws.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2.0)
+
+
+async def _send(ws: aiohttp.ClientWebSocketResponse, step: Any) -> bool:
+    """One step; False when the client stops here (it dropped or closed the connection)."""
+    try:
+        if step.op == "text":
+            # surrogatepass: a lone surrogate in a case's text goes out as the (invalid) bytes
+            # a careless client would send, where send_str would raise.
+            text = str(step.data).encode("utf-8", "surrogatepass")
+            await ws.send_frame(text, aiohttp.WSMsgType.TEXT)
+        elif step.op == "binary":
+            await ws.send_bytes(bytes(step.data))
+        elif step.op == "raw_text":
+            # A text frame whose payload is not UTF-8 (send_str would encode it).
+            await ws.send_frame(bytes(step.data), aiohttp.WSMsgType.TEXT)
+        elif step.op == "close":
+            await ws._writer.close(int(step.data), b"fuzz")  # the close frame only, no wait
+            return False
+        elif step.op == "drop":
+            # aiohttp has no public abort for a client WebSocket: its connection's transport.
+            conn = ws._conn
+            transport = conn.transport if conn is not None else None
+            if transport is not None:
+                transport.abort()
+            return False
+    except (ConnectionError, aiohttp.ClientError, RuntimeError, OSError):
+        return False  # the server closed first: expected after a hostile frame
+    return True
+
+
+async def _read(ws: aiohttp.ClientWebSocketResponse, outcome: Outcome) -> None:
+    while True:
+        msg = await ws.receive()
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            try:
+                outcome.messages.append(json.loads(msg.data))
+            except ValueError:
+                outcome.not_json += 1
+        elif msg.type is aiohttp.WSMsgType.BINARY:
+            try:
+                frame = unpack(msg.data)
+                outcome.messages.append({"_frame": [frame.handle, frame.sequence_number]})
+            except ValueError:
+                outcome.not_json += 1
+        elif msg.type is aiohttp.WSMsgType.CLOSE:
+            outcome.closed, outcome.close_code = True, int(msg.data or 0)
+            return
+        elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+            # The connection ended with no close frame from the server (or after ours).
+            outcome.close_code = ws.close_code or 0
+            outcome.reset = True
+            return
+        elif msg.type is aiohttp.WSMsgType.ERROR:
+            outcome.client_error = f"websocket error: {ws.exception()!r}"[:200]
+            outcome.reset = True
+            return
+
+
+async def _http(
+    http: aiohttp.ClientSession, base: str, key: str, case: Case, outcome: Outcome
+) -> None:
+    headers = _headers(case, key)
+    if case.content_type:
+        headers["Content-Type"] = case.content_type
+    if case.accept:
+        headers["Accept"] = case.accept
+    url = f"{base}{case.path}" + (f"?{case.query}" if case.query else "")
+    async with http.post(url, data=case.body, headers=headers) as response:
+        outcome.connected = True
+        outcome.http_status = response.status
+        outcome.content_type = response.headers.get("Content-Type", "")
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(16 * 1024):
+            if len(body) < _MAX_BODY:
+                body += chunk[: _MAX_BODY - len(body)]
+        outcome.http_body = bytes(body)
+        outcome.closed = True

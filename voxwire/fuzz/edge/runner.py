@@ -1,0 +1,255 @@
+"""The edge fuzz run: hostile and valid WebSocket sessions and HTTP requests, many at a time,
+against a running gateway, then the readings that show whether anything was left behind.
+
+Order: the gateway's ``/metrics`` (open sessions), RSS and log length before; the cases,
+``concurrency`` at a time, valid ones beside hostile ones; a settle (bounded) until the open
+sessions are back at the baseline; the same readings after; and one valid STT and one valid
+TTS session that must still end normally (the process keeps serving everyone else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from voxwire.fuzz import probes
+from voxwire.fuzz.edge.cases import FAMILIES, Case, Plan, describe, make_case
+from voxwire.fuzz.edge.client import Outcome, run_case
+from voxwire.fuzz.edge.verdict import BAD, VERDICTS, judge
+
+SESSIONS_GAUGE = "voxwire_gateway_sessions_active"
+
+
+@dataclass
+class Options:
+    target: str  # http://host:port of the gateway
+    key: str
+    cases: int = 1000
+    concurrency: int = 32
+    seed: int = 1
+    only_case: int | None = None
+    families: tuple[str, ...] = FAMILIES
+    stt_model: str = "bench_stt"
+    tts_model: str = "bench_tts"
+    audio: bytes = b""
+    audio_rate_hz: int = 16000
+    deadline_s: float = 30.0
+    settle_s: float = 15.0
+    pid: int | None = None
+    log: Path | None = None
+    rss_growth_limit: int = 32 * 1024 * 1024  # in the second half of the run
+
+
+@dataclass
+class Readings:
+    sessions: float | None = None
+    rss: int | None = None
+    log_size: int | None = None
+
+
+@dataclass
+class Result:
+    meta: dict[str, Any]
+    verdicts: dict[str, int]
+    by_family: dict[str, dict[str, int]]
+    reasons: dict[str, int]
+    invariants: list[dict[str, Any]]
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(i["ok"] is not False for i in self.invariants)
+
+
+def plan_of(options: Options) -> Plan:
+    return Plan(
+        stt_model=options.stt_model,
+        tts_model=options.tts_model,
+        audio=options.audio,
+        audio_rate_hz=options.audio_rate_hz,
+        families=options.families,
+    )
+
+
+async def _read(options: Options, hostport: str) -> Readings:
+    out = Readings()
+    with contextlib.suppress(OSError, TimeoutError, ValueError):
+        out.sessions = probes.total(await probes.scrape(hostport), SESSIONS_GAUGE)
+    if options.pid is not None:
+        with contextlib.suppress(OSError):
+            out.rss = probes.rss_bytes(options.pid)
+    if options.log is not None and options.log.is_file():
+        out.log_size = options.log.stat().st_size
+    return out
+
+
+async def fuzz(options: Options) -> Result:
+    plan = plan_of(options)
+    hostport = urlsplit(options.target).netloc
+    indices = [options.only_case] if options.only_case is not None else range(options.cases)
+    cases = [make_case(options.seed, i, plan) for i in indices]
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        before = await _read(options, hostport)
+        started = time.monotonic()
+        # RSS is compared from after a warm-up (a tenth of the run, at most 500 cases): what
+        # the first cases allocate for good (the allocator's arenas at this concurrency,
+        # caches, imports) is no leak. Everything else counts from the start.
+        # RSS: read after a warm-up (a tenth of the run, at most 500 cases), at the middle of
+        # the rest and at the end. The allocator keeps what the busiest moment took (its
+        # arenas at this concurrency), so the first half's growth is that high-water mark; a
+        # leak grows with the cases, so it is the second half's growth that must stay small.
+        warm = min(len(cases) // 10, 500)
+        middle = warm + (len(cases) - warm) // 2
+        rss: list[int | None] = []
+        outcomes: list[Outcome] = []
+        for part in (cases[:warm], cases[warm:middle], cases[middle:]):
+            outcomes += await _run_all(http, options, part)
+            rss.append((await _read(options, hostport)).rss)
+        elapsed = time.monotonic() - started
+        settled = await _settle(options, hostport, before)
+        after = await _read(options, hostport)
+        probe = [
+            await run_case(http, options.target, options.key, make_probe(plan, kind), 60.0)
+            for kind in ("stt", "tts")
+        ]
+    return _result(options, outcomes, probe, before, after, settled, elapsed, rss)
+
+
+def make_probe(plan: Plan, kind: str) -> Case:
+    """A valid session of ``kind``, from the first seed whose case is one."""
+    only = Plan(plan.stt_model, plan.tts_model, plan.audio, plan.audio_rate_hz, ("valid",))
+    for index in range(1000):
+        case = make_case(0, index, only)
+        if case.kind == kind:
+            return case
+    raise AssertionError(f"no valid {kind} case")  # pragma: no cover
+
+
+async def _run_all(
+    http: aiohttp.ClientSession, options: Options, cases: list[Case]
+) -> list[Outcome]:
+    semaphore = asyncio.Semaphore(options.concurrency)
+
+    async def one(case: Case) -> Outcome:
+        async with semaphore:
+            return await run_case(http, options.target, options.key, case, options.deadline_s)
+
+    return list(await asyncio.gather(*(one(c) for c in cases)))
+
+
+async def _settle(options: Options, hostport: str, before: Readings) -> float | None:
+    """Seconds until the gateway's open sessions are back at the baseline (None: never, within
+    ``settle_s``, or not readable)."""
+    if before.sessions is None:
+        return None
+    start = time.monotonic()
+    while time.monotonic() - start < options.settle_s:
+        now = await _read(options, hostport)
+        if now.sessions is not None and now.sessions <= before.sessions:
+            return time.monotonic() - start
+        await asyncio.sleep(0.2)
+    return None
+
+
+def _result(
+    options: Options,
+    outcomes: list[Outcome],
+    probe: list[Outcome],
+    before: Readings,
+    after: Readings,
+    settled: float | None,
+    elapsed: float,
+    rss: list[int | None],
+) -> Result:
+    verdicts: Counter[str] = Counter()
+    by_family: dict[str, Counter[str]] = defaultdict(Counter)
+    reasons: Counter[str] = Counter()
+    examples: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for outcome in outcomes:
+        verdict, why = judge(outcome)
+        verdicts[verdict] += 1
+        by_family[outcome.case.family][verdict] += 1
+        if verdict == "rejected":
+            reasons[why] += 1
+        if verdict in BAD and len(examples[verdict]) < 5:
+            examples[verdict].append(
+                {
+                    **describe(outcome.case),
+                    "why": why,
+                    "close": outcome.close_code,
+                    "seconds": round(outcome.seconds, 2),
+                }
+            )
+    invariants = [_inv(f"{v} sessions", verdicts[v], verdicts[v] == 0) for v in BAD]
+    invariants.append(
+        _inv(
+            "open sessions back at the baseline",
+            f"{before.sessions} -> {after.sessions} ({settled:.1f} s)"
+            if settled is not None
+            else f"{before.sessions} -> {after.sessions}",
+            None if before.sessions is None else settled is not None,
+        )
+    )
+    if None not in rss:
+        warm, middle, end = (r / 2**20 for r in rss if r is not None)
+        invariants.append(
+            _inv(
+                "RSS after the warm-up, at the middle, at the end",
+                f"{warm:.0f}, {middle:.0f}, {end:.0f} MiB (second half {end - middle:+.1f} MiB)",
+                (end - middle) * 2**20 < options.rss_growth_limit,
+            )
+        )
+    if options.log is not None and before.log_size is not None:
+        counts = probes.count_log(options.log, before.log_size)
+        for name, count in counts.items():
+            invariants.append(_inv(f"log: {name}", count, count == 0))
+    if options.pid is not None:
+        invariants.append(_inv("gateway alive", _alive(options.pid), _alive(options.pid)))
+    for outcome in probe:
+        verdict, why = judge(outcome)
+        invariants.append(
+            _inv(
+                f"a valid {outcome.case.kind} session afterwards",
+                verdict + (f": {why}" if why else ""),
+                verdict == "ok",
+            )
+        )
+    meta = {
+        "target": options.target,
+        "cases": len(outcomes),
+        "concurrency": options.concurrency,
+        "seed": options.seed,
+        "seconds": round(elapsed, 1),
+        "cases_per_second": round(len(outcomes) / elapsed, 1) if elapsed else None,
+        "families": list(options.families),
+    }
+    return Result(
+        meta,
+        {v: verdicts[v] for v in VERDICTS},
+        {f: dict(c) for f, c in sorted(by_family.items())},
+        dict(reasons.most_common()),
+        invariants,
+        dict(examples),
+    )
+
+
+def _inv(name: str, value: Any, ok: bool | None) -> dict[str, Any]:
+    return {"name": name, "value": str(value), "ok": ok}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
