@@ -449,8 +449,8 @@ class TtsResumeMachine(ResumeMachine):
                 break
             if self.live and not self.state.closing:
                 for cid, app in self.contexts.items():
-                    ctx = self.state.contexts[cid]
-                    if ctx.state is not CtxState.ENDED and not app.closed:
+                    ctx = self.state.contexts.get(cid)
+                    if ctx is not None and not app.closed:
                         app.closed = True
                         self.write(self.state.close_context(cid))
                 self.write(self.state.close_session())

@@ -21,7 +21,8 @@ Rules (docs/design/edge.md, "Resume (TTS)"):
   closes are read as in the STT state (``connection.resumable`` / ``close_error``).
 
 Contexts: OPENING --opened--> OPEN --close--> CLOSING --done--> ENDED; cancel, truncate or a
-context error end any of them. Phases of the session are the STT state's table.
+context error end any of them; an ended context leaves the state (``_finish``). Phases of the
+session are the STT state's table.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ class SynthesisClientState:
                 violations=[errors.Violation("contextId", f"1 to {MAX_CONTEXT_ID_BYTES} bytes")],
             )
         ctx = self.contexts.get(context_id)
-        if ctx is not None and ctx.state is not CtxState.ENDED:
+        if ctx is not None:  # an ended context's entry is gone: its id may be used again
             raise errors.ContextAlreadyOpen(f"context {context_id!r} is already open")
         ctx = ClientContext(context_id, synthesis_pb2.SynthesisContextConfig())
         ctx.config.CopyFrom(config)
@@ -190,10 +191,11 @@ class SynthesisClientState:
         return Message(context_id=context_id, close=synthesis_pb2.CloseContext())
 
     def cancel(self, context_id: str) -> Message | None:
-        """None when the context has already ended: nothing is left to stop."""
-        if self._ended(context_id):
+        """None when the context has already ended (its entry is gone, ``_finish``): nothing
+        is left to stop."""
+        ctx = self.contexts.get(context_id)
+        if ctx is None:
             return None
-        ctx = self._context(context_id)
         ctx.stop = Message(context_id=context_id, cancel=synthesis_pb2.Cancel())
         return ctx.stop
 
@@ -206,15 +208,11 @@ class SynthesisClientState:
                 f"played_ms is the audio heard, 0 or more ms, not {played_ms}",
                 violations=[errors.Violation("truncate.playedMs", "0 to 4294967295")],
             )
-        if self._ended(context_id):
+        ctx = self.contexts.get(context_id)
+        if ctx is None:
             return None
-        ctx = self._context(context_id)
         ctx.stop = Message(context_id=context_id, truncate=tts_pb2.Truncate(played_ms=played_ms))
         return ctx.stop
-
-    def _ended(self, context_id: str) -> bool:
-        ctx = self.contexts.get(context_id)
-        return ctx is not None and ctx.state is CtxState.ENDED
 
     def close_session(self) -> Message:
         self.closing = True
@@ -222,7 +220,7 @@ class SynthesisClientState:
 
     def _context(self, context_id: str) -> ClientContext:
         ctx = self.contexts.get(context_id)
-        if ctx is None or ctx.state is CtxState.ENDED:
+        if ctx is None:
             raise errors.UnknownContext(f"no open context {context_id!r}")
         return ctx
 
@@ -237,9 +235,8 @@ class SynthesisClientState:
     def receive(self, msg: ServerMessage) -> TtsOutcome:
         out = TtsOutcome()
         kind = msg.WhichOneof("message")
+        # None for an ended context too (its entry is gone): its late messages are dropped.
         ctx = self.contexts.get(msg.context_id) if msg.context_id else None
-        if ctx is not None and ctx.state is CtxState.ENDED:
-            ctx = None  # late messages of an ended context are dropped by design
         if kind == "session":
             self._go("session")
             out.resumed = bool(self.token)
@@ -295,11 +292,11 @@ class SynthesisClientState:
                 ctx.pending_flushes.remove(msg.flush_ack.flush_id)
                 out.events.append((cid, msg.flush_ack))
         elif kind in ("done", "cancelled", "truncated"):
-            _finished(ctx)
+            self._finish(ctx)
             out.events.append((cid, getattr(msg, kind)))
             out.ended.append((cid, None))
         elif kind == "context_error":
-            _finished(ctx)
+            self._finish(ctx)
             out.ended.append((cid, errors.from_event(msg.context_error.error)))
         elif kind == "notice":
             out.events.append((cid, msg.notice))
@@ -308,7 +305,7 @@ class SynthesisClientState:
         """A binary audio frame (``voxwire.edge.frames.unpack``)."""
         out = TtsOutcome()
         ctx = self._handles.get(frame.handle)
-        if ctx is not None and ctx.state is not CtxState.ENDED:
+        if ctx is not None:
             duration = round(len(frame.audio) / ctx.bytes_per_ms)
             self._audio(ctx, frame.sequence_number, frame.start_ms, duration, frame.audio, out)
         return out
@@ -357,9 +354,7 @@ class SynthesisClientState:
         barge-in that stopped it (the zombie context of docs/design/edge.md)."""
         out: list[Message] = []
         ended = TtsOutcome()
-        for ctx in self.contexts.values():
-            if ctx.state is CtxState.ENDED:
-                continue
+        for ctx in list(self.contexts.values()):  # a stopped one ends (leaves) meanwhile
             if ctx.stop is not None:
                 self._end_stopped(ctx, ctx.stop, ended)
                 continue
@@ -396,9 +391,21 @@ class SynthesisClientState:
             event.heard.extend(w for w in ctx.words if w.end_ms <= played)
         else:
             event = synthesis_pb2.ContextCancelled(last_sequence_number=last)
-        _finished(ctx)
+        self._finish(ctx)
         out.events.append((ctx.context_id, event))
         out.ended.append((ctx.context_id, None))
+
+    def _finish(self, ctx: ClientContext) -> None:
+        """``ctx`` ended: its entry and its handle go (late messages of an ended context are
+        dropped as those of an unknown one), so a session of many turns holds nothing of
+        the turns that ended (its memory stays bounded however many context ids it uses).
+        Its words go too: the application's context keeps its own reference to that list."""
+        ctx.state = CtxState.ENDED
+        ctx.words = []
+        if self.contexts.get(ctx.context_id) is ctx:
+            del self.contexts[ctx.context_id]
+        if self._handles.get(ctx.handle) is ctx:
+            del self._handles[ctx.handle]
 
     # -- the connection's end ------------------------------------------------------------------
 
@@ -414,11 +421,3 @@ class SynthesisClientState:
             return TtsOutcome(failure=failure)
         self._go("lost")
         return TtsOutcome(retry_after_s=self._retry_after_s or 0.0, hand_over=self._hand_over)
-
-
-def _finished(ctx: ClientContext) -> None:
-    """``ctx`` ended. Its entry stays (late messages of an ended context are dropped by it), but
-    not its words: the application's context keeps its own reference to that list, and a
-    session of many turns would otherwise hold every turn's words."""
-    ctx.state = CtxState.ENDED
-    ctx.words = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from voxwire.client.tts_state import (
-    CtxState,
     ServerMessage,
     SynthesisClientState,
     SynthesizedAudio,
@@ -97,8 +96,10 @@ def test_ended_contexts_are_not_reopened_and_close_session_follows_the_contexts(
     done = state.receive(
         ServerMessage(context_id="a", done=synthesis_pb2.ContextDone(last_sequence_number=0))
     )
-    assert done.ended == [("a", None)] and state.contexts["a"].state is CtxState.ENDED
-    assert state.contexts["a"].words == []  # an ended context's entry holds no words
+    assert done.ended == [("a", None)]
+    # An ended context leaves nothing in the state, its handle included (a session of many
+    # turns kept an entry per context id it had used).
+    assert "a" not in state.contexts and 1 not in state._handles
     state.close_session()
     state.connection_lost(1012)
     state.connected()
@@ -155,7 +156,7 @@ def test_a_context_cancelled_or_truncated_before_a_resume_is_not_reopened_and_en
     assert truncated.played_ms == 350 and truncated.last_sequence_number == 4
     assert [w.word for w in truncated.heard] == ["Hello"]  # "there" ended at 420 ms
     assert stopped.ended == [("barged", None), ("cut", None)]
-    assert state.contexts["barged"].state is CtxState.ENDED
+    assert "barged" not in state.contexts and "cut" not in state.contexts
     # Late messages of the old contexts are dropped; the next resume does not reopen them.
     assert not state.binary_frame(frame(1, 5, 400, 100)).events
     state.connection_lost(1006)
@@ -163,3 +164,17 @@ def test_a_context_cancelled_or_truncated_before_a_resume_is_not_reopened_and_en
     state.receive(ServerMessage(session=session_pb2.SessionStarted(resume_token="t3")))
     replay, stopped = state.replay()
     assert {m.context_id for m in replay} == {"goes_on"} and not stopped.events
+
+
+def test_a_session_of_many_turns_holds_nothing_of_the_turns_that_ended():
+    state = SynthesisClientState(tts_pb2.TtsStart())
+    up(state)
+    for turn in range(2000):
+        cid = f"turn-{turn}"
+        state.open(cid, config())
+        state.receive(opened(cid, turn % 7 + 1))  # the gateway reuses its handles
+        end = synthesis_pb2.ContextDone() if turn % 2 else synthesis_pb2.ContextCancelled()
+        kind = "done" if turn % 2 else "cancelled"
+        state.receive(ServerMessage(context_id=cid, **{kind: end}))
+    assert state.contexts == {} and state._handles == {}
+    assert state.cancel("turn-3") is None  # ended long ago: nothing to stop
