@@ -148,7 +148,7 @@ async def _websocket(
     kind: str,
     serve: Callable[[web.WebSocketResponse, Admission], Awaitable[int]],
     error_message: Callable[[errors.VoxwireError], str],
-) -> web.WebSocketResponse:
+) -> web.StreamResponse:
     """Upgrade, admit, serve; an admission error goes out as an event and a close code.
 
     An admitted session of ``kind`` is counted in the metrics while it runs, then by the close
@@ -170,9 +170,13 @@ async def _websocket(
         await ws.prepare(request)
     except ConnectionError:
         # The client left before the upgrade's answer was written: nobody to serve, and no
-        # fault of the gateway's (aiohttp would log it as an error with its traceback).
-        log.info("client left during the upgrade of %s", request.path)
-        return ws
+        # fault of the gateway's (aiohttp logged it as an error with its traceback). The
+        # half-prepared WebSocket cannot be returned (aiohttp would close it: "Call
+        # .prepare() first", another traceback); a plain response is, and its write to the
+        # closed connection is a ConnectionError aiohttp takes quietly. 499: the client
+        # closed the request (nginx's code), as the access log will show.
+        log.info("the client left during the upgrade of %s", request.path)
+        return web.Response(status=499, reason="Client Closed Request")
     admission: Admission | None = None
     try:
         if gateway.registry.draining:
@@ -221,7 +225,7 @@ def _stt_first(
         return session.fail(exc)
 
 
-async def stt_stream(request: web.Request) -> web.WebSocketResponse:
+async def stt_stream(request: web.Request) -> web.StreamResponse:
     gateway = _gateway(request)
 
     async def serve(ws: web.WebSocketResponse, admission: Admission) -> int:
@@ -256,7 +260,7 @@ async def stt_stream(request: web.Request) -> web.WebSocketResponse:
     )
 
 
-async def tts_stream(request: web.Request) -> web.WebSocketResponse:
+async def tts_stream(request: web.Request) -> web.StreamResponse:
     gateway = _gateway(request)
 
     async def serve(ws: web.WebSocketResponse, admission: Admission) -> int:

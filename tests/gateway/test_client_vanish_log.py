@@ -2,7 +2,8 @@
 
 A real gateway process (``python -m gateway`` at INFO, as operators run it) is given the three
 ways an HTTP client leaves half way: a ``POST /v1/stt`` whose body stops and whose connection is
-reset, and a ``POST /v1/tts`` (WAV, then SSE) reset after its first bytes of audio. The
+reset, and a ``POST /v1/tts`` (WAV, then SSE) reset after its first bytes of audio; and
+WebSocket clients that leave during their upgrade. The
 client's leaving is its business: the log says it in one line per request, with no ERROR and
 no traceback (one per vanished client would flood the log of a public edge), and the metrics
 count each as an ``aborted`` session whose gauge is back to zero.
@@ -39,6 +40,23 @@ async def vanish(gateway: GatewayProcess, request: bytes, *, read: int) -> None:
     writer.transport.abort()
 
 
+async def leave_during_upgrade(gateway: GatewayProcess, path: str, key: str) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    lines = [
+        f"GET {path} HTTP/1.1",
+        "Host: gateway",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        f"Authorization: Bearer {key}",
+    ]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    writer.write_eof()
+    await asyncio.wait_for(reader.read(), 10)  # whatever comes, until the gateway closes
+    writer.close()
+
+
 def post(path: str, key: str, headers: dict[str, str], body: bytes, length: int) -> bytes:
     lines = [f"POST {path} HTTP/1.1", "Host: gateway", f"Authorization: Bearer {key}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
@@ -70,6 +88,13 @@ async def test_a_vanished_http_client_is_one_log_line_and_an_aborted_session(
             post("/v1/stt", edge.key, {"Content-Type": "audio/wav"}, half, len(wav)),
             read=0,
         )
+        # A WebSocket client that leaves during its upgrade (its request, then FIN at once):
+        # the 101 met a closing transport, and aiohttp logged each as an error with its
+        # traceback (the edge fuzzer's find; then a second one, from returning the
+        # half-prepared WebSocket).
+        for path in ("/v1/stt/stream?model=bench_stt&sample_rate=16000", "/v1/tts/stream"):
+            for _ in range(5):
+                await leave_during_upgrade(gateway, path, edge.key)
         text = LONG_TEXT.encode()
         for accept in ("audio/wav", "text/event-stream"):
             headers = {"Content-Type": "text/plain", "Accept": accept}
@@ -102,5 +127,6 @@ async def test_a_vanished_http_client_is_one_log_line_and_an_aborted_session(
     log = log_path.read_text(errors="replace")
     assert "Traceback" not in log, log
     assert " ERROR " not in log, log
-    left = [line for line in log.splitlines() if "the client left" in line]
+    left = [line for line in log.splitlines() if "the client left (" in line]  # the HTTP ones
     assert len(left) == 3, log
+    assert "the client left during the upgrade" in log  # at least one upgrade met its FIN
