@@ -26,6 +26,7 @@ Families (each hostile one starts from a valid session or request and breaks it)
     resume       a start that resumes with a forged, garbled or tampered token, or a huge ack
     disconnect   a valid session whose client drops the TCP connection after k steps
     client_close a valid session whose client sends its own close frame after k steps
+    upgrade_cut  the upgrade request written raw, whole or cut anywhere, then FIN or a reset
     http_stt     POST /v1/stt with random, truncated and mislabelled bodies and bad queries
     http_tts     POST /v1/tts with broken JSON, schema errors and bad queries
 """
@@ -54,6 +55,7 @@ FAMILIES = (
     "resume",
     "disconnect",
     "client_close",
+    "upgrade_cut",
     "http_stt",
     "http_tts",
 )
@@ -70,6 +72,7 @@ WEIGHTS = {
     "resume": 4,
     "disconnect": 6,
     "client_close": 4,
+    "upgrade_cut": 3,
     "http_stt": 5,
     "http_tts": 5,
 }
@@ -638,6 +641,35 @@ def _client_close(rng: random.Random, index: int, plan: Plan) -> Case:
     )
 
 
+def _upgrade_cut(rng: random.Random, index: int, plan: Plan) -> Case:
+    base = _valid(rng, index, plan, "upgrade_cut")
+    request = "\r\n".join(
+        [
+            f"GET {base.path}?{base.query} HTTP/1.1",
+            "Host: gateway",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "Authorization: Bearer {key}",  # the client puts the key in
+            "",
+            "",
+        ]
+    ).encode()
+    cut = len(request) if rng.random() < 0.5 else rng.randrange(len(request))
+    how = rng.choice(["fin", "rst"])
+    return Case(
+        index,
+        "upgrade_cut",
+        base.kind,
+        f"{how} after {cut} of {len(request)} bytes",
+        query=base.query,
+        body=request[:cut],
+        content_type=how,  # how the raw connection ends
+        ended_by_client=True,
+    )
+
+
 def _wav(rate: int, channels: int, bits: int, frames: bytes, declared: int | None = None) -> bytes:
     size = len(frames) if declared is None else declared
     fmt = struct.pack(
@@ -790,6 +822,7 @@ _BUILDERS = {
     "resume": _resume,
     "disconnect": _disconnect,
     "client_close": _client_close,
+    "upgrade_cut": _upgrade_cut,
     "http_stt": _http_stt,
     "http_tts": _http_tts,
 }

@@ -59,7 +59,9 @@ async def run_case(
     start = time.monotonic()
     try:
         async with asyncio.timeout(deadline_s):
-            if case.kind in ("stt", "tts"):
+            if case.family == "upgrade_cut":
+                await _raw_upgrade(base, key, case, outcome)
+            elif case.kind in ("stt", "tts"):
                 await _websocket(http, base, key, case, outcome)
             else:
                 await _http(http, base, key, case, outcome)
@@ -104,6 +106,25 @@ async def _websocket(
         if not ws.closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
+
+
+async def _raw_upgrade(base: str, key: str, case: Case, outcome: Outcome) -> None:
+    """The upgrade request written raw (``case.body``, maybe cut), then the connection ends
+    (``case.content_type``: ``fin`` or ``rst``); the server's answer, if any, is read."""
+    host, port = base.split("://", 1)[1].rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(case.body.replace(b"{key}", key.encode()))
+        if case.content_type == "rst":
+            writer.transport.abort()
+            return
+        writer.write_eof()
+        outcome.connected = True
+        with contextlib.suppress(ConnectionError):
+            outcome.http_body = (await reader.read(_MAX_BODY))[:200]
+        outcome.closed = True
+    finally:
+        writer.close()
 
 
 async def _send(ws: aiohttp.ClientWebSocketResponse, step: Any) -> bool:
