@@ -1,12 +1,13 @@
 """``ClientPort`` on an aiohttp WebSocket: the only place the session code meets the stack.
 
 aiohttp answers pings and sends its own (``heartbeat``: a ping every interval, and the
-connection is closed when no pong comes within half of it; RFC 6455 5.5.2/5.5.3). It closes a
-connection by itself for two protocol errors, before the session can say anything: a text
-frame that is not UTF-8 (1007, RFC 6455 8.1) and a frame over its ``max_msg_size`` (1009). The
-gateway sets that size well above its own frame limit, so a frame over the limit is still
-answered with a CHUNK_TOO_LARGE event before the close; only frames past aiohttp's hard size are
-cut without one.
+connection is closed when no pong comes within half of it; RFC 6455 5.5.2/5.5.3). Text frames
+come as bytes (``decode_text=False``): the message decoder checks UTF-8 and a frame that is not
+is answered as every bad message is, an error event, then close 1007 (RFC 6455 8.1). aiohttp
+still closes a connection by itself, before the session can say anything, for a frame over its
+``max_msg_size`` (1009) and for framing errors. The gateway sets that size well above its own
+frame limit, so a frame over the limit is still answered with a CHUNK_TOO_LARGE event before the
+close; only frames past aiohttp's hard size are cut without one.
 """
 
 from __future__ import annotations

@@ -165,6 +165,12 @@ async def _websocket(
         heartbeat=gateway.config.ping_interval_seconds,
         compress=gateway.config.websocket_compression,
         max_msg_size=gateway.config.hard_max_message_bytes,
+        # Text frames as bytes: the message decoder checks UTF-8 itself and answers a frame
+        # that is not with an error event and close 1007. aiohttp's own check closed the
+        # socket at once, with no event and without reading what the client sent after it,
+        # so a client still writing could lose the 1007 to a reset (the edge fuzzer's
+        # reset_after_1007, docs/fuzzing.md).
+        decode_text=False,
     )
     try:
         await ws.prepare(request)

@@ -14,7 +14,7 @@ from typing import Protocol
 class Frame:
     """One client message: text (a JSON message) or binary (audio); None data = closed."""
 
-    text: str | None = None
+    text: str | bytes | None = None  # bytes: a WebSocket text frame, UTF-8 not yet checked
     data: bytes | None = None
     # Set when the connection ended; ``close_code`` is the peer's code (1006: no close frame).
     closed: bool = False

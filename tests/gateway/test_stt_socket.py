@@ -194,3 +194,22 @@ async def test_a_defect_reading_a_client_message_is_internal_and_logged(
     assert (messages[-1]["error"]["reason"], code) == ("INTERNAL", 1011)
     failures = [r for r in caplog.records if "reading the client failed" in r.getMessage()]
     assert failures and failures[0].exc_info is not None
+
+
+@pytest.mark.parametrize("path", ["/v1/stt/stream", "/v1/tts/stream"])
+async def test_a_text_frame_that_is_not_utf8_is_an_event_and_close_1007(edge: Edge, path: str):
+    # aiohttp's own check closed with a bare 1007 and dropped the socket at once: a client
+    # still writing could lose the close to a reset (the edge fuzzer's reset_after_1007).
+    messages = []
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{edge.ws}{path}", headers=edge.headers) as ws:
+            await ws.send_frame(b'{"keepAlive": {"\xff": 1}}', aiohttp.WSMsgType.TEXT)
+            for _ in range(20):  # still writing after the bad frame
+                await ws.send_bytes(bytes(3200))
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    messages.append(json.loads(msg.data))
+            code = ws.close_code
+    error = messages[-1]["error"]
+    assert (error["reason"], error["closeCode"], code) == ("INVALID_MESSAGE", 1007, 1007)
+    assert "UTF-8" in error["message"]

@@ -6,7 +6,8 @@ error (always InvalidMessage unless said otherwise, never an exception of the JS
 libraries):
 
 1. size: over ``max_bytes`` -> ChunkTooLarge (checked on the raw frame, before any decoding);
-2. UTF-8: RFC 8259 section 8.1 requires it -> InvalidMessage (the socket closes with 1007);
+2. UTF-8: RFC 8259 section 8.1 requires it -> InvalidMessage, whose close code is 1007 (RFC 6455
+   8.1);
 3. JSON syntax, and an object at the top;
 4. nesting deeper than ``MAX_DEPTH`` -> InvalidMessage (json.loads alone would recurse until
    RecursionError on a 64 KiB frame of brackets); a lone surrogate escape (``"\\ud800"``) in
@@ -169,7 +170,11 @@ def decode(
         try:
             frame = frame.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InvalidMessage(f"text is not valid UTF-8 (byte {exc.start})") from None
+            error = InvalidMessage(f"text is not valid UTF-8 (byte {exc.start})")
+            # RFC 6455 8.1 and 7.4.1: a text frame that is not UTF-8 fails the connection with
+            # 1007 (the gateway reads text frames as bytes and answers it here, with its event).
+            error.ws_close_code = 1007
+            raise error from None
     try:
         data = json.loads(frame)
     except RecursionError:
