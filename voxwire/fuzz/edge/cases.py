@@ -13,7 +13,7 @@ Families (each hostile one starts from a valid session or request and breaks it)
     mutate       one text frame with characters deleted, inserted, replaced or cut off
     schema       one message with a value of the wrong type, an unknown field, two members of
                  the envelope, a huge number, a lone surrogate, deep nesting, a long string
-    bad_utf8     a text frame that is not UTF-8 (RFC 6455 8.1: close 1007, no event)
+    bad_utf8     a text frame that is not UTF-8 (INVALID_MESSAGE with close 1007, RFC 6455 8.1)
     binary       STT: audio that ends inside a sample, NaN samples, an empty frame; TTS: a
                  binary frame (the TTS socket takes none)
     oversize     a frame over the 64 KiB limit, text or binary
@@ -78,8 +78,8 @@ WEIGHTS = {
 }
 MAX_FRAME = 64 * 1024  # docs/edge.md: frames of at most 64 KiB
 FORMAT = {"encoding": "AUDIO_ENCODING_PCM_S16LE", "sampleRateHz": 16000}
-# Families whose every case must end with one outcome (reason, or close code for bad_utf8).
-EXPECTED = {"bad_utf8": "close:1007", "oversize": "CHUNK_TOO_LARGE"}
+# Families whose every case must end with one reason.
+EXPECTED = {"bad_utf8": "INVALID_MESSAGE", "oversize": "CHUNK_TOO_LARGE"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,20 +122,6 @@ class Case:
     contexts: tuple[str, ...] = ()
     expect: str = ""  # a reason, or "close:<code>", that every such case must end with
     ended_by_client: bool = False
-
-    @property
-    def invalid_utf8(self) -> bool:
-        """Whether a text frame of the case is not UTF-8 (a ``raw_text`` step, or text with a
-        lone surrogate, which the client sends as its surrogatepass bytes)."""
-        for step in self.steps:
-            if step.op == "raw_text":
-                return True
-            if step.op == "text":
-                try:
-                    str(step.data).encode("utf-8")
-                except UnicodeEncodeError:
-                    return True
-        return False
 
     @property
     def path(self) -> str:

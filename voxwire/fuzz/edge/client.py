@@ -34,7 +34,6 @@ class Outcome:
     # WebSocket: every JSON message, and the binary audio frames as {"_frame": (handle, seq)}.
     messages: list[dict[str, Any]] = field(default_factory=list)
     not_json: int = 0  # text frames from the server that do not parse
-    reset: bool = False  # the connection ended with no close frame from the server
     http_status: int = 0
     http_body: bytes = b""
     content_type: str = ""
@@ -175,11 +174,9 @@ async def _read(ws: aiohttp.ClientWebSocketResponse, outcome: Outcome) -> None:
         elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
             # The connection ended with no close frame from the server (or after ours).
             outcome.close_code = ws.close_code or 0
-            outcome.reset = True
             return
         elif msg.type is aiohttp.WSMsgType.ERROR:
             outcome.client_error = f"websocket error: {ws.exception()!r}"[:200]
-            outcome.reset = True
             return
 
 

@@ -46,7 +46,11 @@ class Options:
     settle_s: float = 15.0
     pid: int | None = None
     log: Path | None = None
-    rss_growth_limit: int = 32 * 1024 * 1024  # in the second half of the run
+    # In the second half of the run: a gross leak only. RSS is a coarse reading here: glibc
+    # keeps freed memory in its arenas (the upload decoders' threads have their own), and
+    # four 20,000-case runs of the same gateway moved by -110 to +82 MiB in their second
+    # half with Python's own memory flat (docs/fuzzing.md, "The edge").
+    rss_growth_limit: int = 256 * 1024 * 1024
 
 
 @dataclass
@@ -107,7 +111,7 @@ async def fuzz(options: Options) -> Result:
         # RSS: read after a warm-up (a tenth of the run, at most 500 cases), at the middle of
         # the rest and at the end. The allocator keeps what the busiest moment took (its
         # arenas at this concurrency), so the first half's growth is that high-water mark; a
-        # leak grows with the cases, so it is the second half's growth that must stay small.
+        # leak grows with the cases, so it is the second half's growth that is bounded.
         warm = min(len(cases) // 10, 500)
         middle = warm + (len(cases) - warm) // 2
         rss: list[int | None] = []
