@@ -89,6 +89,23 @@ def speak_request(text_body: str, query: dict[str, str]) -> http_pb2.SpeakReques
     return req
 
 
+def _plain_text(request: web.Request, body: bytes) -> str:
+    """A text/plain body, which is UTF-8 (US-ASCII is a part of it). Its bytes were decoded
+    with replacement before: text that was not UTF-8 was spoken as U+FFFD, silently, and a
+    body in another charset (declared or not) as garbage."""
+    charset = (request.charset or "utf-8").lower()
+    if charset not in ("utf-8", "utf8", "us-ascii"):
+        raise errors.UnsupportedMediaType(
+            f"text/plain in charset {charset[:40]!r}: send the text in UTF-8"
+        )
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise errors.InvalidMessage(
+            f"the text/plain body is not valid UTF-8 (byte {exc.start})"
+        ) from None
+
+
 def _defaults(req: http_pb2.SpeakRequest) -> None:
     fmt = req.config.output_format
     if not fmt.encoding:
@@ -155,7 +172,7 @@ async def _speak(request: web.Request, started: float) -> web.StreamResponse:
         if kind == "application/json":
             req = decode(body, http_pb2.SpeakRequest, max_bytes=MAX_BODY_BYTES)
         elif kind in ("text/plain", ""):
-            req = speak_request(body.decode("utf-8", "replace"), dict(request.query))
+            req = speak_request(_plain_text(request, body), dict(request.query))
         else:
             raise errors.UnsupportedMediaType(
                 f"Content-Type {kind!r}: send application/json or text/plain"

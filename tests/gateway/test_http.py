@@ -92,6 +92,14 @@ async def test_tts_sse_interleaves_audio_and_words_and_ends_with_done(edge: Edge
             400,
             "UNSUPPORTED_SAMPLE_RATE",
         ),
+        # A text/plain body that is not UTF-8 was spoken with U+FFFD in place of its bad
+        # bytes, silently; one in another charset as whatever its bytes read as in UTF-8.
+        ({"data": b"caf\xe9", "content_type": "text/plain"}, 400, "INVALID_MESSAGE"),
+        (
+            {"data": "café".encode("latin-1"), "content_type": "text/plain; charset=latin-1"},
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
     ],
 )
 async def test_tts_bad_requests_get_their_status_and_reason(edge: Edge, kwargs, status, reason):
