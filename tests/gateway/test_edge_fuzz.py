@@ -38,12 +38,17 @@ def test_the_oracle_fails_what_breaks_a_promise():
     # An error event whose close code is not the close's; a close other than 1000 with no
     # event; close 1000 with no summary; no close at all; a reason that is not documented.
     event = {"error": {"reason": "INVALID_MESSAGE", "closeCode": 1008}}
+    big = Case(0, "oversize", "stt", "x", expect="CHUNK_TOO_LARGE")
+    limited = {"error": {"reason": "RATE_LIMITED", "closeCode": 1013}}
     cases = [
         (Outcome(case, True, 0, True, 1011, [event]), "mismatch"),
         (Outcome(case, True, 0, True, 1008, [event]), "rejected"),
         (Outcome(case, True, 0, True, 4000, [{"session": {}}]), "no_event"),
         (Outcome(case, True, 0, True, 1000, [{"session": {}}]), "mismatch"),
         (Outcome(case, True, 0, False, 0, []), "no_close"),
+        # A family with one right reason: another is wrong, a capacity refusal is no verdict.
+        (Outcome(big, True, 0, True, 1008, [event]), "wrong_reason"),
+        (Outcome(big, True, 0, True, 1013, [limited]), "rejected"),
         (
             Outcome(case, True, 0, True, 1008, [{"error": {"reason": "OOPS", "closeCode": 1008}}]),
             "crash",
