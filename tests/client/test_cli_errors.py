@@ -53,6 +53,17 @@ async def test_a_file_that_is_not_audio_is_named(edge: Edge, tmp_path: Path):
     assert f"{text}: not an audio file" in run.err
 
 
+async def test_a_file_at_a_rate_below_4_khz_is_refused_before_anything_is_sent(
+    edge: Edge, tmp_path: Path
+):
+    # A header declaring 2 Hz was resampled up to 8 kHz: 4,000 times the audio, sent.
+    low = tmp_path / "low.wav"
+    soundfile.write(low, [0.0] * 64, 2, subtype="PCM_16")
+    run = await run_voxwire("transcribe", str(low), "--url", edge.ws, key=edge.key)
+    assert_one_clean_line(run)
+    assert f"{low}: the audio's sample rate is 2 Hz" in run.err, run.err
+
+
 def _cut_flac(tmp_path: Path, fraction: float) -> tuple[Path, float]:
     """call_me_back.wav as FLAC, its bytes cut at ``fraction``; and the whole's seconds."""
     samples, rate = soundfile.read(SPEECH_DIR / "call_me_back.wav", dtype="int16")

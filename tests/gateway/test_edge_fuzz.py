@@ -5,7 +5,9 @@ The long runs are ``make fuzz-edge`` (docs/fuzzing.md, "The edge")."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from tests.gateway.conftest import Edge
 from voxwire.fuzz.cases import read_audio
 from voxwire.fuzz.edge.cases import FAMILIES, Case, Plan, Step, make_case
 from voxwire.fuzz.edge.client import Outcome
-from voxwire.fuzz.edge.runner import Options, fuzz
+from voxwire.fuzz.edge.runner import Options, Readings, _result, _sample_peak, fuzz
 from voxwire.fuzz.edge.verdict import BAD, judge
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech" / "kitchen_lights.wav"
@@ -56,6 +58,31 @@ def test_the_oracle_fails_what_breaks_a_promise():
     ]
     for outcome, verdict in cases:
         assert judge(outcome)[0] == verdict, (outcome, judge(outcome))
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_peak_rss_reading_catches_a_transient_the_three_readings_miss():
+    # A process that takes 200 MiB for a second and gives it back: what a 1 Hz WAV header
+    # did to the gateway (250-400 MiB for one upload), which RSS read at three moments missed.
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import time; time.sleep(0.5); b = bytearray(200 * 2**20); time.sleep(1); del b; "
+        "time.sleep(1)",
+    )
+    options = Options(target="http://127.0.0.1:1", key="k", pid=child.pid, rss_every_s=0.05)
+    peak: list[int] = []
+    sampler = asyncio.create_task(_sample_peak(options, peak))
+    try:
+        await asyncio.wait_for(child.wait(), 10)
+    finally:
+        sampler.cancel()
+    assert peak and peak[0] >= 200 * 2**20, peak
+    failed = _result(options, [], [], Readings(), Readings(), None, 1.0, [None], peak)
+    (inv,) = [i for i in failed.invariants if i["name"].startswith("RSS at its highest")]
+    assert inv["ok"] is (peak[0] <= options.peak_rss_limit)
+    low = Options(target="http://127.0.0.1:1", key="k", peak_rss_limit=100 * 2**20)
+    assert not _result(low, [], [], Readings(), Readings(), None, 1.0, [None], peak).passed
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -17,7 +17,7 @@ from tests.gateway.conftest import Edge
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
 from tests.helpers.wavio import read_wav
 from tests.helpers.wer import word_error_rate
-from voxwire.audio.codecs import Encoding, encode, int16_to_float32
+from voxwire.audio.codecs import Encoding, encode, float32_to_int16, int16_to_float32
 from voxwire.v1 import audio_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -297,6 +297,45 @@ async def test_wav_the_contract_does_not_carry_as_it_is_is_decoded(edge, channel
     status, body = await post(edge, _sound(audio, rate_out, fmt, "PCM_16"), "audio/wav")
     assert status == 200, body
     _heard(body)
+
+
+def _wav_at(rate: int, samples: np.ndarray) -> bytes:
+    """A 16-bit mono WAV whose header says ``rate`` (any value, as a hostile header can)."""
+    data = samples.astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(data))
+        + b"WAVEfmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
+
+
+@pytest.mark.parametrize("rate", [1, 3999])
+async def test_a_header_declaring_a_rate_below_4_khz_is_refused(edge, rate):
+    # A WAV header saying 1 Hz made the gateway resample 3,200 bytes up to 8 kHz: 25.6 MB of
+    # audio for the model, 250-400 MiB of the gateway's memory for one upload (the edge
+    # fuzzer's huge_header case; 471 MiB peak in 3,000 of its uploads).
+    samples = np.zeros(1600, dtype=np.int16)
+    status, body = await post(edge, _wav_at(rate, samples), "audio/wav")
+    assert (status, body["error"]["reason"]) == (400, "UNSUPPORTED_SAMPLE_RATE"), body
+    assert f"sample rate is {rate} Hz" in body["error"]["message"], body
+    flac = _sound(samples, 4000, "FLAC", "PCM_16")
+    flac = flac.replace(struct.pack(">I", 4000 << 12)[:3], struct.pack(">I", rate << 12)[:3], 1)
+    status, body = await post(edge, flac, "audio/flac")
+    assert (status, body["error"]["reason"]) == (400, "UNSUPPORTED_SAMPLE_RATE"), body
+
+
+async def test_a_wav_at_4_khz_is_resampled_and_heard(edge):
+    pcm, rate = _speech()
+    audio = int16_to_float32(pcm)[:: rate // 4000]
+    status, body = await post(edge, _wav_at(4000, float32_to_int16(audio)), "audio/wav")
+    assert status == 200, body
+    assert abs(body["audioMs"] - len(audio) / 4) < 1, body
 
 
 async def test_upload_errors_name_what_the_client_sent(edge):

@@ -24,12 +24,28 @@ def rates_for(encoding: Encoding) -> tuple[int, ...]:
     return G711_RATES if encoding in (Encoding.MULAW, Encoding.ALAW) else PCM_RATES
 
 
+# The lowest rate audio is decoded and resampled from (an upload, a file the CLI sends).
+# Resampling up multiplies the audio by out/in, and a file's header declares its rate: a WAV
+# header saying 1 Hz made 3,200 bytes of upload into 25.6 MB of 8 kHz PCM for the model
+# (8,000x; 250-400 MiB of the gateway's memory while one block was resampled, found by the edge
+# fuzzer). 4 kHz bounds the growth at 2x, and is below any rate speech is recorded at (G.711
+# telephony is 8 kHz; 5,512 and 6,000 Hz are the lowest of old formats).
+MIN_SOURCE_RATE_HZ = 4000
+
+
 def carried_rate(rate: int) -> int:
     """The PCM rate audio recorded at ``rate`` Hz is sent at: its own when the contract carries
     it, else the lowest carried rate above it (nothing of the signal is lost: 6 kHz goes as
-    8 kHz), else the highest (96 kHz goes as 48 kHz)."""
+    8 kHz), else the highest (96 kHz goes as 48 kHz).
+
+    Raises UnsupportedSampleRate below ``MIN_SOURCE_RATE_HZ``."""
     if rate in PCM_RATES:
         return rate
+    if rate < MIN_SOURCE_RATE_HZ:
+        raise UnsupportedSampleRate(
+            f"the audio's sample rate is {rate} Hz; audio is resampled from "
+            f"{MIN_SOURCE_RATE_HZ} Hz up, not below"
+        )
     return min((r for r in PCM_RATES if r > rate), default=max(PCM_RATES))
 
 

@@ -11,7 +11,8 @@ loses sync in the cut frame; or one damaged inside) is sent up to that point, an
 says where it stopped and ends with status 1 after printing what was heard. More than two
 channels are mixed down to mono (in float, so nothing overflows).
 A rate the contract does not carry (96 kHz, 6 kHz) is resampled (soxr) to the one it is sent
-at (``voxwire.audio.formats.carried_rate``, the gateway's rule for uploads), in mono.
+at (``voxwire.audio.formats.carried_rate``, the gateway's rule for uploads), in mono; a rate
+below 4 kHz is refused, as the gateway refuses it.
 """
 
 from __future__ import annotations
@@ -37,12 +38,17 @@ READ_FRAMES_MS = 1000  # per read in the worker thread: few thread hops, little 
 
 async def open_file(path: Path) -> Source:
     """The file's audio. Raises CliError for a file that is missing, a directory, unreadable
-    or not audio libsndfile knows (before anything is sent), and for NaN or infinity in its
-    samples (while they are read)."""
+    or not audio libsndfile knows, or at a rate below 4 kHz (before anything is sent), and for
+    NaN or infinity in its samples (while they are read)."""
     from voxwire.audio.formats import carried_rate
+    from voxwire.errors import UnsupportedSampleRate
 
     handle = await asyncio.to_thread(_open, path)
-    rate = carried_rate(handle.samplerate)
+    try:
+        rate = carried_rate(handle.samplerate)
+    except UnsupportedSampleRate as exc:
+        handle.close()
+        raise CliError(f"{path}: {exc.message}") from None
     reader = _Reader(path, handle, rate)
     seconds = handle.frames / handle.samplerate if handle.frames > 0 else None
     return Source(

@@ -43,6 +43,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None]:
     parser.add_argument("--deadline", type=float, default=30.0, help="seconds per case")
     parser.add_argument("--pid", type=int, default=None, help="the gateway's PID (RSS, alive)")
     parser.add_argument("--log", type=Path, default=None, help="the gateway's log file")
+    parser.add_argument(
+        "--peak-rss-mib",
+        type=int,
+        default=Options.peak_rss_limit // 2**20,
+        help="the gateway's RSS while the cases run may not pass this (with --pid; the "
+        "default is for 48 sessions at once)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if not args.key:
@@ -67,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, Path | None]:
         deadline_s=args.deadline,
         pid=args.pid,
         log=args.log,
+        peak_rss_limit=args.peak_rss_mib * 2**20,
     )
     return options, args.json
 

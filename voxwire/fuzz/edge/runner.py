@@ -51,6 +51,12 @@ class Options:
     # four 20,000-case runs of the same gateway moved by -110 to +82 MiB in their second
     # half with Python's own memory flat (docs/fuzzing.md, "The edge").
     rss_growth_limit: int = 256 * 1024 * 1024
+    # The most RSS may reach while the cases run (sampled every ``rss_every_s``): memory per
+    # session is bounded whatever a client does, so 48 sessions at once have a ceiling. The
+    # three readings above missed a 1 Hz WAV header's transient 250-400 MiB (a peak of 652 MiB
+    # in a 60,000-case run before that fix, 230 MiB after; docs/fuzzing.md, "The edge").
+    peak_rss_limit: int = 384 * 1024 * 1024
+    rss_every_s: float = 0.2
 
 
 @dataclass
@@ -116,9 +122,16 @@ async def fuzz(options: Options) -> Result:
         middle = warm + (len(cases) - warm) // 2
         rss: list[int | None] = []
         outcomes: list[Outcome] = []
-        for part in (cases[:warm], cases[warm:middle], cases[middle:]):
-            outcomes += await _run_all(http, options, part)
-            rss.append((await _read(options, hostport)).rss)
+        peak: list[int] = []
+        sampler = asyncio.create_task(_sample_peak(options, peak)) if options.pid else None
+        try:
+            for part in (cases[:warm], cases[warm:middle], cases[middle:]):
+                outcomes += await _run_all(http, options, part)
+                rss.append((await _read(options, hostport)).rss)
+        finally:
+            if sampler is not None:
+                sampler.cancel()
+                await asyncio.gather(sampler, return_exceptions=True)
         elapsed = time.monotonic() - started
         settled = await _settle(options, hostport, before)
         after = await _read(options, hostport)
@@ -126,7 +139,7 @@ async def fuzz(options: Options) -> Result:
             await run_case(http, options.target, options.key, make_probe(plan, kind), 60.0)
             for kind in ("stt", "tts")
         ]
-    return _result(options, outcomes, probe, before, after, settled, elapsed, rss)
+    return _result(options, outcomes, probe, before, after, settled, elapsed, rss, peak)
 
 
 def make_probe(plan: Plan, kind: str) -> Case:
@@ -149,6 +162,19 @@ async def _run_all(
             return await run_case(http, options.target, options.key, case, options.deadline_s)
 
     return list(await asyncio.gather(*(one(c) for c in cases)))
+
+
+async def _sample_peak(options: Options, peak: list[int]) -> None:
+    """Keep the highest RSS of the gateway in ``peak`` (one item) until cancelled."""
+    assert options.pid is not None
+    while True:
+        try:
+            now = probes.rss_bytes(options.pid)
+        except OSError:
+            return  # the process is gone: the "alive" invariant says so
+        if not peak or now > peak[0]:
+            peak[:] = [now]
+        await asyncio.sleep(options.rss_every_s)
 
 
 async def _settle(options: Options, hostport: str, before: Readings) -> float | None:
@@ -174,6 +200,7 @@ def _result(
     settled: float | None,
     elapsed: float,
     rss: list[int | None],
+    peak: list[int] | None = None,
 ) -> Result:
     verdicts: Counter[str] = Counter()
     by_family: dict[str, Counter[str]] = defaultdict(Counter)
@@ -211,6 +238,14 @@ def _result(
                 "RSS after the warm-up, at the middle, at the end",
                 f"{warm:.0f}, {middle:.0f}, {end:.0f} MiB (second half {end - middle:+.1f} MiB)",
                 (end - middle) * 2**20 < options.rss_growth_limit,
+            )
+        )
+    if peak:
+        invariants.append(
+            _inv(
+                "RSS at its highest while the cases ran",
+                f"{peak[0] / 2**20:.0f} MiB (at most {options.peak_rss_limit / 2**20:.0f})",
+                peak[0] <= options.peak_rss_limit,
             )
         )
     if options.log is not None and before.log_size is not None:
