@@ -14,6 +14,9 @@ Two paths, both streaming (the file is never held whole in memory):
   arrives; Ogg and MP3 read their end before the first sample (to find the last page or an
   ID3v1 tag), so they start when the upload is complete (measured: docs/edge.md). Without a
   Content-Length a compressed upload is spooled first, to a temporary file, never to memory.
+  The open reads only what has arrived (soundfile serializes every open of the process, so an
+  open that waited for the network held up every other upload), and is tried again as the
+  body grows; a body that is still opening past 2 MiB (an Ogg or MP3) goes to a temporary file.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +40,17 @@ from voxwire.errors import InvalidAudio, MisalignedAudio
 # header re-reads; a seek further back than that is refused (InvalidAudio).
 _WINDOW = 1024 * 1024
 _HEAD = 256 * 1024
+# While libsndfile opens a body, soundfile holds one lock for every open of the process
+# (``SoundFile._sf_error_lock``, soundfile 0.14: libsndfile reports a failed open in a global),
+# so an open must never wait for the network. It did: one upload whose open waited for bytes
+# still to come held up every compressed upload of the gateway, and an MP3 over about 2 MiB
+# (its open reads the end of the file, beyond the memory the pipe keeps) waited forever, its
+# decoder thread with it; four such uploads and every compressed upload was 503 OVERLOADED.
+# So an open reads only what has arrived, and is tried again, from the start, once the body
+# has doubled (at least _FIRST_OPEN bytes) or ended. The bytes it may need are kept: in memory
+# up to _OPEN_MEMORY, beyond that in a temporary file (an MP3 or Ogg opens once complete).
+_FIRST_OPEN = 16 * 1024
+_OPEN_MEMORY = 2 * _WINDOW
 
 
 class FrameSplitter:
@@ -66,6 +81,11 @@ class BodyPipe(io.RawIOBase):
 
     Memory: the first ``_HEAD`` bytes and a ``_WINDOW`` behind the furthest read; with no known
     length (``size`` None) the whole body goes to a temporary file instead.
+
+    Until ``opened``, reads never wait (see ``_OPEN_MEMORY``): a read past what has arrived
+    returns what there is and sets ``starved``, and the open is tried again after
+    ``rewind`` and ``wait_for_more``; nothing is dropped meanwhile, and beyond
+    ``_OPEN_MEMORY`` the body goes to a temporary file.
     """
 
     def __init__(self, size: int | None, on_room: Callable[[], None] | None = None) -> None:
@@ -83,6 +103,9 @@ class BodyPipe(io.RawIOBase):
         self._failed: str | None = None
         self.read_error: str | None = None
         self._spool = tempfile.TemporaryFile() if size is None else None
+        self._opening = True
+        self.starved = False  # an open read past what had arrived (or asked for an unknown end)
+        self._tried_at = 0  # bytes received when the open was last tried
 
     # -- the writer side (event loop; never blocks) --------------------------------------------
 
@@ -95,6 +118,14 @@ class BodyPipe(io.RawIOBase):
                 if len(self._head) < _HEAD:
                     self._head += data[: _HEAD - len(self._head)]
                 self._buf += data
+                if not self._opening:
+                    self._trim()  # a reader ahead of the body (it skipped a chunk) keeps none
+                elif len(self._buf) > _OPEN_MEMORY:
+                    # Nothing has been dropped while opening (_buf_start is 0): all of it
+                    # goes to disk, and the rest of the body after it.
+                    self._spool = tempfile.TemporaryFile()
+                    self._spool.write(self._buf)
+                    self._buf = bytearray()
             self._received += len(data)
             self._cond.notify_all()
 
@@ -121,7 +152,34 @@ class BodyPipe(io.RawIOBase):
     def room(self) -> bool:
         """Whether the writer may put more now (the reader is not too far behind)."""
         with self._cond:
-            return self._spool is not None or len(self._buf) < 2 * _WINDOW
+            return self._spool is not None or self._opening or len(self._buf) < 2 * _WINDOW
+
+    # -- the open (the decoder's thread) ---------------------------------------------------------
+
+    def rewind(self) -> None:
+        """Before an attempt to open: read from the start, not starved."""
+        with self._cond:
+            self._pos = 0
+            self.starved = False
+            self._tried_at = self._received
+
+    def wait_for_more(self) -> None:
+        """After a starved open (outside soundfile's lock): until the body has doubled since
+        the attempt (at least ``_FIRST_OPEN`` bytes; once it goes to disk, an MP3 or an Ogg
+        that reads its end, until it is complete) or ended. The feeder ends the pipe on every
+        path, a failed or cancelled upload too, so this wait ends with the upload."""
+        with self._cond:
+            while not self._ended and (
+                self._spool is not None or self._received < max(2 * self._tried_at, _FIRST_OPEN)
+            ):
+                self._cond.wait()
+
+    def opened(self) -> None:
+        """The open succeeded on what had arrived: reads wait for the body from now on, and
+        what is behind the window is dropped."""
+        with self._cond:
+            self._opening = False
+            self._trim()
 
     # -- the reader side (libsndfile, in a worker thread) --------------------------------------
 
@@ -142,7 +200,9 @@ class BodyPipe(io.RawIOBase):
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         if whence == os.SEEK_END:
             with self._cond:
-                while self._size is None and not self._ended:
+                if self._opening and self._size is None and not self._ended:
+                    self.starved = True  # the end is not known yet: try again later
+                while self._size is None and not self._ended and not self._opening:
                     self._cond.wait()
                 offset += self._size if self._size is not None else self._received
         elif whence == os.SEEK_CUR:
@@ -158,8 +218,13 @@ class BodyPipe(io.RawIOBase):
         # ``read_error`` for ``decode_blocks``.
         want = len(buffer)
         with self._cond:
-            while self._received < self._pos + want and not self._ended:
-                self._cond.wait()
+            if self._opening:
+                # Inside soundfile's lock: never wait (see _OPEN_MEMORY).
+                if self._received < self._pos + want and not self._ended:
+                    self.starved = True
+            else:
+                while self._received < self._pos + want and not self._ended:
+                    self._cond.wait()
             if self._failed is not None:
                 return 0
             try:
@@ -168,8 +233,9 @@ class BodyPipe(io.RawIOBase):
                 self.read_error = str(exc)
                 return 0
             self._pos += len(data)
-            self._trim()
-            room = self._spool is not None or len(self._buf) < 2 * _WINDOW
+            if not self._opening:
+                self._trim()
+            room = self._spool is not None or self._opening or len(self._buf) < 2 * _WINDOW
         buffer[: len(data)] = data
         if room and self._on_room is not None:
             self._on_room()
@@ -199,6 +265,27 @@ class BodyPipe(io.RawIOBase):
         super().close()
 
 
+def _open(pipe: BodyPipe) -> Any:
+    """libsndfile's open on what has arrived of the body, again each time it read past it
+    (``BodyPipe.starved``), until it opened or failed on bytes that were there. Raises
+    InvalidAudio."""
+    import soundfile
+
+    while True:
+        pipe.rewind()
+        try:
+            sound = soundfile.SoundFile(pipe)
+        except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+            if not pipe.starved:
+                raise InvalidAudio(f"cannot decode the audio: {pipe.read_error or exc}") from None
+        else:
+            if not pipe.starved:
+                pipe.opened()
+                return sound
+            sound.close()  # opened on a part of what it read: not to be trusted
+        pipe.wait_for_more()
+
+
 @dataclass(frozen=True, slots=True)
 class DecodedFormat:
     rate: int
@@ -226,10 +313,7 @@ def decode_blocks(
     body, or fails inside it (corrupt audio)."""
     import soundfile  # the libsndfile binding; imported here so it loads only when needed
 
-    try:
-        sound = soundfile.SoundFile(pipe)
-    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-        raise InvalidAudio(f"cannot decode the audio: {pipe.read_error or exc}") from None
+    sound = _open(pipe)
     with sound:
         rate = sound.samplerate
         out_rate = carried_rate(rate)

@@ -338,6 +338,72 @@ async def test_a_wav_at_4_khz_is_resampled_and_heard(edge):
     assert abs(body["audioMs"] - len(audio) / 4) < 1, body
 
 
+def _big_mp3(repeats: int) -> tuple[bytes, float]:
+    """The speech ``repeats`` times as an MP3 (160 kbit/s), and its length in ms."""
+    pcm, rate = _speech()
+    audio = np.tile(int16_to_float32(pcm), repeats)
+    out = io.BytesIO()
+    soundfile.write(
+        out,
+        audio,
+        rate,
+        format="MP3",
+        subtype="MPEG_LAYER_III",
+        bitrate_mode="CONSTANT",
+        compression_level=0.0,
+    )
+    return out.getvalue(), len(audio) * 1000 / rate
+
+
+async def test_an_upload_whose_open_waits_for_its_body_holds_up_no_other(edge):
+    # libsndfile opens an MP3 by reading its end, and soundfile holds one lock for every
+    # open of the process: the gateway's decoder waited for the end inside that lock, so
+    # every other compressed upload waited behind it; and past 2 MiB the end never came (the
+    # pipe stopped taking the body at its memory bound): the upload hung for good, its
+    # decoder with it (four such and every compressed upload was 503 OVERLOADED).
+    mp3, ms = _big_mp3(70)
+    assert len(mp3) > 2 * 2**20  # past the memory the pipe keeps while opening
+    release = asyncio.Event()
+
+    async def held_body():
+        yield mp3[: len(mp3) // 2]
+        await release.wait()
+        yield mp3[len(mp3) // 2 :]
+
+    headers = {**edge.headers, "Content-Type": "audio/mpeg", "Content-Length": str(len(mp3))}
+    async with aiohttp.ClientSession() as http:
+
+        async def post_mp3() -> tuple[int, dict]:
+            url = f"{edge.server.url}/v1/stt?model=bench_stt"
+            async with http.post(url, data=held_body(), headers=headers) as resp:
+                return resp.status, await resp.json()
+
+        held = asyncio.create_task(post_mp3())
+        try:
+            await asyncio.sleep(0.5)  # half of it in: its open cannot read the end yet
+            pcm, rate = _speech()
+            flac = _sound(pcm, rate, "FLAC", "PCM_16")
+            status, body = await asyncio.wait_for(post(edge, flac, "audio/flac"), 20)
+            assert status == 200, body
+            _heard(body)
+            assert not held.done()
+            release.set()
+            status, body = await asyncio.wait_for(held, 60)
+        finally:
+            held.cancel()
+    assert status == 200, body
+    assert abs(body["audioMs"] - ms) < 200, (body["audioMs"], ms)
+
+
+async def test_an_mp3_that_fits_in_memory_is_heard_whatever_the_network_split(edge):
+    # Under _OPEN_MEMORY the open is tried on each doubling of the body: the same audio.
+    mp3, ms = _big_mp3(4)
+    status, body = await _post_in_chunks(edge, mp3, [100, 5000, 20_000], "audio/mpeg")
+    assert status == 200, body
+    assert abs(body["audioMs"] - ms) < 200, (body["audioMs"], ms)
+    assert word_error_rate(" ".join([TRANSCRIPTS[NAME]] * 4), body["transcript"]) <= 0.25
+
+
 async def test_upload_errors_name_what_the_client_sent(edge):
     status, body = await post(edge, b"not audio at all" * 100, "audio/flac")
     assert (status, body["error"]["reason"]) == (400, "INVALID_AUDIO"), body
