@@ -19,8 +19,9 @@ import contextlib
 import datetime
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -103,7 +104,9 @@ async def transcribe(request: web.Request) -> web.Response:
     code = "aborted"  # unless a response went out: the client left, or the server stopped
     try:
         try:
-            response = await _transcribe(request, gateway, started)
+            response = await _unless_the_client_leaves(
+                request, _transcribe(request, gateway, started)
+            )
         except errors.VoxwireError as exc:
             response = error_response(exc)
         except ConnectionResetError as exc:  # the client left: counted "aborted"
@@ -113,6 +116,35 @@ async def transcribe(request: web.Request) -> web.Response:
     finally:
         gateway.metrics.session_closed("http_stt", code, opened)
         admission.permit.release()
+
+
+# How often an upload looks whether its client is still connected.
+_CLIENT_CHECK_S = 0.5
+
+
+async def _unless_the_client_leaves(
+    request: web.Request, work: Coroutine[Any, Any, web.Response]
+) -> web.Response:
+    """``work``, cancelled (its upstream stream with it) once the client's connection is gone.
+    The answer comes at the end, and the body is read at the model's pace: a client that sent
+    its file and left was noticed only when the model had heard all of it (a 19 MB FLAC
+    abandoned after 4 s kept ``stt_pocketsphinx`` busy, and the key's concurrency taken, for
+    100 s more). aiohttp tells a handler that its connection was lost only by cancelling it,
+    which it does for every handler or none (``handler_cancellation``; for WebSocket sessions
+    it would cut their close handshakes short), so the upload looks for itself. Raises
+    ConnectionResetError then."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait((task,), timeout=_CLIENT_CHECK_S)
+            if done:
+                return task.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("the connection was lost before the answer")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _transcribe(request: web.Request, gateway: Gateway, started: float) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import time
 
 import aiohttp
 import grpc
@@ -402,6 +403,49 @@ async def test_an_mp3_that_fits_in_memory_is_heard_whatever_the_network_split(ed
     assert status == 200, body
     assert abs(body["audioMs"] - ms) < 200, (body["audioMs"], ms)
     assert word_error_rate(" ".join([TRANSCRIPTS[NAME]] * 4), body["transcript"]) <= 0.25
+
+
+async def _active_uploads(edge: Edge) -> float:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{edge.server.url}/metrics") as resp:
+            text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith('voxwire_gateway_sessions_active{kind="http_stt"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_an_upload_its_client_abandons_stops_at_once(edge):
+    # The answer comes at the end: a client that sent its file and left before the answer
+    # was noticed only when the model had heard all of it (a 19 MB FLAC abandoned after
+    # 4 s kept stt_pocketsphinx busy, and the key's concurrency taken, 100 s more).
+    pcm, rate = _speech()
+    flac = _sound(np.tile(pcm, 60), rate, "FLAC", "PCM_16")  # 2 minutes, under the 4 MiB limit
+    step = 256 * 1024
+    sent = asyncio.Event()
+
+    async def body():
+        for pos in range(0, len(flac), step):
+            yield flac[pos : pos + step]
+        sent.set()  # all of it: the gateway takes it faster than the model hears it
+
+    headers = {**edge.headers, "Content-Type": "audio/flac", "Content-Length": str(len(flac))}
+    before = await _active_uploads(edge)
+    async with aiohttp.ClientSession() as http:
+        post = asyncio.create_task(
+            http.post(
+                f"{edge.server.url}/v1/stt?model=stt_pocketsphinx", data=body(), headers=headers
+            )
+        )
+        await asyncio.wait_for(sent.wait(), 30)
+        await asyncio.sleep(0.5)
+        assert await _active_uploads(edge) == before + 1
+        post.cancel()  # the client gives up: its connection closes
+        await asyncio.gather(post, return_exceptions=True)
+    left = time.monotonic()
+    while (active := await _active_uploads(edge)) > before:
+        assert time.monotonic() - left < 5, f"{active} uploads still running without a client"
+        await asyncio.sleep(0.1)
 
 
 async def test_upload_errors_name_what_the_client_sent(edge):
