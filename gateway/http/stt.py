@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -131,20 +132,40 @@ async def _unless_the_client_leaves(
     abandoned after 4 s kept ``stt_pocketsphinx`` busy, and the key's concurrency taken, for
     100 s more). aiohttp tells a handler that its connection was lost only by cancelling it,
     which it does for every handler or none (``handler_cancellation``; for WebSocket sessions
-    it would cut their close handshakes short), so the upload looks for itself. Raises
-    ConnectionResetError then."""
+    it would cut their close handshakes short), and only once it reads the socket again, so
+    the upload looks for itself (``_client_gone``). Raises ConnectionResetError then."""
     task = asyncio.ensure_future(work)
     try:
         while True:
             done, _ = await asyncio.wait((task,), timeout=_CLIENT_CHECK_S)
             if done:
                 return task.result()
-            transport = request.transport
-            if transport is None or transport.is_closing():
+            if _client_gone(request):
                 raise ConnectionResetError("the connection was lost before the answer")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# Linux TCP states (include/net/tcp_states.h): the peer has closed (FIN: CLOSE_WAIT) or
+# reset (CLOSE) the connection.
+_TCP_PEER_CLOSED = (7, 8)
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the client's connection is closed. aiohttp notices a close only while it reads
+    the socket, and it stops reading while the upload waits for the model (backpressure): the
+    client's FIN or RST then waits behind the unread body. The kernel's view of the socket
+    (TCP_INFO's first byte, the state) says it at once."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
+    try:
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    except (AttributeError, OSError):
+        return False  # not TCP (a Unix socket), or no TCP_INFO here: the transport's word
+    return state in _TCP_PEER_CLOSED
 
 
 async def _transcribe(request: web.Request, gateway: Gateway, started: float) -> web.Response:
