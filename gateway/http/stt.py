@@ -154,9 +154,11 @@ _TCP_PEER_CLOSED = (7, 8)
 
 def _client_gone(request: web.Request) -> bool:
     """Whether the client's connection is closed. aiohttp notices a close only while it reads
-    the socket, and it stops reading while the upload waits for the model (backpressure): the
-    client's FIN or RST then waits behind the unread body. The kernel's view of the socket
-    (TCP_INFO's first byte, the state) says it at once."""
+    the socket, and it stops reading while the upload waits for the model (backpressure): a
+    close that has reached the kernel waited behind the unread body. The kernel's view of the
+    socket (TCP_INFO's first byte, the state) says it at once. A FIN the client sent while its
+    own send buffer still held body bytes is not here yet: TCP delivers it after them, so it
+    is seen once the gateway has read them (docs/edge.md, POST /v1/stt)."""
     transport = request.transport
     if transport is None or transport.is_closing():
         return True
