@@ -152,7 +152,12 @@ class BodyPipe(io.RawIOBase):
     def room(self) -> bool:
         """Whether the writer may put more now (the reader is not too far behind)."""
         with self._cond:
-            return self._spool is not None or self._opening or len(self._buf) < 2 * _WINDOW
+            return self._has_room()
+
+    def _has_room(self) -> bool:
+        # Under self._cond. On disk, or opening (the body goes to disk past _OPEN_MEMORY): no
+        # bound; in memory, twice the window behind the reader.
+        return self._spool is not None or self._opening or len(self._buf) < 2 * _WINDOW
 
     # -- the open (the decoder's thread) ---------------------------------------------------------
 
@@ -235,7 +240,7 @@ class BodyPipe(io.RawIOBase):
             self._pos += len(data)
             if not self._opening:
                 self._trim()
-            room = self._spool is not None or self._opening or len(self._buf) < 2 * _WINDOW
+            room = self._has_room()
         buffer[: len(data)] = data
         if room and self._on_room is not None:
             self._on_room()
