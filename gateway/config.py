@@ -80,6 +80,11 @@ class GatewayConfig:
     # POST /v1/stt: the largest upload (413 beyond it), and compressed uploads decoding at once
     # (libsndfile runs in threads; 503 OVERLOADED beyond it).
     max_upload_bytes: int = 200 * 1024 * 1024
+    # POST /v1/stt: the most audio one upload may hold (413 BODY_TOO_LARGE beyond it; refused
+    # before any is sent when its header declares its length). Bytes do not bound it: FLAC of
+    # silence holds hours in a few megabytes, and without this an upload ran until the
+    # adapter's hour of stream time. 4 h: a long meeting; past it, stream over WebSocket.
+    max_upload_audio_seconds: float = 4 * 3600.0
     # Serve the browser demo page at /demo/ (development; off by default).
     demo_page: bool = False
     max_decoders: int = 4

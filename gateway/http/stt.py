@@ -7,9 +7,11 @@ samples (``application/octet-stream`` or ``audio/pcm``) with ``encoding``, ``sam
 ``word_timestamps``. The response is a ``TranscribeFileResponse`` with every final result and
 the whole stage breakdown, also in ``Server-Timing``.
 
-Limits: ``max_body_bytes`` (413 BODY_TOO_LARGE as soon as it is passed), a body that stalls for
-the idle timeout (408 IDLE_TIMEOUT), at most ``max_decoders`` compressed uploads decoding at
-once (503 OVERLOADED with Retry-After beyond it: the decoders are threads and are bounded).
+Limits: ``max_upload_bytes`` (413 BODY_TOO_LARGE as soon as it is passed), and as much for
+audio over ``max_upload_audio_seconds`` (before any is sent when a WAV or FLAC header declares
+that much; else when the audio sent passes it), a body that stalls for the idle timeout (408
+IDLE_TIMEOUT), at most ``max_decoders`` compressed uploads decoding at once (503 OVERLOADED
+with Retry-After beyond it: the decoders are threads and are bounded).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from typing import Any
 from aiohttp import web
 
 from gateway.http.common import admit, client_left, error_response, media_type, query_flag
-from gateway.http.upload import BodyPipe, DecodeReport, FrameSplitter, decode_blocks
+from gateway.http.upload import (
+    AudioBudget,
+    BodyPipe,
+    DecodeReport,
+    FrameSplitter,
+    decode_blocks,
+)
 from gateway.state import GATEWAY, Gateway, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import encode
@@ -185,7 +193,7 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
     if kind == "audio/basic":
         config.audio_format.encoding = audio_pb2.AUDIO_ENCODING_MULAW
         config.audio_format.sample_rate_hz = 8000
-    upload = _Upload()
+    upload = _Upload(AudioBudget(gateway.config.max_upload_audio_seconds))
     if kind in _RAW | {"audio/basic"}:
         missing = [
             errors.Violation(name, "required for raw audio")
@@ -220,9 +228,7 @@ async def _raw(
     """Whole frames of ``body``. Raises MisalignedAudio when it ends inside a frame, unless
     ``cut()`` says the body was cut short (a WAV whose data chunk did not all arrive): then the
     partial frame is the cut's, and is dropped."""
-    fmt = config.audio_format
-    width = {2: 4, 3: 1, 4: 1}.get(fmt.encoding, 2) * max(1, fmt.channels)
-    splitter = FrameSplitter(width)
+    splitter = FrameSplitter(_frame_bytes(config.audio_format))
     async for chunk in body:
         frames = splitter.feed(chunk)
         if frames:
@@ -250,10 +256,23 @@ async def _basic(
         yield frames
 
 
+def _frame_bytes(fmt: audio_pb2.AudioFormat) -> int:
+    """Bytes per frame of the format an upload's audio goes upstream in (the adapter checks
+    the format itself: an unknown encoding counts as 16-bit here)."""
+    width = {
+        audio_pb2.AUDIO_ENCODING_PCM_F32LE: 4,
+        audio_pb2.AUDIO_ENCODING_MULAW: 1,
+        audio_pb2.AUDIO_ENCODING_ALAW: 1,
+    }.get(fmt.encoding, 2)
+    return width * max(1, fmt.channels)
+
+
 @dataclass(slots=True)
 class _Upload:
-    """What the body's reading found out that the response reports."""
+    """One upload's audio limit, and what the body's reading found out that the response
+    reports."""
 
+    budget: AudioBudget
     truncated: bool = False  # the body ended before the audio its header declares
 
 
@@ -291,6 +310,8 @@ async def _wav(
     fmt.sample_rate_hz = reader.format.rate
     fmt.channels = reader.format.channels
     left = reader.data_bytes
+    if left is not None:
+        upload.budget.declared(left / (_frame_bytes(fmt) * max(1, fmt.sample_rate_hz)))
 
     async def samples() -> AsyncIterator[bytes]:
         """The data chunk's bytes: chunks after it (LIST, ...) are read and dropped, never
@@ -342,7 +363,7 @@ async def _compressed(
 
     def decode() -> None:
         try:
-            for fmt, pcm in decode_blocks(pipe, report=report):
+            for fmt, pcm in decode_blocks(pipe, report=report, budget=upload.budget):
                 while not credit.acquire(timeout=0.5):
                     if stop.is_set():
                         return
@@ -441,7 +462,10 @@ async def _run(
     try:
         await upstream.write(Request(config=config))
         step = gateway.config.stt.max_frame_bytes
+        fmt = config.audio_format
+        upload.budget.start(_frame_bytes(fmt) * fmt.sample_rate_hz)
         async for chunk in _chain(first, audio):
+            upload.budget.sent(len(chunk))
             for pos in range(0, len(chunk), step):
                 await upstream.write(Request(audio=chunk[pos : pos + step]))
         await upstream.write(Request(close=transcription_pb2.CloseStream()))

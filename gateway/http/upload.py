@@ -34,7 +34,7 @@ import numpy as np
 from voxwire.audio.codecs import downmix, float32_to_int16
 from voxwire.audio.formats import carried_rate
 from voxwire.audio.resample import StreamResampler
-from voxwire.errors import InvalidAudio, MisalignedAudio
+from voxwire.errors import BodyTooLarge, InvalidAudio, MisalignedAudio
 
 # Bytes kept behind the reader for libsndfile's backward seeks, and the head kept for its
 # header re-reads; a seek further back than that is refused (InvalidAudio).
@@ -51,6 +51,44 @@ _HEAD = 256 * 1024
 # up to _OPEN_MEMORY, beyond that in a temporary file (an MP3 or Ogg opens once complete).
 _FIRST_OPEN = 16 * 1024
 _OPEN_MEMORY = 2 * _WINDOW
+
+
+# libsndfile's frame count for a stream that does not declare its length (SF_COUNT_MAX: a
+# FLAC whose STREAMINFO leaves total_samples 0, as streaming encoders do).
+_UNKNOWN_FRAMES = 2**63 - 1
+
+
+class AudioBudget:
+    """The most audio one upload may hold (``max_upload_audio_seconds``), checked twice: against
+    the length a header declares, before any audio goes to the model, and against the audio
+    sent, as it goes (for a header that does not say, or lies). Bytes do not bound audio: FLAC
+    of silence holds hours in a few megabytes. Pure; raises BodyTooLarge (413)."""
+
+    def __init__(self, max_seconds: float) -> None:
+        self.max_seconds = max_seconds
+        self._left: float | None = None  # bytes still allowed, once the format is known
+
+    def declared(self, seconds: float) -> None:
+        """A header says the audio lasts ``seconds``."""
+        if seconds > self.max_seconds:
+            raise BodyTooLarge(
+                f"the file declares {seconds:,.1f} s of audio; one upload holds at most "
+                f"{self.max_seconds:,.0f} s (split it, or stream it over WS /v1/stt/stream)"
+            )
+
+    def start(self, bytes_per_second: int) -> None:
+        """The audio sent is laid out at ``bytes_per_second``."""
+        self._left = self.max_seconds * max(1, bytes_per_second)
+
+    def sent(self, n: int) -> None:
+        """``n`` more bytes of audio are about to go to the model."""
+        assert self._left is not None, "start() first"
+        self._left -= n
+        if self._left < 0:
+            raise BodyTooLarge(
+                f"the audio passes the most one upload holds, {self.max_seconds:,.0f} s (split "
+                "it, or stream it over WS /v1/stt/stream)"
+            )
 
 
 class FrameSplitter:
@@ -307,9 +345,16 @@ class DecodeReport:
 
 
 def decode_blocks(
-    pipe: BodyPipe, block_frames: int = 1600, report: DecodeReport | None = None
+    pipe: BodyPipe,
+    block_frames: int = 1600,
+    report: DecodeReport | None = None,
+    budget: AudioBudget | None = None,
 ) -> Iterator[tuple[DecodedFormat, bytes]]:
     """Decode with libsndfile (worker thread): mono PCM16 blocks at a contract rate.
+
+    ``budget``: a length the file declares is checked against it once opened (BodyTooLarge
+    before the first block); not an MP3's, which libsndfile estimates from the first frame's
+    bit rate (a VBR file's may be far off), nor a FLAC's that declares none.
 
     A decoder error once the whole body has been read, short of the frames the header
     declares, is a file cut short (libFLAC loses sync in the last, incomplete frame): the
@@ -322,6 +367,8 @@ def decode_blocks(
     with sound:
         rate = sound.samplerate
         out_rate = carried_rate(rate)
+        if budget is not None and sound.format != "MP3" and 0 < sound.frames < _UNKNOWN_FRAMES:
+            budget.declared(sound.frames / rate)
         resampler = StreamResampler(rate, out_rate)
         fmt = DecodedFormat(out_rate, 1)
         decoded = 0
