@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,14 @@ from tests.gateway.conftest import Edge
 from voxwire.fuzz.cases import read_audio
 from voxwire.fuzz.edge.cases import FAMILIES, Case, Plan, Step, make_case
 from voxwire.fuzz.edge.client import Outcome
-from voxwire.fuzz.edge.runner import Options, Readings, _result, _sample_peak, fuzz
+from voxwire.fuzz.edge.runner import (
+    Options,
+    Readings,
+    _result,
+    _sample_peak,
+    compressed,
+    fuzz,
+)
 from voxwire.fuzz.edge.verdict import BAD, judge
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech" / "kitchen_lights.wav"
@@ -28,11 +36,18 @@ def _audio() -> tuple[bytes, int]:
 
 def test_cases_are_a_pure_function_of_seed_and_index_and_cover_every_family():
     audio, rate = _audio()
-    plan = Plan(audio=audio, audio_rate_hz=rate)
+    plan = Plan(audio=audio, audio_rate_hz=rate, encoded=compressed(audio[: rate * 2], rate))
     first = [make_case(5, i, plan) for i in range(400)]
     assert first == [make_case(5, i, plan) for i in range(400)]
     assert {c.family for c in first} == set(FAMILIES)
     assert all(c.valid for c in first if c.family == "valid")
+    # Uploads over time: valid files in pieces (compressed ones too), long ones left.
+    uploads = [make_case(5, i, replace(plan, families=("http_stt",))) for i in range(400)]
+    paced = {c.content_type for c in uploads if c.detail.startswith("paced")}
+    assert paced == {"audio/wav", "audio/flac", "audio/ogg", "audio/mpeg"}, paced
+    left = [c for c in uploads if c.ended_by_client]
+    assert left and all(c.leave_after_s > 0 for c in left)
+    assert max(c.body_bytes for c in left) > 1_000_000
 
 
 def test_the_oracle_fails_what_breaks_a_promise():
@@ -55,6 +70,14 @@ def test_the_oracle_fails_what_breaks_a_promise():
             Outcome(case, True, 0, True, 1008, [{"error": {"reason": "OOPS", "closeCode": 1008}}]),
             "crash",
         ),
+    ]
+    # An upload its client left: no verdict on a response it did not wait for, but one that
+    # came before it left is judged as any other.
+    left = Case(0, "http_stt", "http_stt", "abandoned", ended_by_client=True, leave_after_s=1)
+    internal = b'{"error": {"reason": "INTERNAL", "httpStatus": 500}}'
+    cases += [
+        (Outcome(left, True), "client_ended"),
+        (Outcome(left, True, closed=True, http_status=500, http_body=internal), "crash"),
     ]
     for outcome, verdict in cases:
         assert judge(outcome)[0] == verdict, (outcome, judge(outcome))

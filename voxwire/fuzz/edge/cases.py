@@ -27,7 +27,9 @@ Families (each hostile one starts from a valid session or request and breaks it)
     disconnect   a valid session whose client drops the TCP connection after k steps
     client_close a valid session whose client sends its own close frame after k steps
     upgrade_cut  the upgrade request written raw, whole or cut anywhere, then FIN or a reset
-    http_stt     POST /v1/stt with random, truncated and mislabelled bodies and bad queries
+    http_stt     POST /v1/stt with random, truncated and mislabelled bodies and bad queries;
+                 valid bodies (WAV, FLAC, Ogg, MP3) in pieces with pauses; long uploads
+                 whose client leaves part way through the body or before the answer
     http_tts     POST /v1/tts with broken JSON, schema errors and bad queries
 """
 
@@ -91,6 +93,9 @@ class Plan:
     audio: bytes = b""
     audio_rate_hz: int = 16000
     families: tuple[str, ...] = FAMILIES
+    # The same audio compressed, as (content type, file) (``voxwire.fuzz.edge.runner``
+    # encodes it; empty: no compressed cases).
+    encoded: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,19 @@ class Case:
     contexts: tuple[str, ...] = ()
     expect: str = ""  # a reason, or "close:<code>", that every such case must end with
     ended_by_client: bool = False
+    # HTTP: the body goes in pieces of ``piece_bytes`` (0: at once) ``pause_s`` apart, then
+    # ``tail`` ``repeats`` times (a long upload from a short case), with its Content-Length;
+    # with ``leave_after_s`` the client drops the connection that long after the request
+    # began, whatever it had sent or received (``ended_by_client``).
+    piece_bytes: int = 0
+    pause_s: float = 0.0
+    tail: bytes = b""
+    repeats: int = 0
+    leave_after_s: float = 0.0
+
+    @property
+    def body_bytes(self) -> int:
+        return len(self.body) + self.repeats * len(self.tail)
 
     @property
     def path(self) -> str:
@@ -696,9 +714,13 @@ def _http_stt(rng: random.Random, index: int, plan: Plan) -> Case:
             "bad_query",
             "empty",
             "zero_channels",
+            "paced",
+            "abandoned",
         ]
     )
     body, ctype, valid = wav, "audio/wav", False
+    if how in ("paced", "abandoned"):
+        return _http_stt_over_time(rng, index, plan, how, query, audio)
     if how == "valid":
         valid = True
     elif how == "random":
@@ -750,6 +772,45 @@ def _http_stt(rng: random.Random, index: int, plan: Plan) -> Case:
         body=body,
         content_type=ctype,
         valid=valid,
+    )
+
+
+def _http_stt_over_time(
+    rng: random.Random, index: int, plan: Plan, how: str, query: dict[str, str], audio: bytes
+) -> Case:
+    """An upload that takes its time: a valid file (WAV or compressed) in pieces with pauses,
+    which must be heard; or a long one (up to two minutes of audio, under the test gateway's
+    4 MiB) whose client leaves after a while, part way through the body or waiting for the
+    answer, which the gateway must stop (the run's settle reading: its open sessions back)."""
+    kinds = [("audio/wav", _wav(plan.audio_rate_hz, 1, 16, audio))] + list(plan.encoded)
+    ctype, body = rng.choice(kinds)
+    piece_bytes = rng.choice([512, 4096, 16384])
+    pause_s = rng.choice([0.0, 0.005, 0.02])
+    tail, repeats, leave_after_s = b"", 0, 0.0
+    if how == "abandoned":
+        leave_after_s = rng.choice([0.05, 0.2, 0.5, 1.0, 2.0])
+        if ctype == "audio/wav" or rng.random() < 0.5:
+            # A WAV of unknown length (as streaming writers leave it) grows without a header
+            # to match; compressed files are sent once, slowly.
+            ctype, body = "audio/wav", _wav(plan.audio_rate_hz, 1, 16, audio, 0xFFFFFFFF)
+            tail, repeats, piece_bytes = audio, rng.randint(10, 55), rng.choice([0, 32768])
+        else:
+            piece_bytes, pause_s = 1024, 0.05
+    return Case(
+        index,
+        "http_stt",
+        "http_stt",
+        f"{how} {ctype}",
+        query=urllib.parse.urlencode(query),
+        body=body,
+        content_type=ctype,
+        valid=how == "paced",
+        ended_by_client=how == "abandoned",
+        piece_bytes=piece_bytes,
+        pause_s=pause_s,
+        tail=tail,
+        repeats=repeats,
+        leave_after_s=leave_after_s,
     )
 
 

@@ -3,8 +3,9 @@
 A WebSocket case: the handshake, then the case's steps as fast as the socket takes them, while
 a reader keeps every server message until the close (or ``deadline_s``). Sends that fail
 because the server already closed are expected (a hostile frame ends the session before the
-steps after it) and ignored. An HTTP case: one request, its status, its body (at most
-``_MAX_BODY`` kept) and whether the response ended within the deadline.
+steps after it) and ignored. An HTTP case: one request (its body at once, or in pieces with
+pauses, and left part way when the case says), its status, its body (at most ``_MAX_BODY``
+kept) and whether the response ended within the deadline.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,7 +191,41 @@ async def _http(
     if case.accept:
         headers["Accept"] = case.accept
     url = f"{base}{case.path}" + (f"?{case.query}" if case.query else "")
-    async with http.post(url, data=case.body, headers=headers) as response:
+    data: bytes | AsyncIterator[bytes] = case.body
+    if case.piece_bytes or case.repeats:
+        headers["Content-Length"] = str(case.body_bytes)
+        data = _pieces(case)
+    if not case.leave_after_s:
+        await _post(http, url, data, headers, outcome)
+        return
+    try:
+        async with asyncio.timeout(case.leave_after_s):
+            await _post(http, url, data, headers, outcome)
+    except TimeoutError:
+        # The client leaves: cancelling the request closes its connection (force_close).
+        outcome.client_error = f"left after {case.leave_after_s} s"
+
+
+async def _pieces(case: Case) -> AsyncIterator[bytes]:
+    step = case.piece_bytes or len(case.body) or 1
+    for pos in range(0, len(case.body), step):
+        yield case.body[pos : pos + step]
+        if case.pause_s:
+            await asyncio.sleep(case.pause_s)
+    for _ in range(case.repeats):
+        yield case.tail
+        if case.pause_s:
+            await asyncio.sleep(case.pause_s)
+
+
+async def _post(
+    http: aiohttp.ClientSession,
+    url: str,
+    data: bytes | AsyncIterator[bytes],
+    headers: dict[str, str],
+    outcome: Outcome,
+) -> None:
+    async with http.post(url, data=data, headers=headers) as response:
         outcome.connected = True
         outcome.http_status = response.status
         outcome.content_type = response.headers.get("Content-Type", "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import time
 from collections import Counter, defaultdict
@@ -87,7 +88,28 @@ def plan_of(options: Options) -> Plan:
         audio=options.audio,
         audio_rate_hz=options.audio_rate_hz,
         families=options.families,
+        encoded=compressed(options.audio[: options.audio_rate_hz * 2], options.audio_rate_hz),
     )
+
+
+def compressed(audio: bytes, rate: int) -> tuple[tuple[str, bytes], ...]:
+    """``audio`` (PCM16 mono) as FLAC, Ogg Vorbis and MP3 files, for the upload cases."""
+    import numpy as np
+    import soundfile  # libsndfile: only the runner encodes (the cases stay pure)
+
+    if not audio:
+        return ()
+    pcm = np.frombuffer(audio[: len(audio) // 2 * 2], "<i2")
+    out = []
+    for ctype, fmt, subtype in (
+        ("audio/flac", "FLAC", "PCM_16"),
+        ("audio/ogg", "OGG", "VORBIS"),
+        ("audio/mpeg", "MP3", "MPEG_LAYER_III"),
+    ):
+        file = io.BytesIO()
+        soundfile.write(file, pcm, rate, format=fmt, subtype=subtype)
+        out.append((ctype, file.getvalue()))
+    return tuple(out)
 
 
 async def _read(options: Options, hostport: str) -> Readings:

@@ -173,6 +173,8 @@ def _tts_order(outcome: Outcome) -> str:
 
 def _judge_http(outcome: Outcome) -> tuple[str, str]:
     case = outcome.case
+    if case.ended_by_client and not outcome.closed:
+        return "client_ended", ""  # it left first: whether the gateway stopped, the settle says
     if not outcome.closed:
         return "no_close", outcome.client_error or "no response"
     status = outcome.http_status
