@@ -261,4 +261,5 @@ class GatewayServer:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.pool.close()
+        await self.gateway.decoders.close()
         self.tracing.shutdown()

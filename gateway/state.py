@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import secrets
-import threading
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from gateway.auth import AuthServices
 from gateway.config import GatewayConfig
+from gateway.http.decoder_pool import DecoderPool
 from gateway.metrics import GatewayMetrics
 from gateway.sessions import Registry
 from gateway.telemetry import GatewayTracing, trace_carrier
@@ -24,11 +24,11 @@ class Gateway:
     registry: Registry
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     tracing: GatewayTracing = field(default_factory=GatewayTracing)
-    # Compressed uploads decoding now (POST /v1/stt; libsndfile threads are bounded).
-    decoders: threading.BoundedSemaphore = field(init=False)
+    # Compressed uploads decoding now (POST /v1/stt): libsndfile in child processes, bounded.
+    decoders: DecoderPool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.decoders = threading.BoundedSemaphore(self.config.max_decoders)
+        self.decoders = DecoderPool(self.config.max_decoders)
 
     def new_session_id(self) -> str:
         return secrets.token_hex(8)

@@ -11,16 +11,14 @@ Limits: ``max_upload_bytes`` (413 BODY_TOO_LARGE as soon as it is passed), and a
 audio over ``max_upload_audio_seconds`` (before any is sent when a WAV or FLAC header declares
 that much; else when the audio sent passes it), a body that stalls for the idle timeout (408
 IDLE_TIMEOUT), at most ``max_decoders`` compressed uploads decoding at once (503 OVERLOADED
-with Retry-After beyond it: the decoders are threads and are bounded).
+with Retry-After beyond it: each decoder is a process, gateway/http/decoder_pool.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -29,13 +27,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.http.common import admit, client_left, error_response, media_type, query_flag
-from gateway.http.upload import (
-    AudioBudget,
-    BodyPipe,
-    DecodeReport,
-    FrameSplitter,
-    decode_blocks,
-)
+from gateway.http.decoder_pool import DecoderPool
+from gateway.http.upload import AudioBudget, FrameSplitter
 from gateway.state import GATEWAY, Gateway, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import encode
@@ -51,6 +44,10 @@ Request = transcription_pb2.StreamingTranscribeRequest
 Response = transcription_pb2.StreamingTranscribeResponse
 
 _CHUNK_BYTES = 32 * 1024
+# A decoder with the whole body that sends nothing for this long has stalled (400
+# INVALID_AUDIO, the process killed): libsndfile decodes a block of any format in
+# milliseconds, and a block waits on nothing else once the body is in.
+_DECODER_STALL_S = 30.0
 _WAV = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}
 _SNDFILE = {"audio/flac", "audio/x-flac", "audio/ogg", "audio/mpeg", "audio/mp3", "audio/opus"}
 _RAW = {"application/octet-stream", "audio/pcm"}
@@ -241,7 +238,7 @@ async def _basic(
     request: web.Request,
     body: AsyncIterator[bytes],
     config: transcription_pb2.TranscriptionConfig,
-    decoders: threading.BoundedSemaphore,
+    decoders: DecoderPool,
     upload: _Upload,
 ) -> AsyncIterator[bytes]:
     """audio/basic: 8 kHz mu-law samples (RFC 2046), or a Sun/NeXT .au file, which is often
@@ -280,7 +277,7 @@ async def _wav(
     request: web.Request,
     body: AsyncIterator[bytes],
     config: transcription_pb2.TranscriptionConfig,
-    decoders: threading.BoundedSemaphore,
+    decoders: DecoderPool,
     upload: _Upload,
 ) -> AsyncIterator[bytes]:
     """WAV of a contract encoding goes through as it is; other WAV (24-bit, ...) to libsndfile."""
@@ -333,75 +330,24 @@ async def _compressed(
     request: web.Request,
     body: AsyncIterator[bytes],
     config: transcription_pb2.TranscriptionConfig,
-    decoders: threading.BoundedSemaphore,
+    decoders: DecoderPool,
     upload: _Upload,
     *,
     expected_bytes: int | None = None,
 ) -> AsyncIterator[bytes]:
-    """libsndfile in a worker thread, fed through a BodyPipe; blocks come back by a bounded
-    queue (the thread waits when the model side is slower than the decoder).
+    """libsndfile in a decoder process of the pool (gateway/http/decoder_child.py), fed the
+    body as it arrives; its blocks come back as the model side takes them (the pipes' flow
+    control: the decoder waits while the model is slower).
 
     ``expected_bytes``: where the audio ends by its header (a WAV's data chunk), when known; a
     body that ends before it is reported truncated (libsndfile decodes what is there)."""
-    if not decoders.acquire(blocking=False):
-        raise errors.Overloaded(
-            "every upload decoder is busy; retry shortly",
-            retry_delay=datetime.timedelta(seconds=1),
-        )
-    loop = asyncio.get_running_loop()
-    room = asyncio.Event()
-
-    def wake() -> None:
-        loop.call_soon_threadsafe(room.set)
-
-    pipe = BodyPipe(request.content_length, wake)
-    blocks: asyncio.Queue[tuple[int, bytes] | BaseException | None] = asyncio.Queue()
-    credit = threading.Semaphore(8)  # blocks decoded but not yet taken
-    stop = threading.Event()
-
-    report = DecodeReport()
-
-    def decode() -> None:
-        try:
-            for fmt, pcm in decode_blocks(pipe, report=report, budget=upload.budget):
-                while not credit.acquire(timeout=0.5):
-                    if stop.is_set():
-                        return
-                loop.call_soon_threadsafe(blocks.put_nowait, (fmt.rate, pcm))
-            loop.call_soon_threadsafe(blocks.put_nowait, None)
-        except BaseException as exc:  # handed to the event loop, which raises it
-            loop.call_soon_threadsafe(blocks.put_nowait, exc)
-
-    async def feed() -> None:
-        try:
-            async for chunk in body:
-                pipe.put(chunk)
-                while not pipe.room():  # the decoder is behind: stop reading the body
-                    room.clear()
-                    if not pipe.room():
-                        await room.wait()
-            pipe.end()
-        except BaseException as exc:
-            pipe.end(failure=str(exc))
-            await blocks.put(exc)
-
-    worker = loop.run_in_executor(None, decode)
-    feeder = asyncio.create_task(feed(), name="stt-upload-feed")
+    decoder = await decoders.acquire()
+    blocks = decoder.decode(
+        body, request.content_length, upload.budget.max_seconds, stall_s=_DECODER_STALL_S
+    )
     try:
         configured = False
-        while True:
-            item = await blocks.get()
-            if item is None:
-                # ``report`` is set by the decoder's thread before it queued the end.
-                short = expected_bytes is not None and pipe.received < expected_bytes
-                upload.truncated = report.truncated or short
-                return
-            if isinstance(item, errors.VoxwireError):
-                raise item
-            if isinstance(item, BaseException):
-                raise errors.InvalidAudio(f"cannot decode the audio: {item}") from item
-            rate, pcm = item
-            credit.release()
+        async for rate, pcm in blocks:
             if not configured:
                 fmt = config.audio_format
                 fmt.encoding, fmt.sample_rate_hz, fmt.channels = (
@@ -411,16 +357,11 @@ async def _compressed(
                 )
                 configured = True
             yield pcm
+        short = expected_bytes is not None and decoder.received < expected_bytes
+        upload.truncated = decoder.truncated or short
     finally:
-        stop.set()
-        pipe.end("cancelled")
-        feeder.cancel()
-        with contextlib.suppress(BaseException):
-            await feeder
-        with contextlib.suppress(BaseException):
-            await worker
-        pipe.close()
-        decoders.release()
+        await blocks.aclose()  # its feeder stopped before the decoder is kept or killed
+        await decoders.release(decoder)
 
 
 async def _run(

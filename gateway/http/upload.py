@@ -7,10 +7,12 @@ Two paths, both streaming (the file is never held whole in memory):
   into whole frames; a WAV header is read first by ``voxwire.audio.wav.WavHeaderReader``. Pure,
   on the event loop, no copies beyond the frame remainder.
 - Compressed or other containers (FLAC, Ogg Vorbis/Opus, MP3, WAV of other sample formats):
-  libsndfile (the ``soundfile`` wheel) decodes in a bounded pool of worker threads, reading the
-  body through ``BodyPipe``, a file object that blocks its reader until the bytes it asks for
-  have arrived. libsndfile seeks; the pipe keeps the head of the body (headers) and a window
-  behind the reader, and answers SEEK_END from Content-Length. FLAC and WAV decode as the body
+  libsndfile (the ``soundfile`` wheel) decodes in a child process of the gateway
+  (gateway/http/decoder_child.py, at most ``max_decoders`` at once: a crash in a codec ends
+  that upload alone), in a thread there reading the body through ``BodyPipe``, a file object
+  that blocks its reader until the bytes it asks for have arrived. libsndfile seeks; the pipe
+  keeps the head of the body (headers) and a window behind the reader, and answers SEEK_END
+  from Content-Length. FLAC and WAV decode as the body
   arrives; Ogg and MP3 read their end before the first sample (to find the last page or an
   ID3v1 tag), so they start when the upload is complete (measured: docs/edge.md). Without a
   Content-Length a compressed upload is spooled first, to a temporary file, never to memory.

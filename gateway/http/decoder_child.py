@@ -1,0 +1,156 @@
+"""The upload decoder's own process: libsndfile, fed an upload's body, answering its audio.
+
+libsndfile and the codecs it loads (libFLAC, libvorbis, libmpg123, libopus) parse what any
+client uploads. In the gateway's process a crash in one of them (a client-side Vorbis encode
+segfaulted here) would end every session the process holds, libmpg123 writes its complaints
+about a bad frame straight to the process's stderr (2,801 lines for one 600 s MP3), and
+soundfile holds one lock over every open of the process. So each upload is decoded in a child
+process of the gateway's ``DecoderPool`` (gateway/http/decoder_pool.py): a crash or a stall
+there ends that upload alone, with its error; its stderr is read by the gateway and summed up.
+
+The child decodes one upload at a time, and the next after it: messages on stdin and stdout,
+each a type byte and a 4-byte big-endian length, then the payload.
+
+    gateway -> child   S  {"size": int | null, "max_seconds": float}   an upload begins
+                       B  body bytes
+                       E  the body ended
+    child -> gateway   R  ready (once, after its imports)
+                       P  4-byte big-endian rate, then PCM16 mono samples
+                       D  {"truncated": bool}: the audio is complete
+                       X  {"reason": str, "message": str}: the upload failed ("" reason: not
+                          a voxwire error)
+
+A ``D`` or ``X`` may come before ``E`` (an error at the open, a header declaring too much): the
+child then reads and drops the rest of the body up to ``E``, and is ready for the next ``S``.
+Flow control is the pipes': the child stops reading stdin while the body is ahead of the
+decoder (``BodyPipe.room``), and its decoder waits in ``write`` while the gateway does not read
+(the model is slower than the decoder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+import threading
+from typing import BinaryIO
+
+HEADER = struct.Struct(">cI")
+RATE = struct.Struct(">I")
+START, BODY, END = b"S", b"B", b"E"
+READY, PCM, DONE, FAILED = b"R", b"P", b"D", b"X"
+
+
+def read_exactly(stream: BinaryIO, n: int) -> bytes | None:
+    """``n`` bytes, or None at the end of the stream."""
+    data = bytearray()
+    while len(data) < n:
+        part = stream.read(n - len(data))
+        if not part:
+            return None
+        data += part
+    return bytes(data)
+
+
+def read_message(stream: BinaryIO) -> tuple[bytes, bytes] | None:
+    header = read_exactly(stream, HEADER.size)
+    if header is None:
+        return None
+    kind, length = HEADER.unpack(header)
+    payload = read_exactly(stream, length) if length else b""
+    return None if payload is None else (kind, payload)
+
+
+def encode(kind: bytes, payload: bytes = b"") -> bytes:
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+class _Output:
+    """stdout, written by the decoder thread (whole messages)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def send(self, kind: bytes, payload: bytes = b"") -> None:
+        self._stream.write(encode(kind, payload))
+        self._stream.flush()
+
+
+def _decode_one(start: dict[str, object], stdin: BinaryIO, out: _Output) -> bool:
+    """One upload: the body from stdin into a BodyPipe, its audio to stdout. False at the end
+    of stdin (the gateway closed it: exit)."""
+    from gateway.http.upload import AudioBudget, BodyPipe, DecodeReport, decode_blocks
+    from voxwire.errors import VoxwireError
+
+    room = threading.Event()
+    finished = threading.Event()
+    size = start.get("size")
+    pipe = BodyPipe(size if isinstance(size, int) else None, room.set)
+    budget = AudioBudget(float(start["max_seconds"]))  # type: ignore[arg-type]
+
+    def decode() -> None:
+        report = DecodeReport()
+        try:
+            for fmt, pcm in decode_blocks(pipe, report=report, budget=budget):
+                out.send(PCM, RATE.pack(fmt.rate) + pcm)
+            out.send(DONE, json.dumps({"truncated": report.truncated}).encode())
+        except VoxwireError as exc:
+            out.send(FAILED, json.dumps({"reason": exc.reason, "message": str(exc)}).encode())
+        except Exception as exc:  # libsndfile's own, numpy's: the file's fault, told as such
+            out.send(FAILED, json.dumps({"reason": "", "message": str(exc)}).encode())
+        finally:
+            finished.set()
+            room.set()  # the reader below may be waiting for room that will never come
+
+    worker = threading.Thread(target=decode, name="upload-decoder")
+    worker.start()
+    more = True
+    try:
+        while True:
+            message = read_message(stdin)
+            if message is None:
+                more = False
+                break
+            kind, payload = message
+            if kind == END:
+                break
+            if kind != BODY or finished.is_set():
+                continue  # after the decoder's end the rest of the body is dropped
+            pipe.put(payload)
+            while not pipe.room() and not finished.is_set():
+                room.clear()
+                if not pipe.room() and not finished.is_set():
+                    room.wait()
+    finally:
+        pipe.end(None if more else "the gateway went away")
+        worker.join()
+        pipe.close()
+    return more
+
+
+def main() -> int:
+    # Unbuffered binary streams: every message goes out whole, at once.
+    stdin = os.fdopen(sys.stdin.fileno(), "rb", buffering=0)
+    stdout = os.fdopen(sys.stdout.fileno(), "wb", buffering=0)
+    sys.stdout = sys.stderr  # nothing else may write to the message stream
+    out = _Output(stdout)
+    import soundfile  # noqa: F401
+
+    import gateway.http.upload  # noqa: F401  (numpy, soxr: paid before READY, not per upload)
+
+    out.send(READY)
+    while True:
+        message = read_message(stdin)
+        if message is None:
+            return 0
+        kind, payload = message
+        if kind != START:
+            print(f"upload decoder: expected a start, got {kind!r}", file=sys.stderr)
+            return 2
+        if not _decode_one(json.loads(payload), stdin, out):
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""The gateway's upload decoders: child processes running libsndfile (decoder_child.py).
+
+At most ``max_decoders`` decode at once (503 OVERLOADED beyond: each is a process); one that
+finished its upload cleanly waits for the next, so a steady stream of uploads does not start a
+process each. A decoder is killed, and replaced when next needed, when its upload ends any
+other way: the client left, the body failed, the gateway stopped waiting (its state is then
+unknown), or it crashed or stalled (that upload alone fails, 400 ``INVALID_AUDIO``: the file
+made the decoder fail; every other session of the gateway goes on).
+
+Its stderr (libmpg123 writes a line for every bad frame) is read all the time and summed up, a
+log line per burst, never passed on line by line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from gateway.http.decoder_child import (
+    BODY,
+    DONE,
+    END,
+    FAILED,
+    HEADER,
+    PCM,
+    RATE,
+    READY,
+    START,
+    encode,
+)
+from voxwire import errors
+
+log = logging.getLogger(__name__)
+
+# A new decoder is ready (Python, numpy, soxr and libsndfile imported) well within this.
+_SPAWN_TIMEOUT_S = 30.0
+# A decoder's stderr is logged in bursts: lines ``_STDERR_QUIET_S`` apart are one burst, and
+# one log line gives its count and first ``_STDERR_KEPT`` lines.
+_STDERR_QUIET_S = 0.5
+_STDERR_KEPT = 3
+
+
+class _DecoderGone(Exception):
+    """A write to the decoder failed: it died; its exit status tells how (``_read``)."""
+
+
+class DecoderProcess:
+    """One child process; one upload at a time (``decode``)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self._stderr_task = asyncio.create_task(self._read_stderr(), name="decoder-stderr")
+        # Set by decode: ready for another upload; the body's bytes it was given; the body
+        # ended before the audio its header declares.
+        self.reusable = False
+        self.received = 0
+        self.truncated = False
+        # For the stall check: the last message or body write the decoder took, and whether
+        # the feeder waits for the client's bytes.
+        self._progress = 0.0
+        self._awaiting_body = False
+
+    @classmethod
+    async def spawn(cls) -> DecoderProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.http.decoder_child",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        decoder = cls(process)
+        try:
+            kind, _ = await asyncio.wait_for(decoder._read(), _SPAWN_TIMEOUT_S)
+            if kind != READY:
+                raise errors.InternalError(f"the upload decoder began with {kind!r}")
+        except BaseException:
+            await decoder.kill()
+            raise
+        return decoder
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    async def kill(self) -> None:
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+        if self.process.stdin is not None:
+            self.process.stdin.close()  # the transport closes once every pipe has
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.process.wait(), 5)
+        self._stderr_task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._stderr_task
+
+    async def _read_stderr(self) -> None:
+        """Its stderr, summed up: one log line per burst (``_STDERR_QUIET_S`` of quiet ends
+        one), with its count and first lines."""
+        assert self.process.stderr is not None
+        count, first = 0, list[str]()
+        while True:
+            try:
+                line = await asyncio.wait_for(
+                    self.process.stderr.readline(), _STDERR_QUIET_S if count else None
+                )
+            except TimeoutError:
+                self._log_stderr(count, first)
+                count, first = 0, []
+                continue
+            if not line:
+                break
+            count += 1
+            if len(first) < _STDERR_KEPT:
+                first.append(line.decode(errors="replace").rstrip()[:200])
+        if count:
+            self._log_stderr(count, first)
+
+    def _log_stderr(self, count: int, first: list[str]) -> None:
+        log.warning(
+            "upload decoder (pid %d) wrote %d line(s) to stderr; the first: %s",
+            self.process.pid,
+            count,
+            " | ".join(first),
+        )
+
+    async def _read(self) -> tuple[bytes, bytes]:
+        assert self.process.stdout is not None
+        try:
+            header = await self.process.stdout.readexactly(HEADER.size)
+            kind, length = HEADER.unpack(header)
+            payload = await self.process.stdout.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError:
+            code = await self.process.wait()
+            how = f"signal {-code}" if code < 0 else f"exit status {code}"
+            if code < 0:
+                with contextlib.suppress(ValueError):
+                    how = signal.Signals(-code).name
+            raise errors.InvalidAudio(
+                f"the audio decoder failed on this audio ({how}); nothing else was affected"
+            ) from None
+        return kind, payload
+
+    async def _write(self, message: bytes) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(message)
+            await self.process.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise _DecoderGone from exc
+
+    async def decode(
+        self,
+        body: AsyncIterator[bytes],
+        size: int | None,
+        max_seconds: float,
+        stall_s: float,
+    ) -> AsyncGenerator[tuple[int, bytes], None]:
+        """(rate, PCM16 mono) blocks of ``body``'s audio (``size`` bytes when known); at most
+        ``max_seconds`` of it (BodyTooLarge when its header declares more). ``received``
+        counts the body's bytes given to the decoder; ``truncated`` is set at the end. Once
+        the body is all in, a decoder that sends nothing for ``stall_s`` has stalled
+        (InvalidAudio).
+
+        Raises what the decoder raised (InvalidAudio, BodyTooLarge, ...), or the body's error.
+        ``reusable`` says afterwards whether the decoder is ready for another upload: it ended
+        its answer (audio or error) and was told the body's end."""
+        self.reusable = self.truncated = False
+        self.received = 0
+        start = json.dumps({"size": size, "max_seconds": max_seconds}).encode()
+        await self._write(encode(START, start))
+        end_written = False
+
+        async def feed() -> None:
+            nonlocal end_written
+            self._awaiting_body = True
+            async for chunk in body:
+                self._awaiting_body = False
+                self.received += len(chunk)
+                await self._write(encode(BODY, chunk))
+                self._progress = time.monotonic()
+                self._awaiting_body = True
+            self._awaiting_body = False
+            end_written = True
+            await self._write(encode(END))
+
+        feeder = asyncio.create_task(feed(), name="upload-decoder-feed")
+        try:
+            while True:
+                kind, payload = await self._next(feeder, stall_s)
+                if kind == PCM:
+                    (rate,) = RATE.unpack_from(payload)
+                    yield rate, payload[RATE.size :]
+                    continue
+                if kind not in (DONE, FAILED):
+                    raise errors.InternalError(f"the upload decoder sent {kind!r}")
+                # Its answer is complete: the rest of the body is not needed (tags after the
+                # audio; a body after an error). Told the body's end, it reads up to it and
+                # waits for the next upload. (The feeder writes whole messages: cancelled in
+                # its drain, its last one is whole in the pipe's buffer.)
+                if not feeder.done():
+                    feeder.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await feeder
+                if not end_written:
+                    await self._write(encode(END))
+                self.reusable = True
+                if kind == DONE:
+                    self.truncated = bool(json.loads(payload)["truncated"])
+                    return
+                failure = json.loads(payload)
+                error = errors.reasons().get(failure["reason"])
+                if error is None:
+                    raise errors.InvalidAudio(f"cannot decode the audio: {failure['message']}")
+                raise error(failure["message"])
+        finally:
+            if not feeder.done():
+                feeder.cancel()
+            with contextlib.suppress(BaseException):
+                await feeder
+
+    async def _next(self, feeder: asyncio.Task[None], stall_s: float) -> tuple[bytes, bytes]:
+        """The decoder's next message; raises the feeder's failure (the body's) meanwhile.
+
+        Raises InvalidAudio when the decoder has stalled: ``stall_s`` without a message from
+        it or a body write it took, while it had all the body that had arrived (time spent
+        waiting for the client's bytes is the body's idle timeout's, not the decoder's)."""
+        reading = asyncio.ensure_future(self._read())
+        self._progress = time.monotonic()
+        tick = min(1.0, stall_s / 4)
+        try:
+            while not reading.done():
+                waiting = {reading} if feeder.done() else {reading, feeder}
+                done, _ = await asyncio.wait(
+                    waiting, timeout=tick, return_when=asyncio.FIRST_COMPLETED
+                )
+                now = time.monotonic()
+                if not done:
+                    if self._awaiting_body and not feeder.done():
+                        self._progress = now  # the client is the slow one
+                    elif now - self._progress >= stall_s:
+                        raise errors.InvalidAudio(
+                            f"the audio decoder made no progress in {stall_s:g} s"
+                        )
+                    continue
+                failure = feeder.exception() if feeder in done else None
+                if failure is not None and not isinstance(failure, _DecoderGone):
+                    raise failure  # the body's (the client left, stalled, sent too much)
+        except BaseException:
+            reading.cancel()
+            with contextlib.suppress(BaseException):
+                await reading
+            raise
+        return reading.result()
+
+
+class DecoderPool:
+    """At most ``size`` decoders busy at once; idle ones kept for the next uploads."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._busy = 0
+        self._idle: list[DecoderProcess] = []
+        self.active: set[DecoderProcess] = set()  # decoding an upload now
+        self.spawned = 0
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    async def acquire(self) -> DecoderProcess:
+        """A decoder of its own for one upload. Raises Overloaded when ``size`` are busy."""
+        if self._busy >= self.size:
+            raise errors.Overloaded(
+                "every upload decoder is busy; retry shortly",
+                retry_delay=datetime.timedelta(seconds=1),
+            )
+        self._busy += 1
+        try:
+            while self._idle:
+                decoder = self._idle.pop()
+                if decoder.alive:
+                    self.active.add(decoder)
+                    return decoder
+                await decoder.kill()
+            started = time.monotonic()
+            decoder = await DecoderProcess.spawn()
+            self.spawned += 1
+            log.debug("upload decoder started in %.0f ms", (time.monotonic() - started) * 1e3)
+            self.active.add(decoder)
+            return decoder
+        except BaseException:
+            self._busy -= 1
+            raise
+
+    async def release(self, decoder: DecoderProcess) -> None:
+        self._busy -= 1
+        self.active.discard(decoder)
+        if decoder.reusable and decoder.alive and len(self._idle) < self.size:
+            self._idle.append(decoder)
+        else:
+            await decoder.kill()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for decoder in idle:
+            await decoder.kill()

@@ -1,0 +1,137 @@
+"""POST /v1/stt's decoders are processes of their own (gateway/http/decoder_pool.py): a decoder
+that dies or stalls fails its upload alone, its stderr never reaches the gateway's, and one
+that finished an upload (audio or an error) takes the next."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import random
+import signal
+
+import numpy as np
+import pytest
+import soundfile
+
+from gateway.http.decoder_pool import DecoderPool, DecoderProcess
+from tests.gateway.conftest import Edge
+from tests.gateway.test_http_stt import NAME, post
+from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
+from tests.helpers.wavio import read_wav
+from tests.helpers.wer import word_error_rate
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def _file(fmt: str, subtype: str, repeats: int = 1) -> bytes:
+    pcm, rate = read_wav(SPEECH_DIR / NAME)
+    out = io.BytesIO()
+    soundfile.write(out, np.tile(pcm, repeats), rate, format=fmt, subtype=subtype)
+    return out.getvalue()
+
+
+def _pool(edge: Edge) -> DecoderPool:
+    return edge.server.gateway.decoders
+
+
+async def _held_upload(edge: Edge, data: bytes, media: str, release: asyncio.Event):
+    """An upload whose second half waits for ``release``; returns (task, its decoder)."""
+    import aiohttp
+
+    async def body():
+        yield data[: len(data) // 2]
+        await release.wait()
+        yield data[len(data) // 2 :]
+
+    async def send() -> tuple[int, dict]:
+        headers = {**edge.headers, "Content-Type": media, "Content-Length": str(len(data))}
+        async with aiohttp.ClientSession() as http:
+            url = f"{edge.server.url}/v1/stt?model=bench_stt"
+            async with http.post(url, data=body(), headers=headers) as resp:
+                return resp.status, await resp.json()
+
+    before = set(_pool(edge).active)
+    task = asyncio.create_task(send())
+    for _ in range(200):
+        started = _pool(edge).active - before
+        if started:
+            (decoder,) = started
+            return task, decoder
+        await asyncio.sleep(0.05)
+    task.cancel()
+    raise AssertionError("no decoder took the upload")
+
+
+def _heard(status: int, body: dict) -> None:
+    assert status == 200, body
+    assert word_error_rate(TRANSCRIPTS[NAME], body["transcript"]) <= 0.125, body
+
+
+async def test_a_decoder_that_dies_fails_its_upload_alone(edge: Edge):
+    # In the gateway's process, libsndfile's crash on a hostile file ended every session.
+    release = asyncio.Event()
+    task, decoder = await _held_upload(edge, _file("FLAC", "PCM_16", 6), "audio/flac", release)
+    try:
+        os.kill(decoder.process.pid, signal.SIGKILL)
+        status, body = await asyncio.wait_for(task, 20)
+    finally:
+        release.set()
+        task.cancel()
+    assert (status, body["error"]["reason"]) == (400, "INVALID_AUDIO"), body
+    assert "SIGKILL" in body["error"]["message"], body
+    # The gateway goes on, with a new decoder.
+    _heard(*await post(edge, _file("FLAC", "PCM_16"), "audio/flac"))
+
+
+async def test_a_decoder_that_stalls_with_the_whole_body_is_stopped(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("gateway.http.stt._DECODER_STALL_S", 1.0)
+    release = asyncio.Event()
+    task, decoder = await _held_upload(edge, _file("FLAC", "PCM_16", 6), "audio/flac", release)
+    try:
+        os.kill(decoder.process.pid, signal.SIGSTOP)  # a decoder in an endless loop, say
+        release.set()  # the whole body goes in; nothing comes out
+        status, body = await asyncio.wait_for(task, 20)
+    finally:
+        task.cancel()
+    assert (status, body["error"]["reason"]) == (400, "INVALID_AUDIO"), body
+    assert "no progress" in body["error"]["message"], body
+    await asyncio.wait_for(decoder.process.wait(), 10)  # killed, not left stopped
+    _heard(*await post(edge, _file("OGG", "VORBIS"), "audio/ogg"))
+
+
+async def test_a_decoders_stderr_is_summed_up_in_one_log_line(
+    edge: Edge, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+):
+    # libmpg123 writes a line to stderr for each bad frame: in the gateway's process, 2,801
+    # lines for one 600 s MP3. Now the decoder's stderr is read by the gateway.
+    data = bytearray(_file("MP3", "MPEG_LAYER_III"))
+    rng = random.Random(1)
+    for _ in range(200):
+        data[rng.randrange(2000, len(data))] ^= 0xFF
+    caplog.set_level(logging.WARNING, logger="gateway.http.decoder_pool")
+    capfd.readouterr()
+    status, body = await post(edge, bytes(data), "audio/mpeg", "?model=bench_stt")
+    assert status in (200, 400), body
+    for _ in range(100):  # a burst is logged after half a second of quiet
+        summed = [r.getMessage() for r in caplog.records if "stderr" in r.getMessage()]
+        if summed:
+            break
+        await asyncio.sleep(0.05)
+    assert summed and "libmpg123" in summed[0], caplog.text
+    assert "libmpg123" not in capfd.readouterr().err
+
+
+async def test_a_decoder_is_kept_for_the_next_upload_after_audio_or_an_error(edge: Edge):
+    pool = _pool(edge)
+    _heard(*await post(edge, _file("FLAC", "PCM_16"), "audio/flac"))
+    spawned = pool.spawned
+    status, body = await post(edge, b"fLaC" + b"\x00" * 5000, "audio/flac")
+    assert (status, body["error"]["reason"]) == (400, "INVALID_AUDIO"), body
+    _heard(*await post(edge, _file("FLAC", "PCM_16"), "audio/flac"))
+    _heard(*await post(edge, _file("WAV", "PCM_24"), "audio/wav"))
+    assert pool.spawned == spawned  # no new process for any of them
+    assert all(isinstance(d, DecoderProcess) and d.alive for d in pool._idle)
