@@ -7,6 +7,7 @@ points where the gateway decides: admission, the end of a session, a failover.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,7 +19,10 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from gateway.http.decoder_pool import DecoderPool
 from voxwire import errors
 
 # WebSocket close codes that are label values as they are: RFC 6455's (1000-1015, the IANA
@@ -94,5 +98,42 @@ class GatewayMetrics:
         self.sessions_active.labels(kind=kind).dec()
         self.refused.labels(reason=reason).inc()
 
+    def watch_decoders(self, pool: DecoderPool) -> None:
+        """The upload decoders' counts, read from ``pool`` at scrape time."""
+        self.registry.register(_DecoderCollector(pool))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _DecoderCollector(Collector):
+    """POST /v1/stt's decoder processes (gateway/http/decoder_pool.py)."""
+
+    def __init__(self, pool: DecoderPool) -> None:
+        self._pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        pool = self._pool
+        busy = GaugeMetricFamily(
+            "voxwire_gateway_upload_decoders_busy",
+            "Upload decoder processes decoding now (at most max_decoders)",
+            value=pool.busy,
+        )
+        started = CounterMetricFamily(
+            "voxwire_gateway_upload_decoders_started",
+            "Upload decoder processes started (one is kept for the next upload after a clean end)",
+            value=pool.spawned,
+        )
+        failed = CounterMetricFamily(
+            "voxwire_gateway_upload_decoders_failed",
+            "Upload decoders that failed their upload: crashed (its process died) or stalled",
+            labels=["how"],
+        )
+        for how, count in sorted(pool.failed.items()):
+            failed.add_metric([how], count)
+        stderr = CounterMetricFamily(
+            "voxwire_gateway_upload_decoder_stderr_lines",
+            "Lines the upload decoders wrote to stderr (logged in bursts, not one by one)",
+            value=pool.stderr_lines,
+        )
+        return iter((busy, started, failed, stderr))

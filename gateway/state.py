@@ -29,6 +29,7 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.decoders = DecoderPool(self.config.max_decoders)
+        self.metrics.watch_decoders(self.decoders)
 
     def new_session_id(self) -> str:
         return secrets.token_hex(8)

@@ -54,8 +54,9 @@ class _DecoderGone(Exception):
 class DecoderProcess:
     """One child process; one upload at a time (``decode``)."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, pool: DecoderPool) -> None:
         self.process = process
+        self._pool = pool
         self._stderr_task = asyncio.create_task(self._read_stderr(), name="decoder-stderr")
         # Set by decode: ready for another upload; the body's bytes it was given; the body
         # ended before the audio its header declares.
@@ -68,7 +69,7 @@ class DecoderProcess:
         self._awaiting_body = False
 
     @classmethod
-    async def spawn(cls) -> DecoderProcess:
+    async def spawn(cls, pool: DecoderPool) -> DecoderProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -77,7 +78,7 @@ class DecoderProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        decoder = cls(process)
+        decoder = cls(process, pool)
         try:
             kind, _ = await asyncio.wait_for(decoder._read(), _SPAWN_TIMEOUT_S)
             if kind != READY:
@@ -120,6 +121,7 @@ class DecoderProcess:
             if not line:
                 break
             count += 1
+            self._pool.stderr_lines += 1
             if len(first) < _STDERR_KEPT:
                 first.append(line.decode(errors="replace").rstrip()[:200])
         if count:
@@ -141,6 +143,7 @@ class DecoderProcess:
             payload = await self.process.stdout.readexactly(length) if length else b""
         except asyncio.IncompleteReadError:
             code = await self.process.wait()
+            self._pool.failed["crashed"] += 1
             how = f"signal {-code}" if code < 0 else f"exit status {code}"
             if code < 0:
                 with contextlib.suppress(ValueError):
@@ -248,6 +251,7 @@ class DecoderProcess:
                     if self._awaiting_body and not feeder.done():
                         self._progress = now  # the client is the slow one
                     elif now - self._progress >= stall_s:
+                        self._pool.failed["stalled"] += 1
                         raise errors.InvalidAudio(
                             f"the audio decoder made no progress in {stall_s:g} s"
                         )
@@ -271,7 +275,10 @@ class DecoderPool:
         self._busy = 0
         self._idle: list[DecoderProcess] = []
         self.active: set[DecoderProcess] = set()  # decoding an upload now
+        # For /metrics (gateway/metrics.py reads them at scrape time).
         self.spawned = 0
+        self.failed = {"crashed": 0, "stalled": 0}
+        self.stderr_lines = 0
 
     @property
     def busy(self) -> int:
@@ -293,7 +300,7 @@ class DecoderPool:
                     return decoder
                 await decoder.kill()
             started = time.monotonic()
-            decoder = await DecoderProcess.spawn()
+            decoder = await DecoderProcess.spawn(self)
             self.spawned += 1
             log.debug("upload decoder started in %.0f ms", (time.monotonic() - started) * 1e3)
             self.active.add(decoder)

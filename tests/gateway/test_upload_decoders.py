@@ -64,6 +64,18 @@ async def _held_upload(edge: Edge, data: bytes, media: str, release: asyncio.Eve
     raise AssertionError("no decoder took the upload")
 
 
+async def _failed(edge: Edge, how: str) -> float:
+    """``voxwire_gateway_upload_decoders_failed_total{how=...}`` from /metrics."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{edge.server.url}/metrics") as resp:
+            text = await resp.text()
+    prefix = f'voxwire_gateway_upload_decoders_failed_total{{how="{how}"}} '
+    (line,) = [x for x in text.splitlines() if x.startswith(prefix)]
+    return float(line.split()[-1])
+
+
 def _heard(status: int, body: dict) -> None:
     assert status == 200, body
     assert word_error_rate(TRANSCRIPTS[NAME], body["transcript"]) <= 0.125, body
@@ -71,6 +83,7 @@ def _heard(status: int, body: dict) -> None:
 
 async def test_a_decoder_that_dies_fails_its_upload_alone(edge: Edge):
     # In the gateway's process, libsndfile's crash on a hostile file ended every session.
+    crashed = await _failed(edge, "crashed")
     release = asyncio.Event()
     task, decoder = await _held_upload(edge, _file("FLAC", "PCM_16", 6), "audio/flac", release)
     try:
@@ -81,6 +94,7 @@ async def test_a_decoder_that_dies_fails_its_upload_alone(edge: Edge):
         task.cancel()
     assert (status, body["error"]["reason"]) == (400, "INVALID_AUDIO"), body
     assert "SIGKILL" in body["error"]["message"], body
+    assert await _failed(edge, "crashed") == crashed + 1  # an operator sees it
     # The gateway goes on, with a new decoder.
     _heard(*await post(edge, _file("FLAC", "PCM_16"), "audio/flac"))
 
@@ -89,6 +103,7 @@ async def test_a_decoder_that_stalls_with_the_whole_body_is_stopped(
     edge: Edge, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr("gateway.http.stt._DECODER_STALL_S", 1.0)
+    stalled = await _failed(edge, "stalled")
     release = asyncio.Event()
     task, decoder = await _held_upload(edge, _file("FLAC", "PCM_16", 6), "audio/flac", release)
     try:
@@ -100,6 +115,7 @@ async def test_a_decoder_that_stalls_with_the_whole_body_is_stopped(
     assert (status, body["error"]["reason"]) == (400, "INVALID_AUDIO"), body
     assert "no progress" in body["error"]["message"], body
     await asyncio.wait_for(decoder.process.wait(), 10)  # killed, not left stopped
+    assert await _failed(edge, "stalled") == stalled + 1
     _heard(*await post(edge, _file("OGG", "VORBIS"), "audio/ogg"))
 
 
