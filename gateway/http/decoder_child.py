@@ -31,10 +31,17 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import struct
 import sys
 import threading
 from typing import BinaryIO
+
+# The most address space a decoder may take (RLIMIT_AS): an idle one maps about 150 MiB, a
+# decoding one about 80 MiB more (a thread's stack and malloc arena). What a hostile file makes
+# a codec allocate past this fails that upload (400 INVALID_AUDIO) instead of taking the
+# machine's memory; before the 4 kHz floor, a WAV header declaring 1 Hz took 400 MiB.
+MEMORY_LIMIT_BYTES = 1024 * 1024 * 1024
 
 HEADER = struct.Struct(">cI")
 RATE = struct.Struct(">I")
@@ -97,6 +104,10 @@ def _decode_one(start: dict[str, object], stdin: BinaryIO, out: _Output) -> bool
             out.send(DONE, json.dumps({"truncated": report.truncated}).encode())
         except VoxwireError as exc:
             out.send(FAILED, json.dumps({"reason": exc.reason, "message": str(exc)}).encode())
+        except MemoryError:
+            limit = MEMORY_LIMIT_BYTES >> 20
+            message = f"decoding it needs more than the decoder's {limit} MiB of memory"
+            out.send(FAILED, json.dumps({"reason": "", "message": message}).encode())
         except Exception as exc:  # libsndfile's own, numpy's: the file's fault, told as such
             out.send(FAILED, json.dumps({"reason": "", "message": str(exc)}).encode())
         finally:
@@ -130,6 +141,7 @@ def _decode_one(start: dict[str, object], stdin: BinaryIO, out: _Output) -> bool
 
 
 def main() -> int:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
     # Unbuffered binary streams: every message goes out whole, at once.
     stdin = os.fdopen(sys.stdin.fileno(), "rb", buffering=0)
     stdout = os.fdopen(sys.stdout.fileno(), "wb", buffering=0)

@@ -10,11 +10,13 @@ import logging
 import os
 import random
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
+from gateway.http.decoder_child import MEMORY_LIMIT_BYTES
 from gateway.http.decoder_pool import DecoderPool, DecoderProcess
 from tests.gateway.conftest import Edge
 from tests.gateway.test_http_stt import NAME, post
@@ -74,6 +76,11 @@ async def _failed(edge: Edge, how: str) -> float:
     prefix = f'voxwire_gateway_upload_decoders_failed_total{{how="{how}"}} '
     (line,) = [x for x in text.splitlines() if x.startswith(prefix)]
     return float(line.split()[-1])
+
+
+def _heard_long(status: int, body: dict) -> None:
+    assert status == 200, body
+    assert body["audioMs"] > 6 * 2800, body
 
 
 def _heard(status: int, body: dict) -> None:
@@ -151,3 +158,20 @@ async def test_a_decoder_is_kept_for_the_next_upload_after_audio_or_an_error(edg
     _heard(*await post(edge, _file("WAV", "PCM_24"), "audio/wav"))
     assert pool.spawned == spawned  # no new process for any of them
     assert all(isinstance(d, DecoderProcess) and d.alive for d in pool._idle)
+
+
+def _limits(pid: int) -> str:
+    return Path(f"/proc/{pid}/limits").read_text()
+
+
+async def test_a_decoders_memory_is_bounded(edge: Edge):
+    # Whatever a file makes a codec allocate, past the bound the upload fails, not the host.
+    release = asyncio.Event()
+    task, decoder = await _held_upload(edge, _file("FLAC", "PCM_16", 6), "audio/flac", release)
+    try:
+        limits = _limits(decoder.process.pid)
+    finally:
+        release.set()
+    _heard_long(*await asyncio.wait_for(task, 20))
+    (line,) = [x for x in limits.splitlines() if x.startswith("Max address space")]
+    assert line.split()[3:5] == [str(MEMORY_LIMIT_BYTES)] * 2, line
