@@ -100,9 +100,10 @@ class DecoderProcess:
             self.process.stdin.close()  # the transport closes once every pipe has
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.process.wait(), 5)
-        self._stderr_task.cancel()
+        # Its stderr ends with it: the last burst is logged, unless the pipe lingers (a
+        # grandchild holding it).
         with contextlib.suppress(BaseException):
-            await self._stderr_task
+            await asyncio.wait_for(self._stderr_task, 1)
 
     async def _read_stderr(self) -> None:
         """Its stderr, summed up: one log line per burst (``_STDERR_QUIET_S`` of quiet ends
@@ -118,6 +119,8 @@ class DecoderProcess:
                 self._log_stderr(count, first)
                 count, first = 0, []
                 continue
+            except ValueError:  # a line over the reader's 64 KiB limit: dropped, counted
+                line = b"(a line over 64 KiB)"
             if not line:
                 break
             count += 1
