@@ -5,7 +5,8 @@ Per file (FLAC and MP3 of real speech, ``--seconds`` long), interleaved over ``-
     floor      libsndfile alone: ``soundfile.read`` of the whole file from memory
     in-process the decoder's own work in this process: ``BodyPipe`` fed 32 KiB pieces,
                ``decode_blocks`` in a thread (mono PCM16 at a carried rate), as the gateway
-               did before its decoders were processes
+               did before its decoders were processes (1,600-frame blocks)
+    in-proc 8k the same with the child's 8,000-frame blocks (what the block size alone buys)
     child      the gateway's path now: a ``DecoderPool`` decoder (kept between rounds, as the
                pool keeps it), the body written in 32 KiB pieces; CPU of both processes
 
@@ -66,13 +67,13 @@ def floor(data: bytes) -> tuple[float, int]:
     return time.process_time() - start, len(audio)
 
 
-def in_process(data: bytes) -> tuple[float, int]:
+def in_process(data: bytes, block_frames: int = 1600) -> tuple[float, int]:
     start = time.process_time()
     pipe = BodyPipe(len(data))
     frames = [0]
 
     def decode() -> None:
-        for _, pcm in decode_blocks(pipe):
+        for _, pcm in decode_blocks(pipe, block_frames):
             frames[0] += len(pcm) // 2
 
     worker = threading.Thread(target=decode)
@@ -128,7 +129,12 @@ async def main() -> None:
     )
     minutes = args.seconds / 60
     for name, data in files.items():
-        runs: dict[str, list[float]] = {"floor": [], "in-process": [], "child": []}
+        runs: dict[str, list[float]] = {
+            "floor": [],
+            "in-process": [],
+            "in-proc 8k": [],
+            "child": [],
+        }
         counts: dict[str, set[int]] = {k: set() for k in runs}
         for _ in range(args.rounds):  # interleaved: ABC ABC ...
             for kind in runs:
@@ -136,6 +142,8 @@ async def main() -> None:
                     cpu, n = floor(data)
                 elif kind == "in-process":
                     cpu, n = in_process(data)
+                elif kind == "in-proc 8k":
+                    cpu, n = in_process(data, 8000)
                 else:
                     cpu, n = await child(pool, data)
                 runs[kind].append(cpu * 1e3 / minutes)
