@@ -77,17 +77,18 @@ class GatewayConfig:
     # hundred bytes need on any link. The audio endpoints bound their bodies by their
     # session's idle timeout instead ([stt] / [tts] idle_timeout_s: a stalled upload).
     token_body_timeout_seconds: float = 10.0
-    # POST /v1/stt: the largest upload (413 beyond it), and compressed uploads decoding at once
-    # (libsndfile runs in threads; 503 OVERLOADED beyond it).
+    # POST /v1/stt: the largest upload (413 beyond it).
     max_upload_bytes: int = 200 * 1024 * 1024
     # POST /v1/stt: the most audio one upload may hold (413 BODY_TOO_LARGE beyond it; refused
     # before any is sent when its header declares its length). Bytes do not bound it: FLAC of
     # silence holds hours in a few megabytes, and without this an upload ran until the
     # adapter's hour of stream time. 4 h: a long meeting; past it, stream over WebSocket.
     max_upload_audio_seconds: float = 4 * 3600.0
+    # POST /v1/stt: compressed uploads decoding at once (libsndfile in child processes, one
+    # per upload; 503 OVERLOADED beyond it; docs/design/edge.md, "Upload decoders").
+    max_decoders: int = 4
     # Serve the browser demo page at /demo/ (development; off by default).
     demo_page: bool = False
-    max_decoders: int = 4
     # How long to wait for a healthy adapter at start-up.
     startup_wait_seconds: float = 30.0
     # TLS for the edge (WebSocket, HTTP and the gRPC front): PEM certificate chain and key.
