@@ -14,6 +14,8 @@ each a type byte and a 4-byte big-endian length, then the payload.
     gateway -> child   S  {"size": int | null, "max_seconds": float}   an upload begins
                        B  body bytes
                        E  the body ended
+                       C  the gateway stopped following this upload (its client left): the
+                          body ends with a failure, the decoder answers X at its next read
     child -> gateway   R  ready (once, after its imports)
                        P  4-byte big-endian rate, then PCM16 mono samples
                        D  {"truncated": bool}: the audio is complete
@@ -22,6 +24,8 @@ each a type byte and a 4-byte big-endian length, then the payload.
 
 A ``D`` or ``X`` may come before ``E`` (an error at the open, a header declaring too much): the
 child then reads and drops the rest of the body up to ``E``, and is ready for the next ``S``.
+After ``C`` the gateway reads and drops what comes up to the ``D`` or ``X``; the child is then
+ready for the next ``S`` too (a client that leaves costs no new process).
 Flow control is the pipes': the child stops reading stdin while the body is ahead of the
 decoder (``BodyPipe.room``), and its decoder waits in ``write`` while the gateway does not read
 (the model is slower than the decoder).
@@ -50,7 +54,7 @@ _BLOCK_FRAMES = 8000
 
 HEADER = struct.Struct(">cI")
 RATE = struct.Struct(">I")
-START, BODY, END = b"S", b"B", b"E"
+START, BODY, END, CANCEL = b"S", b"B", b"E", b"C"
 READY, PCM, DONE, FAILED = b"R", b"P", b"D", b"X"
 
 
@@ -122,14 +126,18 @@ def _decode_one(start: dict[str, object], stdin: BinaryIO, out: _Output) -> bool
     worker = threading.Thread(target=decode, name="upload-decoder")
     worker.start()
     more = True
+    failure: str | None = None
     try:
         while True:
             message = read_message(stdin)
             if message is None:
-                more = False
+                more, failure = False, "the gateway went away"
                 break
             kind, payload = message
             if kind == END:
+                break
+            if kind == CANCEL:
+                failure = "cancelled: the upload's client left"
                 break
             if kind != BODY or finished.is_set():
                 continue  # after the decoder's end the rest of the body is dropped
@@ -139,7 +147,7 @@ def _decode_one(start: dict[str, object], stdin: BinaryIO, out: _Output) -> bool
                 if not pipe.room() and not finished.is_set():
                     room.wait()
     finally:
-        pipe.end(None if more else "the gateway went away")
+        pipe.end(failure)
         worker.join()
         pipe.close()
     return more

@@ -2,10 +2,11 @@
 
 At most ``max_decoders`` decode at once (503 OVERLOADED beyond: each is a process); one that
 finished its upload cleanly waits for the next, so a steady stream of uploads does not start a
-process each. A decoder is killed, and replaced when next needed, when its upload ends any
-other way: the client left, the body failed, the gateway stopped waiting (its state is then
-unknown), or it crashed or stalled (that upload alone fails, 400 ``INVALID_AUDIO``: the file
-made the decoder fail; every other session of the gateway goes on).
+process each. When its upload ends any other way (the client left, the body failed) it is
+told to cancel and kept once it answered; it is killed, and replaced when next needed, when
+it does not answer within 2 s, or it crashed or stalled (that upload alone fails, 400
+``INVALID_AUDIO``: the file made the decoder fail; every other session of the gateway goes
+on).
 
 Its stderr (libmpg123 writes a line for every bad frame) is read all the time and summed up, a
 log line per burst, never passed on line by line.
@@ -25,6 +26,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 from gateway.http.decoder_child import (
     BODY,
+    CANCEL,
     DONE,
     END,
     FAILED,
@@ -41,6 +43,9 @@ log = logging.getLogger(__name__)
 
 # A new decoder is ready (Python, numpy, soxr and libsndfile imported) well within this.
 _SPAWN_TIMEOUT_S = 30.0
+# How long a decoder whose upload was left may take to answer its cancel before it is
+# killed instead (it decodes at most the body it holds: about 1 MiB, tens of milliseconds).
+_RESET_S = 2.0
 # A decoder's stderr is logged in bursts: lines ``_STDERR_QUIET_S`` apart are one burst, and
 # one log line gives its count and first ``_STDERR_KEPT`` lines.
 _STDERR_QUIET_S = 0.5
@@ -67,6 +72,11 @@ class DecoderProcess:
         # the feeder waits for the client's bytes.
         self._progress = 0.0
         self._awaiting_body = False
+        # For ``reset``: the body's end was written; a message was read in part (a read
+        # cancelled between its header and its payload); it stalled.
+        self._end_written = False
+        self._mid_message = False
+        self._stalled = False
 
     @classmethod
     async def spawn(cls, pool: DecoderPool) -> DecoderProcess:
@@ -143,7 +153,9 @@ class DecoderProcess:
         try:
             header = await self.process.stdout.readexactly(HEADER.size)
             kind, length = HEADER.unpack(header)
+            self._mid_message = True
             payload = await self.process.stdout.readexactly(length) if length else b""
+            self._mid_message = False
         except asyncio.IncompleteReadError:
             code = await self.process.wait()
             self._pool.failed["crashed"] += 1
@@ -180,14 +192,12 @@ class DecoderProcess:
         Raises what the decoder raised (InvalidAudio, BodyTooLarge, ...), or the body's error.
         ``reusable`` says afterwards whether the decoder is ready for another upload: it ended
         its answer (audio or error) and was told the body's end."""
-        self.reusable = self.truncated = False
+        self.reusable = self.truncated = self._end_written = False
         self.received = 0
         start = json.dumps({"size": size, "max_seconds": max_seconds}).encode()
         await self._write(encode(START, start))
-        end_written = False
 
         async def feed() -> None:
-            nonlocal end_written
             self._awaiting_body = True
             async for chunk in body:
                 self._awaiting_body = False
@@ -196,7 +206,7 @@ class DecoderProcess:
                 self._progress = time.monotonic()
                 self._awaiting_body = True
             self._awaiting_body = False
-            end_written = True
+            self._end_written = True
             await self._write(encode(END))
 
         feeder = asyncio.create_task(feed(), name="upload-decoder-feed")
@@ -217,7 +227,8 @@ class DecoderProcess:
                     feeder.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await feeder
-                if not end_written:
+                if not self._end_written:
+                    self._end_written = True
                     await self._write(encode(END))
                 self.reusable = True
                 if kind == DONE:
@@ -233,6 +244,29 @@ class DecoderProcess:
                 feeder.cancel()
             with contextlib.suppress(BaseException):
                 await feeder
+
+    async def reset(self, within_s: float) -> bool:
+        """After an upload the gateway stopped following (its client left, its body failed):
+        tells the decoder to cancel (unless the body's end went already), reads and drops
+        what it still sends up to its answer. True when it is ready for another upload
+        within ``within_s``; else (or when it died, stalled or a message was read in part)
+        it must be killed."""
+        if not self.alive or self._stalled or self._mid_message:
+            return False
+        assert self.process.stdin is not None
+        try:
+            async with asyncio.timeout(within_s):
+                if not self._end_written:
+                    self._end_written = True
+                    # Not drained here: the decoder reads it once it has room, which the
+                    # reads below make.
+                    self.process.stdin.write(encode(CANCEL))
+                while True:
+                    kind, _ = await self._read()
+                    if kind in (DONE, FAILED):
+                        return not self._mid_message
+        except (TimeoutError, OSError, errors.VoxwireError):
+            return False
 
     async def _next(self, feeder: asyncio.Task[None], stall_s: float) -> tuple[bytes, bytes]:
         """The decoder's next message; raises the feeder's failure (the body's) meanwhile.
@@ -254,6 +288,7 @@ class DecoderProcess:
                     if self._awaiting_body and not feeder.done():
                         self._progress = now  # the client is the slow one
                     elif now - self._progress >= stall_s:
+                        self._stalled = True
                         self._pool.failed["stalled"] += 1
                         raise errors.InvalidAudio(
                             f"the audio decoder made no progress in {stall_s:g} s"
@@ -313,12 +348,20 @@ class DecoderPool:
             raise
 
     async def release(self, decoder: DecoderProcess) -> None:
-        self._busy -= 1
-        self.active.discard(decoder)
-        if decoder.reusable and decoder.alive and len(self._idle) < self.size:
-            self._idle.append(decoder)
-        else:
-            await decoder.kill()
+        """The upload is over: the decoder is kept for the next (reset first if the upload
+        did not end cleanly) or killed. Its place is free whatever happens meanwhile (a
+        second cancellation of the handler included)."""
+        try:
+            if not decoder.reusable:
+                decoder.reusable = await decoder.reset(_RESET_S)
+        finally:
+            self._busy -= 1
+            self.active.discard(decoder)
+            if decoder.reusable and decoder.alive and len(self._idle) < self.size:
+                self._idle.append(decoder)
+            else:
+                decoder.reusable = False
+                await decoder.kill()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

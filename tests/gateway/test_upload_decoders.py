@@ -175,3 +175,21 @@ async def test_a_decoders_memory_is_bounded(edge: Edge):
     _heard_long(*await asyncio.wait_for(task, 20))
     (line,) = [x for x in limits.splitlines() if x.startswith("Max address space")]
     assert line.split()[3:5] == [str(MEMORY_LIMIT_BYTES)] * 2, line
+
+
+async def test_a_decoder_whose_client_left_is_kept_for_the_next_upload(edge: Edge):
+    # Killed and restarted, a decoder costs half a second of CPU: a client that starts
+    # compressed uploads and leaves them would have made the gateway pay that each time.
+    pool = _pool(edge)
+    release = asyncio.Event()
+    task, decoder = await _held_upload(edge, _file("FLAC", "PCM_16", 6), "audio/flac", release)
+    spawned = pool.spawned
+    task.cancel()  # the client leaves half way through its body
+    await asyncio.gather(task, return_exceptions=True)
+    for _ in range(100):
+        if not pool.active:
+            break
+        await asyncio.sleep(0.05)
+    assert not pool.active and decoder in pool._idle and decoder.alive
+    _heard(*await post(edge, _file("FLAC", "PCM_16"), "audio/flac"))
+    assert pool.spawned == spawned
