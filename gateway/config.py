@@ -84,6 +84,14 @@ class GatewayConfig:
     # silence holds hours in a few megabytes, and without this an upload ran until the
     # adapter's hour of stream time. 4 h: a long meeting; past it, stream over WebSocket.
     max_upload_audio_seconds: float = 4 * 3600.0
+    # POST /v1/stt: how long one write of an upload's audio may wait for the adapter to take
+    # it (503 BACKEND_UNAVAILABLE beyond). An upload goes as fast as the adapter takes it, so
+    # its writes wait for the model: with stt_pocketsphinx on continuous speech (about 3x
+    # real time) a write waited over 10 s for the adapter's HTTP/2 window to reopen, and the
+    # sessions' 10 s ([runner] write_timeout_s, sized for real-time streams) failed every
+    # upload of more than about two minutes of speech. The adapter fails a stream whose model
+    # leaves a request unanswered for its own timeout, so this only catches a hung adapter.
+    upload_write_timeout_seconds: float = 120.0
     # POST /v1/stt: compressed uploads decoding at once (libsndfile in child processes, one
     # per upload; 503 OVERLOADED beyond it; docs/design/edge.md, "Upload decoders").
     max_decoders: int = 4

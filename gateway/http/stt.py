@@ -378,7 +378,7 @@ async def _run(
     lease = gateway.pool.choose()
     call = lease.adapter.transcription().StreamingTranscribe(metadata=upstream_metadata(request))
     upstream: UpstreamCall[Request, Response] = UpstreamCall(
-        gateway.pool, lease, call, write_timeout=gateway.config.runner.write_timeout_s
+        gateway.pool, lease, call, write_timeout=gateway.config.upload_write_timeout_seconds
     )
     edge = timings_pb2.StageTimings()
     finals: list[transcription_pb2.TranscriptResult] = []
