@@ -44,9 +44,9 @@ Request = transcription_pb2.StreamingTranscribeRequest
 Response = transcription_pb2.StreamingTranscribeResponse
 
 _CHUNK_BYTES = 32 * 1024
-# A decoder with the whole body that sends nothing for this long has stalled (400
-# INVALID_AUDIO, the process killed): libsndfile decodes a block of any format in
-# milliseconds, and a block waits on nothing else once the body is in.
+# A decoder that neither answers nor takes more of the body for this long, while it holds
+# all of the body that arrived, has stalled (400 INVALID_AUDIO, the process killed):
+# libsndfile decodes a block of any format in milliseconds.
 _DECODER_STALL_S = 30.0
 _WAV = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}
 _SNDFILE = {"audio/flac", "audio/x-flac", "audio/ogg", "audio/mpeg", "audio/mp3", "audio/opus"}
