@@ -185,9 +185,9 @@ class DecoderProcess:
     ) -> AsyncGenerator[tuple[int, bytes], None]:
         """(rate, PCM16 mono) blocks of ``body``'s audio (``size`` bytes when known); at most
         ``max_seconds`` of it (BodyTooLarge when its header declares more). ``received``
-        counts the body's bytes given to the decoder; ``truncated`` is set at the end. Once
-        the body is all in, a decoder that sends nothing for ``stall_s`` has stalled
-        (InvalidAudio).
+        counts the body's bytes given to the decoder; ``truncated`` is set at the end. A
+        decoder that neither answers nor takes more of the body for ``stall_s`` while it
+        holds all that arrived has stalled (InvalidAudio; ``_next``).
 
         Raises what the decoder raised (InvalidAudio, BodyTooLarge, ...), or the body's error.
         ``reusable`` says afterwards whether the decoder is ready for another upload: it ended

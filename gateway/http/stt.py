@@ -34,6 +34,8 @@ from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import encode
 from gateway.wire.query import ENCODINGS
 from voxwire import errors
+from voxwire.audio.codecs import Encoding
+from voxwire.audio.formats import ENCODINGS as CARRIED
 from voxwire.audio.formats import PROTO_ENCODINGS
 from voxwire.audio.wav import OtherWavFormat, WavHeaderReader
 from voxwire.edge.v1 import http_pb2
@@ -256,12 +258,8 @@ async def _basic(
 def _frame_bytes(fmt: audio_pb2.AudioFormat) -> int:
     """Bytes per frame of the format an upload's audio goes upstream in (the adapter checks
     the format itself: an unknown encoding counts as 16-bit here)."""
-    width = {
-        audio_pb2.AUDIO_ENCODING_PCM_F32LE: 4,
-        audio_pb2.AUDIO_ENCODING_MULAW: 1,
-        audio_pb2.AUDIO_ENCODING_ALAW: 1,
-    }.get(fmt.encoding, 2)
-    return width * max(1, fmt.channels)
+    encoding = CARRIED.get(fmt.encoding, Encoding.PCM_S16LE)
+    return encoding.bytes_per_sample * max(1, fmt.channels)
 
 
 @dataclass(slots=True)

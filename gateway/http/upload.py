@@ -12,9 +12,9 @@ Two paths, both streaming (the file is never held whole in memory):
   that upload alone), in a thread there reading the body through ``BodyPipe``, a file object
   that blocks its reader until the bytes it asks for have arrived. libsndfile seeks; the pipe
   keeps the head of the body (headers) and a window behind the reader, and answers SEEK_END
-  from Content-Length. FLAC and WAV decode as the body
-  arrives; Ogg and MP3 read their end before the first sample (to find the last page or an
-  ID3v1 tag), so they start when the upload is complete (measured: docs/edge.md). Without a
+  from Content-Length. FLAC and WAV decode as the body arrives; Ogg and MP3 read their end
+  before the first sample (to find the last page or an ID3v1 tag), so they start when the
+  upload is complete (measured: docs/edge.md). Without a
   Content-Length a compressed upload is spooled first, to a temporary file, never to memory.
   The open reads only what has arrived (soundfile serializes every open of the process, so an
   open that waited for the network held up every other upload), and is tried again as the

@@ -20,7 +20,7 @@ import soundfile
 
 from gateway.server import GatewayServer
 from tests.gateway.conftest import InstrumentedEdge
-from tests.helpers.edge import auth_config, roomy_key, running_gateway
+from tests.helpers.edge import keyed_gateway
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
 from tests.helpers.wavio import read_wav
 from tests.helpers.wer import word_error_rate
@@ -37,12 +37,13 @@ RAW_16K = "encoding=pcm_s16le&sample_rate=16000"
 async def limited(
     front: InstrumentedEdge, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[GatewayServer, dict[str, str]]]:
-    keys = tmp_path_factory.mktemp("upload-limit") / "keys.toml"
-    key = roomy_key(keys, "upload-limit")
-    async for server in running_gateway(
-        front.adapter.address, auth_config(keys), max_upload_audio_seconds=LIMIT_S
+    async for gateway in keyed_gateway(
+        front.adapter.address,
+        tmp_path_factory.mktemp("upload-limit"),
+        "upload-limit",
+        max_upload_audio_seconds=LIMIT_S,
     ):
-        yield server, {"Authorization": f"Bearer {key}"}
+        yield gateway
 
 
 def _pcm(seconds: float) -> np.ndarray:

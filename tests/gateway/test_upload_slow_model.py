@@ -23,7 +23,7 @@ import soundfile
 from gateway.runner import RunnerLimits
 from gateway.server import GatewayServer
 from tests.gateway.conftest import InstrumentedEdge
-from tests.helpers.edge import auth_config, roomy_key, running_gateway
+from tests.helpers.edge import keyed_gateway
 from tests.helpers.speech_fixtures import SPEECH_DIR
 from tests.helpers.wavio import read_wav
 
@@ -36,12 +36,13 @@ REPEATS = 80
 async def tight(
     front: InstrumentedEdge, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[GatewayServer, dict[str, str]]]:
-    keys = tmp_path_factory.mktemp("slow-model") / "keys.toml"
-    key = roomy_key(keys, "slow-model")
-    async for server in running_gateway(
-        front.adapter.address, auth_config(keys), runner=RunnerLimits(write_timeout_s=0.3)
+    async for gateway in keyed_gateway(
+        front.adapter.address,
+        tmp_path_factory.mktemp("slow-model"),
+        "slow-model",
+        runner=RunnerLimits(write_timeout_s=0.3),
     ):
-        yield server, {"Authorization": f"Bearer {key}"}
+        yield gateway
 
 
 async def test_an_upload_waits_for_a_model_slower_than_its_body(tight):

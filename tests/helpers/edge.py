@@ -94,6 +94,17 @@ async def start_edge(
         await server.stop(grace=1.0)
 
 
+async def keyed_gateway(
+    adapter: str, keys_dir: Path, name: str, **config: Any
+) -> AsyncIterator[tuple[GatewayServer, dict[str, str]]]:
+    """``running_gateway`` with a keys file of its own in ``keys_dir``: the server and the
+    headers of a roomy key. Use it as a module fixture's body."""
+    keys = keys_dir / "keys.toml"
+    key = roomy_key(keys, name)
+    async for server in running_gateway(adapter, auth_config(keys), **config):
+        yield server, {"Authorization": f"Bearer {key}"}
+
+
 async def running_gateway(
     adapter: str, auth: AuthConfig, *, grpc_front: bool = False, **config: Any
 ) -> AsyncIterator[GatewayServer]:
