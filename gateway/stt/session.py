@@ -19,6 +19,7 @@ Rules (docs/design/edge.md, "Session states", "Sessions that survive restarts"):
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -239,9 +240,7 @@ class SttEdgeSession:
     def discard(self) -> Actions:
         """A client message after ``close``. By the contract (docs/contract.md, "Streaming
         transcription") it is discarded unread and never changes how the session ends, so the
-        outcome does not depend on timing; it does show that the client is still there."""
-        self._last_client_at = self._clock()
-        self._warned_idle = False
+        outcome does not depend on timing (after its close no idle timer runs)."""
         return Actions()
 
     @property
@@ -570,8 +569,10 @@ class SttEdgeSession:
     def next_deadline(self) -> float:
         """When ``on_time`` should run next (monotonic seconds)."""
         limits = self.limits
-        idle_at = self._last_client_at + limits.idle_timeout_s
-        times = [idle_at - (0 if self._warned_idle else limits.idle_warning_s)]
+        times = []
+        if not self._closing_requested:
+            idle_at = self._last_client_at + limits.idle_timeout_s
+            times.append(idle_at - (0 if self._warned_idle else limits.idle_warning_s))
         end = self._started_at + limits.max_session_s
         times.append(end - (0 if self._warned_duration else limits.duration_warning_s))
         if self._drain_ends is not None:
@@ -586,7 +587,13 @@ class SttEdgeSession:
             return actions
         if self._drain_ends is not None and now >= self._drain_ends:
             return self.fail(errors.Draining("the gateway is restarting: resume on another one"))
-        idle_at = self._last_client_at + limits.idle_timeout_s
+        # After its close the client waits for the server (docs/contract.md, idle_timeout: "STT
+        # results after a close"), however long its audio takes the model: not idle. Before, a
+        # client that sent minutes of audio and its close at once was closed 4008 IDLE_TIMEOUT
+        # 30 s later while the model still worked on it (tests/gateway/test_stt_fast_client.py).
+        idle_at = (
+            math.inf if self._closing_requested else self._last_client_at + limits.idle_timeout_s
+        )
         if now >= idle_at:
             return self.fail(
                 errors.IdleTimeout(

@@ -19,6 +19,7 @@ from inference_adapter.server import AdapterServer
 from localstack.client import collect, transcribe, write_all
 from tests.gateway.conftest import Edge, InstrumentedEdge
 from tests.helpers.front import bearer, rich_error, stt_config, wait_until
+from tests.helpers.raw_calls import bytes_taken_unread
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
 from tests.helpers.wavio import read_wav
 from tests.helpers.wer import word_error_rate
@@ -273,3 +274,20 @@ async def test_a_callers_deadline_ends_its_call_not_the_adapters_turn_in_the_poo
             channel, pcm.tobytes()[:32000], PCM16, model="bench_stt", metadata=bearer(edge.key)
         )
     assert outcome.code == grpc.StatusCode.OK, outcome.details
+
+
+async def test_a_client_faster_than_the_model_waits_after_a_bounded_amount(edge: Edge):
+    # In 2 s: the front's share of a stream (gRPC's 64 KiB window), the session's upstream
+    # outbox (256 KiB), the adapter's share (tests/inference_adapter/test_receive_window.py) and
+    # what pocketsphinx took meanwhile: 600 KiB measured. Before, gRPC core's windows grown by
+    # bandwidth-delay probing let the front and the adapter take 9.3 MiB.
+    # Speech, over and over: pocketsphinx goes through silence much faster.
+    pcm, _ = read_wav(SPEECH_DIR / "call_me_back.wav")
+    audio = pcm.tobytes()
+    chunks = [
+        SttReq(audio=audio[i : i + 3200]).SerializeToString() for i in range(0, len(audio), 3200)
+    ]
+    first = SttReq(config=stt_config()).SerializeToString()
+    async with grpc.aio.insecure_channel(edge.server.grpc_address) as channel:
+        taken = await bytes_taken_unread(channel, first, chunks, metadata=bearer(edge.key))
+    assert 0 < taken <= 2 * 1024 * 1024, f"the front took {taken:,} bytes before holding back"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,3 +84,30 @@ async def read_rest(call: grpc.aio.StreamStreamCall) -> StreamOutcome:
     out.details = await call.details() or ""
     out.trailers = dict(await call.trailing_metadata() or ())
     return out
+
+
+async def bytes_taken_unread(
+    channel: grpc.aio.Channel,
+    first: bytes,
+    chunks: Sequence[bytes],
+    *,
+    metadata: Sequence[tuple[str, str]] = (),
+    within_s: float = 2.0,
+) -> int:
+    """Open a transcription stream with the serialized request ``first``, then write
+    ``chunks`` (serialized audio requests), over and over, as fast as the server takes them and
+    without reading a response, for ``within_s``: how many bytes of them the server took. The
+    call is cancelled after."""
+    call = channel.stream_stream(TRANSCRIBE)(metadata=tuple(metadata) or None)
+    taken = 0
+    try:
+        await call.write(first)
+        async with asyncio.timeout(within_s):
+            for chunk in itertools.cycle(chunks):
+                await call.write(chunk)
+                taken += len(chunk)
+    except TimeoutError:
+        pass
+    finally:
+        call.cancel()
+    return taken
