@@ -14,6 +14,11 @@ CPU is process time (this process) plus the child's utime + stime from /proc (10
 use files of minutes). Prints milliseconds of CPU per minute of audio, median and spread,
 and the cost of starting a decoder (its imports) once.
 
+Then, interleaved over the same rounds, how long a short upload (a 3 s FLAC) waits for its
+first block of audio: with no decoder idle (the pool starts one for it: the first upload
+after the gateway's start, or of a burst, with ``spare_decoders = 0``), with a spare ready
+(``spare_decoders = 1``), and the floor, libsndfile decoding that block in this process.
+
     python -m benchmarks.upload_decoders --seconds 300 --rounds 5
 """
 
@@ -107,6 +112,49 @@ async def child(pool: DecoderPool, data: bytes) -> tuple[float, int]:
     return cpu, frames
 
 
+async def first_block(pool: DecoderPool, data: bytes) -> float:
+    """Seconds from the upload's arrival (it asks the pool for a decoder) to its first block
+    of audio."""
+    started = time.monotonic()
+    decoder = await pool.acquire()
+    blocks = decoder.decode(_body(data), len(data), 24 * 3600.0, 30.0)
+    async for _ in blocks:
+        waited = time.monotonic() - started
+        break
+    await blocks.aclose()
+    await pool.release(decoder)
+    return waited
+
+
+def first_block_floor(data: bytes) -> float:
+    started = time.monotonic()
+    with soundfile.SoundFile(io.BytesIO(data)) as f:
+        f.read(8000, dtype="int16")
+    return time.monotonic() - started
+
+
+async def first_blocks(rounds: int) -> None:
+    pcm, rate = _speech(3.0)
+    data = _encode(pcm, rate, "FLAC", "PCM_16")
+    runs: dict[str, list[float]] = {"floor": [], "none idle": [], "spare ready": []}
+    for _ in range(rounds):
+        runs["floor"].append(first_block_floor(data))
+        cold = DecoderPool(1)
+        runs["none idle"].append(await first_block(cold, data))
+        await cold.close()
+        warm = DecoderPool(1, spare=1)
+        warm.start()
+        await warm.settle()
+        runs["spare ready"].append(await first_block(warm, data))
+        await warm.close()
+    print(f"a 3 s FLAC upload's first block of audio, {rounds} rounds (ms):")
+    for kind, values in runs.items():
+        print(
+            f"  {kind:11} median {statistics.median(values) * 1e3:7.1f}"
+            f"  range {min(values) * 1e3:7.1f}-{max(values) * 1e3:7.1f}"
+        )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=300.0)
@@ -160,6 +208,7 @@ async def main() -> None:
                 f"  x{med / base:4.2f} of the floor  frames {sorted(counts[kind])}"
             )
     await pool.close()
+    await first_blocks(args.rounds)
 
 
 if __name__ == "__main__":

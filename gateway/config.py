@@ -95,6 +95,11 @@ class GatewayConfig:
     # POST /v1/stt: compressed uploads decoding at once (libsndfile in child processes, one
     # per upload; 503 OVERLOADED beyond it; docs/design/edge.md, "Upload decoders").
     max_decoders: int = 4
+    # Decoders started ahead of need and kept idle (at most max_decoders): a decoder takes
+    # about half a second to start (Python, numpy, soxr and libsndfile imported), which an
+    # upload that found none idle waited for before its first audio reached the model. One
+    # costs about 54 MiB of memory while idle; 0: none (started when an upload needs one).
+    spare_decoders: int = 1
     # Serve the browser demo page at /demo/ (development; off by default).
     demo_page: bool = False
     # How long to wait for a healthy adapter at start-up.
@@ -160,6 +165,7 @@ class GatewayConfig:
 _ZERO_ALLOWED: frozenset[tuple[type, str]] = frozenset(
     {
         (GatewayConfig, "drain_grace_seconds"),  # close open sessions at once
+        (GatewayConfig, "spare_decoders"),  # none started ahead of need
         (SttLimits, "idle_warning_s"),  # the warnings: at the limit itself
         (SttLimits, "duration_warning_s"),
         (SttLimits, "force_final_margin_ms"),
@@ -202,6 +208,11 @@ _RELATIONS = (
         "[runner] upstream_high_water",
         lambda c: c.runner.upstream_high_water <= c.runner.upstream_max_bytes,
         "must be at most [runner] upstream_max_bytes (the hard bound it warns before)",
+    ),
+    Relation(
+        "spare_decoders",
+        lambda c: c.spare_decoders <= c.max_decoders,
+        "must be at most max_decoders (the most decoder processes the gateway runs)",
     ),
     Relation(
         "[stt] force_final_margin_ms",

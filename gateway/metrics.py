@@ -119,9 +119,16 @@ class _DecoderCollector(Collector):
             "Upload decoder processes decoding now (at most max_decoders)",
             value=pool.busy,
         )
+        idle = GaugeMetricFamily(
+            "voxwire_gateway_upload_decoders_idle",
+            "Upload decoder processes ready for the next upload (spare_decoders started ahead "
+            "of need, and those kept after a clean end)",
+            value=pool.idle,
+        )
         started = CounterMetricFamily(
             "voxwire_gateway_upload_decoders_started",
-            "Upload decoder processes started (one is kept for the next upload after a clean end)",
+            "Upload decoder processes started (spares ahead of need; one is kept for the next "
+            "upload after a clean end)",
             value=pool.spawned,
         )
         failed = CounterMetricFamily(
@@ -136,4 +143,4 @@ class _DecoderCollector(Collector):
             "Lines the upload decoders wrote to stderr (logged in bursts, not one by one)",
             value=pool.stderr_lines,
         )
-        return iter((busy, started, failed, stderr))
+        return iter((busy, idle, started, failed, stderr))

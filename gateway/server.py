@@ -124,6 +124,7 @@ class GatewayServer:
                 f"no adapter of {', '.join(self.config.adapters)} served within "
                 f"{self.config.startup_wait_seconds:g} s (startup_wait_seconds)"
             )
+        self.gateway.decoders.start()  # the spare upload decoders, in the background
         host, _, port = self.config.listen.rpartition(":")
         self._runner = web.AppRunner(
             self.app,

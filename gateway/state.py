@@ -28,7 +28,7 @@ class Gateway:
     decoders: DecoderPool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.decoders = DecoderPool(self.config.max_decoders)
+        self.decoders = DecoderPool(self.config.max_decoders, spare=self.config.spare_decoders)
         self.metrics.watch_decoders(self.decoders)
 
     def new_session_id(self) -> str:

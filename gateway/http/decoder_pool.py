@@ -306,12 +306,17 @@ class DecoderProcess:
 
 
 class DecoderPool:
-    """At most ``size`` decoders busy at once; idle ones kept for the next uploads."""
+    """At most ``size`` decoders busy at once; idle ones kept for the next uploads, and
+    ``spare`` of them started ahead of need (``start``) so that an upload seldom waits for
+    one to start."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, spare: int = 0) -> None:
         self.size = size
+        self.spare = spare
         self._busy = 0
         self._idle: list[DecoderProcess] = []
+        self._starting: asyncio.Task[None] | None = None  # one spare at a time
+        self._closed = False
         self.active: set[DecoderProcess] = set()  # decoding an upload now
         # For /metrics (gateway/metrics.py reads them at scrape time).
         self.spawned = 0
@@ -322,6 +327,25 @@ class DecoderPool:
     def busy(self) -> int:
         return self._busy
 
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    @property
+    def starting(self) -> bool:
+        """A spare is being started."""
+        return self._starting is not None
+
+    def start(self) -> None:
+        """Start the spare decoders in the background (the gateway's start-up: the loop runs)."""
+        self._refill()
+
+    async def settle(self) -> None:
+        """Wait until no spare is being started (they all started, or failed to: each start
+        has its own deadline). For benchmarks and tests."""
+        while (starting := self._starting) is not None:
+            await asyncio.wait({starting})
+
     async def acquire(self) -> DecoderProcess:
         """A decoder of its own for one upload. Raises Overloaded when ``size`` are busy."""
         if self._busy >= self.size:
@@ -331,21 +355,65 @@ class DecoderPool:
             )
         self._busy += 1
         try:
-            while self._idle:
-                decoder = self._idle.pop()
-                if decoder.alive:
-                    self.active.add(decoder)
-                    return decoder
-                await decoder.kill()
-            started = time.monotonic()
-            decoder = await DecoderProcess.spawn(self)
-            self.spawned += 1
-            log.debug("upload decoder started in %.0f ms", (time.monotonic() - started) * 1e3)
+            decoder = await self._idle_one()
+            if decoder is None:
+                decoder = await self._spawn()
             self.active.add(decoder)
             return decoder
         except BaseException:
             self._busy -= 1
             raise
+        finally:
+            self._refill()
+
+    async def _idle_one(self) -> DecoderProcess | None:
+        """An idle decoder; a spare under way is waited for (it is ready sooner than a new
+        one). None when there is none."""
+        while True:
+            while self._idle:
+                decoder = self._idle.pop()
+                if decoder.alive:
+                    return decoder
+                await decoder.kill()
+            starting = self._starting
+            if starting is None:
+                return None
+            # Not cancelled with this upload: the spare stays for the next.
+            await asyncio.wait({starting}, timeout=_SPAWN_TIMEOUT_S)
+            if not self._idle:
+                return None  # another upload took it, or it did not start
+
+    async def _spawn(self) -> DecoderProcess:
+        started = time.monotonic()
+        decoder = await DecoderProcess.spawn(self)
+        self.spawned += 1
+        log.debug("upload decoder started in %.0f ms", (time.monotonic() - started) * 1e3)
+        return decoder
+
+    def _refill(self) -> None:
+        """Start a spare when fewer than ``spare`` are idle and the processes (busy, idle and
+        starting) are fewer than ``size``."""
+        if self._closed or self._starting is not None or len(self._idle) >= self.spare:
+            return
+        if self._busy + len(self._idle) >= self.size:
+            return
+        self._starting = asyncio.create_task(self._start_spare(), name="decoder-spare")
+
+    async def _start_spare(self) -> None:
+        try:
+            decoder = await self._spawn()
+        except Exception as exc:
+            # Not retried until an upload needs a decoder: one that cannot start at all
+            # would otherwise be restarted in a loop (the upload's own start reports why).
+            log.warning("a spare upload decoder did not start: %r", exc)
+            self._starting = None
+            return
+        self._starting = None
+        if self._closed:
+            await decoder.kill()
+            return
+        self._idle.append(decoder)
+        self._refill()
 
     async def release(self, decoder: DecoderProcess) -> None:
         """The upload is over: the decoder is kept for the next (reset first if the upload
@@ -362,8 +430,14 @@ class DecoderPool:
             else:
                 decoder.reusable = False
                 await decoder.kill()
+            self._refill()
 
     async def close(self) -> None:
+        self._closed = True
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            starting.cancel()  # DecoderProcess.spawn kills a process it was starting
+            await asyncio.gather(starting, return_exceptions=True)
         idle, self._idle = self._idle, []
         for decoder in idle:
             await decoder.kill()

@@ -96,6 +96,8 @@ def assert_config_error(run: subprocess.CompletedProcess[str], *named: str) -> N
             ("[stt] max_frame_bytes: must be at most hard_max_message_bytes",),
         ),
         ("[tts]\nlead_ms = 20000\n" + AUTH, ("[tts] lead_ms:", "max_lead_ms")),
+        ("max_decoders = 2\nspare_decoders = 3\n" + AUTH, ("spare_decoders: must be at most",)),
+        ("spare_decoders = -1\n" + AUTH, ("spare_decoders: must be a non-neg",)),
         ('listen = "127.0.0.1:0"\n', ("[auth]", "missing")),
     ],
 )

@@ -18,8 +18,9 @@ import soundfile
 
 from gateway.http.decoder_child import MEMORY_LIMIT_BYTES
 from gateway.http.decoder_pool import DecoderPool, DecoderProcess
-from tests.gateway.conftest import Edge
+from tests.gateway.conftest import Edge, InstrumentedEdge
 from tests.gateway.test_http_stt import NAME, post
+from tests.helpers.edge import keyed_gateway
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
 from tests.helpers.wavio import read_wav
 from tests.helpers.wer import word_error_rate
@@ -148,9 +149,15 @@ async def test_a_decoders_stderr_is_summed_up_in_one_log_line(
     assert "libmpg123" not in capfd.readouterr().err
 
 
+async def _settled(pool: DecoderPool) -> None:
+    """No spare decoder is starting (spare_decoders: 1, the default)."""
+    await asyncio.wait_for(pool.settle(), 20)
+
+
 async def test_a_decoder_is_kept_for_the_next_upload_after_audio_or_an_error(edge: Edge):
     pool = _pool(edge)
     _heard(*await post(edge, _file("FLAC", "PCM_16"), "audio/flac"))
+    await _settled(pool)
     spawned = pool.spawned
     status, body = await post(edge, b"fLaC" + b"\x00" * 5000, "audio/flac")
     assert (status, body["error"]["reason"]) == (400, "INVALID_AUDIO"), body
@@ -183,6 +190,7 @@ async def test_a_decoder_whose_client_left_is_kept_for_the_next_upload(edge: Edg
     pool = _pool(edge)
     release = asyncio.Event()
     task, decoder = await _held_upload(edge, _file("FLAC", "PCM_16", 6), "audio/flac", release)
+    await _settled(pool)
     spawned = pool.spawned
     task.cancel()  # the client leaves half way through its body
     await asyncio.gather(task, return_exceptions=True)
@@ -193,3 +201,46 @@ async def test_a_decoder_whose_client_left_is_kept_for_the_next_upload(edge: Edg
     assert not pool.active and decoder in pool._idle and decoder.alive
     _heard(*await post(edge, _file("FLAC", "PCM_16"), "audio/flac"))
     assert pool.spawned == spawned
+
+
+async def test_a_spare_decoder_waits_for_the_first_upload(
+    front: InstrumentedEdge, tmp_path_factory: pytest.TempPathFactory
+):
+    # A decoder takes about half a second to start: the first compressed upload after the
+    # gateway's start (and the first of each burst) waited for that before its audio went to
+    # the model. Now one is started ahead (spare_decoders), and another as it is taken.
+    async for server, auth in keyed_gateway(
+        front.adapter.address, tmp_path_factory.mktemp("spare"), "spare"
+    ):
+        pool = server.gateway.decoders
+        await _settled(pool)
+        assert (pool.spawned, pool.idle) == (1, 1)
+        (spare,) = pool._idle
+        own = Edge(
+            server, auth["Authorization"].removeprefix("Bearer "), Path(), server.config.auth
+        )
+        release = asyncio.Event()
+        task, decoder = await _held_upload(own, _file("FLAC", "PCM_16", 6), "audio/flac", release)
+        try:
+            assert decoder is spare  # no process started for this upload
+            await _settled(pool)
+            assert (pool.spawned, pool.idle) == (2, 1)  # the next upload's, started meanwhile
+        finally:
+            release.set()
+        _heard_long(*await asyncio.wait_for(task, 20))
+        await _settled(pool)
+        assert pool.spawned == 2 and pool.idle == 2
+
+
+async def test_no_spare_decoder_when_spare_decoders_is_0(
+    front: InstrumentedEdge, tmp_path_factory: pytest.TempPathFactory
+):
+    async for server, auth in keyed_gateway(
+        front.adapter.address, tmp_path_factory.mktemp("nospare"), "nospare", spare_decoders=0
+    ):
+        pool = server.gateway.decoders
+        own = Edge(
+            server, auth["Authorization"].removeprefix("Bearer "), Path(), server.config.auth
+        )
+        _heard(*await post(own, _file("FLAC", "PCM_16"), "audio/flac"))
+        assert (pool.spawned, pool.idle, pool.starting) == (1, 1, False)

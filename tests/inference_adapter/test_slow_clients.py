@@ -18,6 +18,7 @@ from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer
 from tests.helpers.raw_calls import read_rest
 from tests.helpers.status import from_trailers
+from voxwire.stream_write import write_unless_ended
 from voxwire.v1 import audio_pb2, synthesis_pb2, synthesis_pb2_grpc
 
 Req = synthesis_pb2.StreamingSynthesizeRequest
@@ -108,20 +109,33 @@ async def test_a_client_that_reads_nothing_fails_with_slow_consumer(strict_adapt
 async def test_acks_a_client_provokes_count_against_its_unread_bytes(strict_adapter):
     # Flushes answered at once, never read: the acks pile up at the server. Before, without a
     # bound; now past max_unread_response_bytes the stream fails, before any write timeout.
-    # Each ack echoes its 1 kB flush id; the client's window stays at 64 KiB (see above).
+    # Each ack echoes its 1 kB flush id; the client's window stays at 64 KiB (see above). The
+    # adapter's window is fixed too (inference_adapter/server.py): once it stops reading, a
+    # write waits, and fails as the stream ends; written with grpc.aio's plain ``write``, that
+    # failure would replace the adapter's status with INTERNAL (voxwire/stream_write.py).
     flush = Req(context_id="c", flush=synthesis_pb2.Flush(flush_id="f" * 1000))
     options = [("grpc.http2.bdp_probe", 0)]
     async with grpc.aio.insecure_channel(strict_adapter.address, options=options) as channel:
         call = synthesis_pb2_grpc.SynthesisStub(channel).StreamingSynthesize(timeout=20)
         await call.write(open_("bench_tts"))
         started = time.monotonic()
-        try:
+        wrote_at = [started]
+
+        async def write() -> None:
             for _ in range(1000):  # about 1 MB of acks
-                await call.write(flush)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            pass  # the server ended the call
-        out = await read_rest(call)
+                if not await write_unless_ended(call, flush):
+                    return  # the server ended the call
+                wrote_at.append(time.monotonic())
+
+        writer = asyncio.create_task(write())
+        for _ in range(100):  # until the writes stop going through
+            await asyncio.sleep(0.1)
+            if time.monotonic() - wrote_at[-1] > 0.5:
+                break
+        ended_after = wrote_at[-1] - started
+        out = await read_rest(call)  # the client reads at last: the acks, then the status
+        await asyncio.wait_for(writer, 5)
     err = from_trailers(out.trailers)
     assert (out.code, err.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SLOW_CONSUMER")
     assert "max_unread_response_bytes" in out.details
-    assert time.monotonic() - started < LIMITS.write_timeout_seconds  # the cap came first
+    assert ended_after < LIMITS.write_timeout_seconds  # the cap came first
