@@ -73,7 +73,9 @@ async def test_sigkill_mid_context_reopens_it_on_the_other_gateway(
     for word in words:
         assert TEXT[word.text_offset : word.text_offset + word.text_length] == word.word
     ends = [w.end_ms for w in words]
-    assert ends == sorted(ends) and ends[-1] <= position
+    # Within the same 1 ms as the chunks' starts: whole milliseconds on either side of the
+    # resume (CI once had the last word end at 6,548 ms and the audio at 6,547).
+    assert ends == sorted(ends) and ends[-1] <= position + 1, (ends[-1], position)
     print(f"TTS SIGKILL: resumed in {resumed.downtime_s * 1000:.0f} ms")
 
 
