@@ -118,11 +118,22 @@ def build_app(
     app.router.add_post("/v1/auth/token", misc.token)
     app.router.add_get("/v1/capabilities", misc.capabilities)
     app.router.add_get("/v1/openapi.json", misc.openapi)
-    app.router.add_get("/metrics", misc.metrics)
+    if not gateway.config.metrics_listen:
+        app.router.add_get("/metrics", misc.metrics)
     if gateway.config.demo_page:
         app.router.add_static("/demo/", Path(__file__).parent / "static")
     if extra is not None:
         extra(app)
+    return app
+
+
+def build_metrics_app(gateway: Gateway) -> web.Application:
+    """What ``metrics_listen`` serves: the metrics and the probes, nothing a client uses."""
+    app = web.Application(middlewares=[routing_errors])
+    app[GATEWAY] = gateway
+    app.router.add_get("/metrics", misc.metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app
 
 

@@ -40,6 +40,11 @@ class GatewayConfig:
     listen: str = "127.0.0.1:8080"
     # The voxwire.v1 gRPC front (same auth); empty disables it.
     grpc_listen: str = "127.0.0.1:8081"
+    # Where GET /metrics (and /healthz, /readyz) are served instead of on `listen`: an
+    # address of the operators' network only, so that clients of the public port cannot read
+    # the gateway's counts or make it render them; /metrics on `listen` is then 404. Empty:
+    # on `listen`, unauthenticated (development, or a network policy in front).
+    metrics_listen: str = ""
     adapters: tuple[str, ...] = ("127.0.0.1:50051",)
     # SO_REUSEPORT on both listeners (WebSocket/HTTP and the gRPC front): several gateway
     # processes share one port and the kernel spreads new connections over them, which is how
@@ -193,6 +198,7 @@ _NON_EMPTY: frozenset[tuple[type, str]] = frozenset({(GatewayConfig, "adapters")
 _STRING_RULES: dict[tuple[type, str], Callable[[str], str | None]] = {
     (GatewayConfig, "listen"): host_port,
     (GatewayConfig, "grpc_listen"): lambda v: host_port(v, empty_ok=True),  # "": disabled
+    (GatewayConfig, "metrics_listen"): lambda v: host_port(v, empty_ok=True),  # "": on listen
     (GatewayConfig, "adapters"): host_port,
     (GatewayConfig, "telemetry"): one_of(*MODES),
 }

@@ -21,7 +21,7 @@ import grpc
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from gateway.app import AccessLogger, build_app
+from gateway.app import AccessLogger, build_app, build_metrics_app
 from gateway.auth import AuthServices
 from gateway.auth.keys import ReloadResult
 from gateway.auth.redaction import install_redaction
@@ -100,6 +100,8 @@ class GatewayServer:
         self.front = GrpcFront(self.gateway, config.grpc_listen) if config.grpc_listen else None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self.metrics_port = 0
         self._reload: asyncio.Task[None] | None = None
         self.port = 0
         self._stopped = False
@@ -150,6 +152,13 @@ class GatewayServer:
             raise
         self._site = site
         self.port = self._runner.addresses[0][1]
+        if self.config.metrics_listen:
+            try:
+                self.metrics_port = await self._start_metrics()
+            except OSError:
+                await self._runner.cleanup()
+                await self.pool.close()
+                raise
         if self.front is not None:
             try:
                 await self.front.start()
@@ -160,6 +169,36 @@ class GatewayServer:
         self._reload = asyncio.create_task(self._reload_keys(), name="keys-reload")
         log.info("voxwire gateway listening on %s:%d", host, self.port)
         return self.port
+
+    async def _start_metrics(self) -> int:
+        """The operators' listener (``metrics_listen``): /metrics and the probes, no TLS, no
+        access log line per scrape."""
+        runner = web.AppRunner(
+            build_metrics_app(self.gateway),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+        )
+        await runner.setup()
+        host, _, port = self.config.metrics_listen.rpartition(":")
+        try:
+            await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise OSError(
+                f"metrics cannot listen on {self.config.metrics_listen} (metrics_listen): "
+                f"{exc.strerror or exc}"
+            ) from exc
+        self._metrics_runner = runner
+        return int(runner.addresses[0][1])
+
+    @property
+    def metrics_url(self) -> str:
+        """Where GET /metrics is served."""
+        if not self.config.metrics_listen:
+            return f"{self.url}/metrics"
+        host = self.config.metrics_listen.rpartition(":")[0] or "127.0.0.1"
+        return f"http://{host}:{self.metrics_port}/metrics"
 
     @property
     def grpc_address(self) -> str:
@@ -261,6 +300,8 @@ class GatewayServer:
             await self.front.stop(_GRPC_STOP_GRACE_S)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         await self.pool.close()
         await self.gateway.decoders.close()
         self.tracing.shutdown()

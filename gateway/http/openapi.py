@@ -230,6 +230,8 @@ def document(server_url: str = "") -> dict[str, Any]:
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",
+                "description": "Served here unless the gateway's metrics_listen names an "
+                "address of its own (then 404 here).",
                 "security": [],
                 "responses": {"200": {"description": "text exposition format"}},
             }

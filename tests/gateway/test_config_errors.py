@@ -62,6 +62,7 @@ def assert_config_error(run: subprocess.CompletedProcess[str], *named: str) -> N
         ("stt = 5\n" + AUTH, ("stt: must be a table", "5")),
         ("listen = 5\n" + AUTH, ("listen: must be a string", "5")),
         ('listen = "8080"\n' + AUTH, ("listen: must be host:port",)),
+        ('metrics_listen = "9464"\n' + AUTH, ("metrics_listen: must be host:port",)),
         ("adapters = []\n" + AUTH, ("adapters: must not be empty",)),
         ('telemetry = "loud"\n' + AUTH, ("telemetry:", "loud")),
         ('drain_grace_seconds = "soon"\n' + AUTH, ("drain_grace_seconds:", "'soon'")),
@@ -208,6 +209,10 @@ async def test_a_start_that_fails_is_one_line_saying_why(
         "front-port": (
             {"grpc_listen": f"127.0.0.1:{port}"},
             (f"gRPC front cannot listen on 127.0.0.1:{port}", "grpc_listen"),
+        ),
+        "metrics-port": (
+            {"metrics_listen": f"127.0.0.1:{port}"},
+            (f"metrics cannot listen on 127.0.0.1:{port} (metrics_listen)", "in use"),
         ),
         "tls": ({"tls_cert": str(tmp_path / "absent.pem")}, ("tls_cert", "absent.pem")),
     }
