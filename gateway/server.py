@@ -126,7 +126,6 @@ class GatewayServer:
                 f"no adapter of {', '.join(self.config.adapters)} served within "
                 f"{self.config.startup_wait_seconds:g} s (startup_wait_seconds)"
             )
-        self.gateway.decoders.start()  # the spare upload decoders, in the background
         host, _, port = self.config.listen.rpartition(":")
         self._runner = web.AppRunner(
             self.app,
@@ -146,26 +145,20 @@ class GatewayServer:
                 reuse_port=self.config.reuse_port or None,
             )
             await site.start()
-        except OSError:
-            await self._runner.cleanup()
+            self._site = site
+            self.port = self._runner.addresses[0][1]
+            if self.config.metrics_listen:
+                self.metrics_port = await self._start_metrics()
+            if self.front is not None:
+                await self.front.start()
+        except (RuntimeError, OSError):
+            for runner in (self._runner, self._metrics_runner):
+                if runner is not None:
+                    await runner.cleanup()
             await self.pool.close()
             raise
-        self._site = site
-        self.port = self._runner.addresses[0][1]
-        if self.config.metrics_listen:
-            try:
-                self.metrics_port = await self._start_metrics()
-            except OSError:
-                await self._runner.cleanup()
-                await self.pool.close()
-                raise
-        if self.front is not None:
-            try:
-                await self.front.start()
-            except (RuntimeError, OSError):
-                await self._runner.cleanup()
-                await self.pool.close()
-                raise
+        # Once every listener is up: a start that fails leaves no decoder process behind.
+        self.gateway.decoders.start()  # the spare upload decoders, in the background
         self._reload = asyncio.create_task(self._reload_keys(), name="keys-reload")
         log.info("voxwire gateway listening on %s:%d", host, self.port)
         return self.port

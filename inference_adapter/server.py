@@ -28,6 +28,7 @@ from voxwire.v1 import (
     synthesis_pb2,
     transcription_pb2,
 )
+from voxwire.wire import FIXED_WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +83,12 @@ class AdapterServer:
                 ("grpc.keepalive_permit_without_calls", 1),
                 # Only when configured to share the port (AdapterConfig.reuse_port).
                 ("grpc.so_reuseport", int(config.reuse_port)),
-                # A fixed HTTP/2 receive window per call (gRPC's 64 KiB lookahead), not one
-                # grown by bandwidth-delay probing: with probing, gRPC core took about 4 MiB of a
-                # stream's requests the servicer had not read (two minutes of 16 kHz audio), so
-                # a client faster than its model was not held back (the servicer's own
-                # backpressure, max_inflight_requests, came 4 MiB too late) and each stream
-                # could park that much in the adapter. The gateway then read a whole burst and
-                # its close at once, and either timed the client out while the model still
-                # worked on it or waited past its write deadline for the window to reopen
-                # (tests/gateway/test_stt_fast_client.py, tests/inference_adapter/
-                # test_receive_window.py).
-                ("grpc.http2.bdp_probe", 0),
+                # A fixed receive window per call: with probing, gRPC core took megabytes of a
+                # stream's requests the servicer had not read, so a client faster than its
+                # model was held back (max_inflight_requests) megabytes too late
+                # (tests/inference_adapter/test_receive_window.py,
+                # tests/gateway/test_stt_fast_client.py).
+                FIXED_WINDOW,
             ],
             interceptors=tuple(interceptors),
         )

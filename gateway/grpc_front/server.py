@@ -48,6 +48,7 @@ from gateway.upstream.pool import Lease
 from voxwire import errors
 from voxwire.startup import add_grpc_port
 from voxwire.v1 import capabilities_pb2, synthesis_pb2, transcription_pb2
+from voxwire.wire import FIXED_WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,9 @@ class GrpcFront:
                 # gRPC core sets SO_REUSEPORT unless told not to: only when the gateway is
                 # configured to share its ports (GatewayConfig.reuse_port).
                 ("grpc.so_reuseport", int(gateway.config.reuse_port)),
-                # A fixed HTTP/2 receive window per call (64 KiB), as the adapter's: with
-                # bandwidth-delay probing gRPC core takes about 4 MiB of a call's unread
-                # requests, past the session's own backpressure (inference_adapter/server.py).
-                ("grpc.http2.bdp_probe", 0),
+                # A fixed receive window per call, past which the session's own backpressure
+                # holds the caller back (not megabytes later).
+                FIXED_WINDOW,
                 # A connection with no call in progress is closed (GOAWAY) after the edge's
                 # keepalive timeout: gRPC core's default is never, so a client with no key
                 # could hold sockets (~18 KiB each) for good by opening no stream.

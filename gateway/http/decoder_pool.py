@@ -406,9 +406,9 @@ class DecoderPool:
             # Not retried until an upload needs a decoder: one that cannot start at all
             # would otherwise be restarted in a loop (the upload's own start reports why).
             log.warning("a spare upload decoder did not start: %r", exc)
-            self._starting = None
             return
-        self._starting = None
+        finally:
+            self._starting = None
         if self._closed:
             await decoder.kill()
             return

@@ -566,13 +566,20 @@ class SttEdgeSession:
 
     # -- time ----------------------------------------------------------------------------------
 
+    def _idle_at(self) -> float:
+        """When the session is idle for ``idle_timeout_s``. Never after the client's close: it
+        then waits for the server (docs/contract.md, idle_timeout: "STT results after a
+        close"), however long its audio takes the model. Before, a client that sent minutes of
+        audio and its close at once was closed 4008 IDLE_TIMEOUT 30 s later while the model
+        still worked on it (tests/gateway/test_stt_fast_client.py)."""
+        if self._closing_requested:
+            return math.inf
+        return self._last_client_at + self.limits.idle_timeout_s
+
     def next_deadline(self) -> float:
         """When ``on_time`` should run next (monotonic seconds)."""
         limits = self.limits
-        times = []
-        if not self._closing_requested:
-            idle_at = self._last_client_at + limits.idle_timeout_s
-            times.append(idle_at - (0 if self._warned_idle else limits.idle_warning_s))
+        times = [self._idle_at() - (0 if self._warned_idle else limits.idle_warning_s)]
         end = self._started_at + limits.max_session_s
         times.append(end - (0 if self._warned_duration else limits.duration_warning_s))
         if self._drain_ends is not None:
@@ -587,13 +594,7 @@ class SttEdgeSession:
             return actions
         if self._drain_ends is not None and now >= self._drain_ends:
             return self.fail(errors.Draining("the gateway is restarting: resume on another one"))
-        # After its close the client waits for the server (docs/contract.md, idle_timeout: "STT
-        # results after a close"), however long its audio takes the model: not idle. Before, a
-        # client that sent minutes of audio and its close at once was closed 4008 IDLE_TIMEOUT
-        # 30 s later while the model still worked on it (tests/gateway/test_stt_fast_client.py).
-        idle_at = (
-            math.inf if self._closing_requested else self._last_client_at + limits.idle_timeout_s
-        )
+        idle_at = self._idle_at()
         if now >= idle_at:
             return self.fail(
                 errors.IdleTimeout(

@@ -28,6 +28,7 @@ from voxwire.v1 import (
     transcription_pb2,
     transcription_pb2_grpc,
 )
+from voxwire.wire import FIXED_WINDOW
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ _CHANNEL_OPTIONS = (
     # 8 kHz audio with 64 KiB, 9.8 s with 256 KiB, against its 10 s write_timeout. The price
     # is 5-9 % more gateway CPU per TTS request read unpaced; STT's is unchanged (BENCHMARKS.md,
     # "TTS flow control through the gateway").
-    ("grpc.http2.bdp_probe", 0),
+    FIXED_WINDOW,
 )
 
 

@@ -18,6 +18,7 @@ import soundfile
 
 from gateway.http.decoder_child import MEMORY_LIMIT_BYTES
 from gateway.http.decoder_pool import DecoderPool, DecoderProcess
+from gateway.server import GatewayServer
 from tests.gateway.conftest import Edge, InstrumentedEdge
 from tests.gateway.test_http_stt import NAME, post
 from tests.helpers.edge import keyed_gateway
@@ -203,6 +204,12 @@ async def test_a_decoder_whose_client_left_is_kept_for_the_next_upload(edge: Edg
     assert pool.spawned == spawned
 
 
+def _edge_of(server: GatewayServer, auth: dict[str, str]) -> Edge:
+    """A test module's own gateway (``keyed_gateway``) as the helpers here take it."""
+    key = auth["Authorization"].removeprefix("Bearer ")
+    return Edge(server, key, Path(), server.config.auth)
+
+
 async def test_a_spare_decoder_waits_for_the_first_upload(
     front: InstrumentedEdge, tmp_path_factory: pytest.TempPathFactory
 ):
@@ -216,9 +223,7 @@ async def test_a_spare_decoder_waits_for_the_first_upload(
         await _settled(pool)
         assert (pool.spawned, pool.idle) == (1, 1)
         (spare,) = pool._idle
-        own = Edge(
-            server, auth["Authorization"].removeprefix("Bearer "), Path(), server.config.auth
-        )
+        own = _edge_of(server, auth)
         release = asyncio.Event()
         task, decoder = await _held_upload(own, _file("FLAC", "PCM_16", 6), "audio/flac", release)
         try:
@@ -239,8 +244,6 @@ async def test_no_spare_decoder_when_spare_decoders_is_0(
         front.adapter.address, tmp_path_factory.mktemp("nospare"), "nospare", spare_decoders=0
     ):
         pool = server.gateway.decoders
-        own = Edge(
-            server, auth["Authorization"].removeprefix("Bearer "), Path(), server.config.auth
-        )
+        own = _edge_of(server, auth)
         _heard(*await post(own, _file("FLAC", "PCM_16"), "audio/flac"))
         assert (pool.spawned, pool.idle, pool.starting) == (1, 1, False)

@@ -44,6 +44,7 @@ from voxwire.conformance.plan import Gate, Reading, Skip, build
 from voxwire.conformance.probes import PROBES, UNARY_TIMEOUT_S, ProbeContext
 from voxwire.conformance.verdict import PROPERTIES, Verdict, failed
 from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc
+from voxwire.wire import FIXED_WINDOW
 
 PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
 KNOWN_FAILING, UNEXPECTED_PASS, FLAKY = "known-failing", "unexpected-pass", "flaky"
@@ -364,7 +365,7 @@ class _Run:
         if not any(isinstance(a, Reading) for a in actions):
             yield self.channel
             return
-        options = [("grpc.http2.bdp_probe", 0)]
+        options = [FIXED_WINDOW]
         async with call_headers.channel(self.options.target, self.options.headers, options) as own:
             yield own
 
