@@ -420,6 +420,8 @@ class TtsEdgeSession:
         self._maybe_end(actions)
 
     def _retire(self, ctx: EdgeContext, actions: Actions) -> None:
+        if ctx.state is CtxState.CLOSING or ctx.pending_flushes:
+            self._wait_ended()  # its done, or its error, is what the client waited for
         ctx.state = CtxState.ENDED
         ctx.queue.clear()
         ctx.queued_bytes = 0
@@ -653,6 +655,7 @@ class TtsEdgeSession:
                         pending := ctx.pending_flushes
                     ):
                         pending.remove(item.message.flush_ack.flush_id)
+                        self._wait_ended()
                     actions.to_client.append(item.message)
                 if kind == "done":
                     ctx.queue.popleft()
@@ -750,10 +753,31 @@ class TtsEdgeSession:
 
     # -- time ----------------------------------------------------------------------------------
 
+    def _waiting(self) -> bool:
+        """The client waits for the server: a context it flushed whose flushAck is still to
+        come, or one it closed whose done is (the audio before them may be queued at the
+        adapter or under way). Text only appended is not waited for: the model may hold it
+        for more (and the upstream call is kept alive meanwhile)."""
+        return any(
+            ctx.pending_flushes or ctx.state is CtxState.CLOSING for ctx in self.contexts.values()
+        )
+
+    def _wait_ended(self) -> None:
+        """The server answered what the client waited for: its idle time starts now."""
+        self._last_client_at = max(self._last_client_at, self._clock())
+        self._warned_idle = False
+
+    def _idle_at(self) -> float:
+        """When the session is idle for ``idle_timeout_s``: never while the client waits for
+        the server (docs/contract.md, idle_timeout: "TTS synthesis queued or under way"). The
+        idle time counts from the last client message, audio chunk, flushAck or done sent."""
+        if self._waiting():
+            return math.inf
+        return self._last_client_at + self.limits.idle_timeout_s
+
     def next_deadline(self) -> float:
         limits = self.limits
-        idle_at = self._last_client_at + limits.idle_timeout_s
-        times = [idle_at - (0 if self._warned_idle else limits.idle_warning_s)]
+        times = [self._idle_at() - (0 if self._warned_idle else limits.idle_warning_s)]
         end = self._started_at + limits.max_session_s
         times.append(end - (0 if self._warned_duration else limits.duration_warning_s))
         if self._drain_ends is not None:
@@ -787,7 +811,7 @@ class TtsEdgeSession:
                 self.fail(errors.Draining("the gateway is restarting: resume on another one"))
             )
             return actions
-        idle_at = self._last_client_at + limits.idle_timeout_s
+        idle_at = self._idle_at()
         if now >= idle_at:
             actions.extend(
                 self.fail(

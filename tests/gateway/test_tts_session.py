@@ -378,3 +378,55 @@ def test_an_open_of_a_closed_context_still_speaking_ends_it_with_already_open():
     assert key in actions.cancel_upstream and actions.close is None
     assert "c1" not in session.contexts
     assert session.client_message(open_msg("c1")).open_upstream  # the id is free again
+
+
+def _idle_error(actions) -> str | None:  # type: ignore[no-untyped-def]
+    for m in actions.to_client:
+        if not isinstance(m, bytes) and m.WhichOneof("message") == "error":
+            return str(m.error.reason)
+    return None
+
+
+def test_a_client_waiting_for_a_flush_or_a_close_is_not_idle():
+    # docs/contract.md, idle_timeout: "a stream whose client waits for the server is not idle
+    # (TTS synthesis queued or under way)". Before, the idle timer ran from the last client
+    # message or audio chunk only: a flush whose audio waited longer than idle_timeout_s at
+    # the adapter was closed IDLE_TIMEOUT.
+    clock = Clock(500.0)
+    session, key = opened_session(clock, lead_ms=0, idle_timeout_s=30, idle_warning_s=5)
+    session.client_message(Client(context_id="c1", append=synthesis_pb2.AppendText(text="Hi.")))
+    session.client_message(Client(context_id="c1", flush=synthesis_pb2.Flush(flush_id="f1")))
+    for _ in range(10):  # synthesis queued for 100 s, no audio; the upstream kept alive
+        clock.now += 10
+        actions = session.on_time()
+        assert actions.to_client == [] and actions.to_upstream and not session.ended
+    # The audio and the ack come: the idle time counts from the ack.
+    session.upstream_response(key, chunk(1, 0))
+    ack = synthesis_pb2.FlushAck(flush_id="f1", last_sequence_number=1)
+    out = session.upstream_response(key, Up(context_id="c1", flush_ack=ack))
+    assert [m.WhichOneof("message") for m in out.to_client] == ["flush_ack"]  # type: ignore[union-attr]
+    clock.now += 29.9
+    assert _idle_error(session.on_time()) is None  # the warning only
+    clock.now += 0.2
+    assert _idle_error(session.on_time()) == "IDLE_TIMEOUT"
+
+
+def test_appended_text_without_a_flush_is_not_waited_for():
+    # The model may hold text for more: the client owes the next message, and the idle timer
+    # runs (the gateway keeps the upstream call alive meanwhile).
+    clock = Clock(500.0)
+    session, _ = opened_session(clock, lead_ms=0, idle_timeout_s=30, idle_warning_s=5)
+    session.client_message(Client(context_id="c1", append=synthesis_pb2.AppendText(text="Hi")))
+    clock.now += 30.1
+    assert _idle_error(session.on_time()) == "IDLE_TIMEOUT"
+
+
+def test_a_closed_context_is_waited_for_until_its_done_or_its_error():
+    clock = Clock(500.0)
+    session, key = opened_session(clock, lead_ms=0, idle_timeout_s=30, idle_warning_s=5)
+    session.client_message(Client(context_id="c1", close=synthesis_pb2.CloseContext()))
+    clock.now += 100
+    assert _idle_error(session.on_time()) is None and not session.ended
+    failed = session.upstream_failed(key, errors.TextTooLarge("the text is over the model's limit"))
+    assert [m.WhichOneof("message") for m in failed.to_client] == ["context_error"]  # type: ignore[union-attr]
+    assert session.next_deadline() == pytest.approx(clock.now + 25)
