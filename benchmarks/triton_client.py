@@ -9,6 +9,8 @@ of its own with the same minimal driver, and nothing else in the process:
 
 - ``echo`` (the floor): a raw grpc.aio bidi call per stream to ``benchmarks/echo_server.py``,
   bytes of a Triton audio request's size each way. The least a Python gRPC client stream costs.
+- ``grpclib_echo``: the same echo from grpclib (pure Python, on h2) instead of grpc.aio: whether
+  another Python gRPC client stack gets under grpc.aio's floor (it does not: BENCHMARKS.md).
 - ``adapter``: the adapter's own Triton client, the code the adapter runs per stream:
   ``ReplicaPool`` (its channels, readiness polling and admission), ``ModelStream`` (a deadline
   on every write, ``parse_response`` on every answer) and ``SequenceRequests`` (the requests as
@@ -23,7 +25,7 @@ on an absolute schedule, staggered over one period, for ``--seconds``; then END.
 message: from a chunk's scheduled send time to the answer that completes its request
 (``triton_final_response``; the echo for the floor). CPU per message: the client process's
 utime + stime (every thread) over the measured phase, divided by the chunks sent. Repeats
-rotate the order of the kinds (ABC, BCA, CAB). Triton's CPU over each run is reported beside it.
+rotate the order of the kinds (ABCD, BCDA, ...). Triton's CPU over each run is reported beside it.
 
     python -m benchmarks.triton_client [--streams 100] [--seconds 15] [--repeats 3]
 """
@@ -49,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("echo", "adapter", "tritonclient")
+KINDS = ("echo", "grpclib_echo", "adapter", "tritonclient")
 MODEL = "bench_stt"
 CHUNK_MS = 100
 RATE_HZ = 16000
@@ -139,6 +141,59 @@ async def _echo_streams(
         await asyncio.wait(readers, timeout=5.0)
         for ch in channels:
             await ch.close()
+
+    return driven, close
+
+
+async def _grpclib_echo_streams(
+    address: str, n: int, recorders: list[Recorder]
+) -> tuple[list[Driven], Callable[[], Awaitable[None]]]:
+    from grpclib.client import Channel
+    from grpclib.const import Cardinality
+    from grpclib.encoding.base import CodecBase
+
+    from benchmarks.echo_server import ECHO_METHOD
+
+    class Raw(CodecBase):
+        __content_subtype__ = "proto"
+
+        def encode(self, message: Any, message_type: Any) -> bytes:
+            return bytes(message)
+
+        def decode(self, data: bytes, message_type: Any) -> Any:
+            return data
+
+    host, port = address.rsplit(":", 1)
+    channels = [Channel(host, int(port), codec=Raw()) for _ in range(2)]
+    payload = bytes(len(_adapter_request_size_probe()))
+    driven = []
+    readers: list[asyncio.Task[None]] = []
+    for i in range(n):
+        # The codec passes bytes through; the message types are only what it is given.
+        stream: Any = channels[i % 2].request(ECHO_METHOD, Cardinality.STREAM_STREAM, bytes, bytes)
+        await stream.__aenter__()
+        await stream.send_request()
+        rec = recorders[i]
+
+        async def read(stream: Any = stream, rec: Recorder = rec) -> None:
+            while await stream.recv_message() is not None:
+                rec.answered_one()
+
+        readers.append(asyncio.create_task(read()))
+
+        async def send(pcm: bytes, stream: Any = stream) -> None:
+            await stream.send_message(payload)
+
+        async def finish(stream: Any = stream, rec: Recorder = rec) -> None:
+            await stream.end()
+            await rec.all_answered(10.0)
+
+        driven.append(Driven(send, finish))
+
+    async def close() -> None:
+        await asyncio.wait(readers, timeout=5.0)
+        for ch in channels:
+            ch.close()
 
     return driven, close
 
@@ -278,6 +333,7 @@ async def _tritonclient_streams(
 
 _KIND_STREAMS = {
     "echo": _echo_streams,
+    "grpclib_echo": _grpclib_echo_streams,
     "adapter": _adapter_streams,
     "tritonclient": _tritonclient_streams,
 }
@@ -316,9 +372,9 @@ async def worker(kind: str, address: str, streams: int, seconds: float) -> dict[
     measuring = threading.Event()
     recorders = [Recorder(latencies, measuring) for _ in range(streams)]
     driven, close = await _KIND_STREAMS[kind](address, streams, recorders)
-    # Every START answered (the echo has none) before the clock starts.
+    # Every START answered (the echoes have none) before the clock starts.
     deadline = time.monotonic() + 30.0
-    while kind != "echo" and any(r.answered < 1 for r in recorders):
+    while not kind.endswith("echo") and any(r.answered < 1 for r in recorders):
         if time.monotonic() > deadline:
             raise TimeoutError("the sequences did not start within 30 s")
         await asyncio.sleep(0.05)
@@ -424,7 +480,7 @@ async def parent(args: argparse.Namespace) -> list[dict[str, Any]]:
             for repeat in range(args.repeats):
                 order = kinds[repeat % len(kinds) :] + kinds[: repeat % len(kinds)]
                 for kind in order:
-                    address = echo_address if kind == "echo" else triton.grpc_url
+                    address = echo_address if kind.endswith("echo") else triton.grpc_url
                     log = workdir / f"{kind}.log"
                     r = await _run_worker(kind, address, args.streams, args.seconds, tri, log)
                     r["repeat"] = repeat + 1
