@@ -13,6 +13,7 @@ not parse is INVALID_MESSAGE like any other bad message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -70,6 +71,10 @@ class ClientReader(Generic[M]):
         # Since when a read waits for the client (None while nobody reads: the stream is busy,
         # or holds back on purpose, e.g. STT backpressure). Only this time can be idle.
         self.waiting_since: float | None = None
+        # The task whose read waits for the client (None while nobody reads).
+        self.reading: asyncio.Task[Any] | None = None
+        # The stream failed: what the client still sends is read and dropped (``drop``).
+        self.dropping = False
 
     async def next(self) -> M | None:
         """The next message, or None at half-close.
@@ -79,14 +84,20 @@ class ClientReader(Generic[M]):
         if self.eof:
             return None
         self.waiting_since = time.monotonic()
+        self.reading = asyncio.current_task()
         try:
             raw = await self._read()
         finally:
             self.waiting_since = None
+            self.reading = None
         if raw is grpc.aio.EOF:
             self.eof = True
             return None
         self._on_message()
+        if self.dropping:
+            # The stream failed while this read waited: the stream's end bounds the rest.
+            await self.drop()
+            raise asyncio.CancelledError
         if len(raw) > self._max_bytes:
             raise errors.ChunkTooLarge(
                 f"a message of {len(raw)} bytes exceeds the largest the server reads "
@@ -98,6 +109,15 @@ class ClientReader(Generic[M]):
             raise errors.InvalidMessage(
                 f"a message of {len(raw)} bytes does not parse as a request of this stream"
             ) from None
+
+    async def drop(self) -> None:
+        """Read and drop what the client sends, up to its half-close; the caller bounds it
+        (``StreamRunner``: a failed stream's status waits for this, briefly)."""
+        while not self.eof:
+            if await self._read() is grpc.aio.EOF:
+                self.eof = True
+            else:
+                self._on_message()
 
 
 def stream_handler(

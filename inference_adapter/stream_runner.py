@@ -46,6 +46,7 @@ from inference_adapter.boundary import ClientReader, max_message_bytes, set_stat
 from inference_adapter.outbox import Outbox, WriteInterrupted
 from inference_adapter.runtime import Runtime
 from voxwire import errors
+from voxwire.stream_write import DRAIN_QUIET_S, DRAIN_S
 from voxwire.v1 import stream_pb2, timings_pb2
 
 log = logging.getLogger(__name__)
@@ -182,10 +183,19 @@ class StreamRunner(Generic[M]):
             except Exception as exc:  # the one boundary: every failure becomes a status
                 error = self._classify(exc)
             if error is not None:
+                self.reader.dropping = True  # nothing the client sends from now is served
                 self.outbox.seal()
                 await self._stop(body)
-                await self.end_tasks(keep=frozenset({writer}) if writer else frozenset())
+                # The task whose read waits for the client keeps it (it drops what comes);
+                # with none, one reads and drops (the stream held the client back).
+                reading = self.reader.reading
+                if reading is None and not self.reader.eof:
+                    reading = self.spawn(self.reader.drop(), "drop")
+                keep = {t for t in (writer, reading) if t is not None}
+                await self.end_tasks(keep=frozenset(keep))
                 await self.outbox.flush(FAILED_FLUSH_S)  # what was decided still reaches the client
+                if reading is not None:
+                    await self._client_drained(reading)
             set_status(self.context, error, body.timings())
         finally:
             try:
@@ -198,6 +208,19 @@ class StreamRunner(Generic[M]):
                 if self._admitted:
                     self.rt.leave()
                     self.rt.telemetry.active_streams.add(-1, {"service": self.service})
+
+    async def _client_drained(self, reading: asyncio.Task[Any]) -> None:
+        """Before a failed stream's status: let ``reading`` read and drop what the client still
+        sends, up to its half-close, a pause of DRAIN_QUIET_S in its messages, or DRAIN_S
+        (why: voxwire.stream_write)."""
+        begun = time.monotonic()
+        ends = begun + DRAIN_S
+        while not reading.done():
+            now = time.monotonic()
+            until = min(ends, max(begun, self._last_active) + DRAIN_QUIET_S)
+            if now >= until:
+                return  # the task is ended with the others (``run``'s finally)
+            await asyncio.wait({reading}, timeout=until - now)
 
     async def _open(self) -> None:
         """Send the initial metadata. Raises SlowConsumer when it is not taken in time, or what

@@ -27,6 +27,20 @@ from grpc._cython import cygrpc
 
 # What grpc.aio reports for a call whose write raced the server's status.
 CORE_RACE_DETAILS = "Internal error from Core"
+
+# The servers' side of the race (the adapter's StreamRunner, the gateway's gRPC front): before
+# a failed stream's status, what the client still sends is read and dropped, up to its
+# half-close, a pause of DRAIN_QUIET_S in its messages, or DRAIN_S in all. A plain grpc.aio
+# client that sends faster than the server reads waits in ``write`` (gRPC's fixed 64 KiB
+# window, voxwire.wire), so without this every failed stream of a file sent at once lost its
+# status (tests/inference_adapter/test_failed_stream_status.py). Such a writer sends its next
+# message well under 1 ms after a window update: on make run's stack 1 MiB sent at once after
+# a bad chunk drained in 46-80 ms and 10 MiB in 300-360 ms. A client in real time (20 ms
+# chunks or longer) or silent gets its status at most DRAIN_QUIET_S later; with 50 ms, one
+# sending 20 ms chunks kept its stream draining for all of DRAIN_S (520 ms), and a gateway's
+# failover waits for that status.
+DRAIN_S = 0.5
+DRAIN_QUIET_S = 0.01
 _INTERNALS = ("_cython_call", "_metadata_sent", "_done_writing_flag", "_request_serializer")
 
 

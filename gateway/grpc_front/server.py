@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from gateway.telemetry import trace_carrier, upstream_trace_metadata
 from gateway.upstream.pool import Lease
 from voxwire import errors
 from voxwire.startup import add_grpc_port
+from voxwire.stream_write import DRAIN_QUIET_S, DRAIN_S
 from voxwire.v1 import capabilities_pb2, synthesis_pb2, transcription_pb2
 from voxwire.wire import FIXED_WINDOW
 
@@ -64,9 +66,6 @@ CATALOG_METHODS = frozenset({"/voxwire.v1.Capabilities/GetCapabilities"})
 # status: a grpcio aio client whose write races the server's status reports INTERNAL instead
 # of the status (grpc/grpc#36066), as the adapter found (inference_adapter/stream_runner.py).
 REFUSAL_READ_S = 2.0
-# How long a call whose session failed still reads (and drops) what its caller sends, before
-# the status goes out (CallPort.drain).
-ERROR_DRAIN_S = 0.5
 # The largest message the front takes (gRPC's default; the adapter's own limit is the same).
 MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -291,7 +290,7 @@ class GrpcFront:
                     errors.InternalError("the call ended without a decision of its session")
                 )
                 if status.code is not grpc.StatusCode.OK:
-                    await port.drain(ERROR_DRAIN_S)
+                    await port.drain()
             span.set_attribute("rpc.grpc.status_code", status.code.value[0])
             status.apply(context)
         finally:
@@ -312,15 +311,16 @@ class GrpcFront:
         self._gateway.metrics.refused.labels(reason=error.reason).inc()
         # The client's first message (or half-close) is read, never passed on, before the
         # status goes out (REFUSAL_READ_S); a client that sends nothing gets it at the bound.
-        # Then what it still sends is read and dropped, up to its half-close or ERROR_DRAIN_S,
-        # as for a failed session (CallPort.drain): a grpcio client that writes its config
-        # and first audio at once lost the refusal to INTERNAL "Internal error from Core"
-        # (grpc/grpc#36066), 10 of 10 times for a missing key.
+        # Then what it still sends is read and dropped as for a failed session (CallPort.drain,
+        # voxwire.stream_write): a grpcio client that writes its config and first audio at
+        # once lost the refusal to INTERNAL "Internal error from Core" (grpc/grpc#36066), 10
+        # of 10 times for a missing key.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(REFUSAL_READ_S):
                 first = await context.read()
-            async with asyncio.timeout(ERROR_DRAIN_S):
-                while first is not grpc.aio.EOF:
+            ends = time.monotonic() + DRAIN_S
+            while first is not grpc.aio.EOF and (left := ends - time.monotonic()) > 0:
+                async with asyncio.timeout(min(DRAIN_QUIET_S, left)):
                     first = await context.read()
         Status.of(error).apply(context)
 

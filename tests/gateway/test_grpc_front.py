@@ -19,7 +19,7 @@ from inference_adapter.server import AdapterServer
 from localstack.client import collect, transcribe, write_all
 from tests.gateway.conftest import Edge, InstrumentedEdge
 from tests.helpers.front import bearer, rich_error, stt_config, wait_until
-from tests.helpers.raw_calls import bytes_taken_unread
+from tests.helpers.raw_calls import bytes_taken_unread, plain_burst_after_a_bad_chunk
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
 from tests.helpers.wavio import read_wav
 from tests.helpers.wer import word_error_rate
@@ -126,6 +126,23 @@ async def test_the_adapters_error_passes_through_unchanged(edge: Edge, edge_adap
     code, _, error, trailer_keys = front
     assert code == grpc.StatusCode.NOT_FOUND and error.reason == "UNKNOWN_MODEL"
     assert TIMINGS_TRAILER in trailer_keys
+
+
+async def test_a_plain_client_writing_fast_gets_the_reason_through_the_front_and_direct(
+    edge: Edge, edge_adapter: AdapterServer
+):
+    """A plain grpc.aio client sending a file as fast as it can after a bad chunk: its writes
+    wait on the window when the stream fails, and grpc.aio would report INTERNAL "Internal
+    error from Core" (grpc/grpc#36066) but that the server reads and drops what it still
+    sends before the status (voxwire.stream_write, DRAIN_S)."""
+    for address, metadata in (
+        (edge.server.grpc_address, bearer(edge.key)),
+        (edge_adapter.address, ()),
+    ):
+        async with grpc.aio.insecure_channel(address) as channel:
+            for _ in range(3):
+                outcome = await plain_burst_after_a_bad_chunk(channel, metadata)
+                assert outcome.reason == "MISALIGNED_AUDIO", (address, outcome)
 
 
 async def test_health_and_reflection_need_no_key(edge: Edge):

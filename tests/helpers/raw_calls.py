@@ -111,3 +111,27 @@ async def bytes_taken_unread(
     finally:
         call.cancel()
     return taken
+
+
+async def plain_burst_after_a_bad_chunk(
+    channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = (), chunks: int = 320
+) -> RawOutcome:
+    """A plain grpc.aio client (``call.write``, not ``write_unless_ended``): a valid bench_stt
+    config, 3 bytes of PCM16 (MISALIGNED_AUDIO), then ``chunks`` 100 ms chunks (320: 1 MiB,
+    16 windows) as fast as the call takes them, and its half-close. How the call ended."""
+    from voxwire.v1 import audio_pb2, transcription_pb2
+
+    req = transcription_pb2.StreamingTranscribeRequest
+    fmt = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000)
+    config = req(config=transcription_pb2.TranscriptionConfig(model="bench_stt", audio_format=fmt))
+    chunk = req(audio=bytes(3200)).SerializeToString()
+    call = channel.stream_stream(TRANSCRIBE)(metadata=metadata, timeout=30)
+    await call.write(config.SerializeToString())
+    await call.write(req(audio=b"\x00\x00\x00").SerializeToString())
+    with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        for _ in range(chunks):
+            await call.write(chunk)
+        await call.done_writing()  # the call ended under the writes: its status says why
+    async with asyncio.timeout(20):
+        code = await call.code()
+    return outcome_of(code, await call.details(), await call.trailing_metadata(), 0)
