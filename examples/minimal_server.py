@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,10 +32,12 @@ from voxwire import errors
 from voxwire.audio import codecs
 from voxwire.audio.formats import ENCODINGS
 from voxwire.errors import Violation
+from voxwire.stream_write import DRAIN_S, drain_pause_s
 from voxwire.timings import StageClock, trailers
 from voxwire.v1 import audio_pb2, capabilities_pb2, capabilities_pb2_grpc
 from voxwire.v1 import synthesis_pb2 as tts
 from voxwire.v1 import transcription_pb2 as stt
+from voxwire.wire import FIXED_WINDOW
 
 # -- what the server offers: Capabilities must say exactly what the code below does ------------
 RATE = 16000
@@ -158,6 +162,18 @@ class Reader:
             raise errors.IdleTimeout(f"no message for {self.idle_s:g} s") from None
         return self.parse(data)
 
+    async def drop(self) -> None:
+        """Read and drop what the client still sends, up to its half-close, a pause in its
+        messages or DRAIN_S (voxwire.stream_write; contract: a failed stream's status waits
+        while the client still sends). A grpc.aio client whose write is under way when the
+        status arrives loses the status to INTERNAL (grpc/grpc#36066); one that sends a file
+        as fast as the stream takes it is always writing."""
+        ends, dropped = time.monotonic() + DRAIN_S, 0
+        with contextlib.suppress(StopAsyncIteration, TimeoutError):
+            while (left := ends - time.monotonic()) > 0:
+                async with asyncio.timeout(min(drain_pause_s(dropped), left)):
+                    dropped += len(await anext(self.raw))
+
     def parse(self, data: bytes) -> Any:
         """One message: refused unparsed when over MAX_MESSAGE_BYTES, then parsed."""
         if len(data) > MAX_MESSAGE_BYTES:
@@ -241,8 +257,12 @@ class StreamService:
     def finish(self, context: Any, clock: StageClock) -> None:
         context.set_trailing_metadata(trailers(clock.to_proto()))
 
-    async def fail(self, context: Any, error: errors.VoxwireError, clock: StageClock) -> None:
-        """End the stream with the error's rich status and the timing trailers."""
+    async def fail(
+        self, context: Any, error: errors.VoxwireError, clock: StageClock, reader: Reader
+    ) -> None:
+        """End the stream with the error's rich status and the timing trailers, once what the
+        client still sends is read (``Reader.drop``)."""
+        await reader.drop()
         details = ("grpc-status-details-bin", error.to_rpc_status().SerializeToString())
         metadata = (details, *trailers(clock.to_proto()))
         await context.abort(error.code, error.message, trailing_metadata=metadata)
@@ -280,7 +300,7 @@ class Transcription(StreamService):
             await context.write(stt.StreamingTranscribeResponse(summary=summary))
             self.finish(context, clock)
         except errors.VoxwireError as exc:
-            await self.fail(context, exc, clock)
+            await self.fail(context, exc, clock, reader)
 
     def start(self, config: stt.TranscriptionConfig) -> BeepDetector:
         asked = {  # config field: (asked for, the feature that Capabilities advertises)
@@ -489,7 +509,7 @@ class Synthesis(StreamService):
             await context.write(tts.StreamingSynthesizeResponse(summary=summary))
             self.finish(context, clock)
         except errors.VoxwireError as exc:
-            await self.fail(context, exc, clock)
+            await self.fail(context, exc, clock, reader)
 
     async def write_all(self, context: Any, session: SynthesisStream, msg: Any) -> None:
         try:
@@ -563,7 +583,10 @@ async def add_health_and_reflection(server: grpc.aio.Server) -> None:
 
 async def build_server(port: int = 0, *, idle_s: float = 30.0) -> tuple[grpc.aio.Server, int]:
     """Start the server on 127.0.0.1:``port`` (0: a free port); returns it and its port."""
-    server = grpc.aio.server()
+    # gRPC's fixed 64 KiB receive window (voxwire.wire): with bandwidth-delay probing gRPC core
+    # grows it until megabytes of a stream's unread requests sit in the server, so a client
+    # faster than the model is held back that late and each stream can park that much memory.
+    server = grpc.aio.server(options=[FIXED_WINDOW])
     add_services(server, Transcription(idle_s), Synthesis(idle_s), Capabilities(idle_s))
     await add_health_and_reflection(server)
     port = server.add_insecure_port(f"127.0.0.1:{port}")

@@ -75,6 +75,7 @@ class ClientReader(Generic[M]):
         self.reading: asyncio.Task[Any] | None = None
         # The stream failed: what the client still sends is read and dropped (``drop``).
         self.dropping = False
+        self.dropped_bytes = 0
 
     async def next(self) -> M | None:
         """The next message, or None at half-close.
@@ -96,6 +97,7 @@ class ClientReader(Generic[M]):
         self._on_message()
         if self.dropping:
             # The stream failed while this read waited: the stream's end bounds the rest.
+            self.dropped_bytes += len(raw)
             await self.drop()
             raise asyncio.CancelledError
         if len(raw) > self._max_bytes:
@@ -114,9 +116,11 @@ class ClientReader(Generic[M]):
         """Read and drop what the client sends, up to its half-close; the caller bounds it
         (``StreamRunner``: a failed stream's status waits for this, briefly)."""
         while not self.eof:
-            if await self._read() is grpc.aio.EOF:
+            raw = await self._read()
+            if raw is grpc.aio.EOF:
                 self.eof = True
             else:
+                self.dropped_bytes += len(raw)
                 self._on_message()
 
 

@@ -46,7 +46,7 @@ from inference_adapter.boundary import ClientReader, max_message_bytes, set_stat
 from inference_adapter.outbox import Outbox, WriteInterrupted
 from inference_adapter.runtime import Runtime
 from voxwire import errors
-from voxwire.stream_write import DRAIN_QUIET_S, DRAIN_S
+from voxwire.stream_write import DRAIN_S, drain_pause_s
 from voxwire.v1 import stream_pb2, timings_pb2
 
 log = logging.getLogger(__name__)
@@ -211,13 +211,14 @@ class StreamRunner(Generic[M]):
 
     async def _client_drained(self, reading: asyncio.Task[Any]) -> None:
         """Before a failed stream's status: let ``reading`` read and drop what the client still
-        sends, up to its half-close, a pause of DRAIN_QUIET_S in its messages, or DRAIN_S
-        (why: voxwire.stream_write)."""
+        sends, up to its half-close, a pause in its messages or DRAIN_S (why and how long:
+        voxwire.stream_write)."""
         begun = time.monotonic()
         ends = begun + DRAIN_S
         while not reading.done():
             now = time.monotonic()
-            until = min(ends, max(begun, self._last_active) + DRAIN_QUIET_S)
+            pause = drain_pause_s(self.reader.dropped_bytes)
+            until = min(ends, max(begun, self._last_active) + pause)
             if now >= until:
                 return  # the task is ended with the others (``run``'s finally)
             await asyncio.wait({reading}, timeout=until - now)

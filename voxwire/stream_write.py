@@ -28,19 +28,31 @@ from grpc._cython import cygrpc
 # What grpc.aio reports for a call whose write raced the server's status.
 CORE_RACE_DETAILS = "Internal error from Core"
 
-# The servers' side of the race (the adapter's StreamRunner, the gateway's gRPC front): before
-# a failed stream's status, what the client still sends is read and dropped, up to its
-# half-close, a pause of DRAIN_QUIET_S in its messages, or DRAIN_S in all. A plain grpc.aio
-# client that sends faster than the server reads waits in ``write`` (gRPC's fixed 64 KiB
-# window, voxwire.wire), so without this every failed stream of a file sent at once lost its
-# status (tests/inference_adapter/test_failed_stream_status.py). Such a writer sends its next
-# message well under 1 ms after a window update: on make run's stack 1 MiB sent at once after
-# a bad chunk drained in 46-80 ms and 10 MiB in 300-360 ms. A client in real time (20 ms
-# chunks or longer) or silent gets its status at most DRAIN_QUIET_S later; with 50 ms, one
-# sending 20 ms chunks kept its stream draining for all of DRAIN_S (520 ms), and a gateway's
-# failover waits for that status.
+# The servers' side of the race (the adapter's StreamRunner, the gateway's gRPC front, the
+# example server): before a failed stream's status, what the client still sends is read and
+# dropped, up to its half-close, a pause in its messages (``drain_pause_s``), or DRAIN_S in
+# all. A plain grpc.aio client that sends faster than the server reads waits in ``write``
+# (gRPC's fixed 64 KiB window, voxwire.wire), so without this every failed stream of a file
+# sent at once lost its status (tests/inference_adapter/test_failed_stream_status.py); on make
+# run's stack 1 MiB sent at once after a bad chunk drained in 46-80 ms, 10 MiB in 300-360 ms.
+# The pause that ends it is short (DRAIN_QUIET_S) until DRAIN_BULK_BYTES came: a client in
+# real time (20 ms chunks or longer) or silent gets its status at most 10 ms later (with
+# 50 ms, one sending 20 ms chunks kept its stream draining for all of DRAIN_S, 520 ms, and a
+# gateway's failover waits for that status). A writer held back by the window has a window's
+# worth waiting at the server, read at once, and then gets DRAIN_BULK_QUIET_S between its
+# messages: with 10 ms for it too, the conformance kit's plain writer, in one process with
+# the server and other cases, lost the race now and then.
 DRAIN_S = 0.5
 DRAIN_QUIET_S = 0.01
+DRAIN_BULK_BYTES = 32 * 1024
+DRAIN_BULK_QUIET_S = 0.1
+
+
+def drain_pause_s(dropped_bytes: int) -> float:
+    """The pause in a client's messages that ends a drain which has read ``dropped_bytes``."""
+    return DRAIN_BULK_QUIET_S if dropped_bytes >= DRAIN_BULK_BYTES else DRAIN_QUIET_S
+
+
 _INTERNALS = ("_cython_call", "_metadata_sent", "_done_writing_flag", "_request_serializer")
 
 

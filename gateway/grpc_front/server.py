@@ -48,7 +48,7 @@ from gateway.telemetry import trace_carrier, upstream_trace_metadata
 from gateway.upstream.pool import Lease
 from voxwire import errors
 from voxwire.startup import add_grpc_port
-from voxwire.stream_write import DRAIN_QUIET_S, DRAIN_S
+from voxwire.stream_write import DRAIN_S, drain_pause_s
 from voxwire.v1 import capabilities_pb2, synthesis_pb2, transcription_pb2
 from voxwire.wire import FIXED_WINDOW
 
@@ -318,9 +318,10 @@ class GrpcFront:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(REFUSAL_READ_S):
                 first = await context.read()
-            ends = time.monotonic() + DRAIN_S
+            ends, dropped = time.monotonic() + DRAIN_S, 0
             while first is not grpc.aio.EOF and (left := ends - time.monotonic()) > 0:
-                async with asyncio.timeout(min(DRAIN_QUIET_S, left)):
+                dropped += len(first)
+                async with asyncio.timeout(min(drain_pause_s(dropped), left)):
                     first = await context.read()
         Status.of(error).apply(context)
 

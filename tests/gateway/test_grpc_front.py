@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gateway.config import GatewayConfig
+from gateway.grpc_front.call_port import UPSTREAM_DEADLINE_MARGIN_S
 from gateway.server import GatewayServer
 from inference_adapter.server import AdapterServer
 from localstack.client import collect, transcribe, write_all
@@ -203,9 +204,14 @@ async def test_the_clients_deadline_and_trace_context_go_upstream(front: Instrum
     assert stream.method == "/voxwire.v1.Transcription/StreamingTranscribe"
     # What the adapter saw left of the client's deadline: less what the hops took, plus what
     # gRPC core adds when it rounds a timeout up for its grpc-timeout header (without the
-    # gateway passing it on, the adapter would see no deadline at all: None).
+    # gateway passing it on, the adapter would see no deadline at all: None). A stream's is
+    # the client's plus UPSTREAM_DEADLINE_MARGIN_S, so the client's own deadline ends the call
+    # first: before, the two fell together, and an upstream that failed first was answered
+    # INTERNAL "Deadline Exceeded" (docs/fuzzing.md, 2026-12-03).
     assert unary.deadline_s is not None and 5.0 < unary.deadline_s <= 7.0 + ROUNDING_S
-    assert stream.deadline_s is not None and 18.0 < stream.deadline_s <= 20.0 + ROUNDING_S
+    margin = UPSTREAM_DEADLINE_MARGIN_S
+    assert stream.deadline_s is not None
+    assert 20.0 + ROUNDING_S < stream.deadline_s <= 20.0 + margin + ROUNDING_S
     # The client's trace goes on (the gateway's span is the adapter's parent); the key does not
     # go upstream.
     for recorded in (unary, stream):

@@ -87,8 +87,13 @@ _CASE_KEYS = frozenset(
         "half_close",
         "when",
         "holds",
+        "writer",
     }
 )
+# How the kit writes a case's messages: "guarded" (voxwire.stream_write.write_unless_ended: a
+# write racing the server's status never costs the status) or "plain" (grpc.aio's own
+# ``call.write``, as other people's clients write).
+WRITERS = ("guarded", "plain")
 _EXPECT_KEYS = frozenset(
     {
         "status",
@@ -144,6 +149,7 @@ class Case:
     # the limits: such a case runs alone, is skipped when the model advertises less capacity,
     # and an OVERLOADED answer makes it inconclusive (retried, then skipped), never failed.
     holds: str = ""
+    writer: str = "guarded"
     source: str = ""
 
     @property
@@ -222,6 +228,9 @@ def parse_case(raw: Mapping[str, Any], *, source: str = "") -> Case:
     _check_case_expr(holds, "holds", where)
     if holds and service not in STREAM_SERVICES:
         raise CaseFileError(f"{where}: holds needs a streaming service")
+    writer = raw.get("writer", "guarded")
+    if writer not in WRITERS:
+        raise CaseFileError(f"{where}: writer must be one of {WRITERS}, not {writer!r}")
     half_close = raw.get("half_close")
     if half_close is None:
         mode = "now" if expect.status == "OK" else "settle"
@@ -244,6 +253,7 @@ def parse_case(raw: Mapping[str, Any], *, source: str = "") -> Case:
         half_close=mode,
         when=when,
         holds=holds,
+        writer=writer,
         source=source,
     )
 

@@ -144,6 +144,7 @@ async def _write(
 ) -> None:
     arrived, reading = events
     last_mark = 0
+    write = _plain_write if plan.case.writer == "plain" else write_unless_ended
     for action in plan.actions:
         if call.done():
             return
@@ -167,12 +168,19 @@ async def _write(
             last_mark = len(out.responses)
             out.marks.append((last_mark, action))
             try:
-                sent = await write_unless_ended(call, action.message)
-            except (asyncio.InvalidStateError, grpc.aio.UsageError):
+                sent = await write(call, action.message)
+            except (asyncio.InvalidStateError, grpc.aio.UsageError, grpc.aio.AioRpcError):
                 sent = False
             if not sent:
                 out.write_failed = True
                 return
+
+
+async def _plain_write(call: Any, message: Any) -> bool:
+    """grpc.aio's own write (a case with ``writer = "plain"``): a write under way when the
+    server's status comes replaces the status with INTERNAL (grpc/grpc#36066)."""
+    await call.write(message)
+    return True
 
 
 async def _hold(call: Any, gate: Gate, deadline: float) -> bool:

@@ -8,6 +8,7 @@ from tests.conformance.broken.endings import (
     EchoesUncappedSession,
     SilentViolations,
     both,
+    fail_at_once,
     fail_with,
     fail_with_disagreeing_timings,
     fail_without_details,
@@ -66,6 +67,7 @@ _UNPARSED, _UNPARSED_TTS = both("Unparsed", {"reader": raising_reader})
 _PARSES_FIRST, _PARSES_FIRST_TTS = both("ParsesFirst", {"reader": parsing_reader})
 _SWAPPED = type("Swapped", (ex.Transcription,), {"fail": fail_with, "swap_errors": True})
 _SILENT, _SILENT_TTS = both("Silent", {"fail": fail_with, "strip_violations": True})
+_AT_ONCE = type("AtOnce", (ex.Transcription,), {"fail": fail_at_once})
 
 STREAM_ERRORS = frozenset(
     {
@@ -81,6 +83,7 @@ STREAM_ERRORS = frozenset(
         "stt.config.lacking-endpointing",
         "stt.config.lacking-vocabulary",
         "stt.audio.misaligned",
+        "stt.errors.plain-writer-keeps-the-reason",
         "stt.message.empty",
         "stt.message.undecodable",
         "stt.limits.chunk-too-large",
@@ -138,6 +141,12 @@ VIOLATIONS = frozenset(
 )
 
 VARIANTS = [
+    Variant(
+        "status-at-once",
+        "a failed stream's status waits while the client still sends",
+        frozenset({"stt.errors.plain-writer-keeps-the-reason"}),
+        transcription=_AT_ONCE,
+    ),
     Variant(
         "audio-after-cancel",
         "nothing for a context follows its cancel ack",

@@ -26,11 +26,16 @@ class _ConfigAlreadySetWrongCode(errors.ConfigAlreadySet):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def fail_without_details(self: Any, context: Any, error: Any, clock: StageClock) -> None:
+async def fail_without_details(
+    self: Any, context: Any, error: Any, clock: StageClock, reader: ex.Reader
+) -> None:
+    await reader.drop()
     await context.abort(error.code, error.message, trailing_metadata=trailers(clock.to_proto()))
 
 
-async def fail_with(self: Any, context: Any, error: Any, clock: StageClock) -> None:
+async def fail_with(
+    self: Any, context: Any, error: Any, clock: StageClock, reader: ex.Reader
+) -> None:
     """The example's fail, after one change to the error."""
     swap = {
         errors.ConfigRequired: _RetryableConfigRequired,
@@ -40,7 +45,7 @@ async def fail_with(self: Any, context: Any, error: Any, clock: StageClock) -> N
         error = swap[type(error)](error.message, violations=error.violations)
     if getattr(self, "strip_violations", False):
         error = type(error)(error.message)
-    await ex.StreamService.fail(self, context, error, clock)
+    await ex.StreamService.fail(self, context, error, clock, reader)
 
 
 def finish_without_binary_timings(self: Any, context: Any, clock: StageClock) -> None:
@@ -50,8 +55,9 @@ def finish_without_binary_timings(self: Any, context: Any, clock: StageClock) ->
 
 
 async def fail_with_disagreeing_timings(
-    self: Any, context: Any, error: Any, clock: StageClock
+    self: Any, context: Any, error: Any, clock: StageClock, reader: ex.Reader
 ) -> None:
+    await reader.drop()
     timings = clock.to_proto()
     details = ("grpc-status-details-bin", error.to_rpc_status().SerializeToString())
     wrong = f"total;dur={timings.total_us / 1000 + 5:.3f}"  # 5 ms more than the binary form says
@@ -60,6 +66,15 @@ async def fail_with_disagreeing_timings(
         ("voxwire-timings-bin", timings.SerializeToString()),
         (SERVER_TIMING_TRAILER, wrong),
     )
+    await context.abort(error.code, error.message, trailing_metadata=metadata)
+
+
+async def fail_at_once(
+    self: Any, context: Any, error: Any, clock: StageClock, reader: ex.Reader
+) -> None:
+    """The example's fail without reading what the client still sends first."""
+    details = ("grpc-status-details-bin", error.to_rpc_status().SerializeToString())
+    metadata = (details, *trailers(clock.to_proto()))
     await context.abort(error.code, error.message, trailing_metadata=metadata)
 
 

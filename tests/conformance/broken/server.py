@@ -11,6 +11,7 @@ import grpc
 
 from examples import minimal_server as ex
 from voxwire.v1 import capabilities_pb2
+from voxwire.wire import FIXED_WINDOW
 
 IDLE_S = 2.0  # short, so the idle cases run in the tests (and long enough under load)
 
@@ -49,7 +50,7 @@ class Variant:
 
 async def serve(variant: Variant) -> tuple[grpc.aio.Server, int]:
     """The variant as a started server on a free loopback port."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=[FIXED_WINDOW])  # as the example's build_server
     synthesis_class = type(
         "BrokenSynthesis",
         (ex.Synthesis,),

@@ -81,10 +81,12 @@ class SpillsErrors(ex.Transcription):
         self.readers.add(reader)
         return reader
 
-    async def fail(self, context: Any, error: errors.VoxwireError, clock: StageClock) -> None:
-        for reader in self.readers:
-            reader.poison = errors.InternalError("another stream failed")
-        await super().fail(context, error, clock)
+    async def fail(
+        self, context: Any, error: errors.VoxwireError, clock: StageClock, reader: ex.Reader
+    ) -> None:
+        for other in self.readers:
+            other.poison = errors.InternalError("another stream failed")
+        await super().fail(context, error, clock, reader)
 
 
 class FinalizeAckFirst(ex.Transcription):
