@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import re
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,7 +30,7 @@ from voxwire import errors
 from voxwire.audio import codecs
 from voxwire.audio.formats import ENCODINGS
 from voxwire.errors import Violation
-from voxwire.stream_write import DRAIN_S, drain_pause_s
+from voxwire.stream_write import drop_until_pause
 from voxwire.timings import StageClock, trailers
 from voxwire.v1 import audio_pb2, capabilities_pb2, capabilities_pb2_grpc
 from voxwire.v1 import synthesis_pb2 as tts
@@ -164,15 +162,17 @@ class Reader:
 
     async def drop(self) -> None:
         """Read and drop what the client still sends, up to its half-close, a pause in its
-        messages or DRAIN_S (voxwire.stream_write; contract: a failed stream's status waits
+        messages or 0.5 s (voxwire.stream_write; contract: a failed stream's status waits
         while the client still sends). A grpc.aio client whose write is under way when the
         status arrives loses the status to INTERNAL (grpc/grpc#36066); one that sends a file
         as fast as the stream takes it is always writing."""
-        ends, dropped = time.monotonic() + DRAIN_S, 0
-        with contextlib.suppress(StopAsyncIteration, TimeoutError):
-            while (left := ends - time.monotonic()) > 0:
-                async with asyncio.timeout(min(drain_pause_s(dropped), left)):
-                    dropped += len(await anext(self.raw))
+        await drop_until_pause(self._next_size)
+
+    async def _next_size(self) -> int | None:
+        try:
+            return len(await anext(self.raw))
+        except StopAsyncIteration:
+            return None
 
     def parse(self, data: bytes) -> Any:
         """One message: refused unparsed when over MAX_MESSAGE_BYTES, then parsed."""

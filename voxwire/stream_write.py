@@ -20,6 +20,8 @@ fallback is taken, so an upgrade that moves those internals is noticed.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -51,6 +53,26 @@ DRAIN_BULK_QUIET_S = 0.1
 def drain_pause_s(dropped_bytes: int) -> float:
     """The pause in a client's messages that ends a drain which has read ``dropped_bytes``."""
     return DRAIN_BULK_QUIET_S if dropped_bytes >= DRAIN_BULK_BYTES else DRAIN_QUIET_S
+
+
+async def drop_until_pause(
+    receive: Callable[[], Awaitable[int | None]], dropped_bytes: int = 0
+) -> None:
+    """Read and drop what a client still sends, up to its half-close, a pause in its messages
+    (``drain_pause_s``) or DRAIN_S. ``receive`` reads the next message and gives its size, or
+    None at the half-close; ``dropped_bytes`` were read already. A read the pause cuts short
+    is cancelled: the stream is ending. (The adapter's StreamRunner, whose read may wait in
+    another task, keeps the same rule its own way.)"""
+    ends = time.monotonic() + DRAIN_S
+    while (left := ends - time.monotonic()) > 0:
+        try:
+            async with asyncio.timeout(min(drain_pause_s(dropped_bytes), left)):
+                size = await receive()
+        except TimeoutError:
+            return
+        if size is None:
+            return
+        dropped_bytes += size
 
 
 _INTERNALS = ("_cython_call", "_metadata_sent", "_done_writing_flag", "_request_serializer")

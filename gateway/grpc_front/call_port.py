@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,7 +20,7 @@ from google.protobuf.message import DecodeError, Message
 from gateway.grpc_front.relay import Status
 from gateway.ports import Frame
 from voxwire import errors
-from voxwire.stream_write import DRAIN_S, drain_pause_s
+from voxwire.stream_write import drop_until_pause
 from voxwire.timings import trailers
 from voxwire.v1 import timings_pb2
 
@@ -74,18 +73,21 @@ class CallPort:
             return Frame()
         return Frame(data=raw)
 
-    async def drain(self) -> None:
-        """Read and drop what the caller still sends, up to its half-close, a pause in its
-        messages or DRAIN_S (voxwire.stream_write). A session that failed does this before
-        its status goes out: a grpc.aio caller whose writes race the status loses it to
-        INTERNAL "Internal error from Core" (grpc/grpc#36066); through the front, which refuses
-        bad input at once, 0.2 to 0.5 % of a fuzz run's hostile streams did."""
-        ends, dropped = time.monotonic() + DRAIN_S, 0
-        with contextlib.suppress(TimeoutError, grpc.RpcError):
-            while not self.half_closed and (left := ends - time.monotonic()) > 0:
-                async with asyncio.timeout(min(drain_pause_s(dropped), left)):
-                    frame = await self.receive()  # shielded: a timeout leaves the read be
-                dropped += len(frame.data or b"")
+    async def drain(self, dropped_bytes: int = 0) -> None:
+        """Read and drop what the caller still sends (voxwire.stream_write.drop_until_pause;
+        ``dropped_bytes`` were read already). A session that failed does this before its
+        status goes out: a grpc.aio caller whose writes race the status loses it to INTERNAL
+        "Internal error from Core" (grpc/grpc#36066); through the front, which refuses bad
+        input at once, 0.2 to 0.5 % of a fuzz run's hostile streams did."""
+        with contextlib.suppress(grpc.RpcError):
+            await drop_until_pause(self._next_size, dropped_bytes)
+
+    async def _next_size(self) -> int | None:
+        """The size of the caller's next request, None at its half-close."""
+        if self.half_closed:
+            return None
+        frame = await self.receive()  # shielded: a read the pause cuts short stays posted
+        return None if self.half_closed else len(frame.data or b"")
 
     def time_remaining(self) -> float | None:
         """What is left of the caller's deadline (None: it set none)."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,6 @@ from gateway.telemetry import trace_carrier, upstream_trace_metadata
 from gateway.upstream.pool import Lease
 from voxwire import errors
 from voxwire.startup import add_grpc_port
-from voxwire.stream_write import DRAIN_S, drain_pause_s
 from voxwire.v1 import capabilities_pb2, synthesis_pb2, transcription_pb2
 from voxwire.wire import FIXED_WINDOW
 
@@ -315,14 +313,11 @@ class GrpcFront:
         # voxwire.stream_write): a grpcio client that writes its config and first audio at
         # once lost the refusal to INTERNAL "Internal error from Core" (grpc/grpc#36066), 10
         # of 10 times for a missing key.
+        port = CallPort(context)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(REFUSAL_READ_S):
-                first = await context.read()
-            ends, dropped = time.monotonic() + DRAIN_S, 0
-            while first is not grpc.aio.EOF and (left := ends - time.monotonic()) > 0:
-                dropped += len(first)
-                async with asyncio.timeout(min(drain_pause_s(dropped), left)):
-                    first = await context.read()
+                first = await port.receive()
+            await port.drain(len(first.data or b""))
         Status.of(error).apply(context)
 
     async def _unary(
