@@ -3,11 +3,13 @@
 1. Starts a real Triton (the ``tritonserver`` inside the nvidia-pytriton wheel) on
    127.0.0.1:8001 (HTTP 8000, metrics 8002) with every model in ``model_repository/``.
 2. Starts the inference adapter on 127.0.0.1:50051 in front of it.
-3. Starts the gateway on 127.0.0.1:8080 (WebSocket, HTTP; the browser demo at /demo/), with a
-   development API key (kept in ``out/dev.key``; the keys file holds only its hash) and a
-   token signing key (``out/gateway-signing.key``) made on the first run.
+3. Starts the gateway on 127.0.0.1:8080 (WebSocket, HTTP; the browser demo at /demo/) and its
+   gRPC front on 127.0.0.1:8081, with a development API key (kept in ``out/dev.key``; the keys
+   file holds only its hash) and a token signing key (``out/gateway-signing.key``) made on the
+   first run. The key's limits (``DEV_KEY_LIMITS``) admit the conformance kit and a load test.
 4. Proves the stack through the gateway over WebSocket with the SDK: transcribes the bundled
-   sample, speaks a sentence into ``out/hello.wav``, printing the texts and stage timings.
+   sample, speaks a sentence into ``out/hello.wav``, printing the texts and stage timings; then
+   transcribes the sample again through the gRPC front with the key, as an API edge would.
 5. Keeps serving until Ctrl-C (or SIGTERM), then drains and stops all three.
 """
 
@@ -23,6 +25,8 @@ import signal
 import wave
 from pathlib import Path
 
+import grpc
+
 from gateway.auth.config import AuthConfig
 from gateway.auth.keys import KeyStore, create_key
 from gateway.auth.limits import KeyLimits
@@ -31,6 +35,7 @@ from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
 from inference_adapter.config import AdapterConfig
 from inference_adapter.server import AdapterServer
+from localstack.client import transcribe, transcript
 from localstack.triton import TritonPorts, TritonServer, default_model_repository
 from voxwire.client import SynthesisSession, TranscriptionSession
 from voxwire.timings import server_timing
@@ -39,6 +44,11 @@ from voxwire.v1 import audio_pb2, synthesis_pb2, transcription_pb2
 SAMPLE = Path(__file__).resolve().parent / "samples" / "call_me_back.wav"
 SENTENCE = "Hello from voxwire. This sentence was synthesized by eSpeak through Triton."
 TTS_RATE = 24_000
+# The development key's limits (the gateway's defaults for a key that sets none are 10 and 60):
+# enough for the conformance kit through the gRPC front (about 100 cases, some opening several
+# streams at once, in about a minute) and for the load tester's scenarios against this stack.
+# The keys file entry sets none, so the limits are this run's, whichever run made the key.
+DEV_KEY_LIMITS = KeyLimits(max_concurrent_sessions=200, max_new_sessions_per_minute=3000)
 
 
 def _private(path: Path, text: str) -> None:
@@ -81,6 +91,8 @@ def dev_auth(out: Path, origins: list[str]) -> tuple[AuthConfig, str]:
         keys_file=keys_file,
         token_signing_keys={"dev": signing_path.read_text().strip()},
         token_current_kid="dev",
+        default_max_concurrent_sessions=DEV_KEY_LIMITS.max_concurrent_sessions,
+        default_max_new_sessions_per_minute=DEV_KEY_LIMITS.max_new_sessions_per_minute,
     )
     return auth, key
 
@@ -128,6 +140,28 @@ async def demo(url: str, key: str, out_dir: Path) -> None:
     print(f"[tts] server-timing: {server_timing(summary.timings)}\n")
 
 
+async def demo_front(address: str, key: str) -> None:
+    """The sample through the gateway's gRPC front with the key, as an API edge calls it."""
+    with wave.open(str(SAMPLE)) as wav:
+        rate, pcm = wav.getframerate(), wav.readframes(wav.getnframes())
+    audio_format = audio_pb2.AudioFormat(
+        encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=rate
+    )
+    async with grpc.aio.insecure_channel(address) as channel:
+        outcome = await transcribe(
+            channel,
+            pcm,
+            audio_format,
+            model="stt_pocketsphinx",
+            interim_results=False,
+            metadata=(("authorization", f"Bearer {key}"),),
+        )
+    if outcome.code != grpc.StatusCode.OK:
+        raise RuntimeError(f"the gRPC front answered {outcome.code.name}: {outcome.details}")
+    print(f"[grpc] {SAMPLE.name} via {address}: {transcript(outcome)!r}")
+    print(f"[grpc] server-timing: {server_timing(outcome.timings)}\n")
+
+
 async def main(args: argparse.Namespace) -> None:
     log = args.out / "tritonserver.log"
     triton = TritonServer(
@@ -145,7 +179,11 @@ async def main(args: argparse.Namespace) -> None:
     auth, key = dev_auth(args.out, demo_origins(args.listen))
     gateway = GatewayServer(
         GatewayConfig(
-            listen=args.listen, grpc_listen="", adapters=(args.adapter,), auth=auth, demo_page=True
+            listen=args.listen,
+            grpc_listen=args.grpc_listen,
+            adapters=(args.adapter,),
+            auth=auth,
+            demo_page=True,
         )
     )
     try:
@@ -154,8 +192,12 @@ async def main(args: argparse.Namespace) -> None:
         await gateway.start()
         ws = gateway.url.replace("http", "ws", 1)
         print(f"gateway listening on {gateway.url}  (WebSocket {ws}/v1/stt/stream, /v1/tts/stream)")
+        if gateway.grpc_address:
+            print(f"gateway gRPC front on {gateway.grpc_address} (authorization: Bearer <key>)")
         print(f"development API key: {key}   (also in {args.out / 'dev.key'})")
         await demo(ws, key, args.out)
+        if gateway.grpc_address:
+            await demo_front(gateway.grpc_address, key)
         key_file = args.out / "dev.key"
         print(f"try:  VOXWIRE_API_KEY=$(cat {key_file}) .venv/bin/voxwire transcribe {SAMPLE}")
         print("serving; press Ctrl-C to stop")
@@ -174,6 +216,9 @@ async def main(args: argparse.Namespace) -> None:
 def cli() -> None:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
     parser.add_argument("--listen", default="127.0.0.1:8080", help="the gateway")
+    parser.add_argument(
+        "--grpc-listen", default="127.0.0.1:8081", help="the gateway's gRPC front ('' disables)"
+    )
     parser.add_argument("--adapter", default="127.0.0.1:50051", help="the adapter's address")
     parser.add_argument("--triton-grpc-port", type=int, default=8001)
     parser.add_argument("--out", type=Path, default=Path("out"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from gateway.auth.keys import KeyStore
 from gateway.auth.limits import KeyLimits
 from gateway.auth.origins import origin_allowed
-from localstack.__main__ import demo_origins, dev_auth
+from localstack.__main__ import DEV_KEY_LIMITS, demo_origins, dev_auth
 
 
 def _allowed(out, key: str) -> tuple[str, ...]:
@@ -34,3 +34,13 @@ def test_a_dev_key_is_reused_on_the_same_port_and_replaced_on_another(tmp_path):
     assert moved != first
     assert origin_allowed("http://127.0.0.1:18080", _allowed(tmp_path, moved))
     assert (tmp_path / "dev.key").read_text().strip() == moved
+
+
+def test_a_dev_key_sets_no_limits_and_gets_the_runs_own(tmp_path):
+    # The keys file entry names no limits, so the run's AuthConfig defaults apply to a key
+    # made by any earlier run: high enough for the kit through the gRPC front and a load test.
+    auth, key = dev_auth(tmp_path, demo_origins("127.0.0.1:8080"))
+    assert auth.default_limits() == DEV_KEY_LIMITS
+    entry = KeyStore(auth.keys_file, KeyLimits(10, 60)).verify(key)
+    assert (entry.max_concurrent_sessions, entry.max_new_sessions_per_minute) == (None, None)
+    assert entry.limits(auth.default_limits()) == DEV_KEY_LIMITS
