@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -33,6 +33,13 @@ from voxwire.client.options import Resumed, SessionOptions
 log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT_S = 2.0
+
+
+async def _close(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """The close handshake, at most _CLOSE_TIMEOUT_S; a connection that fails it is dropped."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+            await ws.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,9 @@ class ResumingLink(abc.ABC):
         # attempts (a gateway that is down too) that came between.
         self._lost_cause = ""
         self._task: asyncio.Task[None] | None = None
+        # Closes of connections left for another gateway (going_away), finishing in the
+        # background while the session resumes elsewhere (_connection).
+        self._closing: set[asyncio.Task[None]] = set()
 
     # -- what each session kind provides -------------------------------------------------------
 
@@ -211,7 +221,7 @@ class ResumingLink(abc.ABC):
         keepalive = asyncio.create_task(self._keepalive(), name="voxwire-keepalive")
         error: BaseException | None = None
         try:
-            async with aiohttp.ClientSession() as http:
+            async with aiohttp.ClientSession() as http, self._background_closes():
                 verdict = await self._connection(http)
                 while not verdict.ended:
                     if verdict.failure is not None:
@@ -247,6 +257,20 @@ class ResumingLink(abc.ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
             self._end(error)
+
+    @contextlib.asynccontextmanager
+    async def _background_closes(self) -> AsyncIterator[None]:
+        """Closes left running by hand-overs end before the HTTP session that holds their
+        connections: each within _CLOSE_TIMEOUT_S, or at once when the loop is aborted."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            for closing in self._closing:
+                closing.cancel()
+            raise
+        finally:
+            if self._closing:
+                await asyncio.gather(*self._closing, return_exceptions=True)
 
     def _end(self, error: BaseException | None) -> None:
         if self.finished:
@@ -299,9 +323,20 @@ class ResumingLink(abc.ABC):
             self.changed.set()
             if not ws.closed:
                 closed_by_us = True
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                        await ws.close()
+                if verdict is not None and verdict.hand_over:
+                    # going_away: the close frame goes out at once (the gateway ends the
+                    # session's upstream on it) but its answer is not waited for before the
+                    # next gateway is dialled: nothing more from this one counts. A draining
+                    # gateway answers in 2-4 ms when it is not busy, 20-125 ms with 100
+                    # sessions moving at once on 2 cores, and never when it hangs or the path
+                    # back breaks, which held the resume for the whole close timeout (2 s;
+                    # tests/client/test_stt_resume.py; BENCHMARKS.md, "Resume after a gateway
+                    # restart").
+                    closing = asyncio.create_task(_close(ws), name="voxwire-close")
+                    self._closing.add(closing)
+                    closing.add_done_callback(self._closing.discard)
+                else:
+                    await _close(ws)
         if verdict is not None and (verdict.ended or verdict.failure is not None):
             return verdict
         code = None if closed_by_us else ws.close_code
