@@ -313,9 +313,14 @@ class GrpcFront:
         # voxwire.stream_write): a grpcio client that writes its config and first audio at
         # once lost the refusal to INTERNAL "Internal error from Core" (grpc/grpc#36066), 10
         # of 10 times for a missing key.
+        # The response headers go first, at once, as an accepted stream's do: a client that
+        # waits for them before it writes (grpc.aio's `await call.initial_metadata()`, to know
+        # the call was taken) waited REFUSAL_READ_S (2 s) for a missing key's status; now it
+        # writes, and its first message brings the status.
         port = CallPort(context)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(REFUSAL_READ_S):
+                await context.send_initial_metadata(())
                 first = await port.receive()
             await port.drain(len(first.data or b""))
         Status.of(error).apply(context)

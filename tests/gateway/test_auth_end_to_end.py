@@ -23,7 +23,7 @@ import pytest
 from gateway.auth.keys import revoke_key
 from tests.gateway.conftest import InstrumentedEdge
 from tests.helpers.edge_clients import STT_QUERY, Attempt, grpc_stt, http_tts, websocket
-from tests.helpers.front import bearer, stt_config, wait_until
+from tests.helpers.front import bearer, rich_error, stt_config, wait_until
 from voxwire.v1 import (
     capabilities_pb2,
     capabilities_pb2_grpc,
@@ -314,3 +314,27 @@ async def test_a_refusal_reaches_a_client_that_writes_its_audio_at_once(front: I
                     pass
             codes.append(await call.code())
     assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 5, codes
+
+
+async def test_a_refusal_reaches_a_client_that_waits_for_the_headers_first(
+    front: InstrumentedEdge,
+):
+    # A client that awaits the response headers before it writes (to know the call was
+    # taken): the front sent none on a refused stream until the status, which waited for a
+    # first message (REFUSAL_READ_S), so a missing key's UNAUTHENTICATED came after 2.0 s.
+    async with grpc.aio.insecure_channel(front.grpc) as channel:
+        stub = transcription_pb2_grpc.TranscriptionStub(channel)
+        for metadata in ((), bearer("vx_0123456789_notakey")):
+            call = stub.StreamingTranscribe(metadata=metadata, timeout=10)
+            started = time.monotonic()
+            async with asyncio.timeout(1.0):
+                await call.initial_metadata()
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                await call.write(transcription_pb2.StreamingTranscribeRequest(config=stt_config()))
+                for _ in range(10):
+                    await call.write(
+                        transcription_pb2.StreamingTranscribeRequest(audio=bytes(3200))
+                    )
+            assert await call.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert (await rich_error(call)).reason == "UNAUTHENTICATED"
+            assert time.monotonic() - started < 1.0
