@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,14 +216,18 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
         audio = _wav(request, body, config, gateway.decoders, upload)
     else:
         audio = _compressed(request, body, config, gateway.decoders, upload)
-    return await _run(request, gateway, config, audio, started, upload)
+    # Closed here, whatever ends the upload: a decoder generator left open (its consumer
+    # failed part way) gave its process back to the pool only when the interpreter finalized
+    # it, after the error's traceback was dropped.
+    async with contextlib.aclosing(audio):
+        return await _run(request, gateway, config, audio, started, upload)
 
 
 async def _raw(
     body: AsyncIterator[bytes],
     config: transcription_pb2.TranscriptionConfig,
     cut: Callable[[], bool] = lambda: False,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Whole frames of ``body``. Raises MisalignedAudio when it ends inside a frame, unless
     ``cut()`` says the body was cut short (a WAV whose data chunk did not all arrive): then the
     partial frame is the cut's, and is dropped."""
@@ -242,7 +246,7 @@ async def _basic(
     config: transcription_pb2.TranscriptionConfig,
     decoders: DecoderPool,
     upload: _Upload,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """audio/basic: 8 kHz mu-law samples (RFC 2046), or a Sun/NeXT .au file, which is often
     served as audio/basic: its header (".snd", then offset, format, rate, channels) would be
     heard as noise, so such a body goes to libsndfile."""
@@ -277,7 +281,7 @@ async def _wav(
     config: transcription_pb2.TranscriptionConfig,
     decoders: DecoderPool,
     upload: _Upload,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """WAV of a contract encoding goes through as it is; other WAV (24-bit, ...) to libsndfile."""
     reader = WavHeaderReader()
     first = b""
@@ -332,7 +336,7 @@ async def _compressed(
     upload: _Upload,
     *,
     expected_bytes: int | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """libsndfile in a decoder process of the pool (gateway/http/decoder_child.py), fed the
     body as it arrives; its blocks come back as the model side takes them (the pipes' flow
     control: the decoder waits while the model is slower).
