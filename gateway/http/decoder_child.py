@@ -153,7 +153,31 @@ def _decode_one(start: dict[str, object], stdin: BinaryIO, out: _Output) -> bool
     return more
 
 
+# prctl(2) option: the signal a process gets when its parent ends (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_the_gateway(gateway_pid: int) -> None:
+    """SIGKILL this process when the gateway that started it ends, however it ends (prctl(2),
+    PR_SET_PDEATHSIG). A decoder reading stdin leaves at its end anyway; one held in a codec
+    (or stopped) outlived a gateway killed with SIGKILL. The signal follows the thread that
+    started the child: the gateway starts decoders from its event loop's thread, which lives
+    as long as the process. A gateway that ended before the call is caught by the check after
+    it (the child has been adopted)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        print(f"upload decoder: prctl failed (errno {ctypes.get_errno()})", file=sys.stderr)
+    if os.getppid() != gateway_pid:
+        os._exit(0)
+
+
 def main() -> int:
+    _end_with_the_gateway(int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid())
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
     # Unbuffered binary streams: every message goes out whole, at once.
     stdin = os.fdopen(sys.stdin.fileno(), "rb", buffering=0)

@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -84,6 +85,7 @@ class DecoderProcess:
             sys.executable,
             "-m",
             "gateway.http.decoder_child",
+            str(os.getpid()),  # the parent it must outlive by no more than a signal
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
