@@ -9,8 +9,10 @@ import contextlib
 import io
 import logging
 import os
+import platform
 import random
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +281,10 @@ def _running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or not sys.platform.startswith("linux"),
+    reason="reads Linux x86-64 syscall numbers from /proc",
+)
 async def test_a_decoder_ends_with_a_gateway_killed_under_it(
     edge: Edge, edge_adapter: AdapterServer, tmp_path: Path
 ):
