@@ -22,7 +22,6 @@ import logging
 import os
 import secrets
 import signal
-import wave
 from pathlib import Path
 
 import grpc
@@ -35,7 +34,7 @@ from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
 from inference_adapter.config import AdapterConfig
 from inference_adapter.server import AdapterServer
-from localstack.client import transcribe, transcript
+from localstack.client import read_wav, transcribe, transcript, write_wav
 from localstack.triton import TritonPorts, TritonServer, default_model_repository
 from voxwire.client import SynthesisSession, TranscriptionSession
 from voxwire.timings import server_timing
@@ -98,8 +97,7 @@ def dev_auth(out: Path, origins: list[str]) -> tuple[AuthConfig, str]:
 
 
 async def demo(url: str, key: str, out_dir: Path) -> None:
-    with wave.open(str(SAMPLE)) as wav:
-        rate, pcm = wav.getframerate(), wav.readframes(wav.getnframes())
+    pcm, rate = read_wav(SAMPLE)
     config = transcription_pb2.TranscriptionConfig(
         model="stt_pocketsphinx",
         audio_format=audio_pb2.AudioFormat(
@@ -131,19 +129,14 @@ async def demo(url: str, key: str, out_dir: Path) -> None:
         audio = await context.audio()
         summary = await tts.close()
     path = out_dir / "hello.wav"
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(TTS_RATE)
-        wav.writeframes(audio)
+    write_wav(path, audio, TTS_RATE)
     print(f"[tts] {SENTENCE!r} -> {path} ({len(audio) / (2 * TTS_RATE):.2f} s)")
     print(f"[tts] server-timing: {server_timing(summary.timings)}\n")
 
 
 async def demo_front(address: str, key: str) -> None:
     """The sample through the gateway's gRPC front with the key, as an API edge calls it."""
-    with wave.open(str(SAMPLE)) as wav:
-        rate, pcm = wav.getframerate(), wav.readframes(wav.getnframes())
+    pcm, rate = read_wav(SAMPLE)
     audio_format = audio_pb2.AudioFormat(
         encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=rate
     )

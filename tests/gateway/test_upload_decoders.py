@@ -5,7 +5,6 @@ that finished an upload (audio or an error) takes the next."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import os
@@ -28,6 +27,7 @@ from tests.gateway.test_http_stt import NAME, post
 from tests.helpers.edge import keyed_gateway
 from tests.helpers.front import wait_until
 from tests.helpers.gateway_process import start_gateway, write_config
+from tests.helpers.procfs import children, running
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
 from tests.helpers.wavio import read_wav
 from tests.helpers.wer import word_error_rate
@@ -255,14 +255,6 @@ async def test_no_spare_decoder_when_spare_decoders_is_0(
         assert (pool.spawned, pool.idle, pool.starting) == (1, 1, False)
 
 
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-            found.update(int(c) for c in (task / "children").read_text().split())
-    return found
-
-
 def _reading_stdin(pid: int) -> bool:
     """Blocked in read(0, ...) (x86-64 syscall 0; /proc/PID/syscall, proc(5)): a decoder past
     its start, waiting for an upload."""
@@ -270,15 +262,6 @@ def _reading_stdin(pid: int) -> bool:
         return Path(f"/proc/{pid}/syscall").read_text().startswith("0 0x0 ")
     except OSError:
         return False
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a reaped process has no /proc entry)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 @pytest.mark.skipif(
@@ -296,16 +279,16 @@ async def test_a_decoder_ends_with_a_gateway_killed_under_it(
     decoders: set[int] = set()
     try:
         # The spare decoder, started with the gateway, once it waits for an upload.
-        assert await wait_until(lambda: bool(_children(gateway.process.pid)), 20.0)
-        decoders = _children(gateway.process.pid)
+        assert await wait_until(lambda: bool(children(gateway.process.pid)), 20.0)
+        decoders = children(gateway.process.pid)
         assert await wait_until(lambda: all(_reading_stdin(p) for p in decoders), 20.0)
         for pid in decoders:
             os.kill(pid, signal.SIGSTOP)
         gateway.signal(signal.SIGKILL)
         await gateway.wait(10.0)
-        assert await wait_until(lambda: not any(_running(p) for p in decoders), 5.0), decoders
+        assert await wait_until(lambda: not any(running(p) for p in decoders), 5.0), decoders
     finally:
         await gateway.stop()
         for pid in decoders:  # the decoders this test stopped, if they outlived it
-            if _running(pid):
+            if running(pid):
                 os.kill(pid, signal.SIGKILL)

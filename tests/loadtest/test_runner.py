@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.procfs import stat_fields
+
 # A POSIX shell starts a script's background job with SIGINT ignored, and SIG_IGN survives
 # exec. The shell does it here rather than a preexec_fn: code run between fork and exec in a
 # process with gRPC's threads crashed the child in gRPC's fork handlers (CI, 2026-12-02:
@@ -88,18 +90,9 @@ def _group(pgid: int) -> list[str]:
     """The command lines of the live (not zombie) processes of group ``pgid``."""
     alive = []
     for p in Path("/proc").iterdir():
-        found = _state_and_pgid(p) if p.name.isdigit() else None
-        if found is None or found[1] != pgid or found[0] == "Z":
+        fields = stat_fields(p.name) if p.name.isdigit() else None
+        if fields is None or int(fields[2]) != pgid or fields[0] == "Z":
             continue
         with contextlib.suppress(OSError):
             alive.append((p / "cmdline").read_text().replace("\0", " "))
     return alive
-
-
-def _state_and_pgid(proc: Path) -> tuple[str, int] | None:
-    """From /proc/PID/stat: the state letter and the process group (proc(5))."""
-    try:
-        fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[2])
-    except (OSError, IndexError, ValueError):
-        return None
