@@ -161,6 +161,8 @@ def document(server_url: str = "") -> dict[str, Any]:
                     "content": {
                         **_json(s.message(http_pb2.SpeakRequest.DESCRIPTOR)),
                         "text/plain": {"schema": {"type": "string"}},
+                        # An SSML document (RFC 4267), the model's subset: Features.ssml_elements.
+                        "application/ssml+xml": {"schema": {"type": "string"}},
                     },
                 },
                 "responses": {

@@ -1,10 +1,12 @@
 """POST /v1/tts: text in, audio streamed back as it is synthesized.
 
-The body is a ``SpeakRequest`` (JSON) or the text itself (``text/plain``, options in the query
-string). The response streams with chunked transfer as the model produces audio: WAV with a
-streaming header (the default), the bare samples (``container=raw``), mu-law as ``audio/basic``;
-with ``Accept: text/event-stream``, Server-Sent Events interleave ``audio`` (an AudioChunk, data
-in base64), ``words`` and a last ``done`` (or ``error``). Errors before the first byte are an
+The body is a ``SpeakRequest`` (JSON) or the text itself, options in the query string:
+``text/plain``, or ``application/ssml+xml`` for an SSML document (RFC 4267's media type, the one
+Azure's speech REST API takes; the model's subset, ``Features.ssml_elements``). The response
+streams with chunked transfer as the model produces audio: WAV with a streaming header (the
+default), the bare samples (``container=raw``), mu-law as ``audio/basic``; with ``Accept:
+text/event-stream``, Server-Sent Events interleave ``audio`` (an AudioChunk, data in base64),
+``words`` and a last ``done`` (or ``error``). Errors before the first byte are an
 HTTP status with the JSON error event; after it, SSE sends an ``error`` event and the audio
 forms end the connection without the final chunk (so no client mistakes a cut stream for a
 whole one). ``Server-Timing`` carries what is known at the first byte (edge-connect, first);
@@ -47,6 +49,7 @@ Request = synthesis_pb2.StreamingSynthesizeRequest
 Response = synthesis_pb2.StreamingSynthesizeResponse
 
 MAX_BODY_BYTES = 64 * 1024
+SSML_MEDIA_TYPE = "application/ssml+xml"  # RFC 4267
 DEFAULT_RATE_HZ = 24_000
 _CONTEXT = "http"
 _QUERY = {"model", "voice", "language", "encoding", "sample_rate", "container", "word_timestamps"}
@@ -89,20 +92,21 @@ def speak_request(text_body: str, query: dict[str, str]) -> http_pb2.SpeakReques
     return req
 
 
-def _plain_text(request: web.Request, body: bytes) -> str:
-    """A text/plain body, which is UTF-8 (US-ASCII is a part of it). Its bytes were decoded
-    with replacement before: text that was not UTF-8 was spoken as U+FFFD, silently, and a
+def _plain_text(request: web.Request, kind: str, body: bytes) -> str:
+    """A text/plain (or SSML) body, which is UTF-8 (US-ASCII is a part of it). Its bytes were
+    decoded with replacement before: text that was not UTF-8 was spoken as U+FFFD, silently, and a
     body in another charset (declared or not) as garbage."""
+    kind = kind or "text/plain"
     charset = (request.charset or "utf-8").lower()
     if charset not in ("utf-8", "utf8", "us-ascii"):
         raise errors.UnsupportedMediaType(
-            f"text/plain in charset {charset[:40]!r}: send the text in UTF-8"
+            f"{kind[:40]} in charset {charset[:40]!r}: send the text in UTF-8"
         )
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise errors.InvalidMessage(
-            f"the text/plain body is not valid UTF-8 (byte {exc.start})"
+            f"the {kind[:40]} body is not valid UTF-8 (byte {exc.start})"
         ) from None
 
 
@@ -171,11 +175,13 @@ async def _speak(request: web.Request, started: float) -> web.StreamResponse:
         body = await read_body(request, MAX_BODY_BYTES, gateway.config.tts.idle_timeout_s)
         if kind == "application/json":
             req = decode(body, http_pb2.SpeakRequest, max_bytes=MAX_BODY_BYTES)
-        elif kind in ("text/plain", ""):
-            req = speak_request(_plain_text(request, body), dict(request.query))
+        elif kind in ("text/plain", "", SSML_MEDIA_TYPE):
+            req = speak_request(_plain_text(request, kind, body), dict(request.query))
+            if kind == SSML_MEDIA_TYPE:
+                req.config.text_format = synthesis_pb2.TEXT_FORMAT_SSML
         else:
             raise errors.UnsupportedMediaType(
-                f"Content-Type {kind!r}: send application/json or text/plain"
+                f"Content-Type {kind!r}: send application/json, text/plain or {SSML_MEDIA_TYPE}"
             )
         _defaults(req)
         out = _output(request, req)

@@ -114,6 +114,33 @@ async def test_speak_writes_a_wav_of_the_spoken_text(edge: Edge, tmp_path: Path)
     assert "voxwire" in err.lower()  # the word timings
 
 
+async def _speak_seconds(edge: Edge, path: Path, *args: str) -> tuple[int, str, float]:
+    status, _, err = await voxwire(
+        "speak", *args, "-o", str(path), "--rate", "16000", "--url", edge.ws, key=edge.key
+    )
+    if status:
+        return status, err, 0.0
+    with wave.open(str(path)) as wav:
+        return status, err, wav.getnframes() / wav.getframerate()
+
+
+async def test_speak_sends_a_speak_document_as_ssml(edge: Edge, tmp_path: Path):
+    # Before, the CLI had no way to ask for SSML: a <speak> document was read out as words.
+    ssml = '<speak>Hello <break time="1500ms"/> there.</speak>'
+    status, err, plain_s = await _speak_seconds(edge, tmp_path / "a.wav", "Hello there.")
+    assert status == 0, err
+    status, err, ssml_s = await _speak_seconds(edge, tmp_path / "b.wav", ssml)
+    assert status == 0, err
+    assert 1.3 < ssml_s - plain_s < 2.0, (plain_s, ssml_s)  # the break, not words
+    status, err, _ = await _speak_seconds(edge, tmp_path / "c.wav", "<speak>Hello")
+    assert status == 1 and "SSML_INVALID" in err, err
+    # --format text speaks markup as written; --format ssml insists.
+    status, err, _ = await _speak_seconds(edge, tmp_path / "d.wav", "--format", "text", "<speak>Hi")
+    assert status == 0, err
+    status, err, _ = await _speak_seconds(edge, tmp_path / "e.wav", "--format", "ssml", "Hi <b")
+    assert status == 1 and "SSML_INVALID" in err, err
+
+
 async def test_speak_to_dash_writes_the_wav_to_stdout(edge: Edge):
     # -o - made a file named "-" in the working directory, and nothing reached the pipe.
     import io

@@ -35,6 +35,32 @@ async def test_tts_wav_streams_a_playable_file_with_server_timing(edge: Edge):
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
 
 
+async def _speak_raw(edge: Edge, body: str, content_type: str) -> tuple[int, bytes]:
+    headers = {**edge.headers, "Content-Type": content_type}
+    url = f"{edge.server.url}/v1/tts?model=tts_espeak&sample_rate=16000&container=raw"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=body.encode(), headers=headers) as resp:
+            return resp.status, await resp.read()
+
+
+async def test_tts_takes_an_ssml_document_as_application_ssml_xml(edge: Edge):
+    # Before, only a JSON SpeakRequest could ask for SSML: the media type of SSML documents
+    # (RFC 4267) was refused 415, and as text/plain the markup was read out as words.
+    ssml = '<speak>Hello <break time="1500ms"/> there.</speak>'
+    status, plain = await _speak_raw(edge, "Hello there.", "text/plain")
+    assert status == 200
+    status, marked_up = await _speak_raw(edge, ssml, "application/ssml+xml; charset=utf-8")
+    assert status == 200, marked_up
+    # The break is silence of its own length; read as text, the markup would be a few words.
+    pause_s = (len(marked_up) - len(plain)) / (2 * 16000)
+    assert 1.3 < pause_s < 2.0, pause_s
+    status, body = await _speak_raw(edge, "<speak>Hello", "application/ssml+xml")
+    assert status == 400 and json.loads(body)["error"]["reason"] == "SSML_INVALID", body
+    # The same markup as text/plain stays text: spoken, tags and all.
+    status, literal = await _speak_raw(edge, "<speak>Hello", "text/plain")
+    assert status == 200 and len(literal) > 8000
+
+
 async def test_tts_raw_mulaw_is_audio_basic(edge: Edge):
     async with aiohttp.ClientSession() as http:
         url = f"{edge.server.url}/v1/tts?encoding=mulaw&container=raw"
@@ -99,6 +125,11 @@ async def test_tts_sse_interleaves_audio_and_words_and_ends_with_done(edge: Edge
             {"data": "café".encode("latin-1"), "content_type": "text/plain; charset=latin-1"},
             415,
             "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            {"data": b"<speak>caf\xe9</speak>", "content_type": "application/ssml+xml"},
+            400,
+            "INVALID_MESSAGE",
         ),
     ],
 )

@@ -4,6 +4,11 @@ The text (or stdin with ``-``) goes to one TTS context, spoken as fast as the mo
 (lead 0); the audio is written as 16-bit PCM WAV at ``--rate``. On a terminal a progress line
 shows the audio received while it arrives. Word timings go to stderr with ``--words``.
 
+Text that starts with ``<speak`` (or an XML declaration) is sent as SSML, in the model's subset
+(``ssmlElements`` in the gateway's ``/v1/capabilities``; markup outside it fails with
+``SSML_INVALID``, it is never read out); ``--format text`` speaks it as written, ``--format
+ssml`` insists on SSML.
+
 ``-o -`` writes the WAV to stdout (``voxwire speak "Hi." -o - | aplay``). The output file is
 opened before anything is synthesized (a path that cannot be written fails
 at once) and written when the audio is complete; a synthesis that fails leaves an existing file
@@ -24,6 +29,15 @@ from voxwire.cli.common import CliError, add_connection_arguments, api_key, fail
 from voxwire.cli.wav_output import WavOutput
 
 RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+FORMATS = ("auto", "text", "ssml")
+
+
+def is_ssml(text: str, choice: str) -> bool:
+    """Whether ``text`` goes as SSML: markup read out as words ("less than speak greater than")
+    is never what the writer of a ``<speak>`` document meant."""
+    if choice != "auto":
+        return choice == "ssml"
+    return text.lstrip().startswith(("<speak", "<?xml"))
 
 
 def add_parser(subparsers: Any) -> None:
@@ -41,6 +55,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--voice", default="", help="voice (default: the model's)")
     parser.add_argument(
         "--rate", type=int, default=22050, choices=RATES, help="output sample rate (Hz)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="auto",
+        help="plain text or an SSML document (default auto: SSML when the text starts with "
+        "<speak or <?xml)",
     )
     parser.add_argument("--words", action="store_true", help="print word timings on stderr")
     add_connection_arguments(parser)
@@ -86,6 +107,11 @@ async def _speak(args: argparse.Namespace, key: str, text: str) -> bytes:
         model=args.model,
         voice=args.voice,
         word_timestamps=args.words,
+        text_format=(
+            synthesis_pb2.TEXT_FORMAT_SSML
+            if is_ssml(text, args.format)
+            else synthesis_pb2.TEXT_FORMAT_PLAIN
+        ),
         output_format=audio_pb2.AudioFormat(
             encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=args.rate
         ),
