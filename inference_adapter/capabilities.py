@@ -17,6 +17,7 @@ SERVER_FEATURES = capabilities_pb2.ServerFeatures(
     stream_offsets=True,
     synthesis_offsets=True,
     word_text_offsets=True,
+    synthesis_skip_audio=True,
     stream_notices=True,
     transparent_failover=True,
 )

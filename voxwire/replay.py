@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from voxwire.errors import ResumeRejected
 
@@ -227,6 +227,38 @@ class ResumePoint:
     text_offset: int
     timeline_offset_ms: int
     first_sequence_number: int
+    # SSML: how much of the audio of ``text``, from ``timeline_offset_ms`` on, was received
+    # (``SynthesisContextConfig.skip_audio_ms``; the first new chunk is ``first_sequence_number``).
+    skip_audio_ms: int = 0
+    # Where in ``text`` each flush not yet acknowledged goes, in order (the reopened context
+    # is asked again for each, at its place: SSML needs it, each flush ending a document).
+    flushes_at: tuple[int, ...] = ()
+
+    def requests(self, flush_ids: Iterable[str]) -> list[tuple[str, str]]:
+        """The text and the flushes to send after the reopening ``open``, in order, as
+        ("append", text) and ("flush", id) pairs; ``flush_ids`` are the flushes not yet
+        acknowledged, oldest first (one per ``flushes_at``; extra ones go last)."""
+        out: list[tuple[str, str]] = []
+        at = 0
+        ids = list(flush_ids)
+        for place, flush_id in zip(self.flushes_at, ids, strict=False):
+            if place > at:
+                out.append(("append", self.text[at:place]))
+                at = place
+            out.append(("flush", flush_id))
+        if at < len(self.text):
+            out.append(("append", self.text[at:]))
+        out += [("flush", flush_id) for flush_id in ids[len(self.flushes_at) :]]
+        return out
+
+
+class TakenAudio(NamedTuple):
+    """A chunk of a reopened context as it is passed on: its number and place in the
+    context, and how much of its start (ms) was received already and is cut."""
+
+    sequence_number: int
+    start_ms: int
+    cut_ms: int
 
 
 @dataclass(slots=True)
@@ -236,8 +268,17 @@ class TextReplay:
     Text offsets are Unicode code points from the first character of the context's first append
     (the contract's ``WordTimestamp.text_offset``). Only text not yet spoken (after the last
     complete word) is kept, so memory follows the unspoken text, not the context's length.
+
+    SSML (``ssml`` True): the text up to each flush (or the close) is one ``<speak>`` document
+    (docs/contract.md, "Text format"), which cannot be cut after a word: a document is kept
+    whole until its flush is acknowledged (its audio is all in), a reopened context speaks the
+    first unacknowledged document again from its start, telling the server how much of its
+    audio was received (``skip_audio_ms``); a server that sends it again anyway (one without
+    ``ServerFeatures.synthesis_skip_audio``) has it dropped by ``take``, which numbers the rest
+    on from the last chunk received.
     """
 
+    ssml: bool = False
     # Position of ``_text[0]`` in the whole context text.
     _base: int = 0
     _text: str = ""
@@ -249,9 +290,41 @@ class TextReplay:
     # Word text offsets of the current stream count from here (non-zero after a resume, whose
     # stream only saw the text from the resume point on).
     _word_base: int = 0
+    # Whole-text positions of the flushes not yet acknowledged, oldest first.
+    _flushes: list[int] = field(default_factory=list)
+    # SSML: where the first unacknowledged document starts on the timeline.
+    _document_ms: int = 0
+    # SSML, after a reopening: audio of the new stream before this point was received already.
+    _skip_to_ms: int | None = None
+    _seq_shift: int = 0  # the new stream's numbers less the numbers passed on
+
+    def continues(
+        self, timeline_offset_ms: int, last_sequence_number: int, skip_audio_ms: int = 0
+    ) -> None:
+        """The context continues an earlier one: its ``open`` had these fields."""
+        self._document_ms = timeline_offset_ms
+        self.audio_end_ms = timeline_offset_ms + skip_audio_ms
+        self.last_sequence_number = last_sequence_number
+        self._skip_to_ms = self.audio_end_ms if skip_audio_ms else None
+        self._seq_shift = 0
 
     def append(self, text: str) -> None:
         self._text += text
+
+    def flushed(self) -> None:
+        """A flush was sent: the text so far ends a document (SSML)."""
+        self._flushes.append(self._base + len(self._text))
+
+    def flush_acked(self) -> None:
+        """The oldest flush was acknowledged: the audio of all text before it is in."""
+        if not self._flushes:
+            return
+        end = self._flushes.pop(0)
+        if self.ssml:
+            cut = min(max(0, end - self._base), len(self._text))
+            self._text = self._text[cut:]
+            self._base += cut
+            self._document_ms = self.audio_end_ms
 
     def word(self, mark: WordMark) -> None:
         """A word of the current stream (``text_offset`` as that stream reported it)."""
@@ -264,6 +337,24 @@ class TextReplay:
         """The context was reopened from ``point``: its new stream numbers text from there."""
         self._word_base = point.text_offset
         self._pending.clear()
+        self._seq_shift = 0
+        received = self.audio_end_ms > point.timeline_offset_ms
+        self._skip_to_ms = self.audio_end_ms if received else None
+
+    def take(self, sequence_number: int, start_ms: int, duration_ms: int) -> TakenAudio | None:
+        """A chunk of the current stream, before ``audio``: None when all of it was received
+        before the reopening (an SSML document spoken again from its start by a server that
+        does not honour ``skip_audio_ms``), else its number and place as passed on and how much
+        of its start to cut."""
+        skip_to = self._skip_to_ms
+        if skip_to is not None:
+            if start_ms < skip_to and start_ms + duration_ms <= skip_to:
+                return None
+            self._skip_to_ms = None
+            self._seq_shift = sequence_number - (self.last_sequence_number + 1)
+            cut = max(0, skip_to - start_ms)
+            return TakenAudio(sequence_number - self._seq_shift, start_ms + cut, cut)
+        return TakenAudio(sequence_number - self._seq_shift, start_ms, 0)
 
     def audio(self, sequence_number: int, start_ms: int, duration_ms: int) -> None:
         """A chunk arrived (or was sent to the listener)."""
@@ -276,17 +367,38 @@ class TextReplay:
         if not done:
             return
         self._pending = [w for w in self._pending if w.end_ms > self.audio_end_ms]
+        if self.ssml:
+            return  # a document is cut whole, when its flush is acknowledged
         self._spoken_to = max(self._spoken_to, *(w.text_offset + w.text_length for w in done))
         cut = min(max(0, self._spoken_to - self._base), len(self._text))
         self._text = self._text[cut:]
         self._base += cut
 
     def resume_point(self) -> ResumePoint:
-        """Reopen with this: the text after the last completely received word, the timeline at
-        the end of the audio received, and the next sequence number."""
+        """Reopen with this: the text after the last completely received word (SSML: from the
+        start of the first unacknowledged document), the timeline where that text's audio
+        goes, and the next sequence number there."""
+        flushes_at = tuple(max(0, end - self._base) for end in self._flushes)
+        if self.ssml:
+            return ResumePoint(
+                text=self._text,
+                text_offset=self._base,
+                timeline_offset_ms=self._document_ms,
+                first_sequence_number=self.last_sequence_number + 1,
+                skip_audio_ms=self.audio_end_ms - self._document_ms,
+                flushes_at=flushes_at,
+            )
         return ResumePoint(
             text=self._text,
             text_offset=self._base,
             timeline_offset_ms=self.audio_end_ms,
             first_sequence_number=self.last_sequence_number + 1,
+            flushes_at=flushes_at,
         )
+
+
+def cut_audio(audio: bytes, cut_ms: int, rate_hz: int, width: int) -> bytes:
+    """``audio`` without its first ``cut_ms`` (whole samples of ``width`` bytes)."""
+    if cut_ms <= 0:
+        return audio
+    return audio[(cut_ms * rate_hz // 1000) * width :]

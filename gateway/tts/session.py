@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from gateway.wire.frames import pack
 from voxwire import errors
 from voxwire.edge.v1 import session_pb2, tts_pb2
-from voxwire.replay import TextReplay, WordMark
+from voxwire.replay import TextReplay, WordMark, cut_audio
 from voxwire.timings import EDGE_KEYS, Clock, add_up
 from voxwire.v1 import stream_pb2, synthesis_pb2, timings_pb2
 
@@ -151,6 +151,7 @@ class EdgeContext:
     queue: deque[_Item] = field(default_factory=deque)
     queued_bytes: int = 0
     bytes_per_ms: float = 48.0
+    sample_width: int = 2  # bytes
     # The listener's playback clock: when the chunk starting at ``first_start_ms`` left (the
     # first chunk, or the first after the listener ran out of audio: ``_after_a_pause``).
     first_sent_at: float | None = None
@@ -346,6 +347,7 @@ class TtsEdgeSession:
             self._forward(ctx, Request(append=msg.append), actions)
         elif kind == "flush":
             ctx.pending_flushes.append(msg.flush.flush_id)
+            ctx.replay.flushed()
             self._forward(ctx, Request(flush=msg.flush), actions)
         elif kind == "close":
             self._close_context(ctx, actions)
@@ -389,12 +391,13 @@ class TtsEdgeSession:
         ctx.config.CopyFrom(config)
         fmt = config.output_format
         width = {2: 4, 3: 1, 4: 1}.get(fmt.encoding, 2)  # F32: 4, G.711: 1, PCM16: 2
+        ctx.sample_width = width
         ctx.bytes_per_ms = max(1.0, fmt.sample_rate_hz * width / 1000)
         # A reopened context (the SDK's resume) continues its timeline and numbering.
         ctx.last_sent_seq = max(0, config.first_sequence_number - 1)
-        ctx.sent_end_ms = config.timeline_offset_ms
-        ctx.replay.audio_end_ms = config.timeline_offset_ms
-        ctx.replay.last_sequence_number = ctx.last_sent_seq
+        ctx.sent_end_ms = config.timeline_offset_ms + config.skip_audio_ms
+        ctx.replay.ssml = config.text_format == synthesis_pb2.TEXT_FORMAT_SSML
+        ctx.replay.continues(config.timeline_offset_ms, ctx.last_sent_seq, config.skip_audio_ms)
         ctx.upstream_at = ctx.open_at = self._clock()
         self.contexts[cid] = ctx
         self._by_key[ctx.key] = ctx
@@ -489,9 +492,12 @@ class TtsEdgeSession:
                     )
                 )
         elif kind == "audio":
+            chunk = self._taken(ctx, resp.audio)
+            if chunk is None:
+                return actions  # received before a failover (SSML speaks it again)
             if not ctx.queue and ctx.first_sent_at is not None:
-                self._after_a_pause(ctx, resp.audio)
-            self._enqueue(ctx, _Item(chunk=resp.audio, nbytes=len(resp.audio.audio)))
+                self._after_a_pause(ctx, chunk)
+            self._enqueue(ctx, _Item(chunk=chunk, nbytes=len(chunk.audio)))
         elif kind == "words":
             kept = []
             for word in resp.words.words:
@@ -527,6 +533,23 @@ class TtsEdgeSession:
             actions.to_client.append(Message(context_id=ctx.context_id, notice=resp.notice))
         actions.extend(self.release(key))
         return actions
+
+    def _taken(
+        self, ctx: EdgeContext, chunk: synthesis_pb2.AudioChunk
+    ) -> synthesis_pb2.AudioChunk | None:
+        """``chunk`` as the client gets it: after a failover of an SSML context, whose
+        document is spoken again from its start, without the audio the client has already and
+        numbered on from it (``TextReplay.take``)."""
+        taken = ctx.replay.take(chunk.sequence_number, chunk.start_ms, chunk.duration_ms)
+        if taken is None:
+            return None
+        chunk.sequence_number = taken.sequence_number
+        if taken.cut_ms:
+            rate = ctx.config.output_format.sample_rate_hz
+            chunk.audio = cut_audio(chunk.audio, taken.cut_ms, rate, ctx.sample_width)
+            chunk.start_ms = taken.start_ms
+            chunk.duration_ms = max(0, chunk.duration_ms - taken.cut_ms)
+        return chunk
 
     def _enqueue(self, ctx: EdgeContext, item: _Item) -> None:
         ctx.queue.append(item)
@@ -585,15 +608,15 @@ class TtsEdgeSession:
         config.CopyFrom(ctx.config)
         config.timeline_offset_ms = point.timeline_offset_ms
         config.first_sequence_number = point.first_sequence_number
+        config.skip_audio_ms = point.skip_audio_ms
         requests = [Request(context_id=ctx.context_id, open=config)]
-        if point.text:
-            requests.append(
-                Request(context_id=ctx.context_id, append=synthesis_pb2.AppendText(text=point.text))
-            )
-        requests += [
-            Request(context_id=ctx.context_id, flush=synthesis_pb2.Flush(flush_id=f))
-            for f in ctx.pending_flushes
-        ]
+        for kind, value in point.requests(ctx.pending_flushes):
+            if kind == "append":
+                append = synthesis_pb2.AppendText(text=value)
+                requests.append(Request(context_id=ctx.context_id, append=append))
+            else:
+                flush = synthesis_pb2.Flush(flush_id=value)
+                requests.append(Request(context_id=ctx.context_id, flush=flush))
         ctx.upstream_at = ctx.open_at = self._clock()
         actions.open_upstream.append(OpenContext(ctx.key, tuple(requests), True, replaces))
         if ctx.state is CtxState.CLOSING:
@@ -655,6 +678,7 @@ class TtsEdgeSession:
                         pending := ctx.pending_flushes
                     ):
                         pending.remove(item.message.flush_ack.flush_id)
+                        ctx.replay.flush_acked()
                         self._wait_ended()
                     actions.to_client.append(item.message)
                 if kind == "done":

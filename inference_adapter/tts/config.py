@@ -33,6 +33,8 @@ class ResolvedSynthesisConfig:
     # Continuing an earlier context (resume): its timeline and numbering start here.
     timeline_offset_ms: int = 0
     first_sequence_number: int = 1
+    # ... from the start of text whose first ``skip_audio_ms`` the client has (SSML resumes).
+    skip_audio_ms: int = 0
 
     def model_config(self) -> dict[str, Any]:
         """The CONFIG tensor of every request of the context (docs/design/spine.md)."""
@@ -118,4 +120,5 @@ def resolve(
         pronunciations=pronunciations,
         timeline_offset_ms=config.timeline_offset_ms,
         first_sequence_number=max(1, config.first_sequence_number),
+        skip_audio_ms=config.skip_audio_ms,
     )

@@ -115,6 +115,17 @@ class SynthesisContext:
         self._skip_samples = 0
         self._skip_words = 0
         self.failovers = 0  # in a row, without new audio
+        # A context reopened from the start of text partly spoken (SSML: the document resumes
+        # whole) whose first skip_audio_ms the client has: the same state as a failover of a
+        # unit that had passed that much on, so the same code drops it, across units if need be.
+        self._skip_open = config.skip_audio_ms > 0  # until all of it is dropped
+        self._skip_words_to_ms = -1
+        if self._skip_open:
+            self._skip_words_to_ms = config.timeline_offset_ms + config.skip_audio_ms
+            self._skip_samples = config.skip_audio_ms * config.model.sample_rate_hz // 1000
+            self._model_frames = self._skip_samples
+            rate = config.output_format.sample_rate_hz
+            self._out_frames = config.skip_audio_ms * rate // 1000
         self._new_resampler()
         # Same rate and PCM16 out: model audio goes to the client as it is.
         self._native_pcm = (
@@ -216,7 +227,8 @@ class SynthesisContext:
         self.inflight = self._queued.popleft()
         self._unit_sent_at = self._clock()
         self._unit_compute_us = 0
-        self._unit_model_start = self._model_frames
+        # The unit's first model sample, counting those still to skip as passed on.
+        self._unit_model_start = self._model_frames - self._skip_samples
         self._unit_words = 0
         self._unit_done = False
         self.timings.model_requests += 1
@@ -257,6 +269,7 @@ class SynthesisContext:
             skip = min(self._skip_samples, int(audio.size))
             self._skip_samples -= skip
             audio = audio[skip:]
+            self._skip_open = self._skip_open and self._skip_samples > 0
         if audio is not None and audio.size:
             self._model_frames += int(audio.size)
             self.failovers = 0  # progress
@@ -273,7 +286,12 @@ class SynthesisContext:
         if resp.final:
             unit = self.inflight
             self.inflight = None
-            self._skip_samples = self._skip_words = 0
+            self._skip_words = 0
+            if not self._skip_open:
+                # A failover's unit spoken again shorter than before: nothing more to drop.
+                # (skip_audio_ms past this unit's end is the next units' to drop: they start
+                # where the frames counted as passed on, ``_model_frames``, less it.)
+                self._skip_samples = 0
             # The unit's round trip is split between stages that add up to it exactly: the
             # compute the model reported for every response of the unit, the adapter's work on
             # those responses while the unit was in flight (encode), and the rest, which is
@@ -322,6 +340,8 @@ class SynthesisContext:
             if self._skip_words:
                 self._skip_words -= 1  # sent before the failover
                 continue
+            if base_ms + int(w.get("end_ms", 0)) <= self._skip_words_to_ms:
+                continue  # the client has it (skip_audio_ms)
             self._unit_words += 1
             start = base_ms + int(w.get("start_ms", 0))
             end = base_ms + int(w.get("end_ms", 0))

@@ -12,7 +12,7 @@ import pytest
 
 from tests.client.conftest import OPTIONS
 from tests.client.helpers import ORIGIN
-from tests.client.test_tts_client import tts_config
+from tests.client.test_tts_client import RATE, tts_config
 from tests.helpers.edge import Edge
 from tests.helpers.gateway_process import GatewayProcess
 from voxwire.client import ContextEvent, Resumed, SynthesisSession, SynthesizedAudio, token_fetcher
@@ -121,3 +121,73 @@ async def test_a_barge_in_lost_with_the_gateway_is_not_undone_by_the_resume(
     assert isinstance(others[-1], synthesis_pb2.ContextDone)
     words = [w.word for w in spoken_words(others)]
     assert words == ["One", "more", "short", "sentence"]
+
+
+SSML = (
+    "<speak>Hello from the voxwire gateway. This is a second sentence to speak. "
+    '<break time="300ms"/>And here is a third one, somewhat longer than the others.</speak>'
+)
+
+
+async def _speak_ssml(
+    urls: list[str], provider: object, kill: GatewayProcess | None
+) -> tuple[list[ContextEvent], Resumed | None]:
+    events: list[ContextEvent] = []
+    async with asyncio.timeout(40):
+        tts = await SynthesisSession.connect(
+            urls,
+            token_provider=provider,  # type: ignore[arg-type]
+            origin=ORIGIN,
+            lead_ms=300,
+            options=OPTIONS,
+        )
+        session_events = asyncio.create_task(anext(aiter(tts.events())))
+        config = tts_config()
+        config.text_format = synthesis_pb2.TEXT_FORMAT_SSML
+        ctx = await tts.open("c1", config)
+        await ctx.append(SSML)
+        await ctx.close()
+        loop = asyncio.get_running_loop()
+        arrivals: list[float] = []
+        async for event in ctx:
+            events.append(event)
+            if isinstance(event, SynthesizedAudio):
+                arrivals.append(loop.time())
+            if kill and isinstance(event, SynthesizedAudio) and event.sequence_number == 8:
+                kill.signal(signal.SIGKILL)
+        await tts.close()
+        resumed = await session_events if kill else None
+        if not kill:
+            session_events.cancel()
+    assert resumed is None or isinstance(resumed, Resumed)
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    print(f"SSML {'kill' if kill else 'no fault'}: longest wait between chunks {max(gaps):.3f} s")
+    return events, resumed
+
+
+async def test_an_ssml_context_resumes_from_its_document_without_repeating_audio(
+    edge: Edge, gateways: tuple[GatewayProcess, GatewayProcess], origin_key: str
+):
+    """An SSML document cannot be cut after a word: the SDK reopens it whole and drops the
+    audio of it it has already. Before, it sent the text after the last word heard, no
+    document at all, and the context ended with SSML_INVALID."""
+    a, b = gateways
+    fetch = token_fetcher(edge.ws, origin_key, origin=ORIGIN)
+    reference, _ = await _speak_ssml([b.ws], fetch, None)
+    events, resumed = await _speak_ssml([a.ws, b.ws], fetch, a)
+    assert resumed is not None and resumed.url.startswith(b.ws)
+    assert isinstance(events[-1], synthesis_pb2.ContextDone), events[-1]
+    chunks = [e for e in events if isinstance(e, SynthesizedAudio)]
+    assert [c.sequence_number for c in chunks] == list(range(1, len(chunks) + 1))
+    position = 0
+    for chunk in chunks:  # the timeline continues across the resume, no sample twice
+        assert abs(chunk.start_ms - position) <= 1, (chunk.start_ms, position)
+        assert abs(len(chunk.audio) / 2 - chunk.duration_ms * RATE / 1000) <= RATE / 1000
+        position = chunk.start_ms + chunk.duration_ms
+    # eSpeak gives about the same length in another process (docs/contract.md, "Failover").
+    faultless = sum(c.duration_ms for c in reference if isinstance(c, SynthesizedAudio))
+    assert abs(position - faultless) <= 40, (position, faultless)
+    words = [w.word for w in spoken_words(events)]
+    assert words == [w.word for w in spoken_words(reference)]
+    assert words[0] == "Hello" and words[-1] == "others", words
+    print(f"TTS SSML SIGKILL: resumed in {resumed.downtime_s * 1000:.0f} ms, {position} ms")

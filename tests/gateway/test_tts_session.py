@@ -230,6 +230,52 @@ def test_failover_reopens_from_the_last_word_sent_with_offsets():
     assert out.to_client[0].notice.kind == out.to_client[0].notice.KIND_FAILOVER  # type: ignore[union-attr]
 
 
+def test_an_ssml_failover_speaks_the_document_again_and_the_client_gets_each_sample_once():
+    # Before, the reopened context got the text after the last word sent, which for SSML is
+    # no document (`two.</speak>`): SSML_INVALID ended the context the failover was to save.
+    clock = Clock(500.0)
+    session = new_session(clock, lead_ms=0)
+    msg = open_msg()
+    msg.open.text_format = synthesis_pb2.TEXT_FORMAT_SSML
+    key = session.client_message(msg).open_upstream[0].key
+    session.upstream_response(key, Up(context_id="c1", opened=synthesis_pb2.ContextOpened()))
+    first, second = "<speak>One.</speak>", "<speak>Two <break/> three.</speak>"
+    for message in (
+        Client(context_id="c1", append=synthesis_pb2.AppendText(text=first)),
+        Client(context_id="c1", flush=synthesis_pb2.Flush(flush_id="f1")),
+        Client(context_id="c1", append=synthesis_pb2.AppendText(text=second)),
+        Client(context_id="c1", flush=synthesis_pb2.Flush(flush_id="f2")),
+    ):
+        session.client_message(message)
+    session.upstream_response(key, chunk(1, 0))
+    ack = Up(context_id="c1", flush_ack=synthesis_pb2.FlushAck(flush_id="f1"))
+    session.upstream_response(key, ack)
+    sent = [session.upstream_response(key, chunk(seq, (seq - 1) * 100)) for seq in (2, 3, 4)]
+    assert [unpack(a.to_client[0]).sequence_number for a in sent] == [2, 3, 4]  # type: ignore[arg-type]
+    actions = session.upstream_failed(key, errors.BackendUnavailable("adapter died"))
+    (reopen,) = actions.open_upstream
+    config = reopen.requests[0].open
+    # The second document again, from where it began on the timeline, less what was sent.
+    assert (config.timeline_offset_ms, config.skip_audio_ms, config.first_sequence_number) == (
+        100,
+        300,
+        5,
+    )
+    assert [r.WhichOneof("request") for r in reopen.requests[1:]] == ["append", "flush"]
+    assert reopen.requests[1].append.text == second and reopen.requests[2].flush.flush_id == "f2"
+    session.upstream_response(reopen.key, Up(context_id="c1", opened=synthesis_pb2.ContextOpened()))
+    # An adapter that sends it again anyway (without synthesis_skip_audio), in chunks of
+    # 120 ms numbered from 5: 100-340 was sent before, 340-400 of the third is cut.
+    out = [
+        session.upstream_response(reopen.key, chunk(seq, 100 + (seq - 5) * 120, 120))
+        for seq in (5, 6, 7, 8)
+    ]
+    assert [a.to_client for a in out[:2]] == [[], []]
+    frames = [unpack(a.to_client[0]) for a in out[2:]]  # type: ignore[arg-type]
+    assert [(f.sequence_number, f.start_ms) for f in frames] == [(5, 400), (6, 460)]
+    assert [len(f.audio) for f in frames] == [48 * 60, 48 * 120]
+
+
 def test_context_errors_end_only_that_context():
     clock = Clock(500.0)
     session, _ = opened_session(clock)

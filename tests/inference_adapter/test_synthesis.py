@@ -162,6 +162,45 @@ async def test_cancel_ack_guarantees_no_frame_after_it(channel):
     assert kinds(other)[-1] == "done" and audio_of(other)
 
 
+@pytest.mark.parametrize("skip_ms", [450, 1500])
+async def test_skip_audio_ms_sends_exactly_the_audio_after_it(channel, skip_ms):
+    """A context reopened from the start of text partly spoken (an SSML document resumes
+    whole) with the audio the client has: the rest of the same audio, no sample twice, the
+    timeline and numbering going on; 1,500 ms reaches past the first unit (sentence)."""
+    fmt = out_format(rate=24000)  # bench_tts's own rate, and the model is deterministic
+
+    def messages(**config: int) -> list[Req]:
+        return [
+            open_("c", model="bench_tts", output_format=fmt, **config),
+            append("c", "One two three four. Five six seven."),
+            flush("c", "f1"),
+            append("c", "Eight nine ten."),
+            close("c"),
+        ]
+
+    whole = for_context(await run(channel, messages()), "c")
+    rest = for_context(
+        await run(
+            channel,
+            messages(timeline_offset_ms=1000, skip_audio_ms=skip_ms, first_sequence_number=7),
+        ),
+        "c",
+    )
+    assert kinds(rest)[-1] == "done" and "flush_ack" in kinds(rest), kinds(rest)
+    assert audio_of(rest) == audio_of(whole)[skip_ms * 48 :]  # 24 kHz PCM16: 48 bytes a ms
+    chunks = [r.audio for r in rest if r.HasField("audio")]
+    assert (chunks[0].sequence_number, chunks[0].start_ms) == (7, 1000 + skip_ms)
+    assert [c.sequence_number for c in chunks] == list(range(7, 7 + len(chunks)))
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        assert b.start_ms == a.start_ms + a.duration_ms
+    assert rest[-1].done.audio_ms == 1000 + whole[-1].done.audio_ms
+    # The word timestamps the client has not got: those ending after the skip, on its timeline.
+    words = [w for r in whole if r.HasField("words") for w in r.words.words]
+    expected = [(w.word, w.end_ms + 1000) for w in words if w.end_ms > skip_ms]
+    got = [(w.word, w.end_ms) for r in rest if r.HasField("words") for w in r.words.words]
+    assert got == expected and 0 < len(got) < len(words), (got, words)
+
+
 async def test_pronunciation_entries_change_the_audio(channel):
     text = "Say tomato."
     plain = await run(channel, [open_("a"), append("a", text), close("a")])

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from voxwire.errors import ResumeRejected
-from voxwire.replay import AudioReplayWindow, TextReplay, WordMark
+from voxwire.replay import AudioReplayWindow, TextReplay, WordMark, cut_audio
 
 
 def pcm(frames: int, start: int = 0) -> bytes:
@@ -188,3 +188,112 @@ def test_a_window_with_nothing_unacknowledged_holds_no_chunk_queue():
     assert window._chunks is None and window.audio_since(10) == b""
     window.append(b"\x02\x00" * 16)
     assert window.audio_since(10) == b"\x02\x00" * 16
+
+
+# -- TTS, SSML: a document resumes whole ------------------------------------------------------
+
+DOC1 = '<speak>One <break time="1s"/> two.</speak>'
+DOC2 = "<speak>Three, four.</speak>"
+
+
+def test_an_ssml_document_is_never_cut_after_a_word():
+    # Cut after "One", the document would be `<break time="1s"/> two.</speak>`: SSML_INVALID
+    # on the reopened context (the SDK's resume of an SSML context failed this way).
+    replay = TextReplay(ssml=True)
+    replay.append(DOC1)
+    replay.flushed()
+    replay.append(DOC2)
+    replay.word(WordMark(DOC1.index("One"), 3, 300))
+    replay.audio(1, 0, 400)
+    point = replay.resume_point()
+    assert point.text == DOC1 + DOC2 and point.text_offset == 0
+    # From the document's start, the 400 ms received not to be sent again, numbered on.
+    assert (point.timeline_offset_ms, point.skip_audio_ms, point.first_sequence_number) == (
+        0,
+        400,
+        2,
+    )
+    assert point.flushes_at == (len(DOC1),)
+    assert point.requests(["f1"]) == [("append", DOC1), ("flush", "f1"), ("append", DOC2)]
+    # The flush acknowledged, the first document is all in: the next resume starts after it.
+    replay.audio(2, 400, 1300)
+    replay.flush_acked()
+    replay.audio(3, 1700, 100)
+    point = replay.resume_point()
+    assert (point.text, point.text_offset) == (DOC2, len(DOC1))
+    assert (point.timeline_offset_ms, point.skip_audio_ms, point.first_sequence_number) == (
+        1700,
+        100,
+        4,
+    )
+    assert point.requests([]) == [("append", DOC2)]
+
+
+def test_a_reopened_ssml_document_drops_what_a_server_sends_again():
+    replay = TextReplay(ssml=True)
+    replay.continues(5000, 40)  # itself a resumed context: the timeline goes on from there
+    replay.append(DOC2)
+    for seq, start in ((41, 5000), (42, 5100), (43, 5200)):
+        assert replay.take(seq, start, 100) == (seq, start, 0)
+        replay.audio(seq, start, 100)
+    point = replay.resume_point()
+    assert (point.timeline_offset_ms, point.skip_audio_ms, point.first_sequence_number) == (
+        5000,
+        300,
+        44,
+    )
+    replay.resumed(point)
+    # A server without synthesis_skip_audio speaks the document again from 5,000 ms, in
+    # chunks of its own size, numbered from 44.
+    assert replay.take(44, 5000, 120) is None
+    assert replay.take(45, 5120, 120) is None
+    taken = replay.take(46, 5240, 120)  # 5,240-5,300 was received: cut 60 ms
+    assert taken == (44, 5300, 60)
+    replay.audio(44, 5300, 60)
+    assert replay.take(47, 5360, 120) == (45, 5360, 0)
+
+
+def test_a_server_that_skips_what_was_received_is_passed_through():
+    replay = TextReplay(ssml=True)
+    replay.append(DOC2)
+    replay.audio(1, 0, 300)
+    point = replay.resume_point()
+    replay.resumed(point)
+    assert replay.take(2, 300, 100) == (2, 300, 0)
+    # The gateway that a resuming SDK opens the context on: it was told what the client has.
+    other = TextReplay(ssml=True)
+    other.continues(point.timeline_offset_ms, point.first_sequence_number - 1, 300)
+    other.append(point.text)
+    assert other.take(2, 0, 100) is None  # an adapter that sends it again
+    assert other.take(5, 300, 100) == (2, 300, 0)
+    other.audio(2, 300, 100)
+    assert other.resume_point().skip_audio_ms == 400
+
+
+def test_plain_text_resumes_its_flushes_at_their_places():
+    replay = TextReplay()
+    replay.append("One two.")
+    replay.flushed()
+    replay.append(" Three four.")
+    replay.flushed()
+    replay.append(" Five.")
+    speak(replay, "One two.", [("One", 0, 200)])
+    replay.audio(1, 0, 250)
+    point = replay.resume_point()
+    assert point.text == " two. Three four. Five."
+    assert point.requests(["a", "b"]) == [
+        ("append", " two."),
+        ("flush", "a"),
+        ("append", " Three four."),
+        ("flush", "b"),
+        ("append", " Five."),
+    ]
+    # Plain text is never spoken again: nothing to drop, numbers unchanged.
+    replay.resumed(point)
+    assert replay.take(2, 250, 100) == (2, 250, 0)
+
+
+def test_cut_audio_cuts_whole_samples():
+    audio = pcm(2205)  # 100 ms at 22,050 Hz
+    assert cut_audio(audio, 40, 22050, 2) == audio[882 * 2 :]
+    assert cut_audio(audio, 0, 22050, 2) is audio

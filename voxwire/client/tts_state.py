@@ -36,7 +36,7 @@ from voxwire.client.connection import close_error, resumable
 from voxwire.client.stt_state import _TRANSITIONS, Phase
 from voxwire.edge.frames import AudioFrame
 from voxwire.edge.v1 import session_pb2, stt_pb2, tts_pb2
-from voxwire.replay import TextReplay, WordMark
+from voxwire.replay import TextReplay, WordMark, cut_audio
 from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,12 @@ class SynthesisClientState:
             raise errors.ContextAlreadyOpen(f"context {context_id!r} is already open")
         ctx = ClientContext(context_id, synthesis_pb2.SynthesisContextConfig())
         ctx.config.CopyFrom(config)
+        ctx.replay.ssml = config.text_format == synthesis_pb2.TEXT_FORMAT_SSML
+        ctx.replay.continues(
+            config.timeline_offset_ms,
+            max(0, config.first_sequence_number - 1),
+            config.skip_audio_ms,
+        )
         self.contexts[context_id] = ctx
         return Message(context_id=context_id, open=config)
 
@@ -181,7 +187,9 @@ class SynthesisClientState:
         return Message(context_id=context_id, append=synthesis_pb2.AppendText(text=text))
 
     def flush(self, context_id: str, flush_id: str) -> Message:
-        self._writable(context_id).pending_flushes.append(flush_id)
+        ctx = self._writable(context_id)
+        ctx.pending_flushes.append(flush_id)
+        ctx.replay.flushed()
         return Message(context_id=context_id, flush=synthesis_pb2.Flush(flush_id=flush_id))
 
     def close_context(self, context_id: str) -> Message:
@@ -290,6 +298,7 @@ class SynthesisClientState:
         elif kind == "flush_ack":
             if msg.flush_ack.flush_id in ctx.pending_flushes:
                 ctx.pending_flushes.remove(msg.flush_ack.flush_id)
+                ctx.replay.flush_acked()
                 out.events.append((cid, msg.flush_ack))
         elif kind in ("done", "cancelled", "truncated"):
             self._finish(ctx)
@@ -319,6 +328,15 @@ class SynthesisClientState:
         audio: bytes,
         out: TtsOutcome,
     ) -> None:
+        taken = ctx.replay.take(sequence_number, start_ms, duration_ms)
+        if taken is None:
+            return  # received before a resume (SSML speaks its document again)
+        if taken.cut_ms:
+            fmt = ctx.config.output_format
+            width = _WIDTH.get(fmt.encoding, 2)
+            audio = cut_audio(audio, taken.cut_ms, fmt.sample_rate_hz, width)
+            duration_ms = max(0, duration_ms - taken.cut_ms)
+        sequence_number, start_ms = taken.sequence_number, taken.start_ms
         if sequence_number <= ctx.replay.last_sequence_number:
             return  # already received before a resume
         ctx.replay.audio(sequence_number, start_ms, duration_ms)
@@ -365,16 +383,15 @@ class SynthesisClientState:
             config.CopyFrom(ctx.config)
             config.timeline_offset_ms = point.timeline_offset_ms
             config.first_sequence_number = point.first_sequence_number
+            config.skip_audio_ms = point.skip_audio_ms
             cid = ctx.context_id
             out.append(Message(context_id=cid, open=config))
-            if point.text:
-                out.append(
-                    Message(context_id=cid, append=synthesis_pb2.AppendText(text=point.text))
-                )
-            out += [
-                Message(context_id=cid, flush=synthesis_pb2.Flush(flush_id=f))
-                for f in ctx.pending_flushes
-            ]
+            for kind, value in point.requests(ctx.pending_flushes):
+                if kind == "append":
+                    append = synthesis_pb2.AppendText(text=value)
+                    out.append(Message(context_id=cid, append=append))
+                else:
+                    out.append(Message(context_id=cid, flush=synthesis_pb2.Flush(flush_id=value)))
             if ctx.closed_by_client:
                 out.append(Message(context_id=cid, close=synthesis_pb2.CloseContext()))
         if self.closing:

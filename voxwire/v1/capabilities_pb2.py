@@ -27,33 +27,33 @@ from voxwire.v1 import audio_pb2 as voxwire_dot_v1_dot_audio__pb2
 from voxwire.v1 import synthesis_pb2 as voxwire_dot_v1_dot_synthesis__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvoxwire/v1/capabilities.proto\x12\nvoxwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x16voxwire/v1/audio.proto\x1a\x1avoxwire/v1/synthesis.proto\"\x18\n\x16GetCapabilitiesRequest\"\xa1\x01\n\x17GetCapabilitiesResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.voxwire.v1.ModelCapabilities\x12\"\n\x06limits\x18\x02 \x01(\x0b\x32\x12.voxwire.v1.Limits\x12\x33\n\x0fserver_features\x18\x03 \x01(\x0b\x32\x1a.voxwire.v1.ServerFeatures\"\x94\x01\n\x0eServerFeatures\x12\x16\n\x0estream_offsets\x18\x01 \x01(\x08\x12\x16\n\x0estream_notices\x18\x02 \x01(\x08\x12\x19\n\x11synthesis_offsets\x18\x03 \x01(\x08\x12\x1c\n\x14transparent_failover\x18\x04 \x01(\x08\x12\x19\n\x11word_text_offsets\x18\x05 \x01(\x08\"\xa5\x03\n\x11ModelCapabilities\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.voxwire.v1.ModelKind\x12\x11\n\tlanguages\x18\x03 \x03(\t\x12\x30\n\rinput_formats\x18\x04 \x03(\x0b\x32\x19.voxwire.v1.FormatSupport\x12\x31\n\x0eoutput_formats\x18\x05 \x03(\x0b\x32\x19.voxwire.v1.FormatSupport\x12&\n\x08\x66\x65\x61tures\x18\x06 \x01(\x0b\x32\x14.voxwire.v1.Features\x12\x0e\n\x06voices\x18\x07 \x03(\t\x12\x1d\n\x15native_sample_rate_hz\x18\x08 \x01(\r\x12\x11\n\tbenchmark\x18\t \x01(\x08\x12\x12\n\nis_default\x18\n \x01(\x08\x12\x16\n\x0eready_replicas\x18\x0b \x01(\r\x12&\n\x08\x63\x61pacity\x18\x0c \x01(\x0b\x32\x14.voxwire.v1.Capacity\x12\'\n\x06limits\x18\r \x01(\x0b\x32\x17.voxwire.v1.ModelLimits\"\x80\x01\n\x08\x43\x61pacity\x12\x1f\n\x17max_streams_per_replica\x18\x01 \x01(\r\x12\x11\n\tinstances\x18\x02 \x01(\r\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\r\x12\x16\n\x0esequence_slots\x18\x04 \x01(\r\x12\x13\n\x0bmax_streams\x18\x05 \x01(\r\"\x82\x01\n\x0bModelLimits\x12\x1e\n\x16max_vocabulary_entries\x18\x01 \x01(\r\x12\x18\n\x10max_phrase_chars\x18\x02 \x01(\r\x12\x1c\n\x14max_vocabulary_boost\x18\x03 \x01(\x02\x12\x1b\n\x13max_unit_text_bytes\x18\x04 \x01(\r\"k\n\rFormatSupport\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.voxwire.v1.AudioEncoding\x12\x17\n\x0fsample_rates_hz\x18\x02 \x03(\r\x12\x14\n\x0cmax_channels\x18\x03 \x01(\r\"\xf4\x01\n\x08\x46\x65\x61tures\x12\x17\n\x0finterim_results\x18\x01 \x01(\x08\x12\x17\n\x0fword_timestamps\x18\x02 \x01(\x08\x12\x15\n\rpronunciation\x18\x03 \x01(\x08\x12\x0c\n\x04ssml\x18\x04 \x01(\x08\x12\x13\n\x0b\x64iarization\x18\x05 \x01(\x08\x12\x13\n\x0b\x65ndpointing\x18\x06 \x01(\x08\x12\x12\n\nvocabulary\x18\x07 \x01(\x08\x12<\n\x17pronunciation_alphabets\x18\x08 \x03(\x0e\x32\x1b.voxwire.v1.PhonemeAlphabet\x12\x15\n\rssml_elements\x18\t \x03(\t\"\xa0\x02\n\x06Limits\x12\x1f\n\x17max_contexts_per_stream\x18\x01 \x01(\r\x12\x17\n\x0fmax_chunk_bytes\x18\x02 \x01(\r\x12\x36\n\x13max_stream_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cidle_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1e\n\x16max_pending_text_bytes\x18\x05 \x01(\r\x12!\n\x19max_unread_response_bytes\x18\x06 \x01(\r\x12\x30\n\rwrite_timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration*O\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODEL_KIND_STT\x10\x01\x12\x12\n\x0eMODEL_KIND_TTS\x10\x02\x32j\n\x0c\x43\x61pabilities\x12Z\n\x0fGetCapabilities\x12\".voxwire.v1.GetCapabilitiesRequest\x1a#.voxwire.v1.GetCapabilitiesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvoxwire/v1/capabilities.proto\x12\nvoxwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x16voxwire/v1/audio.proto\x1a\x1avoxwire/v1/synthesis.proto\"\x18\n\x16GetCapabilitiesRequest\"\xa1\x01\n\x17GetCapabilitiesResponse\x12-\n\x06models\x18\x01 \x03(\x0b\x32\x1d.voxwire.v1.ModelCapabilities\x12\"\n\x06limits\x18\x02 \x01(\x0b\x32\x12.voxwire.v1.Limits\x12\x33\n\x0fserver_features\x18\x03 \x01(\x0b\x32\x1a.voxwire.v1.ServerFeatures\"\xb2\x01\n\x0eServerFeatures\x12\x16\n\x0estream_offsets\x18\x01 \x01(\x08\x12\x16\n\x0estream_notices\x18\x02 \x01(\x08\x12\x19\n\x11synthesis_offsets\x18\x03 \x01(\x08\x12\x1c\n\x14transparent_failover\x18\x04 \x01(\x08\x12\x19\n\x11word_text_offsets\x18\x05 \x01(\x08\x12\x1c\n\x14synthesis_skip_audio\x18\x06 \x01(\x08\"\xa5\x03\n\x11ModelCapabilities\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.voxwire.v1.ModelKind\x12\x11\n\tlanguages\x18\x03 \x03(\t\x12\x30\n\rinput_formats\x18\x04 \x03(\x0b\x32\x19.voxwire.v1.FormatSupport\x12\x31\n\x0eoutput_formats\x18\x05 \x03(\x0b\x32\x19.voxwire.v1.FormatSupport\x12&\n\x08\x66\x65\x61tures\x18\x06 \x01(\x0b\x32\x14.voxwire.v1.Features\x12\x0e\n\x06voices\x18\x07 \x03(\t\x12\x1d\n\x15native_sample_rate_hz\x18\x08 \x01(\r\x12\x11\n\tbenchmark\x18\t \x01(\x08\x12\x12\n\nis_default\x18\n \x01(\x08\x12\x16\n\x0eready_replicas\x18\x0b \x01(\r\x12&\n\x08\x63\x61pacity\x18\x0c \x01(\x0b\x32\x14.voxwire.v1.Capacity\x12\'\n\x06limits\x18\r \x01(\x0b\x32\x17.voxwire.v1.ModelLimits\"\x80\x01\n\x08\x43\x61pacity\x12\x1f\n\x17max_streams_per_replica\x18\x01 \x01(\r\x12\x11\n\tinstances\x18\x02 \x01(\r\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\r\x12\x16\n\x0esequence_slots\x18\x04 \x01(\r\x12\x13\n\x0bmax_streams\x18\x05 \x01(\r\"\x82\x01\n\x0bModelLimits\x12\x1e\n\x16max_vocabulary_entries\x18\x01 \x01(\r\x12\x18\n\x10max_phrase_chars\x18\x02 \x01(\r\x12\x1c\n\x14max_vocabulary_boost\x18\x03 \x01(\x02\x12\x1b\n\x13max_unit_text_bytes\x18\x04 \x01(\r\"k\n\rFormatSupport\x12+\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x19.voxwire.v1.AudioEncoding\x12\x17\n\x0fsample_rates_hz\x18\x02 \x03(\r\x12\x14\n\x0cmax_channels\x18\x03 \x01(\r\"\xf4\x01\n\x08\x46\x65\x61tures\x12\x17\n\x0finterim_results\x18\x01 \x01(\x08\x12\x17\n\x0fword_timestamps\x18\x02 \x01(\x08\x12\x15\n\rpronunciation\x18\x03 \x01(\x08\x12\x0c\n\x04ssml\x18\x04 \x01(\x08\x12\x13\n\x0b\x64iarization\x18\x05 \x01(\x08\x12\x13\n\x0b\x65ndpointing\x18\x06 \x01(\x08\x12\x12\n\nvocabulary\x18\x07 \x01(\x08\x12<\n\x17pronunciation_alphabets\x18\x08 \x03(\x0e\x32\x1b.voxwire.v1.PhonemeAlphabet\x12\x15\n\rssml_elements\x18\t \x03(\t\"\xa0\x02\n\x06Limits\x12\x1f\n\x17max_contexts_per_stream\x18\x01 \x01(\r\x12\x17\n\x0fmax_chunk_bytes\x18\x02 \x01(\r\x12\x36\n\x13max_stream_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cidle_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1e\n\x16max_pending_text_bytes\x18\x05 \x01(\r\x12!\n\x19max_unread_response_bytes\x18\x06 \x01(\r\x12\x30\n\rwrite_timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration*O\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODEL_KIND_STT\x10\x01\x12\x12\n\x0eMODEL_KIND_TTS\x10\x02\x32j\n\x0c\x43\x61pabilities\x12Z\n\x0fGetCapabilities\x12\".voxwire.v1.GetCapabilitiesRequest\x1a#.voxwire.v1.GetCapabilitiesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voxwire.v1.capabilities_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELKIND']._serialized_start=1805
-  _globals['_MODELKIND']._serialized_end=1884
+  _globals['_MODELKIND']._serialized_start=1835
+  _globals['_MODELKIND']._serialized_end=1914
   _globals['_GETCAPABILITIESREQUEST']._serialized_start=129
   _globals['_GETCAPABILITIESREQUEST']._serialized_end=153
   _globals['_GETCAPABILITIESRESPONSE']._serialized_start=156
   _globals['_GETCAPABILITIESRESPONSE']._serialized_end=317
   _globals['_SERVERFEATURES']._serialized_start=320
-  _globals['_SERVERFEATURES']._serialized_end=468
-  _globals['_MODELCAPABILITIES']._serialized_start=471
-  _globals['_MODELCAPABILITIES']._serialized_end=892
-  _globals['_CAPACITY']._serialized_start=895
-  _globals['_CAPACITY']._serialized_end=1023
-  _globals['_MODELLIMITS']._serialized_start=1026
-  _globals['_MODELLIMITS']._serialized_end=1156
-  _globals['_FORMATSUPPORT']._serialized_start=1158
-  _globals['_FORMATSUPPORT']._serialized_end=1265
-  _globals['_FEATURES']._serialized_start=1268
-  _globals['_FEATURES']._serialized_end=1512
-  _globals['_LIMITS']._serialized_start=1515
-  _globals['_LIMITS']._serialized_end=1803
-  _globals['_CAPABILITIES']._serialized_start=1886
-  _globals['_CAPABILITIES']._serialized_end=1992
+  _globals['_SERVERFEATURES']._serialized_end=498
+  _globals['_MODELCAPABILITIES']._serialized_start=501
+  _globals['_MODELCAPABILITIES']._serialized_end=922
+  _globals['_CAPACITY']._serialized_start=925
+  _globals['_CAPACITY']._serialized_end=1053
+  _globals['_MODELLIMITS']._serialized_start=1056
+  _globals['_MODELLIMITS']._serialized_end=1186
+  _globals['_FORMATSUPPORT']._serialized_start=1188
+  _globals['_FORMATSUPPORT']._serialized_end=1295
+  _globals['_FEATURES']._serialized_start=1298
+  _globals['_FEATURES']._serialized_end=1542
+  _globals['_LIMITS']._serialized_start=1545
+  _globals['_LIMITS']._serialized_end=1833
+  _globals['_CAPABILITIES']._serialized_start=1916
+  _globals['_CAPABILITIES']._serialized_end=2022
 # @@protoc_insertion_point(module_scope)

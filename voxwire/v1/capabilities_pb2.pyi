@@ -95,6 +95,7 @@ class ServerFeatures(_message.Message):
     SYNTHESIS_OFFSETS_FIELD_NUMBER: _builtins.int
     TRANSPARENT_FAILOVER_FIELD_NUMBER: _builtins.int
     WORD_TEXT_OFFSETS_FIELD_NUMBER: _builtins.int
+    SYNTHESIS_SKIP_AUDIO_FIELD_NUMBER: _builtins.int
     stream_offsets: _builtins.bool
     """TranscriptionConfig.stream_offset_ms and first_utterance_index are honoured."""
     stream_notices: _builtins.bool
@@ -107,6 +108,8 @@ class ServerFeatures(_message.Message):
     """
     word_text_offsets: _builtins.bool
     """WordTimestamp.text_offset and text_length are set."""
+    synthesis_skip_audio: _builtins.bool
+    """SynthesisContextConfig.skip_audio_ms is honoured."""
     def __init__(
         self,
         *,
@@ -115,10 +118,11 @@ class ServerFeatures(_message.Message):
         synthesis_offsets: _builtins.bool = ...,
         transparent_failover: _builtins.bool = ...,
         word_text_offsets: _builtins.bool = ...,
+        synthesis_skip_audio: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stream_notices", b"stream_notices", "stream_offsets", b"stream_offsets", "synthesis_offsets", b"synthesis_offsets", "transparent_failover", b"transparent_failover", "word_text_offsets", b"word_text_offsets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stream_notices", b"stream_notices", "stream_offsets", b"stream_offsets", "synthesis_offsets", b"synthesis_offsets", "synthesis_skip_audio", b"synthesis_skip_audio", "transparent_failover", b"transparent_failover", "word_text_offsets", b"word_text_offsets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,51 +28,51 @@ from voxwire.v1 import stream_pb2 as voxwire_dot_v1_dot_stream__pb2
 from voxwire.v1 import timings_pb2 as voxwire_dot_v1_dot_timings__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avoxwire/v1/synthesis.proto\x12\nvoxwire.v1\x1a\x16voxwire/v1/audio.proto\x1a\x17voxwire/v1/errors.proto\x1a\x17voxwire/v1/stream.proto\x1a\x18voxwire/v1/timings.proto\"\xbb\x02\n\x1aStreamingSynthesizeRequest\x12\x12\n\ncontext_id\x18\x01 \x01(\t\x12\x32\n\x04open\x18\x02 \x01(\x0b\x32\".voxwire.v1.SynthesisContextConfigH\x00\x12(\n\x06\x61ppend\x18\x03 \x01(\x0b\x32\x16.voxwire.v1.AppendTextH\x00\x12\"\n\x05\x66lush\x18\x04 \x01(\x0b\x32\x11.voxwire.v1.FlushH\x00\x12$\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x12.voxwire.v1.CancelH\x00\x12)\n\x05\x63lose\x18\x06 \x01(\x0b\x32\x18.voxwire.v1.CloseContextH\x00\x12+\n\nkeep_alive\x18\x07 \x01(\x0b\x32\x15.voxwire.v1.KeepAliveH\x00\x42\t\n\x07request\"\xb1\x02\n\x16SynthesisContextConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12.\n\routput_format\x18\x03 \x01(\x0b\x32\x17.voxwire.v1.AudioFormat\x12\x17\n\x0fword_timestamps\x18\x04 \x01(\x08\x12\x36\n\x0epronunciations\x18\x05 \x03(\x0b\x32\x1e.voxwire.v1.PronunciationEntry\x12+\n\x0btext_format\x18\x06 \x01(\x0e\x32\x16.voxwire.v1.TextFormat\x12\x10\n\x08language\x18\x07 \x01(\t\x12\x1a\n\x12timeline_offset_ms\x18\x08 \x01(\r\x12\x1d\n\x15\x66irst_sequence_number\x18\t \x01(\r\"g\n\x12PronunciationEntry\x12\x10\n\x08grapheme\x18\x01 \x01(\t\x12\x10\n\x08phonemes\x18\x02 \x01(\t\x12-\n\x08\x61lphabet\x18\x03 \x01(\x0e\x32\x1b.voxwire.v1.PhonemeAlphabet\"\x1a\n\nAppendText\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x19\n\x05\x46lush\x12\x10\n\x08\x66lush_id\x18\x01 \x01(\t\"\x08\n\x06\x43\x61ncel\"\x0e\n\x0c\x43loseContext\"\xcf\x03\n\x1bStreamingSynthesizeResponse\x12\x12\n\ncontext_id\x18\x01 \x01(\t\x12+\n\x06opened\x18\x02 \x01(\x0b\x32\x19.voxwire.v1.ContextOpenedH\x00\x12\'\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x16.voxwire.v1.AudioChunkH\x00\x12+\n\x05words\x18\x04 \x01(\x0b\x32\x1a.voxwire.v1.WordTimestampsH\x00\x12)\n\tflush_ack\x18\x05 \x01(\x0b\x32\x14.voxwire.v1.FlushAckH\x00\x12\x31\n\tcancelled\x18\x06 \x01(\x0b\x32\x1c.voxwire.v1.ContextCancelledH\x00\x12\'\n\x04\x64one\x18\x07 \x01(\x0b\x32\x17.voxwire.v1.ContextDoneH\x00\x12)\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x18.voxwire.v1.ContextErrorH\x00\x12/\n\x07summary\x18\t \x01(\x0b\x32\x1c.voxwire.v1.SynthesisSummaryH\x00\x12*\n\x06notice\x18\n \x01(\x0b\x32\x18.voxwire.v1.StreamNoticeH\x00\x42\n\n\x08response\"K\n\rContextOpened\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\x1c\n\x14model_sample_rate_hz\x18\x03 \x01(\r\"[\n\nAudioChunk\x12\x17\n\x0fsequence_number\x18\x01 \x01(\r\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\x10\n\x08start_ms\x18\x03 \x01(\r\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\r\":\n\x0eWordTimestamps\x12(\n\x05words\x18\x01 \x03(\x0b\x32\x19.voxwire.v1.WordTimestamp\"i\n\rWordTimestamp\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\r\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\r\x12\x13\n\x0btext_offset\x18\x04 \x01(\r\x12\x13\n\x0btext_length\x18\x05 \x01(\r\":\n\x08\x46lushAck\x12\x10\n\x08\x66lush_id\x18\x01 \x01(\t\x12\x1c\n\x14last_sequence_number\x18\x02 \x01(\r\"0\n\x10\x43ontextCancelled\x12\x1c\n\x14last_sequence_number\x18\x01 \x01(\r\"h\n\x0b\x43ontextDone\x12\x1c\n\x14last_sequence_number\x18\x01 \x01(\r\x12\x10\n\x08\x61udio_ms\x18\x02 \x01(\r\x12)\n\x07timings\x18\x03 \x01(\x0b\x32\x18.voxwire.v1.StageTimings\"N\n\x0c\x43ontextError\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.voxwire.v1.Error\x12\x1c\n\x14last_sequence_number\x18\x02 \x01(\r\"u\n\x10SynthesisSummary\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x63ontexts\x18\x02 \x01(\r\x12\x10\n\x08\x61udio_ms\x18\x03 \x01(\r\x12)\n\x07timings\x18\x04 \x01(\x0b\x32\x18.voxwire.v1.StageTimings*V\n\nTextFormat\x12\x1b\n\x17TEXT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11TEXT_FORMAT_PLAIN\x10\x01\x12\x14\n\x10TEXT_FORMAT_SSML\x10\x02*\x88\x01\n\x0fPhonemeAlphabet\x12 \n\x1cPHONEME_ALPHABET_UNSPECIFIED\x10\x00\x12\x1b\n\x17PHONEME_ALPHABET_ESPEAK\x10\x01\x12\x18\n\x14PHONEME_ALPHABET_IPA\x10\x02\x12\x1c\n\x18PHONEME_ALPHABET_ARPABET\x10\x03\x32w\n\tSynthesis\x12j\n\x13StreamingSynthesize\x12&.voxwire.v1.StreamingSynthesizeRequest\x1a\'.voxwire.v1.StreamingSynthesizeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avoxwire/v1/synthesis.proto\x12\nvoxwire.v1\x1a\x16voxwire/v1/audio.proto\x1a\x17voxwire/v1/errors.proto\x1a\x17voxwire/v1/stream.proto\x1a\x18voxwire/v1/timings.proto\"\xbb\x02\n\x1aStreamingSynthesizeRequest\x12\x12\n\ncontext_id\x18\x01 \x01(\t\x12\x32\n\x04open\x18\x02 \x01(\x0b\x32\".voxwire.v1.SynthesisContextConfigH\x00\x12(\n\x06\x61ppend\x18\x03 \x01(\x0b\x32\x16.voxwire.v1.AppendTextH\x00\x12\"\n\x05\x66lush\x18\x04 \x01(\x0b\x32\x11.voxwire.v1.FlushH\x00\x12$\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x12.voxwire.v1.CancelH\x00\x12)\n\x05\x63lose\x18\x06 \x01(\x0b\x32\x18.voxwire.v1.CloseContextH\x00\x12+\n\nkeep_alive\x18\x07 \x01(\x0b\x32\x15.voxwire.v1.KeepAliveH\x00\x42\t\n\x07request\"\xc8\x02\n\x16SynthesisContextConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12.\n\routput_format\x18\x03 \x01(\x0b\x32\x17.voxwire.v1.AudioFormat\x12\x17\n\x0fword_timestamps\x18\x04 \x01(\x08\x12\x36\n\x0epronunciations\x18\x05 \x03(\x0b\x32\x1e.voxwire.v1.PronunciationEntry\x12+\n\x0btext_format\x18\x06 \x01(\x0e\x32\x16.voxwire.v1.TextFormat\x12\x10\n\x08language\x18\x07 \x01(\t\x12\x1a\n\x12timeline_offset_ms\x18\x08 \x01(\r\x12\x1d\n\x15\x66irst_sequence_number\x18\t \x01(\r\x12\x15\n\rskip_audio_ms\x18\n \x01(\r\"g\n\x12PronunciationEntry\x12\x10\n\x08grapheme\x18\x01 \x01(\t\x12\x10\n\x08phonemes\x18\x02 \x01(\t\x12-\n\x08\x61lphabet\x18\x03 \x01(\x0e\x32\x1b.voxwire.v1.PhonemeAlphabet\"\x1a\n\nAppendText\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x19\n\x05\x46lush\x12\x10\n\x08\x66lush_id\x18\x01 \x01(\t\"\x08\n\x06\x43\x61ncel\"\x0e\n\x0c\x43loseContext\"\xcf\x03\n\x1bStreamingSynthesizeResponse\x12\x12\n\ncontext_id\x18\x01 \x01(\t\x12+\n\x06opened\x18\x02 \x01(\x0b\x32\x19.voxwire.v1.ContextOpenedH\x00\x12\'\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x16.voxwire.v1.AudioChunkH\x00\x12+\n\x05words\x18\x04 \x01(\x0b\x32\x1a.voxwire.v1.WordTimestampsH\x00\x12)\n\tflush_ack\x18\x05 \x01(\x0b\x32\x14.voxwire.v1.FlushAckH\x00\x12\x31\n\tcancelled\x18\x06 \x01(\x0b\x32\x1c.voxwire.v1.ContextCancelledH\x00\x12\'\n\x04\x64one\x18\x07 \x01(\x0b\x32\x17.voxwire.v1.ContextDoneH\x00\x12)\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x18.voxwire.v1.ContextErrorH\x00\x12/\n\x07summary\x18\t \x01(\x0b\x32\x1c.voxwire.v1.SynthesisSummaryH\x00\x12*\n\x06notice\x18\n \x01(\x0b\x32\x18.voxwire.v1.StreamNoticeH\x00\x42\n\n\x08response\"K\n\rContextOpened\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\x1c\n\x14model_sample_rate_hz\x18\x03 \x01(\r\"[\n\nAudioChunk\x12\x17\n\x0fsequence_number\x18\x01 \x01(\r\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\x12\x10\n\x08start_ms\x18\x03 \x01(\r\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\r\":\n\x0eWordTimestamps\x12(\n\x05words\x18\x01 \x03(\x0b\x32\x19.voxwire.v1.WordTimestamp\"i\n\rWordTimestamp\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x10\n\x08start_ms\x18\x02 \x01(\r\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\r\x12\x13\n\x0btext_offset\x18\x04 \x01(\r\x12\x13\n\x0btext_length\x18\x05 \x01(\r\":\n\x08\x46lushAck\x12\x10\n\x08\x66lush_id\x18\x01 \x01(\t\x12\x1c\n\x14last_sequence_number\x18\x02 \x01(\r\"0\n\x10\x43ontextCancelled\x12\x1c\n\x14last_sequence_number\x18\x01 \x01(\r\"h\n\x0b\x43ontextDone\x12\x1c\n\x14last_sequence_number\x18\x01 \x01(\r\x12\x10\n\x08\x61udio_ms\x18\x02 \x01(\r\x12)\n\x07timings\x18\x03 \x01(\x0b\x32\x18.voxwire.v1.StageTimings\"N\n\x0c\x43ontextError\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.voxwire.v1.Error\x12\x1c\n\x14last_sequence_number\x18\x02 \x01(\r\"u\n\x10SynthesisSummary\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x63ontexts\x18\x02 \x01(\r\x12\x10\n\x08\x61udio_ms\x18\x03 \x01(\r\x12)\n\x07timings\x18\x04 \x01(\x0b\x32\x18.voxwire.v1.StageTimings*V\n\nTextFormat\x12\x1b\n\x17TEXT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11TEXT_FORMAT_PLAIN\x10\x01\x12\x14\n\x10TEXT_FORMAT_SSML\x10\x02*\x88\x01\n\x0fPhonemeAlphabet\x12 \n\x1cPHONEME_ALPHABET_UNSPECIFIED\x10\x00\x12\x1b\n\x17PHONEME_ALPHABET_ESPEAK\x10\x01\x12\x18\n\x14PHONEME_ALPHABET_IPA\x10\x02\x12\x1c\n\x18PHONEME_ALPHABET_ARPABET\x10\x03\x32w\n\tSynthesis\x12j\n\x13StreamingSynthesize\x12&.voxwire.v1.StreamingSynthesizeRequest\x1a\'.voxwire.v1.StreamingSynthesizeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voxwire.v1.synthesis_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TEXTFORMAT']._serialized_start=2172
-  _globals['_TEXTFORMAT']._serialized_end=2258
-  _globals['_PHONEMEALPHABET']._serialized_start=2261
-  _globals['_PHONEMEALPHABET']._serialized_end=2397
+  _globals['_TEXTFORMAT']._serialized_start=2195
+  _globals['_TEXTFORMAT']._serialized_end=2281
+  _globals['_PHONEMEALPHABET']._serialized_start=2284
+  _globals['_PHONEMEALPHABET']._serialized_end=2420
   _globals['_STREAMINGSYNTHESIZEREQUEST']._serialized_start=143
   _globals['_STREAMINGSYNTHESIZEREQUEST']._serialized_end=458
   _globals['_SYNTHESISCONTEXTCONFIG']._serialized_start=461
-  _globals['_SYNTHESISCONTEXTCONFIG']._serialized_end=766
-  _globals['_PRONUNCIATIONENTRY']._serialized_start=768
-  _globals['_PRONUNCIATIONENTRY']._serialized_end=871
-  _globals['_APPENDTEXT']._serialized_start=873
-  _globals['_APPENDTEXT']._serialized_end=899
-  _globals['_FLUSH']._serialized_start=901
-  _globals['_FLUSH']._serialized_end=926
-  _globals['_CANCEL']._serialized_start=928
-  _globals['_CANCEL']._serialized_end=936
-  _globals['_CLOSECONTEXT']._serialized_start=938
-  _globals['_CLOSECONTEXT']._serialized_end=952
-  _globals['_STREAMINGSYNTHESIZERESPONSE']._serialized_start=955
-  _globals['_STREAMINGSYNTHESIZERESPONSE']._serialized_end=1418
-  _globals['_CONTEXTOPENED']._serialized_start=1420
-  _globals['_CONTEXTOPENED']._serialized_end=1495
-  _globals['_AUDIOCHUNK']._serialized_start=1497
-  _globals['_AUDIOCHUNK']._serialized_end=1588
-  _globals['_WORDTIMESTAMPS']._serialized_start=1590
-  _globals['_WORDTIMESTAMPS']._serialized_end=1648
-  _globals['_WORDTIMESTAMP']._serialized_start=1650
-  _globals['_WORDTIMESTAMP']._serialized_end=1755
-  _globals['_FLUSHACK']._serialized_start=1757
-  _globals['_FLUSHACK']._serialized_end=1815
-  _globals['_CONTEXTCANCELLED']._serialized_start=1817
-  _globals['_CONTEXTCANCELLED']._serialized_end=1865
-  _globals['_CONTEXTDONE']._serialized_start=1867
-  _globals['_CONTEXTDONE']._serialized_end=1971
-  _globals['_CONTEXTERROR']._serialized_start=1973
-  _globals['_CONTEXTERROR']._serialized_end=2051
-  _globals['_SYNTHESISSUMMARY']._serialized_start=2053
-  _globals['_SYNTHESISSUMMARY']._serialized_end=2170
-  _globals['_SYNTHESIS']._serialized_start=2399
-  _globals['_SYNTHESIS']._serialized_end=2518
+  _globals['_SYNTHESISCONTEXTCONFIG']._serialized_end=789
+  _globals['_PRONUNCIATIONENTRY']._serialized_start=791
+  _globals['_PRONUNCIATIONENTRY']._serialized_end=894
+  _globals['_APPENDTEXT']._serialized_start=896
+  _globals['_APPENDTEXT']._serialized_end=922
+  _globals['_FLUSH']._serialized_start=924
+  _globals['_FLUSH']._serialized_end=949
+  _globals['_CANCEL']._serialized_start=951
+  _globals['_CANCEL']._serialized_end=959
+  _globals['_CLOSECONTEXT']._serialized_start=961
+  _globals['_CLOSECONTEXT']._serialized_end=975
+  _globals['_STREAMINGSYNTHESIZERESPONSE']._serialized_start=978
+  _globals['_STREAMINGSYNTHESIZERESPONSE']._serialized_end=1441
+  _globals['_CONTEXTOPENED']._serialized_start=1443
+  _globals['_CONTEXTOPENED']._serialized_end=1518
+  _globals['_AUDIOCHUNK']._serialized_start=1520
+  _globals['_AUDIOCHUNK']._serialized_end=1611
+  _globals['_WORDTIMESTAMPS']._serialized_start=1613
+  _globals['_WORDTIMESTAMPS']._serialized_end=1671
+  _globals['_WORDTIMESTAMP']._serialized_start=1673
+  _globals['_WORDTIMESTAMP']._serialized_end=1778
+  _globals['_FLUSHACK']._serialized_start=1780
+  _globals['_FLUSHACK']._serialized_end=1838
+  _globals['_CONTEXTCANCELLED']._serialized_start=1840
+  _globals['_CONTEXTCANCELLED']._serialized_end=1888
+  _globals['_CONTEXTDONE']._serialized_start=1890
+  _globals['_CONTEXTDONE']._serialized_end=1994
+  _globals['_CONTEXTERROR']._serialized_start=1996
+  _globals['_CONTEXTERROR']._serialized_end=2074
+  _globals['_SYNTHESISSUMMARY']._serialized_start=2076
+  _globals['_SYNTHESISSUMMARY']._serialized_end=2193
+  _globals['_SYNTHESIS']._serialized_start=2422
+  _globals['_SYNTHESIS']._serialized_end=2541
 # @@protoc_insertion_point(module_scope)

@@ -144,6 +144,7 @@ class SynthesisContextConfig(_message.Message):
     LANGUAGE_FIELD_NUMBER: _builtins.int
     TIMELINE_OFFSET_MS_FIELD_NUMBER: _builtins.int
     FIRST_SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    SKIP_AUDIO_MS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """A model of kind TTS, as listed by Capabilities. Empty selects the default TTS model."""
     voice: _builtins.str
@@ -160,6 +161,14 @@ class SynthesisContextConfig(_message.Message):
     """
     first_sequence_number: _builtins.int
     """Continuing an earlier context: the first AudioChunk's sequence number (0 means 1)."""
+    skip_audio_ms: _builtins.int
+    """Continuing an earlier context from the start of text it had partly spoken (an SSML
+    document resumes whole: it cannot be cut after a word): the client already has the first
+    `skip_audio_ms` of that text's audio, from timeline_offset_ms on. The server does not send
+    it again, nor the word timestamps that end within it: the first AudioChunk starts at
+    timeline_offset_ms + skip_audio_ms and is numbered first_sequence_number. Needs
+    ServerFeatures.synthesis_skip_audio; a server without it sends that audio again.
+    """
     @_builtins.property
     def output_format(self) -> _audio_pb2.AudioFormat:
         """Output encoding and rate; channels must be 0 or 1."""
@@ -180,10 +189,11 @@ class SynthesisContextConfig(_message.Message):
         language: _builtins.str = ...,
         timeline_offset_ms: _builtins.int = ...,
         first_sequence_number: _builtins.int = ...,
+        skip_audio_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output_format", b"output_format"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_sequence_number", b"first_sequence_number", "language", b"language", "model", b"model", "output_format", b"output_format", "pronunciations", b"pronunciations", "text_format", b"text_format", "timeline_offset_ms", b"timeline_offset_ms", "voice", b"voice", "word_timestamps", b"word_timestamps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_sequence_number", b"first_sequence_number", "language", b"language", "model", b"model", "output_format", b"output_format", "pronunciations", b"pronunciations", "skip_audio_ms", b"skip_audio_ms", "text_format", b"text_format", "timeline_offset_ms", b"timeline_offset_ms", "voice", b"voice", "word_timestamps", b"word_timestamps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
