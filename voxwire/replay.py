@@ -356,6 +356,14 @@ class TextReplay:
             return TakenAudio(sequence_number - self._seq_shift, start_ms + cut, cut)
         return TakenAudio(sequence_number - self._seq_shift, start_ms, 0)
 
+    def number(self, sequence_number: int) -> int:
+        """A sequence number of the current stream named by a flush ack, ``done`` or an end,
+        as passed on: shifted as ``take`` shifts the chunks' (while it still drops audio sent
+        again, the last chunk received)."""
+        if self._skip_to_ms is not None:
+            return min(sequence_number, self.last_sequence_number)
+        return max(0, sequence_number - self._seq_shift)
+
     def audio(self, sequence_number: int, start_ms: int, duration_ms: int) -> None:
         """A chunk arrived (or was sent to the listener)."""
         self.last_sequence_number = max(self.last_sequence_number, sequence_number)

@@ -516,6 +516,8 @@ class TtsEdgeSession:
                 )
                 self._enqueue(ctx, _Item(message=message))
         elif kind == "flush_ack":
+            ack = resp.flush_ack
+            ack.last_sequence_number = ctx.replay.number(ack.last_sequence_number)
             # Still pending until it leaves the queue (``release``): a failover drops the
             # queue, and the new call must be asked again (test_tts_resume_props found an ack
             # queued behind paced audio lost that way).
@@ -523,6 +525,7 @@ class TtsEdgeSession:
                 ctx, _Item(message=Message(context_id=ctx.context_id, flush_ack=resp.flush_ack))
             )
         elif kind == "done":
+            resp.done.last_sequence_number = ctx.replay.number(resp.done.last_sequence_number)
             ctx.timings.append(resp.done.timings)
             self._enqueue(ctx, _Item(message=Message(context_id=ctx.context_id, done=resp.done)))
         elif kind == "error":

@@ -5,6 +5,10 @@ driven as its adapter drives it (``voxwire/client/tts.py``; ``gateway/tts/runner
 context's upstream call is the toy model of ``tests.helpers.tts_toy`` (named so), whose audio
 chunks say which word and part they carry.
 
+SSML (drawn per run): each flush and the close end a ``<speak>`` document, which resumes and
+fails over whole, its audio already heard skipped (by the toy, ``skip_audio_ms``, or when the
+toy does not honour it, by ``TextReplay.take``): then no part of any word is heard twice.
+
 Faults: the connection dropped (messages in flight lost), drains, upstream failovers and
 fatal upstream errors, time (the lead's pacing); the application opens contexts, appends text
 (words split across appends too), flushes, closes, cancels, truncates, closes the session, all
@@ -80,6 +84,7 @@ class AppContext:
     text: str = ""
     closed: bool = False
     stopped: str = ""  # "cancel" or "truncate"
+    in_document: bool = False  # SSML: a <speak> is open
     flushes: list[str] = field(default_factory=list)
     acked: list[str] = field(default_factory=list)
     seq: int = 0
@@ -101,9 +106,23 @@ class TtsResumeMachine(ResumeMachine):
         self.words = 0
         self.counter = 0
         self.summary = False
+        self.config = CONFIG
+        self.ssml = False
+        self.honours_skip = True
 
-    @initialize(binary=st.booleans(), lead_ms=st.sampled_from([0, 0, 150]))
-    def options(self, binary: bool, lead_ms: int) -> None:
+    @initialize(
+        binary=st.booleans(),
+        lead_ms=st.sampled_from([0, 0, 150]),
+        ssml=st.booleans(),
+        honours_skip=st.booleans(),
+    )
+    def options(self, binary: bool, lead_ms: int, ssml: bool, honours_skip: bool) -> None:
+        self.ssml, self.honours_skip = ssml, honours_skip
+        self.config = synthesis_pb2.SynthesisContextConfig()
+        self.config.CopyFrom(CONFIG)
+        if ssml:
+            self.config.text_format = synthesis_pb2.TEXT_FORMAT_SSML
+            event("SSML" + ("" if honours_skip else ", a toy that sends the skipped audio again"))
         self.start = tts_pb2.TtsStart(
             audio_delivery=tts_pb2.AUDIO_DELIVERY_BINARY if binary else tts_pb2.AUDIO_DELIVERY_JSON
         )
@@ -155,7 +174,9 @@ class TtsResumeMachine(ResumeMachine):
             conn.to_client.append(item if isinstance(item, bytes) else encode(item))
         for order in actions.open_upstream:
             assert order.key not in conn.calls
-            conn.calls[order.key] = ToySynth(order.requests)
+            if order.requests[0].open.skip_audio_ms:
+                event("an SSML document reopened upstream, the audio sent skipped")
+            conn.calls[order.key] = ToySynth(order.requests, honours_skip=self.honours_skip)
         for key, request in actions.to_upstream:
             if key in conn.calls:
                 conn.calls[key].write(request)
@@ -359,7 +380,7 @@ class TtsResumeMachine(ResumeMachine):
             return
         cid = f"c{len(self.contexts)}"
         self.contexts[cid] = AppContext()
-        self.write(self.state.open(cid, CONFIG))
+        self.write(self.state.open(cid, self.config))
 
     @rule(index=st.integers(0, 3), words=st.integers(1, 4), cut=st.integers(0, 3))
     def append(self, index: int, words: int, cut: int) -> None:
@@ -369,6 +390,9 @@ class TtsResumeMachine(ResumeMachine):
         cid, app = found
         text = "".join(f"w{self.words + i} " for i in range(words))
         self.words += words
+        if self.ssml and not app.in_document:
+            app.in_document = True
+            text = "<speak> " + text
         pieces = [text] if not cut else [text[: cut + 1], text[cut + 1 :]]  # a word split
         for piece in pieces:
             app.text += piece
@@ -385,9 +409,11 @@ class TtsResumeMachine(ResumeMachine):
         cid, app = found
         self.counter += 1
         if what == "flush" and not app.closed:
+            self.end_document(cid, app)
             app.flushes.append(f"fl{self.counter}")
             self.write(self.state.flush(cid, app.flushes[-1]))
         elif what == "close" and not app.closed:
+            self.end_document(cid, app)
             app.closed = True
             self.write(self.state.close_context(cid))
         elif what == "cancel" and not app.stopped:
@@ -397,9 +423,22 @@ class TtsResumeMachine(ResumeMachine):
             app.stopped = "truncate"
             self.write(self.state.truncate(cid, app.end_ms // 2))
 
+    def end_document(self, cid: str, app: AppContext) -> None:
+        """SSML: a flush or the close ends the document the text is in."""
+        if app.in_document:
+            app.in_document = False
+            app.text += "</speak> "
+            self.write(self.state.append(cid, "</speak> "))
+
     @rule(now=st.sampled_from([False] * 6 + [True]))
     def close_session(self, now: bool) -> None:
         if now and not self.over and self.live and not self.state.closing:
+            # The contexts' text ends with the session's: SSML documents are ended first (an
+            # open one would be no document: SSML_INVALID, as it should).
+            for cid, app in self.contexts.items():
+                ctx = self.state.contexts.get(cid)
+                if ctx is not None and not app.closed:
+                    self.end_document(cid, app)
             self.write(self.state.close_session())
 
     # -- invariants --------------------------------------------------------------------------
@@ -407,8 +446,8 @@ class TtsResumeMachine(ResumeMachine):
     @invariant()
     def heard_whole_words_in_order(self) -> None:
         for cid, app in self.contexts.items():
-            words = app.text.split()
-            done = whole_words(cid, app.parts)
+            words = spoken(app.text)
+            done = whole_words(cid, app.parts, again=not self.ssml)
             assert done == words[: len(done)], (cid, done, words)
             timestamps = [w.word for w in app.words]
             assert timestamps == words[: len(timestamps)], (cid, timestamps, words)
@@ -451,6 +490,7 @@ class TtsResumeMachine(ResumeMachine):
                 for cid, app in self.contexts.items():
                     ctx = self.state.contexts.get(cid)
                     if ctx is not None and not app.closed:
+                        self.end_document(cid, app)
                         app.closed = True
                         self.write(self.state.close_context(cid))
                 self.write(self.state.close_session())
@@ -462,15 +502,22 @@ class TtsResumeMachine(ResumeMachine):
         for cid, app in self.contexts.items():
             assert app.ended is not None, f"{cid} never ended"
             if isinstance(app.ended, synthesis_pb2.ContextDone):
-                assert whole_words(cid, app.parts) == app.text.split(), cid
+                assert whole_words(cid, app.parts, again=not self.ssml) == spoken(app.text), cid
                 assert sorted(app.acked) == sorted(app.flushes), (cid, app.flushes, app.acked)
             elif isinstance(app.ended, synthesis_pb2.ContextCancelled | tts_pb2.Truncated):
                 assert app.stopped, f"{cid} stopped though the application never stopped it"
 
 
-def whole_words(cid: str, parts: list[tuple[str, int]]) -> list[str]:
+def spoken(text: str) -> list[str]:
+    """The words of a context's text (SSML's tags are not spoken)."""
+    return [token for token in text.split() if not token.startswith("<")]
+
+
+def whole_words(cid: str, parts: list[tuple[str, int]], *, again: bool = True) -> list[str]:
     """The words heard whole, in order; a word cut by a fault may start again from its first
-    part (its audio before the cut was heard), nothing else may repeat or be skipped."""
+    part (its audio before the cut was heard) when ``again`` (plain text resumes after the last
+    whole word; SSML documents skip what was heard, so nothing is heard twice), nothing else may
+    repeat or be skipped."""
     done: list[str] = []
     current, expected = "", 0
     for word, part in parts:
@@ -478,6 +525,7 @@ def whole_words(cid: str, parts: list[tuple[str, int]]) -> list[str]:
             if expected in (0, PARTS):  # the last word was whole: a new one, never it again
                 assert word != current, (cid, f"{word} whole twice", parts)
             else:  # the last word was cut: it starts again
+                assert again, (cid, f"{current} cut, then heard again from its start", parts)
                 assert word == current, (cid, f"{current} cut, then {word}", parts)
                 event("a word cut by a fault was spoken again")
             current, expected = word, 1

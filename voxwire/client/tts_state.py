@@ -296,13 +296,17 @@ class SynthesisClientState:
             if words.words:
                 out.events.append((cid, words))
         elif kind == "flush_ack":
+            ack = msg.flush_ack
+            ack.last_sequence_number = ctx.replay.number(ack.last_sequence_number)
             if msg.flush_ack.flush_id in ctx.pending_flushes:
                 ctx.pending_flushes.remove(msg.flush_ack.flush_id)
                 ctx.replay.flush_acked()
                 out.events.append((cid, msg.flush_ack))
         elif kind in ("done", "cancelled", "truncated"):
+            end = getattr(msg, kind)
+            end.last_sequence_number = ctx.replay.number(end.last_sequence_number)
             self._finish(ctx)
-            out.events.append((cid, getattr(msg, kind)))
+            out.events.append((cid, end))
             out.ended.append((cid, None))
         elif kind == "context_error":
             self._finish(ctx)
