@@ -431,11 +431,18 @@ class SynthesisStream:
             asked,
             voice=config.voice,
         )
+        # A context continuing an earlier one (docs/contract.md, "Resuming"; this server
+        # claims ServerFeatures.synthesis_offsets and synthesis_skip_audio): its timeline
+        # starts at timeline_offset_ms, its numbering at first_sequence_number, and the first
+        # skip_audio_ms of its audio, which the client has, is not sent.
+        skip = config.skip_audio_ms * fmt.sample_rate_hz // 1000
         self.contexts[cid] = {
             "text": "",
-            "seq": 0,
-            "samples": 0,  # audio sent, in samples: the timeline's source
-            "ms": 0,
+            "seq": max(1, config.first_sequence_number) - 1,
+            "offset": config.timeline_offset_ms,
+            "samples": 0,  # audio made (skipped included), in samples: the timeline's source
+            "skip": skip,  # samples still to skip
+            "ms": config.timeline_offset_ms + skip * 1000 // fmt.sample_rate_hz,  # sent to
             "words": config.word_timestamps,
             "format": fmt,
         }
@@ -450,17 +457,24 @@ class SynthesisStream:
     def speak(self, cid: str, ctx: dict[str, Any], text: str) -> list[Any]:
         out = []
         fmt = ctx["format"]
-        for spoken in self.voice.speak(text, fmt.sample_rate_hz):
+        rate = fmt.sample_rate_hz
+        for spoken in self.voice.speak(text, rate):
             word, samples = spoken[0], spoken[1]
             voiced = spoken[2] if len(spoken) > 2 else len(samples)
             # The timeline counts samples, not rounded chunk durations: a chunk of 1001 samples
             # is 62.5625 ms, and adding up 62s would fall behind the audio. Each chunk starts
             # where the one before ended (they tile) and ends at its last sample's ms.
             start = ctx["ms"]
-            word_end = (ctx["samples"] + voiced) * 1000 // fmt.sample_rate_hz
+            word_end = ctx["offset"] + (ctx["samples"] + voiced) * 1000 // rate
             ctx["samples"] += len(samples)
-            end = ctx["samples"] * 1000 // fmt.sample_rate_hz
-            if ctx["words"]:
+            end = ctx["offset"] + ctx["samples"] * 1000 // rate
+            if ctx["skip"]:  # the client has this audio (skip_audio_ms)
+                drop = min(ctx["skip"], len(samples))
+                ctx["skip"] -= drop
+                samples = samples[drop:]
+                if not len(samples):
+                    continue  # neither the audio nor the word's timestamp: it has them
+            if ctx["words"] and word_end > start:
                 stamp = tts.WordTimestamp(word=word, start_ms=start, end_ms=min(word_end, end))
                 out.append(
                     tts.StreamingSynthesizeResponse(
@@ -528,7 +542,11 @@ class Synthesis(StreamService):
 class Capabilities(capabilities_pb2_grpc.CapabilitiesServicer):
     def __init__(self, idle_s: float) -> None:
         self.response = capabilities_pb2.GetCapabilitiesResponse(
-            models=[STT_MODEL, TTS_MODEL], limits=LIMITS
+            models=[STT_MODEL, TTS_MODEL],
+            limits=LIMITS,
+            server_features=capabilities_pb2.ServerFeatures(
+                synthesis_offsets=True, synthesis_skip_audio=True
+            ),
         )
         self.response.limits.idle_timeout.FromMilliseconds(round(idle_s * 1000))
 

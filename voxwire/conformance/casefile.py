@@ -19,6 +19,7 @@ import grpc
 
 from voxwire.conformance.expr import ExprError, names_in
 from voxwire.conformance.richstatus import contract_row
+from voxwire.v1 import capabilities_pb2
 
 SERVICES = ("transcription", "synthesis", "capabilities", "health", "reflection")
 STREAM_SERVICES = ("transcription", "synthesis")
@@ -30,6 +31,8 @@ FEATURES = (
     "pronunciation",
     "ssml",
 )
+# The optional parts of the contract a server claims (voxwire.v1.ServerFeatures).
+SERVER_FEATURES = tuple(capabilities_pb2.ServerFeatures.DESCRIPTOR.fields_by_name)
 LIMIT_NAMES = (
     "max_chunk_bytes",
     "max_contexts_per_stream",
@@ -76,6 +79,7 @@ _CASE_KEYS = frozenset(
         "section",
         "service",
         "needs",
+        "server_needs",
         "lacks",
         "limits",
         "waits",
@@ -133,6 +137,8 @@ class Case:
     section: str
     service: str
     needs: tuple[str, ...] = ()
+    # ServerFeatures the case is about (it is skipped on a server that does not claim them).
+    server_needs: tuple[str, ...] = ()
     lacks: tuple[str, ...] = ()
     limits: tuple[str, ...] = ()
     waits: str = ""
@@ -213,6 +219,11 @@ def parse_case(raw: Mapping[str, Any], *, source: str = "") -> Case:
     for name in (*raw.get("needs", ()), *raw.get("lacks", ())):
         if name not in FEATURES:
             raise CaseFileError(f"{where}: unknown feature {name!r}; known: {FEATURES}")
+    for name in raw.get("server_needs", ()):
+        if name not in SERVER_FEATURES:
+            raise CaseFileError(
+                f"{where}: unknown server feature {name!r}; known: {SERVER_FEATURES}"
+            )
     for name in raw.get("limits", ()):
         if name not in LIMIT_NAMES:
             raise CaseFileError(f"{where}: unknown limit {name!r}; known: {LIMIT_NAMES}")
@@ -242,6 +253,7 @@ def parse_case(raw: Mapping[str, Any], *, source: str = "") -> Case:
         section=raw["section"],
         service=service,
         needs=tuple(raw.get("needs", ())),
+        server_needs=tuple(raw.get("server_needs", ())),
         lacks=tuple(raw.get("lacks", ())),
         limits=tuple(raw.get("limits", ())),
         waits=waits,

@@ -276,6 +276,10 @@ class _Run:
     def _skip_reason(self, case: Case) -> str:
         if self.catalog is None:
             return ""
+        claimed = self.catalog.caps.server_features
+        for feature in case.server_needs:
+            if not getattr(claimed, feature):
+                return f"the server does not claim ServerFeatures.{feature}"
         limits = self.catalog.limits()
         for name in case.limits:
             if not limits[name]:

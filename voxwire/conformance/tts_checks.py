@@ -255,6 +255,64 @@ def done_ack(out: Outcome, plan: Plan) -> Verdict:
     return passed(f"{checked} ContextDone name the last chunk and the audio ms")
 
 
+@prop("resumed_timeline")
+def resumed_timeline(out: Outcome, plan: Plan) -> Verdict:
+    """A context opened to continue an earlier one (docs/contract.md, "Resuming"): its first
+    chunk is numbered ``first_sequence_number`` and starts at ``timeline_offset_ms`` plus
+    ``skip_audio_ms``, the chunks go on from there, no word timestamp ends within the audio
+    skipped or starts before the offset, and ``done`` names the last chunk and the audio end."""
+    checked = 0
+    for cid in contexts(out):
+        config = plan.contexts.get(cid)
+        if config is None:
+            continue
+        first_seq = max(1, config.first_sequence_number)
+        start = config.timeline_offset_ms + config.skip_audio_ms
+        for life in lives(out, cid):
+            chunks = [a for _, a in _chunks(life)]
+            if not chunks:
+                return failed(f"context {cid!r}: no audio to check")
+            numbers = [a.sequence_number for a in chunks]
+            if numbers != list(range(first_seq, first_seq + len(numbers))):
+                return failed(
+                    f"context {cid!r} opened with first_sequence_number {first_seq}: "
+                    f"chunks numbered {_short(numbers)}"
+                )
+            if abs(chunks[0].start_ms - start) > SLACK_MS:
+                return failed(
+                    f"context {cid!r} opened with timeline_offset_ms "
+                    f"{config.timeline_offset_ms} and skip_audio_ms {config.skip_audio_ms}: "
+                    f"its first chunk starts at {chunks[0].start_ms} ms, not {start}"
+                )
+            for a, b in zip(chunks, chunks[1:], strict=False):
+                if b.start_ms != a.start_ms + a.duration_ms:
+                    return failed(
+                        f"context {cid!r} chunk {b.sequence_number} starts at {b.start_ms} ms, "
+                        f"the one before ended at {a.start_ms + a.duration_ms}"
+                    )
+            for _, r in life:
+                for w in r.words.words if r.HasField("words") else ():
+                    if w.end_ms <= start or w.start_ms < config.timeline_offset_ms:
+                        return failed(
+                            f"context {cid!r}: word {w.word!r} at {w.start_ms}-{w.end_ms} ms, "
+                            f"audio the client has (before {start} ms)"
+                        )
+            last = life[-1][1]
+            end = chunks[-1].start_ms + chunks[-1].duration_ms
+            if _kind(last) == "done" and (
+                last.done.last_sequence_number != numbers[-1]
+                or abs(last.done.audio_ms - end) > SLACK_MS
+            ):
+                return failed(
+                    f"context {cid!r}: done names chunk {last.done.last_sequence_number} and "
+                    f"{last.done.audio_ms} ms; the last chunk is {numbers[-1]}, ending at {end}"
+                )
+            checked += 1
+    if not checked:
+        return failed("no resumed context to check")
+    return passed(f"{checked} contexts go on from their offset, numbering and skip")
+
+
 @prop("text_waits")
 def text_waits(out: Outcome, plan: Plan) -> Verdict:
     """Text short of a sentence end waits: no audio for a context comes before the kit sent its

@@ -24,8 +24,10 @@ from tests.conformance.broken.synthesis import (
     DoneAudioWrong,
     DropsLongText,
     FlushAckBeforeAudio,
+    IgnoresOffsets,
     ManyContexts,
     OpenedTwice,
+    ResendsSkippedAudio,
     SequenceFromTwo,
     SpeaksInvalidSsml,
     SpeaksPartialText,
@@ -60,6 +62,7 @@ from tests.conformance.broken.transcription import (
     with_interim,
 )
 
+RESUME_CASES = ("tts.resume.offsets", "tts.resume.skip-audio")
 _NO_DETAILS, _NO_DETAILS_TTS = both("NoDetails", {"fail": fail_without_details})
 _NO_TIMINGS, _NO_TIMINGS_TTS = both("NoTimings", {"finish": finish_without_binary_timings})
 _BAD_TIMINGS, _BAD_TIMINGS_TTS = both("BadTimings", {"fail": fail_with_disagreeing_timings})
@@ -162,7 +165,14 @@ VARIANTS = [
     Variant(
         "tiling-gap",
         "chunks tile exactly",
-        frozenset({"tts.audio.tiling", "tts.contexts.interleave", "tts.formats.every-advertised"}),
+        frozenset(
+            {
+                "tts.audio.tiling",
+                "tts.contexts.interleave",
+                "tts.formats.every-advertised",
+                *RESUME_CASES,
+            }
+        ),
         session=TilingGap,
     ),
     Variant(
@@ -174,9 +184,22 @@ VARIANTS = [
                 "tts.contexts.interleave",
                 "tts.cancel.before-text",
                 "tts.flush.without-text",
+                *RESUME_CASES,
             }
         ),
         session=SequenceFromTwo,
+    ),
+    Variant(
+        "ignores-offsets",
+        "a context opened with timeline_offset_ms and first_sequence_number goes on from them",
+        frozenset(RESUME_CASES),
+        session=IgnoresOffsets,
+    ),
+    Variant(
+        "resends-skipped-audio",
+        "the audio of skip_audio_ms is not sent again",
+        frozenset({"tts.resume.skip-audio"}),
+        session=ResendsSkippedAudio,
     ),
     Variant(
         "tts-words-overlap",
@@ -193,7 +216,9 @@ VARIANTS = [
     Variant(
         "done-audio-wrong",
         "ContextDone names the audio sent",
-        frozenset({"tts.close.done-names-the-audio", "tts.half-close.closes-every-context"}),
+        frozenset(
+            {"tts.close.done-names-the-audio", "tts.half-close.closes-every-context", *RESUME_CASES}
+        ),
         session=DoneAudioWrong,
     ),
     Variant(

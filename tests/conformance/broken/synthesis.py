@@ -30,6 +30,27 @@ class AudioAfterCancel(ex.SynthesisStream):
         return out
 
 
+class IgnoresOffsets(ex.SynthesisStream):
+    """Claims ServerFeatures.synthesis_offsets, and starts every context at 0 ms and 1."""
+
+    def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
+        plain = tts.SynthesisContextConfig()
+        plain.CopyFrom(config)
+        for name in ("timeline_offset_ms", "first_sequence_number", "skip_audio_ms"):
+            plain.ClearField(name)
+        return super().open(cid, plain)
+
+
+class ResendsSkippedAudio(ex.SynthesisStream):
+    """Claims ServerFeatures.synthesis_skip_audio, and sends the audio the client has again."""
+
+    def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
+        plain = tts.SynthesisContextConfig()
+        plain.CopyFrom(config)
+        plain.ClearField("skip_audio_ms")
+        return super().open(cid, plain)
+
+
 class OpenedTwice(ex.SynthesisStream):
     def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
         out = super().open(cid, config)
