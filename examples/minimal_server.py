@@ -87,6 +87,18 @@ class BeepDetector:
         self.start: int | None = None  # where the open burst began
         self.last_loud = 0  # where its last loud frame ended
         self.utterances = 0
+        # A stream continuing an earlier one (docs/contract.md, "Resuming"; this server claims
+        # ServerFeatures.stream_offsets): positions shifted by the offset, ids going on.
+        self.offset_ms = 0
+        self.first_index = 0
+
+    def continues(self, config: stt.TranscriptionConfig) -> None:
+        self.offset_ms, self.first_index = config.stream_offset_ms, config.first_utterance_index
+
+    @property
+    def position_ms(self) -> int:
+        """The position of the end of the audio received, in the stream's positions."""
+        return self.offset_ms + self.received * 1000 // self.rate
 
     def feed(self, samples: np.ndarray) -> list[stt.TranscriptResult]:
         self.received += len(samples)
@@ -107,11 +119,13 @@ class BeepDetector:
         if self.start is None:
             return []
         start, end, self.start = self.start, self.last_loud, None
+        start, end = start + self.offset_ms, end + self.offset_ms
+        index = self.first_index + self.utterances
         self.utterances += 1
         word = stt.Word(word="beep", start_ms=start, end_ms=end, confidence=1.0)
         return [
             stt.TranscriptResult(
-                utterance_id=f"u{self.utterances}",
+                utterance_id=f"u{index}",
                 is_final=True,
                 transcript="beep",
                 confidence=1.0,
@@ -280,6 +294,7 @@ class Transcription(StreamService):
             if first is None or first.WhichOneof("request") != "config":
                 raise errors.ConfigRequired("the first message must be the config")
             model = self.start(first.config)
+            model.continues(first.config)
             await context.write(self.started(first.config))
             fmt = codecs.PcmFormat(
                 ENCODINGS[first.config.audio_format.encoding],
@@ -293,7 +308,7 @@ class Transcription(StreamService):
             for result in model.flush(forced=True):
                 await context.write(stt.StreamingTranscribeResponse(result=result))
             summary = stt.TranscriptionSummary(
-                audio_ms=model.received * 1000 // model.rate,
+                audio_ms=model.position_ms,
                 utterances=model.utterances,
                 timings=clock.to_proto(),
             )
@@ -340,9 +355,7 @@ class Transcription(StreamService):
                 raise errors.InvalidAudio(str(exc)) from None
             return [Resp(result=r) for r in model.feed(samples)]
         if kind == "finalize":  # results for every byte so far, then the ack
-            done = stt.FinalizeAck(
-                finalize_id=msg.finalize.finalize_id, audio_ms=model.received * 1000 // model.rate
-            )
+            done = stt.FinalizeAck(finalize_id=msg.finalize.finalize_id, audio_ms=model.position_ms)
             return [*(Resp(result=r) for r in model.flush(forced=True)), Resp(finalize_ack=done)]
         if kind == "update_config":  # the toy has nothing to update: refuse, never ignore
             update = msg.update_config
@@ -545,7 +558,7 @@ class Capabilities(capabilities_pb2_grpc.CapabilitiesServicer):
             models=[STT_MODEL, TTS_MODEL],
             limits=LIMITS,
             server_features=capabilities_pb2.ServerFeatures(
-                synthesis_offsets=True, synthesis_skip_audio=True
+                stream_offsets=True, synthesis_offsets=True, synthesis_skip_audio=True
             ),
         )
         self.response.limits.idle_timeout.FromMilliseconds(round(idle_s * 1000))

@@ -181,6 +181,49 @@ def summary_audio(out: Outcome, plan: Plan) -> Verdict:
     return passed(f"summary: {summary.audio_ms} ms received, {summary.utterances} utterances")
 
 
+@prop("resumed_positions")
+def resumed_positions(out: Outcome, plan: Plan) -> Verdict:
+    """A stream opened to continue an earlier one (docs/contract.md, "Resuming"): every
+    position is shifted by ``stream_offset_ms`` (results, words, finalize acks, the summary's
+    audio_ms) and utterance ids go on from ``first_utterance_index`` ("u<index>")."""
+    config = plan.stt_config
+    if config is None:
+        return failed("no config to check against")
+    offset, first = config.stream_offset_ms, config.first_utterance_index
+    results = _results(out)
+    if not any(r.is_final for _, r in results):
+        return failed(f"speech was sent, no final result came; {NOT_HEARD}")
+    ids: list[str] = []
+    for index, r in results:
+        if r.utterance_id not in ids:
+            ids.append(r.utterance_id)
+        sent = offset + out.audio_ms_before(index)
+        if r.start_ms < offset or r.end_ms > sent + SLACK_MS:
+            return failed(
+                f"result {r.utterance_id!r} at {r.start_ms}-{r.end_ms} ms, outside the stream's "
+                f"positions {offset}-{sent} ms (stream_offset_ms {offset})"
+            )
+        for w in r.words:
+            if w.start_ms < offset:
+                return failed(f"word {w.word!r} at {w.start_ms} ms, before the offset {offset}")
+    expected = [f"u{first + n}" for n in range(len(ids))]
+    if ids != expected:
+        return failed(f"first_utterance_index {first}: utterance ids {ids}, expected {expected}")
+    for _, ack in out.of("finalize_ack"):
+        if ack.audio_ms < offset:
+            return failed(f"FinalizeAck audio_ms {ack.audio_ms}, before the offset {offset}")
+    summaries = out.of("summary")
+    fmt = plan.stt_format
+    if summaries and fmt is not None:
+        sent_ms = offset + fmt.ms_of(plan.audio_bytes)
+        if abs(summaries[-1][1].audio_ms - sent_ms) > SLACK_MS:
+            return failed(
+                f"summary audio_ms {summaries[-1][1].audio_ms}, the stream's audio ends at "
+                f"{sent_ms} ms (stream_offset_ms {offset})"
+            )
+    return passed(f"{len(results)} results from {offset} ms on, ids {ids[0]}..{ids[-1]}")
+
+
 def _head(kinds: list[str]) -> str:
     return ", ".join(kinds[:4]) + (" ..." if len(kinds) > 4 else "")
 

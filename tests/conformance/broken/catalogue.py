@@ -42,6 +42,7 @@ from tests.conformance.broken.transcription import (
     AnyRateSession,
     DropsInterimRequest,
     FinalizeAckFirst,
+    IgnoresStreamOffsets,
     InfinityAccepted,
     InterimAfterFinal,
     MisalignedAccepted,
@@ -190,6 +191,12 @@ VARIANTS = [
         session=SequenceFromTwo,
     ),
     Variant(
+        "ignores-stream-offsets",
+        "a stream opened with stream_offset_ms and first_utterance_index goes on from them",
+        frozenset({"stt.resume.offsets"}),
+        transcription=IgnoresStreamOffsets,
+    ),
+    Variant(
         "ignores-offsets",
         "a context opened with timeline_offset_ms and first_sequence_number goes on from them",
         frozenset(RESUME_CASES),
@@ -289,6 +296,7 @@ VARIANTS = [
         frozenset(
             {
                 "stt.results.within-audio-sent",
+                "stt.resume.offsets",
                 "stt.order.close-ends-the-stream",
                 "stt.finalize.ack-after-results",
                 "stt.order.after-close-discarded",
@@ -308,6 +316,7 @@ VARIANTS = [
         frozenset(
             {
                 "stt.results.summary-counts-audio",
+                "stt.resume.offsets",
                 "stt.limits.chunk-at-limit",
                 "stt.formats.every-advertised",
                 "stt.order.after-close-discarded",

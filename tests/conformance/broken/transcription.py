@@ -268,3 +268,12 @@ def with_float_audio() -> capabilities_pb2.GetCapabilitiesResponse:
         )
     )
     return caps
+
+
+class IgnoresStreamOffsets(ex.Transcription):
+    """Claims ServerFeatures.stream_offsets, and starts every stream at 0 ms and u0."""
+
+    def start(self, config: stt.TranscriptionConfig) -> ex.BeepDetector:
+        model = super().start(config)
+        model.continues = lambda config: None  # type: ignore[method-assign]
+        return model
