@@ -337,11 +337,13 @@ class SynthesisContext:
         unit_offset = self.inflight.text_offset if self.inflight is not None else 0
         msg = synthesis_pb2.WordTimestamps()
         for w in words:
+            if base_ms + int(w.get("end_ms", 0)) <= self._skip_words_to_ms:
+                # The client has it (skip_audio_ms). Before the failover count: a failover
+                # counts only the words passed on (``_unit_words``), never these.
+                continue
             if self._skip_words:
                 self._skip_words -= 1  # sent before the failover
                 continue
-            if base_ms + int(w.get("end_ms", 0)) <= self._skip_words_to_ms:
-                continue  # the client has it (skip_audio_ms)
             self._unit_words += 1
             start = base_ms + int(w.get("start_ms", 0))
             end = base_ms + int(w.get("end_ms", 0))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from inference_adapter.triton.tensors import ModelResponse
-from tests.inference_adapter.test_tts_session import new_session, opened
+from tests.inference_adapter.test_tts_session import new_session, open_msg, opened
 from voxwire.v1 import stream_pb2, synthesis_pb2
 
 Req = synthesis_pb2.StreamingSynthesizeRequest
@@ -137,3 +137,38 @@ def test_a_resubmitted_unit_needs_its_own_done():
     (error,) = [r for r in out if r.HasField("error")]
     assert error.error.last_sequence_number == len([r for r in sent if r.HasField("audio")])
     assert not any(r.HasField("audio") for r in out)
+
+
+def test_a_failover_of_a_context_opened_with_skip_audio_ms_sends_nothing_twice():
+    # skip_audio_ms (an SSML document resumed whole) drops the first 150 ms, word w0 with it;
+    # the replica then fails after w1's first chunk. The words skipped by time must not use up
+    # the failover's count of words passed on: before, w0 did, and w1 came twice.
+    reference_session = new_session()
+    chunks = [
+        (0, 1600, [word(0)], False),
+        (1600, 1600, [word(1)], False),
+        (3200, 1600, [word(2)], False),
+        (4800, 800, [], True),
+    ]
+    ctx = opened(reference_session, "c")
+    reference_session.receive(Req(context_id="c", append=synthesis_pb2.AppendText(text=TEXT)))
+    whole = synthesize(reference_session, ctx, chunks)
+
+    session = new_session()
+    msg = open_msg("c")
+    msg.open.timeline_offset_ms, msg.open.first_sequence_number = 1000, 5
+    msg.open.skip_audio_ms = 150
+    (ctx,) = session.receive(msg).open
+    session.opened(ctx, "r0")
+    session.receive(Req(context_id="c", append=synthesis_pb2.AppendText(text=TEXT)))
+    before = synthesize(session, ctx, chunks[:2])
+    session.failed_over(ctx, "r1")
+    again = [(0, 2400, [word(0)], False), (2400, 3200, [word(1), word(2)], True)]
+    got = before + synthesize(session, ctx, again)
+    assert audio(got) == audio(whole)[150 * 16 * 2 :]  # 16 kHz PCM16
+    assert words(got) == [(w, s + 1000, e + 1000, o) for w, s, e, o in words(whole)[1:]]
+    chunks_out = [r.audio for r in got if r.HasField("audio")]
+    assert [c.sequence_number for c in chunks_out] == list(range(5, 5 + len(chunks_out)))
+    assert chunks_out[0].start_ms == 1150
+    for a, b in zip(chunks_out, chunks_out[1:], strict=False):
+        assert b.start_ms == a.start_ms + a.duration_ms
