@@ -39,6 +39,15 @@ def word(i: int) -> dict:
     }
 
 
+# The unit's model responses: (first sample, count, words, final).
+UNIT = [
+    (0, 1600, [word(0)], False),
+    (1600, 1600, [word(1)], False),
+    (3200, 1600, [word(2)], False),
+    (4800, 800, [], True),
+]
+
+
 def synthesize(session, ctx, chunks):
     out = []
     for first, count, words, final in chunks:
@@ -64,12 +73,7 @@ def words(responses) -> list[tuple[str, int, int, int]]:
 @pytest.mark.parametrize("rate", [RATE, 24000])  # as the model gives it, and resampled
 def test_a_resubmitted_unit_continues_after_the_last_sample_sent(rate):
     reference_session = new_session()
-    chunks = [
-        (0, 1600, [word(0)], False),
-        (1600, 1600, [word(1)], False),
-        (3200, 1600, [word(2)], False),
-        (4800, 800, [], True),
-    ]
+    chunks = UNIT
     ctx = opened(reference_session, "c", rate)
     reference_session.receive(Req(context_id="c", append=synthesis_pb2.AppendText(text=TEXT)))
     expected = synthesize(reference_session, ctx, chunks)
@@ -144,12 +148,7 @@ def test_a_failover_of_a_context_opened_with_skip_audio_ms_sends_nothing_twice()
     # the replica then fails after w1's first chunk. The words skipped by time must not use up
     # the failover's count of words passed on: before, w0 did, and w1 came twice.
     reference_session = new_session()
-    chunks = [
-        (0, 1600, [word(0)], False),
-        (1600, 1600, [word(1)], False),
-        (3200, 1600, [word(2)], False),
-        (4800, 800, [], True),
-    ]
+    chunks = UNIT
     ctx = opened(reference_session, "c")
     reference_session.receive(Req(context_id="c", append=synthesis_pb2.AppendText(text=TEXT)))
     whole = synthesize(reference_session, ctx, chunks)
