@@ -26,9 +26,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+from voxwire.audio.formats import ENCODINGS
 from voxwire.errors import ResumeRejected
+from voxwire.v1 import audio_pb2, synthesis_pb2
 
 Control = TypeVar("Control")
 
@@ -251,6 +253,33 @@ class ResumePoint:
         out += [("flush", flush_id) for flush_id in ids[len(self.flushes_at) :]]
         return out
 
+    def messages(
+        self,
+        message: type[Any],
+        context_id: str,
+        config: synthesis_pb2.SynthesisContextConfig,
+        flush_ids: Iterable[str],
+    ) -> list[Any]:
+        """The context reopened from here: ``open`` (``config`` with this point's offsets),
+        then ``requests``, as ``message``s (the contract's request or the edge's client
+        message: both have ``context_id``, ``open``, ``append`` and ``flush``)."""
+        reopened = synthesis_pb2.SynthesisContextConfig()
+        reopened.CopyFrom(config)
+        reopened.timeline_offset_ms = self.timeline_offset_ms
+        reopened.first_sequence_number = self.first_sequence_number
+        reopened.skip_audio_ms = self.skip_audio_ms
+        out = [message(context_id=context_id, open=reopened)]
+        for kind, value in self.requests(flush_ids):
+            if kind == "append":
+                out.append(
+                    message(context_id=context_id, append=synthesis_pb2.AppendText(text=value))
+                )
+            else:
+                out.append(
+                    message(context_id=context_id, flush=synthesis_pb2.Flush(flush_id=value))
+                )
+        return out
+
 
 class TakenAudio(NamedTuple):
     """A chunk of a reopened context as it is passed on: its number and place in the
@@ -341,6 +370,12 @@ class TextReplay:
         received = self.audio_end_ms > point.timeline_offset_ms
         self._skip_to_ms = self.audio_end_ms if received else None
 
+    @property
+    def rewrites(self) -> bool:
+        """Whether ``take`` may change a chunk: only after an SSML reopening (the common
+        path, every chunk of every context, asks this and nothing more)."""
+        return self._skip_to_ms is not None or self._seq_shift != 0
+
     def take(self, sequence_number: int, start_ms: int, duration_ms: int) -> TakenAudio | None:
         """A chunk of the current stream, before ``audio``: None when all of it was received
         before the reopening (an SSML document spoken again from its start by a server that
@@ -405,8 +440,9 @@ class TextReplay:
         )
 
 
-def cut_audio(audio: bytes, cut_ms: int, rate_hz: int, width: int) -> bytes:
-    """``audio`` without its first ``cut_ms`` (whole samples of ``width`` bytes)."""
+def cut_audio(audio: bytes, cut_ms: int, fmt: audio_pb2.AudioFormat) -> bytes:
+    """``audio`` (mono, in ``fmt``) without its first ``cut_ms``, in whole samples."""
     if cut_ms <= 0:
         return audio
-    return audio[(cut_ms * rate_hz // 1000) * width :]
+    width = ENCODINGS[fmt.encoding].bytes_per_sample
+    return audio[(cut_ms * fmt.sample_rate_hz // 1000) * width :]

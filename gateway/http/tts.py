@@ -92,7 +92,7 @@ def speak_request(text_body: str, query: dict[str, str]) -> http_pb2.SpeakReques
     return req
 
 
-def _plain_text(request: web.Request, kind: str, body: bytes) -> str:
+def _body_text(request: web.Request, kind: str, body: bytes) -> str:
     """A text/plain (or SSML) body, which is UTF-8 (US-ASCII is a part of it). Its bytes were
     decoded with replacement before: text that was not UTF-8 was spoken as U+FFFD, silently, and a
     body in another charset (declared or not) as garbage."""
@@ -176,7 +176,7 @@ async def _speak(request: web.Request, started: float) -> web.StreamResponse:
         if kind == "application/json":
             req = decode(body, http_pb2.SpeakRequest, max_bytes=MAX_BODY_BYTES)
         elif kind in ("text/plain", "", SSML_MEDIA_TYPE):
-            req = speak_request(_plain_text(request, kind, body), dict(request.query))
+            req = speak_request(_body_text(request, kind, body), dict(request.query))
             if kind == SSML_MEDIA_TYPE:
                 req.config.text_format = synthesis_pb2.TEXT_FORMAT_SSML
         else:

@@ -151,7 +151,6 @@ class EdgeContext:
     queue: deque[_Item] = field(default_factory=deque)
     queued_bytes: int = 0
     bytes_per_ms: float = 48.0
-    sample_width: int = 2  # bytes
     # The listener's playback clock: when the chunk starting at ``first_start_ms`` left (the
     # first chunk, or the first after the listener ran out of audio: ``_after_a_pause``).
     first_sent_at: float | None = None
@@ -391,7 +390,6 @@ class TtsEdgeSession:
         ctx.config.CopyFrom(config)
         fmt = config.output_format
         width = {2: 4, 3: 1, 4: 1}.get(fmt.encoding, 2)  # F32: 4, G.711: 1, PCM16: 2
-        ctx.sample_width = width
         ctx.bytes_per_ms = max(1.0, fmt.sample_rate_hz * width / 1000)
         # A reopened context (the SDK's resume) continues its timeline and numbering.
         ctx.last_sent_seq = max(0, config.first_sequence_number - 1)
@@ -543,13 +541,14 @@ class TtsEdgeSession:
         """``chunk`` as the client gets it: after a failover of an SSML context, whose
         document is spoken again from its start, without the audio the client has already and
         numbered on from it (``TextReplay.take``)."""
+        if not ctx.replay.rewrites:
+            return chunk
         taken = ctx.replay.take(chunk.sequence_number, chunk.start_ms, chunk.duration_ms)
         if taken is None:
             return None
         chunk.sequence_number = taken.sequence_number
         if taken.cut_ms:
-            rate = ctx.config.output_format.sample_rate_hz
-            chunk.audio = cut_audio(chunk.audio, taken.cut_ms, rate, ctx.sample_width)
+            chunk.audio = cut_audio(chunk.audio, taken.cut_ms, ctx.config.output_format)
             chunk.start_ms = taken.start_ms
             chunk.duration_ms = max(0, chunk.duration_ms - taken.cut_ms)
         return chunk
@@ -607,19 +606,7 @@ class TtsEdgeSession:
         point = ctx.replay.resume_point()
         ctx.replay.resumed(point)
         ctx.text_base = point.text_offset
-        config = synthesis_pb2.SynthesisContextConfig()
-        config.CopyFrom(ctx.config)
-        config.timeline_offset_ms = point.timeline_offset_ms
-        config.first_sequence_number = point.first_sequence_number
-        config.skip_audio_ms = point.skip_audio_ms
-        requests = [Request(context_id=ctx.context_id, open=config)]
-        for kind, value in point.requests(ctx.pending_flushes):
-            if kind == "append":
-                append = synthesis_pb2.AppendText(text=value)
-                requests.append(Request(context_id=ctx.context_id, append=append))
-            else:
-                flush = synthesis_pb2.Flush(flush_id=value)
-                requests.append(Request(context_id=ctx.context_id, flush=flush))
+        requests = point.messages(Request, ctx.context_id, ctx.config, ctx.pending_flushes)
         ctx.upstream_at = ctx.open_at = self._clock()
         actions.open_upstream.append(OpenContext(ctx.key, tuple(requests), True, replaces))
         if ctx.state is CtxState.CLOSING:

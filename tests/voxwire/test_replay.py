@@ -8,6 +8,7 @@ import pytest
 
 from voxwire.errors import ResumeRejected
 from voxwire.replay import AudioReplayWindow, TextReplay, WordMark, cut_audio
+from voxwire.v1 import audio_pb2
 
 
 def pcm(frames: int, start: int = 0) -> bytes:
@@ -300,5 +301,6 @@ def test_plain_text_resumes_its_flushes_at_their_places():
 
 def test_cut_audio_cuts_whole_samples():
     audio = pcm(2205)  # 100 ms at 22,050 Hz
-    assert cut_audio(audio, 40, 22050, 2) == audio[882 * 2 :]
-    assert cut_audio(audio, 0, 22050, 2) is audio
+    pcm16 = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=22050)
+    assert cut_audio(audio, 40, pcm16) == audio[882 * 2 :]
+    assert cut_audio(audio, 0, pcm16) is audio

@@ -332,15 +332,14 @@ class SynthesisClientState:
         audio: bytes,
         out: TtsOutcome,
     ) -> None:
-        taken = ctx.replay.take(sequence_number, start_ms, duration_ms)
-        if taken is None:
-            return  # received before a resume (SSML speaks its document again)
-        if taken.cut_ms:
-            fmt = ctx.config.output_format
-            width = _WIDTH.get(fmt.encoding, 2)
-            audio = cut_audio(audio, taken.cut_ms, fmt.sample_rate_hz, width)
-            duration_ms = max(0, duration_ms - taken.cut_ms)
-        sequence_number, start_ms = taken.sequence_number, taken.start_ms
+        if ctx.replay.rewrites:
+            taken = ctx.replay.take(sequence_number, start_ms, duration_ms)
+            if taken is None:
+                return  # received before a resume (SSML speaks its document again)
+            if taken.cut_ms:
+                audio = cut_audio(audio, taken.cut_ms, ctx.config.output_format)
+                duration_ms = max(0, duration_ms - taken.cut_ms)
+            sequence_number, start_ms = taken.sequence_number, taken.start_ms
         if sequence_number <= ctx.replay.last_sequence_number:
             return  # already received before a resume
         ctx.replay.audio(sequence_number, start_ms, duration_ms)
@@ -383,19 +382,8 @@ class SynthesisClientState:
             point = ctx.replay.resume_point()
             ctx.replay.resumed(point)
             ctx.word_base = point.text_offset
-            config = synthesis_pb2.SynthesisContextConfig()
-            config.CopyFrom(ctx.config)
-            config.timeline_offset_ms = point.timeline_offset_ms
-            config.first_sequence_number = point.first_sequence_number
-            config.skip_audio_ms = point.skip_audio_ms
             cid = ctx.context_id
-            out.append(Message(context_id=cid, open=config))
-            for kind, value in point.requests(ctx.pending_flushes):
-                if kind == "append":
-                    append = synthesis_pb2.AppendText(text=value)
-                    out.append(Message(context_id=cid, append=append))
-                else:
-                    out.append(Message(context_id=cid, flush=synthesis_pb2.Flush(flush_id=value)))
+            out += point.messages(Message, cid, ctx.config, ctx.pending_flushes)
             if ctx.closed_by_client:
                 out.append(Message(context_id=cid, close=synthesis_pb2.CloseContext()))
         if self.closing:
