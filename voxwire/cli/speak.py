@@ -11,8 +11,9 @@ ssml`` insists on SSML.
 
 ``-o -`` writes the WAV to stdout (``voxwire speak "Hi." -o - | aplay``). The output file is
 opened before anything is synthesized (a path that cannot be written fails
-at once) and written when the audio is complete; a synthesis that fails leaves an existing file
-as it was. A first connect that reaches no gateway is given up on after ``--connect-timeout``
+at once) and written when the audio is complete, which waits in a temporary file meanwhile
+(memory stays flat however long the text); a synthesis that fails leaves an existing file as
+it was. A first connect that reaches no gateway is given up on after ``--connect-timeout``
 seconds (default 10; refused connections within 6 s).
 """
 
@@ -25,6 +26,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+from voxwire.cli.audio_spool import AudioSpool
 from voxwire.cli.common import CliError, add_connection_arguments, api_key, fail, urls
 from voxwire.cli.wav_output import WavOutput
 
@@ -81,21 +83,29 @@ def _run(args: argparse.Namespace) -> int:
     except CliError as exc:
         return fail("speak", exc)
     try:
-        audio = asyncio.run(_speak(args, key, text))
-        output.write(audio, args.rate)  # after the loop: no blocking call on it
+        spool = AudioSpool()
+    except CliError as exc:
+        output.discard()
+        return fail("speak", exc)
+    try:
+        asyncio.run(_speak(args, key, text, spool))
+        # After the loop: no blocking call on it.
+        output.write(spool.blocks(), spool.size, args.rate)
     except KeyboardInterrupt:
         output.discard()
         return 130
     except Exception as exc:  # every failure becomes one line and exit status 1
         output.discard()
         return fail("speak", exc)
+    finally:
+        spool.close()
     where = "stdout" if str(args.output) == "-" else args.output
-    print(f"wrote {where} ({len(audio) / (2 * args.rate):.2f} s)", file=sys.stderr)
+    print(f"wrote {where} ({spool.size / (2 * args.rate):.2f} s)", file=sys.stderr)
     return 0
 
 
-async def _speak(args: argparse.Namespace, key: str, text: str) -> bytes:
-    """The synthesized audio (16-bit PCM at ``args.rate``)."""
+async def _speak(args: argparse.Namespace, key: str, text: str, spool: AudioSpool) -> None:
+    """Synthesizes the text into ``spool`` (16-bit PCM at ``args.rate``)."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
@@ -117,7 +127,6 @@ async def _speak(args: argparse.Namespace, key: str, text: str) -> bytes:
         ),
     )
     console = Console(stderr=True)
-    parts: list[bytes] = []
 
     def open_session(options: SessionOptions) -> Awaitable[SynthesisSession]:
         return SynthesisSession.connect(urls(args), api_key=key, lead_ms=0, options=options)
@@ -139,11 +148,11 @@ async def _speak(args: argparse.Namespace, key: str, text: str) -> bytes:
             task = progress.add_task("waiting for audio", total=None)
             async for event in context:
                 if isinstance(event, SynthesizedAudio):
-                    parts.append(event.audio)
+                    await spool.add(event.audio)
                     seconds = (event.start_ms + event.duration_ms) / 1000
                     progress.update(task, description=f"{seconds:.1f} s of audio")
                 elif isinstance(event, synthesis_pb2.WordTimestamps):
                     for word in event.words:
                         print(f"{word.start_ms:>7} {word.end_ms:>7}  {word.word}", file=sys.stderr)
         await session.close()
-    return b"".join(parts)
+    await spool.finish()

@@ -1,4 +1,5 @@
-"""The WAV file ``voxwire speak`` writes: opened before synthesis, written after it.
+"""The WAV file ``voxwire speak`` writes: opened before synthesis, written after it (from
+``voxwire.cli.audio_spool``, a block at a time).
 
 Opening first makes a path that cannot be written (no such directory, a directory, /proc, no
 permission) fail at once, not after the synthesis it would throw away. The file is not
@@ -15,6 +16,7 @@ import errno
 import os
 import stat
 import wave
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,8 +48,9 @@ class WavOutput:
             raise CliError(cannot_write(path, exc)) from None
         return cls(path, os.fdopen(fd, "wb"), created)
 
-    def write(self, pcm: bytes, rate: int) -> None:
-        """Write ``pcm`` (16-bit mono) as the file's whole content. Raises CliError."""
+    def write(self, blocks: Iterable[bytes], nbytes: int, rate: int) -> None:
+        """Write ``blocks`` (16-bit mono PCM, ``nbytes`` in all) as the file's whole content.
+        Raises CliError."""
         try:
             if stat.S_ISREG(os.fstat(self._file.fileno()).st_mode):
                 self._file.truncate(0)  # not a pipe or a device such as /dev/null
@@ -57,8 +60,9 @@ class WavOutput:
                 wav.setframerate(rate)
                 # The length is known: the header is right the first time, never patched by
                 # seeking back, so a pipe (-o /dev/stdout) works too.
-                wav.setnframes(len(pcm) // 2)
-                wav.writeframes(pcm)
+                wav.setnframes(nbytes // 2)
+                for block in blocks:
+                    wav.writeframesraw(block)
             self._file.close()
         except OSError as exc:
             self.discard()
