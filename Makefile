@@ -132,7 +132,8 @@ fuzz: $(STAMP)
 		tests/inference_adapter/test_stt_session_fuzz.py \
 		tests/inference_adapter/test_tts_session_fuzz.py \
 		tests/gateway/test_stt_session_props.py tests/gateway/test_tts_session_props.py \
-		tests/client/test_stt_resume_props.py tests/client/test_tts_resume_props.py || status=$$?; \
+		tests/client/test_stt_resume_props.py tests/client/test_tts_resume_props.py \
+		tests/models/test_tts_ssml_props.py || status=$$?; \
 	exit $$status
 
 # The same wire fuzzer through a gateway's gRPC front (which parses every stream into the
