@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 import wave
 from pathlib import Path
 
@@ -152,10 +153,51 @@ async def test_speak_to_dash_writes_the_wav_to_stdout(edge: Edge):
     )
     assert outcome.status == 0, outcome.err
     assert not await asyncio.to_thread(Path("-").exists)
-    assert outcome.err.splitlines()[-1].startswith("wrote stdout ("), outcome.err
+    said = outcome.err.splitlines()[-1]
+    assert said.startswith("wrote stdout ("), outcome.err
     with wave.open(io.BytesIO(outcome.stdout)) as wav:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
-        assert wav.getnframes() > 8000  # about a second of speech
+    # A pipe gets a streaming header (sizes unknown: the audio goes out as it comes), then
+    # every sample the command counted.
+    assert outcome.stdout[4:8] == outcome.stdout[40:44] == b"\xff\xff\xff\xff"
+    seconds = float(said.split("(")[1].split()[0])
+    assert abs((len(outcome.stdout) - 44) / 32000 - seconds) < 0.01 and seconds > 0.5
+
+
+async def test_speak_to_a_pipe_sends_the_audio_as_it_comes(edge: Edge):
+    # Before, a pipe (-o - | aplay) got the WAV only once the whole text was synthesized: a
+    # long text's first audio came when its last did.
+    import os
+
+    sentence = "Please call me back tomorrow morning at nine, and send me the details. "
+    process = await asyncio.create_subprocess_exec(
+        VOXWIRE, "speak", "-", "-o", "-", "--url", edge.ws,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "VOXWIRE_API_KEY": edge.key},
+    )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write((sentence * 60).encode())
+    process.stdin.close()
+    began = time.monotonic()
+    arrivals: list[tuple[float, int]] = []  # (when, bytes so far)
+    total = 0
+    try:
+        async with asyncio.timeout(120):
+            while block := await process.stdout.read(65536):
+                total += len(block)
+                arrivals.append((time.monotonic() - began, total))
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    first = next(t for t, n in arrivals if n > 44 + 32_000)  # a second of audio
+    last = arrivals[-1][0]
+    assert total > 44 + 100 * 44_100  # over 100 s of speech at 22,050 Hz
+    # The audio came over the synthesis, not in one burst at its end.
+    assert last - first > 0.5 * last, (first, last)
 
 
 # The command run as the console script runs it, printing its own peak RSS (KiB) at exit.

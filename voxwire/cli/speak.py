@@ -9,11 +9,13 @@ Text that starts with ``<speak`` (or an XML declaration) is sent as SSML, in the
 ``SSML_INVALID``, it is never read out); ``--format text`` speaks it as written, ``--format
 ssml`` insists on SSML.
 
-``-o -`` writes the WAV to stdout (``voxwire speak "Hi." -o - | aplay``). The output file is
-opened before anything is synthesized (a path that cannot be written fails
-at once) and written when the audio is complete, which waits in a temporary file meanwhile
-(memory stays flat however long the text); a synthesis that fails leaves an existing file as
-it was. A first connect that reaches no gateway is given up on after ``--connect-timeout``
+``-o -`` writes the WAV to stdout (``voxwire speak "Hi." -o - | aplay``). The output is
+opened before anything is synthesized (a path that cannot be written fails at once). A pipe
+or a device gets the audio as it arrives, behind a WAV header whose sizes are unknown (the
+reader reads to the end), at the pace the reader takes it; a regular file is written when the
+audio is complete, with its length in the header, and a synthesis that fails leaves an existing
+file as it was. Meanwhile the audio waits in a temporary file: memory stays flat however long
+the text. A first connect that reaches no gateway is given up on after ``--connect-timeout``
 seconds (default 10; refused connections within 6 s).
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import threading
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -87,21 +90,47 @@ def _run(args: argparse.Namespace) -> int:
     except CliError as exc:
         output.discard()
         return fail("speak", exc)
+    writer: threading.Thread | None = None
     try:
+        if output.streams:
+            writer = threading.Thread(
+                target=spool.stream_to,
+                args=(output.start_stream(args.rate), _name(args.output)),
+                name="voxwire-speak-output",
+                daemon=True,  # a reader that stopped reading must not keep the process
+            )
+            writer.start()
         asyncio.run(_speak(args, key, text, spool))
         # After the loop: no blocking call on it.
-        output.write(spool.blocks(), spool.size, args.rate)
+        if writer is None:
+            output.write(spool.blocks(), spool.size, args.rate)
+        else:
+            writer.join()  # as long as the reader takes (a player: the audio's duration)
+            spool.check_sink()
+            output.end_stream()
     except KeyboardInterrupt:
-        output.discard()
+        _give_up(output, spool, writer)
         return 130
     except Exception as exc:  # every failure becomes one line and exit status 1
-        output.discard()
+        _give_up(output, spool, writer)
         return fail("speak", exc)
-    finally:
-        spool.close()
-    where = "stdout" if str(args.output) == "-" else args.output
-    print(f"wrote {where} ({spool.size / (2 * args.rate):.2f} s)", file=sys.stderr)
+    spool.close()
+    print(f"wrote {_name(args.output)} ({spool.size / (2 * args.rate):.2f} s)", file=sys.stderr)
     return 0
+
+
+def _name(output: Path) -> str:
+    return "stdout" if str(output) == "-" else str(output)
+
+
+def _give_up(output: WavOutput, spool: AudioSpool, writer: threading.Thread | None) -> None:
+    spool.abort()
+    if writer is not None:
+        writer.join(1.0)
+        if writer.is_alive():
+            return  # blocked on a reader that reads no more: the exit ends it
+    output.discard()
+    spool.close()
 
 
 async def _speak(args: argparse.Namespace, key: str, text: str, spool: AudioSpool) -> None:

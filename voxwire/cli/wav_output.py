@@ -1,5 +1,5 @@
 """The WAV file ``voxwire speak`` writes: opened before synthesis, written after it (from
-``voxwire.cli.audio_spool``, a block at a time).
+``voxwire.cli.audio_spool``, a block at a time), or, for a pipe or a device, as the audio comes.
 
 Opening first makes a path that cannot be written (no such directory, a directory, /proc, no
 permission) fail at once, not after the synthesis it would throw away. The file is not
@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from voxwire.audio.codecs import Encoding
+from voxwire.audio.wav import streaming_header
 from voxwire.cli.common import CliError
 
 
@@ -28,6 +30,9 @@ class WavOutput:
         self.path = path
         self._file = file
         self._created = created
+        # A pipe, a terminal or a device takes the audio as it comes (``start_stream``); a
+        # regular file is written whole once it is complete (``write``).
+        self.streams = not stat.S_ISREG(os.fstat(file.fileno()).st_mode)
 
     @classmethod
     def open(cls, path: Path) -> WavOutput:
@@ -66,6 +71,23 @@ class WavOutput:
             self._file.close()
         except OSError as exc:
             self.discard()
+            raise CliError(cannot_write(self.path, exc)) from None
+
+    def start_stream(self, rate: int) -> BinaryIO:
+        """Write a streaming header (sizes unknown: the reader reads to the end) and return
+        the file the audio goes to, after it. Raises CliError."""
+        try:
+            self._file.write(streaming_header(Encoding.PCM_S16LE, rate))
+            self._file.flush()
+        except OSError as exc:
+            raise CliError(cannot_write(self.path, exc)) from None
+        return self._file
+
+    def end_stream(self) -> None:
+        """Raises CliError."""
+        try:
+            self._file.close()
+        except OSError as exc:
             raise CliError(cannot_write(self.path, exc)) from None
 
     def discard(self) -> None:
