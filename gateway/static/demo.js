@@ -5,6 +5,7 @@
 
 const RATE = 16000;
 const FRAME_MS = 100;
+const MAX_WAITING = 50;  // frames kept while the socket opens: 5 s
 
 // An AudioWorklet that hands 100 ms of mono float samples to the page at a time.
 const WORKLET = `
@@ -67,7 +68,14 @@ async function start() {
   const token = new URLSearchParams(location.hash.slice(1)).get("token");
   if (!token) { status("no token in the URL fragment (#token=...)", true); return; }
   $("start").disabled = true;
-  stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
+  // The browser's own noise suppression and gain control reshape speech for a listener, not a
+  // recognizer: with them on, the fixture's first sentence came out "please call me dad" or
+  // "please calm event" in 6 of 6 runs, with them off "please call me back" in 6 of 6 (the
+  // gain control ramps up over the first seconds). Echo cancellation stays: a page that plays
+  // speech back needs it, and with nothing playing it leaves the signal as it is.
+  stream = await navigator.mediaDevices.getUserMedia({
+    audio: { channelCount: 1, noiseSuppression: false, autoGainControl: false },
+  });
   context = new AudioContext({ sampleRate: RATE });
   const url = URL.createObjectURL(new Blob([WORKLET], { type: "text/javascript" }));
   await context.audioWorklet.addModule(url);
@@ -84,8 +92,21 @@ async function start() {
     status(outcome ? `${outcome} (closed ${e.code})` : `closed (${e.code})`, e.code !== 1000);
     $("stop").disabled = true;
   };
+  // The microphone runs before the socket opens (the handshake can take a few hundred ms on
+  // a real network): what it hears meanwhile waits here and goes first, so the first word is
+  // not lost before the gateway's own buffering can keep it (docs/edge.md). Bounded: a socket
+  // not open after MAX_WAITING frames is a failure, said as one, not audio dropped unseen.
+  const waiting = [];
+  socket.onopen = () => { waiting.forEach((frame) => socket.send(frame)); waiting.length = 0; };
   tap.port.onmessage = (e) => {
     if (socket.readyState === WebSocket.OPEN) socket.send(toPcm16(e.data));
+    else if (socket.readyState === WebSocket.CONNECTING) {
+      waiting.push(toPcm16(e.data));
+      if (waiting.length > MAX_WAITING) {
+        outcome = `no connection to the gateway after ${MAX_WAITING * FRAME_MS / 1000} s`;
+        socket.close();
+      }
+    }
   };
   $("stop").disabled = false;
 }
