@@ -105,7 +105,8 @@ class GatewayConfig:
     # upload that found none idle waited for before its first audio reached the model. One
     # costs about 54 MiB of memory while idle; 0: none (started when an upload needs one).
     spare_decoders: int = 1
-    # Serve the browser demo page at /demo/ (development; off by default).
+    # Serve the browser demo pages at /demo/ (development; off by default): demo.html,
+    # microphone to words; speak.html, text to speech with a barge-in.
     demo_page: bool = False
     # How long to wait for a healthy adapter at start-up.
     startup_wait_seconds: float = 30.0

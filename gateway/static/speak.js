@@ -1,0 +1,169 @@
+// voxwire browser demo: text -> WS /v1/tts/stream -> audio played as it arrives, words marked
+// as they are heard, and a barge-in that reports what was heard. Protocol: docs/edge.md.
+// Audio comes as binary frames: a 12-byte header (version, flags, context handle, sequence
+// number, start_ms; big-endian) then PCM16 little-endian at RATE.
+"use strict";
+
+const RATE = 24000;
+const MODEL = "tts_espeak";
+
+const $ = (id) => document.getElementById(id);
+let socket = null, audio = null, outcome = "";
+let turn = 0;        // a context per Speak: ids of their own, so a turn never waits on the last
+let current = null;  // the turn playing: {id, handle, chunks, sources, done, stopped}
+let stoppedLate = null;  // a turn stopped after its `done`: {words, played}
+
+function status(text, error = false) {
+  $("status").textContent = text;
+  $("status").className = error ? "error" : "";
+}
+
+// The context's timeline position playing now (ms), from the chunks scheduled on the
+// AudioContext: what `truncate` reports, and what marks the words heard.
+function playedMs() {
+  if (!current) return 0;
+  const now = audio.currentTime;
+  let played = 0;
+  for (const c of current.chunks) {
+    if (now < c.at) break;
+    played = c.startMs + Math.min(now - c.at, c.seconds) * 1000;
+  }
+  return Math.floor(played);
+}
+
+function showWords(words) {
+  for (const w of words) {
+    const span = document.createElement("span");
+    span.textContent = w.word;
+    span.dataset.endMs = w.endMs || 0;
+    $("words").append(span, " ");
+  }
+}
+
+// Runs each frame while a turn plays; ends with it (a stop, or its last chunk played).
+function markHeard() {
+  if (!current || current.stopped) return;
+  const played = playedMs();
+  for (const span of $("words").children) {
+    span.classList.toggle("heard", Number(span.dataset.endMs) <= played);
+  }
+  const last = current.chunks[current.chunks.length - 1];
+  if (current.done && (!last || audio.currentTime >= last.at + last.seconds)) {
+    // All of it played: every word was heard (a word's end may round past the last sample).
+    for (const span of $("words").children) span.classList.add("heard");
+    status(`spoke ${current.id}: ${played} ms`);
+    current = null;
+    $("speak").disabled = false;
+    $("stop").disabled = true;
+    return;
+  }
+  requestAnimationFrame(markHeard);
+}
+
+function play(data) {
+  const view = new DataView(data);
+  const handle = view.getUint16(2), startMs = view.getUint32(8);
+  if (!current || current.stopped || handle !== current.handle) return;  // a stopped turn's
+  const pcm = new Int16Array(data.slice(12));
+  const buffer = audio.createBuffer(1, pcm.length, RATE);
+  const samples = buffer.getChannelData(0);
+  for (let i = 0; i < pcm.length; i++) samples[i] = pcm[i] / 0x8000;
+  const source = audio.createBufferSource();
+  source.buffer = buffer;
+  source.connect(audio.destination);
+  // Chunks play back to back; one that comes late starts when it comes (a gap, not a jump).
+  const previous = current.chunks[current.chunks.length - 1];
+  const at = Math.max(audio.currentTime + 0.05, previous ? previous.at + previous.seconds : 0);
+  source.start(at);
+  current.sources.push(source);
+  current.chunks.push({ at, startMs, seconds: buffer.duration });
+}
+
+function onMessage(event) {
+  if (event.data instanceof ArrayBuffer) { play(event.data); return; }
+  const msg = JSON.parse(event.data);
+  const mine = current && msg.contextId === current.id;
+  if (msg.session) status(`session ${msg.session.sessionId}`);
+  else if (msg.opened && mine) {
+    current.handle = msg.opened.handle;
+    status(`speaking ${current.id}`);
+  } else if (msg.words && mine) showWords(msg.words.words);
+  else if (msg.done && mine) current.done = true;
+  else if (msg.truncated) showHeard(msg.truncated.heard || [], msg.truncated.playedMs || 0);
+  else if (msg.contextError) {
+    const error = msg.contextError.error;
+    if (error.reason === "UNKNOWN_CONTEXT" && stoppedLate) {
+      // All its audio had come (its `done` before the stop): nothing left to stop; the words
+      // heard are those received that ended by then (docs/edge.md, truncation).
+      showHeard(stoppedLate.words.filter((w) => (w.endMs || 0) <= stoppedLate.played),
+                stoppedLate.played);
+    } else status(`${error.reason}: ${error.message}`, true);
+  } else if (msg.error) {
+    outcome = `${msg.error.reason}: ${msg.error.message}`;
+    status(outcome, true);
+  }
+}
+
+function showHeard(words, played) {
+  $("heard").textContent = `heard (${played} ms): ${words.map((w) => w.word).join(" ")}`;
+}
+
+function connect(token) {
+  return new Promise((resolve, reject) => {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    // lead_ms: the gateway sends up to a second ahead of playback, so a barge-in stops a
+    // context with little audio sent and unheard.
+    socket = new WebSocket(`${scheme}://${location.host}/v1/tts/stream?lead_ms=1000`,
+                           ["voxwire.v1", `voxwire.token.${token}`]);
+    socket.binaryType = "arraybuffer";
+    socket.onmessage = onMessage;
+    socket.onopen = () => resolve();
+    socket.onerror = () => reject(new Error("no connection to the gateway"));
+    socket.onclose = (e) => {
+      status(outcome ? `${outcome} (closed ${e.code})` : `closed (${e.code})`, e.code !== 1000);
+      $("speak").disabled = true;
+      $("stop").disabled = true;
+    };
+  });
+}
+
+async function speak() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (!token) { status("no token in the URL fragment (#token=...)", true); return; }
+  $("speak").disabled = true;
+  if (!audio) audio = new AudioContext();
+  await audio.resume();
+  if (!socket) await connect(token);  // one session for every turn of the page
+  turn += 1;
+  current = { id: `turn-${turn}`, handle: -1, chunks: [], sources: [], done: false,
+              stopped: false };
+  stoppedLate = null;
+  $("words").textContent = "";
+  $("heard").textContent = "";
+  const send = (message) => socket.send(JSON.stringify({ contextId: current.id, ...message }));
+  send({ open: { model: MODEL, wordTimestamps: true,
+                 outputFormat: { encoding: "AUDIO_ENCODING_PCM_S16LE", sampleRateHz: RATE } } });
+  send({ append: { text: $("text").value } });
+  send({ close: {} });
+  $("stop").disabled = false;
+  requestAnimationFrame(markHeard);
+}
+
+function stop() {
+  if (!current) return;
+  const played = playedMs();
+  current.stopped = true;
+  current.sources.forEach((s) => s.stop());
+  // The words received so far, for the answer to a stop that comes after `done`.
+  const words = [...$("words").children].map((s) => ({ word: s.textContent,
+                                                       endMs: Number(s.dataset.endMs) }));
+  stoppedLate = current.done ? { words, played } : null;
+  socket.send(JSON.stringify({ contextId: current.id, truncate: { playedMs: played } }));
+  status(`stopped ${current.id} at ${played} ms`);
+  current = null;
+  $("stop").disabled = true;
+  $("speak").disabled = false;
+}
+
+$("speak").addEventListener("click", () => speak().catch((e) => status(String(e), true)));
+$("stop").addEventListener("click", stop);
