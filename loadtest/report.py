@@ -25,13 +25,19 @@ LATENCY_METRICS = (
 )
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+def _table(header: list[str] | None, rows: list[list[Any]]) -> str:
+    """``header`` None: a table of name and value rows, with no header row."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header or ())
     body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
 
 
 def _cell(value: Any) -> str:
+    # The JSON's null and booleans as a reader reads them, not Python's None, True and False.
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, bool):
+        return '<span class="ok">yes</span>' if value else '<span class="fail">no</span>'
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
     return html.escape(str(value))
@@ -65,7 +71,7 @@ def _summary(result: dict[str, Any]) -> str:
                 f"{t['underruns']} in {t['contexts']} contexts, {t['underrun_ms']:.1f} ms in total",
             ]
         )
-    out = "<h2>Summary</h2>" + _table(["", ""], rows)
+    out = "<h2>Summary</h2>" + _table(None, rows)
     if result["errors"]:
         out += "<h3>Errors by status and reason</h3>" + _table(
             ["status/reason", "count"], [[k, v] for k, v in result["errors"].items()]

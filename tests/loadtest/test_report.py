@@ -153,3 +153,12 @@ def test_the_stage_bar_chart_labels_its_bars_and_nothing_else_on_x() -> None:
     below_axis = f'y="{svg.H - svg.PAD_B + 16}"'
     labels = re.findall(rf"<text [^>]*{below_axis}[^>]*>([^<]*)</text>", chart)
     assert labels == ["decode", "triton"], labels
+
+
+def test_report_shows_no_python_literals() -> None:
+    # The SLO table showed Python's True, False and None (a bound not computed) as they were.
+    page = report.render(_result())
+    for literal in (">None<", ">True<", ">False<"):
+        assert literal not in page, literal
+    assert '<span class="ok">yes</span>' in page or '<span class="fail">no</span>' in page
+    assert "<tr><th></th><th></th></tr>" not in page  # the summary has no empty header row
