@@ -63,10 +63,12 @@ async def test_the_readmes_quick_start_session_works_as_written(edge: Edge, tmp_
     # curl prints the JSON with no newline after it: the next command's output follows on.
     reply, _ = json.JSONDecoder().raw_decode(upload)
     assert "call me back" in reply["transcript"], reply
-    demo = stdout.rstrip().rsplit("http", 1)[-1]
-    assert f"http{demo}".startswith(f"{edge.server.url}/demo/demo.html#token="), stdout
+    # The demo pages' lines, a token of its own each (a token is good for one session).
+    pages = re.findall(rf"{re.escape(edge.server.url)}/demo/(\w+)\.html#token=(\S+)", stdout)
+    assert [page for page, _ in pages] == ["demo", "speak"], stdout
+    tokens = {token for _, token in pages}
+    assert len(tokens) == 2 and all(len(token) > 40 for token in tokens), stdout
     # Both syntheses are audio, not an error body saved under a .wav name.
     for name in ("hi.wav", "hi2.wav"):
         audio = (tmp_path / "out" / name).read_bytes()
         assert audio[:4] == b"RIFF" and len(audio) > 8000, (name, audio[:200])
-    assert len(demo.split("#token=", 1)[1]) > 40, stdout
