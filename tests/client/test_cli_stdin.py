@@ -170,3 +170,16 @@ async def test_flac_on_stdin_is_refused_with_a_pointer_to_the_file_argument(
     )
     assert run.status == 2, run.err
     assert "FLAC" in run.err and "Traceback" not in run.err
+
+
+async def test_a_recorders_streaming_header_on_stdin_is_an_unknown_length(edge: Edge):
+    # `arecord -f S16_LE -r 16000 | voxwire transcribe -` stopped by anything but a duration:
+    # arecord's header declares 2 GiB (it cannot seek a pipe), and the command ended with
+    # "stdin (WAV) ended 2.06 s in, before the 67108.86 s its header declares", status 1.
+    wav = bytearray(_wav_bytes("PCM_16"))
+    wav[4:8] = (0x8000_0024).to_bytes(4, "little")
+    wav[40:44] = (0x8000_0000).to_bytes(4, "little")
+    run = await run_voxwire("transcribe", "-", "--url", edge.ws, key=edge.key, stdin=bytes(wav))
+    assert run.status == 0, run.err
+    assert_heard(run.out.strip(), "pay_bill.wav")
+    assert run.err.strip() == "", run.err

@@ -471,3 +471,24 @@ async def test_an_au_file_sent_as_audio_basic_is_decoded_not_heard_as_noise(edge
     assert abs(body["audioMs"] - len(pcm[::2]) * 1000 / (rate // 2)) < 1, body
     status, raw = await post(edge, au[struct.unpack(">I", au[4:8])[0] :], "audio/basic")
     assert status == 200 and raw["transcript"] == body["transcript"], (raw, body)
+
+
+@pytest.mark.parametrize(
+    "data_size",
+    [0x8000_0000, 0x7FFF_0000, 0x7FFF_FFDB],
+    ids=["arecord-2GiB", "sndio-0x7fff0000", "2GiB-less-header"],
+)
+async def test_a_recorders_streaming_header_is_an_unknown_length(edge, data_size):
+    # A recorder writing a WAV to a pipe cannot patch its header at the end, and puts the
+    # largest length a WAV can hold in it (arecord: 2 GiB; sndio: 0x7fff0000). Read as a real
+    # length, 16 kHz mono declared 18.6 h: `arecord ... | curl -T - .../v1/stt` was refused
+    # 413 BODY_TOO_LARGE (over max_upload_audio_seconds) before any audio was heard.
+    pcm, rate = _speech()
+    wav = bytearray(_sound(pcm, rate, "WAV", "PCM_16"))
+    assert wav[36:40] == b"data"
+    wav[4:8] = struct.pack("<I", min(data_size + 36, 0xFFFF_FFFF))
+    wav[40:44] = struct.pack("<I", data_size)
+    status, body = await post(edge, bytes(wav), "audio/wav")
+    assert status == 200, body
+    _heard(body)
+    assert not body.get("truncated"), body  # a stream that ends is not a file cut short

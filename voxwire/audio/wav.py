@@ -12,7 +12,8 @@ float, 6 A-law, 7 mu-law (ITU-T G.711).
 Reading (``WavHeaderReader``): a pure, incremental parser fed the upload as it arrives. It
 reads RIFF/WAVE, the ``fmt `` chunk and skips other chunks up to ``data``; the samples are the
 data chunk's size (``data_bytes``; chunks after it, such as LIST, are not audio), or the rest of
-the body when the size is unknown (0 or 0xFFFFFFFF, as streaming writers leave it). It holds at
+the body when the size is unknown (0, or 0x7FFF0000 and up: the placeholders streaming writers
+leave, ``_PLACEHOLDER``). It holds at
 most ``max_header_bytes`` (a header is small; a hostile upload must not make it buffer).
 Anything malformed raises InvalidAudio naming what was wrong; a well-formed WAV that is not
 passed on as it is (other sample formats, more than two channels, a rate the contract does not
@@ -33,6 +34,14 @@ from voxwire.errors import InvalidAudio
 FORMAT_TAGS = {Encoding.PCM_S16LE: 1, Encoding.PCM_F32LE: 3, Encoding.ALAW: 6, Encoding.MULAW: 7}
 _BITS = {Encoding.PCM_S16LE: 16, Encoding.PCM_F32LE: 32, Encoding.ALAW: 8, Encoding.MULAW: 8}
 _UNKNOWN = 0xFFFFFFFF
+# A data size from here up is a writer's placeholder, not a length: a recorder writing to a
+# pipe cannot patch its header at the end, and declares about the most a WAV can hold
+# (arecord's capture: 2 GiB; sndio's WAV_DATAMAX: 0x7fff0000; streaming_header here:
+# 0xFFFFFFFF). Read as lengths, 16 kHz mono declared 18.6 hours, and an upload of a live
+# recording was refused 413 before any audio was heard. A WAV that truly holds that much is
+# over the gateway's upload limit anyway; on the CLI's stdin its chunks after the data (LIST
+# tags) would be read as audio, the same as for any stream of unknown length.
+_PLACEHOLDER = 0x7FFF0000
 _EXTENSIBLE = 0xFFFE
 
 
@@ -104,7 +113,7 @@ class WavHeaderReader:
             (size,) = struct.unpack_from("<I", self._buf, pos + 4)
             body = pos + 8
             if chunk_id == b"data":
-                self.data_bytes = None if size in (0, _UNKNOWN) else size
+                self.data_bytes = None if size == 0 or size >= _PLACEHOLDER else size
                 self.data_offset = body
                 if self._other is not None:
                     raise self._other

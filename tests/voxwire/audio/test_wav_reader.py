@@ -69,3 +69,20 @@ def test_another_wav_whose_header_has_no_data_chunk_goes_to_the_other_decoder() 
 def test_malformed_headers_are_still_invalid_audio() -> None:
     with pytest.raises(InvalidAudio, match="no RIFF/WAVE"):
         WavHeaderReader().feed(b"not a wav file at all")
+
+
+@pytest.mark.parametrize(
+    ("declared", "data_bytes"),
+    [
+        (0, None),
+        (0x7FFE_FFFF, 0x7FFE_FFFF),  # a length, however long
+        (0x7FFF_0000, None),  # sndio's WAV_DATAMAX
+        (0x8000_0000, None),  # arecord's 2 GiB
+        (0xFFFF_FFFF, None),
+    ],
+)
+def test_a_streaming_writers_placeholder_size_is_an_unknown_length(declared, data_bytes) -> None:
+    data = bytearray(_wav("PCM_16"))
+    data[40:44] = declared.to_bytes(4, "little")
+    reader = _feed(bytes(data), 4096)
+    assert reader.format is not None and reader.data_bytes == data_bytes
