@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
-from voxwire.audio.formats import ENCODINGS
+from voxwire.audio.formats import sample_bytes
 from voxwire.errors import ResumeRejected
 from voxwire.v1 import audio_pb2, synthesis_pb2
 
@@ -444,5 +444,4 @@ def cut_audio(audio: bytes, cut_ms: int, fmt: audio_pb2.AudioFormat) -> bytes:
     """``audio`` (mono, in ``fmt``) without its first ``cut_ms``, in whole samples."""
     if cut_ms <= 0:
         return audio
-    width = ENCODINGS[fmt.encoding].bytes_per_sample
-    return audio[(cut_ms * fmt.sample_rate_hz // 1000) * width :]
+    return audio[(cut_ms * fmt.sample_rate_hz // 1000) * sample_bytes(fmt.encoding) :]

@@ -10,8 +10,8 @@ const MODEL = "tts_espeak";
 const $ = (id) => document.getElementById(id);
 let socket = null, audio = null, outcome = "";
 let turn = 0;        // a context per Speak: ids of their own, so a turn never waits on the last
-let current = null;  // the turn playing: {id, handle, chunks, sources, done, stopped}
-let stoppedLate = null;  // a turn stopped after its `done`: {words, played}
+let current = null;  // the turn playing: {id, handle, chunks, sources, done}; null once stopped
+let stoppedLate = null;  // a turn stopped after its `done`: {heard, played}
 
 function status(text, error = false) {
   $("status").textContent = text;
@@ -42,7 +42,7 @@ function showWords(words) {
 
 // Runs each frame while a turn plays; ends with it (a stop, or its last chunk played).
 function markHeard() {
-  if (!current || current.stopped) return;
+  if (!current) return;
   const played = playedMs();
   for (const span of $("words").children) {
     span.classList.toggle("heard", Number(span.dataset.endMs) <= played);
@@ -63,7 +63,7 @@ function markHeard() {
 function play(data) {
   const view = new DataView(data);
   const handle = view.getUint16(2), startMs = view.getUint32(8);
-  if (!current || current.stopped || handle !== current.handle) return;  // a stopped turn's
+  if (!current || handle !== current.handle) return;  // a stopped turn's
   const pcm = new Int16Array(data.slice(12));
   const buffer = audio.createBuffer(1, pcm.length, RATE);
   const samples = buffer.getChannelData(0);
@@ -95,8 +95,7 @@ function onMessage(event) {
     if (error.reason === "UNKNOWN_CONTEXT" && stoppedLate) {
       // All its audio had come (its `done` before the stop): nothing left to stop; the words
       // heard are those received that ended by then (docs/edge.md, truncation).
-      showHeard(stoppedLate.words.filter((w) => (w.endMs || 0) <= stoppedLate.played),
-                stoppedLate.played);
+      showHeard(stoppedLate.heard, stoppedLate.played);
     } else status(`${error.reason}: ${error.message}`, true);
   } else if (msg.error) {
     outcome = `${msg.error.reason}: ${msg.error.message}`;
@@ -135,8 +134,7 @@ async function speak() {
   await audio.resume();
   if (!socket) await connect(token);  // one session for every turn of the page
   turn += 1;
-  current = { id: `turn-${turn}`, handle: -1, chunks: [], sources: [], done: false,
-              stopped: false };
+  current = { id: `turn-${turn}`, handle: -1, chunks: [], sources: [], done: false };
   stoppedLate = null;
   $("words").textContent = "";
   $("heard").textContent = "";
@@ -152,12 +150,12 @@ async function speak() {
 function stop() {
   if (!current) return;
   const played = playedMs();
-  current.stopped = true;
   current.sources.forEach((s) => s.stop());
-  // The words received so far, for the answer to a stop that comes after `done`.
-  const words = [...$("words").children].map((s) => ({ word: s.textContent,
-                                                       endMs: Number(s.dataset.endMs) }));
-  stoppedLate = current.done ? { words, played } : null;
+  // For the answer to a stop after `done`: the words received whose audio ended by then.
+  const heard = [...$("words").children]
+    .filter((s) => Number(s.dataset.endMs) <= played)
+    .map((s) => ({ word: s.textContent }));
+  stoppedLate = current.done ? { heard, played } : null;
   socket.send(JSON.stringify({ contextId: current.id, truncate: { playedMs: played } }));
   status(`stopped ${current.id} at ${played} ms`);
   current = null;

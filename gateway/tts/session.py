@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from gateway.wire.frames import pack
 from voxwire import errors
+from voxwire.audio.formats import sample_bytes
 from voxwire.edge.v1 import session_pb2, tts_pb2
 from voxwire.replay import TextReplay, WordMark, cut_audio
 from voxwire.timings import EDGE_KEYS, Clock, add_up
@@ -389,8 +390,7 @@ class TtsEdgeSession:
         ctx = EdgeContext(self._next_key, cid, handle, synthesis_pb2.SynthesisContextConfig())
         ctx.config.CopyFrom(config)
         fmt = config.output_format
-        width = {2: 4, 3: 1, 4: 1}.get(fmt.encoding, 2)  # F32: 4, G.711: 1, PCM16: 2
-        ctx.bytes_per_ms = max(1.0, fmt.sample_rate_hz * width / 1000)
+        ctx.bytes_per_ms = max(1.0, fmt.sample_rate_hz * sample_bytes(fmt.encoding) / 1000)
         # A reopened context (the SDK's resume) continues its timeline and numbering.
         ctx.last_sent_seq = max(0, config.first_sequence_number - 1)
         ctx.sent_end_ms = config.timeline_offset_ms + config.skip_audio_ms

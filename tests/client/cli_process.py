@@ -27,10 +27,12 @@ async def run_voxwire(
     key: str | None,
     stdin: bytes | Path | None = None,
     timeout_s: float = 60.0,
+    command: tuple[str, ...] = (VOXWIRE,),
 ) -> Outcome:
     """Run the console script. ``stdin``: bytes through a pipe, a Path opened as the process's
     stdin (a regular file, or /dev/null), None for /dev/null. A run that outlives
-    ``timeout_s`` is killed and fails the test (TimeoutError): the script must never hang."""
+    ``timeout_s`` is killed and fails the test (TimeoutError): the script must never hang.
+    ``command``: what runs the script (the console script itself by default)."""
     env = {k: v for k, v in os.environ.items() if k not in ("VOXWIRE_API_KEY", "VOXWIRE_URL")}
     if key is not None:
         env["VOXWIRE_API_KEY"] = key
@@ -38,7 +40,7 @@ async def run_voxwire(
     try:
         began = time.monotonic()
         process = await asyncio.create_subprocess_exec(
-            VOXWIRE,
+            *command,
             *args,
             stdin=handle
             if handle is not None

@@ -212,27 +212,19 @@ _MAXRSS = (
 
 
 async def _speak_peak_kib(edge: Edge, text: str, path: Path) -> tuple[int, str]:
-    import os
     import sys
 
-    env = {**os.environ, "VOXWIRE_API_KEY": edge.key}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _MAXRSS, "speak", "-", "-o", str(path), "--rate", "48000",
-        "--url", edge.ws,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
+    from tests.client.cli_process import run_voxwire
+
+    run = await run_voxwire(
+        "speak", "-", "-o", str(path), "--rate", "48000", "--url", edge.ws,
+        key=edge.key,
+        stdin=text.encode(),
+        timeout_s=120,
+        command=(sys.executable, "-c", _MAXRSS),
     )  # fmt: skip
-    try:
-        async with asyncio.timeout(120):
-            _, err = await process.communicate(text.encode())
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, err.decode()
-    lines = err.decode().splitlines()
+    assert run.status == 0, run.err
+    lines = run.err.splitlines()
     return int(lines[-1].split()[1]), lines[-2]
 
 

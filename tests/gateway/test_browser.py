@@ -4,15 +4,13 @@ token is refused says why and lets go of the microphone."""
 
 from __future__ import annotations
 
-import datetime
-
 import aiohttp
 import numpy as np
 import pytest
 
-from gateway.auth.keys import create_key
 from tests.gateway.conftest import Edge
 from tests.helpers.browser import async_page
+from tests.helpers.edge import page_token
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
 from tests.helpers.wavio import read_wav, write_wav
 from tests.helpers.wer import word_error_rate
@@ -20,23 +18,6 @@ from tests.helpers.wer import word_error_rate
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 NAME = "call_me_back.wav"
-
-
-async def _page_token(edge: Edge, name: str) -> str:
-    """A browser token for a key of its own whose allowed origin is the gateway's (the page is
-    served by the gateway itself), as the page's own backend would fetch it."""
-    origin = edge.server.url
-    key, _ = create_key(
-        edge.keys_file,
-        name=name,
-        now=datetime.datetime.now(datetime.UTC),
-        allowed_origins=[origin],
-    )
-    edge.server.auth.keys.reload_if_changed()
-    async with aiohttp.ClientSession() as http:
-        headers = {"Authorization": f"Bearer {key}"}
-        async with http.post(f"{origin}/v1/auth/token", headers=headers) as resp:
-            return str((await resp.json())["token"])
 
 
 def _looped_speech(tmp_path, lead_in_s: float | None = None):
@@ -58,7 +39,7 @@ def _looped_speech(tmp_path, lead_in_s: float | None = None):
 
 
 async def test_a_page_transcribes_its_microphone_with_a_browser_token(edge: Edge, tmp_path):
-    token = await _page_token(edge, "page")
+    token = await page_token(edge, "page")
     async with async_page(*_looped_speech(tmp_path), timeout_ms=60_000) as browser:
         page = browser.page
         await page.goto(f"{edge.server.url}/demo/demo.html#token={token}")
@@ -85,7 +66,7 @@ async def test_a_slow_handshake_loses_no_word_the_microphone_heard(edge: Edge, t
     # Before, the page sent only once its socket was open and dropped what the microphone
     # heard meanwhile: with 700 ms of network latency the first words were gone ("back
     # tomorrow morning at nine"), the vendors' "first word lost" (docs/edge.md).
-    token = await _page_token(edge, "slow-page")
+    token = await page_token(edge, "slow-page")
     async with async_page(*_looped_speech(tmp_path, lead_in_s=0.05), timeout_ms=60_000) as browser:
         page = browser.page
         network = await page.context.new_cdp_session(page)
@@ -106,17 +87,8 @@ async def test_a_slow_handshake_loses_no_word_the_microphone_heard(edge: Edge, t
 
 async def test_a_refused_page_says_why_and_releases_its_microphone(edge: Edge, tmp_path):
     origin = edge.server.url
-    key, _ = create_key(
-        edge.keys_file,
-        name="refused-page",
-        now=datetime.datetime.now(datetime.UTC),
-        allowed_origins=[origin],
-    )
-    edge.server.auth.keys.reload_if_changed()
+    token = await page_token(edge, "refused-page")
     async with aiohttp.ClientSession() as http:
-        headers = {"Authorization": f"Bearer {key}"}
-        async with http.post(f"{origin}/v1/auth/token", headers=headers) as resp:
-            token = (await resp.json())["token"]
         # Someone else redeems the token first (a second tab, a replay): the page's is refused.
         async with http.ws_connect(
             f"{edge.ws}/v1/tts/stream",

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from tests.gateway.conftest import Edge
-from tests.gateway.test_browser import _page_token
 from tests.helpers.browser import async_page
+from tests.helpers.edge import page_token
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -23,7 +23,7 @@ SHORT = "Please call me back tomorrow morning at nine."
 
 
 async def test_a_page_speaks_marks_words_heard_and_barges_in(edge: Edge):
-    token = await _page_token(edge, "speak-page")
+    token = await page_token(edge, "speak-page")
     async with async_page(*PLAY, timeout_ms=60_000) as browser:
         page = browser.page
         await page.goto(f"{edge.server.url}/demo/speak.html#token={token}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.auth.config import AuthConfig
@@ -125,3 +126,20 @@ async def running_gateway(
         yield server
     finally:
         await server.stop(grace=1.0)
+
+
+async def page_token(edge: Edge, name: str) -> str:
+    """A browser token for a key of its own whose allowed origin is the gateway's (the page is
+    served by the gateway itself), as the page's own backend would fetch it."""
+    origin = edge.server.url
+    key, _ = create_key(
+        edge.keys_file,
+        name=name,
+        now=datetime.datetime.now(datetime.UTC),
+        allowed_origins=[origin],
+    )
+    edge.server.auth.keys.reload_if_changed()
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with http.post(f"{origin}/v1/auth/token", headers=headers) as resp:
+            return str((await resp.json())["token"])

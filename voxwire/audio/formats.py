@@ -20,6 +20,12 @@ ENCODINGS: dict[audio_pb2.AudioEncoding.ValueType, Encoding] = {
 PROTO_ENCODINGS = {enc: value for value, enc in ENCODINGS.items()}
 
 
+def sample_bytes(encoding: audio_pb2.AudioEncoding.ValueType) -> int:
+    """Bytes per sample of a contract encoding; PCM16's for one not set (its default)."""
+    known = ENCODINGS.get(encoding)
+    return known.bytes_per_sample if known is not None else 2
+
+
 def rates_for(encoding: Encoding) -> tuple[int, ...]:
     return G711_RATES if encoding in (Encoding.MULAW, Encoding.ALAW) else PCM_RATES
 

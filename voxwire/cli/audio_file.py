@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from voxwire.cli.common import CliError
+from voxwire.cli.common import CliError, os_reason
 from voxwire.cli.source import FRAME_MS, Source
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def _open(path: Path) -> soundfile.SoundFile:
     except PermissionError:
         raise CliError(f"{path}: permission denied") from None
     except OSError as exc:
-        raise CliError(f"{path}: cannot read: {(exc.strerror or str(exc)).lower()}") from None
+        raise CliError(f"{path}: cannot read: {os_reason(exc)}") from None
     try:
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             raise CliError(f"{path}: is a directory, not an audio file")

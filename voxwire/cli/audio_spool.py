@@ -29,7 +29,7 @@ import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from voxwire.cli.common import CliError
+from voxwire.cli.common import CliError, os_reason
 
 BATCH_BYTES = 1 << 20  # about 24 s of 22,050 Hz PCM16 per worker-thread write
 READ_BYTES = 1 << 20
@@ -55,7 +55,7 @@ class AudioSpool:
     def check_sink(self) -> None:
         """Raises CliError when stream_to's reader went away."""
         if self.sink_error is not None:
-            raise CliError(f"{self._sink_name}: cannot write: {_why(self.sink_error)}")
+            raise CliError(f"{self._sink_name}: cannot write: {os_reason(self.sink_error)}")
 
     async def add(self, audio: bytes) -> None:
         self.check_sink()
@@ -126,7 +126,8 @@ class AudioSpool:
         try:
             await asyncio.to_thread(self._write, batch)
         except OSError as exc:
-            raise CliError(f"the temporary file for the audio: cannot write: {_why(exc)}") from exc
+            why = os_reason(exc)
+            raise CliError(f"the temporary file for the audio: cannot write: {why}") from exc
         with self._ready:
             self._in_file += len(batch)
             self._ready.notify_all()
@@ -140,8 +141,4 @@ def _temporary_file() -> BinaryIO:
     try:
         return tempfile.TemporaryFile(prefix="voxwire-speak-")
     except OSError as exc:
-        raise CliError(f"cannot make a temporary file for the audio: {_why(exc)}") from exc
-
-
-def _why(exc: OSError) -> str:
-    return (exc.strerror or str(exc)).lower()
+        raise CliError(f"cannot make a temporary file for the audio: {os_reason(exc)}") from exc

@@ -13,6 +13,11 @@ DEFAULT_URL = "ws://127.0.0.1:8080"
 CONNECT_TIMEOUT_S = 10.0
 
 
+def os_reason(exc: OSError) -> str:
+    """An OS error's reason as the CLI's messages say it: "no space left on device"."""
+    return (exc.strerror or str(exc)).lower()
+
+
 class CliError(Exception):
     """A failure the command explains in its own words (a path, a flag): printed as it is, with
     no class name, and exit status ``status`` (2: the command line is wrong, as argparse)."""

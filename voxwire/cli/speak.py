@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         if output.streams:
             writer = threading.Thread(
                 target=spool.stream_to,
-                args=(output.start_stream(args.rate), _name(args.output)),
+                args=(output.start_stream(args.rate), output.name),
                 name="voxwire-speak-output",
                 daemon=True,  # a reader that stopped reading must not keep the process
             )
@@ -115,12 +115,8 @@ def _run(args: argparse.Namespace) -> int:
         _give_up(output, spool, writer)
         return fail("speak", exc)
     spool.close()
-    print(f"wrote {_name(args.output)} ({spool.size / (2 * args.rate):.2f} s)", file=sys.stderr)
+    print(f"wrote {output.name} ({spool.size / (2 * args.rate):.2f} s)", file=sys.stderr)
     return 0
-
-
-def _name(output: Path) -> str:
-    return "stdout" if str(output) == "-" else str(output)
 
 
 def _give_up(output: WavOutput, spool: AudioSpool, writer: threading.Thread | None) -> None:

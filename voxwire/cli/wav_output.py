@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from voxwire.audio.codecs import Encoding
 from voxwire.audio.wav import streaming_header
-from voxwire.cli.common import CliError
+from voxwire.cli.common import CliError, os_reason
 
 
 class WavOutput:
@@ -33,6 +33,11 @@ class WavOutput:
         # A pipe, a terminal or a device takes the audio as it comes (``start_stream``); a
         # regular file is written whole once it is complete (``write``).
         self.streams = not stat.S_ISREG(os.fstat(file.fileno()).st_mode)
+
+    @property
+    def name(self) -> str:
+        """The output as the command's messages name it."""
+        return "stdout" if str(self.path) == "-" else str(self.path)
 
     @classmethod
     def open(cls, path: Path) -> WavOutput:
@@ -57,14 +62,14 @@ class WavOutput:
         """Write ``blocks`` (16-bit mono PCM, ``nbytes`` in all) as the file's whole content.
         Raises CliError."""
         try:
-            if stat.S_ISREG(os.fstat(self._file.fileno()).st_mode):
+            if not self.streams:
                 self._file.truncate(0)  # not a pipe or a device such as /dev/null
             with wave.open(self._file, "wb") as wav:  # wave leaves a file object open
                 wav.setnchannels(1)
                 wav.setsampwidth(2)
                 wav.setframerate(rate)
                 # The length is known: the header is right the first time, never patched by
-                # seeking back, so a pipe (-o /dev/stdout) works too.
+                # seeking back.
                 wav.setnframes(nbytes // 2)
                 for block in blocks:
                     wav.writeframesraw(block)
@@ -107,5 +112,5 @@ def cannot_write(path: Path, exc: OSError) -> str:
     elif exc.errno == errno.EISDIR:
         reason = "is a directory"
     else:
-        reason = (exc.strerror or str(exc)).lower()
+        reason = os_reason(exc)
     return f"{path}: cannot write: {reason}"

@@ -32,19 +32,18 @@ import logging
 from dataclasses import dataclass, field
 
 from voxwire import errors
+from voxwire.audio.formats import sample_bytes
 from voxwire.client.connection import close_error, resumable
 from voxwire.client.stt_state import _TRANSITIONS, Phase
 from voxwire.edge.frames import AudioFrame
 from voxwire.edge.v1 import session_pb2, stt_pb2, tts_pb2
 from voxwire.replay import TextReplay, WordMark, cut_audio
-from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2
+from voxwire.v1 import stream_pb2, synthesis_pb2
 
 log = logging.getLogger(__name__)
 
 Message = tts_pb2.TtsClientMessage
 ServerMessage = tts_pb2.TtsServerMessage
-_WIDTH = {audio_pb2.AUDIO_ENCODING_PCM_F32LE: 4, audio_pb2.AUDIO_ENCODING_MULAW: 1}
-_WIDTH[audio_pb2.AUDIO_ENCODING_ALAW] = 1
 # A context id is 1 to 128 bytes (docs/contract.md, docs/edge.md). The gateway refuses any
 # other with INVALID_MESSAGE for the whole session, so it is checked here, before it is sent.
 MAX_CONTEXT_ID_BYTES = 128
@@ -102,8 +101,7 @@ class ClientContext:
     @property
     def bytes_per_ms(self) -> float:
         fmt = self.config.output_format
-        width = _WIDTH.get(fmt.encoding, 2)
-        return max(1, fmt.sample_rate_hz) * width / 1000
+        return max(1, fmt.sample_rate_hz) * sample_bytes(fmt.encoding) / 1000
 
 
 @dataclass(slots=True)
