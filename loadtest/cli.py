@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -114,20 +115,38 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
     (out / "report.html").write_text(report.render(result))
 
 
+def _figure(ms: float) -> str:
+    return f"{ms:.0f}" if ms >= 1000 else f"{ms:.1f}" if ms >= 100 else f"{ms:.2f}"
+
+
 def print_summary(result: dict[str, Any], out: Path) -> None:
     console = Console()
-    table = Table(title=f"{result['scenario']['name']} (ms)")
+    # Simple rules and figures of at most 7 characters: the table fits 80 columns whole.
+    table = Table(title=f"{result['scenario']['name']} (ms)", box=box.SIMPLE_HEAD, pad_edge=False)
     cols = ["count", "p50", "p90", "p99", "p99.9", "max"]
-    for column in ["metric", *cols]:
+    names = [n for n in result["metrics"] if not results.per_kind_stage(n)]
+    # The metric column is never cut short ("stt.message_from_…" on an 80-column terminal).
+    table.add_column(
+        "metric", justify="left", no_wrap=True, min_width=max(map(len, names), default=6)
+    )
+    for column in cols:
         table.add_column(column, justify="right")
-    for name, m in result["metrics"].items():
-        table.add_row(name, *(f"{m[c]:.2f}" if c != "count" else str(m[c]) for c in cols))
+    for name in names:
+        m = result["metrics"][name]
+        table.add_row(name, *(_figure(m[c]) if c != "count" else str(m[c]) for c in cols))
     console.print(table)
     s = result["sessions"]
+    rate = s["error_rate"]
+    errors = ", ".join(f"{reason} {n}" for reason, n in result["errors"].items()) or "none"
     console.print(
         f"sessions {s['total']}: ok {s['ok']}, failed {s['failed']}, cut {s['cut']},"
-        f" refused {s['refused']}; errors {result['errors'] or 'none'}"
+        f" refused {s['refused']}" + (f" (error rate {rate:.1%})" if rate else ""),
+        highlight=False,
     )
+    console.print(f"errors: {errors}", highlight=False)
+    for kind, stages in result.get("stages_by_kind", {}).items():
+        shares = ", ".join(f"{n} {v['share']:.0%}" for n, v in stages.items() if "share" in v)
+        console.print(f"{kind.upper()} streams, share of stage time: {shares}", highlight=False)
     if result["wer"]["wer"] is not None:
         console.print(f"WER {result['wer']['wer']:.3f} over {result['wer']['words']} words")
     for warning in result["generator"]["warnings"]:

@@ -3,7 +3,8 @@ counters, and errors by status and reason. In-memory and synchronous: the event 
 a ticker flushes each interval to the worker's log.
 
 Metric names (docs/design/loadtest.md, "Measurement points") are dotted, e.g. ``stt.message``;
-stage timings are ``stage.<name>``.
+stage timings are ``stage.<name>``, and in a mixed run also ``stage.stt.<name>`` and
+``stage.tts.<name>``.
 """
 
 from __future__ import annotations
@@ -63,11 +64,16 @@ class Recorder:
         """A failed session or context, keyed ``STATUS/REASON``."""
         self.errors[f"{status}/{reason}" if reason else status] += 1
 
-    def stages(self, stages_us: dict[str, int]) -> None:
-        """A stream's stage timings (the ``voxwire-timings-bin`` trailer), one sample each."""
+    def stages(self, stages_us: dict[str, int], kind: str | None = None) -> None:
+        """A stream's stage timings (the ``voxwire-timings-bin`` trailer), one sample each.
+        ``kind`` ("stt" or "tts", in a mixed run): also as ``stage.<kind>.<name>``, since an
+        STT stream's stages (minutes of audio, compute in every chunk) and a TTS stream's (a
+        sentence) are different populations that a merged breakdown would blur."""
+        prefixes = ("", f"{kind}.") if kind else ("",)
         for stage, micros in stages_us.items():
-            self.record_us(f"stage.{stage}", micros)
-            self.counters[f"stage_us.{stage}"] += micros
+            for prefix in prefixes:
+                self.record_us(f"stage.{prefix}{stage}", micros)
+                self.counters[f"stage_us.{prefix}{stage}"] += micros
 
     def flush_interval(self, log: IntervalLogWriter, start_epoch_s: float, end_epoch_s: float):
         """Write the interval's histograms (those with samples) and start a new interval.

@@ -9,6 +9,7 @@ import datetime
 import html
 from typing import Any
 
+from loadtest.results import per_kind_stage
 from loadtest.svg import bar_chart, line_chart
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1100px;color:#222}
@@ -84,7 +85,9 @@ def _summary(result: dict[str, Any]) -> str:
 def _percentiles(result: dict[str, Any]) -> str:
     metrics = result["metrics"]
     cols = ["count", "p50", "p90", "p95", "p99", "p99.9", "max", "mean"]
-    rows = [[name, *(m[c] for c in cols)] for name, m in metrics.items()]
+    rows = [
+        [name, *(m[c] for c in cols)] for name, m in metrics.items() if not per_kind_stage(name)
+    ]
     return "<h2>Percentiles (ms)</h2>" + _table(["metric", *cols], rows)
 
 
@@ -118,17 +121,43 @@ def _cdfs(result: dict[str, Any]) -> str:
 
 
 def _stages(result: dict[str, Any]) -> str:
-    stages = result["stages"]
-    if not stages:
-        return "<h2>Stage breakdown</h2><p>The target reports no stage timings.</p>"
-    parts = [(k, v["mean"]) for k, v in stages.items() if k not in ("total", "first")]
+    head = "<h2>Stage breakdown (per stream, from voxwire-timings-bin)</h2>"
+    note = (
+        "<p>first and total are spans over the stages (to the first response; the whole"
+        " stream), not stages: no share.</p>"
+    )
+    if not result["stages"]:
+        return head + "<p>The target reports no stage timings.</p>"
+    by_kind = result.get("stages_by_kind") or {}
+    if not by_kind:
+        return head + _stage_section("", result["stages"]) + note
+    # A mixed run: STT and TTS streams apart (their merged breakdown describes neither).
+    return (
+        head
+        + "".join(
+            _stage_section(f"<h3>{kind.upper()} streams</h3>", stages, f" ({kind.upper()})")
+            for kind, stages in by_kind.items()
+        )
+        + note
+    )
+
+
+def _stage_section(title: str, stages: dict[str, Any], suffix: str = "") -> str:
+    parts = [(k, v["mean"]) for k, v in stages.items() if "share" in v]
     rows = [
-        [k, v["count"], v["p50"], v["p99"], v["mean"], f"{v.get('share', 0):.1%}"]
+        [
+            k,
+            v["count"],
+            v["p50"],
+            v["p99"],
+            v["mean"],
+            f"{v['share']:.1%}" if "share" in v else None,
+        ]
         for k, v in stages.items()
     ]
     return (
-        "<h2>Stage breakdown (per stream, from voxwire-timings-bin)</h2>"
-        + bar_chart("mean time per stream by stage", parts, "ms")
+        title
+        + bar_chart(f"mean time per stream by stage{suffix}", parts, "ms")
         + _table(["stage", "streams", "p50", "p99", "mean", "share"], rows)
     )
 
@@ -144,7 +173,7 @@ def _concurrency(result: dict[str, Any]) -> str:
                 [(f"{metric} p99", pts)],
                 "active sessions",
                 "ms",
-                markers=True,
+                lines=False,
             )
             return "<h2>Concurrency against latency</h2>" + chart
     return ""

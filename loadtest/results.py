@@ -83,23 +83,43 @@ def generator_health(merged: Merged) -> tuple[dict[str, Any], list[str]]:
     return workers, warnings
 
 
-def stage_breakdown(merged: Merged) -> dict[str, dict[str, float]]:
-    """Per stage: its stats per stream (ms) and its share of the streams' summed stage time."""
-    stages = {
-        k.removeprefix("stage."): h for k, h in merged.totals.items() if k.startswith("stage.")
-    }
-    busy = sum(
-        v
-        for k, v in merged.counters.items()
-        if k.startswith("stage_us.") and k not in ("stage_us.total", "stage_us.first")
-    )
+KINDS = ("stt", "tts")
+SPANS = ("total", "first")  # spans over the stages, not stages: no share of their own
+
+
+def stage_breakdown(merged: Merged, kind: str | None = None) -> dict[str, dict[str, float]]:
+    """Per stage: its stats per stream (ms) and its share of the streams' summed stage time.
+    ``kind``: the streams of that kind only (a mixed run records ``stage.<kind>.<name>``)."""
+    prefix = f"{kind}." if kind else ""
+
+    def name_of(key: str, head: str) -> str | None:
+        name = key.removeprefix(head)
+        if not key.startswith(head) or not name.startswith(prefix):
+            return None
+        name = name.removeprefix(prefix)
+        return None if "." in name else name  # a per-kind key seen from the combined view
+
+    stages = {n: h for k, h in merged.totals.items() if (n := name_of(k, "stage."))}
+    spent = {n: v for k, v in merged.counters.items() if (n := name_of(k, "stage_us."))}
+    busy = sum(v for n, v in spent.items() if n not in SPANS)
     out = {}
     for name, h in sorted(stages.items()):
         row = stats(h)
-        if name not in ("total", "first"):
-            row["share"] = merged.counters.get(f"stage_us.{name}", 0) / busy if busy else 0.0
+        if name not in SPANS:
+            row["share"] = spent.get(name, 0) / busy if busy else 0.0
         out[name] = row
     return out
+
+
+def stages_by_kind(merged: Merged) -> dict[str, dict[str, dict[str, float]]]:
+    """A mixed run's breakdown per kind of stream (empty for a run of one kind)."""
+    return {k: b for k in KINDS if (b := stage_breakdown(merged, k))}
+
+
+def per_kind_stage(metric: str) -> bool:
+    """``stage.stt.<name>`` or ``stage.tts.<name>``: shown in the stage breakdown per kind,
+    not among the percentiles."""
+    return any(metric.startswith(f"stage.{k}.") for k in KINDS)
 
 
 def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None = None):
@@ -148,6 +168,7 @@ def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None
         "errors": dict(merged.errors.most_common()),
         "metrics": metrics,
         "stages": stage_breakdown(merged),
+        "stages_by_kind": stages_by_kind(merged),
         "tts": {
             "contexts": c.get("tts.contexts", 0),
             "underruns": c.get("tts.underruns", 0),

@@ -63,14 +63,19 @@ async def _events(
 
 
 def _finish(
-    rec: Recorder, ended: Ended, failed_contexts: int = 0, rejected_since: float | None = None
+    ctx: SessionContext,
+    kind: str,
+    ended: Ended,
+    failed_contexts: int = 0,
+    rejected_since: float | None = None,
 ) -> None:
     """Count the session: ok only if the stream ended OK and no TTS context failed (a failed
     context's error is recorded where it happened). ``rejected_since``: the intended start of a
     session the target ended before it started (None otherwise, or inside the warm-up): how
     long the target took to reject it is ``session.rejected``."""
+    rec = ctx.recorder
     if ended.stages_us:
-        rec.stages(ended.stages_us)
+        rec.stages(ended.stages_us, kind if ctx.scenario.kind == "mixed" else None)
     if ended.ok and not failed_contexts:
         rec.count("sessions.ok")
     else:
@@ -145,7 +150,10 @@ async def stt_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
         if ctx.scenario.target.kind == "echo" and (missing := measure.unanswered()):
             rec.count("stt.unanswered", missing)
     _finish(
-        rec, ended, rejected_since=_rejected_since(bool(started_at), intended_start, ctx.warm_until)
+        ctx,
+        "stt",
+        ended,
+        rejected_since=_rejected_since(bool(started_at), intended_start, ctx.warm_until),
     )
     # WER only where the target transcribes (an echo returns no results), and only for a
     # session that starts after the warm-up, as session.setup: the warm-up's inputs are
@@ -223,7 +231,8 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
         reader.cancel()
         stream.cancel()
     _finish(
-        rec,
+        ctx,
+        "tts",
         ended,
         sum(1 for c in contexts.values() if c.failed_reason),
         _rejected_since(bool(opened), intended_start, ctx.warm_until),

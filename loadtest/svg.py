@@ -1,9 +1,9 @@
-"""Small SVG charts as strings: line charts (linear or "nines" x axis), bar charts, scatter.
+"""Small SVG charts as strings: line charts (linear or "nines" x axis), scatter, bar charts.
 
 Written here rather than pulled from a plotting library because the report must be one
 self-contained file that opens offline, and these few shapes are all it draws. Every chart is
-an ``<svg class="plot">`` with its data as ``<path class="series">`` or ``<rect class="bar">``
-elements (the report test counts them).
+an ``<svg class="plot">`` with its data as ``<path class="series">``, ``<circle class="point">``
+or ``<rect class="bar">`` elements (the report test counts them).
 """
 
 from __future__ import annotations
@@ -57,9 +57,11 @@ def line_chart(
     *,
     nines_x: bool = False,
     markers: bool = False,
+    lines: bool = True,
 ) -> str:
     """Lines through each series' points. ``nines_x``: x is a percentile drawn on the
-    -log10(1 - p) scale (50, 90, 99, 99.9 ... equally spaced)."""
+    -log10(1 - p) scale (50, 90, 99, 99.9 ... equally spaced). ``lines=False``: a scatter,
+    points only (for samples with no order between them, such as latency by concurrency)."""
 
     def fx(x: float) -> float:
         return -math.log10(max(1e-6, 1 - min(x, 99.9999) / 100)) if nines_x else x
@@ -76,16 +78,18 @@ def line_chart(
     for i, (name, s) in enumerate(series):
         colour = COLOURS[i % len(COLOURS)]
         coords = [(sx(fx(x)), sy(y)) for x, y in s]
-        if coords:
+        if coords and lines:
             d = "M" + " L".join(f"{a:.1f},{b:.1f}" for a, b in coords)
             body.append(
                 f'<path class="series" d="{d}" fill="none" stroke="{colour}" '
                 f'stroke-width="1.8"><title>{html.escape(name)}</title></path>'
             )
-            if markers or len(coords) == 1:
-                body += [
-                    f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{colour}"/>' for a, b in coords
-                ]
+        if coords and (markers or not lines or len(coords) == 1):
+            body += [
+                f'<circle class="point" cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{colour}" '
+                f'fill-opacity="0.7"/>'
+                for a, b in coords
+            ]
         body.append(_legend(i, name, colour))
     return _frame(title, x_label, y_label, "".join(body))
 
@@ -130,21 +134,36 @@ def _legend(i: int, name: str, colour: str) -> str:
     )
 
 
-def bar_chart(title: str, bars: list[tuple[str, float]], y_label: str) -> str:
-    """One bar per (label, value)."""
+def bar_chart(title: str, bars: list[tuple[str, float]], x_label: str) -> str:
+    """One horizontal bar per (label, value), labels on the left: stage names such as
+    ``edge-connect`` side by side under upright bars ran into each other."""
     if not bars:
-        return _frame(title, "", y_label, '<text x="200" y="150">no data</text>')
+        return _frame(title, "", "", '<text x="200" y="150">no data</text>')
     top = max(v for _, v in bars) * 1.1 or 1.0
-    width = (W - PAD_L - PAD_R) / len(bars)
-    sy = lambda y: H - PAD_B - y / top * (H - PAD_T - PAD_B)  # noqa: E731
-    body = [_axes(lambda x: PAD_L, sy, 0, 1, top, False, x_ticks=False)]
-    for i, (label, value) in enumerate(bars):
-        x = PAD_L + i * width + width * 0.15
+    left, right = 120, W - 40
+    band = (H - PAD_T - PAD_B) / len(bars)
+    sx = lambda v: left + v / top * (right - left)  # noqa: E731
+    body = [
+        f'<g class="axes" stroke="#999" font-size="11">'
+        f'<line x1="{left}" y1="{PAD_T}" x2="{left}" y2="{H - PAD_B}"/>'
+        f'<line x1="{left}" y1="{H - PAD_B}" x2="{right}" y2="{H - PAD_B}"/>'
+    ]
+    for v in _ticks(0.0, top):
         body.append(
-            f'<rect class="bar" x="{x:.1f}" y="{sy(value):.1f}" width="{width * 0.7:.1f}" '
-            f'height="{H - PAD_B - sy(value):.1f}" fill="{COLOURS[i % len(COLOURS)]}">'
+            f'<text x="{sx(v):.1f}" y="{H - PAD_B + 16}" text-anchor="middle" '
+            f'stroke="none">{_fmt(v)}</text>'
+            f'<line x1="{sx(v):.1f}" y1="{PAD_T}" x2="{sx(v):.1f}" y2="{H - PAD_B}" '
+            f'stroke="#eee"/>'
+        )
+    body.append("</g>")
+    for i, (label, value) in enumerate(bars):
+        y = PAD_T + i * band
+        body.append(
+            f'<rect class="bar" x="{left}" y="{y + band * 0.15:.1f}" '
+            f'width="{sx(value) - left:.1f}" height="{band * 0.7:.1f}" '
+            f'fill="{COLOURS[i % len(COLOURS)]}">'
             f"<title>{html.escape(label)}: {value:.3f}</title></rect>"
-            f'<text x="{x + width * 0.35:.1f}" y="{H - PAD_B + 16}" text-anchor="middle" '
+            f'<text x="{left - 6}" y="{y + band / 2 + 4:.1f}" text-anchor="end" '
             f'font-size="11">{html.escape(label)}</text>'
         )
-    return _frame(title, "", y_label, "".join(body))
+    return _frame(title, x_label, "", "".join(body))

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from loadtest import report, results
 from loadtest.cli import write_outputs
@@ -111,7 +112,7 @@ def test_report_renders_its_plots_in_chromium(tmp_path: Path) -> None:
         for i in range(plots.count()):
             box = plots.nth(i).bounding_box()
             assert box is not None and box["width"] > 300 and box["height"] > 200
-            drawn = plots.nth(i).locator("path.series, rect.bar")
+            drawn = plots.nth(i).locator("path.series, circle.point, rect.bar")
             assert drawn.count() >= 1, f"plot {i} drew nothing"
             first = drawn.first.bounding_box()
             assert first is not None and (first["width"] > 0 or first["height"] > 0)
@@ -142,17 +143,83 @@ def test_client_cpu_per_message_says_what_it_divides_by() -> None:
     assert mixed["cpu_us_per_message"] == 2_000 and mixed["cpu_us_per_tts_request"] is None
 
 
-def test_the_stage_bar_chart_labels_its_bars_and_nothing_else_on_x() -> None:
-    # Its x axis took the line chart's numeric ticks over [0, 1], all drawn at the axis'
-    # left end: stray labels 0, 0.2 ... 1 under the first bar.
-    import re
+GATEWAY_STAGES = (
+    "receive", "decode", "triton", "compute", "encode", "send",
+    "edge-receive", "edge-queue", "edge-connect", "edge-send",
+)  # fmt: skip
 
+
+def test_the_stage_bar_chart_labels_its_bars_and_nothing_else(tmp_path: Path) -> None:
+    # Its x axis once took the line chart's numeric ticks over [0, 1], all drawn at the axis'
+    # left end; then the gateway's ten stage names, side by side under upright bars, ran into
+    # each other ("decodeedge-connectedge-receive..."): every label must stand clear.
     from loadtest import svg
 
-    chart = svg.bar_chart("mean time per stream by stage", [("decode", 0.9), ("triton", 4.0)], "ms")
-    below_axis = f'y="{svg.H - svg.PAD_B + 16}"'
-    labels = re.findall(rf"<text [^>]*{below_axis}[^>]*>([^<]*)</text>", chart)
-    assert labels == ["decode", "triton"], labels
+    bars = [(name, 1.0 + i) for i, name in enumerate(GATEWAY_STAGES)]
+    chart = svg.bar_chart("mean time per stream by stage", bars, "ms")
+    (tmp_path / "chart.html").write_text(f"<!doctype html><body>{chart}</body>")
+    with page() as browser:
+        browser.page.goto((tmp_path / "chart.html").as_uri())
+        boxes = browser.page.locator("svg.plot text").evaluate_all(
+            "nodes => nodes.map(n => { const b = n.getBoundingClientRect(),"
+            " s = n.ownerSVGElement.getBoundingClientRect();"
+            " return [n.textContent, b.x - s.x, b.y - s.y, b.width, b.height]; })"
+        )
+    labels = {t: (x, y, w, h) for t, x, y, w, h in boxes if t in GATEWAY_STAGES}
+    assert set(labels) == set(GATEWAY_STAGES)  # each bar named once
+    texts = [box for box in boxes if box[0].strip()]  # an empty axis label takes no room
+    for i, (a, ax, ay, aw, ah) in enumerate(texts):
+        assert ax >= 0, f"{a!r} starts left of the chart"
+        for b, bx, by, bw, bh in texts[i + 1 :]:
+            apart = ax + aw <= bx or bx + bw <= ax or ay + ah <= by or by + bh <= ay
+            assert apart, f"{a!r} and {b!r} overlap"
+
+
+def _mixed_merged() -> Merged:
+    """Stage timings of a mixed run: STT streams minutes long, TTS streams a sentence."""
+    from loadtest.recorder import Recorder
+
+    rec = Recorder()
+    for _ in range(30):
+        rec.stages({"compute": 2_000_000, "triton": 2_500_000, "total": 60_000_000}, "stt")
+    for _ in range(20):
+        rec.stages({"compute": 30_000, "triton": 35_000, "total": 900_000}, "tts")
+    m = Merged(start_epoch=1_790_000_000.0, interval_s=1.0, workers=1, cpu_s=1.0, elapsed_s=10)
+    for name, h in rec.total.items():
+        m.add_histogram(name, 1, h)
+    m.counters.update(rec.counters)
+    m.counters.update({"sessions.ok": 50})
+    return m
+
+
+def test_a_mixed_run_breaks_its_stages_down_per_kind() -> None:
+    # A mixed run merged STT and TTS streams into one breakdown: compute p50 32 ms and p90
+    # 2,099 ms, a mean that described neither kind.
+    result = results.build(_mixed_merged(), Scenario(kind="mixed").to_dict())
+    by_kind = result["stages_by_kind"]
+    assert set(by_kind) == {"stt", "tts"}
+    assert by_kind["stt"]["compute"]["count"] == 30 and by_kind["tts"]["compute"]["count"] == 20
+    assert by_kind["stt"]["compute"]["p50"] > 1000 > 100 > by_kind["tts"]["compute"]["p99"]
+    assert by_kind["tts"]["compute"]["share"] == pytest.approx(
+        30 / 65
+    )  # of the TTS streams' stage time
+    assert "share" not in by_kind["stt"]["total"]  # a span, not a stage
+    # The combined view still counts every stream, with no per-kind row in it.
+    assert set(result["stages"]) == {"compute", "triton", "total"}
+    assert result["stages"]["compute"]["count"] == 50
+    html = report.render(result)
+    assert "<h3>STT streams</h3>" in html and "<h3>TTS streams</h3>" in html
+    assert ">stage.stt.compute<" not in html  # not among the percentiles: the breakdown has it
+    assert result["metrics"]["stage.stt.compute"]["count"] == 30  # but in the result, for SLOs
+
+
+def test_a_run_of_one_kind_keeps_one_breakdown() -> None:
+    result = _result()
+    assert result["stages_by_kind"] == {}
+    html = report.render(result)
+    assert "streams</h3>" not in html and "mean time per stream by stage" in html
+    # total is a span: no share, shown as a dash, not 0.0 %
+    assert "<td>total</td>" in html and "0.0%" not in html
 
 
 def test_report_shows_no_python_literals() -> None:
@@ -162,3 +229,29 @@ def test_report_shows_no_python_literals() -> None:
         assert literal not in page, literal
     assert '<span class="ok">yes</span>' in page or '<span class="fail">no</span>' in page
     assert "<tr><th></th><th></th></tr>" not in page  # the summary has no empty header row
+
+
+def test_the_summary_on_a_terminal_names_every_metric_and_error_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # On an 80-column terminal the metric column was cut ("stt.message_from_…"), and the
+    # errors came out as a Python dict: "errors {'RESOURCE_EXHAUSTED/OVERLOADED': 13}".
+    from loadtest.cli import print_summary
+
+    m = _merged()
+    h = new_histogram()
+    h.record_value(5_000)
+    m.add_histogram("stt.message_from_send", 10, h)
+    for name, hist in _mixed_merged().totals.items():
+        m.add_histogram(name, 10, hist)
+    m.counters.update(_mixed_merged().counters)
+    m.errors.update({"RESOURCE_EXHAUSTED/OVERLOADED": 13})
+    result = results.build(m, Scenario(kind="mixed").to_dict())
+    print_summary(result, tmp_path)
+    out = capsys.readouterr().out
+    assert "stt.message_from_send" in out and "…" not in out
+    assert "{" not in out and "'" not in out
+    assert "errors: RESOURCE_EXHAUSTED/OVERLOADED 13, UNAVAILABLE/BACKEND_UNAVAILABLE 1" in out
+    assert "(error rate " in out
+    assert "stage.stt.compute" not in out  # per kind, as shares below the table
+    assert "STT streams, share of stage time:" in out and "TTS streams, share of stage time:" in out

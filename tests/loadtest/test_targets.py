@@ -240,3 +240,18 @@ async def test_nothing_listening_is_one_reason_whatever_the_target(
     result = results.build(merged, s.to_dict())
     assert result["sessions"]["failed"] >= 1 and result["sessions"]["ok"] == 0
     assert set(result["errors"]) == {"UNAVAILABLE/CONNECT_FAILED"}, result["errors"]
+
+
+async def test_a_mixed_run_times_its_stt_and_tts_streams_apart(
+    adapter_address: str, tmp_path: Path
+) -> None:
+    s = _scenario("grpc", adapter_address, kind="mixed")
+    s = dataclasses.replace(s, arrivals=dataclasses.replace(s.arrivals, sessions=4))
+    result = await _run(s, tmp_path, sessions=4)
+    by_kind = result["stages_by_kind"]
+    assert set(by_kind) == {"stt", "tts"}, "the draw of 4 sessions at a share of 0.5"
+    stt, tts = by_kind["stt"]["total"]["count"], by_kind["tts"]["total"]["count"]
+    assert stt + tts == result["stages"]["total"]["count"] == result["sessions"]["ok"]
+    # An STT stream's trailer is summed over its 15 chunks, a TTS stream's over 2 turns of text.
+    assert by_kind["stt"]["total"]["p50"] > 1000  # 1.5 s of audio paced at real time
+    assert abs(sum(v["share"] for v in by_kind["tts"].values() if "share" in v) - 1) < 1e-9
