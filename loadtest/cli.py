@@ -137,7 +137,15 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
     console.print(table)
     s = result["sessions"]
     rate = s["error_rate"]
-    errors = ", ".join(f"{reason} {n}" for reason, n in result["errors"].items()) or "none"
+    kinds = result.get("errors_by_kind") or {}
+
+    def split(key: str) -> str:  # a mixed run: which kind each error hit
+        return " (" + ", ".join(f"{k.upper()} {kinds[k].get(key, 0)}" for k in kinds) + ")"
+
+    errors = (
+        ", ".join(f"{key} {n}{split(key) if kinds else ''}" for key, n in result["errors"].items())
+        or "none"
+    )
     console.print(
         f"sessions {s['total']}: ok {s['ok']}, failed {s['failed']}, cut {s['cut']},"
         f" refused {s['refused']}" + (f" (error rate {rate:.1%})" if rate else ""),

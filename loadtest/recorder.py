@@ -60,9 +60,13 @@ class Recorder:
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
 
-    def error(self, status: str, reason: str = "") -> None:
-        """A failed session or context, keyed ``STATUS/REASON``."""
-        self.errors[f"{status}/{reason}" if reason else status] += 1
+    def error(self, status: str, reason: str = "", kind: str | None = None) -> None:
+        """A failed session or context, keyed ``STATUS/REASON``; ``kind`` ("stt" or "tts", in
+        a mixed run) also counts it as ``errors.<kind>.STATUS/REASON``, which kind failed."""
+        key = f"{status}/{reason}" if reason else status
+        self.errors[key] += 1
+        if kind:
+            self.counters[f"errors.{kind}.{key}"] += 1
 
     def stages(self, stages_us: dict[str, int], kind: str | None = None) -> None:
         """A stream's stage timings (the ``voxwire-timings-bin`` trailer), one sample each.

@@ -74,8 +74,14 @@ def _summary(result: dict[str, Any]) -> str:
         )
     out = "<h2>Summary</h2>" + _table(None, rows)
     if result["errors"]:
+        # A mixed run: a column per kind of session, which kind each error hit.
+        kinds = result.get("errors_by_kind") or {}
         out += "<h3>Errors by status and reason</h3>" + _table(
-            ["status/reason", "count"], [[k, v] for k, v in result["errors"].items()]
+            ["status/reason", "count", *(k.upper() for k in kinds)],
+            [
+                [k, v, *(kinds[kind].get(k, 0) for kind in kinds)]
+                for k, v in result["errors"].items()
+            ],
         )
     for warning in result["generator"]["warnings"]:
         out += f'<p class="warn">{html.escape(warning)}</p>'

@@ -116,6 +116,22 @@ def stages_by_kind(merged: Merged) -> dict[str, dict[str, dict[str, float]]]:
     return {k: b for k in KINDS if (b := stage_breakdown(merged, k))}
 
 
+def errors_by_kind(merged: Merged, mixed: bool) -> dict[str, dict[str, int]]:
+    """A mixed run's errors per kind of session, both kinds always (empty for a run of one
+    kind): which kind an ``OVERLOADED`` or a ``CUT`` hit."""
+    if not mixed:
+        return {}
+    ranked = merged.counters.most_common()
+    return {
+        kind: {
+            k.removeprefix(f"errors.{kind}."): n
+            for k, n in ranked
+            if k.startswith(f"errors.{kind}.")
+        }
+        for kind in KINDS
+    }
+
+
 def per_kind_stage(metric: str) -> bool:
     """``stage.stt.<name>`` or ``stage.tts.<name>``: shown in the stage breakdown per kind,
     not among the percentiles."""
@@ -166,6 +182,7 @@ def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None
             "error_rate": bad / tried if tried else None,
         },
         "errors": dict(merged.errors.most_common()),
+        "errors_by_kind": errors_by_kind(merged, scenario.get("kind") == "mixed"),
         "metrics": metrics,
         "stages": stage_breakdown(merged),
         "stages_by_kind": stages_by_kind(merged),

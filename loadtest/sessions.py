@@ -74,18 +74,24 @@ def _finish(
     session the target ended before it started (None otherwise, or inside the warm-up): how
     long the target took to reject it is ``session.rejected``."""
     rec = ctx.recorder
+    of = _mixed_kind(ctx, kind)
     if ended.stages_us:
-        rec.stages(ended.stages_us, kind if ctx.scenario.kind == "mixed" else None)
+        rec.stages(ended.stages_us, of)
     if ended.ok and not failed_contexts:
         rec.count("sessions.ok")
     else:
         rec.count("sessions.failed")
         if not ended.ok:
-            rec.error(ended.status, ended.reason)
+            rec.error(ended.status, ended.reason, of)
             if ended.retry_delay_ms is not None:
                 rec.count("sessions.retry_info")
             if rejected_since is not None:
                 rec.record("session.rejected", ended.at - rejected_since)
+
+
+def _mixed_kind(ctx: SessionContext, kind: str) -> str | None:
+    """The session's kind where a mixed run records its stages and errors per kind too."""
+    return kind if ctx.scenario.kind == "mixed" else None
 
 
 def _rejected_since(started: bool, intended_start: float, warm_until: float) -> float | None:
@@ -222,7 +228,7 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
             if not await _until(finished[cid], reader, s.limits.step_timeout_s):
                 break
             if contexts[cid].failed_reason:
-                rec.error("CONTEXT", contexts[cid].failed_reason)
+                rec.error("CONTEXT", contexts[cid].failed_reason, _mixed_kind(ctx, "tts"))
             # The next turn: the listener has heard this one out (closed loop within a session).
             due = time.monotonic() + spec.turn_gap_s
         await stream.finish()
@@ -255,15 +261,15 @@ async def run_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
             await body()
     except TimeoutError:
         rec.count("sessions.cut")
-        rec.error("CUT", "MAX_DURATION")
+        rec.error("CUT", "MAX_DURATION", _mixed_kind(ctx, draw.kind))
     except asyncio.CancelledError:
         # The worker was stopped (Ctrl-C, SIGTERM): the session is cut, not lost from the count.
         rec.count("sessions.cut")
-        rec.error("CUT", "INTERRUPTED")
+        rec.error("CUT", "INTERRUPTED", _mixed_kind(ctx, draw.kind))
         raise
     except Exception as exc:  # a target fault must not end the run: count it
         rec.count("sessions.failed")
-        rec.error("CLIENT_ERROR", type(exc).__name__)
+        rec.error("CLIENT_ERROR", type(exc).__name__, _mixed_kind(ctx, draw.kind))
         if rec.errors[f"CLIENT_ERROR/{type(exc).__name__}"] == 1:
             log.warning("session failed in the client", exc_info=exc)
     finally:

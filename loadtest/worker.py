@@ -179,7 +179,8 @@ async def _open_loop(
         if len(tasks) >= max_active:
             # Refused, not queued: a queue here would hide the load the scenario asked for.
             ctx.recorder.count("sessions.refused")
-            ctx.recorder.error("REFUSED", "MAX_STREAMS")
+            kind = draws[i].kind if s.kind == "mixed" else None
+            ctx.recorder.error("REFUSED", "MAX_STREAMS", kind)
             continue
         task = asyncio.create_task(run_session(ctx, draws[i], due))
         tasks.add(task)

@@ -184,11 +184,15 @@ def _mixed_merged() -> Merged:
         rec.stages({"compute": 2_000_000, "triton": 2_500_000, "total": 60_000_000}, "stt")
     for _ in range(20):
         rec.stages({"compute": 30_000, "triton": 35_000, "total": 900_000}, "tts")
+    for _ in range(3):
+        rec.error("RESOURCE_EXHAUSTED", "OVERLOADED", "tts")
+    rec.error("CUT", "MAX_DURATION", "stt")
     m = Merged(start_epoch=1_790_000_000.0, interval_s=1.0, workers=1, cpu_s=1.0, elapsed_s=10)
     for name, h in rec.total.items():
         m.add_histogram(name, 1, h)
     m.counters.update(rec.counters)
-    m.counters.update({"sessions.ok": 50})
+    m.counters.update({"sessions.ok": 50, "sessions.failed": 3, "sessions.cut": 1})
+    m.errors.update(rec.errors)
     return m
 
 
@@ -211,13 +215,21 @@ def test_a_mixed_run_breaks_its_stages_down_per_kind() -> None:
     assert "<h3>STT streams</h3>" in html and "<h3>TTS streams</h3>" in html
     assert ">stage.stt.compute<" not in html  # not among the percentiles: the breakdown has it
     assert result["metrics"]["stage.stt.compute"]["count"] == 30  # but in the result, for SLOs
+    # And which kind each error hit (an OVERLOADED could be either model's capacity).
+    assert result["errors_by_kind"] == {
+        "stt": {"CUT/MAX_DURATION": 1},
+        "tts": {"RESOURCE_EXHAUSTED/OVERLOADED": 3},
+    }
+    assert "<th>STT</th><th>TTS</th>" in html
+    assert "<td>RESOURCE_EXHAUSTED/OVERLOADED</td><td>3</td><td>0</td><td>3</td>" in html
 
 
 def test_a_run_of_one_kind_keeps_one_breakdown() -> None:
     result = _result()
-    assert result["stages_by_kind"] == {}
+    assert result["stages_by_kind"] == {} and result["errors_by_kind"] == {}
     html = report.render(result)
     assert "streams</h3>" not in html and "mean time per stream by stage" in html
+    assert "<th>STT</th>" not in html
     # total is a span: no share, shown as a dash, not 0.0 %
     assert "<td>total</td>" in html and "0.0%" not in html
 
@@ -245,13 +257,15 @@ def test_the_summary_on_a_terminal_names_every_metric_and_error_in_words(
     for name, hist in _mixed_merged().totals.items():
         m.add_histogram(name, 10, hist)
     m.counters.update(_mixed_merged().counters)
-    m.errors.update({"RESOURCE_EXHAUSTED/OVERLOADED": 13})
+    m.errors.update(_mixed_merged().errors)
     result = results.build(m, Scenario(kind="mixed").to_dict())
     print_summary(result, tmp_path)
     out = capsys.readouterr().out
     assert "stt.message_from_send" in out and "…" not in out
     assert "{" not in out and "'" not in out
-    assert "errors: RESOURCE_EXHAUSTED/OVERLOADED 13, UNAVAILABLE/BACKEND_UNAVAILABLE 1" in out
+    words = " ".join(out.split())  # the console wraps long lines at 80 columns
+    assert "errors: RESOURCE_EXHAUSTED/OVERLOADED 3 (STT 0, TTS 3), " in words
+    assert "CUT/MAX_DURATION 1 (STT 1, TTS 0)" in words
     assert "(error rate " in out
     assert "stage.stt.compute" not in out  # per kind, as shares below the table
     assert "STT streams, share of stage time:" in out and "TTS streams, share of stage time:" in out
