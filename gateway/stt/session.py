@@ -40,10 +40,15 @@ TokenIssuer = Callable[[transcription_pb2.TranscriptionConfig], tuple[str, float
 _FORCED = "vx-forced-"  # prefix of the gateway's own finalize ids
 # Upstream failures a session survives by resuming on another adapter.
 _FAILOVER_REASONS = frozenset({"BACKEND_UNAVAILABLE", "DRAINING", "STREAM_TOO_LONG"})
-# An adapter's notices the client gets: its replica failover. Its idle, duration and drain
-# warnings are about the upstream stream, which the gateway keeps alive or moves; the session's
-# own warnings come from the gateway (on_time, drain).
-_PASSED_NOTICES = frozenset({stream_pb2.StreamNotice.KIND_FAILOVER})
+# An adapter's notices the client gets: its replica failover, and audio that does not sound
+# like its declared format (once per session: a resumed upstream hears the replay and may say
+# it again). Its idle, duration and drain warnings are about the upstream stream, which the
+# gateway keeps alive or moves; the session's own warnings come from the gateway (on_time,
+# drain).
+_PASSED_NOTICES = frozenset(
+    {stream_pb2.StreamNotice.KIND_FAILOVER, stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT}
+)
+_ONCE_NOTICES = frozenset({stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT})
 
 
 class State(enum.Enum):
@@ -164,6 +169,7 @@ class SttEdgeSession:
         self._opening_since = 0.0
         self._queued: list[float] = []  # arrival times of audio waiting for the upstream
         self._last_speech: str = ""
+        self._notices_sent: set[int] = set()  # kinds said once per session (_ONCE_NOTICES)
         self._upstream_timings: list[timings_pb2.StageTimings] = []
         self.edge = {
             "edge_receive_us": 0,
@@ -393,7 +399,10 @@ class SttEdgeSession:
         elif kind == "utterance_end":
             actions.to_client.append(Message(utterance_end=resp.utterance_end))
         elif kind == "notice" and resp.notice.kind in _PASSED_NOTICES:
-            actions.to_client.append(Message(notice=resp.notice))
+            if resp.notice.kind not in self._notices_sent:
+                actions.to_client.append(Message(notice=resp.notice))
+            if resp.notice.kind in _ONCE_NOTICES:
+                self._notices_sent.add(resp.notice.kind)
         elif kind == "summary":
             self._on_summary(resp.summary, actions)
         return actions

@@ -43,6 +43,7 @@ from voxwire.audio.codecs import (
     decode,
     float32_to_int16,
 )
+from voxwire.audio.format_check import FormatCheck
 from voxwire.audio.resample import StreamResampler
 from voxwire.timings import Clock, StageClock
 from voxwire.v1 import stream_pb2, transcription_pb2
@@ -112,6 +113,9 @@ class TranscriptionSession:
             and self._fmt.channels == 1
             and self._resampler.is_passthrough
         )
+        # Whether the audio sounds like its declared format (a notice once, or INVALID_AUDIO
+        # for a file sent on the stream); it stops listening after the first loud 0.5 s.
+        self._check = FormatCheck(self._fmt)
         self.timings = StageClock(clock=clock, replica=replica)
         self._utterance = StageClock(clock=clock, replica=replica)
         self._frames_in = 0  # client frames received
@@ -310,17 +314,33 @@ class TranscriptionSession:
         if not data:
             return 0.0
         t0 = self._clock()
+        suspect = None
         try:
             frames = self._fmt.frames_in(len(data))
             if self._native_pcm:
                 # Already the model's format: no float round trip on the hot path.
                 pcm = np.frombuffer(data, dtype=PCM16)
+                if self._check.listening:
+                    suspect = self._check.audio(data, pcm)
             else:
-                pcm = float32_to_int16(self._resampler.process(decode(data, self._fmt)))
+                decoded = decode(data, self._fmt)
+                if self._check.listening:
+                    suspect = self._check.audio(data, decoded)
+                pcm = float32_to_int16(self._resampler.process(decoded))
         except InvalidSamples as exc:
-            raise errors.InvalidAudio(str(exc)) from exc
+            raise errors.InvalidAudio(
+                f"{exc} (16-bit PCM declared as PCM_F32LE reads as such values)"
+            ) from exc
         except AudioDecodeError as exc:
             raise errors.MisalignedAudio(str(exc)) from exc
+        if suspect is not None:
+            notice = self.notice(
+                stream_pb2.StreamNotice(
+                    kind=stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT, message=suspect
+                )
+            )
+            if notice is not None:
+                actions.to_client.append(notice)
         decode_s = self._clock() - t0
         self._frames_in += frames
         self.timings.mark_input(now)

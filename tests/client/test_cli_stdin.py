@@ -55,6 +55,22 @@ async def test_a_regular_file_and_a_pipe_on_stdin_are_both_read(edge: Edge):
     assert piped.out == from_file.out
 
 
+async def test_pcm_on_stdin_declared_as_mulaw_is_warned_about_on_stderr(edge: Edge):
+    # A raw PCM recording with the telephone flags: before, the words were static and the
+    # command said nothing of why. The transcripts on stdout stay clean.
+    pcm = (SPEECH_DIR / "pay_bill.wav").read_bytes()[44:]
+    run = await run_voxwire(
+        "transcribe", "-", *MULAW_FLAGS, "--url", edge.ws, key=edge.key, stdin=pcm
+    )
+    assert run.status == 0, run.err
+    assert "voxwire: warning: " in run.err and "MULAW as declared" in run.err
+    assert "warning" not in run.out
+    clean = await run_voxwire(
+        "transcribe", "-", *MULAW_FLAGS, "--url", edge.ws, key=edge.key, stdin=MULAW
+    )
+    assert "warning" not in clean.err
+
+
 @pytest.mark.parametrize("flags", [(), ("--rate", "8000"), ("--encoding", "mulaw")])
 async def test_raw_stdin_without_its_format_is_a_usage_error(edge: Edge, flags: tuple[str, ...]):
     # Without the format the bytes used to be taken as 16 kHz pcm_s16le: garbage words.

@@ -156,6 +156,25 @@ def test_a_repeated_speech_started_after_failover_is_said_once():
     assert session.upstream_response(speech).to_client == []
 
 
+def test_an_audio_format_notice_is_said_once_per_session_and_failovers_stay_said():
+    # The upstream after a failover hears the replayed audio and judges it again.
+    from voxwire.v1 import stream_pb2
+
+    session = new_session()
+    session.start(config())
+    session.upstream_response(started())
+    kind = stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT
+    suspect = Response(notice=stream_pb2.StreamNotice(kind=kind, message="not PCM_S16LE?"))
+    said = session.upstream_response(suspect).to_client
+    assert [m.notice.message for m in said] == ["not PCM_S16LE?"]
+    session.upstream_failed(errors.BackendUnavailable("x"))
+    moved = session.upstream_response(started()).to_client
+    assert moved[0].notice.kind == stream_pb2.StreamNotice.KIND_FAILOVER
+    assert session.upstream_response(suspect).to_client == []
+    failover = Response(notice=stream_pb2.StreamNotice(kind=stream_pb2.StreamNotice.KIND_FAILOVER))
+    assert len(session.upstream_response(failover).to_client) == 1  # each failover is news
+
+
 def test_non_retryable_upstream_error_ends_the_session_with_its_event_and_code():
     session = new_session()
     session.start(config())

@@ -18,7 +18,10 @@ from benchmarks.telephony import ALAW, MODEL, MULAW, WIDEBAND, AudioSet, measure
 from loadtest.wer import word_error_rate
 from localstack.client import read_wav, transcribe, transcript
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
+from tests.helpers.status import from_trailers
 from voxwire.audio.codecs import Encoding, PcmFormat, decode, float32_to_int16
+from voxwire.audio.wav import streaming_header
+from voxwire.v1 import stream_pb2
 
 # Three short files (6.7 s of speech, 21 words) keep this test to seconds; the whole set's WER
 # is BENCHMARKS.md's ("Telephony audio", ``make bench-telephony``). Each model sequence starts
@@ -132,3 +135,37 @@ async def test_phone_audio_the_client_upsampled_is_heard_as_phone_audio(channel)
         words += len(reference.split())
     print(f"{wide16.label}: WER {errors / words:.3f} over {words:g} words")
     assert errors / words <= MAX_WER_8K, heard
+
+
+# -- audio that does not match its declared format (docs/contract.md) ----------------------------
+
+
+async def test_pcm_declared_as_mulaw_gets_one_notice_and_the_stream_goes_on(channel) -> None:
+    # Twilio-style mu-law declared, 16-bit PCM sent (the vendors' "PCM sent as mu-law" static):
+    # the stream was transcribed as noise with no word of why.
+    pcm, _ = read_wav(SPEECH_DIR / "pay_bill.wav")
+    outcome = await transcribe(channel, pcm, MULAW.format, model=MODEL)
+    assert outcome.code == grpc.StatusCode.OK, outcome.details
+    notices = outcome.of("notice")
+    assert len(notices) == 1, notices
+    assert notices[0].kind == stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT
+    assert "MULAW as declared" in notices[0].message and "16-bit PCM" in notices[0].message
+    kinds = [r.WhichOneof("response") for r in outcome.responses]
+    assert kinds[0] == "started" and kinds[-1] == "summary"  # nothing of the stream before started
+
+
+async def test_speech_in_its_declared_format_gets_no_notice(channel) -> None:
+    outcome = await transcribe(channel, MULAW.audio("pay_bill.wav"), MULAW.format, model=MODEL)
+    assert outcome.code == grpc.StatusCode.OK and outcome.of("notice") == []
+    assert "pay" in transcript(outcome)
+
+
+async def test_a_wav_file_of_another_format_on_the_stream_is_invalid_audio(channel) -> None:
+    pcm, _ = read_wav(SPEECH_DIR / "pay_bill.wav")
+    wav = streaming_header(Encoding.PCM_S16LE, 16000) + pcm
+    outcome = await transcribe(channel, wav, MULAW.format, model=MODEL)
+    assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT
+    error = from_trailers(outcome.trailers)
+    assert error.reason == "INVALID_AUDIO" and not error.retryable
+    assert "WAV header of PCM_S16LE 16000 Hz" in outcome.details
+    assert "declared MULAW 8000 Hz" in outcome.details

@@ -176,12 +176,21 @@ async def _print(
     from rich.text import Text
 
     from voxwire.client import Resumed
-    from voxwire.v1 import transcription_pb2
+    from voxwire.v1 import stream_pb2, transcription_pb2
+
+    suspect = stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT
+
+    def warn(notice: stream_pb2.StreamNotice) -> None:
+        # Audio that does not sound like its declared format (--encoding, --rate): on stderr,
+        # so a pipe of transcripts stays clean.
+        print(f"voxwire: warning: {notice.message}", file=sys.stderr, flush=True)
 
     if not console.is_terminal:
         async for event in events:
             if isinstance(event, transcription_pb2.TranscriptResult) and event.is_final:
                 print(event.transcript, flush=True)
+            elif isinstance(event, stream_pb2.StreamNotice) and event.kind == suspect:
+                warn(event)
         return
     progress = Progress(TextColumn("audio"), BarColumn(), TimeRemainingColumn(), console=console)
     task = None
@@ -204,6 +213,8 @@ async def _print(
                     progress.update(task, completed=event.end_ms)
             elif isinstance(event, Resumed):
                 console.print(f"[yellow]resumed on {event.url} ({event.cause})[/yellow]")
+            elif isinstance(event, stream_pb2.StreamNotice) and event.kind == suspect:
+                warn(event)
 
 
 def _json_line(event: TranscriptionEvent) -> str:

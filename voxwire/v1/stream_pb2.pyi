@@ -66,6 +66,12 @@ class StreamNotice(_message.Message):
         """The stream ends with STREAM_TOO_LONG after `remaining` (Limits.max_stream_duration)."""
         KIND_DRAINING: StreamNotice._Kind.ValueType  # 4
         """The server is shutting down: finish within `remaining`, or continue on a new stream."""
+        KIND_AUDIO_SUSPECT: StreamNotice._Kind.ValueType  # 5
+        """STT: the audio does not sound like the format its config declares (16-bit PCM declared
+        as G.711, G.711 or byte-swapped samples declared as PCM_S16LE, ...): `message` says what
+        it heard. A guess from the stream's first loud audio, sent at most once; the stream goes
+        on as declared (docs/contract.md, "Audio that does not match its declared format").
+        """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
     KIND_UNSPECIFIED: StreamNotice.Kind.ValueType  # 0
@@ -82,6 +88,12 @@ class StreamNotice(_message.Message):
     """The stream ends with STREAM_TOO_LONG after `remaining` (Limits.max_stream_duration)."""
     KIND_DRAINING: StreamNotice.Kind.ValueType  # 4
     """The server is shutting down: finish within `remaining`, or continue on a new stream."""
+    KIND_AUDIO_SUSPECT: StreamNotice.Kind.ValueType  # 5
+    """STT: the audio does not sound like the format its config declares (16-bit PCM declared
+    as G.711, G.711 or byte-swapped samples declared as PCM_S16LE, ...): `message` says what
+    it heard. A guess from the stream's first loud audio, sent at most once; the stream goes
+    on as declared (docs/contract.md, "Audio that does not match its declared format").
+    """
 
     KIND_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
