@@ -40,7 +40,7 @@ from voxwire.audio.formats import PROTO_ENCODINGS
 from voxwire.audio.wav import OtherWavFormat, WavHeaderReader
 from voxwire.edge.v1 import http_pb2
 from voxwire.timings import add_up, server_timing
-from voxwire.v1 import audio_pb2, timings_pb2, transcription_pb2
+from voxwire.v1 import audio_pb2, stream_pb2, timings_pb2, transcription_pb2
 
 Request = transcription_pb2.StreamingTranscribeRequest
 Response = transcription_pb2.StreamingTranscribeResponse
@@ -385,6 +385,7 @@ async def _run(
     edge = timings_pb2.StageTimings()
     finals: list[transcription_pb2.TranscriptResult] = []
     summary: list[transcription_pb2.TranscriptionSummary] = []
+    notices: list[stream_pb2.StreamNotice] = []  # about the audio: the client's to know
     # The model the adapter chose: the request's, or the default one when it named none.
     model = config.model
 
@@ -396,6 +397,8 @@ async def _run(
                 finals.append(msg.result)
             elif kind == "summary":
                 summary.append(msg.summary)
+            elif kind == "notice" and msg.notice.kind == stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT:
+                notices.append(msg.notice)
             elif kind == "started":
                 edge.edge_connect_us = round((time.monotonic() - t_open) * 1e6)
                 model = msg.started.model or model
@@ -433,6 +436,7 @@ async def _run(
         audio_ms=summary[0].audio_ms,
         timings=timings,
         truncated=upload.truncated,
+        notices=notices,
     )
     return web.Response(
         text=encode(reply),

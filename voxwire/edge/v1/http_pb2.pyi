@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from voxwire.v1 import stream_pb2 as _stream_pb2
 from voxwire.v1 import synthesis_pb2 as _synthesis_pb2
 from voxwire.v1 import timings_pb2 as _timings_pb2
 from voxwire.v1 import transcription_pb2 as _transcription_pb2
@@ -65,6 +66,7 @@ class TranscribeFileResponse(_message.Message):
     AUDIO_MS_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
+    NOTICES_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     model: _builtins.str
     transcript: _builtins.str
@@ -80,6 +82,13 @@ class TranscribeFileResponse(_message.Message):
 
     @_builtins.property
     def timings(self) -> _timings_pb2.StageTimings: ...
+    @_builtins.property
+    def notices(self) -> _containers.RepeatedCompositeFieldContainer[_stream_pb2.StreamNotice]:
+        """What the client should know about its audio: KIND_AUDIO_SUSPECT when it does not sound
+        like its declared format (docs/contract.md, "Audio that does not match its declared
+        format"). Empty for audio as declared.
+        """
+
     def __init__(
         self,
         *,
@@ -90,10 +99,11 @@ class TranscribeFileResponse(_message.Message):
         audio_ms: _builtins.int = ...,
         timings: _timings_pb2.StageTimings | None = ...,
         truncated: _builtins.bool = ...,
+        notices: _abc.Iterable[_stream_pb2.StreamNotice] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_ms", b"audio_ms", "model", b"model", "results", b"results", "session_id", b"session_id", "timings", b"timings", "transcript", b"transcript", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_ms", b"audio_ms", "model", b"model", "notices", b"notices", "results", b"results", "session_id", b"session_id", "timings", b"timings", "transcript", b"transcript", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
