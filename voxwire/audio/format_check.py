@@ -167,40 +167,43 @@ class FormatCheck:
             self._pairs[1 - start] += np.bincount(raw[1::2], minlength=256)
             self._position += len(data)
         if samples.dtype == np.int16:
-            return self.samples(samples.astype(np.float32) / np.float32(32768.0))
+            return self.samples(np.multiply(samples, 1 / 32768, dtype=np.float32))
         return self.samples(samples.astype(np.float32, copy=False))
 
     def samples(self, x: npt.NDArray[np.floating]) -> str | None:
         """Feed decoded samples (float in [-1, 1]) alone: the checks of the samples only."""
         if not self.listening:
             return None
-        x = np.asarray(x[: self._left], dtype=np.float32)
+        x = x[: self._left]
         self._left -= len(x)
         if len(self._pending):
             x = np.concatenate((self._pending, x))
         whole = len(x) // self._frame * self._frame
-        self._pending = x[whole:].copy()
+        self._pending = x[whole:].astype(np.float32)  # a copy: less than a frame
         if whole:
-            self._frames(x[:whole].reshape(-1, self._frame).astype(np.float64))
+            self._frames(x[:whole].reshape(-1, self._frame))
         verdict = self._verdict()
         if verdict is not None or len(self._correlations) >= LOUD_FRAMES or self._left <= 0:
             self.listening = False
         return verdict
 
-    def _frames(self, frames: npt.NDArray[np.float64]) -> None:
+    def _frames(self, frames: npt.NDArray[np.floating]) -> None:
         # Without each frame's mean: a constant is no speech (digital silence read as mu-law
-        # is a constant at full scale, and correlates perfectly).
+        # is a constant at full scale, and correlates perfectly). float32 throughout, and
+        # einsum for the row sums: the check runs on the data path (39-44 us a chunk in
+        # float64, while it listens).
         varying = frames - frames.mean(axis=1, keepdims=True)
-        loud = (varying * varying).sum(axis=1) > self._frame * 10 ** (LOUD_DBFS / 10)
+        energy = np.einsum("ij,ij->i", varying, varying)
+        loud = energy > self._frame * 10 ** (LOUD_DBFS / 10)
         if not loud.any():
             return
-        frames, varying = frames[loud], varying[loud]
-        power = (varying * varying).mean(axis=1)
-        self._levels.extend((10 * np.log10(np.maximum(power, 1e-20))).tolist())
+        frames, varying, energy = frames[loud], varying[loud], energy[loud]
+        self._levels.extend((10 * np.log10(np.maximum(energy / self._frame, 1e-20))).tolist())
         a, b = varying[:, :-1], varying[:, 1:]
-        norm = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
-        self._correlations.extend(((a * b).sum(axis=1) / np.maximum(norm, 1e-12)).tolist())
-        self._full_scale += int((np.abs(frames) >= FULL_SCALE).sum())
+        norm = np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", b, b))
+        lag = np.einsum("ij,ij->i", a, b)
+        self._correlations.extend((lag / np.maximum(norm, 1e-12)).tolist())
+        self._full_scale += int(np.count_nonzero(np.abs(frames) >= FULL_SCALE))
         self._loud_samples += frames.size
 
     def _verdict(self) -> str | None:
