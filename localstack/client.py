@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from voxwire.audio.formats import sample_bytes
 from voxwire.stream_write import write_unless_ended
 from voxwire.timings import SERVER_TIMING_TRAILER, TIMINGS_TRAILER
 from voxwire.v1 import (
@@ -98,7 +99,7 @@ async def transcribe(
     deadline_s: float = 60.0,
 ) -> StreamOutcome:
     """Stream ``audio`` in ``chunk_ms`` chunks (paced at real time if asked), then half-close."""
-    bytes_per_frame = {1: 2, 2: 4, 3: 1, 4: 1}[audio_format.encoding] * (audio_format.channels or 1)
+    bytes_per_frame = sample_bytes(audio_format.encoding) * (audio_format.channels or 1)
     chunk_bytes = audio_format.sample_rate_hz * chunk_ms // 1000 * bytes_per_frame
 
     stub = transcription_pb2_grpc.TranscriptionStub(channel)
