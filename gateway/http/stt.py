@@ -55,6 +55,9 @@ _SNDFILE = {"audio/flac", "audio/x-flac", "audio/ogg", "audio/mpeg", "audio/mp3"
 _RAW = {"application/octet-stream", "audio/pcm"}
 _QUERY = {"model", "language", "word_timestamps", "encoding", "sample_rate", "channels"}
 
+# The notice a client gets in its response: its audio does not sound like its declared format.
+_FORMAT_SUSPECT = stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT
+
 
 def _config(query: dict[str, str]) -> transcription_pb2.TranscriptionConfig:
     bad = [
@@ -397,7 +400,7 @@ async def _run(
                 finals.append(msg.result)
             elif kind == "summary":
                 summary.append(msg.summary)
-            elif kind == "notice" and msg.notice.kind == stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT:
+            elif kind == "notice" and msg.notice.kind == _FORMAT_SUSPECT:
                 notices.append(msg.notice)
             elif kind == "started":
                 edge.edge_connect_us = round((time.monotonic() - t_open) * 1e6)

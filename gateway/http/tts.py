@@ -43,13 +43,16 @@ from voxwire.audio.formats import resolve_format
 from voxwire.audio.wav import streaming_header
 from voxwire.edge.v1 import http_pb2
 from voxwire.timings import add_up
-from voxwire.v1 import audio_pb2, synthesis_pb2, timings_pb2
+from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2, timings_pb2
 
 Request = synthesis_pb2.StreamingSynthesizeRequest
 Response = synthesis_pb2.StreamingSynthesizeResponse
 
 MAX_BODY_BYTES = 64 * 1024
 SSML_MEDIA_TYPE = "application/ssml+xml"  # RFC 4267
+# A plain audio response's word on its input (KIND_FORMAT_SUSPECT notices' messages); an SSE
+# response has `notice` events instead.
+NOTICE_HEADER = "Voxwire-Notice"
 DEFAULT_RATE_HZ = 24_000
 _CONTEXT = "http"
 _QUERY = {"model", "voice", "language", "encoding", "sample_rate", "container", "word_timestamps"}
@@ -218,6 +221,9 @@ async def _relay(
     """Copy the upstream context to the response as it comes; see the module docstring."""
     response: web.StreamResponse | None = None
     opened_at = time.monotonic()
+    # Text that does not look like its declared format (a plain body that is an SSML document):
+    # the adapter says so before any audio. An SSE event; else a response header.
+    notices: list[stream_pb2.StreamNotice] = []
     while True:
         try:
             msg = await upstream.read()
@@ -236,6 +242,11 @@ async def _relay(
         if kind == "opened":
             edge.edge_connect_us = round((time.monotonic() - opened_at) * 1e6)
             continue
+        if kind == "notice":
+            if msg.notice.kind == stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT:
+                notices.append(msg.notice)
+            if response is None or not out.sse:
+                continue  # said with the headers, or before the first audio event
         if kind == "error":
             error = errors.from_proto(msg.error.error)
             if response is None:
@@ -248,18 +259,25 @@ async def _relay(
             raise ConnectionAbortedError(f"synthesis failed: {error.reason}")
         if response is None:
             first = round((time.monotonic() - started) * 1e6)
-            response = web.StreamResponse(
-                headers={
-                    "Content-Type": out.content_type,
-                    "Cache-Control": "no-store",
-                    "Server-Timing": f"edge-connect;dur={edge.edge_connect_us / 1000:.3f}, "
-                    f"first;dur={first / 1000:.3f}",
-                }
-            )
+            headers = {
+                "Content-Type": out.content_type,
+                "Cache-Control": "no-store",
+                "Server-Timing": f"edge-connect;dur={edge.edge_connect_us / 1000:.3f}, "
+                f"first;dur={first / 1000:.3f}",
+            }
+            if notices and not out.sse:
+                headers[NOTICE_HEADER] = "; ".join(n.message for n in notices)
+            response = web.StreamResponse(headers=headers)
             response.enable_chunked_encoding()
             await response.prepare(request)
             if out.header:
                 await response.write(out.header)
+        if out.sse:
+            for notice in notices:
+                await response.write(_sse("notice", encode(notice)))
+            notices.clear()
+        if kind == "notice":
+            continue
         t0 = time.monotonic()
         if kind == "audio":
             if out.sse:

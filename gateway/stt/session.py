@@ -46,9 +46,9 @@ _FAILOVER_REASONS = frozenset({"BACKEND_UNAVAILABLE", "DRAINING", "STREAM_TOO_LO
 # gateway keeps alive or moves; the session's own warnings come from the gateway (on_time,
 # drain).
 _PASSED_NOTICES = frozenset(
-    {stream_pb2.StreamNotice.KIND_FAILOVER, stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT}
+    {stream_pb2.StreamNotice.KIND_FAILOVER, stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT}
 )
-_ONCE_NOTICES = frozenset({stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT})
+_ONCE_NOTICES = frozenset({stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT})
 
 
 class State(enum.Enum):

@@ -52,9 +52,12 @@ _DUE_SLACK_S = 0.001
 # A context's queue floor is never less than this (docs/design/edge.md, "Flow control").
 FLOOR_MIN_BYTES = 64 * 1024
 _FAILOVER_REASONS = frozenset({"BACKEND_UNAVAILABLE", "DRAINING", "STREAM_TOO_LONG"})
-# An adapter's notices the client gets: a context's replica failover (the rest concern the
-# upstream call, which the gateway keeps alive or moves; see gateway/stt/session.py).
-_PASSED_NOTICES = frozenset({stream_pb2.StreamNotice.KIND_FAILOVER})
+# An adapter's notices the client gets: a context's replica failover, and text that does not
+# look like its declared format (the rest concern the upstream call, which the gateway keeps
+# alive or moves; see gateway/stt/session.py).
+_PASSED_NOTICES = frozenset(
+    {stream_pb2.StreamNotice.KIND_FAILOVER, stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT}
+)
 
 
 class CtxState(enum.Enum):

@@ -336,7 +336,7 @@ class TranscriptionSession:
         if suspect is not None:
             notice = self.notice(
                 stream_pb2.StreamNotice(
-                    kind=stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT, message=suspect
+                    kind=stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT, message=suspect
                 )
             )
             if notice is not None:

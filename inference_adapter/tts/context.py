@@ -94,6 +94,8 @@ class SynthesisContext:
         self._clock = clock
         self.timings = StageClock(clock=clock, replica=replica)
         self._buffer = ""
+        # The first text that is not blank was looked at (a plain context's SSML, session.py).
+        self.text_seen = False
         self._queued: deque[Unit] = deque()
         self.inflight: Unit | None = None
         self._unit_sent_at = 0.0

@@ -25,6 +25,7 @@ from inference_adapter.triton.tensors import ModelResponse
 from inference_adapter.tts.config import ResolvedSynthesisConfig
 from inference_adapter.tts.context import FINISHED, CtxState, SynthesisContext, Unit
 from voxwire import errors
+from voxwire.ssml import looks_like_ssml
 from voxwire.timings import Clock, StageClock
 from voxwire.v1 import stream_pb2, synthesis_pb2
 
@@ -126,6 +127,10 @@ class SynthesisSession:
                     f"text of {size} bytes exceeds max_chunk_bytes {self._limits.max_chunk_bytes}"
                 )
             ctx.append(msg.append.text, self._clock())
+            if not ctx.config.ssml and not ctx.text_seen and msg.append.text.strip():
+                ctx.text_seen = True
+                if looks_like_ssml(msg.append.text):
+                    actions.to_client.append(_ssml_as_plain(cid))
         elif kind == "flush":
             actions.to_client += ctx.flush(msg.flush.flush_id)
         elif kind == "close":
@@ -259,3 +264,17 @@ class SynthesisSession:
 
     def charge_send(self, seconds: float) -> None:
         self.timings.add("send", seconds)
+
+
+def _ssml_as_plain(context_id: str) -> Response:
+    """A context declared plain whose text opens an SSML document: its markup is spoken as
+    words (docs/contract.md, "Input that does not match its declared format")."""
+    return Response(
+        context_id=context_id,
+        notice=stream_pb2.StreamNotice(
+            kind=stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT,
+            message="the text opens an SSML document (<speak>), but the context's text_format "
+            "is PLAIN: its markup is spoken as words; open the context with "
+            "text_format SSML to have it read as SSML",
+        ),
+    )

@@ -61,6 +61,28 @@ async def test_tts_takes_an_ssml_document_as_application_ssml_xml(edge: Edge):
     assert status == 200 and len(literal) > 8000
 
 
+async def test_an_ssml_document_posted_as_text_plain_says_its_markup_is_spoken(edge: Edge):
+    # docs/contract.md, "Input that does not match its declared format": the document is
+    # still spoken as declared (plain), and the response says why it sounds as it does.
+    doc = '<speak>Hello <break time="1s"/> there.</speak>'
+    url = f"{edge.server.url}/v1/tts?model=tts_espeak&sample_rate=16000&word_timestamps=true"
+    async with aiohttp.ClientSession() as http:
+        headers = {**edge.headers, "Content-Type": "text/plain"}
+        async with http.post(url, data=doc, headers=headers) as resp:
+            assert resp.status == 200 and "text_format SSML" in resp.headers["Voxwire-Notice"]
+            assert len(await resp.read()) > 16000
+        async with http.post(url, data="Hello there.", headers=headers) as resp:
+            assert resp.status == 200 and "Voxwire-Notice" not in resp.headers
+        sse = {**headers, "Accept": "text/event-stream"}
+        async with http.post(url, data=doc, headers=sse) as resp:
+            text = await resp.text()
+            assert "Voxwire-Notice" not in resp.headers
+    names = [block.split("\n")[0].removeprefix("event: ") for block in text.strip().split("\n\n")]
+    assert names.count("notice") == 1 and names.index("notice") < names.index("audio")
+    notice = json.loads(text.split("event: notice\ndata: ")[1].split("\n")[0])
+    assert notice["kind"] == "KIND_FORMAT_SUSPECT"
+
+
 async def test_tts_raw_mulaw_is_audio_basic(edge: Edge):
     async with aiohttp.ClientSession() as http:
         url = f"{edge.server.url}/v1/tts?encoding=mulaw&container=raw"

@@ -86,11 +86,11 @@ async def test_raw_mulaw_with_its_format_in_the_query(edge: Edge):
 
 async def test_raw_pcm_posted_as_mulaw_says_so_in_its_notices(edge: Edge):
     # audio/basic is 8 kHz mu-law; a 16-bit PCM body was transcribed as static with no word of
-    # why (docs/contract.md, "Audio that does not match its declared format").
+    # why (docs/contract.md, "Input that does not match its declared format").
     pcm, rate = read_wav(SPEECH_DIR / NAME)
     status, body = await post(edge, pcm.tobytes(), "audio/basic")
     assert status == 200, body
-    assert [n["kind"] for n in body["notices"]] == ["KIND_AUDIO_SUSPECT"], body
+    assert [n["kind"] for n in body["notices"]] == ["KIND_FORMAT_SUSPECT"], body
     assert "MULAW as declared" in body["notices"][0]["message"]
 
 

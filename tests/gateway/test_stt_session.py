@@ -163,7 +163,7 @@ def test_an_audio_format_notice_is_said_once_per_session_and_failovers_stay_said
     session = new_session()
     session.start(config())
     session.upstream_response(started())
-    kind = stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT
+    kind = stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT
     suspect = Response(notice=stream_pb2.StreamNotice(kind=kind, message="not PCM_S16LE?"))
     said = session.upstream_response(suspect).to_client
     assert [m.notice.message for m in said] == ["not PCM_S16LE?"]

@@ -216,11 +216,11 @@ async def test_a_text_frame_that_is_not_utf8_is_an_event_and_close_1007(edge: Ed
 
 
 async def test_pcm_declared_as_mulaw_gets_a_notice_event(edge: Edge):
-    # docs/contract.md, "Audio that does not match its declared format": the vendors' "PCM
+    # docs/contract.md, "Input that does not match its declared format": the vendors' "PCM
     # sent as mu-law" static, named in a notice; the session goes on to its summary.
     query = "model=stt_pocketsphinx&encoding=mulaw&sample_rate=8000"
     messages, code = await transcribe(edge, "pay_bill.wav", query=query)
     assert code == 1000 and "summary" in messages[-1]
     notices = [m["notice"] for m in messages if "notice" in m]
-    assert len(notices) == 1 and notices[0]["kind"] == "KIND_AUDIO_SUSPECT", notices
+    assert len(notices) == 1 and notices[0]["kind"] == "KIND_FORMAT_SUSPECT", notices
     assert "MULAW as declared" in notices[0]["message"]

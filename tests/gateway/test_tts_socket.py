@@ -187,3 +187,21 @@ async def test_a_barge_in_after_done_is_unknown_context_and_the_session_goes_on(
             code = await read_to_close(ws, frames, messages)
     assert answer["contextError"]["error"]["reason"] == "UNKNOWN_CONTEXT", answer
     assert code == 1000 and "summary" in messages[-1], messages
+
+
+async def test_an_ssml_document_in_a_plain_context_gets_the_adapters_notice(edge: Edge):
+    # docs/contract.md, "Input that does not match its declared format": the gateway passes
+    # the adapter's notice on with its context, before the context's audio.
+    frames, messages = [], []
+    doc = '<speak>Hello <break time="1s"/> there.</speak>'
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{edge.ws}/v1/tts/stream", headers=edge.headers) as ws:
+            await ws.send_str(json.dumps(OPEN))
+            await ws.send_str(json.dumps({"contextId": "c1", "append": {"text": doc}}))
+            await ws.send_str(json.dumps({"contextId": "c1", "close": {}}))
+            await ws.send_str(json.dumps({"closeSession": {}}))
+            assert await read_to_close(ws, frames, messages) == 1000
+    notices = [m for m in messages if "notice" in m]
+    assert len(notices) == 1 and notices[0]["contextId"] == "c1", notices
+    assert notices[0]["notice"]["kind"] == "KIND_FORMAT_SUSPECT"
+    assert frames and any("done" in m for m in messages)

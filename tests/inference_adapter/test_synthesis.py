@@ -13,7 +13,7 @@ from tests.helpers.raw_calls import read_rest
 from tests.helpers.status import from_trailers
 from voxwire.audio.codecs import Encoding, PcmFormat, decode
 from voxwire.timings import parse_server_timing
-from voxwire.v1 import audio_pb2, errors_pb2, synthesis_pb2, synthesis_pb2_grpc
+from voxwire.v1 import audio_pb2, errors_pb2, stream_pb2, synthesis_pb2, synthesis_pb2_grpc
 
 Req = synthesis_pb2.StreamingSynthesizeRequest
 MODEL = "tts_espeak"
@@ -252,6 +252,43 @@ async def test_valid_ssml_is_spoken(channel):
         [open_("a", text_format=synthesis_pb2.TEXT_FORMAT_SSML), append("a", doc), close("a")],
     )
     assert kinds(out.responses)[-2] == "done" and audio_of(out.responses)
+
+
+async def test_an_ssml_document_declared_plain_gets_a_notice_before_its_audio(channel):
+    # Spoken as plain text, "<speak>Hello ..." reads its markup out as words ("speak", "break",
+    # "time", "=" ...) with nothing to say why (docs/contract.md, "Input that does not match
+    # its declared format"). The context goes on as declared.
+    doc = '  <speak>Hello <break time="200ms"/> there.</speak>'
+    out = await run(channel, [open_("a"), append("a", doc), close("a")])
+    kinds_seen = kinds(out.responses)
+    notices = [r for r in out.responses if r.WhichOneof("response") == "notice"]
+    assert len(notices) == 1 and notices[0].context_id == "a"
+    assert notices[0].notice.kind == stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT
+    assert "text_format SSML" in notices[0].notice.message
+    assert kinds_seen.index("notice") < kinds_seen.index("audio")
+    assert kinds_seen[-2] == "done"
+    said = [
+        w.word for r in out.responses if r.WhichOneof("response") == "words" for w in r.words.words
+    ]
+    assert "break" in said  # spoken as declared: plain
+
+
+async def test_plain_text_and_declared_ssml_get_no_notice(channel):
+    ssml = '<speak>Hello <break time="200ms"/> there.</speak>'
+    out = await run(
+        channel,
+        [
+            open_("a", text_format=synthesis_pb2.TEXT_FORMAT_SSML),
+            append("a", ssml),
+            close("a"),
+            open_("b"),
+            append("b", "  "),
+            append("b", "Two is less than <three>, and that is all."),
+            append("b", "<speak> later in the text is just text."),
+            close("b"),
+        ],
+    )
+    assert "notice" not in kinds(out.responses)
 
 
 @pytest.mark.parametrize(

@@ -148,7 +148,7 @@ async def test_pcm_declared_as_mulaw_gets_one_notice_and_the_stream_goes_on(chan
     assert outcome.code == grpc.StatusCode.OK, outcome.details
     notices = outcome.of("notice")
     assert len(notices) == 1, notices
-    assert notices[0].kind == stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT
+    assert notices[0].kind == stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT
     assert "MULAW as declared" in notices[0].message and "16-bit PCM" in notices[0].message
     kinds = [r.WhichOneof("response") for r in outcome.responses]
     assert kinds[0] == "started" and kinds[-1] == "summary"  # nothing of the stream before started

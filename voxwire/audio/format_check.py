@@ -1,4 +1,4 @@
-"""Does a stream's audio match the format its config declares? (docs/contract.md, "Audio that
+"""Does a stream's audio match the format its config declares? (docs/contract.md, "Input that
 does not match its declared format").
 
 Raw audio carries no header, so a client that sends 16-bit PCM declared as mu-law, G.711 bytes

@@ -32,6 +32,7 @@ from typing import Any
 from voxwire.cli.audio_spool import AudioSpool
 from voxwire.cli.common import CliError, add_connection_arguments, api_key, fail, urls
 from voxwire.cli.wav_output import WavOutput
+from voxwire.ssml import looks_like_ssml
 
 RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 FORMATS = ("auto", "text", "ssml")
@@ -42,7 +43,7 @@ def is_ssml(text: str, choice: str) -> bool:
     is never what the writer of a ``<speak>`` document meant."""
     if choice != "auto":
         return choice == "ssml"
-    return text.lstrip().startswith(("<speak", "<?xml"))
+    return looks_like_ssml(text)
 
 
 def add_parser(subparsers: Any) -> None:

@@ -178,7 +178,7 @@ async def _print(
     from voxwire.client import Resumed
     from voxwire.v1 import stream_pb2, transcription_pb2
 
-    suspect = stream_pb2.StreamNotice.KIND_AUDIO_SUSPECT
+    suspect = stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT
 
     def warn(notice: stream_pb2.StreamNotice) -> None:
         # Audio that does not sound like its declared format (--encoding, --rate): on stderr,

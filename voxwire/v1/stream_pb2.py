@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17voxwire/v1/stream.proto\x12\nvoxwire.v1\x1a\x1egoogle/protobuf/duration.proto\"\x0b\n\tKeepAlive\"\x9a\x02\n\x0cStreamNotice\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.voxwire.v1.StreamNotice.Kind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12,\n\tremaining\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07replica\x18\x04 \x01(\t\"\x8c\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_FAILOVER\x10\x01\x12\x15\n\x11KIND_IDLE_WARNING\x10\x02\x12\x19\n\x15KIND_DURATION_WARNING\x10\x03\x12\x11\n\rKIND_DRAINING\x10\x04\x12\x16\n\x12KIND_AUDIO_SUSPECT\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17voxwire/v1/stream.proto\x12\nvoxwire.v1\x1a\x1egoogle/protobuf/duration.proto\"\x0b\n\tKeepAlive\"\x9b\x02\n\x0cStreamNotice\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.voxwire.v1.StreamNotice.Kind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12,\n\tremaining\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07replica\x18\x04 \x01(\t\"\x8d\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_FAILOVER\x10\x01\x12\x15\n\x11KIND_IDLE_WARNING\x10\x02\x12\x19\n\x15KIND_DURATION_WARNING\x10\x03\x12\x11\n\rKIND_DRAINING\x10\x04\x12\x17\n\x13KIND_FORMAT_SUSPECT\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_KEEPALIVE']._serialized_start=71
   _globals['_KEEPALIVE']._serialized_end=82
   _globals['_STREAMNOTICE']._serialized_start=85
-  _globals['_STREAMNOTICE']._serialized_end=367
+  _globals['_STREAMNOTICE']._serialized_end=368
   _globals['_STREAMNOTICE_KIND']._serialized_start=227
-  _globals['_STREAMNOTICE_KIND']._serialized_end=367
+  _globals['_STREAMNOTICE_KIND']._serialized_end=368
 # @@protoc_insertion_point(module_scope)

@@ -66,11 +66,14 @@ class StreamNotice(_message.Message):
         """The stream ends with STREAM_TOO_LONG after `remaining` (Limits.max_stream_duration)."""
         KIND_DRAINING: StreamNotice._Kind.ValueType  # 4
         """The server is shutting down: finish within `remaining`, or continue on a new stream."""
-        KIND_AUDIO_SUSPECT: StreamNotice._Kind.ValueType  # 5
-        """STT: the audio does not sound like the format its config declares (16-bit PCM declared
-        as G.711, G.711 or byte-swapped samples declared as PCM_S16LE, ...): `message` says what
-        it heard. A guess from the stream's first loud audio, sent at most once; the stream goes
-        on as declared (docs/contract.md, "Audio that does not match its declared format").
+        KIND_FORMAT_SUSPECT: StreamNotice._Kind.ValueType  # 5
+        """The input does not look like the format it was declared in; `message` says what was
+        seen. STT: the audio does not sound like its config's format (16-bit PCM declared as
+        G.711, G.711 or byte-swapped samples declared as PCM_S16LE, ...), a guess from the
+        stream's first loud audio, at most once per stream. TTS (`context_id` set): a context's
+        text declared TEXT_FORMAT_PLAIN is an SSML document, whose markup is then spoken as
+        words. The stream goes on as declared (docs/contract.md, "Input that does not match its
+        declared format").
         """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
@@ -88,11 +91,14 @@ class StreamNotice(_message.Message):
     """The stream ends with STREAM_TOO_LONG after `remaining` (Limits.max_stream_duration)."""
     KIND_DRAINING: StreamNotice.Kind.ValueType  # 4
     """The server is shutting down: finish within `remaining`, or continue on a new stream."""
-    KIND_AUDIO_SUSPECT: StreamNotice.Kind.ValueType  # 5
-    """STT: the audio does not sound like the format its config declares (16-bit PCM declared
-    as G.711, G.711 or byte-swapped samples declared as PCM_S16LE, ...): `message` says what
-    it heard. A guess from the stream's first loud audio, sent at most once; the stream goes
-    on as declared (docs/contract.md, "Audio that does not match its declared format").
+    KIND_FORMAT_SUSPECT: StreamNotice.Kind.ValueType  # 5
+    """The input does not look like the format it was declared in; `message` says what was
+    seen. STT: the audio does not sound like its config's format (16-bit PCM declared as
+    G.711, G.711 or byte-swapped samples declared as PCM_S16LE, ...), a guess from the
+    stream's first loud audio, at most once per stream. TTS (`context_id` set): a context's
+    text declared TEXT_FORMAT_PLAIN is an SSML document, whose markup is then spoken as
+    words. The stream goes on as declared (docs/contract.md, "Input that does not match its
+    declared format").
     """
 
     KIND_FIELD_NUMBER: _builtins.int

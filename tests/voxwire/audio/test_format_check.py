@@ -1,4 +1,4 @@
-"""FormatCheck: audio that does not sound like its declared format (docs/contract.md, "Audio
+"""FormatCheck: audio that does not sound like its declared format (docs/contract.md, "Input
 that does not match its declared format"), on the speech fixtures and the G.711 test set."""
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ class TranscribeFileResponse(_message.Message):
     def timings(self) -> _timings_pb2.StageTimings: ...
     @_builtins.property
     def notices(self) -> _containers.RepeatedCompositeFieldContainer[_stream_pb2.StreamNotice]:
-        """What the client should know about its audio: KIND_AUDIO_SUSPECT when it does not sound
-        like its declared format (docs/contract.md, "Audio that does not match its declared
+        """What the client should know about its audio: KIND_FORMAT_SUSPECT when it does not sound
+        like its declared format (docs/contract.md, "Input that does not match its declared
         format"). Empty for audio as declared.
         """
 
