@@ -152,6 +152,9 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
         highlight=False,
     )
     console.print(f"errors: {errors}", highlight=False)
+    if result.get("notices"):
+        notices = ", ".join(f"{kind} {n}" for kind, n in result["notices"].items())
+        console.print(f"notices: {notices}", highlight=False)
     for kind, stages in result.get("stages_by_kind", {}).items():
         shares = ", ".join(f"{n} {v['share']:.0%}" for n, v in stages.items() if "share" in v)
         console.print(f"{kind.upper()} streams, share of stage time: {shares}", highlight=False)

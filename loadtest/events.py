@@ -67,6 +67,22 @@ class ContextFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """A voxwire StreamNotice: something that is not an error (a failover, a timeout's warning,
+    a drain, input that does not look like its declared format); ``kind`` without its
+    ``KIND_`` prefix, ``context_id`` set for a TTS context's."""
+
+    at: float
+    kind: str
+    context_id: str = ""
+
+
+def notice_kind(name: str) -> str:
+    """``KIND_FAILOVER`` -> ``FAILOVER``; an unset kind is ``UNSPECIFIED``."""
+    return name.removeprefix("KIND_") or "UNSPECIFIED"
+
+
+@dataclass(frozen=True, slots=True)
 class Ended:
     """The stream is over: its status (gRPC code name, ``OK`` on success), the voxwire error
     reason if any, the stage timings of the ``voxwire-timings-bin`` trailer in µs (empty when
@@ -84,7 +100,9 @@ class Ended:
         return self.status == "OK"
 
 
-Event = Started | Result | Ack | ContextOpened | Audio | ContextDone | ContextFailed | Ended
+Event = (
+    Started | Result | Ack | ContextOpened | Audio | ContextDone | ContextFailed | Notice | Ended
+)
 
 # The reason of a stream that never reached the target (nothing listening, the connection
 # refused, a name that does not resolve), whichever its wire: gRPC's status for it is

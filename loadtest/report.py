@@ -72,6 +72,8 @@ def _summary(result: dict[str, Any]) -> str:
                 f"{t['underruns']} in {t['contexts']} contexts, {t['underrun_ms']:.1f} ms in total",
             ]
         )
+    notices = result.get("notices") or {}
+    rows.append(["notices", ", ".join(f"{k} {n}" for k, n in notices.items()) or None])
     out = "<h2>Summary</h2>" + _table(None, rows)
     if result["errors"]:
         # A mixed run: a column per kind of session, which kind each error hit.

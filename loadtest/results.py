@@ -183,6 +183,13 @@ def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None
         },
         "errors": dict(merged.errors.most_common()),
         "errors_by_kind": errors_by_kind(merged, scenario.get("kind") == "mixed"),
+        # StreamNotices by kind (FAILOVER, IDLE_WARNING, DRAINING, FORMAT_SUSPECT, ...): not
+        # errors, but a run under faults is read by them.
+        "notices": {
+            k.removeprefix("notices."): n
+            for k, n in merged.counters.most_common()
+            if k.startswith("notices.")
+        },
         "metrics": metrics,
         "stages": stage_breakdown(merged),
         "stages_by_kind": stages_by_kind(merged),

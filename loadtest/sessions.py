@@ -22,6 +22,7 @@ from loadtest.events import (
     ContextOpened,
     Ended,
     Event,
+    Notice,
     Started,
 )
 from loadtest.measure import SttMeasure, TtsContextMeasure, setup_latency
@@ -122,6 +123,8 @@ async def stt_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     started_at: list[float] = []
 
     def on_event(event: Event) -> None:
+        if isinstance(event, Notice):
+            rec.count(f"notices.{event.kind}")
         measure.on_event(event)
         if isinstance(event, Started) and not started.is_set():
             started_at.append(event.at)
@@ -188,6 +191,9 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     taken: set[str] = set()
 
     def on_event(event: Event) -> None:
+        if isinstance(event, Notice):
+            rec.count(f"notices.{event.kind}")
+            return
         context = getattr(event, "context_id", None)
         if isinstance(event, ContextOpened | Audio | ContextDone) and context in contexts:
             if context not in taken:

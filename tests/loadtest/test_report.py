@@ -258,7 +258,10 @@ def test_the_summary_on_a_terminal_names_every_metric_and_error_in_words(
         m.add_histogram(name, 10, hist)
     m.counters.update(_mixed_merged().counters)
     m.errors.update(_mixed_merged().errors)
+    m.counters.update({"notices.FAILOVER": 2, "notices.FORMAT_SUSPECT": 1})
     result = results.build(m, Scenario(kind="mixed").to_dict())
+    assert result["notices"] == {"FAILOVER": 2, "FORMAT_SUSPECT": 1}
+    assert "<td>notices</td><td>FAILOVER 2, FORMAT_SUSPECT 1</td>" in report.render(result)
     print_summary(result, tmp_path)
     out = capsys.readouterr().out
     assert "stt.message_from_send" in out and "…" not in out
@@ -266,6 +269,7 @@ def test_the_summary_on_a_terminal_names_every_metric_and_error_in_words(
     words = " ".join(out.split())  # the console wraps long lines at 80 columns
     assert "errors: RESOURCE_EXHAUSTED/OVERLOADED 3 (STT 0, TTS 3), " in words
     assert "CUT/MAX_DURATION 1 (STT 1, TTS 0)" in words
+    assert "notices: FAILOVER 2, FORMAT_SUSPECT 1" in words
     assert "(error rate " in out
     assert "stage.stt.compute" not in out  # per kind, as shares below the table
     assert "STT streams, share of stage time:" in out and "TTS streams, share of stage time:" in out

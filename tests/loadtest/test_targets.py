@@ -255,3 +255,18 @@ async def test_a_mixed_run_times_its_stt_and_tts_streams_apart(
     # An STT stream's trailer is summed over its 15 chunks, a TTS stream's over 2 turns of text.
     assert by_kind["stt"]["total"]["p50"] > 1000  # 1.5 s of audio paced at real time
     assert abs(sum(v["share"] for v in by_kind["tts"].values() if "share" in v) - 1) < 1e-9
+
+
+async def test_notices_are_counted_by_kind(adapter_address: str, tmp_path: Path) -> None:
+    # A StreamNotice was dropped unread: a run under faults could not tell its failovers or
+    # drains, a run with a mislabelled input its FORMAT_SUSPECT. An SSML document sent as a
+    # plain context's text gets one per context (docs/contract.md).
+    s = _scenario("grpc", adapter_address, kind="tts")
+    s = dataclasses.replace(
+        s, name="test-grpc-notices", tts=dataclasses.replace(s.tts, texts=("<speak>Hi.</speak>",))
+    )
+    result = await _run(s, tmp_path)
+    contexts = result["counters"]["tts.requests"]
+    assert contexts > 0 and result["notices"] == {"FORMAT_SUSPECT": contexts}
+    plain = await _run(_scenario("grpc", adapter_address, kind="tts"), tmp_path)
+    assert plain["notices"] == {}
