@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from voxwire.v1 import stream_pb2
+
 
 @dataclass(frozen=True, slots=True)
 class Started:
@@ -77,9 +79,13 @@ class Notice:
     context_id: str = ""
 
 
-def notice_kind(name: str) -> str:
-    """``KIND_FAILOVER`` -> ``FAILOVER``; an unset kind is ``UNSPECIFIED``."""
-    return name.removeprefix("KIND_") or "UNSPECIFIED"
+def notice_kind(value: stream_pb2.StreamNotice.Kind.ValueType) -> str:
+    """A ``StreamNotice.Kind`` by name without its prefix (``FAILOVER``); a kind this build
+    does not know by its number."""
+    try:
+        return stream_pb2.StreamNotice.Kind.Name(value).removeprefix("KIND_")
+    except ValueError:
+        return str(value)
 
 
 @dataclass(frozen=True, slots=True)

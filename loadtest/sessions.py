@@ -75,7 +75,7 @@ def _finish(
     session the target ended before it started (None otherwise, or inside the warm-up): how
     long the target took to reject it is ``session.rejected``."""
     rec = ctx.recorder
-    of = _mixed_kind(ctx, kind)
+    of = mixed_kind(ctx, kind)
     if ended.stages_us:
         rec.stages(ended.stages_us, of)
     if ended.ok and not failed_contexts:
@@ -90,7 +90,7 @@ def _finish(
                 rec.record("session.rejected", ended.at - rejected_since)
 
 
-def _mixed_kind(ctx: SessionContext, kind: str) -> str | None:
+def mixed_kind(ctx: SessionContext, kind: str) -> str | None:
     """The session's kind where a mixed run records its stages and errors per kind too."""
     return kind if ctx.scenario.kind == "mixed" else None
 
@@ -234,7 +234,7 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
             if not await _until(finished[cid], reader, s.limits.step_timeout_s):
                 break
             if contexts[cid].failed_reason:
-                rec.error("CONTEXT", contexts[cid].failed_reason, _mixed_kind(ctx, "tts"))
+                rec.error("CONTEXT", contexts[cid].failed_reason, mixed_kind(ctx, "tts"))
             # The next turn: the listener has heard this one out (closed loop within a session).
             due = time.monotonic() + spec.turn_gap_s
         await stream.finish()
@@ -267,15 +267,15 @@ async def run_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
             await body()
     except TimeoutError:
         rec.count("sessions.cut")
-        rec.error("CUT", "MAX_DURATION", _mixed_kind(ctx, draw.kind))
+        rec.error("CUT", "MAX_DURATION", mixed_kind(ctx, draw.kind))
     except asyncio.CancelledError:
         # The worker was stopped (Ctrl-C, SIGTERM): the session is cut, not lost from the count.
         rec.count("sessions.cut")
-        rec.error("CUT", "INTERRUPTED", _mixed_kind(ctx, draw.kind))
+        rec.error("CUT", "INTERRUPTED", mixed_kind(ctx, draw.kind))
         raise
     except Exception as exc:  # a target fault must not end the run: count it
         rec.count("sessions.failed")
-        rec.error("CLIENT_ERROR", type(exc).__name__, _mixed_kind(ctx, draw.kind))
+        rec.error("CLIENT_ERROR", type(exc).__name__, mixed_kind(ctx, draw.kind))
         if rec.errors[f"CLIENT_ERROR/{type(exc).__name__}"] == 1:
             log.warning("session failed in the client", exc_info=exc)
     finally:

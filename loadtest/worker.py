@@ -32,7 +32,7 @@ from loadtest.hdrlog import IntervalLogWriter
 from loadtest.pacing import sleep_until
 from loadtest.recorder import Recorder
 from loadtest.scenario import Scenario
-from loadtest.sessions import SessionContext, cancel_all, run_session
+from loadtest.sessions import SessionContext, cancel_all, mixed_kind, run_session
 from loadtest.speech import load_speech
 from loadtest.targets import make_target
 
@@ -179,8 +179,7 @@ async def _open_loop(
         if len(tasks) >= max_active:
             # Refused, not queued: a queue here would hide the load the scenario asked for.
             ctx.recorder.count("sessions.refused")
-            kind = draws[i].kind if s.kind == "mixed" else None
-            ctx.recorder.error("REFUSED", "MAX_STREAMS", kind)
+            ctx.recorder.error("REFUSED", "MAX_STREAMS", mixed_kind(ctx, draws[i].kind))
             continue
         task = asyncio.create_task(run_session(ctx, draws[i], due))
         tasks.add(task)

@@ -243,10 +243,14 @@ async def _relay(
             edge.edge_connect_us = round((time.monotonic() - opened_at) * 1e6)
             continue
         if kind == "notice":
+            # Before the response: with its headers (or its first SSE events); after it, an
+            # SSE event (a plain response has nowhere to say it).
             if msg.notice.kind == stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT:
-                notices.append(msg.notice)
-            if response is None or not out.sse:
-                continue  # said with the headers, or before the first audio event
+                if response is None:
+                    notices.append(msg.notice)
+                elif out.sse:
+                    await response.write(_sse("notice", encode(msg.notice)))
+            continue
         if kind == "error":
             error = errors.from_proto(msg.error.error)
             if response is None:
@@ -272,12 +276,9 @@ async def _relay(
             await response.prepare(request)
             if out.header:
                 await response.write(out.header)
-        if out.sse:
-            for notice in notices:
-                await response.write(_sse("notice", encode(notice)))
-            notices.clear()
-        if kind == "notice":
-            continue
+            if out.sse:
+                for notice in notices:
+                    await response.write(_sse("notice", encode(notice)))
         t0 = time.monotonic()
         if kind == "audio":
             if out.sse:

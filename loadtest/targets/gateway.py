@@ -48,7 +48,7 @@ from loadtest.targets.voxwire_grpc import stages_from_timings
 from voxwire.edge import frames
 from voxwire.edge.messages import decode, encode
 from voxwire.edge.v1 import stt_pb2, tts_pb2
-from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2, transcription_pb2
+from voxwire.v1 import audio_pb2, synthesis_pb2, transcription_pb2
 
 API_KEY_ENV = "VOXWIRE_API_KEY"
 _MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -146,7 +146,7 @@ class GatewayStt(_Socket):
         if kind == "started":
             return Started(at)
         if kind == "notice":
-            return Notice(at, notice_kind(stream_pb2.StreamNotice.Kind.Name(msg.notice.kind)))
+            return Notice(at, notice_kind(msg.notice.kind))
         if kind == "summary":
             self.ended = Ended(at, "OK", "", stages_from_timings(msg.summary.timings))
             return self.ended
@@ -225,8 +225,7 @@ class GatewayTts(_Socket):
         if kind == "context_error":
             return ContextFailed(at, cid, msg.context_error.error.reason or "UNSPECIFIED")
         if kind == "notice":
-            name = stream_pb2.StreamNotice.Kind.Name(msg.notice.kind)
-            return Notice(at, notice_kind(name), cid)
+            return Notice(at, notice_kind(msg.notice.kind), cid)
         if kind == "summary":
             self.ended = Ended(at, "OK", "", stages_from_timings(msg.summary.timings))
             return self.ended

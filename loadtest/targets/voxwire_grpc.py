@@ -32,14 +32,7 @@ from loadtest.events import (
 from loadtest.targets.base import SttOptions, TtsOptions
 from voxwire.stream_write import write_unless_ended
 from voxwire.timings import EDGE_STAGES, STAGES, TIMINGS_TRAILER
-from voxwire.v1 import (
-    audio_pb2,
-    errors_pb2,
-    stream_pb2,
-    synthesis_pb2,
-    synthesis_pb2_grpc,
-    timings_pb2,
-)
+from voxwire.v1 import audio_pb2, errors_pb2, synthesis_pb2, synthesis_pb2_grpc, timings_pb2
 from voxwire.v1 import transcription_pb2 as stt_pb2
 from voxwire.v1 import transcription_pb2_grpc as stt_grpc
 
@@ -169,7 +162,7 @@ class VoxwireStt(_Call):
             if kind == "started":
                 return Started(at)
             if kind == "notice":
-                return _notice(message, at)
+                return Notice(at, notice_kind(message.notice.kind))
         return await self.ended()
 
 
@@ -218,13 +211,8 @@ class VoxwireTts(_Call):
                 name = _reason_name(reason)
                 return ContextFailed(at, cid, name)
             if kind == "notice":
-                return _notice(message, at, cid)
+                return Notice(at, notice_kind(message.notice.kind), cid)
         return await self.ended()
-
-
-def _notice(message: Any, at: float, context_id: str = "") -> Notice:
-    name = stream_pb2.StreamNotice.Kind.Name(message.notice.kind)
-    return Notice(at, notice_kind(name), context_id)
 
 
 def _reason_name(value: errors_pb2.ErrorReason.ValueType) -> str:

@@ -108,7 +108,7 @@ class FormatCheck:
         if self._head_done:
             return
         self._head += data[: HEAD_BYTES - len(self._head)]
-        if len(self._head) < 12 and len(self._head) < HEAD_BYTES and data:
+        if len(self._head) < 12:
             return  # wait for enough to see a signature (a client may send tiny chunks)
         head = bytes(self._head)
         if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
