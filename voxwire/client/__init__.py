@@ -5,6 +5,8 @@
     SessionOptions         timeouts and bounds; Backoff, the reconnect policy
     Resumed                the event a session reports when it continued on a new connection
 
+A phone call from Twilio Media Streams on both sessions: ``voxwire.client.twilio.TwilioCall``.
+
 Errors are the ``voxwire.errors`` classes (one hierarchy: ``retryable``, ``retry_delay``,
 ``reason``), plus ``SessionClosed`` for a call after the session ended.
 """

@@ -1,0 +1,84 @@
+"""A phone agent on Twilio Media Streams and voxwire: it answers every sentence it hears with
+"You said ...", and stops talking when the caller talks over it (docs/design/telephony.md).
+
+    .venv/bin/python examples/twilio_agent.py --gateway ws://127.0.0.1:8080 --port 8090
+
+Point a Twilio number's voice webhook at ``https://<public host>/twiml`` (a tunnel to the
+port); Twilio then opens the media socket ``wss://<public host>/media``. The calls to
+``TwilioCall`` are the whole integration; ``answer`` is where an agent's logic goes.
+``tests/client/test_twilio_call.py`` runs this app against a stand-in for Twilio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable
+from xml.sax.saxutils import quoteattr
+
+from aiohttp import web
+
+from voxwire.client.twilio import AiohttpSocket, CallEvent, ReplyInterrupted, TwilioCall
+from voxwire.v1 import transcription_pb2
+
+log = logging.getLogger("twilio_agent")
+
+
+def answer(transcript: str) -> str:
+    return f"You said {transcript}."
+
+
+def make_app(
+    gateways: list[str],
+    api_key: str,
+    *,
+    stt_model: str = "stt_pocketsphinx",
+    tts_model: str = "tts_espeak",
+    on_event: Callable[[CallEvent], None] | None = None,
+) -> web.Application:
+    async def twiml(request: web.Request) -> web.Response:
+        # Twilio's voice webhook: connect the call's audio to the media socket, both ways.
+        url = f"wss://{request.host}/media"
+        body = f"<Response><Connect><Stream url={quoteattr(url)}/></Connect></Response>"
+        return web.Response(text=body, content_type="text/xml")
+
+    async def media(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        call = await TwilioCall.accept(
+            AiohttpSocket(ws), gateways, api_key=api_key, stt_model=stt_model, tts_model=tts_model
+        )
+        log.info("call %s: streaming", call.start.call_sid)
+        async for event in call.events():
+            if on_event is not None:
+                on_event(event)
+            if isinstance(event, transcription_pb2.TranscriptResult) and event.is_final:
+                log.info("caller: %s", event.transcript)
+                await call.say(answer(event.transcript))
+            elif isinstance(event, ReplyInterrupted):
+                heard = " ".join(w.word for w in event.heard)
+                log.info("interrupted after %d ms; the caller heard %r", event.played_ms, heard)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_post("/twiml", twiml)
+    app.router.add_get("/media", media)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gateway", action="append", default=[], help="ws://host:port")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    key = os.environ["VOXWIRE_API_KEY"]
+    app = make_app(args.gateway or ["ws://127.0.0.1:8080"], key)
+    web.run_app(app, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

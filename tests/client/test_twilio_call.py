@@ -1,0 +1,200 @@
+"""voxwire.client.twilio: a phone call from Twilio Media Streams through the real gateway,
+adapter and models, Twilio's side played by ``FakeTwilio`` (Twilio cannot run here).
+
+The caller says three sentences in 8 kHz mu-law at real time; the application (an aiohttp
+server on the SDK, as a user writes it) answers each final with "You said ...". The third
+sentence starts while the second answer plays: the call clears Twilio's buffer and truncates
+the answer where Twilio's marks put playback. Held against what the fake actually played.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from examples.twilio_agent import answer, make_app
+from loadtest.wer import word_error_rate
+from tests.helpers.edge import Edge
+from tests.helpers.fake_twilio import MULAW_SILENCE, FakeTwilio
+from tests.helpers.front import wait_until
+from voxwire import errors
+from voxwire.client.twilio import (
+    AiohttpSocket,
+    CallEnded,
+    CallEvent,
+    ReplyInterrupted,
+    ReplyPlayed,
+    TwilioCall,
+)
+from voxwire.client.twilio_messages import Mark
+from voxwire.v1 import transcription_pb2
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+TELEPHONY = Path(__file__).parents[1] / "fixtures" / "speech" / "telephony"
+BYTES_PER_MS = 8
+
+
+def mulaw(name: str) -> bytes:
+    return (TELEPHONY / f"{name}.mulaw").read_bytes()
+
+
+def silence(seconds: float) -> bytes:
+    return MULAW_SILENCE * int(8000 * seconds)
+
+
+async def serve_app(
+    edge: Edge,
+    events: list[CallEvent],
+) -> tuple[web.AppRunner, str]:
+    """The user's server: examples/twilio_agent.py, on a free loopback port."""
+    app = make_app([edge.ws], edge.key, on_event=events.append)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"ws://127.0.0.1:{port}/media"
+
+
+async def test_a_call_is_answered_and_a_barge_in_stops_what_the_caller_did_not_hear(edge: Edge):
+    transcripts = json.loads((TELEPHONY / "transcripts.json").read_text())
+    said = ["call_me_back", "pay_bill", "account_balance"]
+    caller = (
+        mulaw("call_me_back")
+        + silence(5.0)
+        + mulaw("pay_bill")
+        + silence(1.2)  # the third sentence starts over the second answer
+        + mulaw("account_balance")
+    )
+    events: list[CallEvent] = []
+    runner, url = await serve_app(edge, events)
+    twilio = FakeTwilio(url, caller, tail_s=4.5)
+    try:
+        await twilio.run(timeout_s=60)
+    finally:
+        await runner.cleanup()
+
+    finals = [e for e in events if isinstance(e, transcription_pb2.TranscriptResult) and e.is_final]
+    assert len(finals) == 3, [e for e in events if not hasattr(e, "audio")]
+    heard_by_model = " ".join(f.transcript for f in finals)
+    expected = " ".join(transcripts[f"{name}.wav"] for name in said)
+    assert word_error_rate(expected, heard_by_model) <= 0.3, heard_by_model
+
+    outcomes = [e for e in events if isinstance(e, (ReplyPlayed, ReplyInterrupted))]
+    assert [type(o) for o in outcomes] == [ReplyPlayed, ReplyInterrupted, ReplyPlayed], outcomes
+    first, cut, third = outcomes
+    assert isinstance(events[-1], CallEnded) and events[-1].reason == "stop"
+    assert abs(events[-1].inbound_ms - (len(caller) // BYTES_PER_MS + 4500)) <= 40
+
+    # What the fake played, reply by reply: each reply starts into an empty FIFO.
+    assert len(twilio.starts) == 3, twilio.starts
+    assert len(twilio.clears) == 1, twilio.clears
+    (_, start1), (_, start2), (_, start3) = twilio.starts
+    clear = twilio.clears[0]
+    # The first reply played whole, and the call said so only after it had.
+    # (chunk positions are whole ms: a few ms of rounding)
+    assert abs((start2 - start1) / BYTES_PER_MS - first.played_ms) <= 5
+    # The barge-in: the call's idea of how much of the answer played against the truth
+    # (one chunk of the gateway's audio and a 20 ms playout tick at most apart).
+    truth_ms = (clear.played_bytes - start2) // BYTES_PER_MS
+    assert truth_ms > 200, (truth_ms, cut)  # it was cut while playing, not before
+    assert abs(cut.played_ms - truth_ms) <= 120, (cut.played_ms, truth_ms)
+    assert clear.dropped_bytes > 0  # audio was waiting in Twilio's buffer, now discarded
+    # Nothing of the cut answer played after the clear: the next audio is the third answer.
+    assert start3 == clear.played_bytes
+    # The words heard: a prefix of the answer, each ended by the played position.
+    spoken = answer(finals[1].transcript).lower().rstrip(".").split()
+    heard = [w.word.lower() for w in cut.heard]
+    assert heard == spoken[: len(heard)], (heard, spoken)
+    assert all(w.end_ms <= cut.played_ms for w in cut.heard)
+    assert len(heard) >= 1
+    # The third answer played whole too; the fake played nothing else.
+    assert abs((len(twilio.played) - start3) / BYTES_PER_MS - third.played_ms) <= 5
+    # Every mark the call sent came back (played or cleared), none twice, and none reached
+    # the application: the cleared ones' echoes were consumed, not taken for its own marks.
+    assert len(twilio.echoed) == len(set(twilio.echoed))
+    assert not [e for e in events if isinstance(e, Mark)]
+
+
+async def test_a_caller_who_hangs_up_mid_answer_ends_the_call_and_its_sessions(edge: Edge):
+    events: list[CallEvent] = []
+    limiter = edge.server.auth.limiter
+    key_id = edge.key.split("_")[1]
+    before = limiter.active_sessions(key_id)
+    runner, url = await serve_app(edge, events)
+    # The answer starts about 0.7 s after the sentence; the socket closes 1.5 s after it.
+    twilio = FakeTwilio(url, mulaw("pay_bill"), tail_s=1.5, hang_up=True)
+    try:
+        await twilio.run(timeout_s=30)
+        # The app reads the call's end after the socket's.
+        assert await wait_until(lambda: bool(events) and isinstance(events[-1], CallEnded), 15)
+    finally:
+        await runner.cleanup()
+    ended = events[-1]
+    assert isinstance(ended, CallEnded) and ended.reason == "socket closed", ended
+    cut = [e for e in events if isinstance(e, ReplyInterrupted)]
+    assert len(cut) == 1 and not [e for e in events if isinstance(e, ReplyPlayed)], events
+    # What had played when the socket went: the fake's playout, give or take a chunk.
+    assert twilio.starts, "the answer never reached Twilio"
+    truth_ms = (len(twilio.played) - twilio.starts[0][1]) // BYTES_PER_MS
+    assert abs(cut[0].played_ms - truth_ms) <= 120, (cut[0].played_ms, truth_ms)
+    # Both of the call's sessions (STT and TTS) have ended on the gateway.
+    assert await wait_until(lambda: limiter.active_sessions(key_id) == before, 3)
+
+
+async def test_a_stream_in_another_format_is_refused_before_any_session(edge: Edge):
+    events: list[CallEvent] = []
+    failures: list[BaseException] = []
+
+    async def media_socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        try:
+            await TwilioCall.accept(
+                AiohttpSocket(ws),
+                edge.ws,
+                api_key=edge.key,
+                stt_model="stt_pocketsphinx",
+                tts_model="tts_espeak",
+            )
+        except Exception as exc:  # what the application sees
+            failures.append(exc)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/media", media_socket)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"ws://127.0.0.1:{runner.addresses[0][1]}/media"
+    twilio = FakeTwilio(url, silence(0.2), encoding="audio/x-l16", tail_s=0)
+    try:
+        await twilio.run(timeout_s=15)
+    finally:
+        await runner.cleanup()
+    assert len(failures) == 1 and isinstance(failures[0], errors.UnsupportedEncoding), failures
+    assert "audio/x-l16" in str(failures[0])
+    assert not events
+
+
+async def test_the_example_answers_twilios_webhook_with_a_bidirectional_stream(edge: Edge):
+    runner, url = await serve_app(edge, [])
+    http_url = url.replace("ws://", "http://").replace("/media", "/twiml")
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(http_url, headers={"Host": "agent.example.com"}) as response,
+        ):
+            body = await response.text()
+            assert response.content_type == "text/xml"
+    finally:
+        await runner.cleanup()
+    assert body == (
+        '<Response><Connect><Stream url="wss://agent.example.com/media"/></Connect></Response>'
+    )

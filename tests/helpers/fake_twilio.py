@@ -1,0 +1,186 @@
+"""FakeTwilio: a stand-in for Twilio Media Streams, which cannot run here (a fake, named as one).
+
+It plays Twilio's side of a bidirectional ``<Connect><Stream>`` as its "WebSocket Messages" page
+describes it: it connects to the application's WebSocket, sends ``connected`` and ``start``,
+then the caller's audio as ``media`` messages of 20 ms of 8 kHz mu-law at real time, and
+``stop`` at the end. What the application sends back goes into one playout FIFO played at real
+time in 20 ms ticks; a ``mark`` is echoed when the audio before it has played (at once when
+nothing is before it); ``clear`` empties the FIFO and echoes the marks that were in it, as
+Twilio does. It records exactly what it played, so a test can hold the application's idea of
+what the caller heard against the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import aiohttp
+
+FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
+FRAME_S = 0.02
+MULAW_SILENCE = b"\xff"
+
+
+@dataclass
+class Clear:
+    at: float
+    played_bytes: int  # all audio played before the clear, over the call
+    dropped_bytes: int  # audio in the FIFO that the clear discarded
+
+
+@dataclass
+class FakeTwilio:
+    url: str
+    caller: bytes  # the caller's mu-law audio, silence included
+    stream_sid: str = "MZ00000000000000000000000000000000"
+    call_sid: str = "CA00000000000000000000000000000000"
+    encoding: str = "audio/x-mulaw"
+    tail_s: float = 1.0  # silence after the caller's audio, before ``stop``
+    hang_up: bool = False  # close the socket after the tail instead of sending ``stop``
+    played: bytearray = field(default_factory=bytearray)
+    clears: list[Clear] = field(default_factory=list)
+    echoed: list[str] = field(default_factory=list)
+    # (time, bytes played so far) at the first audio after each idle FIFO: where replies start
+    starts: list[tuple[float, int]] = field(default_factory=list)
+    received_bytes: int = 0
+    _fifo: deque[bytes | str] = field(default_factory=deque)
+
+    async def run(self, timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s), aiohttp.ClientSession() as http:
+            async with http.ws_connect(self.url, autoping=True) as ws:
+                await ws.send_str(
+                    json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+                )
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "event": "start",
+                            "sequenceNumber": "1",
+                            "start": {
+                                "streamSid": self.stream_sid,
+                                "callSid": self.call_sid,
+                                "accountSid": "AC0",
+                                "tracks": ["inbound"],
+                                "customParameters": {"tenant": "test"},
+                                "mediaFormat": {
+                                    "encoding": self.encoding,
+                                    "sampleRate": 8000,
+                                    "channels": 1,
+                                },
+                            },
+                            "streamSid": self.stream_sid,
+                        }
+                    )
+                )
+                receiver = asyncio.create_task(self._receive(ws))
+                player = asyncio.create_task(self._play(ws))
+                try:
+                    await self._send_caller(ws)
+                    if self.hang_up:
+                        return  # the socket closes on leaving: no ``stop``
+                    if not ws.closed:
+                        await ws.send_str(
+                            json.dumps(
+                                {
+                                    "event": "stop",
+                                    "streamSid": self.stream_sid,
+                                    "stop": {"callSid": self.call_sid},
+                                }
+                            )
+                        )
+                    await receiver  # until the application closes the socket
+                finally:
+                    player.cancel()
+                    receiver.cancel()
+                    await asyncio.gather(player, receiver, return_exceptions=True)
+
+    async def _send_caller(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        audio = self.caller + MULAW_SILENCE * int(8000 * self.tail_s)
+        due = time.monotonic()
+        for index, offset in enumerate(range(0, len(audio), FRAME_BYTES)):
+            if ws.closed:
+                return  # the application ended the call: Twilio stops streaming
+            payload = base64.b64encode(audio[offset : offset + FRAME_BYTES]).decode()
+            try:
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "event": "media",
+                            "sequenceNumber": str(index + 2),
+                            "streamSid": self.stream_sid,
+                            "media": {
+                                "track": "inbound",
+                                "chunk": str(index + 1),
+                                "timestamp": str(index * 20),
+                                "payload": payload,
+                            },
+                        }
+                    )
+                )
+            except aiohttp.ClientConnectionResetError:
+                return  # closing under us
+            due += FRAME_S
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                break
+            message = json.loads(msg.data)
+            assert message.get("streamSid") == self.stream_sid, message
+            if message["event"] == "media":
+                audio = base64.b64decode(message["media"]["payload"])
+                self.received_bytes += len(audio)
+                if not any(isinstance(item, bytes) for item in self._fifo):
+                    self.starts.append((time.monotonic(), len(self.played)))
+                self._fifo.append(audio)
+            elif message["event"] == "mark":
+                self._fifo.append(message["mark"]["name"])
+                await self._echo_head(ws)
+            elif message["event"] == "clear":
+                dropped = sum(len(item) for item in self._fifo if isinstance(item, bytes))
+                self.clears.append(Clear(time.monotonic(), len(self.played), dropped))
+                marks = [item for item in self._fifo if isinstance(item, str)]
+                self._fifo.clear()
+                for name in marks:
+                    await self._send_echo(ws, name)
+
+    async def _play(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        due = time.monotonic()
+        while True:
+            due += FRAME_S
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            budget = FRAME_BYTES
+            while budget and self._fifo and isinstance(self._fifo[0], bytes):
+                head = self._fifo.popleft()
+                assert isinstance(head, bytes)
+                take = head[:budget]
+                self.played += take
+                budget -= len(take)
+                if len(head) > len(take):
+                    self._fifo.appendleft(head[len(take) :])
+            await self._echo_head(ws)
+
+    async def _echo_head(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while self._fifo and isinstance(self._fifo[0], str):
+            name = self._fifo.popleft()
+            assert isinstance(name, str)
+            await self._send_echo(ws, name)
+
+    async def _send_echo(self, ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
+        self.echoed.append(name)
+        await ws.send_str(
+            json.dumps(
+                {
+                    "event": "mark",
+                    "streamSid": self.stream_sid,
+                    "sequenceNumber": "0",
+                    "mark": {"name": name},
+                }
+            )
+        )

@@ -1,0 +1,413 @@
+"""TwilioCall: a phone call from Twilio Media Streams on voxwire, with barge-in that knows
+what the caller heard (docs/design/telephony.md).
+
+In the server Twilio opens its media WebSocket to (``<Connect><Stream url=...>``):
+
+    async def media_socket(request):
+        ws = aiohttp.web.WebSocketResponse()
+        await ws.prepare(request)
+        call = await TwilioCall.accept(AiohttpSocket(ws), ["ws://gw:8080"], api_key=key,
+                                       stt_model="stt_pocketsphinx", tts_model="tts_espeak")
+        async for event in call.events():
+            if isinstance(event, TranscriptResult) and event.is_final:
+                await call.say(answer(event.transcript))
+            elif isinstance(event, ReplyInterrupted):
+                remember_what_was_heard(event.heard)
+        return ws
+
+The caller's audio goes to STT in the call's own format (8 kHz G.711, no conversion); each
+``say`` is a TTS context in that format whose audio goes to Twilio as it comes, each chunk
+followed by a mark. When the caller starts speaking over a reply (``speechStarted``), the call
+sends Twilio ``clear``, truncates the context where Twilio's marks say playback was, and
+reports the words heard. An asyncio adapter around ``twilio_messages`` and ``PlayoutLedger``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+
+from voxwire import errors
+from voxwire.client import twilio_messages as twilio
+from voxwire.client.channel import EventChannel
+from voxwire.client.link import SessionClosed
+from voxwire.client.options import SessionOptions
+from voxwire.client.playout import PlayoutLedger
+from voxwire.client.stt import TranscriptionEvent, TranscriptionSession
+from voxwire.client.tts import SynthesisContext, SynthesisSession, SynthesisSessionEvent
+from voxwire.client.tts_state import SynthesizedAudio
+from voxwire.edge.v1 import session_pb2, tts_pb2
+from voxwire.v1 import audio_pb2, synthesis_pb2, transcription_pb2
+
+log = logging.getLogger(__name__)
+
+
+class TwilioSocket(Protocol):
+    """The media WebSocket Twilio opened (Starlette's WebSocket has this shape; aiohttp's
+    through ``AiohttpSocket``). ``receive_text`` returns None once the socket has closed."""
+
+    async def receive_text(self) -> str | None: ...
+
+    async def send_text(self, data: str) -> None: ...
+
+
+class AiohttpSocket:
+    """An aiohttp ``WebSocketResponse`` as a TwilioSocket."""
+
+    def __init__(self, ws: aiohttp.web.WebSocketResponse) -> None:
+        self._ws = ws
+
+    async def receive_text(self) -> str | None:
+        msg = await self._ws.receive()
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            return str(msg.data)
+        if msg.type is aiohttp.WSMsgType.BINARY:
+            raise errors.InvalidMessage("Twilio message: a binary frame (Twilio sends JSON text)")
+        return None  # closing, closed or error: the call is over
+
+    async def send_text(self, data: str) -> None:
+        await self._ws.send_str(data)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyPlayed:
+    """Twilio played the whole reply (its last mark echoed)."""
+
+    context_id: str
+    played_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyInterrupted:
+    """The reply was cut (barge-in or ``interrupt``): ``played_ms`` of it had played, and
+    ``heard`` are its words whose audio ended by then (the rule of ``Truncated.heard``)."""
+
+    context_id: str
+    played_ms: int
+    heard: tuple[synthesis_pb2.WordTimestamp, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyFailed:
+    context_id: str
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """The last event: ``stop`` from Twilio, its socket closed, or ``hangup``."""
+
+    reason: str
+    inbound_ms: int
+    other_track_messages: int = 0
+
+
+ReplyOutcome = ReplyPlayed | ReplyInterrupted | ReplyFailed
+# TTS session events: its notices and Resumed (the summary is not passed on).
+CallEvent = (
+    TranscriptionEvent
+    | SynthesisSessionEvent
+    | ReplyOutcome
+    | twilio.Dtmf
+    | twilio.Mark
+    | twilio.Other
+    | CallEnded
+)
+
+
+@dataclass(slots=True)
+class Reply:
+    """One ``say``: await ``outcome()`` for how it ended."""
+
+    context_id: str
+    context: SynthesisContext
+    _done: asyncio.Future[ReplyOutcome] = field(repr=False)
+    synthesized: bool = False  # its context has ended: all its audio came
+    stopped: bool = False  # interrupted: audio that still comes is dropped
+    end_ms: int = 0  # the end of the audio sent to Twilio, in the context's timeline
+
+    async def outcome(self) -> ReplyOutcome:
+        return await asyncio.shield(self._done)
+
+
+class TwilioCall:
+    """Use ``await TwilioCall.accept(...)``."""
+
+    def __init__(
+        self,
+        socket: TwilioSocket,
+        start: twilio.Start,
+        stt: TranscriptionSession,
+        tts: SynthesisSession,
+        tts_config: synthesis_pb2.SynthesisContextConfig,
+        *,
+        barge_in: bool,
+        max_events: int,
+    ) -> None:
+        self.socket = socket
+        self.start = start
+        self.stt = stt
+        self.tts = tts
+        self._tts_config = tts_config
+        self.barge_in = barge_in
+        self._ledger = PlayoutLedger()
+        self._events: EventChannel[CallEvent] = EventChannel(max_events)
+        self._replies: dict[str, Reply] = {}
+        # A media message and its mark, and a clear, go out whole and in order.
+        self._send_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._inbound_bytes = 0
+        self._other_tracks = 0
+        self._ended = False
+        self._reader: asyncio.Task[None] | None = None
+        self._aborting: asyncio.Future[tuple[None, None]] | None = None
+
+    @classmethod
+    async def accept(
+        cls,
+        socket: TwilioSocket,
+        urls: Sequence[str] | str,
+        *,
+        api_key: str | None = None,
+        stt_model: str,
+        tts_model: str,
+        voice: str = "",
+        language: str = "",
+        stt_config: transcription_pb2.TranscriptionConfig | None = None,
+        lead_ms: int | None = None,
+        barge_in: bool = True,
+        start_timeout_s: float = 10.0,
+        options: SessionOptions | None = None,
+    ) -> TwilioCall:
+        """Read Twilio's ``connected`` and ``start``, open the STT and TTS sessions in the
+        call's format, and start relaying. ``stt_config``: its fields beyond the audio format
+        and model (interim results, endpointing, ...); ``lead_ms``: how far a reply's audio may
+        run ahead of playback (the gateway's default: 1 s), what a barge-in discards at most.
+
+        Raises TimeoutError (no ``start``), InvalidMessage, UnsupportedEncoding (a media
+        format other than 8 kHz mono G.711), or the sessions' errors."""
+        async with asyncio.timeout(start_timeout_s):
+            while True:
+                text = await socket.receive_text()
+                if text is None:
+                    raise errors.InvalidMessage("Twilio's socket closed before 'start'")
+                event = twilio.parse(text)
+                if isinstance(event, twilio.Start):
+                    break
+        if event.sample_rate_hz != twilio.RATE_HZ or event.channels != 1:
+            raise errors.UnsupportedEncoding(
+                f"Twilio stream's media format: {event.sample_rate_hz} Hz, "
+                f"{event.channels} channels; the bridge takes 8000 Hz mono"
+            )
+        audio_format = audio_pb2.AudioFormat(
+            encoding=event.encoding, sample_rate_hz=event.sample_rate_hz, channels=1
+        )
+        config = transcription_pb2.TranscriptionConfig()
+        if stt_config is not None:
+            config.CopyFrom(stt_config)
+        config.model = stt_model
+        config.audio_format.CopyFrom(audio_format)
+        if language:
+            config.language = language
+        tts_config = synthesis_pb2.SynthesisContextConfig(
+            model=tts_model,
+            voice=voice,
+            language=language,
+            word_timestamps=True,
+            output_format=audio_format,
+        )
+        stt = await TranscriptionSession.connect(urls, config, api_key=api_key, options=options)
+        try:
+            tts = await SynthesisSession.connect(
+                urls, api_key=api_key, lead_ms=lead_ms, options=options
+            )
+        except BaseException:
+            await stt.abort()
+            raise
+        opts = options or SessionOptions()
+        call = cls(
+            socket, event, stt, tts, tts_config, barge_in=barge_in, max_events=opts.max_events
+        )
+        call._reader = call._spawn(call._read_twilio())
+        call._spawn(call._read_stt())
+        call._spawn(call._read_tts_session())
+        return call
+
+    def events(self) -> AsyncIterator[CallEvent]:
+        """Transcription events, reply outcomes, Twilio's DTMF and foreign marks; CallEnded
+        last. Raises the error that ended the call."""
+        return self._events
+
+    async def say(self, text: str, context_id: str = "") -> Reply:
+        """Speak ``text`` after whatever is still playing; returns once its context is open."""
+        context_id = context_id or f"reply-{uuid.uuid4().hex[:12]}"
+        context = await self.tts.open(context_id, self._tts_config)
+        reply = Reply(context_id, context, asyncio.get_running_loop().create_future())
+        self._replies[context_id] = reply
+        await context.append(text)
+        await context.close()
+        self._spawn(self._pump(reply))
+        return reply
+
+    async def interrupt(self) -> list[ReplyInterrupted]:
+        """Stop every reply now: Twilio drops what it has not played (``clear``), the contexts
+        are truncated where playback was. Returns what each reply had played."""
+        stopping = [r for r in self._replies.values() if not r._done.done()]
+        if not stopping:
+            return []
+        async with self._send_lock:
+            positions = self._ledger.clear(time.monotonic())
+            for reply in stopping:
+                reply.stopped = True
+            await self.socket.send_text(twilio.clear(self.start.stream_sid))
+        outcomes = []
+        for reply in stopping:
+            played = positions.get(reply.context_id, reply.end_ms)
+            with contextlib.suppress(errors.VoxwireError):  # a context that failed meanwhile
+                await reply.context.truncate(played)
+            outcome = ReplyInterrupted(reply.context_id, played, tuple(reply.context.heard(played)))
+            if self._settle(reply, outcome):
+                outcomes.append(outcome)
+        for outcome in outcomes:
+            await self._events.put(outcome)
+        return outcomes
+
+    async def hangup(self) -> None:
+        """End the call from this side (the sessions close; Twilio's socket is the caller's)."""
+        await self._end("hangup")
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        log.warning("twilio call %s: %r", self.start.call_sid, exc)
+        self._ended = True
+        self._events.close(exc)
+        for other in list(self._tasks):
+            other.cancel()
+        # The sessions end with the call (their own tasks; nothing waits on this one).
+        self._aborting = asyncio.ensure_future(asyncio.gather(self.stt.abort(), self.tts.abort()))
+
+    async def _read_twilio(self) -> None:
+        while (text := await self.socket.receive_text()) is not None:
+            event = twilio.parse(text)
+            if isinstance(event, twilio.Media):
+                if event.track == "inbound":
+                    self._inbound_bytes += len(event.audio)
+                    await self.stt.send(event.audio)
+                else:
+                    self._other_tracks += 1
+            elif isinstance(event, twilio.Mark):
+                await self._echo(event)
+            elif isinstance(event, twilio.Stop):
+                break
+            elif isinstance(event, (twilio.Dtmf, twilio.Other)):
+                await self._events.put(event)
+        await self._end("stop" if text is not None else "socket closed")
+
+    async def _echo(self, mark: twilio.Mark) -> None:
+        echo = self._ledger.echoed(mark.name, time.monotonic())
+        if not echo.ours:
+            await self._events.put(mark)
+            return
+        for context_id, _end in echo.played:
+            await self._maybe_played(context_id)
+
+    async def _maybe_played(self, context_id: str) -> None:
+        reply = self._replies.get(context_id)
+        if reply is None or not reply.synthesized or self._ledger.unplayed(context_id):
+            return
+        outcome = ReplyPlayed(context_id, reply.end_ms)
+        if self._settle(reply, outcome):
+            await self._events.put(outcome)
+
+    def _settle(self, reply: Reply, outcome: ReplyOutcome) -> bool:
+        if reply._done.done():
+            return False
+        reply._done.set_result(outcome)
+        self._replies.pop(reply.context_id, None)
+        return True
+
+    async def _read_stt(self) -> None:
+        async for event in self.stt.events():
+            if self.barge_in and isinstance(event, transcription_pb2.SpeechStarted):
+                await self.interrupt()  # the replies in flight, played or still to come
+            await self._events.put(event)
+
+    async def _read_tts_session(self) -> None:
+        # The TTS session's own events (notices, Resumed) are the call's too; its summary is
+        # not (the call ends with CallEnded).
+        async for event in self.tts.events():
+            if not isinstance(event, session_pb2.SessionSummary):
+                await self._events.put(event)
+
+    async def _pump(self, reply: Reply) -> None:
+        try:
+            async for event in reply.context:
+                if isinstance(event, SynthesizedAudio):
+                    await self._forward(reply, event)
+                elif isinstance(event, (tts_pb2.Truncated, synthesis_pb2.ContextCancelled)):
+                    break
+        except errors.VoxwireError as exc:
+            if self._settle(reply, ReplyFailed(reply.context_id, exc)):
+                await self._events.put(ReplyFailed(reply.context_id, exc))
+            return
+        reply.synthesized = True
+        await self._maybe_played(reply.context_id)
+
+    async def _forward(self, reply: Reply, chunk: SynthesizedAudio) -> None:
+        async with self._send_lock:
+            if reply.stopped:
+                return  # cut by a barge-in: Twilio must never play it
+            name = self._ledger.sent(
+                reply.context_id, chunk.start_ms, chunk.duration_ms, time.monotonic()
+            )
+            reply.end_ms = chunk.start_ms + chunk.duration_ms
+            await self.socket.send_text(twilio.media(self.start.stream_sid, chunk.audio))
+            await self.socket.send_text(twilio.mark(self.start.stream_sid, name))
+
+    async def _end(self, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        # Replies still in flight stop where Twilio's playout was (the caller is gone).
+        now = time.monotonic()
+        for reply in list(self._replies.values()):
+            reply.stopped = True
+            position = self._ledger.position(reply.context_id, now)
+            played = reply.end_ms if position is None else position
+            outcome = ReplyInterrupted(reply.context_id, played, tuple(reply.context.heard(played)))
+            if self._settle(reply, outcome):
+                await self._events.put(outcome)
+            with contextlib.suppress(errors.VoxwireError, SessionClosed, TimeoutError):
+                await reply.context.cancel()
+        # The caller's last words still come: close STT and let its reader finish.
+        for session in (self.stt, self.tts):
+            with contextlib.suppress(errors.VoxwireError, SessionClosed, TimeoutError):
+                await session.close()
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()  # hangup: Twilio's socket is no longer read
+        others = [t for t in self._tasks if t is not asyncio.current_task()]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await asyncio.gather(*others, return_exceptions=True)
+        await self._events.put(
+            CallEnded(reason, self._inbound_bytes * 1000 // twilio.RATE_HZ, self._other_tracks)
+        )
+        self._events.close()
