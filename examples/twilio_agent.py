@@ -12,6 +12,7 @@ port); Twilio then opens the media socket ``wss://<public host>/media``. The cal
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -29,12 +30,25 @@ def answer(transcript: str) -> str:
     return f"You said {transcript}."
 
 
+async def speak(call: TwilioCall, text: str, token_gap_s: float) -> None:
+    """Say ``text``; with ``token_gap_s`` word by word, as an LLM streams its answer."""
+    if not token_gap_s:
+        await call.say(text)
+        return
+    reply = await call.open_reply()
+    for word in text.split(" "):
+        await reply.append(word + " ")  # after a barge-in, dropped: nothing to handle here
+        await asyncio.sleep(token_gap_s)
+    await reply.close()
+
+
 def make_app(
     gateways: list[str],
     api_key: str,
     *,
     stt_model: str = "stt_pocketsphinx",
     tts_model: str = "tts_espeak",
+    token_gap_s: float = 0.0,
     on_event: Callable[[CallEvent], None] | None = None,
 ) -> web.Application:
     async def twiml(request: web.Request) -> web.Response:
@@ -50,15 +64,19 @@ def make_app(
             AiohttpSocket(ws), gateways, api_key=api_key, stt_model=stt_model, tts_model=tts_model
         )
         log.info("call %s: streaming", call.start.call_sid)
+        answers: set[asyncio.Task[None]] = set()
         async for event in call.events():
             if on_event is not None:
                 on_event(event)
             if isinstance(event, transcription_pb2.TranscriptResult) and event.is_final:
                 log.info("caller: %s", event.transcript)
-                await call.say(answer(event.transcript))
+                task = asyncio.create_task(speak(call, answer(event.transcript), token_gap_s))
+                answers.add(task)
+                task.add_done_callback(answers.discard)
             elif isinstance(event, ReplyInterrupted):
                 heard = " ".join(w.word for w in event.heard)
                 log.info("interrupted after %d ms; the caller heard %r", event.played_ms, heard)
+        await asyncio.gather(*answers)  # an answer that failed fails here, not silently
         await ws.close()
         return ws
 

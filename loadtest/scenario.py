@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.recorder import METRICS, STAGE_PREFIX, known_metric
+from voxwire.audio.codecs import Encoding
 
 TARGETS = ("grpc", "triton", "tritonclient", "echo", "gateway", "null-relay")
 KINDS = ("stt", "tts", "mixed")
+WIRE_ENCODINGS = tuple(e.value for e in Encoding)
+G711 = (Encoding.MULAW.value, Encoding.ALAW.value)
 PROCESSES = ("poisson", "constant", "step", "ramp", "burst", "trace", "concurrency")
 LENGTHS = ("files", "fixed", "uniform", "exponential", "lognormal")
 REPO = Path(__file__).resolve().parent.parent
@@ -103,9 +106,19 @@ class SttSpec:
     chunk_ms: int = 100
     speech: Path = DEFAULT_SPEECH
     interim_results: bool = True
+    # The wire format the audio is sent in (voxwire.audio.codecs names: pcm_s16le, pcm_f32le,
+    # mulaw, alaw) and its rate (0: the speech set's own; G.711: 8000). Telephony is "mulaw"
+    # at 8000 Hz in 20 ms chunks (Twilio's media frames).
+    encoding: str = "pcm_s16le"
+    sample_rate_hz: int = 0
     await_started: bool = True  # audio is paced from `started`, not from the session's start
     wer: bool = True
     length: LengthSpec = field(default_factory=LengthSpec)
+
+    @property
+    def wire_rate_hz(self) -> int:
+        """The rate audio is sent at: 0 for the speech set's own."""
+        return self.sample_rate_hz or (8000 if self.encoding in G711 else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +126,7 @@ class TtsSpec:
     model: str = ""
     voice: str = ""
     sample_rate_hz: int = 24000
+    encoding: str = "pcm_s16le"  # the output format's encoding (as stt.encoding)
     texts: tuple[str, ...] = DEFAULT_TEXTS
     turns: int = 1  # contexts per session, one after the other
     turn_gap_s: float = 0.0
@@ -326,6 +340,17 @@ def validate(s: Scenario) -> None:
         (arr.process != "step" or _steps_ok(arr.steps), _STEPS),
         (_length_ok(s.stt.length), f"stt.length: {_LENGTHS}"),
         (s.tts.sample_rate_hz > 0, "tts.sample_rate_hz must be positive"),
+        (s.stt.sample_rate_hz >= 0, "stt.sample_rate_hz: 0 (the speech set's rate) or more"),
+        (s.stt.encoding in WIRE_ENCODINGS, f"stt.encoding: one of {WIRE_ENCODINGS}"),
+        (s.tts.encoding in WIRE_ENCODINGS, f"tts.encoding: one of {WIRE_ENCODINGS}"),
+        (
+            s.stt.encoding not in G711 or s.stt.sample_rate_hz in (0, 8000),
+            "stt.encoding mulaw or alaw is 8 kHz: stt.sample_rate_hz 8000 (or 0)",
+        ),
+        (
+            s.tts.encoding not in G711 or s.tts.sample_rate_hz == 8000,
+            "tts.encoding mulaw or alaw is 8 kHz: tts.sample_rate_hz 8000",
+        ),
         (s.tts.turns >= 1 and bool(s.tts.texts), "tts: turns >= 1 and some texts"),
         (0 < s.slo.confidence < 1, "slo.confidence in (0, 1)"),
         (s.search.over in ("rate", "concurrency"), "search.over: rate or concurrency"),
@@ -358,6 +383,13 @@ def validate(s: Scenario) -> None:
         raise ScenarioError("the tritonclient target drives STT sequences only")
     if s.target.kind == "null-relay" and s.kind != "stt":
         raise ScenarioError("the null-relay target carries STT only")
+    if s.target.kind in ("triton", "tritonclient") and (
+        s.stt.encoding != "pcm_s16le" or s.stt.sample_rate_hz or s.tts.encoding != "pcm_s16le"
+    ):
+        raise ScenarioError(
+            f"the {s.target.kind} target sends the model's own format: stt.encoding, "
+            "stt.sample_rate_hz and tts.encoding are for the voxwire targets (grpc, gateway)"
+        )
 
 
 def check_files(s: Scenario) -> None:

@@ -33,6 +33,7 @@ from loadtest.scenario import Scenario
 from loadtest.speech import SpeechFile, chunk_audio, session_audio
 from loadtest.targets.base import SttOptions, SttStream, Target, TtsOptions, TtsStream
 from loadtest.wer import edit_distance, normalize_words
+from voxwire.audio.codecs import Encoding
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,13 @@ async def stt_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     spec = s.stt
     files = spec.length.files if spec.length.distribution == "files" else 0
     audio = session_audio(ctx.speech, draw.first_file, files, draw.length_s)
-    chunks = chunk_audio(audio.pcm, audio.rate_hz, spec.chunk_ms)
+    chunks = chunk_audio(audio.pcm, audio.rate_hz, spec.chunk_ms, audio.encoding)
     options = SttOptions(
-        spec.model, audio.rate_hz, spec.interim_results, max(1.0, ctx.hard_stop - time.monotonic())
+        spec.model,
+        audio.rate_hz,
+        spec.interim_results,
+        max(1.0, ctx.hard_stop - time.monotonic()),
+        audio.encoding,
     )
     measure = SttMeasure(rec, intended_start, spec.chunk_ms, ctx.warm_until)
     started = asyncio.Event()
@@ -183,7 +188,11 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     s, rec = ctx.scenario, ctx.recorder
     spec = s.tts
     options = TtsOptions(
-        spec.model, spec.voice, spec.sample_rate_hz, max(1.0, ctx.hard_stop - time.monotonic())
+        spec.model,
+        spec.voice,
+        spec.sample_rate_hz,
+        max(1.0, ctx.hard_stop - time.monotonic()),
+        Encoding(spec.encoding),
     )
     contexts: dict[str, TtsContextMeasure] = {}
     finished: dict[str, asyncio.Event] = {}

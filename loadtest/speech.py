@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import json
 import wave
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from loadtest.scenario import ScenarioError
+import numpy as np
+import soxr
+
+from loadtest.scenario import Scenario, ScenarioError
+from voxwire.audio.codecs import Encoding, encode
 
 
 @dataclass(frozen=True, slots=True)
 class SpeechFile:
     name: str
-    pcm: bytes  # PCM16 little-endian mono
+    pcm: bytes  # mono audio in ``encoding``: PCM16 little-endian as read (see ``to_wire``)
     rate_hz: int
     transcript: str | None  # None: unknown or WER-exempt
+    encoding: Encoding = Encoding.PCM_S16LE
 
     @property
     def seconds(self) -> float:
-        return len(self.pcm) / 2 / self.rate_hz
+        return len(self.pcm) / self.encoding.bytes_per_sample / self.rate_hz
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,7 @@ class SessionAudio:
     pcm: bytes
     rate_hz: int
     reference: str | None  # the transcripts of every file played, None if any is unknown
+    encoding: Encoding = Encoding.PCM_S16LE
 
 
 def load_speech(folder: Path) -> list[SpeechFile]:
@@ -56,6 +62,29 @@ def load_speech(folder: Path) -> list[SpeechFile]:
     if len({f.rate_hz for f in files}) > 1:
         raise ScenarioError(f"{folder}: the files have different sample rates")
     return files
+
+
+def to_wire(files: list[SpeechFile], encoding: Encoding, rate_hz: int) -> list[SpeechFile]:
+    """The speech set as a client would send it: resampled to ``rate_hz`` (0: the files' own)
+    with soxr and encoded (telephony: 8 kHz mu-law or A-law), once, before a run. CPU work:
+    call it before the event loop runs, or through ``asyncio.to_thread``."""
+    out = []
+    for f in files:
+        rate = rate_hz or f.rate_hz
+        samples = np.frombuffer(f.pcm, dtype="<i2").astype(np.float32) / 32768.0
+        if rate != f.rate_hz:
+            samples = soxr.resample(samples, f.rate_hz, rate, quality="HQ")
+        out.append(replace(f, pcm=encode(samples, encoding), rate_hz=rate, encoding=encoding))
+    return out
+
+
+def wire_speech(s: Scenario) -> list[SpeechFile]:
+    """The scenario's speech set in its wire format (blocking: file I/O and resampling)."""
+    files = load_speech(s.stt.speech)
+    encoding = Encoding(s.stt.encoding)
+    if encoding is Encoding.PCM_S16LE and s.stt.wire_rate_hz in (0, files[0].rate_hz):
+        return files  # as read
+    return to_wire(files, encoding, s.stt.wire_rate_hz)
 
 
 def _json(path: Path) -> dict[str, str]:
@@ -83,16 +112,19 @@ def session_audio(
     pcm = b"".join(p.pcm for p in parts)
     texts = [p.transcript for p in parts]
     reference = None if any(t is None for t in texts) else " ".join(t or "" for t in texts)
+    encoding = parts[0].encoding
     if seconds > 0:
-        keep = round(seconds * parts[0].rate_hz) * 2
+        keep = round(seconds * parts[0].rate_hz) * encoding.bytes_per_sample
         if keep < len(pcm):
             pcm, reference = pcm[:keep], None  # a file cut short has no known transcript
-    return SessionAudio(pcm, parts[0].rate_hz, reference)
+    return SessionAudio(pcm, parts[0].rate_hz, reference, encoding)
 
 
-def chunk_audio(pcm: bytes, rate_hz: int, chunk_ms: int) -> list[bytes]:
-    """``chunk_ms`` pieces of PCM16 (the last may be shorter, never empty)."""
-    size = rate_hz * chunk_ms // 1000 * 2
+def chunk_audio(
+    pcm: bytes, rate_hz: int, chunk_ms: int, encoding: Encoding = Encoding.PCM_S16LE
+) -> list[bytes]:
+    """``chunk_ms`` pieces of audio (the last may be shorter, never empty)."""
+    size = rate_hz * chunk_ms // 1000 * encoding.bytes_per_sample
     if size <= 0:
         raise ScenarioError(f"a {chunk_ms} ms chunk at {rate_hz} Hz holds no sample")
     return [pcm[i : i + size] for i in range(0, len(pcm), size)]

@@ -33,7 +33,7 @@ from loadtest.pacing import sleep_until
 from loadtest.recorder import Recorder
 from loadtest.scenario import Scenario
 from loadtest.sessions import SessionContext, cancel_all, mixed_kind, run_session
-from loadtest.speech import load_speech
+from loadtest.speech import wire_speech
 from loadtest.targets import make_target
 
 GO_FILE = "go.json"
@@ -226,7 +226,7 @@ async def run_worker(spec: WorkerSpec) -> None:
     s = Scenario.from_dict(spec.scenario)
     folder = worker_dir(Path(spec.out_dir), spec.index)
     folder.mkdir(parents=True, exist_ok=True)
-    speech = await asyncio.to_thread(load_speech, s.stt.speech) if s.kind != "tts" else []
+    speech = await asyncio.to_thread(wire_speech, s) if s.kind != "tts" else []
     target = make_target(s.target, stt_model=s.stt.model, tts_model=s.tts.model)
     await target.start()
     try:

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from loadtest.events import Ended, Event, connect_failed
+from voxwire.audio.codecs import Encoding
+from voxwire.audio.formats import PROTO_ENCODINGS
+from voxwire.v1 import audio_pb2
 
 
 class TargetError(Exception):
@@ -27,6 +30,13 @@ class SttOptions:
     rate_hz: int
     interim_results: bool
     deadline_s: float  # for the whole call
+    encoding: Encoding = Encoding.PCM_S16LE  # of the audio sent
+
+    @property
+    def audio_format(self) -> audio_pb2.AudioFormat:
+        return audio_pb2.AudioFormat(
+            encoding=PROTO_ENCODINGS[self.encoding], sample_rate_hz=self.rate_hz, channels=1
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +45,13 @@ class TtsOptions:
     voice: str
     sample_rate_hz: int
     deadline_s: float
+    encoding: Encoding = Encoding.PCM_S16LE  # of the audio asked for
+
+    @property
+    def audio_format(self) -> audio_pb2.AudioFormat:
+        return audio_pb2.AudioFormat(
+            encoding=PROTO_ENCODINGS[self.encoding], sample_rate_hz=self.sample_rate_hz
+        )
 
 
 class SttStream(Protocol):

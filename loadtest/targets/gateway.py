@@ -48,7 +48,7 @@ from loadtest.targets.voxwire_grpc import stages_from_timings
 from voxwire.edge import frames
 from voxwire.edge.messages import decode, encode
 from voxwire.edge.v1 import stt_pb2, tts_pb2
-from voxwire.v1 import audio_pb2, synthesis_pb2, transcription_pb2
+from voxwire.v1 import synthesis_pb2, transcription_pb2
 
 API_KEY_ENV = "VOXWIRE_API_KEY"
 _MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -164,13 +164,10 @@ class GatewayTts(_Socket):
         options: TtsOptions,
     ) -> None:
         super().__init__(ws, closing)
-        fmt = audio_pb2.AudioFormat(
-            encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=options.sample_rate_hz
-        )
         self._config = synthesis_pb2.SynthesisContextConfig(
-            model=options.model, voice=options.voice, output_format=fmt
+            model=options.model, voice=options.voice, output_format=options.audio_format
         )
-        self._bytes_per_ms = options.sample_rate_hz * 2 / 1000
+        self._bytes_per_ms = options.sample_rate_hz * options.encoding.bytes_per_sample / 1000
         self._contexts: dict[int, str] = {}  # handle -> context id
 
     async def open_context(self, context_id: str) -> None:
@@ -293,7 +290,7 @@ class GatewayTarget:
     async def open_stt(self, options: SttOptions) -> GatewayStt | UnconnectedStream:
         query = {
             "model": options.model,
-            "encoding": "pcm_s16le",
+            "encoding": options.encoding.value,
             "sample_rate": str(options.rate_hz),
             "interim_results": "true" if options.interim_results else "false",
         }

@@ -21,7 +21,6 @@ from loadtest.events import Ended, Event, Result, Started
 from loadtest.targets.base import SttOptions, TtsOptions, UnconnectedStream
 from loadtest.targets.gateway import _CLOSED, _Socket, ws_connect
 from loadtest.targets.voxwire_grpc import stages_from_timings
-from voxwire.v1 import audio_pb2
 from voxwire.v1 import transcription_pb2 as stt_pb2
 
 # The path benchmarks/null_relay.py serves.
@@ -90,11 +89,10 @@ class NullRelayTarget:
         if ws is None:
             return UnconnectedStream()  # UNAVAILABLE/CONNECT_FAILED, as every target says it
         stream = RelayStt(ws, self._closing)
-        fmt = audio_pb2.AudioFormat(
-            encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=options.rate_hz, channels=1
-        )
         config = stt_pb2.TranscriptionConfig(
-            model=options.model, audio_format=fmt, interim_results=options.interim_results
+            model=options.model,
+            audio_format=options.audio_format,
+            interim_results=options.interim_results,
         )
         first = stt_pb2.StreamingTranscribeRequest(config=config)
         await stream.send_bytes(first.SerializeToString())

@@ -169,9 +169,8 @@ class VoxwireStt(_Call):
 class VoxwireTts(_Call):
     def __init__(self, call: Any, options: TtsOptions) -> None:
         super().__init__(call)
-        fmt = audio_pb2.AudioFormat(encoding=_PCM16, sample_rate_hz=options.sample_rate_hz)
         self._config = synthesis_pb2.SynthesisContextConfig(
-            model=options.model, voice=options.voice, output_format=fmt
+            model=options.model, voice=options.voice, output_format=options.audio_format
         )
 
     async def open_context(self, context_id: str) -> None:
@@ -245,9 +244,10 @@ class VoxwireTarget:
         call = stt_grpc.TranscriptionStub(self._ch()).StreamingTranscribe(
             timeout=options.deadline_s, metadata=self._metadata
         )
-        fmt = audio_pb2.AudioFormat(encoding=_PCM16, sample_rate_hz=options.rate_hz, channels=1)
         config = stt_pb2.TranscriptionConfig(
-            model=options.model, audio_format=fmt, interim_results=options.interim_results
+            model=options.model,
+            audio_format=options.audio_format,
+            interim_results=options.interim_results,
         )
         stream = VoxwireStt(call)
         await stream.write(stt_pb2.StreamingTranscribeRequest(config=config))

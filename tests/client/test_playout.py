@@ -88,3 +88,38 @@ def test_the_estimate_is_within_one_chunk_of_a_real_time_playout(durations, clea
     truth = min(clear_at_ms, start)
     position = ledger.clear(clear_at_ms / 1000).get("a", start)
     assert abs(position - truth) <= 1  # whole ms
+
+
+@given(
+    st.lists(st.integers(min_value=20, max_value=200), min_size=2, max_size=30),
+    st.integers(min_value=0, max_value=80),
+    st.integers(min_value=0, max_value=6000),
+)
+def test_the_round_trip_is_learned_and_counted(durations, one_way_ms, after_ms):
+    """The same playout behind a network ``one_way_ms`` each way: chunks sent at t=0 play from
+    ``one_way_ms``, each echo arrives ``one_way_ms`` after its chunk ends, and a clear sent at
+    ``c`` stops playback at ``c + one_way_ms``: ``c`` ms played. Once the first echo is in
+    (the round trip measured from it), the ledger says the same."""
+    ledger = PlayoutLedger()
+    names, start = [], 0
+    for d in durations:
+        names.append((ledger.sent("a", start, d, now=0.0), start + d))
+        start += d
+    first_echo_ms = durations[0] + 2 * one_way_ms
+    clear_at_ms = first_echo_ms + after_ms
+    for name, end in names:
+        if end + 2 * one_way_ms <= clear_at_ms:
+            ledger.echoed(name, now=(end + 2 * one_way_ms) / 1000)
+    assert ledger.rtt_s is not None and abs(ledger.rtt_s * 1000 - 2 * one_way_ms) < 0.01
+    truth = min(clear_at_ms, start)
+    position = ledger.clear(clear_at_ms / 1000).get("a", start)
+    assert abs(position - truth) <= 1
+
+
+def test_clear_and_position_agree():
+    ledger = PlayoutLedger()
+    send(ledger, "a", 3, now=0.0)
+    send(ledger, "b", 3, now=0.1)
+    ledger.sent("a", 300, 100, now=0.2)
+    expected = {c: ledger.position(c, 0.25) for c in ("a", "b")}
+    assert ledger.clear(0.25) == expected == {"a": 100, "b": 0}

@@ -18,6 +18,7 @@ import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -42,6 +43,9 @@ class FakeTwilio:
     encoding: str = "audio/x-mulaw"
     tail_s: float = 1.0  # silence after the caller's audio, before ``stop``
     hang_up: bool = False  # close the socket after the tail instead of sending ``stop``
+    # The network between Twilio and the application, each way: every message either side
+    # sends is handled this much later (in order).
+    one_way_s: float = 0.0
     played: bytearray = field(default_factory=bytearray)
     clears: list[Clear] = field(default_factory=list)
     echoed: list[str] = field(default_factory=list)
@@ -49,6 +53,8 @@ class FakeTwilio:
     starts: list[tuple[float, int]] = field(default_factory=list)
     received_bytes: int = 0
     _fifo: deque[bytes | str] = field(default_factory=deque)
+    _out: asyncio.Queue[tuple[float, str]] = field(default_factory=asyncio.Queue)
+    _in: asyncio.Queue[tuple[float, str]] = field(default_factory=asyncio.Queue)
 
     async def run(self, timeout_s: float) -> None:
         async with asyncio.timeout(timeout_s), aiohttp.ClientSession() as http:
@@ -79,25 +85,30 @@ class FakeTwilio:
                 )
                 receiver = asyncio.create_task(self._receive(ws))
                 player = asyncio.create_task(self._play(ws))
+                lines = [
+                    asyncio.create_task(self._line(self._out, ws.send_str)),
+                    asyncio.create_task(self._line(self._in, lambda text: self._handle(ws, text))),
+                ]
                 try:
                     await self._send_caller(ws)
                     if self.hang_up:
                         return  # the socket closes on leaving: no ``stop``
                     if not ws.closed:
-                        await ws.send_str(
+                        await self._send(
+                            ws,
                             json.dumps(
                                 {
                                     "event": "stop",
                                     "streamSid": self.stream_sid,
                                     "stop": {"callSid": self.call_sid},
                                 }
-                            )
+                            ),
                         )
                     await receiver  # until the application closes the socket
                 finally:
-                    player.cancel()
-                    receiver.cancel()
-                    await asyncio.gather(player, receiver, return_exceptions=True)
+                    for task in (player, receiver, *lines):
+                        task.cancel()
+                    await asyncio.gather(player, receiver, *lines, return_exceptions=True)
 
     async def _send_caller(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         audio = self.caller + MULAW_SILENCE * int(8000 * self.tail_s)
@@ -107,7 +118,8 @@ class FakeTwilio:
                 return  # the application ended the call: Twilio stops streaming
             payload = base64.b64encode(audio[offset : offset + FRAME_BYTES]).decode()
             try:
-                await ws.send_str(
+                await self._send(
+                    ws,
                     json.dumps(
                         {
                             "event": "media",
@@ -120,7 +132,7 @@ class FakeTwilio:
                                 "payload": payload,
                             },
                         }
-                    )
+                    ),
                 )
             except aiohttp.ClientConnectionResetError:
                 return  # closing under us
@@ -131,24 +143,47 @@ class FakeTwilio:
         async for msg in ws:
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 break
-            message = json.loads(msg.data)
-            assert message.get("streamSid") == self.stream_sid, message
-            if message["event"] == "media":
-                audio = base64.b64decode(message["media"]["payload"])
-                self.received_bytes += len(audio)
-                if not any(isinstance(item, bytes) for item in self._fifo):
-                    self.starts.append((time.monotonic(), len(self.played)))
-                self._fifo.append(audio)
-            elif message["event"] == "mark":
-                self._fifo.append(message["mark"]["name"])
-                await self._echo_head(ws)
-            elif message["event"] == "clear":
-                dropped = sum(len(item) for item in self._fifo if isinstance(item, bytes))
-                self.clears.append(Clear(time.monotonic(), len(self.played), dropped))
-                marks = [item for item in self._fifo if isinstance(item, str)]
-                self._fifo.clear()
-                for name in marks:
-                    await self._send_echo(ws, name)
+            if self.one_way_s:
+                self._in.put_nowait((time.monotonic() + self.one_way_s, msg.data))
+            else:
+                await self._handle(ws, msg.data)
+        if self.one_way_s:
+            await self._in.join()  # what is still on the way arrives before the end
+
+    async def _send(self, ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
+        if self.one_way_s:
+            self._out.put_nowait((time.monotonic() + self.one_way_s, text))
+        else:
+            await ws.send_str(text)
+
+    @staticmethod
+    async def _line(queue: asyncio.Queue[tuple[float, str]], deliver: Any) -> None:
+        """A one-way delay: each message is delivered at its due time, in order."""
+        while True:
+            due, text = await queue.get()
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await deliver(text)
+            queue.task_done()
+
+    async def _handle(self, ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
+        message = json.loads(text)
+        assert message.get("streamSid") == self.stream_sid, message
+        if message["event"] == "media":
+            audio = base64.b64decode(message["media"]["payload"])
+            self.received_bytes += len(audio)
+            if not any(isinstance(item, bytes) for item in self._fifo):
+                self.starts.append((time.monotonic(), len(self.played)))
+            self._fifo.append(audio)
+        elif message["event"] == "mark":
+            self._fifo.append(message["mark"]["name"])
+            await self._echo_head(ws)
+        elif message["event"] == "clear":
+            dropped = sum(len(item) for item in self._fifo if isinstance(item, bytes))
+            self.clears.append(Clear(time.monotonic(), len(self.played), dropped))
+            marks = [item for item in self._fifo if isinstance(item, str)]
+            self._fifo.clear()
+            for name in marks:
+                await self._send_echo(ws, name)
 
     async def _play(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         due = time.monotonic()
@@ -174,7 +209,8 @@ class FakeTwilio:
 
     async def _send_echo(self, ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
         self.echoed.append(name)
-        await ws.send_str(
+        await self._send(
+            ws,
             json.dumps(
                 {
                     "event": "mark",
@@ -182,5 +218,5 @@ class FakeTwilio:
                     "sequenceNumber": "0",
                     "mark": {"name": name},
                 }
-            )
+            ),
         )

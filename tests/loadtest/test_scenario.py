@@ -40,6 +40,10 @@ def test_command_line_overrides_the_file(tmp_path: Path) -> None:
         ("[run]\nwarp = 9\n", "unknown keys: warp"),
         ('[stt]\nchunk_ms = "fast"\n', "stt.chunk_ms"),
         ('kind = "tts"\n[target]\nkind = "echo"\n', "echo target"),
+        ('[stt]\nencoding = "opus"\n', "stt.encoding: one of"),
+        ('[stt]\nencoding = "mulaw"\nsample_rate_hz = 16000\n', "stt.sample_rate_hz 8000"),
+        ('[tts]\nencoding = "alaw"\n', "tts.sample_rate_hz 8000"),
+        ('[target]\nkind = "triton"\n[stt]\nencoding = "mulaw"\n', "model's own format"),
     ],
 )
 def test_bad_values_are_refused(tmp_path: Path, toml: str, message: str) -> None:

@@ -14,8 +14,12 @@ from typing import Any
 import pytest
 
 from loadtest import results, runner
+from loadtest.events import Audio, Ended
 from loadtest.scenario import ArrivalSpec, LengthSpec, Limits, Scenario, TargetSpec
+from loadtest.targets import make_target
+from loadtest.targets.base import TtsOptions
 from tests.helpers.edge import Edge
+from voxwire.audio.codecs import Encoding
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -270,3 +274,69 @@ async def test_notices_are_counted_by_kind(adapter_address: str, tmp_path: Path)
     assert contexts > 0 and result["notices"] == {"FORMAT_SUSPECT": contexts}
     plain = await _run(_scenario("grpc", adapter_address, kind="tts"), tmp_path)
     assert plain["notices"] == {}
+
+
+async def test_telephony_through_the_gateway_mulaw_at_8_khz_in_20_ms_frames(
+    edge: Edge, tmp_path: Path
+) -> None:
+    """A contact center's load: the speech set as 8 kHz mu-law (resampled and encoded once),
+    in Twilio's 20 ms frames, to the real model through the gateway; TTS answers in mu-law."""
+    s = _scenario(
+        "gateway",
+        edge.ws.removeprefix("ws://"),
+        model="stt_pocketsphinx",
+        wer=True,
+        encoding="mulaw",
+        chunk_ms=20,
+        length=LengthSpec(distribution="files", files=1),
+    )
+    s = dataclasses.replace(
+        s,
+        target=dataclasses.replace(s.target, api_key=edge.key),
+        arrivals=dataclasses.replace(s.arrivals, sessions=2),
+    )
+    result = await _run(s, tmp_path, sessions=2)
+    assert result["scenario"]["stt"]["encoding"] == "mulaw"
+    assert result["wer"]["words"] > 0
+    assert result["wer"]["wer"] <= 0.25, result["wer"]  # 8 kHz phone band, as the adapter's
+    # Each 20 ms frame was one message of 160 bytes: the chunks are at the telephony pace.
+    sent_s = result["counters"]["stt.chunks"] * 0.02
+    assert sent_s >= 2 * 1.5
+    tts = dataclasses.replace(
+        s,
+        kind="tts",
+        name="test-gateway-tts-mulaw",
+        tts=dataclasses.replace(s.tts, encoding="mulaw", sample_rate_hz=8000),
+    )
+    out = await _run(tts, tmp_path, sessions=2)
+    assert out["metrics"]["tts.first_audio"]["count"] == out["tts"]["contexts"] > 0
+    assert out["scenario"]["tts"]["encoding"] == "mulaw"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "rate"), [(Encoding.MULAW, 8000), (Encoding.PCM_F32LE, 24000)]
+)
+async def test_gateway_tts_chunk_durations_follow_the_output_encoding(
+    edge: Edge, encoding: Encoding, rate: int
+) -> None:
+    """The playback simulation reads each chunk's duration from its bytes: one byte a sample
+    in mu-law, four in float. The chunks tile the context's timeline exactly."""
+    spec = TargetSpec("gateway", edge.ws.removeprefix("ws://"), api_key=edge.key)
+    target = make_target(spec, stt_model="bench_stt", tts_model="bench_tts")
+    await target.start()
+    try:
+        stream = await target.open_tts(TtsOptions("bench_tts", "", rate, 30.0, encoding))
+        await stream.open_context("c1")
+        await stream.append("c1", "Hello there. This is a second sentence to speak.")
+        await stream.close_context("c1")
+        await stream.finish()
+        events = []
+        async with asyncio.timeout(30):
+            while not isinstance(event := await stream.next_event(), Ended):
+                events.append(event)
+    finally:
+        await target.close()
+    audio = [e for e in events if isinstance(e, Audio)]
+    assert len(audio) >= 2 and event.ok
+    for a, b in zip(audio, audio[1:], strict=False):
+        assert abs(a.start_ms + a.duration_ms - b.start_ms) <= 1, (a, b)

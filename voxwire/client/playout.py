@@ -8,6 +8,12 @@ every chunk, reads an echo as "played up to here", and, when it sends ``clear``,
 pending entry discarded so that their later echoes are consumed, never read as played.
 
 Entry states: PENDING --echo--> played (gone); PENDING --clear--> DISCARDED --echo--> gone.
+
+The network between the application and the carrier delays both ways: an echo leaves the
+carrier half a round trip before it arrives, and a ``clear`` stops playback half a round trip
+after it is sent. The round trip is measured from the calls' own marks: a chunk sent into an
+empty FIFO starts playing as it arrives, so its echo comes one round trip after its duration
+(the least of those samples is kept: queueing only adds to it).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ class _Entry:
     context_id: str
     start_ms: int  # the chunk's place in its context's timeline
     duration_ms: int
+    sent_at: float
+    into_empty: bool  # sent when every mark before it had echoed: it played on arrival
 
     @property
     def end_ms(self) -> int:
@@ -48,15 +56,18 @@ class PlayoutLedger:
         self._discarded: set[str] = set()
         # When the head entry began to play: the last echo, or the send into an empty FIFO.
         self._anchor = 0.0
+        self._anchor_echo = False  # the anchor is an echo's arrival (else a send's)
         self._count = 0
+        self.rtt_s: float | None = None  # the least round trip measured, None before one
 
     def sent(self, context_id: str, start_ms: int, duration_ms: int, now: float) -> str:
         """A chunk of ``context_id`` was sent; returns the name of the mark to send after it."""
         name = f"{PREFIX}{self._count}"
         self._count += 1
-        if not self._pending:
-            self._anchor = now  # an empty FIFO plays at once
-        self._pending.append(_Entry(name, context_id, start_ms, duration_ms))
+        into_empty = not self._pending
+        if into_empty:
+            self._anchor, self._anchor_echo = now, False  # an empty FIFO plays on arrival
+        self._pending.append(_Entry(name, context_id, start_ms, duration_ms, now, into_empty))
         self._names.add(name)
         return name
 
@@ -74,8 +85,12 @@ class PlayoutLedger:
             self._names.discard(entry.name)
             played[entry.context_id] = entry.end_ms
             if entry.name == name:
+                if entry.into_empty:
+                    sample = now - entry.sent_at - entry.duration_ms / 1000
+                    if sample >= 0 and (self.rtt_s is None or sample < self.rtt_s):
+                        self.rtt_s = sample
                 break
-        self._anchor = now
+        self._anchor, self._anchor_echo = now, True
         return Echo(ours=True, played=tuple(played.items()))
 
     def unplayed(self, context_id: str | None = None) -> bool:
@@ -84,29 +99,51 @@ class PlayoutLedger:
             return bool(self._pending)
         return any(e.context_id == context_id for e in self._pending)
 
+    def _played(self, now: float) -> list[int]:
+        """Milliseconds of each pending entry, in order, that will have played when a message
+        sent now reaches the carrier (a ``clear``: what the listener heard).
+
+        In the carrier's time, with ``half`` the one-way delay: the head began when the last
+        echo left (its arrival - half) or when it arrived itself (a send into an empty FIFO +
+        half); each later entry follows, or starts when it arrives if the FIFO ran dry; the
+        playout is read at now + half. At most the head's duration plus the round trip past
+        the anchor: had more played, an echo would be here."""
+        half = (self.rtt_s or 0.0) / 2
+        cursor = self._anchor - half if self._anchor_echo else self._anchor + half
+        at = now + half
+        budget_s = (self._pending[0].duration_ms / 1000 + 2 * half) if self._pending else 0.0
+        played = []
+        for entry in self._pending:
+            begin = max(cursor, entry.sent_at + half)
+            seconds = min(max(0.0, at - begin), entry.duration_ms / 1000, budget_s)
+            budget_s -= seconds
+            played.append(int(seconds * 1000 + 1e-6))
+            cursor = begin + entry.duration_ms / 1000
+        return played
+
     def position(self, context_id: str, now: float) -> int | None:
-        """Where the playout of ``context_id`` is now, in its timeline; None when the FIFO
-        holds nothing of it. The head entry has played for the time since the anchor, at most
-        its duration: had it played longer, its mark would have echoed (up to the network's
-        latency, which this cannot see)."""
-        for index, entry in enumerate(self._pending):
+        """Where the playout of ``context_id`` will be when a message sent now reaches the
+        carrier (``_played``); None when the FIFO holds nothing of it."""
+        last = None
+        for entry, ms in zip(self._pending, self._played(now), strict=True):
             if entry.context_id != context_id:
                 continue
-            if index > 0:
-                return entry.start_ms  # behind another context's audio, or its own head
-            elapsed_ms = int((now - self._anchor) * 1000)
-            return entry.start_ms + max(0, min(elapsed_ms, entry.duration_ms))
-        return None
+            if ms < entry.duration_ms:
+                return entry.start_ms + ms
+            last = entry.end_ms  # played whole; its echo is on its way
+        return last
 
     def clear(self, now: float) -> dict[str, int]:
         """The application sends ``clear`` now: the played position of each context that had
-        audio in the FIFO (its first entry's start when none of it began to play). Every
-        pending mark's later echo is consumed as discarded."""
+        audio in the FIFO (``position``'s). Every pending mark's later echo is consumed as
+        discarded."""
         positions: dict[str, int] = {}
-        for entry in self._pending:
-            if entry.context_id not in positions:
-                position = self.position(entry.context_id, now)
-                positions[entry.context_id] = entry.start_ms if position is None else position
+        done: set[str] = set()
+        for entry, ms in zip(self._pending, self._played(now), strict=True):
+            if entry.context_id not in done:
+                positions[entry.context_id] = entry.start_ms + ms
+                if ms < entry.duration_ms:
+                    done.add(entry.context_id)
             self._discarded.add(entry.name)
         self._pending.clear()
         self._names.clear()

@@ -125,7 +125,8 @@ CallEvent = (
 
 @dataclass(slots=True)
 class Reply:
-    """One ``say``: await ``outcome()`` for how it ended."""
+    """One reply (``say`` or ``open_reply``): ``append`` text as it comes (an LLM's tokens),
+    ``close`` when it is all there; await ``outcome()`` for how it ended."""
 
     context_id: str
     context: SynthesisContext
@@ -133,6 +134,25 @@ class Reply:
     synthesized: bool = False  # its context has ended: all its audio came
     stopped: bool = False  # interrupted: audio that still comes is dropped
     end_ms: int = 0  # the end of the audio sent to Twilio, in the context's timeline
+
+    async def append(self, text: str) -> None:
+        """More of the reply's text. After a barge-in the text is dropped: the caller is
+        speaking, and what an LLM still streams for this reply must not be said."""
+        if not self.stopped and not self._done.done():
+            try:
+                await self.context.append(text)
+            except errors.VoxwireError:
+                if not self.stopped:  # a barge-in while it was sent ended the context
+                    raise
+
+    async def close(self) -> None:
+        """The reply's text is complete: the rest is spoken."""
+        if not self.stopped and not self._done.done():
+            try:
+                await self.context.close()
+            except errors.VoxwireError:
+                if not self.stopped:
+                    raise
 
     async def outcome(self) -> ReplyOutcome:
         return await asyncio.shield(self._done)
@@ -246,24 +266,31 @@ class TwilioCall:
         last. Raises the error that ended the call."""
         return self._events
 
-    async def say(self, text: str, context_id: str = "") -> Reply:
-        """Speak ``text`` after whatever is still playing; returns once its context is open."""
+    async def open_reply(self, context_id: str = "") -> Reply:
+        """A reply whose text comes in pieces (``Reply.append``, then ``Reply.close``); it is
+        spoken after whatever is still playing, as its text arrives."""
         context_id = context_id or f"reply-{uuid.uuid4().hex[:12]}"
         context = await self.tts.open(context_id, self._tts_config)
         reply = Reply(context_id, context, asyncio.get_running_loop().create_future())
         self._replies[context_id] = reply
-        await context.append(text)
-        await context.close()
         self._spawn(self._pump(reply))
+        return reply
+
+    async def say(self, text: str, context_id: str = "") -> Reply:
+        """Speak ``text`` after whatever is still playing; returns once it is sent."""
+        reply = await self.open_reply(context_id)
+        await reply.append(text)
+        await reply.close()
         return reply
 
     async def interrupt(self) -> list[ReplyInterrupted]:
         """Stop every reply now: Twilio drops what it has not played (``clear``), the contexts
         are truncated where playback was. Returns what each reply had played."""
-        stopping = [r for r in self._replies.values() if not r._done.done()]
-        if not stopping:
-            return []
         async with self._send_lock:
+            # Not those another interrupt is stopping: their positions are that one's.
+            stopping = [r for r in self._replies.values() if not r.stopped]
+            if not stopping:
+                return []
             positions = self._ledger.clear(time.monotonic())
             for reply in stopping:
                 reply.stopped = True
@@ -331,7 +358,12 @@ class TwilioCall:
 
     async def _maybe_played(self, context_id: str) -> None:
         reply = self._replies.get(context_id)
-        if reply is None or not reply.synthesized or self._ledger.unplayed(context_id):
+        if (
+            reply is None
+            or reply.stopped  # its interrupt settles it
+            or not reply.synthesized
+            or self._ledger.unplayed(context_id)
+        ):
             return
         outcome = ReplyPlayed(context_id, reply.end_ms)
         if self._settle(reply, outcome):
