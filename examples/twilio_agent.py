@@ -49,6 +49,7 @@ def make_app(
     stt_model: str = "stt_pocketsphinx",
     tts_model: str = "tts_espeak",
     token_gap_s: float = 0.0,
+    inbound_batch_ms: int = 20,
     on_event: Callable[[CallEvent], None] | None = None,
 ) -> web.Application:
     async def twiml(request: web.Request) -> web.Response:
@@ -61,7 +62,12 @@ def make_app(
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         call = await TwilioCall.accept(
-            AiohttpSocket(ws), gateways, api_key=api_key, stt_model=stt_model, tts_model=tts_model
+            AiohttpSocket(ws),
+            gateways,
+            api_key=api_key,
+            stt_model=stt_model,
+            tts_model=tts_model,
+            inbound_batch_ms=inbound_batch_ms,
         )
         log.info("call %s: streaming", call.start.call_sid)
         answers: set[asyncio.Task[None]] = set()

@@ -48,10 +48,16 @@ def silence(seconds: float) -> bytes:
 
 
 async def serve_app(
-    edge: Edge, events: list[CallEvent], token_gap_s: float = 0.0
+    edge: Edge, events: list[CallEvent], token_gap_s: float = 0.0, inbound_batch_ms: int = 20
 ) -> tuple[web.AppRunner, str]:
     """The user's server: examples/twilio_agent.py, on a free loopback port."""
-    app = make_app([edge.ws], edge.key, token_gap_s=token_gap_s, on_event=events.append)
+    app = make_app(
+        [edge.ws],
+        edge.key,
+        token_gap_s=token_gap_s,
+        inbound_batch_ms=inbound_batch_ms,
+        on_event=events.append,
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -127,7 +133,8 @@ async def test_a_caller_who_hangs_up_mid_answer_ends_the_call_and_its_sessions(e
     limiter = edge.server.auth.limiter
     key_id = edge.key.split("_")[1]
     before = limiter.active_sessions(key_id)
-    runner, url = await serve_app(edge, events)
+    # The caller's frames batched five to a message (the capacity setting): heard the same.
+    runner, url = await serve_app(edge, events, inbound_batch_ms=100)
     # The answer starts about 0.7 s after the sentence; the socket closes 1.5 s after it.
     twilio = FakeTwilio(url, mulaw("pay_bill"), tail_s=1.5, hang_up=True)
     try:
@@ -138,6 +145,10 @@ async def test_a_caller_who_hangs_up_mid_answer_ends_the_call_and_its_sessions(e
         await runner.cleanup()
     ended = events[-1]
     assert isinstance(ended, CallEnded) and ended.reason == "socket closed", ended
+    finals = [e for e in events if isinstance(e, transcription_pb2.TranscriptResult) and e.is_final]
+    assert len(finals) == 1, finals
+    assert word_error_rate("i would like to pay my bill", finals[0].transcript) <= 0.3, finals
+    assert abs(ended.inbound_ms - (len(mulaw("pay_bill")) // BYTES_PER_MS + 1500)) <= 40
     cut = [e for e in events if isinstance(e, ReplyInterrupted)]
     assert len(cut) == 1 and not [e for e in events if isinstance(e, ReplyPlayed)], events
     # What had played when the socket went: the fake's playout, give or take a chunk.

@@ -171,6 +171,7 @@ class TwilioCall:
         *,
         barge_in: bool,
         max_events: int,
+        inbound_batch_ms: int = 20,
     ) -> None:
         self.socket = socket
         self.start = start
@@ -186,6 +187,9 @@ class TwilioCall:
         self._tasks: set[asyncio.Task[None]] = set()
         self._inbound_bytes = 0
         self._other_tracks = 0
+        # The caller's audio goes to STT in messages of this many bytes (8 kHz G.711: 8 a ms).
+        self._batch_bytes = max(1, inbound_batch_ms) * twilio.RATE_HZ // 1000
+        self._inbound = bytearray()
         self._ended = False
         self._reader: asyncio.Task[None] | None = None
         self._aborting: asyncio.Future[tuple[None, None]] | None = None
@@ -204,13 +208,17 @@ class TwilioCall:
         stt_config: transcription_pb2.TranscriptionConfig | None = None,
         lead_ms: int | None = None,
         barge_in: bool = True,
+        inbound_batch_ms: int = 20,
         start_timeout_s: float = 10.0,
         options: SessionOptions | None = None,
     ) -> TwilioCall:
         """Read Twilio's ``connected`` and ``start``, open the STT and TTS sessions in the
         call's format, and start relaying. ``stt_config``: its fields beyond the audio format
         and model (interim results, endpointing, ...); ``lead_ms``: how far a reply's audio may
-        run ahead of playback (the gateway's default: 1 s), what a barge-in discards at most.
+        run ahead of playback (the gateway's default: 1 s), what a barge-in discards at most;
+        ``inbound_batch_ms``: the caller's audio goes to STT in messages this long (Twilio's
+        20 ms frames as they come by default; 100 holds about 1.5 times the calls on the
+        benchmark model at up to 80 ms more latency: BENCHMARKS.md, "Phone calls").
 
         Raises TimeoutError (no ``start``), InvalidMessage, UnsupportedEncoding (a media
         format other than 8 kHz mono G.711), or the sessions' errors."""
@@ -254,7 +262,14 @@ class TwilioCall:
             raise
         opts = options or SessionOptions()
         call = cls(
-            socket, event, stt, tts, tts_config, barge_in=barge_in, max_events=opts.max_events
+            socket,
+            event,
+            stt,
+            tts,
+            tts_config,
+            barge_in=barge_in,
+            max_events=opts.max_events,
+            inbound_batch_ms=inbound_batch_ms,
         )
         call._reader = call._spawn(call._read_twilio())
         call._spawn(call._read_stt())
@@ -337,7 +352,10 @@ class TwilioCall:
             if isinstance(event, twilio.Media):
                 if event.track == "inbound":
                     self._inbound_bytes += len(event.audio)
-                    await self.stt.send(event.audio)
+                    self._inbound += event.audio
+                    if len(self._inbound) >= self._batch_bytes:
+                        await self.stt.send(bytes(self._inbound))
+                        self._inbound.clear()
                 else:
                     self._other_tracks += 1
             elif isinstance(event, twilio.Mark):
@@ -346,6 +364,9 @@ class TwilioCall:
                 break
             elif isinstance(event, (twilio.Dtmf, twilio.Other)):
                 await self._events.put(event)
+        if self._inbound:
+            await self.stt.send(bytes(self._inbound))  # the caller's last words
+            self._inbound.clear()
         await self._end("stop" if text is not None else "socket closed")
 
     async def _echo(self, mark: twilio.Mark) -> None:
