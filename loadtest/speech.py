@@ -17,7 +17,7 @@ import numpy as np
 import soxr
 
 from loadtest.scenario import Scenario, ScenarioError
-from voxwire.audio.codecs import Encoding, encode
+from voxwire.audio.codecs import Encoding, encode, int16_to_float32
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ def to_wire(files: list[SpeechFile], encoding: Encoding, rate_hz: int) -> list[S
     out = []
     for f in files:
         rate = rate_hz or f.rate_hz
-        samples = np.frombuffer(f.pcm, dtype="<i2").astype(np.float32) / 32768.0
+        samples = int16_to_float32(np.frombuffer(f.pcm, dtype="<i2"))
         if rate != f.rate_hz:
             samples = soxr.resample(samples, f.rate_hz, rate, quality="HQ")
         out.append(replace(f, pcm=encode(samples, encoding), rate_hz=rate, encoding=encoding))

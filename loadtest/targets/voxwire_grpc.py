@@ -32,7 +32,7 @@ from loadtest.events import (
 from loadtest.targets.base import SttOptions, TtsOptions
 from voxwire.stream_write import write_unless_ended
 from voxwire.timings import EDGE_STAGES, STAGES, TIMINGS_TRAILER
-from voxwire.v1 import audio_pb2, errors_pb2, synthesis_pb2, synthesis_pb2_grpc, timings_pb2
+from voxwire.v1 import errors_pb2, synthesis_pb2, synthesis_pb2_grpc, timings_pb2
 from voxwire.v1 import transcription_pb2 as stt_pb2
 from voxwire.v1 import transcription_pb2_grpc as stt_grpc
 
@@ -41,7 +41,6 @@ _DETAILS = "grpc-status-details-bin"
 # ("failed to connect to all addresses; last error: ..."), or a name that does not resolve
 # ("DNS resolution failed ...", "errors resolving ..."). Its status is UNAVAILABLE either way.
 _NOT_CONNECTED = ("failed to connect to all addresses", "DNS resolution failed", "errors resolving")
-_PCM16 = audio_pb2.AUDIO_ENCODING_PCM_S16LE
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
 
 

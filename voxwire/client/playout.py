@@ -121,30 +121,29 @@ class PlayoutLedger:
             cursor = begin + entry.duration_ms / 1000
         return played
 
-    def position(self, context_id: str, now: float) -> int | None:
-        """Where the playout of ``context_id`` will be when a message sent now reaches the
-        carrier (``_played``); None when the FIFO holds nothing of it."""
-        last = None
+    def positions(self, now: float) -> dict[str, int]:
+        """Where the playout of each context with audio in the FIFO will be when a message
+        sent now reaches the carrier (``_played``): inside its first chunk not played whole,
+        or at the end of its last (played whole, its echo on its way)."""
+        positions: dict[str, int] = {}
+        cut: set[str] = set()
         for entry, ms in zip(self._pending, self._played(now), strict=True):
-            if entry.context_id != context_id:
-                continue
-            if ms < entry.duration_ms:
-                return entry.start_ms + ms
-            last = entry.end_ms  # played whole; its echo is on its way
-        return last
+            if entry.context_id not in cut:
+                positions[entry.context_id] = entry.start_ms + ms
+                if ms < entry.duration_ms:
+                    cut.add(entry.context_id)
+        return positions
+
+    def position(self, context_id: str, now: float) -> int | None:
+        """``positions``' for one context; None when the FIFO holds nothing of it."""
+        return self.positions(now).get(context_id)
 
     def clear(self, now: float) -> dict[str, int]:
         """The application sends ``clear`` now: the played position of each context that had
-        audio in the FIFO (``position``'s). Every pending mark's later echo is consumed as
+        audio in the FIFO (``positions``). Every pending mark's later echo is consumed as
         discarded."""
-        positions: dict[str, int] = {}
-        done: set[str] = set()
-        for entry, ms in zip(self._pending, self._played(now), strict=True):
-            if entry.context_id not in done:
-                positions[entry.context_id] = entry.start_ms + ms
-                if ms < entry.duration_ms:
-                    done.add(entry.context_id)
-            self._discarded.add(entry.name)
+        positions = self.positions(now)
+        self._discarded.update(self._names)
         self._pending.clear()
         self._names.clear()
         return positions

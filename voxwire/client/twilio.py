@@ -138,24 +138,28 @@ class Reply:
     async def append(self, text: str) -> None:
         """More of the reply's text. After a barge-in the text is dropped: the caller is
         speaking, and what an LLM still streams for this reply must not be said."""
-        if not self.stopped and not self._done.done():
-            try:
-                await self.context.append(text)
-            except errors.VoxwireError:
-                if not self.stopped:  # a barge-in while it was sent ended the context
-                    raise
+        await self._unless_stopped(self.context.append(text))
 
     async def close(self) -> None:
         """The reply's text is complete: the rest is spoken."""
-        if not self.stopped and not self._done.done():
-            try:
-                await self.context.close()
-            except errors.VoxwireError:
-                if not self.stopped:
-                    raise
+        await self._unless_stopped(self.context.close())
+
+    async def _unless_stopped(self, op: Coroutine[object, object, None]) -> None:
+        if self.stopped or self._done.done():
+            op.close()  # never awaited: nothing is sent
+            return
+        try:
+            await op
+        except errors.VoxwireError:
+            if not self.stopped:  # a barge-in while it was sent ended the context
+                raise
 
     async def outcome(self) -> ReplyOutcome:
         return await asyncio.shield(self._done)
+
+
+def _interrupted(reply: Reply, played_ms: int) -> ReplyInterrupted:
+    return ReplyInterrupted(reply.context_id, played_ms, tuple(reply.context.heard(played_ms)))
 
 
 class TwilioCall:
@@ -315,7 +319,7 @@ class TwilioCall:
             played = positions.get(reply.context_id, reply.end_ms)
             with contextlib.suppress(errors.VoxwireError):  # a context that failed meanwhile
                 await reply.context.truncate(played)
-            outcome = ReplyInterrupted(reply.context_id, played, tuple(reply.context.heard(played)))
+            outcome = _interrupted(reply, played)
             if self._settle(reply, outcome):
                 outcomes.append(outcome)
         for outcome in outcomes:
@@ -352,6 +356,9 @@ class TwilioCall:
             if isinstance(event, twilio.Media):
                 if event.track == "inbound":
                     self._inbound_bytes += len(event.audio)
+                    if not self._inbound and len(event.audio) >= self._batch_bytes:
+                        await self.stt.send(event.audio)  # a whole message: no copy
+                        continue
                     self._inbound += event.audio
                     if len(self._inbound) >= self._batch_bytes:
                         await self.stt.send(bytes(self._inbound))
@@ -445,7 +452,7 @@ class TwilioCall:
             reply.stopped = True
             position = self._ledger.position(reply.context_id, now)
             played = reply.end_ms if position is None else position
-            outcome = ReplyInterrupted(reply.context_id, played, tuple(reply.context.heard(played)))
+            outcome = _interrupted(reply, played)
             if self._settle(reply, outcome):
                 await self._events.put(outcome)
             with contextlib.suppress(errors.VoxwireError, SessionClosed, TimeoutError):
