@@ -9,6 +9,7 @@ the answer where Twilio's marks put playback. Held against what the fake actuall
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -232,3 +233,80 @@ async def test_a_barge_in_while_an_llm_still_streams_the_answer_drops_the_rest(e
     # Twilio played only the second answer.
     assert len(twilio.starts) == 1
     assert abs(len(twilio.played) / BYTES_PER_MS - played.played_ms) <= 5
+
+
+class _SlowClearSocket(AiohttpSocket):
+    """The application's socket, recording what it sends, with Twilio's ``clear`` slow to
+    leave: while it is on its way the reply's next chunk comes from the gateway."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        super().__init__(ws)
+        self.sent: list[str] = []  # event names, in order
+        self.media_bytes = 0
+
+    async def send_text(self, data: str) -> None:
+        message = json.loads(data)
+        self.sent.append(message["event"])
+        if message["event"] == "media":
+            self.media_bytes += len(message["media"]["payload"]) * 3 // 4
+        if message["event"] == "clear":
+            await asyncio.sleep(0.5)
+        await super().send_text(data)
+
+
+async def test_audio_of_a_cut_reply_that_arrives_after_the_cut_never_reaches_twilio(edge: Edge):
+    """A long reply streams at the gateway's pace (1 s ahead of playback); the application
+    interrupts it 1.5 s in, and the ``clear`` takes 0.5 s to leave. Chunks of the reply that
+    come meanwhile, and until the truncation reaches the gateway, are dropped: after the
+    ``clear`` Twilio is sent nothing more of it and plays nothing more."""
+    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 4)
+    sockets: list[_SlowClearSocket] = []
+    outcomes: list[CallEvent] = []
+
+    async def media_socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        socket = _SlowClearSocket(ws)
+        sockets.append(socket)
+        call = await TwilioCall.accept(
+            socket,
+            edge.ws,
+            api_key=edge.key,
+            stt_model="stt_pocketsphinx",
+            tts_model="tts_espeak",
+            barge_in=False,
+        )
+        events = asyncio.create_task(_collect(call, outcomes))
+        reply = await call.say(text)
+        assert await wait_until(lambda: socket.media_bytes >= 12_000, 10)  # 1.5 s of audio
+        assert await call.interrupt()
+        assert isinstance(await reply.outcome(), ReplyInterrupted)
+        await asyncio.sleep(1.0)  # what was still on its way from the gateway
+        await events
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/media", media_socket)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"ws://127.0.0.1:{runner.addresses[0][1]}/media"
+    twilio = FakeTwilio(url, silence(0.2), tail_s=4.0)
+    try:
+        await twilio.run(timeout_s=30)
+    finally:
+        await runner.cleanup()
+    (socket,) = sockets
+    assert socket.sent.count("clear") == 1, socket.sent
+    after_clear = socket.sent[socket.sent.index("clear") + 1 :]
+    assert "media" not in after_clear, after_clear
+    assert len(twilio.clears) == 1
+    assert len(twilio.played) == twilio.clears[0].played_bytes  # nothing played after it
+    (cut,) = [e for e in outcomes if isinstance(e, ReplyInterrupted)]
+    assert 0 < cut.played_ms < 4000, cut
+
+
+async def _collect(call: TwilioCall, into: list[CallEvent]) -> None:
+    async for event in call.events():
+        into.append(event)
