@@ -7,7 +7,9 @@ then the caller's audio as ``media`` messages of 20 ms of 8 kHz mu-law at real t
 time in 20 ms ticks; a ``mark`` is echoed when the audio before it has played (at once when
 nothing is before it); ``clear`` empties the FIFO and echoes the marks that were in it, as
 Twilio does. It records exactly what it played, so a test can hold the application's idea of
-what the caller heard against the truth.
+what the caller heard against the truth. With ``outbound`` it plays a forked call
+(``<Start><Stream track="both_tracks">``): ``start`` names both tracks, and each 20 ms tick
+carries a frame of each track, both stamped on the stream's clock.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class Clear:
 class FakeTwilio:
     url: str
     caller: bytes  # the caller's mu-law audio, silence included
+    # A forked call (``<Start><Stream track="both_tracks">``): what the caller hears, sent as
+    # the ``outbound`` track from ``outbound_from_s`` into the stream (a dialled leg that
+    # answers later), its frames stamped on the stream's clock like the caller's.
+    outbound: bytes = b""
+    outbound_from_s: float = 0.0
     stream_sid: str = "MZ00000000000000000000000000000000"
     call_sid: str = "CA00000000000000000000000000000000"
     encoding: str = "audio/x-mulaw"
@@ -71,7 +78,7 @@ class FakeTwilio:
                                 "streamSid": self.stream_sid,
                                 "callSid": self.call_sid,
                                 "accountSid": "AC0",
-                                "tracks": ["inbound"],
+                                "tracks": ["inbound", "outbound"] if self.outbound else ["inbound"],
                                 "customParameters": {"tenant": "test"},
                                 "mediaFormat": {
                                     "encoding": self.encoding,
@@ -112,32 +119,45 @@ class FakeTwilio:
 
     async def _send_caller(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         audio = self.caller + MULAW_SILENCE * int(8000 * self.tail_s)
+        first_outbound = round(self.outbound_from_s / FRAME_S)
+        sequence = 1
         due = time.monotonic()
         for index, offset in enumerate(range(0, len(audio), FRAME_BYTES)):
             if ws.closed:
                 return  # the application ended the call: Twilio stops streaming
-            payload = base64.b64encode(audio[offset : offset + FRAME_BYTES]).decode()
-            try:
-                await self._send(
-                    ws,
-                    json.dumps(
-                        {
-                            "event": "media",
-                            "sequenceNumber": str(index + 2),
-                            "streamSid": self.stream_sid,
-                            "media": {
-                                "track": "inbound",
-                                "chunk": str(index + 1),
-                                "timestamp": str(index * 20),
-                                "payload": payload,
-                            },
-                        }
-                    ),
+            frames = [("inbound", index, audio[offset : offset + FRAME_BYTES])]
+            out_at = (index - first_outbound) * FRAME_BYTES
+            if self.outbound and 0 <= out_at < len(self.outbound):
+                frames.append(
+                    (
+                        "outbound",
+                        index - first_outbound,
+                        self.outbound[out_at : out_at + FRAME_BYTES],
+                    )
                 )
-            except aiohttp.ClientConnectionResetError:
-                return  # closing under us
+            for track, chunk, payload in frames:
+                sequence += 1
+                try:
+                    await self._send(ws, self._media(sequence, track, chunk, index * 20, payload))
+                except aiohttp.ClientConnectionResetError:
+                    return  # closing under us
             due += FRAME_S
             await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+    def _media(self, sequence: int, track: str, chunk: int, timestamp_ms: int, audio: bytes) -> str:
+        return json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": str(sequence),
+                "streamSid": self.stream_sid,
+                "media": {
+                    "track": track,
+                    "chunk": str(chunk + 1),
+                    "timestamp": str(timestamp_ms),
+                    "payload": base64.b64encode(audio).decode(),
+                },
+            }
+        )
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:

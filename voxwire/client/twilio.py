@@ -31,9 +31,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import aiohttp
 
 from voxwire import errors
 from voxwire.client import twilio_messages as twilio
@@ -44,37 +41,19 @@ from voxwire.client.playout import PlayoutLedger
 from voxwire.client.stt import TranscriptionEvent, TranscriptionSession
 from voxwire.client.tts import SynthesisContext, SynthesisSession, SynthesisSessionEvent
 from voxwire.client.tts_state import SynthesizedAudio
+from voxwire.client.twilio_stream import (
+    AiohttpSocket,  # noqa: F401 (the call's socket: its users import it from here)
+    FrameBatch,
+    StreamTasks,
+    TwilioSocket,
+    audio_format,
+    read_start,
+    transcription_config,
+)
 from voxwire.edge.v1 import session_pb2, tts_pb2
-from voxwire.v1 import audio_pb2, synthesis_pb2, transcription_pb2
+from voxwire.v1 import synthesis_pb2, transcription_pb2
 
 log = logging.getLogger(__name__)
-
-
-class TwilioSocket(Protocol):
-    """The media WebSocket Twilio opened (Starlette's WebSocket has this shape; aiohttp's
-    through ``AiohttpSocket``). ``receive_text`` returns None once the socket has closed."""
-
-    async def receive_text(self) -> str | None: ...
-
-    async def send_text(self, data: str) -> None: ...
-
-
-class AiohttpSocket:
-    """An aiohttp ``WebSocketResponse`` as a TwilioSocket."""
-
-    def __init__(self, ws: aiohttp.web.WebSocketResponse) -> None:
-        self._ws = ws
-
-    async def receive_text(self) -> str | None:
-        msg = await self._ws.receive()
-        if msg.type is aiohttp.WSMsgType.TEXT:
-            return str(msg.data)
-        if msg.type is aiohttp.WSMsgType.BINARY:
-            raise errors.InvalidMessage("Twilio message: a binary frame (Twilio sends JSON text)")
-        return None  # closing, closed or error: the call is over
-
-    async def send_text(self, data: str) -> None:
-        await self._ws.send_str(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,15 +167,11 @@ class TwilioCall:
         self._replies: dict[str, Reply] = {}
         # A media message and its mark, and a clear, go out whole and in order.
         self._send_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._inbound_bytes = 0
+        self._tasks = StreamTasks(self._failed)
         self._other_tracks = 0
-        # The caller's audio goes to STT in messages of this many bytes (8 kHz G.711: 8 a ms).
-        self._batch_bytes = max(1, inbound_batch_ms) * twilio.RATE_HZ // 1000
-        self._inbound = bytearray()
+        self._inbound = FrameBatch(inbound_batch_ms)  # the caller's audio, to STT
         self._ended = False
         self._reader: asyncio.Task[None] | None = None
-        self._aborting: asyncio.Future[tuple[None, None]] | None = None
 
     @classmethod
     async def accept(
@@ -226,35 +201,14 @@ class TwilioCall:
 
         Raises TimeoutError (no ``start``), InvalidMessage, UnsupportedEncoding (a media
         format other than 8 kHz mono G.711), or the sessions' errors."""
-        async with asyncio.timeout(start_timeout_s):
-            while True:
-                text = await socket.receive_text()
-                if text is None:
-                    raise errors.InvalidMessage("Twilio's socket closed before 'start'")
-                event = twilio.parse(text)
-                if isinstance(event, twilio.Start):
-                    break
-        if event.sample_rate_hz != twilio.RATE_HZ or event.channels != 1:
-            raise errors.UnsupportedEncoding(
-                f"Twilio stream's media format: {event.sample_rate_hz} Hz, "
-                f"{event.channels} channels; the bridge takes 8000 Hz mono"
-            )
-        audio_format = audio_pb2.AudioFormat(
-            encoding=event.encoding, sample_rate_hz=event.sample_rate_hz, channels=1
-        )
-        config = transcription_pb2.TranscriptionConfig()
-        if stt_config is not None:
-            config.CopyFrom(stt_config)
-        config.model = stt_model
-        config.audio_format.CopyFrom(audio_format)
-        if language:
-            config.language = language
+        event = await read_start(socket, start_timeout_s)
+        config = transcription_config(event, stt_model, language, stt_config)
         tts_config = synthesis_pb2.SynthesisContextConfig(
             model=tts_model,
             voice=voice,
             language=language,
             word_timestamps=True,
-            output_format=audio_format,
+            output_format=audio_format(event),
         )
         stt = await TranscriptionSession.connect(urls, config, api_key=api_key, options=options)
         try:
@@ -275,9 +229,9 @@ class TwilioCall:
             max_events=opts.max_events,
             inbound_batch_ms=inbound_batch_ms,
         )
-        call._reader = call._spawn(call._read_twilio())
-        call._spawn(call._read_stt())
-        call._spawn(call._read_tts_session())
+        call._reader = call._tasks.spawn(call._read_twilio())
+        call._tasks.spawn(call._read_stt())
+        call._tasks.spawn(call._read_tts_session())
         return call
 
     def events(self) -> AsyncIterator[CallEvent]:
@@ -292,7 +246,7 @@ class TwilioCall:
         context = await self.tts.open(context_id, self._tts_config)
         reply = Reply(context_id, context, asyncio.get_running_loop().create_future())
         self._replies[context_id] = reply
-        self._spawn(self._pump(reply))
+        self._tasks.spawn(self._pump(reply))
         return reply
 
     async def say(self, text: str, context_id: str = "") -> Reply:
@@ -332,37 +286,21 @@ class TwilioCall:
 
     # -- tasks -----------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled() or (exc := task.exception()) is None:
-            return
+    def _failed(self, exc: BaseException) -> None:
         log.warning("twilio call %s: %r", self.start.call_sid, exc)
         self._ended = True
         self._events.close(exc)
-        for other in list(self._tasks):
-            other.cancel()
+        self._tasks.cancel_all()
         # The sessions end with the call (their own tasks; nothing waits on this one).
-        self._aborting = asyncio.ensure_future(asyncio.gather(self.stt.abort(), self.tts.abort()))
+        self._tasks.keep(asyncio.gather(self.stt.abort(), self.tts.abort()))
 
     async def _read_twilio(self) -> None:
         while (text := await self.socket.receive_text()) is not None:
             event = twilio.parse(text)
             if isinstance(event, twilio.Media):
                 if event.track == "inbound":
-                    self._inbound_bytes += len(event.audio)
-                    if not self._inbound and len(event.audio) >= self._batch_bytes:
-                        await self.stt.send(event.audio)  # a whole message: no copy
-                        continue
-                    self._inbound += event.audio
-                    if len(self._inbound) >= self._batch_bytes:
-                        await self.stt.send(bytes(self._inbound))
-                        self._inbound.clear()
+                    if (message := self._inbound.add(event.audio)) is not None:
+                        await self.stt.send(message)
                 else:
                     self._other_tracks += 1
             elif isinstance(event, twilio.Mark):
@@ -371,9 +309,8 @@ class TwilioCall:
                 break
             elif isinstance(event, (twilio.Dtmf, twilio.Other)):
                 await self._events.put(event)
-        if self._inbound:
-            await self.stt.send(bytes(self._inbound))  # the caller's last words
-            self._inbound.clear()
+        if (rest := self._inbound.rest()) is not None:
+            await self.stt.send(rest)  # the caller's last words
         await self._end("stop" if text is not None else "socket closed")
 
     async def _echo(self, mark: twilio.Mark) -> None:
@@ -463,11 +400,6 @@ class TwilioCall:
                 await session.close()
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()  # hangup: Twilio's socket is no longer read
-        others = [t for t in self._tasks if t is not asyncio.current_task()]
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5.0):
-                await asyncio.gather(*others, return_exceptions=True)
-        await self._events.put(
-            CallEnded(reason, self._inbound_bytes * 1000 // twilio.RATE_HZ, self._other_tracks)
-        )
+        await self._tasks.wait_others(5.0)
+        await self._events.put(CallEnded(reason, self._inbound.total_ms, self._other_tracks))
         self._events.close()

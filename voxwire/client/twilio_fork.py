@@ -1,0 +1,230 @@
+"""TwilioFork: both legs of a phone call transcribed live, from a forked Twilio media stream
+(docs/design/telephony.md, "A forked call").
+
+Twilio forks a call's audio to a WebSocket with ``<Start><Stream track="both_tracks">`` while
+the call goes on (to a person, a queue, another bot): the caller (``inbound``) and what the
+caller hears (``outbound``), and it takes nothing back. Agent assist, compliance and call
+analytics run on such forks. In the server the fork's socket reaches:
+
+    async def fork_socket(request):
+        ws = aiohttp.web.WebSocketResponse()
+        await ws.prepare(request)
+        fork = await TwilioFork.accept(AiohttpSocket(ws), ["ws://gw:8080"], api_key=key,
+                                       stt_model="stt_pocketsphinx")
+        async for event in fork.events():
+            if isinstance(event, TrackEvent) and is_final(event.event):
+                show(event.track, event.stream_ms(event.event.start_ms), event.event.transcript)
+        return ws
+
+Each track Twilio names in ``start`` gets an STT session of its own, in the stream's format (no
+conversion), opened together; every transcription event comes tagged with its track, and with
+where the track began on the stream's clock, so that the two legs' words can be put in one
+order. An asyncio adapter around ``twilio_messages``, like ``TwilioCall``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from voxwire import errors
+from voxwire.client import twilio_messages as twilio
+from voxwire.client.channel import EventChannel
+from voxwire.client.link import SessionClosed
+from voxwire.client.options import SessionOptions
+from voxwire.client.stt import TranscriptionEvent, TranscriptionSession
+from voxwire.client.twilio_stream import (
+    FrameBatch,
+    StreamTasks,
+    TwilioSocket,
+    read_start,
+    transcription_config,
+)
+from voxwire.v1 import transcription_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackEvent:
+    """A transcription event of one track (``inbound``: the caller; ``outbound``: what the
+    caller hears). Its offsets count from the track's first audio, which Twilio stamped
+    ``track_start_ms`` on the stream's clock."""
+
+    track: str
+    event: TranscriptionEvent
+    track_start_ms: int
+
+    def stream_ms(self, offset_ms: int) -> int:
+        """An offset of this track's results (``start_ms``, a word's ``end_ms``) on the
+        stream's clock, the one both tracks share."""
+        return self.track_start_ms + offset_ms
+
+
+@dataclass(frozen=True, slots=True)
+class ForkEnded:
+    """The last event: ``stop`` from Twilio, its socket closed, or ``hangup``. ``track_ms``:
+    the audio each track sent; ``unknown_track_messages``: media of a track ``start`` did not
+    name (counted, not transcribed; Twilio sends none)."""
+
+    reason: str
+    track_ms: dict[str, int]
+    unknown_track_messages: int = 0
+
+
+ForkEvent = TrackEvent | twilio.Dtmf | twilio.Mark | twilio.Other | ForkEnded
+
+
+@dataclass(eq=False, slots=True)
+class _Track:
+    name: str
+    session: TranscriptionSession
+    batch: FrameBatch
+    start_ms: int = 0  # Twilio's timestamp of the track's first frame
+
+
+class TwilioFork:
+    """Use ``await TwilioFork.accept(...)``."""
+
+    def __init__(
+        self,
+        socket: TwilioSocket,
+        start: twilio.Start,
+        sessions: dict[str, TranscriptionSession],
+        *,
+        max_events: int,
+        batch_ms: int,
+    ) -> None:
+        self.socket = socket
+        self.start = start
+        self._tracks = {
+            name: _Track(name, session, FrameBatch(batch_ms)) for name, session in sessions.items()
+        }
+        self._events: EventChannel[ForkEvent] = EventChannel(max_events)
+        self._tasks = StreamTasks(self._failed)
+        self._unknown = 0
+        self._ended = False
+        self._reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def accept(
+        cls,
+        socket: TwilioSocket,
+        urls: Sequence[str] | str,
+        *,
+        api_key: str | None = None,
+        stt_model: str,
+        language: str = "",
+        stt_config: transcription_pb2.TranscriptionConfig | None = None,
+        batch_ms: int = 20,
+        start_timeout_s: float = 10.0,
+        options: SessionOptions | None = None,
+    ) -> TwilioFork:
+        """Read Twilio's ``start``, open an STT session per track it names (in the stream's
+        format; ``stt_config``: fields beyond the format and model), and start relaying.
+        ``batch_ms``: each track's audio goes to STT in messages this long (Twilio's 20 ms
+        frames as they come by default).
+
+        Raises TimeoutError (no ``start``), InvalidMessage, UnsupportedEncoding (a media format
+        other than 8 kHz mono G.711), or the sessions' errors (then none is left open)."""
+        start = await read_start(socket, start_timeout_s)
+        config = transcription_config(start, stt_model, language, stt_config)
+        names = list(dict.fromkeys(start.tracks)) or ["inbound"]
+        connecting = [
+            asyncio.ensure_future(
+                TranscriptionSession.connect(urls, config, api_key=api_key, options=options)
+            )
+            for _ in names
+        ]
+        try:
+            sessions = await asyncio.gather(*connecting)
+        except BaseException:
+            # One failed (or accept was cancelled): none of the others may stay open.
+            for task in connecting:
+                task.cancel()
+            opened = await asyncio.gather(*connecting, return_exceptions=True)
+            await asyncio.gather(
+                *(s.abort() for s in opened if isinstance(s, TranscriptionSession))
+            )
+            raise
+        opts = options or SessionOptions()
+        fork = cls(
+            socket,
+            start,
+            dict(zip(names, sessions, strict=True)),
+            max_events=opts.max_events,
+            batch_ms=batch_ms,
+        )
+        fork._reader = fork._tasks.spawn(fork._read_twilio())
+        for track in fork._tracks.values():
+            fork._tasks.spawn(fork._read_stt(track))
+        return fork
+
+    @property
+    def tracks(self) -> tuple[str, ...]:
+        return tuple(self._tracks)
+
+    def events(self) -> AsyncIterator[ForkEvent]:
+        """Each track's transcription events (``TrackEvent``), Twilio's DTMF, marks and
+        other events; ForkEnded last. Raises the error that ended the fork."""
+        return self._events
+
+    async def hangup(self) -> None:
+        """Stop transcribing (the sessions close, their last finals still come); Twilio's
+        socket is the caller's to close."""
+        await self._end("hangup")
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException) -> None:
+        log.warning("twilio fork %s: %r", self.start.call_sid, exc)
+        self._ended = True
+        self._events.close(exc)
+        self._tasks.cancel_all()
+        self._tasks.keep(asyncio.gather(*(t.session.abort() for t in self._tracks.values())))
+
+    async def _read_twilio(self) -> None:
+        while (text := await self.socket.receive_text()) is not None:
+            event = twilio.parse(text)
+            if isinstance(event, twilio.Media):
+                track = self._tracks.get(event.track)
+                if track is None:
+                    self._unknown += 1
+                    continue
+                if not track.batch.total_bytes:
+                    track.start_ms = event.timestamp_ms
+                if (message := track.batch.add(event.audio)) is not None:
+                    await track.session.send(message)
+            elif isinstance(event, twilio.Stop):
+                break
+            elif isinstance(event, (twilio.Dtmf, twilio.Mark, twilio.Other)):
+                await self._events.put(event)
+        for track in self._tracks.values():
+            if (rest := track.batch.rest()) is not None:
+                await track.session.send(rest)  # the speaker's last words
+        await self._end("stop" if text is not None else "socket closed")
+
+    async def _read_stt(self, track: _Track) -> None:
+        async for event in track.session.events():
+            await self._events.put(TrackEvent(track.name, event, track.start_ms))
+
+    async def _end(self, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        # Each track's last words still come: close the sessions, let their readers finish.
+        await asyncio.gather(*(_close(t.session) for t in self._tracks.values()))
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()  # hangup: Twilio's socket is no longer read
+        await self._tasks.wait_others(5.0)
+        track_ms = {name: t.batch.total_ms for name, t in self._tracks.items()}
+        await self._events.put(ForkEnded(reason, track_ms, self._unknown))
+        self._events.close()
+
+
+async def _close(session: TranscriptionSession) -> None:
+    with contextlib.suppress(errors.VoxwireError, SessionClosed, TimeoutError):
+        await session.close()

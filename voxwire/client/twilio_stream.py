@@ -1,0 +1,162 @@
+"""What every consumer of a Twilio media stream does the same way: the socket it reads, the
+``start`` it waits for, the STT configuration in the stream's own format, and the batching of
+Twilio's 20 ms frames into STT messages (docs/design/telephony.md). ``TwilioCall`` (an agent on
+a bidirectional stream) and ``TwilioFork`` (both legs of a forked call transcribed) build on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+import aiohttp
+
+from voxwire import errors
+from voxwire.client import twilio_messages as twilio
+from voxwire.v1 import audio_pb2, transcription_pb2
+
+
+class TwilioSocket(Protocol):
+    """The media WebSocket Twilio opened (Starlette's WebSocket has this shape; aiohttp's
+    through ``AiohttpSocket``). ``receive_text`` returns None once the socket has closed."""
+
+    async def receive_text(self) -> str | None: ...
+
+    async def send_text(self, data: str) -> None: ...
+
+
+class AiohttpSocket:
+    """An aiohttp ``WebSocketResponse`` as a TwilioSocket."""
+
+    def __init__(self, ws: aiohttp.web.WebSocketResponse) -> None:
+        self._ws = ws
+
+    async def receive_text(self) -> str | None:
+        msg = await self._ws.receive()
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            return str(msg.data)
+        if msg.type is aiohttp.WSMsgType.BINARY:
+            raise errors.InvalidMessage("Twilio message: a binary frame (Twilio sends JSON text)")
+        return None  # closing, closed or error: the call is over
+
+    async def send_text(self, data: str) -> None:
+        await self._ws.send_str(data)
+
+
+async def read_start(socket: TwilioSocket, timeout_s: float) -> twilio.Start:
+    """Twilio's ``start`` (after ``connected``), its media format checked. Raises TimeoutError,
+    InvalidMessage, UnsupportedEncoding (a format other than 8 kHz mono G.711)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            text = await socket.receive_text()
+            if text is None:
+                raise errors.InvalidMessage("Twilio's socket closed before 'start'")
+            event = twilio.parse(text)
+            if isinstance(event, twilio.Start):
+                break
+    if event.sample_rate_hz != twilio.RATE_HZ or event.channels != 1:
+        raise errors.UnsupportedEncoding(
+            f"Twilio stream's media format: {event.sample_rate_hz} Hz, "
+            f"{event.channels} channels; the bridge takes 8000 Hz mono"
+        )
+    return event
+
+
+def audio_format(start: twilio.Start) -> audio_pb2.AudioFormat:
+    return audio_pb2.AudioFormat(
+        encoding=start.encoding, sample_rate_hz=start.sample_rate_hz, channels=1
+    )
+
+
+def transcription_config(
+    start: twilio.Start,
+    stt_model: str,
+    language: str = "",
+    stt_config: transcription_pb2.TranscriptionConfig | None = None,
+) -> transcription_pb2.TranscriptionConfig:
+    """``stt_config`` (interim results, endpointing, ...) with the model and the stream's own
+    format: the audio goes to STT as Twilio sends it, no conversion."""
+    config = transcription_pb2.TranscriptionConfig()
+    if stt_config is not None:
+        config.CopyFrom(stt_config)
+    config.model = stt_model
+    config.audio_format.CopyFrom(audio_format(start))
+    if language:
+        config.language = language
+    return config
+
+
+class FrameBatch:
+    """Twilio's 20 ms frames of one track gathered into STT messages of ``batch_ms``."""
+
+    def __init__(self, batch_ms: int) -> None:
+        # 8 kHz G.711: 8 bytes a millisecond.
+        self._batch_bytes = max(1, batch_ms) * twilio.RATE_HZ // 1000
+        self._pending = bytearray()
+        self.total_bytes = 0
+
+    def add(self, audio: bytes) -> bytes | None:
+        """The message to send now, if ``audio`` completes one."""
+        self.total_bytes += len(audio)
+        if not self._pending and len(audio) >= self._batch_bytes:
+            return audio  # a whole message: no copy
+        self._pending += audio
+        if len(self._pending) < self._batch_bytes:
+            return None
+        message = bytes(self._pending)
+        self._pending.clear()
+        return message
+
+    def rest(self) -> bytes | None:
+        """What is left at the end of the stream (the speaker's last words)."""
+        if not self._pending:
+            return None
+        message = bytes(self._pending)
+        self._pending.clear()
+        return message
+
+    @property
+    def total_ms(self) -> int:
+        return self.total_bytes * 1000 // twilio.RATE_HZ
+
+
+class StreamTasks:
+    """The tasks of one consumer of a Twilio stream, all owned here: the first that fails
+    calls ``on_failure`` (which ends the consumer and ``cancel_all``s the rest)."""
+
+    def __init__(self, on_failure: Callable[[BaseException], None]) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._on_failure = on_failure
+        self._kept: asyncio.Future[Any] | None = None
+
+    def spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        self._on_failure(exc)
+
+    def cancel_all(self) -> None:
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+
+    def keep(self, future: asyncio.Future[Any]) -> None:
+        """Hold ``future`` (the sessions' abort after a failure) until it ends: nothing else
+        waits on it, and the loop keeps only weak references to tasks."""
+        self._kept = future
+
+    async def wait_others(self, timeout_s: float) -> None:
+        """Wait for every task but the current one to end, at most ``timeout_s``."""
+        others = [t for t in self._tasks if t is not asyncio.current_task()]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*others, return_exceptions=True)
