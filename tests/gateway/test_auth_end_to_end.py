@@ -283,16 +283,20 @@ async def test_the_new_sessions_per_minute_limit_on_every_wire(front: Instrument
 
 async def test_an_sdk_refused_until_its_budget_runs_out_says_why(front: InstrumentedEdge):
     # The SDK's final error named only "close 1013": the RATE_LIMITED event before the close,
-    # the reason the caller needs, was lost.
+    # the reason the caller needs, was lost. Then it said so only in BackendUnavailable's
+    # message; the key's own limit is not the service being down: its class says it now.
     from voxwire import errors
     from voxwire.client import Backoff, SessionOptions, TranscriptionSession
 
     key = front.new_key("held", max_concurrent_sessions=1)
     options = SessionOptions(backoff=Backoff(base_s=0.05, cap_s=0.1, max_attempts=2))
     async with open_grpc_session(front, key):
-        with pytest.raises(errors.BackendUnavailable) as raised:
+        with pytest.raises(errors.RateLimited) as raised:
             await TranscriptionSession.connect(front.ws, stt_config(), api_key=key, options=options)
     assert "close 1013 after RATE_LIMITED: " in str(raised.value), raised.value
+    assert str(raised.value).startswith("the key's limits refused the session (2 attempts"), (
+        raised.value
+    )
 
 
 async def test_a_refusal_reaches_a_client_that_writes_its_audio_at_once(front: InstrumentedEdge):

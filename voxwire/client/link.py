@@ -52,6 +52,7 @@ class Verdict:
     hand_over: bool = False
     # The server's error event that came before the end (reason: message), if one did.
     error: str = ""
+    refusal: errors.VoxwireError | None = None  # that event's error
 
 
 class SessionClosed(Exception):
@@ -86,6 +87,8 @@ class ResumingLink(abc.ABC):
         self._lost_at: float | None = None
         self._attempts = 0
         self._cause = ""  # why the last connection or attempt ended
+        # The error event that ended the last attempt, if one did (a RATE_LIMITED refusal).
+        self._refusal: errors.VoxwireError | None = None
         # Why the session's connection was lost: what a Resumed reports, not the failed
         # attempts (a gateway that is down too) that came between.
         self._lost_cause = ""
@@ -239,9 +242,11 @@ class ResumingLink(abc.ABC):
                             if self._was_up
                             else "no gateway could be reached"
                         )
-                        raise errors.BackendUnavailable(
-                            f"{what} ({budget.attempt} attempts in "
-                            f"{time.monotonic() - self._lost_at:.1f} s; last: {self._cause})"
+                        raise _spent(
+                            what,
+                            f"({budget.attempt} attempts in "
+                            f"{time.monotonic() - self._lost_at:.1f} s; last: {self._cause})",
+                            self._refusal,
                         )
                     log.info("session lost (%s): reconnecting in %.3f s", self._cause, wait)
                     await asyncio.sleep(wait)
@@ -287,6 +292,7 @@ class ResumingLink(abc.ABC):
     async def _connection(self, http: aiohttp.ClientSession) -> Verdict:
         self.url = self._endpoints.current
         self._attempts += 1
+        self._refusal = None
         try:
             ws = await open_socket(
                 http,
@@ -347,6 +353,7 @@ class ResumingLink(abc.ABC):
         lost = self._connection_lost(code)
         if lost.error:
             self._cause += f" after {lost.error}"  # "close 1013 after OVERLOADED: ..."
+            self._refusal = lost.refusal
         if lost_now:
             self._lost_cause = self._cause
         return lost
@@ -364,3 +371,15 @@ class ResumingLink(abc.ABC):
                 if self.live is not None:
                     await self.write(self._keepalive_message())
             self._last_write = time.monotonic()
+
+
+def _spent(what: str, detail: str, refusal: errors.VoxwireError | None) -> errors.VoxwireError:
+    """The error of a reconnect budget spent: BackendUnavailable (no gateway took the session),
+    except when the last attempt was refused for the key's own limits (RATE_LIMITED). That is
+    not the service being down, and a caller who handles it (waits, sheds load) must be able
+    to tell by class, not by parsing the message."""
+    if isinstance(refusal, errors.RateLimited):
+        return errors.RateLimited(
+            f"the key's limits refused the session {detail}", retry_delay=refusal.retry_delay
+        )
+    return errors.BackendUnavailable(f"{what} {detail}")

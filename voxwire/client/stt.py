@@ -19,7 +19,8 @@ ever dropped: audio handed to ``send`` is either acknowledged or replayed.
 Failures raise ``voxwire.errors`` classes: a non-retryable error event raises its class (from
 ``send``, ``close`` and the event iterator); a resume the gateway refuses raises
 ResumeRejected (the SDK never starts a fresh session behind the caller's back, which could
-repeat words); a reconnect budget spent raises BackendUnavailable.
+repeat words); a reconnect budget spent raises BackendUnavailable (RateLimited when the
+last attempt was refused for the key's limits).
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ class TranscriptionSession(ResumingLink):
         Raises ValueError (credentials, URLs), InvalidConfig / UnsupportedEncoding /
         UnsupportedSampleRate (the config's audio format), the error the gateway answered
         with (Unauthenticated, InvalidConfig, ...), or BackendUnavailable when no gateway
-        answered within the reconnect budget."""
+        answered within the reconnect budget (RateLimited when the key's limits refused the
+        last attempt)."""
         credentials = Credentials(api_key=api_key, token_provider=token_provider, origin=origin)
         session = cls(urls, config, credentials, options)
         await session._start()
@@ -276,6 +278,7 @@ class TranscriptionSession(ResumingLink):
             retry_after_s=outcome.retry_after_s,
             hand_over=outcome.hand_over,
             error=f"{e.reason}: {e}" if (e := self.state.last_error) is not None else "",
+            refusal=self.state.last_error,
         )
 
     def _finish(self, error: BaseException | None) -> None:

@@ -144,7 +144,8 @@ class SynthesisSession(ResumingLink):
         context (None: the gateway's default; 0: as fast as the model).
 
         Raises ValueError (credentials, URLs), the gateway's error (Unauthenticated, ...), or
-        BackendUnavailable when no gateway answered within the reconnect budget."""
+        BackendUnavailable when no gateway answered within the reconnect budget (RateLimited
+        when the key's limits refused the last attempt)."""
         start = tts_pb2.TtsStart(
             audio_delivery=tts_pb2.AUDIO_DELIVERY_JSON
             if audio_delivery == "json"
@@ -291,6 +292,7 @@ class SynthesisSession(ResumingLink):
             retry_after_s=outcome.retry_after_s,
             hand_over=outcome.hand_over,
             error=f"{e.reason}: {e}" if (e := self.state.last_error) is not None else "",
+            refusal=self.state.last_error,
         )
 
     def _finish(self, error: BaseException | None) -> None:
