@@ -20,7 +20,7 @@ fault (``bench_stt`` answers each utterance with the same fixed sentence, so the
 exact: a lost or repeated utterance changes the words), and no session failed.
 
     python -m benchmarks.gateway_resume [--sessions 100] [--seconds 8] [--fault-at 4]
-        [--grace 1] [--finalize-every 2] [--signal TERM|KILL]
+        [--grace 1] [--finalize-every 2] [--signal TERM|KILL] [--drain-pace N]
         [--json out/bench/gateway_resume.json]
 """
 
@@ -185,7 +185,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             proc, listen = await stack.enter_async_context(
                 adapter_process(triton.grpc_url, workdir / "adapter.log")
             )
-            setup = gateway_setup(workdir / "gw", [listen], drain_grace_seconds=args.grace)
+            pace = {} if args.drain_pace is None else {"drain_pace_per_s": args.drain_pace}
+            setup = gateway_setup(workdir / "gw", [listen], drain_grace_seconds=args.grace, **pace)
             a, port_a = await stack.enter_async_context(gateway_process(setup, workdir / "a.log"))
             _, port_b = await stack.enter_async_context(gateway_process(setup, workdir / "b.log"))
             urls = [f"ws://{LOOPBACK}:{port_a}", f"ws://{LOOPBACK}:{port_b}"]
@@ -212,6 +213,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grace", type=float, default=1.0, help="A's drain grace, seconds")
     parser.add_argument("--signal", choices=["TERM", "KILL"], default="TERM", help="to A")
     parser.add_argument("--finalize-every", type=float, default=2.0, help="0: never")
+    parser.add_argument(
+        "--drain-pace",
+        type=float,
+        default=None,
+        help="the gateways' drain_pace_per_s (0: every going_away at once, the SDK jitters)",
+    )
     parser.add_argument("--json", type=Path, default=Path("out/bench/gateway_resume.json"))
     return parser.parse_args(argv)
 

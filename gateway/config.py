@@ -68,6 +68,12 @@ class GatewayConfig:
     # itself. Frames between stt.max_frame_bytes and this get a CHUNK_TOO_LARGE event.
     hard_max_message_bytes: int = 1024 * 1024
     drain_grace_seconds: float = 20.0
+    # A drain's going_aways go out at most this many a second (all within half the grace), each
+    # telling its client to reconnect at once: the other gateways take the resumes at a
+    # bounded rate, and a session streams here until its turn instead of waiting out a random
+    # jitter (BENCHMARKS.md, "Resume after a gateway restart"). 0: all at once, and each client
+    # spreads its own reconnect with its backoff jitter.
+    drain_pace_per_s: float = 200.0
     # How long an HTTP connection may stay open with no request in progress: from the connect
     # to its first request's complete headers, and between requests. aiohttp's own default
     # (3630 s, meant to outlast a proxy's) let a client that sends nothing, or a header a byte
@@ -171,6 +177,7 @@ class GatewayConfig:
 _ZERO_ALLOWED: frozenset[tuple[type, str]] = frozenset(
     {
         (GatewayConfig, "drain_grace_seconds"),  # close open sessions at once
+        (GatewayConfig, "drain_pace_per_s"),  # every going_away at once
         (GatewayConfig, "spare_decoders"),  # none started ahead of need
         (SttLimits, "idle_warning_s"),  # the warnings: at the limit itself
         (SttLimits, "duration_warning_s"),

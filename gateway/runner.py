@@ -40,7 +40,7 @@ class EdgeSession(Protocol):
 
     def charge(self, stage: str, seconds: float) -> None: ...
     def fail(self, error: errors.VoxwireError) -> Any: ...
-    def drain(self, grace_s: float | None = None) -> Any: ...
+    def drain(self, grace_s: float | None = None, *, reconnect_now: bool = False) -> Any: ...
     def next_deadline(self) -> float: ...
     def on_time(self) -> Any: ...
 
@@ -139,9 +139,10 @@ class SessionRunner(abc.ABC, Generic[S, A]):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def drain(self, grace_s: float | None = None) -> None:
-        """The gateway is shutting down: going_away now, the close at the end of the grace."""
-        self._execute(self.session.drain(grace_s))
+    def drain(self, grace_s: float | None = None, *, reconnect_now: bool = False) -> None:
+        """The gateway is shutting down: going_away now, the close at the end of the grace.
+        ``reconnect_now``: the gateway paces its going_aways, the client need not jitter."""
+        self._execute(self.session.drain(grace_s, reconnect_now=reconnect_now))
 
     def end(self, error: errors.VoxwireError) -> None:
         """End the session now with ``error`` (its event, then the close or the call's status)."""

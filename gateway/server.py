@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -258,10 +259,10 @@ class GatewayServer:
             await site.stop()
         if self.front is not None:
             await self.front.drain()
-        for runner in list(self.registry.runners):
-            runner.drain(grace)
+        started = time.monotonic()
+        await self._send_going_aways(grace)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
+            async with asyncio.timeout(max(0.0, started + grace - time.monotonic())):
                 await self.registry.wait_empty()
         at_grace = len(self.registry)
         # Sessions close themselves at their drain deadline; this wait is only a backstop.
@@ -278,6 +279,26 @@ class GatewayServer:
         if left:
             log.warning(
                 "drain: %d sessions still open %g s after the grace", left, _DRAIN_BACKSTOP_S
+            )
+
+    async def _send_going_aways(self, grace: float) -> None:
+        """Every open session's going_away, paced (``drain_pace_per_s``): the clients then
+        reconnect at once (``reconnect_now``) instead of each waiting a random jitter, so a
+        session keeps streaming here until its turn and its downtime is the dial and the
+        resume alone, while the other gateways take the resumes at a bounded rate. All are
+        sent within half the grace; each session still closes at the drain's end."""
+        runners = list(self.registry.runners)
+        pace = self.config.drain_pace_per_s if grace > 0 else 0.0
+        interval = going_away_interval(len(runners), pace, grace)
+        started = time.monotonic()
+        for index, runner in enumerate(runners):
+            wait = started + index * interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            runner.drain(max(0.0, started + grace - time.monotonic()), reconnect_now=pace > 0)
+        if runners:
+            log.info(
+                "drain: %d going_aways sent in %.3f s", len(runners), time.monotonic() - started
             )
 
     async def stop(self, grace: float | None = None) -> None:
@@ -298,3 +319,11 @@ class GatewayServer:
         await self.pool.close()
         await self.gateway.decoders.close()
         self.tracing.shutdown()
+
+
+def going_away_interval(sessions: int, pace_per_s: float, grace_s: float) -> float:
+    """Seconds between two sessions' going_aways in a drain: at most ``pace_per_s`` a second,
+    all of them sent within half the grace (0: all at once)."""
+    if sessions <= 1 or pace_per_s <= 0 or grace_s <= 0:
+        return 0.0
+    return min(1.0 / pace_per_s, grace_s / 2 / (sessions - 1))

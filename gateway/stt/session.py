@@ -647,7 +647,10 @@ class SttEdgeSession:
     def _hand_over(self, actions: Actions) -> None:
         """Maximum duration: finalize what the upstream has, then close so the client resumes."""
         token, _ = self._issue_token(self.config)
-        away = session_pb2.GoingAway(reason="STREAM_TOO_LONG", resume_token=token)
+        # One session at its limit: no herd to spread, so its client reconnects at once.
+        away = session_pb2.GoingAway(
+            reason="STREAM_TOO_LONG", resume_token=token, reconnect_now=True
+        )
         away.grace.FromMilliseconds(round(self.limits.drain_grace_s * 1000))
         actions.to_client.append(Message(going_away=away))
         if self.state is State.STREAMING:
@@ -660,14 +663,16 @@ class SttEdgeSession:
                 errors.StreamTooLong.ws_close_code, errors.StreamTooLong("maximum session duration")
             )
 
-    def drain(self, grace_s: float | None = None) -> Actions:
+    def drain(self, grace_s: float | None = None, *, reconnect_now: bool = False) -> Actions:
         """The gateway is shutting down: going_away now, the close at the end of the grace."""
         if self.state is State.ENDED or self._drain_ends is not None:
             return Actions()
         grace_s = self.limits.drain_grace_s if grace_s is None else grace_s
         self._drain_ends = self._clock() + grace_s
         token, _ = self._issue_token(self.config)
-        away = session_pb2.GoingAway(reason="DRAINING", resume_token=token)
+        away = session_pb2.GoingAway(
+            reason="DRAINING", resume_token=token, reconnect_now=reconnect_now
+        )
         away.grace.FromMilliseconds(round(grace_s * 1000))
         return Actions(to_client=[Message(going_away=away)])
 

@@ -852,7 +852,10 @@ class TtsEdgeSession:
         end = self._started_at + limits.max_session_s
         if now >= end:
             token, _ = self._issue_token(self.options)
-            away = session_pb2.GoingAway(reason="STREAM_TOO_LONG", resume_token=token)
+            # One session at its limit: no herd to spread, so its client reconnects at once.
+            away = session_pb2.GoingAway(
+                reason="STREAM_TOO_LONG", resume_token=token, reconnect_now=True
+            )
             actions.to_client.append(Message(going_away=away))
             actions.extend(
                 self.fail(
@@ -875,13 +878,15 @@ class TtsEdgeSession:
             )
         return actions
 
-    def drain(self, grace_s: float | None = None) -> Actions:
+    def drain(self, grace_s: float | None = None, *, reconnect_now: bool = False) -> Actions:
         if self.ended or self._drain_ends is not None:
             return Actions()
         grace_s = self.limits.drain_grace_s if grace_s is None else grace_s
         self._drain_ends = self._clock() + grace_s
         token, _ = self._issue_token(self.options)
-        away = session_pb2.GoingAway(reason="DRAINING", resume_token=token)
+        away = session_pb2.GoingAway(
+            reason="DRAINING", resume_token=token, reconnect_now=reconnect_now
+        )
         away.grace.FromMilliseconds(round(grace_s * 1000))
         return Actions(to_client=[Message(going_away=away)])
 

@@ -50,6 +50,8 @@ class Verdict:
     failure: BaseException | None = None
     retry_after_s: float = 0.0
     hand_over: bool = False
+    # The going_away asked for an immediate reconnect (the server paced the hand-overs).
+    reconnect_now: bool = False
     # The server's error event that came before the end (reason: message), if one did.
     error: str = ""
     refusal: errors.VoxwireError | None = None  # that event's error
@@ -248,6 +250,10 @@ class ResumingLink(abc.ABC):
                             f"{time.monotonic() - self._lost_at:.1f} s; last: {self._cause})",
                             self._refusal,
                         )
+                    if verdict.reconnect_now:
+                        # The gateway sent its going_aways paced: the spreading is done, and
+                        # a jitter here would only add to this session's downtime.
+                        wait = 0.0
                     log.info("session lost (%s): reconnecting in %.3f s", self._cause, wait)
                     await asyncio.sleep(wait)
                     self._endpoints.advance()

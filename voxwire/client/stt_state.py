@@ -100,6 +100,8 @@ class Outcome:
     started: bool = False
     # Close this connection now and resume on the next gateway (going_away).
     hand_over: bool = False
+    # The going_away said the server spread the reconnects itself: no jitter of our own.
+    reconnect_now: bool = False
     # The connection ended and the session goes on: wait at least this long (server's advice).
     retry_after_s: float = 0.0
     failure: errors.VoxwireError | None = None
@@ -145,6 +147,7 @@ class SttClientState:
         # "last" cause, when reconnecting gives out).
         self.last_error: errors.VoxwireError | None = None
         self._hand_over = False
+        self._reconnect_now = False
         self._forced = 0
         self._forced_pending = False
 
@@ -187,6 +190,7 @@ class SttClientState:
         self._retry_after_s = None
         self.last_error = None
         self._hand_over = False
+        self._reconnect_now = False
         if not self.token:
             return Message(start=stt_pb2.SttStart(config=self.config))
         resume = stt_pb2.Resume(resume_token=self.token)
@@ -285,6 +289,7 @@ class SttClientState:
             self._token_covers = sum(1 for c in self._controls if c.accepted)
             if not self.closing:
                 self._hand_over = out.hand_over = True
+                self._reconnect_now = msg.going_away.reconnect_now
         elif kind == "error":
             self._on_error(errors.from_event(msg.error))
         elif kind == "summary":
@@ -383,7 +388,11 @@ class SttClientState:
             self.fail(failure)
             return Outcome(failure=failure)
         self._go("lost")
-        return Outcome(retry_after_s=self._retry_after_s or 0.0, hand_over=self._hand_over)
+        return Outcome(
+            retry_after_s=self._retry_after_s or 0.0,
+            hand_over=self._hand_over,
+            reconnect_now=self._hand_over and self._reconnect_now,
+        )
 
     def fail(self, error: errors.VoxwireError) -> None:
         self._failure = error

@@ -115,6 +115,8 @@ class TtsOutcome:
     session_up: bool = False
     resumed: bool = False
     hand_over: bool = False
+    # The going_away said the server spread the reconnects itself: no jitter of our own.
+    reconnect_now: bool = False
     retry_after_s: float = 0.0
     failure: errors.VoxwireError | None = None
     session_ended: bool = False
@@ -136,6 +138,7 @@ class SynthesisClientState:
         # "last" cause, when reconnecting gives out).
         self.last_error: errors.VoxwireError | None = None
         self._hand_over = False
+        self._reconnect_now = False
 
     def _go(self, event: str) -> None:
         try:
@@ -150,6 +153,7 @@ class SynthesisClientState:
         self._retry_after_s = None
         self.last_error = None
         self._hand_over = False
+        self._reconnect_now = False
         self._handles.clear()
         start = tts_pb2.TtsStart()
         start.CopyFrom(self.start)
@@ -253,6 +257,7 @@ class SynthesisClientState:
             self.token = msg.going_away.resume_token or self.token
             if not self.closing:
                 self._hand_over = out.hand_over = True
+                self._reconnect_now = msg.going_away.reconnect_now
         elif kind == "error":
             error = errors.from_event(msg.error)
             log.info("error event %s (retryable: %s): %s", error.reason, error.retryable, error)
@@ -427,4 +432,8 @@ class SynthesisClientState:
             self.phase = Phase.FAILED
             return TtsOutcome(failure=failure)
         self._go("lost")
-        return TtsOutcome(retry_after_s=self._retry_after_s or 0.0, hand_over=self._hand_over)
+        return TtsOutcome(
+            retry_after_s=self._retry_after_s or 0.0,
+            hand_over=self._hand_over,
+            reconnect_now=self._hand_over and self._reconnect_now,
+        )

@@ -205,9 +205,16 @@ class GoingAway(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     GRACE_FIELD_NUMBER: _builtins.int
     RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    RECONNECT_NOW_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     """"DRAINING" or "STREAM_TOO_LONG"."""
     resume_token: _builtins.str
+    reconnect_now: _builtins.bool
+    """Reconnect at once, without the client's own backoff jitter: the server has spread its
+    sessions' reconnects itself (a drain sends its going_aways paced over time; a maximum
+    duration hand-over concerns one session). Unset (a server that sends every going_away at
+    once): the client's jitter spreads the reconnects.
+    """
     @_builtins.property
     def grace(self) -> _duration_pb2.Duration: ...
     def __init__(
@@ -216,10 +223,11 @@ class GoingAway(_message.Message):
         reason: _builtins.str = ...,
         grace: _duration_pb2.Duration | None = ...,
         resume_token: _builtins.str = ...,
+        reconnect_now: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["grace", b"grace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["grace", b"grace", "reason", b"reason", "resume_token", b"resume_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grace", b"grace", "reason", b"reason", "reconnect_now", b"reconnect_now", "resume_token", b"resume_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
