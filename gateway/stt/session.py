@@ -647,10 +647,7 @@ class SttEdgeSession:
     def _hand_over(self, actions: Actions) -> None:
         """Maximum duration: finalize what the upstream has, then close so the client resumes."""
         token, _ = self._issue_token(self.config)
-        # One session at its limit: no herd to spread, so its client reconnects at once.
-        away = session_pb2.GoingAway(
-            reason="STREAM_TOO_LONG", resume_token=token, reconnect_now=True
-        )
+        away = session_pb2.GoingAway(reason="STREAM_TOO_LONG", resume_token=token)
         away.grace.FromMilliseconds(round(self.limits.drain_grace_s * 1000))
         actions.to_client.append(Message(going_away=away))
         if self.state is State.STREAMING:

@@ -852,10 +852,7 @@ class TtsEdgeSession:
         end = self._started_at + limits.max_session_s
         if now >= end:
             token, _ = self._issue_token(self.options)
-            # One session at its limit: no herd to spread, so its client reconnects at once.
-            away = session_pb2.GoingAway(
-                reason="STREAM_TOO_LONG", resume_token=token, reconnect_now=True
-            )
+            away = session_pb2.GoingAway(reason="STREAM_TOO_LONG", resume_token=token)
             actions.to_client.append(Message(going_away=away))
             actions.extend(
                 self.fail(

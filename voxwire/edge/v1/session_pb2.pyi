@@ -211,9 +211,9 @@ class GoingAway(_message.Message):
     resume_token: _builtins.str
     reconnect_now: _builtins.bool
     """Reconnect at once, without the client's own backoff jitter: the server has spread its
-    sessions' reconnects itself (a drain sends its going_aways paced over time; a maximum
-    duration hand-over concerns one session). Unset (a server that sends every going_away at
-    once): the client's jitter spreads the reconnects.
+    sessions' reconnects itself (a drain sends its going_aways paced over time). Unset (every
+    going_away at once, or a maximum duration hand-over: sessions opened together reach it
+    together): the client's jitter spreads the reconnects.
     """
     @_builtins.property
     def grace(self) -> _duration_pb2.Duration: ...
