@@ -1,4 +1,5 @@
-"""The SDK reconnects at once after a paced drain's going_away (``reconnect_now``), and waits
+"""The SDK (STT and TTS sessions) reconnects at once after a paced drain's going_away
+(``reconnect_now``), and waits
 its backoff jitter after one that does not ask for it. Two gateways of their own (one keys
 file, one token key: either takes the other's resume tokens) in front of the session's adapter;
 the SDK given both URLs. The jitter is made its longest (3 s) so the two cases cannot be
@@ -17,7 +18,13 @@ from gateway.server import GatewayServer
 from inference_adapter.server import AdapterServer
 from tests.client.helpers import stt_config
 from tests.helpers.edge import Edge
-from voxwire.client import Backoff, Resumed, SessionOptions, TranscriptionSession
+from voxwire.client import (
+    Backoff,
+    Resumed,
+    SessionOptions,
+    SynthesisSession,
+    TranscriptionSession,
+)
 from voxwire.client import backoff as backoff_module
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -95,3 +102,36 @@ async def test_after_a_drain_that_sends_every_going_away_at_once_the_sdk_jitters
     resumed = await _resume_after_drain(edge, edge_adapter, pace=0.0)
     assert resumed.cause == "going_away", resumed
     assert resumed.downtime_s >= JITTER_S * 0.95, resumed
+
+
+async def test_a_tts_session_reconnects_at_once_after_a_paced_drain_too(
+    edge: Edge, edge_adapter: AdapterServer, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(backoff_module, "_RNG", _LongestJitter())
+    servers = [s async for s in _servers(edge, edge_adapter, 200.0)]
+    a, b = servers
+    try:
+        session = await SynthesisSession.connect(
+            [a.url.replace("http", "ws", 1), b.url.replace("http", "ws", 1)],
+            api_key=edge.key,
+            options=SessionOptions(
+                backoff=Backoff(base_s=JITTER_S, cap_s=JITTER_S, max_elapsed_s=30.0)
+            ),
+        )
+        resumed: list[Resumed] = []
+
+        async def read() -> None:
+            async for event in session.events():
+                if isinstance(event, Resumed):
+                    resumed.append(event)
+                    return
+
+        reader = asyncio.create_task(read())
+        await a.drain(grace=2.0)
+        await asyncio.wait_for(reader, JITTER_S + 10)
+        await session.close()
+    finally:
+        for server in servers:
+            await server.stop(grace=0.0)
+    assert resumed[0].cause == "going_away", resumed
+    assert resumed[0].downtime_s < 1.0, resumed
