@@ -1,9 +1,9 @@
 """The SDK (STT and TTS sessions) reconnects at once after a paced drain's going_away
-(``reconnect_now``), and waits
-its backoff jitter after one that does not ask for it. Two gateways of their own (one keys
-file, one token key: either takes the other's resume tokens) in front of the session's adapter;
-the SDK given both URLs. The jitter is made its longest (3 s) so the two cases cannot be
-confused: downtime under a second with the flag, at least the jitter without it.
+(``reconnect_now``), and waits its backoff jitter after one that does not ask for it. Two
+gateways of their own (one keys file, one token key: either takes the other's resume tokens) in
+front of the session's adapter; the SDK given both URLs. The jitter is made its longest (3 s)
+so the two cases cannot be confused: downtime under a second with the flag, at least the
+jitter without it.
 """
 
 from __future__ import annotations
