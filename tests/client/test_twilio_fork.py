@@ -146,6 +146,7 @@ async def test_a_fork_whose_second_session_is_refused_fails_and_leaves_none_open
     finally:
         await runner.cleanup()
     assert len(failures) == 1 and isinstance(failures[0], errors.RateLimited), failures
+    assert "(1 attempt in " in str(failures[0]), failures[0]
     assert await wait_until(lambda: limiter.active_sessions(key_id) == 0, 3)
 
 

@@ -37,7 +37,7 @@ T = TypeVar("T")
 RECONNECT_CAP_S = 1.0
 # The detail of the SDK's budget-spent error (voxwire/client/link.py); when it no longer
 # matches, the message quotes the SDK's whole text instead.
-_SPENT = re.compile(r"\((?P<tries>\d+ attempts in [\d.]+ s); last: (?P<last>.*)\)$", re.DOTALL)
+_SPENT = re.compile(r"\((?P<tries>\d+ attempts? in [\d.]+ s); last: (?P<last>.*)\)$", re.DOTALL)
 
 
 def session_options() -> SessionOptions:

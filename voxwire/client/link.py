@@ -246,7 +246,7 @@ class ResumingLink(abc.ABC):
                         )
                         raise _spent(
                             what,
-                            f"({budget.attempt} attempts in "
+                            f"({budget.attempt} attempt{'' if budget.attempt == 1 else 's'} in "
                             f"{time.monotonic() - self._lost_at:.1f} s; last: {self._cause})",
                             self._refusal,
                         )
