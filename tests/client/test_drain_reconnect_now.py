@@ -9,15 +9,15 @@ jitter without it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
 from inference_adapter.server import AdapterServer
 from tests.client.helpers import stt_config
-from tests.helpers.edge import Edge
+from tests.helpers.edge import Edge, gateway_of_its_own
 from voxwire.client import (
     Backoff,
     Resumed,
@@ -39,51 +39,47 @@ class _LongestJitter:
         return high
 
 
-async def _servers(edge: Edge, adapter: AdapterServer, pace: float) -> AsyncIterator[GatewayServer]:
-    for drain_pace in (pace, 200.0):  # A (drained), then B
-        server = GatewayServer(
-            GatewayConfig(
-                listen="127.0.0.1:0",
-                grpc_listen="",
-                adapters=(adapter.address,),
-                auth=edge.auth,
-                drain_pace_per_s=drain_pace,
-            )
-        )
-        await server.start()
-        yield server
+@contextlib.asynccontextmanager
+async def _gateways(
+    edge: Edge, adapter: AdapterServer, pace: float
+) -> AsyncIterator[tuple[GatewayServer, list[str]]]:
+    """A (drained, at ``pace``) and B; yields A and the SDK's URLs [A, B]."""
+    async with (
+        gateway_of_its_own(adapter.address, edge.auth, drain_pace_per_s=pace) as a,
+        gateway_of_its_own(adapter.address, edge.auth) as b,
+    ):
+        yield a, [a.url.replace("http", "ws", 1), b.url.replace("http", "ws", 1)]
+
+
+def _options() -> SessionOptions:
+    return SessionOptions(backoff=Backoff(base_s=JITTER_S, cap_s=JITTER_S, max_elapsed_s=30.0))
+
+
+async def _first_resumed(
+    events: AsyncIterator[object], drain: Callable[[], Awaitable[None]]
+) -> Resumed:
+    """Drain, and the session's first Resumed event."""
+
+    async def read() -> Resumed:
+        async for event in events:
+            if isinstance(event, Resumed):
+                return event
+        raise AssertionError("the session ended without resuming")
+
+    reader = asyncio.create_task(read())
+    await drain()
+    return await asyncio.wait_for(reader, JITTER_S + 10)
 
 
 async def _resume_after_drain(edge: Edge, adapter: AdapterServer, pace: float) -> Resumed:
-    servers = [s async for s in _servers(edge, adapter, pace)]
-    a, b = servers
-    try:
-        options = SessionOptions(
-            backoff=Backoff(base_s=JITTER_S, cap_s=JITTER_S, max_elapsed_s=30.0)
-        )
+    async with _gateways(edge, adapter, pace) as (a, urls):
         session = await TranscriptionSession.connect(
-            [a.url.replace("http", "ws", 1), b.url.replace("http", "ws", 1)],
-            stt_config(model="bench_stt"),
-            api_key=edge.key,
-            options=options,
+            urls, stt_config(model="bench_stt"), api_key=edge.key, options=_options()
         )
-        resumed: list[Resumed] = []
-
-        async def read() -> None:
-            async for event in session.events():
-                if isinstance(event, Resumed):
-                    resumed.append(event)
-                    return
-
-        reader = asyncio.create_task(read())
         await session.send(b"\0" * 3200)
-        await a.drain(grace=2.0)
-        await asyncio.wait_for(reader, JITTER_S + 10)
+        resumed = await _first_resumed(session.events(), lambda: a.drain(grace=2.0))
         await session.close()
-        return resumed[0]
-    finally:
-        for server in servers:
-            await server.stop(grace=0.0)
+        return resumed
 
 
 async def test_after_a_paced_drain_the_sdk_reconnects_without_its_jitter(
@@ -108,30 +104,9 @@ async def test_a_tts_session_reconnects_at_once_after_a_paced_drain_too(
     edge: Edge, edge_adapter: AdapterServer, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(backoff_module, "_RNG", _LongestJitter())
-    servers = [s async for s in _servers(edge, edge_adapter, 200.0)]
-    a, b = servers
-    try:
-        session = await SynthesisSession.connect(
-            [a.url.replace("http", "ws", 1), b.url.replace("http", "ws", 1)],
-            api_key=edge.key,
-            options=SessionOptions(
-                backoff=Backoff(base_s=JITTER_S, cap_s=JITTER_S, max_elapsed_s=30.0)
-            ),
-        )
-        resumed: list[Resumed] = []
-
-        async def read() -> None:
-            async for event in session.events():
-                if isinstance(event, Resumed):
-                    resumed.append(event)
-                    return
-
-        reader = asyncio.create_task(read())
-        await a.drain(grace=2.0)
-        await asyncio.wait_for(reader, JITTER_S + 10)
+    async with _gateways(edge, edge_adapter, 200.0) as (a, urls):
+        session = await SynthesisSession.connect(urls, api_key=edge.key, options=_options())
+        resumed = await _first_resumed(session.events(), lambda: a.drain(grace=2.0))
         await session.close()
-    finally:
-        for server in servers:
-            await server.stop(grace=0.0)
-    assert resumed[0].cause == "going_away", resumed
-    assert resumed[0].downtime_s < 1.0, resumed
+    assert resumed.cause == "going_away", resumed
+    assert resumed.downtime_s < 1.0, resumed

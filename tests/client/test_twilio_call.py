@@ -20,7 +20,7 @@ from aiohttp import web
 from examples.twilio_agent import answer, make_app
 from loadtest.wer import word_error_rate
 from tests.helpers.edge import Edge
-from tests.helpers.fake_twilio import MULAW_SILENCE, FakeTwilio
+from tests.helpers.fake_twilio import MULAW_SILENCE, FakeTwilio, serve
 from tests.helpers.front import wait_until
 from voxwire import errors
 from voxwire.client.twilio import (
@@ -59,12 +59,8 @@ async def serve_app(
         inbound_batch_ms=inbound_batch_ms,
         on_event=events.append,
     )
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"ws://127.0.0.1:{port}/media"
+    runner, base = await serve(app)
+    return runner, f"{base}/media"
 
 
 async def test_a_call_is_answered_and_a_barge_in_stops_what_the_caller_did_not_hear(edge: Edge):
@@ -182,10 +178,8 @@ async def test_a_stream_in_another_format_is_refused_before_any_session(edge: Ed
 
     app = web.Application()
     app.router.add_get("/media", media_socket)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"ws://127.0.0.1:{runner.addresses[0][1]}/media"
+    runner, base = await serve(app)
+    url = f"{base}/media"
     twilio = FakeTwilio(url, silence(0.2), encoding="audio/x-l16", tail_s=0)
     try:
         await twilio.run(timeout_s=15)
@@ -288,10 +282,8 @@ async def test_audio_of_a_cut_reply_that_arrives_after_the_cut_never_reaches_twi
 
     app = web.Application()
     app.router.add_get("/media", media_socket)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"ws://127.0.0.1:{runner.addresses[0][1]}/media"
+    runner, base = await serve(app)
+    url = f"{base}/media"
     twilio = FakeTwilio(url, silence(0.2), tail_s=4.0)
     try:
         await twilio.run(timeout_s=30)

@@ -20,7 +20,7 @@ from examples.twilio_transcribe import make_app
 from gateway.auth.keys import create_key
 from loadtest.wer import word_error_rate
 from tests.helpers.edge import Edge
-from tests.helpers.fake_twilio import MULAW_SILENCE, FakeTwilio
+from tests.helpers.fake_twilio import MULAW_SILENCE, FakeTwilio, serve
 from tests.helpers.front import wait_until
 from voxwire import errors
 from voxwire.client.backoff import Backoff
@@ -42,13 +42,6 @@ def mulaw(name: str) -> bytes:
 
 def silence(seconds: float) -> bytes:
     return MULAW_SILENCE * int(8000 * seconds)
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner, f"ws://127.0.0.1:{runner.addresses[0][1]}"
 
 
 def finals(events: list[ForkEvent], track: str) -> list[tuple[TrackEvent, str]]:

@@ -15,10 +15,10 @@ import time
 import aiohttp
 import pytest
 
-from gateway.config import GatewayConfig
-from gateway.server import GatewayServer, going_away_interval
+from gateway.server import going_away_interval
 from inference_adapter.server import AdapterServer
 from tests.gateway.conftest import Edge
+from tests.helpers.edge import gateway_of_its_own
 
 SESSIONS = 6
 # The benchmark model: sessions that hold none of the real models' few slots.
@@ -37,47 +37,37 @@ def test_the_interval_keeps_the_pace_and_ends_within_half_the_grace():
 async def _drained(edge: Edge, adapter: AdapterServer, pace: float) -> list[tuple[float, dict]]:
     """Open SESSIONS STT sessions on a gateway of their own, drain it (grace 2 s), and return
     each session's going_away with the time it arrived, in arrival order."""
-    server = GatewayServer(
-        GatewayConfig(
-            listen="127.0.0.1:0",
-            grpc_listen="",
-            adapters=(adapter.address,),
-            auth=edge.auth,
-            drain_pace_per_s=pace,
-        )
-    )
-    await server.start()
     arrived: list[tuple[float, dict]] = []
-    try:
-        async with aiohttp.ClientSession() as http:
-            sockets = []
-            for _ in range(SESSIONS):
-                ws = await http.ws_connect(
-                    f"{server.url.replace('http', 'ws', 1)}/v1/stt/stream?{STT_QUERY}",
-                    headers=edge.headers,
-                )
-                sockets.append(ws)
-                first = json.loads((await ws.receive(timeout=10)).data)
-                assert "session" in first, first
+    async with (
+        gateway_of_its_own(adapter.address, edge.auth, drain_pace_per_s=pace) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        sockets = []
+        for _ in range(SESSIONS):
+            ws = await http.ws_connect(
+                f"{server.url.replace('http', 'ws', 1)}/v1/stt/stream?{STT_QUERY}",
+                headers=edge.headers,
+            )
+            sockets.append(ws)
+            first = json.loads((await ws.receive(timeout=10)).data)
+            assert "session" in first, first
 
-            async def going_away(ws: aiohttp.ClientWebSocketResponse) -> None:
-                seen: list[str] = []
-                while True:
-                    msg = await ws.receive(timeout=10)
-                    assert msg.type is aiohttp.WSMsgType.TEXT, (msg, seen)
-                    seen.append(msg.data)
-                    event = json.loads(msg.data)
-                    if "goingAway" in event:
-                        arrived.append((time.monotonic(), event["goingAway"]))
-                        await ws.close()
-                        return
+        async def going_away(ws: aiohttp.ClientWebSocketResponse) -> None:
+            seen: list[str] = []
+            while True:
+                msg = await ws.receive(timeout=10)
+                assert msg.type is aiohttp.WSMsgType.TEXT, (msg, seen)
+                seen.append(msg.data)
+                event = json.loads(msg.data)
+                if "goingAway" in event:
+                    arrived.append((time.monotonic(), event["goingAway"]))
+                    await ws.close()
+                    return
 
-            readers = [asyncio.create_task(going_away(ws)) for ws in sockets]
-            drain = asyncio.create_task(server.drain(grace=2.0))
-            await asyncio.wait_for(asyncio.gather(*readers), 10)
-            await asyncio.wait_for(drain, 10)
-    finally:
-        await server.stop(grace=0.0)
+        readers = [asyncio.create_task(going_away(ws)) for ws in sockets]
+        drain = asyncio.create_task(server.drain(grace=2.0))
+        await asyncio.wait_for(asyncio.gather(*readers), 10)
+        await asyncio.wait_for(drain, 10)
     return sorted(arrived, key=lambda a: a[0])
 
 

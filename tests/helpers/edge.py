@@ -8,6 +8,7 @@ tests/conftest.py so that tests/gateway and tests/client share one instance of e
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import secrets
 from collections.abc import AsyncIterator
@@ -143,3 +144,11 @@ async def page_token(edge: Edge, name: str) -> str:
         headers = {"Authorization": f"Bearer {key}"}
         async with http.post(f"{origin}/v1/auth/token", headers=headers) as resp:
             return str((await resp.json())["token"])
+
+
+def gateway_of_its_own(
+    adapter: str, auth: AuthConfig, **config: Any
+) -> contextlib.AbstractAsyncContextManager[GatewayServer]:
+    """``running_gateway`` for one test: ``async with``, stopped when the block ends, however
+    it ends."""
+    return contextlib.asynccontextmanager(running_gateway)(adapter, auth, **config)

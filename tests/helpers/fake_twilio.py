@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
 FRAME_S = 0.02
@@ -240,3 +241,12 @@ class FakeTwilio:
                 }
             ),
         )
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    """The application's server, as its user runs it, on a free loopback port: its runner (to
+    clean up) and its base URL for FakeTwilio (``ws://127.0.0.1:<port>``)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"ws://127.0.0.1:{runner.addresses[0][1]}"
