@@ -259,10 +259,10 @@ class GatewayServer:
             await site.stop()
         if self.front is not None:
             await self.front.drain()
-        started = time.monotonic()
-        await self._send_going_aways(grace)
+        ends = time.monotonic() + grace
+        await self._send_going_aways(grace, ends)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, started + grace - time.monotonic())):
+            async with asyncio.timeout(max(0.0, ends - time.monotonic())):
                 await self.registry.wait_empty()
         at_grace = len(self.registry)
         # Sessions close themselves at their drain deadline; this wait is only a backstop.
@@ -281,21 +281,21 @@ class GatewayServer:
                 "drain: %d sessions still open %g s after the grace", left, _DRAIN_BACKSTOP_S
             )
 
-    async def _send_going_aways(self, grace: float) -> None:
+    async def _send_going_aways(self, grace: float, ends: float) -> None:
         """Every open session's going_away, paced (``drain_pace_per_s``): the clients then
         reconnect at once (``reconnect_now``) instead of each waiting a random jitter, so a
         session keeps streaming here until its turn and its downtime is the dial and the
         resume alone, while the other gateways take the resumes at a bounded rate. All are
-        sent within half the grace; each session still closes at the drain's end."""
+        sent within half the grace; each session still closes at the drain's end (``ends``)."""
         runners = list(self.registry.runners)
         pace = self.config.drain_pace_per_s if grace > 0 else 0.0
         interval = going_away_interval(len(runners), pace, grace)
-        started = time.monotonic()
+        started = ends - grace
         for index, runner in enumerate(runners):
             wait = started + index * interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            runner.drain(max(0.0, started + grace - time.monotonic()), reconnect_now=pace > 0)
+            runner.drain(max(0.0, ends - time.monotonic()), reconnect_now=pace > 0)
         if runners:
             log.info(
                 "drain: %d going_aways sent in %.3f s", len(runners), time.monotonic() - started

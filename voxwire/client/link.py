@@ -52,9 +52,8 @@ class Verdict:
     hand_over: bool = False
     # The going_away asked for an immediate reconnect (the server paced the hand-overs).
     reconnect_now: bool = False
-    # The server's error event that came before the end (reason: message), if one did.
-    error: str = ""
-    refusal: errors.VoxwireError | None = None  # that event's error
+    # The server's error event that came before the end, if one did.
+    refusal: errors.VoxwireError | None = None
 
 
 class SessionClosed(Exception):
@@ -357,9 +356,10 @@ class ResumingLink(abc.ABC):
         elif not closed_by_us:
             self._cause = f"close {ws.close_code}"
         lost = self._connection_lost(code)
-        if lost.error:
-            self._cause += f" after {lost.error}"  # "close 1013 after OVERLOADED: ..."
-            self._refusal = lost.refusal
+        if (refusal := lost.refusal) is not None:
+            # "close 1013 after OVERLOADED: ..."
+            self._cause += f" after {refusal.reason}: {refusal}"
+            self._refusal = refusal
         if lost_now:
             self._lost_cause = self._cause
         return lost

@@ -391,7 +391,7 @@ class SttClientState:
         return Outcome(
             retry_after_s=self._retry_after_s or 0.0,
             hand_over=self._hand_over,
-            reconnect_now=self._hand_over and self._reconnect_now,
+            reconnect_now=self._reconnect_now,
         )
 
     def fail(self, error: errors.VoxwireError) -> None:

@@ -292,7 +292,6 @@ class SynthesisSession(ResumingLink):
             retry_after_s=outcome.retry_after_s,
             hand_over=outcome.hand_over,
             reconnect_now=outcome.reconnect_now,
-            error=f"{e.reason}: {e}" if (e := self.state.last_error) is not None else "",
             refusal=self.state.last_error,
         )
 

@@ -435,5 +435,5 @@ class SynthesisClientState:
         return TtsOutcome(
             retry_after_s=self._retry_after_s or 0.0,
             hand_over=self._hand_over,
-            reconnect_now=self._hand_over and self._reconnect_now,
+            reconnect_now=self._reconnect_now,
         )

@@ -47,6 +47,7 @@ from voxwire.client.twilio_stream import (
     StreamTasks,
     TwilioSocket,
     audio_format,
+    close_quietly,
     read_start,
     transcription_config,
 )
@@ -290,9 +291,7 @@ class TwilioCall:
         log.warning("twilio call %s: %r", self.start.call_sid, exc)
         self._ended = True
         self._events.close(exc)
-        self._tasks.cancel_all()
-        # The sessions end with the call (their own tasks; nothing waits on this one).
-        self._tasks.keep(asyncio.gather(self.stt.abort(), self.tts.abort()))
+        self._tasks.stop(self.stt, self.tts)  # the sessions end with the call
 
     async def _read_twilio(self) -> None:
         while (text := await self.socket.receive_text()) is not None:
@@ -396,8 +395,7 @@ class TwilioCall:
                 await reply.context.cancel()
         # The caller's last words still come: close STT and let its reader finish.
         for session in (self.stt, self.tts):
-            with contextlib.suppress(errors.VoxwireError, SessionClosed, TimeoutError):
-                await session.close()
+            await close_quietly(session)
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()  # hangup: Twilio's socket is no longer read
         await self._tasks.wait_others(5.0)

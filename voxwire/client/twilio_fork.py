@@ -25,21 +25,19 @@ order. An asyncio adapter around ``twilio_messages``, like ``TwilioCall``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from voxwire import errors
 from voxwire.client import twilio_messages as twilio
 from voxwire.client.channel import EventChannel
-from voxwire.client.link import SessionClosed
 from voxwire.client.options import SessionOptions
 from voxwire.client.stt import TranscriptionEvent, TranscriptionSession
 from voxwire.client.twilio_stream import (
     FrameBatch,
     StreamTasks,
     TwilioSocket,
+    close_quietly,
     read_start,
     transcription_config,
 )
@@ -183,8 +181,7 @@ class TwilioFork:
         log.warning("twilio fork %s: %r", self.start.call_sid, exc)
         self._ended = True
         self._events.close(exc)
-        self._tasks.cancel_all()
-        self._tasks.keep(asyncio.gather(*(t.session.abort() for t in self._tracks.values())))
+        self._tasks.stop(*(t.session for t in self._tracks.values()))
 
     async def _read_twilio(self) -> None:
         while (text := await self.socket.receive_text()) is not None:
@@ -216,15 +213,10 @@ class TwilioFork:
             return
         self._ended = True
         # Each track's last words still come: close the sessions, let their readers finish.
-        await asyncio.gather(*(_close(t.session) for t in self._tracks.values()))
+        await asyncio.gather(*(close_quietly(t.session) for t in self._tracks.values()))
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()  # hangup: Twilio's socket is no longer read
         await self._tasks.wait_others(5.0)
         track_ms = {name: t.batch.total_ms for name, t in self._tracks.items()}
         await self._events.put(ForkEnded(reason, track_ms, self._unknown))
         self._events.close()
-
-
-async def _close(session: TranscriptionSession) -> None:
-    with contextlib.suppress(errors.VoxwireError, SessionClosed, TimeoutError):
-        await session.close()

@@ -15,6 +15,9 @@ import aiohttp
 
 from voxwire import errors
 from voxwire.client import twilio_messages as twilio
+from voxwire.client.link import ResumingLink, SessionClosed
+from voxwire.client.stt import TranscriptionSession
+from voxwire.client.tts import SynthesisSession
 from voxwire.v1 import audio_pb2, transcription_pb2
 
 
@@ -103,16 +106,13 @@ class FrameBatch:
         if not self._pending and len(audio) >= self._batch_bytes:
             return audio  # a whole message: no copy
         self._pending += audio
-        if len(self._pending) < self._batch_bytes:
-            return None
-        message = bytes(self._pending)
-        self._pending.clear()
-        return message
+        return self._take() if len(self._pending) >= self._batch_bytes else None
 
     def rest(self) -> bytes | None:
         """What is left at the end of the stream (the speaker's last words)."""
-        if not self._pending:
-            return None
+        return self._take() if self._pending else None
+
+    def _take(self) -> bytes:
         message = bytes(self._pending)
         self._pending.clear()
         return message
@@ -124,12 +124,12 @@ class FrameBatch:
 
 class StreamTasks:
     """The tasks of one consumer of a Twilio stream, all owned here: the first that fails
-    calls ``on_failure`` (which ends the consumer and ``cancel_all``s the rest)."""
+    calls ``on_failure`` (which ends the consumer and ``stop``s the rest)."""
 
     def __init__(self, on_failure: Callable[[BaseException], None]) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_failure = on_failure
-        self._kept: asyncio.Future[Any] | None = None
+        self._aborting: asyncio.Future[Any] | None = None
 
     def spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
@@ -143,16 +143,15 @@ class StreamTasks:
             return
         self._on_failure(exc)
 
-    def cancel_all(self) -> None:
+    def stop(self, *sessions: ResumingLink) -> None:
+        """After a failure: cancel every task but the current one, and abort ``sessions``
+        (held here until it ends: nothing else waits on it, and the loop keeps only weak
+        references to tasks)."""
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-
-    def keep(self, future: asyncio.Future[Any]) -> None:
-        """Hold ``future`` (the sessions' abort after a failure) until it ends: nothing else
-        waits on it, and the loop keeps only weak references to tasks."""
-        self._kept = future
+        self._aborting = asyncio.gather(*(s.abort() for s in sessions))
 
     async def wait_others(self, timeout_s: float) -> None:
         """Wait for every task but the current one to end, at most ``timeout_s``."""
@@ -160,3 +159,10 @@ class StreamTasks:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await asyncio.gather(*others, return_exceptions=True)
+
+
+async def close_quietly(session: TranscriptionSession | SynthesisSession) -> None:
+    """Close ``session`` at the end of the stream; one that failed or is gone already is left
+    as it is (the consumer ends either way)."""
+    with contextlib.suppress(errors.VoxwireError, SessionClosed, TimeoutError):
+        await session.close()
