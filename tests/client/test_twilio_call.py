@@ -32,6 +32,7 @@ from voxwire.client.twilio import (
     TwilioCall,
 )
 from voxwire.client.twilio_messages import Mark
+from voxwire.client.twilio_stream import TrackGaps
 from voxwire.v1 import transcription_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -154,6 +155,33 @@ async def test_a_caller_who_hangs_up_mid_answer_ends_the_call_and_its_sessions(e
     assert abs(cut[0].played_ms - truth_ms) <= 120, (cut[0].played_ms, truth_ms)
     # Both of the call's sessions (STT and TTS) have ended on the gateway.
     assert await wait_until(lambda: limiter.active_sessions(key_id) == before, 3)
+
+
+async def test_audio_twilio_discarded_is_silence_in_its_place_and_the_call_says_how_much(
+    edge: Edge,
+):
+    # Twilio drops 600 ms of the caller's frames before the sentence (its buffer overflowed):
+    # the frames after carry their timestamps, so the sentence is still heard where it was
+    # said on the call's clock (without the filling, 600 ms early), and the call reports it.
+    events: list[CallEvent] = []
+    said_at_ms = 1500
+    caller = silence(said_at_ms / 1000) + mulaw("pay_bill")
+    runner, url = await serve_app(edge, events)
+    twilio = FakeTwilio(url, caller, tail_s=1.0, dropped=((0.4, 1.0),))
+    try:
+        await twilio.run(timeout_s=30)
+        assert await wait_until(lambda: bool(events) and isinstance(events[-1], CallEnded), 15)
+    finally:
+        await runner.cleanup()
+    finals = [e for e in events if isinstance(e, transcription_pb2.TranscriptResult) and e.is_final]
+    assert len(finals) == 1, finals
+    assert word_error_rate("i would like to pay my bill", finals[0].transcript) <= 0.3, finals
+    # The recording's speech begins within its first second (200 ms of lead measured).
+    assert said_at_ms - 100 <= finals[0].start_ms <= said_at_ms + 1000, finals[0].start_ms
+    ended = events[-1]
+    assert isinstance(ended, CallEnded) and ended.reason == "stop", ended
+    assert ended.inbound_gaps == TrackGaps(count=1, filled_ms=600, unfilled_ms=0)
+    assert abs(ended.inbound_ms - (len(caller) // BYTES_PER_MS + 1000)) <= 40
 
 
 async def test_a_stream_in_another_format_is_refused_before_any_session(edge: Edge):

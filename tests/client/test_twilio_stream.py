@@ -32,3 +32,60 @@ def test_a_frame_that_is_a_whole_message_goes_as_it_came():
     assert batch.add(frame) is frame  # no copy
     assert batch.add(b"\xff" * 80) is None
     assert batch.add(b"\x7f" * 80) == b"\xff" * 80 + b"\x7f" * 80
+
+
+def runs(flags: list[bool]) -> int:
+    return sum(1 for i, f in enumerate(flags) if f and (i == 0 or not flags[i - 1]))
+
+
+@given(
+    batch_ms=st.sampled_from([20, 100]),
+    dropped=st.lists(st.booleans(), min_size=2, max_size=60),
+)
+def test_frames_twilio_did_not_deliver_come_back_as_silence_in_their_place(
+    batch_ms: int, dropped: list[bool]
+):
+    # Twilio's 20 ms frames stamped 20 ms apart; the ones it discarded (warning 31930) never
+    # come. The track's audio is what Twilio had, the missing frames silence, so every frame
+    # after a gap sits where Twilio's clock put it.
+    dropped[0] = dropped[-1] = False  # the first frame starts the track; a trailing gap is unseen
+    batch = FrameBatch(batch_ms, silence=b"\xd5", max_fill_ms=60_000)
+    frames = [bytes([1 + i % 250]) * 160 for i in range(len(dropped))]
+    sent = [
+        m
+        for i, frame in enumerate(frames)
+        if not dropped[i] and (m := batch.add(frame, 5000 + 20 * i)) is not None
+    ]
+    out = b"".join(sent) + (batch.rest() or b"")
+    assert out == b"".join(b"\xd5" * 160 if d else f for f, d in zip(frames, dropped, strict=True))
+    assert batch.start_ms == 5000
+    assert batch.gaps.count == runs(dropped)
+    assert batch.gaps.filled_ms == 20 * sum(dropped)
+    assert batch.gaps.unfilled_ms == 0
+    assert batch.total_ms == 20 * len(frames)
+
+
+def test_a_gap_longer_than_the_fill_limit_is_filled_to_it_and_the_rest_counted():
+    batch = FrameBatch(20, max_fill_ms=1000)
+    assert batch.add(b"\x01" * 160, 0) is not None
+    message = batch.add(b"\x02" * 160, 3020)  # 3 s missing
+    assert message == b"\xff" * 8000 + b"\x02" * 160
+    # The next frames are in step with the one after the gap: no second gap.
+    for i in range(1, 5):
+        assert batch.add(b"\x03" * 160, 3020 + 20 * i) == b"\x03" * 160
+    assert (batch.gaps.count, batch.gaps.filled_ms, batch.gaps.unfilled_ms) == (1, 1000, 2000)
+    assert batch.total_ms == 20 + 1000 + 20 * 5
+
+
+def test_timestamps_in_step_behind_or_off_by_a_few_ms_add_nothing():
+    batch = FrameBatch(20)
+    for ts in (100, 120, 145, 160, 160, 180):  # one 5 ms late (rounding), then a repeat
+        assert batch.add(b"\x04" * 160, ts) == b"\x04" * 160
+    assert batch.gaps.count == 0 and batch.total_ms == 120
+
+
+def test_no_fill_when_the_limit_is_zero_but_the_gap_is_counted():
+    batch = FrameBatch(20, max_fill_ms=0)
+    batch.add(b"\x01" * 160, 0)
+    assert batch.add(b"\x02" * 160, 520) == b"\x02" * 160
+    assert (batch.gaps.count, batch.gaps.filled_ms, batch.gaps.unfilled_ms) == (1, 0, 500)

@@ -54,6 +54,9 @@ class FakeTwilio:
     # The network between Twilio and the application, each way: every message either side
     # sends is handled this much later (in order).
     one_way_s: float = 0.0
+    # Spans of the stream's clock (from, to) in s whose media Twilio discards, every track (its
+    # warning 31930: the socket did not keep up); the frames after carry their own timestamps.
+    dropped: tuple[tuple[float, float], ...] = ()
     played: bytearray = field(default_factory=bytearray)
     clears: list[Clear] = field(default_factory=list)
     echoed: list[str] = field(default_factory=list)
@@ -136,6 +139,9 @@ class FakeTwilio:
                         self.outbound[out_at : out_at + FRAME_BYTES],
                     )
                 )
+            at_s = index * FRAME_S
+            if any(begin <= at_s < end for begin, end in self.dropped):
+                frames = []
             for track, chunk, payload in frames:
                 sequence += 1
                 try:

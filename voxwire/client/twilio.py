@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -43,12 +44,13 @@ from voxwire.client.tts import SynthesisContext, SynthesisSession, SynthesisSess
 from voxwire.client.tts_state import SynthesizedAudio
 from voxwire.client.twilio_stream import (
     AiohttpSocket,  # noqa: F401 (the call's socket: its users import it from here)
-    FrameBatch,
     StreamTasks,
+    TrackGaps,
     TwilioSocket,
     audio_format,
     close_quietly,
     read_start,
+    track_batch,
     transcription_config,
 )
 from voxwire.edge.v1 import session_pb2, tts_pb2
@@ -83,11 +85,14 @@ class ReplyFailed:
 
 @dataclass(frozen=True, slots=True)
 class CallEnded:
-    """The last event: ``stop`` from Twilio, its socket closed, or ``hangup``."""
+    """The last event: ``stop`` from Twilio, its socket closed, or ``hangup``.
+    ``inbound_ms``: the caller's audio sent to STT, gaps filled with silence included;
+    ``inbound_gaps``: the audio Twilio did not deliver (docs/design/telephony.md, "Gaps")."""
 
     reason: str
     inbound_ms: int
     other_track_messages: int = 0
+    inbound_gaps: TrackGaps = field(default_factory=TrackGaps)
 
 
 ReplyOutcome = ReplyPlayed | ReplyInterrupted | ReplyFailed
@@ -156,6 +161,7 @@ class TwilioCall:
         barge_in: bool,
         max_events: int,
         inbound_batch_ms: int = 20,
+        max_gap_fill_ms: int = 5000,
     ) -> None:
         self.socket = socket
         self.start = start
@@ -170,7 +176,8 @@ class TwilioCall:
         self._send_lock = asyncio.Lock()
         self._tasks = StreamTasks(self._failed)
         self._other_tracks = 0
-        self._inbound = FrameBatch(inbound_batch_ms)  # the caller's audio, to STT
+        # The caller's audio, to STT.
+        self._inbound = track_batch(start, inbound_batch_ms, max_gap_fill_ms)
         self._ended = False
         self._reader: asyncio.Task[None] | None = None
 
@@ -189,6 +196,7 @@ class TwilioCall:
         lead_ms: int | None = None,
         barge_in: bool = True,
         inbound_batch_ms: int = 20,
+        max_gap_fill_ms: int = 5000,
         start_timeout_s: float = 10.0,
         options: SessionOptions | None = None,
     ) -> TwilioCall:
@@ -198,7 +206,10 @@ class TwilioCall:
         run ahead of playback (the gateway's default: 1 s), what a barge-in discards at most;
         ``inbound_batch_ms``: the caller's audio goes to STT in messages this long (Twilio's
         20 ms frames as they come by default; 100 holds about 1.5 times the calls on the
-        benchmark model at up to 80 ms more latency: BENCHMARKS.md, "Phone calls").
+        benchmark model at up to 80 ms more latency: BENCHMARKS.md, "Phone calls");
+        ``max_gap_fill_ms``: audio Twilio did not deliver (a jump in its timestamps) goes to
+        STT as silence, up to this much a gap, so offsets stay on the call's clock (0: none;
+        ``CallEnded.inbound_gaps`` counts them either way).
 
         Raises TimeoutError (no ``start``), InvalidMessage, UnsupportedEncoding (a media
         format other than 8 kHz mono G.711), or the sessions' errors."""
@@ -229,6 +240,7 @@ class TwilioCall:
             barge_in=barge_in,
             max_events=opts.max_events,
             inbound_batch_ms=inbound_batch_ms,
+            max_gap_fill_ms=max_gap_fill_ms,
         )
         call._reader = call._tasks.spawn(call._read_twilio())
         call._tasks.spawn(call._read_stt())
@@ -298,7 +310,7 @@ class TwilioCall:
             event = twilio.parse(text)
             if isinstance(event, twilio.Media):
                 if event.track == "inbound":
-                    if (message := self._inbound.add(event.audio)) is not None:
+                    if (message := self._inbound.add(event.audio, event.timestamp_ms)) is not None:
                         await self.stt.send(message)
                 else:
                     self._other_tracks += 1
@@ -399,5 +411,6 @@ class TwilioCall:
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()  # hangup: Twilio's socket is no longer read
         await self._tasks.wait_others(5.0)
-        await self._events.put(CallEnded(reason, self._inbound.total_ms, self._other_tracks))
+        gaps = dataclasses.replace(self._inbound.gaps)
+        await self._events.put(CallEnded(reason, self._inbound.total_ms, self._other_tracks, gaps))
         self._events.close()

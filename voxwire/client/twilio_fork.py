@@ -25,9 +25,10 @@ order. An asyncio adapter around ``twilio_messages``, like ``TwilioCall``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from voxwire.client import twilio_messages as twilio
 from voxwire.client.channel import EventChannel
@@ -36,9 +37,11 @@ from voxwire.client.stt import TranscriptionEvent, TranscriptionSession
 from voxwire.client.twilio_stream import (
     FrameBatch,
     StreamTasks,
+    TrackGaps,
     TwilioSocket,
     close_quietly,
     read_start,
+    track_batch,
     transcription_config,
 )
 from voxwire.v1 import transcription_pb2
@@ -65,12 +68,14 @@ class TrackEvent:
 @dataclass(frozen=True, slots=True)
 class ForkEnded:
     """The last event: ``stop`` from Twilio, its socket closed, or ``hangup``. ``track_ms``:
-    the audio each track sent; ``unknown_track_messages``: media of a track ``start`` did not
-    name (counted, not transcribed; Twilio sends none)."""
+    the audio each track sent (gaps filled with silence included); ``unknown_track_messages``:
+    media of a track ``start`` did not name (counted, not transcribed; Twilio sends none);
+    ``gaps``: each track's audio Twilio did not deliver (docs/design/telephony.md, "Gaps")."""
 
     reason: str
     track_ms: dict[str, int]
     unknown_track_messages: int = 0
+    gaps: dict[str, TrackGaps] = field(default_factory=dict)
 
 
 ForkEvent = TrackEvent | twilio.Dtmf | twilio.Mark | twilio.Other | ForkEnded
@@ -81,7 +86,11 @@ class _Track:
     name: str
     session: TranscriptionSession
     batch: FrameBatch
-    start_ms: int = 0  # Twilio's timestamp of the track's first frame
+
+    @property
+    def start_ms(self) -> int:
+        """Twilio's timestamp of the track's first frame."""
+        return self.batch.start_ms or 0
 
 
 class TwilioFork:
@@ -95,11 +104,13 @@ class TwilioFork:
         *,
         max_events: int,
         batch_ms: int,
+        max_gap_fill_ms: int = 5000,
     ) -> None:
         self.socket = socket
         self.start = start
         self._tracks = {
-            name: _Track(name, session, FrameBatch(batch_ms)) for name, session in sessions.items()
+            name: _Track(name, session, track_batch(start, batch_ms, max_gap_fill_ms))
+            for name, session in sessions.items()
         }
         self._events: EventChannel[ForkEvent] = EventChannel(max_events)
         self._tasks = StreamTasks(self._failed)
@@ -118,13 +129,16 @@ class TwilioFork:
         language: str = "",
         stt_config: transcription_pb2.TranscriptionConfig | None = None,
         batch_ms: int = 20,
+        max_gap_fill_ms: int = 5000,
         start_timeout_s: float = 10.0,
         options: SessionOptions | None = None,
     ) -> TwilioFork:
         """Read Twilio's ``start``, open an STT session per track it names (in the stream's
         format; ``stt_config``: fields beyond the format and model), and start relaying.
         ``batch_ms``: each track's audio goes to STT in messages this long (Twilio's 20 ms
-        frames as they come by default).
+        frames as they come by default); ``max_gap_fill_ms``: audio Twilio did not deliver on a
+        track goes to STT as silence, up to this much a gap, so the track stays on the stream's
+        clock (0: none; ``ForkEnded.gaps`` counts them either way).
 
         Raises TimeoutError (no ``start``), InvalidMessage, UnsupportedEncoding (a media format
         other than 8 kHz mono G.711), or the sessions' errors (then none is left open)."""
@@ -155,6 +169,7 @@ class TwilioFork:
             dict(zip(names, sessions, strict=True)),
             max_events=opts.max_events,
             batch_ms=batch_ms,
+            max_gap_fill_ms=max_gap_fill_ms,
         )
         fork._reader = fork._tasks.spawn(fork._read_twilio())
         for track in fork._tracks.values():
@@ -191,9 +206,7 @@ class TwilioFork:
                 if track is None:
                     self._unknown += 1
                     continue
-                if not track.batch.total_bytes:
-                    track.start_ms = event.timestamp_ms
-                if (message := track.batch.add(event.audio)) is not None:
+                if (message := track.batch.add(event.audio, event.timestamp_ms)) is not None:
                     await track.session.send(message)
             elif isinstance(event, twilio.Stop):
                 break
@@ -218,5 +231,6 @@ class TwilioFork:
             self._reader.cancel()  # hangup: Twilio's socket is no longer read
         await self._tasks.wait_others(5.0)
         track_ms = {name: t.batch.total_ms for name, t in self._tracks.items()}
-        await self._events.put(ForkEnded(reason, track_ms, self._unknown))
+        gaps = {name: dataclasses.replace(t.batch.gaps) for name, t in self._tracks.items()}
+        await self._events.put(ForkEnded(reason, track_ms, self._unknown, gaps))
         self._events.close()

@@ -23,6 +23,11 @@ ENCODINGS = {
     "audio/x-alaw": audio_pb2.AUDIO_ENCODING_ALAW,
 }
 RATE_HZ = 8000
+# G.711's code for a zero sample (ITU-T G.711 Tables 1a and 2a): what a gap is filled with.
+SILENCE = {
+    audio_pb2.AUDIO_ENCODING_MULAW: b"\xff",
+    audio_pb2.AUDIO_ENCODING_ALAW: b"\xd5",
+}
 
 
 @dataclass(frozen=True, slots=True)

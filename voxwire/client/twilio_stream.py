@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -91,22 +92,72 @@ def transcription_config(
     return config
 
 
-class FrameBatch:
-    """Twilio's 20 ms frames of one track gathered into STT messages of ``batch_ms``."""
+@dataclass(slots=True)
+class TrackGaps:
+    """Audio of one track that Twilio never delivered: jumps in its media timestamps (Twilio
+    discards audio when the socket does not keep up, its warning 31930)."""
 
-    def __init__(self, batch_ms: int) -> None:
+    count: int = 0
+    filled_ms: int = 0  # sent to STT as silence: the track's offsets stay on Twilio's clock
+    unfilled_ms: int = 0  # past ``max_fill_ms`` of one gap: later offsets are this much early
+
+
+# A timestamp this far ahead of the audio received is a gap; less is rounding (Twilio stamps
+# whole milliseconds).
+GAP_MIN_MS = 10
+
+
+class FrameBatch:
+    """One track's 20 ms frames gathered into STT messages of ``batch_ms``, on Twilio's clock:
+    where a frame's timestamp is ahead of the audio received so far, the missing time is sent as
+    ``silence`` first (at most ``max_fill_ms`` a gap), so the transcript's offsets still say
+    where in the call a word was, and the gap is counted in ``gaps``."""
+
+    def __init__(
+        self,
+        batch_ms: int,
+        silence: bytes = twilio.SILENCE[audio_pb2.AUDIO_ENCODING_MULAW],
+        max_fill_ms: int = 5000,
+    ) -> None:
         # 8 kHz G.711: 8 bytes a millisecond.
         self._batch_bytes = max(1, batch_ms) * twilio.RATE_HZ // 1000
+        self._silence = silence
+        self._max_fill_bytes = max_fill_ms * twilio.RATE_HZ // 1000
         self._pending = bytearray()
-        self.total_bytes = 0
+        self._filled_bytes = 0
+        self._unfilled_bytes = 0
+        self.total_bytes = 0  # sent or pending, filled silence included
+        self.start_ms: int | None = None  # Twilio's timestamp of the track's first frame
+        self.gaps = TrackGaps()
 
-    def add(self, audio: bytes) -> bytes | None:
-        """The message to send now, if ``audio`` completes one."""
+    def add(self, audio: bytes, timestamp_ms: int | None = None) -> bytes | None:
+        """The message to send now, if ``audio`` (stamped ``timestamp_ms`` by Twilio, None
+        if not known) completes one."""
+        if timestamp_ms is not None:
+            if self.start_ms is None:
+                self.start_ms = timestamp_ms
+            else:
+                self._fill(timestamp_ms)
         self.total_bytes += len(audio)
         if not self._pending and len(audio) >= self._batch_bytes:
             return audio  # a whole message: no copy
         self._pending += audio
         return self._take() if len(self._pending) >= self._batch_bytes else None
+
+    def _fill(self, timestamp_ms: int) -> None:
+        assert self.start_ms is not None
+        due = (timestamp_ms - self.start_ms) * twilio.RATE_HZ // 1000
+        missing = due - self.total_bytes - self._unfilled_bytes
+        if missing < GAP_MIN_MS * twilio.RATE_HZ // 1000:
+            return  # in step, or behind (a repeated timestamp is sent as it came)
+        fill = min(missing, self._max_fill_bytes)
+        self._pending += self._silence * fill
+        self.total_bytes += fill
+        self._unfilled_bytes += missing - fill
+        self.gaps.count += 1
+        self._filled_bytes += fill
+        self.gaps.filled_ms = self._filled_bytes * 1000 // twilio.RATE_HZ
+        self.gaps.unfilled_ms = self._unfilled_bytes * 1000 // twilio.RATE_HZ
 
     def rest(self) -> bytes | None:
         """What is left at the end of the stream (the speaker's last words)."""
@@ -120,6 +171,11 @@ class FrameBatch:
     @property
     def total_ms(self) -> int:
         return self.total_bytes * 1000 // twilio.RATE_HZ
+
+
+def track_batch(start: twilio.Start, batch_ms: int, max_gap_fill_ms: int) -> FrameBatch:
+    """A track's FrameBatch, its gaps filled with the silence of the stream's encoding."""
+    return FrameBatch(batch_ms, twilio.SILENCE[start.encoding], max_gap_fill_ms)
 
 
 class StreamTasks:
