@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
 
-from voxwire.client.twilio_fork import ForkEvent, TrackEvent, TwilioFork
+from voxwire.client.twilio_fork import ForkEnded, ForkEvent, TrackEvent, TrackFailed, TwilioFork
 from voxwire.client.twilio_stream import AiohttpSocket
 from voxwire.v1 import transcription_pb2
 
@@ -61,6 +61,12 @@ def make_app(
                     at_s = event.stream_ms(result.start_ms) / 1000
                     who = SPEAKERS.get(event.track, event.track)
                     log.info("%7.2f s %s: %s", at_s, who, result.transcript)
+            elif isinstance(event, TrackFailed):  # the other side is still transcribed
+                who = SPEAKERS.get(event.track, event.track)
+                log.warning("%s's side lost after %d ms: %s", who, event.at_ms, event.error)
+            elif isinstance(event, ForkEnded) and any(g.count for g in event.gaps.values()):
+                lost = {SPEAKERS.get(t, t): g.filled_ms for t, g in event.gaps.items() if g.count}
+                log.warning("audio Twilio discarded, filled with silence (ms): %s", lost)
         await ws.close()
         return ws
 

@@ -30,6 +30,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from voxwire import errors
 from voxwire.client import twilio_messages as twilio
 from voxwire.client.channel import EventChannel
 from voxwire.client.options import SessionOptions
@@ -66,19 +67,33 @@ class TrackEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackFailed:
+    """One leg's session failed (a non-retryable error, or its reconnects spent) after
+    ``at_ms`` of its audio; the other legs go on, and this track's later audio is counted in
+    ``ForkEnded.untranscribed_ms``, not sent. When the last leg fails, the fork ends with its
+    error instead (``events()`` raises it)."""
+
+    track: str
+    error: BaseException
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class ForkEnded:
     """The last event: ``stop`` from Twilio, its socket closed, or ``hangup``. ``track_ms``:
     the audio each track sent (gaps filled with silence included); ``unknown_track_messages``:
     media of a track ``start`` did not name (counted, not transcribed; Twilio sends none);
-    ``gaps``: each track's audio Twilio did not deliver (docs/design/telephony.md, "Gaps")."""
+    ``gaps``: each track's audio Twilio did not deliver (docs/design/telephony.md, "Gaps");
+    ``untranscribed_ms``: the audio of each failed track after its ``TrackFailed``."""
 
     reason: str
     track_ms: dict[str, int]
     unknown_track_messages: int = 0
     gaps: dict[str, TrackGaps] = field(default_factory=dict)
+    untranscribed_ms: dict[str, int] = field(default_factory=dict)
 
 
-ForkEvent = TrackEvent | twilio.Dtmf | twilio.Mark | twilio.Other | ForkEnded
+ForkEvent = TrackEvent | TrackFailed | twilio.Dtmf | twilio.Mark | twilio.Other | ForkEnded
 
 
 @dataclass(eq=False, slots=True)
@@ -86,6 +101,8 @@ class _Track:
     name: str
     session: TranscriptionSession
     batch: FrameBatch
+    failed: BaseException | None = None
+    untranscribed_bytes: int = 0  # audio that came after the track failed
 
     @property
     def start_ms(self) -> int:
@@ -105,6 +122,7 @@ class TwilioFork:
         max_events: int,
         batch_ms: int,
         max_gap_fill_ms: int = 5000,
+        isolate_legs: bool = True,
     ) -> None:
         self.socket = socket
         self.start = start
@@ -115,6 +133,7 @@ class TwilioFork:
         self._events: EventChannel[ForkEvent] = EventChannel(max_events)
         self._tasks = StreamTasks(self._failed)
         self._unknown = 0
+        self._isolate = isolate_legs
         self._ended = False
         self._reader: asyncio.Task[None] | None = None
 
@@ -130,6 +149,7 @@ class TwilioFork:
         stt_config: transcription_pb2.TranscriptionConfig | None = None,
         batch_ms: int = 20,
         max_gap_fill_ms: int = 5000,
+        isolate_legs: bool = True,
         start_timeout_s: float = 10.0,
         options: SessionOptions | None = None,
     ) -> TwilioFork:
@@ -138,7 +158,9 @@ class TwilioFork:
         ``batch_ms``: each track's audio goes to STT in messages this long (Twilio's 20 ms
         frames as they come by default); ``max_gap_fill_ms``: audio Twilio did not deliver on a
         track goes to STT as silence, up to this much a gap, so the track stays on the stream's
-        clock (0: none; ``ForkEnded.gaps`` counts them either way).
+        clock (0: none; ``ForkEnded.gaps`` counts them either way); ``isolate_legs``: a leg
+        whose session fails once the fork is live ends with ``TrackFailed`` and the others go
+        on (False: the fork ends with the error).
 
         Raises TimeoutError (no ``start``), InvalidMessage, UnsupportedEncoding (a media format
         other than 8 kHz mono G.711), or the sessions' errors (then none is left open)."""
@@ -170,6 +192,7 @@ class TwilioFork:
             max_events=opts.max_events,
             batch_ms=batch_ms,
             max_gap_fill_ms=max_gap_fill_ms,
+            isolate_legs=isolate_legs,
         )
         fork._reader = fork._tasks.spawn(fork._read_twilio())
         for track in fork._tracks.values():
@@ -206,20 +229,46 @@ class TwilioFork:
                 if track is None:
                     self._unknown += 1
                     continue
+                if track.failed is not None:
+                    track.untranscribed_bytes += len(event.audio)
+                    continue
                 if (message := track.batch.add(event.audio, event.timestamp_ms)) is not None:
-                    await track.session.send(message)
+                    await self._send(track, message)
             elif isinstance(event, twilio.Stop):
                 break
             elif isinstance(event, (twilio.Dtmf, twilio.Mark, twilio.Other)):
                 await self._events.put(event)
         for track in self._tracks.values():
-            if (rest := track.batch.rest()) is not None:
-                await track.session.send(rest)  # the speaker's last words
+            if track.failed is None and (rest := track.batch.rest()) is not None:
+                await self._send(track, rest)  # the speaker's last words
         await self._end("stop" if text is not None else "socket closed")
 
+    async def _send(self, track: _Track, audio: bytes) -> None:
+        try:
+            await track.session.send(audio)
+        except errors.VoxwireError as exc:
+            if not await self._leg_failed(track, exc):
+                raise
+
     async def _read_stt(self, track: _Track) -> None:
-        async for event in track.session.events():
-            await self._events.put(TrackEvent(track.name, event, track.start_ms))
+        try:
+            async for event in track.session.events():
+                await self._events.put(TrackEvent(track.name, event, track.start_ms))
+        except errors.VoxwireError as exc:
+            if not await self._leg_failed(track, exc):
+                raise
+
+    async def _leg_failed(self, track: _Track, exc: errors.VoxwireError) -> bool:
+        """Whether the fork goes on without ``track`` (its failure seen by its reader or by a
+        send, whichever first; once). The last leg's failure is the fork's."""
+        if track.failed is not None:
+            return True
+        track.failed = exc
+        if not self._isolate or all(t.failed is not None for t in self._tracks.values()):
+            return False
+        log.warning("twilio fork %s: track %s failed: %r", self.start.call_sid, track.name, exc)
+        await self._events.put(TrackFailed(track.name, exc, track.batch.total_ms))
+        return True
 
     async def _end(self, reason: str) -> None:
         if self._ended:
@@ -232,5 +281,10 @@ class TwilioFork:
         await self._tasks.wait_others(5.0)
         track_ms = {name: t.batch.total_ms for name, t in self._tracks.items()}
         gaps = {name: dataclasses.replace(t.batch.gaps) for name, t in self._tracks.items()}
-        await self._events.put(ForkEnded(reason, track_ms, self._unknown, gaps))
+        untranscribed = {
+            name: t.untranscribed_bytes * 1000 // twilio.RATE_HZ
+            for name, t in self._tracks.items()
+            if t.failed is not None
+        }
+        await self._events.put(ForkEnded(reason, track_ms, self._unknown, gaps, untranscribed))
         self._events.close()
