@@ -20,7 +20,13 @@ from xml.sax.saxutils import quoteattr
 
 from aiohttp import web
 
-from voxwire.client.twilio import AiohttpSocket, CallEvent, ReplyInterrupted, TwilioCall
+from voxwire.client.twilio import (
+    AiohttpSocket,
+    CallEnded,
+    CallEvent,
+    ReplyInterrupted,
+    TwilioCall,
+)
 from voxwire.v1 import transcription_pb2
 
 log = logging.getLogger("twilio_agent")
@@ -82,6 +88,9 @@ def make_app(
             elif isinstance(event, ReplyInterrupted):
                 heard = " ".join(w.word for w in event.heard)
                 log.info("interrupted after %d ms; the caller heard %r", event.played_ms, heard)
+            elif isinstance(event, CallEnded) and event.inbound_gaps.count:
+                lost_ms = event.inbound_gaps.filled_ms + event.inbound_gaps.unfilled_ms
+                log.warning("Twilio discarded %d ms of the caller's audio", lost_ms)
         await asyncio.gather(*answers)  # an answer that failed fails here, not silently
         await ws.close()
         return ws
