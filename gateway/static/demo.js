@@ -5,7 +5,6 @@
 
 const RATE = 16000;
 const FRAME_MS = 100;
-const MAX_WAITING = 50;  // frames kept while the socket opens: 5 s
 
 // An AudioWorklet that hands 100 ms of mono float samples to the page at a time.
 const WORKLET = `
@@ -23,9 +22,8 @@ class Tap extends AudioWorkletProcessor {
 registerProcessor("tap", Tap);`;
 
 const $ = (id) => document.getElementById(id);
-let socket = null, context = null, stream = null;
-// What the server said last before closing (its error, or the summary): the close code alone
-// would hide why a session ended, e.g. an expired token (docs/edge.md, "Authentication").
+let session = null, context = null, stream = null;
+// What the server said last before the end (the summary), shown beside how it ended.
 let outcome = "";
 
 function status(text, error = false) {
@@ -42,10 +40,11 @@ function toPcm16(floats) {
   return out.buffer;
 }
 
-function onMessage(event) {
-  const msg = JSON.parse(event.data);
-  if (msg.session) status(`session ${msg.session.sessionId}: listening`);
-  else if (msg.result) {
+function onMessage(msg) {
+  if (msg.session) {
+    const resumed = session.resumes ? ` (resumed ${session.resumes}x)` : "";
+    status(`session ${msg.session.sessionId}: listening${resumed}`);
+  } else if (msg.result) {
     if (msg.result.isFinal) {
       const p = document.createElement("p");
       p.className = "final";
@@ -55,13 +54,34 @@ function onMessage(event) {
     } else {
       $("interim").textContent = msg.result.transcript;
     }
-  } else if (msg.error) {
-    outcome = `${msg.error.reason}: ${msg.error.message}`;
-    status(outcome, true);
   } else if (msg.summary) {
     outcome = `done: ${msg.summary.audioMs} ms of audio`;
-    status(outcome);
   }
+}
+
+function onState(state, detail) {
+  if (state === "reconnecting") status("the gateway went away: reconnecting (no word is lost)");
+  else if (state === "failed") {
+    release();  // whoever ended the session, the microphone goes off with it
+    status(detail, true);
+    $("stop").disabled = true;
+  } else if (state === "ended") {
+    release();
+    status(outcome ? `${outcome} (closed 1000)` : "closed (1000)");
+    $("stop").disabled = true;
+  }
+}
+
+// A fresh token for each connection: the one in the URL fragment first; for a reconnect
+// (a gateway restarted or drained), the embedding application's own `voxwireToken()` (its
+// backend mints tokens with POST /v1/auth/token; a token is good for one connection).
+function tokens(first) {
+  let used = false;
+  return async () => {
+    if (!used) { used = true; return first; }
+    if (typeof window.voxwireToken === "function") return await window.voxwireToken();
+    throw new Error("the page has no voxwireToken() to get a token for a reconnect");
+  };
 }
 
 async function start() {
@@ -81,45 +101,34 @@ async function start() {
   await context.audioWorklet.addModule(url);
   const tap = new AudioWorkletNode(context, "tap");
   context.createMediaStreamSource(stream).connect(tap);
+  const { SttSession } = await import("./voxwire.js");
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const query = `model=stt_pocketsphinx&encoding=pcm_s16le&sample_rate=${RATE}&interim_results=true`;
-  socket = new WebSocket(`${scheme}://${location.host}/v1/stt/stream?${query}`,
-                         ["voxwire.v1", `voxwire.token.${token}`]);
-  socket.binaryType = "arraybuffer";
-  socket.onmessage = onMessage;
-  socket.onclose = (e) => {
-    release();  // whoever ended the session, the microphone goes off with it
-    status(outcome ? `${outcome} (closed ${e.code})` : `closed (${e.code})`, e.code !== 1000);
-    $("stop").disabled = true;
-  };
+  session = new SttSession({
+    url: `${scheme}://${location.host}`,
+    config: { model: "stt_pocketsphinx", encoding: "pcm_s16le", sample_rate: RATE,
+              interim_results: true },
+    getToken: tokens(token),
+    onMessage,
+    onState,
+  });
   // The microphone runs before the socket opens (the handshake can take a few hundred ms on
-  // a real network): what it hears meanwhile waits here and goes first, so the first word is
-  // not lost before the gateway's own buffering can keep it (docs/edge.md). Bounded: a socket
-  // not open after MAX_WAITING frames is a failure, said as one, not audio dropped unseen.
-  const waiting = [];
-  socket.onopen = () => { waiting.forEach((frame) => socket.send(frame)); waiting.length = 0; };
-  tap.port.onmessage = (e) => {
-    if (socket.readyState === WebSocket.OPEN) socket.send(toPcm16(e.data));
-    else if (socket.readyState === WebSocket.CONNECTING) {
-      waiting.push(toPcm16(e.data));
-      if (waiting.length > MAX_WAITING) {
-        outcome = `no connection to the gateway after ${MAX_WAITING * FRAME_MS / 1000} s`;
-        socket.close();
-      }
-    }
-  };
+  // a real network): the session keeps what it hears meanwhile and sends it first, so the
+  // first word is not lost before the gateway's own buffering can keep it (docs/edge.md).
+  // The same holds while it reconnects; what it keeps is bounded (it fails, saying so).
+  session.start();
+  tap.port.onmessage = (e) => session.send(toPcm16(e.data));
   $("stop").disabled = false;
 }
 
 function release() {
   if (stream) stream.getTracks().forEach((t) => t.stop());
-  // stop() and the socket's close both come here, and a second close() rejects
+  // stop() and the session's end both come here, and a second close() rejects
   // (InvalidStateError; the state turns "closed" only once the first has resolved).
   if (context && context.state !== "closed") context.close().catch(() => {});
 }
 
 function stop() {
-  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ close: {} }));
+  if (session) session.close();
   release();
   $("stop").disabled = true;
 }
