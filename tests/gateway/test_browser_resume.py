@@ -1,8 +1,8 @@
 """A real Chromium page's session survives its gateway's restart: the page streams a speech
-file through a fake microphone with gateway/static/voxwire.js, the gateway process it is on is
-drained (SIGTERM) while a second one takes over the port, and the page resumes on the second
-with a fresh token from its application (docs/design/browser-client.md). The words go on,
-none lost or repeated, in the same session."""
+file through a fake microphone with gateway/static/voxwire.js; the gateway process it is on is
+drained (SIGTERM) or killed (SIGKILL) while a second one takes over the port, and the page
+resumes on the second with a fresh token from its application (docs/design/browser-client.md).
+The words go on, none lost or repeated, in the same session."""
 
 from __future__ import annotations
 
@@ -31,9 +31,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_a_page_resumes_on_the_next_gateway_when_its_own_is_drained(
-    edge: Edge, edge_adapter: AdapterServer, tmp_path
+@pytest.mark.parametrize("fault", [signal.SIGTERM, signal.SIGKILL], ids=["drain", "kill"])
+async def test_a_page_resumes_on_the_next_gateway_when_its_own_goes(
+    edge: Edge, edge_adapter: AdapterServer, tmp_path, fault: signal.Signals
 ):
+    # SIGTERM: the gateway drains (goingAway, then close 1012); SIGKILL: the socket just
+    # breaks (close 1006), and the page resumes from the last ack with the token of its
+    # session's start.
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     key, _ = create_key(
@@ -84,8 +88,8 @@ async def test_a_page_resumes_on_the_next_gateway_when_its_own_is_drained(
             await page.wait_for_function(
                 "document.querySelector('#interim').textContent.length > 0", timeout=30_000
             )
-            a.signal(signal.SIGTERM)
-            assert await a.wait(15.0) == 0, a.log()
+            a.signal(fault)
+            assert await a.wait(15.0) == (0 if fault == signal.SIGTERM else -fault), a.log()
             await page.wait_for_function("session.resumes >= 1", timeout=30_000)
             await page.wait_for_selector("#finals p.final:nth-child(3)", timeout=60_000)
             finals = await page.locator("#finals p.final").all_inner_texts()
