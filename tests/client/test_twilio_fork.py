@@ -14,19 +14,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from examples.twilio_transcribe import make_app
 from gateway.auth.keys import create_key
 from loadtest.wer import word_error_rate
 from tests.helpers.edge import Edge
-from tests.helpers.fake_twilio import MULAW_SILENCE, FakeTwilio, serve
+from tests.helpers.fake_twilio import MULAW_SILENCE, FakeTwilio, run_fork, serve
 from tests.helpers.front import wait_until
 from voxwire import errors
-from voxwire.client.backoff import Backoff
-from voxwire.client.options import SessionOptions
-from voxwire.client.twilio_fork import ForkEnded, ForkEvent, TrackEvent, TwilioFork
-from voxwire.client.twilio_stream import AiohttpSocket
+from voxwire.client.twilio_fork import ForkEnded, ForkEvent, TrackEvent
 from voxwire.v1 import transcription_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -112,32 +108,9 @@ async def test_a_fork_whose_second_session_is_refused_fails_and_leaves_none_open
     edge.server.auth.keys.reload_if_changed()
     limiter = edge.server.auth.limiter
     key_id = key.split("_")[1]
-    failures: list[BaseException] = []
-
-    async def fork_socket(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        try:
-            await TwilioFork.accept(
-                AiohttpSocket(ws),
-                edge.ws,
-                api_key=key,
-                stt_model="stt_pocketsphinx",
-                options=SessionOptions(backoff=Backoff(max_attempts=1)),
-            )
-        except Exception as exc:  # what the application sees
-            failures.append(exc)
-        await ws.close()
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/fork", fork_socket)
-    runner, base = await serve(app)
-    twilio = FakeTwilio(f"{base}/fork", silence(0.5), outbound=silence(0.5), tail_s=0)
-    try:
-        await twilio.run(timeout_s=30)
-    finally:
-        await runner.cleanup()
+    _, failures = await run_fork(
+        edge.ws, key, silence(0.5), silence(0.5), outbound_from_s=0.0, tail_s=0
+    )
     assert len(failures) == 1 and isinstance(failures[0], errors.RateLimited), failures
     assert "(1 attempt in " in str(failures[0]), failures[0]
     assert await wait_until(lambda: limiter.active_sessions(key_id) == 0, 3)

@@ -10,43 +10,28 @@ stream on purpose.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
 
 from gateway.server import GatewayServer
 from inference_adapter.server import AdapterServer
 from loadtest.wer import word_error_rate
+from tests.client.test_twilio_fork import TRANSCRIPTS, finals, mulaw, silence
 from tests.helpers.edge import Edge, gateway_of_its_own
-from tests.helpers.fake_twilio import MULAW_SILENCE, FakeTwilio, serve
+from tests.helpers.fake_twilio import run_fork
 from tests.helpers.front import wait_until
 from voxwire import errors
-from voxwire.client.backoff import Backoff
-from voxwire.client.options import SessionOptions
-from voxwire.client.twilio_fork import ForkEnded, ForkEvent, TrackEvent, TrackFailed, TwilioFork
-from voxwire.client.twilio_stream import AiohttpSocket
-from voxwire.v1 import capabilities_pb2_grpc, transcription_pb2, transcription_pb2_grpc
+from voxwire.client.twilio_fork import ForkEnded, TrackFailed
+from voxwire.v1 import capabilities_pb2_grpc, transcription_pb2_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-TELEPHONY = Path(__file__).parents[1] / "fixtures" / "speech" / "telephony"
-TRANSCRIPTS = json.loads((TELEPHONY / "transcripts.json").read_text())
 FAIL_AFTER = 25  # audio messages of the doomed leg relayed: 0.5 s of Twilio's 20 ms frames
-
-
-def mulaw(name: str) -> bytes:
-    return (TELEPHONY / f"{name}.mulaw").read_bytes()
-
-
-def silence(seconds: float) -> bytes:
-    return MULAW_SILENCE * int(8000 * seconds)
 
 
 class _FailsTheSecondLeg(
@@ -116,55 +101,8 @@ async def failing_leg(edge: Edge, edge_adapter: AdapterServer) -> AsyncIterator[
         await relay.channel.close()
 
 
-async def run_fork(
-    gateway: GatewayServer, key: str, caller: bytes, agent: bytes, **accept: Any
-) -> tuple[list[ForkEvent], list[BaseException]]:
-    events: list[ForkEvent] = []
-    failures: list[BaseException] = []
-
-    async def fork_socket(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        try:
-            fork = await TwilioFork.accept(
-                AiohttpSocket(ws),
-                gateway.url.replace("http", "ws", 1),
-                api_key=key,
-                stt_model="stt_pocketsphinx",
-                options=SessionOptions(backoff=Backoff(max_attempts=1)),
-                **accept,
-            )
-            async for event in fork.events():
-                events.append(event)
-        except Exception as exc:  # what the application sees
-            failures.append(exc)
-        await ws.close()
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/fork", fork_socket)
-    runner, base = await serve(app)
-    twilio = FakeTwilio(f"{base}/fork", caller, outbound=agent, outbound_from_s=1.0, tail_s=1.0)
-    try:
-        await twilio.run(timeout_s=40)
-        assert await wait_until(
-            lambda: failures or (bool(events) and isinstance(events[-1], ForkEnded)), 15
-        )
-    finally:
-        await runner.cleanup()
-    return events, failures
-
-
-def finals(events: list[ForkEvent], track: str) -> list[str]:
-    return [
-        e.event.transcript
-        for e in events
-        if isinstance(e, TrackEvent)
-        and e.track == track
-        and isinstance(e.event, transcription_pb2.TranscriptResult)
-        and e.event.is_final
-        and e.event.transcript
-    ]
+def ws_of(gateway: GatewayServer) -> str:
+    return gateway.url.replace("http", "ws", 1)
 
 
 async def test_the_callers_leg_goes_on_when_the_agents_fails(
@@ -178,13 +116,13 @@ async def test_the_callers_leg_goes_on_when_the_agents_fails(
         mulaw("pay_bill") + silence(3.5 - len(mulaw("pay_bill")) / 8000) + mulaw("call_me_back")
     )
     agent = silence(1.5) + mulaw("account_balance")
-    events, failures = await run_fork(failing_leg, edge.key, caller, agent)
+    events, failures = await run_fork(ws_of(failing_leg), edge.key, caller, agent)
     assert not failures, failures
     (failed,) = [e for e in events if isinstance(e, TrackFailed)]
     assert failed.track == "outbound" and isinstance(failed.error, errors.InvalidAudio), failed
     assert abs(failed.at_ms - FAIL_AFTER * 20) <= 100, failed
     said = " ".join(TRANSCRIPTS[f"{n}.wav"] for n in ("pay_bill", "call_me_back"))
-    heard = " ".join(finals(events, "inbound"))
+    heard = " ".join(text for _, text in finals(events, "inbound"))
     assert word_error_rate(said, heard) <= 0.3, heard  # both sentences: the second after the fault
     assert not finals(events, "outbound")
     ended = events[-1]
@@ -198,7 +136,7 @@ async def test_without_isolation_one_legs_failure_ends_the_fork(
     edge: Edge, failing_leg: GatewayServer
 ):
     events, failures = await run_fork(
-        failing_leg, edge.key, silence(3.0), silence(1.5), isolate_legs=False
+        ws_of(failing_leg), edge.key, silence(3.0), silence(1.5), isolate_legs=False
     )
     assert len(failures) == 1 and isinstance(failures[0], errors.InvalidAudio), failures
     assert not [e for e in events if isinstance(e, (TrackFailed, ForkEnded))], events

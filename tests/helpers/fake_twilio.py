@@ -25,6 +25,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from voxwire.client.backoff import Backoff
+from voxwire.client.options import SessionOptions
+from voxwire.client.twilio_fork import ForkEnded, ForkEvent, TwilioFork
+from voxwire.client.twilio_stream import AiohttpSocket
+
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
 FRAME_S = 0.02
 MULAW_SILENCE = b"\xff"
@@ -256,3 +261,55 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     return runner, f"ws://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def run_fork(
+    gateway_ws: str,
+    key: str,
+    caller: bytes,
+    agent: bytes,
+    *,
+    outbound_from_s: float = 1.0,
+    tail_s: float = 1.0,
+    **accept: Any,
+) -> tuple[list[ForkEvent], list[BaseException]]:
+    """A forked call played to an application whose socket runs ``TwilioFork.accept`` on
+    ``gateway_ws`` (one connection attempt, ``accept``'s other options given): the events it
+    read, and what it failed with (at ``accept`` or from ``events()``)."""
+    events: list[ForkEvent] = []
+    failures: list[BaseException] = []
+
+    async def fork_socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        try:
+            fork = await TwilioFork.accept(
+                AiohttpSocket(ws),
+                gateway_ws,
+                api_key=key,
+                stt_model="stt_pocketsphinx",
+                options=SessionOptions(backoff=Backoff(max_attempts=1)),
+                **accept,
+            )
+            async for event in fork.events():
+                events.append(event)
+        except Exception as exc:  # what the application sees
+            failures.append(exc)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/fork", fork_socket)
+    runner, base = await serve(app)
+    twilio = FakeTwilio(
+        f"{base}/fork", caller, outbound=agent, outbound_from_s=outbound_from_s, tail_s=tail_s
+    )
+    try:
+        await twilio.run(timeout_s=40)
+        for _ in range(300):  # the application reads the fork's end after the socket's
+            if failures or (events and isinstance(events[-1], ForkEnded)):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+    return events, failures
