@@ -20,7 +20,7 @@ const RESUMABLE_CLOSES = new Set([1001, 1006, 1012, 1013, 4009]);
 
 export class SttSession {
   constructor({ url, config, getToken, onMessage = () => {}, onState = () => {},
-                reconnectWithinMs = 30000, maxKeptMs = 60000 }) {
+                reconnectWithinMs = 30000, maxKeptMs = 0 }) {
     this.url = url.replace(/\/$/, "");
     this.config = config;
     this.getToken = getToken;
@@ -32,9 +32,11 @@ export class SttSession {
     this.frameBytes = sampleBytes * (Number(config.channels) || 1);
     this.rate = Number(config.sample_rate);
     // Audio kept while the socket is away is bounded: past this, the session fails and says
-    // so rather than holding the microphone's audio without end (the gateway's replay window
-    // is 30 s; it forces a final before a live connection's unacknowledged audio reaches it).
-    this.maxKeptBytes = Math.floor(maxKeptMs * this.rate / 1000) * this.frameBytes;
+    // so rather than holding the microphone's audio without end. By default twice the
+    // gateway's replay window (limits.replayWindow, 30 s unless configured; it forces a final
+    // before a live connection's unacknowledged audio reaches it): what it keeps itself.
+    this.maxKeptMs = maxKeptMs;
+    this.maxKeptBytes = this._bytes(maxKeptMs || 60000);
     this.kept = [];           // ArrayBuffers sent (or to send) after the last ack, in order
     this.keptStart = 0;       // byte offset of kept[0] in the session's audio
     this.keptBytes = 0;
@@ -124,10 +126,11 @@ export class SttSession {
     if (this.closeAsked) socket.send(JSON.stringify({ close: {} }));
   }
 
+  _bytes(ms) { return Math.floor(ms * this.rate / 1000) * this.frameBytes; }
+
   // The first byte not covered by the last ack: frame floor(ms x rate / 1000) (docs/edge.md).
   _ackByte() {
-    const ms = this.ack ? Number(this.ack.finalizedThroughMs || 0) : 0;
-    return Math.floor(ms * this.rate / 1000) * this.frameBytes;
+    return this._bytes(this.ack ? Number(this.ack.finalizedThroughMs || 0) : 0);
   }
 
   _trim() {
@@ -144,6 +147,8 @@ export class SttSession {
     const msg = JSON.parse(event.data);
     if (msg.session) {
       this.sessionId = msg.session.sessionId;
+      const window = msg.session.limits && msg.session.limits.replayWindow;  // JSON: "30s"
+      if (!this.maxKeptMs && window) this.maxKeptBytes = this._bytes(2000 * parseFloat(window));
       if (msg.session.resumeToken) this.resumeToken = msg.session.resumeToken;
       if (msg.session.resumes !== undefined) this.resumes = Number(msg.session.resumes);
     }

@@ -102,7 +102,7 @@ class _Track:
     session: TranscriptionSession
     batch: FrameBatch
     failed: BaseException | None = None
-    untranscribed_bytes: int = 0  # audio that came after the track failed
+    untranscribed_bytes: int = 0  # audio not sent because the track had failed
 
     @property
     def start_ms(self) -> int:
@@ -249,6 +249,7 @@ class TwilioFork:
         except errors.VoxwireError as exc:
             if not await self._leg_failed(track, exc):
                 raise
+            track.untranscribed_bytes += len(audio)
 
     async def _read_stt(self, track: _Track) -> None:
         try:
@@ -266,6 +267,8 @@ class TwilioFork:
         track.failed = exc
         if not self._isolate or all(t.failed is not None for t in self._tracks.values()):
             return False
+        # What the track had gathered but not sent is not transcribed either.
+        track.untranscribed_bytes += len(track.batch.rest() or b"")
         log.warning("twilio fork %s: track %s failed: %r", self.start.call_sid, track.name, exc)
         await self._events.put(TrackFailed(track.name, exc, track.batch.total_ms))
         return True
