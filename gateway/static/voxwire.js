@@ -46,10 +46,11 @@ export class SttSession {
     this.resumes = 0;
     this.replayedMs = 0;
     this.socket = null;
-    this.state = "idle";      // idle, connecting, live, reconnecting, closing, ended, failed
+    this.state = "idle";      // idle, connecting, live, reconnecting, ended, failed
     this.lastError = null;    // the server's last error event
     this.awaySince = 0;
     this.attempt = 0;
+    this.lastClose = "";      // how the last connection ended, for a failure's message
     this.closeAsked = false;
   }
 
@@ -88,7 +89,8 @@ export class SttSession {
     try {
       token = await this.getToken();
     } catch (error) {
-      this._fail(`no token for the connection: ${error}`);
+      const after = this.lastClose ? ` (after ${this.lastClose})` : "";
+      this._fail(`no token for the connection${after}: ${error}`);
       return;
     }
     const query = first ? "?" + new URLSearchParams(this.config).toString() : "";
@@ -173,12 +175,14 @@ export class SttSession {
     const error = this.lastError;
     this.lastError = null;
     const resumable = error ? error.retryable === true : RESUMABLE_CLOSES.has(event.code);
-    if (!resumable || !this.resumeToken) {
-      const why = error ? `${error.reason}: ${error.message} (closed ${event.code})`
-        : `closed ${event.code}`;
-      this._fail(why);
+    this.lastClose = error ? `${error.reason}: ${error.message} (closed ${event.code})`
+      : `closed ${event.code}`;
+    if (!resumable) {
+      this._fail(this.lastClose);
       return;
     }
+    // Before the session's first message there is nothing to resume: the next connection
+    // starts it again (with the config), and everything kept goes first.
     const delay = error && error.retryAfterMs ? Number(error.retryAfterMs)
       : Math.min(2000, 100 * 2 ** this.attempt);
     this._away(delay);

@@ -119,3 +119,60 @@ async def test_a_page_resumes_on_the_next_gateway_when_its_own_goes(
         assert word_error_rate(TRANSCRIPTS[NAME], text) <= 0.375, finals
     assert "done:" in status and "1000" in status, status
     assert browser.errors == [], browser.errors
+
+
+async def test_a_page_refused_for_its_keys_limit_starts_once_a_session_ends(edge: Edge, tmp_path):
+    # The key allows one session at a time and a server holds it: the page's first connection
+    # is refused RATE_LIMITED (retryable, close 1013). Nothing to resume yet, so the page tries
+    # again with a fresh token, as its retry delay says, and starts its session, with what the
+    # microphone heard meanwhile, once the other ends.
+    origin = edge.server.url
+    key, _ = create_key(
+        edge.keys_file,
+        name="one-at-a-time",
+        now=datetime.datetime.now(datetime.UTC),
+        max_concurrent_sessions=1,
+        allowed_origins=[origin],
+    )
+    edge.server.auth.keys.reload_if_changed()
+    minted: list[str] = []
+
+    async def mint() -> str:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{origin}/v1/auth/token", headers={"Authorization": f"Bearer {key}"}
+            ) as resp,
+        ):
+            token = str((await resp.json())["token"])
+        minted.append(token)
+        return token
+
+    query = "model=stt_pocketsphinx&encoding=pcm_s16le&sample_rate=16000"
+    async with (
+        aiohttp.ClientSession() as http,
+        async_page(*_looped_speech(tmp_path), timeout_ms=60_000) as browser,
+    ):
+        holder = await http.ws_connect(
+            f"{edge.ws}/v1/stt/stream?{query}", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert "session" in await holder.receive_json(timeout=10)
+        page = browser.page
+        await page.expose_function("voxwireToken", mint)
+        await page.goto(f"{origin}/demo/demo.html#token={await mint()}")
+        await page.click("#start")
+        await page.wait_for_function("session && session.state === 'reconnecting'", timeout=15_000)
+        refused = await page.evaluate("session.lastClose")
+        await holder.send_str('{"close": {}}')
+        async for _ in holder:  # its summary, then close 1000: the key's slot is free
+            pass
+        await page.wait_for_selector("#finals p.final", timeout=60_000)
+        first = (await page.locator("#finals p.final").all_inner_texts())[0]
+        state = await page.evaluate("({state: session.state, resumes: session.resumes})")
+        await page.click("#stop")
+    assert "RATE_LIMITED" in refused and "1013" in refused, refused
+    assert state == {"state": "live", "resumes": 0}, state
+    assert len(minted) >= 2, minted  # the page's first, and one per connection after it
+    # What the microphone heard while the page waited went first: the sentence is whole.
+    assert word_error_rate(TRANSCRIPTS[NAME], first) <= 0.375, first
+    assert browser.errors == [], browser.errors
