@@ -25,6 +25,26 @@ from tests.helpers.wer import word_error_rate
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
+class Backend:
+    """The page's application backend: a token for each of the page's connections (exposed to
+    the page as its ``voxwireToken()``), minted with the key as a real backend does."""
+
+    def __init__(self, origin: str, key: str) -> None:
+        self.origin, self.key = origin, key
+        self.minted: list[str] = []
+
+    async def __call__(self) -> str:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{self.origin}/v1/auth/token", headers={"Authorization": f"Bearer {self.key}"}
+            ) as resp,
+        ):
+            token = str((await resp.json())["token"])
+        self.minted.append(token)
+        return token
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,19 +75,7 @@ async def test_a_page_resumes_on_the_next_gateway_when_its_own_goes(
     config = write_config(
         tmp_path / "gateway.toml", edge, edge_adapter.address, drain_grace_s=5.0, tables=tables
     )
-    minted: list[str] = []
-
-    async def mint() -> str:
-        """The page's application backend: a token for each of the page's connections."""
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{origin}/v1/auth/token", headers={"Authorization": f"Bearer {key}"}
-            ) as resp,
-        ):
-            token = str((await resp.json())["token"])
-        minted.append(token)
-        return token
+    mint = Backend(origin, key)
 
     a = await start_gateway(config, tmp_path / "a.log")
     b = None
@@ -110,7 +118,7 @@ async def test_a_page_resumes_on_the_next_gateway_when_its_own_goes(
     # 2,460 ms; with the page sending nothing again, the utterance came out "and tomorrow
     # morning at nine").
     assert state["replayed"] > 0, state
-    assert len(minted) == 2, minted  # one token per connection
+    assert len(mint.minted) == 2, mint.minted  # one token per connection
     # Every loop of the sentence is heard whole, the one the drain fell in included: its
     # audio after the last ack went again to the second gateway (a lost piece would cut it
     # short, a repeated one lengthen it). One confusion of three words allowed, as in
@@ -135,18 +143,7 @@ async def test_a_page_refused_for_its_keys_limit_starts_once_a_session_ends(edge
         allowed_origins=[origin],
     )
     edge.server.auth.keys.reload_if_changed()
-    minted: list[str] = []
-
-    async def mint() -> str:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{origin}/v1/auth/token", headers={"Authorization": f"Bearer {key}"}
-            ) as resp,
-        ):
-            token = str((await resp.json())["token"])
-        minted.append(token)
-        return token
+    mint = Backend(origin, key)
 
     query = "model=stt_pocketsphinx&encoding=pcm_s16le&sample_rate=16000"
     async with (
@@ -172,7 +169,7 @@ async def test_a_page_refused_for_its_keys_limit_starts_once_a_session_ends(edge
         await page.click("#stop")
     assert "RATE_LIMITED" in refused and "1013" in refused, refused
     assert state == {"state": "live", "resumes": 0}, state
-    assert len(minted) >= 2, minted  # the page's first, and one per connection after it
+    assert len(mint.minted) >= 2, mint.minted  # the page's first, and one per connection after it
     # What the microphone heard while the page waited went first: the sentence is whole.
     assert word_error_rate(TRANSCRIPTS[NAME], first) <= 0.375, first
     assert browser.errors == [], browser.errors
