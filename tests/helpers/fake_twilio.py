@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.helpers.front import wait_until
 from voxwire.client.backoff import Backoff
 from voxwire.client.options import SessionOptions
 from voxwire.client.twilio_fork import ForkEnded, ForkEvent, TwilioFork
@@ -306,10 +307,8 @@ async def run_fork(
     )
     try:
         await twilio.run(timeout_s=40)
-        for _ in range(300):  # the application reads the fork's end after the socket's
-            if failures or (events and isinstance(events[-1], ForkEnded)):
-                break
-            await asyncio.sleep(0.05)
+        # The application reads the fork's end after the socket's.
+        await wait_until(lambda: bool(failures or events and isinstance(events[-1], ForkEnded)), 15)
     finally:
         await runner.cleanup()
     return events, failures

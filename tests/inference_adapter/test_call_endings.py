@@ -16,6 +16,7 @@ import numpy as np
 
 from inference_adapter.server import AdapterServer
 from localstack.client import collect
+from tests.helpers.front import wait_until
 from voxwire.v1 import (
     audio_pb2,
     synthesis_pb2,
@@ -139,19 +140,13 @@ async def quiet_leases(adapter: AdapterServer) -> int:
     """The replicas' leases once the streams of earlier tests have let theirs go (a drained
     TTS call releases its lease when Triton ends it, which can be seconds after its test)."""
     await adapter.runtime.calls.wait(10.0)
-    for _ in range(100):
-        if leases(adapter) == 0:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: leases(adapter) == 0, 5.0)
     return leases(adapter)
 
 
 async def leases_back_to(adapter: AdapterServer, held: int) -> int:
     assert await adapter.runtime.calls.wait(5.0)
-    for _ in range(40):
-        if leases(adapter) == held:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: leases(adapter) == held, 2.0)
     return leases(adapter)
 
 

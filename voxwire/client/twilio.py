@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 import uuid
@@ -411,6 +410,8 @@ class TwilioCall:
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()  # hangup: Twilio's socket is no longer read
         await self._tasks.wait_others(5.0)
-        gaps = dataclasses.replace(self._inbound.gaps)
-        await self._events.put(CallEnded(reason, self._inbound.total_ms, self._other_tracks, gaps))
+        inbound = self._inbound
+        await self._events.put(
+            CallEnded(reason, inbound.total_ms, self._other_tracks, inbound.gaps)
+        )
         self._events.close()

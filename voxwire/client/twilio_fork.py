@@ -25,7 +25,6 @@ order. An asyncio adapter around ``twilio_messages``, like ``TwilioCall``.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -283,7 +282,7 @@ class TwilioFork:
             self._reader.cancel()  # hangup: Twilio's socket is no longer read
         await self._tasks.wait_others(5.0)
         track_ms = {name: t.batch.total_ms for name, t in self._tracks.items()}
-        gaps = {name: dataclasses.replace(t.batch.gaps) for name, t in self._tracks.items()}
+        gaps = {name: t.batch.gaps for name, t in self._tracks.items()}
         untranscribed = {
             name: t.untranscribed_bytes * 1000 // twilio.RATE_HZ
             for name, t in self._tracks.items()

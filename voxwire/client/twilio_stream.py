@@ -92,7 +92,7 @@ def transcription_config(
     return config
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class TrackGaps:
     """Audio of one track that Twilio never delivered: jumps in its media timestamps (Twilio
     discards audio when the socket does not keep up, its warning 31930)."""
@@ -102,9 +102,11 @@ class TrackGaps:
     unfilled_ms: int = 0  # past ``max_fill_ms`` of one gap: later offsets are this much early
 
 
+_BYTES_PER_MS = twilio.RATE_HZ // 1000  # 8 kHz G.711: a byte a sample
 # A timestamp this far ahead of the audio received is a gap; less is rounding (Twilio stamps
 # whole milliseconds).
 GAP_MIN_MS = 10
+_GAP_MIN_BYTES = GAP_MIN_MS * _BYTES_PER_MS
 
 
 class FrameBatch:
@@ -119,16 +121,15 @@ class FrameBatch:
         silence: bytes = twilio.SILENCE[audio_pb2.AUDIO_ENCODING_MULAW],
         max_fill_ms: int = 5000,
     ) -> None:
-        # 8 kHz G.711: 8 bytes a millisecond.
-        self._batch_bytes = max(1, batch_ms) * twilio.RATE_HZ // 1000
+        self._batch_bytes = max(1, batch_ms) * _BYTES_PER_MS
         self._silence = silence
-        self._max_fill_bytes = max_fill_ms * twilio.RATE_HZ // 1000
+        self._max_fill_bytes = max_fill_ms * _BYTES_PER_MS
         self._pending = bytearray()
+        self._gap_count = 0
         self._filled_bytes = 0
         self._unfilled_bytes = 0
         self.total_bytes = 0  # sent or pending, filled silence included
         self.start_ms: int | None = None  # Twilio's timestamp of the track's first frame
-        self.gaps = TrackGaps()
 
     def add(self, audio: bytes, timestamp_ms: int | None = None) -> bytes | None:
         """The message to send now, if ``audio`` (stamped ``timestamp_ms`` by Twilio, None
@@ -137,27 +138,32 @@ class FrameBatch:
             if self.start_ms is None:
                 self.start_ms = timestamp_ms
             else:
-                self._fill(timestamp_ms)
+                self._fill(timestamp_ms - self.start_ms)
         self.total_bytes += len(audio)
         if not self._pending and len(audio) >= self._batch_bytes:
             return audio  # a whole message: no copy
         self._pending += audio
         return self._take() if len(self._pending) >= self._batch_bytes else None
 
-    def _fill(self, timestamp_ms: int) -> None:
-        assert self.start_ms is not None
-        due = (timestamp_ms - self.start_ms) * twilio.RATE_HZ // 1000
-        missing = due - self.total_bytes - self._unfilled_bytes
-        if missing < GAP_MIN_MS * twilio.RATE_HZ // 1000:
+    def _fill(self, at_ms: int) -> None:
+        """Silence for the time before ``at_ms`` (into the track) that no audio covered."""
+        missing = at_ms * _BYTES_PER_MS - self.total_bytes - self._unfilled_bytes
+        if missing < _GAP_MIN_BYTES:
             return  # in step, or behind (a repeated timestamp is sent as it came)
         fill = min(missing, self._max_fill_bytes)
         self._pending += self._silence * fill
         self.total_bytes += fill
-        self._unfilled_bytes += missing - fill
-        self.gaps.count += 1
+        self._gap_count += 1
         self._filled_bytes += fill
-        self.gaps.filled_ms = self._filled_bytes * 1000 // twilio.RATE_HZ
-        self.gaps.unfilled_ms = self._unfilled_bytes * 1000 // twilio.RATE_HZ
+        self._unfilled_bytes += missing - fill
+
+    @property
+    def gaps(self) -> TrackGaps:
+        return TrackGaps(
+            self._gap_count,
+            self._filled_bytes // _BYTES_PER_MS,
+            self._unfilled_bytes // _BYTES_PER_MS,
+        )
 
     def rest(self) -> bytes | None:
         """What is left at the end of the stream (the speaker's last words)."""
@@ -170,7 +176,7 @@ class FrameBatch:
 
     @property
     def total_ms(self) -> int:
-        return self.total_bytes * 1000 // twilio.RATE_HZ
+        return self.total_bytes // _BYTES_PER_MS
 
 
 def track_batch(start: twilio.Start, batch_ms: int, max_gap_fill_ms: int) -> FrameBatch:
