@@ -118,7 +118,10 @@ async def plain_burst_after_a_bad_chunk(
 ) -> RawOutcome:
     """A plain grpc.aio client (``call.write``, not ``write_unless_ended``): a valid bench_stt
     config, 3 bytes of PCM16 (MISALIGNED_AUDIO), then ``chunks`` 100 ms chunks (320: 1 MiB,
-    16 windows) as fast as the call takes them, and its half-close. How the call ended."""
+    16 windows) as fast as the call takes them, and its half-close; it reads its responses
+    meanwhile, as every client must: gRPC gives a call's status to a client only after the
+    responses before it were read (a ``started`` the server sent before it refused the chunk,
+    left unread, kept the status from this client until its deadline). How the call ended."""
     from voxwire.v1 import audio_pb2, transcription_pb2
 
     req = transcription_pb2.StreamingTranscribeRequest
@@ -126,12 +129,17 @@ async def plain_burst_after_a_bad_chunk(
     config = req(config=transcription_pb2.TranscriptionConfig(model="bench_stt", audio_format=fmt))
     chunk = req(audio=bytes(3200)).SerializeToString()
     call = channel.stream_stream(TRANSCRIBE)(metadata=metadata, timeout=30)
-    await call.write(config.SerializeToString())
-    await call.write(req(audio=b"\x00\x00\x00").SerializeToString())
-    with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
-        for _ in range(chunks):
-            await call.write(chunk)
-        await call.done_writing()  # the call ended under the writes: its status says why
-    async with asyncio.timeout(20):
-        code = await call.code()
-    return outcome_of(code, await call.details(), await call.trailing_metadata(), 0)
+    reading = asyncio.create_task(read_rest(call))
+    try:
+        await call.write(config.SerializeToString())
+        await call.write(req(audio=b"\x00\x00\x00").SerializeToString())
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            for _ in range(chunks):
+                await call.write(chunk)
+            await call.done_writing()  # the call ended under the writes: its status says why
+        async with asyncio.timeout(20):
+            out = await reading
+    finally:
+        reading.cancel()
+        call.cancel()
+    return outcome_of(out.code, out.details, tuple(out.trailers.items()), len(out.responses))
