@@ -5,7 +5,7 @@
 //   const stt = new SttSession({ url: "wss://gw.example", getToken, onMessage,
 //                                config: { model: "stt_pocketsphinx", encoding: "pcm_s16le",
 //                                          sample_rate: 16000, interim_results: true } });
-//   stt.start(); stt.send(pcm16ArrayBuffer) ...; stt.close();
+//   stt.start(); stt.send(pcm16ArrayBuffer) ...; stt.finalize("f1"); ...; stt.close();
 //
 // getToken() returns a fresh browser token for each connection (the page's backend mints them
 // with POST /v1/auth/token; a token is good for one connection). The audio sent after the
@@ -52,6 +52,13 @@ export class SttSession {
     this.attempt = 0;
     this.lastClose = "";      // how the last connection ended, for a failure's message
     this.closeAsked = false;
+    // Finalizes and config updates, each with the audio position (byte) it was asked at: kept
+    // until answered (an accepted update for good: the token holds only the config the session
+    // started with, so it goes again after a resume the token does not cover).
+    this.controls = [];       // {kind, message, id, at, accepted}
+    this.tokenCovers = 0;     // accepted updates (in order) the resume token's config holds
+    this.delivered = new Set();  // finalize ids whose finalizeAck the page has had
+    this.updates = 0;
   }
 
   start() { this._connect(); }
@@ -68,6 +75,36 @@ export class SttSession {
       return;
     }
     if (this.state === "live") this.socket.send(buffer);
+  }
+
+  // A final now for the audio sent so far (docs/edge.md): the page gets its finalizeAck
+  // (with an ack) once, whatever connection answers it. Asked while the session reconnects,
+  // it goes after the audio sent before it. Ids beginning with "vx-" are the gateway's and
+  // the SDKs' own forced finals.
+  finalize(finalizeId = "") {
+    if (String(finalizeId).startsWith("vx-")) {
+      throw new Error(`finalize ids beginning with "vx-" are reserved: ${finalizeId}`);
+    }
+    this._control("finalize", { finalize: { finalizeId } }, finalizeId);
+  }
+
+  // Endpointing or vocabulary for the rest of the session ({endpointing: {silenceMs}, ...});
+  // the gateway answers updateConfigAck (accepted, or with its error). Its updateId, made up
+  // when missing, is returned. An accepted update is sent again after a resume whose token
+  // does not hold it; its ack reaches the page once.
+  updateConfig(update) {
+    const updateId = update.updateId || `u${++this.updates}`;
+    this._control("updateConfig", { updateConfig: { ...update, updateId } }, updateId);
+    return updateId;
+  }
+
+  _control(kind, message, id) {
+    if (this.state === "ended" || this.state === "failed" || this.closeAsked) {
+      throw new Error(`the session is ${this.closeAsked ? "closing" : this.state}: no ${kind}`);
+    }
+    const at = this.keptStart + this.keptBytes;
+    this.controls.push({ kind, message, id, at, accepted: false });
+    if (this.state === "live") this.socket.send(JSON.stringify(message));
   }
 
   // Ends the input: the results of the audio sent still come, then the summary.
@@ -109,6 +146,11 @@ export class SttSession {
       const resume = { resumeToken: this.resumeToken, ack: this.ack || {} };
       socket.send(JSON.stringify({ start: { resume } }));
     }
+    // The audio from the ack on, with the finalizes and updates still due at their places.
+    const due = this._due();
+    const sendDue = (upTo) => {
+      while (due.length && due[0].at <= upTo) socket.send(JSON.stringify(due.shift().message));
+    };
     const from = this._ackByte();
     let at = this.keptStart;
     let sent = 0;
@@ -116,16 +158,41 @@ export class SttSession {
       const end = at + buffer.byteLength;
       if (end > from) {
         const piece = from > at ? buffer.slice(from - at) : buffer;
+        sendDue(Math.max(at, from));
         socket.send(piece);
         sent += piece.byteLength;
       }
       at = end;
     }
+    sendDue(Infinity);
     // What went again (on a resume) or first (audio the microphone gave while connecting).
     this.replayedMs = Math.round(sent / this.frameBytes * 1000 / this.rate);
     this.attempt = 0;
     this._set("live", first ? "" : `resumed: ${this.replayedMs} ms of audio sent again`);
     if (this.closeAsked) socket.send(JSON.stringify({ close: {} }));
+  }
+
+  // Controls a new connection must be sent: every one not answered yet, and the accepted
+  // updates the resume token does not hold; by audio position.
+  _due() {
+    let rank = 0;
+    const due = this.controls.filter((c) => !c.accepted || rank++ >= this.tokenCovers);
+    return due.sort((x, y) => x.at - y.at);
+  }
+
+  // A finalize or update answered: whether the page has not had this answer yet.
+  _settle(kind, id, accepted) {
+    if (kind === "finalize" && id) {
+      if (this.delivered.has(id)) return false;
+      this.delivered.add(id);
+    }
+    const i = this.controls.findIndex((c) => c.kind === kind && c.id === id);
+    if (i < 0) return true;
+    const control = this.controls[i];
+    if (control.accepted) return false;  // sent again after a resume: its answer was had
+    if (kind === "updateConfig" && accepted) control.accepted = true;
+    else this.controls.splice(i, 1);
+    return true;
   }
 
   _bytes(ms) { return Math.floor(ms * this.rate / 1000) * this.frameBytes; }
@@ -159,11 +226,20 @@ export class SttSession {
       this._trim();
     }
     if (msg.error) this.lastError = msg.error;
-    this.onMessage(msg);
+    let fresh = true;
+    if (msg.finalizeAck) fresh = this._settle("finalize", msg.finalizeAck.finalizeId || "", true);
+    if (msg.updateConfigAck) {
+      const ack = msg.updateConfigAck;
+      fresh = this._settle("updateConfig", ack.updateId || "", ack.accepted === true);
+    }
+    if (fresh) this.onMessage(msg);
+    else if (msg.ack) this.onMessage({ ack: msg.ack });  // the ack it carried still counts
     if (msg.goingAway) {
       // Hand over at once: the old connection's later messages are not read (the new
-      // gateway answers from the ack), and its close is not waited for.
+      // gateway answers from the ack), and its close is not waited for. The going-away token
+      // holds the updates accepted so far.
       if (msg.goingAway.resumeToken) this.resumeToken = msg.goingAway.resumeToken;
+      this.tokenCovers = this.controls.filter((c) => c.accepted).length;
       this._away(msg.goingAway.reconnectNow ? 0 : Math.random() * 100);
       socket.close(1000);
     }
