@@ -1,16 +1,16 @@
 // voxwire browser demo: text -> WS /v1/tts/stream -> audio played as it arrives, words marked
-// as they are heard, and a barge-in that reports what was heard. Protocol: docs/edge.md.
-// Audio comes as binary frames: a 12-byte header (version, flags, context handle, sequence
-// number, start_ms; big-endian) then PCM16 little-endian at RATE.
+// as they are heard, and a barge-in that reports what was heard. Protocol: docs/edge.md; the
+// session (voxwire.js TtsSession) resumes a turn where its audio stopped when the gateway
+// restarts. Audio is PCM16 little-endian at RATE.
 "use strict";
 
 const RATE = 24000;
 const MODEL = "tts_espeak";
 
 const $ = (id) => document.getElementById(id);
-let socket = null, audio = null, outcome = "";
+let tts = null, audio = null, outcome = "";
 let turn = 0;        // a context per Speak: ids of their own, so a turn never waits on the last
-let current = null;  // the turn playing: {id, handle, chunks, sources, done}; null once stopped
+let current = null;  // the turn playing: {id, chunks, sources, done}; null once stopped
 let stoppedLate = null;  // a turn stopped after its `done`: {heard, played}
 
 function status(text, error = false) {
@@ -60,11 +60,9 @@ function markHeard() {
   requestAnimationFrame(markHeard);
 }
 
-function play(data) {
-  const view = new DataView(data);
-  const handle = view.getUint16(2), startMs = view.getUint32(8);
-  if (!current || handle !== current.handle) return;  // a stopped turn's
-  const pcm = new Int16Array(data.slice(12));
+function play(contextId, event) {
+  if (!current || contextId !== current.id) return;  // a stopped turn's
+  const pcm = new Int16Array(event.data);
   const buffer = audio.createBuffer(1, pcm.length, RATE);
   const samples = buffer.getChannelData(0);
   for (let i = 0; i < pcm.length; i++) samples[i] = pcm[i] / 0x8000;
@@ -76,18 +74,18 @@ function play(data) {
   const at = Math.max(audio.currentTime + 0.05, previous ? previous.at + previous.seconds : 0);
   source.start(at);
   current.sources.push(source);
-  current.chunks.push({ at, startMs, seconds: buffer.duration });
+  current.chunks.push({ at, startMs: event.audio.startMs, seconds: buffer.duration,
+                        sequenceNumber: event.audio.sequenceNumber });
 }
 
-function onMessage(event) {
-  if (event.data instanceof ArrayBuffer) { play(event.data); return; }
-  const msg = JSON.parse(event.data);
-  const mine = current && msg.contextId === current.id;
-  if (msg.session) status(`session ${msg.session.sessionId}`);
-  else if (msg.opened && mine) {
-    current.handle = msg.opened.handle;
-    status(`speaking ${current.id}`);
-  } else if (msg.words && mine) showWords(msg.words.words);
+function onEvent(contextId, msg) {
+  if (msg.audio) { play(contextId, msg); return; }
+  const mine = current && contextId === current.id;
+  if (msg.session) {
+    const resumed = tts.resumes ? ` (resumed ${tts.resumes}x)` : "";
+    status(`session ${msg.session.sessionId}${resumed}`);
+  } else if (msg.opened && mine) status(`speaking ${current.id}`);
+  else if (msg.words && mine) showWords(msg.words.words);
   else if (msg.done && mine) current.done = true;
   else if (msg.truncated) showHeard(msg.truncated.heard || [], msg.truncated.playedMs || 0);
   else if (msg.contextError) {
@@ -107,23 +105,24 @@ function showHeard(words, played) {
   $("heard").textContent = `heard (${played} ms): ${words.map((w) => w.word).join(" ")}`;
 }
 
-function connect(token) {
-  return new Promise((resolve, reject) => {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    // lead_ms: the gateway sends up to a second ahead of playback, so a barge-in stops a
-    // context with little audio sent and unheard.
-    socket = new WebSocket(`${scheme}://${location.host}/v1/tts/stream?lead_ms=1000`,
-                           ["voxwire.v1", `voxwire.token.${token}`]);
-    socket.binaryType = "arraybuffer";
-    socket.onmessage = onMessage;
-    socket.onopen = () => resolve();
-    socket.onerror = () => reject(new Error("no connection to the gateway"));
-    socket.onclose = (e) => {
-      status(outcome ? `${outcome} (closed ${e.code})` : `closed (${e.code})`, e.code !== 1000);
-      $("speak").disabled = true;
-      $("stop").disabled = true;
-    };
-  });
+// A token for each connection: the first from the URL fragment, later ones (a resume needs a
+// new one: a token opens one connection) from the embedding application's voxwireToken().
+function tokens(first) {
+  let used = false;
+  return async () => {
+    if (!used) { used = true; return first; }
+    if (typeof window.voxwireToken === "function") return await window.voxwireToken();
+    throw new Error("the page has no way to get another token (window.voxwireToken)");
+  };
+}
+
+function onState(state, detail) {
+  if (state === "reconnecting") status("reconnecting: the turn goes on where its audio stopped");
+  else if (state === "failed" || state === "ended") {
+    status(outcome || detail || state, state === "failed");
+    $("speak").disabled = true;
+    $("stop").disabled = true;
+  }
 }
 
 async function speak() {
@@ -132,17 +131,25 @@ async function speak() {
   $("speak").disabled = true;
   if (!audio) audio = new AudioContext();
   await audio.resume();
-  if (!socket) await connect(token);  // one session for every turn of the page
+  if (!tts) {
+    // One session for every turn of the page; it survives a gateway restart (voxwire.js).
+    const { TtsSession } = await import("./voxwire.js");
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    // leadMs: the gateway sends up to a second ahead of playback, so a barge-in stops a
+    // context with little audio sent and unheard.
+    tts = new TtsSession({ url: `${scheme}://${location.host}`, getToken: tokens(token),
+                           onEvent, onState, leadMs: 1000 });
+    tts.start();
+  }
   turn += 1;
-  current = { id: `turn-${turn}`, handle: -1, chunks: [], sources: [], done: false };
+  current = { id: `turn-${turn}`, chunks: [], sources: [], done: false };
   stoppedLate = null;
   $("words").textContent = "";
   $("heard").textContent = "";
-  const send = (message) => socket.send(JSON.stringify({ contextId: current.id, ...message }));
-  send({ open: { model: MODEL, wordTimestamps: true,
-                 outputFormat: { encoding: "AUDIO_ENCODING_PCM_S16LE", sampleRateHz: RATE } } });
-  send({ append: { text: $("text").value } });
-  send({ close: {} });
+  tts.open(current.id, { model: MODEL, wordTimestamps: true,
+                         outputFormat: { encoding: "AUDIO_ENCODING_PCM_S16LE", sampleRateHz: RATE } });
+  tts.append(current.id, $("text").value);
+  tts.closeContext(current.id);
   $("stop").disabled = false;
   requestAnimationFrame(markHeard);
 }
@@ -156,7 +163,8 @@ function stop() {
     .filter((s) => Number(s.dataset.endMs) <= played)
     .map((s) => ({ word: s.textContent }));
   stoppedLate = current.done ? { heard, played } : null;
-  socket.send(JSON.stringify({ contextId: current.id, truncate: { playedMs: played } }));
+  // False: the context ended here already (its done came): nothing is left to stop.
+  if (!tts.truncate(current.id, played)) showHeard(heard, played);
   status(`stopped ${current.id} at ${played} ms`);
   current = null;
   $("stop").disabled = true;

@@ -284,3 +284,308 @@ export class SttSession {
     this._set("failed", why);
   }
 }
+
+// Bytes per sample of a context's output format (docs/contract.md, "Audio"), by enum name.
+const FORMAT_BYTES = { AUDIO_ENCODING_PCM_S16LE: 2, AUDIO_ENCODING_PCM_F32LE: 4,
+                       AUDIO_ENCODING_MULAW: 1, AUDIO_ENCODING_ALAW: 1 };
+
+// A TTS session on WS /v1/tts/stream whose contexts survive a gateway restart, a drain or a
+// dropped connection (docs/edge.md, "Resume"; design: docs/design/browser-client.md). The
+// Python SDK (voxwire.client.tts) does the same for servers.
+//
+//   const tts = new TtsSession({ url, getToken, onEvent, onState, leadMs: 1000 });
+//   tts.start();
+//   tts.open("turn-1", { model: "tts_espeak", wordTimestamps: true,
+//                        outputFormat: { encoding: "AUDIO_ENCODING_PCM_S16LE", sampleRateHz: 24000 } });
+//   tts.append("turn-1", "Hello there."); tts.closeContext("turn-1"); ... tts.close();
+//
+// onEvent(contextId, event): the server's message for the context ({opened}, {words}, {done},
+// ...), or {audio: {sequenceNumber, startMs, durationMs}, data: ArrayBuffer} for a chunk (its
+// samples, without the frame header). After a resume nothing comes twice: sequence numbers
+// and the timeline go on, a word cut in the middle is spoken again from its start and its
+// timestamp comes then, word text offsets count from the context's first text.
+export class TtsSession {
+  constructor({ url, getToken, onEvent = () => {}, onState = () => {}, leadMs = null,
+                reconnectWithinMs = 30000 }) {
+    this.url = url.replace(/\/$/, "");
+    this.getToken = getToken;
+    this.onEvent = onEvent;
+    this.onState = onState;
+    this.leadMs = leadMs;
+    this.reconnectWithinMs = reconnectWithinMs;
+    this.contexts = new Map();  // id -> the context's resumable state (_context)
+    this.handles = new Map();   // handle of the current connection -> context
+    this.resumeToken = "";
+    this.sessionId = "";
+    this.resumes = 0;
+    this.socket = null;
+    this.state = "idle";        // idle, connecting, live, reconnecting, ended, failed
+    this.lastError = null;
+    this.lastClose = "";
+    this.awaySince = 0;
+    this.attempt = 0;
+    this.closeAsked = false;
+  }
+
+  start() { this._connect(); }
+
+  open(contextId, config) {
+    if (this.contexts.has(contextId)) throw new Error(`context ${contextId} is already open`);
+    if (config.textFormat === "TEXT_FORMAT_SSML") {
+      // A document cannot be cut after a word: the Python SDK resumes SSML (skip_audio_ms);
+      // this client does not, and says so rather than speak a document twice.
+      throw new Error("SSML contexts are not resumable from voxwire.js: use plain text");
+    }
+    const bytes = FORMAT_BYTES[config.outputFormat && config.outputFormat.encoding];
+    if (!bytes) throw new Error("open: outputFormat.encoding is required (docs/edge.md)");
+    this.contexts.set(contextId, {
+      id: contextId, config, bytesPerMs: bytes * Number(config.outputFormat.sampleRateHz) / 1000,
+      text: [],          // code points not yet spoken, from position `base` of the whole text
+      base: 0,
+      spokenTo: 0,       // end of the last word whose audio was received completely
+      pending: [],       // words whose audio is not all in: {end, offset, length}
+      audioEnd: 0,       // end of the audio received, on the context's timeline (ms)
+      lastSeq: 0,
+      wordBase: 0,       // added to the current connection's word offsets (after a resume)
+      reportedTo: 0,     // end (code points) of the last word passed on
+      words: [],         // the words passed on: what a truncate heard
+      flushes: [],       // unacknowledged flushes: {id, at} (whole-text position)
+      closed: false, stop: null, opened: false, handle: -1,
+    });
+    this._send({ contextId, open: config });
+  }
+
+  append(contextId, text) {
+    const ctx = this._writable(contextId);
+    ctx.text = ctx.text.concat(Array.from(text));  // offsets are code points (docs/edge.md)
+    this._send({ contextId, append: { text } });
+  }
+
+  flush(contextId, flushId = "") {
+    const ctx = this._writable(contextId);
+    ctx.flushes.push({ id: flushId, at: ctx.base + ctx.text.length });
+    this._send({ contextId, flush: { flushId } });
+  }
+
+  closeContext(contextId) {
+    this._writable(contextId).closed = true;
+    this._send({ contextId, close: {} });
+  }
+
+  // Barge-in. False when the context has ended already (its `done` came before the listener
+  // heard it all): nothing is left to stop (docs/edge.md, truncation).
+  cancel(contextId) { return this._stop(contextId, { contextId, cancel: {} }); }
+
+  truncate(contextId, playedMs) {
+    return this._stop(contextId, { contextId, truncate: { playedMs: Math.max(0, Math.floor(playedMs)) } });
+  }
+
+  // Ends the session's input: open contexts finish, then the summary and close 1000.
+  close() {
+    this.closeAsked = true;
+    this._send({ closeSession: {} });
+    if (this.state === "idle") this._set("ended");
+  }
+
+  _stop(contextId, message) {
+    const ctx = this.contexts.get(contextId);
+    if (!ctx) return false;
+    ctx.stop = message;  // never reopened after this (a zombie context would speak on)
+    this._send(message);
+    return true;
+  }
+
+  _writable(contextId) {
+    const ctx = this.contexts.get(contextId);
+    if (!ctx) throw new Error(`no open context ${contextId}`);
+    if (ctx.closed || ctx.stop) throw new Error(`context ${contextId} is closed: no more text`);
+    return ctx;
+  }
+
+  // Sent when live; otherwise the next connection sends it from the state (_opened).
+  _send(message) {
+    if (this.state === "live") this.socket.send(JSON.stringify(message));
+  }
+
+  _set(state, detail = "") {
+    this.state = state;
+    this.onState(state, detail);
+  }
+
+  async _connect() {
+    this._set(this.resumeToken ? "reconnecting" : "connecting");
+    let token;
+    try {
+      token = await this.getToken();
+    } catch (error) {
+      const after = this.lastClose ? ` (after ${this.lastClose})` : "";
+      this._fail(`no token for the connection${after}: ${error}`);
+      return;
+    }
+    const socket = new WebSocket(`${this.url}/v1/tts/stream`,
+                                 ["voxwire.v1", `voxwire.token.${token}`]);
+    socket.binaryType = "arraybuffer";
+    this.socket = socket;
+    socket.onopen = () => this._opened(socket);
+    socket.onmessage = (event) => this._message(socket, event);
+    socket.onclose = (event) => this._closed(socket, event);
+  }
+
+  _opened(socket) {
+    const start = { audioDelivery: "AUDIO_DELIVERY_BINARY" };
+    if (this.leadMs !== null) start.lead = `${this.leadMs / 1000}s`;
+    if (this.resumeToken) start.resume = { resumeToken: this.resumeToken };
+    const send = (message) => socket.send(JSON.stringify(message));
+    send({ start });
+    this.handles.clear();
+    // Every unfinished context (re)opened where its audio received ends, with the text after
+    // its last word heard whole, its unacknowledged flushes at their places, and its close.
+    for (const ctx of [...this.contexts.values()]) {
+      if (ctx.stop) { this._endStopped(ctx); continue; }
+      ctx.pending = [];
+      ctx.wordBase = ctx.base;
+      const config = ctx.lastSeq ? { ...ctx.config, timelineOffsetMs: ctx.audioEnd,
+                                     firstSequenceNumber: ctx.lastSeq + 1 } : ctx.config;
+      send({ contextId: ctx.id, open: config });
+      let at = 0;
+      for (const flush of ctx.flushes) {
+        const place = Math.max(0, flush.at - ctx.base);
+        if (place > at) send({ contextId: ctx.id, append: { text: ctx.text.slice(at, place).join("") } });
+        at = Math.max(at, place);
+        send({ contextId: ctx.id, flush: { flushId: flush.id } });
+      }
+      if (at < ctx.text.length) send({ contextId: ctx.id, append: { text: ctx.text.slice(at).join("") } });
+      if (ctx.closed) send({ contextId: ctx.id, close: {} });
+    }
+    if (this.closeAsked) send({ closeSession: {} });
+    this.attempt = 0;
+    this._set("live", this.resumeToken ? "resumed" : "");
+  }
+
+  // A context the client stopped is not reopened: it ends here, with the event the gateway
+  // would have sent (its stop, or its answer, may have died with the connection).
+  _endStopped(ctx) {
+    const last = ctx.lastSeq;
+    const event = ctx.stop.truncate
+      ? { truncated: { playedMs: ctx.stop.truncate.playedMs, lastSequenceNumber: last,
+                       heard: ctx.words.filter((w) => Number(w.endMs || 0) <= ctx.stop.truncate.playedMs) } }
+      : { cancelled: { lastSequenceNumber: last } };
+    this.contexts.delete(ctx.id);
+    this.onEvent(ctx.id, event);
+  }
+
+  _message(socket, event) {
+    if (socket !== this.socket) return;  // a connection handed over: nothing more counts
+    if (event.data instanceof ArrayBuffer) { this._frame(event.data); return; }
+    const msg = JSON.parse(event.data);
+    if (msg.session) {
+      this.sessionId = msg.session.sessionId;
+      if (msg.session.resumeToken) this.resumeToken = msg.session.resumeToken;
+      if (msg.session.resumes !== undefined) this.resumes = Number(msg.session.resumes);
+      this.onEvent("", msg);
+      return;
+    }
+    if (msg.goingAway) {
+      if (msg.goingAway.resumeToken) this.resumeToken = msg.goingAway.resumeToken;
+      if (!this.closeAsked) {
+        this._away(msg.goingAway.reconnectNow ? 0 : Math.random() * 100);
+        socket.close(1000);
+      }
+      return;
+    }
+    if (msg.error) { this.lastError = msg.error; this.onEvent("", msg); return; }
+    if (msg.summary) { this.onEvent("", msg); return; }
+    const ctx = msg.contextId ? this.contexts.get(msg.contextId) : null;
+    if (!ctx) {
+      if (!msg.contextId) this.onEvent("", msg);  // a session notice
+      return;  // an ended context's late message
+    }
+    if (msg.opened) {
+      ctx.handle = msg.opened.handle;
+      this.handles.set(ctx.handle, ctx);
+      if (ctx.opened) return;  // reopened on a resume: not news
+      ctx.opened = true;
+    } else if (msg.words) {
+      const words = [];
+      for (const word of msg.words.words || []) {
+        const length = Number(word.textLength || 0);
+        if (!length) { words.push(word); continue; }
+        const offset = Number(word.textOffset || 0) + ctx.wordBase;
+        ctx.pending.push({ offset, length, end: Number(word.endMs || 0) });
+        this._advance(ctx);
+        if (offset < ctx.reportedTo) continue;  // spoken again after a resume: passed on
+        ctx.reportedTo = offset + length;
+        const copy = { ...word, textOffset: offset };
+        ctx.words.push(copy);
+        words.push(copy);
+      }
+      if (!words.length) return;
+      msg.words = { ...msg.words, words };
+    } else if (msg.flushAck) {
+      const i = ctx.flushes.findIndex((f) => f.id === (msg.flushAck.flushId || ""));
+      if (i >= 0) ctx.flushes.splice(i, 1);
+    } else if (msg.done || msg.cancelled || msg.truncated || msg.contextError) {
+      this.contexts.delete(ctx.id);
+      this.handles.delete(ctx.handle);
+    }
+    this.onEvent(ctx.id, msg);
+  }
+
+  // A binary audio frame: 12-byte header (docs/edge.md, "Binary audio frames"), then samples.
+  _frame(data) {
+    const view = new DataView(data);
+    const ctx = this.handles.get(view.getUint16(2));
+    if (!ctx) return;
+    const sequenceNumber = view.getUint32(4), startMs = view.getUint32(8);
+    if (sequenceNumber <= ctx.lastSeq) return;  // received before a resume
+    const samples = data.slice(12);
+    const durationMs = Math.round(samples.byteLength / ctx.bytesPerMs);
+    ctx.lastSeq = sequenceNumber;
+    ctx.audioEnd = Math.max(ctx.audioEnd, startMs + durationMs);
+    this._advance(ctx);
+    this.onEvent(ctx.id, { audio: { sequenceNumber, startMs, durationMs }, data: samples });
+  }
+
+  // Words whose audio is all in are spoken: the text up to the last of them is dropped.
+  _advance(ctx) {
+    const done = ctx.pending.filter((w) => w.end <= ctx.audioEnd);
+    if (!done.length) return;
+    ctx.pending = ctx.pending.filter((w) => w.end > ctx.audioEnd);
+    for (const w of done) ctx.spokenTo = Math.max(ctx.spokenTo, w.offset + w.length);
+    const cut = Math.min(Math.max(0, ctx.spokenTo - ctx.base), ctx.text.length);
+    ctx.text = ctx.text.slice(cut);
+    ctx.base += cut;
+  }
+
+  _closed(socket, event) {
+    if (socket !== this.socket) return;
+    if (event.code === 1000 && this.closeAsked) { this._set("ended"); return; }
+    const error = this.lastError;
+    this.lastError = null;
+    const resumable = error ? error.retryable === true : RESUMABLE_CLOSES.has(event.code);
+    this.lastClose = error ? `${error.reason}: ${error.message} (closed ${event.code})`
+      : `closed ${event.code}`;
+    if (!resumable) { this._fail(this.lastClose); return; }
+    const delay = error && error.retryAfterMs ? Number(error.retryAfterMs)
+      : Math.min(2000, 100 * 2 ** this.attempt);
+    this._away(delay);
+  }
+
+  _away(delayMs) {
+    this.socket = null;
+    if (!this.awaySince || this.state === "live") this.awaySince = performance.now();
+    if (performance.now() - this.awaySince > this.reconnectWithinMs) {
+      this._fail(`no gateway took the session within ${this.reconnectWithinMs} ms`);
+      return;
+    }
+    this.attempt += 1;
+    this._set("reconnecting");
+    setTimeout(() => this._connect(), delayMs);
+  }
+
+  _fail(why) {
+    if (this.socket) { this.socket.onclose = null; this.socket.close(); }
+    this.socket = null;
+    this._set("failed", why);
+  }
+}

@@ -1,0 +1,159 @@
+"""A real Chromium page's speech goes on when its gateway goes (gateway/static/speak.html with
+voxwire.js's TtsSession): mid-turn, the gateway process the page is on is drained (SIGTERM) or
+killed (SIGKILL) while a second one takes over the port; the page reopens its context on the
+second where its audio stopped, with the text after the last word it received whole and a
+fresh token from its application (docs/edge.md, "Resume"; docs/design/browser-client.md).
+Every word is shown once, the sequence numbers and the timeline run on without a gap or a
+repeat, and the turn plays to its end."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import signal
+import struct
+
+import pytest
+
+from gateway.auth.keys import create_key
+from inference_adapter.server import AdapterServer
+from tests.gateway.conftest import Edge
+from tests.gateway.test_browser_resume import Backend, free_port
+from tests.gateway.test_browser_speak import LONG, PLAY
+from tests.helpers.browser import async_page
+from tests.helpers.gateway_process import start_gateway, write_config
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+BYTES_PER_MS = 24_000 * 2 / 1000  # speak.js asks for PCM16 at 24 kHz
+
+
+class Received:
+    """What a socket brought the page, up to a goingAway (after it the page reads nothing
+    more of that socket): audio chunks (sequence number, start ms, duration ms) and words
+    (text offset, text length, end ms)."""
+
+    def __init__(self, frames: list[str | bytes]) -> None:
+        self.chunks: list[tuple[int, int, int]] = []
+        self.words: list[tuple[int, int, int]] = []
+        self.going_away = False
+        for frame in frames:
+            if isinstance(frame, bytes):
+                _version, _flags, _handle, seq, start = struct.unpack(">BBHII", frame[:12])
+                self.chunks.append((seq, start, round((len(frame) - 12) / BYTES_PER_MS)))
+                continue
+            msg = json.loads(frame)
+            if "goingAway" in msg:
+                self.going_away = True
+                return
+            for word in msg.get("words", {}).get("words", ()):
+                offset, length = int(word.get("textOffset", 0)), int(word["textLength"])
+                self.words.append((offset, length, int(word["endMs"])))
+
+    @property
+    def audio_end_ms(self) -> int:
+        return self.chunks[-1][1] + self.chunks[-1][2]
+
+    def spoken_to(self) -> int:
+        """The end (code points) of the last word whose audio all came."""
+        ends = [o + n for o, n, end in self.words if end <= self.audio_end_ms]
+        return max(ends, default=0)
+
+
+@pytest.mark.parametrize("fault", [signal.SIGTERM, signal.SIGKILL], ids=["drain", "kill"])
+async def test_a_pages_speech_goes_on_on_the_next_gateway_when_its_own_goes(
+    edge: Edge, edge_adapter: AdapterServer, tmp_path, fault: signal.Signals
+):
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    key, _ = create_key(
+        edge.keys_file,
+        name="speaking-page",
+        now=datetime.datetime.now(datetime.UTC),
+        allowed_origins=[origin],
+    )
+    tables = {
+        "listen": f"127.0.0.1:{port}",
+        "reuse_port": True,
+        "grpc_listen": "",
+        "demo_page": True,
+    }
+    config = write_config(
+        tmp_path / "gateway.toml", edge, edge_adapter.address, drain_grace_s=5.0, tables=tables
+    )
+    mint = Backend(origin, key)
+    sockets: list[list[str | bytes]] = []
+
+    sent: list[list[str | bytes]] = []
+
+    def on_websocket(ws) -> None:
+        frames: list[str | bytes] = []
+        out: list[str | bytes] = []
+        sockets.append(frames)
+        sent.append(out)
+        ws.on("framereceived", lambda payload: frames.append(payload))
+        ws.on("framesent", lambda payload: out.append(payload))
+
+    a = await start_gateway(config, tmp_path / "a.log")
+    b = None
+    try:
+        async with async_page(*PLAY, timeout_ms=90_000) as browser:
+            page = browser.page
+            page.on("websocket", on_websocket)
+            await page.expose_function("voxwireToken", mint)
+            await page.goto(f"{origin}/demo/speak.html#token={await mint()}")
+            await page.fill("#text", LONG)
+            await page.click("#speak")
+            await page.wait_for_selector("#words span.heard:nth-child(3)", timeout=60_000)
+            b = await start_gateway(config, tmp_path / "b.log")
+            a.signal(fault)
+            assert await a.wait(15.0) == (0 if fault == signal.SIGTERM else -fault), a.log()
+            await page.wait_for_function("tts.resumes >= 1", timeout=30_000)
+            await page.wait_for_function(
+                "document.querySelector('#status').textContent.startsWith('spoke turn-1')",
+                timeout=60_000,
+            )
+            shown = await page.locator("#words span").all_inner_texts()
+            heard = await page.locator("#words span.heard").count()
+            state = await page.evaluate(
+                "({state: tts.state, resumes: tts.resumes, contexts: tts.contexts.size})"
+            )
+            spoke = await page.inner_text("#status")
+    finally:
+        await a.stop()
+        if b is not None:
+            await b.stop()
+
+    assert state == {"state": "live", "resumes": 1, "contexts": 0}, state
+    # Each word once, in order: none lost with the first gateway, none shown again when the
+    # second spoke the cut word from its start.
+    assert shown == re.sub(r"[.,]", "", LONG).split(), shown
+    assert heard == len(shown), (heard, shown)
+    assert len(mint.minted) == 2, mint.minted  # one token per connection
+    # The audio the page took: from the first socket up to its end (or its goingAway), then
+    # the second's; numbered on and continuous on the context's timeline.
+    first, second = Received(sockets[0]), Received(sockets[1])
+    assert first.going_away == (fault == signal.SIGTERM)
+    assert first.chunks and second.chunks, (len(first.chunks), len(second.chunks))
+    chunks = first.chunks + second.chunks
+    assert [seq for seq, _, _ in chunks] == list(range(1, len(chunks) + 1)), chunks
+    # (A chunk's start is whole ms of an exact timeline, its duration rounded: 1 ms apart.)
+    for (_, start, duration), (_, following, _) in zip(chunks, chunks[1:], strict=False):
+        assert abs(following - (start + duration)) <= 1, chunks
+    played = int(re.fullmatch(r"spoke turn-1: (\d+) ms", spoke).group(1))  # type: ignore[union-attr]
+    end = chunks[-1][1] + chunks[-1][2]
+    assert abs(played - end) <= 100, (played, end)
+    # What the page sent the second gateway: the context reopened where the first one's audio
+    # ended, with the text after the last word whose audio came whole (code points), closed.
+    start, opened, *rest = (json.loads(f) for f in sent[1] if isinstance(f, str))
+    assert "resume" in start["start"], start
+    config = opened["open"]
+    assert config["timelineOffsetMs"] == first.audio_end_ms, (config, first.chunks[-3:])
+    assert config["firstSequenceNumber"] == len(first.chunks) + 1, config
+    assert rest == [
+        {"contextId": "turn-1", "append": {"text": LONG[first.spoken_to() :]}},
+        {"contextId": "turn-1", "close": {}},
+    ], (rest, first.words)
+    assert 0 < first.spoken_to() < len(LONG), first.words
+    assert browser.errors == [], browser.errors
