@@ -59,6 +59,11 @@ export class SttSession {
     this.tokenCovers = 0;     // accepted updates (in order) the resume token's config holds
     this.delivered = new Set();  // finalize ids whose finalizeAck the page has had
     this.updates = 0;
+    // What a resumed connection says again and the page has had: `started`, and the
+    // speechStarted / utteranceEnd of utterances already reported (ids "u<n>", in order).
+    this.startedSeen = false;
+    this.speechSeen = -1;
+    this.endsSeen = -1;
   }
 
   start() { this._connect(); }
@@ -180,6 +185,14 @@ export class SttSession {
     return due.sort((x, y) => x.at - y.at);
   }
 
+  // Whether an utterance's event is news (its index past the last reported), and the new last.
+  _news(event, seen) {
+    const found = /^u(\d+)$/.exec(event.utteranceId || "");
+    if (!found) return [true, seen];
+    const index = Number(found[1]);
+    return index > seen ? [true, index] : [false, seen];
+  }
+
   // A finalize or update answered: whether the page has not had this answer yet.
   _settle(kind, id, accepted) {
     if (kind === "finalize" && id) {
@@ -227,6 +240,12 @@ export class SttSession {
     }
     if (msg.error) this.lastError = msg.error;
     let fresh = true;
+    if (msg.started) {
+      fresh = !this.startedSeen;
+      this.startedSeen = true;
+    }
+    if (msg.speechStarted) [fresh, this.speechSeen] = this._news(msg.speechStarted, this.speechSeen);
+    if (msg.utteranceEnd) [fresh, this.endsSeen] = this._news(msg.utteranceEnd, this.endsSeen);
     if (msg.finalizeAck) fresh = this._settle("finalize", msg.finalizeAck.finalizeId || "", true);
     if (msg.updateConfigAck) {
       const ack = msg.updateConfigAck;

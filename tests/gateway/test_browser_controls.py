@@ -26,7 +26,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 RECORD = """() => {
   window.got = [];
   const onMessage = session.onMessage, onState = session.onState;
-  session.onMessage = (m) => { window.got.push(m); onMessage(m); };
+  session.onMessage = (m) => { window.got.push({ ...m, resumes: session.resumes }); onMessage(m); };
   session.onState = (state, detail) => {
     if (state === "reconnecting" && !window.askedAway) {
       window.askedAway = session.keptStart + session.keptBytes;
@@ -64,11 +64,15 @@ async def test_a_pages_updates_and_finalizes_go_on_to_the_next_gateway(
     )
     mint = Backend(origin, key)
     sockets: list[list[str | bytes]] = []
+    received: list[list[str | bytes]] = []
 
     def on_websocket(ws) -> None:
         frames: list[str | bytes] = []
+        came: list[str | bytes] = []
         sockets.append(frames)
+        received.append(came)
         ws.on("framesent", lambda payload: frames.append(payload))
+        ws.on("framereceived", lambda payload: came.append(payload))
 
     a = await start_gateway(config, tmp_path / "a.log")
     b = None
@@ -144,4 +148,7 @@ async def test_a_pages_updates_and_finalizes_go_on_to_the_next_gateway(
     # The bytes replayed before f-away are those from the ack's frame up to where it was asked.
     assert audio_before == state["away"] - acked_from * 16 * 2, (audio_before, state, acked_from)
     assert state["controls"] == 1, state  # only the accepted update is still kept
+    # The resumed connection said `started` again; the page had it once, before the resume.
+    assert any(isinstance(f, str) and '"started"' in f for f in received[-1])
+    assert [m["resumes"] for m in got if "started" in m] in ([], [0]), got
     assert browser.errors == [], browser.errors
