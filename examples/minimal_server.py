@@ -28,11 +28,13 @@ from grpc_reflection.v1alpha import reflection
 
 from voxwire import errors
 from voxwire.audio import codecs
+from voxwire.audio.format_check import FormatCheck
 from voxwire.audio.formats import ENCODINGS
 from voxwire.errors import Violation
+from voxwire.ssml import looks_like_ssml
 from voxwire.stream_write import drop_until_pause
 from voxwire.timings import StageClock, trailers
-from voxwire.v1 import audio_pb2, capabilities_pb2, capabilities_pb2_grpc
+from voxwire.v1 import audio_pb2, capabilities_pb2, capabilities_pb2_grpc, stream_pb2
 from voxwire.v1 import synthesis_pb2 as tts
 from voxwire.v1 import transcription_pb2 as stt
 from voxwire.wire import FIXED_WINDOW
@@ -301,8 +303,12 @@ class Transcription(StreamService):
                 first.config.audio_format.sample_rate_hz,
                 first.config.audio_format.channels or 1,
             )
+            # Audio that does not sound like its declared format (a file, G.711 declared as PCM,
+            # ...) is told to the client, not transcribed as static in silence (docs/contract.md,
+            # "Input that does not match its declared format").
+            check = FormatCheck(fmt)
             while (msg := await reader.next()) is not None and msg.WhichOneof("request") != "close":
-                for response in self.handle(msg, model, fmt):
+                for response in self.handle(msg, model, fmt, check):
                     await context.write(response)
             # close or half-close: pending audio becomes a final result, then the summary.
             for result in model.flush(forced=True):
@@ -338,9 +344,14 @@ class Transcription(StreamService):
         return stt.StreamingTranscribeResponse(started=started)
 
     def handle(
-        self, msg: stt.StreamingTranscribeRequest, model: BeepDetector, fmt: codecs.PcmFormat
+        self,
+        msg: stt.StreamingTranscribeRequest,
+        model: BeepDetector,
+        fmt: codecs.PcmFormat,
+        check: FormatCheck,
     ) -> list[Any]:
-        """Responses for one message; ``fmt`` is the stream's audio format."""
+        """Responses for one message; ``fmt`` is the stream's audio format, ``check`` its
+        format check."""
         Resp, kind = stt.StreamingTranscribeResponse, msg.WhichOneof("request")
         if kind == "config":
             raise errors.ConfigAlreadySet("config was already sent")
@@ -353,7 +364,9 @@ class Transcription(StreamService):
                 samples = codecs.decode(msg.audio, fmt)
             except codecs.InvalidSamples as exc:
                 raise errors.InvalidAudio(str(exc)) from None
-            return [Resp(result=r) for r in model.feed(samples)]
+            suspect = check.audio(msg.audio, samples) if check.listening else None
+            notice = [] if suspect is None else [Resp(notice=suspect_notice(suspect))]
+            return [*notice, *(Resp(result=r) for r in model.feed(samples))]
         if kind == "finalize":  # results for every byte so far, then the ack
             done = stt.FinalizeAck(finalize_id=msg.finalize.finalize_id, audio_ms=model.position_ms)
             return [*(Resp(result=r) for r in model.flush(forced=True)), Resp(finalize_ack=done)]
@@ -373,6 +386,12 @@ class Transcription(StreamService):
                 ack.error.CopyFrom(errors.InvalidConfig.of("update rejected", bad).to_proto())
             return [Resp(update_config_ack=ack)]
         return []  # keep_alive: reading it reset the idle timer
+
+
+def suspect_notice(message: str) -> stream_pb2.StreamNotice:
+    return stream_pb2.StreamNotice(
+        kind=stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT, message=message
+    )
 
 
 class SynthesisStream:
@@ -409,10 +428,11 @@ class SynthesisStream:
                 raise errors.TextTooLarge(f"over {LIMITS.max_pending_text_bytes} unspoken bytes")
             # Complete sentences (up to ., ! or ? and a space, or a line break) are spoken at
             # once; the rest waits for more text, a flush or the close.
+            notice = self.text_notice(cid, ctx, msg.append.text)
             text = ctx["text"] + msg.append.text
             match = re.match(r"(.*(?:[.!?]\s|\n))?(.*)", text, re.S)
             ready, ctx["text"] = match.groups("") if match else ("", text)
-            return self.speak(cid, ctx, ready)
+            return [*notice, *self.speak(cid, ctx, ready)]
         if kind == "cancel":  # nothing for the context follows the ack
             del self.contexts[cid]
             return [
@@ -428,6 +448,18 @@ class SynthesisStream:
         del self.contexts[cid]  # close
         done = tts.ContextDone(last_sequence_number=ctx["seq"], audio_ms=ctx["ms"])
         return [*out, Resp(context_id=cid, done=done)]
+
+    def text_notice(self, cid: str, ctx: dict[str, Any], text: str) -> list[Any]:
+        """Plain text that opens an SSML document is spoken as declared, markup and all: the
+        client is told why, once, before the context's audio (docs/contract.md, "Input that
+        does not match its declared format")."""
+        if ctx["text_seen"] or not text.strip():
+            return []
+        ctx["text_seen"] = True
+        if ctx["ssml"] or not looks_like_ssml(text):
+            return []
+        said = "the text opens an SSML document but the context is plain text"
+        return [tts.StreamingSynthesizeResponse(context_id=cid, notice=suspect_notice(said))]
 
     def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
         asked = {  # config field: (asked for, the feature that Capabilities advertises)
@@ -458,6 +490,8 @@ class SynthesisStream:
             "ms": config.timeline_offset_ms + skip * 1000 // fmt.sample_rate_hz,  # sent to
             "words": config.word_timestamps,
             "format": fmt,
+            "ssml": config.text_format == tts.TEXT_FORMAT_SSML,
+            "text_seen": False,
         }
         self.opened += 1
         opened = tts.ContextOpened(

@@ -46,7 +46,10 @@ EXPR_NAMES = frozenset((*LIMIT_NAMES, "frame"))
 # What an audio step may send (signals.render): "nan" and "inf" are PCM_F32LE samples that are
 # not numbers.
 AUDIO_SOURCES = ("speech", "tone", "silence", "nan", "inf")
-_AUDIO_KEYS = frozenset({"source", "ms", "part", "chunk_ms", "bytes"})
+# "as": the encoding the samples are made in when it is not the declared one (audio that does
+# not match its declared format, docs/contract.md).
+_AUDIO_KEYS = frozenset({"source", "ms", "part", "chunk_ms", "bytes", "as"})
+AUDIO_MADE_AS = ("PCM_S16LE", "PCM_F32LE", "MULAW", "ALAW")
 # Symbols a config (config, open, update_config) may hold as a value; plan.py resolves them.
 # "@long" is client input far over what an error may echo (errors.MAX_*): LONG_INPUT.
 SYMBOLS = frozenset(
@@ -334,6 +337,8 @@ def _check_action(action: str, value: Any, where: str) -> None:
             raise CaseFileError(f"{where}: unknown audio keys {sorted(unknown)}")
         if spec.get("source", "speech") not in AUDIO_SOURCES:
             raise CaseFileError(f"{where}: audio source {spec['source']!r}; known: {AUDIO_SOURCES}")
+        if spec.get("as", "PCM_S16LE") not in AUDIO_MADE_AS:
+            raise CaseFileError(f"{where}: audio made as {spec['as']!r}; known: {AUDIO_MADE_AS}")
     elif action == "garbage":
         if isinstance(value, Mapping):
             if set(value) != {"bytes"}:

@@ -231,13 +231,23 @@ class _Builder:
             self.send(SttReq(audio=bytes(size)), f"audio {size} bytes")
             return
         ms = evaluate(spec["ms"], self.names(fmt)) if "ms" in spec else None
+        # Made in another encoding than the declared one ("as"): the bytes are sent as they
+        # are, cut to whole frames of the declared format. G.711 is made at 8 kHz, as the
+        # telephony that sends it has it (docs/contract.md: G.711 at 16 kHz read as 16-bit PCM
+        # is not detected).
+        made = fmt
+        if "as" in spec:
+            encoding = encoding_value(spec["as"])
+            rate = 8000 if spec["as"] in ("MULAW", "ALAW") else fmt.rate
+            made = Format(encoding, rate, fmt.channels)
         data = signals.render(
             spec.get("source", "speech"),
-            fmt,
+            made,
             ms=ms,
             part=spec.get("part", "all"),
             own_speech=self.speech,
         )
+        data = data[: len(data) - len(data) % fmt.bytes_per_frame]
         chunks = signals.chunked(
             data, fmt, int(spec.get("chunk_ms", 200)), self.plan.limits["max_chunk_bytes"]
         )

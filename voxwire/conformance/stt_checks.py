@@ -13,8 +13,10 @@ from voxwire.conformance.driver import Outcome
 from voxwire.conformance.plan import Plan
 from voxwire.conformance.signals import NOT_HEARD
 from voxwire.conformance.verdict import Verdict, failed, passed, prop
+from voxwire.v1 import stream_pb2
 
 SLACK_MS = 1
+SUSPECT = stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT
 
 
 def _results(out: Outcome) -> list[tuple[int, Any]]:
@@ -179,6 +181,33 @@ def summary_audio(out: Outcome, plan: Plan) -> Verdict:
     if summary.utterances != finals:
         return failed(f"summary utterances {summary.utterances}, {finals} final results sent")
     return passed(f"summary: {summary.audio_ms} ms received, {summary.utterances} utterances")
+
+
+def _suspects(out: Outcome) -> list[tuple[int, Any]]:
+    return [(i, n) for i, n in out.of("notice") if n.kind == SUSPECT]
+
+
+@prop("format_suspect")
+def format_suspect(out: Outcome, plan: Plan) -> Verdict:
+    """Audio that does not sound like speech in its declared format: one KIND_FORMAT_SUSPECT
+    notice saying what was heard, and the stream goes on as declared (docs/contract.md, "Input
+    that does not match its declared format")."""
+    found = _suspects(out)
+    if len(found) != 1:
+        return failed(f"{len(found)} KIND_FORMAT_SUSPECT notices; one expected")
+    message = found[0][1].message.strip()
+    if not message:
+        return failed("the KIND_FORMAT_SUSPECT notice does not say what was heard")
+    return passed(f"notice: {message[:160]}")
+
+
+@prop("no_format_suspect")
+def no_format_suspect(out: Outcome, plan: Plan) -> Verdict:
+    """Speech in its declared format is never called suspect."""
+    found = _suspects(out)
+    if found:
+        return failed(f"speech sent as declared was called suspect: {found[0][1].message[:160]}")
+    return passed("no KIND_FORMAT_SUSPECT notice")
 
 
 @prop("resumed_positions")

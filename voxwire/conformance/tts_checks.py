@@ -12,6 +12,7 @@ from voxwire.conformance.driver import Outcome
 from voxwire.conformance.expect import summary
 from voxwire.conformance.plan import Plan
 from voxwire.conformance.verdict import Verdict, failed, passed, prop
+from voxwire.v1 import stream_pb2
 
 TERMINAL = frozenset({"done", "cancelled", "error"})
 SLACK_MS = 1
@@ -43,6 +44,35 @@ def _kind(r: Any) -> str:
 
 def _chunks(life: Life) -> list[tuple[int, Any]]:
     return [(i, r.audio) for i, r in life if r.HasField("audio")]
+
+
+@prop("text_suspect")
+def text_suspect(out: Outcome, plan: Plan) -> Verdict:
+    """A context opened plain whose text opens an SSML document: one KIND_FORMAT_SUSPECT notice
+    for the context, before its audio; the text is still spoken (docs/contract.md, "Input that
+    does not match its declared format")."""
+    evidence = []
+    for cid in contexts(out):
+        for life in lives(out, cid):
+            notices = [
+                (i, r.notice)
+                for i, r in life
+                if r.HasField("notice")
+                and r.notice.kind == stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT
+            ]
+            if len(notices) != 1:
+                return failed(
+                    f"context {cid}: {len(notices)} KIND_FORMAT_SUSPECT notices; one expected"
+                )
+            chunks = _chunks(life)
+            if not chunks:
+                return failed(f"context {cid}: no audio (the text is spoken as declared)")
+            if chunks[0][0] < notices[0][0]:
+                return failed(f"context {cid}: the notice came after the context's first audio")
+            evidence.append(f"{cid}: {notices[0][1].message[:120]}")
+    if not evidence:
+        return failed("no context")
+    return passed("; ".join(evidence))
 
 
 @prop("tts_order")

@@ -31,6 +31,7 @@ from tests.conformance.broken.synthesis import (
     SequenceFromTwo,
     SpeaksInvalidSsml,
     SpeaksPartialText,
+    SsmlUnnoticed,
     TilingGap,
     WaitsForTheClose,
     WordsOverlap,
@@ -47,10 +48,12 @@ from tests.conformance.broken.transcription import (
     InterimAfterFinal,
     MisalignedAccepted,
     NoChunkLimit,
+    NoFormatCheck,
     RefusesAfterClose,
     ResultBeyondAudio,
     SpillsErrors,
     StartedTwice,
+    SuspectsEverything,
     UpdatesIgnored,
     UtterancesMiscounted,
     WordOutsideResult,
@@ -145,6 +148,24 @@ VIOLATIONS = frozenset(
 )
 
 VARIANTS = [
+    Variant(
+        "no-format-check",
+        "audio that does not sound like its declared format is told to the client",
+        frozenset({"stt.format.g711-declared-as-pcm"}),
+        transcription=NoFormatCheck,
+    ),
+    Variant(
+        "suspects-everything",
+        "speech in its declared format is never called suspect",
+        frozenset({"stt.format.speech-as-declared"}),
+        transcription=SuspectsEverything,
+    ),
+    Variant(
+        "ssml-unnoticed",
+        "plain text that opens an SSML document is told to the client",
+        frozenset({"tts.format.ssml-in-plain-text"}),
+        session=SsmlUnnoticed,
+    ),
     Variant(
         "status-at-once",
         "a failed stream's status waits while the client still sends",

@@ -128,7 +128,7 @@ class WaitsForTheClose(ex.SynthesisStream):
             size = len(msg.append.text.encode()) + len(ctx["text"].encode())
             if size <= ex.LIMITS.max_pending_text_bytes:
                 ctx["text"] += msg.append.text
-                return []
+                return self.text_notice(msg.context_id, ctx, msg.append.text)
         return super().handle(msg)
 
 
@@ -175,3 +175,10 @@ class SpeaksPartialText(ex.SynthesisStream):
             out += self.speak(msg.context_id, ctx, ctx["text"])
             ctx["text"] = ""
         return out
+
+
+class SsmlUnnoticed(ex.SynthesisStream):
+    """Speaks plain text that opens an SSML document without telling the client."""
+
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        return [r for r in super().handle(msg) if not r.HasField("notice")]

@@ -14,6 +14,7 @@ from examples import minimal_server as ex
 from tests.conformance.broken.server import IDLE_S
 from voxwire import errors
 from voxwire.audio.codecs import Encoding, PcmFormat, decode
+from voxwire.audio.format_check import FormatCheck
 from voxwire.timings import StageClock
 from voxwire.v1 import audio_pb2, capabilities_pb2
 from voxwire.v1 import synthesis_pb2 as tts
@@ -27,9 +28,13 @@ class StartedTwice(ex.Transcription):
         return model
 
     def handle(
-        self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector, fmt: PcmFormat
+        self,
+        msg: stt.StreamingTranscribeRequest,
+        model: ex.BeepDetector,
+        fmt: PcmFormat,
+        check: FormatCheck,
     ) -> list[Any]:
-        out = super().handle(msg, model, fmt)
+        out = super().handle(msg, model, fmt, check)
         if msg.WhichOneof("request") == "audio" and not getattr(model, "restarted", False):
             model.restarted = True  # type: ignore[attr-defined]
             out.insert(0, self.started(model.config))  # type: ignore[attr-defined]
@@ -91,9 +96,13 @@ class SpillsErrors(ex.Transcription):
 
 class FinalizeAckFirst(ex.Transcription):
     def handle(
-        self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector, fmt: PcmFormat
+        self,
+        msg: stt.StreamingTranscribeRequest,
+        model: ex.BeepDetector,
+        fmt: PcmFormat,
+        check: FormatCheck,
     ) -> list[Any]:
-        out = super().handle(msg, model, fmt)
+        out = super().handle(msg, model, fmt, check)
         acks = [r for r in out if r.HasField("finalize_ack")]
         return [*acks, *(r for r in out if not r.HasField("finalize_ack"))]
 
@@ -179,31 +188,46 @@ class AnyRateSession(ex.SynthesisStream):
 
 class NoChunkLimit(ex.Transcription):
     def handle(
-        self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector, fmt: PcmFormat
+        self,
+        msg: stt.StreamingTranscribeRequest,
+        model: ex.BeepDetector,
+        fmt: PcmFormat,
+        check: FormatCheck,
     ) -> list[Any]:
         if msg.WhichOneof("request") == "audio" and not len(msg.audio) % 2:
-            samples = decode(msg.audio, fmt)
-            return [stt.StreamingTranscribeResponse(result=r) for r in model.feed(samples)]
-        return super().handle(msg, model, fmt)
+            samples = decode(msg.audio, fmt)  # any size: no CHUNK_TOO_LARGE
+            said = check.audio(msg.audio, samples) if check.listening else None
+            Resp = stt.StreamingTranscribeResponse
+            notice = [] if said is None else [Resp(notice=ex.suspect_notice(said))]
+            return [*notice, *(Resp(result=r) for r in model.feed(samples))]
+        return super().handle(msg, model, fmt, check)
 
 
 class MisalignedAccepted(ex.Transcription):
     def handle(
-        self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector, fmt: PcmFormat
+        self,
+        msg: stt.StreamingTranscribeRequest,
+        model: ex.BeepDetector,
+        fmt: PcmFormat,
+        check: FormatCheck,
     ) -> list[Any]:
         if msg.WhichOneof("request") == "audio" and len(msg.audio) % 2:
             return []  # silently dropped instead of MISALIGNED_AUDIO
-        return super().handle(msg, model, fmt)
+        return super().handle(msg, model, fmt, check)
 
 
 class UpdatesIgnored(ex.Transcription):
     def handle(
-        self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector, fmt: PcmFormat
+        self,
+        msg: stt.StreamingTranscribeRequest,
+        model: ex.BeepDetector,
+        fmt: PcmFormat,
+        check: FormatCheck,
     ) -> list[Any]:
         if msg.WhichOneof("request") == "update_config":
             ack = stt.UpdateConfigAck(update_id=msg.update_config.update_id, accepted=True)
             return [stt.StreamingTranscribeResponse(update_config_ack=ack)]
-        return super().handle(msg, model, fmt)
+        return super().handle(msg, model, fmt, check)
 
 
 class WrongNativeRate(ex.Transcription):
@@ -250,14 +274,18 @@ class InfinityAccepted(ex.Transcription):
         return super().start(checked)
 
     def handle(
-        self, msg: stt.StreamingTranscribeRequest, model: ex.BeepDetector, fmt: PcmFormat
+        self,
+        msg: stt.StreamingTranscribeRequest,
+        model: ex.BeepDetector,
+        fmt: PcmFormat,
+        check: FormatCheck,
     ) -> list[Any]:
         if msg.WhichOneof("request") == "audio" and fmt.encoding is Encoding.PCM_F32LE:
             samples = np.frombuffer(msg.audio, dtype="<f4")
             if not np.isnan(samples).any():
                 samples = np.where(np.isinf(samples), 0.0, samples).astype(np.float32)
                 return [stt.StreamingTranscribeResponse(result=r) for r in model.feed(samples)]
-        return super().handle(msg, model, fmt)
+        return super().handle(msg, model, fmt, check)
 
 
 def with_float_audio() -> capabilities_pb2.GetCapabilitiesResponse:
@@ -277,3 +305,37 @@ class IgnoresStreamOffsets(ex.Transcription):
         model = super().start(config)
         model.continues = lambda config: None  # type: ignore[method-assign]
         return model
+
+
+class _NeverSuspects(FormatCheck):
+    def audio(self, data: bytes, samples: Any) -> str | None:
+        super().audio(data, samples)
+        return None  # listens, and never tells
+
+
+class NoFormatCheck(ex.Transcription):
+    def handle(
+        self,
+        msg: stt.StreamingTranscribeRequest,
+        model: ex.BeepDetector,
+        fmt: PcmFormat,
+        check: FormatCheck,
+    ) -> list[Any]:
+        return super().handle(msg, model, fmt, _NeverSuspects(fmt))
+
+
+class SuspectsEverything(ex.Transcription):
+    """Calls the first audio of every stream suspect (one notice, as the real check would)."""
+
+    def handle(
+        self,
+        msg: stt.StreamingTranscribeRequest,
+        model: ex.BeepDetector,
+        fmt: PcmFormat,
+        check: FormatCheck,
+    ) -> list[Any]:
+        if msg.WhichOneof("request") == "audio" and check.listening:
+            check.listening = False  # the stream's check says nothing more
+            notice = stt.StreamingTranscribeResponse(notice=ex.suspect_notice("noise"))
+            return [notice, *super().handle(msg, model, fmt, check)]
+        return super().handle(msg, model, fmt, check)
