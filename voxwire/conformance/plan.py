@@ -233,8 +233,7 @@ class _Builder:
         ms = evaluate(spec["ms"], self.names(fmt)) if "ms" in spec else None
         # Made in another encoding than the declared one ("as"): the bytes are sent as they
         # are, cut to whole frames of the declared format. G.711 is made at 8 kHz, as the
-        # telephony that sends it has it (docs/contract.md: G.711 at 16 kHz read as 16-bit PCM
-        # is not detected).
+        # telephony that sends it has it.
         made = fmt
         if "as" in spec:
             encoding = encoding_value(spec["as"])

@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+import soxr
 
 from localstack.client import read_wav
 from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
@@ -157,3 +158,21 @@ def test_a_wav_header_of_the_declared_format_is_left_alone() -> None:
     pcm = _wide("pay_bill.wav")
     data = _wav_header(Encoding.PCM_S16LE, 16000) + pcm
     assert _verdicts(data, Encoding.PCM_S16LE, 16000) == []
+
+
+@pytest.mark.parametrize("made_hz", [8000, 16000])
+@pytest.mark.parametrize("encoding", [Encoding.MULAW, Encoding.ALAW])
+def test_clean_speech_made_g711_and_declared_pcm_is_named(encoding: Encoding, made_hz: int):
+    # Studio-clean speech (the conformance kit's) made G.711 is smoother than a real call's:
+    # read as 16-bit PCM its samples correlate at 0.73-0.85 (a call's: 0.40-0.58), which the
+    # first threshold, 0.75, let through for mu-law. Clipped speech stays clear of it (above).
+    from voxwire.audio.codecs import encode
+    from voxwire.conformance.signals import speech
+
+    x = speech()
+    if made_hz != 16000:
+        x = soxr.resample(x, 16000, made_hz).astype(np.float32)
+    g711 = encode(x, encoding)
+    for declared in (8000, 16000):
+        said = _verdicts(g711, Encoding.PCM_S16LE, declared)
+        assert len(said) == 1 and "sent as PCM_S16LE" in said[0], (declared, said)
