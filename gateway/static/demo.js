@@ -72,18 +72,6 @@ function onState(state, detail) {
   }
 }
 
-// A fresh token for each connection: the one in the URL fragment first; for a reconnect
-// (a gateway restarted or drained), the embedding application's own `voxwireToken()` (its
-// backend mints tokens with POST /v1/auth/token; a token is good for one connection).
-function tokens(first) {
-  let used = false;
-  return async () => {
-    if (!used) { used = true; return first; }
-    if (typeof window.voxwireToken === "function") return await window.voxwireToken();
-    throw new Error("the page has no voxwireToken() to get a token for a reconnect");
-  };
-}
-
 async function start() {
   const token = new URLSearchParams(location.hash.slice(1)).get("token");
   if (!token) { status("no token in the URL fragment (#token=...)", true); return; }
@@ -101,13 +89,13 @@ async function start() {
   await context.audioWorklet.addModule(url);
   const tap = new AudioWorkletNode(context, "tap");
   context.createMediaStreamSource(stream).connect(tap);
-  const { SttSession } = await import("./voxwire.js");
+  const { SttSession, pageTokens } = await import("./voxwire.js");
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   session = new SttSession({
     url: `${scheme}://${location.host}`,
     config: { model: "stt_pocketsphinx", encoding: "pcm_s16le", sample_rate: RATE,
               interim_results: true },
-    getToken: tokens(token),
+    getToken: pageTokens(token),
     onMessage,
     onState,
   });

@@ -105,17 +105,6 @@ function showHeard(words, played) {
   $("heard").textContent = `heard (${played} ms): ${words.map((w) => w.word).join(" ")}`;
 }
 
-// A token for each connection: the first from the URL fragment, later ones (a resume needs a
-// new one: a token opens one connection) from the embedding application's voxwireToken().
-function tokens(first) {
-  let used = false;
-  return async () => {
-    if (!used) { used = true; return first; }
-    if (typeof window.voxwireToken === "function") return await window.voxwireToken();
-    throw new Error("the page has no way to get another token (window.voxwireToken)");
-  };
-}
-
 function onState(state, detail) {
   if (state === "reconnecting") status("reconnecting: the turn goes on where its audio stopped");
   else if (state === "failed" || state === "ended") {
@@ -133,11 +122,11 @@ async function speak() {
   await audio.resume();
   if (!tts) {
     // One session for every turn of the page; it survives a gateway restart (voxwire.js).
-    const { TtsSession } = await import("./voxwire.js");
+    const { TtsSession, pageTokens } = await import("./voxwire.js");
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     // leadMs: the gateway sends up to a second ahead of playback, so a barge-in stops a
     // context with little audio sent and unheard.
-    tts = new TtsSession({ url: `${scheme}://${location.host}`, getToken: tokens(token),
+    tts = new TtsSession({ url: `${scheme}://${location.host}`, getToken: pageTokens(token),
                            onEvent, onState, leadMs: 1000 });
     tts.start();
   }

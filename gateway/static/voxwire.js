@@ -18,15 +18,112 @@ const SAMPLE_BYTES = { pcm_s16le: 2, linear16: 2, pcm_f32le: 4, mulaw: 1, alaw: 
 // a connection lost without a close, service restart (drain), try again later, too long.
 const RESUMABLE_CLOSES = new Set([1001, 1006, 1012, 1013, 4009]);
 
-export class SttSession {
-  constructor({ url, config, getToken, onMessage = () => {}, onState = () => {},
-                reconnectWithinMs = 30000, maxKeptMs = 0 }) {
+// getToken for a demo page: the token in the URL fragment first; for a reconnect (a gateway
+// restarted or drained), the embedding application's own `voxwireToken()` (its backend mints
+// tokens with POST /v1/auth/token; a token is good for one connection).
+export function pageTokens(first) {
+  let used = false;
+  return async () => {
+    if (!used) { used = true; return first; }
+    if (typeof window.voxwireToken === "function") return await window.voxwireToken();
+    throw new Error("the page has no voxwireToken() to get a token for a reconnect");
+  };
+}
+
+// What both sessions do with their connections: one at a time, each with a fresh token;
+// after a close that the session survives (RESUMABLE_CLOSES, or a retryable error event) the
+// next one within reconnectWithinMs, with backoff (100 ms doubling to 2 s, or the error's
+// retryAfterMs); otherwise the session fails, saying how its last connection ended.
+// Subclasses give _path(first) and _opened(socket, first), and read messages in _message.
+class ResumableSession {
+  constructor({ url, getToken, onState = () => {}, reconnectWithinMs = 30000 }) {
     this.url = url.replace(/\/$/, "");
-    this.config = config;
     this.getToken = getToken;
-    this.onMessage = onMessage;
     this.onState = onState;
     this.reconnectWithinMs = reconnectWithinMs;
+    this.resumeToken = "";
+    this.sessionId = "";
+    this.resumes = 0;
+    this.socket = null;
+    this.state = "idle";      // idle, connecting, live, reconnecting, ended, failed
+    this.lastError = null;    // the server's last error event
+    this.awaySince = 0;
+    this.attempt = 0;
+    this.lastClose = "";      // how the last connection ended, for a failure's message
+    this.closeAsked = false;
+  }
+
+  start() { this._connect(); }
+
+  _set(state, detail = "") {
+    this.state = state;
+    this.onState(state, detail);
+  }
+
+  async _connect() {
+    const first = !this.resumeToken;
+    this._set(first ? "connecting" : "reconnecting");
+    let token;
+    try {
+      token = await this.getToken();
+    } catch (error) {
+      const after = this.lastClose ? ` (after ${this.lastClose})` : "";
+      this._fail(`no token for the connection${after}: ${error}`);
+      return;
+    }
+    const socket = new WebSocket(`${this.url}${this._path(first)}`,
+                                 ["voxwire.v1", `voxwire.token.${token}`]);
+    socket.binaryType = "arraybuffer";
+    this.socket = socket;
+    socket.onopen = () => this._opened(socket, first);
+    socket.onmessage = (event) => this._message(socket, event);
+    socket.onclose = (event) => this._closed(socket, event);
+  }
+
+  _closed(socket, event) {
+    if (socket !== this.socket) return;
+    if (event.code === 1000 && this.closeAsked) { this._set("ended"); return; }
+    const error = this.lastError;
+    this.lastError = null;
+    const resumable = error ? error.retryable === true : RESUMABLE_CLOSES.has(event.code);
+    this.lastClose = error ? `${error.reason}: ${error.message} (closed ${event.code})`
+      : `closed ${event.code}`;
+    if (!resumable) {
+      this._fail(this.lastClose);
+      return;
+    }
+    // Before the session's first message there is nothing to resume: the next connection
+    // starts it again, and everything kept goes first.
+    const delay = error && error.retryAfterMs ? Number(error.retryAfterMs)
+      : Math.min(2000, 100 * 2 ** this.attempt);
+    this._away(delay);
+  }
+
+  _away(delayMs) {
+    this.socket = null;
+    if (!this.awaySince || this.state === "live") this.awaySince = performance.now();
+    if (performance.now() - this.awaySince > this.reconnectWithinMs) {
+      this._fail(`no gateway took the session within ${this.reconnectWithinMs} ms`);
+      return;
+    }
+    this.attempt += 1;
+    this._set("reconnecting");
+    setTimeout(() => this._connect(), delayMs);
+  }
+
+  _fail(why) {
+    if (this.socket) { this.socket.onclose = null; this.socket.close(); }
+    this.socket = null;
+    this._set("failed", why);
+  }
+}
+
+export class SttSession extends ResumableSession {
+  constructor({ url, config, getToken, onMessage = () => {}, onState = () => {},
+                reconnectWithinMs = 30000, maxKeptMs = 0 }) {
+    super({ url, getToken, onState, reconnectWithinMs });
+    this.config = config;
+    this.onMessage = onMessage;
     const sampleBytes = SAMPLE_BYTES[config.encoding];
     if (!sampleBytes) throw new Error(`unknown encoding ${config.encoding}`);
     this.frameBytes = sampleBytes * (Number(config.channels) || 1);
@@ -41,17 +138,7 @@ export class SttSession {
     this.keptStart = 0;       // byte offset of kept[0] in the session's audio
     this.keptBytes = 0;
     this.ack = null;          // the last ack: {finalizedThroughMs, nextUtteranceIndex}
-    this.resumeToken = "";
-    this.sessionId = "";
-    this.resumes = 0;
     this.replayedMs = 0;
-    this.socket = null;
-    this.state = "idle";      // idle, connecting, live, reconnecting, ended, failed
-    this.lastError = null;    // the server's last error event
-    this.awaySince = 0;
-    this.attempt = 0;
-    this.lastClose = "";      // how the last connection ended, for a failure's message
-    this.closeAsked = false;
     // Finalizes and config updates, each with the audio position (byte) it was asked at: kept
     // until answered (an accepted update for good: the token holds only the config the session
     // started with, so it goes again after a resume the token does not cover).
@@ -65,8 +152,6 @@ export class SttSession {
     this.speechSeen = -1;
     this.endsSeen = -1;
   }
-
-  start() { this._connect(); }
 
   // Audio: whole frames of the config's encoding. Sent at once when live; kept either way
   // until an ack covers it.
@@ -119,30 +204,10 @@ export class SttSession {
     else if (this.state !== "reconnecting" && this.state !== "connecting") this._set("ended");
   }
 
-  _set(state, detail = "") {
-    this.state = state;
-    this.onState(state, detail);
-  }
-
-  async _connect() {
-    const first = !this.resumeToken;
-    this._set(first ? "connecting" : "reconnecting");
-    let token;
-    try {
-      token = await this.getToken();
-    } catch (error) {
-      const after = this.lastClose ? ` (after ${this.lastClose})` : "";
-      this._fail(`no token for the connection${after}: ${error}`);
-      return;
-    }
-    const query = first ? "?" + new URLSearchParams(this.config).toString() : "";
-    const socket = new WebSocket(`${this.url}/v1/stt/stream${query}`,
-                                 ["voxwire.v1", `voxwire.token.${token}`]);
-    socket.binaryType = "arraybuffer";
-    this.socket = socket;
-    socket.onopen = () => this._opened(socket, first);
-    socket.onmessage = (event) => this._message(socket, event);
-    socket.onclose = (event) => this._closed(socket, event);
+  // The config goes in the query of a session's first connection only: on a resume it is in
+  // the token (a query-string config would start a new session).
+  _path(first) {
+    return "/v1/stt/stream" + (first ? "?" + new URLSearchParams(this.config).toString() : "");
   }
 
   _opened(socket, first) {
@@ -264,43 +329,10 @@ export class SttSession {
     }
   }
 
-  _closed(socket, event) {
-    if (socket !== this.socket) return;
-    if (event.code === 1000 && this.closeAsked) { this._set("ended"); return; }
-    const error = this.lastError;
-    this.lastError = null;
-    const resumable = error ? error.retryable === true : RESUMABLE_CLOSES.has(event.code);
-    this.lastClose = error ? `${error.reason}: ${error.message} (closed ${event.code})`
-      : `closed ${event.code}`;
-    if (!resumable) {
-      this._fail(this.lastClose);
-      return;
-    }
-    // Before the session's first message there is nothing to resume: the next connection
-    // starts it again (with the config), and everything kept goes first.
-    const delay = error && error.retryAfterMs ? Number(error.retryAfterMs)
-      : Math.min(2000, 100 * 2 ** this.attempt);
-    this._away(delay);
-  }
-
-  _away(delayMs) {
-    this.socket = null;
-    if (!this.awaySince || this.state === "live") this.awaySince = performance.now();
-    if (performance.now() - this.awaySince > this.reconnectWithinMs) {
-      this._fail(`no gateway took the session within ${this.reconnectWithinMs} ms`);
-      return;
-    }
-    this.attempt += 1;
-    this._set("reconnecting");
-    setTimeout(() => this._connect(), delayMs);
-  }
-
   _fail(why) {
-    if (this.socket) { this.socket.onclose = null; this.socket.close(); }
-    this.socket = null;
-    this.kept = [];
+    this.kept = [];  // what the failure leaves is not held on to
     this.keptBytes = 0;
-    this._set("failed", why);
+    super._fail(why);
   }
 }
 
@@ -323,30 +355,15 @@ const FORMAT_BYTES = { AUDIO_ENCODING_PCM_S16LE: 2, AUDIO_ENCODING_PCM_F32LE: 4,
 // samples, without the frame header). After a resume nothing comes twice: sequence numbers
 // and the timeline go on, a word cut in the middle is spoken again from its start and its
 // timestamp comes then, word text offsets count from the context's first text.
-export class TtsSession {
+export class TtsSession extends ResumableSession {
   constructor({ url, getToken, onEvent = () => {}, onState = () => {}, leadMs = null,
                 reconnectWithinMs = 30000 }) {
-    this.url = url.replace(/\/$/, "");
-    this.getToken = getToken;
+    super({ url, getToken, onState, reconnectWithinMs });
     this.onEvent = onEvent;
-    this.onState = onState;
     this.leadMs = leadMs;
-    this.reconnectWithinMs = reconnectWithinMs;
-    this.contexts = new Map();  // id -> the context's resumable state (_context)
+    this.contexts = new Map();  // id -> the context's resumable state (open)
     this.handles = new Map();   // handle of the current connection -> context
-    this.resumeToken = "";
-    this.sessionId = "";
-    this.resumes = 0;
-    this.socket = null;
-    this.state = "idle";        // idle, connecting, live, reconnecting, ended, failed
-    this.lastError = null;
-    this.lastClose = "";
-    this.awaySince = 0;
-    this.attempt = 0;
-    this.closeAsked = false;
   }
-
-  start() { this._connect(); }
 
   open(contextId, config) {
     if (this.contexts.has(contextId)) throw new Error(`context ${contextId} is already open`);
@@ -426,29 +443,8 @@ export class TtsSession {
     if (this.state === "live") this.socket.send(JSON.stringify(message));
   }
 
-  _set(state, detail = "") {
-    this.state = state;
-    this.onState(state, detail);
-  }
-
-  async _connect() {
-    this._set(this.resumeToken ? "reconnecting" : "connecting");
-    let token;
-    try {
-      token = await this.getToken();
-    } catch (error) {
-      const after = this.lastClose ? ` (after ${this.lastClose})` : "";
-      this._fail(`no token for the connection${after}: ${error}`);
-      return;
-    }
-    const socket = new WebSocket(`${this.url}/v1/tts/stream`,
-                                 ["voxwire.v1", `voxwire.token.${token}`]);
-    socket.binaryType = "arraybuffer";
-    this.socket = socket;
-    socket.onopen = () => this._opened(socket);
-    socket.onmessage = (event) => this._message(socket, event);
-    socket.onclose = (event) => this._closed(socket, event);
-  }
+  // The options go in the first message (start), the same on every connection.
+  _path() { return "/v1/tts/stream"; }
 
   _opened(socket) {
     const start = { audioDelivery: "AUDIO_DELIVERY_BINARY" };
@@ -574,37 +570,5 @@ export class TtsSession {
     const cut = Math.min(Math.max(0, ctx.spokenTo - ctx.base), ctx.text.length);
     ctx.text = ctx.text.slice(cut);
     ctx.base += cut;
-  }
-
-  _closed(socket, event) {
-    if (socket !== this.socket) return;
-    if (event.code === 1000 && this.closeAsked) { this._set("ended"); return; }
-    const error = this.lastError;
-    this.lastError = null;
-    const resumable = error ? error.retryable === true : RESUMABLE_CLOSES.has(event.code);
-    this.lastClose = error ? `${error.reason}: ${error.message} (closed ${event.code})`
-      : `closed ${event.code}`;
-    if (!resumable) { this._fail(this.lastClose); return; }
-    const delay = error && error.retryAfterMs ? Number(error.retryAfterMs)
-      : Math.min(2000, 100 * 2 ** this.attempt);
-    this._away(delay);
-  }
-
-  _away(delayMs) {
-    this.socket = null;
-    if (!this.awaySince || this.state === "live") this.awaySince = performance.now();
-    if (performance.now() - this.awaySince > this.reconnectWithinMs) {
-      this._fail(`no gateway took the session within ${this.reconnectWithinMs} ms`);
-      return;
-    }
-    this.attempt += 1;
-    this._set("reconnecting");
-    setTimeout(() => this._connect(), delayMs);
-  }
-
-  _fail(why) {
-    if (this.socket) { this.socket.onclose = null; this.socket.close(); }
-    this.socket = null;
-    this._set("failed", why);
   }
 }

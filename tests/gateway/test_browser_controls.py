@@ -5,19 +5,16 @@ page reconnects goes after the audio sent before it, and the page hears each ans
 
 from __future__ import annotations
 
-import datetime
 import json
 import signal
 
 import pytest
 
-from gateway.auth.keys import create_key
 from inference_adapter.server import AdapterServer
 from tests.gateway.conftest import Edge
 from tests.gateway.test_browser import _looped_speech
-from tests.gateway.test_browser_resume import Backend, free_port
 from tests.helpers.browser import async_page
-from tests.helpers.gateway_process import start_gateway, write_config
+from tests.helpers.browser_gateways import gateways_on_one_port, record_frames
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -45,84 +42,48 @@ def answers(got: list[dict], kind: str, ident: str) -> list[dict]:
 async def test_a_pages_updates_and_finalizes_go_on_to_the_next_gateway(
     edge: Edge, edge_adapter: AdapterServer, tmp_path
 ):
-    port = free_port()
-    origin = f"http://127.0.0.1:{port}"
-    key, _ = create_key(
-        edge.keys_file,
-        name="controls-page",
-        now=datetime.datetime.now(datetime.UTC),
-        allowed_origins=[origin],
-    )
-    tables = {
-        "listen": f"127.0.0.1:{port}",
-        "reuse_port": True,
-        "grpc_listen": "",
-        "demo_page": True,
-    }
-    config = write_config(
-        tmp_path / "gateway.toml", edge, edge_adapter.address, drain_grace_s=5.0, tables=tables
-    )
-    mint = Backend(origin, key)
-    sockets: list[list[str | bytes]] = []
-    received: list[list[str | bytes]] = []
-
-    def on_websocket(ws) -> None:
-        frames: list[str | bytes] = []
-        came: list[str | bytes] = []
-        sockets.append(frames)
-        received.append(came)
-        ws.on("framesent", lambda payload: frames.append(payload))
-        ws.on("framereceived", lambda payload: came.append(payload))
-
-    a = await start_gateway(config, tmp_path / "a.log")
-    b = None
-    try:
-        async with async_page(*_looped_speech(tmp_path), timeout_ms=90_000) as browser:
-            page = browser.page
-            page.on("websocket", on_websocket)
-            await page.expose_function("voxwireToken", mint)
-            await page.goto(f"{origin}/demo/demo.html#token={await mint()}")
-            await page.click("#start")
-            await page.wait_for_function("session && session.state === 'live'", timeout=30_000)
-            await page.evaluate(RECORD)
-            update = await page.evaluate("session.updateConfig({endpointing: {silenceMs: 500}})")
-            await page.wait_for_function(
-                "window.got.some((m) => m.updateConfigAck)", timeout=30_000
-            )
-            await page.wait_for_selector("#finals p.final", timeout=60_000)
-            await page.evaluate("session.finalize('f-live')")
-            await page.wait_for_function(
-                "window.got.some((m) => m.finalizeAck && m.finalizeAck.finalizeId === 'f-live')",
-                timeout=30_000,
-            )
-            refused = await page.evaluate(
-                "(() => { try { session.finalize('vx-mine'); return ''; }"
-                " catch (e) { return String(e); } })()"
-            )
-            b = await start_gateway(config, tmp_path / "b.log")
-            # Killed (no goingAway: the page resumes with its session's first token, which
-            # holds the config the session started with and not the update).
-            a.signal(signal.SIGKILL)
-            assert await a.wait(15.0) == -signal.SIGKILL, a.log()
-            await page.wait_for_function("session.resumes >= 1", timeout=30_000)
-            await page.wait_for_function(
-                "window.got.some((m) => m.finalizeAck && m.finalizeAck.finalizeId === 'f-away')",
-                timeout=30_000,
-            )
-            # Another utterance heard after the resume: the session goes on with the update.
-            finals = await page.locator("#finals p.final").count()
-            await page.wait_for_selector(f"#finals p.final:nth-child({finals + 1})", timeout=60_000)
-            got = await page.evaluate("window.got")
-            state = await page.evaluate(
-                "({state: session.state, resumes: session.resumes, away: window.askedAway,"
-                " keptStart: session.keptStart, controls: session.controls.length})"
-            )
-            await page.click("#stop")
-            await page.wait_for_function("session.state === 'ended'", timeout=15_000)
-    finally:
-        await a.stop()
-        if b is not None:
-            await b.stop()
+    async with (
+        gateways_on_one_port(edge, edge_adapter.address, tmp_path, "controls-page") as port,
+        async_page(*_looped_speech(tmp_path), timeout_ms=90_000) as browser,
+    ):
+        a, page = port.a, browser.page
+        frames = record_frames(page)
+        await port.open(page, "demo.html")
+        await page.click("#start")
+        await page.wait_for_function("session && session.state === 'live'", timeout=30_000)
+        await page.evaluate(RECORD)
+        update = await page.evaluate("session.updateConfig({endpointing: {silenceMs: 500}})")
+        await page.wait_for_function("window.got.some((m) => m.updateConfigAck)", timeout=30_000)
+        await page.wait_for_selector("#finals p.final", timeout=60_000)
+        await page.evaluate("session.finalize('f-live')")
+        await page.wait_for_function(
+            "window.got.some((m) => m.finalizeAck && m.finalizeAck.finalizeId === 'f-live')",
+            timeout=30_000,
+        )
+        refused = await page.evaluate(
+            "(() => { try { session.finalize('vx-mine'); return ''; }"
+            " catch (e) { return String(e); } })()"
+        )
+        await port.second()
+        # Killed (no goingAway: the page resumes with its session's first token, which
+        # holds the config the session started with and not the update).
+        a.signal(signal.SIGKILL)
+        assert await a.wait(15.0) == -signal.SIGKILL, a.log()
+        await page.wait_for_function("session.resumes >= 1", timeout=30_000)
+        await page.wait_for_function(
+            "window.got.some((m) => m.finalizeAck && m.finalizeAck.finalizeId === 'f-away')",
+            timeout=30_000,
+        )
+        # Another utterance heard after the resume: the session goes on with the update.
+        finals = await page.locator("#finals p.final").count()
+        await page.wait_for_selector(f"#finals p.final:nth-child({finals + 1})", timeout=60_000)
+        got = await page.evaluate("window.got")
+        state = await page.evaluate(
+            "({state: session.state, resumes: session.resumes, away: window.askedAway,"
+            " keptStart: session.keptStart, controls: session.controls.length})"
+        )
+        await page.click("#stop")
+        await page.wait_for_function("session.state === 'ended'", timeout=15_000)
 
     assert state["state"] == "live" and state["resumes"] == 1, state
     assert "reserved" in refused, refused
@@ -133,7 +94,7 @@ async def test_a_pages_updates_and_finalizes_go_on_to_the_next_gateway(
     assert len(answers(got, "finalizeAck", "f-away")) == 1, got
     # What the page sent the next gateway: start{resume}, the accepted update again, the audio
     # from the ack, and the finalize asked while away after the audio sent before it.
-    resumed = sockets[-1]
+    resumed = frames.sent[-1]
     texts = [json.loads(f) for f in resumed if isinstance(f, str)]
     assert "resume" in texts[0]["start"], texts[0]
     assert [t["updateConfig"]["updateId"] for t in texts if "updateConfig" in t] == [update]
@@ -149,6 +110,6 @@ async def test_a_pages_updates_and_finalizes_go_on_to_the_next_gateway(
     assert audio_before == state["away"] - acked_from * 16 * 2, (audio_before, state, acked_from)
     assert state["controls"] == 1, state  # only the accepted update is still kept
     # The resumed connection said `started` again; the page had it once, before the resume.
-    assert any(isinstance(f, str) and '"started"' in f for f in received[-1])
+    assert any(isinstance(f, str) and '"started"' in f for f in frames.received[-1])
     assert [m["resumes"] for m in got if "started" in m] in ([], [0]), got
     assert browser.errors == [], browser.errors

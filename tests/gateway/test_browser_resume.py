@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import signal
-import socket
 
 import aiohttp
 import pytest
@@ -18,37 +17,11 @@ from inference_adapter.server import AdapterServer
 from tests.gateway.conftest import Edge
 from tests.gateway.test_browser import NAME, _looped_speech
 from tests.helpers.browser import async_page
-from tests.helpers.gateway_process import start_gateway, write_config
+from tests.helpers.browser_gateways import Backend, gateways_on_one_port
 from tests.helpers.speech_fixtures import TRANSCRIPTS
 from tests.helpers.wer import word_error_rate
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-class Backend:
-    """The page's application backend: a token for each of the page's connections (exposed to
-    the page as its ``voxwireToken()``), minted with the key as a real backend does."""
-
-    def __init__(self, origin: str, key: str) -> None:
-        self.origin, self.key = origin, key
-        self.minted: list[str] = []
-
-    async def __call__(self) -> str:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{self.origin}/v1/auth/token", headers={"Authorization": f"Bearer {self.key}"}
-            ) as resp,
-        ):
-            token = str((await resp.json())["token"])
-        self.minted.append(token)
-        return token
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("fault", [signal.SIGTERM, signal.SIGKILL], ids=["drain", "kill"])
@@ -58,60 +31,36 @@ async def test_a_page_resumes_on_the_next_gateway_when_its_own_goes(
     # SIGTERM: the gateway drains (goingAway, then close 1012); SIGKILL: the socket just
     # breaks (close 1006), and the page resumes from the last ack with the token of its
     # session's start.
-    port = free_port()
-    origin = f"http://127.0.0.1:{port}"
-    key, _ = create_key(
-        edge.keys_file,
-        name="resuming-page",
-        now=datetime.datetime.now(datetime.UTC),
-        allowed_origins=[origin],
-    )
-    tables = {
-        "listen": f"127.0.0.1:{port}",
-        "reuse_port": True,
-        "grpc_listen": "",
-        "demo_page": True,
-    }
-    config = write_config(
-        tmp_path / "gateway.toml", edge, edge_adapter.address, drain_grace_s=5.0, tables=tables
-    )
-    mint = Backend(origin, key)
-
-    a = await start_gateway(config, tmp_path / "a.log")
-    b = None
-    try:
-        async with async_page(*_looped_speech(tmp_path), timeout_ms=90_000) as browser:
-            page = browser.page
-            await page.expose_function("voxwireToken", mint)
-            await page.goto(f"{origin}/demo/demo.html#token={await mint()}")
-            await page.click("#start")
-            await page.wait_for_selector("#finals p.final", timeout=60_000)
-            first_id = await page.evaluate("session.sessionId")
-            # The second gateway shares the port; the first drains: its goingAway sends the
-            # page over, and its listener is closed, so the page's next connection is B's.
-            b = await start_gateway(config, tmp_path / "b.log")
-            # Mid-utterance (the next loop's words are being recognized): the audio since the
-            # last final is what the page must send again.
-            await page.evaluate("document.querySelector('#interim').textContent = ''")
-            await page.wait_for_function(
-                "document.querySelector('#interim').textContent.length > 0", timeout=30_000
-            )
-            a.signal(fault)
-            assert await a.wait(15.0) == (0 if fault == signal.SIGTERM else -fault), a.log()
-            await page.wait_for_function("session.resumes >= 1", timeout=30_000)
-            await page.wait_for_selector("#finals p.final:nth-child(3)", timeout=60_000)
-            finals = await page.locator("#finals p.final").all_inner_texts()
-            state = await page.evaluate(
-                "({id: session.sessionId, resumes: session.resumes, state: session.state,"
-                " replayed: session.replayedMs, ack: session.ack})"
-            )
-            await page.click("#stop")
-            await page.wait_for_function("session.state === 'ended'", timeout=15_000)
-            status = await page.inner_text("#status")
-    finally:
-        await a.stop()
-        if b is not None:
-            await b.stop()
+    async with (
+        gateways_on_one_port(edge, edge_adapter.address, tmp_path, "resuming-page") as port,
+        async_page(*_looped_speech(tmp_path), timeout_ms=90_000) as browser,
+    ):
+        a, mint, page = port.a, port.mint, browser.page
+        await port.open(page, "demo.html")
+        await page.click("#start")
+        await page.wait_for_selector("#finals p.final", timeout=60_000)
+        first_id = await page.evaluate("session.sessionId")
+        # The second gateway shares the port; the first drains: its goingAway sends the
+        # page over, and its listener is closed, so the page's next connection is B's.
+        await port.second()
+        # Mid-utterance (the next loop's words are being recognized): the audio since the
+        # last final is what the page must send again.
+        await page.evaluate("document.querySelector('#interim').textContent = ''")
+        await page.wait_for_function(
+            "document.querySelector('#interim').textContent.length > 0", timeout=30_000
+        )
+        a.signal(fault)
+        assert await a.wait(15.0) == (0 if fault == signal.SIGTERM else -fault), a.log()
+        await page.wait_for_function("session.resumes >= 1", timeout=30_000)
+        await page.wait_for_selector("#finals p.final:nth-child(3)", timeout=60_000)
+        finals = await page.locator("#finals p.final").all_inner_texts()
+        state = await page.evaluate(
+            "({id: session.sessionId, resumes: session.resumes, state: session.state,"
+            " replayed: session.replayedMs, ack: session.ack})"
+        )
+        await page.click("#stop")
+        await page.wait_for_function("session.state === 'ended'", timeout=15_000)
+        status = await page.inner_text("#status")
     assert state["id"] == first_id and state["state"] == "live", state
     assert state["resumes"] == 1, state
     # The drain fell mid-utterance: the audio after the last final went again (measured

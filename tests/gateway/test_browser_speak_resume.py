@@ -8,7 +8,6 @@ repeat, and the turn plays to its end."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import signal
@@ -16,13 +15,11 @@ import struct
 
 import pytest
 
-from gateway.auth.keys import create_key
 from inference_adapter.server import AdapterServer
 from tests.gateway.conftest import Edge
-from tests.gateway.test_browser_resume import Backend, free_port
 from tests.gateway.test_browser_speak import LONG, PLAY
 from tests.helpers.browser import async_page
-from tests.helpers.gateway_process import start_gateway, write_config
+from tests.helpers.browser_gateways import gateways_on_one_port, record_frames
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -65,75 +62,40 @@ class Received:
 async def test_a_pages_speech_goes_on_on_the_next_gateway_when_its_own_goes(
     edge: Edge, edge_adapter: AdapterServer, tmp_path, fault: signal.Signals
 ):
-    port = free_port()
-    origin = f"http://127.0.0.1:{port}"
-    key, _ = create_key(
-        edge.keys_file,
-        name="speaking-page",
-        now=datetime.datetime.now(datetime.UTC),
-        allowed_origins=[origin],
-    )
-    tables = {
-        "listen": f"127.0.0.1:{port}",
-        "reuse_port": True,
-        "grpc_listen": "",
-        "demo_page": True,
-    }
-    config = write_config(
-        tmp_path / "gateway.toml", edge, edge_adapter.address, drain_grace_s=5.0, tables=tables
-    )
-    mint = Backend(origin, key)
-    sockets: list[list[str | bytes]] = []
-
-    sent: list[list[str | bytes]] = []
-
-    def on_websocket(ws) -> None:
-        frames: list[str | bytes] = []
-        out: list[str | bytes] = []
-        sockets.append(frames)
-        sent.append(out)
-        ws.on("framereceived", lambda payload: frames.append(payload))
-        ws.on("framesent", lambda payload: out.append(payload))
-
-    a = await start_gateway(config, tmp_path / "a.log")
-    b = None
-    try:
-        async with async_page(*PLAY, timeout_ms=90_000) as browser:
-            page = browser.page
-            page.on("websocket", on_websocket)
-            await page.expose_function("voxwireToken", mint)
-            await page.goto(f"{origin}/demo/speak.html#token={await mint()}")
-            await page.fill("#text", LONG)
-            await page.click("#speak")
-            await page.wait_for_selector("#words span.heard:nth-child(3)", timeout=60_000)
-            b = await start_gateway(config, tmp_path / "b.log")
-            a.signal(fault)
-            assert await a.wait(15.0) == (0 if fault == signal.SIGTERM else -fault), a.log()
-            await page.wait_for_function("tts.resumes >= 1", timeout=30_000)
-            await page.wait_for_function(
-                "document.querySelector('#status').textContent.startsWith('spoke turn-1')",
-                timeout=60_000,
-            )
-            shown = await page.locator("#words span").all_inner_texts()
-            heard = await page.locator("#words span.heard").count()
-            state = await page.evaluate(
-                "({state: tts.state, resumes: tts.resumes, contexts: tts.contexts.size})"
-            )
-            spoke = await page.inner_text("#status")
-    finally:
-        await a.stop()
-        if b is not None:
-            await b.stop()
+    async with (
+        gateways_on_one_port(edge, edge_adapter.address, tmp_path, "speaking-page") as port,
+        async_page(*PLAY, timeout_ms=90_000) as browser,
+    ):
+        a, page = port.a, browser.page
+        frames = record_frames(page)
+        await port.open(page, "speak.html")
+        await page.fill("#text", LONG)
+        await page.click("#speak")
+        await page.wait_for_selector("#words span.heard:nth-child(3)", timeout=60_000)
+        await port.second()
+        a.signal(fault)
+        assert await a.wait(15.0) == (0 if fault == signal.SIGTERM else -fault), a.log()
+        await page.wait_for_function("tts.resumes >= 1", timeout=30_000)
+        await page.wait_for_function(
+            "document.querySelector('#status').textContent.startsWith('spoke turn-1')",
+            timeout=60_000,
+        )
+        shown = await page.locator("#words span").all_inner_texts()
+        heard = await page.locator("#words span.heard").count()
+        state = await page.evaluate(
+            "({state: tts.state, resumes: tts.resumes, contexts: tts.contexts.size})"
+        )
+        spoke = await page.inner_text("#status")
 
     assert state == {"state": "live", "resumes": 1, "contexts": 0}, state
     # Each word once, in order: none lost with the first gateway, none shown again when the
     # second spoke the cut word from its start.
     assert shown == re.sub(r"[.,]", "", LONG).split(), shown
     assert heard == len(shown), (heard, shown)
-    assert len(mint.minted) == 2, mint.minted  # one token per connection
+    assert len(port.mint.minted) == 2, port.mint.minted  # one token per connection
     # The audio the page took: from the first socket up to its end (or its goingAway), then
     # the second's; numbered on and continuous on the context's timeline.
-    first, second = Received(sockets[0]), Received(sockets[1])
+    first, second = Received(frames.received[0]), Received(frames.received[1])
     assert first.going_away == (fault == signal.SIGTERM)
     assert first.chunks and second.chunks, (len(first.chunks), len(second.chunks))
     chunks = first.chunks + second.chunks
@@ -146,7 +108,7 @@ async def test_a_pages_speech_goes_on_on_the_next_gateway_when_its_own_goes(
     assert abs(played - end) <= 100, (played, end)
     # What the page sent the second gateway: the context reopened where the first one's audio
     # ended, with the text after the last word whose audio came whole (code points), closed.
-    start, opened, *rest = (json.loads(f) for f in sent[1] if isinstance(f, str))
+    start, opened, *rest = (json.loads(f) for f in frames.sent[1] if isinstance(f, str))
     assert "resume" in start["start"], start
     config = opened["open"]
     assert config["timelineOffsetMs"] == first.audio_end_ms, (config, first.chunks[-3:])
