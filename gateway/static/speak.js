@@ -74,8 +74,7 @@ function play(contextId, event) {
   const at = Math.max(audio.currentTime + 0.05, previous ? previous.at + previous.seconds : 0);
   source.start(at);
   current.sources.push(source);
-  current.chunks.push({ at, startMs: event.audio.startMs, seconds: buffer.duration,
-                        sequenceNumber: event.audio.sequenceNumber });
+  current.chunks.push({ at, startMs: event.audio.startMs, seconds: buffer.duration });
 }
 
 function onEvent(contextId, msg) {

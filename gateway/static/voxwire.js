@@ -13,7 +13,11 @@
 // is lost or repeated.
 "use strict";
 
+// Bytes per sample of an encoding, by its query-string name (STT) or its enum name without
+// the AUDIO_ENCODING_ prefix (a TTS context's outputFormat): docs/contract.md, "Audio".
 const SAMPLE_BYTES = { pcm_s16le: 2, linear16: 2, pcm_f32le: 4, mulaw: 1, alaw: 1 };
+const sampleBytes = (encoding) =>
+  SAMPLE_BYTES[String(encoding || "").toLowerCase().replace(/^audio_encoding_/, "")];
 // Closes after which the session goes on elsewhere (docs/edge.md, "Lifecycle"): going away,
 // a connection lost without a close, service restart (drain), try again later, too long.
 const RESUMABLE_CLOSES = new Set([1001, 1006, 1012, 1013, 4009]);
@@ -124,9 +128,9 @@ export class SttSession extends ResumableSession {
     super({ url, getToken, onState, reconnectWithinMs });
     this.config = config;
     this.onMessage = onMessage;
-    const sampleBytes = SAMPLE_BYTES[config.encoding];
-    if (!sampleBytes) throw new Error(`unknown encoding ${config.encoding}`);
-    this.frameBytes = sampleBytes * (Number(config.channels) || 1);
+    const bytes = sampleBytes(config.encoding);
+    if (!bytes) throw new Error(`unknown encoding ${config.encoding}`);
+    this.frameBytes = bytes * (Number(config.channels) || 1);
     this.rate = Number(config.sample_rate);
     // Audio kept while the socket is away is bounded: past this, the session fails and says
     // so rather than holding the microphone's audio without end. By default twice the
@@ -144,7 +148,6 @@ export class SttSession extends ResumableSession {
     // started with, so it goes again after a resume the token does not cover).
     this.controls = [];       // {kind, message, id, at, accepted}
     this.tokenCovers = 0;     // accepted updates (in order) the resume token's config holds
-    this.delivered = new Set();  // finalize ids whose finalizeAck the page has had
     this.updates = 0;
     // What a resumed connection says again and the page has had: `started`, and the
     // speechStarted / utteranceEnd of utterances already reported (ids "u<n>", in order).
@@ -258,12 +261,11 @@ export class SttSession extends ResumableSession {
     return index > seen ? [true, index] : [false, seen];
   }
 
-  // A finalize or update answered: whether the page has not had this answer yet.
+  // A finalize or update answered: whether the page has not had this answer yet. An answered
+  // finalize leaves the controls, so it is never sent again and its answer comes once (a
+  // connection handed over is not read); an accepted update stays, and a second answer to it
+  // is one for the resume token only.
   _settle(kind, id, accepted) {
-    if (kind === "finalize" && id) {
-      if (this.delivered.has(id)) return false;
-      this.delivered.add(id);
-    }
     const i = this.controls.findIndex((c) => c.kind === kind && c.id === id);
     if (i < 0) return true;
     const control = this.controls[i];
@@ -336,10 +338,6 @@ export class SttSession extends ResumableSession {
   }
 }
 
-// Bytes per sample of a context's output format (docs/contract.md, "Audio"), by enum name.
-const FORMAT_BYTES = { AUDIO_ENCODING_PCM_S16LE: 2, AUDIO_ENCODING_PCM_F32LE: 4,
-                       AUDIO_ENCODING_MULAW: 1, AUDIO_ENCODING_ALAW: 1 };
-
 // A TTS session on WS /v1/tts/stream whose contexts survive a gateway restart, a drain or a
 // dropped connection (docs/edge.md, "Resume"; design: docs/design/browser-client.md). The
 // Python SDK (voxwire.client.tts) does the same for servers.
@@ -372,7 +370,7 @@ export class TtsSession extends ResumableSession {
       // this client does not, and says so rather than speak a document twice.
       throw new Error("SSML contexts are not resumable from voxwire.js: use plain text");
     }
-    const bytes = FORMAT_BYTES[config.outputFormat && config.outputFormat.encoding];
+    const bytes = sampleBytes(config.outputFormat && config.outputFormat.encoding);
     if (!bytes) throw new Error("open: outputFormat.encoding is required (docs/edge.md)");
     this.contexts.set(contextId, {
       id: contextId, config, bytesPerMs: bytes * Number(config.outputFormat.sampleRateHz) / 1000,
