@@ -288,6 +288,7 @@ class Transcription(StreamService):
     """voxwire.v1.Transcription: config, then audio and controls, then close (contract order)."""
 
     request = stt.StreamingTranscribeRequest
+    format_check = FormatCheck  # a stream's check of its audio against its declared format
 
     async def stream(self, requests: AsyncIterator[bytes], context: Any) -> None:
         clock, reader = StageClock(), self.reader(requests)
@@ -306,7 +307,7 @@ class Transcription(StreamService):
             # Audio that does not sound like its declared format (a file, G.711 declared as PCM,
             # ...) is told to the client, not transcribed as static in silence (docs/contract.md,
             # "Input that does not match its declared format").
-            check = FormatCheck(fmt)
+            check = self.format_check(fmt)
             while (msg := await reader.next()) is not None and msg.WhichOneof("request") != "close":
                 for response in self.handle(msg, model, fmt, check):
                     await context.write(response)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+import soundfile
 from google.protobuf.message import DecodeError
 
 from voxwire import errors
+from voxwire.audio.codecs import Encoding
+from voxwire.audio.wav import WavHeaderReader
 from voxwire.conformance import expect, plan, richstatus, signals, stream_checks
 from voxwire.conformance.casefile import AUDIO_SOURCES, CaseFileError, load, parse_case
 from voxwire.conformance.catalog import Format, ServerCatalog, unadvertised_rate
@@ -63,6 +67,7 @@ BASE = {"id": "x", "promise": "p", "section": "Errors", "service": "transcriptio
         ({"steps": [{"audio": {"source": "infinity"}}]}, "audio source 'infinity'"),
         ({"steps": [{"audio": "noise"}]}, "audio source 'noise'"),
         ({"steps": [{"audio": {"source": "tone", "millis": 5}}]}, "unknown audio keys"),
+        ({"steps": [{"audio": {"source": "speech", "file": "mp3"}}]}, "audio file 'mp3'"),
         ({"steps": [{"garbage": "xyz"}]}, "is not hex"),
         ({"steps": [{"garbage": {"size": 3}}]}, "garbage is hex or"),
         ({"steps": [{"garbage": {"bytes": "max_chunk + 1"}}]}, "unknown names"),
@@ -249,6 +254,25 @@ def test_float_sources_that_are_not_numbers_exist_in_pcm_f32le_only():
     assert np.isinf(inf).all()
     with pytest.raises(ValueError, match="inf samples exist only in PCM_F32LE"):
         signals.render("inf", Format(audio_pb2.AUDIO_ENCODING_PCM_S16LE, 16000), ms=10)
+
+
+def test_files_on_the_stream_are_real_files_of_the_samples():
+    pcm = Format(audio_pb2.AUDIO_ENCODING_PCM_S16LE, 16000)
+    mulaw = Format(audio_pb2.AUDIO_ENCODING_MULAW, 8000)
+    raw = signals.render("speech", mulaw)
+    wav = signals.render("speech", mulaw, file="wav")
+    reader = WavHeaderReader()
+    assert reader.feed(wav) == raw  # the header, then the samples as they are
+    assert reader.format is not None
+    assert (reader.format.encoding, reader.format.rate) == (Encoding.MULAW, 8000)
+    speech = np.frombuffer(signals.render("speech", pcm), dtype="<i2") / 32768
+    for kind, magic in (("flac", b"fLaC"), ("ogg", b"OggS")):
+        data = signals.render("speech", pcm, file=kind)
+        assert data.startswith(magic)
+        decoded, rate = soundfile.read(io.BytesIO(data), dtype="float32")
+        assert rate == 16000 and abs(len(decoded) - len(speech)) < 0.01 * len(speech)
+        n = min(len(decoded), len(speech))
+        assert np.corrcoef(decoded[:n], speech[:n])[0, 1] > 0.9, kind  # the same speech
 
 
 def _built(*steps: dict) -> list:

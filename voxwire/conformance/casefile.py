@@ -48,8 +48,11 @@ EXPR_NAMES = frozenset((*LIMIT_NAMES, "frame"))
 AUDIO_SOURCES = ("speech", "tone", "silence", "nan", "inf")
 # "as": the encoding the samples are made in when it is not the declared one (audio that does
 # not match its declared format, docs/contract.md).
-_AUDIO_KEYS = frozenset({"source", "ms", "part", "chunk_ms", "bytes", "as"})
+# "file": the audio sent as a file of that kind, as a client that forgot to decode it does:
+# a WAV header naming the format the samples are made in, or FLAC or Ogg Vorbis of them.
+_AUDIO_KEYS = frozenset({"source", "ms", "part", "chunk_ms", "bytes", "as", "file"})
 AUDIO_MADE_AS = ("PCM_S16LE", "PCM_F32LE", "MULAW", "ALAW")
+AUDIO_FILES = ("wav", "flac", "ogg")
 # Symbols a config (config, open, update_config) may hold as a value; plan.py resolves them.
 # "@long" is client input far over what an error may echo (errors.MAX_*): LONG_INPUT.
 SYMBOLS = frozenset(
@@ -339,6 +342,8 @@ def _check_action(action: str, value: Any, where: str) -> None:
             raise CaseFileError(f"{where}: audio source {spec['source']!r}; known: {AUDIO_SOURCES}")
         if spec.get("as", "PCM_S16LE") not in AUDIO_MADE_AS:
             raise CaseFileError(f"{where}: audio made as {spec['as']!r}; known: {AUDIO_MADE_AS}")
+        if spec.get("file", "wav") not in AUDIO_FILES:
+            raise CaseFileError(f"{where}: audio file {spec['file']!r}; known: {AUDIO_FILES}")
     elif action == "garbage":
         if isinstance(value, Mapping):
             if set(value) != {"bytes"}:

@@ -245,6 +245,7 @@ class _Builder:
             ms=ms,
             part=spec.get("part", "all"),
             own_speech=self.speech,
+            file=spec.get("file"),
         )
         data = data[: len(data) - len(data) % fmt.bytes_per_frame]
         chunks = signals.chunked(

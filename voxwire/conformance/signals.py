@@ -11,15 +11,18 @@ of the server's own choosing (``load_speech``) wherever a case sends speech.
 from __future__ import annotations
 
 import functools
+import io
 import wave
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import soundfile
 import soxr
 
 from voxwire.audio.codecs import Encoding, encode
+from voxwire.audio.wav import streaming_header
 from voxwire.conformance.catalog import Format
 from voxwire.v1 import audio_pb2
 
@@ -98,6 +101,12 @@ def source_samples(
     raise ValueError(f"unknown audio source {source!r}")
 
 
+# A file sent on the stream as if it were raw samples (an audio step's "file",
+# casefile.AUDIO_FILES): what a client that forgets to decode sends. libsndfile (the soundfile
+# wheel) writes FLAC and Ogg Vorbis.
+_SOUNDFILE_FORMATS = {"flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
+
+
 def render(
     source: str,
     fmt: Format,
@@ -105,12 +114,23 @@ def render(
     ms: int | None = None,
     part: str = "all",
     own_speech: Samples | None = None,
+    file: str | None = None,
 ) -> bytes:
-    """``source`` as wire bytes in ``fmt``. Raises ValueError (also: NaN or infinity in a
-    format that has neither, i.e. anything but PCM_F32LE)."""
+    """``source`` as wire bytes in ``fmt``; with ``file``, as that kind of file instead: a
+    WAV (a streaming header naming ``fmt``, then the bytes), or FLAC or Ogg Vorbis of the same
+    samples at ``fmt``'s rate. Raises ValueError (also: NaN or infinity in a format that has
+    neither, i.e. anything but PCM_F32LE)."""
     x = source_samples(source, ms, part, own_speech)
     if fmt.rate != SPEECH_RATE:
         x = soxr.resample(x, SPEECH_RATE, fmt.rate).astype(np.float32)
+    if file in _SOUNDFILE_FORMATS:
+        out = io.BytesIO()
+        kind, subtype = _SOUNDFILE_FORMATS[file]
+        frames = np.repeat(x[:, None], max(1, fmt.channels), axis=1)
+        soundfile.write(out, frames, fmt.rate, subtype=subtype, format=kind)
+        return out.getvalue()
+    if file is not None and file != "wav":
+        raise ValueError(f"unknown file kind {file!r}")
     if fmt.channels > 1:
         x = np.repeat(x, fmt.channels)
     if source in _NOT_NUMBERS:
@@ -120,7 +140,8 @@ def render(
     encoding = _ENCODINGS.get(fmt.encoding)
     if encoding is None:
         return np.zeros(x.size, dtype="<i2").tobytes()  # an encoding the kit cannot make
-    return encode(x, encoding)
+    header = b"" if file is None else streaming_header(encoding, fmt.rate, fmt.channels)
+    return header + encode(x, encoding)
 
 
 def chunked(data: bytes, fmt: Format, chunk_ms: int, max_bytes: int = 0) -> list[bytes]:

@@ -48,8 +48,10 @@ from tests.conformance.broken.transcription import (
     InterimAfterFinal,
     MisalignedAccepted,
     NoChunkLimit,
+    NoFileCheck,
     NoFormatCheck,
     RefusesAfterClose,
+    RefusesEveryWav,
     ResultBeyondAudio,
     SpillsErrors,
     StartedTwice,
@@ -90,6 +92,9 @@ STREAM_ERRORS = frozenset(
         "stt.config.lacking-endpointing",
         "stt.config.lacking-vocabulary",
         "stt.audio.misaligned",
+        "stt.format.wav-header-of-another-format",
+        "stt.format.flac-file",
+        "stt.format.ogg-file",
         "stt.errors.plain-writer-keeps-the-reason",
         "stt.message.empty",
         "stt.message.undecodable",
@@ -155,9 +160,27 @@ VARIANTS = [
         transcription=NoFormatCheck,
     ),
     Variant(
+        "no-file-check",
+        "a file sent on the stream is refused, not played as samples",
+        frozenset(
+            {
+                "stt.format.wav-header-of-another-format",
+                "stt.format.flac-file",
+                "stt.format.ogg-file",
+            }
+        ),
+        transcription=NoFileCheck,
+    ),
+    Variant(
+        "refuses-every-wav",
+        "a WAV header of the declared format is left alone",
+        frozenset({"stt.format.wav-header-as-declared"}),
+        transcription=RefusesEveryWav,
+    ),
+    Variant(
         "suspects-everything",
         "speech in its declared format is never called suspect",
-        frozenset({"stt.format.speech-as-declared"}),
+        frozenset({"stt.format.speech-as-declared", "stt.format.wav-header-as-declared"}),
         transcription=SuspectsEverything,
     ),
     Variant(

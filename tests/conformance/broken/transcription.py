@@ -307,6 +307,32 @@ class IgnoresStreamOffsets(ex.Transcription):
         return model
 
 
+class _NoFileCheck(FormatCheck):
+    def head(self, data: bytes) -> None:
+        pass  # takes any file's bytes for samples
+
+
+class NoFileCheck(ex.Transcription):
+    """Plays a file sent on the stream as if its bytes were samples."""
+
+    format_check = _NoFileCheck
+
+
+class RefusesEveryWav(ex.Transcription):
+    """Refuses a stream that starts with a WAV header even when it names the declared format."""
+
+    def handle(
+        self,
+        msg: stt.StreamingTranscribeRequest,
+        model: ex.BeepDetector,
+        fmt: PcmFormat,
+        check: FormatCheck,
+    ) -> list[Any]:
+        if msg.WhichOneof("request") == "audio" and msg.audio[:4] == b"RIFF":
+            raise errors.InvalidAudio("the audio starts with a WAV header")
+        return super().handle(msg, model, fmt, check)
+
+
 class _NeverSuspects(FormatCheck):
     def audio(self, data: bytes, samples: Any) -> str | None:
         super().audio(data, samples)
@@ -314,28 +340,17 @@ class _NeverSuspects(FormatCheck):
 
 
 class NoFormatCheck(ex.Transcription):
-    def handle(
-        self,
-        msg: stt.StreamingTranscribeRequest,
-        model: ex.BeepDetector,
-        fmt: PcmFormat,
-        check: FormatCheck,
-    ) -> list[Any]:
-        return super().handle(msg, model, fmt, _NeverSuspects(fmt))
+    format_check = _NeverSuspects
+
+
+class _SuspectsEverything(FormatCheck):
+    def audio(self, data: bytes, samples: Any) -> str | None:
+        super().audio(data, samples)  # a file on the stream is still refused
+        self.listening = False  # one notice, as the real check would give
+        return "noise"
 
 
 class SuspectsEverything(ex.Transcription):
-    """Calls the first audio of every stream suspect (one notice, as the real check would)."""
+    """Calls the first audio of every stream suspect."""
 
-    def handle(
-        self,
-        msg: stt.StreamingTranscribeRequest,
-        model: ex.BeepDetector,
-        fmt: PcmFormat,
-        check: FormatCheck,
-    ) -> list[Any]:
-        if msg.WhichOneof("request") == "audio" and check.listening:
-            check.listening = False  # the stream's check says nothing more
-            notice = stt.StreamingTranscribeResponse(notice=ex.suspect_notice("noise"))
-            return [notice, *super().handle(msg, model, fmt, check)]
-        return super().handle(msg, model, fmt, check)
+    format_check = _SuspectsEverything
