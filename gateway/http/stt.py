@@ -35,6 +35,7 @@ from gateway.wire.messages import encode
 from gateway.wire.query import ENCODINGS
 from voxwire import errors
 from voxwire.audio.codecs import Encoding
+from voxwire.audio.format_check import file_kind
 from voxwire.audio.formats import ENCODINGS as CARRIED
 from voxwire.audio.formats import PROTO_ENCODINGS
 from voxwire.audio.wav import OtherWavFormat, WavHeaderReader
@@ -50,6 +51,8 @@ _CHUNK_BYTES = 32 * 1024
 # all of the body that arrived, has stalled (400 INVALID_AUDIO, the process killed):
 # libsndfile decodes a block of any format in milliseconds.
 _DECODER_STALL_S = 30.0
+# Enough of a body to know it by its signature (file_kind) before reading it as a WAV.
+_SIGNATURE_BYTES = 12
 _WAV = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}
 _SNDFILE = {"audio/flac", "audio/x-flac", "audio/ogg", "audio/mpeg", "audio/mp3", "audio/opus"}
 _RAW = {"application/octet-stream", "audio/pcm"}
@@ -285,7 +288,19 @@ async def _wav(
     decoders: DecoderPool,
     upload: _Upload,
 ) -> AsyncGenerator[bytes, None]:
-    """WAV of a contract encoding goes through as it is; other WAV (24-bit, ...) to libsndfile."""
+    """WAV of a contract encoding goes through as it is; other WAV (24-bit, ...) to libsndfile,
+    and so does another kind of file sent as audio/wav (FLAC, Ogg, MP3, ...: libsndfile tells
+    them by their content, as it does a WAV sent as audio/flac)."""
+    head = b""
+    async for chunk in body:
+        head += chunk
+        if len(head) >= _SIGNATURE_BYTES:
+            break
+    body = _chain(head, body)
+    if file_kind(head) is not None or _mpeg_frame(head):
+        async for pcm in _compressed(request, body, config, decoders, upload):
+            yield pcm
+        return
     reader = WavHeaderReader()
     first = b""
     async for chunk in body:
@@ -445,6 +460,20 @@ async def _run(
         text=encode(reply),
         content_type="application/json",
         headers={"Server-Timing": server_timing(timings)},
+    )
+
+
+def _mpeg_frame(head: bytes) -> bool:
+    """Whether ``head`` starts with an MPEG audio frame header (an MP3 without an ID3 tag, as
+    libsndfile writes them): 11 sync bits, then a version and a layer that are not reserved
+    (ISO/IEC 11172-3, 2.4.1.3). Only for a body that claims to be a WAV: raw 16-bit samples
+    start so often enough (a quiet negative sample) that a raw stream is never judged by it."""
+    return (
+        len(head) >= 2
+        and head[0] == 0xFF
+        and head[1] & 0xE0 == 0xE0
+        and head[1] & 0x18 != 0x08  # version bits 01: reserved
+        and head[1] & 0x06 != 0  # layer bits 00: reserved
     )
 
 

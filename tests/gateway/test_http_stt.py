@@ -74,6 +74,25 @@ async def test_compressed_and_other_wav_uploads_decode_through_libsndfile(
     assert word_error_rate(TRANSCRIPTS[NAME], body["transcript"]) <= max_wer, body["transcript"]
 
 
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "max_wer"),
+    [
+        ("FLAC", "PCM_16", 0.125),
+        ("OGG", "VORBIS", 0.25),
+        ("MP3", "MPEG_LAYER_III", 0.25),
+        ("AIFF", "PCM_16", 0.125),
+    ],
+)
+async def test_another_kind_of_file_sent_as_wav_is_decoded_by_its_content(
+    edge, fmt, subtype, max_wer
+):
+    # libsndfile tells a file by its content, so a WAV sent as audio/flac always decoded; the
+    # other way round was 400 "not a WAV file" for the very file a client had recorded.
+    status, body = await post(edge, encoded(fmt, subtype), "audio/wav")
+    assert status == 200, body
+    assert word_error_rate(TRANSCRIPTS[NAME], body["transcript"]) <= max_wer, body["transcript"]
+
+
 async def test_raw_mulaw_with_its_format_in_the_query(edge: Edge):
     pcm, rate = read_wav(SPEECH_DIR / NAME)
     # 16 kHz -> 8 kHz by taking every other sample is crude but keeps phone-band speech.

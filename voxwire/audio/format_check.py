@@ -59,7 +59,8 @@ PARITY_JUMP_RATIO = 3.0
 MIN_PARITY_JUMP = 2.0  # mean jump (int8 steps) of the busier parity: below it, digital silence
 HEAD_BYTES = 4096  # a WAV header with a LIST chunk ahead of its fmt still fits
 
-# Files that have no place on a raw stream, by signature.
+# Files that have no place on a raw stream, by signature (a WAV's RIFF header is read apart:
+# one of the declared format is left alone).
 _SIGNATURES = (
     (b"OggS\x00", "an Ogg file (Opus or Vorbis)"),
     (b"fLaC", "a FLAC file"),
@@ -68,6 +69,17 @@ _SIGNATURES = (
     (b".snd", "a Sun AU file"),
     (b"caff", "a CAF file"),
 )
+
+
+def file_kind(head: bytes) -> str | None:
+    """The kind of file (not WAV) that ``head``, the first bytes of a stream or upload, starts,
+    by its signature ("a FLAC file"), or None."""
+    for signature, what in _SIGNATURES:
+        if head.startswith(signature):
+            return what
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):  # IFF: FORM, size, type
+        return "an AIFF file"
+    return None
 
 
 def _describe(fmt: PcmFormat) -> str:
@@ -121,13 +133,13 @@ class FormatCheck:
                 self._head_done = True
             return
         self._head_done = True
-        for signature, what in _SIGNATURES:
-            if head.startswith(signature):
-                raise InvalidAudio(
-                    f"the audio is {what}, but the stream takes raw samples "
-                    f"({_describe(self._fmt)} as declared): decode it first, or send it to "
-                    "POST /v1/stt, which takes files"
-                )
+        what = file_kind(head)
+        if what is not None:
+            raise InvalidAudio(
+                f"the audio is {what}, but the stream takes raw samples "
+                f"({_describe(self._fmt)} as declared): decode it first, or send it to "
+                "POST /v1/stt, which takes files"
+            )
 
     def _wav(self, head: bytes) -> bool:
         """Whether the WAV header was judged (False: more of it is needed)."""

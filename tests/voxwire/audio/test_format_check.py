@@ -136,6 +136,7 @@ def _wav_header(encoding: Encoding, rate: int, channels: int = 1) -> bytes:
         (b"OggS\x00\x02" + bytes(40), (Encoding.PCM_S16LE, 16000), "an Ogg file"),
         (b"fLaC\x00\x00\x00\x22" + bytes(40), (Encoding.PCM_S16LE, 16000), "a FLAC file"),
         (b"ID3\x04\x00\x00" + bytes(40), (Encoding.MULAW, 8000), "an MP3 file"),
+        (b"FORM\x00\x00\x7d\x2eAIFF" + bytes(40), (Encoding.PCM_S16LE, 16000), "an AIFF file"),
     ],
 )
 def test_a_file_on_a_raw_stream_is_invalid_audio(
