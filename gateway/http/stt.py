@@ -26,7 +26,14 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.http.common import admit, client_left, error_response, media_type, query_flag
+from gateway.http.common import (
+    admit,
+    client_left,
+    error_response,
+    media_type,
+    query_flag,
+    renamed_fields,
+)
 from gateway.http.decoder_pool import DecoderPool
 from gateway.http.upload import AudioBudget, FrameSplitter
 from gateway.state import GATEWAY, Gateway, upstream_metadata
@@ -37,7 +44,7 @@ from voxwire import errors
 from voxwire.audio.codecs import Encoding
 from voxwire.audio.format_check import file_kind
 from voxwire.audio.formats import ENCODINGS as CARRIED
-from voxwire.audio.formats import PROTO_ENCODINGS
+from voxwire.audio.formats import PROTO_ENCODINGS, resolve_format
 from voxwire.audio.wav import OtherWavFormat, WavHeaderReader
 from voxwire.edge.v1 import http_pb2
 from voxwire.timings import add_up, server_timing
@@ -57,6 +64,15 @@ _WAV = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}
 _SNDFILE = {"audio/flac", "audio/x-flac", "audio/ogg", "audio/mpeg", "audio/mp3", "audio/opus"}
 _RAW = {"application/octet-stream", "audio/pcm"}
 _QUERY = {"model", "language", "word_timestamps", "encoding", "sample_rate", "channels"}
+# The contract's names of the config fields the query string sets (common.renamed_fields).
+_QUERY_FIELDS = {
+    "config.model": "model",
+    "config.language": "language",
+    "config.word_timestamps": "word_timestamps",
+    "config.audio_format.encoding": "encoding",
+    "config.audio_format.sample_rate_hz": "sample_rate",
+    "config.audio_format.channels": "channels",
+}
 
 # The notice a client gets in its response: its audio does not sound like its declared format.
 _FORMAT_SUSPECT = stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT
@@ -122,7 +138,7 @@ async def transcribe(request: web.Request) -> web.Response:
                 request, _transcribe(request, gateway, started)
             )
         except errors.VoxwireError as exc:
-            response = error_response(exc)
+            response = error_response(renamed_fields(exc, _QUERY_FIELDS.get))
         except ConnectionResetError as exc:  # the client left: counted "aborted"
             return client_left(request, exc)
         code = str(response.status)
@@ -213,6 +229,10 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
                 "raw audio needs encoding and sample_rate in the query string",
                 violations=missing,
             )
+        # The adapter's own check (inference_adapter/stt/config.py), made before the body is
+        # read: a body that came whole before the adapter's refusal was judged by its frames
+        # instead (channels=5: MISALIGNED_AUDIO for a body of 2-byte samples, not the channels).
+        resolve_format(config.audio_format, "config.audio_format", max_channels=2)
         audio = (
             _basic(request, body, config, gateway.decoders, upload)
             if kind == "audio/basic"

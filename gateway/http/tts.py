@@ -32,6 +32,7 @@ from gateway.http.common import (
     media_type,
     query_flag,
     read_body,
+    renamed_fields,
 )
 from gateway.state import GATEWAY, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
@@ -122,7 +123,7 @@ def _defaults(req: http_pb2.SpeakRequest) -> None:
     # The adapter's own check (inference_adapter/tts/config.py), made here before anything is
     # written: the response's status and its WAV header come from this format (an encoding
     # number outside the enum was a KeyError there, answered 500).
-    resolve_format(fmt, "config.outputFormat", max_channels=1)
+    resolve_format(fmt, "open.output_format", max_channels=1)
     if not req.text.strip():
         raise errors.InvalidConfig(
             "no text to speak", violations=[errors.Violation("text", "must not be empty")]
@@ -171,7 +172,44 @@ async def speak(request: web.Request) -> web.StreamResponse:
         admission.permit.release()
 
 
+# The contract names a context's config fields from its open message ("open.voice",
+# inference_adapter/tts/config.py); a POST /v1/tts client set them in the query string or in
+# its SpeakRequest's "config", and is told their names there.
+_QUERY_FIELDS = {
+    "open.model": "model",
+    "open.voice": "voice",
+    "open.language": "language",
+    "open.word_timestamps": "word_timestamps",
+    "open.output_format.encoding": "encoding",
+    "open.output_format.sample_rate_hz": "sample_rate",
+    "open.text_format": "Content-Type",
+}
+
+
+def _tts_field(field: str, query: bool) -> str | None:
+    if not field.startswith("open."):
+        return None
+    json_name = "config." + field.removeprefix("open.")
+    return _QUERY_FIELDS.get(field, json_name) if query else json_name
+
+
 async def _speak(request: web.Request, started: float) -> web.StreamResponse:
+    query = media_type(request) != "application/json"
+    try:
+        return await _synthesize(request, started)
+    except _Refused as refused:
+        named = renamed_fields(refused.error, lambda field: _tts_field(field, query))
+        return error_response(named)
+
+
+class _Refused(Exception):
+    """The request failed before its response began: answered with the error's status."""
+
+    def __init__(self, error: errors.VoxwireError) -> None:
+        self.error = error
+
+
+async def _synthesize(request: web.Request, started: float) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     try:
         kind = media_type(request)
@@ -190,7 +228,7 @@ async def _speak(request: web.Request, started: float) -> web.StreamResponse:
         out = _output(request, req)
         lease = gateway.pool.choose()
     except errors.VoxwireError as exc:
-        return error_response(exc)
+        raise _Refused(exc) from None
     call = lease.adapter.synthesis().StreamingSynthesize(metadata=upstream_metadata(request))
     upstream: UpstreamCall[Request, Response] = UpstreamCall(
         gateway.pool, lease, call, write_timeout=gateway.config.runner.write_timeout_s
@@ -206,7 +244,7 @@ async def _speak(request: web.Request, started: float) -> web.StreamResponse:
         await upstream.done_writing()
         return await _relay(request, upstream, out, edge, started)
     except UpstreamError as exc:
-        return error_response(exc.error)
+        raise _Refused(exc.error) from None
     finally:
         upstream.cancel()
 
@@ -229,7 +267,7 @@ async def _relay(
             msg = await upstream.read()
         except UpstreamError as exc:
             if response is None:
-                return error_response(exc.error)
+                raise _Refused(exc.error) from None
             if out.sse:
                 await response.write(
                     _sse("error", '{"error":' + encode(errors.to_event(exc.error)) + "}")
@@ -254,7 +292,7 @@ async def _relay(
         if kind == "error":
             error = errors.from_proto(msg.error.error)
             if response is None:
-                return error_response(error)
+                raise _Refused(error)
             if out.sse:
                 await response.write(
                     _sse("error", '{"error":' + encode(errors.to_event(error)) + "}")

@@ -168,6 +168,41 @@ async def test_tts_bad_requests_get_their_status_and_reason(edge: Edge, kwargs, 
             assert (resp.status, body["error"]["reason"]) == (status, reason), body
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "reason", "field"),
+    [
+        ({"data": TEXT, "params": {"voice": "nobody"}}, "INVALID_CONFIG", "voice"),
+        ({"data": TEXT, "params": {"sample_rate": "7"}}, "UNSUPPORTED_SAMPLE_RATE", "sample_rate"),
+        (
+            {"data": "<speak>hi</speak>", "params": {"model": "bench_tts"}, "ssml": True},
+            "INVALID_CONFIG",
+            "Content-Type",
+        ),
+        ({"json": {"text": TEXT, "config": {"voice": "nobody"}}}, "INVALID_CONFIG", "config.voice"),
+        (
+            {"json": {"text": TEXT, "config": {"outputFormat": {"sampleRateHz": 7}}}},
+            "UNSUPPORTED_SAMPLE_RATE",
+            "config.output_format.sample_rate_hz",
+        ),
+    ],
+)
+async def test_tts_config_errors_name_the_fields_as_the_request_set_them(
+    edge: Edge, kwargs, reason, field
+):
+    # The adapter names a context's fields from its open message ("open.voice"); an HTTP
+    # client set them in the query string or in its SpeakRequest's config.
+    kwargs = dict(kwargs)
+    headers = dict(edge.headers)
+    if kwargs.pop("ssml", False):
+        headers["Content-Type"] = "application/ssml+xml"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{edge.server.url}/v1/tts", headers=headers, **kwargs) as resp:
+            error = (await resp.json())["error"]
+    assert error["reason"] == reason, error
+    assert [v["field"] for v in error["fieldViolations"]] == [field], error
+    assert "open." not in error["message"], error
+
+
 async def test_a_browser_token_opens_one_websocket_session_from_an_allowed_origin(edge: Edge):
     origin = "https://app.example"
     key, _ = create_key(

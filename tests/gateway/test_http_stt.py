@@ -145,6 +145,30 @@ async def test_bad_uploads_get_their_status_and_reason(edge, body, media, query,
     assert (got, reply["error"]["reason"]) == (status, reason), reply
 
 
+@pytest.mark.parametrize(
+    ("query", "reason", "field"),
+    [
+        ("?language=xx", "INVALID_CONFIG", "language"),
+        ("?encoding=pcm_s16le&sample_rate=7", "UNSUPPORTED_SAMPLE_RATE", "sample_rate"),
+        # Checked before the body is read: a whole body of 2-byte samples read as 10-byte
+        # frames was MISALIGNED_AUDIO, not a word about the channels (the contract's reason
+        # for a channel count is UNSUPPORTED_SAMPLE_RATE).
+        ("?encoding=pcm_s16le&sample_rate=16000&channels=5", "UNSUPPORTED_SAMPLE_RATE", "channels"),
+    ],
+)
+async def test_config_errors_name_the_query_parameters(edge: Edge, query, reason, field):
+    pcm, _ = read_wav(SPEECH_DIR / NAME)
+    media = "audio/wav" if query == "?language=xx" else "application/octet-stream"
+    # A raw body that ends inside a 5-channel frame (two 16-bit samples), read whole before
+    # the stream opens.
+    body = (SPEECH_DIR / NAME).read_bytes() if media == "audio/wav" else pcm.tobytes()[:4]
+    status, reply = await post(edge, body, media, query)
+    error = reply["error"]
+    assert (status, error["reason"]) == (400, reason), reply
+    assert [v["field"] for v in error["fieldViolations"]] == [field], error
+    assert "config." not in error["message"], error
+
+
 async def test_the_body_streams_into_the_model_without_being_held_whole(edge: Edge, edge_adapter):
     # A 17 s upload, sent slowly in chunks: the adapter has results before the body ends.
     pcm, rate = read_wav(SPEECH_DIR / NAME)
