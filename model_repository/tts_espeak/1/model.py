@@ -59,6 +59,13 @@ class SynthesisPlan:
 
 # A word of plain text: what a timestamp names (letters or digits, with inner ' and -).
 _WORD = re.compile(r"\w+(?:['’-]\w+)*")
+# A mark on nothing but white space or punctuation eSpeak pauses on and does not read: no word
+# (in SSML, eSpeak marks the "." in "<prosody>go</prosody>.", and it took the pause after "go"
+# as a word of its own).
+_PAUSE_ONLY = re.compile(r"""[\s.,;:!?…"'“”‘’()\[\]{}«»¡¿–—-]*""")
+# What of an SSML document is not its text: tags (an attribute value may hold ">") and
+# entity references.
+_MARKUP = re.compile(r"""<(?:[^>"']|"[^"]*"|'[^']*')*>|&[^;\s]*;""")
 
 
 class WordTracker:
@@ -70,17 +77,23 @@ class WordTracker:
     eSpeak NG marks no word for an unstressed word it speaks joined to the one before ("from
     the" in "Hello from the gateway" is one mark, on "from"). In plain text such words get
     their share of the marked word's time, by length, so that every word has a timestamp
-    (truncation reports the words heard from them, and failover counts them). In SSML the text
-    between two marks may be markup, so nothing is inferred there.
+    (truncation reports the words heard from them, and failover counts them); in SSML too,
+    from the document's text between the two marks, never its markup ("with <break/> the": one
+    unmarked word, "the").
     """
 
     def __init__(self, plan: SynthesisPlan) -> None:
         self._plan = plan
+        # The text words are found in between marks: SSML's markup blanked, so that offsets
+        # stay the document's (and a gap that starts inside "&amp;", after its marked "&",
+        # finds no "amp").
+        blank = lambda m: " " * len(m.group())  # noqa: E731
+        self._words_in = _MARKUP.sub(blank, plan.original) if plan.ssml else plan.original
         self._pending: tuple[int, int, int] | None = None  # (orig_start, orig_end, start_ms)
 
     def mark(self, mark: WordMark) -> list[Event]:
         span = self._plan.mapped.to_original(mark.text_index, mark.length)
-        if span is None or not self._plan.original[span[0] : span[1]].strip():
+        if span is None or _PAUSE_ONLY.fullmatch(self._plan.original[span[0] : span[1]]):
             return []
         if self._pending is not None and self._pending[:2] == span:
             return []
@@ -97,9 +110,8 @@ class WordTracker:
         self._pending = None
         end_ms = max(end_ms, start_ms)
         spans = [(start, end)]
-        if not self._plan.ssml:
-            gap = self._plan.original[end:upto]
-            spans += [(end + m.start(), end + m.end()) for m in _WORD.finditer(gap)]
+        gap = self._words_in[end:upto]
+        spans += [(end + m.start(), end + m.end()) for m in _WORD.finditer(gap)]
         chars = sum(e - s for s, e in spans)
         out: list[Event] = []
         at, counted = start_ms, 0
@@ -155,6 +167,14 @@ class StreamingSender:
 
 
 _NO_AUDIO = np.zeros(0, dtype=np.int16)
+# eSpeak NG keeps how the last text it spoke ended, and a document that opens with an SSML
+# paragraph (<p>) starts with a paragraph's pause (238 ms) or not (12 ms) by it: the same
+# document came out 226 ms longer after a plain text than after another paragraph. A failover
+# or a resume that speaks a document again from its start, skipping by time the audio the
+# client has, then joined it in the wrong place. Every request is spoken after this primer
+# (thrown away, about its own length in silence), so that it comes out the same whatever the
+# instance spoke before.
+_PRIMER_SSML = "<speak><p>.</p></speak>"
 
 
 class TritonPythonModel:
@@ -182,6 +202,7 @@ class TritonPythonModel:
             )
         for voice in self._voices:
             self._engine.set_voice(voice)  # fail at load time, not per request
+        self._primer = ssml_text(_PRIMER_SSML, (), SSML_ELEMENTS)
 
     def execute(self, requests: list[Any]) -> None:
         # eSpeak NG is one global synthesiser per process: requests run one after the other.
@@ -274,6 +295,7 @@ class TritonPythonModel:
             return True
 
         self._engine.set_voice(plan.voice)  # also resets rate/pitch/volume left by SSML
+        self._engine.synthesize(self._primer.text, self._primer.flags, lambda audio, marks: True)
         self._engine.synthesize(plan.mapped.text, plan.mapped.flags, on_chunk)
         if sender.cancelled:
             sender.close()
