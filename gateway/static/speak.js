@@ -134,9 +134,14 @@ async function speak() {
   stoppedLate = null;
   $("words").textContent = "";
   $("heard").textContent = "";
+  const text = $("text").value;
+  // Text that opens a <speak> document (or an XML declaration) is SSML, in the model's subset
+  // (ssmlElements in /v1/capabilities), as the CLI's `voxwire speak` takes it.
+  const ssml = /^\s*(<speak[\s>]|<\?xml)/.test(text);
   tts.open(current.id, { model: MODEL, wordTimestamps: true,
+                         ...(ssml ? { textFormat: "TEXT_FORMAT_SSML" } : {}),
                          outputFormat: { encoding: "AUDIO_ENCODING_PCM_S16LE", sampleRateHz: RATE } });
-  tts.append(current.id, $("text").value);
+  tts.append(current.id, text);
   tts.closeContext(current.id);
   $("stop").disabled = false;
   requestAnimationFrame(markHeard);

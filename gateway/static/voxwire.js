@@ -352,7 +352,11 @@ export class SttSession extends ResumableSession {
 // ...), or {audio: {sequenceNumber, startMs, durationMs}, data: ArrayBuffer} for a chunk (its
 // samples, without the frame header). After a resume nothing comes twice: sequence numbers
 // and the timeline go on, a word cut in the middle is spoken again from its start and its
-// timestamp comes then, word text offsets count from the context's first text.
+// timestamp comes then, word text offsets count from the context's first text. An SSML
+// context (textFormat TEXT_FORMAT_SSML: the text up to each flush or the close is one
+// <speak> document) cannot be cut after a word: its first document not yet all heard is
+// spoken again from its start, the server told how much of its audio came (skipAudioMs), and
+// any of that audio it sends again anyway is dropped here (as voxwire.replay.TextReplay does).
 export class TtsSession extends ResumableSession {
   constructor({ url, getToken, onEvent = () => {}, onState = () => {}, leadMs = null,
                 reconnectWithinMs = 30000 }) {
@@ -365,11 +369,6 @@ export class TtsSession extends ResumableSession {
 
   open(contextId, config) {
     if (this.contexts.has(contextId)) throw new Error(`context ${contextId} is already open`);
-    if (config.textFormat === "TEXT_FORMAT_SSML") {
-      // A document cannot be cut after a word: the Python SDK resumes SSML (skip_audio_ms);
-      // this client does not, and says so rather than speak a document twice.
-      throw new Error("SSML contexts are not resumable from voxwire.js: use plain text");
-    }
     const bytes = sampleBytes(config.outputFormat && config.outputFormat.encoding);
     if (!bytes) throw new Error("open: outputFormat.encoding is required (docs/edge.md)");
     this.contexts.set(contextId, {
@@ -385,6 +384,10 @@ export class TtsSession extends ResumableSession {
       words: [],         // the words passed on: what a truncate heard
       flushes: [],       // unacknowledged flushes: {id, at} (whole-text position)
       closed: false, stop: null, opened: false, handle: -1,
+      ssml: config.textFormat === "TEXT_FORMAT_SSML",
+      documentMs: 0,     // SSML: where the first document not yet all heard starts (ms)
+      skipTo: null,      // SSML, after a reopening: audio before this (ms) came already
+      seqShift: 0,       // the new connection's sequence numbers less those passed on
     });
     this._send({ contextId, open: config });
   }
@@ -457,8 +460,14 @@ export class TtsSession extends ResumableSession {
       if (ctx.stop) { this._endStopped(ctx); continue; }
       ctx.pending = [];
       ctx.wordBase = ctx.base;
-      const config = ctx.lastSeq ? { ...ctx.config, timelineOffsetMs: ctx.audioEnd,
-                                     firstSequenceNumber: ctx.lastSeq + 1 } : ctx.config;
+      ctx.seqShift = 0;
+      // Plain text goes on where its audio stopped; an SSML document from its start, the
+      // audio of it that came skipped (docs/contract.md, "Resuming").
+      const skip = ctx.ssml ? ctx.audioEnd - ctx.documentMs : 0;
+      ctx.skipTo = skip > 0 ? ctx.audioEnd : null;
+      const config = !ctx.lastSeq ? ctx.config : { ...ctx.config,
+        timelineOffsetMs: ctx.ssml ? ctx.documentMs : ctx.audioEnd,
+        firstSequenceNumber: ctx.lastSeq + 1, ...(skip > 0 ? { skipAudioMs: skip } : {}) };
       send({ contextId: ctx.id, open: config });
       let at = 0;
       for (const flush of ctx.flushes) {
@@ -490,7 +499,7 @@ export class TtsSession extends ResumableSession {
   _message(socket, event) {
     if (socket !== this.socket) return;  // a connection handed over: nothing more counts
     if (event.data instanceof ArrayBuffer) { this._frame(event.data); return; }
-    const msg = JSON.parse(event.data);
+    let msg = JSON.parse(event.data);
     if (msg.session) {
       this.sessionId = msg.session.sessionId;
       if (msg.session.resumeToken) this.resumeToken = msg.session.resumeToken;
@@ -536,10 +545,25 @@ export class TtsSession extends ResumableSession {
       msg.words = { ...msg.words, words };
     } else if (msg.flushAck) {
       const i = ctx.flushes.findIndex((f) => f.id === (msg.flushAck.flushId || ""));
-      if (i >= 0) ctx.flushes.splice(i, 1);
+      if (i >= 0) {
+        const [flush] = ctx.flushes.splice(i, 1);
+        if (ctx.ssml) {  // the document before it is all heard: never spoken again
+          this._cut(ctx, flush.at);
+          ctx.documentMs = ctx.audioEnd;
+        }
+      }
     } else if (msg.done || msg.cancelled || msg.truncated || msg.contextError) {
       this.contexts.delete(ctx.id);
       this.handles.delete(ctx.handle);
+    }
+    const ended = msg.flushAck || msg.done || msg.cancelled || msg.truncated;
+    if (ended && ended.lastSequenceNumber !== undefined && (ctx.skipTo !== null || ctx.seqShift)) {
+      // Named as the chunks passed on are (_frame); while audio sent again is still being
+      // dropped, the last chunk received.
+      const last = Number(ended.lastSequenceNumber);
+      const number = ctx.skipTo !== null ? Math.min(last, ctx.lastSeq) : Math.max(0, last - ctx.seqShift);
+      const key = Object.keys(msg).find((k) => msg[k] === ended);
+      msg = { ...msg, [key]: { ...ended, lastSequenceNumber: number } };
     }
     this.onEvent(ctx.id, msg);
   }
@@ -549,23 +573,43 @@ export class TtsSession extends ResumableSession {
     const view = new DataView(data);
     const ctx = this.handles.get(view.getUint16(2));
     if (!ctx) return;
-    const sequenceNumber = view.getUint32(4), startMs = view.getUint32(8);
+    let sequenceNumber = view.getUint32(4), startMs = view.getUint32(8);
+    let samples = data.slice(12);
+    let durationMs = Math.round(samples.byteLength / ctx.bytesPerMs);
+    if (ctx.skipTo !== null) {
+      // An SSML document spoken again from its start: what came before the reopening is
+      // dropped (a server that honours skipAudioMs sends none of it), the rest numbered on.
+      if (startMs + durationMs <= ctx.skipTo) return;
+      const cutMs = Math.max(0, ctx.skipTo - startMs);
+      const frameBytes = sampleBytes(ctx.config.outputFormat.encoding);
+      samples = samples.slice(Math.floor(cutMs * ctx.bytesPerMs / frameBytes) * frameBytes);
+      ctx.seqShift = sequenceNumber - (ctx.lastSeq + 1);
+      ctx.skipTo = null;
+      startMs += cutMs;
+      durationMs = Math.max(0, durationMs - cutMs);
+    }
+    sequenceNumber -= ctx.seqShift;
     if (sequenceNumber <= ctx.lastSeq) return;  // received before a resume
-    const samples = data.slice(12);
-    const durationMs = Math.round(samples.byteLength / ctx.bytesPerMs);
     ctx.lastSeq = sequenceNumber;
     ctx.audioEnd = Math.max(ctx.audioEnd, startMs + durationMs);
     this._advance(ctx);
     this.onEvent(ctx.id, { audio: { sequenceNumber, startMs, durationMs }, data: samples });
   }
 
-  // Words whose audio is all in are spoken: the text up to the last of them is dropped.
+  // Words whose audio is all in are spoken: the text up to the last of them is dropped
+  // (SSML: a document is dropped whole, when its flush is acknowledged).
   _advance(ctx) {
     const done = ctx.pending.filter((w) => w.end <= ctx.audioEnd);
     if (!done.length) return;
     ctx.pending = ctx.pending.filter((w) => w.end > ctx.audioEnd);
+    if (ctx.ssml) return;
     for (const w of done) ctx.spokenTo = Math.max(ctx.spokenTo, w.offset + w.length);
-    const cut = Math.min(Math.max(0, ctx.spokenTo - ctx.base), ctx.text.length);
+    this._cut(ctx, ctx.spokenTo);
+  }
+
+  // The text before whole-text position `at` will not be spoken again.
+  _cut(ctx, at) {
+    const cut = Math.min(Math.max(0, at - ctx.base), ctx.text.length);
     ctx.text = ctx.text.slice(cut);
     ctx.base += cut;
   }

@@ -2,9 +2,10 @@
 voxwire.js's TtsSession): mid-turn, the gateway process the page is on is drained (SIGTERM) or
 killed (SIGKILL) while a second one takes over the port; the page reopens its context on the
 second where its audio stopped, with the text after the last word it received whole and a
-fresh token from its application (docs/edge.md, "Resume"; docs/design/browser-client.md).
-Every word is shown once, the sequence numbers and the timeline run on without a gap or a
-repeat, and the turn plays to its end."""
+fresh token from its application (docs/edge.md, "Resume"; docs/design/browser-client.md); an
+SSML document from its start, with the audio the page has skipped. Every word is shown once,
+the sequence numbers and the timeline run on without a gap or a repeat, and the turn plays to
+its end."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import re
 import signal
 import struct
 
+import aiohttp
 import pytest
 
 from inference_adapter.server import AdapterServer
@@ -24,6 +26,7 @@ from tests.helpers.browser_gateways import gateways_on_one_port, record_frames
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 BYTES_PER_MS = 24_000 * 2 / 1000  # speak.js asks for PCM16 at 24 kHz
+SSML = f"<speak>{LONG}</speak>"  # speak.js sends a text that opens <speak> as SSML
 
 
 class Received:
@@ -58,9 +61,30 @@ class Received:
         return max(ends, default=0)
 
 
-@pytest.mark.parametrize("fault", [signal.SIGTERM, signal.SIGKILL], ids=["drain", "kill"])
+async def _spoken_ms(origin: str, key: str, text: str) -> int:
+    ssml = text.startswith("<speak")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{origin}/v1/tts?model=tts_espeak&sample_rate=24000&container=raw",
+            data=text.encode(),
+            headers={
+                "Authorization": f"Bearer {key}",
+                "Content-Type": "application/ssml+xml" if ssml else "text/plain",
+            },
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        return round(len(await resp.read()) / BYTES_PER_MS)
+
+
+@pytest.mark.parametrize(
+    ("fault", "text"),
+    [(signal.SIGTERM, LONG), (signal.SIGKILL, LONG), (signal.SIGKILL, SSML)],
+    ids=["drain", "kill", "kill-ssml"],
+)
 async def test_a_pages_speech_goes_on_on_the_next_gateway_when_its_own_goes(
-    edge: Edge, edge_adapter: AdapterServer, tmp_path, fault: signal.Signals
+    edge: Edge, edge_adapter: AdapterServer, tmp_path, fault: signal.Signals, text: str
 ):
     async with (
         gateways_on_one_port(edge, edge_adapter.address, tmp_path, "speaking-page") as port,
@@ -69,7 +93,7 @@ async def test_a_pages_speech_goes_on_on_the_next_gateway_when_its_own_goes(
         a, page = port.a, browser.page
         frames = record_frames(page)
         await port.open(page, "speak.html")
-        await page.fill("#text", LONG)
+        await page.fill("#text", text)
         await page.click("#speak")
         await page.wait_for_selector("#words span.heard:nth-child(3)", timeout=60_000)
         await port.second()
@@ -86,6 +110,9 @@ async def test_a_pages_speech_goes_on_on_the_next_gateway_when_its_own_goes(
             "({state: tts.state, resumes: tts.resumes, contexts: tts.contexts.size})"
         )
         spoke = await page.inner_text("#status")
+        # The same text spoken with no fault, for its length (eSpeak gives the same within
+        # ms: tests/models/test_tts_espeak.py).
+        whole_ms = await _spoken_ms(port.origin, port.mint.key, text)
 
     assert state == {"state": "live", "resumes": 1, "contexts": 0}, state
     # Each word once, in order: none lost with the first gateway, none shown again when the
@@ -107,12 +134,26 @@ async def test_a_pages_speech_goes_on_on_the_next_gateway_when_its_own_goes(
     end = chunks[-1][1] + chunks[-1][2]
     assert abs(played - end) <= 100, (played, end)
     # What the page sent the second gateway: the context reopened where the first one's audio
-    # ended, with the text after the last word whose audio came whole (code points), closed.
+    # ended, with the text after the last word whose audio came whole (code points), closed;
+    # SSML, the document again from its start, saying how much of its audio came.
     start, opened, *rest = (json.loads(f) for f in frames.sent[1] if isinstance(f, str))
     assert "resume" in start["start"], start
     config = opened["open"]
-    assert config["timelineOffsetMs"] == first.audio_end_ms, (config, first.chunks[-3:])
     assert config["firstSequenceNumber"] == len(first.chunks) + 1, config
+    if text == SSML:
+        # Spoken again from its start, with the audio the page had skipped: as long as the
+        # document spoken once (a document spoken again whole would add the first socket's).
+        assert abs(end - whole_ms) <= 50, (end, whole_ms, first.audio_end_ms)
+        assert config["textFormat"] == "TEXT_FORMAT_SSML", config
+        assert config["timelineOffsetMs"] == 0, config
+        assert config["skipAudioMs"] == first.audio_end_ms, (config, first.chunks[-3:])
+        assert rest == [
+            {"contextId": "turn-1", "append": {"text": SSML}},
+            {"contextId": "turn-1", "close": {}},
+        ], rest
+        assert browser.errors == [], browser.errors
+        return
+    assert config["timelineOffsetMs"] == first.audio_end_ms, (config, first.chunks[-3:])
     assert rest == [
         {"contextId": "turn-1", "append": {"text": LONG[first.spoken_to() :]}},
         {"contextId": "turn-1", "close": {}},
