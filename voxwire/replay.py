@@ -308,6 +308,8 @@ class TextReplay:
     """
 
     ssml: bool = False
+    # The context asked for word timestamps (SSML: what a resume may skip, resume_point).
+    timestamps: bool = False
     # Position of ``_text[0]`` in the whole context text.
     _base: int = 0
     _text: str = ""
@@ -326,6 +328,10 @@ class TextReplay:
     # SSML, after a reopening: audio of the new stream before this point was received already.
     _skip_to_ms: int | None = None
     _seq_shift: int = 0  # the new stream's numbers less the numbers passed on
+    # The end of the last word timestamp received (timeline ms): every word that ends by
+    # then came. A word's timestamp can come after audio past its end (eSpeak knows a word's
+    # end when the next one starts), so audio received does not say its words came.
+    _words_to_ms: int = 0
 
     def continues(
         self, timeline_offset_ms: int, last_sequence_number: int, skip_audio_ms: int = 0
@@ -333,6 +339,7 @@ class TextReplay:
         """The context continues an earlier one: its ``open`` had these fields."""
         self._document_ms = timeline_offset_ms
         self.audio_end_ms = timeline_offset_ms + skip_audio_ms
+        self._words_to_ms = self.audio_end_ms  # what was skipped, its words too, the client has
         self.last_sequence_number = last_sequence_number
         self._skip_to_ms = self.audio_end_ms if skip_audio_ms else None
         self._seq_shift = 0
@@ -349,6 +356,7 @@ class TextReplay:
         if not self._flushes:
             return
         end = self._flushes.pop(0)
+        self._words_to_ms = max(self._words_to_ms, self.audio_end_ms)  # its words came first
         if self.ssml:
             cut = min(max(0, end - self._base), len(self._text))
             self._text = self._text[cut:]
@@ -359,6 +367,7 @@ class TextReplay:
         """A word of the current stream (``text_offset`` as that stream reported it)."""
         if self._word_base:
             mark = WordMark(mark.text_offset + self._word_base, mark.text_length, mark.end_ms)
+        self._words_to_ms = max(self._words_to_ms, mark.end_ms)
         self._pending.append(mark)
         self._advance()
 
@@ -423,12 +432,19 @@ class TextReplay:
         goes, and the next sequence number there."""
         flushes_at = tuple(max(0, end - self._base) for end in self._flushes)
         if self.ssml:
+            # The server skips the audio and the word timestamps that end within the skip:
+            # with timestamps, only as far as the words received reach (the audio after it is
+            # sent again and dropped by ``take``, which drops up to ``audio_end_ms``); a word
+            # whose timestamp was still on its way was lost otherwise.
+            have = self.audio_end_ms
+            if self.timestamps:
+                have = min(have, max(self._document_ms, self._words_to_ms))
             return ResumePoint(
                 text=self._text,
                 text_offset=self._base,
                 timeline_offset_ms=self._document_ms,
                 first_sequence_number=self.last_sequence_number + 1,
-                skip_audio_ms=self.audio_end_ms - self._document_ms,
+                skip_audio_ms=have - self._document_ms,
                 flushes_at=flushes_at,
             )
         return ResumePoint(

@@ -387,6 +387,7 @@ export class TtsSession extends ResumableSession {
       ssml: config.textFormat === "TEXT_FORMAT_SSML",
       documentMs: 0,     // SSML: where the first document not yet all heard starts (ms)
       skipTo: null,      // SSML, after a reopening: audio before this (ms) came already
+      wordsTo: 0,        // end of the last word timestamp received (ms): every word by it came
       seqShift: 0,       // the new connection's sequence numbers less those passed on
     });
     this._send({ contextId, open: config });
@@ -462,9 +463,13 @@ export class TtsSession extends ResumableSession {
       ctx.wordBase = ctx.base;
       ctx.seqShift = 0;
       // Plain text goes on where its audio stopped; an SSML document from its start, the
-      // audio of it that came skipped (docs/contract.md, "Resuming").
-      const skip = ctx.ssml ? ctx.audioEnd - ctx.documentMs : 0;
-      ctx.skipTo = skip > 0 ? ctx.audioEnd : null;
+      // audio of it that came skipped (docs/contract.md, "Resuming"), with timestamps only as
+      // far as the words received reach: a word's timestamp can come after audio past its end,
+      // and the server sends none that end within the skip. What it sends again is dropped.
+      let have = ctx.audioEnd;
+      if (ctx.config.wordTimestamps) have = Math.min(have, Math.max(ctx.documentMs, ctx.wordsTo));
+      const skip = ctx.ssml ? have - ctx.documentMs : 0;
+      ctx.skipTo = ctx.ssml && ctx.audioEnd > ctx.documentMs ? ctx.audioEnd : null;
       const config = !ctx.lastSeq ? ctx.config : { ...ctx.config,
         timelineOffsetMs: ctx.ssml ? ctx.documentMs : ctx.audioEnd,
         firstSequenceNumber: ctx.lastSeq + 1, ...(skip > 0 ? { skipAudioMs: skip } : {}) };
@@ -534,6 +539,7 @@ export class TtsSession extends ResumableSession {
         if (!length) { words.push(word); continue; }
         const offset = Number(word.textOffset || 0) + ctx.wordBase;
         ctx.pending.push({ offset, length, end: Number(word.endMs || 0) });
+        ctx.wordsTo = Math.max(ctx.wordsTo, Number(word.endMs || 0));
         this._advance(ctx);
         if (offset < ctx.reportedTo) continue;  // spoken again after a resume: passed on
         ctx.reportedTo = offset + length;
@@ -547,9 +553,10 @@ export class TtsSession extends ResumableSession {
       const i = ctx.flushes.findIndex((f) => f.id === (msg.flushAck.flushId || ""));
       if (i >= 0) {
         const [flush] = ctx.flushes.splice(i, 1);
-        if (ctx.ssml) {  // the document before it is all heard: never spoken again
+        if (ctx.ssml) {  // the document before it is all heard (its words too): never again
           this._cut(ctx, flush.at);
           ctx.documentMs = ctx.audioEnd;
+          ctx.wordsTo = Math.max(ctx.wordsTo, ctx.audioEnd);
         }
       }
     } else if (msg.done || msg.cancelled || msg.truncated || msg.contextError) {

@@ -276,6 +276,39 @@ def test_a_server_that_skips_what_was_received_is_passed_through():
     assert other.resume_point().skip_audio_ms == 400
 
 
+def test_an_ssml_resume_skips_only_as_far_as_the_words_received_reach():
+    # A word's timestamp can come after audio past its end (eSpeak knows a word's end when the
+    # next one starts). The server sends no timestamp of a word that ends within the skip, so
+    # skipping all the audio received lost such a word for good.
+    replay = TextReplay(ssml=True, timestamps=True)
+    replay.append(DOC2)
+    replay.word(WordMark(DOC2.index("Three"), 5, 300))
+    replay.audio(1, 0, 400)
+    replay.audio(2, 400, 200)  # "four" ends at 550: its timestamp has not come
+    point = replay.resume_point()
+    assert (point.timeline_offset_ms, point.skip_audio_ms, point.first_sequence_number) == (
+        0,
+        300,
+        3,
+    )
+    replay.resumed(point)
+    # The server sends 300-600 ms again, numbered from 3: dropped as received, the rest on.
+    assert replay.take(3, 300, 200) is None
+    assert replay.take(4, 500, 200) == (3, 600, 100)
+    # No timestamp asked for: nothing to wait for, all the audio received is skipped.
+    plain = TextReplay(ssml=True)
+    plain.append(DOC2)
+    plain.audio(1, 0, 400)
+    assert plain.resume_point().skip_audio_ms == 400
+    # A document acknowledged is all in, its words too; a later one's words count from there.
+    replay.audio(3, 600, 100)
+    replay.flushed()
+    replay.flush_acked()
+    replay.append(DOC1)
+    replay.audio(4, 700, 100)
+    assert replay.resume_point().skip_audio_ms == 0  # none of DOC1's words came yet
+
+
 def test_plain_text_resumes_its_flushes_at_their_places():
     replay = TextReplay()
     replay.append("One two.")

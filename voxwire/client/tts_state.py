@@ -176,6 +176,7 @@ class SynthesisClientState:
         ctx = ClientContext(context_id, synthesis_pb2.SynthesisContextConfig())
         ctx.config.CopyFrom(config)
         ctx.replay.ssml = config.text_format == synthesis_pb2.TEXT_FORMAT_SSML
+        ctx.replay.timestamps = config.word_timestamps
         ctx.replay.continues(
             config.timeline_offset_ms,
             max(0, config.first_sequence_number - 1),
