@@ -333,6 +333,17 @@ class TextReplay:
     # end when the next one starts), so audio received does not say its words came.
     _words_to_ms: int = 0
 
+    def opened(self, config: synthesis_pb2.SynthesisContextConfig) -> None:
+        """The context was opened with ``config``: its text format, whether it has word
+        timestamps, and where it continues an earlier one (its offsets, ``continues``)."""
+        self.ssml = config.text_format == synthesis_pb2.TEXT_FORMAT_SSML
+        self.timestamps = config.word_timestamps
+        self.continues(
+            config.timeline_offset_ms,
+            max(0, config.first_sequence_number - 1),
+            config.skip_audio_ms,
+        )
+
     def continues(
         self, timeline_offset_ms: int, last_sequence_number: int, skip_audio_ms: int = 0
     ) -> None:

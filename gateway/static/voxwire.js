@@ -563,14 +563,13 @@ export class TtsSession extends ResumableSession {
       this.contexts.delete(ctx.id);
       this.handles.delete(ctx.handle);
     }
-    const ended = msg.flushAck || msg.done || msg.cancelled || msg.truncated;
-    if (ended && ended.lastSequenceNumber !== undefined && (ctx.skipTo !== null || ctx.seqShift)) {
+    const key = ["flushAck", "done", "cancelled", "truncated"].find((k) => msg[k]);
+    if (key && msg[key].lastSequenceNumber !== undefined && (ctx.skipTo !== null || ctx.seqShift)) {
       // Named as the chunks passed on are (_frame); while audio sent again is still being
-      // dropped, the last chunk received.
-      const last = Number(ended.lastSequenceNumber);
+      // dropped, the last chunk received (voxwire.replay.TextReplay.number).
+      const last = Number(msg[key].lastSequenceNumber);
       const number = ctx.skipTo !== null ? Math.min(last, ctx.lastSeq) : Math.max(0, last - ctx.seqShift);
-      const key = Object.keys(msg).find((k) => msg[k] === ended);
-      msg = { ...msg, [key]: { ...ended, lastSequenceNumber: number } };
+      msg = { ...msg, [key]: { ...msg[key], lastSequenceNumber: number } };
     }
     this.onEvent(ctx.id, msg);
   }

@@ -397,9 +397,7 @@ class TtsEdgeSession:
         # A reopened context (the SDK's resume) continues its timeline and numbering.
         ctx.last_sent_seq = max(0, config.first_sequence_number - 1)
         ctx.sent_end_ms = config.timeline_offset_ms + config.skip_audio_ms
-        ctx.replay.ssml = config.text_format == synthesis_pb2.TEXT_FORMAT_SSML
-        ctx.replay.timestamps = config.word_timestamps
-        ctx.replay.continues(config.timeline_offset_ms, ctx.last_sent_seq, config.skip_audio_ms)
+        ctx.replay.opened(config)
         ctx.upstream_at = ctx.open_at = self._clock()
         self.contexts[cid] = ctx
         self._by_key[ctx.key] = ctx

@@ -175,13 +175,7 @@ class SynthesisClientState:
             raise errors.ContextAlreadyOpen(f"context {context_id!r} is already open")
         ctx = ClientContext(context_id, synthesis_pb2.SynthesisContextConfig())
         ctx.config.CopyFrom(config)
-        ctx.replay.ssml = config.text_format == synthesis_pb2.TEXT_FORMAT_SSML
-        ctx.replay.timestamps = config.word_timestamps
-        ctx.replay.continues(
-            config.timeline_offset_ms,
-            max(0, config.first_sequence_number - 1),
-            config.skip_audio_ms,
-        )
+        ctx.replay.opened(config)
         self.contexts[context_id] = ctx
         return Message(context_id=context_id, open=config)
 

@@ -68,6 +68,10 @@ _PAUSE_ONLY = re.compile(r"""[\s.,;:!?…"'“”‘’()\[\]{}«»¡¿–—-]*
 _MARKUP = re.compile(r"""<(?:[^>"']|"[^"]*"|'[^']*')*>|&[^;\s]*;""")
 
 
+def _blanked(match: re.Match[str]) -> str:
+    return " " * len(match.group())
+
+
 class WordTracker:
     """eSpeak word marks -> voxwire words with original-text offsets.
 
@@ -87,8 +91,7 @@ class WordTracker:
         # The text words are found in between marks: SSML's markup blanked, so that offsets
         # stay the document's (and a gap that starts inside "&amp;", after its marked "&",
         # finds no "amp").
-        blank = lambda m: " " * len(m.group())  # noqa: E731
-        self._words_in = _MARKUP.sub(blank, plan.original) if plan.ssml else plan.original
+        self._words_in = _MARKUP.sub(_blanked, plan.original) if plan.ssml else plan.original
         self._pending: tuple[int, int, int] | None = None  # (orig_start, orig_end, start_ms)
 
     def mark(self, mark: WordMark) -> list[Event]:

@@ -318,19 +318,17 @@ class NoFileCheck(ex.Transcription):
     format_check = _NoFileCheck
 
 
+class _RefusesEveryWav(FormatCheck):
+    def head(self, data: bytes) -> None:
+        if data[:4] == b"RIFF":
+            raise errors.InvalidAudio("the audio starts with a WAV header")
+        super().head(data)
+
+
 class RefusesEveryWav(ex.Transcription):
     """Refuses a stream that starts with a WAV header even when it names the declared format."""
 
-    def handle(
-        self,
-        msg: stt.StreamingTranscribeRequest,
-        model: ex.BeepDetector,
-        fmt: PcmFormat,
-        check: FormatCheck,
-    ) -> list[Any]:
-        if msg.WhichOneof("request") == "audio" and msg.audio[:4] == b"RIFF":
-            raise errors.InvalidAudio("the audio starts with a WAV header")
-        return super().handle(msg, model, fmt, check)
+    format_check = _RefusesEveryWav
 
 
 class _NeverSuspects(FormatCheck):
