@@ -131,15 +131,23 @@ async def test_a_pages_speech_goes_on_on_the_next_gateway_when_its_own_goes(
         # ms: tests/models/test_tts_espeak.py).
         whole_ms = await _spoken_ms(port.origin, port.mint.key, text)
 
+    # The audio and words the page took: from the first socket up to its end (or its
+    # goingAway), then the second's.
+    first, second = Received(frames.received[0]), Received(frames.received[1])
+    # What each socket brought and what the page sent the second: a failure says where a
+    # word went.
+    seen = {
+        "first": (first.words, first.chunks[-4:]),
+        "second": (second.words, second.chunks[:4]),
+        "sent": [f for f in frames.sent[1] if isinstance(f, str)],
+    }
     assert state == {"state": "live", "resumes": 1, "contexts": 0}, state
     # Each word once, in order: none lost with the first gateway, none shown again when the
     # second spoke the cut word from its start.
-    assert shown == re.sub(r"[.,]", "", LONG).split(), shown
+    assert shown == re.sub(r"[.,]", "", LONG).split(), (shown, seen)
     assert heard == len(shown), (heard, shown)
     assert len(port.mint.minted) == 2, port.mint.minted  # one token per connection
-    # The audio the page took: from the first socket up to its end (or its goingAway), then
-    # the second's; numbered on and continuous on the context's timeline.
-    first, second = Received(frames.received[0]), Received(frames.received[1])
+    # The audio is numbered on and continuous on the context's timeline.
     assert first.going_away == (fault == signal.SIGTERM)
     assert first.chunks and second.chunks, (len(first.chunks), len(second.chunks))
     chunks = first.chunks + _as_passed_on(second.chunks, first)
