@@ -89,6 +89,7 @@ def describe(
         caps.limits.max_vocabulary_boost = limits.max_vocabulary_boost
     else:
         caps.limits.max_unit_text_bytes = limits.max_unit_text_bytes
+        caps.limits.max_unit_audio_ms = limits.max_unit_audio_ms
     if info.kind is ModelKind.STT:
         caps.input_formats.extend(_formats(max_channels=2))
     else:

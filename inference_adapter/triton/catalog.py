@@ -44,6 +44,8 @@ class ModelLimits:
     max_vocabulary_boost: float = 20.0
     # The largest synthesis unit (one request) a TTS model takes, in UTF-8 bytes.
     max_unit_text_bytes: int = 4096
+    # The most audio one TTS unit gives, in ms (0: no limit stated); the model enforces it.
+    max_unit_audio_ms: int = 0
 
 
 _LIMIT_PARAMETERS = {
@@ -51,6 +53,7 @@ _LIMIT_PARAMETERS = {
     "voxwire.max_phrase_chars": ("max_phrase_chars", int),
     "voxwire.max_vocabulary_boost": ("max_vocabulary_boost", float),
     "voxwire.max_unit_text_bytes": ("max_unit_text_bytes", int),
+    "voxwire.max_unit_audio_ms": ("max_unit_audio_ms", int),
 }
 
 

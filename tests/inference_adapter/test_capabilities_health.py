@@ -53,6 +53,8 @@ async def test_capabilities_are_typed_and_complete(channel):
     assert (stt.limits.max_vocabulary_entries, stt.limits.max_phrase_chars) == (500, 100)
     assert stt.limits.max_vocabulary_boost == 20
     assert tts.limits.max_unit_text_bytes == 4096
+    assert tts.limits.max_unit_audio_ms == 300_000  # its config's voxwire.max_unit_audio_ms
+    assert models["bench_tts"].limits.max_unit_audio_ms == 0  # states none
     # Each TTS model states its own SSML subset; bench_tts takes none.
     assert list(tts.features.ssml_elements) == [
         "speak", "p", "s", "break", "prosody", "emphasis", "say-as", "sub", "phoneme"

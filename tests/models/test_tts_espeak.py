@@ -288,3 +288,33 @@ async def test_language_picks_a_voice(channel: grpc.aio.Channel) -> None:
     gb, _ = await synthesize(channel, "Schedule a tomato.", {"voice": None, "language": "en-GB"})
     assert events_of(us, "done") and events_of(gb, "done")
     assert not np.array_equal(audio_of(us), audio_of(gb))
+
+
+MAX_UNIT_AUDIO_MS = 300_000  # config.pbtxt's voxwire.max_unit_audio_ms
+
+
+def _breaks(count: int) -> str:
+    """An SSML document of ``count`` ten-second breaks between words (eSpeak joins breaks
+    that touch): a few bytes of text, minutes of audio."""
+    return "<speak>" + 'a<break time="10s"/>' * count + "end</speak>"
+
+
+async def test_a_units_audio_stops_at_the_models_limit(channel: grpc.aio.Channel) -> None:
+    # 35 breaks: 350 s of audio from 700 bytes. The model stops at its limit and says so after
+    # the audio and words up to there (without it: all of it, made in a third of a second and
+    # held by Triton until read).
+    responses, _ = await synthesize(channel, _breaks(35), {"text_format": "ssml"})
+    audio = audio_of(responses)
+    assert 0.95 * MAX_UNIT_AUDIO_MS <= audio.size * 1000 // RATE_HZ <= MAX_UNIT_AUDIO_MS
+    assert responses[-1].final and not events_of(responses, "done")
+    (error,) = events_of(responses, "error")
+    assert error["reason"] == "TEXT_TOO_LARGE", error
+    assert "300000 ms" in error["message"] and "flush" in error["message"], error
+    assert len(words_of(responses)) >= 28  # the words spoken before it
+
+
+async def test_a_unit_under_the_audio_limit_is_spoken_whole(channel: grpc.aio.Channel) -> None:
+    responses, _ = await synthesize(channel, _breaks(27), {"text_format": "ssml"})
+    assert events_of(responses, "done") and not events_of(responses, "error")
+    assert audio_of(responses).size * 1000 // RATE_HZ > 270_000
+    assert [w["word"] for w in words_of(responses)] == ["a"] * 27 + ["end"]

@@ -254,12 +254,20 @@ class ModelLimits(_message.Message):
     MAX_PHRASE_CHARS_FIELD_NUMBER: _builtins.int
     MAX_VOCABULARY_BOOST_FIELD_NUMBER: _builtins.int
     MAX_UNIT_TEXT_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_UNIT_AUDIO_MS_FIELD_NUMBER: _builtins.int
     max_vocabulary_entries: _builtins.int
     """STT vocabulary: entries per config or update, characters per phrase, largest boost."""
     max_phrase_chars: _builtins.int
     max_vocabulary_boost: _builtins.float
     max_unit_text_bytes: _builtins.int
     """TTS: the largest synthesis unit the model accepts, in UTF-8 bytes."""
+    max_unit_audio_ms: _builtins.int
+    """TTS: the most audio one unit gives, in ms (0: the model states no limit). A unit whose
+    audio would run past it fails its context with TEXT_TOO_LARGE once this much was spoken.
+    Why a model bounds it: it synthesizes a unit faster than real time and the serving
+    stack holds the audio not yet read, so a short SSML document of long breaks or slow
+    prosody would otherwise hold hundreds of MB there (docs/contract.md, "Text format").
+    """
     def __init__(
         self,
         *,
@@ -267,10 +275,11 @@ class ModelLimits(_message.Message):
         max_phrase_chars: _builtins.int = ...,
         max_vocabulary_boost: _builtins.float = ...,
         max_unit_text_bytes: _builtins.int = ...,
+        max_unit_audio_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_phrase_chars", b"max_phrase_chars", "max_unit_text_bytes", b"max_unit_text_bytes", "max_vocabulary_boost", b"max_vocabulary_boost", "max_vocabulary_entries", b"max_vocabulary_entries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_phrase_chars", b"max_phrase_chars", "max_unit_audio_ms", b"max_unit_audio_ms", "max_unit_text_bytes", b"max_unit_text_bytes", "max_vocabulary_boost", b"max_vocabulary_boost", "max_vocabulary_entries", b"max_vocabulary_entries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

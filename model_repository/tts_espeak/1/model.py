@@ -191,6 +191,7 @@ class TritonPythonModel:
         )
         # The config is the one source of the limits the adapter checks and publishes too.
         self._max_text_bytes = int(params["voxwire.max_unit_text_bytes"])
+        self._max_audio_ms = int(params.get("voxwire.max_unit_audio_ms", "0"))
         self._ssml_elements = frozenset(_csv(params["voxwire.ssml_elements"]))
         if "speak" not in self._ssml_elements or self._ssml_elements - SSML_ELEMENTS:
             raise RuntimeError(
@@ -283,11 +284,18 @@ class TritonPythonModel:
         words = WordTracker(plan)
         samples = 0
         began = time.perf_counter_ns()
+        # At most this many samples (voxwire.max_unit_audio_ms): the rest is never made.
+        rate = self._engine.sample_rate
+        most = self._max_audio_ms * rate // 1000 if self._max_audio_ms else None
+        too_long = False
 
         def on_chunk(audio: np.ndarray, marks: list[WordMark]) -> bool:
-            nonlocal samples
+            nonlocal samples, too_long
             if sender.is_cancelled():
                 return False  # the client went away: stop synthesising
+            if most is not None and samples + audio.size > most:
+                too_long = True
+                return False
             finished = [w for m in marks for w in words.mark(m)]
             events = (
                 [{"type": "words", "words": finished}] if finished and plan.word_timestamps else []
@@ -303,6 +311,14 @@ class TritonPythonModel:
         if sender.cancelled:
             sender.close()
             return
+        if too_long:
+            # Its words and audio so far went out; the context fails here, saying why.
+            raise TextError(
+                "TEXT_TOO_LARGE",
+                f"the unit's audio runs past this model's limit of {self._max_audio_ms} ms "
+                f"(voxwire.max_unit_audio_ms; {samples * 1000 // rate} ms were spoken): "
+                "split the SSML document with flushes, or use shorter breaks or faster prosody",
+            )
         synth_us = (time.perf_counter_ns() - began) // 1000
         total_ms = samples * 1000 // self._engine.sample_rate
         last = words.finish(total_ms)
