@@ -17,7 +17,11 @@ A client that does not read is bounded twice (docs/contract.md, SLOW_CONSUMER):
   half of it; what the client provokes without waiting (acks, errors) counts too, and a
   response that would take the queue past the cap fails the stream instead of growing it;
 - every write has ``write_timeout``: a client whose flow-control window stays shut that long
-  fails the stream.
+  fails the stream. With ``playback_ms`` (TTS: the audio a response carries) it counts from
+  when the audio written so far would have played out, at the earliest: a listener at playback
+  pace takes nothing while it plays what it holds, and whatever sits between it and the adapter
+  (an edge's socket buffers can hold minutes of audio) makes that wait long. A client is late
+  only when it takes audio slower than real time.
 Both failures are reported through ``on_failure`` (the stream runner) as SlowConsumer.
 
 A write that fails, times out or is cancelled breaks the outbox: no write follows it (gRPC may
@@ -55,6 +59,7 @@ class Outbox:
         max_unread_bytes: int = 1 << 20,
         write_timeout: float = 10.0,
         high_water: int = 32,
+        playback_ms: Callable[[Any], int] | None = None,
     ) -> None:
         self._context = context
         self._on_send = on_send
@@ -63,7 +68,12 @@ class Outbox:
         self._write_timeout = write_timeout
         self._deadline = Watchdog(write_timeout)
         self._high_water = high_water
-        self._queue: collections.deque[tuple[Any, int]] = collections.deque()
+        # (serialized response, its size, the ms of audio it carries)
+        self._queue: collections.deque[tuple[Any, int, int]] = collections.deque()
+        self._playback_ms = playback_ms
+        # When the audio written so far has played, at real time from its first write (a gap
+        # in the audio restarts that clock, as a listener's playback does).
+        self._plays_until = 0.0
         self._bytes = 0  # serialized size of what is queued
         self._ready = asyncio.Event()  # set when the writer task has something to do
         self._room = asyncio.Event()
@@ -98,6 +108,7 @@ class Outbox:
     def _append(self, message: Any) -> bool:
         if self._sealed or self._broken is not None:
             return False
+        audio_ms = self._playback_ms(message) if self._playback_ms is not None else 0
         # Serialized once, here: the byte cap needs the size, and ByteSize costs as much as
         # serializing (upb encodes to measure), so the call's serializer is the identity.
         message = serialized(message)
@@ -110,7 +121,7 @@ class Outbox:
                 )
             )
             return False
-        self._queue.append((message, size))
+        self._queue.append((message, size, audio_ms))
         self._bytes += size
         if len(self._queue) >= self._high_water or self._bytes >= self._max_bytes // 2:
             self._room.clear()
@@ -134,8 +145,12 @@ class Outbox:
     async def flush(self, within_s: float, *, strict: bool = False) -> None:
         """Close, and wait up to ``within_s`` for the queue to be written. With ``strict``, a
         failed or late flush raises (SlowConsumer when late); without, it is given up silently
-        (the stream is failing anyway and only a status is left to send)."""
+        (the stream is failing anyway and only a status is left to send). With ``playback_ms``
+        the wait is longer by the audio the client still has to play, queued or written."""
         self.close()
+        if self._playback_ms is not None:
+            queued_ms = sum(audio_ms for _, _, audio_ms in self._queue)
+            within_s += max(0.0, self._plays_until - time.monotonic()) + queued_ms / 1000
         try:
             await asyncio.wait_for(self._ended.wait(), within_s)
         except TimeoutError as exc:
@@ -167,11 +182,14 @@ class Outbox:
         self._writing = True
         try:
             while self._queue:
-                message, size = self._queue[0]
+                message, size, audio_ms = self._queue[0]
                 t0 = time.monotonic()
+                deadline = self._deadline
+                if self._plays_until > t0:
+                    deadline.after(self._plays_until - t0)  # the client still plays its audio
                 try:
                     # One watchdog timer per stream, not a timer per write (voxwire/watchdog.py).
-                    with self._deadline:
+                    with deadline:
                         await self._context.write(message)
                 except TimeoutError:
                     self._break(
@@ -183,7 +201,10 @@ class Outbox:
                 except BaseException as exc:  # CancelledError too: the write may be in flight
                     self._break(exc)
                     raise
-                self._on_send(time.monotonic() - t0)
+                t1 = time.monotonic()
+                self._on_send(t1 - t0)
+                if audio_ms:
+                    self._plays_until = max(self._plays_until, t1) + audio_ms / 1000
                 self._queue.popleft()
                 self._bytes -= size
                 if len(self._queue) < self._high_water and self._bytes < self._max_bytes // 2:

@@ -105,6 +105,7 @@ class StreamRunner(Generic[M]):
         service: str,
         span: trace.Span,
         on_send: Callable[[float], None],
+        playback_ms: Callable[[Any], int] | None = None,
     ) -> None:
         limits = rt.config.limits
         self.rt = rt
@@ -119,6 +120,7 @@ class StreamRunner(Generic[M]):
             on_failure=self.fail,
             max_unread_bytes=limits.max_unread_response_bytes,
             write_timeout=limits.write_timeout_seconds,
+            playback_ms=playback_ms,
         )
         self.reader: ClientReader[M] = ClientReader(
             context.read,

@@ -12,6 +12,9 @@ one timer period (it is checked when the oldest await in flight falls due).
 
 One owner (a stream's call, an outbox) may have several awaits in flight, from different tasks;
 a task has at most one at a time (nesting is not supported, as no caller needs it).
+
+``with watchdog.after(s):`` gives one await a later deadline: its timeout counts from ``s``
+seconds on (the adapter's TTS outbox: a client is not late while it still plays audio it got).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from types import TracebackType
 
 
 class Watchdog:
-    __slots__ = ("_timeout", "_began", "_timer", "_loop")
+    __slots__ = ("_timeout", "_began", "_timer", "_due", "_loop", "_delay")
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
@@ -30,9 +33,16 @@ class Watchdog:
         # it. One dict and no more, so an idle owner (the gateway holds thousands) stays small.
         self._began: dict[asyncio.Task[object], tuple[float, int, bool]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0  # when the timer fires (monotonic)
         # The owner's event loop, from its first await on: ``current_task(loop)`` skips the
         # running-loop lookup, which on Python 3.11 makes a getpid() syscall each time.
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._delay = 0.0  # ``after``: how much later the next await's timeout starts
+
+    def after(self, seconds: float) -> Watchdog:
+        """The next await entered has its timeout start ``seconds`` from now."""
+        self._delay = seconds
+        return self
 
     def __enter__(self) -> None:
         loop = self._loop
@@ -40,9 +50,21 @@ class Watchdog:
             loop = self._loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
         assert task is not None and task not in self._began, "one await per task at a time"
-        self._began[task] = (time.monotonic(), task.cancelling(), False)
-        if self._timer is None:
-            self._timer = loop.call_later(self._timeout, self._check)
+        began = time.monotonic()
+        if self._delay:
+            began += self._delay
+            self._delay = 0.0
+        self._began[task] = (began, task.cancelling(), False)
+        due = began + self._timeout
+        if self._timer is None or due < self._due:
+            # (A timer armed for a later deadline, an ``after`` one, is brought forward.)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._arm(loop, due)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        self._due = due
+        self._timer = loop.call_later(due - time.monotonic(), self._check)
 
     def __exit__(
         self,
@@ -69,20 +91,17 @@ class Watchdog:
             self._began = {}
             return
         now = time.monotonic()
-        oldest = now
+        due: float | None = None  # the next deadline of an await not yet overdue
         for task, (began, cancelling, fired) in list(self._began.items()):
             if fired:
                 continue
             if now - began >= self._timeout:
                 self._began[task] = (began, cancelling, True)
                 task.cancel()
-            else:
-                oldest = min(oldest, began)
-        if oldest < now:
-            delay = oldest + self._timeout - now
-        else:
-            delay = self._timeout  # only overdue ones left: they end at once
-        self._timer = asyncio.get_running_loop().call_later(delay, self._check)
+            elif due is None or began + self._timeout < due:
+                due = began + self._timeout
+        # Only overdue ones left: they end at once, and the timer runs on until they have.
+        self._arm(asyncio.get_running_loop(), now + self._timeout if due is None else due)
 
     def close(self) -> None:
         """Stop the timer (the owner is done; awaits still in flight lose their deadline)."""

@@ -74,8 +74,16 @@ class SynthesisService:
                 service="tts",
                 span=span,
                 on_send=body.session.charge_send,
+                playback_ms=audio_ms,
             )
             await runner.run(body)
+
+
+def audio_ms(response: Response) -> int:
+    """The audio a response carries, in ms: its client may take it at playback pace, so a
+    write's deadline counts from when the audio before it has played (inference_adapter/
+    outbox.py)."""
+    return response.audio.duration_ms if response.HasField("audio") else 0
 
 
 @dataclass(eq=False)

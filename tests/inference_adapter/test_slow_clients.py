@@ -106,6 +106,39 @@ async def test_a_client_that_reads_nothing_fails_with_slow_consumer(strict_adapt
     assert 1.0 <= freed_after < 5.0
 
 
+async def test_a_client_that_takes_audio_at_playback_pace_in_bursts_is_not_slow(strict_adapter):
+    # A player with a deep buffer: it takes what audio it can, then plays it before it takes
+    # more, so its window stays shut for longer than write_timeout (1 s) at a time, although it
+    # takes the audio at real time. An edge reads so when its own client's socket buffers hold
+    # seconds of audio (POST /v1/tts read by a player: the adapter's write waited 36 s, and
+    # the stream failed SLOW_CONSUMER with the audio half played). Only a client slower than
+    # playback is late (the test above).
+    options = [("grpc.http2.bdp_probe", 0)]
+    words = 16  # 4.8 s of audio in one unit, made far faster than real time
+    async with grpc.aio.insecure_channel(strict_adapter.address, options=options) as channel:
+        call = synthesis_pb2_grpc.SynthesisStub(channel).StreamingSynthesize(timeout=30)
+        await call.write(open_("bench_tts"))
+        await call.write(append("word " * words + "."))
+        await call.write(Req(context_id="c", close=synthesis_pb2.CloseContext()))
+        await call.done_writing()
+        audio_ms, held_ms, pauses, done = 0, 0, 0, False
+        while not done:
+            response = await call.read()
+            assert response is not grpc.aio.EOF, await call.details()
+            kind = response.WhichOneof("response")
+            done = kind == "done"
+            if kind == "audio":
+                audio_ms += response.audio.duration_ms
+                held_ms += response.audio.duration_ms
+            if held_ms >= 1500:  # plays what it holds, reading nothing meanwhile
+                await asyncio.sleep(held_ms / 1000)
+                held_ms, pauses = 0, pauses + 1
+        out = await read_rest(call)  # the summary, then the status
+    assert out.code == grpc.StatusCode.OK, out.details
+    assert audio_ms >= words * WORD_MS  # all of it (bench_tts speaks the period too)
+    assert pauses >= 3
+
+
 async def test_acks_a_client_provokes_count_against_its_unread_bytes(strict_adapter):
     # Flushes answered at once, never read: the acks pile up at the server. Before, without a
     # bound; now past max_unread_response_bytes the stream fails, before any write timeout.

@@ -92,3 +92,40 @@ async def test_an_idle_watchdog_stops_its_timer():
     await asyncio.sleep(TIMEOUT * 1.5)  # the timer fired with nothing in flight
     assert dog._timer is None
     dog.close()
+
+
+async def delayed(dog: Watchdog, after: float, seconds: float) -> float:
+    t0 = time.monotonic()
+    try:
+        with dog.after(after):
+            await asyncio.sleep(seconds)
+    finally:
+        elapsed = time.monotonic() - t0
+    return elapsed
+
+
+async def test_an_await_after_a_delay_gets_its_deadline_that_much_later():
+    dog = Watchdog(TIMEOUT)
+    # Past TIMEOUT but within the delay plus TIMEOUT: not late.
+    assert await delayed(dog, 0.3, 0.4) >= 0.4
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await delayed(dog, 0.3, 5)
+    assert 0.3 + TIMEOUT <= time.monotonic() - t0 < 1.2
+    # The delay is for one await: the next has the plain deadline.
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await guarded(dog, 5)
+    assert time.monotonic() - t0 < 0.5
+
+
+async def test_a_plain_await_beside_a_delayed_one_keeps_its_own_deadline():
+    # The timer armed for the delayed await's far deadline is brought forward for the plain one.
+    dog = Watchdog(TIMEOUT)
+    far = asyncio.create_task(delayed(dog, 2.0, 1.0))
+    await asyncio.sleep(0.01)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await guarded(dog, 5)
+    assert time.monotonic() - t0 < TIMEOUT + 0.3
+    assert await far >= 1.0  # and the delayed one was not cut short
