@@ -12,11 +12,12 @@ from voxwire.watchdog import Watchdog
 TIMEOUT = 0.2
 
 
-async def guarded(dog: Watchdog, seconds: float) -> float:
-    """Sleep ``seconds`` under ``dog``; returns how long the await lasted."""
+async def guarded(dog: Watchdog, seconds: float, after: float = 0.0) -> float:
+    """Sleep ``seconds`` under ``dog`` (its deadline ``after`` s later); returns how long the
+    await lasted."""
     t0 = time.monotonic()
     try:
-        with dog:
+        with dog.after(after):
             await asyncio.sleep(seconds)
     finally:
         elapsed = time.monotonic() - t0
@@ -94,23 +95,13 @@ async def test_an_idle_watchdog_stops_its_timer():
     dog.close()
 
 
-async def delayed(dog: Watchdog, after: float, seconds: float) -> float:
-    t0 = time.monotonic()
-    try:
-        with dog.after(after):
-            await asyncio.sleep(seconds)
-    finally:
-        elapsed = time.monotonic() - t0
-    return elapsed
-
-
 async def test_an_await_after_a_delay_gets_its_deadline_that_much_later():
     dog = Watchdog(TIMEOUT)
     # Past TIMEOUT but within the delay plus TIMEOUT: not late.
-    assert await delayed(dog, 0.3, 0.4) >= 0.4
+    assert await guarded(dog, 0.4, after=0.3) >= 0.4
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
-        await delayed(dog, 0.3, 5)
+        await guarded(dog, 5, after=0.3)
     assert 0.3 + TIMEOUT <= time.monotonic() - t0 < 1.2
     # The delay is for one await: the next has the plain deadline.
     t0 = time.monotonic()
@@ -122,7 +113,7 @@ async def test_an_await_after_a_delay_gets_its_deadline_that_much_later():
 async def test_a_plain_await_beside_a_delayed_one_keeps_its_own_deadline():
     # The timer armed for the delayed await's far deadline is brought forward for the plain one.
     dog = Watchdog(TIMEOUT)
-    far = asyncio.create_task(delayed(dog, 2.0, 1.0))
+    far = asyncio.create_task(guarded(dog, 1.0, after=2.0))
     await asyncio.sleep(0.01)
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
