@@ -14,14 +14,18 @@ the SSE ``done`` event carries the whole breakdown.
 
 Writes wait for the client (aiohttp drains), and the next upstream message is read only after
 the last one was written: a slow reader slows the upstream stream down through HTTP/2 flow
-control instead of growing a buffer.
+control instead of growing a buffer. Each write has a deadline (``_ClientWrites``): the
+client may take the audio at playback pace, so it is late only ``[runner] write_timeout_s``
+after the audio it was sent would have played; then the connection ends (SLOW_CONSUMER).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -45,6 +49,7 @@ from voxwire.audio.wav import streaming_header
 from voxwire.edge.v1 import http_pb2
 from voxwire.timings import add_up
 from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2, timings_pb2
+from voxwire.watchdog import Watchdog
 
 Request = synthesis_pb2.StreamingSynthesizeRequest
 Response = synthesis_pb2.StreamingSynthesizeResponse
@@ -249,6 +254,43 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
         upstream.cancel()
 
 
+class _ClientWrites:
+    """The response's writes, each with a deadline of ``write_timeout_s`` for the client to take
+    it, counted from when the audio written before it has played at real time, as the adapter
+    counts a TTS write's (docs/contract.md, "Limits and timeouts"): a player taking the audio at
+    real time is never late however much its socket buffers hold (a player's took 6.7 MB, 150 s
+    of audio, at once); a client that stops reading is, after the audio it was sent has played,
+    and its connection ends instead of holding its key's place for as long as it stays open."""
+
+    def __init__(self, response: web.StreamResponse, write_timeout_s: float) -> None:
+        self._response = response
+        self._timeout_s = write_timeout_s
+        self._deadline = Watchdog(write_timeout_s)
+        self._plays_until = 0.0  # when the audio written so far has played (monotonic)
+
+    async def write(self, data: bytes, audio_ms: int = 0) -> None:
+        await self._within(self._response.write(data))
+        if audio_ms:
+            self._plays_until = max(self._plays_until, time.monotonic()) + audio_ms / 1000
+
+    async def write_eof(self) -> None:
+        await self._within(self._response.write_eof())
+
+    async def _within(self, write: Coroutine[Any, Any, None]) -> None:
+        ahead = self._plays_until - time.monotonic()
+        try:
+            with self._deadline.after(ahead if ahead > 0 else 0.0):
+                await write
+        except TimeoutError:
+            raise ConnectionAbortedError(
+                f"SLOW_CONSUMER: the client took nothing for write_timeout {self._timeout_s:g} s "
+                "after the audio it was sent had played"
+            ) from None
+
+    def close(self) -> None:
+        self._deadline.close()
+
+
 async def _relay(
     request: web.Request,
     upstream: UpstreamCall[Request, Response],
@@ -258,83 +300,94 @@ async def _relay(
 ) -> web.StreamResponse:
     """Copy the upstream context to the response as it comes; see the module docstring."""
     response: web.StreamResponse | None = None
+    writes: _ClientWrites | None = None  # the response's, once it began
     opened_at = time.monotonic()
     # Text that does not look like its declared format (a plain body that is an SSML document):
     # the adapter says so before any audio. An SSE event; else a response header.
     notices: list[stream_pb2.StreamNotice] = []
-    while True:
-        try:
-            msg = await upstream.read()
-        except UpstreamError as exc:
-            if response is None:
-                raise _Refused(exc.error) from None
-            if out.sse:
-                await response.write(
-                    _sse("error", '{"error":' + encode(errors.to_event(exc.error)) + "}")
-                )
-                return response
-            raise ConnectionAbortedError("the audio stream failed after it began") from exc
-        if msg is None:
-            raise ConnectionAbortedError("the upstream stream ended without done")
-        kind = msg.WhichOneof("response")
-        if kind == "opened":
-            edge.edge_connect_us = round((time.monotonic() - opened_at) * 1e6)
-            continue
-        if kind == "notice":
-            # Before the response: with its headers (or its first SSE events); after it, an
-            # SSE event (a plain response has nowhere to say it).
-            if msg.notice.kind == stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT:
+    try:
+        while True:
+            try:
+                msg = await upstream.read()
+            except UpstreamError as exc:
                 if response is None:
-                    notices.append(msg.notice)
-                elif out.sse:
-                    await response.write(_sse("notice", encode(msg.notice)))
-            continue
-        if kind == "error":
-            error = errors.from_proto(msg.error.error)
+                    raise _Refused(exc.error) from None
+                if out.sse:
+                    assert writes is not None
+                    await writes.write(
+                        _sse("error", '{"error":' + encode(errors.to_event(exc.error)) + "}")
+                    )
+                    return response
+                raise ConnectionAbortedError("the audio stream failed after it began") from exc
+            if msg is None:
+                raise ConnectionAbortedError("the upstream stream ended without done")
+            kind = msg.WhichOneof("response")
+            if kind == "opened":
+                edge.edge_connect_us = round((time.monotonic() - opened_at) * 1e6)
+                continue
+            if kind == "notice":
+                # Before the response: with its headers (or its first SSE events); after it, an
+                # SSE event (a plain response has nowhere to say it).
+                if msg.notice.kind == stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT:
+                    if response is None:
+                        notices.append(msg.notice)
+                    elif out.sse:
+                        assert writes is not None
+                        await writes.write(_sse("notice", encode(msg.notice)))
+                continue
+            if kind == "error":
+                error = errors.from_proto(msg.error.error)
+                if response is None:
+                    raise _Refused(error)
+                if out.sse:
+                    assert writes is not None
+                    await writes.write(
+                        _sse("error", '{"error":' + encode(errors.to_event(error)) + "}")
+                    )
+                    return response
+                raise ConnectionAbortedError(f"synthesis failed: {error.reason}")
             if response is None:
-                raise _Refused(error)
-            if out.sse:
-                await response.write(
-                    _sse("error", '{"error":' + encode(errors.to_event(error)) + "}")
-                )
+                first = round((time.monotonic() - started) * 1e6)
+                headers = {
+                    "Content-Type": out.content_type,
+                    "Cache-Control": "no-store",
+                    "Server-Timing": f"edge-connect;dur={edge.edge_connect_us / 1000:.3f}, "
+                    f"first;dur={first / 1000:.3f}",
+                }
+                if notices and not out.sse:
+                    headers[NOTICE_HEADER] = "; ".join(n.message for n in notices)
+                response = web.StreamResponse(headers=headers)
+                response.enable_chunked_encoding()
+                await response.prepare(request)
+                writes = _ClientWrites(response, request.app[GATEWAY].config.runner.write_timeout_s)
+                if out.header:
+                    await writes.write(out.header)
+                if out.sse:
+                    for notice in notices:
+                        await writes.write(_sse("notice", encode(notice)))
+            assert writes is not None
+            t0 = time.monotonic()
+            if kind == "audio":
+                audio_ms = msg.audio.duration_ms
+                if out.sse:
+                    await writes.write(_sse("audio", encode(msg.audio)), audio_ms)
+                else:
+                    await writes.write(msg.audio.audio, audio_ms)
+            elif kind == "words" and out.sse:
+                await writes.write(_sse("words", encode(msg.words)))
+            elif kind == "done":
+                if out.sse:
+                    session_id = await _summary_session_id(upstream)
+                    total = add_up([msg.done.timings, edge])
+                    total.total_us = round((time.monotonic() - started) * 1e6)
+                    done = http_pb2.SpeakDone(session_id=session_id, done=msg.done, timings=total)
+                    await writes.write(_sse("done", encode(done)))
+                await writes.write_eof()
                 return response
-            raise ConnectionAbortedError(f"synthesis failed: {error.reason}")
-        if response is None:
-            first = round((time.monotonic() - started) * 1e6)
-            headers = {
-                "Content-Type": out.content_type,
-                "Cache-Control": "no-store",
-                "Server-Timing": f"edge-connect;dur={edge.edge_connect_us / 1000:.3f}, "
-                f"first;dur={first / 1000:.3f}",
-            }
-            if notices and not out.sse:
-                headers[NOTICE_HEADER] = "; ".join(n.message for n in notices)
-            response = web.StreamResponse(headers=headers)
-            response.enable_chunked_encoding()
-            await response.prepare(request)
-            if out.header:
-                await response.write(out.header)
-            if out.sse:
-                for notice in notices:
-                    await response.write(_sse("notice", encode(notice)))
-        t0 = time.monotonic()
-        if kind == "audio":
-            if out.sse:
-                await response.write(_sse("audio", encode(msg.audio)))
-            else:
-                await response.write(msg.audio.audio)
-        elif kind == "words" and out.sse:
-            await response.write(_sse("words", encode(msg.words)))
-        elif kind == "done":
-            if out.sse:
-                session_id = await _summary_session_id(upstream)
-                total = add_up([msg.done.timings, edge])
-                total.total_us = round((time.monotonic() - started) * 1e6)
-                done = http_pb2.SpeakDone(session_id=session_id, done=msg.done, timings=total)
-                await response.write(_sse("done", encode(done)))
-            await response.write_eof()
-            return response
-        edge.edge_send_us += round((time.monotonic() - t0) * 1e6)
+            edge.edge_send_us += round((time.monotonic() - t0) * 1e6)
+    finally:
+        if writes is not None:
+            writes.close()
 
 
 async def _summary_session_id(upstream: UpstreamCall[Request, Response]) -> str:

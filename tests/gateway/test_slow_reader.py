@@ -116,3 +116,54 @@ async def test_a_client_that_stops_reading_costs_bounded_memory_and_gets_slow_co
     assert not any("done" in e for e in events)
     assert closed_with in (4010, None), closed_with
     assert errors in ([], ["SLOW_CONSUMER"]), errors
+
+
+async def test_an_http_speech_client_that_stops_reading_is_let_go_after_its_audio_plays(
+    edge: Edge, edge_adapter, tmp_path: Path
+):
+    # POST /v1/tts has no pacing: its client may take the audio at playback pace (a player), so
+    # a write is late only write_timeout after the audio sent before it has played. One that
+    # reads nothing at all is let go then, its connection closed without the final chunk,
+    # instead of holding its key's place for as long as it keeps the connection open (before:
+    # for ever). 48 kHz float samples, so that the socket buffers hold little time of audio.
+    config = write_config(tmp_path / "gw.toml", edge, edge_adapter.address, drain_grace_s=1.0)
+    data = tomllib.loads(config.read_text())
+    data["runner"] = {"write_timeout_s": 1.0}
+    config.write_text(tomli_w.dumps(data))
+    gateway = await start_gateway(config, tmp_path / "gw.log")
+    loop = asyncio.get_running_loop()
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", gateway.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        text = (SENTENCE * (3_000 // len(SENTENCE))).encode()  # minutes of audio
+        writer.write(
+            b"POST /v1/tts?model=tts_espeak&container=raw&sample_rate=48000&encoding=pcm_f32le"
+            b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+            + f"Authorization: Bearer {edge.key}\r\nContent-Length: {len(text)}\r\n\r\n".encode()
+            + text
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        started = loop.time()
+        log = tmp_path / "gw.log"
+        while "SLOW_CONSUMER" not in log.read_text():  # reading nothing meanwhile
+            assert loop.time() - started < 60, "the gateway kept waiting for the client"
+            await asyncio.sleep(0.2)
+        let_go = loop.time() - started
+        body = b""
+        async with asyncio.timeout(30):
+            while chunk := await reader.read(1 << 16):  # what it had been sent, to the close
+                body += chunk
+        writer.close()
+    finally:
+        await gateway.stop()
+    audio_s = len(body) / 192_000  # 48 kHz float32, less a few bytes of chunk framing a chunk
+    print(f"\nhttp slow reader: {len(body)} bytes, {audio_s:.1f} s of audio, let go {let_go:.1f} s")
+    assert not body.endswith(b"0\r\n\r\n"), "a cut response must not end as a whole one"
+    # Not before the audio it had been sent could have played, and soon after.
+    assert audio_s - 0.5 <= let_go <= audio_s + 10.0, (audio_s, let_go)
