@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 CLIENT_LEFT = 499
 
 
-def client_left(request: web.Request, exc: ConnectionResetError) -> web.Response:
+def client_left(request: web.Request, exc: ConnectionError) -> web.Response:
     """The client of ``request`` reset its connection (a body that stopped coming, audio that
-    could not be written): its business, not the gateway's error. One log line, and a response
-    for aiohttp, which finds the connection gone and only logs the access (an exception would
-    be logged as an ERROR with its traceback, one per vanished client)."""
+    could not be written, a write waiting for it to read when it went: aiohttp's
+    ``ConnectionError("Connection lost")``): its business, not the gateway's error. One log
+    line, and a response for aiohttp, which finds the connection gone and only logs the access
+    (an exception would be logged as an ERROR with its traceback, one per vanished client)."""
     log.info("%s %s: the client left (%s)", request.method, request.path, exc)
     return web.Response(status=CLIENT_LEFT)
 

@@ -170,7 +170,9 @@ async def speak(request: web.Request) -> web.StreamResponse:
         response = await _speak(request, started)
         code = str(response.status)
         return response
-    except ConnectionResetError as exc:  # the client left: counted "aborted"
+    except ConnectionAbortedError:
+        raise  # the gateway cut the stream (aiohttp logs it)
+    except ConnectionError as exc:  # the client left: counted "aborted"
         return client_left(request, exc)
     finally:
         gateway.metrics.session_closed("http_tts", code, opened)
