@@ -41,6 +41,7 @@ from typing import Any
 import grpc
 
 from voxwire import errors
+from voxwire.playback_clock import PlaybackClock
 from voxwire.watchdog import Watchdog
 from voxwire.wire import serialized
 
@@ -71,9 +72,7 @@ class Outbox:
         # (serialized response, its size, the ms of audio it carries)
         self._queue: collections.deque[tuple[Any, int, int]] = collections.deque()
         self._playback_ms = playback_ms
-        # When the audio written so far has played, at real time from its first write (a gap
-        # in the audio restarts that clock, as a listener's playback does).
-        self._plays_until = 0.0
+        self._playback = PlaybackClock()  # moved on only with playback_ms
         self._bytes = 0  # serialized size of what is queued
         self._ready = asyncio.Event()  # set when the writer task has something to do
         self._room = asyncio.Event()
@@ -150,7 +149,7 @@ class Outbox:
         self.close()
         if self._playback_ms is not None:
             queued_ms = sum(audio_ms for _, _, audio_ms in self._queue)
-            within_s += max(0.0, self._plays_until - time.monotonic()) + queued_ms / 1000
+            within_s += self._playback.ahead(time.monotonic()) + queued_ms / 1000
         try:
             await asyncio.wait_for(self._ended.wait(), within_s)
         except TimeoutError as exc:
@@ -184,12 +183,10 @@ class Outbox:
             while self._queue:
                 message, size, audio_ms = self._queue[0]
                 t0 = time.monotonic()
-                deadline = self._deadline
-                if self._plays_until > t0:
-                    deadline.after(self._plays_until - t0)  # the client still plays its audio
                 try:
-                    # One watchdog timer per stream, not a timer per write (voxwire/watchdog.py).
-                    with deadline:
+                    # One watchdog timer per stream, not a timer per write (voxwire/watchdog.py);
+                    # its deadline later while the client still plays the audio it has.
+                    with self._deadline.after(self._playback.ahead(t0)):
                         await self._context.write(message)
                 except TimeoutError:
                     self._break(
@@ -204,7 +201,7 @@ class Outbox:
                 t1 = time.monotonic()
                 self._on_send(t1 - t0)
                 if audio_ms:
-                    self._plays_until = max(self._plays_until, t1) + audio_ms / 1000
+                    self._playback.wrote(audio_ms, t1)
                 self._queue.popleft()
                 self._bytes -= size
                 if len(self._queue) < self._high_water and self._bytes < self._max_bytes // 2:

@@ -47,6 +47,7 @@ from voxwire.audio.formats import ENCODINGS as PROTO_ENCODINGS
 from voxwire.audio.formats import resolve_format
 from voxwire.audio.wav import streaming_header
 from voxwire.edge.v1 import http_pb2
+from voxwire.playback_clock import PlaybackClock
 from voxwire.timings import add_up
 from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2, timings_pb2
 from voxwire.watchdog import Watchdog
@@ -265,23 +266,22 @@ class _ClientWrites:
     and its connection ends instead of holding its key's place for as long as it stays open."""
 
     def __init__(self, response: web.StreamResponse, write_timeout_s: float) -> None:
-        self._response = response
+        self.response = response
         self._timeout_s = write_timeout_s
         self._deadline = Watchdog(write_timeout_s)
-        self._plays_until = 0.0  # when the audio written so far has played (monotonic)
+        self._playback = PlaybackClock()
 
     async def write(self, data: bytes, audio_ms: int = 0) -> None:
-        await self._within(self._response.write(data))
+        await self._within(self.response.write(data))
         if audio_ms:
-            self._plays_until = max(self._plays_until, time.monotonic()) + audio_ms / 1000
+            self._playback.wrote(audio_ms, time.monotonic())
 
     async def write_eof(self) -> None:
-        await self._within(self._response.write_eof())
+        await self._within(self.response.write_eof())
 
     async def _within(self, write: Coroutine[Any, Any, None]) -> None:
-        ahead = self._plays_until - time.monotonic()
         try:
-            with self._deadline.after(ahead if ahead > 0 else 0.0):
+            with self._deadline.after(self._playback.ahead(time.monotonic())):
                 await write
         except TimeoutError:
             raise ConnectionAbortedError(
@@ -301,7 +301,6 @@ async def _relay(
     started: float,
 ) -> web.StreamResponse:
     """Copy the upstream context to the response as it comes; see the module docstring."""
-    response: web.StreamResponse | None = None
     writes: _ClientWrites | None = None  # the response's, once it began
     opened_at = time.monotonic()
     # Text that does not look like its declared format (a plain body that is an SSML document):
@@ -312,14 +311,13 @@ async def _relay(
             try:
                 msg = await upstream.read()
             except UpstreamError as exc:
-                if response is None:
+                if writes is None:
                     raise _Refused(exc.error) from None
                 if out.sse:
-                    assert writes is not None
                     await writes.write(
                         _sse("error", '{"error":' + encode(errors.to_event(exc.error)) + "}")
                     )
-                    return response
+                    return writes.response
                 raise ConnectionAbortedError("the audio stream failed after it began") from exc
             if msg is None:
                 raise ConnectionAbortedError("the upstream stream ended without done")
@@ -331,24 +329,22 @@ async def _relay(
                 # Before the response: with its headers (or its first SSE events); after it, an
                 # SSE event (a plain response has nowhere to say it).
                 if msg.notice.kind == stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT:
-                    if response is None:
+                    if writes is None:
                         notices.append(msg.notice)
                     elif out.sse:
-                        assert writes is not None
                         await writes.write(_sse("notice", encode(msg.notice)))
                 continue
             if kind == "error":
                 error = errors.from_proto(msg.error.error)
-                if response is None:
+                if writes is None:
                     raise _Refused(error)
                 if out.sse:
-                    assert writes is not None
                     await writes.write(
                         _sse("error", '{"error":' + encode(errors.to_event(error)) + "}")
                     )
-                    return response
+                    return writes.response
                 raise ConnectionAbortedError(f"synthesis failed: {error.reason}")
-            if response is None:
+            if writes is None:
                 first = round((time.monotonic() - started) * 1e6)
                 headers = {
                     "Content-Type": out.content_type,
@@ -367,7 +363,6 @@ async def _relay(
                 if out.sse:
                     for notice in notices:
                         await writes.write(_sse("notice", encode(notice)))
-            assert writes is not None
             t0 = time.monotonic()
             if kind == "audio":
                 audio_ms = msg.audio.duration_ms
@@ -385,7 +380,7 @@ async def _relay(
                     done = http_pb2.SpeakDone(session_id=session_id, done=msg.done, timings=total)
                     await writes.write(_sse("done", encode(done)))
                 await writes.write_eof()
-                return response
+                return writes.response
             edge.edge_send_us += round((time.monotonic() - t0) * 1e6)
     finally:
         if writes is not None:

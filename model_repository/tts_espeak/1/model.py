@@ -320,7 +320,7 @@ class TritonPythonModel:
                 "split the SSML document with flushes, or use shorter breaks or faster prosody",
             )
         synth_us = (time.perf_counter_ns() - began) // 1000
-        total_ms = samples * 1000 // self._engine.sample_rate
+        total_ms = samples * 1000 // rate
         last = words.finish(total_ms)
         events: list[Event] = (
             [{"type": "words", "words": last}] if last and plan.word_timestamps else []
