@@ -139,8 +139,6 @@ async def transcribe(request: web.Request) -> web.Response:
             )
         except errors.VoxwireError as exc:
             response = error_response(renamed_fields(exc, _QUERY_FIELDS.get))
-        except ConnectionAbortedError:
-            raise  # the gateway cut the stream (aiohttp logs it)
         except ConnectionError as exc:  # the client left: counted "aborted"
             return client_left(request, exc)
         code = str(response.status)

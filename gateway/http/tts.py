@@ -17,11 +17,22 @@ the last one was written: a slow reader slows the upstream stream down through H
 control instead of growing a buffer. Each write has a deadline (``_ClientWrites``): the
 client may take the audio at playback pace, so it is late only ``[runner] write_timeout_s``
 after the audio it was sent would have played; then the connection ends (SLOW_CONSUMER).
+
+A cut (``_Cut``) is one WARNING line and the handler returns: a client that stopped reading is
+reset (its socket's megabytes of unread audio freed at once; closing it gracefully left it
+open, with them, for as long as the client kept it), one whose stream failed gets what it was
+sent and then the end of the connection, within the time that audio takes to play. An
+exception from the handler would do the same for the stream but is logged by aiohttp as an
+ERROR with a traceback, and the graceful close had no bound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import socket
+import struct
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -52,6 +63,8 @@ from voxwire.timings import add_up
 from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2, timings_pb2
 from voxwire.watchdog import Watchdog
 
+log = logging.getLogger(__name__)
+
 Request = synthesis_pb2.StreamingSynthesizeRequest
 Response = synthesis_pb2.StreamingSynthesizeResponse
 
@@ -62,6 +75,7 @@ SSML_MEDIA_TYPE = "application/ssml+xml"  # RFC 4267
 NOTICE_HEADER = "Voxwire-Notice"
 DEFAULT_RATE_HZ = 24_000
 _CONTEXT = "http"
+_LINGER_0 = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 _QUERY = {"model", "voice", "language", "encoding", "sample_rate", "container", "word_timestamps"}
 
 
@@ -169,10 +183,10 @@ async def speak(request: web.Request) -> web.StreamResponse:
     code = "aborted"  # unless a response went out: the client left, or the server stopped
     try:
         response = await _speak(request, started)
-        code = str(response.status)
+        # A cut response (its connection ending without the final chunk) counts "aborted".
+        cut = response.prepared and (request.transport is None or request.transport.is_closing())
+        code = "aborted" if cut else str(response.status)
         return response
-    except ConnectionAbortedError:
-        raise  # the gateway cut the stream (aiohttp logs it)
     except ConnectionError as exc:  # the client left: counted "aborted"
         return client_left(request, exc)
     finally:
@@ -257,6 +271,15 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
         upstream.cancel()
 
 
+class _Cut(Exception):
+    """The response, begun, cannot end whole: its connection ends without the final chunk.
+    ``stalled``: the client stopped reading (it is reset, not waited for)."""
+
+    def __init__(self, reason: str, *, stalled: bool = False) -> None:
+        super().__init__(reason)
+        self.stalled = stalled
+
+
 class _ClientWrites:
     """The response's writes, each with a deadline of ``write_timeout_s`` for the client to take
     it, counted from when the audio written before it has played at real time, as the adapter
@@ -270,10 +293,14 @@ class _ClientWrites:
         self._timeout_s = write_timeout_s
         self._deadline = Watchdog(write_timeout_s)
         self._playback = PlaybackClock()
+        self._bytes = 0
+        self._audio_ms = 0
 
     async def write(self, data: bytes, audio_ms: int = 0) -> None:
         await self._within(self.response.write(data))
+        self._bytes += len(data)
         if audio_ms:
+            self._audio_ms += audio_ms
             self._playback.wrote(audio_ms, time.monotonic())
 
     async def write_eof(self) -> None:
@@ -284,10 +311,40 @@ class _ClientWrites:
             with self._deadline.after(self._playback.ahead(time.monotonic())):
                 await write
         except TimeoutError:
-            raise ConnectionAbortedError(
+            raise _Cut(
                 f"SLOW_CONSUMER: the client took nothing for write_timeout {self._timeout_s:g} s "
-                "after the audio it was sent had played"
+                "after the audio it was sent had played",
+                stalled=True,
             ) from None
+
+    def cut(self, request: web.Request, cut: _Cut) -> web.StreamResponse:
+        """End the connection without the final chunk (aiohttp's own ``write_eof`` then finds
+        it closing and only logs the access): reset at once if the client stalled; else closed
+        after what it was sent, and reset if that is still unread ``write_timeout_s`` after its
+        audio would have played."""
+        log.warning(
+            "%s %s: cut after %d bytes (%.1f s of audio): %s",
+            request.method,
+            request.path,
+            self._bytes,
+            self._audio_ms / 1000,
+            cut,
+        )
+        transport = request.transport
+        if transport is not None:
+            if cut.stalled:
+                # A reset, not a close: a close leaves the socket's unsent audio (megabytes, as
+                # long as the client keeps its window shut) to the kernel to send. SO_LINGER
+                # 0 makes close() send RST and free it (socket(7)).
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+                transport.abort()
+            else:
+                transport.close()  # what the asyncio transport holds goes first, then FIN
+                linger = self._playback.ahead(time.monotonic()) + self._timeout_s
+                asyncio.get_running_loop().call_later(linger, transport.abort)
+        return self.response
 
     def close(self) -> None:
         self._deadline.close()
@@ -318,9 +375,11 @@ async def _relay(
                         _sse("error", '{"error":' + encode(errors.to_event(exc.error)) + "}")
                     )
                     return writes.response
-                raise ConnectionAbortedError("the audio stream failed after it began") from exc
+                raise _Cut(f"the audio stream failed after it began: {exc.error.reason}") from exc
             if msg is None:
-                raise ConnectionAbortedError("the upstream stream ended without done")
+                if writes is None:
+                    raise _Refused(errors.BackendUnavailable("the upstream stream ended early"))
+                raise _Cut("the upstream stream ended without done")
             kind = msg.WhichOneof("response")
             if kind == "opened":
                 edge.edge_connect_us = round((time.monotonic() - opened_at) * 1e6)
@@ -343,7 +402,7 @@ async def _relay(
                         _sse("error", '{"error":' + encode(errors.to_event(error)) + "}")
                     )
                     return writes.response
-                raise ConnectionAbortedError(f"synthesis failed: {error.reason}")
+                raise _Cut(f"synthesis failed: {error.reason}: {error}")
             if writes is None:
                 first = round((time.monotonic() - started) * 1e6)
                 headers = {
@@ -382,6 +441,10 @@ async def _relay(
                 await writes.write_eof()
                 return writes.response
             edge.edge_send_us += round((time.monotonic() - t0) * 1e6)
+    except _Cut as cut:
+        if writes is None:  # not raised before the response began; were it, a status says it
+            raise _Refused(errors.InternalError(str(cut))) from None
+        return writes.cut(request, cut)
     finally:
         if writes is not None:
             writes.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import logging
 import wave
 
 import aiohttp
@@ -59,6 +60,31 @@ async def test_tts_takes_an_ssml_document_as_application_ssml_xml(edge: Edge):
     # The same markup as text/plain stays text: spoken, tags and all.
     status, literal = await _speak_raw(edge, "<speak>Hello", "text/plain")
     assert status == 200 and len(literal) > 8000
+
+
+async def test_audio_that_fails_after_its_first_byte_is_cut_with_one_warning_line(
+    edge: Edge, caplog: pytest.LogCaptureFixture
+):
+    # 35 ten-second breaks run past tts_espeak's max_unit_audio_ms (300 s): TEXT_TOO_LARGE
+    # after minutes of audio. The client gets that audio, then the end of the connection without
+    # the final chunk; the gateway logs one line, not aiohttp's ERROR and traceback for an
+    # exception out of the handler (before).
+    ssml = "<speak>" + 'a<break time="10s"/>' * 35 + "end</speak>"
+    headers = {**edge.headers, "Content-Type": "application/ssml+xml"}
+    url = f"{edge.server.url}/v1/tts?model=tts_espeak&sample_rate=8000&container=raw"
+    received = 0
+    caplog.set_level(logging.INFO)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=ssml.encode(), headers=headers) as resp:
+            assert resp.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async for chunk in resp.content.iter_any():
+                    received += len(chunk)
+    assert 285 <= received / (2 * 8000) <= 300, received  # the audio up to the limit
+    cuts = [r for r in caplog.records if "cut after" in r.getMessage()]
+    assert len(cuts) == 1 and cuts[0].levelno == logging.WARNING, caplog.text
+    assert "TEXT_TOO_LARGE" in cuts[0].getMessage() and f"{received} bytes" in cuts[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_an_ssml_document_posted_as_text_plain_says_its_markup_is_spoken(edge: Edge):
