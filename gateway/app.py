@@ -18,6 +18,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 from opentelemetry import trace
 
+from gateway import let_go
 from gateway.aiohttp_port import AiohttpPort, heartbeat_limits
 from gateway.auth.authenticate import select_subprotocol
 from gateway.http import misc
@@ -216,10 +217,14 @@ async def _websocket(
     opened = gateway.metrics.session_opened(kind)
     # 1006 (no close frame) unless the run returns: a run cancelled as the server stops sent none.
     code = 1006
+    transport = request.transport  # aiohttp lets go of it when it closes it
     try:
         code = await serve(ws, admission)
     finally:
         admission.permit.release()
+        # A client that stopped reading cannot take the close frame: the graceful close that
+        # follows would keep its socket, and the audio it holds, as long as the client keeps it.
+        let_go.reset_unless_gone(transport, gateway.config.runner.close_flush_s)
         if admission.refused:
             log.info("refused %s: %s", request.path, admission.refused)
             gateway.metrics.session_refused(kind, admission.refused)

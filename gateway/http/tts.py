@@ -28,11 +28,8 @@ ERROR with a traceback, and the graceful close had no bound.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import socket
-import struct
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -40,6 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import let_go
 from gateway.http.common import (
     admit,
     client_left,
@@ -75,7 +73,6 @@ SSML_MEDIA_TYPE = "application/ssml+xml"  # RFC 4267
 NOTICE_HEADER = "Voxwire-Notice"
 DEFAULT_RATE_HZ = 24_000
 _CONTEXT = "http"
-_LINGER_0 = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 _QUERY = {"model", "voice", "language", "encoding", "sample_rate", "container", "word_timestamps"}
 
 
@@ -331,19 +328,12 @@ class _ClientWrites:
             cut,
         )
         transport = request.transport
-        if transport is not None:
-            if cut.stalled:
-                # A reset, not a close: a close leaves the socket's unsent audio (megabytes, as
-                # long as the client keeps its window shut) to the kernel to send. SO_LINGER
-                # 0 makes close() send RST and free it (socket(7)).
-                sock = transport.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
-                transport.abort()
-            else:
-                transport.close()  # what the asyncio transport holds goes first, then FIN
-                linger = self._playback.ahead(time.monotonic()) + self._timeout_s
-                asyncio.get_running_loop().call_later(linger, transport.abort)
+        if cut.stalled:
+            let_go.reset(transport)
+        elif transport is not None:
+            transport.close()  # what the asyncio transport holds goes first, then FIN
+            playing = self._playback.ahead(time.monotonic())
+            let_go.reset_unless_gone(transport, playing + self._timeout_s)
         return self.response
 
     def close(self) -> None:

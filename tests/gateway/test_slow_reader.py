@@ -57,7 +57,7 @@ async def connect(
                 return reader, writer, conn
 
 
-async def test_a_client_that_stops_reading_costs_bounded_memory_and_gets_slow_consumer(
+async def test_a_client_that_stops_reading_costs_bounded_memory_and_is_reset(
     edge: Edge, edge_adapter, tmp_path: Path
 ):
     config = write_config(tmp_path / "gw.toml", edge, edge_adapter.address, drain_grace_s=1.0)
@@ -91,32 +91,30 @@ async def test_a_client_that_stops_reading_costs_bounded_memory_and_gets_slow_co
         for _ in range(16):  # 8 s without reading a byte
             await asyncio.sleep(0.5)
             peak = max(peak, rss_kib(gateway.pid))
-        # Now read everything: what the gateway had sent, then its end of the session.
+        # Now read: what the gateway had sent, then a reset. The close frame could not get
+        # through the full socket, and the gateway does not wait for the client to take it
+        # (before: its end of the connection stayed open, with 3.5 MB unsent, for as long as
+        # the client kept it, its session long ended).
         events, closed_with = [], None
-        async with asyncio.timeout(30):
-            while closed_with is None:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                conn.receive_data(data)
-                for event in conn.events():
-                    if isinstance(event, TextMessage):
-                        events.append(json.loads(event.data))
-                    elif isinstance(event, CloseConnection):
-                        closed_with = event.code
+        with pytest.raises(ConnectionResetError):
+            async with asyncio.timeout(30):
+                while data := await reader.read(65536):
+                    conn.receive_data(data)
+                    for event in conn.events():
+                        if isinstance(event, TextMessage):
+                            events.append(json.loads(event.data))
+                        elif isinstance(event, CloseConnection):
+                            closed_with = event.code
         writer.close()
     finally:
         await gateway.stop()
     grown_kib = peak - before
     print(f"\nslow reader: grew {grown_kib} KiB, closed {closed_with}, {len(events)} events")
     assert grown_kib < 16 * 1024, f"the gateway grew {grown_kib} KiB for one unread session"
-    errors = [e["error"]["reason"] for e in events if "error" in e]
-    # The gateway ended the session for its slow consumer (we read to the end of the
-    # connection): never a normal end; its close code, when the close frame could still get
-    # through the full socket, is 4010, and an error event, if one got through, SLOW_CONSUMER.
-    assert not any("done" in e for e in events)
-    assert closed_with in (4010, None), closed_with
-    assert errors in ([], ["SLOW_CONSUMER"]), errors
+    # The gateway ended the session for its slow consumer: never a normal end, and neither
+    # its error event nor its close frame got through the full socket.
+    assert not any("done" in e or "error" in e for e in events), events
+    assert closed_with is None, closed_with
 
 
 async def test_an_http_speech_client_that_stops_reading_is_let_go_after_its_audio_plays(
