@@ -52,6 +52,7 @@ EXPECTED_SKIPS = {
     "tts.context.unadvertised-alphabet": "no TTS model advertises pronunciation",
     "tts.config.lacking-word-timestamps": "every TTS model advertises word_timestamps",
     "tts.limits.slow-consumer": "advertises no write_timeout_ms",
+    "tts.limits.unit-audio": "no TTS model states max_unit_audio_ms",
     "stt.format.pcm-declared-as-g711": "advertises MULAW",
 }
 

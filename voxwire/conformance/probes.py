@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from voxwire.conformance.casefile import Case, Expect
 from voxwire.conformance.catalog import ServerCatalog, advertised, encoding_name, every_format
-from voxwire.conformance.plan import Gate
+from voxwire.conformance.plan import Gate, Skip
 from voxwire.conformance.richstatus import contract_row
 from voxwire.conformance.verdict import Verdict, failed, passed
 from voxwire.v1 import capabilities_pb2
@@ -321,3 +321,56 @@ async def stream_isolation(ctx: ProbeContext) -> Verdict:
     if not verdict.ok:
         return failed(f"after {len(others)} streams failed, the healthy one: {verdict.evidence}")
     return passed(f"a stream ended well after {len(others)} streams failed around it")
+
+
+# A break between words (a model may join breaks that touch), and one a model is likely to take:
+# SSML leaves the longest break to the implementation, and 5 s is within every vendor's cap.
+_UNIT_BREAK = 'a<break time="5s"/>'
+_UNIT_BREAK_MS = 5_000
+_UNIT_OVERSHOOT_MS = 30_000  # the document's audio, past the limit
+
+
+@probe("tts_unit_audio")
+async def tts_unit_audio(ctx: ProbeContext) -> Verdict:
+    """A model that states ``max_unit_audio_ms`` stops an SSML unit whose audio runs past it
+    with TEXT_TOO_LARGE, after the audio up to there (docs/contract.md, "Text format")."""
+    if ctx.catalog is None:
+        return failed("GetCapabilities failed: no model to run on")
+    stating = [
+        m
+        for m in ctx.catalog.caps.models
+        if m.kind == capabilities_pb2.MODEL_KIND_TTS
+        and m.limits.max_unit_audio_ms
+        and m.features.ssml
+        and "break" in m.features.ssml_elements
+    ]
+    if not stating:
+        raise Skip("no TTS model states max_unit_audio_ms and takes SSML <break>")
+    model = stating[0]
+    limit_ms = model.limits.max_unit_audio_ms
+    breaks = (limit_ms + _UNIT_OVERSHOOT_MS) // _UNIT_BREAK_MS + 1
+    document = "<speak>" + _UNIT_BREAK * breaks + "end</speak>"
+    size = len(document.encode())
+    limits = ctx.catalog.limits()
+    room = [n for n in (model.limits.max_unit_text_bytes, limits["max_pending_text_bytes"]) if n]
+    if room and size > min(room):
+        # Else TEXT_TOO_LARGE would come for the text, not its audio.
+        raise Skip(f"{model.name}: a document reaching {limit_ms} ms needs {size} bytes")
+    chunk = limits["max_chunk_bytes"] or size
+    appends = [{"append": document[i : i + chunk]} for i in range(0, size, chunk)]
+    case = dataclasses.replace(
+        ctx.case,
+        id=f"{ctx.case.id}[{model.name}]",
+        probe="",
+        steps=(
+            {"open": {"model": model.name, "text_format": "TEXT_FORMAT_SSML"}},
+            *appends,
+            {"close": True},
+        ),
+        expect=Expect(context_errors={"a": "TEXT_TOO_LARGE"}, properties=("unit_audio_capped",)),
+        half_close="now",
+    )
+    verdict = await ctx.run_case(case, model, True)
+    if not verdict.ok:
+        return failed(f"{model.name}, {breaks} breaks of 5 s: {verdict.evidence}")
+    return passed(f"{model.name}: {verdict.evidence}")

@@ -383,5 +383,24 @@ def no_audio(out: Outcome, plan: Plan) -> Verdict:
     return passed(f"no audio for {', '.join(repr(c) for c in names)}")
 
 
+@prop("unit_audio_capped")
+def unit_audio_capped(out: Outcome, plan: Plan) -> Verdict:
+    """Context "a", whose one unit's audio runs past the model's ``max_unit_audio_ms``, got
+    the audio up to there and no further (docs/contract.md, "Text format"): at most the limit
+    (a chunk that crosses it is whole frames), and not much less (the model stops there, not at
+    once: within a tenth of the limit or 10 s)."""
+    limit = plan.model.limits.max_unit_audio_ms if plan.model is not None else 0
+    if not limit:
+        return failed("the model states no max_unit_audio_ms")
+    chunks = [chunk for _, chunk in out.of("audio", "a")]
+    end = max((c.start_ms + c.duration_ms for c in chunks), default=0)
+    longest = max((c.duration_ms for c in chunks), default=0)
+    if end > limit + longest:
+        return failed(f"{end} ms of audio, past max_unit_audio_ms {limit}")
+    if end < limit - max(10_000, limit // 10):
+        return failed(f"{end} ms of audio before TEXT_TOO_LARGE: it stopped short of {limit} ms")
+    return passed(f"{end} ms of audio ({len(chunks)} chunks), then TEXT_TOO_LARGE at {limit} ms")
+
+
 def _short(numbers: list[int]) -> str:
     return str(numbers if len(numbers) <= 8 else [*numbers[:6], "...", numbers[-1]])
