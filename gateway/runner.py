@@ -38,6 +38,8 @@ class RunnerLimits:
 class EdgeSession(Protocol):
     """What a runner needs of a sans-I/O edge session (STT or TTS)."""
 
+    session_id: str
+
     def charge(self, stage: str, seconds: float) -> None: ...
     def fail(self, error: errors.VoxwireError) -> Any: ...
     def drain(self, grace_s: float | None = None, *, reconnect_now: bool = False) -> Any: ...
@@ -120,13 +122,25 @@ class SessionRunner(abc.ABC, Generic[S, A]):
                 self._close_code = internal.ws_close_code
             exc = writer.exception() if writer.done() and not writer.cancelled() else None
             if isinstance(exc, errors.SlowConsumer):
+                self._let_go(exc)
                 self._execute(self.session.fail(exc))
                 self._close_code = exc.ws_close_code
             if self._close_code is not None:
-                # What was decided (the error event, the summary) goes out before the close.
+                # What was decided (the error event, the summary) goes out before the close,
+                # within close_flush_s; a session that ended well has the time the audio still
+                # to go takes to play added (a client may take it at playback pace) and one
+                # write's deadline.
+                flush_s = self._limits.close_flush_s
+                ended_well = self._close_code == 1000 and self._client_out.closed  # decided
+                if ended_well:
+                    flush_s += self._client_out.audio_left_s() + self._limits.write_timeout_s
+                flushed = False
                 with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self._limits.close_flush_s):
+                    async with asyncio.timeout(flush_s):
                         await asyncio.shield(writer)
+                        flushed = writer.exception() is None
+                if ended_well and not flushed:
+                    self._unflushed(flush_s)
                 await self._port.close(self._close_code)
             return self._close_code or 1006
         finally:
@@ -204,15 +218,30 @@ class SessionRunner(abc.ABC, Generic[S, A]):
 
     # -- the client side -------------------------------------------------------------------------
 
-    def _put_client(self, item: str | bytes) -> None:
+    def _put_client(self, item: str | bytes, audio_ms: int = 0) -> None:
         try:
-            self._client_out.put(item)
+            self._client_out.put(item, audio_ms)
         except errors.SlowConsumer as exc:
             if self._close_code is None:
+                self._let_go(exc)
                 self._close_code = exc.ws_close_code
                 self._set_ended()
         except OutboxBroken:
             self._set_ended()
+
+    def _unflushed(self, flush_s: float) -> None:
+        """A session that ended well could not give its client all it decided (the rest of
+        its audio, the summary) within ``flush_s``: not a normal end (the gRPC front's status
+        says so too, instead of OK over a cut stream)."""
+        exc = errors.SlowConsumer(
+            f"the client did not take the end of the session within {flush_s:.1f} s"
+        )
+        self._let_go(exc)
+        self._close_code = exc.ws_close_code
+
+    def _let_go(self, exc: errors.SlowConsumer) -> None:
+        """One line for the operator: the session ends for a client that did not read."""
+        log.warning("%s %s: SLOW_CONSUMER: %s", type(self).__name__, self.session.session_id, exc)
 
     async def _send(self, item: str | bytes) -> None:
         if isinstance(item, str):

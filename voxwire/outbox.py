@@ -14,7 +14,10 @@ Bounds (docs/contract.md, "Limits"; docs/design/edge.md, "Flow control"):
 - ``write_timeout``: one write that waits on the peer longer than this raises SlowConsumer.
   One watchdog timer per outbox checks it (``voxwire/watchdog.py``), not a timeout per write:
   a stream writes tens of messages a second, and a timer handle made and cancelled per write
-  was a visible share of the gateway's CPU per message.
+  was a visible share of the gateway's CPU per message. A message put with ``audio_ms`` (TTS
+  audio) moves a playback clock on (``voxwire/playback_clock.py``), and a write's timeout
+  counts from that clock when it is ahead: a client taking the audio at playback pace through
+  socket buffers that hold minutes of it is not late while it plays them.
 
 A write that fails, is cancelled or times out breaks the outbox: nothing is written after it
 (the transport may still hold the interrupted message) and the writer task ends with the error.
@@ -29,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from voxwire.errors import SlowConsumer
+from voxwire.playback_clock import PlaybackClock
 from voxwire.watchdog import Watchdog
 
 T = TypeVar("T")
@@ -61,18 +65,20 @@ class Outbox(Generic[T]):
         # with two outboxes): no asyncio.Event (each holds a 64-slot deque, ~0.8 KiB) and no
         # standing queue (an empty deque is ~0.6 KiB). The queue exists while it holds
         # something; the writer and producers park on futures made when they wait.
-        self._queue: collections.deque[tuple[T, int]] | None = None
+        self._queue: collections.deque[tuple[T, int, int]] | None = None
         self.queued_bytes = 0
+        self.queued_audio_ms = 0  # the audio in the queue (put with ``audio_ms``)
         self._ready: asyncio.Future[None] | None = None  # the idle writer waits on it
         self._room_waiters: list[asyncio.Future[None]] | None = None
         self._has_room = True
         self._closed = False
         self.broken: BaseException | None = None
         self._deadline = Watchdog(write_timeout)
+        self._playback: PlaybackClock | None = None  # made by the first audio put
 
-    def put(self, item: T) -> None:
-        """Queue ``item``. Raises SlowConsumer over ``max_bytes``, OutboxBroken after a failed
-        write."""
+    def put(self, item: T, audio_ms: int = 0) -> None:
+        """Queue ``item`` (carrying ``audio_ms`` of audio). Raises SlowConsumer over
+        ``max_bytes``, OutboxBroken after a failed write."""
         if self.broken is not None:
             raise OutboxBroken("an earlier write failed") from self.broken
         nbytes = self._size(item)
@@ -84,7 +90,11 @@ class Outbox(Generic[T]):
         queue = self._queue
         if queue is None:
             queue = self._queue = collections.deque()
-        queue.append((item, nbytes))
+        queue.append((item, nbytes, audio_ms))
+        if audio_ms:
+            self.queued_audio_ms += audio_ms
+            if self._playback is None:
+                self._playback = PlaybackClock()
         self.queued_bytes += nbytes
         if self.queued_bytes >= self._high_water:
             self._has_room = False
@@ -104,6 +114,17 @@ class Outbox(Generic[T]):
             self._room_waiters = []
         self._room_waiters.append(waiter)
         await waiter
+
+    def audio_left_s(self) -> float:
+        """Seconds of audio not yet played at real time: queued, or written and still playing
+        (what a client taking it at playback pace needs before it has read everything)."""
+        playing = self._playback.ahead(time.monotonic()) if self._playback is not None else 0.0
+        return playing + self.queued_audio_ms / 1000
+
+    @property
+    def closed(self) -> bool:
+        """``close`` was called: ``run`` ends once the queue is written."""
+        return self._closed
 
     def close(self) -> None:
         """No more messages: ``run`` returns once the queue is written."""
@@ -132,10 +153,11 @@ class Outbox(Generic[T]):
             while True:
                 queue = self._queue
                 while queue:
-                    item, nbytes = queue[0]
-                    await self._write_one(item)
+                    item, nbytes, audio_ms = queue[0]
+                    await self._write_one(item, audio_ms)
                     queue.popleft()
                     self.queued_bytes -= nbytes
+                    self.queued_audio_ms -= audio_ms
                     if not self._has_room and self.queued_bytes < self._high_water:
                         self._room_again()
                 if queue is not None and queue is self._queue:
@@ -148,18 +170,23 @@ class Outbox(Generic[T]):
         finally:
             self._deadline.close()
 
-    async def _write_one(self, item: T) -> None:
+    async def _write_one(self, item: T, audio_ms: int) -> None:
         t0 = time.monotonic()
+        playback = self._playback
+        deadline = self._deadline if playback is None else self._deadline.after(playback.ahead(t0))
         try:
-            with self._deadline:
+            with deadline:
                 await self._write(item)
         except TimeoutError as exc:
             self.broken = exc
             raise SlowConsumer(
                 f"one write waited on the peer for {self._write_timeout:g} s"
+                + (" after the audio it was sent had played" if playback is not None else "")
             ) from exc
         except BaseException as exc:  # CancelledError too: the write may be in flight
             self.broken = exc
             raise
+        if audio_ms and playback is not None:
+            playback.wrote(audio_ms, time.monotonic())
         if self._on_sent is not None:
             self._on_sent(time.monotonic() - t0)

@@ -167,6 +167,13 @@ class FrontCall:
             self.status = closing_status(close.code, close.error, self.session.timings())
         super()._execute(actions)  # type: ignore[misc]
 
+    def _unflushed(self, flush_s: float) -> None:
+        super()._unflushed(flush_s)  # type: ignore[misc]
+        error = errors.SlowConsumer(
+            f"the caller did not read the end of the call within {flush_s:.1f} s"
+        )
+        self.status = closing_status(error.ws_close_code, error, self.session.timings())
+
     def _upstream_timeout(self) -> float | None:
         remaining = self._call_port.time_remaining()
         return None if remaining is None else remaining + UPSTREAM_DEADLINE_MARGIN_S

@@ -126,9 +126,13 @@ class Actions:
     half_close: list[int] = field(default_factory=list)
     cancel_upstream: list[int] = field(default_factory=list)
     close: Close | None = None
+    # The audio in ``to_client``, in ms: the runner's client writes count their deadline from
+    # when the audio before them has played (voxwire/outbox.py).
+    client_audio_ms: int = 0
 
     def extend(self, other: Actions) -> None:
         self.to_client += other.to_client
+        self.client_audio_ms += other.client_audio_ms
         self.open_upstream += other.open_upstream
         self.to_upstream += other.to_upstream
         self.half_close += other.half_close
@@ -657,6 +661,7 @@ class TtsEdgeSession:
                 chunk_end = item.chunk.start_ms + item.chunk.duration_ms
                 self._release_words(ctx, actions, chunk_end)  # just before their last audio
                 actions.to_client.append(self._audio_out(ctx, item.chunk, now))
+                actions.client_audio_ms += item.chunk.duration_ms
             else:
                 assert item.message is not None
                 kind = item.message.WhichOneof("message")

@@ -10,24 +10,39 @@ buffered it; the gateway runs in its own process so its RSS is its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
 import tomllib
 from pathlib import Path
 
+import grpc
 import pytest
 import tomli_w
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from tests.helpers.edge import Edge
+from tests.helpers.front import bearer
 from tests.helpers.gateway_process import start_gateway, write_config
+from tests.helpers.status import from_trailers
+from voxwire.v1 import audio_pb2, synthesis_pb2, synthesis_pb2_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
+SynthReq = synthesis_pb2.StreamingSynthesizeRequest
+
 SENTENCE = "This sentence is spoken again and again so the audio is much longer than any buffer. "
 RCVBUF = 16 * 1024
+
+
+_TCP_CLOSE = 7  # linux/tcp_states.h
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    """The socket's TCP state (struct tcp_info's first byte, tcp(7))."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
 
 
 def rss_kib(pid: int) -> int:
@@ -67,6 +82,7 @@ async def test_a_client_that_stops_reading_costs_bounded_memory_and_is_reset(
         "max_unsent_bytes": 256 * 1024,
         "client_high_water": 64 * 1024,
     }
+    data["ping_interval_seconds"] = 6.0  # its ping, behind the unread audio, gets no pong in 3 s
     config.write_text(tomli_w.dumps(data))
     gateway = await start_gateway(config, tmp_path / "gw.log")
     try:
@@ -76,10 +92,10 @@ async def test_a_client_that_stops_reading_costs_bounded_memory_and_is_reset(
             "contextId": "c1",
             "open": {
                 "model": "tts_espeak",
-                "outputFormat": {"encoding": "AUDIO_ENCODING_PCM_S16LE", "sampleRateHz": 48000},
+                "outputFormat": {"encoding": "AUDIO_ENCODING_PCM_F32LE", "sampleRateHz": 48000},
             },
         }
-        text = SENTENCE * (15_000 // len(SENTENCE))  # ~15 KB: ~25 min of audio, ~140 MB at 48 kHz
+        text = SENTENCE * (15_000 // len(SENTENCE))  # ~15 KB: ~25 min of audio, ~280 MB
         for msg in (
             open_msg,
             {"contextId": "c1", "append": {"text": text}},
@@ -88,8 +104,15 @@ async def test_a_client_that_stops_reading_costs_bounded_memory_and_is_reset(
             writer.write(conn.send(TextMessage(data=json.dumps(msg))))
         await writer.drain()
         peak = before
-        for _ in range(16):  # 8 s without reading a byte
+        # Reading nothing until the gateway lets go: its keepalive ping gets no pong (it waits
+        # behind the audio in the socket), or a write waits write_timeout after the audio it
+        # was sent (the socket buffers' ~20 s of it) would have played; whichever comes first.
+        sock = writer.get_extra_info("socket")
+        waited = 0.0
+        while _tcp_state(sock) != _TCP_CLOSE:  # the gateway's reset has arrived
+            assert waited < 60, "the gateway kept the connection of a client that reads nothing"
             await asyncio.sleep(0.5)
+            waited += 0.5
             peak = max(peak, rss_kib(gateway.pid))
         # Now read: what the gateway had sent, then a reset. The close frame could not get
         # through the full socket, and the gateway does not wait for the client to take it
@@ -109,7 +132,7 @@ async def test_a_client_that_stops_reading_costs_bounded_memory_and_is_reset(
     finally:
         await gateway.stop()
     grown_kib = peak - before
-    print(f"\nslow reader: grew {grown_kib} KiB, closed {closed_with}, {len(events)} events")
+    print(f"\nslow reader: grew {grown_kib} KiB, reset after {waited:.1f} s, {len(events)} events")
     assert grown_kib < 16 * 1024, f"the gateway grew {grown_kib} KiB for one unread session"
     # The gateway ended the session for its slow consumer: never a normal end, and neither
     # its error event nor its close frame got through the full socket.
@@ -171,3 +194,102 @@ async def test_an_http_speech_client_that_stops_reading_is_let_go_after_its_audi
     audio_s = float(cut[2])
     print(f"\nhttp slow reader: sent {cut[1]} B, {audio_s:.1f} s of audio, let go {let_go:.1f} s")
     assert audio_s - 0.5 <= let_go <= audio_s + 10.0, (audio_s, let_go)
+
+
+async def test_a_grpc_player_taking_audio_at_playback_pace_is_not_a_slow_consumer(
+    edge: Edge, edge_adapter, tmp_path: Path
+):
+    # The gRPC front sends audio as fast as the model makes it (lead 0: a gRPC caller paces its
+    # own playback), so a caller that writes each chunk to its audio device takes it at
+    # playback pace, its flow-control window shut while it plays what it holds: here for
+    # longer than write_timeout (1 s) at a time. A write is late only write_timeout after the
+    # audio sent before it has played, as the adapter's and POST /v1/tts's are (before: the
+    # gateway failed it SLOW_CONSUMER with the audio half played). The WebSocket has the same
+    # rule, but there a player must ask for a lead: the connection's keepalive ping waits
+    # behind the audio in the socket buffers, and its pong is late (docs/edge.md).
+    config = write_config(tmp_path / "gw.toml", edge, edge_adapter.address, drain_grace_s=1.0)
+    data = tomllib.loads(config.read_text())
+    data["runner"] = {"write_timeout_s": 1.0}
+    config.write_text(tomli_w.dumps(data))
+    gateway = await start_gateway(config, tmp_path / "gw.log")
+    words = 30  # 9 s of audio from bench_tts, made far faster than real time
+    options = [("grpc.http2.bdp_probe", 0)]  # a 64 KiB window: it fills with 2 s of audio
+    try:
+        async with grpc.aio.insecure_channel(gateway.grpc_address, options=options) as channel:
+            call = synthesis_pb2_grpc.SynthesisStub(channel).StreamingSynthesize(
+                timeout=60, metadata=bearer(edge.key)
+            )
+            fmt = audio_pb2.AudioFormat(
+                encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000, channels=1
+            )
+            config_ = synthesis_pb2.SynthesisContextConfig(model="bench_tts", output_format=fmt)
+            text = synthesis_pb2.AppendText(text="word " * words + ".")
+            for request in (
+                SynthReq(context_id="c", open=config_),
+                SynthReq(context_id="c", append=text),
+                SynthReq(context_id="c", close=synthesis_pb2.CloseContext()),
+            ):
+                await call.write(request)
+            await call.done_writing()
+            audio_ms, held_ms, pauses = 0, 0, 0
+            kinds = []
+            async for response in call:
+                kinds.append(response.WhichOneof("response"))
+                if kinds[-1] == "audio":
+                    audio_ms += response.audio.duration_ms
+                    held_ms += response.audio.duration_ms
+                if held_ms >= 1500:  # plays what it holds, reading nothing meanwhile
+                    await asyncio.sleep(held_ms / 1000)
+                    held_ms, pauses = 0, pauses + 1
+            code = await call.code()
+    finally:
+        await gateway.stop()
+    print(f"\ngrpc player: {audio_ms} ms of audio, {pauses} pauses, {code}")
+    assert code == grpc.StatusCode.OK, await call.details()
+    assert audio_ms >= words * 300 and pauses >= 4  # all of it (bench_tts: 300 ms a word)
+    # The end too: before, a caller still playing 2 s after the session's end (close_flush_s)
+    # got OK over a cut stream, the rest of its audio, done and summary never sent.
+    assert kinds[-2:] == ["done", "summary"], kinds[-3:]
+    assert "SLOW_CONSUMER" not in (tmp_path / "gw.log").read_text()
+
+
+async def test_a_grpc_caller_that_stops_reading_at_the_end_is_not_told_ok(
+    edge: Edge, edge_adapter, tmp_path: Path
+):
+    # The session ends well (every context done, the summary decided) while the caller reads
+    # nothing: what it did not take cannot go out, and its status says so. Before: OK, over a
+    # stream cut after close_flush_s.
+    config = write_config(tmp_path / "gw.toml", edge, edge_adapter.address, drain_grace_s=1.0)
+    data = tomllib.loads(config.read_text())
+    data["runner"] = {"write_timeout_s": 1.0}
+    config.write_text(tomli_w.dumps(data))
+    gateway = await start_gateway(config, tmp_path / "gw.log")
+    options = [("grpc.http2.bdp_probe", 0)]  # a 64 KiB window: 2 s of the 3 s of audio
+    try:
+        async with grpc.aio.insecure_channel(gateway.grpc_address, options=options) as channel:
+            call = synthesis_pb2_grpc.SynthesisStub(channel).StreamingSynthesize(
+                timeout=60, metadata=bearer(edge.key)
+            )
+            fmt = audio_pb2.AudioFormat(
+                encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000, channels=1
+            )
+            config_ = synthesis_pb2.SynthesisContextConfig(model="bench_tts", output_format=fmt)
+            for request in (
+                SynthReq(context_id="c", open=config_),
+                SynthReq(context_id="c", append=synthesis_pb2.AppendText(text="word " * 9)),
+                SynthReq(context_id="c", close=synthesis_pb2.CloseContext()),
+            ):
+                await call.write(request)
+            await call.done_writing()
+            await asyncio.sleep(10)  # reads nothing: the audio it holds has long played
+            kinds = []
+            with contextlib.suppress(grpc.aio.AioRpcError):  # the status, checked below
+                async for response in call:
+                    kinds.append(response.WhichOneof("response"))
+            code = await call.code()
+            err = from_trailers(dict(await call.trailing_metadata()))
+    finally:
+        await gateway.stop()
+    print(f"\ngrpc caller that stopped reading: {code}, {kinds.count('audio')} chunks")
+    assert (code, err.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SLOW_CONSUMER"), kinds
+    assert "summary" not in kinds

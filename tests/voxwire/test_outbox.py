@@ -128,3 +128,42 @@ async def test_an_idle_outbox_holds_no_queue_not_even_in_its_parked_writer() -> 
     box.close()
     async with asyncio.timeout(5):
         await writer
+
+
+async def test_a_write_after_audio_is_late_only_once_that_audio_has_played() -> None:
+    # A client taking audio at playback pace leaves a write waiting while it plays what it
+    # holds: the write's deadline counts from when the audio written before it has played.
+    written = 0
+
+    async def write(item: bytes) -> None:
+        nonlocal written
+        written += 1
+        if written > 4:
+            await asyncio.sleep(60)  # the client plays (or stopped reading)
+
+    box = _outbox(write, timeout=0.3)
+    for _ in range(6):
+        box.put(b"a", audio_ms=200)  # 4 written at once: 0.8 s of audio ahead
+    assert box.queued_audio_ms == 1200
+    started = time.monotonic()
+    with pytest.raises(SlowConsumer, match="after the audio it was sent had played"):
+        async with asyncio.timeout(5):
+            await box.run()
+    waited = time.monotonic() - started
+    assert 0.8 + 0.3 <= waited < 0.8 + 0.3 + 0.5, waited  # not at 0.3 s, as without audio
+    assert box.queued_audio_ms == 400  # the two not written
+    assert 0.35 <= box.audio_left_s() <= 0.45  # those, and none of the played ones
+
+
+async def test_a_plain_write_keeps_its_own_deadline_whatever_audio_went_before_elsewhere() -> None:
+    async def write(item: bytes) -> None:
+        await asyncio.sleep(60)
+
+    box = _outbox(write, timeout=0.3)
+    box.put(b"x")  # no audio: the plain deadline
+    started = time.monotonic()
+    with pytest.raises(SlowConsumer):
+        async with asyncio.timeout(5):
+            await box.run()
+    assert time.monotonic() - started < 0.3 + 0.5
+    assert box.audio_left_s() == 0.0
