@@ -16,6 +16,7 @@ import re
 import socket
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -25,7 +26,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessa
 
 from tests.helpers.edge import Edge
 from tests.helpers.front import bearer
-from tests.helpers.gateway_process import start_gateway, write_config
+from tests.helpers.gateway_process import GatewayProcess, start_gateway, write_config
 from tests.helpers.status import from_trailers
 from voxwire.v1 import audio_pb2, synthesis_pb2, synthesis_pb2_grpc
 
@@ -43,6 +44,37 @@ _TCP_CLOSE = 7  # linux/tcp_states.h
 def _tcp_state(sock: socket.socket) -> int:
     """The socket's TCP state (struct tcp_info's first byte, tcp(7))."""
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+async def _gateway(edge: Edge, adapter: str, tmp_path: Path, **top: object) -> GatewayProcess:
+    """A gateway process of its own with ``runner`` limits (``write_timeout_s`` 1 s unless
+    given) and top-level settings ``top``; its log in ``tmp_path / "gw.log"``."""
+    config = write_config(tmp_path / "gw.toml", edge, adapter, drain_grace_s=1.0)
+    data = tomllib.loads(config.read_text())
+    data["runner"] = top.pop("runner", {"write_timeout_s": 1.0})
+    data.update(top)
+    config.write_text(tomli_w.dumps(data))
+    return await start_gateway(config, tmp_path / "gw.log")
+
+
+async def _speak_over_front(channel: grpc.aio.Channel, key: str, text: str) -> Any:
+    """A ``StreamingSynthesize`` call of the front: one bench_tts context (16 kHz) speaking
+    ``text``, closed, the call half-closed."""
+    call = synthesis_pb2_grpc.SynthesisStub(channel).StreamingSynthesize(
+        timeout=60, metadata=bearer(key)
+    )
+    fmt = audio_pb2.AudioFormat(
+        encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000, channels=1
+    )
+    config = synthesis_pb2.SynthesisContextConfig(model="bench_tts", output_format=fmt)
+    for request in (
+        SynthReq(context_id="c", open=config),
+        SynthReq(context_id="c", append=synthesis_pb2.AppendText(text=text)),
+        SynthReq(context_id="c", close=synthesis_pb2.CloseContext()),
+    ):
+        await call.write(request)
+    await call.done_writing()
+    return call
 
 
 def rss_kib(pid: int) -> int:
@@ -75,16 +107,11 @@ async def connect(
 async def test_a_client_that_stops_reading_costs_bounded_memory_and_is_reset(
     edge: Edge, edge_adapter, tmp_path: Path
 ):
-    config = write_config(tmp_path / "gw.toml", edge, edge_adapter.address, drain_grace_s=1.0)
-    data = tomllib.loads(config.read_text())
-    data["runner"] = {
-        "write_timeout_s": 3.0,
-        "max_unsent_bytes": 256 * 1024,
-        "client_high_water": 64 * 1024,
-    }
-    data["ping_interval_seconds"] = 6.0  # its ping, behind the unread audio, gets no pong in 3 s
-    config.write_text(tomli_w.dumps(data))
-    gateway = await start_gateway(config, tmp_path / "gw.log")
+    limits = {"write_timeout_s": 3.0, "max_unsent_bytes": 256 * 1024, "client_high_water": 65536}
+    # Its ping, behind the unread audio, gets no pong in 3 s.
+    gateway = await _gateway(
+        edge, edge_adapter.address, tmp_path, runner=limits, ping_interval_seconds=6.0
+    )
     try:
         reader, writer, conn = await connect(gateway.port, "/v1/tts/stream?lead_ms=0", edge.key)
         before = rss_kib(gateway.pid)
@@ -148,11 +175,7 @@ async def test_an_http_speech_client_that_stops_reading_is_let_go_after_its_audi
     # reads nothing at all is let go then, its connection reset,
     # instead of holding its key's place for as long as it keeps the connection open (before:
     # for ever). 48 kHz float samples, so that the socket buffers hold little time of audio.
-    config = write_config(tmp_path / "gw.toml", edge, edge_adapter.address, drain_grace_s=1.0)
-    data = tomllib.loads(config.read_text())
-    data["runner"] = {"write_timeout_s": 1.0}
-    config.write_text(tomli_w.dumps(data))
-    gateway = await start_gateway(config, tmp_path / "gw.log")
+    gateway = await _gateway(edge, edge_adapter.address, tmp_path)
     loop = asyncio.get_running_loop()
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -187,10 +210,10 @@ async def test_an_http_speech_client_that_stops_reading_is_let_go_after_its_audi
         writer.close()
     finally:
         await gateway.stop()
-    text = log.read_text()
-    cut = re.search(r"cut after (\d+) bytes \(([\d.]+) s of audio\): SLOW_CONSUMER", text)
-    assert cut, text[-2000:]
-    assert "Error handling request" not in text  # one line, not an ERROR's traceback
+    logged = log.read_text()
+    cut = re.search(r"cut after (\d+) bytes \(([\d.]+) s of audio\): SLOW_CONSUMER", logged)
+    assert cut, logged[-2000:]
+    assert "Error handling request" not in logged  # one line, not an ERROR's traceback
     audio_s = float(cut[2])
     print(f"\nhttp slow reader: sent {cut[1]} B, {audio_s:.1f} s of audio, let go {let_go:.1f} s")
     assert audio_s - 0.5 <= let_go <= audio_s + 10.0, (audio_s, let_go)
@@ -207,30 +230,12 @@ async def test_a_grpc_player_taking_audio_at_playback_pace_is_not_a_slow_consume
     # gateway failed it SLOW_CONSUMER with the audio half played). The WebSocket has the same
     # rule, but there a player must ask for a lead: the connection's keepalive ping waits
     # behind the audio in the socket buffers, and its pong is late (docs/edge.md).
-    config = write_config(tmp_path / "gw.toml", edge, edge_adapter.address, drain_grace_s=1.0)
-    data = tomllib.loads(config.read_text())
-    data["runner"] = {"write_timeout_s": 1.0}
-    config.write_text(tomli_w.dumps(data))
-    gateway = await start_gateway(config, tmp_path / "gw.log")
+    gateway = await _gateway(edge, edge_adapter.address, tmp_path)
     words = 30  # 9 s of audio from bench_tts, made far faster than real time
     options = [("grpc.http2.bdp_probe", 0)]  # a 64 KiB window: it fills with 2 s of audio
     try:
         async with grpc.aio.insecure_channel(gateway.grpc_address, options=options) as channel:
-            call = synthesis_pb2_grpc.SynthesisStub(channel).StreamingSynthesize(
-                timeout=60, metadata=bearer(edge.key)
-            )
-            fmt = audio_pb2.AudioFormat(
-                encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000, channels=1
-            )
-            config_ = synthesis_pb2.SynthesisContextConfig(model="bench_tts", output_format=fmt)
-            text = synthesis_pb2.AppendText(text="word " * words + ".")
-            for request in (
-                SynthReq(context_id="c", open=config_),
-                SynthReq(context_id="c", append=text),
-                SynthReq(context_id="c", close=synthesis_pb2.CloseContext()),
-            ):
-                await call.write(request)
-            await call.done_writing()
+            call = await _speak_over_front(channel, edge.key, "word " * words + ".")
             audio_ms, held_ms, pauses = 0, 0, 0
             kinds = []
             async for response in call:
@@ -259,28 +264,11 @@ async def test_a_grpc_caller_that_stops_reading_at_the_end_is_not_told_ok(
     # The session ends well (every context done, the summary decided) while the caller reads
     # nothing: what it did not take cannot go out, and its status says so. Before: OK, over a
     # stream cut after close_flush_s.
-    config = write_config(tmp_path / "gw.toml", edge, edge_adapter.address, drain_grace_s=1.0)
-    data = tomllib.loads(config.read_text())
-    data["runner"] = {"write_timeout_s": 1.0}
-    config.write_text(tomli_w.dumps(data))
-    gateway = await start_gateway(config, tmp_path / "gw.log")
+    gateway = await _gateway(edge, edge_adapter.address, tmp_path)
     options = [("grpc.http2.bdp_probe", 0)]  # a 64 KiB window: 2 s of the 3 s of audio
     try:
         async with grpc.aio.insecure_channel(gateway.grpc_address, options=options) as channel:
-            call = synthesis_pb2_grpc.SynthesisStub(channel).StreamingSynthesize(
-                timeout=60, metadata=bearer(edge.key)
-            )
-            fmt = audio_pb2.AudioFormat(
-                encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000, channels=1
-            )
-            config_ = synthesis_pb2.SynthesisContextConfig(model="bench_tts", output_format=fmt)
-            for request in (
-                SynthReq(context_id="c", open=config_),
-                SynthReq(context_id="c", append=synthesis_pb2.AppendText(text="word " * 9)),
-                SynthReq(context_id="c", close=synthesis_pb2.CloseContext()),
-            ):
-                await call.write(request)
-            await call.done_writing()
+            call = await _speak_over_front(channel, edge.key, "word " * 9)
             await asyncio.sleep(10)  # reads nothing: the audio it holds has long played
             kinds = []
             with contextlib.suppress(grpc.aio.AioRpcError):  # the status, checked below

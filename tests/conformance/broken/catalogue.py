@@ -31,11 +31,13 @@ from tests.conformance.broken.synthesis import (
     SequenceFromTwo,
     SpeaksInvalidSsml,
     SpeaksPartialText,
+    SpeaksSsmlAsText,
     SsmlUnnoticed,
     TilingGap,
     WaitsForTheClose,
     WordsOverlap,
     context_error_ends_stream,
+    states_unit_audio,
     with_ssml,
 )
 from tests.conformance.broken.transcription import (
@@ -289,6 +291,14 @@ VARIANTS = [
         "complete sentences start at once",
         frozenset({"tts.append.sentence-starts-at-once", "tts.cancel.nothing-after"}),
         session=WaitsForTheClose,
+    ),
+    Variant(
+        "unit-audio-unbounded",
+        "a model that states max_unit_audio_ms stops a unit there with TEXT_TOO_LARGE",
+        frozenset({"tts.limits.unit-audio"}),
+        session=SpeaksSsmlAsText,
+        capabilities=states_unit_audio,
+        only=("tts.limits.unit-audio",),
     ),
     Variant(
         "speaks-invalid-ssml",

@@ -158,6 +158,22 @@ def with_ssml() -> capabilities_pb2.GetCapabilitiesResponse:
     return caps
 
 
+class SpeaksSsmlAsText(ex.SynthesisStream):
+    """Takes an SSML context and speaks its document as text, all of it."""
+
+    def open(self, cid: str, config: tts.SynthesisContextConfig) -> list[Any]:
+        config.text_format = tts.TEXT_FORMAT_PLAIN
+        return super().open(cid, config)
+
+
+def states_unit_audio() -> capabilities_pb2.GetCapabilitiesResponse:
+    """SSML with <break>, and a unit's audio bounded at 3 s, which the model does not enforce."""
+    caps = with_ssml()
+    caps.models[1].features.ssml_elements.extend(["speak", "break"])
+    caps.models[1].limits.max_unit_audio_ms = 3000
+    return caps
+
+
 async def context_error_ends_stream(
     self: ex.Synthesis, context: Any, session: ex.SynthesisStream, msg: Any
 ) -> None:
