@@ -122,7 +122,7 @@ class SessionRunner(abc.ABC, Generic[S, A]):
                 self._close_code = internal.ws_close_code
             exc = writer.exception() if writer.done() and not writer.cancelled() else None
             if isinstance(exc, errors.SlowConsumer):
-                self._let_go(exc)
+                self._log_slow_consumer(exc)
                 self._execute(self.session.fail(exc))
                 self._close_code = exc.ws_close_code
             if self._close_code is not None:
@@ -223,7 +223,7 @@ class SessionRunner(abc.ABC, Generic[S, A]):
             self._client_out.put(item, audio_ms)
         except errors.SlowConsumer as exc:
             if self._close_code is None:
-                self._let_go(exc)
+                self._log_slow_consumer(exc)
                 self._close_code = exc.ws_close_code
                 self._set_ended()
         except OutboxBroken:
@@ -236,10 +236,10 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         exc = errors.SlowConsumer(
             f"the client did not take the end of the session within {flush_s:.1f} s"
         )
-        self._let_go(exc)
+        self._log_slow_consumer(exc)
         self._close_code = exc.ws_close_code
 
-    def _let_go(self, exc: errors.SlowConsumer) -> None:
+    def _log_slow_consumer(self, exc: errors.SlowConsumer) -> None:
         """One line for the operator: the session ends for a client that did not read."""
         log.warning("%s %s: SLOW_CONSUMER: %s", type(self).__name__, self.session.session_id, exc)
 

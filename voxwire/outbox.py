@@ -67,7 +67,6 @@ class Outbox(Generic[T]):
         # something; the writer and producers park on futures made when they wait.
         self._queue: collections.deque[tuple[T, int, int]] | None = None
         self.queued_bytes = 0
-        self.queued_audio_ms = 0  # the audio in the queue (put with ``audio_ms``)
         self._ready: asyncio.Future[None] | None = None  # the idle writer waits on it
         self._room_waiters: list[asyncio.Future[None]] | None = None
         self._has_room = True
@@ -91,10 +90,8 @@ class Outbox(Generic[T]):
         if queue is None:
             queue = self._queue = collections.deque()
         queue.append((item, nbytes, audio_ms))
-        if audio_ms:
-            self.queued_audio_ms += audio_ms
-            if self._playback is None:
-                self._playback = PlaybackClock()
+        if audio_ms and self._playback is None:
+            self._playback = PlaybackClock()
         self.queued_bytes += nbytes
         if self.queued_bytes >= self._high_water:
             self._has_room = False
@@ -114,6 +111,12 @@ class Outbox(Generic[T]):
             self._room_waiters = []
         self._room_waiters.append(waiter)
         await waiter
+
+    @property
+    def queued_audio_ms(self) -> int:
+        """The audio in the queue (put with ``audio_ms``): summed when asked, at a session's
+        end, not kept up on every message."""
+        return sum(audio_ms for _, _, audio_ms in self._queue or ())
 
     def audio_left_s(self) -> float:
         """Seconds of audio not yet played at real time: queued, or written and still playing
@@ -157,7 +160,6 @@ class Outbox(Generic[T]):
                     await self._write_one(item, audio_ms)
                     queue.popleft()
                     self.queued_bytes -= nbytes
-                    self.queued_audio_ms -= audio_ms
                     if not self._has_room and self.queued_bytes < self._high_water:
                         self._room_again()
                 if queue is not None and queue is self._queue:

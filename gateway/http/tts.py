@@ -181,8 +181,7 @@ async def speak(request: web.Request) -> web.StreamResponse:
     try:
         response = await _speak(request, started)
         # A cut response (its connection ending without the final chunk) counts "aborted".
-        cut = response.prepared and (request.transport is None or request.transport.is_closing())
-        code = "aborted" if cut else str(response.status)
+        code = "aborted" if request.get(_CUT) else str(response.status)
         return response
     except ConnectionError as exc:  # the client left: counted "aborted"
         return client_left(request, exc)
@@ -268,6 +267,10 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
         upstream.cancel()
 
 
+# Set on a request whose response was cut (``_ClientWrites.cut``): its session counts "aborted".
+_CUT = web.RequestKey("voxwire_tts_cut", bool)
+
+
 class _Cut(Exception):
     """The response, begun, cannot end whole: its connection ends without the final chunk.
     ``stalled``: the client stopped reading (it is reset, not waited for)."""
@@ -327,6 +330,7 @@ class _ClientWrites:
             self._audio_ms / 1000,
             cut,
         )
+        request[_CUT] = True
         transport = request.transport
         if cut.stalled:
             let_go.reset(transport)

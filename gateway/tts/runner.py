@@ -108,17 +108,14 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         )
         for key in actions.cancel_upstream:
             self._stop(key)
-        # The batch's audio moves the client writes' playback clock once its last message
-        # is written (voxwire/outbox.py): one put behind, to know which is the last.
-        held = None
+        # The batch's audio moves the client writes' playback clock once (voxwire/outbox.py),
+        # with its first message: the rest are written straight after it.
+        audio_ms = actions.client_audio_ms
         for item in actions.to_client:
             out = self._client_item(item)
             if out is not None:
-                if held is not None:
-                    self._put_client(held)
-                held = out
-        if held is not None:
-            self._put_client(held, actions.client_audio_ms)
+                self._put_client(out, audio_ms)
+                audio_ms = 0
         for order in actions.open_upstream:
             self._open(order, failed.get(order.key, ()))
         if actions.cancel_upstream and not actions.open_upstream and actions.close is None:
