@@ -53,7 +53,9 @@ MEMORY_LIMIT_BYTES = 1024 * 1024 * 1024
 _BLOCK_FRAMES = 8000
 
 HEADER = struct.Struct(">cI")
-RATE = struct.Struct(">I")
+# Before each PCM block: the rate it is at, and the file's own rate, channels and encoding
+# (gateway.http.upload.DecodedFormat).
+FORMAT = struct.Struct(">IIII")
 START, BODY, END, CANCEL = b"S", b"B", b"E", b"C"
 READY, PCM, DONE, FAILED = b"R", b"P", b"D", b"X"
 
@@ -109,7 +111,8 @@ def _decode_one(start: dict[str, object], stdin: BinaryIO, out: _Output) -> bool
         report = DecodeReport()
         try:
             for fmt, pcm in decode_blocks(pipe, _BLOCK_FRAMES, report, budget):
-                out.send(PCM, RATE.pack(fmt.rate) + pcm)
+                head = (fmt.rate, fmt.source_rate, fmt.source_channels, fmt.source_encoding)
+                out.send(PCM, FORMAT.pack(*head) + pcm)
             out.send(DONE, json.dumps({"truncated": report.truncated}).encode())
         except VoxwireError as exc:
             out.send(FAILED, json.dumps({"reason": exc.reason, "message": str(exc)}).encode())

@@ -31,13 +31,14 @@ from gateway.http.decoder_child import (
     DONE,
     END,
     FAILED,
+    FORMAT,
     HEADER,
     PCM,
-    RATE,
     READY,
     START,
     encode,
 )
+from gateway.http.upload import DecodedFormat
 from voxwire import errors
 
 log = logging.getLogger(__name__)
@@ -184,8 +185,8 @@ class DecoderProcess:
         size: int | None,
         max_seconds: float,
         stall_s: float,
-    ) -> AsyncGenerator[tuple[int, bytes], None]:
-        """(rate, PCM16 mono) blocks of ``body``'s audio (``size`` bytes when known); at most
+    ) -> AsyncGenerator[tuple[DecodedFormat, bytes], None]:
+        """(format, PCM16 mono) blocks of ``body``'s audio (``size`` bytes when known); at most
         ``max_seconds`` of it (BodyTooLarge when its header declares more). ``received``
         counts the body's bytes given to the decoder; ``truncated`` is set at the end. A
         decoder that neither answers nor takes more of the body for ``stall_s`` while it
@@ -216,8 +217,8 @@ class DecoderProcess:
             while True:
                 kind, payload = await self._next(feeder, stall_s)
                 if kind == PCM:
-                    (rate,) = RATE.unpack_from(payload)
-                    yield rate, payload[RATE.size :]
+                    fmt = DecodedFormat(*FORMAT.unpack_from(payload))
+                    yield fmt, payload[FORMAT.size :]
                     continue
                 if kind not in (DONE, FAILED):
                     raise errors.InternalError(f"the upload decoder sent {kind!r}")

@@ -126,6 +126,20 @@ def document(server_url: str = "") -> dict[str, Any]:
                         ("model", {"type": "string"}),
                         ("language", {"type": "string"}),
                         ("word_timestamps", {"type": "boolean"}),
+                    )
+                ]
+                + [
+                    {
+                        "name": n,
+                        "in": "query",
+                        "required": False,
+                        "schema": sch,
+                        "description": "The raw samples' format (encoding and sample_rate are "
+                        "required for application/octet-stream). A file's format is its own "
+                        "header's: given with a file, it must agree with it (400 "
+                        "INVALID_CONFIG otherwise).",
+                    }
+                    for n, sch in (
                         ("encoding", encodings),
                         ("sample_rate", {"type": "integer"}),
                         ("channels", {"type": "integer"}),

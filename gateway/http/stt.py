@@ -3,7 +3,8 @@
 Content types: ``audio/wav`` (and its aliases), ``audio/flac``, ``audio/ogg``, ``audio/mpeg``
 (decoded by libsndfile, see gateway.http.upload), ``audio/basic`` (8 kHz mu-law), and raw
 samples (``application/octet-stream`` or ``audio/pcm``) with ``encoding``, ``sample_rate`` and
-``channels`` in the query string. Other query parameters: ``model``, ``language``,
+``channels`` in the query string (given with a file, they must agree with its header: 400
+INVALID_CONFIG otherwise). Other query parameters: ``model``, ``language``,
 ``word_timestamps``. The response is a ``TranscribeFileResponse`` with every final result and
 the whole stage breakdown, also in ``Server-Timing``.
 
@@ -211,10 +212,14 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
     if request.content_length is not None and request.content_length > limit:
         raise errors.BodyTooLarge(f"body of {request.content_length} bytes exceeds {limit}")
     body = _body(request, gateway.config.stt.idle_timeout_s, limit)
+    upload = _Upload(
+        AudioBudget(gateway.config.max_upload_audio_seconds),
+        audio_pb2.AudioFormat(),
+    )
+    upload.stated.CopyFrom(config.audio_format)
     if kind == "audio/basic":
         config.audio_format.encoding = audio_pb2.AUDIO_ENCODING_MULAW
         config.audio_format.sample_rate_hz = 8000
-    upload = _Upload(AudioBudget(gateway.config.max_upload_audio_seconds))
     if kind in _RAW | {"audio/basic"}:
         missing = [
             errors.Violation(name, "required for raw audio")
@@ -249,6 +254,49 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
         return await _run(request, gateway, config, audio, started, upload)
 
 
+def _contradictions(
+    stated: audio_pb2.AudioFormat, encoding: int, rate: int, channels: int, source: str
+) -> None:
+    """Raises InvalidConfig where the format a client stated in the query string (``stated``:
+    its fields left 0 when not given) contradicts what the file itself says (its ``source``).
+
+    A container's header gives its format, and it wins; a client stating another one has the
+    wrong file or the wrong idea of it, and a transcript of audio it did not mean to send is
+    worse than an error (this was silently ignored: a WAV of 16 kHz with sample_rate=8000 was
+    transcribed at 16 kHz, with no word of it)."""
+    names = _ENCODING_NAMES
+    found = [
+        ("encoding", stated.encoding, encoding, names.get(stated.encoding), names.get(encoding)),
+        ("sample_rate", stated.sample_rate_hz, rate, stated.sample_rate_hz, f"{rate} Hz"),
+        ("channels", stated.channels, channels, stated.channels, channels),
+    ]
+    bad = [
+        errors.Violation(
+            name,
+            f"is {shown}, but {source} says {said or 'an encoding the contract does not carry'}",
+        )
+        for name, given, value, shown, said in found
+        if given and given != value
+    ]
+    if bad:
+        raise errors.InvalidConfig.of(
+            "the query string contradicts the audio (a file's format is its own: leave "
+            "encoding, sample_rate and channels out; raw samples go as "
+            "application/octet-stream)",
+            bad,
+        )
+
+
+def _encoding_names() -> dict[int, str]:
+    names: dict[int, str] = {}  # the query's names: the first of each wins
+    for name, value in ENCODINGS.items():
+        names.setdefault(value, name)
+    return names
+
+
+_ENCODING_NAMES = _encoding_names()
+
+
 async def _raw(
     body: AsyncIterator[bytes],
     config: transcription_pb2.TranscriptionConfig,
@@ -281,6 +329,8 @@ async def _basic(
         async for pcm in _compressed(request, _chain(first, body), config, decoders, upload):
             yield pcm
         return
+    mulaw = audio_pb2.AUDIO_ENCODING_MULAW
+    _contradictions(upload.stated, mulaw, 8000, 1, "audio/basic (8 kHz mu-law, one channel)")
     async for frames in _raw(_chain(first, body), config):
         yield frames
 
@@ -298,6 +348,9 @@ class _Upload:
     reports."""
 
     budget: AudioBudget
+    # The format the query string states (fields left 0 when not given): a file's header
+    # must agree with it (_contradictions).
+    stated: audio_pb2.AudioFormat
     truncated: bool = False  # the body ended before the audio its header declares
 
 
@@ -346,6 +399,8 @@ async def _wav(
     fmt.encoding = PROTO_ENCODINGS[reader.format.encoding]
     fmt.sample_rate_hz = reader.format.rate
     fmt.channels = reader.format.channels
+    header = "the WAV header"
+    _contradictions(upload.stated, fmt.encoding, fmt.sample_rate_hz, fmt.channels, header)
     left = reader.data_bytes
     if left is not None:
         upload.budget.declared(left / (_frame_bytes(fmt) * max(1, fmt.sample_rate_hz)))
@@ -387,12 +442,19 @@ async def _compressed(
     )
     try:
         configured = False
-        async for rate, pcm in blocks:
+        async for decoded, pcm in blocks:
             if not configured:
+                _contradictions(
+                    upload.stated,
+                    decoded.source_encoding,
+                    decoded.source_rate,
+                    decoded.source_channels,
+                    "the file's header",
+                )
                 fmt = config.audio_format
                 fmt.encoding, fmt.sample_rate_hz, fmt.channels = (
                     audio_pb2.AUDIO_ENCODING_PCM_S16LE,
-                    rate,
+                    decoded.rate,
                     1,
                 )
                 configured = True

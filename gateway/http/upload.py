@@ -37,6 +37,7 @@ from voxwire.audio.codecs import downmix, float32_to_int16
 from voxwire.audio.formats import carried_rate
 from voxwire.audio.resample import StreamResampler
 from voxwire.errors import BodyTooLarge, InvalidAudio, MisalignedAudio
+from voxwire.v1 import audio_pb2
 
 # Bytes kept behind the reader for libsndfile's backward seeks, and the head kept for its
 # header re-reads; a seek further back than that is refused (InvalidAudio).
@@ -333,8 +334,24 @@ def _open(pipe: BodyPipe) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class DecodedFormat:
+    """What a decoder sends (mono PCM16 at ``rate``), and what the file says of its own audio:
+    its rate, channels and, when libsndfile's subtype is one the contract carries, its
+    encoding (a ``voxwire.v1.AudioEncoding``; 0 for FLAC of 24 bits, Vorbis, MP3, ...)."""
+
     rate: int
-    channels: int
+    source_rate: int
+    source_channels: int
+    source_encoding: int = 0
+
+
+# libsndfile's sample subtypes that are contract encodings (soundfile's names; a 16-bit FLAC
+# is PCM_16 too: its samples are 16-bit linear PCM, compressed).
+_SUBTYPE_ENCODINGS = {
+    "PCM_16": audio_pb2.AUDIO_ENCODING_PCM_S16LE,
+    "FLOAT": audio_pb2.AUDIO_ENCODING_PCM_F32LE,
+    "ULAW": audio_pb2.AUDIO_ENCODING_MULAW,
+    "ALAW": audio_pb2.AUDIO_ENCODING_ALAW,
+}
 
 
 @dataclass(slots=True)
@@ -369,10 +386,11 @@ def decode_blocks(
     with sound:
         rate = sound.samplerate
         out_rate = carried_rate(rate)
+        source = _SUBTYPE_ENCODINGS.get(sound.subtype, audio_pb2.AUDIO_ENCODING_UNSPECIFIED)
         if budget is not None and sound.format != "MP3" and 0 < sound.frames < _UNKNOWN_FRAMES:
             budget.declared(sound.frames / rate)
         resampler = StreamResampler(rate, out_rate)
-        fmt = DecodedFormat(out_rate, 1)
+        fmt = DecodedFormat(out_rate, rate, sound.channels, source)
         decoded = 0
         try:
             # float32 whatever the source: libsndfile scales integer samples into [-1, 1), but

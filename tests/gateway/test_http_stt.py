@@ -94,10 +94,8 @@ async def test_another_kind_of_file_sent_as_wav_is_decoded_by_its_content(
 
 
 async def test_raw_mulaw_with_its_format_in_the_query(edge: Edge):
-    pcm, rate = read_wav(SPEECH_DIR / NAME)
     # 16 kHz -> 8 kHz by taking every other sample is crude but keeps phone-band speech.
-    mulaw = encode(int16_to_float32(pcm[::2]), Encoding.MULAW)
-    status, body = await post(edge, mulaw, "audio/basic")
+    status, body = await post(edge, _basic_mulaw(), "audio/basic")
     assert status == 200, body
     assert len(body["transcript"].split()) >= 4  # 8 kHz speech: most words survive
     assert "notices" not in body  # audio as declared
@@ -167,6 +165,64 @@ async def test_config_errors_name_the_query_parameters(edge: Edge, query, reason
     assert (status, error["reason"]) == (400, reason), reply
     assert [v["field"] for v in error["fieldViolations"]] == [field], error
     assert "config." not in error["message"], error
+
+
+def _basic_mulaw() -> bytes:
+    pcm, _ = read_wav(SPEECH_DIR / NAME)
+    return encode(int16_to_float32(pcm[::2]), Encoding.MULAW)
+
+
+def _file(kind: str) -> tuple[bytes, str]:
+    if kind == "wav":
+        return (SPEECH_DIR / NAME).read_bytes(), "audio/wav"  # PCM16, 16 kHz, one channel
+    if kind == "basic":
+        return _basic_mulaw(), "audio/basic"
+    fmt, subtype, media = {
+        "flac": ("FLAC", "PCM_16", "audio/flac"),
+        "mp3": ("MP3", "MPEG_LAYER_III", "audio/mpeg"),
+        "wav24": ("WAV", "PCM_24", "audio/wav"),
+    }[kind]
+    return encoded(fmt, subtype), media
+
+
+@pytest.mark.parametrize(
+    ("kind", "query", "fields", "said"),
+    [
+        # The WAV path the contract carries as it is, and the decoded ones: a query that says
+        # another format than the file's header was silently ignored (the file's won).
+        ("wav", "?sample_rate=8000", ["sample_rate"], "the WAV header says 16000 Hz"),
+        ("wav", "?encoding=mulaw&channels=2", ["encoding", "channels"], "says pcm_s16le"),
+        ("flac", "?sample_rate=48000", ["sample_rate"], "the file's header says 16000 Hz"),
+        ("flac", "?channels=2", ["channels"], "says 1"),
+        ("wav24", "?encoding=pcm_s16le", ["encoding"], "does not carry"),
+        ("mp3", "?encoding=pcm_s16le", ["encoding"], "does not carry"),
+        ("basic", "?sample_rate=16000", ["sample_rate"], "audio/basic (8 kHz mu-law"),
+        ("basic", "?encoding=alaw", ["encoding"], "says mulaw"),
+    ],
+)
+async def test_a_query_that_contradicts_the_file_is_refused(edge: Edge, kind, query, fields, said):
+    body, media = _file(kind)
+    status, reply = await post(edge, body, media, query)
+    error = reply["error"]
+    assert (status, error["reason"]) == (400, "INVALID_CONFIG"), reply
+    assert [v["field"] for v in error["fieldViolations"]] == fields, error
+    assert said in error["message"], error
+
+
+@pytest.mark.parametrize(
+    ("kind", "query"),
+    [
+        ("wav", "?encoding=linear16&sample_rate=16000&channels=1"),
+        ("flac", "?encoding=pcm_s16le&sample_rate=16000&channels=1"),
+        ("mp3", "?sample_rate=16000"),
+        ("basic", "?encoding=mulaw&sample_rate=8000"),
+    ],
+)
+async def test_a_query_that_agrees_with_the_file_is_taken(edge: Edge, kind, query):
+    body, media = _file(kind)
+    status, reply = await post(edge, body, media, query)
+    assert status == 200, reply
+    assert len(reply["transcript"].split()) >= 4, reply
 
 
 async def test_the_body_streams_into_the_model_without_being_held_whole(edge: Edge, edge_adapter):
