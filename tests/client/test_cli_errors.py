@@ -64,6 +64,39 @@ async def test_a_file_at_a_rate_below_4_khz_is_refused_before_anything_is_sent(
     assert f"{low}: the audio's sample rate is 2 Hz" in run.err, run.err
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (("--rate", "8000"), "--rate says 8000"),
+        (("--encoding", "mulaw"), "--encoding says mulaw"),
+        (("--channels", "2"), "--channels says 2"),
+    ],
+)
+async def test_format_flags_that_contradict_the_file_are_a_usage_error(
+    edge: Edge, tmp_path: Path, flags: tuple[str, ...], said: str
+):
+    # They were silently ignored for a file (the file's own format was sent), while a WAV on
+    # stdin was checked: a 16 kHz file with --rate 8000 was transcribed with no word of it.
+    flac = tmp_path / "pay_bill.flac"
+    samples, rate = soundfile.read(PAY_BILL, dtype="int16")
+    soundfile.write(flac, samples, rate)
+    run = await run_voxwire("transcribe", str(flac), *flags, "--url", edge.ws, key=edge.key)
+    assert_one_clean_line(run, status=2)
+    assert f"{flac} is FLAC of PCM_16 at {rate} Hz, 1 channel(s), but {said}" in run.err
+
+
+async def test_format_flags_that_agree_with_the_file_are_taken(edge: Edge):
+    run = await run_voxwire(
+        "transcribe",
+        PAY_BILL,
+        *("--encoding", "pcm_s16le", "--rate", "16000", "--channels", "1"),
+        *("--url", edge.ws),
+        key=edge.key,
+    )
+    assert run.status == 0, run.err
+    assert run.out.strip(), run.err
+
+
 def _cut_flac(tmp_path: Path, fraction: float) -> tuple[Path, float]:
     """call_me_back.wav as FLAC, its bytes cut at ``fraction``; and the whole's seconds."""
     samples, rate = soundfile.read(SPEECH_DIR / "call_me_back.wav", dtype="int16")

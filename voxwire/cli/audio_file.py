@@ -17,6 +17,7 @@ below 4 kHz is refused, as the gateway refuses it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -27,28 +28,48 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from voxwire.cli.common import CliError, os_reason
-from voxwire.cli.source import FRAME_MS, Source
+from voxwire.cli.source import FRAME_MS, Source, check_format_flags
 
 if TYPE_CHECKING:
     import numpy as np
     import soundfile
 
+# libsndfile's sample subtypes that have a wire encoding's name (a 16-bit FLAC's samples are
+# PCM_16 too: linear 16-bit, compressed); other subtypes (24-bit, Vorbis, MP3) have none.
+_SUBTYPE_ENCODINGS = {"PCM_16": "pcm_s16le", "FLOAT": "pcm_f32le", "ULAW": "mulaw", "ALAW": "alaw"}
+
 READ_FRAMES_MS = 1000  # per read in the worker thread: few thread hops, little memory
 
 
-async def open_file(path: Path) -> Source:
+async def open_file(path: Path, args: argparse.Namespace | None = None) -> Source:
     """The file's audio. Raises CliError for a file that is missing, a directory, unreadable
-    or not audio libsndfile knows, or at a rate below 4 kHz (before anything is sent), and for
-    NaN or infinity in its samples (while they are read)."""
+    or not audio libsndfile knows, or at a rate below 4 kHz, or whose format contradicts the
+    format flags in ``args`` (before anything is sent), and for NaN or infinity in its
+    samples (while they are read)."""
     from voxwire.audio.formats import carried_rate
     from voxwire.errors import UnsupportedSampleRate
 
     handle = await asyncio.to_thread(_open, path)
     try:
+        if args is not None:
+            own = {
+                "--encoding": _SUBTYPE_ENCODINGS.get(handle.subtype),
+                "--rate": handle.samplerate,
+                "--channels": handle.channels,
+            }
+            what = (
+                f"{path} is {handle.format} of {handle.subtype} at {handle.samplerate} Hz, "
+                f"{handle.channels} channel(s)"
+            )
+            advice = "leave the format flags out for a file (they are for raw stdin)"
+            check_format_flags(args, what, own, advice)
         rate = carried_rate(handle.samplerate)
     except UnsupportedSampleRate as exc:
         handle.close()
         raise CliError(f"{path}: {exc.message}") from None
+    except CliError:
+        handle.close()
+        raise
     reader = _Reader(path, handle, rate)
     seconds = handle.frames / handle.samplerate if handle.frames > 0 else None
     return Source(

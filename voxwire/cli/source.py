@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
+
+from voxwire.cli.common import CliError
 
 FRAME_MS = 100
 # Bytes per sample of each wire encoding (voxwire.audio.codecs.Encoding names).
@@ -27,3 +30,16 @@ class Source:
     chunks: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]]
     stopped_early: Callable[[], str | None] = lambda: None
+
+
+def check_format_flags(
+    args: argparse.Namespace, what: str, own: dict[str, object], advice: str
+) -> None:
+    """``--encoding``, ``--rate`` and ``--channels`` are for raw audio: given for audio that
+    carries its own format (``what``, its values in ``own``, None where it has no wire
+    name), each must agree with it. A usage error (status 2) otherwise: the audio's own format
+    is what would be sent, and a flag that says otherwise was meant for other audio."""
+    given = {"--encoding": args.encoding, "--rate": args.rate, "--channels": args.channels}
+    for flag, value in given.items():
+        if value is not None and value != own[flag]:
+            raise CliError(f"{what}, but {flag} says {value}: {advice}", status=2)

@@ -21,7 +21,7 @@ import argparse
 from collections.abc import AsyncIterator
 
 from voxwire.cli.common import CliError
-from voxwire.cli.source import FRAME_MS, SAMPLE_BYTES, Source
+from voxwire.cli.source import FRAME_MS, SAMPLE_BYTES, Source, check_format_flags
 from voxwire.cli.stdin_stream import StdinStream
 from voxwire.cli.wav_header import WavFormat, is_wav, read_wav_header
 
@@ -84,15 +84,9 @@ async def _format(stream: StdinStream, args: argparse.Namespace) -> tuple[WavFor
 
 
 def _check_flags(fmt: WavFormat, args: argparse.Namespace) -> None:
-    given = {"--encoding": args.encoding, "--rate": args.rate, "--channels": args.channels}
-    header = {"--encoding": fmt.encoding, "--rate": fmt.rate, "--channels": fmt.channels}
-    for flag, value in given.items():
-        if value is not None and value != header[flag]:
-            raise CliError(
-                f"{NAME} is a WAV of {fmt.describe()}, but {flag} says {value}: leave the "
-                "format flags out for a WAV stream",
-                status=2,
-            )
+    own = {"--encoding": fmt.encoding, "--rate": fmt.rate, "--channels": fmt.channels}
+    advice = "leave the format flags out for a WAV stream"
+    check_format_flags(args, f"{NAME} is a WAV of {fmt.describe()}", own, advice)
 
 
 def _container(head: bytes) -> str | None:

@@ -11,7 +11,8 @@ Files are read with libsndfile (the soundfile wheel) in a worker thread, a block
 sent as 16-bit PCM at their own rate, or resampled to one the contract carries (float files
 scaled, more than two channels mixed down to mono). Raw stdin needs its format: ``--encoding``
 and ``--rate``; a WAV stream on stdin brings its own (16-bit PCM, 32-bit float, mu-law or
-A-law). stdin may be a pipe, a file or /dev/null.
+A-law), and so does a file: format flags given with either must agree with it (a usage
+error otherwise, before anything is sent). stdin may be a pipe, a file or /dev/null.
 
 A first connect that reaches no gateway is given up on after ``--connect-timeout`` seconds
 (default 10; refused connections within 6 s). Errors are one line on stderr: exit
@@ -88,7 +89,7 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
     from voxwire.client import TranscriptionSession
 
     # The source first: a path or a format that is wrong fails before any connection.
-    source = await (open_stdin(args) if args.source == "-" else open_file(Path(args.source)))
+    source = await (open_stdin(args) if args.source == "-" else open_file(Path(args.source), args))
     try:
         config = _config(args, source)
 
