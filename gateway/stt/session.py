@@ -24,11 +24,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.session_base import Due, EdgeSessionBase
 from voxwire import errors
 from voxwire.audio.formats import resolve_format
 from voxwire.edge.v1 import session_pb2, stt_pb2
 from voxwire.replay import AudioReplayWindow
-from voxwire.timings import EDGE_KEYS, Clock, add_up
+from voxwire.timings import Clock
 from voxwire.v1 import stream_pb2, timings_pb2, transcription_pb2
 
 Request = transcription_pb2.StreamingTranscribeRequest
@@ -133,7 +134,9 @@ class _Control:
     request: Request
 
 
-class SttEdgeSession:
+class SttEdgeSession(EdgeSessionBase[SttLimits]):
+    _DURATION_WARNING = "the session reaches its maximum duration and will be handed over"
+
     def __init__(
         self,
         limits: SttLimits,
@@ -143,20 +146,14 @@ class SttEdgeSession:
         clock: Clock = time.monotonic,
         transport_limits: session_pb2.EdgeLimits | None = None,
     ) -> None:
-        self.limits = limits
-        self.session_id = session_id
-        # What the connection adds to ``session.limits`` (the WebSocket's ping and pong
-        # timeout); None on a transport without them (the gRPC front). Shared, not copied.
-        self._transport_limits = transport_limits
+        super().__init__(
+            limits,
+            session_id=session_id,
+            issue_token=issue_token,
+            clock=clock,
+            transport_limits=transport_limits,
+        )
         self.state = State.AWAITING_START
-        self.resumes = 0
-        self._issue_token = issue_token
-        self._clock = clock
-        self._started_at = clock()
-        self._last_client_at = self._started_at
-        self._warned_idle = False
-        self._warned_duration = False
-        self._drain_ends: float | None = None
         self.config = transcription_pb2.TranscriptionConfig()
         self.window: AudioReplayWindow | None = None
         self.ack = stt_pb2.Ack()
@@ -171,12 +168,6 @@ class SttEdgeSession:
         self._last_speech: str = ""
         self._notices_sent: set[int] = set()  # kinds said once per session (_ONCE_NOTICES)
         self._upstream_timings: list[timings_pb2.StageTimings] = []
-        self.edge = {
-            "edge_receive_us": 0,
-            "edge_queue_us": 0,
-            "edge_connect_us": 0,
-            "edge_send_us": 0,
-        }
         self._closing_requested = False
 
     # -- start ---------------------------------------------------------------------------------
@@ -231,10 +222,7 @@ class SttEdgeSession:
         return actions
 
     def _limits_proto(self) -> session_pb2.EdgeLimits:
-        limits = self.limits.to_proto()
-        if self._transport_limits is not None:
-            limits.MergeFrom(self._transport_limits)
-        return limits
+        return self._with_transport(self.limits.to_proto())
 
     # -- client side ---------------------------------------------------------------------------
 
@@ -587,68 +575,37 @@ class SttEdgeSession:
 
     def next_deadline(self) -> float:
         """When ``on_time`` should run next (monotonic seconds)."""
-        limits = self.limits
-        times = [self._idle_at() - (0 if self._warned_idle else limits.idle_warning_s)]
-        end = self._started_at + limits.max_session_s
-        times.append(end - (0 if self._warned_duration else limits.duration_warning_s))
-        if self._drain_ends is not None:
-            times.append(self._drain_ends)
-        return min(times)
+        return self._timer_deadline()
 
     def on_time(self) -> Actions:
-        now = self._clock()
-        limits = self.limits
         actions = Actions()
         if self.state is State.ENDED:
             return actions
-        if self._drain_ends is not None and now >= self._drain_ends:
-            return self.fail(errors.Draining("the gateway is restarting: resume on another one"))
-        idle_at = self._idle_at()
-        if now >= idle_at:
+        # A session handing over or closing is ending already: its end is not started again.
+        check = self._timers(
+            self._clock(), may_end=self.state not in (State.HANDING_OVER, State.CLOSING)
+        )
+        if check.due is Due.DRAINED:
+            return self.fail(self._drained())
+        if check.due is Due.IDLE:
             return self.fail(
                 errors.IdleTimeout(
-                    f"no message for {limits.idle_timeout_s:g} s; send audio or keepAlive"
+                    f"no message for {self.limits.idle_timeout_s:g} s; send audio or keepAlive"
                 )
             )
-        if not self._warned_idle and now >= idle_at - limits.idle_warning_s:
-            self._warned_idle = True
-            actions.to_client.append(
-                Message(
-                    notice=self._notice(
-                        stream_pb2.StreamNotice.KIND_IDLE_WARNING,
-                        idle_at - now,
-                        "no message from the client: the session ends unless one arrives",
-                    )
-                )
-            )
-        end = self._started_at + limits.max_session_s
-        if now >= end and self.state not in (State.HANDING_OVER, State.CLOSING):
+        actions.to_client += [Message(notice=n) for n in check.notices]
+        if check.due is Due.MAX_DURATION:
             self._hand_over(actions)
-        elif not self._warned_duration and now >= end - limits.duration_warning_s:
-            self._warned_duration = True
-            actions.to_client.append(
-                Message(
-                    notice=self._notice(
-                        stream_pb2.StreamNotice.KIND_DURATION_WARNING,
-                        end - now,
-                        "the session reaches its maximum duration and will be handed over",
-                    )
-                )
-            )
         return actions
-
-    def _notice(
-        self, kind: stream_pb2.StreamNotice.Kind.ValueType, remaining_s: float, text: str
-    ) -> stream_pb2.StreamNotice:
-        notice = stream_pb2.StreamNotice(kind=kind, message=text)
-        notice.remaining.FromMilliseconds(max(0, round(remaining_s * 1000)))
-        return notice
 
     def _hand_over(self, actions: Actions) -> None:
         """Maximum duration: finalize what the upstream has, then close so the client resumes."""
-        token, _ = self._issue_token(self.config)
-        away = session_pb2.GoingAway(reason="STREAM_TOO_LONG", resume_token=token)
-        away.grace.FromMilliseconds(round(self.limits.drain_grace_s * 1000))
+        away = self._going_away(
+            "STREAM_TOO_LONG",
+            self.config,
+            grace_s=self.limits.drain_grace_s,
+            reconnect_now=False,
+        )
         actions.to_client.append(Message(going_away=away))
         if self.state is State.STREAMING:
             actions.to_upstream.append(Request(close=transcription_pb2.CloseStream()))
@@ -664,29 +621,14 @@ class SttEdgeSession:
         """The gateway is shutting down: going_away now, the close at the end of the grace."""
         if self.state is State.ENDED or self._drain_ends is not None:
             return Actions()
-        grace_s = self.limits.drain_grace_s if grace_s is None else grace_s
-        self._drain_ends = self._clock() + grace_s
-        token, _ = self._issue_token(self.config)
-        away = session_pb2.GoingAway(
-            reason="DRAINING", resume_token=token, reconnect_now=reconnect_now
-        )
-        away.grace.FromMilliseconds(round(grace_s * 1000))
+        away = self._begin_drain(grace_s, reconnect_now, self.config)
         return Actions(to_client=[Message(going_away=away)])
 
     # -- timings -------------------------------------------------------------------------------
 
-    def charge(self, stage: str, seconds: float) -> None:
-        """Edge time spent by the gateway for this session (``edge_receive``, ``edge_send``)."""
-        if seconds > 0:
-            self.edge[EDGE_KEYS[stage]] += round(seconds * 1e6)
-
     def timings(self) -> timings_pb2.StageTimings:
         """The session's whole breakdown: every upstream segment's stages plus the edge's."""
-        merged = add_up(self._upstream_timings)
-        for name, value in self.edge.items():
-            setattr(merged, name, value)
-        merged.total_us = round((self._clock() - self._started_at) * 1e6)
-        return merged
+        return self._whole_timings(self._upstream_timings)
 
 
 def _utterance_index(utterance_id: str) -> int | None:

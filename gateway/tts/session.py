@@ -30,12 +30,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.session_base import Due, EdgeSessionBase
 from gateway.wire.frames import pack
 from voxwire import errors
 from voxwire.audio.formats import sample_bytes
 from voxwire.edge.v1 import session_pb2, tts_pb2
 from voxwire.replay import TextReplay, WordMark, cut_audio
-from voxwire.timings import EDGE_KEYS, Clock, add_up
+from voxwire.timings import Clock
 from voxwire.v1 import stream_pb2, synthesis_pb2, timings_pb2
 
 Request = synthesis_pb2.StreamingSynthesizeRequest
@@ -181,7 +182,7 @@ class EdgeContext:
     timings: list[timings_pb2.StageTimings] = field(default_factory=list)
 
 
-class TtsEdgeSession:
+class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
     def __init__(
         self,
         limits: TtsLimits,
@@ -191,21 +192,15 @@ class TtsEdgeSession:
         clock: Clock = time.monotonic,
         transport_limits: session_pb2.EdgeLimits | None = None,
     ) -> None:
-        self.limits = limits
-        self.session_id = session_id
-        # What the connection adds to ``session.limits`` (the WebSocket's ping and pong
-        # timeout); None on a transport without them (the gRPC front). Shared, not copied.
-        self._transport_limits = transport_limits
-        self.resumes = 0
-        self._issue_token = issue_token
-        self._clock = clock
-        self._started_at = clock()
         # The idle timer runs from the last client message or the last audio sent, whichever is
         # later: a client listening to audio is not idle (docs/contract.md, "Limits").
-        self._last_client_at = self._started_at
-        self._warned_idle = False
-        self._warned_duration = False
-        self._drain_ends: float | None = None
+        super().__init__(
+            limits,
+            session_id=session_id,
+            issue_token=issue_token,
+            clock=clock,
+            transport_limits=transport_limits,
+        )
         self.options = tts_pb2.TtsStart()
         self.started = False
         self.contexts: dict[str, EdgeContext] = {}  # open contexts by client id
@@ -216,12 +211,6 @@ class TtsEdgeSession:
         self.contexts_total = 0
         self.audio_ms = 0
         self._timings: list[timings_pb2.StageTimings] = []
-        self.edge = {
-            "edge_receive_us": 0,
-            "edge_queue_us": 0,
-            "edge_connect_us": 0,
-            "edge_send_us": 0,
-        }
 
     @property
     def lead_ms(self) -> int:
@@ -282,9 +271,7 @@ class TtsEdgeSession:
         limits.max_session_duration.FromMilliseconds(round(self.limits.max_session_s * 1000))
         limits.duration_warning.FromMilliseconds(round(self.limits.duration_warning_s * 1000))
         limits.tts_lead.FromMilliseconds(self.lead_ms)
-        if self._transport_limits is not None:
-            limits.MergeFrom(self._transport_limits)
-        return limits
+        return self._with_transport(limits)
 
     # -- client side ---------------------------------------------------------------------------
 
@@ -797,12 +784,7 @@ class TtsEdgeSession:
         return self._last_client_at + self.limits.idle_timeout_s
 
     def next_deadline(self) -> float:
-        limits = self.limits
-        times = [self._idle_at() - (0 if self._warned_idle else limits.idle_warning_s)]
-        end = self._started_at + limits.max_session_s
-        times.append(end - (0 if self._warned_duration else limits.duration_warning_s))
-        if self._drain_ends is not None:
-            times.append(self._drain_ends)
+        times = [self._timer_deadline()]
         for ctx in self.contexts.values():
             times.append(self._keepalive_at(ctx))
             if ctx.queue and ctx.queue[0].chunk is not None and ctx.first_sent_at is not None:
@@ -819,7 +801,6 @@ class TtsEdgeSession:
 
     def on_time(self) -> Actions:
         now = self._clock()
-        limits = self.limits
         actions = Actions()
         if self.ended:
             return actions
@@ -827,36 +808,21 @@ class TtsEdgeSession:
             actions.extend(self.release(ctx.key))
             if now >= self._keepalive_at(ctx) and ctx.key in self._by_key:
                 self._forward(ctx, Request(keep_alive=stream_pb2.KeepAlive()), actions)
-        if self._drain_ends is not None and now >= self._drain_ends:
+        check = self._timers(now)
+        if check.due is Due.DRAINED:
+            actions.extend(self.fail(self._drained()))
+            return actions
+        if check.due is Due.IDLE:
+            idle_s = self.limits.idle_timeout_s
             actions.extend(
-                self.fail(errors.Draining("the gateway is restarting: resume on another one"))
+                self.fail(errors.IdleTimeout(f"no message for {idle_s:g} s; send keepAlive"))
             )
             return actions
-        idle_at = self._idle_at()
-        if now >= idle_at:
-            actions.extend(
-                self.fail(
-                    errors.IdleTimeout(
-                        f"no message for {limits.idle_timeout_s:g} s; send keepAlive"
-                    )
-                )
+        actions.to_client += [Message(notice=n) for n in check.notices]
+        if check.due is Due.MAX_DURATION:
+            away = self._going_away(
+                "STREAM_TOO_LONG", self.options, grace_s=None, reconnect_now=False
             )
-            return actions
-        elif not self._warned_idle and now >= idle_at - limits.idle_warning_s:
-            self._warned_idle = True
-            actions.to_client.append(
-                Message(
-                    notice=_notice(
-                        stream_pb2.StreamNotice.KIND_IDLE_WARNING,
-                        idle_at - now,
-                        "no message from the client: the session ends unless one arrives",
-                    )
-                )
-            )
-        end = self._started_at + limits.max_session_s
-        if now >= end:
-            token, _ = self._issue_token(self.options)
-            away = session_pb2.GoingAway(reason="STREAM_TOO_LONG", resume_token=token)
             actions.to_client.append(Message(going_away=away))
             actions.extend(
                 self.fail(
@@ -866,29 +832,12 @@ class TtsEdgeSession:
                     event=False,
                 )
             )
-        elif not self._warned_duration and now >= end - limits.duration_warning_s:
-            self._warned_duration = True
-            actions.to_client.append(
-                Message(
-                    notice=_notice(
-                        stream_pb2.StreamNotice.KIND_DURATION_WARNING,
-                        end - now,
-                        "the session reaches its maximum duration",
-                    )
-                )
-            )
         return actions
 
     def drain(self, grace_s: float | None = None, *, reconnect_now: bool = False) -> Actions:
         if self.ended or self._drain_ends is not None:
             return Actions()
-        grace_s = self.limits.drain_grace_s if grace_s is None else grace_s
-        self._drain_ends = self._clock() + grace_s
-        token, _ = self._issue_token(self.options)
-        away = session_pb2.GoingAway(
-            reason="DRAINING", resume_token=token, reconnect_now=reconnect_now
-        )
-        away.grace.FromMilliseconds(round(grace_s * 1000))
+        away = self._begin_drain(grace_s, reconnect_now, self.options)
         return Actions(to_client=[Message(going_away=away)])
 
     def fail(self, error: errors.VoxwireError, *, event: bool = True) -> Actions:
@@ -906,22 +855,8 @@ class TtsEdgeSession:
 
     # -- timings -------------------------------------------------------------------------------
 
-    def charge(self, stage: str, seconds: float) -> None:
-        """Edge time spent by the gateway for this session (``edge_receive``, ``edge_send``)."""
-        if seconds > 0:
-            self.edge[EDGE_KEYS[stage]] += round(seconds * 1e6)
-
     def timings(self) -> timings_pb2.StageTimings:
-        merged = add_up([*self._timings, *(t for c in self._by_key.values() for t in c.timings)])
-        for name, value in self.edge.items():
-            setattr(merged, name, value)
-        merged.total_us = round((self._clock() - self._started_at) * 1e6)
-        return merged
-
-
-def _notice(
-    kind: stream_pb2.StreamNotice.Kind.ValueType, remaining_s: float, text: str
-) -> stream_pb2.StreamNotice:
-    notice = stream_pb2.StreamNotice(kind=kind, message=text)
-    notice.remaining.FromMilliseconds(max(0, round(remaining_s * 1000)))
-    return notice
+        """The session's whole breakdown: every context call's stages plus the edge's."""
+        return self._whole_timings(
+            [*self._timings, *(t for c in self._by_key.values() for t in c.timings)]
+        )
