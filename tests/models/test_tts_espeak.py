@@ -231,6 +231,19 @@ async def test_valid_ssml_is_spoken_with_offsets_into_the_document(
     assert spoken.count("WWW") == 1  # the alias's three words are one word of the document
 
 
+async def test_breaks_that_touch_are_as_long_as_their_sum(channel: grpc.aio.Channel) -> None:
+    # eSpeak kept only the longest of breaks with nothing between them: a client chaining
+    # three 4 s breaks (one break holds at most 10 s) heard 4 s of silence, not 12.
+    chained = '<speak>Wait <break time="4s"/><break time="4s"/> <break time="4s"/> now.</speak>'
+    single = '<speak>Wait <break time="10s"/> now.</speak>'
+    one, _ = await synthesize(channel, single, {"text_format": "ssml"})
+    three, _ = await synthesize(channel, chained, {"text_format": "ssml"})
+    assert events_of(three, "done") and not events_of(three, "error")
+    extra = audio_of(three).size - audio_of(one).size  # 12 s of breaks against 10 s
+    assert 1.9 * RATE_HZ <= extra <= 2.1 * RATE_HZ, extra / RATE_HZ
+    assert [w["word"] for w in words_of(three)] == ["Wait", "now"]
+
+
 SSML_INVALID = {
     "malformed": ("<speak>Hello <s>world</speak>", "malformed XML"),
     "unknown element": ('<speak>Hi <audio src="x.wav"/></speak>', "<audio>"),
@@ -294,8 +307,9 @@ MAX_UNIT_AUDIO_MS = 300_000  # config.pbtxt's voxwire.max_unit_audio_ms
 
 
 def _breaks(count: int) -> str:
-    """An SSML document of ``count`` ten-second breaks between words (eSpeak joins breaks
-    that touch): a few bytes of text, minutes of audio."""
+    """An SSML document of ``count`` ten-second breaks between words (a word each, so that
+    the words spoken before the limit can be counted): a few bytes of text, minutes of
+    audio."""
     return "<speak>" + 'a<break time="10s"/>' * count + "end</speak>"
 
 

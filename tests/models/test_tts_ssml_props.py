@@ -142,3 +142,28 @@ def test_the_subset_is_what_the_model_publishes() -> None:
     )
     listed = published.split('string_value: "')[1].split('"')[0].split(",")
     assert set(listed) <= SSML_ELEMENTS
+
+
+@given(
+    st.lists(st.integers(0, 10_000), min_size=1, max_size=6),
+    st.lists(st.sampled_from(["", " ", "\n", "  \t"]), min_size=6, max_size=6),
+)
+@SETTINGS
+def test_breaks_that_touch_become_one_of_their_summed_time(
+    times: list[int], gaps: list[str]
+) -> None:
+    # eSpeak keeps only the longest of breaks with nothing but whitespace between them: two
+    # 3 s breaks were 3 s of silence. A client chains them for a pause longer than the 10 s
+    # one break may hold.
+    run = "".join(f'<break time="{ms}ms"/>{gap}' for ms, gap in zip(times, gaps, strict=False))
+    out = ssml_text(f"<speak>one {run}two</speak>", ())
+    assert out.text.count("<break") == 1, out.text
+    assert f'<break time="{sum(times)}ms"/>' in out.text, out.text
+
+
+def test_breaks_with_words_or_a_strength_between_stay_apart() -> None:
+    apart = '<speak>a <break time="3s"/> b <break time="2s"/><break strength="weak"/>'
+    apart += '<break time="1s"/> c</speak>'
+    out = ssml_text(apart, ())
+    assert out.text.count("<break") == 4, out.text
+    assert '<break time="3000ms"/> b <break time="2000ms"/>' in out.text, out.text

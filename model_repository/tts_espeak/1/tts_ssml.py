@@ -5,7 +5,8 @@ Accepted (anything else is ``SSML_INVALID`` with the element/attribute and line:
     <speak version="1.0|1.1"? xmlns="http://www.w3.org/2001/10/synthesis"? xml:lang="..."?>
       <p> <s>                              paragraph / sentence (no attributes; no p in p or s)
       <break time="250ms|1.5s" strength="none|x-weak|weak|medium|strong|x-strong"/>
-                                           time up to 10 s
+                                           time up to 10 s; timed breaks that touch
+                                           (whitespace between) add up (_joined_breaks)
       <prosody rate=".." pitch=".." volume="..">
           rate:   x-slow|slow|medium|fast|x-fast|default | N% (20..400, of the normal rate)
           pitch:  x-low|low|medium|high|x-high|default   | +N% / -N% (N <= 100)
@@ -325,7 +326,7 @@ def _emit(element: _Element, out: MappedText, emitter: TextEmitter) -> None:
     wrapper = _wrapper(element)
     if wrapper:
         out.markup(wrapper[0])
-    for child in element.children:
+    for child in _joined_breaks(element.children):
         if isinstance(child, _Element):
             _emit(child, out, emitter)
         elif child.exact:
@@ -334,6 +335,48 @@ def _emit(element: _Element, out: MappedText, emitter: TextEmitter) -> None:
             emitter.block(child.text, child.start, child.end)
     if wrapper:
         out.markup(wrapper[1])
+
+
+def _timed_break(node: _Element | _Text) -> int | None:
+    """A ``<break time>``'s milliseconds (time wins over strength, SSML 1.1 3.2.3); else None."""
+    if isinstance(node, _Element) and node.tag == "break" and "time" in node.attrs:
+        return int(node.attrs["time"].removesuffix("ms"))
+    return None
+
+
+def _joined_breaks(children: list[_Element | _Text]) -> list[_Element | _Text]:
+    """``children`` with each run of timed breaks that only whitespace separates made one break
+    of their summed time. eSpeak keeps only the longest of breaks that touch (measured:
+    ``<break time="3s"/><break time="3s"/>`` is 3 s of silence, not 6), and a client asking for
+    more than the 10 s one break may hold chains them, as other TTS APIs document. A break
+    given by strength alone is left as it is (eSpeak's length for it is its own)."""
+    joined: list[_Element | _Text] = []
+    i, n = 0, len(children)
+    while i < n:
+        first = children[i]
+        total = _timed_break(first)
+        if total is None:
+            joined.append(first)
+            i += 1
+            continue
+        last, j = i, i + 1
+        while j < n:
+            node = children[j]
+            if isinstance(node, _Text) and not node.text.strip():
+                j += 1
+                continue
+            more = _timed_break(node)
+            if more is None:
+                break
+            total += more
+            last, j = j, j + 1
+        assert isinstance(first, _Element)
+        if last == i:
+            joined.append(first)
+        else:
+            joined.append(_Element("break", {"time": f"{total}ms"}, first.position))
+        i = last + 1  # the whitespace after the run's last break stays
+    return joined
 
 
 def _wrapper(element: _Element) -> tuple[str, str] | None:
