@@ -40,6 +40,8 @@ from voxwire import errors
 from voxwire.edge.v1 import stt_pb2, tts_pb2
 
 log = logging.getLogger(__name__)
+# aiohttp's wait for a client's close frame; AiohttpPort.close bounds it far sooner.
+_CLOSE_TIMEOUT_S = 3600.0
 
 SUBPROTOCOL = "voxwire.v1"
 
@@ -158,7 +160,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def _websocket(
     request: web.Request,
     kind: str,
-    serve: Callable[[web.WebSocketResponse, Admission], Awaitable[int]],
+    serve: Callable[[web.WebSocketResponse, Admission], Awaitable[tuple[int, float]]],
     error_message: Callable[[errors.VoxwireError], str],
 ) -> web.StreamResponse:
     """Upgrade, admit, serve; an admission error goes out as an event and a close code.
@@ -174,7 +176,13 @@ async def _websocket(
     chosen = select_subprotocol(offered)
     ws = web.WebSocketResponse(
         protocols=(chosen,) if chosen else (),
-        heartbeat=gateway.config.ping_interval_seconds,
+        # The port keeps the connection alive and answers pings itself (gateway/keepalive.py):
+        # aiohttp's heartbeat counted a pong's deadline from the ping's write, and closed a
+        # player that reads at playback pace, its ping behind seconds of audio.
+        heartbeat=None,
+        autoping=False,
+        # The port bounds the wait for the client's close itself (AiohttpPort.close).
+        timeout=_CLOSE_TIMEOUT_S,
         compress=gateway.config.websocket_compression,
         max_msg_size=gateway.config.hard_max_message_bytes,
         # Text frames as bytes: the message decoder checks UTF-8 itself and answers a frame
@@ -216,15 +224,22 @@ async def _websocket(
         return ws
     opened = gateway.metrics.session_opened(kind)
     # 1006 (no close frame) unless the run returns: a run cancelled as the server stops sent none.
-    code = 1006
+    code, playing_s = 1006, 0.0
     transport = request.transport  # aiohttp lets go of it when it closes it
     try:
-        code = await serve(ws, admission)
+        code, playing_s = await serve(ws, admission)
     finally:
         admission.permit.release()
         # A client that stopped reading cannot take the close frame: the graceful close that
         # follows would keep its socket, and the audio it holds, as long as the client keeps it.
-        let_go.reset_unless_gone(transport, gateway.config.runner.close_flush_s)
+        # One that plays the audio as it reads it (a player) has the audio still to play, and
+        # one write's deadline: it was reset with seconds of its audio unread, the session
+        # ended well (tests/gateway/test_keepalive.py).
+        runner_limits = gateway.config.runner
+        grace_s = runner_limits.close_flush_s
+        if playing_s:
+            grace_s += playing_s + runner_limits.write_timeout_s
+        let_go.reset_unless_gone(transport, grace_s)
         if admission.refused:
             log.info("refused %s: %s", request.path, admission.refused)
             gateway.metrics.session_refused(kind, admission.refused)
@@ -250,7 +265,7 @@ def _stt_first(
 async def stt_stream(request: web.Request) -> web.StreamResponse:
     gateway = _gateway(request)
 
-    async def serve(ws: web.WebSocketResponse, admission: Admission) -> int:
+    async def serve(ws: web.WebSocketResponse, admission: Admission) -> tuple[int, float]:
         session = SttEdgeSession(
             gateway.config.stt,
             session_id=gateway.new_session_id(),
@@ -262,7 +277,12 @@ async def stt_stream(request: web.Request) -> web.StreamResponse:
         )
         runner = SttRunner(
             session,
-            AiohttpPort(ws),
+            AiohttpPort(
+                ws,
+                request.transport,
+                gateway.config.ping_interval_seconds,
+                gateway.config.runner.close_flush_s,
+            ),
             gateway.pool,
             on_start=stt_start(admission),
             limits=gateway.config.runner,
@@ -273,7 +293,8 @@ async def stt_stream(request: web.Request) -> web.StreamResponse:
         try:
             # The first decisions go straight into the run, which drops them once executed: no
             # frame keeps them (or the config) for the session's life.
-            return await runner.run(_stt_first(request, session, admission))
+            code = await runner.run(_stt_first(request, session, admission))
+            return code, runner.audio_left_s()
         finally:
             gateway.registry.discard(runner)
 
@@ -285,7 +306,7 @@ async def stt_stream(request: web.Request) -> web.StreamResponse:
 async def tts_stream(request: web.Request) -> web.StreamResponse:
     gateway = _gateway(request)
 
-    async def serve(ws: web.WebSocketResponse, admission: Admission) -> int:
+    async def serve(ws: web.WebSocketResponse, admission: Admission) -> tuple[int, float]:
         session = TtsEdgeSession(
             gateway.config.tts,
             session_id=gateway.new_session_id(),
@@ -305,7 +326,12 @@ async def tts_stream(request: web.Request) -> web.StreamResponse:
             first = session.fail(exc)
         runner = TtsRunner(
             session,
-            AiohttpPort(ws),
+            AiohttpPort(
+                ws,
+                request.transport,
+                gateway.config.ping_interval_seconds,
+                gateway.config.runner.close_flush_s,
+            ),
             gateway.pool,
             on_start=tts_start(admission, defaults),
             limits=gateway.config.runner,
@@ -314,7 +340,8 @@ async def tts_stream(request: web.Request) -> web.StreamResponse:
         )
         gateway.registry.add(runner, admission.principal.key_id)
         try:
-            return await runner.run(first)
+            code = await runner.run(first)
+            return code, runner.audio_left_s()
         finally:
             gateway.registry.discard(runner)
 

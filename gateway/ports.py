@@ -6,6 +6,7 @@ collect, flush, as websockets' sans-I/O design puts it); the runners never see t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +39,19 @@ class ClientPort(Protocol):
         """Raises ConnectionError when the peer is gone."""
         ...
 
-    async def close(self, code: int, reason: str = "") -> None:
-        """Close (idempotent); ``reason`` at most 123 bytes (RFC 6455 5.5.1)."""
+    async def close(self, code: int, reason: str = "", linger_s: float = 0.0) -> None:
+        """Close (idempotent); ``reason`` at most 123 bytes (RFC 6455 5.5.1). ``linger_s``:
+        how long the client may take before it can answer the close, over the usual wait (the
+        audio ahead of the close that a client playing it at real time has still to play)."""
+        ...
+
+    def start_keepalive(self, audio_ahead_s: Callable[[], float]) -> None:
+        """Keep the connection alive from now on, if the transport has a keepalive of its own
+        to run (a WebSocket's pings; gRPC keeps its own). ``audio_ahead_s``: the audio sent
+        that a client playing it at real time has still to play, which a ping sent now comes
+        after (gateway/keepalive.py)."""
+        ...
+
+    def stop_keepalive(self) -> None:
+        """The runner is done with the connection: its keepalive timers stop."""
         ...

@@ -104,6 +104,7 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         writer.add_done_callback(self._task_ended)
         reader.add_done_callback(self._task_ended)
         tasks = (writer, reader)
+        self._port.start_keepalive(self._client_out.audio_left_s)
         try:
             if first is not None:
                 self._execute(first)
@@ -141,9 +142,14 @@ class SessionRunner(abc.ABC, Generic[S, A]):
                         flushed = writer.exception() is None
                 if ended_well and not flushed:
                     self._unflushed(flush_s)
-                await self._port.close(self._close_code)
+                # The port reads the client to its close itself (see AiohttpPort.close).
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+                linger_s = self._client_out.audio_left_s() if ended_well and flushed else 0.0
+                await self._port.close(self._close_code, linger_s=linger_s)
             return self._close_code or 1006
         finally:
+            self._port.stop_keepalive()
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -152,6 +158,11 @@ class SessionRunner(abc.ABC, Generic[S, A]):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def audio_left_s(self) -> float:
+        """The audio sent to the client that it has still to play at real time (a player
+        reading its socket as it plays has not read it yet)."""
+        return self._client_out.audio_left_s()
 
     def drain(self, grace_s: float | None = None, *, reconnect_now: bool = False) -> None:
         """The gateway is shutting down: going_away now, the close at the end of the grace.

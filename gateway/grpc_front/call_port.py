@@ -99,7 +99,13 @@ class CallPort:
     async def send_bytes(self, data: bytes) -> None:
         await self._context.write(data)
 
-    async def close(self, code: int, reason: str = "") -> None:
+    async def close(self, code: int, reason: str = "", linger_s: float = 0.0) -> None:
+        return None
+
+    def start_keepalive(self, audio_ahead_s: Callable[[], float]) -> None:
+        return None  # HTTP/2 keeps the connection alive (the server's keepalive options)
+
+    def stop_keepalive(self) -> None:
         return None
 
 
