@@ -53,6 +53,19 @@ class AiohttpPort:
     ``transport`` is the connection's, reset when a pong is late; ``close`` waits
     ``close_wait_s`` for the client's close."""
 
+    # One per session: no instance dict (memory per idle session, BENCHMARKS.md).
+    __slots__ = (
+        "_ws",
+        "_transport",
+        "_ping_interval_s",
+        "_close_wait_s",
+        "_keepalive",
+        "_audio_ahead",
+        "_timer",
+        "_ping",
+        "_gone",
+    )
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
