@@ -7,26 +7,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
-    AcceptConnection,
     BytesMessage,
     CloseConnection,
     Ping,
-    Request,
     TextMessage,
 )
 
-from gateway.config import GatewayConfig
 from gateway.keepalive import Due, Keepalive
 from gateway.server import GatewayServer
-from tests.helpers.edge import Edge
+from tests.helpers.edge import Edge, running_gateway
+from tests.helpers.raw_ws import connect
 
 # The test gateways' ping interval; a pong is late half of it after its audio has played.
 PING_S = 2.0
@@ -65,41 +61,8 @@ def test_a_pong_is_late_only_after_the_audio_sent_before_its_ping_has_played():
 async def _gateway(
     edge: Edge, adapter_address: str, ping_s: float = PING_S
 ) -> AsyncIterator[GatewayServer]:
-    server = GatewayServer(
-        GatewayConfig(
-            listen="127.0.0.1:0",
-            grpc_listen="",
-            adapters=(adapter_address,),
-            auth=edge.auth,
-            ping_interval_seconds=ping_s,
-        )
-    )
-    await server.start()
-    try:
+    async for server in running_gateway(adapter_address, edge.auth, ping_interval_seconds=ping_s):
         yield server
-    finally:
-        await server.stop(grace=1.0)
-
-
-async def _raw_ws(
-    port: int, path: str, key: str
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, WSConnection]:
-    """A WebSocket on wsproto over a small receive buffer: what the client does not read
-    stays in TCP (aiohttp's client reads the socket in a loop of its own)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    conn = WSConnection(ConnectionType.CLIENT)
-    headers = [(b"authorization", f"Bearer {key}".encode())]
-    writer.write(conn.send(Request(host=f"127.0.0.1:{port}", target=path, extra_headers=headers)))
-    async with asyncio.timeout(10):
-        while not any(isinstance(e, AcceptConnection) for e in conn.events()):
-            data = await reader.read(65536)
-            assert data, "closed during the handshake"
-            conn.receive_data(data)
-    return reader, writer, conn
 
 
 on_session_loop = pytest.mark.asyncio(loop_scope="session")
@@ -121,7 +84,7 @@ async def test_a_player_reading_at_playback_pace_is_kept_through_a_long_text(
     rate, width = 48000, 4
     text = "This is a sentence that the player hears at real time, word by word. " * 7
     async with _gateway(edge, edge_adapter.address, ping_s=0.5) as server:
-        reader, writer, conn = await _raw_ws(server.port, "/v1/tts/stream?lead_ms=0", edge.key)
+        reader, writer, conn = await connect(server.port, "/v1/tts/stream?lead_ms=0", edge.key)
         for msg in (
             {
                 "contextId": "c1",

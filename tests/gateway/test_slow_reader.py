@@ -21,12 +21,12 @@ from typing import Any
 import grpc
 import pytest
 import tomli_w
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+from wsproto.events import CloseConnection, TextMessage
 
 from tests.helpers.edge import Edge
 from tests.helpers.front import bearer
 from tests.helpers.gateway_process import GatewayProcess, start_gateway, write_config
+from tests.helpers.raw_ws import RCVBUF, connect
 from tests.helpers.status import from_trailers
 from voxwire.v1 import audio_pb2, synthesis_pb2, synthesis_pb2_grpc
 
@@ -35,7 +35,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 SynthReq = synthesis_pb2.StreamingSynthesizeRequest
 
 SENTENCE = "This sentence is spoken again and again so the audio is much longer than any buffer. "
-RCVBUF = 16 * 1024
 
 
 _TCP_CLOSE = 7  # linux/tcp_states.h
@@ -82,26 +81,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-async def connect(
-    port: int, path: str, key: str
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, WSConnection]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    conn = WSConnection(ConnectionType.CLIENT)
-    headers = [(b"authorization", f"Bearer {key}".encode())]
-    writer.write(conn.send(Request(host=f"127.0.0.1:{port}", target=path, extra_headers=headers)))
-    async with asyncio.timeout(10):
-        while True:
-            data = await reader.read(65536)
-            assert data, "closed during the handshake"
-            conn.receive_data(data)
-            if any(isinstance(e, AcceptConnection) for e in conn.events()):
-                return reader, writer, conn
 
 
 async def test_a_client_that_stops_reading_costs_bounded_memory_and_is_reset(
