@@ -224,21 +224,21 @@ async def _websocket(
         return ws
     opened = gateway.metrics.session_opened(kind)
     # 1006 (no close frame) unless the run returns: a run cancelled as the server stops sent none.
-    code, playing_s = 1006, 0.0
+    code, linger_s = 1006, 0.0
     transport = request.transport  # aiohttp lets go of it when it closes it
     try:
-        code, playing_s = await serve(ws, admission)
+        code, linger_s = await serve(ws, admission)
     finally:
         admission.permit.release()
         # A client that stopped reading cannot take the close frame: the graceful close that
         # follows would keep its socket, and the audio it holds, as long as the client keeps it.
-        # One that plays the audio as it reads it (a player) has the audio still to play, and
-        # one write's deadline: it was reset with seconds of its audio unread, the session
-        # ended well (tests/gateway/test_keepalive.py).
+        # One that plays the audio as it reads it (a player) of a session that ended well has
+        # the audio it had still to play, and one write's deadline, more: it was reset with
+        # seconds of its audio unread (tests/gateway/test_keepalive.py).
         runner_limits = gateway.config.runner
         grace_s = runner_limits.close_flush_s
-        if playing_s:
-            grace_s += playing_s + runner_limits.write_timeout_s
+        if linger_s:
+            grace_s += linger_s + runner_limits.write_timeout_s
         let_go.reset_unless_gone(transport, grace_s)
         if admission.refused:
             log.info("refused %s: %s", request.path, admission.refused)
@@ -294,7 +294,7 @@ async def stt_stream(request: web.Request) -> web.StreamResponse:
             # The first decisions go straight into the run, which drops them once executed: no
             # frame keeps them (or the config) for the session's life.
             code = await runner.run(_stt_first(request, session, admission))
-            return code, runner.audio_left_s()
+            return code, runner.linger_s
         finally:
             gateway.registry.discard(runner)
 
@@ -341,7 +341,7 @@ async def tts_stream(request: web.Request) -> web.StreamResponse:
         gateway.registry.add(runner, admission.principal.key_id)
         try:
             code = await runner.run(first)
-            return code, runner.audio_left_s()
+            return code, runner.linger_s
         finally:
             gateway.registry.discard(runner)
 

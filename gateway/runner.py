@@ -65,6 +65,11 @@ class SessionRunner(abc.ABC, Generic[S, A]):
             on_sent=lambda s: session.charge("edge_send", s),
         )
         self._close_code: int | None = None
+        # A session that ended well, its end flushed: the audio sent that a client playing it
+        # at real time had still to play when the close began. Its connection is given that
+        # long more to take what it was sent (the close handshake, the reset of a connection
+        # still holding data); 0 for any other end.
+        self.linger_s = 0.0
         # The session's deadlines run on one loop timer (no task of their own: memory per idle
         # session counts, BENCHMARKS.md "Memory per idle WebSocket"); ``_timer_at`` is the
         # deadline it is set for (monotonic), infinite when none is.
@@ -145,8 +150,9 @@ class SessionRunner(abc.ABC, Generic[S, A]):
                 # The port reads the client to its close itself (see AiohttpPort.close).
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
-                linger_s = self._client_out.audio_left_s() if ended_well and flushed else 0.0
-                await self._port.close(self._close_code, linger_s=linger_s)
+                if ended_well and flushed:
+                    self.linger_s = self._client_out.audio_left_s()
+                await self._port.close(self._close_code, linger_s=self.linger_s)
             return self._close_code or 1006
         finally:
             self._port.stop_keepalive()
@@ -158,11 +164,6 @@ class SessionRunner(abc.ABC, Generic[S, A]):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    def audio_left_s(self) -> float:
-        """The audio sent to the client that it has still to play at real time (a player
-        reading its socket as it plays has not read it yet)."""
-        return self._client_out.audio_left_s()
 
     def drain(self, grace_s: float | None = None, *, reconnect_now: bool = False) -> None:
         """The gateway is shutting down: going_away now, the close at the end of the grace.
