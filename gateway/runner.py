@@ -145,13 +145,14 @@ class SessionRunner(abc.ABC, Generic[S, A]):
                     async with asyncio.timeout(flush_s):
                         await asyncio.shield(writer)
                         flushed = writer.exception() is None
-                if ended_well and not flushed:
-                    self._unflushed(flush_s)
+                if ended_well:
+                    if flushed:
+                        self.linger_s = self._client_out.audio_left_s()
+                    else:
+                        self._unflushed(flush_s)
                 # The port reads the client to its close itself (see AiohttpPort.close).
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
-                if ended_well and flushed:
-                    self.linger_s = self._client_out.audio_left_s()
                 await self._port.close(self._close_code, linger_s=self.linger_s)
             return self._close_code or 1006
         finally:

@@ -162,7 +162,12 @@ class EdgeSessionBase(Generic[L]):
     # -- drain ---------------------------------------------------------------------------------
 
     def _going_away(
-        self, reason: str, resume_with: object, *, grace_s: float | None, reconnect_now: bool
+        self,
+        reason: str,
+        resume_with: object,
+        *,
+        grace_s: float | None = None,
+        reconnect_now: bool = False,
     ) -> session_pb2.GoingAway:
         token, _ = self._issue_token(resume_with)
         away = session_pb2.GoingAway(reason=reason, resume_token=token, reconnect_now=reconnect_now)

@@ -188,7 +188,8 @@ class Outbox(Generic[T]):
         except BaseException as exc:  # CancelledError too: the write may be in flight
             self.broken = exc
             raise
+        t1 = time.monotonic()
         if audio_ms and playback is not None:
-            playback.wrote(audio_ms, time.monotonic())
+            playback.wrote(audio_ms, t1)
         if self._on_sent is not None:
-            self._on_sent(time.monotonic() - t0)
+            self._on_sent(t1 - t0)

@@ -264,9 +264,8 @@ def _contradictions(
     wrong file or the wrong idea of it, and a transcript of audio it did not mean to send is
     worse than an error (this was silently ignored: a WAV of 16 kHz with sample_rate=8000 was
     transcribed at 16 kHz, with no word of it)."""
-    names = _ENCODING_NAMES
     found = [
-        ("encoding", stated.encoding, encoding, names.get(stated.encoding), names.get(encoding)),
+        ("encoding", stated.encoding, encoding, _name(stated.encoding), _name(encoding)),
         ("sample_rate", stated.sample_rate_hz, rate, stated.sample_rate_hz, f"{rate} Hz"),
         ("channels", stated.channels, channels, stated.channels, channels),
     ]
@@ -287,14 +286,10 @@ def _contradictions(
         )
 
 
-def _encoding_names() -> dict[int, str]:
-    names: dict[int, str] = {}  # the query's names: the first of each wins
-    for name, value in ENCODINGS.items():
-        names.setdefault(value, name)
-    return names
-
-
-_ENCODING_NAMES = _encoding_names()
+def _name(encoding: int) -> str | None:
+    """An encoding's contract name (``pcm_s16le``, ...); None for one the contract lacks."""
+    known = CARRIED.get(encoding)  # type: ignore[call-overload]
+    return known.value if known is not None else None
 
 
 async def _raw(

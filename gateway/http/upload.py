@@ -34,10 +34,9 @@ from typing import Any
 import numpy as np
 
 from voxwire.audio.codecs import downmix, float32_to_int16
-from voxwire.audio.formats import carried_rate
+from voxwire.audio.formats import PROTO_ENCODINGS, SNDFILE_SUBTYPES, carried_rate
 from voxwire.audio.resample import StreamResampler
 from voxwire.errors import BodyTooLarge, InvalidAudio, MisalignedAudio
-from voxwire.v1 import audio_pb2
 
 # Bytes kept behind the reader for libsndfile's backward seeks, and the head kept for its
 # header re-reads; a seek further back than that is refused (InvalidAudio).
@@ -344,16 +343,6 @@ class DecodedFormat:
     source_encoding: int = 0
 
 
-# libsndfile's sample subtypes that are contract encodings (soundfile's names; a 16-bit FLAC
-# is PCM_16 too: its samples are 16-bit linear PCM, compressed).
-_SUBTYPE_ENCODINGS = {
-    "PCM_16": audio_pb2.AUDIO_ENCODING_PCM_S16LE,
-    "FLOAT": audio_pb2.AUDIO_ENCODING_PCM_F32LE,
-    "ULAW": audio_pb2.AUDIO_ENCODING_MULAW,
-    "ALAW": audio_pb2.AUDIO_ENCODING_ALAW,
-}
-
-
 @dataclass(slots=True)
 class DecodeReport:
     """What ``decode_blocks`` found out besides the audio (set before its generator ends)."""
@@ -386,7 +375,8 @@ def decode_blocks(
     with sound:
         rate = sound.samplerate
         out_rate = carried_rate(rate)
-        source = _SUBTYPE_ENCODINGS.get(sound.subtype, audio_pb2.AUDIO_ENCODING_UNSPECIFIED)
+        subtype = SNDFILE_SUBTYPES.get(sound.subtype)
+        source = PROTO_ENCODINGS[subtype] if subtype is not None else 0  # 0: unspecified
         if budget is not None and sound.format != "MP3" and 0 < sound.frames < _UNKNOWN_FRAMES:
             budget.declared(sound.frames / rate)
         resampler = StreamResampler(rate, out_rate)

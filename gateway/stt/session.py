@@ -600,12 +600,7 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
 
     def _hand_over(self, actions: Actions) -> None:
         """Maximum duration: finalize what the upstream has, then close so the client resumes."""
-        away = self._going_away(
-            "STREAM_TOO_LONG",
-            self.config,
-            grace_s=self.limits.drain_grace_s,
-            reconnect_now=False,
-        )
+        away = self._going_away("STREAM_TOO_LONG", self.config, grace_s=self.limits.drain_grace_s)
         actions.to_client.append(Message(going_away=away))
         if self.state is State.STREAMING:
             actions.to_upstream.append(Request(close=transcription_pb2.CloseStream()))

@@ -820,9 +820,7 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
             return actions
         actions.to_client += [Message(notice=n) for n in check.notices]
         if check.due is Due.MAX_DURATION:
-            away = self._going_away(
-                "STREAM_TOO_LONG", self.options, grace_s=None, reconnect_now=False
-            )
+            away = self._going_away("STREAM_TOO_LONG", self.options)
             actions.to_client.append(Message(going_away=away))
             actions.extend(
                 self.fail(

@@ -18,6 +18,15 @@ ENCODINGS: dict[audio_pb2.AudioEncoding.ValueType, Encoding] = {
     audio_pb2.AUDIO_ENCODING_ALAW: Encoding.ALAW,
 }
 PROTO_ENCODINGS = {enc: value for value, enc in ENCODINGS.items()}
+# libsndfile's sample subtypes (soundfile's names) that are wire encodings: a file of them says
+# its encoding (a 16-bit FLAC's samples are PCM_16 too: linear 16-bit, compressed); the rest
+# (24-bit, Vorbis, MP3, ...) have none.
+SNDFILE_SUBTYPES = {
+    "PCM_16": Encoding.PCM_S16LE,
+    "FLOAT": Encoding.PCM_F32LE,
+    "ULAW": Encoding.MULAW,
+    "ALAW": Encoding.ALAW,
+}
 
 
 def sample_bytes(encoding: audio_pb2.AudioEncoding.ValueType) -> int:

@@ -34,10 +34,6 @@ if TYPE_CHECKING:
     import numpy as np
     import soundfile
 
-# libsndfile's sample subtypes that have a wire encoding's name (a 16-bit FLAC's samples are
-# PCM_16 too: linear 16-bit, compressed); other subtypes (24-bit, Vorbis, MP3) have none.
-_SUBTYPE_ENCODINGS = {"PCM_16": "pcm_s16le", "FLOAT": "pcm_f32le", "ULAW": "mulaw", "ALAW": "alaw"}
-
 READ_FRAMES_MS = 1000  # per read in the worker thread: few thread hops, little memory
 
 
@@ -46,14 +42,14 @@ async def open_file(path: Path, args: argparse.Namespace | None = None) -> Sourc
     or not audio libsndfile knows, or at a rate below 4 kHz, or whose format contradicts the
     format flags in ``args`` (before anything is sent), and for NaN or infinity in its
     samples (while they are read)."""
-    from voxwire.audio.formats import carried_rate
+    from voxwire.audio.formats import SNDFILE_SUBTYPES, carried_rate
     from voxwire.errors import UnsupportedSampleRate
 
     handle = await asyncio.to_thread(_open, path)
     try:
         if args is not None:
             own = {
-                "--encoding": _SUBTYPE_ENCODINGS.get(handle.subtype),
+                "--encoding": getattr(SNDFILE_SUBTYPES.get(handle.subtype), "value", None),
                 "--rate": handle.samplerate,
                 "--channels": handle.channels,
             }
