@@ -168,10 +168,28 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
         console.print(f"{kind.upper()} streams, share of stage time: {shares}", highlight=False)
     if result["wer"]["wer"] is not None:
         console.print(f"WER {result['wer']['wer']:.3f} over {result['wer']['words']} words")
+    tts = result.get("tts") or {}
+    if tts.get("contexts"):
+        # The playback simulation's verdict: the one TTS figure a listener hears directly.
+        console.print(
+            f"TTS underruns: {tts['underruns']} in {tts['contexts']} contexts,"
+            f" {tts['underrun_ms']:.1f} ms in total",
+            highlight=False,
+        )
     for warning in result["generator"]["warnings"]:
         console.print(f"[red]warning:[/red] {warning}")
     if result.get("slo"):
-        console.print(f"SLO {'held' if result['slo']['passed'] else 'missed'}")
+        verdict = result["slo"]
+        # A miss says which objective and by how much, as the search's last line does: the
+        # HTML report has the whole table, but a CI log has only this.
+        missed = "; ".join(
+            _missed(slo.Check(**check)) for check in verdict["checks"] if not check["passed"]
+        )
+        console.print(
+            f"SLO {'held' if verdict['passed'] else 'missed'}" + (f": {missed}" if missed else ""),
+            markup=False,
+            highlight=False,
+        )
     console.print(f"wrote {out}/result.json, result.csv, report.html")
 
 
@@ -269,8 +287,10 @@ def cmd_slo(args: argparse.Namespace) -> int:
 
 def _missed(check: slo.Check) -> str:
     """A failed check as a line says it: what, and by how much."""
-    seen = f"observed {check.observed:g}" if check.observed is not None else "no samples"
-    bound = f", upper bound {check.bound:g}" if check.bound is not None else ""
+    # The error rate is a fraction; its name says "0.10%", so its figures say % too.
+    figure = "{:.2%}".format if check.name.startswith("error rate") else "{:g}".format
+    seen = f"observed {figure(check.observed)}" if check.observed is not None else "no samples"
+    bound = f", upper bound {figure(check.bound)}" if check.bound is not None else ""
     note = f" ({check.note})" if check.note and check.observed is not None else ""
     return f"{check.name}: {seen}{bound}{note}"
 

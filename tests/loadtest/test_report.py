@@ -273,3 +273,28 @@ def test_the_summary_on_a_terminal_names_every_metric_and_error_in_words(
     assert "(error rate " in out
     assert "stage.stt.compute" not in out  # per kind, as shares below the table
     assert "STT streams, share of stage time:" in out and "TTS streams, share of stage time:" in out
+
+
+def test_the_summary_on_a_terminal_says_which_objective_missed_and_the_underruns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said only "SLO missed": which objective, by how much, was in the HTML report alone,
+    # and a TTS run's underruns (the figure a listener hears) were not on the terminal at all.
+    from loadtest.cli import print_summary
+
+    merged = _merged()
+    spec = SloSpec(objectives=(Objective("stt.final", 99, 30), Objective("stt.message", 50, 900)))
+    verdict = judge(merged, spec)
+    assert not verdict.passed
+    result = results.build(merged, Scenario().to_dict(), {"slo": verdict.to_dict()})
+    print_summary(result, tmp_path)
+    words = " ".join(capsys.readouterr().out.split())
+    final = next(c for c in verdict.checks if c.name.startswith("stt.final"))
+    assert final.observed is not None and final.bound is not None
+    assert (
+        f"SLO missed: stt.final p99 <= 30 ms: observed {final.observed:g},"
+        f" upper bound {final.bound:g}; error rate <= 0.10%: observed 2.00%, upper bound 8.48%"
+        " (judged on the observed rate; bound is Wilson's); underruns <= 0: observed 2" in words
+    ), words
+    assert "stt.message p50" not in words  # held: not listed
+    assert "TTS underruns: 2 in 20 contexts, 80.0 ms in total" in words
