@@ -15,6 +15,7 @@ from gateway.sessions import Registry
 from gateway.wire.messages import encode
 from gateway.wire.query import parse_bool
 from voxwire import errors
+from voxwire.edge.v1 import http_pb2
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,22 @@ def client_left(request: web.Request, exc: ConnectionError) -> web.Response:
     return web.Response(status=CLIENT_LEFT)
 
 
+def error_body(error: errors.VoxwireError) -> str:
+    """``{"error": <ErrorEvent>}``: an ``ErrorResponse``, the envelope of the WebSocket's error
+    message too, and the schema the OpenAPI document gives every error status."""
+    return encode(http_pb2.ErrorResponse(error=errors.to_event(error)))
+
+
 def error_response(error: errors.VoxwireError) -> web.Response:
-    """An error as an HTTP response: its status, ``{"error": <ErrorEvent>}``, Retry-After."""
+    """An error as an HTTP response: its status, ``error_body``, Retry-After."""
     headers = {}
     if error.retry_delay is not None:
         headers["Retry-After"] = retry_after_header(error.retry_delay)
-    # The same envelope as the WebSocket error message.
-    body = '{"error":' + encode(errors.to_event(error)) + "}"
     return web.Response(
-        status=error.http_status, text=body, content_type="application/json", headers=headers
+        status=error.http_status,
+        text=error_body(error),
+        content_type="application/json",
+        headers=headers,
     )
 
 

@@ -16,8 +16,8 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 
 from gateway.wire.query import ENCODINGS
 from voxwire import errors as table
-from voxwire.edge.v1 import http_pb2, session_pb2
-from voxwire.v1 import capabilities_pb2
+from voxwire.edge.v1 import http_pb2
+from voxwire.v1 import capabilities_pb2, stream_pb2, synthesis_pb2
 
 _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
@@ -96,8 +96,16 @@ def document(server_url: str = "") -> dict[str, Any]:
     """The OpenAPI 3.1 document."""
     s = _Schemas()
     error = {
-        "description": "An error event (docs/contract.md table)",
-        "content": _json(s.message(session_pb2.ErrorEvent.DESCRIPTOR)),
+        "description": 'An error: {"error": ErrorEvent}, its reason stable '
+        "(docs/contract.md table)",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying, when the error advises a "
+                "wait (its retryAfterMs, rounded up)",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+        "content": _json(s.message(http_pb2.ErrorResponse.DESCRIPTOR)),
     }
     # Every HTTP status the error table maps a reason to (voxwire/errors.py), so a status the
     # server can answer is never missing here.
@@ -181,15 +189,27 @@ def document(server_url: str = "") -> dict[str, Any]:
                 },
                 "responses": {
                     "200": {
-                        "description": "Audio (chunked), or Server-Sent Events (audio, words, "
-                        "done, error) with Accept: text/event-stream",
+                        "description": "Audio (chunked), or Server-Sent Events (notice, audio, "
+                        "words, done, error) with Accept: text/event-stream; each event's data "
+                        "is the JSON of the schema x-voxwire-events names for it",
                         "content": {
                             "audio/wav": {"schema": {"type": "string", "format": "binary"}},
                             "audio/basic": {"schema": {"type": "string", "format": "binary"}},
                             "application/octet-stream": {
                                 "schema": {"type": "string", "format": "binary"}
                             },
-                            "text/event-stream": {"schema": {"type": "string"}},
+                            "text/event-stream": {
+                                "schema": {"type": "string"},
+                                # OpenAPI 3.1 has no schema for an event stream's items (3.2's
+                                # itemSchema): an extension names each event's, by its name.
+                                "x-voxwire-events": {
+                                    "notice": s.message(stream_pb2.StreamNotice.DESCRIPTOR),
+                                    "audio": s.message(synthesis_pb2.AudioChunk.DESCRIPTOR),
+                                    "words": s.message(synthesis_pb2.WordTimestamps.DESCRIPTOR),
+                                    "done": s.message(http_pb2.SpeakDone.DESCRIPTOR),
+                                    "error": s.message(http_pb2.ErrorResponse.DESCRIPTOR),
+                                },
+                            },
                         },
                     },
                     **errors,

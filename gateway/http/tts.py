@@ -41,6 +41,7 @@ from gateway import let_go
 from gateway.http.common import (
     admit,
     client_left,
+    error_body,
     error_response,
     media_type,
     query_flag,
@@ -365,9 +366,7 @@ async def _relay(
                 if writes is None:
                     raise _Refused(exc.error) from None
                 if out.sse:
-                    await writes.write(
-                        _sse("error", '{"error":' + encode(errors.to_event(exc.error)) + "}")
-                    )
+                    await writes.write(_sse("error", error_body(exc.error)))
                     return writes.response
                 raise _Cut(f"the audio stream failed after it began: {exc.error.reason}") from exc
             if msg is None:
@@ -392,9 +391,7 @@ async def _relay(
                 if writes is None:
                     raise _Refused(error)
                 if out.sse:
-                    await writes.write(
-                        _sse("error", '{"error":' + encode(errors.to_event(error)) + "}")
-                    )
+                    await writes.write(_sse("error", error_body(error)))
                     return writes.response
                 raise _Cut(f"synthesis failed: {error.reason}: {error}")
             if writes is None:

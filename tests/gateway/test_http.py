@@ -10,11 +10,14 @@ import wave
 
 import aiohttp
 import pytest
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import validate as validate_spec
 
 from gateway.auth.keys import create_key
 from gateway.http import stt as http_stt
 from gateway.http import tts as http_tts
 from tests.gateway.conftest import Edge
+from tests.helpers.speech_fixtures import SPEECH_DIR
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -279,6 +282,61 @@ async def test_capabilities_openapi_and_metrics(edge: Edge):
             assert "voxwire_gateway_sessions_active" in await resp.text()
         async with http.get(f"{edge.server.url}/readyz") as resp:
             assert resp.status == 200
+
+
+def _conforms(doc: dict, schema: dict, body: object) -> list[str]:
+    """What in ``body`` breaks ``schema`` (a ``$ref`` into the document), as a client
+    generated from the document would find it."""
+    validator = OAS31Validator({**doc, **schema})
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(body)]
+
+
+async def test_the_bodies_on_the_wire_are_what_the_openapi_document_says(edge: Edge):
+    # Every error's body, {"error": {...}}, was documented as a bare ErrorEvent whose schema
+    # allows no other property: a client generated from the document could parse no error.
+    # The document is checked as OpenAPI 3.1, and each real body (successes, errors, each SSE
+    # event) against the schema the document gives its path, method, status and media type.
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{edge.server.url}/v1/openapi.json") as resp:
+            doc = await resp.json()
+        validate_spec(doc)
+        seen: list[tuple[str, str, int]] = []
+
+        async def check(method: str, path: str, query: str = "", **kwargs: object) -> None:
+            url = f"{edge.server.url}{path}{query}"
+            async with http.request(method, url, **kwargs) as resp:
+                body = await resp.json()
+                status = resp.status
+            documented = doc["paths"][path][method.lower()]["responses"][str(status)]
+            schema = documented["content"]["application/json"]["schema"]
+            assert not _conforms(doc, schema, body), (path, status, _conforms(doc, schema, body))
+            seen.append((method, path, status))
+
+        wav = (SPEECH_DIR / "call_me_back.wav").read_bytes()
+        audio = {**edge.headers, "Content-Type": "audio/wav"}
+        await check("POST", "/v1/stt", "?model=stt_pocketsphinx", data=wav, headers=audio)
+        await check("POST", "/v1/stt", "?model=nope", data=wav, headers=audio)
+        text = {**edge.headers, "Content-Type": "text/plain"}
+        await check("POST", "/v1/stt", "?model=stt_pocketsphinx", data=b"x", headers=text)
+        await check("GET", "/v1/capabilities", headers=edge.headers)
+        await check("GET", "/v1/capabilities")
+        await check("POST", "/v1/auth/token", headers=edge.headers)
+        await check("POST", "/v1/auth/token", json={"ttlSeconds": 86400}, headers=edge.headers)
+        await check("POST", "/v1/tts", "?encoding=opus", data="Hi.", headers=edge.headers)
+        assert [status for *_, status in seen] == [200, 404, 415, 200, 401, 200, 400, 400], seen
+
+        sse = {**edge.headers, "Accept": "text/event-stream"}
+        request = {"text": TEXT, "config": {"model": "tts_espeak", "wordTimestamps": True}}
+        async with http.post(f"{edge.server.url}/v1/tts", json=request, headers=sse) as resp:
+            text = await resp.text()
+    events = doc["paths"]["/v1/tts"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    names = []
+    for block in text.strip().split("\n\n"):
+        name, data = (line.split(": ", 1)[1] for line in block.split("\n"))
+        names.append(name)
+        schema = events["x-voxwire-events"][name]
+        assert not _conforms(doc, schema, json.loads(data)), (name, data[:200])
+    assert {"audio", "words", "done"} <= set(names), names
 
 
 async def test_a_wrong_path_or_method_gets_an_error_event_not_plain_text(edge: Edge):

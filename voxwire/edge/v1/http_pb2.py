@@ -23,29 +23,32 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from voxwire.edge.v1 import session_pb2 as voxwire_dot_edge_dot_v1_dot_session__pb2
 from voxwire.v1 import stream_pb2 as voxwire_dot_v1_dot_stream__pb2
 from voxwire.v1 import synthesis_pb2 as voxwire_dot_v1_dot_synthesis__pb2
 from voxwire.v1 import timings_pb2 as voxwire_dot_v1_dot_timings__pb2
 from voxwire.v1 import transcription_pb2 as voxwire_dot_v1_dot_transcription__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avoxwire/edge/v1/http.proto\x12\x0fvoxwire.edge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17voxwire/v1/stream.proto\x1a\x1avoxwire/v1/synthesis.proto\x1a\x18voxwire/v1/timings.proto\x1a\x1evoxwire/v1/transcription.proto\"\xf9\x01\n\x16TranscribeFileResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ntranscript\x18\x03 \x01(\t\x12-\n\x07results\x18\x04 \x03(\x0b\x32\x1c.voxwire.v1.TranscriptResult\x12\x10\n\x08\x61udio_ms\x18\x05 \x01(\r\x12)\n\x07timings\x18\x06 \x01(\x0b\x32\x18.voxwire.v1.StageTimings\x12\x11\n\ttruncated\x18\x07 \x01(\x08\x12)\n\x07notices\x18\x08 \x03(\x0b\x32\x18.voxwire.v1.StreamNotice\"\x84\x01\n\x0cSpeakRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x32\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\".voxwire.v1.SynthesisContextConfig\x12\x32\n\tcontainer\x18\x03 \x01(\x0e\x32\x1f.voxwire.edge.v1.AudioContainer\"q\n\tSpeakDone\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12%\n\x04\x64one\x18\x02 \x01(\x0b\x32\x17.voxwire.v1.ContextDone\x12)\n\x07timings\x18\x03 \x01(\x0b\x32\x18.voxwire.v1.StageTimings\"#\n\x0cTokenRequest\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\r\"N\n\rTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*c\n\x0e\x41udioContainer\x12\x1f\n\x1b\x41UDIO_CONTAINER_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41UDIO_CONTAINER_WAV\x10\x01\x12\x17\n\x13\x41UDIO_CONTAINER_RAW\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avoxwire/edge/v1/http.proto\x12\x0fvoxwire.edge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dvoxwire/edge/v1/session.proto\x1a\x17voxwire/v1/stream.proto\x1a\x1avoxwire/v1/synthesis.proto\x1a\x18voxwire/v1/timings.proto\x1a\x1evoxwire/v1/transcription.proto\"\xf9\x01\n\x16TranscribeFileResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ntranscript\x18\x03 \x01(\t\x12-\n\x07results\x18\x04 \x03(\x0b\x32\x1c.voxwire.v1.TranscriptResult\x12\x10\n\x08\x61udio_ms\x18\x05 \x01(\r\x12)\n\x07timings\x18\x06 \x01(\x0b\x32\x18.voxwire.v1.StageTimings\x12\x11\n\ttruncated\x18\x07 \x01(\x08\x12)\n\x07notices\x18\x08 \x03(\x0b\x32\x18.voxwire.v1.StreamNotice\"\x84\x01\n\x0cSpeakRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x32\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\".voxwire.v1.SynthesisContextConfig\x12\x32\n\tcontainer\x18\x03 \x01(\x0e\x32\x1f.voxwire.edge.v1.AudioContainer\"q\n\tSpeakDone\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12%\n\x04\x64one\x18\x02 \x01(\x0b\x32\x17.voxwire.v1.ContextDone\x12)\n\x07timings\x18\x03 \x01(\x0b\x32\x18.voxwire.v1.StageTimings\"#\n\x0cTokenRequest\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\r\"N\n\rTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\rErrorResponse\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.voxwire.edge.v1.ErrorEvent*c\n\x0e\x41udioContainer\x12\x1f\n\x1b\x41UDIO_CONTAINER_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41UDIO_CONTAINER_WAV\x10\x01\x12\x17\n\x13\x41UDIO_CONTAINER_RAW\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voxwire.edge.v1.http_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOCONTAINER']._serialized_start=810
-  _globals['_AUDIOCONTAINER']._serialized_end=909
-  _globals['_TRANSCRIBEFILERESPONSE']._serialized_start=192
-  _globals['_TRANSCRIBEFILERESPONSE']._serialized_end=441
-  _globals['_SPEAKREQUEST']._serialized_start=444
-  _globals['_SPEAKREQUEST']._serialized_end=576
-  _globals['_SPEAKDONE']._serialized_start=578
-  _globals['_SPEAKDONE']._serialized_end=691
-  _globals['_TOKENREQUEST']._serialized_start=693
-  _globals['_TOKENREQUEST']._serialized_end=728
-  _globals['_TOKENRESPONSE']._serialized_start=730
-  _globals['_TOKENRESPONSE']._serialized_end=808
+  _globals['_AUDIOCONTAINER']._serialized_start=902
+  _globals['_AUDIOCONTAINER']._serialized_end=1001
+  _globals['_TRANSCRIBEFILERESPONSE']._serialized_start=223
+  _globals['_TRANSCRIBEFILERESPONSE']._serialized_end=472
+  _globals['_SPEAKREQUEST']._serialized_start=475
+  _globals['_SPEAKREQUEST']._serialized_end=607
+  _globals['_SPEAKDONE']._serialized_start=609
+  _globals['_SPEAKDONE']._serialized_end=722
+  _globals['_TOKENREQUEST']._serialized_start=724
+  _globals['_TOKENREQUEST']._serialized_end=759
+  _globals['_TOKENRESPONSE']._serialized_start=761
+  _globals['_TOKENRESPONSE']._serialized_end=839
+  _globals['_ERRORRESPONSE']._serialized_start=841
+  _globals['_ERRORRESPONSE']._serialized_end=900
 # @@protoc_insertion_point(module_scope)

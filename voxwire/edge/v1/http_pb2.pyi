@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from voxwire.edge.v1 import session_pb2 as _session_pb2
 from voxwire.v1 import stream_pb2 as _stream_pb2
 from voxwire.v1 import synthesis_pb2 as _synthesis_pb2
 from voxwire.v1 import timings_pb2 as _timings_pb2
@@ -213,3 +214,27 @@ class TokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TokenResponse: _TypeAlias = TokenResponse  # noqa: Y015
+
+@_typing.final
+class ErrorResponse(_message.Message):
+    """The body of every HTTP error response, and the data of a `POST /v1/tts` SSE `error` event:
+    the WebSocket's error message, `{"error": {...}}`, so one client parses all three.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def error(self) -> _session_pb2.ErrorEvent: ...
+    def __init__(
+        self,
+        *,
+        error: _session_pb2.ErrorEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErrorResponse: _TypeAlias = ErrorResponse  # noqa: Y015
