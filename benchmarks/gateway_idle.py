@@ -13,8 +13,8 @@ modes, each on a fresh gateway:
 
 Memory: the gateway's RSS (and USS) before and after each step (cumulative counts), per
 session. Then the sessions are held for ``--hold`` seconds: the gateway pings each socket
-every ``ping_interval_seconds`` (aiohttp's heartbeat: the ping goes out that long after the
-last frame *received*, and a pong later than half the interval closes the socket); this client
+every ``ping_interval_seconds`` (gateway/keepalive.py: the ping goes out that long after the
+last frame *received*, and a pong later than half the interval resets the connection); this client
 answers every ping itself (to count them) and sends each session a ``keepAlive`` every
 ``--keepalive`` seconds (the gateway ends a session silent for 30 s). Counted: pings per
 session, sessions the gateway closed, the gateway's CPU. With the same keepalives, holds at

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -49,7 +50,8 @@ def _nothing_ahead() -> float:
 class AiohttpPort:
     """``ws`` must be prepared with ``heartbeat=None``, ``autoping=False`` and a close
     ``timeout`` longer than any ``close``'s wait: the port answers pings, reads pongs and sends
-    its own pings every ``ping_interval_s`` (0: none) once ``start_keepalive`` is called;
+    its own pings every ``ping_interval_s`` (0: none) once ``start_keepalive`` is called, when
+    its owner's timer calls ``keepalive_due`` at ``keepalive_at`` (no timer of its own);
     ``transport`` is the connection's, reset when a pong is late; ``close`` waits
     ``close_wait_s`` for the client's close."""
 
@@ -61,7 +63,6 @@ class AiohttpPort:
         "_close_wait_s",
         "_keepalive",
         "_audio_ahead",
-        "_timer",
         "_ping",
         "_gone",
     )
@@ -79,7 +80,6 @@ class AiohttpPort:
         self._close_wait_s = close_wait_s
         self._keepalive: Keepalive | None = None
         self._audio_ahead: Callable[[], float] = _nothing_ahead
-        self._timer: asyncio.TimerHandle | None = None
         self._ping: asyncio.Task[None] | None = None
         self._gone = ""  # why the keepalive let the client go
 
@@ -144,41 +144,38 @@ class AiohttpPort:
             return
         self._audio_ahead = audio_ahead_s
         self._keepalive = Keepalive(self._ping_interval_s, time.monotonic())
-        self._arm()
 
-    def stop_keepalive(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._ping is not None:
-            self._ping.cancel()
-            self._ping = None
-        self._audio_ahead = _nothing_ahead  # the session's outbox is not held past its end
-
-    def _arm(self) -> None:
-        assert self._keepalive is not None
-        delay = max(0.0, self._keepalive.next_at() - time.monotonic())
-        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
+    def keepalive_at(self) -> float:
         keepalive = self._keepalive
-        if keepalive is None or self._ws.closed:
+        return math.inf if keepalive is None else keepalive.next_at()
+
+    def keepalive_due(self, now: float) -> None:
+        keepalive = self._keepalive
+        if keepalive is None:
             return
-        due = keepalive.on_time(time.monotonic(), self._audio_ahead())
+        if self._ws.closed:
+            self._keepalive = None  # nothing to keep alive (and no deadline left to come back)
+            return
+        due = keepalive.on_time(now, self._audio_ahead())
         if due is Due.PING:
             if self._ping is None or self._ping.done():
                 # A task: the frame may wait for the transport to drain, behind the audio.
                 self._ping = asyncio.ensure_future(self._send_ping())
         elif due is Due.GONE:
+            self._keepalive = None  # done: the reset ends the session
             self._gone = (
                 f"no pong within {keepalive.pong_timeout_s:g} s of its ping "
                 f"({keepalive.pinged_ahead_s:.1f} s of audio ahead of it)"
             )
             log.info("WebSocket keepalive: %s; the connection is reset", self._gone)
             let_go.reset(self._transport)
-            return
-        self._arm()
+
+    def stop_keepalive(self) -> None:
+        self._keepalive = None
+        if self._ping is not None:
+            self._ping.cancel()
+            self._ping = None
+        self._audio_ahead = _nothing_ahead  # the session's outbox is not held past its end
 
     async def _send_ping(self) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):

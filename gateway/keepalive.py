@@ -11,7 +11,8 @@ into a long text, whose audio it was playing at real time all along (the "keepal
 of ../shared/reference/voice-apis.md). Any frame from the client, a pong or not, shows it is
 there.
 
-Pure: the clock is passed in; ``gateway/aiohttp_port.py`` runs the timer and the pings.
+Pure: the clock is passed in. ``gateway/aiohttp_port.py`` sends the pings and resets the
+connection; the session runner's one timer calls it at ``next_at`` (gateway/runner.py).
 """
 
 from __future__ import annotations

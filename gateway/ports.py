@@ -52,6 +52,16 @@ class ClientPort(Protocol):
         after (gateway/keepalive.py)."""
         ...
 
+    def keepalive_at(self) -> float:
+        """When the keepalive next has something to decide (monotonic; infinite when it has
+        none): the runner's one timer calls ``keepalive_due`` then (a loop timer is about 0.5
+        KiB on uvloop, and the gateway holds thousands of idle sessions)."""
+        ...
+
+    def keepalive_due(self, now: float) -> None:
+        """The keepalive's time came: ping, or reset a connection whose pong is late."""
+        ...
+
     def stop_keepalive(self) -> None:
-        """The runner is done with the connection: its keepalive timers stop."""
+        """The runner is done with the connection: its keepalive stops."""
         ...

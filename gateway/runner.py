@@ -70,7 +70,8 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         # long more to take what it was sent (the close handshake, the reset of a connection
         # still holding data); 0 for any other end.
         self.linger_s = 0.0
-        # The session's deadlines run on one loop timer (no task of their own: memory per idle
+        # The session's deadlines and the port's keepalive run on one loop timer (no task of
+        # their own, nor a second timer: about 0.5 KiB each on uvloop, and memory per idle
         # session counts, BENCHMARKS.md "Memory per idle WebSocket"); ``_timer_at`` is the
         # deadline it is set for (monotonic), infinite when none is.
         self._timer: asyncio.TimerHandle | None = None
@@ -179,7 +180,8 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         """Move the timer only when the session's next deadline came before the one it is set
         for. Most decisions move deadlines later (a client message pushes the idle deadline
         back): the timer then fires at the old one, finds nothing due and is set again, which
-        costs one wake-up per idle period instead of one per frame."""
+        costs one wake-up per idle period instead of one per frame. (The keepalive's deadline
+        only ever moves later between two firings: a frame heard puts the next ping off.)"""
         if self.session.next_deadline() < self._timer_at:
             self._arm_timer()
 
@@ -189,7 +191,7 @@ class SessionRunner(abc.ABC, Generic[S, A]):
             self._timer = None
         if self._timer_at == -math.inf:
             return  # the run has ended
-        self._timer_at = at = self.session.next_deadline()
+        self._timer_at = at = min(self.session.next_deadline(), self._port.keepalive_at())
         if at != math.inf:
             delay = max(0.0, at - time.monotonic())
             self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
@@ -200,8 +202,11 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         self._timer = None
         self._timer_at = math.inf
         try:
-            if self.session.next_deadline() <= time.monotonic():
+            now = time.monotonic()
+            if self.session.next_deadline() <= now:
                 self._execute(self.session.on_time())
+            if self._port.keepalive_at() <= now:
+                self._port.keepalive_due(now)
         except Exception:
             # A bug, not a client's doing: end this session (1011), keep serving the others.
             log.exception("session timer failed")

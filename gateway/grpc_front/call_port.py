@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -104,6 +105,12 @@ class CallPort:
 
     def start_keepalive(self, audio_ahead_s: Callable[[], float]) -> None:
         return None  # HTTP/2 keeps the connection alive (the server's keepalive options)
+
+    def keepalive_at(self) -> float:
+        return math.inf
+
+    def keepalive_due(self, now: float) -> None:
+        return None
 
     def stop_keepalive(self) -> None:
         return None
