@@ -152,6 +152,16 @@ def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None
     workers, warnings = generator_health(merged)
     words = c.get("wer.words", 0)
     metrics = {k: stats(h) for k, h in sorted(merged.totals.items())}
+    warmup_s = (scenario.get("limits") or {}).get("warmup_s", 0.0)
+    if c.get("sessions.started", 0) and "session.setup" not in metrics and warmup_s > 0:
+        # Not recorded by definition (a session's start metrics count from its intended start,
+        # and those in the warm-up are left out), but a run at fixed concurrency whose sessions
+        # outlast it otherwise ends with no set-up time, no first result and no word why.
+        warnings.append(
+            f"every session began in the {warmup_s:g} s warm-up: session.setup"
+            f" and first-result latencies have no samples (set run.warmup_s = 0, or run"
+            f" longer than a session)"
+        )
     timeline = timeline_rows(merged)
     for metric in ("stt.message", "stt.final", "tts.first_audio", "session.setup"):
         for bucket, h in per_interval(merged, metric).items():

@@ -298,3 +298,23 @@ def test_the_summary_on_a_terminal_says_which_objective_missed_and_the_underruns
     ), words
     assert "stt.message p50" not in words  # held: not listed
     assert "TTS underruns: 2 in 20 contexts, 80.0 ms in total" in words
+
+
+def test_a_run_whose_sessions_all_began_in_the_warm_up_says_so() -> None:
+    # Fixed concurrency whose sessions outlast the run (the README's own example: 10 sessions
+    # of 20 s for 20 s): every session starts in the warm-up, so no set-up time and no first
+    # result are recorded, and the summary showed neither, with no word why.
+    m = _merged()
+    m.counters["sessions.started"] = 10
+    del m.totals["session.setup"]
+    limits = Scenario().to_dict()["limits"]
+    started_in_warmup = results.build(
+        m, {**Scenario().to_dict(), "limits": {**limits, "warmup_s": 1.0}}
+    )
+    assert any("began in the 1 s warm-up" in w for w in started_in_warmup["generator"]["warnings"])
+    no_warmup = results.build(m, {**Scenario().to_dict(), "limits": {**limits, "warmup_s": 0.0}})
+    assert not any("warm-up" in w for w in no_warmup["generator"]["warnings"])
+    m = _merged()
+    m.counters["sessions.started"] = 10  # and their set-up times recorded
+    recorded = results.build(m, {**Scenario().to_dict(), "limits": {**limits, "warmup_s": 1.0}})
+    assert not any("warm-up" in w for w in recorded["generator"]["warnings"])
