@@ -287,10 +287,14 @@ def cmd_slo(args: argparse.Namespace) -> int:
 
 def _missed(check: slo.Check) -> str:
     """A failed check as a line says it: what, and by how much."""
-    # The error rate is a fraction; its name says "0.10%", so its figures say % too.
-    figure = "{:.2%}".format if check.name.startswith("error rate") else "{:g}".format
-    seen = f"observed {figure(check.observed)}" if check.observed is not None else "no samples"
-    bound = f", upper bound {figure(check.bound)}" if check.bound is not None else ""
+    seen = (
+        f"observed {slo.figure(check.name, check.observed)}"
+        if check.observed is not None
+        else "no samples"
+    )
+    bound = (
+        f", upper bound {slo.figure(check.name, check.bound)}" if check.bound is not None else ""
+    )
     note = f" ({check.note})" if check.note and check.observed is not None else ""
     return f"{check.name}: {seen}{bound}{note}"
 

@@ -9,6 +9,7 @@ import datetime
 import html
 from typing import Any
 
+from loadtest import slo
 from loadtest.results import per_kind_stage
 from loadtest.svg import bar_chart, line_chart
 
@@ -242,9 +243,8 @@ def _slo(result: dict[str, Any]) -> str:
                 [
                     c["name"],
                     c["passed"],
-                    c["observed"],
-                    c["bound"],
-                    c["limit"],
+                    # As the name states them: the error rate's in %, not a bare fraction.
+                    *(slo.figure(c["name"], c[k]) for k in ("observed", "bound", "limit")),
                     c["samples"],
                     c["note"],
                 ]

@@ -98,6 +98,14 @@ class Verdict:
         return asdict(self)
 
 
+def figure(check_name: str, value: float | None) -> str:
+    """A check's figure as its name states it: the error rate's in %, latencies in ms as
+    measured ("-" for none)."""
+    if value is None:
+        return "-"
+    return f"{value:.2%}" if check_name.startswith("error rate") else f"{value:g}"
+
+
 def judge(merged: Merged, slo: SloSpec) -> Verdict:
     """The SLO verdict of one (pooled) run."""
     checks = []

@@ -298,6 +298,9 @@ def test_the_summary_on_a_terminal_says_which_objective_missed_and_the_underruns
     ), words
     assert "stt.message p50" not in words  # held: not listed
     assert "TTS underruns: 2 in 20 contexts, 80.0 ms in total" in words
+    # The report's table too: the error rate as its name states it, not a bare fraction.
+    page = report.render(result)
+    assert "<td>2.00%</td><td>8.48%</td><td>0.10%</td>" in page
 
 
 def test_a_run_whose_sessions_all_began_in_the_warm_up_says_so() -> None:
