@@ -144,6 +144,15 @@ def _gateway(request: web.Request) -> Gateway:
     return request.app[GATEWAY]
 
 
+def _port(request: web.Request, ws: web.WebSocketResponse) -> AiohttpPort:
+    """The session's port on its WebSocket: the gateway's keepalive interval, its connection
+    to reset, and the close's wait."""
+    config = _gateway(request).config
+    return AiohttpPort(
+        ws, request.transport, config.ping_interval_seconds, config.runner.close_flush_s
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -277,12 +286,7 @@ async def stt_stream(request: web.Request) -> web.StreamResponse:
         )
         runner = SttRunner(
             session,
-            AiohttpPort(
-                ws,
-                request.transport,
-                gateway.config.ping_interval_seconds,
-                gateway.config.runner.close_flush_s,
-            ),
+            _port(request, ws),
             gateway.pool,
             on_start=stt_start(admission),
             limits=gateway.config.runner,
@@ -326,12 +330,7 @@ async def tts_stream(request: web.Request) -> web.StreamResponse:
             first = session.fail(exc)
         runner = TtsRunner(
             session,
-            AiohttpPort(
-                ws,
-                request.transport,
-                gateway.config.ping_interval_seconds,
-                gateway.config.runner.close_flush_s,
-            ),
+            _port(request, ws),
             gateway.pool,
             on_start=tts_start(admission, defaults),
             limits=gateway.config.runner,

@@ -159,8 +159,8 @@ def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None
         # outlast it otherwise ends with no set-up time, no first result and no word why.
         warnings.append(
             f"every session began in the {warmup_s:g} s warm-up: session.setup"
-            f" and first-result latencies have no samples (set run.warmup_s = 0, or run"
-            f" longer than a session)"
+            " and first-result latencies have no samples (set run.warmup_s = 0, or run"
+            " longer than a session)"
         )
     timeline = timeline_rows(merged)
     for metric in ("stt.message", "stt.final", "tts.first_audio", "session.setup"):

@@ -128,7 +128,7 @@ async def _started(call: Any) -> bool:
 
     The call keeps its done callbacks for its life (grpc.aio has no way to remove one), so
     the one added here holds only a weak reference to what it wakes: an ``asyncio.Event``
-    held by a closure stayed with every upstream call of the gateway, 1.3-1.7 KiB per idle
+    held by a closure stayed with every upstream call of the gateway, 1.0 KiB per idle
     session (BENCHMARKS.md, "Memory per idle WebSocket")."""
     ended = asyncio.get_running_loop().create_future()
     call.add_done_callback(partial(_resolve, weakref.ref(ended)))
