@@ -116,9 +116,9 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/stt/stream", stt_stream)
     app.router.add_get("/v1/tts/stream", tts_stream)
-    app.router.add_post("/v1/tts", http_tts.speak)
-    app.router.add_post("/v1/stt", http_stt.transcribe)
-    app.router.add_post("/v1/auth/token", misc.token)
+    app.router.add_post("/v1/tts", http_tts.speak, expect_handler=http_tts.expect)
+    app.router.add_post("/v1/stt", http_stt.transcribe, expect_handler=http_stt.expect)
+    app.router.add_post("/v1/auth/token", misc.token, expect_handler=misc.token_expect)
     app.router.add_get("/v1/capabilities", misc.capabilities)
     app.router.add_get("/v1/openapi.json", misc.openapi)
     if not gateway.config.metrics_listen:

@@ -126,16 +126,29 @@ class SessionLimiter:
         state = self._states.get(key_id)
         if state is None:
             state = self._new_state(key_id, now)
+        self._check_concurrency(key_id, state, limits)
+        if new_session:
+            self._take_new(key_id, state, limits, now)
+        state.active += 1
+        return SessionPermit(self, key_id, state)
+
+    def check(self, key_id: str, limits: KeyLimits) -> None:
+        """Raises the RateLimited that ``admit`` would raise for a new session of ``key_id``
+        now, taking nothing: for a refusal before a request's body is sent (an HTTP client's
+        ``Expect: 100-continue``), whose request is admitted for real once it comes."""
+        state = self._states.get(key_id)
+        if state is None:
+            return  # no session open and a full bucket
+        self._check_concurrency(key_id, state, limits)
+        self._check_bucket(key_id, state, limits, self._clock())
+
+    def _check_concurrency(self, key_id: str, state: _KeyState, limits: KeyLimits) -> None:
         if state.active >= limits.max_concurrent_sessions:
             raise RateLimited(
                 f"key {key_id} has {state.active} open sessions, "
                 f"its limit is {limits.max_concurrent_sessions}",
                 retry_delay=_delta(self._concurrency_retry_delay),
             )
-        if new_session:
-            self._take_new(key_id, state, limits, now)
-        state.active += 1
-        return SessionPermit(self, key_id, state)
 
     def count_new(self, permit: SessionPermit, limits: KeyLimits) -> None:
         """Count a session admitted with ``new_session=False`` as new after all (a WebSocket
@@ -146,6 +159,11 @@ class SessionLimiter:
         self._take_new(permit.key_id, permit._state, limits, self._clock())
 
     def _take_new(self, key_id: str, state: _KeyState, limits: KeyLimits, now: float) -> None:
+        self._check_bucket(key_id, state, limits, now)
+        state.tat = _bucket_taken(state.tat, limits.max_new_sessions_per_minute, now)
+
+    @staticmethod
+    def _check_bucket(key_id: str, state: _KeyState, limits: KeyLimits, now: float) -> None:
         per_minute = limits.max_new_sessions_per_minute
         wait = _bucket_wait(state.tat, per_minute, now)
         if wait > 0:
@@ -153,7 +171,6 @@ class SessionLimiter:
                 f"key {key_id} started {per_minute} sessions within the last minute",
                 retry_delay=_delta(wait),
             )
-        state.tat = _bucket_taken(state.tat, per_minute, now)
 
     def active_sessions(self, key_id: str) -> int:
         """How many permits of ``key_id`` are held now."""

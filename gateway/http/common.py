@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from gateway.auth import AuthServices, Principal, SessionPermit
 from gateway.auth.limits import retry_after_header
 from gateway.sessions import Registry
+from gateway.state import GATEWAY
 from gateway.wire.messages import encode
 from gateway.wire.query import parse_bool
 from voxwire import errors
@@ -69,6 +70,53 @@ def not_draining(registry: Registry) -> None:
     every endpoint that reaches an adapter (the gRPC front's calls do the same)."""
     if registry.draining:
         raise errors.Draining("the gateway is shutting down: use another one")
+
+
+def admissible(request: web.Request, auth: AuthServices, registry: Registry) -> None:
+    """Raises what ``admit`` would raise for ``request`` now, taking nothing."""
+    not_draining(registry)
+    principal = authenticate(request, auth)
+    auth.limiter.check(principal.key_id, principal.limits)
+
+
+ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+
+
+def expect_handler(check: Callable[[web.Request], None]) -> ExpectHandler:
+    """A route's answer to ``Expect: 100-continue`` (RFC 9110 10.1.1), made before its client
+    sends the body: ``check`` (the request's line and headers: draining, credentials, the
+    key's limits, media type, declared length) raises the error the handler would answer, and
+    that error is the final response, with the connection closed, the body never read; else
+    100 Continue, and the handler runs (and checks it all again, for real). aiohttp's own
+    handler sent 100 Continue to every request, so a client with a bad key, over its limits or
+    with a file too large sent its body (curl does it for any body over 1 MiB) to be refused
+    after it.
+
+    An expectation other than 100-continue is refused 400 INVALID_MESSAGE, as every error is
+    (aiohttp's was a text/plain 417)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse | None:
+        expectation = request.headers.get("Expect", "")
+        try:
+            if expectation.lower() != "100-continue":
+                raise errors.InvalidMessage(
+                    f"Expect: {expectation[:100]!r} is not supported; the only expectation "
+                    "is 100-continue"
+                )
+            check(request)
+        except errors.VoxwireError as exc:
+            request.app[GATEWAY].metrics.refused.labels(reason=exc.reason).inc()
+            response = error_response(exc)
+            # The body was not sent and will not be read: the connection cannot carry another
+            # request (RFC 9112 9.6: the server says it closes).
+            response.force_close()
+            return response
+        if request.version == HttpVersion11:  # an HTTP/1.0 client does not wait for it
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the response proper has not begun
+        return None
+
+    return handle
 
 
 def admit(request: web.Request, auth: AuthServices, registry: Registry) -> HttpAdmission:

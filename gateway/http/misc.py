@@ -7,7 +7,14 @@ import json
 from aiohttp import web
 from google.protobuf import json_format
 
-from gateway.http.common import authenticate, error_response, not_draining, read_body
+from gateway.auth import Principal
+from gateway.http.common import (
+    authenticate,
+    error_response,
+    expect_handler,
+    not_draining,
+    read_body,
+)
 from gateway.http.openapi import document
 from gateway.state import GATEWAY
 from gateway.wire.messages import decode, encode
@@ -18,15 +25,40 @@ from voxwire.v1 import capabilities_pb2
 _CAPABILITIES_TIMEOUT_S = 2.0
 
 
+_TOKEN_BODY_BYTES = 4096
+
+
+def _token_principal(request: web.Request) -> Principal:
+    principal = authenticate(request, request.app[GATEWAY].auth)
+    if principal.credential != "api_key":
+        raise errors.PermissionDenied("a token can only be exchanged for an API key's token")
+    return principal
+
+
+def _token_expect_check(request: web.Request) -> None:
+    _token_principal(request)
+    if request.content_length is not None and request.content_length > _TOKEN_BODY_BYTES:
+        raise errors.BodyTooLarge(
+            f"body of {request.content_length} bytes exceeds {_TOKEN_BODY_BYTES}"
+        )
+
+
+token_expect = expect_handler(_token_expect_check)
+
+
 async def token(request: web.Request) -> web.Response:
     """POST /v1/auth/token: an API key (server side) -> a short-lived token for a page."""
     gateway = request.app[GATEWAY]
     try:
-        principal = authenticate(request, gateway.auth)
-        if principal.credential != "api_key":
-            raise errors.PermissionDenied("a token can only be exchanged for an API key's token")
-        body = await read_body(request, 4096, gateway.config.token_body_timeout_seconds)
-        asked = decode(body, http_pb2.TokenRequest, max_bytes=4096) if body.strip() else None
+        principal = _token_principal(request)
+        body = await read_body(
+            request, _TOKEN_BODY_BYTES, gateway.config.token_body_timeout_seconds
+        )
+        asked = (
+            decode(body, http_pb2.TokenRequest, max_bytes=_TOKEN_BODY_BYTES)
+            if body.strip()
+            else None
+        )
         issued = gateway.auth.authenticator.issue_browser_token(
             principal, asked.ttl_seconds or None if asked is not None else None
         )

@@ -28,9 +28,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway.http.common import (
+    admissible,
     admit,
     client_left,
     error_response,
+    expect_handler,
     media_type,
     query_flag,
     renamed_fields,
@@ -200,7 +202,13 @@ def _client_gone(request: web.Request) -> bool:
     return state in _TCP_PEER_CLOSED
 
 
-async def _transcribe(request: web.Request, gateway: Gateway, started: float) -> web.Response:
+def _head(
+    request: web.Request, gateway: Gateway
+) -> tuple[str, transcription_pb2.TranscriptionConfig]:
+    """What the request's line and headers alone decide: its media type and config (raw
+    audio's format complete and one the contract takes), its declared length within the
+    limit. Raises what the request is refused for, before its body is read, and, for a client
+    that sent ``Expect: 100-continue``, before it is sent (``expect``)."""
     kind = media_type(request)
     config = _config(dict(request.query))
     if kind not in _WAV | _SNDFILE | _RAW | {"audio/basic"}:
@@ -211,21 +219,21 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
     limit = gateway.config.max_upload_bytes
     if request.content_length is not None and request.content_length > limit:
         raise errors.BodyTooLarge(f"body of {request.content_length} bytes exceeds {limit}")
-    body = _body(request, gateway.config.stt.idle_timeout_s, limit)
-    upload = _Upload(
-        AudioBudget(gateway.config.max_upload_audio_seconds),
-        audio_pb2.AudioFormat(),
-    )
-    upload.stated.CopyFrom(config.audio_format)
-    if kind == "audio/basic":
-        config.audio_format.encoding = audio_pb2.AUDIO_ENCODING_MULAW
-        config.audio_format.sample_rate_hz = 8000
     if kind in _RAW | {"audio/basic"}:
+        stated = config.audio_format
+        if kind == "audio/basic":
+            # Its format is the media type's; a query string that says otherwise is caught
+            # by _basic, against the copy the upload keeps of what it stated.
+            stated = audio_pb2.AudioFormat(
+                encoding=audio_pb2.AUDIO_ENCODING_MULAW,
+                sample_rate_hz=8000,
+                channels=config.audio_format.channels,
+            )
         missing = [
             errors.Violation(name, "required for raw audio")
             for name, value in (
-                ("encoding", config.audio_format.encoding),
-                ("sample_rate", config.audio_format.sample_rate_hz),
+                ("encoding", stated.encoding),
+                ("sample_rate", stated.sample_rate_hz),
             )
             if not value
         ]
@@ -237,7 +245,34 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
         # The adapter's own check (inference_adapter/stt/config.py), made before the body is
         # read: a body that came whole before the adapter's refusal was judged by its frames
         # instead (channels=5: MISALIGNED_AUDIO for a body of 2-byte samples, not the channels).
-        resolve_format(config.audio_format, "config.audio_format", max_channels=2)
+        resolve_format(stated, "config.audio_format", max_channels=2)
+    return kind, config
+
+
+def _expect_check(request: web.Request) -> None:
+    gateway = request.app[GATEWAY]
+    admissible(request, gateway.auth, gateway.registry)
+    try:
+        _head(request, gateway)
+    except errors.VoxwireError as exc:
+        raise renamed_fields(exc, _QUERY_FIELDS.get) from None
+
+
+expect = expect_handler(_expect_check)
+
+
+async def _transcribe(request: web.Request, gateway: Gateway, started: float) -> web.Response:
+    kind, config = _head(request, gateway)
+    body = _body(request, gateway.config.stt.idle_timeout_s, gateway.config.max_upload_bytes)
+    upload = _Upload(
+        AudioBudget(gateway.config.max_upload_audio_seconds),
+        audio_pb2.AudioFormat(),
+    )
+    upload.stated.CopyFrom(config.audio_format)
+    if kind == "audio/basic":
+        config.audio_format.encoding = audio_pb2.AUDIO_ENCODING_MULAW
+        config.audio_format.sample_rate_hz = 8000
+    if kind in _RAW | {"audio/basic"}:
         audio = (
             _basic(request, body, config, gateway.decoders, upload)
             if kind == "audio/basic"

@@ -39,10 +39,12 @@ from aiohttp import web
 
 from gateway import let_go
 from gateway.http.common import (
+    admissible,
     admit,
     client_left,
     error_body,
     error_response,
+    expect_handler,
     media_type,
     query_flag,
     read_body,
@@ -228,6 +230,31 @@ class _Refused(Exception):
         self.error = error
 
 
+_MEDIA_TYPES = ("application/json", "text/plain", "", SSML_MEDIA_TYPE)
+
+
+def _unsupported(kind: str) -> errors.UnsupportedMediaType:
+    return errors.UnsupportedMediaType(
+        f"Content-Type {kind!r}: send application/json, text/plain or {SSML_MEDIA_TYPE}"
+    )
+
+
+def _expect_check(request: web.Request) -> None:
+    """What refuses a request before its body is sent (``expect``): the gateway's state, the
+    credentials and the key's limits, the media type, a declared length over the limit."""
+    gateway = request.app[GATEWAY]
+    admissible(request, gateway.auth, gateway.registry)
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise errors.BodyTooLarge(
+            f"body of {request.content_length} bytes exceeds {MAX_BODY_BYTES}"
+        )
+    if media_type(request) not in _MEDIA_TYPES:
+        raise _unsupported(media_type(request))
+
+
+expect = expect_handler(_expect_check)
+
+
 async def _synthesize(request: web.Request, started: float) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     try:
@@ -235,14 +262,12 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
         body = await read_body(request, MAX_BODY_BYTES, gateway.config.tts.idle_timeout_s)
         if kind == "application/json":
             req = decode(body, http_pb2.SpeakRequest, max_bytes=MAX_BODY_BYTES)
-        elif kind in ("text/plain", "", SSML_MEDIA_TYPE):
+        elif kind in _MEDIA_TYPES:
             req = speak_request(_body_text(request, kind, body), dict(request.query))
             if kind == SSML_MEDIA_TYPE:
                 req.config.text_format = synthesis_pb2.TEXT_FORMAT_SSML
         else:
-            raise errors.UnsupportedMediaType(
-                f"Content-Type {kind!r}: send application/json, text/plain or {SSML_MEDIA_TYPE}"
-            )
+            raise _unsupported(kind)
         _defaults(req)
         out = _output(request, req)
         lease = gateway.pool.choose()

@@ -151,6 +151,32 @@ def test_refusals_consume_nothing():
     assert lim.active_sessions("a") == 0
 
 
+def test_check_refuses_as_admit_would_and_takes_nothing():
+    # The check before an HTTP body is sent (Expect: 100-continue): the same refusals, the
+    # same delays, and nothing consumed, however often it is asked.
+    clock = ManualClock()
+    lim = limiter(clock)
+    limits = KeyLimits(max_concurrent_sessions=1, max_new_sessions_per_minute=2)
+    for _ in range(5):
+        lim.check("a", limits)
+    assert lim.tracked_keys() == 0  # a key never admitted is not tracked by a check
+    held = lim.admit("a", limits)
+    with pytest.raises(RateLimited, match="1 open sessions") as refused:
+        lim.check("a", limits)
+    assert refused.value.retry_delay == datetime.timedelta(seconds=2)
+    held.release()
+    for _ in range(5):
+        lim.check("a", limits)
+    lim.admit("a", limits).release()  # the second of the bucket of 2, after the checks
+    with pytest.raises(RateLimited, match="within the last minute") as out:
+        lim.check("a", limits)
+    assert out.value.retry_delay == datetime.timedelta(seconds=30)
+    clock.advance(30)
+    lim.check("a", limits)
+    lim.admit("a", limits).release()
+    assert lim.active_sessions("a") == 0
+
+
 def test_a_resume_takes_a_concurrent_slot_but_no_new_session():
     lim = limiter(ManualClock())
     limits = KeyLimits(max_concurrent_sessions=3, max_new_sessions_per_minute=1)
