@@ -22,6 +22,7 @@ from gateway import let_go
 from gateway.aiohttp_port import AiohttpPort, heartbeat_limits
 from gateway.auth.authenticate import select_subprotocol
 from gateway.http import misc
+from gateway.http import openapi as probes
 from gateway.http import stt as http_stt
 from gateway.http import tts as http_tts
 from gateway.http.common import error_response
@@ -154,16 +155,16 @@ def _port(request: web.Request, ws: web.WebSocketResponse) -> AiohttpPort:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": probes.ALIVE})
 
 
 async def readyz(request: web.Request) -> web.Response:
     gateway = _gateway(request)
     if gateway.registry.draining:
-        return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": probes.DRAINING}, status=503)
     if not gateway.pool.ready:
-        return web.json_response({"status": "no adapter serving"}, status=503)
-    return web.json_response({"status": "ready", "sessions": len(gateway.registry)})
+        return web.json_response({"status": probes.NO_ADAPTER}, status=503)
+    return web.json_response({"status": probes.READY, "sessions": len(gateway.registry)})
 
 
 async def _websocket(

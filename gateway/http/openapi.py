@@ -5,7 +5,8 @@ One schema: every JSON body is the canonical proto3 JSON of a ``voxwire.edge.v1`
 proto3 JSON mapping (developers.google.com/protocol-buffers/docs/proto3#json): lowerCamelCase
 names, enums by name, 64-bit integers as strings, bytes as base64 strings, Duration as a
 decimal seconds string ("1.5s"), Timestamp as RFC 3339. Nothing here is written by hand
-except the paths, so the document cannot drift from the wire.
+except the paths and the health probes' small bodies, so the document cannot drift from the
+wire (a test checks every kind of body against it).
 """
 
 from __future__ import annotations
@@ -90,6 +91,24 @@ class _Schemas:
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
+
+
+# The health probes' statuses (gateway/app.py answers with these).
+ALIVE, READY, DRAINING, NO_ADAPTER = "ok", "ready", "draining", "no adapter serving"
+
+
+def _probe(statuses: list[str], *, sessions: bool = False) -> dict[str, Any]:
+    """A health probe's body (gateway/app.py: healthz, readyz), the one body that is no proto
+    message: what an orchestrator's probe reads is the status code; the JSON is for people."""
+    props: dict[str, Any] = {"status": {"type": "string", "enum": statuses}}
+    if sessions:
+        props["sessions"] = {"type": "integer", "minimum": 0}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props),
+        "additionalProperties": False,
+    }
 
 
 def document(server_url: str = "") -> dict[str, Any]:
@@ -250,7 +269,7 @@ def document(server_url: str = "") -> dict[str, Any]:
             "get": {
                 "summary": "The process is alive",
                 "security": [],
-                "responses": {"200": {"description": "alive"}},
+                "responses": {"200": {"description": "alive", "content": _json(_probe([ALIVE]))}},
             }
         },
         "/readyz": {
@@ -258,8 +277,14 @@ def document(server_url: str = "") -> dict[str, Any]:
                 "summary": "Ready for new sessions",
                 "security": [],
                 "responses": {
-                    "200": {"description": "ready"},
-                    "503": {"description": "draining or no adapter"},
+                    "200": {
+                        "description": "ready; sessions: how many this process holds",
+                        "content": _json(_probe([READY], sessions=True)),
+                    },
+                    "503": {
+                        "description": "draining, or no adapter serving",
+                        "content": _json(_probe([DRAINING, NO_ADAPTER])),
+                    },
                 },
             }
         },

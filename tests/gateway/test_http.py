@@ -323,7 +323,10 @@ async def test_the_bodies_on_the_wire_are_what_the_openapi_document_says(edge: E
         await check("POST", "/v1/auth/token", headers=edge.headers)
         await check("POST", "/v1/auth/token", json={"ttlSeconds": 86400}, headers=edge.headers)
         await check("POST", "/v1/tts", "?encoding=opus", data="Hi.", headers=edge.headers)
-        assert [status for *_, status in seen] == [200, 404, 415, 200, 401, 200, 400, 400], seen
+        await check("GET", "/healthz")
+        await check("GET", "/readyz")
+        statuses = [status for *_, status in seen]
+        assert statuses == [200, 404, 415, 200, 401, 200, 400, 400, 200, 200], seen
 
         sse = {**edge.headers, "Accept": "text/event-stream"}
         request = {"text": TEXT, "config": {"model": "tts_espeak", "wordTimestamps": True}}
