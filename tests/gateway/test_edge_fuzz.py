@@ -48,6 +48,10 @@ def test_cases_are_a_pure_function_of_seed_and_index_and_cover_every_family():
     left = [c for c in uploads if c.ended_by_client]
     assert left and all(c.leave_after_s > 0 for c in left)
     assert max(c.body_bytes for c in left) > 1_000_000
+    # Some of each HTTP kind ask for 100 Continue, valid or not; no WebSocket case does.
+    asked = {(c.kind, c.valid) for c in first + uploads if c.expect_continue}
+    assert {("http_stt", True), ("http_stt", False), ("http_tts", False)} <= asked, asked
+    assert not any(c.expect_continue for c in first if c.kind in ("stt", "tts"))
 
 
 def test_the_oracle_fails_what_breaks_a_promise():

@@ -195,12 +195,13 @@ async def _http(
     if case.piece_bytes or case.repeats:
         headers["Content-Length"] = str(case.body_bytes)
         data = _pieces(case)
+    expect = case.expect_continue
     if not case.leave_after_s:
-        await _post(http, url, data, headers, outcome)
+        await _post(http, url, data, headers, outcome, expect)
         return
     try:
         async with asyncio.timeout(case.leave_after_s):
-            await _post(http, url, data, headers, outcome)
+            await _post(http, url, data, headers, outcome, expect)
     except TimeoutError:
         # The client leaves: cancelling the request closes its connection (force_close).
         outcome.client_error = f"left after {case.leave_after_s} s"
@@ -224,8 +225,9 @@ async def _post(
     data: bytes | AsyncIterator[bytes],
     headers: dict[str, str],
     outcome: Outcome,
+    expect_continue: bool,
 ) -> None:
-    async with http.post(url, data=data, headers=headers) as response:
+    async with http.post(url, data=data, headers=headers, expect100=expect_continue) as response:
         outcome.connected = True
         outcome.http_status = response.status
         outcome.content_type = response.headers.get("Content-Type", "")
