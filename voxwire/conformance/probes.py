@@ -4,6 +4,7 @@ reflection, every advertised format). Cases name them with ``probe = "..."``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -41,6 +42,11 @@ class ProbeContext:
     # flag says whether it takes one of the run's slots (True) or runs at once (False); a
     # "gate" step in it waits for the event.
     run_case: Callable[..., Coroutine[Any, Any, Verdict]]
+    # Holds every stream of a model the kit may open (no other case's stream of it runs
+    # meanwhile) and gives the streams the model admits at once (0: not advertised).
+    whole_model: Callable[
+        [capabilities_pb2.ModelCapabilities], contextlib.AbstractAsyncContextManager[int]
+    ]
 
 
 Probe = Callable[[ProbeContext], Awaitable[Verdict]]
@@ -306,18 +312,25 @@ async def stream_isolation(ctx: ProbeContext) -> Verdict:
     ]
     # Not through the run's slots: the point is that these streams overlap. The healthy stream
     # is open and half sent when the others start, and sends the rest once they have all ended.
-    gate = Gate(asyncio.Event(), asyncio.Event())
-    healthy_run = asyncio.create_task(ctx.run_case(healthy, ctx.model, False, gate))
-    reached = asyncio.create_task(gate.reached.wait())
-    try:
-        await asyncio.wait(
-            {healthy_run, reached}, timeout=UNARY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
-        )
-        await asyncio.gather(*(ctx.run_case(c, ctx.model, False) for c in others))
-    finally:
-        reached.cancel()
-        gate.go.set()
-    verdict = await healthy_run
+    # They are the model's only streams from the kit, and no more than it admits: beside other
+    # cases' streams, on a model that admits four, the healthy one was refused OVERLOADED.
+    async with ctx.whole_model(ctx.model) as admits:
+        if admits:
+            others = others[: max(1, admits - 1)]
+        gate = Gate(asyncio.Event(), asyncio.Event())
+        healthy_run = asyncio.create_task(ctx.run_case(healthy, ctx.model, False, gate))
+        reached = asyncio.create_task(gate.reached.wait())
+        try:
+            await asyncio.wait(
+                {healthy_run, reached},
+                timeout=UNARY_TIMEOUT_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            await asyncio.gather(*(ctx.run_case(c, ctx.model, False) for c in others))
+        finally:
+            reached.cancel()
+            gate.go.set()
+        verdict = await healthy_run
     if not verdict.ok:
         return failed(f"after {len(others)} streams failed, the healthy one: {verdict.evidence}")
     return passed(f"a stream ended well after {len(others)} streams failed around it")

@@ -68,7 +68,8 @@ PLAIN_ATTEMPTS = 7
 PLAIN_RACES_TO_FAIL = 2
 # A case that holds a model's whole capacity (Case.holds) and meets OVERLOADED, say while the
 # server still frees what earlier cases held, runs again this often after the server's
-# RetryInfo delay (at least BUSY_PAUSE_S), then is inconclusive: skipped, never failed.
+# RetryInfo delay (at least BUSY_PAUSE_S), then is inconclusive: skipped, never failed. Any
+# other case refused OVERLOADED runs again as often, then is judged as it ended.
 BUSY_ATTEMPTS = 3
 BUSY_PAUSE_S = 0.5
 
@@ -217,6 +218,15 @@ class _Run:
         self.channel = channel
         self.catalog = catalog
         self.slots = asyncio.Semaphore(options.parallel)
+        # Streams the kit holds on each model at once: no more than the model admits
+        # (ModelCapacity.max_streams), including those of cases that sit out a limit, which
+        # take no slot of ``slots`` (the kit does nothing meanwhile) but hold a stream of the
+        # server's all the while. Without it, a --slow run's four waiting cases (30 and 45 s)
+        # with four others beside them were refused OVERLOADED by stt_pocketsphinx, which
+        # admits four, and failed.
+        self._model_slots: dict[str, asyncio.Semaphore] = {}
+        self._model_sizes: dict[str, int] = {}
+        self._whole_locks: dict[str, asyncio.Lock] = {}
         self.busy_s: dict[str, float] = {}  # stream time per case (waiting for a slot excluded)
         # Cases that hold a model's whole capacity (Case.holds) run after every other case has
         # ended, one at a time: a case that sits out a limit takes no slot but may hold a
@@ -260,7 +270,9 @@ class _Run:
         try:
             if case.probe:
                 t0 = time.monotonic()
-                ctx = ProbeContext(self.channel, self.catalog, case, model, self._verdict)
+                ctx = ProbeContext(
+                    self.channel, self.catalog, case, model, self._verdict, self._whole_model
+                )
                 verdict, attempts = await PROBES[case.probe](ctx), 1
                 self.busy_s[case.id] = time.monotonic() - t0
             else:
@@ -293,6 +305,17 @@ class _Run:
                     f"{case.waits} is {wait_ms / 1000:g} s, longer than --max-wait "
                     f"{self.options.max_wait_s:g} s (run with --slow)"
                 )
+            # Waited out, it would outlast the whole run: cut by the run's deadline, it was
+            # failed ("run deadline reached"), and the cases that run last, after every
+            # other (Case.holds), with it. A --slow run against the adapter's hour of
+            # max_stream_duration did that.
+            needs_s = wait_ms / 1000 + self.options.case_timeout_s
+            if needs_s > self.options.deadline_s:
+                return (
+                    f"{case.waits} is {wait_ms / 1000:g} s: waited out, the case would "
+                    f"outlast the run's --deadline {self.options.deadline_s:g} s (give it "
+                    f"{needs_s:g} s or more)"
+                )
         if case.when and not evaluate_expr(case.when, limit_names(limits, None)):
             return f"needs {case.when} ({_values(case.when, limits)})"
         return ""
@@ -310,6 +333,25 @@ class _Run:
                 f"the server admits {admits}"
             )
         return ""
+
+    def _model_slot(self, model: capabilities_pb2.ModelCapabilities) -> asyncio.Semaphore:
+        slot = self._model_slots.get(model.name)
+        if slot is None:
+            admits = model.capacity.max_streams or self.options.parallel  # 0: not advertised
+            size = self._model_sizes[model.name] = min(self.options.parallel, admits)
+            slot = self._model_slots[model.name] = asyncio.Semaphore(size)
+        return slot
+
+    @contextlib.asynccontextmanager
+    async def _whole_model(self, model: capabilities_pb2.ModelCapabilities) -> AsyncIterator[int]:
+        """Every place of ``model``'s slot (ProbeContext.whole_model), taken one by one under
+        a lock of the model's: two takers never hold a part each (other cases take one)."""
+        slot = self._model_slot(model)
+        lock = self._whole_locks.setdefault(model.name, asyncio.Lock())
+        async with lock, contextlib.AsyncExitStack() as stack:
+            for _ in range(self._model_sizes[model.name]):
+                await stack.enter_async_context(slot)
+            yield model.capacity.max_streams
 
     def _wait_s(self, case: Case) -> float:
         if not case.waits or self.catalog is None:
@@ -336,14 +378,15 @@ class _Run:
         assert self.catalog is not None
         plan = build(case, self.catalog, model, gate, self.speech)
         wait_s = self._wait_s(case)
-        # A case that sits out a limit costs the server nothing meanwhile: it takes no slot.
-        slots = self.slots if slot and not wait_s else contextlib.nullcontext()
+        # A case that sits out a limit costs the kit nothing meanwhile: it takes no slot of
+        # the run's, only one of its model's.
+        held = (self._model_slot(model),) if wait_s else (self.slots, self._model_slot(model))
         # A gated stream (a probe's rendezvous) happens once: it cannot be run again.
         attempts = 1 if gate is not None else RACE_ATTEMPTS
         plain = case.writer == "plain" and gate is None
         races = busy = kept = 0  # streams lost to the race, refused OVERLOADED, that kept it
         while True:
-            async with slots, self._channel_for(plan.actions) as channel:
+            async with _holding(held if slot else ()), self._channel_for(plan.actions) as channel:
                 out = await run_stream(
                     channel,
                     plan,
@@ -354,16 +397,21 @@ class _Run:
                     else self.options.settle_s,
                 )
             self.busy_s[case.id] = self.busy_s.get(case.id, 0.0) + out.elapsed_s
-            overloaded = _overloaded(out) if case.holds else None
+            overloaded = _overloaded(out) if case.holds or gate is None else None
             if overloaded is not None:
                 busy += 1
-                if busy >= BUSY_ATTEMPTS:
+                if case.holds and busy >= BUSY_ATTEMPTS:
                     raise Skip(
                         f"inconclusive: the server answered OVERLOADED {busy} times while the "
                         f"case held {case.holds} ({overloaded[0]})"
                     )
-                await asyncio.sleep(max(BUSY_PAUSE_S, overloaded[1]))
-                continue
+                # Any other case is run again too: the kit holds no more streams of a model
+                # than it admits (_model_slot), but a server frees a stream's place a moment
+                # after its status, and may have other clients. Refused every time, it is
+                # judged as it ended (OVERLOADED is no case's expected status).
+                if busy < BUSY_ATTEMPTS:
+                    await asyncio.sleep(max(BUSY_PAUSE_S, overloaded[1]))
+                    continue
             if plain:
                 if not out.rpc_race:
                     verdict = evaluate(out, plan)
@@ -404,6 +452,15 @@ class _Run:
         options = [FIXED_WINDOW]
         async with call_headers.channel(self.options.target, self.options.headers, options) as own:
             yield own
+
+
+@contextlib.asynccontextmanager
+async def _holding(slots: Sequence[asyncio.Semaphore]) -> AsyncIterator[None]:
+    """Each of ``slots``, taken in order (always the run's before a model's: no deadlock)."""
+    async with contextlib.AsyncExitStack() as stack:
+        for held in slots:
+            await stack.enter_async_context(held)
+        yield
 
 
 def _overloaded(out: Outcome) -> tuple[str, float] | None:
