@@ -119,6 +119,12 @@ def expect_handler(check: Callable[[web.Request], None]) -> ExpectHandler:
     return handle
 
 
+def declared_within(request: web.Request, max_bytes: int) -> None:
+    """Raises BodyTooLarge (413) when the request's Content-Length is over ``max_bytes``."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise errors.BodyTooLarge(f"body of {request.content_length} bytes exceeds {max_bytes}")
+
+
 def admit(request: web.Request, auth: AuthServices, registry: Registry) -> HttpAdmission:
     """Authenticate ``request`` and take a new session of its key (release the permit when
     done). Raises Draining, Unauthenticated, PermissionDenied, RateLimited."""
@@ -135,8 +141,7 @@ async def read_body(request: web.Request, max_bytes: int, within_s: float) -> by
     connection (and the key's session slot, for POST /v1/tts) for as long as its client likes.
 
     Raises BodyTooLarge (413), IdleTimeout (408)."""
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise errors.BodyTooLarge(f"body of {request.content_length} bytes exceeds {max_bytes}")
+    declared_within(request, max_bytes)
     data = bytearray()
     try:
         async with asyncio.timeout(within_s):

@@ -10,6 +10,7 @@ from google.protobuf import json_format
 from gateway.auth import Principal
 from gateway.http.common import (
     authenticate,
+    declared_within,
     error_response,
     expect_handler,
     not_draining,
@@ -37,10 +38,7 @@ def _token_principal(request: web.Request) -> Principal:
 
 def _token_expect_check(request: web.Request) -> None:
     _token_principal(request)
-    if request.content_length is not None and request.content_length > _TOKEN_BODY_BYTES:
-        raise errors.BodyTooLarge(
-            f"body of {request.content_length} bytes exceeds {_TOKEN_BODY_BYTES}"
-        )
+    declared_within(request, _TOKEN_BODY_BYTES)
 
 
 token_expect = expect_handler(_token_expect_check)

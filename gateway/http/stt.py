@@ -31,6 +31,7 @@ from gateway.http.common import (
     admissible,
     admit,
     client_left,
+    declared_within,
     error_response,
     expect_handler,
     media_type,
@@ -216,9 +217,7 @@ def _head(
             f"Content-Type {kind or '(none)'!r}: send audio/wav, audio/flac, audio/ogg, "
             "audio/mpeg, audio/basic, or raw samples as application/octet-stream"
         )
-    limit = gateway.config.max_upload_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise errors.BodyTooLarge(f"body of {request.content_length} bytes exceeds {limit}")
+    declared_within(request, gateway.config.max_upload_bytes)
     if kind in _RAW | {"audio/basic"}:
         stated = config.audio_format
         if kind == "audio/basic":

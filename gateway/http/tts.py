@@ -42,6 +42,7 @@ from gateway.http.common import (
     admissible,
     admit,
     client_left,
+    declared_within,
     error_body,
     error_response,
     expect_handler,
@@ -244,10 +245,7 @@ def _expect_check(request: web.Request) -> None:
     credentials and the key's limits, the media type, a declared length over the limit."""
     gateway = request.app[GATEWAY]
     admissible(request, gateway.auth, gateway.registry)
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise errors.BodyTooLarge(
-            f"body of {request.content_length} bytes exceeds {MAX_BODY_BYTES}"
-        )
+    declared_within(request, MAX_BODY_BYTES)
     if media_type(request) not in _MEDIA_TYPES:
         raise _unsupported(media_type(request))
 
