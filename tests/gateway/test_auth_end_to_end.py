@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import grpc
@@ -23,7 +22,13 @@ import pytest
 from gateway.auth.keys import revoke_key
 from tests.gateway.conftest import InstrumentedEdge
 from tests.helpers.edge_clients import STT_QUERY, Attempt, grpc_stt, http_tts, websocket
-from tests.helpers.front import bearer, rich_error, stt_config, wait_until
+from tests.helpers.front import (
+    bearer,
+    open_grpc_session,
+    rich_error,
+    stt_config,
+    wait_until,
+)
 from voxwire.v1 import (
     capabilities_pb2,
     capabilities_pb2_grpc,
@@ -231,21 +236,6 @@ async def test_an_origin_the_key_does_not_allow_is_refused_on_every_wire(front: 
     # The allowed origin passes on every wire (the gRPC front reads ``origin`` metadata too).
     allowed = await every_wire(front, {"Authorization": f"Bearer {key}", "Origin": APP})
     assert all(a.admitted for a in allowed), allowed
-
-
-@contextlib.asynccontextmanager
-async def open_grpc_session(front: InstrumentedEdge, key: str) -> AsyncIterator[None]:
-    """A gRPC STT call of ``key`` held open (it holds one of the key's concurrent slots)."""
-    async with grpc.aio.insecure_channel(front.grpc) as channel:
-        call = transcription_pb2_grpc.TranscriptionStub(channel).StreamingTranscribe(
-            metadata=bearer(key), timeout=60
-        )
-        await call.write(transcription_pb2.StreamingTranscribeRequest(config=stt_config()))
-        assert (await call.read()).HasField("started")
-        try:
-            yield
-        finally:
-            call.cancel()
 
 
 async def test_the_concurrent_session_limit_on_every_wire(front: InstrumentedEdge):

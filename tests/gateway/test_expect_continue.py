@@ -13,17 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import grpc
 import pytest
 
 from tests.gateway.conftest import InstrumentedEdge
-from tests.helpers.front import bearer, stt_config
+from tests.helpers.front import open_grpc_session
 from tests.helpers.speech_fixtures import SPEECH_DIR
-from voxwire.v1 import transcription_pb2, transcription_pb2_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -138,27 +135,13 @@ async def test_bad_credentials_are_refused_before_the_body(
     assert_refused_before_the_body(exchange, status, reason)
 
 
-@contextlib.asynccontextmanager
-async def held_session(front: InstrumentedEdge, key: str) -> AsyncIterator[None]:
-    async with grpc.aio.insecure_channel(front.grpc) as channel:
-        call = transcription_pb2_grpc.TranscriptionStub(channel).StreamingTranscribe(
-            metadata=bearer(key), timeout=60
-        )
-        await call.write(transcription_pb2.StreamingTranscribeRequest(config=stt_config()))
-        assert (await call.read()).HasField("started")
-        try:
-            yield
-        finally:
-            call.cancel()
-
-
 @pytest.mark.parametrize("path", ["/v1/stt", "/v1/tts"])
 async def test_a_key_at_its_concurrency_limit_is_refused_before_the_body(
     front: InstrumentedEdge, path: str
 ):
     key = front.new_key(f"expect-one-at-a-time{path.replace('/', '-')}", max_concurrent_sessions=1)
     content_type = "audio/wav" if path == "/v1/stt" else "text/plain"
-    async with held_session(front, key):
+    async with open_grpc_session(front, key):
         with nothing_reaches_the_adapter(front):
             exchange = await post_expecting(front.url, path, _auth(key, content_type), _WAV)
     assert_refused_before_the_body(exchange, 429, "RATE_LIMITED")

@@ -11,6 +11,7 @@ Also here: what a gRPC client of the front does (metadata, configs, the rich err
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -33,7 +34,7 @@ from inference_adapter.telemetry import Telemetry
 from localstack.triton import TritonServer
 from tests.helpers.edge import auth_config
 from tests.helpers.status import RichError, unpack
-from voxwire.v1 import audio_pb2, transcription_pb2
+from voxwire.v1 import audio_pb2, transcription_pb2, transcription_pb2_grpc
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
@@ -196,3 +197,18 @@ async def wait_until(predicate: Callable[[], bool], within_s: float, step_s: flo
 
 def metadata_of(pairs: Sequence[tuple[str, str]] | None) -> dict[str, str]:
     return dict(pairs or ())
+
+
+@contextlib.asynccontextmanager
+async def open_grpc_session(front: InstrumentedEdge, key: str) -> AsyncIterator[None]:
+    """A gRPC STT call of ``key`` held open (it holds one of the key's concurrent slots)."""
+    async with grpc.aio.insecure_channel(front.grpc) as channel:
+        call = transcription_pb2_grpc.TranscriptionStub(channel).StreamingTranscribe(
+            metadata=bearer(key), timeout=60
+        )
+        await call.write(transcription_pb2.StreamingTranscribeRequest(config=stt_config()))
+        assert (await call.read()).HasField("started")
+        try:
+            yield
+        finally:
+            call.cancel()
