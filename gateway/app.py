@@ -22,10 +22,10 @@ from gateway import let_go
 from gateway.aiohttp_port import AiohttpPort, heartbeat_limits
 from gateway.auth.authenticate import select_subprotocol
 from gateway.http import misc
-from gateway.http import openapi as probes
 from gateway.http import stt as http_stt
 from gateway.http import tts as http_tts
 from gateway.http.common import error_response
+from gateway.http.openapi import ALIVE, DRAINING, NO_ADAPTER, READY
 from gateway.metrics import close_code_label
 from gateway.sessions import Admission, stt_start, tts_start
 from gateway.state import GATEWAY, UPSTREAM_TRACE, Gateway, upstream_metadata
@@ -155,16 +155,16 @@ def _port(request: web.Request, ws: web.WebSocketResponse) -> AiohttpPort:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": probes.ALIVE})
+    return web.json_response({"status": ALIVE})
 
 
 async def readyz(request: web.Request) -> web.Response:
     gateway = _gateway(request)
     if gateway.registry.draining:
-        return web.json_response({"status": probes.DRAINING}, status=503)
+        return web.json_response({"status": DRAINING}, status=503)
     if not gateway.pool.ready:
-        return web.json_response({"status": probes.NO_ADAPTER}, status=503)
-    return web.json_response({"status": probes.READY, "sessions": len(gateway.registry)})
+        return web.json_response({"status": NO_ADAPTER}, status=503)
+    return web.json_response({"status": READY, "sessions": len(gateway.registry)})
 
 
 async def _websocket(

@@ -205,34 +205,34 @@ def _client_gone(request: web.Request) -> bool:
 
 def _head(
     request: web.Request, gateway: Gateway
-) -> tuple[str, transcription_pb2.TranscriptionConfig]:
-    """What the request's line and headers alone decide: its media type and config (raw
-    audio's format complete and one the contract takes), its declared length within the
-    limit. Raises what the request is refused for, before its body is read, and, for a client
-    that sent ``Expect: 100-continue``, before it is sent (``expect``)."""
+) -> tuple[str, transcription_pb2.TranscriptionConfig, audio_pb2.AudioFormat]:
+    """What the request's line and headers alone decide: its media type, its config (raw
+    audio's format complete and one the contract takes; ``audio/basic``'s the media type's),
+    the format its query string stated (a file's own is checked against it), its declared
+    length within the limit. Raises what the request is refused for, before its body is
+    read, and, for a client that sent ``Expect: 100-continue``, before it is sent
+    (``expect``)."""
     kind = media_type(request)
     config = _config(dict(request.query))
+    stated = audio_pb2.AudioFormat()
+    stated.CopyFrom(config.audio_format)
     if kind not in _WAV | _SNDFILE | _RAW | {"audio/basic"}:
         raise errors.UnsupportedMediaType(
             f"Content-Type {kind or '(none)'!r}: send audio/wav, audio/flac, audio/ogg, "
             "audio/mpeg, audio/basic, or raw samples as application/octet-stream"
         )
     declared_within(request, gateway.config.max_upload_bytes)
+    if kind == "audio/basic":
+        # Its format is the media type's (8 kHz mu-law, RFC 2046); a query string that says
+        # otherwise is caught by _basic, against ``stated``.
+        config.audio_format.encoding = audio_pb2.AUDIO_ENCODING_MULAW
+        config.audio_format.sample_rate_hz = 8000
     if kind in _RAW | {"audio/basic"}:
-        stated = config.audio_format
-        if kind == "audio/basic":
-            # Its format is the media type's; a query string that says otherwise is caught
-            # by _basic, against the copy the upload keeps of what it stated.
-            stated = audio_pb2.AudioFormat(
-                encoding=audio_pb2.AUDIO_ENCODING_MULAW,
-                sample_rate_hz=8000,
-                channels=config.audio_format.channels,
-            )
         missing = [
             errors.Violation(name, "required for raw audio")
             for name, value in (
-                ("encoding", stated.encoding),
-                ("sample_rate", stated.sample_rate_hz),
+                ("encoding", config.audio_format.encoding),
+                ("sample_rate", config.audio_format.sample_rate_hz),
             )
             if not value
         ]
@@ -244,8 +244,8 @@ def _head(
         # The adapter's own check (inference_adapter/stt/config.py), made before the body is
         # read: a body that came whole before the adapter's refusal was judged by its frames
         # instead (channels=5: MISALIGNED_AUDIO for a body of 2-byte samples, not the channels).
-        resolve_format(stated, "config.audio_format", max_channels=2)
-    return kind, config
+        resolve_format(config.audio_format, "config.audio_format", max_channels=2)
+    return kind, config, stated
 
 
 def _expect_check(request: web.Request) -> None:
@@ -261,16 +261,9 @@ expect = expect_handler(_expect_check)
 
 
 async def _transcribe(request: web.Request, gateway: Gateway, started: float) -> web.Response:
-    kind, config = _head(request, gateway)
+    kind, config, stated = _head(request, gateway)
     body = _body(request, gateway.config.stt.idle_timeout_s, gateway.config.max_upload_bytes)
-    upload = _Upload(
-        AudioBudget(gateway.config.max_upload_audio_seconds),
-        audio_pb2.AudioFormat(),
-    )
-    upload.stated.CopyFrom(config.audio_format)
-    if kind == "audio/basic":
-        config.audio_format.encoding = audio_pb2.AUDIO_ENCODING_MULAW
-        config.audio_format.sample_rate_hz = 8000
+    upload = _Upload(AudioBudget(gateway.config.max_upload_audio_seconds), stated)
     if kind in _RAW | {"audio/basic"}:
         audio = (
             _basic(request, body, config, gateway.decoders, upload)

@@ -246,8 +246,9 @@ def _expect_check(request: web.Request) -> None:
     gateway = request.app[GATEWAY]
     admissible(request, gateway.auth, gateway.registry)
     declared_within(request, MAX_BODY_BYTES)
-    if media_type(request) not in _MEDIA_TYPES:
-        raise _unsupported(media_type(request))
+    kind = media_type(request)
+    if kind not in _MEDIA_TYPES:
+        raise _unsupported(kind)
 
 
 expect = expect_handler(_expect_check)

@@ -225,7 +225,6 @@ class _Run:
         # with four others beside them were refused OVERLOADED by stt_pocketsphinx, which
         # admits four, and failed.
         self._model_slots: dict[str, asyncio.Semaphore] = {}
-        self._model_sizes: dict[str, int] = {}
         self._whole_locks: dict[str, asyncio.Lock] = {}
         self.busy_s: dict[str, float] = {}  # stream time per case (waiting for a slot excluded)
         # Cases that hold a model's whole capacity (Case.holds) run after every other case has
@@ -334,23 +333,22 @@ class _Run:
             )
         return ""
 
+    def _model_size(self, model: capabilities_pb2.ModelCapabilities) -> int:
+        admits = model.capacity.max_streams or self.options.parallel  # 0: not advertised
+        return min(self.options.parallel, admits)
+
     def _model_slot(self, model: capabilities_pb2.ModelCapabilities) -> asyncio.Semaphore:
         slot = self._model_slots.get(model.name)
         if slot is None:
-            admits = model.capacity.max_streams or self.options.parallel  # 0: not advertised
-            size = self._model_sizes[model.name] = min(self.options.parallel, admits)
-            slot = self._model_slots[model.name] = asyncio.Semaphore(size)
+            slot = self._model_slots[model.name] = asyncio.Semaphore(self._model_size(model))
         return slot
 
     @contextlib.asynccontextmanager
     async def _whole_model(self, model: capabilities_pb2.ModelCapabilities) -> AsyncIterator[int]:
         """Every place of ``model``'s slot (ProbeContext.whole_model), taken one by one under
         a lock of the model's: two takers never hold a part each (other cases take one)."""
-        slot = self._model_slot(model)
-        lock = self._whole_locks.setdefault(model.name, asyncio.Lock())
-        async with lock, contextlib.AsyncExitStack() as stack:
-            for _ in range(self._model_sizes[model.name]):
-                await stack.enter_async_context(slot)
+        every = [self._model_slot(model)] * self._model_size(model)
+        async with self._whole_locks.setdefault(model.name, asyncio.Lock()), _holding(every):
             yield model.capacity.max_streams
 
     def _wait_s(self, case: Case) -> float:
@@ -380,13 +378,15 @@ class _Run:
         wait_s = self._wait_s(case)
         # A case that sits out a limit costs the kit nothing meanwhile: it takes no slot of
         # the run's, only one of its model's.
-        held = (self._model_slot(model),) if wait_s else (self.slots, self._model_slot(model))
+        held: tuple[asyncio.Semaphore, ...] = ()
+        if slot:
+            held = (self._model_slot(model),) if wait_s else (self.slots, self._model_slot(model))
         # A gated stream (a probe's rendezvous) happens once: it cannot be run again.
         attempts = 1 if gate is not None else RACE_ATTEMPTS
         plain = case.writer == "plain" and gate is None
         races = busy = kept = 0  # streams lost to the race, refused OVERLOADED, that kept it
         while True:
-            async with _holding(held if slot else ()), self._channel_for(plan.actions) as channel:
+            async with _holding(held), self._channel_for(plan.actions) as channel:
                 out = await run_stream(
                     channel,
                     plan,
@@ -456,7 +456,8 @@ class _Run:
 
 @contextlib.asynccontextmanager
 async def _holding(slots: Sequence[asyncio.Semaphore]) -> AsyncIterator[None]:
-    """Each of ``slots``, taken in order (always the run's before a model's: no deadlock)."""
+    """Each of ``slots``, taken in order (the run's before a model's; a model's several times
+    only under its lock, ``_whole_model``: no deadlock)."""
     async with contextlib.AsyncExitStack() as stack:
         for held in slots:
             await stack.enter_async_context(held)
