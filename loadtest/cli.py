@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loadtest import report, results, runner, scenario, slo
-from loadtest.merge import MergeError, merge
+from loadtest.merge import Merged, MergeError, merge
 
 _INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 
@@ -75,6 +75,12 @@ _OVERRIDES = {
     "search_high": ("search.high", float, "the highest level tried"),
     "search_tolerance": ("search.tolerance", float, "stop when the bounds are this close"),
     "search_repeats": ("search.repeats", int, "runs pooled per level"),
+    "search_max_repeats": (
+        "search.max_repeats",
+        int,
+        "runs a level may take in all when its samples are too few for a verdict "
+        "(default: three times --search-repeats)",
+    ),
     "trial": ("search.trial_s", float, "seconds of each run of a level"),
 }
 
@@ -186,7 +192,7 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
             _missed(slo.Check(**check)) for check in verdict["checks"] if not check["passed"]
         )
         console.print(
-            f"SLO {'held' if verdict['passed'] else 'missed'}" + (f": {missed}" if missed else ""),
+            f"SLO {slo.state_of(verdict)}" + (f": {missed}" if missed else ""),
             markup=False,
             highlight=False,
         )
@@ -249,14 +255,28 @@ def cmd_slo(args: argparse.Namespace) -> int:
     lowest: dict[str, Any] = {}
 
     def trial(level: float) -> slo.Verdict:
-        pooled = []
-        for repeat in range(s.search.repeats):
-            level_s = _at_level(s, level)
-            folder = out / f"level-{level:g}" / f"repeat-{repeat}"
-            pooled.append(folder)
-            runner.run(level_s, folder, live=not args.quiet)
-        merged = merge(pooled, pool_runs=True)  # the repeats are runs of their own
-        verdict = slo.judge(merged, s.slo)
+        pooled: list[Path] = []
+
+        def run(count: int) -> tuple[Merged, slo.Verdict]:
+            for _ in range(count):
+                folder = out / f"level-{level:g}" / f"repeat-{len(pooled)}"
+                pooled.append(folder)
+                runner.run(_at_level(s, level), folder, live=not args.quiet)
+            merged = merge(pooled, pool_runs=True)  # the repeats are runs of their own
+            return merged, dataclasses.replace(slo.judge(merged, s.slo), runs=len(pooled))
+
+        merged, verdict = run(s.search.repeats)
+        # A level too low to make the samples a bound needs in its repeats is not missed: it
+        # was not measured enough to judge. Run it again, at most to the cap, and say so.
+        while more := slo.more_repeats(verdict, s.search.repeat_cap):
+            short = "; ".join(c.note for c in verdict.checks if c.short)
+            Console().print(
+                f"{s.search.over} {level:g}: inconclusive after {verdict.runs} runs "
+                f"({short}): {more} more",
+                markup=False,
+                highlight=False,
+            )
+            merged, verdict = run(more)
         if verdict.passed and level >= best.get("level", -1):
             best.update(level=level, merged=merged, verdict=verdict)
         if level <= lowest.get("level", math.inf):
@@ -280,9 +300,14 @@ def cmd_slo(args: argparse.Namespace) -> int:
         Console().print(f"highest {over} holding the SLO: {found.best}")
         return 0
     # The summary above already lists what the lowest level missed, and by how much.
-    Console().print(
-        f"no {over} held the SLO: the lowest, {shown['level']:g}, missed it (above)", markup=False
+    lowest_verdict: slo.Verdict = shown["verdict"]
+    how = (
+        f"was inconclusive after {lowest_verdict.runs} runs (above): lengthen --trial or "
+        "raise --search-max-repeats"
+        if lowest_verdict.inconclusive
+        else "missed it (above)"
     )
+    Console().print(f"no {over} held the SLO: the lowest, {shown['level']:g}, {how}", markup=False)
     return 1
 
 

@@ -225,6 +225,7 @@ def _slo(result: dict[str, Any]) -> str:
     verdict = result.get("slo")
     search = result.get("search")
     if verdict:
+        said = slo.state_of(verdict)
         state = "ok" if verdict["passed"] else "fail"
         # A search's figures are one level's: the best that held, or the lowest probed.
         at = (
@@ -234,7 +235,7 @@ def _slo(result: dict[str, Any]) -> str:
         )
         out += (
             f'<h2>SLO verdict{html.escape(at)}: <span class="{state}">'
-            f"{'held' if verdict['passed'] else 'missed'}</span> "
+            f"{said}</span> "
             f"(confidence {verdict['confidence']:.0%})</h2>"
         )
         out += _table(
@@ -253,22 +254,25 @@ def _slo(result: dict[str, Any]) -> str:
         )
     if search:
         path = search["path"]
-        passed = [(i + 1.0, p["level"]) for i, p in enumerate(path) if p["passed"]]
-        failed = [(i + 1.0, p["level"]) for i, p in enumerate(path) if not p["passed"]]
         trail = [(i + 1.0, p["level"]) for i, p in enumerate(path)]
+        series = [("probe", trail)] + [
+            (said, [(i + 1.0, p["level"]) for i, p in enumerate(path) if slo.state_of(p) == said])
+            for said in ("held", "missed", "inconclusive")
+        ]
+        lowest = min(path, key=lambda p: p["level"]) if path else None
         found = (
             f"best {search['best']}"
             if search["best"] is not None
             else f'<span class="fail">no level held</span> (the lowest, '
-            f"{search.get('figures_at', 'none')}, missed)"
+            f"{search.get('figures_at', 'none')}, "
+            f"{slo.state_of(lowest) if lowest else 'missed'})"
         )
         out += f"<h2>SLO search over {html.escape(search['over'])}: {found}</h2>"
-        out += line_chart(
-            "search path",
-            [("probe", trail), ("held", passed), ("missed", failed)],
-            "probe",
-            search["over"],
-            markers=True,
+        out += line_chart("search path", series, "probe", search["over"], markers=True)
+        # How many runs each level took: more than the repeats where samples were short.
+        out += _table(
+            [search["over"], "verdict", "runs"],
+            [[p["level"], slo.state_of(p), p.get("runs", "")] for p in path],
         )
     return out
 

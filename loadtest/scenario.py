@@ -158,6 +158,13 @@ class SearchSpec:
     tolerance: float = 1.0
     repeats: int = 2
     trial_s: float = 20.0
+    # A level whose pooled repeats hold too few samples to bound a percentile at the stated
+    # confidence runs more repeats, up to this many in all (0: three times ``repeats``).
+    max_repeats: int = 0
+
+    @property
+    def repeat_cap(self) -> int:
+        return self.max_repeats or 3 * self.repeats
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +364,11 @@ def validate(s: Scenario) -> None:
         (0 < s.search.low < s.search.high, "search: 0 < low < high"),
         (s.search.repeats >= 1 and s.search.tolerance > 0, "search: repeats >= 1, tolerance > 0"),
         (s.search.trial_s > 0, "search.trial_s (--trial) must be more than 0"),
+        (
+            s.search.max_repeats == 0 or s.search.max_repeats >= s.search.repeats,
+            "search.max_repeats (--search-max-repeats) must be 0 (three times repeats) or at least "
+            "search.repeats",
+        ),
         (
             all(0 < o.percentile <= 100 for o in s.slo.objectives),
             "an SLO objective's percentile must be more than 0 and at most 100",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -11,7 +12,15 @@ import pytest
 from loadtest.hdrlog import new_histogram
 from loadtest.merge import Merged
 from loadtest.scenario import Objective, SearchSpec, SloSpec
-from loadtest.slo import judge, quantile_upper_bound_ms, search, upper_rank, wilson_upper
+from loadtest.slo import (
+    judge,
+    min_samples,
+    more_repeats,
+    quantile_upper_bound_ms,
+    search,
+    upper_rank,
+    wilson_upper,
+)
 
 
 def _binom_cdf(k: int, n: int, p: float) -> float:
@@ -219,3 +228,101 @@ def test_a_run_without_sessions_has_no_error_rate() -> None:
     from loadtest.scenario import Scenario
 
     assert results.build(Merged(), Scenario().to_dict(), {})["sessions"]["error_rate"] is None
+
+
+@pytest.mark.parametrize(
+    ("percentile", "confidence"), [(99, 0.95), (95, 0.95), (99.9, 0.9), (50, 0.99)]
+)
+def test_min_samples_is_where_a_bound_begins(percentile: float, confidence: float) -> None:
+    n = min_samples(percentile, confidence)
+    assert upper_rank(n - 1, percentile / 100, confidence) is None
+    assert upper_rank(n, percentile / 100, confidence) == n
+    assert min_samples(99, 0.95) == 299
+
+
+def _short_run(level: float, rng: np.random.Generator, per_level: int) -> Merged:
+    """A run of a service far inside the SLO (p99 about 46 ms) that makes ``per_level``
+    samples per unit of level: a low level has too few for a p99 bound."""
+    merged = Merged()
+    n = round(level * per_level)
+    h = merged.totals.setdefault("stt.final", new_histogram())
+    for v in rng.exponential(10_000.0, n):
+        h.record_value(max(1, int(v)))
+    merged.counters.update({"sessions.ok": n})
+    return merged
+
+
+def _search_cli(
+    monkeypatch: pytest.MonkeyPatch, out: Path, per_level: int
+) -> tuple[int, dict[str, object]]:
+    import json
+
+    from loadtest import cli, runner
+
+    rng = np.random.default_rng(7)
+    runs: dict[Path, Merged] = {}
+
+    def run(s: object, folder: Path, **kwargs: object) -> Merged:
+        runs[folder] = _short_run(s.arrivals.rate, rng, per_level)  # type: ignore[attr-defined]
+        return runs[folder]
+
+    def merge(roots: list[Path], **kwargs: object) -> Merged:
+        pooled = Merged()
+        for folder, m in runs.items():
+            if folder in roots:
+                for metric, h in m.totals.items():
+                    pooled.totals.setdefault(metric, new_histogram()).add(h)
+                pooled.counters.update(m.counters)
+        return pooled
+
+    monkeypatch.setattr(runner, "run", run)
+    monkeypatch.setattr(cli, "merge", merge)
+    argv = ["slo", "--slo", "stt.final:p99<=300", "--search-low", "10", "--search-high", "40"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*argv, "--search-repeats", "2", "--trial", "3", "--out", str(out), "--quiet"])
+    return int(exited.value.code or 0), json.loads((out / "result.json").read_text())
+
+
+def test_a_level_short_of_samples_runs_again_until_it_can_be_judged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Level 10 made 100 samples a run: its two repeats pooled 200, short of the 299 a p99
+    # bound at 95 % needs, and the search called it missed ("no rate held the SLO") although
+    # every sample was a sixth of the limit; a higher level, with more samples, would pass.
+    code, result = _search_cli(monkeypatch, tmp_path / "s", 10)
+    printed = " ".join(capsys.readouterr().out.split())  # as one line: rich wraps at 80
+    assert code == 0, printed
+    search = result["search"]
+    assert search["best"] == 40  # type: ignore[index]
+    first, second = search["path"]  # type: ignore[index]
+    assert (first["level"], first["state"], first["runs"]) == (10, "held", 3)
+    assert (second["level"], second["state"], second["runs"]) == (40, "held", 2)
+    assert "rate 10: inconclusive after 2 runs" in printed and "200 of the 299" in printed
+
+
+def test_a_level_still_short_at_the_cap_is_inconclusive_not_missed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "s"
+    code, result = _search_cli(monkeypatch, out, 2)  # 20 samples a run at level 10
+    printed = " ".join(capsys.readouterr().out.split())
+    assert code == 1
+    verdict = result["slo"]
+    assert verdict["state"] == "inconclusive" and verdict["runs"] == 6  # type: ignore[index]
+    assert result["search"]["path"][0]["runs"] == 6  # type: ignore[index]  # 3 x repeats
+    assert "the lowest, 10, was inconclusive after 6 runs" in printed, printed
+    assert "--trial" in printed and "SLO inconclusive" in printed, printed
+    assert "missed" not in printed, printed
+    assert "(the lowest, 10.0, inconclusive)" in (out / "report.html").read_text()
+
+
+def test_a_level_that_misses_by_its_figures_is_not_run_again() -> None:
+    rng = np.random.default_rng(8)
+    verdict = judge(_merged(190, rng, 100), SLO)  # p99 far over 300 ms, 100 samples
+    assert not verdict.inconclusive and verdict.state == "missed"
+    assert "samples over the limit" in verdict.checks[0].note  # too few for a bound, still
+    assert more_repeats(verdict, 6) == 0
+    short = judge(_short_run(10, rng, 10), SLO)
+    assert short.inconclusive and short.state == "inconclusive"
+    assert more_repeats(short, 6) == 2  # 100 a run: two more make 300
+    assert more_repeats(dataclasses.replace(short, runs=6), 6) == 0
