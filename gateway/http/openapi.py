@@ -162,7 +162,9 @@ def document(server_url: str = "") -> dict[str, Any]:
                         "required": False,
                         "schema": sch,
                         "description": "The raw samples' format (encoding and sample_rate are "
-                        "required for application/octet-stream). A file's format is its own "
+                        "required for raw samples as application/octet-stream; without them, "
+                        "an octet-stream body, or one with no Content-Type, must be an audio "
+                        "file, known by its first bytes). A file's format is its own "
                         "header's: given with a file, it must agree with it (400 "
                         "INVALID_CONFIG otherwise).",
                     }

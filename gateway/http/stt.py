@@ -4,9 +4,13 @@ Content types: ``audio/wav`` (and its aliases), ``audio/flac``, ``audio/ogg``, `
 (decoded by libsndfile, see gateway.http.upload), ``audio/basic`` (8 kHz mu-law), and raw
 samples (``application/octet-stream`` or ``audio/pcm``) with ``encoding``, ``sample_rate`` and
 ``channels`` in the query string (given with a file, they must agree with its header: 400
-INVALID_CONFIG otherwise). Other query parameters: ``model``, ``language``,
-``word_timestamps``. The response is a ``TranscribeFileResponse`` with every final result and
-the whole stage breakdown, also in ``Server-Timing``.
+INVALID_CONFIG otherwise). A body sent as ``application/octet-stream``, or with no
+Content-Type, and no ``encoding`` or ``sample_rate`` is known by its first bytes: a file of a
+kind libsndfile reads is decoded as it is (RFC 9110, 8.3: with no type, or a generic one, a
+recipient may examine the data); else it is raw audio with no format, 400 INVALID_CONFIG.
+Other query parameters: ``model``, ``language``, ``word_timestamps``. The response is a
+``TranscribeFileResponse`` with every final result and the whole stage breakdown, also in
+``Server-Timing``.
 
 Limits: ``max_upload_bytes`` (413 BODY_TOO_LARGE as soon as it is passed), and as much for
 audio over ``max_upload_audio_seconds`` (before any is sent when a WAV or FLAC header declares
@@ -67,6 +71,11 @@ _SIGNATURE_BYTES = 12
 _WAV = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}
 _SNDFILE = {"audio/flac", "audio/x-flac", "audio/ogg", "audio/mpeg", "audio/mp3", "audio/opus"}
 _RAW = {"application/octet-stream", "audio/pcm"}
+# Bodies that may be files or raw samples: with no format in the query string, their first
+# bytes say which ("" is no Content-Type at all).
+_UNTYPED = {"application/octet-stream", ""}
+# The kind ``_head`` gives such a body: known by its first bytes (``_untyped``).
+_SNIFF = "sniff"
 _QUERY = {"model", "language", "word_timestamps", "encoding", "sample_rate", "channels"}
 # The contract's names of the config fields the query string sets (common.renamed_fields).
 _QUERY_FIELDS = {
@@ -216,6 +225,9 @@ def _head(
     config = _config(dict(request.query))
     stated = audio_pb2.AudioFormat()
     stated.CopyFrom(config.audio_format)
+    if kind in _UNTYPED and not (stated.encoding or stated.sample_rate_hz):
+        declared_within(request, gateway.config.max_upload_bytes)
+        return _SNIFF, config, stated
     if kind not in _WAV | _SNDFILE | _RAW | {"audio/basic"}:
         raise errors.UnsupportedMediaType(
             f"Content-Type {kind or '(none)'!r}: send audio/wav, audio/flac, audio/ogg, "
@@ -264,7 +276,9 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
     kind, config, stated = _head(request, gateway)
     body = _body(request, gateway.config.stt.idle_timeout_s, gateway.config.max_upload_bytes)
     upload = _Upload(AudioBudget(gateway.config.max_upload_audio_seconds), stated)
-    if kind in _RAW | {"audio/basic"}:
+    if kind == _SNIFF:
+        audio = _untyped(request, body, config, gateway.decoders, upload)
+    elif kind in _RAW | {"audio/basic"}:
         audio = (
             _basic(request, body, config, gateway.decoders, upload)
             if kind == "audio/basic"
@@ -376,6 +390,45 @@ class _Upload:
     truncated: bool = False  # the body ended before the audio its header declares
 
 
+async def _untyped(
+    request: web.Request,
+    body: AsyncIterator[bytes],
+    config: transcription_pb2.TranscriptionConfig,
+    decoders: DecoderPool,
+    upload: _Upload,
+) -> AsyncGenerator[bytes, None]:
+    """A body of no stated format (``application/octet-stream`` or no Content-Type, no
+    ``encoding`` or ``sample_rate``): a file, by its signature, goes as the file it is (HTTP
+    clients send files so: ``requests`` and ``curl -T`` name no type, many an SDK
+    octet-stream); anything else is raw audio that says nothing of its format, and is refused
+    as it was before any byte was read. An MPEG frame header counts here, unlike on a raw
+    stream: raw samples could start so, but samples with no format can be nothing else."""
+    head = await _first(body, _SIGNATURE_BYTES)
+    body = _chain(head, body)
+    riff = head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE"
+    if riff or file_kind(head) is not None or _mpeg_frame(head):
+        async for pcm in _wav(request, body, config, decoders, upload):
+            yield pcm
+        return
+    raise errors.InvalidConfig(
+        "raw audio needs encoding and sample_rate in the query string (the body's first bytes "
+        "are not those of an audio file: WAV, FLAC, Ogg, MP3, AU, AIFF or CAF)",
+        violations=[
+            errors.Violation(name, "required for raw audio") for name in ("encoding", "sample_rate")
+        ],
+    )
+
+
+async def _first(body: AsyncIterator[bytes], size: int) -> bytes:
+    """At least ``size`` bytes of ``body`` (all of it when shorter), as they came."""
+    head = b""
+    async for chunk in body:
+        head += chunk
+        if len(head) >= size:
+            break
+    return head
+
+
 async def _wav(
     request: web.Request,
     body: AsyncIterator[bytes],
@@ -386,11 +439,7 @@ async def _wav(
     """WAV of a contract encoding goes through as it is; other WAV (24-bit, ...) to libsndfile,
     and so does another kind of file sent as audio/wav (FLAC, Ogg, MP3, ...: libsndfile tells
     them by their content, as it does a WAV sent as audio/flac)."""
-    head = b""
-    async for chunk in body:
-        head += chunk
-        if len(head) >= _SIGNATURE_BYTES:
-            break
+    head = await _first(body, _SIGNATURE_BYTES)
     body = _chain(head, body)
     if file_kind(head) is not None or _mpeg_frame(head):
         async for pcm in _compressed(request, body, config, decoders, upload):

@@ -115,6 +115,19 @@ async def test_an_upload_the_gateway_takes_gets_100_continue_and_its_transcript(
     assert 50 <= int(exchange.headers["retry-after"]) <= 60
 
 
+async def test_an_untyped_upload_is_let_through_to_be_known_by_its_first_bytes(
+    front: InstrumentedEdge,
+):
+    # application/octet-stream with no format in the query: the head cannot tell a WAV from
+    # raw samples (gateway/http/stt.py, _untyped), so it gets 100 Continue, and a WAV its
+    # transcript.
+    key = front.new_key("expect-untyped")
+    headers = _auth(key, "application/octet-stream")
+    exchange = await post_expecting(front.url, "/v1/stt", headers, _WAV)
+    assert exchange.continued and exchange.status == 200, exchange
+    assert "light" in exchange.body["transcript"], exchange.body
+
+
 @pytest.mark.parametrize(
     ("credential", "status", "reason"),
     [

@@ -143,6 +143,57 @@ async def test_bad_uploads_get_their_status_and_reason(edge, body, media, query,
     assert (got, reply["error"]["reason"]) == (status, reason), reply
 
 
+async def post_untyped(
+    edge: Edge, body: bytes, content_type: str | None, query: str = ""
+) -> tuple[int, dict]:
+    """``post`` with ``content_type`` None sending no Content-Type at all."""
+    if content_type is not None:
+        return await post(edge, body, content_type, query)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{edge.server.url}/v1/stt{query}",
+            data=body,
+            headers=edge.headers,
+            skip_auto_headers=["Content-Type"],
+        ) as resp:
+            return resp.status, await resp.json()
+
+
+@pytest.mark.parametrize(
+    ("kind", "content_type"),
+    [
+        ("wav", "application/octet-stream"),
+        ("wav", None),
+        ("flac", "application/octet-stream"),
+        ("flac", None),
+        ("mp3", "application/octet-stream"),
+    ],
+)
+async def test_a_file_sent_with_no_audio_type_is_known_by_its_first_bytes(
+    edge: Edge, kind: str, content_type: str | None
+):
+    # `curl -T file` and Python's requests with a file send no Content-Type, many SDKs
+    # application/octet-stream: such an upload of a WAV was refused "raw audio needs encoding
+    # and sample_rate", though its first bytes say what it is (RFC 9110, 8.3).
+    body, _ = _file(kind)
+    status, reply = await post_untyped(edge, body, content_type)
+    assert status == 200, reply
+    assert word_error_rate(TRANSCRIPTS[NAME], reply["transcript"]) <= 0.25, reply["transcript"]
+    assert "notices" not in reply, reply  # decoded as the file it is, not heard as raw noise
+
+
+@pytest.mark.parametrize("content_type", ["application/octet-stream", None])
+async def test_raw_samples_with_no_format_are_refused_naming_both_fields(
+    edge: Edge, content_type: str | None
+):
+    pcm, _ = read_wav(SPEECH_DIR / NAME)
+    status, reply = await post_untyped(edge, pcm.tobytes(), content_type)
+    error = reply["error"]
+    assert (status, error["reason"]) == (400, "INVALID_CONFIG"), reply
+    assert [v["field"] for v in error["fieldViolations"]] == ["encoding", "sample_rate"], error
+    assert "first bytes" in error["message"], error
+
+
 @pytest.mark.parametrize(
     ("query", "reason", "field"),
     [
