@@ -228,6 +228,9 @@ def _head(
     if kind in _UNTYPED and not (stated.encoding or stated.sample_rate_hz):
         declared_within(request, gateway.config.max_upload_bytes)
         return _SNIFF, config, stated
+    # No Content-Type and a format in the query: raw samples, as RFC 9110 8.3 lets a recipient
+    # assume (application/octet-stream).
+    kind = kind or "application/octet-stream"
     if kind not in _WAV | _SNDFILE | _RAW | {"audio/basic"}:
         raise errors.UnsupportedMediaType(
             f"Content-Type {kind or '(none)'!r}: send audio/wav, audio/flac, audio/ogg, "
@@ -399,7 +402,7 @@ async def _untyped(
 ) -> AsyncGenerator[bytes, None]:
     """A body of no stated format (``application/octet-stream`` or no Content-Type, no
     ``encoding`` or ``sample_rate``): a file, by its signature, goes as the file it is (HTTP
-    clients send files so: ``requests`` and ``curl -T`` name no type, many an SDK
+    clients send files so: ``requests`` and ``curl -X POST -T`` name no type, many an SDK
     octet-stream); anything else is raw audio that says nothing of its format, and is refused
     as it was before any byte was read. An MPEG frame header counts here, unlike on a raw
     stream: raw samples could start so, but samples with no format can be nothing else."""

@@ -194,6 +194,14 @@ async def test_raw_samples_with_no_format_are_refused_naming_both_fields(
     assert "first bytes" in error["message"], error
 
 
+async def test_raw_samples_with_no_content_type_and_their_format_are_transcribed(edge: Edge):
+    pcm, _ = read_wav(SPEECH_DIR / NAME)
+    query = "?encoding=pcm_s16le&sample_rate=16000"
+    status, reply = await post_untyped(edge, pcm.tobytes(), None, query)
+    assert status == 200, reply  # was 415: no Content-Type is octet-stream (RFC 9110, 8.3)
+    assert word_error_rate(TRANSCRIPTS[NAME], reply["transcript"]) <= 0.25, reply["transcript"]
+
+
 @pytest.mark.parametrize(
     ("query", "reason", "field"),
     [
