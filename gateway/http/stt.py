@@ -50,7 +50,7 @@ from gateway.wire.messages import encode
 from gateway.wire.query import ENCODINGS
 from voxwire import errors
 from voxwire.audio.codecs import Encoding
-from voxwire.audio.format_check import file_kind
+from voxwire.audio.format_check import UNDECODABLE, file_kind
 from voxwire.audio.formats import ENCODINGS as CARRIED
 from voxwire.audio.formats import PROTO_ENCODINGS, resolve_format
 from voxwire.audio.wav import OtherWavFormat, WavHeaderReader
@@ -510,6 +510,15 @@ async def _compressed(
 
     ``expected_bytes``: where the audio ends by its header (a WAV's data chunk), when known; a
     body that ends before it is reported truncated (libsndfile decodes what is there)."""
+    head = await _first(body, _SIGNATURE_BYTES)
+    body = _chain(head, body)
+    what = file_kind(head)
+    if what in UNDECODABLE:
+        raise errors.UnsupportedMediaType(
+            f"the body is {what}, which the gateway does not decode: send WAV, FLAC, Ogg "
+            "(Opus or Vorbis), MP3, AU, AIFF or CAF, or raw samples as "
+            "application/octet-stream with encoding and sample_rate"
+        )
     decoder = await decoders.acquire()
     blocks = decoder.decode(
         body, request.content_length, upload.budget.max_seconds, stall_s=_DECODER_STALL_S

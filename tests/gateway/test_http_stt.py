@@ -182,6 +182,20 @@ async def test_a_file_sent_with_no_audio_type_is_known_by_its_first_bytes(
     assert "notices" not in reply, reply  # decoded as the file it is, not heard as raw noise
 
 
+@pytest.mark.parametrize("content_type", ["audio/ogg", "audio/wav", "application/octet-stream"])
+async def test_a_file_the_gateway_cannot_decode_is_refused_for_what_it_is(
+    edge: Edge, content_type: str
+):
+    # A browser's MediaRecorder recording (WebM): "cannot decode the audio: Error opening the
+    # upload: Format not recognised" (400 INVALID_AUDIO), or as octet-stream "raw audio needs
+    # encoding and sample_rate".
+    webm = bytes.fromhex("1a45dfa39f4286810142f7810142f2810442f381084282847765626d")
+    status, reply = await post_untyped(edge, webm + bytes(4096), content_type)
+    error = reply["error"]
+    assert (status, error["reason"]) == (415, "UNSUPPORTED_MEDIA_TYPE"), reply
+    assert "WebM" in error["message"] and "FLAC" in error["message"], error
+
+
 @pytest.mark.parametrize("content_type", ["application/octet-stream", None])
 async def test_raw_samples_with_no_format_are_refused_naming_both_fields(
     edge: Edge, content_type: str | None

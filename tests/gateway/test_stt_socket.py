@@ -224,3 +224,18 @@ async def test_pcm_declared_as_mulaw_gets_a_notice_event(edge: Edge):
     notices = [m["notice"] for m in messages if "notice" in m]
     assert len(notices) == 1 and notices[0]["kind"] == "KIND_FORMAT_SUSPECT", notices
     assert "MULAW as declared" in notices[0]["message"]
+
+
+async def test_a_browsers_media_recorder_stream_is_named_not_heard_as_samples(edge: Edge):
+    # Chrome's and Firefox's MediaRecorder make WebM (Opus): streamed as it records, it was
+    # heard as 16-bit samples (speech_started, a summary, no word of why).
+    webm = bytes.fromhex("1a45dfa39f4286810142f7810142f2810442f381084282847765626d")
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{edge.ws}/v1/stt/stream?{QUERY}", headers=edge.headers) as ws:
+            await ws.send_bytes(webm + bytes(range(256)) * 12)
+            await ws.send_str(json.dumps({"close": {}}))
+            messages = [json.loads(m.data) async for m in ws if m.type is aiohttp.WSMsgType.TEXT]
+    error = messages[-1]["error"]
+    assert error["reason"] == "INVALID_AUDIO", messages
+    assert "WebM" in error["message"] and "AudioWorklet" in error["message"], error
+    assert not [m for m in messages if "result" in m], messages

@@ -61,6 +61,8 @@ HEAD_BYTES = 4096  # a WAV header with a LIST chunk ahead of its fmt still fits
 
 # Files that have no place on a raw stream, by signature (a WAV's RIFF header is read apart:
 # one of the declared format is left alone).
+_WEBM = "a WebM file (Matroska: what a browser's MediaRecorder makes)"
+_MP4 = "an MP4 file (M4A, AAC: what Safari's MediaRecorder makes)"
 _SIGNATURES = (
     (b"OggS\x00", "an Ogg file (Opus or Vorbis)"),
     (b"fLaC", "a FLAC file"),
@@ -68,7 +70,13 @@ _SIGNATURES = (
     (b"#!AMR", "an AMR file"),
     (b".snd", "a Sun AU file"),
     (b"caff", "a CAF file"),
+    # EBML's magic (RFC 8794, 8): what a browser's MediaRecorder makes (Chrome and Firefox:
+    # audio/webm;codecs=opus), so the likeliest file on a browser's stream.
+    (b"\x1a\x45\xdf\xa3", _WEBM),
 )
+# Kinds the gateway's decoder (libsndfile 1.2) cannot read: an upload of one is refused for
+# what it is, not for a decoder's "Format not recognised".
+UNDECODABLE = frozenset({"an AMR file", _WEBM, _MP4})
 
 
 def file_kind(head: bytes) -> str | None:
@@ -79,6 +87,8 @@ def file_kind(head: bytes) -> str | None:
             return what
     if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):  # IFF: FORM, size, type
         return "an AIFF file"
+    if head[4:8] == b"ftyp":  # ISO/IEC 14496-12, 4.3: a box's size, then its type, first
+        return _MP4
     return None
 
 
@@ -135,10 +145,15 @@ class FormatCheck:
         self._head_done = True
         what = file_kind(head)
         if what is not None:
+            instead = (
+                "decode it to raw samples first (in a browser, capture them with an "
+                "AudioWorklet, as the gateway's voxwire.js does, not MediaRecorder)"
+                if what in UNDECODABLE
+                else "decode it first, or send it to POST /v1/stt, which takes files"
+            )
             raise InvalidAudio(
                 f"the audio is {what}, but the stream takes raw samples "
-                f"({_describe(self._fmt)} as declared): decode it first, or send it to "
-                "POST /v1/stt, which takes files"
+                f"({_describe(self._fmt)} as declared): {instead}"
             )
 
     def _wav(self, head: bytes) -> bool:

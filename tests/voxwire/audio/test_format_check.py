@@ -117,6 +117,10 @@ def _wav_header(encoding: Encoding, rate: int, channels: int = 1) -> bytes:
     return streaming_header(encoding, rate, channels)
 
 
+# The start of a WebM file as Chrome's MediaRecorder writes one: EBML header (RFC 8794).
+_WEBM_HEAD = bytes.fromhex("1a45dfa39f4286810142f7810142f2810442f381084282847765626d")
+
+
 @pytest.mark.parametrize(
     ("head", "declared", "words"),
     [
@@ -137,6 +141,10 @@ def _wav_header(encoding: Encoding, rate: int, channels: int = 1) -> bytes:
         (b"fLaC\x00\x00\x00\x22" + bytes(40), (Encoding.PCM_S16LE, 16000), "a FLAC file"),
         (b"ID3\x04\x00\x00" + bytes(40), (Encoding.MULAW, 8000), "an MP3 file"),
         (b"FORM\x00\x00\x7d\x2eAIFF" + bytes(40), (Encoding.PCM_S16LE, 16000), "an AIFF file"),
+        # A browser's MediaRecorder (Chrome, Firefox: WebM; Safari: MP4) was heard as samples:
+        # a session of noise and no word of why.
+        (_WEBM_HEAD, (Encoding.PCM_S16LE, 16000), "AudioWorklet"),
+        (b"\x00\x00\x00\x1cftypM4A \x00\x00\x00\x00", (Encoding.PCM_S16LE, 48000), "an MP4"),
     ],
 )
 def test_a_file_on_a_raw_stream_is_invalid_audio(
