@@ -30,6 +30,7 @@ from rich.table import Table
 
 from loadtest import report, results, runner, scenario, slo
 from loadtest.merge import Merged, MergeError, merge
+from loadtest.targets.gateway import API_KEY_ENV
 
 _INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 
@@ -235,6 +236,17 @@ def failed_outright(result: dict[str, Any]) -> bool:
         "is the target up at that address, and the key right?",
         file=sys.stderr,
     )
+    target = result["scenario"].get("target") or {}
+    refused = any(reason.startswith("UNAUTHENTICATED") for reason in result["errors"])
+    if refused and target.get("kind") == "grpc" and not target.get("api_key"):
+        # The gateway target falls back on $VOXWIRE_API_KEY; the grpc one sends a key only
+        # when given one (the adapter takes none, and a key goes nowhere it was not sent).
+        hint = ' (--api-key "$VOXWIRE_API_KEY")' if os.environ.get(API_KEY_ENV) else ""
+        print(
+            f"hint: the grpc target sent no key: give it --api-key{hint} for a gateway's "
+            "gRPC front",
+            file=sys.stderr,
+        )
     return True
 
 

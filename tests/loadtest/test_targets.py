@@ -340,3 +340,25 @@ async def test_gateway_tts_chunk_durations_follow_the_output_encoding(
     assert len(audio) >= 2 and event.ok
     for a, b in zip(audio, audio[1:], strict=False):
         assert abs(a.start_ms + a.duration_ms - b.start_ms) <= 1, (a, b)
+
+
+def test_a_grpc_target_refused_for_want_of_a_key_says_how_to_give_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--target grpc --address <a gateway's front>` with $VOXWIRE_API_KEY set: the gateway
+    # target takes the key from it, the grpc one does not, and the run said only "is the key
+    # right?" about a key it never sent.
+    from loadtest import cli
+
+    monkeypatch.setenv("VOXWIRE_API_KEY", "vx_test")
+    result = {
+        "sessions": {"ok": 0, "failed": 16, "total": 16},
+        "errors": {"UNAUTHENTICATED/UNAUTHENTICATED": 16},
+        "scenario": {"target": {"kind": "grpc", "address": "127.0.0.1:8081", "api_key": ""}},
+    }
+    assert cli.failed_outright(result)
+    err = capsys.readouterr().err
+    assert '--api-key "$VOXWIRE_API_KEY"' in err, err
+    result["scenario"] = {"target": {"kind": "grpc", "api_key": "(redacted)"}}  # one was sent
+    assert cli.failed_outright(result)
+    assert "hint" not in capsys.readouterr().err
