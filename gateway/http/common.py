@@ -112,7 +112,13 @@ def expect_handler(check: Callable[[web.Request], None]) -> ExpectHandler:
             response.force_close()
             return response
         if request.version == HttpVersion11:  # an HTTP/1.0 client does not wait for it
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            try:
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            except ConnectionError as exc:
+                # The client reset while its head was checked: aiohttp logged an ERROR with
+                # a traceback for each (the edge fuzzer's find). A response ends the request,
+                # and aiohttp, finding the connection gone, only logs its access.
+                return client_left(request, ConnectionError(f"before 100 Continue: {exc}"))
             request.writer.output_size = 0  # the response proper has not begun
         return None
 

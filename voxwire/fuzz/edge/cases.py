@@ -43,7 +43,7 @@ import math
 import random
 import struct
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 FAMILIES = (
@@ -108,6 +108,10 @@ class Step:
 
     op: str
     data: str | bytes | int = b""
+
+
+# A Case.content_type that sends no Content-Type at all (the client adds none of its own).
+NO_CONTENT_TYPE = "(none)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -768,7 +772,7 @@ def _http_stt(rng: random.Random, index: int, plan: Plan) -> Case:
         body = b""
     else:
         body = _wav(plan.audio_rate_hz, 0, 16, audio[:3200])
-    return Case(
+    case = Case(
         index,
         "http_stt",
         "http_stt",
@@ -779,6 +783,13 @@ def _http_stt(rng: random.Random, index: int, plan: Plan) -> Case:
         valid=valid,
         expect_continue=_continue_first(rng),
     )
+    if how == "mislabel" and rng.random() < 0.5:
+        # Drawn after everything else, as _continue_first: a body with no audio type
+        # (octet-stream, or no Content-Type) is known by its first bytes; a valid WAV so
+        # sent must be transcribed.
+        untyped = rng.choice(["application/octet-stream", NO_CONTENT_TYPE])
+        case = replace(case, content_type=untyped, valid=True)
+    return case
 
 
 def _continue_first(rng: random.Random) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from voxwire.edge.frames import unpack
-from voxwire.fuzz.edge.cases import Case
+from voxwire.fuzz.edge.cases import NO_CONTENT_TYPE, Case
 
 _MAX_BODY = 64 * 1024
 
@@ -186,7 +186,7 @@ async def _http(
     http: aiohttp.ClientSession, base: str, key: str, case: Case, outcome: Outcome
 ) -> None:
     headers = _headers(case, key)
-    if case.content_type:
+    if case.content_type and case.content_type != NO_CONTENT_TYPE:
         headers["Content-Type"] = case.content_type
     if case.accept:
         headers["Accept"] = case.accept
@@ -196,12 +196,13 @@ async def _http(
         headers["Content-Length"] = str(case.body_bytes)
         data = _pieces(case)
     expect = case.expect_continue
+    untyped = case.content_type == NO_CONTENT_TYPE
     if not case.leave_after_s:
-        await _post(http, url, data, headers, outcome, expect)
+        await _post(http, url, data, headers, outcome, expect, untyped)
         return
     try:
         async with asyncio.timeout(case.leave_after_s):
-            await _post(http, url, data, headers, outcome, expect)
+            await _post(http, url, data, headers, outcome, expect, untyped)
     except TimeoutError:
         # The client leaves: cancelling the request closes its connection (force_close).
         outcome.client_error = f"left after {case.leave_after_s} s"
@@ -226,8 +227,13 @@ async def _post(
     headers: dict[str, str],
     outcome: Outcome,
     expect_continue: bool,
+    untyped: bool = False,
 ) -> None:
-    async with http.post(url, data=data, headers=headers, expect100=expect_continue) as response:
+    # Left to itself, aiohttp gives a body with no Content-Type application/octet-stream.
+    skip = ("Content-Type",) if untyped else ()
+    async with http.post(
+        url, data=data, headers=headers, expect100=expect_continue, skip_auto_headers=skip
+    ) as response:
         outcome.connected = True
         outcome.http_status = response.status
         outcome.content_type = response.headers.get("Content-Type", "")
