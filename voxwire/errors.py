@@ -16,6 +16,7 @@
     │   ├── UnsupportedMediaType        INVALID_ARGUMENT     UNSUPPORTED_MEDIA_TYPE  415   1003
     │   ├── UnknownEndpoint             NOT_FOUND            UNKNOWN_ENDPOINT        404   1008
     │   ├── MethodNotAllowed            UNIMPLEMENTED        METHOD_NOT_ALLOWED      405   1008
+    │   ├── NotAcceptable               INVALID_ARGUMENT     NOT_ACCEPTABLE          406   1003
     │   ├── UnknownContext              NOT_FOUND            UNKNOWN_CONTEXT         404   1008
     │   ├── ContextNotOpen              FAILED_PRECONDITION  CONTEXT_NOT_OPEN        400   1008
     │   ├── ContextAlreadyOpen          ALREADY_EXISTS       CONTEXT_ALREADY_OPEN    409   1008
@@ -295,6 +296,14 @@ class MethodNotAllowed(ClientError):
     code = grpc.StatusCode.UNIMPLEMENTED
     reason = "METHOD_NOT_ALLOWED"
     http_status = 405
+
+
+class NotAcceptable(ClientError):
+    """An HTTP request whose Accept header admits nothing the endpoint can send."""
+
+    reason = "NOT_ACCEPTABLE"
+    http_status = 406
+    ws_close_code = 1003
 
 
 class UnknownContext(ClientError):

@@ -38,6 +38,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import let_go
+from gateway.http.accept import Form, choose
 from gateway.http.common import (
     admissible,
     admit,
@@ -160,16 +161,39 @@ class _Out:
     header: bytes
 
 
+_SSE = Form(("text/event-stream",), named=True)
+_WAV = Form(("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"))
+_BASIC = Form(("audio/basic",))  # RFC 2046 4.3: 8 kHz mu-law
+_RAW = Form(("application/octet-stream",))
+
+
 def _output(request: web.Request, req: http_pb2.SpeakRequest) -> _Out:
-    if "text/event-stream" in request.headers.get("Accept", ""):
-        return _Out(True, "text/event-stream", b"")
+    """The response's form: the request's audio (its container and encoding) or events, as
+    its Accept header prefers (gateway/http/accept.py); NotAcceptable when it admits neither
+    (``Accept: audio/mpeg`` was answered WAV, which a client would save as an MP3)."""
     fmt = req.config.output_format
     encoding = PROTO_ENCODINGS[fmt.encoding]
+    audio = _WAV
     if req.container == http_pb2.AUDIO_CONTAINER_RAW:
-        if fmt.encoding == audio_pb2.AUDIO_ENCODING_MULAW and fmt.sample_rate_hz == 8000:
-            return _Out(False, "audio/basic", b"")  # RFC 2046 4.3: 8 kHz mu-law
-        return _Out(False, "application/octet-stream", b"")
-    return _Out(False, "audio/wav", streaming_header(encoding, fmt.sample_rate_hz))
+        mulaw_8k = fmt.encoding == audio_pb2.AUDIO_ENCODING_MULAW and fmt.sample_rate_hz == 8000
+        audio = _BASIC if mulaw_8k else _RAW
+    accept = request.headers.get("Accept")
+    chosen = choose(accept, (audio, _SSE))
+    if chosen is None:
+        raise _not_acceptable(accept or "", audio.names[0])
+    if chosen is _SSE:
+        return _Out(True, "text/event-stream", b"")
+    header = streaming_header(encoding, fmt.sample_rate_hz) if audio is _WAV else b""
+    return _Out(False, audio.names[0], header)
+
+
+def _not_acceptable(accept: str, audio: str) -> errors.NotAcceptable:
+    # Within the error event's message limit: what was asked, what can be, how to get it.
+    return errors.NotAcceptable(
+        f"Accept: {accept[:60]!r} admits nothing POST /v1/tts sends: {audio} or "
+        "text/event-stream (no compressed audio; container, encoding and sample_rate in the "
+        "query set the audio's form)"
+    )
 
 
 async def speak(request: web.Request) -> web.StreamResponse:
@@ -242,13 +266,17 @@ def _unsupported(kind: str) -> errors.UnsupportedMediaType:
 
 def _expect_check(request: web.Request) -> None:
     """What refuses a request before its body is sent (``expect``): the gateway's state, the
-    credentials and the key's limits, the media type, a declared length over the limit."""
+    credentials and the key's limits, the media type, a declared length over the limit, an
+    Accept header that admits no form of the response."""
     gateway = request.app[GATEWAY]
     admissible(request, gateway.auth, gateway.registry)
     declared_within(request, MAX_BODY_BYTES)
     kind = media_type(request)
     if kind not in _MEDIA_TYPES:
         raise _unsupported(kind)
+    accept = request.headers.get("Accept")
+    if choose(accept, (_WAV, _BASIC, _RAW, _SSE)) is None:  # none of the forms, whatever the body
+        raise _not_acceptable(accept or "", "audio/wav, audio/basic, application/octet-stream")
 
 
 expect = expect_handler(_expect_check)

@@ -196,6 +196,15 @@ async def test_what_the_head_of_a_request_says_is_refused_before_its_body(
         assert [v["field"] for v in violations] == [field], exchange.body
 
 
+async def test_a_tts_accept_that_admits_no_form_is_refused_before_the_body(
+    front: InstrumentedEdge,
+):
+    headers = {**_auth(front.new_key("expect-accept"), "text/plain"), "Accept": "audio/mpeg"}
+    with nothing_reaches_the_adapter(front):
+        exchange = await post_expecting(front.url, "/v1/tts", headers, b"Hello there.")
+    assert_refused_before_the_body(exchange, 406, "NOT_ACCEPTABLE")
+
+
 async def test_an_expectation_other_than_100_continue_gets_an_error_event(
     front: InstrumentedEdge,
 ):

@@ -121,6 +121,35 @@ async def test_tts_raw_mulaw_is_audio_basic(edge: Edge):
     assert len(body) > 4000  # 8000 one-byte samples per second
 
 
+@pytest.mark.parametrize(
+    ("query", "accept", "status", "content_type"),
+    [
+        # Compressed audio asked for was answered WAV: saved as .mp3, a file of the wrong kind.
+        ("", "audio/mpeg", 406, "application/json"),
+        ("", "audio/ogg, audio/webm;q=0.5", 406, "application/json"),
+        ("?encoding=mulaw&container=raw", "audio/wav", 406, "application/json"),
+        ("?encoding=mulaw&container=raw", "audio/basic", 200, "audio/basic"),
+        ("", "audio/*", 200, "audio/wav"),
+        ("", "text/event-stream;q=0.5, audio/wav", 200, "audio/wav"),  # was events
+        ("", "audio/wav;q=0.5, text/event-stream", 200, "text/event-stream"),
+    ],
+)
+async def test_tts_answers_the_form_its_accept_prefers_or_406(
+    edge: Edge, query: str, accept: str, status: int, content_type: str
+):
+    headers = {**edge.headers, "Content-Type": "text/plain", "Accept": accept}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{edge.server.url}/v1/tts{query}", data="Call me back.", headers=headers
+        ) as resp:
+            assert resp.status == status, await resp.text()
+            assert resp.headers["Content-Type"].split(";")[0] == content_type
+            body = await resp.read()
+    if status == 406:
+        error = json.loads(body)["error"]
+        assert error["reason"] == "NOT_ACCEPTABLE" and "no compressed audio" in error["message"]
+
+
 async def test_tts_sse_interleaves_audio_and_words_and_ends_with_done(edge: Edge):
     request = {
         "text": TEXT,

@@ -114,6 +114,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """An HTTP request for a path the server does not serve. HTTP 404."""
     ERROR_REASON_METHOD_NOT_ALLOWED: _ErrorReason.ValueType  # 33
     """An HTTP request with a method its path does not take. HTTP 405, with Allow."""
+    ERROR_REASON_NOT_ACCEPTABLE: _ErrorReason.ValueType  # 34
+    """An HTTP request whose Accept header admits none of the representations the endpoint can
+    send (RFC 9110, 12.5.1), such as compressed audio from an endpoint that sends WAV or raw
+    samples. HTTP 406.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Stable reasons. Clients branch on these, never on message text. New values may be added."""
@@ -199,6 +204,11 @@ ERROR_REASON_UNKNOWN_ENDPOINT: ErrorReason.ValueType  # 32
 """An HTTP request for a path the server does not serve. HTTP 404."""
 ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 33
 """An HTTP request with a method its path does not take. HTTP 405, with Allow."""
+ERROR_REASON_NOT_ACCEPTABLE: ErrorReason.ValueType  # 34
+"""An HTTP request whose Accept header admits none of the representations the endpoint can
+send (RFC 9110, 12.5.1), such as compressed audio from an endpoint that sends WAV or raw
+samples. HTTP 406.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
