@@ -115,6 +115,28 @@ async def test_speak_writes_a_wav_of_the_spoken_text(edge: Edge, tmp_path: Path)
     assert "voxwire" in err.lower()  # the word timings
 
 
+@pytest.mark.parametrize(
+    ("name", "rate", "kind"),
+    [("hello.flac", "16000", "FLAC"), ("hello.mp3", "16000", "MP3"), ("hello.opus", "", "OGG")],
+)
+async def test_speak_writes_the_format_its_output_is_named_for(
+    edge: Edge, tmp_path: Path, name: str, rate: str, kind: str
+):
+    # `voxwire speak ... -o out.mp3` wrote a WAV named out.mp3.
+    path = tmp_path / name
+    args = ("--rate", rate) if rate else ()  # .opus: 24 kHz unless told (Opus has no 22.05)
+    status, _, err = await voxwire(
+        "speak", "Hello from the command line.", "-o", str(path), *args, "--url", edge.ws,
+        key=edge.key,
+    )  # fmt: skip
+    assert status == 0, err
+    info = soundfile.info(str(path))
+    assert info.format == kind and info.channels == 1, info
+    assert info.samplerate == (int(rate) if rate else 24000), info
+    samples, _ = soundfile.read(str(path), dtype="float32")
+    assert len(samples) / info.samplerate > 1.0 and np.abs(samples).max() > 0.03
+
+
 async def _speak_seconds(edge: Edge, path: Path, *args: str) -> tuple[int, str, float]:
     status, _, err = await voxwire(
         "speak", *args, "-o", str(path), "--rate", "16000", "--url", edge.ws, key=edge.key

@@ -156,6 +156,23 @@ async def test_speak_checks_its_output_before_synthesizing(tmp_path: Path, where
     assert "gateway" not in run.err
 
 
+@pytest.mark.parametrize(
+    ("name", "rate", "said"),
+    [("x.m4a", "16000", "cannot write .m4a audio"), ("x.opus", "22050", "pass --rate 24000")],
+)
+async def test_speak_refuses_an_output_format_it_cannot_write_before_synthesizing(
+    tmp_path: Path, name: str, rate: str, said: str
+):
+    output = tmp_path / name
+    run = await run_voxwire(
+        "speak", "Hello", "-o", str(output), "--rate", rate,
+        "--url", f"ws://127.0.0.1:{_free_port()}", key="k",
+    )  # fmt: skip
+    assert_one_clean_line(run)
+    assert said in run.err and "gateway" not in run.err, run.err
+    assert not output.exists()
+
+
 async def test_a_failed_speak_leaves_no_file_and_an_existing_one_as_it_was(tmp_path: Path):
     url = f"ws://127.0.0.1:{_free_port()}"
     new = tmp_path / "new.wav"

@@ -1,7 +1,9 @@
-"""``voxwire speak "TEXT" -o out.wav``: synthesize text through the gateway into a WAV file.
+"""``voxwire speak "TEXT" -o out.wav``: synthesize text through the gateway into an audio file.
 
 The text (or stdin with ``-``) goes to one TTS context, spoken as fast as the model goes
-(lead 0); the audio is written as 16-bit PCM WAV at ``--rate``. On a terminal a progress line
+(lead 0); the audio is written as 16-bit PCM WAV at ``--rate``, or in the format the output's
+name asks for (``.flac``, ``.ogg``, ``.opus``, ``.mp3``, ``.au``, ``.aiff``, ``.caf``, ``.raw``:
+voxwire.cli.wav_output). On a terminal a progress line
 shows the audio received while it arrives. Word timings go to stderr with ``--words``.
 
 Text that starts with ``<speak`` (or an XML declaration) is sent as SSML, in the model's subset
@@ -31,7 +33,7 @@ from typing import Any
 
 from voxwire.cli.audio_spool import AudioSpool
 from voxwire.cli.common import CliError, add_connection_arguments, api_key, fail, urls
-from voxwire.cli.wav_output import WavOutput
+from voxwire.cli.wav_output import WavOutput, default_rate
 from voxwire.ssml import looks_like_ssml
 
 RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -49,18 +51,27 @@ def is_ssml(text: str, choice: str) -> bool:
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "speak",
-        help="synthesize text into a WAV file through the gateway",
+        help="synthesize text into an audio file through the gateway",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("text", metavar="TEXT|-", help="the text, or - to read it from stdin")
     parser.add_argument(
-        "-o", "--output", type=Path, required=True, help="the WAV file to write; - for stdout"
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="the file to write (WAV; .flac, .ogg, .opus, .mp3, .au, .aiff, .caf, .raw by its "
+        "name); - for WAV on stdout",
     )
     parser.add_argument("--model", default="", help="TTS model (default: the server's)")
     parser.add_argument("--voice", default="", help="voice (default: the model's)")
     parser.add_argument(
-        "--rate", type=int, default=22050, choices=RATES, help="output sample rate (Hz)"
+        "--rate",
+        type=int,
+        default=None,
+        choices=RATES,
+        help="output sample rate (Hz; default 22050, 24000 for .opus)",
     )
     parser.add_argument(
         "--format",
@@ -83,7 +94,9 @@ def _run(args: argparse.Namespace) -> int:
         print("voxwire speak: error: no text to speak", file=sys.stderr)
         return 2
     try:
-        output = WavOutput.open(args.output)
+        if args.rate is None:
+            args.rate = default_rate(args.output)
+        output = WavOutput.open(args.output, args.rate)
     except CliError as exc:
         return fail("speak", exc)
     try:

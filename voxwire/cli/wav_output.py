@@ -1,5 +1,12 @@
-"""The WAV file ``voxwire speak`` writes: opened before synthesis, written after it (from
-``voxwire.cli.audio_spool``, a block at a time), or, for a pipe or a device, as the audio comes.
+"""The audio file ``voxwire speak`` writes: opened before synthesis, written after it (from
+``voxwire.cli.audio_spool``, a block at a time), or, for a pipe or a device, as the audio comes
+(WAV with a streaming header, whatever the name).
+
+A regular file is written in the format its name says: ``.wav`` (and any name that names no
+audio format) WAV; ``.flac``, ``.ogg``/``.oga`` (Vorbis), ``.opus`` (Ogg Opus), ``.mp3``,
+``.au``, ``.aif``/``.aiff``, ``.caf`` through libsndfile; ``.raw``/``.pcm`` the bare 16-bit
+samples. A name of a format libsndfile cannot write (``.m4a``, ``.aac``, ``.webm``, ...) fails at
+once: a WAV named ``out.mp3`` (as it was written) is a file of the wrong kind.
 
 Opening first makes a path that cannot be written (no such directory, a directory, /proc, no
 permission) fail at once, not after the synthesis it would throw away. The file is not
@@ -20,16 +27,66 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
+import soundfile
+
 from voxwire.audio.codecs import Encoding
 from voxwire.audio.wav import streaming_header
 from voxwire.cli.common import CliError, os_reason
 
+# A file name's suffix -> libsndfile's (format, subtype); "RAW" is the bare samples.
+_FORMATS = {
+    ".wav": ("WAV", "PCM_16"),
+    ".flac": ("FLAC", "PCM_16"),
+    ".ogg": ("OGG", "VORBIS"),
+    ".oga": ("OGG", "VORBIS"),
+    ".opus": ("OGG", "OPUS"),
+    ".mp3": ("MP3", "MPEG_LAYER_III"),
+    ".au": ("AU", "PCM_16"),
+    ".snd": ("AU", "PCM_16"),
+    ".aif": ("AIFF", "PCM_16"),
+    ".aiff": ("AIFF", "PCM_16"),
+    ".caf": ("CAF", "PCM_16"),
+    ".raw": ("RAW", "PCM_16"),
+    ".pcm": ("RAW", "PCM_16"),
+}
+# Audio formats libsndfile does not write: named so, the file would be of the wrong kind.
+_UNWRITABLE = {".m4a", ".mp4", ".aac", ".webm", ".mka", ".wma", ".amr", ".ulaw", ".alaw"}
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # RFC 7845, 5.1: Opus codes at these only
+
+
+def default_rate(path: Path) -> int:
+    """The rate ``voxwire speak`` writes when not told: 22050 Hz, 24000 for Opus (which has no
+    22050)."""
+    return 24000 if path.suffix.lower() == ".opus" else 22050
+
+
+def output_format(path: Path, rate: int) -> tuple[str, str]:
+    """The (format, subtype) ``path``'s name asks for at ``rate``. Raises CliError for a
+    format that cannot be written (at that rate)."""
+    suffix = path.suffix.lower()
+    if suffix in _UNWRITABLE:
+        raise CliError(
+            f"{path}: cannot write {suffix} audio: voxwire speak writes WAV, FLAC, Ogg "
+            "(Vorbis; .opus for Opus), MP3, AU, AIFF, CAF or raw samples (.raw)"
+        )
+    chosen = _FORMATS.get(suffix, _FORMATS[".wav"])
+    if chosen == ("OGG", "OPUS") and rate not in OPUS_RATES:
+        raise CliError(
+            f"{path}: Opus is coded at {', '.join(map(str, OPUS_RATES))} Hz, not {rate}: "
+            "pass --rate 24000 (or another of them)"
+        )
+    return chosen
+
 
 class WavOutput:
-    def __init__(self, path: Path, file: BinaryIO, created: bool) -> None:
+    def __init__(
+        self, path: Path, file: BinaryIO, created: bool, kind: tuple[str, str] = _FORMATS[".wav"]
+    ) -> None:
         self.path = path
         self._file = file
         self._created = created
+        self._kind = kind
         # A pipe, a terminal or a device takes the audio as it comes (``start_stream``); a
         # regular file is written whole once it is complete (``write``).
         self.streams = not stat.S_ISREG(os.fstat(file.fileno()).st_mode)
@@ -40,9 +97,10 @@ class WavOutput:
         return "stdout" if str(self.path) == "-" else str(self.path)
 
     @classmethod
-    def open(cls, path: Path) -> WavOutput:
+    def open(cls, path: Path, rate: int = 22050) -> WavOutput:
         """``-`` is stdout (as ``-`` is stdin for the text). Raises CliError when ``path``
-        cannot be written."""
+        cannot be written, or its name asks for a format that cannot be (``output_format``)."""
+        kind = output_format(path, rate) if str(path) != "-" else _FORMATS[".wav"]
         if str(path) == "-":
             # Its own descriptor, so that closing the file object leaves fd 1 to Python.
             return cls(path, os.fdopen(os.dup(1), "wb"), created=False)
@@ -56,7 +114,7 @@ class WavOutput:
                 created = False
         except OSError as exc:
             raise CliError(cannot_write(path, exc)) from None
-        return cls(path, os.fdopen(fd, "wb"), created)
+        return cls(path, os.fdopen(fd, "wb"), created, kind)
 
     def write(self, blocks: Iterable[bytes], nbytes: int, rate: int) -> None:
         """Write ``blocks`` (16-bit mono PCM, ``nbytes`` in all) as the file's whole content.
@@ -64,6 +122,10 @@ class WavOutput:
         try:
             if not self.streams:
                 self._file.truncate(0)  # not a pipe or a device such as /dev/null
+                if self._kind != _FORMATS[".wav"]:
+                    self._write_encoded(blocks, rate)
+                    self._file.close()
+                    return
             with wave.open(self._file, "wb") as wav:  # wave leaves a file object open
                 wav.setnchannels(1)
                 wav.setsampwidth(2)
@@ -77,6 +139,26 @@ class WavOutput:
         except OSError as exc:
             self.discard()
             raise CliError(cannot_write(self.path, exc)) from None
+
+    def _write_encoded(self, blocks: Iterable[bytes], rate: int) -> None:
+        """Through libsndfile (``soundfile``), into the file object (which it leaves open)."""
+        fmt, subtype = self._kind
+        if fmt == "RAW":
+            for block in blocks:
+                self._file.write(block)
+            return
+        odd = b""
+        try:
+            with soundfile.SoundFile(
+                self._file, "w", samplerate=rate, channels=1, format=fmt, subtype=subtype
+            ) as out:
+                for block in blocks:
+                    block, odd = odd + block, b""
+                    if len(block) % 2:  # a block boundary inside a sample: keep its half
+                        block, odd = block[:-1], block[-1:]
+                    out.write(np.frombuffer(block, dtype="<i2"))
+        except (RuntimeError, soundfile.LibsndfileError) as exc:
+            raise OSError(f"libsndfile: {exc}") from exc
 
     def start_stream(self, rate: int) -> BinaryIO:
         """Write a streaming header (sizes unknown: the reader reads to the end) and return
