@@ -70,6 +70,28 @@ async def test_transcribe_reads_flac_and_raw_stdin(edge: Edge, tmp_path: Path):
     assert_heard(out.strip(), "kitchen_lights.wav")
 
 
+@pytest.mark.parametrize("name", ["kitchen.raw", "kitchen.ulaw"])
+async def test_transcribe_reads_a_raw_file_in_the_format_its_flags_give(
+    edge: Edge, tmp_path: Path, name: str
+):
+    # A .raw file was "TypeError: samplerate must be specified", flags or not; another name
+    # "not an audio file libsndfile reads": raw samples went only through stdin.
+    pcm, rate = read_wav(SPEECH_DIR / "kitchen_lights.wav")
+    path = tmp_path / name
+    if name.endswith(".ulaw"):
+        soundfile.write(path, pcm, rate, format="RAW", subtype="ULAW")
+        encoding = "mulaw"
+    else:
+        path.write_bytes(pcm.tobytes())
+        encoding = "pcm_s16le"
+    status, out, err = await voxwire(
+        "transcribe", str(path), "--encoding", encoding, "--rate", str(rate),
+        "--url", edge.ws, key=edge.key,
+    )  # fmt: skip
+    assert status == 0, err
+    assert_heard(out.strip(), "kitchen_lights.wav")
+
+
 async def test_transcribe_realtime_takes_the_audio_duration(edge: Edge):
     loop = asyncio.get_running_loop()
     began = loop.time()

@@ -173,6 +173,28 @@ async def test_speak_refuses_an_output_format_it_cannot_write_before_synthesizin
     assert not output.exists()
 
 
+@pytest.mark.parametrize(
+    ("head", "flags", "status", "said"),
+    [
+        (b"\x00\x01" * 100, (), 2, "raw samples (no header): for raw samples give --encoding"),
+        (bytes.fromhex("1a45dfa39f4286810142f781"), (), 1, "a WebM file"),
+        # Flags make no raw samples of a file of a kind libsndfile cannot read.
+        (bytes.fromhex("1a45dfa39f4286810142f781"), ("--encoding", "mulaw", "--rate", "8000"),
+         1, "cannot decode"),
+    ],
+)  # fmt: skip
+async def test_transcribe_says_what_a_file_it_cannot_read_is(
+    tmp_path: Path, head: bytes, flags: tuple[str, ...], status: int, said: str
+):
+    path = tmp_path / ("x.raw" if status == 2 else "x.webm")
+    path.write_bytes(head + bytes(4000))
+    run = await run_voxwire(
+        "transcribe", str(path), *flags, "--url", f"ws://127.0.0.1:{_free_port()}", key="k"
+    )
+    assert_one_clean_line(run, status)
+    assert said in run.err and "gateway" not in run.err, run.err
+
+
 async def test_a_failed_speak_leaves_no_file_and_an_existing_one_as_it_was(tmp_path: Path):
     url = f"ws://127.0.0.1:{_free_port()}"
     new = tmp_path / "new.wav"

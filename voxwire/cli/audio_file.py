@@ -12,7 +12,8 @@ says where it stopped and ends with status 1 after printing what was heard. More
 channels are mixed down to mono (in float, so nothing overflows).
 A rate the contract does not carry (96 kHz, 6 kHz) is resampled (soxr) to the one it is sent
 at (``voxwire.audio.formats.carried_rate``, the gateway's rule for uploads), in mono; a rate
-below 4 kHz is refused, as the gateway refuses it.
+below 4 kHz is refused, as the gateway refuses it. A file of raw samples (no header) is read
+in the format ``--encoding``, ``--rate`` and ``--channels`` give, as raw stdin is (``_open``).
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ async def open_file(path: Path, args: argparse.Namespace | None = None) -> Sourc
     from voxwire.audio.formats import SNDFILE_SUBTYPES, carried_rate
     from voxwire.errors import UnsupportedSampleRate
 
-    handle = await asyncio.to_thread(_open, path)
+    handle = await asyncio.to_thread(_open, path, args)
     try:
-        if args is not None:
+        if args is not None and handle.format != "RAW":
             own = {
                 "--encoding": getattr(SNDFILE_SUBTYPES.get(handle.subtype), "value", None),
                 "--rate": handle.samplerate,
@@ -80,7 +81,12 @@ async def open_file(path: Path, args: argparse.Namespace | None = None) -> Sourc
     )
 
 
-def _open(path: Path) -> soundfile.SoundFile:
+def _open(path: Path, args: argparse.Namespace | None = None) -> soundfile.SoundFile:
+    """The file, opened by libsndfile: by its header, or, for raw samples (no header: libsndfile
+    does not recognise it, or its name is .raw or .pcm), in the format the flags give
+    (``--encoding``, ``--rate``, ``--channels``), as for raw stdin. A raw file without them is
+    refused saying so (libsndfile's own words were "TypeError: samplerate must be
+    specified")."""
     import soundfile
 
     # The OS says what is wrong with the path in its own terms; libsndfile would answer
@@ -101,8 +107,42 @@ def _open(path: Path) -> soundfile.SoundFile:
         os.close(fd)
     try:
         return soundfile.SoundFile(path)
+    except TypeError:
+        # A name libsndfile takes for raw samples (.raw, .pcm): it needs their format.
+        return _open_raw(path, args, "")
     except soundfile.LibsndfileError as exc:
-        raise CliError(f"{path}: not an audio file libsndfile reads ({exc.error_string})") from None
+        return _open_raw(path, args, exc.error_string)
+
+
+def _open_raw(path: Path, args: argparse.Namespace | None, why: str) -> soundfile.SoundFile:
+    import soundfile
+
+    from voxwire.audio.format_check import file_kind
+    from voxwire.audio.formats import SNDFILE_SUBTYPES
+
+    with path.open("rb") as f:
+        what = file_kind(f.read(12))
+    if what is not None:
+        # A file of a kind libsndfile does not read (WebM, MP4, AMR): never raw samples, which
+        # the flags would have made of it (its bytes heard as noise).
+        raise CliError(f"{path}: {what}, which voxwire cannot decode: convert it to WAV or FLAC")
+    encoding = getattr(args, "encoding", None)
+    rate = getattr(args, "rate", None)
+    subtype = next((k for k, v in SNDFILE_SUBTYPES.items() if v.value == encoding), None)
+    if subtype is None or not rate:
+        said = f"not an audio file libsndfile reads ({why})" if why else "raw samples (no header)"
+        # A raw name without its format is a wrong command line (2); a file libsndfile does
+        # not know may be anything, raw samples among them (1, as before).
+        hint = f"{path}: {said}: for raw samples give --encoding and --rate"
+        raise CliError(hint, status=1 if why else 2)
+    channels = getattr(args, "channels", None) or 1
+    try:
+        return soundfile.SoundFile(
+            path, samplerate=rate, channels=channels, subtype=subtype, endian="LITTLE",
+            format="RAW",
+        )  # fmt: skip
+    except (soundfile.LibsndfileError, TypeError, ValueError) as exc:
+        raise CliError(f"{path}: cannot read it as raw {encoding} at {rate} Hz ({exc})") from None
 
 
 def _sent_channels(channels: int) -> int:

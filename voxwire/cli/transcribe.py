@@ -9,10 +9,12 @@ line. ``--json`` prints every event as one JSON object per line, in the wire's s
 
 Files are read with libsndfile (the soundfile wheel) in a worker thread, a block at a time, and
 sent as 16-bit PCM at their own rate, or resampled to one the contract carries (float files
-scaled, more than two channels mixed down to mono). Raw stdin needs its format: ``--encoding``
-and ``--rate``; a WAV stream on stdin brings its own (16-bit PCM, 32-bit float, mu-law or
-A-law), and so does a file: format flags given with either must agree with it (a usage
-error otherwise, before anything is sent). stdin may be a pipe, a file or /dev/null.
+scaled, more than two channels mixed down to mono). Raw stdin, or a file of raw samples (no
+header: a ``.raw`` or ``.pcm`` name, or any file libsndfile does not recognise; never a WebM or
+MP4 file, which it cannot read), needs its format: ``--encoding`` and ``--rate``; a WAV stream
+on stdin brings its own (16-bit PCM, 32-bit float, mu-law or A-law), and so does a file: format
+flags given with either must agree with it (a usage error otherwise, before anything is
+sent). stdin may be a pipe, a file or /dev/null.
 
 A first connect that reaches no gateway is given up on after ``--connect-timeout`` seconds
 (default 10; refused connections within 6 s). Errors are one line on stderr: exit
@@ -53,13 +55,13 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("source", metavar="FILE|-", help="an audio file, or - for stdin")
     parser.add_argument(
-        "--encoding", choices=ENCODINGS, help="raw stdin: the sample encoding (required)"
+        "--encoding", choices=ENCODINGS, help="raw stdin or file: the sample encoding (required)"
     )
     parser.add_argument(
-        "--rate", type=int, metavar="HZ", help="raw stdin: samples per second (required)"
+        "--rate", type=int, metavar="HZ", help="raw stdin or file: samples per second (required)"
     )
     parser.add_argument(
-        "--channels", type=int, choices=(1, 2), help="raw stdin: channels (default 1)"
+        "--channels", type=int, choices=(1, 2), help="raw stdin or file: channels (default 1)"
     )
     parser.add_argument("--model", default="", help="STT model (default: the server's)")
     parser.add_argument("--language", default="", help="BCP-47 tag (default: the model's)")
