@@ -53,7 +53,7 @@ exactly one boundary. ``python -m voxwire.errors`` prints the table for the docs
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -631,3 +631,20 @@ _RETRY_INFO = frozenset({"OVERLOADED", "RATE_LIMITED"})
 
 if __name__ == "__main__":
     print(markdown_table())
+
+
+def renamed_fields(error: VoxwireError, rename: Callable[[str], str | None]) -> VoxwireError:
+    """``error`` with its violations' fields named as its client set them (an HTTP query
+    parameter, a field of a JSON body, a command's flag) where the contract names them from its
+    own messages (``config.language``, ``open.voice``): ``rename`` gives a field's new name, or
+    None to keep it. The message names them the same way."""
+    renamed = {v.field: new for v in error.violations if (new := rename(v.field)) is not None}
+    if not renamed:
+        return error
+    message = error.message
+    for old in sorted(renamed, key=len, reverse=True):  # a.b.c before a.b
+        message = message.replace(old, renamed[old])
+    violations = [Violation(renamed.get(v.field, v.field), v.description) for v in error.violations]
+    named = type(error)(message, violations=violations, retry_delay=error.retry_delay)
+    named.retryable = error.retryable  # the server's word, as read (from_status)
+    return named

@@ -175,24 +175,3 @@ def query_flag(query: dict[str, str], name: str, bad: list[errors.Violation]) ->
     except ValueError as exc:
         bad.append(errors.Violation(name, str(exc)))
         return False
-
-
-def renamed_fields(
-    error: errors.VoxwireError, rename: Callable[[str], str | None]
-) -> errors.VoxwireError:
-    """``error`` with its violations' fields named as the HTTP request set them (a query
-    parameter, a field of its JSON body) where the contract names them from its own messages
-    (``config.language``, ``open.voice``): ``rename`` gives a field's new name, or None to
-    keep it. The message names them the same way."""
-    renamed = {v.field: new for v in error.violations if (new := rename(v.field)) is not None}
-    if not renamed:
-        return error
-    message = error.message
-    for old in sorted(renamed, key=len, reverse=True):  # a.b.c before a.b
-        message = message.replace(old, renamed[old])
-    violations = [
-        errors.Violation(renamed.get(v.field, v.field), v.description) for v in error.violations
-    ]
-    named = type(error)(message, violations=violations, retry_delay=error.retry_delay)
-    named.retryable = error.retryable  # the server's word, as read (errors.from_status)
-    return named

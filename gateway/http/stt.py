@@ -40,7 +40,6 @@ from gateway.http.common import (
     expect_handler,
     media_type,
     query_flag,
-    renamed_fields,
 )
 from gateway.http.decoder_pool import DecoderPool
 from gateway.http.upload import AudioBudget, FrameSplitter
@@ -77,7 +76,7 @@ _UNTYPED = {"application/octet-stream", ""}
 # The kind ``_head`` gives such a body: known by its first bytes (``_untyped``).
 _SNIFF = "sniff"
 _QUERY = {"model", "language", "word_timestamps", "encoding", "sample_rate", "channels"}
-# The contract's names of the config fields the query string sets (common.renamed_fields).
+# The contract's names of the config fields the query string sets (errors.renamed_fields).
 _QUERY_FIELDS = {
     "config.model": "model",
     "config.language": "language",
@@ -151,7 +150,7 @@ async def transcribe(request: web.Request) -> web.Response:
                 request, _transcribe(request, gateway, started)
             )
         except errors.VoxwireError as exc:
-            response = error_response(renamed_fields(exc, _QUERY_FIELDS.get))
+            response = error_response(errors.renamed_fields(exc, _QUERY_FIELDS.get))
         except ConnectionError as exc:  # the client left: counted "aborted"
             return client_left(request, exc)
         code = str(response.status)
@@ -269,7 +268,7 @@ def _expect_check(request: web.Request) -> None:
     try:
         _head(request, gateway)
     except errors.VoxwireError as exc:
-        raise renamed_fields(exc, _QUERY_FIELDS.get) from None
+        raise errors.renamed_fields(exc, _QUERY_FIELDS.get) from None
 
 
 expect = expect_handler(_expect_check)

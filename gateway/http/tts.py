@@ -50,7 +50,6 @@ from gateway.http.common import (
     media_type,
     query_flag,
     read_body,
-    renamed_fields,
 )
 from gateway.state import GATEWAY, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
@@ -244,7 +243,7 @@ async def _speak(request: web.Request, started: float) -> web.StreamResponse:
     try:
         return await _synthesize(request, started)
     except _Refused as refused:
-        named = renamed_fields(refused.error, lambda field: _tts_field(field, query))
+        named = errors.renamed_fields(refused.error, lambda field: _tts_field(field, query))
         return error_response(named)
 
 

@@ -45,6 +45,29 @@ async def test_a_directory_as_input_is_named(edge: Edge, tmp_path: Path):
     assert f"{tmp_path}: is a directory" in run.err
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("speak", "Hi", "-o", "OUT", "--voice", "nosuch"), "--voice must be one of"),
+        (("transcribe", str(SPEECH_DIR / "pay_bill.wav"), "--language", "fr"),
+         "--language must be one of"),
+    ],
+)  # fmt: skip
+async def test_a_config_error_names_the_flag_not_the_contracts_field(
+    edge: Edge, tmp_path: Path, args: tuple[str, ...], said: str
+):
+    # "open.voice must be one of ...": the contract's name, which no flag of the command has.
+    args = tuple(str(tmp_path / "x.wav") if a == "OUT" else a for a in args)
+    run = await run_voxwire(*args, "--url", edge.ws, key=edge.key)
+    assert_one_clean_line(run)
+    assert said in run.err and "open." not in run.err and "config." not in run.err, run.err
+
+
+async def test_version() -> None:
+    run = await run_voxwire("--version", key=None)
+    assert run.status == 0 and run.out.startswith("voxwire ") and run.out.strip() != "voxwire"
+
+
 async def test_a_file_that_is_not_audio_is_named(edge: Edge, tmp_path: Path):
     text = tmp_path / "notes.wav"
     text.write_text("not audio at all\n")

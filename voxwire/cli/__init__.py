@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 from collections.abc import Sequence
 
 SUBCOMMANDS: tuple[str, ...] = (
@@ -25,10 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voxwire", description="voxwire: real-time speech APIs on Triton."
     )
+    parser.add_argument("--version", action="version", version=f"voxwire {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in SUBCOMMANDS:
         importlib.import_module(module_name).add_parser(subparsers)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's), or "unknown" outside one."""
+    try:
+        return importlib.metadata.version("voxwire")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,6 +62,23 @@ def api_key(args: argparse.Namespace, command: str) -> str | None:
     return key
 
 
+# The flags that set the contract's config fields, by command.
+_FLAGS = {
+    "transcribe": {
+        "config.model": "--model",
+        "config.language": "--language",
+        "config.audio_format.encoding": "--encoding",
+        "config.audio_format.sample_rate_hz": "--rate",
+        "config.audio_format.channels": "--channels",
+    },
+    "speak": {
+        "open.model": "--model",
+        "open.voice": "--voice",
+        "open.output_format.sample_rate_hz": "--rate",
+    },
+}
+
+
 def fail(command: str, exc: BaseException) -> int:
     """Report an error on stderr; return the exit status (1, or a CliError's own). A voxwire
     error shows its stable reason; any other exception its class name."""
@@ -75,6 +92,12 @@ def fail(command: str, exc: BaseException) -> int:
     if isinstance(exc, CliError):
         print(f"voxwire {command}: error: {exc}", file=sys.stderr)
         return exc.status
+    from voxwire.errors import VoxwireError, renamed_fields  # light --help: imported here
+
+    if isinstance(exc, VoxwireError):
+        # The contract names a config's fields from its own messages (open.voice); the user
+        # set them as flags (--voice).
+        exc = renamed_fields(exc, _FLAGS.get(command, {}).get)
     reason = getattr(exc, "reason", "") or type(exc).__name__
     print(f"voxwire {command}: error: {reason}: {exc}", file=sys.stderr)
     return 1
