@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.http.accept import Form, choose
 
@@ -39,3 +41,41 @@ FORMS = (WAV, SSE)
 )
 def test_the_preferred_form_or_none(accept: str | None, chosen: Form | None) -> None:
     assert choose(accept, FORMS) is chosen
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=200))
+def test_any_accept_header_gives_a_form_or_none_and_never_raises(accept: str) -> None:
+    assert choose(accept, FORMS) in (WAV, SSE, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["audio/wav", "audio/*", "*/*", "text/event-stream", "audio/mpeg"]),
+            st.sampled_from(["", ";q=0", ";q=0.5", ";q=1", ";q=0.001"]),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_the_chosen_form_has_the_highest_weight(ranges: list[tuple[str, str]]) -> None:
+    accept = ", ".join(media + q for media, q in ranges)
+    weights = {"audio/wav": 0.0, "text/event-stream": 0.0}
+    # The most specific range that matches each form decides its weight (RFC 9110 12.5.1).
+    for form, matches in (
+        ("audio/wav", ["audio/wav", "audio/*", "*/*"]),
+        ("text/event-stream", ["text/event-stream"]),
+    ):
+        for media in matches:
+            given = [float(q[3:]) if q else 1.0 for m, q in ranges if m == media]
+            if given:
+                weights[form] = max(given)
+                break
+    chosen = choose(accept, FORMS)
+    best = max(weights.values())
+    if best == 0:
+        assert chosen is None, (accept, weights)
+    else:
+        assert chosen is not None and weights[chosen.names[0]] == best, (accept, weights)
