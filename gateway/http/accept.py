@@ -20,8 +20,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Form:
     """One form of a response: its media type (first) and its aliases. ``named``: admitted
-    only by a range that names it, never by ``*/*`` or ``text/*`` (an event stream is another
-    API, not another encoding of the same answer)."""
+    only by a range that names it or its type (``text/*``), never by ``*/*`` alone: an event
+    stream, or a bare transcript, is another shape of the answer, not another encoding of it,
+    and a client that takes anything expects the default."""
 
     names: tuple[str, ...]
     named: bool = False
@@ -62,11 +63,9 @@ def _weight(ranges: Sequence[_Range], form: Form) -> tuple[float, int]:
         for r in ranges:
             if (r.type, r.subtype) == (type_, subtype):
                 specificity = 3
-            elif form.named:
-                continue
             elif r.type == type_ and r.subtype == "*":
                 specificity = 2
-            elif r.type == "*":
+            elif r.type == "*" and not form.named:
                 specificity = 1
             else:
                 continue

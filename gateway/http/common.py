@@ -35,6 +35,11 @@ def client_left(request: web.Request, exc: ConnectionError) -> web.Response:
     return web.Response(status=CLIENT_LEFT)
 
 
+# A response's word on its input (KIND_FORMAT_SUSPECT notices' messages) where its body has no
+# place for it (audio; a plain-text transcript).
+NOTICE_HEADER = "Voxwire-Notice"
+
+
 def error_body(error: errors.VoxwireError) -> str:
     """``{"error": <ErrorEvent>}``: an ``ErrorResponse``, the envelope of the WebSocket's error
     message too, and the schema the OpenAPI document gives every error status."""

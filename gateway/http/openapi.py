@@ -177,8 +177,12 @@ def document(server_url: str = "") -> dict[str, Any]:
                 "requestBody": {"required": True, "content": audio_in},
                 "responses": {
                     "200": {
-                        "description": "The transcript",
-                        "content": _json(s.message(http_pb2.TranscribeFileResponse.DESCRIPTOR)),
+                        "description": "The transcript: the whole response as JSON, or with "
+                        "Accept: text/plain the transcript alone as a line",
+                        "content": {
+                            **_json(s.message(http_pb2.TranscribeFileResponse.DESCRIPTOR)),
+                            "text/plain": {"schema": {"type": "string"}},
+                        },
                     },
                     **errors,
                 },

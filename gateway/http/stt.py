@@ -31,7 +31,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.http.accept import Form, choose
 from gateway.http.common import (
+    NOTICE_HEADER,
     admissible,
     admit,
     client_left,
@@ -85,6 +87,13 @@ _QUERY_FIELDS = {
     "config.audio_format.sample_rate_hz": "sample_rate",
     "config.audio_format.channels": "channels",
 }
+
+# The response's forms: the whole TranscribeFileResponse, or, asked for by name, the transcript
+# alone as a line of text (`curl -H 'Accept: text/plain'`).
+_JSON = Form(("application/json",))
+# A text/plain transcript's word that the body ended before its WAV or FLAC header's length.
+TRUNCATED_HEADER = "Voxwire-Truncated"
+_TEXT = Form(("text/plain",), named=True)
 
 # The notice a client gets in its response: its audio does not sound like its declared format.
 _FORMAT_SUSPECT = stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT
@@ -213,7 +222,7 @@ def _client_gone(request: web.Request) -> bool:
 
 def _head(
     request: web.Request, gateway: Gateway
-) -> tuple[str, transcription_pb2.TranscriptionConfig, audio_pb2.AudioFormat]:
+) -> tuple[str, transcription_pb2.TranscriptionConfig, audio_pb2.AudioFormat, Form]:
     """What the request's line and headers alone decide: its media type, its config (raw
     audio's format complete and one the contract takes; ``audio/basic``'s the media type's),
     the format its query string stated (a file's own is checked against it), its declared
@@ -224,9 +233,17 @@ def _head(
     config = _config(dict(request.query))
     stated = audio_pb2.AudioFormat()
     stated.CopyFrom(config.audio_format)
+    accept = request.headers.get("Accept")
+    form = choose(accept, (_JSON, _TEXT))
+    if form is None:
+        raise errors.NotAcceptable(
+            f"Accept: {(accept or '')[:60]!r} admits nothing POST /v1/stt sends: "
+            "application/json (the transcript with its results and timings), or text/plain "
+            "(the transcript alone)"
+        )
     if kind in _UNTYPED and not (stated.encoding or stated.sample_rate_hz):
         declared_within(request, gateway.config.max_upload_bytes)
-        return _SNIFF, config, stated
+        return _SNIFF, config, stated, form
     # No Content-Type and a format in the query: raw samples, as RFC 9110 8.3 lets a recipient
     # assume (application/octet-stream).
     kind = kind or "application/octet-stream"
@@ -259,7 +276,7 @@ def _head(
         # read: a body that came whole before the adapter's refusal was judged by its frames
         # instead (channels=5: MISALIGNED_AUDIO for a body of 2-byte samples, not the channels).
         resolve_format(config.audio_format, "config.audio_format", max_channels=2)
-    return kind, config, stated
+    return kind, config, stated, form
 
 
 def _expect_check(request: web.Request) -> None:
@@ -275,7 +292,7 @@ expect = expect_handler(_expect_check)
 
 
 async def _transcribe(request: web.Request, gateway: Gateway, started: float) -> web.Response:
-    kind, config, stated = _head(request, gateway)
+    kind, config, stated, form = _head(request, gateway)
     body = _body(request, gateway.config.stt.idle_timeout_s, gateway.config.max_upload_bytes)
     upload = _Upload(AudioBudget(gateway.config.max_upload_audio_seconds), stated)
     if kind == _SNIFF:
@@ -294,7 +311,7 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
     # failed part way) gave its process back to the pool only when the interpreter finalized
     # it, after the error's traceback was dropped.
     async with contextlib.aclosing(audio):
-        return await _run(request, gateway, config, audio, started, upload)
+        return await _run(request, gateway, config, audio, started, upload, form)
 
 
 def _contradictions(
@@ -555,6 +572,7 @@ async def _run(
     audio: AsyncIterator[bytes],
     started: float,
     upload: _Upload,
+    form: Form = _JSON,
 ) -> web.Response:
     """The first audio fixes the format; then the stream to the adapter, the body pumped in
     while a reader collects the finals, then close and the summary."""
@@ -620,11 +638,15 @@ async def _run(
         truncated=upload.truncated,
         notices=notices,
     )
-    return web.Response(
-        text=encode(reply),
-        content_type="application/json",
-        headers={"Server-Timing": server_timing(timings)},
-    )
+    headers = {"Server-Timing": server_timing(timings)}
+    if form is _TEXT:
+        # The transcript alone; what the JSON would have said of the input goes in headers.
+        if notices:
+            headers[NOTICE_HEADER] = "; ".join(n.message for n in notices)
+        if upload.truncated:
+            headers[TRUNCATED_HEADER] = "true"
+        return web.Response(text=reply.transcript + "\n", headers=headers)
+    return web.Response(text=encode(reply), content_type="application/json", headers=headers)
 
 
 def _mpeg_frame(head: bytes) -> bool:

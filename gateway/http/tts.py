@@ -40,6 +40,7 @@ from aiohttp import web
 from gateway import let_go
 from gateway.http.accept import Form, choose
 from gateway.http.common import (
+    NOTICE_HEADER,
     admissible,
     admit,
     client_left,
@@ -72,9 +73,6 @@ Response = synthesis_pb2.StreamingSynthesizeResponse
 
 MAX_BODY_BYTES = 64 * 1024
 SSML_MEDIA_TYPE = "application/ssml+xml"  # RFC 4267
-# A plain audio response's word on its input (KIND_FORMAT_SUSPECT notices' messages); an SSE
-# response has `notice` events instead.
-NOTICE_HEADER = "Voxwire-Notice"
 DEFAULT_RATE_HZ = 24_000
 _CONTEXT = "http"
 _QUERY = {"model", "voice", "language", "encoding", "sample_rate", "container", "word_timestamps"}

@@ -32,7 +32,8 @@ FORMS = (WAV, SSE)
         ("audio/mpeg", None),
         ("audio/mpeg, audio/ogg;q=0.9", None),
         ("application/json", None),
-        ("text/*", None),  # events only when named
+        ("text/*", SSE),  # events when named, or their type
+        ("*/*;q=0.5", WAV),
         ("text/event-stream;q=0", None),
         ("garbage", WAV),  # nothing readable: as if absent
         ("audio/wav;q=abc", WAV),
@@ -53,7 +54,9 @@ def test_any_accept_header_gives_a_form_or_none_and_never_raises(accept: str) ->
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["audio/wav", "audio/*", "*/*", "text/event-stream", "audio/mpeg"]),
+            st.sampled_from(
+                ["audio/wav", "audio/*", "*/*", "text/event-stream", "text/*", "audio/mpeg"]
+            ),
             st.sampled_from(["", ";q=0", ";q=0.5", ";q=1", ";q=0.001"]),
         ),
         min_size=1,
@@ -66,7 +69,7 @@ def test_the_chosen_form_has_the_highest_weight(ranges: list[tuple[str, str]]) -
     # The most specific range that matches each form decides its weight (RFC 9110 12.5.1).
     for form, matches in (
         ("audio/wav", ["audio/wav", "audio/*", "*/*"]),
-        ("text/event-stream", ["text/event-stream"]),
+        ("text/event-stream", ["text/event-stream", "text/*"]),
     ):
         for media in matches:
             given = [float(q[3:]) if q else 1.0 for m, q in ranges if m == media]

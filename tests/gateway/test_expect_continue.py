@@ -196,12 +196,20 @@ async def test_what_the_head_of_a_request_says_is_refused_before_its_body(
         assert [v["field"] for v in violations] == [field], exchange.body
 
 
-async def test_a_tts_accept_that_admits_no_form_is_refused_before_the_body(
-    front: InstrumentedEdge,
+@pytest.mark.parametrize(
+    ("path", "content_type", "accept", "body"),
+    [
+        ("/v1/tts", "text/plain", "audio/mpeg", b"Hello there."),
+        ("/v1/stt", "audio/wav", "audio/wav", _WAV),
+    ],
+)
+async def test_an_accept_that_admits_no_form_is_refused_before_the_body(
+    front: InstrumentedEdge, path: str, content_type: str, accept: str, body: bytes
 ):
-    headers = {**_auth(front.new_key("expect-accept"), "text/plain"), "Accept": "audio/mpeg"}
+    key = front.new_key(f"expect-accept{path.replace('/', '-')}")
+    headers = {**_auth(key, content_type), "Accept": accept}
     with nothing_reaches_the_adapter(front):
-        exchange = await post_expecting(front.url, "/v1/tts", headers, b"Hello there.")
+        exchange = await post_expecting(front.url, path, headers, body)
     assert_refused_before_the_body(exchange, 406, "NOT_ACCEPTABLE")
 
 

@@ -217,6 +217,33 @@ async def test_raw_samples_with_no_content_type_and_their_format_are_transcribed
 
 
 @pytest.mark.parametrize(
+    ("accept", "status", "content_type"),
+    [
+        ("text/plain", 200, "text/plain"),
+        ("application/json;q=0.5, text/*", 200, "text/plain"),
+        ("*/*", 200, "application/json"),
+        ("audio/wav", 406, "application/json"),  # was a JSON transcript, whatever was asked
+    ],
+)
+async def test_stt_answers_the_form_its_accept_prefers_or_406(
+    edge: Edge, accept: str, status: int, content_type: str
+):
+    headers = {**edge.headers, "Content-Type": "audio/wav", "Accept": accept}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{edge.server.url}/v1/stt", data=(SPEECH_DIR / NAME).read_bytes(), headers=headers
+        ) as resp:
+            body = await resp.text()
+            assert (resp.status, resp.content_type) == (status, content_type), body
+            assert "Server-Timing" in resp.headers or status != 200
+    if content_type == "text/plain":
+        assert body.endswith("\n") and body.count("\n") == 1, body  # the transcript, a line
+        assert word_error_rate(TRANSCRIPTS[NAME], body.strip()) <= 0.125, body
+    elif status == 406:
+        assert '"NOT_ACCEPTABLE"' in body and "text/plain" in body, body
+
+
+@pytest.mark.parametrize(
     ("query", "reason", "field"),
     [
         ("?language=xx", "INVALID_CONFIG", "language"),
