@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,23 +155,17 @@ def test_a_trial_no_longer_than_the_warm_up_is_refused_up_front(
     assert "--trial" in err and "--warmup" in err, err
 
 
-def test_when_no_level_holds_the_result_is_the_lowest_levels_own(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # With no level held, the result was a merge of every run under --out: other levels (here
-    # an earlier search's, in the same folder) pooled into one set of numbers, and no verdict
-    # said which level missed how.
-    import json
-
+def _fake_runs(
+    monkeypatch: pytest.MonkeyPatch, make: Callable[[Any], Merged]
+) -> dict[Path, Merged]:
+    """The search's runs made by ``make(scenario)`` (no load generated), each kept by its
+    folder, and its merge pooling those under the folders it is given. Returns the runs."""
     from loadtest import cli, runner
 
-    rng = np.random.default_rng(6)
     runs: dict[Path, Merged] = {}
-    out = tmp_path / "search"
-    runs[out / "level-10" / "repeat-0"] = _merged(10, rng, 2000)  # an earlier search's
 
     def run(s: object, folder: Path, **kwargs: object) -> Merged:
-        runs[folder] = _merged(s.arrivals.rate, rng, 2000)  # type: ignore[attr-defined]
+        runs[folder] = make(s)
         return runs[folder]
 
     def merge(roots: list[Path], **kwargs: object) -> Merged:
@@ -183,6 +179,23 @@ def test_when_no_level_holds_the_result_is_the_lowest_levels_own(
 
     monkeypatch.setattr(runner, "run", run)
     monkeypatch.setattr(cli, "merge", merge)
+    return runs
+
+
+def test_when_no_level_holds_the_result_is_the_lowest_levels_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With no level held, the result was a merge of every run under --out: other levels (here
+    # an earlier search's, in the same folder) pooled into one set of numbers, and no verdict
+    # said which level missed how.
+    import json
+
+    from loadtest import cli
+
+    rng = np.random.default_rng(6)
+    out = tmp_path / "search"
+    runs = _fake_runs(monkeypatch, lambda s: _merged(s.arrivals.rate, rng, 2000))
+    runs[out / "level-10" / "repeat-0"] = _merged(10, rng, 2000)  # an earlier search's
     argv = ["slo", "--slo", "stt.final:p99<=300", "--search-low", "190", "--search-high", "199"]
     with pytest.raises(SystemExit) as exited:
         cli.main([*argv, "--search-repeats", "2", "--trial", "1", "--out", str(out), "--quiet"])
@@ -257,26 +270,10 @@ def _search_cli(
 ) -> tuple[int, dict[str, object]]:
     import json
 
-    from loadtest import cli, runner
+    from loadtest import cli
 
     rng = np.random.default_rng(7)
-    runs: dict[Path, Merged] = {}
-
-    def run(s: object, folder: Path, **kwargs: object) -> Merged:
-        runs[folder] = _short_run(s.arrivals.rate, rng, per_level)  # type: ignore[attr-defined]
-        return runs[folder]
-
-    def merge(roots: list[Path], **kwargs: object) -> Merged:
-        pooled = Merged()
-        for folder, m in runs.items():
-            if folder in roots:
-                for metric, h in m.totals.items():
-                    pooled.totals.setdefault(metric, new_histogram()).add(h)
-                pooled.counters.update(m.counters)
-        return pooled
-
-    monkeypatch.setattr(runner, "run", run)
-    monkeypatch.setattr(cli, "merge", merge)
+    _fake_runs(monkeypatch, lambda s: _short_run(s.arrivals.rate, rng, per_level))
     argv = ["slo", "--slo", "stt.final:p99<=300", "--search-low", "10", "--search-high", "40"]
     with pytest.raises(SystemExit) as exited:
         cli.main([*argv, "--search-repeats", "2", "--trial", "3", "--out", str(out), "--quiet"])
