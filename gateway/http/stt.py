@@ -10,7 +10,8 @@ kind libsndfile reads is decoded as it is (RFC 9110, 8.3: with no type, or a gen
 recipient may examine the data); else it is raw audio with no format, 400 INVALID_CONFIG.
 Other query parameters: ``model``, ``language``, ``word_timestamps``. The response is a
 ``TranscribeFileResponse`` with every final result and the whole stage breakdown, also in
-``Server-Timing``.
+``Server-Timing``; with ``Accept: text/plain``, the transcript alone (gateway/http/accept.py:
+an Accept that admits neither is 406 NOT_ACCEPTABLE).
 
 Limits: ``max_upload_bytes`` (413 BODY_TOO_LARGE as soon as it is passed), and as much for
 audio over ``max_upload_audio_seconds`` (before any is sent when a WAV or FLAC header declares
@@ -91,9 +92,9 @@ _QUERY_FIELDS = {
 # The response's forms: the whole TranscribeFileResponse, or, asked for by name, the transcript
 # alone as a line of text (`curl -H 'Accept: text/plain'`).
 _JSON = Form(("application/json",))
+_TEXT = Form(("text/plain",), named=True)
 # A text/plain transcript's word that the body ended before its WAV or FLAC header's length.
 TRUNCATED_HEADER = "Voxwire-Truncated"
-_TEXT = Form(("text/plain",), named=True)
 
 # The notice a client gets in its response: its audio does not sound like its declared format.
 _FORMAT_SUSPECT = stream_pb2.StreamNotice.KIND_FORMAT_SUSPECT
