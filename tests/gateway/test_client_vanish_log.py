@@ -45,6 +45,11 @@ async def vanish(gateway: GatewayProcess, request: bytes, *, read: int, pause: f
     writer.transport.abort()
 
 
+def _left_lines(log_path: Path) -> list[str]:
+    lines = log_path.read_text(errors="replace").splitlines()
+    return [line for line in lines if "the client left (" in line]
+
+
 async def leave_after_expect_head(gateway: GatewayProcess, key: str) -> None:
     """A POST that asks for 100 Continue, then resets at once (RST: SO_LINGER 0), before the
     gateway's answer."""
@@ -118,10 +123,6 @@ async def test_a_vanished_http_client_is_one_log_line_and_an_aborted_session(
         for path in ("/v1/stt/stream?model=bench_stt&sample_rate=16000", "/v1/tts/stream"):
             for _ in range(5):
                 await leave_during_upgrade(gateway, path, edge.key)
-        # A client that asks for 100 Continue and resets: the 100 met a closing transport,
-        # and aiohttp logged an ERROR with its traceback (the edge fuzzer's find, seed 37).
-        for _ in range(20):
-            await leave_after_expect_head(gateway, edge.key)
         text = LONG_TEXT.encode()
         for accept in ("audio/wav", "text/event-stream"):
             headers = {"Content-Type": "text/plain", "Accept": accept}
@@ -156,13 +157,22 @@ async def test_a_vanished_http_client_is_one_log_line_and_an_aborted_session(
             await asyncio.sleep(0.1)
         assert aborted == {"http_stt": 1.0, "http_tts": 3.0}
         assert active == [0.0, 0.0]
+        left_before = _left_lines(log_path)
+        # A client that asks for 100 Continue and resets: the 100 met a closing transport,
+        # and aiohttp logged an ERROR with its traceback (the edge fuzzer's find, seed 37).
+        # After the counts above: a reset that comes after its 100 is a session aborted while
+        # its body was read (one in twenty, in one CI run), and counted so.
+        for _ in range(20):
+            await leave_after_expect_head(gateway, edge.key)
+        await asyncio.sleep(0.5)
     finally:
         await gateway.stop()
     log = log_path.read_text(errors="replace")
     assert "Traceback" not in log, log
     assert " ERROR " not in log, log
-    left = [line for line in log.splitlines() if "the client left (" in line]  # the HTTP ones
-    # The four that left during their sessions, and those of the 20 Expect heads whose 100 met
-    # their reset (the others' resets came first, or later, when the body was read).
-    assert len([line for line in left if "before 100 Continue" not in line]) == 4, log
+    # The four that left during their sessions (the HTTP ones; upgrades say so otherwise).
+    assert len(left_before) == 4, log
+    # Of the 20 Expect heads, those whose 100 met the reset (most: 20 of 20 here) say so.
+    expect_left = [line for line in _left_lines(log_path) if "before 100 Continue" in line]
+    assert expect_left, log
     assert "the client left during the upgrade" in log  # at least one upgrade met its FIN
