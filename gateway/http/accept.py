@@ -79,6 +79,6 @@ def choose(accept: str | None, forms: Sequence[Form]) -> Form | None:
     ranges = _ranges(accept or "")
     if not ranges:
         return next((form for form in forms if not form.named), None)
-    weighted = [(*_weight(ranges, form), -i) for i, form in enumerate(forms)]
-    q, _, first = max(weighted)
-    return forms[-first] if q > 0 else None
+    # Highest weight, then the most specific range, then the first offered.
+    best = max(range(len(forms)), key=lambda i: (*_weight(ranges, forms[i]), -i))
+    return forms[best] if _weight(ranges, forms[best])[0] > 0 else None

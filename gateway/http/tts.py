@@ -162,6 +162,7 @@ _SSE = Form(("text/event-stream",), named=True)
 _WAV = Form(("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"))
 _BASIC = Form(("audio/basic",))  # RFC 2046 4.3: 8 kHz mu-law
 _RAW = Form(("application/octet-stream",))
+_AUDIO = (_WAV, _BASIC, _RAW)  # a request's audio is one of these (its container, encoding)
 
 
 def _output(request: web.Request, req: http_pb2.SpeakRequest) -> _Out:
@@ -272,8 +273,8 @@ def _expect_check(request: web.Request) -> None:
     if kind not in _MEDIA_TYPES:
         raise _unsupported(kind)
     accept = request.headers.get("Accept")
-    if choose(accept, (_WAV, _BASIC, _RAW, _SSE)) is None:  # none of the forms, whatever the body
-        raise _not_acceptable(accept or "", "audio/wav, audio/basic, application/octet-stream")
+    if choose(accept, (*_AUDIO, _SSE)) is None:  # none of the forms, whatever the body
+        raise _not_acceptable(accept or "", ", ".join(form.names[0] for form in _AUDIO))
 
 
 expect = expect_handler(_expect_check)

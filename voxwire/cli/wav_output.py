@@ -147,15 +147,11 @@ class WavOutput:
             for block in blocks:
                 self._file.write(block)
             return
-        odd = b""
         try:
             with soundfile.SoundFile(
                 self._file, "w", samplerate=rate, channels=1, format=fmt, subtype=subtype
             ) as out:
-                for block in blocks:
-                    block, odd = odd + block, b""
-                    if len(block) % 2:  # a block boundary inside a sample: keep its half
-                        block, odd = block[:-1], block[-1:]
+                for block in blocks:  # whole samples: the spool's blocks are an even size
                     out.write(np.frombuffer(block, dtype="<i2"))
         except (RuntimeError, soundfile.LibsndfileError) as exc:
             raise OSError(f"libsndfile: {exc}") from exc
