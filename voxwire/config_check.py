@@ -12,6 +12,7 @@ a start that breaks later or a limit that silently compares a string. What the t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 import types
@@ -106,13 +107,21 @@ def check_table(cls: type, table: Any, path: tuple[str, ...], rules: Rules) -> d
     known = {f.name for f in fields(cls)}
     unknown = [name for name in table if name not in known]
     if unknown:
-        names = ", ".join(where((*path, name)) for name in sorted(unknown))
+        names = ", ".join(where((*path, name)) + _near(name, known) for name in sorted(unknown))
         raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''}: {names}")
     hints = typing.get_type_hints(cls)
     return {
         name: _check_value(hints[name], value, (*path, name), (cls, name), rules)
         for name, value in table.items()
     }
+
+
+def _near(name: str, known: set[str]) -> str:
+    """A hint naming the known key closest to the unknown ``name``, if one is close: a typo
+    (``keys_fil``), or a command-line flag's name for a key spelt otherwise (``--adapter`` is
+    ``adapters``)."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _check_value(kind: Any, value: Any, path: tuple[str, ...], owner: Owner, rules: Rules) -> Any:

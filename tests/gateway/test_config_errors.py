@@ -58,6 +58,12 @@ def assert_config_error(run: subprocess.CompletedProcess[str], *named: str) -> N
     [
         ("nope = 1\n" + AUTH, ("unknown key", "nope")),
         ("[stt]\nmax_frame = 1\n" + AUTH, ("unknown key", "[stt] max_frame")),
+        # A typo, or the command line's flag for a key spelt otherwise: the key it meant.
+        ('adapter = "127.0.0.1:1"\n' + AUTH, ("unknown key: adapter (did you mean adapters?)",)),
+        (
+            "[stt]\nidle_timeout = 5\n" + AUTH,
+            ("unknown key: [stt] idle_timeout (did you mean idle_timeout_s?)",),
+        ),
         ("listen = [\n" + AUTH, ("not valid TOML", "line 2")),
         ("stt = 5\n" + AUTH, ("stt: must be a table", "5")),
         ("listen = 5\n" + AUTH, ("listen: must be a string", "5")),
