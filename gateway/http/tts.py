@@ -62,6 +62,7 @@ from voxwire.audio.formats import resolve_format
 from voxwire.audio.wav import streaming_header
 from voxwire.edge.v1 import http_pb2
 from voxwire.playback_clock import PlaybackClock
+from voxwire.text_pieces import Append, Flush, TextFeed
 from voxwire.timings import add_up
 from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2, timings_pb2
 from voxwire.watchdog import Watchdog
@@ -75,6 +76,7 @@ MAX_BODY_BYTES = 64 * 1024
 SSML_MEDIA_TYPE = "application/ssml+xml"  # RFC 4267
 DEFAULT_RATE_HZ = 24_000
 _CONTEXT = "http"
+_PIECE = "piece-"  # the flush ids of the text's pieces
 _QUERY = {"model", "voice", "language", "encoding", "sample_rate", "container", "word_timestamps"}
 
 
@@ -303,15 +305,23 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
         gateway.pool, lease, call, write_timeout=gateway.config.runner.write_timeout_s
     )
     edge = timings_pb2.StageTimings(edge_receive_us=round((time.monotonic() - started) * 1e6))
+    # Plain text goes in pieces, as the model takes them (voxwire.text_pieces): a context
+    # holds at most max_pending_text_bytes (16 KiB) of text not yet synthesized, and a body may
+    # be up to MAX_BODY_BYTES. An SSML document is one unit of markup: it goes whole.
+    feed = TextFeed(prefix=_PIECE)
+    feed.append(req.text)
+    feed.close()
     try:
-        for message in (
-            Request(context_id=_CONTEXT, open=req.config),
-            Request(context_id=_CONTEXT, append=synthesis_pb2.AppendText(text=req.text)),
-            Request(context_id=_CONTEXT, close=synthesis_pb2.CloseContext()),
-        ):
-            await upstream.write(message)
-        await upstream.done_writing()
-        return await _relay(request, upstream, out, edge, started)
+        await upstream.write(Request(context_id=_CONTEXT, open=req.config))
+        if req.config.text_format == synthesis_pb2.TEXT_FORMAT_SSML:
+            feed.clear()
+            for message in (
+                Request(context_id=_CONTEXT, append=synthesis_pb2.AppendText(text=req.text)),
+                Request(context_id=_CONTEXT, close=synthesis_pb2.CloseContext()),
+            ):
+                await upstream.write(message)
+        await _feed(upstream, feed)
+        return await _relay(request, upstream, out, edge, started, feed)
     except UpstreamError as exc:
         raise _Refused(exc.error) from None
     finally:
@@ -395,12 +405,29 @@ class _ClientWrites:
         self._deadline.close()
 
 
+async def _feed(upstream: UpstreamCall[Request, Response], feed: TextFeed) -> None:
+    """Writes what ``feed`` lets out now; after its close, the request stream's end."""
+    for op in feed.more():
+        if isinstance(op, Append):
+            await upstream.write(
+                Request(context_id=_CONTEXT, append=synthesis_pb2.AppendText(text=op.text))
+            )
+        elif isinstance(op, Flush):
+            flush = synthesis_pb2.Flush(flush_id=op.flush_id)
+            await upstream.write(Request(context_id=_CONTEXT, flush=flush))
+        else:
+            await upstream.write(Request(context_id=_CONTEXT, close=synthesis_pb2.CloseContext()))
+    if feed.idle:
+        await upstream.done_writing()
+
+
 async def _relay(
     request: web.Request,
     upstream: UpstreamCall[Request, Response],
     out: _Out,
     edge: timings_pb2.StageTimings,
     started: float,
+    feed: TextFeed,
 ) -> web.StreamResponse:
     """Copy the upstream context to the response as it comes; see the module docstring."""
     writes: _ClientWrites | None = None  # the response's, once it began
@@ -412,6 +439,11 @@ async def _relay(
         while True:
             try:
                 msg = await upstream.read()
+                if msg is not None and msg.WhichOneof("response") == "flush_ack":
+                    # A piece's audio is all out: the next piece (and at the end the close).
+                    if feed.acked(msg.flush_ack.flush_id) and not feed.idle:
+                        await _feed(upstream, feed)
+                    continue
             except UpstreamError as exc:
                 if writes is None:
                     raise _Refused(exc.error) from None

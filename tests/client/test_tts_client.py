@@ -165,3 +165,45 @@ async def test_a_barge_in_after_done_stops_nothing_and_heard_says_what_was_heard
     assert heard == [w for w in words if w.end_ms <= 1500] and 0 < len(heard) < len(words)
     assert [w.word for w in ctx.heard(10**6)] == [w.word for w in words]
     assert summary.contexts == 2
+
+
+async def test_text_longer_than_a_context_holds_goes_in_pieces_behind_which_flush_and_close_wait(
+    edge: Edge,
+):
+    # One append of more than the 16 KiB a context holds unsynthesized failed TEXT_TOO_LARGE
+    # (`voxwire speak` of a chapter did); it now goes in pieces as the server speaks them, and
+    # what the client gives after it (a flush, more text, the close) follows in its order.
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    text = " ".join(
+        " ".join(letters[(i + w) % 26] * 190 for w in range(4)) + "." for i in range(24)
+    )
+    assert len(text.encode()) > 16 * 1024
+    async with asyncio.timeout(60):
+        tts = await SynthesisSession.connect(edge.ws, api_key=edge.key, lead_ms=0)
+        ctx = await tts.open("long", tts_config("bench_tts"))
+        await ctx.append(text)
+        assert ctx.feeding  # pieces wait for the first ones to be spoken
+        flush_id = await ctx.flush()
+        await ctx.append(" tail end.")
+        await ctx.close()
+        with pytest.raises(errors.InvalidMessage, match="closed"):
+            await ctx.append("more")
+        events = [e async for e in ctx]
+        summary = await tts.close()
+    assert summary.contexts == 1 and not ctx.feeding
+    assert isinstance(events[-1], synthesis_pb2.ContextDone)
+    assert_tiles([e for e in events if isinstance(e, SynthesizedAudio)])
+    words = [w for e in events if isinstance(e, synthesis_pb2.WordTimestamps) for w in e.words]
+    whole = text + " tail end."
+    spoken = [whole[w.text_offset : w.text_offset + w.text_length].rstrip(".") for w in words]
+    assert spoken == [part.rstrip(".") for part in whole.split()]
+    # Only the client's own flush is passed on, after the audio of all the text before it.
+    acks = [i for i, e in enumerate(events) if isinstance(e, synthesis_pb2.FlushAck)]
+    assert [events[i].flush_id for i in acks] == [flush_id]
+    last_long_word = next(
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, synthesis_pb2.WordTimestamps)
+        and any(w.text_offset + w.text_length >= len(text) - 1 for w in e.words)
+    )
+    assert last_long_word < acks[0]

@@ -1,10 +1,11 @@
 """``voxwire speak "TEXT" -o out.wav``: synthesize text through the gateway into an audio file.
 
-The text (or stdin with ``-``) goes to one TTS context, spoken as fast as the model goes
-(lead 0); the audio is written as 16-bit PCM WAV at ``--rate``, or in the format the output's
-name asks for (``.flac``, ``.ogg``, ``.opus``, ``.mp3``, ``.au``, ``.aiff``, ``.caf``, ``.raw``:
-voxwire.cli.wav_output). On a terminal a progress line
-shows the audio received while it arrives. Word timings go to stderr with ``--words``.
+The text (or stdin with ``-``; any length: a book goes in pieces as it is spoken,
+``SynthesisContext.append``) goes to one TTS context, spoken as fast as the model goes (lead
+0); the audio is written as 16-bit PCM WAV at ``--rate``, or in the format the output's name
+asks for (``.flac``, ``.ogg``, ``.opus``, ``.mp3``, ``.au``, ``.aiff``, ``.caf``, ``.raw``:
+voxwire.cli.wav_output). On a terminal a progress line shows the audio received while it
+arrives. Word timings go to stderr with ``--words``.
 
 Text that starts with ``<speak`` (or an XML declaration) is sent as SSML, in the model's subset
 (``ssmlElements`` in the gateway's ``/v1/capabilities``; markup outside it fails with

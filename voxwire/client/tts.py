@@ -22,6 +22,7 @@ error's class; a session error raises from every call and iterator.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
@@ -47,9 +48,11 @@ from voxwire.client.tts_state import (
 from voxwire.edge.frames import unpack
 from voxwire.edge.messages import decode, encode
 from voxwire.edge.v1 import session_pb2, tts_pb2
+from voxwire.text_pieces import PIECE_BYTES, Append, Flush, Op, TextFeed
 from voxwire.v1 import stream_pb2, synthesis_pb2
 
 PATH = "/v1/tts/stream"
+_PIECE = "voxwire-piece-"  # the flush ids of a long text's pieces (SynthesisContext.append)
 MAX_SERVER_MESSAGE_BYTES = 4 * 1024 * 1024
 
 SynthesisSessionEvent = SessionEvent | Resumed
@@ -64,6 +67,13 @@ class SynthesisContext:
         self.events: EventChannel[ContextEvent] = EventChannel(max_events)
         # Every word timing the context received, in order: what ``heard`` reads.
         self.words: list[synthesis_pb2.WordTimestamp] = []
+        # Long text goes out in pieces as the server speaks them (voxwire.text_pieces): what
+        # waits for room, in order with the flushes and the close given after it.
+        self._feed = TextFeed(session.piece_bytes, prefix=_PIECE)
+        self._feed_lock = asyncio.Lock()  # one sender at a time: the feed's order is the wire's
+        self._closing = False
+        self._feeders: set[asyncio.Task[None]] = set()
+        self.progress = asyncio.Event()  # set when the feed moved (a piece's ack, an end)
 
     def __aiter__(self) -> AsyncIterator[ContextEvent]:
         """Events until ``done``, ``cancelled`` or ``truncated`` (the last one); raises the
@@ -71,23 +81,45 @@ class SynthesisContext:
         return self.events
 
     async def append(self, text: str) -> None:
-        """Raises InvalidMessage after ``close``, UnknownContext after the context ended,
-        the session's failure, SessionClosed, TimeoutError."""
-        await self._session._op(lambda s: s.append(self.context_id, text))
+        """Add text to speak. Text of any length: what is longer than a piece (4 KiB, or half
+        the server's ``max_pending_text_bytes``) goes out in pieces at sentence ends, each
+        when the server has spoken all but one piece before it (a flush of the SDK's own,
+        whose ack is not passed on), so the context never holds more unspoken text than the
+        server allows; text given meanwhile (and flushes, the close) waits its turn. Read the
+        context's events meanwhile: the pieces go out as its audio is read. Raises
+        InvalidMessage after ``close``, UnknownContext after the context ended, the session's
+        failure, SessionClosed, TimeoutError."""
+        if self._closing:
+            raise errors.InvalidMessage(f"context {self.context_id!r} is closed: no more text")
+        if not self._feed.holding and len(text.encode()) <= self._session.piece_bytes:
+            await self._session._op(lambda s: s.append(self.context_id, text))
+            return
+        self._feed.append(text)
+        await self._send_more()
 
     async def flush(self, flush_id: str = "") -> str:
         """Synthesize what was appended; a FlushAck event follows its audio. Returns the id."""
         flush_id = flush_id or f"fl-{uuid.uuid4().hex[:12]}"
-        await self._session._op(lambda s: s.flush(self.context_id, flush_id))
+        if self._feed.idle:
+            await self._session._op(lambda s: s.flush(self.context_id, flush_id))
+        else:
+            self._feed.flush(flush_id)
+            await self._send_more()
         return flush_id
 
     async def close(self) -> None:
         """No more text: the rest is spoken, then ``done``."""
-        await self._session._op(lambda s: s.close_context(self.context_id))
+        if self._feed.idle:
+            await self._session._op(lambda s: s.close_context(self.context_id))
+        else:
+            self._closing = True
+            self._feed.close()
+            await self._send_more()
 
     async def cancel(self) -> None:
         """Stop now; a ContextCancelled event ends the context. Once the context has ended
         there is nothing left to stop: returns at once."""
+        self._stop_feed()
         await self._session._op(lambda s: s.cancel(self.context_id))
 
     async def truncate(self, played_ms: int) -> None:
@@ -98,6 +130,8 @@ class SynthesisContext:
         lead), so the context has ended while its last second still plays. Nothing is left to
         stop then, and this returns at once; ``heard(played_ms)`` gives the words heard, as
         Truncated would have. Raises InvalidMessage for a negative ``played_ms``."""
+        if played_ms >= 0:
+            self._stop_feed()
         await self._session._op(lambda s: s.truncate(self.context_id, played_ms))
 
     def heard(self, played_ms: int) -> list[synthesis_pb2.WordTimestamp]:
@@ -110,9 +144,59 @@ class SynthesisContext:
         parts = [e.audio async for e in self.events if isinstance(e, SynthesizedAudio)]
         return b"".join(parts)
 
+    @property
+    def feeding(self) -> bool:
+        """Text (or a close) given to the context still waits to go out in pieces."""
+        return self._feed.holding
+
+    async def _send_more(self) -> None:
+        """Sends what the feed lets out now, in its order."""
+        async with self._feed_lock:
+            for op in self._feed.more():
+                await self._session._op(functools.partial(_send, self.context_id, op))
+
+    def _acked(self, flush_id: str) -> bool:
+        """A flush's ack came (from the session's reader): the next piece goes out, from a
+        task of its own (the reader must not wait on a send). True: a piece's own flush, not
+        to be passed on."""
+        ours = self._feed.acked(flush_id)
+        if not self._feed.idle:
+            task = asyncio.get_running_loop().create_task(self._feed_on())
+            self._feeders.add(task)
+            task.add_done_callback(self._feeders.discard)
+        self.progress.set()
+        return ours
+
+    async def _feed_on(self) -> None:
+        try:
+            await self._send_more()
+        except Exception as exc:  # the rest of the text cannot go: the context ends with why
+            self._stop_feed()
+            self.events.close(exc)
+
+    def _stop_feed(self) -> None:
+        """The context stops or ended: nothing more of its text goes out."""
+        self._feed.clear()
+        for task in self._feeders:
+            task.cancel()
+        self.progress.set()
+
+
+def _send(context_id: str, op: Op, state: SynthesisClientState) -> Message:
+    if isinstance(op, Append):
+        return state.append(context_id, op.text)
+    if isinstance(op, Flush):
+        return state.flush(context_id, op.flush_id)
+    return state.close_context(context_id)
+
 
 class SynthesisSession(ResumingLink):
     """Use ``await SynthesisSession.connect(...)``."""
+
+    # The size of the pieces long text goes out in (``SynthesisContext.append``): two pending
+    # fit the reference server's 16 KiB ``max_pending_text_bytes``; for a server that
+    # advertises less, ``voxwire.text_pieces.piece_bytes(its limit)``.
+    piece_bytes: int = PIECE_BYTES
 
     def __init__(
         self,
@@ -193,6 +277,23 @@ class SynthesisSession(ResumingLink):
         TimeoutError after ``close_timeout_s``, or the session's failure."""
         if self._summary is not None:
             return self._summary
+        # Text still going out in pieces is spoken first: closing the session closes its
+        # contexts, and their text would be cut. Each piece's ack is progress; none for
+        # ``close_timeout_s`` is a TimeoutError.
+        while feeding := [c for c in self._contexts.values() if c.feeding]:
+            for context in feeding:
+                context.progress.clear()
+            waits = [asyncio.ensure_future(c.progress.wait()) for c in feeding]
+            try:
+                done, _ = await asyncio.wait(waits, timeout=self.options.close_timeout_s)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+            if not done:
+                raise TimeoutError(
+                    f"text of {len(feeding)} context(s) waited {self.options.close_timeout_s:g} s "
+                    "for the server to speak an earlier piece: are their events read?"
+                )
         if not self.state.closing:
             await self._op(lambda s: s.close_session())
         await self.wait_finished(self.options.close_timeout_s)
@@ -278,10 +379,13 @@ class SynthesisSession(ResumingLink):
             if not cid:
                 await self._events.put(event)  # type: ignore[arg-type]
             elif (context := self._contexts.get(cid)) is not None:
+                if isinstance(event, synthesis_pb2.FlushAck) and context._acked(event.flush_id):
+                    continue  # a piece's flush (``SynthesisContext.append``): the SDK's own
                 await context.events.put(event)  # type: ignore[arg-type]
         for cid, error in outcome.ended:
             context = self._contexts.pop(cid, None)
             if context is not None:
+                context._stop_feed()
                 context.events.close(error)
 
     def _connection_lost(self, close_code: int | None) -> Verdict:
@@ -298,6 +402,7 @@ class SynthesisSession(ResumingLink):
     def _finish(self, error: BaseException | None) -> None:
         failure = None if isinstance(error, SessionClosed) else error
         for context in self._contexts.values():
+            context._stop_feed()
             context.events.close(failure or SessionClosed("the session ended"))
         self._contexts.clear()
         self._events.close(failure)
