@@ -191,3 +191,37 @@ async def test_an_ssml_context_resumes_from_its_document_without_repeating_audio
     assert words == [w.word for w in spoken_words(reference)]
     assert words[0] == "Hello" and words[-1] == "others", words
     print(f"TTS SSML SIGKILL: resumed in {resumed.downtime_s * 1000:.0f} ms, {position} ms")
+
+
+async def test_long_text_going_in_pieces_resumes_with_every_word_once(
+    edge: Edge, gateways: tuple[GatewayProcess, GatewayProcess]
+):
+    # Text over the 16 KiB a context holds goes in pieces as it is spoken (voxwire.text_pieces);
+    # a gateway killed between pieces: the pieces sent are replayed from the last word heard,
+    # their flushes with them, and the rest follows on the other gateway.
+    a, b = gateways
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    text = " ".join(
+        " ".join(letters[(i + w) % 26] * 190 for w in range(4)) + "." for i in range(24)
+    )
+    events: list[ContextEvent] = []
+    async with asyncio.timeout(60):
+        tts = await SynthesisSession.connect(
+            [a.ws, b.ws], api_key=edge.key, lead_ms=0, options=OPTIONS
+        )
+        ctx = await tts.open("long", tts_config("bench_tts"))
+        await ctx.append(text)
+        await ctx.close()
+        async for event in ctx:
+            events.append(event)
+            if isinstance(event, SynthesizedAudio) and event.sequence_number == 120:
+                assert ctx.feeding  # killed with pieces still to go
+                a.signal(signal.SIGKILL)
+        await tts.close()
+    assert isinstance(events[-1], synthesis_pb2.ContextDone)
+    chunks = [e for e in events if isinstance(e, SynthesizedAudio)]
+    assert [c.sequence_number for c in chunks] == list(range(1, len(chunks) + 1))
+    words = spoken_words(events)
+    spoken = [text[w.text_offset : w.text_offset + w.text_length].rstrip(".") for w in words]
+    assert spoken == [part.rstrip(".") for part in text.split()]
+    assert not [e for e in events if isinstance(e, synthesis_pb2.FlushAck)]
