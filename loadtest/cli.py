@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,16 @@ from loadtest.targets.gateway import API_KEY_ENV
 
 _INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 
-_OVERRIDES = {
+
+def _on_off(value: str) -> bool:
+    if value in ("on", "true", "yes"):
+        return True
+    if value in ("off", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"on or off, not {value!r}")
+
+
+_OVERRIDES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     # flag: (scenario key, type, help)
     "name": ("name", str, "scenario name"),
     "kind": ("kind", str, "stt, tts or mixed"),
@@ -62,6 +72,11 @@ _OVERRIDES = {
     "trace": ("arrivals.trace", Path, "arrival trace file"),
     "chunk_ms": ("stt.chunk_ms", int, "STT chunk length (20, 100, 160 ...)"),
     "stt_model": ("stt.model", str, "STT model"),
+    "stt_interim": (
+        "stt.interim_results",
+        _on_off,
+        "STT interim results: on (default) or off (for a model that makes none)",
+    ),
     "stt_encoding": (
         "stt.encoding",
         str,
@@ -167,6 +182,8 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
         highlight=False,
     )
     console.print(f"errors: {errors}", highlight=False)
+    for key, message in _examples(result):
+        console.print(f"  {key}: {message}", highlight=False, markup=False)
     if result.get("notices"):
         notices = ", ".join(f"{kind} {n}" for kind, n in result["notices"].items())
         console.print(f"notices: {notices}", highlight=False)
@@ -223,6 +240,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if extra and not extra["slo"]["passed"] else 0
 
 
+# Statuses of a session that did not reach the target or was not let in.
+_NOT_REACHED = frozenset(
+    {"UNAVAILABLE", "UNAUTHENTICATED", "PERMISSION_DENIED", "DEADLINE_EXCEEDED", "TIMEOUT"}
+)
+
+
+def _examples(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The first message of each of the run's three most frequent error keys, if it has one."""
+    examples = result.get("error_examples") or {}
+    top = sorted(result["errors"].items(), key=lambda kv: -kv[1])[:3]
+    return [(key, examples[key]) for key, _ in top if examples.get(key)]
+
+
 def failed_outright(result: dict[str, Any]) -> bool:
     """A run in which sessions were tried and none succeeded measured nothing of the target
     but its refusals: say why, and exit 1 (with or without an SLO)."""
@@ -231,9 +261,18 @@ def failed_outright(result: dict[str, Any]) -> bool:
         return False
     top = sorted(result["errors"].items(), key=lambda kv: -kv[1])[:3]
     why = ", ".join(f"{reason} x{count}" for reason, count in top) or "no status"
+    # The address and the key are worth checking when the target could not be reached or
+    # would not let the client in; a refusal of what the scenario asked is said by its message.
+    reached = not any(key.split("/")[0] in _NOT_REACHED for key, _ in top)
+    examples = dict(_examples(result))
+    first = examples.get(top[0][0]) if top else None
     print(
         f"error: every session failed ({s['failed']} of {s['total']}): {why}; "
-        "is the target up at that address, and the key right?",
+        + (
+            f"the target said: {first}"
+            if reached and first
+            else "is the target up at that address, and the key right?"
+        ),
         file=sys.stderr,
     )
     target = result["scenario"].get("target") or {}

@@ -66,6 +66,7 @@ class ContextFailed:
     at: float
     context_id: str
     reason: str
+    message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +94,15 @@ class Ended:
     """The stream is over: its status (gRPC code name, ``OK`` on success), the voxwire error
     reason if any, the stage timings of the ``voxwire-timings-bin`` trailer in µs (empty when
     the target has none), and the retry delay a retryable refusal carried (``RetryInfo``, in
-    ms; None without one)."""
+    ms; None without one), and the error's message (human-readable: what the run reports as
+    an example of its error key)."""
 
     at: float
     status: str = "OK"
     reason: str = ""
     stages_us: dict[str, int] = field(default_factory=dict)
     retry_delay_ms: int | None = None
+    message: str = ""
 
     @property
     def ok(self) -> bool:

@@ -99,6 +99,7 @@ class TtsContextMeasure:
     last_audio_at: float | None = None
     finished: bool = False
     failed_reason: str = ""
+    failed_message: str = ""
 
     def on_event(self, event: Event) -> None:
         if self.finished:
@@ -121,6 +122,7 @@ class TtsContextMeasure:
             self.finished = True
             if isinstance(event, ContextFailed):
                 self.failed_reason = event.reason
+                self.failed_message = event.message
             if record:
                 self.recorder.count("tts.contexts")
                 self.recorder.count("tts.underruns", self.playback.underruns)

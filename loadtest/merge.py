@@ -34,6 +34,7 @@ class Merged:
     intervals: dict[str, dict[int, HdrHistogram]] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # error key -> its first message
     # interval bucket -> summed progress counters (active, sessions.started, ...)
     timeline: dict[int, Counter[str]] = field(default_factory=dict)
     worker_cpu: dict[int, list[float]] = field(default_factory=dict)  # worker -> per interval
@@ -85,6 +86,8 @@ def _add_worker(out: Merged, folder: Path, summary: dict[str, Any]) -> None:
     out.workers += 1
     out.counters.update(summary["counters"])
     out.errors.update(summary["errors"])
+    for key, message in summary.get("error_examples", {}).items():
+        out.examples.setdefault(key, message)
     out.cpu_s += summary["cpu_s"]
     out.elapsed_s = max(out.elapsed_s, summary["elapsed_s"])
     for interval in read_log(folder / "intervals.hlog"):

@@ -36,12 +36,19 @@ def known_metric(name: str) -> bool:
     return name in METRICS or (name.startswith(STAGE_PREFIX) and len(name) > len(STAGE_PREFIX))
 
 
+# An error message kept as an example is cut to this (the contract caps its own at ~256).
+MAX_EXAMPLE_CHARS = 300
+
+
 class Recorder:
     def __init__(self) -> None:
         self.total: dict[str, HdrHistogram] = {}
         self._interval: dict[str, HdrHistogram] = {}
         self.counters: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        # The first message of each error key: what the run shows beside its count, so that a
+        # refusal says why ("sample_rate 8000 is not one of ...") and not only its reason.
+        self.examples: dict[str, str] = {}
 
     def record(self, metric: str, seconds: float) -> None:
         """One sample of ``metric``, a duration in seconds (stored as µs)."""
@@ -60,11 +67,16 @@ class Recorder:
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
 
-    def error(self, status: str, reason: str = "", kind: str | None = None) -> None:
+    def error(
+        self, status: str, reason: str = "", kind: str | None = None, message: str = ""
+    ) -> None:
         """A failed session or context, keyed ``STATUS/REASON``; ``kind`` ("stt" or "tts", in
-        a mixed run) also counts it as ``errors.<kind>.STATUS/REASON``, which kind failed."""
+        a mixed run) also counts it as ``errors.<kind>.STATUS/REASON``, which kind failed.
+        ``message``: the error's own words; the first of each key is kept (``examples``)."""
         key = f"{status}/{reason}" if reason else status
         self.errors[key] += 1
+        if message and key not in self.examples:
+            self.examples[key] = message[:MAX_EXAMPLE_CHARS]
         if kind:
             self.counters[f"errors.{kind}.{key}"] += 1
 

@@ -79,10 +79,11 @@ def _summary(result: dict[str, Any]) -> str:
     if result["errors"]:
         # A mixed run: a column per kind of session, which kind each error hit.
         kinds = result.get("errors_by_kind") or {}
+        examples = result.get("error_examples") or {}
         out += "<h3>Errors by status and reason</h3>" + _table(
-            ["status/reason", "count", *(k.upper() for k in kinds)],
+            ["status/reason", "count", *(k.upper() for k in kinds), "the first one said"],
             [
-                [k, v, *(kinds[kind].get(k, 0) for kind in kinds)]
+                [k, v, *(kinds[kind].get(k, 0) for kind in kinds), examples.get(k)]
                 for k, v in result["errors"].items()
             ],
         )

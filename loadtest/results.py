@@ -192,6 +192,8 @@ def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None
             "error_rate": bad / tried if tried else None,
         },
         "errors": dict(merged.errors.most_common()),
+        # One message per error key (the first seen): why, not only which.
+        "error_examples": {k: merged.examples[k] for k in merged.errors if k in merged.examples},
         "errors_by_kind": errors_by_kind(merged, scenario.get("kind") == "mixed"),
         # StreamNotices by kind (FAILOVER, IDLE_WARNING, DRAINING, FORMAT_SUSPECT, ...): not
         # errors, but a run under faults is read by them.

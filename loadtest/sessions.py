@@ -84,7 +84,7 @@ def _finish(
     else:
         rec.count("sessions.failed")
         if not ended.ok:
-            rec.error(ended.status, ended.reason, of)
+            rec.error(ended.status, ended.reason, of, ended.message)
             if ended.retry_delay_ms is not None:
                 rec.count("sessions.retry_info")
             if rejected_since is not None:
@@ -243,7 +243,12 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
             if not await _until(finished[cid], reader, s.limits.step_timeout_s):
                 break
             if contexts[cid].failed_reason:
-                rec.error("CONTEXT", contexts[cid].failed_reason, mixed_kind(ctx, "tts"))
+                rec.error(
+                    "CONTEXT",
+                    contexts[cid].failed_reason,
+                    mixed_kind(ctx, "tts"),
+                    contexts[cid].failed_message,
+                )
             # The next turn: the listener has heard this one out (closed loop within a session).
             due = time.monotonic() + spec.turn_gap_s
         await stream.finish()

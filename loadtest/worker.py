@@ -267,6 +267,7 @@ async def run_worker(spec: WorkerSpec) -> None:
                 "cpu_s": _cpu_s() - cpu0,
                 "counters": dict(ctx.recorder.counters),
                 "errors": dict(ctx.recorder.errors),
+                "error_examples": ctx.recorder.examples,
                 "scenario": s.name,
                 "target": s.target.kind,
             }

@@ -98,7 +98,7 @@ class _Socket:
 
 
 def _error_end(event: Any, at: float) -> Ended:
-    return Ended(at, event.code or "UNKNOWN", event.reason)
+    return Ended(at, event.code or "UNKNOWN", event.reason, message=event.message)
 
 
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
@@ -220,7 +220,8 @@ class GatewayTts(_Socket):
         if kind == "cancelled":
             return ContextFailed(at, cid, "CANCELLED")
         if kind == "context_error":
-            return ContextFailed(at, cid, msg.context_error.error.reason or "UNSPECIFIED")
+            error = msg.context_error.error
+            return ContextFailed(at, cid, error.reason or "UNSPECIFIED", error.message)
         if kind == "notice":
             return Notice(at, notice_kind(msg.notice.kind), cid)
         if kind == "summary":

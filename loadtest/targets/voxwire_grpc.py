@@ -131,12 +131,14 @@ class _Call:
         at = time.monotonic()
         if code == grpc.StatusCode.OK:
             return Ended(at, code.name, "", stages_from_trailers(trailers))
+        details = await self.call.details()
         return Ended(
             at,
             code.name,
-            reason_from_trailers(trailers) or connect_reason(code, await self.call.details()),
+            reason_from_trailers(trailers) or connect_reason(code, details),
             stages_from_trailers(trailers),
             retry_delay_from_trailers(trailers),
+            details or "",
         )
 
     def cancel(self) -> None:
@@ -207,7 +209,7 @@ class VoxwireTts(_Call):
             if kind == "error":
                 reason = message.error.error.reason
                 name = _reason_name(reason)
-                return ContextFailed(at, cid, name)
+                return ContextFailed(at, cid, name, message.error.error.message)
             if kind == "notice":
                 return Notice(at, notice_kind(message.notice.kind), cid)
         return await self.ended()

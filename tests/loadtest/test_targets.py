@@ -159,6 +159,31 @@ async def test_gateway_refuses_a_bad_key_as_an_error_event(edge: Edge, tmp_path:
     assert set(result["errors"]) == {"UNAUTHENTICATED/UNAUTHENTICATED"}, result["errors"]
 
 
+async def test_a_refused_config_is_reported_with_what_the_target_said(
+    adapter_address: str, edge: Edge, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every session refused INVALID_CONFIG (a scenario asking what the model does not do)
+    # was reported as a count and "is the target up at that address, and the key right?":
+    # the run now keeps each error key's first message, and says it.
+    from loadtest import cli
+
+    for target, address, key in (
+        ("grpc", adapter_address, ""),
+        ("gateway", edge.ws.removeprefix("ws://"), edge.key),
+    ):
+        s = _scenario(target, address, kind="stt", model="no_such_model")
+        s = dataclasses.replace(s, target=dataclasses.replace(s.target, api_key=key))
+        merged = await runner.run_inline(s, tmp_path / target)
+        result = results.build(merged, s.to_dict())
+        ((error, _),) = result["errors"].items()
+        assert error.endswith("/UNKNOWN_MODEL"), result["errors"]
+        assert "no_such_model" in result["error_examples"][error], result["error_examples"]
+        assert cli.failed_outright(result)
+        err = capsys.readouterr().err
+        assert "the target said:" in err and "no_such_model" in err, err
+        assert "is the target up" not in err, err
+
+
 async def test_null_relay_floor(relay_address: str, tmp_path: Path) -> None:
     result = await _run(_scenario("null-relay", relay_address), tmp_path)
     _paced(result)
