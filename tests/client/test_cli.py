@@ -103,6 +103,44 @@ async def test_transcribe_realtime_takes_the_audio_duration(edge: Edge):
     assert_heard(out.strip(), "pay_bill.wav")
 
 
+async def test_ctrl_c_finishes_the_transcript_of_the_audio_sent(edge: Edge):
+    # Ctrl-C in the middle of a sentence ended the command with nothing printed: the words
+    # sent since the last final were dropped (a live source, `arecord | voxwire transcribe -`,
+    # lost its last sentence). Now the audio stops there and the session closes, so what was
+    # said so far comes out as a final result; the exit status is still 130.
+    process = await asyncio.create_subprocess_exec(
+        VOXWIRE,
+        "transcribe",
+        str(SPEECH_DIR / "call_me_back.wav"),
+        "--realtime",
+        "--json",
+        "--url",
+        edge.ws,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"VOXWIRE_API_KEY": edge.key, "PATH": "/usr/bin:/bin"},
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(30):
+        # The first interim result: the session is up and the audio flowing (a loaded machine
+        # may take seconds to get there); then into the sentence, and Ctrl-C.
+        while "result" not in json.loads(await process.stdout.readline()):
+            pass
+        await asyncio.sleep(0.8)
+        process.send_signal(signal.SIGINT)
+        out, err = await process.communicate()
+    assert process.returncode == 130, err
+    assert "stopping" in err.decode() and "Traceback" not in err.decode(), err
+    finals = [
+        e["result"]["transcript"]
+        for e in map(json.loads, out.decode().splitlines())
+        if e.get("result", {}).get("isFinal")
+    ]
+    assert finals and finals[0].split()[:2] == ["please", "call"], finals  # its last word cut
+    assert "nine" not in finals[0], finals  # "... tomorrow morning at nine": not all sent
+
+
 async def test_errors_are_one_line_with_the_reason_and_status_1(edge: Edge):
     status, out, err = await voxwire(
         "transcribe", str(SPEECH_DIR / "pay_bill.wav"), "--url", edge.ws, key="vx_bad_" + "x" * 43

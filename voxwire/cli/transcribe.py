@@ -19,14 +19,21 @@ sent). stdin may be a pipe, a file or /dev/null.
 A first connect that reaches no gateway is given up on after ``--connect-timeout`` seconds
 (default 10; refused connections within 6 s). Errors are one line on stderr: exit
 status 2 for a command line that is wrong, 1 for anything else.
+
+Ctrl-C (SIGINT) stops the audio where it is, and the transcript of what was sent is finished
+and printed (the session's close: the last words become a final result), within
+``STOP_GRACE_S``; a second Ctrl-C quits at once. Either way the exit status is 130. A live
+source (``arecord ... | voxwire transcribe -``) stopped with Ctrl-C so keeps its last sentence.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -43,6 +50,10 @@ if TYPE_CHECKING:
     from voxwire.v1 import transcription_pb2
 
 PROGRESS_AFTER_S = 5.0  # files longer than this get a progress bar (on a terminal)
+# After a Ctrl-C, how long the transcript of the audio sent may take to finish: the model
+# catches up with audio sent ahead of it (as fast as allowed: up to the replay window's 30 s).
+STOP_GRACE_S = 15.0
+_INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 ENCODINGS = tuple(SAMPLE_BYTES)
 
 
@@ -78,8 +89,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     try:
         return asyncio.run(_transcribe(args, key))
-    except KeyboardInterrupt:
-        return 130
+    except (KeyboardInterrupt, asyncio.CancelledError):  # a second Ctrl-C
+        return _INTERRUPTED
     except Exception as exc:  # every failure becomes one line and a non-zero status
         return fail("transcribe", exc)
 
@@ -92,6 +103,7 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
 
     # The source first: a path or a format that is wrong fails before any connection.
     source = await (open_stdin(args) if args.source == "-" else open_file(Path(args.source), args))
+    stop = _stop_on_sigint()
     try:
         config = _config(args, source)
 
@@ -99,9 +111,11 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
             return TranscriptionSession.connect(urls(args), config, api_key=key, options=options)
 
         session = await connect(open_session, args)
-        sent = await _run_session(session, source, args)
+        sent = await _run_session(session, source, args, stop)
     finally:
         await source.close()
+    if stop.is_set():
+        return _INTERRUPTED
     stopped = source.stopped_early()
     if stopped is not None:
         print(f"voxwire transcribe: error: {stopped}", file=sys.stderr)
@@ -111,8 +125,32 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
     return 0
 
 
+def _stop_on_sigint() -> asyncio.Event:
+    """Set by the first SIGINT (the audio stops, the transcript is finished); the second
+    cancels the command's task (asyncio.run's own handler would at the first)."""
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+
+    def interrupted() -> None:
+        if stop.is_set():
+            if main is not None:
+                main.cancel()
+            return
+        stop.set()
+        print(
+            "voxwire transcribe: stopping; the transcript of the audio sent follows "
+            "(Ctrl-C again to quit)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here: no matter
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, interrupted)
+    return stop
+
+
 async def _run_session(
-    session: TranscriptionSession, source: Source, args: argparse.Namespace
+    session: TranscriptionSession, source: Source, args: argparse.Namespace, stop: asyncio.Event
 ) -> int:
     """Send the source, print the events; returns the bytes of audio sent."""
     from rich.console import Console
@@ -121,8 +159,20 @@ async def _run_session(
     async with session:
         printer = asyncio.create_task(_print(session.events(), console, args, source))
         try:
-            sent = await _send(session, source, args.realtime)
-            await session.close()
+            sent = await _send(session, source, args.realtime, stop)
+            if stop.is_set():
+                try:
+                    async with asyncio.timeout(STOP_GRACE_S):
+                        await session.close()
+                except TimeoutError:
+                    print(
+                        f"voxwire transcribe: the transcript did not finish within "
+                        f"{STOP_GRACE_S:g} s of the stop",
+                        file=sys.stderr,
+                    )
+                    await session.abort()
+            else:
+                await session.close()
         except BaseException:
             await session.abort()  # ends the event stream, so the printer ends too
             raise
@@ -146,15 +196,19 @@ def _config(args: argparse.Namespace, source: Source) -> transcription_pb2.Trans
     )
 
 
-async def _send(session: Any, source: Source, realtime: bool) -> int:
+async def _send(session: Any, source: Source, realtime: bool, stop: asyncio.Event) -> int:
     due = time.monotonic()
     sent = 0
     async for chunk in source.chunks:
         if realtime:
             delay = due - time.monotonic()
             if delay > 0:
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
             due += FRAME_MS / 1000
+        if stop.is_set():
+            break
         await session.send(chunk)
         sent += len(chunk)
     return sent
