@@ -31,8 +31,10 @@ _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 # A sentence end and the space after it; the abbreviations the adapter's splitter also keeps
 # inside a sentence ("Dr. Smith") are skipped.
 _SENTENCE_END = re.compile(r"[.!?\u2026][\"')\]\u201d\u2019]*\s+")
+# ASCII word boundaries, as JavaScript's: voxwire.js's textPieces cuts the same pieces.
 _ABBREVIATION = re.compile(
-    r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Mt|No|vs|etc|e\.g|i\.e|[A-Z])\.)$", re.IGNORECASE
+    r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Mt|No|vs|etc|e\.g|i\.e|[A-Z])\.)$",
+    re.IGNORECASE | re.ASCII,
 )
 _SPACE = re.compile(r"\s+")
 

@@ -22,6 +22,46 @@ const sampleBytes = (encoding) =>
 // a connection lost without a close, service restart (drain), try again later, too long.
 const RESUMABLE_CLOSES = new Set([1001, 1006, 1012, 1013, 4009]);
 
+// Long TTS text in pieces (voxwire.text_pieces, the Python SDK's): a context holds at most
+// maxPendingTextBytes (16 KiB) of unspoken text, so text longer than a piece goes a piece at a
+// time, each ended by a flush of the client's own, two waiting for their ack at a time. Pieces
+// end at a paragraph break in their second half, else a sentence end, else a space.
+const PIECE_BYTES = 4096;
+const PIECE_FLUSH = "voxwire-piece-";
+const utf8 = new TextEncoder();
+const bytesOf = (text) => utf8.encode(text).length;
+const ABBREVIATION = /(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Mt|No|vs|etc|e\.g|i\.e|[A-Z])\.)$/i;
+
+export function textPieces(text, maxBytes = PIECE_BYTES) {
+  const out = [];
+  let rest = text;
+  while (bytesOf(rest) > maxBytes) {
+    const end = pieceEnd(rest, maxBytes);
+    out.push(rest.slice(0, end));
+    rest = rest.slice(end);
+  }
+  if (rest) out.push(rest);
+  return out;
+}
+
+function pieceEnd(text, maxBytes) {
+  // The most UTF-16 units from the start whose UTF-8 fits, never splitting a surrogate pair.
+  let limit = Math.min(maxBytes, text.length);
+  while (bytesOf(text.slice(0, limit)) > maxBytes) limit -= 1;
+  if (limit > 0 && limit < text.length && /[\uD800-\uDBFF]/.test(text[limit - 1])) limit -= 1;
+  const window = text.slice(0, limit);
+  let end = -1;
+  for (const m of window.matchAll(/\n[ \t]*\n\s*/g)) end = m.index + m[0].length;
+  if (end > window.length / 2) return end;
+  const ends = [...window.matchAll(/[.!?\u2026]["')\]\u201d\u2019]*\s+/g)];
+  for (const m of ends.reverse()) {
+    if (!ABBREVIATION.test(window.slice(0, m.index + 1))) return m.index + m[0].length;
+  }
+  end = -1;
+  for (const m of window.matchAll(/\s+/g)) end = m.index + m[0].length;
+  return end > 0 ? end : Math.max(1, limit);
+}
+
 // getToken for a demo page: the token in the URL fragment first; for a reconnect (a gateway
 // restarted or drained), the embedding application's own `voxwireToken()` (its backend mints
 // tokens with POST /v1/auth/token; a token is good for one connection).
@@ -389,25 +429,81 @@ export class TtsSession extends ResumableSession {
       skipTo: null,      // SSML, after a reopening: audio before this (ms) came already
       wordsTo: 0,        // end of the last word timestamp received (ms): every word by it came
       seqShift: 0,       // the new connection's sequence numbers less those passed on
+      queue: [],         // long text's rest, and the flushes and close given after it
+      waiting: new Set(),  // flush ids sent by the queue, not acknowledged yet
+      pieces: 0, closing: false,
     });
     this._send({ contextId, open: config });
   }
 
+  // Text of any length: what is longer than a piece goes in pieces as the server speaks them
+  // (textPieces), and text, flushes and the close given meanwhile wait their turn.
   append(contextId, text) {
     const ctx = this._writable(contextId);
-    ctx.text = ctx.text.concat(Array.from(text));  // offsets are code points (docs/edge.md)
-    this._send({ contextId, append: { text } });
+    const piece = [...ctx.waiting].some((id) => id.startsWith(PIECE_FLUSH));
+    if (!ctx.queue.length && !piece && bytesOf(text) <= PIECE_BYTES) {
+      this._appendNow(ctx, text);
+      return;
+    }
+    if (typeof ctx.queue[ctx.queue.length - 1] === "string") ctx.queue[ctx.queue.length - 1] += text;
+    else ctx.queue.push(text);
+    this._feed(ctx);
   }
 
   flush(contextId, flushId = "") {
     const ctx = this._writable(contextId);
-    ctx.flushes.push({ id: flushId, at: ctx.base + ctx.text.length });
-    this._send({ contextId, flush: { flushId } });
+    if (!ctx.queue.length) { this._flushNow(ctx, flushId); return; }
+    ctx.queue.push({ flush: flushId });
+    this._feed(ctx);
   }
 
   closeContext(contextId) {
-    this._writable(contextId).closed = true;
-    this._send({ contextId, close: {} });
+    const ctx = this._writable(contextId);
+    ctx.closing = true;
+    if (!ctx.queue.length) { this._closeNow(ctx); return; }
+    ctx.queue.push({ close: true });
+    this._feed(ctx);
+  }
+
+  _appendNow(ctx, text) {
+    ctx.text = ctx.text.concat(Array.from(text));  // offsets are code points (docs/edge.md)
+    this._send({ contextId: ctx.id, append: { text } });
+  }
+
+  _flushNow(ctx, flushId) {
+    ctx.flushes.push({ id: flushId, at: ctx.base + ctx.text.length });
+    this._send({ contextId: ctx.id, flush: { flushId } });
+  }
+
+  _closeNow(ctx) {
+    ctx.closed = true;
+    this._send({ contextId: ctx.id, close: {} });
+  }
+
+  // What the queue lets out now (voxwire.text_pieces.TextFeed.more): while fewer than two of
+  // its flushes wait for their ack.
+  _feed(ctx) {
+    while (ctx.queue.length && ctx.waiting.size < 2) {
+      const item = ctx.queue[0];
+      if (item.close) { ctx.queue.shift(); this._closeNow(ctx); continue; }
+      if (typeof item !== "string") {
+        ctx.queue.shift();
+        ctx.waiting.add(item.flush);
+        this._flushNow(ctx, item.flush);
+        continue;
+      }
+      const [first] = textPieces(item);
+      if (first.length === item.length) {  // a piece at most, a flush, a close or nothing behind
+        ctx.queue.shift();
+        this._appendNow(ctx, item);
+        continue;
+      }
+      ctx.queue[0] = item.slice(first.length);
+      const flushId = `${PIECE_FLUSH}${++ctx.pieces}`;
+      ctx.waiting.add(flushId);
+      this._appendNow(ctx, first);
+      this._flushNow(ctx, flushId);
+    }
   }
 
   // Barge-in. False when the context has ended already (its `done` came before the listener
@@ -428,6 +524,7 @@ export class TtsSession extends ResumableSession {
   _stop(contextId, message) {
     const ctx = this.contexts.get(contextId);
     if (!ctx) return false;
+    ctx.queue = [];  // the rest of a long text is not sent
     ctx.stop = message;  // never reopened after this (a zombie context would speak on)
     this._send(message);
     return true;
@@ -436,7 +533,7 @@ export class TtsSession extends ResumableSession {
   _writable(contextId) {
     const ctx = this.contexts.get(contextId);
     if (!ctx) throw new Error(`no open context ${contextId}`);
-    if (ctx.closed || ctx.stop) throw new Error(`context ${contextId} is closed: no more text`);
+    if (ctx.closed || ctx.closing || ctx.stop) throw new Error(`context ${contextId} is closed: no more text`);
     return ctx;
   }
 
@@ -550,7 +647,8 @@ export class TtsSession extends ResumableSession {
       if (!words.length) return;
       msg.words = { ...msg.words, words };
     } else if (msg.flushAck) {
-      const i = ctx.flushes.findIndex((f) => f.id === (msg.flushAck.flushId || ""));
+      const id = msg.flushAck.flushId || "";
+      const i = ctx.flushes.findIndex((f) => f.id === id);
       if (i >= 0) {
         const [flush] = ctx.flushes.splice(i, 1);
         if (ctx.ssml) {  // the document before it is all heard (its words too): never again
@@ -559,6 +657,9 @@ export class TtsSession extends ResumableSession {
           ctx.wordsTo = Math.max(ctx.wordsTo, ctx.audioEnd);
         }
       }
+      ctx.waiting.delete(id);
+      this._feed(ctx);  // room for the next piece
+      if (id.startsWith(PIECE_FLUSH)) return;  // a piece's own flush: not the page's news
     } else if (msg.done || msg.cancelled || msg.truncated || msg.contextError) {
       this.contexts.delete(ctx.id);
       this.handles.delete(ctx.handle);

@@ -11,6 +11,7 @@ import pytest
 from tests.gateway.conftest import Edge
 from tests.helpers.browser import async_page
 from tests.helpers.edge import page_token
+from voxwire.text_pieces import pieces
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -72,4 +73,62 @@ async def test_a_page_speaks_marks_words_heard_and_barges_in(edge: Edge):
     late = re.fullmatch(r"heard \((\d+) ms\): (.*)", late_heard)
     assert late and late.group(2).split() == late_marked, (late_heard, late_marked)
     assert late_status.startswith("stopped turn-3 at "), late_status
+    assert browser.errors == [], browser.errors
+
+
+# The page's module, given a token: one context of long text on bench_tts, read to its end.
+_LONG_TEXT_SCRIPT = """async ([token, text, cases]) => {
+  const vx = await import("/demo/voxwire.js");
+  const pieces = cases.map(([t, n]) => vx.textPieces(t, n));
+  const url = location.origin.replace(/^http/, "ws");
+  const events = [];
+  const tts = new vx.TtsSession({ url, getToken: vx.pageTokens(token), leadMs: 0,
+                                  onEvent: (id, e) => { if (id) events.push(e); } });
+  tts.start();
+  tts.open("long", { model: "bench_tts", wordTimestamps: true,
+                     outputFormat: { encoding: "AUDIO_ENCODING_PCM_S16LE", sampleRateHz: 16000 } });
+  tts.append("long", text);
+  tts.flush("long", "mine");
+  tts.closeContext("long");
+  let refused = "";
+  try { tts.append("long", "more"); } catch (e) { refused = String(e.message); }
+  const ended = (e) => e.done || e.contextError || e.cancelled;
+  for (let i = 0; i < 600 && !events.some(ended); i++) await new Promise((r) => setTimeout(r, 50));
+  tts.close();
+  const words = events.flatMap((e) => (e.words ? e.words.words : []))
+    .map((w) => [Number(w.textOffset || 0), Number(w.textLength || 0)]);
+  const acks = events.filter((e) => e.flushAck).map((e) => e.flushAck.flushId);
+  const last = events[events.length - 1];
+  return { pieces, words, acks, refused, last: Object.keys(last).filter((k) => k !== "contextId") };
+}"""
+
+
+async def test_a_page_speaks_text_longer_than_a_context_holds_in_pieces(edge: Edge):
+    # voxwire.js's TtsSession.append of more than the 16 KiB a context holds unspoken ended
+    # the context with TEXT_TOO_LARGE; it now goes in pieces (textPieces, cut as the Python
+    # SDK's voxwire.text_pieces cuts: the same pieces for the same text), as it is spoken.
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    text = " ".join(
+        " ".join(letters[(i + w) % 26] * 190 for w in range(4)) + "." for i in range(24)
+    )
+    cases = [
+        ["One two. Three four five six.", 20],
+        ["Dr. Smith went home. He slept.", 25],
+        ["Aaa bbb ccc.\n\nDdd. Eee fff ggg.", 22],
+        ["aaaa bbbb cccc", 10],
+        ["éééé éé", 6],
+        ["Wait\u2026 what?\u201d she said. Then: \u201cgo!\u201d and they went on a while.", 24],
+        [text, 4096],
+    ]
+    token = await page_token(edge, "long-text-page")
+    async with async_page(timeout_ms=60_000) as browser:
+        page = browser.page
+        await page.goto(f"{edge.server.url}/demo/speak.html")
+        got = await page.evaluate(_LONG_TEXT_SCRIPT, [token, text, cases])
+    assert got["pieces"] == [pieces(t, n) for t, n in cases]
+    assert got["last"] == ["done"], got["last"]
+    assert got["refused"].endswith("is closed: no more text"), got["refused"]
+    spoken = [text[o : o + n].rstrip(".") for o, n in got["words"]]
+    assert spoken == [part.rstrip(".") for part in text.split()]
+    assert got["acks"] == ["mine"]  # the pieces' own flushes are not the page's news
     assert browser.errors == [], browser.errors
