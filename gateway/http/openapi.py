@@ -205,6 +205,9 @@ def document(server_url: str = "") -> dict[str, Any]:
                 ],
                 "requestBody": {
                     "required": True,
+                    "description": "At most 64 KiB (413 BODY_TOO_LARGE). Plain text goes to the "
+                    "model in pieces as it is spoken, so all of it is spoken; an SSML document "
+                    "goes whole, at most maxPendingTextBytes (16 KiB; 413 TEXT_TOO_LARGE)",
                     "content": {
                         **_json(s.message(http_pb2.SpeakRequest.DESCRIPTOR)),
                         "text/plain": {"schema": {"type": "string"}},

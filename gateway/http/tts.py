@@ -439,7 +439,8 @@ async def _relay(
         while True:
             try:
                 msg = await upstream.read()
-                if msg is not None and msg.WhichOneof("response") == "flush_ack":
+                kind = msg.WhichOneof("response") if msg is not None else None
+                if msg is not None and kind == "flush_ack":
                     # A piece's audio is all out: the next piece (and at the end the close).
                     if feed.acked(msg.flush_ack.flush_id) and not feed.idle:
                         await _feed(upstream, feed)
@@ -455,7 +456,6 @@ async def _relay(
                 if writes is None:
                     raise _Refused(errors.BackendUnavailable("the upstream stream ended early"))
                 raise _Cut("the upstream stream ended without done")
-            kind = msg.WhichOneof("response")
             if kind == "opened":
                 edge.edge_connect_us = round((time.monotonic() - opened_at) * 1e6)
                 continue

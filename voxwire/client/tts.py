@@ -81,8 +81,8 @@ class SynthesisContext:
         return self.events
 
     async def append(self, text: str) -> None:
-        """Add text to speak. Text of any length: what is longer than a piece (4 KiB, or half
-        the server's ``max_pending_text_bytes``) goes out in pieces at sentence ends, each
+        """Add text to speak. Text of any length: what is longer than a piece (4 KiB,
+        ``SynthesisSession.piece_bytes``) goes out in pieces at sentence ends, each
         when the server has spoken all but one piece before it (a flush of the SDK's own,
         whose ack is not passed on), so the context never holds more unspoken text than the
         server allows; text given meanwhile (and flushes, the close) waits its turn. Read the
