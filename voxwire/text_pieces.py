@@ -31,7 +31,8 @@ _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 # A sentence end and the space after it; the abbreviations the adapter's splitter also keeps
 # inside a sentence ("Dr. Smith") are skipped.
 _SENTENCE_END = re.compile(r"[.!?\u2026][\"')\]\u201d\u2019]*\s+")
-# ASCII word boundaries, as JavaScript's: voxwire.js's textPieces cuts the same pieces.
+# ASCII word boundaries, as JavaScript's: voxwire.js's textPieces cuts the same pieces (of text
+# without characters beyond the BMP: JavaScript counts those as two units).
 _ABBREVIATION = re.compile(
     r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Mt|No|vs|etc|e\.g|i\.e|[A-Z])\.)$",
     re.IGNORECASE | re.ASCII,
@@ -53,10 +54,11 @@ def pieces(text: str, max_bytes: int = PIECE_BYTES) -> list[str]:
     if max_bytes < 4:
         raise ValueError("max_bytes must be at least 4")
     out: list[str] = []
-    start = 0
-    while len(text.encode()) - len(text[:start].encode()) > max_bytes:
+    start, rest = 0, len(text.encode())
+    while rest > max_bytes:
         end = _fit(text, start, max_bytes)
         out.append(text[start:end])
+        rest -= len(out[-1].encode())
         start = end
     if start < len(text):
         out.append(text[start:])
@@ -157,18 +159,14 @@ class TextFeed:
                 self._waiting.append(item.flush_id)
                 out.append(item)
                 continue
-            cut = pieces(item, self._piece_bytes)
-            if len(cut) == 1:
+            if len(item.encode()) <= self._piece_bytes:
                 # No more than a piece, and a flush, a close or nothing behind it (text is
                 # joined in ``append``): out as it is, no flush of the feed's.
                 self._queue.popleft()
                 out.append(Append(item))
                 continue
-            first, rest = cut[0], item[len(cut[0]) :]
-            if rest:
-                self._queue[0] = rest
-            else:
-                self._queue.popleft()
+            end = _fit(item, 0, self._piece_bytes)  # the first piece only: no cut of the rest
+            first, self._queue[0] = item[:end], item[end:]
             self._count += 1
             flush_id = f"{self._prefix}{self._count}"
             self._waiting.append(flush_id)

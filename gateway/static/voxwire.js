@@ -47,7 +47,10 @@ export function textPieces(text, maxBytes = PIECE_BYTES) {
 function pieceEnd(text, maxBytes) {
   // The most UTF-16 units from the start whose UTF-8 fits, never splitting a surrogate pair.
   let limit = Math.min(maxBytes, text.length);
-  while (bytesOf(text.slice(0, limit)) > maxBytes) limit -= 1;
+  for (let over = bytesOf(text.slice(0, limit)) - maxBytes; over > 0;
+       over = bytesOf(text.slice(0, limit)) - maxBytes) {
+    limit -= Math.max(1, Math.floor(over / 4));  // a unit is at most 3 bytes of UTF-8
+  }
   if (limit > 0 && limit < text.length && /[\uD800-\uDBFF]/.test(text[limit - 1])) limit -= 1;
   const window = text.slice(0, limit);
   let end = -1;
@@ -492,12 +495,12 @@ export class TtsSession extends ResumableSession {
         this._flushNow(ctx, item.flush);
         continue;
       }
-      const [first] = textPieces(item);
-      if (first.length === item.length) {  // a piece at most, a flush, a close or nothing behind
+      if (bytesOf(item) <= PIECE_BYTES) {  // a piece at most, a flush, a close or nothing behind
         ctx.queue.shift();
         this._appendNow(ctx, item);
         continue;
       }
+      const first = item.slice(0, pieceEnd(item, PIECE_BYTES));  // the first piece only
       ctx.queue[0] = item.slice(first.length);
       const flushId = `${PIECE_FLUSH}${++ctx.pieces}`;
       ctx.waiting.add(flushId);
