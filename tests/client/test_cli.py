@@ -282,6 +282,41 @@ async def test_speak_to_a_pipe_sends_the_audio_as_it_comes(edge: Edge):
     assert last - first > 0.5 * last, (first, last)
 
 
+async def test_speak_from_a_pipe_speaks_the_text_as_it_comes(edge: Edge):
+    # `llm ... | voxwire speak - -o - | aplay`: stdin was read to its end before anything was
+    # sent, so nothing was heard until the writer had finished. Now its text goes as it comes.
+    import os
+
+    process = await asyncio.create_subprocess_exec(
+        VOXWIRE, "speak", "-", "-o", "-", "--rate", "16000", "--url", edge.ws,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "VOXWIRE_API_KEY": edge.key},
+    )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            process.stdin.write(b"Please call me back tomorrow morning at nine. ")
+            await process.stdin.drain()
+            # A second of the first sentence's audio, while the rest of the text is unwritten.
+            heard = b""
+            while len(heard) < 44 + 32_000:
+                heard += await process.stdout.read(65536) or b"!"
+                assert not heard.endswith(b"!"), "stdout ended"
+            process.stdin.write("And send me the details, café.".encode())
+            process.stdin.close()
+            rest, err = await asyncio.gather(process.stdout.read(), process.stderr.read())
+            assert await process.wait() == 0, err
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    seconds = (len(heard) + len(rest) - 44) / 32_000
+    assert f"({seconds:.2f} s)" in err.decode(), (seconds, err)
+    assert seconds > 3.5  # both sentences
+
+
 # The command run as the console script runs it, printing its own peak RSS (KiB) at exit.
 _MAXRSS = (
     "import atexit, resource, sys\n"

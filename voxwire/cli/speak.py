@@ -1,11 +1,12 @@
 """``voxwire speak "TEXT" -o out.wav``: synthesize text through the gateway into an audio file.
 
-The text (or stdin with ``-``; any length: a book goes in pieces as it is spoken,
-``SynthesisContext.append``) goes to one TTS context, spoken as fast as the model goes (lead
-0); the audio is written as 16-bit PCM WAV at ``--rate``, or in the format the output's name
-asks for (``.flac``, ``.ogg``, ``.opus``, ``.mp3``, ``.au``, ``.aiff``, ``.caf``, ``.raw``:
-voxwire.cli.wav_output). On a terminal a progress line shows the audio received while it
-arrives. Word timings go to stderr with ``--words``.
+The text (or stdin with ``-``, sent as it comes: a program writing text as it goes, an LLM's
+output, is heard from its first sentence; an SSML document is read whole first; any length: a
+book goes in pieces as it is spoken, ``SynthesisContext.append``) goes to one TTS context,
+spoken as fast as the model goes (lead 0); the audio is written as 16-bit PCM WAV at
+``--rate``, or in the format the output's name asks for (``.flac``, ``.ogg``, ``.opus``,
+``.mp3``, ``.au``, ``.aiff``, ``.caf``, ``.raw``: voxwire.cli.wav_output). On a terminal a
+progress line shows the audio received while it arrives. Word timings go to stderr with ``--words``.
 
 Text that starts with ``<speak`` (or an XML declaration) is sent as SSML, in the model's subset
 (``ssmlElements`` in the gateway's ``/v1/capabilities``; markup outside it fails with
@@ -26,6 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
+import contextlib
+import os
 import sys
 import threading
 from collections.abc import Awaitable
@@ -86,14 +90,69 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=_run)
 
 
+class _Stdin:
+    """stdin as text, read as it comes (``os.read``: what a pipe holds now, not a buffer's
+    worth), in a worker thread so that the event loop never waits on it."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self.ended = False
+
+    def read_now(self) -> str:
+        """Blocks until some text or the end (then ""). Raises CliError: not UTF-8."""
+        while not self.ended:
+            data = os.read(sys.stdin.fileno(), _STDIN_BLOCK)
+            self.ended = not data
+            try:
+                text = self._decoder.decode(data, final=self.ended)
+            except UnicodeDecodeError as exc:
+                raise CliError(f"stdin is not UTF-8 text: {exc.reason}") from None
+            if text or self.ended:
+                return text
+        return ""
+
+    def read_start(self) -> str:
+        """Text up to its first non-space character (or all of it, to the end)."""
+        text = ""
+        while not text.strip() and not self.ended:
+            text += self.read_now()
+        return text
+
+    def read_rest(self) -> str:
+        parts = []
+        while not self.ended:
+            parts.append(self.read_now())
+        return "".join(parts)
+
+
+_STDIN_BLOCK = 65536
+
+
 def _run(args: argparse.Namespace) -> int:
     key = api_key(args, "speak")
     if key is None:
         return 2
-    text = sys.stdin.read() if args.text == "-" else args.text
+    stdin: _Stdin | None = None
+    if args.text == "-":
+        # Text is spoken as it comes (a program writing it as it goes, an LLM's output), so
+        # only its start is waited for here: whether there is any, and whether it is SSML (a
+        # document goes whole: it is only complete at its end).
+        stdin = _Stdin()
+        try:
+            text = stdin.read_start()
+        except CliError as exc:
+            return fail("speak", exc)
+    else:
+        text = args.text
     if not text.strip():
         print("voxwire speak: error: no text to speak", file=sys.stderr)
         return 2
+    if stdin is not None and is_ssml(text, args.format):
+        try:
+            text += stdin.read_rest()
+        except CliError as exc:
+            return fail("speak", exc)
+        stdin = None
     try:
         if args.rate is None:
             args.rate = default_rate(args.output)
@@ -115,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
                 daemon=True,  # a reader that stopped reading must not keep the process
             )
             writer.start()
-        asyncio.run(_speak(args, key, text, spool))
+        asyncio.run(_speak(args, key, text, spool, stdin))
         # After the loop: no blocking call on it.
         if writer is None:
             output.write(spool.blocks(), spool.size, args.rate)
@@ -134,6 +193,41 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _append_stdin(context: Any, stdin: _Stdin) -> None:
+    """The rest of stdin appended to ``context`` as it comes, then its close; if it cannot
+    be (stdin not UTF-8, the session failed), the context is cancelled, so that its events end.
+
+    stdin is read by a daemon thread of its own, not the loop's executor: a read waits as long
+    as the writer does (the session's keepalives hold it meanwhile), and a command that ends
+    for another reason must not wait for it (``asyncio.run`` joins its executor's threads)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | Exception | None] = asyncio.Queue()
+
+    def give(item: str | Exception | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: the command is over
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def read() -> None:
+        try:
+            while text := stdin.read_now():
+                give(text)
+            give(None)
+        except Exception as exc:  # CliError (not UTF-8), OSError: the command's error
+            give(exc)
+
+    threading.Thread(target=read, name="voxwire-speak-stdin", daemon=True).start()
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            await context.append(item)
+        await context.close()
+    except Exception:
+        with contextlib.suppress(Exception):
+            await context.cancel()
+        raise
+
+
 def _give_up(output: WavOutput, spool: AudioSpool, writer: threading.Thread | None) -> None:
     spool.abort()
     if writer is not None:
@@ -144,8 +238,11 @@ def _give_up(output: WavOutput, spool: AudioSpool, writer: threading.Thread | No
     spool.close()
 
 
-async def _speak(args: argparse.Namespace, key: str, text: str, spool: AudioSpool) -> None:
-    """Synthesizes the text into ``spool`` (16-bit PCM at ``args.rate``)."""
+async def _speak(
+    args: argparse.Namespace, key: str, text: str, spool: AudioSpool, stdin: _Stdin | None
+) -> None:
+    """Synthesizes the text (and the rest of ``stdin``'s) into ``spool`` (16-bit PCM at
+    ``args.rate``)."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
@@ -153,15 +250,12 @@ async def _speak(args: argparse.Namespace, key: str, text: str, spool: AudioSpoo
     from voxwire.client import SessionOptions, SynthesisSession, SynthesizedAudio
     from voxwire.v1 import audio_pb2, synthesis_pb2
 
+    ssml = is_ssml(text, args.format)  # read whole already when it is (_run)
     config = synthesis_pb2.SynthesisContextConfig(
         model=args.model,
         voice=args.voice,
         word_timestamps=args.words,
-        text_format=(
-            synthesis_pb2.TEXT_FORMAT_SSML
-            if is_ssml(text, args.format)
-            else synthesis_pb2.TEXT_FORMAT_PLAIN
-        ),
+        text_format=synthesis_pb2.TEXT_FORMAT_SSML if ssml else synthesis_pb2.TEXT_FORMAT_PLAIN,
         output_format=audio_pb2.AudioFormat(
             encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=args.rate
         ),
@@ -175,24 +269,38 @@ async def _speak(args: argparse.Namespace, key: str, text: str, spool: AudioSpoo
     async with session:
         context = await session.open("speak", config)
         await context.append(text)
-        await context.close()
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            console=console,
-            transient=True,
-            # Off the terminal (a log, a pipe) a spinner has nothing to show, and rich would
-            # still leave its last line behind, empty.
-            disable=not console.is_terminal,
-        ) as progress:
-            task = progress.add_task("waiting for audio", total=None)
-            async for event in context:
-                if isinstance(event, SynthesizedAudio):
-                    await spool.add(event.audio)
-                    seconds = (event.start_ms + event.duration_ms) / 1000
-                    progress.update(task, description=f"{seconds:.1f} s of audio")
-                elif isinstance(event, synthesis_pb2.WordTimestamps):
-                    for word in event.words:
-                        print(f"{word.start_ms:>7} {word.end_ms:>7}  {word.word}", file=sys.stderr)
+        feeding = None
+        if stdin is None:
+            await context.close()
+        else:
+            feeding = asyncio.create_task(_append_stdin(context, stdin))
+        try:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                console=console,
+                transient=True,
+                # Off the terminal (a log, a pipe) a spinner has nothing to show, and rich would
+                # still leave its last line behind, empty.
+                disable=not console.is_terminal,
+            ) as progress:
+                task = progress.add_task("waiting for audio", total=None)
+                async for event in context:
+                    if isinstance(event, SynthesizedAudio):
+                        await spool.add(event.audio)
+                        seconds = (event.start_ms + event.duration_ms) / 1000
+                        progress.update(task, description=f"{seconds:.1f} s of audio")
+                    elif isinstance(event, synthesis_pb2.WordTimestamps):
+                        for word in event.words:
+                            print(
+                                f"{word.start_ms:>7} {word.end_ms:>7}  {word.word}", file=sys.stderr
+                            )
+            if feeding is not None:
+                await feeding  # ended with the context: its error, if any, is the command's
+        finally:
+            if feeding is not None and not feeding.done():  # the context failed first
+                feeding.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await feeding
         await session.close()
     await spool.finish()
