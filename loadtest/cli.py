@@ -246,11 +246,15 @@ _NOT_REACHED = frozenset(
 )
 
 
+def _top_errors(result: dict[str, Any]) -> list[tuple[str, int]]:
+    """The run's three most frequent error keys and their counts."""
+    return sorted(result["errors"].items(), key=lambda kv: -kv[1])[:3]
+
+
 def _examples(result: dict[str, Any]) -> list[tuple[str, str]]:
     """The first message of each of the run's three most frequent error keys, if it has one."""
     examples = result.get("error_examples") or {}
-    top = sorted(result["errors"].items(), key=lambda kv: -kv[1])[:3]
-    return [(key, examples[key]) for key, _ in top if examples.get(key)]
+    return [(key, examples[key]) for key, _ in _top_errors(result) if examples.get(key)]
 
 
 def failed_outright(result: dict[str, Any]) -> bool:
@@ -259,13 +263,12 @@ def failed_outright(result: dict[str, Any]) -> bool:
     s = result["sessions"]
     if s["ok"] or not s["failed"]:
         return False
-    top = sorted(result["errors"].items(), key=lambda kv: -kv[1])[:3]
+    top = _top_errors(result)
     why = ", ".join(f"{reason} x{count}" for reason, count in top) or "no status"
     # The address and the key are worth checking when the target could not be reached or
     # would not let the client in; a refusal of what the scenario asked is said by its message.
     reached = not any(key.split("/")[0] in _NOT_REACHED for key, _ in top)
-    examples = dict(_examples(result))
-    first = examples.get(top[0][0]) if top else None
+    first = (result.get("error_examples") or {}).get(top[0][0]) if top else None
     print(
         f"error: every session failed ({s['failed']} of {s['total']}): {why}; "
         + (

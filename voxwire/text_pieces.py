@@ -69,8 +69,8 @@ def _fit(text: str, start: int, max_bytes: int) -> int:
     """Where the piece from ``start`` ends: the last good cut within ``max_bytes``."""
     # The most code points from start that fit in max_bytes (a code point is 1 to 4 bytes).
     limit = start + min(max_bytes, len(text) - start)
-    while len(text[start:limit].encode()) > max_bytes:
-        limit -= max(1, (len(text[start:limit].encode()) - max_bytes) // 4)
+    while (over := len(text[start:limit].encode()) - max_bytes) > 0:
+        limit -= max(1, over // 4)
     window = text[start:limit]
     ends = [m.end() for m in _PARAGRAPH.finditer(window)]
     if ends and ends[-1] > len(window) // 2:

@@ -246,19 +246,24 @@ async def test_speak_to_dash_writes_the_wav_to_stdout(edge: Edge):
     assert abs((len(outcome.stdout) - 44) / 32000 - seconds) < 0.01 and seconds > 0.5
 
 
-async def test_speak_to_a_pipe_sends_the_audio_as_it_comes(edge: Edge):
-    # Before, a pipe (-o - | aplay) got the WAV only once the whole text was synthesized: a
-    # long text's first audio came when its last did.
+async def _speak_pipes(edge: Edge, *args: str) -> asyncio.subprocess.Process:
+    """``voxwire speak - -o - ARGS`` with pipes for stdin, stdout and stderr."""
     import os
 
-    sentence = "Please call me back tomorrow morning at nine, and send me the details. "
-    process = await asyncio.create_subprocess_exec(
-        VOXWIRE, "speak", "-", "-o", "-", "--url", edge.ws,
+    return await asyncio.create_subprocess_exec(
+        VOXWIRE, "speak", "-", "-o", "-", *args, "--url", edge.ws,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "VOXWIRE_API_KEY": edge.key},
     )  # fmt: skip
+
+
+async def test_speak_to_a_pipe_sends_the_audio_as_it_comes(edge: Edge):
+    # Before, a pipe (-o - | aplay) got the WAV only once the whole text was synthesized: a
+    # long text's first audio came when its last did.
+    sentence = "Please call me back tomorrow morning at nine, and send me the details. "
+    process = await _speak_pipes(edge)
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write((sentence * 60).encode())
     process.stdin.close()
@@ -285,15 +290,7 @@ async def test_speak_to_a_pipe_sends_the_audio_as_it_comes(edge: Edge):
 async def test_speak_from_a_pipe_speaks_the_text_as_it_comes(edge: Edge):
     # `llm ... | voxwire speak - -o - | aplay`: stdin was read to its end before anything was
     # sent, so nothing was heard until the writer had finished. Now its text goes as it comes.
-    import os
-
-    process = await asyncio.create_subprocess_exec(
-        VOXWIRE, "speak", "-", "-o", "-", "--rate", "16000", "--url", edge.ws,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "VOXWIRE_API_KEY": edge.key},
-    )  # fmt: skip
+    process = await _speak_pipes(edge, "--rate", "16000")
     assert process.stdin is not None and process.stdout is not None
     try:
         async with asyncio.timeout(30):

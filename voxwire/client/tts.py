@@ -73,7 +73,7 @@ class SynthesisContext:
         self._feed_lock = asyncio.Lock()  # one sender at a time: the feed's order is the wire's
         self._closing = False
         self._feeders: set[asyncio.Task[None]] = set()
-        self.progress = asyncio.Event()  # set when the feed moved (a piece's ack, an end)
+        self._progress = asyncio.Event()  # set when the feed moved (a piece's ack, an end)
 
     def __aiter__(self) -> AsyncIterator[ContextEvent]:
         """Events until ``done``, ``cancelled`` or ``truncated`` (the last one); raises the
@@ -164,7 +164,7 @@ class SynthesisContext:
             task = asyncio.get_running_loop().create_task(self._feed_on())
             self._feeders.add(task)
             task.add_done_callback(self._feeders.discard)
-        self.progress.set()
+        self._progress.set()
         return ours
 
     async def _feed_on(self) -> None:
@@ -179,7 +179,7 @@ class SynthesisContext:
         self._feed.clear()
         for task in self._feeders:
             task.cancel()
-        self.progress.set()
+        self._progress.set()
 
 
 def _send(context_id: str, op: Op, state: SynthesisClientState) -> Message:
@@ -282,8 +282,8 @@ class SynthesisSession(ResumingLink):
         # ``close_timeout_s`` is a TimeoutError.
         while feeding := [c for c in self._contexts.values() if c.feeding]:
             for context in feeding:
-                context.progress.clear()
-            waits = [asyncio.ensure_future(c.progress.wait()) for c in feeding]
+                context._progress.clear()
+            waits = [asyncio.ensure_future(c._progress.wait()) for c in feeding]
             try:
                 done, _ = await asyncio.wait(waits, timeout=self.options.close_timeout_s)
             finally:
