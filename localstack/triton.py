@@ -31,6 +31,8 @@ from typing import BinaryIO
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from voxwire.child_signal import signal_child
+
 __all__ = [
     "TritonPorts",
     "TritonServer",
@@ -334,8 +336,7 @@ class TritonServer:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Idempotent."""
         process = self._process
         if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+            signal_child(process, signal.SIGTERM)  # not send_signal: voxwire/child_signal.py
             try:
                 await asyncio.wait_for(process.wait(), grace)
             except TimeoutError:

@@ -40,6 +40,7 @@ from gateway.http.decoder_child import (
 )
 from gateway.http.upload import DecodedFormat
 from voxwire import errors
+from voxwire.child_signal import signal_child
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,9 @@ class DecoderProcess:
         return self.process.returncode is None
 
     async def kill(self) -> None:
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
+        # Not process.kill(): it reaps a decoder that the process group's signal has just
+        # ended behind the child watcher's back (voxwire/child_signal.py).
+        signal_child(self.process, signal.SIGKILL)
         if self.process.stdin is not None:
             self.process.stdin.close()  # the transport closes once every pipe has
         with contextlib.suppress(Exception):
