@@ -209,6 +209,20 @@ async def test_tts_speaks_a_body_longer_than_a_context_holds_every_word_in_order
     assert seqs == list(range(1, len(seqs) + 1))
 
 
+async def test_an_ssml_document_over_what_a_context_holds_is_413_in_the_clients_terms(
+    edge: Edge,
+):
+    # An SSML document goes whole; one over the 16 KiB a context holds was refused with the
+    # adapter's words, "context 'http' would hold more than ...": a context the client never
+    # named.
+    ssml = "<speak>" + "word " * 4000 + "</speak>"
+    status, body = await _speak_raw(edge, ssml, "application/ssml+xml")
+    error = json.loads(body)["error"]
+    assert status == 413 and error["reason"] == "TEXT_TOO_LARGE", body
+    assert error["message"].startswith(f"the SSML document ({len(ssml)} bytes) goes"), error
+    assert "split it into several requests" in error["message"], error
+
+
 @pytest.mark.parametrize(
     ("kwargs", "status", "reason"),
     [
