@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from gateway.wire.query import ENCODINGS
-from voxwire import errors as table
+from voxwire.edge.http_errors import by_status
 from voxwire.edge.v1 import http_pb2
 from voxwire.v1 import capabilities_pb2, stream_pb2, synthesis_pb2
 
@@ -126,11 +126,24 @@ def document(server_url: str = "") -> dict[str, Any]:
         },
         "content": _json(s.message(http_pb2.ErrorResponse.DESCRIPTOR)),
     }
-    # Every HTTP status the error table maps a reason to (voxwire/errors.py), so a status the
-    # server can answer is never missing here.
-    errors = {
-        str(code): error for code in sorted({e.http_status for e in table.reasons().values()})
-    }
+
+    def errors(method: str, path: str) -> dict[str, Any]:
+        """The statuses ``method path`` answers with an error (voxwire/edge/http_errors.py),
+        each naming its reasons; ``default`` for any other a server behind it may add."""
+        out: dict[str, Any] = {}
+        for status, listed in by_status(method, path).items():
+            names = ", ".join(listed)
+            out[str(status)] = {
+                **error,
+                "description": f"{error['description']}; reason one of: {names}",
+                "x-voxwire-reasons": listed,
+            }
+        out["default"] = {
+            **error,
+            "description": f"{error['description']}: any other the contract may add",
+        }
+        return out
+
     encodings = {"type": "string", "enum": list(ENCODINGS)}
     audio_in = {
         media: {"schema": {"type": "string", "format": "binary"}}
@@ -184,7 +197,7 @@ def document(server_url: str = "") -> dict[str, Any]:
                             "text/plain": {"schema": {"type": "string"}},
                         },
                     },
-                    **errors,
+                    **errors("POST", "/v1/stt"),
                 },
             }
         },
@@ -240,7 +253,7 @@ def document(server_url: str = "") -> dict[str, Any]:
                             },
                         },
                     },
-                    **errors,
+                    **errors("POST", "/v1/tts"),
                 },
             }
         },
@@ -256,7 +269,7 @@ def document(server_url: str = "") -> dict[str, Any]:
                         "description": "The token",
                         "content": _json(s.message(http_pb2.TokenResponse.DESCRIPTOR)),
                     },
-                    **errors,
+                    **errors("POST", "/v1/auth/token"),
                 },
             }
         },
@@ -270,7 +283,7 @@ def document(server_url: str = "") -> dict[str, Any]:
                             s.message(capabilities_pb2.GetCapabilitiesResponse.DESCRIPTOR)
                         ),
                     },
-                    **errors,
+                    **errors("GET", "/v1/capabilities"),
                 },
             }
         },

@@ -83,6 +83,14 @@ def test_the_oracle_fails_what_breaks_a_promise():
         (Outcome(left, True), "client_ended"),
         (Outcome(left, True, closed=True, http_status=500, http_body=internal), "crash"),
     ]
+    # An HTTP error its endpoint does not list (the OpenAPI document's reasons).
+    upload = Case(0, "http_stt", "http_stt", "x")
+    conflict = b'{"error": {"reason": "CONTEXT_ALREADY_OPEN", "httpStatus": 409}}'
+    bad_audio = b'{"error": {"reason": "INVALID_AUDIO", "httpStatus": 400}}'
+    cases += [
+        (Outcome(upload, True, closed=True, http_status=409, http_body=conflict), "wrong_reason"),
+        (Outcome(upload, True, closed=True, http_status=400, http_body=bad_audio), "rejected"),
+    ]
     for outcome, verdict in cases:
         assert judge(outcome)[0] == verdict, (outcome, judge(outcome))
 

@@ -18,6 +18,7 @@ from gateway.http import stt as http_stt
 from gateway.http import tts as http_tts
 from tests.gateway.conftest import Edge
 from tests.helpers.speech_fixtures import SPEECH_DIR
+from voxwire.edge.http_errors import documented
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -273,6 +274,7 @@ async def test_tts_bad_requests_get_their_status_and_reason(edge: Edge, kwargs, 
         async with http.post(f"{edge.server.url}/v1/tts{query}", headers=headers, **kwargs) as resp:
             body = await resp.json()
             assert (resp.status, body["error"]["reason"]) == (status, reason), body
+    assert documented("POST", "/v1/tts", reason)  # as the OpenAPI document lists it
 
 
 @pytest.mark.parametrize(
@@ -350,12 +352,18 @@ async def test_capabilities_openapi_and_metrics(edge: Edge):
         assert doc["openapi"].startswith("3.")
         schema = doc["components"]["schemas"]["voxwire.edge.v1.TranscribeFileResponse"]
         assert "results" in schema["properties"]
-        # Every query parameter the handlers take is in the document, and every status the
-        # error table can answer (404 UNKNOWN_MODEL and 500 MODEL_ERROR were missing).
+        # Every query parameter the handlers take is in the document, and the statuses each
+        # endpoint answers (404 UNKNOWN_MODEL and 500 MODEL_ERROR were missing; then every
+        # status of the error table was given to every endpoint: 413 on GET /v1/capabilities,
+        # 409 CONTEXT_ALREADY_OPEN on POST /v1/stt), each with its reasons.
         for path, taken in (("/v1/stt", http_stt._QUERY), ("/v1/tts", http_tts._QUERY)):
             post = doc["paths"][path]["post"]
             assert {p["name"] for p in post["parameters"]} == taken, path
             assert {"400", "404", "413", "500", "503"} <= set(post["responses"]), path
+            assert "409" not in post["responses"], path
+        get = doc["paths"]["/v1/capabilities"]["get"]["responses"]
+        assert {"401", "429", "503"} <= set(get) and "413" not in get and "400" not in get
+        assert get["503"]["x-voxwire-reasons"] == ["DRAINING", "BACKEND_UNAVAILABLE"]
         async with http.get(f"{edge.server.url}/metrics") as resp:
             assert "voxwire_gateway_sessions_active" in await resp.text()
         async with http.get(f"{edge.server.url}/readyz") as resp:
@@ -385,9 +393,11 @@ async def test_the_bodies_on_the_wire_are_what_the_openapi_document_says(edge: E
             async with http.request(method, url, **kwargs) as resp:
                 body = await resp.json()
                 status = resp.status
-            documented = doc["paths"][path][method.lower()]["responses"][str(status)]
-            schema = documented["content"]["application/json"]["schema"]
+            listed = doc["paths"][path][method.lower()]["responses"][str(status)]
+            schema = listed["content"]["application/json"]["schema"]
             assert not _conforms(doc, schema, body), (path, status, _conforms(doc, schema, body))
+            if status >= 400:  # its reason is one the document lists for the status
+                assert body["error"]["reason"] in listed["x-voxwire-reasons"], (path, body)
             seen.append((method, path, status))
 
         wav = (SPEECH_DIR / "call_me_back.wav").read_bytes()

@@ -19,6 +19,7 @@ from tests.helpers.speech_fixtures import SPEECH_DIR, TRANSCRIPTS
 from tests.helpers.wavio import read_wav
 from tests.helpers.wer import word_error_rate
 from voxwire.audio.codecs import Encoding, encode, float32_to_int16, int16_to_float32
+from voxwire.edge.http_errors import documented
 from voxwire.v1 import audio_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -141,6 +142,7 @@ async def test_raw_pcm_posted_as_mulaw_says_so_in_its_notices(edge: Edge):
 async def test_bad_uploads_get_their_status_and_reason(edge, body, media, query, status, reason):
     got, reply = await post(edge, body, media, query)
     assert (got, reply["error"]["reason"]) == (status, reason), reply
+    assert documented("POST", "/v1/stt", reason)  # as the OpenAPI document lists it
 
 
 async def post_untyped(

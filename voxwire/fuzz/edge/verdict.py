@@ -8,8 +8,8 @@ after ``summary``, the last message; every ``contextError`` names a documented r
 session ends with its summary and close 1000, and keeps the contract's order (STT: ``session``,
 ``started``, acks that never move back, one ``finalizeAck`` per finalize in order; TTS: each
 context ``opened`` first, its audio numbered 1, 2, ... and ``done`` naming the last). An HTTP
-response is a success or ``{"error": {...}}`` with a documented reason whose ``httpStatus`` is
-the response's, never a 5xx but for a capacity reason.
+response is a success or ``{"error": {...}}`` with a reason its endpoint lists (the OpenAPI
+document's) whose ``httpStatus`` is the response's, never a 5xx but for a capacity reason.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
+from voxwire.edge.http_errors import documented
 from voxwire.errors import reasons
 from voxwire.fuzz.edge.client import Outcome
 
@@ -195,6 +196,9 @@ def _judge_http(outcome: Outcome) -> tuple[str, str]:
         return "crash", f"HTTP {status} {reason}: {error.get('message', '')[:120]}"
     if error.get("httpStatus") != status:
         return "mismatch", f"{reason}: httpStatus {error.get('httpStatus')} but HTTP {status}"
+    if not documented("POST", case.path, reason):
+        # The OpenAPI document lists each endpoint's reasons (voxwire/edge/http_errors.py).
+        return "wrong_reason", f"HTTP {status} {reason}, not one POST {case.path} lists"
     if case.valid and reason not in _CAPACITY:
         return "disturbed", f"valid request failed: HTTP {status} {reason}"
     return "rejected", reason
