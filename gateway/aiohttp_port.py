@@ -43,6 +43,17 @@ def heartbeat_limits(ping_interval_s: float) -> session_pb2.EdgeLimits:
     return limits
 
 
+@functools.cache  # one message per value, as heartbeat_limits; read only
+def tts_limits(ping_interval_s: float, max_pending_text_bytes: int) -> session_pb2.EdgeLimits:
+    """``heartbeat_limits`` and, for a TTS client, how much unsynthesized text a context
+    holds on the adapters behind the gateway (``AdapterPool.max_pending_text_bytes``): the
+    SDKs cut long text into pieces that fit."""
+    limits = session_pb2.EdgeLimits()
+    limits.CopyFrom(heartbeat_limits(ping_interval_s))
+    limits.max_pending_text_bytes = max_pending_text_bytes
+    return limits
+
+
 def _nothing_ahead() -> float:
     return 0.0
 

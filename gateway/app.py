@@ -19,7 +19,7 @@ from aiohttp.typedefs import Handler
 from opentelemetry import trace
 
 from gateway import let_go
-from gateway.aiohttp_port import AiohttpPort, heartbeat_limits
+from gateway.aiohttp_port import AiohttpPort, heartbeat_limits, tts_limits
 from gateway.auth.authenticate import select_subprotocol
 from gateway.http import misc
 from gateway.http import stt as http_stt
@@ -316,7 +316,9 @@ async def tts_stream(request: web.Request) -> web.StreamResponse:
             gateway.config.tts,
             session_id=gateway.new_session_id(),
             issue_token=lambda options: issue(options.SerializeToString(), session.resumes),
-            transport_limits=heartbeat_limits(gateway.config.ping_interval_seconds),
+            transport_limits=tts_limits(
+                gateway.config.ping_interval_seconds, gateway.pool.max_pending_text_bytes
+            ),
         )
         issue = admission.issuer(
             "tts", lambda: session.session_id, gateway.config.tts.max_session_s

@@ -62,7 +62,7 @@ from voxwire.audio.formats import resolve_format
 from voxwire.audio.wav import streaming_header
 from voxwire.edge.v1 import http_pb2
 from voxwire.playback_clock import PlaybackClock
-from voxwire.text_pieces import PIECE_BYTES, Append, Flush, TextFeed
+from voxwire.text_pieces import Append, Flush, TextFeed, piece_bytes
 from voxwire.timings import add_up
 from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2, timings_pb2
 from voxwire.watchdog import Watchdog
@@ -306,13 +306,12 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
     )
     edge = timings_pb2.StageTimings(edge_receive_us=round((time.monotonic() - started) * 1e6))
     # Plain text goes in pieces, as the model takes them (voxwire.text_pieces): a context
-    # holds at most max_pending_text_bytes (16 KiB) of text not yet synthesized, and a body may
-    # be up to MAX_BODY_BYTES. An SSML document is one unit of markup: it goes whole (a piece
-    # as long as it is).
+    # holds at most max_pending_text_bytes (the adapter's 16 KiB; the pool knows each
+    # adapter's) of text not yet synthesized, and a body may be up to MAX_BODY_BYTES. An SSML
+    # document is one unit of markup: it goes whole (a piece as long as it is).
     whole = req.config.text_format == synthesis_pb2.TEXT_FORMAT_SSML
-    feed = TextFeed(
-        max(PIECE_BYTES, len(req.text.encode())) if whole else PIECE_BYTES, prefix=_PIECE
-    )
+    size = piece_bytes(gateway.pool.max_pending_text_bytes)  # 4 KiB, or less when it must be
+    feed = TextFeed(max(size, len(req.text.encode())) if whole else size, prefix=_PIECE)
     feed.append(req.text)
     feed.close()
     try:

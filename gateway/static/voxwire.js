@@ -23,10 +23,16 @@ const sampleBytes = (encoding) =>
 const RESUMABLE_CLOSES = new Set([1001, 1006, 1012, 1013, 4009]);
 
 // Long TTS text in pieces (voxwire.text_pieces, the Python SDK's): a context holds at most
-// maxPendingTextBytes (16 KiB) of unspoken text, so text longer than a piece goes a piece at a
-// time, each ended by a flush of the client's own, two waiting for their ack at a time. Pieces
-// end at a paragraph break in their second half, else a sentence end, else a space.
+// maxPendingTextBytes of unspoken text (the session's limits say the servers'; 16 KiB on the
+// reference adapter), so text longer than a piece goes a piece at a time, each ended by a
+// flush of the client's own, two waiting for their ack at a time. Pieces end at a paragraph
+// break in their second half, else a sentence end, else a space.
 const PIECE_BYTES = 4096;
+// The piece size for servers whose contexts hold maxPendingTextBytes (0: not said): two
+// pending fit, at most PIECE_BYTES (voxwire.text_pieces.piece_bytes).
+export const pieceBytes = (maxPendingTextBytes) =>
+  maxPendingTextBytes > 0 ? Math.max(1, Math.min(PIECE_BYTES, Math.floor(maxPendingTextBytes / 2)))
+    : PIECE_BYTES;
 const PIECE_FLUSH = "voxwire-piece-";
 const utf8 = new TextEncoder();
 const bytesOf = (text) => utf8.encode(text).length;
@@ -408,7 +414,11 @@ export class TtsSession extends ResumableSession {
     this.leadMs = leadMs;
     this.contexts = new Map();  // id -> the context's resumable state (open)
     this.handles = new Map();   // handle of the current connection -> context
+    this.maxPendingTextBytes = 0;  // the session's limits: what a context holds unspoken
+    this.pieceBytes = 0;           // set to choose the pieces' size; 0: from the limits
   }
+
+  get _piece() { return this.pieceBytes || pieceBytes(this.maxPendingTextBytes); }
 
   open(contextId, config) {
     if (this.contexts.has(contextId)) throw new Error(`context ${contextId} is already open`);
@@ -444,7 +454,7 @@ export class TtsSession extends ResumableSession {
   append(contextId, text) {
     const ctx = this._writable(contextId);
     const piece = [...ctx.waiting].some((id) => id.startsWith(PIECE_FLUSH));
-    if (!ctx.queue.length && !piece && bytesOf(text) <= PIECE_BYTES) {
+    if (!ctx.queue.length && !piece && bytesOf(text) <= this._piece) {
       this._appendNow(ctx, text);
       return;
     }
@@ -495,12 +505,12 @@ export class TtsSession extends ResumableSession {
         this._flushNow(ctx, item.flush);
         continue;
       }
-      if (bytesOf(item) <= PIECE_BYTES) {  // a piece at most, a flush, a close or nothing behind
+      if (bytesOf(item) <= this._piece) {  // a piece at most, a flush, a close or nothing behind
         ctx.queue.shift();
         this._appendNow(ctx, item);
         continue;
       }
-      const first = item.slice(0, pieceEnd(item, PIECE_BYTES));  // the first piece only
+      const first = item.slice(0, pieceEnd(item, this._piece));  // the first piece only
       ctx.queue[0] = item.slice(first.length);
       const flushId = `${PIECE_FLUSH}${++ctx.pieces}`;
       ctx.waiting.add(flushId);
@@ -609,6 +619,7 @@ export class TtsSession extends ResumableSession {
       this.sessionId = msg.session.sessionId;
       if (msg.session.resumeToken) this.resumeToken = msg.session.resumeToken;
       if (msg.session.resumes !== undefined) this.resumes = Number(msg.session.resumes);
+      this.maxPendingTextBytes = Number((msg.session.limits || {}).maxPendingTextBytes || 0);
       this.onEvent("", msg);
       return;
     }

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from voxwire.errors import BackendUnavailable
 from voxwire.v1 import (
+    capabilities_pb2,
     capabilities_pb2_grpc,
     synthesis_pb2_grpc,
     transcription_pb2,
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 _WATCH_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+_CAPABILITIES_TIMEOUT_S = 2.0
 # How long a client should wait before retrying when no adapter serves.
 NO_ADAPTER_RETRY = datetime.timedelta(seconds=1)
 
@@ -68,6 +70,9 @@ class Adapter:
     channels: list[grpc.aio.Channel]
     serving: bool = False
     active: int = 0  # this gateway's open streams on it
+    # Its capabilities' Limits.max_pending_text_bytes, asked each time it starts serving (0:
+    # not known): what a TTS client is told in EdgeLimits, to cut long text to fit.
+    max_pending_text_bytes: int = 0
     _rr: itertools.count = field(default_factory=itertools.count)
     _watch: asyncio.Task[None] | None = None
 
@@ -161,6 +166,14 @@ class AdapterPool:
     def ready(self) -> bool:
         return any(a.serving for a in self.adapters)
 
+    @property
+    def max_pending_text_bytes(self) -> int:
+        """The least unsynthesized text a TTS context holds on any adapter (a session may move
+        to any of them); 0 when none has said."""
+        return min(
+            (a.max_pending_text_bytes for a in self.adapters if a.max_pending_text_bytes), default=0
+        )
+
     def choose(self, exclude: Iterable[Adapter] = ()) -> Lease:
         """A lease on the serving adapter with the fewest of our streams.
 
@@ -188,6 +201,21 @@ class AdapterPool:
             for callback in self._listeners:
                 callback()
 
+    @staticmethod
+    async def _learn_limits(adapter: Adapter) -> None:
+        """Its capabilities' limits, which a restart may have changed. One that does not
+        answer (in time) keeps what was known: every session works without them."""
+        try:
+            reply = await adapter.capabilities().GetCapabilities(
+                capabilities_pb2.GetCapabilitiesRequest(), timeout=_CAPABILITIES_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.info(
+                "adapter %s did not give its capabilities: %s", adapter.address, exc.code().name
+            )
+            return
+        adapter.max_pending_text_bytes = reply.limits.max_pending_text_bytes
+
     async def _watch(self, adapter: Adapter) -> None:
         failures = 0  # consecutive watches that ended without an answer
         while True:
@@ -197,6 +225,8 @@ class AdapterPool:
             try:
                 async for response in call:
                     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+                    if response.status == SERVING and not adapter.serving:
+                        await self._learn_limits(adapter)  # before the first session on it
                     self._set(adapter, response.status == SERVING, f"its health says {status}")
                     failures = 0
             except grpc.aio.AioRpcError as exc:

@@ -11,7 +11,7 @@ import pytest
 from tests.gateway.conftest import Edge
 from tests.helpers.browser import async_page
 from tests.helpers.edge import page_token
-from voxwire.text_pieces import pieces
+from voxwire.text_pieces import piece_bytes, pieces
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -99,7 +99,9 @@ _LONG_TEXT_SCRIPT = """async ([token, text, cases]) => {
     .map((w) => [Number(w.textOffset || 0), Number(w.textLength || 0)]);
   const acks = events.filter((e) => e.flushAck).map((e) => e.flushAck.flushId);
   const last = events[events.length - 1];
-  return { pieces, words, acks, refused, last: Object.keys(last).filter((k) => k !== "contextId") };
+  const sizes = [0, 4096, 100000, 1].map(vx.pieceBytes);
+  return { pieces, words, acks, refused, last: Object.keys(last).filter((k) => k !== "contextId"),
+           limit: tts.maxPendingTextBytes, sizes };
 }"""
 
 
@@ -131,4 +133,7 @@ async def test_a_page_speaks_text_longer_than_a_context_holds_in_pieces(edge: Ed
     spoken = [text[o : o + n].rstrip(".") for o, n in got["words"]]
     assert spoken == [part.rstrip(".") for part in text.split()]
     assert got["acks"] == ["mine"]  # the pieces' own flushes are not the page's news
+    # The session's limits say what a context holds; pieces are sized as the Python SDK's.
+    assert got["limit"] == 16 * 1024
+    assert got["sizes"] == [piece_bytes(n) for n in (0, 4096, 100000, 1)]
     assert browser.errors == [], browser.errors

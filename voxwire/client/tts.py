@@ -48,7 +48,7 @@ from voxwire.client.tts_state import (
 from voxwire.edge.frames import unpack
 from voxwire.edge.messages import decode, encode
 from voxwire.edge.v1 import session_pb2, tts_pb2
-from voxwire.text_pieces import PIECE_BYTES, Append, Flush, Op, TextFeed
+from voxwire.text_pieces import Append, Flush, Op, TextFeed, piece_bytes
 from voxwire.v1 import stream_pb2, synthesis_pb2
 
 PATH = "/v1/tts/stream"
@@ -81,7 +81,7 @@ class SynthesisContext:
         return self.events
 
     async def append(self, text: str) -> None:
-        """Add text to speak. Text of any length: what is longer than a piece (4 KiB,
+        """Add text to speak. Text of any length: what is longer than a piece (at most 4 KiB,
         ``SynthesisSession.piece_bytes``) goes out in pieces at sentence ends, each
         when the server has spoken all but one piece before it (a flush of the SDK's own,
         whose ack is not passed on), so the context never holds more unspoken text than the
@@ -193,11 +193,6 @@ def _send(context_id: str, op: Op, state: SynthesisClientState) -> Message:
 class SynthesisSession(ResumingLink):
     """Use ``await SynthesisSession.connect(...)``."""
 
-    # The size of the pieces long text goes out in (``SynthesisContext.append``): two pending
-    # fit the reference server's 16 KiB ``max_pending_text_bytes``; for a server that
-    # advertises less, ``voxwire.text_pieces.piece_bytes(its limit)``.
-    piece_bytes: int = PIECE_BYTES
-
     def __init__(
         self,
         urls: Sequence[str] | str,
@@ -211,6 +206,23 @@ class SynthesisSession(ResumingLink):
         self._events: EventChannel[SynthesisSessionEvent] = EventChannel(options.max_events)
         self._contexts: dict[str, SynthesisContext] = {}
         self._summary: session_pb2.SessionSummary | None = None
+        self._piece_bytes = 0  # set by the caller: 0 for what the gateway says
+
+    @property
+    def piece_bytes(self) -> int:
+        """The size of the pieces long text goes out in (``SynthesisContext.append``): two
+        unacknowledged fit what a context holds on the gateway's servers (its session's
+        ``limits.max_pending_text_bytes``), at most 4 KiB; 4 KiB when it did not say. Set it
+        to choose another (a context takes the size when it opens)."""
+        if self._piece_bytes:
+            return self._piece_bytes
+        return piece_bytes(self.state.max_pending_text_bytes)
+
+    @piece_bytes.setter
+    def piece_bytes(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"piece_bytes must be positive, not {size}")
+        self._piece_bytes = size
 
     @classmethod
     async def connect(

@@ -129,6 +129,9 @@ class SynthesisClientState:
         self.phase = Phase.CONNECTING
         self.token = ""
         self.session_id = ""
+        # What the gateway says a context holds unsynthesized on its servers (EdgeLimits;
+        # 0: it did not say): long text goes in pieces that fit.
+        self.max_pending_text_bytes = 0
         self.closing = False
         self.contexts: dict[str, ClientContext] = {}
         self._handles: dict[int, ClientContext] = {}
@@ -247,6 +250,7 @@ class SynthesisClientState:
             out.resumed = bool(self.token)
             self.token = msg.session.resume_token
             self.session_id = msg.session.session_id
+            self.max_pending_text_bytes = msg.session.limits.max_pending_text_bytes
             out.session_up = True
         elif kind == "going_away":
             self.token = msg.going_away.resume_token or self.token

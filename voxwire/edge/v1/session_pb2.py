@@ -28,7 +28,7 @@ from voxwire.v1 import errors_pb2 as voxwire_dot_v1_dot_errors__pb2
 from voxwire.v1 import timings_pb2 as voxwire_dot_v1_dot_timings__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvoxwire/edge/v1/session.proto\x12\x0fvoxwire.edge.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17voxwire/v1/errors.proto\x1a\x18voxwire/v1/timings.proto\"\xc0\x01\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\x12\x35\n\x11resume_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06limits\x18\x04 \x01(\x0b\x32\x1b.voxwire.edge.v1.EdgeLimits\x12\x0f\n\x07resumed\x18\x05 \x01(\x08\x12\x0f\n\x07resumes\x18\x06 \x01(\r\"\xb7\x03\n\nEdgeLimits\x12\x17\n\x0fmax_frame_bytes\x18\x01 \x01(\r\x12/\n\x0cidle_timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cidle_warning\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x14max_session_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10\x64uration_warning\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rreplay_window\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rping_interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cpong_timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08tts_lead\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\"\xc5\x01\n\nErrorEvent\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x05 \x01(\r\x12\x34\n\x10\x66ield_violations\x18\x06 \x03(\x0b\x32\x1a.voxwire.v1.FieldViolation\x12\x13\n\x0bhttp_status\x18\x07 \x01(\r\x12\x12\n\nclose_code\x18\x08 \x01(\r\"r\n\tGoingAway\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\x12\x15\n\rreconnect_now\x18\x04 \x01(\x08\"\x98\x01\n\x0eSessionSummary\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x07timings\x18\x02 \x01(\x0b\x32\x18.voxwire.v1.StageTimings\x12\x0f\n\x07resumes\x18\x03 \x01(\r\x12\x10\n\x08\x61udio_ms\x18\x04 \x01(\r\x12\x12\n\nutterances\x18\x05 \x01(\r\x12\x10\n\x08\x63ontexts\x18\x06 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvoxwire/edge/v1/session.proto\x12\x0fvoxwire.edge.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17voxwire/v1/errors.proto\x1a\x18voxwire/v1/timings.proto\"\xc0\x01\n\x0eSessionStarted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\x12\x35\n\x11resume_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06limits\x18\x04 \x01(\x0b\x32\x1b.voxwire.edge.v1.EdgeLimits\x12\x0f\n\x07resumed\x18\x05 \x01(\x08\x12\x0f\n\x07resumes\x18\x06 \x01(\r\"\xd7\x03\n\nEdgeLimits\x12\x17\n\x0fmax_frame_bytes\x18\x01 \x01(\r\x12/\n\x0cidle_timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cidle_warning\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x14max_session_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10\x64uration_warning\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rreplay_window\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rping_interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cpong_timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08tts_lead\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1e\n\x16max_pending_text_bytes\x18\n \x01(\r\"\xc5\x01\n\nErrorEvent\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\x16\n\x0eretry_after_ms\x18\x05 \x01(\r\x12\x34\n\x10\x66ield_violations\x18\x06 \x03(\x0b\x32\x1a.voxwire.v1.FieldViolation\x12\x13\n\x0bhttp_status\x18\x07 \x01(\r\x12\x12\n\nclose_code\x18\x08 \x01(\r\"r\n\tGoingAway\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\x12\x15\n\rreconnect_now\x18\x04 \x01(\x08\"\x98\x01\n\x0eSessionSummary\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x07timings\x18\x02 \x01(\x0b\x32\x18.voxwire.v1.StageTimings\x12\x0f\n\x07resumes\x18\x03 \x01(\r\x12\x10\n\x08\x61udio_ms\x18\x04 \x01(\r\x12\x12\n\nutterances\x18\x05 \x01(\r\x12\x10\n\x08\x63ontexts\x18\x06 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,11 +38,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONSTARTED']._serialized_start=167
   _globals['_SESSIONSTARTED']._serialized_end=359
   _globals['_EDGELIMITS']._serialized_start=362
-  _globals['_EDGELIMITS']._serialized_end=801
-  _globals['_ERROREVENT']._serialized_start=804
-  _globals['_ERROREVENT']._serialized_end=1001
-  _globals['_GOINGAWAY']._serialized_start=1003
-  _globals['_GOINGAWAY']._serialized_end=1117
-  _globals['_SESSIONSUMMARY']._serialized_start=1120
-  _globals['_SESSIONSUMMARY']._serialized_end=1272
+  _globals['_EDGELIMITS']._serialized_end=833
+  _globals['_ERROREVENT']._serialized_start=836
+  _globals['_ERROREVENT']._serialized_end=1033
+  _globals['_GOINGAWAY']._serialized_start=1035
+  _globals['_GOINGAWAY']._serialized_end=1149
+  _globals['_SESSIONSUMMARY']._serialized_start=1152
+  _globals['_SESSIONSUMMARY']._serialized_end=1304
 # @@protoc_insertion_point(module_scope)

@@ -86,8 +86,15 @@ class EdgeLimits(_message.Message):
     PING_INTERVAL_FIELD_NUMBER: _builtins.int
     PONG_TIMEOUT_FIELD_NUMBER: _builtins.int
     TTS_LEAD_FIELD_NUMBER: _builtins.int
+    MAX_PENDING_TEXT_BYTES_FIELD_NUMBER: _builtins.int
     max_frame_bytes: _builtins.int
     """Largest WebSocket message the server accepts, in bytes."""
+    max_pending_text_bytes: _builtins.int
+    """TTS: the most text a context holds unsynthesized on the servers behind this gateway (the
+    least of their capabilities' `Limits.max_pending_text_bytes`; 0: not known yet). A client
+    sends longer text in pieces that fit (the SDKs: half of it, at most 4 KiB, each piece
+    followed by a flush of its own, at most two unacknowledged); more is TEXT_TOO_LARGE.
+    """
     @_builtins.property
     def idle_timeout(self) -> _duration_pb2.Duration:
         """With no client message for this long the session ends (IDLE_TIMEOUT); a notice comes
@@ -134,10 +141,11 @@ class EdgeLimits(_message.Message):
         ping_interval: _duration_pb2.Duration | None = ...,
         pong_timeout: _duration_pb2.Duration | None = ...,
         tts_lead: _duration_pb2.Duration | None = ...,
+        max_pending_text_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration_warning", b"duration_warning", "idle_timeout", b"idle_timeout", "idle_warning", b"idle_warning", "max_session_duration", b"max_session_duration", "ping_interval", b"ping_interval", "pong_timeout", b"pong_timeout", "replay_window", b"replay_window", "tts_lead", b"tts_lead"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_warning", b"duration_warning", "idle_timeout", b"idle_timeout", "idle_warning", b"idle_warning", "max_frame_bytes", b"max_frame_bytes", "max_session_duration", b"max_session_duration", "ping_interval", b"ping_interval", "pong_timeout", b"pong_timeout", "replay_window", b"replay_window", "tts_lead", b"tts_lead"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_warning", b"duration_warning", "idle_timeout", b"idle_timeout", "idle_warning", b"idle_warning", "max_frame_bytes", b"max_frame_bytes", "max_pending_text_bytes", b"max_pending_text_bytes", "max_session_duration", b"max_session_duration", "ping_interval", b"ping_interval", "pong_timeout", b"pong_timeout", "replay_window", b"replay_window", "tts_lead", b"tts_lead"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
