@@ -321,21 +321,21 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
     except UpstreamError as exc:
         raise _Refused(exc.error) from None
     except _Refused as refused:
-        if whole and refused.error.reason == errors.TextTooLarge.reason:
-            raise _Refused(_ssml_too_large(len(req.text.encode()), refused.error)) from None
+        held = gateway.pool.max_pending_text_bytes
+        size = len(req.text.encode())
+        if whole and refused.error.reason == errors.TextTooLarge.reason and 0 < held < size:
+            # The adapter's words name the request's context, 'http', which the client never
+            # named: say what was too large and what to do.
+            raise _Refused(
+                errors.TextTooLarge(
+                    f"the SSML document is {size} bytes, more than the server holds at once "
+                    f"(max_pending_text_bytes {held}): an SSML document goes to the model "
+                    f"whole, so split it into several requests"
+                )
+            ) from None
         raise
     finally:
         upstream.cancel()
-
-
-def _ssml_too_large(size: int, error: errors.VoxwireError) -> errors.TextTooLarge:
-    # The adapter's own words name the request's context, 'http', which the client never
-    # named: say what was too large and what to do, and quote them after.
-    return errors.TextTooLarge(
-        f"the SSML document ({size} bytes) goes to the model whole, as one piece of markup, "
-        f"and is more than the server takes at once: split it into several requests (the "
-        f"server said: {error})"
-    )
 
 
 # Set on a request whose response was cut (``_ClientWrites.cut``): its session counts "aborted".
