@@ -189,3 +189,65 @@ async def test_a_pages_speech_goes_on_on_the_next_gateway_when_its_own_goes(
     ], (rest, first.words)
     assert 0 < first.spoken_to() < len(LONG), first.words
     assert browser.errors == [], browser.errors
+
+
+# The page's module: one context of long text on bench_tts, fed in pieces (textPieces) as it
+# is spoken; its words and end kept on window.T for the test to read.
+_LONG_FEED_SCRIPT = """async (text) => {
+  const vx = await import("/demo/voxwire.js");
+  const url = location.origin.replace(/^http/, "ws");
+  const T = window.T = { words: [], last: null, acks: [] };
+  const tts = new vx.TtsSession({ url, getToken: () => window.voxwireToken(), leadMs: 0,
+    onEvent: (id, e) => {
+      if (!id) return;
+      if (e.words) T.words.push(...e.words.words.map((w) => [Number(w.textOffset || 0),
+                                                           Number(w.textLength || 0)]));
+      if (e.flushAck) T.acks.push(e.flushAck.flushId);
+      const end = e.done || e.contextError || e.cancelled;
+      if (end) T.last = Object.keys(e).filter((k) => k !== "contextId");
+    } });
+  window.feed = tts;
+  tts.start();
+  tts.open("long", { model: "bench_tts", wordTimestamps: true,
+                     outputFormat: { encoding: "AUDIO_ENCODING_PCM_S16LE", sampleRateHz: 16000 } });
+  tts.append("long", text);
+  tts.flush("long", "mine");
+  tts.closeContext("long");
+}"""
+
+
+async def test_a_pages_long_text_goes_on_in_pieces_on_the_next_gateway(
+    edge: Edge, edge_adapter: AdapterServer, tmp_path
+):
+    # voxwire.js's feed of long text (pieces, each with a flush of its own, two unacknowledged
+    # at a time) across a SIGKILL of its gateway: the unacknowledged pieces' text and flushes
+    # are sent again to the next one at their places, the rest follows as they are spoken.
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    text = " ".join(
+        " ".join(letters[(i + w) % 26] * 190 for w in range(4)) + "." for i in range(12)
+    )
+    async with (
+        gateways_on_one_port(edge, edge_adapter.address, tmp_path, "long-feed-page") as port,
+        async_page(timeout_ms=90_000) as browser,
+    ):
+        a, page = port.a, browser.page
+        frames = record_frames(page)
+        await port.open(page, "speak.html")
+        await page.evaluate(_LONG_FEED_SCRIPT, text)
+        await page.wait_for_function("window.T.words.length >= 2", timeout=30_000)
+        fed = await page.evaluate("[...window.feed.contexts.get('long').waiting]")
+        await port.second()
+        a.signal(signal.SIGKILL)
+        assert await a.wait(15.0) == -signal.SIGKILL, a.log()
+        await page.wait_for_function("window.T.last !== null", timeout=60_000)
+        got = await page.evaluate("({T: window.T, resumes: window.feed.resumes})")
+    assert fed and all(i.startswith("voxwire-piece-") for i in fed), fed  # mid-feed at the kill
+    assert got["resumes"] == 1 and got["T"]["last"] == ["done"], got
+    spoken = [text[o : o + n].rstrip(".") for o, n in got["T"]["words"]]
+    assert spoken == [part.rstrip(".") for part in text.split()]
+    assert got["T"]["acks"] == ["mine"]
+    # The second socket carried the text again from its last word heard, with its pieces'
+    # flushes: the feed went on there.
+    sent = [json.loads(f) for f in frames.sent[1] if isinstance(f, str)]
+    assert any("flush" in m and m["flush"]["flushId"].startswith("voxwire-piece-") for m in sent)
+    assert browser.errors == [], browser.errors
