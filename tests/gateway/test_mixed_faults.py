@@ -406,9 +406,12 @@ async def test_sessions_under_mixed_faults_each_end_as_documented(
             _own_edge(edge, edge_adapter) as first,
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http,
         ):
-            # One session first, so what the gateway caches for good (converters, channels)
-            # is in the baseline.
+            # One session of each kind first, so what the gateway caches for good (converters,
+            # channels, the TTS session's limits message) is in the baseline.
             assert check(all_plans[0], await _one_session(http, first.ws, first.key, 0)) is None
+            tts_plan = next(p for p in all_plans if p.name == "tts")
+            spoke = await _session(http, first.ws + tts_plan.path, first.key, tts(), Outcome())
+            assert check(tts_plan, spoke) is None
             baseline = Footprint.now()
             order = [plan for plan in all_plans for _ in range(plan.count)]
             random.shuffle(order)
