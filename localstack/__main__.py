@@ -199,11 +199,12 @@ async def main(args: argparse.Namespace) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        print("draining ...")
+        print("draining ...", flush=True)
     finally:
         await gateway.stop(grace=5.0)
         await adapter.stop(grace=5.0)
         await triton.stop()
+    print("stopped: gateway, adapter and Triton")
 
 
 def cli() -> None:
