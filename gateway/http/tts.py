@@ -64,7 +64,7 @@ from voxwire.edge.v1 import http_pb2
 from voxwire.playback_clock import PlaybackClock
 from voxwire.text_pieces import Append, Flush, TextFeed, piece_bytes
 from voxwire.timings import add_up
-from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2, timings_pb2
+from voxwire.v1 import audio_pb2, capabilities_pb2, stream_pb2, synthesis_pb2, timings_pb2
 from voxwire.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -135,12 +135,26 @@ def _body_text(request: web.Request, kind: str, body: bytes) -> str:
         ) from None
 
 
-def _defaults(req: http_pb2.SpeakRequest) -> None:
+def _defaults(req: http_pb2.SpeakRequest, model: capabilities_pb2.ModelCapabilities | None) -> None:
+    """The output format's defaults, PCM16 at 24 kHz (G.711 at 8 kHz), as far as ``model``
+    (what the adapters say of it; None: nothing known) offers them: else its native rate, or
+    the first it offers. A server that resamples (the reference adapter) offers every rate;
+    one that does not (an ML engineer's own, 16 kHz only) failed a request that named no
+    rate with UNSUPPORTED_SAMPLE_RATE."""
     fmt = req.config.output_format
+    offered = {f.encoding: list(f.sample_rates_hz) for f in model.output_formats} if model else {}
     if not fmt.encoding:
-        fmt.encoding = audio_pb2.AUDIO_ENCODING_PCM_S16LE
+        pcm16 = audio_pb2.AUDIO_ENCODING_PCM_S16LE
+        fmt.encoding = pcm16 if not offered or pcm16 in offered else next(iter(offered))
     if not fmt.sample_rate_hz:
-        fmt.sample_rate_hz = 8000 if fmt.encoding in (3, 4) else DEFAULT_RATE_HZ
+        usual = 8000 if fmt.encoding in (3, 4) else DEFAULT_RATE_HZ
+        rates = offered.get(fmt.encoding, [])
+        if not rates or usual in rates:
+            fmt.sample_rate_hz = usual
+        elif model is not None and model.native_sample_rate_hz in rates:
+            fmt.sample_rate_hz = model.native_sample_rate_hz
+        else:
+            fmt.sample_rate_hz = rates[0]
     # The adapter's own check (inference_adapter/tts/config.py), made here before anything is
     # written: the response's status and its WAV header come from this format (an encoding
     # number outside the enum was a KeyError there, answered 500).
@@ -295,7 +309,7 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
                 req.config.text_format = synthesis_pb2.TEXT_FORMAT_SSML
         else:
             raise _unsupported(kind)
-        _defaults(req)
+        _defaults(req, gateway.pool.tts_model(req.config.model))
         out = _output(request, req)
         lease = gateway.pool.choose()
     except errors.VoxwireError as exc:

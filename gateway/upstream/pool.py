@@ -70,14 +70,20 @@ class Adapter:
     channels: list[grpc.aio.Channel]
     serving: bool = False
     active: int = 0  # this gateway's open streams on it
-    # Its capabilities' Limits.max_pending_text_bytes, asked each time it starts serving (0:
-    # not known): what a TTS client is told in EdgeLimits, to cut long text to fit.
-    max_pending_text_bytes: int = 0
+    # Its capabilities, asked each time it starts serving (None: not known): the limits a TTS
+    # client is told in EdgeLimits, the models' formats that the edge's defaults fit.
+    reported: capabilities_pb2.GetCapabilitiesResponse | None = None
     _rr: itertools.count = field(default_factory=itertools.count)
     _watch: asyncio.Task[None] | None = None
 
     def channel(self) -> grpc.aio.Channel:
         return self.channels[next(self._rr) % len(self.channels)]
+
+    @property
+    def max_pending_text_bytes(self) -> int:
+        """Its capabilities' Limits.max_pending_text_bytes (0: not known)."""
+        known = self.reported
+        return known.limits.max_pending_text_bytes if known is not None else 0
 
     def transcription(self) -> transcription_pb2_grpc.TranscriptionStub:
         return transcription_pb2_grpc.TranscriptionStub(self.channel())
@@ -174,6 +180,18 @@ class AdapterPool:
             (a.max_pending_text_bytes for a in self.adapters if a.max_pending_text_bytes), default=0
         )
 
+    def tts_model(self, name: str) -> capabilities_pb2.ModelCapabilities | None:
+        """What an adapter says of TTS model ``name`` (its default TTS model for ""), a serving
+        adapter's word first; None when none has said."""
+        adapters = sorted(self.adapters, key=lambda a: not a.serving)
+        for known in (a.reported for a in adapters if a.reported is not None):
+            for model in known.models:
+                if model.kind == capabilities_pb2.MODEL_KIND_TTS and (
+                    model.name == name if name else model.is_default
+                ):
+                    return model
+        return None
+
     def choose(self, exclude: Iterable[Adapter] = ()) -> Lease:
         """A lease on the serving adapter with the fewest of our streams.
 
@@ -202,9 +220,9 @@ class AdapterPool:
                 callback()
 
     @staticmethod
-    async def _learn_limits(adapter: Adapter) -> None:
-        """Its capabilities' limits, which a restart may have changed. One that does not
-        answer (in time) keeps what was known: every session works without them."""
+    async def _learn_capabilities(adapter: Adapter) -> None:
+        """Its capabilities, which a restart may have changed. One that does not answer (in
+        time) keeps what was known: every session works without them."""
         try:
             reply = await adapter.capabilities().GetCapabilities(
                 capabilities_pb2.GetCapabilitiesRequest(), timeout=_CAPABILITIES_TIMEOUT_S
@@ -214,7 +232,7 @@ class AdapterPool:
                 "adapter %s did not give its capabilities: %s", adapter.address, exc.code().name
             )
             return
-        adapter.max_pending_text_bytes = reply.limits.max_pending_text_bytes
+        adapter.reported = reply
 
     async def _watch(self, adapter: Adapter) -> None:
         failures = 0  # consecutive watches that ended without an answer
@@ -226,7 +244,7 @@ class AdapterPool:
                 async for response in call:
                     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
                     if response.status == SERVING and not adapter.serving:
-                        await self._learn_limits(adapter)  # before the first session on it
+                        await self._learn_capabilities(adapter)  # before the first session on it
                     self._set(adapter, response.status == SERVING, f"its health says {status}")
                     failures = 0
             except grpc.aio.AioRpcError as exc:

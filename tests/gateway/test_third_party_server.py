@@ -1,0 +1,91 @@
+"""The gateway in front of a server that is not the reference adapter: the example server an ML
+engineer starts from (examples/minimal_server.py: PCM16 at 16 kHz only, no resampling).
+
+``POST /v1/tts`` with no format asked for was answered 400 UNSUPPORTED_SAMPLE_RATE ("rates
+[16000] only"): the gateway's default, 24 kHz, is one the reference adapter makes by
+resampling and this server does not. The defaults now fit what the model offers (its
+capabilities, which the gateway asks each adapter as it starts serving).
+"""
+
+from __future__ import annotations
+
+import io
+import wave
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import cast
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from examples.minimal_server import build_server
+from gateway.http.tts import _defaults
+from inference_adapter.server import AdapterServer
+from tests.helpers.edge import Edge, start_edge
+from voxwire.edge.v1 import http_pb2
+from voxwire.v1 import audio_pb2, capabilities_pb2
+
+PCM16, MULAW = audio_pb2.AUDIO_ENCODING_PCM_S16LE, audio_pb2.AUDIO_ENCODING_MULAW
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def toy(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
+    server, port = await build_server(0)
+    upstream = cast(AdapterServer, SimpleNamespace(address=f"127.0.0.1:{port}"))
+    try:
+        async for edge in start_edge(upstream, tmp_path_factory):
+            yield edge
+    finally:
+        await server.stop(1.0)
+
+
+async def _speak(edge: Edge, query: str = "") -> tuple[int, bytes]:
+    headers = {**edge.headers, "Content-Type": "text/plain"}
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.server.url}/v1/tts{query}"
+        async with http.post(url, data=b"Hello there.", headers=headers) as resp:
+            return resp.status, await resp.read()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_post_tts_with_no_format_gets_one_the_model_offers(toy: Edge):
+    status, body = await _speak(toy)
+    assert status == 200, body[:300]
+    with wave.open(io.BytesIO(body)) as wav:  # a WAV with its streaming header: read it whole
+        assert (wav.getframerate(), wav.getsampwidth(), wav.getnchannels()) == (16000, 2, 1)
+    assert len(body) > 44 + 3200  # audio: the toy voice's tone, 0.1 s and more
+    # A rate asked for that the model does not offer is still refused, by the server's words.
+    status, body = await _speak(toy, "?sample_rate=24000")
+    assert status == 400 and b"UNSUPPORTED_SAMPLE_RATE" in body, body
+
+
+def _model(native: int, *formats: tuple[int, list[int]]) -> capabilities_pb2.ModelCapabilities:
+    return capabilities_pb2.ModelCapabilities(
+        name="m",
+        kind=capabilities_pb2.MODEL_KIND_TTS,
+        native_sample_rate_hz=native,
+        output_formats=[
+            capabilities_pb2.FormatSupport(encoding=e, sample_rates_hz=r) for e, r in formats
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "asked", "got"),
+    [
+        (None, (0, 0), (PCM16, 24000)),  # nothing known: the documented defaults
+        (_model(22050, (PCM16, [8000, 16000, 22050, 24000])), (0, 0), (PCM16, 24000)),
+        (_model(22050, (PCM16, [16000, 22050])), (0, 0), (PCM16, 22050)),  # its native rate
+        (_model(44100, (PCM16, [16000, 22050])), (0, 0), (PCM16, 16000)),  # the first offered
+        (_model(8000, (MULAW, [8000])), (0, 0), (MULAW, 8000)),  # a telephony-only model
+        (_model(16000, (PCM16, [16000])), (MULAW, 0), (MULAW, 8000)),  # asked: kept, refused later
+        (_model(16000, (PCM16, [16000])), (PCM16, 48000), (PCM16, 48000)),
+    ],
+)
+def test_the_defaults_fit_what_the_model_offers(model, asked, got):
+    req = http_pb2.SpeakRequest(text="hi")
+    req.config.output_format.encoding, req.config.output_format.sample_rate_hz = asked
+    _defaults(req, model)
+    fmt = req.config.output_format
+    assert (fmt.encoding, fmt.sample_rate_hz) == got
