@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import wave
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
@@ -22,6 +23,7 @@ import pytest_asyncio
 from examples.minimal_server import build_server
 from gateway.http.tts import _defaults
 from inference_adapter.server import AdapterServer
+from tests.client.cli_process import run_voxwire
 from tests.helpers.edge import Edge, start_edge
 from voxwire.edge.v1 import http_pb2
 from voxwire.v1 import audio_pb2, capabilities_pb2
@@ -89,3 +91,19 @@ def test_the_defaults_fit_what_the_model_offers(model, asked, got):
     _defaults(req, model)
     fmt = req.config.output_format
     assert (fmt.encoding, fmt.sample_rate_hz) == got
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_speak_names_the_flag_and_the_rates_a_server_offers(toy: Edge, tmp_path: Path):
+    # The server's error, "rates [16000] only", came without the field it names (--rate,
+    # in its field violations): a user did not learn which option to change.
+    out = str(tmp_path / "hi.wav")
+    run = await run_voxwire("speak", "Hello.", "-o", out, "--url", toy.ws, key=toy.key)
+    assert run.status == 1, run.err
+    assert run.err.strip() == (
+        "voxwire speak: error: UNSUPPORTED_SAMPLE_RATE: rates [16000] only (--rate: [16000])"
+    ), run.err
+    run = await run_voxwire(
+        "speak", "Hello.", "-o", out, "--rate", "16000", "--url", toy.ws, key=toy.key
+    )
+    assert run.status == 0, run.err

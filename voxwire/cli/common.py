@@ -99,7 +99,17 @@ def fail(command: str, exc: BaseException) -> int:
         # set them as flags (--voice).
         exc = renamed_fields(exc, _FLAGS.get(command, {}).get)
     reason = getattr(exc, "reason", "") or type(exc).__name__
-    print(f"voxwire {command}: error: {reason}: {exc}", file=sys.stderr)
+    text = str(exc)
+    # The fields a server named but its message does not ("rates [16000] only", from a
+    # server that does not resample, said nothing of --rate).
+    named = [
+        f"{v.field}: {v.description}"
+        for v in getattr(exc, "violations", ())
+        if v.field and v.field not in text
+    ]
+    if named:
+        text += f" ({'; '.join(named)})"
+    print(f"voxwire {command}: error: {reason}: {text}", file=sys.stderr)
     return 1
 
 
