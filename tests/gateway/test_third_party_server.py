@@ -25,10 +25,14 @@ from gateway.http.tts import _defaults
 from inference_adapter.server import AdapterServer
 from tests.client.cli_process import run_voxwire
 from tests.helpers.edge import Edge, start_edge
+from tests.helpers.speech_fixtures import SPEECH_DIR
+from voxwire import errors
+from voxwire.client import fetch_capabilities
 from voxwire.edge.v1 import http_pb2
 from voxwire.v1 import audio_pb2, capabilities_pb2
 
 PCM16, MULAW = audio_pb2.AUDIO_ENCODING_PCM_S16LE, audio_pb2.AUDIO_ENCODING_MULAW
+SPEECH = str(SPEECH_DIR / "kitchen_lights.wav")
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
@@ -107,3 +111,23 @@ async def test_speak_names_the_flag_and_the_rates_a_server_offers(toy: Edge, tmp
         "speak", "Hello.", "-o", out, "--rate", "16000", "--url", toy.ws, key=toy.key
     )
     assert run.status == 0, run.err
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_transcribe_asks_interim_results_only_of_a_model_that_makes_them(toy: Edge):
+    # `voxwire transcribe file.wav` asked interim results of every model: the toy model,
+    # which makes none, refused the session ("INVALID_CONFIG: config.interim_results toy_beep
+    # does not advertise interim_results") where it could transcribe.
+    run = await run_voxwire("transcribe", SPEECH, "--url", toy.ws, key=toy.key)
+    assert (run.status, run.out.strip()) == (0, "beep"), run.err
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_sdk_reads_the_gateways_capabilities(toy: Edge):
+    reply = await fetch_capabilities(toy.ws, toy.key)
+    assert {m.name for m in reply.models} >= {"toy_beep"}
+    assert reply.limits.max_pending_text_bytes == 16384
+    with pytest.raises(errors.Unauthenticated):
+        await fetch_capabilities(toy.server.url, "vx_nobody_x")
+    with pytest.raises(errors.BackendUnavailable, match="127.0.0.1:9 did not answer"):
+        await fetch_capabilities("ws://127.0.0.1:9", toy.key, timeout_s=2)

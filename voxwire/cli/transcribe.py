@@ -78,7 +78,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--language", default="", help="BCP-47 tag (default: the model's)")
     parser.add_argument("--realtime", action="store_true", help="send at real time")
     parser.add_argument("--json", action="store_true", help="one JSON event per line")
-    parser.add_argument("--no-interim", action="store_true", help="final results only")
+    parser.add_argument(
+        "--no-interim",
+        action="store_true",
+        help="final results only (default: interim results too, when the model makes them)",
+    )
     add_connection_arguments(parser)
     parser.set_defaults(run=_run)
 
@@ -106,6 +110,8 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
     stop = _stop_on_sigint()
     try:
         config = _config(args, source)
+        if config.interim_results:
+            config.interim_results = await _offers_interim(args, key, config.model)
 
         def open_session(options: SessionOptions) -> Awaitable[TranscriptionSession]:
             return TranscriptionSession.connect(urls(args), config, api_key=key, options=options)
@@ -123,6 +129,32 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
     if not sent:
         print(f"voxwire transcribe: {source.name} held no audio", file=sys.stderr)
     return 0
+
+
+# How long the model's features are waited for before the session opens without them.
+CAPABILITIES_WAIT_S = 2.0
+
+
+async def _offers_interim(args: argparse.Namespace, key: str, model: str) -> bool:
+    """Whether the model (the server's default STT model for "") makes interim results, as
+    the gateway's capabilities say: interim results are asked for only then (a server's
+    model without them refused the session, INVALID_CONFIG, where it could transcribe).
+    True when they cannot be had: the session's own answer then says what is wrong."""
+    from voxwire.client import fetch_capabilities
+    from voxwire.v1 import capabilities_pb2
+
+    try:
+        reply = await fetch_capabilities(
+            urls(args)[0], key, timeout_s=min(args.connect_timeout, CAPABILITIES_WAIT_S)
+        )
+    except Exception:  # unreachable, refused: the connect that follows reports it
+        return True
+    for found in reply.models:
+        if found.kind == capabilities_pb2.MODEL_KIND_STT and (
+            found.name == model if model else found.is_default
+        ):
+            return found.features.interim_results
+    return True
 
 
 def _stop_on_sigint() -> asyncio.Event:

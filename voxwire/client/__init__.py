@@ -14,7 +14,7 @@ Errors are the ``voxwire.errors`` classes (one hierarchy: ``retryable``, ``retry
 from __future__ import annotations
 
 from voxwire.client.backoff import Backoff
-from voxwire.client.connection import Credentials, token_fetcher
+from voxwire.client.connection import Credentials, fetch_capabilities, token_fetcher
 from voxwire.client.link import SessionClosed
 from voxwire.client.options import Resumed, SessionOptions
 from voxwire.client.stt import TranscriptionEvent, TranscriptionSession
@@ -34,5 +34,6 @@ __all__ = [
     "SynthesizedAudio",
     "TranscriptionEvent",
     "TranscriptionSession",
+    "fetch_capabilities",
     "token_fetcher",
 ]

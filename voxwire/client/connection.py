@@ -23,6 +23,7 @@ import aiohttp
 from voxwire import errors
 from voxwire.edge.messages import decode, encode
 from voxwire.edge.v1 import http_pb2, stt_pb2
+from voxwire.v1 import capabilities_pb2
 
 SUBPROTOCOL = "voxwire.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "voxwire.token."
@@ -32,6 +33,8 @@ _NOT_RESUMED = frozenset({"IDLE_TIMEOUT"})
 
 TokenProvider = Callable[[], Awaitable[str]]
 _MAX_BODY = 64 * 1024
+# A capabilities answer lists every model with its formats: far larger than a token's.
+_MAX_CAPABILITIES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,35 @@ def token_fetcher(
         return reply.token
 
     return provide
+
+
+async def fetch_capabilities(
+    base_url: str, api_key: str, *, timeout_s: float = 10.0
+) -> capabilities_pb2.GetCapabilitiesResponse:
+    """``GET {base_url}/v1/capabilities``: the models, formats, features and limits the
+    servers behind the gateway offer (``base_url`` ws(s):// or http(s)://).
+
+    Raises the error the gateway answered with (``voxwire.errors``), BackendUnavailable when
+    it cannot be reached within ``timeout_s``."""
+    http_base = base_url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    try:
+        async with asyncio.timeout(timeout_s), aiohttp.ClientSession() as http:
+            async with http.get(
+                f"{http_base}/v1/capabilities", headers={"Authorization": f"Bearer {api_key}"}
+            ) as response:
+                text = await response.text()
+                status = response.status
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        why = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        raise errors.BackendUnavailable(f"{http_base} did not answer: {why}") from exc
+    if status != 200:
+        raise _http_error(status, text)
+    return decode(
+        text,
+        capabilities_pb2.GetCapabilitiesResponse,
+        max_bytes=_MAX_CAPABILITIES,
+        ignore_unknown_fields=True,
+    )
 
 
 def _http_error(status: int, text: str) -> errors.VoxwireError:
