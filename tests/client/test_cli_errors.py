@@ -279,6 +279,18 @@ async def test_a_gateway_that_never_answers_is_given_up_on_after_connect_timeout
     assert asyncio.get_running_loop().time() - began < 2.0 + 3.0
 
 
+async def test_transcribe_keeps_to_connect_timeout_asking_capabilities_first(silent_port: int):
+    # transcribe asks the gateway's capabilities (up to 2 s) before its session: that wait
+    # counts against --connect-timeout, not on top of it.
+    url = f"ws://127.0.0.1:{silent_port}"
+    began = asyncio.get_running_loop().time()
+    run = await run_voxwire("transcribe", PAY_BILL, "--url", url, "--connect-timeout", "2", key="k")
+    assert run.status == 1, run.err
+    assert "no gateway could be reached" in run.err and "within 2 s" in run.err, run.err
+    # 2 s and the process's start (4.4 s when the two waits added up).
+    assert asyncio.get_running_loop().time() - began < 2.0 + 1.6
+
+
 async def test_a_reader_that_goes_away_is_not_an_error(edge: Edge):
     # `voxwire transcribe --json | head -1` printed "error: BrokenPipeError: ..." when head
     # left: the reader's choice, not a failure to report.

@@ -19,6 +19,8 @@ from typing import cast
 import aiohttp
 import pytest
 import pytest_asyncio
+import soundfile
+import soxr
 
 from examples.minimal_server import build_server
 from gateway.http.tts import _defaults
@@ -131,3 +133,15 @@ async def test_the_sdk_reads_the_gateways_capabilities(toy: Edge):
         await fetch_capabilities(toy.server.url, "vx_nobody_x")
     with pytest.raises(errors.BackendUnavailable, match="127.0.0.1:9 did not answer"):
         await fetch_capabilities("ws://127.0.0.1:9", toy.key, timeout_s=2)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_transcribe_resamples_a_file_to_a_rate_the_model_takes(toy: Edge, tmp_path: Path):
+    # A 44.1 kHz WAV was refused UNSUPPORTED_SAMPLE_RATE by a server that takes 16 kHz only,
+    # and the flag the error named, --rate, is refused with a file.
+    audio, rate = soundfile.read(SPEECH, dtype="float32")
+    path = tmp_path / "k44.wav"
+    soundfile.write(path, soxr.resample(audio, rate, 44100), 44100, subtype="PCM_16")
+    run = await run_voxwire("transcribe", str(path), "--url", toy.ws, key=toy.key)
+    assert (run.status, run.out.strip()) == (0, "beep"), run.err
+    assert "is 44100 Hz; model toy_beep takes 16000 Hz: resampled to 16000 Hz" in run.err

@@ -47,16 +47,19 @@ def session_options() -> SessionOptions:
 
 
 async def connect(
-    open_session: Callable[[SessionOptions], Awaitable[T]], args: argparse.Namespace
+    open_session: Callable[[SessionOptions], Awaitable[T]],
+    args: argparse.Namespace,
+    spent_s: float = 0.0,
 ) -> T:
-    """``open_session(options)`` (the SDK's ``connect``) within ``args.connect_timeout``.
+    """``open_session(options)`` (the SDK's ``connect``) within ``args.connect_timeout``, of
+    which ``spent_s`` went already (asking the gateway's capabilities).
 
     Raises CliError when no gateway could be reached; the SDK's other errors as they are."""
     from voxwire import errors
 
     tried = ", ".join(urls(args))
     try:
-        async with asyncio.timeout(args.connect_timeout) as deadline:
+        async with asyncio.timeout(max(args.connect_timeout - spent_s, 0.0)) as deadline:
             return await open_session(session_options())
     except TimeoutError:
         if not deadline.expired():

@@ -43,3 +43,34 @@ def check_format_flags(
     for flag, value in given.items():
         if value is not None and value != own[flag]:
             raise CliError(f"{what}, but {flag} says {value}: {advice}", status=2)
+
+
+# The encodings ``resampled`` converts (G.711 audio is sent at its own 8 kHz).
+_DTYPES = {"pcm_s16le": "int16", "pcm_f32le": "float32"}
+
+
+def resampled(source: Source, rate: int) -> Source:
+    """``source`` converted to ``rate`` as it is read (soxr's streaming resampler, HQ: one
+    filter state across chunks, so their boundaries do not click), for a model that does
+    not take the audio's own rate. PCM only."""
+    import numpy as np
+    import soxr
+
+    dtype = np.dtype(_DTYPES[source.encoding])
+    channels = source.channels
+    stream = soxr.ResampleStream(source.rate, rate, channels, dtype=dtype, quality="HQ")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for chunk in source.chunks:
+            out = stream.resample_chunk(np.frombuffer(chunk, dtype).reshape(-1, channels))
+            if out.size:
+                yield out.tobytes()
+        tail = stream.resample_chunk(np.zeros((0, channels), dtype), last=True)
+        if tail.size:
+            yield tail.tobytes()
+
+    return dataclasses.replace(source, rate=rate, chunks=chunks())
+
+
+def can_resample(source: Source) -> bool:
+    return source.encoding in _DTYPES

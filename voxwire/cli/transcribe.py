@@ -16,6 +16,11 @@ on stdin brings its own (16-bit PCM, 32-bit float, mu-law or A-law), and so does
 flags given with either must agree with it (a usage error otherwise, before anything is
 sent). stdin may be a pipe, a file or /dev/null.
 
+The request fits the model, as the gateway's ``/v1/capabilities`` describe it (asked first, for
+at most 2 s of the connect timeout): interim results are asked for only when the model makes
+them, and PCM audio at a rate the model does not take (a server that does not resample, 16 kHz
+only) is resampled to one it does, with a line on stderr saying so.
+
 A first connect that reaches no gateway is given up on after ``--connect-timeout`` seconds
 (default 10; refused connections within 6 s). Errors are one line on stderr: exit
 status 2 for a command line that is wrong, 1 for anything else.
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
 
     from voxwire.client import SessionOptions, TranscriptionEvent, TranscriptionSession
     from voxwire.v1 import transcription_pb2
+    from voxwire.v1.capabilities_pb2 import ModelCapabilities
 
 PROGRESS_AFTER_S = 5.0  # files longer than this get a progress bar (on a terminal)
 # After a Ctrl-C, how long the transcript of the audio sent may take to finish: the model
@@ -109,14 +115,20 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
     source = await (open_stdin(args) if args.source == "-" else open_file(Path(args.source), args))
     stop = _stop_on_sigint()
     try:
+        # What the gateway says of the model (None: nothing): the request fits it.
+        asked_at = time.monotonic()
+        model = await _model(args, key)
+        source = _fit_rate(source, model)
         config = _config(args, source)
-        if config.interim_results:
-            config.interim_results = await _offers_interim(args, key, config.model)
+        if model is not None and not model.features.interim_results:
+            # Asked of a model that makes none, the session was refused (INVALID_CONFIG)
+            # where it could transcribe.
+            config.interim_results = False
 
         def open_session(options: SessionOptions) -> Awaitable[TranscriptionSession]:
             return TranscriptionSession.connect(urls(args), config, api_key=key, options=options)
 
-        session = await connect(open_session, args)
+        session = await connect(open_session, args, time.monotonic() - asked_at)
         sent = await _run_session(session, source, args, stop)
     finally:
         await source.close()
@@ -135,11 +147,10 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
 CAPABILITIES_WAIT_S = 2.0
 
 
-async def _offers_interim(args: argparse.Namespace, key: str, model: str) -> bool:
-    """Whether the model (the server's default STT model for "") makes interim results, as
-    the gateway's capabilities say: interim results are asked for only then (a server's
-    model without them refused the session, INVALID_CONFIG, where it could transcribe).
-    True when they cannot be had: the session's own answer then says what is wrong."""
+async def _model(args: argparse.Namespace, key: str) -> ModelCapabilities | None:
+    """What the gateway's capabilities say of the STT model (``--model``, else the default);
+    None when they cannot be had within ``CAPABILITIES_WAIT_S`` (the session's own answer
+    then says what is wrong) or name no such model."""
     from voxwire.client import fetch_capabilities
     from voxwire.v1 import capabilities_pb2
 
@@ -148,13 +159,36 @@ async def _offers_interim(args: argparse.Namespace, key: str, model: str) -> boo
             urls(args)[0], key, timeout_s=min(args.connect_timeout, CAPABILITIES_WAIT_S)
         )
     except Exception:  # unreachable, refused: the connect that follows reports it
-        return True
+        return None
     for found in reply.models:
         if found.kind == capabilities_pb2.MODEL_KIND_STT and (
-            found.name == model if model else found.is_default
+            found.name == args.model if args.model else found.is_default
         ):
-            return found.features.interim_results
-    return True
+            return found
+    return None
+
+
+def _fit_rate(source: Source, model: ModelCapabilities | None) -> Source:
+    """``source`` resampled when the model takes its encoding at other rates only (a server
+    that does not resample, 16 kHz only: a 44.1 kHz file was refused UNSUPPORTED_SAMPLE_RATE,
+    and the flag its error named, --rate, is refused with a file): to the lowest offered at
+    or above its own, else the highest."""
+    from voxwire.cli.source import can_resample, resampled
+    from voxwire.v1 import audio_pb2
+
+    if model is None or not can_resample(source):
+        return source
+    wire = audio_pb2.AudioEncoding.Value(f"AUDIO_ENCODING_{source.encoding.upper()}")
+    rates = sorted(r for f in model.input_formats if f.encoding == wire for r in f.sample_rates_hz)
+    if not rates or source.rate in rates:
+        return source
+    rate = next((r for r in rates if r >= source.rate), rates[-1])
+    print(
+        f"voxwire transcribe: {source.name} is {source.rate} Hz; model {model.name} takes "
+        f"{', '.join(map(str, rates))} Hz: resampled to {rate} Hz",
+        file=sys.stderr,
+    )
+    return resampled(source, rate)
 
 
 def _stop_on_sigint() -> asyncio.Event:
