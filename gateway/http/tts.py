@@ -58,7 +58,7 @@ from gateway.wire.messages import decode, encode
 from gateway.wire.query import ENCODINGS
 from voxwire import errors
 from voxwire.audio.formats import ENCODINGS as PROTO_ENCODINGS
-from voxwire.audio.formats import resolve_format
+from voxwire.audio.formats import offered_rate, resolve_format
 from voxwire.audio.wav import streaming_header
 from voxwire.edge.v1 import http_pb2
 from voxwire.playback_clock import PlaybackClock
@@ -142,19 +142,13 @@ def _defaults(req: http_pb2.SpeakRequest, model: capabilities_pb2.ModelCapabilit
     one that does not (an ML engineer's own, 16 kHz only) failed a request that named no
     rate with UNSUPPORTED_SAMPLE_RATE."""
     fmt = req.config.output_format
-    offered = {f.encoding: list(f.sample_rates_hz) for f in model.output_formats} if model else {}
+    offered = [f.encoding for f in model.output_formats] if model else []
     if not fmt.encoding:
         pcm16 = audio_pb2.AUDIO_ENCODING_PCM_S16LE
-        fmt.encoding = pcm16 if not offered or pcm16 in offered else next(iter(offered))
+        fmt.encoding = pcm16 if not offered or pcm16 in offered else offered[0]
     if not fmt.sample_rate_hz:
         usual = 8000 if fmt.encoding in (3, 4) else DEFAULT_RATE_HZ
-        rates = offered.get(fmt.encoding, [])
-        if not rates or usual in rates:
-            fmt.sample_rate_hz = usual
-        elif model is not None and model.native_sample_rate_hz in rates:
-            fmt.sample_rate_hz = model.native_sample_rate_hz
-        else:
-            fmt.sample_rate_hz = rates[0]
+        fmt.sample_rate_hz = offered_rate(model, fmt.encoding, usual)
     # The adapter's own check (inference_adapter/tts/config.py), made here before anything is
     # written: the response's status and its WAV header come from this format (an encoding
     # number outside the enum was a KeyError there, answered 500).

@@ -104,7 +104,9 @@ async def test_speak_names_the_flag_and_the_rates_a_server_offers(toy: Edge, tmp
     # The server's error, "rates [16000] only", came without the field it names (--rate,
     # in its field violations): a user did not learn which option to change.
     out = str(tmp_path / "hi.wav")
-    run = await run_voxwire("speak", "Hello.", "-o", out, "--url", toy.ws, key=toy.key)
+    run = await run_voxwire(
+        "speak", "Hello.", "-o", out, "--rate", "22050", "--url", toy.ws, key=toy.key
+    )
     assert run.status == 1, run.err
     assert run.err.strip() == (
         "voxwire speak: error: UNSUPPORTED_SAMPLE_RATE: rates [16000] only (--rate: [16000])"
@@ -113,6 +115,16 @@ async def test_speak_names_the_flag_and_the_rates_a_server_offers(toy: Edge, tmp
         "speak", "Hello.", "-o", out, "--rate", "16000", "--url", toy.ws, key=toy.key
     )
     assert run.status == 0, run.err
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_speak_with_no_rate_asks_one_the_model_offers(toy: Edge, tmp_path: Path):
+    # Its default, 22050 Hz, was refused UNSUPPORTED_SAMPLE_RATE by a 16 kHz-only server.
+    for name in ("hi.wav", "hi.opus"):
+        out = tmp_path / name
+        run = await run_voxwire("speak", "Hello.", "-o", str(out), "--url", toy.ws, key=toy.key)
+        assert run.status == 0, run.err
+        assert soundfile.info(str(out)).samplerate == 16000, name
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from voxwire.audio.codecs import Encoding, PcmFormat
 from voxwire.errors import UnsupportedEncoding, UnsupportedSampleRate, Violation
-from voxwire.v1 import audio_pb2
+from voxwire.v1 import audio_pb2, capabilities_pb2
 
 # Rates the server converts to and from every model's native rate with soxr.
 PCM_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -62,6 +64,32 @@ def carried_rate(rate: int) -> int:
             f"{MIN_SOURCE_RATE_HZ} Hz up, not below"
         )
     return min((r for r in PCM_RATES if r > rate), default=max(PCM_RATES))
+
+
+def offered_rate(
+    model: capabilities_pb2.ModelCapabilities | None,
+    encoding: audio_pb2.AudioEncoding.ValueType,
+    usual: int,
+    allowed: Collection[int] = (),
+) -> int:
+    """The rate to ask of TTS ``model`` for ``encoding`` when the caller named none:
+    ``usual`` where the model offers it (or nothing is known of the model, or of that
+    encoding), else its native rate, else the first it offers; of ``allowed`` only, when it is
+    given (an output that takes only those), and ``usual`` when the model offers none of them.
+    A server that resamples (the reference adapter) offers every rate; one that does not (16
+    kHz only) refused the usual default with UNSUPPORTED_SAMPLE_RATE."""
+    if model is None:
+        return usual
+    rates = [
+        r
+        for f in model.output_formats
+        if f.encoding == encoding
+        for r in f.sample_rates_hz
+        if not allowed or r in allowed
+    ]
+    if not rates or usual in rates:
+        return usual
+    return model.native_sample_rate_hz if model.native_sample_rate_hz in rates else rates[0]
 
 
 def resolve_format(fmt: audio_pb2.AudioFormat, field: str, *, max_channels: int) -> PcmFormat:

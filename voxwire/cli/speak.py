@@ -7,6 +7,9 @@ spoken as fast as the model goes (lead 0); the audio is written as 16-bit PCM WA
 ``--rate``, or in the format the output's name asks for (``.flac``, ``.ogg``, ``.opus``,
 ``.mp3``, ``.au``, ``.aiff``, ``.caf``, ``.raw``: voxwire.cli.wav_output). On a terminal a
 progress line shows the audio received while it arrives. Word timings go to stderr with ``--words``.
+Without ``--rate`` the rate is 22050 Hz (24000 for ``.opus``) where the model offers it (the
+gateway's ``/v1/capabilities``, asked first for at most 2 s of the connect timeout), else one it
+offers, its native rate first.
 
 Text that starts with ``<speak`` (or an XML declaration) is sent as SSML, in the model's subset
 (``ssmlElements`` in the gateway's ``/v1/capabilities``; markup outside it fails with
@@ -32,6 +35,7 @@ import contextlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -76,7 +80,8 @@ def add_parser(subparsers: Any) -> None:
         type=int,
         default=None,
         choices=RATES,
-        help="output sample rate (Hz; default 22050, 24000 for .opus)",
+        help="output sample rate (Hz; default 22050, 24000 for .opus, where the model offers "
+        "it, else the model's own)",
     )
     parser.add_argument(
         "--format",
@@ -153,12 +158,15 @@ def _run(args: argparse.Namespace) -> int:
         except CliError as exc:
             return fail("speak", exc)
         stdin = None
+    args.spent_s = 0.0  # of the connect timeout, asking the gateway's capabilities
     try:
         if args.rate is None:
-            args.rate = default_rate(args.output)
+            args.rate = _fitting_rate(args, key)
         output = WavOutput.open(args.output, args.rate)
     except CliError as exc:
         return fail("speak", exc)
+    except KeyboardInterrupt:
+        return 130
     try:
         spool = AudioSpool()
     except CliError as exc:
@@ -238,6 +246,31 @@ def _give_up(output: WavOutput, spool: AudioSpool, writer: threading.Thread | No
     spool.close()
 
 
+# The rates Opus codes (RFC 6716, 2): an .opus output must be at one of them.
+_OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+
+
+def _fitting_rate(args: argparse.Namespace, key: str) -> int:
+    """The output's default rate (``default_rate``) where the model offers it, else one it
+    offers (its native rate first), as the gateway's capabilities describe the model: a
+    server that does not resample (16 kHz only) refused the default with
+    UNSUPPORTED_SAMPLE_RATE. The default when they cannot be had."""
+    from voxwire.audio.formats import offered_rate
+    from voxwire.cli.model_info import model_capabilities
+    from voxwire.v1 import audio_pb2
+
+    asked_at = time.monotonic()
+    model = asyncio.run(model_capabilities(args, key, "tts", args.model))
+    args.spent_s = time.monotonic() - asked_at
+    opus = args.output.suffix.lower() == ".opus"
+    return offered_rate(
+        model,
+        audio_pb2.AUDIO_ENCODING_PCM_S16LE,
+        default_rate(args.output),
+        _OPUS_RATES if opus else (),
+    )
+
+
 async def _speak(
     args: argparse.Namespace, key: str, text: str, spool: AudioSpool, stdin: _Stdin | None
 ) -> None:
@@ -265,7 +298,7 @@ async def _speak(
     def open_session(options: SessionOptions) -> Awaitable[SynthesisSession]:
         return SynthesisSession.connect(urls(args), api_key=key, lead_ms=0, options=options)
 
-    session = await connect(open_session, args)
+    session = await connect(open_session, args, args.spent_s)
     async with session:
         context = await session.open("speak", config)
         await context.append(text)

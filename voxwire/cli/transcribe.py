@@ -108,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
 async def _transcribe(args: argparse.Namespace, key: str) -> int:
     from voxwire.cli.audio_file import open_file
     from voxwire.cli.connect import connect
+    from voxwire.cli.model_info import model_capabilities
     from voxwire.cli.stdin_source import open_stdin
     from voxwire.client import TranscriptionSession
 
@@ -117,7 +118,7 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
     try:
         # What the gateway says of the model (None: nothing): the request fits it.
         asked_at = time.monotonic()
-        model = await _model(args, key)
+        model = await model_capabilities(args, key, "stt", args.model)
         source = _fit_rate(source, model)
         config = _config(args, source)
         if model is not None and not model.features.interim_results:
@@ -141,31 +142,6 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
     if not sent:
         print(f"voxwire transcribe: {source.name} held no audio", file=sys.stderr)
     return 0
-
-
-# How long the model's features are waited for before the session opens without them.
-CAPABILITIES_WAIT_S = 2.0
-
-
-async def _model(args: argparse.Namespace, key: str) -> ModelCapabilities | None:
-    """What the gateway's capabilities say of the STT model (``--model``, else the default);
-    None when they cannot be had within ``CAPABILITIES_WAIT_S`` (the session's own answer
-    then says what is wrong) or name no such model."""
-    from voxwire.client import fetch_capabilities
-    from voxwire.v1 import capabilities_pb2
-
-    try:
-        reply = await fetch_capabilities(
-            urls(args)[0], key, timeout_s=min(args.connect_timeout, CAPABILITIES_WAIT_S)
-        )
-    except Exception:  # unreachable, refused: the connect that follows reports it
-        return None
-    for found in reply.models:
-        if found.kind == capabilities_pb2.MODEL_KIND_STT and (
-            found.name == args.model if args.model else found.is_default
-        ):
-            return found
-    return None
 
 
 def _fit_rate(source: Source, model: ModelCapabilities | None) -> Source:
