@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from tests.helpers.edge import Edge
+from tests.helpers.long_text import long_text
 from voxwire import errors
 from voxwire.client import ContextEvent, SynthesisSession, SynthesizedAudio
 from voxwire.edge.v1 import tts_pb2
@@ -173,10 +174,7 @@ async def test_text_longer_than_a_context_holds_goes_in_pieces_behind_which_flus
     # One append of more than the 16 KiB a context holds unsynthesized failed TEXT_TOO_LARGE
     # (`voxwire speak` of a chapter did); it now goes in pieces as the server speaks them, and
     # what the client gives after it (a flush, more text, the close) follows in its order.
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    text = " ".join(
-        " ".join(letters[(i + w) % 26] * 190 for w in range(4)) + "." for i in range(24)
-    )
+    text = long_text(24)
     assert len(text.encode()) > 16 * 1024
     async with asyncio.timeout(60):
         tts = await SynthesisSession.connect(edge.ws, api_key=edge.key, lead_ms=0)

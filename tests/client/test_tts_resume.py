@@ -15,6 +15,7 @@ from tests.client.helpers import ORIGIN
 from tests.client.test_tts_client import RATE, tts_config
 from tests.helpers.edge import Edge
 from tests.helpers.gateway_process import GatewayProcess
+from tests.helpers.long_text import long_text
 from voxwire.client import ContextEvent, Resumed, SynthesisSession, SynthesizedAudio, token_fetcher
 from voxwire.v1 import synthesis_pb2
 
@@ -200,10 +201,7 @@ async def test_long_text_going_in_pieces_resumes_with_every_word_once(
     # a gateway killed between pieces: the pieces sent are replayed from the last word heard,
     # their flushes with them, and the rest follows on the other gateway.
     a, b = gateways
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    text = " ".join(
-        " ".join(letters[(i + w) % 26] * 190 for w in range(4)) + "." for i in range(24)
-    )
+    text = long_text(24)
     events: list[ContextEvent] = []
     async with asyncio.timeout(60):
         tts = await SynthesisSession.connect(

@@ -9,10 +9,8 @@ engineer's own server, the example server set smaller) failed long text with TEX
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -21,6 +19,7 @@ from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer
 from tests.client.test_tts_client import tts_config
 from tests.helpers.edge import Edge, start_edge
+from tests.helpers.long_text import long_text, speak_events
 from voxwire.client import SynthesisSession
 from voxwire.v1 import synthesis_pb2
 
@@ -49,13 +48,6 @@ async def small(
         await adapter.stop(grace=1.0)
 
 
-def long_text(sentences: int) -> str:
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    return " ".join(
-        " ".join(letters[(i + w) % 26] * 190 for w in range(4)) + "." for i in range(sentences)
-    )
-
-
 async def test_the_sdk_cuts_long_text_to_what_the_servers_behind_the_gateway_hold(small: Edge):
     text = long_text(12)
     assert len(text.encode()) > 2 * PENDING
@@ -76,15 +68,7 @@ async def test_the_sdk_cuts_long_text_to_what_the_servers_behind_the_gateway_hol
 async def test_post_tts_cuts_long_text_to_what_the_servers_hold(small: Edge):
     text = long_text(12)
     request = {"text": text, "config": {"model": "bench_tts", "wordTimestamps": True}}
-    headers = {**small.headers, "Accept": "text/event-stream"}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{small.server.url}/v1/tts", json=request, headers=headers) as resp:
-            assert resp.status == 200, await resp.text()
-            body = await resp.text()
-    events = [
-        (block.split("\n")[0].removeprefix("event: "), json.loads(block.split("\n")[1][6:]))
-        for block in body.strip().split("\n\n")
-    ]
+    events = await speak_events(small.server.url, small.headers, request)
     assert events[-1][0] == "done", events[-1]
     words = [w for name, e in events if name == "words" for w in e["words"]]
     assert len(words) == len(text.split())

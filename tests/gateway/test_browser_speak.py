@@ -11,6 +11,7 @@ import pytest
 from tests.gateway.conftest import Edge
 from tests.helpers.browser import async_page
 from tests.helpers.edge import page_token
+from tests.helpers.long_text import long_text
 from voxwire.text_pieces import piece_bytes, pieces
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -109,10 +110,7 @@ async def test_a_page_speaks_text_longer_than_a_context_holds_in_pieces(edge: Ed
     # voxwire.js's TtsSession.append of more than the 16 KiB a context holds unspoken ended
     # the context with TEXT_TOO_LARGE; it now goes in pieces (textPieces, cut as the Python
     # SDK's voxwire.text_pieces cuts: the same pieces for the same text), as it is spoken.
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    text = " ".join(
-        " ".join(letters[(i + w) % 26] * 190 for w in range(4)) + "." for i in range(24)
-    )
+    text = long_text(24)
     cases = [
         ["One two. Three four five six.", 20],
         ["Dr. Smith went home. He slept.", 25],

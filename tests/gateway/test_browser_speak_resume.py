@@ -22,6 +22,7 @@ from tests.gateway.conftest import Edge
 from tests.gateway.test_browser_speak import LONG, PLAY
 from tests.helpers.browser import async_page
 from tests.helpers.browser_gateways import gateways_on_one_port, record_frames
+from tests.helpers.long_text import long_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -222,10 +223,7 @@ async def test_a_pages_long_text_goes_on_in_pieces_on_the_next_gateway(
     # voxwire.js's feed of long text (pieces, each with a flush of its own, two unacknowledged
     # at a time) across a SIGKILL of its gateway: the unacknowledged pieces' text and flushes
     # are sent again to the next one at their places, the rest follows as they are spoken.
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    text = " ".join(
-        " ".join(letters[(i + w) % 26] * 190 for w in range(4)) + "." for i in range(12)
-    )
+    text = long_text(12)
     async with (
         gateways_on_one_port(edge, edge_adapter.address, tmp_path, "long-feed-page") as port,
         async_page(timeout_ms=90_000) as browser,

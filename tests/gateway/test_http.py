@@ -17,6 +17,7 @@ from gateway.auth.keys import create_key
 from gateway.http import stt as http_stt
 from gateway.http import tts as http_tts
 from tests.gateway.conftest import Edge
+from tests.helpers.long_text import long_text, speak_events
 from tests.helpers.speech_fixtures import SPEECH_DIR
 from voxwire.edge.http_errors import documented
 
@@ -175,15 +176,6 @@ async def test_tts_sse_interleaves_audio_and_words_and_ends_with_done(edge: Edge
     assert seqs == list(range(1, len(seqs) + 1))
 
 
-def long_text(sentences: int) -> str:
-    """Text of long "words" (few words per byte: bench_tts takes a while per word), sentences
-    of four, the whole over the 16 KiB a context holds unsynthesized."""
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    return " ".join(
-        " ".join(letters[(i + w) % 26] * 190 for w in range(4)) + "." for i in range(sentences)
-    )
-
-
 async def test_tts_speaks_a_body_longer_than_a_context_holds_every_word_in_order(edge: Edge):
     # A body of up to 64 KiB was taken, then failed 413 TEXT_TOO_LARGE ("context 'http' would
     # hold more than max_pending_text_bytes 16384") from 16 KiB: it now goes to the model in
@@ -191,15 +183,7 @@ async def test_tts_speaks_a_body_longer_than_a_context_holds_every_word_in_order
     text = long_text(24)
     assert len(text.encode()) > 16 * 1024
     request = {"text": text, "config": {"model": "bench_tts", "wordTimestamps": True}}
-    headers = {**edge.headers, "Accept": "text/event-stream"}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{edge.server.url}/v1/tts", json=request, headers=headers) as resp:
-            assert resp.status == 200, await resp.text()
-            body = await resp.text()
-    events = [
-        (block.split("\n")[0].removeprefix("event: "), json.loads(block.split("\n")[1][6:]))
-        for block in body.strip().split("\n\n")
-    ]
+    events = await speak_events(edge.server.url, edge.headers, request)
     assert events[-1][0] == "done", events[-1]
     words = [w for name, e in events if name == "words" for w in e["words"]]
     # Every word once, in order, where it is in the text.
