@@ -318,8 +318,9 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
     # adapter's) of text not yet synthesized, and a body may be up to MAX_BODY_BYTES. An SSML
     # document is one unit of markup: it goes whole (a piece as long as it is).
     whole = req.config.text_format == synthesis_pb2.TEXT_FORMAT_SSML
+    text_bytes = len(req.text.encode())
     size = piece_bytes(gateway.pool.max_pending_text_bytes)  # 4 KiB, or less when it must be
-    feed = TextFeed(max(size, len(req.text.encode())) if whole else size, prefix=_PIECE)
+    feed = TextFeed(max(size, text_bytes) if whole else size, prefix=_PIECE)
     feed.append(req.text)
     feed.close()
     try:
@@ -330,13 +331,12 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
         raise _Refused(exc.error) from None
     except _Refused as refused:
         held = gateway.pool.max_pending_text_bytes
-        size = len(req.text.encode())
-        if whole and refused.error.reason == errors.TextTooLarge.reason and 0 < held < size:
+        if whole and refused.error.reason == errors.TextTooLarge.reason and 0 < held < text_bytes:
             # The adapter's words name the request's context, 'http', which the client never
             # named: say what was too large and what to do.
             raise _Refused(
                 errors.TextTooLarge(
-                    f"the SSML document is {size} bytes, more than the server holds at once "
+                    f"the SSML document is {text_bytes} bytes, more than the server holds at once "
                     f"(max_pending_text_bytes {held}): an SSML document goes to the model "
                     f"whole, so split it into several requests"
                 )

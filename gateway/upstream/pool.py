@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from voxwire.capabilities import find_model
 from voxwire.errors import BackendUnavailable
 from voxwire.v1 import (
     capabilities_pb2,
@@ -185,11 +186,8 @@ class AdapterPool:
         adapter's word first; None when none has said."""
         adapters = sorted(self.adapters, key=lambda a: not a.serving)
         for known in (a.reported for a in adapters if a.reported is not None):
-            for model in known.models:
-                if model.kind == capabilities_pb2.MODEL_KIND_TTS and (
-                    model.name == name if name else model.is_default
-                ):
-                    return model
+            if (model := find_model(known, capabilities_pb2.MODEL_KIND_TTS, name)) is not None:
+                return model
         return None
 
     def choose(self, exclude: Iterable[Adapter] = ()) -> Lease:

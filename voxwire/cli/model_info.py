@@ -25,6 +25,7 @@ async def model_capabilities(
     gateway describes it; None when the capabilities cannot be had within
     ``CAPABILITIES_WAIT_S`` (the session's own answer then says what is wrong) or name no such
     model."""
+    from voxwire.capabilities import find_model
     from voxwire.client import fetch_capabilities
     from voxwire.v1 import capabilities_pb2
 
@@ -35,7 +36,4 @@ async def model_capabilities(
         )
     except Exception:  # unreachable, refused: the connect that follows reports it
         return None
-    for found in reply.models:
-        if found.kind == wanted and (found.name == name if name else found.is_default):
-            return found
-    return None
+    return find_model(reply, wanted, name)

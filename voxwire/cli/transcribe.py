@@ -149,12 +149,13 @@ def _fit_rate(source: Source, model: ModelCapabilities | None) -> Source:
     that does not resample, 16 kHz only: a 44.1 kHz file was refused UNSUPPORTED_SAMPLE_RATE,
     and the flag its error named, --rate, is refused with a file): to the lowest offered at
     or above its own, else the highest."""
+    from voxwire.audio.codecs import Encoding
+    from voxwire.audio.formats import PROTO_ENCODINGS
     from voxwire.cli.source import can_resample, resampled
-    from voxwire.v1 import audio_pb2
 
     if model is None or not can_resample(source):
         return source
-    wire = audio_pb2.AudioEncoding.Value(f"AUDIO_ENCODING_{source.encoding.upper()}")
+    wire = PROTO_ENCODINGS[Encoding(source.encoding)]
     rates = sorted(r for f in model.input_formats if f.encoding == wire for r in f.sample_rates_hz)
     if not rates or source.rate in rates:
         return source

@@ -82,7 +82,7 @@ def token_fetcher(
 
     The provider raises the error the gateway answered with (``voxwire.errors``), or
     ConnectionLost when the gateway cannot be reached."""
-    http_base = base_url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    http_base = _http_base(base_url)
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     if origin:
         headers["Origin"] = origin
@@ -116,7 +116,7 @@ async def fetch_capabilities(
 
     Raises the error the gateway answered with (``voxwire.errors``), BackendUnavailable when
     it cannot be reached within ``timeout_s``."""
-    http_base = base_url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    http_base = _http_base(base_url)
     try:
         async with asyncio.timeout(timeout_s), aiohttp.ClientSession() as http:
             async with http.get(
@@ -135,6 +135,11 @@ async def fetch_capabilities(
         max_bytes=_MAX_CAPABILITIES,
         ignore_unknown_fields=True,
     )
+
+
+def _http_base(url: str) -> str:
+    """The gateway's HTTP origin of a ws(s):// or http(s):// URL."""
+    return url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
 
 
 def _http_error(status: int, text: str) -> errors.VoxwireError:
