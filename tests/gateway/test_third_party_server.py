@@ -156,4 +156,31 @@ async def test_transcribe_resamples_a_file_to_a_rate_the_model_takes(toy: Edge, 
     soundfile.write(path, soxr.resample(audio, rate, 44100), 44100, subtype="PCM_16")
     run = await run_voxwire("transcribe", str(path), "--url", toy.ws, key=toy.key)
     assert (run.status, run.out.strip()) == (0, "beep"), run.err
-    assert "is 44100 Hz; model toy_beep takes 16000 Hz: resampled to 16000 Hz" in run.err
+    assert "44100 Hz, 1 channel(s); model toy_beep takes pcm_s16le at 16000 Hz" in run.err
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("shape", ["stereo file", "mu-law stdin"])
+async def test_transcribe_converts_audio_to_a_format_the_model_takes(
+    toy: Edge, tmp_path: Path, shape: str
+):
+    # A stereo WAV, and 8 kHz mu-law on stdin, were refused by a server that takes 16 kHz
+    # PCM16 mono only ("max_channels", "UNSUPPORTED_SAMPLE_RATE"); the stdin's --rate the
+    # error named is the audio's own, not one to change.
+    from voxwire.audio.codecs import Encoding, encode
+
+    audio, rate = soundfile.read(SPEECH, dtype="float32")
+    if shape == "stereo file":
+        path = tmp_path / "stereo.wav"
+        soundfile.write(path, audio[:, None].repeat(2, axis=1), rate, subtype="PCM_16")
+        args, stdin, was = (str(path),), None, "pcm_s16le at 16000 Hz, 2 channel(s)"
+    else:
+        args = ("-", "--encoding", "mulaw", "--rate", "8000")
+        stdin = encode(soxr.resample(audio, rate, 8000), Encoding.MULAW)
+        was = "mulaw at 8000 Hz, 1 channel(s)"
+    run = await run_voxwire("transcribe", *args, "--url", toy.ws, key=toy.key, stdin=stdin)
+    assert (run.status, run.out.strip()) == (0, "beep"), run.err
+    assert (
+        f"is {was}; model toy_beep takes pcm_s16le at 16000 Hz, 1 channel(s): "
+        "sent as pcm_s16le at 16000 Hz, 1 channel(s)"
+    ) in run.err

@@ -45,32 +45,42 @@ def check_format_flags(
             raise CliError(f"{what}, but {flag} says {value}: {advice}", status=2)
 
 
-# The encodings ``resampled`` converts (G.711 audio is sent at its own 8 kHz).
-_DTYPES = {"pcm_s16le": "int16", "pcm_f32le": "float32"}
-
-
-def resampled(source: Source, rate: int) -> Source:
-    """``source`` converted to ``rate`` as it is read (soxr's streaming resampler, HQ: one
-    filter state across chunks, so their boundaries do not click), for a model that does
-    not take the audio's own rate. PCM only."""
+def converted(source: Source, encoding: str, rate: int, channels: int) -> Source:
+    """``source`` as ``encoding`` at ``rate`` with ``channels``, converted as it is read, for
+    a model that does not take the audio's own format (a server that does not resample, 16 kHz
+    PCM16 mono only). Each chunk is decoded to float (G.711 through its tables), mixed down to
+    mono when fewer channels are asked (the mean), resampled with soxr's streaming resampler
+    (HQ: one filter state across chunks, so their boundaries do not click) and encoded."""
     import numpy as np
     import soxr
 
-    dtype = np.dtype(_DTYPES[source.encoding])
-    channels = source.channels
-    stream = soxr.ResampleStream(source.rate, rate, channels, dtype=dtype, quality="HQ")
+    from voxwire.audio.codecs import Encoding, PcmFormat, decode, encode
+
+    # Decoded as one channel, every sample is decoded alone: the interleaved frames stay.
+    samples = PcmFormat(Encoding(source.encoding), source.rate, 1)
+    wire = Encoding(encoding)
+    mix = channels < source.channels
+    stream = (
+        soxr.ResampleStream(source.rate, rate, channels, dtype=np.float32, quality="HQ")
+        if rate != source.rate
+        else None
+    )
+
+    def convert(chunk: bytes, last: bool = False) -> bytes:
+        frames = decode(chunk, samples).reshape(-1, source.channels)
+        if mix:
+            frames = frames.mean(axis=1, dtype=np.float32, keepdims=True)
+        if stream is not None:
+            frames = stream.resample_chunk(frames, last=last)
+        return encode(frames.reshape(-1), wire) if frames.size else b""
 
     async def chunks() -> AsyncIterator[bytes]:
         async for chunk in source.chunks:
-            out = stream.resample_chunk(np.frombuffer(chunk, dtype).reshape(-1, channels))
-            if out.size:
-                yield out.tobytes()
-        tail = stream.resample_chunk(np.zeros((0, channels), dtype), last=True)
-        if tail.size:
-            yield tail.tobytes()
+            if out := convert(chunk):
+                yield out
+        if stream is not None and (tail := convert(b"", last=True)):
+            yield tail
 
-    return dataclasses.replace(source, rate=rate, chunks=chunks())
-
-
-def can_resample(source: Source) -> bool:
-    return source.encoding in _DTYPES
+    return dataclasses.replace(
+        source, encoding=encoding, rate=rate, channels=channels, chunks=chunks()
+    )

@@ -18,8 +18,9 @@ sent). stdin may be a pipe, a file or /dev/null.
 
 The request fits the model, as the gateway's ``/v1/capabilities`` describe it (asked first, for
 at most 2 s of the connect timeout): interim results are asked for only when the model makes
-them, and PCM audio at a rate the model does not take (a server that does not resample, 16 kHz
-only) is resampled to one it does, with a line on stderr saying so.
+them, and audio in a format the model does not take (a server that does not resample, 16 kHz
+PCM16 mono only) is converted to the nearest one it does (resampled, mixed down to mono,
+G.711 decoded), with a line on stderr saying so.
 
 A first connect that reaches no gateway is given up on after ``--connect-timeout`` seconds
 (default 10; refused connections within 6 s). Errors are one line on stderr: exit
@@ -52,8 +53,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from voxwire.client import SessionOptions, TranscriptionEvent, TranscriptionSession
-    from voxwire.v1 import transcription_pb2
-    from voxwire.v1.capabilities_pb2 import ModelCapabilities
+    from voxwire.v1 import audio_pb2, transcription_pb2
+    from voxwire.v1.capabilities_pb2 import FormatSupport, ModelCapabilities
 
 PROGRESS_AFTER_S = 5.0  # files longer than this get a progress bar (on a terminal)
 # After a Ctrl-C, how long the transcript of the audio sent may take to finish: the model
@@ -119,7 +120,7 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
         # What the gateway says of the model (None: nothing): the request fits it.
         asked_at = time.monotonic()
         model = await model_capabilities(args, key, "stt", args.model)
-        source = _fit_rate(source, model)
+        source = _fit_format(source, model)
         config = _config(args, source)
         if model is not None and not model.features.interim_results:
             # Asked of a model that makes none, the session was refused (INVALID_CONFIG)
@@ -144,28 +145,67 @@ async def _transcribe(args: argparse.Namespace, key: str) -> int:
     return 0
 
 
-def _fit_rate(source: Source, model: ModelCapabilities | None) -> Source:
-    """``source`` resampled when the model takes its encoding at other rates only (a server
-    that does not resample, 16 kHz only: a 44.1 kHz file was refused UNSUPPORTED_SAMPLE_RATE,
-    and the flag its error named, --rate, is refused with a file): to the lowest offered at
-    or above its own, else the highest."""
+def _fit_format(source: Source, model: ModelCapabilities | None) -> Source:
+    """``source`` converted when the model does not take its format, to the nearest one it
+    does (a server that does not resample, 16 kHz PCM16 mono only: a 44.1 kHz file was refused
+    UNSUPPORTED_SAMPLE_RATE, and the flag its error named, --rate, is refused with a file; a
+    stereo file and 8 kHz G.711 on stdin were refused too). Nearest: the audio's own encoding
+    if offered, else PCM16, else the first offered; of its rates, the lowest at or above the
+    audio's, else the highest; the audio's channels, or as many as the model takes."""
     from voxwire.audio.codecs import Encoding
-    from voxwire.audio.formats import PROTO_ENCODINGS
-    from voxwire.cli.source import can_resample, resampled
+    from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS
+    from voxwire.cli.source import converted
 
-    if model is None or not can_resample(source):
+    if model is None or not model.input_formats:
         return source
-    wire = PROTO_ENCODINGS[Encoding(source.encoding)]
-    rates = sorted(r for f in model.input_formats if f.encoding == wire for r in f.sample_rates_hz)
-    if not rates or source.rate in rates:
+    own = PROTO_ENCODINGS[Encoding(source.encoding)]
+    offered = list(model.input_formats)
+    if any(
+        f.encoding == own and source.rate in f.sample_rates_hz and source.channels <= _most(f)
+        for f in offered
+    ):
         return source
+    pcm16 = PROTO_ENCODINGS[Encoding.PCM_S16LE]
+    best = min(
+        (f for f in offered if f.sample_rates_hz and f.encoding in ENCODINGS),
+        key=lambda f: (f.encoding != own, f.encoding != pcm16),
+        default=None,
+    )
+    if best is None:
+        return source  # nothing the CLI can make: the server's refusal says what it takes
+    rates = sorted(best.sample_rates_hz)
     rate = next((r for r in rates if r >= source.rate), rates[-1])
+    encoding = ENCODINGS[best.encoding].value
+    target = converted(source, encoding, rate, min(source.channels, _most(best)))
+    takes = "; ".join(
+        f"{_wire_name(f.encoding)} at {', '.join(map(str, sorted(f.sample_rates_hz)))} Hz, "
+        f"{_most(f)} channel(s)"
+        for f in offered
+    )
     print(
-        f"voxwire transcribe: {source.name} is {source.rate} Hz; model {model.name} takes "
-        f"{', '.join(map(str, rates))} Hz: resampled to {rate} Hz",
+        f"voxwire transcribe: {source.name} is {_described(source)}; model {model.name} takes "
+        f"{takes}: sent as {_described(target)}",
         file=sys.stderr,
     )
-    return resampled(source, rate)
+    return target
+
+
+def _most(offered: FormatSupport) -> int:
+    """A format's channel count; 0 (not said) is one."""
+    return int(offered.max_channels) or 1
+
+
+def _wire_name(encoding: audio_pb2.AudioEncoding.ValueType) -> str:
+    """The CLI's name of a wire encoding (``--encoding``), else the contract's."""
+    from voxwire.audio.formats import ENCODINGS
+    from voxwire.v1 import audio_pb2
+
+    known = ENCODINGS.get(encoding)
+    return known.value if known is not None else audio_pb2.AudioEncoding.Name(encoding)
+
+
+def _described(source: Source) -> str:
+    return f"{source.encoding} at {source.rate} Hz, {source.channels} channel(s)"
 
 
 def _stop_on_sigint() -> asyncio.Event:
