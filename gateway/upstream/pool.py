@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 _WATCH_BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 _CAPABILITIES_TIMEOUT_S = 2.0
+# How often a serving adapter's capabilities are asked again: a model its Triton loads later,
+# or a replica's limits changed, is seen within this (it was seen only at a restart).
+CAPABILITIES_EVERY_S = 30.0
 # How long a client should wait before retrying when no adapter serves.
 NO_ADAPTER_RETRY = datetime.timedelta(seconds=1)
 
@@ -71,11 +74,14 @@ class Adapter:
     channels: list[grpc.aio.Channel]
     serving: bool = False
     active: int = 0  # this gateway's open streams on it
-    # Its capabilities, asked each time it starts serving (None: not known): the limits a TTS
-    # client is told in EdgeLimits, the models' formats that the edge's defaults fit.
+    # Its capabilities, asked each time it starts serving and every CAPABILITIES_EVERY_S while
+    # it serves (None: not known): the limits a TTS client is told in EdgeLimits, the models'
+    # formats that the edge's defaults fit.
     reported: capabilities_pb2.GetCapabilitiesResponse | None = None
     _rr: itertools.count = field(default_factory=itertools.count)
     _watch: asyncio.Task[None] | None = None
+    _refresh: asyncio.Task[None] | None = None
+    _unanswered: grpc.StatusCode | None = None  # why its capabilities were last not given
 
     def channel(self) -> grpc.aio.Channel:
         return self.channels[next(self._rr) % len(self.channels)]
@@ -126,12 +132,14 @@ class AdapterPool:
         *,
         channels_per_adapter: int = 1,
         credentials: grpc.ChannelCredentials | None = None,
+        capabilities_every_s: float = CAPABILITIES_EVERY_S,
     ) -> None:
         if not addresses:
             raise ValueError("at least one adapter address is needed")
         self._addresses = tuple(addresses)
         self._channels_per_adapter = max(1, channels_per_adapter)
         self._credentials = credentials
+        self._capabilities_every_s = capabilities_every_s
         self.adapters: list[Adapter] = []
         self._listeners: list[Callable[[], None]] = []
 
@@ -140,6 +148,9 @@ class AdapterPool:
             channels = [self._open(address) for _ in range(self._channels_per_adapter)]
             adapter = Adapter(address, channels)
             adapter._watch = asyncio.create_task(self._watch(adapter), name=f"watch {address}")
+            adapter._refresh = asyncio.create_task(
+                self._refresh(adapter), name=f"capabilities of {address}"
+            )
             self.adapters.append(adapter)
 
     async def wait_ready(self, within_s: float) -> bool:
@@ -158,10 +169,11 @@ class AdapterPool:
 
     async def close(self) -> None:
         for adapter in self.adapters:
-            if adapter._watch is not None:
-                adapter._watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await adapter._watch
+            for task in (adapter._watch, adapter._refresh):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             for channel in adapter.channels:
                 await channel.close()
 
@@ -226,11 +238,25 @@ class AdapterPool:
                 capabilities_pb2.GetCapabilitiesRequest(), timeout=_CAPABILITIES_TIMEOUT_S
             )
         except grpc.aio.AioRpcError as exc:
-            log.info(
-                "adapter %s did not give its capabilities: %s", adapter.address, exc.code().name
+            # Said once per cause, not at every refresh (a server without the service).
+            level = logging.DEBUG if adapter._unanswered == exc.code() else logging.INFO
+            adapter._unanswered = exc.code()
+            log.log(
+                level,
+                "adapter %s did not give its capabilities: %s",
+                adapter.address,
+                exc.code().name,
             )
             return
+        adapter._unanswered = None
         adapter.reported = reply
+
+    async def _refresh(self, adapter: Adapter) -> None:
+        """Asks a serving adapter's capabilities again, every ``capabilities_every_s``."""
+        while True:
+            await asyncio.sleep(self._capabilities_every_s)
+            if adapter.serving:
+                await self._learn_capabilities(adapter)
 
     async def _watch(self, adapter: Adapter) -> None:
         failures = 0  # consecutive watches that ended without an answer
