@@ -11,7 +11,9 @@ there ends that upload alone, with its error; its stderr is read by the gateway 
 The child decodes one upload at a time, and the next after it: messages on stdin and stdout,
 each a type byte and a 4-byte big-endian length, then the payload.
 
-    gateway -> child   S  {"size": int | null, "max_seconds": float}   an upload begins
+    gateway -> child   S  {"size": int | null, "max_seconds": float, "rates": [int]}
+                          an upload begins; its audio is sent at one of ``rates`` (the
+                          model's, when the gateway knows them; else the contract's)
                        B  body bytes
                        E  the body ended
                        C  the gateway stopped following this upload (its client left): the
@@ -106,11 +108,12 @@ def _decode_one(start: dict[str, object], stdin: BinaryIO, out: _Output) -> bool
     size = start.get("size")
     pipe = BodyPipe(size if isinstance(size, int) else None, room.set)
     budget = AudioBudget(float(start["max_seconds"]))  # type: ignore[arg-type]
+    rates = tuple(int(r) for r in start.get("rates") or ())  # type: ignore[attr-defined]
 
     def decode() -> None:
         report = DecodeReport()
         try:
-            for fmt, pcm in decode_blocks(pipe, _BLOCK_FRAMES, report, budget):
+            for fmt, pcm in decode_blocks(pipe, _BLOCK_FRAMES, report, budget, rates):
                 head = (fmt.rate, fmt.source_rate, fmt.source_channels, fmt.source_encoding)
                 out.send(PCM, FORMAT.pack(*head) + pcm)
             out.send(DONE, json.dumps({"truncated": report.truncated}).encode())

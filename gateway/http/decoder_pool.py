@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 from gateway.http.decoder_child import (
     BODY,
@@ -186,9 +186,11 @@ class DecoderProcess:
         size: int | None,
         max_seconds: float,
         stall_s: float,
+        rates: Sequence[int] = (),
     ) -> AsyncGenerator[tuple[DecodedFormat, bytes], None]:
         """(format, PCM16 mono) blocks of ``body``'s audio (``size`` bytes when known); at most
-        ``max_seconds`` of it (BodyTooLarge when its header declares more). ``received``
+        ``max_seconds`` of it (BodyTooLarge when its header declares more), at one of ``rates``
+        (the model's; the contract's when empty). ``received``
         counts the body's bytes given to the decoder; ``truncated`` is set at the end. A
         decoder that neither answers nor takes more of the body for ``stall_s`` while it
         holds all that arrived has stalled (InvalidAudio; ``_next``).
@@ -198,7 +200,8 @@ class DecoderProcess:
         its answer (audio or error) and was told the body's end."""
         self.reusable = self.truncated = self._end_written = False
         self.received = 0
-        start = json.dumps({"size": size, "max_seconds": max_seconds}).encode()
+        asked = {"size": size, "max_seconds": max_seconds, "rates": list(rates)}
+        start = json.dumps(asked).encode()
         await self._write(encode(START, start))
 
         async def feed() -> None:

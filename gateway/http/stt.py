@@ -56,9 +56,10 @@ from voxwire.audio.format_check import UNDECODABLE, file_kind
 from voxwire.audio.formats import ENCODINGS as CARRIED
 from voxwire.audio.formats import PROTO_ENCODINGS, resolve_format
 from voxwire.audio.wav import OtherWavFormat, WavHeaderReader
+from voxwire.capabilities import input_rates, takes_input
 from voxwire.edge.v1 import http_pb2
 from voxwire.timings import add_up, server_timing
-from voxwire.v1 import audio_pb2, stream_pb2, timings_pb2, transcription_pb2
+from voxwire.v1 import audio_pb2, capabilities_pb2, stream_pb2, timings_pb2, transcription_pb2
 
 Request = transcription_pb2.StreamingTranscribeRequest
 Response = transcription_pb2.StreamingTranscribeResponse
@@ -295,7 +296,11 @@ expect = expect_handler(_expect_check)
 async def _transcribe(request: web.Request, gateway: Gateway, started: float) -> web.Response:
     kind, config, stated, form = _head(request, gateway)
     body = _body(request, gateway.config.stt.idle_timeout_s, gateway.config.max_upload_bytes)
-    upload = _Upload(AudioBudget(gateway.config.max_upload_audio_seconds), stated)
+    upload = _Upload(
+        AudioBudget(gateway.config.max_upload_audio_seconds),
+        stated,
+        model=gateway.pool.model(capabilities_pb2.MODEL_KIND_STT, config.model),
+    )
     if kind == _SNIFF:
         audio = _untyped(request, body, config, gateway.decoders, upload)
     elif kind in _RAW | {"audio/basic"}:
@@ -408,6 +413,19 @@ class _Upload:
     # must agree with it (_contradictions).
     stated: audio_pb2.AudioFormat
     truncated: bool = False  # the body ended before the audio its header declares
+    # What the adapters said of the model (None: nothing): a file is decoded to a format it
+    # takes (a server that does not resample, 16 kHz mono only, refused a 44.1 kHz or a
+    # stereo WAV, with a sample_rate field an upload of a file cannot change).
+    model: capabilities_pb2.ModelCapabilities | None = None
+
+    def takes(self, encoding: audio_pb2.AudioEncoding.ValueType, rate: int, channels: int) -> bool:
+        return self.model is None or takes_input(self.model, encoding, rate, channels)
+
+    def rates(self) -> tuple[int, ...]:
+        """The rates decoded audio (PCM16) may go at: the model's, or the contract's (empty)."""
+        if self.model is None:
+            return ()
+        return input_rates(self.model, audio_pb2.AUDIO_ENCODING_PCM_S16LE)
 
 
 async def _untyped(
@@ -467,7 +485,9 @@ async def _wav(
         return
     reader = WavHeaderReader()
     first = b""
+    fed = bytearray()  # the body up to the end of its header (bounded by the reader's limit)
     async for chunk in body:
+        fed += chunk
         try:
             first = reader.feed(chunk)
         except OtherWavFormat:
@@ -486,6 +506,14 @@ async def _wav(
             break
     if reader.format is None:
         raise errors.InvalidAudio("the WAV file ends inside its header")
+    wav, wav_end = reader.format, reader.data_end
+    if not upload.takes(PROTO_ENCODINGS[wav.encoding], wav.rate, wav.channels):
+        # Samples the model does not take as they are: decoded, mixed down and resampled.
+        async for pcm in _compressed(
+            request, _chain(bytes(fed), body), config, decoders, upload, expected_bytes=wav_end
+        ):
+            yield pcm
+        return
     fmt = config.audio_format
     fmt.encoding = PROTO_ENCODINGS[reader.format.encoding]
     fmt.sample_rate_hz = reader.format.rate
@@ -538,7 +566,11 @@ async def _compressed(
         )
     decoder = await decoders.acquire()
     blocks = decoder.decode(
-        body, request.content_length, upload.budget.max_seconds, stall_s=_DECODER_STALL_S
+        body,
+        request.content_length,
+        upload.budget.max_seconds,
+        stall_s=_DECODER_STALL_S,
+        rates=upload.rates(),
     )
     try:
         configured = False

@@ -303,7 +303,7 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
                 req.config.text_format = synthesis_pb2.TEXT_FORMAT_SSML
         else:
             raise _unsupported(kind)
-        _defaults(req, gateway.pool.tts_model(req.config.model))
+        _defaults(req, gateway.pool.model(capabilities_pb2.MODEL_KIND_TTS, req.config.model))
         out = _output(request, req)
         lease = gateway.pool.choose()
     except errors.VoxwireError as exc:

@@ -27,7 +27,7 @@ import io
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -357,8 +357,10 @@ def decode_blocks(
     block_frames: int = 1600,
     report: DecodeReport | None = None,
     budget: AudioBudget | None = None,
+    rates: Collection[int] = (),
 ) -> Iterator[tuple[DecodedFormat, bytes]]:
-    """Decode with libsndfile (worker thread): mono PCM16 blocks at a contract rate.
+    """Decode with libsndfile (worker thread): mono PCM16 blocks at a contract rate, one of
+    ``rates`` when given (those the model takes: ``carried_rate``).
 
     ``budget``: a length the file declares is checked against it once opened (BodyTooLarge
     before the first block); not an MP3's, which libsndfile estimates from the first frame's
@@ -374,7 +376,7 @@ def decode_blocks(
     sound = _open(pipe)
     with sound:
         rate = sound.samplerate
-        out_rate = carried_rate(rate)
+        out_rate = carried_rate(rate, rates)
         subtype = SNDFILE_SUBTYPES.get(sound.subtype)
         source = PROTO_ENCODINGS[subtype] if subtype is not None else 0  # 0: unspecified
         if budget is not None and sound.format != "MP3" and 0 < sound.frames < _UNKNOWN_FRAMES:

@@ -193,12 +193,14 @@ class AdapterPool:
             (a.max_pending_text_bytes for a in self.adapters if a.max_pending_text_bytes), default=0
         )
 
-    def tts_model(self, name: str) -> capabilities_pb2.ModelCapabilities | None:
-        """What an adapter says of TTS model ``name`` (its default TTS model for ""), a serving
-        adapter's word first; None when none has said."""
+    def model(
+        self, kind: capabilities_pb2.ModelKind.ValueType, name: str
+    ) -> capabilities_pb2.ModelCapabilities | None:
+        """What an adapter says of model ``name`` of ``kind`` (its default of that kind for
+        ""), a serving adapter's word first; None when none has said."""
         adapters = sorted(self.adapters, key=lambda a: not a.serving)
         for known in (a.reported for a in adapters if a.reported is not None):
-            if (model := find_model(known, capabilities_pb2.MODEL_KIND_TTS, name)) is not None:
+            if (model := find_model(known, kind, name)) is not None:
                 return model
         return None
 

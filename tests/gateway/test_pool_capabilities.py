@@ -22,6 +22,7 @@ from examples.minimal_server import (
     add_services,
 )
 from gateway.upstream.pool import AdapterPool
+from voxwire.v1.capabilities_pb2 import MODEL_KIND_TTS as TTS
 
 
 class Flaky(Capabilities):
@@ -58,14 +59,14 @@ async def test_a_serving_adapters_capabilities_are_asked_again(caplog: pytest.Lo
         await pool.start()
         assert await pool.wait_ready(10)
         assert await _until(lambda: pool.max_pending_text_bytes == 16384)
-        assert pool.tts_model("later") is None
+        assert pool.model(TTS, "later") is None
         # The server's limits change and it serves a model more, without a restart.
         capabilities.response.limits.max_pending_text_bytes = 4096
         later = capabilities.response.models.add()
         later.CopyFrom(TTS_MODEL)
         later.name = "later"
         assert await _until(lambda: pool.max_pending_text_bytes == 4096)
-        assert await _until(lambda: pool.tts_model("later") is not None)
+        assert await _until(lambda: pool.model(TTS, "later") is not None)
         # A server that stops answering keeps what was known, and says so once, not at
         # every refresh.
         capabilities.failing = True

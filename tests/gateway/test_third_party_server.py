@@ -184,3 +184,34 @@ async def test_transcribe_converts_audio_to_a_format_the_model_takes(
         f"is {was}; model toy_beep takes pcm_s16le at 16000 Hz, 1 channel(s): "
         "sent as pcm_s16le at 16000 Hz, 1 channel(s)"
     ) in run.err
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize(
+    "name, rate, channels, subtype",
+    [
+        ("k44.wav", 44100, 1, "PCM_16"),
+        ("stereo.wav", 16000, 2, "PCM_16"),
+        ("phone.wav", 8000, 1, "ULAW"),
+        ("k44.flac", 44100, 1, "PCM_16"),  # decoded anyway: at a rate the model takes
+    ],
+)
+async def test_post_stt_decodes_a_file_to_a_format_the_model_takes(
+    toy: Edge, tmp_path: Path, name: str, rate: int, channels: int, subtype: str
+):
+    # A 44.1 kHz or a stereo WAV was refused by a server that takes 16 kHz mono only
+    # (400 UNSUPPORTED_SAMPLE_RATE, naming a sample_rate field that an upload of a file cannot
+    # change), and a 44.1 kHz FLAC too, decoded to its own rate.
+    audio, own = soundfile.read(SPEECH, dtype="float32")
+    audio = soxr.resample(audio, own, rate)
+    path = tmp_path / name
+    soundfile.write(path, audio[:, None].repeat(channels, axis=1), rate, subtype=subtype)
+    kind = "audio/flac" if name.endswith("flac") else "audio/wav"
+    headers = {**toy.headers, "Content-Type": kind}
+    async with aiohttp.ClientSession() as http:
+        url = f"{toy.server.url}/v1/stt"
+        async with http.post(url, data=path.read_bytes(), headers=headers) as resp:
+            body = await resp.json()
+    assert resp.status == 200, body
+    assert body["transcript"] == "beep"
+    assert abs(body["audioMs"] - 1000 * len(audio) / rate) < 30  # all of it, once

@@ -50,20 +50,23 @@ def rates_for(encoding: Encoding) -> tuple[int, ...]:
 MIN_SOURCE_RATE_HZ = 4000
 
 
-def carried_rate(rate: int) -> int:
+def carried_rate(rate: int, offered: Collection[int] = ()) -> int:
     """The PCM rate audio recorded at ``rate`` Hz is sent at: its own when the contract carries
     it, else the lowest carried rate above it (nothing of the signal is lost: 6 kHz goes as
-    8 kHz), else the highest (96 kHz goes as 48 kHz).
+    8 kHz), else the highest (96 kHz goes as 48 kHz). ``offered``: the rates the model takes
+    (its capabilities' input formats; a server that does not resample, 16 kHz only), the
+    contract's when empty.
 
     Raises UnsupportedSampleRate below ``MIN_SOURCE_RATE_HZ``."""
-    if rate in PCM_RATES:
+    rates = offered or PCM_RATES
+    if rate in rates:
         return rate
     if rate < MIN_SOURCE_RATE_HZ:
         raise UnsupportedSampleRate(
             f"the audio's sample rate is {rate} Hz; audio is resampled from "
             f"{MIN_SOURCE_RATE_HZ} Hz up, not below"
         )
-    return min((r for r in PCM_RATES if r > rate), default=max(PCM_RATES))
+    return min((r for r in rates if r > rate), default=max(rates))
 
 
 def offered_rate(

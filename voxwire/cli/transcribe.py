@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
     from voxwire.client import SessionOptions, TranscriptionEvent, TranscriptionSession
     from voxwire.v1 import audio_pb2, transcription_pb2
-    from voxwire.v1.capabilities_pb2 import FormatSupport, ModelCapabilities
+    from voxwire.v1.capabilities_pb2 import ModelCapabilities
 
 PROGRESS_AFTER_S = 5.0  # files longer than this get a progress bar (on a terminal)
 # After a Ctrl-C, how long the transcript of the audio sent may take to finish: the model
@@ -150,37 +150,31 @@ def _fit_format(source: Source, model: ModelCapabilities | None) -> Source:
     does (a server that does not resample, 16 kHz PCM16 mono only: a 44.1 kHz file was refused
     UNSUPPORTED_SAMPLE_RATE, and the flag its error named, --rate, is refused with a file; a
     stereo file and 8 kHz G.711 on stdin were refused too). Nearest: the audio's own encoding
-    if offered, else PCM16, else the first offered; of its rates, the lowest at or above the
-    audio's, else the highest; the audio's channels, or as many as the model takes."""
+    if offered, else PCM16, else the first offered; of its rates, the one the gateway's
+    uploads go at (``carried_rate``); the audio's channels, or as many as the model takes."""
     from voxwire.audio.codecs import Encoding
-    from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS
+    from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS, carried_rate
+    from voxwire.capabilities import most_channels, takes_input
     from voxwire.cli.source import converted
 
-    if model is None or not model.input_formats:
-        return source
     own = PROTO_ENCODINGS[Encoding(source.encoding)]
-    offered = list(model.input_formats)
-    if any(
-        f.encoding == own and source.rate in f.sample_rates_hz and source.channels <= _most(f)
-        for f in offered
-    ):
+    if model is None or takes_input(model, own, source.rate, source.channels):
         return source
     pcm16 = PROTO_ENCODINGS[Encoding.PCM_S16LE]
     best = min(
-        (f for f in offered if f.sample_rates_hz and f.encoding in ENCODINGS),
+        (f for f in model.input_formats if f.sample_rates_hz and f.encoding in ENCODINGS),
         key=lambda f: (f.encoding != own, f.encoding != pcm16),
         default=None,
     )
     if best is None:
         return source  # nothing the CLI can make: the server's refusal says what it takes
-    rates = sorted(best.sample_rates_hz)
-    rate = next((r for r in rates if r >= source.rate), rates[-1])
-    encoding = ENCODINGS[best.encoding].value
-    target = converted(source, encoding, rate, min(source.channels, _most(best)))
+    rate = carried_rate(source.rate, sorted(best.sample_rates_hz))
+    channels = min(source.channels, most_channels(best))
+    target = converted(source, ENCODINGS[best.encoding].value, rate, channels)
     takes = "; ".join(
         f"{_wire_name(f.encoding)} at {', '.join(map(str, sorted(f.sample_rates_hz)))} Hz, "
-        f"{_most(f)} channel(s)"
-        for f in offered
+        f"{most_channels(f)} channel(s)"
+        for f in model.input_formats
     )
     print(
         f"voxwire transcribe: {source.name} is {_described(source)}; model {model.name} takes "
@@ -188,11 +182,6 @@ def _fit_format(source: Source, model: ModelCapabilities | None) -> Source:
         file=sys.stderr,
     )
     return target
-
-
-def _most(offered: FormatSupport) -> int:
-    """A format's channel count; 0 (not said) is one."""
-    return int(offered.max_channels) or 1
 
 
 def _wire_name(encoding: audio_pb2.AudioEncoding.ValueType) -> str:

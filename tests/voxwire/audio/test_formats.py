@@ -25,3 +25,18 @@ def test_below_the_floor_is_unsupported_not_resampled_thousands_of_times_up(rate
         carried_rate(rate)
     # Nothing above the floor grows by more than 2x.
     assert carried_rate(MIN_SOURCE_RATE_HZ) <= 2 * MIN_SOURCE_RATE_HZ
+
+
+@pytest.mark.parametrize(
+    "rate, offered, sent",
+    [
+        (44100, [16000], 16000),
+        (8000, [16000], 16000),
+        (16000, [8000, 16000], 16000),
+        (11025, [8000, 16000, 48000], 16000),
+        (96000, [8000, 16000], 16000),
+        (6000, [], 8000),
+    ],
+)
+def test_a_model_that_takes_some_rates_gets_one_of_them(rate, offered, sent):
+    assert carried_rate(rate, offered) == sent
