@@ -146,3 +146,42 @@ async def test_a_short_edge_fuzz_run_keeps_every_promise(
         f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR
     ]
     assert errors_logged == []
+
+
+def test_the_cases_fit_the_stt_model_the_target_describes():
+    # Against a gateway in front of the example server (no interim results, PCM16 only) every
+    # valid STT session was refused INVALID_CONFIG and every float case was judged wrong: the
+    # cases asked what the reference models do.
+    from voxwire.fuzz.edge.runner import plan_of
+    from voxwire.v1 import audio_pb2, capabilities_pb2
+
+    audio, rate = _audio()
+    pcm16 = capabilities_pb2.FormatSupport(
+        encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rates_hz=[rate], max_channels=1
+    )
+    offered = capabilities_pb2.GetCapabilitiesResponse(
+        models=[
+            capabilities_pb2.ModelCapabilities(
+                name="toy", kind=capabilities_pb2.MODEL_KIND_STT, input_formats=[pcm16]
+            )
+        ]
+    )
+    options = Options(
+        target="http://127.0.0.1:9",
+        key="k",
+        stt_model="toy",
+        audio=audio,
+        audio_rate_hz=rate,
+        families=("valid", "binary"),
+    )
+    fitted, assumed = plan_of(options, offered), plan_of(options)
+    assert (fitted.interim, fitted.f32, assumed.interim, assumed.f32) == (False, False, True, True)
+    stt = [make_case(7, i, fitted) for i in range(300)]
+    valid = [c for c in stt if c.valid and c.kind == "stt"]
+    floats = [c for c in stt if c.detail.startswith("f32 ")]
+    assert valid and floats
+    for case in valid:
+        assert "interim" not in case.query and '"interimResults": true' not in str(case.steps)
+    assert {c.expect for c in floats} == {"UNSUPPORTED_ENCODING"}
+    # The other cases are the seed's own whatever the fit (the draws are made either way).
+    assert [c.detail for c in stt] == [make_case(7, i, assumed).detail for i in range(300)]

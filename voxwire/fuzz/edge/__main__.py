@@ -84,6 +84,11 @@ def render(result: Result) -> str:
     lines = [
         f"edge fuzz: {meta['cases']} cases, {meta['concurrency']} at a time, seed {meta['seed']},"
         f" {meta['seconds']} s ({meta['cases_per_second']} cases/s)",
+        *(
+            [f"cases fitted to the STT model: {', '.join(f'{k} no' for k in unlike)}"]
+            if (unlike := [k for k, yes in meta.get("stt_model", {}).items() if not yes])
+            else []
+        ),
         "verdicts: " + ", ".join(f"{k} {v}" for k, v in result.verdicts.items() if v),
         "by family:",
     ]

@@ -98,6 +98,12 @@ class Plan:
     # The same audio compressed, as (content type, file) (``voxwire.fuzz.edge.runner``
     # encodes it; empty: no compressed cases).
     encoded: tuple[tuple[str, bytes], ...] = ()
+    # What the STT model does, as the target's /v1/capabilities say (``runner.plan_of``):
+    # valid sessions ask interim results only of a model that makes them (a gateway in front
+    # of the example server refused them INVALID_CONFIG), and float audio is refused
+    # UNSUPPORTED_ENCODING before its samples are looked at by a model that does not take it.
+    interim: bool = True
+    f32: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +182,7 @@ def _stt_query(plan: Plan, rng: random.Random) -> str:
         "encoding": "pcm_s16le",
         "sample_rate": str(plan.audio_rate_hz),
     }
-    if rng.random() < 0.5:
+    if rng.random() < 0.5 and plan.interim:  # the draw made either way: seeds stay the same
         params["interim_results"] = "true"
     if rng.random() < 0.3:
         params["word_timestamps"] = "true"
@@ -187,7 +193,7 @@ def _stt_start(plan: Plan) -> str:
     config = {
         "model": plan.stt_model,
         "audioFormat": {"encoding": "AUDIO_ENCODING_PCM_S16LE", "sampleRateHz": plan.audio_rate_hz},
-        "interimResults": True,
+        "interimResults": plan.interim,
     }
     return json.dumps({"start": {"config": config}})
 
@@ -428,7 +434,8 @@ def _binary(rng: random.Random, index: int, plan: Plan) -> Case:
         Step("binary", frame),
         Step("text", '{"close":{}}'),
     ]
-    return _with(base, "binary", f"f32 {bad}", steps, query=query, expect="INVALID_AUDIO")
+    expect = "INVALID_AUDIO" if plan.f32 else "UNSUPPORTED_ENCODING"
+    return _with(base, "binary", f"f32 {bad}", steps, query=query, expect=expect)
 
 
 def _insert_audio(steps: list[Step], at: int, frame: bytes) -> list[Step]:

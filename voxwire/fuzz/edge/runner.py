@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
+import logging
 import os
 import time
 from collections import Counter, defaultdict
@@ -22,10 +24,15 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from voxwire import errors
+from voxwire.capabilities import find_model, takes_input
 from voxwire.fuzz import probes
 from voxwire.fuzz.edge.cases import FAMILIES, Case, Plan, describe, make_case
 from voxwire.fuzz.edge.client import Outcome, run_case
 from voxwire.fuzz.edge.verdict import BAD, VERDICTS, judge
+from voxwire.v1 import audio_pb2, capabilities_pb2
+
+log = logging.getLogger(__name__)
 
 SESSIONS_GAUGE = "voxwire_gateway_sessions_active"
 
@@ -81,7 +88,15 @@ class Result:
         return all(i["ok"] is not False for i in self.invariants)
 
 
-def plan_of(options: Options) -> Plan:
+def plan_of(
+    options: Options, offered: capabilities_pb2.GetCapabilitiesResponse | None = None
+) -> Plan:
+    """The cases' plan; fitted to the STT model as ``offered`` (the target's capabilities)
+    describes it, when it does."""
+    model = None
+    if offered is not None:
+        model = find_model(offered, capabilities_pb2.MODEL_KIND_STT, options.stt_model)
+    f32 = audio_pb2.AUDIO_ENCODING_PCM_F32LE
     return Plan(
         stt_model=options.stt_model,
         tts_model=options.tts_model,
@@ -89,7 +104,21 @@ def plan_of(options: Options) -> Plan:
         audio_rate_hz=options.audio_rate_hz,
         families=options.families,
         encoded=compressed(options.audio[: options.audio_rate_hz * 2], options.audio_rate_hz),
+        interim=model is None or model.features.interim_results,
+        f32=model is None or takes_input(model, f32, options.audio_rate_hz, 1),
     )
+
+
+async def _offered(options: Options) -> capabilities_pb2.GetCapabilitiesResponse | None:
+    """The target's capabilities; None when it does not give them (the cases then expect
+    what the reference adapter's models do)."""
+    from voxwire.client import fetch_capabilities
+
+    try:
+        return await fetch_capabilities(options.target, options.key, timeout_s=10.0)
+    except errors.VoxwireError as exc:
+        log.warning("the target's capabilities: %s; the cases assume the reference models", exc)
+        return None
 
 
 def compressed(audio: bytes, rate: int) -> tuple[tuple[str, bytes], ...]:
@@ -125,7 +154,7 @@ async def _read(options: Options, hostport: str) -> Readings:
 
 
 async def fuzz(options: Options) -> Result:
-    plan = plan_of(options)
+    plan = plan_of(options, await _offered(options))
     hostport = urlsplit(options.target).netloc
     indices = [options.only_case] if options.only_case is not None else range(options.cases)
     cases = [make_case(options.seed, i, plan) for i in indices]
@@ -161,12 +190,14 @@ async def fuzz(options: Options) -> Result:
             await run_case(http, options.target, options.key, make_probe(plan, kind), 60.0)
             for kind in ("stt", "tts")
         ]
-    return _result(options, outcomes, probe, before, after, settled, elapsed, rss, peak)
+    result = _result(options, outcomes, probe, before, after, settled, elapsed, rss, peak)
+    result.meta["stt_model"] = {"interim_results": plan.interim, "takes_pcm_f32le": plan.f32}
+    return result
 
 
 def make_probe(plan: Plan, kind: str) -> Case:
     """A valid session of ``kind``, from the first seed whose case is one."""
-    only = Plan(plan.stt_model, plan.tts_model, plan.audio, plan.audio_rate_hz, ("valid",))
+    only = dataclasses.replace(plan, families=("valid",))
     for index in range(1000):
         case = make_case(0, index, only)
         if case.kind == kind:
