@@ -165,3 +165,26 @@ def test_no_status_and_a_disturbed_valid_stream() -> None:
     out = Outcome(0, "stt", "valid", True, got_status=True, code="UNAVAILABLE")
     out.reason = "BACKEND_UNAVAILABLE"
     assert classify(valid, out) == "disturbed"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_wire_fuzzer_fits_its_cases_to_the_servers_stt_models() -> None:
+    # Against the example server (no interim results, PCM16 only: what an ML engineer's own
+    # server may well be) the fuzzer failed two invariants that were its own assumptions: 148
+    # valid streams asked interim results (refused INVALID_CONFIG, rightly) and 108 nan_audio
+    # streams expected INVALID_AUDIO of a model that takes no float audio.
+    from examples.minimal_server import build_server
+    from voxwire.fuzz.runner import Options, fuzz
+
+    server, port = await build_server(0)
+    try:
+        report = await fuzz(
+            Options(target=f"127.0.0.1:{port}", cases=300, concurrency=16, seed=43, progress=False)
+        )
+    finally:
+        await server.stop(None)
+    assert report.meta["stt_models"] == ["toy_beep"]
+    assert report.meta["stt_interim_models"] == [] and report.meta["stt_f32_models"] == []
+    assert "nan_audio" not in report.by_family
+    assert report.meta["valid_streams"] > 0
+    assert report.passed, [i for i in report.invariants if i.ok is False]

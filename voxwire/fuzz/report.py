@@ -113,6 +113,13 @@ class Report:
                 "cases_per_s": round(len(outcomes) / elapsed_s, 1) if elapsed_s else None,
                 "stt_models": list(plan.stt_models),
                 "tts_models": list(plan.tts_models),
+                # Fitted to the STT models' capabilities (None: every model does it).
+                "stt_interim_models": sorted(
+                    plan.stt_models if plan.interim_models is None else plan.interim_models
+                ),
+                "stt_f32_models": list(
+                    plan.stt_models if plan.f32_models is None else plan.f32_models
+                ),
                 "valid_streams": sum(o.valid for o in outcomes),
                 "writes_failed": sum(o.write_failed for o in outcomes),
                 "triton_down_after_cases": opts.triton_down_at[0] if opts.triton_down_at else None,
@@ -152,6 +159,11 @@ class Report:
             f"{m['concurrency']} at a time, seed {m['seed']}, {m['seconds']} s "
             f"({m['cases_per_s']}/s); {m['valid_streams']} valid streams"
         )
+        stt = set(m["stt_models"])
+        if unlike := sorted(stt - set(m.get("stt_interim_models", stt))):
+            console.print(f"no interim results asked of {', '.join(unlike)} (it makes none)")
+        if stt and not m.get("stt_f32_models", stt):
+            console.print("nan_audio left out: no STT model takes pcm_f32le")
         families = Table(title="verdicts per family")
         families.add_column("family")
         for v in VERDICTS:

@@ -23,11 +23,12 @@ from pathlib import Path
 import grpc
 
 from voxwire import call_headers
+from voxwire.capabilities import takes_input
 from voxwire.fuzz import probes
 from voxwire.fuzz.cases import FAMILIES, Plan, make_case, tone
 from voxwire.fuzz.client import Outcome, run_case
 from voxwire.fuzz.report import Readings, Report
-from voxwire.v1 import capabilities_pb2, capabilities_pb2_grpc
+from voxwire.v1 import audio_pb2, capabilities_pb2, capabilities_pb2_grpc
 
 # Room for the hostile 5 MB messages on the client side (the server sets its own limit).
 _CHANNEL_OPTIONS = [
@@ -83,6 +84,8 @@ async def discover(channel: grpc.aio.Channel, opts: Options) -> Plan:
     tts_names = opts.tts_models or tuple(m.name for m in tts if not m.benchmark)
     if not stt_names and not tts_names:
         raise ValueError("the target offers no model to fuzz")
+    said = {m.name: m for m in stt}
+    f32 = audio_pb2.AUDIO_ENCODING_PCM_F32LE
     return Plan(
         stt_models=tuple(stt_names),
         tts_models=tuple(tts_names),
@@ -90,6 +93,14 @@ async def discover(channel: grpc.aio.Channel, opts: Options) -> Plan:
         audio=opts.audio or tone(opts.audio_rate_hz),
         audio_rate_hz=opts.audio_rate_hz,
         families=opts.families,
+        # A model the capabilities do not list (named with --stt-models) is taken at the
+        # reference adapter's: interim results, float audio.
+        interim_models=frozenset(
+            n for n in stt_names if n not in said or said[n].features.interim_results
+        ),
+        f32_models=tuple(
+            n for n in stt_names if n not in said or takes_input(said[n], f32, 16000, 1)
+        ),
     )
 
 
