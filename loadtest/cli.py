@@ -66,7 +66,11 @@ _OVERRIDES: dict[str, tuple[str, Callable[[str], Any], str]] = {
         str,
         "poisson, constant, step, ramp, burst, trace, concurrency",
     ),
-    "rate": ("arrivals.rate", float, "sessions per second"),
+    "rate": (
+        "arrivals.rate",
+        float,
+        "sessions per second (Poisson arrivals unless --process or the scenario says otherwise)",
+    ),
     "to_rate": ("arrivals.to_rate", float, "ramp: final rate"),
     "concurrency": ("arrivals.sessions", int, "fixed concurrency: sessions at once"),
     "trace": ("arrivals.trace", Path, "arrival trace file"),
@@ -124,6 +128,15 @@ def load_scenario(args: argparse.Namespace) -> scenario.Scenario:
     if values.get("arrivals.sessions") is not None and values.get("arrivals.process") is None:
         values["arrivals.process"] = "concurrency"
     s = scenario.load(args.scenario, values)
+    if (
+        values.get("arrivals.rate") is not None
+        and values.get("arrivals.process") is None
+        and s.arrivals.process == "concurrency"
+    ):
+        # A rate means arrivals at that rate: the default process, one session at a time,
+        # ignored it (`--rate 2 --duration 3` ran 973 back-to-back sessions of a fast model).
+        values["arrivals.process"] = "poisson"
+        s = scenario.load(args.scenario, values)
     if args.slo:
         objectives = tuple(scenario.parse_objective(o) for o in args.slo)
         s = dataclasses.replace(s, slo=dataclasses.replace(s.slo, objectives=objectives))
@@ -257,6 +270,34 @@ def _examples(result: dict[str, Any]) -> list[tuple[str, str]]:
     return [(key, examples[key]) for key, _ in _top_errors(result) if examples.get(key)]
 
 
+# What in the scenario a refusal of it names, and the flag (and TOML key) that changes it: the
+# target said what it takes (a server of one's own: 16 kHz only, no interim results), the
+# tool's user is told where to say it. Matched on the reason, then on the message's words.
+_SCENARIO_HINTS = (
+    (
+        "INVALID_CONFIG",
+        "interim_results",
+        ("stt",),
+        "--{k}-interim off ({k}.interim_results = false)",
+    ),
+    ("UNSUPPORTED_SAMPLE_RATE", "", ("stt", "tts"), "--{k}-rate ({k}.sample_rate_hz)"),
+    ("UNSUPPORTED_ENCODING", "", ("stt", "tts"), "--{k}-encoding ({k}.encoding)"),
+    ("UNKNOWN_MODEL", "", ("stt", "tts"), "--{k}-model ({k}.model)"),
+)
+
+
+def _scenario_hint(key: str, message: str, kind: str) -> str:
+    """Where a scenario of ``kind`` (stt, tts, mixed) says what the target refused (``key``:
+    "CODE/REASON"), or ""."""
+    reason = key.split("/")[-1]
+    for hinted, word, kinds, flag in _SCENARIO_HINTS:
+        if reason == hinted and word in message:
+            mine = [k for k in kinds if kind in (k, "mixed")]
+            flags = " or ".join(flag.format(k=k) for k in mine)
+            return f"{flags}: to what the model takes, as the target's capabilities say"
+    return ""
+
+
 def failed_outright(result: dict[str, Any]) -> bool:
     """A run in which sessions were tried and none succeeded measured nothing of the target
     but its refusals: say why, and exit 1 (with or without an SLO)."""
@@ -278,6 +319,9 @@ def failed_outright(result: dict[str, Any]) -> bool:
         ),
         file=sys.stderr,
     )
+    kind = result["scenario"].get("kind", "")
+    if reached and top and (hint := _scenario_hint(top[0][0], first or "", kind)):
+        print(f"hint: {hint}", file=sys.stderr)
     target = result["scenario"].get("target") or {}
     refused = any(reason.startswith("UNAUTHENTICATED") for reason in result["errors"])
     if refused and target.get("kind") == "grpc" and not target.get("api_key"):

@@ -148,3 +148,39 @@ def test_a_path_given_on_the_command_line_is_from_the_working_directory(
     assert s.stt.speech == tmp_path / "speech"
     assert s.arrivals.trace == tmp_path / "data" / "a.csv"
     assert load(path).arrivals.trace == tmp_path / "scenarios" / "in_file.csv"  # the file's own
+
+
+@pytest.mark.parametrize(
+    "argv, process",
+    [
+        (["run", "--rate", "2"], "poisson"),  # was "concurrency": the rate was ignored
+        (["run", "--rate", "2", "--process", "constant"], "constant"),
+        (["run", "--concurrency", "3"], "concurrency"),
+        (["run"], "concurrency"),
+        (["run", "{burst}", "--rate", "2"], "burst"),  # the file's own rate process stays
+        (["run", "{fixed}", "--rate", "2"], "poisson"),  # a fixed concurrency's does not
+    ],
+)
+def test_a_rate_given_means_arrivals_at_that_rate(argv: list[str], process: str) -> None:
+    from loadtest import cli
+
+    scenarios = REPO / "loadtest" / "scenarios"
+    files = {"burst": scenarios / "mixed_bench.toml", "fixed": scenarios / "stt_bench.toml"}
+    args = cli.parser().parse_args([a.format(**files) for a in argv])
+    assert cli.load_scenario(args).arrivals.process == process
+
+
+def test_a_refusal_of_the_scenario_names_the_flag_that_changes_it() -> None:
+    # A server that makes no interim results (the example server) refused every session of a
+    # default run; the message said so, but not where the scenario says it.
+    from loadtest.cli import _scenario_hint
+
+    interim = "invalid config: config.interim_results toy_beep does not advertise interim_results"
+    assert _scenario_hint("INVALID_ARGUMENT/INVALID_CONFIG", interim, "stt").startswith(
+        "--stt-interim off (stt.interim_results = false)"
+    )
+    assert _scenario_hint("INVALID_ARGUMENT/INVALID_CONFIG", "config.model: empty", "stt") == ""
+    rate = _scenario_hint("CONTEXT/UNSUPPORTED_SAMPLE_RATE", "rates [16000] only", "tts")
+    assert rate.startswith("--tts-rate (tts.sample_rate_hz):")
+    both = _scenario_hint("INVALID_ARGUMENT/UNSUPPORTED_ENCODING", "", "mixed")
+    assert both.startswith("--stt-encoding (stt.encoding) or --tts-encoding (tts.encoding):")

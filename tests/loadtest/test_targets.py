@@ -182,6 +182,7 @@ async def test_a_refused_config_is_reported_with_what_the_target_said(
         err = capsys.readouterr().err
         assert "the target said:" in err and "no_such_model" in err, err
         assert "is the target up" not in err, err
+        assert "hint: --stt-model (stt.model): to what the model takes" in err, err
 
 
 async def test_null_relay_floor(relay_address: str, tmp_path: Path) -> None:
