@@ -40,6 +40,9 @@ _CAPABILITIES_TIMEOUT_S = 2.0
 # How often a serving adapter's capabilities are asked again: a model its Triton loads later,
 # or a replica's limits changed, is seen within this (it was seen only at a restart).
 CAPABILITIES_EVERY_S = 30.0
+# Sent with the pool's own calls (no client's): an adapter, its logs and its tests tell them
+# from a client's request, as they tell health probes by their service.
+POOL_CALL_METADATA = (("voxwire-caller", "gateway-pool"),)
 # How long a client should wait before retrying when no adapter serves.
 NO_ADAPTER_RETRY = datetime.timedelta(seconds=1)
 
@@ -237,7 +240,9 @@ class AdapterPool:
         time) keeps what was known: every session works without them."""
         try:
             reply = await adapter.capabilities().GetCapabilities(
-                capabilities_pb2.GetCapabilitiesRequest(), timeout=_CAPABILITIES_TIMEOUT_S
+                capabilities_pb2.GetCapabilitiesRequest(),
+                timeout=_CAPABILITIES_TIMEOUT_S,
+                metadata=POOL_CALL_METADATA,
             )
         except grpc.aio.AioRpcError as exc:
             # Said once per cause, not at every refresh (a server without the service).

@@ -29,8 +29,11 @@ class Flaky(Capabilities):
     """The example's capabilities, refused (UNAVAILABLE) while ``failing``."""
 
     failing = False
+    callers: list[str | bytes | None] = []
 
     async def GetCapabilities(self, request, context):
+        said = dict(context.invocation_metadata())
+        self.callers.append(said.get("voxwire-caller"))
         if self.failing:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "not now")
         return await super().GetCapabilities(request, context)
@@ -76,6 +79,8 @@ async def test_a_serving_adapters_capabilities_are_asked_again(caplog: pytest.Lo
     finally:
         await pool.close()
         await server.stop(None)
+    # The pool's own calls say so (an adapter's tests and logs tell them from a client's).
+    assert len(capabilities.callers) >= 4 and set(capabilities.callers) == {"gateway-pool"}
     said = [r for r in caplog.records if "did not give its capabilities" in r.getMessage()]
     assert len(said) >= 3, "asked again at every refresh"
     assert [r.levelno for r in said].count(logging.INFO) == 1, [r.getMessage() for r in said]
