@@ -51,10 +51,11 @@ from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import encode
 from gateway.wire.query import ENCODINGS
 from voxwire import errors
-from voxwire.audio.codecs import Encoding
+from voxwire.audio.codecs import Encoding, InvalidSamples, PcmFormat
+from voxwire.audio.convert import FormatConverter
 from voxwire.audio.format_check import UNDECODABLE, file_kind
 from voxwire.audio.formats import ENCODINGS as CARRIED
-from voxwire.audio.formats import PROTO_ENCODINGS, resolve_format
+from voxwire.audio.formats import PROTO_ENCODINGS, carried_rate, resolve_format
 from voxwire.audio.wav import OtherWavFormat, WavHeaderReader
 from voxwire.capabilities import input_rates, takes_input
 from voxwire.edge.v1 import http_pb2
@@ -307,7 +308,7 @@ async def _transcribe(request: web.Request, gateway: Gateway, started: float) ->
         audio = (
             _basic(request, body, config, gateway.decoders, upload)
             if kind == "audio/basic"
-            else _raw(body, config)
+            else _fitted(_raw(body, config), config, upload)
         )
     elif kind in _WAV:
         audio = _wav(request, body, config, gateway.decoders, upload)
@@ -392,8 +393,37 @@ async def _basic(
         return
     mulaw = audio_pb2.AUDIO_ENCODING_MULAW
     _contradictions(upload.stated, mulaw, 8000, 1, "audio/basic (8 kHz mu-law, one channel)")
-    async for frames in _raw(_chain(first, body), config):
+    async for frames in _fitted(_raw(_chain(first, body), config), config, upload):
         yield frames
+
+
+async def _fitted(
+    audio: AsyncIterator[bytes], config: transcription_pb2.TranscriptionConfig, upload: _Upload
+) -> AsyncGenerator[bytes, None]:
+    """Raw samples (whole frames of ``config.audio_format``, one the contract carries: _head
+    checked it) as they are when the model takes them, else mixed down to mono PCM16 at a rate
+    it takes (``voxwire.audio.convert``), the config's format made that before the first
+    chunk goes. A server that does not resample (16 kHz PCM16 mono only) refused 8 kHz
+    mu-law (``audio/basic``: UNSUPPORTED_ENCODING of an ``encoding`` field the client never
+    gave), as it did a WAV of it before it was decoded."""
+    fmt = config.audio_format
+    channels = max(1, fmt.channels)
+    if upload.takes(fmt.encoding, fmt.sample_rate_hz, channels):
+        async for frames in audio:
+            yield frames
+        return
+    source = PcmFormat(CARRIED[fmt.encoding], fmt.sample_rate_hz, channels)
+    rate = carried_rate(fmt.sample_rate_hz, upload.rates())
+    converter = FormatConverter(source, PcmFormat(Encoding.PCM_S16LE, rate))
+    fmt.encoding, fmt.sample_rate_hz, fmt.channels = audio_pb2.AUDIO_ENCODING_PCM_S16LE, rate, 1
+    try:
+        async for frames in audio:
+            if out := converter.convert(frames):
+                yield out
+        if tail := converter.flush():
+            yield tail
+    except InvalidSamples:
+        raise errors.InvalidAudio("the audio has NaN or infinite samples") from None
 
 
 def _frame_bytes(fmt: audio_pb2.AudioFormat) -> int:

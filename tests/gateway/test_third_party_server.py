@@ -215,3 +215,52 @@ async def test_post_stt_decodes_a_file_to_a_format_the_model_takes(
     assert resp.status == 200, body
     assert body["transcript"] == "beep"
     assert abs(body["audioMs"] - 1000 * len(audio) / rate) < 30  # all of it, once
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize(
+    "kind, query, rate, channels, encoding",
+    [
+        ("audio/basic", "", 8000, 1, "mulaw"),
+        (
+            "application/octet-stream",
+            "?encoding=pcm_s16le&sample_rate=44100&channels=2",
+            44100,
+            2,
+            "pcm_s16le",
+        ),
+        ("application/octet-stream", "?encoding=alaw&sample_rate=8000", 8000, 1, "alaw"),
+    ],
+)
+async def test_post_stt_converts_raw_samples_to_a_format_the_model_takes(
+    toy: Edge, kind: str, query: str, rate: int, channels: int, encoding: str
+):
+    # 8 kHz mu-law (audio/basic, a phone recording) was refused UNSUPPORTED_ENCODING, naming an
+    # `encoding` field the client never gave; raw 44.1 kHz stereo UNSUPPORTED_SAMPLE_RATE.
+    from voxwire.audio.codecs import Encoding, encode
+
+    audio, own = soundfile.read(SPEECH, dtype="float32")
+    audio = soxr.resample(audio, own, rate)
+    body = encode(audio.repeat(channels), Encoding(encoding))  # interleaved: the same twice
+    status, reply = await _transcribe_raw(toy, kind, query, body)
+    assert status == 200, reply
+    assert reply["transcript"] == "beep"
+    assert abs(reply["audioMs"] - 1000 * len(audio) / rate) < 30  # all of it, once
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_post_stt_refuses_nan_samples_it_converts(toy: Edge):
+    import numpy as np
+
+    samples = np.zeros(16000, "<f4")
+    samples[8000] = np.nan
+    query = "?encoding=pcm_f32le&sample_rate=16000"
+    status, reply = await _transcribe_raw(toy, "application/octet-stream", query, samples.tobytes())
+    assert (status, reply["error"]["reason"]) == (400, "INVALID_AUDIO"), reply
+
+
+async def _transcribe_raw(toy: Edge, kind: str, query: str, body: bytes) -> tuple[int, dict]:
+    headers = {**toy.headers, "Content-Type": kind}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{toy.server.url}/v1/stt{query}", data=body, headers=headers) as r:
+            return r.status, await r.json()

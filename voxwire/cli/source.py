@@ -46,39 +46,23 @@ def check_format_flags(
 
 
 def converted(source: Source, encoding: str, rate: int, channels: int) -> Source:
-    """``source`` as ``encoding`` at ``rate`` with ``channels``, converted as it is read, for
-    a model that does not take the audio's own format (a server that does not resample, 16 kHz
-    PCM16 mono only). Each chunk is decoded to float (G.711 through its tables), mixed down to
-    mono when fewer channels are asked (the mean), resampled with soxr's streaming resampler
-    (HQ: one filter state across chunks, so their boundaries do not click) and encoded."""
-    import numpy as np
-    import soxr
+    """``source`` as ``encoding`` at ``rate`` with ``channels``, converted as it is read
+    (``voxwire.audio.convert``: decoded, mixed down, resampled, encoded), for a model that
+    does not take the audio's own format (a server that does not resample, 16 kHz PCM16 mono
+    only)."""
+    from voxwire.audio.codecs import Encoding, PcmFormat
+    from voxwire.audio.convert import FormatConverter
 
-    from voxwire.audio.codecs import Encoding, PcmFormat, decode, encode
-
-    # Decoded as one channel, every sample is decoded alone: the interleaved frames stay.
-    samples = PcmFormat(Encoding(source.encoding), source.rate, 1)
-    wire = Encoding(encoding)
-    mix = channels < source.channels
-    stream = (
-        soxr.ResampleStream(source.rate, rate, channels, dtype=np.float32, quality="HQ")
-        if rate != source.rate
-        else None
+    converter = FormatConverter(
+        PcmFormat(Encoding(source.encoding), source.rate, source.channels),
+        PcmFormat(Encoding(encoding), rate, channels),
     )
-
-    def convert(chunk: bytes, last: bool = False) -> bytes:
-        frames = decode(chunk, samples).reshape(-1, source.channels)
-        if mix:
-            frames = frames.mean(axis=1, dtype=np.float32, keepdims=True)
-        if stream is not None:
-            frames = stream.resample_chunk(frames, last=last)
-        return encode(frames.reshape(-1), wire) if frames.size else b""
 
     async def chunks() -> AsyncIterator[bytes]:
         async for chunk in source.chunks:
-            if out := convert(chunk):
+            if out := converter.convert(chunk):
                 yield out
-        if stream is not None and (tail := convert(b"", last=True)):
+        if tail := converter.flush():
             yield tail
 
     return dataclasses.replace(
