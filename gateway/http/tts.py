@@ -57,8 +57,10 @@ from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import decode, encode
 from gateway.wire.query import ENCODINGS
 from voxwire import errors
+from voxwire.audio.codecs import PcmFormat
+from voxwire.audio.convert import FormatConverter
 from voxwire.audio.formats import ENCODINGS as PROTO_ENCODINGS
-from voxwire.audio.formats import offered_rate, resolve_format
+from voxwire.audio.formats import carried_rate, offered_rate, resolve_format
 from voxwire.audio.wav import streaming_header
 from voxwire.edge.v1 import http_pb2
 from voxwire.playback_clock import PlaybackClock
@@ -156,6 +158,84 @@ def _defaults(req: http_pb2.SpeakRequest, model: capabilities_pb2.ModelCapabilit
     if not req.text.strip():
         raise errors.InvalidConfig(
             "no text to speak", violations=[errors.Violation("text", "must not be empty")]
+        )
+
+
+def _fit_output(
+    req: http_pb2.SpeakRequest, model: capabilities_pb2.ModelCapabilities | None
+) -> _OutputConverter | None:
+    """When ``model`` (what the adapters say of it) does not make the format the request asks,
+    the request is made to ask the nearest one it does (the asked encoding if offered, else
+    PCM16, else the first; of its rates, ``carried_rate``'s choice), and the returned
+    converter turns that into what was asked. A server that does not resample (16 kHz PCM16
+    only) refused mu-law at 8 kHz (a telephony client's) and 24 kHz with
+    UNSUPPORTED_ENCODING or UNSUPPORTED_SAMPLE_RATE. None: the model makes it (the reference
+    adapter makes every format), or nothing is known of it."""
+    asked = req.config.output_format
+    if (
+        model is None
+        or not model.output_formats
+        or any(
+            f.encoding == asked.encoding and asked.sample_rate_hz in f.sample_rates_hz
+            for f in model.output_formats
+        )
+    ):
+        return None
+    pcm16 = audio_pb2.AUDIO_ENCODING_PCM_S16LE
+    made = min(
+        (f for f in model.output_formats if f.sample_rates_hz and f.encoding in PROTO_ENCODINGS),
+        key=lambda f: (f.encoding != asked.encoding, f.encoding != pcm16),
+        default=None,
+    )
+    if made is None:
+        return None  # nothing the gateway converts from: the server's refusal says why
+    rate = carried_rate(asked.sample_rate_hz, sorted(made.sample_rates_hz))
+    source = PcmFormat(PROTO_ENCODINGS[made.encoding], rate)
+    target = PcmFormat(PROTO_ENCODINGS[asked.encoding], asked.sample_rate_hz)
+    asked.encoding, asked.sample_rate_hz = made.encoding, rate
+    return _OutputConverter(FormatConverter(source, target), target)
+
+
+class _OutputConverter:
+    """The model's audio chunks in the asked format, as they come. The resampler holds back a
+    few tens of milliseconds, so each chunk's place on the timeline is that of the bytes it
+    carries (from the first chunk's start; they tile, as the contract's do), a chunk it held
+    back whole is not sent (None), the chunks are numbered as sent, what is held back at the
+    end comes in one more chunk (``tail``), and the ``done`` names the last."""
+
+    def __init__(self, converter: FormatConverter, target: PcmFormat) -> None:
+        self._converter = converter
+        self._bytes_per_s = target.bytes_per_second
+        self._start_ms: int | None = None
+        self._sent = 0  # bytes
+        self._sequence = 0
+
+    def chunk(self, chunk: synthesis_pb2.AudioChunk) -> synthesis_pb2.AudioChunk | None:
+        if self._start_ms is None:
+            self._start_ms = chunk.start_ms
+        return self._placed(self._converter.convert(chunk.audio))
+
+    def tail(self) -> synthesis_pb2.AudioChunk | None:
+        return self._placed(self._converter.flush())
+
+    def done(self, done: synthesis_pb2.ContextDone) -> synthesis_pb2.ContextDone:
+        out = synthesis_pb2.ContextDone()
+        out.CopyFrom(done)
+        out.last_sequence_number = self._sequence
+        return out
+
+    def _placed(self, audio: bytes) -> synthesis_pb2.AudioChunk | None:
+        if not audio or self._start_ms is None:
+            return None
+        begin = self._sent * 1000 // self._bytes_per_s
+        self._sent += len(audio)
+        end = self._sent * 1000 // self._bytes_per_s
+        self._sequence += 1
+        return synthesis_pb2.AudioChunk(
+            sequence_number=self._sequence,
+            start_ms=self._start_ms + begin,
+            duration_ms=end - begin,
+            audio=audio,
         )
 
 
@@ -303,8 +383,10 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
                 req.config.text_format = synthesis_pb2.TEXT_FORMAT_SSML
         else:
             raise _unsupported(kind)
-        _defaults(req, gateway.pool.model(capabilities_pb2.MODEL_KIND_TTS, req.config.model))
+        model = gateway.pool.model(capabilities_pb2.MODEL_KIND_TTS, req.config.model)
+        _defaults(req, model)
         out = _output(request, req)
+        converter = _fit_output(req, model)  # the request now asks what the model makes
         lease = gateway.pool.choose()
     except errors.VoxwireError as exc:
         raise _Refused(exc) from None
@@ -326,7 +408,7 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
     try:
         await upstream.write(Request(context_id=_CONTEXT, open=req.config))
         await _feed(upstream, feed)
-        return await _relay(request, upstream, out, edge, started, feed)
+        return await _relay(request, upstream, out, edge, started, feed, converter)
     except UpstreamError as exc:
         raise _Refused(exc.error) from None
     except _Refused as refused:
@@ -446,8 +528,10 @@ async def _relay(
     edge: timings_pb2.StageTimings,
     started: float,
     feed: TextFeed,
+    converter: _OutputConverter | None = None,
 ) -> web.StreamResponse:
-    """Copy the upstream context to the response as it comes; see the module docstring."""
+    """Copy the upstream context to the response as it comes; see the module docstring.
+    ``converter``: the model's audio in the format the client asked (``_fit_output``)."""
     writes: _ClientWrites | None = None  # the response's, once it began
     opened_at = time.monotonic()
     # Text that does not look like its declared format (a plain body that is an SSML document):
@@ -516,18 +600,25 @@ async def _relay(
             t0 = time.monotonic()
             if kind == "audio":
                 audio_ms = msg.audio.duration_ms
-                if out.sse:
-                    await writes.write(_sse("audio", encode(msg.audio)), audio_ms)
+                chunk = msg.audio if converter is None else converter.chunk(msg.audio)
+                if chunk is None:
+                    pass  # the resampler holds all of it for now
+                elif out.sse:
+                    await writes.write(_sse("audio", encode(chunk)), audio_ms)
                 else:
-                    await writes.write(msg.audio.audio, audio_ms)
+                    await writes.write(chunk.audio, audio_ms)
             elif kind == "words" and out.sse:
                 await writes.write(_sse("words", encode(msg.words)))
             elif kind == "done":
+                if converter is not None and (tail := converter.tail()) is not None:
+                    # What the resampler held back: the last few milliseconds of the audio.
+                    await writes.write(_sse("audio", encode(tail)) if out.sse else tail.audio)
                 if out.sse:
                     session_id = await _summary_session_id(upstream)
                     total = add_up([msg.done.timings, edge])
                     total.total_us = round((time.monotonic() - started) * 1e6)
-                    done = http_pb2.SpeakDone(session_id=session_id, done=msg.done, timings=total)
+                    ended = msg.done if converter is None else converter.done(msg.done)
+                    done = http_pb2.SpeakDone(session_id=session_id, done=ended, timings=total)
                     await writes.write(_sse("done", encode(done)))
                 await writes.write_eof()
                 return writes.response

@@ -63,9 +63,75 @@ async def test_post_tts_with_no_format_gets_one_the_model_offers(toy: Edge):
     with wave.open(io.BytesIO(body)) as wav:  # a WAV with its streaming header: read it whole
         assert (wav.getframerate(), wav.getsampwidth(), wav.getnchannels()) == (16000, 2, 1)
     assert len(body) > 44 + 3200  # audio: the toy voice's tone, 0.1 s and more
-    # A rate asked for that the model does not offer is still refused, by the server's words.
-    status, body = await _speak(toy, "?sample_rate=24000")
+    # A format the contract does not carry is still refused, before any audio.
+    status, body = await _speak(toy, "?sample_rate=23000")
     assert status == 400 and b"UNSUPPORTED_SAMPLE_RATE" in body, body
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize(
+    "query, rate, subtype",
+    [
+        ("?encoding=mulaw&sample_rate=8000", 8000, "ULAW"),  # a phone call's audio
+        ("?sample_rate=24000", 24000, "PCM_16"),
+        ("?encoding=pcm_f32le&sample_rate=48000", 48000, "FLOAT"),
+    ],
+)
+async def test_post_tts_converts_what_the_model_makes_to_the_format_asked(
+    toy: Edge, query: str, rate: int, subtype: str
+):
+    # A server that makes PCM16 at 16 kHz only refused mu-law at 8 kHz UNSUPPORTED_ENCODING
+    # and 24 kHz UNSUPPORTED_SAMPLE_RATE: a telephony client could not use it at all.
+    import numpy as np
+
+    status, native = await _speak(toy)
+    assert status == 200
+    status, body = await _speak(toy, query)
+    assert status == 200, body[:300]
+    want, want_rate = soundfile.read(io.BytesIO(native), dtype="float32")
+    got, got_rate = soundfile.read(io.BytesIO(body), dtype="float32")
+    assert (got_rate, soundfile.info(io.BytesIO(body)).subtype) == (rate, subtype)
+    assert abs(len(got) / got_rate - len(want) / want_rate) < 0.002  # the same length of audio
+
+    # The same sound: the strongest frequency and the level of the native audio.
+    def peak_hz(x: np.ndarray, r: int) -> float:
+        return float(np.argmax(np.abs(np.fft.rfft(x))) * r / len(x))
+
+    assert abs(peak_hz(got, got_rate) - peak_hz(want, want_rate)) < 5
+    assert abs(float(np.std(got)) - float(np.std(want))) < 0.02 * max(float(np.std(want)), 0.05)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_post_tts_events_carry_converted_audio(toy: Edge):
+    headers = {**toy.headers, "Content-Type": "text/plain", "Accept": "text/event-stream"}
+    async with aiohttp.ClientSession() as http:
+        url = f"{toy.server.url}/v1/tts?encoding=mulaw&sample_rate=8000"
+        async with http.post(url, data=b"Hello there.", headers=headers) as resp:
+            text = await resp.text()
+    assert resp.status == 200, text[:300]
+    import base64
+    import json
+
+    chunks = [
+        json.loads(line[6:])
+        for line in text.splitlines()
+        if line.startswith("data: ") and '"audio"' in line and '"sequenceNumber"' in line
+    ]
+    audio = b"".join(base64.b64decode(c["audio"]) for c in chunks)
+    ends = [int(c.get("startMs", 0)) + int(c.get("durationMs", 0)) for c in chunks]
+    done = next(
+        json.loads(line[6:]) for line in text.splitlines() if line.startswith('data: {"done"')
+    )
+    assert abs(len(audio) / 8 - ends[-1]) < 2  # 8 mu-law bytes a millisecond, to the end
+    assert ends[-1] == done["done"]["audioMs"]
+    starts = [int(c.get("startMs", 0)) for c in chunks]
+    assert starts == [0, *ends[:-1]]  # they tile
+    numbers = [c["sequenceNumber"] for c in chunks]
+    assert (
+        numbers
+        == list(range(1, len(chunks) + 1))
+        == list(range(1, done["done"]["lastSequenceNumber"] + 1))
+    )
 
 
 def _model(native: int, *formats: tuple[int, list[int]]) -> capabilities_pb2.ModelCapabilities:
