@@ -313,3 +313,28 @@ async def test_a_reader_that_goes_away_is_not_an_error(edge: Edge):
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert len(out.decode().splitlines()) == 1, out
     assert not err.strip(), err.decode()
+
+
+async def test_a_servers_field_the_message_does_not_name_follows_it_under_its_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # "rates [16000] only", from a server that does not resample, said nothing of --rate
+    # (before voxwire speak resampled such rates itself, its own refusal said this).
+    from voxwire import errors
+    from voxwire.cli.common import fail
+
+    refusal = errors.UnsupportedSampleRate(
+        "rates [16000] only",
+        violations=[errors.Violation("open.output_format.sample_rate_hz", "[16000]")],
+    )
+    assert fail("speak", refusal) == 1
+    said = capsys.readouterr().err.strip()
+    assert (
+        said
+        == "voxwire speak: error: UNSUPPORTED_SAMPLE_RATE: rates [16000] only (--rate: [16000])"
+    )
+    named = errors.UnknownModel(
+        "no model 'x' (open.model)", violations=[errors.Violation("open.model", "unknown")]
+    )
+    fail("speak", named)
+    assert capsys.readouterr().err.strip().endswith("no model 'x' (--model)")  # said once

@@ -166,21 +166,26 @@ def test_the_defaults_fit_what_the_model_offers(model, asked, got):
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_speak_names_the_flag_and_the_rates_a_server_offers(toy: Edge, tmp_path: Path):
-    # The server's error, "rates [16000] only", came without the field it names (--rate,
-    # in its field violations): a user did not learn which option to change.
-    out = str(tmp_path / "hi.wav")
+async def test_speak_resamples_to_a_rate_the_model_does_not_make(toy: Edge, tmp_path: Path):
+    # `--rate 8000` (a telephony file) and `--rate 22050` were refused by a server that makes
+    # 16 kHz only: "UNSUPPORTED_SAMPLE_RATE: rates [16000] only (--rate: [16000])".
+    native = tmp_path / "native.wav"
     run = await run_voxwire(
-        "speak", "Hello.", "-o", out, "--rate", "22050", "--url", toy.ws, key=toy.key
+        "speak", "Hello there.", "-o", str(native), "--rate", "16000", "--url", toy.ws, key=toy.key
     )
-    assert run.status == 1, run.err
-    assert run.err.strip() == (
-        "voxwire speak: error: UNSUPPORTED_SAMPLE_RATE: rates [16000] only (--rate: [16000])"
-    ), run.err
-    run = await run_voxwire(
-        "speak", "Hello.", "-o", out, "--rate", "16000", "--url", toy.ws, key=toy.key
-    )
-    assert run.status == 0, run.err
+    assert run.status == 0 and "resampled" not in run.err, run.err
+    want, _ = soundfile.read(native, dtype="float32")
+    for rate in (8000, 22050):
+        out = tmp_path / f"hi{rate}.wav"
+        run = await run_voxwire(
+            "speak", "Hello there.", "-o", str(out), "--rate", str(rate), "--url", toy.ws,
+            key=toy.key,
+        )  # fmt: skip
+        assert run.status == 0, run.err
+        assert f"model toy_tone makes 16000 Hz: 16000 Hz resampled to {rate} Hz" in run.err
+        got, got_rate = soundfile.read(out, dtype="float32")
+        assert got_rate == rate
+        assert abs(len(got) / rate - len(want) / 16000) < 0.002  # all of it, the tail too
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -9,7 +9,9 @@ spoken as fast as the model goes (lead 0); the audio is written as 16-bit PCM WA
 progress line shows the audio received while it arrives. Word timings go to stderr with ``--words``.
 Without ``--rate`` the rate is 22050 Hz (24000 for ``.opus``) where the model offers it (the
 gateway's ``/v1/capabilities``, asked first for at most 2 s of the connect timeout), else one it
-offers, its native rate first.
+offers, its native rate first. A ``--rate`` the model does not make (a server that does not
+resample, 16 kHz only) is asked of it at the nearest it does and resampled here, with a line on
+stderr saying so.
 
 Text that starts with ``<speak`` (or an XML declaration) is sent as SSML, in the model's subset
 (``ssmlElements`` in the gateway's ``/v1/capabilities``; markup outside it fails with
@@ -38,12 +40,15 @@ import threading
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voxwire.cli.audio_spool import AudioSpool
 from voxwire.cli.common import CliError, add_connection_arguments, api_key, fail, urls
 from voxwire.cli.wav_output import WavOutput, default_rate
 from voxwire.ssml import looks_like_ssml
+
+if TYPE_CHECKING:
+    from voxwire.v1.capabilities_pb2 import ModelCapabilities
 
 RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 FORMATS = ("auto", "text", "ssml")
@@ -92,7 +97,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--words", action="store_true", help="print word timings on stderr")
     add_connection_arguments(parser)
-    parser.set_defaults(run=_run)
+    parser.set_defaults(run=_run, model_rate=None)
 
 
 class _Stdin:
@@ -161,8 +166,10 @@ def _run(args: argparse.Namespace) -> int:
     args.spent_s = 0.0  # of the connect timeout, asking the gateway's capabilities
     try:
         if args.rate is None:
-            args.rate = _fitting_rate(args, key)
+            args.rate = args.model_rate = _fitting_rate(args, key)
         output = WavOutput.open(args.output, args.rate)
+        if args.model_rate is None:  # --rate given: asked after what can fail here alone
+            args.model_rate = _model_rate(args, key)
     except CliError as exc:
         return fail("speak", exc)
     except KeyboardInterrupt:
@@ -250,18 +257,51 @@ def _give_up(output: WavOutput, spool: AudioSpool, writer: threading.Thread | No
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
+def _tts_model(args: argparse.Namespace, key: str) -> ModelCapabilities | None:
+    """What the gateway's capabilities say of the model (None: nothing), the time it took
+    counted against the connect timeout (``args.spent_s``)."""
+    from voxwire.cli.model_info import model_capabilities
+
+    asked_at = time.monotonic()
+    model = asyncio.run(model_capabilities(args, key, "tts", args.model))
+    args.spent_s = time.monotonic() - asked_at
+    return model
+
+
+def _model_rate(args: argparse.Namespace, key: str) -> int:
+    """The rate asked of the model for an output at ``--rate``: that rate where the model
+    makes it (or nothing is known of it), else the nearest it makes (``carried_rate``),
+    resampled here to ``--rate`` (``_speak``). A server that does not resample (16 kHz only)
+    refused `--rate 8000`, so a telephony file could not be had from it."""
+    from voxwire.audio.formats import carried_rate
+    from voxwire.v1 import audio_pb2
+
+    model = _tts_model(args, key)
+    pcm16 = audio_pb2.AUDIO_ENCODING_PCM_S16LE
+    rates = sorted(
+        {r for f in (model.output_formats if model else ()) if f.encoding == pcm16
+         for r in f.sample_rates_hz}
+    )  # fmt: skip
+    if model is None or not rates or args.rate in rates:
+        return int(args.rate)
+    rate = carried_rate(args.rate, rates)
+    print(
+        f"voxwire speak: model {model.name} makes {', '.join(map(str, rates))} Hz: "
+        f"{rate} Hz resampled to {args.rate} Hz",
+        file=sys.stderr,
+    )
+    return rate
+
+
 def _fitting_rate(args: argparse.Namespace, key: str) -> int:
     """The output's default rate (``default_rate``) where the model offers it, else one it
     offers (its native rate first), as the gateway's capabilities describe the model: a
     server that does not resample (16 kHz only) refused the default with
     UNSUPPORTED_SAMPLE_RATE. The default when they cannot be had."""
     from voxwire.audio.formats import offered_rate
-    from voxwire.cli.model_info import model_capabilities
     from voxwire.v1 import audio_pb2
 
-    asked_at = time.monotonic()
-    model = asyncio.run(model_capabilities(args, key, "tts", args.model))
-    args.spent_s = time.monotonic() - asked_at
+    model = _tts_model(args, key)
     opus = args.output.suffix.lower() == ".opus"
     return offered_rate(
         model,
@@ -290,9 +330,17 @@ async def _speak(
         word_timestamps=args.words,
         text_format=synthesis_pb2.TEXT_FORMAT_SSML if ssml else synthesis_pb2.TEXT_FORMAT_PLAIN,
         output_format=audio_pb2.AudioFormat(
-            encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=args.rate
+            encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=args.model_rate
         ),
     )
+    converter = None
+    if args.model_rate != args.rate:
+        from voxwire.audio.codecs import Encoding, PcmFormat
+        from voxwire.audio.convert import FormatConverter
+
+        converter = FormatConverter(
+            PcmFormat(Encoding.PCM_S16LE, args.model_rate), PcmFormat(Encoding.PCM_S16LE, args.rate)
+        )
     console = Console(stderr=True)
 
     def open_session(options: SessionOptions) -> Awaitable[SynthesisSession]:
@@ -320,7 +368,9 @@ async def _speak(
                 task = progress.add_task("waiting for audio", total=None)
                 async for event in context:
                     if isinstance(event, SynthesizedAudio):
-                        await spool.add(event.audio)
+                        await spool.add(
+                            event.audio if converter is None else converter.convert(event.audio)
+                        )
                         seconds = (event.start_ms + event.duration_ms) / 1000
                         progress.update(task, description=f"{seconds:.1f} s of audio")
                     elif isinstance(event, synthesis_pb2.WordTimestamps):
@@ -328,6 +378,8 @@ async def _speak(
                             print(
                                 f"{word.start_ms:>7} {word.end_ms:>7}  {word.word}", file=sys.stderr
                             )
+            if converter is not None:
+                await spool.add(converter.flush())  # what the resampler held back
             if feeding is not None:
                 await feeding  # ended with the context: its error, if any, is the command's
         finally:
