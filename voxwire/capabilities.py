@@ -6,6 +6,9 @@ from the gateway's ``/v1/capabilities``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from voxwire.audio.formats import ENCODINGS
 from voxwire.v1 import audio_pb2, capabilities_pb2
 
 
@@ -21,20 +24,31 @@ def find_model(
     return None
 
 
-def input_rates(
-    model: capabilities_pb2.ModelCapabilities, encoding: audio_pb2.AudioEncoding.ValueType
+def rates_of(
+    formats: Sequence[capabilities_pb2.FormatSupport], encoding: audio_pb2.AudioEncoding.ValueType
 ) -> tuple[int, ...]:
-    """The rates STT ``model`` takes ``encoding`` at, ascending (empty: none)."""
-    return tuple(
-        sorted(
-            {r for f in model.input_formats if f.encoding == encoding for r in f.sample_rates_hz}
-        )
-    )
+    """The rates ``formats`` (a model's input or output formats) offer ``encoding`` at,
+    ascending (empty: none)."""
+    return tuple(sorted({r for f in formats if f.encoding == encoding for r in f.sample_rates_hz}))
 
 
 def most_channels(offered: capabilities_pb2.FormatSupport) -> int:
     """A format's channel count; 0 (not said) is one."""
     return int(offered.max_channels) or 1
+
+
+def offers(
+    formats: Sequence[capabilities_pb2.FormatSupport],
+    encoding: audio_pb2.AudioEncoding.ValueType,
+    rate: int,
+    channels: int = 1,
+) -> bool:
+    """Whether ``formats`` (a model's input or output formats) include this one; a model that
+    lists none is taken at its word: anything."""
+    return not formats or any(
+        f.encoding == encoding and rate in f.sample_rates_hz and channels <= most_channels(f)
+        for f in formats
+    )
 
 
 def takes_input(
@@ -43,9 +57,20 @@ def takes_input(
     rate: int,
     channels: int,
 ) -> bool:
-    """Whether STT ``model`` says it takes audio of this format (a model that lists no input
-    formats is taken at its word: anything)."""
-    return not model.input_formats or any(
-        f.encoding == encoding and rate in f.sample_rates_hz and channels <= most_channels(f)
-        for f in model.input_formats
+    """Whether STT ``model`` says it takes audio of this format."""
+    return offers(model.input_formats, encoding, rate, channels)
+
+
+def nearest(
+    formats: Sequence[capabilities_pb2.FormatSupport], encoding: audio_pb2.AudioEncoding.ValueType
+) -> capabilities_pb2.FormatSupport | None:
+    """The format to use of ``formats`` when they do not offer the one wanted (in
+    ``encoding``): ``encoding``'s own if offered at some rate, else PCM16's, else the first of
+    an encoding the contract carries; None when there is none (the rate is then the caller's
+    to choose among its ``sample_rates_hz``: ``voxwire.audio.formats.carried_rate``)."""
+    pcm16 = audio_pb2.AUDIO_ENCODING_PCM_S16LE
+    return min(
+        (f for f in formats if f.sample_rates_hz and f.encoding in ENCODINGS),
+        key=lambda f: (f.encoding != encoding, f.encoding != pcm16),
+        default=None,
     )

@@ -57,7 +57,7 @@ from voxwire.audio.format_check import UNDECODABLE, file_kind
 from voxwire.audio.formats import ENCODINGS as CARRIED
 from voxwire.audio.formats import PROTO_ENCODINGS, carried_rate, resolve_format
 from voxwire.audio.wav import OtherWavFormat, WavHeaderReader
-from voxwire.capabilities import input_rates, takes_input
+from voxwire.capabilities import rates_of, takes_input
 from voxwire.edge.v1 import http_pb2
 from voxwire.timings import add_up, server_timing
 from voxwire.v1 import audio_pb2, capabilities_pb2, stream_pb2, timings_pb2, transcription_pb2
@@ -455,7 +455,7 @@ class _Upload:
         """The rates decoded audio (PCM16) may go at: the model's, or the contract's (empty)."""
         if self.model is None:
             return ()
-        return input_rates(self.model, audio_pb2.AUDIO_ENCODING_PCM_S16LE)
+        return rates_of(self.model.input_formats, audio_pb2.AUDIO_ENCODING_PCM_S16LE)
 
 
 async def _untyped(
@@ -516,38 +516,36 @@ async def _wav(
     reader = WavHeaderReader()
     first = b""
     fed = bytearray()  # the body up to the end of its header (bounded by the reader's limit)
+    other = False  # a WAV of samples the contract does not carry (24-bit, ...)
     async for chunk in body:
         fed += chunk
         try:
             first = reader.feed(chunk)
         except OtherWavFormat:
-            # ``buffered`` holds every byte fed so far, this chunk's too.
-            async for pcm in _compressed(
-                request,
-                _chain(reader.buffered(), body),
-                config,
-                decoders,
-                upload,
-                expected_bytes=reader.data_end,
-            ):
-                yield pcm
-            return
+            other = True
+            break
         if reader.format is not None:
             break
-    if reader.format is None:
+    if reader.format is None and not other:
         raise errors.InvalidAudio("the WAV file ends inside its header")
-    wav, wav_end = reader.format, reader.data_end
-    if not upload.takes(PROTO_ENCODINGS[wav.encoding], wav.rate, wav.channels):
-        # Samples the model does not take as they are: decoded, mixed down and resampled.
+    wav = reader.format
+    if wav is None or not upload.takes(PROTO_ENCODINGS[wav.encoding], wav.rate, wav.channels):
+        # libsndfile decodes it, mixes it down and resamples it: samples the contract does not
+        # carry, or that the model does not take as they are.
         async for pcm in _compressed(
-            request, _chain(bytes(fed), body), config, decoders, upload, expected_bytes=wav_end
+            request,
+            _chain(bytes(fed), body),
+            config,
+            decoders,
+            upload,
+            expected_bytes=reader.data_end,
         ):
             yield pcm
         return
     fmt = config.audio_format
-    fmt.encoding = PROTO_ENCODINGS[reader.format.encoding]
-    fmt.sample_rate_hz = reader.format.rate
-    fmt.channels = reader.format.channels
+    fmt.encoding = PROTO_ENCODINGS[wav.encoding]
+    fmt.sample_rate_hz = wav.rate
+    fmt.channels = wav.channels
     header = "the WAV header"
     _contradictions(upload.stated, fmt.encoding, fmt.sample_rate_hz, fmt.channels, header)
     left = reader.data_bytes

@@ -62,6 +62,7 @@ from voxwire.audio.convert import FormatConverter
 from voxwire.audio.formats import ENCODINGS as PROTO_ENCODINGS
 from voxwire.audio.formats import carried_rate, offered_rate, resolve_format
 from voxwire.audio.wav import streaming_header
+from voxwire.capabilities import nearest, offers
 from voxwire.edge.v1 import http_pb2
 from voxwire.playback_clock import PlaybackClock
 from voxwire.text_pieces import Append, Flush, TextFeed, piece_bytes
@@ -172,21 +173,9 @@ def _fit_output(
     UNSUPPORTED_ENCODING or UNSUPPORTED_SAMPLE_RATE. None: the model makes it (the reference
     adapter makes every format), or nothing is known of it."""
     asked = req.config.output_format
-    if (
-        model is None
-        or not model.output_formats
-        or any(
-            f.encoding == asked.encoding and asked.sample_rate_hz in f.sample_rates_hz
-            for f in model.output_formats
-        )
-    ):
+    if model is None or offers(model.output_formats, asked.encoding, asked.sample_rate_hz):
         return None
-    pcm16 = audio_pb2.AUDIO_ENCODING_PCM_S16LE
-    made = min(
-        (f for f in model.output_formats if f.sample_rates_hz and f.encoding in PROTO_ENCODINGS),
-        key=lambda f: (f.encoding != asked.encoding, f.encoding != pcm16),
-        default=None,
-    )
+    made = nearest(model.output_formats, asked.encoding)
     if made is None:
         return None  # nothing the gateway converts from: the server's refusal says why
     rate = carried_rate(asked.sample_rate_hz, sorted(made.sample_rates_hz))

@@ -274,14 +274,11 @@ def _model_rate(args: argparse.Namespace, key: str) -> int:
     resampled here to ``--rate`` (``_speak``). A server that does not resample (16 kHz only)
     refused `--rate 8000`, so a telephony file could not be had from it."""
     from voxwire.audio.formats import carried_rate
+    from voxwire.capabilities import rates_of
     from voxwire.v1 import audio_pb2
 
     model = _tts_model(args, key)
-    pcm16 = audio_pb2.AUDIO_ENCODING_PCM_S16LE
-    rates = sorted(
-        {r for f in (model.output_formats if model else ()) if f.encoding == pcm16
-         for r in f.sample_rates_hz}
-    )  # fmt: skip
+    rates = rates_of(model.output_formats, audio_pb2.AUDIO_ENCODING_PCM_S16LE) if model else ()
     if model is None or not rates or args.rate in rates:
         return int(args.rate)
     rate = carried_rate(args.rate, rates)

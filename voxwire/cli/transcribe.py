@@ -154,18 +154,13 @@ def _fit_format(source: Source, model: ModelCapabilities | None) -> Source:
     uploads go at (``carried_rate``); the audio's channels, or as many as the model takes."""
     from voxwire.audio.codecs import Encoding
     from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS, carried_rate
-    from voxwire.capabilities import most_channels, takes_input
+    from voxwire.capabilities import most_channels, nearest, takes_input
     from voxwire.cli.source import converted
 
     own = PROTO_ENCODINGS[Encoding(source.encoding)]
     if model is None or takes_input(model, own, source.rate, source.channels):
         return source
-    pcm16 = PROTO_ENCODINGS[Encoding.PCM_S16LE]
-    best = min(
-        (f for f in model.input_formats if f.sample_rates_hz and f.encoding in ENCODINGS),
-        key=lambda f: (f.encoding != own, f.encoding != pcm16),
-        default=None,
-    )
+    best = nearest(model.input_formats, own)
     if best is None:
         return source  # nothing the CLI can make: the server's refusal says what it takes
     rate = carried_rate(source.rate, sorted(best.sample_rates_hz))
