@@ -281,6 +281,7 @@ async def stt_stream(request: web.Request) -> web.StreamResponse:
             session_id=gateway.new_session_id(),
             issue_token=lambda cfg: issue(cfg.SerializeToString(), session.resumes),
             transport_limits=heartbeat_limits(gateway.config.ping_interval_seconds),
+            fit=gateway.pool.stt_input,
         )
         issue = admission.issuer(
             "stt", lambda: session.session_id, gateway.config.stt.max_session_s

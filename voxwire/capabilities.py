@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from voxwire.audio.formats import ENCODINGS
+from voxwire.audio.formats import ENCODINGS, carried_rate
 from voxwire.v1 import audio_pb2, capabilities_pb2
 
 
@@ -73,4 +73,31 @@ def nearest(
         (f for f in formats if f.sample_rates_hz and f.encoding in ENCODINGS),
         key=lambda f: (f.encoding != encoding, f.encoding != pcm16),
         default=None,
+    )
+
+
+def fitted_input(
+    model: capabilities_pb2.ModelCapabilities | None,
+    encoding: audio_pb2.AudioEncoding.ValueType,
+    rate: int,
+    channels: int,
+) -> audio_pb2.AudioFormat | None:
+    """The format to send STT ``model`` audio of this format in: None when it takes it as it
+    is (or nothing is known of it, or it offers nothing the contract carries: its refusal then
+    says what it takes). Else the nearest it takes (``nearest``: the audio's own encoding if
+    offered, else PCM16, else the first carried), at the rate ``carried_rate`` picks of that
+    format's (the audio's own, else the lowest above, else the highest) and the audio's
+    channels or as many as it takes. One rule for the gateway's sockets and uploads and the
+    CLI (a server that does not resample, 16 kHz PCM16 mono only, refused a browser's 48 kHz).
+
+    Raises UnsupportedSampleRate below ``voxwire.audio.formats.MIN_SOURCE_RATE_HZ``."""
+    if model is None or takes_input(model, encoding, rate, channels):
+        return None
+    best = nearest(model.input_formats, encoding)
+    if best is None:
+        return None
+    return audio_pb2.AudioFormat(
+        encoding=best.encoding,
+        sample_rate_hz=carried_rate(rate, sorted(best.sample_rates_hz)),
+        channels=min(max(1, channels), most_channels(best)),
     )

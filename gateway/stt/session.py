@@ -14,6 +14,11 @@ Rules (docs/design/edge.md, "Session states", "Sessions that survive restarts"):
   last finalize ack's audio position; it travels on the final or ack that moved it.
 - Unacknowledged audio near the replay window forces a final (an internal finalize whose ack
   the client never sees).
+- Audio of a format the model does not take (``fit``: a server that does not resample, 16 kHz
+  PCM16 mono only, and a browser's 48 kHz) goes upstream converted to the nearest it takes
+  (``voxwire.audio.convert``); the window, the acks and the resume token keep the client's
+  format. Each upstream stream gets a converter of its own, and its resampler's tail goes before
+  every finalize and close, so these cover all the audio before them.
 """
 
 from __future__ import annotations
@@ -24,19 +29,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from gateway.session_base import Due, EdgeSessionBase
 from voxwire import errors
-from voxwire.audio.formats import resolve_format
+from voxwire.audio.codecs import Encoding, PcmFormat
+from voxwire.audio.convert import FormatConverter
+from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS, resolve_format
 from voxwire.edge.v1 import session_pb2, stt_pb2
 from voxwire.replay import AudioReplayWindow
 from voxwire.timings import Clock
-from voxwire.v1 import stream_pb2, timings_pb2, transcription_pb2
+from voxwire.v1 import audio_pb2, stream_pb2, timings_pb2, transcription_pb2
 
 Request = transcription_pb2.StreamingTranscribeRequest
 Response = transcription_pb2.StreamingTranscribeResponse
 Message = stt_pb2.SttServerMessage
 # (token, expiry as seconds since the epoch) for a session's current config.
 TokenIssuer = Callable[[transcription_pb2.TranscriptionConfig], tuple[str, float]]
+# The format a config's audio goes upstream in when the model does not take it as it is (None:
+# as it is); ``voxwire.capabilities.fitted_input`` over what the adapters said of the model.
+FormatFit = Callable[[transcription_pb2.TranscriptionConfig], audio_pb2.AudioFormat | None]
 
 _FORCED = "vx-forced-"  # prefix of the gateway's own finalize ids
 # Upstream failures a session survives by resuming on another adapter.
@@ -145,6 +157,7 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         issue_token: TokenIssuer,
         clock: Clock = time.monotonic,
         transport_limits: session_pb2.EdgeLimits | None = None,
+        fit: FormatFit | None = None,
     ) -> None:
         super().__init__(
             limits,
@@ -169,6 +182,11 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         self._notices_sent: set[int] = set()  # kinds said once per session (_ONCE_NOTICES)
         self._upstream_timings: list[timings_pb2.StageTimings] = []
         self._closing_requested = False
+        self._fit = fit
+        # (client's format, the model's) when the audio is converted upstream, and the current
+        # upstream stream's converter.
+        self._formats: tuple[PcmFormat, PcmFormat] | None = None
+        self._converter: FormatConverter | None = None
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -198,6 +216,11 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         self.config.CopyFrom(config)
         self.config.ClearField("stream_offset_ms")
         self.config.ClearField("first_utterance_index")
+        if self._fit is not None and (target := self._fit(self.config)) is not None:
+            self._formats = (
+                fmt,
+                PcmFormat(ENCODINGS[target.encoding], target.sample_rate_hz, target.channels),
+            )
         if ack is not None:
             self.ack.CopyFrom(ack)
         base = self.ack.finalized_through_ms
@@ -283,7 +306,7 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
             # While an upstream opens, the close waits behind the audio before it (_on_started).
             self._closing_requested = True
             if self.state is State.STREAMING:
-                actions.to_upstream.append(Request(close=transcription_pb2.CloseStream()))
+                self._upstream_end(actions, Request(close=transcription_pb2.CloseStream()))
                 self.state = State.CLOSING
         return actions
 
@@ -307,10 +330,18 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         actions = Actions()
         if not data or self.state is State.HANDING_OVER:
             return actions  # kept by the client until acknowledged: it is replayed on resume
+        if self._formats is not None and self._formats[0].encoding is Encoding.PCM_F32LE:
+            # Checked as it comes: the converter meets audio held in the window only once the
+            # upstream starts. The adapter's reason for such audio, as it is where passed on.
+            if not np.isfinite(np.frombuffer(data, "<f4")).all():
+                raise errors.InvalidAudio("the audio has NaN or infinite samples")
         self.window.append(data)
         frames = len(data) // self.window.frame_bytes
         if self.state is State.STREAMING:
-            actions.to_upstream.append(Request(audio=data))
+            if self._converter is None:  # the model takes it as it is: no call on this path
+                actions.to_upstream.append(Request(audio=data))
+            else:
+                self._upstream_audio(actions, data)
             self._written_frame += frames
             self._maybe_force_final(actions)
         else:
@@ -336,7 +367,26 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         control = _Control(self.window.frame_at(self.window.received_ms), request)
         self._controls.append(control)
         if self.state is State.STREAMING:
-            actions.to_upstream.append(request)
+            self._upstream_end(actions, request)
+
+    def _upstream_audio(self, actions: Actions, data: bytes) -> None:
+        """Audio for the upstream, converted when the model does not take it as it is."""
+        if self._converter is not None:
+            data = self._converter.convert(data)
+            if not data:
+                return  # the resampler holds it back
+        actions.to_upstream.append(Request(audio=data))
+
+    def _upstream_end(self, actions: Actions, request: Request) -> None:
+        """A control for the upstream; a finalize or close follows the resampler's tail (the
+        audio before it, all of it), and the audio after it starts a resampler afresh."""
+        converter = self._converter
+        if converter is not None and request.WhichOneof("request") != "update_config":
+            if tail := converter.flush():
+                actions.to_upstream.append(Request(audio=tail))
+            assert self._formats is not None
+            self._converter = FormatConverter(*self._formats)
+        actions.to_upstream.append(request)
 
     def _maybe_force_final(self, actions: Actions) -> None:
         assert self.window is not None
@@ -357,6 +407,13 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         config.CopyFrom(self.config)
         config.stream_offset_ms = self.ack.finalized_through_ms
         config.first_utterance_index = self.ack.next_utterance_index
+        self._converter = None
+        if self._formats is not None:
+            model = self._formats[1]
+            config.audio_format.encoding = PROTO_ENCODINGS[model.encoding]
+            config.audio_format.sample_rate_hz = model.sample_rate_hz
+            config.audio_format.channels = model.channels
+            self._converter = FormatConverter(*self._formats)
         self._upstream_base_ms = self.ack.finalized_through_ms
         self._opening_since = self._clock()
         self.state = State.RECOVERING if failover else State.OPENING
@@ -416,7 +473,7 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         self.state = State.STREAMING
         self._flush_window(actions)
         if self._closing_requested:
-            actions.to_upstream.append(Request(close=transcription_pb2.CloseStream()))
+            self._upstream_end(actions, Request(close=transcription_pb2.CloseStream()))
             self.state = State.CLOSING
         else:
             # Audio held while the upstream opened may have filled the window already: the
@@ -443,11 +500,11 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
             upto = max(0, (control.frame - frame) * self.window.frame_bytes)
             while pos < min(upto, len(audio)):
                 end = min(pos + step, upto, len(audio))
-                actions.to_upstream.append(Request(audio=audio[pos:end]))
+                self._upstream_audio(actions, audio[pos:end])
                 pos = end
-            actions.to_upstream.append(control.request)
+            self._upstream_end(actions, control.request)
         while pos < len(audio):
-            actions.to_upstream.append(Request(audio=audio[pos : pos + step]))
+            self._upstream_audio(actions, audio[pos : pos + step])
             pos += step
         self._written_frame = self.window.frame_at(self.window.received_ms)
 
@@ -603,7 +660,7 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         away = self._going_away("STREAM_TOO_LONG", self.config, grace_s=self.limits.drain_grace_s)
         actions.to_client.append(Message(going_away=away))
         if self.state is State.STREAMING:
-            actions.to_upstream.append(Request(close=transcription_pb2.CloseStream()))
+            self._upstream_end(actions, Request(close=transcription_pb2.CloseStream()))
             self.state = State.HANDING_OVER
         else:  # nothing upstream to finish: the client resumes from its ack
             self.state = State.ENDED

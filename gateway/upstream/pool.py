@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from voxwire.capabilities import find_model
+from voxwire.capabilities import find_model, fitted_input
 from voxwire.errors import BackendUnavailable
 from voxwire.v1 import (
+    audio_pb2,
     capabilities_pb2,
     capabilities_pb2_grpc,
     synthesis_pb2_grpc,
@@ -206,6 +207,15 @@ class AdapterPool:
             if (model := find_model(known, kind, name)) is not None:
                 return model
         return None
+
+    def stt_input(
+        self, config: transcription_pb2.TranscriptionConfig
+    ) -> audio_pb2.AudioFormat | None:
+        """The format ``config``'s audio goes to its model in when the model does not take it
+        as it is (``voxwire.capabilities.fitted_input``); None: as it is."""
+        fmt = config.audio_format
+        model = self.model(capabilities_pb2.MODEL_KIND_STT, config.model)
+        return fitted_input(model, fmt.encoding, fmt.sample_rate_hz, max(1, fmt.channels))
 
     def choose(self, exclude: Iterable[Adapter] = ()) -> Lease:
         """A lease on the serving adapter with the fewest of our streams.

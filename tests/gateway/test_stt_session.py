@@ -331,3 +331,55 @@ def test_what_follows_close_is_discarded_and_the_session_still_ends_with_its_res
     actions = session.upstream_response(summary)
     assert actions.close is not None and actions.close.code == 1000
     assert actions.to_client[-1].summary.audio_ms == 100
+
+
+def test_audio_the_model_does_not_take_goes_converted_and_is_replayed_converted():
+    # 8 kHz mu-law from the client, 16 kHz PCM16 for the model (a server that does not
+    # resample): the config upstream names the model's format, the audio comes converted, a
+    # finalize follows all the audio before it, and a failover converts the replay afresh.
+    import numpy as np
+
+    from voxwire.audio.codecs import Encoding, encode
+
+    model_format = audio_pb2.AudioFormat(
+        encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000, channels=1
+    )
+    session = SttEdgeSession(
+        SttLimits(),
+        session_id="s1",
+        issue_token=lambda cfg: ("t", 2e9),
+        clock=Clock(),
+        fit=lambda cfg: model_format,
+    )
+    phone = config()
+    phone.audio_format.encoding, phone.audio_format.sample_rate_hz = (
+        audio_pb2.AUDIO_ENCODING_MULAW,
+        8000,
+    )
+    actions = session.start(phone)
+    assert actions.open_upstream is not None
+    assert actions.open_upstream.config.audio_format == model_format
+    # The resume token keeps the client's format.
+    assert session.config.audio_format.encoding == audio_pb2.AUDIO_ENCODING_MULAW
+    tone = encode(0.5 * np.sin(np.arange(8000) * 2 * np.pi * 440 / 8000), Encoding.MULAW)
+    frames = [tone[i : i + 800] for i in range(0, 8000, 800)]  # 100 ms each
+    session.client_audio(frames[0])
+    sent = session.upstream_response(started()).to_upstream
+    for chunk in frames[1:5]:
+        sent += session.client_audio(chunk).to_upstream
+    finalize = stt_pb2.SttClientMessage(finalize=transcription_pb2.Finalize(finalize_id="f"))
+    sent += session.client_message(finalize).to_upstream
+    kinds = [r.WhichOneof("request") for r in sent]
+    assert kinds[-1] == "finalize"
+    assert len(audio_bytes(sent)) == 5 * 3200  # 500 ms at 16 kHz PCM16: the tail included
+    for chunk in frames[5:]:
+        sent = session.client_audio(chunk).to_upstream
+    # A failover replays from the last ack (none yet: 0 ms), converted again from the start.
+    actions = session.upstream_failed(errors.BackendUnavailable("gone"))
+    assert actions.open_upstream is not None
+    assert actions.open_upstream.config.audio_format == model_format
+    replay = session.upstream_response(started()).to_upstream
+    replay += session.client_message(stt_pb2.SttClientMessage(close={})).to_upstream
+    assert [r.WhichOneof("request") for r in replay].count("finalize") == 1
+    assert replay[-1].WhichOneof("request") == "close"
+    assert len(audio_bytes(replay)) == 10 * 3200  # the whole second, once

@@ -335,3 +335,74 @@ async def _transcribe_raw(toy: Edge, kind: str, query: str, body: bytes) -> tupl
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{toy.server.url}/v1/stt{query}", data=body, headers=headers) as r:
             return r.status, await r.json()
+
+
+async def _stream(toy: Edge, query: str, audio: bytes, frame: int) -> tuple[list[dict], int]:
+    """``audio`` over ``WS /v1/stt/stream?query`` in ``frame``-byte frames, a finalize after
+    the first half, then close; every JSON message and the close code."""
+    import json
+
+    messages: list[dict] = []
+    half = len(audio) // 2 // frame * frame
+    async with aiohttp.ClientSession() as http:
+        url = f"{toy.ws}/v1/stt/stream?model=toy_beep&{query}"
+        async with http.ws_connect(url, headers=toy.headers) as ws:
+            for pos in range(0, len(audio), frame):
+                if pos == half:
+                    await ws.send_str(json.dumps({"finalize": {"finalizeId": "half"}}))
+                await ws.send_bytes(audio[pos : pos + frame])
+            await ws.send_str(json.dumps({"close": {}}))
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    messages.append(json.loads(msg.data))
+            return messages, ws.close_code or 0
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize(
+    "encoding, rate, channels",
+    [
+        ("pcm_f32le", 48000, 1),  # a browser's AudioContext
+        ("mulaw", 8000, 1),  # a telephony bridge
+        ("pcm_s16le", 44100, 2),
+    ],
+)
+async def test_socket_audio_is_converted_to_a_format_the_model_takes(
+    toy: Edge, encoding: str, rate: int, channels: int
+):
+    # A server that takes 16 kHz PCM16 mono only refused a browser's 48 kHz float audio over
+    # the socket (UNSUPPORTED_ENCODING) and a phone bridge's 8 kHz mu-law; the gateway's
+    # uploads and the CLI converted, its sockets did not.
+    from voxwire.audio.codecs import Encoding, encode
+
+    audio, own = soundfile.read(SPEECH, dtype="float32")
+    audio = soxr.resample(audio, own, rate)
+    body = encode(audio.repeat(channels), Encoding(encoding))
+    frame = len(encode(audio[: rate // 10].repeat(channels), Encoding(encoding)))  # 100 ms
+    query = f"encoding={encoding}&sample_rate={rate}&channels={channels}"
+    messages, code = await _stream(toy, query, body, frame)
+    assert code == 1000, messages
+    finals = [m["result"] for m in messages if m.get("result", {}).get("isFinal")]
+    assert "beep" in " ".join(f["transcript"] for f in finals), messages
+    # The finalize covers all the audio before it (the resampler's tail goes first), and the
+    # summary all the audio, in the client's own timeline.
+    half_ms = 1000 * (len(body) // 2 // frame * frame) / len(body) * len(audio) / rate
+    ack = next(m["finalizeAck"] for m in messages if "finalizeAck" in m)
+    assert abs(ack["audioMs"] - half_ms) <= 2, (ack, half_ms)
+    summary = messages[-1]["summary"]
+    assert abs(summary["audioMs"] - 1000 * len(audio) / rate) <= 2, summary
+    ends = [f["endMs"] for f in finals]
+    assert ends == sorted(ends) and ends[-1] <= summary["audioMs"] + 2
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_socket_refuses_nan_samples_it_converts(toy: Edge):
+    import numpy as np
+
+    samples = np.zeros(4800, "<f4")
+    samples[100] = np.nan
+    messages, code = await _stream(
+        toy, "encoding=pcm_f32le&sample_rate=48000", samples.tobytes(), 4800
+    )
+    assert messages[-1]["error"]["reason"] == "INVALID_AUDIO", messages
+    assert code == errors.InvalidAudio.ws_close_code

@@ -153,19 +153,16 @@ def _fit_format(source: Source, model: ModelCapabilities | None) -> Source:
     if offered, else PCM16, else the first offered; of its rates, the one the gateway's
     uploads go at (``carried_rate``); the audio's channels, or as many as the model takes."""
     from voxwire.audio.codecs import Encoding
-    from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS, carried_rate
-    from voxwire.capabilities import most_channels, nearest, takes_input
+    from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS
+    from voxwire.capabilities import fitted_input, most_channels
     from voxwire.cli.source import converted
 
-    own = PROTO_ENCODINGS[Encoding(source.encoding)]
-    if model is None or takes_input(model, own, source.rate, source.channels):
+    fit = fitted_input(
+        model, PROTO_ENCODINGS[Encoding(source.encoding)], source.rate, source.channels
+    )
+    if model is None or fit is None:
         return source
-    best = nearest(model.input_formats, own)
-    if best is None:
-        return source  # nothing the CLI can make: the server's refusal says what it takes
-    rate = carried_rate(source.rate, sorted(best.sample_rates_hz))
-    channels = min(source.channels, most_channels(best))
-    target = converted(source, ENCODINGS[best.encoding].value, rate, channels)
+    target = converted(source, ENCODINGS[fit.encoding].value, fit.sample_rate_hz, fit.channels)
     takes = "; ".join(
         f"{_wire_name(f.encoding)} at {', '.join(map(str, sorted(f.sample_rates_hz)))} Hz, "
         f"{most_channels(f)} channel(s)"
