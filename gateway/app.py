@@ -320,6 +320,7 @@ async def tts_stream(request: web.Request) -> web.StreamResponse:
             transport_limits=tts_limits(
                 gateway.config.ping_interval_seconds, gateway.pool.max_pending_text_bytes
             ),
+            fit=gateway.pool.tts_output,
         )
         issue = admission.issuer(
             "tts", lambda: session.session_id, gateway.config.tts.max_session_s

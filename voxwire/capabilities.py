@@ -101,3 +101,26 @@ def fitted_input(
         sample_rate_hz=carried_rate(rate, sorted(best.sample_rates_hz)),
         channels=min(max(1, channels), most_channels(best)),
     )
+
+
+def fitted_output(
+    model: capabilities_pb2.ModelCapabilities | None,
+    encoding: audio_pb2.AudioEncoding.ValueType,
+    rate: int,
+) -> audio_pb2.AudioFormat | None:
+    """The format to ask TTS ``model`` for when audio of this format is wanted and it does not
+    make it (mono): the nearest it makes (the encoding wanted if offered, else PCM16, else the
+    first carried; of that format's rates, ``carried_rate``'s choice), to be converted. None:
+    it makes it (or nothing is known of it, or it offers nothing the contract carries: its
+    refusal then says what it makes). A server that does not resample (16 kHz PCM16 only)
+    refused a telephony client's 8 kHz mu-law and 24 kHz."""
+    if model is None or offers(model.output_formats, encoding, rate):
+        return None
+    made = nearest(model.output_formats, encoding)
+    if made is None:
+        return None
+    return audio_pb2.AudioFormat(
+        encoding=made.encoding,
+        sample_rate_hz=carried_rate(rate, sorted(made.sample_rates_hz)),
+        channels=1,
+    )

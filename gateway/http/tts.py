@@ -60,9 +60,9 @@ from voxwire import errors
 from voxwire.audio.codecs import PcmFormat
 from voxwire.audio.convert import FormatConverter
 from voxwire.audio.formats import ENCODINGS as PROTO_ENCODINGS
-from voxwire.audio.formats import carried_rate, offered_rate, resolve_format
+from voxwire.audio.formats import offered_rate, resolve_format
 from voxwire.audio.wav import streaming_header
-from voxwire.capabilities import nearest, offers
+from voxwire.capabilities import fitted_output
 from voxwire.edge.v1 import http_pb2
 from voxwire.playback_clock import PlaybackClock
 from voxwire.text_pieces import Append, Flush, TextFeed, piece_bytes
@@ -173,15 +173,12 @@ def _fit_output(
     UNSUPPORTED_ENCODING or UNSUPPORTED_SAMPLE_RATE. None: the model makes it (the reference
     adapter makes every format), or nothing is known of it."""
     asked = req.config.output_format
-    if model is None or offers(model.output_formats, asked.encoding, asked.sample_rate_hz):
-        return None
-    made = nearest(model.output_formats, asked.encoding)
+    made = fitted_output(model, asked.encoding, asked.sample_rate_hz)
     if made is None:
-        return None  # nothing the gateway converts from: the server's refusal says why
-    rate = carried_rate(asked.sample_rate_hz, sorted(made.sample_rates_hz))
-    source = PcmFormat(PROTO_ENCODINGS[made.encoding], rate)
+        return None
+    source = PcmFormat(PROTO_ENCODINGS[made.encoding], made.sample_rate_hz)
     target = PcmFormat(PROTO_ENCODINGS[asked.encoding], asked.sample_rate_hz)
-    asked.encoding, asked.sample_rate_hz = made.encoding, rate
+    asked.encoding, asked.sample_rate_hz = made.encoding, made.sample_rate_hz
     return _OutputConverter(FormatConverter(source, target), target)
 
 

@@ -19,6 +19,9 @@ Rules (docs/design/edge.md, "TTS messages", "Flow control"):
   the SDK does after a resume.
 - Errors that concern one context end only that context (``context_error``); the rest end the
   session (``error``, then the close).
+- A context in a format the model does not make (``fit``: a server that does not resample and a
+  phone bridge's 8 kHz mu-law) asks the model for the nearest it makes, and its chunks are
+  converted as they come, each keeping its number and place (``gateway.tts.convert``).
 """
 
 from __future__ import annotations
@@ -31,19 +34,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.session_base import Due, EdgeSessionBase
+from gateway.tts.convert import ORDERED, ContextConverter
 from gateway.wire.frames import pack
 from voxwire import errors
-from voxwire.audio.formats import sample_bytes
+from voxwire.audio.codecs import AudioDecodeError, PcmFormat
+from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS, rates_for, sample_bytes
 from voxwire.edge.v1 import session_pb2, tts_pb2
 from voxwire.replay import TextReplay, WordMark, cut_audio
 from voxwire.timings import Clock
-from voxwire.v1 import stream_pb2, synthesis_pb2, timings_pb2
+from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2, timings_pb2
 
 Request = synthesis_pb2.StreamingSynthesizeRequest
 Response = synthesis_pb2.StreamingSynthesizeResponse
 Message = tts_pb2.TtsServerMessage
 # (token, expiry in seconds since the epoch) for the session's options.
 TokenIssuer = Callable[[tts_pb2.TtsStart], tuple[str, float]]
+# The format to ask the model for when it does not make a context's (None: the context's own);
+# ``voxwire.capabilities.fitted_output`` over what the adapters said of the model.
+FormatFit = Callable[[synthesis_pb2.SynthesisContextConfig], audio_pb2.AudioFormat | None]
 
 MAX_CONTEXT_ID_BYTES = 128
 # A chunk due within this much counts as due: asyncio may run a timer up to its clock's
@@ -180,6 +188,22 @@ class EdgeContext:
     open_at: float = 0.0  # when the current upstream call was asked for (edge_connect)
     opened_sent: bool = False
     timings: list[timings_pb2.StageTimings] = field(default_factory=list)
+    # The model makes another format: its audio converted (``gateway.tts.convert``).
+    converter: ContextConverter | None = None
+
+    def upstream_config(
+        self, config: synthesis_pb2.SynthesisContextConfig
+    ) -> synthesis_pb2.SynthesisContextConfig:
+        """``config`` (the client's, or a reopening's) as the model is asked it: in the
+        format it makes when the audio is converted."""
+        if self.converter is None:
+            return config
+        made = self.converter.made
+        asked = synthesis_pb2.SynthesisContextConfig()
+        asked.CopyFrom(config)
+        asked.output_format.encoding = PROTO_ENCODINGS[made.encoding]
+        asked.output_format.sample_rate_hz = made.sample_rate_hz
+        return asked
 
 
 class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
@@ -191,6 +215,7 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
         issue_token: TokenIssuer,
         clock: Clock = time.monotonic,
         transport_limits: session_pb2.EdgeLimits | None = None,
+        fit: FormatFit | None = None,
     ) -> None:
         # The idle timer runs from the last client message or the last audio sent, whichever is
         # later: a client listening to audio is not idle (docs/contract.md, "Limits").
@@ -211,6 +236,7 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
         self.contexts_total = 0
         self.audio_ms = 0
         self._timings: list[timings_pb2.StageTimings] = []
+        self._fit = fit
 
     @property
     def lead_ms(self) -> int:
@@ -390,11 +416,18 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
         ctx.sent_end_ms = config.timeline_offset_ms + config.skip_audio_ms
         ctx.replay.opened(config)
         ctx.upstream_at = ctx.open_at = self._clock()
+        if self._fit is not None and _carried(fmt) and (made := self._fit(config)) is not None:
+            ctx.converter = ContextConverter(
+                PcmFormat(ENCODINGS[made.encoding], made.sample_rate_hz),
+                PcmFormat(ENCODINGS[fmt.encoding], fmt.sample_rate_hz),
+            )
         self.contexts[cid] = ctx
         self._by_key[ctx.key] = ctx
         self.contexts_total += 1
         actions.open_upstream.append(
-            OpenContext(ctx.key, (Request(context_id=cid, open=config),), False)
+            OpenContext(
+                ctx.key, (Request(context_id=cid, open=ctx.upstream_config(config)),), False
+            )
         )
 
     def _close_context(self, ctx: EdgeContext, actions: Actions) -> None:
@@ -460,10 +493,28 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
 
     def upstream_response(self, key: int, resp: Response) -> Actions:
         """One response of context ``key``'s upstream call."""
-        actions = Actions()
         ctx = self._by_key.get(key)
         if ctx is None:
-            return actions  # the context ended; late responses are dropped by design
+            return Actions()  # the context ended; late responses are dropped by design
+        converter = ctx.converter
+        if converter is None or resp.WhichOneof("response") not in ORDERED:
+            return self._response(ctx, key, resp)
+        try:
+            ready = converter.feed(resp)
+        except AudioDecodeError:
+            return self._context_error(
+                ctx.context_id,
+                errors.InternalError("the model's audio is not whole frames of its format"),
+            )
+        actions = Actions()
+        for each in ready:
+            if self._by_key.get(key) is not ctx:
+                break  # ended (done, or an error) by one before
+            actions.extend(self._response(ctx, key, each))
+        return actions
+
+    def _response(self, ctx: EdgeContext, key: int, resp: Response) -> Actions:
+        actions = Actions()
         kind = resp.WhichOneof("response")
         if kind == "opened":
             self.edge["edge_connect_us"] += round((self._clock() - ctx.open_at) * 1e6)
@@ -599,7 +650,10 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
         point = ctx.replay.resume_point()
         ctx.replay.resumed(point)
         ctx.text_base = point.text_offset
-        requests = point.messages(Request, ctx.context_id, ctx.config, ctx.pending_flushes)
+        if ctx.converter is not None:
+            ctx.converter = ctx.converter.fresh()  # what the old call's held is spoken again
+        config = ctx.upstream_config(ctx.config)
+        requests = point.messages(Request, ctx.context_id, config, ctx.pending_flushes)
         ctx.upstream_at = ctx.open_at = self._clock()
         actions.open_upstream.append(OpenContext(ctx.key, tuple(requests), True, replaces))
         if ctx.state is CtxState.CLOSING:
@@ -858,3 +912,14 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
         return self._whole_timings(
             [*self._timings, *(t for c in self._by_key.values() for t in c.timings)]
         )
+
+
+def _carried(fmt: audio_pb2.AudioFormat) -> bool:
+    """Whether the contract carries ``fmt`` (mono): only such a format is converted to; another
+    goes to the model as it is, whose refusal names it."""
+    encoding = ENCODINGS.get(fmt.encoding)
+    return (
+        encoding is not None
+        and fmt.sample_rate_hz in rates_for(encoding)
+        and fmt.channels in (0, 1)
+    )

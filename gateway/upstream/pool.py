@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from voxwire.capabilities import find_model, fitted_input
+from voxwire.capabilities import find_model, fitted_input, fitted_output
 from voxwire.errors import BackendUnavailable
 from voxwire.v1 import (
     audio_pb2,
     capabilities_pb2,
     capabilities_pb2_grpc,
+    synthesis_pb2,
     synthesis_pb2_grpc,
     transcription_pb2,
     transcription_pb2_grpc,
@@ -216,6 +217,15 @@ class AdapterPool:
         fmt = config.audio_format
         model = self.model(capabilities_pb2.MODEL_KIND_STT, config.model)
         return fitted_input(model, fmt.encoding, fmt.sample_rate_hz, max(1, fmt.channels))
+
+    def tts_output(
+        self, config: synthesis_pb2.SynthesisContextConfig
+    ) -> audio_pb2.AudioFormat | None:
+        """The format to ask ``config``'s model for when it does not make the one asked
+        (``voxwire.capabilities.fitted_output``); None: the one asked."""
+        fmt = config.output_format
+        model = self.model(capabilities_pb2.MODEL_KIND_TTS, config.model)
+        return fitted_output(model, fmt.encoding, fmt.sample_rate_hz)
 
     def choose(self, exclude: Iterable[Adapter] = ()) -> Lease:
         """A lease on the serving adapter with the fewest of our streams.

@@ -406,3 +406,109 @@ async def test_socket_refuses_nan_samples_it_converts(toy: Edge):
     )
     assert messages[-1]["error"]["reason"] == "INVALID_AUDIO", messages
     assert code == errors.InvalidAudio.ws_close_code
+
+
+async def _speak_socket(toy: Edge, fmt: dict) -> tuple[list, list[dict], int]:
+    """One toy_tone context over ``WS /v1/tts/stream`` in ``fmt``: two texts, a flush between,
+    then close; its audio frames, its JSON messages (a flush ack's place among the frames as
+    ``framesBefore``) and the close code."""
+    import json
+
+    from gateway.wire.frames import unpack
+
+    frames: list = []
+    messages: list[dict] = []
+    context = {"model": "toy_tone", "outputFormat": fmt}
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{toy.ws}/v1/tts/stream?lead_ms=0", headers=toy.headers) as ws:
+            for msg in (
+                {"contextId": "c", "open": context},
+                {"contextId": "c", "append": {"text": "Hello there."}},
+                {"contextId": "c", "flush": {"flushId": "f1"}},
+                {"contextId": "c", "append": {"text": "And again, a little longer."}},
+                {"contextId": "c", "close": {}},
+                {"closeSession": {}},
+            ):
+                await ws.send_str(json.dumps(msg))
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    frames.append(unpack(msg.data))
+                elif msg.type is aiohttp.WSMsgType.TEXT:
+                    messages.append({**json.loads(msg.data), "framesBefore": len(frames)})
+            return frames, messages, ws.close_code or 0
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize(
+    "encoding, rate",
+    [("AUDIO_ENCODING_MULAW", 8000), ("AUDIO_ENCODING_PCM_F32LE", 48000)],
+)
+async def test_socket_tts_converts_what_the_model_makes_to_the_format_asked(
+    toy: Edge, encoding: str, rate: int
+):
+    # A server that makes 16 kHz PCM16 only refused a context in 8 kHz mu-law (the format a
+    # Twilio call bridge asks: voxwire.client.twilio) UNSUPPORTED_ENCODING.
+    import numpy as np
+
+    from voxwire.audio.codecs import Encoding, PcmFormat, decode
+
+    native = {"encoding": "AUDIO_ENCODING_PCM_S16LE", "sampleRateHz": 16000}
+    want, _, code = await _speak_socket(toy, native)
+    assert code == 1000
+    frames, messages, code = await _speak_socket(toy, {"encoding": encoding, "sampleRateHz": rate})
+    assert code == 1000, messages
+    assert not [m for m in messages if "contextError" in m or "error" in m], messages
+    fmt = PcmFormat(Encoding.MULAW if "MULAW" in encoding else Encoding.PCM_F32LE, rate)
+    # The same chunks as the native context: numbers, places; each converted whole.
+    assert [(f.sequence_number, f.start_ms) for f in frames] == [
+        (f.sequence_number, f.start_ms) for f in want
+    ]
+    for got, native_frame in zip(frames, want, strict=True):
+        native_ms = len(native_frame.audio) / 32
+        assert abs(len(got.audio) / fmt.bytes_per_frame * 1000 / rate - native_ms) <= 0.2
+    done = next(m for m in messages if "done" in m)
+    assert done["done"]["lastSequenceNumber"] == frames[-1].sequence_number
+    # The flush ack follows all the audio of the text before it.
+    ack = next(m for m in messages if "flushAck" in m)
+    assert ack["flushAck"]["lastSequenceNumber"] == frames[ack["framesBefore"] - 1].sequence_number
+
+    def peak_hz(audio: bytes, f: PcmFormat) -> float:
+        x = decode(audio, f)
+        return float(np.argmax(np.abs(np.fft.rfft(x))) * f.sample_rate_hz / len(x))
+
+    native_fmt = PcmFormat(Encoding.PCM_S16LE, 16000)
+    whole = b"".join(f.audio for f in frames)
+    assert abs(peak_hz(whole, fmt) - peak_hz(b"".join(f.audio for f in want), native_fmt)) < 5
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_twilio_call_runs_on_a_server_that_takes_16_khz_pcm16_only(toy: Edge):
+    # A phone call is 8 kHz mu-law both ways (voxwire.client.twilio asks STT and TTS in the
+    # call's format): on a server that does not resample, the STT session was refused
+    # UNSUPPORTED_ENCODING and no call could run. Twilio's side is FakeTwilio (it cannot run
+    # here); the application is examples/twilio_agent.py on the SDK, as a user runs it.
+    from examples.twilio_agent import make_app
+    from tests.helpers.fake_twilio import MULAW_SILENCE, FakeTwilio, serve
+    from voxwire.audio.codecs import Encoding, encode
+    from voxwire.client.twilio import CallEnded, ReplyPlayed
+    from voxwire.v1 import transcription_pb2
+
+    audio, own = soundfile.read(SPEECH, dtype="float32")
+    caller = encode(soxr.resample(audio, own, 8000), Encoding.MULAW) + MULAW_SILENCE * 4000
+    events: list = []
+    app = make_app(
+        [toy.ws], toy.key, stt_model="toy_beep", tts_model="toy_tone", on_event=events.append
+    )
+    runner, base = await serve(app)
+    twilio = FakeTwilio(f"{base}/media", caller, tail_s=1.5)
+    try:
+        await twilio.run(timeout_s=30)
+    finally:
+        await runner.cleanup()
+    finals = [e for e in events if isinstance(e, transcription_pb2.TranscriptResult) and e.is_final]
+    assert [f.transcript for f in finals] == ["beep"], events
+    played = [e for e in events if isinstance(e, ReplyPlayed)]
+    assert len(played) == 1 and played[0].played_ms > 500, events
+    # What Twilio played is the reply, whole: 8 kHz mu-law, a byte a sample.
+    assert abs(len(twilio.played) / 8 - played[0].played_ms) <= 5
+    assert isinstance(events[-1], CallEnded) and events[-1].reason == "stop"

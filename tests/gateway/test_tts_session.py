@@ -476,3 +476,51 @@ def test_a_closed_context_is_waited_for_until_its_done_or_its_error():
     failed = session.upstream_failed(key, errors.TextTooLarge("the text is over the model's limit"))
     assert [m.WhichOneof("message") for m in failed.to_client] == ["context_error"]  # type: ignore[union-attr]
     assert session.next_deadline() == pytest.approx(clock.now + 25)
+
+
+def test_a_context_the_model_does_not_make_is_asked_in_its_format_and_converted():
+    # Client: 8 kHz mu-law (a phone bridge); model: 16 kHz PCM16 only. The model is asked its
+    # own format, on the first call and on a failover's; the client gets its own, each chunk
+    # with its number and place; what the failed call's resampler held is not sent.
+    made = audio_pb2.AudioFormat(
+        encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=16000, channels=1
+    )
+    clock = Clock(500.0)
+    session = TtsEdgeSession(
+        TtsLimits(lead_ms=0),
+        session_id="t1",
+        issue_token=lambda options: ("tok", 2e9),
+        clock=clock,
+        fit=lambda config: made,
+    )
+    phone = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_MULAW, sample_rate_hz=8000)
+    opening = session.client_message(
+        Client(context_id="c1", open=synthesis_pb2.SynthesisContextConfig(output_format=phone))
+    )
+    (first,) = opening.open_upstream
+    assert first.requests[0].open.output_format.sample_rate_hz == 16000
+    assert first.requests[0].open.output_format.encoding == audio_pb2.AUDIO_ENCODING_PCM_S16LE
+    session.upstream_response(first.key, Up(context_id="c1", opened=synthesis_pb2.ContextOpened()))
+    session.client_message(Client(context_id="c1", append=synthesis_pb2.AppendText(text="Hi.")))
+    frames = []
+    for seq in range(1, 11):
+        audio = synthesis_pb2.AudioChunk(
+            sequence_number=seq, audio=bytes(3200), start_ms=(seq - 1) * 100, duration_ms=100
+        )
+        out = session.upstream_response(first.key, Up(context_id="c1", audio=audio))
+        frames += [unpack(b) for b in out.to_client if isinstance(b, bytes)]
+    assert frames and all(len(f.audio) == 800 for f in frames)  # 100 ms of 8 kHz mu-law
+    assert [(f.sequence_number, f.start_ms) for f in frames] == [
+        (i + 1, i * 100) for i in range(len(frames))
+    ]
+    assert len(frames) < 10  # the resampler holds the last ones back until a flush or done
+    actions = session.upstream_failed(first.key, errors.BackendUnavailable("adapter died"))
+    (reopen,) = actions.open_upstream
+    config = reopen.requests[0].open
+    assert config.output_format.sample_rate_hz == 16000
+    assert (config.timeline_offset_ms, config.first_sequence_number) == (
+        100 * len(frames),
+        len(frames) + 1,
+    )
+    assert session.contexts["c1"].converter is not None
+    assert session.contexts["c1"].converter.held == 0
