@@ -24,6 +24,7 @@ from voxwire.fuzz.edge.runner import (
     _sample_peak,
     compressed,
     fuzz,
+    variants,
 )
 from voxwire.fuzz.edge.verdict import BAD, judge
 
@@ -175,13 +176,35 @@ def test_the_cases_fit_the_stt_model_the_target_describes():
         families=("valid", "binary"),
     )
     fitted, assumed = plan_of(options, offered), plan_of(options)
-    assert (fitted.interim, fitted.f32, assumed.interim, assumed.f32) == (False, False, True, True)
+    assert (fitted.interim, assumed.interim) == (False, True)
     stt = [make_case(7, i, fitted) for i in range(300)]
     valid = [c for c in stt if c.valid and c.kind == "stt"]
     floats = [c for c in stt if c.detail.startswith("f32 ")]
     assert valid and floats
     for case in valid:
         assert "interim" not in case.query and '"interimResults": true' not in str(case.steps)
-    assert {c.expect for c in floats} == {"UNSUPPORTED_ENCODING"}
+    # The gateway converts float audio a model does not take, and refuses NaN in it itself.
+    assert {c.expect for c in floats} == {"INVALID_AUDIO"}
     # The other cases are the seed's own whatever the fit (the draws are made either way).
     assert [c.detail for c in stt] == [make_case(7, i, assumed).detail for i in range(300)]
+
+
+def test_valid_sessions_send_and_ask_the_formats_a_gateway_converts():
+    # A gateway converts audio a model does not take (docs/edge.md): valid sessions fuzz it
+    # with a phone's 8 kHz mu-law and a browser's 48 kHz float, and TTS contexts ask 8 kHz
+    # mu-law, 48 kHz float and 24 kHz; the hostile families keep PCM16 (their expectations).
+    audio = bytes(range(256)) * 25 * 10  # 2 s of 16 kHz PCM16 (any samples)
+    plan = Plan(audio=audio, variants=variants(audio, 16000), families=("valid",))
+    assert [(e, r, len(a)) for e, r, a in plan.variants] == [
+        ("mulaw", 8000, 16000),
+        ("pcm_f32le", 48000, 2 * 48000 * 4),
+    ]
+    cases = [make_case(3, i, plan) for i in range(200)]
+    stt = " ".join(c.query + str(c.steps) for c in cases if c.kind == "stt")
+    tts = " ".join(str(c.steps) for c in cases if c.kind == "tts")
+    for name in ("mulaw", "pcm_f32le", "pcm_s16le"):
+        assert name in stt or name.upper() in stt, name
+    for name in ("AUDIO_ENCODING_MULAW", "AUDIO_ENCODING_PCM_F32LE", '"sampleRateHz": 24000'):
+        assert name in tts, name
+    hostile = [make_case(3, i, replace(plan, families=("binary",))) for i in range(100)]
+    assert all("mulaw" not in c.query and "MULAW" not in str(c.steps) for c in hostile)

@@ -82,6 +82,15 @@ WEIGHTS = {
 }
 MAX_FRAME = 64 * 1024  # docs/edge.md: frames of at most 64 KiB
 FORMAT = {"encoding": "AUDIO_ENCODING_PCM_S16LE", "sampleRateHz": 16000}
+_SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
+# Valid TTS contexts ask these in turn (by case index: no draw, so seeds keep their cases): a
+# model that does not make one has it converted by the gateway (docs/edge.md).
+TTS_FORMATS = (
+    FORMAT,
+    {"encoding": "AUDIO_ENCODING_MULAW", "sampleRateHz": 8000},
+    {"encoding": "AUDIO_ENCODING_PCM_F32LE", "sampleRateHz": 48000},
+    {"encoding": "AUDIO_ENCODING_PCM_S16LE", "sampleRateHz": 24000},
+)
 # Families whose every case must end with one reason.
 EXPECTED = {"bad_utf8": "INVALID_MESSAGE", "oversize": "CHUNK_TOO_LARGE"}
 
@@ -100,10 +109,13 @@ class Plan:
     encoded: tuple[tuple[str, bytes], ...] = ()
     # What the STT model does, as the target's /v1/capabilities say (``runner.plan_of``):
     # valid sessions ask interim results only of a model that makes them (a gateway in front
-    # of the example server refused them INVALID_CONFIG), and float audio is refused
-    # UNSUPPORTED_ENCODING before its samples are looked at by a model that does not take it.
+    # of the example server refused them INVALID_CONFIG). Float audio is INVALID_AUDIO for NaN
+    # whatever the model takes: the gateway converts what it does not (docs/edge.md).
     interim: bool = True
-    f32: bool = True
+    # The valid audio in other formats, as (encoding's query name, rate, audio): valid STT
+    # sessions send these in turn with ``audio`` (by case index), so that the gateway's
+    # conversion for a model that does not take them is fuzzed too (runner.variants).
+    variants: tuple[tuple[str, int, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +188,11 @@ def make_case(seed: int, index: int, plan: Plan) -> Case:
 # --- valid sessions -------------------------------------------------------------------------
 
 
-def _stt_query(plan: Plan, rng: random.Random) -> str:
+def _stt_query(plan: Plan, rng: random.Random, encoding: str = "", rate: int = 0) -> str:
     params = {
         "model": plan.stt_model,
-        "encoding": "pcm_s16le",
-        "sample_rate": str(plan.audio_rate_hz),
+        "encoding": encoding or "pcm_s16le",
+        "sample_rate": str(rate or plan.audio_rate_hz),
     }
     if rng.random() < 0.5 and plan.interim:  # the draw made either way: seeds stay the same
         params["interim_results"] = "true"
@@ -189,10 +201,11 @@ def _stt_query(plan: Plan, rng: random.Random) -> str:
     return urllib.parse.urlencode(params)
 
 
-def _stt_start(plan: Plan) -> str:
+def _stt_start(plan: Plan, encoding: str = "", rate: int = 0) -> str:
+    name = f"AUDIO_ENCODING_{(encoding or 'pcm_s16le').upper()}"
     config = {
         "model": plan.stt_model,
-        "audioFormat": {"encoding": "AUDIO_ENCODING_PCM_S16LE", "sampleRateHz": plan.audio_rate_hz},
+        "audioFormat": {"encoding": name, "sampleRateHz": rate or plan.audio_rate_hz},
         "interimResults": plan.interim,
     }
     return json.dumps({"start": {"config": config}})
@@ -200,12 +213,17 @@ def _stt_start(plan: Plan) -> str:
 
 def _stt_valid(rng: random.Random, index: int, plan: Plan, family: str = "valid") -> Case:
     in_query = rng.random() < 0.6
-    steps: list[Step] = [] if in_query else [Step("text", _stt_start(plan))]
-    chunk = plan.audio_rate_hz // 10 * 2  # 100 ms of PCM16
-    limit = min(len(plan.audio), chunk * rng.randint(3, 15))
+    encoding, rate, audio = ("pcm_s16le", plan.audio_rate_hz, plan.audio)
+    # Valid sessions only: the hostile families built on them expect what PCM16 gets (three
+    # bytes are misaligned PCM16, not mu-law).
+    if family == "valid" and (turn := index % (1 + len(plan.variants))):
+        encoding, rate, audio = plan.variants[turn - 1]
+    steps: list[Step] = [] if in_query else [Step("text", _stt_start(plan, encoding, rate))]
+    chunk = rate // 10 * _SAMPLE_BYTES[encoding]  # 100 ms
+    limit = min(len(audio), chunk * rng.randint(3, 15))
     finalizes: list[str] = []
     for i, pos in enumerate(range(0, limit, chunk)):
-        piece = plan.audio[pos : pos + chunk]
+        piece = audio[pos : pos + chunk]
         if rng.random() < 0.15:  # the same audio as base64 text, for clients without binary
             steps.append(Step("text", json.dumps({"audio": {"data": _b64(piece)}})))
         else:
@@ -221,7 +239,7 @@ def _stt_valid(rng: random.Random, index: int, plan: Plan, family: str = "valid"
         family,
         "stt",
         "query config" if in_query else "start config",
-        query=_stt_query(plan, rng) if in_query else "",
+        query=_stt_query(plan, rng, encoding, rate) if in_query else "",
         steps=tuple(steps),
         valid=family == "valid",
         finalizes=tuple(finalizes),
@@ -240,9 +258,10 @@ def _tts_valid(rng: random.Random, index: int, plan: Plan, family: str = "valid"
         start = {"start": {"audioDelivery": f"AUDIO_DELIVERY_{delivery.upper()}", "lead": "0s"}}
         steps.append(Step("text", json.dumps(start)))
     contexts = [f"c{i}" for i in range(rng.randint(1, 3))]
+    fmt = TTS_FORMATS[index % len(TTS_FORMATS)] if family == "valid" else FORMAT
     for cid in contexts:
         steps.append(
-            Step("text", _msg(cid, "open", {"model": plan.tts_model, "outputFormat": FORMAT}))
+            Step("text", _msg(cid, "open", {"model": plan.tts_model, "outputFormat": fmt}))
         )
     for cid in contexts:
         for _ in range(rng.randint(1, 2)):
@@ -434,8 +453,7 @@ def _binary(rng: random.Random, index: int, plan: Plan) -> Case:
         Step("binary", frame),
         Step("text", '{"close":{}}'),
     ]
-    expect = "INVALID_AUDIO" if plan.f32 else "UNSUPPORTED_ENCODING"
-    return _with(base, "binary", f"f32 {bad}", steps, query=query, expect=expect)
+    return _with(base, "binary", f"f32 {bad}", steps, query=query, expect="INVALID_AUDIO")
 
 
 def _insert_audio(steps: list[Step], at: int, frame: bytes) -> list[Step]:

@@ -25,12 +25,12 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from voxwire import errors
-from voxwire.capabilities import find_model, takes_input
+from voxwire.capabilities import find_model
 from voxwire.fuzz import probes
 from voxwire.fuzz.edge.cases import FAMILIES, Case, Plan, describe, make_case
 from voxwire.fuzz.edge.client import Outcome, run_case
 from voxwire.fuzz.edge.verdict import BAD, VERDICTS, judge
-from voxwire.v1 import audio_pb2, capabilities_pb2
+from voxwire.v1 import capabilities_pb2
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,6 @@ def plan_of(
     model = None
     if offered is not None:
         model = find_model(offered, capabilities_pb2.MODEL_KIND_STT, options.stt_model)
-    f32 = audio_pb2.AUDIO_ENCODING_PCM_F32LE
     return Plan(
         stt_model=options.stt_model,
         tts_model=options.tts_model,
@@ -104,8 +103,8 @@ def plan_of(
         audio_rate_hz=options.audio_rate_hz,
         families=options.families,
         encoded=compressed(options.audio[: options.audio_rate_hz * 2], options.audio_rate_hz),
+        variants=variants(options.audio, options.audio_rate_hz),
         interim=model is None or model.features.interim_results,
-        f32=model is None or takes_input(model, f32, options.audio_rate_hz, 1),
     )
 
 
@@ -119,6 +118,22 @@ async def _offered(options: Options) -> capabilities_pb2.GetCapabilitiesResponse
     except errors.VoxwireError as exc:
         log.warning("the target's capabilities: %s; the cases assume the reference models", exc)
         return None
+
+
+def variants(audio: bytes, rate: int) -> tuple[tuple[str, int, bytes], ...]:
+    """``audio`` (PCM16 mono) as 8 kHz mu-law (a phone's) and 48 kHz float (a browser's), for
+    valid STT sessions: a model that does not take them gets them converted by the gateway."""
+    from voxwire.audio.codecs import Encoding, PcmFormat
+    from voxwire.audio.convert import FormatConverter
+
+    pcm = audio[: len(audio) // 2 * 2]
+    if not pcm:
+        return ()
+    out = []
+    for encoding, to in ((Encoding.MULAW, 8000), (Encoding.PCM_F32LE, 48000)):
+        converter = FormatConverter(PcmFormat(Encoding.PCM_S16LE, rate), PcmFormat(encoding, to))
+        out.append((encoding.value, to, converter.convert(pcm) + converter.flush()))
+    return tuple(out)
 
 
 def compressed(audio: bytes, rate: int) -> tuple[tuple[str, bytes], ...]:
@@ -191,7 +206,7 @@ async def fuzz(options: Options) -> Result:
             for kind in ("stt", "tts")
         ]
     result = _result(options, outcomes, probe, before, after, settled, elapsed, rss, peak)
-    result.meta["stt_model"] = {"interim_results": plan.interim, "takes_pcm_f32le": plan.f32}
+    result.meta["stt_model"] = {"interim_results": plan.interim}
     return result
 
 
