@@ -250,6 +250,7 @@ async def _websocket(
         if linger_s:
             grace_s += linger_s + runner_limits.write_timeout_s
         let_go.reset_unless_gone(transport, grace_s)
+        let_go.forget_tracebacks(ws.exception())
         if admission.refused:
             log.info("refused %s: %s", request.path, admission.refused)
             gateway.metrics.session_refused(kind, admission.refused)
@@ -269,6 +270,7 @@ def _stt_first(
         admission.count_new()
         return session.start(config)
     except errors.VoxwireError as exc:
+        let_go.forget_tracebacks(exc)  # the actions hold it: no cycle through its frames
         return session.fail(exc)
 
 
@@ -279,12 +281,9 @@ async def stt_stream(request: web.Request) -> web.StreamResponse:
         session = SttEdgeSession(
             gateway.config.stt,
             session_id=gateway.new_session_id(),
-            issue_token=lambda cfg: issue(cfg.SerializeToString(), session.resumes),
+            issue_token=admission.issuer("stt", gateway.config.stt.max_session_s),
             transport_limits=heartbeat_limits(gateway.config.ping_interval_seconds),
             fit=gateway.pool.stt_input,
-        )
-        issue = admission.issuer(
-            "stt", lambda: session.session_id, gateway.config.stt.max_session_s
         )
         runner = SttRunner(
             session,
@@ -316,14 +315,11 @@ async def tts_stream(request: web.Request) -> web.StreamResponse:
         session = TtsEdgeSession(
             gateway.config.tts,
             session_id=gateway.new_session_id(),
-            issue_token=lambda options: issue(options.SerializeToString(), session.resumes),
+            issue_token=admission.issuer("tts", gateway.config.tts.max_session_s),
             transport_limits=tts_limits(
                 gateway.config.ping_interval_seconds, gateway.pool.max_pending_text_bytes
             ),
             fit=gateway.pool.tts_output,
-        )
-        issue = admission.issuer(
-            "tts", lambda: session.session_id, gateway.config.tts.max_session_s
         )
         first = None
         defaults = None
@@ -332,6 +328,7 @@ async def tts_stream(request: web.Request) -> web.StreamResponse:
             if defaults is not None:
                 session.check_options(defaults)
         except errors.VoxwireError as exc:
+            let_go.forget_tracebacks(exc)  # ``first`` holds it: no cycle through this frame
             first = session.fail(exc)
         runner = TtsRunner(
             session,

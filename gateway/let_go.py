@@ -46,3 +46,16 @@ def reset_unless_gone(transport: asyncio.Transport | None, grace_s: float) -> No
 def _reset_if_held(transport: asyncio.Transport) -> None:
     if transport.get_write_buffer_size():
         reset(transport)
+
+
+def forget_tracebacks(exc: BaseException | None) -> None:
+    """Drop the tracebacks of ``exc`` and the exceptions it chains: aiohttp keeps a connection's
+    failure (a client that vanished: ClientConnectionResetError, from EofStream) on its
+    WebSocketResponse, and their tracebacks' frames hold that response, so each such session
+    was a reference cycle, its request, protocol and buffers freed only by the garbage
+    collector's rare full collection (tests/gateway/test_session_garbage.py)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__

@@ -12,12 +12,14 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from gateway.let_go import forget_tracebacks
 from gateway.ports import ClientPort
 from voxwire import errors
 from voxwire.outbox import Outbox, OutboxBroken
@@ -56,8 +58,11 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         self.session = session
         self._port = port
         self._limits = limits = limits or RunnerLimits()
+        # The port's writer, not a method of the runner: the runner holds the outbox, and an
+        # outbox holding the runner made each session a reference cycle (freed only by a full
+        # collection of the garbage collector, with its connection's buffers).
         self._client_out: Outbox[str | bytes] = Outbox(
-            self._send,
+            functools.partial(_send, port),
             len,
             max_bytes=limits.max_unsent_bytes,
             high_water=limits.client_high_water,
@@ -166,6 +171,11 @@ class SessionRunner(abc.ABC, Generic[S, A]):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for task in tasks:
+                # A task's failure passed through this frame (the shield above): its traceback
+                # holds the frame, which holds the task: a reference cycle per session.
+                if not task.cancelled():
+                    forget_tracebacks(task.exception())
 
     def drain(self, grace_s: float | None = None, *, reconnect_now: bool = False) -> None:
         """The gateway is shutting down: going_away now, the close at the end of the grace.
@@ -261,8 +271,9 @@ class SessionRunner(abc.ABC, Generic[S, A]):
         """One line for the operator: the session ends for a client that did not read."""
         log.warning("%s %s: SLOW_CONSUMER: %s", type(self).__name__, self.session.session_id, exc)
 
-    async def _send(self, item: str | bytes) -> None:
-        if isinstance(item, str):
-            await self._port.send_text(item)
-        else:
-            await self._port.send_bytes(item)
+
+async def _send(port: ClientPort, item: str | bytes) -> None:
+    if isinstance(item, str):
+        await port.send_text(item)
+    else:
+        await port.send_bytes(item)

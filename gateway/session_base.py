@@ -44,8 +44,11 @@ class TimerLimits(Protocol):
 
 
 L = TypeVar("L", bound=TimerLimits)
-# (token, expiry in seconds since the epoch) for what the session would resume with.
-TokenIssuer = Callable[[Any], tuple[str, float]]
+# (token, expiry in seconds since the epoch) for what the session would resume with, its id and
+# how many times it has resumed. Given them at each call, an issuer holds no reference to the
+# session: one that did (a closure over it) made every session a reference cycle, freed only by
+# the garbage collector's rare full collection with its connection's buffers.
+TokenIssuer = Callable[[Any, str, int], tuple[str, float]]
 
 
 class Due(enum.Enum):
@@ -169,7 +172,7 @@ class EdgeSessionBase(Generic[L]):
         grace_s: float | None = None,
         reconnect_now: bool = False,
     ) -> session_pb2.GoingAway:
-        token, _ = self._issue_token(resume_with)
+        token, _ = self._issue_token(resume_with, self.session_id, self.resumes)
         away = session_pb2.GoingAway(reason=reason, resume_token=token, reconnect_now=reconnect_now)
         if grace_s is not None:
             away.grace.FromMilliseconds(round(grace_s * 1000))

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from google.protobuf.message import Message
+
 from gateway.auth import AuthServices, Principal, SessionPermit
 from gateway.auth.tokens import ResumeClaims, SessionKind
 from gateway.stt import session as stt_session
@@ -90,18 +92,18 @@ class Admission:
             self.counted = True
 
     def issuer(
-        self, kind: SessionKind, session: Callable[[], str], ttl_s: float
-    ) -> Callable[[bytes, int], tuple[str, float]]:
-        """A token issuer for a session of ``kind`` (its id read when a token is made), given
-        the session's config and how many times it has resumed so far."""
+        self, kind: SessionKind, ttl_s: float
+    ) -> Callable[[Message, str, int], tuple[str, float]]:
+        """A token issuer for a session of ``kind``, given what it resumes with (its config or
+        options), its id and how many times it has resumed so far (``TokenIssuer``)."""
 
-        def issue(config: bytes, resumes: int) -> tuple[str, float]:
+        def issue(config: Message, session_id: str, resumes: int) -> tuple[str, float]:
             now = time.time()
             issued = self._auth.resume_tokens.issue(
-                session_id=session(),
+                session_id=session_id,
                 key_id=self.principal.key_id,
                 kind=kind,
-                config=config,
+                config=config.SerializeToString(),
                 now=now,
                 ttl_s=int(ttl_s + RESUME_HORIZON_S),
                 resumes=resumes,

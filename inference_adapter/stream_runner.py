@@ -34,6 +34,7 @@ the sequence slot until its idle timeout).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -114,10 +115,14 @@ class StreamRunner(Generic[M]):
         self.span = span
         self.tasks: set[asyncio.Task[Any]] = set()
         self.failure: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        # Callbacks that do not hold the runner: the runner holds the outbox and the reader, and
+        # bound methods of it there made every stream a reference cycle, freed only by the
+        # garbage collector's rare full collection (voxwire/gc_policy.py).
+        self._activity = _Activity()
         self.outbox = Outbox(
             context,
             on_send,
-            on_failure=self.fail,
+            on_failure=functools.partial(_first_failure, self.failure),
             max_unread_bytes=limits.max_unread_response_bytes,
             write_timeout=limits.write_timeout_seconds,
             playback_ms=playback_ms,
@@ -126,9 +131,8 @@ class StreamRunner(Generic[M]):
             context.read,
             parse,
             max_bytes=max_message_bytes(limits.max_chunk_bytes),
-            on_message=self.touch,
+            on_message=self._activity.touch,
         )
-        self._last_active = time.monotonic()
         self._admitted = False
 
     # -- tasks ----------------------------------------------------------------------------------
@@ -147,12 +151,11 @@ class StreamRunner(Generic[M]):
 
     def fail(self, exc: BaseException) -> None:
         """Fail the stream (the first failure wins)."""
-        if not self.failure.done():
-            self.failure.set_result(exc)
+        _first_failure(self.failure, exc)
 
     def touch(self) -> None:
         """Activity: the idle timer starts again."""
-        self._last_active = time.monotonic()
+        self._activity.touch()
 
     async def end_tasks(self, *, keep: frozenset[asyncio.Task[Any]] = frozenset()) -> None:
         """Cancel every task of the stream but ``keep`` and wait for them to end (bounded)."""
@@ -220,7 +223,7 @@ class StreamRunner(Generic[M]):
         while not reading.done():
             now = time.monotonic()
             pause = drain_pause_s(self.reader.dropped_bytes)
-            until = min(ends, max(begun, self._last_active) + pause)
+            until = min(ends, max(begun, self._activity.at) + pause)
             if now >= until:
                 return  # the task is ended with the others (``run``'s finally)
             await asyncio.wait({reading}, timeout=until - now)
@@ -317,12 +320,12 @@ class StreamRunner(Generic[M]):
             if self.reader.waiting_since is None or body.busy():
                 # Nobody reads (the stream holds back, e.g. STT backpressure), or the client
                 # waits for the server (audio being synthesized): the idle time starts anew.
-                self._last_active = now
-            remaining = self._last_active + timeout - now
+                self._activity.at = now
+            remaining = self._activity.at + timeout - now
             if remaining <= 0:
                 raise errors.IdleTimeout(f"no message for {timeout:g} s; send audio or KeepAlive")
-            if warn and remaining <= warn and warned_for != self._last_active:
-                warned_for = self._last_active
+            if warn and remaining <= warn and warned_for != self._activity.at:
+                warned_for = self._activity.at
                 self.notify(
                     body,
                     stream_pb2.StreamNotice.KIND_IDLE_WARNING,
@@ -330,7 +333,7 @@ class StreamRunner(Generic[M]):
                     "no message from the client: the stream ends with IDLE_TIMEOUT unless one "
                     "(KeepAlive counts) arrives",
                 )
-            until_warning = remaining - warn if warn and warned_for != self._last_active else 0.0
+            until_warning = remaining - warn if warn and warned_for != self._activity.at else 0.0
             await asyncio.sleep(min(until_warning or remaining, timeout / 4))
 
     async def _drain_watch(self, body: StreamBody[M]) -> None:
@@ -374,3 +377,21 @@ def _warning(before_s: float, limit_s: float) -> float:
     """How long before a limit its warning goes out; 0 (never) when it is not shorter than the
     limit itself (a warning at the start would say nothing)."""
     return before_s if 0 < before_s < limit_s else 0.0
+
+
+class _Activity:
+    """When the client was last active (monotonic s): the idle timer counts from it."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+
+    def touch(self) -> None:
+        self.at = time.monotonic()
+
+
+def _first_failure(failure: asyncio.Future[BaseException], exc: BaseException) -> None:
+    """Fail the stream with ``exc`` unless it failed already (the first failure wins)."""
+    if not failure.done():
+        failure.set_result(exc)

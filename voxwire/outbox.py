@@ -71,7 +71,10 @@ class Outbox(Generic[T]):
         self._room_waiters: list[asyncio.Future[None]] | None = None
         self._has_room = True
         self._closed = False
-        self.broken: BaseException | None = None
+        # What failed a write (its type and words), not the exception: its traceback's frames
+        # hold this outbox, which would make every failed outbox a reference cycle, freed only
+        # by a full collection of the garbage collector (tests/gateway/test_session_garbage.py).
+        self.broken: str | None = None
         self._deadline = Watchdog(write_timeout)
         self._playback: PlaybackClock | None = None  # made by the first audio put
 
@@ -79,7 +82,7 @@ class Outbox(Generic[T]):
         """Queue ``item`` (carrying ``audio_ms`` of audio). Raises SlowConsumer over
         ``max_bytes``, OutboxBroken after a failed write."""
         if self.broken is not None:
-            raise OutboxBroken("an earlier write failed") from self.broken
+            raise OutboxBroken(f"an earlier write failed: {self.broken}")
         nbytes = self._size(item)
         if self.queued_bytes + nbytes > self._max_bytes:
             raise SlowConsumer(
@@ -180,16 +183,20 @@ class Outbox(Generic[T]):
             with deadline:
                 await self._write(item)
         except TimeoutError as exc:
-            self.broken = exc
+            self.broken = _described(exc)
             raise SlowConsumer(
                 f"one write waited on the peer for {self._write_timeout:g} s"
                 + (" after the audio it was sent had played" if playback is not None else "")
             ) from exc
         except BaseException as exc:  # CancelledError too: the write may be in flight
-            self.broken = exc
+            self.broken = _described(exc)
             raise
         t1 = time.monotonic()
         if audio_ms and playback is not None:
             playback.wrote(audio_ms, t1)
         if self._on_sent is not None:
             self._on_sent(t1 - t0)
+
+
+def _described(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -202,6 +202,6 @@ def _no_start(session: Any, start: Any) -> Any:
     raise AssertionError("a session of the front starts from its call's own messages")
 
 
-def no_token(config: Any) -> tuple[str, float]:
+def no_token(config: Any, session_id: str, resumes: int) -> tuple[str, float]:
     """The session's resume token: none (gRPC callers continue with the contract's offsets)."""
     return "", 0.0

@@ -189,15 +189,23 @@ async def _unless_the_client_leaves(
     the upload looks for itself (``_client_gone``). Raises ConnectionResetError then."""
     task = asyncio.ensure_future(work)
     try:
-        while True:
-            done, _ = await asyncio.wait((task,), timeout=_CLIENT_CHECK_S)
-            if done:
-                return task.result()
-            if _client_gone(request):
+        while not task.done():
+            await asyncio.wait((task,), timeout=_CLIENT_CHECK_S)
+            if not task.done() and _client_gone(request):
                 raise ConnectionResetError("the connection was lost before the answer")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    failed = None if task.cancelled() else task.exception()
+    if failed is None:
+        return task.result()
+    # Raised here holding neither the task nor its failure: the failure's traceback holds this
+    # frame, and a frame holding either would be a cycle, freed only by a full collection.
+    del task
+    try:
+        raise failed
+    finally:
+        del failed
 
 
 # Linux TCP states (include/net/tcp_states.h): the peer has closed (FIN: CLOSE_WAIT) or
@@ -685,6 +693,9 @@ async def _run(
         with contextlib.suppress(BaseException):
             await reader
         upstream.cancel()
+        # Its failure, raised through this frame, holds the frame in its traceback: a frame
+        # holding the task would be a reference cycle.
+        del reader
     if not summary:
         raise errors.BackendUnavailable("the adapter ended the stream without its summary")
     timings = add_up([summary[0].timings, edge])

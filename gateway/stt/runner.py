@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from gateway.let_go import forget_tracebacks
 from gateway.ports import ClientPort, Frame
 from gateway.runner import RunnerLimits, SessionRunner
 from gateway.stt.session import Actions, OpenUpstream, SttEdgeSession
@@ -127,6 +128,9 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
             try:
                 actions = self._client_frame(frame)
             except errors.VoxwireError as exc:
+                # Its traceback's frames hold the actions that hold it: a reference cycle per
+                # failed session, freed only by a full collection (test_session_garbage.py).
+                forget_tracebacks(exc)
                 actions = self.session.fail(exc)
                 if frame.protocol_close_code:
                     assert actions.close is not None
@@ -246,3 +250,6 @@ class SttRunner(SessionRunner[SttEdgeSession, Actions]):
         for task in segment.tasks:
             if task is not current:
                 task.cancel()
+        # A task's exception holds its traceback, whose frames hold the segment: kept in the
+        # segment's list, each stopped segment would be a reference cycle.
+        segment.tasks.clear()

@@ -45,7 +45,7 @@ Request = transcription_pb2.StreamingTranscribeRequest
 Response = transcription_pb2.StreamingTranscribeResponse
 Message = stt_pb2.SttServerMessage
 # (token, expiry as seconds since the epoch) for a session's current config.
-TokenIssuer = Callable[[transcription_pb2.TranscriptionConfig], tuple[str, float]]
+TokenIssuer = Callable[[transcription_pb2.TranscriptionConfig, str, int], tuple[str, float]]
 # The format a config's audio goes upstream in when the model does not take it as it is (None:
 # as it is); ``voxwire.capabilities.fitted_input`` over what the adapters said of the model.
 FormatFit = Callable[[transcription_pb2.TranscriptionConfig], audio_pb2.AudioFormat | None]
@@ -231,7 +231,7 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
             base_ms=base,
         )
         self._written_frame = self.window.frame_at(base)
-        token, expires = self._issue_token(self.config)
+        token, expires = self._issue_token(self.config, self.session_id, self.resumes)
         started = session_pb2.SessionStarted(
             session_id=self.session_id,
             resume_token=token,

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.let_go import forget_tracebacks
 from gateway.ports import ClientPort, Frame
 from gateway.runner import RunnerLimits, SessionRunner
 from gateway.tts.session import Actions, OpenContext, TtsEdgeSession
@@ -165,6 +166,9 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
             try:
                 actions = self._client_frame(frame)
             except errors.VoxwireError as exc:
+                # Its traceback's frames hold the actions that hold it: a reference cycle per
+                # failed session, freed only by a full collection (test_session_garbage.py).
+                forget_tracebacks(exc)
                 actions = self.session.fail(exc)
             self.session.charge("edge_receive", time.monotonic() - t0)
             self._execute(actions)
@@ -332,3 +336,4 @@ class TtsRunner(SessionRunner[TtsEdgeSession, Actions]):
         for task in upstream.tasks:
             if task is not current:
                 task.cancel()
+        upstream.tasks.clear()  # no cycle through their tracebacks (gateway/stt/runner.py)

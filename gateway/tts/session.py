@@ -48,7 +48,7 @@ Request = synthesis_pb2.StreamingSynthesizeRequest
 Response = synthesis_pb2.StreamingSynthesizeResponse
 Message = tts_pb2.TtsServerMessage
 # (token, expiry in seconds since the epoch) for the session's options.
-TokenIssuer = Callable[[tts_pb2.TtsStart], tuple[str, float]]
+TokenIssuer = Callable[[tts_pb2.TtsStart, str, int], tuple[str, float]]
 # The format to ask the model for when it does not make a context's (None: the context's own);
 # ``voxwire.capabilities.fitted_output`` over what the adapters said of the model.
 FormatFit = Callable[[synthesis_pb2.SynthesisContextConfig], audio_pb2.AudioFormat | None]
@@ -267,7 +267,7 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
         if session_id:
             self.session_id = session_id
         self.resumes = resumes
-        token, expires = self._issue_token(self.options)
+        token, expires = self._issue_token(self.options, self.session_id, self.resumes)
         started = session_pb2.SessionStarted(
             session_id=self.session_id,
             resume_token=token,

@@ -126,7 +126,7 @@ def test_only_an_adapters_failover_notice_reaches_the_client():
     # The adapter's idle, duration and drain warnings concern the gateway's upstream call (the
     # gateway keeps it alive or moves it); the session's own warnings are the gateway's.
     kinds = stream_pb2.StreamNotice
-    stt = SttEdgeSession(SttLimits(), session_id="s", issue_token=lambda cfg: ("t", 2e9))
+    stt = SttEdgeSession(SttLimits(), session_id="s", issue_token=lambda cfg, *_: ("t", 2e9))
     stt.start(config())
     stt.upstream_response(started())
     clock = Clock()

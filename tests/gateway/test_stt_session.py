@@ -28,7 +28,7 @@ def new_session(clock: Clock | None = None, **limits: float) -> SttEdgeSession:
     return SttEdgeSession(
         SttLimits(**limits),  # type: ignore[arg-type]
         session_id="s1",
-        issue_token=lambda cfg: (f"token-{cfg.model}", 2e9),
+        issue_token=lambda cfg, *_: (f"token-{cfg.model}", 2e9),
         clock=clock or Clock(),
     )
 
@@ -347,7 +347,7 @@ def test_audio_the_model_does_not_take_goes_converted_and_is_replayed_converted(
     session = SttEdgeSession(
         SttLimits(),
         session_id="s1",
-        issue_token=lambda cfg: ("t", 2e9),
+        issue_token=lambda cfg, *_: ("t", 2e9),
         clock=Clock(),
         fit=lambda cfg: model_format,
     )

@@ -53,7 +53,7 @@ class SessionMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = Clock()
         self.session = SttEdgeSession(
-            LIMITS, session_id="s1", issue_token=lambda cfg: ("tok", 2e9), clock=self.clock
+            LIMITS, session_id="s1", issue_token=lambda cfg, *_: ("tok", 2e9), clock=self.clock
         )
         self.upstream: ToyUpstream | None = None
         self.segments: list[tuple[ToyUpstream, int]] = []  # (stream, its first byte's offset)

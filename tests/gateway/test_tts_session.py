@@ -19,7 +19,7 @@ def new_session(clock: Clock, **limits: float) -> TtsEdgeSession:
     return TtsEdgeSession(
         TtsLimits(**limits),  # type: ignore[arg-type]
         session_id="t1",
-        issue_token=lambda options: ("tok", 2e9),
+        issue_token=lambda options, *_: ("tok", 2e9),
         clock=clock,
     )
 
@@ -489,7 +489,7 @@ def test_a_context_the_model_does_not_make_is_asked_in_its_format_and_converted(
     session = TtsEdgeSession(
         TtsLimits(lead_ms=0),
         session_id="t1",
-        issue_token=lambda options: ("tok", 2e9),
+        issue_token=lambda options, *_: ("tok", 2e9),
         clock=clock,
         fit=lambda config: made,
     )

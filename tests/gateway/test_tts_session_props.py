@@ -58,7 +58,7 @@ def test_the_queues_stay_bounded_and_paced_whatever_the_interleaving(
     session = TtsEdgeSession(
         TtsLimits(lead_ms=lead_ms, read_ahead_bytes=read_ahead),
         session_id="p1",
-        issue_token=lambda options: ("tok", 2e9),
+        issue_token=lambda options, *_: ("tok", 2e9),
         clock=clock,
     )
     fmt = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=rate)

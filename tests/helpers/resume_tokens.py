@@ -9,7 +9,7 @@ from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
 
-Issuer = Callable[[Message], tuple[str, float]]
+Issuer = Callable[[Message, str, int], tuple[str, float]]
 
 
 class _Session(Protocol):
@@ -29,14 +29,10 @@ class TokenBook:
     def new_session(self, make: Callable[[str, Issuer], S]) -> S:
         """A gateway session (``make(session_id, issue_token)``) whose tokens go in the book."""
         self.sessions += 1
-        holder: list[S] = []
 
-        def issue(config: Message) -> tuple[str, float]:
+        def issue(config: Message, session_id: str, resumes: int) -> tuple[str, float]:
             token = f"t{len(self.claims)}"
-            session = holder[0]
-            self.claims[token] = (config.SerializeToString(), session.session_id, session.resumes)
+            self.claims[token] = (config.SerializeToString(), session_id, resumes)
             return token, 2e9
 
-        session = make(f"s{self.sessions}", issue)
-        holder.append(session)
-        return session
+        return make(f"s{self.sessions}", issue)

@@ -129,11 +129,18 @@ class WavHeaderReader:
                 try:
                     fmt = self._fmt(bytes(self._buf[body : body + size]))
                 except OtherWavFormat as exc:
-                    self._other = exc
+                    # Kept without its traceback, whose frames hold this reader (a cycle).
+                    self._other = exc.with_traceback(None)
             pos = body + size + (size & 1)  # chunks are word-aligned
         if len(self._buf) > self._max:
-            if self._other is not None:
-                raise self._other  # the other decoder may know this header better
+            if self._other is not None:  # the other decoder may know this header better
+                # Raised without this reader or this frame keeping it (its traceback holds
+                # both: a reference cycle).
+                other, self._other = self._other, None
+                try:
+                    raise other
+                finally:
+                    del other
             raise InvalidAudio(f"WAV header longer than {self._max} bytes (no data chunk)")
         return b""
 
