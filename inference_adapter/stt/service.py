@@ -208,6 +208,11 @@ class TranscriptionStream:
             self.lease.release()
             self.lease = None
             self.rt.telemetry.sequences.add(-1, self._attrs)
+        # The runner's outbox holds this body's ``charge_send`` and its tasks' frames hold the
+        # body: the references back make each stream a cycle, freed only by a full collection
+        # (voxwire/gc_policy.py). Its tasks have ended by now (the runner's ``end_tasks``).
+        self._stream = None
+        self._main = self._client = self._lease_watch = None
 
     # -- pumps ----------------------------------------------------------------------------------
 

@@ -318,6 +318,9 @@ class SynthesisStream:
         for task in side.tasks:
             if task is not current and task is not pump:
                 task.cancel()
+        # Not kept listed: a cancelled task's traceback holds a frame that holds the side (a
+        # cycle freed only by a full collection); the pump that reads on is ``finish_in``'s.
+        side.tasks.clear()
 
     def _stopping(self, state: CtxState) -> str:
         """The reason to cancel the call of a context ending in ``state``, or "" to end it."""

@@ -8,7 +8,8 @@ and the edge fuzzer's disconnect family took the gateway's RSS from 240 to 435 M
 the resume-token issuer closed over its session, the client outbox held the runner's bound
 method, stopped upstream tasks stayed listed with their tracebacks, and failures (a client's
 bad frame, a lost connection, aiohttp's own on its WebSocketResponse) kept tracebacks whose
-frames held what held them.
+frames held what held them. The adapter's streams were cycles too (its outbox held the
+runner's and the body's bound methods, a context's stopped tasks stayed listed).
 """
 
 from __future__ import annotations
@@ -35,9 +36,13 @@ OPEN = {
         "outputFormat": {"encoding": "AUDIO_ENCODING_PCM_S16LE", "sampleRateHz": 16000},
     },
 }
-# Objects of the gateway's sessions and of their connections (the in-process adapter behind
-# it has cycles of its own, not these).
+# Objects of the gateway's sessions and of their connections, and of the adapter's streams
+# behind them (the tests run it in-process).
 WATCHED = {
+    "inference_adapter.stream_runner.StreamRunner",
+    "inference_adapter.stt.service.TranscriptionStream",
+    "inference_adapter.tts.service.SynthesisStream",
+    "inference_adapter.outbox.Outbox",
     "gateway.stt.session.SttEdgeSession",
     "gateway.tts.session.TtsEdgeSession",
     "gateway.stt.runner.SttRunner",
