@@ -91,16 +91,7 @@ def fitted_input(
     CLI (a server that does not resample, 16 kHz PCM16 mono only, refused a browser's 48 kHz).
 
     Raises UnsupportedSampleRate below ``voxwire.audio.formats.MIN_SOURCE_RATE_HZ``."""
-    if model is None or takes_input(model, encoding, rate, channels):
-        return None
-    best = nearest(model.input_formats, encoding)
-    if best is None:
-        return None
-    return audio_pb2.AudioFormat(
-        encoding=best.encoding,
-        sample_rate_hz=carried_rate(rate, sorted(best.sample_rates_hz)),
-        channels=min(max(1, channels), most_channels(best)),
-    )
+    return None if model is None else _fitted(model.input_formats, encoding, rate, channels)
 
 
 def fitted_output(
@@ -114,13 +105,23 @@ def fitted_output(
     it makes it (or nothing is known of it, or it offers nothing the contract carries: its
     refusal then says what it makes). A server that does not resample (16 kHz PCM16 only)
     refused a telephony client's 8 kHz mu-law and 24 kHz."""
-    if model is None or offers(model.output_formats, encoding, rate):
+    return None if model is None else _fitted(model.output_formats, encoding, rate, 1)
+
+
+def _fitted(
+    formats: Sequence[capabilities_pb2.FormatSupport],
+    encoding: audio_pb2.AudioEncoding.ValueType,
+    rate: int,
+    channels: int,
+) -> audio_pb2.AudioFormat | None:
+    """The nearest of ``formats`` to this one (None: they offer it, or nothing carried)."""
+    if offers(formats, encoding, rate, channels):
         return None
-    made = nearest(model.output_formats, encoding)
-    if made is None:
+    best = nearest(formats, encoding)
+    if best is None:
         return None
     return audio_pb2.AudioFormat(
-        encoding=made.encoding,
-        sample_rate_hz=carried_rate(rate, sorted(made.sample_rates_hz)),
-        channels=1,
+        encoding=best.encoding,
+        sample_rate_hz=carried_rate(rate, sorted(best.sample_rates_hz)),
+        channels=min(max(1, channels), most_channels(best)),
     )

@@ -202,17 +202,23 @@ class TranscriptionStream:
             model.cancel("end_not_answered")
 
     def release(self) -> None:
+        """The stream ended (the runner's last call): its model side goes, and so do the
+        references back to the runner."""
+        self._release_model()
+        # The runner's outbox holds this body's ``charge_send`` and its tasks' frames hold the
+        # body: the references back make each stream a cycle, freed only by a full collection
+        # (voxwire/gc_policy.py). Its tasks have ended by now (the runner's ``end_tasks``).
+        self._stream = None
+        self._main = self._client = self._lease_watch = None
+
+    def _release_model(self) -> None:
+        """Cancel the model call if it is open and give its lease back."""
         if self.model is not None and not self.model.closed:
             self.model.cancel("stream_released")
         if self.lease is not None:
             self.lease.release()
             self.lease = None
             self.rt.telemetry.sequences.add(-1, self._attrs)
-        # The runner's outbox holds this body's ``charge_send`` and its tasks' frames hold the
-        # body: the references back make each stream a cycle, freed only by a full collection
-        # (voxwire/gc_policy.py). Its tasks have ended by now (the runner's ``end_tasks``).
-        self._stream = None
-        self._main = self._client = self._lease_watch = None
 
     # -- pumps ----------------------------------------------------------------------------------
 
@@ -344,7 +350,7 @@ class TranscriptionStream:
         except errors.BackendUnavailable:
             lease.release()
             raise
-        self.release()  # the old lease (and its call, cancelled above)
+        self._release_model()  # the old lease (and its call, cancelled above)
         self.sequence_id = self.rt.new_sequence_id()
         self._take(lease)
         assert self.model is not None
