@@ -153,10 +153,6 @@ class StreamRunner(Generic[M]):
         """Fail the stream (the first failure wins)."""
         _first_failure(self.failure, exc)
 
-    def touch(self) -> None:
-        """Activity: the idle timer starts again."""
-        self._activity.touch()
-
     async def end_tasks(self, *, keep: frozenset[asyncio.Task[Any]] = frozenset()) -> None:
         """Cancel every task of the stream but ``keep`` and wait for them to end (bounded)."""
         tasks = [t for t in self.tasks if t not in keep and t is not asyncio.current_task()]

@@ -74,19 +74,28 @@ class ContextConverter:
         if kind not in _ENDS_AUDIO:
             return self._ready()
         self._out += self._converter.flush()
-        ready = self._ready(final=True)
+        # All the audio is out of the resampler: the last chunk waiting ends where it ends,
+        # however it rounded.
+        for i in range(len(self._held) - 1, -1, -1):
+            if self._held[i][1] >= 0:
+                self._held[i] = (self._held[i][0], self._out_frames + self._frames_out())
+                break
+        ready = self._ready()
         self._converter = FormatConverter(self._made, self._asked)
         self._in_frames = self._out_frames = 0
         return ready
 
-    def _ready(self, final: bool = False) -> list[Response]:
+    def _frames_out(self) -> int:
+        """Asked frames converted and not yet given to a chunk."""
+        return len(self._out) // self._asked.bytes_per_frame
+
+    def _ready(self) -> list[Response]:
         ready: list[Response] = []
         held, frame = self._held, self._asked.bytes_per_frame
         while held:
             resp, end = held[0]
             if end >= 0:
-                last = final and not any(e >= 0 for _, e in list(held)[1:])
-                take = len(self._out) if last else (end - self._out_frames) * frame
+                take = (end - self._out_frames) * frame
                 if len(self._out) < take:
                     break
                 resp.audio.audio = bytes(self._out[:take])

@@ -38,7 +38,7 @@ from gateway.tts.convert import ORDERED, ContextConverter
 from gateway.wire.frames import pack
 from voxwire import errors
 from voxwire.audio.codecs import AudioDecodeError, PcmFormat
-from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS, rates_for, sample_bytes
+from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS, resolve_format, sample_bytes
 from voxwire.edge.v1 import session_pb2, tts_pb2
 from voxwire.replay import TextReplay, WordMark, cut_audio
 from voxwire.timings import Clock
@@ -416,10 +416,13 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
         ctx.sent_end_ms = config.timeline_offset_ms + config.skip_audio_ms
         ctx.replay.opened(config)
         ctx.upstream_at = ctx.open_at = self._clock()
-        if self._fit is not None and _carried(fmt) and (made := self._fit(config)) is not None:
+        if (
+            self._fit is not None
+            and (asked := _carried(fmt)) is not None
+            and (made := self._fit(config)) is not None
+        ):
             ctx.converter = ContextConverter(
-                PcmFormat(ENCODINGS[made.encoding], made.sample_rate_hz),
-                PcmFormat(ENCODINGS[fmt.encoding], fmt.sample_rate_hz),
+                PcmFormat(ENCODINGS[made.encoding], made.sample_rate_hz), asked
             )
         self.contexts[cid] = ctx
         self._by_key[ctx.key] = ctx
@@ -914,12 +917,10 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
         )
 
 
-def _carried(fmt: audio_pb2.AudioFormat) -> bool:
-    """Whether the contract carries ``fmt`` (mono): only such a format is converted to; another
-    goes to the model as it is, whose refusal names it."""
-    encoding = ENCODINGS.get(fmt.encoding)
-    return (
-        encoding is not None
-        and fmt.sample_rate_hz in rates_for(encoding)
-        and fmt.channels in (0, 1)
-    )
+def _carried(fmt: audio_pb2.AudioFormat) -> PcmFormat | None:
+    """``fmt`` where the contract carries it (mono): only such a format is converted to;
+    another goes to the model as it is, whose refusal names it."""
+    try:
+        return resolve_format(fmt, "open.output_format", max_channels=1)
+    except errors.VoxwireError:
+        return None
