@@ -84,3 +84,19 @@ def test_a_failover_converter_holds_nothing_of_the_old_call():
     assert converter.held > 0
     fresh = converter.fresh()
     assert fresh.held == 0 and fresh.made == MADE
+
+
+@pytest.mark.parametrize(
+    "asked", [PcmFormat(Encoding.MULAW, 8000), PcmFormat(Encoding.PCM_F32LE, 48000)]
+)
+@pytest.mark.parametrize("each_ms", [20, 100])
+def test_a_chunk_waits_only_for_the_next_one(asked: PcmFormat, each_ms: int):
+    # The resampler looks 3-6 ms ahead, so the next chunk's first samples complete a chunk:
+    # on a model streaming at real time it goes one chunk's interval later, no more. soxr's
+    # blocks held a 20 ms chunk made into 8 kHz for 72 ms on average, a 100 ms one up to 200.
+    converter = ContextConverter(MADE, asked)
+    released: list[int] = []
+    for i, chunk in enumerate(chunks(1000, each_ms)):
+        released += [r.audio.sequence_number for r in converter.feed(chunk)]
+        assert released == list(range(1, i + 1))
+        assert converter.held == 1

@@ -1,19 +1,21 @@
 """Audio of one wire format as another, chunk by chunk: what a client sends a model that does
 not take its audio as it is (a server that does not resample: 16 kHz PCM16 mono only).
 
-Shared by the gateway (raw uploads to ``POST /v1/stt``) and the CLI (``voxwire transcribe``):
-each chunk is decoded to float (G.711 through its tables), mixed down when fewer channels are
-asked (the mean), resampled with soxr's streaming resampler (one filter state across chunks,
-so their boundaries do not click; ``voxwire.audio.resample``) and encoded. A chunk of 100 ms
-costs tens of microseconds: cheap enough for the event loop.
+Shared by the gateway (raw uploads to ``POST /v1/stt``, the sockets, ``POST /v1/tts``) and the
+CLI (``voxwire transcribe``, ``voxwire speak``): each chunk is decoded to float (G.711 through
+its tables), mixed down when fewer channels are asked (the mean), resampled with one
+``StreamResampler`` (one filter state across chunks, so their boundaries do not click;
+``voxwire.audio.resample``: soxr for audio into a model, libsamplerate, a few ms of lag, for a
+model's audio out to a listener) and encoded. A chunk of 100 ms costs well under a millisecond:
+cheap enough for the event loop.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import soxr
 
 from voxwire.audio.codecs import PcmFormat, decode, encode
+from voxwire.audio.resample import Engine, StreamResampler
 
 __all__ = ["FormatConverter"]
 
@@ -26,25 +28,17 @@ class FormatConverter:
         ValueError: ``target`` has more channels than ``source``.
     """
 
-    __slots__ = ("_mix", "_samples", "_source", "_stream", "_target")
+    __slots__ = ("_mix", "_resampler", "_samples", "_source", "_target")
 
-    def __init__(self, source: PcmFormat, target: PcmFormat) -> None:
+    def __init__(self, source: PcmFormat, target: PcmFormat, engine: Engine = "soxr") -> None:
         if target.channels > source.channels:
             raise ValueError(f"{source.channels} channel(s) cannot become {target.channels}")
         self._source, self._target = source, target
         # Decoded as one channel, every sample is decoded alone: interleaved frames stay.
         self._samples = PcmFormat(source.encoding, source.sample_rate_hz, 1)
         self._mix = target.channels < source.channels
-        self._stream = (
-            soxr.ResampleStream(
-                source.sample_rate_hz,
-                target.sample_rate_hz,
-                target.channels,
-                dtype=np.float32,
-                quality="HQ",
-            )
-            if source.sample_rate_hz != target.sample_rate_hz
-            else None
+        self._resampler = StreamResampler(
+            source.sample_rate_hz, target.sample_rate_hz, target.channels, engine
         )
 
     def convert(self, data: bytes | bytearray | memoryview) -> bytes:
@@ -55,16 +49,15 @@ class FormatConverter:
             AudioDecodeError: ``data`` is not whole frames; InvalidSamples: float audio holds
                 NaN or infinity.
         """
-        return self._step(data, last=False)
-
-    def flush(self) -> bytes:
-        """What the resampler still holds (b"" when it does not resample). Once only."""
-        return self._step(b"", last=True) if self._stream is not None else b""
-
-    def _step(self, data: bytes | bytearray | memoryview, last: bool) -> bytes:
         frames = decode(data, self._samples).reshape(-1, self._source.channels)
         if self._mix:
             frames = frames.mean(axis=1, dtype=np.float32, keepdims=True)
-        if self._stream is not None:
-            frames = self._stream.resample_chunk(frames, last=last)
+        if self._target.channels == 1:
+            frames = frames.reshape(-1)
+        frames = self._resampler.process(frames)
         return encode(frames.reshape(-1), self._target.encoding) if frames.size else b""
+
+    def flush(self) -> bytes:
+        """What the resampler still holds (b"" when it does not resample). Once only."""
+        tail = self._resampler.flush()
+        return encode(tail.reshape(-1), self._target.encoding) if tail.size else b""

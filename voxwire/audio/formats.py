@@ -8,7 +8,7 @@ from voxwire.audio.codecs import Encoding, PcmFormat
 from voxwire.errors import UnsupportedEncoding, UnsupportedSampleRate, Violation
 from voxwire.v1 import audio_pb2, capabilities_pb2
 
-# Rates the server converts to and from every model's native rate with soxr.
+# Rates the server converts to and from every model's native rate (voxwire.audio.resample).
 PCM_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 # ITU-T G.711 is defined at 8 kHz only.
 G711_RATES = (8000,)

@@ -336,7 +336,9 @@ async def _speak(
         from voxwire.audio.convert import FormatConverter
 
         converter = FormatConverter(
-            PcmFormat(Encoding.PCM_S16LE, args.model_rate), PcmFormat(Encoding.PCM_S16LE, args.rate)
+            PcmFormat(Encoding.PCM_S16LE, args.model_rate),
+            PcmFormat(Encoding.PCM_S16LE, args.rate),
+            "libsamplerate",  # played to a listener: a few ms of lag, not soxr's blocks
         )
     console = Console(stderr=True)
 
