@@ -125,7 +125,7 @@ class StreamResampler:
 
     @property
     def is_passthrough(self) -> bool:
-        return self._src is None and self._soxr is None
+        return self._in_rate == self._out_rate
 
     @property
     def is_flushed(self) -> bool:
@@ -220,7 +220,6 @@ class StreamResampler:
             got += part.shape[0]
             if got >= want:
                 break
-        self._src = None  # its state is past the end now
         return np.concatenate(parts)[:want]
 
     def _shape(self, frames: int) -> tuple[int, ...]:

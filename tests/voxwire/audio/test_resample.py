@@ -169,6 +169,14 @@ def test_stereo_keeps_channels_apart() -> None:
 
 
 def test_process_after_flush_raises_and_flush_is_idempotent() -> None:
+    for engine in ENGINES:
+        resampler = StreamResampler(16000, 8000, engine=engine)  # type: ignore[arg-type]
+        resampler.process(np.zeros(1000, dtype=np.float32))
+        assert resampler.flush().size > 0
+        assert resampler.is_flushed and not resampler.is_passthrough
+        assert resampler.flush().size == 0
+        with pytest.raises(RuntimeError, match="after flush"):
+            resampler.process(np.zeros(10, dtype=np.float32))
     resampler = StreamResampler(16000, 8000)
     resampler.process(np.zeros(1000, dtype=np.float32))
     assert resampler.flush().size > 0
