@@ -422,7 +422,7 @@ async def _fitted(
         return
     source = PcmFormat(CARRIED[fmt.encoding], fmt.sample_rate_hz, channels)
     rate = carried_rate(fmt.sample_rate_hz, upload.rates())
-    converter = FormatConverter(source, PcmFormat(Encoding.PCM_S16LE, rate))
+    converter = FormatConverter(source, PcmFormat(Encoding.PCM_S16LE, rate), "bulk")  # an upload
     fmt.encoding, fmt.sample_rate_hz, fmt.channels = audio_pb2.AUDIO_ENCODING_PCM_S16LE, rate, 1
     try:
         async for frames in audio:

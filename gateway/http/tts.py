@@ -179,7 +179,7 @@ def _fit_output(
     source = PcmFormat(PROTO_ENCODINGS[made.encoding], made.sample_rate_hz)
     target = PcmFormat(PROTO_ENCODINGS[asked.encoding], asked.sample_rate_hz)
     asked.encoding, asked.sample_rate_hz = made.encoding, made.sample_rate_hz
-    return _OutputConverter(FormatConverter(source, target, "libsamplerate"), target)
+    return _OutputConverter(FormatConverter(source, target), target)
 
 
 class _OutputConverter:

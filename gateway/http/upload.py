@@ -381,7 +381,7 @@ def decode_blocks(
         source = PROTO_ENCODINGS[subtype] if subtype is not None else 0  # 0: unspecified
         if budget is not None and sound.format != "MP3" and 0 < sound.frames < _UNKNOWN_FRAMES:
             budget.declared(sound.frames / rate)
-        resampler = StreamResampler(rate, out_rate)
+        resampler = StreamResampler(rate, out_rate, latency="bulk")  # an upload: the cheapest
         fmt = DecodedFormat(out_rate, rate, sound.channels, source)
         decoded = 0
         try:

@@ -5,8 +5,8 @@ only, and a phone bridge's 8 kHz mu-law: docs/edge.md, ``WS /v1/tts/stream``).
 Each chunk keeps its sequence number and its place on the timeline (``start_ms``,
 ``duration_ms``), only its bytes are converted: so the session's pacing, flush acks, failover
 and resume, which all count in chunks and milliseconds, see the contract's chunks. The resampler
-(``voxwire.audio.resample``'s libsamplerate one, for audio out to a listener) holds back the
-last 3-6 ms of its output (its filter looks that far ahead), so a chunk waits here until the
+(``voxwire.audio.resample``, low latency) holds back the last 4-13 ms of its output (its
+filter looks that far ahead), so a chunk waits here until the
 output that covers it has come, that is until the next chunk: while one does, the responses
 behind it (word timestamps, a flush ack, ``done``) wait behind it, in order. A flush ack or
 ``done`` means no audio follows before it: the resampler gives up what it holds, every chunk
@@ -38,7 +38,7 @@ class ContextConverter:
 
     def __init__(self, made: PcmFormat, asked: PcmFormat) -> None:
         self._made, self._asked = made, asked
-        self._converter = FormatConverter(made, asked, "libsamplerate")
+        self._converter = FormatConverter(made, asked)
         # Responses waiting, each audio chunk with the asked frames (counted from the current
         # resampler's start) its end is at: floor, so the resampler's rounding falls to the
         # last chunk before a flush, which takes what remains.
@@ -82,7 +82,7 @@ class ContextConverter:
                 self._held[i] = (self._held[i][0], self._out_frames + self._frames_out())
                 break
         ready = self._ready()
-        self._converter = FormatConverter(self._made, self._asked, "libsamplerate")
+        self._converter = FormatConverter(self._made, self._asked)
         self._in_frames = self._out_frames = 0
         return ready
 

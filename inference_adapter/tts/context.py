@@ -393,12 +393,8 @@ class SynthesisContext:
         return self._emit(tail.size, encode(tail, self.config.output_format.encoding))
 
     def _new_resampler(self) -> None:
-        # Audio out to a listener: libsamplerate holds back 3-6 ms where soxr's blocks held up
-        # to 115 ms of the first audio (voxwire/audio/resample.py).
         self._resampler = StreamResampler(
-            self.config.model.sample_rate_hz,
-            self.config.output_format.sample_rate_hz,
-            engine="libsamplerate",
+            self.config.model.sample_rate_hz, self.config.output_format.sample_rate_hz
         )
 
     def _flush_ack(self, flush_id: str) -> Response:

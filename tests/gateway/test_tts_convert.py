@@ -91,9 +91,10 @@ def test_a_failover_converter_holds_nothing_of_the_old_call():
 )
 @pytest.mark.parametrize("each_ms", [20, 100])
 def test_a_chunk_waits_only_for_the_next_one(asked: PcmFormat, each_ms: int):
-    # The resampler looks 3-6 ms ahead, so the next chunk's first samples complete a chunk:
+    # The resampler looks 4-13 ms ahead, so the next chunk's first samples complete a chunk:
     # on a model streaming at real time it goes one chunk's interval later, no more. soxr's
-    # blocks held a 20 ms chunk made into 8 kHz for 72 ms on average, a 100 ms one up to 200.
+    # own stream held a 20 ms chunk made into 8 kHz for 72 ms on average, a 100 ms one up to
+    # 200.
     converter = ContextConverter(MADE, asked)
     released: list[int] = []
     for i, chunk in enumerate(chunks(1000, each_ms)):

@@ -5,8 +5,8 @@ Shared by the gateway (raw uploads to ``POST /v1/stt``, the sockets, ``POST /v1/
 CLI (``voxwire transcribe``, ``voxwire speak``): each chunk is decoded to float (G.711 through
 its tables), mixed down when fewer channels are asked (the mean), resampled with one
 ``StreamResampler`` (one filter state across chunks, so their boundaries do not click;
-``voxwire.audio.resample``: soxr for audio into a model, libsamplerate, a few ms of lag, for a
-model's audio out to a listener) and encoded. A chunk of 100 ms costs well under a millisecond:
+``voxwire.audio.resample``: low latency, 4-13 ms, for live audio; ``"bulk"``, cheaper but up to
+~175 ms, for uploads and files) and encoded. A chunk of 100 ms costs well under a millisecond:
 cheap enough for the event loop.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from voxwire.audio.codecs import PcmFormat, decode, encode
-from voxwire.audio.resample import Engine, StreamResampler
+from voxwire.audio.resample import Latency, StreamResampler
 
 __all__ = ["FormatConverter"]
 
@@ -30,7 +30,7 @@ class FormatConverter:
 
     __slots__ = ("_mix", "_resampler", "_samples", "_source", "_target")
 
-    def __init__(self, source: PcmFormat, target: PcmFormat, engine: Engine = "soxr") -> None:
+    def __init__(self, source: PcmFormat, target: PcmFormat, latency: Latency = "low") -> None:
         if target.channels > source.channels:
             raise ValueError(f"{source.channels} channel(s) cannot become {target.channels}")
         self._source, self._target = source, target
@@ -38,7 +38,7 @@ class FormatConverter:
         self._samples = PcmFormat(source.encoding, source.sample_rate_hz, 1)
         self._mix = target.channels < source.channels
         self._resampler = StreamResampler(
-            source.sample_rate_hz, target.sample_rate_hz, target.channels, engine
+            source.sample_rate_hz, target.sample_rate_hz, target.channels, latency
         )
 
     def convert(self, data: bytes | bytearray | memoryview) -> bytes:

@@ -1,35 +1,36 @@
 """Streaming sample-rate conversion for one direction of one audio stream.
 
-``StreamResampler`` keeps the filter state across chunks, so chunk boundaries do not click,
-and its output over a whole stream (after ``flush``) is what a one-shot conversion of the
-concatenated input gives. One instance per direction per stream; not thread-safe. Two engines,
-each where it is better (measured on this machine: ``benchmarks/resample_lag.py``):
+``StreamResampler`` converts with soxr's ``HQ`` filter (python-soxr, libsoxr) and keeps state
+across chunks, so chunk boundaries do not click: over a whole stream (after ``flush``) its
+output is what one-shot ``soxr.resample`` gives for the concatenated input, within float
+rounding (below 1e-6; an int16 step is 3e-5). One instance per direction per stream; not
+thread-safe. Two ways to stream it, by what the audio is for (measured on this machine:
+``benchmarks/resample_lag.py``):
 
-* ``"soxr"`` (the default): soxr's ``HQ`` streaming resampler (python-soxr, libsoxr), the
-  cheapest (0.2-0.3 us of CPU per millisecond of audio), but it works on internal DFT blocks,
-  so output comes in bursts and lags the input: up to about 115 ms (mean 64 ms) at
-  8 kHz <-> 16 kHz, 175 ms at 8 kHz -> 48 kHz; python-soxr does not expose libsoxr's block
-  sizes. For audio into a speech model (the bundled one is tuned on it, below), uploads and
-  files.
-* ``"libsamplerate"``: libsamplerate's ``sinc_medium`` converter (python-samplerate;
-  documented as 121 dB SNR over 90 % of the band, about soxr "HQ"'s 20 bits over 91 %). It
-  interpolates sample by sample, so it holds back only its filter's half length: a constant
-  2.9-5.9 ms of output whatever the chunking. For a model's audio out to a listener, whose
-  first audio waits that long and no longer. It costs 2-6 us of CPU per millisecond of audio,
-  10-20 times soxr's.
+* ``"low"`` latency (the default), for live audio: into a model (its endpointer hears the end
+  of speech when it comes) and a model's audio out to a listener (its first audio). Each chunk
+  is converted with one-shot ``soxr.resample`` over a window that reaches back over the
+  filter's span, and the output is given up to the filter's reach before the input's end: the
+  rest, which the next input changes, waits for it. The lag is that reach, constant: measured
+  from soxr's own impulse response per rate pair (``_reach``), 12-13 ms where 8 kHz is one of
+  the rates, 2-6 ms for the others (chunks under 5 ms are gathered first). Cost: 1.3-3.6 us
+  of CPU per millisecond of audio in 20 ms chunks, 0.3-0.8 us in 100 ms ones (the window is
+  converted again each time). Measured through the adapter, a phone caller's final came 74 ms
+  sooner on average (BENCHMARKS.md, "Resampling with low latency"), with the same words.
+* ``"bulk"``, for audio no one waits on as it plays (an upload, a file): soxr's own streaming
+  resampler (``soxr.ResampleStream``), the cheapest (0.2-0.3 us per millisecond of audio). It
+  works on internal DFT blocks, so its output comes in bursts and lags the input by up to
+  about 115 ms (mean 64 ms) at 8 kHz <-> 16 kHz, 175 ms at 8 kHz -> 48 kHz; python-soxr does
+  not expose libsoxr's block sizes.
 
-Why audio in stays on soxr although its lag reaches the model's endpointer (measured
-2026-12-06, ``stt_pocketsphinx``'s own session code, the phone-band speech set at 8 kHz with
-2 s of silence after: the final came 60 ms later on average, 20-100 ms, than with
-libsamplerate): the model's accuracy is tuned on soxr's output. Its narrowband cepstral prior is
-calibrated on it (``tools/calibrate_cmn.py``); with libsamplerate and that prior the mu-law set
-read WER 0.438 through the adapter (soxr: 0.313), and with the prior calibrated again on
-libsamplerate's output 0.382 in Twilio's paced 20 ms frames, 0.324 mu-law and 0.235 A-law
-unpaced (soxr: 0.338 and 0.191), though the two outputs differ by -80 dB or less in the voice
-band. A model tuned on another resampler could say so in its capabilities; none does yet.
+Why soxr for both (2026-12-06): the bundled speech model is tuned on soxr's output (its
+narrowband cepstral prior, ``tools/calibrate_cmn.py``). libsamplerate's ``sinc_medium``, which
+interpolates sample by sample with 3-6 ms of lag, was tried: its output differs from soxr's by
+-80 dB or less in the voice band, yet the phone-band set through the adapter read WER 0.438
+against soxr's 0.313 (0.382 after calibrating the prior again on it).
 
-Both compensate their filter's group delay: output frame ``k`` is aligned with input time
-``k / out_rate``, no leading delay to trim. After ``flush`` the total output is
+Output frame ``k`` is aligned with input time ``k / out_rate`` (soxr compensates its filter's
+group delay), no leading delay to trim. After ``flush`` the total output is
 ``round(n_in * out_rate / in_rate)`` frames. Output may overshoot [-1, 1] slightly near full
 scale (Gibbs ringing of the anti-aliasing filter); ``codecs.float32_to_int16``/``encode``
 saturate it.
@@ -37,25 +38,45 @@ saturate it.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
-import samplerate
 import soxr
 
-__all__ = ["Engine", "StreamResampler"]
+__all__ = ["Latency", "StreamResampler"]
 
 Float32Array = npt.NDArray[np.float32]
-Engine = Literal["soxr", "libsamplerate"]
-_ENGINES: Final = frozenset({"soxr", "libsamplerate"})
-_SRC_CONVERTER: Final = "sinc_medium"
-# python-samplerate sizes each call's output by its input, so an empty end-of-input call
-# gives nothing back: the tail is pushed out with silence (what libsamplerate pads with
-# itself at the end of input), this much at a time, and the excess is cut.
-_PUSH_MS: Final = 10
-# The held-back tail is at most about 6 ms: a few pushes always do; more is a bug.
-_MAX_PUSHES: Final = 16
+Latency = Literal["low", "bulk"]
+_LATENCIES: Final = frozenset({"low", "bulk"})
+_QUALITY: Final = "HQ"
+# The filter's reach ends where its impulse response falls below this, per sample: past it
+# soxr's float32 arithmetic leaves only a floor of about 1e-8 (an int16 step is 3.1e-5).
+_FLOOR: Final = 1e-7
+# Tiny chunks are gathered until this much output is due before a window is converted again,
+# so a client sending 1-frame messages costs a conversion per 5 ms, not per frame.
+_MIN_STEP_MS: Final = 5
+
+
+@functools.lru_cache(maxsize=128)
+def _reach(in_rate: int, out_rate: int) -> tuple[int, int]:
+    """(input frames, output frames) soxr's HQ filter reaches on each side of an instant, read
+    from its impulse response at a few phases (the filter is symmetric: linear phase)."""
+    n = in_rate // 2  # 500 ms: well beyond any HQ filter's span
+    reach_s = 0.0
+    for phase in range(3):
+        x = np.zeros(n, dtype=np.float32)
+        at = n // 2 + phase
+        x[at] = 1.0
+        y = np.abs(soxr.resample(x, in_rate, out_rate, quality=_QUALITY))
+        # An output frame sums the filter at the input's spacing: the response read at the
+        # output's spacing is out/in times smaller (downsampling) or larger (upsampling).
+        (above,) = np.nonzero(y * (in_rate / out_rate) > _FLOOR)
+        centre = at * out_rate / in_rate
+        reach_s = max(reach_s, (above[-1] - centre) / out_rate, (centre - above[0]) / out_rate)
+    return math.ceil(reach_s * in_rate) + 1, math.ceil(reach_s * out_rate) + 1
 
 
 class StreamResampler:
@@ -66,8 +87,8 @@ class StreamResampler:
     it is a passthrough: no resampler, no latency, the input array is returned as is.
 
     Raises:
-        ValueError: a rate or ``channels`` is not a positive int, or ``engine`` is not
-            ``"soxr"`` or ``"libsamplerate"``.
+        ValueError: a rate or ``channels`` is not a positive int, or ``latency`` is not
+            ``"low"`` or ``"bulk"``.
     """
 
     __slots__ = (
@@ -76,36 +97,34 @@ class StreamResampler:
         "_frames_in",
         "_frames_out",
         "_in_rate",
-        "_engine",
+        "_latency",
         "_out_rate",
-        "_ratio",
-        "_soxr",
-        "_src",
+        "_stream",
+        "_window",
+        "_window_start",
     )
 
     def __init__(
-        self, in_rate: int, out_rate: int, channels: int = 1, engine: Engine = "soxr"
+        self, in_rate: int, out_rate: int, channels: int = 1, latency: Latency = "low"
     ) -> None:
         for name, value in (("in_rate", in_rate), ("out_rate", out_rate), ("channels", channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if engine not in _ENGINES:
-            raise ValueError(f"engine must be one of {sorted(_ENGINES)}, got {engine!r}")
+        if latency not in _LATENCIES:
+            raise ValueError(f"latency must be one of {sorted(_LATENCIES)}, got {latency!r}")
         self._in_rate, self._out_rate, self._channels = in_rate, out_rate, channels
-        self._engine: Engine = engine
-        self._ratio = out_rate / in_rate
+        self._latency: Latency = latency
         self._frames_in = 0
         self._frames_out = 0
         self._flushed = False
-        self._src: samplerate.Resampler | None = None
-        self._soxr: soxr.ResampleStream | None = None
-        if in_rate != out_rate:
-            if engine == "libsamplerate":
-                self._src = samplerate.Resampler(_SRC_CONVERTER, channels=channels)
-            else:
-                self._soxr = soxr.ResampleStream(
-                    in_rate, out_rate, channels, dtype="float32", quality="HQ"
-                )
+        self._stream: soxr.ResampleStream | None = None
+        # "low": the input from _window_start (an absolute input frame) on, not yet past use.
+        self._window: Float32Array = self._empty()
+        self._window_start = 0
+        if in_rate != out_rate and latency == "bulk":
+            self._stream = soxr.ResampleStream(
+                in_rate, out_rate, channels, dtype="float32", quality=_QUALITY
+            )
 
     @property
     def in_rate_hz(self) -> int:
@@ -120,8 +139,8 @@ class StreamResampler:
         return self._channels
 
     @property
-    def engine(self) -> Engine:
-        return self._engine
+    def latency(self) -> Latency:
+        return self._latency
 
     @property
     def is_passthrough(self) -> bool:
@@ -146,9 +165,9 @@ class StreamResampler:
         """Output frames held back (the current lag); 0 for a passthrough."""
         if self._flushed or self.is_passthrough:
             return 0.0
-        if self._soxr is not None:
-            return float(self._soxr.delay())
-        return max(0.0, self._frames_in * self._ratio - self._frames_out)
+        if self._stream is not None:
+            return float(self._stream.delay())
+        return max(0.0, self._frames_in * self._out_rate / self._in_rate - self._frames_out)
 
     def process(self, samples: Float32Array) -> Float32Array:
         """Resample one chunk; may return fewer (even zero) frames while the filter fills.
@@ -176,14 +195,12 @@ class StreamResampler:
             want = "mono (1-D)" if self._channels == 1 else f"(n, {self._channels})"
             raise ValueError(f"samples must be {want}, got shape {samples.shape}")
         self._frames_in += samples.shape[0]
-        if self._src is not None:
-            out: Float32Array = self._src.process(
-                np.ascontiguousarray(samples), self._ratio, end_of_input=False
-            )
-        elif self._soxr is not None:
-            out = self._soxr.resample_chunk(np.ascontiguousarray(samples))
-        else:
+        if self.is_passthrough:
             out = samples
+        elif self._stream is not None:
+            out = self._stream.resample_chunk(np.ascontiguousarray(samples))
+        else:
+            out = self._slide(samples, last=False)
         self._frames_out += out.shape[0]
         return out
 
@@ -195,32 +212,58 @@ class StreamResampler:
         if self._flushed:
             return self._empty()
         self._flushed = True
-        if self._soxr is not None:
-            out: Float32Array = self._soxr.resample_chunk(self._empty(), last=True)
-        elif self._src is not None:
-            out = self._push_tail()
-        else:
+        if self.is_passthrough:
             return self._empty()
+        if self._stream is not None:
+            out: Float32Array = self._stream.resample_chunk(self._empty(), last=True)
+        else:
+            out = self._slide(self._empty(), last=True)
+            self._window = self._empty()
         self._frames_out += out.shape[0]
         return out
 
-    def _push_tail(self) -> Float32Array:
-        assert self._src is not None
-        # round(n_in * out / in), in integers: what a one-shot conversion gives.
-        total = (2 * self._frames_in * self._out_rate + self._in_rate) // (2 * self._in_rate)
-        want = total - self._frames_out
-        if want <= 0:
+    def _slide(self, samples: Float32Array, last: bool) -> Float32Array:
+        """The output ``samples`` (already counted in ``_frames_in``) completes: every frame the
+        filter's reach past the input's end leaves unchanged by input to come; all at ``last``.
+        """
+        a, b = self._in_rate, self._out_rate
+        if samples.shape[0]:
+            self._window = np.concatenate((self._window, samples))
+        reach_in, reach_out = _reach(a, b)
+        if last:
+            upto = (2 * self._frames_in * b + a) // (2 * a)  # round(n_in * b / a)
+        else:
+            upto = self._frames_in * b // a - reach_out
+            # Tiny chunks are gathered: a window is converted for _MIN_STEP_MS of output or more.
+            if upto - self._frames_out < b * _MIN_STEP_MS // 1000:
+                return self._empty()
+        if upto <= self._frames_out:
             return self._empty()
-        silence = np.zeros(self._shape(self._in_rate * _PUSH_MS // 1000 + 1), dtype=np.float32)
-        parts: list[Float32Array] = []
-        got = 0
-        for _ in range(_MAX_PUSHES):
-            part: Float32Array = self._src.process(silence, self._ratio, end_of_input=False)
-            parts.append(part)
-            got += part.shape[0]
-            if got >= want:
-                break
-        return np.concatenate(parts)[:want]
+        window = self._window
+        if last:
+            # The stream's last frame may round up past what one-shot soxr gives the window
+            # (a rounding of 220.5 frames is 220): silence after the end, which soxr's own
+            # flush adds too, gives the frames to the end.
+            window = np.concatenate((window, np.zeros_like(window, shape=self._shape(reach_in))))
+        whole = soxr.resample(window, a, b, quality=_QUALITY)
+        # The window starts on an input frame whose time is a whole output frame (_start), so
+        # its output frames fall on the stream's own.
+        first = self._window_start * b // a
+        out: Float32Array = whole[self._frames_out - first : upto - first]
+        if out.dtype != np.float32:
+            out = out.astype(np.float32)
+        # Keep the input the next output frame's window needs: its reach back, from a start
+        # on the grid.
+        keep = self._start(upto * a // b - reach_in)
+        if keep > self._window_start:
+            self._window = self._window[keep - self._window_start :]
+            self._window_start = keep
+        return out
+
+    def _start(self, frame: int) -> int:
+        """The latest input frame at or before ``frame`` whose time is a whole output frame."""
+        step = self._in_rate // math.gcd(self._in_rate, self._out_rate)
+        return max(0, frame) // step * step
 
     def _shape(self, frames: int) -> tuple[int, ...]:
         return (frames,) if self._channels == 1 else (frames, self._channels)
@@ -231,6 +274,6 @@ class StreamResampler:
     def __repr__(self) -> str:
         return (
             f"StreamResampler({self._in_rate} -> {self._out_rate} Hz, {self._channels} ch, "
-            f"{self._engine}, in={self._frames_in}, out={self._frames_out}, "
+            f"{self._latency} latency, in={self._frames_in}, out={self._frames_out}, "
             f"flushed={self._flushed})"
         )

@@ -164,7 +164,9 @@ class _Reader:
         self._position = 0  # frames read so far
         self._rate = rate  # sent at
         self._resampler = (
-            None if rate == handle.samplerate else StreamResampler(handle.samplerate, rate)
+            None
+            if rate == handle.samplerate
+            else StreamResampler(handle.samplerate, rate, latency="bulk")  # a file: cheapest
         )
         self.channels = 1 if self._resampler else _sent_channels(handle.channels)
         self.stopped_early: str | None = None

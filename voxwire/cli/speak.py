@@ -338,7 +338,6 @@ async def _speak(
         converter = FormatConverter(
             PcmFormat(Encoding.PCM_S16LE, args.model_rate),
             PcmFormat(Encoding.PCM_S16LE, args.rate),
-            "libsamplerate",  # played to a listener: a few ms of lag, not soxr's blocks
         )
     console = Console(stderr=True)
 
