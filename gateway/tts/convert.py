@@ -5,13 +5,12 @@ only, and a phone bridge's 8 kHz mu-law: docs/edge.md, ``WS /v1/tts/stream``).
 Each chunk keeps its sequence number and its place on the timeline (``start_ms``,
 ``duration_ms``), only its bytes are converted: so the session's pacing, flush acks, failover
 and resume, which all count in chunks and milliseconds, see the contract's chunks. The resampler
-(``voxwire.audio.resample``, low latency) holds back the last 4-13 ms of its output (its
-filter looks that far ahead), so a chunk waits here until the
-output that covers it has come, that is until the next chunk: while one does, the responses
-behind it (word timestamps, a flush ack, ``done``) wait behind it, in order. A flush ack or
-``done`` means no audio follows before it: the resampler gives up what it holds, every chunk
-waiting goes, and the audio after starts a resampler of its own (a flush is where the client may
-wait for the audio's end, a turn's).
+(``voxwire.audio.resample``, low latency) holds back the last 4-13 ms of its output (its filter
+looks that far ahead), so a chunk waits here until the output that covers it has come, that is
+until the next chunk: while one does, the responses behind it (word timestamps, a flush ack,
+``done``) wait behind it, in order. A flush ack or ``done`` means no audio follows before it:
+the resampler gives up what it holds, every chunk waiting goes, and the audio after starts a
+resampler of its own (a flush is where the client may wait for the audio's end, a turn's).
 """
 
 from __future__ import annotations

@@ -99,6 +99,8 @@ class StreamResampler:
         "_in_rate",
         "_latency",
         "_out_rate",
+        "_reach",
+        "_step",
         "_stream",
         "_window",
         "_window_start",
@@ -121,10 +123,17 @@ class StreamResampler:
         # "low": the input from _window_start (an absolute input frame) on, not yet past use.
         self._window: Float32Array = self._empty()
         self._window_start = 0
-        if in_rate != out_rate and latency == "bulk":
-            self._stream = soxr.ResampleStream(
-                in_rate, out_rate, channels, dtype="float32", quality=_QUALITY
-            )
+        # "low": the filter's reach (input frames, output frames), and the spacing of the input
+        # frames whose times are whole output frames (where a window may start).
+        self._reach = (0, 0)
+        self._step = in_rate // math.gcd(in_rate, out_rate)
+        if in_rate != out_rate:
+            if latency == "bulk":
+                self._stream = soxr.ResampleStream(
+                    in_rate, out_rate, channels, dtype="float32", quality=_QUALITY
+                )
+            else:
+                self._reach = _reach(in_rate, out_rate)
 
     @property
     def in_rate_hz(self) -> int:
@@ -229,9 +238,14 @@ class StreamResampler:
         a, b = self._in_rate, self._out_rate
         if samples.shape[0]:
             self._window = np.concatenate((self._window, samples))
-        reach_in, reach_out = _reach(a, b)
+        reach_in, reach_out = self._reach
+        window = self._window
         if last:
             upto = (2 * self._frames_in * b + a) // (2 * a)  # round(n_in * b / a)
+            # The stream's last frame may round up past what one-shot soxr gives the window
+            # (a rounding of 220.5 frames is 220): silence after the end, which soxr's own
+            # flush adds too, gives the frames to the end.
+            window = np.concatenate((window, np.zeros_like(window, shape=self._shape(reach_in))))
         else:
             upto = self._frames_in * b // a - reach_out
             # Tiny chunks are gathered: a window is converted for _MIN_STEP_MS of output or more.
@@ -239,19 +253,11 @@ class StreamResampler:
                 return self._empty()
         if upto <= self._frames_out:
             return self._empty()
-        window = self._window
-        if last:
-            # The stream's last frame may round up past what one-shot soxr gives the window
-            # (a rounding of 220.5 frames is 220): silence after the end, which soxr's own
-            # flush adds too, gives the frames to the end.
-            window = np.concatenate((window, np.zeros_like(window, shape=self._shape(reach_in))))
         whole = soxr.resample(window, a, b, quality=_QUALITY)
         # The window starts on an input frame whose time is a whole output frame (_start), so
         # its output frames fall on the stream's own.
         first = self._window_start * b // a
         out: Float32Array = whole[self._frames_out - first : upto - first]
-        if out.dtype != np.float32:
-            out = out.astype(np.float32)
         # Keep the input the next output frame's window needs: its reach back, from a start
         # on the grid.
         keep = self._start(upto * a // b - reach_in)
@@ -262,8 +268,7 @@ class StreamResampler:
 
     def _start(self, frame: int) -> int:
         """The latest input frame at or before ``frame`` whose time is a whole output frame."""
-        step = self._in_rate // math.gcd(self._in_rate, self._out_rate)
-        return max(0, frame) // step * step
+        return max(0, frame) // self._step * self._step
 
     def _shape(self, frames: int) -> tuple[int, ...]:
         return (frames,) if self._channels == 1 else (frames, self._channels)

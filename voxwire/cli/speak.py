@@ -336,8 +336,7 @@ async def _speak(
         from voxwire.audio.convert import FormatConverter
 
         converter = FormatConverter(
-            PcmFormat(Encoding.PCM_S16LE, args.model_rate),
-            PcmFormat(Encoding.PCM_S16LE, args.rate),
+            PcmFormat(Encoding.PCM_S16LE, args.model_rate), PcmFormat(Encoding.PCM_S16LE, args.rate)
         )
     console = Console(stderr=True)
 
