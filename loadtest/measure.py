@@ -11,6 +11,11 @@ STT, chunk i of ``chunk_ms`` covers audio [i*chunk_ms, (i+1)*chunk_ms):
   reflects); for an echo, the chunk it echoes.
 - ``stt.message_from_send``: the same, from when the chunk was actually written (no
   correction: the difference is the generator's or the transport's delay in sending).
+- ``stt.covered``: every chunk, minus its intended send time, at the first result (or echo)
+  that reflects it: a server that answers several chunks with one result (it merges audio that
+  waits while the model is behind) has ``stt.message`` timed from the newest of them, and this
+  times each. Meant for models that answer every request (the benchmark models, echo); on a
+  real model, chunks of silence wait for the next result.
 - ``stt.first_result``: the first result, minus chunk 0's intended time.
 - ``stt.final``: each final result, minus the intended time of the chunk holding its end_ms
   (its latency after the end of the speech it covers).
@@ -41,6 +46,7 @@ class SttMeasure:
     finals: list[str] = field(default_factory=list)
     first_result: bool = False
     acks: int = 0  # echo answers recorded (an echo target answers every chunk once)
+    covered: int = -1  # the last chunk a result or an echo reflected (``stt.covered``)
 
     def sent(self, due: float, actual: float | None = None) -> None:
         """The next chunk was written at ``actual``; it was due at ``due``."""
@@ -64,6 +70,11 @@ class SttMeasure:
             # The same latency without the correction, to show what the correction adds.
             self.recorder.record("stt.message_from_send", at - self.actual[index])
 
+    def _covered(self, at: float, index: int) -> None:
+        for due in self.intended[self.covered + 1 : index + 1]:
+            self._latency("stt.covered", at, due)
+        self.covered = max(self.covered, index)
+
     def unanswered(self) -> int:
         """Recorded chunks an echo target never answered (the session ended or was cut first)."""
         return sum(1 for due in self.intended if due >= self.warm_until) - self.acks
@@ -74,6 +85,7 @@ class SttMeasure:
         elif isinstance(event, Ack):
             if 0 <= event.index < len(self.intended):
                 self._message(event.at, event.index)
+                self._covered(event.at, event.index)
                 if self.intended[event.index] >= self.warm_until:
                     self.acks += 1
         elif isinstance(event, Result):
@@ -81,6 +93,7 @@ class SttMeasure:
             if index is None:
                 return
             self._message(event.at, index)
+            self._covered(event.at, index)
             if not self.first_result:
                 self.first_result = True
                 self._latency("stt.first_result", event.at, self.intended[0])

@@ -19,6 +19,7 @@ from loadtest.hdrlog import IntervalLogWriter, new_histogram, to_us
 METRICS = (
     "stt.message",  # a result after the chunk whose end it reflects was due
     "stt.message_from_send",  # the same, from when that chunk was actually written
+    "stt.covered",  # each chunk, at the first result that reflects it
     "stt.first_result",
     "stt.final",
     "tts.first_audio",

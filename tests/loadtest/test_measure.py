@@ -48,6 +48,29 @@ def test_warm_up_inputs_are_not_recorded() -> None:
     assert rec.total["stt.message"].get_total_count() == 1
 
 
+def test_covered_times_every_chunk_a_result_reflects() -> None:
+    rec, m = _measure()
+    m.on_event(Result(100.61, False, "the", 100))  # chunk 0 (due 100.5)
+    m.on_event(Result(100.93, False, "the quick", 400))  # chunks 1-3 (due 100.6-100.8)
+    m.on_event(Result(100.95, False, "the quick", 350))  # nothing new
+    assert sorted(v for v, _ in _values(rec, "stt.covered")) == pytest.approx(
+        [110_000, 130_000, 230_000, 330_000], rel=0.01
+    )
+    # stt.message times each result from the newest chunk it reflects.
+    assert sorted(v for v, _ in _values(rec, "stt.message")) == pytest.approx(
+        [110_000, 130_000, 150_000], rel=0.01
+    )
+
+
+def test_covered_of_echoes_times_each_echoed_chunk() -> None:
+    rec, m = _measure()
+    m.on_event(Ack(100.503, 0))
+    m.on_event(Ack(100.604, 1))
+    assert sorted(v for v, _ in _values(rec, "stt.covered")) == pytest.approx(
+        [3000, 4000], rel=0.01
+    )
+
+
 def _values(rec: Recorder, metric: str) -> list[tuple[int, int]]:
     h = rec.total[metric]
     return [(i.value_iterated_to, i.count_at_value_iterated_to) for i in h.get_recorded_iterator()]
