@@ -103,12 +103,6 @@ class AdapterConfig:
     # (inference_adapter/triton/reaper.py). Choose "cancel" only with a Triton that has the fix.
     tts_stop_in_flight: str = "drain"
     tts_stop_drain_seconds: float = 10.0
-    # STT: while a stream's model request is unanswered, the audio that comes meanwhile waits
-    # for that answer (Triton would queue it behind the request anyway) and goes as one request
-    # with the rest that came, or once it holds this much audio. A model that keeps up gets
-    # every chunk as it comes; one that falls behind (a phone's 20 ms frames at many calls)
-    # gets fewer, longer requests. 0: every chunk is a request of its own.
-    stt_coalesce_ms: int = 200
     # How long a RESOURCE_EXHAUSTED client should wait before retrying.
     overload_retry_seconds: float = 1.0
     # Grace period of a drain: streams may finish for this long after a stop is requested.
@@ -172,7 +166,6 @@ _ZERO_ALLOWED: frozenset[tuple[type, str]] = frozenset(
         (Limits, "idle_warning_seconds"),  # 0: no warning
         (Limits, "duration_warning_seconds"),
         (AdapterConfig, "max_failovers"),  # 0: failover off
-        (AdapterConfig, "stt_coalesce_ms"),  # 0: every chunk a request
         (AdapterConfig, "force_final_margin_seconds"),  # a final at the window itself
         (AdapterConfig, "tts_stop_drain_seconds"),  # 0: a stopped unit is cancelled at once
         (AdapterConfig, "overload_retry_seconds"),  # retry at once

@@ -13,9 +13,9 @@ STT, chunk i of ``chunk_ms`` covers audio [i*chunk_ms, (i+1)*chunk_ms):
   correction: the difference is the generator's or the transport's delay in sending).
 - ``stt.covered``: every chunk, minus its intended send time, at the first result (or echo)
   that reflects it: a server that answers several chunks with one result (it merges audio that
-  waits while the model is behind) has ``stt.message`` timed from the newest of them, and this
-  times each. Meant for models that answer every request (the benchmark models, echo); on a
-  real model, chunks of silence wait for the next result.
+  waits while the model is behind, or a resampler's lag batches it) has ``stt.message`` timed
+  from the newest of them, and this times each. Meant for models that answer every request
+  (the benchmark models, echo); on a real model, chunks of silence wait for the next result.
 - ``stt.first_result``: the first result, minus chunk 0's intended time.
 - ``stt.final``: each final result, minus the intended time of the chunk holding its end_ms
   (its latency after the end of the speech it covers).

@@ -101,10 +101,6 @@ class TranscriptionStream:
         self._replayed = asyncio.Event()
         self._replayed.set()
         self._generation = 0  # the sequence the stream is on (one more per failover)
-        # Requests go out in the order the session decided them, from whichever task decided
-        # them (the client pump, a failover's replay, the model pump releasing audio that
-        # waited for an answer); gRPC takes one write at a time on a call.
-        self._sending = asyncio.Lock()
         self._lease_watch: asyncio.Task[None] | None = None
 
     # -- StreamBody -----------------------------------------------------------------------------
@@ -145,7 +141,6 @@ class TranscriptionStream:
             session_id=self.rt.new_session_id(),
             replica=lease.replica.name,
             replay=self._replay_policy(),
-            coalesce_ms=self.rt.config.stt_coalesce_ms,
         )
         self._take(lease)
         self.span.set_attributes({**self._attrs, "voxwire.session_id": self.session.session_id})
@@ -277,14 +272,6 @@ class TranscriptionStream:
                 # Written from this task when the wire is free: a result reaches the client
                 # without waiting for the writer task's turn on the event loop.
                 await stream.outbox.write_through(responses)
-            if resp.final and self._replayed.is_set():
-                # Audio that waited for this answer goes now, as one request (session.py).
-                waited = session.release()
-                if waited:
-                    try:
-                        await self._send_model(waited)
-                    except SendsStopped:
-                        pass  # the stream is ending; its END is answered on this call
             if session.inflight < limit:
                 self._room.set()
 
@@ -416,10 +403,6 @@ class TranscriptionStream:
         """Send ``requests`` on ``model`` while it is the stream's call. A failover in between
         ends this quietly: the session decided them before it, so its replay holds them; and
         a broken call is the model pump's to fail over (it reads the same call)."""
-        async with self._sending:
-            await self._send_in_order(model, requests)
-
-    async def _send_in_order(self, model: ModelStream, requests: list[ModelRequest]) -> None:
         assert self.session is not None
         generation = self._generation
         for i, req in enumerate(requests):

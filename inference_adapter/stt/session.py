@@ -99,7 +99,6 @@ class TranscriptionSession:
         session_id: str,
         replica: str = "",
         replay: ReplayPolicy = NO_FAILOVER,
-        coalesce_ms: int = 0,
         clock: Clock = time.monotonic,
     ) -> None:
         self.config = config
@@ -149,12 +148,6 @@ class TranscriptionSession:
         self._model_base_ms = 0
         self._moved_to = ""
         self.failovers = 0
-        # Audio that waits for the answer of the request before it (``_audio``): model-format
-        # chunks, merged into one request when that answer comes (``release``) or when they
-        # reach ``coalesce_ms`` of audio. 0: every chunk is a request of its own.
-        self._coalesce_frames = coalesce_ms * config.model.sample_rate_hz // 1000
-        self._waiting: list[np.ndarray] = []
-        self._waiting_frames = 0
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -212,12 +205,10 @@ class TranscriptionSession:
             self._next_id += 1
             internal = f"f{self._next_id}"
             client_id = msg.finalize.finalize_id or internal
-            # The resampler holds back a few ms, and audio may wait for an answer: the
-            # finalize carries them.
-            tail = self._take_waiting(self._drain_resampler())
+            # The resampler holds back a few ms; the finalize covers them too.
+            tail = self._drain_resampler()
             actions.to_model.append(self._finalize(internal, client_id, tail))
         elif kind == "update_config":
-            self._send_waiting(actions.to_model)  # the update applies after that audio
             self._update(msg.update_config, actions)
         elif kind == "keep_alive" and self.state is State.STREAMING:
             # A client that only sends KeepAlive must not lose its Triton sequence to
@@ -235,16 +226,6 @@ class TranscriptionSession:
         if self.state is State.STREAMING:
             return Actions(to_model=[self._close()])
         return Actions()
-
-    def release(self) -> list[ModelRequest]:
-        """The requests of the audio that waited for an answer (``_audio``), now that no request
-        is unanswered: one request, and a forced final if it makes one due. Empty when no audio
-        waits, or a request is still unanswered."""
-        if not self._waiting or self._pending or self.state is not State.STREAMING:
-            return []
-        to_model: list[ModelRequest] = []
-        self._send_waiting(to_model)
-        return to_model
 
     def unsent(self, requests: list[ModelRequest]) -> None:
         """The servicer could not send ``requests``, the last ones this session decided (the
@@ -315,8 +296,6 @@ class TranscriptionSession:
         if self.state is not State.STREAMING:
             return None
         self.state = State.CANCELLING
-        self._waiting.clear()  # a cancelled sequence's audio is never heard
-        self._waiting_frames = 0
         return self._request(_EMPTY, {"cancel": True}, kind="cancel", end=True)
 
     def _finalize(self, internal: str, client_id: str | None, tail: np.ndarray) -> ModelRequest:
@@ -366,50 +345,16 @@ class TranscriptionSession:
         self._frames_in += frames
         self.timings.mark_input(now)
         self._utterance.mark_input(now)
-        if not pcm.size:
-            return decode_s
-        if self._coalesce_frames and (self._pending or self._waiting):
-            # A request is unanswered: Triton serves a sequence's requests one after another,
-            # so this audio would wait in its queue anyway. It waits here instead and goes with
-            # the rest that comes meanwhile, as one request when that answer comes (or when it
-            # reaches ``coalesce_ms``): a model that falls behind gets fewer, longer requests
-            # (its cost per request is paid once per batch), one that keeps up gets every chunk
-            # as it comes.
-            self._waiting.append(pcm)
-            self._waiting_frames += pcm.size
-            if self._pending and self._waiting_frames < self._coalesce_frames:
-                return decode_s
-            self._send_waiting(actions.to_model)
-            return decode_s
-        self._send_audio(pcm, data if self._native_pcm else None, actions.to_model)
+        if pcm.size:
+            self._replay.audio(data if self._native_pcm else pcm.tobytes())
+            actions.to_model.append(self._request(pcm, None, kind="audio"))
+            if self._replay.force_final_due():
+                # Unacknowledged audio nears the replay window: a final now keeps it bounded
+                # (its ack is the session's own, never sent to the client).
+                self._replay.forced_pending = True
+                self._next_id += 1
+                actions.to_model.append(self._finalize(f"x{self._next_id}", None, _EMPTY))
         return decode_s
-
-    def _send_audio(self, pcm: np.ndarray, raw: bytes | None, to_model: list[ModelRequest]) -> None:
-        """One audio request (``raw``: ``pcm``'s bytes when the client sent them as such)."""
-        self._replay.audio(pcm.tobytes() if raw is None else raw)
-        to_model.append(self._request(pcm, None, kind="audio"))
-        if self._replay.force_final_due():
-            # Unacknowledged audio nears the replay window: a final now keeps it bounded
-            # (its ack is the session's own, never sent to the client).
-            self._replay.forced_pending = True
-            self._next_id += 1
-            to_model.append(self._finalize(f"x{self._next_id}", None, _EMPTY))
-
-    def _take_waiting(self, tail: np.ndarray = _EMPTY) -> np.ndarray:
-        """The waiting audio as one array, followed by ``tail``; none waits afterwards."""
-        if not self._waiting:
-            return tail
-        chunks = self._waiting
-        if tail.size:
-            chunks.append(tail)
-        self._waiting = []
-        self._waiting_frames = 0
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-
-    def _send_waiting(self, to_model: list[ModelRequest]) -> None:
-        """The waiting audio as one request, if any waits."""
-        if self._waiting:
-            self._send_audio(self._take_waiting(), None, to_model)
 
     def _update(
         self, update: transcription_pb2.UpdateTranscriptionConfig, actions: Actions
@@ -446,7 +391,7 @@ class TranscriptionSession:
 
     def _close(self) -> ModelRequest:
         self.state = State.CLOSING
-        tail = self._take_waiting(self._drain_resampler())
+        tail = self._drain_resampler()
         self._replay.audio(tail.tobytes())
         self._replay.control("end", Control(None, end=True))
         return self._request(tail, None, kind="end", end=True)

@@ -52,9 +52,6 @@ async def slots_adapter(variants_triton: TritonServer) -> AsyncIterator[AdapterS
             triton_urls=(variants_triton.grpc_url,),
             model_response_timeout_seconds=RESPONSE_TIMEOUT_S,
             health_interval_seconds=0.2,
-            # These streams queue requests in Triton on purpose (a slow model with audio ahead
-            # of the END): every chunk is a request of its own, none waits in the adapter.
-            stt_coalesce_ms=0,
             limits=Limits(idle_timeout_seconds=5.0),
         )
     )

@@ -249,21 +249,6 @@ async def test_trailers_on_a_successful_stream(channel):
     assert timings.HasField("first_response_us") and timings.replica
 
 
-async def test_audio_that_comes_faster_than_the_model_answers_goes_in_fewer_requests(channel):
-    # 20 ms chunks written as fast as gRPC takes them: each waits for the answer to the request
-    # before it (AdapterConfig.stt_coalesce_ms) and goes merged with the rest that came.
-    pcm = fixture("pay_bill.wav")
-    chunks = -(-len(pcm) // 640)
-    out = await transcribe(channel, pcm, fmt(), model="bench_stt", chunk_ms=20)
-    assert out.code == grpc.StatusCode.OK, out.details
-    requests = out.timings.model_requests
-    assert 3 <= requests < chunks // 2, (requests, chunks)  # START, END and some audio
-    # The model heard every sample: its final ends where the audio does.
-    (final,) = [r for r in out.of("result") if r.is_final]
-    summary = out.responses[-1].summary
-    assert final.end_ms == summary.audio_ms == len(pcm) // 32
-
-
 BAD_STREAMS = {
     "audio_first": ([Req(audio=b"\x00\x00")], grpc.StatusCode.INVALID_ARGUMENT, "CONFIG_REQUIRED"),
     "config_twice": (

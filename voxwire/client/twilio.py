@@ -204,9 +204,9 @@ class TwilioCall:
         and model (interim results, endpointing, ...); ``lead_ms``: how far a reply's audio may
         run ahead of playback (the gateway's default: 1 s), what a barge-in discards at most;
         ``inbound_batch_ms``: the caller's audio goes to STT in messages this long (Twilio's
-        20 ms frames as they come by default; 100 holds about three times the calls on the
-        benchmark model, 60 against 21, at up to 80 ms more latency: BENCHMARKS.md, "Phone
-        calls" and "Resampling with low latency");
+        20 ms frames as they come by default; 100 holds 2.6-2.9 times the calls on the
+        benchmark model, 60 against 21 on one VM and 75 against 29 on another, at up to 80 ms
+        more latency: BENCHMARKS.md, "Phone calls" and "Resampling with low latency");
         ``max_gap_fill_ms``: audio Twilio did not deliver (a jump in its timestamps) goes to
         STT as silence, up to this much a gap, so offsets stay on the call's clock (0: none;
         ``CallEnded.inbound_gaps`` counts them either way).
