@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import grpc
 from benchmarks.stack import adapter_process
 from benchmarks.telephony import MULAW, accuracy_names
 from localstack.triton import TritonServer, default_model_repository
+from voxwire.stream_write import write_unless_ended
 from voxwire.v1 import transcription_pb2, transcription_pb2_grpc
 
 MODEL = "stt_pocketsphinx"
@@ -54,6 +56,7 @@ async def call(address: str, audio: bytes) -> dict[str, Any]:
     frames += [b"\xff" * FRAME_BYTES] * round(SILENCE_S / FRAME_S)  # mu-law silence
     finals: list[tuple[float, str]] = []
     summary: transcription_pb2.TranscriptionSummary | None = None
+    error = ""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = transcription_pb2_grpc.TranscriptionStub(channel)
         stream = stub.StreamingTranscribe(timeout=60)
@@ -64,15 +67,19 @@ async def call(address: str, audio: bytes) -> dict[str, Any]:
         async def send() -> None:
             for i, frame in enumerate(frames):
                 await asyncio.sleep(max(0.0, start + i * FRAME_S - time.monotonic()))
-                await stream.write(Req(audio=frame))
+                if not await write_unless_ended(stream, Req(audio=frame)):
+                    return  # the call ended: its status says why
             await stream.done_writing()
 
         sender = asyncio.create_task(send())
-        async for response in stream:
-            if response.HasField("result") and response.result.is_final:
-                finals.append((time.monotonic(), response.result.transcript))
-            elif response.HasField("summary"):
-                summary = response.summary
+        try:
+            async for response in stream:
+                if response.HasField("result") and response.result.is_final:
+                    finals.append((time.monotonic(), response.result.transcript))
+                elif response.HasField("summary"):
+                    summary = response.summary
+        except grpc.aio.AioRpcError as exc:
+            error = exc.code().name  # e.g. RESOURCE_EXHAUSTED past the model's admission
         await sender
     last_due = start + (speech - 1) * FRAME_S
     silence_ends = start + len(frames) * FRAME_S
@@ -82,6 +89,7 @@ async def call(address: str, audio: bytes) -> dict[str, Any]:
         "transcript": " ".join(text for _, text in finals).strip(),
         "frames": len(frames),
         "model_requests": summary.timings.model_requests if summary else None,
+        "error": error,
     }
 
 
@@ -133,6 +141,9 @@ def summarize(result: dict[str, Any]) -> str:
     for variant, calls in result["results"].items():
         turns = sorted(c["end_of_turn_ms"] for c in calls if c["end_of_turn_ms"] is not None)
         requests = [c["model_requests"] / c["frames"] for c in calls if c["model_requests"]]
+        failed = Counter(c["error"] for c in calls if c["error"])
+        if failed:
+            lines.append(f"  {variant}: failed calls {dict(failed)}")
         if not turns:
             lines.append(f"  {variant}: no final in the silence")
             continue
