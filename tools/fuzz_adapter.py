@@ -6,6 +6,14 @@ Prometheus telemetry on ``--metrics-port``, plus one gauge the fuzzer reads for 
 ``voxwire_asyncio_tasks`` (the tasks alive on the adapter's event loop, sampled every 0.5 s on
 the loop itself). Logs go to stderr (the fuzzer counts asyncio warnings and tracebacks in them).
 SIGTERM drains and exits.
+
+``--memory-report FILE``: on SIGUSR1 the adapter writes where its memory is to FILE (JSON): its
+RSS, the Python heap (``sys.getallocatedblocks``, tracemalloc's traced bytes and top lines when
+``PYTHONTRACEMALLOC`` is set), the collector's tracked objects by type, and glibc's heap
+(``mallinfo2``: in use, free but kept, mmapped) before and after ``malloc_trim(0)``; with
+tracemalloc, its snapshot beside FILE (``.snapshot``). A run that
+leaves RSS high says with it whether Python objects, freed C memory the allocator keeps, or C
+memory still in use holds it (docs/fuzzing.md).
 """
 
 from __future__ import annotations
@@ -14,9 +22,15 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import ctypes
+import gc
+import json
 import logging
 import signal
+import sys
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import uvloop
 from prometheus_client import Gauge
@@ -55,7 +69,63 @@ async def _sample_tasks() -> None:
         await asyncio.sleep(0.5)
 
 
-async def serve(config: AdapterConfig, port_file: Path) -> None:
+class _MallInfo2(ctypes.Structure):
+    # glibc >= 2.33, malloc.h: struct mallinfo2, every field a size_t.
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def _glibc_heap(libc: Any) -> dict[str, int]:
+    """glibc's heap, all arenas: in use, freed but kept, and mmapped blocks (bytes)."""
+    info = libc.mallinfo2()
+    return {"in_use": info.uordblks, "free_kept": info.fordblks, "mmapped": info.hblkhd}
+
+
+def _rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def memory_report(snapshot_file: Path) -> dict[str, Any]:
+    """Where the process's memory is (see the module's docstring). With tracemalloc on, its
+    snapshot goes to ``snapshot_file`` too: two reports' snapshots compare with
+    ``tracemalloc.Snapshot.load(b).compare_to(tracemalloc.Snapshot.load(a), "traceback")``."""
+    gc.collect()
+    by_type = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    report: dict[str, Any] = {
+        "rss": _rss(),
+        "python_blocks": sys.getallocatedblocks(),
+        "gc_objects": sum(by_type.values()),
+        "gc_objects_by_type": dict(by_type.most_common(25)),
+    }
+    if tracemalloc.is_tracing():
+        snapshot = tracemalloc.take_snapshot()
+        snapshot.dump(str(snapshot_file))
+        report["traced"] = tracemalloc.get_traced_memory()[0]
+        report["traced_top"] = [
+            f"{stat.size} B in {stat.count}: {stat.traceback}"
+            for stat in snapshot.statistics("lineno")[:25]
+        ]
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return report  # not glibc
+    report["glibc"] = _glibc_heap(libc)
+    libc.malloc_trim(0)
+    report["glibc_after_trim"] = _glibc_heap(libc)
+    report["rss_after_trim"] = _rss()
+    return report
+
+
+async def serve(config: AdapterConfig, port_file: Path, memory_file: Path | None) -> None:
     server = AdapterServer(config)
     await server.start()
     await asyncio.to_thread(port_file.write_text, str(server.port))
@@ -64,6 +134,14 @@ async def serve(config: AdapterConfig, port_file: Path) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if memory_file is not None:
+        # A diagnostic, run on the loop on purpose: the report must see a quiet heap.
+        loop.add_signal_handler(
+            signal.SIGUSR1,
+            lambda: memory_file.write_text(
+                json.dumps(memory_report(memory_file.with_suffix(".snapshot")), indent=1)
+            ),
+        )
     try:
         await stop.wait()
     finally:
@@ -78,6 +156,7 @@ def main() -> None:
     p.add_argument("--triton-url", required=True)
     p.add_argument("--port-file", type=Path, required=True)
     p.add_argument("--metrics-port", type=int, required=True)
+    p.add_argument("--memory-report", type=Path, help="on SIGUSR1, where memory is (JSON)")
     a = p.parse_args()
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = AdapterConfig(
@@ -86,7 +165,7 @@ def main() -> None:
         telemetry="prometheus",
         prometheus_port=a.metrics_port,
     )
-    uvloop.run(serve(config, a.port_file))
+    uvloop.run(serve(config, a.port_file, a.memory_report))
 
 
 if __name__ == "__main__":
