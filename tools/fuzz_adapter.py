@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import ctypes
 import gc
 import json
 import logging
@@ -37,6 +36,7 @@ from prometheus_client import Gauge
 
 from inference_adapter.config import AdapterConfig
 from inference_adapter.server import AdapterServer
+from tools import glibc_heap
 
 TASKS = Gauge("voxwire_asyncio_tasks", "Tasks alive on the adapter's event loop")
 TASKS_BY_KIND = Gauge(
@@ -69,23 +69,6 @@ async def _sample_tasks() -> None:
         await asyncio.sleep(0.5)
 
 
-class _MallInfo2(ctypes.Structure):
-    # glibc >= 2.33, malloc.h: struct mallinfo2, every field a size_t.
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost",
-        )
-    ]  # fmt: skip
-
-
-def _glibc_heap(libc: Any) -> dict[str, int]:
-    """glibc's heap, all arenas: in use, freed but kept, and mmapped blocks (bytes)."""
-    info = libc.mallinfo2()
-    return {"in_use": info.uordblks, "free_kept": info.fordblks, "mmapped": info.hblkhd}
-
-
 def _rss() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -114,13 +97,11 @@ def memory_report(snapshot_file: Path) -> dict[str, Any]:
             for stat in snapshot.statistics("lineno")[:25]
         ]
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = _MallInfo2
+        report["glibc"] = glibc_heap.heap()
     except (OSError, AttributeError):
         return report  # not glibc
-    report["glibc"] = _glibc_heap(libc)
-    libc.malloc_trim(0)
-    report["glibc_after_trim"] = _glibc_heap(libc)
+    glibc_heap.trim()
+    report["glibc_after_trim"] = glibc_heap.heap()
     report["rss_after_trim"] = _rss()
     return report
 

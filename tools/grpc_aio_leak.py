@@ -25,34 +25,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import gc
 
 import grpc
+
+from tools import glibc_heap
 
 METHOD = "/voxwire.leak.Echo/Bidi"
 BATCH = 32
 
 
-class _MallInfo2(ctypes.Structure):
-    # glibc >= 2.33, malloc.h: struct mallinfo2, every field a size_t.
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost",
-        )
-    ]  # fmt: skip
-
-
-_LIBC = ctypes.CDLL("libc.so.6")
-_LIBC.mallinfo2.restype = _MallInfo2
-
-
 def heap_in_use() -> int:
     """glibc's heap in use, every arena (bytes), after a full collection."""
     gc.collect()
-    return int(_LIBC.mallinfo2().uordblks)
+    return glibc_heap.heap()["in_use"]
 
 
 async def _echo(_requests: object, context: grpc.aio.ServicerContext) -> None:
