@@ -11,9 +11,9 @@ SIGTERM drains and exits.
 RSS, the Python heap (``sys.getallocatedblocks``, tracemalloc's traced bytes and top lines when
 ``PYTHONTRACEMALLOC`` is set), the collector's tracked objects by type, and glibc's heap
 (``mallinfo2``: in use, free but kept, mmapped) before and after ``malloc_trim(0)``; with
-tracemalloc, its snapshot beside FILE (``.snapshot``). A run that
-leaves RSS high says with it whether Python objects, freed C memory the allocator keeps, or C
-memory still in use holds it (docs/fuzzing.md).
+tracemalloc, its snapshot beside FILE (``.snapshot``). A run that leaves RSS high says with it
+whether Python objects, freed C memory the allocator keeps, or C memory still in use holds it
+(docs/fuzzing.md).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import signal
 import sys
 import tracemalloc
@@ -37,6 +38,7 @@ from prometheus_client import Gauge
 from inference_adapter.config import AdapterConfig
 from inference_adapter.server import AdapterServer
 from tools import glibc_heap
+from voxwire.fuzz.probes import rss_bytes
 
 TASKS = Gauge("voxwire_asyncio_tasks", "Tasks alive on the adapter's event loop")
 TASKS_BY_KIND = Gauge(
@@ -69,13 +71,6 @@ async def _sample_tasks() -> None:
         await asyncio.sleep(0.5)
 
 
-def _rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def memory_report(snapshot_file: Path) -> dict[str, Any]:
     """Where the process's memory is (see the module's docstring). With tracemalloc on, its
     snapshot goes to ``snapshot_file`` too: two reports' snapshots compare with
@@ -83,7 +78,7 @@ def memory_report(snapshot_file: Path) -> dict[str, Any]:
     gc.collect()
     by_type = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
     report: dict[str, Any] = {
-        "rss": _rss(),
+        "rss": rss_bytes(os.getpid()),
         "python_blocks": sys.getallocatedblocks(),
         "gc_objects": sum(by_type.values()),
         "gc_objects_by_type": dict(by_type.most_common(25)),
@@ -102,7 +97,7 @@ def memory_report(snapshot_file: Path) -> dict[str, Any]:
         return report  # not glibc
     glibc_heap.trim()
     report["glibc_after_trim"] = glibc_heap.heap()
-    report["rss_after_trim"] = _rss()
+    report["rss_after_trim"] = rss_bytes(os.getpid())
     return report
 
 
