@@ -61,6 +61,8 @@ OPEN_TIMEOUT_S = 5.0
 FAILED_FLUSH_S = 1.0
 # Bound on ending the stream's tasks once they are cancelled.
 TASK_END_S = 1.0
+# Bound on a client read in flight when the stream ended (it ends with the call, at once).
+READ_END_S = 5.0
 
 
 class StreamBody(Protocol[M_contra]):
@@ -161,6 +163,16 @@ class StreamRunner(Generic[M]):
         if tasks:
             await asyncio.wait(tasks, timeout=TASK_END_S)
 
+    async def _end(self) -> None:
+        """The stream's end: every task but one in a client read is cancelled and waited for;
+        that one is let finish in the adapter's keeping (``ClientReader.close``), its read ends
+        with the call, within ``READ_END_S``."""
+        reading = self.reader.close()
+        if reading is not None and not reading.done():
+            self.tasks.discard(reading)
+            self.rt.calls.adopt(reading, READ_END_S)
+        await self.end_tasks()
+
     # -- the stream -----------------------------------------------------------------------------
 
     async def run(self, body: StreamBody[M]) -> None:
@@ -200,7 +212,7 @@ class StreamRunner(Generic[M]):
             set_status(self.context, error, body.timings())
         finally:
             try:
-                await self.end_tasks()
+                await self._end()
             finally:
                 # Even when a cancel lands in that wait (a client that cancels as soon as it has
                 # the summary, as the gateway does): its tasks are cancelled already, and the

@@ -434,10 +434,15 @@ class TranscriptionStream:
         """End the client pump without cancelling a Triton write in flight. Returns whether no
         write is in flight any more (then the stream's last request may be sent)."""
         sends_idle = await model.stop_sends(CANCEL_BUDGET_S)
-        client = self._client
+        client, stream = self._client, self._stream
         if client is not None and not client.done():
-            client.cancel()
-            await asyncio.wait({client}, timeout=CANCEL_BUDGET_S)
+            if stream is not None and stream.reader.reading is client:
+                # In a client read, which is never cancelled (boundary.ClientReader): what it
+                # reads is dropped, and so is the rest; the stream's end takes the task.
+                stream.reader.dropping = True
+            else:
+                client.cancel()
+                await asyncio.wait({client}, timeout=CANCEL_BUDGET_S)
         return sends_idle
 
     async def _read_until_done(self, within_s: float) -> None:

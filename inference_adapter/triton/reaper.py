@@ -44,6 +44,11 @@ class CallReaper:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("ending a model call failed", exc_info=exc)
 
+    def adopt(self, task: asyncio.Task[Any], within_s: float) -> None:
+        """Keep ``task`` (a stream's, whose client read was in flight when the stream ended:
+        ``ClientReader.close``) until it ends; cancelled after ``within_s``."""
+        self.spawn(_ended(task, within_s), "read")
+
     async def wait(self, within_s: float) -> bool:
         """Wait (up to ``within_s``) until no call is ending; returns whether none is."""
         if self._tasks:
@@ -58,3 +63,14 @@ class CallReaper:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.wait(set(self._tasks), timeout=within_s)
+
+
+async def _ended(task: asyncio.Task[Any], within_s: float) -> None:
+    try:
+        await asyncio.wait({task}, timeout=within_s)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=within_s)
+    if task.done() and not task.cancelled():
+        task.exception()  # the stream's end decided its status: this only reads it (retrieved)
