@@ -14,6 +14,10 @@ Bounded: the context's lease goes back at once (held, a barge-in's next context 
 OVERLOADED while the old unit ran out), so the calls running out are bounded apart, per replica
 and model, by as many as contexts are admitted (``ReplicaPool.may_drain``; past it, a cancel);
 ``finish`` cancels a call after its budget. On shutdown, what is left is cancelled.
+
+A stream's task caught in a client read at the stream's end is kept here too (``adopt``): that
+read must finish, not be cancelled (``boundary.ClientReader``), and it finishes with the call,
+after the stream. Its failure is the stream's runner's to read (its done callback).
 """
 
 from __future__ import annotations
@@ -72,5 +76,3 @@ async def _ended(task: asyncio.Task[Any], within_s: float) -> None:
         if not task.done():
             task.cancel()
             await asyncio.wait({task}, timeout=within_s)
-    if task.done() and not task.cancelled():
-        task.exception()  # the stream's end decided its status: this only reads it (retrieved)
