@@ -188,3 +188,30 @@ async def test_the_wire_fuzzer_fits_its_cases_to_the_servers_stt_models() -> Non
     assert "nan_audio" not in report.by_family
     assert report.meta["valid_streams"] > 0
     assert report.passed, [i for i in report.invariants if i.ok is False]
+
+
+def test_the_report_prints_what_servers_said_as_text(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A through-gateway run's adapter tasks are named for their RPC in brackets; rich read
+    # "[/grpc.health.v1.Health/Watch]" as a closing tag and the fuzzer died before it wrote
+    # its JSON report (2026-12-06).
+    from voxwire.fuzz.report import VERDICTS, Invariant, Report
+
+    monkeypatch.setenv("COLUMNS", "200")  # rich: no cell wrapped
+
+    watch = "[/grpc.health.v1.Health/Watch] +2"
+    report = Report(
+        meta={"cases": 1, "target": "t", "concurrency": 1, "seed": 0, "seconds": 1.0,
+              "cases_per_s": 1.0, "valid_streams": 0, "stt_models": []},
+        verdicts=dict.fromkeys(VERDICTS, 0),
+        by_family={"[b]odd": {"ok": 1}},
+        statuses={"INVALID_ARGUMENT [/x]": 1},
+        invariants=[Invariant("adapter tasks that grew, by kind", watch, None)],
+        examples={"[/y]": {"case": 3, "family": "f", "detail": "[/z]", "status": "s",
+                           "reproduce": "r"}},
+    )  # fmt: skip
+    report.render()
+    out = capsys.readouterr().out
+    for said in (watch, "[b]odd", "INVALID_ARGUMENT [/x]", "[/y]", "[/z]"):
+        assert said in out, said

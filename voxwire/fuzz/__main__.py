@@ -131,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     except (grpc.aio.AioRpcError, ValueError) as exc:
         print(f"cannot fuzz {opts.target}: {exc}", file=sys.stderr)
         return 2
-    report.render()
-    if json_path is not None:
+    if json_path is not None:  # first: nothing in the printing can lose it
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(report.to_json())
+    report.render()
     return 0 if report.passed else 1
 
 

@@ -150,6 +150,7 @@ class Report:
     def render(self) -> None:
         """Print the summary tables (rich)."""
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         console = Console(stderr=False)
@@ -169,26 +170,31 @@ class Report:
         for v in VERDICTS:
             families.add_column(v, justify="right")
         for family, counts in self.by_family.items():
-            families.add_row(family, *(str(counts.get(v, 0) or "") for v in VERDICTS))
+            families.add_row(escape(family), *(str(counts.get(v, 0) or "") for v in VERDICTS))
         families.add_row("[bold]all", *(f"[bold]{self.verdicts[v]}" for v in VERDICTS))
         console.print(families)
         status = Table(title="statuses (code reason)")
         status.add_column("status")
         status.add_column("streams", justify="right")
         for key, n in self.statuses.items():
-            status.add_row(key, str(n))
+            status.add_row(escape(key), str(n))
         console.print(status)
         inv = Table(title="invariants")
         for col in ("invariant", "value", "holds"):
             inv.add_column(col)
         for i in self.invariants:
             mark = {True: "[green]yes", False: "[red]NO", None: "[yellow]not measured"}[i.ok]
-            inv.add_row(i.name, i.value, mark)
+            # Values quote what the servers said (task names such as
+            # "[/grpc.health.v1.Health/Watch]", reasons): text, never rich markup.
+            inv.add_row(escape(i.name), escape(i.value), mark)
         console.print(inv)
         for name, ex in self.examples.items():
             console.print(
-                f"[bold]{name}[/]: case {ex['case']} ({ex['family']}, {ex['detail']}) "
-                f"-> {ex['status']}; reproduce: {ex['reproduce']}"
+                f"[bold]{escape(name)}[/]: "
+                + escape(
+                    f"case {ex['case']} ({ex['family']}, {ex['detail']}) "
+                    f"-> {ex['status']}; reproduce: {ex['reproduce']}"
+                )
             )
 
 
