@@ -23,23 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.stack import LOOPBACK, free_port, server_process
 from localstack.triton import TritonServer, default_model_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _read_if_there(path: Path) -> str:
@@ -58,13 +52,44 @@ async def _wait_file(path: Path, process: asyncio.subprocess.Process, within_s: 
     raise TimeoutError(f"the adapter did not start within {within_s:g} s")
 
 
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class FuzzAdapter:
+    process: asyncio.subprocess.Process
+    address: str
+    metrics_port: int
+
+
+@contextlib.asynccontextmanager
+async def fuzz_adapter(
+    triton_url: str, log: Path, workdir: Path, *extra: str
+) -> AsyncIterator[FuzzAdapter]:
+    """``tools.fuzz_adapter`` (``extra``: its further options) in its own process in front of
+    ``triton_url``, once it listens; its log starts empty (the fuzzer counts the tracebacks in
+    it), its port file lives in ``workdir``. SIGTERM, then SIGKILL, on exit."""
+    port_file = workdir / "fuzz-adapter.port"
+    await asyncio.to_thread(_remove, port_file, log)
+    metrics_port = free_port()
+    argv = [
+        "tools.fuzz_adapter", "--triton-url", triton_url, "--port-file", str(port_file),
+        "--metrics-port", str(metrics_port), *extra,
+    ]  # fmt: skip
+    async with server_process(argv, log, cwd=ROOT) as (process, _):
+        port = await _wait_file(port_file, process, 60.0)
+        yield FuzzAdapter(process, f"{LOOPBACK}:{port}", metrics_port)
+
+
 @contextlib.asynccontextmanager
 async def _gateway(adapter: str) -> AsyncIterator[tuple[int, str, int]]:
     """A gateway process in front of ``adapter`` with its gRPC front on a free port:
     (front port, API key, pid). Idle deadlines under the fuzzer's status timeout."""
     from benchmarks.gateway_stack import gateway_process, gateway_setup
 
-    front = _free_port()
+    front = free_port()
     idle = {"idle_timeout_s": 10.0, "idle_warning_s": 2.0}
     setup = gateway_setup(
         OUT / "fuzz-gateway", [adapter], grpc_listen=f"127.0.0.1:{front}", stt=idle, tts=idle
@@ -89,41 +114,30 @@ async def run(fuzz_args: list[str], through_gateway: bool = False, edge: bool = 
     OUT.mkdir(exist_ok=True)
     triton = TritonServer(default_model_repository(), log_path=OUT / "fuzz-triton.log")
     await triton.start(timeout=180.0)
-    adapter_log = OUT / "fuzz-adapter.log"
-    port_file = OUT / "fuzz-adapter.port"
-    port_file.unlink(missing_ok=True)
-    metrics_port = _free_port()
-    adapter = None
     try:
-        with adapter_log.open("wb") as log:
-            adapter = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tools.fuzz_adapter",
-                "--triton-url", triton.grpc_url,
-                "--port-file", str(port_file),
-                "--metrics-port", str(metrics_port),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT,
-            )  # fmt: skip
-        port = await _wait_file(port_file, adapter, 60.0)
-        readings = [
-            "--adapter-metrics", f"127.0.0.1:{metrics_port}",
-            "--adapter-log", str(adapter_log),
-            "--triton", triton.grpc_url,
-            "--triton-metrics", f"127.0.0.1:{triton.ports.metrics}",
-        ]  # fmt: skip
         async with contextlib.AsyncExitStack() as stack:
-            target, pid, extra = f"127.0.0.1:{port}", adapter.pid, []
+            adapter = await stack.enter_async_context(
+                fuzz_adapter(triton.grpc_url, OUT / "fuzz-adapter.log", OUT)
+            )
+            readings = [
+                "--adapter-metrics", f"{LOOPBACK}:{adapter.metrics_port}",
+                "--adapter-log", str(OUT / "fuzz-adapter.log"),
+                "--triton", triton.grpc_url,
+                "--triton-metrics", f"{LOOPBACK}:{triton.ports.metrics}",
+            ]  # fmt: skip
+            target, pid, extra = adapter.address, adapter.process.pid, []
             if edge:
                 http_port, key, pid, log = await stack.enter_async_context(_edge_gateway(target))
                 fuzzer = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "voxwire.fuzz.edge",
-                    "--target", f"http://127.0.0.1:{http_port}", "--key", key,
+                    "--target", f"http://{LOOPBACK}:{http_port}", "--key", key,
                     "--pid", str(pid), "--log", str(log), *fuzz_args,
                     cwd=ROOT,
                 )  # fmt: skip
                 return await fuzzer.wait()
             if through_gateway:
                 front, key, pid = await stack.enter_async_context(_gateway(target))
-                target, extra = f"127.0.0.1:{front}", ["--header", f"authorization: Bearer {key}"]
+                target, extra = f"{LOOPBACK}:{front}", ["--header", f"authorization: Bearer {key}"]
             fuzzer = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "voxwire.fuzz",
                 "--target", target, "--pid", str(pid), *readings, *extra, *fuzz_args,
@@ -131,14 +145,6 @@ async def run(fuzz_args: list[str], through_gateway: bool = False, edge: bool = 
             )  # fmt: skip
             return await fuzzer.wait()
     finally:
-        if adapter is not None and adapter.returncode is None:
-            adapter.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(adapter.wait(), 15.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    adapter.kill()
-                await adapter.wait()
         await triton.stop()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import soundfile
 
+from benchmarks.stack import free_port
 from tests.client.cli_process import Outcome, run_voxwire
 from tests.helpers.edge import Edge
 from tests.helpers.speech_fixtures import SPEECH_DIR
@@ -172,7 +173,7 @@ async def test_speak_checks_its_output_before_synthesizing(tmp_path: Path, where
     output = str(tmp_path) if where == "DIR" else where
     # No gateway listens on this URL: a failure about the output proves it came first.
     run = await run_voxwire(
-        "speak", "Hello", "-o", output, "--url", f"ws://127.0.0.1:{_free_port()}", key="k"
+        "speak", "Hello", "-o", output, "--url", f"ws://127.0.0.1:{free_port()}", key="k"
     )
     assert_one_clean_line(run)
     assert f"{output}: cannot write" in run.err
@@ -189,7 +190,7 @@ async def test_speak_refuses_an_output_format_it_cannot_write_before_synthesizin
     output = tmp_path / name
     run = await run_voxwire(
         "speak", "Hello", "-o", str(output), "--rate", rate,
-        "--url", f"ws://127.0.0.1:{_free_port()}", key="k",
+        "--url", f"ws://127.0.0.1:{free_port()}", key="k",
     )  # fmt: skip
     assert_one_clean_line(run)
     assert said in run.err and "gateway" not in run.err, run.err
@@ -212,14 +213,14 @@ async def test_transcribe_says_what_a_file_it_cannot_read_is(
     path = tmp_path / ("x.raw" if status == 2 else "x.webm")
     path.write_bytes(head + bytes(4000))
     run = await run_voxwire(
-        "transcribe", str(path), *flags, "--url", f"ws://127.0.0.1:{_free_port()}", key="k"
+        "transcribe", str(path), *flags, "--url", f"ws://127.0.0.1:{free_port()}", key="k"
     )
     assert_one_clean_line(run, status)
     assert said in run.err and "gateway" not in run.err, run.err
 
 
 async def test_a_failed_speak_leaves_no_file_and_an_existing_one_as_it_was(tmp_path: Path):
-    url = f"ws://127.0.0.1:{_free_port()}"
+    url = f"ws://127.0.0.1:{free_port()}"
     new = tmp_path / "new.wav"
     run = await run_voxwire("speak", "Hello", "-o", str(new), "--url", url, key="k")
     assert run.status == 1 and "no gateway could be reached" in run.err, run.err
@@ -234,14 +235,6 @@ async def test_a_failed_speak_leaves_no_file_and_an_existing_one_as_it_was(tmp_p
 # -- unreachable gateways ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A port that takes TCP connections (the kernel's backlog) and never answers them."""
@@ -252,7 +245,7 @@ def silent_port() -> Iterator[int]:
 
 
 async def test_a_first_connect_that_fails_says_no_gateway_could_be_reached():
-    urls = [f"ws://127.0.0.1:{_free_port()}", f"ws://127.0.0.1:{_free_port()}"]
+    urls = [f"ws://127.0.0.1:{free_port()}", f"ws://127.0.0.1:{free_port()}"]
     run = await run_voxwire(
         "transcribe", PAY_BILL, "--url", urls[0], "--url", urls[1], key="k", timeout_s=30
     )

@@ -21,6 +21,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from benchmarks.stack import free_port
 from inference_adapter.server import AdapterServer
 from tests.client.helpers import Run, fixture_pcm, stt_config
 from tests.client.test_stt_resume import (
@@ -31,7 +32,6 @@ from tests.client.test_stt_resume import (
     baseline,  # noqa: F401 (the fixture)
     faulted_run,
 )
-from tests.helpers.adapter_process import free_port
 from tests.helpers.edge import Edge
 from tests.helpers.gateway_process import GatewayProcess, start_gateway, write_config
 from voxwire.client import TranscriptionSession

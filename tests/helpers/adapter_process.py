@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from benchmarks.stack import free_port
 
 
 @dataclass(eq=False)
@@ -51,14 +52,6 @@ class AdapterProcess:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await self.process.wait()
-
-
-def free_port() -> int:
-    # There is a short window before the adapter binds it; acceptable for tests (as in
-    # localstack.triton).
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def start_adapter(

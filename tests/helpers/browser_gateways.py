@@ -5,7 +5,6 @@ sessions; and the page's application backend that mints its tokens."""
 from __future__ import annotations
 
 import datetime
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.stack import free_port
 from gateway.auth.keys import create_key
 from tests.helpers.edge import Edge
 from tests.helpers.gateway_process import GatewayProcess, start_gateway, write_config
@@ -37,12 +37,6 @@ class Backend:
             token = str((await resp.json())["token"])
         self.minted.append(token)
         return token
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

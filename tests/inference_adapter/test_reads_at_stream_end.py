@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pytest_asyncio
 
 from localstack.triton import TritonServer
 from tests.helpers.raw_calls import TRANSCRIBE, read_rest
-from tools.fuzz_stack import _free_port, _wait_file
+from tools.fuzz_stack import fuzz_adapter
 from voxwire.stream_write import write_unless_ended
 from voxwire.v1 import audio_pb2, transcription_pb2
 
@@ -64,23 +63,10 @@ class MemoryReporting:
 async def own_adapter(
     triton: TritonServer, tmp_path: Path
 ) -> AsyncIterator[tuple[str, MemoryReporting]]:
-    port_file, memory = tmp_path / "port", tmp_path / "memory.json"
-    with (tmp_path / "adapter.log").open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tools.fuzz_adapter", "--triton-url", triton.grpc_url,
-            "--port-file", str(port_file), "--metrics-port", str(_free_port()),
-            "--memory-report", str(memory), stdout=log, stderr=log,
-        )  # fmt: skip
-    try:
-        port = await _wait_file(port_file, process, 60)
-        yield f"127.0.0.1:{port}", MemoryReporting(process, memory)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), 20)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+    memory = tmp_path / "memory.json"
+    extra = ("--memory-report", str(memory))
+    async with fuzz_adapter(triton.grpc_url, tmp_path / "adapter.log", tmp_path, *extra) as adapter:
+        yield adapter.address, MemoryReporting(adapter.process, memory)
 
 
 async def failed_while_sending(channel: grpc.aio.Channel) -> None:

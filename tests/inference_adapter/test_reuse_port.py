@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.stack import free_port
 from inference_adapter.config import AdapterConfig
 from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer
-from tests.helpers.adapter_process import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
