@@ -27,6 +27,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from loadtest import report, results, runner, scenario, slo
@@ -165,7 +166,8 @@ def _figure(ms: float) -> str:
 def print_summary(result: dict[str, Any], out: Path) -> None:
     console = Console()
     # Simple rules and figures of at most 7 characters: the table fits 80 columns whole.
-    table = Table(title=f"{result['scenario']['name']} (ms)", box=box.SIMPLE_HEAD, pad_edge=False)
+    title = escape(f"{result['scenario']['name']} (ms)")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     cols = ["count", "p50", "p90", "p99", "p99.9", "max"]
     names = [n for n in result["metrics"] if not results.per_kind_stage(n)]
     # The metric column is never cut short ("stt.message_from_…" on an 80-column terminal).
@@ -194,12 +196,13 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
         f" refused {s['refused']}" + (f" (error rate {rate:.1%})" if rate else ""),
         highlight=False,
     )
-    console.print(f"errors: {errors}", highlight=False)
+    # Keys quote what the target said (status and reason): text, never rich markup.
+    console.print(f"errors: {errors}", highlight=False, markup=False)
     for key, message in _examples(result):
         console.print(f"  {key}: {message}", highlight=False, markup=False)
     if result.get("notices"):
         notices = ", ".join(f"{kind} {n}" for kind, n in result["notices"].items())
-        console.print(f"notices: {notices}", highlight=False)
+        console.print(f"notices: {notices}", highlight=False, markup=False)
     for kind, stages in result.get("stages_by_kind", {}).items():
         shares = ", ".join(f"{n} {v['share']:.0%}" for n, v in stages.items() if "share" in v)
         console.print(f"{kind.upper()} streams, share of stage time: {shares}", highlight=False)
@@ -214,7 +217,7 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
             highlight=False,
         )
     for warning in result["generator"]["warnings"]:
-        console.print(f"[red]warning:[/red] {warning}")
+        console.print(f"[red]warning:[/red] {escape(warning)}")
     if result.get("slo"):
         verdict = result["slo"]
         # A miss says which objective and by how much, as the search's last line does: the
@@ -227,7 +230,7 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
             markup=False,
             highlight=False,
         )
-    console.print(f"wrote {out}/result.json, result.csv, report.html")
+    console.print(f"wrote {out}/result.json, result.csv, report.html", markup=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

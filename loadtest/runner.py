@@ -22,6 +22,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from loadtest.merge import Merged, MergeError, merge
@@ -85,8 +86,8 @@ class _Progress:
             )
         }
         table = Table(
-            title=f"{scenario.name}: {scenario.target.kind} {scenario.target.address}"
-            f"  {elapsed:5.1f} / {scenario.limits.duration_s:g} s"
+            title=escape(f"{scenario.name}: {scenario.target.kind} {scenario.target.address}")
+            + f"  {elapsed:5.1f} / {scenario.limits.duration_s:g} s"
         )
         for column in ("active", "started", "ok", "failed", "messages", "worker CPU", "lag p99"):
             table.add_column(column, justify="right")

@@ -312,3 +312,23 @@ def test_the_kits_echo_caps_are_the_contracts():
         errors.MAX_FIELD_BYTES,
         errors.MAX_DESCRIPTION_BYTES,
     )
+
+
+def test_the_report_prints_what_the_server_said_as_text():
+    # Evidence quotes the server under test (its messages, its reasons): rich took a "[/x]"
+    # in it for a closing tag and the kit ended in a MarkupError, the report unprinted.
+    from rich.console import Console
+
+    from voxwire.conformance.casefile import Case
+    from voxwire.conformance.report import print_report
+    from voxwire.conformance.runner import Report
+
+    case = Case(id="stt.[b]odd", promise="keeps [its] word", section="1 [x]", service="stt")
+    said = "INVALID_ARGUMENT: bad [/x] frame [bold]"
+    report = Report(target="127.0.0.1:1", started_at="now")
+    report.results.append(CaseResult(case, FAIL, said, model="m[/y]"))
+    out = io.StringIO()
+    print_report(report, Console(file=out, width=300, color_system=None))
+    printed = out.getvalue()
+    for text in (said, "stt.[b]odd", "keeps [its] word", "1 [x]", "(m[/y])"):
+        assert text in printed, (text, printed)

@@ -321,3 +321,18 @@ def test_a_run_whose_sessions_all_began_in_the_warm_up_says_so() -> None:
     m.counters["sessions.started"] = 10  # and their set-up times recorded
     recorded = results.build(m, {**Scenario().to_dict(), "limits": {**limits, "warmup_s": 1.0}})
     assert not any("warm-up" in w for w in recorded["generator"]["warnings"])
+
+
+def test_the_summary_prints_what_the_target_said_as_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A reason the target made up ("[/x]") and a scenario name are text: rich read them as
+    # markup, and a closing tag that opened nothing ended the run in a MarkupError.
+    from loadtest.cli import print_summary
+
+    m = _merged()
+    m.errors.update({"UNKNOWN/[/x]": 2})
+    result = results.build(m, Scenario(name="[bold]night").to_dict())
+    print_summary(result, tmp_path)
+    words = " ".join(capsys.readouterr().out.split())
+    assert "UNKNOWN/[/x] 2" in words and "[bold]night (ms)" in words, words

@@ -327,13 +327,16 @@ async def _print(
             if isinstance(event, transcription_pb2.TranscriptResult):
                 if event.is_final:
                     interim.plain = ""
-                    console.print(event.transcript)
+                    # Text, never rich markup: "[laughter]" or "[inaudible]" in a transcript
+                    # was taken for a style and dropped, and "[/x]" raised a MarkupError.
+                    console.print(event.transcript, markup=False, highlight=False)
                 else:
                     interim.plain = event.transcript
                 if task is not None:
                     progress.update(task, completed=event.end_ms)
             elif isinstance(event, Resumed):
-                console.print(f"[yellow]resumed on {event.url} ({event.cause})[/yellow]")
+                said = f"resumed on {event.url} ({event.cause})"
+                console.print(said, style="yellow", markup=False, highlight=False)
             elif isinstance(event, stream_pb2.StreamNotice) and event.kind == suspect:
                 warn(event)
 

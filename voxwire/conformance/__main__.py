@@ -69,28 +69,32 @@ def main(argv: list[str] | None = None) -> int:
     args.cases = [p.strip() for arg in args.cases for p in arg.split(",") if p.strip()]
     console = Console()
     errors = Console(stderr=True, soft_wrap=True)  # one line each, whatever the width
+
+    def fail(text: str) -> None:
+        # What it quotes (a case file's line, a server's message) is text, never rich markup.
+        errors.print(text, style="red", markup=False, highlight=False)
+
     try:
         every = load_cases(args.case_file)
         cases = select(every, args.cases)
         known = read_case_list(args.known_failing) if args.known_failing else ()
         flaky = read_case_list(args.known_flaky) if args.known_flaky else ()
     except (CaseFileError, OSError) as exc:
-        errors.print(f"[red]{exc}[/red]")
+        fail(str(exc))
         return 2
     for flag, entries in (("--known-failing", known), ("--known-flaky", flaky)):
         # A typo, or a case renamed since, would never match: the list could not shrink, and
         # the case it meant would not be listed at all.
         stale = [e for e in entries if not any(fnmatch.fnmatchcase(c.id, e) for c in every)]
         if stale:
-            errors.print(
-                f"[red]{flag} names no case: {', '.join(stale)} (python -m voxwire.conformance "
-                "--list shows the ids)[/red]",
-                highlight=False,
+            fail(
+                f"{flag} names no case: {', '.join(stale)} (python -m voxwire.conformance "
+                "--list shows the ids)"
             )
             return 2
     if not cases:
         # A typo in a CI job's --cases must not pass as "conforms".
-        errors.print(f"[red]no case matches --cases {' '.join(args.cases)}[/red]")
+        fail(f"no case matches --cases {' '.join(args.cases)}")
         return 2
     if args.list:
         # One line per case whatever the width, so that grep and wc work on it.
@@ -99,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             console.print(line, highlight=False, markup=False, soft_wrap=True)
         return 0
     if not args.target:
-        errors.print("[red]--target host:port is required[/red]")
+        fail("--target host:port is required")
         return 2
     if args.json and not _writable(args.json):
         # Found after the run, it was a traceback and exit 1, as if a case had failed.
-        errors.print(f"[red]--json {args.json}: cannot write there[/red]", highlight=False)
+        fail(f"--json {args.json}: cannot write there")
         return 2
     try:
         extra = tuple(parse_header(h) for h in args.header)
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             load_speech(args.speech)
     except ValueError as exc:
         what = "--speech: " if args.speech and str(args.speech) in str(exc) else ""
-        errors.print(f"[red]{what}{exc}[/red]", highlight=False)
+        fail(f"{what}{exc}")
         return 2
     options = Options(
         target=args.target,
@@ -134,30 +138,28 @@ def main(argv: list[str] | None = None) -> int:
         try:
             write_json(report, args.json)
         except OSError as exc:
-            errors.print(f"[red]--json {args.json}: {exc}[/red]", highlight=False)
+            fail(f"--json {args.json}: {exc}")
             return 2
     if unusable:
         # Not a verdict on a server: there is none to judge at that address (exit 2, not 1).
-        errors.print(
-            f"[red]cannot check {args.target}: GetCapabilities failed: {report.catalog_error}"
-            " (is a voxwire.v1 server listening there?)[/red]",
-            highlight=False,
+        fail(
+            f"cannot check {args.target}: GetCapabilities failed: {report.catalog_error}"
+            " (is a voxwire.v1 server listening there?)"
         )
         return 2
     unknown = [m for m in options.models if m not in report.models]
     if unknown:
         # A typo here skipped every case that needs a model and still "conformed".
-        errors.print(
-            f"[red]--models names what {args.target} does not serve: {', '.join(unknown)} "
-            f"(it serves {', '.join(report.models) or 'no model'})[/red]",
-            highlight=False,
+        fail(
+            f"--models names what {args.target} does not serve: {', '.join(unknown)} "
+            f"(it serves {', '.join(report.models) or 'no model'})"
         )
         return 2
     checked = sum(1 for r in report.results if r.result not in (SKIP,))
     if not checked:
-        errors.print(
-            f"[red]nothing was checked: every selected case was skipped "
-            f"({len(report.results)}; see the table for why)[/red]"
+        fail(
+            f"nothing was checked: every selected case was skipped "
+            f"({len(report.results)}; see the table for why)"
         )
         return 2
     return 0 if report.ok else 1

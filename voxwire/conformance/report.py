@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from voxwire.conformance.runner import Report
@@ -23,7 +24,10 @@ _STYLES = {
 
 
 def table(report: Report) -> Table:
-    out = Table(title=f"voxwire.v1 conformance: {report.target}", show_lines=False, expand=True)
+    # Evidence quotes what the server under test said (its messages, its reasons): text, never
+    # rich markup (a "[/x]" in an error message ended the kit in a MarkupError).
+    title = escape(f"voxwire.v1 conformance: {report.target}")
+    out = Table(title=title, show_lines=False, expand=True)
     out.add_column("case / promise", ratio=3, overflow="fold")
     out.add_column("section", ratio=1, overflow="fold")
     out.add_column("result", no_wrap=True)
@@ -31,10 +35,10 @@ def table(report: Report) -> Table:
     for r in report.results:
         style = _STYLES.get(r.result, "")
         out.add_row(
-            f"[bold]{r.case.id}[/bold]\n{r.case.promise}",
-            r.case.section,
+            f"[bold]{escape(r.case.id)}[/bold]\n{escape(r.case.promise)}",
+            escape(r.case.section),
             f"[{style}]{r.result}[/{style}]",
-            r.evidence + (f" [dim]({r.model})[/dim]" if r.model else ""),
+            escape(r.evidence) + (f" [dim]({escape(r.model)})[/dim]" if r.model else ""),
         )
     return out
 
