@@ -407,7 +407,7 @@ class SttResumeMachine(ResumeMachine):
 
 SttResumeMachine.TestCase.settings = settings(
     settings.default,
-    max_examples=max(400, 4 * settings.default.max_examples),
+    max_examples=4 * settings.default.max_examples,
     stateful_step_count=max(120, 2 * settings.default.stateful_step_count),
 )
 test_stt_resume_under_any_interleaving = SttResumeMachine.TestCase

@@ -539,7 +539,7 @@ def whole_words(cid: str, parts: list[tuple[str, int]], *, again: bool = True) -
 
 TtsResumeMachine.TestCase.settings = settings(
     settings.default,
-    max_examples=max(300, 3 * settings.default.max_examples),
+    max_examples=3 * settings.default.max_examples,
     stateful_step_count=max(100, 2 * settings.default.stateful_step_count),
 )
 test_tts_resume_under_any_interleaving = TtsResumeMachine.TestCase

@@ -298,7 +298,7 @@ class SessionMachine(RuleBasedStateMachine):
 # multiplies it.
 SessionMachine.TestCase.settings = settings(
     settings.default,
-    max_examples=max(400, 4 * settings.default.max_examples),
+    max_examples=4 * settings.default.max_examples,
     stateful_step_count=max(80, settings.default.stateful_step_count),
 )
 test_stt_session_under_any_sequence = SessionMachine.TestCase
