@@ -170,6 +170,20 @@ def media_type(request: web.Request) -> str:
     return request.content_type.lower() if request.headers.get("Content-Type") else ""
 
 
+def single_query(request: web.Request) -> dict[str, str]:
+    """The query string as one value per name. A name given twice is refused, as on the
+    WebSocket endpoints (gateway/wire/query.py): which value won was not obvious to a reader
+    (the first did; ``sample_rate=8000&sample_rate=16000`` gave a wrong transcript, silently)."""
+    query = request.query
+    twice = sorted({name for name in query if len(query.getall(name)) > 1})
+    if twice:
+        raise errors.InvalidConfig.of(
+            "invalid query string",
+            [errors.Violation(name[:40], "given more than once") for name in twice],
+        )
+    return dict(query)
+
+
 def query_flag(query: dict[str, str], name: str, bad: list[errors.Violation]) -> bool:
     """A boolean query parameter, false when absent; a value that is not a boolean is a
     violation (as on the WebSocket endpoints), never silently false."""

@@ -43,13 +43,14 @@ from gateway.http.common import (
     expect_handler,
     media_type,
     query_flag,
+    single_query,
 )
 from gateway.http.decoder_pool import DecoderPool
 from gateway.http.upload import AudioBudget, FrameSplitter
 from gateway.state import GATEWAY, Gateway, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import encode
-from gateway.wire.query import ENCODINGS
+from gateway.wire.query import parse_encoding, refuse
 from voxwire import errors
 from voxwire.audio.codecs import Encoding, InvalidSamples, PcmFormat
 from voxwire.audio.convert import FormatConverter
@@ -113,19 +114,17 @@ def _config(query: dict[str, str]) -> transcription_pb2.TranscriptionConfig:
         word_timestamps=query_flag(query, "word_timestamps", bad),
     )
     if "encoding" in query:
-        encoding = ENCODINGS.get(query["encoding"].lower())
-        if encoding is None:
-            bad.append(errors.Violation("encoding", f"must be one of {', '.join(ENCODINGS)}"))
-        else:
-            config.audio_format.encoding = encoding
+        try:
+            config.audio_format.encoding = parse_encoding(query["encoding"])
+        except ValueError as exc:
+            bad.append(errors.Violation("encoding", str(exc)))
     for name, attr in (("sample_rate", "sample_rate_hz"), ("channels", "channels")):
         if name in query:
             if query[name].isdigit():
                 setattr(config.audio_format, attr, int(query[name]))
             else:
                 bad.append(errors.Violation(name, "must be a positive integer"))
-    if bad:
-        raise errors.InvalidConfig.of("invalid query string", bad)
+    refuse(bad)
     return config
 
 
@@ -241,7 +240,7 @@ def _head(
     read, and, for a client that sent ``Expect: 100-continue``, before it is sent
     (``expect``)."""
     kind = media_type(request)
-    config = _config(dict(request.query))
+    config = _config(single_query(request))
     stated = audio_pb2.AudioFormat()
     stated.CopyFrom(config.audio_format)
     accept = request.headers.get("Accept")

@@ -51,11 +51,12 @@ from gateway.http.common import (
     media_type,
     query_flag,
     read_body,
+    single_query,
 )
 from gateway.state import GATEWAY, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import decode, encode
-from gateway.wire.query import ENCODINGS
+from gateway.wire.query import parse_encoding, refuse
 from voxwire import errors
 from voxwire.audio.codecs import PcmFormat
 from voxwire.audio.convert import FormatConverter
@@ -99,11 +100,10 @@ def speak_request(text_body: str, query: dict[str, str]) -> http_pb2.SpeakReques
     bad: list[errors.Violation] = []
     cfg.word_timestamps = query_flag(query, "word_timestamps", bad)
     if "encoding" in query:
-        encoding = ENCODINGS.get(query["encoding"].lower())
-        if encoding is None:
-            bad.append(errors.Violation("encoding", f"must be one of {', '.join(ENCODINGS)}"))
-        else:
-            cfg.output_format.encoding = encoding
+        try:
+            cfg.output_format.encoding = parse_encoding(query["encoding"])
+        except ValueError as exc:
+            bad.append(errors.Violation("encoding", str(exc)))
     if "sample_rate" in query:
         if query["sample_rate"].isdigit():
             cfg.output_format.sample_rate_hz = int(query["sample_rate"])
@@ -115,8 +115,7 @@ def speak_request(text_body: str, query: dict[str, str]) -> http_pb2.SpeakReques
     req.container = (
         http_pb2.AUDIO_CONTAINER_RAW if container == "raw" else http_pb2.AUDIO_CONTAINER_WAV
     )
-    if bad:
-        raise errors.InvalidConfig.of("invalid query string", bad)
+    refuse(bad)
     return req
 
 
@@ -361,10 +360,18 @@ async def _synthesize(request: web.Request, started: float) -> web.StreamRespons
     try:
         kind = media_type(request)
         body = await read_body(request, MAX_BODY_BYTES, gateway.config.tts.idle_timeout_s)
+        query = single_query(request)
         if kind == "application/json":
+            if query:
+                # A SpeakRequest carries every option itself; the query's were ignored, and
+                # ?container=raw&encoding=mulaw was answered 24 kHz WAV, silently.
+                raise errors.InvalidConfig.of(
+                    "a SpeakRequest JSON body carries its options: set them in it",
+                    [errors.Violation(n[:40], "not read with a JSON body") for n in sorted(query)],
+                )
             req = decode(body, http_pb2.SpeakRequest, max_bytes=MAX_BODY_BYTES)
         elif kind in _MEDIA_TYPES:
-            req = speak_request(_body_text(request, kind, body), dict(request.query))
+            req = speak_request(_body_text(request, kind, body), query)
             if kind == SSML_MEDIA_TYPE:
                 req.config.text_format = synthesis_pb2.TEXT_FORMAT_SSML
         else:

@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf import duration_pb2
 
 from voxwire.edge.v1 import tts_pb2
-from voxwire.errors import InvalidConfig, Violation
+from voxwire.errors import InvalidConfig, UnsupportedEncoding, Violation
 from voxwire.v1 import audio_pb2, transcription_pb2
 
 ENCODINGS = {
@@ -45,11 +45,11 @@ def _uint(value: str) -> int:
     return number
 
 
-def _encoding(value: str) -> int:
+def parse_encoding(value: str) -> audio_pb2.AudioEncoding.ValueType:
     try:
         return ENCODINGS[value.lower()]
     except KeyError:
-        raise ValueError(f"must be one of {', '.join(ENCODINGS)}") from None
+        raise ValueError(f"{value[:40]!r} is not one of {', '.join(ENCODINGS)}") from None
 
 
 def _text(value: str) -> str:
@@ -78,7 +78,7 @@ def _set(attr: str) -> Callable[[Any, Any], None]:
 
 STT_PARAMS: dict[str, _Param] = {
     "model": _Param(_text, _set("model")),
-    "encoding": _Param(_encoding, _set_format("encoding")),
+    "encoding": _Param(parse_encoding, _set_format("encoding")),
     "sample_rate": _Param(_uint, _set_format("sample_rate_hz")),
     "channels": _Param(_uint, _set_format("channels")),
     "language": _Param(_text, _set("language")),
@@ -127,9 +127,19 @@ def _read(items: Iterable[tuple[str, str]], params: dict[str, _Param], target: A
             param.apply(target, param.parse(value))
         except ValueError as exc:
             bad.append(Violation(name, str(exc) or "invalid value"))
-    if bad:
-        raise InvalidConfig.of("invalid query string", bad)
+    refuse(bad)
     return bool(seen)
+
+
+def refuse(bad: list[Violation]) -> None:
+    """Raises the error of a query string's violations, if any: UnsupportedEncoding when the
+    encoding is one of them (an encoding the contract does not carry has that reason wherever
+    it is named: a start message, a socket's query, POST /v1/stt's and /v1/tts's), else
+    InvalidConfig."""
+    if bad:
+        unsupported = any(v.field == "encoding" for v in bad)
+        kind = UnsupportedEncoding if unsupported else InvalidConfig
+        raise kind.of("invalid query string", bad)
 
 
 def stt_config(items: Iterable[tuple[str, str]]) -> transcription_pb2.TranscriptionConfig | None:

@@ -275,6 +275,21 @@ async def test_tts_bad_requests_get_their_status_and_reason(edge: Edge, kwargs, 
             "Content-Type",
         ),
         ({"json": {"text": TEXT, "config": {"voice": "nobody"}}}, "INVALID_CONFIG", "config.voice"),
+        # A SpeakRequest carries its options: the query's were ignored (?container=raw&
+        # encoding=mulaw answered 24 kHz WAV), silently.
+        (
+            {"json": {"text": TEXT}, "params": {"encoding": "mulaw"}},
+            "INVALID_CONFIG",
+            "encoding",
+        ),
+        # The query names no encoding the contract carries: as a JSON body's unknown one.
+        ({"data": TEXT, "params": {"encoding": "opus"}}, "UNSUPPORTED_ENCODING", "encoding"),
+        # A name given twice: the first won, silently; refused as on the WebSocket.
+        (
+            {"data": TEXT, "params": [("sample_rate", "8000"), ("sample_rate", "16000")]},
+            "INVALID_CONFIG",
+            "sample_rate",
+        ),
         (
             {"json": {"text": TEXT, "config": {"outputFormat": {"sampleRateHz": 7}}}},
             "UNSUPPORTED_SAMPLE_RATE",

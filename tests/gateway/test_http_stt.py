@@ -128,12 +128,14 @@ async def test_raw_pcm_posted_as_mulaw_says_so_in_its_notices(edge: Edge):
             400,
             "MISALIGNED_AUDIO",
         ),
+        # A container is no encoding of raw samples: one the contract does not carry, as the
+        # WebSocket's config and POST /v1/tts name it.
         (
             b"\x00" * 100,
             "application/octet-stream",
             "?encoding=flac&sample_rate=16000",
             400,
-            "INVALID_CONFIG",
+            "UNSUPPORTED_ENCODING",
         ),
         (b"\x00" * 100, "audio/wav", "?bogus=1", 400, "INVALID_CONFIG"),
         (b"\x00" * 100, "audio/wav", "?word_timestamps=maybe", 400, "INVALID_CONFIG"),
@@ -254,6 +256,11 @@ async def test_stt_answers_the_form_its_accept_prefers_or_406(
         # frames was MISALIGNED_AUDIO, not a word about the channels (the contract's reason
         # for a channel count is UNSUPPORTED_SAMPLE_RATE).
         ("?encoding=pcm_s16le&sample_rate=16000&channels=5", "UNSUPPORTED_SAMPLE_RATE", "channels"),
+        # An encoding the contract does not carry, as the WebSocket's config has it.
+        ("?encoding=opus&sample_rate=16000", "UNSUPPORTED_ENCODING", "encoding"),
+        # Given twice, the first won ("sample_rate=8000&sample_rate=16000" with 16 kHz audio:
+        # a wrong transcript, silently).
+        ("?encoding=pcm_s16le&sample_rate=8000&sample_rate=16000", "INVALID_CONFIG", "sample_rate"),
     ],
 )
 async def test_config_errors_name_the_query_parameters(edge: Edge, query, reason, field):

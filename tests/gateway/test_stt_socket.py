@@ -127,6 +127,21 @@ async def test_an_unknown_query_parameter_is_invalid_config(edge: Edge):
             assert error["fieldViolations"][0]["field"] == "encodng"
 
 
+async def test_a_query_encoding_the_contract_does_not_carry_is_unsupported_encoding(edge: Edge):
+    # As a start message's unknown encoding is, and POST /v1/stt's and /v1/tts's query's:
+    # the reason no longer depends on where the encoding was named.
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.ws}/v1/stt/stream?sample_rate=16000&encoding=opus"
+        async with http.ws_connect(url, headers=edge.headers) as ws:
+            msg = await ws.receive()
+            error = json.loads(msg.data)["error"]
+            await ws.receive()
+    assert error["reason"] == "UNSUPPORTED_ENCODING", error
+    assert [v["field"] for v in error["fieldViolations"]] == ["encoding"], error
+    assert "'opus' is not one of" in error["fieldViolations"][0]["description"], error
+    assert ws.close_code == 1003, ws.close_code  # the error table's code for it
+
+
 async def test_permessage_deflate_is_declined_unless_configured(
     edge: Edge, edge_adapter: AdapterServer
 ):
