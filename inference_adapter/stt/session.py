@@ -204,7 +204,10 @@ class TranscriptionSession:
         elif kind == "finalize":
             self._next_id += 1
             internal = f"f{self._next_id}"
-            client_id = msg.finalize.finalize_id or internal
+            # Echoed as the client gave it, "" too (the contract's Finalize): an invented
+            # "f<n>" could be an id the client uses for another finalize, and its ack then
+            # settled that one early.
+            client_id = msg.finalize.finalize_id
             # The resampler holds back a few ms; the finalize covers them too.
             tail = self._drain_resampler()
             actions.to_model.append(self._finalize(internal, client_id, tail))
@@ -361,7 +364,7 @@ class TranscriptionSession:
     ) -> None:
         self._next_id += 1
         internal = f"c{self._next_id}"
-        client_id = update.update_id or internal
+        client_id = update.update_id  # echoed as given, as a finalize's
         model = self.config.model
         endpointing, bad = endpointing_dict(update.endpointing, "update_config.endpointing", model)
         vocabulary, more = vocabulary_list(update.vocabulary, "update_config.vocabulary", model)

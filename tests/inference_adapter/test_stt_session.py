@@ -276,3 +276,25 @@ def test_keepalive_touches_the_triton_sequence_before_it_idles_out():
     now[0] = 0.3
     (touch,) = s.receive(keep).to_model
     assert touch.audio.size == 0 and touch.control is None and not touch.end
+
+
+def test_a_finalize_or_update_with_no_id_is_acknowledged_with_no_id():
+    # The ids are echoed as the client gave them (the contract's Finalize and
+    # UpdateTranscriptionConfig). The adapter filled an empty one with its own "f1": the
+    # client's own "f1", sent next, was taken as acknowledged by the first ack, 1 s early.
+    s = session()
+    s.start()
+    s.model_response(answer({"type": "ready"}))
+    s.receive(Req(audio=b"\x00\x00" * 3200))
+    internal = []
+    for given in ("", "f1"):
+        sent = s.receive(Req(finalize=transcription_pb2.Finalize(finalize_id=given))).to_model
+        internal.append(sent[-1].control["finalize"])
+    s.model_response(answer())  # the audio request
+    acks = [s.model_response(answer({"type": "finalize_ack", "id": i}))[0] for i in internal]
+    assert [a.finalize_ack.finalize_id for a in acks] == ["", "f1"], acks
+    bad = transcription_pb2.UpdateTranscriptionConfig(
+        endpointing=transcription_pb2.EndpointingConfig(vad_aggressiveness=9)
+    )
+    (refused,) = s.receive(Req(update_config=bad)).to_client  # refused at once
+    assert refused.update_config_ack.update_id == "", refused
