@@ -12,5 +12,6 @@ SSML_STARTS = ("<speak", "<?xml")
 
 
 def looks_like_ssml(text: str) -> bool:
-    """Whether ``text`` opens an SSML document."""
-    return text.lstrip().startswith(SSML_STARTS)
+    """Whether ``text`` opens an SSML document (after white space and a byte order mark, which
+    is no text: a document saved by a Windows editor starts with one)."""
+    return text.lstrip().lstrip("\ufeff").lstrip().startswith(SSML_STARTS)

@@ -224,6 +224,25 @@ async def test_speak_sends_a_speak_document_as_ssml(edge: Edge, tmp_path: Path):
     assert status == 1 and "SSML_INVALID" in err, err
 
 
+async def test_an_ssml_document_with_a_byte_order_mark_is_ssml_not_words(
+    edge: Edge, tmp_path: Path
+):
+    # A Windows editor saves a byte order mark before "<speak>": the document was not known
+    # as one, and its markup was read out ("speak Hello / speak").
+    document = '<speak>Hello <break time="1500ms"/> there.</speak>'
+    times = []
+    for name, text in (("plain.wav", "\ufeffHello there."), ("bom.wav", "\ufeff" + document)):
+        path = tmp_path / name
+        status, _, err = await voxwire(
+            "speak", "-", "-o", str(path), "--rate", "16000", "--url", edge.ws,
+            key=edge.key, stdin=text.encode(),
+        )  # fmt: skip
+        assert status == 0, err
+        with wave.open(str(path)) as wav:
+            times.append(wav.getnframes() / wav.getframerate())
+    assert 1.3 < times[1] - times[0] < 2.0, times  # the break, not markup read out
+
+
 async def test_speak_to_dash_writes_the_wav_to_stdout(edge: Edge):
     # -o - made a file named "-" in the working directory, and nothing reached the pipe.
     import io

@@ -331,3 +331,15 @@ async def test_a_servers_field_the_message_does_not_name_follows_it_under_its_fl
     )
     fail("speak", named)
     assert capsys.readouterr().err.strip().endswith("no model 'x' (--model)")  # said once
+
+
+@pytest.mark.parametrize("key", [None, "", "  "])
+@pytest.mark.parametrize("command", ["speak", "transcribe"])
+async def test_no_api_key_is_one_line_and_status_2(command: str, key: str | None):
+    # `export VOXWIRE_API_KEY=$(cat out/dev.key)` in another directory sets it empty: the empty
+    # key went on to the gateway, a second error line (UNAUTHENTICATED) and status 1.
+    args = ("Hi", "-o", "/dev/null") if command == "speak" else (PAY_BILL,)
+    url = f"ws://127.0.0.1:{free_port()}"
+    run = await run_voxwire(command, *args, "--url", url, key=key)
+    assert_one_clean_line(run, 2)
+    assert "no API key: pass --key or set $VOXWIRE_API_KEY" in run.err, run.err

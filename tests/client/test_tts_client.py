@@ -205,3 +205,23 @@ async def test_text_longer_than_a_context_holds_goes_in_pieces_behind_which_flus
         and any(w.text_offset + w.text_length >= len(text) - 1 for w in e.words)
     )
     assert last_long_word < acks[0]
+
+
+async def test_an_ssml_document_longer_than_a_piece_goes_whole(edge: Edge):
+    # An SSML document is one unit of markup. The SDK cut any text over a piece into pieces,
+    # SSML too: the server got half a document, "SSML_INVALID: malformed XML: no element
+    # found", for a well-formed document of 4,605 bytes (pieces of 4 KiB).
+    document = "<speak>" + "<s>Hello there.</s>" * 60 + "</speak>"  # 1,154 bytes
+    async with asyncio.timeout(60):
+        tts = await SynthesisSession.connect(edge.ws, api_key=edge.key, lead_ms=0)
+        tts.piece_bytes = 512
+        config = tts_config()
+        config.text_format = synthesis_pb2.TEXT_FORMAT_SSML
+        ctx = await tts.open("doc", config)
+        await ctx.append(document)
+        await ctx.close()
+        events = [e async for e in ctx]
+        await tts.close()
+    assert isinstance(events[-1], synthesis_pb2.ContextDone), events[-1]
+    words = [w for e in events if isinstance(e, synthesis_pb2.WordTimestamps) for w in e.words]
+    assert len(words) == 120, len(words)

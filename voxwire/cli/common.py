@@ -53,12 +53,15 @@ def urls(args: argparse.Namespace) -> list[str]:
 
 
 def api_key(args: argparse.Namespace, command: str) -> str | None:
-    """The key from --key or the environment; None (after saying so) when there is none."""
-    key = args.key or os.environ.get(ENV_KEY)
+    """The key from --key or the environment; None (after saying so) when there is none. An
+    empty one is none: ``export VOXWIRE_API_KEY=$(cat out/dev.key)`` from another directory
+    sets it empty, and it went on to the gateway, a second error line and status 1."""
+    key = (args.key or os.environ.get(ENV_KEY) or "").strip()
     if not key:
         print(
             f"voxwire {command}: error: no API key: pass --key or set ${ENV_KEY}", file=sys.stderr
         )
+        return None
     return key
 
 

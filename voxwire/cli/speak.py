@@ -1,8 +1,9 @@
 """``voxwire speak "TEXT" -o out.wav``: synthesize text through the gateway into an audio file.
 
 The text (or stdin with ``-``, sent as it comes: a program writing text as it goes, an LLM's
-output, is heard from its first sentence; an SSML document is read whole first; any length: a
-book goes in pieces as it is spoken, ``SynthesisContext.append``) goes to one TTS context,
+output, is heard from its first sentence; an SSML document is read whole first and sent whole,
+up to the model's limit on a unit; plain text of any length: a book goes in pieces as it is
+spoken, ``SynthesisContext.append``) goes to one TTS context,
 spoken as fast as the model goes (lead 0); the audio is written as 16-bit PCM WAV at
 ``--rate``, or in the format the output's name asks for (``.flac``, ``.ogg``, ``.opus``,
 ``.mp3``, ``.au``, ``.aiff``, ``.caf``, ``.raw``: voxwire.cli.wav_output). On a terminal a
@@ -105,7 +106,9 @@ class _Stdin:
     worth), in a worker thread so that the event loop never waits on it."""
 
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        # utf-8-sig: a byte order mark (Windows editors save one) is no text. Before it, a BOM
+        # in front of "<speak>" hid the document, and its markup was read out.
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")()
         self.ended = False
 
     def read_now(self) -> str:

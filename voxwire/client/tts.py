@@ -61,9 +61,15 @@ SynthesisSessionEvent = SessionEvent | Resumed
 class SynthesisContext:
     """One context (utterance) of a session; iterate it for its events."""
 
-    def __init__(self, session: SynthesisSession, context_id: str, max_events: int) -> None:
+    def __init__(
+        self, session: SynthesisSession, context_id: str, max_events: int, ssml: bool = False
+    ) -> None:
         self.context_id = context_id
         self._session = session
+        # An SSML document is one unit of markup: it goes whole, never cut into pieces (half a
+        # document is malformed XML; a document over what the server holds is its
+        # TEXT_TOO_LARGE, as POST /v1/tts says).
+        self._ssml = ssml
         self.events: EventChannel[ContextEvent] = EventChannel(max_events)
         # Every word timing the context received, in order: what ``heard`` reads.
         self.words: list[synthesis_pb2.WordTimestamp] = []
@@ -86,12 +92,15 @@ class SynthesisContext:
         when the server has spoken all but one piece before it (a flush of the SDK's own,
         whose ack is not passed on), so the context never holds more unspoken text than the
         server allows; text given meanwhile (and flushes, the close) waits its turn. Read the
-        context's events meanwhile: the pieces go out as its audio is read. Raises
-        InvalidMessage after ``close``, UnknownContext after the context ended, the session's
-        failure, SessionClosed, TimeoutError."""
+        context's events meanwhile: the pieces go out as its audio is read. An SSML context's
+        text goes whole, one document, one unit (the server's TEXT_TOO_LARGE names its limit:
+        split a longer document into several). Raises InvalidMessage after ``close``,
+        UnknownContext after the context ended, the session's failure, SessionClosed,
+        TimeoutError."""
         if self._closing:
             raise errors.InvalidMessage(f"context {self.context_id!r} is closed: no more text")
-        if not self._feed.holding and len(text.encode()) <= self._session.piece_bytes:
+        whole = self._ssml or len(text.encode()) <= self._session.piece_bytes
+        if not self._feed.holding and whole:
             await self._session._op(lambda s: s.append(self.context_id, text))
             return
         self._feed.append(text)
@@ -280,7 +289,8 @@ class SynthesisSession(ResumingLink):
         """Open a context. Raises InvalidMessage (an id not 1 to 128 bytes), ContextAlreadyOpen,
         the session's failure, SessionClosed, TimeoutError. The gateway's answer
         (ContextOpened, or the context's error) comes as the context's first event."""
-        context = SynthesisContext(self, context_id, self.options.max_events)
+        ssml = config.text_format == synthesis_pb2.TEXT_FORMAT_SSML
+        context = SynthesisContext(self, context_id, self.options.max_events, ssml)
         await self._op(lambda s: s.open(context_id, config), context)
         return context
 
