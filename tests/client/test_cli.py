@@ -34,6 +34,26 @@ async def test_transcribe_prints_one_line_per_final_result(edge: Edge):
     assert_heard(line, "call_me_back.wav")
 
 
+async def test_a_wav_file_is_held_to_its_own_header(edge: Edge, tmp_path: Path):
+    # A data size of 0 (a recorder stopped before it patched its header): libsndfile read no
+    # samples, "held no audio", status 0. A data chunk shorter than its declared size: the
+    # transcript came, status 0, no word of the cut (on stdin: status 1, saying so).
+    whole = (SPEECH_DIR / "call_me_back.wav").read_bytes()
+    at = whole.index(b"data") + 4
+    size = int.from_bytes(whole[at : at + 4], "little")
+    zero = tmp_path / "zero_size.wav"
+    zero.write_bytes(whole[:at] + bytes(4) + whole[at + 4 :])
+    status, out, err = await voxwire("transcribe", str(zero), "--url", edge.ws, key=edge.key)
+    assert status == 0, err
+    assert_heard(out.strip(), "call_me_back.wav")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[:at] + (2 * size).to_bytes(4, "little") + whole[at + 4 :])
+    status, out, err = await voxwire("transcribe", str(cut), "--url", edge.ws, key=edge.key)
+    assert status == 1, err
+    assert_heard(out.strip(), "call_me_back.wav")  # what was there was heard
+    assert "its WAV header declares" in err and "it is cut short" in err, err
+
+
 async def test_transcribe_json_prints_every_event_in_the_wire_schema(edge: Edge):
     status, out, err = await voxwire(
         "transcribe", str(SPEECH_DIR / "pay_bill.wav"), "--json", "--url", edge.ws, key=edge.key

@@ -10,6 +10,11 @@ appears. A file that libsndfile cannot decode past some point (a FLAC cut short:
 loses sync in the cut frame; or one damaged inside) is sent up to that point, and the command
 says where it stopped and ends with status 1 after printing what was heard. More than two
 channels are mixed down to mono (in float, so nothing overflows).
+A WAV is held to its own header, as the gateway's upload is (voxwire/audio/wav.py): a data size
+of 0 (a recorder stopped before it patched its header) means the samples run to the file's end
+(libsndfile read none: "held no audio", status 0); a data chunk shorter than the size its header
+declares was cut short, and the command says so after what was heard, status 1, as for a WAV
+on stdin (libsndfile shortened its frame count without a word).
 A rate the contract does not carry (96 kHz, 6 kHz) is resampled (soxr) to the one it is sent
 at (``voxwire.audio.formats.carried_rate``, the gateway's rule for uploads), in mono; a rate
 below 4 kHz is refused, as the gateway refuses it. A file of raw samples (no header) is read
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import os
 import stat
 import threading
@@ -47,6 +53,9 @@ async def open_file(path: Path, args: argparse.Namespace | None = None) -> Sourc
     from voxwire.errors import UnsupportedSampleRate
 
     handle = await asyncio.to_thread(_open, path, args)
+    cut: str | None = None
+    if handle.format in ("WAV", "WAVEX"):
+        handle, cut = await asyncio.to_thread(_held_to_header, path, handle)
     try:
         if args is not None and handle.format != "RAW":
             own = {
@@ -77,7 +86,7 @@ async def open_file(path: Path, args: argparse.Namespace | None = None) -> Sourc
         seconds=seconds,
         chunks=reader.chunks(),
         close=reader.close,
-        stopped_early=lambda: reader.stopped_early,
+        stopped_early=lambda: reader.stopped_early or cut,
     )
 
 
@@ -143,6 +152,79 @@ def _open_raw(path: Path, args: argparse.Namespace | None, why: str) -> soundfil
         )  # fmt: skip
     except (soundfile.LibsndfileError, TypeError, ValueError) as exc:
         raise CliError(f"{path}: cannot read it as raw {encoding} at {rate} Hz ({exc})") from None
+
+
+# libsndfile's subtypes of the WAV formats the contract carries.
+_RAW_SUBTYPES = {"pcm_s16le": "PCM_16", "pcm_f32le": "FLOAT", "mulaw": "ULAW", "alaw": "ALAW"}
+
+
+def _held_to_header(
+    path: Path, handle: soundfile.SoundFile
+) -> tuple[soundfile.SoundFile, str | None]:
+    """The WAV as its own header has it: (the handle to read, why it was cut short or None).
+    A data size of 0 reads the samples after the header to the file's end (raw, in the
+    header's format); a data chunk shorter than its declared size is said to be cut."""
+    import soundfile
+
+    from voxwire.audio.wav import WavHeaderReader
+    from voxwire.errors import InvalidAudio
+
+    reader = WavHeaderReader()
+    with path.open("rb") as f:
+        head = f.read(64 * 1024)
+        size = os.fstat(f.fileno()).st_size
+    with contextlib.suppress(InvalidAudio):  # 24-bit and such: the data chunk is read first
+        reader.feed(head)
+    if reader.data_offset is None:
+        return handle, None
+    held = size - reader.data_offset
+    if reader.data_bytes is not None:
+        if reader.data_bytes <= held:
+            return handle, None
+        rate = handle.samplerate
+        declared_s = reader.data_bytes / max(1, held) * handle.frames / rate
+        return handle, (
+            f"{path}: its WAV header declares {declared_s:.2f} s of audio, the file holds "
+            f"{handle.frames / rate:.2f} s: it is cut short; what was heard is above"
+        )
+    fmt = reader.format
+    if handle.frames > 0 or held <= 0 or fmt is None:
+        return handle, None  # a placeholder size libsndfile read to the end; or no samples
+    handle.close()
+    raw = _From(path.open("rb"), reader.data_offset)
+    try:
+        return soundfile.SoundFile(
+            raw, samplerate=fmt.rate, channels=fmt.channels,
+            subtype=_RAW_SUBTYPES[fmt.encoding.value], endian="LITTLE", format="RAW",
+        ), None  # fmt: skip
+    except BaseException:
+        raw.close()
+        raise
+
+
+class _From:
+    """A file read from ``offset`` on, as if it began there (libsndfile reads it as raw
+    samples through soundfile's virtual I/O: seek, tell, read, readinto)."""
+
+    def __init__(self, file: io.BufferedReader, offset: int) -> None:
+        self._file, self._offset = file, offset
+        file.seek(offset)
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        base = self._offset if whence == os.SEEK_SET else 0
+        return self._file.seek(pos + base, whence) - self._offset
+
+    def tell(self) -> int:
+        return self._file.tell() - self._offset
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        return self._file.readinto(buffer)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _sent_channels(channels: int) -> int:
@@ -246,3 +328,5 @@ class _Reader:
             if not self._closed:
                 self._closed = True
                 self._handle.close()
+                if isinstance(self._handle.name, _From):  # libsndfile leaves a file object open
+                    self._handle.name.close()
