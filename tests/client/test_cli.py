@@ -161,6 +161,40 @@ async def test_ctrl_c_finishes_the_transcript_of_the_audio_sent(edge: Edge):
     assert "nine" not in finals[0], finals  # "... tomorrow morning at nine": not all sent
 
 
+async def test_ctrl_c_stops_at_once_while_stdin_gives_nothing(edge: Edge):
+    # Stdin's writer has sent a sentence and then stalls, the pipe open. Ctrl-C was held until
+    # stdin's next bytes came (35 s for a 35 s stall), and the stop's grace began only then.
+    pcm, _ = read_wav(SPEECH_DIR / "call_me_back.wav")
+    process = await asyncio.create_subprocess_exec(
+        VOXWIRE, "transcribe", "-", "--encoding", "pcm_s16le", "--rate", "16000",
+        "--url", edge.ws,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"VOXWIRE_API_KEY": edge.key, "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert process.stdin is not None
+    try:
+        process.stdin.write(pcm.tobytes())
+        await process.stdin.drain()
+        await asyncio.sleep(1.5)  # the audio is sent; stdin stays open and silent
+        process.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        assert process.stdout is not None and process.stderr is not None
+        async with asyncio.timeout(30):  # stdin still open (communicate would close it)
+            out, err, _ = await asyncio.gather(
+                process.stdout.read(), process.stderr.read(), process.wait()
+            )
+        took = time.monotonic() - began
+    finally:
+        process.stdin.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 130, err
+    assert took < 10, took  # the transcript of what was sent, then the end
+    assert_heard(out.decode().strip(), "call_me_back.wav")
+
+
 async def test_errors_are_one_line_with_the_reason_and_status_1(edge: Edge):
     status, out, err = await voxwire(
         "transcribe", str(SPEECH_DIR / "pay_bill.wav"), "--url", edge.ws, key="vx_bad_" + "x" * 43

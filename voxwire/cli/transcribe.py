@@ -263,7 +263,7 @@ def _config(args: argparse.Namespace, source: Source) -> transcription_pb2.Trans
 async def _send(session: Any, source: Source, realtime: bool, stop: asyncio.Event) -> int:
     due = time.monotonic()
     sent = 0
-    async for chunk in source.chunks:
+    async for chunk in _until(source.chunks, stop):
         if realtime:
             delay = due - time.monotonic()
             if delay > 0:
@@ -276,6 +276,27 @@ async def _send(session: Any, source: Source, realtime: bool, stop: asyncio.Even
         await session.send(chunk)
         sent += len(chunk)
     return sent
+
+
+async def _until(chunks: AsyncIterator[bytes], stop: asyncio.Event) -> AsyncIterator[bytes]:
+    """The chunks until ``stop``, which does not wait for the next one: a source that gives
+    nothing for a while (a pipe whose writer stalls) held Ctrl-C until its next bytes came, and
+    the stop grace only began then (35 s for a 35 s stall)."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(chunks, None))
+            await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()  # the source's read; the source is closed after
+                await asyncio.wait({following}, timeout=1.0)
+                return
+            chunk = following.result()
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        stopped.cancel()
 
 
 # -- output --------------------------------------------------------------------------------------
