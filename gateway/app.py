@@ -202,6 +202,17 @@ async def _websocket(
         # reset_after_1007, docs/fuzzing.md).
         decode_text=False,
     )
+    if not ws.can_prepare(request).ok:
+        # Not a WebSocket handshake (a plain GET, a missing key): the error event as JSON, as
+        # every other HTTP error is; aiohttp answered 400 in plain text ("No WebSocket UPGRADE
+        # hdr").
+        return error_response(
+            errors.InvalidMessage(
+                f"{request.path} is a WebSocket endpoint: open it with an RFC 6455 handshake "
+                "(Upgrade: websocket, Connection: Upgrade, Sec-WebSocket-Key, "
+                "Sec-WebSocket-Version: 13)"
+            )
+        )
     try:
         await ws.prepare(request)
     except ConnectionError:

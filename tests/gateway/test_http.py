@@ -442,6 +442,17 @@ async def test_a_wrong_path_or_method_gets_an_error_event_not_plain_text(edge: E
             body = await resp.json()
             assert (resp.status, body["error"]["reason"]) == (405, "METHOD_NOT_ALLOWED"), body
             assert "POST" in resp.headers["Allow"]
+        # A plain GET of a WebSocket endpoint, and an upgrade without its key: aiohttp's
+        # plain-text 400 ("No WebSocket UPGRADE hdr") before.
+        upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"}
+        for path, headers in (("/v1/stt/stream", {}), ("/v1/tts/stream", upgrade)):
+            async with http.get(
+                f"{edge.server.url}{path}", headers={**edge.headers, **headers}
+            ) as resp:
+                assert resp.content_type == "application/json", await resp.text()
+                body = await resp.json()
+                assert (resp.status, body["error"]["reason"]) == (400, "INVALID_MESSAGE"), body
+                assert "RFC 6455 handshake" in body["error"]["message"], body
 
 
 async def test_a_cors_preflight_is_refused_with_no_cors_headers(edge: Edge):
