@@ -5,6 +5,7 @@ subprocess; the session's real gateway where one is needed."""
 from __future__ import annotations
 
 import asyncio
+import shlex
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import soundfile
 
 from benchmarks.stack import free_port
-from tests.client.cli_process import Outcome, run_voxwire
+from tests.client.cli_process import VOXWIRE, Outcome, run_voxwire
 from tests.helpers.edge import Edge
 from tests.helpers.speech_fixtures import SPEECH_DIR
 
@@ -343,3 +344,31 @@ async def test_no_api_key_is_one_line_and_status_2(command: str, key: str | None
     run = await run_voxwire(command, *args, "--url", url, key=key)
     assert_one_clean_line(run, 2)
     assert "no API key: pass --key or set $VOXWIRE_API_KEY" in run.err, run.err
+
+
+@pytest.mark.parametrize(
+    ("args", "closed", "said"),
+    [
+        (("transcribe", PAY_BILL), ">&-", "stdout is closed: nowhere to write"),
+        (("transcribe", "-", "--encoding", "mulaw", "--rate", "8000"), "<&-", "stdin is closed"),
+        (("speak", "-", "-o", "/dev/null"), "<&-", "stdin is closed: nothing to read"),
+        (("speak", "Hi", "-o", "-"), ">&-", "stdout is closed: nowhere to write"),
+    ],
+)
+async def test_a_closed_standard_stream_is_one_line_and_status_2(args, closed, said):
+    # A transcript printed to a closed stdout was lost with status 0 (Python makes the stream
+    # None, and print writes nothing to None); speak ended in a traceback either way.
+    url = f"ws://127.0.0.1:{free_port()}"
+    command = " ".join(shlex.quote(a) for a in (VOXWIRE, *args, "--url", url))
+    process = await asyncio.create_subprocess_shell(
+        f"{command} {closed}",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"VOXWIRE_API_KEY": "k", "PATH": "/usr/bin:/bin"},
+    )
+    async with asyncio.timeout(30):
+        _, err = await process.communicate()
+    assert process.returncode == 2, err
+    text = err.decode()
+    assert said in text and len(text.strip().splitlines()) == 1, text

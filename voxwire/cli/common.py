@@ -52,6 +52,20 @@ def urls(args: argparse.Namespace) -> list[str]:
     return list(args.urls or [os.environ.get(ENV_URL) or DEFAULT_URL])
 
 
+def closed_stream(command: str, stdin: bool = False, stdout: bool = False) -> int | None:
+    """2, after saying so, when a stream the command needs was closed when it started (``<&-``,
+    ``>&-``: Python sets it to None, and ``print`` to None writes nothing: a transcript was
+    lost with status 0, and ``speak`` ended in a traceback); else None."""
+    for needed, stream, name, what in (
+        (stdin, sys.stdin, "stdin", "nothing to read"),
+        (stdout, sys.stdout, "stdout", "nowhere to write"),
+    ):
+        if needed and stream is None:
+            print(f"voxwire {command}: error: {name} is closed: {what}", file=sys.stderr)
+            return 2
+    return None
+
+
 def api_key(args: argparse.Namespace, command: str) -> str | None:
     """The key from --key or the environment; None (after saying so) when there is none. An
     empty one is none: ``export VOXWIRE_API_KEY=$(cat out/dev.key)`` from another directory

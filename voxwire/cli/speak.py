@@ -44,7 +44,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voxwire.cli.audio_spool import AudioSpool
-from voxwire.cli.common import CliError, add_connection_arguments, api_key, fail, urls
+from voxwire.cli.common import (
+    CliError,
+    add_connection_arguments,
+    api_key,
+    closed_stream,
+    fail,
+    urls,
+)
 from voxwire.cli.wav_output import WavOutput, default_rate
 from voxwire.ssml import looks_like_ssml
 
@@ -142,6 +149,9 @@ _STDIN_BLOCK = 65536
 
 
 def _run(args: argparse.Namespace) -> int:
+    closed = closed_stream("speak", stdin=args.text == "-", stdout=str(args.output) == "-")
+    if closed is not None:
+        return closed
     key = api_key(args, "speak")
     if key is None:
         return 2

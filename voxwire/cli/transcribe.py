@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voxwire.cli.common import add_connection_arguments, api_key, fail, urls
+from voxwire.cli.common import add_connection_arguments, api_key, closed_stream, fail, urls
 from voxwire.cli.source import FRAME_MS, SAMPLE_BYTES, Source
 
 if TYPE_CHECKING:
@@ -95,6 +95,9 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    closed = closed_stream("transcribe", stdin=args.source == "-", stdout=True)
+    if closed is not None:
+        return closed
     key = api_key(args, "transcribe")
     if key is None:
         return 2
