@@ -268,3 +268,13 @@ async def test_a_send_waiting_for_room_when_close_comes_raises_and_sends_nothing
         await reader
     assert summary.audio_ms == 500
     assert session.state.frames_sent == rate // 2  # nothing went out after the close
+
+
+@pytest.mark.parametrize("path", ["", "/", "/v1/stt/stream", "/v1/tts/stream/"])
+async def test_capabilities_come_from_a_url_that_names_a_session_endpoint(edge: Edge, path: str):
+    # Endpoints takes ws://host:port/v1/stt/stream as its gateway's; capabilities asked
+    # /v1/stt/stream/v1/capabilities of it, a 404, and the CLI fitted no format to the model.
+    from voxwire.client import fetch_capabilities
+
+    caps = await fetch_capabilities(edge.ws + path, edge.key)
+    assert caps.models, caps

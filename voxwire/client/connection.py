@@ -137,9 +137,18 @@ async def fetch_capabilities(
     )
 
 
+# The session endpoints a gateway URL may name (``Endpoints`` takes such a URL as its gateway's).
+_SESSION_PATHS = ("/v1/stt/stream", "/v1/tts/stream")
+
+
 def _http_base(url: str) -> str:
-    """The gateway's HTTP origin of a ws(s):// or http(s):// URL."""
-    return url.rstrip("/").replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    """The gateway's HTTP origin of a ws(s):// or http(s):// URL, a session endpoint's too:
+    ``ws://host:8080/v1/stt/stream`` asked ``/v1/stt/stream/v1/capabilities``, a 404 that
+    the CLI took as no capabilities (no format fitted to the model)."""
+    base = url.rstrip("/")
+    for path in _SESSION_PATHS:
+        base = base.removesuffix(path)
+    return base.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
 
 
 def _http_error(status: int, text: str) -> errors.VoxwireError:
