@@ -372,3 +372,11 @@ async def test_a_closed_standard_stream_is_one_line_and_status_2(args, closed, s
     assert process.returncode == 2, err
     text = err.decode()
     assert said in text and len(text.strip().splitlines()) == 1, text
+
+
+@pytest.mark.parametrize("command", [("speak", "Hi", "-o", "/dev/null"), ("transcribe", PAY_BILL)])
+async def test_a_gateway_url_that_is_not_ws_is_a_wrong_command_line(command):
+    run = await run_voxwire(*command, "--url", "http://127.0.0.1:8080", key="k")
+    assert run.status == 2, run.err
+    assert "a gateway URL starts with ws:// or wss://" in run.err, run.err
+    assert "ValueError" not in run.err and "Traceback" not in run.err, run.err

@@ -32,6 +32,7 @@ def add_connection_arguments(parser: Any) -> None:
         "--url",
         action="append",
         dest="urls",
+        type=_gateway_url,
         metavar="URL",
         help=f"gateway ws(s)://host:port; repeat for several (the session moves to the next on "
         f"a reconnect). Default: ${ENV_URL}, else {DEFAULT_URL}",
@@ -128,6 +129,16 @@ def fail(command: str, exc: BaseException) -> int:
         text += f" ({'; '.join(named)})"
     print(f"voxwire {command}: error: {reason}: {text}", file=sys.stderr)
     return 1
+
+
+def _gateway_url(text: str) -> str:
+    """A command line's gateway URL: ws(s)://, or status 2 with argparse's usage line (an
+    http:// URL was "error: ValueError: ..." and status 1, as if the gateway had failed)."""
+    if not text.startswith(("ws://", "wss://")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a gateway URL starts with ws:// or wss:// (ws://127.0.0.1:8080)"
+        )
+    return text
 
 
 def _positive_seconds(text: str) -> float:
