@@ -380,3 +380,13 @@ async def test_a_gateway_url_that_is_not_ws_is_a_wrong_command_line(command):
     assert run.status == 2, run.err
     assert "a gateway URL starts with ws:// or wss://" in run.err, run.err
     assert "ValueError" not in run.err and "Traceback" not in run.err, run.err
+
+
+@pytest.mark.parametrize("rate", ["0", "-8000", "8k"])
+async def test_a_rate_that_is_no_rate_is_a_wrong_command_line(rate: str):
+    run = await run_voxwire(
+        "transcribe", "-", "--encoding", "mulaw", f"--rate={rate}", "--url", "ws://127.0.0.1:1",
+        key="k", stdin=bytes(800),
+    )  # fmt: skip
+    assert run.status == 2, run.err
+    assert "--rate" in run.err and "Traceback" not in run.err, run.err

@@ -141,6 +141,18 @@ def _gateway_url(text: str) -> str:
     return text
 
 
+def positive_hz(text: str) -> int:
+    """A sample rate on the command line: a positive whole number (0 or -8000 was sent to the
+    gateway and refused there, status 1, as if the gateway had failed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of Hz: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text}")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)

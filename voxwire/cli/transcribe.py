@@ -46,7 +46,14 @@ from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voxwire.cli.common import add_connection_arguments, api_key, closed_stream, fail, urls
+from voxwire.cli.common import (
+    add_connection_arguments,
+    api_key,
+    closed_stream,
+    fail,
+    positive_hz,
+    urls,
+)
 from voxwire.cli.source import FRAME_MS, SAMPLE_BYTES, Source
 
 if TYPE_CHECKING:
@@ -76,7 +83,10 @@ def add_parser(subparsers: Any) -> None:
         "--encoding", choices=ENCODINGS, help="raw stdin or file: the sample encoding (required)"
     )
     parser.add_argument(
-        "--rate", type=int, metavar="HZ", help="raw stdin or file: samples per second (required)"
+        "--rate",
+        type=positive_hz,
+        metavar="HZ",
+        help="raw stdin or file: samples per second (required)",
     )
     parser.add_argument(
         "--channels", type=int, choices=(1, 2), help="raw stdin or file: channels (default 1)"
