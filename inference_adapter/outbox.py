@@ -213,7 +213,15 @@ class Outbox:
 
     def _break(self, exc: BaseException) -> None:
         if self._broken is None:
-            self._broken = exc
+            # Only what it was is kept, not the failure itself: its traceback holds the frames
+            # of this outbox's own writes, and the outbox was a reference cycle through it,
+            # left to a full collection (tests/gateway/test_session_garbage.py, a client's
+            # call that ended while a write was in flight).
+            self._broken = (
+                exc
+                if isinstance(exc, errors.SlowConsumer)
+                else WriteInterrupted(f"a write failed: {type(exc).__name__}")
+            )
             self._queue.clear()
             self._bytes = 0
             self._room.set()  # producers must not wait for a wire that is gone
