@@ -279,7 +279,7 @@ def _stt_first(
         if config is None:
             return None
         admission.count_new()
-        return session.start(config)
+        return session.start(config, from_query=True)
     except errors.VoxwireError as exc:
         let_go.forget_tracebacks(exc)  # the actions hold it: no cycle through its frames
         return session.fail(exc)
@@ -337,7 +337,11 @@ async def tts_stream(request: web.Request) -> web.StreamResponse:
         try:
             defaults = query.tts_start(request.query.items())
             if defaults is not None:
-                session.check_options(defaults)
+                try:
+                    session.check_options(defaults)
+                except errors.VoxwireError as exc:
+                    # Named as the client set it: the query's lead_ms (docs/edge.md).
+                    raise errors.renamed_fields(exc, {"lead": "lead_ms"}.get) from None
         except errors.VoxwireError as exc:
             let_go.forget_tracebacks(exc)  # ``first`` holds it: no cycle through this frame
             first = session.fail(exc)

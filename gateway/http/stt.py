@@ -50,7 +50,7 @@ from gateway.http.upload import AudioBudget, FrameSplitter
 from gateway.state import GATEWAY, Gateway, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import encode
-from gateway.wire.query import parse_encoding, refuse
+from gateway.wire.query import STT_QUERY_FIELDS, parse_encoding, refuse
 from voxwire import errors
 from voxwire.audio.codecs import Encoding, InvalidSamples, PcmFormat
 from voxwire.audio.convert import FormatConverter
@@ -82,15 +82,6 @@ _UNTYPED = {"application/octet-stream", ""}
 # The kind ``_head`` gives such a body: known by its first bytes (``_untyped``).
 _SNIFF = "sniff"
 _QUERY = {"model", "language", "word_timestamps", "encoding", "sample_rate", "channels"}
-# The contract's names of the config fields the query string sets (errors.renamed_fields).
-_QUERY_FIELDS = {
-    "config.model": "model",
-    "config.language": "language",
-    "config.word_timestamps": "word_timestamps",
-    "config.audio_format.encoding": "encoding",
-    "config.audio_format.sample_rate_hz": "sample_rate",
-    "config.audio_format.channels": "channels",
-}
 
 # The response's forms: the whole TranscribeFileResponse, or, asked for by name, the transcript
 # alone as a line of text (`curl -H 'Accept: text/plain'`).
@@ -161,7 +152,7 @@ async def transcribe(request: web.Request) -> web.Response:
                 request, _transcribe(request, gateway, started)
             )
         except errors.VoxwireError as exc:
-            response = error_response(errors.renamed_fields(exc, _QUERY_FIELDS.get))
+            response = error_response(errors.renamed_fields(exc, STT_QUERY_FIELDS.get))
         except ConnectionError as exc:  # the client left: counted "aborted"
             return client_left(request, exc)
         code = str(response.status)
@@ -295,7 +286,7 @@ def _expect_check(request: web.Request) -> None:
     try:
         _head(request, gateway)
     except errors.VoxwireError as exc:
-        raise errors.renamed_fields(exc, _QUERY_FIELDS.get) from None
+        raise errors.renamed_fields(exc, STT_QUERY_FIELDS.get) from None
 
 
 expect = expect_handler(_expect_check)

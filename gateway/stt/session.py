@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gateway.session_base import Due, EdgeSessionBase
+from gateway.wire.query import STT_QUERY_FIELDS
 from voxwire import errors
 from voxwire.audio.codecs import Encoding, PcmFormat
 from voxwire.audio.convert import FormatConverter
@@ -148,6 +149,9 @@ class _Control:
 
 class SttEdgeSession(EdgeSessionBase[SttLimits]):
     _DURATION_WARNING = "the session reaches its maximum duration and will be handed over"
+    # How errors name the config's fields (``start``'s ``from_query``); a class default, so
+    # that a session configured by a message holds nothing for it (idle memory, docs/edge.md).
+    _field_names: Callable[[str], str | None] | None = None
 
     def __init__(
         self,
@@ -197,12 +201,17 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         *,
         session_id: str = "",
         resumes: int = 0,
+        from_query: bool = False,
     ) -> Actions:
         """The configuration arrived (query string, ``start``, or a verified resume token with
         the client's last ``ack``; a resume keeps the token's ``session_id``). Raises
-        InvalidConfig, UnsupportedEncoding, UnsupportedSampleRate, ConfigAlreadySet."""
+        InvalidConfig, UnsupportedEncoding, UnsupportedSampleRate, ConfigAlreadySet.
+        ``from_query``: the client set it in the query string, and errors name its fields by
+        their parameters there (``sample_rate``, not ``config.audio_format.sample_rate_hz``)."""
         if self.state is not State.AWAITING_START:
             raise errors.ConfigAlreadySet("the session already has its configuration")
+        if from_query:
+            self._field_names = STT_QUERY_FIELDS.get
         if session_id:
             self.session_id = session_id
         self.resumes = resumes
@@ -612,6 +621,8 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         if self.state is State.ENDED:
             return Actions()
         self.state = State.ENDED
+        if self._field_names is not None:
+            error = errors.renamed_fields(error, self._field_names)
         return Actions(
             to_client=[Message(error=errors.to_event(error))],
             cancel_upstream=True,

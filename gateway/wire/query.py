@@ -91,6 +91,24 @@ STT_PARAMS: dict[str, _Param] = {
 }
 
 
+# The contract's names of the config fields the STT query parameters set: an error names them
+# as the client set them (docs/edge.md, "a violation's field is named as the client set it";
+# errors.renamed_fields), for the WebSocket's query string and POST /v1/stt's alike.
+STT_QUERY_FIELDS = {
+    "config.model": "model",
+    "config.language": "language",
+    "config.word_timestamps": "word_timestamps",
+    "config.interim_results": "interim_results",
+    "config.request_id": "request_id",
+    "config.audio_format.encoding": "encoding",
+    "config.audio_format.sample_rate_hz": "sample_rate",
+    "config.audio_format.channels": "channels",
+    "config.endpointing.enabled": "endpointing",
+    "config.endpointing.silence_ms": "silence_ms",
+    "config.endpointing.vad_aggressiveness": "vad",
+}
+
+
 def _delivery(value: str) -> int:
     table = {"binary": tts_pb2.AUDIO_DELIVERY_BINARY, "json": tts_pb2.AUDIO_DELIVERY_JSON}
     try:
@@ -147,7 +165,17 @@ def stt_config(items: Iterable[tuple[str, str]]) -> transcription_pb2.Transcript
 
     Raises InvalidConfig (every bad parameter in one error)."""
     config = transcription_pb2.TranscriptionConfig()
-    return config if _read(items, STT_PARAMS, config) else None
+    if not _read(items, STT_PARAMS, config):
+        return None
+    if not config.HasField("audio_format"):
+        # The session starts from the query: its audio's format must be there too (it was
+        # "config.audio_format is required", a field the client never saw).
+        missing = "required with a config in the query string"
+        raise InvalidConfig.of(
+            "invalid query string",
+            [Violation("encoding", missing), Violation("sample_rate", missing)],
+        )
+    return config
 
 
 def tts_start(items: Iterable[tuple[str, str]]) -> tts_pb2.TtsStart | None:

@@ -136,8 +136,10 @@ async def test_cancel_is_answered_at_once_naming_the_last_chunk_sent(edge: Edge)
             assert json.loads(rest[-1].data).get("summary") is not None
 
 
-@pytest.mark.parametrize("query", ["?lead_ms=20000", "?audio=xml"])
-async def test_bad_options_in_the_query_are_refused_at_the_upgrade(edge: Edge, query):
+@pytest.mark.parametrize(
+    ("query", "field"), [("?lead_ms=20000", "lead_ms"), ("?audio=xml", "audio")]
+)
+async def test_bad_options_in_the_query_are_refused_at_the_upgrade(edge: Edge, query, field):
     # A lead over max_lead_ms in the query string used to be refused only when the client sent
     # its first message: a client waiting for "session" heard nothing until the idle timeout.
     messages: list = []
@@ -146,6 +148,8 @@ async def test_bad_options_in_the_query_are_refused_at_the_upgrade(edge: Edge, q
             code = await asyncio.wait_for(read_to_close(ws, [], messages), 5)
     assert code == 1008
     assert [m["error"]["reason"] for m in messages] == ["INVALID_CONFIG"]
+    # Named as the client set it (docs/edge.md): the lead was "lead", a field it never saw.
+    assert [v["field"] for v in messages[0]["error"]["fieldViolations"]] == [field], messages
 
 
 async def test_session_resumes_counts_every_resume_across_connections(edge: Edge):
