@@ -40,6 +40,7 @@ from voxwire import errors
 from voxwire.audio.codecs import AudioDecodeError, PcmFormat
 from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS, resolve_format, sample_bytes
 from voxwire.edge.v1 import session_pb2, tts_pb2
+from voxwire.late_messages import LATE_KINDS, late_errors
 from voxwire.replay import TextReplay, WordMark, cut_audio
 from voxwire.timings import Clock
 from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2, timings_pb2
@@ -190,6 +191,8 @@ class EdgeContext:
     timings: list[timings_pb2.StageTimings] = field(default_factory=list)
     # The model makes another format: its audio converted (``gateway.tts.convert``).
     converter: ContextConverter | None = None
+    # Messages after its close (kind -> count), answered after its end (_answer_late).
+    late: dict[str, int] | None = None
 
     def upstream_config(
         self, config: synthesis_pb2.SynthesisContextConfig
@@ -357,7 +360,13 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
             if kind == "append":
                 raise errors.ContextNotOpen(f"text for context {cid!r} before it was opened")
             raise errors.UnknownContext(f"no open context {cid!r} on this session")
-        if ctx.state is not CtxState.OPEN and kind in ("append", "flush", "close"):
+        if ctx.state is CtxState.CLOSING and kind in LATE_KINDS:
+            # It speaks all its text and ends with done; the message is answered after that
+            # (voxwire/late_messages.py). It failed the context, its audio dropped.
+            ctx.late = ctx.late or {}
+            ctx.late[kind] = ctx.late.get(kind, 0) + 1
+            return
+        if ctx.state is not CtxState.OPEN and kind in LATE_KINDS:
             raise errors.InvalidMessage(f"{kind} after the context's close")
         if kind == "append":
             size = len(msg.append.text.encode())
@@ -444,10 +453,22 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
         actions.to_upstream.append((ctx.key, request))
 
     def _end(self, ctx: EdgeContext, last: Message, actions: Actions) -> None:
-        """Cancel or truncate: drop the queue, stop the upstream, send ``last``; nothing after."""
+        """Cancel or truncate: drop the queue, stop the upstream, send ``last``; nothing after
+        but the answers to messages sent after the context's close."""
         self._retire(ctx, actions)
         actions.to_client.append(last)
+        self._answer_late(ctx, actions)
         self._maybe_end(actions)
+
+    def _answer_late(self, ctx: EdgeContext, actions: Actions) -> None:
+        """After the context's last message: the errors of what came after its close."""
+        if ctx.late:
+            for error in late_errors(ctx.context_id, ctx.late):
+                event = tts_pb2.ContextError(
+                    error=errors.to_event(error), last_sequence_number=ctx.last_sent_seq
+                )
+                actions.to_client.append(Message(context_id=ctx.context_id, context_error=event))
+            ctx.late = None
 
     def _retire(self, ctx: EdgeContext, actions: Actions) -> None:
         if ctx.state is CtxState.CLOSING or ctx.pending_flushes:
@@ -473,6 +494,8 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
             self._retire(ctx, actions)
         event = tts_pb2.ContextError(error=errors.to_event(error), last_sequence_number=last)
         actions.to_client.append(Message(context_id=cid, context_error=event))
+        if ctx is not None:
+            self._answer_late(ctx, actions)
         self._maybe_end(actions)
         return actions
 
@@ -725,6 +748,7 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
                 if kind == "done":
                     ctx.queue.popleft()
                     self._retire(ctx, actions)
+                    self._answer_late(ctx, actions)
                     self._maybe_end(actions)
                     return actions
             ctx.queue.popleft()

@@ -74,6 +74,10 @@ class Unit:
 
 
 class SynthesisContext:
+    # Messages for the context after its close (append, flush, close: kind -> count), answered
+    # once it has ended (``late_errors``); a class default: most contexts have none.
+    late: dict[str, int] | None = None
+
     def __init__(
         self,
         key: int,

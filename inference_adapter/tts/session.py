@@ -25,6 +25,7 @@ from inference_adapter.triton.tensors import ModelResponse
 from inference_adapter.tts.config import ResolvedSynthesisConfig
 from inference_adapter.tts.context import FINISHED, CtxState, SynthesisContext, Unit
 from voxwire import errors
+from voxwire.late_messages import LATE_KINDS, late_errors
 from voxwire.ssml import looks_like_ssml
 from voxwire.timings import Clock, StageClock
 from voxwire.v1 import stream_pb2, synthesis_pb2
@@ -117,6 +118,13 @@ class SynthesisSession:
                 raise errors.ContextNotOpen(f"text for context {cid!r} before it was opened")
             raise errors.UnknownContext(f"no open context {cid!r} on this stream")
         if not ctx.accepts(kind):
+            if ctx.state is CtxState.CLOSING and kind in LATE_KINDS:
+                # After its close: the context still speaks all its text and ends with done,
+                # and the message is answered after that, as for a context no longer open.
+                # Failing the context here dropped all its audio, or not, by timing.
+                ctx.late = ctx.late or {}
+                ctx.late[kind] = ctx.late.get(kind, 0) + 1
+                return
             raise errors.InvalidMessage(
                 f"{kind} is not accepted while context {cid!r} is {ctx.state.value}"
             )
@@ -240,6 +248,12 @@ class SynthesisSession:
             self._retire(ctx, actions)
 
     def _retire(self, ctx: SynthesisContext, actions: Actions) -> None:
+        if ctx.late:  # after the context's last message (done, cancelled, its error)
+            actions.to_client += [
+                Response(context_id=ctx.context_id, error=synthesis_pb2.ContextError(error=e))
+                for e in (error.to_proto() for error in late_errors(ctx.context_id, ctx.late))
+            ]
+            ctx.late = None
         if self.contexts.get(ctx.context_id) is ctx:
             del self.contexts[ctx.context_id]
         if self._by_key.pop(ctx.key, None) is not None:

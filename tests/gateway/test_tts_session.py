@@ -524,3 +524,25 @@ def test_a_context_the_model_does_not_make_is_asked_in_its_format_and_converted(
     )
     assert session.contexts["c1"].converter is not None
     assert session.contexts["c1"].converter.held == 0
+
+
+def test_messages_after_a_close_are_answered_after_done_and_cost_no_audio():
+    # They failed the closing context ("close after the context's close"): its audio was
+    # dropped. It finishes; each late kind is answered after its done, as for a context gone.
+    clock = Clock(500.0)
+    session, key = opened_session(clock, lead_ms=0)
+    session.client_message(Client(context_id="c1", close=synthesis_pb2.CloseContext()))
+    for late in (
+        Client(context_id="c1", close=synthesis_pb2.CloseContext()),
+        Client(context_id="c1", append=synthesis_pb2.AppendText(text="more")),
+        Client(context_id="c1", append=synthesis_pb2.AppendText(text="and more")),
+    ):
+        assert session.client_message(late).to_client == []
+    assert session.upstream_response(key, chunk(1, 0)).to_client  # the audio still flows
+    done = Up(context_id="c1", done=synthesis_pb2.ContextDone(last_sequence_number=1, audio_ms=100))
+    out = session.upstream_response(key, done).to_client
+    kinds = [m.WhichOneof("message") for m in out]  # type: ignore[union-attr]
+    assert kinds == ["done", "context_error", "context_error"], kinds
+    reasons = [m.context_error.error.reason for m in out[1:]]  # type: ignore[union-attr]
+    assert reasons == ["CONTEXT_NOT_OPEN", "UNKNOWN_CONTEXT"], reasons
+    assert "2 append messages after its close" in out[1].context_error.error.message  # type: ignore[union-attr]

@@ -362,3 +362,27 @@ def test_a_resumed_context_continues_its_timeline_numbering_and_text_offsets():
     assert [text[w.text_offset : w.text_offset + w.text_length] for w in words] == ["there", "now"]
     assert [w.start_ms for w in words] == [5000, 5100]
     s.receive(Req(context_id="a", close=synthesis_pb2.CloseContext()))
+
+
+def test_messages_after_a_close_are_answered_after_done_and_cost_no_audio():
+    # A second close, a flush or text after the close failed the closing context
+    # (INVALID_MESSAGE): its audio was dropped, or not, by timing. It speaks all its text and
+    # ends with done; each late kind is answered after that, as for a context not open.
+    s = new_session()
+    ctx = opened(s, "a")
+    s.receive(Req(context_id="a", append=synthesis_pb2.AppendText(text="Last words")))
+    actions = s.receive(Req(context_id="a", close=synthesis_pb2.CloseContext()))
+    assert [u.text for _, u in actions.submit] == ["Last words"]
+    for late in (
+        Req(context_id="a", close=synthesis_pb2.CloseContext()),
+        Req(context_id="a", close=synthesis_pb2.CloseContext()),
+        Req(context_id="a", flush=synthesis_pb2.Flush(flush_id="f")),
+        Req(context_id="a", append=synthesis_pb2.AppendText(text="more")),
+    ):
+        assert s.receive(late).to_client == []  # nothing yet: the context still speaks
+    out = s.model_response(ctx.key, audio_response(1600, final=True)).to_client
+    kinds = [r.WhichOneof("response") for r in out]
+    assert kinds == ["audio", "done", "error", "error", "error"], kinds
+    reasons = [reason(r) for r in out[2:]]
+    assert reasons == ["CONTEXT_NOT_OPEN", "UNKNOWN_CONTEXT", "UNKNOWN_CONTEXT"], reasons
+    assert "2 close messages after its close" in out[4].error.error.message, out[4]
