@@ -25,6 +25,7 @@ from tests.conformance.broken.synthesis import (
     DropsLongText,
     FlushAckBeforeAudio,
     IgnoresOffsets,
+    LateMessageInvalid,
     ManyContexts,
     OpenedTwice,
     ResendsSkippedAudio,
@@ -118,6 +119,7 @@ CONTEXT_ERRORS = frozenset(
     {
         "tts.context.unknown-context",
         "tts.context.not-open",
+        "tts.context.after-close",
         "tts.context.already-open",
         "tts.context.error-leaves-others",
         "tts.context.reopen-after-error",
@@ -306,6 +308,12 @@ VARIANTS = [
         frozenset({"tts.context.ssml-invalid", "tts.context.ssml-unsupported-element"}),
         session=SpeaksInvalidSsml,
         capabilities=with_ssml,
+    ),
+    Variant(
+        "late-message-invalid",
+        "a message after a context's close is answered as for a context gone",
+        frozenset({"tts.context.after-close"}),
+        session=LateMessageInvalid,
     ),
     Variant(
         "context-error-ends-stream",

@@ -152,6 +152,23 @@ class SpeaksInvalidSsml(ex.SynthesisStream):
         return super().handle(msg)
 
 
+class LateMessageInvalid(ex.SynthesisStream):
+    """Answers text, a flush or a close after a context's close with INVALID_MESSAGE, as the
+    reference adapter did (it failed the closing context so: its audio lost or not, by
+    timing)."""
+
+    def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
+        closed: set[str] = self.__dict__.setdefault("closed_ids", set())
+        cid, kind = msg.context_id, msg.WhichOneof("request")
+        if cid in closed and kind in ("append", "flush", "close"):
+            raise errors.InvalidMessage(f"{kind} after the context's close")
+        if kind == "close":
+            closed.add(cid)
+        elif kind == "open":
+            closed.discard(cid)
+        return super().handle(msg)
+
+
 def with_ssml() -> capabilities_pb2.GetCapabilitiesResponse:
     caps = ex.Capabilities(IDLE_S).response
     caps.models[1].features.ssml = True
