@@ -29,10 +29,26 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from voxwire.audio.formats import sample_bytes
-from voxwire.errors import ResumeRejected
+from voxwire.errors import ResumeRejected, Violation
 from voxwire.v1 import audio_pb2, synthesis_pb2
 
 Control = TypeVar("Control")
+
+# The most a continuing stream's starting point may be (its offset in ms, its first sequence
+# number or utterance index): a day short of uint32's end, so that what the stream adds (its
+# hour at most, max_stream_seconds) always fits the contract's uint32 fields. 2**32 - 1 was
+# "INTERNAL (ValueError)" at the first result, after its audio was taken.
+MAX_CONTINUED_FROM = 2**32 - 1 - 86_400_000
+
+
+def continued_from_violations(**starts: tuple[str, int]) -> list[Violation]:
+    """Violations for the starting points (name: (field as the client set it, value)) past
+    MAX_CONTINUED_FROM."""
+    return [
+        Violation(field, f"at most {MAX_CONTINUED_FROM} (room for the stream after it)")
+        for field, value in starts.values()
+        if value > MAX_CONTINUED_FROM
+    ]
 
 
 class AudioReplayWindow:

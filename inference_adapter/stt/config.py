@@ -11,6 +11,7 @@ from inference_adapter.triton.catalog import ModelInfo, ModelKind
 from voxwire.audio.codecs import PcmFormat
 from voxwire.audio.formats import resolve_format
 from voxwire.errors import InvalidConfig, UnknownModel, Violation
+from voxwire.replay import continued_from_violations
 from voxwire.v1 import transcription_pb2
 
 # Bounds that keep a configuration meaningful (and a model's VAD sane). Vocabulary limits are
@@ -159,6 +160,10 @@ def resolve(
     bad += more
     vocabulary, more = vocabulary_list(config.vocabulary, "config.vocabulary", model)
     bad += more
+    bad += continued_from_violations(
+        offset=("config.stream_offset_ms", config.stream_offset_ms),
+        utterance=("config.first_utterance_index", config.first_utterance_index),
+    )
     if bad:
         raise InvalidConfig.of("invalid config", bad)
     return ResolvedTranscriptionConfig(

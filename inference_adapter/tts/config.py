@@ -11,6 +11,7 @@ from inference_adapter.triton.catalog import ModelInfo, ModelKind
 from voxwire.audio.codecs import PcmFormat
 from voxwire.audio.formats import resolve_format
 from voxwire.errors import InvalidConfig, InvalidPronunciation, Violation
+from voxwire.replay import continued_from_violations
 from voxwire.v1 import synthesis_pb2
 
 MAX_PRONUNCIATIONS = 200
@@ -98,6 +99,10 @@ def resolve(
     if config.word_timestamps and not model.supports("word_timestamps"):
         bad.append(Violation("open.word_timestamps", f"model {model.name} does not support it"))
     ssml = config.text_format == synthesis_pb2.TEXT_FORMAT_SSML
+    if config.text_format not in synthesis_pb2.TextFormat.values():
+        # An enum value this server does not know (proto3 enums are open: a newer client's
+        # format) was spoken as plain text, silently; unknown encodings are refused too.
+        bad.append(Violation("open.text_format", f"unknown text format {config.text_format}"))
     if ssml and not model.supports("ssml"):
         bad.append(Violation("open.text_format", f"model {model.name} does not support SSML"))
     if len(config.pronunciations) and not model.supports("pronunciation"):
@@ -108,6 +113,11 @@ def resolve(
     if pron_bad and not bad:
         raise InvalidPronunciation.of("invalid pronunciation", pron_bad)
     bad += pron_bad
+    bad += continued_from_violations(
+        offset=("open.timeline_offset_ms", config.timeline_offset_ms),
+        skip=("open.skip_audio_ms", config.timeline_offset_ms + config.skip_audio_ms),
+        sequence=("open.first_sequence_number", config.first_sequence_number),
+    )
     if bad:
         raise InvalidConfig.of("invalid context config", bad)
     return ResolvedSynthesisConfig(

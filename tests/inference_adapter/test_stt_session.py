@@ -298,3 +298,15 @@ def test_a_finalize_or_update_with_no_id_is_acknowledged_with_no_id():
     )
     (refused,) = s.receive(Req(update_config=bad)).to_client  # refused at once
     assert refused.update_config_ack.update_id == "", refused
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("stream_offset_ms", 2**32 - 1), ("first_utterance_index", 2**32 - 1)],
+)
+def test_a_starting_point_with_no_room_for_the_stream_is_refused_at_the_config(field, value):
+    # 2**32 - 1 was INTERNAL (ValueError) at the first result, after the audio was taken.
+    with pytest.raises(errors.InvalidConfig) as refused:
+        resolve(config(**{field: value}), {MODEL.name: MODEL}, Limits(), request_id="r")
+    assert [v.field for v in refused.value.violations] == [f"config.{field}"]
+    resolve(config(**{field: 1_000_000}), {MODEL.name: MODEL}, Limits(), request_id="r")

@@ -386,3 +386,23 @@ def test_messages_after_a_close_are_answered_after_done_and_cost_no_audio():
     reasons = [reason(r) for r in out[2:]]
     assert reasons == ["CONTEXT_NOT_OPEN", "UNKNOWN_CONTEXT", "UNKNOWN_CONTEXT"], reasons
     assert "2 close messages after its close" in out[4].error.error.message, out[4]
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"timeline_offset_ms": 2**32 - 100}, ["open.timeline_offset_ms", "open.skip_audio_ms"]),
+        ({"first_sequence_number": 2**32 - 1}, ["open.first_sequence_number"]),
+        ({"text_format": 99}, ["open.text_format"]),
+    ],
+)
+def test_an_open_the_contract_cannot_carry_through_is_refused_at_once(fields, named):
+    # Offsets with no room for the context were INTERNAL (ValueError) at its first chunk; an
+    # unknown text format (proto3 enums are open) was spoken as plain text, silently.
+    s = new_session()
+    msg = open_msg("a")
+    for name, value in fields.items():
+        setattr(msg.open, name, value)
+    (error,) = s.receive(msg).to_client
+    assert reason(error) == "INVALID_CONFIG", error
+    assert [v.field for v in error.error.error.field_violations] == named, error
