@@ -157,6 +157,12 @@ async def test_cli_refuses_models_the_server_does_not_serve(example_process):
     code, out = await _kit("--target", example_process, "--models", "nosuchmodel")
     assert code == 2, out
     assert "--models names what" in out and "nosuchmodel" in out and "toy_beep" in out
+    # One served and one not: said before any case ran, with no table saying "conforms" (every
+    # case ran first, the table said "conforms", then the error came).
+    code, out = await _kit("--target", example_process, "--models", "toy_beep,nosuch")
+    assert code == 2, out
+    assert "--models names what" in out and "nosuch" in out, out
+    assert "conforms" not in out and "pass" not in out, out
 
 
 def test_cli_refuses_a_bad_case_file(tmp_path, capsys):

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = asyncio.run(run_kit(options, cases))
     unusable = report.unreachable
-    if not unusable:
+    if not unusable and not report.unknown_models:
         print_report(report, console)
     if args.json:
         try:
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             " (is a voxwire.v1 server listening there?)"
         )
         return 2
-    unknown = [m for m in options.models if m not in report.models]
+    unknown = report.unknown_models
     if unknown:
         # A typo here skipped every case that needs a model and still "conformed".
         fail(

@@ -112,6 +112,8 @@ class Report:
     # Why GetCapabilities failed, when it did ("UNAVAILABLE: ..."): every case then fails on
     # it, and the command line says it once.
     catalog_error: str = ""
+    # --models names that the server does not serve: nothing was run (said before any case).
+    unknown_models: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -159,6 +161,12 @@ async def run_kit(options: Options, cases: Sequence[Case] | None = None) -> Repo
         catalog = await _catalog(channel, options, report)
         if catalog is not None:
             report.models = [m.name for m in catalog.caps.models]
+            report.unknown_models = [m for m in options.models if m not in report.models]
+            if report.unknown_models:
+                # A typo'd model must stop the run before its cases, not after them with a
+                # table that says "conforms" (the README's exit status 2).
+                report.duration_s = time.monotonic() - started
+                return report
         run = _Run(options, channel, catalog, cases)
         tasks = [asyncio.create_task(run.scheduled(c), name=c.id) for c in cases]
         done, pending = (
