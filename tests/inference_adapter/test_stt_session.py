@@ -310,3 +310,24 @@ def test_a_starting_point_with_no_room_for_the_stream_is_refused_at_the_config(f
         resolve(config(**{field: value}), {MODEL.name: MODEL}, Limits(), request_id="r")
     assert [v.field for v in refused.value.violations] == [f"config.{field}"]
     resolve(config(**{field: 1_000_000}), {MODEL.name: MODEL}, Limits(), request_id="r")
+
+
+def test_compute_is_at_most_its_requests_window_so_the_stages_fit_the_wall_time():
+    # A model's clock may count more compute than the adapter saw the request take (it began
+    # while the answer before was in transit): triton got 0 and triton + compute + encode ran
+    # 13 % over the wall time on stt_pocketsphinx.
+    now = [0.0]
+    resolved = resolve(config(), {MODEL.name: MODEL}, Limits(), request_id="r")
+    s = TranscriptionSession(resolved, Limits(), session_id="s", clock=lambda: now[0])
+    s.start()
+    now[0] = 0.010
+    s.model_response(
+        ModelResponse(events=({"type": "ready"},), compute_us=4000, audio=None, final=True)
+    )
+    s.receive(Req(audio=b"\x00\x00" * 1600))  # sent at 10 ms
+    now[0] = 0.030  # answered 20 ms later, the model saying it computed for 35 ms
+    s.model_response(ModelResponse(events=(), compute_us=35_000, audio=None, final=True))
+    stages = s.timings.stages_us
+    assert stages["compute"] == 4000 + 20_000, stages
+    assert stages["triton"] == 6000, stages  # the START's 10 ms less its 4 ms of compute
+    assert stages["triton"] + stages["compute"] <= 30_000
