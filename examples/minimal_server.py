@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -298,7 +299,8 @@ class Transcription(StreamService):
                 raise errors.ConfigRequired("the first message must be the config")
             model = self.start(first.config)
             model.continues(first.config)
-            await context.write(self.started(first.config))
+            session_id = uuid.uuid4().hex  # in started and the summary (logs, support)
+            await context.write(self.started(first.config, session_id))
             fmt = codecs.PcmFormat(
                 ENCODINGS[first.config.audio_format.encoding],
                 first.config.audio_format.sample_rate_hz,
@@ -315,6 +317,7 @@ class Transcription(StreamService):
             for result in model.flush(forced=True):
                 await context.write(stt.StreamingTranscribeResponse(result=result))
             summary = stt.TranscriptionSummary(
+                session_id=session_id,
                 audio_ms=model.position_ms,
                 utterances=model.utterances,
                 timings=clock.to_proto(),
@@ -336,9 +339,13 @@ class Transcription(StreamService):
         )
         return BeepDetector(config.word_timestamps, fmt.sample_rate_hz)
 
-    def started(self, config: stt.TranscriptionConfig) -> stt.StreamingTranscribeResponse:
+    def started(
+        self, config: stt.TranscriptionConfig, session_id: str
+    ) -> stt.StreamingTranscribeResponse:
         started = stt.TranscriptionStarted(
-            request_id=config.request_id,
+            session_id=session_id,
+            # The client's request_id, or one of the server's (the proto: "or a generated one").
+            request_id=config.request_id or f"req-{uuid.uuid4().hex[:16]}",
             model=STT_MODEL.name,
             model_sample_rate_hz=STT_MODEL.native_sample_rate_hz,
         )
@@ -403,6 +410,8 @@ class SynthesisStream:
         self.voice = voice
         self.contexts: dict[str, dict[str, Any]] = {}
         self.opened = 0
+        self.session_id = uuid.uuid4().hex
+        self.audio_ms = 0  # sent on the stream, every context's
 
     def handle(self, msg: tts.StreamingSynthesizeRequest) -> list[Any]:
         """Responses for one message. Raises the VoxwireError that ends its context."""
@@ -537,6 +546,7 @@ class SynthesisStream:
                 duration_ms=end - start,
             )
             out.append(tts.StreamingSynthesizeResponse(context_id=cid, audio=chunk))
+            self.audio_ms += end - start
             ctx["ms"] = end
         return out
 
@@ -567,7 +577,12 @@ class Synthesis(StreamService):
                     session,
                     tts.StreamingSynthesizeRequest(context_id=cid, close=tts.CloseContext()),
                 )
-            summary = tts.SynthesisSummary(contexts=session.opened, timings=clock.to_proto())
+            summary = tts.SynthesisSummary(
+                session_id=session.session_id,
+                contexts=session.opened,
+                audio_ms=session.audio_ms,  # "audio sent on the stream"
+                timings=clock.to_proto(),
+            )
             await context.write(tts.StreamingSynthesizeResponse(summary=summary))
             self.finish(context, clock)
         except errors.VoxwireError as exc:

@@ -107,6 +107,11 @@ def started_model(out: Outcome, plan: Plan) -> Verdict:
             )
         if cid is None and config.request_id and resp.request_id != config.request_id:
             return failed(f"started request_id {resp.request_id!r}, sent {config.request_id!r}")
+        if cid is None and not config.request_id and not resp.request_id:
+            # The proto: "the request_id from the config, or a generated one".
+            return failed("started has no request_id: the config had none, so one is generated")
+        if cid is None and not resp.session_id:
+            return failed("started has no session_id (the server's id of the stream)")
         if cid is not None:
             voices = list(caps[wanted].voices) if wanted in caps else []
             voice = config.voice or (voices[0] if voices else "")

@@ -37,7 +37,7 @@ class StartedTwice(ex.Transcription):
         out = super().handle(msg, model, fmt, check)
         if msg.WhichOneof("request") == "audio" and not getattr(model, "restarted", False):
             model.restarted = True  # type: ignore[attr-defined]
-            out.insert(0, self.started(model.config))  # type: ignore[attr-defined]
+            out.insert(0, self.started(model.config, "again"))  # type: ignore[attr-defined]
         return out
 
 
@@ -231,8 +231,10 @@ class UpdatesIgnored(ex.Transcription):
 
 
 class WrongNativeRate(ex.Transcription):
-    def started(self, config: stt.TranscriptionConfig) -> stt.StreamingTranscribeResponse:
-        out = super().started(config)
+    def started(
+        self, config: stt.TranscriptionConfig, session_id: str
+    ) -> stt.StreamingTranscribeResponse:
+        out = super().started(config, session_id)
         out.started.model_sample_rate_hz = 8000
         return out
 
