@@ -390,3 +390,26 @@ async def test_a_rate_that_is_no_rate_is_a_wrong_command_line(rate: str):
     )  # fmt: skip
     assert run.status == 2, run.err
     assert "--rate" in run.err and "Traceback" not in run.err, run.err
+
+
+@pytest.mark.parametrize(("fmt", "subtype"), [("FLAC", "PCM_16"), ("MP3", "MPEG_LAYER_III")])
+async def test_a_flac_or_mp3_given_as_a_pipe_says_to_save_it_first(
+    tmp_path: Path, fmt: str, subtype: str
+):
+    # `voxwire transcribe <(cat x.flac)`, as stdin's own refusal suggested: a FLAC "lost sync"
+    # and was called "not an audio file libsndfile reads"; an MP3 dropped words.
+    samples, rate = soundfile.read(PAY_BILL, dtype="int16")
+    path = tmp_path / f"x.{fmt.lower()}"
+    soundfile.write(path, samples, rate, format=fmt, subtype=subtype)
+    command = (
+        f"{shlex.quote(VOXWIRE)} transcribe <(cat {shlex.quote(str(path))}) --url ws://127.0.0.1:1"
+    )
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-c", command,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={"VOXWIRE_API_KEY": "k", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        _, err = await process.communicate()
+    assert process.returncode == 2, err
+    assert b"is a pipe" in err and b"save it to a file" in err, err

@@ -110,17 +110,32 @@ def _open(path: Path, args: argparse.Namespace | None = None) -> soundfile.Sound
     except OSError as exc:
         raise CliError(f"{path}: cannot read: {os_reason(exc)}") from None
     try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
             raise CliError(f"{path}: is a directory, not an audio file")
     finally:
         os.close(fd)
+    pipe = stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+    # libsndfile seeks in FLAC and MP3: given as a pipe (`<(cat x.flac)`, /dev/stdin of a
+    # pipe), a FLAC "lost sync" and was called "not an audio file", an MP3 dropped words.
+    piped = CliError(
+        f"{path}: is a pipe, and libsndfile must seek in this file: save it to a file and give "
+        "that (a WAV stream or raw samples can come on stdin, -)",
+        status=2,
+    )
     try:
-        return soundfile.SoundFile(path)
+        handle = soundfile.SoundFile(path)
     except TypeError:
         # A name libsndfile takes for raw samples (.raw, .pcm): it needs their format.
         return _open_raw(path, args, "")
     except soundfile.LibsndfileError as exc:
+        if pipe:
+            raise piped from None
         return _open_raw(path, args, exc.error_string)
+    if pipe and handle.format in ("FLAC", "MP3"):
+        handle.close()
+        raise piped
+    return handle
 
 
 def _open_raw(path: Path, args: argparse.Namespace | None, why: str) -> soundfile.SoundFile:

@@ -74,7 +74,8 @@ async def _format(stream: StdinStream, args: argparse.Namespace) -> tuple[WavFor
     container = _container(head)
     if container is not None:
         raise CliError(
-            f"{NAME} holds {container}: give it as a FILE argument (read with libsndfile); "
+            f"{NAME} holds {container}: save it to a file and give its path as FILE (libsndfile "
+            "seeks in it: not a pipe); "
             "stdin takes a WAV stream, or raw audio with --encoding and --rate",
             status=2,
         )
