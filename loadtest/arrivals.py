@@ -111,16 +111,21 @@ def read_trace(path: Path, speed: float) -> list[float]:
     return sorted(o for o in offsets if o >= 0)
 
 
-def arrival_offsets(spec: ArrivalSpec, duration_s: float, seed: int) -> list[float]:
-    """Intended session start times (s after the run's start) of an open process."""
+def arrival_offsets(
+    spec: ArrivalSpec, duration_s: float, seed: int, limit: int | None = None
+) -> list[float]:
+    """Intended session start times (s after the run's start) of an open process; the first
+    ``limit`` of them (the run's max_sessions: a rate of 1e6 a second built millions of
+    offsets, for seconds, after the run's start, before the cap threw them away)."""
     if spec.process == "concurrency":
         raise ScenarioError("fixed concurrency has no arrival list")
     if spec.process == "trace":
         assert spec.trace is not None
-        return [t for t in read_trace(spec.trace, spec.trace_speed) if t < duration_s]
+        return [t for t in read_trace(spec.trace, spec.trace_speed) if t < duration_s][:limit]
     rng = np.random.default_rng(seed)
     random = spec.random or spec.process == "poisson"
-    return [t for t in invert(rate_curve(spec, duration_s), _units(random, rng)) if t < duration_s]
+    planned = (t for t in invert(rate_curve(spec, duration_s), _units(random, rng)))
+    return list(itertools.islice((t for t in planned if t < duration_s), limit))
 
 
 @dataclass(frozen=True, slots=True)

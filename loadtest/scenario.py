@@ -9,6 +9,7 @@ Relative paths in a file (speech sets, arrival traces) are resolved from the fil
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,7 +341,34 @@ def validate(s: Scenario) -> None:
         (0 <= lim.warmup_s < lim.duration_s, "run.warmup_s must be below duration_s"),
         (s.stt.chunk_ms > 0, "stt.chunk_ms must be positive"),
         (0.0 <= s.stt_share <= 1.0, "stt_share in 0..1"),
+        (
+            math.isfinite(arr.rate) and math.isfinite(arr.to_rate),
+            "arrivals: rate and to_rate must be finite (--rate inf planned arrivals for ever, "
+            "a worker spinning)",
+        ),
         (arr.rate > 0 and arr.to_rate >= 0, "arrivals: rate > 0, to_rate >= 0"),
+        (
+            math.isfinite(arr.burst_factor) and arr.burst_factor > 0,
+            "arrivals.burst_factor must be more than 0 (a burst multiplies the rate)",
+        ),
+        (
+            math.isfinite(arr.stagger_s) and arr.stagger_s >= 0,
+            "arrivals.stagger_s must be 0 or more",
+        ),
+        (
+            lim.max_streams >= lim.workers,
+            f"run.max_streams ({lim.max_streams}) is split among the workers ({lim.workers}): "
+            "it must be at least one each (a worker with none refused every arrival)",
+        ),
+        (
+            all(math.isfinite(o.max_ms) and o.max_ms > 0 for o in s.slo.objectives),
+            "an SLO objective's bound (max_ms) must be a finite number of ms, more than 0",
+        ),
+        (0 <= s.slo.max_error_rate <= 1, "slo.max_error_rate in 0..1 (a share, 0.001 is 0.1 %)"),
+        (
+            s.tts.turn_gap_s >= 0 and s.tts.playout_delay_ms >= 0,
+            "tts: turn_gap_s and playout_delay_ms must be 0 or more",
+        ),
         (arr.sessions >= 1, "arrivals.sessions must be at least 1"),
         (arr.process != "trace" or arr.trace is not None, "arrivals.trace: a file is needed"),
         (arr.trace_speed > 0, "arrivals.trace_speed must be positive"),
@@ -416,7 +444,7 @@ def check_files(s: Scenario) -> None:
 
 # Values that were accepted here and failed only in a worker: a traceback, or every session a
 # CLIENT_ERROR (a negative length cut no audio at all).
-_STEPS = "arrivals.steps: [[0, rate], [second, rate], ...], ascending seconds, rates >= 0"
+_STEPS = "arrivals.steps: [[0, rate], [second, rate], ...], ascending seconds, finite rates >= 0"
 _LENGTHS = "files >= 1, seconds > 0, 0 < low <= high, mean > 0, median > 0, sigma >= 0"
 
 
@@ -430,7 +458,8 @@ def _steps_ok(steps: tuple[tuple[float, float], ...]) -> bool:
     ):
         return False
     seconds = [t for t, _ in steps]
-    return seconds[0] == 0 and seconds == sorted(seconds) and all(r >= 0 for _, r in steps)
+    rates_ok = all(r >= 0 and math.isfinite(r) for _, r in steps)
+    return seconds[0] == 0 and seconds == sorted(seconds) and rates_ok
 
 
 def _length_ok(length: LengthSpec) -> bool:

@@ -166,7 +166,7 @@ async def _open_loop(
     """Start this worker's arrivals as tasks in ``tasks`` (the caller's: a worker stopped
     while arrivals still come cancels the sessions already started too)."""
     s = ctx.scenario
-    offsets = arrival_offsets(s.arrivals, s.limits.duration_s, s.limits.seed)
+    offsets = arrival_offsets(s.arrivals, s.limits.duration_s, s.limits.seed, s.limits.max_sessions)
     draws = draw_sessions(s, len(offsets))
     mine = shard(offsets, spec.index, spec.count)[: share(s.limits.max_sessions, spec)]
     max_active = share(s.limits.max_streams, spec)

@@ -130,3 +130,11 @@ def test_a_tts_sessions_length_is_not_stt_length() -> None:
     draws = draw_sessions(mixed, 200)
     assert {d.length_s for d in draws if d.kind == "tts"} == {0.0}
     assert {d.length_s for d in draws if d.kind == "stt"} == {10.0}
+
+
+def test_a_huge_rate_plans_only_the_sessions_the_run_may_start():
+    # A rate of 1e6 a second built its millions of offsets (seconds, after the run's start)
+    # before the max_sessions cap threw all but the first away.
+    spec = ArrivalSpec(process="constant", rate=1e6)
+    offsets = arrival_offsets(spec, 20.0, seed=1, limit=1000)
+    assert len(offsets) == 1000 and offsets == sorted(offsets) and offsets[-1] < 0.001

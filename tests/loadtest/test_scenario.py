@@ -108,6 +108,17 @@ def test_search_flags_override_the_scenarios_search() -> None:
         ("", ["run", "{path}", "--speech", "/nonexistent/speech"], "not a folder"),
         # The search's own flags belong to `slo`: `run` has no search.
         ("", ["run", "{path}", "--trial", "3"], "unrecognized arguments: --trial"),
+        # Found by review, 2026-12-06: --rate inf planned arrivals for ever (a worker spinning at
+        # 100 % CPU, orphaned); a negative burst stopped the arrivals; a max_streams under the
+        # worker count left a worker refusing every arrival; an SLO bound of nan, a share of
+        # 5, a negative turn gap were taken.
+        ("", ["run", "{path}", "--rate", "inf"], "must be finite"),
+        ('[arrivals]\nprocess = "burst"\nburst_factor = -3\n', ["run", "{path}"], "burst"),
+        ("[arrivals]\nstagger_s = -5\n", ["run", "{path}"], "stagger_s"),
+        ("", ["run", "{path}", "--workers", "2", "--max-streams", "1"], "one each"),
+        ("", ["run", "{path}", "--slo", "stt.final:p99<=nan"], "max_ms"),
+        ("[slo]\nmax_error_rate = 5\n", ["run", "{path}"], "max_error_rate"),
+        ('kind = "tts"\n[tts]\nturn_gap_s = -1\n', ["run", "{path}"], "turn_gap_s"),
     ],
 )
 def test_a_users_mistake_is_one_line_and_exit_2(tmp_path, capsys, content, args, needle):
