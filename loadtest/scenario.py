@@ -303,6 +303,12 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Scenario
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
         base = path.resolve().parent
+    if "limits" in data:
+        # [limits] is [run]'s other name: one table, which the flags' run.* overrides join
+        # (a [limits] beside them was dropped: max_duration_s went from 6 to 120 s, silently).
+        if "run" in data:
+            raise ScenarioError(f"{path}: [run] and [limits] are one table: give one of them")
+        data["run"] = data.pop("limits")
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

@@ -195,3 +195,16 @@ def test_a_refusal_of_the_scenario_names_the_flag_that_changes_it() -> None:
     assert rate.startswith("--tts-rate (tts.sample_rate_hz):")
     both = _scenario_hint("INVALID_ARGUMENT/UNSUPPORTED_ENCODING", "", "mixed")
     assert both.startswith("--stt-encoding (stt.encoding) or --tts-encoding (tts.encoding):")
+
+
+def test_a_limits_table_is_the_run_table_and_the_flags_join_it(tmp_path):
+    # With any run flag, [limits] was dropped: duration 5 / hard stop 6 became 20 / 120 s.
+    from loadtest.scenario import ScenarioError, load
+
+    path = tmp_path / "scenario.toml"
+    path.write_text("[limits]\nduration_s = 5\nmax_duration_s = 6\n")
+    s = load(path, {"run.workers": 1})
+    assert (s.limits.duration_s, s.limits.max_duration_s, s.limits.workers) == (5, 6, 1)
+    path.write_text("[limits]\nduration_s = 5\n[run]\nmax_duration_s = 6\n")
+    with pytest.raises(ScenarioError, match="one table"):
+        load(path)
