@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from loadtest.arrivals import SessionDraw
 from loadtest.events import (
@@ -135,7 +136,7 @@ async def stt_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
             started_at.append(event.at)
             started.set()
 
-    stream = await ctx.target.open_stt(options)
+    stream = await _opened(ctx.target.open_stt(options), s.limits.step_timeout_s)
     reader = asyncio.create_task(_events(stream, s.limits.step_timeout_s, on_event))
     try:
         start = intended_start
@@ -225,7 +226,7 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
             if isinstance(event, ContextDone | ContextFailed):
                 finished[context].set()
 
-    stream = await ctx.target.open_tts(options)
+    stream = await _opened(ctx.target.open_tts(options), s.limits.step_timeout_s)
     reader = asyncio.create_task(_events(stream, s.limits.step_timeout_s, on_event))
     try:
         due = intended_start
@@ -265,6 +266,24 @@ async def tts_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     )
 
 
+T = TypeVar("T")
+
+
+class _OpenTimedOut(Exception):
+    """The target took the connection but did not open the stream within one step's wait."""
+
+
+async def _opened(opening: Awaitable[T], step_s: float) -> T:
+    """The target's stream, opened within ``step_s`` (a target that accepts the connection and
+    never answers held every session to the run's hard stop, counted CUT/MAX_DURATION: a run
+    that measured nothing exited 0)."""
+    try:
+        async with asyncio.timeout(step_s):
+            return await opening
+    except TimeoutError:
+        raise _OpenTimedOut from None
+
+
 async def run_session(ctx: SessionContext, draw: SessionDraw, intended_start: float) -> None:
     """One session, bounded by the hard stop; its failures are recorded, never raised."""
     rec = ctx.recorder
@@ -279,6 +298,9 @@ async def run_session(ctx: SessionContext, draw: SessionDraw, intended_start: fl
     try:
         async with asyncio.timeout_at(loop.time() + ctx.hard_stop - time.monotonic()):
             await body()
+    except _OpenTimedOut:
+        rec.count("sessions.failed")
+        rec.error("TIMEOUT", "OPEN", mixed_kind(ctx, draw.kind))
     except TimeoutError:
         rec.count("sessions.cut")
         rec.error("CUT", "MAX_DURATION", mixed_kind(ctx, draw.kind))

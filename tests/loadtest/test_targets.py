@@ -235,6 +235,44 @@ async def test_a_target_that_refuses_every_session_fails_the_run_without_hammeri
     assert cli.failed_outright(result)
 
 
+@pytest.mark.parametrize("target", ["grpc", "gateway"])
+async def test_a_target_that_takes_the_connection_and_never_answers_fails_the_run(
+    tmp_path: Path, target: str
+) -> None:
+    # It held every session to the run's hard stop, counted CUT/MAX_DURATION, exit 0: a run
+    # that measured nothing passed. Opening the stream is a step's wait like any other.
+    from loadtest import cli
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # kept open, never answered
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        s = dataclasses.replace(
+            _scenario(target, address),
+            arrivals=ArrivalSpec(process="concurrency", sessions=2, stagger_s=0.1),
+            limits=Limits(duration_s=1.0, max_duration_s=20.0, workers=1, step_timeout_s=2.0),
+        )
+        if target == "gateway":
+            s = dataclasses.replace(s, target=dataclasses.replace(s.target, api_key="k"))
+        began = time.monotonic()
+        merged = await runner.run_inline(s, tmp_path / s.name)
+        elapsed = time.monotonic() - began
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    result = results.build(merged, s.to_dict())
+    assert result["sessions"]["failed"] >= 1 and result["sessions"]["cut"] == 0, result
+    assert "TIMEOUT/OPEN" in result["errors"], result["errors"]
+    assert cli.failed_outright(result)
+    assert elapsed < 15.0, elapsed  # the step's 2 s, not the 20 s hard stop
+
+
 async def test_a_slot_starts_no_session_that_would_run_past_the_duration(
     echo_address: str, tmp_path: Path
 ) -> None:
