@@ -351,6 +351,16 @@ def cmd_slo(args: argparse.Namespace) -> int:
             f"run.warmup_s (--warmup, {s.limits.warmup_s:g} s): a trial records nothing "
             "before its warm-up ends"
         )
+    for end, level in (("--search-low", s.search.low), ("--search-high", s.search.high)):
+        # Every level between them is a scenario as valid as the two ends: checked before any
+        # trial (a level of 0 streams, or over max_streams, failed mid-search, a traceback).
+        try:
+            scenario.validate(_at_level(s, level))
+        except scenario.ScenarioError as exc:
+            raise scenario.ScenarioError(
+                f"search level {level:g} ({end}, search.{end.removeprefix('--search-')}) "
+                f"cannot run: {exc}"
+            ) from None
     out = _out_dir(args, s)
     best: dict[str, Any] = {}
     lowest: dict[str, Any] = {}

@@ -119,6 +119,19 @@ def test_search_flags_override_the_scenarios_search() -> None:
         ("", ["run", "{path}", "--slo", "stt.final:p99<=nan"], "max_ms"),
         ("[slo]\nmax_error_rate = 5\n", ["run", "{path}"], "max_error_rate"),
         ('kind = "tts"\n[tts]\nturn_gap_s = -1\n', ["run", "{path}"], "turn_gap_s"),
+        # Search levels that cannot run were found mid-search, after trials, as a traceback.
+        (
+            '[search]\nover = "concurrency"\n[[slo.objectives]]\nmetric = "stt.final"\n'
+            "percentile = 99\nmax_ms = 500\n",
+            ["slo", "{path}", "--search-low", "0.4", "--search-high", "2"],
+            "search level 0.4 (--search-low",
+        ),
+        (
+            '[search]\nover = "concurrency"\n[[slo.objectives]]\nmetric = "stt.final"\n'
+            "percentile = 99\nmax_ms = 500\n",
+            ["slo", "{path}", "--search-low", "2", "--search-high", "30", "--max-streams", "10"],
+            "search level 30 (--search-high",
+        ),
     ],
 )
 def test_a_users_mistake_is_one_line_and_exit_2(tmp_path, capsys, content, args, needle):
