@@ -35,6 +35,7 @@ from loadtest.scenario import Scenario
 from loadtest.sessions import SessionContext, cancel_all, mixed_kind, run_session
 from loadtest.speech import wire_speech
 from loadtest.targets import make_target
+from loadtest.targets.base import TargetError
 
 GO_FILE = "go.json"
 READY_FILE = "ready"
@@ -306,8 +307,11 @@ def worker_entry(spec_json: str) -> None:
     spec = WorkerSpec.from_json(spec_json)
     try:
         uvloop.run(_run_until_stopped(spec))
-    except BaseException:
+    except BaseException as exc:
         folder = worker_dir(Path(spec.out_dir), spec.index)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "error.txt").write_text(traceback.format_exc())
+        # The target's own refusal (a model it lacks, no key, nothing answering) is the user's
+        # to read: its words, one line; anything else is the tool's fault, with its traceback.
+        said = str(exc) if isinstance(exc, TargetError) else traceback.format_exc()
+        (folder / "error.txt").write_text(said)
         raise SystemExit(1) from None

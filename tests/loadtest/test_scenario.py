@@ -221,3 +221,18 @@ def test_a_limits_table_is_the_run_table_and_the_flags_join_it(tmp_path):
     path.write_text("[limits]\nduration_s = 5\n[run]\nmax_duration_s = 6\n")
     with pytest.raises(ScenarioError, match="one table"):
         load(path)
+
+
+def test_a_target_that_refuses_at_set_up_is_one_line(tmp_path, capsys, monkeypatch):
+    # The README's gateway run without its key printed the worker's 21-line traceback ending
+    # "TargetError: the gateway target needs an API key".
+    from loadtest import cli
+
+    monkeypatch.delenv("VOXWIRE_API_KEY", raising=False)
+    args = ["run", "--target", "gateway", "--address", "127.0.0.1:1", "--duration", "1"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*args, "--out", str(tmp_path), "--quiet"])
+    assert exited.value.code != 0
+    err = capsys.readouterr().err
+    assert "needs an API key" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
