@@ -462,10 +462,22 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+# How late a worker may start against --start-at (clocks of machines differ by this much).
+_START_SLACK_S = 1.0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from loadtest.worker import WorkerSpec, worker_entry
 
     s = load_scenario(args)
+    late_s = time.time() - args.start_at
+    if late_s > _START_SLACK_S:
+        # Its sessions would all be overdue at once, their lateness charged to the target
+        # (session.setup p50 1.4 s against 5-10 ms): a pod scheduled late measures nothing.
+        raise scenario.ScenarioError(
+            f"--start-at is {late_s:.1f} s in the past: this worker would start every overdue "
+            "session at once; give every worker a start time ahead (a minute: k8s/)"
+        )
     index = (
         args.index if args.index is not None else int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
     )
