@@ -138,6 +138,30 @@ def per_kind_stage(metric: str) -> bool:
     return any(metric.startswith(f"stage.{k}.") for k in KINDS)
 
 
+def _concurrency_tail(scenario: dict[str, Any], timeline: list[dict[str, Any]]) -> list[str]:
+    """A fixed-concurrency run whose slots stopped before its end says so: a slot starts no
+    session that would run past the duration, so the slower the target (or the longer the
+    sessions), the longer the run's tail ran under the concurrency asked (3 of 3 slots for 5
+    s of a 10 s run, then 1), with nothing said."""
+    arrivals = scenario.get("arrivals") or {}
+    limits = scenario.get("limits") or {}
+    asked, duration_s = arrivals.get("sessions", 0), limits.get("duration_s", 0.0)
+    if arrivals.get("process") != "concurrency" or not asked or not timeline:
+        return []
+    held = [r["t"] for r in timeline if r.get("active", 0) >= asked]
+    if not held:
+        return []
+    until = max(held)
+    interval = timeline[1]["t"] - timeline[0]["t"] if len(timeline) > 1 else 1.0
+    if until + 2 * interval >= duration_s:
+        return []
+    return [
+        f"fixed concurrency held {asked} sessions at once only until {until:g} s of the "
+        f"{duration_s:g} s run: a slot starts no session that would run past the end, so the "
+        "rest ran under it (run longer than a few sessions, or make them shorter)"
+    ]
+
+
 def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None = None):
     """The result document (a JSON-able dict); a gateway API key in the scenario is
     redacted."""
@@ -163,6 +187,7 @@ def build(merged: Merged, scenario: dict[str, Any], extra: dict[str, Any] | None
             " longer than a session)"
         )
     timeline = timeline_rows(merged)
+    warnings += _concurrency_tail(scenario, timeline)
     for metric in ("stt.message", "stt.final", "tts.first_audio", "session.setup"):
         for bucket, h in per_interval(merged, metric).items():
             row = next((r for r in timeline if round(r["t"] / merged.interval_s) == bucket), None)

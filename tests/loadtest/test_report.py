@@ -336,3 +336,21 @@ def test_the_summary_prints_what_the_target_said_as_text(
     print_summary(result, tmp_path)
     words = " ".join(capsys.readouterr().out.split())
     assert "UNKNOWN/[/x] 2" in words and "[bold]night (ms)" in words, words
+
+
+def test_a_fixed_concurrency_run_whose_slots_stopped_early_says_so() -> None:
+    # Concurrency 3 for 10 s: 3 at once until 5 s, then 1 (a slot starts no session that
+    # would run past the end), and nothing said: half the run at a third of the load asked.
+    from loadtest.results import _concurrency_tail
+
+    scenario = {
+        "arrivals": {"process": "concurrency", "sessions": 3},
+        "limits": {"duration_s": 10.0},
+    }
+    tail = [(t, 3 if t <= 5 else 1) for t in range(1, 10)] + [(10, 0)]
+    (warning,) = _concurrency_tail(scenario, [{"t": t, "active": a} for t, a in tail])
+    assert "held 3 sessions at once only until 5 s of the 10 s run" in warning
+    held = [{"t": t, "active": 3} for t in range(1, 10)] + [{"t": 10, "active": 0}]
+    assert _concurrency_tail(scenario, held) == []  # to the end: nothing to say
+    scenario["arrivals"] = {"process": "poisson", "rate": 1}
+    assert _concurrency_tail(scenario, [{"t": t, "active": a} for t, a in tail]) == []
