@@ -48,6 +48,28 @@ def test_synthesis_oracle_accepts_a_correct_context() -> None:
     assert oracle.ok, oracle.violations
 
 
+def test_synthesis_oracle_awaits_no_ack_for_a_flush_after_the_close() -> None:
+    # A flush after a context's close is answered by an error after its done (docs/contract.md):
+    # the oracle waited for its ack, and called the done early.
+    from voxwire.errors import UnknownContext
+
+    oracle = opened_tts()
+    oracle.request(S.StreamingSynthesizeRequest(context_id="a", close=S.CloseContext()))
+    oracle.request(S.StreamingSynthesizeRequest(context_id="a", flush=S.Flush(flush_id="late")))
+    late = S.ContextError(error=UnknownContext("'a' has ended: 1 flush message").to_proto())
+    for response in (
+        chunk("a", 1, 0, 100),
+        S.StreamingSynthesizeResponse(
+            context_id="a", done=S.ContextDone(last_sequence_number=1, audio_ms=100)
+        ),
+        S.StreamingSynthesizeResponse(context_id="a", error=late),
+        S.StreamingSynthesizeResponse(summary=S.SynthesisSummary()),
+    ):
+        oracle.response(response)
+    oracle.end(ok=True)
+    assert oracle.ok, oracle.violations
+
+
 @pytest.mark.parametrize(
     ("responses", "expected"),
     [

@@ -187,13 +187,19 @@ class SynthesisOracle(_Oracle):
     flushes: dict[str, list[str]] = field(default_factory=dict)  # context id -> flush ids sent
     cancels: set[str] = field(default_factory=set)
     opens: dict[str, int] = field(default_factory=dict)  # context id -> opens not yet answered
+    closed: set[str] = field(default_factory=set)  # closes sent since the context's open
 
     def request(self, msg: synthesis_pb2.StreamingSynthesizeRequest) -> None:
         kind = msg.WhichOneof("request")
         cid = msg.context_id
         if kind == "open":
             self.opens[cid] = self.opens.get(cid, 0) + 1
-        elif kind == "flush":
+            self.closed.discard(cid)
+        elif kind == "close":
+            self.closed.add(cid)
+        elif kind == "flush" and cid not in self.closed:
+            # A flush after the context's close gets no ack: it is answered by an error after
+            # the context's done (docs/contract.md, voxwire/late_messages.py).
             self.flushes.setdefault(cid, []).append(msg.flush.flush_id)
         elif kind == "cancel":
             self.cancels.add(cid)
