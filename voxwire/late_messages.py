@@ -18,6 +18,13 @@ from voxwire import errors
 LATE_KINDS = ("append", "flush", "close")
 
 
+def counted(late: dict[str, int] | None, kind: str) -> dict[str, int]:
+    """``late`` (None: none yet) with one more ``kind``."""
+    late = late or {}
+    late[kind] = late.get(kind, 0) + 1
+    return late
+
+
 def late_errors(context_id: str, late: Mapping[str, int]) -> list[errors.VoxwireError]:
     """The errors that answer the messages counted in ``late`` (kind -> count), in kind order."""
     out: list[errors.VoxwireError] = []

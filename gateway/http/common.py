@@ -14,9 +14,10 @@ from gateway.auth.limits import retry_after_header
 from gateway.sessions import Registry
 from gateway.state import GATEWAY
 from gateway.wire.messages import encode
-from gateway.wire.query import parse_bool
+from gateway.wire.query import parse_bool, parse_encoding
 from voxwire import errors
 from voxwire.edge.v1 import http_pb2
+from voxwire.v1 import audio_pb2
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,20 @@ def single_query(request: web.Request) -> dict[str, str]:
             [errors.Violation(name[:40], "given more than once") for name in twice],
         )
     return dict(query)
+
+
+def query_encoding(
+    query: dict[str, str], bad: list[errors.Violation]
+) -> audio_pb2.AudioEncoding.ValueType | None:
+    """The ``encoding`` query parameter, None when absent or not one the contract carries (a
+    violation then, which ``refuse`` makes UNSUPPORTED_ENCODING)."""
+    if "encoding" not in query:
+        return None
+    try:
+        return parse_encoding(query["encoding"])
+    except ValueError as exc:
+        bad.append(errors.Violation("encoding", str(exc)))
+        return None
 
 
 def query_flag(query: dict[str, str], name: str, bad: list[errors.Violation]) -> bool:

@@ -42,6 +42,7 @@ from gateway.http.common import (
     error_response,
     expect_handler,
     media_type,
+    query_encoding,
     query_flag,
     single_query,
 )
@@ -50,7 +51,7 @@ from gateway.http.upload import AudioBudget, FrameSplitter
 from gateway.state import GATEWAY, Gateway, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import encode
-from gateway.wire.query import STT_QUERY_FIELDS, parse_encoding, refuse
+from gateway.wire.query import STT_QUERY_FIELDS, refuse
 from voxwire import errors
 from voxwire.audio.codecs import Encoding, InvalidSamples, PcmFormat
 from voxwire.audio.convert import FormatConverter
@@ -104,11 +105,8 @@ def _config(query: dict[str, str]) -> transcription_pb2.TranscriptionConfig:
         language=query.get("language", ""),
         word_timestamps=query_flag(query, "word_timestamps", bad),
     )
-    if "encoding" in query:
-        try:
-            config.audio_format.encoding = parse_encoding(query["encoding"])
-        except ValueError as exc:
-            bad.append(errors.Violation("encoding", str(exc)))
+    if (encoding := query_encoding(query, bad)) is not None:
+        config.audio_format.encoding = encoding
     for name, attr in (("sample_rate", "sample_rate_hz"), ("channels", "channels")):
         if name in query:
             if query[name].isdigit():

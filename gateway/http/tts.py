@@ -49,6 +49,7 @@ from gateway.http.common import (
     error_response,
     expect_handler,
     media_type,
+    query_encoding,
     query_flag,
     read_body,
     single_query,
@@ -56,7 +57,7 @@ from gateway.http.common import (
 from gateway.state import GATEWAY, upstream_metadata
 from gateway.upstream.call import UpstreamCall, UpstreamError
 from gateway.wire.messages import decode, encode
-from gateway.wire.query import parse_encoding, refuse
+from gateway.wire.query import refuse
 from voxwire import errors
 from voxwire.audio.codecs import PcmFormat
 from voxwire.audio.convert import FormatConverter
@@ -99,11 +100,8 @@ def speak_request(text_body: str, query: dict[str, str]) -> http_pb2.SpeakReques
     cfg.language = query.get("language", "")
     bad: list[errors.Violation] = []
     cfg.word_timestamps = query_flag(query, "word_timestamps", bad)
-    if "encoding" in query:
-        try:
-            cfg.output_format.encoding = parse_encoding(query["encoding"])
-        except ValueError as exc:
-            bad.append(errors.Violation("encoding", str(exc)))
+    if (encoding := query_encoding(query, bad)) is not None:
+        cfg.output_format.encoding = encoding
     if "sample_rate" in query:
         if query["sample_rate"].isdigit():
             cfg.output_format.sample_rate_hz = int(query["sample_rate"])

@@ -40,7 +40,7 @@ from voxwire import errors
 from voxwire.audio.codecs import AudioDecodeError, PcmFormat
 from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS, resolve_format, sample_bytes
 from voxwire.edge.v1 import session_pb2, tts_pb2
-from voxwire.late_messages import LATE_KINDS, late_errors
+from voxwire.late_messages import LATE_KINDS, counted, late_errors
 from voxwire.replay import TextReplay, WordMark, cut_audio
 from voxwire.timings import Clock
 from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2, timings_pb2
@@ -360,14 +360,12 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
             if kind == "append":
                 raise errors.ContextNotOpen(f"text for context {cid!r} before it was opened")
             raise errors.UnknownContext(f"no open context {cid!r} on this session")
-        if ctx.state is CtxState.CLOSING and kind in LATE_KINDS:
-            # It speaks all its text and ends with done; the message is answered after that
-            # (voxwire/late_messages.py). It failed the context, its audio dropped.
-            ctx.late = ctx.late or {}
-            ctx.late[kind] = ctx.late.get(kind, 0) + 1
-            return
         if ctx.state is not CtxState.OPEN and kind in LATE_KINDS:
-            raise errors.InvalidMessage(f"{kind} after the context's close")
+            # Closing (an ended context is no longer listed): it speaks all its text and ends
+            # with done, and the message is answered after that (voxwire/late_messages.py). It
+            # failed the context, its audio dropped.
+            ctx.late = counted(ctx.late, kind)
+            return
         if kind == "append":
             size = len(msg.append.text.encode())
             if size > self.limits.max_frame_bytes:

@@ -25,7 +25,7 @@ from inference_adapter.triton.tensors import ModelResponse
 from inference_adapter.tts.config import ResolvedSynthesisConfig
 from inference_adapter.tts.context import FINISHED, CtxState, SynthesisContext, Unit
 from voxwire import errors
-from voxwire.late_messages import LATE_KINDS, late_errors
+from voxwire.late_messages import LATE_KINDS, counted, late_errors
 from voxwire.ssml import looks_like_ssml
 from voxwire.timings import Clock, StageClock
 from voxwire.v1 import stream_pb2, synthesis_pb2
@@ -122,8 +122,7 @@ class SynthesisSession:
                 # After its close: the context still speaks all its text and ends with done,
                 # and the message is answered after that, as for a context no longer open.
                 # Failing the context here dropped all its audio, or not, by timing.
-                ctx.late = ctx.late or {}
-                ctx.late[kind] = ctx.late.get(kind, 0) + 1
+                ctx.late = counted(ctx.late, kind)
                 return
             raise errors.InvalidMessage(
                 f"{kind} is not accepted while context {cid!r} is {ctx.state.value}"

@@ -134,10 +134,12 @@ def fail(command: str, exc: BaseException) -> int:
 def _gateway_url(text: str) -> str:
     """A command line's gateway URL: ws(s)://, or status 2 with argparse's usage line (an
     http:// URL was "error: ValueError: ..." and status 1, as if the gateway had failed)."""
-    if not text.startswith(("ws://", "wss://")):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: a gateway URL starts with ws:// or wss:// (ws://127.0.0.1:8080)"
-        )
+    from voxwire.client.connection import Endpoints
+
+    try:
+        Endpoints(text, "")  # the SDK's own check of a gateway URL
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (ws://127.0.0.1:8080)") from None
     return text
 
 
