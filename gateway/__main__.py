@@ -19,13 +19,14 @@ from voxwire.gc_policy import settle_after_startup
 from voxwire.startup import StartError, run_or_exit
 
 
-def parse_args(argv: list[str] | None = None) -> GatewayConfig:
-    """The configuration from the command line and its --config file.
+def parse_args(argv: list[str] | None = None, prog: str = "python -m gateway") -> GatewayConfig:
+    """The configuration from the command line and its --config file. ``prog`` is the command
+    as the user typed it, for usage and --help (``voxwire gateway`` passes its own).
 
     Raises:
         ConfigError: the file cannot be used, a value is invalid, or [auth] is missing.
     """
-    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--config", type=Path, help="TOML file with GatewayConfig keys")
     parser.add_argument("--listen", help="host:port for WebSocket/HTTP (default 127.0.0.1:8080)")
     parser.add_argument(
@@ -99,7 +100,7 @@ async def serve(config: GatewayConfig) -> None:
         await server.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m gateway") -> None:
     """Run the gateway until SIGTERM / SIGINT. A configuration that cannot be used (the file,
     a value, the keys file it names) exits with status 2, a start that fails (no adapter
     serving within startup_wait_seconds, a port taken, a TLS file missing) with 1, each with
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     bug to debug."""
     # The keys file is loaded at start: missing, unreadable or invalid, it is the config's fault.
     errors = {ConfigError: "", KeysFileError: "[auth] keys_file: "}
-    run_or_exit("gateway", lambda: _run(parse_args(argv)), errors)
+    run_or_exit("gateway", lambda: _run(parse_args(argv, prog)), errors)
 
 
 def _run(config: GatewayConfig) -> None:

@@ -239,3 +239,18 @@ async def test_a_start_that_fails_is_one_line_saying_why(
                 assert "waiting up to 1 s for an adapter of 127.0.0.1:1" in run.stderr
     finally:
         taken.close()
+
+
+@pytest.mark.parametrize(
+    ("command", "prog"),
+    [
+        ((VOXWIRE, "gateway"), "voxwire gateway"),
+        ((sys.executable, "-m", "gateway"), "python -m gateway"),
+    ],
+)
+def test_help_names_the_command_as_typed(tmp_path: Path, command: tuple[str, ...], prog: str):
+    # A user who typed `voxwire gateway --help` is shown `voxwire gateway` to copy, not
+    # another command's name.
+    run = run_gateway("--help", cwd=tmp_path, command=command)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"usage: {prog} [-h]"), run.stdout

@@ -14,7 +14,7 @@ from typing import Any
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "gateway",
-        help="run the gateway (WebSocket/HTTP edge); arguments as python -m gateway",
+        help="run the gateway (WebSocket/HTTP edge); voxwire gateway --help lists its options",
         add_help=False,
         prefix_chars="\0",  # pass every argument, --help included, to the gateway's parser
     )
@@ -25,5 +25,5 @@ def add_parser(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from gateway.__main__ import main
 
-    main(list(args.arguments))
+    main(list(args.arguments), prog="voxwire gateway")
     return 0
