@@ -199,3 +199,24 @@ async def test_a_recorders_streaming_header_on_stdin_is_an_unknown_length(edge: 
     assert run.status == 0, run.err
     assert_heard(run.out.strip(), "pay_bill.wav")
     assert run.err.strip() == "", run.err
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "named"),
+    [(96000, 1, ("96000 Hz", "16000")), (16000, 3, ("3 channels", "at most 2"))],
+)
+async def test_a_wav_on_stdin_the_stream_cannot_carry_names_what_is_wrong(
+    edge: Edge, rate: int, channels: int, named: tuple[str, ...]
+):
+    # A 96 kHz WAV was refused with "WAV of 1 channels at 96000 Hz; a WAV stream carries 16-bit
+    # PCM, 32-bit float, mu-law or A-law, 1 or 2 channels": the one thing wrong, its rate, was
+    # not said to be wrong, nor which rates go.
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros((1600, channels), np.float32), rate, format="WAV")
+    run = await run_voxwire(
+        "transcribe", "-", "--url", edge.ws, key=edge.key, stdin=buffer.getvalue()
+    )
+    assert run.status == 2, run.err
+    assert "Traceback" not in run.err
+    for part in (*named, "give the file as FILE"):
+        assert part in run.err, run.err

@@ -173,6 +173,13 @@ class WavHeaderReader:
             raise InvalidAudio(
                 f"inconsistent WAV fmt: {channels} channels, {rate} Hz, block {block}"
             )
-        if channels > 2 or rate not in rates_for(encoding):
-            raise OtherWavFormat(f"WAV of {channels} channels at {rate} Hz")
+        if channels > 2:
+            raise OtherWavFormat(f"WAV of {channels} channels (at most 2)")
+        rates = rates_for(encoding)
+        if rate not in rates:
+            # Name the rate and the ones that go, so the user can convert to one of them.
+            raise OtherWavFormat(
+                f"WAV at {rate} Hz: {encoding.name} is carried at "
+                f"{', '.join(str(r) for r in rates)} Hz"
+            )
         return WavFormat(encoding, rate, channels)

@@ -52,8 +52,7 @@ async def read_wav_header(
             rest = reader.feed(data)
         except OtherWavFormat as exc:
             raise CliError(
-                f"{name}: {exc.message}; a WAV stream carries 16-bit PCM, 32-bit float, mu-law "
-                "or A-law, 1 or 2 channels: give the file as FILE (libsndfile converts it)",
+                f"{name}: {exc.message}; give the file as FILE (libsndfile converts it)",
                 status=2,
             ) from None
         except InvalidAudio as exc:
