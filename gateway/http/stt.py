@@ -30,6 +30,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from gateway.http.accept import Form, choose
@@ -560,7 +561,12 @@ async def _wav(
                 left -= min(left, len(chunk))
         upload.truncated = bool(left)
 
+    # The header said float: NaN in it is the file's fault, so say so here. Passed on, the
+    # adapter would refuse it with the hint for a raw stream (16-bit PCM declared as float).
+    floats = fmt.encoding == audio_pb2.AUDIO_ENCODING_PCM_F32LE
     async for frames in _raw(samples(), config, cut=lambda: upload.truncated):
+        if floats and not np.isfinite(np.frombuffer(frames, "<f4")).all():
+            raise errors.InvalidAudio("the WAV's float samples include NaN or infinity")
         yield frames
 
 

@@ -404,6 +404,19 @@ async def test_float_audio_with_nan_through_libsndfile_is_refused(edge):
     assert (status, body["error"]["reason"]) == (400, "INVALID_AUDIO"), body
 
 
+async def test_float_wav_with_nan_is_refused_as_the_files_fault(edge):
+    # A 32-bit float WAV goes through as PCM_F32LE; the adapter's refusal of its NaN said
+    # "16-bit PCM declared as PCM_F32LE reads as such values", wrong for a file whose header
+    # says float.
+    pcm, rate = _speech()
+    audio = int16_to_float32(pcm)
+    audio[1000] = np.nan
+    status, body = await post(edge, _sound(audio, rate, "WAV", "FLOAT"), "audio/wav")
+    assert (status, body["error"]["reason"]) == (400, "INVALID_AUDIO"), body
+    assert "WAV" in body["error"]["message"], body
+    assert "declared" not in body["error"]["message"], body
+
+
 async def _post_in_chunks(edge: Edge, data: bytes, sizes: list[int], media: str):
     """The body in pieces of ``sizes`` (then the rest), each on the wire before the next."""
 
