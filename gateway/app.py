@@ -202,6 +202,17 @@ async def _websocket(
         # reset_after_1007, docs/fuzzing.md).
         decode_text=False,
     )
+    version = request.headers.get("Sec-WebSocket-Version")
+    if version is not None and version != "13":
+        # RFC 6455 section 4.4: a version the server does not speak aborts the handshake, with
+        # the versions it does in Sec-WebSocket-Version. aiohttp also took the drafts' 7 and 8.
+        refused = error_response(
+            errors.InvalidMessage(
+                f"Sec-WebSocket-Version {version[:20]!r}: this endpoint speaks RFC 6455, version 13"
+            )
+        )
+        refused.headers["Sec-WebSocket-Version"] = "13"
+        return refused
     if not ws.can_prepare(request).ok:
         # Not a WebSocket handshake (a plain GET, a missing key): the error event as JSON, as
         # every other HTTP error is; aiohttp answered 400 in plain text ("No WebSocket UPGRADE

@@ -455,6 +455,26 @@ async def test_a_wrong_path_or_method_gets_an_error_event_not_plain_text(edge: E
                 assert "RFC 6455 handshake" in body["error"]["message"], body
 
 
+@pytest.mark.parametrize("version", ["8", "7", "14"])
+async def test_a_websocket_version_other_than_13_is_refused_naming_13(edge: Edge, version: str):
+    # RFC 6455 section 4.4: the handshake is aborted with the version the server speaks.
+    # aiohttp upgraded drafts 7 and 8 (whose framing differs) as if they were 13.
+    upgrade = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": version,
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"{edge.server.url}/v1/stt/stream", headers={**edge.headers, **upgrade}
+        ) as resp:
+            body = await resp.json()
+    assert (resp.status, body["error"]["reason"]) == (400, "INVALID_MESSAGE"), body
+    assert resp.headers["Sec-WebSocket-Version"] == "13"
+    assert "version 13" in body["error"]["message"], body
+
+
 async def test_a_cors_preflight_is_refused_with_no_cors_headers(edge: Edge):
     # docs/edge.md, "HTTP": the endpoints are for servers; a page on another origin uses the
     # WebSockets with a browser token, so no origin is ever granted here.
