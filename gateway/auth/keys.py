@@ -195,10 +195,18 @@ def load_keys(path: Path) -> tuple[dict[KeyId, ApiKey], FileSignature]:
         KeysFileError: unreadable, not TOML, or an invalid entry (named in the message).
     """
     document, signature = keys_file.read_document(path)
+    return _parse_all(path, document), signature
+
+
+def _parse_all(path: Path, document: Mapping[str, Any]) -> dict[KeyId, ApiKey]:
+    """Raises KeysFileError naming the file and the first invalid entry."""
     entries = document.get("keys", {})
-    if not isinstance(entries, dict):
+    if not isinstance(entries, Mapping):
         raise KeysFileError(f"keys file {path}: [keys] must be a table")
-    return {KeyId(k): _parse_entry(k, v) for k, v in entries.items()}, signature
+    try:
+        return {KeyId(k): _parse_entry(k, v) for k, v in entries.items()}
+    except KeysFileError as exc:
+        raise KeysFileError(f"keys file {path}: {exc}") from None
 
 
 def _parse_entry(key_id: str, entry: Any) -> ApiKey:
@@ -329,9 +337,17 @@ def _check_file_path(path: Path) -> None:
 
 
 def _read_for_update(path: Path) -> dict[str, Any]:
+    """The document, every entry valid. A file the gateway would refuse whole (one bad entry,
+    say a hand edit) is not written to: a revocation or a new key written there would never
+    take effect, the gateway keeping its last good keys, while the command said it was done."""
     if not path.exists():
         return {}
     document, _ = keys_file.read_document(path)
-    if not isinstance(document.get("keys", {}), Mapping):
-        raise KeysFileError(f"keys file {path}: [keys] must be a table")
+    try:
+        _parse_all(path, document)
+    except KeysFileError as exc:
+        raise KeysFileError(
+            f"{exc}; the gateway does not load this file while it holds an invalid entry, so "
+            "nothing was written: fix or remove that entry first"
+        ) from None
     return document

@@ -166,6 +166,40 @@ def test_an_invalid_entry_is_named(tmp_path: Path, field: str, value: str, compl
         KeyStore(path, DEFAULTS)
 
 
+_VALID_BODY = f"hash = 'sha256:{'1' * 64}'\nname = 'p'\ncreated = 2026-12-07T00:00:00Z\n"
+
+
+@pytest.mark.parametrize(
+    "bad_entry",
+    [
+        f"[keys.Partner01]\n{_VALID_BODY}",
+        f"[keys.abcd5678]\n{_VALID_BODY}max_concurrent_sessions = '5'\n",
+    ],
+)
+def test_a_file_the_gateway_refuses_is_not_written_to(tmp_path: Path, bad_entry: str):
+    # A hand edit broke another entry: the gateway keeps its last good keys, so a revocation
+    # written there never took effect, while `voxwire keys revoke` said "revoked", status 0.
+    path = tmp_path / "keys.toml"
+    _, record = create_key(path, name="server", now=CREATED)
+    path.write_text(path.read_text() + "\n" + bad_entry)
+    before = path.read_bytes()
+    for write in (
+        lambda: revoke_key(path, record.key_id),
+        lambda: create_key(path, name="another", now=CREATED),
+    ):
+        with pytest.raises(KeysFileError, match="nothing was written") as refused:
+            write()
+        assert str(path) in str(refused.value) and "keys." in str(refused.value)
+    assert path.read_bytes() == before
+
+
+def test_the_gateways_error_for_a_bad_entry_names_the_file(tmp_path: Path):
+    path = tmp_path / "keys.toml"
+    path.write_text(f"[keys.X]\nhash = 'sha256:{'1' * 64}'\ncreated = 2026-12-07T00:00:00Z\n")
+    with pytest.raises(KeysFileError, match=re.escape(f"keys file {path}: keys.X")):
+        load_keys(path)
+
+
 def test_a_missing_file_does_not_load(tmp_path: Path):
     with pytest.raises(KeysFileError, match="No such file"):
         KeyStore(tmp_path / "absent.toml", DEFAULTS)
