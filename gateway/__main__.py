@@ -18,6 +18,8 @@ from gateway.server import GatewayServer
 from voxwire.gc_policy import settle_after_startup
 from voxwire.startup import StartError, run_or_exit
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 def parse_args(argv: list[str] | None = None, prog: str = "python -m gateway") -> GatewayConfig:
     """The configuration from the command line and its --config file. ``prog`` is the command
@@ -49,7 +51,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m gateway") -
     parser.add_argument("--adapter-key", help="PEM private key of --adapter-cert")
     parser.add_argument("--telemetry", choices=["none", "console", "otlp"], help="tracing")
     parser.add_argument("--otlp-endpoint")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=_LOG_LEVELS)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -82,8 +84,8 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m gateway") -
 
 
 async def serve(config: GatewayConfig) -> None:
-    server = GatewayServer(config)
     try:
+        server = GatewayServer(config)  # reads the adapters' TLS files
         await server.start()
     except (RuntimeError, OSError) as exc:
         raise StartError.of(exc) from exc

@@ -246,6 +246,24 @@ _RELATIONS = (
         "must be at most hard_max_message_bytes: a larger frame is cut by the WebSocket "
         "stack (1009) before the session can answer CHUNK_TOO_LARGE",
     ),
+    # Half a TLS setting is refused, not served in plain text without a word.
+    Relation(
+        "tls_key",
+        lambda c: not c.tls_key or bool(c.tls_cert),
+        "needs tls_cert (--tls-cert): without it the edge would serve plain HTTP",
+    ),
+    Relation(
+        "adapter_ca",
+        lambda c: not (c.adapter_cert or c.adapter_key) or bool(c.adapter_ca),
+        "missing (--adapter-ca): adapter_cert and adapter_key are for TLS to the adapters, "
+        "and without a CA the link would be plain text",
+    ),
+    Relation(
+        "adapter_key",
+        lambda c: bool(c.adapter_cert) == bool(c.adapter_key),
+        "must be given with adapter_cert, and adapter_cert with it (a client certificate and "
+        "its key, for mTLS)",
+    ),
     Relation(
         "[tts] lead_ms",
         lambda c: c.tts.lead_ms <= c.tts.max_lead_ms,

@@ -73,9 +73,19 @@ def adapter_credentials(config: GatewayConfig) -> grpc.ChannelCredentials | None
     Raises OSError when a file cannot be read."""
     if not config.adapter_ca:
         return None
-    cert = Path(config.adapter_cert).read_bytes() if config.adapter_cert else None
-    key = Path(config.adapter_key).read_bytes() if config.adapter_key else None
-    return grpc.ssl_channel_credentials(Path(config.adapter_ca).read_bytes(), key, cert)
+
+    def read(name: str, path: str) -> bytes | None:
+        if not path:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:  # its own message names the path but not the setting
+            raise OSError(f"{name} {path}: {exc.strerror or exc}") from None
+
+    ca = read("adapter_ca", config.adapter_ca)
+    cert = read("adapter_cert", config.adapter_cert)
+    key = read("adapter_key", config.adapter_key)
+    return grpc.ssl_channel_credentials(ca, key, cert)
 
 
 class GatewayServer:
@@ -216,7 +226,15 @@ class GatewayServer:
             if path and not os.access(path, os.R_OK):
                 raise OSError(f"{key} {path}: no such file, or not readable")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
+        try:
+            context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
+        except ssl.SSLError as exc:
+            # ssl's own message ("[SSL] PEM lib") names neither file nor what is wrong.
+            key = self.config.tls_key or "none given: the key must then be in tls_cert"
+            raise OSError(
+                f"tls_cert {self.config.tls_cert} / tls_key {key}: not a PEM certificate chain "
+                f"and its private key ({exc.reason or exc})"
+            ) from None
         return context
 
     async def _reload_keys(self) -> None:

@@ -17,6 +17,8 @@ from inference_adapter.server import AdapterServer
 from voxwire.gc_policy import settle_after_startup
 from voxwire.startup import StartError, run_or_exit
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 def parse_args(argv: list[str] | None = None) -> AdapterConfig:
     parser = argparse.ArgumentParser(prog="python -m inference_adapter", description=__doc__)
@@ -48,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve over TLS")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     parser.add_argument("--tls-client-ca", help="PEM CA of client certificates: require one (mTLS)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=_LOG_LEVELS)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -189,5 +189,16 @@ RULES = Rules(
             "must be below replay_window_seconds: the final is forced that long before the "
             "window fills",
         ),
+        # Half a TLS setting is refused, not served in plain text without a word.
+        Relation(
+            "tls_key",
+            lambda c: not c.tls_key or bool(c.tls_cert),
+            "needs tls_cert (--tls-cert): without it the adapter would serve plain text",
+        ),
+        Relation(
+            "tls_client_ca",
+            lambda c: not c.tls_client_ca or bool(c.tls_cert),
+            "needs tls_cert and tls_key (mTLS is TLS first)",
+        ),
     ),
 )

@@ -94,6 +94,10 @@ def assert_config_error(run: subprocess.CompletedProcess[str], *named: str) -> N
             "[runner]\nupstream_max_bytes = 1000\n" + AUTH,
             ("[runner] upstream_high_water: must be at most [runner] upstream_max_bytes",),
         ),
+        # Half a TLS setting: served in plain text, without a word, before.
+        ('tls_key = "k.pem"\n' + AUTH, ("tls_key: needs tls_cert",)),
+        ('adapter_cert = "c.pem"\nadapter_key = "k.pem"\n' + AUTH, ("adapter_ca: missing",)),
+        ('adapter_ca = "ca.pem"\nadapter_cert = "c.pem"\n' + AUTH, ("adapter_key: must be",)),
         (
             "[stt]\nreplay_window_ms = 4000\n" + AUTH,
             ("[stt] force_final_margin_ms: must be below [stt] replay_window_ms",),
@@ -138,6 +142,15 @@ def test_a_missing_keys_file_is_named(tmp_path: Path):
     (tmp_path / "gateway.toml").write_text(AUTH)
     run = run_gateway("--config", "gateway.toml", cwd=tmp_path)
     assert_config_error(run, "[auth] keys_file", "keys.toml")
+
+
+def test_an_unknown_log_level_is_a_usage_error(tmp_path: Path):
+    # A traceback ending "ValueError: Unknown level: 'verbose'", status 1, before.
+    (tmp_path / "gateway.toml").write_text(AUTH)
+    run = run_gateway("--config", "gateway.toml", "--log-level", "verbose", cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "--log-level: invalid choice: 'VERBOSE'" in run.stderr, run.stderr
 
 
 def test_an_invalid_flag_value_is_named(tmp_path: Path):
@@ -205,6 +218,8 @@ async def test_a_start_that_fails_is_one_line_saying_why(
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
     starts = {
         # Started before its adapters, a gateway waits for one, says so, then gives up.
         "no-adapter": (
@@ -221,6 +236,16 @@ async def test_a_start_that_fails_is_one_line_saying_why(
             (f"metrics cannot listen on 127.0.0.1:{port} (metrics_listen)", "in use"),
         ),
         "tls": ({"tls_cert": str(tmp_path / "absent.pem")}, ("tls_cert", "absent.pem")),
+        # A file that is not PEM: "[SSL] PEM lib (_ssl.c:3926)", naming no file, before.
+        "tls-not-pem": (
+            {"tls_cert": str(not_pem)},
+            ("tls_cert", str(not_pem), "not a PEM certificate chain"),
+        ),
+        # A traceback, before: the adapters' TLS files were read outside the start's checks.
+        "adapter-ca": (
+            {"adapter_ca": str(tmp_path / "absent-ca.pem")},
+            ("adapter_ca", "absent-ca.pem", "No such file"),
+        ),
     }
     try:
         for name, (tables, named) in starts.items():

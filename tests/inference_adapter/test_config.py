@@ -70,6 +70,9 @@ def test_flags_override_the_file(tmp_path: Path):
         ("limits = 5\n", "limits: must be a table"),
         ("listen = [\n", "not valid TOML"),
         ("replay_window_seconds = 4\n", "force_final_margin_seconds: must be below replay_win"),
+        # Half a TLS setting: served in plain text, without a word, before.
+        ('tls_key = "k.pem"\n', "tls_key: needs tls_cert"),
+        ('tls_client_ca = "ca.pem"\n', "tls_client_ca: needs tls_cert"),
     ],
 )
 def test_invalid_values_are_refused_naming_file_and_key(tmp_path: Path, text: str, named: str):
@@ -121,6 +124,12 @@ def test_the_process_says_what_is_wrong_in_one_line(tmp_path: Path):
                 _adapter("--listen", "127.0.0.1:0", "--tls-cert", "absent.pem", cwd=tmp_path),
                 1,
                 "absent.pem: No such file or directory",
+            ),
+            # A traceback ending "ValueError: Unknown level: 'verbose'", status 1, before.
+            "log-level": (
+                _adapter("--log-level", "verbose", cwd=tmp_path),
+                2,
+                "--log-level: invalid choice: 'VERBOSE'",
             ),
         }
     finally:
