@@ -137,7 +137,7 @@ class SessionRunner(abc.ABC, Generic[S, A]):
                 self._log_slow_consumer(exc)
                 self._execute(self.session.fail(exc))
                 self._close_code = exc.ws_close_code
-            if self._close_code is not None:
+            if self._close_code is not None and self._client_out.broken is None:
                 # What was decided (the error event, the summary) goes out before the close,
                 # within close_flush_s; a session that ended well has the time the audio still
                 # to go takes to play added (a client may take it at playback pace) and one
@@ -235,6 +235,9 @@ class SessionRunner(abc.ABC, Generic[S, A]):
 
     def _client_gone(self, code: int) -> None:
         self._close_code = self._close_code or code or 1006
+        # Nobody to flush to: the session's end does not wait close_flush_s for its writer
+        # (the key's slot was held that long after the client closed).
+        self._client_out.abandon("the client closed the connection")
         self._set_ended()
 
     def _task_ended(self, _task: asyncio.Task[None]) -> None:

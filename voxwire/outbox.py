@@ -137,6 +137,14 @@ class Outbox(Generic[T]):
         self._closed = True
         self._wake_writer()
 
+    def abandon(self, why: str) -> None:
+        """The peer is gone: nothing queued or put later is written (``put`` raises
+        OutboxBroken, and whoever waits for ``run`` to flush need not)."""
+        self.broken = why
+        self._queue = None
+        self.queued_bytes = 0
+        self._room_again()
+
     def _wake_writer(self) -> None:
         ready = self._ready
         if ready is not None:

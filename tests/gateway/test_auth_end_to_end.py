@@ -332,3 +332,34 @@ async def test_a_refusal_reaches_a_client_that_waits_for_the_headers_first(
             assert await call.code() is grpc.StatusCode.UNAUTHENTICATED
             assert (await rich_error(call)).reason == "UNAUTHENTICATED"
             assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("path", "first"),
+    [
+        (f"/v1/stt/stream?{STT_QUERY}", None),
+        ("/v1/tts/stream", {"start": {}}),
+    ],
+)
+async def test_a_session_the_client_closes_frees_its_slot_at_once(
+    front: InstrumentedEdge, path: str, first: dict | None
+):
+    # A TTS session the client closed held its key's slot for close_flush_s (2 s): the runner
+    # waited to flush its writer to a client that had already gone, so the key's next
+    # session was refused RATE_LIMITED meanwhile.
+    key = front.new_key(f"closes{path[:15].replace('/', '-')}", max_concurrent_sessions=1)
+    limiter = front.gateway.auth.limiter
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(
+            f"{front.ws}{path}", headers={"Authorization": f"Bearer {key}"}, protocols=()
+        )
+        if first is not None:
+            await ws.send_str(json.dumps(first))
+        started = json.loads((await ws.receive(timeout=10)).data)
+        assert "session" in started, started
+        assert limiter.active_sessions(key_id(key)) == 1
+        await ws.close()
+        closed = time.monotonic()
+    assert await wait_until(lambda: limiter.active_sessions(key_id(key)) == 0, 5)
+    freed_s = time.monotonic() - closed
+    assert freed_s < 0.5 * front.gateway.config.runner.close_flush_s, freed_s

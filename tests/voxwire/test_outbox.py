@@ -167,3 +167,25 @@ async def test_a_plain_write_keeps_its_own_deadline_whatever_audio_went_before_e
             await box.run()
     assert time.monotonic() - started < 0.3 + 0.5
     assert box.audio_left_s() == 0.0
+
+
+async def test_an_abandoned_outbox_drops_its_queue_frees_its_waiters_and_takes_no_more() -> None:
+    gate = asyncio.Event()
+
+    async def write(item: bytes) -> None:
+        await gate.wait()
+
+    box = _outbox(write)
+    writer = asyncio.create_task(box.run())
+    for i in range(5):
+        box.put(bytes([i]) * 10)
+    waiter = asyncio.create_task(box.wait_room())
+    await asyncio.sleep(0)
+    box.abandon("the peer left")
+    async with asyncio.timeout(5):
+        await waiter  # a producer parked on the full outbox is not left waiting
+    assert box.queued_bytes == 0 and box.broken == "the peer left"
+    with pytest.raises(OutboxBroken, match="the peer left"):
+        box.put(b"x")
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
