@@ -209,3 +209,41 @@ async def test_an_ssml_document_in_a_plain_context_gets_the_adapters_notice(edge
     assert len(notices) == 1 and notices[0]["contextId"] == "c1", notices
     assert notices[0]["notice"]["kind"] == "KIND_FORMAT_SUSPECT"
     assert frames and any("done" in m for m in messages)
+
+
+async def _session_lead(edge: Edge, query: str, start: dict) -> tuple[str, str]:
+    """The lead a session started with (``start`` sent first), and its resume token."""
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.ws}/v1/tts/stream{query}"
+        async with http.ws_connect(url, headers=edge.headers) as ws:
+            await ws.send_str(json.dumps({"start": start}))
+            first = json.loads((await ws.receive(timeout=10)).data)
+            await ws.send_str(json.dumps({"closeSession": {}}))
+    assert "session" in first, first
+    return first["session"]["limits"]["ttsLead"], first["session"]["resumeToken"]
+
+
+@pytest.mark.parametrize(
+    ("query", "lead", "expected"),
+    [
+        ("?lead_ms=1500", "3s", "3s"),
+        ("?lead_ms=2000", "0.250s", "0.250s"),
+        ("?lead_ms=900", "10s", "10s"),
+        ("?lead_ms=1500", "0s", "0s"),
+    ],
+)
+async def test_starts_lead_replaces_the_query_strings_whole(
+    edge: Edge, query: str, lead: str, expected: str
+):
+    # The two were merged field by field as protobuf Durations: 1.5 s under 3 s made 3.5 s,
+    # 0.9 s under 10 s made 10.9 s (refused as over the limit), and a lead of 0 was ignored.
+    assert (await _session_lead(edge, query, {"lead": lead}))[0] == expected
+
+
+@pytest.mark.parametrize(("lead", "expected"), [("3s", "3s"), ("0s", "0s"), (None, "1.500s")])
+async def test_a_resumes_lead_replaces_the_tokens_whole(edge: Edge, lead: str | None, expected):
+    _, token = await _session_lead(edge, "?lead_ms=1500", {})
+    resume: dict = {"resume": {"resumeToken": token}}
+    if lead is not None:
+        resume["lead"] = lead
+    assert (await _session_lead(edge, "", resume))[0] == expected
