@@ -38,7 +38,7 @@ from voxwire.audio.codecs import Encoding, PcmFormat
 from voxwire.audio.convert import FormatConverter
 from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS, resolve_format
 from voxwire.edge.v1 import session_pb2, stt_pb2
-from voxwire.replay import AudioReplayWindow
+from voxwire.replay import AudioReplayWindow, continued_from_violations
 from voxwire.timings import Clock
 from voxwire.v1 import audio_pb2, stream_pb2, timings_pb2, transcription_pb2
 
@@ -231,6 +231,18 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
                 PcmFormat(ENCODINGS[target.encoding], target.sample_rate_hz, target.channels),
             )
         if ack is not None:
+            # Checked here, named as the client sent it: passed on, the adapter refused it as
+            # config.stream_offset_ms, a field the client never set.
+            violations = continued_from_violations(
+                at=("start.resume.ack.finalizedThroughMs", ack.finalized_through_ms),
+                index=("start.resume.ack.nextUtteranceIndex", ack.next_utterance_index),
+            )
+            if violations:
+                raise errors.ResumeRejected(
+                    "the ack is past where any session could have got to: resume from the "
+                    "last ack the session sent, or start a new session",
+                    violations=violations,
+                )
             self.ack.CopyFrom(ack)
         base = self.ack.finalized_through_ms
         self.window = AudioReplayWindow(

@@ -286,3 +286,30 @@ async def test_a_browsers_media_recorder_stream_is_named_not_heard_as_samples(ed
     assert error["reason"] == "INVALID_AUDIO", messages
     assert "WebM" in error["message"] and "AudioWorklet" in error["message"], error
     assert not [m for m in messages if "result" in m], messages
+
+
+@pytest.mark.parametrize(
+    ("ack", "field"),
+    [
+        ({"finalizedThroughMs": 4_294_967_000}, "start.resume.ack.finalizedThroughMs"),
+        ({"nextUtteranceIndex": 4_294_967_000}, "start.resume.ack.nextUtteranceIndex"),
+    ],
+)
+async def test_a_resume_ack_past_any_session_is_rejected_naming_the_ack(
+    edge: Edge, ack: dict, field: str
+):
+    # It went to the adapter, which refused it INVALID_CONFIG naming config.stream_offset_ms,
+    # a field the client never set.
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{edge.ws}/v1/stt/stream?{QUERY}", headers=edge.headers) as ws:
+            token = json.loads((await ws.receive(timeout=10)).data)["session"]["resumeToken"]
+            await ws.send_str(json.dumps({"close": {}}))
+        async with http.ws_connect(f"{edge.ws}/v1/stt/stream", headers=edge.headers) as ws:
+            resume = {"resume": {"resumeToken": token, "ack": ack}}
+            await ws.send_str(json.dumps({"start": resume}))
+            errors = [
+                json.loads(msg.data)["error"] async for msg in ws if "error" in json.loads(msg.data)
+            ]
+    assert ws.close_code == 4011, errors
+    assert [e["reason"] for e in errors] == ["RESUME_REJECTED"], errors
+    assert [v["field"] for v in errors[0]["fieldViolations"]] == [field], errors
