@@ -97,11 +97,25 @@ class ClientContext:
     # The cancel or truncate the client sent, until the context ends: a resume never reopens
     # the context (it ends here, ``replay``).
     stop: Message | None = None
+    # Binary frames carry no duration: the current stream's (each ``opened``'s) first start
+    # and the frames received since, from which each frame's end comes as the server computes
+    # it (``start + frames * 1000 // rate``, docs/contract.md's tiling).
+    stream_base_ms: int = -1
+    stream_frames: int = 0
 
-    @property
-    def bytes_per_ms(self) -> float:
+    def binary_duration_ms(self, start_ms: int, audio: bytes) -> int:
+        """A binary frame's duration, tiling exactly with the frames before and after it. A
+        start that is not where the last frame ended (a stream the server rebased) starts
+        the count again from it."""
         fmt = self.config.output_format
-        return max(1, fmt.sample_rate_hz) * sample_bytes(fmt.encoding) / 1000
+        rate = max(1, fmt.sample_rate_hz)
+        frames = len(audio) // max(1, sample_bytes(fmt.encoding))
+        if self.stream_base_ms < 0 or start_ms != (
+            self.stream_base_ms + self.stream_frames * 1000 // rate
+        ):
+            self.stream_base_ms, self.stream_frames = start_ms, 0
+        self.stream_frames += frames
+        return self.stream_base_ms + self.stream_frames * 1000 // rate - start_ms
 
 
 @dataclass(slots=True)
@@ -283,6 +297,7 @@ class SynthesisClientState:
         if kind == "opened":
             self._handles[msg.opened.handle] = ctx
             ctx.handle = msg.opened.handle
+            ctx.stream_base_ms = -1  # a new stream of the context: its frames count anew
             if ctx.state is CtxState.OPENING:
                 ctx.state = CtxState.OPEN
             if not ctx.opened_seen:
@@ -321,7 +336,7 @@ class SynthesisClientState:
         out = TtsOutcome()
         ctx = self._handles.get(frame.handle)
         if ctx is not None:
-            duration = round(len(frame.audio) / ctx.bytes_per_ms)
+            duration = ctx.binary_duration_ms(frame.start_ms, frame.audio)
             self._audio(ctx, frame.sequence_number, frame.start_ms, duration, frame.audio, out)
         return out
 
