@@ -197,6 +197,13 @@ class ResumingLink(abc.ABC):
             for item in replay():
                 await self.write(item)
         self.changed.set()
+        if not self.ready_on_session:
+            return None  # up once the config is taken: ``session_ready``
+        return self._came_back()
+
+    def _came_back(self) -> Resumed | None:
+        """The connection serves the session: the reconnect budget starts afresh, and a resume
+        after lost connections is reported."""
         resumed = None
         if self._lost_at is not None:
             resumed = Resumed(
@@ -209,14 +216,17 @@ class ResumingLink(abc.ABC):
         self._lost_cause = ""
         self._attempts = 0
         self._was_up = True
-        if self.ready_on_session:
-            self.session_ready()
+        if not self._first_up.done():
+            self._first_up.set_result(None)  # ``connect`` returns
         return resumed
 
-    def session_ready(self) -> None:
-        """The first session is ready for the caller: ``connect`` returns."""
-        if not self._first_up.done():
-            self._first_up.set_result(None)
+    def session_ready(self) -> Resumed | None:
+        """For a kind whose config is judged after the session message (``ready_on_session``
+        False): this connection's config was taken. Until then a connection is not up: a
+        refusal of the config (OVERLOADED, say) counts against the reconnect budget, which a
+        session message alone reset at every attempt, so ``connect`` retried for as long as
+        the model stayed full, reporting a resume each time for a session never started."""
+        return self._came_back()
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -387,5 +397,11 @@ def _spent(what: str, detail: str, refusal: errors.VoxwireError | None) -> error
     if isinstance(refusal, errors.RateLimited):
         return errors.RateLimited(
             f"the key's limits refused the session {detail}", retry_delay=refusal.retry_delay
+        )
+    if isinstance(refusal, errors.Overloaded):
+        # The gateway was reached and the model was full: not "no gateway could be reached".
+        return errors.Overloaded(
+            f"the service was at capacity at every attempt {detail}",
+            retry_delay=refusal.retry_delay,
         )
     return errors.BackendUnavailable(f"{what} {detail}")

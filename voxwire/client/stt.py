@@ -20,7 +20,7 @@ Failures raise ``voxwire.errors`` classes: a non-retryable error event raises it
 ``send``, ``close`` and the event iterator); a resume the gateway refuses raises
 ResumeRejected (the SDK never starts a fresh session behind the caller's back, which could
 repeat words); a reconnect budget spent raises BackendUnavailable (RateLimited when the
-last attempt was refused for the key's limits).
+last attempt was refused for the key's limits, Overloaded when for the service's capacity).
 """
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ class TranscriptionSession(ResumingLink):
         self.state = SttClientState(config, max_replay_ms=options.max_replay_ms)
         self._events: EventChannel[TranscriptionEvent] = EventChannel(options.max_events)
         self._summary: session_pb2.SessionSummary | None = None
+        # The session message of this connection resumed the session, and the audio it
+        # replayed: reported as a Resumed once the model takes the config again.
+        self._resuming = False
+        self._replayed_ms = 0
 
     @classmethod
     async def connect(
@@ -95,7 +99,7 @@ class TranscriptionSession(ResumingLink):
         UnsupportedSampleRate (the config's audio format), the error the gateway answered
         with (Unauthenticated, InvalidConfig, ...), or BackendUnavailable when no gateway
         answered within the reconnect budget (RateLimited when the key's limits refused the
-        last attempt)."""
+        last attempt, Overloaded when the service was at capacity)."""
         credentials = Credentials(api_key=api_key, token_provider=token_provider, origin=origin)
         session = cls(urls, config, credentials, options)
         await session._start()
@@ -248,18 +252,18 @@ class TranscriptionSession(ResumingLink):
         log.debug("received %s", server.WhichOneof("message") or "ack")
         outcome = self.state.receive(server)
         if outcome.session_up:
-            replayed = 0
+            self._resuming = outcome.resumed
 
             def replay() -> list[str | bytes]:
-                nonlocal replayed
-                replayed = self.state.replay_ms
+                self._replayed_ms = self.state.replay_ms
                 return [i if isinstance(i, bytes) else encode(i) for i in self.state.replay()]
 
-            resumed = await self.replay_and_go_live(ws, replay)
-            if resumed is not None and outcome.resumed:
-                await self._events.put(replace(resumed, replayed_ms=replayed))
-        if outcome.started:
-            self.session_ready()
+            await self.replay_and_go_live(ws, replay)
+        if outcome.live:
+            # Up once the model took the config (``started``), not at the session message.
+            resumed = self.session_ready()
+            if resumed is not None and self._resuming:
+                await self._events.put(replace(resumed, replayed_ms=self._replayed_ms))
         self.changed.set()  # an ack may have made room in the window
         for event in outcome.events:
             await self._events.put(event)

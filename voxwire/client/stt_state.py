@@ -98,6 +98,9 @@ class Outcome:
     resumed: bool = False
     # The first ``started``: the model took the session's config.
     started: bool = False
+    # This connection's ``started`` (the first, or a resumed connection's): it serves the
+    # session.
+    live: bool = False
     # Close this connection now and resume on the next gateway (going_away).
     hand_over: bool = False
     # The going_away said the server spread the reconnects itself: no jitter of our own.
@@ -255,6 +258,7 @@ class SttClientState:
         if kind == "session":
             self._on_session(msg.session, out)
         elif kind == "started":
+            out.live = True
             if not self._started_seen:
                 self._started_seen = True
                 out.started = True

@@ -250,7 +250,8 @@ class SynthesisSession(ResumingLink):
 
         Raises ValueError (credentials, URLs), the gateway's error (Unauthenticated, ...), or
         BackendUnavailable when no gateway answered within the reconnect budget (RateLimited
-        when the key's limits refused the last attempt)."""
+        when the key's limits refused the last attempt, Overloaded when the service was at
+        capacity)."""
         start = tts_pb2.TtsStart(
             audio_delivery=tts_pb2.AUDIO_DELIVERY_JSON
             if audio_delivery == "json"
