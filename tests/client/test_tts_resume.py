@@ -17,6 +17,7 @@ from tests.helpers.edge import Edge
 from tests.helpers.gateway_process import GatewayProcess
 from tests.helpers.long_text import long_text
 from voxwire.client import ContextEvent, Resumed, SynthesisSession, SynthesizedAudio, token_fetcher
+from voxwire.edge.v1 import tts_pb2
 from voxwire.v1 import synthesis_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -223,3 +224,41 @@ async def test_long_text_going_in_pieces_resumes_with_every_word_once(
     spoken = [text[w.text_offset : w.text_offset + w.text_length].rstrip(".") for w in words]
     assert spoken == [part.rstrip(".") for part in text.split()]
     assert not [e for e in events if isinstance(e, synthesis_pb2.FlushAck)]
+
+
+async def test_a_truncate_after_a_resume_hears_the_words_from_before_it(
+    edge: Edge, gateways: tuple[GatewayProcess, GatewayProcess], origin_key: str
+):
+    # Truncated.heard came from the gateway the context was reopened on, which knows only the
+    # words it spoke itself: a listener stopped after the resume got heard=[] (a review:
+    # 8 words heard, none reported), the record of what the user heard lost.
+    a, b = gateways
+    fetch = token_fetcher(edge.ws, origin_key, origin=ORIGIN)
+    events: list[ContextEvent] = []
+    async with asyncio.timeout(40):
+        tts = await SynthesisSession.connect(
+            [a.ws, b.ws], token_provider=fetch, origin=ORIGIN, lead_ms=300, options=OPTIONS
+        )
+        ctx = await tts.open("c1", tts_config())
+        await ctx.append(TEXT)
+        await ctx.close()
+        killed_at = truncated_at = 0
+        async for event in ctx:
+            events.append(event)
+            if not isinstance(event, SynthesizedAudio):
+                continue
+            if not killed_at and event.sequence_number == 8:
+                a.signal(signal.SIGKILL)
+                killed_at = event.start_ms + event.duration_ms
+            elif killed_at and not truncated_at and event.sequence_number == 12:
+                truncated_at = event.start_ms + event.duration_ms
+                await ctx.truncate(truncated_at)
+        await tts.close()
+    end = events[-1]
+    assert isinstance(end, tts_pb2.Truncated), end
+    words = spoken_words(events)
+    expected = [w.word for w in words if w.end_ms <= end.played_ms]
+    assert expected and [w.word for w in end.heard] == expected
+    assert any(w.end_ms <= killed_at for w in end.heard)  # words from before the resume too
+    for word in end.heard:  # whole-context offsets, as the words were passed on
+        assert TEXT[word.text_offset : word.text_offset + word.text_length] == word.word

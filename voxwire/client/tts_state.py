@@ -88,7 +88,7 @@ class ClientContext:
     pending_flushes: list[str] = field(default_factory=list)
     closed_by_client: bool = False
     handle: int = 0
-    reopened: bool = False  # reopened on a resumed connection: its `opened` is not news
+    reopened: bool = False  # reopened on a resumed connection: Truncated.heard is ours
     opened_seen: bool = False
     word_base: int = 0  # added to the current stream's word text offsets
     reported_to: int = 0  # end (code points) of the last word passed on
@@ -322,6 +322,13 @@ class SynthesisClientState:
         elif kind in ("done", "cancelled", "truncated"):
             end = getattr(msg, kind)
             end.last_sequence_number = ctx.replay.number(end.last_sequence_number)
+            if kind == "truncated" and ctx.reopened and ctx.words:
+                # The gateway that answers knows only the words of the stream it reopened
+                # (none, when the listener stopped within the audio from before the resume),
+                # at offsets in the text it was given: the heard words are the context's own,
+                # by the same rule (Truncated.heard: the words whose audio ended by then).
+                del end.heard[:]
+                end.heard.extend(w for w in ctx.words if w.end_ms <= end.played_ms)
             self._finish(ctx)
             out.events.append((cid, end))
             out.ended.append((cid, None))
@@ -398,6 +405,7 @@ class SynthesisClientState:
                 continue
             point = ctx.replay.resume_point()
             ctx.replay.resumed(point)
+            ctx.reopened = True
             ctx.word_base = point.text_offset
             cid = ctx.context_id
             out += point.messages(Message, cid, ctx.config, ctx.pending_flushes)
