@@ -29,6 +29,7 @@ from voxwire import errors
 from voxwire.client.backoff import RetryBudget
 from voxwire.client.connection import ConnectionLost, Credentials, Endpoints, open_socket
 from voxwire.client.options import Resumed, SessionOptions
+from voxwire.edge.v1 import session_pb2
 
 log = logging.getLogger(__name__)
 
@@ -374,14 +375,35 @@ class ResumingLink(abc.ABC):
             self._lost_cause = self._cause
         return lost
 
-    async def _keepalive(self) -> None:
+    def _advertised_limits(self) -> session_pb2.EdgeLimits | None:
+        """The limits of the last session message, if one came."""
+        return None
+
+    def _keepalive_period(self) -> float:
+        """The option's period, or less when the gateway said it warns (and then closes) a
+        session sooner: with a fixed 10 s an idle session on a gateway whose idle timeout is
+        8 s was closed IDLE_TIMEOUT, which no resume continues."""
         period = self.options.keepalive_s
-        if period <= 0:
+        limits = self._advertised_limits()
+        if period <= 0 or limits is None or not limits.HasField("idle_timeout"):
+            return period
+        quiet_s = limits.idle_timeout.ToTimedelta().total_seconds()
+        if limits.HasField("idle_warning"):
+            warned_s = quiet_s - limits.idle_warning.ToTimedelta().total_seconds()
+            quiet_s = warned_s if warned_s > 0 else quiet_s
+        return min(period, quiet_s / 2) if quiet_s > 0 else period
+
+    async def _keepalive(self) -> None:
+        if self.options.keepalive_s <= 0:
             return
         while True:
+            period = self._keepalive_period()
             idle = time.monotonic() - self._last_write
             if idle < period:
-                await asyncio.sleep(period - idle)
+                wait = period - idle
+                if self._advertised_limits() is None:
+                    wait = min(wait, 0.5)  # the session message may bring a shorter period
+                await asyncio.sleep(wait)
                 continue
             async with self.write_lock:
                 if self.live is not None:

@@ -17,8 +17,9 @@ class SessionOptions:
     # WebSocket pings (RFC 6455 5.5.2); no pong within half of it ends the connection, and the
     # session resumes. None: rely on the server's pings.
     heartbeat_s: float | None = 10.0
-    # A keepAlive goes out when nothing else was sent for this long (the gateway ends a
-    # session idle for 30 s); 0 turns it off.
+    # A keepAlive goes out when nothing else was sent for this long, or for half the time the
+    # gateway's session message says it waits before its idle warning, if that is shorter
+    # (the gateway ends a session idle for 30 s by default); 0 turns it off.
     keepalive_s: float = 10.0
     # How long one ``send`` may wait for the connection or for room in the replay window
     # before it raises TimeoutError.

@@ -238,6 +238,9 @@ class TranscriptionSession(ResumingLink):
     def _first_message(self) -> str:
         return encode(self.state.connected())
 
+    def _advertised_limits(self) -> session_pb2.EdgeLimits | None:
+        return self.state.limits if self.state.session_id else None
+
     def _keepalive_message(self) -> str:
         return encode(Message(keep_alive=stream_pb2.KeepAlive()))
 

@@ -353,6 +353,9 @@ class SynthesisSession(ResumingLink):
     def _first_message(self) -> str:
         return encode(self.state.connected())
 
+    def _advertised_limits(self) -> session_pb2.EdgeLimits | None:
+        return self.state.limits
+
     def _keepalive_message(self) -> str:
         return encode(Message(keep_alive=stream_pb2.KeepAlive()))
 

@@ -146,6 +146,8 @@ class SynthesisClientState:
         # What the gateway says a context holds unsynthesized on its servers (EdgeLimits;
         # 0: it did not say): long text goes in pieces that fit.
         self.max_pending_text_bytes = 0
+        # The last session message's limits (the keepalive fits its idle timeout).
+        self.limits: session_pb2.EdgeLimits | None = None
         self.closing = False
         self.contexts: dict[str, ClientContext] = {}
         self._handles: dict[int, ClientContext] = {}
@@ -265,6 +267,7 @@ class SynthesisClientState:
             self.token = msg.session.resume_token
             self.session_id = msg.session.session_id
             self.max_pending_text_bytes = msg.session.limits.max_pending_text_bytes
+            self.limits = msg.session.limits
             out.session_up = True
         elif kind == "going_away":
             self.token = msg.going_away.resume_token or self.token
