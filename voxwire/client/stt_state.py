@@ -291,7 +291,14 @@ class SttClientState:
         elif kind == "going_away":
             self.token = msg.going_away.resume_token or self.token
             self._token_covers = sum(1 for c in self._controls if c.accepted)
-            if not self.closing:
+            if msg.going_away.reason == "STREAM_TOO_LONG":
+                # The maximum duration: the gateway finalizes what it has and then closes
+                # (4009), and the finals come on this connection. Handing over at once threw
+                # them away, and the next session decoded the utterance again from its start
+                # (replayed, its words could change). The connection's end resumes the
+                # session, from the ack of those finals.
+                pass
+            elif not self.closing:
                 self._hand_over = out.hand_over = True
                 self._reconnect_now = msg.going_away.reconnect_now
         elif kind == "error":
