@@ -185,6 +185,18 @@ def single_query(request: web.Request) -> dict[str, str]:
     return dict(query)
 
 
+def no_query(request: web.Request) -> None:
+    """An endpoint that takes no query parameters refuses any, as every endpoint refuses one
+    it does not know (docs/edge.md): a client that thinks it set something (``?ttl=5``) is
+    told it did not."""
+    names = sorted(set(request.query))
+    if names:
+        raise errors.InvalidConfig.of(
+            f"{request.path} takes no query parameters",
+            [errors.Violation(name[:40], "unknown query parameter") for name in names],
+        )
+
+
 def query_encoding(
     query: dict[str, str], bad: list[errors.Violation]
 ) -> audio_pb2.AudioEncoding.ValueType | None:

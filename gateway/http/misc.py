@@ -13,6 +13,7 @@ from gateway.http.common import (
     declared_within,
     error_response,
     expect_handler,
+    no_query,
     not_draining,
     read_body,
 )
@@ -38,6 +39,7 @@ def _token_principal(request: web.Request) -> Principal:
 
 def _token_expect_check(request: web.Request) -> None:
     _token_principal(request)
+    no_query(request)
     declared_within(request, _TOKEN_BODY_BYTES)
 
 
@@ -49,6 +51,7 @@ async def token(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     try:
         principal = _token_principal(request)
+        no_query(request)
         body = await read_body(
             request, _TOKEN_BODY_BYTES, gateway.config.token_body_timeout_seconds
         )
@@ -77,6 +80,7 @@ async def capabilities(request: web.Request) -> web.Response:
         # open it.
         not_draining(gateway.registry)
         principal = authenticate(request, gateway.auth)
+        no_query(request)
         # Not a session (it holds nothing), but each request reaches an adapter: a bucket of
         # its own per key (CatalogLimiter), as for gRPC GetCapabilities.
         gateway.auth.catalog.admit(principal.key_id, principal.limits)
@@ -101,6 +105,10 @@ async def capabilities(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
+    try:
+        no_query(request)
+    except errors.VoxwireError as exc:
+        return error_response(exc)
     return web.json_response(document())
 
 

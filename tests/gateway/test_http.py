@@ -488,3 +488,22 @@ async def test_a_cors_preflight_is_refused_with_no_cors_headers(edge: Edge):
             body = await resp.json()
     assert (resp.status, body["error"]["reason"]) == (405, "METHOD_NOT_ALLOWED"), body
     assert not [h for h in resp.headers if h.lower().startswith("access-control-")]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/capabilities?foo=1&foo=2"),
+        ("POST", "/v1/auth/token?ttl=5"),
+        ("GET", "/v1/openapi.json?v=2"),
+    ],
+)
+async def test_an_endpoint_that_takes_no_query_refuses_one(edge: Edge, method: str, path: str):
+    # docs/edge.md: a query parameter an endpoint does not know is INVALID_CONFIG naming it;
+    # these endpoints answered 200 (a token issued for "?ttl=5" with the default lifetime).
+    async with aiohttp.ClientSession() as http:
+        async with http.request(method, f"{edge.server.url}{path}", headers=edge.headers) as resp:
+            body = await resp.json()
+    assert (resp.status, body["error"]["reason"]) == (400, "INVALID_CONFIG"), body
+    named = path.split("?")[1].split("=")[0]
+    assert [v["field"] for v in body["error"]["fieldViolations"]] == [named], body

@@ -55,7 +55,8 @@ ERROR_REASONS: dict[tuple[str, str], tuple[str, ...]] = {
         *_BODY,
         "INVALID_CONFIG",
     ),
-    ("GET", "/v1/capabilities"): (*_EVERY, "BACKEND_UNAVAILABLE"),
+    # INVALID_CONFIG: it takes no query parameters (docs/edge.md, "Query strings").
+    ("GET", "/v1/capabilities"): (*_EVERY, "BACKEND_UNAVAILABLE", "INVALID_CONFIG"),
 }
 
 
