@@ -364,7 +364,8 @@ async def test_capabilities_openapi_and_metrics(edge: Edge):
             assert {"400", "404", "413", "500", "503"} <= set(post["responses"]), path
             assert "409" not in post["responses"], path
         get = doc["paths"]["/v1/capabilities"]["get"]["responses"]
-        assert {"401", "429", "503"} <= set(get) and "413" not in get and "400" not in get
+        assert {"401", "429", "503"} <= set(get) and "413" not in get
+        assert get["400"]["x-voxwire-reasons"] == ["INVALID_CONFIG"]  # a query string
         assert get["503"]["x-voxwire-reasons"] == ["DRAINING", "BACKEND_UNAVAILABLE"]
         async with http.get(f"{edge.server.url}/metrics") as resp:
             assert "voxwire_gateway_sessions_active" in await resp.text()
