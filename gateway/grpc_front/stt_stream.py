@@ -44,6 +44,13 @@ _PASSED = frozenset(
 )
 
 
+class FrontSttSession(SttEdgeSession):
+    """The edge session, its errors worded for a contract caller."""
+
+    _start_again = "config may only be the first message of a stream"
+    _start_first = "the first message of a stream must be its config"
+
+
 class FrontSttRunner(FrontCall, SttRunner):
     """The WebSocket session's runner with the contract's messages on the client side."""
 
@@ -58,7 +65,7 @@ class FrontSttRunner(FrontCall, SttRunner):
         metadata: tuple[tuple[str, str], ...],
         on_failover: Callable[[], None] | None = None,
     ) -> None:
-        session = SttEdgeSession(limits, session_id=session_id, issue_token=no_token)
+        session = FrontSttSession(limits, session_id=session_id, issue_token=no_token)
         super().__init__(
             session,
             port,
@@ -101,7 +108,7 @@ class FrontSttRunner(FrontCall, SttRunner):
                     next_utterance_index=config.first_utterance_index,
                 )
                 self._first_index = config.first_utterance_index
-            return session.start(config, ack)
+            return session.start(config, ack, from_config=True)
         if kind is None:
             raise errors.InvalidMessage("empty request (no field of the oneof set)")
         message = stt_pb2.SttClientMessage()

@@ -149,6 +149,11 @@ class _Control:
 
 class SttEdgeSession(EdgeSessionBase[SttLimits]):
     _DURATION_WARNING = "the session reaches its maximum duration and will be handed over"
+    # How errors speak of the session's first message, in the wire's own terms: the
+    # WebSocket's ``start`` here; the gRPC front's is the contract's ``config`` (its
+    # FrontSttSession), where "send start" named a message its caller does not have.
+    _start_again = "start may only be the first message of a session"
+    _start_first = "send start (or the config in the query string) first"
     # How errors name the config's fields (``start``'s ``from_query``); a class default, so
     # that a session configured by a message holds nothing for it (idle memory, docs/edge.md).
     _field_names: Callable[[str], str | None] | None = None
@@ -202,12 +207,15 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         session_id: str = "",
         resumes: int = 0,
         from_query: bool = False,
+        from_config: bool = False,
     ) -> Actions:
         """The configuration arrived (query string, ``start``, or a verified resume token with
         the client's last ``ack``; a resume keeps the token's ``session_id``). Raises
         InvalidConfig, UnsupportedEncoding, UnsupportedSampleRate, ConfigAlreadySet.
         ``from_query``: the client set it in the query string, and errors name its fields by
-        their parameters there (``sample_rate``, not ``config.audio_format.sample_rate_hz``)."""
+        their parameters there (``sample_rate``, not ``config.audio_format.sample_rate_hz``).
+        ``from_config``: ``ack`` is the gRPC front caller's config.stream_offset_ms and
+        config.first_utterance_index, not a resume's."""
         if self.state is not State.AWAITING_START:
             raise errors.ConfigAlreadySet("the session already has its configuration")
         if from_query:
@@ -233,10 +241,17 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         if ack is not None:
             # Checked here, named as the client sent it: passed on, the adapter refused it as
             # config.stream_offset_ms, a field the client never set.
-            violations = continued_from_violations(
-                at=("start.resume.ack.finalizedThroughMs", ack.finalized_through_ms),
-                index=("start.resume.ack.nextUtteranceIndex", ack.next_utterance_index),
+            names = (
+                ("config.stream_offset_ms", "config.first_utterance_index")
+                if from_config
+                else ("start.resume.ack.finalizedThroughMs", "start.resume.ack.nextUtteranceIndex")
             )
+            violations = continued_from_violations(
+                at=(names[0], ack.finalized_through_ms),
+                index=(names[1], ack.next_utterance_index),
+            )
+            if violations and from_config:
+                raise errors.InvalidConfig.of("invalid config", violations)
             if violations:
                 raise errors.ResumeRejected(
                     "the ack is past where any session could have got to: resume from the "
@@ -374,12 +389,9 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         if kind in _ACCEPTS[self.state] and not (self._closing_requested and kind != "keep_alive"):
             return
         if kind == "start":
-            raise errors.ConfigAlreadySet("start may only be the first message of a session")
+            raise errors.ConfigAlreadySet(self._start_again)
         if self.state is State.AWAITING_START:
-            raise errors.ConfigRequired(
-                f"{kind} before the configuration: send start (or the config in the query "
-                "string) first"
-            )
+            raise errors.ConfigRequired(f"{kind} before the configuration: {self._start_first}")
         state = "closing" if self._closing_requested else self.state.value
         raise errors.InvalidMessage(f"{kind} is not accepted while the session is {state}")
 

@@ -314,3 +314,42 @@ async def test_a_client_faster_than_the_model_waits_after_a_bounded_amount(edge:
     async with grpc.aio.insecure_channel(edge.server.grpc_address) as channel:
         taken = await bytes_taken_unread(channel, first, chunks, metadata=bearer(edge.key))
     assert 0 < taken <= 2 * 1024 * 1024, f"the front took {taken:,} bytes before holding back"
+
+
+@pytest.mark.parametrize(
+    ("requests", "reason", "says"),
+    [
+        ([SttReq(audio=bytes(3200))], "CONFIG_REQUIRED", "must be its config"),
+        (
+            [SttReq(config=stt_config()), SttReq(config=stt_config())],
+            "CONFIG_ALREADY_SET",
+            "config may only be the first message",
+        ),
+    ],
+)
+async def test_the_fronts_errors_speak_of_the_contracts_messages(
+    edge: Edge, requests: list, reason: str, says: str
+):
+    # They were the WebSocket's: "send start (or the config in the query string) first", to a
+    # gRPC caller that has neither a start message nor a query string.
+    async with grpc.aio.insecure_channel(edge.server.grpc_address) as channel:
+        stub = transcription_pb2_grpc.TranscriptionStub(channel)
+        call = stub.StreamingTranscribe(metadata=bearer(edge.key), timeout=10)
+        for request in requests:
+            await call.write(request)
+        error = await rich_error(call)
+        details = await call.details()
+    assert error.reason == reason, error
+    assert says in details and "start" not in details, details
+
+
+async def test_a_fronts_continued_offset_past_any_stream_names_the_config_field(edge: Edge):
+    config = stt_config()
+    config.stream_offset_ms = 4_294_967_000
+    async with grpc.aio.insecure_channel(edge.server.grpc_address) as channel:
+        stub = transcription_pb2_grpc.TranscriptionStub(channel)
+        call = stub.StreamingTranscribe(metadata=bearer(edge.key), timeout=10)
+        await call.write(SttReq(config=config))
+        error = await rich_error(call)
+    assert error.reason == "INVALID_CONFIG", error
+    assert error.violations == ("config.stream_offset_ms",), error
