@@ -196,7 +196,9 @@ class BrowserTokens:
         if not 0 < ttl <= self.max_ttl_s:
             raise InvalidConfig.of(
                 "token request",
-                [Violation("ttl_seconds", f"must be 0 (default) to {self.max_ttl_s}")],
+                # Named as the JSON body names it (docs/edge.md: HTTP violations name the
+                # body's fields).
+                [Violation("ttlSeconds", f"must be 0 (default) to {self.max_ttl_s}")],
             )
         claims: dict[str, Any] = {
             "key": key_id,

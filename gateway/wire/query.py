@@ -39,7 +39,10 @@ def parse_bool(value: str) -> bool:
 
 
 def _uint(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:  # its own words are Python's ("invalid literal for int() ...")
+        raise ValueError(f"{value[:40]!r} is not a whole number") from None
     if not 0 <= number < 2**32:
         raise ValueError("out of range")
     return number
@@ -103,6 +106,9 @@ STT_QUERY_FIELDS = {
     "config.audio_format.encoding": "encoding",
     "config.audio_format.sample_rate_hz": "sample_rate",
     "config.audio_format.channels": "channels",
+    # The whole endpointing message (a model without endpointing refuses it): the query's
+    # name for the feature, whichever of its parameters the client gave.
+    "config.endpointing": "endpointing",
     "config.endpointing.enabled": "endpointing",
     "config.endpointing.silence_ms": "silence_ms",
     "config.endpointing.vad_aggressiveness": "vad",

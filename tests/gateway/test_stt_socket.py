@@ -313,3 +313,20 @@ async def test_a_resume_ack_past_any_session_is_rejected_naming_the_ack(
     assert ws.close_code == 4011, errors
     assert [e["reason"] for e in errors] == ["RESUME_REJECTED"], errors
     assert [v["field"] for v in errors[0]["fieldViolations"]] == [field], errors
+
+
+@pytest.mark.parametrize(
+    ("query", "field"), [("silence_ms=300", "endpointing"), ("vad=2", "endpointing")]
+)
+async def test_endpointing_a_model_lacks_is_named_by_the_query(edge: Edge, query: str, field: str):
+    # bench_stt has no endpointing: the refusal named config.endpointing, the contract's
+    # field, to a client that wrote a query string.
+    url = f"{edge.ws}/v1/stt/stream?model=bench_stt&encoding=pcm_s16le&sample_rate=16000&{query}"
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(url, headers=edge.headers) as ws:
+            errors = [
+                json.loads(msg.data)["error"] async for msg in ws if "error" in json.loads(msg.data)
+            ]
+    assert errors, errors
+    assert [v["field"] for v in errors[0].get("fieldViolations", [])] == [field], errors
+    assert "config." not in errors[0]["message"], errors

@@ -247,3 +247,14 @@ async def test_a_resumes_lead_replaces_the_tokens_whole(edge: Edge, lead: str | 
     if lead is not None:
         resume["lead"] = lead
     assert (await _session_lead(edge, "", resume))[0] == expected
+
+
+async def test_a_query_number_that_is_not_one_says_so_in_plain_words(edge: Edge):
+    async with aiohttp.ClientSession() as http:
+        url = f"{edge.ws}/v1/tts/stream?lead_ms=abc"
+        async with http.ws_connect(url, headers=edge.headers) as ws:
+            error = json.loads((await ws.receive(timeout=10)).data)["error"]
+    assert error["reason"] == "INVALID_CONFIG", error
+    [violation] = error["fieldViolations"]
+    assert violation["field"] == "lead_ms", error
+    assert "not a whole number" in violation["description"], error  # not Python's int() text

@@ -141,7 +141,7 @@ def test_browser_token_lifetimes():
     assert tokens.issue("k", origin=None, now=NOW, ttl_s=300).expires_at == int(NOW) + 300
     with pytest.raises(InvalidConfig) as refused:
         tokens.issue("k", origin=None, now=NOW, ttl_s=301)
-    assert refused.value.violations[0].field == "ttl_seconds"
+    assert refused.value.violations[0].field == "ttlSeconds"  # as the JSON body names it
     with pytest.raises(InvalidConfig):
         tokens.issue("k", origin=None, now=NOW, ttl_s=-1)
 
