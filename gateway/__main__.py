@@ -99,7 +99,22 @@ async def serve(config: GatewayConfig) -> None:
     try:
         await stop.wait()
     finally:
-        await server.stop()
+        await _stop(server, stop)
+
+
+async def _stop(server: GatewayServer, signalled: asyncio.Event) -> None:
+    """Drain and stop; a second signal meanwhile (an operator's second Ctrl-C) ends the
+    drain's grace now, as it said nothing and waited out the whole grace before."""
+    signalled.clear()
+    stopping = asyncio.ensure_future(server.stop())
+    again = asyncio.ensure_future(signalled.wait())
+    try:
+        await asyncio.wait({stopping, again}, return_when=asyncio.FIRST_COMPLETED)
+        if again.done() and not stopping.done():
+            server.end_drain_now()
+        await stopping
+    finally:
+        again.cancel()
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m gateway") -> None:

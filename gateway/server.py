@@ -15,6 +15,7 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from gateway.sessions import Registry
 from gateway.state import Gateway
 from gateway.telemetry import GatewayTracing
 from gateway.upstream.pool import AdapterPool
+from voxwire import errors
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,8 @@ class GatewayServer:
         self._reload: asyncio.Task[None] | None = None
         self.port = 0
         self._stopped = False
+        # A second SIGTERM / SIGINT during the drain (``end_drain_now``): the grace ends now.
+        self._hurry = asyncio.Event()
 
     async def start(self) -> int:
         """Connect to the adapters, wait for one to serve, listen. Returns the port.
@@ -279,9 +283,7 @@ class GatewayServer:
             await self.front.drain()
         ends = time.monotonic() + grace
         await self._send_going_aways(grace, ends)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, ends - time.monotonic())):
-                await self.registry.wait_empty()
+        await self._within_grace(self.registry.wait_empty(), ends - time.monotonic())
         at_grace = len(self.registry)
         # Sessions close themselves at their drain deadline; this wait is only a backstop.
         with contextlib.suppress(TimeoutError):
@@ -299,6 +301,36 @@ class GatewayServer:
                 "drain: %d sessions still open %g s after the grace", left, _DRAIN_BACKSTOP_S
             )
 
+    async def _within_grace(self, waited: Coroutine[Any, Any, None], seconds: float) -> None:
+        """Wait for ``waited`` at most ``seconds``, and no longer than until
+        ``end_drain_now``."""
+        task = asyncio.ensure_future(waited)
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait(
+                {task, hurry}, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for pending in (task, hurry):
+                pending.cancel()
+            await asyncio.gather(task, hurry, return_exceptions=True)
+
+    def end_drain_now(self) -> None:
+        """An operator's second signal: the drain's grace ends now. Every open session closes
+        with DRAINING (1012; its client resumes on another gateway) instead of at the grace's
+        end, and the process exits once they have (within the drain's backstop)."""
+        if not self.registry.draining or self._hurry.is_set():
+            return
+        self._hurry.set()
+        open_now = list(self.registry.runners)
+        log.warning(
+            "a second signal: the drain ends now; %d open sessions close with DRAINING (1012) "
+            "and resume elsewhere",
+            len(open_now),
+        )
+        for runner in open_now:
+            runner.end(errors.Draining("the gateway is shutting down now: resume on another one"))
+
     async def _send_going_aways(self, grace: float, ends: float) -> None:
         """Every open session's going_away, paced (``drain_pace_per_s``): the clients then
         reconnect at once (``reconnect_now``) instead of each waiting a random jitter, so a
@@ -312,7 +344,9 @@ class GatewayServer:
         for index, runner in enumerate(runners):
             wait = started + index * interval - time.monotonic()
             if wait > 0:
-                await asyncio.sleep(wait)
+                await self._within_grace(asyncio.sleep(wait), wait)
+            if self._hurry.is_set():
+                return  # end_drain_now ended every session
             runner.drain(max(0.0, ends - time.monotonic()), reconnect_now=pace > 0)
         if runners:
             log.info(
