@@ -171,6 +171,35 @@ async def test_a_first_connect_that_reaches_no_gateway_says_so():
     assert str(raised.value).startswith("no gateway could be reached"), raised.value
 
 
+async def test_a_gateway_that_never_answers_the_handshake_is_named_and_timed_from_connect():
+    # The cause read "TimeoutError: " (empty), and the time counted from the end of the first
+    # attempt: "3 attempts in 30.2 s" after the caller had waited 40.3 s.
+    import socket
+    import time
+
+    from voxwire.client import Backoff
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # takes the connection, never answers it
+        url = f"ws://127.0.0.1:{silent.getsockname()[1]}"
+        options = SessionOptions(
+            connect_timeout_s=0.3,
+            backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=2, max_elapsed_s=5.0),
+        )
+        began = time.monotonic()
+        with pytest.raises(errors.BackendUnavailable) as raised:
+            await asyncio.wait_for(
+                TranscriptionSession.connect([url], stt_config(), api_key="k", options=options),
+                10,
+            )
+        waited = time.monotonic() - began
+    message = str(raised.value)
+    assert "no WebSocket handshake within 0.3 s (connect_timeout_s)" in message, message
+    said = float(message.split(" attempts in ")[1].split(" s;")[0])
+    assert said >= 0.6 and abs(said - waited) < 0.2, (said, waited)
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [

@@ -238,7 +238,11 @@ async def open_socket(
                 "the session adds its endpoint's path"
             ) from exc
         raise errors.InvalidMessage(f"{url}: handshake answered {exc.status}") from exc
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except TimeoutError as exc:  # its own text is empty ("TimeoutError: ")
+        raise ConnectionLost(
+            f"{url}: no WebSocket handshake within {timeout_s:g} s (connect_timeout_s)", None
+        ) from exc
+    except (aiohttp.ClientError, OSError) as exc:
         raise ConnectionLost(f"{url}: {type(exc).__name__}: {exc}", None) from exc
 
 

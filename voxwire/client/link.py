@@ -87,6 +87,7 @@ class ResumingLink(abc.ABC):
         self._was_up = False  # a session message has come (a reconnect is a resume)
         self._last_write = time.monotonic()
         self._lost_at: float | None = None
+        self._began = 0.0  # when the session's loop started (connect was called)
         self._attempts = 0
         self._cause = ""  # why the last connection or attempt ended
         # The error event that ended the last attempt, if one did (a RATE_LIMITED refusal).
@@ -232,6 +233,7 @@ class ResumingLink(abc.ABC):
     # -- the loop ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        self._began = time.monotonic()
         budget = RetryBudget(self.options.backoff)
         keepalive = asyncio.create_task(self._keepalive(), name="voxwire-keepalive")
         error: BaseException | None = None
@@ -242,7 +244,9 @@ class ResumingLink(abc.ABC):
                     if verdict.failure is not None:
                         raise verdict.failure
                     if self._lost_at is None:  # a connect that failed before any session
-                        self._lost_at = time.monotonic()
+                        # The caller has waited since ``connect``: the spent budget's "in N s"
+                        # counts from there, not from the end of the first attempt.
+                        self._lost_at = self._began
                         self._lost_cause = self._cause
                     if self._attempts == 0:
                         budget.reset()
@@ -339,7 +343,8 @@ class ResumingLink(abc.ABC):
         finally:
             lost_now = self._lost_at is None  # this connection was the session's
             if lost_now:
-                self._lost_at = time.monotonic()  # downtime counts from here (Resumed)
+                # Downtime counts from here (Resumed); a session never up counts from connect.
+                self._lost_at = time.monotonic() if self._was_up else self._began
             async with self.write_lock:
                 self.live = None
             self.changed.set()

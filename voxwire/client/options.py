@@ -39,7 +39,10 @@ class Resumed:
     """The session continued on a new connection (an event of both session kinds)."""
 
     url: str
-    # From the moment the connection was lost (or going_away came) to the resumed session.
+    # From the moment the SDK saw the connection end (a close, a reset, or going_away) to the
+    # resumed session. A path that goes silent without either is seen only when its pings go
+    # unanswered (heartbeat_s, then half of it for the pong): that detection time comes
+    # before this, and is not in it.
     downtime_s: float
     # Connection attempts it took (1: the first one worked).
     attempts: int
