@@ -261,7 +261,10 @@ class SessionSummary(_message.Message):
     contexts: _builtins.int
     @_builtins.property
     def timings(self) -> _timings_pb2.StageTimings:
-        """Stages of the whole session: the inference server's and the edge's own (edge_* fields)."""
+        """Stages of the session on this connection: the inference server's and the edge's own
+        (edge_* fields). After a resume the earlier connections' are not in it (a gateway keeps
+        nothing of them; docs/edge.md).
+        """
 
     def __init__(
         self,
