@@ -21,9 +21,10 @@ from google.protobuf.message import DecodeError, Message
 from gateway.grpc_front.relay import Status
 from gateway.ports import Frame
 from voxwire import errors
+from voxwire.edge.v1 import session_pb2
 from voxwire.stream_write import drop_until_pause
 from voxwire.timings import trailers
-from voxwire.v1 import timings_pb2
+from voxwire.v1 import stream_pb2, timings_pb2
 
 # Bytes a request may hold beyond the largest frame (a config's vocabulary, a long text): the
 # adapter's MESSAGE_ALLOWANCE_BYTES, so a request the adapter reads is one the front reads.
@@ -126,6 +127,23 @@ def closing_status(
         return Status(grpc.StatusCode.OK, "", timed)
     status = Status.of(error or errors.InternalError("the gateway ended the call"))
     return Status(status.code, status.details, status.trailers + timed)
+
+
+def drain_notice(away: session_pb2.GoingAway) -> stream_pb2.StreamNotice | None:
+    """A drain's going_away as the contract tells its callers (docs/contract.md,
+    ``KIND_DRAINING``: finish within ``remaining``, or continue on a new stream), as the
+    adapter does. The front dropped it: a caller learnt of the drain only from UNAVAILABLE at
+    the grace's end, and could not move early. A maximum duration's going_away has no
+    counterpart here (the caller's status says STREAM_TOO_LONG)."""
+    if away.reason != "DRAINING":
+        return None
+    notice = stream_pb2.StreamNotice(
+        kind=stream_pb2.StreamNotice.KIND_DRAINING,
+        message="the gateway is shutting down: finish within the time remaining, or continue "
+        "on a new stream",
+    )
+    notice.remaining.CopyFrom(away.grace)
+    return notice
 
 
 def parse_request(data: bytes, message: type[M], max_frame_bytes: int) -> M:

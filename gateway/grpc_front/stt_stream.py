@@ -23,7 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.grpc_front.call_port import CallPort, FrontCall, no_token, parse_request
+from gateway.grpc_front.call_port import (
+    CallPort,
+    FrontCall,
+    drain_notice,
+    no_token,
+    parse_request,
+)
 from gateway.ports import Frame
 from gateway.runner import RunnerLimits
 from gateway.stt.runner import SttRunner
@@ -125,7 +131,10 @@ class FrontSttRunner(FrontCall, SttRunner):
             return response.SerializeToString()
         if kind == "summary":
             return Response(summary=self._summary(message.summary)).SerializeToString()
-        # session (resume token), going_away, error (the status carries it), the bare ack.
+        if kind == "going_away" and (notice := drain_notice(message.going_away)) is not None:
+            return Response(notice=notice).SerializeToString()
+        # session (resume token), a maximum duration's going_away, error (the status carries
+        # it), the bare ack.
         return None
 
     def _summary(self, edge: Any) -> transcription_pb2.TranscriptionSummary:

@@ -27,7 +27,13 @@ from collections.abc import Callable
 
 from google.protobuf.duration_pb2 import Duration
 
-from gateway.grpc_front.call_port import CallPort, FrontCall, no_token, parse_request
+from gateway.grpc_front.call_port import (
+    CallPort,
+    FrontCall,
+    drain_notice,
+    no_token,
+    parse_request,
+)
 from gateway.ports import Frame
 from gateway.runner import RunnerLimits
 from gateway.tts.runner import TtsRunner
@@ -112,8 +118,10 @@ class FrontTtsRunner(FrontCall, TtsRunner):
                     timings=summary.timings,
                 )
             )
+        elif kind == "going_away" and (notice := drain_notice(item.going_away)) is not None:
+            response.notice.CopyFrom(notice)
         else:
-            # session (resume token), going_away, error (the status carries it); truncated
-            # answers a message the contract does not have.
+            # session (resume token), a maximum duration's going_away, error (the status
+            # carries it); truncated answers a message the contract does not have.
             return None
         return response.SerializeToString()

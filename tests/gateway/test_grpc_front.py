@@ -264,7 +264,13 @@ async def test_a_drain_refuses_new_calls_lets_short_ones_finish_and_ends_the_res
             assert (await collect(short)).code == grpc.StatusCode.OK
             # The long one (still open at the end of the grace) ends with DRAINING (read to
             # its end: gRPC delivers a status after the messages before it).
-            assert (await collect(long)).of("started")
+            drained = await collect(long)
+            assert drained.of("started")
+            # Told of the drain when it began, as the adapter's callers are (it said nothing
+            # until the status): KIND_DRAINING with the grace left.
+            [notice] = drained.of("notice")
+            assert notice.kind == notice.KIND_DRAINING, notice
+            assert 0 < notice.remaining.ToTimedelta().total_seconds() <= GRACE_S
             error = await rich_error(long)
             assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "DRAINING")
             await stopping
