@@ -95,7 +95,9 @@ async def serve(config: GatewayConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     grpc_front = f" (gRPC {server.grpc_address})" if server.grpc_address else ""
-    print(f"gateway ready on {server.url}{grpc_front}", flush=True)
+    # Where an operator finds it too, when it is on a listener of its own.
+    metrics = f", metrics {server.metrics_url}" if server.config.metrics_listen else ""
+    print(f"gateway ready on {server.url}{grpc_front}{metrics}", flush=True)
     try:
         await stop.wait()
     finally:

@@ -248,7 +248,8 @@ async def _websocket(
         admission = Admission(gateway.auth, auth.principal, permit)
         trace.get_current_span().set_attribute("voxwire.key_id", auth.principal.key_id)
     except errors.VoxwireError as exc:
-        log.info("refused %s: %s", request.path, exc.reason)
+        # Why, in the client-facing words (no credential in them): revoked, expired, reused.
+        log.info("refused %s: %s: %s", request.path, exc.reason, exc.message)
         gateway.metrics.refused.labels(reason=exc.reason).inc()
         trace.get_current_span().set_attribute("voxwire.error.reason", exc.reason)
         await ws.send_str(error_message(exc))

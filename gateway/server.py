@@ -136,10 +136,13 @@ class GatewayServer:
             ", ".join(self.config.adapters),
         )
         if not await self.pool.wait_ready(self.config.startup_wait_seconds):
+            # Each adapter's last failure in gRPC's words: a TLS mistake (a plain gateway to a
+            # TLS adapter, a wrong CA, no client certificate for mTLS) said nothing else.
+            why = "; ".join(f"{a.address}: {a.why_not}" for a in self.pool.adapters)
             await self.pool.close()
             raise RuntimeError(
                 f"no adapter of {', '.join(self.config.adapters)} served within "
-                f"{self.config.startup_wait_seconds:g} s (startup_wait_seconds)"
+                f"{self.config.startup_wait_seconds:g} s (startup_wait_seconds); last: {why}"
             )
         host, _, port = self.config.listen.rpartition(":")
         self._runner = web.AppRunner(

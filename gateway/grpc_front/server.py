@@ -305,7 +305,7 @@ class GrpcFront:
         context: grpc.aio.ServicerContext,
         error: errors.VoxwireError,
     ) -> None:
-        log.info("refused %s: %s", path, error.reason)
+        log.info("refused %s: %s: %s", path, error.reason, error.message)
         self._gateway.metrics.refused.labels(reason=error.reason).inc()
         # The client's first message (or half-close) is read, never passed on, before the
         # status goes out (REFUSAL_READ_S); a client that sends nothing gets it at the bound.
@@ -336,7 +336,7 @@ class GrpcFront:
             try:
                 permit, lease = self._admit_to_upstream(path, context, span)
             except errors.VoxwireError as exc:
-                log.info("refused %s: %s", path, exc.reason)
+                log.info("refused %s: %s: %s", path, exc.reason, exc.message)
                 gateway.metrics.refused.labels(reason=exc.reason).inc()
                 Status.of(exc).apply(context)
                 return None

@@ -87,6 +87,9 @@ class Adapter:
     _watch: asyncio.Task[None] | None = None
     _refresh: asyncio.Task[None] | None = None
     _unanswered: grpc.StatusCode | None = None  # why its capabilities were last not given
+    # Why it last was not serving (its health watch's end, with gRPC's words: a refused
+    # connection, a TLS handshake that failed), for the start-up error that gives up on it.
+    why_not: str = "its health was never answered"
 
     def channel(self) -> grpc.aio.Channel:
         return self.channels[next(self._rr) % len(self.channels)]
@@ -247,6 +250,8 @@ class AdapterPool:
         """Each change is logged once: the line that explains a /readyz 503, and its end."""
         if adapter.serving != serving:
             adapter.serving = serving
+            if not serving and why.startswith("its health says"):
+                adapter.why_not = why
             if serving:
                 log.info("adapter %s is serving", adapter.address)
             else:
@@ -301,6 +306,7 @@ class AdapterPool:
             except grpc.aio.AioRpcError as exc:
                 log.debug("health watch of %s ended: %s", adapter.address, exc.code().name)
                 ended = f"its health watch ended: {exc.code().name}"
+                adapter.why_not = f"{exc.code().name}: {(exc.details() or '')[:300]}"
             finally:
                 call.cancel()
             self._set(adapter, False, ended)

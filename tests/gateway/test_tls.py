@@ -213,8 +213,10 @@ async def test_a_gateway_without_an_accepted_client_certificate_is_refused(
         cert, key = Pki(tmp_path).issue("stranger", "gateway.voxwire.test")
         tls |= {"adapter_cert": cert, "adapter_key": key}
     server = gateway_to(mtls_adapter, edge, **tls)
-    with pytest.raises(RuntimeError, match="served within"):
+    with pytest.raises(RuntimeError, match="served within") as failed:
         await server.start()  # the handshake fails: the adapter never serves this gateway
+    # With gRPC's own words for why: the error said nothing else of a TLS mistake.
+    assert f"last: {mtls_adapter.address}: UNAVAILABLE: " in str(failed.value), failed.value
     # The same with a plain gRPC client: the TLS handshake is refused, no call is made.
     credentials = grpc.ssl_channel_credentials(pki.ca.cert_pem.bytes())
     async with grpc.aio.secure_channel(mtls_adapter.address, credentials) as channel:
