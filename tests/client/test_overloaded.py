@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from inference_adapter.config import AdapterConfig
-from inference_adapter.server import AdapterServer
 from localstack.triton import TritonServer
 from tests.client.helpers import stt_config
-from tests.helpers.edge import Edge, start_edge
+from tests.helpers.edge import Edge, edge_on_own_adapter
 from voxwire import errors
 from voxwire.client import Backoff, SessionOptions, TranscriptionSession
 
@@ -25,20 +23,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 async def full_edge(
     triton: TritonServer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Edge]:
-    adapter = AdapterServer(
-        AdapterConfig(
-            listen="127.0.0.1:0",
-            triton_urls=(triton.grpc_url,),
-            max_streams_per_replica=1,
-            health_timeout_seconds=1.0,
-        )
-    )
-    await adapter.start()
-    try:
-        async for edge in start_edge(adapter, tmp_path_factory):
-            yield edge
-    finally:
-        await adapter.stop(grace=1.0)
+    async for edge in edge_on_own_adapter(
+        triton, tmp_path_factory, max_streams_per_replica=1, health_timeout_seconds=1.0
+    ):
+        yield edge
 
 
 async def test_connect_to_a_service_at_capacity_raises_overloaded_within_its_budget(

@@ -14,11 +14,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from inference_adapter.config import AdapterConfig, Limits
-from inference_adapter.server import AdapterServer
+from inference_adapter.config import Limits
 from localstack.triton import TritonServer
 from tests.client.test_tts_client import tts_config
-from tests.helpers.edge import Edge, start_edge
+from tests.helpers.edge import Edge, edge_on_own_adapter
 from tests.helpers.long_text import long_text, speak_events
 from voxwire.client import SynthesisSession
 from voxwire.v1 import synthesis_pb2
@@ -33,19 +32,9 @@ async def small(
     triton: TritonServer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Edge]:
     """A gateway in front of an adapter whose contexts hold 4 KiB unsynthesized."""
-    adapter = AdapterServer(
-        AdapterConfig(
-            listen="127.0.0.1:0",
-            triton_urls=(triton.grpc_url,),
-            limits=Limits(max_pending_text_bytes=PENDING),
-        )
-    )
-    await adapter.start()
-    try:
-        async for edge in start_edge(adapter, tmp_path_factory):
-            yield edge
-    finally:
-        await adapter.stop(grace=1.0)
+    limits = Limits(max_pending_text_bytes=PENDING)
+    async for edge in edge_on_own_adapter(triton, tmp_path_factory, limits=limits):
+        yield edge
 
 
 async def test_the_sdk_cuts_long_text_to_what_the_servers_behind_the_gateway_hold(small: Edge):

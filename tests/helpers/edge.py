@@ -96,6 +96,23 @@ async def start_edge(
         await server.stop(grace=1.0)
 
 
+async def edge_on_own_adapter(
+    triton: TritonServer, tmp_path_factory: pytest.TempPathFactory, **adapter: Any
+) -> AsyncIterator[Edge]:
+    """``start_edge`` in front of an adapter of its own, whose config is ``adapter`` (the
+    limits a test module needs: a small capacity, small pending text). Use it as a module
+    fixture's body."""
+    server = AdapterServer(
+        AdapterConfig(listen="127.0.0.1:0", triton_urls=(triton.grpc_url,), **adapter)
+    )
+    await server.start()
+    try:
+        async for edge in start_edge(server, tmp_path_factory):
+            yield edge
+    finally:
+        await server.stop(grace=1.0)
+
+
 async def keyed_gateway(
     adapter: str, keys_dir: Path, name: str, **config: Any
 ) -> AsyncIterator[tuple[GatewayServer, dict[str, str]]]:
