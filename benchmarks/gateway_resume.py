@@ -12,8 +12,8 @@ KILL (a crash): the connections end without a word, and the SDK reconnects to B.
 
 Per session, measured on the monotonic clock in this process:
 - *resume*: the SDK's ``Resumed.downtime_s``, from the moment the session was lost
-  (``goingAway`` read, or the connection's end) to the session live on B with its replay
-  written;
+  (``goingAway`` read, or the connection's end) to the session live on B (its replay
+  written and B's model's ``started`` read);
 - *first result on B*: from the same moment to the first result read from B.
 Checked: every session resumed on B, each session's final words equal its run without the
 fault (``bench_stt`` answers each utterance with the same fixed sentence, so the comparison is
