@@ -330,3 +330,26 @@ async def test_audio_of_a_cut_reply_that_arrives_after_the_cut_never_reaches_twi
 async def _collect(call: TwilioCall, into: list[CallEvent]) -> None:
     async for event in call.events():
         into.append(event)
+
+
+@pytest.mark.parametrize("hang_up", [True, False], ids=["socket-closed", "stop"])
+async def test_the_answer_to_words_that_end_the_call_is_never_sent(edge: Edge, hang_up: bool):
+    # The caller's last final comes after the call's end (Twilio's stop, or its socket
+    # closed), and the app answers it. Before: the answer was synthesized and written to the
+    # stopped stream (15 KB after a stop in a review) with its outcome never settled, or, the
+    # socket closing, the write failed the whole call with the transport's error and neither
+    # the call's last events nor CallEnded came.
+    events: list[CallEvent] = []
+    runner, url = await serve_app(edge, events)
+    twilio = FakeTwilio(url, mulaw("pay_bill"), tail_s=0.1, hang_up=hang_up)
+    try:
+        await twilio.run(timeout_s=30)
+        assert await wait_until(lambda: bool(events) and isinstance(events[-1], CallEnded), 15)
+        await asyncio.sleep(1.0)  # an answer that was going to be sent has had time to be
+    finally:
+        await runner.cleanup()
+    ended = events[-1]
+    assert ended.reason == ("socket closed" if hang_up else "stop"), ended
+    finals = [e for e in events if isinstance(e, transcription_pb2.TranscriptResult) and e.is_final]
+    assert finals, events
+    assert twilio.received_bytes == 0, twilio.received_bytes

@@ -113,7 +113,7 @@ class Reply:
     ``close`` when it is all there; await ``outcome()`` for how it ended."""
 
     context_id: str
-    context: SynthesisContext
+    context: SynthesisContext | None  # None: asked for after the call ended, never spoken
     _done: asyncio.Future[ReplyOutcome] = field(repr=False)
     synthesized: bool = False  # its context has ended: all its audio came
     stopped: bool = False  # interrupted: audio that still comes is dropped
@@ -122,11 +122,13 @@ class Reply:
     async def append(self, text: str) -> None:
         """More of the reply's text. After a barge-in the text is dropped: the caller is
         speaking, and what an LLM still streams for this reply must not be said."""
-        await self._unless_stopped(self.context.append(text))
+        if self.context is not None:
+            await self._unless_stopped(self.context.append(text))
 
     async def close(self) -> None:
         """The reply's text is complete: the rest is spoken."""
-        await self._unless_stopped(self.context.close())
+        if self.context is not None:
+            await self._unless_stopped(self.context.close())
 
     async def _unless_stopped(self, op: Coroutine[object, object, None]) -> None:
         if self.stopped or self._done.done():
@@ -143,7 +145,8 @@ class Reply:
 
 
 def _interrupted(reply: Reply, played_ms: int) -> ReplyInterrupted:
-    return ReplyInterrupted(reply.context_id, played_ms, tuple(reply.context.heard(played_ms)))
+    heard = reply.context.heard(played_ms) if reply.context is not None else ()
+    return ReplyInterrupted(reply.context_id, played_ms, tuple(heard))
 
 
 class TwilioCall:
@@ -256,11 +259,27 @@ class TwilioCall:
         """A reply whose text comes in pieces (``Reply.append``, then ``Reply.close``); it is
         spoken after whatever is still playing, as its text arrives."""
         context_id = context_id or f"reply-{uuid.uuid4().hex[:12]}"
+        if self._ended:
+            return self._unspoken(context_id)
         context = await self.tts.open(context_id, self._tts_config)
+        if self._ended:  # the call ended while the context opened
+            with contextlib.suppress(errors.VoxwireError, SessionClosed, TimeoutError):
+                await context.cancel()
+            return self._unspoken(context_id)
         reply = Reply(context_id, context, asyncio.get_running_loop().create_future())
         self._replies[context_id] = reply
         self._tasks.spawn(self._pump(reply))
         return reply
+
+    @staticmethod
+    def _unspoken(context_id: str) -> Reply:
+        """A reply asked for after the call ended (the caller's last words come after Twilio's
+        ``stop``, and an agent answers them): nothing is sent, and its outcome is settled at
+        once, interrupted at 0 ms. It was synthesized and written to the closed stream, its
+        outcome never settled (or the call failed with the socket's error)."""
+        done: asyncio.Future[ReplyOutcome] = asyncio.get_running_loop().create_future()
+        done.set_result(ReplyInterrupted(context_id, 0, ()))
+        return Reply(context_id, None, done, stopped=True)
 
     async def say(self, text: str, context_id: str = "") -> Reply:
         """Speak ``text`` after whatever is still playing; returns once it is sent."""
@@ -280,11 +299,13 @@ class TwilioCall:
             positions = self._ledger.clear(time.monotonic())
             for reply in stopping:
                 reply.stopped = True
-            await self.socket.send_text(twilio.clear(self.start.stream_sid))
+            with contextlib.suppress(ConnectionError):  # the caller hung up: nothing plays
+                await self.socket.send_text(twilio.clear(self.start.stream_sid))
         outcomes = []
         for reply in stopping:
             played = positions.get(reply.context_id, reply.end_ms)
             with contextlib.suppress(errors.VoxwireError):  # a context that failed meanwhile
+                assert reply.context is not None  # only spoken replies are in _replies
                 await reply.context.truncate(played)
             outcome = _interrupted(reply, played)
             if self._settle(reply, outcome):
@@ -366,6 +387,7 @@ class TwilioCall:
                 await self._events.put(event)
 
     async def _pump(self, reply: Reply) -> None:
+        assert reply.context is not None
         try:
             async for event in reply.context:
                 if isinstance(event, SynthesizedAudio):
@@ -387,8 +409,14 @@ class TwilioCall:
                 reply.context_id, chunk.start_ms, chunk.duration_ms, time.monotonic()
             )
             reply.end_ms = chunk.start_ms + chunk.duration_ms
-            await self.socket.send_text(twilio.media(self.start.stream_sid, chunk.audio))
-            await self.socket.send_text(twilio.mark(self.start.stream_sid, name))
+            try:
+                await self.socket.send_text(twilio.media(self.start.stream_sid, chunk.audio))
+                await self.socket.send_text(twilio.mark(self.start.stream_sid, name))
+            except ConnectionError:
+                # The caller hung up: the reader sees the socket end and ends the call, which
+                # settles this reply where playout was. The call failed with the socket's
+                # error before, and its last events and CallEnded never came.
+                reply.stopped = True
 
     async def _end(self, reason: str) -> None:
         if self._ended:
@@ -404,6 +432,7 @@ class TwilioCall:
             if self._settle(reply, outcome):
                 await self._events.put(outcome)
             with contextlib.suppress(errors.VoxwireError, SessionClosed, TimeoutError):
+                assert reply.context is not None
                 await reply.context.cancel()
         # The caller's last words still come: close STT and let its reader finish.
         for session in (self.stt, self.tts):

@@ -24,7 +24,8 @@ from voxwire.v1 import audio_pb2, transcription_pb2
 
 class TwilioSocket(Protocol):
     """The media WebSocket Twilio opened (Starlette's WebSocket has this shape; aiohttp's
-    through ``AiohttpSocket``). ``receive_text`` returns None once the socket has closed."""
+    through ``AiohttpSocket``). ``receive_text`` returns None once the socket has closed;
+    ``send_text`` raises ConnectionError once it is closing (the caller hung up)."""
 
     async def receive_text(self) -> str | None: ...
 
@@ -46,6 +47,7 @@ class AiohttpSocket:
         return None  # closing, closed or error: the call is over
 
     async def send_text(self, data: str) -> None:
+        # aiohttp raises ClientConnectionResetError, a ConnectionResetError: as promised.
         await self._ws.send_str(data)
 
 
