@@ -27,6 +27,11 @@ _FINAL = "triton_final_response"
 # server restarted, or the sequence idled out (max_sequence_idle_microseconds). The stream's
 # state is gone; a new stream can work, so it is retryable, not the client's fault.
 _UNKNOWN_SEQUENCE = "must specify the START flag on the first request of the sequence"
+# Triton's in-band error for a request of a model it no longer serves (unloaded, or being
+# reloaded, in explicit model control): that replica cannot serve the stream, another may
+# (failover), so it is BACKEND_UNAVAILABLE. It was MODEL_ERROR, not retryable, and the stream
+# failed though another replica had the model ready.
+_UNKNOWN_MODEL = "Request for unknown model"
 
 
 _DECODER = json.JSONDecoder()
@@ -208,12 +213,16 @@ def tts_request(
 
 def parse_response(msg: service_pb2.ModelStreamInferResponse) -> ModelResponse:
     """Decode one streamed response. Raises ModelError for an in-band Triton error, or
-    BackendUnavailable when Triton no longer knows the request's sequence."""
+    BackendUnavailable when Triton no longer knows the request's sequence or model."""
     if msg.error_message:
         if _UNKNOWN_SEQUENCE in msg.error_message:
             raise BackendUnavailable(
                 "the model server no longer knows this stream's sequence "
                 "(it restarted, or the stream was idle too long)"
+            )
+        if msg.error_message.startswith(_UNKNOWN_MODEL):
+            raise BackendUnavailable(
+                f"the model server no longer serves the model: {msg.error_message[:200]}"
             )
         raise ModelError(f"model server error: {msg.error_message}")
     resp = msg.infer_response

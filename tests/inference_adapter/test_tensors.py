@@ -91,6 +91,11 @@ def test_in_band_errors():
     )
     with pytest.raises(BackendUnavailable, match="no longer knows"):
         parse_response(msg)
+    # A model unloaded on this replica (explicit model control): another replica may have it,
+    # so the stream fails over; it was MODEL_ERROR, not retryable.
+    msg.error_message = "Request for unknown model: 'stt_pocketsphinx' has no available versions"
+    with pytest.raises(BackendUnavailable, match="no longer serves the model"):
+        parse_response(msg)
 
 
 @pytest.mark.parametrize("batched", [True, False])
