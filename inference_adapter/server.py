@@ -151,7 +151,10 @@ class AdapterServer:
             return
         self._stopped = True
         grace = self.config.drain_grace_seconds if grace is None else grace
-        self.runtime.start_drain(grace)
+        # The time a stream is told it has (KIND_DRAINING's ``remaining``) is the time before
+        # it is cut, the margin kept for its DRAINING status: it was told the whole grace and
+        # cut 0.5 s before its end.
+        self.runtime.start_drain(max(0.0, grace - _ABORT_MARGIN_S))
         # No stream is admitted once the drain has begun: of these, those still open at the
         # grace's end are cut, the others ended by themselves.
         draining = self.runtime.active_streams
