@@ -16,7 +16,7 @@ from gateway.auth.keys_file import KeysFileError
 from gateway.config import ConfigError, GatewayConfig
 from gateway.server import GatewayServer
 from voxwire.gc_policy import settle_after_startup
-from voxwire.startup import StartError, run_or_exit
+from voxwire.startup import StartError, drain_then_stop, run_or_exit
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -101,22 +101,7 @@ async def serve(config: GatewayConfig) -> None:
     try:
         await stop.wait()
     finally:
-        await _stop(server, stop)
-
-
-async def _stop(server: GatewayServer, signalled: asyncio.Event) -> None:
-    """Drain and stop; a second signal meanwhile (an operator's second Ctrl-C) ends the
-    drain's grace now, as it said nothing and waited out the whole grace before."""
-    signalled.clear()
-    stopping = asyncio.ensure_future(server.stop())
-    again = asyncio.ensure_future(signalled.wait())
-    try:
-        await asyncio.wait({stopping, again}, return_when=asyncio.FIRST_COMPLETED)
-        if again.done() and not stopping.done():
-            server.end_drain_now()
-        await stopping
-    finally:
-        again.cancel()
+        await drain_then_stop(server.stop, server.end_drain_now, stop)
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m gateway") -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from inference_adapter.config import TELEMETRY_MODES, AdapterConfig, ConfigError
 from inference_adapter.server import AdapterServer
 from voxwire.gc_policy import settle_after_startup
-from voxwire.startup import StartError, run_or_exit
+from voxwire.startup import StartError, drain_then_stop, run_or_exit
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -73,8 +73,9 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
 
 
 async def serve(config: AdapterConfig) -> None:
-    server = AdapterServer(config)
     try:
+        # Made here: it starts the Prometheus scrape server, whose port may be taken.
+        server = AdapterServer(config)
         await server.start()
     except (RuntimeError, OSError) as exc:
         raise StartError.of(exc) from exc
@@ -86,7 +87,7 @@ async def serve(config: AdapterConfig) -> None:
     try:
         await stop.wait()
     finally:
-        await server.stop()
+        await drain_then_stop(server.stop, server.end_drain_now, stop)
 
 
 def main(argv: list[str] | None = None) -> None:

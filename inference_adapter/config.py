@@ -189,6 +189,20 @@ RULES = Rules(
             "must be below replay_window_seconds: the final is forced that long before the "
             "window fills",
         ),
+        Relation(
+            "prometheus_port",
+            lambda c: c.prometheus_port <= 65535,
+            "must be a TCP port, 1 to 65535",
+        ),
+        # A chunk the limit allows must be a message gRPC reads: over its receive limit it
+        # was refused by gRPC itself, RESOURCE_EXHAUSTED with no reason, while Capabilities
+        # advertised it.
+        Relation(
+            "[limits] max_chunk_bytes",
+            lambda c: c.limits.max_chunk_bytes <= c.max_receive_message_bytes,
+            "must be at most max_receive_message_bytes (gRPC refuses a larger message itself, "
+            "with no reason, while Capabilities would advertise it)",
+        ),
         # Half a TLS setting is refused, not served in plain text without a word.
         Relation(
             "tls_key",

@@ -144,6 +144,17 @@ class AdapterServer:
         host = self.config.listen.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
+    def end_drain_now(self) -> None:
+        """An operator's second signal: the drain's grace ends now, every open stream is cut
+        with DRAINING (its client continues on another adapter)."""
+        if not self.runtime.draining or self.runtime.drain_expired.is_set():
+            return
+        log.warning(
+            "a second signal: the drain ends now; %d open streams end with DRAINING",
+            self.runtime.active_streams,
+        )
+        self.runtime.drain_expired.set()
+
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new streams, let open ones finish within ``grace``,
         end the rest with DRAINING, then stop."""

@@ -8,8 +8,9 @@ bug to debug.
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import grpc
 
@@ -72,3 +73,21 @@ def add_grpc_port(
             "on purpose) or the host is not an address of this machine"
         )
     return port
+
+
+async def drain_then_stop(
+    stop: Callable[[], Awaitable[None]], end_drain_now: Callable[[], None], signalled: asyncio.Event
+) -> None:
+    """A server's stop after its first SIGTERM / SIGINT (``signalled`` set by both): drain and
+    stop; a second signal meanwhile (an operator's second Ctrl-C) ends the drain's grace now.
+    The gateway and the adapter said nothing of a second signal and waited out the grace."""
+    signalled.clear()
+    stopping = asyncio.ensure_future(stop())
+    again = asyncio.ensure_future(signalled.wait())
+    try:
+        await asyncio.wait({stopping, again}, return_when=asyncio.FIRST_COMPLETED)
+        if again.done() and not stopping.done():
+            end_drain_now()
+        await stopping
+    finally:
+        again.cancel()

@@ -70,6 +70,8 @@ def test_flags_override_the_file(tmp_path: Path):
         ("limits = 5\n", "limits: must be a table"),
         ("listen = [\n", "not valid TOML"),
         ("replay_window_seconds = 4\n", "force_final_margin_seconds: must be below replay_win"),
+        ("prometheus_port = 70000\n", "prometheus_port: must be a TCP port"),
+        ("[limits]\nmax_chunk_bytes = 8388608\n", "[limits] max_chunk_bytes: must be at most"),
         # Half a TLS setting: served in plain text, without a word, before.
         ('tls_key = "k.pem"\n', "tls_key: needs tls_cert"),
         ('tls_client_ca = "ca.pem"\n', "tls_client_ca: needs tls_cert"),
@@ -124,6 +126,20 @@ def test_the_process_says_what_is_wrong_in_one_line(tmp_path: Path):
                 _adapter("--listen", "127.0.0.1:0", "--tls-cert", "absent.pem", cwd=tmp_path),
                 1,
                 "absent.pem: No such file or directory",
+            ),
+            # A traceback ending "OSError: [Errno 98] Address already in use", before.
+            "metrics-port": (
+                _adapter(
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--telemetry",
+                    "prometheus",
+                    "--prometheus-port",
+                    str(port),
+                    cwd=tmp_path,
+                ),
+                1,
+                "in use",
             ),
             # A traceback ending "ValueError: Unknown level: 'verbose'", status 1, before.
             "log-level": (

@@ -109,6 +109,33 @@ async def test_drain_refuses_new_streams_lets_short_ones_finish_and_ends_the_res
     assert "drain finished: 1 streams ended by themselves, 1 cut at the grace" in said, said
 
 
+async def test_a_second_signal_ends_the_drain_now(triton, caplog):
+    # What a second SIGTERM or Ctrl-C calls (voxwire.startup.drain_then_stop): the process
+    # waited out the whole grace, silently.
+    caplog.set_level(logging.WARNING, logger="inference_adapter.server")
+    server = AdapterServer(config(triton))
+    await server.start()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        long = asyncio.create_task(
+            transcribe(channel, SILENCE_3S * 4, PCM16, model="bench_stt", realtime=True)
+        )
+        await asyncio.sleep(0.3)
+        t0 = time.monotonic()
+        stopping = asyncio.create_task(server.stop(grace=30.0))
+        await asyncio.sleep(0.2)
+        server.end_drain_now()
+        cut = await asyncio.wait_for(long, 10)
+        await asyncio.wait_for(stopping, 10)
+        elapsed = time.monotonic() - t0
+    assert (cut.code, from_trailers(cut.trailers).reason) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "DRAINING",
+    )
+    assert elapsed < 5.0, elapsed
+    said = [r.getMessage() for r in caplog.records]
+    assert any("a second signal: the drain ends now; 1 open streams" in m for m in said), said
+
+
 async def test_max_stream_duration_finalizes_then_fails(triton):
     server = AdapterServer(config(triton, limits=Limits(max_stream_seconds=1.0)))
     await server.start()
