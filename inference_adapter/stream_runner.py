@@ -346,6 +346,10 @@ class StreamRunner(Generic[M]):
 
     async def _drain_watch(self, body: StreamBody[M]) -> None:
         grace = await self.rt.wait_drain_started()
+        if not self._admitted:
+            # Not admitted yet, it never will be (admission refuses it DRAINING): the refusal
+            # alone, not first a notice telling it to finish within the grace.
+            raise await self.rt.wait_drain_expired()
         self.notify(
             body,
             stream_pb2.StreamNotice.KIND_DRAINING,

@@ -78,6 +78,8 @@ async def test_drain_refuses_new_streams_lets_short_ones_finish_and_ends_the_res
         reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
         refused = await run(channel, [config_msg("bench_stt")])
+        # The refusal alone: it was first told to "finish within the remaining time".
+        assert not refused.of("notice"), refused.of("notice")
         err = from_trailers(refused.trailers)
         assert (refused.code, err.reason, err.retryable) == (
             grpc.StatusCode.UNAVAILABLE,
