@@ -78,6 +78,10 @@ def host_port(value: str, *, empty_ok: bool = False) -> str | None:
     """The problem with a ``host:port`` string, or None."""
     if value == "" and empty_ok:
         return None
+    if "://" in value or "/" in value:
+        # A URL (http://host:8001, the habit of Triton's HTTP clients) named a host that
+        # never resolves, and the process served on without a word of it.
+        return f"must be host:port (no scheme or path), not {value!r}"
     _, colon, port = value.rpartition(":")
     if colon and port.isdigit() and int(port) <= 65535:
         return None

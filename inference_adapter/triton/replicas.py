@@ -1,10 +1,11 @@
 """Triton replicas: readiness polling, least-loaded routing and admission control.
 
 Each replica is one Triton server reached over a small pool of grpc.aio channels. A poller asks
-every replica ``ServerReady`` and ``RepositoryIndex(ready=True)`` each ``health_interval`` (with a
-deadline), so a replica that dies or hangs stops receiving streams within one interval and the
-streams it holds fail with a retryable BACKEND_UNAVAILABLE at once (their leases are failed);
-a replica that becomes ready again is used again.
+every replica ``RepositoryIndex(ready=True)`` each ``health_interval`` (with a deadline; each
+model's own readiness, not ``ServerReady``, which one unloaded model turns false), so a
+replica that dies or hangs stops receiving streams within one interval and the streams it
+holds fail with a retryable BACKEND_UNAVAILABLE at once (their leases are failed); a replica
+that becomes ready again is used again.
 
 Only a failed probe takes a replica out. A stream that sees its transport fail asks for a probe
 at once (``probe_soon``); a stream whose request times out or is refused fails alone. One bad
@@ -105,8 +106,11 @@ class Replica:
     ready: bool = False
     ready_models: frozenset[str] = frozenset()
     models: dict[str, ModelInfo] = field(default_factory=dict)
-    # Model names whose config was read (voxwire or not), so it is read once.
+    # Model names whose config was read (voxwire or not), so it is read once while the
+    # replica and the model stay ready (cleared when either goes: read again on return).
     seen: set[str] = field(default_factory=set)
+    # "not ready yet" was logged for a replica never ready since the start (once).
+    said_not_ready: bool = False
     leases: set[Lease] = field(default_factory=set)
     per_model: dict[str, int] = field(default_factory=dict)
     # Readiness probes in a row that got no answer within their deadline.
@@ -325,18 +329,32 @@ class ReplicaPool:
                 replica.silent_probes = 0
                 ready, models = result
                 why = "not ready"
+            if not ready:
+                # Its models' configs are read again when it is back: a restarted or reloaded
+                # Triton may serve them with other instances, slots or rates (capacity and
+                # formats come from the config). They were read once for the process's life.
+                replica.seen.clear()
+                if not replica.said_not_ready and not replica.ready:
+                    # Never ready since the start: said once, or an unreachable or mistyped
+                    # Triton went unmentioned while the adapter served nothing.
+                    log.warning("replica %s is not ready yet: %s", replica.name, why)
+                    replica.said_not_ready = True
+            else:
+                replica.seen -= replica.ready_models - models  # unloaded: read again on reload
             if ready and models:
                 await self._learn_models(replica, models)
             if ready != replica.ready or models != replica.ready_models:
                 changed = True
                 if replica.ready and not ready:
                     log.warning("replica %s is not ready: %s", replica.name, why)
+                    replica.said_not_ready = True
                     replica.fail_all(
                         why, datetime.timedelta(seconds=self._config.overload_retry_seconds)
                     )
                 elif ready and not replica.ready:
                     # At start, and after a loss: the line that ends the "not ready" one.
                     log.info("replica %s is ready: %s", replica.name, ", ".join(sorted(models)))
+                    replica.said_not_ready = False
                 replica.ready, replica.ready_models = ready, models
                 # A model that went away on a live replica fails its streams too.
                 for lease in list(replica.leases):
@@ -349,13 +367,15 @@ class ReplicaPool:
         """(ready, ready models). Raises what the probe's RPCs raise."""
         timeout = self._config.health_timeout_seconds
         stub = replica.stubs[0]
-        ready = await stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=timeout)
-        if not ready.ready:
-            return False, frozenset()
+        # Each model's own readiness, not ServerReady: with Triton's strict readiness (its
+        # default) one model unloaded or failed makes the whole server not ready, and every
+        # stream of its other, ready models failed with it. A server that answers the index
+        # is up; it is ready for the models the index says are.
         index = await stub.RepositoryIndex(
             service_pb2.RepositoryIndexRequest(ready=True), timeout=timeout
         )
-        return True, frozenset(m.name for m in index.models if m.state == "READY")
+        models = frozenset(m.name for m in index.models if m.state == "READY")
+        return bool(models), models
 
     async def _learn_models(self, replica: Replica, ready: frozenset[str]) -> None:
         for name in ready - replica.seen:

@@ -9,7 +9,7 @@ import pytest_asyncio
 
 from inference_adapter.config import AdapterConfig, Limits
 from inference_adapter.server import AdapterServer
-from localstack.triton import TritonServer
+from localstack.triton import TritonServer, default_model_repository
 from tests.helpers.triton_models import variants_repository
 
 # Small limits so the limit tests need little data; everything else is the default.
@@ -51,6 +51,22 @@ async def variants_triton(tmp_path_factory) -> AsyncIterator[TritonServer]:
     root = tmp_path_factory.mktemp("variants")
     server = TritonServer(variants_repository(root), log_path=root / "triton.log")
     await server.start(timeout=120)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def explicit_triton(tmp_path_factory) -> AsyncIterator[TritonServer]:
+    """A Triton of its own in explicit model control, serving the benchmark models (started by
+    the first test that needs it): models can be unloaded and loaded again, and a run that
+    brings it down (the wire fuzzer) does not take the session's Triton with it."""
+    log = tmp_path_factory.mktemp("explicit-triton") / "tritonserver.log"
+    server = TritonServer(
+        default_model_repository(), models=["bench_stt", "bench_tts"], log_path=log
+    )
+    await server.start(timeout=120.0)
     try:
         yield server
     finally:

@@ -64,6 +64,7 @@ def test_flags_override_the_file(tmp_path: Path):
         ("[limits]\nidle_timeout_seconds = -1\n", "[limits] idle_timeout_seconds: must be a pos"),
         ("triton_urls = []\n", "triton_urls: must not be empty"),
         ('triton_urls = ["triton"]\n', "triton_urls[0]: must be host:port"),
+        ('triton_urls = ["http://127.0.0.1:8001"]\n', "triton_urls[0]: must be host:port (no"),
         ('tts_stop_in_flight = "stop"\n', "tts_stop_in_flight: must be one of drain, cancel"),
         ('telemetry = "loud"\n', "telemetry: must be one of none, console, otlp, prometheus"),
         ("reuse_port = 1\n", "reuse_port: must be true or false"),

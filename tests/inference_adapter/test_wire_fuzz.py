@@ -1,11 +1,12 @@
 """A short run of the wire fuzzer (issue 8) against a real Triton and the adapter.
 
 300 reproducible streams (seed 8), 24 at a time, valid ones beside hostile ones, through
-``voxwire.fuzz`` exactly as ``make fuzz`` runs it, on the benchmark models. Own Triton and
-adapter (module scope): a run that brings Triton down must not take the session's Triton with
-it. Asserts the invariants of the issue: no crash, every stream a status, every non-OK status
-a reason, no valid stream disturbed, Triton alive with every sequence slot free and nothing
-pending, and on the adapter's side no open stream, lease or task left over.
+``voxwire.fuzz`` exactly as ``make fuzz`` runs it, on the benchmark models. A Triton of its
+own (``explicit_triton``) and an adapter of its own: a run that brings Triton down must not
+take the session's Triton with it. Asserts the invariants of the issue: no crash, every
+stream a status, every non-OK status a reason, no valid stream disturbed, Triton alive with
+every sequence slot free and nothing pending, and on the adapter's side no open stream, lease
+or task left over.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from gateway.stt.session import SttLimits
 from gateway.tts.session import TtsLimits
 from inference_adapter.config import AdapterConfig, Limits
 from inference_adapter.server import AdapterServer
-from localstack.triton import TritonServer, default_model_repository
+from localstack.triton import TritonServer
 from tests.helpers.edge import auth_config, roomy_key
 from tests.helpers.speech_fixtures import SPEECH_DIR
 from voxwire.fuzz.cases import read_audio
@@ -42,12 +43,8 @@ class Stack:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    log = tmp_path_factory.mktemp("fuzz-triton") / "tritonserver.log"
-    triton = TritonServer(
-        default_model_repository(), models=["bench_stt", "bench_tts"], log_path=log
-    )
-    await triton.start(timeout=120.0)
+async def stack(explicit_triton: TritonServer) -> AsyncIterator[Stack]:
+    triton = explicit_triton
     adapter = AdapterServer(
         AdapterConfig(
             listen="127.0.0.1:0",
@@ -60,7 +57,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         yield Stack(triton, adapter)
     finally:
         await adapter.stop(grace=1.0)
-        await triton.stop()
 
 
 def short_run(
