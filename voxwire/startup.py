@@ -68,9 +68,16 @@ def add_grpc_port(
     if not port:
         who = f"{owner} " if owner else ""
         which = f" ({key})" if key else ""
+        tls = (
+            ", or the TLS certificate and key are not a PEM pair that match"
+            if credentials is not None
+            else ""
+        )
+        # gRPC's failure is the same for each, and says nothing (a key that does not match its
+        # certificate read as a port problem): the possible causes, the TLS one included.
         raise RuntimeError(
             f"{who}cannot listen on {address}{which}: the port is taken (reuse_port shares one "
-            "on purpose) or the host is not an address of this machine"
+            f"on purpose) or the host is not an address of this machine{tls}"
         )
     return port
 

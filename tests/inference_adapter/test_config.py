@@ -110,6 +110,7 @@ def _adapter(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_process_says_what_is_wrong_in_one_line(tmp_path: Path):
     (tmp_path / "adapter.toml").write_text('[limits]\nmax_chunk_bytes = "big"\n')
+    (tmp_path / "not.pem").write_text("not a certificate\n")
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -127,6 +128,20 @@ def test_the_process_says_what_is_wrong_in_one_line(tmp_path: Path):
                 _adapter("--listen", "127.0.0.1:0", "--tls-cert", "absent.pem", cwd=tmp_path),
                 1,
                 "absent.pem: No such file or directory",
+            ),
+            # Read as a port problem before ("cannot listen on ...: the port is taken").
+            "tls-not-pem": (
+                _adapter(
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--tls-cert",
+                    "not.pem",
+                    "--tls-key",
+                    "not.pem",
+                    cwd=tmp_path,
+                ),
+                1,
+                "not a PEM certificate chain and its private key",
             ),
             # A traceback ending "OSError: [Errno 98] Address already in use", before.
             "metrics-port": (
