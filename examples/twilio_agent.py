@@ -20,6 +20,8 @@ from xml.sax.saxutils import quoteattr
 
 from aiohttp import web
 
+from voxwire import errors
+from voxwire.client import SessionClosed
 from voxwire.client.twilio import (
     AiohttpSocket,
     CallEnded,
@@ -67,30 +69,43 @@ def make_app(
     async def media(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        call = await TwilioCall.accept(
-            AiohttpSocket(ws),
-            gateways,
-            api_key=api_key,
-            stt_model=stt_model,
-            tts_model=tts_model,
-            inbound_batch_ms=inbound_batch_ms,
-        )
-        log.info("call %s: streaming", call.start.call_sid)
+        try:
+            call = await TwilioCall.accept(
+                AiohttpSocket(ws),
+                gateways,
+                api_key=api_key,
+                stt_model=stt_model,
+                tts_model=tts_model,
+                inbound_batch_ms=inbound_batch_ms,
+            )
+        except (TimeoutError, SessionClosed, errors.VoxwireError) as exc:
+            # No call to serve (the caller hung up first, Twilio sent no start, the gateway
+            # refused the sessions): one line saying why, and Twilio's socket closed.
+            log.warning("no call: %s: %s", type(exc).__name__, exc)
+            await ws.close()
+            return ws
+        sid = call.start.call_sid
+        log.info("call %s: streaming", sid)
         answers: set[asyncio.Task[None]] = set()
         async for event in call.events():
             if on_event is not None:
                 on_event(event)
             if isinstance(event, transcription_pb2.TranscriptResult) and event.is_final:
-                log.info("caller: %s", event.transcript)
+                log.info("call %s: caller: %s", sid, event.transcript)
                 task = asyncio.create_task(speak(call, answer(event.transcript), token_gap_s))
                 answers.add(task)
                 task.add_done_callback(answers.discard)
             elif isinstance(event, ReplyInterrupted):
                 heard = " ".join(w.word for w in event.heard)
-                log.info("interrupted after %d ms; the caller heard %r", event.played_ms, heard)
+                log.info(
+                    "call %s: interrupted after %d ms; the caller heard %r",
+                    sid,
+                    event.played_ms,
+                    heard,
+                )
             elif isinstance(event, CallEnded) and event.inbound_gaps.count:
                 lost_ms = event.inbound_gaps.filled_ms + event.inbound_gaps.unfilled_ms
-                log.warning("Twilio discarded %d ms of the caller's audio", lost_ms)
+                log.warning("call %s: Twilio discarded %d ms of the caller's audio", sid, lost_ms)
         await asyncio.gather(*answers)  # an answer that failed fails here, not silently
         await ws.close()
         return ws

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import time
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voxwire.client.twilio_stream import FrameBatch
+from voxwire.client import SessionClosed
+from voxwire.client.twilio_stream import FrameBatch, read_start
 
 
 @given(
@@ -89,3 +96,42 @@ def test_no_fill_when_the_limit_is_zero_but_the_gap_is_counted():
     batch.add(b"\x01" * 160, 0)
     assert batch.add(b"\x02" * 160, 520) == b"\x02" * 160
     assert (batch.gaps.count, batch.gaps.filled_ms, batch.gaps.unfilled_ms) == (1, 0, 500)
+
+
+class _Script:
+    """Twilio's side of a media socket as a list of messages (None: the socket closed; the
+    list's end: Twilio says nothing more)."""
+
+    def __init__(self, *messages: dict | None) -> None:
+        self._messages = list(messages)
+
+    async def receive_text(self) -> str | None:
+        if not self._messages:
+            await asyncio.sleep(3600)
+        message = self._messages.pop(0)
+        return None if message is None else json.dumps(message)
+
+    async def send_text(self, data: str) -> None:
+        raise AssertionError("nothing is sent before 'start'")
+
+
+CONNECTED = {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+STOP = {"event": "stop", "streamSid": "MZ0", "stop": {"callSid": "CA0"}}
+
+
+@pytest.mark.parametrize(
+    ("script", "error", "says"),
+    [
+        # A stop before start: the socket was held for the whole timeout, then a bare
+        # TimeoutError (the example's log: "Error handling request", no cause).
+        ((CONNECTED, STOP), SessionClosed, "stopped before its 'start'"),
+        # A hang-up before start was InvalidMessage, as if the caller's side were malformed.
+        ((CONNECTED, None), SessionClosed, "closed before its 'start'"),
+        ((CONNECTED,), TimeoutError, "no 'start' from Twilio within 0.2 s"),
+    ],
+)
+async def test_a_stream_that_never_starts_says_why_at_once(script, error, says):
+    began = time.monotonic()
+    with pytest.raises(error, match=re.escape(says)):
+        await read_start(_Script(*script), timeout_s=0.2)
+    assert time.monotonic() - began < 1.0

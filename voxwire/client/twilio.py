@@ -214,7 +214,8 @@ class TwilioCall:
         STT as silence, up to this much a gap, so offsets stay on the call's clock (0: none;
         ``CallEnded.inbound_gaps`` counts them either way).
 
-        Raises TimeoutError (no ``start``), InvalidMessage, UnsupportedEncoding (a media
+        Raises TimeoutError (no ``start``), SessionClosed (the stream ended before it),
+        InvalidMessage, UnsupportedEncoding (a media
         format other than 8 kHz mono G.711), or the sessions' errors."""
         event = await read_start(socket, start_timeout_s)
         config = transcription_config(event, stt_model, language, stt_config)

@@ -161,7 +161,8 @@ class TwilioFork:
         whose session fails once the fork is live ends with ``TrackFailed`` and the others go
         on (False: the fork ends with the error).
 
-        Raises TimeoutError (no ``start``), InvalidMessage, UnsupportedEncoding (a media format
+        Raises TimeoutError (no ``start``), SessionClosed (the stream ended before it),
+        InvalidMessage, UnsupportedEncoding (a media format
         other than 8 kHz mono G.711), or the sessions' errors (then none is left open)."""
         start = await read_start(socket, start_timeout_s)
         config = transcription_config(start, stt_model, language, stt_config)

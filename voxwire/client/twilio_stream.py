@@ -52,16 +52,26 @@ class AiohttpSocket:
 
 
 async def read_start(socket: TwilioSocket, timeout_s: float) -> twilio.Start:
-    """Twilio's ``start`` (after ``connected``), its media format checked. Raises TimeoutError,
-    InvalidMessage, UnsupportedEncoding (a format other than 8 kHz mono G.711)."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            text = await socket.receive_text()
-            if text is None:
-                raise errors.InvalidMessage("Twilio's socket closed before 'start'")
-            event = twilio.parse(text)
-            if isinstance(event, twilio.Start):
-                break
+    """Twilio's ``start`` (after ``connected``), its media format checked. Raises TimeoutError
+    (none within ``timeout_s``), SessionClosed (the stream ended first: a ``stop``, or the
+    socket closed, as when the caller hangs up at once), InvalidMessage (a malformed message),
+    UnsupportedEncoding (a format other than 8 kHz mono G.711)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                text = await socket.receive_text()
+                if text is None:
+                    # A hang-up, not bad input: it was InvalidMessage, with a traceback.
+                    raise SessionClosed("Twilio's socket closed before its 'start'")
+                event = twilio.parse(text)
+                if isinstance(event, twilio.Start):
+                    break
+                if isinstance(event, twilio.Stop):
+                    # The stream is over: the socket was held for the whole timeout before.
+                    raise SessionClosed("Twilio's stream stopped before its 'start'")
+    except TimeoutError:
+        # asyncio's own has no words: the example's log said only "Error handling request".
+        raise TimeoutError(f"no 'start' from Twilio within {timeout_s:g} s") from None
     if event.sample_rate_hz != twilio.RATE_HZ or event.channels != 1:
         raise errors.UnsupportedEncoding(
             f"Twilio stream's media format: {event.sample_rate_hz} Hz, "
