@@ -251,6 +251,25 @@ async def test_speak_writes_the_format_its_output_is_named_for(
     assert len(samples) / info.samplerate > 1.0 and np.abs(samples).max() > 0.03
 
 
+@pytest.mark.parametrize(("name", "subtype"), [("prompt.mulaw", "ULAW"), ("prompt.alaw", "ALAW")])
+async def test_speak_writes_a_phone_prompt_in_g711(
+    edge: Edge, tmp_path: Path, name: str, subtype: str
+):
+    # `-o prompt.mulaw` wrote a 16-bit PCM WAV under a mu-law name (the project's own
+    # telephony fixtures are .mulaw), and `.ulaw` / `.alaw` were refused.
+    path = tmp_path / name
+    status, _, err = await voxwire(
+        "speak", "Hello from the command line.", "-o", str(path), "--url", edge.ws,
+        key=edge.key,
+    )  # fmt: skip
+    assert status == 0, err
+    assert not path.read_bytes().startswith(b"RIFF")  # headerless, as G.711 prompts are
+    samples, _ = soundfile.read(
+        str(path), samplerate=8000, channels=1, format="RAW", subtype=subtype, dtype="float32"
+    )
+    assert len(samples) / 8000 > 1.0 and np.abs(samples).max() > 0.03
+
+
 async def _speak_seconds(edge: Edge, path: Path, *args: str) -> tuple[int, str, float]:
     status, _, err = await voxwire(
         "speak", *args, "-o", str(path), "--rate", "16000", "--url", edge.ws, key=edge.key

@@ -49,16 +49,27 @@ _FORMATS = {
     ".caf": ("CAF", "PCM_16"),
     ".raw": ("RAW", "PCM_16"),
     ".pcm": ("RAW", "PCM_16"),
+    # Headerless G.711, a phone prompt's format (8 kHz unless --rate says otherwise). These
+    # names were written as 16-bit PCM WAV (.mulaw, .ul) or refused (.ulaw, .alaw).
+    ".mulaw": ("RAW", "ULAW"),
+    ".ulaw": ("RAW", "ULAW"),
+    ".ul": ("RAW", "ULAW"),
+    ".alaw": ("RAW", "ALAW"),
+    ".al": ("RAW", "ALAW"),
 }
+_G711 = {".mulaw", ".ulaw", ".ul", ".alaw", ".al"}
 # Audio formats libsndfile does not write: named so, the file would be of the wrong kind.
-_UNWRITABLE = {".m4a", ".mp4", ".aac", ".webm", ".mka", ".wma", ".amr", ".ulaw", ".alaw"}
+_UNWRITABLE = {".m4a", ".mp4", ".aac", ".webm", ".mka", ".wma", ".amr"}
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # RFC 7845, 5.1: Opus codes at these only
 
 
 def default_rate(path: Path) -> int:
     """The rate ``voxwire speak`` writes when not told: 22050 Hz, 24000 for Opus (which has no
-    22050)."""
-    return 24000 if path.suffix.lower() == ".opus" else 22050
+    22050), 8000 for G.711 (telephony's)."""
+    suffix = path.suffix.lower()
+    if suffix in _G711:
+        return 8000
+    return 24000 if suffix == ".opus" else 22050
 
 
 def output_format(path: Path, rate: int) -> tuple[str, str]:
@@ -68,7 +79,8 @@ def output_format(path: Path, rate: int) -> tuple[str, str]:
     if suffix in _UNWRITABLE:
         raise CliError(
             f"{path}: cannot write {suffix} audio: voxwire speak writes WAV, FLAC, Ogg "
-            "(Vorbis; .opus for Opus), MP3, AU, AIFF, CAF or raw samples (.raw)"
+            "(Vorbis; .opus for Opus), MP3, AU, AIFF, CAF, raw samples (.raw) or G.711 (.mulaw, "
+            ".alaw)"
         )
     chosen = _FORMATS.get(suffix, _FORMATS[".wav"])
     if chosen == ("OGG", "OPUS") and rate not in OPUS_RATES:
