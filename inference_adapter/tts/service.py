@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ from voxwire.v1 import stream_pb2, synthesis_pb2, timings_pb2
 
 Request = synthesis_pb2.StreamingSynthesizeRequest
 Response = synthesis_pb2.StreamingSynthesizeResponse
+log = logging.getLogger(__name__)
 
 # Bound on Triton ending a done context's call after its half-close (it has nothing in flight,
 # so it answers at once); past it the call is cancelled. A context's call gets the larger of this
@@ -158,6 +160,21 @@ class SynthesisStream:
 
     # -- contexts -------------------------------------------------------------------------------
 
+    def _count_context_error(self, response: Response) -> None:
+        """A context's error, in voxwire.errors by reason (service "tts") and, for the server's
+        side (OVERLOADED, BACKEND_UNAVAILABLE, ...), in the log: a TTS capacity refusal ends a
+        context, not the stream, and went unseen by both, the stream's errors alone counted."""
+        error = errors.from_proto(response.error.error)
+        self.rt.telemetry.errors.add(1, {"service": "tts", "reason": error.reason})
+        if isinstance(error, errors.ServerError):
+            expected = isinstance(error, errors.Overloaded | errors.Draining)
+            log.log(
+                logging.INFO if expected else logging.WARNING,
+                "tts context failed: %s %s",
+                error.reason,
+                error.message,
+            )
+
     async def _execute(self, actions: Actions) -> None:
         """Carry out a session's decisions in order: open, answer, submit, retire."""
         assert self._stream is not None
@@ -173,6 +190,8 @@ class SynthesisStream:
         # Queued synchronously: the order the session decided is the order on the wire.
         for response in actions.to_client:
             stream.outbox.put(response)
+            if response.HasField("error"):
+                self._count_context_error(response)
         for ctx in actions.finished:
             self._close_side(ctx.key, cancel=self._stopping(ctx.state))
             if ctx.state is CtxState.DONE:

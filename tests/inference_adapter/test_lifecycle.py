@@ -355,3 +355,40 @@ async def test_tts_streams_and_contexts_are_counted(triton):
         assert {k for k, _ in labels} == SLOT_LABELS and ("service", "tts") in labels, labels
     assert after["voxwire.streams.active"][(("service", "tts"),)] == 0
     assert sum(after["voxwire.contexts.active"].values()) == 0
+
+
+async def test_a_tts_contexts_error_is_counted_by_reason(triton, caplog):
+    # A context's error (a capacity refusal, a replica lost) ends the context, not the
+    # stream: voxwire.errors counted only streams' errors, and nothing was logged.
+    caplog.set_level(logging.INFO, logger="inference_adapter.tts.service")
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry(
+        AdapterConfig(),
+        tracer_provider=TracerProvider(),
+        meter_provider=MeterProvider(metric_readers=[reader]),
+    )
+    server = AdapterServer(config(triton, max_streams_per_replica=1), telemetry=telemetry)
+    await server.start()
+    fmt = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_PCM_S16LE, sample_rate_hz=24000)
+    req = synthesis_pb2.StreamingSynthesizeRequest
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            call = synthesis_pb2_grpc.SynthesisStub(channel).StreamingSynthesize(timeout=10)
+            config_ = synthesis_pb2.SynthesisContextConfig(model="bench_tts", output_format=fmt)
+            await call.write(req(context_id="held", open=config_))
+            assert (await call.read()).HasField("opened")
+            await call.write(req(context_id="refused", open=config_))  # over the 1 slot
+            refused = await call.read()
+            assert refused.HasField("error"), refused
+            await call.done_writing()
+            await read_rest(call)
+    finally:
+        await server.stop(grace=0.5)
+    counted = {
+        tuple(sorted(p.attributes.items())): p.value
+        for m in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics
+        if m.name == "voxwire.errors"
+        for p in m.data.data_points
+    }
+    assert counted.get((("reason", "OVERLOADED"), ("service", "tts"))) == 1, counted
+    assert any("tts context failed: OVERLOADED" in r.getMessage() for r in caplog.records)
