@@ -16,9 +16,7 @@ from gateway.auth.keys_file import KeysFileError
 from gateway.config import ConfigError, GatewayConfig
 from gateway.server import GatewayServer
 from voxwire.gc_policy import settle_after_startup
-from voxwire.startup import StartError, drain_then_stop, run_or_exit
-
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+from voxwire.startup import LOG_LEVELS, StartError, drain_then_stop, run_or_exit
 
 
 def parse_args(argv: list[str] | None = None, prog: str = "python -m gateway") -> GatewayConfig:
@@ -51,7 +49,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m gateway") -
     parser.add_argument("--adapter-key", help="PEM private key of --adapter-cert")
     parser.add_argument("--telemetry", choices=["none", "console", "otlp"], help="tracing")
     parser.add_argument("--otlp-endpoint")
-    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=_LOG_LEVELS)
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

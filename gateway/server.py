@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 import time
 from collections.abc import Coroutine
@@ -34,6 +33,7 @@ from gateway.state import Gateway
 from gateway.telemetry import GatewayTracing
 from gateway.upstream.pool import AdapterPool
 from voxwire import errors
+from voxwire.startup import server_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -228,21 +228,7 @@ class GatewayServer:
     def _tls(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert:
             return None
-        for key, path in (("tls_cert", self.config.tls_cert), ("tls_key", self.config.tls_key)):
-            # ssl's own error names no file.
-            if path and not os.access(path, os.R_OK):
-                raise OSError(f"{key} {path}: no such file, or not readable")
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_cert_chain(self.config.tls_cert, self.config.tls_key or None)
-        except ssl.SSLError as exc:
-            # ssl's own message ("[SSL] PEM lib") names neither file nor what is wrong.
-            key = self.config.tls_key or "none given: the key must then be in tls_cert"
-            raise OSError(
-                f"tls_cert {self.config.tls_cert} / tls_key {key}: not a PEM certificate chain "
-                f"and its private key ({exc.reason or exc})"
-            ) from None
-        return context
+        return server_tls_context(self.config.tls_cert, self.config.tls_key)
 
     async def _reload_keys(self) -> None:
         assert self.config.auth is not None

@@ -15,9 +15,7 @@ from pathlib import Path
 from inference_adapter.config import TELEMETRY_MODES, AdapterConfig, ConfigError
 from inference_adapter.server import AdapterServer
 from voxwire.gc_policy import settle_after_startup
-from voxwire.startup import StartError, drain_then_stop, run_or_exit
-
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+from voxwire.startup import LOG_LEVELS, StartError, drain_then_stop, run_or_exit
 
 
 def parse_args(argv: list[str] | None = None) -> AdapterConfig:
@@ -50,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> AdapterConfig:
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve over TLS")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     parser.add_argument("--tls-client-ca", help="PEM CA of client certificates: require one (mTLS)")
-    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=_LOG_LEVELS)
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from inference_adapter.stt.service import TranscriptionService
 from inference_adapter.telemetry import Telemetry
 from inference_adapter.triton.replicas import ReplicaPool
 from inference_adapter.tts.service import SynthesisService
-from voxwire.startup import add_grpc_port
+from voxwire.startup import add_grpc_port, server_tls_context
 from voxwire.v1 import (
     capabilities_pb2,
     capabilities_pb2_grpc,
@@ -48,18 +47,7 @@ def server_credentials(config: AdapterConfig) -> grpc.ServerCredentials | None:
     cert = Path(config.tls_cert).read_bytes()  # a missing file's error names it
     key = Path(config.tls_key or config.tls_cert).read_bytes()
     client_ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
-    try:
-        # Checked here, as the gateway checks its own: gRPC's bind fails the same way for a
-        # key that does not match its certificate as for a port taken, and says neither.
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-            config.tls_cert, config.tls_key or None
-        )
-    except ssl.SSLError as exc:
-        key_name = config.tls_key or "none given: the key must then be in tls_cert"
-        raise OSError(
-            f"tls_cert {config.tls_cert} / tls_key {key_name}: not a PEM certificate chain and "
-            f"its private key ({exc.reason or exc})"
-        ) from None
+    server_tls_context(config.tls_cert, config.tls_key)  # the pair checked as the gateway's
     return grpc.ssl_server_credentials(
         [(key, cert)],
         root_certificates=client_ca,

@@ -41,6 +41,15 @@ Control = TypeVar("Control")
 MAX_CONTINUED_FROM = 2**32 - 1 - 86_400_000
 
 
+def heard(
+    words: Iterable[synthesis_pb2.WordTimestamp], played_ms: int
+) -> list[synthesis_pb2.WordTimestamp]:
+    """The rule of Truncated.heard (protos/voxwire/edge/v1/tts.proto): the words whose audio
+    ended at or before ``played_ms`` of the context's timeline, in order. One place for the
+    gateway's answer and the SDK's own (a resumed context, a stop the connection lost)."""
+    return [w for w in words if w.end_ms <= played_ms]
+
+
 def continued_from_violations(**starts: tuple[str, int]) -> list[Violation]:
     """Violations for the starting points (name: (field as the client set it, value)) past
     MAX_CONTINUED_FROM."""

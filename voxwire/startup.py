@@ -9,6 +9,8 @@ bug to debug.
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -80,6 +82,30 @@ def add_grpc_port(
             f"on purpose) or the host is not an address of this machine{tls}"
         )
     return port
+
+
+# --log-level's choices (logging's levels): an unknown one was a traceback.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server's TLS context from a PEM certificate chain and its private key (``key`` "":
+    in ``cert``). Raises OSError naming the files: a missing one (ssl's own error names none),
+    or a pair that is not PEM or does not match (ssl says "[SSL] PEM lib", and gRPC's bind
+    fails for it as for a port taken, saying neither)."""
+    for name, path in (("tls_cert", cert), ("tls_key", key)):
+        if path and not os.access(path, os.R_OK):
+            raise OSError(f"{name} {path}: no such file, or not readable")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key or None)
+    except ssl.SSLError as exc:
+        key_name = key or "none given: the key must then be in tls_cert"
+        raise OSError(
+            f"tls_cert {cert} / tls_key {key_name}: not a PEM certificate chain and its private "
+            f"key ({exc.reason or exc})"
+        ) from None
+    return context
 
 
 async def drain_then_stop(

@@ -241,18 +241,16 @@ class SttEdgeSession(EdgeSessionBase[SttLimits]):
         if ack is not None:
             # Checked here, named as the client sent it: passed on, the adapter refused it as
             # config.stream_offset_ms, a field the client never set.
-            names = (
+            at, index = (
                 ("config.stream_offset_ms", "config.first_utterance_index")
                 if from_config
                 else ("start.resume.ack.finalizedThroughMs", "start.resume.ack.nextUtteranceIndex")
             )
-            violations = continued_from_violations(
-                at=(names[0], ack.finalized_through_ms),
-                index=(names[1], ack.next_utterance_index),
-            )
-            if violations and from_config:
-                raise errors.InvalidConfig.of("invalid config", violations)
-            if violations:
+            if violations := continued_from_violations(
+                at=(at, ack.finalized_through_ms), index=(index, ack.next_utterance_index)
+            ):
+                if from_config:
+                    raise errors.InvalidConfig.of("invalid config", violations)
                 raise errors.ResumeRejected(
                     "the ack is past where any session could have got to: resume from the "
                     "last ack the session sent, or start a new session",

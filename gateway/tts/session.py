@@ -41,7 +41,7 @@ from voxwire.audio.codecs import AudioDecodeError, PcmFormat
 from voxwire.audio.formats import ENCODINGS, PROTO_ENCODINGS, resolve_format, sample_bytes
 from voxwire.edge.v1 import session_pb2, tts_pb2
 from voxwire.late_messages import LATE_KINDS, counted, late_errors
-from voxwire.replay import TextReplay, WordMark, cut_audio
+from voxwire.replay import TextReplay, WordMark, cut_audio, heard
 from voxwire.timings import Clock
 from voxwire.v1 import audio_pb2, stream_pb2, synthesis_pb2, timings_pb2
 
@@ -391,9 +391,10 @@ class TtsEdgeSession(EdgeSessionBase[TtsLimits]):
             )
         elif kind == "truncate":
             played = msg.truncate.played_ms
-            heard = [w for w in ctx.words if w.end_ms <= played]
             truncated = tts_pb2.Truncated(
-                played_ms=played, heard=heard, last_sequence_number=ctx.last_sent_seq
+                played_ms=played,
+                heard=heard(ctx.words, played),
+                last_sequence_number=ctx.last_sent_seq,
             )
             self._end(ctx, Message(context_id=cid, truncated=truncated), actions)
 

@@ -250,8 +250,6 @@ class AdapterPool:
         """Each change is logged once: the line that explains a /readyz 503, and its end."""
         if adapter.serving != serving:
             adapter.serving = serving
-            if not serving and why.startswith("its health says"):
-                adapter.why_not = why
             if serving:
                 log.info("adapter %s is serving", adapter.address)
             else:
@@ -299,7 +297,9 @@ class AdapterPool:
             try:
                 async for response in call:
                     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-                    if response.status == SERVING and not adapter.serving:
+                    if response.status != SERVING:
+                        adapter.why_not = f"its health says {status}"
+                    elif not adapter.serving:
                         await self._learn_capabilities(adapter)  # before the first session on it
                     self._set(adapter, response.status == SERVING, f"its health says {status}")
                     failures = 0

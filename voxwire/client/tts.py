@@ -48,6 +48,7 @@ from voxwire.client.tts_state import (
 from voxwire.edge.frames import unpack
 from voxwire.edge.messages import decode, encode
 from voxwire.edge.v1 import session_pb2, tts_pb2
+from voxwire.replay import heard as words_heard
 from voxwire.text_pieces import Append, Flush, Op, TextFeed, piece_bytes
 from voxwire.v1 import stream_pb2, synthesis_pb2
 
@@ -146,7 +147,7 @@ class SynthesisContext:
     def heard(self, played_ms: int) -> list[synthesis_pb2.WordTimestamp]:
         """The words whose audio ended at or before ``played_ms`` of the context's timeline,
         in order (the rule of Truncated.heard), from the word timings received so far."""
-        return [w for w in self.words if w.end_ms <= played_ms]
+        return words_heard(self.words, played_ms)
 
     async def audio(self) -> bytes:
         """All the context's audio, until it ends (reads the events: use it or iterate)."""

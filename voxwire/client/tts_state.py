@@ -37,7 +37,7 @@ from voxwire.client.connection import close_error, resumable
 from voxwire.client.stt_state import _TRANSITIONS, Phase
 from voxwire.edge.frames import AudioFrame
 from voxwire.edge.v1 import session_pb2, stt_pb2, tts_pb2
-from voxwire.replay import TextReplay, WordMark, cut_audio
+from voxwire.replay import TextReplay, WordMark, cut_audio, heard
 from voxwire.v1 import stream_pb2, synthesis_pb2
 
 log = logging.getLogger(__name__)
@@ -331,7 +331,7 @@ class SynthesisClientState:
                 # at offsets in the text it was given: the heard words are the context's own,
                 # by the same rule (Truncated.heard: the words whose audio ended by then).
                 del end.heard[:]
-                end.heard.extend(w for w in ctx.words if w.end_ms <= end.played_ms)
+                end.heard.extend(heard(ctx.words, end.played_ms))
             self._finish(ctx)
             out.events.append((cid, end))
             out.ended.append((cid, None))
@@ -424,8 +424,7 @@ class SynthesisClientState:
         if stop.WhichOneof("message") == "truncate":
             played = stop.truncate.played_ms
             event = tts_pb2.Truncated(played_ms=played, last_sequence_number=last)
-            # The rule of Truncated.heard: the words whose audio ended by then.
-            event.heard.extend(w for w in ctx.words if w.end_ms <= played)
+            event.heard.extend(heard(ctx.words, played))
         else:
             event = synthesis_pb2.ContextCancelled(last_sequence_number=last)
         self._finish(ctx)
